@@ -475,7 +475,7 @@ class NotAWeight:
 
 
 def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
-    with pytest.raises(CheckpointError, match=r"nope\.pth: no such file"):
+    with pytest.raises(CheckpointError, match=r"nope\.pth: no such file or directory$"):
         load_encoder(tmp_path / "nope.pth")
     (tmp_path / "notes.pth").write_text("hello, not a checkpoint")
     with pytest.raises(CheckpointError, match=r"notes\.pth: unknown checkpoint format"):
@@ -503,6 +503,19 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"pass one of its 2 checkpoint\(s\), e.g. the newest that reads, "
                                               r".*/run/checkpoint-00000003\.pt$"):
         load_encoder(tmp_path / "run")
+    # one of its checkpoints named, that a live run's rotation removed before it was read (before: "no such file or
+    # directory" alone; of train.init, without naming train.init)
+    from mme.train import engine
+
+    rotated = (r"run/checkpoint-00000001\.pt: no such file or directory; its folder holds 2 other checkpoint\(s\) of a "
+               r"run, the newest checkpoint-00000010\.pt: a live run's rotation \(train\.keep_last\) may have removed "
+               r"it; copy a checkpoint out of a live run before reading it$")
+    with pytest.raises(CheckpointError, match=rotated):
+        load_encoder(tmp_path / "run" / "checkpoint-00000001.pt")
+    with pytest.raises(CheckpointError, match="^train.init .*" + rotated):
+        engine.read_init(str(tmp_path / "run" / "checkpoint-00000001.pt"), ModelConfig(**TINY))
+    with pytest.raises(CheckpointError, match=r"run/notes\.pt: no such file or directory$"):  # no run's checkpoint
+        load_encoder(tmp_path / "run" / "notes.pt")
     path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "noweights")
     (path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"noweights/model\.safetensors: missing"):

@@ -819,10 +819,11 @@ def weight_files(folder: Path) -> tuple[Path | None, list[Path]]:
 
 
 def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: ModelConfig | None) -> Checkpoint:
+    from mme.train.checkpoint import latest_valid, list_checkpoints, rotated_away  # (it imports this module)
+
     if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+        raise CheckpointError(f"{path}: no such file or directory{rotated_away(path)}")
     if path.is_dir():
-        from mme.train.checkpoint import latest_valid, list_checkpoints  # (it imports this module)
 
         if saved := list_checkpoints(path):  # (a model's files written beside them are not read in their place)
             newest = latest_valid(path)  # (each one that does not read is named)

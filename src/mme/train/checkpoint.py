@@ -112,6 +112,18 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def rotated_away(path: Path) -> str:
+    """What to say of a run's checkpoint ``path`` that is not there (``checkpoint-<step>.pt``) where its folder holds
+    others: a live run's rotation may have removed it; "" otherwise."""
+    path = Path(path)
+    saved = list_checkpoints(path.parent) if _NAME.match(path.name) else []
+    if not saved:
+        return ""
+    return (f"; its folder holds {len(saved)} other checkpoint(s) of a run, the newest {saved[-1].name}: a live "
+            "run's rotation (train.keep_last) may have removed it; copy a checkpoint out of a live run before reading "
+            "it")
+
+
 def run_checkpoints(out_dir: Path) -> list[Path]:
     """The checkpoints of a training run in ``out_dir``: the rotating ones, oldest first, then those
     ``train.keep_epochs`` kept; what makes a folder a run's."""

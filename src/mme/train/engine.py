@@ -354,6 +354,10 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
         raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
                               f"model's count, or 64-d heads): give the count it was trained with, {keys}") from e
+    except CheckpointError as e:  # (a file gone: named as the run's init)
+        if Path(path).exists():
+            raise
+        raise CheckpointError(f"train.init {e}") from e
     unguessed = []
     for heads, width in HEAD_WIDTHS.items():
         theirs = getattr(ck.cfg, width)
