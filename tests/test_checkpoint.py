@@ -1501,6 +1501,13 @@ def test_an_export_into_a_training_runs_folder_is_refused_and_never_read_in_plac
         load_encoder(run)
     assert cli_main(["embed", str(run), str(tmp_path / "list.txt"), "--out", str(tmp_path / "f.safetensors")]) == 1
     assert "run: a training run's folder, not a checkpoint (its config.json" in capsys.readouterr().err
+    for name in ("config.json", "model.safetensors"):  # a folder of kept checkpoints alone is a run's too
+        (kept / name).write_bytes((src / name).read_bytes())
+    with pytest.raises(CheckpointError, match=r"kept: a training run's folder, not a checkpoint \(its config\.json "
+                                              r"is of weights written beside the run's checkpoints, which a folder "
+                                              r"of their own reads\): pass one of its 1 checkpoint\(s\), e\.g\. the "
+                                              r"newest kept of an epoch, .*/kept/checkpoint-epoch-0001-00000007\.pt$"):
+        load_encoder(kept)
 
 
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
