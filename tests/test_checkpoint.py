@@ -514,6 +514,14 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
         load_encoder(tmp_path / "run" / "checkpoint-00000001.pt")
     with pytest.raises(CheckpointError, match="^train.init .*" + rotated):
         engine.read_init(str(tmp_path / "run" / "checkpoint-00000001.pt"), ModelConfig(**TINY))
+    with pytest.raises(CheckpointError, match=r"^checkpoint .*" + rotated.replace(" or directory", "")):
+        ckpt.load_checkpoint(tmp_path / "run" / "checkpoint-00000001.pt")  # train.resume (before: no such file alone)
+    # one of a later step than the newest is not one rotation removed (it removes the oldest): not written yet
+    with pytest.raises(CheckpointError, match=r"run/checkpoint-00000011\.pt: no such file or directory; its folder "
+                                              r"holds 2 other checkpoint\(s\) of a run, the newest "
+                                              r"checkpoint-00000010\.pt, of an earlier step: this one is not written "
+                                              r"yet \(or its step is mistyped\)$"):
+        load_encoder(tmp_path / "run" / "checkpoint-00000011.pt")
     with pytest.raises(CheckpointError, match=r"run/notes\.pt: no such file or directory$"):  # no run's checkpoint
         load_encoder(tmp_path / "run" / "notes.pt")
     path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "noweights")

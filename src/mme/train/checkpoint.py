@@ -114,14 +114,17 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 
 def rotated_away(path: Path) -> str:
     """What to say of a run's checkpoint ``path`` that is not there (``checkpoint-<step>.pt``) where its folder holds
-    others: a live run's rotation may have removed it; "" otherwise."""
+    others: of a step before the newest, a live run's rotation (which removes the oldest) may have removed it; of a
+    later one, it is not written yet; "" otherwise."""
     path = Path(path)
-    saved = list_checkpoints(path.parent) if _NAME.match(path.name) else []
+    saved = list_checkpoints(path.parent) if (m := _NAME.match(path.name)) else []
     if not saved:
         return ""
-    return (f"; its folder holds {len(saved)} other checkpoint(s) of a run, the newest {saved[-1].name}: a live "
-            "run's rotation (train.keep_last) may have removed it; copy a checkpoint out of a live run before reading "
-            "it")
+    held = f"; its folder holds {len(saved)} other checkpoint(s) of a run, the newest {saved[-1].name}"
+    if int(m.group(1)) > checkpoint_step(saved[-1]):
+        return f"{held}, of an earlier step: this one is not written yet (or its step is mistyped)"
+    return (f"{held}: a live run's rotation (train.keep_last) may have removed it; copy a checkpoint out of a live "
+            "run before reading it")
 
 
 def run_checkpoints(out_dir: Path) -> list[Path]:
@@ -173,7 +176,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                                   f"no {CONFIG} of a model's weights)")
         raise CheckpointError(weights)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
+        raise CheckpointError(f"checkpoint {path}: no such file{rotated_away(path)}")
     if safetensors_header(path) is not None:
         raise CheckpointError(weights)
     state = torch_load(path)
