@@ -39,8 +39,9 @@ def test_every_log_reads_as_one_run_after_a_resume(tmp_path):
 def test_a_resume_cuts_its_logs_back_in_place_so_that_a_follower_of_them_reads_on(tmp_path, caplog):
     """A resume after a stop that logged steps past its last checkpoint (kill -9, a requeue) cut the logs back by
     writing new files renamed over them: ``tail -f metrics.jsonl`` followed the removed file and showed nothing more,
-    and ``tail -F`` printed the whole log again. The records dropped at the end are now cut off in place, the files
-    kept; a line dropped before kept ones still rewrites the file, its other lines as they were."""
+    and ``tail -F`` said it was replaced. The records dropped at the end are now cut off in place, the files kept, so
+    a follower reads on (GNU tail, -f or -F, still says 'file truncated' and prints the kept log again first); a line
+    dropped before kept ones still rewrites the file, its other lines as they were."""
     first = build_logger(tmp_path)
     for step in range(1, 11):
         first.log({"loss": float(step)}, step)
