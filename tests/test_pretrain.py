@@ -1185,6 +1185,59 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
         check_cache(cfg, pretrain_dataset(cfg))  # as many as the run may skip: it starts
 
 
+def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_not_advising_it_again(synth, tmp_path):
+    """mme extract fails a video it cannot make a file of (here unreadable; a frame over 8:1 too) and names it in its
+    report (<cache>/failed-*.json); the run's refusal of the cache lacking its file advised that same mme extract,
+    which failed it again (exit 1), and the run was refused with the same line forever. Where the videos mme extract
+    failed are alone more than data.max_failure_fraction, the refusal names them and why, and advises leaving them
+    out or raising the fraction (mme extract only for the videos never extracted); where they are not, or a video
+    changed since its report, the mme extract that makes the others."""
+    import os
+
+    from training import tiny_config
+
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], str(bad)]))
+    cache = tmp_path / "cache"
+    extract_cache(str(tmp_path / "list.txt"), str(cache), length=6, short_side=64, seed_stride=4)
+    report = next(cache.glob("failed-*.json"))
+
+    def refusal(videos: list[str], *extra: str) -> str | None:
+        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
+        data = [f"data.list_file={tmp_path / 'run.txt'}", "data.root=", *extra]
+        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={cache}")
+        try:
+            check_cache(cfg, pretrain_dataset(cfg))
+        except DataError as e:
+            return str(e)
+        return None
+
+    said = refusal([*listed[:3], str(bad)])  # before: "lacks the track cache files of 1 of the 4 videos ...; `mme
+    assert said is not None and said.startswith(  # extract ...` makes the track cache files these videos lack"
+        f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 4 videos of {tmp_path / 'run.txt'} that "
+        f"mme extract failed, and fails again (the first: {bad}: unreadable")
+    assert said.endswith(f"; each in {report}), more than data.max_failure_fraction=0.01 of them: leave them out of "
+                         "the list, or raise data.max_failure_fraction"), said
+    extract = (f"`mme extract {tmp_path / 'run.txt'} --out {cache} --length 6 --short-side 64 --seed-stride 4 --flow "
+               "dis-balanced --orientation coded --backend pyav` makes the track cache files these videos lack")
+    said = refusal([*listed[:4], str(bad)])  # and a video never extracted: mme extract makes its file
+    assert said is not None and " that mme extract failed, and fails again (the first: " in said
+    assert f"; it lacks the files of 1 more, never extracted: {extract}" in said, said
+    said = refusal([*listed[:4], str(bad)], "data.max_failure_fraction=0.25")  # the failed one alone may be skipped
+    assert said is not None and "mme extract failed" not in said and extract in said, said
+    assert refusal([*listed[:3], str(bad)], "data.max_failure_fraction=0.25") is None
+    later = os.stat(report).st_mtime + 10  # the video changed since its report: mme extract tries it again
+    os.utime(bad, (later, later))
+    said = refusal([*listed[:3], str(bad)])
+    assert said is not None and "mme extract failed" not in said and extract in said, said
+
+
 def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_why(synth, tmp_path, caplog):
     """A cache whose files an earlier mme made (mme.motion.cache.stale: here of tracker revision 1) started the run
     with a warning that its flow is used, and stopped it at the first batch as "1 of 6 videos failed ({'track

@@ -693,6 +693,25 @@ class PretrainDataset(_VideoDataset):
                     return CacheLookup(files, lacking, len(missed) - k - 1, whole)
         return CacheLookup(files, lacking, 0, whole)
 
+    @functools.cached_property
+    def extract_failed(self) -> dict[int, tuple[str, str]]:
+        """The videos of the list without a track cache file (:attr:`cache_lookup`) that ``mme extract`` failed, by its
+        reports of failures in ``target.cache_dir`` (:func:`mme.motion.extract.reported_failures`), each with its reason
+        and report: a resumed extraction fails them again. A video changed since its report was written is not one
+        (an extraction tries it anew)."""
+        from mme.motion.extract import reported_failures
+
+        reported = reported_failures(self.target_fn.cfg.cache_dir)
+        out: dict[int, tuple[str, str]] = {}
+        for i, found in enumerate(self.cache_lookup.files if reported else ()):
+            if found is None and (seen := reported.get(os.path.abspath(self.path(i)))) is not None:
+                why, report, written = seen
+                with contextlib.suppress(OSError):  # (a video gone is still failed)
+                    if os.stat(self.path(i)).st_mtime > written:
+                        continue
+                out[i] = why, report
+        return out
+
     def _cache_file(self, cache_dir: str, i: int, listed: frozenset[tuple[str, ...]] | None = None) -> str | None:
         """The track cache file of video ``i`` under ``cache_dir`` (in ``listed``, else on disk), None where none."""
         from mme.motion.cache import find_cache_file

@@ -12,6 +12,7 @@ are not ``path [label]`` are skipped, as training skips them, and listed in shar
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -338,6 +339,19 @@ def share_name(list_file: str, part: int, parts: int) -> str:
     the list is shared."""
     which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()
     return f"{Path(list_file).stem}-{which}" + (f"-{part}-of-{parts}" if parts > 1 else "")
+
+
+def reported_failures(out: str | Path) -> dict[str, tuple[str, str, float]]:
+    """The videos the reports of failures under ``out`` name (``failed-*.json``: every list's and share's, as
+    :func:`_run_share` writes them; one that cannot be read is passed over), each as its absolute path with its reason,
+    the report and the report's time of writing; a video named by two reports, with the newer's (the bad list lines
+    they name, as ``<list>:<line>``, match no video's path)."""
+    reports = []
+    for report in Path(out).glob("failed-*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            reports.append((report.stat().st_mtime, str(report), dict(json.loads(report.read_text())["failed"])))
+    return {os.path.abspath(video): (str(why), report, written)
+            for written, report, failed in sorted(reports) for video, why in failed.items()}  # the newer's last
 
 
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,

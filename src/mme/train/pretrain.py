@@ -71,7 +71,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     than ``data.max_failure_fraction`` lets the run skip, or of all of them
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
     on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
-    stopped part-way, are the dataset's failures), or one of whose probed files that this mme made and can read
+    stopped part-way, are the dataset's failures; those ``mme extract`` failed, where they alone are too many, named
+    as such: :func:`_check_extract_failed`), or one of whose probed files that this mme made and can read
     (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with settings the run cannot
     read, or turned its video otherwise (:meth:`~mme.data.dataset.PretrainDataset.cache_file_refusal`, advising the
     cache made again at its ``--short-side``; videos outside the probes are judged at their read), or holds too many
@@ -93,6 +94,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     lookup = dataset.cache_lookup
     lacking = len(lookup.lacking)
     if lacking == len(dataset) or dataset.too_many_failures(lacking):
+        _check_extract_failed(cfg, dataset)
         # (a whole listing that lacks the rest too: none of the list's videos has one)
         every = lacking + (lookup.unsought if lookup.whole else 0) == len(dataset)
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
@@ -146,6 +148,28 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     what, _, coarser = judged(lambda meta: _coarser_cache(meta, cfg))
     if what:
         log.warning("%s is coarser than this run's targets: %s", what, coarser)
+
+
+def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Refuse a track cache that lacks the files of videos ``mme extract`` failed
+    (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache) where they alone
+    are more than ``data.max_failure_fraction`` lets the run skip, naming the first and why: the ``mme extract`` that
+    makes the files the cache lacks fails them again (its advice would loop), so they are left out of the list, or
+    the fraction raised (the files of videos never extracted, where the cache lacks those too, it does make)."""
+    failed = dataset.extract_failed
+    if not failed or not dataset.too_many_failures(len(failed)):
+        return
+    first, report = next(iter(failed.values()))
+    counted, lines = dataset.failed_of(len(failed))
+    bad = f", which with its {len(dataset.bad_lines)} bad line(s) are {counted} of its {lines} lines" \
+        if dataset.bad_lines else ""
+    others = sum(found is None for found in dataset.cache_lookup.files) - len(failed)
+    untried = f"; it lacks the files of {others} more, never extracted: {dataset.extract_advice()}" if others else ""
+    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {len(failed)} of the "
+                    f"{len(dataset)} videos of {cfg.data.list_file} that mme extract failed, and fails again (the "
+                    f"first: {first}; each in {report}){bad}, more than data.max_failure_fraction="
+                    f"{cfg.data.max_failure_fraction} of them: leave them out of the list, or raise "
+                    f"data.max_failure_fraction{untried}")
 
 
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
