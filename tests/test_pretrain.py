@@ -395,6 +395,19 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
     assert len(said) == 2 and said[0].startswith("data: 12 of the 12 videos read so far"), said
     assert warned("tiny_cpu_pixel", "data.stride=3") == []  # (a window of 22)
     assert warned("tiny_cpu_mme") == []  # (its tracks of 6 end at raw frame 18)
+    # TSN segments (SSv2's recipes) of 32 over videos of 24 draw frames twice (before: not a word, no window counted)
+    said = warned("tiny_cpu_pixel", "data.sampling=segments", "data.num_frames=32", "model.num_frames=32")
+    assert len(said) == 2 and said[0].startswith("data: 4 of the 4 videos read so far hold fewer raw frames than the "
+                                                 "32 a clip spans (data.num_frames=32 in data.sampling=segments; the "
+                                                 "shortest holds 24): their clips draw frames more than once, and "
+                                                 "train on frozen frames; lower data.num_frames (with model.num_frames)"
+                                                 ", or leave them out"), said
+    # with tracks of 20 after 8 segments: 28 frames, the last segments' tracks repeating the last frame
+    said = warned("tiny_cpu_mme", "data.sampling=segments", "target.track_length=20", "data.num_workers=1")
+    assert len(said) == 2 and "than the 28 a clip spans (data.num_frames=8 in data.sampling=segments, and " \
+        "target.track_length=20: 20 more for the last tubelet's tracks; the shortest holds 24): their clips repeat " \
+        "their last frame, and train on frozen frames; lower target.track_length, or" in said[0], said
+    assert warned("tiny_cpu_pixel", "data.sampling=segments") == []  # (8 segments of 24 frames)
 
 
 @pytest.mark.parametrize("error", [

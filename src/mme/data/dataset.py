@@ -478,21 +478,23 @@ class _VideoDataset(Dataset):
     """Raw frames after each tubelet start a clip's tracks reach (:class:`PretrainDataset`'s; none here)."""
 
     @property
-    def clip_window(self) -> int | None:
-        """Raw frames a training clip spans with its tracks (:func:`~mme.data.sampling.window_length`); None for
-        TSN segments, spread over any video."""
+    def clip_window(self) -> int:
+        """Raw frames a training clip spans with its tracks (:func:`~mme.data.sampling.window_length`); for TSN
+        segments, spread over any video, the frames they need to draw none twice with the tracks on real frames, one
+        per segment and the tracks' after them (:func:`~mme.data.sampling.sample_segments`)."""
         cfg = self.cfg
         if cfg.sampling == "segments":
-            return None
+            return cfg.num_frames + self.track_length
         return window_length(cfg.num_frames, cfg.stride, cfg.tubelet, self.track_length)
 
     def short_videos(self) -> tuple[int, int, int]:
         """``(short, read, fewest)``: of the videos training reads have read so far, across all workers, those that
-        hold fewer raw frames than :attr:`clip_window` (their clips repeat their last frame: mme.data.sampling),
+        hold fewer raw frames than :attr:`clip_window` (their clips repeat their last frame, or segments draw frames
+        twice: mme.data.sampling),
         all of them, and the fewest frames of the short ones (0 where none)."""
         window, frames = self.clip_window, self._frames
         read = frames > 0
-        short = read & (frames < window) if window is not None else torch.zeros_like(read)
+        short = read & (frames < window)
         return int(short.sum()), int(read.sum()), int(frames[short].min()) if bool(short.any()) else 0
 
     def _note_frames(self, i: int, frames: int) -> None:

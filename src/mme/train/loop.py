@@ -483,8 +483,9 @@ def _out_of_memory(e: BaseException) -> bool:
 
 def warn_short(run: Run, in_all: bool = False) -> None:
     """Warn (the main rank, of the videos its reads met) once the videos read hold fewer raw frames than a clip's
-    window spans (:meth:`mme.data.dataset._VideoDataset.short_videos`), whose clips repeat their last frame: a run
-    whose stride or track length is too long for its videos trains on frozen frames without a word otherwise. Said
+    window spans (:meth:`mme.data.dataset._VideoDataset.short_videos`), whose clips repeat their last frame (TSN
+    segments: draw frames more than once): a run whose clip, stride or track length is too long for its videos trains
+    on frozen frames without a word otherwise. Said
     at the first metrics record that finds one, of the records at doubling steps (the first, then the first at twice
     its step or later, ...: the table is scanned there only, not at every step), and ``in_all`` (the run's end)
     again where more were met since; the frame counts come from the reads themselves (no video is opened for it), this
@@ -492,7 +493,7 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     the clip alone, at stride 1, is longer than the shortest video (no stride fits it), else ``data.stride`` where
     above 1; ``target.track_length`` where the tracks lengthen the window. A dataset that keeps none (a caller's own,
     as benchmarks' banks of clips) says nothing."""
-    if (not dist.is_main() or getattr(run.data, "clip_window", None) is None  # (segments: no window)
+    if (not dist.is_main() or getattr(run.data, "clip_window", None) is None
             or not (in_all or (not run.short_videos_said and run.step >= run.short_videos_next))):
         return  # (said once already: counted again at the run's end only)
     run.short_videos_next = 2 * run.step
@@ -501,19 +502,23 @@ def warn_short(run: Run, in_all: bool = False) -> None:
         return
     d = run.cfg.data
     window = run.data.clip_window
-    tracks = window - window_length(d.num_frames, d.stride, d.tubelet, 0)
-    keys = f"data.num_frames={d.num_frames} at data.stride={d.stride}" + (
+    segments = d.sampling == "segments"  # (one frame of each segment: no stride)
+    tracks = window - (d.num_frames if segments else window_length(d.num_frames, d.stride, d.tubelet, 0))
+    keys = f"data.num_frames={d.num_frames} " + ("in data.sampling=segments" if segments else
+                                                 f"at data.stride={d.stride}") + (
         f", and target.track_length={run.cfg.target.track_length}: {tracks} more for the last tubelet's tracks"
         if tracks > 0 else "")
     if d.num_frames > fewest:  # even at stride 1 the clip is longer: no stride fits it
         advice = "data.num_frames (with model.num_frames)" + (" and target.track_length" if tracks > 0 else "")
     else:  # a stride above 1, or tracks, lengthen the window past the clip's frames
-        advice = " or ".join((["data.stride"] if d.stride > 1 else []) + (["target.track_length"] if tracks else []))
+        advice = " or ".join((["data.stride"] if d.stride > 1 and not segments else [])
+                             + (["target.track_length"] if tracks else []))
+    repeat = "draw frames more than once" if segments and d.num_frames > fewest else "repeat their last frame"
     where = " on this rank" if dist.get_world_size() > 1 else ""
     log.warning("data: %d of the %d videos read%s %s hold fewer raw frames than the %d a clip spans (%s; the "
-                "shortest holds %d): their clips repeat their last frame, and train on frozen frames; lower %s, or "
-                "leave them out of the list (`mme check --min-frames %d` names them)", short, read, where,
-                "over the run" if in_all else "so far", window, keys, fewest, advice, window)
+                "shortest holds %d): their clips %s, and train on frozen frames; lower %s, or leave them out of the "
+                "list (`mme check --min-frames %d` names them)", short, read, where,
+                "over the run" if in_all else "so far", window, keys, fewest, repeat, advice, window)
     run.short_videos_said = short
 
 
