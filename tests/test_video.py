@@ -1141,6 +1141,55 @@ def test_check_names_hdr_videos_whose_frames_the_backends_read_otherwise(tmp_pat
     assert "hdr" in USABLE  # a run reads it
 
 
+def test_check_names_anamorphic_videos_and_a_read_warns_of_the_first(tmp_path, monkeypatch, caplog):
+    """A DV/DVD/broadcast-style file stored 96x64 with a sample aspect ratio of 2:1 displays 192x64; every backend
+    reads the stored frames (the scene and its motion across halved) and `mme check` said 'ok', nothing found of it
+    anywhere. `mme check` names it 'anamorphic' where the file is otherwise ok (a run reads it), in the reason of
+    another status, with the stored and displayed sizes; a read warns of the first such video of its process, on
+    every backend; square pixels say nothing."""
+    from mme.data import video
+
+    frames, _ = affine_video(20, 64, 96, dx=1.0, seed=3)
+
+    def write(path: Path, sar: Fraction | None) -> Path:
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+            if sar is not None:
+                s.codec_context.sample_aspect_ratio = sar
+            for f in frames:
+                c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            c.mux(s.encode())
+        return path
+
+    wide, narrow = write(tmp_path / "wide.mp4", Fraction(2)), write(tmp_path / "narrow.mp4", Fraction(8, 9))
+    square, unsaid = write(tmp_path / "square.mp4", Fraction(1)), write(tmp_path / "unsaid.mp4", None)
+    advice = "make them square first (ffmpeg -i in -vf scale=iw*sar:ih,setsar=1 out)"
+    report = check_video(wide)
+    assert (report["status"], report["frames"]) == ("anamorphic", 20), report  # (was ok)
+    assert report["reason"] == ("its pixels are not square (sample aspect ratio 2:1: stored 96x64, displayed 192x64): "
+                                "every backend reads the stored frames, the scene and its motion across 2 times "
+                                f"narrower than displayed; {advice}")
+    assert check_video(narrow)["reason"].startswith("its pixels are not square (sample aspect ratio 8:9: stored 96x64, "
+                                                    "displayed 85x64): every backend reads the stored frames, the "
+                                                    "scene and its motion across 1.12 times wider than displayed")
+    short = check_video(wide, min_frames=30)
+    assert (short["status"], short["reason"]) == ("short", f"20 frames, fewer than 30; {report['reason']}")
+    for path in (square, unsaid):
+        assert (check_video(path)["status"], check_video(path)["reason"]) == ("ok", "")
+    assert "anamorphic" in USABLE  # a run reads it
+    for backend in ("pyav", "opencv"):
+        monkeypatch.setattr(video, "_SAID_ANAMORPHIC", [])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            for path in (square, wide, narrow, wide):
+                with open_video(path, backend) as reader:
+                    assert reader.size == (96, 64) and reader.read([0]).shape == (1, 64, 96, 3)
+        said = [r.getMessage() for r in caplog.records]
+        assert said == [f"{wide}: {report['reason']} (said for the first such video; `mme check` names every one)"], \
+            said
+
+
 @pytest.mark.parametrize("ext", ["mkv", "mp4"])
 def test_check_names_the_video_streams_besides_the_first_which_is_read(tmp_path, ext):
     """Frame i is the first video stream's (mme.data.video). `mme check` of a file with more said nothing of the

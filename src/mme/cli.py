@@ -252,7 +252,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "decoder's threads, or data its demuxer passed over, whose frames are missing), rotated (a "
                        "display matrix turns or mirrors its frames, which are read as coded), several videos (it "
                        "holds video streams besides the first, which is read), hdr (its colours are tagged HDR or "
-                       "BT.2020, which the backends read otherwise), or suspicious (read "
+                       "BT.2020, which the backends read otherwise), anamorphic (its pixels are not square: read as "
+                       "stored, squeezed or stretched), or suspicious (read "
                        "by decoding from the start, slower, because its timestamps or frame count cannot be "
                        "trusted). Exit status 1 when a run would skip some videos.")
     p.add_argument("list_files", metavar="lists", type=path, nargs="+", help="list files ('path [label]' per line)")

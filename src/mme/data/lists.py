@@ -1910,7 +1910,7 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
 
 # ---- the check before a long run -----------------------------------------------------------------------------
 
-USABLE = ("ok", "suspicious", "damaged", "rotated", "short", "several videos", "hdr")
+USABLE = ("ok", "suspicious", "damaged", "rotated", "short", "several videos", "hdr", "anamorphic")
 """Statuses of videos a run reads; it skips the others (counted against data.max_failure_fraction)."""
 SHOWN = 5
 """Videos a run would skip that ``mme check`` names on the console (its report has them all)."""

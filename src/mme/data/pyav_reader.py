@@ -62,6 +62,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -251,6 +252,16 @@ def hdr_colours(stream: av.video.stream.VideoStream) -> str:
     return (f"its colours are tagged with {' and '.join(tags)}: the pyav backend reads their values as coded, with no "
             f"conversion to SDR BT.709 colours, the opencv backend converts them itself (other frames): train, "
             f"extract and embed with one backend")
+
+
+def sample_aspect(stream: av.video.stream.VideoStream) -> Fraction:
+    """The stream's sample (pixel) aspect ratio, a stored pixel's width over its height as the container's header or
+    the codec's says (DV, DVD and broadcast video: 16:15, 64:45, 4:3, ...; 1 where neither says one: square)."""
+    ctx = stream.codec_context
+    for sar in (stream.sample_aspect_ratio, ctx.sample_aspect_ratio if ctx is not None else None):
+        if sar:
+            return Fraction(sar)
+    return Fraction(1)
 
 
 MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
@@ -467,6 +478,10 @@ class PyAVReader(VideoReader):
         """What `mme check` says of the colours of the stream read where they are HDR or wide-gamut
         (:func:`hdr_colours`)."""
         return hdr_colours(self._stream)
+
+    def sample_aspect(self) -> Fraction:
+        """The stream's sample aspect ratio (:func:`sample_aspect`), from its header."""
+        return sample_aspect(self._stream)
 
     def display_matrix(self) -> tuple[int, ...] | None:
         """The file's display matrix, kept with its index: its first frame's, decoded when the file was indexed
@@ -1495,6 +1510,16 @@ def first_frame(path: str) -> av.VideoFrame | None:
             return None if stream is None else next(_decode(container, stream, _Leave()), None)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise video_error(path, "unreadable", e) from e
+
+
+def read_sample_aspect(path: str) -> Fraction:
+    """The sample aspect ratio of the file's first video stream (:func:`sample_aspect`), from its header; 1 where it
+    cannot be opened (the reader that opened it says why)."""
+    try:
+        with open_container(path) as container:
+            return sample_aspect(container.streams.video[0]) if container.streams.video else Fraction(1)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return Fraction(1)
 
 
 def read_display_matrix(path: str) -> tuple[int, ...] | None:

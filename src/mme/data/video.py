@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import unicodedata
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,9 +58,10 @@ from mme.data.video_reader import (
 from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import VersionOfFile, absolute_path, as_given, env_int
 
+log = logging.getLogger(__name__)
+
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
-
 
 
 INDEXING_BACKENDS = ("pyav", "pyav-cuda")
@@ -96,14 +99,15 @@ def _decord_missing() -> str | None:
 
 
 def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
-               index_dir: str | Path | None = None, orientation: str = "coded") -> VideoReader:
+               index_dir: str | Path | None = None, orientation: str = "coded", warn: bool = True) -> VideoReader:
     """Open ``path`` with ``backend`` (:data:`BACKENDS`); ``threads`` = decoder threads (0 = auto); ``index_dir``:
     where the PyAV reader keeps frame indices for every process (``data.index_dir``); ``orientation``
     (``data.orientation``): 'coded' frames, or turned as 'display'ed (:mod:`mme.data.video_reader`).
 
     Raises VideoError for a missing, empty, unreadable or frameless file, for one FFmpeg reads as text or a
     still picture (:func:`mme.data.pyav_reader.not_a_video`), and for frames too small to train on
-    (:func:`frame_size_refusal`).
+    (:func:`frame_size_refusal`). A video whose pixels are not square (:func:`anamorphic`) is read as stored, and
+    warned of, the first of a process alone, where ``warn``.
     """
     path = str(path)
     if backend not in BACKENDS:
@@ -130,6 +134,9 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
             raise video_error(path, "unreadable", no_frames(reader.packets))
         if why := frame_size_refusal(*reader.size):
             raise video_error(path, "unreadable", why)
+        if warn and not _SAID_ANAMORPHIC and (why := anamorphic(*reader.size, reader.sample_aspect())):  # (stored)
+            _SAID_ANAMORPHIC.append(path)  # once per process (each loader worker's first): `mme check` names them all
+            log.warning("%s: %s (said for the first such video; `mme check` names every one)", path, why)
         if orientation == "display":
             reader.orient(display_turn(reader.display_matrix(), path))
     except BaseException:
@@ -158,6 +165,23 @@ def frame_size_refusal(width: int, height: int) -> str:
     if min(width, height) < MIN_SHORT_SIDE:
         return f"its frames are {width}x{height}, whose short side is under {MIN_SHORT_SIDE} px"
     return ""
+
+
+def anamorphic(width: int, height: int, sar: Fraction) -> str:
+    """What `mme check` and a read say of frames of ``width`` x ``height`` stored pixels whose sample aspect ratio
+    ``sar`` is not square (DV, DVD, broadcast: displayed wider or narrower than stored), '' where it is: every backend
+    reads the stored frames, the scene and its motion across squeezed or stretched against the displayed ones."""
+    if sar == 1:
+        return ""
+    shown = f"{round(width * sar)}x{height}"
+    how = f"{float(sar):.3g} times narrower" if sar > 1 else f"{float(1 / sar):.3g} times wider"
+    return (f"its pixels are not square (sample aspect ratio {sar.numerator}:{sar.denominator}: stored {width}x{height}"
+            f", displayed {shown}): every backend reads the stored frames, the scene and its motion across {how} than "
+            f"displayed; make them square first (ffmpeg -i in -vf scale=iw*sar:ih,setsar=1 out)")
+
+
+_SAID_ANAMORPHIC: list[str] = []
+"""The video whose non-square pixels this process warned of, once (:func:`open_video`)."""
 
 
 def whole_frame_refusal(width: int, height: int) -> str:
@@ -218,14 +242,16 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     names too (:func:`~mme.data.pyav_reader.other_videos`; not a VideoError's, whose file failed to open or decode);
     'hdr' when it is otherwise 'ok' but its colours are tagged HDR or BT.2020 (a phone's HLG video), which the
     backends read otherwise (:func:`~mme.data.pyav_reader.hdr_colours`), said likewise in the reason of the others;
+    'anamorphic' likewise where its pixels are not square (:func:`anamorphic`: read as stored, squeezed or stretched);
     or the VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the
     proven index is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on
     them)."""
     out = video_check(path)
     try:
-        with open_video(path, threads=threads, index_dir=index_dir) as reader:
+        with open_video(path, threads=threads, index_dir=index_dir, warn=False) as reader:
             out.update(reader.check())
             others, hdr = reader.other_videos(), reader.hdr_colours()
+            squeezed = anamorphic(*reader.size, reader.sample_aspect())
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
     out["rotation"] = display_angle(out["display"])
@@ -260,6 +286,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         out.update(status="hdr", reason=hdr)
     elif hdr:
         out["reason"] += f"; {hdr}"
+    if squeezed and out["status"] == "ok":  # a run reads it squeezed or stretched: said, as 'rotated'
+        out.update(status="anamorphic", reason=squeezed)
+    elif squeezed:
+        out["reason"] += f"; {squeezed}"
     return out
 
 
@@ -295,6 +325,11 @@ class _OpenCVReader(VideoReader):
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.num_frames = _opencv_count(VersionOfFile.of(path), threads)
+
+    def sample_aspect(self) -> Fraction:
+        """The sample aspect ratio OpenCV's FFmpeg read from the file (1 where it says none)."""
+        num, den = (int(self._cap.get(prop)) for prop in (cv2.CAP_PROP_SAR_NUM, cv2.CAP_PROP_SAR_DEN))
+        return Fraction(num, den) if num > 0 and den > 0 else Fraction(1)
 
     def _capture(self) -> cv2.VideoCapture:
         """A capture of the file at its first frame, with OpenCV's own turning off (refused where it cannot be)."""

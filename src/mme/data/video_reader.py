@@ -13,6 +13,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,11 @@ class VideoReader:
         its frame index instead)."""
         return _probed_display_matrix(VersionOfFile.of(self.path))
 
+    def sample_aspect(self) -> Fraction:
+        """The file's sample (pixel) aspect ratio (1: square), read by PyAV from its header, once per file and process
+        while it is unchanged (the PyAV reader reads its own stream's)."""
+        return _probed_sample_aspect(VersionOfFile.of(self.path))
+
     def orient(self, turn: tuple[bool, bool, bool]) -> None:
         """Return frames turned by ``turn`` from now on (:func:`display_turn`); ``size`` becomes the turned one."""
         with self._lock:
@@ -192,3 +198,10 @@ def _probed_display_matrix(file: VersionOfFile) -> tuple[int, ...] | None:
     from mme.data.pyav_reader import read_display_matrix  # PyAV reads it: the other backends do not say
 
     return read_display_matrix(file.path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probed_sample_aspect(file: VersionOfFile) -> Fraction:
+    from mme.data.pyav_reader import read_sample_aspect  # PyAV reads it for every backend
+
+    return read_sample_aspect(file.path)
