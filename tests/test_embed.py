@@ -126,6 +126,38 @@ def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(set
     assert len(json.loads(Path(str(out) + ".json").read_text())["failures"]) == 36
 
 
+def test_videos_shorter_than_a_clip_are_counted_in_one_warning_as_training_counts_them(setup, tmp_path, caplog):
+    """mme embed / mme probe embedded 1- and 2-frame videos as clips of their frames repeated (documented), with no
+    word where training warns of them. One warning counts the videos read that hold fewer raw frames than a clip
+    spans, with the span and the shortest (the table training's warning reads, _VideoDataset.short_videos), for
+    strided clips and TSN segments alike; a list whose videos hold a clip says nothing."""
+    import logging
+
+    root, ckpt = setup
+    for n in (1, 2):
+        write_video(tmp_path / f"s{n}.mp4", _moving(n, frames=n))
+    (tmp_path / "list.txt").write_text(f"s1.mp4 0\n{root / 'v0.mp4'} 1\ns2.mp4 0\n")
+    (tmp_path / "long.txt").write_text(f"{root / 'v0.mp4'} 1\n{root / 'v1.mp4'} 0\n")
+
+    def said(source: str, **views) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            out = embed(ckpt, tmp_path / source, tmp_path / f"f{len(list(tmp_path.iterdir()))}.npy", root=str(tmp_path),
+                        num_workers=0, progress=False, **views)
+        assert np.isfinite(np.load(out)).all()  # (every video embedded)
+        return [r.getMessage() for r in caplog.records if "a clip spans" in r.getMessage()]
+
+    assert said("list.txt", stride=2, clips=2) == [  # before: nothing
+        "embed: 2 of the 3 videos read hold fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
+        "shortest holds 1): their clips repeat their last frame, features of frozen frames (`mme check --min-frames "
+        "7` names them)"]
+    assert said("list.txt", segments=True) == [
+        "embed: 2 of the 3 videos read hold fewer raw frames than the 4 a clip spans (4 frames in TSN segments; the "
+        "shortest holds 1): their clips draw frames more than once, features of frozen frames (`mme check "
+        "--min-frames 4` names them)"]
+    assert said("long.txt", stride=2) == []  # (12 frames hold a window of 7)
+
+
 def test_mme_embed_exits_0_where_some_videos_failed_its_last_line_a_warning_naming_the_sidecar(setup, tmp_path,
                                                                                                caplog):
     """A job where some videos failed exits 0 (documented: their rows NaN, valid 0; mme extract and mme check exit

@@ -176,6 +176,26 @@ def test_a_picture_that_cannot_be_drawn_is_one_line_and_keeps_the_picture_there(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "t.gif", "t.png"]
 
 
+def test_a_one_frame_video_is_said_to_hold_1_frame(tmp_path, caplog):
+    """`mme viz` of a 1-frame video said 'one.mp4: 1 frames; ...' (and refused a late --start with '1 frames'): the
+    count reads as `mme check`'s does (mme.utils.counted), '1 frame', '2 frames'."""
+    import logging
+
+    frames, _ = affine_video(2, 32, 32, dx=1.0, seed=0)
+    for n in (1, 2):
+        path = write_video(tmp_path / f"v{n}.mp4", frames[:n])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            sample = read_clip(str(path), 0, 4, 1, 32, 2)
+        assert sample.frames.shape[0] == n
+        said = f"{n} frame{'s' * (n > 1)}; 4 frames at stride 1 from frame 0, with tracks of 2, need 5"
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{path}: {said}: its last frame repeats, as training reads a video this short"]
+        late = said.replace("frame 0", "frame 1").replace("need 5", "need 6")
+        with pytest.raises(MMEError, match=f"^{re.escape(str(path))}: too short \\({late}; "):
+            read_clip(str(path), 1, 4, 1, 32, 2)
+
+
 def test_a_seed_out_of_range_is_refused_before_any_work(tmp_path, capsys):
     """--seed 2**64 (argparse's count takes any whole number >= 0) was taken, and with --checkpoint ended in torch's
     ValueError traceback at the mask's draw (Overflow when unpacking long long), once the model was read; --seed

@@ -75,6 +75,11 @@ def _plain_int(value: Any) -> int | None:
     return None
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural but for one: '1 frame', '0 frames', '24 frames'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def as_count(value: Any, least: int) -> int | None:
     """``value`` as a plain int (:func:`_plain_int`) of at least ``least`` that fits an int64; None for anything else
     (a bool, a float, text, a smaller or a larger one). The check of :func:`check_count`, and of callers that say its

@@ -488,7 +488,8 @@ class _VideoDataset(Dataset):
         return window_length(cfg.num_frames, cfg.stride, cfg.tubelet, self.track_length)
 
     def short_videos(self) -> tuple[int, int, int]:
-        """``(short, read, fewest)``: of the videos training reads have read so far, across all workers, those that
+        """``(short, read, fewest)``: of the videos reads have read so far (training's, a test set's), across all
+        workers, those that
         hold fewer raw frames than :attr:`clip_window` (their clips repeat their last frame, or segments draw frames
         twice: mme.data.sampling),
         all of them, and the fewest frames of the short ones (0 where none)."""
@@ -498,7 +499,7 @@ class _VideoDataset(Dataset):
         return int(short.sum()), int(read.sum()), int(frames[short].min()) if bool(short.any()) else 0
 
     def _note_frames(self, i: int, frames: int) -> None:
-        """Record that video ``i``, read for training, holds ``frames`` raw frames (:meth:`short_videos`)."""
+        """Record that video ``i``, read, holds ``frames`` raw frames (:meth:`short_videos`)."""
         self._frames[i] = frames
 
     @property
@@ -933,8 +934,8 @@ class ClassificationDataset(_VideoDataset):
         cfg = self.cfg
         with self.open(self.path(i)) as reader:
             n, size = reader.num_frames, reader.size
+            self._note_frames(i, n)  # (a test set's too: mme embed's warning)
             if self.mode == "train":
-                self._note_frames(i, n)
                 if cfg.sampling == "segments":
                     clips = [sample_segments(n, cfg.num_frames, cfg.tubelet, rng)]
                 else:

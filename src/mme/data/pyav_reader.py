@@ -78,6 +78,7 @@ from mme.utils import (
     absolute_path,
     as_given,
     atomic_write_text,
+    counted,
     error_reason,
     exclusive_lock,
     file_version,
@@ -1584,7 +1585,7 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
         if not indexing:
             raise
         frames = len(timestamps)
-        raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
+        raise video_error(path, "unreadable", f"the decode at indexing failed after {counted(frames, 'frame')}"
                                               f" of its {packets} packets: {e}") from e
     return timestamps, leave.cut_end or concealed
 

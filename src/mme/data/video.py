@@ -56,7 +56,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import VersionOfFile, absolute_path, as_given, env_int
+from mme.utils import VersionOfFile, absolute_path, as_given, counted, env_int
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     out["rotation"] = display_angle(out["display"])
     turned = _turned_how(out["display"], path)
     frames = out["frames"]
-    short = f"{frames} frame{'s' * (frames != 1)}, fewer than {min_frames}" if frames < min_frames else ""
+    short = f"{counted(frames, 'frame')}, fewer than {min_frames}" if frames < min_frames else ""
     if frames == 0:  # as a run's open of the file says, once its frames are counted
         out.update(status="unreadable", reason=no_frames(out["packets"]))
     elif out["damaged"] or out["skipped"] or turned:

@@ -816,10 +816,30 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 if len(rows) >= chunk_batches:
                     flush(rows)
             flush(rows)
+        _warn_short(dataset)
         dist.on_main(_assemble, partial, out, source, dataset, fingerprint, states)
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails
     return out
+
+
+def _warn_short(dataset: Dataset) -> None:
+    """Warn (the main rank, of the videos its reads met) where videos read hold fewer raw frames than a clip spans
+    (:meth:`~mme.data.dataset._VideoDataset.short_videos`, as training counts them): their views repeat their last
+    frame, or TSN segments draw frames more than once (docs/evaluation.md), features of frozen frames."""
+    from mme.train import distributed as dist
+
+    short, read, fewest = dataset.short_videos()
+    if not short or not dist.is_main():
+        return
+    cfg, window = dataset.cfg, dataset.clip_window
+    segments = cfg.sampling == "segments"
+    how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
+    where = " on this rank" if dist.get_world_size() > 1 else ""
+    log.warning("embed: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
+                "holds %d): their clips %s, features of frozen frames (`mme check --min-frames %d` names them)",
+                short, read, where, window, how, fewest,
+                "draw frames more than once" if segments else "repeat their last frame", window)
 
 
 def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any],

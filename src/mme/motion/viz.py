@@ -38,6 +38,7 @@ from mme.utils import (
     atomic_path,
     check_output,
     check_seed,
+    counted,
     error_reason,
     file_path,
     keep_others_file,
@@ -76,11 +77,11 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
                 tracks = f", with tracks of {length}," if length else ""
                 need = f"{num_frames} frames at stride {stride} from frame {start}{tracks} need {start + span}"
                 if start > 0 or n == 0:
-                    raise video_error(path, "too short", f"{n} frames; {need}; " + (
+                    raise video_error(path, "too short", f"{counted(n, 'frame')}; {need}; " + (
                         f"--start {n - span} is the last that fits" if n >= span else
                         "--start 0 reads it as training reads a video this short, its last frame repeated"))
-                log.warning("%s: %d frames; %s: its last frame repeats, as training reads a video this short", path,
-                            n, need)
+                log.warning("%s: %s; %s: its last frame repeats, as training reads a video this short", path,
+                            counted(n, "frame"), need)
             indices = clip_indices(start + stride * np.arange(num_frames), n, tubelet, length)
             ids = np.arange(start, min(start + span, n))
             geometry = view_crops(reader.size, size, 1)[0]
