@@ -649,6 +649,9 @@ def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos
     assert made["failed"][str(videos / "b.mp4")] == \
         f"{videos / 'b.mp4'}: a worker process died extracting it (signal 9: Killed)", made
     assert sorted(made["failed"]) == [str(videos / "b.mp4"), str(videos / "bad.mp4")]
+    bad = made["lasting"][str(videos / "bad.mp4")]  # failed of itself, a run fails it again; b.mp4 may be made
+    assert list(made["lasting"]) == [str(videos / "bad.mp4")] and bad["source_stat"][0] == (videos / "bad.mp4").stat(
+        ).st_size, made
     assert "2 written, 0 already complete, 2 failed" in proc.stdout
     proc = subprocess.run([sys.executable, str(tmp_path / "dying.py"), "check", str(videos / "list.txt"), "--root",
                            str(videos), "--out", str(tmp_path / "check.json"), "--workers", "2"],

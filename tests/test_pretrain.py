@@ -1203,9 +1203,12 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     report (<cache>/failed-*.json); the run's refusal of the cache lacking its file advised that same mme extract,
     which failed it again (exit 1), and the run was refused with the same line forever. Where the videos mme extract
     failed are alone more than data.max_failure_fraction, the refusal names them and why, and advises leaving them
-    out or raising the fraction (mme extract only for the videos never extracted); where they are not, or a video
-    changed since its report, the mme extract that makes the others."""
+    out or raising the fraction (mme extract only for the others: never extracted, or failed otherwise); where they
+    are not, or a video changed since its report, the mme extract that makes the others. A video mme extract failed
+    for a passing cause (here missing while it ran, then moved back with its old mtime: a mount away) is not one:
+    the mme extract that makes it is advised (before: "mme extract failed, and fails again", where it made it)."""
     import os
+    import shutil
 
     from training import tiny_config
 
@@ -1216,9 +1219,13 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], str(bad)]))
+    back = tmp_path / "back.mp4"  # away while mme extract ran, then moved back as it was
+    shutil.copy2(listed[5], tmp_path / "away.mp4")
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], str(bad), str(back)]))
     cache = tmp_path / "cache"
-    extract_cache(str(tmp_path / "list.txt"), str(cache), length=6, short_side=64, seed_stride=4)
+    made = extract_cache(str(tmp_path / "list.txt"), str(cache), length=6, short_side=64, seed_stride=4)
+    assert sorted(made["failed"]) == sorted([str(bad), str(back)]) and "missing" in made["failed"][str(back)]
+    os.rename(tmp_path / "away.mp4", back)
     report = next(cache.glob("failed-*.json"))
 
     def refusal(videos: list[str], *extra: str) -> str | None:
@@ -1241,12 +1248,17 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
                "dis-balanced --orientation coded --backend pyav` makes the track cache files these videos lack")
     said = refusal([*listed[:4], str(bad)])  # and a video never extracted: mme extract makes its file
     assert said is not None and " that mme extract failed, and fails again (the first: " in said
-    assert f"; it lacks the files of 1 more, never extracted: {extract}" in said, said
+    assert f"; it lacks the files of 1 more too: {extract}" in said, said
+    said = refusal([*listed[:3], str(bad), str(back)])  # the one missing then is made by mme extract now
+    assert said is not None and " that mme extract failed, and fails again (the first: " in said
+    assert f"; it lacks the files of 1 more too: {extract}" in said, said
+    said = refusal([*listed[:3], str(back)])  # before: "... that mme extract failed, and fails again (the first:
+    assert said is not None and "mme extract failed" not in said and extract in said, said  # back.mp4: missing"
     said = refusal([*listed[:4], str(bad)], "data.max_failure_fraction=0.25")  # the failed one alone may be skipped
     assert said is not None and "mme extract failed" not in said and extract in said, said
     assert refusal([*listed[:3], str(bad)], "data.max_failure_fraction=0.25") is None
-    later = os.stat(report).st_mtime + 10  # the video changed since its report: mme extract tries it again
-    os.utime(bad, (later, later))
+    shutil.copy2(listed[3], tmp_path / "bad.mp4")  # another file of its name, its old mtime: mme extract makes it
+    os.utime(bad, (os.stat(report).st_mtime - 10,) * 2)
     said = refusal([*listed[:3], str(bad)])
     assert said is not None and "mme extract failed" not in said and extract in said, said
 

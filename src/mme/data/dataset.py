@@ -698,21 +698,23 @@ class PretrainDataset(_VideoDataset):
 
     @functools.cached_property
     def extract_failed(self) -> dict[int, tuple[str, str]]:
-        """The videos of the list without a track cache file (:attr:`cache_lookup`) that ``mme extract`` failed, by its
-        reports of failures in ``target.cache_dir`` (:func:`mme.motion.extract.reported_failures`), each with its reason
-        and report: a resumed extraction fails them again. A video changed since its report was written is not one
-        (an extraction tries it anew)."""
+        """The videos of the list without a track cache file (:attr:`cache_lookup`) that ``mme extract`` failed of
+        themselves, by its reports of failures in ``target.cache_dir`` (:func:`mme.motion.extract.reported_failures`:
+        a VideoError of the file there, unreadable or a frame over 8:1), each with its reason and report: a resumed
+        extraction fails them again. A video whose file is not the one that failed (changed, replaced, gone) is not
+        one, nor one that failed otherwise (missing then, its worker died, another error): an extraction tries it
+        anew."""
+        from mme.motion.cache import same_source
         from mme.motion.extract import reported_failures
 
         reported = reported_failures(self.target_fn.cfg.cache_dir)
         out: dict[int, tuple[str, str]] = {}
         for i, found in enumerate(self.cache_lookup.files if reported else ()):
-            if found is None and (seen := reported.get(os.path.abspath(self.path(i)))) is not None:
-                why, report, written = seen
-                with contextlib.suppress(OSError):  # (a video gone is still failed)
-                    if os.stat(self.path(i)).st_mtime > written:
-                        continue
-                out[i] = why, report
+            why, report, lasting = reported.get(os.path.abspath(self.path(i)), (None, None, None))
+            if found is None and lasting is not None:
+                with contextlib.suppress(OSError):  # (gone: not the file that failed)
+                    if same_source(lasting, self.path(i)):
+                        out[i] = why, report
         return out
 
     def _cache_file(self, cache_dir: str, i: int, listed: frozenset[tuple[str, ...]] | None = None) -> str | None:

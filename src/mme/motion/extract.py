@@ -32,7 +32,7 @@ from mme.data.lists import SHOWN, BadLine, ListEntry, check_root, left_out, read
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, whole_frame_refusal, with_true_count
 from mme.data.video_reader import ORIENTATIONS, video_error
-from mme.errors import ConfigError, MMEError, NoSpaceError
+from mme.errors import ConfigError, MMEError, NoSpaceError, VideoError
 from mme.motion.cache import (
     RESIZE,
     SHORT_SIDE,
@@ -251,13 +251,16 @@ class _Job(NamedTuple):
         return Path(self.out) / ".locks" / "videos" / f"{which}.lock"
 
 
-def _died(job: _Job, how: str) -> tuple[str, str | None, bool]:
-    return job.video, f"{job.video}: a worker process died extracting it ({how})", False
+def _died(job: _Job, how: str) -> tuple[str, str | None, bool, None]:
+    return job.video, f"{job.video}: a worker process died extracting it ({how})", False, None
 
 
-def _work(job: _Job) -> tuple[str, str | None, bool | None]:
-    """Make one video's cache file: (its path, the error or None, whether it was made; None: not tried, its lock held
-    by another job, where ``job.wait`` is False). Another job on the same ``--out`` (another list sharing videos) may
+def _work(job: _Job) -> tuple[str, str | None, bool | None, dict | None]:
+    """Make one video's cache file: (its path, the error or None, whether it was made (None: not tried, its lock held
+    by another job, where ``job.wait`` is False), and where it failed of itself, a VideoError of the file there
+    (unreadable, undecodable, a frame over 8:1), the file's :func:`~mme.motion.cache.source_identity`, else None: a
+    run fails that file again, where one that was missing, whose worker died, or that met another error, may pass).
+    Another job on the same ``--out`` (another list sharing videos) may
     have made the file since this one's start: one made with these settings is skipped, one made otherwise fails the
     video with the start's refusal. The look and the making hold the file's lock (:func:`mme.utils.exclusive_lock`),
     so that a job that starts the video while another makes it waits, then finds it made."""
@@ -265,24 +268,29 @@ def _work(job: _Job) -> tuple[str, str | None, bool | None]:
     try:
         with exclusive_lock(job.lock, remove=True, wait_s=None if job.wait else 0) as held:
             if not held:
-                return job.video, None, None
+                return job.video, None, None, None
             if job.recheck and identity_or_none(target) != job.seen:
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
-                    return job.video, None, False
+                    return job.video, None, False, None
                 if differ:
-                    return job.video, _refusal(job.out, {job.listed: differ}), False
+                    return job.video, _refusal(job.out, {job.listed: differ}), False, None
             extract_video(job.video, target, job.opts)
-        return job.video, None, True
+        return job.video, None, True, None
     except NoSpaceError:  # not this video's fault: the job stops
         raise
+    except VideoError as e:
+        lasting = None
+        with contextlib.suppress(OSError):  # (missing: it may be back)
+            lasting = source_identity(job.video)
+        return job.video, str(e), False, lasting
     except MMEError as e:
-        return job.video, str(e), False
+        return job.video, str(e), False, None
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
-        return job.video, f"{type(e).__name__}: {e}", False
+        return job.video, f"{type(e).__name__}: {e}", False, None
 
 
-def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None, bool]]:
+def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None, bool, dict | None]]:
     """:func:`_work` of each job, in ``workers``, as they end: a video whose making another job holds (another list's
     extraction sharing it, a job stopped with Ctrl-Z) is left until the others are done, then tried again and, still
     held, waited for, said once at info level with the lock held, so that the others are made meanwhile (one worker
@@ -298,7 +306,8 @@ def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None
         yield from in_workers(_work, later, workers, _died)
 
 
-def _free_first(jobs: list[_Job], workers: int) -> Generator[tuple[str, str | None, bool], None, list[_Job]]:
+def _free_first(jobs: list[_Job], workers: int
+                ) -> Generator[tuple[str, str | None, bool, dict | None], None, list[_Job]]:
     """:func:`_work` of each of ``jobs`` whose lock no other job holds, in ``workers``, as they end; returns the
     others (:func:`_try`)."""
     held = []
@@ -310,13 +319,13 @@ def _free_first(jobs: list[_Job], workers: int) -> Generator[tuple[str, str | No
     return held
 
 
-def _try(job: _Job) -> tuple[_Job, tuple[str, str | None, bool] | None]:
+def _try(job: _Job) -> tuple[_Job, tuple[str, str | None, bool, dict | None] | None]:
     """``job`` and its :func:`_work` without waiting for its lock: None where another job holds it."""
     result = _work(job._replace(wait=False))
     return job, None if result[2] is None else result
 
 
-def _died_trying(job: _Job, how: str) -> tuple[_Job, tuple[str, str | None, bool]]:
+def _died_trying(job: _Job, how: str) -> tuple[_Job, tuple[str, str | None, bool, None]]:
     return job, _died(job, how)
 
 
@@ -341,17 +350,20 @@ def share_name(list_file: str, part: int, parts: int) -> str:
     return f"{Path(list_file).stem}-{which}" + (f"-{part}-of-{parts}" if parts > 1 else "")
 
 
-def reported_failures(out: str | Path) -> dict[str, tuple[str, str, float]]:
+def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict | None]]:
     """The videos the reports of failures under ``out`` name (``failed-*.json``: every list's and share's, as
     :func:`_run_share` writes them; one that cannot be read is passed over), each as its absolute path with its reason,
-    the report and the report's time of writing; a video named by two reports, with the newer's (the bad list lines
-    they name, as ``<list>:<line>``, match no video's path)."""
+    the report and, where it failed of itself (``lasting``: a VideoError of the file there), the file's
+    :func:`~mme.motion.cache.source_identity` then, else None (missing then, its worker died, another error: a run may
+    pass it; reports of an earlier mme record none); a video named by two reports, with the newer's (the bad list
+    lines they name, as ``<list>:<line>``, match no video's path)."""
     reports = []
     for report in Path(out).glob("failed-*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            reports.append((report.stat().st_mtime, str(report), dict(json.loads(report.read_text())["failed"])))
-    return {os.path.abspath(video): (str(why), report, written)
-            for written, report, failed in sorted(reports) for video, why in failed.items()}  # the newer's last
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            told = json.loads(report.read_text())
+            reports.append((report.stat().st_mtime, str(report), dict(told["failed"]), dict(told.get("lasting", {}))))
+    return {os.path.abspath(video): (str(why), report, lasting.get(video))
+            for _, report, failed, lasting in sorted(reports) for video, why in failed.items()}  # the newer's last
 
 
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
@@ -475,14 +487,17 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     if bad_lines:  # as training and mme check skip and count them
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
+    lasting: dict[str, dict] = {}  # (of those failed, the ones a run fails again: :func:`_work`)
     made, tally = 0, Tally(SHOWN)
     done = _held_last(jobs, workers)
-    for path, err, written in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
+    for path, err, written, identity in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
         # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
         check_folder_held(lock)
         made += written
         if err is not None:  # the first said as they come (a run stopped later, disk full, has still named them)
             failed[path] = err
+            if identity is not None:
+                lasting[path] = identity
             since = tally.add()
             if since == 0:
                 log.warning("failed: %s%s", err, tally.later)
@@ -493,7 +508,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": made,
               "skipped": skipped + len(jobs) - made - len(failed),
               "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
-              "options": asdict(opts)}
+              "lasting": lasting, "options": asdict(opts)}
     check_folder_held(lock)  # (the report is outside the share's lock folder; every video may have been done)
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))

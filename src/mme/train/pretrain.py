@@ -152,10 +152,11 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
 
 def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache that lacks the files of videos ``mme extract`` failed
-    (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache) where they alone
-    are more than ``data.max_failure_fraction`` lets the run skip, naming the first and why: the ``mme extract`` that
-    makes the files the cache lacks fails them again (its advice would loop), so they are left out of the list, or
-    the fraction raised (the files of videos never extracted, where the cache lacks those too, it does make)."""
+    (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache, the same file now)
+    where they alone are more than ``data.max_failure_fraction`` lets the run skip, naming the first and why: the
+    ``mme extract`` that makes the files the cache lacks fails them again (its advice would loop), so they are left out
+    of the list, or the fraction raised (the files of the others the cache lacks, never extracted or failed otherwise,
+    a missing file since back, it does make)."""
     failed = dataset.extract_failed
     if not failed or not dataset.too_many_failures(len(failed)):
         return
@@ -164,7 +165,7 @@ def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None
     bad = f", which with its {len(dataset.bad_lines)} bad line(s) are {counted} of its {lines} lines" \
         if dataset.bad_lines else ""
     others = sum(found is None for found in dataset.cache_lookup.files) - len(failed)
-    untried = f"; it lacks the files of {others} more, never extracted: {dataset.extract_advice()}" if others else ""
+    untried = f"; it lacks the files of {others} more too: {dataset.extract_advice()}" if others else ""
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {len(failed)} of the "
                     f"{len(dataset)} videos of {cfg.data.list_file} that mme extract failed, and fails again (the "
                     f"first: {first}; each in {report}){bad}, more than data.max_failure_fraction="
