@@ -1261,6 +1261,15 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     os.utime(bad, (os.stat(report).st_mtime - 10,) * 2)
     said = refusal([*listed[:3], str(bad)])
     assert said is not None and "mme extract failed" not in said and extract in said, said
+    shards = [tmp_path / f"bad{k}.mp4" for k in range(2)]  # failed by the two shares of a sharded extraction
+    for k, video in enumerate(shards):
+        video.write_bytes(np.random.default_rng(k + 1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "sharded.txt").write_text("".join(f"{p}\n" for p in shards))
+    made = [extract_cache(str(tmp_path / "sharded.txt"), str(cache), length=6, short_side=64, seed_stride=4,
+                          shard=f"{k}/2")["reports"] for k in range(2)]
+    assert len({*made[0], *made[1]}) == 2, made
+    said = refusal([*listed[:3], *map(str, shards)])  # before: "each in" the first share's report alone
+    assert said is not None and f"; each in {made[0][0]}, {made[1][0]}), more than " in said, said
 
 
 def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_why(synth, tmp_path, caplog):

@@ -153,14 +153,15 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
 def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache that lacks the files of videos ``mme extract`` failed
     (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache, the same file now)
-    where they alone are more than ``data.max_failure_fraction`` lets the run skip, naming the first and why: the
-    ``mme extract`` that makes the files the cache lacks fails them again (its advice would loop), so they are left out
-    of the list, or the fraction raised (the files of the others the cache lacks, never extracted or failed otherwise,
-    a missing file since back, it does make)."""
+    where they alone are more than ``data.max_failure_fraction`` lets the run skip, naming the first and why, and every
+    report that names them (a sharded extraction's: one per share): the ``mme extract`` that makes the files the cache
+    lacks fails them again (its advice would loop), so they are left out of the list, or the fraction raised (the files
+    of the others the cache lacks, never extracted or failed otherwise, a missing file since back, it does make)."""
     failed = dataset.extract_failed
     if not failed or not dataset.too_many_failures(len(failed)):
         return
-    first, report = next(iter(failed.values()))
+    first = next(iter(failed.values()))[0]
+    reports = ", ".join(dict.fromkeys(report for _, report in failed.values()))  # (a sharded extraction's: several)
     counted, lines = dataset.failed_of(len(failed))
     bad = f", which with its {len(dataset.bad_lines)} bad line(s) are {counted} of its {lines} lines" \
         if dataset.bad_lines else ""
@@ -168,7 +169,7 @@ def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None
     untried = f"; it lacks the files of {others} more too: {dataset.extract_advice()}" if others else ""
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {len(failed)} of the "
                     f"{len(dataset)} videos of {cfg.data.list_file} that mme extract failed, and fails again (the "
-                    f"first: {first}; each in {report}){bad}, more than data.max_failure_fraction="
+                    f"first: {first}; each in {reports}){bad}, more than data.max_failure_fraction="
                     f"{cfg.data.max_failure_fraction} of them: leave them out of the list, or raise "
                     f"data.max_failure_fraction{untried}")
 
