@@ -1272,6 +1272,57 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     assert said is not None and f"; each in {made[0][0]}, {made[1][0]}), more than " in said, said
 
 
+def test_the_refusal_of_videos_mme_extract_failed_counts_files_a_partial_listing_missed_as_unknown(synth, tmp_path,
+                                                                                                 monkeypatch):
+    """Where folders of the cache could not be listed (mode 0711 of another owner: simulated, root lists any), the
+    videos its listing missed past those looked up on disk were counted as lacking their files: 'it lacks the files of
+    3 more' of 3 videos whose files are there, and a video mme extract failed whose file is there now was refused as
+    failed again. Those are looked up (the failed) or said as the cache's other refusal says them (the others)."""
+    import errno
+    import os
+    import shutil
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], str(bad)]))
+    cache = tmp_path / "cache"
+    extract_cache(str(tmp_path / "list.txt"), str(cache), length=6, short_side=64, seed_stride=4)
+    real = os.scandir
+
+    def scandir(path="."):  # every folder below the cache's top, where its reports are
+        if os.fspath(path).startswith(str(cache) + os.sep):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+
+    def refusal(videos: list[str]) -> str:
+        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'run.txt'}", "data.root="], tmp_path / "run",
+                          f"target.cache_dir={cache}")
+        with monkeypatch.context() as m, pytest.raises(DataError) as refused:
+            m.setattr(os, "scandir", scandir)
+            check_cache(cfg, pretrain_dataset(cfg))
+        return str(refused.value)
+
+    said = refusal([str(bad), *listed[:3]])  # before: "; it lacks the files of 3 more, never extracted: `mme extract"
+    assert " that mme extract failed, and fails again (the first: " in said and said.endswith(
+        "data.max_failure_fraction; its listing lacks those of 3 more (not looked up one by one; some of its folders "
+        "could not be listed, and they may be there): `mme extract " + said.split(": `mme extract ", 1)[1]), said
+    cache_file(cache, str(bad)).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(cache_file(cache, listed[0]), cache_file(cache, str(bad)))  # bad.mp4 has its file now
+    said = refusal([listed[3], str(bad)])  # before: refused as failed again, which it is not: it has its file
+    assert "mme extract failed" not in said and said.startswith(
+        f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 2 videos of {tmp_path / 'run.txt'} (the "
+        f"first: {listed[3]}), and its listing lacks those of 1 more"), said
+
+
 def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_why(synth, tmp_path, caplog):
     """A cache whose files an earlier mme made (mme.motion.cache.stale: here of tracker revision 1) started the run
     with a warning that its flow is used, and stopped it at the first batch as "1 of 6 videos failed ({'track

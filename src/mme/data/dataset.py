@@ -703,17 +703,21 @@ class PretrainDataset(_VideoDataset):
         a VideoError of the file there, unreadable or a frame over 8:1), each with its reason and report: a resumed
         extraction fails them again. A video whose file is not the one that failed (changed, replaced, gone) is not
         one, nor one that failed otherwise (missing then, its worker died, another error): an extraction tries it
-        anew."""
+        anew. One the folder's listing missed and the lookup did not look up on disk (``unsought``) is looked up."""
         from mme.motion.cache import same_source
         from mme.motion.extract import reported_failures
 
-        reported = reported_failures(self.target_fn.cfg.cache_dir)
+        cache_dir = self.target_fn.cfg.cache_dir
+        reported = reported_failures(cache_dir)
+        lookup = self.cache_lookup if reported else None
+        lacking = set(lookup.lacking) if lookup else set()
         out: dict[int, tuple[str, str]] = {}
-        for i, found in enumerate(self.cache_lookup.files if reported else ()):
+        for i, found in enumerate(lookup.files if lookup else ()):
             why, report, lasting = reported.get(os.path.abspath(self.path(i)), (None, None, None))
             if found is None and lasting is not None:
                 with contextlib.suppress(OSError):  # (gone: not the file that failed)
-                    if same_source(lasting, self.path(i)):
+                    # one the listing missed, not looked up on disk (unsought), is there where it could not list
+                    if same_source(lasting, self.path(i)) and (i in lacking or self._cache_file(cache_dir, i) is None):
                         out[i] = why, report
         return out
 

@@ -25,7 +25,7 @@ import torch
 
 from mme import repository_doc
 from mme.config import given_in, load_config
-from mme.data.dataset import PretrainDataset, collate
+from mme.data.dataset import CacheLookup, PretrainDataset, collate
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError
 from mme.models.checkpoint import Checkpoint, load_state, run_model_config
@@ -98,9 +98,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         # (a whole listing that lacks the rest too: none of the list's videos has one)
         every = lacking + (lookup.unsought if lookup.whole else 0) == len(dataset)
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
-        unlisted = "" if lookup.whole else "; some of its folders could not be listed, and they may be there"
-        unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one{unlisted})"
-                    if lookup.unsought and not every else "")
+        unsought = f", and {_unsought(lookup, lookup.unsought)}" if lookup.unsought and not every else ""
         bad = len(dataset.bad_lines)  # (the failure fraction counts them too)
         failed, lines = dataset.failed_of(lacking)
         counted = f", which with its {bad} bad line(s) are {failed} of its {lines} lines" if bad else ""
@@ -165,13 +163,26 @@ def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None
     counted, lines = dataset.failed_of(len(failed))
     bad = f", which with its {len(dataset.bad_lines)} bad line(s) are {counted} of its {lines} lines" \
         if dataset.bad_lines else ""
-    others = sum(found is None for found in dataset.cache_lookup.files) - len(failed)
-    untried = f"; it lacks the files of {others} more too: {dataset.extract_advice()}" if others else ""
+    lookup = dataset.cache_lookup
+    # the listing's misses past those looked up were not: lacking where it listed every folder, else maybe there
+    unsought = lookup.unsought - len(set(failed) - set(lookup.lacking))
+    others = len(set(lookup.lacking) - set(failed)) + (unsought if lookup.whole else 0)
+    unsought = 0 if lookup.whole else unsought
+    said = [f"it lacks the files of {others} more too"] if others else []
+    said += [_unsought(lookup, unsought)] if unsought else []
+    untried = f"; {', and '.join(said)}: {dataset.extract_advice()}" if said else ""
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {len(failed)} of the "
                     f"{len(dataset)} videos of {cfg.data.list_file} that mme extract failed, and fails again (the "
                     f"first: {first}; each in {reports}){bad}, more than data.max_failure_fraction="
                     f"{cfg.data.max_failure_fraction} of them: leave them out of the list, or raise "
                     f"data.max_failure_fraction{untried}")
+
+
+def _unsought(lookup: CacheLookup, n: int) -> str:
+    """What a cache's refusal says of ``n`` videos its listing misses, not looked up on disk (:class:`CacheLookup`'s
+    ``unsought``): their files may be in folders it could not list."""
+    unlisted = "" if lookup.whole else "; some of its folders could not be listed, and they may be there"
+    return f"its listing lacks those of {n} more (not looked up one by one{unlisted})"
 
 
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
