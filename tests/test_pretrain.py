@@ -954,6 +954,48 @@ def test_a_relative_train_init_is_the_runs_from_its_working_folder_on_resume(syn
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_run_whose_folders_moved_after_a_resume_finds_its_train_init(synth, tmp_path, caplog, monkeypatch):
+    """A run begun from a relative train.init records it absolute at its first resume; its project folder then moved
+    (renamed, copied to another machine), the next resume kept that old path, which no longer exists: unsaid with
+    the plain --resume auto, config.yaml naming it (as a recipe: 'no such file'), and the run's own command, given
+    train.init=init.pt, warned about as ignored ('it began from' the old path). The file is found where the folders
+    moved (the same path from this working folder, else from the run's folder), the file the command line gives
+    stands for one no path finds, and one found nowhere is recorded as it was, said in a warning."""
+    a = run("tiny_cpu_pixel", synth, tmp_path / "pre", "train.steps=1", FP32)
+    (tmp_path / "proj").mkdir(), (tmp_path / "kept").mkdir()
+    (tmp_path / "proj" / "init.pt").write_bytes(a.checkpoint.read_bytes())
+    monkeypatch.chdir(tmp_path / "proj")
+    run("tiny_cpu_pixel", synth, "run", "train.init=init.pt", "train.steps=6", "train.stop_after=1", FP32)
+
+    def resume(cwd: str, out: str, stop: int, *given: str) -> tuple[list[str], str]:
+        """The train.init warnings of a resume from ``cwd`` that stops at ``stop``, and the train.init its
+        config.yaml records (its checkpoint's too)."""
+        monkeypatch.chdir(tmp_path / cwd)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme"):
+            res = run("tiny_cpu_pixel", synth, out, *given, "train.steps=6", f"train.stop_after={stop}",
+                      "train.resume=auto", FP32)
+        init = yaml.safe_load((res.out_dir / "config.yaml").read_text())["train"]["init"]
+        assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == init
+        return [r.getMessage() for r in caplog.records if "train.init" in r.getMessage()], init
+
+    assert resume("proj", "run", 2) == ([], str(tmp_path / "proj" / "init.pt"))
+    (tmp_path / "proj").rename(tmp_path / "moved")  # found from this working folder
+    assert resume("moved", "run", 3) == ([], str(tmp_path / "moved" / "init.pt"))
+    (tmp_path / "moved").rename(tmp_path / "m2")  # from the run's folder, resumed from another working folder
+    assert resume(".", "m2/run", 4) == ([], str(tmp_path / "m2" / "init.pt"))
+    (tmp_path / "m2" / "init.pt").rename(tmp_path / "kept" / "w.pt")  # found by no path: the file given
+    assert resume(".", "m2/run", 5, "train.init=kept/w.pt") == ([], str(tmp_path / "kept" / "w.pt"))
+    (tmp_path / "kept" / "w.pt").unlink()  # found nowhere
+    assert resume(".", "m2/run", 6) == ([
+        f"resuming m2/run/checkpoint-00000005.pt: the run's train.init {tmp_path / 'kept' / 'w.pt'} no longer "
+        "exists, nor is it found from this working folder or from the run's folder (where its folders moved): "
+        "config.yaml and later checkpoints record it as it was; give train.init=PATH of the file where it lies now to "
+        "record that"],
+        str(tmp_path / "kept" / "w.pt"))
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_train_init_given_to_a_run_whose_checkpoint_records_none_is_ignored_and_said(synth, tmp_path, caplog):
     """A checkpoint that records ``init: null`` (a run begun from scratch, or one an earlier version resumed, which
     recorded none) cannot tell which it is: a train.init given on resume is warned about as ignored, saying both,

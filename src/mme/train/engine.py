@@ -426,10 +426,10 @@ def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterabl
 def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     """``cfg`` with the ``train.init`` of the run it resumes (``resume``, or None), as it takes that run's
     architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
-    say what the run began from, whatever this config gives. A relative path is the run's from its working folder
-    (``cwd`` of its checkpoint's meta; of one that records none, this process's) and is recorded absolute, so it
-    names that file from any folder (a relative one given as the run recorded it, where the run's folder no longer
-    holds it: the folders moved, the file's of this one). Another file the config names is warned about as ignored,
+    say what the run began from, whatever this config gives. The run's file is found where it lies now
+    (:func:`runs_init_now`: after its folders moved, too) and recorded absolute, so it names that file from any
+    folder; where no path finds it, the file the config names stands for it, and where that is none either, the
+    path as the run recorded it is kept, with a warning. Another file the config names is warned about as ignored,
     as is one given where the checkpoint records none (a run begun from scratch cannot be told from one an earlier
     mme resumed, which recorded none: neither is recorded as begun from it)."""
     if resume is None:
@@ -437,10 +437,18 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     source, state = resume
     runs, ours = state["config"]["train"].get("init"), cfg.train.init
     if runs:
-        recorded = os.path.join(state.get("meta", {}).get("cwd", os.getcwd()), runs)
-        if not os.path.exists(recorded) and ours == runs and os.path.exists(ours):  # the run's folders moved
-            recorded = ours
-        runs = os.path.abspath(recorded)
+        was, runs = runs_init_now(runs, source, state)
+        if runs is None and ours and os.path.exists(ours):  # the file given stands for the run's, moved
+            runs = os.path.abspath(ours)
+        if runs is None:
+            log.warning("resuming %s: the run's train.init %s no longer exists, nor is it found from this working "
+                        "folder or from the run's folder (where its folders moved)%s: config.yaml and later "
+                        "checkpoints record it as it was; give train.init=PATH of the file where it lies now to record "
+                        "that", source, was, f"; train.init={ours} names no file either" if ours else "")
+            ours, runs = None, was
+        elif runs != was:
+            log.info("resuming %s: the run's train.init %s no longer exists; it is %s, recorded in its place", source,
+                     was, runs)
     if ours and not runs:
         log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's, which records no "
                     "train.init (a run begun from scratch, or resumed by an earlier version of mme, which recorded "
@@ -449,6 +457,21 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
         log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's (it began from "
                     "train.init %s)", source, ours, runs)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=runs))
+
+
+def runs_init_now(recorded: str, source: str, state: dict) -> tuple[str, str | None]:
+    """``(as recorded, now)``: the ``train.init`` a run recorded (``recorded``, of its checkpoint ``source`` whose
+    ``state`` is given) as an absolute path from the run's working folder (``cwd`` of the checkpoint's meta; of one
+    that records none, this process's), and the absolute path of the file where it lies now, or None where none is
+    found: that path, else, where that file is gone (the run's folders moved: a renamed project folder, another
+    machine), the same relative path from this working folder, then from the run's folder where it lies now
+    (``source``'s, as the file lay from the run's ``train.out_dir``)."""
+    was = state.get("meta", {}).get("cwd", os.getcwd())
+    path = os.path.abspath(os.path.join(was, recorded))
+    out_dir = os.path.abspath(os.path.join(was, state["config"]["train"]["out_dir"]))
+    candidates = (path, os.path.join(os.getcwd(), os.path.relpath(path, was)),
+                  os.path.join(os.path.dirname(os.path.abspath(source)), os.path.relpath(path, out_dir)))
+    return path, next((os.path.abspath(c) for c in candidates if os.path.exists(c)), None)
 
 
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:
