@@ -83,6 +83,39 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
     assert torch.load(res.checkpoint, weights_only=True)["meta"]["run_id"] == meta["run_id"]
     assert [json.loads(ln)["step"] for ln in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
+def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_folder(synth, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """``mme pretrain --config run_new/config.yaml --resume auto``, the run's folder renamed (or copied) from run_old:
+    its config's train.out_dir named run_old, where --resume auto found no checkpoint, said 'starting fresh' at
+    info and trained a new run from step 0 into a new run_old, the run's checkpoints beside the config given left
+    behind. Refused before any work, naming both folders; given train.out_dir it resumes, and the config as a recipe
+    of a fresh run is no resume."""
+    from mme.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run("tiny_cpu_pixel", synth, "run_old", "train.steps=3", "train.stop_after=1", FP32)
+    Path("run_old").rename("run_new")
+    before = _hashes(Path("run_new"))
+    run_id = json.loads(Path("run_new/run.json").read_text())["run_id"]
+
+    def refused(*how: str, held: str = ", which holds no checkpoint") -> None:
+        assert main(["pretrain", "--config", "run_new/config.yaml", *how]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"mme pretrain: error: --config run_new/config.yaml is the config of the run in run_new ({run_id}), up "
+            f"to step 1, but its train.out_dir is run_old{held} (the folder was renamed or copied): give "
+            "train.out_dir=run_new to continue that run, or train.out_dir=run_old to resume there")
+        assert _hashes(Path("run_new")) == before
+
+    refused("--resume", "auto")
+    refused("train.resume=run_new/checkpoint-00000001.pt")
+    assert not Path("run_old").exists()
+    assert main(["pretrain", "--config", "run_new/config.yaml", "train.steps=1"]) == 0  # a recipe: a fresh run
+    assert _steps("run_old") == [1]
+    refused("--resume", "auto", held="")  # another run there (or a copy of this one): which is meant is not known
+    assert main(["pretrain", "--config", "run_new/config.yaml", "--resume", "auto", "train.out_dir=run_new",
+                 "train.stop_after=2"]) == 0
+    assert _steps("run_new") == [1, 2]
+
 
 def test_a_run_refused_by_its_data_leaves_no_folder_it_made(tmp_path, capsys):
     """``mme pretrain`` / ``mme finetune`` whose data.root is missing, or whose list fails its checks, left a new,

@@ -710,6 +710,7 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
         _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)
     setattr(cfg, _GIVEN, frozenset(given))
+    setattr(cfg, _RECIPE, path)
     unused = keys_without_effect(cfg)
     for key in sorted(given.keys() & unused.keys()):
         _say(logging.WARNING, f"config: {key}={given[key]} has no effect: {unused[key]}")
@@ -786,6 +787,7 @@ def keys_shadowed(cfg: Any) -> dict[str, str]:
 
 
 _GIVEN = "_given_keys"
+_RECIPE = "_recipe_path"
 
 
 def given_in(cfg: Any) -> frozenset[str]:
@@ -794,3 +796,9 @@ def given_in(cfg: Any) -> frozenset[str]:
     checkpoint's run's, a value warned about as ignored on resume), so that a call from Python behaves as the
     command with the same overrides."""
     return getattr(cfg, _GIVEN, frozenset())
+
+
+def recipe_of(cfg: Any) -> Path | None:
+    """The recipe file the :func:`load_config` that made ``cfg`` read (None for none, or a config made otherwise),
+    as :func:`given_in` records its overrides' keys."""
+    return getattr(cfg, _RECIPE, None)

@@ -35,7 +35,16 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from mme.config import dump_recipe, flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
+from mme.config import (
+    dump_recipe,
+    flatten,
+    from_dict,
+    given_in,
+    keys_shadowed,
+    keys_without_effect,
+    path_keys,
+    recipe_of,
+)
 from mme.data.dataset import lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
@@ -209,6 +218,8 @@ def begin(cfg) -> Start:
     info, device = join(t.device)
     if t.compile:
         check_compiler(device)
+    with dist.agreed():  # (before the folder is made: that of a renamed run's config.yaml)
+        run_folder.check_recipe_of_run(recipe_of(cfg), t.out_dir, t.resume, given_in(cfg))
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     dist.check_folder_shared(out_dir, "train.out_dir")  # (every rank resumes from it, rank 0 alone writes there)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)

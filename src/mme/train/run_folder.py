@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,26 @@ def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
                 if k in resumed["meta"]}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config_hash": digest}
+
+
+def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, given: Collection[str]) -> None:
+    """Refuse to resume (``resume``: ``train.resume``) with a run's own config.yaml (``recipe``, the ``--config``
+    file, beside that run's checkpoints) whose ``train.out_dir``, not given on the command line (``given``: the
+    keys the overrides set), is another folder: the run's folder was renamed or copied, and the resume would look in
+    the old folder (a fresh run from step 0 there, where it finds none) while the checkpoints lie beside the recipe.
+    A run's config.yaml as a recipe of a fresh run, or with the folder given, is the user's choice."""
+    if not resume or recipe is None or "train.out_dir" in given:
+        return
+    folder = Path(recipe).parent
+    found = ckpt.list_checkpoints(folder) + ckpt.kept_checkpoints(folder)
+    if not found or (os.path.isdir(out_dir) and os.path.samefile(folder, out_dir)):
+        return
+    run = _folder_run(folder)
+    raise ConfigError(f"--config {recipe} is the config of the run in {folder}" + (f" ({run})" if run else "")
+                      + f", up to step {max(map(ckpt.checkpoint_step, found))}, but its train.out_dir is {out_dir}"
+                      f"{'' if ckpt.list_checkpoints(out_dir) else ', which holds no checkpoint'} (the folder was "
+                      f"renamed or copied): give train.out_dir={folder} to continue that run, or "
+                      f"train.out_dir={out_dir} to resume there")
 
 
 def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str | None = None) -> list[Path]:
