@@ -1760,16 +1760,24 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth,
 
 def test_resuming_a_checkpoint_of_a_later_mme_names_it(synth, tmp_path):
     """--resume auto of a checkpoint whose config has a model key this mme lacks (a later mme's) said only "unknown
-    config key(s) ['model.rope']", not which file, where train.init and mme embed name it."""
+    config key(s) ['model.rope']", not which file, where train.init and mme embed name it. One whose meta records a
+    later mme was still 'perhaps of a later mme': it names both versions and says to upgrade."""
+    import mme
+
     run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
     path = ckpt.checkpoint_path(tmp_path, 1)
     state = torch.load(path, weights_only=True)
     state["config"]["model"]["rope"] = True
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: invalid model config in the training "
-                                              r"checkpoint, perhaps of a later mme: unknown config key\(s\) "
-                                              r"\['model.rope'\]; valid keys under 'model': "):
-        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "train.resume=auto", FP32)
+    for version, said in ((mme.__version__, "perhaps of a later mme"),  # (this version's: a development build)
+                          ("99.1.0", f"written by mme 99.1.0, a later version than this one ({mme.__version__}): "
+                                     "upgrade mme to read it")):
+        state["meta"]["mme"] = version
+        torch.save(state, path)
+        for out, given in ((tmp_path, "train.resume=auto"), (tmp_path / "b", f"train.init={path}")):
+            with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: invalid model config in the "
+                                                      rf"training checkpoint, {re.escape(said)}: unknown config "
+                                                      r"key\(s\) \['model.rope'\]; valid keys under 'model': "):
+                run("tiny_cpu_pixel", synth, out, "train.steps=2", given, FP32)
 
 
 def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp_path):

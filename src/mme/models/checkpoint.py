@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 
+from mme import __version__
 from mme.config import from_dict
 from mme.errors import (
     CheckpointError,
@@ -859,7 +861,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
     obj = torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
             and isinstance(obj.get("model"), dict):  # our training checkpoint
-        cfg = run_model_config(ModelConfig, obj["config"]["model"], path)
+        cfg = run_model_config(ModelConfig, obj["config"]["model"], path, meta=obj.get("meta"))
         ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict,
                          fallback=fallback)
         ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
@@ -874,17 +876,37 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
 
 
 def run_model_config(cls: type, model: dict, path: str | Path, weights: dict[str, torch.Tensor] | None = None,
-                     kind: str = "mae"):
+                     kind: str = "mae", meta: dict | None = None):
     """The model section ``model`` of the config a training checkpoint ``path`` records, as ``cls``; one this mme
-    cannot read is a CheckpointError naming the file, and, for keys it lacks, that the file may be of a later mme.
-    With the checkpoint's ``weights`` (our ``kind`` layout), its MLP ratio is theirs where an earlier mme truncated
-    the product of the recorded one (:func:`_fit_mlp_ratio`), as the file loads."""
+    cannot read is a CheckpointError naming the file, and, for keys it lacks, the version of mme that wrote it
+    (``meta``: the checkpoint's, whose ``mme`` records it) beside this one's, with advice to upgrade where that is a
+    later one (:func:`_later_mme`). With the checkpoint's ``weights``
+    (our ``kind`` layout), its MLP ratio is theirs where an earlier mme truncated the product of the recorded one
+    (:func:`_fit_mlp_ratio`), as the file loads."""
     try:
         cfg = from_dict(cls, model, prefix="model.")
     except ConfigError as e:
-        later = ", perhaps of a later mme" if isinstance(e, UnknownConfigKeys) else ""
+        later = _later_mme(meta.get("mme") if isinstance(meta, dict) else None) \
+            if isinstance(e, UnknownConfigKeys) else ""
         raise CheckpointError(f"{path}: invalid model config in the training checkpoint{later}: {e}") from e
     return cfg if weights is None else _fit_mlp_ratio(cfg, weights, kind, path)
+
+
+def _later_mme(theirs: object) -> str:
+    """What a checkpoint of keys this mme lacks is said to be, by the version of mme that wrote it (``theirs``, its
+    meta's; None where it records none): a later one's, named beside this one's with advice to upgrade; an earlier
+    one's, named so; else (none recorded, or this version: a development build) perhaps a later one's."""
+    ours = _release(__version__)
+    if theirs is not None and _release(str(theirs)) > ours:
+        return f", written by mme {theirs}, a later version than this one ({__version__}): upgrade mme to read it"
+    if theirs is not None and _release(str(theirs)) < ours:
+        return f", written by mme {theirs} (this is mme {__version__})"
+    return ", perhaps of a later mme"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The release numbers a version of mme begins with (``0.3.0.dev1``: (0, 3, 0)), () for none."""
+    return tuple(int(n) for n in re.match(r"[\d.]*", version).group().split(".") if n)
 
 
 def _run_heads(obj: dict) -> list[HeadSpec] | None:

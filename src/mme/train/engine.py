@@ -264,7 +264,8 @@ def built_mlp_ratio(source: str, state: dict) -> None:
     its own config with it (no change), and records it in its later checkpoints and config.yaml."""
     model = state["config"]["model"]
     kind = "mae" if _kind(state["config"]) == "pre-training" else "classifier"
-    ratio = run_model_config(ModelConfig, model, source, weights=state["model"], kind=kind).mlp_ratio
+    ratio = run_model_config(ModelConfig, model, source, weights=state["model"], kind=kind,
+                             meta=state.get("meta")).mlp_ratio
     if ratio != model.get("mlp_ratio", ratio):
         model["mlp_ratio"] = ratio
 

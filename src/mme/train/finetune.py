@@ -213,7 +213,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
     :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop path, else the config as is
     (training from scratch)."""
     if resume is not None:
-        model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0])
+        model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given,
                                       resume[0], bool(cfg.train.init))
         return model

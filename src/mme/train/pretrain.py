@@ -365,7 +365,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     :attr:`~mme.train.config.PretrainConfig.checks_clip`)."""
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
-        runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0])
+        runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
         cfg = clips_for(cfg, model, f"the resumed run ({resume[0]})")
