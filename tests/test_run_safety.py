@@ -115,6 +115,17 @@ def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_f
     assert main(["pretrain", "--config", "run_new/config.yaml", "--resume", "auto", "train.out_dir=run_new",
                  "train.stop_after=2"]) == 0
     assert _steps("run_new") == [1, 2]
+    # a user's recipe kept beside the run's checkpoints, for a run of its own (another name, or config.yaml edited
+    # to another folder): no config of the run's, it goes on with --resume auto, first start and resume alike
+    recipe = Path("run_new/config.yaml").read_text()
+    assert "out_dir: run_new\n" in recipe  # (the resume with it given wrote it)
+    Path("run_new/longer.yaml").write_text(recipe.replace("out_dir: run_new\n", "out_dir: run_long\n"))
+    for _ in range(2):
+        assert main(["pretrain", "--config", "run_new/longer.yaml", "--resume", "auto", "train.steps=1"]) == 0
+    assert _steps("run_long") == [1]
+    Path("run_new/config.yaml").write_text(recipe.replace("out_dir: run_new\n", "out_dir: run_edited\n"))
+    assert main(["pretrain", "--config", "run_new/config.yaml", "--resume", "auto", "train.steps=1"]) == 0
+    assert _steps("run_edited") == [1]
 
 
 def test_a_run_refused_by_its_data_leaves_no_folder_it_made(tmp_path, capsys):

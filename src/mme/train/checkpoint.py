@@ -248,10 +248,14 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
             "world_size": world_size, "cwd": os.getcwd()}
 
 
+CONFIG_FILE = "config.yaml"
+"""The run's config as a recipe, which :func:`write_run_files` writes into its folder."""
+
+
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config.yaml`` (the resolved config as a recipe: :func:`mme.train.engine.as_recipe`) and ``run.json``
     (meta), atomically; a failed write (a full disk) is an MMEError naming the file."""
-    config_yaml, run_json = Path(out_dir) / "config.yaml", Path(out_dir) / "run.json"
+    config_yaml, run_json = Path(out_dir) / CONFIG_FILE, Path(out_dir) / "run.json"
     with writing(config_yaml):
         atomic_write_text(config_yaml, dump_recipe(config))
     with writing(run_json):

@@ -48,7 +48,7 @@ from mme.utils import (
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
+RUN_FILES = (ckpt.CONFIG_FILE, "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
 """What a run writes besides its checkpoints, rotating and kept of an epoch, and its fine-tuning's test reports
 (``train.overwrite`` removes these, the reports where they read as reports, and nothing else)."""
 LOGS = ("metrics.jsonl", "metrics.csv")
@@ -88,12 +88,15 @@ def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, g
     file, beside that run's checkpoints) whose ``train.out_dir``, not given on the command line (``given``: the
     keys the overrides set), is another folder: the run's folder was renamed or copied, and the resume would look in
     the old folder (a fresh run from step 0 there, where it finds none) while the checkpoints lie beside the recipe.
-    A run's config.yaml as a recipe of a fresh run, or with the folder given, is the user's choice."""
-    if not resume or recipe is None or "train.out_dir" in given:
+    The recipe is the run's own where it bears the name the run writes (:data:`mme.train.checkpoint.CONFIG_FILE`) and
+    the folder's newest checkpoint records its ``train.out_dir``. A run's config.yaml as a recipe of a fresh run, or
+    with the folder given, is the user's choice, as is any other recipe kept beside a run's checkpoints."""
+    if not resume or recipe is None or "train.out_dir" in given or Path(recipe).name != ckpt.CONFIG_FILE:
         return
     folder = Path(recipe).parent
     found = ckpt.list_checkpoints(folder) + ckpt.kept_checkpoints(folder)
-    if not found or (os.path.isdir(out_dir) and os.path.samefile(folder, out_dir)):
+    if not found or (os.path.isdir(out_dir) and os.path.samefile(folder, out_dir)) or \
+            _checkpoint_out_dir(max(found, key=ckpt.checkpoint_step)) != os.path.normpath(out_dir):
         return
     run = _folder_run(folder)
     raise ConfigError(f"--config {recipe} is the config of the run in {folder}" + (f" ({run})" if run else "")
@@ -268,6 +271,18 @@ def _checkpoint_run(path: Path) -> str | None:
     except CheckpointError:  # not one of ours: judged by where it lies
         return None
     return run_of(state)
+
+
+def _checkpoint_out_dir(path: Path) -> str | None:
+    """The ``train.out_dir`` a training checkpoint of mme records, normalised (None for one it cannot read, or that
+    records none), read from a memory map as :func:`_checkpoint_run` reads."""
+    try:
+        state = torch_load(path, mmap=True)
+    except CheckpointError:
+        return None
+    config = state.get("config") if isinstance(state, dict) else None
+    out_dir = config.get("train", {}).get("out_dir") if isinstance(config, dict) else None
+    return os.path.normpath(out_dir) if isinstance(out_dir, str) else None
 
 
 def run_of(state: Any) -> str | None:
