@@ -960,12 +960,14 @@ def test_a_run_whose_folders_moved_after_a_resume_finds_its_train_init(synth, tm
     the plain --resume auto, config.yaml naming it (as a recipe: 'no such file'), and the run's own command, given
     train.init=init.pt, warned about as ignored ('it began from' the old path). The file is found where the folders
     moved (the same path from this working folder, else from the run's folder), the file the command line gives
-    stands for one no path finds, and one found nowhere is recorded as it was, said in a warning."""
+    stands for one no path finds where it is that file (its name, the contents the run recorded), and one found
+    nowhere is recorded as it was, said in a warning; another file given (another name, or the name with other
+    contents: it took whatever file train.init named, recorded as the one the run began from) is ignored there."""
     a = run("tiny_cpu_pixel", synth, tmp_path / "pre", "train.steps=1", FP32)
     (tmp_path / "proj").mkdir(), (tmp_path / "kept").mkdir()
     (tmp_path / "proj" / "init.pt").write_bytes(a.checkpoint.read_bytes())
     monkeypatch.chdir(tmp_path / "proj")
-    run("tiny_cpu_pixel", synth, "run", "train.init=init.pt", "train.steps=6", "train.stop_after=1", FP32)
+    run("tiny_cpu_pixel", synth, "run", "train.init=init.pt", "train.steps=8", "train.stop_after=1", FP32)
 
     def resume(cwd: str, out: str, stop: int, *given: str) -> tuple[list[str], str]:
         """The train.init warnings of a resume from ``cwd`` that stops at ``stop``, and the train.init its
@@ -973,7 +975,7 @@ def test_a_run_whose_folders_moved_after_a_resume_finds_its_train_init(synth, tm
         monkeypatch.chdir(tmp_path / cwd)
         caplog.clear()
         with caplog.at_level("WARNING", logger="mme"):
-            res = run("tiny_cpu_pixel", synth, out, *given, "train.steps=6", f"train.stop_after={stop}",
+            res = run("tiny_cpu_pixel", synth, out, *given, "train.steps=8", f"train.stop_after={stop}",
                       "train.resume=auto", FP32)
         init = yaml.safe_load((res.out_dir / "config.yaml").read_text())["train"]["init"]
         assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == init
@@ -984,15 +986,51 @@ def test_a_run_whose_folders_moved_after_a_resume_finds_its_train_init(synth, tm
     assert resume("moved", "run", 3) == ([], str(tmp_path / "moved" / "init.pt"))
     (tmp_path / "moved").rename(tmp_path / "m2")  # from the run's folder, resumed from another working folder
     assert resume(".", "m2/run", 4) == ([], str(tmp_path / "m2" / "init.pt"))
-    (tmp_path / "m2" / "init.pt").rename(tmp_path / "kept" / "w.pt")  # found by no path: the file given
-    assert resume(".", "m2/run", 5, "train.init=kept/w.pt") == ([], str(tmp_path / "kept" / "w.pt"))
-    (tmp_path / "kept" / "w.pt").unlink()  # found nowhere
-    assert resume(".", "m2/run", 6) == ([
-        f"resuming m2/run/checkpoint-00000005.pt: the run's train.init {tmp_path / 'kept' / 'w.pt'} no longer "
+    (tmp_path / "m2" / "init.pt").rename(tmp_path / "kept" / "init.pt")  # found by no path: the file given
+    assert resume(".", "m2/run", 5, "train.init=kept/init.pt") == ([], str(tmp_path / "kept" / "init.pt"))
+    kept = tmp_path / "kept" / "init.pt"
+    (tmp_path / "o").mkdir()  # the same contents by another name, its name with other contents; it is gone
+    (tmp_path / "w.pt").write_bytes(kept.read_bytes())
+    (tmp_path / "o" / "init.pt").write_bytes(kept.read_bytes() + b"\0")
+    kept.unlink()
+
+    def not_found(step: int, given: str) -> str:
+        return (f"resuming m2/run/checkpoint-0000000{step}.pt: the run's train.init {kept} no longer exists, nor is "
+                f"it found from this working folder or from the run's folder (where its folders moved){given}: "
+                "config.yaml and later checkpoints record it as it was; give train.init=PATH of that file (of its "
+                "name) where it lies now to record that")
+    other = "; train.init={} is ignored: it is not that file (another name, or other contents than the run began from)"
+    for step, given in ((5, "w.pt"), (6, "o/init.pt")):
+        assert resume(".", "m2/run", step + 1, f"train.init={given}") == ([not_found(step, other.format(given))],
+                                                                           str(kept))
+    assert resume(".", "m2/run", 8) == ([not_found(7, "")], str(kept))
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_an_absolute_train_init_outside_the_working_folder_is_not_looked_for_from_another(synth, tmp_path, caplog,
+                                                                                         monkeypatch):
+    """A run begun from an absolute train.init outside its working folder (a shared models folder), the file gone,
+    resumed from another working folder: the file of the same relative path from there (../ext/A.pt, another file)
+    was taken as the run's and recorded in its place. Only a path given relative, or one in the run's working
+    folder, is looked for from this one: the recorded path is kept, with the warning that it no longer exists."""
+    a = run("tiny_cpu_pixel", synth, tmp_path / "pre", "train.steps=1", FP32)
+    for folder in ("ext", "p1", "q/p2", "q/ext"):
+        (tmp_path / folder).mkdir(parents=True)
+    init = tmp_path / "ext" / "A.pt"
+    init.write_bytes(a.checkpoint.read_bytes())
+    (tmp_path / "q" / "ext" / "A.pt").write_bytes(a.checkpoint.read_bytes() + b"\0")  # another file, from q/p2
+    monkeypatch.chdir(tmp_path / "p1")
+    run("tiny_cpu_pixel", synth, "run", f"train.init={init}", "train.steps=2", "train.stop_after=1", FP32)
+    init.unlink()
+    monkeypatch.chdir(tmp_path / "q" / "p2")
+    with caplog.at_level("WARNING", logger="mme"):
+        res = run("tiny_cpu_pixel", synth, tmp_path / "p1" / "run", "train.steps=2", "train.resume=auto", FP32)
+    assert [r.getMessage() for r in caplog.records if "train.init" in r.getMessage()] == [
+        f"resuming {tmp_path / 'p1' / 'run' / 'checkpoint-00000001.pt'}: the run's train.init {init} no longer "
         "exists, nor is it found from this working folder or from the run's folder (where its folders moved): "
-        "config.yaml and later checkpoints record it as it was; give train.init=PATH of the file where it lies now to "
-        "record that"],
-        str(tmp_path / "kept" / "w.pt"))
+        "config.yaml and later checkpoints record it as it was; give train.init=PATH of that file (of its name) "
+        "where it lies now to record that"]
+    assert yaml.safe_load((res.out_dir / "config.yaml").read_text())["train"]["init"] == str(init)
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -52,6 +52,7 @@ from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
+from mme.motion.cache import source_identity
 from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -440,23 +441,27 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
     say what the run began from, whatever this config gives. The run's file is found where it lies now
     (:func:`runs_init_now`: after its folders moved, too) and recorded absolute, so it names that file from any
-    folder; where no path finds it, the file the config names stands for it, and where that is none either, the
-    path as the run recorded it is kept, with a warning. Another file the config names is warned about as ignored,
-    as is one given where the checkpoint records none (a run begun from scratch cannot be told from one an earlier
-    mme resumed, which recorded none: neither is recorded as begun from it)."""
+    folder; where no path finds it, the file the config names stands for it where it is recognisably that file
+    (:func:`same_init`), and where that is none, the path as the run recorded it is kept, with a warning (saying the
+    file given is ignored). Another file the config names is warned about as ignored, as is one given where the
+    checkpoint records none (a run begun from scratch cannot be told from one an earlier mme resumed, which recorded
+    none: neither is recorded as begun from it)."""
     if resume is None:
         return cfg
     source, state = resume
     runs, ours = state["config"]["train"].get("init"), cfg.train.init
     if runs:
         was, runs = runs_init_now(runs, source, state)
-        if runs is None and ours and os.path.exists(ours):  # the file given stands for the run's, moved
+        if runs is None and ours and os.path.exists(ours) and same_init(ours, was, state):  # the run's, moved
             runs = os.path.abspath(ours)
         if runs is None:
             log.warning("resuming %s: the run's train.init %s no longer exists, nor is it found from this working "
                         "folder or from the run's folder (where its folders moved)%s: config.yaml and later "
-                        "checkpoints record it as it was; give train.init=PATH of the file where it lies now to record "
-                        "that", source, was, f"; train.init={ours} names no file either" if ours else "")
+                        "checkpoints record it as it was; give train.init=PATH of that file (of its name) where it "
+                        "lies now to record that", source, was,
+                        "" if not ours else f"; train.init={ours} names no file either" if not os.path.exists(ours)
+                        else f"; train.init={ours} is ignored: it is not that file (another name, or other contents "
+                        "than the run began from)")
             ours, runs = None, was
         elif runs != was:
             log.info("resuming %s: the run's train.init %s no longer exists; it is %s, recorded in its place", source,
@@ -471,17 +476,30 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=runs))
 
 
+def same_init(given: str, recorded: str, state: dict) -> bool:
+    """Whether the file ``given`` (a resume's ``train.init``) is recognisably the one the run of checkpoint
+    ``state`` began from, ``recorded`` (its path, which no longer finds it): of the same name, and of the
+    fingerprint the run recorded (``init_fingerprint`` of its meta: :func:`mme.train.run_folder.identity`), where it
+    recorded one."""
+    fingerprint = state.get("meta", {}).get("init_fingerprint")
+    return os.path.basename(given) == os.path.basename(recorded) and os.path.isfile(given) and \
+        fingerprint in (None, source_identity(given)["fingerprint"])
+
+
 def runs_init_now(recorded: str, source: str, state: dict) -> tuple[str, str | None]:
     """``(as recorded, now)``: the ``train.init`` a run recorded (``recorded``, of its checkpoint ``source`` whose
     ``state`` is given) as an absolute path from the run's working folder (``cwd`` of the checkpoint's meta; of one
     that records none, this process's), and the absolute path of the file where it lies now, or None where none is
     found: that path, else, where that file is gone (the run's folders moved: a renamed project folder, another
-    machine), the same relative path from this working folder, then from the run's folder where it lies now
-    (``source``'s, as the file lay from the run's ``train.out_dir``)."""
+    machine), the same relative path from this working folder (for a path given relative, or one in the run's
+    working folder, as a relative one a resume recorded absolute: not a file elsewhere), then from the run's folder
+    where it lies now (``source``'s, as the file lay from the run's ``train.out_dir``)."""
     was = state.get("meta", {}).get("cwd", os.getcwd())
     path = os.path.abspath(os.path.join(was, recorded))
     out_dir = os.path.abspath(os.path.join(was, state["config"]["train"]["out_dir"]))
-    candidates = (path, os.path.join(os.getcwd(), os.path.relpath(path, was)),
+    here = [os.path.join(os.getcwd(), os.path.relpath(path, was))] \
+        if not os.path.isabs(recorded) or Path(path).is_relative_to(was) else []
+    candidates = (path, *here,
                   os.path.join(os.path.dirname(os.path.abspath(source)), os.path.relpath(path, out_dir)))
     return path, next((os.path.abspath(c) for c in candidates if os.path.exists(c)), None)
 
