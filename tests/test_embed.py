@@ -691,6 +691,45 @@ def test_parts_of_an_earlier_mme_are_said_to_be_so_when_embedded_again(own_root,
            "state; embedding them again" in caplog.text
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suffix, setup, tmp_path, monkeypatch):
+    """`mme embed --tokens` gathered every part, token grids included, and then the whole grid again to write it:
+    twice the token file in memory at the very end (96 GB for ViT-B's grids of 10k videos at 16 x 224²), the
+    out-of-memory kill there at every rerun. The grids are gathered one part at a time into a file the final one is
+    written from; the files are those the whole grid in memory gave, byte for byte."""
+    import tracemalloc
+
+    from mme.eval import features
+    from mme.eval.features import write_features
+
+    root, _ = setup
+    torch.manual_seed(0)  # 32 tokens of 128: 16 KiB of grid per video, 2 MiB in all, far above what else is held
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(**{**CFG, "patch_size": 8, "embed_dim": 128})),
+                           tmp_path / "encoder")
+    (tmp_path / "list.txt").write_text("".join(f"v{i % 8}.mp4 {i % 3}\n" for i in range(128)))  # v2, v5 fail
+    peaks, assemble = [], features._assemble
+
+    def measured(*args):
+        tracemalloc.start()
+        try:
+            assemble(*args)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+
+    monkeypatch.setattr(features, "_assemble", measured)
+    out = embed(ckpt, tmp_path / "list.txt", tmp_path / f"f{suffix}", stride=2, root=str(root), batch_size=4,
+                chunk_batches=1, tokens=True, num_workers=0, progress=False)  # 32 parts of 4 videos
+    grids = read_tokens(out)
+    assert grids.shape == (128, 2, 4, 4, 128) and np.isnan(grids[2::8]).all() and np.isfinite(grids[::8]).all()
+    assert peaks[0] < grids.nbytes / 2, peaks  # before: 4 MiB, every part's grids and the whole grid
+    assert not (tmp_path / f"f{suffix}.partial").exists()  # (the file the grids were gathered in with it)
+    x, valid, labels, info = read_features(out)
+    write_features(tmp_path / f"whole{suffix}", x, valid, labels, grids, info)  # as before, the grid in memory
+    for name in (f"f{suffix}", "f.tokens.npy")[:2 if suffix == ".npy" else 1]:
+        assert (tmp_path / name).read_bytes() == (tmp_path / name.replace("f", "whole", 1)).read_bytes(), name
+
+
 def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):
     """The disk filled up (a file-size limit set after the first part makes the writes fail as a full disk would):
     a bare traceback from numpy. Now one line names the part, the reason and what is kept; the rerun resumes."""

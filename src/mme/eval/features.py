@@ -22,11 +22,12 @@ restored), they are embedded again, with its failed videos.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,13 +209,15 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
 # ---- mme embed: to a file, resumable -------------------------------------------------------------------------
 
 
-def _read_parts(partial: Path) -> list[dict[str, np.ndarray]]:
-    return [_read_part(p) for p in sorted(partial.glob("part-*.npz"))]
+def _read_parts(partial: Path, keys: Collection[str] | None = None) -> list[dict[str, np.ndarray]]:
+    return [_read_part(p, keys) for p in sorted(partial.glob("part-*.npz"))]
 
 
-def _read_part(path: Path) -> dict[str, np.ndarray]:
+def _read_part(path: Path, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the part at ``path``, those named in ``keys`` alone where given (the others are not read: the
+    rows of a part without its token grids)."""
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files if keys is None or k in keys}
 
 
 def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[None]:
@@ -850,7 +853,8 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     taken for a different job's."""
     check_folder_held(partial)  # (another job's parts, where another job made the folder anew)
     n = len(dataset)
-    parts = _read_parts(partial)
+    paths = sorted(partial.glob("part-*.npz"))
+    parts = [_read_part(path, ("index", "x", "failed", "error")) for path in paths]  # (grids: _token_grids)
     with_rows = [p for p in parts if "x" in p]
     if not with_rows:
         first = next((str(p["error"][0]) for p in parts if len(p["error"])), "none listed")
@@ -861,15 +865,10 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     labelled = getattr(dataset, "labelled", True)
     labels = np.array([e.label if labelled else -1 for e in dataset.entries], dtype=np.int64)  # list order
     valid = np.zeros(n, bool)
-    tokens = None
-    if "tokens" in with_rows[0]:
-        tokens = np.full((n, *with_rows[0]["tokens"].shape[1:]), np.nan, np.float32)
     failures = []
     for p in parts:
         if "x" in p:
             x[p["index"]], valid[p["index"]] = p["x"], True
-            if tokens is not None:
-                tokens[p["index"]] = p["tokens"]
         failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e)}
                      for i, e in zip(p["failed"], p["error"])]
     missing = n - int(valid.sum()) - len(failures)
@@ -878,8 +877,36 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     failures.sort(key=lambda f: f["index"])
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
             "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint}
-    with _writing(out, partial):
+    with (_token_grids(partial, paths, valid) if fingerprint["tokens"] else contextlib.nullcontext()) as tokens, \
+            _writing(out, partial):
         write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.log(logging.WARNING if failures else logging.INFO, "embed: wrote %s (%d x %d), %d failed%s", out, n, dim,
             len(failures), f" (listed in {out.name}.json, their rows NaN and not valid)" if failures else "")
+
+
+@contextmanager
+def _token_grids(partial: Path, paths: list[Path], valid: np.ndarray) -> Iterator[np.memmap]:
+    """The token grids of the parts ``paths`` in ``partial`` in list order, NaN in the rows not ``valid`` (failed
+    videos): written row by row into a file in ``partial``, one part read at a time, and given as a memory map of it,
+    from which :func:`write_features` writes the final file; the file is removed after. So assembling holds one
+    part's grids, not every part's and the whole grid besides (twice the token file: 96 GB for ViT-B's grids of 10k
+    videos at 16 x 224², after all the embedding)."""
+    scratch = partial / "tokens.grids"
+    try:
+        with _writing(scratch, partial), open(scratch, "wb") as f:
+
+            def put(index: np.ndarray, grids: Iterable[np.ndarray]) -> None:  # (a part's grids let go on return)
+                for i, grid in zip(index, grids):
+                    f.seek(int(i) * grid.nbytes)
+                    f.write(grid)
+
+            for path in paths:
+                part = _read_part(path, ("index", "tokens"))
+                if "tokens" in part:  # (not a part of failures alone)
+                    shape = part["tokens"].shape[1:]
+                    put(part["index"], part.pop("tokens"))
+            put(np.flatnonzero(~valid), itertools.repeat(np.full(shape, np.nan, np.float32)))
+        yield np.memmap(scratch, np.float32, "c", shape=(len(valid), *shape))
+    finally:
+        scratch.unlink(missing_ok=True)
