@@ -691,8 +691,21 @@ def test_parts_of_an_earlier_mme_are_said_to_be_so_when_embedded_again(own_root,
            "state; embedding them again" in caplog.text
 
 
+@pytest.fixture
+def wide_grids(setup, tmp_path):
+    """An encoder of 32 tokens of 128 (16 KiB of token grid per video) and a list of 128 of the setup's videos (v2
+    corrupt, v5 missing): 2 MiB of grids in all, far above what else an embedding's files hold."""
+    torch.manual_seed(0)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(**{**CFG, "patch_size": 8, "embed_dim": 128})),
+                           tmp_path / "encoder")
+    (tmp_path / "list.txt").write_text("".join(f"v{i % 8}.mp4 {i % 3}\n" for i in range(128)))
+    return ckpt, tmp_path / "list.txt", dict(stride=2, root=str(setup[0]), batch_size=4, chunk_batches=1,
+                                              tokens=True, num_workers=0, progress=False)  # 32 parts of 4 videos
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
-def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suffix, setup, tmp_path, monkeypatch):
+def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suffix, wide_grids, tmp_path,
+                                                                              monkeypatch):
     """`mme embed --tokens` gathered every part, token grids included, and then the whole grid again to write it:
     twice the token file in memory at the very end (96 GB for ViT-B's grids of 10k videos at 16 x 224²), the
     out-of-memory kill there at every rerun. The grids are gathered one part at a time into a file the final one is
@@ -702,11 +715,7 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
     from mme.eval import features
     from mme.eval.features import write_features
 
-    root, _ = setup
-    torch.manual_seed(0)  # 32 tokens of 128: 16 KiB of grid per video, 2 MiB in all, far above what else is held
-    ckpt = save_pretrained(VisionTransformer(ModelConfig(**{**CFG, "patch_size": 8, "embed_dim": 128})),
-                           tmp_path / "encoder")
-    (tmp_path / "list.txt").write_text("".join(f"v{i % 8}.mp4 {i % 3}\n" for i in range(128)))  # v2, v5 fail
+    ckpt, videos, kw = wide_grids
     peaks, assemble = [], features._assemble
 
     def measured(*args):
@@ -718,8 +727,7 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
             tracemalloc.stop()
 
     monkeypatch.setattr(features, "_assemble", measured)
-    out = embed(ckpt, tmp_path / "list.txt", tmp_path / f"f{suffix}", stride=2, root=str(root), batch_size=4,
-                chunk_batches=1, tokens=True, num_workers=0, progress=False)  # 32 parts of 4 videos
+    out = embed(ckpt, videos, tmp_path / f"f{suffix}", **kw)
     grids = read_tokens(out)
     assert grids.shape == (128, 2, 4, 4, 128) and np.isnan(grids[2::8]).all() and np.isfinite(grids[::8]).all()
     assert peaks[0] < grids.nbytes / 2, peaks  # before: 4 MiB, every part's grids and the whole grid
@@ -728,6 +736,41 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
     write_features(tmp_path / f"whole{suffix}", x, valid, labels, grids, info)  # as before, the grid in memory
     for name in (f"f{suffix}", "f.tokens.npy")[:2 if suffix == ".npy" else 1]:
         assert (tmp_path / name).read_bytes() == (tmp_path / name.replace("f", "whole", 1)).read_bytes(), name
+
+
+def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_grids(wide_grids, tmp_path, monkeypatch):
+    """A rerun of `mme embed --tokens` read every finished part whole, token grids included, all at once, to list the
+    rows done (the whole grid in memory before any embedding), and each part whole again to check its videos'
+    states. Their rows and states are read alone."""
+    import tracemalloc
+
+    from mme.eval import features
+
+    ckpt, videos, kw = wide_grids
+    out = tmp_path / "f.npy"
+    with monkeypatch.context() as m:
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, videos, out, **kw)
+    grids = 0
+    for part in (tmp_path / "f.npy.partial").glob("part-*.npz"):
+        with np.load(part) as z:
+            grids += z["tokens"].nbytes
+    assert grids == 96 * 16 << 10  # the grids of the 96 videos of the 128 that embedded
+
+    def peak_so_far(*args):
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        raise KeyboardInterrupt
+
+    peaks = []
+    monkeypatch.setattr(features, "_assemble", peak_so_far)
+    tracemalloc.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, videos, out, **kw)  # every video done (the failed ones tried again): to the assembly at once
+    finally:
+        tracemalloc.stop()
+    assert peaks[0] < grids / 2, peaks  # before: 2 MiB, the parts' grids all at once, and more
 
 
 def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):

@@ -247,7 +247,7 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
     (:func:`mme.utils.removing`): its rows would be taken as done."""
     changed = earlier = 0
     for path in sorted(partial.glob("part-*.npz")):
-        part = _read_part(path)
+        part = _read_part(path, ("index", "state", "failed"))  # (the features and grids: of a part rewritten alone)
         if "state" in part:
             same = part["state"] == states[part["index"]]
             changed += int((~same).sum())
@@ -257,7 +257,7 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
         if same.all() and not len(part["failed"]):
             continue
         if same.any():
-            rows = {k: v[same] for k, v in part.items() if k not in ("failed", "error")}
+            rows = {k: v[same] for k, v in _read_part(path).items() if k not in ("failed", "error")}
             if _write_part(partial, path.stem.rsplit("-", 1)[1], {**rows, **_no_failures()}) == path:
                 continue
         with removing(path, "it holds videos to embed again (failed, or changed since), which would be taken as done: "
@@ -286,7 +286,7 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
             return
         diff = differences(found, fingerprint)
         earlier = _read_earlier(found)
-        if not earlier and any(len(p["index"]) for p in _read_parts(partial)):
+        if not earlier and any(len(p["index"]) for p in _read_parts(partial, ("index",))):
             raise DataError(f"{partial}: partial results of a different job (differs in {diff}); delete the folder "
                             "or choose another --out")
         why = earlier or f"embedded no video (other {diff})"
@@ -789,7 +789,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             log.info("embed: %s is up to date but for %d videos that changed since (size or modification time, or "
                      "have appeared)%s: embedding them again", out, len(changed),
                      f" and its {len(failed - changed)} other failed videos" if failed - changed else "")
-        done = {int(i) for p in _read_parts(partial) for i in p["index"]}  # failed rows are tried again
+        done = {int(i) for p in _read_parts(partial, ("index",)) for i in p["index"]}  # failed rows: tried again
         todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
         log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s",
                  n, clips * crops, clips, crops, len(done), len(todo), _device_and_precision(dev, precision, why))
