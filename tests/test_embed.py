@@ -692,15 +692,17 @@ def test_parts_of_an_earlier_mme_are_said_to_be_so_when_embedded_again(own_root,
 
 
 @pytest.fixture
-def wide_grids(setup, tmp_path):
-    """An encoder of 32 tokens of 128 (16 KiB of token grid per video) and a list of 128 of the setup's videos (v2
-    corrupt, v5 missing): 2 MiB of grids in all, far above what else an embedding's files hold."""
+def wide_grids(own_root, tmp_path):
+    """An encoder of 32 tokens of 128 (16 KiB of token grid per video), a list of 128 of the videos of ``own_root``
+    (v2 corrupt, v5 missing): 2 MiB of grids in all, far above what else an embedding's files hold, ``embed``'s
+    options for them, and the indices of the videos decoded."""
+    root, _, loads = own_root
     torch.manual_seed(0)
     ckpt = save_pretrained(VisionTransformer(ModelConfig(**{**CFG, "patch_size": 8, "embed_dim": 128})),
                            tmp_path / "encoder")
     (tmp_path / "list.txt").write_text("".join(f"v{i % 8}.mp4 {i % 3}\n" for i in range(128)))
-    return ckpt, tmp_path / "list.txt", dict(stride=2, root=str(setup[0]), batch_size=4, chunk_batches=1,
-                                              tokens=True, num_workers=0, progress=False)  # 32 parts of 4 videos
+    return ckpt, tmp_path / "list.txt", dict(stride=2, root=str(root), batch_size=4, chunk_batches=1, tokens=True,
+                                              num_workers=0, progress=False), loads  # 32 parts of 4 videos
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
@@ -715,7 +717,7 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
     from mme.eval import features
     from mme.eval.features import write_features
 
-    ckpt, videos, kw = wide_grids
+    ckpt, videos, kw, _ = wide_grids
     peaks, assemble = [], features._assemble
 
     def measured(*args):
@@ -746,7 +748,7 @@ def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_gri
 
     from mme.eval import features
 
-    ckpt, videos, kw = wide_grids
+    ckpt, videos, kw, _ = wide_grids
     out = tmp_path / "f.npy"
     with monkeypatch.context() as m:
         _kill_before_assembly(m)
@@ -771,6 +773,48 @@ def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_gri
     finally:
         tracemalloc.stop()
     assert peaks[0] < grids / 2, peaks  # before: 2 MiB, the parts' grids all at once, and more
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_features_and_the_rows_kept_of_a_finished_file_are_read_without_the_whole_token_grid(suffix, wide_grids,
+                                                                                              tmp_path, monkeypatch):
+    """read_features of a `.safetensors` file made with --tokens read every tensor of it, the whole token grid, to
+    give the features; a rerun where some videos changed read the whole grid, and the grids of the rows it kept
+    again, to write those rows to one part. The features are read alone, and the rows kept a part at a time."""
+    import tracemalloc
+
+    from mme.eval import features
+
+    ckpt, videos, kw, loads = wide_grids
+    out = embed(ckpt, videos, tmp_path / f"f{suffix}", **kw)
+    grids = read_tokens(out)
+    assert grids.nbytes == 2 << 20
+    tracemalloc.start()
+    try:
+        x = read_features(out)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (128, 128) and peak < grids.nbytes / 4, peak  # before (.safetensors): 2 MiB
+
+    def measured(*args):
+        tracemalloc.start()
+        try:
+            open_partial(*args)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+
+    peaks, open_partial = [], features._open_partial
+    monkeypatch.setattr(features, "_open_partial", measured)
+    v0 = Path(kw["root"]) / "v0.mp4"
+    os.utime(v0, ns=(v0.stat().st_atime_ns, v0.stat().st_mtime_ns + 10**9))  # "replaced": its 16 rows embedded again
+    loads.clear()
+    again = embed(ckpt, videos, out, **kw)
+    assert sorted(loads) == sorted(i for i in range(128) if i % 8 in (0, 2, 5))  # (and the failed ones)
+    assert peaks[0] < grids.nbytes / 4, peaks  # before: 4.7 MiB, the whole grid and the 80 rows kept again
+    np.testing.assert_array_equal(read_tokens(again), grids)
+    np.testing.assert_array_equal(read_features(again)[0], x)
 
 
 def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):

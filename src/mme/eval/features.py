@@ -271,12 +271,14 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
                  "embedding them again", partial, earlier)
 
 
-def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None, states: np.ndarray) -> None:
+def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None, states: np.ndarray,
+                  part_rows: int) -> None:
     """Lock ``partial/`` for this job (a second one on the same --out would delete the parts the first assembles)
     and make it ready: resume the one there (its failed videos and changed ones to be embedded again), or start it
     with the fingerprint and the embedded rows of ``finished`` (this job's output) whose video is unchanged
-    (``states``: every row's :func:`_file_state` now). A folder of a different job is refused, unless none of its
-    videos was embedded (nothing to lose)."""
+    (``states``: every row's :func:`_file_state` now), with token grids in parts of ``part_rows`` rows at most, as
+    this job writes them, read a part at a time (not the whole grid, and those rows again). A folder of a different
+    job is refused, unless none of its videos was embedded (nothing to lose)."""
     run_folder.take(partial, option="--out (its partial results)")
     meta = partial / "job.json"
     if meta.is_file():
@@ -297,11 +299,15 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
                 path.unlink()
     if finished is not None:
         x, valid, _, info = read_features(finished)
-        rows = np.flatnonzero(valid & (np.asarray(info["states"]) == states))
-        if len(rows):
-            tokens = read_tokens(finished) if fingerprint["tokens"] else None
-            _write_part(partial, "r0", {"index": rows, **_no_failures(), "x": x[rows], "state": states[rows],
-                                        **({"tokens": tokens[rows]} if tokens is not None else {})})
+        kept = np.flatnonzero(valid & (np.asarray(info["states"]) == states))
+        per = part_rows if fingerprint["tokens"] else len(x)
+        for start in range(0, len(x), per):
+            stop = min(start + per, len(x))  # (safetensors' slices are not cut at the end)
+            rows = kept[(kept >= start) & (kept < stop)]
+            if len(rows):
+                grids = _read_grids(finished, slice(start, stop))[rows - start] if fingerprint["tokens"] else None
+                _write_part(partial, "r0", {"index": rows, **_no_failures(), "x": x[rows], "state": states[rows],
+                                            **({"tokens": grids} if grids is not None else {})})
     atomic_write_json(meta, fingerprint)
 
 
@@ -598,11 +604,13 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         if path.suffix == ".npy":
             x = np.load(path, allow_pickle=False)
             valid = np.isfinite(x).all(1)
-        else:
-            from safetensors.numpy import load_file
+        else:  # (the features and the mask alone: not a token grid the file holds)
+            from safetensors import safe_open
 
-            arrays = load_file(str(path))
-            x, valid = arrays["features"], arrays["valid"].astype(bool)
+            with safe_open(str(path), framework="numpy") as f:
+                if missing := next((k for k in ("features", "valid") if k not in f.keys()), None):
+                    raise KeyError(missing)
+                x, valid = f.get_tensor("features"), f.get_tensor("valid").astype(bool)
     return x, valid, np.asarray(info.pop("labels"), dtype=np.int64), info
 
 
@@ -611,13 +619,21 @@ def read_tokens(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not _sidecar(path).get("tokens"):
         raise DataError(f"{path}: no token grids: embedded without --tokens, says its {path.name}.json")
+    return _read_grids(path)
+
+
+def _read_grids(path: Path, rows: slice | None = None) -> np.ndarray:
+    """The token grids of the features file ``path`` (:func:`read_tokens`, its sidecar read), ``rows`` of them alone
+    where given: only those are read."""
     if path.suffix == ".npy":
         with _reading(_tokens_file(path)):
-            return np.load(_tokens_file(path), allow_pickle=False)
+            if rows is None:
+                return np.load(_tokens_file(path), allow_pickle=False)
+            return np.array(np.load(_tokens_file(path), mmap_mode="r")[rows])
     from safetensors import safe_open
 
     with _reading(path), safe_open(str(path), framework="numpy") as f:
-        return f.get_tensor("tokens")
+        return f.get_tensor("tokens") if rows is None else f.get_slice("tokens")[rows]
 
 
 EMBED_COUNTS = {"batch_size": ("--batch-size", 1), "chunk_batches": ("--chunk-batches", 1), "clips": ("--clips", 1),
@@ -778,7 +794,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     partial = out.with_name(out.name + ".partial")
     try:
         try:
-            dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None, states)
+            dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None, states,
+                         batch_size * chunk_batches)
         except MMEError as e:
             if not kept_if_refused:  # rows of replaced videos are not kept
                 raise
