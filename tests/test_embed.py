@@ -710,15 +710,16 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
                                                                               monkeypatch):
     """`mme embed --tokens` gathered every part, token grids included, and then the whole grid again to write it:
     twice the token file in memory at the very end (96 GB for ViT-B's grids of 10k videos at 16 x 224²), the
-    out-of-memory kill there at every rerun. The grids are gathered one part at a time into a file the final one is
-    written from; the files are those the whole grid in memory gave, byte for byte."""
+    out-of-memory kill there at every rerun. The grids are written into the final file one part at a time, the disk
+    holding the parts and that file alone (not a third copy of the grids, gathered in the partial folder first: the
+    disk full at the end, at every rerun); the files are those the whole grid in memory gave, byte for byte."""
     import tracemalloc
 
     from mme.eval import features
     from mme.eval.features import write_features
 
     ckpt, videos, kw, _ = wide_grids
-    peaks, assemble = [], features._assemble
+    peaks, assemble, on_disk, sidecar = [], features._assemble, [], features.atomic_write_json
 
     def measured(*args):
         tracemalloc.start()
@@ -728,11 +729,22 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
         finally:
             tracemalloc.stop()
 
+    def disk(files) -> int:
+        return sum(p.stat().st_blocks * 512 for p in files if p.is_file())
+
+    def measuring(path, obj, **dumps):  # (the last, the finished sidecar: the final files whole, the parts there)
+        ours = (p for p in tmp_path.rglob("*") if p.relative_to(tmp_path).parts[0].startswith(("f", ".f")))
+        on_disk.append((disk(tmp_path.glob(f"f{suffix}.partial/part-*")), disk(ours)))
+        sidecar(path, obj, **dumps)
+
     monkeypatch.setattr(features, "_assemble", measured)
+    monkeypatch.setattr(features, "atomic_write_json", measuring)
     out = embed(ckpt, videos, tmp_path / f"f{suffix}", **kw)
     grids = read_tokens(out)
     assert grids.shape == (128, 2, 4, 4, 128) and np.isnan(grids[2::8]).all() and np.isfinite(grids[::8]).all()
     assert peaks[0] < grids.nbytes / 2, peaks  # before: 4 MiB, every part's grids and the whole grid
+    parts, peak = on_disk[-1][0], max(total for _, total in on_disk)
+    assert parts > grids.nbytes / 2 and peak < parts + grids.nbytes * 1.25, (parts, peak)  # before: + the grids again
     assert not (tmp_path / f"f{suffix}.partial").exists()  # (the file the grids were gathered in with it)
     x, valid, labels, info = read_features(out)
     write_features(tmp_path / f"whole{suffix}", x, valid, labels, grids, info)  # as before, the grid in memory

@@ -929,7 +929,8 @@ def _safetensors_entry(name: str, t: Any, offset: int) -> dict[str, Any]:
     return {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": shape, "data_offsets": [offset, offset + size]}
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(path: str | Path, tensors: dict[str, Any],
+                      metadata: dict[str, str] | None = None) -> dict[str, int]:
     """Write ``tensors`` (torch tensors or numpy arrays) to ``path`` in the safetensors format, a file safetensors
     reads back: the JSON header padded to 8 bytes, then each tensor's bytes, the widest elements first (so each
     starts aligned), then by name (safetensors' ``save_file`` orders those of one width by dtype before name: the
@@ -938,7 +939,9 @@ def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[
     which a kill leaves there under a name no cleanup can tell from another program's, and its ``save`` holds the
     file twice in memory. What safetensors would not read is refused before anything is written: a dtype it has
     no name for (an MMEError naming the tensor), a metadata value that is not a string, a tensor named
-    ``__metadata__``, a header over :data:`SAFETENSORS_HEADER_MAX` (ValueErrors)."""
+    ``__metadata__``, a header over :data:`SAFETENSORS_HEADER_MAX` (ValueErrors). A tensor on torch's ``meta``
+    device is given its place and not its bytes, for the caller to write there (a grid too large for memory, a part
+    at a time); returned: where each tensor's bytes begin in the file."""
     import torch
 
     if metadata and (bad := next((k for k, v in metadata.items() if not isinstance(v, str)), None)) is not None:
@@ -962,7 +965,12 @@ def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[
         f.write(len(text).to_bytes(8, "little"))
         f.write(text)
         for name in order:
-            f.write(tensors[name].cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            if tensors[name].is_meta:
+                f.seek(tensors[name].numel() * tensors[name].element_size(), os.SEEK_CUR)
+            else:
+                f.write(tensors[name].cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        f.truncate()  # (the file's full size, where a tensor given its place alone is last)
+    return {name: 8 + len(text) + header[name]["data_offsets"][0] for name in order}
 
 
 TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}

@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -522,10 +522,11 @@ def _sidecar_cut_too_short(text: bytes | None) -> str | None:
     return f"cut short ({len(text)} B)" if text else "empty"
 
 
-def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,
-                   info: dict[str, Any]) -> None:
+def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray,
+                   tokens: np.ndarray | _PartGrids | None, info: dict[str, Any]) -> None:
     """Write features atomically: ``.npy`` (features, NaN rows for failures; tokens to ``<stem>.tokens.npy``)
-    or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``); both get the ``<out>.json`` sidecar
+    or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``; token grids of parts, :class:`_PartGrids`,
+    written straight into the file a part at a time, the same bytes); both get the ``<out>.json`` sidecar
     (``info``: provenance, view counts, failures, labels); a ``.npy``'s token file is removed without tokens where
     the sidecar there recorded some (else it is not mme's). The sidecar, which marks the files finished
     (:func:`_finished`), is first replaced by one that marks them unfinished, yet mme embed's (a rerun replaces
@@ -538,7 +539,12 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
         _tokens_file(out).unlink(missing_ok=True)  # an earlier job's grids, of another encoder or list
     atomic_write_json(side, {"job": info.get("job"), "tokens": tokens is not None, "unfinished": True})
     if out.suffix == ".npy":
-        if tokens is not None:
+        if isinstance(tokens, _PartGrids):
+            with atomic_path(_tokens_file(out)) as tmp, open(tmp, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                          "fortran_order": False, "shape": tokens.shape})
+                tokens.write(f, f.tell())
+        elif tokens is not None:
             with atomic_path(_tokens_file(out)) as tmp:
                 np.save(tmp, tokens)
         with atomic_path(out) as tmp:
@@ -546,11 +552,15 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     else:
         arrays = {"features": x, "valid": valid.astype(np.uint8), "labels": labels}
         if tokens is not None:
-            arrays["tokens"] = tokens
+            arrays["tokens"] = (torch.empty(tokens.shape, dtype=torch.float32, device="meta")  # (its place alone)
+                                if isinstance(tokens, _PartGrids) else tokens)
         with atomic_path(out) as tmp:
-            write_safetensors(tmp, arrays, metadata={"info": json.dumps({k: v for k, v in info.items()
-                                                                              if k not in ("failures", "states",
-                                                                                           "labels")})})
+            start = write_safetensors(tmp, arrays, metadata={"info": json.dumps({k: v for k, v in info.items()
+                                                                                      if k not in ("failures", "states",
+                                                                                                   "labels")})})
+            if isinstance(tokens, _PartGrids):
+                with open(tmp, "r+b") as f:
+                    tokens.write(f, start["tokens"])
     atomic_write_json(side, {**info, "labels": labels.tolist()})
 
 
@@ -894,36 +904,35 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     failures.sort(key=lambda f: f["index"])
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
             "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint}
-    with (_token_grids(partial, paths, valid) if fingerprint["tokens"] else contextlib.nullcontext()) as tokens, \
-            _writing(out, partial):
-        write_features(out, x, valid, labels, tokens, info)
+    with _writing(out, partial):
+        write_features(out, x, valid, labels, _PartGrids(paths, valid) if fingerprint["tokens"] else None, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.log(logging.WARNING if failures else logging.INFO, "embed: wrote %s (%d x %d), %d failed%s", out, n, dim,
             len(failures), f" (listed in {out.name}.json, their rows NaN and not valid)" if failures else "")
 
 
-@contextmanager
-def _token_grids(partial: Path, paths: list[Path], valid: np.ndarray) -> Iterator[np.memmap]:
-    """The token grids of the parts ``paths`` in ``partial`` in list order, NaN in the rows not ``valid`` (failed
-    videos): written row by row into a file in ``partial``, one part read at a time, and given as a memory map of it,
-    from which :func:`write_features` writes the final file; the file is removed after. So assembling holds one
-    part's grids, not every part's and the whole grid besides (twice the token file: 96 GB for ViT-B's grids of 10k
-    videos at 16 x 224², after all the embedding)."""
-    scratch = partial / "tokens.grids"
-    try:
-        with _writing(scratch, partial), open(scratch, "wb") as f:
+class _PartGrids:
+    """The token grids of the parts ``paths`` in list order, NaN in the rows not ``valid`` (failed videos), which
+    :func:`write_features` writes straight into the final file, row by row, one part read at a time: assembling
+    holds one part's grids, not every part's and the whole grid besides (twice the token file: 96 GB for ViT-B's
+    grids of 10k videos at 16 x 224², after all the embedding), and the disk the parts and the final file alone.
+    ``shape``: the whole grid's (float32, as the parts')."""
 
-            def put(index: np.ndarray, grids: Iterable[np.ndarray]) -> None:  # (a part's grids let go on return)
-                for i, grid in zip(index, grids):
-                    f.seek(int(i) * grid.nbytes)
-                    f.write(grid)
+    def __init__(self, paths: list[Path], valid: np.ndarray):
+        self.paths, self.valid = paths, valid
+        grids = next(g for g in (_read_part(path, ("tokens",)).get("tokens") for path in paths) if g is not None)
+        self.shape = (len(valid), *grids.shape[1:])
 
-            for path in paths:
-                part = _read_part(path, ("index", "tokens"))
-                if "tokens" in part:  # (not a part of failures alone)
-                    shape = part["tokens"].shape[1:]
-                    put(part["index"], part.pop("tokens"))
-            put(np.flatnonzero(~valid), itertools.repeat(np.full(shape, np.nan, np.float32)))
-        yield np.memmap(scratch, np.float32, "c", shape=(len(valid), *shape))
-    finally:
-        scratch.unlink(missing_ok=True)
+    def write(self, f: BinaryIO, start: int) -> None:
+        """Write the grids into the open file ``f``, the first row's at ``start``."""
+
+        def put(index: np.ndarray, grids: Iterable[np.ndarray]) -> None:  # (a part's grids let go on return)
+            for i, grid in zip(index, grids):
+                f.seek(start + int(i) * grid.nbytes)
+                f.write(np.ascontiguousarray(grid, np.float32))
+
+        for path in self.paths:
+            part = _read_part(path, ("index", "tokens"))
+            if "tokens" in part:  # (not a part of failures alone)
+                put(part["index"], part.pop("tokens"))
+        put(np.flatnonzero(~self.valid), itertools.repeat(np.full(self.shape[1:], np.nan, np.float32)))
