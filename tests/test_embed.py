@@ -752,6 +752,35 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
         assert (tmp_path / name).read_bytes() == (tmp_path / name.replace("f", "whole", 1)).read_bytes(), name
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_a_final_token_file_that_cannot_be_written_holds_no_disk_space(suffix, wide_grids, tmp_path, monkeypatch):
+    """A final file that could not be written (a full disk) kept the space of the grids gathered for it, a file
+    removed but still mapped into memory, for as long as the error lived (a notebook's last traceback). The grids are
+    written straight into the final file: the error leaves the parts alone, and the same command resumes from them."""
+    from mme.eval import features
+
+    ckpt, videos, kw, _ = wide_grids
+    save, write = np.save, features.write_safetensors
+
+    def full(path, *args, **kwargs):
+        (save if suffix == ".npy" else write)(path, *args, **kwargs)
+        if Path(path).name.startswith(f".f{suffix}.tmp"):  # (the features' file, the grids' written before)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", full) if suffix == ".npy" else monkeypatch.setattr(features, "write_safetensors",
+                                                                                       full)
+    with pytest.raises(DataError, match="No space left") as failed:
+        embed(ckpt, videos, tmp_path / f"f{suffix}", **kw)
+    held = [line for line in Path("/proc/self/maps").read_text().splitlines()
+            if str(tmp_path) in line and line.endswith("(deleted)")]
+    assert not held and failed.value is not None, held  # before: the gathered grids, mapped
+    partial = tmp_path / f"f{suffix}.partial"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # (no temporary file left)
+    assert all(p.name.startswith("part-") for p in partial.iterdir() if p.name not in (".lock", "job.json"))
+    monkeypatch.undo()
+    assert read_tokens(embed(ckpt, videos, tmp_path / f"f{suffix}", **kw)).shape == (128, 2, 4, 4, 128)
+
+
 def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_grids(wide_grids, tmp_path, monkeypatch):
     """A rerun of `mme embed --tokens` read every finished part whole, token grids included, all at once, to list the
     rows done (the whole grid in memory before any embedding), and each part whole again to check its videos'
