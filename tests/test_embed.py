@@ -781,6 +781,26 @@ def test_a_final_token_file_that_cannot_be_written_holds_no_disk_space(suffix, w
     assert read_tokens(embed(ckpt, videos, tmp_path / f"f{suffix}", **kw)).shape == (128, 2, 4, 4, 128)
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_an_embedding_killed_while_its_token_grids_are_written_leaves_nothing_after_the_next_run(suffix, wide_grids,
+                                                                                                 tmp_path):
+    """A kill while the token grids were assembled (the file-size limit's signal, its default action ending the
+    process mid-write) leaves the final file's temporary file (not a file of the grids in the partial folder, which a
+    different job's run there kept); the next run resumes from the parts and removes it."""
+    ckpt, videos, kw, _ = wide_grids
+    script = ("import json, resource, signal, sys; from mme.eval.features import embed; "
+              "signal.signal(signal.SIGXFSZ, signal.SIG_DFL); resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20)); "  # (a part fits, not the grids)
+              "embed(*sys.argv[1:4], **json.loads(sys.argv[4]))")
+    out = tmp_path / f"f{suffix}"
+    proc = subprocess.run([sys.executable, "-c", script, str(ckpt), str(videos), str(out), json.dumps(kw)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGXFSZ, proc.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".f{suffix.replace('.npy', '.tokens.npy')}")]
+    assert read_tokens(embed(ckpt, videos, out, **kw)).shape == (128, 2, 4, 4, 128)
+    assert not [p.name for p in tmp_path.rglob(".*")] and not (tmp_path / f"f{suffix}.partial").exists()
+
+
 def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_grids(wide_grids, tmp_path, monkeypatch):
     """A rerun of `mme embed --tokens` read every finished part whole, token grids included, all at once, to list the
     rows done (the whole grid in memory before any embedding), and each part whole again to check its videos'
