@@ -18,6 +18,7 @@ import pytest
 import torch
 from training import FP32, run, tiny
 
+from mme.cli import main as cli
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.export import save_pretrained
@@ -1047,6 +1048,9 @@ outcome("embed_roots", embed, d / "model", d / "shared.txt", d / "roots.npy", ro
 outcome("pretrain", pretrain, load_config(PretrainConfig, "tiny_cpu_pixel", [
     *(o for o in TINY if not o.startswith("task.")), "data.list_file=reordered.txt", f"train.out_dir={d / 'pre'}"]))
 finetuned("train_list", "data.list_file=train.txt")
+outcome("cache", pretrain, load_config(PretrainConfig, "tiny_cpu_mme", [
+    *(o for o in TINY if not o.startswith("task.")), f"data.list_file={d / 'shared.txt'}", "target.cache_dir=cache",
+    f"train.out_dir={d / 'cache'}"]))  # (each node's own copy of the track cache, another flow's on node 1)
 finetuned("trained_test_list", f"data.list_file={root}/train.txt", "task.test_list=test.txt")
 trains = loop.train
 
@@ -1071,7 +1075,7 @@ def disagreeing(synth, tmp_path_factory):
     """One torchrun launch of two ranks, each reading its own node's copy (``node<RANK>/``) of one input at a time:
     ``{rank: {part: None or [error type, message]}}`` and the launch's stderr. Rank 1's copies: a test list of 3 of
     rank 0's 7 videos (tested alone, and after training), a classifier of other weights, an embed list and a
-    pre-training list in another order, a training list of 12 of the 16 videos."""
+    pre-training list in another order, a training list of 12 of the 16 videos, a track cache of another flow."""
     d = tmp_path_factory.mktemp("disagreeing")
     lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
     for rank in (0, 1):
@@ -1087,6 +1091,9 @@ def disagreeing(synth, tmp_path_factory):
         (node / "same.txt").write_text("\n".join(lines[:7]) + "\n")
         (d / f"mount{rank}").symlink_to(synth[1].split("=", 1)[1])
     (d / "shared.txt").write_text("\n".join(lines[:4]) + "\n")
+    for rank, flow in enumerate(("dis-balanced", "farneback")):
+        assert cli(["extract", str(d / "shared.txt"), "--root", synth[1].split("=", 1)[1], "--out",
+                    str(d / f"node{rank}" / "cache"), "--length", "6", "--flow", flow]) == 0
     shutil.copytree(d / "node0" / "model", d / "model")  # (the shared copies, where another input differs)
     save_pretrained(VideoClassifier(ModelConfig(img_size=32, num_frames=3, patch_size=8, tubelet_size=1, embed_dim=32,
                                                 depth=1, num_heads=1), num_classes=4), d / "clip3")
@@ -1184,6 +1191,17 @@ def test_mme_embed_of_one_list_whose_videos_each_node_mounts_elsewhere_is_not_re
     assert said[0].get("embed_roots", "not run") is None and said[1].get("embed_roots", "not run") is None, (
         said, stderr[-3000:])
     assert (d / "roots.npy").is_file()
+
+
+def test_pre_training_on_a_track_cache_of_other_settings_on_one_node_stops_every_rank_before_any_step(disagreeing):
+    """Each node's own copy of target.cache_dir (a relative path), node 1's extracted with another flow: every
+    rank trained on its own node's tracks, two kinds of targets mixed, and node 1's warning that its cache was
+    not of target.flow was dropped (the warnings of mme.train.pretrain are rank 0's alone)."""
+    message = _disagree(disagreeing, "cache")
+    made = "files made with short_side 224, seed_stride 8, flow {}, compensate False, max_disp None, backend pyav"
+    assert message == (f"ranks disagree on target.cache_dir cache: {made.format('dis-balanced')} on rank 0, "
+                       f"{made.format('farneback')} on rank 1: every node must hold the same copy"), message
+    assert not (disagreeing[2] / "cache").exists()  # (the new run folder removed)
 
 
 @pytest.mark.parametrize("part, videos", [("pretrain", (16, 16)), ("train_list", (16, 12))])

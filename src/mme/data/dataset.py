@@ -846,6 +846,20 @@ class PretrainDataset(_VideoDataset):
                 return f"{made[0][1]} was made with {said[0]}, {other} with {said[1]}"
         return None
 
+    def cache_identity(self) -> str:
+        """What says which track cache (``target.cache_dir``) this rank reads, beside another rank's copy of it (a
+        node, its own: :func:`mme.train.distributed.check_same_inputs`): the settings that change the tracks a run
+        reads (:data:`READ_SETTINGS`) of its probed files (:attr:`current_probes`), those of a mixed cache digested
+        in the list's order."""
+        from mme.motion.cache import resume_settings
+
+        settings = [", ".join(f"{key} {resume_settings(meta, self.cfg.backend)[key]}" for key in READ_SETTINGS)
+                    for _, _, meta in self.current_probes]
+        kinds = list(dict.fromkeys(settings))
+        if len(kinds) == 1:
+            return f"files made with {kinds[0]}"
+        return f"mixed files of {len(kinds)} settings (digest {lines_digest(settings)})" if kinds else "no file read"
+
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else
         the advice of any dataset."""

@@ -242,15 +242,18 @@ def begin(cfg) -> Start:
 
 
 def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names: list[str] | None = None,
-                      list_test_set: Callable[[Any, str], Dataset] | None = None) -> None:
+                      list_test_set: Callable[[Any, str], Dataset] | None = None,
+                      cache: Callable[[], str] | None = None) -> None:
     """Stop every rank unless all read the same copies (a node, its own) of ``data.list_file`` (``data``, the
     dataset read from it; None: none read), of ``train.init`` (``init``, where read), of the class names
-    (``names``, fine-tuning's) and of the lists fine-tuning tests, ``task.tested`` (``list_test_set``: ``(cfg, list
-    file) ->`` the dataset of one, :func:`mme.train.finetune.list_test_set`), in one exchange before any step or test:
-    :func:`~mme.train.distributed.check_same_inputs`."""
+    (``names``, fine-tuning's), of the lists fine-tuning tests, ``task.tested`` (``list_test_set``: ``(cfg, list
+    file) ->`` the dataset of one, :func:`mme.train.finetune.list_test_set`) and of pre-training's track cache,
+    ``target.cache_dir`` (``cache``: what says this rank's, where read, :meth:`~mme.data.dataset.PretrainDataset.
+    cache_identity`), in one exchange before any step or test: :func:`~mme.train.distributed.check_same_inputs`."""
     dist.check_same_inputs({
         f"data.list_file {cfg.data.list_file}": None if data is None else lambda: list_identity(data),
         f"train.init {cfg.train.init}": None if init is None else lambda: init.identity,
+        **({} if cache is None else {f"target.cache_dir {cfg.target.cache_dir}": cache}),
         "the class names (task.classes, or a checkpoint's)":
             None if names is None else lambda: f"{len(names)} classes (digest {lines_digest(names)})",
         **({} if list_test_set is None else {f"task.{split}_list {list_file}": lambda f=list_file: list_identity(

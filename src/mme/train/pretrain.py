@@ -335,7 +335,8 @@ def setup(cfg: PretrainConfig) -> Run:
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
         if init is not None:
             load_init(model, init, t.init)
-    engine.check_same_inputs(cfg, dataset, init)
+    reads_cache = cfg.target.cache_dir and len(dataset) and dataset.track_length  # (as check_cache judges it)
+    engine.check_same_inputs(cfg, dataset, init, cache=dataset.cache_identity if reads_cache else None)
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
