@@ -566,6 +566,32 @@ def test_shards_split_the_list(videos, tmp_path):
     assert cli(base + ["--shard", "2/2"]) == 1  # not a share: a ConfigError, printed by the CLI
 
 
+def test_a_run_of_the_whole_list_removes_the_reports_of_its_extractions_in_other_shares(videos, tmp_path, caplog):
+    """Reports are named per share: a list extracted in 2 shares (torchrun ranks, --shard), its failed video mended,
+    then extracted whole left the 2 shares' reports naming it as failed, where its cache file was made. A run of the
+    whole list removes those of another number of shares, and keeps its own and other lists'."""
+    videos = Path(shutil.copytree(videos, tmp_path / "videos"))  # (bad.mp4 mended below)
+    out = tmp_path / "cache"
+    base = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    (videos / "other.txt").write_text("bad.mp4\n")
+    assert cli(["extract", str(videos / "other.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                "--short-side", "64", "--shard", "0/2"]) == 1  # another list's: kept
+    assert cli(base + ["--shard", "0/2"]) == 1 and cli(base + ["--shard", "1/2"]) == 0
+    assert list(report(out, videos / "list.txt", 0, 2)["failed"]) == [str(videos / "bad.mp4")]
+    shutil.copy(videos / "b.mp4", videos / "bad.mp4")  # mended
+    with caplog.at_level(logging.INFO, "mme.extract"):
+        assert cli(base) == 0
+    assert cache_file(out, "bad.mp4").is_file() and report(out, videos / "list.txt", 0, 1)["failed"] == {}
+    assert sorted(p.name for p in out.glob("failed-*.json")) == sorted(
+        f"failed-{share_name(str(videos / name), part, parts)}.json" for name, part, parts in (
+            ("list.txt", 0, 1), ("other.txt", 0, 2)))
+    assert sum("the report of an earlier extraction of the list in 2 share(s)" in r.getMessage()
+               for r in caplog.records) == 2, caplog.text
+    assert cli(base + ["--shard", "1/2"]) == 0  # a share of the list: the whole list's report is kept
+    assert report(out, videos / "list.txt", 0, 1)["failed"] == {}
+
+
 def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path):
     """A train and a val list extracted into one --out: each share of each list writes its own report of failures
     (before: one failed.json per share, so the val list's extraction erased the train list's failure)."""

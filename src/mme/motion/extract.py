@@ -6,8 +6,9 @@
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
 and complete (same settings, readable). Videos that fail are listed with their reason in
-``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`); the others are unaffected. List lines that
-are not ``path [label]`` are skipped, as training skips them, and listed in share 0's report as ``<list>:<line>``.
+``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`; a run of the whole list removes those of
+another number of shares); the others are unaffected. List lines that are not ``path [label]`` are skipped, as
+training skips them, and listed in share 0's report as ``<list>:<line>``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -74,6 +76,7 @@ from mme.utils import (
     lock_folder,
     progress_bar,
     remove_stale_temps,
+    removing,
     space_for,
     unlock_folder,
 )
@@ -395,9 +398,24 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     finally:
         unlock_folder(lock)
     shares = all_gather_objects((str(report_file), report))  # once the slowest share is done
+    if n == 1:  # (each rank in its --out: a node's own, or one shared)
+        _remove_other_reports(out, list_file, parts)
     return {"done": sum(r["done"] for _, r in shares), "skipped": sum(r["skipped"] for _, r in shares),
             "failed": {path: why for _, r in shares for path, why in r["failed"].items()},
             "reports": [file for file, r in shares if r["failed"]]}
+
+
+def _remove_other_reports(out: str, list_file: str, parts: int) -> None:
+    """Remove the reports of failures in ``out`` of earlier extractions of ``list_file`` in another number of shares
+    than ``parts`` (on other ranks, or ``--shard``), once a run of the whole list in ``parts`` shares has written its
+    own: they named videos as failed that this run looked at again (made since, or failed again, in its reports)."""
+    shared = re.compile(re.escape(f"failed-{share_name(list_file, 0, 1)}") + r"(?:-\d+-of-(\d+))?\.json")
+    for report in Path(out).glob("failed-*.json"):
+        if (named := shared.fullmatch(report.name)) and int(named[1] or 1) != parts:
+            earlier = f"the report of an earlier extraction of the list in {named[1] or 1} share(s)"
+            with removing(report, f"{earlier}, which this run's reports replace: remove it", warn=True):
+                report.unlink(missing_ok=True)  # (another rank may have removed it from a shared --out)
+                log.info("extract: removed %s, %s, whose videos this run looked at again", report, earlier)
 
 
 def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, video: str,
