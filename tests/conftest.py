@@ -91,6 +91,16 @@ def _no_folders_left_locked():
 
 
 @pytest.fixture(autouse=True)
+def _no_decode_gpu_left_chosen():
+    """A job that chose a CUDA device (torch.cuda mocked) leaves it in the environment as the GPU the pyav-cuda
+    backend decodes on (:func:`mme.data.video.decode_on`): each later test starts without it."""
+    from mme.data.video import DECODE_GPU_ENV
+
+    yield
+    os.environ.pop(DECODE_GPU_ENV, None)
+
+
+@pytest.fixture(autouse=True)
 def _no_gpu_decoders_left_behind():
     """A test that opened NVDEC (data.backend=pyav-cuda) leaves its decoders in the process, and a process with them
     starts its loader workers by spawn: each test starts without them, whichever tests ran before it."""

@@ -6,7 +6,10 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -905,6 +908,47 @@ def test_a_run_chooses_its_device_once_by_its_rank_on_the_node(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     info, device = engine.join("auto")
     assert (device, info.local_rank, info.world_size, chosen) == (torch.device("cuda", 1), 1, 1, [("auto", 1)])
+
+
+def test_pyav_cuda_decodes_on_the_gpu_the_job_chose(monkeypatch, tmp_path):
+    """data.backend=pyav-cuda decoded on CUDA device LOCAL_RANK, where the job's device is LOCAL_RANK modulo the GPUs
+    torch sees, or the cuda:N asked for: a rank 1 that sees one GPU (CUDA_VISIBLE_DEVICES per task) was refused
+    ('FFmpeg cannot decode on CUDA device 1'), and train.device=cuda:1 (mme embed, mme extract --device cuda:1)
+    decoded on GPU 0, maybe another job's. The job's device is the decoder's, in its process and in its loader
+    workers, spawned ones too (they inherit the environment); a job on the CPU decodes on the rank's GPU."""
+    from mme.data import video
+    from mme.eval.features import check_embed_options
+    from mme.motion import extract
+    from mme.train import engine
+
+    opened = []
+    monkeypatch.setattr(video, "cuda_decoder", lambda gpu, option="data.backend": opened.append((gpu, option)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second rank, which sees one GPU
+    assert video.decode_gpu() == 0
+    assert engine.join("auto")[1] == torch.device("cuda", 0) and video.decode_gpu() == 0
+    video.require_backend("pyav-cuda")
+    assert opened == [(0, "data.backend")]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK")  # one process asking for the second GPU
+    assert engine.join("cuda:1")[1] == torch.device("cuda", 1) and video.decode_gpu() == 1
+    worker = subprocess.run([sys.executable, "-c", "from mme.data.video import decode_gpu; print(decode_gpu())"],
+                            capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert worker.stdout == "1\n", worker.stderr  # (a spawned loader worker, seeing no GPU itself)
+    assert engine.join("cpu")[1] == torch.device("cpu") and video.decode_gpu() == 0  # the rank's
+    opened.clear()
+    assert check_embed_options([tmp_path / "e.npy"], "pyav-cuda", "cuda:1")[0] == torch.device("cuda", 1)
+    assert opened == [(1, "--backend")]
+    decoded = []
+    monkeypatch.setattr(extract, "extract_video", lambda path, out_path, opts: decoded.append(video.decode_gpu()))
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    opened.clear()
+    extract.run(str(tmp_path / "list.txt"), str(tmp_path), str(tmp_path / "cache"),
+                extract.ExtractOptions(flow="torch-lk", backend="pyav-cuda", device="cuda:1"))
+    assert opened == [(1, "--backend")] and decoded == [1]
 
 
 def test_a_device_no_run_trains_on_is_refused_by_name_in_a_short_line(monkeypatch):

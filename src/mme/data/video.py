@@ -78,10 +78,27 @@ def check_index_dir(backend: str, index_dir: str | Path | None, backend_option: 
                           "or read with pyav")
 
 
+DECODE_GPU_ENV = "MME_DECODE_GPU"
+"""Where a job leaves the index of the CUDA device it chose (:func:`decode_on`), for the 'pyav-cuda' backend of its
+process and of the loader workers it starts, forked or spawned (they inherit the environment)."""
+
+
+def decode_on(device) -> None:
+    """Make the job's ``device`` (a torch.device: ``train.device``, a command's ``--device``, as chosen) the GPU the
+    'pyav-cuda' backend decodes on where it is a CUDA one; on another device, this rank's (:func:`decode_gpu`)."""
+    if device.type == "cuda":
+        os.environ[DECODE_GPU_ENV] = str(device.index)
+    else:
+        os.environ.pop(DECODE_GPU_ENV, None)
+
+
 def decode_gpu() -> int:
-    """The CUDA device the 'pyav-cuda' backend decodes on: this process's ``LOCAL_RANK`` (torchrun's; 0 without),
-    which loader workers inherit."""
-    return env_int("LOCAL_RANK", 0)
+    """The CUDA device the 'pyav-cuda' backend decodes on: the job's (:func:`decode_on`), else this rank's, as
+    ``train.device=cuda`` picks it (:func:`mme.train.precision.rank_gpu` of torchrun's ``LOCAL_RANK``; 0 without)."""
+    from mme.train.precision import rank_gpu
+
+    chosen = os.environ.get(DECODE_GPU_ENV)
+    return int(chosen) if chosen is not None else rank_gpu(env_int("LOCAL_RANK", 0))
 
 
 def require_backend(backend: str, option: str = "data.backend") -> None:

@@ -659,7 +659,7 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
     checkpoint is read: :func:`read_encoder`), and the index folder (made where missing, once the backend is known
     to keep one: by :func:`read_encoder` where none is given); else one line naming the flag. Returns the device,
     this rank's (under torchrun), and the counts as plain ints."""
-    from mme.data.video import check_index_dir, require_backend
+    from mme.data.video import check_index_dir, decode_on, require_backend
     from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
 
@@ -667,10 +667,11 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
         if out.suffix not in (".npy", ".safetensors"):
             raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
     counts = {name: check_count(value, EMBED_COUNTS[name][1], EMBED_COUNTS[name][0]) for name, value in counts.items()}
+    on = choose_device(device, rank_on_node(), "--device")
+    decode_on(on)  # (before the backend's check: --backend pyav-cuda decodes on it)
     if backend is not None:
         require_backend(backend, "--backend")
         check_index_dir(backend, index_dir, "--backend", "--index-dir")
-    on = choose_device(device, rank_on_node(), "--device")
     for out in outs:
         check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
     if index_dir is not None:

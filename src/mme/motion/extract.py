@@ -32,7 +32,7 @@ import torch
 from mme.data import MIN_SHORT_SIDE
 from mme.data.lists import SHOWN, BadLine, ListEntry, check_root, left_out, read_list, resolve
 from mme.data.transforms import resize
-from mme.data.video import open_video, require_backend, whole_frame_refusal, with_true_count
+from mme.data.video import decode_on, open_video, require_backend, whole_frame_refusal, with_true_count
 from mme.data.video_reader import ORIENTATIONS, video_error
 from mme.errors import ConfigError, MMEError, NoSpaceError, VideoError
 from mme.motion.cache import (
@@ -60,6 +60,7 @@ from mme.train.distributed import (
     init_distributed,
     is_main,
     raise_together,
+    rank_on_node,
     wait_for_ranks,
 )
 from mme.train.precision import choose_device
@@ -381,15 +382,17 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     refused stops every rank before any work, and each rank waits for the others' shares to end and returns the
     report of them all. ``opts.device`` cuda is the rank's GPU, of its ``LOCAL_RANK`` (every rank used the first).
     """
-    require_backend(opts.backend, "--backend")
     check_root(root, "--root")
     entries, bad_lines = read_list(list_file, strict=False)
     k, n = parse_shard(shard)
     check_output(out, "--out", folder=True, make=False)  # made once the ranks and the device are known
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    info = init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
-    opts = replace(opts, device=str(choose_device(opts.device, info.local_rank, "--device")))
+    device = choose_device(opts.device, rank_on_node(), "--device")
+    decode_on(device)  # (--backend pyav-cuda decodes on the flow's GPU, else on the rank's)
+    require_backend(opts.backend, "--backend")
+    init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
+    opts = replace(opts, device=str(device))
     check_output(out, "--out", folder=True)
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:

@@ -47,6 +47,7 @@ from mme.config import (
 )
 from mme.data.dataset import lines_digest, list_identity
 from mme.data.lists import check_root, left_out
+from mme.data.video import decode_on
 from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint, run_model_config
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
@@ -285,8 +286,10 @@ def set_threads(cfg, device: torch.device) -> tuple[int, str]:
 
 def join(device_name: str) -> tuple[dist.DistInfo, torch.device]:
     """The process group this rank joins (under torchrun) and its device of ``train.device`` (``device_name``),
-    chosen once, before either: a device that cannot be used is refused before any work."""
+    chosen once, before either: a device that cannot be used is refused before any work; a CUDA one is the GPU
+    ``data.backend=pyav-cuda`` decodes on (:func:`~mme.data.video.decode_on`)."""
     device = choose_device(device_name, dist.rank_on_node())
+    decode_on(device)
     return dist.init_distributed(device), device
 
 

@@ -69,7 +69,7 @@ def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.
             raise ConfigError(f"{option}: {name!r} requested but torch sees no CUDA device")
         count = torch.cuda.device_count()
         if device.index is None:
-            return torch.device("cuda", local_rank % count)
+            return torch.device("cuda", rank_gpu(local_rank))
         if device.index >= count:
             raise ConfigError(f"{option}: {name!r} requested but torch sees {count} CUDA device(s), cuda:0 to "
                               f"cuda:{count - 1}")
@@ -86,6 +86,13 @@ def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.
             reason = error_reason(e).split(". ")[0]  # torch's dispatcher goes on for ~1,200 characters
             raise ConfigError(f"{option}: {name!r} cannot be used here ({reason})") from e
     return device
+
+
+def rank_gpu(local_rank: int) -> int:
+    """The CUDA device of the rank ``local_rank`` on its node: that index among the devices torch sees, modulo their
+    count (ranks share the GPUs of a node that has fewer; a rank that sees one, ``CUDA_VISIBLE_DEVICES`` set per task,
+    takes it); ``local_rank`` where torch sees none."""
+    return local_rank % (torch.cuda.device_count() or local_rank + 1)
 
 
 def check_compiler(device: torch.device, option: str = "train.compile") -> None:
