@@ -396,7 +396,9 @@ def test_a_refused_command_leaves_no_empty_folder_it_made_for_its_output(argv, t
 def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
     """``mme -v`` set the root logger to debug: a two-step run wrote about 2,100 lines of matplotlib's (findfont,
     for the loss curve's picture) around its own few. Its resolved config is a recipe that reads back (it was
-    yaml.safe_dump's, whose unquoted text None a recipe reads as unset: data.index_dir here)."""
+    yaml.safe_dump's, whose unquoted text None a recipe reads as unset: data.index_dir here). The libraries' info
+    lines are not shown, with -v or without: matplotlib's 'generated new fontManager' in a new home (its config
+    folder empty) was said as mme's, '[mme 10:32:48 INFO] generated new fontManager'."""
     from mme.config import load_config
     from mme.train.config import PretrainConfig
 
@@ -406,10 +408,12 @@ def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
                            f"data.list_file={d.lists['train']}", f"data.root={d.root}", "data.img_size=64",
                            "model.img_size=64", "data.num_workers=0", "train.steps=1", "train.batch_size=2",
                            'data.index_dir="None"', f"train.out_dir={tmp_path / 'run'}"], capture_output=True,
-                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=tmp_path)
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MPLCONFIGDIR": str(tmp_path / "mpl")},
+                          timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "DEBUG] resolved config:" in proc.stderr and (tmp_path / "run" / "loss.png").is_file()
     assert "findfont" not in proc.stderr and proc.stderr.count("DEBUG]") < 10, proc.stderr[-2000:]
+    assert list((tmp_path / "mpl").glob("fontlist-*.json")) and "fontManager" not in proc.stderr, proc.stderr[-2000:]
     dumped = re.match(r"(?:(?:\w+:| ).*\n)+", proc.stderr.split("DEBUG] resolved config:\n", 1)[1])[0]
     (tmp_path / "dumped.yaml").write_text(dumped)
     cfg = load_config(PretrainConfig, tmp_path / "dumped.yaml")

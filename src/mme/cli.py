@@ -933,10 +933,12 @@ def _ranks() -> tuple[int, int]:
 
 
 def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
-    """``(rank, ranks)`` (:func:`_ranks`), with the log set up for them: under torchrun, rank 0 logs for the run and
-    the other ranks their own warnings only, each line naming its rank."""
+    """``(rank, ranks)`` (:func:`_ranks`), with the log set up for them: mme's lines, and its libraries' warnings
+    (their info lines are not mme's: matplotlib's 'generated new fontManager' in a new home); under torchrun, rank 0
+    logs for the run and the other ranks their own warnings only, each line naming its rank."""
     rank, ranks = _ranks()
     stderr = _LinesAfterBars()
+    stderr.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "mme" or r.name.startswith("mme."))
     if rank:
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
     logging.basicConfig(level=logging.WARNING if rank else logging.INFO,
