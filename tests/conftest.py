@@ -92,12 +92,13 @@ def _no_folders_left_locked():
 
 @pytest.fixture(autouse=True)
 def _no_decode_gpu_left_chosen():
-    """A job that chose a CUDA device (torch.cuda mocked) leaves it in the environment as the GPU the pyav-cuda
-    backend decodes on (:func:`mme.data.video.decode_on`): each later test starts without it."""
-    from mme.data.video import DECODE_GPU_ENV
+    """A job that chose the GPU the pyav-cuda backend decodes on (:func:`mme.data.video.decode_on`) gives the caller's
+    choice (none) back as it ends (:func:`mme.utils.torch_as_mme`): none is left after a test."""
+    from mme.utils import DECODE_GPU_ENV
 
     yield
-    os.environ.pop(DECODE_GPU_ENV, None)
+    left = os.environ.pop(DECODE_GPU_ENV, None)
+    assert left is None, f"{DECODE_GPU_ENV}={left} left in the environment"
 
 
 @pytest.fixture(autouse=True)

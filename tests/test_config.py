@@ -24,6 +24,7 @@ from mme.train import precision
 from mme.train.config import PretrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, param_groups, schedule_step
 from mme.train.precision import AUTO_ENV, BF16_MIN_SPEEDUP, bf16_native, choose_precision, faster_precision
+from mme.utils import torch_as_mme
 
 
 def test_defaults_are_the_released_k400_recipe():
@@ -906,7 +907,8 @@ def test_a_run_chooses_its_device_once_by_its_rank_on_the_node(monkeypatch):
     for name in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    info, device = engine.join("auto")
+    with torch_as_mme():  # (the job's block, JobScope's: the GPU it decodes on is put back as it ends)
+        info, device = engine.join("auto")
     assert (device, info.local_rank, info.world_size, chosen) == (torch.device("cuda", 1), 1, 1, [("auto", 1)])
 
 
@@ -929,19 +931,21 @@ def test_pyav_cuda_decodes_on_the_gpu_the_job_chose(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second rank, which sees one GPU
     assert video.decode_gpu() == 0
-    assert engine.join("auto")[1] == torch.device("cuda", 0) and video.decode_gpu() == 0
-    video.require_backend("pyav-cuda")
-    assert opened == [(0, "data.backend")]
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.delenv("LOCAL_RANK")  # one process asking for the second GPU
-    assert engine.join("cuda:1")[1] == torch.device("cuda", 1) and video.decode_gpu() == 1
-    worker = subprocess.run([sys.executable, "-c", "from mme.data.video import decode_gpu; print(decode_gpu())"],
-                            capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert worker.stdout == "1\n", worker.stderr  # (a spawned loader worker, seeing no GPU itself)
-    assert engine.join("cpu")[1] == torch.device("cpu") and video.decode_gpu() == 0  # the rank's
-    opened.clear()
-    assert check_embed_options([tmp_path / "e.npy"], "pyav-cuda", "cuda:1")[0] == torch.device("cuda", 1)
-    assert opened == [(1, "--backend")]
+    with torch_as_mme():  # (a job's block: JobScope's, embed's, extract.run's)
+        assert engine.join("auto")[1] == torch.device("cuda", 0) and video.decode_gpu() == 0
+        video.require_backend("pyav-cuda")
+        assert opened == [(0, "data.backend")]
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        monkeypatch.delenv("LOCAL_RANK")  # one process asking for the second GPU
+        assert engine.join("cuda:1")[1] == torch.device("cuda", 1) and video.decode_gpu() == 1
+        worker = subprocess.run([sys.executable, "-c", "from mme.data.video import decode_gpu; print(decode_gpu())"],
+                                capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert worker.stdout == "1\n", worker.stderr  # (a spawned loader worker, seeing no GPU itself)
+        assert engine.join("cpu")[1] == torch.device("cpu") and video.decode_gpu() == 0  # the rank's
+        opened.clear()
+        assert check_embed_options([tmp_path / "e.npy"], "pyav-cuda", "cuda:1")[0] == torch.device("cuda", 1)
+        assert opened == [(1, "--backend")]
+    assert os.environ.get(video.DECODE_GPU_ENV) is None  # the caller's, once the job ends
     decoded = []
     monkeypatch.setattr(extract, "extract_video", lambda path, out_path, opts: decoded.append(video.decode_gpu()))
     (tmp_path / "list.txt").write_text("a.mp4\n")
@@ -949,6 +953,33 @@ def test_pyav_cuda_decodes_on_the_gpu_the_job_chose(monkeypatch, tmp_path):
     extract.run(str(tmp_path / "list.txt"), str(tmp_path), str(tmp_path / "cache"),
                 extract.ExtractOptions(flow="torch-lk", backend="pyav-cuda", device="cuda:1"))
     assert opened == [(1, "--backend")] and decoded == [1]
+    assert os.environ.get(video.DECODE_GPU_ENV) is None
+
+
+def test_the_gpu_a_command_decodes_on_is_the_callers_again_when_it_ends(monkeypatch, tmp_path):
+    """mme extract --device cuda:1 (embed, pretrain: any job that chose a CUDA device) called from Python left its GPU
+    in the process's environment: every later pyav-cuda decode that chose none (mme viz --backend pyav-cuda, mme bench
+    data, the caller's own datasets, their subprocesses) decoded on GPU 1. The caller's choice is back as it ends."""
+    from mme.cli import main
+    from mme.data import video
+    from mme.motion import extract
+
+    opened = []
+    monkeypatch.setattr(video, "cuda_decoder", lambda gpu, option="data.backend": opened.append(gpu))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(extract, "extract_video", lambda path, out_path, opts: None)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", video.DECODE_GPU_ENV):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    command = ["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "cache"),
+               "--flow", "torch-lk", "--backend", "pyav-cuda", "--device", "cuda:1"]
+    assert main(command) == 0 and opened == [1]
+    assert os.environ.get(video.DECODE_GPU_ENV) is None
+    video.require_backend("pyav-cuda", "--backend")  # a later command's decode, choosing no device
+    assert opened == [1, 0]
+    monkeypatch.setenv(video.DECODE_GPU_ENV, "0")  # a caller's own choice
+    assert main(command) == 0 and opened[-1] == 1 and os.environ[video.DECODE_GPU_ENV] == "0"
 
 
 def test_a_device_no_run_trains_on_is_refused_by_name_in_a_short_line(monkeypatch):

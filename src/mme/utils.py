@@ -207,8 +207,14 @@ caller turned it on."""
 
 
 _DEFAULT_DTYPE = threading.RLock()
-_dtype_blocks: dict = {"open": 0, "callers": None}
-"""The :func:`torch_as_mme` blocks open in the process, and the default dtype before the first of them: the caller's."""
+_dtype_blocks: dict = {"open": 0, "callers": None, "decode_gpu": None}
+"""The :func:`torch_as_mme` blocks open in the process, and the default dtype and :data:`DECODE_GPU_ENV` before the
+first of them: the caller's."""
+
+DECODE_GPU_ENV = "MME_DECODE_GPU"
+"""Where a job leaves the index of the GPU the 'pyav-cuda' backend decodes on (:func:`mme.data.video.decode_on`), for
+its process and the loader workers it starts, forked or spawned (they inherit the environment); the caller's value
+(none) is put back when the job's :func:`torch_as_mme` block ends."""
 
 
 @contextlib.contextmanager
@@ -220,12 +226,15 @@ def torch_as_mme() -> Iterator[None]:
     float32 as the default dtype (under a caller's float64, models were built in float64: training, embedding and
     drawing refused the float32 clips, and ``load_encoder`` gave float64 weights). Autocast and grad mode are the
     thread's; the default dtype is the process's: float32 while any block is open, the caller's once the last ends
-    (one a thread of the caller set meanwhile is left as it set it)."""
+    (one a thread of the caller set meanwhile is left as it set it). The GPU a job chose to decode on
+    (:data:`DECODE_GPU_ENV`) is the caller's again once the last block ends (before: it stayed in the process's
+    environment, the decoder's of every later command and of the caller's own datasets)."""
     import torch
 
     with _DEFAULT_DTYPE:
         if not _dtype_blocks["open"]:
             _dtype_blocks["callers"] = torch.get_default_dtype()
+            _dtype_blocks["decode_gpu"] = os.environ.get(DECODE_GPU_ENV)
             torch.set_default_dtype(torch.float32)
         _dtype_blocks["open"] += 1
     try:
@@ -243,6 +252,10 @@ def torch_as_mme() -> Iterator[None]:
     finally:
         with _DEFAULT_DTYPE:
             _dtype_blocks["open"] -= 1
+            if not _dtype_blocks["open"] and _dtype_blocks["decode_gpu"] is None:
+                os.environ.pop(DECODE_GPU_ENV, None)
+            elif not _dtype_blocks["open"]:
+                os.environ[DECODE_GPU_ENV] = _dtype_blocks["decode_gpu"]
             if not _dtype_blocks["open"] and torch.get_default_dtype() == torch.float32:  # (else another thread's)
                 torch.set_default_dtype(_dtype_blocks["callers"])
 

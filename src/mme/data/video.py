@@ -56,7 +56,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import VersionOfFile, absolute_path, as_given, counted, env_int
+from mme.utils import DECODE_GPU_ENV, VersionOfFile, absolute_path, as_given, counted, env_int
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,10 @@ def check_index_dir(backend: str, index_dir: str | Path | None, backend_option: 
                           "or read with pyav")
 
 
-DECODE_GPU_ENV = "MME_DECODE_GPU"
-"""Where a job leaves the index of the CUDA device it chose (:func:`decode_on`), for the 'pyav-cuda' backend of its
-process and of the loader workers it starts, forked or spawned (they inherit the environment)."""
-
-
 def decode_on(device) -> None:
     """Make the job's ``device`` (a torch.device: ``train.device``, a command's ``--device``, as chosen) the GPU the
-    'pyav-cuda' backend decodes on where it is a CUDA one; on another device, this rank's (:func:`decode_gpu`)."""
+    'pyav-cuda' backend decodes on where it is a CUDA one; on another device, this rank's (:func:`decode_gpu`). Called
+    inside the job's :func:`~mme.utils.torch_as_mme` block, which puts the caller's choice back as the job ends."""
     if device.type == "cuda":
         os.environ[DECODE_GPU_ENV] = str(device.index)
     else:

@@ -79,6 +79,7 @@ from mme.utils import (
     remove_stale_temps,
     removing,
     space_for,
+    torch_as_mme,
     unlock_folder,
 )
 
@@ -370,6 +371,7 @@ def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict | None]
             for _, report, failed, lasting in sorted(reports) for video, why in failed.items()}  # the newer's last
 
 
+@torch_as_mme()  # (as every job: the GPU it decodes on, decode_on's, is the caller's again when it ends)
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
         overwrite: bool = False) -> dict:
     """Extract this job's share of a list; returns the report ``{done, skipped, failed: {path: reason}, reports}``
