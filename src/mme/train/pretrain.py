@@ -66,6 +66,12 @@ def sample_mask(model: ModelConfig, seed: int, epoch: int, index: int) -> torch.
     return make_mask(model.mask_type, 1, model.grid, model.mask_ratio, generator)[0]
 
 
+def reads_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> bool:
+    """Whether a run of ``cfg`` reads the tracks of ``dataset`` from ``target.cache_dir``: one given, the list not
+    empty, and a target of tracks (pixel, hog read none)."""
+    return bool(cfg.target.cache_dir and len(dataset) and dataset.track_length)
+
+
 def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a ``target.cache_dir`` that is not a folder, or lacks the cache files of more of the list's videos
     than ``data.max_failure_fraction`` lets the run skip, or of all of them
@@ -86,9 +92,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     its files were made with settings each that change their tracks (a mixed cache:
     :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`), whose targets differ from one video to another. A target
     of no tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
-    cache = cfg.target.cache_dir
-    if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
+    if not reads_cache(cfg, dataset):
         return
+    cache = cfg.target.cache_dir
     if not Path(cache).is_dir():
         raise DataError(f"target.cache_dir {cache!r} is not a folder; {dataset.extract_advice()}")
     lookup = dataset.cache_lookup
@@ -335,8 +341,7 @@ def setup(cfg: PretrainConfig) -> Run:
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
         if init is not None:
             load_init(model, init, t.init)
-    reads_cache = cfg.target.cache_dir and len(dataset) and dataset.track_length  # (as check_cache judges it)
-    engine.check_same_inputs(cfg, dataset, init, cache=dataset.cache_identity if reads_cache else None)
+    engine.check_same_inputs(cfg, dataset, init, cache=dataset.cache_identity if reads_cache(cfg, dataset) else None)
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
