@@ -1141,6 +1141,20 @@ def test_check_names_hdr_videos_whose_frames_the_backends_read_otherwise(tmp_pat
     assert "hdr" in USABLE  # a run reads it
 
 
+def write_sar_video(path: Path, sar: Fraction | None) -> Path:
+    """A 20-frame 96x64 H.264 video whose pixels have the sample aspect ratio ``sar`` (None: none written)."""
+    frames, _ = affine_video(20, 64, 96, dx=1.0, seed=3)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        if sar is not None:
+            s.codec_context.sample_aspect_ratio = sar
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
 def test_check_names_anamorphic_videos_and_a_read_warns_of_the_first(tmp_path, monkeypatch, caplog):
     """A DV/DVD/broadcast-style file stored 96x64 with a sample aspect ratio of 2:1 displays 192x64; every backend
     reads the stored frames (the scene and its motion across halved) and `mme check` said 'ok', nothing found of it
@@ -1149,19 +1163,7 @@ def test_check_names_anamorphic_videos_and_a_read_warns_of_the_first(tmp_path, m
     every backend; square pixels say nothing."""
     from mme.data import video
 
-    frames, _ = affine_video(20, 64, 96, dx=1.0, seed=3)
-
-    def write(path: Path, sar: Fraction | None) -> Path:
-        with av.open(str(path), "w") as c:
-            s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
-            s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-            if sar is not None:
-                s.codec_context.sample_aspect_ratio = sar
-            for f in frames:
-                c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-            c.mux(s.encode())
-        return path
-
+    write = write_sar_video
     wide, narrow = write(tmp_path / "wide.mp4", Fraction(2)), write(tmp_path / "narrow.mp4", Fraction(8, 9))
     square, unsaid = write(tmp_path / "square.mp4", Fraction(1)), write(tmp_path / "unsaid.mp4", None)
     advice = "make them square first (ffmpeg -i in -vf scale=iw*sar:ih,setsar=1 out)"
@@ -1179,7 +1181,7 @@ def test_check_names_anamorphic_videos_and_a_read_warns_of_the_first(tmp_path, m
         assert (check_video(path)["status"], check_video(path)["reason"]) == ("ok", "")
     assert "anamorphic" in USABLE  # a run reads it
     for backend in ("pyav", "opencv"):
-        monkeypatch.setattr(video, "_SAID_ANAMORPHIC", [])
+        monkeypatch.setattr(video, "_SAID_ANAMORPHIC", [0])
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="mme"):
             for path in (square, wide, narrow, wide):
@@ -1188,6 +1190,32 @@ def test_check_names_anamorphic_videos_and_a_read_warns_of_the_first(tmp_path, m
         said = [r.getMessage() for r in caplog.records]
         assert said == [f"{wide}: {report['reason']} (said for the first such video; `mme check` names every one)"], \
             said
+
+
+def test_a_job_warns_of_its_first_anamorphic_video_once_not_in_each_loader_worker(tmp_path, monkeypatch, capfd):
+    """The warning of a video's non-square pixels was said once per process: every loader worker's first such video,
+    again at each new loader (a test set's at each evaluation, each probe split, each embed): 6 lines for one video
+    over 3 evaluations of 2 workers. The job's loader workers share what it said (mme.data.video.anamorphic_said):
+    one line, and none from this process's reads after."""
+    from mme.data import video
+    from mme.eval.testing import build_test_set, iter_test_batches
+    from mme.models.config import ModelConfig
+
+    wide = write_sar_video(tmp_path / "wide.mp4", Fraction(2))
+    (tmp_path / "list.txt").write_text(f"{wide} 0\n" * 4)
+    monkeypatch.setattr(video, "_SAID_ANAMORPHIC", [0])
+    handler = logging.StreamHandler(sys.stderr)  # (the forked workers' lines reach fd 2, not caplog)
+    handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    monkeypatch.setattr(video.log, "handlers", [handler])
+    data = build_test_set(tmp_path / "list.txt", ModelConfig(), clips=1, crops=1, stride=1)
+    capfd.readouterr()
+    for _ in range(3):
+        labels = [b["label"].tolist() for b in iter_test_batches(data, batch_size=1, num_workers=2, progress=False)]
+        assert labels == [[0]] * 4
+    with open_video(wide) as reader:
+        assert reader.size == (96, 64)
+    said = [line for line in capfd.readouterr().err.splitlines() if "its pixels are not square" in line]
+    assert len(said) == 1 and int(said[0].split()[0]) != os.getpid(), said  # (was 6, one per worker per loader)
 
 
 @pytest.mark.parametrize("ext", ["mkv", "mp4"])

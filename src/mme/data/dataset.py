@@ -54,7 +54,7 @@ from mme.data.transforms import (
     to_clip,
     view_crops,
 )
-from mme.data.video import BACKENDS, check_index_dir, open_video, require_backend, with_true_count
+from mme.data.video import BACKENDS, anamorphic_said, check_index_dir, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, ProcessLost, VideoError
 from mme.utils import (
@@ -257,7 +257,7 @@ def start_workers(loader: DataLoader) -> Iterator:
 
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
     waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`)."""
-    loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn)
+    loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, anamorphic_said())
     if loader.num_workers and decodes_on_cuda():
         loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects (the list's entries) unwritten. Not where the
@@ -357,10 +357,11 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
     return None
 
 
-def _worker_start(then: Callable[[int], None] | None, worker_id: int) -> None:
+def _worker_start(then: Callable[[int], None] | None, said: torch.Tensor, worker_id: int) -> None:
     """A worker's init under :func:`start_workers`: OpenCV on one thread where the worker started fresh (a forked
-    one has it already and must not reconfigure it), malloc keeping freed memory, then the loader's own
-    ``worker_init_fn``."""
+    one has it already and must not reconfigure it), malloc keeping freed memory, the job's warnings said shared
+    (``said``: :func:`~mme.data.video.anamorphic_said`), then the loader's own ``worker_init_fn``."""
+    anamorphic_said(said)
     if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
     keep_freed_memory()

@@ -120,7 +120,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     Raises VideoError for a missing, empty, unreadable or frameless file, for one FFmpeg reads as text or a
     still picture (:func:`mme.data.pyav_reader.not_a_video`), and for frames too small to train on
     (:func:`frame_size_refusal`). A video whose pixels are not square (:func:`anamorphic`) is read as stored, and
-    warned of, the first of a process alone, where ``warn``.
+    warned of, the first of a job alone (:func:`anamorphic_said`), where ``warn``.
     """
     path = str(path)
     if backend not in BACKENDS:
@@ -147,8 +147,8 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
             raise video_error(path, "unreadable", no_frames(reader.packets))
         if why := frame_size_refusal(*reader.size):
             raise video_error(path, "unreadable", why)
-        if warn and not _SAID_ANAMORPHIC and (why := anamorphic(*reader.size, reader.sample_aspect())):  # (stored)
-            _SAID_ANAMORPHIC.append(path)  # once per process (each loader worker's first): `mme check` names them all
+        if warn and not _SAID_ANAMORPHIC[0] and (why := anamorphic(*reader.size, reader.sample_aspect())):  # (stored)
+            _SAID_ANAMORPHIC[0] = 1  # once per job (its loader workers share the flag): `mme check` names them all
             log.warning("%s: %s (said for the first such video; `mme check` names every one)", path, why)
         if orientation == "display":
             reader.orient(display_turn(reader.display_matrix(), path))
@@ -193,8 +193,25 @@ def anamorphic(width: int, height: int, sar: Fraction) -> str:
             f"displayed; make them square first (ffmpeg -i in -vf scale=iw*sar:ih,setsar=1 out)")
 
 
-_SAID_ANAMORPHIC: list[str] = []
-"""The video whose non-square pixels this process warned of, once (:func:`open_video`)."""
+_SAID_ANAMORPHIC = [0]
+"""1 once this job warned of a video's non-square pixels (:func:`open_video`): this process's, until it starts loader
+workers (:func:`anamorphic_said`)."""
+
+
+def anamorphic_said(said=None):
+    """This job's :data:`_SAID_ANAMORPHIC`, moved into shared memory (a one-element torch tensor, which a loader hands
+    its workers whether they fork or spawn), for :func:`mme.data.dataset.start_workers` to give each worker, which
+    takes it as ``said``: the job warns of its first anamorphic video once, not once in every worker of every loader
+    (a test set's at each evaluation, each probe split, each embed). Two workers that meet their first such video at
+    the same instant may both say it."""
+    global _SAID_ANAMORPHIC
+    if said is not None:
+        _SAID_ANAMORPHIC = said
+    elif isinstance(_SAID_ANAMORPHIC, list):
+        import torch  # (this module reads videos without it)
+
+        _SAID_ANAMORPHIC = torch.tensor(_SAID_ANAMORPHIC, dtype=torch.int8).share_memory_()
+    return _SAID_ANAMORPHIC
 
 
 def whole_frame_refusal(width: int, height: int) -> str:
