@@ -712,7 +712,8 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
     twice the token file in memory at the very end (96 GB for ViT-B's grids of 10k videos at 16 x 224²), the
     out-of-memory kill there at every rerun. The grids are written into the final file one part at a time, the disk
     holding the parts and that file alone (not a third copy of the grids, gathered in the partial folder first: the
-    disk full at the end, at every rerun); the files are those the whole grid in memory gave, byte for byte."""
+    disk full at the end, at every rerun), each part's grids read once (the first part's were read twice, for the
+    grid's shape, which its header gives); the files are those the whole grid in memory gave, byte for byte."""
     import tracemalloc
 
     from mme.eval import features
@@ -720,9 +721,17 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
 
     ckpt, videos, kw, _ = wide_grids
     peaks, assemble, on_disk, sidecar = [], features._assemble, [], features.atomic_write_json
+    read, member = [], np.lib.npyio.NpzFile.__getitem__
+
+    def reading(npz, key):
+        array = member(npz, key)
+        if key == "tokens":
+            read.append(array.nbytes)
+        return array
 
     def measured(*args):
         tracemalloc.start()
+        monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", reading)
         try:
             assemble(*args)
             peaks.append(tracemalloc.get_traced_memory()[1])
@@ -743,6 +752,7 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
     grids = read_tokens(out)
     assert grids.shape == (128, 2, 4, 4, 128) and np.isnan(grids[2::8]).all() and np.isfinite(grids[::8]).all()
     assert peaks[0] < grids.nbytes / 2, peaks  # before: 4 MiB, every part's grids and the whole grid
+    assert sum(read) == np.isfinite(grids).all(axis=(1, 2, 3, 4)).sum() * grids[0].nbytes, read  # each part's once
     parts, peak = on_disk[-1][0], max(total for _, total in on_disk)
     assert parts > grids.nbytes / 2 and peak < parts + grids.nbytes * 1.25, (parts, peak)  # before: + the grids again
     assert not (tmp_path / f"f{suffix}.partial").exists()  # (the file the grids were gathered in with it)

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -218,6 +219,18 @@ def _read_part(path: Path, keys: Collection[str] | None = None) -> dict[str, np.
     rows of a part without its token grids)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files if keys is None or k in keys}
+
+
+def _part_shape(path: Path, key: str) -> tuple[int, ...] | None:
+    """The shape of the array ``key`` of the part at ``path`` (None where it holds none), from its .npy header
+    alone: its data is not read."""
+    with zipfile.ZipFile(path) as z:
+        if f"{key}.npy" not in z.namelist():
+            return None
+        with z.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return header(f)[0]
 
 
 def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[None]:
@@ -921,8 +934,8 @@ class _PartGrids:
 
     def __init__(self, paths: list[Path], valid: np.ndarray):
         self.paths, self.valid = paths, valid
-        grids = next(g for g in (_read_part(path, ("tokens",)).get("tokens") for path in paths) if g is not None)
-        self.shape = (len(valid), *grids.shape[1:])
+        grids = next(shape for shape in (_part_shape(path, "tokens") for path in paths) if shape is not None)
+        self.shape = (len(valid), *grids[1:])  # (read from a header: write() reads each part's grids once)
 
     def write(self, f: BinaryIO, start: int) -> None:
         """Write the grids into the open file ``f``, the first row's at ``start``."""
