@@ -895,7 +895,7 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     check_folder_held(partial)  # (another job's parts, where another job made the folder anew)
     n = len(dataset)
     paths = sorted(partial.glob("part-*.npz"))
-    parts = [_read_part(path, ("index", "x", "failed", "error")) for path in paths]  # (grids: _token_grids)
+    parts = [_read_part(path, ("index", "x", "failed", "error")) for path in paths]  # (grids: _PartGrids)
     with_rows = [p for p in parts if "x" in p]
     if not with_rows:
         first = next((str(p["error"][0]) for p in parts if len(p["error"])), "none listed")
