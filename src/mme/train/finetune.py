@@ -79,7 +79,7 @@ class RepeatedClips(Dataset):
         return self.copies[0].short_videos()
 
     @property
-    def clip_window(self) -> int | None:
+    def clip_window(self) -> int:
         return self.copies[0].clip_window
 
     @property
