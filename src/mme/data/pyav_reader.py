@@ -229,7 +229,7 @@ def other_videos(container, stream: av.video.stream.VideoStream) -> str:
         return f"stream {s.index}: " + (f"{ctx.name}, {ctx.width}x{ctx.height}" if ctx is not None else "no decoder")
 
     n = len(others)
-    return (f"the file has {n} more video stream{'s' * (n > 1)} ({'; '.join(map(which, others))}); frame i is read "
+    return (f"the file has {counted(n, 'more video stream')} ({'; '.join(map(which, others))}); frame i is read "
             f"from the first ({which(stream)})")
 
 
@@ -445,9 +445,8 @@ class PyAVReader(VideoReader):
             not_a_video(path, self._container.format.name)  # text, refused before it is indexed
             if self._stream is None:
                 covers = len(self._container.streams.video)
-                raise video_error(path, "unreadable", "no video stream" + (f", only {covers} attached picture"
-                                                                           f"{'s' * (covers > 1)} (cover art)"
-                                                                           if covers else ""))
+                raise video_error(path, "unreadable", "no video stream" + (
+                    f", only {counted(covers, 'attached picture')} (cover art)" if covers else ""))
             ctx = self._stream.codec_context
             if ctx is None:
                 raise video_error(path, "unreadable", f"{_why_no_decoder(self._container, self._stream)} (container "
@@ -1332,9 +1331,9 @@ def _why_recount(nals: _NalScan | None, first: _FirstFrame, earliest: int | None
     or a split that starts inside a GOP: FFmpeg drops the frames before its first keyframe), as does one of no
     frame."""
     if nals is not None and nals.frameless:
-        return f"{nals.frameless} packet{'s' * (nals.frameless > 1)} without a picture"
+        return f"{counted(nals.frameless, 'packet')} without a picture"
     if nals is not None and nals.restarts:
-        return (f"{nals.restarts} HEVC random access point{'s' * (nals.restarts > 1)} whose leading frames FFmpeg "
+        return (f"{counted(nals.restarts, 'HEVC random access point')} whose leading frames FFmpeg "
                 f"may drop: a BLA picture or a CRA after an end of sequence")
     if first.ended and not first.found:
         return "no packet decodes to a frame"

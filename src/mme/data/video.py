@@ -293,10 +293,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     elif out["damaged"] or out["skipped"] or turned:
         n, skips, whys = len(out["damaged"]), out["skipped"], []
         if n:
-            whys.append(f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
+            whys.append(f"FFmpeg decoded {counted(n, 'frame')} with errors and concealed them: "
                         f"{out['damaged'][:5]}{' ...' * (n > 5)}")
         if skips:
-            more = f" (and {len(skips) - 1} more place{'s' * (len(skips) > 2)})" if len(skips) > 1 else ""
+            more = f" (and {counted(len(skips) - 1, 'more place')})" if len(skips) > 1 else ""
             whys.append(f"FFmpeg's demuxer passed over damaged data {skips[0]}{more}: frames there may be missing, "
                         f"frame i then a later frame of the video")
         status, why = ("damaged", "; ".join(whys)) if whys else ("rotated", turned)
