@@ -1278,7 +1278,8 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
         check_cache(cfg, pretrain_dataset(cfg))  # as many as the run may skip: it starts
 
 
-def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_not_advising_it_again(synth, tmp_path):
+def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_not_advising_it_again(synth, tmp_path,
+                                                                                                   monkeypatch):
     """mme extract fails a video it cannot make a file of (here unreadable; a frame over 8:1 too) and names it in its
     report (<cache>/failed-*.json); the run's refusal of the cache lacking its file advised that same mme extract,
     which failed it again (exit 1), and the run was refused with the same line forever. Where the videos mme extract
@@ -1350,6 +1351,18 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     assert len({*made[0], *made[1]}) == 2, made
     said = refusal([*listed[:3], *map(str, shards)])  # before: "each in" the first share's report alone
     assert said is not None and f"; each in {made[0][0]}, {made[1][0]}), more than " in said, said
+    (tmp_path / "vids").mkdir()  # extracted from its folder, --root relative; read from another, by a symlink
+    worse = tmp_path / "vids" / "worse.mp4"
+    worse.write_bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "rel.txt").write_text("worse.mp4\n")
+    monkeypatch.chdir(tmp_path)
+    assert list(extract_cache("rel.txt", "cache", root="vids", length=6, short_side=64, seed_stride=4)["failed"]) == [
+        "vids/worse.mp4"]
+    (tmp_path / "link").symlink_to(tmp_path / "vids")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    said = refusal([*listed[:3], str(tmp_path / "link" / "worse.mp4")])  # before: not matched, mme extract advised
+    assert said is not None and " that mme extract failed, and fails again (the first: vids/worse.mp4: " in said, said
 
 
 def test_the_refusal_of_videos_mme_extract_failed_counts_files_a_partial_listing_missed_as_unknown(synth, tmp_path,

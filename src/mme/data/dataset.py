@@ -714,8 +714,10 @@ class PretrainDataset(_VideoDataset):
         lacking = set(lookup.lacking) if lookup else set()
         out: dict[int, tuple[str, str]] = {}
         for i, found in enumerate(lookup.files if lookup else ()):
-            why, report, lasting = reported.get(os.path.abspath(self.path(i)), (None, None, None))
-            if found is None and lasting is not None:
+            if found is not None:
+                continue
+            why, report, lasting = reported.get(os.path.realpath(self.path(i)), (None, None, None))
+            if lasting is not None:
                 with contextlib.suppress(OSError):  # (gone: not the file that failed)
                     # one the listing missed, not looked up on disk (unsought), is there where it could not list
                     if same_source(lasting, self.path(i)) and (i in lacking or self._cache_file(cache_dir, i) is None):

@@ -355,20 +355,22 @@ def share_name(list_file: str, part: int, parts: int) -> str:
     return f"{Path(list_file).stem}-{which}" + (f"-{part}-of-{parts}" if parts > 1 else "")
 
 
-def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict | None]]:
-    """The videos the reports of failures under ``out`` name (``failed-*.json``: every list's and share's, as
-    :func:`_run_share` writes them; one that cannot be read is passed over), each as its absolute path with its reason,
-    the report and, where it failed of itself (``lasting``: a VideoError of the file there), the file's
-    :func:`~mme.motion.cache.source_identity` then, else None (missing then, its worker died, another error: a run may
-    pass it; reports of an earlier mme record none); a video named by two reports, with the newer's (the bad list
-    lines they name, as ``<list>:<line>``, match no video's path)."""
+def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict]]:
+    """The videos the reports of failures under ``out`` name as failed of themselves (``failed-*.json``: every list's
+    and share's, as :func:`_run_share` writes them; one that cannot be read is passed over): those of its ``lasting``,
+    a VideoError of the file there, which a run fails again, each by its real path then (whatever the folder and the
+    spelling of ``--root`` it was extracted from and is read with) with its reason, the report and the file's
+    :func:`~mme.motion.cache.source_identity` then; a video named by two reports, with the newer's. Those failed
+    otherwise (missing then, its worker died, another error: a run may pass them) are not among them, nor any of
+    the reports of an earlier mme, which record none or by the path as the list named it."""
     reports = []
     for report in Path(out).glob("failed-*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
             told = json.loads(report.read_text())
-            reports.append((report.stat().st_mtime, str(report), dict(told["failed"]), dict(told.get("lasting", {}))))
-    return {os.path.abspath(video): (str(why), report, lasting.get(video))
-            for _, report, failed, lasting in sorted(reports) for video, why in failed.items()}  # the newer's last
+            failed = dict(told["failed"])
+            reports.append((report.stat().st_mtime, {real: (str(failed[lasting["video"]]), str(report), lasting)
+                                                     for real, lasting in dict(told.get("lasting", {})).items()}))
+    return {real: said for _, named in sorted(reports, key=lambda r: r[0]) for real, said in named.items()}
 
 
 @torch_as_mme()  # (as every job: the GPU it decodes on, decode_on's, is the caller's again when it ends)
@@ -510,7 +512,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     if bad_lines:  # as training and mme check skip and count them
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
-    lasting: dict[str, dict] = {}  # (of those failed, the ones a run fails again: :func:`_work`)
+    lasting: dict[str, dict] = {}  # (of those failed, the ones a run fails again, by real path: :func:`_work`)
     made, tally = 0, Tally(SHOWN)
     done = _held_last(jobs, workers)
     for path, err, written, identity in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
@@ -519,8 +521,8 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         made += written
         if err is not None:  # the first said as they come (a run stopped later, disk full, has still named them)
             failed[path] = err
-            if identity is not None:
-                lasting[path] = identity
+            if identity is not None:  # by its real path: a run from another folder or --root finds it
+                lasting[os.path.realpath(path)] = {**identity, "video": path}
             since = tally.add()
             if since == 0:
                 log.warning("failed: %s%s", err, tally.later)
