@@ -129,8 +129,9 @@ class DataConfig:
     test_crops: int = 3
     """Spatial crops per clip at test time (3 along the long side, or 1 = centre)."""
     backend: str = "pyav"
-    """Video decoder: 'pyav', 'pyav-cuda' (the same reader, decoding on the GPU of ``LOCAL_RANK`` with FFmpeg's NVDEC;
-    the loader workers then start by spawn; docs/data.md), 'opencv' or 'decord'."""
+    """Video decoder: 'pyav', 'pyav-cuda' (the same reader, decoding with FFmpeg's NVDEC on the job's CUDA device,
+    else this rank's: :func:`mme.data.video.decode_gpu`; the loader workers then start by spawn; docs/data.md),
+    'opencv' or 'decord'."""
     orientation: str = "coded"
     """'coded': frames as coded (frame i; phone videos then lie on their side, as in decord and torchvision), or
     'display': turned and mirrored as the file's display matrix tells players to (docs/data.md)."""
