@@ -56,7 +56,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import DECODE_GPU_ENV, VersionOfFile, absolute_path, as_given, counted, env_int
+from mme.utils import DECODE_GPU_ENV, VersionOfFile, absolute_path, as_given, counted
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,13 @@ def decode_on(device) -> None:
 
 def decode_gpu() -> int:
     """The CUDA device the 'pyav-cuda' backend decodes on: the job's (:func:`decode_on`), else this rank's, as
-    ``train.device=cuda`` picks it (:func:`mme.train.precision.rank_gpu` of torchrun's ``LOCAL_RANK``; 0 without)."""
+    ``train.device=cuda`` picks it (:func:`mme.train.precision.rank_gpu` of
+    :func:`mme.train.distributed.rank_on_node`)."""
+    from mme.train.distributed import rank_on_node
     from mme.train.precision import rank_gpu
 
     chosen = os.environ.get(DECODE_GPU_ENV)
-    return int(chosen) if chosen is not None else rank_gpu(env_int("LOCAL_RANK", 0))
+    return int(chosen) if chosen is not None else rank_gpu(rank_on_node())
 
 
 def require_backend(backend: str, option: str = "data.backend") -> None:
