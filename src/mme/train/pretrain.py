@@ -105,11 +105,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         every = lacking + (lookup.unsought if lookup.whole else 0) == len(dataset)
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
         unsought = f", and {_unsought(lookup, lookup.unsought)}" if lookup.unsought and not every else ""
-        bad = len(dataset.bad_lines)  # (the failure fraction counts them too)
-        failed, lines = dataset.failed_of(lacking)
-        counted = f", which with its {bad} bad line(s) are {failed} of its {lines} lines" if bad else ""
         fraction = f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them"
-        beyond = "" if every else counted + fraction
+        beyond = "" if every else _with_bad_lines(dataset, lacking) + fraction
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
     if not dataset.current_probes:  # (an unreadable or stale cache file is reported per video by the dataset)
@@ -166,9 +163,6 @@ def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None
         return
     first = next(iter(failed.values()))[0]
     reports = ", ".join(dict.fromkeys(report for _, report in failed.values()))  # (a sharded extraction's: several)
-    counted, lines = dataset.failed_of(len(failed))
-    bad = f", which with its {len(dataset.bad_lines)} bad line(s) are {counted} of its {lines} lines" \
-        if dataset.bad_lines else ""
     lookup = dataset.cache_lookup
     # the listing's misses past those looked up were not: lacking where it listed every folder, else maybe there
     unsought = lookup.unsought - len(set(failed) - set(lookup.lacking))
@@ -177,11 +171,21 @@ def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None
     said = [f"it lacks the files of {others} more too"] if others else []
     said += [_unsought(lookup, unsought)] if unsought else []
     untried = f"; {', and '.join(said)}: {dataset.extract_advice()}" if said else ""
+    bad = _with_bad_lines(dataset, len(failed))
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {len(failed)} of the "
                     f"{len(dataset)} videos of {cfg.data.list_file} that mme extract failed, and fails again (the "
                     f"first: {first}; each in {reports}){bad}, more than data.max_failure_fraction="
                     f"{cfg.data.max_failure_fraction} of them: leave them out of the list, or raise "
                     f"data.max_failure_fraction{untried}")
+
+
+def _with_bad_lines(dataset: PretrainDataset, videos: int) -> str:
+    """What a cache's refusal of ``videos`` failed videos adds where the list has bad lines, which the failure
+    fraction counts too (:meth:`~mme.data.dataset.PretrainDataset.failed_of`); nothing where it has none."""
+    if not dataset.bad_lines:
+        return ""
+    failed, lines = dataset.failed_of(videos)
+    return f", which with its {len(dataset.bad_lines)} bad line(s) are {failed} of its {lines} lines"
 
 
 def _unsought(lookup: CacheLookup, n: int) -> str:
