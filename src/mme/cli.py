@@ -815,7 +815,8 @@ def console(argv: list[str] | None = None) -> int:
 
 
 LOGGERS_SET = ("mme", "torch")
-"""The loggers whose levels a command sets (:func:`_logging_of_ranks`), beside the root logger's."""
+"""The loggers whose levels a command sets, beside the root logger's: mme's (:func:`_logging_of_ranks`), and torch's,
+which torch's import sets to WARNING (a command's that imports it first)."""
 
 
 @contextlib.contextmanager
@@ -946,7 +947,7 @@ def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
                                "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
     if args.verbose and not rank:  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
         logging.getLogger("mme").setLevel(logging.DEBUG)
-    logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
+    # (torch's lines are its own: at import it sets its logger to WARNING, with its own handler, not propagated)
     return rank, ranks
 
 
