@@ -500,6 +500,14 @@ class _VideoDataset(Dataset):
         short = read & (frames < window)
         return int(short.sum()), int(read.sum()), int(frames[short].min()) if bool(short.any()) else 0
 
+    def short_clip_effect(self, fewest: int) -> str:
+        """What a video of ``fewest`` raw frames, fewer than :attr:`clip_window`, does to its clips, as the warnings
+        of :meth:`short_videos` say it: TSN segments draw frames more than once where it holds fewer than a clip's
+        frames; otherwise (a window, or the tracks after the segments, past its end) they repeat its last frame."""
+        cfg = self.cfg
+        twice = cfg.sampling == "segments" and cfg.num_frames > fewest
+        return "draw frames more than once" if twice else "repeat their last frame"
+
     def _note_frames(self, i: int, frames: int) -> None:
         """Record that video ``i``, read, holds ``frames`` raw frames (:meth:`short_videos`)."""
         self._frames[i] = frames

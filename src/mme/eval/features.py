@@ -882,8 +882,7 @@ def _warn_short(dataset: Dataset) -> None:
     where = " on this rank" if dist.get_world_size() > 1 else ""
     log.warning("embed: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
                 "holds %d): their clips %s, features of frozen frames (`mme check --min-frames %d` names them)",
-                short, read, where, window, how, fewest,
-                "draw frames more than once" if segments else "repeat their last frame", window)
+                short, read, where, window, how, fewest, dataset.short_clip_effect(fewest), window)
 
 
 def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any],

@@ -513,12 +513,12 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     else:  # a stride above 1, or tracks, lengthen the window past the clip's frames
         advice = " or ".join((["data.stride"] if d.stride > 1 and not segments else [])
                              + (["target.track_length"] if tracks else []))
-    repeat = "draw frames more than once" if segments and d.num_frames > fewest else "repeat their last frame"
     where = " on this rank" if dist.get_world_size() > 1 else ""
     log.warning("data: %d of the %d videos read%s %s hold fewer raw frames than the %d a clip spans (%s; the "
                 "shortest holds %d): their clips %s, and train on frozen frames; lower %s, or leave them out of the "
                 "list (`mme check --min-frames %d` names them)", short, read, where,
-                "over the run" if in_all else "so far", window, keys, fewest, repeat, advice, window)
+                "over the run" if in_all else "so far", window, keys, fewest, run.data.short_clip_effect(fewest),
+                advice, window)
     run.short_videos_said = short
 
 
