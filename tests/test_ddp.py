@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from training import FP32, run, tiny
@@ -1215,3 +1216,53 @@ def test_training_on_a_list_of_other_videos_on_one_node_stops_every_rank_before_
                         rf"on rank 0, {videos[1]} videos \(digest [0-9a-f]{{16}}\) on rank 1: every node must hold "
                         r"the same copy", message), message
     assert not (disagreeing[2] / ("pre" if part == "pretrain" else part)).exists()  # (the new run folder removed)
+
+
+MIXED_CPUS = """\
+import json, os, sys
+import torch
+from mme import cli
+from mme.train import distributed as dist, precision
+# rank 0 on a node with native bf16 (AMX), rank 1 on an AVX2-only one, as in a heterogeneous cluster
+rank = int(os.environ["RANK"])
+precision.cpu_features = (lambda: ("AVX2",)) if rank else (lambda: ("AVX2", "AVX-512", "AVX512-BF16", "AMX"))
+dist.init_distributed(torch.device("cpu"))  # up for every job below
+for args in json.loads(sys.argv[1]):
+    cli.main(args)
+dist.shutdown()
+"""
+"""A script run by torchrun's ranks, rank 1 on a CPU without native bf16 and rank 0 on one with it, that runs the
+mme commands of its argument, ``[argv, ...]``, one after the other."""
+
+
+@pytest.fixture(scope="module")
+def mixed_cpus(synth, tmp_path_factory):
+    """One torchrun launch of two ranks on CPUs of which only rank 0's has native bf16 (:data:`MIXED_CPUS`) for the
+    tests below: its folder (``enc``, an encoder, ``embed.npy`` its features of the synthetic list by ``mme embed``
+    at auto precision) and the ranks' stderr."""
+    d = tmp_path_factory.mktemp("mixed_cpus")
+    torch.manual_seed(0)
+    save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
+                    d / "enc")
+    list_file, root = (s.split("=", 1)[1] for s in synth)
+    jobs = [["embed", str(d / "enc"), list_file, "--root", root, "--out", str(d / "embed.npy"), "--workers", "0",
+             "--clips", "1", "--stride", "2", "--batch-size", "4"]]
+    (d / "mixed.py").write_text(MIXED_CPUS)
+    proc = _two_ranks(d / "mixed.py", json.dumps(jobs),  # (auto as resolved, not as pinned for a run of the suite)
+                      env={k: v for k, v in os.environ.items() if k != "MME_AUTO_PRECISION"})
+    return d, proc.stderr
+
+
+def test_embed_on_ranks_of_which_one_lacks_native_bf16_embeds_every_row_in_fp32_saying_which_rank(mixed_cpus, synth):
+    """Each rank resolved auto on its own CPU and the sidecar said rank 0's: the rows of rank 0's share were bf16's,
+    rank 1's fp32's, all recorded as bf16. One choice is every rank's, fp32 where any rank lacks native bf16."""
+    from mme.eval.features import embed, read_features
+
+    d, stderr = mixed_cpus
+    assert json.loads((d / "embed.npy.json").read_text())["precision"] == "fp32"
+    assert re.search(r"INFO rank 0\] .*precision fp32 \(auto: no native bf16 on the cpu of rank 1, ", stderr), \
+        stderr[-3000:]
+    list_file, root = (s.split("=", 1)[1] for s in synth)
+    embed(d / "enc", list_file, d / "fp32.npy", root=root, num_workers=0, clips=1, stride=2, batch_size=4,
+          precision="fp32", progress=False)
+    assert np.array_equal(read_features(d / "embed.npy")[0], read_features(d / "fp32.npy")[0])

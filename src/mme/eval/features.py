@@ -153,16 +153,14 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
         yield batch, feats, toks
 
 
-def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: str,
-             pooled_norm: torch.nn.Module | None) -> tuple[torch.device, str, str, torch.nn.Module | None]:
-    """The encoder and the ``pooled_norm`` (a classifier's ``fc_norm``) in eval mode on ``device``; the device, the
-    precision to embed in and why (``choose_precision``'s reason: auto gives another one on another kind of CPU)."""
-    from mme.train.precision import choose_precision
-
+def _prepare(encoder: torch.nn.Module, device: str | torch.device,
+             pooled_norm: torch.nn.Module | None) -> tuple[torch.device, torch.nn.Module | None]:
+    """The encoder and the ``pooled_norm`` (a classifier's ``fc_norm``) in eval mode on ``device``: the device and
+    the norm. (The precision to embed in and why: ``choose_precision``'s; auto gives another one on another kind of
+    CPU.)"""
     device = torch.device(device)
     encoder.eval().to(device)
-    norm = None if pooled_norm is None else pooled_norm.eval().to(device)
-    return device, *choose_precision(precision, device), norm
+    return device, None if pooled_norm is None else pooled_norm.eval().to(device)
 
 
 def _device_and_precision(device: torch.device, precision: str, why: str) -> str:
@@ -180,7 +178,10 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
     through, for a fine-tuned classifier's features as ``mme embed`` gives them (its ``fc_norm``:
     ``Checkpoint.pooled_norm`` of ``read_checkpoint(path, encoder_only=True)``, whose encoder is ``build_model``'s;
     ``load_encoder`` gives the encoder alone, its features the raw token means)."""
-    device, precision, why, pooled_norm = _prepare(encoder, device, precision, pooled_norm)
+    from mme.train.precision import choose_precision
+
+    device, pooled_norm = _prepare(encoder, device, pooled_norm)
+    precision, why = choose_precision(precision, device)
     n = len(dataset)
     log.info("extract_features: %d videos; %s", n, _device_and_precision(device, precision, why))
     x = labels = valid = grid = None
@@ -762,6 +763,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
+    from mme.train.precision import choose_precision
 
     out = file_path(out, "--out")
     on = checked_on
@@ -773,6 +775,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         batch_size, chunk_batches, clips, crops, num_workers = counts.values()
         refuse_unowned(out, tokens, overwrite)
     info = dist.init_distributed(on)
+    # one for every rank (a collective: before the block each rank runs on its own)
+    precision, why = choose_precision(precision, torch.device(on), ranks=True)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
         ck, encoder, stride, segments, orientation, backend, checkpoint_id = read or read_encoder(
             checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
@@ -780,8 +784,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         if index_dir is not None and not any(Path(index_dir).iterdir()):  # (of a backend that keeps one: above)
             log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it",
                         index_dir, index_dir)
-        dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
-                                                    ck.pooled_norm)  # (a classifier's fc_norm)
+        dev, pooled_norm = _prepare(encoder, on, ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir,
                                entries=entries)

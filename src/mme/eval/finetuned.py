@@ -160,7 +160,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
         raise ConfigError("task.eval_only needs task.val_list or task.test_list: the videos to test on")
     device = engine.join(cfg.train.device)[1]
     threads = engine.set_threads(cfg, device)  # given back by engine.finish, as a run's
-    precision, why = choose_precision(cfg.train.precision, device)
+    precision, why = choose_precision(cfg.train.precision, device, ranks=True)
     log.info("task.eval_only: on %s, precision %s (%s), %d thread(s) (%s)", device, precision, why, *threads)
     with dist.agreed():  # each rank reads the checkpoint, classes and lists (a node, its own copies)
         ck = engine.read_init(cfg.train.init, cfg.model)

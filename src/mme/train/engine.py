@@ -597,12 +597,12 @@ def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_f
                   resumed: dict) -> tuple[str, str]:
     """``(precision, reason)``: ``train.precision``, or what 'auto' resolves to, timing ``loss_fn`` on ``model``
     where that decides; a run resumed on the same kind of device keeps what 'auto' chose for it (``resumed``: the
-    checkpoint's meta), so that a close timing does not switch it. Every rank takes rank 0's choice."""
+    checkpoint's meta), so that a close timing does not switch it. One choice for every rank (``ranks``)."""
     chosen = str(resumed.get("precision_reason", "")).startswith("auto") and "environment" not in \
         resumed["precision_reason"]  # by this machine, not by the user or the environment
     same = resumed["precision"] if chosen and same_device(resumed.get("device_name"), ckpt.device_name(device),
                                                           bf16_said(resumed["precision_reason"])) else None
-    precision, why = dist.broadcast_object(choose_precision(t.precision, device, loss_fn, same))
+    precision, why = choose_precision(t.precision, device, loss_fn, same, ranks=True)
     if why == KEPT:  # the measurement that chose it stays said, over any number of resumes
         first = resumed["precision_reason"]
         why = first if first.startswith(KEPT) else f"{KEPT}: {first}"

@@ -142,38 +142,55 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
 
 
 def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[], torch.Tensor] | None = None,
-                     resumed: str | None = None) -> tuple[str, str]:
+                     resumed: str | None = None, ranks: bool = False) -> tuple[str, str]:
     """``(precision, reason)``: ``requested`` itself, or what ``auto`` resolves to (module docstring).
 
     ``loss_fn`` computes one representative loss of the job's model (its backward is timed too); without it, a
     CPU with native bf16 gets bf16. ``resumed``: what 'auto' chose for the run being resumed on this kind of
-    device, kept unless the environment forces another. Warns when a precision asked for (or forced) will be
-    emulated, and on a CPU where MKL is not in the strict mode ``import mme`` asks for
+    device, kept unless the environment forces another. ``ranks``: one choice for every rank of a DDP job (each
+    calls it): auto resolves fp32 where any rank lacks native bf16 (the reason names those ranks), else every rank
+    takes rank 0's (its timing, its environment). Warns when a precision asked for (or forced) will be emulated
+    (on this rank), and on a CPU where MKL is not in the strict mode ``import mme`` asks for
     (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
     if device.type == "cpu":
         warn_if_mkl_not_strict()
-    settled = _settled(requested, device, bf16_native(device), resumed, warn=True)
-    if settled is not None:
-        return settled
-    if loss_fn is None:
-        return "bf16", f"{NATIVE} {device.type}"
-    return faster_precision(loss_fn, device)
+    native = bf16_native(device)
+    if not ranks:
+        precision, why = _chosen(requested, device, native, loss_fn, resumed)
+    else:
+        from mme.train import distributed as dist
+
+        natives = dist.all_gather_objects(native)
+        lacking = [rank for rank, has in enumerate(natives) if not has] if not all(natives) and any(natives) else []
+        precision, why = dist.on_main(_chosen, requested, device, all(natives), loss_fn, resumed, lacking)
+    if why == "requested" or why.startswith(f"auto: {AUTO_ENV}="):
+        _warn_if_emulated(precision, device, native, "requested" if why == "requested" else f"forced by {AUTO_ENV}")
+    return precision, why
 
 
-def _settled(requested: str, device: torch.device, native: bool, resumed: str | None = None,
-             warn: bool = False) -> tuple[str, str] | None:
+def _chosen(requested: str, device: torch.device, native: bool, loss_fn: Callable[[], torch.Tensor] | None,
+            resumed: str | None, lacking: list[int] = ()) -> tuple[str, str]:
+    """:func:`choose_precision`'s choice where bf16 is ``native``; ``lacking``: the ranks without native bf16 of a
+    job whose other ranks have it, named in the reason of auto's fp32 (a resumed run's bf16 is not kept there)."""
+    settled = _settled(requested, device, native, None if lacking else resumed)
+    if settled is None:
+        return ("bf16", f"{NATIVE} {device.type}") if loss_fn is None else faster_precision(loss_fn, device)
+    if lacking and settled[1].startswith(NO_NATIVE):
+        return "fp32", (f"auto: no native bf16 on the {device.type} of rank{'s' * (len(lacking) > 1)} "
+                        f"{', '.join(map(str, lacking))}, where emulated bf16 is far slower than fp32; every rank "
+                        "runs one precision")
+    return settled
+
+
+def _settled(requested: str, device: torch.device, native: bool,
+             resumed: str | None = None) -> tuple[str, str] | None:
     """:func:`choose_precision`'s ``(precision, reason)`` where no timing decides it, None where auto times the two
-    on the run's model (a CPU with native bf16, ``native``); ``warn``: say when a precision asked for or forced by
-    :data:`AUTO_ENV` will be emulated."""
+    on the run's model (a CPU with native bf16, ``native``)."""
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {requested!r}")
     if requested != "auto":
-        if warn:
-            _warn_if_emulated(requested, device, native, "requested")
         return requested, "requested"
     if forced := _forced():
-        if warn:
-            _warn_if_emulated(forced, device, native, f"forced by {AUTO_ENV}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if resumed is not None:
         return resumed, KEPT
