@@ -1239,7 +1239,8 @@ mme commands of its argument, ``[argv, ...]``, one after the other."""
 def mixed_cpus(synth, tmp_path_factory):
     """One torchrun launch of two ranks on CPUs of which only rank 0's has native bf16 (:data:`MIXED_CPUS`) for the
     tests below: its folder (``enc``, an encoder, ``embed.npy`` its features of the synthetic list by ``mme embed``
-    at auto precision) and the ranks' stderr."""
+    at auto precision; ``auto`` and ``bf16``, runs of ``mme pretrain`` at auto and bf16 precision) and the ranks'
+    stderr."""
     d = tmp_path_factory.mktemp("mixed_cpus")
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
@@ -1247,6 +1248,9 @@ def mixed_cpus(synth, tmp_path_factory):
     list_file, root = (s.split("=", 1)[1] for s in synth)
     jobs = [["embed", str(d / "enc"), list_file, "--root", root, "--out", str(d / "embed.npy"), "--workers", "0",
              "--clips", "1", "--stride", "2", "--batch-size", "4"]]
+    jobs += [["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={d / name}", "train.steps=1",
+                                                              "train.batch_size=2", f"train.precision={name}")]
+             for name in ("auto", "bf16")]
     (d / "mixed.py").write_text(MIXED_CPUS)
     proc = _two_ranks(d / "mixed.py", json.dumps(jobs),  # (auto as resolved, not as pinned for a run of the suite)
                       env={k: v for k, v in os.environ.items() if k != "MME_AUTO_PRECISION"})
@@ -1266,3 +1270,17 @@ def test_embed_on_ranks_of_which_one_lacks_native_bf16_embeds_every_row_in_fp32_
     embed(d / "enc", list_file, d / "fp32.npy", root=root, num_workers=0, clips=1, stride=2, batch_size=4,
           precision="fp32", progress=False)
     assert np.array_equal(read_features(d / "embed.npy")[0], read_features(d / "fp32.npy")[0])
+
+
+def test_pretraining_on_ranks_of_which_one_lacks_native_bf16_runs_fp32_and_warns_there_of_an_asked_for_bf16(mixed_cpus):
+    """Every rank took rank 0's auto choice, bf16 where it timed bf16 faster, emulated on the AVX2 rank; and bf16 asked
+    for was said to be emulated only where that was rank 0 (the warning of a rank's own CPU was dropped as one every
+    rank raises alike)."""
+    d, stderr = mixed_cpus
+    run = json.loads((d / "auto" / "run.json").read_text())
+    assert (run["precision"], run["precision_reason"]) == ("fp32", (
+        "auto: no native bf16 on the cpu of rank 1, where emulated bf16 is far slower than fp32; every rank runs one "
+        "precision")), run
+    warned = [ln for ln in stderr.splitlines() if "bf16 requested on cpu without native bf16 support" in ln]
+    assert len(warned) == 1 and " WARNING rank 1] " in warned[0], stderr[-3000:]
+    assert json.loads((d / "bf16" / "run.json").read_text())["precision"] == "bf16"

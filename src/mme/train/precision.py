@@ -34,6 +34,9 @@ from mme.utils import (
 )
 
 log = logging.getLogger(__name__)
+node_log = logging.getLogger("mme.node")
+"""The warnings of what depends on the node a rank runs on (its CPU's bf16), shown by every rank under torchrun: not
+among the CLI's loggers whose warnings every rank raises alike (``mme.cli.ALIKE_ON_EVERY_RANK``)."""
 
 CHOSEN_PRECISIONS = ("fp32", "bf16", "fp16")
 """The precisions a job runs in: those ``auto`` chooses among, which :data:`AUTO_ENV` may force."""
@@ -237,8 +240,8 @@ def emulated(precision: str, device: torch.device, native: bool | None = None) -
 
 def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str) -> None:
     if emulated(precision, device, native):
-        log.warning("%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)",
-                    precision, how, device, precision)
+        node_log.warning("%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)",
+                         precision, how, device, precision)
 
 
 def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 3) -> tuple[str, str]:
