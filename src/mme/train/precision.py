@@ -244,20 +244,21 @@ def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: s
                          precision, how, device, precision)
 
 
-def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 3) -> tuple[str, str]:
-    """Time forward + backward of ``loss_fn`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up)
-    and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. The global RNG is left as it was."""
-    ms = {}
+def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 5) -> tuple[str, str]:
+    """Time forward + backward of ``loss_fn`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up
+    round) and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. The two take turns, which comes first
+    alternating from round to round: a burst of load on the machine slows both alike (timed one after the other, a
+    burst over one's passes alone chose the other). The global RNG is left as it was."""
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
     with caller_generator_kept():
-        for precision in ("fp32", "bf16"):
-            times = []
-            for _ in range(reps + 1):
+        for round_ in range(reps + 1):
+            for precision in ("fp32", "bf16") if round_ % 2 else ("bf16", "fp32"):
                 tic = time.perf_counter()
                 with autocast(precision, device):
                     loss = loss_fn()
                 loss.backward()
-                times.append(1000 * (time.perf_counter() - tic))
-            ms[precision] = min(times[1:])
+                times[precision].append(1000 * (time.perf_counter() - tic))
+    ms = {precision: min(t[1:]) for precision, t in times.items()}
     faster = ms["fp32"] >= BF16_MIN_SPEEDUP * ms["bf16"]
     return ("bf16" if faster else "fp32"), (
         f"{MEASURED}, a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
