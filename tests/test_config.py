@@ -1030,6 +1030,40 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
         precision.settled_precision("auto", cpu)
 
 
+ARM_CPUINFO = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics " \
+    "fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc " \
+    "flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n"
+"""/proc/cpuinfo's first core of a Graviton3 (Neoverse V1: bf16 among its Features)."""
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_precision_on_an_arm_cpu_reads_its_native_bf16_from_proc_cpuinfo(bf16, monkeypatch, caplog):
+    """torch's cpuinfo probes are x86's, all False on aarch64: a Graviton3/4 (Neoverse V1/V2), native bf16, got fp32
+    'no native bf16 on this cpu', and bf16 asked for was said to be emulated. Its Features line says (``bf16``;
+    a Graviton2's has none)."""
+    import mme.utils as utils
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    monkeypatch.setattr(utils.platform, "machine", lambda: "aarch64")
+    for probe in (p for probes in utils.CPU_FEATURES.values() for p in probes if hasattr(torch.cpu, p)):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False)  # as torch's x86 probes answer on Arm
+    monkeypatch.setattr(utils, "_proc_cpuinfo", lambda: ARM_CPUINFO if bf16 else ARM_CPUINFO.replace(" bf16 ", " "),
+                        raising=False)
+    utils.cpu_features.cache_clear()
+    try:
+        assert utils.cpu_features() == (("BF16",) if bf16 else ())
+        assert bf16_native(cpu) == bf16
+        assert choose_precision("auto", cpu) == (("bf16", "auto: native bf16 on this cpu") if bf16 else (
+            "fp32", "auto: no native bf16 on this cpu, where emulated bf16 is far slower than fp32"))
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert choose_precision("bf16", cpu) == ("bf16", "requested")
+        assert ("will be emulated" in caplog.text) == (not bf16)
+        assert utils.same_device("Neoverse-V1", "Neoverse-V1 (BF16)", True)  # (BF16) read as cpu_name's features
+    finally:
+        utils.cpu_features.cache_clear()
+
+
 def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     before = torch.get_num_threads()

@@ -1769,16 +1769,35 @@ def opencv_settings(threads: int | None = None, ipp: bool | None = None) -> Iter
 CPU_FEATURES = {"AVX2": ("_is_avx2_supported", "_is_cpu_support_avx2"),
                 "AVX-512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
                 "AVX512-BF16": ("_is_avx512_bf16_supported",),
-                "AMX": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile")}
-"""The vector instructions mme's choices depend on, each with torch's probes for it (newer name first)."""
+                "AMX": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile"),
+                "BF16": ()}
+"""The vector instructions mme's choices depend on, each with torch's probes for it (newer name first); ``BF16``,
+an Arm CPU's bf16 instructions (FEAT_BF16: Graviton3/4, Neoverse V1/V2), has none: torch's probes are x86's, it is
+read from ``/proc/cpuinfo`` (:func:`cpu_features`)."""
+ARM_MACHINES = ("aarch64", "arm64")
+"""``platform.machine()`` of an Arm CPU."""
+
+
+def _proc_cpuinfo() -> str:
+    """The text of ``/proc/cpuinfo`` ('' where it cannot be read: not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 @functools.cache
 def cpu_features() -> tuple[str, ...]:
-    """Which of :data:`CPU_FEATURES` this CPU has, by torch's cpuinfo (on every OS): what the precision, the attention
-    path, x264's options and :func:`cpu_name` depend on. torch renamed its probes across releases; a feature whose
-    probe this torch lacks reads as absent."""
+    """Which of :data:`CPU_FEATURES` this CPU has, by torch's cpuinfo (on every OS), on an Arm CPU by the ``Features``
+    line of ``/proc/cpuinfo`` (``bf16``; Linux only): what the precision, the attention path, x264's options and
+    :func:`cpu_name` depend on. torch renamed its probes across releases; a feature whose probe this torch lacks reads
+    as absent."""
     import torch
+
+    if platform.machine().lower() in ARM_MACHINES:  # torch's probes are x86's: all False here
+        flags = next((line.split(":", 1)[1].split() for line in _proc_cpuinfo().splitlines()
+                      if line.startswith("Features") and ":" in line), [])
+        return ("BF16",) if "bf16" in flags else ()
 
     def has(probes: tuple[str, ...]) -> bool:
         for name in probes:
@@ -1794,18 +1813,15 @@ def cpu_name() -> str:
     """The CPU model (``/proc/cpuinfo``) and :func:`cpu_features`, quoted with every figure a run or benchmark
     prints: "AMD EPYC" alone names both an AVX2-only and an AVX-512-BF16 machine of ours."""
     name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    for line in _proc_cpuinfo().splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
     features = cpu_features()
     return f"{name} ({', '.join(features)})" if features else name
 
 
-BF16_FEATURES = ("AVX512-BF16", "AMX")
+BF16_FEATURES = ("AVX512-BF16", "AMX", "BF16")
 """The :data:`CPU_FEATURES` that give a CPU native bf16 matmuls."""
 
 

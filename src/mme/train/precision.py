@@ -5,9 +5,9 @@
 - fp32 where bf16 is not native (an AVX2-only CPU emulates bf16, and a ViT step runs ~18x slower than fp32,
   platform-notes.md);
 - bf16 on a CUDA device with bf16 support;
-- on a CPU with native bf16 (AVX512-BF16 / AMX), the faster of fp32 and bf16 for *this* model and batch, timed
-  on a few forward/backward passes at setup: bf16 autocast on such CPUs gains little or loses on small models
-  (casts dominate), so native support alone does not decide it.
+- on a CPU with native bf16 (AVX512-BF16 / AMX; an Arm CPU's BF16: Graviton3/4), the faster of fp32 and bf16 for
+  *this* model and batch, timed on a few forward/backward passes at setup: bf16 autocast on such CPUs gains little
+  or loses on small models (casts dominate), so native support alone does not decide it.
 
 ``MME_AUTO_PRECISION=fp32|bf16|fp16`` in the environment makes ``auto`` resolve to that precision without
 measuring: to run a job (or the test suite, see tests/conftest.py) as it runs on the other kind of CPU, or to pin
