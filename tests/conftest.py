@@ -1,12 +1,14 @@
 """Test-suite set-up, and the switch that runs it as on the other kind of CPU.
 
 ``train.precision=auto`` (and so every test that does not pin a precision) resolves to fp32 on a CPU without
-native bf16 (AVX2) and to the faster of fp32/bf16 on one with it (AVX-512 BF16 / AMX). To see what the suite does
-on the other kind, make ``auto`` resolve as there:
+native bf16 (AVX2) and to the faster of fp32/bf16 on one with it (AVX-512 BF16 / AMX): for the tests' tiny models
+that is mostly fp32, the step's casts outweighing bf16's gain, so on such a CPU the suite pins ``auto`` to bf16,
+what it gives any model big enough to gain (the demo's, ViT-B), unless ``MME_AUTO_PRECISION`` is set: the suite runs
+in bf16 there, in fp32 on an AVX2 CPU. To see what the suite does on the other kind, make ``auto`` resolve as there:
 
-    MME_AUTO_PRECISION=bf16 pytest ...     # as on an AMX CPU that measured bf16 faster (emulated here if AVX2)
+    MME_AUTO_PRECISION=bf16 pytest ...     # as on an AMX CPU (emulated here if AVX2)
     MME_AUTO_PRECISION=fp32 pytest ...     # as on an AVX2 CPU
-    pytest --as-other-cpu ...              # whichever of the two this CPU does not resolve to by itself
+    pytest --as-other-cpu ...              # whichever of the two this CPU does not run the suite in by itself
 
 The variable is read by the library (``mme.train.precision``), so it reaches the processes tests start. The
 header of the run says what ``auto`` resolves to.
@@ -39,6 +41,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from mme.data.synth import generate_synth  # noqa: E402
 from mme.train.precision import AUTO_ENV, bf16_native, choose_precision  # noqa: E402
 
+_PINNED_HERE = pytest.StashKey[bool]()
+"""Whether :func:`pytest_configure` pinned ``auto`` to bf16 (a CPU with native bf16, no pin given)."""
+
 
 def pytest_addoption(parser):
     parser.addoption("--as-other-cpu", action="store_true",
@@ -46,14 +51,18 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    native = bf16_native(torch.device("cpu"))
     if config.getoption("--as-other-cpu"):
-        os.environ[AUTO_ENV] = "fp32" if bf16_native(torch.device("cpu")) else "bf16"
+        os.environ[AUTO_ENV] = "fp32" if native else "bf16"
+    elif native and AUTO_ENV not in os.environ:  # (the tests' tiny models would time fp32 faster: then the bf16 path
+        os.environ[AUTO_ENV] = "bf16"               # never ran in make test)
+        config.stash[_PINNED_HERE] = True
 
 
 def pytest_report_header(config):
     precision, reason = choose_precision("auto", torch.device("cpu"))
-    if reason.startswith("auto: native"):  # a training run times both (mme.train.precision)
-        return "precision 'auto' on this CPU: fp32 or bf16, whichever each training run measures faster"
+    if config.stash.get(_PINNED_HERE, False):
+        reason += ", set by the suite on a CPU with native bf16 (tests/conftest.py)"
     return f"precision 'auto' on this CPU: {precision} ({reason})"
 
 
