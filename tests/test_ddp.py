@@ -1239,7 +1239,7 @@ mme commands of its argument, ``[argv, ...]``, one after the other."""
 def mixed_cpus(synth, tmp_path_factory):
     """One torchrun launch of two ranks on CPUs of which only rank 0's has native bf16 (:data:`MIXED_CPUS`) for the
     tests below: its folder (``enc``, an encoder, ``embed.npy`` its features of the synthetic list by ``mme embed``
-    at auto precision; ``auto`` and ``bf16``, runs of ``mme pretrain`` at auto and bf16 precision) and the ranks'
+    at auto precision; ``auto``, ``bf16`` and ``fp16``, runs of ``mme pretrain`` at those precisions) and the ranks'
     stderr."""
     d = tmp_path_factory.mktemp("mixed_cpus")
     torch.manual_seed(0)
@@ -1250,7 +1250,7 @@ def mixed_cpus(synth, tmp_path_factory):
              "--clips", "1", "--stride", "2", "--batch-size", "4"]]
     jobs += [["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={d / name}", "train.steps=1",
                                                               "train.batch_size=2", f"train.precision={name}")]
-             for name in ("auto", "bf16")]
+             for name in ("auto", "bf16", "fp16")]
     (d / "mixed.py").write_text(MIXED_CPUS)
     proc = _two_ranks(d / "mixed.py", json.dumps(jobs),  # (auto as resolved, not as pinned for a run of the suite)
                       env={k: v for k, v in os.environ.items() if k != "MME_AUTO_PRECISION"})
@@ -1284,3 +1284,12 @@ def test_pretraining_on_ranks_of_which_one_lacks_native_bf16_runs_fp32_and_warns
     warned = [ln for ln in stderr.splitlines() if "bf16 requested on cpu without native bf16 support" in ln]
     assert len(warned) == 1 and " WARNING rank 1] " in warned[0], stderr[-3000:]
     assert json.loads((d / "bf16" / "run.json").read_text())["precision"] == "bf16"
+
+
+def test_an_fp16_asked_for_on_cpus_is_said_to_be_emulated_once_not_by_every_rank(mixed_cpus):
+    """fp16 is emulated on every CPU, alike on every rank: each rank said so, a line of its own (64 at 64 ranks),
+    since the warning of a rank's own node (bf16 above) was shown by every rank."""
+    d, stderr = mixed_cpus
+    warned = [ln for ln in stderr.splitlines() if "fp16 requested on cpu without native fp16 support" in ln]
+    assert len(warned) == 1 and " WARNING rank 0] " in warned[0], stderr[-3000:]
+    assert json.loads((d / "fp16" / "run.json").read_text())["precision"] == "fp16"

@@ -153,11 +153,12 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     device, kept unless the environment forces another. ``ranks``: one choice for every rank of a DDP job (each
     calls it): auto resolves fp32 where any rank lacks native bf16 (the reason names those ranks), else every rank
     takes rank 0's (its timing, its environment). Warns when a precision asked for (or forced) will be emulated
-    (on this rank), and on a CPU where MKL is not in the strict mode ``import mme`` asks for
+    (on this rank; under ``ranks``, by rank 0 alone where every rank emulates it alike: :func:`_warn_if_emulated`),
+    and on a CPU where MKL is not in the strict mode ``import mme`` asks for
     (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
     if device.type == "cpu":
         warn_if_mkl_not_strict()
-    native = bf16_native(device)
+    native, natives = bf16_native(device), None
     if not ranks:
         precision, why = _chosen(requested, device, native, loss_fn, resumed)
     else:
@@ -167,7 +168,8 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
         lacking = [rank for rank, has in enumerate(natives) if not has] if not all(natives) and any(natives) else []
         precision, why = dist.on_main(_chosen, requested, device, all(natives), loss_fn, resumed, lacking)
     if why == "requested" or why.startswith(f"auto: {AUTO_ENV}="):
-        _warn_if_emulated(precision, device, native, "requested" if why == "requested" else f"forced by {AUTO_ENV}")
+        _warn_if_emulated(precision, device, native, "requested" if why == "requested" else f"forced by {AUTO_ENV}",
+                          natives)
     return precision, why
 
 
@@ -238,10 +240,16 @@ def emulated(precision: str, device: torch.device, native: bool | None = None) -
     return precision == "fp16" and device.type == "cpu"
 
 
-def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str) -> None:
+def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str,
+                      natives: list[bool] | None = None) -> None:
+    """The warning that ``precision`` (``how``: requested, forced) runs emulated here. ``natives``: every rank's
+    :func:`bf16_native` under torchrun: where it is emulated on some ranks only (their nodes' CPUs), each of those
+    warns (:data:`node_log`); where on every rank alike (fp16 on CPUs, bf16 on AVX2-only nodes), rank 0 alone."""
     if emulated(precision, device, native):
-        node_log.warning("%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)",
-                         precision, how, device, precision)
+        alike = natives is not None and len({emulated(precision, device, n) for n in natives}) == 1
+        (log if alike else node_log).warning(
+            "%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)", precision, how,
+            device, precision)
 
 
 def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 5) -> tuple[str, str]:
