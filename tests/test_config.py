@@ -1064,25 +1064,25 @@ def test_auto_precision_on_an_arm_cpu_reads_its_native_bf16_from_proc_cpuinfo(bf
         utils.cpu_features.cache_clear()
 
 
-AS_AVX2 = """\
+AS_CPU = """\
 import mme.train.precision, mme.utils
-mme.utils.cpu_features = mme.train.precision.cpu_features = lambda: ("AVX2",)
+mme.utils.cpu_features = mme.train.precision.cpu_features = lambda: {features}
 """
-"""A pytest plugin (``-p``) that makes the suite's CPU an AVX2-only one, as its conftest sees it."""
+"""A pytest plugin (``-p``) that makes the suite's CPU one of ``features`` (:func:`mme.utils.cpu_features`'s), as its
+conftest sees it."""
 
 
 def test_the_suite_and_its_rerun_as_on_the_other_cpu_run_in_bf16_and_fp32_on_either_kind_of_cpu(tmp_path):
     """On a CPU with native bf16 the suite's tiny models time fp32 faster, so both passes of make test ran fp32
     (--as-other-cpu pinned fp32 too): its bf16 path never ran there. Each kind of CPU now runs the suite in one of the
     two and the rerun in the other (said in the header), unless MME_AUTO_PRECISION is set."""
-    (tmp_path / "as_avx2.py").write_text(AS_AVX2)
+    for cpu, features in (("native", ("AVX2", "AVX-512", "AVX512-BF16", "AMX")), ("avx2", ("AVX2",))):
+        (tmp_path / f"as_{cpu}.py").write_text(AS_CPU.format(features=features))
     env = {k: v for k, v in os.environ.items() if k != AUTO_ENV} | {
         "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    native = bf16_native(torch.device("cpu"))
     said = {}
-    for cpu, plugin in (("native", []), ("avx2", ["-p", "as_avx2"])):
-        if cpu == "native" and not native:
-            continue
+    for cpu in ("native", "avx2"):
+        plugin = ["-p", f"as_{cpu}"]
         for other, extra in ((False, []), (True, ["--as-other-cpu"]), ("pinned", [])):
             proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *plugin, *extra, "--co",
                                    f"{__file__}::test_a_cpu_run_takes_the_cores_its_loader_workers_leave"],
@@ -1092,8 +1092,7 @@ def test_the_suite_and_its_rerun_as_on_the_other_cpu_run_in_bf16_and_fp32_on_eit
             said[cpu, other] = re.search(r"precision 'auto' on this CPU: (\w+)", proc.stdout).group(1)
     assert said.pop(("avx2", False)) == "fp32" and said.pop(("avx2", True)) == "bf16"
     assert said.pop(("avx2", "pinned")) == "fp32"  # the user's pin stands
-    if native:
-        assert said == {("native", False): "bf16", ("native", True): "fp32", ("native", "pinned"): "fp32"}
+    assert said == {("native", False): "bf16", ("native", True): "fp32", ("native", "pinned"): "fp32"}
 
 
 def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
