@@ -1239,8 +1239,8 @@ mme commands of its argument, ``[argv, ...]``, one after the other."""
 def mixed_cpus(synth, tmp_path_factory):
     """One torchrun launch of two ranks on CPUs of which only rank 0's has native bf16 (:data:`MIXED_CPUS`) for the
     tests below: its folder (``enc``, an encoder, ``embed.npy`` its features of the synthetic list by ``mme embed``
-    at auto precision; ``auto``, ``bf16`` and ``fp16``, runs of ``mme pretrain`` at those precisions) and the ranks'
-    stderr."""
+    at auto precision; ``auto``, ``bf16`` and ``fp16``, runs of ``mme pretrain`` at those precisions; ``eval``, a
+    ``task.eval_only`` test of the classifier ``clf`` at auto precision) and the ranks' stderr."""
     d = tmp_path_factory.mktemp("mixed_cpus")
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
@@ -1251,6 +1251,14 @@ def mixed_cpus(synth, tmp_path_factory):
     jobs += [["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={d / name}", "train.steps=1",
                                                               "train.batch_size=2", f"train.precision={name}")]
              for name in ("auto", "bf16", "fp16")]
+    save_pretrained(VideoClassifier(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=1),
+                                    num_classes=4), d / "clf")
+    jobs += [["finetune", "--config", "finetune_tiny_cpu", "task.eval_only=true", f"train.init={d / 'clf'}",
+              f"train.out_dir={d / 'eval'}", "model.img_size=32", "data.img_size=32", "model.num_frames=4",
+              "data.num_frames=4", "model.embed_dim=32", "model.depth=1", "model.num_heads=1", "data.num_workers=0",
+              "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", "train.device=cpu",
+              f"data.root={root}", f"task.classes={root}/classes.json", "task.val_list=",
+              f"task.test_list={list_file}"]]
     (d / "mixed.py").write_text(MIXED_CPUS)
     proc = _two_ranks(d / "mixed.py", json.dumps(jobs),  # (auto as resolved, not as pinned for a run of the suite)
                       env={k: v for k, v in os.environ.items() if k != "MME_AUTO_PRECISION"})
@@ -1293,3 +1301,12 @@ def test_an_fp16_asked_for_on_cpus_is_said_to_be_emulated_once_not_by_every_rank
     warned = [ln for ln in stderr.splitlines() if "fp16 requested on cpu without native fp16 support" in ln]
     assert len(warned) == 1 and " WARNING rank 0] " in warned[0], stderr[-3000:]
     assert json.loads((d / "fp16" / "run.json").read_text())["precision"] == "fp16"
+
+
+def test_eval_only_on_ranks_of_which_one_lacks_native_bf16_tests_in_fp32_saying_which_rank(mixed_cpus):
+    """task.eval_only resolved auto on each rank: rank 0's share of the test videos in bf16, rank 1's in fp32,
+    test.json saying bf16."""
+    d, stderr = mixed_cpus
+    assert json.loads((d / "eval" / "test.json").read_text())["precision"] == "fp32"
+    assert re.search(r"INFO rank 0\] task.eval_only: on cpu, precision fp32 \(auto: no native bf16 on the cpu of "
+                     r"rank 1, ", stderr), stderr[-3000:]
