@@ -4,6 +4,7 @@ written, failures are caught at start-up or after too many non-finite steps."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import gc
 import json
 import logging
@@ -996,14 +997,47 @@ def test_a_run_whose_folders_moved_after_a_resume_finds_its_train_init(synth, tm
 
     def not_found(step: int, given: str) -> str:
         return (f"resuming m2/run/checkpoint-0000000{step}.pt: the run's train.init {kept} no longer exists, nor is "
-                f"it found from this working folder or from the run's folder (where its folders moved){given}: "
-                "config.yaml and later checkpoints record it as it was; give train.init=PATH of that file (of its "
-                "name) where it lies now to record that")
+                "that file (of its name and contents) found from this working folder or from the run's folder (where "
+                f"its folders moved){given}: config.yaml and later checkpoints record it as it was; give "
+                "train.init=PATH of that file (of its name) where it lies now to record that")
     other = "; train.init={} is ignored: it is not that file (another name, or other contents than the run began from)"
     for step, given in ((5, "w.pt"), (6, "o/init.pt")):
         assert resume(".", "m2/run", step + 1, f"train.init={given}") == ([not_found(step, other.format(given))],
                                                                            str(kept))
     assert resume(".", "m2/run", 8) == ([not_found(7, "")], str(kept))
+
+
+def test_another_file_where_a_moved_runs_train_init_is_looked_for_is_not_taken_for_it(tmp_path, caplog,
+                                                                                     monkeypatch):
+    """The run's init.pt gone, resumed from another working folder that holds another init.pt: the plain
+    --resume auto (and the run's own command, train.init=init.pt) took that file unchecked as the run's and recorded
+    it in its place, in an info line; the fingerprint the run recorded was checked for the command line's file
+    alone. Every file found where the run's is looked for is checked the same way (engine.same_init)."""
+    from mme.motion.cache import source_identity
+    from mme.train.config import TrainConfig
+    from mme.train.engine import resumed_init
+
+    @dataclasses.dataclass
+    class Config:  # (the train section is all resumed_init reads and replaces)
+        train: TrainConfig
+
+    for name, data in (("A", b"the run's init" * 100), ("B", b"another file" * 100), ("C", b"the run's init" * 100)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "init.pt").write_bytes(data)
+    state = {"config": {"train": {"init": "init.pt", "out_dir": "run"}},
+             "meta": {"cwd": str(tmp_path / "A"), "init_fingerprint": source_identity(tmp_path / "A" / "init.pt")[
+                 "fingerprint"]}}
+    (tmp_path / "A" / "init.pt").unlink()
+    monkeypatch.chdir(tmp_path / "B")
+    source = str(tmp_path / "A" / "run" / "checkpoint-00000001.pt")
+    for given, now in ((None, tmp_path / "A" / "init.pt"), ("init.pt", tmp_path / "A" / "init.pt"),
+                       (str(tmp_path / "C" / "init.pt"), tmp_path / "C" / "init.pt")):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme"):
+            cfg = resumed_init(Config(TrainConfig(init=given)), (source, state))
+        assert cfg.train.init == str(now)
+        assert [r.levelname for r in caplog.records if "no longer exists" in r.getMessage()] == \
+            ["WARNING" if now.parent.name == "A" else "INFO"]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
@@ -1027,9 +1061,9 @@ def test_an_absolute_train_init_outside_the_working_folder_is_not_looked_for_fro
         res = run("tiny_cpu_pixel", synth, tmp_path / "p1" / "run", "train.steps=2", "train.resume=auto", FP32)
     assert [r.getMessage() for r in caplog.records if "train.init" in r.getMessage()] == [
         f"resuming {tmp_path / 'p1' / 'run' / 'checkpoint-00000001.pt'}: the run's train.init {init} no longer "
-        "exists, nor is it found from this working folder or from the run's folder (where its folders moved): "
-        "config.yaml and later checkpoints record it as it was; give train.init=PATH of that file (of its name) "
-        "where it lies now to record that"]
+        "exists, nor is that file (of its name and contents) found from this working folder or from the run's folder "
+        "(where its folders moved): config.yaml and later checkpoints record it as it was; give train.init=PATH of "
+        "that file (of its name) where it lies now to record that"]
     assert yaml.safe_load((res.out_dir / "config.yaml").read_text())["train"]["init"] == str(init)
 
 

@@ -446,9 +446,9 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     """``cfg`` with the ``train.init`` of the run it resumes (``resume``, or None), as it takes that run's
     architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
     say what the run began from, whatever this config gives. The run's file is found where it lies now
-    (:func:`runs_init_now`: after its folders moved, too) and recorded absolute, so it names that file from any
-    folder; where no path finds it, the file the config names stands for it where it is recognisably that file
-    (:func:`same_init`), and where that is none, the path as the run recorded it is kept, with a warning (saying the
+    (:func:`runs_init_now`: after its folders moved, too, or as the file the config names, wherever it is
+    recognisably that file, :func:`same_init`) and recorded absolute, so it names that file from any folder; where
+    none is found, the path as the run recorded it is kept, with a warning (saying the
     file given is ignored). Another file the config names is warned about as ignored, as is one given where the
     checkpoint records none (a run begun from scratch cannot be told from one an earlier mme resumed, which recorded
     none: neither is recorded as begun from it)."""
@@ -457,14 +457,12 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     source, state = resume
     runs, ours = state["config"]["train"].get("init"), cfg.train.init
     if runs:
-        was, runs = runs_init_now(runs, source, state)
-        if runs is None and ours and os.path.exists(ours) and same_init(ours, was, state):  # the run's, moved
-            runs = os.path.abspath(ours)
+        was, runs = runs_init_now(runs, source, state, ours)
         if runs is None:
-            log.warning("resuming %s: the run's train.init %s no longer exists, nor is it found from this working "
-                        "folder or from the run's folder (where its folders moved)%s: config.yaml and later "
-                        "checkpoints record it as it was; give train.init=PATH of that file (of its name) where it "
-                        "lies now to record that", source, was,
+            log.warning("resuming %s: the run's train.init %s no longer exists, nor is that file (of its name and "
+                        "contents) found from this working folder or from the run's folder (where its folders "
+                        "moved)%s: config.yaml and later checkpoints record it as it was; give train.init=PATH of "
+                        "that file (of its name) where it lies now to record that", source, was,
                         "" if not ours else f"; train.init={ours} names no file either" if not os.path.exists(ours)
                         else f"; train.init={ours} is ignored: it is not that file (another name, or other contents "
                         "than the run began from)")
@@ -492,22 +490,27 @@ def same_init(given: str, recorded: str, state: dict) -> bool:
         fingerprint in (None, source_identity(given)["fingerprint"])
 
 
-def runs_init_now(recorded: str, source: str, state: dict) -> tuple[str, str | None]:
+def runs_init_now(recorded: str, source: str, state: dict, given: str | None = None) -> tuple[str, str | None]:
     """``(as recorded, now)``: the ``train.init`` a run recorded (``recorded``, of its checkpoint ``source`` whose
     ``state`` is given) as an absolute path from the run's working folder (``cwd`` of the checkpoint's meta; of one
     that records none, this process's), and the absolute path of the file where it lies now, or None where none is
     found: that path, else, where that file is gone (the run's folders moved: a renamed project folder, another
     machine), the same relative path from this working folder (for a path given relative, or one in the run's
     working folder, as a relative one a resume recorded absolute: not a file elsewhere), then from the run's folder
-    where it lies now (``source``'s, as the file lay from the run's ``train.out_dir``)."""
+    where it lies now (``source``'s, as the file lay from the run's ``train.out_dir``), then the file the command
+    line gives (``given``, the resume's ``train.init``): each of these only where it is recognisably that file
+    (:func:`same_init`), not another file that happens to lie at that path."""
     was = state.get("meta", {}).get("cwd", os.getcwd())
     path = os.path.abspath(os.path.join(was, recorded))
     out_dir = os.path.abspath(os.path.join(was, state["config"]["train"]["out_dir"]))
     here = [os.path.join(os.getcwd(), os.path.relpath(path, was))] \
         if not os.path.isabs(recorded) or Path(path).is_relative_to(was) else []
-    candidates = (path, *here,
-                  os.path.join(os.path.dirname(os.path.abspath(source)), os.path.relpath(path, out_dir)))
-    return path, next((os.path.abspath(c) for c in candidates if os.path.exists(c)), None)
+    if os.path.exists(path):
+        return path, path
+    candidates = (*here, os.path.join(os.path.dirname(os.path.abspath(source)), os.path.relpath(path, out_dir)),
+                  *([given] if given else []))
+    return path, next((os.path.abspath(c) for c in candidates if os.path.exists(c) and same_init(c, path, state)),
+                      None)
 
 
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:
