@@ -1040,6 +1040,46 @@ def test_another_file_where_a_moved_runs_train_init_is_looked_for_is_not_taken_f
             ["WARNING" if now.parent.name == "A" else "INFO"]
 
 
+def test_a_moved_runs_train_init_folder_is_told_by_its_weights(tmp_path, caplog, monkeypatch):
+    """A run begun from an export's folder (train.init=pre), the folder moved: the run recorded no fingerprint of a
+    folder and a folder was never recognised as the run's (same_init asked for a file), so the folder given where it
+    lies now was ignored, 'it is not that file (another name, or other contents ...)'. A folder's fingerprint is
+    that of its weights' files (run_folder.init_fingerprint), compared as a file's: the moved copy is taken, a
+    folder of that name with other weights is not."""
+    import shutil
+
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+    from mme.train import run_folder
+    from mme.train.config import TrainConfig
+    from mme.train.engine import resumed_init
+
+    @dataclasses.dataclass
+    class Config:  # (the train section is all resumed_init reads and replaces)
+        train: TrainConfig
+
+    cfg = ModelConfig(img_size=32, num_frames=4, patch_size=8, tubelet_size=1, embed_dim=32, depth=2, num_heads=2)
+    torch.manual_seed(0)
+    save_pretrained(VisionTransformer(cfg), tmp_path / "A" / "pre")
+    save_pretrained(VisionTransformer(cfg), tmp_path / "B" / "pre")  # other weights
+    monkeypatch.chdir(tmp_path / "A")
+    meta = run_folder.identity({"train": {"init": "pre"}}, None)
+    assert meta["init_fingerprint"] == run_folder.init_fingerprint(str(tmp_path / "A" / "pre" / "model.safetensors"))
+    state = {"config": {"train": {"init": "pre", "out_dir": "run"}}, "meta": {"cwd": str(tmp_path / "A"), **meta}}
+    (tmp_path / "C").mkdir()
+    shutil.move(tmp_path / "A" / "pre", tmp_path / "C" / "pre")
+    monkeypatch.chdir(tmp_path)
+    source = str(tmp_path / "A" / "run" / "checkpoint-00000001.pt")
+    for given, now in (("B/pre", tmp_path / "A" / "pre"), ("C/pre/", tmp_path / "C" / "pre")):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme"):
+            assert resumed_init(Config(TrainConfig(init=given)), (source, state)).train.init == str(now)
+        said = [r for r in caplog.records if "no longer exists" in r.getMessage()]
+        assert [r.levelname for r in said] == ["WARNING" if given == "B/pre" else "INFO"]
+        assert ("is ignored: it is not that file" in said[0].getMessage()) == (given == "B/pre")
+
+
 @pytest.mark.pinned  # every run train.precision=fp32
 def test_an_absolute_train_init_outside_the_working_folder_is_not_looked_for_from_another(synth, tmp_path, caplog,
                                                                                          monkeypatch):

@@ -53,7 +53,6 @@ from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
-from mme.motion.cache import source_identity
 from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -481,13 +480,13 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
 
 
 def same_init(given: str, recorded: str, state: dict) -> bool:
-    """Whether the file ``given`` (a resume's ``train.init``) is recognisably the one the run of checkpoint
-    ``state`` began from, ``recorded`` (its path, which no longer finds it): of the same name, and of the
+    """Whether the file or folder ``given`` (a resume's ``train.init``) is recognisably the one the run of
+    checkpoint ``state`` began from, ``recorded`` (its path, which no longer finds it): of the same name, and of the
     fingerprint the run recorded (``init_fingerprint`` of its meta: :func:`mme.train.run_folder.identity`), where it
     recorded one."""
     fingerprint = state.get("meta", {}).get("init_fingerprint")
-    return os.path.basename(given) == os.path.basename(recorded) and os.path.isfile(given) and \
-        fingerprint in (None, source_identity(given)["fingerprint"])
+    return os.path.basename(os.path.abspath(given)) == os.path.basename(recorded) and os.path.exists(given) and \
+        fingerprint in (None, run_folder.init_fingerprint(given))
 
 
 def runs_init_now(recorded: str, source: str, state: dict, given: str | None = None) -> tuple[str, str | None]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, read_report, report_files
-from mme.models.checkpoint import torch_load
+from mme.models.checkpoint import torch_load, weight_files
 from mme.motion.cache import source_identity
 from mme.train import checkpoint as ckpt
 from mme.utils import (
@@ -76,16 +76,26 @@ def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
 
 def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
     """The run's identity: the resumed checkpoint's (a resumed run is the same run, with the config changes of its
-    earlier resumptions), else a new one. ``init_fingerprint``: that of the file a run begins from (``train.init``;
-    :func:`mme.motion.cache.source_identity`'s, unchanged by a copy), by which a resume tells that file where the
+    earlier resumptions), else a new one. ``init_fingerprint``: that of the file or folder a run begins from
+    (``train.init``; :func:`init_fingerprint`), by which a resume tells that file where the
     path the run recorded no longer finds it (:func:`mme.train.engine.resumed_init`)."""
     if resumed is not None and "run_id" in resumed.get("meta", {}):
         return {k: resumed["meta"][k] for k in ("run_id", "started", "config_hash", "config_changes",
                                                 "init_fingerprint") if k in resumed["meta"]}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     init = config.get("train", {}).get("init")
+    fingerprint = init_fingerprint(init) if init else None
     return {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config_hash": digest,
-            **({"init_fingerprint": source_identity(init)["fingerprint"]} if init and os.path.isfile(init) else {})}
+            **({"init_fingerprint": fingerprint} if fingerprint else {})}
+
+
+def init_fingerprint(path: str) -> str | None:
+    """The fingerprint of the ``train.init`` at ``path`` (:func:`mme.motion.cache.source_identity`'s, unchanged by
+    a copy): a file's, a checkpoint folder's (an export, a Hugging Face folder) of the files its weights are read
+    from (:func:`mme.models.checkpoint.weight_files`, joined by commas); None where there is none (no such path, a
+    folder without such files)."""
+    files = [path] if os.path.isfile(path) else weight_files(Path(path))[1] if os.path.isdir(path) else []
+    return ",".join(source_identity(f)["fingerprint"] for f in files) or None
 
 
 def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, given: Collection[str]) -> None:
