@@ -522,6 +522,17 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
                                               r"checkpoint-00000010\.pt, of an earlier step: this one is not written "
                                               r"yet \(or its step is mistyped\)$"):
         load_encoder(tmp_path / "run" / "checkpoint-00000011.pt")
+    # one between the oldest and newest held, or of a held step spelt otherwise, is not one rotation removed either
+    # (before: "a live run's rotation (train.keep_last) may have removed it")
+    with pytest.raises(CheckpointError, match=r"run/checkpoint-00000005\.pt: no such file or directory; its folder "
+                                              r"holds 2 other checkpoint\(s\) of a run, the oldest "
+                                              r"checkpoint-00000003\.pt, the newest checkpoint-00000010\.pt: none of "
+                                              r"step 5 was written \(its step or name may be mistyped\)$"):
+        load_encoder(tmp_path / "run" / "checkpoint-00000005.pt")
+    with pytest.raises(CheckpointError, match=r"run/checkpoint-10\.pt: no such file or directory; its folder holds 2 "
+                                              r"other checkpoint\(s\) of a run: that of step 10 is "
+                                              r"checkpoint-00000010\.pt$"):
+        load_encoder(tmp_path / "run" / "checkpoint-10.pt")
     with pytest.raises(CheckpointError, match=r"run/notes\.pt: no such file or directory$"):  # no run's checkpoint
         load_encoder(tmp_path / "run" / "notes.pt")
     path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "noweights")

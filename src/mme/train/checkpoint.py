@@ -114,17 +114,24 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 
 def rotated_away(path: Path) -> str:
     """What to say of a run's checkpoint ``path`` that is not there (``checkpoint-<step>.pt``) where its folder holds
-    others: of a step before the newest, a live run's rotation (which removes the oldest) may have removed it; of a
-    later one, it is not written yet; "" otherwise."""
+    others: of a step held under another name (``checkpoint-250.pt``), that name; of a step before the oldest held, a
+    live run's rotation (which removes the oldest) may have removed it; of a later one than the newest, it is not
+    written yet; of one between, none of that step was written; "" otherwise."""
     path = Path(path)
     saved = list_checkpoints(path.parent) if (m := _NAME.match(path.name)) else []
     if not saved:
         return ""
-    held = f"; its folder holds {len(saved)} other checkpoint(s) of a run, the newest {saved[-1].name}"
-    if int(m.group(1)) > checkpoint_step(saved[-1]):
-        return f"{held}, of an earlier step: this one is not written yet (or its step is mistyped)"
-    return (f"{held}: a live run's rotation (train.keep_last) may have removed it; copy a checkpoint out of a live "
-            "run before reading it")
+    step, held = int(m.group(1)), f"; its folder holds {len(saved)} other checkpoint(s) of a run"
+    if same := [p.name for p in saved if checkpoint_step(p) == step]:
+        return f"{held}: that of step {step} is {same[0]}"
+    if step < checkpoint_step(saved[0]):
+        return (f"{held}, the newest {saved[-1].name}: a live run's rotation (train.keep_last) may have removed it; "
+                "copy a checkpoint out of a live run before reading it")
+    if step > checkpoint_step(saved[-1]):
+        return f"{held}, the newest {saved[-1].name}, of an earlier step: this one is not written yet (or its step " \
+            "is mistyped)"
+    return (f"{held}, the oldest {saved[0].name}, the newest {saved[-1].name}: none of step {step} was written (its "
+            "step or name may be mistyped)")
 
 
 def run_checkpoints(out_dir: Path) -> list[Path]:
