@@ -827,15 +827,15 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
         raise CheckpointError(f"{path}: no such file or directory{rotated_away(path)}")
     if path.is_dir():
         if saved := run_checkpoints(path):  # (a model's files written beside them are not read in their place)
-            newest = latest_valid(path)  # (each rotating one that does not read is named)
-            kept = kept_checkpoints(path)
             beside = f" (its {CONFIG} is of weights written beside the run's checkpoints, which a folder of their " \
                      "own reads)" if (path / CONFIG).is_file() else ""
+            which = ", none of which reads"
+            if newest := latest_valid(path):  # (each rotating one that does not read is named)
+                which = f", e.g. the newest that reads, {newest[0]}"
+            elif kept := kept_checkpoints(path):
+                which = f", e.g. the newest kept of an epoch, {kept[-1]}"
             raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: pass one of its "
-                                  f"{len(saved)} checkpoint(s)" + (f", e.g. the newest that reads, {newest[0]}"
-                                                                   if newest else f", e.g. the newest kept of an "
-                                                                   f"epoch, {kept[-1]}" if kept
-                                                                   else ", none of which reads"))
+                                  f"{len(saved)} checkpoint(s){which}")
         if not (path / CONFIG).is_file():
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)

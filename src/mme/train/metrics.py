@@ -58,7 +58,8 @@ def _keep_until(path: Path, step: int, read_step) -> None:
             at += len(raw)
     if not dropped:
         return
-    check_path_held(path)
+    check_path_held(path)  # (the cut in place below opens the file itself, which atomic_path would check: after
+    # a long read of the log, its folder may have been replaced by another run's)
     if cut and len(dropped) == lines - cut[1]:  # the dropped lines are the last ones
         with open(path, "rb+") as f:
             f.truncate(cut[0])

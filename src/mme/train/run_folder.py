@@ -109,13 +109,15 @@ def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, g
     if not resume or recipe is None or "train.out_dir" in given or Path(recipe).name != ckpt.CONFIG_FILE:
         return
     folder = Path(recipe).parent
-    found = ckpt.list_checkpoints(folder) + ckpt.kept_checkpoints(folder)
-    if not found or (os.path.isdir(out_dir) and os.path.samefile(folder, out_dir)) or \
-            _checkpoint_out_dir(max(found, key=ckpt.checkpoint_step)) != os.path.normpath(out_dir):
+    found = ckpt.run_checkpoints(folder)
+    if not found or (os.path.isdir(out_dir) and os.path.samefile(folder, out_dir)):
+        return
+    newest = max(found, key=ckpt.checkpoint_step)
+    if _checkpoint_out_dir(newest) != os.path.normpath(out_dir):
         return
     run = _folder_run(folder)
     raise ConfigError(f"--config {recipe} is the config of the run in {folder}" + (f" ({run})" if run else "")
-                      + f", up to step {max(map(ckpt.checkpoint_step, found))}, but its train.out_dir is {out_dir}"
+                      + f", up to step {ckpt.checkpoint_step(newest)}, but its train.out_dir is {out_dir}"
                       f"{'' if ckpt.list_checkpoints(out_dir) else ', which holds no checkpoint'} (the folder was "
                       f"renamed or copied): give train.out_dir={folder} to continue that run, or "
                       f"train.out_dir={out_dir} to resume there")
