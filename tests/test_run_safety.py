@@ -83,6 +83,7 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
     assert torch.load(res.checkpoint, weights_only=True)["meta"]["run_id"] == meta["run_id"]
     assert [json.loads(ln)["step"] for ln in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
+
 def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_folder(synth, tmp_path, monkeypatch,
                                                                                        capsys):
     """``mme pretrain --config run_new/config.yaml --resume auto``, the run's folder renamed (or copied) from run_old:
@@ -98,12 +99,12 @@ def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_f
     before = _hashes(Path("run_new"))
     run_id = json.loads(Path("run_new/run.json").read_text())["run_id"]
 
-    def refused(*how: str, held: str = ", which holds no checkpoint") -> None:
+    def refused(*how: str, held: str = ", which holds no checkpoint", then: str = "start a new run there") -> None:
         assert main(["pretrain", "--config", "run_new/config.yaml", *how]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"mme pretrain: error: --config run_new/config.yaml is the config of the run in run_new ({run_id}), up "
             f"to step 1, but its train.out_dir is run_old{held} (the folder was renamed or copied): give "
-            "train.out_dir=run_new to continue that run, or train.out_dir=run_old to resume there")
+            f"train.out_dir=run_new to continue that run, or train.out_dir=run_old to {then}")
         assert _hashes(Path("run_new")) == before
 
     refused("--resume", "auto")
@@ -111,10 +112,22 @@ def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_f
     assert not Path("run_old").exists()
     assert main(["pretrain", "--config", "run_new/config.yaml", "train.steps=1"]) == 0  # a recipe: a fresh run
     assert _steps("run_old") == [1]
-    refused("--resume", "auto", held="")  # another run there (or a copy of this one): which is meant is not known
+    refused("--resume", "auto", held="", then="resume there")  # another run there (or a copy of this one): which
+    # is meant is not known (before: "to resume there" also of a folder holding no checkpoint, a new run there)
     assert main(["pretrain", "--config", "run_new/config.yaml", "--resume", "auto", "train.out_dir=run_new",
                  "train.stop_after=2"]) == 0
     assert _steps("run_new") == [1, 2]
+    # the run's folder where it was, resumed from another working folder: the one it began in is named as a cause
+    Path("sub").mkdir()
+    monkeypatch.chdir("sub")
+    assert main(["pretrain", "--config", "../run_new/config.yaml", "--resume", "auto"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme pretrain: error: --config ../run_new/config.yaml is the config of the run in ../run_new ({run_id}), up "
+        "to step 2, but its train.out_dir is run_new, which holds no checkpoint (the folder was renamed or copied, "
+        f"or the run began in another working folder, {tmp_path}): give train.out_dir=../run_new to continue that "
+        "run, or train.out_dir=run_new to start a new run there")
+    assert not Path("run_new").exists()
+    monkeypatch.chdir(tmp_path)
     # a user's recipe kept beside the run's checkpoints, for a run of its own (another name, or config.yaml edited
     # to another folder): no config of the run's, it goes on with --resume auto, first start and resume alike
     recipe = Path("run_new/config.yaml").read_text()

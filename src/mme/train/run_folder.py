@@ -101,8 +101,9 @@ def init_fingerprint(path: str) -> str | None:
 def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, given: Collection[str]) -> None:
     """Refuse to resume (``resume``: ``train.resume``) with a run's own config.yaml (``recipe``, the ``--config``
     file, beside that run's checkpoints) whose ``train.out_dir``, not given on the command line (``given``: the
-    keys the overrides set), is another folder: the run's folder was renamed or copied, and the resume would look in
-    the old folder (a fresh run from step 0 there, where it finds none) while the checkpoints lie beside the recipe.
+    keys the overrides set), is another folder: the run's folder was renamed or copied (or the run is resumed from
+    another working folder than it began in, named), and the resume would look in the old folder (a fresh run from
+    step 0 there, where it finds none) while the checkpoints lie beside the recipe.
     The recipe is the run's own where it bears the name the run writes (:data:`mme.train.checkpoint.CONFIG_FILE`) and
     the folder's newest checkpoint records its ``train.out_dir``. A run's config.yaml as a recipe of a fresh run, or
     with the folder given, is the user's choice, as is any other recipe kept beside a run's checkpoints."""
@@ -113,14 +114,17 @@ def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, g
     if not found or (os.path.isdir(out_dir) and os.path.samefile(folder, out_dir)):
         return
     newest = max(found, key=ckpt.checkpoint_step)
-    if _checkpoint_out_dir(newest) != os.path.normpath(out_dir):
+    recorded, cwd = _checkpoint_folders(newest)
+    if recorded != os.path.normpath(out_dir):
         return
-    run = _folder_run(folder)
+    run, held = _folder_run(folder), ckpt.list_checkpoints(out_dir)
+    elsewhere = cwd and not os.path.isabs(out_dir) and os.path.realpath(cwd) != os.path.realpath(os.getcwd())
     raise ConfigError(f"--config {recipe} is the config of the run in {folder}" + (f" ({run})" if run else "")
                       + f", up to step {ckpt.checkpoint_step(newest)}, but its train.out_dir is {out_dir}"
-                      f"{'' if ckpt.list_checkpoints(out_dir) else ', which holds no checkpoint'} (the folder was "
-                      f"renamed or copied): give train.out_dir={folder} to continue that run, or "
-                      f"train.out_dir={out_dir} to resume there")
+                      f"{'' if held else ', which holds no checkpoint'} (the folder was renamed or copied"
+                      f"{f', or the run began in another working folder, {cwd}' if elsewhere else ''}): give "
+                      f"train.out_dir={folder} to continue that run, or train.out_dir={out_dir} to "
+                      f"{'resume there' if held else 'start a new run there'}")
 
 
 def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str | None = None) -> list[Path]:
@@ -290,16 +294,18 @@ def _checkpoint_run(path: Path) -> str | None:
     return run_of(state)
 
 
-def _checkpoint_out_dir(path: Path) -> str | None:
-    """The ``train.out_dir`` a training checkpoint of mme records, normalised (None for one it cannot read, or that
-    records none), read from a memory map as :func:`_checkpoint_run` reads."""
+def _checkpoint_folders(path: Path) -> tuple[str | None, str | None]:
+    """The ``train.out_dir`` a training checkpoint of mme records, normalised, and the run's working folder (``cwd``
+    of its meta), each None for one it cannot read, or that records none, read from a memory map as
+    :func:`_checkpoint_run` reads."""
     try:
         state = torch_load(path, mmap=True)
     except CheckpointError:
-        return None
+        return None, None
     config = state.get("config") if isinstance(state, dict) else None
     out_dir = config.get("train", {}).get("out_dir") if isinstance(config, dict) else None
-    return os.path.normpath(out_dir) if isinstance(out_dir, str) else None
+    cwd = state.get("meta", {}).get("cwd") if isinstance(state, dict) and isinstance(state.get("meta"), dict) else None
+    return os.path.normpath(out_dir) if isinstance(out_dir, str) else None, cwd if isinstance(cwd, str) else None
 
 
 def run_of(state: Any) -> str | None:
