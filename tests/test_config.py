@@ -1099,6 +1099,7 @@ def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     before = torch.get_num_threads()
     monkeypatch.setattr(precision, "usable_cores", lambda: 6)
+    monkeypatch.setattr(precision, "core_share", lambda: (6, ""))
     try:
         torch.set_num_threads(4)
         assert precision.choose_threads(None, cpu, 2) == (4, "auto: 6 cores less 2 loader workers")  # torch's 4
@@ -1118,6 +1119,47 @@ def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
     assert precision.usable_cores() == max(1, cores // 2)
     with pytest.raises(ConfigError, match="train.threads"):
         load_config(PretrainConfig, "tiny_cpu_mme", ["train.threads=0"])
+
+
+def test_the_usable_cores_keep_to_the_cgroups_cpu_quota(tmp_path, monkeypatch):
+    """docker --cpus=2 or a Kubernetes CPU limit set a quota and leave the affinity mask the host's: synth's
+    processes and the step's threads were the host's 64 cores, each fighting for two; they keep to the quota (v2
+    cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us, the least of the cgroup's and its ancestors')."""
+    from mme import utils
+
+    monkeypatch.setattr(utils, "CGROUP_FS", tmp_path, raising=False)
+    monkeypatch.setattr(utils, "PROC_CGROUP", tmp_path / "self-cgroup", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    (tmp_path / "self-cgroup").write_text("0::/\n")
+    assert utils.usable_cores() == 64  # no cpu.max at the top: no quota
+    (tmp_path / "cpu.max").write_text("200000 100000\n")
+    assert utils.usable_cores() == 2
+    assert utils.core_share() == (2, " (the cgroup's CPU quota of 2)")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks in the container share it
+    assert utils.core_share() == (1, " (the cgroup's CPU quota of 2, split between 2 ranks)")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert utils.core_share() == (64, "")
+    (tmp_path / "job" / "step").mkdir(parents=True)  # its own cgroup, a quota on its parent
+    (tmp_path / "job" / "cpu.max").write_text("250000 100000\n")
+    (tmp_path / "self-cgroup").write_text("0::/job/step\n")
+    assert utils.usable_cores() == 3  # 2.5 CPUs: three threads use it
+    (tmp_path / "self-cgroup").write_text("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n")  # v1, the host's path
+    v1 = tmp_path / "cpu,cpuacct"
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert utils.cpu_quota() is None
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")  # the container's own, shown at the top
+    assert utils.usable_cores() == 4
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(32)
+        assert precision.choose_threads(None, torch.device("cpu"), 2) == (
+            2, "auto: 4 cores (the cgroup's CPU quota of 4) less 2 loader workers")
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("bf16_ms,fp32_ms,expected", [(20, 60, "bf16"), (60, 20, "fp32"), (50, 52, "fp32")])

@@ -95,7 +95,7 @@ def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_thr
                                                                                            monkeypatch):
     from mme.train import precision
 
-    monkeypatch.setattr(precision, "usable_cores", lambda: 3)
+    monkeypatch.setattr(precision, "core_share", lambda: (3, ""))
     calls = []
     set_threads = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))

@@ -1315,14 +1315,82 @@ def env_int(name: str, default: int, least: int = 0) -> int:
     return value
 
 
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity: a container's or a scheduler's share), split between the
-    ranks that torchrun starts on this node."""
+CGROUP_FS = Path("/sys/fs/cgroup")
+"""Where the cgroups are mounted: v2's at the top, v1's a folder per controller (``cpu``, ``cpu,cpuacct``,
+``cpuset``)."""
+PROC_CGROUP = Path("/proc/self/cgroup")
+"""This process's cgroups: ``0::/path`` (v2), ``N:cpu,cpuacct:/path`` (v1)."""
+
+
+def _cgroup_dirs(controller: str) -> list[Path]:
+    """The folders of this process's cgroup for ``controller`` (v2's, v1's), then those of its ancestors up to the
+    mount's top: what a container shows of its own at the top (its namespace) is read too."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    dirs = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers:
+            if controller not in controllers.split(","):
+                continue
+            mounts = [CGROUP_FS / controllers, *([CGROUP_FS / controller] if "," in controllers else [])]
+        else:
+            mounts = [CGROUP_FS]
+        for mount in mounts:
+            at = mount / path.strip().lstrip("/")
+            dirs += [at, *[p for p in at.parents if p.is_relative_to(mount)]]
+    return dirs
+
+
+def _read_cgroup(folder: Path, name: str) -> str | None:
+    try:
+        return (folder / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_quota() -> float | None:
+    """The CPUs the CPU quota of this process's cgroup allows, the least of its ancestors' too (docker --cpus, a
+    Kubernetes limit: v2 ``cpu.max`` "200000 100000" is 2; v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``);
+    None without one ("max", -1)."""
+    quotas = []
+    for folder in _cgroup_dirs("cpu"):
+        v2 = _read_cgroup(folder, "cpu.max")
+        quota, period = (v2.split() + [""])[:2] if v2 else (_read_cgroup(folder, "cpu.cfs_quota_us"),
+                                                             _read_cgroup(folder, "cpu.cfs_period_us"))
+        try:
+            quota, period = int(quota), int(period)
+        except (TypeError, ValueError):  # no file, or "max"
+            continue
+        if quota > 0 and period > 0:
+            quotas.append(quota / period)
+    return min(quotas, default=None)
+
+
+def core_share() -> tuple[int, str]:
+    """``(cores, how)``: :func:`usable_cores`, and what decided it where not only the affinity ("" then):
+    the cgroup's CPU quota, or the ranks sharing it."""
+    try:
+        mask = os.sched_getaffinity(0)
     except AttributeError:  # no affinity outside Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // env_int("LOCAL_WORLD_SIZE", 1, least=1))
+        mask = set(range(os.cpu_count() or 1))
+    ranks = env_int("LOCAL_WORLD_SIZE", 1, least=1)
+    cores = max(1, len(mask) // ranks)
+    quota = cpu_quota()
+    of_quota = max(1, math.ceil(quota / ranks)) if quota is not None else cores
+    if of_quota < cores:
+        split = f", split between {ranks} ranks" if ranks > 1 else ""
+        return of_quota, f" (the cgroup's CPU quota of {quota:g}{split})"
+    return cores, ""
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity (a scheduler's share, a container's cpuset), capped by its
+    cgroup's CPU quota (docker --cpus, a Kubernetes limit), split between the ranks torchrun starts on this node
+    (LOCAL_WORLD_SIZE) (:func:`core_share`)."""
+    return core_share()[0]
 
 
 def launch_ranks() -> tuple[int, int]:

@@ -27,6 +27,7 @@ from mme.errors import ConfigError
 from mme.utils import (
     BF16_FEATURES,
     caller_generator_kept,
+    core_share,
     cpu_features,
     error_reason,
     usable_cores,
@@ -138,10 +139,10 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
         return threads, "train.threads" + (f", more than the {cores} usable cores" if threads > cores else "")
     if device.type != "cpu":
         return current, f"torch's; the step runs on {device.type}"
-    cores = usable_cores()
+    cores, how = core_share()
     capped = (f", capped at torch's {current} (its physical cores, or OMP_NUM_THREADS: torchrun's is 1)"
               if current < cores - workers else "")
-    return max(1, min(current, cores - workers)), f"auto: {cores} cores less {workers} loader workers{capped}"
+    return max(1, min(current, cores - workers)), f"auto: {cores} cores{how} less {workers} loader workers{capped}"
 
 
 def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[], torch.Tensor] | None = None,
