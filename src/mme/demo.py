@@ -201,7 +201,10 @@ class DemoSettings:
         return json.loads(json.dumps({**asdict(self), "data_design": self.data_design()}, default=str))
 
     def generate_data(self, out: Path, workers: int | None = None) -> SynthDataset:
-        """The demo's dataset in ``out`` (``mme synth --preset``, seed 0: the same for every seed)."""
+        """The demo's dataset in ``out`` (``mme synth --preset``, seed 0: the same for every seed), made by
+        ``workers`` processes (None: the settings' workers, at least one: 0 makes it in this process, as the runs
+        read in theirs)."""
+        workers = max(1, self.workers) if workers is None else workers
         return generate_synth(out, preset=self.data_preset, workers=workers, **self.data_overrides)
 
 
