@@ -1104,7 +1104,10 @@ def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
         torch.set_num_threads(4)
         assert precision.choose_threads(None, cpu, 2) == (4, "auto: 6 cores less 2 loader workers")  # torch's 4
         assert precision.choose_threads(None, cpu, 4) == (2, "auto: 6 cores less 4 loader workers")
-        assert precision.choose_threads(None, cpu, 8)[0] == 1  # at least one
+        assert precision.choose_threads(None, cpu, 8) == (1, "auto: at least 1: the 8 loader workers leave none of 6 "
+                                                             "cores; data.num_workers=5 suits this machine")
+        assert precision.choose_threads(None, cpu, 6) == (1, "auto: at least 1: the 6 loader workers leave none of 6 "
+                                                             "cores")  # as many: each core is a worker's
         assert precision.choose_threads(3, cpu, 4) == (3, "train.threads")
         assert precision.choose_threads(8, cpu, 0) == (8, "train.threads, more than the 6 usable cores")
         assert precision.choose_threads(None, cpu, 0) == (4, "auto: 6 cores less 0 loader workers, capped at torch's "

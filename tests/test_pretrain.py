@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import random
 import re
 import tempfile
@@ -110,6 +111,29 @@ def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_thr
         assert json.loads((tmp_path / "set" / "run.json").read_text())["threads"] == 3 and calls[2:] == [3, 2]
     finally:
         set_threads(before)
+
+
+def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path, caplog):
+    """On one core (taskset -c 0) a recipe's 2 loader workers leave the step none: its threads reason said "1
+    cores less 2 loader workers" (the clamp to 1 unsaid) and torch warned twice that the loader "might get running
+    slow or even freeze". The reason says the clamp and what suits the machine; mme warns once, torch not at all."""
+    import warnings
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        with caplog.at_level(logging.WARNING, logger="mme"), warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            run("tiny_cpu_pixel", synth, tmp_path / "one", "train.steps=1", "data.num_workers=2")
+    finally:
+        os.sched_setaffinity(0, before)
+    meta = json.loads((tmp_path / "one" / "run.json").read_text())
+    assert (meta["threads"], meta["threads_reason"]) == (
+        1, "auto: at least 1: the 2 loader workers leave none of 1 core; data.num_workers=0 suits this machine")
+    assert not [w for w in said if "worker processes" in str(w.message)]  # torch's, at the loader's creation and start
+    assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
+        "data.num_workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: "
+        "data.num_workers=0 suits this machine"]
 
 
 def test_a_log_stopped_by_a_full_disk_is_recorded_and_the_demos_loss_is_read_from_a_log_that_reaches_the_end(

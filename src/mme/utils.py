@@ -1393,6 +1393,14 @@ def usable_cores() -> int:
     return core_share()[0]
 
 
+def workers_advice(workers: int, cores: int, option: str = "data.num_workers") -> str:
+    """What suits a machine of ``cores`` usable cores where ``workers`` loader workers outnumber them (``option``:
+    their setting), each then waiting for the CPU beside the process that reads from them: "" where they do not."""
+    if workers <= cores:
+        return ""
+    return f"{option}={max(0, cores - 1)} suits this machine"
+
+
 def launch_ranks() -> tuple[int, int]:
     """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
     is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""

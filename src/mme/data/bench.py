@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
-from mme.data.dataset import DataConfig, PretrainDataset, collate, start_workers
+from mme.data.dataset import DataConfig, PretrainDataset, collate, make_loader, start_workers
 from mme.data.sampling import ClipIndices, sample_pretrain, window_length
 from mme.data.synth import encode_h264
 from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
@@ -92,7 +92,7 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int, clips: int) -> fl
     16 read 720 clips/s where 320 were made)."""
     per_round = batch * max(workers, 1)
     items = Subset(ds, range(per_round * (1 + _timed_rounds(clips, workers, batch))))
-    loader = DataLoader(items, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate)
+    loader = make_loader(items, "--workers", batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate)
     it = start_workers(loader)
     for _ in range(max(workers, 1)):  # the first round: the workers' start-up
         next(it)

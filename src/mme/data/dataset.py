@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import InitVar, dataclass
@@ -67,6 +68,8 @@ from mme.utils import (
     keep_freed_memory,
     launch_ranks,
     opencv_settings,
+    usable_cores,
+    workers_advice,
 )
 
 log = logging.getLogger(__name__)
@@ -242,6 +245,30 @@ class Sample:
         return self.frames[pos]
 
 
+TORCH_WORKERS_WARNING = r"This DataLoader will create \d+ worker processes in total"
+"""torch's warning, at a loader's creation and again at its start, where its workers outnumber the CPUs this
+process may run on: :func:`make_loader` says it once, in mme's words."""
+
+
+@contextlib.contextmanager
+def _torch_workers_warning_left_out() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", TORCH_WORKERS_WARNING, UserWarning)
+        yield
+
+
+def make_loader(dataset: Dataset, option: str = "data.num_workers", **kwargs) -> DataLoader:
+    """``DataLoader(dataset, **kwargs)``, with a warning, once, where its workers outnumber the usable cores
+    (:func:`mme.utils.usable_cores`), naming ``option`` (their setting) and what suits the machine; torch's own,
+    said twice (here and at :func:`start_workers`), is left out."""
+    workers, cores = kwargs.get("num_workers", 0), usable_cores()
+    if advice := workers_advice(workers, cores, option):
+        log.warning("%s=%d: %d loader workers on %d usable core(s) wait for the CPU in turn, beside this process: %s",
+                    option, workers, workers, cores, advice)
+    with _torch_workers_warning_left_out():
+        return DataLoader(dataset, **kwargs)
+
+
 def start_workers(loader: DataLoader) -> Iterator:
     """The batches of ``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch
     sets itself there, and with malloc keeping freed memory (:func:`mme.utils.keep_freed_memory`: a worker frees and
@@ -267,7 +294,7 @@ def start_workers(loader: DataLoader) -> Iterator:
     if freezing:
         gc.freeze()
     try:
-        with opencv_settings(threads=1):
+        with opencv_settings(threads=1), _torch_workers_warning_left_out():  # (make_loader said it)
             batches = iter(loader)
     finally:
         if freezing:

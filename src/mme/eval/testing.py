@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from mme.data.lists import SHOWN
 from mme.data.transforms import normalize_clip
@@ -321,7 +321,7 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     the later ones counted each time their number doubles and at the end (:class:`mme.utils.Tally`: a wrong
     ``--root`` on Kinetics' 240k videos is some 20 lines, not one per video). Under torchrun a rank's ``indices``
     are its share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts."""
-    from mme.data.dataset import start_workers
+    from mme.data.dataset import make_loader, start_workers
     from mme.train.distributed import get_rank, get_world_size
     from mme.train.interrupts import ignore_in_worker
 
@@ -329,7 +329,7 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     subset = guarded if indices is None else Subset(guarded, list(indices))
     # (a test's views draw nothing: the loader's seed for its workers comes from a generator of its own, not the
     # caller's global one)
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
+    loader = make_loader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
                         worker_init_fn=ignore_in_worker, generator=torch.Generator())
     failed, world = 0, get_world_size()
     counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
-from mme.data.dataset import collate, start_workers
+from mme.data.dataset import collate, make_loader, start_workers
 from mme.data.sampling import window_length
 from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError
 from mme.train import checkpoint as ckpt
@@ -103,7 +102,7 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
     # with the steps (it is checkpointed; creating the loader on resume must not move it).
     g = torch.Generator().manual_seed(dist.sample_seed(t.seed, run.position["epoch"], dist.get_rank(), "loader"))
     asked, done = itertools.tee(positions())  # the loader runs ahead on `asked`; `done` names what it returns
-    loader = DataLoader(run.data, batch_sampler=(keys for _, _, keys in asked), collate_fn=collate,
+    loader = make_loader(run.data, batch_sampler=(keys for _, _, keys in asked), collate_fn=collate,
                         generator=g, num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
                         worker_init_fn=ignore_in_worker)
     for (epoch, i, _), batch in zip(done, start_workers(loader)):  # the loader keeps its sampler's order

@@ -32,6 +32,7 @@ from mme.utils import (
     error_reason,
     usable_cores,
     warn_if_mkl_not_strict,
+    workers_advice,
 )
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,11 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
     cores, how = core_share()
     capped = (f", capped at torch's {current} (its physical cores, or OMP_NUM_THREADS: torchrun's is 1)"
               if current < cores - workers else "")
-    return max(1, min(current, cores - workers)), f"auto: {cores} cores{how} less {workers} loader workers{capped}"
+    if cores - workers < 1:
+        advice = workers_advice(workers, cores)
+        return 1, (f"auto: at least 1: the {workers} loader workers leave none of {cores} core{'s' * (cores > 1)}{how}"
+                   + (f"; {advice}" if advice else ""))
+    return min(current, cores - workers), f"auto: {cores} cores{how} less {workers} loader workers{capped}"
 
 
 def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[], torch.Tensor] | None = None,
