@@ -1165,6 +1165,28 @@ def test_the_usable_cores_keep_to_the_cgroups_cpu_quota(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_ranks_split_the_cores_they_share_not_a_mask_already_their_own(tmp_path, monkeypatch):
+    """torchrun --numa-binding or srun --cpus-per-task give each rank a mask of its own: with LOCAL_WORLD_SIZE=4 a
+    rank bound to 16 of 64 CPUs took 4, its share split again. The ranks split a mask they share: the machine's,
+    or their cgroup's cpuset (a container's --cpuset-cpus)."""
+    from mme import utils
+
+    monkeypatch.setattr(utils, "CGROUP_FS", tmp_path, raising=False)
+    monkeypatch.setattr(utils, "PROC_CGROUP", tmp_path / "self-cgroup", raising=False)
+    (tmp_path / "self-cgroup").write_text("0::/\n")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    mask = set(range(16, 32))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: mask, raising=False)
+    assert utils.usable_cores() == 16  # its own
+    (tmp_path / "cpuset.cpus.effective").write_text("16-31\n")  # a container's cpuset: the ranks share it
+    assert utils.usable_cores() == 4
+    (tmp_path / "cpuset.cpus.effective").write_text("0-31,40\n")
+    assert utils.cgroup_cpus() == {*range(32), 40} and utils.usable_cores() == 16
+    mask = set(range(64))  # the machine's: shared
+    assert utils.usable_cores() == 16
+
+
 @pytest.mark.parametrize("bf16_ms,fp32_ms,expected", [(20, 60, "bf16"), (60, 20, "fp32"), (50, 52, "fp32")])
 def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32_ms, expected, monkeypatch):
     """The measured choice, with steps of known duration (a clock that each step advances: slept steps were
