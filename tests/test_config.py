@@ -1165,26 +1165,21 @@ def test_the_usable_cores_keep_to_the_cgroups_cpu_quota(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_ranks_split_the_cores_they_share_not_a_mask_already_their_own(tmp_path, monkeypatch):
-    """torchrun --numa-binding or srun --cpus-per-task give each rank a mask of its own: with LOCAL_WORLD_SIZE=4 a
-    rank bound to 16 of 64 CPUs took 4, its share split again. The ranks split a mask they share: the machine's,
-    or their cgroup's cpuset (a container's --cpuset-cpus)."""
+def test_the_nodes_ranks_split_a_narrow_mask_they_inherit(tmp_path, monkeypatch):
+    """taskset -c 0-7 torchrun --nproc_per_node 4 on 64 CPUs: the 4 ranks inherit one 8-CPU mask, their cgroup's
+    cpuset the machine's; each takes 2, not 8 (32 threads on 8 CPUs). A mask is taken as the ranks' shared one."""
     from mme import utils
 
     monkeypatch.setattr(utils, "CGROUP_FS", tmp_path, raising=False)
     monkeypatch.setattr(utils, "PROC_CGROUP", tmp_path / "self-cgroup", raising=False)
     (tmp_path / "self-cgroup").write_text("0::/\n")
+    (tmp_path / "cpuset.cpus.effective").write_text("0-63\n")
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    mask = set(range(16, 32))
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: mask, raising=False)
-    assert utils.usable_cores() == 16  # its own
-    (tmp_path / "cpuset.cpus.effective").write_text("16-31\n")  # a container's cpuset: the ranks share it
-    assert utils.usable_cores() == 4
-    (tmp_path / "cpuset.cpus.effective").write_text("0-31,40\n")
-    assert utils.cgroup_cpus() == {*range(32), 40} and utils.usable_cores() == 16
-    mask = set(range(64))  # the machine's: shared
-    assert utils.usable_cores() == 16
+    assert utils.core_share() == (2, "")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert utils.usable_cores() == 1  # at least one
 
 
 @pytest.mark.parametrize("bf16_ms,fp32_ms,expected", [(20, 60, "bf16"), (60, 20, "fp32"), (50, 52, "fp32")])

@@ -1369,20 +1369,6 @@ def cpu_quota() -> float | None:
     return min(quotas, default=None)
 
 
-def cgroup_cpus() -> set[int] | None:
-    """The CPUs of this process's cgroup (its cpuset, v2 ``cpuset.cpus.effective``, v1 ``cpuset.effective_cpus``),
-    None where none is read."""
-    for folder in _cgroup_dirs("cpuset"):
-        listed = _read_cgroup(folder, "cpuset.cpus.effective") or _read_cgroup(folder, "cpuset.effective_cpus")
-        if listed:
-            try:
-                return {cpu for part in listed.split(",") for a, _, b in [part.partition("-")]
-                        for cpu in range(int(a), int(b or a) + 1)}
-            except ValueError:
-                return None
-    return None
-
-
 def core_share() -> tuple[int, str]:
     """``(cores, how)``: :func:`usable_cores`, and what decided it where not only the affinity ("" then):
     the cgroup's CPU quota, or the ranks sharing it."""
@@ -1391,10 +1377,7 @@ def core_share() -> tuple[int, str]:
     except AttributeError:  # no affinity outside Linux
         mask = set(range(os.cpu_count() or 1))
     ranks = env_int("LOCAL_WORLD_SIZE", 1, least=1)
-    # the mask of the whole machine or of the cgroup is the one all the node's ranks have: they split it; a
-    # narrower one is a rank's own (torchrun --numa-binding, srun --cpus-per-task), already its share
-    shared = len(mask) == os.cpu_count() or mask == cgroup_cpus()
-    cores = max(1, len(mask) // ranks) if shared else len(mask)
+    cores = max(1, len(mask) // ranks)
     quota = cpu_quota()
     of_quota = max(1, math.ceil(quota / ranks)) if quota is not None else cores
     if of_quota < cores:
@@ -1406,8 +1389,9 @@ def core_share() -> tuple[int, str]:
 def usable_cores() -> int:
     """The CPUs this process may run on: its affinity (a scheduler's share, a container's cpuset), capped by its
     cgroup's CPU quota (docker --cpus, a Kubernetes limit), split between the ranks torchrun starts on this node
-    (LOCAL_WORLD_SIZE) where they share them: not a rank's affinity narrower than the machine's and its cgroup's
-    (torchrun --numa-binding, srun --cpus-per-task), already its own (:func:`core_share`)."""
+    (LOCAL_WORLD_SIZE) (:func:`core_share`). The node's ranks are taken to share the mask (``taskset -c 0-7 torchrun
+    --nproc_per_node 4``: 2 each); where each rank is bound to CPUs of its own (torchrun --numa-binding), which the
+    mask cannot tell, set train.threads (synth's --workers)."""
     return core_share()[0]
 
 
