@@ -1084,7 +1084,8 @@ def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_worker
     """The demo refused data.num_workers, train.batch_size and train.device with "use --seeds, --steps or
     --minutes and --out instead", flags that set none of them, and a small machine had no way to lower the
     loader workers: each key is named with its own flag (--workers now), or as the demo's fixed setting. Its data
-    step, which made the data with one process per usable core whatever --workers said, keeps to --workers too."""
+    step, which made the data with one process per usable core whatever --workers said, makes them in the demo's
+    process with --workers 0, and with one process per usable core otherwise (the default's 2 made them with 2)."""
     import mme.demo
     from mme.demo import _pretrain_config
 
@@ -1101,8 +1102,8 @@ def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_worker
     assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
     assert ran[0].workers == 0 and _pretrain_config(ran[0], "mme", 0, out / "train.txt").data.num_workers == 0
     assert main(["demo", "--quick", "--out", str(out)]) == 0 and ran[1].workers == 2  # the default
-    made = []  # the demo's data are made with as many processes, at least one: 0 makes them in its process
+    made = []  # --workers 0 makes the demo's data in its process; otherwise one process per usable core (None)
     monkeypatch.setattr(mme.demo, "generate_synth", lambda out, preset, workers, **design: made.append(workers))
     for s in ran:
         s.generate_data(out / "data")  # as demo() calls it
-    assert made == [1, 2]
+    assert made == [1, None]

@@ -142,8 +142,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="seeds to run (mean and spread reported); put key=value overrides before it")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     p.add_argument("--workers", type=count(0), default=None,
-                   help="loader workers of each pre-training run, and processes making the data (default 2; 0 "
-                        "reads and makes the data in the demo's process: a machine with few cores or little memory)")
+                   help="loader workers of each pre-training run (default 2; 0 reads in the training process and "
+                        "makes the data in the demo's process, not one process per core: a machine with few cores "
+                        "or little memory)")
     p.add_argument("--real-dir", type=path, default=None, metavar="DIR",
                    help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
                         "by source video: a file, or a sub-folder, is one source, and the files a UCF101, HMDB51 or "

@@ -202,9 +202,9 @@ class DemoSettings:
 
     def generate_data(self, out: Path, workers: int | None = None) -> SynthDataset:
         """The demo's dataset in ``out`` (``mme synth --preset``, seed 0: the same for every seed), made by
-        ``workers`` processes (None: the settings' workers, at least one: 0 makes it in this process, as the runs
-        read in theirs)."""
-        workers = max(1, self.workers) if workers is None else workers
+        ``workers`` processes (None: one per usable core, or this process alone where the settings' workers are 0,
+        a machine with few cores or little memory, as the runs read in theirs)."""
+        workers = (1 if self.workers == 0 else None) if workers is None else workers
         return generate_synth(out, preset=self.data_preset, workers=workers, **self.data_overrides)
 
 
