@@ -121,6 +121,16 @@ def _no_gpu_decoders_left_behind():
         pyav_reader._CUDA_DECODERS.clear()
 
 
+@pytest.fixture(autouse=True)
+def _loader_workers_said_anew():
+    """mme says once per process that a loader's workers outnumber the usable cores
+    (:func:`mme.data.dataset.make_loader`): each test that makes such a loader is told, whichever tests ran before."""
+    from mme.data import dataset
+
+    yield
+    dataset._WORKERS_SAID.clear()
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> list[str]:
     """16 generated 64² videos of 24 frames (4 motion classes), as data overrides."""

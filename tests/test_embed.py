@@ -178,6 +178,27 @@ def test_mme_embed_exits_0_where_some_videos_failed_its_last_line_a_warning_nami
     assert json.loads((tmp_path / "f.npy.json").read_text())["num_valid"] == 6
 
 
+def test_more_loader_workers_than_cores_are_said_once_naming_mme_embeds_flag(setup, tmp_path, caplog):
+    """mme embed --workers 2 on one core (taskset -c 0) warned "data.num_workers=2 ... data.num_workers=1 suits this
+    machine", a setting mme embed has not: the warning names its --workers."""
+    import logging
+
+    from mme.cli import main
+
+    root, ckpt = setup
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main(["embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--out",
+                         str(tmp_path / "f.npy"), "--stride", "2", "--workers", "2"]) == 0
+    finally:
+        os.sched_setaffinity(0, before)
+    assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
+        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "suits this machine"]
+
+
 def test_the_clips_of_a_chunk_are_not_held_until_it_is_written(setup, tmp_path, monkeypatch):
     """Before: each batch's clips (B, V, 3, T, H, W) were kept until its chunk was written (50 batches by default):
     from loader workers, in shared memory, about 10 GB at Kinetics' test views (7 x 3, 16 x 224², batch 4)."""

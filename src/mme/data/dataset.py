@@ -257,12 +257,18 @@ def _torch_workers_warning_left_out() -> Iterator[None]:
         yield
 
 
+_WORKERS_SAID: set[tuple[int, int]] = set()
+"""The ``(workers, cores)`` :func:`make_loader` has warned of in this process: once each, the first loader's
+``option`` named (a demo's probe splits, under ``--workers``, then its runs; a fine-tuning's run and test splits)."""
+
+
 def make_loader(dataset: Dataset, option: str = "data.num_workers", **kwargs) -> DataLoader:
-    """``DataLoader(dataset, **kwargs)``, with a warning, once, where its workers outnumber the usable cores
-    (:func:`mme.utils.usable_cores`), naming ``option`` (their setting) and what suits the machine; torch's own,
-    said twice (here and at :func:`start_workers`), is left out."""
+    """``DataLoader(dataset, **kwargs)``, with a warning, once per process (:data:`_WORKERS_SAID`), where its workers
+    outnumber the usable cores (:func:`mme.utils.usable_cores`), naming ``option`` (their setting) and what suits the
+    machine; torch's own, said twice (here and at :func:`start_workers`), is left out."""
     workers, cores = kwargs.get("num_workers", 0), usable_cores()
-    if advice := workers_advice(workers, cores, option):
+    if (advice := workers_advice(workers, cores, option)) and (workers, cores) not in _WORKERS_SAID:
+        _WORKERS_SAID.add((workers, cores))
         log.warning("%s=%d: %d loader workers on %d usable core(s) wait for the CPU in turn, beside this process: %s",
                     option, workers, workers, cores, advice)
     with _torch_workers_warning_left_out():

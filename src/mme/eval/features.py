@@ -126,16 +126,16 @@ def _non_finite(encoder: torch.nn.Module, pooled_norm: torch.nn.Module | None, m
 
 
 def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress,
-              pooled_norm=None, model="the encoder"):
+              pooled_norm=None, model="the encoder", option="num_workers"):
     """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``
     without their clips, which a caller keeping batches until it writes them would hold: a loader worker's, in
     shared memory; features None when every video of the batch failed). Features that are not finite are a
     CheckpointError naming ``model`` and ``precision`` (:func:`_non_finite`), at the first batch that has them: no
-    row of a features file is marked valid that is not."""
+    row of a features file is marked valid that is not. ``option``: the caller's name of ``num_workers``."""
     from mme.train.precision import autocast
 
     for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc="embed",
-                                   progress=progress):
+                                   progress=progress, option=option):
         feats = toks = None
         video = batch.pop("video")
         if video is not None:
@@ -858,7 +858,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         with dist.agreed():  # every rank's parts written (a write that fails on one rank stops them all)
             for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
                                  precision=precision, tokens=tokens, progress=progress and dist.is_main(),
-                                 pooled_norm=pooled_norm, model=f"checkpoint {checkpoint}"):
+                                 pooled_norm=pooled_norm, model=f"checkpoint {checkpoint}", option="--workers"):
                 rows.append(item)
                 if len(rows) >= chunk_batches:
                     flush(rows)
