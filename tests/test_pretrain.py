@@ -1069,7 +1069,8 @@ def test_a_moved_runs_train_init_folder_is_told_by_its_weights(tmp_path, caplog,
     folder and a folder was never recognised as the run's (same_init asked for a file), so the folder given where it
     lies now was ignored, 'it is not that file (another name, or other contents ...)'. A folder's fingerprint is
     that of its weights' files (run_folder.init_fingerprint), compared as a file's: the moved copy is taken, a
-    folder of that name with other weights is not."""
+    folder of that name with other weights is not, nor one whose index lists a shard it lacks (a partial copy: its
+    fingerprint's os.stat stopped the resume with a FileNotFoundError)."""
     import shutil
 
     from mme.models.config import ModelConfig
@@ -1094,14 +1095,20 @@ def test_a_moved_runs_train_init_folder_is_told_by_its_weights(tmp_path, caplog,
     (tmp_path / "C").mkdir()
     shutil.move(tmp_path / "A" / "pre", tmp_path / "C" / "pre")
     monkeypatch.chdir(tmp_path)
+    partial = tmp_path / "D" / "pre"
+    partial.mkdir(parents=True)
+    shutil.copy(tmp_path / "C" / "pre" / "model.safetensors", partial / "model-00001-of-00002.safetensors")
+    (partial / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     source = str(tmp_path / "A" / "run" / "checkpoint-00000001.pt")
-    for given, now in (("B/pre", tmp_path / "A" / "pre"), ("C/pre/", tmp_path / "C" / "pre")):
+    for given, now in (("B/pre", tmp_path / "A" / "pre"), ("D/pre", tmp_path / "A" / "pre"),
+                       ("C/pre/", tmp_path / "C" / "pre")):
         caplog.clear()
         with caplog.at_level("INFO", logger="mme"):
             assert resumed_init(Config(TrainConfig(init=given)), (source, state)).train.init == str(now)
         said = [r for r in caplog.records if "no longer exists" in r.getMessage()]
-        assert [r.levelname for r in said] == ["WARNING" if given == "B/pre" else "INFO"]
-        assert ("is ignored: it is not that file" in said[0].getMessage()) == (given == "B/pre")
+        assert [r.levelname for r in said] == ["INFO" if given == "C/pre/" else "WARNING"]
+        assert ("is ignored: it is not that file" in said[0].getMessage()) == (given != "C/pre/")
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -93,9 +93,11 @@ def init_fingerprint(path: str) -> str | None:
     """The fingerprint of the ``train.init`` at ``path`` (:func:`mme.motion.cache.source_identity`'s, unchanged by
     a copy): a file's, a checkpoint folder's (an export, a Hugging Face folder) of the files its weights are read
     from (:func:`mme.models.checkpoint.weight_files`, joined by commas); None where there is none (no such path, a
-    folder without such files)."""
-    files = [path] if os.path.isfile(path) else weight_files(Path(path))[1] if os.path.isdir(path) else []
-    return ",".join(source_identity(f)["fingerprint"] for f in files) or None
+    folder without such files, or one whose files cannot be read: a shard its index lists missing, a damaged index)."""
+    with contextlib.suppress(OSError, CheckpointError):
+        files = [path] if os.path.isfile(path) else weight_files(Path(path))[1] if os.path.isdir(path) else []
+        return ",".join(source_identity(f)["fingerprint"] for f in files) or None
+    return None
 
 
 def check_recipe_of_run(recipe: Path | None, out_dir: str, resume: str | None, given: Collection[str]) -> None:
