@@ -362,14 +362,14 @@ def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict]]:
     spelling of ``--root`` it was extracted from and is read with) with its reason, the report and the file's
     :func:`~mme.motion.cache.source_identity` then; a video named by two reports, with the newer's. Those failed
     otherwise (missing then, its worker died, another error: a run may pass them) are not among them; an earlier
-    mme's report records none, or each by its path as ``--root`` made it (found where that is its real path)."""
+    mme's report records none."""
     reports = []
     for report in Path(out).glob("failed-*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
             told = json.loads(report.read_text())
             failed, kept = dict(told["failed"]), dict(told.get("lasting", {}))
-            reports.append((report.stat().st_mtime, {real: (str(failed[lasting.get("video", real)]), str(report),
-                                                            lasting) for real, lasting in kept.items()}))
+            reports.append((report.stat().st_mtime, {real: (str(failed[lasting["video"]]), str(report), lasting)
+                                                     for real, lasting in kept.items() if "video" in lasting}))
     return {real: said for _, named in sorted(reports, key=lambda r: r[0]) for real, said in named.items()}
 
 
