@@ -292,7 +292,8 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
     for t in threads:
         t.join(30)
     assert made == ["first"]
-    assert results == {"first": (str(videos / "b.mp4"), None, True), "second": (str(videos / "b.mp4"), None, False)}
+    assert results == {"first": (str(videos / "b.mp4"), None, True, None),
+                       "second": (str(videos / "b.mp4"), None, False, None)}
     assert other_settings(cache_file(out, "b.mp4"), opts) == {}
     assert sorted(p.name for p in out.iterdir()) == [".locks", "b.mp4.tracks"]
     assert not any((out / ".locks").rglob("*.lock"))
