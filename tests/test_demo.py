@@ -1109,27 +1109,37 @@ def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_worker
     assert made == [1, None]
 
 
-def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_path, caplog):
+def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_path, caplog, monkeypatch):
     """On one core the demo's 2 loader workers were warned of once per loader (each probe split's, then each run's),
-    as data.num_workers=0, which the demo refuses ("use --workers"): it is said once, naming --workers."""
+    as data.num_workers=0, which the demo refuses ("use --workers"): it is said once, naming --workers. Its runs'
+    threads reason (their summary, run.json) advised data.num_workers=0 too: it names --workers (the runs are made
+    within keys_as_flags, whose flags mme.utils.said_as gives make_loader and choose_threads)."""
     import logging
+    from dataclasses import replace
 
-    from mme.data.dataset import make_loader
+    from mme import demo
     from mme.data.synth import generate_synth
-    from mme.demo import _probe_config, decode_probe_clips, demo_settings
+    from mme.demo import _probe_config, decode_probe_clips, demo_settings, run_seed
+    from mme.train.precision import AUTO_ENV
 
-    s = demo_settings(tmp_path / "d", quick=True, workers=2)
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    monkeypatch.setattr(demo, "loss_against_mean", lambda *args: {})  # (time: the run's loader and threads checked)
+    monkeypatch.setattr(demo, "probe_encoder", lambda *args: {"linear_top1": 0.0})
+    s = replace(demo_settings(tmp_path / "d", quick=True, workers=2), targets=("pixel",), batch_size=2)
     data = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=3, size=64, num_frames=24, workers=1)
     lists = {k: Path(v) for k, v in data.lists.items()}
     before = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(before)})
         with caplog.at_level(logging.WARNING, logger="mme"):
+            run_seed(s, 0, lists, {}, [])  # its run's loader first: the one warning is the run's
             clips = decode_probe_clips(_probe_config(s, lists["train"]).data, lists)
-            make_loader(list(range(4)), batch_size=2, num_workers=s.workers)  # as each of its runs' loops does
     finally:
         os.sched_setaffinity(0, before)
     assert sorted(clips) == ["test", "train", "val"] and all(clips.values())
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
+    ran = json.loads((tmp_path / "d" / "seed0" / "pixel" / "run.json").read_text())
+    assert (ran["threads"], ran["threads_reason"]) == (
+        1, "auto: at least 1: the 2 loader workers leave none of 1 core; --workers=0 suits this machine")

@@ -95,6 +95,7 @@ from mme.utils import (
     cpu_name,
     error_reason,
     is_positive_number,
+    keys_as_flags,
     lock_folder,
     outside_int64,
     read_json_object,
@@ -386,7 +387,9 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             precision, timed = _demo_precision(s, cfg, recorded)
             chosen = precision if timed else None  # the first row's, for every row (a settled one: the config's own)
             try:
-                result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train, precision=chosen)))
+                with keys_as_flags({key: flag for key, flag in DEMO_KEYS.items() if flag}):  # (its advice: --workers)
+                    result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train,
+                                                                                            precision=chosen)))
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
                 stopped_by = e.signal
                 if e.finished is None:

@@ -4,6 +4,7 @@ process's memory allocator."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import dataclasses
 import errno
@@ -1094,11 +1095,25 @@ def check_given_once(option: str, values: Collection, why: str, each: str = "", 
         raise ConfigError(f"{option} {shown}: give each {each + ' ' if each else ''}once ({why})")
 
 
+_FLAGS_OF_KEYS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("_FLAGS_OF_KEYS",
+                                                                                          default=None)
+"""The flags of the config keys a command's flags set, within :func:`keys_as_flags` (:func:`said_as`)."""
+
+
+def said_as(key: str) -> str:
+    """How the user sets config key ``key``, for advice: the flag of the command running, within
+    :func:`keys_as_flags` (``--workers`` for data.num_workers in ``mme demo`` and ``mme bench pipeline``), else
+    the key."""
+    return (_FLAGS_OF_KEYS.get() or {}).get(key, key)
+
+
 @contextlib.contextmanager
 def keys_as_flags(flags: dict[str, str]) -> Iterator[None]:
     """A ConfigError raised within whose message starts with a config key of ``flags`` (the keys a command's flags
     set, ``{"model.num_frames": "--frames"}``), said with the flag the user gave instead of the key: ``--frames 3 is
-    not a multiple of tubelet_size 2``, ``--preset: unknown preset 'x'; ...`` (``config key 'model.preset': ...``)."""
+    not a multiple of tubelet_size 2``, ``--preset: unknown preset 'x'; ...`` (``config key 'model.preset': ...``).
+    Advice given within names the flag too (:func:`said_as`)."""
+    token = _FLAGS_OF_KEYS.set({**(_FLAGS_OF_KEYS.get() or {}), **flags})
     try:
         yield
     except ConfigError as e:
@@ -1109,6 +1124,8 @@ def keys_as_flags(flags: dict[str, str]) -> Iterator[None]:
                 if rest != text and not re.match(r"[\w.]", rest):  # (not model.num_frames_x, model.num_frames.y)
                     raise ConfigError(option + rest) from e
         raise
+    finally:
+        _FLAGS_OF_KEYS.reset(token)
 
 
 def absolute_path(path: str | os.PathLike) -> str:
@@ -1395,12 +1412,13 @@ def usable_cores() -> int:
     return core_share()[0]
 
 
-def workers_advice(workers: int, cores: int, option: str = "data.num_workers") -> str:
+def workers_advice(workers: int, cores: int, option: str | None = None) -> str:
     """What suits a machine of ``cores`` usable cores where ``workers`` loader workers outnumber them (``option``:
-    their setting), each then waiting for the CPU beside the process that reads from them: "" where they do not."""
+    their setting; default: data.num_workers as the command running sets it, :func:`said_as`), each then waiting for
+    the CPU beside the process that reads from them: "" where they do not."""
     if workers <= cores:
         return ""
-    return f"{option}={max(0, cores - 1)} suits this machine"
+    return f"{option or said_as('data.num_workers')}={max(0, cores - 1)} suits this machine"
 
 
 def launch_ranks() -> tuple[int, int]:

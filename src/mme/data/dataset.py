@@ -68,6 +68,7 @@ from mme.utils import (
     keep_freed_memory,
     launch_ranks,
     opencv_settings,
+    said_as,
     usable_cores,
     workers_advice,
 )
@@ -262,10 +263,12 @@ _WORKERS_SAID: set[tuple[int, int]] = set()
 ``option`` named (a demo's probe splits, under ``--workers``, then its runs; a fine-tuning's run and test splits)."""
 
 
-def make_loader(dataset: Dataset, option: str = "data.num_workers", **kwargs) -> DataLoader:
+def make_loader(dataset: Dataset, option: str | None = None, **kwargs) -> DataLoader:
     """``DataLoader(dataset, **kwargs)``, with a warning, once per process (:data:`_WORKERS_SAID`), where its workers
-    outnumber the usable cores (:func:`mme.utils.usable_cores`), naming ``option`` (their setting) and what suits the
-    machine; torch's own, said twice (here and at :func:`start_workers`), is left out."""
+    outnumber the usable cores (:func:`mme.utils.usable_cores`), naming ``option`` (their setting; default:
+    data.num_workers as the command running sets it, :func:`mme.utils.said_as`) and what suits the machine; torch's
+    own, said twice (here and at :func:`start_workers`), is left out."""
+    option = option or said_as("data.num_workers")
     workers, cores = kwargs.get("num_workers", 0), usable_cores()
     if (advice := workers_advice(workers, cores, option)) and (workers, cores) not in _WORKERS_SAID:
         _WORKERS_SAID.add((workers, cores))

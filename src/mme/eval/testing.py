@@ -315,14 +315,14 @@ def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_workers: int, desc: str = "test",
-                 progress: bool = True, option: str = "data.num_workers"):
+                 progress: bool = True, option: str | None = None):
     """Batches (see :func:`collate_views`) of ``dataset`` items at ``indices`` (default all), in order, with a
     progress bar counting failures; the first :data:`~mme.data.lists.SHOWN` failures are warned about one by one,
     the later ones counted each time their number doubles and at the end (:class:`mme.utils.Tally`: a wrong
     ``--root`` on Kinetics' 240k videos is some 20 lines, not one per video). Under torchrun a rank's ``indices``
     are its share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts. ``option``:
     the caller's setting of ``num_workers``, which a warning of more workers than cores names
-    (:func:`~mme.data.dataset.make_loader`)."""
+    (:func:`~mme.data.dataset.make_loader`; default: data.num_workers as the command running sets it)."""
     from mme.data.dataset import make_loader, start_workers
     from mme.train.distributed import get_rank, get_world_size
     from mme.train.interrupts import ignore_in_worker

@@ -136,7 +136,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
         try:  # (its summaries would name a temporary folder, removed on the way out)
-            run = pretrain(run_cfg, printed=False)
+            with keys_as_flags(FLAGS):  # (its advice names --workers, --steps)
+                run = pretrain(run_cfg, printed=False)
         except Interrupted as e:  # its advice (its checkpoint, --resume auto) is of a folder removed on the way out
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
                               "nothing is kept: run it again", e.exit_code) from e
