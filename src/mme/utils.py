@@ -1333,8 +1333,8 @@ def env_int(name: str, default: int, least: int = 0) -> int:
 
 
 CGROUP_FS = Path("/sys/fs/cgroup")
-"""Where the cgroups are mounted: v2's at the top, v1's a folder per controller (``cpu``, ``cpu,cpuacct``,
-``cpuset``)."""
+"""Where the cgroups are mounted: v2's at the top, v1's a folder per controller (``cpu``,
+``cpu,cpuacct``)."""
 PROC_CGROUP = Path("/proc/self/cgroup")
 """This process's cgroups: ``0::/path`` (v2), ``N:cpu,cpuacct:/path`` (v1)."""
 
