@@ -136,6 +136,26 @@ def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path,
         "data.num_workers=0 suits this machine"]
 
 
+def test_loader_workers_beside_a_nodes_cores_are_said_by_rank_0_alone():
+    """Under torchrun every rank warned of its loader workers outnumbering the usable cores, the same line once per
+    rank: the node's ranks share its cores (mme.utils.usable_cores), so rank 0 alone says it
+    (mme.cli.ALIKE_ON_EVERY_RANK), as the run's threads reason."""
+    import subprocess
+    import sys
+
+    script = ("import os, types; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from mme import cli; "
+              "from mme.data.dataset import make_loader; cli._logging_of_ranks(types.SimpleNamespace(verbose=False)); "
+              "make_loader(list(range(4)), batch_size=2, num_workers=2)")
+    said = {}
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        said[rank] = [ln.split("] ", 1)[1] for ln in done.stderr.splitlines() if "loader workers on" in ln]
+    assert said == {0: ["data.num_workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside "
+                        "this process: data.num_workers=0 suits this machine"], 1: []}
+
+
 def test_a_log_stopped_by_a_full_disk_is_recorded_and_the_demos_loss_is_read_from_a_log_that_reaches_the_end(
         synth, tmp_path, monkeypatch, caplog):
     """The disk is briefly full at step 2 of 4: the JSONL logger is dropped (the run goes on), so metrics.jsonl ends

@@ -35,9 +35,10 @@ RUN_BACKEND = "run's data.backend where recorded (pyav-cuda: pyav where CUDA dec
 
 
 ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.checkpoint", "mme.train.engine", "mme.train.precision",
-                       "mme.train.pretrain", "mme.train.finetune", "mme.eval.finetuned")
+                       "mme.train.pretrain", "mme.train.finetune", "mme.eval.finetuned", "mme.data.dataset.workers")
 """The loggers whose warnings every rank of a DDP run raises alike (of the config, the checkpoint read, a checkpoint
---resume auto skips, the schedule, the lists' checks, a periodic validation of the joined reports): shown by rank 0
+--resume auto skips, the schedule, the lists' checks, a periodic validation of the joined reports, loader workers
+beside a node's cores, which its ranks share; a node with other cores than rank 0's is not told): shown by rank 0
 alone, where the others show their own (a video that failed on that rank)."""
 RANKED = ("pretrain", "finetune", "extract", "embed", "probe")
 """The commands that share their work over torchrun's ranks; the others are refused under torchrun, where every rank

@@ -74,6 +74,9 @@ from mme.utils import (
 )
 
 log = logging.getLogger(__name__)
+_workers_log = logging.getLogger(f"{__name__}.workers")
+""":func:`make_loader`'s warning of more workers than cores, alike on a node's ranks (they share its cores:
+:func:`mme.utils.usable_cores`): one of ``mme.cli.ALIKE_ON_EVERY_RANK``, said by rank 0 alone under torchrun."""
 
 SAMPLINGS = ("stride", "segments")
 CROPS = ("multiscale", "random_resized", "center")
@@ -272,8 +275,8 @@ def make_loader(dataset: Dataset, option: str | None = None, **kwargs) -> DataLo
     workers, cores = kwargs.get("num_workers", 0), usable_cores()
     if (advice := workers_advice(workers, cores, option)) and (workers, cores) not in _WORKERS_SAID:
         _WORKERS_SAID.add((workers, cores))
-        log.warning("%s=%d: %d loader workers on %d usable core(s) wait for the CPU in turn, beside this process: %s",
-                    option, workers, workers, cores, advice)
+        _workers_log.warning("%s=%d: %d loader workers on %d usable core(s) wait for the CPU in turn, beside this "
+                             "process: %s", option, workers, workers, cores, advice)
     with _torch_workers_warning_left_out():
         return DataLoader(dataset, **kwargs)
 
