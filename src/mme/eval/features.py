@@ -156,8 +156,7 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
 def _prepare(encoder: torch.nn.Module, device: str | torch.device,
              pooled_norm: torch.nn.Module | None) -> tuple[torch.device, torch.nn.Module | None]:
     """The encoder and the ``pooled_norm`` (a classifier's ``fc_norm``) in eval mode on ``device``: the device and
-    the norm. (The precision to embed in and why: ``choose_precision``'s; auto gives another one on another kind of
-    CPU.)"""
+    the norm."""
     device = torch.device(device)
     encoder.eval().to(device)
     return device, None if pooled_norm is None else pooled_norm.eval().to(device)
