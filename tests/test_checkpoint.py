@@ -1510,23 +1510,20 @@ def test_an_export_into_a_training_runs_folder_is_refused_and_never_read_in_plac
                 f"mme export: error: out {folder}: a training run's folder (it holds {count} checkpoint(s)), whose "
                 "checkpoints an export there would be read in place of; write the export elsewhere\n")
             assert sorted(p.name for p in folder.iterdir()) == before
-    # a run's folder an earlier mme exported into: still the run's, refused naming its newest checkpoint
-    for name in ("config.json", "model.safetensors"):
-        (run / name).write_bytes((src / name).read_bytes())
-    with pytest.raises(CheckpointError, match=r"run: a training run's folder, not a checkpoint \(its config\.json is "
-                                              r"of weights written beside the run's checkpoints, which a folder of "
-                                              r"their own reads\): pass one of its 2 checkpoint\(s\), e\.g\. the "
-                                              r"newest that reads, .*/run/checkpoint-00000010\.pt$"):
-        load_encoder(run)
+    # a run's folder an earlier mme exported into (a folder of kept checkpoints alone too): still the run's, refused
+    # naming its newest checkpoint
+    for folder, count, newest in (
+            (run, 2, r"the newest that reads, .*/run/checkpoint-00000010\.pt"),
+            (kept, 1, r"the newest kept of an epoch, .*/kept/checkpoint-epoch-0001-00000007\.pt")):
+        for name in ("config.json", "model.safetensors"):
+            (folder / name).write_bytes((src / name).read_bytes())
+        with pytest.raises(CheckpointError, match=rf"{folder.name}: a training run's folder, not a checkpoint \(its "
+                                                  r"config\.json is of weights written beside the run's checkpoints, "
+                                                  r"which a folder of their own reads\): pass one of its "
+                                                  rf"{count} checkpoint\(s\), e\.g\. {newest}$"):
+            load_encoder(folder)
     assert cli_main(["embed", str(run), str(tmp_path / "list.txt"), "--out", str(tmp_path / "f.safetensors")]) == 1
     assert "run: a training run's folder, not a checkpoint (its config.json" in capsys.readouterr().err
-    for name in ("config.json", "model.safetensors"):  # a folder of kept checkpoints alone is a run's too
-        (kept / name).write_bytes((src / name).read_bytes())
-    with pytest.raises(CheckpointError, match=r"kept: a training run's folder, not a checkpoint \(its config\.json "
-                                              r"is of weights written beside the run's checkpoints, which a folder "
-                                              r"of their own reads\): pass one of its 1 checkpoint\(s\), e\.g\. the "
-                                              r"newest kept of an epoch, .*/kept/checkpoint-epoch-0001-00000007\.pt$"):
-        load_encoder(kept)
 
 
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
