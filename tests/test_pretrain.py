@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from training import FP32, run, tiny
+from training import FP32, run, tiny, tiny_config
 
 from mme import cli
 from mme.config import load_config
@@ -489,11 +489,65 @@ def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_che
     assert isinstance(raised.value, MMEError) and raised.value.__cause__ is error
     text = str(raised.value)
     assert text.startswith("step 2: out of memory (") and "\n" not in text, text
-    assert text.endswith("lower data.num_workers or train.batch_size, or the clips' size (data.img_size, "
-                         "data.num_frames). Kept: checkpoint-00000001.pt" if "DataLoader worker" in str(error) else
+    size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
+    assert text.endswith(f"lower data.num_workers or train.batch_size, or {size}. Kept: checkpoint-00000001.pt"
+                         if "DataLoader worker" in str(error) else
                          "lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
-                         "train.activation_checkpointing=true, or lower the clips' size (data.img_size, "
-                         "data.num_frames). Kept: checkpoint-00000001.pt"), text
+                         f"train.activation_checkpointing=true, or lower {size}. Kept: checkpoint-00000001.pt"), text
+    # the clips' size lowered as said is taken (data.img_size alone: "differs from model.img_size ... set both")
+    cfg = tiny_config("tiny_cpu_pixel", synth, tmp_path / "smaller", "data.img_size=48", "model.img_size=48")
+    assert (cfg.data.img_size, cfg.model.img_size) == (48, 48)
+
+
+@pytest.mark.parametrize("in_worker", [False, True])
+def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_command_takes(in_worker, tmp_path,
+                                                                                           capsys, monkeypatch):
+    """A step out of memory in ``mme demo`` advised "lower train.batch_size (raising train.accum_steps ...)" and, in a
+    loader worker, "lower data.num_workers or train.batch_size": the demo refuses both ("mme demo sets these keys of
+    its runs itself: train.batch_size (fixed: the same in every row)", data.num_workers: "use --workers"); in ``mme
+    bench pipeline``, which takes no key=value at all, every key it named. The advice names each setting as the
+    command takes it (mme.utils.said_as within keys_as_flags), leaving out those it does not take."""
+    from mme import demo
+    from mme.train import bench_pipeline, loop
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    error = MemoryError("Caught MemoryError in DataLoader worker process 0.") if in_worker else RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+        "allocate 9437184 bytes. Error code 12 (Cannot allocate memory)")
+    real_step = loop.train_step
+
+    def step(run, stream):
+        if run.step == 1:
+            raise error
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 1
+    said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme demo: error:")]
+    size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
+    assert len(said) == 1 and said[0].endswith(
+        f"; lower --workers, or {size}. Kept: no earlier checkpoint" if in_worker else
+        f"; set train.activation_checkpointing=true, or lower {size}. Kept: no earlier checkpoint"), said
+    # what it advises, the demo takes: its runs' config built with each override as said
+    for extra in (["train.activation_checkpointing=true"], ["data.img_size=48", "model.img_size=48"],
+                  ["data.num_frames=8", "model.num_frames=8"]):
+        s = demo.demo_settings(out, quick=True, workers=0, overrides=extra)  # (as mme demo --quick KEY=VALUE)
+        cfg = demo._pretrain_config(s, "mme", 0, out / "data/train.txt")
+        assert all(str(getattr(getattr(cfg, o.split(".")[0]), o.split("=")[0].split(".")[1])).lower()
+                   == o.split("=")[1] for o in extra), extra
+    with pytest.raises(ConfigError, match="train.batch_size"):  # (which it advised before)
+        demo.DemoSettings(out=out, overrides=["train.batch_size=2"])
+
+    monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)  # (not this test's: time)
+    monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
+    assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
+                     "--steps", "3", "--workers", "0", "--clips-per-s", "100"]) == 1
+    said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench: error:")]
+    assert len(said) == 1 and said[0].endswith(
+        "; lower --workers, or the clips' size (--size, --frames). Kept: no earlier checkpoint" if in_worker else
+        "; lower the clips' size (--size, --frames). Kept: no earlier checkpoint"), said
 
 
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):

@@ -387,7 +387,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             precision, timed = _demo_precision(s, cfg, recorded)
             chosen = precision if timed else None  # the first row's, for every row (a settled one: the config's own)
             try:
-                with keys_as_flags({key: flag for key, flag in DEMO_KEYS.items() if flag}):  # (its advice: --workers)
+                with keys_as_flags(DEMO_KEYS):  # (its advice: --workers, not the batch it fixes)
                     result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train,
                                                                                             precision=chosen)))
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take

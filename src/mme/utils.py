@@ -1095,30 +1095,39 @@ def check_given_once(option: str, values: Collection, why: str, each: str = "", 
         raise ConfigError(f"{option} {shown}: give each {each + ' ' if each else ''}once ({why})")
 
 
-_FLAGS_OF_KEYS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("_FLAGS_OF_KEYS",
-                                                                                          default=None)
-"""The flags of the config keys a command's flags set, within :func:`keys_as_flags` (:func:`said_as`)."""
+_FLAGS_OF_KEYS: contextvars.ContextVar[tuple[Mapping[str, str | None], bool] | None] = contextvars.ContextVar(
+    "_FLAGS_OF_KEYS", default=None)
+"""The flags of the config keys a command's flags set, and whether it takes key=value overrides of the others,
+within :func:`keys_as_flags` (:func:`said_as`)."""
 
 
-def said_as(key: str) -> str:
+def said_as(key: str) -> str | None:
     """How the user sets config key ``key``, for advice: the flag of the command running, within
-    :func:`keys_as_flags` (``--workers`` for data.num_workers in ``mme demo`` and ``mme bench pipeline``), else
-    the key."""
-    return (_FLAGS_OF_KEYS.get() or {}).get(key, key)
+    :func:`keys_as_flags` (``--workers`` for data.num_workers in ``mme demo`` and ``mme bench pipeline``); None
+    where that command gives no way to set it (a key it fixes, as ``mme demo`` its batch, or any other key of a
+    command that takes no key=value overrides, as ``mme bench pipeline``), which advice then leaves out; else the
+    key."""
+    flags, overrides = _FLAGS_OF_KEYS.get() or ({}, True)
+    return flags[key] if key in flags else key if overrides else None
 
 
 @contextlib.contextmanager
-def keys_as_flags(flags: dict[str, str]) -> Iterator[None]:
+def keys_as_flags(flags: dict[str, str | None], overrides: bool = True) -> Iterator[None]:
     """A ConfigError raised within whose message starts with a config key of ``flags`` (the keys a command's flags
     set, ``{"model.num_frames": "--frames"}``), said with the flag the user gave instead of the key: ``--frames 3 is
     not a multiple of tubelet_size 2``, ``--preset: unknown preset 'x'; ...`` (``config key 'model.preset': ...``).
-    Advice given within names the flag too (:func:`said_as`)."""
-    token = _FLAGS_OF_KEYS.set({**(_FLAGS_OF_KEYS.get() or {}), **flags})
+    Advice given within names the flag too (:func:`said_as`), and leaves out a key whose flag is None (one the
+    command fixes) and, where ``overrides`` is false (a command without key=value overrides), every key not in
+    ``flags``."""
+    outer, outer_overrides = _FLAGS_OF_KEYS.get() or ({}, True)
+    token = _FLAGS_OF_KEYS.set(({**outer, **flags}, outer_overrides and overrides))
     try:
         yield
     except ConfigError as e:
         text = str(e)
         for key, option in flags.items():
+            if option is None:
+                continue
             for said in (f"config key '{key}'", key):
                 rest = text.removeprefix(said)
                 if rest != text and not re.match(r"[\w.]", rest):  # (not model.num_frames_x, model.num_frames.y)

@@ -136,7 +136,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
         try:  # (its summaries would name a temporary folder, removed on the way out)
-            with keys_as_flags(FLAGS):  # (its advice names --workers, --steps)
+            with keys_as_flags(FLAGS, overrides=False):  # (its advice names --workers, --size, no other key)
                 run = pretrain(run_cfg, printed=False)
         except Interrupted as e:  # its advice (its checkpoint, --resume auto) is of a folder removed on the way out
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
