@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import random
 import re
+import shlex
 import tempfile
 
 import numpy as np
@@ -417,14 +418,21 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
 
     # 8 frames at stride 4 span 29 raw frames of the synth's 24: two steps of 4 clips read 8 videos
     said = warned("tiny_cpu_pixel", "data.stride=4")
+    listed, root = (o.split("=", 1)[1] for o in synth)
+    check = f"mme check {listed} --root {root} --min-frames 29"  # (was `mme check --min-frames 29`: no list given)
     assert said == ["data: 4 of the 4 videos read so far hold fewer raw frames than the 29 a clip spans "
                     "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
                     "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
-                    "(`mme check --min-frames 29` names them)",
+                    f"(`{check}` names them)",
                     "data: 8 of the 8 videos read over the run hold fewer raw frames than the 29 a clip spans "
                     "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
                     "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
-                    "(`mme check --min-frames 29` names them)"], said
+                    f"(`{check}` names them)"], said
+    # the command as said runs, and names each of the list's videos short
+    report = tmp_path / "check.json"
+    assert cli.main([*shlex.split(check)[1:], "--out", str(report)]) == 0
+    checked = json.loads(report.read_text())
+    assert (checked["videos"], checked["counts"], checked["min_frames"]) == (16, {"short": 16}, 29), checked
     # tracks of 12 from the last tubelet's start (12) reach raw frame 24: a window of 25
     said = warned("tiny_cpu_mme", "target.track_length=12", "data.num_workers=1")
     assert len(said) == 2 and said[0].startswith("data: ") and "than the 25 a clip spans (data.num_frames=8 at " \
@@ -929,6 +937,29 @@ def test_bench_pipelines_workers_on_one_core_are_said_naming_its_flag(tmp_path, 
         "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
     assert "a 3-step MME run with 2 workers" in capsys.readouterr().out
+
+
+def test_bench_pipelines_clips_longer_than_its_video_are_said_with_its_flags_and_no_list(tmp_path, caplog,
+                                                                                          monkeypatch):
+    """``mme bench pipeline --video`` of a video shorter than its clips warned "lower data.stride or
+    target.track_length, or leave them out of the list (`mme check --min-frames 31` names them)": keys it does not
+    take (its flag is --stride; the track length is its own), and a list of its own in a folder it removes. It names
+    --stride alone (mme.utils.said_as within keys_as_flags)."""
+    from videos import affine_video, write_video
+
+    from mme.train import bench_pipeline
+
+    write_video(tmp_path / "short.mp4", affine_video(20, 96, 96, dx=1.0)[0])
+    # (the workers' timings and the track cache come before the run and are not this test's: skipped for time)
+    monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
+    monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert cli.main(["bench", "pipeline", "--video", str(tmp_path / "short.mp4"), "--size", "64", "--frames", "8",
+                         "--stride", "4", "--clips", "1", "--steps", "3", "--workers", "0", "--clips-per-s",
+                         "100"]) == 0
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
+    assert said and all(m.endswith("the shortest holds 20): their clips repeat their last frame, and train on frozen "
+                                   "frames; lower --stride") for m in said), said
 
 
 def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):

@@ -528,17 +528,26 @@ def warn_short(run: Run, in_all: bool = False) -> None:
                                                  f"at data.stride={d.stride}") + (
         f", and target.track_length={run.cfg.target.track_length}: {tracks} more for the last tubelet's tracks"
         if tracks > 0 else "")
+    # each setting as the command running takes it, those it does not take left out (mme.utils.said_as: mme bench
+    # pipeline's --frames, --stride; its list is its own), and the check of the run's own list and root
+    frames, model_frames, stride, length = (said_as(k) for k in ("data.num_frames", "model.num_frames",
+                                                                 "data.stride", "target.track_length"))
     if d.num_frames > fewest:  # even at stride 1 the clip is longer: no stride fits it
-        advice = "data.num_frames (with model.num_frames)" + (" and target.track_length" if tracks > 0 else "")
+        lowered = ([frames + (f" (with {model_frames})" if model_frames != frames else "")] if frames else []) + (
+            [length] if tracks > 0 and length else [])
+        advice = " and ".join(lowered)
     else:  # a stride above 1, or tracks, lengthen the window past the clip's frames
-        advice = " or ".join((["data.stride"] if d.stride > 1 and not segments else [])
-                             + (["target.track_length"] if tracks else []))
+        advice = " or ".join(([stride] if d.stride > 1 and not segments and stride else [])
+                             + ([length] if tracks and length else []))
+    listed = getattr(run.data, "_listed", None)
+    check = (f"leave them out of the list (`mme check {listed()} --min-frames {window}` names them)"
+             if listed is not None and said_as("data.list_file") else "")
+    advice = ", or ".join(([f"lower {advice}"] if advice else []) + ([check] if check else []))
     where = " on this rank" if dist.get_world_size() > 1 else ""
     log.warning("data: %d of the %d videos read%s %s hold fewer raw frames than the %d a clip spans (%s; the "
-                "shortest holds %d): their clips %s, and train on frozen frames; lower %s, or leave them out of the "
-                "list (`mme check --min-frames %d` names them)", short, read, where,
+                "shortest holds %d): their clips %s, and train on frozen frames%s", short, read, where,
                 "over the run" if in_all else "so far", window, keys, fewest, run.data.short_clip_effect(fewest),
-                advice, window)
+                f"; {advice}" if advice else "")
     run.short_videos_said = short
 
 
