@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -147,14 +148,24 @@ def test_videos_shorter_than_a_clip_are_counted_in_one_warning_as_training_count
         assert np.isfinite(np.load(out)).all()  # (every video embedded)
         return [r.getMessage() for r in caplog.records if "a clip spans" in r.getMessage()]
 
+    # the check names the list and its root (before: `mme check --min-frames 7`, which fails: no list given)
+    check = f"mme check {tmp_path / 'list.txt'} --root {tmp_path}"
     assert said("list.txt", stride=2, clips=2) == [  # before: nothing
         "embed: 2 of the 3 videos read hold fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
-        "shortest holds 1): their clips repeat their last frame, features of frozen frames (`mme check --min-frames "
+        f"shortest holds 1): their clips repeat their last frame, features of frozen frames (`{check} --min-frames "
         "7` names them)"]
     assert said("list.txt", segments=True) == [
         "embed: 2 of the 3 videos read hold fewer raw frames than the 4 a clip spans (4 frames in TSN segments; the "
-        "shortest holds 1): their clips draw frames more than once, features of frozen frames (`mme check "
+        f"shortest holds 1): their clips draw frames more than once, features of frozen frames (`{check} "
         "--min-frames 4` names them)"]
+    # the command as said runs, and names the 2 short videos
+    from mme import cli
+    assert cli.main([*shlex.split(check)[1:], "--min-frames", "7", "--out", str(tmp_path / "check.json")]) == 0
+    assert json.loads((tmp_path / "check.json").read_text())["counts"] == {"short": 2, "ok": 1}
+    # one video embedded (no list for mme check to read): the warning names no check
+    assert said("s1.mp4", stride=2) == [
+        "embed: 1 of the 1 videos read hold fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
+        "shortest holds 1): their clips repeat their last frame, features of frozen frames"]
     assert said("long.txt", stride=2) == []  # (12 frames hold a window of 7)
 
 

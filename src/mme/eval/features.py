@@ -883,8 +883,9 @@ def _warn_short(dataset: Dataset) -> None:
     how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
     where = " on this rank" if dist.get_world_size() > 1 else ""
     log.warning("embed: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
-                "holds %d): their clips %s, features of frozen frames (`mme check --min-frames %d` names them)",
-                short, read, where, window, how, fewest, dataset.short_clip_effect(fewest), window)
+                "holds %d): their clips %s, features of frozen frames%s", short, read, where, window, how, fewest,
+                dataset.short_clip_effect(fewest), f" (`mme check {listed} --min-frames {window}` names them)"
+                if (listed := getattr(dataset, "checked_as", None)) else "")
 
 
 def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any],

@@ -25,6 +25,8 @@ from mme.utils import (
     absolute_path,
     atomic_path,
     atomic_write_json,
+    command_option,
+    command_path,
     error_reason,
     literal,
     literal_text,
@@ -241,8 +243,10 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
         stride, segments, orientation, backend = checkpoint.run_views(
             stride, segments, orientation, "build_test_set", ("stride= or segments=", "orientation=", "backend="),
             backend)
+    listed = entries is not None
     if entries is None:
         entries = _source_entries(Path(source))
+        listed = _is_list(Path(source))
     labelled = all(e.label is not None for e in entries)
     # ClassificationDataset reads labelled lists: write one of the paths as given, read under ``root`` (so that a
     # list's digest is of its paths under the root, as training's: nodes mounting one list's videos at other roots
@@ -257,27 +261,36 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
                          index_dir=index_dir, max_failure_fraction=1.0, root=root or "", **given)
         dataset = ClassificationDataset(cfg, mode="test", seed=seed)
     dataset.labelled = labelled
+    # the list and root as the user gave them, for a command to run (`mme check`): not the list written above
+    dataset.checked_as = (command_path(source) + (f" {command_option('--root', root)}" if root else "")
+                          if listed else None)
     return dataset
 
 
 def _source_entries(source: Path) -> list[ListEntry]:
     """The entries of :func:`build_test_set`'s ``source``: a list file's, or one of a video file."""
-    from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list
+    from mme.data.lists import ListEntry, read_list
 
     if source.is_dir():
         raise DataError(f"{source}: a folder, not a list file or video (`mme lists folder` lists a folder of class "
                         f"folders)")
     if not source.is_file():
         raise DataError(f"{source}: no such list file or video")
+    # a video named on the command line is where it says, not under ``root``
+    return read_list(source, strict=True)[0] if _is_list(source) else [ListEntry(absolute_path(source))]
+
+
+def _is_list(source: Path) -> bool:
+    """Whether the file ``source`` is read as a list file (else as one video)."""
+    from mme.data.lists import LIST_EXTS, VIDEO_EXTS
+
     with open(source, "rb") as f:
         head = f.read(4096)
     # Containers have NUL bytes in their headers, text has none; YUV4MPEG2 (a text header, then raw pixels) is
     # told by its signature. An empty or non-UTF-8 list goes to the list reader, which says what is wrong with it.
     suffix = source.suffix.lower()
-    is_list = suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head
-                                      and not head.startswith(b"YUV4MPEG2"))
-    # a video named on the command line is where it says, not under ``root``
-    return read_list(source, strict=True)[0] if is_list else [ListEntry(absolute_path(source))]
+    return suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head
+                                   and not head.startswith(b"YUV4MPEG2"))
 
 
 class GuardedTestSet(Dataset):
