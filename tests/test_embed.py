@@ -1748,3 +1748,39 @@ def test_extract_features_records_and_logs_the_precision_auto_resolved_to(setup,
     asked = extract_features(enc, ds, batch_size=4, progress=False, precision="fp32")
     assert asked.precision == "fp32"
     assert not torch.equal(asked.x[asked.valid], features.x[features.valid])  # bf16's rows are not fp32's
+
+
+def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_it(setup, tmp_path, caplog,
+                                                                                  monkeypatch):
+    """``mme embed LIST --root R --index-dir EMPTY`` advised "`mme check LIST --index-dir EMPTY` fills it": the
+    list a placeholder and its root left out, so the command, with the list put in, found none of its relative
+    paths (each 'missing') and filled nothing. It names the list and --root as given, and runs as said."""
+    import logging
+
+    from mme import cli
+
+    root, ckpt = setup
+    (tmp_path / "ok.txt").write_text("v0.mp4 0\nv1.mp4 1\n")  # (relative to the root)
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.chdir(tmp_path)  # (the list as the user gives it: from the working folder)
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert cli.main(["embed", str(ckpt), "ok.txt", "--root", str(root), "--out", "f.npy", "--index-dir", "index",
+                         "--workers", "0"]) == 0
+    said = [r.getMessage() for r in caplog.records if "holds no frame index" in r.getMessage()]
+    assert said == [f"--index-dir index holds no frame index yet: `mme check ok.txt --root {root} --index-dir index` "
+                    "fills it"], said
+    command = said[0].split("`")[1]
+    assert cli.main([*shlex.split(command)[1:], "--out", "check.json", "--min-frames", "1"]) == 0
+    assert json.loads((tmp_path / "check.json").read_text())["counts"] == {"ok": 2}
+    # (the old advice with the list put in finds none of them)
+    assert cli.main(["check", "ok.txt", "--index-dir", "index", "--out", "old.json", "--min-frames", "1"]) == 1
+    assert json.loads((tmp_path / "old.json").read_text())["counts"] == {"missing": 2}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme"):  # one video: no list for mme check, no command said
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        assert cli.main(["embed", str(ckpt), str(root / "v0.mp4"), "--out", "g.npy", "--index-dir", "empty",
+                         "--workers", "0"]) == 0
+    assert [r.getMessage() for r in caplog.records if "holds no frame index" in r.getMessage()] == [
+        "--index-dir empty holds no frame index yet"]

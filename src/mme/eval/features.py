@@ -50,6 +50,7 @@ from mme.utils import (
     check_count,
     check_folder_held,
     check_output,
+    command_option,
     error_reason,
     file_path,
     flag,
@@ -780,13 +781,15 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ck, encoder, stride, segments, orientation, backend, checkpoint_id = read or read_encoder(
             checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
             orientation=orientation, backend=backend, index_dir=index_dir)
-        if index_dir is not None and not any(Path(index_dir).iterdir()):  # (of a backend that keeps one: above)
-            log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it",
-                        index_dir, index_dir)
+        unindexed = index_dir is not None and not any(Path(index_dir).iterdir())  # (a backend that keeps one: above)
         dev, pooled_norm = _prepare(encoder, on, ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir,
                                entries=entries)
+        if unindexed:  # the check of the list and root as given (before: `mme check LIST`, a list's root left out)
+            listed = getattr(dataset, "checked_as", None)
+            log.warning("--index-dir %s holds no frame index yet%s", index_dir,
+                        f": `mme check {listed} {command_option('--index-dir', index_dir)}` fills it" if listed else "")
         n = len(dataset)
         check_output(out, "--out")
         fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),
