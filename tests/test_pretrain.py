@@ -463,6 +463,20 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
     assert warned("tiny_cpu_pixel", "data.sampling=segments") == []  # (8 segments of 24 frames)
 
 
+def _second_step_raises(monkeypatch, error: BaseException) -> None:
+    """The training step raises ``error`` at the run's second step (its first checkpoint written)."""
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def step(run, stream):
+        if run.step == 1:
+            raise error
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", step)
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
                  "tried to allocate 9437184 bytes. Error code 12 (Cannot allocate memory)"),
@@ -478,16 +492,7 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
 def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_checkpoint(error, synth, tmp_path,
                                                                                            monkeypatch):
     # before: torch's allocator error was a ~30-line traceback; any other RuntimeError is still raised as it was
-    from mme.train import loop
-
-    real_step = loop.train_step
-
-    def step(run, stream):
-        if run.step == 1:
-            raise error
-        return real_step(run, stream)
-
-    monkeypatch.setattr(loop, "train_step", step)
+    _second_step_raises(monkeypatch, error)
     with pytest.raises((MMEError, RuntimeError)) as raised:
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "train.ckpt_every=1", "model.depth=1", FP32)
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-00000001.pt"]
@@ -516,21 +521,14 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     bench pipeline``, which takes no key=value at all, every key it named. The advice names each setting as the
     command takes it (mme.utils.said_as within keys_as_flags), leaving out those it does not take."""
     from mme import demo
-    from mme.train import bench_pipeline, loop
+    from mme.train import bench_pipeline
     from mme.train.precision import AUTO_ENV
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
     error = MemoryError("Caught MemoryError in DataLoader worker process 0.") if in_worker else RuntimeError(
         "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
         "allocate 9437184 bytes. Error code 12 (Cannot allocate memory)")
-    real_step = loop.train_step
-
-    def step(run, stream):
-        if run.step == 1:
-            raise error
-        return real_step(run, stream)
-
-    monkeypatch.setattr(loop, "train_step", step)
+    _second_step_raises(monkeypatch, error)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 1
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme demo: error:")]
