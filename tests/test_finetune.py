@@ -537,6 +537,21 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
     assert list(config["id2label"].values()) == synth.classes and config["label2id"][synth.classes[1]] == 1
 
 
+
+def test_finetune_on_videos_shorter_than_a_clip_warns_as_pretraining_does(synth, tmp_path, caplog):
+    """RepeatedClips, fine-tuning's training set, copied its dataset's interface by hand and lacked
+    short_clip_effect: a fine-tuning whose videos are shorter than a clip's window (16 frames against 25) stopped at
+    its first record with an AttributeError. It warns, naming the check of its own list, and trains."""
+    from mme.eval.finetuned import finetune
+
+    with caplog.at_level("WARNING", logger="mme"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=2", "data.stride=8", "data.test_clips=1",
+                                    "data.test_crops=1"))
+    assert res.step == 2
+    said = [r.getMessage() for r in caplog.records if "fewer raw frames than the 25 a clip spans" in r.getMessage()]
+    assert said and all("the shortest holds 16" in m and "frozen frames" in m for m in said), said
+    assert f"mme check {synth.root}/train.txt --root {synth.root} --min-frames 25" in said[-1], said[-1]
+
 def _sigterm_on_the_last_step(monkeypatch):
     """A SIGTERM to this process as its run's last step begins; the real step is returned."""
     import signal

@@ -72,34 +72,13 @@ class RepeatedClips(Dataset):
     def __len__(self) -> int:
         return len(self.copies[0])
 
-    def failure_counts(self) -> dict[str, int]:
-        return self.copies[0].failure_counts()
-
-    def short_videos(self) -> tuple[int, int, int]:
-        return self.copies[0].short_videos()
-
-    @property
-    def clip_window(self) -> int:
-        return self.copies[0].clip_window
-
-    @property
-    def bad_lines(self) -> list:
-        return self.copies[0].bad_lines
-
-    @property
-    def failure_codes(self) -> torch.Tensor:
-        return self.copies[0].failure_codes
-
-    @property
-    def list_digest(self) -> str:
-        return self.copies[0].list_digest
-
-    @property
-    def content_digest(self) -> tuple[str, str]:
-        return self.copies[0].content_digest
-
-    def join_failures(self, codes: torch.Tensor) -> None:
-        self.copies[0].join_failures(codes)
+    def __getattr__(self, name: str):
+        """The rest of the dataset's interface (its failures, short videos, clip window, digests, list) is the first
+        copy's, which the copies share: delegated, so that none added to the dataset is missed (a hand-kept copy of
+        it lacked ``short_clip_effect``: fine-tuning on videos shorter than a clip stopped with an AttributeError)."""
+        if name == "copies" or name.startswith("__"):  # (not yet set while unpickled in a loader worker)
+            raise AttributeError(name)
+        return getattr(self.copies[0], name)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         items = [c[key] for c in self.copies]
