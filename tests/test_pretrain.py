@@ -512,6 +512,22 @@ def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_che
     assert (cfg.data.img_size, cfg.model.img_size) == (48, 48)
 
 
+def test_advice_for_a_command_that_takes_none_of_its_settings_is_a_sentence_not_a_traceback():
+    """memory_advice indexed its list of ways at [-1] and make_loader / workers_advice named ``None`` where the
+    command running takes none of those settings (keys_as_flags with no flag for them, no overrides): an IndexError
+    in place of the out-of-memory line, 'None=0 suits this machine'."""
+    from mme.train.loop import memory_advice
+    from mme.utils import keys_as_flags, workers_advice
+
+    with keys_as_flags({"train.batch_size": None}, overrides=False):
+        assert memory_advice(False) == memory_advice(True) == \
+            "this command takes none of the settings that would lower it"
+        assert workers_advice(4, 1) == "data.num_workers=0 suits this machine"
+    with keys_as_flags({"train.batch_size": None, "data.num_workers": "--workers"}):
+        assert memory_advice(True).startswith("lower --workers, or the clips' size (data.img_size with")
+        assert workers_advice(4, 2) == "--workers=1 suits this machine"
+
+
 @pytest.mark.parametrize("in_worker", [False, True])
 def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_command_takes(in_worker, tmp_path,
                                                                                            capsys, monkeypatch):

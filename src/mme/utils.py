@@ -1427,7 +1427,7 @@ def workers_advice(workers: int, cores: int, option: str | None = None) -> str:
     the CPU beside the process that reads from them: "" where they do not."""
     if workers <= cores:
         return ""
-    return f"{option or said_as('data.num_workers')}={max(0, cores - 1)} suits this machine"
+    return f"{option or said_as('data.num_workers') or 'data.num_workers'}={max(0, cores - 1)} suits this machine"
 
 
 def launch_ranks() -> tuple[int, int]:

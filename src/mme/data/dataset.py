@@ -271,7 +271,7 @@ def make_loader(dataset: Dataset, option: str | None = None, **kwargs) -> DataLo
     outnumber the usable cores (:func:`mme.utils.usable_cores`), naming ``option`` (their setting; default:
     data.num_workers as the command running sets it, :func:`mme.utils.said_as`) and what suits the machine; torch's
     own, said twice (here and at :func:`start_workers`), is left out."""
-    option = option or said_as("data.num_workers")
+    option = option or said_as("data.num_workers") or "data.num_workers"
     workers, cores = kwargs.get("num_workers", 0), usable_cores()
     if (advice := workers_advice(workers, cores, option)) and (workers, cores) not in _WORKERS_SAID:
         _WORKERS_SAID.add((workers, cores))

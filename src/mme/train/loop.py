@@ -485,13 +485,16 @@ def memory_advice(in_worker: bool) -> str:
     size = [f"the clips' size ({', '.join(size)})"] if size else []
     if in_worker:
         lowered = " or ".join(k for k in (said_as("data.num_workers"), said_as("train.batch_size")) if k)
-        return "lower " + ", or ".join(([lowered] if lowered else []) + size)
-    batch, accum, checkpointing = (said_as(k) for k in ("train.batch_size", "train.accum_steps",
-                                                         "train.activation_checkpointing"))
-    ways = ([f"lower {batch}" + (f" (raising {accum} keeps the clips a step trains on)" if accum else "")] if batch
-            else []) + ([f"set {checkpointing}=true"] if checkpointing else [])
-    if size:
-        ways.append(f"lower {size[0]}")
+        ways = [f"lower {', or '.join(([lowered] if lowered else []) + size)}"] if lowered or size else []
+    else:
+        batch, accum, checkpointing = (said_as(k) for k in ("train.batch_size", "train.accum_steps",
+                                                             "train.activation_checkpointing"))
+        ways = ([f"lower {batch}" + (f" (raising {accum} keeps the clips a step trains on)" if accum else "")]
+                if batch else []) + ([f"set {checkpointing}=true"] if checkpointing else [])
+        if size:
+            ways.append(f"lower {size[0]}")
+    if not ways:  # (a command that takes none of these settings)
+        return "this command takes none of the settings that would lower it"
     return ", ".join(ways[:-1]) + (", or " if len(ways) > 1 else "") + ways[-1]
 
 
