@@ -1773,6 +1773,7 @@ def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_i
     command = said[0].split("`")[1]
     assert cli.main([*shlex.split(command)[1:], "--out", "check.json", "--min-frames", "1"]) == 0
     assert json.loads((tmp_path / "check.json").read_text())["counts"] == {"ok": 2}
+    assert any(index.iterdir())  # the index it said the command fills
     # (the old advice with the list put in finds none of them)
     assert cli.main(["check", "ok.txt", "--index-dir", "index", "--out", "old.json", "--min-frames", "1"]) == 1
     assert json.loads((tmp_path / "old.json").read_text())["counts"] == {"missing": 2}
