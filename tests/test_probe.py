@@ -492,6 +492,36 @@ def test_a_class_whose_every_training_video_failed_is_warned_about_and_the_train
     assert out.count("(12 videos, 1 failed; 3 of the train list failed") == 2, out
 
 
+def test_each_probes_line_names_the_failures_of_the_lists_it_was_fit_on(synth, tmp_path, capsys):
+    """With --val and --test the linear probe is refitted on train ∪ val, but kNN's bank is the train list alone: a
+    val video that failed was said on kNN's line too, "(12 videos; 1 of the val list failed)"."""
+    import json
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    lines = (r / "train.txt").read_text().splitlines()  # a third of train as val, and a video missing from it
+    (tmp_path / "train.txt").write_text("".join(line + "\n" for i, line in enumerate(lines) if i % 3))
+    (tmp_path / "val.txt").write_text("".join(line + "\n" for i, line in enumerate(lines) if not i % 3)
+                                      + "videos/missing.mp4 1\n")
+    assert main(["probe", str(ckpt), "--train", str(tmp_path / "train.txt"), "--val", str(tmp_path / "val.txt"),
+                 "--test", str(r / "test.txt"), "--root", str(r), "--out", str(tmp_path / "probe"), "--stride", "2",
+                 "--k", "5", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert result["splits"]["val"]["failed"] == 1 and result["knn"]["num_train"] == 8
+    assert result["linear"]["num_fit"] == 12
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines() if line.strip().startswith(("linear:",
+                                                                                                        "knn:"))}
+    assert lines["linear"].endswith("(12 videos; 1 of the val list failed)"), out
+    assert lines["knn"].endswith("(12 videos)"), out
+
+
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):
     """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself); a
     test list naming a train video through a symlink is the same video (before: compared by spelling, probed), and

@@ -479,12 +479,16 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                          "val_carved_from_train": carved and not test_list}
     scored = "test" if test_list else "val" if val_list else "train"
     n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
-    fitted = ["train"] if scored == "train" else [split for split in info if split != scored]  # the lists fit on
-    failed = ("" if not n or scored == "train" else f", {n} failed") + "".join(
-        f"; {info[split]['failed']} of the {split} list failed" for split in fitted if info[split]["failed"])
+    # the lists each method is fit on: the linear probe's every list but the scored one (train ∪ val where a test
+    # list is given), kNN's bank the train list alone (a val list beside a test list is none of its)
+    fitted = {"linear": ["train"] if scored == "train" else [split for split in info if split != scored],
+              "knn": ["train"]}
     for method in ("linear", "knn"):
         if method in result:
             r = result[method]
+            failed = ("" if not n or scored == "train" else f", {n} failed") + "".join(
+                f"; {info[split]['failed']} of the {split} list failed" for split in fitted[method]
+                if info[split]["failed"])
             chosen = ("; on the split its L2 was chosen on: optimistic, give --test" if method == "linear"
                       and r["evaluated_on"] != "test" else "; on a split carved from train (whole source videos), "
                       "give --test" if r["evaluated_on"] != "test" and r["val_carved_from_train"] else "")
