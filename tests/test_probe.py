@@ -288,6 +288,27 @@ def test_a_number_of_classes_below_one_is_refused_in_one_line():
             knn_classify(x[:40], y[:40], x[40:], y[40:], num_classes=given)
     assert len(knn_classify(x[:40], y[:40], x[40:], y[40:], num_classes=torch.tensor(4), k=5)["confusion_matrix"]) == 4
 
+def test_a_weight_decay_grid_or_max_iter_that_cannot_be_fit_is_refused_in_one_line(tmp_path):
+    """linear_probe fitted and reported a negative weight decay (an objective without a minimum), ended a NaN's fit in
+    a RuntimeError and an empty grid in a ValueError of max(), and max_iter=0 left the head unfitted, unsaid;
+    run_probe refuses the grid before any work."""
+    x, y = separable(60, classes=4)
+    for grid, said in (((), r"is empty: give at least one L2 strength to choose from"),
+                       ((-1.0,), r"must be finite numbers >= 0 \(.*\), got -1.0 in \(-1.0,\)"),
+                       ((float("nan"), 1e-3), r"must be finite numbers >= 0 \(.*\), got nan in \(nan, 0.001\)"),
+                       ((1e-3, float("inf")), r"must be finite numbers >= 0 \(.*\), got inf"),
+                       ((True,), r"must be finite numbers >= 0 \(.*\), got True"), (0.1, r"must be a sequence")):
+        with pytest.raises(ConfigError, match=rf"^linear probe: weight_decays {said}"):
+            linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], weight_decays=grid)
+        with pytest.raises(ConfigError, match=rf"^linear probe: weight_decays {said}"):
+            run_probe(tmp_path / "none.pt", tmp_path / "train.txt", tmp_path / "out", weight_decays=grid)
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"^linear probe: max_iter must be an integer of at least 1, got 0$"):
+        linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], max_iter=0)
+    result = linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], weight_decays=[0, 1e-3])
+    assert result["weight_decay"] in (0.0, 1e-3) and set(result["val_top1"]) == {"0", "0.001"}
+
+
 # ---- mme probe end to end on synthetic videos ----------------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,24 @@ log = logging.getLogger(__name__)
 
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """Default L2 grid for the linear probe (coefficient of ½‖W‖² added to the mean cross-entropy)."""
+
+
+def check_weight_decays(weight_decays: Any) -> tuple[float, ...]:
+    """The linear probe's L2 grid, checked before any work, as a tuple of floats: a ConfigError naming it unless it is
+    a non-empty sequence of finite numbers >= 0 (a negative strength leaves the objective without a minimum and was
+    fitted and reported, a NaN ended in a RuntimeError of the fit, an empty grid in a ValueError of ``max``)."""
+    given = "linear probe: weight_decays"
+    try:
+        grid = tuple(weight_decays)
+    except TypeError:
+        raise ConfigError(f"{given} must be a sequence of L2 strengths to choose from, got {weight_decays!r}") from None
+    if not grid:
+        raise ConfigError(f"{given} is empty: give at least one L2 strength to choose from")
+    for wd in grid:
+        if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not (math.isfinite(wd) and wd >= 0):
+            raise ConfigError(f"{given} must be finite numbers >= 0 (L2 strengths: a negative one leaves the fit "
+                              f"without a minimum), got {wd!r} in {grid!r}")
+    return tuple(float(wd) for wd in grid)
 
 
 def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +210,8 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     label; a DataError where a label is beyond them)."""
     # (``_carve``, :func:`run_probe`'s alone: the split it drew already, ``stratified_split(train_y, val_fraction,
     # seed, groups)``, not drawn again; checked, as it is not drawn here)
+    weight_decays = check_weight_decays(weight_decays)
+    max_iter = check_count(max_iter, 1, "linear probe: max_iter")
     tx, ty = _as_tensors(train_x, train_y, "train")
     if _carve is not None:
         if val_x is not None:
@@ -385,6 +407,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     if not (linear or knn):
         raise ConfigError("--no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them "
                           "(mme embed makes the features alone)")
+    if linear:
+        weight_decays = check_weight_decays(weight_decays)
     if knn:
         check_knn(k, temperature, weighting)
     out_dir = check_output(out_dir, "--out", folder=True, make=False)  # made by embed, the checkpoint read
