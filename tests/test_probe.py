@@ -309,6 +309,26 @@ def test_a_weight_decay_grid_or_max_iter_that_cannot_be_fit_is_refused_in_one_li
     assert result["weight_decay"] in (0.0, 1e-3) and set(result["val_top1"]) == {"0", "0.001"}
 
 
+def test_a_split_given_half_way_is_refused_naming_what_is_missing():
+    """linear_probe given test_y without test_x ignored it and reported on val, unsaid; test_x without test_y (val_x
+    without val_y, a split of knn_classify alike) ended in a numpy object-array TypeError. Each names the missing
+    one."""
+    x, y = separable(80, classes=4)
+    tr, va, te = (x[:40], y[:40]), (x[40:60], y[40:60]), (x[60:], y[60:])
+    for kwargs, given, missing in (({"val_x": va[0]}, "val_x", "val_y"), ({"val_y": va[1]}, "val_y", "val_x"),
+                                   ({"test_x": te[0]}, "test_x", "test_y"), ({"test_y": te[1]}, "test_y", "test_x")):
+        with pytest.raises(DataError, match=rf"^{missing[:-2]}: {missing} not given beside {given}; a split is its "
+                                            r"features \(N, D\) and labels \(N,\): give both$"):
+            linear_probe(*tr, **kwargs, weight_decays=(1e-3,))
+    with pytest.raises(DataError, match=r"^test: test_y not given beside test_x;"):
+        linear_probe(*tr, *va, te[0], None, weight_decays=(1e-3,))
+    with pytest.raises(DataError, match=r"^test: test_y not given beside test_x;"):
+        knn_classify(*tr, te[0], None, k=5)
+    with pytest.raises(DataError, match=r"^train: train_x and train_y not given;"):
+        knn_classify(None, None, *te, k=5)
+    assert linear_probe(*tr, *va, *te, weight_decays=(1e-3,))["evaluated_on"] == "test"
+
+
 # ---- mme probe end to end on synthetic videos ----------------------------------------------------------------
 
 

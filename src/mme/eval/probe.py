@@ -61,6 +61,11 @@ def check_weight_decays(weight_decays: Any) -> tuple[float, ...]:
 
 
 def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    missing = [f"{name}_{part}" for part, given in (("x", x), ("y", y)) if given is None]
+    if missing:  # (a split given half-way was a numpy object-array TypeError)
+        beside = f" beside {name}_{'x' if x is not None else 'y'}" if len(missing) == 1 else ""
+        raise DataError(f"{name}: {' and '.join(missing)} not given{beside}; a split is its features (N, D) and "
+                        "labels (N,): give both")
     x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
@@ -213,12 +218,13 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     weight_decays = check_weight_decays(weight_decays)
     max_iter = check_count(max_iter, 1, "linear probe: max_iter")
     tx, ty = _as_tensors(train_x, train_y, "train")
+    validated, tested = val_x is not None or val_y is not None, test_x is not None or test_y is not None
     if _carve is not None:
-        if val_x is not None:
+        if validated:
             raise DataError("linear probe: a carve of train given with a val split; the carve is the val split "
                             "where none is given: give one of them")
         _carve = _check_carve(_carve, len(ty))
-    if val_x is None:
+    if not validated:
         tr, va = stratified_split(ty, val_fraction, seed, groups) if _carve is None else _carve
         if len(va) == 0:
             raise DataError("linear probe: train split too small to carve a validation split (need ≥ 2 "
@@ -226,9 +232,9 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
         (tx, ty), (vx, vy), carved = (tx[tr], ty[tr]), (tx[va], ty[va]), True
     else:
         (vx, vy), carved = _as_tensors(val_x, val_y, "val"), False
-    if test_x is not None:
+    if tested:
         ex, ey = _as_tensors(test_x, test_y, "test")
-    C = _num_classes("linear probe", num_classes, class_names, [ty, vy] + ([ey] if test_x is not None else []))
+    C = _num_classes("linear probe", num_classes, class_names, [ty, vy] + ([ey] if tested else []))
 
     mean, std = standardizer(tx)
     sx, svx = (tx - mean) / std, (vx - mean) / std
@@ -241,7 +247,7 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     log.info("linear probe: val top-1 per weight decay %s -> %g",
              {f"{wd:g}": round(100 * a, 2) for wd, (a, _) in scores.items()}, best)
 
-    if test_x is None:  # nothing held out: report the selection fit on val
+    if not tested:  # nothing held out: report the selection fit on val
         ex, ey, fx, fy, evaluated = vx, vy, tx, ty, "val"
     else:
         fx, fy, evaluated = torch.cat([tx, vx]), torch.cat([ty, vy]), "test"
