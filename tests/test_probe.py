@@ -297,7 +297,9 @@ def test_a_weight_decay_grid_or_max_iter_that_cannot_be_fit_is_refused_in_one_li
                        ((-1.0,), r"must be finite numbers >= 0 \(.*\), got -1.0 in \(-1.0,\)"),
                        ((float("nan"), 1e-3), r"must be finite numbers >= 0 \(.*\), got nan in \(nan, 0.001\)"),
                        ((1e-3, float("inf")), r"must be finite numbers >= 0 \(.*\), got inf"),
-                       ((True,), r"must be finite numbers >= 0 \(.*\), got True"), (0.1, r"must be a sequence")):
+                       ((True,), r"must be finite numbers >= 0 \(.*\), got True"), (0.1, r"must be a sequence"),
+                       ("1e-3", r"must be a sequence.*got .1e-3."),
+                       ((10 ** 400,), r"must be finite numbers")):
         with pytest.raises(ConfigError, match=rf"^linear probe: weight_decays {said}"):
             linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], weight_decays=grid)
         with pytest.raises(ConfigError, match=rf"^linear probe: weight_decays {said}"):

@@ -48,13 +48,19 @@ def check_weight_decays(weight_decays: Any) -> tuple[float, ...]:
     fitted and reported, a NaN ended in a RuntimeError of the fit, an empty grid in a ValueError of ``max``)."""
     given = "linear probe: weight_decays"
     try:
+        if isinstance(weight_decays, (str, bytes)):  # (a text is a sequence of its characters)
+            raise TypeError
         grid = tuple(weight_decays)
     except TypeError:
         raise ConfigError(f"{given} must be a sequence of L2 strengths to choose from, got {weight_decays!r}") from None
     if not grid:
         raise ConfigError(f"{given} is empty: give at least one L2 strength to choose from")
     for wd in grid:
-        if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not (math.isfinite(wd) and wd >= 0):
+        try:
+            fits = not isinstance(wd, bool) and isinstance(wd, numbers.Real) and math.isfinite(wd) and wd >= 0
+        except OverflowError:  # (an int past float's range)
+            fits = False
+        if not fits:
             raise ConfigError(f"{given} must be finite numbers >= 0 (L2 strengths: a negative one leaves the fit "
                               f"without a minimum), got {wd!r} in {grid!r}")
     return tuple(float(wd) for wd in grid)
