@@ -589,6 +589,42 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_record_of_log_every_steps_sums_them_up_a_skipped_one_counted(synth, tmp_path, monkeypatch):
+    """With train.log_every=4 a record held its own step's values only: step 2 skipped for a NaN loss left
+    skipped=0 in every record. A record gives the means of the steps since the last record (since the resume for
+    the first after one), the loss and the job's metrics over the steps that made their update, and counts the
+    skipped ones: the same run logged at every step, its values averaged per record, gives the same figures."""
+    from mme.train import pretrain as pretraining
+
+    real_forward = pretraining._forward
+
+    def forward(run, inputs):  # step 2's loss is not finite (a diverging batch): skipped, its update not made
+        loss, values = real_forward(run, inputs)
+        return (loss * math.nan if run.step + 1 == 2 else loss), values
+
+    monkeypatch.setattr(pretraining, "_forward", forward)
+    args = ("tiny_cpu_mme", synth)
+    kept = ("train.steps=8", "model.depth=1", "train.batch_size=2", FP32)
+    every = run(*args, tmp_path / "every", *kept, "train.log_every=1").history
+    run(*args, tmp_path / "fours", *kept, "train.log_every=4", "train.stop_after=6")
+    fours = run(*args, tmp_path / "fours", *kept, "train.log_every=4", "train.resume=auto")
+    rows = [json.loads(line) for line in (tmp_path / "fours" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["skipped"]) for r in rows] == [(4, 1), (6, 0), (8, 0)]  # (was 0 in each)
+    assert [r.get("steps") for r in rows] == [4, 2, 2]
+    assert [r["skipped"] for r in every] == [0, 1, 0, 0, 0, 0, 0, 0] and {r["steps"] for r in every} == {1}
+    for r in rows:  # the steps it covers, those that made their update
+        ran = [e for e in every if r["step"] - r["steps"] < e["step"] <= r["step"] and not e["skipped"]]
+        for key in ("loss", "loss_traj", "loss_shape", "valid_traj", "grad_norm"):
+            assert r[key] == pytest.approx(sum(e[key] for e in ran) / len(ran), rel=1e-12), (r["step"], key)
+        assert math.isfinite(r["loss"]) and 0 < r["data_wait"] < 1
+    assert [h["step"] for h in fours.history] == [8] and fours.history[0]["loss"] == rows[-1]["loss"]
+    clips = 2  # a step's clips: its rate is theirs over the steps' seconds, which the run's own time sums
+    assert 2 * clips / fours.history[0]["clips_per_s"] == pytest.approx(fours.step_seconds, rel=1e-9)
+    csv_rows = (tmp_path / "fours" / "metrics.csv").read_text().splitlines()
+    assert "steps" in csv_rows[0].split(",") and len(csv_rows) == 4
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_diagnostic_of_a_diverged_run_says_which_value_was_non_finite_and_advises_clipping_where_it_helps(
         synth, tmp_path):
     """At lr 1e3 the loss stays finite (about 6e14) and the backward overflows: the diagnostic said "non-finite

@@ -4,11 +4,13 @@ and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clea
     setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
 
-Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s`` (the run's, not
+Besides the job's metrics every record logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s`` (the run's, not
 a rank's: the clips of every rank's step over rank 0's time of it; the progress bar's ``clips_s`` too), ``epoch`` (of
 the step's last batch), ``data_failures`` (videos replaced so far, found by any rank, prefetching included, and
-the list's unreadable lines) and ``data_wait``: the fraction of the step spent waiting for batches (rank 0's),
-which says whether the data workers keep up with the model.
+the list's unreadable lines), ``data_wait``: the fraction of the step spent waiting for batches (rank 0's),
+which says whether the data workers keep up with the model, ``skipped`` and ``steps``. A record (every
+``train.log_every`` steps) covers the steps since the last one: ``steps`` counts them, and its values are theirs
+summed up (:class:`LoggedSteps`), not its own step's alone.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     history: list[dict]
-    """The logged metrics records, the last :data:`HISTORY_KEPT` (``metrics.jsonl`` holds them all)."""
+    """The logged metrics records, the last :data:`HISTORY_KEPT` (``metrics.jsonl`` holds them all); each covers
+    the ``steps`` steps since the one before (:class:`LoggedSteps`)."""
     nonfinite_skipped: int
     """Over the whole run, resumed parts included."""
     seconds: float
@@ -179,6 +182,54 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
                                           math.isfinite(metrics["loss"]))  # (the mean: finite on every rank)
     scaler = {"grad_overflow": float(overflow)} if run.scaler.is_enabled() else {}
     return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), **scaler, "data_wait_s": waited}
+
+
+COUNTED = ("skipped", "grad_overflow")
+"""A step's flags that a metrics record counts over the steps it covers (:class:`LoggedSteps`)."""
+
+
+class LoggedSteps:
+    """The steps since the last metrics record (or since this process began its steps: the first record of a
+    resumed run covers the steps since the resume), which the next record sums up: ``steps``, their count; the loss,
+    the job's metrics and ``grad_norm`` (the norm before clipping) as means over the steps that made their update
+    (over all of them where none did: their non-finite values, as a record of one skipped step says them);
+    ``skipped`` and fp16's ``grad_overflow`` as counts; ``clips_per_s`` as their clips over their seconds and
+    ``data_wait`` as their seconds waiting for batches over their seconds. The other keys (``lr``, ``epoch``, ...)
+    are the last step's. The values added are already every rank's (:func:`train_step`), so the means are too."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.steps, self.ran, self.seconds, self.waited = 0, 0, 0.0, 0.0
+        self.sums_ran: dict[str, float] = {}
+        self.sums_all: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
+
+    def add(self, metrics: dict, seconds: float) -> None:
+        """One step's ``metrics`` as :func:`train_step` returns them, which took ``seconds``."""
+        self.steps += 1
+        self.seconds += seconds
+        self.waited += metrics["data_wait_s"]
+        ran = not metrics["skipped"]
+        self.ran += ran
+        for k, v in metrics.items():
+            if k in COUNTED:
+                self.counts[k] = self.counts.get(k, 0.0) + v
+            elif k != "data_wait_s":
+                self.sums_all[k] = self.sums_all.get(k, 0.0) + v
+                if ran:
+                    self.sums_ran[k] = self.sums_ran.get(k, 0.0) + v
+
+    def record(self, step_metrics: dict, clips: int) -> dict:
+        """The record of these steps: ``step_metrics`` (the last step's, in their order) with the values summed up
+        here in place of the step's own, and ``steps``; then cleared for the next."""
+        sums, n = (self.sums_ran, self.ran) if self.ran else (self.sums_all, self.steps)
+        record = {**step_metrics, **{k: v / n for k, v in sums.items()}, **self.counts,
+                  "clips_per_s": clips * self.steps / self.seconds, "data_wait": self.waited / self.seconds,
+                  "steps": self.steps}
+        self.clear()
+        return record
 
 
 def data_failed_together(failed: MMEError | None, device: torch.device) -> None:
@@ -415,7 +466,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     as their clips_per_s counts them)``."""
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
-    path, stopping, step_seconds, skipped = None, None, 0.0, SkippedSteps()
+    path, stopping, step_seconds, skipped, logged = None, None, 0.0, SkippedSteps(), LoggedSteps()
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
         lr, wd = schedule_step(run.optimizer, o, *run.schedule_args(run.step))
@@ -437,16 +488,18 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         run.step += 1
         seconds = time.perf_counter() - tic
         step_seconds += seconds
+        logged.add(metrics, seconds)
         epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
         metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips / seconds, epoch=epoch,
                        data_wait=metrics.pop("data_wait_s") / seconds)
         evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
         stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
         if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
-            metrics["data_failures"] = share_failures(run)  # every rank's
+            record = logged.record(metrics, clips)
+            record["data_failures"] = share_failures(run)  # every rank's
             warn_short(run)
-            logger.log(metrics, run.step)
-            history.append({"step": run.step, **metrics})
+            logger.log(record, run.step)
+            history.append({"step": run.step, **record})
         if not diverged:  # (said by its error)
             skipped.step(run, metrics)
         check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
