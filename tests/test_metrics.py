@@ -315,6 +315,8 @@ def test_the_waiting_fraction_weighs_each_step_by_its_time():
 
     steps = [{"clips_per_s": 10.0, "data_wait": 0.5}, {"clips_per_s": 1.0, "data_wait": 0.0}]  # 0.1 s, 1 s
     assert waiting_fraction(steps) == 0.05 / 1.1
+    # a record of train.log_every=4 steps, its rate theirs: 0.4 s, weighed as its 4 steps (it was as one)
+    assert waiting_fraction([{**steps[0], "steps": 4}, steps[1]]) == pytest.approx(0.2 / 1.4, rel=1e-12)
 
 
 def test_the_loss_curve_is_titled_with_its_run_folder_as_spelt(tmp_path, drawn_text):

@@ -200,6 +200,23 @@ def test_a_log_stopped_by_a_full_disk_is_recorded_and_the_demos_loss_is_read_fro
     assert level["loss_note"] in caplog.text
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_the_demos_loss_of_the_last_tenth_of_the_steps_weighs_each_record_by_its_steps(synth, tmp_path):
+    """50 steps logged every 3: 17 records, the last (forced at the run's end) of steps 49-50 alone. The demo's
+    "loss, last tenth of the steps" averaged the last tenth of the records: that one, 2 steps. It is the mean over
+    steps 46-50, as the same run logged at every step gives it."""
+    from mme.demo import loss_against_mean
+
+    kept = ("train.steps=50", "model.depth=1", "train.batch_size=2", FP32)
+    every = run("tiny_cpu_pixel", synth, tmp_path / "every", *kept, "train.log_every=1").history
+    threes = run("tiny_cpu_pixel", synth, tmp_path / "threes", *kept, "train.log_every=3").history
+    assert len(threes) == 17 and [(r["step"], r.get("steps")) for r in threes[-2:]] == [(48, 3), (50, 2)]
+    cfg = load_config(PretrainConfig, "tiny_cpu_pixel", tiny(*synth, *kept))
+    level = {d: loss_against_mean(cfg, tmp_path / d / "metrics.jsonl", 2)["final_loss"] for d in ("every", "threes")}
+    last = sum(r["loss"] for r in every[-5:]) / 5
+    assert level["every"] == pytest.approx(last, rel=1e-12) and level["threes"] == pytest.approx(last, rel=1e-12)
+
+
 def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_as_it_was(synth, tmp_path):
     """A notebook seeds torch, calls pre-training, then draws: the run seeded the global generator for its weights
     and dropout and left it so, so the caller's draws no longer followed its seed (also after a failed run; numpy's

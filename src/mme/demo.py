@@ -80,7 +80,7 @@ from mme.models.vit import VisionTransformer
 from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
 from mme.train.interrupts import StageStops
-from mme.train.metrics import records_through
+from mme.train.metrics import records_through, steps_of
 from mme.train.precision import bf16_said, choose_device, settled_precision
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import (
@@ -340,12 +340,12 @@ def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
 
 
 def loss_against_mean(cfg: PretrainConfig, metrics: Path, clips: int = 64) -> dict[str, float]:
-    """The run's loss over its last tenth of logged steps (its log ``metrics``, or its CSV where that one stops
-    before the run's last step: :func:`mme.train.metrics.records_through`), against the loss of always predicting the
-    mean target on ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below
-    that level shows a target that has not yet learned anything from the clips. Where neither log reaches the last
-    step (a full disk stopped them), the run's loss is not known: NaN, with a warning and the row's ``loss_note``
-    (the level, which needs no log, is given all the same)."""
+    """The run's loss over its last tenth of steps (:func:`last_steps`; its log ``metrics``, or its CSV where that
+    one stops before the run's last step: :func:`mme.train.metrics.records_through`), against the loss of always
+    predicting the mean target on ``clips`` training clips (as the run's first epoch saw them): a loss that has not
+    fallen below that level shows a target that has not yet learned anything from the clips. Where neither log
+    reaches the last step (a full disk stopped them), the run's loss is not known: NaN, with a warning and the row's
+    ``loss_note`` (the level, which needs no log, is given all the same)."""
     data = pretrain_dataset(cfg)
     picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
     with caller_generator_kept():  # only its loss is used
@@ -357,8 +357,22 @@ def loss_against_mean(cfg: PretrainConfig, metrics: Path, clips: int = 64) -> di
     except DataError as e:
         log.warning("demo: %s; its row has no loss figures", e)
         return {"final_loss": math.nan, **level, "loss_ratio": math.nan, "loss_note": str(e)}
-    final = float(np.mean([h["loss"] for h in history[-max(1, len(history) // 10):]]))
+    losses, weights = zip(*last_steps(history, max(1, cfg.train.steps // 10)))
+    final = float(np.average(losses, weights=weights))
     return {"final_loss": final, **level, "loss_ratio": final / level["mean_prediction_loss"]}
+
+
+def last_steps(records: list[dict], steps: int) -> list[tuple[float, int]]:
+    """The losses of the last ``steps`` steps of a log, each record's with the steps of them it covers (a record of
+    several steps, ``train.log_every``, gives their mean: :func:`mme.train.metrics.steps_of`), to be averaged by
+    them: not a mean over the last records, of which one forced at the run's end may cover a single step."""
+    kept = []
+    for r in reversed(records):
+        if steps <= 0:
+            break
+        kept.append((r["loss"], min(steps_of(r), steps)))
+        steps -= kept[-1][1]
+    return kept
 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],

@@ -35,7 +35,7 @@ from mme.errors import Interrupted
 from mme.motion.extract import extract_cache
 from mme.train.bench import seconds_per_step
 from mme.train.config import PretrainConfig
-from mme.train.metrics import waiting_fraction
+from mme.train.metrics import steps_of, waiting_fraction
 from mme.train.precision import choose_device
 from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
 from mme.utils import (
@@ -142,7 +142,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
                               "nothing is kept: run it again", e.exit_code) from e
         run_meta = json.loads(read_text(tmp / "run" / "run.json"))
-    late = run.history[2:] or run.history  # the first steps include the workers' start
+    # the records of the steps after the first two, which include the workers' start
+    late = [r for r in run.history if r["step"] - steps_of(r) >= 2] or run.history
     measured = clips_per_s is None
     # the model's own rate: the step's clips over its time without the data wait
     rate = statistics.median(r["clips_per_s"] / max(1e-9, 1 - r["data_wait"]) for r in late) if measured \

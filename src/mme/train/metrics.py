@@ -124,10 +124,18 @@ def records_through(out_dir: str | Path, last_step: int) -> list[dict]:
                     f"that failed, a full disk, stopped them), so its loss there is not known")
 
 
+def steps_of(record: dict) -> int:
+    """The optimizer steps a metrics record covers, whose values it sums up (its ``steps``: ``train.log_every``,
+    fewer at a record it forces, mme.train.loop.LoggedSteps); 1 in a log of an mme before that, whose records held
+    their own step's values alone."""
+    return int(record.get("steps", 1))
+
+
 def waiting_fraction(records: list[dict]) -> float:
-    """The fraction of the time of logged steps that they spent waiting for data: each step's ``data_wait``
-    weighted by its seconds (a step's clips are the run's, so ``1 / clips_per_s``), not a mean over steps."""
-    seconds = [1 / r["clips_per_s"] for r in records]
+    """The fraction of the time of logged steps that they spent waiting for data: each record's ``data_wait``
+    weighted by its steps' seconds (a step's clips are the run's, so ``steps / clips_per_s``), not a mean over
+    records."""
+    seconds = [steps_of(r) / r["clips_per_s"] for r in records]
     return sum(r["data_wait"] * s for r, s in zip(records, seconds)) / sum(seconds)
 
 
