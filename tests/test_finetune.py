@@ -929,6 +929,19 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
 
 
+def test_the_logged_lr_is_the_heads_under_layer_decay_and_the_grad_norm_is_before_clipping(synth, tmp_path, capsys):
+    """With layer decay the lower layers train below the logged lr, and clipping scales the gradient after its
+    norm is logged: neither was said. The start summary says whose lr it is; the values bear both out."""
+    from mme.eval.finetuned import finetune
+
+    res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=2", "optim.clip_grad=1e-6"))
+    assert ", layer decay 0.75 (the lr logged is the head's)" in capsys.readouterr().out
+    groups = torch.load(tmp_path / "ft" / "checkpoint-00000002.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert {g["lr"] for g in groups if g["lr_scale"] == 1.0} == {res.history[-1]["lr"]}  # the head's
+    assert min(g["lr"] for g in groups) == pytest.approx(res.history[-1]["lr"] * 0.75 ** 3)  # the embeddings'
+    assert all(r["grad_norm"] > 1e-3 for r in res.history)  # the norm before clipping to 1e-6
+
+
 @pytest.mark.pinned  # every run train.precision=fp32
 def test_a_finetune_run_reads_train_init_once(synth, tmp_path, monkeypatch):
     """``mme finetune`` read its train.init twice: for the architecture, then again for the weights (a third time

@@ -953,7 +953,7 @@ def summary(run: Run, job_lines: list[str]) -> str:
          f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < schedule_total - 1 else
          f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up {run.warmup_steps} "
          f"of {schedule_total} steps: no decay")  # (one step after the warm-up is at the peak: the cosine's start)
-        + (f", layer decay {o.layer_decay}" if o.layer_decay else ""),
+        + (f", layer decay {o.layer_decay} (the lr logged is the head's)" if o.layer_decay else ""),
         f"  {len(run.data)} {run.job.unit}, {run.batches_per_epoch // t.accum_steps} steps/epoch, "
         f"{run.total_steps} steps" + (f", stopping after {t.stop_after}" if t.stop_after else ""),
         f"  parameters {params / 1e6:.2f}M",

@@ -4,13 +4,15 @@ and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clea
     setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
 
-Besides the job's metrics every record logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s`` (the run's, not
-a rank's: the clips of every rank's step over rank 0's time of it; the progress bar's ``clips_s`` too), ``epoch`` (of
-the step's last batch), ``data_failures`` (videos replaced so far, found by any rank, prefetching included, and
-the list's unreadable lines), ``data_wait``: the fraction of the step spent waiting for batches (rank 0's),
-which says whether the data workers keep up with the model, ``skipped`` and ``steps``. A record (every
-``train.log_every`` steps) covers the steps since the last one: ``steps`` counts them, and its values are theirs
-summed up (:class:`LoggedSteps`), not its own step's alone.
+Besides the job's metrics every record logs ``lr`` (the schedule's: with ``optim.layer_decay`` the head's, whose
+``lr_scale`` is 1, the lower layers training at it times theirs: :func:`mme.train.optim.param_groups`),
+``weight_decay`` (of the decayed parameters), ``grad_norm`` (the norm of the gradient before ``optim.clip_grad``
+clips it), ``clips_per_s`` (the run's, not a rank's: the clips of every rank's step over rank 0's time of it; the
+progress bar's ``clips_s`` too), ``epoch`` (of the step's last batch), ``data_failures`` (videos replaced so far,
+found by any rank, prefetching included, and the list's unreadable lines), ``data_wait``: the fraction of the step
+spent waiting for batches (rank 0's), which says whether the data workers keep up with the model, ``skipped`` and
+``steps``. A record (every ``train.log_every`` steps) covers the steps since the last one: ``steps`` counts them,
+and its values are theirs summed up (:class:`LoggedSteps`), not its own step's alone.
 """
 
 from __future__ import annotations
