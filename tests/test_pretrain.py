@@ -642,6 +642,38 @@ def test_a_record_of_log_every_steps_sums_them_up_a_skipped_one_counted(synth, t
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_run_killed_between_records_resumes_with_each_step_in_one_record(synth, tmp_path, monkeypatch):
+    """train.log_every=3, train.ckpt_every=4, killed at step 6: the run resumed from step 4's checkpoint, a step in
+    no record (the record of step 6 never written, the resumed run's first covering steps 5-6): the records' steps
+    added up to 7 of 8. A checkpoint forces a record, a kept epoch's too (train.keep_epochs=[1]: its 8 steps end at
+    step 8, logged every 5), so the records' steps add up to the run's."""
+    from mme.train import pretrain as pretraining
+
+    real_forward, killed_at = pretraining._forward, []
+
+    def forward(run, inputs):  # the kill: the run ends there, the step's record and checkpoint not written
+        if run.step + 1 in killed_at:
+            raise RuntimeError("killed")
+        return real_forward(run, inputs)
+
+    monkeypatch.setattr(pretraining, "_forward", forward)
+    kept = ("model.depth=1", "train.batch_size=2", FP32)
+    for name, settings, kill, records in (
+            ("every", ("train.steps=8", "train.log_every=3", "train.ckpt_every=4"), 6,
+             [(3, 3), (4, 1), (6, 2), (8, 2)]),
+            ("epoch", ("train.steps=12", "train.log_every=5", "train.keep_epochs=[1]"), 10,
+             [(5, 5), (8, 3), (10, 2), (12, 2)])):
+        killed_at[:] = [kill]
+        with pytest.raises(RuntimeError, match="killed"):
+            run("tiny_cpu_mme", synth, tmp_path / name, *kept, *settings)
+        killed_at.clear()
+        run("tiny_cpu_mme", synth, tmp_path / name, *kept, *settings, "train.resume=auto")
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert [(r["step"], r["steps"]) for r in rows] == records, name  # (every: step 4 in none)
+        assert sum(r["steps"] for r in rows) == rows[-1]["step"], name
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_diagnostic_of_a_diverged_run_says_which_value_was_non_finite_and_advises_clipping_where_it_helps(
         synth, tmp_path):
     """At lr 1e3 the loss stays finite (about 6e14) and the backward overflows: the diagnostic said "non-finite

@@ -496,7 +496,11 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                        data_wait=metrics.pop("data_wait_s") / seconds)
         evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
         stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
-        if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
+        kept = run.position["epoch"]  # the epochs done, one more where this step ended one
+        kept = kept if kept > epochs_done and kept in t.keep_epochs else None
+        saving = run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None
+        # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
+        if run.step % t.log_every == 0 or saving or evaluated or diverged:
             record = logged.record(metrics, clips)
             record["data_failures"] = share_failures(run)  # every rank's
             warn_short(run)
@@ -508,9 +512,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
         bar.update(1)
-        kept = run.position["epoch"]  # the epochs done, one more where this step ended one
-        kept = kept if kept > epochs_done and kept in t.keep_epochs else None
-        if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
+        if saving:
             share_failures(run)  # every rank's, for the resumed run to skip them too
             path = save(run)
         if kept is not None:
