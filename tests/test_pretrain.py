@@ -591,11 +591,14 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
 
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     """The error names the last step as logs count them (it named the one before) and that step is logged (it was
-    lost); fp32 runs are not told to use fp32; the loss curve is drawn."""
+    lost); fp32 runs are not told to use fp32; the loss curve is drawn. With train.log_every=8 the record forced at
+    that step sums up the steps since the one before as any record does: the loss of those that made their update,
+    the non-finite ones counted in ``skipped`` (the last step's own values are the error's)."""
+    diverging = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "optim.base_lr=1e35", "optim.warmup_steps=0",
+                 "train.max_nonfinite=2", FP32)
     with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite steps in a row \(loss or gradient; "
                        r"train.max_nonfinite=2\), the last with a non-finite loss and gradient; ") as e:
-        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "optim.base_lr=1e35", "optim.warmup_steps=0",
-            "train.max_nonfinite=2", "train.log_every=1", FP32)
+        run(*diverging, "train.log_every=1")
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and rows[0]["skipped"] == 0  # the first step was fine; the skipped ones are not logged as done
     assert rows[-1]["step"] == int(str(e.value).split(":")[0].split()[1])
@@ -603,6 +606,11 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     assert "use fp32" not in str(e.value)
     assert str(e.value).endswith(". Lower optim.base_lr (optim.clip_grad cannot mend a non-finite gradient).")
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"  # its loss curve, wanted most (was not drawn)
+    with pytest.raises(NonFiniteLossError):
+        run(*diverging, "train.log_every=8", "train.overwrite=true")
+    eights = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["steps"], r["skipped"]) for r in eights] == [(rows[-1]["step"], len(rows), 2)]
+    assert eights[0]["loss"] == pytest.approx(sum(r["loss"] for r in rows[:-2]) / (len(rows) - 2), rel=1e-12)
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
