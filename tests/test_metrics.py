@@ -10,6 +10,7 @@ import sys
 import textwrap
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -426,13 +427,41 @@ def test_the_demos_loss_curves_are_read_from_a_log_that_reaches_the_runs_last_st
     (run / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},{1 / s}\n" for s in range(1, 31)))
     rows = [{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}]
     plot_losses(rows, tmp_path, run / "losses.png", 30)
-    assert "loss (mean of 3)" in drawn_text  # the CSV's 30 steps, not the JSONL's 9 (mean of 1)
+    assert "loss (mean of 3 records)" in drawn_text  # the CSV's 30 steps, not the JSONL's 9 (mean of 1)
     (run / "metrics.jsonl").write_text("")
     (run / "metrics.csv").write_text("step,loss\n1,1.0\n")
     with pytest.raises(DataError, match="its logs do not reach the run's last step, 30 \\(metrics.jsonl holds no "
                                         "record; metrics.csv stops at step 1"):
         plot_losses(rows, tmp_path, run / "losses2.png", 30)
     assert not (run / "losses2.png").exists()
+
+
+def test_the_demos_running_mean_of_the_loss_weighs_each_record_by_its_steps(tmp_path, drawn_text, monkeypatch):
+    """With train.log_every=3 a record's loss is the mean of its 3 steps, one forced at a checkpoint of 1 step: the
+    demo's curve averaged 3 records as 3 values (the record of 1 step weighed as one of 3) and labelled its points
+    "per batch". The running mean is over the steps the records cover, its legend saying records."""
+    from matplotlib.axes import Axes
+
+    from mme.demo_report import plot_losses
+
+    drawn, plot = {}, Axes.plot
+
+    def kept(self, *args, **kwargs):  # each line's values, by its label
+        drawn[kwargs.get("label")] = np.asarray(args[1], dtype=float)
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", kept)
+    run = tmp_path / "run"
+    run.mkdir()
+    covers = [3, 1] * 15  # 30 records: a running mean of 3
+    steps, losses = np.cumsum(covers), [1.0 + i * i % 5 for i in range(30)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": int(s), "loss": v, "steps": n}) + "\n"
+                                               for s, v, n in zip(steps, losses, covers)))
+    plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "l.png", 60)
+    assert "loss (mean of 3 records)" in drawn_text
+    want = [np.dot(losses[i - 2:i + 1], covers[i - 2:i + 1]) / sum(covers[i - 2:i + 1]) for i in range(2, 30)]
+    assert drawn["loss (mean of 3 records)"] == pytest.approx(want, rel=1e-12)  # (was their plain mean)
+    assert drawn["loss (mean of 3 records)"][0] == pytest.approx((3 * 1 + 1 * 2 + 3 * 5) / 7, rel=1e-12)  # not 8 / 3
 
 
 def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_whole(tmp_path, monkeypatch, caplog):
