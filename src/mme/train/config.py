@@ -62,12 +62,12 @@ class TrainConfig:
     out_dir: str = "runs/pretrain"
     """Folder for config.yaml, run.json, metrics, checkpoints and the loss-curve PNG."""
     log_every: int = 1
-    """Write a metrics record every this many optimizer steps (and at the last, a stop, a periodic validation, each
-    checkpoint, so that a run resumed from one goes on from a record and each step is in one record): its
-    values are those of the steps since the record before, or since the run resumed for the first after a resume
-    (``steps`` counts them): the loss, the job's metrics and ``grad_norm`` their means over the steps that made
-    their update, ``skipped`` the count of those that did not, ``clips_per_s`` and ``data_wait`` over their time
-    (mme.train.loop.LoggedSteps)."""
+    """Write a metrics record every this many optimizer steps (and at the last, a stop, a periodic validation, the
+    step a run diverged at, each checkpoint, so that a run resumed from one goes on from a record and each step is
+    in one record): its values are those of the steps since the record before, or since the run resumed for the
+    first after a resume (``steps`` counts them): the loss, the job's metrics and ``grad_norm`` their means over the
+    steps that made their update, ``skipped`` the count of those that did not, ``clips_per_s`` and ``data_wait``
+    over their time (mme.train.loop.LoggedSteps)."""
     ckpt_every: int = 1000
     """Save a checkpoint every this many optimizer steps (and always at the end)."""
     keep_last: int = 3
