@@ -69,7 +69,15 @@ from mme.train.precision import (
     choose_threads,
     make_scaler,
 )
-from mme.utils import held_folders, open_files_for, process_group_up, same_device, torch_as_mme, unlock_folder
+from mme.utils import (
+    held_folders,
+    open_files_for,
+    process_group_up,
+    said_as,
+    same_device,
+    torch_as_mme,
+    unlock_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -578,7 +586,8 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     before any training when an epoch cannot fill one optimizer step. An epoch is a whole number of optimizer
     steps: the batches left over by ``accum_steps`` are dropped, as the last partial batch is (else the spare
     ones ran into the next epoch, and ``train.epochs`` of them covered fewer passes over the data). A warm-up
-    that takes the whole run is warned about."""
+    that takes the whole run is warned about, and so is an epoch that leaves out more than :data:`LEFT_OUT_WARNED`
+    of the items (:func:`left_out_of_epoch`)."""
     batches = num_items // (t.batch_size * world_size)
     if batches < t.accum_steps:
         raise MMEError(f"data: {num_items} {unit} give {batches} batches per epoch of train.batch_size="
@@ -586,6 +595,16 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
                        f"{t.accum_steps} of them ({t.batch_size * world_size * t.accum_steps} {unit}): lower "
                        "train.batch_size or train.accum_steps, or list more videos")
     steps_per_epoch = batches // t.accum_steps
+    if (left := left_out_of_epoch(num_items, steps_per_epoch * t.accum_steps, t.batch_size, world_size)) > \
+            LEFT_OUT_WARNED * num_items:
+        batch, accum = said_as("train.batch_size"), said_as("train.accum_steps")
+        lower, step = " or ".join(k for k in (batch, accum) if k), t.batch_size * world_size * t.accum_steps
+        log.warning("each epoch trains %d of the %d %s, leaving out %d (%.0f%%), others each epoch: an epoch takes "
+                    "whole optimizer steps of %s x %d ranks x %s = %d %s; a list of a multiple of %d leaves none out, "
+                    "and a smaller step leaves out fewer than it%s", num_items - left, num_items, unit, left,
+                    100 * left / num_items, f"{batch}={t.batch_size}" if batch else t.batch_size, world_size,
+                    f"{accum}={t.accum_steps}" if accum else t.accum_steps, step, unit, step,
+                    f" (lower {lower})" if lower else "")
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
     if warmup >= total:
@@ -593,6 +612,17 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
                     "last step and never decays; set optim.warmup_steps or optim.warmup_epochs for a run this short",
                     warmup, total, f": it is shortened to {total}" if warmup > total else "")
     return steps_per_epoch * t.accum_steps, total, min(warmup, total)
+
+
+LEFT_OUT_WARNED = 0.05
+"""The share of the training items an epoch may leave out (:func:`left_out_of_epoch`) unwarned."""
+
+
+def left_out_of_epoch(num_items: int, batches: int, batch_size: int, world_size: int) -> int:
+    """The items of ``num_items`` that an epoch of ``batches`` batches per rank (whole optimizer steps:
+    :func:`schedule_lengths`) of ``batch_size`` over ``world_size`` ranks leaves out: a different random set each
+    epoch (:func:`mme.train.distributed.epoch_batches` draws its order from the seed and epoch)."""
+    return num_items - batches * batch_size * world_size
 
 
 def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_fn: Callable[[], torch.Tensor],
@@ -954,7 +984,10 @@ def summary(run: Run, job_lines: list[str]) -> str:
          f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up {run.warmup_steps} "
          f"of {schedule_total} steps: no decay")  # (one step after the warm-up is at the peak: the cosine's start)
         + (f", layer decay {o.layer_decay} (the lr logged is the head's)" if o.layer_decay else ""),
-        f"  {len(run.data)} {run.job.unit}, {run.batches_per_epoch // t.accum_steps} steps/epoch, "
+        f"  {len(run.data)} {run.job.unit}"
+        + (f", {len(run.data) - left} trained per epoch ({left} left out, others each epoch)" if (
+            left := left_out_of_epoch(len(run.data), run.batches_per_epoch, t.batch_size, world)) else "")
+        + f", {run.batches_per_epoch // t.accum_steps} steps/epoch, "
         f"{run.total_steps} steps" + (f", stopping after {t.stop_after}" if t.stop_after else ""),
         f"  parameters {params / 1e6:.2f}M",
         *job_lines,
