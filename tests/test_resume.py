@@ -842,18 +842,51 @@ def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path,
 
 def test_the_data_position_carries_over_by_samples(caplog):
     """A run resumed with another world size or batch per rank read the checkpoint's batch index as its own:
-    samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length."""
+    samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length. Mid-epoch, another
+    order of the epoch (another list, even edited in place, train.seed or order version) is warned about in one line;
+    at an epoch's start, where no item of it was drawn, it is not (the changed config says it)."""
+    from mme.train import distributed as dist
     from mme.train.engine import data_position
 
-    state = {"data": {"epoch": 1, "batch": 3}, "config": {"train": {"batch_size": 2}},
-             "meta": {"world_size": 2, "items": 40}}
-    assert data_position(state, 40, 4) == {"epoch": 1, "batch": 3}  # 2 ranks x 2 = 1 rank x 4
-    assert data_position(state, 40, 2) == {"epoch": 1, "batch": 6}
+    state = {"data": {"epoch": 1, "batch": 3}, "config": {"train": {"batch_size": 2, "seed": 0}},
+             "meta": {"world_size": 2, "items": 40, "order": dist.ORDER_VERSION}}
     with caplog.at_level(logging.WARNING):
-        assert data_position(state, 40, 8) == {"epoch": 1, "batch": 1}  # 12 samples consumed: 4 drawn again
+        assert data_position(state, 40, 4, 0) == {"epoch": 1, "batch": 3}  # 2 ranks x 2 = 1 rank x 4
+        assert data_position(state, 40, 2, 0) == {"epoch": 1, "batch": 6}
+        assert not caplog.records
+        assert data_position(state, 40, 8, 0) == {"epoch": 1, "batch": 1}  # 12 samples consumed: 4 drawn again
         assert "4 samples of the epoch are drawn again" in caplog.text
-        data_position(state, 44, 4)
-    assert "the training list has 44 items, the checkpoint's run had 40" in caplog.text
+        caplog.clear()
+        data_position(state, 44, 4, 0)
+        data_position(state, 40, 4, 7)
+        data_position(state, 40, 4, 0, other_list=True)
+        data_position({**state, "meta": {"world_size": 2, "items": 40}}, 44, 4, 7)  # (one that records no order)
+        data_position({**state, "data": {"epoch": 2, "batch": 0}}, 44, 4, 7, other_list=True)
+    said = ": the rest of epoch 1 follows another order than the one it began (some of its items seen twice, others " \
+        "not at all)"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the training list has 44 items, the checkpoint's run had 40{said}",
+        f"train.seed is 7, the checkpoint's run had 0{said}",
+        f"the training list's content changed{said}",
+        "the training list has 44 items, the checkpoint's run had 40; train.seed is 7, the checkpoint's run had 0; "
+        f"the data order is version {dist.ORDER_VERSION}, the checkpoint's run had 1{said}"]
+
+
+def test_a_resume_mid_epoch_with_another_seed_says_the_epoch_sees_items_twice(synth, tmp_path, caplog):
+    """--resume auto with another train.seed mid-epoch goes on along the new seed's order from the old position, so
+    some videos of that epoch are trained twice and others not at all: only the changed config was said, while a
+    list of another length had its own warning. The same warning says it; resumed at an epoch's end, not."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=6", "model.depth=1", FP32)  # 4 steps an epoch
+    run(*base, "train.stop_after=2")
+    with caplog.at_level(logging.WARNING, logger="mme.train.engine"):
+        run(*base, "train.stop_after=4", "train.resume=auto", "train.seed=3")
+    assert "train.seed is 3, the checkpoint's run had 0: the rest of epoch 0 follows another order than the one it " \
+        "began (some of its items seen twice, others not at all)" in caplog.text
+    assert "['train.seed: 0 -> 3']" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme.train.engine"):
+        run(*base, "train.resume=auto", "train.seed=4")  # at the end of epoch 0
+    assert "['train.seed: 3 -> 4']" in caplog.text and "seen twice" not in caplog.text
 
 
 def test_a_training_list_edited_in_place_is_a_recorded_change_on_resume(synth, tmp_path, caplog):

@@ -808,7 +808,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         if None not in (old_meta.get(key), run.meta[key]) and old_meta[key] != run.meta[key]  # (no MKL on a GPU)
         and not (key == "device_name" and same_device(old_meta[key], run.meta[key],
                                                       bf16_said(old_meta.get("precision_reason"))))]
-    changed += list_change(state, run.data)
+    changed += (listed := list_change(state, run.data))
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
                        "epochs: mme.train.distributed.ORDER_VERSION)")
@@ -833,7 +833,8 @@ def restore(run: Run, source: str, state: dict) -> None:
         log.info("%d video(s) that failed in the run before it resumed (up to its step %d checkpoint) are skipped "
                  "and counted, as the run would have gone on", run.failures_carried, run.step)
         run.data.join_failures(failed["codes"])
-    run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
+    run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
+                                 bool(listed))
     if run.cfg.train.steps is None:
         end_of_epochs(run)
     if run.step > run.total_steps:
@@ -945,16 +946,26 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, source: str) -
     optimizer.load_state_dict(current)
 
 
-def data_position(state: dict, items: int, samples_per_batch: int) -> dict:
+def data_position(state: dict, items: int, samples_per_batch: int, seed: int, other_list: bool = False) -> dict:
     """Where a resumed run's data start: the checkpoint's epoch and batch, the batch converted by the samples the
     run had consumed when the world size or batch per rank changed (an epoch's permutation depends on the seed
-    and epoch alone, and the ranks together consume its prefix), with a warning for what cannot be carried over."""
+    and epoch alone, and the ranks together consume its prefix), with a warning for what cannot be carried over:
+    mid-epoch, another epoch order than the one whose prefix the checkpoint's run consumed, of another list
+    (``other_list``: edited in place; or of another length), ``train.seed`` (``seed``) or order version."""
     position = dict(state["data"])
     meta = state.get("meta", {})
+    old_seed, reordered = state["config"]["train"].get("seed", seed), []
     if meta.get("items", items) != items:
-        log.warning("the training list has %d items, the checkpoint's run had %d: the rest of epoch %d follows the "
-                    "new list's order (some of its items seen twice, others not at all)", items, meta["items"],
-                    position["epoch"])
+        reordered.append(f"the training list has {items} items, the checkpoint's run had {meta['items']}")
+    elif other_list:
+        reordered.append("the training list's content changed")
+    if old_seed != seed:
+        reordered.append(f"train.seed is {seed}, the checkpoint's run had {old_seed}")
+    if (order := meta.get("order", 1)) != dist.ORDER_VERSION:  # (a checkpoint that records none: version 1)
+        reordered.append(f"the data order is version {dist.ORDER_VERSION}, the checkpoint's run had {order}")
+    if reordered and position["batch"]:
+        log.warning("%s: the rest of epoch %d follows another order than the one it began (some of its items seen "
+                    "twice, others not at all)", "; ".join(reordered), position["epoch"])
     before = state["config"]["train"]["batch_size"] * meta.get("world_size", 1)
     if before != samples_per_batch and position["batch"]:
         consumed = position["batch"] * before
