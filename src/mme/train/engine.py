@@ -586,8 +586,10 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     before any training when an epoch cannot fill one optimizer step. An epoch is a whole number of optimizer
     steps: the batches left over by ``accum_steps`` are dropped, as the last partial batch is (else the spare
     ones ran into the next epoch, and ``train.epochs`` of them covered fewer passes over the data). A warm-up
-    that takes the whole run is warned about, and so is an epoch that leaves out more than :data:`LEFT_OUT_WARNED`
-    of the items (:func:`left_out_of_epoch`)."""
+    that takes the whole run is warned about, and so is an epoch of a ``train.epochs`` run that leaves out more
+    than :data:`LEFT_OUT_WARNED` of the items (:func:`left_out_of_epoch`): a ``train.steps`` run is not bound to
+    epochs, its steps drawing each item about as often (or it is shorter than one epoch, which leaves items out
+    by its length)."""
     batches = num_items // (t.batch_size * world_size)
     if batches < t.accum_steps:
         raise MMEError(f"data: {num_items} {unit} give {batches} batches per epoch of train.batch_size="
@@ -595,16 +597,16 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
                        f"{t.accum_steps} of them ({t.batch_size * world_size * t.accum_steps} {unit}): lower "
                        "train.batch_size or train.accum_steps, or list more videos")
     steps_per_epoch = batches // t.accum_steps
-    if (left := left_out_of_epoch(num_items, steps_per_epoch * t.accum_steps, t.batch_size, world_size)) > \
-            LEFT_OUT_WARNED * num_items:
-        batch, accum = said_as("train.batch_size"), said_as("train.accum_steps")
-        lower, step = " or ".join(k for k in (batch, accum) if k), t.batch_size * world_size * t.accum_steps
-        log.warning("each epoch trains %d of the %d %s, leaving out %d (%.0f%%), others each epoch: an epoch takes "
-                    "whole optimizer steps of %s x %d ranks x %s = %d %s; a list of a multiple of %d leaves none out, "
-                    "and a smaller step leaves out fewer than it%s", num_items - left, num_items, unit, left,
-                    100 * left / num_items, f"{batch}={t.batch_size}" if batch else t.batch_size, world_size,
-                    f"{accum}={t.accum_steps}" if accum else t.accum_steps, step, unit, step,
-                    f" (lower {lower})" if lower else "")
+    if not t.steps and (left := left_out_of_epoch(num_items, steps_per_epoch * t.accum_steps, t.batch_size,
+                                                  world_size)) > LEFT_OUT_WARNED * num_items:
+        batch, accum, step = said_as("train.batch_size"), said_as("train.accum_steps"), \
+            t.batch_size * world_size * t.accum_steps
+        log.warning("each epoch trains %d of the %d %s, leaving out %d (%.1f%%, over %g%%), others each epoch: an "
+                    "epoch takes whole optimizer steps of %s x %d ranks x %s = %d %s (the effective batch), so a "
+                    "list of a multiple of %d leaves none out", num_items - left, num_items, unit, left,
+                    100 * left / num_items, 100 * LEFT_OUT_WARNED, f"{batch}={t.batch_size}" if batch
+                    else t.batch_size, world_size, f"{accum}={t.accum_steps}" if accum else t.accum_steps, step,
+                    unit, step)
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
     if warmup >= total:
@@ -615,7 +617,8 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
 
 
 LEFT_OUT_WARNED = 0.05
-"""The share of the training items an epoch may leave out (:func:`left_out_of_epoch`) unwarned."""
+"""The share of the training items an epoch of a ``train.epochs`` run may leave out (:func:`left_out_of_epoch`)
+unwarned."""
 
 
 def left_out_of_epoch(num_items: int, batches: int, batch_size: int, world_size: int) -> int:
