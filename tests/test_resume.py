@@ -843,8 +843,10 @@ def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path,
 def test_the_data_position_carries_over_by_samples(caplog):
     """A run resumed with another world size or batch per rank read the checkpoint's batch index as its own:
     samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length. Mid-epoch, another
-    order of the epoch (another list, even edited in place, train.seed or order version) is warned about in one line;
-    at an epoch's start, where no item of it was drawn, it is not (the changed config says it)."""
+    order of the epoch (a list of another length, train.seed or order version) is warned about in one line, and a
+    list of the same length naming other videos at some positions (edited in place: ``moved``) in its own, as may
+    train one twice; a list relabelled alone is not (its videos at the same positions: the changed config says
+    it); at an epoch's start, where no item of it was drawn, neither is (the changed config says it)."""
     from mme.train import distributed as dist
     from mme.train.engine import data_position
 
@@ -859,15 +861,18 @@ def test_the_data_position_carries_over_by_samples(caplog):
         caplog.clear()
         data_position(state, 44, 4, 0)
         data_position(state, 40, 4, 7)
-        data_position(state, 40, 4, 0, other_list=True)
+        data_position(state, 40, 4, 0, moved=True)
+        data_position(state, 44, 4, 0, moved=True)  # (the length said: one warning)
         data_position({**state, "meta": {"world_size": 2, "items": 40}}, 44, 4, 7)  # (one that records no order)
-        data_position({**state, "data": {"epoch": 2, "batch": 0}}, 44, 4, 7, other_list=True)
+        data_position({**state, "data": {"epoch": 2, "batch": 0}}, 44, 4, 7, moved=True)
     said = ": the rest of epoch 1 follows another order than the one it began (some of its items seen twice, others " \
         "not at all)"
     assert [r.getMessage() for r in caplog.records] == [
         f"the training list has 44 items, the checkpoint's run had 40{said}",
         f"train.seed is 7, the checkpoint's run had 0{said}",
-        f"the training list's content changed{said}",
+        "the training list names other videos at some of its 40 positions: the rest of epoch 1 draws the positions "
+        "it has not drawn, so a video moved in the list may be trained twice this epoch, or not at all",
+        f"the training list has 44 items, the checkpoint's run had 40{said}",
         "the training list has 44 items, the checkpoint's run had 40; train.seed is 7, the checkpoint's run had 0; "
         f"the data order is version {dist.ORDER_VERSION}, the checkpoint's run had 1{said}"]
 
@@ -917,6 +922,27 @@ def test_a_training_list_edited_in_place_is_a_recorded_change_on_resume(synth, t
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
         {"from_step": 2, "changes": ["training list content: 16 -> 16 items, changed"]},
         {"from_step": 3, "changes": ["training list content: 16 -> 17 items, changed"]}]
+
+
+def test_a_list_reordered_in_place_resumed_mid_epoch_says_a_video_may_be_trained_twice(synth, tmp_path, caplog):
+    """A list of the same length naming other videos at some positions (two lines swapped), resumed mid-epoch: the
+    rest of the epoch draws the positions it has not drawn, so a video moved may be trained twice; said in its own
+    line (a list relabelled alone is not: test_finetune.py)."""
+    listed = Path(dict(s.split("=", 1) for s in synth)["data.list_file"])
+    edited = tmp_path / "train.txt"
+    lines = listed.read_text().splitlines()
+    edited.write_text("\n".join(lines) + "\n")
+    base = ("tiny_cpu_pixel", [f"data.list_file={edited}", synth[1]], tmp_path / "run", "train.steps=2",
+            "model.depth=1", FP32)  # 16 clips of batch 8: 2 steps an epoch
+    run(*base, "train.stop_after=1")
+    edited.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="mme.train.engine"):
+        run(*base, "train.resume=auto")
+    assert [r.getMessage().split(" (the run will not replay exactly)")[-1] for r in caplog.records
+            if "warm-up" not in r.getMessage()] == [
+        ": ['training list content: 16 -> 16 items, changed']",
+        "the training list names other videos at some of its 16 positions: the rest of epoch 0 draws the positions "
+        "it has not drawn, so a video moved in the list may be trained twice this epoch, or not at all"]
 
 
 def test_a_training_list_respelled_in_place_is_no_change_on_resume(synth, tmp_path):

@@ -837,7 +837,7 @@ def restore(run: Run, source: str, state: dict) -> None:
                  "and counted, as the run would have gone on", run.failures_carried, run.step)
         run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
-                                 bool(listed))
+                                 bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)
     if run.cfg.train.steps is None:
         end_of_epochs(run)
     if run.step > run.total_steps:
@@ -949,19 +949,20 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, source: str) -
     optimizer.load_state_dict(current)
 
 
-def data_position(state: dict, items: int, samples_per_batch: int, seed: int, other_list: bool = False) -> dict:
+def data_position(state: dict, items: int, samples_per_batch: int, seed: int, moved: bool = False) -> dict:
     """Where a resumed run's data start: the checkpoint's epoch and batch, the batch converted by the samples the
     run had consumed when the world size or batch per rank changed (an epoch's permutation depends on the seed
     and epoch alone, and the ranks together consume its prefix), with a warning for what cannot be carried over:
-    mid-epoch, another epoch order than the one whose prefix the checkpoint's run consumed, of another list
-    (``other_list``: edited in place; or of another length), ``train.seed`` (``seed``) or order version."""
+    mid-epoch, another epoch order than the one whose prefix the checkpoint's run consumed, of a list of another
+    length, ``train.seed`` (``seed``) or order version; or a list of the same length naming other videos at some
+    of its positions (``moved``: its paths in order changed, not its labels alone), whose positions the rest of
+    the epoch draws as it would have (one moved in the list may be trained twice or not at all, one replaced not
+    twice)."""
     position = dict(state["data"])
     meta = state.get("meta", {})
     old_seed, reordered = state["config"]["train"].get("seed", seed), []
     if meta.get("items", items) != items:
         reordered.append(f"the training list has {items} items, the checkpoint's run had {meta['items']}")
-    elif other_list:
-        reordered.append("the training list's content changed")
     if old_seed != seed:
         reordered.append(f"train.seed is {seed}, the checkpoint's run had {old_seed}")
     if (order := meta.get("order", 1)) != dist.ORDER_VERSION:  # (a checkpoint that records none: version 1)
@@ -969,6 +970,10 @@ def data_position(state: dict, items: int, samples_per_batch: int, seed: int, ot
     if reordered and position["batch"]:
         log.warning("%s: the rest of epoch %d follows another order than the one it began (some of its items seen "
                     "twice, others not at all)", "; ".join(reordered), position["epoch"])
+    elif moved and position["batch"]:
+        log.warning("the training list names other videos at some of its %d positions: the rest of epoch %d draws "
+                    "the positions it has not drawn, so a video moved in the list may be trained twice this epoch, "
+                    "or not at all", items, position["epoch"])
     before = state["config"]["train"]["batch_size"] * meta.get("world_size", 1)
     if before != samples_per_batch and position["batch"]:
         consumed = position["batch"] * before
