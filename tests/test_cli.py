@@ -275,6 +275,8 @@ def test_every_number_a_flag_takes_has_its_range(capsys):
     for argv, said in ((["bench", "train", "--batch", "0"], "argument --batch/--batch-size: must be at least 1, got 0"),
                        (["demo", "--minutes", "nan"], "argument --minutes: must be a finite number > 0, got nan"),
                        (["synth", "out", "--fps", "0"], "argument --fps: must be at least 1, got 0"),
+                       # before: exit 1, 'synth needs num_frames >= 2 and videos_per_class >= 1'
+                       (["synth", "out", "--frames", "1"], "argument --frames/--num-frames: must be at least 2, got 1"),
                        (["synth", "out", "--size", "16"], "argument --size: must be at least 32, got 16"),  # as synth
                        # before: exit 1, 'synth size must be an even number', 'synth num_classes must be in [2, 10]'
                        (["synth", "out", "--size", "33"], "argument --size: must be even, got 33"),
