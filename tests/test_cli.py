@@ -19,7 +19,7 @@ from training import FP32, TINY
 import mme
 from mme.cli import build_parser, main
 from mme.data import MIN_SHORT_SIDE
-from mme.data.synth import CLASSES, MOTIONS, PRESETS, TEXTURES, generate_synth
+from mme.data.synth import CLASSES, MAX_FPS, MOTIONS, PRESETS, TEXTURES, generate_synth
 from mme.data.video import BACKENDS
 from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.train.precision import PRECISIONS
@@ -84,6 +84,7 @@ def test_cli_choices_are_the_library_ones():
     assert _choices("synth", "--preset") == tuple(PRESETS)
     classes, size = _action("synth", "--classes").type, _action("synth", "--size").type
     assert (classes.least, classes.most, size.least, size.even) == (2, len(CLASSES), 32, True)  # as _check_design
+    assert _action("synth", "--fps").type.most == MAX_FPS
     for command in ("extract", "bench targets"):
         assert _choices(command, "--flow") == METHODS
         assert f"default {DEFAULT_FLOW}:" in _action(command, "--flow").help
@@ -255,11 +256,14 @@ def test_a_command_whose_stdout_cannot_encode_a_path_prints_it_escaped(tmp_path)
     assert len(json.loads((out / "params.json").read_text())) == 2
 
 
-def test_every_number_a_flag_takes_has_its_range(capsys):
+def test_every_number_a_flag_takes_has_its_range(tmp_path, monkeypatch, capsys):
     """A count of 0 or -1, or a NaN, was a bare traceback deep in the work (ZeroDivisionError, an empty median,
     cv2's assertions), or ran silently as something else (bench train --batch 0 timed batch 4). Every numeric flag
-    now parses through ``count`` or ``number``, so argparse refuses a value out of range in one line."""
+    now parses through ``count`` or ``number``, so argparse refuses a value out of range in one line. (In a folder of
+    its own: a flag whose range regressed runs its command, writing its relative ``out``.)"""
     import pytest
+
+    monkeypatch.chdir(tmp_path)
 
     from mme.cli import count, number
 
@@ -275,6 +279,8 @@ def test_every_number_a_flag_takes_has_its_range(capsys):
     for argv, said in ((["bench", "train", "--batch", "0"], "argument --batch/--batch-size: must be at least 1, got 0"),
                        (["demo", "--minutes", "nan"], "argument --minutes: must be a finite number > 0, got nan"),
                        (["synth", "out", "--fps", "0"], "argument --fps: must be at least 1, got 0"),
+                       # before: exit 0, MP4s of whose frames some (at 65536 fps all) were lost on decode
+                       (["synth", "out", "--fps", "5000"], "argument --fps: must be at most 1000, got 5000"),
                        # before: exit 1, 'synth needs num_frames >= 2 and videos_per_class >= 1'
                        (["synth", "out", "--frames", "1"], "argument --frames/--num-frames: must be at least 2, got 1"),
                        (["synth", "out", "--size", "16"], "argument --size: must be at least 32, got 16"),  # as synth

@@ -506,12 +506,33 @@ def test_bad_arguments_are_refused_naming_the_option(tmp_path):
         generate_synth(tmp_path / "f", texture="plaid")
     with pytest.raises(ConfigError, match="objects"):
         generate_synth(tmp_path / "g", objects=-1)
-    # fps 0 wrote 24-fps videos, a negative one and a NaN or huge sway were tracebacks
-    for bad, said in ((dict(fps=0), "fps >= 1"), (dict(seed=-1), r"seed: a seed must be in \[0, 2\*\*63 - 1\], got -1"),
+    # fps 0 wrote 24-fps videos, 5000 MP4s missing frames on decode; a negative one and a NaN or huge sway were
+    # tracebacks
+    for bad, said in ((dict(fps=0), r"synth fps must be in \[1, 1000\] \(past it the MP4's timestamps break: "
+                                    r"frames lost on decode\), got 0"), (dict(fps=5000), r"fps .* got 5000"),
+                      (dict(seed=-1), r"seed: a seed must be in \[0, 2\*\*63 - 1\], got -1"),
                       (dict(camera_jitter=float("nan")), "camera_jitter"), (dict(camera_jitter=1e9), "camera_jitter"),
                       (dict(splits=(float("nan"), 0.1, 0.1)), "splits")):
         with pytest.raises(ConfigError, match=said):
             generate_synth(tmp_path / "h", **bad)
+
+
+def test_synth_at_its_highest_frame_rate_writes_videos_whose_every_frame_decodes(tmp_path):
+    """``mme synth --fps 5000`` wrote MP4s whose B-frames had timestamps the container could not tell apart: frames
+    lost on decode (none left at 65536 fps), exit 0. The rate is capped at MAX_FPS (refused above it, the test
+    before), where every frame of a video decodes, at the times its rate gives."""
+    from mme.data.synth import MAX_FPS
+
+    data = generate_synth(tmp_path / "fast", num_classes=2, videos_per_class=1, size=32, num_frames=FRAMES,
+                          fps=MAX_FPS, workers=1)
+    videos = json.loads(data.params_file.read_text())
+    assert len(videos) == 2
+    for rel in videos:
+        with av.open(str(data.root / rel)) as container:
+            stream = container.streams.video[0]
+            times = [float(frame.pts * stream.time_base) for frame in container.decode(stream)]
+        assert stream.average_rate == MAX_FPS
+        assert np.allclose(times, np.arange(FRAMES) / MAX_FPS), (rel, times)
 
 
 def test_scene_motion_refuses_a_sway_beyond_what_its_canvas_holds(tmp_path):

@@ -174,7 +174,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                    help="frame side in pixels (even: H.264 4:2:0; at least 32; default 112)")
     p.add_argument("--frames", "--num-frames", dest="num_frames", metavar="FRAMES", type=count(2), default=None,
                    help="frames per video (at least 2; default 48)")
-    p.add_argument("--fps", type=count(), default=None, help="default 25")
+    p.add_argument("--fps", type=count(most=1000), default=None,
+                   help="1-1000 (past it the MP4's timestamps break: frames lost on decode); default 25")
     p.add_argument("--seed", type=count(0), default=None, help="default 0")
     p.add_argument("--splits", type=number(), nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="default 0.7 0.15 0.15")
