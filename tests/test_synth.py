@@ -230,6 +230,32 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
     assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
 
 
+def test_a_rerun_that_moves_kept_videos_to_another_split_warns_naming_how_many(tmp_path, caplog):
+    """`mme synth` rerun into its folder with more videos per class (or other --splits) moved earlier training
+    videos, the same bytes, into test without a word (a split follows a video's number and the counts), though its
+    params.json recorded each video's split: a model trained on the earlier lists was scored on its own videos."""
+    small = dict(num_classes=2, size=32, num_frames=4, workers=1)
+    generate_synth(tmp_path, videos_per_class=4, **small)  # per class: test 0, val 1, train 2-3
+    first = {split: {e.path for e in read_list(tmp_path / f"{split}.txt")[0]} for split in ("train", "val", "test")}
+    with caplog.at_level("WARNING", logger="mme.data.synth"):
+        generate_synth(tmp_path, videos_per_class=20, **small)  # test 0-2, val 3-5, train 6-19
+    second = {split: {e.path for e in read_list(tmp_path / f"{split}.txt")[0]} for split in ("train", "val", "test")}
+    assert len(first["train"] & second["test"]) == 2 and len(first["val"] & second["test"]) == 2  # (kept, moved)
+    warnings = [r.getMessage() for r in caplog.records if "change split" in r.getMessage()]
+    assert warnings == [f"synth: 6 videos kept from the earlier run in {tmp_path} change split (2 train -> val, "
+                        "2 train -> test, 2 val -> test): a model trained on its lists must not be scored on the new "
+                        "test or val list (nor one trained on the new lists on its)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.synth"):
+        generate_synth(tmp_path, videos_per_class=20, **small)  # the same command: nothing moves
+        generate_synth(tmp_path, videos_per_class=20, seed=1, **small)  # other videos: none kept, none moved
+    assert "change split" not in caplog.text
+    with caplog.at_level("WARNING", logger="mme.data.synth"):
+        generate_synth(tmp_path, videos_per_class=20, seed=1, splits=(0.5, 0.25, 0.25), **small)
+    assert "synth: 12 videos kept from the earlier run" in caplog.text \
+        and "(8 train -> val, 4 val -> test)" in caplog.text  # test 0-4, val 5-9: 3-4 and 6-9 per class move
+
+
 def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_own(tmp_path):
     """`mme synth OUT` into a folder holding the train.txt / test.txt / classes.json of `mme lists` replaced them
     without a word."""

@@ -32,10 +32,13 @@ Output (``out_dir``)::
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
 make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
-made again. Its lists, ``classes.json`` and ``params.json`` replace an earlier run's (a list or params.json whose
-sha256 its runs record in ``.lists-written.json``; where that record holds none, of an earlier mme, a list of its
-videos only, a params.json of its videos' records only); a folder holding ones it did not write (a user's, of
-``mme lists``, a list of synth's edited: a subset, a comment line) is refused before any video is made.
+made again. A video's split follows its number within its class and the counts (test takes the lowest), so a rerun
+with more videos per class or other ``splits`` moves kept videos (earlier training ones into test): it warns, naming
+how many move from which split to which. Its lists, ``classes.json`` and ``params.json`` replace an earlier run's
+(a list or params.json whose sha256 its runs record in ``.lists-written.json``; where that record holds none, of an
+earlier mme, a list of its videos only, a params.json of its videos' records only); a folder holding ones it did
+not write (a user's, of ``mme lists``, a list of synth's edited: a subset, a comment line) is refused before any
+video is made.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -56,6 +59,7 @@ import logging
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -612,6 +616,20 @@ def _keep_others_files(root: Path) -> tuple[dict[str, str], dict]:
     return digests, params
 
 
+def _warn_of_moved_splits(root: Path, before: dict, params: dict) -> None:
+    """Warn where videos kept with the same bytes lie in another split than the earlier run's ``params.json``
+    (``before``) records: a split follows a video's number within its class and the counts (:func:`split_sizes`),
+    so more videos per class or other fractions move the first ones (train into test, as test takes the lowest)."""
+    moved = Counter((was, p["split"]) for rel, p in params.items()
+                    if (was := (before.get(rel) or {}).get("split")) not in (None, p["split"])
+                    and before[rel].get("sha256") == p["sha256"])
+    if moved:
+        log.warning("synth: %d videos kept from the earlier run in %s change split (%s): a model trained on its "
+                    "lists must not be scored on the new test or val list (nor one trained on the new lists on its)",
+                    sum(moved.values()), root, ", ".join(f"{n} {a} -> {b}" for (a, b), n in sorted(
+                        moved.items(), key=lambda m: (SPLITS.index(m[0][0]), SPLITS.index(m[0][1])))))
+
+
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
                    size: int | None = None, num_frames: int | None = None, fps: int | None = None,
                    seed: int | None = None, splits: tuple[float, ...] | None = None,
@@ -667,6 +685,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                 atomic_write_text(progress, json.dumps({**made, **params}))
         raise
     params = {rel: params[rel] for rel in split_of}  # in the jobs' order (the workers' finish in any)
+    _warn_of_moved_splits(root, made_params, params)
     if kept < len(params):  # every video's record, should it stop before params.json (made already holds them all)
         with writing(progress, MADE_KEPT):
             atomic_write_text(progress, json.dumps(params))
