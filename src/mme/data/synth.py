@@ -179,6 +179,11 @@ def two_colours(pattern: np.ndarray, rng: np.random.Generator, texture: str = "t
 ZOOM_RANGE = (1.6, 2.5)
 """The zoom of the grow and shrink classes over a whole video (its last frame's scale over its first's), drawn in
 this range: half of it, in log scale, on each side of the middle frame."""
+PAN_RANGE = (0.3, 0.5)
+"""How far the translate classes move over a whole video, in view sides, drawn in this range (half on each side of
+the middle frame)."""
+OSCILLATION_RANGE = (0.1, 0.2)
+"""The amplitude of the oscillate classes, in view sides, drawn in this range."""
 
 
 def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator) -> dict:
@@ -197,10 +202,10 @@ def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator
         "vx": 0.0, "vy": 0.0, "omega": 0.0, "log_scale_rate": 0.0, "osc_ax": 0.0, "osc_ay": 0.0,
         "osc_period": float(rng.uniform(12, 24)), "osc_phase": float(rng.uniform(0, 2 * math.pi)),
     }
-    speed = rng.uniform(0.3, 0.5) * size / span  # px/frame
+    speed = rng.uniform(*PAN_RANGE) * size / span  # px/frame
     omega = rng.uniform(90, 270) / span  # deg/frame
     rate = math.log(rng.uniform(*ZOOM_RANGE)) / span  # log-scale per frame
-    amp = rng.uniform(0.1, 0.2) * size  # px
+    amp = rng.uniform(*OSCILLATION_RANGE) * size  # px
     if name.startswith("translate"):
         p["vx"], p["vy"] = {"right": (speed, 0.0), "left": (-speed, 0.0), "up": (0.0, -speed),
                             "down": (0.0, speed)}[name.split("_")[1]]
@@ -259,13 +264,31 @@ def scene_view(still: np.ndarray, origin: tuple[float, float], size: int, dx: fl
     ``angle`` degrees (clockwise) about the centre of the middle frame's view, whose top-left corner is at
     ``origin`` in ``still``; borders reflect. The scene motion of :func:`render` and of the real-footage clips
     (mme.data.real_motion), so both are one motion, and the camera sway of :func:`render`'s object motion."""
+    a = scene_matrix(origin, size, dx, dy, log_scale, angle)
+    return cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def scene_matrix(origin: tuple[float, float], size: int, dx: float, dy: float, log_scale: float,
+                 angle: float) -> np.ndarray:
+    """:func:`scene_view`'s affine map (2, 3) from still to view pixels."""
     # Content at still point q appears at c + R(angle) * s * (q - c') + (dx, dy), c' = origin + c: the scene
     # pans by (dx, dy), zooms by s and rolls by `angle` about the frame centre.
     c = size / 2
     ox, oy = origin
     a = cv2.getRotationMatrix2D((c + ox, c + oy), -angle, math.exp(log_scale))
     a[:, 2] += (dx - ox, dy - oy)
-    return cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return a
+
+
+def scene_reach(num_classes: int = len(CLASSES)) -> float:
+    """How far from the middle frame's view centre, along x or y, the pixels of a scene-motion view reach over a
+    whole video, at most, in view sides, for any motion of the first ``num_classes`` classes
+    (:func:`draw_params`): the half side plus a pan's half travel (<= 0.75) or an oscillation's two amplitudes
+    (<= 0.9); a roll's corners, sqrt(2)/2; the half side at the strongest zoom out, 1/sqrt(max zoom) at a video's
+    ends (0.79)."""
+    reach = {"translate": 0.5 + PAN_RANGE[1] / 2, "rotate": math.sqrt(0.5), "grow": 0.5 * math.sqrt(ZOOM_RANGE[1]),
+             "shrink": 0.5 * math.sqrt(ZOOM_RANGE[1]), "oscillate": 0.5 + 2 * OSCILLATION_RANGE[1]}
+    return max(reach[name.split("_")[0]] for name in CLASSES[:num_classes])
 
 
 def draw_sway(rng: np.random.Generator) -> dict:
