@@ -243,8 +243,8 @@ def test_a_rerun_that_moves_kept_videos_to_another_split_warns_naming_how_many(t
     assert len(first["train"] & second["test"]) == 2 and len(first["val"] & second["test"]) == 2  # (kept, moved)
     warnings = [r.getMessage() for r in caplog.records if "change split" in r.getMessage()]
     assert warnings == [f"synth: 6 videos kept from the earlier run in {tmp_path} change split (2 train -> val, "
-                        "2 train -> test, 2 val -> test): a model trained on its lists must not be scored on the new "
-                        "test or val list (nor one trained on the new lists on its)"]
+                        "2 train -> test, 2 val -> test): a model trained on the earlier run's lists must not be "
+                        "scored on the new test or val list (nor one trained on the new lists on its)"]
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme.data.synth"):
         generate_synth(tmp_path, videos_per_class=20, **small)  # the same command: nothing moves

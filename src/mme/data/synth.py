@@ -326,7 +326,8 @@ def max_scene_jitter(size: int) -> float:
     """The largest ``camera_jitter`` (px) whose sway keeps a scene-motion view of side ``size`` inside its canvas:
     at the strongest zoom out, by 1/sqrt(max zoom) at a video's ends, the view's half side plus the sway, enlarged
     by it, must fit in the canvas's half side. The other classes' views fit then too: pans (<= 0.4 size each way:
-    an oscillation's two amplitudes) and rolls (corners at sqrt(2) (size/2 + sway) from the centre)."""
+    an oscillation's two amplitudes) and rolls (corners at sqrt(2) (size/2 + sway) from the centre); without sway,
+    each class's reach is :func:`scene_reach`'s."""
     return SCENE_CANVAS * size / 2 / math.sqrt(ZOOM_RANGE[1]) - size / 2
 
 
@@ -647,8 +648,9 @@ def _warn_of_moved_splits(root: Path, before: dict, params: dict) -> None:
                     if (was := (before.get(rel) or {}).get("split")) not in (None, p["split"])
                     and before[rel].get("sha256") == p["sha256"])
     if moved:
-        log.warning("synth: %d videos kept from the earlier run in %s change split (%s): a model trained on its "
-                    "lists must not be scored on the new test or val list (nor one trained on the new lists on its)",
+        log.warning("synth: %d videos kept from the earlier run in %s change split (%s): a model trained on the "
+                    "earlier run's lists must not be scored on the new test or val list (nor one trained on the new "
+                    "lists on its)",
                     sum(moved.values()), root, ", ".join(f"{n} {a} -> {b}" for (a, b), n in sorted(
                         moved.items(), key=lambda m: (SPLITS.index(m[0][0]), SPLITS.index(m[0][1])))))
 
