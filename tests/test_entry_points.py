@@ -2,6 +2,7 @@
 demo's data design is the ``mme synth`` preset "demo"."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -200,6 +201,33 @@ def test_bench_data_runs_its_reference_on_the_threads_it_prints(tmp_path, monkey
         cv2.setNumThreads(before[1])
     assert used == [(1, 1)] and figures["threads"] == 1
     assert " | 1 thread(s) in this process, 1 per worker | " in capsys.readouterr().out.splitlines()[0]
+
+
+def test_bench_datas_workers_on_one_core_are_said_naming_its_flag(tmp_path, monkeypatch, caplog):
+    """``mme bench data --workers 2`` on one core is told of its loader workers by its own flag: "--workers=2 ...
+    --workers=0 suits this machine", not the data.num_workers it does not take."""
+    import logging
+
+    from videos import affine_video, write_video
+
+    from mme.cli import main
+    from mme.data import bench
+
+    monkeypatch.setattr(bench, "PretrainDataset", _Sleeps)
+    monkeypatch.setattr(bench, "_stages", lambda *args: dict.fromkeys(
+        ("open", "decode", "geometry", "to_tensor", "decoded_frames"), 0.0))
+    video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main(["bench", "data", "--video", video, "--workers", "2", "--clips", "2", "--batch", "1",
+                         "--frames", "4", "--stride", "2", "--size", "64"]) == 0
+    finally:
+        os.sched_setaffinity(0, before)
+    assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
+        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "suits this machine"]
 
 
 def test_bench_data_refuses_a_worker_count_given_twice(tmp_path, monkeypatch, capsys):

@@ -1331,3 +1331,31 @@ def test_mme_probe_carves_its_split_by_source_video_and_says_so(tmp_path, capsys
     result = json.loads((tmp_path / "scenes" / "probe.json").read_text())
     assert result["val_carved"] == {"group_by": r"(.+_scene\d+)_take", "train_groups": 4, "val_groups": 4}
     assert result["knn"]["num_samples"] == 8
+
+
+@pytest.mark.pinned  # every run precision fp32
+def test_more_loader_workers_than_cores_are_said_once_naming_mme_probes_flag(synth, tmp_path, caplog):
+    """mme probe --workers 2 on one core (taskset -c 0) is told of its loader workers by its own flag, once for
+    every split: "--workers=2 ... --workers=0 suits this machine", not the data.num_workers it does not take."""
+    import logging
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"),
+                         "--root", str(r), "--out", str(tmp_path / "probe"), "--stride", "2", "--k", "3",
+                         "--precision", "fp32", "--workers", "2"]) == 0
+    finally:
+        os.sched_setaffinity(0, before)
+    assert [rec.getMessage() for rec in caplog.records if "loader workers on" in rec.getMessage()] == [
+        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "suits this machine"]

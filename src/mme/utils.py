@@ -1421,13 +1421,20 @@ def usable_cores() -> int:
     return core_share()[0]
 
 
-def workers_advice(workers: int, cores: int, option: str | None = None) -> str:
-    """What suits a machine of ``cores`` usable cores where ``workers`` loader workers outnumber them (``option``:
-    their setting; default: data.num_workers as the command running sets it, :func:`said_as`), each then waiting for
-    the CPU beside the process that reads from them: "" where they do not."""
+def workers_option() -> str:
+    """The loader workers' setting as the command running takes it (:func:`said_as`: ``--workers`` in ``mme demo``,
+    ``mme embed``, ``mme probe``, ``mme bench data`` and ``mme bench pipeline``), for a warning of them: else the key,
+    data.num_workers."""
+    return said_as("data.num_workers") or "data.num_workers"
+
+
+def workers_advice(workers: int, cores: int) -> str:
+    """What suits a machine of ``cores`` usable cores where ``workers`` loader workers outnumber them (their setting
+    as :func:`workers_option` names it), each then waiting for the CPU beside the process that reads from them: ""
+    where they do not."""
     if workers <= cores:
         return ""
-    return f"{option or said_as('data.num_workers') or 'data.num_workers'}={max(0, cores - 1)} suits this machine"
+    return f"{workers_option()}={max(0, cores - 1)} suits this machine"
 
 
 def launch_ranks() -> tuple[int, int]:

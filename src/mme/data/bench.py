@@ -92,7 +92,7 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int, clips: int) -> fl
     16 read 720 clips/s where 320 were made)."""
     per_round = batch * max(workers, 1)
     items = Subset(ds, range(per_round * (1 + _timed_rounds(clips, workers, batch))))
-    loader = make_loader(items, "--workers", batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate)
+    loader = make_loader(items, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate)
     it = start_workers(loader)
     for _ in range(max(workers, 1)):  # the first round: the workers' start-up
         next(it)
@@ -104,7 +104,7 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int, clips: int) -> fl
 
 
 FLAGS = {"data.num_frames": "--frames", "data.stride": "--stride", "data.img_size": "--size",
-         "data.backend": "--backend", "data.decode_threads": "--decode-threads"}
+         "data.backend": "--backend", "data.decode_threads": "--decode-threads", "data.num_workers": "--workers"}
 """The config keys :func:`bench_data`'s arguments set, and the flag of ``mme bench data`` that gives each."""
 
 
@@ -134,7 +134,8 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
             short = reader.num_frames < window
         stages = _stages(str(video), cfg, length)
         ds = PretrainDataset(cfg, track_length=length)
-        rates = {w: _throughput(ds, w, batch, clips) for w in workers}
+        with keys_as_flags(FLAGS):  # (the workers' warning names --workers)
+            rates = {w: _throughput(ds, w, batch, clips) for w in workers}
     ref = rates[workers[0]]
     print(f"mme bench data | {cpu_name()} | {threads} thread(s) in this process, 1 per worker | {info} | "
           f"backend {cfg.backend}")

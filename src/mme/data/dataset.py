@@ -68,9 +68,9 @@ from mme.utils import (
     keep_freed_memory,
     launch_ranks,
     opencv_settings,
-    said_as,
     usable_cores,
     workers_advice,
+    workers_option,
 )
 
 log = logging.getLogger(__name__)
@@ -262,18 +262,18 @@ def _torch_workers_warning_left_out() -> Iterator[None]:
 
 
 _WORKERS_SAID: set[tuple[int, int]] = set()
-"""The ``(workers, cores)`` :func:`make_loader` has warned of in this process: once each, the first loader's
-``option`` named (a demo's probe splits, under ``--workers``, then its runs; a fine-tuning's run and test splits)."""
+"""The ``(workers, cores)`` :func:`make_loader` has warned of in this process: once each, the first loader's setting
+named (a demo's probe splits, then its runs, under ``--workers``; a fine-tuning's run and test splits)."""
 
 
-def make_loader(dataset: Dataset, option: str | None = None, **kwargs) -> DataLoader:
+def make_loader(dataset: Dataset, **kwargs) -> DataLoader:
     """``DataLoader(dataset, **kwargs)``, with a warning, once per process (:data:`_WORKERS_SAID`), where its workers
-    outnumber the usable cores (:func:`mme.utils.usable_cores`), naming ``option`` (their setting; default:
-    data.num_workers as the command running sets it, :func:`mme.utils.said_as`) and what suits the machine; torch's
-    own, said twice (here and at :func:`start_workers`), is left out."""
-    option = option or said_as("data.num_workers") or "data.num_workers"
+    outnumber the usable cores (:func:`mme.utils.usable_cores`), naming their setting (data.num_workers as the command
+    running sets it, :func:`mme.utils.workers_option`) and what suits the machine; torch's own, said twice (here and
+    at :func:`start_workers`), is left out."""
+    option = workers_option()
     workers, cores = kwargs.get("num_workers", 0), usable_cores()
-    if (advice := workers_advice(workers, cores, option)) and (workers, cores) not in _WORKERS_SAID:
+    if (advice := workers_advice(workers, cores)) and (workers, cores) not in _WORKERS_SAID:
         _WORKERS_SAID.add((workers, cores))
         _workers_log.warning("%s=%d: %d loader workers on %d usable core(s) wait for the CPU in turn, beside this "
                              "process: %s", option, workers, workers, cores, advice)

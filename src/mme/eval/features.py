@@ -54,6 +54,7 @@ from mme.utils import (
     error_reason,
     file_path,
     flag,
+    keys_as_flags,
     read_text,
     remove_stale_temps,
     removing,
@@ -127,16 +128,16 @@ def _non_finite(encoder: torch.nn.Module, pooled_norm: torch.nn.Module | None, m
 
 
 def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress,
-              pooled_norm=None, model="the encoder", option="num_workers"):
+              pooled_norm=None, model="the encoder"):
     """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``
     without their clips, which a caller keeping batches until it writes them would hold: a loader worker's, in
     shared memory; features None when every video of the batch failed). Features that are not finite are a
     CheckpointError naming ``model`` and ``precision`` (:func:`_non_finite`), at the first batch that has them: no
-    row of a features file is marked valid that is not. ``option``: the caller's name of ``num_workers``."""
+    row of a features file is marked valid that is not."""
     from mme.train.precision import autocast
 
     for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc="embed",
-                                   progress=progress, option=option):
+                                   progress=progress):
         feats = toks = None
         video = batch.pop("video")
         if video is not None:
@@ -169,6 +170,7 @@ def _device_and_precision(device: torch.device, precision: str, why: str) -> str
 
 
 @torch_as_mme()
+@keys_as_flags({"data.num_workers": "num_workers"})  # (its workers' warning names its parameter)
 def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
                      device: str | torch.device = "cpu", precision: str = "auto", tokens: bool = False,
                      progress: bool = True, pooled_norm: torch.nn.Module | None = None) -> Features:
@@ -857,10 +859,12 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             rows.clear()
 
         rows: list = []
-        with dist.agreed():  # every rank's parts written (a write that fails on one rank stops them all)
+        # every rank's parts written (a write that fails on one rank stops them all); the workers' warning names
+        # --workers (mme.utils.said_as)
+        with dist.agreed(), keys_as_flags({"data.num_workers": EMBED_COUNTS["num_workers"][0]}):
             for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
                                  precision=precision, tokens=tokens, progress=progress and dist.is_main(),
-                                 pooled_norm=pooled_norm, model=f"checkpoint {checkpoint}", option="--workers"):
+                                 pooled_norm=pooled_norm, model=f"checkpoint {checkpoint}"):
                 rows.append(item)
                 if len(rows) >= chunk_batches:
                     flush(rows)

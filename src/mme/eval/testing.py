@@ -328,14 +328,14 @@ def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_workers: int, desc: str = "test",
-                 progress: bool = True, option: str | None = None):
+                 progress: bool = True):
     """Batches (see :func:`collate_views`) of ``dataset`` items at ``indices`` (default all), in order, with a
     progress bar counting failures; the first :data:`~mme.data.lists.SHOWN` failures are warned about one by one,
     the later ones counted each time their number doubles and at the end (:class:`mme.utils.Tally`: a wrong
     ``--root`` on Kinetics' 240k videos is some 20 lines, not one per video). Under torchrun a rank's ``indices``
-    are its share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts. ``option``:
-    the caller's setting of ``num_workers``, which a warning of more workers than cores names
-    (:func:`~mme.data.dataset.make_loader`; default: data.num_workers as the command running sets it)."""
+    are its share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts. A warning of more
+    workers than cores names data.num_workers as the command running sets it (:func:`~mme.data.dataset.make_loader`,
+    :func:`mme.utils.said_as`)."""
     from mme.data.dataset import make_loader, start_workers
     from mme.train.distributed import get_rank, get_world_size
     from mme.train.interrupts import ignore_in_worker
@@ -344,7 +344,7 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     subset = guarded if indices is None else Subset(guarded, list(indices))
     # (a test's views draw nothing: the loader's seed for its workers comes from a generator of its own, not the
     # caller's global one)
-    loader = make_loader(subset, option, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
+    loader = make_loader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
                         worker_init_fn=ignore_in_worker, generator=torch.Generator())
     failed, world = 0, get_world_size()
     counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"
