@@ -465,6 +465,10 @@ class _VideoDataset(Dataset):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
         self.entries: list[ListEntry] = entries
         self.need_labels = need_labels
+        self.checked_as: str | None = self.as_arguments(cfg.list_file, cfg.root)
+        """The list and its root as a command's arguments (``mme check``'s, ``mme extract``'s), as the user gave them
+        (a test set's, not the list it writes: :func:`~mme.eval.testing.build_test_set`); None where the user gave
+        no list (one video)."""
         # Shared between DataLoader workers and the main process (fork and spawn pass shared memory).
         self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
         # Per video, its frames as a training read found them (0: not read yet), likewise shared: short_videos.
@@ -582,10 +586,10 @@ class _VideoDataset(Dataset):
     def path(self, i: int) -> str:
         return resolve(self.entries[i], self.cfg.root)
 
-    def _listed(self) -> str:
-        """The list and its root as a command's arguments."""
-        return command_path(self.cfg.list_file) + (f" {command_option('--root', self.cfg.root)}" if self.cfg.root
-                                                   else "")
+    @staticmethod
+    def as_arguments(list_file: str | os.PathLike, root: str | os.PathLike | None) -> str:
+        """The list ``list_file`` and its ``root`` as a command's arguments, quoted for a shell (:attr:`checked_as`)."""
+        return command_path(list_file) + (f" {command_option('--root', root)}" if root else "")
 
     def failed_of(self, videos: int) -> tuple[int, int]:
         """``videos`` failed videos of the list with its bad lines, and the list's lines (its entries and bad lines)."""
@@ -624,7 +628,7 @@ class _VideoDataset(Dataset):
                     "start from?")
         if 2 * len(lost) > failed:
             return "do the listed absolute paths exist here (a volume not mounted)?"
-        check = self._listed() + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
+        check = self.checked_as + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
                                   else "")
         check += f" {command_option('--index-dir', self.cfg.index_dir)}" if self.cfg.index_dir else ""
         return (f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
@@ -950,7 +954,7 @@ class PretrainDataset(_VideoDataset):
 
     def extract_command(self, flags: str) -> str:
         """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""
-        return f"mme extract {self._listed()} {command_option('--out', self.target_fn.cfg.cache_dir)} {flags}"
+        return f"mme extract {self.checked_as} {command_option('--out', self.target_fn.cfg.cache_dir)} {flags}"
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         item = super().__getitem__(key)

@@ -789,7 +789,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir,
                                entries=entries)
         if unindexed:  # the check of the list and root as given (before: `mme check LIST`, a list's root left out)
-            listed = getattr(dataset, "checked_as", None)
+            listed = dataset.checked_as
             log.warning("--index-dir %s holds no frame index yet%s", index_dir,
                         f": `mme check {listed} {command_option('--index-dir', index_dir)}` fills it" if listed else "")
         n = len(dataset)
@@ -892,7 +892,7 @@ def _warn_short(dataset: Dataset) -> None:
     log.warning("embed: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
                 "holds %d): their clips %s, features of frozen frames%s", short, read, where, window, how, fewest,
                 dataset.short_clip_effect(fewest), f" (`mme check {listed} --min-frames {window}` names them)"
-                if (listed := getattr(dataset, "checked_as", None)) else "")
+                if (listed := dataset.checked_as) else "")
 
 
 def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any],

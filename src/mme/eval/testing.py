@@ -25,8 +25,6 @@ from mme.utils import (
     absolute_path,
     atomic_path,
     atomic_write_json,
-    command_option,
-    command_path,
     error_reason,
     literal,
     literal_text,
@@ -262,8 +260,7 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
         dataset = ClassificationDataset(cfg, mode="test", seed=seed)
     dataset.labelled = labelled
     # the list and root as the user gave them, for a command to run (`mme check`): not the list written above
-    dataset.checked_as = (command_path(source) + (f" {command_option('--root', root)}" if root else "")
-                          if listed else None)
+    dataset.checked_as = dataset.as_arguments(source, root) if listed else None
     return dataset
 
 

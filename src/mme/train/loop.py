@@ -599,8 +599,8 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     else:  # a stride above 1, or tracks, lengthen the window past the clip's frames
         advice = " or ".join(([stride] if d.stride > 1 and not segments and stride else [])
                              + ([length] if tracks and length else []))
-    listed = getattr(run.data, "_listed", None)
-    check = (f"leave them out of the list (`mme check {listed()} --min-frames {window}` names them)"
+    listed = getattr(run.data, "checked_as", None)
+    check = (f"leave them out of the list (`mme check {listed} --min-frames {window}` names them)"
              if listed is not None and said_as("data.list_file") else "")
     advice = ", or ".join(([f"lower {advice}"] if advice else []) + ([check] if check else []))
     where = " on this rank" if dist.get_world_size() > 1 else ""
