@@ -226,7 +226,7 @@ def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, ca
                         (["--flow", "dis", "--length", "4"], "length 3 (this run: 4)")):
         assert cli(args + other) == 1
         err = capsys.readouterr().err
-        assert "3 video(s) already have caches" in err and said in err and "--overwrite" in err, err
+        assert "3 videos already have caches" in err and said in err and "--overwrite" in err, err
         assert a.stat().st_mtime_ns == mtime
     assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
     assert cache_meta(a)["flow"] == "dis-fast"
@@ -258,7 +258,7 @@ def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_befo
     failed = report(out, videos / "bo.txt")["failed"]
     assert list(failed) == [str(videos / "b.mp4")]
     assert failed[str(videos / "b.mp4")] == (
-        f"extract: 1 video(s) already have caches in {out} made with other settings, e.g. b.mp4: seed_stride 4 (this "
+        f"extract: 1 video already has caches in {out} made with other settings, e.g. b.mp4: seed_stride 4 (this "
         f"run: 8). Resume with the settings they were made with, or pass --overwrite to make them again")
     assert cache_meta(cache_file(out, "b.mp4"))["seed_stride"] == 4  # the other job's files, as it made them
     assert cache_file(out, "one.mp4").stat().st_mtime_ns == made["one"]
@@ -545,7 +545,7 @@ def test_a_cache_records_its_decoder_and_a_resume_with_another_is_refused(videos
     capsys.readouterr()
     assert cli(args) == 1
     err = capsys.readouterr().err
-    assert "1 video(s) already have caches" in err and "backend opencv (this run: pyav)" in err, err
+    assert "1 video already has caches" in err and "backend opencv (this run: pyav)" in err, err
     assert cli(args + ["--overwrite"]) == 0 and cache_meta(made)["backend"] == "pyav"
     opts = ExtractOptions(length=2, short_side=64)
     assert other_settings(made, dataclasses.replace(opts, backend="pyav-cuda")) == {}
@@ -587,7 +587,7 @@ def test_a_run_of_the_whole_list_removes_the_reports_of_its_extractions_in_other
     assert sorted(p.name for p in out.glob("failed-*.json")) == sorted(
         f"failed-{share_name(str(videos / name), part, parts)}.json" for name, part, parts in (
             ("list.txt", 0, 1), ("other.txt", 0, 2)))
-    assert sum("the report of an earlier extraction of the list in 2 share(s)" in r.getMessage()
+    assert sum("the report of an earlier extraction of the list in 2 shares" in r.getMessage()
                for r in caplog.records) == 2, caplog.text
     assert cli(base + ["--shard", "1/2"]) == 0  # a share of the list: the whole list's report is kept
     assert report(out, videos / "list.txt", 0, 1)["failed"] == {}
@@ -1889,7 +1889,7 @@ def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_ca
     capsys.readouterr()
     assert extract("second") == 1 and made.read_bytes() == before
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"1 video(s) already have caches in {out} made from other files of the same " \
+    assert err.count("\n") == 1 and f"1 video already has caches in {out} made from other files of the same " \
         f"name, e.g. v.mp4: made from {tmp_path / 'first' / 'v.mp4'}, this run's is {tmp_path / 'second' / 'v.mp4'}" \
         in err and "its own --out" in err and f"delete their cache files ({made}) and run again" in err, err
     assert extract("copy") == 0 and made.read_bytes() == before  # the same content elsewhere: already complete

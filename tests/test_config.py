@@ -870,7 +870,8 @@ def test_a_device_this_machine_lacks_is_one_line_naming_the_key_or_flag(tmp_path
     from mme.cli import main
 
     past = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    lacks = (f"torch sees {past} CUDA device(s), cuda:0 to cuda:{past - 1}" if past else "torch sees no CUDA device")
+    lacks = (f"torch sees {past} CUDA device{'s' * (past > 1)}, cuda:0 to cuda:{past - 1}" if past
+             else "torch sees no CUDA device")
     with pytest.raises(ConfigError, match=rf"^train\.device: 'cuda:{past}' requested but {re.escape(lacks)}$"):
         precision.choose_device(f"cuda:{past}")
     for name in ("xpu", "mps"):
@@ -882,7 +883,7 @@ def test_a_device_this_machine_lacks_is_one_line_naming_the_key_or_flag(tmp_path
         m.setattr(torch.cuda, "is_available", lambda: True)
         m.setattr(torch.cuda, "device_count", lambda: 1)
         assert precision.choose_device("cuda:0") == torch.device("cuda", 0)
-        with pytest.raises(ConfigError, match=r"^train\.device: 'cuda:1' requested but torch sees 1 CUDA device\(s\), "
+        with pytest.raises(ConfigError, match=r"^train\.device: 'cuda:1' requested but torch sees 1 CUDA device, "
                                               r"cuda:0 to cuda:0$"):
             precision.choose_device("cuda:1")
     assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={tmp_path / 'run'}", "train.device=xpu"]) == 1

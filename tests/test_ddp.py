@@ -313,7 +313,7 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
     proc = extract(128)  # rank 1's share was made at 256
     # The refusing rank's line; rank 0's ('rank 1: ...') when torchrun has not stopped it first. The ranks share
     # stderr, so their lines may run together.
-    said = " 4 video(s) already have caches"
+    said = " 4 videos already have caches"
     assert proc.returncode == 1 and f"mme extract (rank 1): error: extract:{said}" in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.count(said) == 1 + (f"mme extract: error: rank 1: extract:{said}" in proc.stderr)
     assert not reports[0].exists()  # rank 0 did no work

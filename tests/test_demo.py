@@ -1138,7 +1138,7 @@ def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_
         os.sched_setaffinity(0, before)
     assert sorted(clips) == ["test", "train", "val"] and all(clips.values())
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
-        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
     ran = json.loads((tmp_path / "d" / "seed0" / "pixel" / "run.json").read_text())
     assert (ran["threads"], ran["threads_reason"]) == (

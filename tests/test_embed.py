@@ -206,7 +206,7 @@ def test_more_loader_workers_than_cores_are_said_once_naming_mme_embeds_flag(set
     finally:
         os.sched_setaffinity(0, before)
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
-        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
 
 

@@ -226,7 +226,7 @@ def test_bench_datas_workers_on_one_core_are_said_naming_its_flag(tmp_path, monk
     finally:
         os.sched_setaffinity(0, before)
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
-        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
 
 

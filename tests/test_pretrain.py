@@ -133,7 +133,7 @@ def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path,
         1, "auto: at least 1: the 2 loader workers leave none of 1 core; data.num_workers=0 suits this machine")
     assert not [w for w in said if "worker processes" in str(w.message)]  # torch's, at the loader's creation and start
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
-        "data.num_workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: "
+        "data.num_workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: "
         "data.num_workers=0 suits this machine"]
 
 
@@ -153,7 +153,7 @@ def test_loader_workers_beside_a_nodes_cores_are_said_by_rank_0_alone():
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         said[rank] = [ln.split("] ", 1)[1] for ln in done.stderr.splitlines() if "loader workers on" in ln]
-    assert said == {0: ["data.num_workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside "
+    assert said == {0: ["data.num_workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside "
                         "this process: data.num_workers=0 suits this machine"], 1: []}
 
 
@@ -1081,7 +1081,7 @@ def test_bench_pipelines_workers_on_one_core_are_said_naming_its_flag(tmp_path, 
     finally:
         os.sched_setaffinity(0, before)
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
-        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
     assert "a 3-step MME run with 2 workers" in capsys.readouterr().out
 
@@ -2136,7 +2136,7 @@ def test_the_refusal_of_a_track_cache_lacking_files_counts_the_lists_bad_lines_a
         cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / name}.txt", f"data.root={tmp_path}"],
                           tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}",
                           f"data.max_failure_fraction={fraction}")
-        counted = ", which with its 1 bad line(s) are 2 of its 9 lines" if bad else ""
+        counted = ", which with its 1 bad line are 2 of its 9 lines" if bad else ""
         with pytest.raises(DataError) as refused:
             check_cache(cfg, pretrain_dataset(cfg))
         assert str(refused.value).startswith(

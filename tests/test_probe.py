@@ -1357,5 +1357,5 @@ def test_more_loader_workers_than_cores_are_said_once_naming_mme_probes_flag(syn
     finally:
         os.sched_setaffinity(0, before)
     assert [rec.getMessage() for rec in caplog.records if "loader workers on" in rec.getMessage()] == [
-        "--workers=2: 2 loader workers on 1 usable core(s) wait for the CPU in turn, beside this process: --workers=0 "
+        "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]

@@ -183,7 +183,8 @@ def test_extraction_checks_its_device_as_training_does(monkeypatch, tmp_path):
         extract.ExtractOptions(flow="torch-lk", device="meta")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ConfigError, match=r"^--device: 'cuda:1' requested but torch sees 1 CUDA device\(s\)"):
+    with pytest.raises(ConfigError, match=r"^--device: 'cuda:1' requested but torch sees 1 CUDA device, cuda:0 "
+                                    r"to cuda:0$"):
         extract.ExtractOptions(flow="torch-lk", device="cuda:1")
 
 

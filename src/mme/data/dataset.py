@@ -64,6 +64,7 @@ from mme.utils import (
     check_output,
     command_option,
     command_path,
+    counted,
     how_it_ended,
     keep_freed_memory,
     launch_ranks,
@@ -275,8 +276,8 @@ def make_loader(dataset: Dataset, **kwargs) -> DataLoader:
     workers, cores = kwargs.get("num_workers", 0), usable_cores()
     if (advice := workers_advice(workers, cores)) and (workers, cores) not in _WORKERS_SAID:
         _WORKERS_SAID.add((workers, cores))
-        _workers_log.warning("%s=%d: %d loader workers on %d usable core(s) wait for the CPU in turn, beside this "
-                             "process: %s", option, workers, workers, cores, advice)
+        _workers_log.warning("%s=%d: %d loader workers on %s wait for the CPU in turn, beside this process: %s",
+                             option, workers, workers, counted(cores, "usable core"), advice)
     with _torch_workers_warning_left_out():
         return DataLoader(dataset, **kwargs)
 

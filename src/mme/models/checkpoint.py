@@ -58,6 +58,7 @@ from mme.utils import (
     as_given,
     caller_generator_kept,
     check_count,
+    counted,
     error_reason,
     flag,
     is_positive_number,
@@ -577,11 +578,12 @@ def _check_dropped(keys: list[str], layout: str, encoder_only: bool, strict: boo
     if lost and strict:
         hint = ("; a classifier without fc_norm (VideoMAE's use_mean_pooling=False, which reads the first token) "
                 "is not one mme builds: load its encoder alone" if "head.weight" in lost else "")
-        raise CheckpointError(f"{len(lost)} tensor(s) of the {layout} layout have no place in the model, which "
-                              f"would compute something else without them: {lost[:10]}{hint}")
+        have, them = ("has", "it") if len(lost) == 1 else ("have", "them")
+        raise CheckpointError(f"{counted(len(lost), 'tensor')} of the {layout} layout {have} no place in the model, "
+                              f"which would compute something else without {them}: {lost[:10]}{hint}")
     if keys:
-        log.warning("%s: %d key(s) of the %s layout are not part of the model and are ignored: %s",
-                    path, len(keys), layout, keys[:10])
+        log.warning("%s: %s of the %s layout, not part of the model, ignored: %s", path, counted(len(keys), "key"),
+                    layout, keys[:10])
 
 
 CLIP = ("num_frames", "img_size")
@@ -835,7 +837,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
             elif kept := kept_checkpoints(path):
                 which = f", e.g. the newest kept of an epoch, {kept[-1]}"
             raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: pass one of its "
-                                  f"{len(saved)} checkpoint(s){which}")
+                                  f"{counted(len(saved), 'checkpoint')}{which}")
         if not (path / CONFIG).is_file():
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)
@@ -963,9 +965,9 @@ def fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], sour
         raise CheckpointError(f"{source}: does not fit the model: missing keys {missing[:10]}"
                               f"{' ...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}")
     if missing:
-        log.warning("%s: %d missing key(s) keep their initial values: %s", source, len(missing), missing[:10])
+        log.warning("%s: %s left at initial values: %s", source, counted(len(missing), "missing key"), missing[:10])
     if unexpected:
-        log.warning("%s: %d unexpected key(s) ignored: %s", source, len(unexpected), unexpected[:10])
+        log.warning("%s: %s ignored: %s", source, counted(len(unexpected), "unexpected key"), unexpected[:10])
 
 
 def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> VisionTransformer:

@@ -43,6 +43,7 @@ from mme.utils import (
     as_given,
     atomic_path,
     check_output,
+    counted,
     file_identity,
     file_path,
     flag,
@@ -295,7 +296,7 @@ def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: 
         raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported, or be "
                           "read in their place; write the export elsewhere")
     if folder and (saved := run_checkpoints(out)):
-        raise ConfigError(f"out {out}: a training run's folder (it holds {len(saved)} checkpoint(s)), whose "
+        raise ConfigError(f"out {out}: a training run's folder (it holds {counted(len(saved), 'checkpoint')}), whose "
                           "checkpoints an export there would be read in place of; write the export elsewhere")
     if folder and (out / CONFIG).is_file() and checkpoint_config(out) is None:
         raise ConfigError(f"out {out}: its {CONFIG} is not a checkpoint's (neither an mme nor a Hugging Face VideoMAE "

@@ -70,6 +70,7 @@ from mme.utils import (
     atomic_write_text,
     check_folder_held,
     check_output,
+    counted,
     exclusive_lock,
     identity_or_none,
     in_workers,
@@ -305,7 +306,7 @@ def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None
     if later:
         later = yield from _free_first(later, workers)
     if later:
-        more = f" and {len(later) - 1} more video(s)" if len(later) > 1 else ""
+        more = f" and {counted(len(later) - 1, 'more video')}" if len(later) > 1 else ""
         log.info("extract: waiting for %s%s, being made by another job (it holds %s)", later[0].video, more,
                  later[0].lock)
         yield from in_workers(_work, later, workers, _died)
@@ -419,7 +420,7 @@ def _remove_other_reports(out: str, list_file: str, parts: int) -> None:
     shared = re.compile(re.escape(f"failed-{share_name(list_file, 0, 1)}") + r"(?:-\d+-of-(\d+))?\.json")
     for report in Path(out).glob("failed-*.json"):
         if (named := shared.fullmatch(report.name)) and int(named[1] or 1) != parts:
-            earlier = f"the report of an earlier extraction of the list in {named[1] or 1} share(s)"
+            earlier = f"the report of an earlier extraction of the list in {counted(int(named[1] or 1), 'share')}"
             with removing(report, f"{earlier}, which this run's reports replace: remove it", warn=True):
                 report.unlink(missing_ok=True)  # (another rank may have removed it from a shared --out)
                 log.info("extract: removed %s, %s, whose videos this run looked at again", report, earlier)
@@ -449,14 +450,17 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
         path, (theirs, ours) = next(iter(taken.items()))
         files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
         gone = "" if os.path.isfile(theirs) else " (not there now: moved, or on a volume not mounted)"
-        return (f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, "
-                f"e.g. {path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into its own "
-                f"--out; where this dataset is a copy of that one with these videos changed, delete their cache files "
-                f"({' '.join(files)}) and run again, or pass --overwrite to make every video again")
+        have = "has" if len(taken) == 1 else "have"
+        return (f"extract: {counted(len(taken), 'video')} already {have} caches in {out} made from other files of the "
+                f"same name, e.g. {path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into "
+                f"its own --out; where this dataset is a copy of that one with these videos changed, delete their "
+                f"cache files ({' '.join(files)}) and run again, or pass --overwrite to make every video again")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
-        return (f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
+        have = "has" if len(clashes) == 1 else "have"
+        return (f"extract: {counted(len(clashes), 'video')} already {have} caches in {out} made with other settings, "
+                f"e.g. {path}: "
                 f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
     return None
 
@@ -507,8 +511,8 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
     # extractions on this --out may be writing now.
     remove_stale_temps({*mine, report_file})
-    log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
-             len(mine), len(unique), part, parts, skipped, len(jobs), workers)
+    log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %s", len(mine), len(unique), part,
+             parts, skipped, len(jobs), counted(workers, "worker"))
     if bad_lines:  # as training and mme check skip and count them
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}

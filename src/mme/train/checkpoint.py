@@ -39,6 +39,7 @@ from mme.utils import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    counted,
     cpu_name,
     git_sha,
     mkl_mode,
@@ -121,7 +122,7 @@ def rotated_away(path: Path) -> str:
     saved = list_checkpoints(path.parent) if (m := _NAME.match(path.name)) else []
     if not saved:
         return ""
-    step, held = int(m.group(1)), f"; its folder holds {len(saved)} other checkpoint(s) of a run"
+    step, held = int(m.group(1)), f"; its folder holds {counted(len(saved), 'other checkpoint')} of a run"
     if same := [p.name for p in saved if checkpoint_step(p) == step]:
         return f"{held}: that of step {step} is {same[0]}"
     if step < checkpoint_step(saved[0]):

@@ -28,6 +28,7 @@ from mme.utils import (
     BF16_FEATURES,
     caller_generator_kept,
     core_share,
+    counted,
     cpu_features,
     error_reason,
     usable_cores,
@@ -76,7 +77,7 @@ def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.
         if device.index is None:
             return torch.device("cuda", rank_gpu(local_rank))
         if device.index >= count:
-            raise ConfigError(f"{option}: {name!r} requested but torch sees {count} CUDA device(s), cuda:0 to "
+            raise ConfigError(f"{option}: {name!r} requested but torch sees {counted(count, 'CUDA device')}, cuda:0 to "
                               f"cuda:{count - 1}")
     elif device.type == "meta":
         raise ConfigError(f"{option}: {name!r} holds shapes without data, which no run trains on; use 'auto', 'cpu' "
@@ -145,7 +146,7 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
               if current < cores - workers else "")
     if cores - workers < 1:
         advice = workers_advice(workers, cores)
-        return 1, (f"auto: at least 1: the {workers} loader workers leave none of {cores} core{'s' * (cores > 1)}{how}"
+        return 1, (f"auto: at least 1: the {workers} loader workers leave none of {counted(cores, 'core')}{how}"
                    + (f"; {advice}" if advice else ""))
     return min(current, cores - workers), f"auto: {cores} cores{how} less {workers} loader workers{capped}"
 

@@ -47,6 +47,7 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
+from mme.utils import counted
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _with_bad_lines(dataset: PretrainDataset, videos: int) -> str:
     if not dataset.bad_lines:
         return ""
     failed, lines = dataset.failed_of(videos)
-    return f", which with its {len(dataset.bad_lines)} bad line(s) are {failed} of its {lines} lines"
+    return f", which with its {counted(len(dataset.bad_lines), 'bad line')} are {failed} of its {lines} lines"
 
 
 def _unsought(lookup: CacheLookup, n: int) -> str:
