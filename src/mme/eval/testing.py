@@ -243,8 +243,7 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
             backend)
     listed = entries is not None
     if entries is None:
-        entries = _source_entries(Path(source))
-        listed = _is_list(Path(source))
+        entries, listed = _source_entries(Path(source))
     labelled = all(e.label is not None for e in entries)
     # ClassificationDataset reads labelled lists: write one of the paths as given, read under ``root`` (so that a
     # list's digest is of its paths under the root, as training's: nodes mounting one list's videos at other roots
@@ -264,8 +263,9 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     return dataset
 
 
-def _source_entries(source: Path) -> list[ListEntry]:
-    """The entries of :func:`build_test_set`'s ``source``: a list file's, or one of a video file."""
+def _source_entries(source: Path) -> tuple[list[ListEntry], bool]:
+    """The entries of :func:`build_test_set`'s ``source``: a list file's, or one of a video file; and whether it is a
+    list (:func:`_is_list`, whose head is read once)."""
     from mme.data.lists import ListEntry, read_list
 
     if source.is_dir():
@@ -274,7 +274,9 @@ def _source_entries(source: Path) -> list[ListEntry]:
     if not source.is_file():
         raise DataError(f"{source}: no such list file or video")
     # a video named on the command line is where it says, not under ``root``
-    return read_list(source, strict=True)[0] if _is_list(source) else [ListEntry(absolute_path(source))]
+    if _is_list(source):
+        return read_list(source, strict=True)[0], True
+    return [ListEntry(absolute_path(source))], False
 
 
 def _is_list(source: Path) -> bool:
