@@ -348,12 +348,25 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
+SHARE = "-{part}-of-{parts}"
+"""What :func:`share_name` adds for one share of a list shared in several; no character of it is special in a regular
+expression, so that :func:`shares_named` reads it back from the same text."""
+
+
 def share_name(list_file: str, part: int, parts: int) -> str:
     """What names one share of a list's extraction under ``--out``, its lock and its report of failures: the list's
-    stem and a hash of its real path (lists of one name in other folders differ), then ``-<part>-of-<parts>`` where
-    the list is shared."""
+    stem and a hash of its real path (lists of one name in other folders differ), then ``-<part>-of-<parts>``
+    (:data:`SHARE`) where the list is shared."""
     which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()
-    return f"{Path(list_file).stem}-{which}" + (f"-{part}-of-{parts}" if parts > 1 else "")
+    return f"{Path(list_file).stem}-{which}" + (SHARE.format(part=part, parts=parts) if parts > 1 else "")
+
+
+def shares_named(name: str, list_file: str, prefix: str = "", suffix: str = "") -> int | None:
+    """The number of shares of ``list_file``'s extraction in which ``name`` is one share's :func:`share_name` between
+    ``prefix`` and ``suffix`` (1 for the unshared list's); None where it names none of its shares."""
+    share = SHARE.format(part=r"\d+", parts=r"(\d+)")
+    named = re.fullmatch(re.escape(prefix + share_name(list_file, 0, 1)) + f"(?:{share})?" + re.escape(suffix), name)
+    return None if named is None else int(named[1] or 1)
 
 
 def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict]]:
@@ -417,10 +430,9 @@ def _remove_other_reports(out: str, list_file: str, parts: int) -> None:
     """Remove the reports of failures in ``out`` of earlier extractions of ``list_file`` in another number of shares
     than ``parts`` (on other ranks, or ``--shard``), once a run of the whole list in ``parts`` shares has written its
     own: they named videos as failed that this run looked at again (made since, or failed again, in its reports)."""
-    shared = re.compile(re.escape(f"failed-{share_name(list_file, 0, 1)}") + r"(?:-\d+-of-(\d+))?\.json")
     for report in Path(out).glob("failed-*.json"):
-        if (named := shared.fullmatch(report.name)) and int(named[1] or 1) != parts:
-            earlier = f"the report of an earlier extraction of the list in {counted(int(named[1] or 1), 'share')}"
+        if (shares := shares_named(report.name, list_file, "failed-", ".json")) not in (None, parts):
+            earlier = f"the report of an earlier extraction of the list in {counted(shares, 'share')}"
             with removing(report, f"{earlier}, which this run's reports replace: remove it", warn=True):
                 report.unlink(missing_ok=True)  # (another rank may have removed it from a shared --out)
                 log.info("extract: removed %s, %s, whose videos this run looked at again", report, earlier)
