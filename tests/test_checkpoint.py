@@ -1810,6 +1810,24 @@ def test_a_clip_given_that_the_patch_or_tubelet_does_not_divide_is_named_as_give
     assert not (tmp_path / "out").exists() and not (tmp_path / "p.png").exists()
 
 
+def test_an_export_of_a_classifiers_encoder_counts_its_head_as_dropped_not_the_fc_norm_it_keeps(tmp_path, caplog):
+    """`mme export CLF OUT --kind model` logged "4 decoder/classifier tensors dropped": the head's weight and bias, and
+    the fc_norm's, which the encoder keeps as its pooled norm. It counts the 2 it drops, read from our files and from
+    Hugging Face's classifier."""
+    clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=3))
+    save_pretrained(clf, tmp_path / "clf")
+    hf = export(tmp_path / "clf", tmp_path / "hf", "hf", kind="classification")
+    with caplog.at_level(logging.INFO, logger="mme"):
+        assert cli_main(["export", str(tmp_path / "clf"), str(tmp_path / "enc"), "--format", "mme", "--kind",
+                         "model"]) == 0
+        assert read_checkpoint(hf, encoder_only=True).pooled_norm is not None
+    said = [r.getMessage() for r in caplog.records if "tensors dropped" in r.getMessage()]
+    assert len(said) == 2 and all(m.endswith(": using the encoder; 2 decoder/classifier tensors dropped")
+                                  for m in said), said
+    assert said[0].startswith(str(tmp_path / "clf")) and said[1].startswith(str(hf))
+    assert read_checkpoint(tmp_path / "enc").pooled_norm is not None
+
+
 def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_it(tmp_path, caplog):
     """`mme export CLF OUT --kind model` wrote the encoder without the classifier's fc_norm: `mme embed OUT` gave the
     raw token mean, not the fc_norm'ed one `mme embed CLF` gives (off by 3.4 in the audit), said by an info line

@@ -542,8 +542,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
         eps_arg = {"fc_norm_eps": 1e-5} if hf else {}  # a classifier's: HF's fc_norm has nn.LayerNorm's default
         pooled_norm = None
         if encoder_only and kind != "encoder":
-            log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,
-                     len(ours) - len(convert.encoder_part(ours, kind)))
+            _say_encoder_used(path, ours, kind)
             if "fc_norm.weight" in ours:  # a classifier's
                 pooled_norm = _pooled_norm(ours, eps_arg)
             kind, ours = "encoder", convert.encoder_part(ours, kind)
@@ -568,6 +567,13 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
     except (KeyError, ValueError) as e:  # a tensor that a layout has missing, or of another rank
         raise CheckpointError(f"{path}: incomplete or foreign weights for the {layout} layout "
                               f"({type(e).__name__}: {e})") from e
+
+
+def _say_encoder_used(source: str | Path, state: dict[str, torch.Tensor], kind: str) -> None:
+    """Log that the encoder alone of our ``kind`` state is read, counting the tensors dropped: a decoder's, a
+    classifier's head; not a classifier's fc_norm, which its encoder keeps (:attr:`Checkpoint.pooled_norm`)."""
+    kept = len(convert.encoder_part(state, kind)) + sum(k.startswith(f"{POOLED_NORM}.") for k in state)
+    log.info("%s: using the encoder; %d decoder/classifier tensors dropped", source, len(state) - kept)
 
 
 def _check_dropped(keys: list[str], layout: str, encoder_only: bool, strict: bool, path: Path) -> None:
@@ -784,8 +790,7 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         given = as_given(given_as.get(fault.field, fault.field), fault.value)
         raise CheckpointError(f"{Path(path)}: {given} {fault.reason}") from e
     if encoder_only and ck.kind != "encoder":
-        log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
-                 len(ck.state) - len(ck.encoder_state))
+        _say_encoder_used(ck.source, ck.state, ck.kind)
         ck = select_part(ck, "model")
     ck.given_as = given_as
     return ck
