@@ -641,6 +641,38 @@ def test_loader_workers_reuse_the_memory_of_the_last_item(tmp_path, context):
     assert max(faults["start_workers"]) < 100 and min(faults["plain"]) > 500, faults
 
 
+def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
+    """A loader worker killed (the out-of-memory killer's SIGKILL) or short of shared memory (SIGBUS) advised "lower
+    data.num_workers (mme embed and probe: --workers) or the batch size" in every command: keys mme demo refuses
+    (its batch is fixed) and mme bench pipeline and mme embed do not take. Each is told its own flags
+    (mme.utils.memory_advice, said_as), and a command that takes none of them is told so."""
+    import signal
+
+    from mme.data.dataset import worker_death_guess
+    from mme.demo import DEMO_KEYS
+    from mme.eval.features import EMBED_KEYS
+    from mme.train.bench_pipeline import FLAGS
+    from mme.utils import keys_as_flags
+
+    killed, bus = -signal.SIGKILL, -signal.SIGBUS
+    told = "most likely killed by the out-of-memory killer: "
+    shm = "most likely for want of shared memory (/dev/shm): give it more"
+    sizes = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
+    assert (worker_death_guess(killed), worker_death_guess(bus)) == (
+        f"{told}lower data.num_workers or train.batch_size, or {sizes}", f"{shm}, or lower data.num_workers")
+    for flags, overrides, said in (
+            (DEMO_KEYS, True, f"lower --workers, or {sizes}"),
+            (FLAGS, False, "lower --workers, or the clips' size (--size, --frames)"),
+            (EMBED_KEYS, False, "lower --workers or --batch-size")):
+        with keys_as_flags(flags, overrides=overrides):
+            assert (worker_death_guess(killed), worker_death_guess(bus)) == (
+                f"{told}{said}", f"{shm}, or lower --workers"), flags
+    with keys_as_flags({}, overrides=False):
+        assert (worker_death_guess(killed), worker_death_guess(bus)) == (
+            f"{told}this command takes none of the settings that would lower it", shm)
+    assert worker_death_guess(1) is None
+
+
 @pytest.mark.parametrize("text, said", [
     ("DataLoader worker (pid(s) 4242) exited unexpectedly", True),
     ("DataLoader worker (pid(s) 4242, 4243) exited unexpectedly", True),
@@ -664,7 +696,8 @@ def test_a_dead_loader_worker_is_one_line_where_torch_lists_no_worker_processes(
     if said:
         assert str(info.value) == (
             f"{text} (how, this version of torch does not say): where the out-of-memory killer ended it, lower "
-            "data.num_workers (mme embed and probe: --workers) or the batch size")
+            "data.num_workers or train.batch_size, or the clips' size (data.img_size with model.img_size, "
+            "data.num_frames with model.num_frames)")
         assert str(info.value.__cause__) == text
     else:
         assert str(info.value) == text

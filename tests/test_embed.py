@@ -577,8 +577,7 @@ def test_a_loader_worker_killed_mid_embedding_is_one_line_and_the_same_command_c
         embed(ckpt, root / "list.txt", out, stride=2, root=str(root), batch_size=1, chunk_batches=1, num_workers=1,
               progress=False)
     assert str(info.value) == (f"data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed "
-                               "by the out-of-memory killer: lower data.num_workers (mme embed and probe: --workers) "
-                               "or the batch size")
+                               "by the out-of-memory killer: lower --workers or --batch-size")
     assert len(list((tmp_path / "f.npy.partial").glob("part-*.npz"))) >= 1 and not out.exists()
     monkeypatch.undo()
     embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False)

@@ -2025,9 +2025,9 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
     err = capsys.readouterr().err
     assert code == 1 and err.strip().splitlines()[-1] == (
         f"mme pretrain: error: data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed by "
-        "the out-of-memory killer: lower data.num_workers (mme embed and probe: --workers) or the batch size; what was "
-        "written is kept (the same command with --resume auto continues from the run's newest checkpoint, if it "
-        "wrote one)"), err[-3000:]
+        "the out-of-memory killer: lower data.num_workers or train.batch_size, or the clips' size (data.img_size with "
+        "model.img_size, data.num_frames with model.num_frames); what was written is kept (the same command with "
+        "--resume auto continues from the run's newest checkpoint, if it wrote one)"), err[-3000:]
     assert "Traceback" not in err and "could not write" not in err, err[-3000:]
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 2))["step"] == 2
 

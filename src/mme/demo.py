@@ -262,7 +262,7 @@ def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str
     out = {}
     for split, path in lists.items():
         cfg = replace(data_cfg, list_file=str(path), root=str(path.parent), test_clips=1, test_crops=1)
-        with keys_as_flags({"data.num_workers": DEMO_KEYS["data.num_workers"]}):  # (its workers' warning: --workers)
+        with keys_as_flags(DEMO_KEYS):  # (its workers' warning and advice: --workers, not the batch it fixes)
             out[split] = [b for b in iter_test_batches(ClassificationDataset(cfg, mode="test"), batch_size=8,
                                                        num_workers=data_cfg.num_workers, desc=split, progress=False)
                           if b["video"] is not None]  # failed videos are logged by iter_test_batches and left out

@@ -1111,6 +1111,33 @@ def said_as(key: str) -> str | None:
     return flags[key] if key in flags else key if overrides else None
 
 
+def memory_advice(in_worker: bool) -> str:
+    """What to lower where a step (``in_worker``: a loader worker of it, or one the out-of-memory killer ended) ran
+    out of memory, each setting as the command running takes it (:func:`said_as`: ``--workers`` in ``mme demo``,
+    ``--size`` in ``mme bench pipeline``, ``--workers`` and ``--batch-size`` in ``mme embed``), those it does not take
+    left out (the demo's batch; every key but its flags' in ``mme bench pipeline`` and ``mme embed``). The clips'
+    size is each data key with its model key, which a run refuses to differ."""
+    def said(*keys: str) -> str | None:
+        named = [said_as(k) for k in keys]
+        return " with ".join(dict.fromkeys(named)) if all(named) else None
+
+    size = [s for s in (said("data.img_size", "model.img_size"), said("data.num_frames", "model.num_frames")) if s]
+    size = [f"the clips' size ({', '.join(size)})"] if size else []
+    if in_worker:
+        lowered = " or ".join(k for k in (said_as("data.num_workers"), said_as("train.batch_size")) if k)
+        ways = [f"lower {', or '.join(([lowered] if lowered else []) + size)}"] if lowered or size else []
+    else:
+        batch, accum, checkpointing = (said_as(k) for k in ("train.batch_size", "train.accum_steps",
+                                                             "train.activation_checkpointing"))
+        ways = ([f"lower {batch}" + (f" (raising {accum} keeps the clips a step trains on)" if accum else "")]
+                if batch else []) + ([f"set {checkpointing}=true"] if checkpointing else [])
+        if size:
+            ways.append(f"lower {size[0]}")
+    if not ways:  # (a command that takes none of these settings)
+        return "this command takes none of the settings that would lower it"
+    return ", ".join(ways[:-1]) + (", or " if len(ways) > 1 else "") + ways[-1]
+
+
 @contextlib.contextmanager
 def keys_as_flags(flags: dict[str, str | None], overrides: bool = True) -> Iterator[None]:
     """A ConfigError raised within whose message starts with a config key of ``flags`` (the keys a command's flags

@@ -104,7 +104,8 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int, clips: int) -> fl
 
 
 FLAGS = {"data.num_frames": "--frames", "data.stride": "--stride", "data.img_size": "--size",
-         "data.backend": "--backend", "data.decode_threads": "--decode-threads", "data.num_workers": "--workers"}
+         "data.backend": "--backend", "data.decode_threads": "--decode-threads", "data.num_workers": "--workers",
+         "train.batch_size": "--batch"}
 """The config keys :func:`bench_data`'s arguments set, and the flag of ``mme bench data`` that gives each."""
 
 
@@ -134,7 +135,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
             short = reader.num_frames < window
         stages = _stages(str(video), cfg, length)
         ds = PretrainDataset(cfg, track_length=length)
-        with keys_as_flags(FLAGS):  # (the workers' warning names --workers)
+        with keys_as_flags(FLAGS, overrides=False):  # (the workers' warning and advice name its flags)
             rates = {w: _throughput(ds, w, batch, clips) for w in workers}
     ref = rates[workers[0]]
     print(f"mme bench data | {cpu_name()} | {threads} thread(s) in this process, 1 per worker | {info} | "

@@ -68,7 +68,9 @@ from mme.utils import (
     how_it_ended,
     keep_freed_memory,
     launch_ranks,
+    memory_advice,
     opencv_settings,
+    said_as,
     usable_cores,
     workers_advice,
     workers_option,
@@ -340,11 +342,17 @@ def _defer_worker_deaths() -> None:
     signal.signal(signal.SIGCHLD, deferring)
 
 
-_FEWER_WORKERS = "lower data.num_workers (mme embed and probe: --workers) or the batch size"
-WORKER_DEATHS = {-signal.SIGKILL: f"most likely killed by the out-of-memory killer: {_FEWER_WORKERS}",
-                 -signal.SIGBUS: "most likely for want of shared memory (/dev/shm): give it more, or lower "
-                                 "data.num_workers (mme embed and probe: --workers)"}
-"""What a loader worker's exit code (minus the signal that killed it) most likely says, and what to do."""
+def worker_death_guess(exitcode: int | None) -> str | None:
+    """What a loader worker's exit code (minus the signal that killed it) most likely says, and what to do, each
+    setting as the command running takes it (:func:`mme.utils.memory_advice`, :func:`mme.utils.said_as`); None for
+    another end."""
+    if exitcode == -signal.SIGKILL:
+        return f"most likely killed by the out-of-memory killer: {memory_advice(True)}"
+    if exitcode == -signal.SIGBUS:
+        workers = said_as("data.num_workers")
+        return "most likely for want of shared memory (/dev/shm): give it more" + (f", or lower {workers}" if workers
+                                                                                   else "")
+    return None
 
 
 def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
@@ -378,7 +386,7 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
 
 def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | None:
     """The first of the loader iterator's worker processes that ended, waited for up to ``wait_s``, as a ProcessLost
-    saying how (:data:`WORKER_DEATHS`); None while all live. Torch names them nowhere public: this reads its
+    saying how (:func:`worker_death_guess`); None while all live. Torch names them nowhere public: this reads its
     iterator's ``_workers`` (by worker id), and where a torch version has no such list of processes, falls back on
     torch's own ``error``: its "DataLoader worker (pid(s) N) exited unexpectedly", said in one line without how."""
     workers = getattr(batches, "_workers", None)
@@ -387,12 +395,12 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
         if not (said.startswith("DataLoader worker") and "exited unexpectedly" in said):
             return None  # (a loader without workers, or another error)
         return ProcessLost(f"{said} (how, this version of torch does not say): where the out-of-memory killer ended "
-                           f"it, {_FEWER_WORKERS}")
+                           f"it, {memory_advice(True)}")
     ended = wait([w.sentinel for w in workers], timeout=wait_s)
     for i, worker in enumerate(workers):
         if worker.sentinel in ended:
             worker.join()  # (its exit code, once its exit, which closed the sentinel, is done)
-            guess = WORKER_DEATHS.get(worker.exitcode)
+            guess = worker_death_guess(worker.exitcode)
             return ProcessLost(f"data loader worker {i} (pid {worker.pid}) died ({how_it_ended(worker.exitcode)})"
                                + (f", {guess}" if guess else ""))
     return None

@@ -170,7 +170,7 @@ def _device_and_precision(device: torch.device, precision: str, why: str) -> str
 
 
 @torch_as_mme()
-@keys_as_flags({"data.num_workers": "num_workers"})  # (its workers' warning names its parameter)
+@keys_as_flags({"data.num_workers": "num_workers", "train.batch_size": "batch_size"}, overrides=False)  # (its own)
 def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
                      device: str | torch.device = "cpu", precision: str = "auto", tokens: bool = False,
                      progress: bool = True, pooled_norm: torch.nn.Module | None = None) -> Features:
@@ -665,6 +665,8 @@ def _read_grids(path: Path, rows: slice | None = None) -> np.ndarray:
 EMBED_COUNTS = {"batch_size": ("--batch-size", 1), "chunk_batches": ("--chunk-batches", 1), "clips": ("--clips", 1),
                 "crops": ("--crops", 1), "num_workers": ("--workers", 0)}
 """The counts among :func:`embed`'s options: each one's flag and least value."""
+EMBED_KEYS = {"data.num_workers": EMBED_COUNTS["num_workers"][0], "train.batch_size": EMBED_COUNTS["batch_size"][0]}
+"""The config keys whose settings :func:`embed`'s flags give, named in its loaders' warnings and advice."""
 
 
 def check_embed_options(outs: list[Path], backend: str | None = None, device: str = "auto",
@@ -859,9 +861,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             rows.clear()
 
         rows: list = []
-        # every rank's parts written (a write that fails on one rank stops them all); the workers' warning names
-        # --workers (mme.utils.said_as)
-        with dist.agreed(), keys_as_flags({"data.num_workers": EMBED_COUNTS["num_workers"][0]}):
+        # every rank's parts written (a write that fails on one rank stops them all); the workers' warnings and advice
+        # name its flags (mme.utils.said_as)
+        with dist.agreed(), keys_as_flags(EMBED_KEYS, overrides=False):
             for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
                                  precision=precision, tokens=tokens, progress=progress and dist.is_main(),
                                  pooled_norm=pooled_norm, model=f"checkpoint {checkpoint}"):

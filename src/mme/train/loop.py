@@ -49,6 +49,7 @@ from mme.utils import (
     check_folder_held,
     error_reason,
     may_want_space,
+    memory_advice,
     mib_free,
     progress_bar,
     said_as,
@@ -527,32 +528,6 @@ _OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "out of memory",
 GPU's as older torch and the paths outside its caching allocator raise it (``CUDA out of memory``, ``CUDA error: out
 of memory`` of a kernel's launch, ``HIP out of memory``, ``MPS backend out of memory``); a GPU library's that cannot
 allocate its workspace (``CUBLAS_STATUS_ALLOC_FAILED``, cuDNN's, cuSOLVER's, cuSPARSE's)."""
-
-
-def memory_advice(in_worker: bool) -> str:
-    """What to lower where a step (``in_worker``: a loader worker of it) ran out of memory, each setting as the
-    command running takes it (:func:`mme.utils.said_as`: ``--workers`` in ``mme demo``, ``--size`` in ``mme bench
-    pipeline``), those it does not take left out (the demo's batch; every key but its flags' in ``mme bench
-    pipeline``). The clips' size is each data key with its model key, which a run refuses to differ."""
-    def said(*keys: str) -> str | None:
-        named = [said_as(k) for k in keys]
-        return " with ".join(dict.fromkeys(named)) if all(named) else None
-
-    size = [s for s in (said("data.img_size", "model.img_size"), said("data.num_frames", "model.num_frames")) if s]
-    size = [f"the clips' size ({', '.join(size)})"] if size else []
-    if in_worker:
-        lowered = " or ".join(k for k in (said_as("data.num_workers"), said_as("train.batch_size")) if k)
-        ways = [f"lower {', or '.join(([lowered] if lowered else []) + size)}"] if lowered or size else []
-    else:
-        batch, accum, checkpointing = (said_as(k) for k in ("train.batch_size", "train.accum_steps",
-                                                             "train.activation_checkpointing"))
-        ways = ([f"lower {batch}" + (f" (raising {accum} keeps the clips a step trains on)" if accum else "")]
-                if batch else []) + ([f"set {checkpointing}=true"] if checkpointing else [])
-        if size:
-            ways.append(f"lower {size[0]}")
-    if not ways:  # (a command that takes none of these settings)
-        return "this command takes none of the settings that would lower it"
-    return ", ".join(ways[:-1]) + (", or " if len(ways) > 1 else "") + ways[-1]
 
 
 def _out_of_memory(e: BaseException) -> bool:
