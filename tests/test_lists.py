@@ -1819,6 +1819,24 @@ def test_check_says_where_relative_paths_start_when_the_lists_folder_holds_its_v
     assert "own folder" not in caplog.text
 
 
+def test_check_advises_a_root_whose_name_has_a_space_quoted_for_the_shell(videos, tmp_path, monkeypatch, caplog):
+    """The advice "give --root DIR" was not quoted: a list's folder named with a space ('my videos') pasted into a
+    shell gave --root the part before the space, and the command failed. It is quoted for the shell
+    (command_option), and the root it gives finds the videos."""
+    import shlex
+
+    (tmp_path / "my videos" / "a").mkdir(parents=True)
+    shutil.copy(videos / "a" / "good.mp4", tmp_path / "my videos" / "a" / "good.mp4")
+    (tmp_path / "my videos" / "train.txt").write_text("a/good.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert check_lists(["my videos/train.txt"], "", tmp_path / "c.json")["counts"] == {"missing": 1}
+    said = [r.getMessage() for r in caplog.records if "own folder holds them" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(f"give --root '{tmp_path / 'my videos'}'"), said
+    flag, root = shlex.split(said[0].split("give ")[-1])
+    assert flag == "--root" and check_lists(["my videos/train.txt"], root, tmp_path / "c.json")["counts"] == {"ok": 1}
+
+
 def test_lists_check_after_writing(videos, tmp_path, capsys):
     for rel in ("a/good.mp4", "a/short.mp4", "b/packed.avi"):  # only videos a run can read
         (tmp_path / "v" / rel).parent.mkdir(parents=True, exist_ok=True)

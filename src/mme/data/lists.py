@@ -2048,8 +2048,8 @@ def _hint_root(list_file: str | Path, relative: list[ListEntry], root: str | Pat
     beside = os.path.dirname(absolute_path(list_file))
     if any(os.path.isfile(os.path.join(beside, e.path)) for e in relative):
         log.warning("%s: none of its %d videos is under %s, where its relative paths start (--root); the list's "
-                    "own folder holds them: give --root %s", list_file, len(relative),
-                    root or f"the working folder {os.getcwd()}", beside)
+                    "own folder holds them: give %s", list_file, len(relative),
+                    root or f"the working folder {os.getcwd()}", command_option("--root", beside))
 
 
 def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
