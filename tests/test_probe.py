@@ -1359,3 +1359,38 @@ def test_more_loader_workers_than_cores_are_said_once_naming_mme_probes_flag(syn
     assert [rec.getMessage() for rec in caplog.records if "loader workers on" in rec.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]
+
+
+@pytest.mark.pinned  # every run precision fp32
+def test_an_empty_index_dirs_advice_names_every_splits_list_and_fills_the_index_of_each(synth, tmp_path, monkeypatch,
+                                                                                     caplog):
+    """``mme probe --train T --test E --index-dir EMPTY`` advised "`mme check T --root R --index-dir EMPTY` fills
+    it": the train split's alone, whose reads filled the folder before the test split was embedded (which then said
+    nothing), so the command left the test videos unchecked. One warning names every split's list, and the command
+    it gives checks them all."""
+    import json
+    import logging
+    import shlex
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r, index = synth.root, tmp_path / "index"
+    index.mkdir()
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"), "--root",
+                     str(r), "--out", "p", "--stride", "2", "--k", "3", "--precision", "fp32", "--workers", "0",
+                     "--index-dir", "index"]) == 0
+    said = [rec.getMessage() for rec in caplog.records if "holds no frame index" in rec.getMessage()]
+    assert said == [f"--index-dir index holds no frame index yet: `mme check {r / 'train.txt'} {r / 'test.txt'} "
+                    f"--root {r} --index-dir index` fills it"], said
+    fresh = tmp_path / "fresh"  # the command said, into a fresh folder: it checks both lists' videos
+    command = shlex.split(said[0].split("`")[1])[1:]
+    command[command.index("--index-dir") + 1] = str(fresh)
+    assert main([*command, "--out", "check.json", "--min-frames", "1"]) == 0
+    assert json.loads((tmp_path / "check.json").read_text())["counts"] == {"ok": 24}

@@ -31,7 +31,7 @@ import signal
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import InitVar, dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -474,7 +474,7 @@ class _VideoDataset(Dataset):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
         self.entries: list[ListEntry] = entries
         self.need_labels = need_labels
-        self.checked_as: str | None = self.as_arguments(cfg.list_file, cfg.root)
+        self.checked_as: str | None = self.as_arguments([cfg.list_file], cfg.root)
         """The list and its root as a command's arguments (``mme check``'s, ``mme extract``'s), as the user gave them
         (a test set's, not the list it writes: :func:`~mme.eval.testing.build_test_set`); None where the user gave
         no list (one video)."""
@@ -596,9 +596,10 @@ class _VideoDataset(Dataset):
         return resolve(self.entries[i], self.cfg.root)
 
     @staticmethod
-    def as_arguments(list_file: str | os.PathLike, root: str | os.PathLike | None) -> str:
-        """The list ``list_file`` and its ``root`` as a command's arguments, quoted for a shell (:attr:`checked_as`)."""
-        return command_path(list_file) + (f" {command_option('--root', root)}" if root else "")
+    def as_arguments(list_files: Sequence[str | os.PathLike], root: str | os.PathLike | None) -> str:
+        """The lists ``list_files`` and their ``root`` as a command's arguments, quoted for a shell
+        (:attr:`checked_as`)."""
+        return " ".join(map(command_path, list_files)) + (f" {command_option('--root', root)}" if root else "")
 
     def failed_of(self, videos: int) -> tuple[int, int]:
         """``videos`` failed videos of the list with its bad lines, and the list's lines (its entries and bad lines)."""

@@ -669,6 +669,14 @@ EMBED_KEYS = {"data.num_workers": EMBED_COUNTS["num_workers"][0], "train.batch_s
 """The config keys whose settings :func:`embed`'s flags give, named in its loaders' warnings and advice."""
 
 
+def say_unindexed(index_dir: str | os.PathLike, listed: str | None) -> None:
+    """Warn that ``index_dir`` holds no frame index yet, naming the `mme check` of ``listed`` (lists and root as a
+    command's arguments: :meth:`~mme.data.dataset._VideoDataset.as_arguments`) that fills it; no command where there
+    is no list (one video)."""
+    log.warning("--index-dir %s holds no frame index yet%s", index_dir,
+                f": `mme check {listed} {command_option('--index-dir', index_dir)}` fills it" if listed else "")
+
+
 def check_embed_options(outs: list[Path], backend: str | None = None, device: str = "auto",
                         index_dir: str | None = None, **counts: Any) -> tuple[torch.device, dict[str, int]]:
     """:func:`embed`'s options that need no input read, checked before any is (mme probe's before it reads its
@@ -745,7 +753,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
           orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
           num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True,
           checked_on: torch.device | None = None, read: EncoderRead | None = None,
-          entries: list[ListEntry] | None = None) -> Path:
+          entries: list[ListEntry] | None = None, unindexed_said: bool = False) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -762,7 +770,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     ``root`` (:func:`~mme.data.lists.check_root`) and judged ``out``'s files (:func:`refuse_unowned`) already (mme
     probe's, once for all its splits before it reads its checkpoint);
     ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split);
-    ``entries``: the list ``source``'s, already read (mme probe's: a list through a pipe is read once)."""
+    ``entries``: the list ``source``'s, already read (mme probe's: a list through a pipe is read once);
+    ``unindexed_said``: the caller said that ``index_dir`` holds no index yet (mme probe, naming every split's list:
+    the first split's reads fill it)."""
     from mme.data.dataset import list_identity
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
@@ -790,10 +800,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir,
                                entries=entries)
-        if unindexed:  # the check of the list and root as given (before: `mme check LIST`, a list's root left out)
-            listed = dataset.checked_as
-            log.warning("--index-dir %s holds no frame index yet%s", index_dir,
-                        f": `mme check {listed} {command_option('--index-dir', index_dir)}` fills it" if listed else "")
+        if unindexed and not unindexed_said:  # the check of the list and root as given (before: `mme check LIST`)
+            say_unindexed(index_dir, dataset.checked_as)
         n = len(dataset)
         check_output(out, "--out")
         fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),

@@ -401,6 +401,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     ``val_fraction`` of train (same ``seed``). A split carved from train holds whole source videos: the clips of
     one are a group (:func:`mme.data.lists.source_group`: ``group_by``, a regular expression over the file name, else
     the UCF101, HMDB51 or Kinetics name, else the file), all on one side of it."""
+    from mme.data.dataset import ClassificationDataset
     from mme.data.lists import (
         check_class_ids,
         check_labels,
@@ -410,7 +411,15 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         source_group,
         untrained_classes,
     )
-    from mme.eval.features import EMBED_COUNTS, check_embed_options, embed, read_encoder, read_features, refuse_unowned
+    from mme.eval.features import (
+        EMBED_COUNTS,
+        check_embed_options,
+        embed,
+        read_encoder,
+        read_features,
+        refuse_unowned,
+        say_unindexed,
+    )
     from mme.train import distributed as dist
 
     seed = check_seed(seed, "--seed")
@@ -449,10 +458,15 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
             "img_size", "num_frames", "stride", "segments", "orientation", "backend", "index_dir")})
+    index_dir = embed_kwargs.get("index_dir")
+    unindexed = index_dir is not None and not any(Path(index_dir).iterdir())  # (made: check_embed_options)
+    if unindexed:  # every split's list: the first split's reads fill the folder, its check would name that list alone
+        say_unindexed(index_dir, ClassificationDataset.as_arguments([splits[s] for s in features],
+                                                                    embed_kwargs.get("root", "")))
     data, info = {}, {}
     for split, path in features.items():
         embed(checkpoint, splits[split], path, checked_on=on, read=read, entries=entries[split],
-              **{**embed_kwargs, **counts})
+              unindexed_said=unindexed, **{**embed_kwargs, **counts})
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         if split == "train":

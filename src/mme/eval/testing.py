@@ -259,7 +259,7 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
         dataset = ClassificationDataset(cfg, mode="test", seed=seed)
     dataset.labelled = labelled
     # the list and root as the user gave them, for a command to run (`mme check`): not the list written above
-    dataset.checked_as = dataset.as_arguments(source, root) if listed else None
+    dataset.checked_as = dataset.as_arguments([source], root) if listed else None
     return dataset
 
 
