@@ -1514,13 +1514,13 @@ def test_an_export_into_a_training_runs_folder_is_refused_and_never_read_in_plac
     # a run's folder an earlier mme exported into (a folder of kept checkpoints alone too): still the run's, refused
     # naming its newest checkpoint
     for folder, count, newest in (
-            (run, "2 checkpoints", r"the newest that reads, .*/run/checkpoint-00000010\.pt"),
-            (kept, "1 checkpoint", r"the newest kept of an epoch, .*/kept/checkpoint-epoch-0001-00000007\.pt")):
+            (run, "one of its 2 checkpoints", r"the newest that reads, .*/run/checkpoint-00000010\.pt"),
+            (kept, "its checkpoint", r"the newest kept of an epoch, .*/kept/checkpoint-epoch-0001-00000007\.pt")):
         for name in ("config.json", "model.safetensors"):
             (folder / name).write_bytes((src / name).read_bytes())
         with pytest.raises(CheckpointError, match=rf"{folder.name}: a training run's folder, not a checkpoint \(its "
                                                   r"config\.json is of weights written beside the run's checkpoints, "
-                                                  r"which a folder of their own reads\): pass one of its "
+                                                  r"which a folder of their own reads\): pass "
                                                   rf"{count}, e\.g\. {newest}$"):
             load_encoder(folder)
     assert cli_main(["embed", str(run), str(tmp_path / "list.txt"), "--out", str(tmp_path / "f.safetensors")]) == 1

@@ -1115,6 +1115,10 @@ def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
                                                              "4 (its physical cores, or OMP_NUM_THREADS: torchrun's "
                                                              "is 1)")
         assert precision.choose_threads(None, cuda, 4) == (4, "torch's; the step runs on cuda")
+        monkeypatch.setattr(precision, "core_share", lambda: (1, ""))  # one core: one of each, said so
+        assert precision.choose_threads(None, cpu, 0) == (1, "auto: 1 core less 0 loader workers")
+        assert precision.choose_threads(None, cpu, 1) == (1, "auto: at least 1: the 1 loader worker leaves none of "
+                                                             "1 core")
     finally:
         torch.set_num_threads(before)
     monkeypatch.undo()

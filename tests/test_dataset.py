@@ -648,6 +648,7 @@ def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
     (mme.utils.memory_advice, said_as), and a command that takes none of them is told so."""
     import signal
 
+    from mme.data import bench
     from mme.data.dataset import worker_death_guess
     from mme.demo import DEMO_KEYS
     from mme.eval.features import EMBED_KEYS
@@ -663,7 +664,8 @@ def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
     for flags, overrides, said in (
             (DEMO_KEYS, True, f"lower --workers, or {sizes}"),
             (FLAGS, False, "lower --workers, or the clips' size (--size, --frames)"),
-            (EMBED_KEYS, False, "lower --workers or --batch-size")):
+            (EMBED_KEYS, False, "lower --workers or --batch-size"),
+            (bench.FLAGS, False, "lower --workers or --batch, or the clips' size (--size, --frames)")):
         with keys_as_flags(flags, overrides=overrides):
             assert (worker_death_guess(killed), worker_death_guess(bus)) == (
                 f"{told}{said}", f"{shm}, or lower --workers"), flags

@@ -841,8 +841,9 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
                 which = f", e.g. the newest that reads, {newest[0]}"
             elif kept := kept_checkpoints(path):
                 which = f", e.g. the newest kept of an epoch, {kept[-1]}"
-            raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: pass one of its "
-                                  f"{counted(len(saved), 'checkpoint')}{which}")
+            raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: pass "
+                                  + ("its checkpoint" if len(saved) == 1 else f"one of its {len(saved)} checkpoints")
+                                  + which)
         if not (path / CONFIG).is_file():
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)
