@@ -21,6 +21,7 @@ from mme.cli import build_parser, main
 from mme.data import MIN_SHORT_SIDE
 from mme.data.synth import CLASSES, MAX_FPS, MOTIONS, PRESETS, TEXTURES, generate_synth
 from mme.data.video import BACKENDS
+from mme.models.config import PRESETS as MODEL_PRESETS
 from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.train.precision import PRECISIONS
 
@@ -88,8 +89,9 @@ def test_cli_choices_are_the_library_ones():
     for command in ("extract", "bench targets"):
         assert _choices(command, "--flow") == METHODS
         assert f"default {DEFAULT_FLOW}:" in _action(command, "--flow").help
-    for command in ("extract", "embed", "probe", "viz"):
+    for command in ("extract", "embed", "probe", "viz", "bench data"):
         assert _choices(command, "--backend") == BACKENDS
+    assert _choices("bench train", "--preset") == tuple(MODEL_PRESETS)
     for command in ("probe", "embed"):
         assert _choices(command, "--precision") == PRECISIONS
     assert _action("extract", "--short-side").type.least == MIN_SHORT_SIDE  # (the frames a reader takes)
@@ -321,6 +323,25 @@ def test_every_count_flag_refuses_an_integer_past_int64_in_one_line(tmp_path, ca
     assert err.startswith("mme demo: error: minutes=1e+30 scales the pre-training to too many steps: ") \
         and err.endswith(too_large) and "\n" not in err, err
     assert not out.exists()
+
+
+def test_a_bench_flag_of_fixed_values_is_refused_by_argparse_and_bench_errors_name_the_kind(capsys):
+    """``mme bench data --backend foo`` and ``bench train --preset huge`` were refused by the library, exit 1 under
+    ``mme bench: error:``, where the same flags elsewhere are argparse's (exit 2, the usage, the command's name); the
+    library's own refusals named ``mme bench``, not the kind run."""
+    for argv, said in ((["bench", "data", "--backend", "foo"],
+                        "mme bench data: error: argument --backend: invalid choice: 'foo' (choose from 'pyav', "
+                        "'pyav-cuda', 'opencv', 'decord')"),
+                       (["bench", "train", "--preset", "huge"],
+                        "mme bench train: error: argument --preset: invalid choice: 'huge' (choose from 'tiny', "
+                        "'small', 'base', 'large')")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(f"usage: mme {argv[0]} {argv[1]} ") \
+            and err.strip().splitlines()[-1] == said, (argv, err)
+    assert main(["bench", "data", "--workers", "1", "1"]) == 1
+    assert capsys.readouterr().err.startswith("mme bench data: error: --workers 1 1: give each count once")
 
 
 def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):

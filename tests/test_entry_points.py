@@ -116,7 +116,7 @@ def test_bench_json_replaces_a_benchmarks_figures_never_a_file_it_reads_or_a_use
                 continue
             assert main(["bench", kind, "--json", str(out), *read, *(small if kind != "flow" else [])]) == 1
             out_, err = capsys.readouterr()
-            assert err.splitlines() == [f"mme bench: error: --json {out}: {said}"] and out_ == "", (kind, err)
+            assert err.splitlines() == [f"mme bench {kind}: error: --json {out}: {said}"] and out_ == "", (kind, err)
     assert video.read_bytes() == held and (tmp_path / "notes.txt").read_text() == "mine\n"
     assert (tmp_path / "r.yaml").read_text() == "model: {preset: tiny}\n"
     figures = tmp_path / "b.json"
@@ -161,7 +161,7 @@ def test_bench_data_refuses_a_backend_this_machine_lacks_before_making_its_video
     made, generated_video = [], bench.generated_video
     monkeypatch.setattr(bench, "generated_video", lambda folder: made.append(generated_video(folder)) or made[-1])
     assert main(["bench", "data", "--backend", backend, "--clips", "2", "--workers", "0"]) == 1
-    assert capsys.readouterr().err.splitlines()[-1] == f"mme bench: error: {said}" and made == []
+    assert capsys.readouterr().err.splitlines()[-1] == f"mme bench data: error: {said}" and made == []
 
 
 class _Sleeps(torch.utils.data.Dataset):
@@ -239,15 +239,16 @@ def test_bench_data_refuses_a_worker_count_given_twice(tmp_path, monkeypatch, ca
     monkeypatch.setattr(bench, "generated_video", lambda folder: pytest.fail("a video made before the refusal"))
     assert main(["bench", "data", "--workers", "0", "1", "0", "1", "--json", str(tmp_path / "d.json")]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.splitlines() == ["mme bench: error: --workers 0 1 0 1: give each count once (a repeated "
-                                              "one is timed again and only its last figure kept)"]
+    assert out == "" and err.splitlines() == ["mme bench data: error: --workers 0 1 0 1: give each count once (a "
+                                              "repeated one is timed again and only its last figure kept)"]
     assert not (tmp_path / "d.json").exists()
 
 
 def test_bench_errors_name_the_flag_given_not_the_config_key(tmp_path, monkeypatch, capsys):
     """A bench flag's value the config refuses was named by its config key, which the user never typed
     (`--frames 1`: 'data.num_frames 1 is not a multiple of data.tubelet 2'; `--mask-ratio 1`: 'model.mask_ratio
-    must be in [0, 1)'; `--preset x`: "config key 'model.preset'"): now by the flag, before any work. A recipe's
+    must be in [0, 1)'; `--preset x`: "config key 'model.preset'", now argparse's choice): now by the flag, before any
+    work. A recipe's
     own value, not replaced by a flag, is still named by its key."""
     from mme.cli import main
     from mme.data import bench
@@ -264,17 +265,17 @@ def test_bench_errors_name_the_flag_given_not_the_config_key(tmp_path, monkeypat
             (["train", "--recipe", "tiny_cpu_pixel", "--size", "40"],
              "--img-size 40 is not a multiple of patch_size 16"),
             (["train", "--mask-ratio", "1"], "--mask-ratio must be in [0, 1), got 1.0"),
-            (["train", "--preset", "x"], "--preset: unknown preset 'x'; available: ['base', 'large', 'small', 'tiny']"),
             (["train", "--target", "foo"], "--target: unknown target(s) ['foo']; choose from ['pixel', 'hog', 'mme', "
                                            "'mme-released']")):
         assert main(["bench", *argv, "--json", str(tmp_path / "b.json")]) == 1, argv
         out, err = capsys.readouterr()
-        assert out == "" and err.splitlines() == [f"mme bench: error: {said}"], argv
+        assert out == "" and err.splitlines() == [f"mme bench {argv[0]}: error: {said}"], argv
     assert not (tmp_path / "b.json").exists()
     recipe = tmp_path / "odd.yaml"
     recipe.write_text("_base_: tiny_cpu_pixel\nmodel:\n  num_frames: 3\n")
     assert main(["bench", "train", "--recipe", str(recipe), "--mask-ratio", "0.5"]) == 1
-    assert capsys.readouterr().err.strip() == "mme bench: error: model.num_frames 3 is not a multiple of tubelet_size 2"
+    assert capsys.readouterr().err.strip() == ("mme bench train: error: model.num_frames 3 is not a multiple of "
+                                               "tubelet_size 2")
 
 
 def test_bench_targets_and_train_refuse_a_target_kind_given_twice(tmp_path, monkeypatch, capsys):
@@ -289,7 +290,7 @@ def test_bench_targets_and_train_refuse_a_target_kind_given_twice(tmp_path, monk
                  ["train", "--target", "pixel,hog,pixel"]):
         assert main(["bench", *argv, "--json", str(tmp_path / "b.json")]) == 1, argv
         out, err = capsys.readouterr()
-        assert out == "" and err.splitlines() == [f"mme bench: error: {argv[1]} {argv[2]}: {why}"], argv
+        assert out == "" and err.splitlines() == [f"mme bench {argv[0]}: error: {argv[1]} {argv[2]}: {why}"], argv
     assert not (tmp_path / "b.json").exists()
 
 

@@ -583,7 +583,7 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
                      "--steps", "3", "--workers", "0", "--clips-per-s", "100"]) == 1
-    said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench: error:")]
+    said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench pipeline: error:")]
     assert len(said) == 1 and said[0].endswith(
         "; lower --workers, or the clips' size (--size, --frames). Kept: no earlier checkpoint" if in_worker else
         "; lower the clips' size (--size, --frames). Kept: no earlier checkpoint"), said
@@ -954,7 +954,7 @@ def test_compile_on_cpu_without_a_cpp_compiler_is_refused_before_any_work(synth,
     why = "needs a C++ compiler on CPU, and torch finds none ('g++' cannot be run; it runs $CXX, else g++): install " \
           "g++ or clang++ (CXX=clang++), or drop"
     assert [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln] == [
-        f"mme pretrain: error: train.compile {why} train.compile", f"mme bench: error: --compile {why} --compile"]
+        f"mme pretrain: error: train.compile {why} train.compile", f"mme bench train: error: --compile {why} --compile"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
 
 
@@ -1059,8 +1059,8 @@ def test_bench_pipeline_stopped_during_its_run_says_nothing_is_kept(at, tmp_path
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
                      "--steps", "3", "--workers", "0", "--clips-per-s", "100", "--json", str(out)]) == 130
     ends = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench")]
-    assert ends == ["mme bench: error: stopped by SIGINT during the benchmark's 3-step pre-training run; nothing is "
-                    "kept: run it again"]
+    assert ends == ["mme bench pipeline: error: stopped by SIGINT during the benchmark's 3-step pre-training run; "
+                    "nothing is kept: run it again"]
     assert not out.exists()
 
 

@@ -530,8 +530,9 @@ def test_bench_targets_refuses_a_target_without_motion_heads(tmp_path, capsys):
         out, err = capsys.readouterr()
         heads = ", ".join(TargetConfig(kind=kind).heads)
         assert out == "" and err.splitlines() == [
-            f"mme bench: error: --kind {kind} has no motion head (its heads: {heads}), so no flow nor tracks to time; "
-            "`mme bench pipeline` times the pixel target (a hog target's data worker decodes as pixel's does)"], kind
+            f"mme bench targets: error: --kind {kind} has no motion head (its heads: {heads}), so no flow nor tracks "
+            "to time; `mme bench pipeline` times the pixel target (a hog target's data worker decodes as pixel's "
+            "does)"], kind
         assert not (tmp_path / "b.json").exists()
 
 

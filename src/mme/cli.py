@@ -30,6 +30,8 @@ FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser 
 """mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """mme.data.video's BACKENDS, likewise."""
+MODEL_PRESETS = ("tiny", "small", "base", "large")
+"""mme.models.config's PRESETS (the encoder sizes of ``model.preset``), likewise."""
 RUN_BACKEND = "run's data.backend where recorded (pyav-cuda: pyav where CUDA decoding is not available), else pyav"
 """The backend of a command of a checkpoint given none (Checkpoint.run_backend), for its help."""
 
@@ -96,7 +98,7 @@ def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any
     module, name = target.split(":")
 
     def run(a: argparse.Namespace) -> int:
-        result = getattr(_command_module(module, a.command), name)(
+        result = getattr(_command_module(module, _named(a)), name)(
             **{k: v for k, v in vars(a).items() if k not in _PARSER_KEYS})
         return int(outcome(result) or 0) if outcome else 0
 
@@ -572,7 +574,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=224,
                        help="crop side")
         p.add_argument("--length", type=count(), default=4, help="track length L (raw frames decoded for the tracks)")
-        p.add_argument("--backend", default="pyav", help="pyav / pyav-cuda / opencv / decord")
+        p.add_argument("--backend", default="pyav", choices=BACKENDS, help="video decoder (default pyav)")
         p.add_argument("--decode-threads", type=count(0), default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
         p.add_argument("--video", type=path, default=None,
@@ -604,7 +606,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--recipe", type=path, default=None,
                        help="time the model, target and batch of this recipe (e.g. tiny_cpu_pixel, the demo's; batch "
                             "4 where its file sets none); the flags below replace its values")
-        p.add_argument("--preset", default=None, help="encoder size: tiny/small/base/large (default small)")
+        p.add_argument("--preset", default=None, choices=MODEL_PRESETS, help="encoder size (default small)")
         p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(16), default=None,
                        help="default 112")
         p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=None,
@@ -861,12 +863,12 @@ def _main(argv: list[str] | None) -> int:
     from mme.utils import process_group_up, removing_made_folders
 
     group_before = process_group_up()
-    who = _who(args.command, 0)
+    who = _who(_named(args), 0)
     try:
         check_process_folders()
         rank, ranks = _logging_of_ranks(args)
         # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
-        who = _who(args.command, rank)
+        who = _who(_named(args), rank)
         if ranks > 1 and args.command not in RANKED:
             how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
                    "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)
@@ -953,6 +955,11 @@ def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
         logging.getLogger("mme").setLevel(logging.DEBUG)
     # (torch's lines are its own: at import it sets its logger to WARNING, with its own handler, not propagated)
     return rank, ranks
+
+
+def _named(args: argparse.Namespace) -> str:
+    """The command ``args`` run, as its usage line names it: ``pretrain``, ``bench data``."""
+    return args.command + (f" {args.bench}" if getattr(args, "bench", None) else "")
 
 
 def _who(command: str, rank: int) -> str:
