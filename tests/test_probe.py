@@ -565,6 +565,33 @@ def test_each_probes_line_names_the_failures_of_the_lists_it_was_fit_on(synth, t
     assert lines["knn"].endswith("(12 videos)"), out
 
 
+def test_a_k_above_the_videos_of_knns_bank_is_said_with_the_k_taken(synth, tmp_path, capsys, caplog):
+    """``mme probe --k`` (default 20) was lowered to the train videos' count without a word (12 here): a warning says
+    the k taken, which probe.json records."""
+    import json
+    import logging
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    args = ["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"), "--root", str(r),
+            "--out", str(tmp_path / "probe"), "--stride", "2", "--workers", "0", "--no-linear"]
+    said = {}
+    for k in ("20", "12"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main([*args, "--k", k]) == 0
+        said[k] = [rec.getMessage() for rec in caplog.records if "--k" in rec.getMessage()]
+        assert json.loads((tmp_path / "probe" / "probe.json").read_text())["knn"]["k"] == 12
+    assert said == {"20": ["--k 20 is more than the 12 video(s) of kNN's bank (the train list's): k=12 taken"],
+                    "12": []}
+
+
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):
     """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself); a
     test list naming a train video through a symlink is the same video (before: compared by spelling, probed), and
