@@ -142,6 +142,19 @@ def test_a_resumed_extraction_says_it_looks_and_reads_each_files_header_alone(vi
     assert "look:   0%|          | 0/2 [" in capsys.readouterr().err  # (cleared when done)
 
 
+def test_the_line_of_counts_is_the_commands_and_a_library_caller_gets_none(videos, tmp_path, capsys):
+    """``extract_cache`` printed ``mme extract``'s line of counts from inside the library: ``mme bench pipeline``,
+    which builds a track cache with it, printed a stray "extract: 1 written, 0 already complete, 0 failed" among its
+    figures. The command says it (``say_counts``), a Python caller gets the report alone."""
+    (tmp_path / "list.txt").write_text("b.mp4 1\n")
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "lib"), **args)["done"] == 1
+    assert capsys.readouterr().out == ""
+    assert cli(["extract", str(tmp_path / "list.txt"), "--root", str(videos), "--out", str(tmp_path / "cli"),
+                "--length", "2", "--short-side", "64"]) == 0
+    assert capsys.readouterr().out == "extract: 1 written, 0 already complete, 0 failed\n"
+
+
 def test_a_resumed_extractions_log_in_a_file_has_each_line_start_with_mme(videos, tmp_path):
     """The look's bar, cleared when done, and the extraction's bar leave their line open: in a file (a CI log, not a
     terminal) a warning logged while one was drawn, and the count after the look, followed the bar's text on its

@@ -272,6 +272,14 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     _calls(p, "mme.data.lists:check_lists", outcome=lambda report: report["failing"] > 0)
 
 
+def _extracted(report: dict) -> bool:
+    """``mme extract``'s outcome: its line of counts (:func:`mme.motion.extract.say_counts`), exit status 1 where a
+    video failed."""
+    from mme.motion.extract import say_counts
+
+    return say_counts(report)
+
+
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="precompute the motion-target cache for a list of videos",
                        description="Tracks from every raw frame of each video, one compressed file per video; "
@@ -298,7 +306,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                         "such files stop the run before any work)")
     p.add_argument("--device", default="cpu", help="where the torch-lk flow runs, batched (cpu, auto, cuda, cuda:1, "
                    "...); the other flows run on the CPU")
-    _calls(p, "mme.motion.extract:extract_cache", outcome=lambda report: bool(report["failed"]))
+    _calls(p, "mme.motion.extract:extract_cache", outcome=_extracted)
 
 
 def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help: str, description: str,

@@ -560,16 +560,21 @@ def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, sho
                   seed_stride: int = 8, flow: str | None = None, compensate: bool = False,
                   max_disp: float | None = None, backend: str = "pyav", orientation: str = "coded", workers: int = 1,
                   shard: str | None = None, overwrite: bool = False, device: str = "cpu") -> dict:
-    """``mme extract``: :func:`run` with these :class:`ExtractOptions` (``flow`` None: DEFAULT_FLOW), then a line of
-    counts; returns the report."""
+    """``mme extract``: :func:`run` with these :class:`ExtractOptions` (``flow`` None: DEFAULT_FLOW); returns the
+    report, which the command says in a line of counts (:func:`say_counts`; a library caller gets none)."""
     opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow or DEFAULT_FLOW,
                           compensate=compensate, max_disp=max_disp, backend=backend, orientation=orientation,
                           device=device)
-    report = run(list_file, root, out, opts, workers, shard, overwrite)
+    return run(list_file, root, out, opts, workers, shard, overwrite)
+
+
+def say_counts(report: dict) -> bool:
+    """``mme extract``'s outcome: the line of counts of :func:`extract_cache`'s ``report``, said by rank 0 for the
+    shares of every rank; whether a video failed (the command's exit status 1)."""
     if is_main():  # under torchrun, for the shares of every rank (on other nodes, in their node's --out)
         ranks = get_world_size()
         print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} "
               "failed" + (f", counted over the {ranks} ranks' shares" if ranks > 1 else "")
               + (f" (see {', '.join(report['reports'])})" if report["failed"] else ""))
     wait_for_ranks()  # torchrun stops every rank when the first exits 1: none does before rank 0 has printed
-    return report
+    return bool(report["failed"])
