@@ -305,7 +305,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="recompute files that are already complete or were made with other settings (without it, "
                         "such files stop the run before any work)")
     p.add_argument("--device", default="cpu", help="where the torch-lk flow runs, batched (cpu, auto, cuda, cuda:1, "
-                   "...); the other flows run on the CPU")
+                   "...; checked whatever the flow); the other flows run on the CPU. A GPU named is also the one "
+                   "--backend pyav-cuda decodes on (else the rank's)")
     _calls(p, "mme.motion.extract:extract_cache", outcome=_extracted)
 
 
