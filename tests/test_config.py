@@ -261,7 +261,8 @@ def test_a_base_given_as_a_path_is_never_a_packaged_recipe(tmp_path):
 
     for base in ("./tiny_cpu_mme.yaml", "../configs/tiny_cpu_mme.yaml", "sub/tiny_cpu_mme"):
         (tmp_path / "my.yaml").write_text(f"_base_: {base}\ntrain:\n  steps: 7\n")
-        with pytest.raises(ConfigError, match=rf"recipe '{re.escape(base)}' not found \(no such file from "):
+        with pytest.raises(ConfigError, match=rf"recipe '{re.escape(base)}' not found \(no such file from .*; the "
+                                              rf"packaged recipe of that name is given as tiny_cpu_mme\)$"):
             load_config(PretrainConfig, tmp_path / "my.yaml", [])
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  depth: 1\n")
@@ -308,9 +309,13 @@ def test_a_recipe_given_as_a_path_is_never_a_packaged_one_and_a_name_both_are_is
     assert load_config(PretrainConfig, "mine.yml").train.steps == 7
     assert load_config(PretrainConfig, str(packaged)).model.img_size == 96
     monkeypatch.chdir(tmp_path / "empty")
-    for given in ("./tiny_cpu_mme", "./tiny_cpu_mme.yaml", "tiny_cpu_mme.yaml"):
-        with pytest.raises(ConfigError, match=rf"^recipe '{re.escape(given)}' not found \(no such file\)$"):
+    # (which said only "not found (no such file)", where the name is a packaged recipe's given as a file)
+    for given in ("./tiny_cpu_mme", "./tiny_cpu_mme.yaml", "tiny_cpu_mme.yaml", "sub/tiny_cpu_mme.yml"):
+        with pytest.raises(ConfigError, match=rf"^recipe '{re.escape(given)}' not found \(no such file; the packaged "
+                                              rf"recipe of that name is given as tiny_cpu_mme\)$"):
             load_config(PretrainConfig, given)
+    with pytest.raises(ConfigError, match=r"^recipe 'mine\.yaml' not found \(no such file\)$"):
+        load_config(PretrainConfig, "mine.yaml")
     assert load_config(PretrainConfig, "tiny_cpu_mme").model.img_size == 96
 
 

@@ -608,6 +608,15 @@ def packaged_recipe(name: str) -> Path:
     return RECIPES_DIR / _recipe_file(name)
 
 
+def _packaged_of_name(path: str) -> str:
+    """For a recipe ``path`` not found: how the packaged recipe of its file's name is given, where there is one
+    (``./tiny_cpu_mme.yaml``: ``tiny_cpu_mme``, a bare name), else nothing."""
+    name = Path(path).name
+    stem = name[:-len(suffix)] if (suffix := next((s for s in RECIPE_SUFFIXES if name.endswith(s)), "")) else name
+    return f"; the packaged recipe of that name is given as {stem}" if stem and _is_recipe(packaged_recipe(stem)) \
+        else ""
+
+
 def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A Path, or a name with
     a folder in it or ending in ``.yaml`` / ``.yml``, is a path, never a packaged recipe (``./tiny_cpu_mme`` is
@@ -623,7 +632,7 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
                      None)
         if isinstance(name, Path) or os.sep in text or "/" in text or text.endswith(RECIPE_SUFFIXES):
             if local is None:
-                raise ConfigError(f"recipe {text!r} not found (no such file)")
+                raise ConfigError(f"recipe {text!r} not found (no such file{_packaged_of_name(text)})")
             return local
         if local is not None and _is_recipe(packaged):
             raise ConfigError(f"recipe {text!r} is both {local} in the working folder and the packaged {packaged}: "
@@ -635,7 +644,8 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
         beside = [base_of.parent / n for n in dict.fromkeys((text, _recipe_file(text)))]
         if os.sep in text or "/" in text:  # a path (./x.yaml, ../x, sub/x): beside, never a packaged recipe
             if (found := next((c for c in beside if _is_recipe(c)), None)) is None:
-                raise ConfigError(f"recipe {text!r} not found (no such file from {base_of.parent})")
+                raise ConfigError(f"recipe {text!r} not found (no such file from {base_of.parent}"
+                                  f"{_packaged_of_name(text)})")
             return found
         itself = [c for c in beside if _is_recipe(c) and c.samefile(base_of)]
         candidates = [*(c for c in beside if c not in itself), packaged, *itself]
