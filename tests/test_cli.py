@@ -154,7 +154,7 @@ def test_every_flag_is_a_parameter_of_the_function_its_command_calls():
         module, function = target.split(":")
         functions = [getattr(importlib.import_module(module), function), passed_on.get(name)]
         params = {p for f in functions if f is not None for p in inspect.signature(f).parameters}
-        dests = {a.dest for a in parser._actions if a.dest != "help"}
+        dests = {a.dest for a in parser._actions if a.dest not in ("help", "verbose")}  # (-v: the parser's, any place)
         assert dests <= params, (name, dests - params)
 
 
@@ -420,6 +420,26 @@ def test_a_refused_command_leaves_no_empty_folder_it_made_for_its_output(argv, t
     assert main(argv) == 1
     assert "error: " in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "idx"] and not any((tmp_path / "idx").iterdir())
+
+
+def test_verbose_is_taken_after_the_command_too(tmp_path, monkeypatch, capsys):
+    """``mme synth d -v`` was refused, 'unrecognized arguments: -v': ``-v`` was the top parser's alone. Every
+    command's parser (a bench kind's too) takes it, set only where given, so one before the command stands."""
+    import logging
+
+    import mme.data.synth as synth
+
+    for argv, verbose in ((["synth", "d", "-v"], True), (["-v", "synth", "d"], True), (["synth", "d"], False),
+                          (["bench", "data", "--verbose", "--workers", "0"], True), (["-v", "bench", "data"], True),
+                          (["pretrain", "--config", "tiny_cpu_pixel", "-v", "train.steps=2"], True)):
+        assert build_parser().parse_args(argv).verbose is verbose, argv
+    levels, real = [], synth.generate_synth
+    monkeypatch.setattr(synth, "generate_synth", lambda *a, **k: levels.append(logging.getLogger("mme").level)
+                        or real(*a, **k))
+    assert main(["synth", str(tmp_path / "d"), "--classes", "2", "--videos-per-class", "1", "--size", "32",
+                 "--frames", "4", "--workers", "1", "-v"]) == 0
+    assert levels == [logging.DEBUG] and (tmp_path / "d" / "classes.json").is_file()
+    assert capsys.readouterr().out.startswith("wrote 2 videos of 2 classes to ")
 
 
 def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):

@@ -653,13 +653,25 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--steps", type=count(3), default=12, help="steps of the short pre-training run")
 
 
+VERBOSE_HELP = "debug logging (mme's own, not its libraries')"
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of a command (and of a bench's kind, its subparsers being of its class): ``-v`` after the command
+    too (``mme synth d -v``), set only where given there, so that one before the command stands."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mme", description="Masked Motion Encoding: self-supervised video pre-training on motion trajectories "
         "(pixel and HOG targets too), evaluation, and checkpoint conversion. `mme demo` shows it end to end.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (mme's own, not its libraries')")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"mme {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     for add in (_add_demo, _add_synth, _add_lists, _add_check, _add_extract, _add_pretrain, _add_finetune,
                 _add_probe, _add_embed, _add_export, _add_viz, _add_bench):
         add(sub)
