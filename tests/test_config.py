@@ -256,7 +256,7 @@ def test_a_base_given_as_a_path_is_never_a_packaged_recipe(tmp_path):
     """``_base_: ./tiny_cpu_mme.yaml`` with no such file beside the recipe took the packaged tiny_cpu_mme (its sizes
     and out_dir) without a word, where ``--config ./tiny_cpu_mme.yaml`` is refused; ``../configs/x.yaml`` was found
     under the package's folder. A base naming a folder is a path from the recipe's folder."""
-    from mme.config import load_config
+    from mme.config import load_config, packaged_recipe
     from mme.train.config import PretrainConfig
 
     for base in ("./tiny_cpu_mme.yaml", "../configs/tiny_cpu_mme.yaml", "sub/tiny_cpu_mme"):
@@ -264,6 +264,11 @@ def test_a_base_given_as_a_path_is_never_a_packaged_recipe(tmp_path):
         with pytest.raises(ConfigError, match=rf"recipe '{re.escape(base)}' not found \(no such file from .*; the "
                                               rf"packaged recipe of that name is given as tiny_cpu_mme\)$"):
             load_config(PretrainConfig, tmp_path / "my.yaml", [])
+    # a tiny_cpu_mme.yaml beside the recipe is what `_base_: tiny_cpu_mme` gives there: the packaged one's path
+    (tmp_path / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=rf"the packaged recipe of that name is given as "
+                                          rf"{re.escape(str(packaged_recipe('tiny_cpu_mme')))}\)$"):
+        load_config(PretrainConfig, tmp_path / "my.yaml", [])
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  depth: 1\n")
     assert load_config(PretrainConfig, tmp_path / "my.yaml", []).model.depth == 1  # (its own base: the packaged)
@@ -308,6 +313,10 @@ def test_a_recipe_given_as_a_path_is_never_a_packaged_one_and_a_name_both_are_is
     assert f"config: recipe {Path('tiny_cpu_mme.yaml')}" in caplog.messages
     assert load_config(PretrainConfig, "mine.yml").train.steps == 7
     assert load_config(PretrainConfig, str(packaged)).model.img_size == 96
+    # the packaged recipe's bare name would be refused here (a tiny_cpu_mme.yaml in the working folder): its path
+    with pytest.raises(ConfigError, match=rf"^recipe 'sub/tiny_cpu_mme\.yaml' not found \(no such file; the packaged "
+                                          rf"recipe of that name is given as {re.escape(str(packaged))}\)$"):
+        load_config(PretrainConfig, "sub/tiny_cpu_mme.yaml")
     monkeypatch.chdir(tmp_path / "empty")
     # (which said only "not found (no such file)", where the name is a packaged recipe's given as a file)
     for given in ("./tiny_cpu_mme", "./tiny_cpu_mme.yaml", "tiny_cpu_mme.yaml", "sub/tiny_cpu_mme.yml"):

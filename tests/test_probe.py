@@ -588,7 +588,7 @@ def test_a_k_above_the_videos_of_knns_bank_is_said_with_the_k_taken(synth, tmp_p
             assert main([*args, "--k", k]) == 0
         said[k] = [rec.getMessage() for rec in caplog.records if "--k" in rec.getMessage()]
         assert json.loads((tmp_path / "probe" / "probe.json").read_text())["knn"]["k"] == 12
-    assert said == {"20": ["--k 20 is more than the 12 video(s) of kNN's bank (the train list's): k=12 taken"],
+    assert said == {"20": ["--k 20 is more than the 12 videos of kNN's bank (the train list's): k=12 taken"],
                     "12": []}
 
 

@@ -565,7 +565,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     if kind != "pipeline":  # the pipeline times one thread per worker
         one = kind in ("targets", "flow")
         p.add_argument("--threads", type=count(), default=1 if one else None,
-                       help="torch/OpenCV threads (default: " + ("1)" if one else "torch's: OMP_NUM_THREADS where set, "
+                       help="torch/OpenCV threads (default: " + ("1)" if one else "torch's current count: "
+                                                                       "MKL_NUM_THREADS or OMP_NUM_THREADS where set, "
                                                                        "else one per physical core)"))
     p.add_argument("--json", dest="json_path", metavar="JSON", type=path, default=None,
                    help="also write the figures to this JSON file")

@@ -608,13 +608,19 @@ def packaged_recipe(name: str) -> Path:
     return RECIPES_DIR / _recipe_file(name)
 
 
-def _packaged_of_name(path: str) -> str:
+def _packaged_of_name(path: str, base_of: Path | None = None) -> str:
     """For a recipe ``path`` not found: how the packaged recipe of its file's name is given, where there is one
-    (``./tiny_cpu_mme.yaml``: ``tiny_cpu_mme``, a bare name), else nothing."""
+    (``./tiny_cpu_mme.yaml``: ``tiny_cpu_mme``, a bare name, where that name gives it there; else its path), else
+    nothing."""
     name = Path(path).name
     stem = name[:-len(suffix)] if (suffix := next((s for s in RECIPE_SUFFIXES if name.endswith(s)), "")) else name
-    return f"; the packaged recipe of that name is given as {stem}" if stem and _is_recipe(packaged_recipe(stem)) \
-        else ""
+    if not stem or not _is_recipe(packaged := packaged_recipe(stem)):
+        return ""
+    try:  # (a bare name is a file of the working folder, or beside the recipe, before the packaged one)
+        plain = resolve_recipe_path(stem, base_of) == packaged
+    except ConfigError:  # (both, refused)
+        plain = False
+    return f"; the packaged recipe of that name is given as {stem if plain else packaged}"
 
 
 def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
@@ -645,7 +651,7 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
         if os.sep in text or "/" in text:  # a path (./x.yaml, ../x, sub/x): beside, never a packaged recipe
             if (found := next((c for c in beside if _is_recipe(c)), None)) is None:
                 raise ConfigError(f"recipe {text!r} not found (no such file from {base_of.parent}"
-                                  f"{_packaged_of_name(text)})")
+                                  f"{_packaged_of_name(text, base_of)})")
             return found
         itself = [c for c in beside if _is_recipe(c) and c.samefile(base_of)]
         candidates = [*(c for c in beside if c not in itself), packaged, *itself]

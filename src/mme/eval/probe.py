@@ -30,6 +30,7 @@ from mme.utils import (
     check_count,
     check_output,
     check_seed,
+    counted,
     read_json_object,
     removing,
     torch_as_mme,
@@ -528,9 +529,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                          "evaluated_on": "test" if test_list else "val",
                          "val_carved_from_train": carved and not test_list}
         if result["knn"]["k"] < k:  # (knn_classify caps it at its bank)
-            log.warning("--k %d is more than the %d video(s) of kNN's bank (the train list's%s): k=%d taken", k,
-                        len(tx), ", less the split carved from it" if carved and not test_list else "",
-                        result["knn"]["k"])
+            log.warning("--k %d is more than the %s of kNN's bank (the train list's%s): k=%d taken", k,
+                        counted(len(tx), "video"), ", less the split carved from it" if carved and not test_list
+                        else "", result["knn"]["k"])
     scored = "test" if test_list else "val" if val_list else "train"
     n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
     # the lists each method is fit on: the linear probe's every list but the scored one (train ∪ val where a test
