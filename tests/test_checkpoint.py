@@ -492,9 +492,14 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
     (tmp_path / "run").mkdir()  # a run's folder given for its checkpoints
     for step in (3, 10):
         (tmp_path / "run" / f"checkpoint-{step:08d}.pt").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"run: a training run's folder, not a checkpoint: pass one of its 2 "
-                                              r"checkpoints, none of which reads$"):
+    with pytest.raises(CheckpointError, match=r"run: a training run's folder, not a checkpoint: none of its 2 "
+                                              r"checkpoints reads$"):
         load_encoder(tmp_path / "run")
+    (tmp_path / "one").mkdir()  # one checkpoint, that does not read (not "pass its checkpoint, none of which reads")
+    (tmp_path / "one" / "checkpoint-00000004.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"one: a training run's folder, not a checkpoint: its one checkpoint "
+                                              r"does not read$"):
+        load_encoder(tmp_path / "one")
     from test_resume import _state
 
     from mme.train import checkpoint as ckpt
@@ -1514,14 +1519,14 @@ def test_an_export_into_a_training_runs_folder_is_refused_and_never_read_in_plac
     # a run's folder an earlier mme exported into (a folder of kept checkpoints alone too): still the run's, refused
     # naming its newest checkpoint
     for folder, count, newest in (
-            (run, "one of its 2 checkpoints", r"the newest that reads, .*/run/checkpoint-00000010\.pt"),
-            (kept, "its checkpoint", r"the newest kept of an epoch, .*/kept/checkpoint-epoch-0001-00000007\.pt")):
+            (run, "one of its 2 checkpoints", r", e\.g\. the newest that reads, .*/run/checkpoint-00000010\.pt"),
+            (kept, "its checkpoint", r", .*/kept/checkpoint-epoch-0001-00000007\.pt")):
         for name in ("config.json", "model.safetensors"):
             (folder / name).write_bytes((src / name).read_bytes())
         with pytest.raises(CheckpointError, match=rf"{folder.name}: a training run's folder, not a checkpoint \(its "
                                                   r"config\.json is of weights written beside the run's checkpoints, "
                                                   r"which a folder of their own reads\): pass "
-                                                  rf"{count}, e\.g\. {newest}$"):
+                                                  rf"{count}{newest}$"):
             load_encoder(folder)
     assert cli_main(["embed", str(run), str(tmp_path / "list.txt"), "--out", str(tmp_path / "f.safetensors")]) == 1
     assert "run: a training run's folder, not a checkpoint (its config.json" in capsys.readouterr().err

@@ -639,7 +639,7 @@ def test_steps_skipped_for_a_non_finite_loss_are_warned_about_and_counted_in_the
     assert said == [
         f"step 2 {each}", f"step 4 {each}",
         f"step 6 {each}; later ones are counted each time their number doubles (6, ...) and at the run's end",
-        "3 more step(s) skipped for a non-finite loss or gradient, up to step 12: 6 of the run's 12 steps (50.0%) so "
+        "3 more steps skipped for a non-finite loss or gradient, up to step 12: 6 of the run's 12 steps (50.0%) so "
         "far",  # (step 14's, the 7th, in the run's count at its end)
         "7 of the run's 14 steps (50.0%) were skipped for a non-finite loss or gradient: their updates were not made "
         "(nonfinite_skipped)"], said
@@ -1465,7 +1465,7 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     before = (own / "test.json").read_text()
     shutil.copy(stride4, own / "downloaded.pt")  # another run's, put in the folder
     for other in (stride4, own / "downloaded.pt"):
-        with pytest.raises(ConfigError, match=r"task.eval_only: train.out_dir .* holds 1 checkpoint\(s\) of "
+        with pytest.raises(ConfigError, match=r"task.eval_only: train.out_dir .* holds 1 checkpoint of "
                                               r"another run .*would replace: choose another train.out_dir"):
             _eval_only(synth, other, own)
         assert (own / "test.json").read_text() == before

@@ -413,7 +413,7 @@ def test_a_step_bigger_than_an_epoch_is_refused_naming_the_keys_to_lower(sizes, 
                                                                      *sizes)])
     assert code == 1
     batch, accum = (int(s.split("=")[1]) for s in (*sizes, "train.accum_steps=1")[:2])
-    with pytest.raises(MMEError, match=rf"train.batch_size={batch} x 1 ranks; an optimizer step needs "
+    with pytest.raises(MMEError, match=rf"train.batch_size={batch} x 1 rank; an optimizer step needs "
                        rf"train.accum_steps={accum} of them \({batch * accum} clips\): lower train.batch_size or "
                        "train.accum_steps"):
         run("tiny_cpu_pixel", synth, tmp_path / "run2", *sizes)
@@ -834,10 +834,10 @@ def test_the_items_an_epoch_leaves_out_are_said_and_a_large_share_warned_about(s
             (3, 1000, 0)
     assert [r.getMessage() for r in caplog.records] == [
         "each epoch trains 12 of the 22 clips, leaving out 10 (45.5%, over 5%), others each epoch: an epoch takes "
-        "whole optimizer steps of train.batch_size=4 x 1 ranks x train.accum_steps=3 = 12 clips (the effective "
+        "whole optimizer steps of train.batch_size=4 x 1 rank x train.accum_steps=3 = 12 clips (the effective "
         "batch), so a list of a multiple of 12 leaves none out",
         "each epoch trains 36 of the 38 clips, leaving out 2 (5.3%, over 5%), others each epoch: an epoch takes "
-        "whole optimizer steps of train.batch_size=4 x 1 ranks x train.accum_steps=1 = 4 clips (the effective "
+        "whole optimizer steps of train.batch_size=4 x 1 rank x train.accum_steps=1 = 4 clips (the effective "
         "batch), so a list of a multiple of 4 leaves none out",
         "each epoch trains 16 of the 22 videos, leaving out 6 (27.3%, over 5%), others each epoch: an epoch takes "
         "whole optimizer steps of 2 x 4 ranks x train.accum_steps=1 = 8 videos (the effective batch), so a list of "
@@ -846,7 +846,7 @@ def test_the_items_an_epoch_leaves_out_are_said_and_a_large_share_warned_about(s
     with caplog.at_level(logging.WARNING, logger="mme.train.engine"):
         run("tiny_cpu_pixel", synth, tmp_path, FP32, "model.depth=1", "train.batch_size=3", "train.accum_steps=2",
             "train.steps=1", "optim.warmup_steps=0")  # shorter than an epoch: unwarned
-    assert "  16 clips, 12 trained per epoch (4 left out, others each epoch), 2 steps/epoch, 1 steps\n" in \
+    assert "  16 clips, 12 trained per epoch (4 left out, others each epoch), 2 steps/epoch, 1 step\n" in \
         capsys.readouterr().out
     assert "leaving out" not in caplog.text
 

@@ -106,7 +106,8 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int, clips: int) -> fl
 FLAGS = {"data.num_frames": "--frames", "data.stride": "--stride", "data.img_size": "--size",
          "data.backend": "--backend", "data.decode_threads": "--decode-threads", "data.num_workers": "--workers",
          "train.batch_size": "--batch", "model.img_size": "--size", "model.num_frames": "--frames"}
-"""The config keys :func:`bench_data`'s arguments set, and the flag of ``mme bench data`` that gives each."""
+"""The config keys :func:`bench_data`'s arguments set, and those its advice names (the workers' and the memory
+advice: :func:`mme.utils.said_as`), each with the flag of ``mme bench data`` that gives it."""
 
 
 @sets_threads

@@ -836,14 +836,15 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
         if saved := run_checkpoints(path):  # (a model's files written beside them are not read in their place)
             beside = f" (its {CONFIG} is of weights written beside the run's checkpoints, which a folder of their " \
                      "own reads)" if (path / CONFIG).is_file() else ""
-            which = ", none of which reads"
+            one = len(saved) == 1
+            which = "its one checkpoint does not read" if one else f"none of its {len(saved)} checkpoints reads"
             if newest := latest_valid(path):  # (each rotating one that does not read is named)
-                which = f", e.g. the newest that reads, {newest[0]}"
+                which = f"pass its checkpoint, {newest[0]}" if one else \
+                    f"pass one of its {len(saved)} checkpoints, e.g. the newest that reads, {newest[0]}"
             elif kept := kept_checkpoints(path):
-                which = f", e.g. the newest kept of an epoch, {kept[-1]}"
-            raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: pass "
-                                  + ("its checkpoint" if len(saved) == 1 else f"one of its {len(saved)} checkpoints")
-                                  + which)
+                which = f"pass its checkpoint, {kept[-1]}" if one else \
+                    f"pass one of its {len(saved)} checkpoints, e.g. the newest kept of an epoch, {kept[-1]}"
+            raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: {which}")
         if not (path / CONFIG).is_file():
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)

@@ -70,6 +70,7 @@ from mme.train.precision import (
     make_scaler,
 )
 from mme.utils import (
+    counted,
     held_folders,
     open_files_for,
     process_group_up,
@@ -345,8 +346,8 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
         found = ckpt.latest_valid(out_dir)
         if found is None:
             if (listed := ckpt.list_checkpoints(out_dir)) and not overwrite:  # else refused as another run's
-                raise CheckpointError(f"train.resume=auto: none of the {len(listed)} checkpoint(s) in {out_dir} "
-                                      f"is a training checkpoint mme can read (each is named above, with the "
+                raise CheckpointError(f"train.resume=auto: none of the {counted(len(listed), 'checkpoint')} in "
+                                      f"{out_dir} is a training checkpoint mme can read (each is named above, with the "
                                       f"reason); train.overwrite=true removes them and starts afresh")
             log.info("train.resume=auto: no checkpoint in %s, starting fresh", out_dir)
             return None
@@ -593,7 +594,7 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     batches = num_items // (t.batch_size * world_size)
     if batches < t.accum_steps:
         raise MMEError(f"data: {num_items} {unit} give {batches} batches per epoch of train.batch_size="
-                       f"{t.batch_size} x {world_size} ranks; an optimizer step needs train.accum_steps="
+                       f"{t.batch_size} x {counted(world_size, 'rank')}; an optimizer step needs train.accum_steps="
                        f"{t.accum_steps} of them ({t.batch_size * world_size * t.accum_steps} {unit}): lower "
                        "train.batch_size or train.accum_steps, or list more videos")
     steps_per_epoch = batches // t.accum_steps
@@ -602,10 +603,11 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
         batch, accum, step = said_as("train.batch_size"), said_as("train.accum_steps"), \
             t.batch_size * world_size * t.accum_steps
         log.warning("each epoch trains %d of the %d %s, leaving out %d (%.1f%%, over %g%%), others each epoch: an "
-                    "epoch takes whole optimizer steps of %s x %d ranks x %s = %d %s (the effective batch), so a "
+                    "epoch takes whole optimizer steps of %s x %s x %s = %d %s (the effective batch), so a "
                     "list of a multiple of %d leaves none out", num_items - left, num_items, unit, left,
                     100 * left / num_items, 100 * LEFT_OUT_WARNED, f"{batch}={t.batch_size}" if batch
-                    else t.batch_size, world_size, f"{accum}={t.accum_steps}" if accum else t.accum_steps, step,
+                    else t.batch_size, counted(world_size, "rank"), f"{accum}={t.accum_steps}" if accum
+                    else t.accum_steps, step,
                     unit, step)
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
@@ -833,8 +835,9 @@ def restore(run: Run, source: str, state: dict) -> None:
     failed = state.get("data_failures") or {}
     if failed.get("list") == run.data.list_digest and (carried := int(failed["codes"].count_nonzero())):
         run.failures_carried = carried  # of the same list
-        log.info("%d video(s) that failed in the run before it resumed (up to its step %d checkpoint) are skipped "
-                 "and counted, as the run would have gone on", run.failures_carried, run.step)
+        log.info("%s that failed in the run before it resumed (up to its step %d checkpoint) %s skipped "
+                 "and counted, as the run would have gone on", counted(run.failures_carried, "video"), run.step,
+                 "is" if run.failures_carried == 1 else "are")
         run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
                                  bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)
@@ -997,7 +1000,7 @@ def summary(run: Run, job_lines: list[str]) -> str:
     lines = [
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
         f" ({run.meta['precision_reason']}), {run.meta['threads']} thread(s) ({run.meta['threads_reason']})",
-        f"  effective batch {items} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
+        f"  effective batch {items} = {t.batch_size}/rank x {counted(world, 'rank')} x {t.accum_steps} accum",
         (f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), "
          f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < schedule_total - 1 else
          f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up {run.warmup_steps} "
@@ -1006,8 +1009,8 @@ def summary(run: Run, job_lines: list[str]) -> str:
         f"  {len(run.data)} {run.job.unit}"
         + (f", {len(run.data) - left} trained per epoch ({left} left out, others each epoch)" if (
             left := left_out_of_epoch(len(run.data), run.batches_per_epoch, t.batch_size, world)) else "")
-        + f", {run.batches_per_epoch // t.accum_steps} steps/epoch, "
-        f"{run.total_steps} steps" + (f", stopping after {t.stop_after}" if t.stop_after else ""),
+        + f", {counted(run.batches_per_epoch // t.accum_steps, 'step')}/epoch, "
+        f"{counted(run.total_steps, 'step')}" + (f", stopping after {t.stop_after}" if t.stop_after else ""),
         f"  parameters {params / 1e6:.2f}M",
         *job_lines,
         f"  out dir {run.out_dir} (config.yaml: the full config)" + (f"; resuming at step {run.step}" if run.step

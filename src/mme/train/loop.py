@@ -308,8 +308,8 @@ class SkippedSteps:
                         nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
                         self.tally.later and f"{self.tally.later} and at the run's end")
         elif since:
-            log.warning("%d more step(s) skipped for a non-finite loss or gradient, up to step %d: %s so far",
-                        since, run.step, skipped_share(run))
+            log.warning("%d more step%s skipped for a non-finite loss or gradient, up to step %d: %s so far",
+                        since, "s" * (since != 1), run.step, skipped_share(run))
 
 
 def skipped_but_overflows(run: Run) -> int:
@@ -574,7 +574,7 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     else:  # a stride above 1, or tracks, lengthen the window past the clip's frames
         advice = " or ".join(([stride] if d.stride > 1 and not segments and stride else [])
                              + ([length] if tracks and length else []))
-    listed = getattr(run.data, "checked_as", None)
+    listed = getattr(run.data, "checked_as", None)  # (a dataset of mme's; benchmarks' own banks have none)
     check = (f"leave them out of the list (`mme check {listed} --min-frames {window}` names them)"
              if listed is not None and said_as("data.list_file") else "")
     advice = ", or ".join(([f"lower {advice}"] if advice else []) + ([check] if check else []))

@@ -39,6 +39,7 @@ from mme.motion.cache import source_identity
 from mme.train import checkpoint as ckpt
 from mme.utils import (
     atomic_path,
+    counted,
     folder_replaced,
     lock_folder,
     read_text,
@@ -150,7 +151,7 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
     how = ("train.resume=auto (mme pretrain/finetune ... --resume auto)" if rotating else
            f"train.resume={newest} (kept of an epoch: --resume auto takes the rotating checkpoints only)")
     raise ConfigError(
-        f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
+        f"train.out_dir {str(out_dir)!r} holds {counted(len(found), 'checkpoint')} of another run"
         + (f" ({other})" if other else "") + f", up to step {ckpt.checkpoint_step(newest)}: continue that run "
         f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
 
@@ -205,9 +206,9 @@ def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
     known = bool(other and its)
     if not (other == its if known else Path(checkpoint).resolve().is_relative_to(out_dir.resolve())):
         whose = f"another run ({other})" if known else "a run this checkpoint cannot be matched to"
-        raise ConfigError(f"task.eval_only: train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of "
-                          f"{whose}, whose val.json / test.json this test of {checkpoint} would replace: choose "
-                          f"another train.out_dir")
+        raise ConfigError(f"task.eval_only: train.out_dir {str(out_dir)!r} holds "
+                          f"{counted(len(found), 'checkpoint')} of {whose}, whose val.json / test.json this test of "
+                          f"{checkpoint} would replace: choose another train.out_dir")
 
 
 def _later(out_dir: Path, resumed: int) -> list[Path]:
