@@ -357,6 +357,52 @@ def test_confusion_png_is_written(tmp_path):
 TINY = dict(img_size=32, patch_size=16, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2)
 
 
+def test_a_classifier_under_bf16_autocast_gives_fp32_logits_whose_close_classes_do_not_tie(tmp_path):
+    """Under bf16 autocast (a fine-tuning's val/test, ``task.eval_only`` in bf16) the head gave bf16 logits, which
+    the multi-view test cast to float64 only after: of 400 classes whose logits spread as a trained head's, ~65 of a
+    row's probabilities were another's exactly, top-2 ties among them, ranked by class id. The head computes in fp32:
+    its logits are the fp32 head's of the same features, and the training loss on them is fp32's."""
+    from videos import write_video
+
+    from mme.eval.testing import build_test_set, view_probabilities
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+    from mme.train.precision import autocast
+
+    rng = np.random.default_rng(0)
+    write_video(tmp_path / "moving.mp4", rng.integers(0, 255, (20, 48, 80, 3), dtype=np.uint8))
+    (tmp_path / "list.txt").write_text("moving.mp4 0\n")
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    model = VideoClassifier(cfg, num_classes=400).eval()
+    with torch.no_grad():  # logits with a trained 400-class head's spread (std ~3 over classes)
+        model.head.weight.copy_(torch.randn(400, cfg.embed_dim) * 3 / cfg.embed_dim ** 0.5)
+    views = build_test_set(tmp_path / "list.txt", cfg, clips=4, crops=3, stride=2, root=str(tmp_path))[0]["video"]
+    video = normalize_clip(views)  # (12 views, 3, T, H, W)
+    with torch.no_grad(), autocast("bf16", torch.device("cpu")):
+        features = model.forward_features(video)
+        logits = model(video)
+        probs = view_probabilities(model, video[:, None])  # each view a video of one view: (12, 400)
+        bf16_head = model.head(features)  # (the head's matmul under autocast: what it gave)
+    assert logits.dtype == torch.float32 and bf16_head.dtype == torch.bfloat16
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model.head(features.float()), rtol=1e-6, atol=1e-6)
+    assert logits.std(1).mean() > 2 and [len(set(row)) for row in probs.tolist()] == [400] * 12  # no two tie
+    assert max(len(set(row)) for row in bf16_head.tolist()) < 380  # (as the bf16 head's did)
+    x = video[:2]
+    with autocast("bf16", torch.device("cpu")):
+        loss = soft_target_cross_entropy(model(x), torch.eye(400)[[3, 7]])
+    assert loss.dtype == torch.float32
+    with torch.no_grad():
+        with autocast("bf16", torch.device("cpu")):
+            features = model.forward_features(x)
+        fp32_loss = torch.nn.functional.cross_entropy(model.head(features.float()), torch.tensor([3, 7]))
+    torch.testing.assert_close(loss.detach(), fp32_loss, rtol=1e-6, atol=1e-6)
+    loss.backward()
+    assert model.head.weight.grad.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.encoder.blocks.parameters())
+
+
 def test_multiview_views_as_configured_and_views_of_an_identical_video_average_to_one_view(tmp_path):
     from videos import write_video
 

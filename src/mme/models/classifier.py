@@ -71,4 +71,8 @@ class VideoClassifier(nn.Module):
         return self.fc_norm(self.encoder(x).mean(dim=1))  # (B, N, D) -> (B, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.fc_dropout(self.forward_features(x)))
+        """Logits in the head's dtype (fp32) under autocast too: bf16's 8-bit mantissa rounded logits less than its
+        step apart (1/16 from 8 to 16) to one value, classes that then tied and ranked by class id. One small matmul."""
+        features = self.fc_dropout(self.forward_features(x))
+        with torch.autocast(x.device.type, enabled=False):
+            return self.head(features.to(self.head.weight.dtype))
