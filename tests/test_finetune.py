@@ -401,6 +401,12 @@ def test_a_classifier_under_bf16_autocast_gives_fp32_logits_whose_close_classes_
     loss.backward()
     assert model.head.weight.grad.dtype == torch.float32
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.encoder.blocks.parameters())
+    # a head of another kind a caller put in (an MLP, an Identity for the features) still runs
+    for head, width in ((torch.nn.Sequential(torch.nn.Linear(model.head.in_features, 8), torch.nn.GELU()), 8),
+                        (torch.nn.Identity(), model.head.in_features)):
+        model.head = head
+        with torch.no_grad(), autocast("bf16", torch.device("cpu")):
+            assert model(x).shape == (2, width)
 
 
 def test_multiview_views_as_configured_and_views_of_an_identical_video_average_to_one_view(tmp_path):

@@ -74,5 +74,6 @@ class VideoClassifier(nn.Module):
         """Logits in the head's dtype (fp32) under autocast too: bf16's 8-bit mantissa rounded logits less than its
         step apart (1/16 from 8 to 16) to one value, classes that then tied and ranked by class id. One small matmul."""
         features = self.fc_dropout(self.forward_features(x))
+        weight = next(self.head.parameters(), None)  # (a head of another kind a caller put in: an MLP, an Identity)
         with torch.autocast(x.device.type, enabled=False):
-            return self.head(features.to(self.head.weight.dtype))
+            return self.head(features.to(weight.dtype if weight is not None else torch.float32))
