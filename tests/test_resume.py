@@ -209,7 +209,7 @@ def test_resume_auto_refuses_a_folder_none_of_whose_checkpoints_reads(tmp_path, 
 
     only = ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
     only.write_bytes(only.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match=r"train.resume=auto: none of the 1 checkpoint\(s\) in .* is a "
+    with pytest.raises(CheckpointError, match=r"train.resume=auto: the one checkpoint in .* is not a "
                                               r"training checkpoint mme can read"):
         resume_state("auto", tmp_path)
     assert "checkpoint-00000001.pt" in caplog.text and "truncated or corrupt" in caplog.text

@@ -44,7 +44,7 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
     run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=4", "train.ckpt_every=2", "train.keep_last=0", FP32)
     shutil.copytree(tmp_path / "ref", tmp_path / "x")
     before = _hashes(tmp_path / "x")
-    with pytest.raises(ConfigError, match=r"holds 2 checkpoint\(s\) of another run .*up to step 4.*resume auto"):
+    with pytest.raises(ConfigError, match=r"holds 2 checkpoints of another run .*up to step 4.*resume auto"):
         run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
             "train.seed=1", FP32)
     assert _hashes(tmp_path / "x") == before  # not one file of the first run changed

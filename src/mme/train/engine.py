@@ -346,9 +346,11 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
         found = ckpt.latest_valid(out_dir)
         if found is None:
             if (listed := ckpt.list_checkpoints(out_dir)) and not overwrite:  # else refused as another run's
-                raise CheckpointError(f"train.resume=auto: none of the {counted(len(listed), 'checkpoint')} in "
-                                      f"{out_dir} is a training checkpoint mme can read (each is named above, with the "
-                                      f"reason); train.overwrite=true removes them and starts afresh")
+                which = (f"the one checkpoint in {out_dir} is not" if len(listed) == 1 else
+                         f"none of the {len(listed)} checkpoints in {out_dir} is")
+                raise CheckpointError(f"train.resume=auto: {which} a training checkpoint mme can read (each is named "
+                                      f"above, with the reason); train.overwrite=true removes "
+                                      f"{'it' if len(listed) == 1 else 'them'} and starts afresh")
             log.info("train.resume=auto: no checkpoint in %s, starting fresh", out_dir)
             return None
         return str(found[0]), found[1]
