@@ -602,7 +602,8 @@ def test_finetune_on_videos_shorter_than_a_clip_warns_as_pretraining_does(synth,
     assert res.step == 2
     said = [r.getMessage() for r in caplog.records if "fewer raw frames than the 25 a clip spans" in r.getMessage()]
     assert said and all("the shortest holds 16" in m and "frozen frames" in m for m in said), said
-    assert f"mme check {synth.root}/train.txt --root {synth.root} --min-frames 25" in said[-1], said[-1]
+    trained = [m for m in said if m.startswith("data: ")]  # (the final tests' warnings name their own lists)
+    assert f"mme check {synth.root}/train.txt --root {synth.root} --min-frames 25" in trained[-1], said
 
 def _sigterm_on_the_last_step(monkeypatch):
     """A SIGTERM to this process as its run's last step begins; the real step is returned."""
@@ -1350,6 +1351,35 @@ def test_the_final_line_says_how_many_videos_each_figure_is_of(synth, stride4, t
     written = json.loads((tmp_path / "ev" / "test.json").read_text())
     assert final["test"]["num_samples"] == written["num_samples"] == 8 and final["test"]["failed"] == 1
     assert final["test"]["top1"] == written["top1"] and final["test"]["views_per_video"] == 1
+
+
+def test_the_final_tests_of_videos_shorter_than_a_clip_warn_naming_the_split_and_the_check(synth, stride4, tmp_path,
+                                                                                          caplog):
+    """The final val / test tests (task.eval_only's too) scored videos shorter than a clip's span without a word,
+    every view of them their last frame repeated, where mme embed, mme probe and training warn: the counts the test
+    set's reads kept were read by nothing. One warning per split names it, the span and `mme check` of its list
+    (every rank's reads counted), and its report records the count; a list whose videos hold a clip says nothing."""
+    import logging
+
+    from videos import write_video
+
+    write_video(tmp_path / "short.mp4", np.full((8, 64, 64, 3), 100, np.uint8))  # 8 frames; a clip spans 13
+    test_list = tmp_path / "test.txt"
+    test_list.write_text((synth.root / "test.txt").read_text() + f"{tmp_path / 'short.mp4'} 1\n")
+
+    def said(out_dir, tested):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            res = _eval_only(synth, stride4, out_dir, f"task.test_list={tested}")
+        assert json.loads((out_dir / "test.json").read_text())["short_videos"] == res.reports["test"]["short_videos"]
+        return res.reports["test"]["short_videos"], [r.getMessage() for r in caplog.records
+                                                     if "a clip spans" in r.getMessage()]
+
+    assert said(tmp_path / "ev", test_list) == (1, [  # before: nothing
+        "test: 1 of the 9 videos read hold fewer raw frames than the 13 a clip spans (4 frames at stride 4; the "
+        "shortest holds 8): their clips repeat their last frame, predictions of frozen frames (`mme check "
+        f"{test_list} --root {synth.root} --min-frames 13` names them)"])
+    assert said(tmp_path / "ev2", synth.root / "test.txt") == (0, [])  # (16 frames hold a clip of 13)
 
 
 def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_threads_as_they_were(synth, stride4,

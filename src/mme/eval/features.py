@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from mme.config import differences
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
-from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches
+from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches, warn_short
 from mme.train import run_folder
 from mme.utils import (
     atomic_path,
@@ -879,30 +879,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 if len(rows) >= chunk_batches:
                     flush(rows)
             flush(rows)
-        _warn_short(dataset)
+        warn_short(dataset, "embed", "features of frozen frames")
         dist.on_main(_assemble, partial, out, source, dataset, fingerprint, states)
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails
     return out
-
-
-def _warn_short(dataset: Dataset) -> None:
-    """Warn (the main rank, of the videos its reads met) where videos read hold fewer raw frames than a clip spans
-    (:meth:`~mme.data.dataset._VideoDataset.short_videos`, as training counts them): their views repeat their last
-    frame, or TSN segments draw frames more than once (docs/evaluation.md), features of frozen frames."""
-    from mme.train import distributed as dist
-
-    short, read, fewest = dataset.short_videos()
-    if not short or not dist.is_main():
-        return
-    cfg, window = dataset.cfg, dataset.clip_window
-    segments = cfg.sampling == "segments"
-    how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
-    where = " on this rank" if dist.get_world_size() > 1 else ""
-    log.warning("embed: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
-                "holds %d): their clips %s, features of frozen frames%s", short, read, where, window, how, fewest,
-                dataset.short_clip_effect(fewest), f" (`mme check {listed} --min-frames {window}` names them)"
-                if (listed := dataset.checked_as) else "")
 
 
 def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any],

@@ -35,7 +35,9 @@ from mme.eval.testing import (
     read_report,
     report_files,
     save_report,
+    short_videos,
     trivial_top5,
+    warn_short,
 )
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
@@ -68,13 +70,19 @@ def _validation(cfg: FinetuneConfig):
 def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConfig, device: torch.device,
              precision: str, names: list[str] | None = None, name: str | None = None) -> dict[str, Any]:
     """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world); ``name``: the
-    split, whose progress rank 0 shows."""
+    split, whose progress rank 0 shows, and whose videos shorter than a clip spans it warns about (every rank's
+    reads counted: :func:`~mme.eval.testing.warn_short`). The report's ``short_videos``: how many there are."""
     rank, world = dist.get_rank(), dist.get_world_size()
     with dist.agreed():  # a rank's share that fails (a loader worker killed) stops every rank, saying why
         pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                                  batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
                                  precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
-    return multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
+    parts = dist.all_gather_objects((pred, dataset.short_videos()))
+    report = multiview_report(merge_predictions([p for p, _ in parts]), dataset, names)
+    short = short_videos([s for _, s in parts])
+    if name:
+        warn_short(dataset, name, "predictions of frozen frames", short)
+    return {**report, "short_videos": short[0]}
 
 
 def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,

@@ -440,6 +440,35 @@ def multiview_report(pred: Predictions, dataset: Dataset, class_names: list[str]
             "failures": failures}
 
 
+def short_videos(parts: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """The :meth:`~mme.data.dataset._VideoDataset.short_videos` counts ``(short, read, fewest)`` of several ranks'
+    reads (each rank reads its own share of the videos) as one: the sums, and the fewest frames of them all."""
+    fewest = [f for s, _, f in parts if s]
+    return sum(s for s, _, _ in parts), sum(r for _, r, _ in parts), min(fewest) if fewest else 0
+
+
+def warn_short(dataset: Dataset, what: str, frozen: str, counts: tuple[int, int, int] | None = None) -> None:
+    """Warn (the main rank) where videos read hold fewer raw frames than a clip spans: their views repeat their last
+    frame, or TSN segments draw frames more than once (docs/evaluation.md), ``frozen`` (what is made of them:
+    'features of frozen frames'), the line starting with ``what`` (the command, the split). ``counts``: ``(short,
+    read, fewest)`` of every rank's reads (:func:`short_videos`); by default this rank's alone
+    (:meth:`~mme.data.dataset._VideoDataset.short_videos`, as training counts them), which the line says under
+    torchrun."""
+    from mme.train import distributed as dist
+
+    short, read, fewest = dataset.short_videos() if counts is None else counts
+    if not short or not dist.is_main():
+        return
+    cfg, window = dataset.cfg, dataset.clip_window
+    segments = cfg.sampling == "segments"
+    how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
+    where = " on this rank" if counts is None and dist.get_world_size() > 1 else ""
+    log.warning("%s: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
+                "holds %d): their clips %s, %s%s", what, short, read, where, window, how, fewest,
+                dataset.short_clip_effect(fewest), frozen, f" (`mme check {listed} --min-frames {window}` names them)"
+                if (listed := dataset.checked_as) else "")
+
+
 SPLITS = ("val", "test")
 """The lists a fine-tuning run tests at its end (``task.val_list``, ``task.test_list``), each with its report."""
 
