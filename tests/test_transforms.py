@@ -164,7 +164,7 @@ def test_view_crops_span_the_long_side():
     assert [(g.x0, g.y0) for g in view_crops((320, 240), 224, 1)] == [(40, 0)]
     for size in ((171, 128), (135, 128)):  # an odd room: the centre of 1 is the centre of 3 (it was 1 px apart)
         assert view_crops(size, 112, 1)[0] == view_crops(size, 112, 3)[1]
-        assert view_crops(size, 112, 1)[0].x0 == -(-(size[0] - 128) // 2)  # VideoMAE's uniform_crop rounds up
+        assert view_crops(size, 112, 1)[0].x0 == -(-(size[0] - 128) // 2)  # rounded up (ours)
 
 
 @pytest.mark.parametrize("shape", [(16, 224, 224, 3), (3, 7, 5, 3), (2, 9, 11, 1), (0, 4, 4, 3)])

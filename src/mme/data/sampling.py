@@ -95,9 +95,10 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
     """``num_clips`` evenly spaced temporal views for multi-view testing (VideoMAE's test protocol).
 
     Strided clips: window starts evenly spaced from the first to the last possible start, each rounded down, as
-    VideoMAE's ``int(chunk_nb * temporal_step)`` (one clip: the centre start, rounded down as its validation's
-    integer division); exact in integers, so a start is never a float's rounding off. Segment clips: one clip
-    takes every segment's centre frame (VideoMAE's validation); several take the frame at fraction
+    VideoMAE's ``int(chunk_nb * temporal_step)`` (one clip: the centre start, rounded down: deterministic where the
+    authors' validation draws its window at random); exact in integers, so a start is never a float's rounding
+    off. Segment clips: one clip takes every segment's centre frame (deterministic where the authors' validation
+    draws a random frame of each segment); several take the frame at fraction
     ``k / num_clips`` of every segment (VideoMAE's two SSv2 test clips: the segments' first and centre frames),
     in integers as well (:func:`sample_segments`).
     A change of these views bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier ones).
