@@ -809,6 +809,11 @@ def test_an_epoch_is_a_whole_number_of_optimizer_steps_and_a_whole_run_warm_up_i
     with caplog.at_level(logging.WARNING):
         assert schedule_lengths(10, t, OptimConfig(warmup_epochs=40), 1, "clips") == (4, 8, 8)
     assert "the lr warm-up (80 steps) takes the whole run of 8 steps" in caplog.text
+    caplog.clear()  # a 1-step run said 'the whole run of 1 steps' (mme.utils.counted)
+    with caplog.at_level(logging.WARNING):
+        assert schedule_lengths(10, TrainConfig(batch_size=2, steps=1), OptimConfig(warmup_steps=1), 1,
+                                "clips") == (5, 1, 1)
+    assert "the lr warm-up (1 step) takes the whole run of 1 step, so the lr reaches its peak" in caplog.text
 
 
 def test_the_items_an_epoch_leaves_out_are_said_and_a_large_share_warned_about(synth, tmp_path, caplog, capsys):

@@ -614,9 +614,10 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
     if warmup >= total:
-        log.warning("the lr warm-up (%d steps) takes the whole run of %d steps%s, so the lr reaches its peak at the "
-                    "last step and never decays; set optim.warmup_steps or optim.warmup_epochs for a run this short",
-                    warmup, total, f": it is shortened to {total}" if warmup > total else "")
+        log.warning("the lr warm-up (%s) takes the whole run of %s%s, so the lr reaches its peak at the last step "
+                    "and never decays; set optim.warmup_steps or optim.warmup_epochs for a run this short",
+                    counted(warmup, "step"), counted(total, "step"), f": it is shortened to {total}"
+                    if warmup > total else "")
     return steps_per_epoch * t.accum_steps, total, min(warmup, total)
 
 
