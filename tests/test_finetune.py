@@ -1380,6 +1380,8 @@ def test_the_final_tests_of_videos_shorter_than_a_clip_warn_naming_the_split_and
         "shortest holds 8): their clips repeat their last frame, predictions of frozen frames (`mme check "
         f"{test_list} --root {synth.root} --min-frames 13` names them)"])
     assert said(tmp_path / "ev2", synth.root / "test.txt") == (0, [])  # (16 frames hold a clip of 13)
+    from mme.eval.testing import short_videos  # several ranks' reads: each rank's count, summed (not rank 0's alone)
+    assert short_videos([(1, 5, 8), (0, 4, 0), (1, 5, 6)]) == (2, 14, 6) and short_videos([(0, 3, 0)]) == (0, 3, 0)
 
 
 def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_threads_as_they_were(synth, stride4,

@@ -223,9 +223,9 @@ def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Gen
 def view_crops(size: tuple[int, int], out_size: int, num_crops: int = 3) -> list[Geometry]:
     """Test views: resize the short side to ``out_size`` and take ``num_crops`` squares along the long side
     (first, centre, last for 3; the centre for 1, the same box as the centre of 3, its offset rounded up: our
-    rounding, one pixel right of (or below) the authors' centre where the room is odd, whose test crops start at
-    ``int(split_nb * spatial_step)``, docs/evaluation.md). Expressed as integer square boxes of the short side in
-    the source, so each view is one crop + one resize."""
+    rounding, up to a pixel right of (or below) the authors' centre, whose test crops start at
+    ``int(split_nb * spatial_step)`` of the frame resized first, docs/evaluation.md). Expressed as integer square
+    boxes of the short side in the source, so each view is one crop + one resize."""
     W, H = size
     side = min(W, H)
     room = max(W, H) - side
