@@ -154,8 +154,8 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
     subprocess.run([sys.executable, "-c", _OTHER_PROCESS.format(kwargs=kwargs), str(tmp_path / "other")],
                    check=True, env=env, timeout=120)
     c = generate_synth(tmp_path / "c", seed=4, workers=1, **kwargs)
-    files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
-    assert len(files) == 4 + 3 + 3  # videos; classes.json, params.json, lists; their record
+    files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file() and p.name != ".lock")
+    assert len(files) == 4 + 3 + 3  # videos; classes.json, params.json, lists; their record (and the folder's lock)
     for other in (b.root, tmp_path / "other"):
         for f in files:
             assert (a.root / f).read_bytes() == (other / f).read_bytes(), (other, f)
@@ -268,7 +268,7 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
                                           r"synth did not write \(not lists or parameters it wrote, nor its class "
                                           r"names\) and would replace; choose another folder, or move them$"):
         generate_synth(tmp_path, **small)
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users  # no video made
+    assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.name != ".lock"} == users  # no video made
     own = tmp_path / "own"
     generate_synth(own, **{**small, "num_classes": 3})
     generate_synth(own, **small)  # its own lists, of an earlier design, replaced
@@ -292,7 +292,7 @@ def test_synth_refuses_a_params_json_it_did_not_write_and_replaces_its_own(tmp_p
     (tmp_path / "params.json").write_text(users)
     with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds params.json, which mme synth did not write"):
         generate_synth(tmp_path, **small)
-    assert [p.name for p in tmp_path.iterdir()] == ["params.json"]  # no video made
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "params.json"]  # no video made
     assert (tmp_path / "params.json").read_text() == users
     own = tmp_path / "own"
     generate_synth(own, **small)
@@ -442,7 +442,8 @@ def test_synth_refuses_a_list_whose_video_number_is_a_digit_of_another_script(tm
     (tmp_path / "train.txt").write_text(line)
     with pytest.raises(ConfigError, match=r"holds train.txt, which mme synth did not write"):
         generate_synth(tmp_path, num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
-    assert [p.name for p in tmp_path.iterdir()] == ["train.txt"] and (tmp_path / "train.txt").read_text() == line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "train.txt"]
+    assert (tmp_path / "train.txt").read_text() == line
 
 
 def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch,
@@ -790,3 +791,40 @@ def test_a_killed_synths_temporary_files_are_removed_by_its_rerun_not_called_vid
         generate_synth(tmp_path, **design)
     assert not video.exists() and not listed.exists()
     assert "not of this design" not in caplog.text
+
+
+def test_a_second_synth_on_a_folder_in_use_is_refused_and_runs_once_it_is_free(tmp_path, capsys):
+    """Two `mme synth` of other seeds into one folder at once both exited 0: the videos of both seeds mixed, and
+    params.json recorded one seed's."""
+    from mme.cli import main
+
+    out = tmp_path / "data"
+    args = ["synth", str(out), "--classes", "2", "--videos-per-class", "2", "--size", "32", "--frames", "6",
+            "--workers", "1"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import lock_folder; "
+                               f"lock_folder({str(out)!r}, 'out'); print(flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()  # it holds the folder
+        assert main([*args, "--seed", "1"]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"mme synth: error: out '{out}' is in use by another job (PID {holder.pid} on " in err
+    assert not list(out.rglob("*.mp4")) and not (out / "params.json").exists()
+    assert main([*args, "--seed", "1"]) == 0
+    assert {p["seed"] for p in json.loads((out / "params.json").read_text()).values()} == {1}
+
+
+def test_a_rerun_counts_a_video_made_again_as_made_not_kept(tmp_path, caplog):
+    """A video removed and made again, the same bytes as its record, was counted as "kept from an earlier run"."""
+    generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)
+    videos = sorted(tmp_path.rglob("*.mp4"))
+    before = videos[0].read_bytes()
+    videos[0].unlink()
+    with caplog.at_level("INFO", logger="mme.data.synth"):
+        generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)
+    assert videos[0].read_bytes() == before
+    assert f"synth: {len(videos)} videos in {tmp_path}, 1 made, {len(videos) - 1} kept from an earlier run" \
+        in caplog.text

@@ -79,9 +79,11 @@ from mme.utils import (
     check_seed,
     cpu_features,
     in_workers,
+    lock_folder,
     opencv_settings,
     remove_stale_temps,
     removing,
+    unlock_folder,
     usable_cores,
     writing,
 )
@@ -397,7 +399,9 @@ def _died_making(job: tuple, how: str) -> NoReturn:
     raise DataError(f"synth: a worker process died making {job[1]} ({how}); run it again with fewer workers")
 
 
-def _make_video(job: tuple) -> tuple[str, dict]:
+def _make_video(job: tuple) -> tuple[str, dict, bool]:
+    """Make one video (or keep the one an earlier run of this design made): its path, its record, and whether the
+    file there was kept (a video made again, equal to its record, was counted as kept)."""
     root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made = job
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
@@ -411,7 +415,7 @@ def _make_video(job: tuple) -> tuple[str, dict]:
     if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256", "camera_sway")} \
             == json.loads(json.dumps(p)) and ("camera_sway" in made) == bool(camera_jitter) and path.is_file() \
             and _sha256(path.read_bytes()) == made.get("sha256"):
-        return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
+        return rel, {key: v for key, v in made.items() if key != "split"}, True  # an earlier run's, of this design
     # OpenCV on one thread without IPP (module docstring); the caller's settings are put back, as in its own process
     # (fewer than two workers) its later work depends on them (IPP changes a run's tracks)
     with opencv_settings(threads=1, ipp=False):
@@ -419,7 +423,7 @@ def _make_video(job: tuple) -> tuple[str, dict]:
     with writing(path, MADE_KEPT):  # (a full disk, a quota, a file-size limit)
         path.parent.mkdir(parents=True, exist_ok=True)
         encode_h264(path, frames, fps)
-    return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}
+    return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}, False
 
 
 def _sha256(data: bytes) -> str:
@@ -674,7 +678,19 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                      num_frames=num_frames, fps=fps, seed=seed, splits=None if splits is None else tuple(splits),
                      camera_jitter=camera_jitter, motion=motion, texture=texture, objects=objects)
     _check_design(d)
-    root = check_output(out_dir, "out", folder=True)
+    root = check_output(out_dir, "out", folder=True, make=False)
+    # one synth on the folder at a time (two of other seeds mixed their videos, params.json the last one's); not
+    # taken again where this process holds it (the demo's data in its --out)
+    took = lock_folder(root, "out", unmade_if_unused=True)
+    try:
+        return _generate(root, d, workers)
+    finally:
+        if took:
+            unlock_folder(root)
+
+
+def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
+    """:func:`generate_synth`'s work in ``root``, locked, of design ``d``."""
     found, made_params = _keep_others_files(root)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
@@ -695,10 +711,10 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                         *(root / name for name in (*RECORDED, CLASSES_FILE, PROGRESS, LISTS_WRITTEN))])
     params, saved, fresh, kept = {}, time.monotonic(), False, 0
     try:
-        for rel, p in in_workers(_make_video, jobs, workers, _died_making):
+        for rel, p, was_kept in in_workers(_make_video, jobs, workers, _died_making):
             params[rel] = {**p, "split": split_of[rel]}
-            same = (made.get(rel) or {}).get("sha256") == p["sha256"]  # (one kept: nothing to save of it)
-            kept, fresh = kept + same, fresh or not same
+            same = (made.get(rel) or {}).get("sha256") == p["sha256"]  # (one as recorded: nothing to save of it)
+            kept, fresh = kept + was_kept, fresh or not same
             if fresh and time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
                 with writing(progress, MADE_KEPT):
                     atomic_write_text(progress, json.dumps({**made, **params}))
