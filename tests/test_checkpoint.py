@@ -1444,6 +1444,44 @@ def test_an_overwrite_that_fails_between_files_leaves_no_checkpoint_of_parts_of_
         assert all(torch.equal(v, new[k]) for k, v in mae.encoder.state_dict().items()), fmt
 
 
+@pytest.mark.parametrize("fmt", ["hf", "safetensors"])
+def test_an_export_into_an_out_another_export_is_writing_waits_then_is_refused(mae, tmp_path, fmt):
+    """Two `mme export` into one new OUT at once both exited 0, the second's checkpoint replacing the first's without
+    a word: each looked at OUT before either wrote there."""
+    import shutil
+    import time
+
+    from mme.models.export import export_lock
+    from mme.utils import exclusive_lock
+
+    src = save_pretrained(mae, tmp_path / "src")
+    name = "out.safetensors" if fmt == "safetensors" else "out"
+    first = export(src, tmp_path / "first" / name, fmt, kind="model")  # what the other export writes
+    out, folder = tmp_path / name, fmt != "safetensors"
+    pool = ThreadPoolExecutor(1)
+    other = exclusive_lock(export_lock(out, folder), remove=True)
+    other.__enter__()  # the other export, writing OUT
+    try:
+        second = pool.submit(export, src, out, fmt, kind="pretraining")
+        time.sleep(1)
+        assert not second.done()  # it waits for the other
+        if folder:
+            shutil.copytree(first, out, dirs_exist_ok=True)
+        else:
+            shutil.copy(first, out)
+    finally:
+        other.__exit__(None, None, None)
+    with pytest.raises(ConfigError, match=f"{name}: already holds a checkpoint"):
+        second.result(timeout=120)
+    pool.shutdown()
+    files = sorted(p.name for p in first.iterdir()) if folder else [name]
+    assert sorted(p.name for p in (out if folder else tmp_path).iterdir() if p.name not in ("src", "first")) == files
+    for f in files:
+        assert (out if folder else tmp_path).joinpath(f).read_bytes() == (first if folder else first.parent) \
+            .joinpath(f).read_bytes()
+    assert isinstance(load_model(out), VisionTransformer)  # the first's encoder, not the second's pre-training model
+
+
 def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
     """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
     decoder and heads lost), and an export over an earlier one replaced it without a word; another program's

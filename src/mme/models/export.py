@@ -44,6 +44,7 @@ from mme.utils import (
     atomic_path,
     check_output,
     counted,
+    exclusive_lock,
     file_identity,
     file_path,
     flag,
@@ -338,21 +339,39 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     if format in ("mme", "hf") and out.suffix == ".safetensors":
         raise CheckpointError(f"{out}: --format {format} writes a directory; use --format safetensors for one file "
                               "(ours), or a name without .safetensors")
-    _check_replaced(src, out, format != "safetensors", overwrite)
+    folder = format != "safetensors"
+    _check_replaced(src, out, folder, overwrite)
     with removing_made_folders() as made:  # nothing exported: none of its files left, nor the folders made for them
-        check_output(out, "out", folder=format != "safetensors")
-        given_as = {k: flag(k) for k in (*convert_config.HEAD_WIDTHS, *CLIP)}  # (read_checkpoint's hints, as flags)
-        try:
-            if format == "hf":
-                path = export_hf(src, out, kind or "model", norm_pix, classes, given_as=given_as, **hints)
-            else:
-                ck = _as_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
-                path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
-        except BaseException:  # its files, where folders were made for them; those folders, by removing_made_folders
-            if made:
-                for file in [out] if format == "safetensors" else [out / name for name in FOLDER_FILES]:
-                    with contextlib.suppress(OSError):
-                        file.unlink(missing_ok=True)
-            raise
+        check_output(out, "out", folder=folder)
+        # one export into OUT at a time, each looking at what it holds again once it has it: two at once into a new
+        # OUT both passed the look above, and the second replaced the first's without a word. A refusal here removes
+        # nothing (the files are the other export's), whatever folders this one made
+        with exclusive_lock(export_lock(out, folder), remove=True):
+            _check_replaced(src, out, folder, overwrite)
+            path = _export(src, out, format, kind, norm_pix, classes, made, **hints)
     log.info("exported %s -> %s (%s)", src, path, format)
     return path
+
+
+def export_lock(out: Path, folder: bool) -> Path:
+    """The lock :func:`export` holds while it looks at and writes ``out``: in the folder, or beside the file (where
+    its temporary files are written)."""
+    return out / ".export.lock" if folder else out.with_name(f".{out.name}.lock")
+
+
+def _export(src: str | os.PathLike, out: Path, format: str, kind: str | None, norm_pix: bool | None,
+            classes: str | os.PathLike | None, made: list, **hints) -> Path:
+    """:func:`export`'s writing, ``out`` locked and checked; its files are removed where it fails and ``made`` (the
+    folders made for ``out``) is not empty."""
+    given_as = {k: flag(k) for k in (*convert_config.HEAD_WIDTHS, *CLIP)}  # (read_checkpoint's hints, as flags)
+    try:
+        if format == "hf":
+            return export_hf(src, out, kind or "model", norm_pix, classes, given_as=given_as, **hints)
+        ck = _as_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
+        return _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
+    except BaseException:  # its files, where folders were made for them; those folders, by removing_made_folders
+        if made:
+            for file in [out] if format == "safetensors" else [out / name for name in FOLDER_FILES]:
+                with contextlib.suppress(OSError):
+                    file.unlink(missing_ok=True)
+        raise
