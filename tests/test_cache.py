@@ -1481,6 +1481,64 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
             fn(sample)
 
 
+def test_an_overwrite_of_a_cache_a_job_reads_is_refused_naming_it_and_goes_on_once_it_ends(videos, tmp_path,
+                                                                                             capsys):
+    """`mme extract --overwrite` into the track cache a live `mme pretrain` read (target.cache_dir) was not refused:
+    it replaced the files mid-run, and the run trained on the new tracks from then on without a word."""
+    out = tmp_path / "cache"
+    (tmp_path / "ab.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
+    args = ["extract", str(tmp_path / "ab.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args) == 0
+    a, b = cache_file(out, "cls/a.mp4"), cache_file(out, "b.mp4")
+    made = a.stat().st_mtime_ns
+    reader = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import hold_for_reading; "
+                               f"hold_for_reading({str(out)!r}, 'target.cache_dir'); print(flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        reader.stdout.readline()  # it reads the cache
+        capsys.readouterr()
+        assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert f"mme extract: error: --out '{out}' is read by a running job (PID {reader.pid} on " in err, err
+        assert "wait for it to end, or extract into another --out" in err and a.stat().st_mtime_ns == made
+        b.unlink()  # adding the files a cache lacks goes on beside a reader (it refused them missing at its start)
+        assert cli(args) == 0 and b.is_file() and a.stat().st_mtime_ns == made
+    finally:
+        reader.kill()
+        reader.wait()
+    assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 0  # its reader gone
+    assert cache_meta(a)["flow"] == "dis-fast" and not list((out / ".locks" / "readers").iterdir())
+
+
+def test_a_run_holds_its_track_cache_for_its_life_and_is_refused_one_being_rewritten(synth, tmp_path):
+    """A run started on a track cache that an `mme extract --overwrite` was rewriting read tracks of two settings; one
+    running let the extraction replace them under it (previous test). The run holds the cache while it lives, and
+    is refused one being rewritten, naming the extraction."""
+    from training import run
+
+    from mme.utils import lock_folder, replacing_read_files, unlock_folder
+
+    list_file, root = (o.split("=", 1)[1] for o in synth)
+    cache = tmp_path / "cache"
+    assert cli(["extract", list_file, "--root", root, "--out", str(cache), "--length", "2", "--short-side", "64"]) == 0
+    share = cache / ".locks" / "share"
+    lock_folder(share, "--out")  # an extraction's share
+    try:
+        with replacing_read_files(cache, "--out"), pytest.raises(
+                ConfigError, match=rf"^target.cache_dir '{cache}' is being rewritten by an mme extract --overwrite "
+                                   rf"\(PID {os.getpid()} on .*\), whose tracks would change under this job; wait for "
+                                   r"it to end$"):
+            run("tiny_cpu_mme", synth, tmp_path / "refused", f"target.cache_dir={cache}", "model.depth=1",
+                "train.steps=2", "target.track_length=2")
+    finally:
+        unlock_folder(share)
+    run("tiny_cpu_mme", synth, tmp_path / "run", f"target.cache_dir={cache}", "model.depth=1", "train.steps=2",
+        "target.track_length=2")
+    with replacing_read_files(cache, "--out"):  # the run let go of it as it ended
+        pass
+
+
 def test_a_cache_an_earlier_mme_made_of_the_file_beside_a_symlinked_root_is_refused_and_made_again(tmp_path):
     """A list line '../other/x.mp4' under a --root R -> real/deep/root names real/deep/other/x.mp4; an earlier mme
     removed '..' by text and tracked other/x.mp4 beside the link, recording that path and the named file's

@@ -1526,8 +1526,7 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
         return lock_folder(folder, option, unmade_if_unused)
     _locked[whole] = held
     try:  # unbuffered: a write the disk refuses leaves nothing behind to fail again at the close
-        _write_all(f.fileno(), f"PID {os.getpid()} on {socket.gethostname()}, since "
-                               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), truncate=True)
+        _write_all(f.fileno(), _holder_line().encode(), truncate=True)
     except OSError as e:  # (a full disk, a quota, a file-size limit): the folder is let go as this call took it,
         _locked[whole] = dataclasses.replace(held, unmade_if_unused=True)  # what it made removed, whatever asked
         unlock_folder(whole)
@@ -1537,6 +1536,122 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     with contextlib.suppress(OSError):  # on the server of a network file system, where other nodes read the holder
         os.fsync(f.fileno())  # (distributed.check_folder_shared) while this process keeps the file open
     return True
+
+
+def _holder_line() -> str:
+    """What names this process as a holder of a lock, in its lock file: its PID and host, and since when."""
+    return f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+
+
+LOCKS = ".locks"
+"""The folder of locks inside a folder that several jobs use at once (a track cache): ``mme extract``'s shares'
+(:func:`lock_folder` folders), its videos', and the readers' (:func:`hold_for_reading`)."""
+_READERS = "readers"
+_reading: dict[Path, tuple[Any, Any, Path]] = {}  # folder -> (its readers' lock, this process's record, its path)
+
+
+def holder_of(lock: str | Path) -> str | None:
+    """The holder line of the lock file ``lock`` (a :func:`lock_folder` ``.lock``, a :func:`hold_for_reading`
+    record) where a live process holds it, else None (none there, none holding it, a file system without
+    ``flock``): tried with a shared lock, let go at once."""
+    try:
+        with open(lock, **TEXT) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().strip() or "another process"
+            except OSError:
+                return None
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+def writers_of(folder: str | Path) -> list[str]:
+    """The holder lines of the jobs writing ``folder`` now: those holding a :func:`lock_folder` folder in its
+    :data:`LOCKS` (``mme extract``'s shares)."""
+    return [held for lock in sorted((Path(folder) / LOCKS).glob(f"*/{FOLDER_LOCK}")) if (held := holder_of(lock))]
+
+
+def hold_for_reading(folder: str | Path, option: str) -> None:
+    """Hold ``folder`` (a track cache a run reads, named by ``option``) for reading until :func:`unlock_folder`
+    (the end of the job: :func:`held_folders` names it): a shared ``flock`` on its ``.locks/readers.lock``, which
+    a job that replaces its files takes alone (:func:`replacing_read_files`), and a record of this process (PID,
+    host, since) in ``.locks/readers/``, locked while held. A ConfigError naming ``option`` where such a job holds
+    it now. A folder that is not there (its check refuses it), one this user cannot write (a shared read-only cache,
+    which none of their jobs replaces) or on a file system without ``flock`` is read unlocked."""
+    whole = Path(folder).resolve()
+    if whole in _reading or not whole.is_dir():
+        return
+    records = whole / LOCKS / _READERS
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+        shared = open(whole / LOCKS / f"{_READERS}.lock", "a+", **TEXT)
+    except OSError:
+        return
+    try:
+        fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        shared.close()
+        if e.errno == errno.EWOULDBLOCK:
+            by = ", ".join(writers_of(whole)) or "another process"
+            raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
+                              "whose tracks would change under this job; wait for it to end") from None
+        if e.errno in _NO_FLOCK:
+            return
+        raise
+    record = records / f"{socket.gethostname()}-{os.getpid()}.lock"
+    try:
+        mine = open(record, "w", **TEXT)
+        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _write_all(mine.fileno(), _holder_line().encode())
+    except OSError:  # (a full disk: held, unnamed)
+        mine = None
+    _reading[whole] = (shared, mine, record)
+
+
+@contextlib.contextmanager
+def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
+    """Hold ``folder``'s readers' lock (:func:`hold_for_reading`) alone for the block, where a job replaces files
+    that a run reads (``mme extract --overwrite``), not waiting: a ConfigError naming ``option`` and the jobs reading
+    it (their records' holder lines) where one does. The records of readers gone are removed. On a file system
+    without ``flock``, the block runs unlocked."""
+    (Path(folder) / LOCKS).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / LOCKS / f"{_READERS}.lock", "a+", **TEXT) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno != errno.EWOULDBLOCK:
+                if e.errno not in _NO_FLOCK:
+                    raise
+            else:
+                records = sorted((Path(folder) / LOCKS / _READERS).glob("*.lock"))
+                readers = [held for record in records if (held := holder_of(record))] or ["another process"]
+                more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
+                raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose "
+                                  "tracks would change under it; wait for it to end, or extract into another "
+                                  f"{option}") from None
+        for record in (Path(folder) / LOCKS / _READERS).glob("*.lock"):  # (none reads: each a reader's gone)
+            with contextlib.suppress(OSError):
+                record.unlink()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _release_reading(whole: Path) -> None:
+    """Let go of :func:`hold_for_reading`'s hold of ``whole``, its record removed."""
+    shared, mine, record = _reading.pop(whole)
+    if mine is not None:
+        with contextlib.suppress(OSError):
+            record.unlink()
+        mine.close()
+    with contextlib.suppress(OSError):
+        fcntl.flock(shared, fcntl.LOCK_UN)
+    shared.close()
 
 
 def _write_all(fd: int, data: bytes, truncate: bool = False) -> None:
@@ -1677,15 +1792,18 @@ def _make_folder(folder: Path, made: list[Path], then: Callable[[], Any] = lambd
 
 
 def held_folders() -> set[Path]:
-    """The folders this process holds (:func:`lock_folder`), resolved."""
-    return set(_locked)
+    """The folders this process holds (:func:`lock_folder`) or reads (:func:`hold_for_reading`), resolved."""
+    return set(_locked) | set(_reading)
 
 
 def unlock_folder(folder: str | Path | None = None) -> None:
-    """Unlock ``folder`` (every folder this process holds when None). Unlocked before it is closed: a child forked
+    """Unlock ``folder`` (every folder this process holds when None; one it reads, :func:`hold_for_reading`, is let go
+    alike). Unlocked before it is closed: a child forked
     meanwhile shares the open file, and closing it alone would leave the lock held while the child lived (a fork
     that passes over Python's fork hooks keeps its copy: :func:`_after_fork_in_child`)."""
-    for path in [Path(folder).resolve()] if folder is not None else list(_locked):
+    for path in [Path(folder).resolve()] if folder is not None else [*_locked, *_reading]:
+        if path in _reading:
+            _release_reading(path)
         held = _locked.pop(path, None)
         if held is not None:
             if held.made is not None and held.unmade_if_unused:
@@ -1726,6 +1844,11 @@ def _after_fork_in_child() -> None:
     for held in _locked.values():
         held.file.close()
     _locked.clear()
+    for shared, mine, _ in _reading.values():  # (a reader's holds alike)
+        shared.close()
+        if mine is not None:
+            mine.close()
+    _reading.clear()
     if held_at_fork(_GENERATOR_SET_ASIDE):
         _GENERATOR_SET_ASIDE = threading.RLock()
     if held_at_fork(_LITERAL_TEXT):

@@ -65,6 +65,7 @@ from mme.train.distributed import (
 )
 from mme.train.precision import choose_device
 from mme.utils import (
+    LOCKS,
     Tally,
     absolute_path,
     atomic_write_text,
@@ -79,6 +80,7 @@ from mme.utils import (
     progress_bar,
     remove_stale_temps,
     removing,
+    replacing_read_files,
     space_for,
     torch_as_mme,
     unlock_folder,
@@ -254,7 +256,7 @@ class _Job(NamedTuple):
         """The lock of :attr:`target`'s making, in ``out``'s ``.locks`` (beside the file, a video that fails before
         its file is made would leave its folders made, empty: a wrong --root the list's whole tree)."""
         which = hashlib.blake2b(str(self.target.relative_to(self.out)).encode(), digest_size=12).hexdigest()
-        return Path(self.out) / ".locks" / "videos" / f"{which}.lock"
+        return Path(self.out) / LOCKS / "videos" / f"{which}.lock"
 
 
 def _died(job: _Job, how: str) -> tuple[str, str | None, bool, None]:
@@ -412,13 +414,25 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
     opts = replace(opts, device=str(device))
     check_output(out, "--out", folder=True)
-    lock = Path(out) / ".locks" / share_name(list_file, part, parts)
-    try:
-        report_file, report = _run_share(entries, bad_lines if part == 0 else [], part, parts, list_file, root, out,
-                                         opts, workers, overwrite, lock)
-    finally:
-        unlock_folder(lock)
-    shares = all_gather_objects((str(report_file), report))  # once the slowest share is done
+    lock = Path(out) / LOCKS / share_name(list_file, part, parts)
+    with contextlib.ExitStack() as held:
+        # --overwrite replaces files a run may be reading: refused while one does (it trained on other tracks
+        # mid-way, unsaid), and a run started meanwhile is refused; held by rank 0 for the job (the ranks' one --out,
+        # or the first node's), until every share is done. Adding the files a cache lacks goes on beside a run (it
+        # refused them missing at its start, and reads none of them)
+        refused = None
+        if overwrite and rank == 0:
+            try:
+                held.enter_context(replacing_read_files(out, "--out"))
+            except ConfigError as e:
+                refused = e
+        raise_together(refused)
+        try:
+            report_file, report = _run_share(entries, bad_lines if part == 0 else [], part, parts, list_file, root,
+                                             out, opts, workers, overwrite, lock)
+        finally:
+            unlock_folder(lock)
+        shares = all_gather_objects((str(report_file), report))  # once the slowest share is done
     if n == 1:  # (each rank in its --out: a node's own, or one shared)
         _remove_other_reports(out, list_file, parts)
     return {"done": sum(r["done"] for _, r in shares), "skipped": sum(r["skipped"] for _, r in shares),

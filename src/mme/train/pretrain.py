@@ -47,7 +47,7 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
-from mme.utils import counted
+from mme.utils import counted, hold_for_reading
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,8 @@ def setup(cfg: PretrainConfig) -> Run:
         init = read_init(cfg) if t.init and start.resume is None else None
         cfg = _with_architecture(cfg, start.resume, init, given)
         dataset = pretrain_dataset(cfg)
+        if reads_cache(cfg, dataset):  # held while the run lives (engine.finish lets go): an mme extract --overwrite
+            hold_for_reading(cfg.target.cache_dir, "target.cache_dir")  # would change its tracks mid-way, unsaid
         check_cache(cfg, dataset)
         torch.manual_seed(t.seed)  # the initial weights
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
