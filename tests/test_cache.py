@@ -1539,6 +1539,29 @@ def test_a_run_holds_its_track_cache_for_its_life_and_is_refused_one_being_rewri
         pass
 
 
+def test_a_run_on_a_cache_an_extraction_is_writing_now_is_told_to_wait_for_it(synth, tmp_path):
+    """A run refused for the track cache files its cache lacked advised the `mme extract` that makes them, while one
+    was making them: that command would be refused as in use. It names the extraction writing the cache now."""
+    from training import run
+
+    cache = tmp_path / "cache"
+    share = cache / ".locks" / share_name(synth[0].split("=", 1)[1], 0, 1)
+    extraction = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import lock_folder; "
+                                   f"lock_folder({str(share)!r}, '--out'); print(flush=True); time.sleep(60)"],
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        extraction.stdout.readline()  # it holds its share of the cache
+        with pytest.raises(DataError, match=rf"^target.cache_dir '{cache}' holds no track cache file for any of the "
+                                            rf"16 videos of .*; an mme extract \(PID {extraction.pid} on .*\) is "
+                                            r"writing it now: wait for it to end, then run again$"):
+            run("tiny_cpu_mme", synth, tmp_path / "run", f"target.cache_dir={cache}")
+    finally:
+        extraction.kill()
+        extraction.wait()
+    with pytest.raises(DataError, match=r"; `mme extract .*` makes the track cache files these videos lack"):
+        run("tiny_cpu_mme", synth, tmp_path / "run", f"target.cache_dir={cache}")  # (its end: the command again)
+
+
 def test_a_cache_an_earlier_mme_made_of_the_file_beside_a_symlinked_root_is_refused_and_made_again(tmp_path):
     """A list line '../other/x.mp4' under a --root R -> real/deep/root names real/deep/other/x.mp4; an earlier mme
     removed '..' by text and tracked other/x.mp4 beside the link, recording that path and the named file's
