@@ -1547,25 +1547,43 @@ LOCKS = ".locks"
 """The folder of locks inside a folder that several jobs use at once (a track cache): ``mme extract``'s shares'
 (:func:`lock_folder` folders), its videos', and the readers' (:func:`hold_for_reading`)."""
 _READERS = "readers"
-_reading: dict[Path, tuple[Any, Any, Path]] = {}  # folder -> (its readers' lock, this process's record, its path)
+_reading: dict[Path, tuple[int, Any, Path]] = {}  # folder -> (its readers' lock, this process's record, its path)
 
 
 def holder_of(lock: str | Path) -> str | None:
     """The holder line of the lock file ``lock`` (a :func:`lock_folder` ``.lock``, a :func:`hold_for_reading`
     record) where a live process holds it, else None (none there, none holding it, a file system without
-    ``flock``): tried with a shared lock, let go at once."""
+    ``flock``): tried with a shared lock, let go at once (:func:`_try_flock`)."""
+    fd = _lock_descriptor(Path(lock), make=False)
+    if fd is None:
+        return None
     try:
-        with open(lock, **TEXT) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return f.read().strip() or "another process"
-            except OSError:
-                return None
-            fcntl.flock(f, fcntl.LOCK_UN)
+        return _try_flock(fd, fcntl.LOCK_SH)
     except OSError:
         return None
-    return None
+    finally:
+        _close_unlocked(fd, os.getpid())
+
+
+def _lock_descriptor(path: Path, make: bool = True) -> int | None:
+    """A read-only descriptor of the lock file at ``path`` (``flock`` needs no more: another user's lock file, 0644,
+    locks as this user's), made where it is not there and ``make``; None where it is not there and cannot be made."""
+    try:
+        return os.open(path, os.O_RDONLY | (os.O_CREAT if make else 0), 0o666)
+    except OSError:
+        return None
+
+
+def _try_flock(fd: int, how: int) -> str | None:
+    """Try a ``flock`` of kind ``how`` (``fcntl.LOCK_SH``, ``LOCK_EX``) on the lock file ``fd``, not waiting: None
+    where it is had, else the holder line the file holds (:func:`_holder_line`, what :func:`lock_folder` writes), or
+    'another process' where it holds none. Any other OSError (a file system without it: :data:`_NO_FLOCK`) is the
+    caller's to judge."""
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
 
 
 def writers_of(folder: str | Path) -> list[str]:
@@ -1585,22 +1603,22 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
     if whole in _reading or not whole.is_dir():
         return
     records = whole / LOCKS / _READERS
-    try:
+    with contextlib.suppress(OSError):
         records.mkdir(parents=True, exist_ok=True)
-        shared = open(whole / LOCKS / f"{_READERS}.lock", "a+", **TEXT)
-    except OSError:
+    if (shared := _lock_descriptor(whole / LOCKS / f"{_READERS}.lock")) is None:
         return
     try:
-        fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        held = _try_flock(shared, fcntl.LOCK_SH)
     except OSError as e:
-        shared.close()
-        if e.errno == errno.EWOULDBLOCK:
-            by = ", ".join(writers_of(whole)) or "another process"
-            raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
-                              "whose tracks would change under this job; wait for it to end") from None
+        os.close(shared)
         if e.errno in _NO_FLOCK:
             return
         raise
+    if held is not None:
+        os.close(shared)
+        by = ", ".join(writers_of(whole)) or "another process"
+        raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
+                          "whose tracks would change under this job; wait for it to end")
     record = records / f"{socket.gethostname()}-{os.getpid()}.lock"
     try:
         mine = open(record, "w", **TEXT)
@@ -1618,28 +1636,28 @@ def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
     it (their records' holder lines) where one does. The records of readers gone are removed. On a file system
     without ``flock``, the block runs unlocked."""
     (Path(folder) / LOCKS).mkdir(parents=True, exist_ok=True)
-    with open(Path(folder) / LOCKS / f"{_READERS}.lock", "a+", **TEXT) as f:
+    if (fd := _lock_descriptor(Path(folder) / LOCKS / f"{_READERS}.lock")) is None:
+        raise OSError(errno.ENOENT, "cannot be made", str(Path(folder) / LOCKS / f"{_READERS}.lock"))
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = _try_flock(fd, fcntl.LOCK_EX)
         except OSError as e:
-            if e.errno != errno.EWOULDBLOCK:
-                if e.errno not in _NO_FLOCK:
-                    raise
-            else:
-                records = sorted((Path(folder) / LOCKS / _READERS).glob("*.lock"))
-                readers = [held for record in records if (held := holder_of(record))] or ["another process"]
-                more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
-                raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose "
-                                  "tracks would change under it; wait for it to end, or extract into another "
-                                  f"{option}") from None
+            if e.errno not in _NO_FLOCK:
+                raise
+            held = None
+        if held is not None:
+            records = sorted((Path(folder) / LOCKS / _READERS).glob("*.lock"))
+            readers = [held for record in records if (held := holder_of(record))] or ["another process"]
+            more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
+            raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose "
+                              "tracks would change under it; wait for it to end, or extract into another "
+                              f"{option}")
         for record in (Path(folder) / LOCKS / _READERS).glob("*.lock"):  # (none reads: each a reader's gone)
             with contextlib.suppress(OSError):
                 record.unlink()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(f, fcntl.LOCK_UN)
+        yield
+    finally:
+        _close_unlocked(fd, os.getpid())
 
 
 def _release_reading(whole: Path) -> None:
@@ -1649,9 +1667,7 @@ def _release_reading(whole: Path) -> None:
         with contextlib.suppress(OSError):
             record.unlink()
         mine.close()
-    with contextlib.suppress(OSError):
-        fcntl.flock(shared, fcntl.LOCK_UN)
-    shared.close()
+    _close_unlocked(shared, os.getpid())
 
 
 def _write_all(fd: int, data: bytes, truncate: bool = False) -> None:
@@ -1680,20 +1696,18 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
         with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
             os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder = _try_flock(f.fileno(), fcntl.LOCK_EX)
     except OSError as e:
-        if e.errno in _NO_FLOCK:
-            log.warning("%s %r: its file system takes no lock (%s), so the folder is used unlocked: a second job on "
-                        "it would not be refused; run one job at a time there", option, str(path), error_reason(e))
-        elif e.errno == errno.EWOULDBLOCK:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
-                              f"or choose another {option}") from None
-        else:
+        if e.errno not in _NO_FLOCK:
             f.close()
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked ({error_reason(e)})") from e
+        holder = None
+        log.warning("%s %r: its file system takes no lock (%s), so the folder is used unlocked: a second job on "
+                    "it would not be refused; run one job at a time there", option, str(path), error_reason(e))
+    if holder is not None:
+        f.close()
+        raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
+                          f"or choose another {option}")
     held = _HeldLock(f, option, made, unmade_if_unused)
     return held, _lock_replaced(whole, held)
 
@@ -1845,7 +1859,7 @@ def _after_fork_in_child() -> None:
         held.file.close()
     _locked.clear()
     for shared, mine, _ in _reading.values():  # (a reader's holds alike)
-        shared.close()
+        os.close(shared)
         if mine is not None:
             mine.close()
     _reading.clear()
