@@ -1511,6 +1511,40 @@ def test_an_overwrite_of_a_cache_a_job_reads_is_refused_naming_it_and_goes_on_on
     assert cache_meta(a)["flow"] == "dis-fast" and not list((out / ".locks" / "readers").iterdir())
 
 
+def test_the_shares_of_one_overwrite_go_on_beside_each_other_and_a_reader_is_refused_while_either_runs(
+        videos, tmp_path, capsys):
+    """Sharded `mme extract --overwrite` jobs into one cache (--shard k/N on each node, a SLURM array) refused each
+    other as "read by a running job": each took the readers' lock alone. Overwrites exclude readers, not each other."""
+    from mme.utils import hold_for_reading, unlock_folder
+
+    out = tmp_path / "cache"
+    (tmp_path / "ab.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
+    args = ["extract", str(tmp_path / "ab.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64", "--overwrite"]
+    share = out / ".locks" / share_name(str(tmp_path / "ab.txt"), 0, 2)
+    other = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import lock_folder, "  # share 0/2
+                              f"replacing_read_files; f = replacing_read_files({str(out)!r}, '--out'); "
+                              f"f.__enter__(); lock_folder({str(share)!r}, '--out'); print(flush=True); "
+                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        other.stdout.readline()  # share 0 of the overwrite runs
+        assert cli(args + ["--shard", "1/2"]) == 0, capsys.readouterr().err
+        assert cache_meta(cache_file(out, "b.mp4"))["length"] == 2 and not cache_file(out, "cls/a.mp4").exists()
+        with pytest.raises(ConfigError, match=rf"^target.cache_dir '{out}' is being rewritten by an mme extract "
+                                              rf"--overwrite \(PID {other.pid} on .*\), whose tracks would change"):
+            hold_for_reading(out, "target.cache_dir")
+    finally:
+        other.kill()
+        other.wait()
+    hold_for_reading(out, "target.cache_dir")  # the overwrite gone, a reader holds the cache
+    try:
+        assert cli(args + ["--shard", "0/2"]) == 1
+        assert f"--out '{out}' is read by a running job (PID {os.getpid()} on " in capsys.readouterr().err
+    finally:
+        unlock_folder(out)
+    assert cli(args + ["--shard", "0/2"]) == 0 and cache_file(out, "cls/a.mp4").is_file()
+
+
 def test_a_run_holds_its_track_cache_for_its_life_and_is_refused_one_being_rewritten(synth, tmp_path):
     """A run started on a track cache that an `mme extract --overwrite` was rewriting read tracks of two settings; one
     running let the extraction replace them under it (previous test). The run holds the cache while it lives, and

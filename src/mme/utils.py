@@ -1545,8 +1545,9 @@ def _holder_line() -> str:
 
 LOCKS = ".locks"
 """The folder of locks inside a folder that several jobs use at once (a track cache): ``mme extract``'s shares'
-(:func:`lock_folder` folders), its videos', and the readers' (:func:`hold_for_reading`)."""
+(:func:`lock_folder` folders), its videos', and the readers' and writers' sides (:func:`_take_side`)."""
 _READERS = "readers"
+_WRITERS = "writers"
 _reading: dict[Path, tuple[int, Any, Path]] = {}  # folder -> (its readers' lock, this process's record, its path)
 
 
@@ -1574,16 +1575,20 @@ def _lock_descriptor(path: Path, make: bool = True) -> int | None:
         return None
 
 
-def _try_flock(fd: int, how: int) -> str | None:
-    """Try a ``flock`` of kind ``how`` (``fcntl.LOCK_SH``, ``LOCK_EX``) on the lock file ``fd``, not waiting: None
-    where it is had, else the holder line the file holds (:func:`_holder_line`, what :func:`lock_folder` writes), or
-    'another process' where it holds none. Any other OSError (a file system without it: :data:`_NO_FLOCK`) is the
-    caller's to judge."""
-    try:
-        fcntl.flock(fd, how | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
+    """Try a ``flock`` of kind ``how`` (``fcntl.LOCK_SH``, ``LOCK_EX``) on the lock file ``fd``, not waiting (or
+    again for up to ``tries_s`` seconds): None where it is had, else the holder line the file holds
+    (:func:`_holder_line`, what :func:`lock_folder` writes), or 'another process' where it holds none. Any other
+    OSError (a file system without it: :data:`_NO_FLOCK`) is the caller's to judge."""
+    until = time.monotonic() + tries_s
+    while True:
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            if time.monotonic() >= until:
+                return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            time.sleep(_LOCK_POLL_S)
 
 
 def writers_of(folder: str | Path) -> list[str]:
@@ -1594,31 +1599,25 @@ def writers_of(folder: str | Path) -> list[str]:
 
 def hold_for_reading(folder: str | Path, option: str) -> None:
     """Hold ``folder`` (a track cache a run reads, named by ``option``) for reading until :func:`unlock_folder`
-    (the end of the job: :func:`held_folders` names it): a shared ``flock`` on its ``.locks/readers.lock``, which
-    a job that replaces its files takes alone (:func:`replacing_read_files`), and a record of this process (PID,
-    host, since) in ``.locks/readers/``, locked while held. A ConfigError naming ``option`` where such a job holds
-    it now. A folder that is not there (its check refuses it), one this user cannot write (a shared read-only cache,
-    which none of their jobs replaces) or on a file system without ``flock`` is read unlocked."""
+    (the end of the job: :func:`held_folders` names it): the readers' side of the folder (:func:`_take_side`: a
+    shared ``flock`` on its ``.locks/readers.lock``, which a job that replaces its files tries alone,
+    :func:`replacing_read_files`), and a record of this process (PID, host, since) in ``.locks/readers/``, locked
+    while held. A ConfigError naming ``option`` where such a job holds it now. A folder that is not there (its check
+    refuses it), one this user cannot write (a shared read-only cache, which none of their jobs replaces) or on a
+    file system without ``flock`` is read unlocked."""
     whole = Path(folder).resolve()
     if whole in _reading or not whole.is_dir():
         return
     records = whole / LOCKS / _READERS
     with contextlib.suppress(OSError):
         records.mkdir(parents=True, exist_ok=True)
-    if (shared := _lock_descriptor(whole / LOCKS / f"{_READERS}.lock")) is None:
-        return
-    try:
-        held = _try_flock(shared, fcntl.LOCK_SH)
-    except OSError as e:
-        os.close(shared)
-        if e.errno in _NO_FLOCK:
-            return
-        raise
-    if held is not None:
-        os.close(shared)
+    shared, other = _take_side(whole, _READERS, _WRITERS)
+    if other:
         by = ", ".join(writers_of(whole)) or "another process"
         raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
                           "whose tracks would change under this job; wait for it to end")
+    if shared is None:
+        return
     record = records / f"{socket.gethostname()}-{os.getpid()}.lock"
     try:
         mine = open(record, "w", **TEXT)
@@ -1631,33 +1630,60 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
 
 @contextlib.contextmanager
 def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
-    """Hold ``folder``'s readers' lock (:func:`hold_for_reading`) alone for the block, where a job replaces files
-    that a run reads (``mme extract --overwrite``), not waiting: a ConfigError naming ``option`` and the jobs reading
-    it (their records' holder lines) where one does. The records of readers gone are removed. On a file system
-    without ``flock``, the block runs unlocked."""
+    """Hold the writers' side of ``folder`` (:func:`_take_side`: a shared ``flock`` on its ``.locks/writers.lock``)
+    for the block, where a job replaces files that a run reads (``mme extract --overwrite``), not waiting: a
+    ConfigError naming ``option`` and the jobs reading it (their records' holder lines, :func:`hold_for_reading`)
+    where one does. Such jobs go on beside each other (the shares of one extraction, its ranks). The records of
+    readers gone are removed. On a file system without ``flock``, the block runs unlocked."""
     (Path(folder) / LOCKS).mkdir(parents=True, exist_ok=True)
-    if (fd := _lock_descriptor(Path(folder) / LOCKS / f"{_READERS}.lock")) is None:
-        raise OSError(errno.ENOENT, "cannot be made", str(Path(folder) / LOCKS / f"{_READERS}.lock"))
+    fd, other = _take_side(Path(folder), _WRITERS, _READERS)
+    if other:
+        records = sorted((Path(folder) / LOCKS / _READERS).glob("*.lock"))
+        readers = [held for record in records if (held := holder_of(record))] or ["another process"]
+        more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
+        raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose tracks "
+                          f"would change under it; wait for it to end, or extract into another {option}")
     try:
-        try:
-            held = _try_flock(fd, fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in _NO_FLOCK:
-                raise
-            held = None
-        if held is not None:
-            records = sorted((Path(folder) / LOCKS / _READERS).glob("*.lock"))
-            readers = [held for record in records if (held := holder_of(record))] or ["another process"]
-            more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
-            raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose "
-                              "tracks would change under it; wait for it to end, or extract into another "
-                              f"{option}")
         for record in (Path(folder) / LOCKS / _READERS).glob("*.lock"):  # (none reads: each a reader's gone)
             with contextlib.suppress(OSError):
                 record.unlink()
         yield
     finally:
-        _close_unlocked(fd, os.getpid())
+        if fd is not None:
+            _close_unlocked(fd, os.getpid())
+
+
+_SIDE_TRIES_S = 1.0
+"""How long a side's try of a lock held for an instant (:func:`_take_side`'s look at the other side) goes on."""
+
+
+def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool]:
+    """Take ``side`` of ``folder`` (its readers' or its writers'), excluding the ``other`` side, not each other:
+    a shared ``flock`` on ``folder/.locks/<side>.lock`` held, then a look whether the other side holds
+    ``<other>.lock`` (an exclusive ``flock`` tried, let go at once). Each side takes its own first, so of two of
+    either side started at once one at least sees the other. Returns the descriptor held (None: held unlocked, its
+    lock file cannot be made or opened, or a file system without ``flock``) and whether the other side holds its lock
+    now (nothing held then). A lock that one of the other side's looks holds alone (for an instant: two readers'
+    looks at the writers' lock at once, the ranks of one run) is tried again for up to :data:`_SIDE_TRIES_S`."""
+    locks = folder / LOCKS
+    if (fd := _lock_descriptor(locks / f"{side}.lock")) is None:
+        return None, False
+    try:
+        if _try_flock(fd, fcntl.LOCK_SH, _SIDE_TRIES_S) is None:
+            if (look := _lock_descriptor(locks / f"{other}.lock")) is None:  # (none of the other side can hold it)
+                return fd, False
+            try:
+                if _try_flock(look, fcntl.LOCK_EX, _SIDE_TRIES_S) is None:
+                    return fd, False
+            finally:
+                _close_unlocked(look, os.getpid())
+    except OSError as e:
+        os.close(fd)
+        if e.errno in _NO_FLOCK:
+            return None, False
+        raise
+    _close_unlocked(fd, os.getpid())
+    return None, True
 
 
 def _release_reading(whole: Path) -> None:
