@@ -1545,6 +1545,28 @@ def test_the_shares_of_one_overwrite_go_on_beside_each_other_and_a_reader_is_ref
     assert cli(args + ["--shard", "0/2"]) == 0 and cache_file(out, "cls/a.mp4").is_file()
 
 
+def test_every_rank_of_an_overwrite_is_refused_a_cache_a_job_reads_in_its_own_out(videos, tmp_path, monkeypatch):
+    """Only global rank 0 of `mme extract --overwrite` under torchrun looked for a run reading its --out: a node's own
+    --out (node-local NVMe), which rank 0 does not write, was rewritten under a run reading it there."""
+    from mme.utils import hold_for_reading, unlock_folder
+
+    out = tmp_path / "node1"
+    (tmp_path / "ab.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
+    opts = ExtractOptions(length=2, short_side=64)
+    extract.run(str(tmp_path / "ab.txt"), str(videos), str(out), opts)
+    made = cache_file(out, "b.mp4").stat().st_mtime_ns
+    monkeypatch.setattr(extract, "launch_ranks", lambda: (1, 2))  # this process plays rank 1, the second node's
+    monkeypatch.setattr(extract, "init_distributed", lambda device: None)
+    hold_for_reading(out, "target.cache_dir")  # a run on that node reads its cache
+    try:
+        with pytest.raises(ConfigError, match=rf"^--out '{out}' is read by a running job \(PID {os.getpid()} on "):
+            extract.run(str(tmp_path / "ab.txt"), str(videos), str(out), opts, overwrite=True)
+    finally:
+        unlock_folder(out)
+    assert cache_file(out, "b.mp4").stat().st_mtime_ns == made
+    assert extract.run(str(tmp_path / "ab.txt"), str(videos), str(out), opts, overwrite=True)["done"] == 1
+
+
 def test_a_run_holds_its_track_cache_for_its_life_and_is_refused_one_being_rewritten(synth, tmp_path):
     """A run started on a track cache that an `mme extract --overwrite` was rewriting read tracks of two settings; one
     running let the extraction replace them under it (previous test). The run holds the cache while it lives, and

@@ -1568,11 +1568,12 @@ def holder_of(lock: str | Path) -> str | None:
 
 def _lock_descriptor(path: Path, make: bool = True) -> int | None:
     """A read-only descriptor of the lock file at ``path`` (``flock`` needs no more: another user's lock file, 0644,
-    locks as this user's), made where it is not there and ``make``; None where it is not there and cannot be made."""
-    try:
-        return os.open(path, os.O_RDONLY | (os.O_CREAT if make else 0), 0o666)
-    except OSError:
-        return None
+    in a folder this user cannot write, locks as this user's), made where it is not there and ``make``; None where it
+    is not there and cannot be made."""
+    for flags in (os.O_RDONLY | os.O_CREAT, os.O_RDONLY) if make else (os.O_RDONLY,):
+        with contextlib.suppress(OSError):  # (O_CREAT of another user's file in a sticky folder: EACCES)
+            return os.open(path, flags, 0o666)
+    return None
 
 
 def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
@@ -1602,9 +1603,10 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
     (the end of the job: :func:`held_folders` names it): the readers' side of the folder (:func:`_take_side`: a
     shared ``flock`` on its ``.locks/readers.lock``, which a job that replaces its files tries alone,
     :func:`replacing_read_files`), and a record of this process (PID, host, since) in ``.locks/readers/``, locked
-    while held. A ConfigError naming ``option`` where such a job holds it now. A folder that is not there (its check
-    refuses it), one this user cannot write (a shared read-only cache, which none of their jobs replaces) or on a
-    file system without ``flock`` is read unlocked."""
+    while held. A ConfigError naming ``option`` where such a job holds it now. A cache this user cannot write (another
+    user's, shared) is held all the same where its lock files are there (an extraction made them: the lock files
+    are opened read-only), unrecorded; a folder that is not there (its check refuses it), one whose lock file
+    neither is there nor can be made, or on a file system without ``flock`` is read unlocked."""
     whole = Path(folder).resolve()
     if whole in _reading or not whole.is_dir():
         return

@@ -417,11 +417,12 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     lock = Path(out) / LOCKS / share_name(list_file, part, parts)
     with contextlib.ExitStack() as held:
         # --overwrite replaces files a run may be reading: refused while one does (it trained on other tracks
-        # mid-way, unsaid), and a run started meanwhile is refused; held by rank 0 for the job (the ranks' one --out,
-        # or the first node's), until every share is done. Adding the files a cache lacks goes on beside a run (it
-        # refused them missing at its start, and reads none of them)
+        # mid-way, unsaid), and a run started meanwhile is refused; held by every rank in its --out (the ranks' one,
+        # or each node's own), until every share is done; the writers' side is shared, so the ranks and the shares
+        # of one overwrite go on together. Adding the files a cache lacks goes on beside a run (it refused them
+        # missing at its start, and reads none of them)
         refused = None
-        if overwrite and rank == 0:
+        if overwrite:
             try:
                 held.enter_context(replacing_read_files(out, "--out"))
             except ConfigError as e:
