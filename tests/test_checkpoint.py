@@ -1482,6 +1482,65 @@ def test_an_export_into_an_out_another_export_is_writing_waits_then_is_refused(m
     assert isinstance(load_model(out), VisionTransformer)  # the first's encoder, not the second's pre-training model
 
 
+def test_an_export_waiting_for_one_that_fails_writes_out_though_the_failed_one_removed_it(mae, tmp_path,
+                                                                                           monkeypatch):
+    """An export waiting for OUT/.export.lock behind one that failed inside it ended in a FileNotFoundError (3 in
+    40): the failed one removed its lock file and the new OUT it made, and the waiter made its lock file anew in a
+    folder no longer there. It makes the folder again and writes its export."""
+    import os
+    import time
+    from pathlib import Path
+
+    from mme import utils
+    from mme.models import export as exporting
+
+    src, out = save_pretrained(mae, tmp_path / "src"), tmp_path / "out"
+    started, go, first_done, said = threading.Event(), threading.Event(), threading.Event(), {}
+    read = exporting._as_checkpoint
+
+    def unreadable_when_bad(source, **hints):
+        if Path(source).name == "bad":
+            started.set()
+            go.wait(60)
+            raise CheckpointError("bad: unreadable")
+        return read(source, **hints)
+
+    close = utils._close_unlocked
+
+    def close_stale_after_the_first_is_done(fd, pid):  # the waiter looks again once the failed one removed OUT
+        if threading.current_thread().name == "second" and os.readlink(f"/proc/self/fd/{fd}") \
+                == f"{out / '.export.lock'} (deleted)":  # (its lock file, removed by the first)
+            first_done.wait(60)
+        close(fd, pid)
+
+    def run(name, source):
+        try:
+            said[name] = export(source, out, "mme", kind="model")
+        except Exception as e:
+            said[name] = e
+        finally:
+            if name == "first":
+                first_done.set()
+
+    monkeypatch.setattr(exporting, "_as_checkpoint", unreadable_when_bad)
+    monkeypatch.setattr(utils, "_close_unlocked", close_stale_after_the_first_is_done)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x").write_text("")
+    first = threading.Thread(target=run, args=("first", tmp_path / "bad"))
+    first.start()
+    assert started.wait(60)  # the first holds OUT's lock, reading its SRC
+    second = threading.Thread(target=run, args=("second", src), name="second")
+    second.start()
+    time.sleep(1)
+    assert second.is_alive()  # it waits for the first
+    go.set()
+    first.join(60)
+    second.join(120)
+    assert isinstance(said["first"], CheckpointError), said
+    assert said["second"] == out and isinstance(load_model(out), VisionTransformer), said
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
 def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
     """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
     decoder and heads lost), and an export over an earlier one replaced it without a word; another program's

@@ -335,10 +335,17 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     kernel releases a dead process's ``flock``). Yields whether the lock is held: with ``wait_s``, a best effort,
     the block runs without it where it is not had within that many seconds (a holder stopped with Ctrl-Z), and
     with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). The removal never
-    raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed."""
+    raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
+    folder removed while this waited (by the holder that made it, failing) is made again
+    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, pid = _locked_file(path, wait_s, own_only), os.getpid()
+    while True:
+        try:
+            fd, pid = _locked_file(path, wait_s, own_only), os.getpid()
+            break
+        except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
+            _make_output_folder(path.parent)  # export's OUT), made again, as a folder this job made
     if fd is None:
         yield False
         return
