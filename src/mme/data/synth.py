@@ -680,7 +680,8 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     _check_design(d)
     root = check_output(out_dir, "out", folder=True, make=False)
     # one synth on the folder at a time (two of other seeds mixed their videos, params.json the last one's); not
-    # taken again where this process holds it (the demo's data in its --out)
+    # taken again where this process holds this folder itself. The demo's data step holds its --out/data beside the
+    # demo's --out: a second lock, so an mme synth into that folder is refused meanwhile (its .lock stays there)
     took = lock_folder(root, "out", unmade_if_unused=True)
     try:
         return _generate(root, d, workers)
