@@ -1597,11 +1597,24 @@ def test_a_run_holds_its_track_cache_for_its_life_and_is_refused_one_being_rewri
 
 def test_a_run_on_a_cache_an_extraction_is_writing_now_is_told_to_wait_for_it(synth, tmp_path):
     """A run refused for the track cache files its cache lacked advised the `mme extract` that makes them, while one
-    was making them: that command would be refused as in use. It names the extraction writing the cache now."""
+    was making them: that command would be refused as in use. It names the extraction writing the cache now; one of
+    another list (val.txt beside train.txt), which makes none of its files, is not said (for a while it was)."""
     from training import run
 
     cache = tmp_path / "cache"
-    share = cache / ".locks" / share_name(synth[0].split("=", 1)[1], 0, 1)
+    listed = Path(synth[0].split("=", 1)[1])
+    other = cache / ".locks" / share_name(str(listed.with_name("val.txt")), 0, 1)  # of another list: not said
+    extraction = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import lock_folder; "
+                                   f"lock_folder({str(other)!r}, '--out'); print(flush=True); time.sleep(60)"],
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        extraction.stdout.readline()
+        with pytest.raises(DataError, match=r"; `mme extract .*` makes the track cache files these videos lack"):
+            run("tiny_cpu_mme", synth, tmp_path / "run", f"target.cache_dir={cache}")
+    finally:
+        extraction.kill()
+        extraction.wait()
+    share = cache / ".locks" / share_name(str(listed), 1, 2)  # a share of the run's list
     extraction = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import lock_folder; "
                                    f"lock_folder({str(share)!r}, '--out'); print(flush=True); time.sleep(60)"],
                                   stdout=subprocess.PIPE, text=True)

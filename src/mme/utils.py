@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import fcntl
 import functools
+import glob
 import inspect
 import json
 import logging
@@ -1599,10 +1600,13 @@ def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
             time.sleep(_LOCK_POLL_S)
 
 
-def writers_of(folder: str | Path) -> list[str]:
+def writers_of(folder: str | Path, share: str = "*") -> list[str]:
     """The holder lines of the jobs writing ``folder`` now: those holding a :func:`lock_folder` folder in its
-    :data:`LOCKS` (``mme extract``'s shares)."""
-    return [held for lock in sorted((Path(folder) / LOCKS).glob(f"*/{FOLDER_LOCK}")) if (held := holder_of(lock))]
+    :data:`LOCKS` (``mme extract``'s shares), of any list, or only the shares of the one ``share`` names
+    (:func:`mme.motion.extract.share_name` of it whole: the list's share, or one of its ``-k-of-n`` shares)."""
+    names = ["*"] if share == "*" else [glob.escape(share), f"{glob.escape(share)}-*-of-*"]
+    found = sorted(lock for name in names for lock in (Path(folder) / LOCKS).glob(f"{name}/{FOLDER_LOCK}"))
+    return [held for lock in found if (held := holder_of(lock))]
 
 
 def hold_for_reading(folder: str | Path, option: str) -> None:

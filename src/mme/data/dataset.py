@@ -868,12 +868,13 @@ class PretrainDataset(_VideoDataset):
         not read one of them (2-step tracks under a run of 6, a phone video's file turned otherwise), which that
         resumed extraction would keep or refuse, that command with ``--overwrite``, saying why the first is not read;
         and so for a cache whose files were made with other settings each (a mixed cache, which no resumed extraction
-        takes), naming two and their settings. Where an ``mme extract`` writes the cache now (it holds a share of
-        its ``.locks``: :func:`mme.utils.writers_of`), which would refuse that command as in use: that it is writing
-        it, to wait for its end."""
+        takes), naming two and their settings. Where an ``mme extract`` of the run's list writes the cache now (it
+        holds a share of the list in its ``.locks``: :func:`mme.utils.writers_of`), which would refuse that command
+        as in use: that it is writing it, to wait for its end (one of another list makes none of these files)."""
         from mme.motion.cache import command_flags, resume_settings
+        from mme.motion.extract import share_name
 
-        if writing := writers_of(self.target_fn.cfg.cache_dir):
+        if writing := writers_of(self.target_fn.cfg.cache_dir, share_name(self.cfg.list_file, 0, 1)):
             return f"an mme extract ({writing[0]}) is writing it now: wait for it to end, then run again"
         made = self.current_probes
         if (mixed := self.mixed_cache()) is not None:
