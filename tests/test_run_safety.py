@@ -676,6 +676,32 @@ def test_a_lock_file_that_cannot_be_removed_leaves_the_block_as_it_ends(tmp_path
     assert lock.is_dir() and len(os.listdir("/proc/self/fd")) == fds
 
 
+def test_a_link_to_nothing_at_a_lock_files_path_is_an_error_not_a_wait_forever(tmp_path):
+    """exclusive_lock took every FileNotFoundError of its lock file's open for its folder removed while it waited
+    (by a holder failing), made the folder again and tried again: a link to nothing at the lock's path (its folder
+    there), which the open's O_CREAT also meets with ENOENT, spun forever (an mme export, an index save, extract's
+    video locks). It is a FileNotFoundError, at once, and nothing is made where the link leads."""
+    from mme.utils import exclusive_lock
+
+    lock = tmp_path / "out" / ".export.lock"
+    lock.parent.mkdir()
+    lock.symlink_to(tmp_path / "gone" / "x.lock")
+
+    def too_long(*_):
+        raise TimeoutError("exclusive_lock still trying after 10 s")
+
+    before = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(10)
+    try:
+        with pytest.raises(FileNotFoundError), exclusive_lock(lock, remove=True):
+            pass
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert lock.is_symlink() and not (tmp_path / "gone").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 @pytest.mark.parametrize("block", ["exclusive_lock", "atomic_path"])
 def test_a_lock_ends_with_its_block_for_a_child_forked_meanwhile_and_stays_for_one_forked_inside(tmp_path, block):
     """An flock belongs to the open file, which a child forked while a thread of the parent is inside an

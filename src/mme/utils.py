@@ -338,7 +338,8 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). The removal never
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
     folder removed while this waited (by the holder that made it, failing) is made again
-    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks)."""
+    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link to nothing at
+    ``path`` is a FileNotFoundError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -346,6 +347,8 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
             fd, pid = _locked_file(path, wait_s, own_only), os.getpid()
             break
         except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
+            if path.is_symlink():  # (a link to nothing at the path itself: an error, which a try again repeats)
+                raise
             _make_output_folder(path.parent)  # export's OUT), made again, as a folder this job made
     if fd is None:
         yield False
