@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -1543,6 +1544,36 @@ def test_the_shares_of_one_overwrite_go_on_beside_each_other_and_a_reader_is_ref
     finally:
         unlock_folder(out)
     assert cli(args + ["--shard", "0/2"]) == 0 and cache_file(out, "cls/a.mp4").is_file()
+
+
+def test_a_run_refused_a_cache_being_rewritten_names_the_overwrite_not_an_extraction_adding_files(tmp_path):
+    """A run refused a cache an `mme extract --overwrite` rewrote named every job holding a share in its .locks as
+    that overwrite: an extraction of val.txt only adding files was named, the overwrite was not. The jobs holding the
+    writers' side record themselves (.locks/writers/), as readers do, and those records are named."""
+    from mme.utils import hold_for_reading, replacing_read_files, unlock_folder
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    adding = cache / ".locks" / share_name(str(tmp_path / "val.txt"), 0, 1)
+    extraction = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import lock_folder; "
+                                   f"lock_folder({str(adding)!r}, '--out'); print(flush=True); time.sleep(60)"],
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        extraction.stdout.readline()
+        with replacing_read_files(cache, "--out"):  # the overwrite, this process
+            with pytest.raises(ConfigError) as refused:
+                hold_for_reading(cache, "target.cache_dir")
+            said = str(refused.value)
+            assert f"is being rewritten by an mme extract --overwrite (PID {os.getpid()} on " in said, said
+            assert f"PID {extraction.pid} " not in said, said
+            assert [p.name for p in (cache / ".locks" / "writers").iterdir()] == [
+                f"{socket.gethostname()}-{os.getpid()}.lock"]
+        assert list((cache / ".locks" / "writers").iterdir()) == []  # its record removed at its end
+    finally:
+        extraction.kill()
+        extraction.wait()
+    hold_for_reading(cache, "target.cache_dir")  # the overwrite gone, the adding extraction too: a run reads
+    unlock_folder(cache)
 
 
 def test_every_rank_of_an_overwrite_is_refused_a_cache_a_job_reads_in_its_own_out(videos, tmp_path, monkeypatch):

@@ -1624,24 +1624,17 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
     whole = Path(folder).resolve()
     if whole in _reading or not whole.is_dir():
         return
-    records = whole / LOCKS / _READERS
     with contextlib.suppress(OSError):
-        records.mkdir(parents=True, exist_ok=True)
+        (whole / LOCKS / _READERS).mkdir(parents=True, exist_ok=True)
     shared, other = _take_side(whole, _READERS, _WRITERS)
     if other:
-        by = ", ".join(writers_of(whole)) or "another process"
+        by = ", ".join(_recorded(whole, _WRITERS))
         raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
                           "whose tracks would change under this job; wait for it to end")
     if shared is None:
         return
-    record = records / f"{socket.gethostname()}-{os.getpid()}.lock"
-    try:
-        mine = open(record, "w", **TEXT)
-        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _write_all(mine.fileno(), _holder_line().encode())
-    except OSError:  # (a full disk: held, unnamed)
-        mine = None
-    _reading[whole] = (shared, mine, record)
+    _remove_records(whole, _WRITERS)
+    _reading[whole] = (shared, *_record_self(whole, _READERS))
 
 
 @contextlib.contextmanager
@@ -1649,24 +1642,67 @@ def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
     """Hold the writers' side of ``folder`` (:func:`_take_side`: a shared ``flock`` on its ``.locks/writers.lock``)
     for the block, where a job replaces files that a run reads (``mme extract --overwrite``), not waiting: a
     ConfigError naming ``option`` and the jobs reading it (their records' holder lines, :func:`hold_for_reading`)
-    where one does. Such jobs go on beside each other (the shares of one extraction, its ranks). The records of
-    readers gone are removed. On a file system without ``flock``, the block runs unlocked."""
+    where one does. Such jobs go on beside each other (the shares of one extraction, its ranks), each recorded as a
+    reader is, in ``.locks/writers/``, for a run refused meanwhile to name. The records of readers gone are
+    removed. On a file system without ``flock``, the block runs unlocked."""
     (Path(folder) / LOCKS).mkdir(parents=True, exist_ok=True)
     fd, other = _take_side(Path(folder), _WRITERS, _READERS)
     if other:
-        records = sorted((Path(folder) / LOCKS / _READERS).glob("*.lock"))
-        readers = [held for record in records if (held := holder_of(record))] or ["another process"]
+        readers = _recorded(Path(folder), _READERS)
         more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
         raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose tracks "
                           f"would change under it; wait for it to end, or extract into another {option}")
+    mine, record = _record_self(Path(folder), _WRITERS) if fd is not None else (None, None)
     try:
-        for record in (Path(folder) / LOCKS / _READERS).glob("*.lock"):  # (none reads: each a reader's gone)
-            with contextlib.suppress(OSError):
-                record.unlink()
+        _remove_records(Path(folder), _READERS)
         yield
     finally:
+        if mine is not None:
+            _unrecord(mine, record)
         if fd is not None:
             _close_unlocked(fd, os.getpid())
+
+
+def _record_self(folder: Path, side: str) -> tuple[Any, Path]:
+    """A record of this process (its holder line, :func:`_holder_line`) in ``folder/.locks/<side>/``, locked while
+    this process holds ``side`` of ``folder`` (:func:`_take_side`), for a job of the other side refused meanwhile to
+    name (:func:`_recorded`): the open record (None where it cannot be written: a cache this user cannot write, a
+    full disk; held, unnamed) and its path."""
+    records = folder / LOCKS / side
+    record = records / f"{socket.gethostname()}-{os.getpid()}.lock"
+    mine = None
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+        mine = open(record, "a", **TEXT)  # (emptied once locked: this process's own record, held, is kept)
+        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _write_all(mine.fileno(), _holder_line().encode(), truncate=True)
+        return mine, record
+    except OSError:
+        if mine is not None:
+            mine.close()
+        return None, record
+
+
+def _remove_records(folder: Path, side: str) -> None:
+    """Remove the records of ``side`` of ``folder`` (:func:`_record_self`) where this process holds the other side:
+    none of that side holds it now, so each is of a job gone (killed)."""
+    for gone in (folder / LOCKS / side).glob("*.lock"):
+        with contextlib.suppress(OSError):
+            gone.unlink()
+
+
+def _unrecord(mine: Any, record: Path) -> None:
+    """Remove this process's record ``record`` (:func:`_record_self`), then let go of it (``mine``, the open file)."""
+    with contextlib.suppress(OSError):
+        record.unlink()
+    mine.close()
+
+
+def _recorded(folder: Path, side: str) -> list[str]:
+    """The holder lines of the jobs holding ``side`` of ``folder`` now (their records, :func:`_record_self`), or
+    'another process' where none is recorded (a job that could not write its record)."""
+    records = sorted((folder / LOCKS / side).glob("*.lock"))
+    return [held for record in records if (held := holder_of(record))] or ["another process"]
 
 
 _SIDE_TRIES_S = 1.0
@@ -1706,9 +1742,7 @@ def _release_reading(whole: Path) -> None:
     """Let go of :func:`hold_for_reading`'s hold of ``whole``, its record removed."""
     shared, mine, record = _reading.pop(whole)
     if mine is not None:
-        with contextlib.suppress(OSError):
-            record.unlink()
-        mine.close()
+        _unrecord(mine, record)
     _close_unlocked(shared, os.getpid())
 
 
