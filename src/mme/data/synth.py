@@ -682,9 +682,6 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     # one synth on the folder at a time (two of other seeds mixed their videos, params.json the last one's); not
     # taken again where this process holds this folder itself. The demo's data step holds its --out/data beside the
     # demo's --out: a second lock, so an mme synth into that folder is refused meanwhile (its .lock stays there)
-    if root.is_dir():  # a folder holding the user's files is refused before it is locked: the refusal adds no .lock
-        with contextlib.suppress(OSError):  # to it (a read alone, looked at again once locked, for a file come
-            _keep_others_files(root)  # meanwhile; one that cannot be searched, lock_folder refuses in one line)
     took = lock_folder(root, "out", unmade_if_unused=True)
     try:
         return _generate(root, d, workers)
