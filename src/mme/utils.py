@@ -338,8 +338,8 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). The removal never
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
     folder removed while this waited (by the holder that made it, failing) is made again
-    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link to nothing at
-    ``path`` is a FileNotFoundError."""
+    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link at ``path``
+    into a folder that is not there is a FileNotFoundError (one to a missing file whose folder is there creates it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
