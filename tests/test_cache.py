@@ -1491,6 +1491,9 @@ def test_an_overwrite_of_a_cache_a_job_reads_is_refused_naming_it_and_goes_on_on
     args = ["extract", str(tmp_path / "ab.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
             "--short-side", "64"]
     assert cli(args) == 0
+    # a plain extraction makes both sides' lock files (a run of a user who cannot write the cache holds it on them,
+    # opened read-only; it read unlocked beside a later --overwrite where only an overwrite had made them)
+    assert {p.name for p in (out / ".locks").glob("*.lock")} == {"readers.lock", "writers.lock"}
     a, b = cache_file(out, "cls/a.mp4"), cache_file(out, "b.mp4")
     made = a.stat().st_mtime_ns
     reader = subprocess.Popen([sys.executable, "-c", "import time; from mme.utils import hold_for_reading; "

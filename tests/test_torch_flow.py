@@ -229,3 +229,29 @@ def test_a_rigid_pan_gives_border_tokens_no_patchstd_motion_with_torch_lk():
         share[flow] = ((big.sum() - interior) / 20).item(), (interior / 16).item()
     assert share["dis-balanced"][0] < 0.02 and share["dis-balanced"][1] == 0.0, share
     assert share["torch-lk"][0] < 0.02 and share["torch-lk"][1] == 0.0, share
+
+
+def test_the_flow_runs_where_a_caller_gave_torchs_per_operator_tf32_setting():
+    """torch >= 2.9 refuses its old cuDNN switch (``cudnn.flags(allow_tf32=...)``) once a caller gave the per-operator
+    setting (``torch.backends.cudnn.conv.fp32_precision = "ieee"``, what docs/performance.md advises for full fp32):
+    the torch-lk flow (and ``mme bench train``) stopped there in torch's RuntimeError of 'a mix of the legacy and new
+    APIs'. ``mme.utils.no_tf32`` takes either setting, and leaves the caller's as it was."""
+    from mme.motion.torch_flow import lk_flow
+    from mme.utils import no_tf32
+
+    b = torch.backends.cudnn
+    if not hasattr(getattr(b, "conv", None), "fp32_precision"):
+        pytest.skip("this torch has no per-operator TF32 setting")
+    allowed, before = b.allow_tf32, b.conv.fp32_precision
+    with no_tf32():
+        assert b.allow_tf32 is False
+    assert b.allow_tf32 == allowed
+    try:
+        b.conv.fp32_precision = "ieee"
+        with no_tf32():
+            assert b.conv.fp32_precision == "ieee"
+        assert b.conv.fp32_precision == "ieee"
+        a = torch.rand(1, 32, 32) * 255
+        assert torch.isfinite(lk_flow(a, torch.roll(a, 1, 2))).all()
+    finally:
+        b.conv.fp32_precision = before

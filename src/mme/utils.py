@@ -1618,9 +1618,10 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
     shared ``flock`` on its ``.locks/readers.lock``, which a job that replaces its files tries alone,
     :func:`replacing_read_files`), and a record of this process (PID, host, since) in ``.locks/readers/``, locked
     while held. A ConfigError naming ``option`` where such a job holds it now. A cache this user cannot write (another
-    user's, shared) is held all the same where its lock files are there (an extraction made them: the lock files
-    are opened read-only), unrecorded; a folder that is not there (its check refuses it), one whose lock file
-    neither is there nor can be made, or on a file system without ``flock`` is read unlocked."""
+    user's, shared) is held all the same where its lock files are there (every extraction makes them,
+    :func:`make_side_locks`: they are opened read-only), unrecorded; a folder that is not there (its check refuses
+    it), one whose lock file neither is there nor can be made, or on a file system without ``flock`` is read
+    unlocked."""
     whole = Path(folder).resolve()
     if whole in _reading or not whole.is_dir():
         return
@@ -1628,7 +1629,7 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
         (whole / LOCKS / _READERS).mkdir(parents=True, exist_ok=True)
     shared, other = _take_side(whole, _READERS, _WRITERS)
     if other:
-        by = ", ".join(_recorded(whole, _WRITERS))
+        by = _said_holders(_recorded(whole, _WRITERS))
         raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
                           "whose tracks would change under this job; wait for it to end")
     if shared is None:
@@ -1648,9 +1649,8 @@ def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
     (Path(folder) / LOCKS).mkdir(parents=True, exist_ok=True)
     fd, other = _take_side(Path(folder), _WRITERS, _READERS)
     if other:
-        readers = _recorded(Path(folder), _READERS)
-        more = f", and {len(readers) - 1} more" if len(readers) > 1 else ""
-        raise ConfigError(f"{option} {str(folder)!r} is read by a running job ({readers[0]}{more}), whose tracks "
+        raise ConfigError(f"{option} {str(folder)!r} is read by a running job "
+                          f"({_said_holders(_recorded(Path(folder), _READERS))}), whose tracks "
                           f"would change under it; wait for it to end, or extract into another {option}")
     mine, record = _record_self(Path(folder), _WRITERS) if fd is not None else (None, None)
     try:
@@ -1707,6 +1707,28 @@ def _recorded(folder: Path, side: str) -> list[str]:
 
 _SIDE_TRIES_S = 1.0
 """How long a side's try of a lock held for an instant (:func:`_take_side`'s look at the other side) goes on."""
+
+_LOOKED_AT_S = 0.2
+"""How long :func:`lock_folder` tries again a ``.lock`` held by no job, where :func:`holder_of` looks at it for an
+instant (a run wording its advice looks at the shares of an extraction): a share starting then was refused as in
+use, naming the last job's holder line."""
+
+
+def _said_holders(lines: list[str]) -> str:
+    """The jobs holding a lock, by their holder lines: the first, and how many more (one line however many ranks)."""
+    return lines[0] + (f", and {len(lines) - 1} more" if len(lines) > 1 else "")
+
+
+def make_side_locks(folder: str | Path) -> None:
+    """Make the lock files of ``folder``'s two sides (:func:`_take_side`), as the job writing it (every ``mme
+    extract``): a run of a user who cannot write the folder holds its side on them, opened read-only, and would
+    otherwise read unlocked beside a later ``--overwrite``."""
+    locks = Path(folder) / LOCKS
+    with contextlib.suppress(OSError):
+        locks.mkdir(parents=True, exist_ok=True)
+    for side in (_READERS, _WRITERS):
+        if (fd := _lock_descriptor(locks / f"{side}.lock")) is not None:
+            os.close(fd)
 
 
 def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool]:
@@ -1772,7 +1794,7 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
         with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
             os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
     try:
-        holder = _try_flock(f.fileno(), fcntl.LOCK_EX)
+        holder = _try_flock(f.fileno(), fcntl.LOCK_EX, _LOOKED_AT_S)  # (a look of holder_of's holds it an instant)
     except OSError as e:
         if e.errno not in _NO_FLOCK:
             f.close()
@@ -2021,8 +2043,14 @@ def no_tf32() -> Iterator[None]:
     import torch
 
     b = torch.backends.cudnn
-    with b.flags(enabled=b.enabled, benchmark=b.benchmark, benchmark_limit=b.benchmark_limit,
-                 deterministic=b.deterministic, allow_tf32=False):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(b.flags(enabled=b.enabled, benchmark=b.benchmark, benchmark_limit=b.benchmark_limit,
+                                        deterministic=b.deterministic, allow_tf32=False))
+        except RuntimeError:  # torch >= 2.9 where a caller gave its per-operator setting: the old switch is refused
+            before = b.conv.fp32_precision
+            b.conv.fp32_precision = "ieee"
+            stack.callback(setattr, b.conv, "fp32_precision", before)
         yield
 
 

@@ -77,6 +77,7 @@ from mme.utils import (
     in_workers,
     launch_ranks,
     lock_folder,
+    make_side_locks,
     progress_bar,
     remove_stale_temps,
     removing,
@@ -414,6 +415,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
     opts = replace(opts, device=str(device))
     check_output(out, "--out", folder=True)
+    make_side_locks(out)  # (a run of another user, who cannot make them, holds the cache on them)
     lock = Path(out) / LOCKS / share_name(list_file, part, parts)
     with contextlib.ExitStack() as held:
         # --overwrite replaces files a run may be reading: refused while one does (it trained on other tracks
