@@ -1879,7 +1879,7 @@ def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth
             f"train.out_dir={tmp_path}", FP32]
     assert cli.main(args) == 0 and _steps(tmp_path) == [1]
     out = capsys.readouterr().out  # TINY's 5 warm-up steps; the lr never reaches a final one
-    assert "warm-up 1 of 1 steps: no decay" in out and "  lr up to " in out and " -> " not in out
+    assert "warm-up 1 of 1 step: no decay" in out and "  lr up to " in out and " -> " not in out
     again = tiny(*synth, f"train.out_dir={tmp_path}", FP32, "train.steps=3", "optim.warmup_steps=2")
     assert cli.main([*args[:3], "--overwrite", *again]) == 0
     assert "warm-up 2 of 3 steps: no decay" in capsys.readouterr().out  # its one step after is at the peak

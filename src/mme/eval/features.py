@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from mme.config import differences
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
-from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches, warn_short
+from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches, short_videos, warn_short
 from mme.train import run_folder
 from mme.utils import (
     atomic_path,
@@ -51,6 +51,7 @@ from mme.utils import (
     check_folder_held,
     check_output,
     command_option,
+    counted,
     error_reason,
     file_path,
     flag,
@@ -849,8 +850,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                      f" and its {len(failed - changed)} other failed videos" if failed - changed else "")
         done = {int(i) for p in _read_parts(partial, ("index",)) for i in p["index"]}  # failed rows: tried again
         todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
-        log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s",
-                 n, clips * crops, clips, crops, len(done), len(todo), _device_and_precision(dev, precision, why))
+        log.info("embed: %s, %s each (%s x %s), %d done before, %d for this rank; %s", counted(n, "video"),
+                 counted(clips * crops, "view"), counted(clips, "clip"), counted(crops, "crop"), len(done), len(todo),
+                 _device_and_precision(dev, precision, why))
 
         def flush(rows: list) -> None:
             if not rows:
@@ -879,7 +881,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 if len(rows) >= chunk_batches:
                     flush(rows)
             flush(rows)
-        warn_short(dataset, "embed", "features of frozen frames")
+        warn_short(dataset, "embed", "features of frozen frames",  # (every rank's reads: each its share)
+                   short_videos(dist.all_gather_objects(dataset.short_videos())))
         dist.on_main(_assemble, partial, out, source, dataset, fingerprint, states)
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails

@@ -447,24 +447,21 @@ def short_videos(parts: list[tuple[int, int, int]]) -> tuple[int, int, int]:
     return sum(s for s, _, _ in parts), sum(r for _, r, _ in parts), min(fewest) if fewest else 0
 
 
-def warn_short(dataset: Dataset, what: str, frozen: str, counts: tuple[int, int, int] | None = None) -> None:
+def warn_short(dataset: Dataset, what: str, frozen: str, counts: tuple[int, int, int]) -> None:
     """Warn (the main rank) where videos read hold fewer raw frames than a clip spans: their views repeat their last
     frame, or TSN segments draw frames more than once (docs/evaluation.md), ``frozen`` (what is made of them:
     'features of frozen frames'), the line starting with ``what`` (the command, the split). ``counts``: ``(short,
-    read, fewest)`` of every rank's reads (:func:`short_videos`); by default this rank's alone
-    (:meth:`~mme.data.dataset._VideoDataset.short_videos`, as training counts them), which the line says under
-    torchrun."""
+    read, fewest)`` of every rank's reads (:func:`short_videos`)."""
     from mme.train import distributed as dist
 
-    short, read, fewest = dataset.short_videos() if counts is None else counts
+    short, read, fewest = counts
     if not short or not dist.is_main():
         return
     cfg, window = dataset.cfg, dataset.clip_window
     segments = cfg.sampling == "segments"
     how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
-    where = " on this rank" if counts is None and dist.get_world_size() > 1 else ""
-    log.warning("%s: %d of the %d videos read%s hold fewer raw frames than the %d a clip spans (%s; the shortest "
-                "holds %d): their clips %s, %s%s", what, short, read, where, window, how, fewest,
+    log.warning("%s: %d of the %d videos read hold fewer raw frames than the %d a clip spans (%s; the shortest "
+                "holds %d): their clips %s, %s%s", what, short, read, window, how, fewest,
                 dataset.short_clip_effect(fewest), frozen, f" (`mme check {listed} --min-frames {window}` names them)"
                 if (listed := dataset.checked_as) else "")
 

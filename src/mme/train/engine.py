@@ -1002,12 +1002,13 @@ def summary(run: Run, job_lines: list[str]) -> str:
     schedule_total = run.schedule_args(0)[1]  # (a train.epochs run resumed with other steps: its epochs' steps)
     lines = [
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
-        f" ({run.meta['precision_reason']}), {run.meta['threads']} thread(s) ({run.meta['threads_reason']})",
+        f" ({run.meta['precision_reason']}), {counted(run.meta['threads'], 'thread')} ({run.meta['threads_reason']})",
         f"  effective batch {items} = {t.batch_size}/rank x {counted(world, 'rank')} x {t.accum_steps} accum",
         (f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), "
-         f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < schedule_total - 1 else
+         f"warm-up {counted(run.warmup_steps, 'step')}, cosine" if run.warmup_steps < schedule_total - 1 else
          f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up {run.warmup_steps} "
-         f"of {schedule_total} steps: no decay")  # (one step after the warm-up is at the peak: the cosine's start)
+         f"of {counted(schedule_total, 'step')}: no decay")  # (one step after the warm-up is at the peak: the cosine's
+        # start)
         + (f", layer decay {o.layer_decay} (the lr logged is the head's)" if o.layer_decay else ""),
         f"  {len(run.data)} {run.job.unit}"
         + (f", {len(run.data) - left} trained per epoch ({left} left out, others each epoch)" if (
