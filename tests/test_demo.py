@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from training import on_one_core
 
 import mme
 from mme.cli import main
@@ -1128,14 +1129,10 @@ def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_
     s = replace(demo_settings(tmp_path / "d", quick=True, workers=2), targets=("pixel",), batch_size=2)
     data = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=3, size=64, num_frames=24, workers=1)
     lists = {k: Path(v) for k, v in data.lists.items()}
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"):
             run_seed(s, 0, lists, {}, [])  # its run's loader first: the one warning is the run's
             clips = decode_probe_clips(_probe_config(s, lists["train"]).data, lists)
-    finally:
-        os.sched_setaffinity(0, before)
     assert sorted(clips) == ["test", "train", "val"] and all(clips.values())
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "

@@ -19,6 +19,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from training import on_one_core
 from videos import DecodedFrames, texture, write_hdr_video, write_keyint_video, write_video
 from worker_jobs import killing_a_worker_after
 
@@ -197,14 +198,10 @@ def test_more_loader_workers_than_cores_are_said_once_naming_mme_embeds_flag(set
     from mme.cli import main
 
     root, ckpt = setup
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"):
             assert main(["embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--out",
                          str(tmp_path / "f.npy"), "--stride", "2", "--workers", "2"]) == 0
-    finally:
-        os.sched_setaffinity(0, before)
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]

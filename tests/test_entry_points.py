@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training import on_one_core
 
 from mme.data.synth import PRESETS, generate_synth, synth_design
 from mme.errors import ConfigError
@@ -94,7 +95,6 @@ def test_bench_json_replaces_a_benchmarks_figures_never_a_file_it_reads_or_a_use
     """`mme bench <kind> --json F` replaced whatever F held after the work: the video it benchmarked (given as
     --video, or a link to it) became JSON, a user's notes.txt too. Every kind refuses both in one line before any
     work, the file as it was; a benchmark's own figures (of any kind) are replaced."""
-    import os
 
     from videos import affine_video, write_video
 
@@ -219,14 +219,10 @@ def test_bench_datas_workers_on_one_core_are_said_naming_its_flag(tmp_path, monk
     monkeypatch.setattr(bench, "_stages", lambda *args: dict.fromkeys(
         ("open", "decode", "geometry", "to_tensor", "decoded_frames"), 0.0))
     video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"):
             assert main(["bench", "data", "--video", video, "--workers", "2", "--clips", "2", "--batch", "1",
                          "--frames", "4", "--stride", "2", "--size", "64"]) == 0
-    finally:
-        os.sched_setaffinity(0, before)
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]

@@ -1801,14 +1801,20 @@ def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, mon
     assert opened == [1, 3] and json.loads((tmp_path / "c.json").read_text())["decode_threads"] == 3
 
 
+def _list_beside_its_videos(videos, folder, lines: str, monkeypatch) -> None:
+    """``folder/train.txt`` of ``lines`` beside a copy of ``a/good.mp4``, the working folder its parent's: a list
+    checked without --root, whose relative paths start in the working folder."""
+    (folder / "a").mkdir(parents=True)
+    shutil.copy(videos / "a" / "good.mp4", folder / "a" / "good.mp4")
+    (folder / "train.txt").write_text(lines)
+    monkeypatch.chdir(folder.parent)
+
+
 def test_check_says_where_relative_paths_start_when_the_lists_folder_holds_its_videos(videos, tmp_path,
                                                                                       monkeypatch, caplog):
     """A list beside its videos checked without --root reported every one 'missing (no such file)', with no word
     of where relative paths start."""
-    (tmp_path / "v" / "a").mkdir(parents=True)
-    shutil.copy(videos / "a" / "good.mp4", tmp_path / "v" / "a" / "good.mp4")
-    (tmp_path / "v" / "train.txt").write_text("a/good.mp4 0\na/gone.mp4 0\n")
-    monkeypatch.chdir(tmp_path)
+    _list_beside_its_videos(videos, tmp_path / "v", "a/good.mp4 0\na/gone.mp4 0\n", monkeypatch)
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert check_lists(["v/train.txt"], "", tmp_path / "c.json")["counts"] == {"missing": 2}
     assert (f"v/train.txt: none of its 2 videos is under the working folder {tmp_path}, where its relative paths "
@@ -1825,10 +1831,7 @@ def test_check_advises_a_root_whose_name_has_a_space_quoted_for_the_shell(videos
     (command_option), and the root it gives finds the videos."""
     import shlex
 
-    (tmp_path / "my videos" / "a").mkdir(parents=True)
-    shutil.copy(videos / "a" / "good.mp4", tmp_path / "my videos" / "a" / "good.mp4")
-    (tmp_path / "my videos" / "train.txt").write_text("a/good.mp4 0\n")
-    monkeypatch.chdir(tmp_path)
+    _list_beside_its_videos(videos, tmp_path / "my videos", "a/good.mp4 0\n", monkeypatch)
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert check_lists(["my videos/train.txt"], "", tmp_path / "c.json")["counts"] == {"missing": 1}
     said = [r.getMessage() for r in caplog.records if "own folder holds them" in r.getMessage()]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from training import FP32, run, tiny, tiny_config
+from training import FP32, on_one_core, run, tiny, tiny_config
 
 from mme import cli
 from mme.config import load_config
@@ -120,14 +120,10 @@ def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path,
     slow or even freeze". The reason says the clamp and what suits the machine; mme warns once, torch not at all."""
     import warnings
 
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"), warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             run("tiny_cpu_pixel", synth, tmp_path / "one", "train.steps=1", "data.num_workers=2")
-    finally:
-        os.sched_setaffinity(0, before)
     meta = json.loads((tmp_path / "one" / "run.json").read_text())
     assert (meta["threads"], meta["threads_reason"]) == (
         1, "auto: at least 1: the 2 loader workers leave none of 1 core; data.num_workers=0 suits this machine")
@@ -1077,14 +1073,10 @@ def test_bench_pipelines_workers_on_one_core_are_said_naming_its_flag(tmp_path, 
     # (the workers' timings and the track cache come before the run and are not this test's: skipped for time)
     monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
     monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"):
             assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
                              "--steps", "3", "--workers", "2", "--clips-per-s", "100"]) == 0
-    finally:
-        os.sched_setaffinity(0, before)
     assert [r.getMessage() for r in caplog.records if "loader workers on" in r.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from training import on_one_core
 
 from mme.errors import ConfigError, DataError
 from mme.eval.probe import knn_classify, linear_probe, run_probe, stratified_split
@@ -1374,15 +1375,11 @@ def test_more_loader_workers_than_cores_are_said_once_naming_mme_probes_flag(syn
     ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
                                                          num_heads=2)), tmp_path / "enc")
     r = synth.root
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"):
             assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"),
                          "--root", str(r), "--out", str(tmp_path / "probe"), "--stride", "2", "--k", "3",
                          "--precision", "fp32", "--workers", "2"]) == 0
-    finally:
-        os.sched_setaffinity(0, before)
     assert [rec.getMessage() for rec in caplog.records if "loader workers on" in rec.getMessage()] == [
         "--workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside this process: --workers=0 "
         "suits this machine"]

@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from training import on_one_core
 
 from mme.data.lists import read_list
 from mme.data.synth import CLASSES, DEFAULTS, PRESETS, draw_params, encode_h264, generate_synth, render, split_sizes
@@ -171,12 +172,8 @@ def test_synth_defaults_its_workers_to_the_cpus_it_may_run_on(tmp_path, monkeypa
     used, real = [], synth.in_workers
     monkeypatch.setattr(synth, "in_workers", lambda fn, jobs, workers, *rest: used.append(workers) or real(
         fn, jobs, workers, *rest))
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(before)})
+    with on_one_core():
         d = generate_synth(tmp_path, seed=3, **SAME_BYTES)
-    finally:
-        os.sched_setaffinity(0, before)
     assert used == [1] and len(read_list(d.lists["train"])[0]) > 0
 
 

@@ -3,10 +3,13 @@ fixture of conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from mme.config import layered, load_config
@@ -22,6 +25,17 @@ TINY = ["optim.base_lr=1e-3", "model.img_size=64", "data.img_size=64", "model.nu
         "optim.warmup_steps=5", "train.ckpt_every=1000", "train.device=cpu"]  # CUDA cases set train.device=cuda
 # Tests of an exact property (resume, accumulation, DDP equivalence) pin fp32 whatever 'auto' resolves to here.
 FP32 = "train.precision=fp32"
+
+
+@contextlib.contextmanager
+def on_one_core() -> Iterator[None]:
+    """This process on one of its cores for the block (``taskset -c 0`` within a test), its mask given back after."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def tiny(*overrides: str) -> list[str]:
