@@ -637,6 +637,31 @@ def test_an_output_check_of_a_folder_that_is_there_does_not_wait_for_the_folders
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_a_folders_lock_a_look_holds_for_an_instant_is_taken_not_refused(tmp_path):
+    """A run wording its advice looks at an extraction's share locks (``holder_of``: a shared flock for an instant);
+    an ``mme extract`` share starting at that instant was refused 'in use by another job', naming the last finished
+    job's holder line. lock_folder tries again for a moment (utils._LOOKED_AT_S) and takes it; one held on is still
+    refused, naming its holder."""
+    import threading
+
+    from mme.utils import FOLDER_LOCK, lock_folder, unlock_folder
+
+    folder = tmp_path / "share"
+    folder.mkdir()
+    (folder / FOLDER_LOCK).write_text("PID 1 on old, since then\n")  # a finished job's line
+    fd = os.open(folder / FOLDER_LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a look, let go 50 ms later
+        threading.Timer(0.05, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
+        assert lock_folder(folder, "--out") is True
+        unlock_folder(folder)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # held on: refused
+        with pytest.raises(ConfigError, match=r"--out '.*share' is in use by another job"):
+            lock_folder(folder, "--out")
+    finally:
+        os.close(fd)
+
+
 def test_a_folders_lock_file_of_another_user_is_not_taken(tmp_path, monkeypatch):
     """Another user's file of the ordering lock's name (0644, in a sticky temporary folder) was opened and locked,
     then its removal at the step's end failed (PermissionError): a traceback, the new folder left with its .lock.

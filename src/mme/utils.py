@@ -1629,7 +1629,7 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
         (whole / LOCKS / _READERS).mkdir(parents=True, exist_ok=True)
     shared, other = _take_side(whole, _READERS, _WRITERS)
     if other:
-        by = _said_holders(_recorded(whole, _WRITERS))
+        by = said_holders(_recorded(whole, _WRITERS))
         raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
                           "whose tracks would change under this job; wait for it to end")
     if shared is None:
@@ -1650,7 +1650,7 @@ def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
     fd, other = _take_side(Path(folder), _WRITERS, _READERS)
     if other:
         raise ConfigError(f"{option} {str(folder)!r} is read by a running job "
-                          f"({_said_holders(_recorded(Path(folder), _READERS))}), whose tracks "
+                          f"({said_holders(_recorded(Path(folder), _READERS))}), whose tracks "
                           f"would change under it; wait for it to end, or extract into another {option}")
     mine, record = _record_self(Path(folder), _WRITERS) if fd is not None else (None, None)
     try:
@@ -1709,12 +1709,12 @@ _SIDE_TRIES_S = 1.0
 """How long a side's try of a lock held for an instant (:func:`_take_side`'s look at the other side) goes on."""
 
 _LOOKED_AT_S = 0.2
-"""How long :func:`lock_folder` tries again a ``.lock`` held by no job, where :func:`holder_of` looks at it for an
-instant (a run wording its advice looks at the shares of an extraction): a share starting then was refused as in
-use, naming the last job's holder line."""
+"""How long :func:`lock_folder` tries again a ``.lock`` another holds (a refusal comes this much later): a
+:func:`holder_of` look holds it for an instant (a run wording its advice looks at the shares of an extraction), and
+a share starting then was refused as in use, naming the last job's holder line."""
 
 
-def _said_holders(lines: list[str]) -> str:
+def said_holders(lines: list[str]) -> str:
     """The jobs holding a lock, by their holder lines: the first, and how many more (one line however many ranks)."""
     return lines[0] + (f", and {len(lines) - 1} more" if len(lines) > 1 else "")
 

@@ -71,6 +71,7 @@ from mme.utils import (
     memory_advice,
     opencv_settings,
     said_as,
+    said_holders,
     usable_cores,
     workers_advice,
     workers_option,
@@ -875,7 +876,7 @@ class PretrainDataset(_VideoDataset):
         from mme.motion.extract import share_name
 
         if writing := writers_of(self.target_fn.cfg.cache_dir, share_name(self.cfg.list_file, 0, 1)):
-            return f"an mme extract ({writing[0]}) is writing it now: wait for it to end, then run again"
+            return f"an mme extract ({said_holders(writing)}) is writing it now: wait for it to end, then run again"
         made = self.current_probes
         if (mixed := self.mixed_cache()) is not None:
             return (f"the cache is mixed: {mixed}, and a resumed extraction refuses files of other settings; "
