@@ -415,7 +415,6 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
     opts = replace(opts, device=str(device))
     check_output(out, "--out", folder=True)
-    make_side_locks(out)  # (a run of another user, who cannot make them, holds the cache on them)
     lock = Path(out) / LOCKS / share_name(list_file, part, parts)
     with contextlib.ExitStack() as held:
         # --overwrite replaces files a run may be reading: refused while one does (it trained on other tracks
@@ -529,6 +528,8 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     refused = None
     try:
         lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
+        make_side_locks(out)  # (a run of another user, who cannot make them, holds the cache on them; once the share
+        # is held: a refused extraction leaves no folder behind)
         if not overwrite:
             log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
                      parts, out)
