@@ -10,7 +10,6 @@ import dataclasses
 import errno
 import fcntl
 import functools
-import glob
 import inspect
 import json
 import logging
@@ -1603,12 +1602,11 @@ def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
             time.sleep(_LOCK_POLL_S)
 
 
-def writers_of(folder: str | Path, share: str = "*") -> list[str]:
+def writers_of(folder: str | Path, named: Callable[[str], bool]) -> list[str]:
     """The holder lines of the jobs writing ``folder`` now: those holding a :func:`lock_folder` folder in its
-    :data:`LOCKS` (``mme extract``'s shares), of any list, or only the shares of the one ``share`` names
-    (:func:`mme.motion.extract.share_name` of it whole: the list's share, or one of its ``-k-of-n`` shares)."""
-    names = ["*"] if share == "*" else [glob.escape(share), f"{glob.escape(share)}-*-of-*"]
-    found = sorted(lock for name in names for lock in (Path(folder) / LOCKS).glob(f"{name}/{FOLDER_LOCK}"))
+    :data:`LOCKS` whose name ``named`` takes (``mme extract``'s shares of one list:
+    :func:`mme.motion.extract.shares_named`, which alone reads a share's name)."""
+    found = sorted(lock for lock in (Path(folder) / LOCKS).glob(f"*/{FOLDER_LOCK}") if named(lock.parent.name))
     return [held for lock in found if (held := holder_of(lock))]
 
 

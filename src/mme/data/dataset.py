@@ -873,9 +873,10 @@ class PretrainDataset(_VideoDataset):
         holds a share of the list in its ``.locks``: :func:`mme.utils.writers_of`), which would refuse that command
         as in use: that it is writing it, to wait for its end (one of another list makes none of these files)."""
         from mme.motion.cache import command_flags, resume_settings
-        from mme.motion.extract import share_name
+        from mme.motion.extract import shares_named
 
-        if writing := writers_of(self.target_fn.cfg.cache_dir, share_name(self.cfg.list_file, 0, 1)):
+        if writing := writers_of(self.target_fn.cfg.cache_dir,
+                                 lambda name: shares_named(name, self.cfg.list_file) is not None):
             return f"an mme extract ({said_holders(writing)}) is writing it now: wait for it to end, then run again"
         made = self.current_probes
         if (mixed := self.mixed_cache()) is not None:
