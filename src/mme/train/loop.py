@@ -503,7 +503,8 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
         if run.step % t.log_every == 0 or saving or evaluated or diverged:
             record = logged.record(metrics, clips)
-            record["data_failures"] = share_failures(run)  # every rank's
+            record["data_failures"] = share_failures(run)  # every rank's (also what a checkpoint saves, for the
+            # resumed run to skip them too: a checkpoint forces a record)
             warn_short(run)
             logger.log(record, run.step)
             history.append({"step": run.step, **record})
@@ -514,7 +515,6 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                         refresh=False)
         bar.update(1)
         if saving:
-            share_failures(run)  # every rank's, for the resumed run to skip them too
             path = save(run)
         if kept is not None:
             dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
