@@ -655,8 +655,10 @@ def test_a_folders_lock_a_look_holds_for_an_instant_is_taken_not_refused(tmp_pat
         threading.Timer(0.05, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
         assert lock_folder(folder, "--out") is True
         unlock_folder(folder)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # held on: refused
-        with pytest.raises(ConfigError, match=r"--out '.*share' is in use by another job"):
+        (folder / FOLDER_LOCK).write_text("PID 999 on host-x, since then\n")  # a job holding it on: refused, named
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match=r"--out '.*share' is in use by another job \(PID 999 on host-x, since "
+                                              r"then\)"):
             lock_folder(folder, "--out")
     finally:
         os.close(fd)

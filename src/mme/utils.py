@@ -1623,8 +1623,6 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
     whole = Path(folder).resolve()
     if whole in _reading or not whole.is_dir():
         return
-    with contextlib.suppress(OSError):
-        (whole / LOCKS / _READERS).mkdir(parents=True, exist_ok=True)
     shared, other = _take_side(whole, _READERS, _WRITERS)
     if other:
         by = said_holders(_recorded(whole, _WRITERS))
@@ -1644,7 +1642,6 @@ def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
     where one does. Such jobs go on beside each other (the shares of one extraction, its ranks), each recorded as a
     reader is, in ``.locks/writers/``, for a run refused meanwhile to name. The records of readers gone are
     removed. On a file system without ``flock``, the block runs unlocked."""
-    (Path(folder) / LOCKS).mkdir(parents=True, exist_ok=True)
     fd, other = _take_side(Path(folder), _WRITERS, _READERS)
     if other:
         raise ConfigError(f"{option} {str(folder)!r} is read by a running job "
@@ -1738,6 +1735,8 @@ def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool]:
     now (nothing held then). A lock that one of the other side's looks holds alone (for an instant: two readers'
     looks at the writers' lock at once, the ranks of one run) is tried again for up to :data:`_SIDE_TRIES_S`."""
     locks = folder / LOCKS
+    with contextlib.suppress(OSError):  # (a folder this user cannot write: its lock files, where there, read-only)
+        locks.mkdir(parents=True, exist_ok=True)
     if (fd := _lock_descriptor(locks / f"{side}.lock")) is None:
         return None, False
     try:
