@@ -221,7 +221,7 @@ def test_a_bad_list_line_is_skipped_and_reported_as_training_skips_it(videos, tm
                               f"{list_file}:4": f"{list_file}:4: negative label -2: 'cls/a.mp4 -2'"}
     assert report(tmp_path / "cache", list_file, 1, 2)["failed"] == {}
     said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
-    assert said == [f"2 line(s) of {list_file} are not 'path [label]' and are left out: "
+    assert said == [f"2 lines of {list_file} are not 'path [label]' and are left out: "
                     f"{made['failed'][f'{list_file}:2']}; {made['failed'][f'{list_file}:4']}"], said
     assert "1 written, 0 already complete, 2 failed" in capsys.readouterr().out
 

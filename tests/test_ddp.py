@@ -905,7 +905,7 @@ def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(t
     proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",
                            str(tmp_path), "--out", str(tmp_path / "c.json")], capture_output=True, text=True,
                           env={**os.environ, "RANK": "1"}, timeout=120)
-    assert proc.returncode == 1 and "INFO] checking 1 videos of" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "INFO] checking 1 video of" in proc.stderr, proc.stderr
 
 
 def _finetune_replaced(replacement: str, rank: str) -> subprocess.CompletedProcess:

@@ -1071,7 +1071,7 @@ def test_a_demo_refused_by_its_settings_leaves_no_out_folder(tmp_path, capsys):
     the user had stays as it was."""
     out = tmp_path / "runs" / "demo"
     for given, said in ((["--device", "tpu"], "--device: 'tpu' is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)"),
-                        (["model.nokey=1"], "unknown config key(s) ['model.nokey']; valid keys under 'model': ")):
+                        (["model.nokey=1"], "unknown config key ['model.nokey']; valid keys under 'model': ")):
         assert main([*QUICK, "--out", str(out), *given]) == 1
         assert capsys.readouterr().err.startswith(f"mme demo: error: {said}")
         assert not (tmp_path / "runs").exists(), given

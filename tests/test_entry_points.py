@@ -202,7 +202,7 @@ def test_bench_data_runs_its_reference_on_the_threads_it_prints(tmp_path, monkey
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
     assert used == [(1, 1)] and figures["threads"] == 1
-    assert " | 1 thread(s) in this process, 1 per worker | " in capsys.readouterr().out.splitlines()[0]
+    assert " | 1 thread in this process, 1 per worker | " in capsys.readouterr().out.splitlines()[0]
 
 
 def test_bench_datas_workers_on_one_core_are_said_naming_its_flag(tmp_path, monkeypatch, caplog):
@@ -262,14 +262,14 @@ def test_bench_errors_name_the_flag_given_not_the_config_key(tmp_path, monkeypat
             (["data", "--frames", "1"], "--frames 1 is not a multiple of data.tubelet 2"),
             (["targets", "--frames", "3"], "--frames 3 is not a multiple of tubelet_size 2"),
             (["targets", "--size", "40"], "--size 40 is not a multiple of patch_size 16"),
-            (["targets", "--kind", "mme,foo"], "--kind: unknown target(s) ['foo']; choose from ['pixel', 'hog', 'mme', "
+            (["targets", "--kind", "mme,foo"], "--kind: unknown target ['foo']; choose from ['pixel', 'hog', 'mme', "
                                                "'mme-released']"),
             (["pipeline", "--frames", "1"], "--frames 1 is not a multiple of tubelet_size 2"),
             (["train", "--frames", "1"], "--frames 1 is not a multiple of tubelet_size 2"),
             (["train", "--recipe", "tiny_cpu_pixel", "--size", "40"],
              "--img-size 40 is not a multiple of patch_size 16"),
             (["train", "--mask-ratio", "1"], "--mask-ratio must be in [0, 1), got 1.0"),
-            (["train", "--target", "foo"], "--target: unknown target(s) ['foo']; choose from ['pixel', 'hog', 'mme', "
+            (["train", "--target", "foo"], "--target: unknown target ['foo']; choose from ['pixel', 'hog', 'mme', "
                                            "'mme-released']")):
         assert main(["bench", *argv, "--json", str(tmp_path / "b.json")]) == 1, argv
         out, err = capsys.readouterr()

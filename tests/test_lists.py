@@ -122,7 +122,7 @@ def test_videos_of_every_common_suffix_are_listed_and_other_files_are_said(tmp_p
     assert sorted(e.path for e in splits["all"]) == sorted(names)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and warnings[0].startswith(
-        f"{tmp_path / 'ds'}: 3 file(s) in class folders are not listed: 3 whose suffixes are not a video's (.txt: 2, "
+        f"{tmp_path / 'ds'}: 3 files in class folders are not listed: 3 whose suffixes are not a video's (.txt: 2, "
         f".xyz: 1), e.g. a/notes.txt (a video among them is listed under a suffix of .mp4/.avi/"), warnings
 
 
@@ -160,7 +160,7 @@ def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_vid
     assert [(e.path, e.label) for e in splits["all"]] == [("jump/clip.mp4", 0), ("run/clip.mp4", 1),
                                                           ("run/vp8.ogg", 1), ("run/vp9.webm", 1)]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'ds'}: 6 file(s) in class folders are not listed: 1 whose suffixes are not a video's (.txt: 1), "
+        f"{tmp_path / 'ds'}: 6 files in class folders are not listed: 1 whose suffixes are not a video's (.txt: 1), "
         f"e.g. run/notes.txt (a video among them is listed under a suffix of {'/'.join(VIDEO_EXTS)}); 5 in which "
         f"FFmpeg finds no video stream (.ogg: 2, .asf: 1, .mod: 1, .webm: 1: audio alone, or no file it reads), e.g. "
         f"jump/clip.ogg"]
@@ -384,7 +384,7 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
     assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "train.txt", "val.txt"]
     assert [e.label for e in read_list(tmp_path / "v" / "val.txt")[0]] == [0, 2, 2]
     # a class the map lacks is refused
-    with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
+    with pytest.raises(DataError, match=r"class folder \['bowling'\] not in the given class map"):
         from_class_folders(root / "train", classes=["archery", "cooking"])
     (root / "val" / "archery").mkdir(parents=True)  # 'val' beside 'validation': one split twice
     (root / "val" / "archery" / "a9.mp4").write_bytes(b"x")
@@ -413,7 +413,7 @@ def test_clips_of_one_source_video_in_two_split_folders_are_warned_about(tmp_pat
         write_video(root / rel, frames, codec="mpeg4")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert cli_main(["lists", "folder", str(root), "--out", str(tmp_path / "l")]) == 0
-    assert (f"{root}: 2 source video(s) have clips in two splits, e.g. v_Archery_g01 (test/Archery/"
+    assert (f"{root}: 2 source videos have clips in two splits, e.g. v_Archery_g01 (test/Archery/"
             f"v_Archery_g01_c02.avi in test, train/Archery/v_Archery_g01_c01.avi in train): scores of one split are "
             f"of videos the other fits on; move each source's clips to one split") in caplog.text, caplog.text
     # each split folder built on its own (train/, then test/ with its class map), as docs/data.md shows: the split
@@ -429,7 +429,7 @@ def test_clips_of_one_source_video_in_two_split_folders_are_warned_about(tmp_pat
         assert len(made) == 2, made
         first, other = ("test/Archery/v_Archery_g01_c02.avi", "train/Archery/v_Archery_g01_c01.avi")[::(
             1 if split == "test" else -1)]
-        assert (f"{root / split}: 2 source video(s) have clips in two splits, e.g. v_Archery_g01 ({first} in "
+        assert (f"{root / split}: 2 source videos have clips in two splits, e.g. v_Archery_g01 ({first} in "
                 f"{split}, {other} in {'train' if split == 'test' else 'test'}): scores of one split") in caplog.text, (
             caplog.text)
     caplog.clear()
@@ -453,7 +453,7 @@ def test_kinetics_segments_of_one_youtube_video_in_two_splits_are_warned_about(t
                                          "zumba,z2,20,30,validate\n")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert cli_main(["lists", "kinetics", str(folder), "--out", str(tmp_path / "out")]) == 0
-    assert (f": 2 source video(s) have clips in two splits, e.g. -3B32lodo2M ({folder / 'train.csv'}:2 in train, "
+    assert (f": 2 source videos have clips in two splits, e.g. -3B32lodo2M ({folder / 'train.csv'}:2 in train, "
             f"{folder / 'validate.csv'}:2 in val): scores of one split") in caplog.text, caplog.text
     caplog.clear()
     (folder / "validate.csv").write_text(header + "zumba,z3,2,12,validate\n")
@@ -671,7 +671,7 @@ def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, cap
     assert splits == {"train": [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/b1.mp4", 1)],
                       "val": [ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1),
                               ListEntry("val/B/more/n1.mp4", 1)]}
-    assert "1 video(s) outside class folders are not listed, e.g. loose.mp4" in caplog.text
+    assert "1 video outside class folders is not listed, e.g. loose.mp4" in caplog.text
     for link in ("val/B/loop", "val/A/toB", "train/A/up"):
         assert f"{ds / link}: a link to " in caplog.text
     assert "sub-folders without videos, no list written for them: ['test']" in caplog.text
@@ -696,7 +696,7 @@ def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_pat
                               ListEntry("Boxing/b2.mp4", 1), ListEntry("Boxing/session1/b1.mp4", 1)]}
     assert f"{d / 'Archery' / 'more'}: a link to {d / 'Boxing' / 'session1'}, a folder this walk reaches " \
            f"otherwise, one holding it or one in another class's folder, is not followed" in caplog.text
-    assert f"{d}: 1 link(s) to videos in other class folders are not listed (each would be listed under two " \
+    assert f"{d}: 1 link to videos in other class folders is not listed (each would be listed under two " \
            f"classes), e.g. {d / 'Archery' / 'alias.mp4'} to {d / 'Boxing' / 'b2.mp4'}" in caplog.text
     caplog.clear()
     (s / "val" / "A" / "b.mp4").symlink_to(s / "train" / "B" / "sub" / "b1.mp4")  # another class, another split
@@ -706,7 +706,7 @@ def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_pat
         splits, _ = from_class_folders(s)
     assert splits == {"train": [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/sub/b1.mp4", 1)],
                       "val": [ListEntry("val/A/a1.mp4", 0), ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1)]}
-    assert f"{s}: 1 link(s) to videos in other class folders are not listed (each would be listed under two " \
+    assert f"{s}: 1 link to videos in other class folders is not listed (each would be listed under two " \
            f"classes), e.g. {s / 'val' / 'A' / 'b.mp4'} to" in caplog.text
     assert caplog.text.count("is not followed") == 1  # val/A/sub; the walk that took the splits for classes is not said
 
@@ -970,7 +970,7 @@ def test_a_split_built_on_its_own_lists_no_link_into_another_splits_class(tmp_pa
         caplog.clear()
         with caplog.at_level("WARNING", logger="mme.data.lists"):
             assert from_class_folders(root, classes=["A", "B"]) == ({"val": together}, ["A", "B"])
-        assert f"{root}: 1 link(s) to videos in other class folders are not listed (each would be listed under two " \
+        assert f"{root}: 1 link to videos in other class folders is not listed (each would be listed under two " \
                f"classes), e.g. {root / 'A' / 'b.mp4'} to {d / 'train' / 'B' / 'sub' / 'b1.mp4'}" in caplog.text
         assert f"{root / 'A' / 'sub'}: a link to {d / 'train' / 'B' / 'sub'}, a folder this walk reaches otherwise, " \
                f"one holding it or one in another class's folder, is not followed" in caplog.text
@@ -991,11 +991,11 @@ def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
         splits, _ = from_class_folders(tmp_path / "d")
         assert splits["train"] == [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/b1.mp4", 1)]
         assert caplog.text.count("lead to nothing") == 1
-        assert f"{tmp_path / 'd'}: 3 link(s) that lead to nothing (a volume not mounted, a file moved) are not " \
+        assert f"{tmp_path / 'd'}: 3 links that lead to nothing (a volume not mounted, a file moved) are not " \
                f"listed, e.g. {train / 'A' / 'a3.mp4'} to {tmp_path / 'pool' / 'A' / 'a3.mp4'}" in caplog.text
         caplog.clear()
         assert [e.label for e in from_class_folders(train)[0]["train"]] == [0, 1]
-        assert f"{train}: 3 link(s) that lead to nothing" in caplog.text
+        assert f"{train}: 3 links that lead to nothing" in caplog.text
 
 
 def test_a_class_folder_that_is_a_link_into_another_class_or_above_the_root_is_refused(tmp_path, caplog):
@@ -1285,7 +1285,7 @@ def test_ucf101_and_hmdb51_videos_listed_twice_or_in_both_splits_are_said(tmp_pa
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'trainlist01.txt'}:3 repeats {tmp_path / 'trainlist01.txt'}:1: the video "
         "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi is listed once",
-        f"{tmp_path}: 1 source video(s) have clips in two splits, e.g. v_YoYo_g25 (YoYo/v_YoYo_g25_c05.avi in train, "
+        f"{tmp_path}: 1 source video has clips in two splits, e.g. v_YoYo_g25 (YoYo/v_YoYo_g25_c05.avi in train, "
         "YoYo/v_YoYo_g25_c05.avi in test): scores of one split are of videos the other fits on; move each source's "
         "clips to one split"]
     caplog.clear()
@@ -1296,7 +1296,7 @@ def test_ucf101_and_hmdb51_videos_listed_twice_or_in_both_splits_are_said(tmp_pa
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'jump_test_split1.txt'}:3 repeats {tmp_path / 'jump_test_split1.txt'}:1: the video jump/a.avi "
         "is listed once",
-        f"{tmp_path}: 1 source video(s) have clips in two splits, e.g. jump/b.avi (jump/b.avi in train, jump/b.avi in "
+        f"{tmp_path}: 1 source video has clips in two splits, e.g. jump/b.avi (jump/b.avi in train, jump/b.avi in "
         "test): scores of one split are of videos the other fits on; move each source's clips to one split"]
 
 
@@ -1418,7 +1418,7 @@ def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_co
         (tmp_path / "val.csv").write_text("youtube_id,time_start,time_end\nv1,1,11\n")
         (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end\nt1,1,11\n")
         from_kinetics([tmp_path / "val.csv", tmp_path / "test.csv"])
-    assert "val.csv: no label column; its ['val'] list(s) are written without labels" in caplog.text
+    assert "val.csv: no label column; its ['val'] list is written without labels" in caplog.text
     assert "test.csv" not in caplog.text
 
 
@@ -1439,9 +1439,9 @@ def test_a_kinetics_split_with_a_label_column_empty_in_every_row_is_said(tmp_pat
              "holdout": [ListEntry("holdout/h1_000001_000011.mp4")]},
             ["zumba"])
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'validate.csv'}: its label column is empty in every row of ['val']; their list(s) are written "
+        f"{tmp_path / 'validate.csv'}: its label column is empty in every row of ['val']; its list is written "
         "without labels",
-        f"{tmp_path / 'all.csv'}: its label column is empty in every row of ['extra']; their list(s) are written "
+        f"{tmp_path / 'all.csv'}: its label column is empty in every row of ['extra']; its list is written "
         "without labels"]
 
 
@@ -1784,7 +1784,7 @@ def test_check_shows_its_progress_and_the_problems_so_far(videos, tmp_path, caps
     assert bar.startswith("check: 100%") and "3/3 [" in bar and bar.rstrip().endswith("problems=2]"), bar
     said = [r.getMessage() for r in caplog.records]
     assert said[:2] == [f"checking the 3 entries of {tmp_path / 'train.txt'}: finding the file each names",
-                        f"checking 3 videos of {tmp_path / 'train.txt'} with 1 worker(s)"], said
+                        f"checking 3 videos of {tmp_path / 'train.txt'} with 1 worker"], said
 
 
 def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, monkeypatch):
@@ -2465,17 +2465,17 @@ def test_a_kinetics_video_there_under_several_suffixes_is_listed_as_its_row_name
     assert listed(".mp4") == (
         "train/two_000001_000011.webm 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.webm 0\n"
         "train/one_000001_000011.mp4 0\n", [
-            "train: 2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mp4: listed as "
+            "train: 2 videos are there under several suffixes, e.g. train/two_000001_000011.mp4: listed as "
             "train/two_000001_000011.webm, not train/two_000001_000011.mkv; a row's video is listed as the file it "
             "names where that is there, else under the first of its suffixes in the order of VIDEO_EXTS (.mp4, .avi, "
             ".webm, .mkv, ...): remove the others, or name the suffix to take in --path-format"])
     text, said = listed(".mkv")
     assert text == ("train/two_000001_000011.mkv 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.mkv 0\n"
                     "train/one_000001_000011.mp4 0\n")
-    assert said[0].startswith("train: 2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mkv: "
+    assert said[0].startswith("train: 2 videos are there under several suffixes, e.g. train/two_000001_000011.mkv: "
                               "listed as train/two_000001_000011.mkv, not train/two_000001_000011.webm")
     said = listed(".webm")[1]  # each file listed is the one its row names: no --path-format to name
-    assert said[0].startswith("train: 2 video(s) are there under several suffixes") and "--path-format" not in said[0]
+    assert said[0].startswith("train: 2 videos are there under several suffixes") and "--path-format" not in said[0]
 
 
 def _unlisted(monkeypatch, folder: os.PathLike) -> str:
@@ -2544,7 +2544,7 @@ def test_kinetics_videos_in_a_folder_that_cannot_be_listed_are_found_under_a_fir
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         f"train: 1 of 4 videos missing under {videos} (3 found), e.g. train/zumba/bbb_000001_000011.mp4 (is "
         f"--path-format their naming?)",
-        f"1 folder(s) under {videos} can be entered but not listed (e.g. {shut}): each of their 4 video(s) was looked "
+        f"1 folder under {videos} can be entered but not listed (e.g. {shut}): each of its 4 videos was looked "
         f"up by its name, then under each video suffix in lower case, capitals or a first capital (.mp4, .MP4, .Mp4), "
         f"the first file found taken (a video kept under several suffixes is not noticed there); 1 not found (e.g. "
         f"train/zumba/bbb_000001_000011.mp4): one whose suffix is spelled otherwise (.mP4) is not found there; let the "

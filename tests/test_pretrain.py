@@ -979,7 +979,7 @@ def test_bench_train_reports_throughput_against_the_fp32_reference_and_names_the
     assert (bench["target"]["kind"], bench["steps"], bench["warmup"], bench["rounds"]) == ("pixel", 1, 0, 1)
     printed = capsys.readouterr().out
     header = printed.splitlines()[0]
-    assert f"device cpu ({cpu_name()})" in header and "1 round(s) of 1 step(s) after 0 warm-up step(s)" in header
+    assert f"device cpu ({cpu_name()})" in header and "1 round of 1 step after 0 warm-up steps" in header
     assert "clips/s" in printed
 
 

@@ -414,7 +414,7 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refus
     folder = re.escape(str(tmp_path))
     assert re.fullmatch(
         rf"{folder}/checkpoint-00000006.pt: could not be moved to {folder}/abandoned-[\d-]+ \(Operation not "
-        rf"permitted\); the 2 checkpoint\(s\) after step 4 in {folder} are of a branch this run left \(it resumed "
+        rf"permitted\); the 2 checkpoints after step 4 in {folder} are of a branch this run left \(it resumed "
         r"from step 4\), and stay there; this run wrote no checkpoint: make them movable, or move them out of the "
         r"folder, then run this command again", str(refused.value)), refused.value
     assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))  # step 5 put back

@@ -1110,7 +1110,7 @@ def test_unreadable_list_lines_are_named_at_the_start_not_as_replaced_videos(syn
         run("tiny_cpu_pixel", [f"data.list_file={bad}", synth[1]], tmp_path / "run", "train.steps=1",
             "data.max_failure_fraction=0.5", FP32)
     n = len(listed.read_text().splitlines())
-    assert f"2 line(s) of the training list are not 'path [label]' and are left out: {bad}:{n + 1}: " in caplog.text
+    assert f"2 lines of the training list are not 'path [label]' and are left out: {bad}:{n + 1}: " in caplog.text
     assert f"{bad}:{n + 2}: " in caplog.text and "videos failed and were replaced" not in caplog.text
 
 
@@ -1837,7 +1837,7 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth,
 
 def test_resuming_a_checkpoint_of_a_later_mme_names_it(synth, tmp_path):
     """--resume auto of a checkpoint whose config has a model key this mme lacks (a later mme's) said only "unknown
-    config key(s) ['model.rope']", not which file, where train.init and mme embed name it. One whose meta records a
+    config key ['model.rope']", not which file, where train.init and mme embed name it. One whose meta records a
     later mme was still 'perhaps of a later mme': it names both versions and says to upgrade."""
     import mme
 
@@ -1853,7 +1853,7 @@ def test_resuming_a_checkpoint_of_a_later_mme_names_it(synth, tmp_path):
         for out, given in ((tmp_path, "train.resume=auto"), (tmp_path / "b", f"train.init={path}")):
             with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: invalid model config in the "
                                                       rf"training checkpoint, {re.escape(said)}: unknown config "
-                                                      r"key\(s\) \['model.rope'\]; valid keys under 'model': "):
+                                                      r"key \['model.rope'\]; valid keys under 'model': "):
                 run("tiny_cpu_pixel", synth, out, "train.steps=2", given, FP32)
 
 

@@ -124,7 +124,7 @@ def test_split_sizes_follow_the_fractions(tmp_path, caplog):
     assert not caplog.records
     with caplog.at_level("WARNING", logger="mme.data.synth"):
         assert split_sizes(2, (0.7, 0.15, 0.15)) == [2, 0, 0]
-    assert "2 video(s) per class leave val and test empty despite a positive fraction (3 fill every split)" \
+    assert "2 videos per class leave val and test empty despite a positive fraction (3 fill every split)" \
         in caplog.text
 
 

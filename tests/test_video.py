@@ -923,10 +923,10 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
         with open_video(a, index_dir=tmp_path / "index") as reader:  # (a read alone: not said again)
             assert reader.num_frames == len(decode_all(a))
     said = [r.getMessage() for r in caplog.records if "index version" in r.getMessage()]
-    assert said == [f"{tmp_path / 'index'} holds frame indices of index version(s) {version - 2}, which this mme "
+    assert said == [f"{tmp_path / 'index'} holds frame indices of index version {version - 2}, which this mme "
                     f"(index version {version}) does not read: v{version - 2}/ can be removed where no mme of that "
                     f"version shares the folder",
-                    f"{tmp_path / 'index'} holds frame indices of an mme before index version 7, in 2 folder(s) of "
+                    f"{tmp_path / 'index'} holds frame indices of an mme before index version 7, in 2 folders of "
                     f"two hex digits (0a/, 3f/), which this mme (index version {version}, in "
                     f"v{version}/) does not read: they can be removed where no such mme shares the folder"]
     assert all(r.levelno == logging.INFO for r in caplog.records if "index version" in r.getMessage())

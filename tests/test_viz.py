@@ -660,7 +660,7 @@ def test_viz_of_a_file_that_records_its_clip_refuses_another_size_or_frame_count
 
 
 @pytest.mark.parametrize("held, options, said", [
-    ("hog", [], "holds a masked autoencoder with the head(s) 'hog'; nothing to draw (mme viz --checkpoint draws "
+    ("hog", [], "holds a masked autoencoder with the head 'hog'; nothing to draw (mme viz --checkpoint draws "
                 "the predicted motion of a 'traj' head and the reconstruction of a 'pixel' head)"),
     ("classifier", [], "holds a classifier; nothing to draw"),
     ("encoder", [], "holds an encoder; nothing to draw"),

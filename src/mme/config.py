@@ -388,7 +388,7 @@ def _refuse_unknown(cls: type, data: dict[str, Any], prefix: str) -> None:
     if unknown:
         other = [why for k, why in getattr(cls, "OTHER_KINDS", {}).items() if k in unknown]
         raise UnknownConfigKeys(
-            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
+            f"unknown config key{'s' * (len(unknown) > 1)} {[prefix + k for k in unknown]}; valid keys under "
             f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
         )
 

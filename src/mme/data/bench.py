@@ -32,6 +32,7 @@ from mme.utils import (
     atomic_write_text,
     check_bench_json,
     check_given_once,
+    counted,
     cpu_name,
     keys_as_flags,
     sets_threads,
@@ -139,7 +140,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         with keys_as_flags(FLAGS, overrides=False):  # (the workers' warning and advice name its flags)
             rates = {w: _throughput(ds, w, batch, clips) for w in workers}
     ref = rates[workers[0]]
-    print(f"mme bench data | {cpu_name()} | {threads} thread(s) in this process, 1 per worker | {info} | "
+    print(f"mme bench data | {cpu_name()} | {counted(threads, 'thread')} in this process, 1 per worker | {info} | "
           f"backend {cfg.backend}")
     print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={length} -> "
           f"{stages['decoded_frames']} raw frames decoded, multi-scale crop to {cfg.img_size}²")

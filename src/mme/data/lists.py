@@ -37,6 +37,7 @@ from mme.utils import (
     check_apart,
     check_output,
     command_option,
+    counted,
     error_reason,
     identity_or_none,
     in_workers,
@@ -86,7 +87,8 @@ class BadLine:
 
 def left_out(bad: list[BadLine], what: str) -> str:
     """What a command that skips the ``bad`` lines of ``what`` (a list) says of them: their count and the first 5."""
-    return (f"{len(bad)} line(s) of {what} are not 'path [label]' and are left out: "
+    are = "is" if len(bad) == 1 else "are"
+    return (f"{counted(len(bad), 'line')} of {what} {are} not 'path [label]' and {are} left out: "
             + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
 
 
@@ -524,9 +526,10 @@ def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str,
         source, ((a, first), (b, other)) = next(iter(shared.items()))
         if relative_to is not None:
             first, other = os.path.relpath(first, relative_to), os.path.relpath(other, relative_to)
-        log.warning("%s: %d source video(s) have clips in two splits, e.g. %s (%s in %s, %s in %s): scores of one "
-                    "split are of videos the other fits on; move each source's clips to one split", where,
-                    len(shared), source, first, a, other, b)
+        log.warning("%s: %s %s clips in two splits, e.g. %s (%s in %s, %s in %s): scores of one split are of "
+                    "videos the other fits on; move each source's clips to one split", where,
+                    counted(len(shared), "source video"), "has" if len(shared) == 1 else "have", source, first, a,
+                    other, b)
 
 
 def _warn_of_shared_sources_listed(where: str | Path, out: Splits) -> None:
@@ -795,11 +798,12 @@ def _class_ids(root: Path, named: dict[tuple[str, str], str], classes: list[str]
                 respelt[name] = classes[i]
     unknown = sorted({folder for split, folder in named if (split, folder) not in ids})
     if unknown:
-        raise DataError(f"{root}: class folder(s) {unknown[:5]} not in the given class map of {len(classes)} "
-                        f"classes; build the lists of every split together (a folder of split folders) or use "
-                        f"the class map of the split that has them")
+        raise DataError(f"{root}: class folder{'s' * (len(unknown) > 1)} {unknown[:5]} not in the given class map "
+                        f"of {len(classes)} class{'es' * (len(classes) != 1)}; build the lists of every split "
+                        f"together (a folder of split folders) or use the class map of the split that has them")
     if respelt:
-        log.warning("%s: class folder(s) spelled otherwise than the given class map, taken as its classes: %s", root,
+        log.warning("%s: class %s spelled otherwise than the given class map, taken as its classes: %s", root,
+                    "folders" if len(respelt) > 1 else "folder",
                     ", ".join(f"{ascii(a)} as {ascii(b)}" for a, b in sorted(respelt.items())))
     return ids
 
@@ -867,8 +871,9 @@ class _PassedOver:
             log.warning("%s: a link to %s, a folder this walk reaches otherwise, one holding it or one in another "
                         "class's folder, is not followed", link, real)
         if self.elsewhere:
-            log.warning("%s: %d link(s) to videos in other class folders are not listed (each would be listed under "
-                        "two classes), e.g. %s to %s", where, len(self.elsewhere), *self.elsewhere[0])
+            log.warning("%s: %s to videos in other class folders %s not listed (each would be listed under two "
+                        "classes), e.g. %s to %s", where, counted(len(self.elsewhere), "link"),
+                        _are(len(self.elsewhere)), *self.elsewhere[0])
         why = []  # (a video among the others would be left out without a word)
         if self.others:
             why.append(f"{len(self.others)} whose suffixes are not a video's ({_by_suffix(self.others)}), e.g. "
@@ -878,11 +883,19 @@ class _PassedOver:
             why.append(f"{len(self.videoless)} in which FFmpeg finds no video stream ({_by_suffix(self.videoless)}: "
                        f"audio alone, or no file it reads), e.g. {min(self.videoless).relative_to(where).as_posix()}")
         if why:
-            log.warning("%s: %d file(s) in class folders are not listed: %s", where,
-                        len(self.others) + len(self.videoless), "; ".join(why))
+            files = len(self.others) + len(self.videoless)
+            log.warning("%s: %s in class folders %s not listed: %s", where, counted(files, "file"), _are(files),
+                        "; ".join(why))
         if self.dangling:
-            log.warning("%s: %d link(s) that lead to nothing (a volume not mounted, a file moved) are not listed, "
-                        "e.g. %s to %s", where, len(self.dangling), self.dangling[0], os.readlink(self.dangling[0]))
+            one = len(self.dangling) == 1
+            log.warning("%s: %s that %s to nothing (a volume not mounted, a file moved) %s not listed, e.g. %s to %s",
+                        where, counted(len(self.dangling), "link"), "leads" if one else "lead",
+                        _are(len(self.dangling)), self.dangling[0], os.readlink(self.dangling[0]))
+
+
+def _are(n: int) -> str:
+    """The verb 'to be' that agrees with a count of ``n``: 'is' for one, else 'are'."""
+    return "is" if n == 1 else "are"
 
 
 def _by_suffix(files: list[Path]) -> str:
@@ -900,7 +913,8 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
         raise _cannot_read(root, e) from e
     loose = sorted(f.name for f in entries if _is_video(f) and passed.holds_video(f))
     if loose:
-        log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
+        log.warning("%s: %s outside class folders %s not listed, e.g. %s", root, counted(len(loose), "video"),
+                    _are(len(loose)), loose[0])
     return sorted(d for d in entries if not _hidden(d.name) and _is_folder(d))
 
 
@@ -1383,10 +1397,11 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         mine = rows[len(rows) - len(table):]
         unlabelled = sorted({r[0] for r in mine} - {"test", "holdout"})
         if "label" not in fields and unlabelled:
-            log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
+            log.warning("%s: no label column; its %s %s written without labels", path, unlabelled,
+                        "lists are" if len(unlabelled) > 1 else "list is")
         elif blank := [split for split in unlabelled if not any(r[1] for r in mine if r[0] == split)]:
-            log.warning("%s: its label column is empty in every row of %s; their list(s) are written without labels",
-                        path, blank)
+            log.warning("%s: its label column is empty in every row of %s; %s written without labels", path, blank,
+                        "their lists are" if len(blank) > 1 else "its list is")
     if classes is None:
         classes = sorted({r[1] for r in rows if r[1]})
     unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
@@ -1784,9 +1799,10 @@ def _say_several(split: str, several: list[tuple[ListEntry, list[str]]], formatt
     listed where it is there (a conversion's output, which --path-format names), else the first by suffix; the
     hint to name a suffix in --path-format only where a file listed is not the one its row names."""
     entry, files = several[0]
-    log.warning("%s: %d video(s) are there under several suffixes, e.g. %s: listed as %s, not %s; a row's video is "
-                "listed as the file it names where that is there, else under the first of its suffixes in the order "
-                "of VIDEO_EXTS (%s, ...): remove the others%s", split, len(several), entry.path, files[0],
+    log.warning("%s: %s %s there under several suffixes, e.g. %s: listed as %s, not %s; a row's video is listed "
+                "as the file it names where that is there, else under the first of its suffixes in the order of "
+                "VIDEO_EXTS (%s, ...): remove the others%s", split, counted(len(several), "video"),
+                _are(len(several)), entry.path, files[0],
                 ", ".join(files[1:]), ", ".join(VIDEO_EXTS[:4]),
                 ", or name the suffix to take in --path-format" if formatted and any(
                     listed[0] != row.path for row, listed in several) else "")
@@ -1798,11 +1814,13 @@ def _say_looked_up(looked_up: list[_LookedUp], video_root: str | Path) -> None:
     warning where some were not found (a video spelled otherwise among them), else an INFO line."""
     folders = sorted({row.folder for row in looked_up})
     missing = [row.entry.path for row in looked_up if not row.found]
+    their = "their" if len(folders) > 1 else "its"
+    videos = f"each of {their} {counted(len(looked_up), 'video')}" if len(looked_up) > 1 else f"{their} 1 video"
     log.log(logging.WARNING if missing else logging.INFO,
-            "%d folder(s) under %s can be entered but not listed (e.g. %s): each of their %d video(s) was looked up by "
-            "its name, then under each video suffix in lower case, capitals or a first capital (%s), the first file "
-            "found taken (a video kept under several suffixes is not noticed there)%s", len(folders), video_root,
-            folders[0], len(looked_up), ", ".join(LOOKED_UP_SPELLINGS[:3]),
+            "%s under %s can be entered but not listed (e.g. %s): %s was looked up by its name, then under each video "
+            "suffix in lower case, capitals or a first capital (%s), the first file found taken (a video kept under "
+            "several suffixes is not noticed there)%s", counted(len(folders), "folder"), video_root, folders[0], videos,
+            ", ".join(LOOKED_UP_SPELLINGS[:3]),
             f"; {len(missing)} not found (e.g. {missing[0]}): one whose suffix is spelled otherwise (.mP4) is not "
             f"found there; let the folders be listed (chmod a+r) to find a suffix in any case" if missing else "")
 
@@ -1970,7 +1988,7 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
         first.setdefault(real, path)
     repeats = _repeats([(first[real], label, f) for real, (_, label, f) in zip(reals, listed)])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
-    log.info("checking %d videos of %s with %d worker(s)", len(jobs), named, workers)
+    log.info("checking %s of %s with %s", counted(len(jobs), "video"), named, counted(workers, "worker"))
     by_path, problems_so_far = {}, 0
     with progress_bar(in_workers(_check_job, jobs, workers, _died_checking), len(jobs), "check", "video") as bar:
         for r in bar:  # (as they finish)
@@ -2063,7 +2081,7 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
            "in_several_lists": [p for p, v in seen.items() if len({f for _, f in v}) > 1]}
     for kind, paths in out.items():
         if paths:
-            log.warning("%d video(s) %s, e.g. %s", len(paths), kind.replace("_", " "), paths[0])
+            log.warning("%s %s, e.g. %s", counted(len(paths), "video"), kind.replace("_", " "), paths[0])
     return out
 
 

@@ -1178,16 +1178,18 @@ def _note_other_versions(index_dir: str) -> None:
         return
     if others:
         folders = ", ".join(f"v{version}/" for version in sorted(others))
-        log.info("%s holds frame indices of index version(s) %s, which this mme (index version %d) does not read: "
+        log.info("%s holds frame indices of index %s %s, which this mme (index version %d) does not read: "
                  "%s can be removed where no mme of that version shares the folder", index_dir,
+                 "versions" if len(others) > 1 else "version",
                  ", ".join(map(str, sorted(others))), INDEX_VERSION, folders)
     if unversioned:
         shown = sorted(unversioned)[:3]
         folders = ", ".join(f"{name}/" for name in shown) + (f" and {len(unversioned) - 3} more" if unversioned[3:]
                                                              else "")
-        log.info("%s holds frame indices of an mme before index version 7, in %d folder(s) of two hex digits (%s), "
+        log.info("%s holds frame indices of an mme before index version 7, in %s of two hex digits (%s), "
                  "which this mme (index version %d, in v%d/) does not read: they can be removed where no such mme "
-                 "shares the folder", index_dir, len(unversioned), folders, INDEX_VERSION, INDEX_VERSION)
+                 "shares the folder", index_dir, counted(len(unversioned), "folder"), folders, INDEX_VERSION,
+                 INDEX_VERSION)
 
 
 def _unversioned_indices(entry: os.DirEntry) -> bool:

@@ -77,6 +77,7 @@ from mme.utils import (
     atomic_write_text,
     check_output,
     check_seed,
+    counted,
     cpu_features,
     in_workers,
     lock_folder,
@@ -533,8 +534,9 @@ def split_sizes(n: int, fractions: tuple[float, ...]) -> list[int]:
             sizes[np.argmax(sizes)] -= 1
             sizes[i] += 1
     else:
-        log.warning("synth: %d video(s) per class leave %s empty despite a positive fraction (%d fill every "
-                    "split)", n, " and ".join(SPLITS[i] for i in empty), np.count_nonzero(f))
+        log.warning("synth: %s per class %s %s empty despite a positive fraction (%d fill every split)",
+                    counted(n, "video"), "leaves" if n == 1 else "leave", " and ".join(SPLITS[i] for i in empty),
+                    np.count_nonzero(f))
     return sizes.tolist()
 
 

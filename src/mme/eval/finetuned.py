@@ -46,6 +46,7 @@ from mme.train.config import FinetuneConfig, clips_for
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, list_test_set, setup
 from mme.train.precision import choose_precision
+from mme.utils import counted
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     device = engine.join(cfg.train.device)[1]
     threads = engine.set_threads(cfg, device)  # given back by engine.finish, as a run's
     precision, why = choose_precision(cfg.train.precision, device, ranks=True)
-    log.info("task.eval_only: on %s, precision %s (%s), %d thread(s) (%s)", device, precision, why, *threads)
+    log.info("task.eval_only: on %s, precision %s (%s), %s (%s)", device, precision, why,
+             counted(threads[0], "thread"), threads[1])
     with dist.agreed():  # each rank reads the checkpoint, classes and lists (a node, its own copies)
         ck = engine.read_init(cfg.train.init, cfg.model)
         model = build_model(ck)

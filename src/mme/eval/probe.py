@@ -334,8 +334,9 @@ def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root
         for b in names[i + 1:]:
             shared, named = shared_video(videos[a], videos[b], root)
             if shared:
-                raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share {shared} video(s), "
-                                  f"e.g. {named}: a probe must score videos it was not fit on")
+                raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share "
+                                  f"{counted(shared, 'video')}, e.g. {named}: a probe must score videos it was not "
+                                  "fit on")
 
 
 def failed_classes(train_list: str | Path, train: list, fitted: Any) -> str | None:

@@ -203,7 +203,8 @@ def to_hf(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     count must come out as expected (+2 per fused qkv)."""
     out, unmatched = rename(state, TO_HF[kind])
     if unmatched:
-        raise CheckpointError(f"no Hugging Face VideoMAE counterpart for key(s) {unmatched[:6]}"
+        raise CheckpointError(f"no Hugging Face VideoMAE counterpart for key{'s' * (len(unmatched) > 1)} "
+                              f"{unmatched[:6]}"
                               + (" (HF VideoMAE has no layer scale)" if any("gamma_" in k for k in unmatched) else ""))
     n_qkv = sum(k.endswith("attn.qkv.weight") for k in state)
     if len(out) != len(state) + 2 * n_qkv:

@@ -35,7 +35,15 @@ from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
 from mme.motion.targets import KIND_ONCE, TargetConfig, make_target_fn, token_geometry
 from mme.motion.tracks import track
 from mme.train.pretrain import make_step_targets
-from mme.utils import atomic_write_json, check_bench_json, check_given_once, cpu_name, keys_as_flags, sets_threads
+from mme.utils import (
+    atomic_write_json,
+    check_bench_json,
+    check_given_once,
+    counted,
+    cpu_name,
+    keys_as_flags,
+    sets_threads,
+)
 
 
 def _generated_video(folder: Path, frames: int) -> str:
@@ -146,7 +154,7 @@ def bench_targets(video: str | None = None, frames: int = 16, stride: int = 4, s
     r = run(video, frames, stride, size, length, kind, repeat, threads, flow or DEFAULT_FLOW, batch)
     print(f"mme bench targets: {r['clip']} stride {r['stride']}, target {r['kind']} L={r['track_length']}, "
           f"flow {r['flow']}, "
-          f"{r['threads']} thread(s), {r['cpu']}")
+          f"{counted(r['threads'], 'thread')}, {r['cpu']}")
     print(f"  {r['frames_decoded']} raw frames decoded, {r['flow_pairs']} flow pairs; video: {r['video']}")
     in_step = r["flow_in"] == "training step"
     print("  median CPU time of this process per stage, data worker" + (

@@ -49,7 +49,15 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, METHODS, flow_available, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
-from mme.utils import TIMED_AGAIN, atomic_write_json, check_bench_json, check_given_once, cpu_name, sets_threads
+from mme.utils import (
+    TIMED_AGAIN,
+    atomic_write_json,
+    check_bench_json,
+    check_given_once,
+    counted,
+    cpu_name,
+    sets_threads,
+)
 
 MOTIONS: dict[str, dict[str, float]] = {
     "translate": {"vx": 2.3 / 224, "vy": -1.4 / 224},  # per frame, as a fraction of the frame side
@@ -261,7 +269,8 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
     methods = methods or available_methods()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ConfigError(f"mme bench flow: unknown flow method(s) {unknown}; choose from {list(METHODS)}")
+        raise ConfigError(f"mme bench flow: unknown flow method{'s' * (len(unknown) > 1)} {unknown}; choose from "
+                          f"{list(METHODS)}")
     check_given_once("--methods", methods, TIMED_AGAIN, "method")
     check_given_once("--sizes", sizes, TIMED_AGAIN, "size")
     check_given_once("--data", [os.path.realpath(d) for d in data or ()], "a repeat spelled otherwise is probed "
@@ -353,8 +362,8 @@ def bench_flow(data: list[str] | None = None, sizes: list[int] | None = None, me
                           "from 48 (32 holds none)")
     r = run(data, tuple(sizes or (112, 224)), methods, scenes, repeat=repeat, threads=threads)
     print(f"mme bench flow: tracks of {r['track_length']} steps on {r['num_frames']} frames of {len(r['motions'])} "
-          f"analytic camera motions x {r['scenes']} scenes at {r['sizes']} px (H.264); {r['threads']} thread(s), "
-          f"{r['cpu']}")
+          f"analytic camera motions x {r['scenes']} scenes at {r['sizes']} px (H.264); "
+          f"{counted(r['threads'], 'thread')}, {r['cpu']}")
     print(report(r))
     if json_path:
         atomic_write_json(json_path, r)

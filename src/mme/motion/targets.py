@@ -145,7 +145,8 @@ class TargetConfig:
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
-            raise ConfigError(f"target.kind: unknown target(s) {bad or kinds}; choose from {list(KINDS)}")
+            raise ConfigError(f"target.kind: unknown target{'s' * (len(bad or kinds) > 1)} {bad or kinds}; choose from "
+                              f"{list(KINDS)}")
         if self.track_length is None:
             self.track_length = 4 if "mme-released" in kinds else 6
         if self.track_length < 1:
@@ -181,7 +182,8 @@ class TargetConfig:
             raise ConfigError(f"target.loss_weights must be >= 0 (a negative weight maximises a loss), got {negative}")
         unknown = sorted(set(self.loss_weights) - set(self.heads))
         if unknown:
-            raise ConfigError(f"target.loss_weights: no head(s) {unknown}; heads of this target: {list(self.heads)}")
+            raise ConfigError(f"target.loss_weights: no head{'s' * (len(unknown) > 1)} {unknown}; heads of this "
+                              f"target: {list(self.heads)}")
         if all(self.loss_weight(h) == 0 for h in self.heads):
             raise ConfigError(f"target.loss_weights: every head's weight is 0 ({self.loss_weights}): the loss is 0, "
                               "nothing is learned, and weight decay alone shrinks the weights")

@@ -331,8 +331,8 @@ def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = 
                           f"{'it' if len(ck.replaced) == 1 else 'them'} out")
     names = [h.name for h in ck.heads] if ck.kind == "mae" else []
     if not {"traj", "pixel"} & set(names):
-        held = (f"a masked autoencoder with the head(s) {', '.join(repr(n) for n in names)}" if ck.kind == "mae"
-                else {"encoder": "an encoder", "classifier": "a classifier"}[ck.kind])
+        held = (f"a masked autoencoder with the head{'s' * (len(names) > 1)} {', '.join(repr(n) for n in names)}"
+                if ck.kind == "mae" else {"encoder": "an encoder", "classifier": "a classifier"}[ck.kind])
         raise MMEError(f"{checkpoint}: holds {held}; nothing to draw (mme viz --checkpoint draws the predicted "
                        "motion of a 'traj' head and the reconstruction of a 'pixel' head)")
     return build_model(ck), ck

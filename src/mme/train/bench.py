@@ -70,6 +70,7 @@ from mme.utils import (
     atomic_write_json,
     check_bench_json,
     check_given_once,
+    counted,
     cpu_name,
     keys_as_flags,
     no_tf32,
@@ -335,8 +336,9 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     print(f"train step: {recipe or 'ViT-' + c.preset} (encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_dim}x"
           f"{c.decoder_depth}, {params / 1e6:.1f}M params), {c.num_frames}x{c.img_size}², batch {batch}, mask "
           f"{c.mask_ratio}, target {target_cfg.kind}, clip_grad {optim.clip_grad}, device {dev} ({gpu or cpu_name()}), "
-          f"{torch.get_num_threads()} thread(s), bf16 native: {bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per "
-          f"clip (forward and backward); {rounds} round(s) of {steps} step(s) after {warmup} warm-up step(s)")
+          f"{counted(torch.get_num_threads(), 'thread')}, bf16 native: {bf16_native(dev)}; "
+          f"{flops / batch / 1e9:.2f} GFLOP per clip (forward and backward); {counted(rounds, 'round')} of "
+          f"{counted(steps, 'step')} after {counted(warmup, 'warm-up step')}")
     if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
         peer = False
         print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only, from dataset-normalised clips")
@@ -386,7 +388,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     for precision, peak in peaks.items():
         each = peak["rounds"]
         print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul {peak['layout']}, "
-              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} thread(s))"
+              f"the fastest of {len(LAYOUTS)} operand layouts; {counted(torch.get_num_threads(), 'thread')})"
               + (f"; its {len(each)} rounds: min {min(each):,.0f}, median {statistics.median(each):,.0f}, max "
                  f"{max(each):,.0f} (spread {100 * peak_spread(each):.0f} %)" if len(each) > 1 else ""))
     best = {name: min(s) for name, s in timed.items()}
@@ -413,7 +415,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} "
               f"({r['ratio_in_rounds']:.2f}) vs fp32 eager  {gflops:8.1f} {unit:<{19 if peer else 7}}  MFU "
               f"{100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
-    print(f"  (best of {rounds} interleaved round(s) of {steps} step(s) each, after {warmup} warm-up step(s); in "
+    print(f"  (best of {counted(rounds, 'interleaved round')} of {counted(steps, 'step')} each, after "
+          f"{counted(warmup, 'warm-up step')}; in "
           "brackets the median over rounds of each round's own ratio, which a machine whose speed drifts between "
           "rounds moves less)")
     above = [r["variant"] for r in rows if r["mfu"] > 1]

@@ -41,6 +41,7 @@ from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
 from mme.utils import (
     atomic_write_json,
     check_bench_json,
+    counted,
     cpu_name,
     keep_freed_memory,
     keys_as_flags,
@@ -154,7 +155,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
               "step_target_ms_per_clip": step_ms, "step_device": str(device),
               "clips_per_s": rate,
               "clips_per_s_source": f"measured: the tiny model's MME step here, batch 2, {run_meta['precision']}, "
-                                    f"{run_meta['threads']} thread(s)" if measured else "given",
+                                    f"{counted(run_meta['threads'], 'thread')}" if measured else "given",
               "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
               "data_wait_fraction": waiting_fraction(late)}
     print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")

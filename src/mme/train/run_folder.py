@@ -172,7 +172,8 @@ def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
     if fresh and not checkpoints:
         stale = [split for split in SPLITS if drop_report(out_dir, split, then)]
         if stale:
-            log.warning("removed the %s report(s) of an earlier run from %s", " and ".join(stale), out_dir)
+            log.warning("removed the %s %s of an earlier run from %s", " and ".join(stale),
+                        "reports" if len(stale) > 1 else "report", out_dir)
     if not checkpoints:
         return
     other = _folder_run(out_dir)
@@ -261,9 +262,12 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = next(p for n in range(1000) if not (p := out_dir / f"abandoned-{stamp}{f'-{n}' if n else ''}").exists())
-    then = (f"the {len(later)} checkpoint(s) after step {resumed} in {out_dir} are of a branch this run left (it "
-            f"resumed from step {resumed}), and stay there; this run wrote no checkpoint: make them movable, or move "
-            f"them out of the folder, then run this command again")
+    one = len(later) == 1
+    them = "it" if one else "them"
+    then = (f"the {counted(len(later), 'checkpoint')} after step {resumed} in {out_dir} {'is' if one else 'are'} of "
+            f"a branch this run left (it resumed from step {resumed}), and {'stays' if one else 'stay'} there; this "
+            f"run wrote no checkpoint: make {them} movable, or move {them} out of the folder, then run this command "
+            f"again")
     with removing(aside, then, done="made"):
         aside.mkdir()
     moved: list[Path] = []
@@ -280,9 +284,9 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
     for name in LOGS:  # the branch's logs up to its last step (keep_logs_of_rewind's copies)
         with contextlib.suppress(FileNotFoundError):
             os.replace(_left_copy(out_dir, name), aside / name)
-    log.warning("this run resumed at step %d: the %d checkpoint(s) of this folder after it (up to step %d) belong "
-                "to a branch it left (it resumed from an earlier checkpoint); moved to %s", resumed, len(later),
-                max(map(ckpt.checkpoint_step, later)), aside)
+    log.warning("this run resumed at step %d: the %s of this folder after it (up to step %d) %s to a branch it "
+                "left (it resumed from an earlier checkpoint); moved to %s", resumed, counted(len(later), "checkpoint"),
+                max(map(ckpt.checkpoint_step, later)), "belongs" if one else "belong", aside)
 
 
 def _checkpoint_run(path: Path) -> str | None:
