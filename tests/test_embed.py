@@ -140,6 +140,8 @@ def test_videos_shorter_than_a_clip_are_counted_in_one_warning_as_training_count
         write_video(tmp_path / f"s{n}.mp4", _moving(n, frames=n))
     (tmp_path / "list.txt").write_text(f"s1.mp4 0\n{root / 'v0.mp4'} 1\ns2.mp4 0\n")
     (tmp_path / "long.txt").write_text(f"{root / 'v0.mp4'} 1\n{root / 'v1.mp4'} 0\n")
+    (tmp_path / "one_short.txt").write_text(f"s1.mp4 0\n{root / 'v0.mp4'} 1\n")
+    (tmp_path / "all_short.txt").write_text("s1.mp4 0\ns2.mp4 0\n")
 
     def said(source: str, **views) -> list[str]:
         caplog.clear()
@@ -165,8 +167,17 @@ def test_videos_shorter_than_a_clip_are_counted_in_one_warning_as_training_count
     assert json.loads((tmp_path / "check.json").read_text())["counts"] == {"short": 2, "ok": 1}
     # one video embedded (no list for mme check to read): the warning names no check
     assert said("s1.mp4", stride=2) == [
-        "embed: 1 of the 1 videos read hold fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
+        "embed: the 1 video read holds fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
         "shortest holds 1): their clips repeat their last frame, features of frozen frames"]
+    # the count and its verb agree (before: "1 of the 1 videos read hold", "1 of the 2 videos read hold")
+    one = f"mme check {tmp_path / 'one_short.txt'} --root {tmp_path} --min-frames 7"
+    assert said("one_short.txt", stride=2) == [
+        "embed: 1 of the 2 videos read holds fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
+        f"shortest holds 1): their clips repeat their last frame, features of frozen frames (`{one}` names them)"]
+    every = f"mme check {tmp_path / 'all_short.txt'} --root {tmp_path} --min-frames 7"
+    assert said("all_short.txt", stride=2) == [
+        "embed: the 2 videos read hold fewer raw frames than the 7 a clip spans (4 frames at stride 2; the shortest "
+        f"holds 1): their clips repeat their last frame, features of frozen frames (`{every}` names them)"]
     assert said("long.txt", stride=2) == []  # (12 frames hold a window of 7)
 
 

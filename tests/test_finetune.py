@@ -1376,7 +1376,7 @@ def test_the_final_tests_of_videos_shorter_than_a_clip_warn_naming_the_split_and
                                                      if "a clip spans" in r.getMessage()]
 
     assert said(tmp_path / "ev", test_list) == (1, [  # before: nothing
-        "test: 1 of the 9 videos read hold fewer raw frames than the 13 a clip spans (4 frames at stride 4; the "
+        "test: 1 of the 9 videos read holds fewer raw frames than the 13 a clip spans (4 frames at stride 4; the "
         "shortest holds 8): their clips repeat their last frame, predictions of frozen frames (`mme check "
         f"{test_list} --root {synth.root} --min-frames 13` names them)"])
     assert said(tmp_path / "ev2", synth.root / "test.txt") == (0, [])  # (16 frames hold a clip of 13)
