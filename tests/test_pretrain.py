@@ -433,11 +433,11 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
     said = warned("tiny_cpu_pixel", "data.stride=4")
     listed, root = (o.split("=", 1)[1] for o in synth)
     check = f"mme check {listed} --root {root} --min-frames 29"  # (was `mme check --min-frames 29`: no list given)
-    assert said == ["data: 4 of the 4 videos read so far hold fewer raw frames than the 29 a clip spans "
+    assert said == ["data: the 4 videos read so far hold fewer raw frames than the 29 a clip spans "
                     "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
                     "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
                     f"(`{check}` names them)",
-                    "data: 8 of the 8 videos read over the run hold fewer raw frames than the 29 a clip spans "
+                    "data: the 8 videos read over the run hold fewer raw frames than the 29 a clip spans "
                     "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
                     "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
                     f"(`{check}` names them)"], said
@@ -458,12 +458,12 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
         "model.num_frames), or leave them out" in said[0] and "data.stride," not in said[0], said
     # records every 3 steps (no step a power of two): the first, at step 3, looks and warns (before: at the end only)
     said = warned("tiny_cpu_pixel", "data.stride=4", "train.steps=4", "train.log_every=3")
-    assert len(said) == 2 and said[0].startswith("data: 12 of the 12 videos read so far"), said
+    assert len(said) == 2 and said[0].startswith("data: the 12 videos read so far"), said
     assert warned("tiny_cpu_pixel", "data.stride=3") == []  # (a window of 22)
     assert warned("tiny_cpu_mme") == []  # (its tracks of 6 end at raw frame 18)
     # TSN segments (SSv2's recipes) of 32 over videos of 24 draw frames twice (before: not a word, no window counted)
     said = warned("tiny_cpu_pixel", "data.sampling=segments", "data.num_frames=32", "model.num_frames=32")
-    assert len(said) == 2 and said[0].startswith("data: 4 of the 4 videos read so far hold fewer raw frames than the "
+    assert len(said) == 2 and said[0].startswith("data: the 4 videos read so far hold fewer raw frames than the "
                                                  "32 a clip spans (data.num_frames=32 in data.sampling=segments; the "
                                                  "shortest holds 24): their clips draw frames more than once, and "
                                                  "train on frozen frames; lower data.num_frames (with model.num_frames)"

@@ -554,6 +554,13 @@ class _VideoDataset(Dataset):
         short = read & (frames < window)
         return int(short.sum()), int(read.sum()), int(frames[short].min()) if bool(short.any()) else 0
 
+    @staticmethod
+    def short_said(short: int, read: int, where: str = "") -> str:
+        """The subject and verb of the warnings of :meth:`short_videos`: 'the 1 video read holds', '3 of the 5 videos
+        read hold', ``where`` after 'read' (' on this rank so far')."""
+        which = f"the {counted(read, 'video')}" if short == read else f"{short} of the {counted(read, 'video')}"
+        return f"{which} read{where} {'holds' if short == 1 else 'hold'}"
+
     def short_clip_effect(self, fewest: int) -> str:
         """What a video of ``fewest`` raw frames, fewer than :attr:`clip_window`, does to its clips, as the warnings
         of :meth:`short_videos` say it: TSN segments draw frames more than once where it holds fewer than a clip's

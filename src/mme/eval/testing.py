@@ -25,7 +25,6 @@ from mme.utils import (
     absolute_path,
     atomic_path,
     atomic_write_json,
-    counted,
     error_reason,
     literal,
     literal_text,
@@ -461,9 +460,8 @@ def warn_short(dataset: Dataset, what: str, frozen: str, counts: tuple[int, int,
     cfg, window = dataset.cfg, dataset.clip_window
     segments = cfg.sampling == "segments"
     how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
-    which = f"the {counted(read, 'video')} read" if short == read else f"{short} of the {counted(read, 'video')} read"
-    log.warning("%s: %s %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): their clips %s, %s%s",
-                what, which, "holds" if short == 1 else "hold", window, how, fewest,
+    log.warning("%s: %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): their clips %s, %s%s",
+                what, dataset.short_said(short, read), window, how, fewest,
                 dataset.short_clip_effect(fewest), frozen, f" (`mme check {listed} --min-frames {window}` names them)"
                 if (listed := dataset.checked_as) else "")
 

@@ -579,9 +579,10 @@ def warn_short(run: Run, in_all: bool = False) -> None:
              if listed is not None and said_as("data.list_file") else "")
     advice = ", or ".join(([f"lower {advice}"] if advice else []) + ([check] if check else []))
     where = " on this rank" if dist.get_world_size() > 1 else ""
-    log.warning("data: %d of the %d videos read%s %s hold fewer raw frames than the %d a clip spans (%s; the "
-                "shortest holds %d): their clips %s, and train on frozen frames%s", short, read, where,
-                "over the run" if in_all else "so far", window, keys, fewest, run.data.short_clip_effect(fewest),
+    log.warning("data: %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): their clips %s, and "
+                "train on frozen frames%s", run.data.short_said(short, read, f"{where} over the run" if in_all
+                                                                else f"{where} so far"),
+                window, keys, fewest, run.data.short_clip_effect(fewest),
                 f"; {advice}" if advice else "")
     run.short_videos_said = short
 
