@@ -24,7 +24,7 @@ from mme.train import precision
 from mme.train.config import PretrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, param_groups, schedule_step
 from mme.train.precision import AUTO_ENV, BF16_MIN_SPEEDUP, bf16_native, choose_precision, faster_precision
-from mme.utils import torch_as_mme
+from mme.utils import plural, torch_as_mme
 
 
 def test_defaults_are_the_released_k400_recipe():
@@ -176,6 +176,13 @@ def test_a_block_list_for_a_key_that_is_text_or_a_list_is_the_list():
         load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=mme: 2"])
     assert str(info.value) == ("target.kind: unknown target ['mme: 2']; choose from ['pixel', 'hog', 'mme', "
                                "'mme-released']")
+    for written, said in (("[]", "target.kind: [] names no target"), (",", "target.kind: ',' names no target"),
+                          ("[hog, foo, bar]", "target.kind: unknown targets ['foo', 'bar']")):
+        with pytest.raises(ConfigError) as info:  # (an empty list was 'unknown target(s) []')
+            load_config(PretrainConfig, "tiny_cpu_mme", [f"target.kind={written}"])
+        assert str(info.value) == f"{said}; choose from ['pixel', 'hog', 'mme', 'mme-released']"
+    assert [plural(n, "key") for n in (0, 1, 2)] == ["keys", "key", "keys"]
+    assert [plural(n, "is", "are") for n in (0, 1, 2)] == ["are", "is", "are"]
 
 
 def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError, UnknownConfigKeys
-from mme.utils import error_reason, outside_int64
+from mme.utils import error_reason, outside_int64, plural
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -388,7 +388,7 @@ def _refuse_unknown(cls: type, data: dict[str, Any], prefix: str) -> None:
     if unknown:
         other = [why for k, why in getattr(cls, "OTHER_KINDS", {}).items() if k in unknown]
         raise UnknownConfigKeys(
-            f"unknown config key{'s' * (len(unknown) > 1)} {[prefix + k for k in unknown]}; valid keys under "
+            f"unknown config {plural(len(unknown), 'key')} {[prefix + k for k in unknown]}; valid keys under "
             f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
         )
 

@@ -76,9 +76,15 @@ def _plain_int(value: Any) -> int | None:
     return None
 
 
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``noun`` as a count of ``n`` takes it, plural but for one: itself for 1, else ``many`` (default ``noun`` and
+    's'): 'key' for 1, 'keys' for 0 or 2; ``plural(n, 'is', 'are')``, ``plural(n, 'it', 'them')``."""
+    return noun if n == 1 else noun + "s" if many is None else many
+
+
 def counted(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural but for one: '1 frame', '0 frames', '24 frames'."""
-    return f"{n} {noun}{'s' * (n != 1)}"
+    """``n`` and ``noun``, plural but for one (:func:`plural`): '1 frame', '0 frames', '24 frames'."""
+    return f"{n} {plural(n, noun)}"
 
 
 def as_count(value: Any, least: int) -> int | None:

@@ -41,6 +41,7 @@ from mme.utils import (
     error_reason,
     identity_or_none,
     in_workers,
+    plural,
     progress_bar,
     read_json_object,
     removing,
@@ -798,12 +799,12 @@ def _class_ids(root: Path, named: dict[tuple[str, str], str], classes: list[str]
                 respelt[name] = classes[i]
     unknown = sorted({folder for split, folder in named if (split, folder) not in ids})
     if unknown:
-        raise DataError(f"{root}: class folder{'s' * (len(unknown) > 1)} {unknown[:5]} not in the given class map "
-                        f"of {len(classes)} class{'es' * (len(classes) != 1)}; build the lists of every split "
+        raise DataError(f"{root}: class {plural(len(unknown), 'folder')} {unknown[:5]} not in the given class map "
+                        f"of {len(classes)} {plural(len(classes), 'class', 'classes')}; build the lists of every split "
                         f"together (a folder of split folders) or use the class map of the split that has them")
     if respelt:
         log.warning("%s: class %s spelled otherwise than the given class map, taken as its classes: %s", root,
-                    "folders" if len(respelt) > 1 else "folder",
+                    plural(len(respelt), "folder"),
                     ", ".join(f"{ascii(a)} as {ascii(b)}" for a, b in sorted(respelt.items())))
     return ids
 

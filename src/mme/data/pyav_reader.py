@@ -83,6 +83,7 @@ from mme.utils import (
     exclusive_lock,
     file_version,
     held_at_fork,
+    plural,
     read_text,
 )
 
@@ -1180,7 +1181,7 @@ def _note_other_versions(index_dir: str) -> None:
         folders = ", ".join(f"v{version}/" for version in sorted(others))
         log.info("%s holds frame indices of index %s %s, which this mme (index version %d) does not read: "
                  "%s can be removed where no mme of that version shares the folder", index_dir,
-                 "versions" if len(others) > 1 else "version",
+                 plural(len(others), "version"),
                  ", ".join(map(str, sorted(others))), INDEX_VERSION, folders)
     if unversioned:
         shown = sorted(unversioned)[:3]

@@ -24,6 +24,7 @@ import re
 import torch
 
 from mme.errors import CheckpointError
+from mme.utils import plural
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def to_hf(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     count must come out as expected (+2 per fused qkv)."""
     out, unmatched = rename(state, TO_HF[kind])
     if unmatched:
-        raise CheckpointError(f"no Hugging Face VideoMAE counterpart for key{'s' * (len(unmatched) > 1)} "
+        raise CheckpointError(f"no Hugging Face VideoMAE counterpart for {plural(len(unmatched), 'key')} "
                               f"{unmatched[:6]}"
                               + (" (HF VideoMAE has no layer scale)" if any("gamma_" in k for k in unmatched) else ""))
     n_qkv = sum(k.endswith("attn.qkv.weight") for k in state)

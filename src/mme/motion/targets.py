@@ -46,6 +46,7 @@ from mme.motion.cache import cached_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.hog import BINS, NORMALISED_STYLES, STYLES, hog_at, hog_cells
 from mme.motion.tracks import Tracks, default_max_disp, track, track_frames, track_in_step
+from mme.utils import plural
 
 KINDS = ("pixel", "hog", "mme", "mme-released")
 HEADS_OF_KIND = {"pixel": ("pixel",), "hog": ("hog",), "mme": ("traj", "shape"), "mme-released": ("traj", "hog")}
@@ -143,10 +144,11 @@ class TargetConfig:
         if hog_norm_unset and self.normalised_hog_head:
             self.hog_norm = True
         kinds = self.kinds
+        if not kinds:
+            raise ConfigError(f"target.kind: {self.kind!r} names no target; choose from {list(KINDS)}")
         bad = [k for k in kinds if k not in KINDS]
-        if bad or not kinds:
-            raise ConfigError(f"target.kind: unknown target{'s' * (len(bad or kinds) > 1)} {bad or kinds}; choose from "
-                              f"{list(KINDS)}")
+        if bad:
+            raise ConfigError(f"target.kind: unknown {plural(len(bad), 'target')} {bad}; choose from {list(KINDS)}")
         if self.track_length is None:
             self.track_length = 4 if "mme-released" in kinds else 6
         if self.track_length < 1:
@@ -182,7 +184,7 @@ class TargetConfig:
             raise ConfigError(f"target.loss_weights must be >= 0 (a negative weight maximises a loss), got {negative}")
         unknown = sorted(set(self.loss_weights) - set(self.heads))
         if unknown:
-            raise ConfigError(f"target.loss_weights: no head{'s' * (len(unknown) > 1)} {unknown}; heads of this "
+            raise ConfigError(f"target.loss_weights: no {plural(len(unknown), 'head')} {unknown}; heads of this "
                               f"target: {list(self.heads)}")
         if all(self.loss_weight(h) == 0 for h in self.heads):
             raise ConfigError(f"target.loss_weights: every head's weight is 0 ({self.loss_weights}): the loss is 0, "

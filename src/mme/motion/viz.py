@@ -45,6 +45,7 @@ from mme.utils import (
     keep_what_is_read,
     literal,
     literal_text,
+    plural,
     torch_as_mme,
     writing,
 )
@@ -331,7 +332,7 @@ def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = 
                           f"{'it' if len(ck.replaced) == 1 else 'them'} out")
     names = [h.name for h in ck.heads] if ck.kind == "mae" else []
     if not {"traj", "pixel"} & set(names):
-        held = (f"a masked autoencoder with the head{'s' * (len(names) > 1)} {', '.join(repr(n) for n in names)}"
+        held = (f"a masked autoencoder with the {plural(len(names), 'head')} {', '.join(repr(n) for n in names)}"
                 if ck.kind == "mae" else {"encoder": "an encoder", "classifier": "a classifier"}[ck.kind])
         raise MMEError(f"{checkpoint}: holds {held}; nothing to draw (mme viz --checkpoint draws the predicted "
                        "motion of a 'traj' head and the reconstruction of a 'pixel' head)")

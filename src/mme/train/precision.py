@@ -31,6 +31,7 @@ from mme.utils import (
     counted,
     cpu_features,
     error_reason,
+    plural,
     usable_cores,
     warn_if_mkl_not_strict,
     workers_advice,
@@ -189,7 +190,7 @@ def _chosen(requested: str, device: torch.device, native: bool, loss_fn: Callabl
     if settled is None:
         return ("bf16", f"{NATIVE} {device.type}") if loss_fn is None else faster_precision(loss_fn, device)
     if lacking and settled[1].startswith(NO_NATIVE):
-        return "fp32", (f"auto: no native bf16 on the {device.type} of rank{'s' * (len(lacking) > 1)} "
+        return "fp32", (f"auto: no native bf16 on the {device.type} of {plural(len(lacking), 'rank')} "
                         f"{', '.join(map(str, lacking))}, where emulated bf16 is far slower than fp32; every rank "
                         "runs one precision")
     return settled

@@ -42,6 +42,7 @@ from mme.utils import (
     counted,
     folder_replaced,
     lock_folder,
+    plural,
     read_text,
     remove_stale_temps_in,
     removing,
@@ -173,7 +174,7 @@ def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
         stale = [split for split in SPLITS if drop_report(out_dir, split, then)]
         if stale:
             log.warning("removed the %s %s of an earlier run from %s", " and ".join(stale),
-                        "reports" if len(stale) > 1 else "report", out_dir)
+                        plural(len(stale), "report"), out_dir)
     if not checkpoints:
         return
     other = _folder_run(out_dir)
