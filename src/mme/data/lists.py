@@ -88,7 +88,7 @@ class BadLine:
 
 def left_out(bad: list[BadLine], what: str) -> str:
     """What a command that skips the ``bad`` lines of ``what`` (a list) says of them: their count and the first 5."""
-    are = "is" if len(bad) == 1 else "are"
+    are = _are(len(bad))
     return (f"{counted(len(bad), 'line')} of {what} {are} not 'path [label]' and {are} left out: "
             + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
 
@@ -896,7 +896,7 @@ class _PassedOver:
 
 def _are(n: int) -> str:
     """The verb 'to be' that agrees with a count of ``n``: 'is' for one, else 'are'."""
-    return "is" if n == 1 else "are"
+    return plural(n, "is", "are")
 
 
 def _by_suffix(files: list[Path]) -> str:
