@@ -168,12 +168,13 @@ def test_videos_shorter_than_a_clip_are_counted_in_one_warning_as_training_count
     # one video embedded (no list for mme check to read): the warning names no check
     assert said("s1.mp4", stride=2) == [
         "embed: the 1 video read holds fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
-        "shortest holds 1): their clips repeat their last frame, features of frozen frames"]
-    # the count and its verb agree (before: "1 of the 1 videos read hold", "1 of the 2 videos read hold")
+        "shortest holds 1): its clips repeat its last frame, features of frozen frames"]
+    # the line agrees with its count (before: "1 of the 1 videos read hold", "1 of the 2 videos read hold", and for
+    # one short video "their clips repeat their last frame", "names them")
     one = f"mme check {tmp_path / 'one_short.txt'} --root {tmp_path} --min-frames 7"
     assert said("one_short.txt", stride=2) == [
         "embed: 1 of the 2 videos read holds fewer raw frames than the 7 a clip spans (4 frames at stride 2; the "
-        f"shortest holds 1): their clips repeat their last frame, features of frozen frames (`{one}` names them)"]
+        f"shortest holds 1): its clips repeat its last frame, features of frozen frames (`{one}` names it)"]
     every = f"mme check {tmp_path / 'all_short.txt'} --root {tmp_path} --min-frames 7"
     assert said("all_short.txt", stride=2) == [
         "embed: the 2 videos read hold fewer raw frames than the 7 a clip spans (4 frames at stride 2; the shortest "

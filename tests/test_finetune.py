@@ -1377,8 +1377,8 @@ def test_the_final_tests_of_videos_shorter_than_a_clip_warn_naming_the_split_and
 
     assert said(tmp_path / "ev", test_list) == (1, [  # before: nothing
         "test: 1 of the 9 videos read holds fewer raw frames than the 13 a clip spans (4 frames at stride 4; the "
-        "shortest holds 8): their clips repeat their last frame, predictions of frozen frames (`mme check "
-        f"{test_list} --root {synth.root} --min-frames 13` names them)"])
+        "shortest holds 8): its clips repeat its last frame, predictions of frozen frames (`mme check "
+        f"{test_list} --root {synth.root} --min-frames 13` names it)"])
     assert said(tmp_path / "ev2", synth.root / "test.txt") == (0, [])  # (16 frames hold a clip of 13)
     from mme.eval.testing import short_videos  # several ranks' reads: each rank's count, summed (not rank 0's alone)
     assert short_videos([(1, 5, 8), (0, 4, 0), (1, 5, 6)]) == (2, 14, 6) and short_videos([(0, 3, 0)]) == (0, 3, 0)

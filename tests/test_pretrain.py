@@ -441,6 +441,23 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
                     "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
                     "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
                     f"(`{check}` names them)"], said
+    # one short video of those read: the line agrees with it (before: "their clips repeat their last frame", "leave
+    # them out", "names them")
+    from types import SimpleNamespace
+
+    from mme.train.loop import warn_short
+    from mme.train.pretrain import pretrain_dataset
+    cfg = load_config(PretrainConfig, "tiny_cpu_pixel", [*synth, "data.stride=4"])
+    data = pretrain_dataset(cfg)
+    data._note_frames(0, 24)  # (as a read records them)
+    data._note_frames(1, 40)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme.train.loop"):
+        warn_short(SimpleNamespace(cfg=cfg, data=data, short_videos_said=0, short_videos_next=1, step=1))
+    assert [r.getMessage() for r in caplog.records] == [
+        "data: 1 of the 2 videos read so far holds fewer raw frames than the 29 a clip spans (data.num_frames=8 at "
+        "data.stride=4; the shortest holds 24): its clips repeat its last frame, and train on frozen frames; lower "
+        f"data.stride, or leave it out of the list (`{check}` names it)"]
     # the command as said runs, and names each of the list's videos short
     report = tmp_path / "check.json"
     assert cli.main([*shlex.split(check)[1:], "--out", str(report)]) == 0

@@ -70,6 +70,7 @@ from mme.utils import (
     launch_ranks,
     memory_advice,
     opencv_settings,
+    plural,
     said_as,
     said_holders,
     usable_cores,
@@ -561,13 +562,15 @@ class _VideoDataset(Dataset):
         which = f"the {counted(read, 'video')}" if short == read else f"{short} of the {counted(read, 'video')}"
         return f"{which} read{where} {'holds' if short == 1 else 'hold'}"
 
-    def short_clip_effect(self, fewest: int) -> str:
-        """What a video of ``fewest`` raw frames, fewer than :attr:`clip_window`, does to its clips, as the warnings
-        of :meth:`short_videos` say it: TSN segments draw frames more than once where it holds fewer than a clip's
-        frames; otherwise (a window, or the tracks after the segments, past its end) they repeat its last frame."""
+    def short_clip_effect(self, fewest: int, short: int) -> str:
+        """What ``short`` videos, the shortest of ``fewest`` raw frames, fewer than :attr:`clip_window`, do to their
+        clips, as the warnings of :meth:`short_videos` say it ('its clips' for one): TSN segments draw frames more than
+        once where it holds fewer than a clip's frames; otherwise (a window, or the tracks after the segments, past its
+        end) they repeat its last frame."""
         cfg = self.cfg
+        its = plural(short, "its", "their")
         twice = cfg.sampling == "segments" and cfg.num_frames > fewest
-        return "draw frames more than once" if twice else "repeat their last frame"
+        return f"{its} clips " + ("draw frames more than once" if twice else f"repeat {its} last frame")
 
     def _note_frames(self, i: int, frames: int) -> None:
         """Record that video ``i``, read, holds ``frames`` raw frames (:meth:`short_videos`)."""

@@ -28,6 +28,7 @@ from mme.utils import (
     error_reason,
     literal,
     literal_text,
+    plural,
     progress_bar,
     read_json_object,
     removing,
@@ -460,9 +461,9 @@ def warn_short(dataset: Dataset, what: str, frozen: str, counts: tuple[int, int,
     cfg, window = dataset.cfg, dataset.clip_window
     segments = cfg.sampling == "segments"
     how = f"{cfg.num_frames} frames in TSN segments" if segments else f"{cfg.num_frames} frames at stride {cfg.stride}"
-    log.warning("%s: %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): their clips %s, %s%s",
-                what, dataset.short_said(short, read), window, how, fewest,
-                dataset.short_clip_effect(fewest), frozen, f" (`mme check {listed} --min-frames {window}` names them)"
+    log.warning("%s: %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): %s, %s%s",
+                what, dataset.short_said(short, read), window, how, fewest, dataset.short_clip_effect(fewest, short),
+                frozen, f" (`mme check {listed} --min-frames {window}` names {plural(short, 'it', 'them')})"
                 if (listed := dataset.checked_as) else "")
 
 

@@ -51,6 +51,7 @@ from mme.utils import (
     may_want_space,
     memory_advice,
     mib_free,
+    plural,
     progress_bar,
     said_as,
     writing,
@@ -575,15 +576,14 @@ def warn_short(run: Run, in_all: bool = False) -> None:
         advice = " or ".join(([stride] if d.stride > 1 and not segments and stride else [])
                              + ([length] if tracks and length else []))
     listed = getattr(run.data, "checked_as", None)  # (a dataset of mme's; benchmarks' own banks have none)
-    check = (f"leave them out of the list (`mme check {listed} --min-frames {window}` names them)"
+    them = plural(short, "it", "them")
+    check = (f"leave {them} out of the list (`mme check {listed} --min-frames {window}` names {them})"
              if listed is not None and said_as("data.list_file") else "")
     advice = ", or ".join(([f"lower {advice}"] if advice else []) + ([check] if check else []))
     where = " on this rank" if dist.get_world_size() > 1 else ""
-    log.warning("data: %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): their clips %s, and "
-                "train on frozen frames%s", run.data.short_said(short, read, f"{where} over the run" if in_all
-                                                                else f"{where} so far"),
-                window, keys, fewest, run.data.short_clip_effect(fewest),
-                f"; {advice}" if advice else "")
+    log.warning("data: %s fewer raw frames than the %d a clip spans (%s; the shortest holds %d): %s, and train on "
+                "frozen frames%s", run.data.short_said(short, read, where + (" over the run" if in_all else " so far")),
+                window, keys, fewest, run.data.short_clip_effect(fewest, short), f"; {advice}" if advice else "")
     run.short_videos_said = short
 
 
