@@ -160,7 +160,7 @@ def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_vid
     assert [(e.path, e.label) for e in splits["all"]] == [("jump/clip.mp4", 0), ("run/clip.mp4", 1),
                                                           ("run/vp8.ogg", 1), ("run/vp9.webm", 1)]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'ds'}: 6 files in class folders are not listed: 1 whose suffixes are not a video's (.txt: 1), "
+        f"{tmp_path / 'ds'}: 6 files in class folders are not listed: 1 whose suffix is not a video's (.txt: 1), "
         f"e.g. run/notes.txt (a video among them is listed under a suffix of {'/'.join(VIDEO_EXTS)}); 5 in which "
         f"FFmpeg finds no video stream (.ogg: 2, .asf: 1, .mod: 1, .webm: 1: audio alone, or no file it reads), e.g. "
         f"jump/clip.ogg"]
@@ -1438,10 +1438,10 @@ def test_a_kinetics_split_with_a_label_column_empty_in_every_row_is_said(tmp_pat
              "extra": [ListEntry("extra/w1_000001_000011.mp4")],
              "holdout": [ListEntry("holdout/h1_000001_000011.mp4")]},
             ["zumba"])
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'validate.csv'}: its label column is empty in every row of ['val']; its list is written "
+    assert [r.getMessage() for r in caplog.records] == [  # (the list's, not the CSV's: "its list is" read as the CSV's)
+        f"{tmp_path / 'validate.csv'}: its label column is empty in every row of ['val']; the list is written "
         "without labels",
-        f"{tmp_path / 'all.csv'}: its label column is empty in every row of ['extra']; its list is written "
+        f"{tmp_path / 'all.csv'}: its label column is empty in every row of ['extra']; the list is written "
         "without labels"]
 
 
@@ -1875,15 +1875,19 @@ def test_lists_check_judges_its_reports_place_once(videos, tmp_path, monkeypatch
     assert json.loads((tmp_path / "lists" / "check.json").read_text())["counts"] == {"ok": 1}
 
 
-def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(videos, tmp_path):
+def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(videos, tmp_path, caplog):
     """Repeated videos are checked once, and the report says which: twice in a list, with two labels, or in two
     lists (a video in both train and test). An --out that is a folder is refused before any video is decoded."""
     (tmp_path / "train.txt").write_text("a/good.mp4 0\na/good.mp4 1\nb/packed.avi 1\n")
     (tmp_path / "test.txt").write_text("./b//packed.avi 1\n")  # the same file spelled otherwise
-    report = check_lists([tmp_path / "train.txt", tmp_path / "test.txt"], videos, tmp_path / "check.json")
+    with caplog.at_level(logging.WARNING, logger="mme.data.lists"):
+        report = check_lists([tmp_path / "train.txt", tmp_path / "test.txt"], videos, tmp_path / "check.json")
     good, packed = str(videos / "a" / "good.mp4"), str(videos / "b" / "packed.avi")
     assert report["videos"] == 2
     assert report["repeats"] == {"listed_twice": [good], "labels_differ": [good], "in_several_lists": [packed]}
+    said = [r.getMessage() for r in caplog.records if ", e.g. " in r.getMessage()]  # (was "1 video labels differ")
+    assert said == [f"1 video listed twice, e.g. {good}", f"1 video whose labels differ, e.g. {good}",
+                    f"1 video in several lists, e.g. {packed}"], said
     (tmp_path / "folder").mkdir()
     with pytest.raises(Exception, match="--out"):
         check_lists([tmp_path / "train.txt"], videos, tmp_path / "folder")

@@ -902,6 +902,8 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
     write_video(tmp_path / "b.mp4", clip_frames[:8])
     old = tmp_path / "index" / f"v{version - 2}" / "ab"
     old.mkdir(parents=True)
+    (tmp_path / "several" / f"v{version - 2}").mkdir(parents=True)  # (several versions: "those versions")
+    (tmp_path / "several" / f"v{version - 1}").mkdir()
     (old / "cd.json").write_text(json.dumps({"version": version - 2}))
     (tmp_path / "index" / "v1x").mkdir()  # not a version's folder
     for name in ("3f", "0a"):  # an mme before the v<N>/ folders kept its indices so
@@ -922,7 +924,11 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
             assert report["counts"] == {"ok": 2}, report
         with open_video(a, index_dir=tmp_path / "index") as reader:  # (a read alone: not said again)
             assert reader.num_frames == len(decode_all(a))
-    said = [r.getMessage() for r in caplog.records if "index version" in r.getMessage()]
+        pyav_reader._note_other_versions(str(tmp_path / "several"))
+    *said, several = [r.getMessage() for r in caplog.records if "index version" in r.getMessage()]
+    assert several == (f"{tmp_path / 'several'} holds frame indices of index versions {version - 2}, {version - 1}, "
+                       f"which this mme (index version {version}) does not read: v{version - 2}/, v{version - 1}/ can "
+                       "be removed where no mme of those versions shares the folder"), several
     assert said == [f"{tmp_path / 'index'} holds frame indices of index version {version - 2}, which this mme "
                     f"(index version {version}) does not read: v{version - 2}/ can be removed where no mme of that "
                     f"version shares the folder",

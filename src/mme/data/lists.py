@@ -877,7 +877,9 @@ class _PassedOver:
                         _are(len(self.elsewhere)), *self.elsewhere[0])
         why = []  # (a video among the others would be left out without a word)
         if self.others:
-            why.append(f"{len(self.others)} whose suffixes are not a video's ({_by_suffix(self.others)}), e.g. "
+            n = len(self.others)
+            why.append(f"{n} whose {plural(n, 'suffix', 'suffixes')} {_are(n)} not a video's "
+                       f"({_by_suffix(self.others)}), e.g. "
                        f"{min(self.others).relative_to(where).as_posix()} (a video among them is listed under a "
                        f"suffix of {'/'.join(VIDEO_EXTS)})")
         if self.videoless:
@@ -1398,11 +1400,11 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         mine = rows[len(rows) - len(table):]
         unlabelled = sorted({r[0] for r in mine} - {"test", "holdout"})
         if "label" not in fields and unlabelled:
-            log.warning("%s: no label column; its %s %s written without labels", path, unlabelled,
-                        "lists are" if len(unlabelled) > 1 else "list is")
+            log.warning("%s: no label column; its %s %s %s written without labels", path, unlabelled,
+                        plural(len(unlabelled), "list"), _are(len(unlabelled)))
         elif blank := [split for split in unlabelled if not any(r[1] for r in mine if r[0] == split)]:
-            log.warning("%s: its label column is empty in every row of %s; %s written without labels", path, blank,
-                        "their lists are" if len(blank) > 1 else "its list is")
+            log.warning("%s: its label column is empty in every row of %s; the %s %s written without labels", path,
+                        blank, plural(len(blank), "list"), _are(len(blank)))
     if classes is None:
         classes = sorted({r[1] for r in rows if r[1]})
     unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
@@ -2080,9 +2082,11 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
     out = {"listed_twice": [p for p, v in seen.items() if len(v) > len({f for _, f in v})],
            "labels_differ": [p for p, v in seen.items() if len({lab for lab, _ in v if lab is not None}) > 1],
            "in_several_lists": [p for p, v in seen.items() if len({f for _, f in v}) > 1]}
+    said = {"listed_twice": "listed twice", "labels_differ": "whose labels differ",
+            "in_several_lists": "in several lists"}
     for kind, paths in out.items():
         if paths:
-            log.warning("%s %s, e.g. %s", counted(len(paths), "video"), kind.replace("_", " "), paths[0])
+            log.warning("%s %s, e.g. %s", counted(len(paths), "video"), said[kind], paths[0])
     return out
 
 

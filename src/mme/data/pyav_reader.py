@@ -1180,9 +1180,9 @@ def _note_other_versions(index_dir: str) -> None:
     if others:
         folders = ", ".join(f"v{version}/" for version in sorted(others))
         log.info("%s holds frame indices of index %s %s, which this mme (index version %d) does not read: "
-                 "%s can be removed where no mme of that version shares the folder", index_dir,
-                 plural(len(others), "version"),
-                 ", ".join(map(str, sorted(others))), INDEX_VERSION, folders)
+                 "%s can be removed where no mme of %s shares the folder", index_dir, plural(len(others), "version"),
+                 ", ".join(map(str, sorted(others))), INDEX_VERSION, folders,
+                 plural(len(others), "that version", "those versions"))
     if unversioned:
         shown = sorted(unversioned)[:3]
         folders = ", ".join(f"{name}/" for name in shown) + (f" and {len(unversioned) - 3} more" if unversioned[3:]
