@@ -430,6 +430,18 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refus
     assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
     assert not list(tmp_path.glob(".metrics*"))
     assert run(*base, "train.resume=auto").step == 8  # from step 5 of this branch
+    # one checkpoint after the step resumed: the line agrees with it (checkpoint 8 after step 7)
+    with refuse_removal(ckpt.checkpoint_path(tmp_path, 8), errno.EPERM), pytest.raises(MMEError) as refused:
+        run_folder.set_aside_after(tmp_path, 7)
+    assert str(refused.value).endswith(
+        f"the 1 checkpoint after step 7 in {tmp_path} is of a branch this run left (it resumed from step 7), and stays "
+        "there; this run wrote no checkpoint: make it movable, or move it out of the folder, then run this command "
+        "again"), refused.value
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run_folder.set_aside_after(tmp_path, 7)
+    assert re.search(r"the 1 checkpoint of this folder after it \(up to step 8\) belongs to a branch it left",
+                     caplog.text), caplog.text
 
 
 def test_a_rewind_killed_before_its_first_checkpoint_leaves_the_logs_of_the_checkpoints_to_the_next_run(synth,

@@ -126,6 +126,11 @@ def test_split_sizes_follow_the_fractions(tmp_path, caplog):
         assert split_sizes(2, (0.7, 0.15, 0.15)) == [2, 0, 0]
     assert "2 videos per class leave val and test empty despite a positive fraction (3 fill every split)" \
         in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.synth"):
+        assert split_sizes(1, (0.7, 0.15, 0.15)) == [1, 0, 0]
+    assert "1 video per class leaves val and test empty despite a positive fraction (3 fill every split)" \
+        in caplog.text
 
 
 SAME_BYTES = dict(num_classes=2, videos_per_class=2, size=32, num_frames=6)
