@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mme.motion import bench_flow, flow
-from mme.utils import cpu_name
+from mme.utils import counted, cpu_name
 
 SETTINGS = {
     "dis (MEDIUM)": {},
@@ -60,7 +60,7 @@ def main(scenes: int, repeat: int) -> None:
                                                      maps)
     timed = {96: [v[0][:, 8:104, 8:104].copy() for k, v in videos.items() if k[0] == 112 and k[2] == 0],
              224: [v[0] for k, v in videos.items() if k[0] == 224 and k[2] == 0]}
-    print(f"DIS settings, {scenes} scene(s) per motion, one thread, CPU: {cpu_name()}")
+    print(f"DIS settings, {counted(scenes, 'scene')} per motion, one thread, CPU: {cpu_name()}")
     cols = [f"{m[:4]} {s}" for s in sizes for m in bench_flow.MOTIONS]
     print(f"| setting | {' | '.join(cols)} | after L {sizes[0]} / {sizes[1]} | PatchStd z {sizes[1]} | "
           f"ms/pair 96 | ms/pair 224 |")

@@ -18,7 +18,7 @@ import torch
 
 from mme.motion.torch_flow import lk_flow
 from mme.train.bench import seconds_per_step
-from mme.utils import cpu_name
+from mme.utils import counted, cpu_name
 
 
 def time_call(a: torch.Tensor, b: torch.Tensor, repeat: int) -> float:
@@ -40,7 +40,8 @@ def main() -> None:
     if dev.type == "cpu":
         torch.set_num_threads(args.threads)
     pairs = args.pairs or ([1, 4, 16] if dev.type == "cpu" else [16, 64, 256, 1024])
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cpu_name()}, {args.threads} thread(s)"
+    where = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+             else f"{cpu_name()}, {counted(args.threads, 'thread')}")
     print(f"torch-lk per frame pair on {where}")
     print("| side | pairs per call | pixels per call | ms per pair | peak GiB |")
     print("|---|---|---|---|---|")
