@@ -560,7 +560,7 @@ class _VideoDataset(Dataset):
         """The subject and verb of the warnings of :meth:`short_videos`: 'the 1 video read holds', '3 of the 5 videos
         read hold', ``where`` after 'read' (' on this rank so far')."""
         which = f"the {counted(read, 'video')}" if short == read else f"{short} of the {counted(read, 'video')}"
-        return f"{which} read{where} {'holds' if short == 1 else 'hold'}"
+        return f"{which} read{where} {plural(short, 'holds', 'hold')}"
 
     def short_clip_effect(self, fewest: int, short: int) -> str:
         """What ``short`` videos, the shortest of ``fewest`` raw frames, fewer than :attr:`clip_window`, do to their

@@ -529,7 +529,7 @@ def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str,
             first, other = os.path.relpath(first, relative_to), os.path.relpath(other, relative_to)
         log.warning("%s: %s %s clips in two splits, e.g. %s (%s in %s, %s in %s): scores of one split are of "
                     "videos the other fits on; move each source's clips to one split", where,
-                    counted(len(shared), "source video"), "has" if len(shared) == 1 else "have", source, first, a,
+                    counted(len(shared), "source video"), plural(len(shared), "has", "have"), source, first, a,
                     other, b)
 
 
@@ -1817,7 +1817,7 @@ def _say_looked_up(looked_up: list[_LookedUp], video_root: str | Path) -> None:
     warning where some were not found (a video spelled otherwise among them), else an INFO line."""
     folders = sorted({row.folder for row in looked_up})
     missing = [row.entry.path for row in looked_up if not row.found]
-    their = "their" if len(folders) > 1 else "its"
+    their = plural(len(folders), "its", "their")
     videos = f"each of {their} {counted(len(looked_up), 'video')}" if len(looked_up) > 1 else f"{their} 1 video"
     log.log(logging.WARNING if missing else logging.INFO,
             "%s under %s can be entered but not listed (e.g. %s): %s was looked up by its name, then under each video "

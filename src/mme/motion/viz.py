@@ -329,7 +329,7 @@ def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = 
         recorded = ", ".join(f"{k}={v}" for k, v in ck.replaced.items())
         raise ConfigError(f"{', '.join(f'{flags[k]} {getattr(ck.cfg, k)}' for k in ck.replaced)}: {checkpoint} "
                           f"records the clip its model was trained on ({recorded}), which is drawn; leave "
-                          f"{'it' if len(ck.replaced) == 1 else 'them'} out")
+                          f"{plural(len(ck.replaced), 'it', 'them')} out")
     names = [h.name for h in ck.heads] if ck.kind == "mae" else []
     if not {"traj", "pixel"} & set(names):
         held = (f"a masked autoencoder with the {plural(len(names), 'head')} {', '.join(repr(n) for n in names)}"
@@ -580,7 +580,7 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
         given = [name for name, v in (("--length", length), ("--seed-stride", seed_stride)) if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)}: with --checkpoint the track length and points are the model's; "
-                              f"leave {'it' if len(given) == 1 else 'them'} out")
+                              f"leave {plural(len(given), 'it', 'them')} out")
         if kind != ".png":
             raise ConfigError(f"--out {out}: a picture of predicted motion is a .png, as is a reconstruction")
         path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate, orientation=orientation,

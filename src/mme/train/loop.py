@@ -47,6 +47,7 @@ from mme.utils import (
     Tally,
     atomic_write_json,
     check_folder_held,
+    counted,
     error_reason,
     may_want_space,
     memory_advice,
@@ -309,8 +310,8 @@ class SkippedSteps:
                         nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
                         self.tally.later and f"{self.tally.later} and at the run's end")
         elif since:
-            log.warning("%d more step%s skipped for a non-finite loss or gradient, up to step %d: %s so far",
-                        since, "s" * (since != 1), run.step, skipped_share(run))
+            log.warning("%s skipped for a non-finite loss or gradient, up to step %d: %s so far",
+                        counted(since, "more step"), run.step, skipped_share(run))
 
 
 def skipped_but_overflows(run: Run) -> int:

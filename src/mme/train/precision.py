@@ -147,7 +147,8 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
               if current < cores - workers else "")
     if cores - workers < 1:
         advice = workers_advice(workers, cores)
-        return 1, (f"auto: at least 1: the {counted(workers, 'loader worker')} leave{'s' * (workers == 1)} none of "
+        leave = plural(workers, "leaves", "leave")
+        return 1, (f"auto: at least 1: the {counted(workers, 'loader worker')} {leave} none of "
                    f"{counted(cores, 'core')}{how}" + (f"; {advice}" if advice else ""))
     return min(current, cores - workers), (f"auto: {counted(cores, 'core')}{how} less "
                                            f"{counted(workers, 'loader worker')}{capped}")
