@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 from videos import affine_video, write_video
 
 from mme.data.synth import encode_h264
@@ -90,6 +90,46 @@ def test_tracks_picture_has_one_upsampled_titled_panel_per_tubelet_coloured_by_m
     for (_, p), start in zip(panels, (0, 8)):  # ~8 px to the side in 4 frames: the tracks in full colour
         under = _upsample(decoded[start], 5)
         assert added(p, under, colour) > 300 and added(p, under, other) == 0
+
+
+def test_compensated_tracks_are_drawn_and_coloured_by_their_motion_relative_to_the_camera(panels, tmp_path,
+                                                                                          drawn_text):
+    """A pan (the scene 2 px/frame to the left) under a square moving 1 px/frame to the right: with --compensate the
+    picture was the one without it, every track coloured and drawn by its motion in the frame (the background cyan,
+    'moving left'), though the compensated displacements held the background still and the square 3 px/frame to
+    the right; a GIF's or MP4's frames are turned to the first one's view, where those tracks are drawn."""
+    from videos import texture
+
+    scene, square = texture(96, 200, seed=6), texture(24, 24, seed=7, scale=1.0)
+    frames = []
+    for t in range(20):
+        f = scene[:, 2 * t: 2 * t + 128].copy()
+        f[36:60, 20 + t: 44 + t] = square
+        frames.append(f)
+    video = str(write_video(tmp_path / "pan.mp4", np.stack(frames)))
+    cyan, red, white = (0, 255, 255), (255, 0, 0), (255, 255, 255)
+    decoded = read_clip(video, 0, 2, 4, 96, 4).frames
+    under = _upsample(decoded[0], 3)
+    tracks_picture(video, tmp_path / "plain.png", num_frames=2, stride=4, size=96, length=4)
+    plain = panels[0][1]
+    assert added(plain, under, cyan) > 1000  # in the frame the scene moves left
+    panels.clear()
+    tracks_picture(video, tmp_path / "comp.png", num_frames=2, stride=4, size=96, length=4, seed_stride=8,
+                   compensate=True)
+    comp = panels[0][1]
+    assert added(comp, under, cyan) == 0 and added(comp, under, red) > 300  # the scene still, the square right
+    rows = slice(3 * 30, 3 * 66)  # the square's rows (96 / 128 of 36..60, x3): its tracks, red, ~12 px long
+    assert added(comp[rows], under[rows], red) > 0.9 * added(comp, under, red)
+    scene_rows = np.r_[0:3 * 24, 3 * 72:len(comp)]
+    assert added(comp[scene_rows], under[scene_rows], white, tol=10) > 200  # the scene's points: still, white dots
+    assert "pan.mp4: point tracks over 4 frames, motion relative to the camera (compensated), one panel per tubelet" \
+        in drawn_text
+    gif = tmp_path / "comp.gif"
+    tracks_picture(video, gif, num_frames=2, stride=4, size=96, length=4, compensate=True)
+    shown = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(gif))][:5]
+    top = (slice(0, 24), slice(8, 72))  # scene only, seen in every frame of the first tubelet (8 px panned)
+    assert np.abs(shown[4][top].astype(int) - shown[0][top]).mean() < 8  # in the first frame's view: still
+    assert np.abs(decoded[0][top].astype(int) - read_clip(video, 4, 2, 4, 96, 0).frames[0][top]).mean() > 20  # as coded
 
 
 @pytest.mark.parametrize("name", ["deal_$5_and_$10.mp4", "cost $5 vs $6_x.mp4"], ids=["no-maths", "maths"])

@@ -33,7 +33,7 @@ from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, require_backend, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
-from mme.motion.tracks import Tracks, track
+from mme.motion.tracks import Tracks, integrate, track
 from mme.utils import (
     atomic_path,
     check_output,
@@ -269,8 +269,9 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
         _write_marked(out, write, _digest([pixels]))  # a PNG decodes to the RGBA pixels it holds
 
 
-def _wheel_legend(full: float):
-    """A key of `_direction_rgb`: the colour of each displacement up to ``full`` px from the centre."""
+def _wheel_legend(full: float, compensate: bool = False):
+    """A key of `_direction_rgb`: the colour of each displacement up to ``full`` px from the centre (with
+    ``compensate``, of the motion relative to the camera)."""
     def legend(key) -> None:
         r = np.linspace(-full, full, 121)
         d = np.stack(np.meshgrid(r, r), -1)
@@ -278,12 +279,15 @@ def _wheel_legend(full: float):
         img[np.hypot(d[..., 0], d[..., 1]) > full] = 255
         ax = key.add_axes((0.1, 0.35, 0.8, 0.3))
         ax.imshow(img, extent=(-full, full, full, -full))
-        ax.set_title("track colour = its motion\nfrom first to last frame", fontsize=10)
+        relative = "\nrelative to the camera" if compensate else ""
+        ax.set_title(f"track colour = its motion{relative}\nfrom first to last frame", fontsize=10)
         ax.set_xlabel("dx px (right)", fontsize=8)
         ax.set_ylabel("dy px (down)", fontsize=8)
         ax.tick_params(labelsize=7)
+        view = "\nin the first frame's view" if compensate else ""
         ax.annotate(f"white: still\nfull colour: moved >= {full:.1f} px\ndot: where the point is\nat the last "
-                    "frame", (0.5, 0), (0, -34), "axes fraction", "offset points", ha="center", va="top", fontsize=9)
+                    f"frame{view}", (0.5, 0), (0, -34), "axes fraction", "offset points", ha="center", va="top",
+                    fontsize=9)
     return legend
 
 
@@ -292,11 +296,16 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
                    orientation: str = DataConfig.orientation, backend: str = DataConfig.backend) -> Path:
     """PNG: one titled panel per tubelet (its first frame upsampled, the tracks of its L steps) and a colour key.
     GIF / MP4: per tubelet, the raw frames of its tracks (its first frame and the L after it) at their size, the
-    tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice)."""
+    tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice).
+    With ``compensate`` each track is its motion relative to the camera (the displacements a compensated target
+    holds), drawn from its seed in the start frame's view: a GIF's / MP4's frames are turned to that view by the
+    camera's homographies (:func:`_in_start_view`)."""
     c = read_clip(video, start, num_frames, stride, size, length, orientation=orientation, backend=backend)
     tr: Tracks = track(c.frames, c.frame_ids, c.starts, length, seed_stride=seed_stride, compensate=compensate,
                        source=video, clamp=True)
-    pos = tr.positions().reshape(len(c.starts), length + 1, -1, 2)  # (S, L+1, P, 2)
+    # the displacements alone: with compensate, the motion relative to the camera (tr.positions() puts the camera's
+    # motion back in: each point on its scene point in each frame, as it was without compensation)
+    pos = integrate(tr.seeds, tr.disp).reshape(len(c.starts), length + 1, -1, 2)  # (S, L+1, P, 2)
     valid = tr.valid.reshape(len(c.starts), -1)
     moved = np.hypot(*(pos[:, -1] - pos[:, 0]).transpose(2, 0, 1))[valid]
     full = max(float(np.percentile(moved, 90)) if moved.size else 0.0, 1.0)  # most tracks below full colour
@@ -304,6 +313,8 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     last = int(c.frame_ids[-1])  # a short video repeats its last frame
     if out.suffix.lower() in (".gif", ".mp4"):
         shown = c.frames_at(np.minimum(c.starts[:, None] + np.arange(length + 1), last))  # (S, L+1, h, w, 3)
+        if tr.homs is not None:
+            shown = np.stack([_in_start_view(frames, homs) for frames, homs in zip(shown, tr.homs)])
         _save_frames([draw_tracks(shown[k, j], pos[k], valid[k], full, upto=j)
                       for k in range(len(c.starts)) for j in range(length + 1)], out)
         return out
@@ -311,9 +322,24 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     panels = [(f"frame {s}, tracks to {min(s + length, last)}",
                draw_tracks(_upsample(frame, f), _on_upsampled(pos[k], f), valid[k], full=full * f, thickness=2))
               for k, (s, frame) in enumerate(zip(c.starts, c.frames_at(c.starts)))]
-    title = f"{Path(video).name}: point tracks over {length} frames, one panel per tubelet\nframes {size} px shown x{f}"
-    _figure(panels, min(4, len(panels)), title, _wheel_legend(full), out)
+    relative = ", motion relative to the camera (compensated)" if compensate else ""
+    title = (f"{Path(video).name}: point tracks over {length} frames{relative}, one panel per tubelet\n"
+             f"frames {size} px shown x{f}")
+    _figure(panels, min(4, len(panels)), title, _wheel_legend(full, compensate), out)
     return out
+
+
+def _in_start_view(frames: np.ndarray, homs: np.ndarray) -> np.ndarray:
+    """The frames ``(L+1, h, w, 3)`` of a track, each after the first turned to the first's view: frame j + 1 read
+    through the camera's homographies ``homs (L, 3, 3)`` (step j: frame j -> j + 1) from the first up to it, so that
+    a still scene point keeps its pixel of the first frame (where a compensated track is drawn); what the first
+    frame did not see is black."""
+    h, w = frames.shape[1:3]
+    seen, out = np.eye(3), [frames[0]]
+    for j, hom in enumerate(homs):
+        seen = hom.astype(np.float64) @ seen  # the first frame's pixels -> frame j + 1's
+        out.append(cv2.warpPerspective(frames[j + 1], seen, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
+    return np.stack(out)
 
 
 def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = None
