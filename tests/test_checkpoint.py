@@ -1848,7 +1848,7 @@ def test_an_export_keeps_its_runs_clip_stride_and_target(tmp_path):
         ck = read_checkpoint(out)
         assert ck.clip_stride == 2, out
         assert ck.run_config["target"] == run["target"], out
-    drawn, _ = _traj_target(str(outs[1]), read_checkpoint(outs[1]), load_model(outs[1]), False)
+    drawn, _, _ = _traj_target(str(outs[1]), read_checkpoint(outs[1]), load_model(outs[1]), False)
     assert not drawn.patch_norm and drawn.position_unit == 1
     meta = json.loads((ours / "config.json").read_text())
     del meta["run"]

@@ -509,6 +509,54 @@ def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, str
         assert x.median() == pytest.approx(1.0 if run.max_disp else 2.0, abs=0.1)
 
 
+@pytest.mark.parametrize("trained_compensated", [False, True], ids=["run-without", "run-with"])
+def test_compensated_targets_of_a_run_trained_without_compensation_are_warned_of_and_titled(
+        trained_compensated, monkeypatch, tmp_path, caplog, drawn_text):
+    """--compensate with a checkpoint of a run trained without target.compensate drew compensated targets against
+    predictions of the motion in the frame, nothing said, where the docstring said the targets were made as the run's
+    training made them; a run trained with it draws its own targets, as without the flag."""
+    import dataclasses
+    import logging
+
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, TargetFn, head_specs
+
+    video = str(write_video(tmp_path / "v.mp4", affine_video(24, 64, 64, dx=2.0, seed=6)[0]))
+    m = tiny_model()
+    run = TargetConfig(kind="mme", track_length=4, compensate=trained_compensated)
+    heads = head_specs(run, m)
+    model = MaskedAutoencoder(m, heads)
+    ck = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "heads": [dataclasses.asdict(h) for h in heads],
+                "config": {"model": dataclasses.asdict(m), "target": dataclasses.asdict(run),
+                           "data": {"stride": 4}}}, ck)
+    drawn = {}
+    draw = viz._prediction_panels
+
+    def capture(frames, starts, tokens, target, *rest):
+        drawn.update(target=target)
+        return draw(frames, starts, tokens, target, *rest)
+
+    monkeypatch.setattr(viz, "_prediction_panels", capture)
+    caplog.set_level(logging.WARNING, logger="mme")
+    prediction_picture(video, str(ck), tmp_path / "p.png", compensate=True)
+    compensated = TargetFn(dataclasses.replace(run, compensate=True), m).targets(read_clip(video, 0, 4, 4, 64, 4))[0]
+    assert torch.equal(drawn["target"], compensated["traj"][model.make_mask(1, torch.Generator().manual_seed(0))[0]])
+    warned = [r.getMessage() for r in caplog.records if "--compensate" in r.getMessage()]
+    title = "motion of the masked patches relative to the camera (compensated), target vs predicted"
+    assert any(text.endswith(title) for text in drawn_text)
+    note = ("targets compensated by --compensate; its run trained without: the predictions are of the motion in the "
+            "frame")
+    if trained_compensated:
+        assert warned == [] and note not in drawn_text
+    else:
+        assert warned == [
+            f"viz: --compensate draws targets of the motion relative to the camera, but {ck}'s run trained without "
+            "target.compensate: its predictions are of the motion in the frame, the camera's included, so the two "
+            "differ by the camera's motion; leave --compensate out to draw the targets its run trained on"]
+        assert note in drawn_text
+
+
 def test_viz_of_a_checkpoint_that_records_no_run_says_what_it_takes_on_trust(tmp_path, caplog):
     """A checkpoint that records no run (an export made before exports carried their run, an original file) was
     drawn at stride 4, as coded, with the released traj target (PatchStd of 2 x 2 points) and VideoMAE's pixel

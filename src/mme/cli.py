@@ -538,7 +538,9 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compensate", action="store_true",
                    help="camera-motion compensation (homography): each track is drawn and coloured by its motion "
                         "relative to the camera, from its point in the first frame (a GIF's or MP4's frames turned "
-                        "to the first one's view); with --checkpoint, the targets are made so")
+                        "to the first one's view); with --checkpoint, the targets (default: as its run made them; "
+                        "of a run trained without target.compensate, warned: its predictions are of the motion in "
+                        "the frame)")
     p.add_argument("--seed", type=count(0), default=0, help="mask seed (with --checkpoint)")
     p.add_argument("--orientation", default=None, choices=["coded", "display"],
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: with "

@@ -366,10 +366,12 @@ def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = 
 
 
 def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
-                 compensate: bool) -> tuple[TargetConfig, Geometry]:
+                 compensate: bool) -> tuple[TargetConfig, Geometry, bool]:
     """The target config and token geometry of the ``traj`` head: its run's when ``checkpoint`` is one of our
     training checkpoints or an export of one (the tracks computed online with its ``target.flow``, also for a run
-    that read them from a track cache), else the released layout (2×2 points, PatchStd)."""
+    that read them from a track cache), else the released layout (2×2 points, PatchStd); and whether ``compensate``
+    makes other targets than its run trained on (a run without ``target.compensate``: warned, as another
+    ``--backend`` is)."""
     from dataclasses import replace
 
     from mme.config import from_dict
@@ -383,13 +385,20 @@ def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
             raise CheckpointError(f"{checkpoint}: its run's target section does not load here: {e}") from e
         cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate,
                       cache_dir=None)
+        other = compensate and not run.compensate
     else:
         cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
+        other = False
     g = token_geometry(cfg, model.cfg)
     if spec.dim != 2 * cfg.track_length * g.points:
         raise MMEError(f"{checkpoint}: traj head of {spec.dim} dims is not 2 x {cfg.track_length} steps x "
                        f"{g.points} points; cannot draw it")
-    return cfg, g
+    if other:
+        log.warning("viz: --compensate draws targets of the motion relative to the camera, but %s's run trained "
+                    "without target.compensate: its predictions are of the motion in the frame, the camera's "
+                    "included, so the two differ by the camera's motion; leave --compensate out to draw the targets "
+                    "its run trained on", checkpoint)
+    return cfg, g, other
 
 
 @torch_as_mme()
@@ -402,7 +411,8 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
 
     - a ``traj`` head: the target and the predicted trajectories on the masked (dimmed) patches, drawn from each
       point's seed, cumulated over the steps. The targets are made as the run's training made them
-      (:class:`TargetFn`: its flow, bound, pruning and interpolation). PatchStd targets are unit-free z-scores,
+      (:class:`TargetFn`: its flow, bound, pruning, interpolation and compensation; ``compensate`` compensates the
+      targets of a run trained without, warned and said in the title). PatchStd targets are unit-free z-scores,
       drawn at ``scale`` px (of the model's frame) per unit; position targets in their run's unit.
     - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
@@ -423,7 +433,7 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     trusted = [(f"{name} {value}", f"--{name}") for name, value in (("stride", stride), ("orientation", orientation),
                                                                     ("backend", backend)) if unset[name]]
     if traj:
-        cfg, g = _traj_target(checkpoint, ck, model, compensate)
+        cfg, g, other_target = _traj_target(checkpoint, ck, model, compensate)
         trusted.append((f"the traj target of the released layout (PatchStd, {g.points} points a patch, tracks of "
                         f"{cfg.track_length} steps, flow {cfg.flow})", None))
     if pixel and ck.norm_pix is None:
@@ -452,9 +462,13 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
                                    scale * f)
         for row, panels in zip(rows, drawn):
             row.extend(panels)
-        shows.append("motion of the masked patches, target vs predicted")
+        relative = " relative to the camera (compensated)" if cfg.compensate else ""
+        shows.append(f"motion of the masked patches{relative}, target vs predicted")
         unit = "PatchStd unit" if cfg.patch_norm else "position unit"
         notes[0] += f"; tracks of {L} steps drawn at {scale * f:g} px per {unit}"
+        if other_target:
+            notes.append("targets compensated by --compensate; its run trained without: the predictions are of the "
+                         "motion in the frame")
     if pixel:
         spec = next(h for h in model.head_specs if h.name == "pixel")
         if spec.dim != m.tubelet_size * m.patch_size ** 2 * 3:
