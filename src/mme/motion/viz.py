@@ -333,7 +333,8 @@ def _in_start_view(frames: np.ndarray, homs: np.ndarray) -> np.ndarray:
     """The frames ``(L+1, h, w, 3)`` of a track, each after the first turned to the first's view: frame j + 1 read
     through the camera's homographies ``homs (L, 3, 3)`` (step j: frame j -> j + 1) from the first up to it, so that
     a still scene point keeps its pixel of the first frame (where a compensated track is drawn); what the first
-    frame did not see is black."""
+    frame did not see is black. The track adds up steps each measured in its own frame's pixels: on its point
+    exactly under a pan, off it by a moving point's motion times the zoom or turn since the first frame else."""
     h, w = frames.shape[1:3]
     seen, out = np.eye(3), [frames[0]]
     for j, hom in enumerate(homs):
