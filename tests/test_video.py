@@ -757,6 +757,43 @@ def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wr
         assert (stored.mode, stored.proven) == ("seek", 12)
 
 
+CLOSED_READS = """
+import json, sys
+from mme.data.video import open_video
+said = {}
+for backend in ("pyav", "opencv"):
+    reader = open_video(sys.argv[1], backend=backend)
+    first = reader.read([5, 39]).shape
+    reader.close()
+    reader.close()  # (twice: nothing more)
+    uses = {"read": lambda: reader.read([5, 39])}
+    if backend == "pyav":
+        uses.update(check=reader.check, sample_aspect=reader.sample_aspect, other_videos=reader.other_videos)
+    for name, use in uses.items():
+        try:
+            use()
+            said[backend + " " + name] = None
+        except ValueError as e:
+            said[backend + " " + name] = str(e)
+    with open_video(sys.argv[1], backend=backend) as again:
+        said[backend + " again"] = list(again.read([5, 39]).shape) == list(first)
+print(json.dumps(said))
+"""
+
+
+def test_a_closed_reader_refuses_a_read_in_a_line_instead_of_crashing_the_process(tmp_path, clip_frames):
+    """A read of a closed reader (a script's reader used after its ``with`` block): before, PyAV's freed decoder
+    crashed the process (SIGSEGV) on ``read`` and could on ``sample_aspect``. Run in a process of its own."""
+    path = tmp_path / "gop.mp4"
+    write_gop_video(path, clip_frames, "libx264", {"g": "8", "bf": "3"})
+    done = subprocess.run([sys.executable, "-c", CLOSED_READS, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    said = json.loads(done.stdout)
+    refusal = f"{path}: the reader of this video was closed (open it again to read it)"
+    assert said == {"pyav read": refusal, "pyav check": refusal, "pyav sample_aspect": refusal,
+                    "pyav other_videos": refusal, "pyav again": True, "opencv read": refusal, "opencv again": True}
+
+
 def test_a_lock_file_of_another_user_in_a_shared_index_folder_still_locks_a_save(tmp_path, clip_frames, monkeypatch):
     """An index folder shared by users (made writable to all): the lock a save takes was opened for writing, so one
     user's .lock (0644, another owner: refused as for any user but root, which the test stands in for by refusing a

@@ -473,15 +473,18 @@ class PyAVReader(VideoReader):
 
     def other_videos(self) -> str:
         """What `mme check` says of the file's video streams besides the one read (:func:`other_videos`)."""
+        self._check_open()
         return other_videos(self._container, self._stream)
 
     def hdr_colours(self) -> str:
         """What `mme check` says of the colours of the stream read where they are HDR or wide-gamut
         (:func:`hdr_colours`)."""
+        self._check_open()
         return hdr_colours(self._stream)
 
     def sample_aspect(self) -> Fraction:
         """The stream's sample aspect ratio (:func:`sample_aspect`), from its header."""
+        self._check_open()
         return sample_aspect(self._stream)
 
     def display_matrix(self) -> tuple[int, ...] | None:
@@ -511,7 +514,7 @@ class PyAVReader(VideoReader):
 
     def _open(self) -> None:
         """(Re)open the container: its decode starts again at frame 0."""
-        self.close()
+        self._release()
         try:
             self._container = open_container(self._name, hwaccel=self._hwaccel)
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
@@ -831,6 +834,7 @@ class PyAVReader(VideoReader):
         no decode shows), and ``display``: the file's display matrix (phone videos; None without), which reads apply
         only with ``data.orientation=display``."""
         with self._lock:
+            self._check_open()
             return self._check(probes)
 
     def _check(self, probes: int) -> dict:
@@ -884,7 +888,7 @@ class PyAVReader(VideoReader):
             index.one_thread = index.one_thread or one_thread
         self.num_frames = index.num_frames
 
-    def close(self) -> None:
+    def _release(self) -> None:
         with self._lock:
             if self._container is not None:
                 self._container.close()

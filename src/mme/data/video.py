@@ -414,7 +414,7 @@ class _OpenCVReader(VideoReader):
         self._at = pos
         return out.frames
 
-    def close(self) -> None:
+    def _release(self) -> None:
         with self._lock:
             self._cap.release()
 

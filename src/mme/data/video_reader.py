@@ -96,6 +96,8 @@ class VideoReader:
     count_may_change = False
     """Whether a read may still find ``num_frames`` wrong and raise FrameCountChanged (PyAV's count of packets that
     no decode has proven yet); other backends' counts are their own, never corrected."""
+    closed = False
+    """Whether :meth:`close` has released the file: a read after it is refused (:meth:`_check_open`)."""
 
     def __new__(cls, *args, **kwargs):
         reader = super().__new__(cls)
@@ -110,6 +112,7 @@ class VideoReader:
         makes (a crop, a resize), not at the video's (56 frames of a 4K video: 1.3 GB)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         with self._lock:
+            self._check_open()
             if idx.size == 0:
                 W, H = self.size
                 return np.zeros((0, H, W, 3), np.uint8)
@@ -157,7 +160,18 @@ class VideoReader:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Release the file; the reader reads no more (:meth:`_check_open`)."""
+        with self._lock:
+            self.closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Release what the backend holds of the file (a reopen releases it too)."""
+
+    def _check_open(self) -> None:
+        """Refuse a use of the file after :meth:`close` (PyAV's freed decoder, read again, crashed the process)."""
+        if self.closed:
+            raise ValueError(f"{self.path}: the reader of this video was closed (open it again to read it)")
 
     def __enter__(self) -> VideoReader:
         return self
