@@ -764,11 +764,13 @@ said = {}
 for backend in ("pyav", "opencv"):
     reader = open_video(sys.argv[1], backend=backend)
     first = reader.read([5, 39]).shape
+    reader.read([0, 1])
     reader.close()
     reader.close()  # (twice: nothing more)
-    uses = {"read": lambda: reader.read([5, 39])}
+    uses = {"read": lambda: reader.read([2])}  # (the next frame: PyAV's freed decoder went on, SIGSEGV)
     if backend == "pyav":
-        uses.update(check=reader.check, sample_aspect=reader.sample_aspect, other_videos=reader.other_videos)
+        uses.update(check=reader.check, sample_aspect=reader.sample_aspect, other_videos=reader.other_videos,
+                    hdr_colours=reader.hdr_colours)
     for name, use in uses.items():
         try:
             use()
@@ -782,8 +784,9 @@ print(json.dumps(said))
 
 
 def test_a_closed_reader_refuses_a_read_in_a_line_instead_of_crashing_the_process(tmp_path, clip_frames):
-    """A read of a closed reader (a script's reader used after its ``with`` block): before, PyAV's freed decoder
-    crashed the process (SIGSEGV) on ``read`` and could on ``sample_aspect``. Run in a process of its own."""
+    """A read of a closed reader (a script's reader used after its ``with`` block): before, PyAV's read of the
+    frame after the last one decoded crashed the process (SIGSEGV; others reopened and read without a word), and
+    OpenCV's gave a decode error or frames. Run in a process of its own, which a crash ends alone."""
     path = tmp_path / "gop.mp4"
     write_gop_video(path, clip_frames, "libx264", {"g": "8", "bf": "3"})
     done = subprocess.run([sys.executable, "-c", CLOSED_READS, str(path)], capture_output=True, text=True, timeout=120)
@@ -791,7 +794,8 @@ def test_a_closed_reader_refuses_a_read_in_a_line_instead_of_crashing_the_proces
     said = json.loads(done.stdout)
     refusal = f"{path}: the reader of this video was closed (open it again to read it)"
     assert said == {"pyav read": refusal, "pyav check": refusal, "pyav sample_aspect": refusal,
-                    "pyav other_videos": refusal, "pyav again": True, "opencv read": refusal, "opencv again": True}
+                    "pyav other_videos": refusal, "pyav hdr_colours": refusal, "pyav again": True,
+                    "opencv read": refusal, "opencv again": True}
 
 
 def test_a_lock_file_of_another_user_in_a_shared_index_folder_still_locks_a_save(tmp_path, clip_frames, monkeypatch):
