@@ -137,6 +137,36 @@ def test_hf_model_without_final_norm_loads_as_identity_norm(tmp_path):
         assert (enc(x) - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("saved, held, built", [(False, "hold", "none"), (True, "lack", "a new one")])
+def test_a_hf_use_mean_pooling_that_contradicts_the_weights_is_refused(tmp_path, capsys, saved, held, built):
+    """A config.json whose use_mean_pooling was edited after its weights were saved: transformers builds the final
+    LayerNorm by the key alone (none for true, a new one for false), mme by the weights, so the two loaded
+    other models silently (1.03 apart). One line naming the file and the key (also for a value that is not true
+    or false); the model saved loads."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=256, layer_norm_eps=1e-6,
+                                         use_mean_pooling=saved)
+    hf = perturbed(transformers.VideoMAEModel(hf_cfg))
+    hf.save_pretrained(tmp_path / "hf")
+    x = clip(frames=4)
+    with torch.no_grad():
+        assert (load_encoder(tmp_path / "hf")(x) - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
+    config = tmp_path / "hf" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "use_mean_pooling": not saved}))
+    said = (f"{config}: use_mean_pooling is {json.dumps(not saved)}, but its weights {held} the encoder's final "
+            f"LayerNorm (layernorm.*): transformers would build another model of them ({built} there)")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(said)}$"):
+        load_encoder(tmp_path / "hf")
+    capsys.readouterr()  # (transformers' progress bar)
+    assert cli_main(["export", str(tmp_path / "hf"), str(tmp_path / "out"), "--format", "mme"]) == 1
+    assert capsys.readouterr().err == f"mme export: error: {said}\n"
+    assert not (tmp_path / "out").exists()
+    config.write_text(json.dumps({**json.loads(config.read_text()), "use_mean_pooling": "false"}))
+    with pytest.raises(CheckpointError, match=f'^{re.escape(str(config))}: use_mean_pooling is "false": expected '
+                                              'true or false$'):
+        load_encoder(tmp_path / "hf")
+
+
 def test_export_cli_hf_output_loads_in_transformers_and_matches_load_encoder(mae, tmp_path, capsys):
     save_pretrained(mae, tmp_path / "ours")
     assert cli_main(["export", str(tmp_path / "ours"), str(tmp_path / "hf"), "--format", "hf"]) == 0

@@ -740,6 +740,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
     ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
                                                                   * cfg.in_chans)], encoder_only=encoder_only,
                      strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"), fallback=fallback)
+    _check_mean_pooling(hf.get("use_mean_pooling", True), ck.final_norm, path / CONFIG)  # (transformers' default)
     ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
     ck.run_config = _run(hf, path / CONFIG, "mme_run")
     if ck.kind == "mae":
@@ -755,6 +756,20 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
         except DataError as e:  # (a fault of the checkpoint's files)
             raise CheckpointError(f"{e}: rename one of them there") from e
     return ck
+
+
+def _check_mean_pooling(pooling: object, final_norm: bool, config: Path) -> None:
+    """Refuse a Hugging Face ``config``'s ``use_mean_pooling`` (``pooling``) that contradicts its weights, which hold
+    the encoder's final LayerNorm or not (``final_norm``): transformers builds that norm, or not, by the key alone (a
+    new one where the weights lack it, none where they hold it), so it would compute another model than mme."""
+    if not isinstance(pooling, bool):
+        raise CheckpointError(f"{config}: use_mean_pooling is {json.dumps(pooling, default=repr)}: expected true or "
+                              "false")
+    if pooling == final_norm:
+        held, built = ("hold", "none") if final_norm else ("lack", "a new one")
+        raise CheckpointError(f"{config}: use_mean_pooling is {json.dumps(pooling)}, but its weights {held} the "
+                              f"encoder's final LayerNorm (layernorm.*): transformers would build another model of "
+                              f"them ({built} there)")
 
 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
