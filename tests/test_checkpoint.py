@@ -1836,6 +1836,30 @@ def test_a_hugging_face_id2label_that_names_a_class_twice_is_refused_in_one_line
         read_checkpoint(tmp_path / "hf")
 
 
+@pytest.mark.parametrize("labels, said", [
+    ({"1": "jump", "2": "run", "3": "swim", "4": "walk"}, "a {id: name} map needs the ids 0..3, each once"),
+    ({"0": "jump", "1": "run", "one": "swim", "3": "walk"}, "a {id: name} map needs the ids 0..3, each once"),
+    ({"0": "jump", "1": None, "2": "swim", "3": "walk"}, 'class 1 is null, not a name (a JSON string); class names '
+                                                         'are strings, "3" for a class named 3'),
+])
+def test_a_hugging_face_id2label_not_of_ids_0_to_n_1_each_named_is_refused_in_one_line(tmp_path, capsys, labels, said):
+    """A config.json whose id2label numbers the classes from 1 (``{"1": "a", "2": "b", "3": "c"}``) was read as the
+    classes ``['None', 'a', 'b']``: a class named "None" and the last name lost, written so by a re-export. Ids
+    must be 0..n-1 (as read_classes wants of a class file's map) and each name a string; one line naming the file
+    and id2label. Ids in another order read by id."""
+    export_hf(VideoClassifier(ModelConfig(**TINY), num_classes=4), tmp_path / "hf", kind="classification")
+    config = tmp_path / "hf" / "config.json"
+    hf = json.loads(config.read_text())
+    config.write_text(json.dumps({**hf, "id2label": {"2": "swim", "0": "jump", "3": "walk", "1": "run"}}))
+    assert read_checkpoint(tmp_path / "hf").class_names == ["jump", "run", "swim", "walk"]
+    config.write_text(json.dumps({**hf, "id2label": labels}))
+    with pytest.raises(CheckpointError, match=rf"^id2label of {re.escape(str(config))}: {re.escape(said)}$"):
+        read_checkpoint(tmp_path / "hf")
+    assert cli_main(["export", str(tmp_path / "hf"), str(tmp_path / "out"), "--kind", "classification"]) == 1
+    assert capsys.readouterr().err == f"mme export: error: id2label of {config}: {said}\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_checkpoint_folder_whose_config_json_is_utf8_reads_under_an_ascii_locale(tmp_path):
     """A ``config.json`` holding UTF-8 text (class names an editor or another tool saved unescaped) was read in the
     locale's encoding: under ``LC_ALL=C`` without UTF-8 mode (ASCII) ``unreadable JSON ('ascii' codec can't decode

@@ -288,20 +288,32 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
         names = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{what} {path}: not a readable JSON list of class names ({e})") from e
-    if isinstance(names, dict):
-        ids = [int(i) if isinstance(i, str) and _is_int(i) else i for i in names.values()]  # SSv2's: "0", "1", ...
-        names = dict(zip(names, ids))
-        if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(ids))):
-            raise DataError(f"{what} {path}: a {{name: id}} map needs the ids 0..{len(names) - 1}, each once")
-        names = sorted(names, key=names.get)
+    if isinstance(names, dict):  # (SSv2's ids: "0", "1", ...)
+        names = by_class_id([(i, name) for name, i in names.items()], f"{what} {path}", "{name: id}")
     if not isinstance(names, list) or not names:
         raise DataError(f"{what} {path}: expected a JSON list of class names (index = class id), or a "
                         f"{{name: id}} map")
+    return distinct_classes(named_classes(names, f"{what} {path}"), f"{what} {path}")
+
+
+def by_class_id(pairs: list[tuple[object, object]], what: str, form: str) -> list:
+    """The names of ``pairs`` ``(class id, name)``, of a map of the ``form`` ``{name: id}`` (:func:`read_classes`)
+    or ``{id: name}`` (a Hugging Face ``id2label``), by class id; the ids, integers or their text (``"0"``), must be
+    0..n-1, each once, else a DataError naming ``what``."""
+    ids = [int(i) if isinstance(i, str) and _is_int(i) else i for i, _ in pairs]
+    if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(ids))):
+        raise DataError(f"{what}: a {form} map needs the ids 0..{len(ids) - 1}, each once")
+    return [name for _, (_, name) in sorted(zip(ids, pairs), key=lambda p: p[0])]
+
+
+def named_classes(names: list, what: str) -> list:
+    """``names`` (class names by class id), a DataError naming ``what`` and the class where one is no string:
+    str() would make names of them ('None', 'True', "{'a': 1}")."""
     other = next((i for i, n in enumerate(names) if not isinstance(n, str)), None)
-    if other is not None:  # (str() made names of them: 'None', 'True', "{'a': 1}")
-        raise DataError(f"{what} {path}: class {other} is {json.dumps(names[other])}, not a name (a JSON string); "
-                        f"class names are strings, \"3\" for a class named 3")
-    return distinct_classes(names, f"{what} {path}")
+    if other is not None:
+        raise DataError(f"{what}: class {other} is {json.dumps(names[other], default=repr)}, not a name (a JSON "
+                        f"string); class names are strings, \"3\" for a class named 3")
+    return names
 
 
 def distinct_classes(names: list[str], what: str) -> list[str]:

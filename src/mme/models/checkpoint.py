@@ -747,13 +747,17 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
         ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
     labels = hf.get("id2label")
     if ck.kind == "classifier" and isinstance(labels, dict) and len(labels) == ck.classifier["num_classes"]:
-        from mme.data.lists import distinct_classes
+        from mme.data.lists import by_class_id, distinct_classes, named_classes
 
-        names = [str(labels.get(str(i), labels.get(i))) for i in range(len(labels))]
+        where = f"id2label of {path / CONFIG}"
+        try:  # (ids 0..n-1 as transformers reads them, int("1"), each of a name)
+            names = named_classes(by_class_id(list(labels.items()), where, "{id: name}"), where)
+        except DataError as e:  # (a fault of the checkpoint's files)
+            raise CheckpointError(str(e)) from e
         try:
             ck.class_names = None if names == [f"LABEL_{i}" for i in range(len(names))] else \
-                distinct_classes(names, f"id2label of {path / CONFIG}")  # (LABEL_<i>: transformers' names of none)
-        except DataError as e:  # (a fault of the checkpoint's files)
+                distinct_classes(names, where)  # (LABEL_<i>: transformers' names of none)
+        except DataError as e:
             raise CheckpointError(f"{e}: rename one of them there") from e
     return ck
 
