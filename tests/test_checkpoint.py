@@ -2148,6 +2148,31 @@ def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and
         load_encoder(tmp_path / "hf")
 
 
+@pytest.mark.parametrize("edit, said", [
+    ({"image_size": 70}, "image_size 70 is not a multiple of patch_size 16"),
+    ({"num_frames": 5}, "num_frames 5 is not a multiple of tubelet_size 2"),
+    ({"tubelet_size": 3}, "num_frames 4 is not a multiple of tubelet_size 3"),
+    ({"num_attention_heads": 3}, "hidden_size 64 is not divisible by num_attention_heads 3"),
+    ({"decoder_num_attention_heads": 5}, "decoder_hidden_size 384 is not divisible by decoder_num_attention_heads 5"),
+    ({"layer_norm_eps": 2.0}, "layer_norm_eps must be at most 1, got 2 (a LayerNorm's eps"),
+])
+def test_a_hf_config_that_the_model_config_refuses_names_the_files_keys(tmp_path, capsys, edit, said):
+    """A Hugging Face config.json of a clip its patch or tubelet does not divide, or of a width its head count does
+    not divide, was refused naming mme's keys, not the file's: ``config.json: model.img_size 70 is not a multiple of
+    patch_size 16``, ``model.embed_dim 64 is not divisible by num_heads 3``. Named by the file's keys."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=256)
+    transformers.VideoMAEModel(hf_cfg).save_pretrained(tmp_path / "hf")
+    config = tmp_path / "hf" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **edit}))
+    capsys.readouterr()  # (transformers' progress bar)
+    assert cli_main(["export", str(tmp_path / "hf"), str(tmp_path / "out"), "--format", "mme"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mme export: error: {config}: {said}") and err.count("\n") == 1, err
+    assert "model." not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_hf_config_of_numpy_integers_from_python_is_checked_in_one_line():
     """A VideoMAEConfig dict built in Python may hold numpy integers: one of them below the least was a TypeError
     (json.dumps of the refusal), not the refusal naming the key."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from mme.errors import CheckpointError
+from mme.errors import CheckpointError, ConfigError
 from mme.models.config import ModelConfig, mlp_width, whole_mlp_width
 from mme.models.convert import RELEASE_HEADS, encoder_part
 from mme.models.mae import HeadSpec
@@ -170,6 +170,22 @@ def _hf_integer(key: str, value, least: int = 1) -> int:
     return count
 
 
+HF_KEYS = {"img_size": "image_size", "patch_size": "patch_size", "num_frames": "num_frames",
+           "tubelet_size": "tubelet_size", "in_chans": "num_channels", "embed_dim": "hidden_size",
+           "depth": "num_hidden_layers", "num_heads": "num_attention_heads",
+           "mlp_ratio": "intermediate_size / hidden_size", "norm_eps": "layer_norm_eps",
+           "decoder_dim": "decoder_hidden_size", "decoder_depth": "decoder_num_hidden_layers",
+           "decoder_heads": "decoder_num_attention_heads"}
+"""The key of a Hugging Face VideoMAEConfig that gives each ModelConfig field :func:`config_from_hf` reads
+(``mlp_ratio``: the quotient of two), which names the faults ModelConfig finds in what the file gives."""
+
+
+def _in_hf_keys(message: str) -> str:
+    """A ModelConfig ``message`` with each field it names (``model.img_size``, ``num_heads``) said as the Hugging Face
+    key that gives it (:data:`HF_KEYS`)."""
+    return re.sub(r"\b(?:model\.)?(" + "|".join(HF_KEYS) + r")\b", lambda m: HF_KEYS[m.group(1)], message)
+
+
 def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its ``layer_norm_eps`` that of the LayerNorms of the
     encoder and of the decoder's blocks; its decoder's final norm's eps is 1e-5). ``decoder``: whether
@@ -201,14 +217,17 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     eps = hf.get("layer_norm_eps", 1e-12)  # (transformers' default)
     if not is_positive_number(eps):
         raise CheckpointError(f"layer_norm_eps is {json.dumps(eps)}: expected a positive number")
-    return ModelConfig(
-        img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=count("num_frames", 16),
-        tubelet_size=count("tubelet_size", 2), in_chans=count("num_channels", 3), embed_dim=D,
-        depth=count("num_hidden_layers", 12), num_heads=count("num_attention_heads", 12), mlp_ratio=ratio,
-        qkv_bias=qkv_bias, norm_eps=float(eps), decoder_dim=count("decoder_hidden_size", 384),
-        decoder_depth=count("decoder_num_hidden_layers", 4, least=0),
-        decoder_heads=count("decoder_num_attention_heads", 6), decoder_norm_eps=1e-5, head_hidden=0,
-    )
+    try:
+        return ModelConfig(
+            img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=count("num_frames", 16),
+            tubelet_size=count("tubelet_size", 2), in_chans=count("num_channels", 3), embed_dim=D,
+            depth=count("num_hidden_layers", 12), num_heads=count("num_attention_heads", 12), mlp_ratio=ratio,
+            qkv_bias=qkv_bias, norm_eps=float(eps), decoder_dim=count("decoder_hidden_size", 384),
+            decoder_depth=count("decoder_num_hidden_layers", 4, least=0),
+            decoder_heads=count("decoder_num_attention_heads", 6), decoder_norm_eps=1e-5, head_hidden=0,
+        )
+    except ConfigError as e:  # (what the file gives, that ModelConfig refuses: named by the file's keys)
+        raise CheckpointError(_in_hf_keys(str(e))) from e
 
 
 def _mlp_width(cfg: ModelConfig, width: str) -> int:
