@@ -1845,13 +1845,15 @@ def test_a_hugging_face_id2label_that_names_a_class_twice_is_refused_in_one_line
 def test_a_hugging_face_id2label_not_of_ids_0_to_n_1_each_named_is_refused_in_one_line(tmp_path, capsys, labels, said):
     """A config.json whose id2label numbers the classes from 1 (``{"1": "a", "2": "b", "3": "c"}``) was read as the
     classes ``['None', 'a', 'b']``: a class named "None" and the last name lost, written so by a re-export. Ids
-    must be 0..n-1 (as read_classes wants of a class file's map) and each name a string; one line naming the file
-    and id2label. Ids in another order read by id."""
+    must be 0..n-1 (as read_classes wants of a class file's map) and each name a string or a number (its text, as
+    transformers reads it; loaded before); one line naming the file and id2label. Ids in another order read by id."""
     export_hf(VideoClassifier(ModelConfig(**TINY), num_classes=4), tmp_path / "hf", kind="classification")
     config = tmp_path / "hf" / "config.json"
     hf = json.loads(config.read_text())
     config.write_text(json.dumps({**hf, "id2label": {"2": "swim", "0": "jump", "3": "walk", "1": "run"}}))
     assert read_checkpoint(tmp_path / "hf").class_names == ["jump", "run", "swim", "walk"]
+    config.write_text(json.dumps({**hf, "id2label": {"0": 10, "1": 2, "2": 1, "3": "3b"}}))  # (transformers reads ints)
+    assert read_checkpoint(tmp_path / "hf").class_names == ["10", "2", "1", "3b"]
     config.write_text(json.dumps({**hf, "id2label": labels}))
     with pytest.raises(CheckpointError, match=rf"^id2label of {re.escape(str(config))}: {re.escape(said)}$"):
         read_checkpoint(tmp_path / "hf")

@@ -750,8 +750,10 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
         from mme.data.lists import by_class_id, distinct_classes, named_classes
 
         where = f"id2label of {path / CONFIG}"
-        try:  # (ids 0..n-1 as transformers reads them, int("1"), each of a name)
-            names = named_classes(by_class_id(list(labels.items()), where, "{id: name}"), where)
+        try:  # (ids 0..n-1 as transformers reads them, int("1"), each of a name: a number's text, as transformers
+            # reads an int name (its config's id2label of ints), null refused)
+            names = named_classes([str(n) if type(n) is int else n for n in
+                                   by_class_id(list(labels.items()), where, "{id: name}")], where)
         except DataError as e:  # (a fault of the checkpoint's files)
             raise CheckpointError(str(e)) from e
         try:
