@@ -39,6 +39,7 @@ from videos import (
     write_hdr_video,
     write_keyint_video,
     write_video,
+    write_with_audio,
 )
 
 from mme.data import pyav_reader
@@ -292,6 +293,37 @@ def test_a_cut_mpeg_ps_whose_last_packet_is_not_flagged_is_counted_from_the_star
     for i in range(len(ref) - 4, len(ref)):
         with open_video(tmp_path / "cut.mpg", threads=1) as reader:  # each frame read alone
             np.testing.assert_array_equal(reader.read([i])[0], ref[i])
+
+
+def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicious(tmp_path):
+    """A Matroska file cut partway (a copy stopped: disk full, an interrupted rsync --inplace, a download saved
+    without .part): FFmpeg's demuxer drops the partial block without flagging a packet corrupt and its header keeps
+    the whole duration, so `mme check` said 'ok' and a run trained on a third of the video. Frames ending under 90 %
+    of the duration the header gives the video now make it 'suspicious', saying both; a whole file does not, nor one
+    whose audio runs on past its video or stops before it (the video's own duration: an MP4's track, a Matroska
+    track's DURATION tag), and a file without a duration (a Matroska file written live) is not judged."""
+    frames = np.random.default_rng(0).integers(0, 256, (100, 48, 64, 3), np.uint8)  # 4 s at 25 fps
+
+    def cut(path: Path) -> Path:  # its first third
+        data, out = path.read_bytes(), tmp_path / f"cut_{path.name}"
+        out.write_bytes(data[: len(data) // 3])
+        return out
+
+    for whole in (write_video(tmp_path / "v.mkv", frames, quality="low"), write_video(tmp_path / "v.mp4", frames),
+                  write_with_audio(tmp_path / "long.mkv", frames, 8.0), write_with_audio(tmp_path / "short.mkv",
+                  frames, 3.0), write_with_audio(tmp_path / "long.mp4", frames, 8.0),
+                  write_with_audio(tmp_path / "short.mp4", frames, 3.0)):
+        assert (check_video(whole)["status"], check_video(whole)["reason"]) == ("ok", ""), whole
+    for whole in (tmp_path / "v.mkv", tmp_path / "long.mkv", tmp_path / "short.mkv"):
+        ref = decode_all(cut(whole))
+        report = check_video(tmp_path / f"cut_{whole.name}", min_frames=16)
+        assert (report["status"], report["frames"], report["packets"], report["seeking"]) == (
+            "suspicious", len(ref), len(ref), "seek"), report  # nothing flagged corrupt: read by seek, as before
+        assert 16 < len(ref) < 50
+        assert report["reason"] == (f"cut short? its header says 4.00 s, its frames end at {len(ref) / 25:.2f} s (a "
+                                    f"copy or download stopped partway): the rest is missing from every read")
+    live = cut(write_corpus_file(tmp_path / "live.mkv", frames, *CORPUS["h264_nocues.mkv"]))
+    assert check_video(live)["status"] == "ok"  # no duration in its header: nothing to compare
 
 
 def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run(tmp_path):

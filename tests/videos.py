@@ -485,6 +485,27 @@ def write_ts_with_audio(path: str | Path, frames: np.ndarray, lead: float = 0.0,
     return Path(path)
 
 
+def write_with_audio(path: str | Path, frames: np.ndarray, seconds: float, fps: int = 25) -> Path:
+    """H.264 ``frames`` at ``fps`` with a silent AAC track of ``seconds`` (running past the video's end, or stopping
+    before it), in the container the suffix names (FFmpeg's muxer: an MP4 gives each track its duration, a Matroska
+    file each its DURATION tag, its header the longest)."""
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        audio = c.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        packets = [p for f in frames for p in video.encode(av.VideoFrame.from_ndarray(f, format="rgb24"))]
+        packets += video.encode()
+        for k in range(0, round(seconds * 16000), 1024):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            af.sample_rate, af.pts = 16000, k
+            packets += audio.encode(af)
+        packets += audio.encode()
+        for p in sorted(packets, key=lambda p: float(p.dts * p.time_base)):
+            c.mux(p)
+    return Path(path)
+
+
 def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str, x264_params: str = "") -> Path:
     """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
     recordings are encoded (x264's scene cuts off); ``x264_params``: more of x264's options (``bframes=1``; the

@@ -266,6 +266,42 @@ def sample_aspect(stream: av.video.stream.VideoStream) -> Fraction:
     return Fraction(1)
 
 
+CUT_SHARE = 0.9
+"""The share of the duration a file's header gives its video under which its frames ending is `mme check`'s 'cut
+short?' (:func:`cut_short`)."""
+
+
+def header_duration(stream: av.video.stream.VideoStream) -> tuple[float, float] | None:
+    """The duration the file's header gives the video, and the time it counts from, in seconds: the stream's own
+    (MP4, MOV, AVI, MPEG-TS), from the stream's start; else its Matroska track's DURATION tag (FFmpeg and mkvmerge
+    write one), else the container's, the longest of its streams (Matroska's, FLV's), both from time 0 (their
+    timeline's); None where the header gives none (a WebM written live, an elementary stream)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base), float((stream.start_time or 0) * stream.time_base)
+    tag = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", "").strip())
+    if tag:
+        return int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3]), 0.0
+    duration = stream.container.duration
+    return (duration / av.time_base, 0.0) if duration and duration > 0 else None
+
+
+def cut_short(stream: av.video.stream.VideoStream, pts: int | None, duration: int | None, fps: float) -> str:
+    """What `mme check` says of a file whose last frame (its timestamp ``pts`` and ``duration``, in the stream's
+    time base; a frame at ``fps`` where it has none) ends under :data:`CUT_SHARE` of the duration its header gives
+    the video (:func:`header_duration`): a copy or download stopped partway (a Matroska file's cut block is dropped
+    unflagged, and the header keeps the whole duration); '' where it does not, or the header gives no duration."""
+    header = header_duration(stream)
+    if header is None or pts is None or not stream.time_base:
+        return ""
+    seconds, start = header
+    one = float(duration * stream.time_base) if duration else (1 / fps if fps else 0.0)
+    end = float(pts * stream.time_base) + one - start
+    if end >= CUT_SHARE * seconds:
+        return ""
+    return (f"cut short? its header says {seconds:.2f} s, its frames end at {end:.2f} s (a copy or download "
+            f"stopped partway): the rest is missing from every read")
+
+
 MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
 """The name of FFmpeg's demuxer of MP4, MOV and their kin (HEIF pictures: AVIF, HEIC)."""
 
@@ -441,6 +477,8 @@ class PyAVReader(VideoReader):
         self._planar = None if gpu is None else VideoReformatter()
         self._container = self._index = None
         self._leave = _Leave()
+        self._last = (None, None)  # the timestamp and duration of the last frame a decode by counting gave
+        self._cut = ""  # what the check found of the file's end (:meth:`cut_short`)
         self._open()
         try:
             not_a_video(path, self._container.format.name)  # text, refused before it is indexed
@@ -486,6 +524,11 @@ class PyAVReader(VideoReader):
         """The stream's sample aspect ratio (:func:`sample_aspect`), from its header."""
         self._check_open()
         return sample_aspect(self._stream)
+
+    def cut_short(self) -> str:
+        """What `mme check` says where the frames of the decode of :meth:`check` end well before the duration the
+        file's header gives the video (:func:`cut_short`); '' before a check."""
+        return self._cut
 
     def display_matrix(self) -> tuple[int, ...] | None:
         """The file's display matrix, kept with its index: its first frame's, decoded when the file was indexed
@@ -807,6 +850,7 @@ class PyAVReader(VideoReader):
             if self._pos in out.slot:
                 out.put(self._pos, self._to_rgb(frame) if rgb is None else rgb)
             self._pos += 1
+            self._last = frame.pts, frame.duration
             if self._pos > indices[-1]:
                 break
         else:
@@ -854,6 +898,7 @@ class PyAVReader(VideoReader):
                     self._read_counting(np.array([self.num_frames - 1]), damaged)
                 if damaged:
                     self._distrust(_concealed(min(damaged)), one_thread=True)
+                self._cut = cut_short(self._stream, *self._last, self.fps)  # (the decode reached the last frame)
             except av.error.FFmpegError as e:
                 self._pos, self._at_end = None, True
                 raise video_error(self.path, "decode error", e) from e

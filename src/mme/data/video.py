@@ -268,7 +268,9 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     'rotated' when the file's display matrix (``display``; phone videos) turns or mirrors its frames (``rotation``:
     FFmpeg's angle, None for a mirror), which are read as coded unless ``data.orientation=display``; 'suspicious'
     when the file must be read sequentially (its timestamps cannot be trusted, or seeking returned another frame
-    than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames, where it is none
+    than counting), its packets and frames differ in number, or its frames end well before the duration its header
+    gives (:func:`~mme.data.pyav_reader.cut_short`: a copy cut partway), said in the reason of 'damaged' and 'rotated'
+    too; 'short' under ``min_frames`` frames, where it is none
     of these (their reason then ends with its count); 'several videos' when it is otherwise 'ok' but holds video
     streams besides the one read (the first: frame i is that one's), which the reason of the statuses its decode gives
     names too (:func:`~mme.data.pyav_reader.other_videos`; not a VideoError's, whose file failed to open or decode);
@@ -282,7 +284,7 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     try:
         with open_video(path, threads=threads, index_dir=index_dir, warn=False) as reader:
             out.update(reader.check())
-            others, hdr = reader.other_videos(), reader.hdr_colours()
+            others, hdr, cut = reader.other_videos(), reader.hdr_colours(), reader.cut_short()
             squeezed = anamorphic(*reader.size, reader.sample_aspect())
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
@@ -302,10 +304,12 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
             whys.append(f"FFmpeg's demuxer passed over damaged data {skips[0]}{more}: frames there may be missing, "
                         f"frame i then a later frame of the video")
         status, why = ("damaged", "; ".join(whys)) if whys else ("rotated", turned)
-        out.update(status=status, reason=why + (f"; read sequentially: {out['reason']}" if out["reason"] else ""))
-    elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
-        out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
-                                                                  f"{out['frames']} frames")
+        out.update(status=status, reason=why + (f"; read sequentially: {out['reason']}" if out["reason"] else "")
+                   + (f"; {cut}" if cut else ""))
+    elif out["seeking"] == "sequential" or out["frames"] != out["packets"] or cut:
+        why = out["reason"] or (f"{out['packets']} packets decode to {out['frames']} frames"
+                                if out["frames"] != out["packets"] else "")
+        out.update(status="suspicious", reason="; ".join(filter(None, (why, cut))))
     elif short:
         out.update(status="short", reason=short)
     if short and out["status"] in ("damaged", "rotated", "suspicious"):  # the more serious status, and the count
