@@ -313,7 +313,8 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
                   write_with_audio(tmp_path / "long.mkv", frames, 8.0), write_with_audio(tmp_path / "short.mkv",
                   frames, 3.0), write_with_audio(tmp_path / "long.mp4", frames, 8.0),
                   write_with_audio(tmp_path / "short.mp4", frames, 3.0)):
-        assert (check_video(whole)["status"], check_video(whole)["reason"]) == ("ok", ""), whole
+        report = check_video(whole)
+        assert (report["status"], report["reason"]) == ("ok", ""), whole
     for whole in (tmp_path / "v.mkv", tmp_path / "long.mkv", tmp_path / "short.mkv"):
         ref = decode_all(cut(whole))
         report = check_video(tmp_path / f"cut_{whole.name}", min_frames=16)
