@@ -301,7 +301,9 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
     the whole duration, so `mme check` said 'ok' and a run trained on a third of the video. Frames ending under 90 %
     of the duration the header gives the video now make it 'suspicious', saying both; a whole file does not, nor one
     whose audio runs on past its video or stops before it (the video's own duration: an MP4's track, a Matroska
-    track's DURATION tag), and a file without a duration (a Matroska file written live) is not judged."""
+    track's DURATION tag; the container's, its longest stream's, only where the video is the only stream: an FLV or
+    a Matroska file without DURATION tags whose audio ran a tenth past its video was called cut), and a file without
+    a duration (a Matroska file written live) is not judged."""
     frames = np.random.default_rng(0).integers(0, 256, (100, 48, 64, 3), np.uint8)  # 4 s at 25 fps
 
     def cut(path: Path) -> Path:  # its first third
@@ -309,13 +311,19 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
         out.write_bytes(data[: len(data) // 3])
         return out
 
+    def untagged(path: Path) -> Path:  # its tracks without DURATION tags, as muxers other than FFmpeg's write them
+        out = tmp_path / f"untagged_{path.name}"
+        out.write_bytes(path.read_bytes().replace(b"DURATION", b"DURATIOX"))
+        return out
+
     for whole in (write_video(tmp_path / "v.mkv", frames, quality="low"), write_video(tmp_path / "v.mp4", frames),
                   write_with_audio(tmp_path / "long.mkv", frames, 8.0), write_with_audio(tmp_path / "short.mkv",
                   frames, 3.0), write_with_audio(tmp_path / "long.mp4", frames, 8.0),
-                  write_with_audio(tmp_path / "short.mp4", frames, 3.0)):
+                  write_with_audio(tmp_path / "short.mp4", frames, 3.0), untagged(tmp_path / "long.mkv"),
+                  write_with_audio(tmp_path / "long.flv", frames, 5.0), untagged(tmp_path / "v.mkv")):
         report = check_video(whole)
         assert (report["status"], report["reason"]) == ("ok", ""), whole
-    for whole in (tmp_path / "v.mkv", tmp_path / "long.mkv", tmp_path / "short.mkv"):
+    for whole in (tmp_path / "v.mkv", tmp_path / "long.mkv", tmp_path / "short.mkv", tmp_path / "untagged_v.mkv"):
         ref = decode_all(cut(whole))
         report = check_video(tmp_path / f"cut_{whole.name}", min_frames=16)
         assert (report["status"], report["frames"], report["packets"], report["seeking"]) == (

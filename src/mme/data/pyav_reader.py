@@ -274,14 +274,15 @@ short?' (:func:`cut_short`)."""
 def header_duration(stream: av.video.stream.VideoStream) -> tuple[float, float] | None:
     """The duration the file's header gives the video, and the time it counts from, in seconds: the stream's own
     (MP4, MOV, AVI, MPEG-TS), from the stream's start; else its Matroska track's DURATION tag (FFmpeg and mkvmerge
-    write one), else the container's, the longest of its streams (Matroska's, FLV's), both from time 0 (their
+    write one), else the container's (Matroska's, FLV's) where the video is the file's only stream (it is the
+    longest stream's: an audio track running on past the video's end gives its own), both from time 0 (their
     timeline's); None where the header gives none (a WebM written live, an elementary stream)."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base), float((stream.start_time or 0) * stream.time_base)
     tag = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", "").strip())
     if tag:
         return int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3]), 0.0
-    duration = stream.container.duration
+    duration = stream.container.duration if len(stream.container.streams) == 1 else None
     return (duration / av.time_base, 0.0) if duration and duration > 0 else None
 
 
