@@ -303,7 +303,8 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
     whose audio runs on past its video or stops before it (the video's own duration: an MP4's track, a Matroska
     track's DURATION tag; the container's, its longest stream's, only where the video is the only stream: an FLV or
     a Matroska file without DURATION tags whose audio ran a tenth past its video was called cut), and a file without
-    a duration (a Matroska file written live) is not judged."""
+    a duration (a Matroska file written live) is not judged. The frames' end is the latest frame's, not the last
+    one's: two MPEG-TS recordings joined, 2 s then 1 s, their timestamps starting again, were called cut at 1 s."""
     frames = np.random.default_rng(0).integers(0, 256, (100, 48, 64, 3), np.uint8)  # 4 s at 25 fps
 
     def cut(path: Path) -> Path:  # its first third
@@ -333,6 +334,12 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
                                     f"copy or download stopped partway): the rest is missing from every read")
     live = cut(write_corpus_file(tmp_path / "live.mkv", frames, *CORPUS["h264_nocues.mkv"]))
     assert check_video(live)["status"] == "ok"  # no duration in its header: nothing to compare
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(write_video(tmp_path / f"{i}.ts", part, quality="low").read_bytes()
+                                for i, part in enumerate((frames[:50], frames[50:75]))))
+    report = check_video(joined)
+    assert (report["status"], report["frames"], report["reason"]) == (
+        "suspicious", 75, "75 packets share 50 timestamps"), report  # read by counting, whole
 
 
 def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run(tmp_path):

@@ -287,7 +287,7 @@ def header_duration(stream: av.video.stream.VideoStream) -> tuple[float, float] 
 
 
 def cut_short(stream: av.video.stream.VideoStream, pts: int | None, duration: int | None, fps: float) -> str:
-    """What `mme check` says of a file whose last frame (its timestamp ``pts`` and ``duration``, in the stream's
+    """What `mme check` says of a file whose latest frame (its timestamp ``pts`` and ``duration``, in the stream's
     time base; a frame at ``fps`` where it has none) ends under :data:`CUT_SHARE` of the duration its header gives
     the video (:func:`header_duration`): a copy or download stopped partway (a Matroska file's cut block is dropped
     unflagged, and the header keeps the whole duration); '' where it does not, or the header gives no duration."""
@@ -478,7 +478,7 @@ class PyAVReader(VideoReader):
         self._planar = None if gpu is None else VideoReformatter()
         self._container = self._index = None
         self._leave = _Leave()
-        self._last = (None, None)  # the timestamp and duration of the last frame a decode by counting gave
+        self._last = (None, None)  # the timestamp and duration of the latest frame a decode by counting gave
         self._cut = ""  # what the check found of the file's end (:meth:`cut_short`)
         self._open()
         try:
@@ -851,7 +851,8 @@ class PyAVReader(VideoReader):
             if self._pos in out.slot:
                 out.put(self._pos, self._to_rgb(frame) if rgb is None else rgb)
             self._pos += 1
-            self._last = frame.pts, frame.duration
+            if frame.pts is not None and (self._last[0] is None or frame.pts > self._last[0]):
+                self._last = frame.pts, frame.duration  # (not the last: a joined file's timestamps start again)
             if self._pos > indices[-1]:
                 break
         else:
@@ -899,7 +900,7 @@ class PyAVReader(VideoReader):
                     self._read_counting(np.array([self.num_frames - 1]), damaged)
                 if damaged:
                     self._distrust(_concealed(min(damaged)), one_thread=True)
-                self._cut = cut_short(self._stream, *self._last, self.fps)  # (the decode reached the last frame)
+                self._cut = cut_short(self._stream, *self._last, self.fps)  # (the decode gave every frame)
             except av.error.FFmpegError as e:
                 self._pos, self._at_end = None, True
                 raise video_error(self.path, "decode error", e) from e
