@@ -108,6 +108,16 @@ def test_viz_help_says_the_options_a_checkpoint_fixes_are_refused_with_it():
     assert "with --checkpoint: its run's data.stride" in _action("viz", "--stride").help  # taken with one
 
 
+def test_check_help_says_a_file_whose_frames_end_before_its_header_duration_is_suspicious():
+    """`mme check --help` said 'suspicious' means read by decoding from the start, where a cut Matroska file, read by
+    seeking, is suspicious too: its frames end well before the duration its header gives (check_video)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    said = " ".join(sub.choices["check"].description.split())
+    assert ("or suspicious (read by decoding from the start, slower, because its timestamps or frame count cannot "
+            "be trusted, or its frames end well before the duration its header gives: a copy or download stopped "
+            "partway, whose rest no read has)") in said
+
+
 def test_the_help_and_messages_of_an_installed_mme_say_where_the_docs_they_cite_are():
     """The wheel holds no docs/: `mme probe --help` said `Protocol: docs/evaluation.md.`, the demo's results.md
     and a cache's backend warning cited docs/results.md and docs/data.md as if beside the user."""

@@ -260,7 +260,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "BT.2020, which the backends read otherwise), anamorphic (its pixels are not square: read as "
                        "stored, squeezed or stretched), or suspicious (read "
                        "by decoding from the start, slower, because its timestamps or frame count cannot be "
-                       "trusted). Exit status 1 when a run would skip some videos.")
+                       "trusted, or its frames end well before the duration its header gives: a copy or download "
+                       "stopped partway, whose rest no read has). Exit status 1 when a run would skip some videos.")
     p.add_argument("list_files", metavar="lists", type=path, nargs="+", help="list files ('path [label]' per line)")
     p.add_argument("--root", type=path, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")
