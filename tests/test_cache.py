@@ -9,6 +9,7 @@ these videos: the difference depends on the content (docs/targets.md).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -17,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -674,6 +676,67 @@ def test_the_workers_that_die_leave_no_open_files():
         said.append(next(done))
     assert len(os.listdir("/proc/self/fd")) <= fds + 6, "descriptors of dead workers left open"  # two live workers
     assert sorted(said + list(done)) == ["A", *sorted(f"exit{i}: exit status 3" for i in range(6))]
+
+
+KILLED_PARENT = """import sys, threading
+sys.path.insert(0, sys.argv[3])
+from worker_jobs import says_and_waits
+from mme.utils import in_workers
+
+if __name__ == "__main__":
+    folder = sys.argv[1]
+    done = in_workers(says_and_waits, [(folder, name) for name in ("a", "b", "wait1", "wait2")], 2,
+                      lambda job, how: job[1] + " died: " + how)
+    if sys.argv[2] == "thread":  # the workers start in a thread that ends after the first result
+        first = threading.Thread(target=lambda: print(next(done), flush=True))
+        first.start()
+        first.join()
+    for name in done:
+        print(name, flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is there and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("started_by", ["main", "thread"])
+def test_the_workers_of_a_job_whose_process_is_killed_end_with_it(tmp_path, started_by):
+    """`mme extract --workers 2` (`mme check`, `mme synth`) killed with SIGKILL (the OOM killer choosing it, a
+    supervisor's kill -9, a subprocess timeout): each worker went on with its video to its end, a core each and the
+    video's lock held, so a rerun waited on videos 'being made by another job' that was dead. Now they end within a
+    second or so. Workers started by a thread that ends before the job does (a caller's thread pool) live on with
+    the job: the kernel's parent-death signal follows the thread that started a process, so it is asked for only
+    where the main thread started it."""
+    (tmp_path / "job.py").write_text(KILLED_PARENT)
+    tests = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "job.py"), str(tmp_path), started_by, tests],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"{n}.pid").is_file() for n in ("a", "b", "wait1", "wait2")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        pids = {n: int((tmp_path / f"{n}.pid").read_text()) for n in ("a", "b", "wait1", "wait2")}
+        assert {pids["wait1"], pids["wait2"]} == {pids["a"], pids["b"]}, pids  # the workers that took a and b
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        while any(map(_alive, pids.values())) and time.monotonic() < killed + 10:
+            time.sleep(0.1)
+        assert not any(map(_alive, pids.values())), "workers outlived their killed parent by 10 s"
+        assert time.monotonic() - killed < 5
+    finally:
+        proc.kill()
+        proc.communicate()
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos, tmp_path):

@@ -31,6 +31,18 @@ def fails_on(job: str) -> str:
     return job.upper()
 
 
+def says_and_waits(job: tuple[str, str]) -> str:
+    """A worker's job ``(folder, name)``: writes its worker's PID to ``folder/name.pid``, then, where ``name`` starts
+    with ``wait``, sleeps two minutes (a long video's extraction)."""
+    folder, name = job
+    with open(os.path.join(folder, f"{name}.tmp"), "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(os.path.join(folder, f"{name}.tmp"), os.path.join(folder, f"{name}.pid"))
+    if name.startswith("wait"):
+        time.sleep(120)
+    return name
+
+
 def dead_pid() -> int:
     """The PID of a process that has ended (a fixed one, 999, may be any live process's)."""
     proc = subprocess.Popen([sys.executable, "-c", ""])
