@@ -1866,6 +1866,53 @@ def test_a_file_named_otherwise_in_one_process_is_indexed_once_and_keeps_its_cor
     assert demuxed == ["joined.mkv"]
 
 
+def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path, monkeypatch):
+    """Each process kept the frame index of up to 4,096 files, whatever their length: 8 bytes a frame, 650 MB in
+    each loader worker on a list of ten-minute videos (10 GB for 16 workers). The cache lets the least recently
+    used go past INDEX_CACHE_BYTES too, by each index's measured size (``_Index.nbytes``, which tracemalloc
+    confirms), keeping the count's cap (INDEX_CACHE_FILES) and the one just used; one let go is made again when
+    read."""
+    import tracemalloc
+
+    frames = np.zeros((600, 16, 16, 3), np.uint8)
+    frames[..., 0] = (np.arange(600) % 256)[:, None, None]
+    videos = [write_keyint_video(tmp_path / f"v{i}.mp4", frames[: 600 - 60 * i], "30") for i in range(4)]
+    pyav_reader._pyav_index.cache_clear()
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 2, raising=False)  # the count's cap (an mme without it)
+    kept = {i: pyav_reader._pyav_index(_version_of(v)) for i, v in enumerate(videos[:3])}
+    assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]
+    assert pyav_reader._pyav_index(_version_of(videos[0])) is not kept[0]  # let go for v2, made again
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 4096)
+    pyav_reader._pyav_index.cache_clear()
+    assert pyav_reader._pyav_index(_version_of(videos[0])).key_set  # (what a first index makes once in a process)
+    pyav_reader._pyav_index.cache_clear()
+    tracemalloc.start()
+    try:
+        index = pyav_reader._pyav_index(_version_of(videos[0]))
+        assert index.key_set  # (made by a read's first seek)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert (index.num_frames, len(index.key_pts)) == (600, 20)
+    assert 0.8 < held / index.nbytes < 1.25, (held, index.nbytes)
+    sizes = [pyav_reader._pyav_index(_version_of(v)).nbytes for v in videos]
+    assert sizes[0] > sizes[1] > sizes[2] > sizes[3], sizes  # (8 bytes a frame, 140 a keyframe)
+    del index
+    pyav_reader._pyav_index.cache_clear()
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", sizes[0] + sizes[1] + 1)  # any two
+    kept = {i: pyav_reader._pyav_index(_version_of(v)) for i, v in enumerate(videos[:3])}  # v0 let go for v2
+    assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]  # (now the newest used)
+    assert pyav_reader._pyav_index(_version_of(videos[0])) is not kept[0]  # made again; v2 let go, the oldest
+    assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]
+    assert pyav_reader._pyav_index(_version_of(videos[2])) is not kept[2]
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", 1)  # the one just used is kept
+    last = pyav_reader._pyav_index(_version_of(videos[3]))
+    assert pyav_reader._pyav_index(_version_of(videos[3])) is last
+    with open_video(videos[3]) as reader:
+        np.testing.assert_allclose(reader.read([419, 0])[..., 0].mean(axis=(1, 2)), [419 % 256, 0], atol=3)
+    pyav_reader._pyav_index.cache_clear()
+
+
 def test_the_declared_torch_and_pyav_floors_are_the_ones_the_docs_state():
     """pip installs what pyproject.toml declares; README.md and docs/reliability.md state the same floors. PyAV's
     is 17.0, the first whose ``VideoReformatter.reformat`` takes ``threads=`` (rgb24 passes it): with 14.2-16.1,

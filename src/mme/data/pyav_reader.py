@@ -1077,6 +1077,15 @@ class _Index:
     def __post_init__(self):
         _INDICES[id(self)] = self
 
+    @property
+    def nbytes(self) -> int:
+        """About the memory the index holds: 8 bytes per frame (its timestamps), :data:`INDEX_BYTES_OWN`, and
+        :data:`INDEX_BYTES_PER_KEY` per keyframe and :data:`INDEX_BYTES_PER_DIGEST` per keyframe digested so far
+        (:attr:`key_frames`, which reads of a :data:`DIGESTED_KEY_CODECS` file add to). Its arrays are made once (a
+        verdict turned keeps them)."""
+        return (self.pts.nbytes + INDEX_BYTES_OWN + INDEX_BYTES_PER_KEY * len(self.key_pts)
+                + INDEX_BYTES_PER_DIGEST * len(self.key_frames))
+
     def prove(self, frames: int) -> None:
         """Frames 0 .. ``frames``-1 proven (:attr:`proven`)."""
         with self.lock:
@@ -1141,10 +1150,13 @@ dataclass compared by value)."""
 def _indices_after_fork() -> None:
     """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`): an index whose lock
     another thread of the parent held at the fork (a save, a read proving frames or turning the verdict, a reader's
-    display matrix) gets a new lock (:func:`~mme.utils.held_at_fork`), and the child's cache of indices is dropped,
-    so that it reads them anew (from the index folder, or by a demux): that thread's change may be half made in the
-    child's copy. Before, the child's first read of such a file waited for that lock forever."""
-    held = False
+    display matrix) gets a new lock (:func:`~mme.utils.held_at_fork`), as does the cache's own (another thread was
+    keeping or finding an index there), and the child's cache of indices is dropped, so that it reads them anew
+    (from the index folder, or by a demux): that thread's change may be half made in the child's copy. Before, the
+    child's first read of such a file waited for that lock forever."""
+    held = held_at_fork(_pyav_index.lock)
+    if held:
+        _pyav_index.lock = threading.Lock()
     for index in list(_INDICES.values()):
         if held_at_fork(index.lock):
             index.lock, held = threading.RLock(), True
@@ -1295,12 +1307,73 @@ def _load_index(store: Path) -> _Index | None:
     return index
 
 
-@functools.lru_cache(maxsize=4096)
-def _pyav_index(file: VersionOfFile, index_dir: str | None = None) -> _Index:
-    """The index of ``file``, cached per (name, version, index_dir) in this process (one file however named, whose
-    readers share what their decodes prove: a count corrected), and with ``index_dir``
-    kept there for every process (:meth:`_Index.save`) under its name (:func:`_index_store`); made by the first
-    reader of the file, its messages naming the path as that reader was given it."""
+INDEX_CACHE_FILES = 4096
+"""The most frame indices a process keeps (:class:`_IndexCache`)."""
+INDEX_CACHE_BYTES = 64 * 2**20
+"""The most memory the frame indices a process keeps may hold (their :attr:`_Index.nbytes`), past which the least
+recently used are let go: 8 bytes a frame and 140 a keyframe, so about 200 to 400 indices of 10-minute videos at
+30 fps (155 kB with a keyframe each 250 frames, 330 kB with one each second), every one of :data:`INDEX_CACHE_FILES`
+10-second clips (about 4 kB each, 16 MB). Each process keeps its own (a loader worker, a rank): at most 1 GiB for 16
+loader workers, where a list of 4,096 ten-minute videos held 650 MB in each. An index let go is read again from the
+index folder (``data.index_dir``), its frames proven kept, in milliseconds (2 ms for 18,000 frames); without one it
+is made again by a demux, and the next read of its file decodes from the start."""
+INDEX_BYTES_OWN = 1024
+"""An index's memory besides its arrays and keyframes (the object, its lock, empty sets and dicts), measured with
+tracemalloc: 1.0 kB."""
+INDEX_BYTES_PER_KEY = 140
+"""An index's memory per keyframe, measured with tracemalloc on an 18,000-frame H.264 file of 1,307 keyframes: its
+timestamp (8 B) and its place in the set of them that reads make (:attr:`_Index.key_set`, 132 B)."""
+INDEX_BYTES_PER_DIGEST = 280
+"""An index's memory per keyframe digested (:attr:`_Index.key_frames`), measured alike: the digest, its timestamp
+and its place in the set of those matched (275 B)."""
+
+
+class _IndexCache:
+    """The frame indices of this process, by (file, index folder): one file however named, whose readers share what
+    their decodes prove (a count corrected). The least recently used is let go past :data:`INDEX_CACHE_FILES` of
+    them or :data:`INDEX_CACHE_BYTES` (the one just used is kept, whatever its size): the indices of long videos
+    (8 bytes a frame) held 650 MB in each loader worker on a list of 4,096 ten-minute videos. Called as a function
+    (:func:`functools.lru_cache`'s ``cache_clear`` too), from any thread: an index two threads make at once is kept
+    once, the second given the first's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # (made anew in a forked child where another thread held it: _indices_after_fork)
+        self.kept: dict[tuple[VersionOfFile, str | None], tuple[_Index, int]] = {}  # oldest used first
+        self.nbytes = 0
+
+    def __call__(self, file: VersionOfFile, index_dir: str | None = None) -> _Index:
+        key = (file, index_dir)
+        with self.lock:
+            if key in self.kept:  # now the newest used, measured again (reads add digests)
+                index, was = self.kept.pop(key)
+                self.kept[key] = index, (size := index.nbytes)
+                self.nbytes += size - was
+                return index
+        index = _index_of(file, index_dir)
+        with self.lock:
+            if key in self.kept:  # another thread's, made meanwhile
+                return self.kept[key][0]
+            self.kept[key] = index, (size := index.nbytes)
+            self.nbytes += size
+            while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > INDEX_CACHE_BYTES):
+                self.nbytes -= self.kept.pop(next(iter(self.kept)))[1]
+        return index
+
+    def cache_clear(self) -> None:
+        """Let every index go (as a new process has none)."""
+        with self.lock:
+            self.kept.clear()
+            self.nbytes = 0
+
+
+_pyav_index = _IndexCache()
+"""The index of a file, kept in this process (:class:`_IndexCache`)."""
+
+
+def _index_of(file: VersionOfFile, index_dir: str | None = None) -> _Index:
+    """The index of ``file``, with ``index_dir`` kept there for every process (:meth:`_Index.save`) under its name
+    (:func:`_index_store`); made by the first reader of the file in this process, its messages naming the path as
+    that reader was given it."""
     if index_dir is None:
         return _make_index(file.path)
     store = _index_store(index_dir, file.name, file.version)
