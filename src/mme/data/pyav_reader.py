@@ -1311,8 +1311,8 @@ INDEX_CACHE_FILES = 4096
 """The most frame indices a process keeps (:class:`_IndexCache`)."""
 INDEX_CACHE_BYTES = 64 * 2**20
 """The most memory the frame indices a process keeps may hold (their :attr:`_Index.nbytes`), past which the least
-recently used are let go: 8 bytes a frame and 140 a keyframe, so about 200 to 400 indices of 10-minute videos at
-30 fps (155 kB with a keyframe each 250 frames, 330 kB with one each second), every one of :data:`INDEX_CACHE_FILES`
+recently used are let go: 8 bytes a frame and 140 a keyframe, so about 290 to 430 indices of 10-minute videos at
+30 fps (229 kB with a keyframe each second, 155 kB with one each 250 frames), every one of :data:`INDEX_CACHE_FILES`
 10-second clips (about 4 kB each, 16 MB). Each process keeps its own (a loader worker, a rank): at most 1 GiB for 16
 loader workers, where a list of 4,096 ten-minute videos held 650 MB in each. An index let go is read again from the
 index folder (``data.index_dir``), its frames proven kept, in milliseconds (2 ms for 18,000 frames); without one it
