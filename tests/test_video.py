@@ -1866,12 +1866,15 @@ def test_a_file_named_otherwise_in_one_process_is_indexed_once_and_keeps_its_cor
     assert demuxed == ["joined.mkv"]
 
 
-def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path, monkeypatch):
+def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path, monkeypatch, caplog):
     """Each process kept the frame index of up to 4,096 files, whatever their length: 8 bytes a frame, 650 MB in
     each loader worker on a list of ten-minute videos (10 GB for 16 workers). The cache lets the least recently
-    used go past INDEX_CACHE_BYTES too, by each index's measured size (``_Index.nbytes``, which tracemalloc
+    used go past a bound of memory too, by each index's measured size (``_Index.nbytes``, which tracemalloc
     confirms), keeping the count's cap (INDEX_CACHE_FILES) and the one just used; one let go is made again when
-    read."""
+    read. The bound is INDEX_CACHE_BYTES for indices of an index folder (read again in milliseconds) and the larger
+    INDEX_CACHE_BYTES_UNSAVED without one, where one let go is made again by a demux and its next read decodes from
+    the start (seconds for a long video): a bound of 64 MB there made training on a few hundred ten-minute videos
+    hundreds of times slower, silently. The first time a process lets such indices go it warns, once."""
     import tracemalloc
 
     frames = np.zeros((600, 16, 16, 3), np.uint8)
@@ -1898,16 +1901,41 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     sizes = [pyav_reader._pyav_index(_version_of(v)).nbytes for v in videos]
     assert sizes[0] > sizes[1] > sizes[2] > sizes[3], sizes  # (8 bytes a frame, 140 a keyframe)
     del index
-    pyav_reader._pyav_index.cache_clear()
-    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", sizes[0] + sizes[1] + 1)  # any two
-    kept = {i: pyav_reader._pyav_index(_version_of(v)) for i, v in enumerate(videos[:3])}  # v0 let go for v2
-    assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]  # (now the newest used)
-    assert pyav_reader._pyav_index(_version_of(videos[0])) is not kept[0]  # made again; v2 let go, the oldest
-    assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]
-    assert pyav_reader._pyav_index(_version_of(videos[2])) is not kept[2]
-    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", 1)  # the one just used is kept
+    assert pyav_reader.INDEX_CACHE_BYTES_UNSAVED >= 8 * pyav_reader.INDEX_CACHE_BYTES
+    pyav_reader._warn_index_let_go.cache_clear()
+    caplog.set_level(logging.WARNING, logger="mme")
+
+    def let_go_of_the_oldest(index_dir=None):
+        """Read v0, v1, v2 where any two fit; v0 is let go for v2, then v2 (the oldest used) for v0."""
+        pyav_reader._pyav_index.cache_clear()
+        kept = {i: pyav_reader._pyav_index(_version_of(v), index_dir) for i, v in enumerate(videos[:3])}
+        assert pyav_reader._pyav_index(_version_of(videos[1]), index_dir) is kept[1]  # (now the newest used)
+        assert pyav_reader._pyav_index(_version_of(videos[0]), index_dir) is not kept[0]  # made again
+        assert pyav_reader._pyav_index(_version_of(videos[1]), index_dir) is kept[1]
+        assert pyav_reader._pyav_index(_version_of(videos[2]), index_dir) is not kept[2]
+
+    def let_go_of_none(index_dir=None):
+        pyav_reader._pyav_index.cache_clear()
+        kept = {i: pyav_reader._pyav_index(_version_of(v), index_dir) for i, v in enumerate(videos)}
+        assert all(pyav_reader._pyav_index(_version_of(v), index_dir) is kept[i] for i, v in enumerate(videos))
+
+    said = lambda: [r.getMessage() for r in caplog.records if "frame indices" in r.getMessage()]  # noqa: E731
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", sizes[0] + sizes[1] + 1)  # any two, with an index folder
+    let_go_of_none()  # without one, INDEX_CACHE_BYTES_UNSAVED
+    index_dir = str(tmp_path / "indices")
+    let_go_of_the_oldest(index_dir)
+    assert said() == []  # (read again from the folder in milliseconds)
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", 1)
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES_UNSAVED", sizes[0] + sizes[1] + 1)
+    let_go_of_the_oldest()
+    assert len(said()) == 1, said()
+    assert all(w in said()[0] for w in ("let go", "decode from their start", "data.index_dir", "--index-dir")), said()
+    let_go_of_the_oldest()
+    assert len(said()) == 1, said()  # once per process
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES_UNSAVED", 1)  # the one just used is kept
     last = pyav_reader._pyav_index(_version_of(videos[3]))
     assert pyav_reader._pyav_index(_version_of(videos[3])) is last
+    pyav_reader._warn_index_let_go.cache_clear()
     with open_video(videos[3]) as reader:
         np.testing.assert_allclose(reader.read([419, 0])[..., 0].mean(axis=(1, 2)), [419 % 256, 0], atol=3)
     pyav_reader._pyav_index.cache_clear()

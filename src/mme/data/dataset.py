@@ -155,8 +155,9 @@ class DataConfig:
     """Folder where the PyAV reader keeps each video's frame index and how much of it decodes have proven, for every
     process that reads the list (loader workers, ranks, later runs): a video's first read in a worker then needs
     no demux, and its decoder may drop the frames the read does not return (docs/data.md). For lists larger than
-    a worker's in-memory index cache (4,096 videos). None: each process indexes for itself. Refused with the
-    backends that keep no index (opencv, decord)."""
+    a worker's in-memory index cache (4,096 videos, and without an index folder 512 MB of indices: a few thousand
+    ten-minute videos). None: each process indexes for itself. Refused with the backends that keep no index
+    (opencv, decord)."""
     max_failure_fraction: float = 0.01
     """Stop with an error once more than this fraction of the list has failed (bad or unreadable videos)."""
     num_workers: int = 2

@@ -1310,13 +1310,18 @@ def _load_index(store: Path) -> _Index | None:
 INDEX_CACHE_FILES = 4096
 """The most frame indices a process keeps (:class:`_IndexCache`)."""
 INDEX_CACHE_BYTES = 64 * 2**20
-"""The most memory the frame indices a process keeps may hold (their :attr:`_Index.nbytes`), past which the least
-recently used are let go: 8 bytes a frame and 140 a keyframe, so about 290 to 430 indices of 10-minute videos at
-30 fps (229 kB with a keyframe each second, 155 kB with one each 250 frames), every one of :data:`INDEX_CACHE_FILES`
-10-second clips (about 4 kB each, 16 MB). Each process keeps its own (a loader worker, a rank): at most 1 GiB for 16
-loader workers, where a list of 4,096 ten-minute videos held 650 MB in each. An index let go is read again from the
-index folder (``data.index_dir``), its frames proven kept, in milliseconds (2 ms for 18,000 frames); without one it
-is made again by a demux, and the next read of its file decodes from the start."""
+"""The most memory the frame indices a process keeps from an index folder (``data.index_dir``) may hold (their
+:attr:`_Index.nbytes`), past which the least recently used are let go: 8 bytes a frame and 140 a keyframe, so about
+290 to 430 indices of 10-minute videos at 30 fps (229 kB with a keyframe each second, 155 kB with one each 250
+frames), every one of :data:`INDEX_CACHE_FILES` 10-second clips (about 4 kB each, 16 MB). An index let go is read
+again from the folder, its frames proven kept, in milliseconds (2 ms for 18,000 frames). Each process keeps its own
+(a loader worker, a rank): at most 1 GiB for 16 loader workers, where a list of 4,096 ten-minute videos held 650 MB
+in each."""
+INDEX_CACHE_BYTES_UNSAVED = 512 * 2**20
+""":data:`INDEX_CACHE_BYTES` for the indices a process makes without an index folder: one let go is made again by a
+demux, and its file's next read decodes from the start (0.3 to 0.5 s for a 16-frame clip near the end of a
+ten-minute 64x48 video, 11 to 29 s at 320x240, instead of 3 to 71 ms kept), so they are let go later (about 2,300 to
+3,500 ten-minute videos), and the first time they are, the process says so once (:func:`_warn_index_let_go`)."""
 INDEX_BYTES_OWN = 1024
 """An index's memory besides its arrays and keyframes (the object, its lock, empty sets and dicts), measured with
 tracemalloc: 1.0 kB."""
@@ -1331,8 +1336,9 @@ and its place in the set of those matched (275 B)."""
 class _IndexCache:
     """The frame indices of this process, by (file, index folder): one file however named, whose readers share what
     their decodes prove (a count corrected). The least recently used is let go past :data:`INDEX_CACHE_FILES` of
-    them or :data:`INDEX_CACHE_BYTES` (the one just used is kept, whatever its size): the indices of long videos
-    (8 bytes a frame) held 650 MB in each loader worker on a list of 4,096 ten-minute videos. Called as a function
+    them or :data:`INDEX_CACHE_BYTES` (:data:`INDEX_CACHE_BYTES_UNSAVED` where the index just used has no index
+    folder; the one just used is kept, whatever its size): the indices of long videos (8 bytes a frame) held 650 MB
+    in each loader worker on a list of 4,096 ten-minute videos. Called as a function
     (:func:`functools.lru_cache`'s ``cache_clear`` too), from any thread: an index two threads make at once is kept
     once, the second given the first's."""
 
@@ -1355,8 +1361,12 @@ class _IndexCache:
                 return self.kept[key][0]
             self.kept[key] = index, (size := index.nbytes)
             self.nbytes += size
-            while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > INDEX_CACHE_BYTES):
+            bound = INDEX_CACHE_BYTES if index_dir is not None else INDEX_CACHE_BYTES_UNSAVED
+            let_go = len(self.kept) > 1 and self.nbytes > bound
+            while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > bound):
                 self.nbytes -= self.kept.pop(next(iter(self.kept)))[1]
+        if let_go and index_dir is None:
+            _warn_index_let_go()
         return index
 
     def cache_clear(self) -> None:
@@ -1368,6 +1378,16 @@ class _IndexCache:
 
 _pyav_index = _IndexCache()
 """The index of a file, kept in this process (:class:`_IndexCache`)."""
+
+
+@functools.cache
+def _warn_index_let_go() -> None:
+    """Warn once per process that it lets go of frame indices it made without an index folder
+    (:data:`INDEX_CACHE_BYTES_UNSAVED`)."""
+    log.warning("the frame indices of this process's videos passed %d MB: the least recently used are let go, and "
+                "their files' next reads demux them again and decode from their start (seconds for long videos); "
+                "give the list an index folder (data.index_dir=DIR, filled by mme check LISTS --index-dir DIR)",
+                INDEX_CACHE_BYTES_UNSAVED // 2**20)
 
 
 def _index_of(file: VersionOfFile, index_dir: str | None = None) -> _Index:
