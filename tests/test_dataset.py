@@ -464,6 +464,26 @@ def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monke
     assert all(torch.equal(a, b) for a, b in zip(plain[::2], unforeseen, strict=True))
 
 
+
+def test_an_index_folder_keeps_the_index_of_a_video_whose_path_is_not_utf8(videos, tmp_path):
+    """``--index-dir`` over ``root$'\\xe9'/good.mp4`` (a Latin-1 byte, read by Python with a surrogate escape): the
+    index's key raised UnicodeEncodeError (mme check, pretrain, embed, probe). The path is keyed as its bytes on disk,
+    a UTF-8 one as before (its kept indices stay found)."""
+    import hashlib
+
+    import av
+
+    root = tmp_path / os.fsdecode(b"root\xe9")
+    root.mkdir()
+    video = root / "good.mp4"
+    video.write_bytes((videos / "good.mp4").read_bytes())
+    assert check_video(video, index_dir=tmp_path / "index")["status"] == "ok"
+    assert len(list((tmp_path / "index").rglob("*.json"))) == 1
+    key = hashlib.sha1(b"\0".join([b"/data/root\xe9/a.mp4", b"1", b"2", av.__version__.encode()])).hexdigest()
+    assert pyav_reader._index_store("i", os.fsdecode(b"/data/root\xe9/a.mp4"), (1, 2)).name == f"{key[2:]}.json"
+    utf8 = hashlib.sha1("\0".join(["/data/caf\xe9/a.mp4", "1", "2", av.__version__]).encode()).hexdigest()
+    assert pyav_reader._index_store("i", "/data/caf\xe9/a.mp4", (1, 2)).name == f"{utf8[2:]}.json"
+
 # ---- classification ------------------------------------------------------------------------------------------
 
 def test_track_cache_failures_joined_by_a_classification_dataset_are_advised_as_any_failures(videos):
