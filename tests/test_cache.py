@@ -626,6 +626,26 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
         assert report(out, videos / "valB.txt", part, parts)["failed"] == {}
 
 
+
+def test_a_list_whose_real_path_is_not_utf8_is_extracted_and_reported(videos, tmp_path):
+    """``mme extract $'lists\\xe9'/val.txt`` (a Latin-1 byte in the list's folder, read by Python with a surrogate
+    escape): its share's name, a hash of the list's real path, raised UnicodeEncodeError before any work. The path is
+    hashed as its bytes on disk (a UTF-8 one as before: its report keeps its name)."""
+    import hashlib
+
+    folder = tmp_path / os.fsdecode(b"lists\xe9")
+    folder.mkdir()
+    (folder / "val.txt").write_text("bad.mp4\nb.mp4\n")
+    out = tmp_path / "cache"
+    assert cli(["extract", str(folder / "val.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                "--short-side", "64"]) == 1  # bad.mp4 failed, b.mp4 is made
+    which = hashlib.blake2b(os.fsencode(os.path.realpath(folder / "val.txt")), digest_size=6).hexdigest()
+    assert share_name(str(folder / "val.txt"), 0, 1) == f"val-{which}"
+    assert list(report(out, folder / "val.txt")["failed"]) == [str(videos / "bad.mp4")]
+    assert (out / "b.mp4.tracks").is_file()
+    utf8 = hashlib.blake2b(os.path.realpath(videos / "list.txt").encode(), digest_size=6).hexdigest()
+    assert share_name(str(videos / "list.txt"), 0, 1) == f"list-{utf8}"
+
 DYING_WORKER = """import os, signal, sys
 
 
