@@ -398,6 +398,46 @@ def test_a_held_video_whose_holder_is_done_before_the_second_pass_is_made_withou
     assert [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()] == []
 
 
+def test_a_video_whose_name_is_too_long_for_its_cache_files_name_is_extracted_and_read(videos, tmp_path):
+    """A video's cache file is its name + '.tracks' and its temporary file ``.<name>.tracks.tmp<pid>.tracks``: a name
+    of 230 bytes (77 characters of a CJK title) could not get a track cache (extract failed it, and a run's advice
+    sent the user back to the same extract), one of 248 an ENAMETOOLONG traceback from extract and from a run with
+    target.cache_dir, as did a missing video in a folder of a name too long. A name too long gets a shortened one
+    (its first bytes and a hash), found by the run; a temporary name too long is shortened too."""
+    root = tmp_path / "root"
+    root.mkdir()
+    names = ["a" * 236 + ".mp4", "b" * 246 + ".mp4", "\u8996" * 82 + ".mp4"]  # 240, 250 and 250 bytes
+    for name in names:
+        (root / name).write_bytes((videos / "b.mp4").read_bytes())
+    (root / "list.txt").write_text("".join(f"{name} 0\n" for name in names))
+    out = tmp_path / "cache"
+    made = extract_cache(str(root / "list.txt"), str(out), root=str(root), length=2, short_side=64)
+    assert (made["done"], made["failed"]) == (3, {})
+    files = sorted(out.glob("*.tracks"))
+    assert files == sorted(cache_file(out, name) for name in names) and len(set(files)) == 3
+    assert [len(os.fsencode(f.name)) for f in files] == [247, 255, 255]
+    assert files[1].name.startswith("b" * 231 + "~") and files[2].name.startswith("\u8996" * 77 + "~")  # (whole chars)
+    assert not list(out.rglob(".*tmp*"))
+    again = extract_cache(str(root / "list.txt"), str(out), root=str(root), length=2, short_side=64)
+    assert (again["done"], again["skipped"]) == (0, 3)
+    data = _cached_dataset(root, out, max_failure_fraction=0.0)
+    for i in range(3):
+        assert find_cache_file(out, str(root / names[i])) == cache_file(out, names[i])
+        assert data[(0, i)]["motion"]["disp"].shape[0] == 2
+
+    (root / "missing.txt").write_text("c" * 300 + "/x.mp4\n")
+    made = extract_cache(str(root / "missing.txt"), str(out), root=str(root), length=2, short_side=64)
+    assert list(made["failed"].values()) == [f"{root / ('c' * 300)}/x.mp4: missing (no such file)"]
+
+    long = tmp_path / ("d" * 250 + ".json")
+    with atomic_path(long) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255 and tmp.name.endswith(".json") and tmp.name.startswith(".ddd")
+        tmp.write_text("{}")
+        stale = tmp.with_name(tmp.name.replace(f"tmp{os.getpid()}", f"tmp{dead_pid()}"))
+        stale.write_text("")
+        assert remove_stale_temp(stale, [long.name]) and not stale.exists()
+    assert long.read_text() == "{}"
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

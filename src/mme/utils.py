@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import fcntl
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -130,13 +131,14 @@ name (a date: ``.notes.tmp20240101``), not a write's."""
 
 
 def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
-    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, of a file
-    named in ``names``, any without) whose PID is gone from this machine: not a user's file (``.notes.tmpl``)."""
+    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, a long
+    name shortened: :func:`_temp_stem`, of a file named in ``names``, any without) whose PID is gone from this
+    machine: not a user's file (``.notes.tmpl``)."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
     suffix = Path(name).suffix  # the rest is the PID, then the name's suffix
     pid = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
     if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or int(pid) > PID_MAX \
-            or (names is not None and name not in names):
+            or (names is not None and name not in {_temp_stem(n) for n in names}):
         return False
     try:
         os.kill(int(pid), 0)
@@ -278,6 +280,33 @@ def _sync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+NAME_MAX = 255
+"""The longest file name, in bytes, that the file systems of Linux (ext4, XFS, Btrfs, tmpfs) and macOS take."""
+
+
+def fitting_name(name: str, suffix: str = "", room: int = 0) -> str:
+    """``name + suffix`` where its bytes on disk fit a file name (:data:`NAME_MAX`, less ``room`` bytes that a name
+    made of it adds), else ``name``'s first bytes (whole characters) then ``~`` and a hash of all of ``name``, then
+    ``suffix``: one name that fits to each ``name`` (a long video title's track cache file, a long name's temporary
+    file; a CJK title passes the limit at 85 characters)."""
+    if len((name + suffix).encode(**TEXT)) <= NAME_MAX - room:
+        return name + suffix
+    raw = name.encode(**TEXT)
+    digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
+    keep = max(NAME_MAX - room - len(suffix.encode(**TEXT)) - len(digest) - 1, 0)
+    while 0 < keep < len(raw) and raw[keep] & 0xC0 == 0x80:  # (not inside a character: a UTF-8 continuation byte)
+        keep -= 1
+    return f"{raw[:keep].decode(**TEXT)}~{digest}{suffix}"
+
+
+def _temp_stem(name: str) -> str:
+    """What stands for ``name`` in its :func:`atomic_path` temporary file's, ``.<stem>.tmp<pid><suffix>``: ``name``,
+    or where that temporary name would not fit a file name, a shorter one that keeps its suffix
+    (:func:`fitting_name`), the same in every process (room for the longest PID)."""
+    suffix = Path(name).suffix
+    return fitting_name(name.removesuffix(suffix), suffix, room=len(f"..tmp{PID_MAX}{suffix}".encode(**TEXT)))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write into; when the block ends without an error it replaces ``path`` (with
@@ -286,8 +315,9 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     the replacing fails, so no reader ever sees a half-written file. The block writes into the file made here, not a
     file of its own renamed onto it (safetensors' ``save_file``: :func:`write_safetensors` instead), which would hold no
     lock and be left behind by a failed write. The temporary name keeps the suffix, for writers that choose the format
-    by it (matplotlib, numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file,
-    also where the name was there before (a killed write's of the same PID, made under another umask).
+    by it (matplotlib, numpy, PyAV), and starts with a dot; a long name's is shortened to fit (:func:`_temp_stem`).
+    The file gets the permissions the umask gives a new file, also where the name was there before (a killed write's
+    of the same PID, made under another umask).
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`.
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
@@ -297,7 +327,7 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     :data:`_MAKE_TRIES` times: one that :func:`check_output` found at the job's start, made by another job then
     refused, which removed it as its own (:func:`removing_made_folders`), is made again."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{_temp_stem(path.name)}.tmp{os.getpid()}{path.suffix}")
     if file_identity(tmp) in _writing.temps:
         raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
                            f"wait for itself; finish the first write")

@@ -60,7 +60,7 @@ from mme.motion.tracks import (
     prune_tracks,
     seed_grid,
 )
-from mme.utils import absolute_path, atomic_path
+from mme.utils import absolute_path, atomic_path, fitting_name
 
 VERSION = 3
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
@@ -95,7 +95,15 @@ class CachedTracks:
 def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir`` (``suffix``
     ``V1_SUFFIX``: where a version 1 file of it would be)."""
-    return Path(out_dir) / (str(Path(*_under_cache(video))) + suffix)
+    return Path(out_dir, *_cache_parts(_under_cache(video), suffix))
+
+
+def _cache_parts(under: tuple[str, ...], suffix: str = SUFFIX) -> tuple[str, ...]:
+    """The parts of a cache file's path under the cache folder, of the parts ``under`` of its video's path
+    (:func:`_under_cache`): its folders, then its name with ``suffix``, each too long for a file name (a long title
+    with the suffix; a folder of a video that cannot be there) shortened to one that fits
+    (:func:`~mme.utils.fitting_name`: its first bytes and a hash), which is looked up without an ENAMETOOLONG."""
+    return (*map(fitting_name, under[:-1]), fitting_name(under[-1], suffix)) if under else ()
 
 
 def _under_cache(video: str | Path) -> tuple[str, ...]:
@@ -233,11 +241,11 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
     for k in range(len(parts)):
         tail = under[max(k - anchored, 0):]  # (:func:`cache_file` of parts[k:], as tuples: no Path per suffix)
         for suffix in (SUFFIX, V1_SUFFIX) if tail and not (anchored and k == 1) else ():  # (k = 1: k = 0's tail)
-            candidate = (*tail[:-1], tail[-1] + suffix)
+            candidate = _cache_parts(tail, suffix)
             if Path(cache_dir, *candidate).is_file() if listed is None else candidate in listed:
                 return Path(cache_dir, *candidate)
         if k <= last_up:  # where extractions before '..' was kept under cache_dir wrote it (maybe outside it)
-            legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
+            legacy = Path(cache_dir, *_cache_parts(parts[k:]))
             if legacy.is_file():
                 return legacy
     if listed is not None and (moved := moved_cache_file(cache_dir, video_path, listed)) is not None:
@@ -265,7 +273,7 @@ def _moved_file(under: tuple[str, ...], listed: frozenset[tuple[str, ...]]) -> t
     one name (``<id>/clip.mp4``) costs no more per video."""
     if not under:
         return None
-    key, tails = (under[-1] + SUFFIX, *reversed(under[:-1])), _by_tail(listed)
+    key, tails = _cache_parts(under)[::-1], _by_tail(listed)
     at = bisect.bisect_left(tails, key)
     common = {i: _common(key, tails[i]) for i in (at - 1, at) if 0 <= i < len(tails)}  # the longest is beside key
     best = max(common.values(), default=0)

@@ -154,7 +154,7 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
 
 
 def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
-    made_of = source_identity(path) if Path(path).is_file() else {}  # (a missing file: open_video says so)
+    made_of = source_identity(path) if os.path.isfile(path) else {}  # (missing, a name too long: open_video says so)
     kept = "the finished cache files are kept, and the same command continues once there is space"
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader, space_for(out_path, kept):
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
