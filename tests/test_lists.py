@@ -2106,6 +2106,25 @@ def test_a_list_holding_a_nul_byte_is_refused_in_one_line_naming_it(tmp_path, ca
 
 
 @pytest.mark.parametrize("command", ["check", "extract"])
+def test_a_video_or_a_utf16_list_given_for_a_list_is_refused_in_one_line_saying_so(tmp_path, capsys, command):
+    """``mme check VIDEO.mp4`` (a video where a list is due; also under another suffix) or a list saved as UTF-16 with
+    its byte-order mark (PowerShell 5's ``>``): one line saying what the file is, nothing written (before: "cannot
+    read it ('utf-8' codec can't decode byte 0xae ...)")."""
+    write_video(tmp_path / "a.mp4", affine_video(4, 32, 32)[0])
+    shutil.copy(tmp_path / "a.mp4", tmp_path / "a.txt")
+    (tmp_path / "le.txt").write_bytes("a.mp4 0\n".encode("utf-16"))  # (its BOM first)
+    (tmp_path / "be.txt").write_bytes(b"\xfe\xff" + "a.mp4 0\n".encode("utf-16-be"))
+    video = "not a list file (one 'path [label]' a line)"
+    utf16 = "not UTF-8 text (saved as UTF-16, its first bytes the byte-order mark); save it as UTF-8"
+    for name, said in (("a.mp4", f"a video, {video}"), ("a.txt", f"a video or another binary file, {video}"),
+                       ("le.txt", utf16), ("be.txt", utf16)):
+        out = tmp_path / f"{command}-{name}"
+        assert cli_main([command, str(tmp_path / name), "--root", str(tmp_path), "--out", str(out)]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"mme {command}: error: list file {tmp_path / name}: {said}"), name
+        assert not out.exists()
+
+@pytest.mark.parametrize("command", ["check", "extract"])
 def test_a_json_file_given_for_a_list_is_refused_in_one_line_naming_it(tmp_path, capsys, command):
     """classes.json (a JSON array of class names) or a {name: id} map given where a list is due, beside train.txt:
     one line saying the file is JSON, not a list, nothing written (before: `mme check` reported its lines '[',

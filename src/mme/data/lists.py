@@ -119,21 +119,40 @@ def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
     so how to set it is said too) or words ("the train list")."""
     list_file = str(list_file)
     try:
-        lines = text_lines(Path(list_file).read_text(encoding="utf-8-sig"))
+        data = Path(list_file).read_bytes()
+        lines = text_lines(data.decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError) as e:
         to_set = ""
         if key and key.split(".")[0] in ("data", "task"):
             to_set = f"; set {key}=PATH" + (f", or {key}= for none" if key.startswith("task.") else "")
+        if isinstance(e, UnicodeDecodeError) and (why := _not_a_list(list_file, data)):
+            raise DataError(f"{key or 'list file'} {list_file}: {why}{to_set}") from e
         raise DataError(f"{key or 'list file'} {list_file}: cannot read it ({e}){to_set}") from e
     return parse_list(lines, list_file, strict)
+
+
+def _not_utf8(saved_as: str) -> str:
+    """What a list saved otherwise than as UTF-8 is told (``saved_as``: how it likely was)."""
+    return f"not UTF-8 text (saved as {saved_as}); save it as UTF-8"
+
+
+def _not_a_list(list_file: str, data: bytes) -> str | None:
+    """Why ``data``, the bytes of ``list_file``, which are not UTF-8, are no list, where that is plain: a video given
+    in a list's place (its suffix, or NUL bytes at its start, which no text holds), or a list saved as UTF-16 with its
+    byte-order mark (PowerShell 5's ``>``); None where it is neither."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return _not_utf8("UTF-16, its first bytes the byte-order mark")
+    what = "a video" if os.path.splitext(list_file)[1].lower() in VIDEO_EXTS else \
+        "a video or another binary file" if b"\0" in data[:4096] else None
+    return what and f"{what}, not a list file (one 'path [label]' a line)"
 
 
 def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[list[ListEntry], list[BadLine]]:
     """:func:`read_list` of a list's lines (:func:`text_lines`) already read; ``list_file`` names it in errors. A
     NUL byte is in no path a file system takes: the list is refused, not each line's video reported missing."""
     if (nul := next((n for n, line in enumerate(lines, 1) if "\0" in line), None)) is not None:
-        raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: not UTF-8 text (saved as UTF-16 "
-                        "without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
+        raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: "
+                        + _not_utf8("UTF-16 without a byte-order mark, or zeros a write cut short left"))
     lines = [_without_bom(line) for line in lines]
     if json_kind := _json_document(lines):  # (classes.json given for train.txt: each of its lines a missing video)
         raise DataError(f"list file {list_file}: a JSON {json_kind}, not a list of videos (one 'path [label]' a "
