@@ -105,6 +105,25 @@ def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_p
     assert not np.allclose(x[0], x[1], atol=1e-3)
 
 
+def test_one_video_in_a_folder_whose_name_is_not_utf8_is_embedded(setup, tmp_path, monkeypatch):
+    """``mme embed CKPT v0.mp4`` from a working folder ``$'root\\xe9'`` (a Latin-1 byte): the video was written into a
+    temporary list, which cannot hold a name that is not UTF-8, and the command refused naming that list, which the
+    user never wrote ("/tmp/tmpXXXX/test.txt: cannot list ..."). The test set takes the video itself: its row is
+    the one it has elsewhere, as a list of it under such a --root (already read so) gives."""
+    root, ckpt = setup
+    folder = tmp_path / os.fsdecode(b"root\xe9")
+    folder.mkdir()
+    shutil.copy(root / "v0.mp4", folder / "v0.mp4")
+    (folder / "list.txt").write_text("v0.mp4 1\n")
+    kw = dict(clips=2, crops=1, stride=2, num_workers=0, progress=False)
+    want = read_features(embed(ckpt, root / "v0.mp4", tmp_path / "plain.npy", **kw))[0]
+    monkeypatch.chdir(folder)
+    for source, more, labels in (("v0.mp4", {}, [-1]), (folder / "v0.mp4", {}, [-1]),
+                                 (folder / "list.txt", {"root": str(folder)}, [1])):
+        x, valid, got, _ = read_features(embed(ckpt, source, tmp_path / "f.npy", overwrite=True, **kw, **more))
+        assert valid.tolist() == [True] and got.tolist() == labels, source
+        np.testing.assert_array_equal(x, want)
+
 def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(setup, tmp_path, caplog):
     """A wrong --root on a long list: one warning per failed video (640 lines for 640 videos, 240k for Kinetics), and
     the summary line an info. The first 5 are said, then one line each time their count doubles, one for those left

@@ -464,7 +464,10 @@ class _VideoDataset(Dataset):
     """Whether a video that fails is replaced by another (training); else its VideoError is raised (testing: each
     video is predicted or reported)."""
 
-    def __init__(self, cfg: DataConfig, seed: int = 0, need_labels: bool = False):
+    def __init__(self, cfg: DataConfig, seed: int = 0, need_labels: bool = False,
+                 entries: list[ListEntry] | None = None):
+        """``entries``: the videos, already read (a test set's: :func:`~mme.eval.testing.build_test_set`), where
+        ``cfg.list_file``, then not read, names what they were given as (a list, one video)."""
         if not cfg.list_file:
             raise DataError("data.list_file is not set")
         self.cfg = cfg
@@ -473,14 +476,17 @@ class _VideoDataset(Dataset):
         if cfg.index_dir is not None:
             check_output(cfg.index_dir, "data.index_dir", folder=True)
             note_other_index_versions(cfg.index_dir)
-        entries, self.bad_lines = read_list(cfg.list_file, strict=False, key="data.list_file")
+        if entries is None:
+            entries, self.bad_lines = read_list(cfg.list_file, strict=False, key="data.list_file")
+        else:
+            self.bad_lines = []
         if need_labels and any(e.label is None for e in entries):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
         self.entries: list[ListEntry] = entries
         self.need_labels = need_labels
         self.checked_as: str | None = self.as_arguments([cfg.list_file], cfg.root)
         """The list and its root as a command's arguments (``mme check``'s, ``mme extract``'s), as the user gave them
-        (a test set's, not the list it writes: :func:`~mme.eval.testing.build_test_set`); None where the user gave
+        (a test set's: :func:`~mme.eval.testing.build_test_set`); None where the user gave
         no list (one video)."""
         # Shared between DataLoader workers and the main process (fork and spawn pass shared memory).
         self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
@@ -1027,10 +1033,10 @@ class ClassificationDataset(_VideoDataset):
     ``mode='test'``: ``cfg.test_clips`` evenly spaced clips × ``cfg.test_crops`` crops, ``video`` (V, 3, T, H, W)
     ordered clip-major (view ``v`` = clip ``v // crops``, crop ``v % crops``)."""
 
-    def __init__(self, cfg: DataConfig, mode: str = "train", seed: int = 0):
+    def __init__(self, cfg: DataConfig, mode: str = "train", seed: int = 0, entries: list[ListEntry] | None = None):
         if mode not in ("train", "test"):
             raise ConfigError(f"ClassificationDataset mode must be 'train' or 'test', got {mode!r}")
-        super().__init__(cfg, seed, need_labels=True)
+        super().__init__(cfg, seed, need_labels=True, entries=entries)
         self.mode = mode
         self.substitutes = mode == "train"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -232,7 +232,6 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     Unlabelled lists and single files read with the placeholder label 0 and ``labelled`` False, which
     :class:`GuardedTestSet` turns into -1. Failures are not capped here (callers report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
-    from mme.data.lists import ListEntry, write_list
     from mme.models.checkpoint import Checkpoint
 
     if checkpoint is not None:
@@ -246,20 +245,19 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     if entries is None:
         entries, listed = _source_entries(Path(source))
     labelled = all(e.label is not None for e in entries)
-    # ClassificationDataset reads labelled lists: write one of the paths as given, read under ``root`` (so that a
-    # list's digest is of its paths under the root, as training's: nodes mounting one list's videos at other roots
-    # agree, distributed.check_same_inputs), with placeholder label 0 if none.
-    with tempfile.TemporaryDirectory() as tmp:
-        write_list(Path(tmp) / "test.txt", [ListEntry(e.path, e.label if labelled else 0) for e in entries])
-        given = {k: v for k, v in (("stride", stride), ("orientation", orientation), ("backend", backend))
-                 if v is not None}
-        cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames,
-                         img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
-                         sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
-                         index_dir=index_dir, max_failure_fraction=1.0, root=root or "", **given)
-        dataset = ClassificationDataset(cfg, mode="test", seed=seed)
+    # ClassificationDataset takes labelled entries: the paths as given, read under ``root`` (so that a list's digest
+    # is of its paths under the root, as training's: nodes mounting one list's videos at other roots agree,
+    # distributed.check_same_inputs), with placeholder label 0 if none; not a list written of them, which cannot
+    # hold every name a file system does (one that is not UTF-8, under a folder that is not).
+    given = {k: v for k, v in (("stride", stride), ("orientation", orientation), ("backend", backend))
+             if v is not None}
+    cfg = DataConfig(list_file=str(source), num_frames=model_cfg.num_frames, img_size=model_cfg.img_size,
+                     tubelet=model_cfg.tubelet_size, sampling="segments" if segments else "stride", test_clips=clips,
+                     test_crops=crops, index_dir=index_dir, max_failure_fraction=1.0, root=root or "", **given)
+    dataset = ClassificationDataset(cfg, mode="test", seed=seed,
+                                    entries=entries if labelled else [replace(e, label=0) for e in entries])
     dataset.labelled = labelled
-    # the list and root as the user gave them, for a command to run (`mme check`): not the list written above
+    # the list and root as the user gave them, for a command to run (`mme check`); none for one video
     dataset.checked_as = dataset.as_arguments([source], root) if listed else None
     return dataset
 
