@@ -257,6 +257,21 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
         PretrainDataset(config(videos, ["/mnt/gone/a.mp4", "/mnt/gone/b.mp4", "good.mp4"], max_failure_fraction=0.5))[0]
 
 
+def test_a_windows_lists_missing_videos_are_advised_to_be_written_with_slashes(videos, tmp_path):
+    """A list written on Windows (``sub\\good.mp4``): each video's warning said that with '/' for its '\\' it exists,
+    but the error that stops the run asked whether data.root was the folder its relative paths start from, which it
+    is. Where the first missing videos tell why they look missing, the error says that instead."""
+    (tmp_path / "sub").mkdir()
+    for name in ("good.mp4", "coord.mkv"):
+        (tmp_path / "sub" / name).write_bytes((videos / name).read_bytes())
+    lines = ["sub\\good.mp4", "sub\\coord.mkv", "sub/good.mp4"]
+    with pytest.raises(DataError) as e:
+        PretrainDataset(config(tmp_path, lines, root=str(tmp_path), max_failure_fraction=0.5))[0]
+    assert str(e.value).endswith(f"; {tmp_path}/sub\\good.mp4: with '/' for its '\\' it exists: write list paths "
+                                 "with '/'")
+    with pytest.raises(DataError, match=r"; is data.root \(.*\) the folder its relative paths start from\?$"):
+        PretrainDataset(config(tmp_path, lines, root=str(tmp_path / "sub"), max_failure_fraction=0.5))[0]
+
 def test_a_rank_out_of_replacements_says_the_fraction_that_failed(videos, monkeypatch):
     """Under torchrun the fraction is checked where the ranks join their failures; a rank whose item found no
     readable video before that said only 'no readable video ... after 10 tries' (one process: the fraction)."""

@@ -55,7 +55,15 @@ from mme.data.transforms import (
     to_clip,
     view_crops,
 )
-from mme.data.video import BACKENDS, anamorphic_said, check_index_dir, open_video, require_backend, with_true_count
+from mme.data.video import (
+    BACKENDS,
+    anamorphic_said,
+    check_index_dir,
+    missing_hint,
+    open_video,
+    require_backend,
+    with_true_count,
+)
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, ProcessLost, VideoError
 from mme.utils import (
@@ -649,9 +657,14 @@ class _VideoDataset(Dataset):
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """What to do where ``failed`` failures by ``codes`` (as :attr:`failure_codes`) stop the run: for videos missing
-        (most of the failures), the folder of their paths; else `mme check`, which names every video a run cannot
-        read."""
-        lost = [self.entries[i].path for i in torch.nonzero(codes == REASONS.index("missing")).flatten().tolist()]
+        (most of the failures), why the first of them that one tells (:func:`~mme.data.video.missing_hint`: a Windows
+        list's '\\', a label read as part of the name), else the folder of their paths; else `mme check`, which names
+        every video a run cannot read."""
+        missing = torch.nonzero(codes == REASONS.index("missing")).flatten().tolist()
+        lost = [self.entries[i].path for i in missing]
+        told = ((path, hint) for path in map(self.path, missing[:5]) if (hint := missing_hint(path)))
+        if 2 * len(lost) > failed and (first := next(told, None)):
+            return f"{first[0]}: {first[1].removeprefix('; ')}"
         if 2 * sum(not os.path.isabs(p) for p in lost) > failed:
             return (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                     "start from?")

@@ -130,7 +130,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     if orientation not in ORIENTATIONS:
         raise VideoError(f"{path}: unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
     if not os.path.exists(path):
-        raise video_error(path, "missing", "no such file" + _missing_hint(path))
+        raise video_error(path, "missing", "no such file" + missing_hint(path))
     if os.path.isdir(path):
         raise video_error(path, "unreadable", "is a folder (mme reads video files, not folders of frames)")
     if os.path.getsize(path) == 0:
@@ -231,7 +231,7 @@ def no_frames(packets: int | None) -> str:
     return "no decodable video frames" + (f" ({packets} packets)" if packets is not None else "")
 
 
-def _missing_hint(path: str) -> str:
+def missing_hint(path: str) -> str:
     """Why a listed file may look missing though it is there: a list of frame folders, a label that is not a class
     id or follows a comma (both read as part of the name), a Windows path, or a name whose accents are composed
     otherwise than on this disk (macOS writes decomposed ones)."""
