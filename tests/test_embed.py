@@ -124,6 +124,30 @@ def test_one_video_in_a_folder_whose_name_is_not_utf8_is_embedded(setup, tmp_pat
         assert valid.tolist() == [True] and got.tolist() == labels, source
         np.testing.assert_array_equal(x, want)
 
+def test_an_out_whose_names_are_too_long_is_refused_before_any_work_or_written(setup, tmp_path, monkeypatch):
+    """``--out <240 characters>.npy``: the temporary name of its final write was too long, so the job failed after
+    all the embedding, and a rerun resumed, then failed the same way (its work kept in .partial). A long name is
+    written (its temporary name shortened); one whose own name, its sidecar's (``.json``) or its partial results'
+    (``.partial``) is too long for a file name is refused before any video is read."""
+    from mme.data.dataset import ClassificationDataset
+
+    root, ckpt = setup
+    (tmp_path / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    kw = dict(root=str(root), num_workers=0, progress=False)
+    out = tmp_path / "out" / ("e" * 240 + ".npy")
+    x = read_features(embed(ckpt, tmp_path / "list.txt", out, **kw))[0]
+    assert x.shape == (2, 32) and np.isfinite(x).all() and (tmp_path / "out" / f"{out.name}.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [out.name, f"{out.name}.json"]
+    monkeypatch.setattr(ClassificationDataset, "_load", lambda *args: pytest.fail("a video was read"))
+    for n, name, more in ((252, "its name", 0), (250, "the name of f+\\.npy\\.json, which it writes beside it,", 5),
+                          (245, "the name of f+\\.npy\\.partial, which it writes beside it,", 8)):
+        out = tmp_path / "refused" / ("f" * n + ".npy")
+        size = len(out.name) + more
+        with pytest.raises(ConfigError, match=rf"^--out {out}: {name} is {size} bytes, more than a file name takes "
+                                              r"\(255\); give a shorter name$"):
+            embed(ckpt, tmp_path / "list.txt", out, **kw)
+    assert not (tmp_path / "refused").exists()
+
 def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(setup, tmp_path, caplog):
     """A wrong --root on a long list: one warning per failed video (640 lines for 640 videos, 240k for Kinetics), and
     the summary line an info. The first 5 are said, then one line each time their count doubles, one for those left

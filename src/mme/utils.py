@@ -1280,10 +1280,12 @@ def file_path(path: str | Path, option: str) -> Path:
     return Path(path)
 
 
-def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True) -> Path:
+def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True,
+                 beside: Iterable[str | Path] = ()) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder, a file name that
-    :func:`file_path` refuses: ``reports/``, an empty one; an empty folder name too). Creates the folder
+    :func:`file_path` refuses: ``reports/``, an empty one; an empty folder name too; a name too long for a file
+    name, its own or that of a file the command writes ``beside`` it, a sidecar). Creates the folder
     (``folder``) or the file's folder, removed where a :func:`removing_made_folders` block around fails with them
     empty; ``make=False`` checks only what needs nothing made, for a command that makes the folder once its inputs
     are read. A file ``path`` that is there, its links
@@ -1292,6 +1294,11 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     if folder and isinstance(path, str) and not path:
         raise ConfigError(f"{option} is empty; give a folder name")
     path = Path(path) if folder else file_path(path, option)
+    for other in (path, *map(Path, beside)):
+        if (size := len(os.fsencode(other.name))) > NAME_MAX:
+            which = "its name" if other == path else f"the name of {other.name}, which it writes beside it,"
+            raise ConfigError(f"{option} {path}: {which} is {size} bytes, more than a file name takes ({NAME_MAX}); "
+                              f"give a shorter name")
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; a folder is needed")
     if not folder and path.is_dir():

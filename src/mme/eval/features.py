@@ -392,6 +392,11 @@ def _tokens_file(out: Path) -> Path:
     return out.with_name(out.stem + ".tokens.npy")
 
 
+def _partial_folder(out: Path) -> Path:
+    """Where a features file's job keeps its finished rows until it is assembled: ``<out>.partial/``."""
+    return out.with_name(out.name + ".partial")
+
+
 def _sidecar_file(out: Path) -> Path:
     """Where a features file keeps its sidecar: ``<out>.json``."""
     return out.with_name(out.name + ".json")
@@ -498,7 +503,7 @@ def _unowned_files(out: Path, tokens: bool, sidecar: bytes | None) -> list[Path]
     other file of those names is the user's."""
     side = _sidecar_file(out)
     present = [p for p in (out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])) if p.exists()]
-    if not present or (out.with_name(out.name + ".partial") / "job.json").is_file():
+    if not present or (_partial_folder(out) / "job.json").is_file():
         return []
     earlier = _embed_info(sidecar)
     ours = set() if earlier is None else {out, side, *([_tokens_file(out)] if earlier.get("tokens") else [])}
@@ -700,7 +705,9 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
         require_backend(backend, "--backend")
         check_index_dir(backend, index_dir, "--backend", "--index-dir")
     for out in outs:
-        check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
+        # (its folder is made once the checkpoint and the list are read; its token grids' name is shorter than its
+        # partial results')
+        check_output(out, "--out", make=False, beside=(_sidecar_file(out), _partial_folder(out)))
     if index_dir is not None:
         for out in outs:
             check_apart(out, "--out", index_dir, "--index-dir")
@@ -833,7 +840,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                  "video unchanged since%s), not recomputed", out,
                  f"; its {len(failed)} failed videos not tried again" if failed else "")
         return out
-    partial = out.with_name(out.name + ".partial")
+    partial = _partial_folder(out)
     try:
         try:
             dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None, states,
