@@ -234,7 +234,12 @@ def no_frames(packets: int | None) -> str:
 def missing_hint(path: str) -> str:
     """Why a listed file may look missing though it is there: a list of frame folders, a label that is not a class
     id or follows a comma (both read as part of the name), a Windows path, or a name whose accents are composed
-    otherwise than on this disk (macOS writes decomposed ones)."""
+    otherwise than on this disk (macOS writes decomposed ones); or a link whose target is not there (a volume not
+    mounted), named."""
+    try:
+        return f"; a link to {os.readlink(path)!r}, which is not there"
+    except OSError:  # (not a link)
+        pass
     folder, _, frames = path.rpartition(" ")
     if frames.isdigit() and os.path.isdir(folder):
         return (f"; {folder!r} is a folder and {frames} its frame count: a list of frame folders ('path num_frames "
