@@ -438,6 +438,22 @@ def test_a_video_whose_name_is_too_long_for_its_cache_files_name_is_extracted_an
         assert remove_stale_temp(stale, [long.name]) and not stale.exists()
     assert long.read_text() == "{}"
 
+
+def test_stale_temporary_files_are_matched_to_a_folders_names_once(tmp_path, monkeypatch):
+    """A folder's stale temporary files are matched to the names of its files by each name's temporary stem made
+    once for the folder: made again for every temporary file found, an extract of a share of 220k cache files with
+    16 killed writes' files took 24 s to clean up, not 4."""
+    names = [f"{i:04d}.webm.tracks" for i in range(300)]
+    pid = dead_pid()
+    for name in names[:5]:
+        (tmp_path / f".{name}.tmp{pid}.tracks").write_bytes(b"")
+    (tmp_path / f".other.tracks.tmp{pid}.tracks").write_bytes(b"")  # another share's file's: not one of names
+    stems, made = utils._temp_stem, []
+    monkeypatch.setattr(utils, "_temp_stem", lambda name: made.append(name) or stems(name))
+    utils.remove_stale_temps_in(tmp_path, set(names))
+    assert sorted(made) == names
+    assert [p.name for p in tmp_path.iterdir()] == [f".other.tracks.tmp{pid}.tracks"]
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

@@ -134,11 +134,17 @@ def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
     """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, a long
     name shortened: :func:`_temp_stem`, of a file named in ``names``, any without) whose PID is gone from this
     machine: not a user's file (``.notes.tmpl``)."""
+    return _is_stale_temp(tmp, None if names is None else _temp_names(names))
+
+
+def _is_stale_temp(tmp: Path, stems: Collection[str] | None) -> bool:
+    """:func:`is_stale_temp` of the names that stand for its ``names`` in their temporary files' (:func:`_temp_names`,
+    made once for a folder's temporary files)."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
     suffix = Path(name).suffix  # the rest is the PID, then the name's suffix
     pid = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
     if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or int(pid) > PID_MAX \
-            or (names is not None and name not in {_temp_stem(n) for n in names}):
+            or (stems is not None and name not in stems):
         return False
     try:
         os.kill(int(pid), 0)
@@ -162,7 +168,13 @@ def remove_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
     (a file system without locks: by the PID alone). Whether it was removed; one this user may not open to test its
     lock is a :class:`LockUntestable`; a removal that fails (a read-only folder, an immutable file, another user's)
     raises its OSError."""
-    return is_stale_temp(tmp, names) and _remove_unheld(tmp)
+    return _remove_stale_temp(tmp, None if names is None else _temp_names(names))
+
+
+def _remove_stale_temp(tmp: Path, stems: Collection[str] | None) -> bool:
+    """:func:`remove_stale_temp` of the names that stand for its ``names`` in their temporary files'
+    (:func:`_temp_names`)."""
+    return _is_stale_temp(tmp, stems) and _remove_unheld(tmp)
 
 
 def _remove_unheld(tmp: Path) -> bool:
@@ -305,6 +317,11 @@ def _temp_stem(name: str) -> str:
     (:func:`fitting_name`), the same in every process (room for the longest PID)."""
     suffix = Path(name).suffix
     return fitting_name(name.removesuffix(suffix), suffix, room=len(f"..tmp{PID_MAX}{suffix}".encode(**TEXT)))
+
+
+def _temp_names(names: Collection[str]) -> frozenset[str]:
+    """What stands for the files ``names`` in their temporary files' names: each :func:`_temp_stem`."""
+    return frozenset(map(_temp_stem, names))
 
 
 @contextlib.contextmanager
@@ -979,11 +996,12 @@ def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) ->
         temps = list(folder.glob(".*.tmp*"))
     except FileNotFoundError:  # the folder is gone (removed by another process meanwhile)
         return
+    stems = None if names is None or not temps else _temp_names(names)  # (once: a share's 220k cache files)
     for tmp in temps:
         with removing(tmp, "it is the temporary file of an interrupted write, left there: nothing reads it",
                       warn=True):
             try:
-                removed = remove_stale_temp(tmp, names)
+                removed = _remove_stale_temp(tmp, stems)
             except LockUntestable as e:
                 log.warning("%s: could not be opened to test its lock (%s), which a live writer in another container "
                             "or on another machine may hold; it is the temporary file of a write, left there: its "
