@@ -454,6 +454,23 @@ def test_stale_temporary_files_are_matched_to_a_folders_names_once(tmp_path, mon
     assert sorted(made) == names
     assert [p.name for p in tmp_path.iterdir()] == [f".other.tracks.tmp{pid}.tracks"]
 
+
+def test_a_stale_temporary_file_of_a_long_name_that_an_earlier_mme_wrote_is_removed(tmp_path):
+    """A name that fitted a temporary file's name with its writer's PID but not with the longest PID kept it whole
+    there in an earlier mme, which shortened no name: that file is still found as stale, as is today's shortened
+    one (before: only the shortened one was looked for, and the earlier one was left for good)."""
+    pid = str(dead_pid())
+    name = "v" * (255 - len(f"..tmp{pid}.tracks") - len(".mp4.tracks")) + ".mp4.tracks"  # its temp: 255 bytes
+    assert utils._temp_stem(name) != name
+    earlier = tmp_path / f".{name}.tmp{pid}.tracks"
+    now = tmp_path / f".{utils._temp_stem(name)}.tmp{pid}.tracks"
+    for tmp in (earlier, now):
+        tmp.write_bytes(b"x")
+    assert len(os.fsencode(earlier.name)) == 255
+    assert utils.is_stale_temp(earlier, [name]) and utils.is_stale_temp(now, [name])
+    utils.remove_stale_temps([tmp_path / name])
+    assert not list(tmp_path.iterdir())
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

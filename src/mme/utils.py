@@ -320,8 +320,9 @@ def _temp_stem(name: str) -> str:
 
 
 def _temp_names(names: Collection[str]) -> frozenset[str]:
-    """What stands for the files ``names`` in their temporary files' names: each :func:`_temp_stem`."""
-    return frozenset(map(_temp_stem, names))
+    """What stands for the files ``names`` in their temporary files' names: each :func:`_temp_stem`, and the name
+    itself, which an earlier mme's write kept where it fitted with the writer's own PID (not the longest's)."""
+    return frozenset((*names, *map(_temp_stem, names)))
 
 
 @contextlib.contextmanager
