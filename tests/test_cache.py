@@ -471,6 +471,26 @@ def test_a_stale_temporary_file_of_a_long_name_that_an_earlier_mme_wrote_is_remo
     utils.remove_stale_temps([tmp_path / name])
     assert not list(tmp_path.iterdir())
 
+
+def test_finding_a_cache_file_fits_each_part_of_the_path_once(tmp_path, monkeypatch):
+    """A run looks up each video's cache file at its start: the parts of its path are fitted to a file name
+    (:func:`~mme.utils.fitting_name`) once, not again for every tail of the path and suffix, and a path with no part
+    near the limit is not encoded at all (a run of 50k videos started 1.2x, 10k of a moved dataset 1.9x slower)."""
+    from mme.motion import cache
+
+    title = "\u8996" * 90 + ".mp4"  # 364 bytes
+    made = {rel: cache_file(tmp_path, rel) for rel in ("train/class_1/vid_0001.mp4", f"train/class_1/{title}")}
+    assert made[f"train/class_1/{title}"].name != title + ".tracks"
+    listed = frozenset(tuple(f.relative_to(tmp_path).parts) for f in made.values())
+    fit, fitted = cache.fitting_name, []
+    monkeypatch.setattr(cache, "fitting_name", lambda name, *a: fitted.append(name) or fit(name, *a))
+    assert find_cache_file(tmp_path, "/data/k400/train/class_1/vid_0001.mp4", listed) == \
+        made["train/class_1/vid_0001.mp4"]
+    assert fitted == []
+    assert find_cache_file(tmp_path, f"/data/k400/train/class_1/{title}", listed) == made[f"train/class_1/{title}"]
+    assert len(fitted) == 2 * 5  # (each of the 5 parts under the anchor, for each suffix)
+
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

@@ -301,8 +301,8 @@ def fitting_name(name: str, suffix: str = "", room: int = 0) -> str:
     made of it adds), else ``name``'s first bytes (whole characters) then ``~`` and a hash of all of ``name``, then
     ``suffix``: one name that fits to each ``name`` (a long video title's track cache file, a long name's temporary
     file; a CJK title passes the limit at 85 characters)."""
-    if len((name + suffix).encode(**TEXT)) <= NAME_MAX - room:
-        return name + suffix
+    if 4 * len(name + suffix) <= NAME_MAX - room or len((name + suffix).encode(**TEXT)) <= NAME_MAX - room:
+        return name + suffix  # (first without encoding it: no character takes more than 4 bytes)
     raw = name.encode(**TEXT)
     digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
     keep = max(NAME_MAX - room - len(suffix.encode(**TEXT)) - len(digest) - 1, 0)

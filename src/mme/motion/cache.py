@@ -60,7 +60,7 @@ from mme.motion.tracks import (
     prune_tracks,
     seed_grid,
 )
-from mme.utils import absolute_path, atomic_path, fitting_name
+from mme.utils import NAME_MAX, absolute_path, atomic_path, fitting_name
 
 VERSION = 3
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
@@ -103,6 +103,8 @@ def _cache_parts(under: tuple[str, ...], suffix: str = SUFFIX) -> tuple[str, ...
     (:func:`_under_cache`): its folders, then its name with ``suffix``, each too long for a file name (a long title
     with the suffix; a folder of a video that cannot be there) shortened to one that fits
     (:func:`~mme.utils.fitting_name`: its first bytes and a hash), which is looked up without an ENAMETOOLONG."""
+    if under and 4 * (max(map(len, under)) + len(suffix)) <= NAME_MAX:  # (none too long, seen without encoding)
+        return (*under[:-1], under[-1] + suffix)
     return (*map(fitting_name, under[:-1]), fitting_name(under[-1], suffix)) if under else ()
 
 
@@ -238,10 +240,11 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
     path = Path(video_path)
     parts, under = path.parts, _under_cache(path)  # under: parts without the anchor, '..' escaped
     anchored, last_up = int(path.is_absolute()), max((k for k, p in enumerate(parts) if p == ".."), default=-1)
+    fitted = {suffix: _cache_parts(under, suffix) for suffix in (SUFFIX, V1_SUFFIX)}  # (once: a tail's, their end)
     for k in range(len(parts)):
         tail = under[max(k - anchored, 0):]  # (:func:`cache_file` of parts[k:], as tuples: no Path per suffix)
         for suffix in (SUFFIX, V1_SUFFIX) if tail and not (anchored and k == 1) else ():  # (k = 1: k = 0's tail)
-            candidate = _cache_parts(tail, suffix)
+            candidate = fitted[suffix][-len(tail):]
             if Path(cache_dir, *candidate).is_file() if listed is None else candidate in listed:
                 return Path(cache_dir, *candidate)
         if k <= last_up:  # where extractions before '..' was kept under cache_dir wrote it (maybe outside it)
