@@ -491,6 +491,14 @@ def test_finding_a_cache_file_fits_each_part_of_the_path_once(tmp_path, monkeypa
     assert len(fitted) == 2 * 5  # (each of the 5 parts under the anchor, for each suffix)
 
 
+def test_the_cache_file_of_a_path_of_no_parts_is_a_file_not_the_cache_folder(tmp_path):
+    """A list line '.' (or '/') names no file: its cache file is '..tracks' in the folder, as before cache names were
+    fitted, not the cache folder itself."""
+    for video in (".", "", "/", "./"):
+        assert cache_file(tmp_path, video) == tmp_path / "..tracks"
+        assert cache_file(tmp_path, video, V1_SUFFIX) == tmp_path / f".{V1_SUFFIX}"
+
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

@@ -94,8 +94,9 @@ class CachedTracks:
 
 def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir`` (``suffix``
-    ``V1_SUFFIX``: where a version 1 file of it would be)."""
-    return Path(out_dir, *_cache_parts(_under_cache(video), suffix))
+    ``V1_SUFFIX``: where a version 1 file of it would be); that of a path of no parts (``.``) is ``..tracks``, not
+    the folder."""
+    return Path(out_dir, *_cache_parts(_under_cache(video) or (".",), suffix))
 
 
 def _cache_parts(under: tuple[str, ...], suffix: str = SUFFIX) -> tuple[str, ...]:
