@@ -144,9 +144,29 @@ def test_an_out_whose_names_are_too_long_is_refused_before_any_work_or_written(s
         out = tmp_path / "refused" / ("f" * n + ".npy")
         size = len(out.name) + more
         with pytest.raises(ConfigError, match=rf"^--out {out}: {name} is {size} bytes, more than a file name takes "
-                                              r"\(255\); give a shorter name$"):
+                                              r"there; give a shorter name$"):
             embed(ckpt, tmp_path / "list.txt", out, **kw)
     assert not (tmp_path / "refused").exists()
+
+
+def test_an_out_name_is_refused_as_too_long_by_its_folders_file_system_rule(tmp_path, monkeypatch):
+    """Whether --out's name is too long is its file system's to say: Linux's take 255 bytes, Apple's 255 characters,
+    so an --out of 90 CJK characters (274 bytes) is refused here, before any work, but written on a Mac (before: it
+    was refused on a Mac too, by a count of 255 bytes)."""
+    from mme.utils import check_output
+
+    out = tmp_path / "new" / ("\u8996" * 90 + ".npy")
+    with pytest.raises(ConfigError, match=rf"^--out {out}: its name is 274 bytes, more than a file name takes there"):
+        check_output(out, "--out")
+    lstat = os.lstat
+
+    def apples(path, *args, **kw):  # a file system that takes 255 characters, of any bytes (APFS, HFS+)
+        if len(os.path.basename(path)) <= 255 < len(os.fsencode(os.path.basename(path))):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return lstat(path, *args, **kw)
+
+    monkeypatch.setattr(os, "lstat", apples)
+    assert check_output(out, "--out") == out and out.parent.is_dir()
 
 def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(setup, tmp_path, caplog):
     """A wrong --root on a long list: one warning per failed video (640 lines for 640 videos, 240k for Kinetics), and

@@ -293,7 +293,9 @@ def _sync_folder(folder: Path) -> None:
 
 
 NAME_MAX = 255
-"""The longest file name, in bytes, that the file systems of Linux (ext4, XFS, Btrfs, tmpfs) and macOS take."""
+"""The longest file name, in bytes, that Linux's file systems take (ext4, XFS, Btrfs, tmpfs): the names
+:func:`fitting_name` makes keep to it, and so fit Apple's too, which take 255 characters (UTF-16 units) of any
+bytes. Whether a given name is too long is the file system's to say (:func:`_name_too_long`)."""
 
 
 def fitting_name(name: str, suffix: str = "", room: int = 0) -> str:
@@ -1314,10 +1316,10 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
         raise ConfigError(f"{option} is empty; give a folder name")
     path = Path(path) if folder else file_path(path, option)
     for other in (path, *map(Path, beside)):
-        if (size := len(os.fsencode(other.name))) > NAME_MAX:
+        if _name_too_long(other):
             which = "its name" if other == path else f"the name of {other.name}, which it writes beside it,"
-            raise ConfigError(f"{option} {path}: {which} is {size} bytes, more than a file name takes ({NAME_MAX}); "
-                              f"give a shorter name")
+            raise ConfigError(f"{option} {path}: {which} is {len(os.fsencode(other.name))} bytes, more than a file "
+                              f"name takes there; give a shorter name")
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; a folder is needed")
     if not folder and path.is_dir():
@@ -1337,6 +1339,20 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     except OSError as e:
         raise ConfigError(f"{option} {path}: cannot be written ({error_reason(e)})") from e
     return path
+
+
+def _name_too_long(path: Path) -> bool:
+    """Whether the file system of ``path``'s folder (the nearest that is there) refuses its name as too long for a file
+    name, by its own rule (255 bytes on Linux's, 255 characters on Apple's: not a count of bytes here), as a look-up
+    of the name there tells (ENAMETOOLONG); one whose look-up does not tell (some FUSE mounts) is not refused."""
+    where = _nearest_existing(path.parent, folder=True)
+    try:
+        os.lstat(os.path.join(where if where is not None else path.parent, path.name))
+    except OSError as e:
+        return e.errno == errno.ENAMETOOLONG
+    except ValueError:  # (a NUL in it: said where it is written)
+        return False
+    return False
 
 
 def _make_output_folder(where: Path) -> None:
