@@ -144,29 +144,57 @@ def test_an_out_whose_names_are_too_long_is_refused_before_any_work_or_written(s
         out = tmp_path / "refused" / ("f" * n + ".npy")
         size = len(out.name) + more
         with pytest.raises(ConfigError, match=rf"^--out {out}: {name} is {size} bytes, more than a file name takes "
-                                              r"there; give a shorter name$"):
+                                              r"\(255\); give a shorter name$"):
             embed(ckpt, tmp_path / "list.txt", out, **kw)
     assert not (tmp_path / "refused").exists()
 
 
-def test_an_out_name_is_refused_as_too_long_by_its_folders_file_system_rule(tmp_path, monkeypatch):
-    """Whether --out's name is too long is its file system's to say: Linux's take 255 bytes, Apple's 255 characters,
-    so an --out of 90 CJK characters (274 bytes) is refused here, before any work, but written on a Mac (before: it
-    was refused on a Mac too, by a count of 255 bytes)."""
+def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_on_linux(tmp_path, monkeypatch):
+    """On Linux, --out's name is refused before any work where its bytes pass its folder's file system's limit
+    (pathconf: 143 on eCryptfs, FUSE mounts theirs, whose look-ups of a long name say EPERM or EBADMSG, not
+    ENAMETOOLONG), else 255 bytes; a whole path longer than PATH_MAX is not said to be a name too long. On other
+    systems (a Mac: 255 characters, not bytes) no name is refused up front."""
+    from mme import utils
     from mme.utils import check_output
 
-    out = tmp_path / "new" / ("\u8996" * 90 + ".npy")
-    with pytest.raises(ConfigError, match=rf"^--out {out}: its name is 274 bytes, more than a file name takes there"):
+    monkeypatch.setattr(sys, "platform", "linux")
+    out = tmp_path / "new" / ("\u8996" * 90 + ".npy")  # 274 bytes, 94 characters
+    with pytest.raises(ConfigError, match=rf"^--out {re.escape(str(out))}: its name is 274 bytes, more than a file "
+                                          r"name takes \(255\); give a shorter name$"):
         check_output(out, "--out")
-    lstat = os.lstat
+    assert not out.parent.exists()
+    asked = []
+    pathconf = os.pathconf
 
-    def apples(path, *args, **kw):  # a file system that takes 255 characters, of any bytes (APFS, HFS+)
+    def ecryptfs(path, name):  # a file system of 143-byte names
+        asked.append(Path(path))
+        return 143 if name == "PC_NAME_MAX" else pathconf(path, name)
+
+    monkeypatch.setattr(os, "pathconf", ecryptfs)
+    fits = tmp_path / "new" / ("\u00e9" * 69 + "e.npy")  # 143 bytes
+    assert check_output(fits, "--out") == fits and fits.parent.is_dir() and asked == [tmp_path]
+    with pytest.raises(ConfigError, match=r": its name is 144 bytes, more than a file name takes \(143\)"):
+        check_output(fits.with_name("e" + fits.name), "--out")
+    with pytest.raises(ConfigError, match=r": the name of e+\.npy\.json, which it writes beside it, is 144 bytes"):
+        check_output(tmp_path / ("e" * 135 + ".npy"), "--out", beside=[tmp_path / ("e" * 135 + ".npy.json")])
+    monkeypatch.setattr(os, "pathconf", pathconf)
+
+    deep = tmp_path
+    while len(os.fsencode(deep)) <= 4096:  # a whole path over PATH_MAX: its name, o.npy, is not too long
+        deep /= "d" * 250
+    assert utils._name_limit(deep) == 255
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    stat = os.stat
+
+    def apples(path, *args, **kw):  # a file system that takes 255 characters, of any bytes (APFS)
         if len(os.path.basename(path)) <= 255 < len(os.fsencode(os.path.basename(path))):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        return lstat(path, *args, **kw)
+        return stat(path, *args, **kw)
 
-    monkeypatch.setattr(os, "lstat", apples)
-    assert check_output(out, "--out") == out and out.parent.is_dir()
+    monkeypatch.setattr(os, "stat", apples)
+    assert utils._name_limit(tmp_path) is None and check_output(out, "--out") == out
+
 
 def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(setup, tmp_path, caplog):
     """A wrong --root on a long list: one warning per failed video (640 lines for 640 videos, 240k for Kinetics), and

@@ -293,9 +293,9 @@ def _sync_folder(folder: Path) -> None:
 
 
 NAME_MAX = 255
-"""The longest file name, in bytes, that Linux's file systems take (ext4, XFS, Btrfs, tmpfs): the names
-:func:`fitting_name` makes keep to it, and so fit Apple's too, which take 255 characters (UTF-16 units) of any
-bytes. Whether a given name is too long is the file system's to say (:func:`_name_too_long`)."""
+"""The longest file name, in bytes, that most of Linux's file systems take (ext4, XFS, Btrfs, tmpfs), the limit the
+names :func:`fitting_name` makes keep to; some take fewer (eCryptfs: 143), as :func:`_name_limit` asks. Apple's
+count 255 characters, not bytes (HFS+ stores its names decomposed, a character taking up to 3)."""
 
 
 def fitting_name(name: str, suffix: str = "", room: int = 0) -> str:
@@ -1315,11 +1315,12 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     if folder and isinstance(path, str) and not path:
         raise ConfigError(f"{option} is empty; give a folder name")
     path = Path(path) if folder else file_path(path, option)
+    limit = _name_limit(path.parent)
     for other in (path, *map(Path, beside)):
-        if _name_too_long(other):
+        if limit is not None and (size := len(os.fsencode(other.name))) > limit:
             which = "its name" if other == path else f"the name of {other.name}, which it writes beside it,"
-            raise ConfigError(f"{option} {path}: {which} is {len(os.fsencode(other.name))} bytes, more than a file "
-                              f"name takes there; give a shorter name")
+            raise ConfigError(f"{option} {path}: {which} is {size} bytes, more than a file name takes ({limit}); "
+                              f"give a shorter name")
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; a folder is needed")
     if not folder and path.is_dir():
@@ -1341,18 +1342,18 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     return path
 
 
-def _name_too_long(path: Path) -> bool:
-    """Whether the file system of ``path``'s folder (the nearest that is there) refuses its name as too long for a file
-    name, by its own rule (255 bytes on Linux's, 255 characters on Apple's: not a count of bytes here), as a look-up
-    of the name there tells (ENAMETOOLONG); one whose look-up does not tell (some FUSE mounts) is not refused."""
-    where = _nearest_existing(path.parent, folder=True)
+def _name_limit(folder: Path) -> int | None:
+    """The longest file name, in bytes, that the file system of ``folder`` (the nearest folder at or above it that is
+    there) takes, on Linux, as it says (``pathconf``: 255 on ext4, XFS, tmpfs, 143 on eCryptfs, a FUSE mount's as its
+    program says), else :data:`NAME_MAX`; None (not refused up front) on other systems: Apple's count characters, not
+    bytes, and a name too long there is said by the write that fails."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        os.lstat(os.path.join(where if where is not None else path.parent, path.name))
-    except OSError as e:
-        return e.errno == errno.ENAMETOOLONG
-    except ValueError:  # (a NUL in it: said where it is written)
-        return False
-    return False
+        limit = os.pathconf(_nearest_existing(folder, folder=True) or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX
+    return limit if limit > 0 else None
 
 
 def _make_output_folder(where: Path) -> None:
