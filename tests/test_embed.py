@@ -153,7 +153,8 @@ def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_o
     """On Linux, --out's name is refused before any work where its bytes pass its folder's file system's limit
     (pathconf: 143 on eCryptfs, FUSE mounts theirs, whose look-ups of a long name say EPERM or EBADMSG, not
     ENAMETOOLONG), else 255 bytes; a whole path longer than PATH_MAX is not said to be a name too long. On other
-    systems (a Mac: 255 characters, not bytes) no name is refused up front."""
+    systems (a Mac: 255 characters, not bytes) no name is refused up front. A folder that cannot be searched (EACCES)
+    gives the check no traceback, nor a failed write's message its MiB free: the nearest folder it can see is asked."""
     from mme import utils
     from mme.utils import check_output
 
@@ -184,6 +185,20 @@ def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_o
         deep /= "d" * 250
     assert utils._name_limit(deep) == 255
 
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    is_dir = Path.is_dir
+
+    def unsearchable(self):  # Python 3.11's is_dir under a folder without x (root searches it: so mocked)
+        if locked in self.parents:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", unsearchable)
+    assert utils._nearest_existing(locked / "x" / "y", folder=True) == locked
+    assert utils._name_limit(locked / "x") == 255 and utils.mib_free(locked / "x" / "f").endswith(" MiB free")
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
     monkeypatch.setattr(sys, "platform", "darwin")
     stat = os.stat
 

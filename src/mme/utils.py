@@ -624,8 +624,15 @@ def mib_free(path: str | Path) -> str:
 
 def _nearest_existing(path: Path, folder: bool = False) -> Path | None:
     """``path`` or the nearest folder above it that is there (with ``folder``, the nearest that is a folder, not a
-    file); None where none is (a relative path whose working folder was removed)."""
-    return next((p for p in (path, *path.parents) if (p.is_dir() if folder else p.exists())), None)
+    file); None where none is (a relative path whose working folder was removed). One whose look-up fails (under a
+    folder that cannot be searched: EACCES, which Python 3.11's ``is_dir`` raises) is taken for not there."""
+    def there(p: Path) -> bool:
+        try:
+            return p.is_dir() if folder else p.exists()
+        except OSError:
+            return False
+
+    return next((p for p in (path, *path.parents) if there(p)), None)
 
 
 @contextlib.contextmanager
