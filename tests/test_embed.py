@@ -197,6 +197,9 @@ def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_o
     monkeypatch.setattr(Path, "is_dir", unsearchable)
     assert utils._nearest_existing(locked / "x" / "y", folder=True) == locked
     assert utils._name_limit(locked / "x") == 255 and utils.mib_free(locked / "x" / "f").endswith(" MiB free")
+    with pytest.raises(ConfigError, match=rf"^--out {re.escape(str(locked / 'x' / 'f.npy'))}: cannot be written "
+                                          r"\(.*Permission denied.*\)$"):  # (before: the is_dir's traceback)
+        utils.check_output(locked / "x" / "f.npy", "--out")
 
     monkeypatch.setattr(Path, "is_dir", is_dir)
     monkeypatch.setattr(sys, "platform", "darwin")

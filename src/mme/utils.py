@@ -1328,12 +1328,15 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
             which = "its name" if other == path else f"the name of {other.name}, which it writes beside it,"
             raise ConfigError(f"{option} {path}: {which} is {size} bytes, more than a file name takes ({limit}); "
                               f"give a shorter name")
-    if folder and path.exists() and not path.is_dir():
-        raise ConfigError(f"{option} {path}: is a file; a folder is needed")
-    if not folder and path.is_dir():
-        raise ConfigError(f"{option} {path}: is a folder; give a file name")
-    if not folder and path.exists() and not path.is_file():
-        raise ConfigError(f"{option} {path}: not a regular file (a pipe, terminal or device); give a file name")
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise ConfigError(f"{option} {path}: is a file; a folder is needed")
+        if not folder and path.is_dir():
+            raise ConfigError(f"{option} {path}: is a folder; give a file name")
+        if not folder and path.exists() and not path.is_file():
+            raise ConfigError(f"{option} {path}: not a regular file (a pipe, terminal or device); give a file name")
+    except OSError as e:  # (a folder above it that this user cannot search: EACCES)
+        raise ConfigError(f"{option} {path}: cannot be written ({error_reason(e)})") from e
     where = path if folder else path.parent
     if why := _not_reached(where):  # (nothing made: not a stray folder before a '..', nor a link's target)
         raise ConfigError(f"{option} {path}: cannot be written ({why})")
