@@ -1690,7 +1690,8 @@ def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
 
 def test_norm_pix_survives_every_route(tmp_path):
     """``norm_pix_loss=False`` became True through an mme export and from a Hugging Face directory (the HF loss
-    0.353 -> 1.086 in the audit)."""
+    0.353 -> 1.086 in the audit), and in the default export (``--kind model``, the encoder) of every one of them,
+    the run's own pre-training file first."""
     hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=8, hidden_size=64, num_hidden_layers=1,
                                          num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
                                          decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
@@ -1705,6 +1706,12 @@ def test_norm_pix_survives_every_route(tmp_path):
     for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors"), live):
         out = export(src, tmp_path / f"to_hf_{src.stem}", "hf", kind="pretraining")
         assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
+    encoders = [export(tmp_path / "run.pt", tmp_path / "enc_ours", "mme", kind="model"),
+                export(tmp_path / "run.pt", tmp_path / "enc_hf", "hf")]
+    for src in (tmp_path / "run.pt", tmp_path / "hf", ours, live, *encoders):
+        out = export(src, tmp_path / f"model_{src.stem}", "hf")  # (--kind model)
+        assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
+        assert read_checkpoint(src, encoder_only=True).norm_pix is False, src
     assert read_checkpoint(live).run_config["target"] == {"kind": "pixel", "norm_pix": False}  # (was none)
     export_hf(load_model(tmp_path / "run.pt"), tmp_path / "live_hf", kind="pretraining")
     assert json.loads((tmp_path / "live_hf" / "config.json").read_text())["norm_pix_loss"] is False

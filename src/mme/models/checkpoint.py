@@ -107,8 +107,9 @@ class Checkpoint:
     """The head counts the file records none of that were taken from read_checkpoint's ``fallback`` (its width
     being the file's), in place of a guess from the width."""
     norm_pix: bool | None = None
-    """mae only: whether its pixel loss normalises each patch (VideoMAE's ``norm_pix_loss``), where a file records
-    it (our training checkpoints and exports, Hugging Face configs)."""
+    """Whether the pixel loss of the run that made it normalises each patch (VideoMAE's ``norm_pix_loss``), where
+    a file records it (the run's ``target.norm_pix``, which our training checkpoints and exports carry, whatever part
+    of the model is read; our masked autoencoders' ``norm_pix``; Hugging Face configs)."""
     class_names: list[str] | None = None
     """classifier only: its classes' names by id, where a file records them (a fine-tuning run's ``task.classes``,
     our exports)."""
@@ -743,8 +744,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
     _check_mean_pooling(hf.get("use_mean_pooling", True), ck.final_norm, path / CONFIG)  # (transformers' default)
     ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
     ck.run_config = _run(hf, path / CONFIG, "mme_run")
-    if ck.kind == "mae":
-        ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
+    ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # (transformers' default; every kind's config records it)
     labels = hf.get("id2label")
     if ck.kind == "classifier" and isinstance(labels, dict) and len(labels) == ck.classifier["num_classes"]:
         from mme.data.lists import by_class_id, distinct_classes, named_classes
@@ -810,6 +810,9 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
             raise
         given = as_given(given_as.get(fault.field, fault.field), fault.value)
         raise CheckpointError(f"{Path(path)}: {given} {fault.reason}") from e
+    target = ck.run_config.get("target")
+    if isinstance(target, dict) and "norm_pix" in target:  # the run's own, every route and part
+        ck.norm_pix = bool(target["norm_pix"])
     if encoder_only and ck.kind != "encoder":
         _say_encoder_used(ck.source, ck.state, ck.kind)
         ck = select_part(ck, "model")
@@ -896,9 +899,6 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
                          fallback=fallback)
         ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
         ck.run_config = obj["config"]
-        target = obj["config"].get("target")
-        if ck.kind == "mae" and isinstance(target, dict) and "norm_pix" in target:
-            ck.norm_pix = bool(target["norm_pix"])
         if ck.kind == "classifier" and isinstance(obj.get("classes"), list):
             ck.class_names = [str(n) for n in obj["classes"]]
         return ck
@@ -958,7 +958,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
-                          given_as=ck.given_as, replaced=ck.replaced,
+                          given_as=ck.given_as, replaced=ck.replaced, norm_pix=ck.norm_pix,
                           pooled_norm=_pooled_norm(ck.state, ck.classifier)
                           if ck.kind == "classifier" else ck.pooled_norm)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
