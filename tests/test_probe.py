@@ -366,6 +366,9 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     assert result["splits"]["test"]["views"] == 2
     assert {k: result["splits"]["test"][k] for k in ("stride", "segments", "orientation", "backend")} == {
         "stride": 2, "segments": False, "orientation": "coded", "backend": "pyav"}  # how its clips were read
+    for split in ("train", "test"):  # the clip, the checkpoint's where none is given (was not recorded)
+        assert {k: result["splits"][split][k] for k in ("num_frames", "img_size", "tubelet")} == {
+            "num_frames": 4, "img_size": 32, "tubelet": 2}
     for method in ("linear", "knn"):
         assert result[method]["num_samples"] == 12 and 0.0 <= result[method]["top1"] <= 1.0
         assert list(result[method]["per_class_accuracy"]) == synth.classes
@@ -380,6 +383,12 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     assert main(args) == 0
     assert list(json.loads((tmp_path / "probe" / "probe.json").read_text())["knn"]["per_class_accuracy"]) == \
         synth.classes
+    other = tmp_path / "probe_other_clip"  # another clip given: recorded, as its features were made at it
+    assert main([*args[:args.index("--out") + 1], str(other), *args[args.index("--out") + 2:], "--no-linear",
+                 "--img-size", "48", "--num-frames", "8"]) == 0
+    splits = json.loads((other / "probe.json").read_text())["splits"]
+    assert {k: splits["test"][k] for k in ("num_frames", "img_size", "tubelet")} == {
+        "num_frames": 8, "img_size": 48, "tubelet": 2}
 
 
 def test_a_probe_json_that_cannot_be_written_is_one_line_after_the_probes_figures(synth, tmp_path, capsys):

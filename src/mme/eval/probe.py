@@ -466,6 +466,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         say_unindexed(index_dir, ClassificationDataset.as_arguments([splits[s] for s in features],
                                                                     embed_kwargs.get("root", "")))
     data, info = {}, {}
+    clip = read.encoder.cfg  # the clip the features were made at: as given, else the checkpoint's
     for split, path in features.items():
         embed(checkpoint, splits[split], path, checked_on=on, read=read, entries=entries[split],
               unindexed_said=unindexed, **{**embed_kwargs, **counts})
@@ -474,6 +475,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         if split == "train":
             train_valid = valid.tolist()  # (rows in the list's order)
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
+                       "num_frames": clip.num_frames, "img_size": clip.img_size, "tubelet": clip.tubelet_size,
                        "views": meta["views"], "stride": meta["stride"], "segments": meta["segments"],
                        "orientation": meta["orientation"], "backend": meta["backend"], "precision": meta["precision"],
                        "features": str(path)}
