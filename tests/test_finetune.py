@@ -1044,14 +1044,22 @@ def test_the_tubelet_of_train_init_is_its_clips_too(synth, tmp_path, caplog):
     with caplog.at_level("INFO", logger="mme"):
         res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={src}", "task.eval_every=1",
                                     "train.precision=fp32"))
-    assert f"clips of 4 frames of 32 px, tubelet 1, as the model of train.init {src} takes them, not the recipe's 4 " \
-        "of 32 px, tubelet 2" in caplog.text
+    assert f"clips of 4 frames of 32 px, tubelet 1, as the model of train.init {src} takes them, not the recipe's " \
+        "tubelet 2" in caplog.text
     assert "val_top1_1view" in res.history[-1]
     assert [r["tubelet"] for r in res.reports.values()] == [1, 1]
     saved = torch.load(tmp_path / "ft" / "checkpoint-00000001.pt", weights_only=True)["config"]
     assert (saved["data"]["tubelet"], saved["model"]["tubelet_size"]) == (1, 1)
-    assert finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=2", "train.resume=auto",
-                                 "train.precision=fp32")).reports["test"]["tubelet"] == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):  # the recipe's tubelet given: warned of as ignored (was unsaid)
+        assert finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=2", "train.resume=auto",
+                                     "train.precision=fp32", "data.tubelet=2", "model.tubelet_size=2"
+                                     )).reports["test"]["tubelet"] == 1
+    resumed = tmp_path / "ft" / "checkpoint-00000001.pt"
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
+        f"resuming {resumed}: its model is the run's own, so these are ignored: model.tubelet_size=2 (the run's: 1)",
+        f"the resumed run ({resumed}): the clips are those its model takes, so these are ignored: data.tubelet=2 "
+        "(the run's: 1)"]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
@@ -1289,7 +1297,10 @@ def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_pat
 
 def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path, caplog):
     """A file that records no run (an original fine-tuned file) is tested on the recipe's clip sampling and
-    orientation, taken on trust: said in one warning, as mme embed and mme viz say it (it was an info line)."""
+    orientation, taken on trust: said in one warning, as mme embed and mme viz say it (it was an info line). Its
+    clip is its own: the frames and size given on the command line (the tiny overrides') are warned of as ignored,
+    as fine-tuning's train.init warns of its architecture (they were dropped in an info line that called them the
+    recipe's); the tubelet not given is said as the recipe's."""
     from mme.eval.finetuned import finetune
     from mme.models.classifier import VideoClassifier
     from mme.models.config import ModelConfig
@@ -1297,12 +1308,21 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
 
     torch.manual_seed(2)
     # trained on clips of other sizes than the recipe's (32 px, 4 frames): it is tested on its own
-    clf = VideoClassifier(ModelConfig(**{**TINY, "img_size": 48, "num_frames": 6}), num_classes=4, head_init_scale=1.0)
+    clf = VideoClassifier(ModelConfig(**{**TINY, "img_size": 48, "num_frames": 6, "tubelet_size": 1}), num_classes=4,
+                          head_init_scale=1.0)
     src = save_pretrained(clf, tmp_path / "clf")
-    with caplog.at_level("WARNING", logger="mme"):
+    with caplog.at_level("INFO", logger="mme"):
         res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
                                     "data.test_clips=1", "data.test_crops=1"))
-    (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()]
+    source = f"task.eval_only's train.init {src}"
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage() and r.levelname == "WARNING"] == [
+        f"{source}: a classifier is tested on the clips it was trained on, so these are ignored: data.num_frames=4 "
+        "(the file's: 6), data.img_size=32 (the file's: 48), model.img_size=32 (the file's: 48), model.num_frames=4 "
+        "(the file's: 6); mme embed --img-size / --num-frames runs its encoder on other clips"]
+    assert f"clips of 6 frames of 48 px, tubelet 1, as the model of {source} takes them, not the recipe's tubelet 2" \
+        in caplog.text  # (the frames and size given are not the recipe's)
+    (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()
+               and r.levelname == "WARNING"]
     assert said.startswith(f"task.eval_only: {src} (mme classifier) records no run (") and said.endswith(
         "taken on trust: clips sampled at stride 2; orientation coded; give them with data.stride or data.sampling, "
         "data.orientation"), said

@@ -190,10 +190,12 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     chosen = [f"data.{k}" for k in ("sampling", "stride") if f"data.{k}" in given]
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
-    its_clip = dataclasses.replace(cfg.model, img_size=m.img_size, num_frames=m.num_frames, patch_size=m.patch_size,
-                                   tubelet_size=m.tubelet_size)
+    clip = ("img_size", "num_frames", "patch_size", "tubelet_size")
+    its_clip = dataclasses.replace(cfg.model, **{k: getattr(m, k) for k in clip})
     # in one replace with the classifier's clip: the recipe's tubelet need not divide the clip the run was given
-    tested = clips_for(cfg, its_clip, f"task.eval_only's train.init {cfg.train.init}", **taken, **turned)
+    tested = clips_for(cfg, its_clip, f"task.eval_only's train.init {cfg.train.init}", given,
+                       why="a classifier is tested on the clips it was trained on", unsaid=clip,
+                       advice="mme embed --img-size / --num-frames runs its encoder on other clips", **taken, **turned)
     # the lists' identities with the classifier's clip: the recipe's data section (its tubelet) need not fit it
     engine.check_same_inputs(tested, None, ck, names, list_test_set)
     data = tested.data

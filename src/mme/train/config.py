@@ -306,18 +306,48 @@ class FinetuneConfig:
         check_window(self.data)
 
 
-def clips_for(cfg, model: ModelConfig, source: str, **data_fields):
+CLIP_FIELDS = (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size"))
+"""The clip's fields: of the data section, with the model's of the same meaning."""
+
+
+def ignored_value(key: str, value, kept, whose: str = "the file's") -> str:
+    """How a warning of ignored values names one: ``key=value (the file's: kept)`` (:func:`say_ignored`)."""
+    return f"{key}={value!r} ({whose}: {kept!r})"
+
+
+def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> None:
+    """Warn, where there are any, of the values given on the command line that ``source``'s own replace
+    (``ignored``, each :func:`ignored_value`), ``why`` (``"the run's architecture is the file's"``), and what to do
+    instead (``advice``): the one way a run, its resume and ``task.eval_only`` say such values."""
+    if ignored:
+        log.warning("%s: %s, so these are ignored: %s%s", source, why, ", ".join(ignored),
+                    f"; {advice}" if advice else "")
+
+
+def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = frozenset(), *,
+              why: str = "the clips are those its model takes", whose: str = "the file's", unsaid: tuple[str, ...] = (),
+              advice: str = "", **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
-    section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet); where these differ from
-    the recipe's, said in the log as those of ``source``'s model. ``data_fields``: other data values set in the same
-    replace (the data section is checked once, with the model's clip)."""
+    section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet). Where these differ from
+    the config's, those the command line gives (``given``, dotted keys; with the model's fields ``unsaid``, that the
+    caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, ``whose``
+    values are kept, ``advice``), the others said in the log as the recipe's, not those of ``source``'s model.
+    ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
+    clip)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
                                tubelet=model.tubelet_size, **data_fields)
-    clip = (data.num_frames, data.img_size, data.tubelet)
-    recipe = (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet)
-    if clip != recipe:
-        log.info("clips of %d frames of %d px, tubelet %d, as the model of %s takes them, not the recipe's %d of %d "
-                 "px, tubelet %d", *clip, source, *recipe)
+    differ = [(section, key, getattr(ours, key), getattr(theirs, key)) for section, ours, theirs, keys in (
+        ("data", cfg.data, data, [d for d, _ in CLIP_FIELDS]), ("model", cfg.model, model, unsaid))
+        for key in keys if getattr(ours, key) != getattr(theirs, key)]
+    taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
+             "takes them")
+    say_ignored(source, why, [ignored_value(f"{section}.{key}", value, kept, whose)
+                              for section, key, value, kept in differ if f"{section}.{key}" in given], advice)
+    recipe = {key: value for section, key, value, _ in differ if section == "data" and f"data.{key}" not in given}
+    if recipe:
+        said = {"num_frames": "{} frames", "img_size": "{} px", "tubelet": "tubelet {}"}
+        log.info("clips of %s, not the recipe's %s", taken,
+                 ", ".join(said[key].format(value) for key, value in recipe.items()))
     return dataclasses.replace(cfg, data=data, model=model)
 
 
@@ -332,7 +362,7 @@ def check_clips_divide(data, model) -> None:
 def check_clips_fit_model(data, model) -> None:
     """The data section's clips must fit the model: its geometry, and RGB (shared by pre-training and
     fine-tuning)."""
-    for d, m in (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size")):
+    for d, m in CLIP_FIELDS:
         if getattr(data, d) != getattr(model, m):
             raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
                               "the clips must fit the model; set both")

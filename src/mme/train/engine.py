@@ -57,7 +57,7 @@ from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
-from mme.train.config import TrainConfig
+from mme.train.config import TrainConfig, ignored_value, say_ignored
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import (
@@ -420,12 +420,10 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     if changed:
         log.info("architecture from %s: %s", source, changed)
     sizes = model.PRESETS.get(model.preset, {}) if "model.preset" in given else {}
-    ignored = [f"model.{k}={getattr(model, k)!r} ("
-               f"{'' if f'model.{k}' in given else f'of model.preset={model.preset}; '}the file's: {v!r})"
+    ignored = [ignored_value(f"model.{k}", getattr(model, k), v, ""
+                             f"{'' if f'model.{k}' in given else f'of model.preset={model.preset}; '}the file's")
                for k, v in changed.items() if f"model.{k}" in given or k in sizes]
-    if ignored:
-        log.warning("train.init %s: the run's architecture is the file's, so these are ignored: %s", source,
-                    ", ".join(ignored))
+    say_ignored(f"train.init {source}", "the run's architecture is the file's", ignored)
     preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
     try:  # (the clip's check against the file's patch and tubelet: mme.train.config.PretrainConfig.checks_clip)
         return dataclasses.replace(model, preset=preset, **arch)
@@ -445,11 +443,10 @@ def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterabl
     (``from_init``: the resumed run's train.init is set, :func:`resumed_init`) the :data:`FROM_INIT` fields only where
     the command line gives them (``given``, dotted keys): its recipe's would differ on every resume, nothing having
     been given."""
-    ignored = [f"model.{k}={getattr(ours, k)!r} (the run's: {getattr(runs, k)!r})" for k in fields
+    ignored = [ignored_value(f"model.{k}", getattr(ours, k), getattr(runs, k), "the run's") for k in fields
                if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not from_init
                                                             or k not in FROM_INIT)]
-    if ignored:
-        log.warning("resuming %s: its model is the run's own, so these are ignored: %s", source, ", ".join(ignored))
+    say_ignored(f"resuming {source}", "its model is the run's own", ignored)
 
 
 def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
