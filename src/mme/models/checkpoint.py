@@ -1074,10 +1074,11 @@ def load_encoder(path: str | os.PathLike, strict: bool = True, **hints) -> Visio
     tokens ``(B, N, D)``. Decoder / classifier weights are dropped; missing encoder keys raise when ``strict``.
     Hints: ``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames`` (see read_checkpoint).
 
-    Clips of another size than the config's: without hints, the config's position table is resampled to their
-    token grid (``VisionTransformer.pos_for``); with ``img_size`` / ``num_frames`` the model is built for that size,
-    with the sin-cos table VideoMAE and Hugging Face compute for it (as fine-tuning at another size does). The
-    two give different features; the hints are VideoMAE's convention."""
+    Clips of another size or frame count than the config's take the fixed sin-cos position table of their own token
+    grid (``VisionTransformer.pos_for``), the one VideoMAE and Hugging Face compute for a model of that clip: the
+    same features as the model built for it with ``img_size`` / ``num_frames`` (``mme embed --img-size /
+    --num-frames``, fine-tuning at that size). Those hints also give the clip of a file that records none (an
+    original ``.pth``)."""
     return build_model(read_checkpoint(path, encoder_only=True, strict=strict, **hints), strict)
 
 

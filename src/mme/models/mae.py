@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from mme.models.config import ModelConfig
 from mme.models.masking import make_mask
-from mme.models.vit import Block, VisionTransformer, init_weights, interpolate_pos_table, sincos_table
+from mme.models.vit import Block, VisionTransformer, init_weights, position_table
 
 ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -84,7 +84,7 @@ class MaskedAutoencoder(nn.Module):
         self.encoder = VisionTransformer(cfg)
         self.encoder_to_decoder = nn.Linear(cfg.embed_dim, cfg.decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
+        self.register_buffer("decoder_pos_embed", position_table(cfg.grid, cfg.decoder_dim), persistent=False)
         rates = [cfg.drop_path * i / max(cfg.decoder_depth - 1, 1) for i in range(cfg.decoder_depth)]  # as VideoMAE's
         self.decoder_blocks = nn.ModuleList(
             Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.decoder_layer_scale_init, r,
@@ -112,7 +112,9 @@ class MaskedAutoencoder(nn.Module):
         """Visible tokens ``(B, N_visible, D)`` -> predictions ``{name: (B, N_masked, dim)}`` at masked tokens."""
         B = latent.shape[0]
         x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
-        pos = interpolate_pos_table(self.decoder_pos_embed, self.cfg.grid, grid or self.cfg.grid)
+        grid = tuple(grid or self.cfg.grid)
+        pos = self.decoder_pos_embed if grid == tuple(self.cfg.grid) else \
+            position_table(grid, self.cfg.decoder_dim).to(x.device)  # (as the encoder's: VisionTransformer.pos_for)
         pos = pos.to(x.dtype).expand(B, -1, -1)  # (B, N, Dd)
         pos_visible = pos[~mask].reshape(B, -1, x.shape[-1])
         pos_masked = pos[mask].reshape(B, -1, x.shape[-1])

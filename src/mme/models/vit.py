@@ -31,18 +31,15 @@ def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
     return table.float().to(torch.get_default_device())
 
 
-def interpolate_pos_table(
-    table: torch.Tensor, src_grid: tuple[int, int, int], dst_grid: tuple[int, int, int]
-) -> torch.Tensor:
-    """Resample a flattened ``(N, D)`` position table from token grid ``src_grid`` to ``dst_grid`` (trilinear),
-    for checkpoints trained at another frame count or resolution."""
-    if tuple(src_grid) == tuple(dst_grid):
-        return table
-    t, h, w = src_grid
-    d = table.shape[-1]
-    grid = table.reshape(1, t, h, w, d).permute(0, 4, 1, 2, 3)  # (1, D, t, h, w)
-    grid = F.interpolate(grid, size=tuple(dst_grid), mode="trilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 4, 1).reshape(-1, d)
+def position_table(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
+    """The fixed position table ``(t*h*w, dim)`` of a token grid ``(t, h, w)``: :func:`sincos_table` over its tokens
+    in raster order, as VideoMAE and Hugging Face compute it for a model of that clip (``get_sinusoid_encoding_table(
+    num_patches, dim)``). Every model of mme has this table (a stored one that differs, a learned one, is refused
+    when read: ``mme.models.checkpoint._check_position_tables``), so a clip of another grid than the config's takes
+    its own grid's table: the model built for that clip (``load_encoder(F, img_size=, num_frames=)``, ``mme embed
+    --img-size / --num-frames``, fine-tuning at that size) computes the same."""
+    t, h, w = grid
+    return sincos_table(t * h * w, dim)
 
 
 def clip_standardised(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -217,7 +214,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_embed = TubeletEmbed(cfg.in_chans, cfg.embed_dim, cfg.tubelet_size, cfg.patch_size)
-        self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.embed_dim), persistent=False)
+        self.register_buffer("pos_embed", position_table(cfg.grid, cfg.embed_dim), persistent=False)
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(
             Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.layer_scale_init, r, cfg.norm_eps)
@@ -242,8 +239,9 @@ class VisionTransformer(nn.Module):
         return visible[:, 1].view(batch, -1)
 
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The position table for an input clip, interpolated if its token grid differs from the config's. A clip
-        that does not divide into tubelets and patches is refused: the patch embedding would drop the rest."""
+        """The position table for an input clip: the config's, or where the clip's token grid differs, that grid's
+        own (:func:`position_table`: the features of the encoder built for that clip). A clip that does not divide
+        into tubelets and patches is refused: the patch embedding would drop the rest."""
         _, _, T, H, W = x.shape
         c = self.cfg
         if T % c.tubelet_size or H % c.patch_size or W % c.patch_size:
@@ -251,7 +249,8 @@ class VisionTransformer(nn.Module):
                              f"{c.tubelet_size} frames and {c.patch_size}x{c.patch_size} patches: give T a multiple "
                              f"of {c.tubelet_size} and H, W multiples of {c.patch_size}")
         grid = (T // c.tubelet_size, H // c.patch_size, W // c.patch_size)
-        return interpolate_pos_table(self.pos_embed, c.grid, grid).to(x.dtype)
+        table = self.pos_embed if grid == tuple(c.grid) else position_table(grid, c.embed_dim).to(x.device)
+        return table.to(x.dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 5 or not x.is_floating_point():
