@@ -1715,6 +1715,19 @@ def test_norm_pix_survives_every_route(tmp_path):
     assert read_checkpoint(live).run_config["target"] == {"kind": "pixel", "norm_pix": False}  # (was none)
     export_hf(load_model(tmp_path / "run.pt"), tmp_path / "live_hf", kind="pretraining")
     assert json.loads((tmp_path / "live_hf" / "config.json").read_text())["norm_pix_loss"] is False
+    # --norm-pix given to the export: its norm_pix_loss, not its mme_run's target (the run's), is the file's on every
+    # route from it (it flipped back to false: read, viz, an export again, the encoder's)
+    flipped = export(tmp_path / "run.pt", tmp_path / "flipped", "hf", kind="pretraining", norm_pix=True)
+    assert json.loads((flipped / "config.json").read_text())["mme_run"]["target"]["norm_pix"] is False
+    assert read_checkpoint(flipped).norm_pix is True
+    chain = [flipped, export(flipped, tmp_path / "flipped_enc", "mme", kind="model"),
+             export(flipped, tmp_path / "flipped_ours", "safetensors")]
+    for src in chain:
+        assert read_checkpoint(src, encoder_only=True).norm_pix is True, src
+        out = export(src, tmp_path / f"again_{src.stem}", "hf")  # (--kind model)
+        assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is True, src
+    again = export(chain[2], tmp_path / "again_pre", "hf", kind="pretraining")
+    assert json.loads((again / "config.json").read_text())["norm_pix_loss"] is True
 
 
 def test_a_decoder_heads_hint_is_ignored_by_every_route_to_a_file_without_a_decoder(mae, tmp_path):

@@ -108,8 +108,9 @@ class Checkpoint:
     being the file's), in place of a guess from the width."""
     norm_pix: bool | None = None
     """Whether the pixel loss of the run that made it normalises each patch (VideoMAE's ``norm_pix_loss``), where
-    a file records it (the run's ``target.norm_pix``, which our training checkpoints and exports carry, whatever part
-    of the model is read; our masked autoencoders' ``norm_pix``; Hugging Face configs)."""
+    a file records it: our exports' ``norm_pix`` and Hugging Face configs' ``norm_pix_loss`` (what ``mme export
+    --norm-pix`` / ``--no-norm-pix`` set), else the run's ``target.norm_pix``, which our training checkpoints and
+    exports carry, whatever part of the model is read."""
     class_names: list[str] | None = None
     """classifier only: its classes' names by id, where a file records them (a fine-tuning run's ``task.classes``,
     our exports)."""
@@ -291,8 +292,8 @@ class Checkpoint:
             out["run"] = self.run_record
         if self.kind == "mae":
             out["heads"] = [dataclasses.asdict(h) for h in self.heads]
-            if self.norm_pix is not None:
-                out["norm_pix"] = self.norm_pix
+        if self.norm_pix is not None:  # (any part: an encoder's too, so that its read does not take its run's)
+            out["norm_pix"] = self.norm_pix
         if self.pooled_norm is not None:
             out["pooled_norm"] = {"eps": self.pooled_norm.eps}
         if self.kind == "classifier":
@@ -811,8 +812,8 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         given = as_given(given_as.get(fault.field, fault.field), fault.value)
         raise CheckpointError(f"{Path(path)}: {given} {fault.reason}") from e
     target = ck.run_config.get("target")
-    if isinstance(target, dict) and "norm_pix" in target:  # the run's own, every route and part
-        ck.norm_pix = bool(target["norm_pix"])
+    if ck.norm_pix is None and isinstance(target, dict) and "norm_pix" in target:  # the run's own, every route and
+        ck.norm_pix = bool(target["norm_pix"])  # part, where the file records none (an export's --norm-pix is its own)
     if encoder_only and ck.kind != "encoder":
         _say_encoder_used(ck.source, ck.state, ck.kind)
         ck = select_part(ck, "model")
