@@ -6,6 +6,7 @@ order. References: VideoMAE (Tong et al. 2022) and mme-method.md §5.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 import torch
@@ -40,6 +41,18 @@ def position_table(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     --img-size / --num-frames``, fine-tuning at that size) computes the same."""
     t, h, w = grid
     return sincos_table(t * h * w, dim)
+
+
+@functools.lru_cache(maxsize=8)
+def clip_position_table(grid: tuple[int, int, int], dim: int, device: torch.device,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """:func:`position_table` on ``device`` in ``dtype``, kept for the last 8 such tables: that of a clip of another
+    grid than its model's (``VisionTransformer.pos_for``, ``MaskedAutoencoder.forward_decoder``), taken by every
+    batch of a loop at that size, is computed once (each forward computed it again in float64 on the CPU and copied
+    it: 9 ms a call for ViT-B at 8 x 224², where the model's own grid reads its buffer). Made outside inference mode,
+    so a run with gradients may take a table an ``inference_mode`` forward kept; never to be changed in place."""
+    with torch.inference_mode(False):
+        return position_table(grid, dim).to(device=device, dtype=dtype)
 
 
 def clip_standardised(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -240,7 +253,8 @@ class VisionTransformer(nn.Module):
 
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:
         """The position table for an input clip: the config's, or where the clip's token grid differs, that grid's
-        own (:func:`position_table`: the features of the encoder built for that clip). A clip that does not divide
+        own (:func:`position_table`, kept: :func:`clip_position_table`; the features of the encoder built for that
+        clip). A clip that does not divide
         into tubelets and patches is refused: the patch embedding would drop the rest."""
         _, _, T, H, W = x.shape
         c = self.cfg
@@ -249,8 +263,9 @@ class VisionTransformer(nn.Module):
                              f"{c.tubelet_size} frames and {c.patch_size}x{c.patch_size} patches: give T a multiple "
                              f"of {c.tubelet_size} and H, W multiples of {c.patch_size}")
         grid = (T // c.tubelet_size, H // c.patch_size, W // c.patch_size)
-        table = self.pos_embed if grid == tuple(c.grid) else position_table(grid, c.embed_dim).to(x.device)
-        return table.to(x.dtype)
+        if grid == tuple(c.grid):
+            return self.pos_embed.to(x.dtype)
+        return clip_position_table(grid, c.embed_dim, x.device, x.dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 5 or not x.is_floating_point():
