@@ -1313,9 +1313,12 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
     src = save_pretrained(clf, tmp_path / "clf")
     with caplog.at_level("INFO", logger="mme"):
         res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
-                                    "data.test_clips=1", "data.test_crops=1"))
+                                    "data.test_clips=1", "data.test_crops=1", "model.patch_size=8"))
     source = f"task.eval_only's train.init {src}"
+    # its patch is its weights', not its clips' (it was warned of with the clips, and mme embed's options)
     assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage() and r.levelname == "WARNING"] == [
+        f"{source}: a classifier's architecture is the file's, so these are ignored: model.patch_size=8 (the file's: "
+        "16)",
         f"{source}: a classifier is tested on the clips it was trained on, so these are ignored: data.num_frames=4 "
         "(the file's: 6), data.img_size=32 (the file's: 48), model.img_size=32 (the file's: 48), model.num_frames=4 "
         "(the file's: 6); mme embed --img-size / --num-frames runs its encoder on other clips"]
