@@ -326,12 +326,13 @@ def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> 
 
 def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = frozenset(), *,
               why: str = "the clips are those its model takes", whose: str = "the file's", unsaid: tuple[str, ...] = (),
-              advice: str = "", **data_fields):
+              advice: str = "", said_as: str | None = None, **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
     section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet). Where these differ from
     the config's, those the command line gives (``given``, dotted keys; with the model's fields ``unsaid``, that the
     caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, ``whose``
-    values are kept, ``advice``), the others said in the log as the recipe's, not those of ``source``'s model.
+    values are kept, ``advice``; the source named ``said_as``, where the caller's warning of its model's ignored
+    values names it so: ``resuming X``), the others said in the log as the recipe's, not those of ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
     clip)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
@@ -341,7 +342,7 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
         for key in keys if getattr(ours, key) != getattr(theirs, key)]
     taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
              "takes them")
-    say_ignored(source, why, [ignored_value(f"{section}.{key}", value, kept, whose)
+    say_ignored(said_as or source, why, [ignored_value(f"{section}.{key}", value, kept, whose)
                               for section, key, value, kept in differ if f"{section}.{key}" in given], advice)
     recipe = {key: value for section, key, value, _ in differ if section == "data" and f"data.{key}" not in given}
     if recipe:
