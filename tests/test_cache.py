@@ -1628,7 +1628,7 @@ def test_a_version_3_header_whose_quantum_is_missing_or_not_a_number_is_refused_
 
 
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):
-    """The cache of a video, then a resized, a trimmed and a re-encoded copy (same size and frame count, other
+    """The cache of a video, then a resized, a trimmed and a re-encoded copy (same frame size and frame count, other
     motion) under the same name: their frames are not the ones the tracks were made on, so each is a VideoError
     naming the cache and both versions (the dataset skips it and reports it); the video itself still reads its
     cache, and so does a copy of it."""
@@ -1653,7 +1653,7 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
             sample = PretrainDataset(DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4,
                                                 stride=2, img_size=64)).sample(0, np.random.default_rng(0))
             with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(made from another version of "
-                                                 r".*a\.mp4 \(same size and frame count, other content\)"):
+                                                 r".*a\.mp4 \(same frame size and frame count, other content\)"):
                 fn(sample)
             continue
         data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64)

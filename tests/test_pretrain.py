@@ -1972,6 +1972,44 @@ def test_a_track_cache_of_unreadable_files_is_refused_before_any_work_as_stale_o
     check_cache(cfg, pretrain_dataset(cfg))
 
 
+def test_a_track_cache_of_videos_re_encoded_in_place_is_refused_before_another_runs_folder_is_cleared(tmp_path):
+    """Videos re-encoded in place since their cache was extracted (same names, frame size and count, other content)
+    passed the start check, which judged only the tracker's revision of the probed files: a run with
+    train.overwrite=true removed another run's checkpoints, then stopped at its first batch ({'track cache': 1}). The
+    start check counts such files with the unreadable and stale ones, and refuses the run before any work."""
+    from videos import affine_video, write_video
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+
+    def encode(seed: int) -> None:
+        for i in range(2):
+            frames = affine_video(20, 64, 80, dx=1.0 + seed + i, dy=0.5, seed=10 * seed + i)[0]
+            write_video(tmp_path / f"v{i}.mp4", frames)
+
+    encode(0)
+    (tmp_path / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path), length=6, short_side=64)
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}", "train.batch_size=2"]
+    cached = [f"target.cache_dir={tmp_path / 'cache'}", "train.overwrite=true"]
+    run("tiny_cpu_mme", data, tmp_path / "run", "train.steps=1", FP32)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "run").glob("checkpoint-*.pt")}
+    assert kept
+    encode(3)  # re-encoded in place
+    with pytest.raises(DataError) as refused:
+        run("tiny_cpu_mme", data, tmp_path / "run", "train.steps=1", *cached, FP32)
+    assert str(refused.value).startswith(
+        f"target.cache_dir '{tmp_path / 'cache'}': 2 of its 2 track cache files of the videos of "
+        f"{tmp_path / 'list.txt'} were made from another version of their video, which each read fails as its video's "
+        f"failure (the first, {cache_file(tmp_path / 'cache', 'v0.mp4')}: made from another version of "
+        f"{tmp_path / 'v0.mp4'} (its content changed since)); a resumed mme extract makes them again: `mme extract")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").glob("checkpoint-*.pt")} == kept  # before: removed
+    made = extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path), length=6,
+                         short_side=64)
+    assert made["done"] == 2  # as the refusal says: made again
+    assert run("tiny_cpu_mme", data, tmp_path / "run", "train.steps=1", *cached, FP32).step == 1
+
+
 def test_the_refused_files_of_a_list_that_repeats_videos_are_counted_per_entry_as_the_dataset_counts(synth,
                                                                                                       tmp_path):
     """A damaged file of a video listed 40 times of 100 entries was counted once per probe that met it (26 of the
@@ -2809,7 +2847,10 @@ def test_a_video_that_will_not_open_is_not_taken_for_settings_the_run_cannot_rea
     (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in videos))
     extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path / "data"), length=6,
                   short_side=64)
-    (tmp_path / "data" / videos[0]).write_bytes(b"not a video")
+    damaged = tmp_path / "data" / videos[0]  # damaged on disk, its size and mtime kept: the file the cache was made
+    was = damaged.stat()  # of (one rewritten since is another version of it, refused before its settings count)
+    damaged.write_bytes(bytes(was.st_size))
+    os.utime(damaged, ns=(was.st_atime_ns, was.st_mtime_ns))
     cache_file(tmp_path / "cache", videos[1]).write_bytes(b"damaged")
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path / 'data'}",
                                        "data.max_failure_fraction=0"], tmp_path / "run",

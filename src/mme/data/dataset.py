@@ -857,11 +857,11 @@ class PretrainDataset(_VideoDataset):
         return [(path, found, meta) for path, found, meta, why in self._probe_reads if why is None]
 
     @property
-    def refused_probes(self) -> list[tuple[str, dict | None, str]]:
-        """The cache file, meta (None: unreadable) and reason of each probed one that each read fails as its video's
-        failure before its settings count (unreadable, or made by an earlier mme), and a resumed extraction makes
-        again."""
-        return [(found, meta, why) for _, found, meta, why in self._probe_reads if why is not None]
+    def refused_probes(self) -> list[tuple[str, dict | None, str, str]]:
+        """The cache file, meta (None: unreadable), reason and video path of each probed one that each read fails as
+        its video's failure before its settings count (unreadable, made by an earlier mme, or of another version of
+        its video), and a resumed extraction makes again."""
+        return [(found, meta, why, path) for path, found, meta, why in self._probe_reads if why is not None]
 
     def cache_file_refusal(self, path: str, found: str, meta: dict, remake: str | None = None) -> ConfigError | None:
         """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None:
@@ -981,9 +981,9 @@ class PretrainDataset(_VideoDataset):
         """The track cache files that cannot be read whole (:func:`mme.motion.cache.damaged`), with why, of the first
         :data:`CACHE_PROBES` videos that failed for their cache by ``codes`` (as :attr:`failure_codes`), where a
         resumed extraction keeps them: their header reads and they are of their video as it is and made as this mme
-        makes them (:func:`~mme.motion.cache.cache_meta_and_refusal`, :func:`~mme.motion.cache.same_source`; any
-        other it makes again). Read at the failure check that stops the run only."""
-        from mme.motion.cache import cache_meta_and_refusal, damaged, same_source
+        makes them (:func:`~mme.motion.cache.cache_meta_and_refusal`; any other it makes again). Read at the failure
+        check that stops the run only."""
+        from mme.motion.cache import cache_meta_and_refusal, damaged
 
         out: list[tuple[str, str]] = []
         seen: set[str] = set()
@@ -994,7 +994,7 @@ class PretrainDataset(_VideoDataset):
                 continue
             seen.add(found)
             meta, remade = cache_meta_and_refusal(found, video)
-            if meta is None or remade is not None or not (os.path.isfile(video) and same_source(meta, video)):
+            if meta is None or remade is not None or not os.path.isfile(video):
                 continue
             if (why := damaged(found)) is not None:
                 out.append((found, why))

@@ -408,13 +408,19 @@ def cache_meta(path: str | Path) -> dict:
 def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, str | None]:
     """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) of the file ``video`` and why
     each training read fails it as its video's failure before its settings count (:func:`cached_tracks`): unreadable
-    (damaged, truncated), or made by an earlier mme (:func:`stale`); None where the read goes on to its settings. A
-    resumed ``mme extract`` makes such a file again."""
+    (damaged, truncated), made by an earlier mme (:func:`stale`), or made from another version of ``video`` than the
+    file there now (:func:`same_source`: re-encoded, replaced; a video that cannot be read is its own failure, judged
+    at its open); None where the read goes on to its settings. A resumed ``mme extract`` makes such a file again."""
     try:
         meta = cache_meta(path)
     except VideoError as e:
         return None, f"unreadable ({e.__cause__ or e})"
-    return meta, stale(meta, video)
+    if (why := stale(meta, video)) is not None:
+        return meta, why
+    with contextlib.suppress(OSError):
+        if not same_source(meta, video):
+            return meta, f"made from another version of {video} (its content changed since)"
+    return meta, None
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
@@ -772,8 +778,8 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
                                               f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; "
                                               f"{_remaking(cached.meta)}")
     if not same_source(cached.meta, sample.path):
-        raise video_error(path, "track cache", f"made from another version of {sample.path} (same size and frame "
-                                              f"count, other content); {REMADE}")
+        raise video_error(path, "track cache", f"made from another version of {sample.path} (same frame size and "
+                                              f"frame count, other content); {REMADE}")
     check_settings(cached.meta, path, cfg, length, min(sample.geometry.out_w, sample.geometry.out_h))
     tracks = resample(cached, sample.starts, length, sample.geometry, seed_stride, cfg.max_disp, str(path))
     if cfg.prune:

@@ -40,6 +40,7 @@ from mme.motion.cache import (
     extract_flags,
     extract_flags_as_fine,
     same_frames,
+    stale,
 )
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
@@ -74,25 +75,25 @@ def reads_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> bool:
 
 
 def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Refuse a ``target.cache_dir`` that is not a folder, or lacks the cache files of more of the list's videos
-    than ``data.max_failure_fraction`` lets the run skip, or of all of them
-    (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
-    on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
-    stopped part-way, are the dataset's failures; those ``mme extract`` failed, where they alone are too many, named
-    as such: :func:`_check_extract_failed`), or one of whose probed files that this mme made and can read
+    """Refuse a ``target.cache_dir`` that is not a folder, or lacks the cache files of more of the list's videos than
+    ``data.max_failure_fraction`` lets the run skip, or of all of them
+    (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses on
+    disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction stopped
+    part-way, are the dataset's failures; those ``mme extract`` failed, where they alone are too many, named as such:
+    :func:`_check_extract_failed`), or one of whose probed files that this mme made and can read
     (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with settings the run cannot
     read, or turned its video otherwise (:meth:`~mme.data.dataset.PretrainDataset.cache_file_refusal`, advising the
     cache made again at its ``--short-side``; videos outside the probes are judged at their read), or holds too many
-    files each read fails before their settings count (unreadable, or made by an earlier mme:
-    :func:`_check_refused_files`, judged after the settings: their advice, a resumed extraction, would be refused for
-    files of other settings), as each read would at the first batch, after the run's files, model and loader workers
+    files each read fails before their settings count (unreadable, made by an earlier mme, or of another version of its
+    video: :func:`_check_refused_files`, judged after the settings: their advice, a resumed extraction, would be refused
+    for files of other settings), as each read would at the first batch, after the run's files, model and loader workers
     are made. Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of the frames its
-    ``--backend`` read: say so where these differ from the run's (judged on each probed file, naming the first such
-    one where the cache is mixed), so that the run's config is not read as its tracks' flow, and a decoder that reads
-    other frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`); and where
-    its files were made with settings each that change their tracks (a mixed cache:
-    :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`), whose targets differ from one video to another. A target
-    of no tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
+    ``--backend`` read: say so where these differ from the run's (judged on each probed file, naming the first such one
+    where the cache is mixed), so that the run's config is not read as its tracks' flow, and a decoder that reads other
+    frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`); and where its
+    files were made with settings each that change their tracks (a mixed cache:
+    :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`), whose targets differ from one video to another. A target of
+    no tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
     if not reads_cache(cfg, dataset):
         return
     cache = cfg.target.cache_dir
@@ -196,9 +197,20 @@ def _unsought(lookup: CacheLookup, n: int) -> str:
     return f"its listing lacks those of {n} more (not looked up one by one{unlisted})"
 
 
+REFUSED_AS = ("are unreadable", "were made by an earlier mme", "were made from another version of their video")
+"""What :func:`_check_refused_files` says of each kind of file a read fails before its settings count."""
+
+
+def _refused_as(meta: dict | None, video: str) -> str:
+    """Which of :data:`REFUSED_AS` a cache file of ``meta`` (None: unreadable) of ``video`` that
+    :func:`~mme.motion.cache.cache_meta_and_refusal` refuses is."""
+    return REFUSED_AS[0] if meta is None else REFUSED_AS[1] if stale(meta, video) is not None else REFUSED_AS[2]
+
+
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache whose files each read fails as its video's failure before their settings count
-    (:func:`~mme.motion.cache.cache_meta_and_refusal`: unreadable, or made by an earlier mme) where they, with the
+    (:func:`~mme.motion.cache.cache_meta_and_refusal`: unreadable, made by an earlier mme, or of another version of
+    its video: re-encoded in place) where they, with the
     files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before the run's flow warning and
     first step (the run would stop at its first batch). Counted per entry of the list, as the dataset counts its
     failures (a video listed twice fails twice), each file read once. Judged on the probed files
@@ -209,7 +221,7 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         return
     files = [found for found in dataset.cache_lookup.files if found is not None]  # one for each entry that has one
     probes = dataset.cache_probes
-    refused = {found: meta for found, meta, _ in dataset.refused_probes}  # (meta None: unreadable)
+    refused = {found: _refused_as(meta, video) for found, meta, _, video in dataset.refused_probes}
     lacking = len(dataset.cache_lookup.lacking)
     if len(probes) < len(files):
         if not dataset.too_many_failures(lacking + round(len(dataset.refused_probes) * len(files) / len(probes))):
@@ -222,20 +234,19 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         for found, video in unread.items():
             meta, why = cache_meta_and_refusal(found, video)
             if why is not None:
-                refused[found] = meta
-    count = sum(found in refused for found in files)
-    unreadable = sum(found in refused and refused[found] is None for found in files)
-    made_before = count - unreadable
+                refused[found] = _refused_as(meta, video)
+    kinds = {kind: sum(refused.get(found) == kind for found in files) for kind in REFUSED_AS}
+    count = sum(kinds.values())
     if not dataset.too_many_failures(lacking + count):
         return
-    kinds = {"are unreadable": unreadable, "were made by an earlier mme": made_before}
-    are = " or ".join(f"{kind} ({n})" if unreadable and made_before else kind for kind, n in kinds.items() if n)
+    said = [(kind, n) for kind, n in kinds.items() if n]
+    are = " or ".join(f"{kind} ({n})" if len(said) > 1 else kind for kind, n in said)
     lacks = f", with the {lacking} it lacks" if lacking else ""
     beyond = (f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
     distinct = len(set(files))
     repeated = f" (entries of the list: {distinct} files, some listed more than once)" if distinct < len(files) else ""
-    found, _, why = dataset.refused_probes[0]
+    found, _, why, _ = dataset.refused_probes[0]
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
                     f"videos of {cfg.data.list_file}{repeated} {are}{lacks}{beyond}, which each read fails as its "
                     f"video's failure (the first, {found}: {why}); a resumed mme extract makes them again: "
