@@ -1967,8 +1967,9 @@ def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, ca
     m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
     with pytest.raises(ConfigError, match=r"the track cache .*phone\.mp4\.tracks was extracted with --orientation "
-                                          r"coded, which reads this video's frames otherwise than this run's "
-                                          r"data\.orientation"):
+                                          r"coded, which read this video's frames as coded, where this run's "
+                                          r"data\.orientation reads them as displayed \(its display matrix turns its "
+                                          r"frames 90 degrees counterclockwise\); extract it with the run's$"):
         fn(sample)
     capsys.readouterr()
     assert cli(args + ["--orientation", "display"]) == 1
@@ -1981,6 +1982,35 @@ def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, ca
     assert cli(args) == 0
     plain = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
     assert plain.source == (96, 72, 12, (False, False, False)) and fn(plain)["disp"].shape == (2, 3, 8, 8, 2)
+
+
+@pytest.mark.parametrize("turned", ["90 degrees", "180 degrees"])
+def test_a_video_that_gained_a_display_matrix_since_extraction_is_its_own_failure_not_the_runs(tmp_path, turned):
+    """A video extracted with --orientation display, then made again from its phone's original (the same frames,
+    now with a display matrix), read by a run of data.orientation=display: its turn was judged before its version, a
+    ConfigError that stopped the run ("extracted with --orientation display, which reads this video's frames otherwise
+    than this run's data.orientation", both display). It is another version of the video, skipped and counted as
+    one: a VideoError saying so (its frames as coded are of the same size and count, its content other)."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    frames = affine_video(12, 72, 96, dx=1.5, seed=6)[0]
+    write_video(root / "v.mp4", frames)
+    (root / "list.txt").write_text("v.mp4\n")
+    out = tmp_path / "cache"
+    assert cli(["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "3",
+                "--short-side", "72", "--orientation", "display"]) == 0
+    matrix = {"90 degrees": [0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30],
+              "180 degrees": [-1 << 16, 0, 0, 0, -1 << 16, 0, 0, 0, 1 << 30]}[turned]
+    write_video(root / "v.mp4", frames, display=matrix)
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64,
+                      orientation="display")
+    sample = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
+    assert sample.source[3] != (False, False, False)
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
+    with pytest.raises(VideoError, match=r"v\.mp4\.tracks: track cache \(made from another version of .*v\.mp4 "
+                                         r"\(same frame size and frame count, other content\); re-run mme extract"):
+        fn(sample)  # before: a ConfigError
 
 
 def write_version_1(path, q, valid, pair_homs, meta):

@@ -2273,8 +2273,10 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
                                                                                      "--seed-stride 8 --flow "
                                                                                      "dis-balanced") + "$"),
              ("phone", {}, [f"data.list_file={phone / 'phone.txt'}", f"data.root={phone}"],
-              ["data.orientation=display"], r"phone\.mp4\.tracks was extracted with --orientation coded, which reads "
-                                            r"this video's frames otherwise than this run's data\.orientation")]
+              ["data.orientation=display"], r"phone\.mp4\.tracks was extracted with --orientation coded, which read "
+                                            r"this video's frames as coded, where this run's data\.orientation reads "
+                                            r"them as displayed \(its display matrix turns its frames 90 degrees "
+                                            r"counterclockwise\); extract again with")]
     for name, extracted, run_data, more, refused in cases:
         list_file = dict(s.split("=", 1) for s in run_data)["data.list_file"]
         extract_cache(list_file, str(tmp_path / name), root=run_data[1].split("=", 1)[1],
@@ -2931,7 +2933,8 @@ def test_a_phone_video_later_in_the_list_is_judged_before_any_work(tmp_path):
                "64 --seed-stride 8 --flow dis-balanced --orientation display --backend pyav --overwrite")
     assert str(refused.value) == (
         f"the track cache {cache_file(tmp_path / 'cache', 'phone.mp4')} was extracted with --orientation coded, which "
-        f"reads this video's frames otherwise than this run's data.orientation; extract again with `{command}`")
+        f"read this video's frames as coded, where this run's data.orientation reads them as displayed (its display "
+        f"matrix turns its frames 90 degrees counterclockwise); extract again with `{command}`")
     assert cli.main(shlex.split(command)[1:]) == 0
     check_cache(cfg, pretrain_dataset(cfg))
 

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.data.video import video_error, whole_frame_refusal
+from mme.data.video_reader import TURN_NAMES
 from mme.errors import ConfigError, VideoError
 from mme.motion.tracks import (
     REVISION_FLOWS,
@@ -625,6 +626,12 @@ def _remaking(meta: dict) -> str:
     return REMADE
 
 
+def _coded(width: int, height: int, frames: int, turn) -> tuple[int, int, int]:
+    """The coded frame size and count of a video whose frames, turned by ``turn``
+    (:func:`~mme.data.video_reader.display_turn`), are ``width`` x ``height``."""
+    return (height, width, frames) if turn[0] else (width, height, frames)
+
+
 def _shape_of(source) -> str:
     return f"{source[0]}x{source[1]}, {source[2]} frames"
 
@@ -639,11 +646,17 @@ def check_orientation(meta: dict, path: str | Path, turn, remake: str | None = N
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where its frames were turned otherwise than
     ``turn``, the run's of the video (:attr:`mme.data.video_reader.VideoReader.turn`: ``--orientation`` and
     ``data.orientation`` differ, and the video has a display matrix), advising ``remake`` as :func:`check_settings`."""
-    if tuple(turn) != tuple(meta.get("turn", (False, False, False))):
+    made = tuple(meta.get("turn", (False, False, False)))
+    if tuple(turn) != made:
         again = _extract_again(remake, "extract it with the run's")
         raise ConfigError(f"the track cache {path} was extracted with --orientation "
-                          f"{meta.get('orientation', 'coded')}, which reads this video's frames otherwise than this "
-                          f"run's data.orientation; {again}")
+                          f"{meta.get('orientation', 'coded')}, which read this video's frames {_turned(made)}, where "
+                          f"this run's data.orientation reads them {_turned(tuple(turn))}; {again}")
+
+
+def _turned(turn: tuple[bool, bool, bool]) -> str:
+    """How frames turned by ``turn`` (:func:`~mme.data.video_reader.display_turn`) are read, in words."""
+    return f"as displayed (its display matrix {TURN_NAMES[turn]})" if turn in TURN_NAMES else "as coded"
 
 
 def bound_in_run_px(meta: dict, img_size: int) -> float:
@@ -750,8 +763,9 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
     re-encoded or re-downloaded copy) is a VideoError naming both, as is one whose tracks this mme would make
     otherwise (:func:`stale`, judged first: a re-run of ``mme extract`` makes such a file again whatever else it
-    holds, so it is its video's failure, as the run's start check counts it); one whose frames were turned otherwise
-    than this run turns them (:func:`check_orientation`), or extracted with settings this run cannot read
+    holds, so it is its video's failure, as the run's start check counts it); one of the video as it is whose frames
+    were turned otherwise than this run turns them (:func:`check_orientation`: judged after the versions: a
+    video that gained or lost a display matrix is another version), or extracted with settings this run cannot read
     (:func:`check_settings`: a lower displacement bound, another compensation, fewer steps), a ConfigError. A video
     whose frames ``mme extract`` does not track whole (:func:`~mme.data.video.whole_frame_refusal`) is unreadable
     here where it has no cache file, as to it, and named so (a run without the cache trains on it; an earlier
@@ -770,16 +784,19 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     # Judged before the checks of what it records (revision 1: no orientation).
     if (why := stale(cached.meta, str(sample.path))) is not None:
         raise video_error(path, "track cache", f"{why}; {REMADE}")
-    made_from = (*cached.meta["src_size"], cached.num_starts)
-    if sample.source is not None:  # the video's size, frames and display matrix, as the sample read them
-        check_orientation(cached.meta, path, sample.source[3])
-    if sample.source is not None and tuple(sample.source[:3]) != made_from:
+    # The video's coded size and frames (as the sample read them, its turn undone), then its content: another version
+    # of it (one that gained or lost a display matrix too) is its failure, judged before the turn, which differs for
+    # the same file only where the cache's --orientation is not the run's.
+    made_from = _coded(*cached.meta["src_size"], cached.num_starts, cached.meta.get("turn", (False,) * 3))
+    if sample.source is not None and (now := _coded(*sample.source)) != made_from:
         raise video_error(path, "track cache", f"made from another version of {sample.path}: "
-                                              f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; "
+                                              f"{_shape_of(made_from)} there, {_shape_of(now)} now; "
                                               f"{_remaking(cached.meta)}")
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same frame size and "
                                               f"frame count, other content); {REMADE}")
+    if sample.source is not None:
+        check_orientation(cached.meta, path, sample.source[3])
     check_settings(cached.meta, path, cfg, length, min(sample.geometry.out_w, sample.geometry.out_h))
     tracks = resample(cached, sample.starts, length, sample.geometry, seed_stride, cfg.max_disp, str(path))
     if cfg.prune:
