@@ -303,6 +303,44 @@ def test_a_flow_the_run_does_not_use_for_reading_a_track_cache_is_no_change_on_r
         "target.flow: 'dis' -> 'dis-balanced'"]
 
 
+def test_a_track_cache_extracted_again_between_a_stop_and_its_resume_is_a_recorded_change(synth, tmp_path, caplog):
+    """A track cache made again into its folder between a run's stop and its resume (the coarse-cache warning's
+    advice, `mme extract ... --overwrite` at another --short-side and --max-disp) keeps its target.cache_dir: the
+    resumed run trained on other targets without a word (config_changes None). What the run reads of it (the settings
+    of its files, as ranks compare them) is recorded in the run's meta and compared on resume: one recorded change. A
+    checkpoint made before it was recorded resumes as before."""
+    from mme.motion.extract import extract_cache
+
+    lists = dict(s.split("=", 1) for s in synth)
+    cache = str(tmp_path / "cache")
+
+    def extract(**settings) -> None:
+        extract_cache(lists["data.list_file"], cache, root=lists["data.root"], length=6, **settings)
+
+    extract(short_side=64)
+    base = ("tiny_cpu_mme", synth, tmp_path / "run", f"target.cache_dir={cache}", FP32, "train.steps=4",
+            "train.ckpt_every=1", "model.depth=1")
+    run(*base, "train.stop_after=1")
+    run(*base, "train.stop_after=2", "train.resume=auto")  # the same cache: no change
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    extract(short_side=96, max_disp=30, overwrite=True)
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.stop_after=3", "train.resume=auto")
+    change = ("track cache: files made with short_side 64, seed_stride 8, flow dis-balanced, compensate False, "
+              "max_disp None, backend pyav -> files made with short_side 96, seed_stride 8, flow dis-balanced, "
+              "compensate False, max_disp 30.0, backend pyav")
+    assert f"with a changed config (the run will not replay exactly): ['{change}']" in caplog.text
+    recorded = [{"from_step": 2, "changes": [change]}]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == recorded  # before: none
+    newest = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    state = ckpt.load_checkpoint(newest)
+    del state["meta"]["read_identities"]  # as a checkpoint made before the meta recorded it
+    ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
+    extract(short_side=64, overwrite=True)
+    assert run(*base, "train.resume=auto").step == 4
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == recorded
+
+
 def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):
     """``target.loss_weights`` is a mapping, empty by default, which flattens to no key: a weight given on resume was
     applied but neither warned about nor recorded (only the old config's keys were compared), and a fresh run's

@@ -103,6 +103,10 @@ class Job:
     checkpoint_extra: dict = field(default_factory=dict)
     """Entries every checkpoint of the run holds besides the training state (pre-training's head specs, so a
     checkpoint rebuilds its model without the code of its targets)."""
+    read_identities: dict[str, str] = field(default_factory=dict)
+    """What says which of its inputs besides its list the run reads, by name (pre-training's ``track cache``: the
+    settings of its files, :meth:`~mme.data.dataset.PretrainDataset.cache_identity`): recorded in the run's meta
+    (run.json, every checkpoint) and compared at a resume (:func:`read_change`), as the list's content is."""
 
 
 @dataclass
@@ -536,6 +540,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
                "items": len(data), "list_files_digest": list(data.content_digest),
+               **({"read_identities": dict(job.read_identities)} if job.read_identities else {}),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%s", left_out(data.bad_lines, "the training list"))
@@ -814,6 +819,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         and not (key == "device_name" and same_device(old_meta[key], run.meta[key],
                                                       bf16_said(old_meta.get("precision_reason"))))]
     changed += (listed := list_change(state, run.data))
+    changed += read_change(old_meta, run.meta)
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
                        "epochs: mme.train.distributed.ORDER_VERSION)")
@@ -890,6 +896,17 @@ def list_change(state: dict, data: Dataset) -> list[str]:
     if not other and meta.get("items", items) == items:
         return []
     return [f"training list content: {meta.get('items', '?')} -> {items} items, changed"]
+
+
+def read_change(old_meta: dict, meta: dict) -> list[str]:
+    """The changes of the inputs a run reads besides its list (:attr:`Job.read_identities`, ``read_identities`` of
+    the meta ``meta``) since the checkpoint's run (``old_meta``), one entry each ('track cache: files made with
+    short_side 96, ... -> files made with short_side 224, ...'): a track cache extracted again into its folder keeps
+    its ``target.cache_dir``. An input the checkpoint records none of (made before they were recorded, or its run
+    read none) is not compared."""
+    old = old_meta.get("read_identities") or {}
+    return [f"{name}: {old[name]} -> {now}" for name, now in (meta.get("read_identities") or {}).items()
+            if name in old and old[name] != now]
 
 
 def end_of_epochs(run: Run) -> None:

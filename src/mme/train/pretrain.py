@@ -363,7 +363,8 @@ def setup(cfg: PretrainConfig) -> Run:
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
-                     checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]})
+                     checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]},
+                     read_identities={"track cache": dataset.cache_identity()} if reads_cache(cfg, dataset) else {})
     return engine.setup(cfg, job, model, dataset, start)
 
 
