@@ -133,7 +133,9 @@ def same_frames(backend: str | None, other: str) -> bool:
 def source_identity(path: str | Path) -> dict:
     """What a cache file records of the video it was made from: ``source_stat``, its size and mtime (ns), and
     ``fingerprint``, the identity of its content, unchanged by a copy (unlike its mtime): its size and a hash of
-    its first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them)."""
+    its first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them). Its
+    limit, documented in docs/targets.md: a file changed only between those ends, its byte size kept (an uncompressed
+    file re-rendered in place in its middle), is taken as the same; blocks hashed between them would only move it."""
     st = os.stat(path)
     stat = [st.st_size, st.st_mtime_ns]
     return {"fingerprint": _fingerprint(os.path.realpath(path), *stat), "source_stat": stat}
