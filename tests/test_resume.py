@@ -341,6 +341,38 @@ def test_a_track_cache_extracted_again_between_a_stop_and_its_resume_is_a_record
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == recorded
 
 
+def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_path):
+    """What a run records of its track cache names the files' own settings: a resume that changes only
+    data.backend between pyav-cuda and pyav (one frames) on an untouched cache recorded 'backend pyav-cuda ->
+    backend pyav' as a changed cache, since the identity named the run's decoder."""
+    import dataclasses
+
+    from videos import affine_video, write_video
+
+    from mme.data.dataset import DataConfig, PretrainDataset
+    from mme.models.config import ModelConfig
+    from mme.motion.extract import extract_cache
+    from mme.motion.targets import TargetConfig, make_target_fn
+    from mme.train.engine import read_change
+
+    for i in range(2):
+        write_video(tmp_path / f"v{i}.mp4", affine_video(20, 64, 80, dx=1.0 + i, dy=0.5, seed=i)[0])
+    (tmp_path / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path), length=6, short_side=64)
+    data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2, img_size=64)
+    dataset = PretrainDataset(data, track_length=6)
+    dataset.target_fn = make_target_fn(TargetConfig(kind="mme", track_length=6, cache_dir=str(tmp_path / "cache")),
+                                       ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2))
+    said = {}
+    for backend in ("pyav-cuda", "pyav"):  # (the run's decoder only: no GPU needed to judge the identity)
+        dataset.cfg = dataclasses.replace(data, backend=backend)
+        said[backend] = dataset.cache_identity()
+    assert said["pyav"] == said["pyav-cuda"] == ("files made with short_side 64, seed_stride 8, flow dis-balanced, "
+                                                 "compensate False, max_disp None, backend pyav")
+    assert read_change({"read_identities": {"track cache": said["pyav-cuda"]}},
+                       {"read_identities": {"track cache": said["pyav"]}}) == []
+
+
 def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):
     """``target.loss_weights`` is a mapping, empty by default, which flattens to no key: a weight given on resume was
     applied but neither warned about nor recorded (only the old config's keys were compared), and a fresh run's

@@ -953,10 +953,12 @@ class PretrainDataset(_VideoDataset):
         """What says which track cache (``target.cache_dir``) this rank reads, beside another rank's copy of it (a
         node, its own: :func:`mme.train.distributed.check_same_inputs`): the settings that change the tracks a run
         reads (:data:`READ_SETTINGS`) of its probed files (:attr:`current_probes`), those of a mixed cache digested
-        in the list's order."""
+        in the list's order. The files' own settings, whatever this run's ``data.backend``: the decoder each was
+        made with, the two PyAV decoders (CPU and GPU, one frames: :func:`mme.motion.cache.same_frames`) and
+        files recording none named ``pyav``, so it changes only where the files do."""
         from mme.motion.cache import resume_settings
 
-        settings = [", ".join(f"{key} {resume_settings(meta, self.cfg.backend)[key]}" for key in READ_SETTINGS)
+        settings = [", ".join(f"{key} {resume_settings(meta, 'pyav')[key]}" for key in READ_SETTINGS)
                     for _, _, meta in self.current_probes]
         kinds = list(dict.fromkeys(settings))
         if len(kinds) == 1:
