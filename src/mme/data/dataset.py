@@ -965,6 +965,19 @@ class PretrainDataset(_VideoDataset):
             return f"files made with {kinds[0]}"
         return f"mixed files of {len(kinds)} settings (digest {lines_digest(settings)})" if kinds else "no file read"
 
+    @staticmethod
+    def identity_change(old: str, now: str) -> str:
+        """What changed between two :meth:`cache_identity` texts: where both are of files of one setting each, the
+        settings that differ, as :meth:`mixed_cache` names only those ('short_side 64 -> 96, max_disp None -> 30.0');
+        else both ('files made with ... -> mixed files of 2 settings (...)')."""
+        lead = "files made with "
+        if old.startswith(lead) and now.startswith(lead):
+            held = [dict(item.split(" ", 1) for item in text[len(lead):].split(", ")) for text in (old, now)]
+            if held[0].keys() == held[1].keys() and (
+                    differ := [key for key in held[0] if held[1][key] != held[0][key]]):
+                return ", ".join(f"{key} {held[0][key]} -> {held[1][key]}" for key in differ)
+        return f"{old} -> {now}"
+
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else
         the advice of any dataset."""

@@ -45,7 +45,7 @@ from mme.config import (
     path_keys,
     recipe_of,
 )
-from mme.data.dataset import lines_digest, list_identity
+from mme.data.dataset import PretrainDataset, lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.data.video import decode_on
 from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
@@ -900,13 +900,13 @@ def list_change(state: dict, data: Dataset) -> list[str]:
 
 def read_change(old_meta: dict, meta: dict) -> list[str]:
     """The changes of the inputs a run reads besides its list (:attr:`Job.read_identities`, ``read_identities`` of
-    the meta ``meta``) since the checkpoint's run (``old_meta``), one entry each ('track cache: files made with
-    short_side 96, ... -> files made with short_side 224, ...'): a track cache extracted again into its folder keeps
-    its ``target.cache_dir``. An input the checkpoint records none of (made before they were recorded, or its run
-    read none) is not compared."""
+    the meta ``meta``) since the checkpoint's run (``old_meta``), one entry each, naming what differs ('track cache:
+    short_side 64 -> 96, max_disp None -> 30.0': :meth:`~mme.data.dataset.PretrainDataset.identity_change`): a track
+    cache extracted again into its folder keeps its ``target.cache_dir``. An input the checkpoint records none of
+    (made before they were recorded, or its run read none) is not compared."""
     old = old_meta.get("read_identities") or {}
-    return [f"{name}: {old[name]} -> {now}" for name, now in (meta.get("read_identities") or {}).items()
-            if name in old and old[name] != now]
+    return [f"{name}: {PretrainDataset.identity_change(old[name], now)}"
+            for name, now in (meta.get("read_identities") or {}).items() if name in old and old[name] != now]
 
 
 def end_of_epochs(run: Run) -> None:
