@@ -371,6 +371,43 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
                        {"read_identities": {"track cache": said["pyav"]}}) == []
 
 
+def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_path):
+    """A mixed cache's identity digests its probed files' settings: a probed video re-encoded between a stop and its
+    resume (its file no longer read) changed it, and the entry said only that the track cache changed. It now says
+    over how many probed files read, which drops with it."""
+    from videos import affine_video, write_video
+
+    from mme.data.dataset import DataConfig, PretrainDataset
+    from mme.models.config import ModelConfig
+    from mme.motion.extract import extract_cache
+    from mme.motion.targets import TargetConfig, make_target_fn
+
+    for i in range(3):
+        write_video(tmp_path / f"v{i}.mp4", affine_video(20, 64, 80, dx=1.0 + i, dy=0.5, seed=i)[0])
+    (tmp_path / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\nv2.mp4 0\n")
+    (tmp_path / "a.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    (tmp_path / "b.txt").write_text("v2.mp4 0\n")
+    for part, short_side in (("a", 64), ("b", 96)):  # two extractions of parts of the list into one folder
+        extract_cache(str(tmp_path / f"{part}.txt"), str(tmp_path / "cache"), root=str(tmp_path), length=6,
+                      short_side=short_side)
+
+    def identity() -> str:
+        data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2,
+                          img_size=64)
+        dataset = PretrainDataset(data, track_length=6)
+        dataset.target_fn = make_target_fn(
+            TargetConfig(kind="mme", track_length=6, cache_dir=str(tmp_path / "cache")),
+            ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2))
+        return dataset.cache_identity()
+
+    before = identity()
+    write_video(tmp_path / "v1.mp4", affine_video(20, 64, 80, dx=3.0, dy=0.5, seed=9)[0])  # re-encoded
+    after = identity()
+    assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 3 probed files read\)", before)
+    assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 2 probed files read\)", after)
+    assert PretrainDataset.identity_change(before, after) == f"{before} -> {after}"
+
+
 def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):
     """``target.loss_weights`` is a mapping, empty by default, which flattens to no key: a weight given on resume was
     applied but neither warned about nor recorded (only the old config's keys were compared), and a fresh run's

@@ -953,9 +953,11 @@ class PretrainDataset(_VideoDataset):
         """What says which track cache (``target.cache_dir``) this rank reads, beside another rank's copy of it (a
         node, its own: :func:`mme.train.distributed.check_same_inputs`): the settings that change the tracks a run
         reads (:data:`READ_SETTINGS`) of its probed files (:attr:`current_probes`), those of a mixed cache digested
-        in the list's order. The files' own settings, whatever this run's ``data.backend``: the decoder each was
-        made with, the two PyAV decoders (CPU and GPU, one frames: :func:`mme.motion.cache.same_frames`) and
-        files recording none named ``pyav``, so it changes only where the files do."""
+        in the list's order, with how many were read (a probed video changed since, whose file is no longer read,
+        changes the digest: the count says why). The files' own settings, whatever this run's ``data.backend``: the
+        decoder each was made with, the two PyAV decoders (CPU and GPU, one frames:
+        :func:`mme.motion.cache.same_frames`) and files recording none named ``pyav``, so it changes only where the
+        files do."""
         from mme.motion.cache import resume_settings
 
         settings = [", ".join(f"{key} {resume_settings(meta, 'pyav')[key]}" for key in READ_SETTINGS)
@@ -963,7 +965,8 @@ class PretrainDataset(_VideoDataset):
         kinds = list(dict.fromkeys(settings))
         if len(kinds) == 1:
             return f"files made with {kinds[0]}"
-        return f"mixed files of {len(kinds)} settings (digest {lines_digest(settings)})" if kinds else "no file read"
+        return (f"mixed files of {len(kinds)} settings (digest {lines_digest(settings)} over the {len(settings)} "
+                "probed files read)" if kinds else "no file read")
 
     @staticmethod
     def identity_change(old: str, now: str) -> str:
