@@ -2013,6 +2013,40 @@ def test_a_video_that_gained_a_display_matrix_since_extraction_is_its_own_failur
         fn(sample)  # before: a ConfigError
 
 
+@pytest.mark.parametrize("change", ["trimmed", "turned without a matrix"])
+def test_another_version_of_a_phone_video_is_said_in_its_coded_sizes_and_as_read(tmp_path, change):
+    """The sizes a changed video's failure names are its coded ones, said so, with those its frames were read at
+    where turned: a trimmed phone video (90 degree matrix, data.orientation=display) said '96x72, 12 frames there,
+    96x72, 10 frames now' where the run reads 72x96; one re-encoded turned without its matrix said '96x72 ... there,
+    72x96 ... now' though the run read 72x96 both times."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    frames = affine_video(12, 72, 96, dx=1.5, seed=6)[0]
+    write_video(root / "v.mp4", frames, display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+    (root / "list.txt").write_text("v.mp4\n")
+    out = tmp_path / "cache"
+    assert cli(["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "3",
+                "--short-side", "72", "--orientation", "display"]) == 0
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64,
+                      orientation="display")
+    if change == "trimmed":
+        write_video(root / "v.mp4", frames[:10], display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+        now = r"96x72 coded \(72x96 as read\), 10 frames now"
+    else:
+        with PretrainDataset(data, track_length=3).open(str(root / "v.mp4")) as reader:
+            shown = reader.read(list(range(12)))
+        assert shown.shape[1:3] == (96, 72)
+        write_video(root / "v.mp4", shown)
+        now = r"72x96, 12 frames now"
+    sample = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
+    assert sample.source[:2] == (72, 96)  # read as 72x96 both times
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)),
+                        ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2))
+    with pytest.raises(VideoError, match=rf"made from another version of .*v\.mp4: 96x72 coded \(72x96 as read\), "
+                                         rf"12 frames there, {now}; re-run mme extract"):
+        fn(sample)
+
+
 def write_version_1(path, q, valid, pair_homs, meta):
     """A cache file as version 1 wrote it: a zip of int16 blocks of 32 starts, the whole validity, the pairs'
     homographies and the meta."""

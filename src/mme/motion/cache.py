@@ -634,8 +634,12 @@ def _coded(width: int, height: int, frames: int, turn) -> tuple[int, int, int]:
     return (height, width, frames) if turn[0] else (width, height, frames)
 
 
-def _shape_of(source) -> str:
-    return f"{source[0]}x{source[1]}, {source[2]} frames"
+def _shape_of(coded, read) -> str:
+    """A video's ``coded`` frame size and count (:func:`_coded`), with the size its frames were ``read`` at where
+    turned otherwise (a display matrix of 90 degrees under ``--orientation display``): '96x72 coded (72x96 as read),
+    12 frames'."""
+    turned = f" coded ({read[0]}x{read[1]} as read)" if tuple(read[:2]) != tuple(coded[:2]) else ""
+    return f"{coded[0]}x{coded[1]}{turned}, {coded[2]} frames"
 
 
 def _extract_again(remake: str | None, otherwise: str = "") -> str:
@@ -792,7 +796,8 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     made_from = _coded(*cached.meta["src_size"], cached.num_starts, cached.meta.get("turn", (False,) * 3))
     if sample.source is not None and (now := _coded(*sample.source)) != made_from:
         raise video_error(path, "track cache", f"made from another version of {sample.path}: "
-                                              f"{_shape_of(made_from)} there, {_shape_of(now)} now; "
+                                              f"{_shape_of(made_from, cached.meta['src_size'])} there, "
+                                              f"{_shape_of(now, sample.source)} now; "
                                               f"{_remaking(cached.meta)}")
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same frame size and "
