@@ -1976,11 +1976,16 @@ def test_a_track_cache_of_videos_re_encoded_in_place_is_refused_before_another_r
     """Videos re-encoded in place since their cache was extracted (same names, frame size and count, other content)
     passed the start check, which judged only the tracker's revision of the probed files: a run with
     train.overwrite=true removed another run's checkpoints, then stopped at its first batch ({'track cache': 1}). The
-    start check counts such files with the unreadable and stale ones, and refuses the run before any work."""
+    start check counts such files with the unreadable and stale ones, and refuses the run before any work; a copied
+    dataset (the videos' mtimes changed, their content the same) passes it and trains on the cache."""
+    import shutil
+
+    from training import tiny_config
     from videos import affine_video, write_video
 
     from mme.motion.cache import cache_file
     from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
 
     def encode(seed: int) -> None:
         for i in range(2):
@@ -1992,6 +1997,14 @@ def test_a_track_cache_of_videos_re_encoded_in_place_is_refused_before_another_r
     extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path), length=6, short_side=64)
     data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}", "train.batch_size=2"]
     cached = [f"target.cache_dir={tmp_path / 'cache'}", "train.overwrite=true"]
+    for i in range(2):  # a copied dataset: the videos' mtimes changed, their content the same
+        shutil.copy(tmp_path / f"v{i}.mp4", tmp_path / "copy.mp4")
+        os.replace(tmp_path / "copy.mp4", tmp_path / f"v{i}.mp4")
+    cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "copied", cached[0], "train.steps=1", FP32)
+    dataset = pretrain_dataset(cfg)
+    assert dataset.refused_probes == [] and len(dataset.current_probes) == 2
+    check_cache(cfg, dataset)  # passes: the files are of these videos
+    assert run("tiny_cpu_mme", data, tmp_path / "copied", cached[0], "train.steps=1", FP32).step == 1
     run("tiny_cpu_mme", data, tmp_path / "run", "train.steps=1", FP32)
     kept = {p.name: p.read_bytes() for p in (tmp_path / "run").glob("checkpoint-*.pt")}
     assert kept

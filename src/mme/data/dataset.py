@@ -102,8 +102,9 @@ RRC_RATIO_RANGE = (0.01, 100.0)
 MAX_ATTEMPTS = 10
 CACHE_PROBES = 64
 """How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
-files reads the settings of, and the start of a run judges for files each read fails (unreadable, or made by an
-earlier mme) and for settings it cannot read (every one where fewer: :attr:`PretrainDataset.cache_probes`)."""
+files reads the settings of, and the start of a run judges for files each read fails (unreadable, made by an
+earlier mme, or made from another version of its video) and for settings it cannot read (every one where fewer:
+:attr:`PretrainDataset.cache_probes`)."""
 READ_SETTINGS = ("short_side", "seed_stride", "flow", "compensate", "max_disp", "backend")
 """The extraction settings (:func:`mme.motion.cache.resume_settings`'s) whose difference between two track cache files
 a run reads changes their tracks there: not ``length`` (each file it reads holds the run's steps, and more give the

@@ -229,8 +229,9 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         probed = {found for _, found in probes}
         unread = {found: dataset.path(i) for i, found in enumerate(dataset.cache_lookup.files)
                   if found is not None and found not in probed}  # each file and its video
-        log.info("target.cache_dir %s: reading the headers of its %d files to count those the run cannot read",
-                 cfg.target.cache_dir, len(unread))
+        log.info("target.cache_dir %s: reading the headers of its %d files to count those the run cannot read (and "
+                 "hashing the ends of each video whose mtime changed since extraction)", cfg.target.cache_dir,
+                 len(unread))
         for found, video in unread.items():
             meta, why = cache_meta_and_refusal(found, video)
             if why is not None:
