@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from training import FP32, TINY, in_one_process, report_json, run, tiny
-from worker_jobs import dead_pid, killing_a_worker_after
+from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
 
 from mme.errors import CheckpointError, ConfigError, DataError, FolderReplaced, Interrupted, MMEError
 from mme.train import checkpoint as ckpt
@@ -2083,6 +2083,24 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
         "--resume auto continues from the run's newest checkpoint, if it wrote one)"), err[-3000:]
     assert "Traceback" not in err and "could not write" not in err, err[-3000:]
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 2))["step"] == 2
+
+
+def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(synth, tmp_path):
+    """A /dev/shm too small for a batch (a container's default, Docker's 64 MB, under batches of 224² clips): torch
+    allocates a worker's batch there up front (posix_fallocate), so the worker lives on and its "RuntimeError:
+    unable to allocate shared memory(shm) for file </torch_...>: No space left on device (28)" reached the run as a
+    100-line traceback. It is the one line a worker dead of it (SIGBUS) gives."""
+    out = tmp_path / "run"
+    proc = subprocess.run(with_small_shm(
+        [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel",
+         *tiny(*synth, f"train.out_dir={out}", "train.steps=2", "model.depth=1", "data.num_workers=2", FP32)]),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mme pretrain: error: data loader worker 0: its batch does not fit in shared memory (/dev/shm, 0.25 MiB in "
+        "all): give it more, or lower data.num_workers; what was written is kept (the same command with --resume auto "
+        "continues from the run's newest checkpoint, if it wrote one)"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):

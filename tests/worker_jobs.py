@@ -66,3 +66,20 @@ def killing_a_worker_after(write: Callable, when: Callable[..., bool], killed: l
         return result
 
     return killing
+
+
+def with_small_shm(command: list[str], size: str = "256k") -> list[str]:
+    """``command`` run with a /dev/shm of ``size`` (a tmpfs of its own, in a mount namespace of its own: as root, or
+    in a user namespace of its own where unprivileged ones are allowed), as a container's default one (Docker's 64
+    MB) too small for the loader workers' batches; the test skipped where neither can be made here."""
+    prefix = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-Urm"]
+    prefix += ["sh", "-c", f'mount -t tmpfs -o size={size} tmpfs /dev/shm && exec "$@"', "sh"]
+    try:
+        made = subprocess.run([*prefix, "true"], capture_output=True, timeout=30).returncode == 0
+    except OSError:  # (no unshare)
+        made = False
+    if not made:
+        import pytest
+
+        pytest.skip("no /dev/shm of its own can be made here (unshare -m)")
+    return [*prefix, *command]

@@ -27,6 +27,8 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import re
+import shutil
 import signal
 import threading
 import warnings
@@ -362,16 +364,40 @@ def worker_death_guess(exitcode: int | None) -> str | None:
     if exitcode == -signal.SIGKILL:
         return f"most likely killed by the out-of-memory killer: {memory_advice(True)}"
     if exitcode == -signal.SIGBUS:
-        workers = said_as("data.num_workers")
-        return "most likely for want of shared memory (/dev/shm): give it more" + (f", or lower {workers}" if workers
-                                                                                   else "")
+        return f"most likely for want of shared memory (/dev/shm): {shm_advice()}"
     return None
+
+
+def shm_advice() -> str:
+    """What to do where the loader workers' batches do not fit in shared memory (/dev/shm), data.num_workers as the
+    command running takes it (:func:`mme.utils.said_as`)."""
+    workers = said_as("data.num_workers")
+    return "give it more" + (f", or lower {workers}" if workers else "")
+
+
+_SHM_FULL = re.compile(r"in DataLoader worker process (\d+)\..*</torch_[^>]*>: No space left on device", re.S)
+"""Torch's error of a loader worker whose batch found shared memory full (:func:`_shm_full`), with the worker's id
+(its file ``</torch_...>: No space left on device (28)``, of a ``posix_fallocate`` or a write)."""
+
+
+def _shm_full(error: Exception) -> ProcessLost | None:
+    """A loader worker's ``error`` that its batch did not fit in shared memory (/dev/shm), as one line of advice, as
+    for a worker that died of it (SIGBUS: :func:`worker_death_guess`); None for another error. The worker lives on,
+    but its batch is lost."""
+    found = _SHM_FULL.search(str(error))
+    if found is None:
+        return None
+    total = shutil.disk_usage("/dev/shm").total / 2**20 if os.path.isdir("/dev/shm") else None
+    size = f", {total:.{0 if total >= 1 else 2}f} MiB in all" if total is not None else ""
+    return ProcessLost(f"data loader worker {found[1]}: its batch does not fit in shared memory (/dev/shm{size}): "
+                       f"{shm_advice()}")
 
 
 def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
     """The batches of a DataLoader's iterator; a worker of its that died is a ProcessLost naming the worker and how
     it ended (torch's traceback of "DataLoader worker (pid(s) N) exited unexpectedly" before, or of the pipe it cut
-    mid-batch, an EOFError, a ConnectionResetError).
+    mid-batch, an EOFError, a ConnectionResetError), and so is one whose batch did not fit in shared memory
+    (:func:`_shm_full`: torch's traceback of the worker's "No space left on device" before).
 
     Its workers stop when the batches end early (an error, the caller closing them): an error's traceback holds the
     iterator, whose workers (each holding this process's open files, a run folder's lock among them) otherwise lived
@@ -386,7 +412,7 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
                 return
             except (RuntimeError, EOFError, ConnectionError) as e:
                 # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker exits)
-                died = _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
+                died = _shm_full(e) or _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
                 if died is None:
                     raise
                 raise died from e
