@@ -21,7 +21,7 @@ import pytest
 import torch
 from training import on_one_core
 from videos import DecodedFrames, texture, write_hdr_video, write_keyint_video, write_video
-from worker_jobs import killing_a_worker_after
+from worker_jobs import killing_a_worker_after, with_small_shm
 
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
@@ -700,6 +700,26 @@ def test_a_loader_worker_killed_mid_embedding_is_one_line_and_the_same_command_c
     monkeypatch.undo()
     embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False)
     np.testing.assert_array_equal(np.load(out), np.load(reference))
+
+
+def test_a_shared_memory_too_small_for_the_views_is_one_line_not_a_wait_forever(setup, tmp_path):
+    """A /dev/shm too small for a batch of test views (a container's default, Docker's 64 MB, under Kinetics' 7 x 3
+    views of 16 x 224²): the workers stacked their batches in their own memory, which their queues' threads then
+    failed to move to shared memory, printing "No space left on device" and dropping the batch, the worker alive:
+    `mme embed` (as `mme probe` and fine-tuning's tests) waited for it for good. It is the one line of a worker's
+    batch that does not fit there."""
+    root, ckpt = setup
+    out = tmp_path / "f.safetensors"
+    proc = subprocess.run(with_small_shm(
+        [sys.executable, "-m", "mme.cli", "embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--out",
+         str(out), "--clips", "4", "--crops", "3", "--batch-size", "4", "--workers", "2"]),
+        capture_output=True, text=True, timeout=120)  # (a wait forever before)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mme embed: error: data loader worker 0: its batch does not fit in shared memory (/dev/shm, 0.25 MiB in all): "
+        "give it more, or lower --workers; what was written is kept (the same command continues, keeping what it "
+        "finished)"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
 
 
 def test_a_list_or_a_video_is_told_apart_whatever_its_names(setup, tmp_path, monkeypatch):

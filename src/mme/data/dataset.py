@@ -42,7 +42,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from mme.config import check_within
 from mme.data.lists import ListEntry, read_list, resolve
@@ -463,14 +463,42 @@ def collate(items: list[dict]) -> dict:
     the clip's tracks read), is concatenated along its frames instead, and every ``motion[..._index]`` shifted to
     index the concatenation."""
     if not items or "frames" not in items[0].get("motion", {}):
-        return default_collate(items)
+        return in_shared_memory(default_collate(items))
     frames = [it["motion"]["frames"] for it in items]
     offsets = np.cumsum([0] + [len(f) for f in frames[:-1]])
     items = [{**it, "motion": {k: v + int(o) if k.endswith("_index") else v
                                for k, v in it["motion"].items() if k != "frames"}}
              for it, o in zip(items, offsets, strict=True)]
     batch = default_collate(items)
-    batch["motion"]["frames"] = torch.cat(frames)
+    batch["motion"]["frames"] = stacked(frames, cat=True)
+    return in_shared_memory(batch)
+
+
+def stacked(tensors: Sequence[torch.Tensor], cat: bool = False) -> torch.Tensor:
+    """``torch.stack(tensors)`` (``cat``: ``torch.cat``), where this is a loader worker written into shared memory
+    as default_collate stacks, so that its batch goes out as it is (:func:`in_shared_memory`)."""
+    out = None
+    if get_worker_info() is not None:
+        first = tensors[0]
+        shape = (sum(len(t) for t in tensors), *first.shape[1:]) if cat else (len(tensors), *first.shape)
+        out = first.new_empty(shape).share_memory_()
+    return (torch.cat if cat else torch.stack)(tensors, out=out)
+
+
+def in_shared_memory(batch):
+    """A collated ``batch`` (tensors within dicts, lists and tuples) with each tensor in shared memory, moved there
+    where it is not (:meth:`torch.Tensor.share_memory_`), where this is a loader worker; else ``batch`` as it is. The
+    worker's queue would move them itself as it pickles the batch, but in a thread of its own, which prints its error
+    (/dev/shm full: "No space left on device") and drops the batch, the worker alive: the main process waited for
+    that batch for good. Here the error is the worker's own, raised in the main process (:func:`_batches`)."""
+    if get_worker_info() is None:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.share_memory_()
+    if isinstance(batch, dict):
+        return {k: in_shared_memory(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(in_shared_memory(v) for v in batch)
     return batch
 
 

@@ -316,13 +316,15 @@ class GuardedTestSet(Dataset):
 def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch the good items of a :class:`GuardedTestSet` (``video`` (B, V, 3, T, H, W) or None, ``index``,
     ``label``) and list the failed ones under ``failed``."""
+    from mme.data.dataset import in_shared_memory, stacked
+
     ok = [it for it in items if "error" not in it]
-    return {
-        "video": torch.stack([it["video"] for it in ok]) if ok else None,
+    return in_shared_memory({
+        "video": stacked([it["video"] for it in ok]) if ok else None,
         "index": torch.tensor([it["index"] for it in ok], dtype=torch.long),
         "label": torch.tensor([it["label"] for it in ok], dtype=torch.long),
         "failed": [{"index": it["index"], "error": it["error"]} for it in items if "error" in it],
-    }
+    })
 
 
 def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_workers: int, desc: str = "test",
