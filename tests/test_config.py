@@ -838,7 +838,7 @@ user's script set a value MKL takes after a computation, and where the user set 
 
 
 @pytest.mark.parametrize("order, given, reason", [("mme-first", None, None), ("torch-first", None, "computed first"),
-                                                  ("mme-first", "COMPATIBLE", None),
+                                                  ("mme-first", "COMPATIBLE", None), ("mme-first", "", None),
                                                   ("mme-first", "auto,strict", "not taken"),
                                                   ("mme-first", "STRICT", "not taken"),
                                                   ("set-late", None, "set late")])
@@ -850,18 +850,21 @@ def test_import_mme_puts_mkl_in_its_strict_reproducible_mode_unless_the_user_cho
     for the strict mode in a form MKL does not take (it is case-sensitive, and wants a branch) was said to be read
     late, by a torch computation before import mme: the warning says MKL did not take it. Then a script that
     computed first and set AUTO,STRICT itself was told MKL did not take the value it recommends: a value in a form
-    MKL takes that is not in effect was set after a computation, as the warning says."""
+    MKL takes that is not in effect was set after a computation, as the warning says. An empty value (``MKL_CBWR=
+    $MKL_CBWR`` of a variable not set), which MKL takes as unset, was kept as the user's: MKL in its default mode,
+    without a word; it counts as unset."""
     import os
     import subprocess
     import sys
 
     script = (MKL_ORDERS[order] + "; import logging, os; from mme.train.precision import choose_precision; "
-              "from mme.utils import mkl_strict; logging.basicConfig(); print(os.environ['MKL_CBWR'], mkl_strict()); "
+              "from mme.utils import mkl_strict; logging.basicConfig(); "
+              "print(os.environ['MKL_CBWR'], mkl_strict(), sep='|'); "
               "[choose_precision('fp32', torch.device('cpu')) for _ in range(2)]")
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    proc = subprocess.run([sys.executable, "-c", script], env={**env, **({"MKL_CBWR": given} if given else {})},
+    proc = subprocess.run([sys.executable, "-c", script], env={**env, **({} if given is None else {"MKL_CBWR": given})},
                           capture_output=True, text=True, timeout=60)
-    variable, strict = proc.stdout.split()
+    variable, strict = proc.stdout.strip().split("|")
     assert variable == (given or "AUTO,STRICT"), proc.stderr[-2000:]
     if strict == "None":
         pytest.skip("this torch has no MKL to ask its mode")

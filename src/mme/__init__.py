@@ -5,9 +5,10 @@ import os as _os
 # Bitwise-reproducible BLAS: outside its strict "conditional numerical reproducibility" mode, MKL (torch's CPU BLAS)
 # documents results that may depend on buffer alignment, i.e. on the process's allocation history, which even the
 # Python hash seed changes. MKL reads this at its first call, so mme must be imported before any torch computation
-# (a job on the CPU warns otherwise: mme.utils.warn_if_mkl_not_strict); a value the user set wins. (A 2048² fp32
-# matmul on a 2-core AMD EPYC: 162 ms with it, 178 ms without.)
-MKL_CBWR_SET = None if "MKL_CBWR" in _os.environ else "AUTO,STRICT"
+# (a job on the CPU warns otherwise: mme.utils.warn_if_mkl_not_strict); a value the user set wins, but an empty one
+# (`MKL_CBWR=$MKL_CBWR` of a variable not set), which MKL takes as unset: its default mode. (A 2048² fp32 matmul on
+# a 2-core AMD EPYC: 162 ms with it, 178 ms without.)
+MKL_CBWR_SET = None if _os.environ.get("MKL_CBWR") else "AUTO,STRICT"
 """The ``MKL_CBWR`` that ``import mme`` set; None where the user had set one (a value MKL may not take)."""
 if MKL_CBWR_SET:
     _os.environ["MKL_CBWR"] = MKL_CBWR_SET
