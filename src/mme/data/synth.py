@@ -110,9 +110,15 @@ class SynthDataset:
 
     def summary(self) -> str:
         """What ``mme synth`` prints: the videos per split and where they are."""
-        counts = {split: sum(1 for _ in open(path, **TEXT)) for split, path in self.lists.items()}
+        counts = {split: _lines(path) for split, path in self.lists.items()}
         return (f"wrote {sum(counts.values())} videos of {len(self.classes)} classes to {self.root} "
                 f"(lists: {counts}; classes.json, params.json)")
+
+
+def _lines(path: Path) -> int:
+    """The number of lines of the text file ``path``, the file closed after."""
+    with open(path, **TEXT) as f:
+        return sum(1 for _ in f)
 
 
 def _texture(h: int, w: int, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:
