@@ -15,7 +15,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from videos import (
     affine_video,
     capture_mid_gop,
@@ -674,6 +674,53 @@ def test_loader_workers_reuse_the_memory_of_the_last_item(tmp_path, context):
     assert done.returncode == 0, done.stderr[-2000:]
     faults = json.loads(done.stdout.strip().splitlines()[-1])
     assert max(faults["start_workers"]) < 100 and min(faults["plain"]) > 500, faults
+
+
+class _Items(Dataset):
+    """Four items as a dataset with motion frames gives them (uint8 video and frames, 2 or 3 frames each)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return {"video": torch.full((3, 4, 8, 8), i, dtype=torch.uint8), "index": i,
+                "motion": {"frames": torch.full((2 + i % 2, 2, 8, 8), i, dtype=torch.uint8),
+                           "pair_index": np.arange(2)}}
+
+
+def _collate_telling_copies(items):
+    """``collate(items)``, and the shapes of the tensors it copied into shared memory."""
+    copied, share = [], torch.Tensor.share_memory_
+
+    def telling(tensor):
+        if not tensor.is_shared():
+            copied.append(tuple(tensor.shape))
+        return share(tensor)
+
+    torch.Tensor.share_memory_ = telling
+    try:
+        return collate(items), copied
+    finally:
+        torch.Tensor.share_memory_ = share
+
+
+def test_a_workers_batch_is_made_in_shared_memory_as_default_collate_makes_it():
+    """A loader worker's batch goes out in shared memory, made there by the worker (so that a /dev/shm too small is
+    the worker's error, not its queue thread's). Its clips and motion frames were stacked into a private buffer moved
+    to shared memory by a copy (``new_empty(...).share_memory_()``); they are made in shared storage, as
+    default_collate makes its batches, the dtype kept: only small tensors default_collate makes in private memory
+    (the indices) are moved."""
+    loader = DataLoader(_Items(), batch_size=2, num_workers=1, collate_fn=_collate_telling_copies)
+    for k, (batch, copied) in enumerate(start_workers(loader)):
+        i = (2 * k, 2 * k + 1)
+        assert copied == [(2,)], copied  # the indices alone
+        assert batch["video"].dtype == batch["motion"]["frames"].dtype == torch.uint8
+        assert torch.equal(batch["video"], torch.stack([torch.full((3, 4, 8, 8), j, dtype=torch.uint8) for j in i]))
+        assert torch.equal(batch["motion"]["frames"], torch.cat([torch.full((2 + j % 2, 2, 8, 8), j, dtype=torch.uint8)
+                                                                 for j in i]))
+        assert torch.equal(batch["index"], torch.tensor(i))
+        tensors = [batch["video"], batch["motion"]["frames"], batch["motion"]["pair_index"], batch["index"]]
+        assert all(t.is_shared() for t in tensors)
 
 
 def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():

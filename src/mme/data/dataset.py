@@ -25,6 +25,7 @@ import functools
 import gc
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -481,7 +482,10 @@ def stacked(tensors: Sequence[torch.Tensor], cat: bool = False) -> torch.Tensor:
     if get_worker_info() is not None:
         first = tensors[0]
         shape = (sum(len(t) for t in tensors), *first.shape[1:]) if cat else (len(tensors), *first.shape)
-        out = first.new_empty(shape).share_memory_()
+        # (shared storage made as such, as default_collate makes it: new_empty(...).share_memory_() would allocate
+        # a private buffer and copy it, uninitialised, into shared memory)
+        storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
+        out = first.new(storage).resize_(shape)
     return (torch.cat if cat else torch.stack)(tensors, out=out)
 
 
