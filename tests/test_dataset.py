@@ -3,6 +3,7 @@ distributed sampler. Pixels of the coordinate video encode (x, y, t), so every c
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import json
@@ -676,14 +677,23 @@ def test_loader_workers_reuse_the_memory_of_the_last_item(tmp_path, context):
     assert max(faults["start_workers"]) < 100 and min(faults["plain"]) > 500, faults
 
 
+Pair = collections.namedtuple("Pair", "first second")
+
+
+class Extra(dict):
+    """A dict of its own type, in an item."""
+
+
 class _Items(Dataset):
-    """Four items as a dataset with motion frames gives them (uint8 video and frames, 2 or 3 frames each)."""
+    """Four items as a dataset with motion frames gives them (uint8 video and frames, 2 or 3 frames each), with a
+    namedtuple and a dict of its own type beside."""
 
     def __len__(self):
         return 4
 
     def __getitem__(self, i):
         return {"video": torch.full((3, 4, 8, 8), i, dtype=torch.uint8), "index": i,
+                "pair": Pair(torch.full((2,), float(i)), torch.zeros(2)), "extra": Extra(x=torch.ones(3) * i),
                 "motion": {"frames": torch.full((2 + i % 2, 2, 8, 8), i, dtype=torch.uint8),
                            "pair_index": np.arange(2)}}
 
@@ -709,7 +719,8 @@ def test_a_workers_batch_is_made_in_shared_memory_as_default_collate_makes_it():
     the worker's error, not its queue thread's). Its clips and motion frames were stacked into a private buffer moved
     to shared memory by a copy (``new_empty(...).share_memory_()``); they are made in shared storage, as
     default_collate makes its batches, the dtype kept: only small tensors default_collate makes in private memory
-    (the indices) are moved."""
+    (the indices) are moved. A namedtuple in the batch failed it (TypeError), a dict of its own type came back a
+    dict: they are as default_collate gives them."""
     loader = DataLoader(_Items(), batch_size=2, num_workers=1, collate_fn=_collate_telling_copies)
     for k, (batch, copied) in enumerate(start_workers(loader)):
         i = (2 * k, 2 * k + 1)
@@ -718,8 +729,12 @@ def test_a_workers_batch_is_made_in_shared_memory_as_default_collate_makes_it():
         assert torch.equal(batch["video"], torch.stack([torch.full((3, 4, 8, 8), j, dtype=torch.uint8) for j in i]))
         assert torch.equal(batch["motion"]["frames"], torch.cat([torch.full((2 + j % 2, 2, 8, 8), j, dtype=torch.uint8)
                                                                  for j in i]))
+        assert type(batch["pair"]) is Pair and type(batch["extra"]) is Extra
+        assert torch.equal(batch["pair"].first, torch.tensor([[i[0]] * 2, [i[1]] * 2], dtype=torch.float32))
+        assert torch.equal(batch["extra"]["x"], torch.tensor([[i[0]] * 3, [i[1]] * 3], dtype=torch.float32))
         assert torch.equal(batch["index"], torch.tensor(i))
-        tensors = [batch["video"], batch["motion"]["frames"], batch["motion"]["pair_index"], batch["index"]]
+        tensors = [batch["video"], batch["motion"]["frames"], batch["motion"]["pair_index"], batch["index"],
+                   *batch["pair"], batch["extra"]["x"]]
         assert all(t.is_shared() for t in tensors)
 
 

@@ -34,7 +34,7 @@ import signal
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -490,19 +490,22 @@ def stacked(tensors: Sequence[torch.Tensor], cat: bool = False) -> torch.Tensor:
 
 
 def in_shared_memory(batch):
-    """A collated ``batch`` (tensors within dicts, lists and tuples) with each tensor in shared memory, moved there
-    where it is not (:meth:`torch.Tensor.share_memory_`), where this is a loader worker; else ``batch`` as it is. The
-    worker's queue would move them itself as it pickles the batch, but in a thread of its own, which prints its error
+    """A collated ``batch`` (tensors within mappings, lists and tuples) with each tensor in shared memory, moved there
+    in place where it is not (:meth:`torch.Tensor.share_memory_`), where this is a loader worker: ``batch`` itself,
+    its containers kept as they are (a namedtuple, a dict's subclass, as default_collate keeps them). The worker's
+    queue would move them itself as it pickles the batch, but in a thread of its own, which prints its error
     (/dev/shm full: "No space left on device") and drops the batch, the worker alive: the main process waited for
     that batch for good. Here the error is the worker's own, raised in the main process (:func:`_batches`)."""
     if get_worker_info() is None:
         return batch
     if isinstance(batch, torch.Tensor):
-        return batch.share_memory_()
-    if isinstance(batch, dict):
-        return {k: in_shared_memory(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(in_shared_memory(v) for v in batch)
+        batch.share_memory_()
+    elif isinstance(batch, Mapping):
+        for value in batch.values():
+            in_shared_memory(value)
+    elif isinstance(batch, (list, tuple)):
+        for value in batch:
+            in_shared_memory(value)
     return batch
 
 
