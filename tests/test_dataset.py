@@ -742,7 +742,8 @@ def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
     """A loader worker killed (the out-of-memory killer's SIGKILL) or short of shared memory (SIGBUS) advised "lower
     data.num_workers (mme embed and probe: --workers) or the batch size" in every command: keys mme demo refuses
     (its batch is fixed) and mme bench pipeline and mme embed do not take. Each is told its own flags
-    (mme.utils.memory_advice, said_as), and a command that takes none of them is told so."""
+    (mme.utils.memory_advice, said_as), and a command that takes none of them is told so. Shared memory holds the
+    batches of every worker at once: its advice names the batch size too, where the command takes it."""
     import signal
 
     from mme.data import bench
@@ -757,15 +758,17 @@ def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
     shm = "most likely for want of shared memory (/dev/shm): give it more"
     sizes = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
     assert (worker_death_guess(killed), worker_death_guess(bus)) == (
-        f"{told}lower data.num_workers or train.batch_size, or {sizes}", f"{shm}, or lower data.num_workers")
-    for flags, overrides, said in (
-            (DEMO_KEYS, True, f"lower --workers, or {sizes}"),
-            (FLAGS, False, "lower --workers, or the clips' size (--size, --frames)"),
-            (EMBED_KEYS, False, "lower --workers or --batch-size"),
-            (bench.FLAGS, False, "lower --workers or --batch, or the clips' size (--size, --frames)")):
+        f"{told}lower data.num_workers or train.batch_size, or {sizes}",
+        f"{shm}, or lower data.num_workers or train.batch_size")
+    for flags, overrides, said, lowered in (
+            (DEMO_KEYS, True, f"lower --workers, or {sizes}", "--workers"),
+            (FLAGS, False, "lower --workers, or the clips' size (--size, --frames)", "--workers"),
+            (EMBED_KEYS, False, "lower --workers or --batch-size", "--workers or --batch-size"),
+            (bench.FLAGS, False, "lower --workers or --batch, or the clips' size (--size, --frames)",
+             "--workers or --batch")):
         with keys_as_flags(flags, overrides=overrides):
             assert (worker_death_guess(killed), worker_death_guess(bus)) == (
-                f"{told}{said}", f"{shm}, or lower --workers"), flags
+                f"{told}{said}", f"{shm}, or lower {lowered}"), flags
     with keys_as_flags({}, overrides=False):
         assert (worker_death_guess(killed), worker_death_guess(bus)) == (
             f"{told}this command takes none of the settings that would lower it", shm)

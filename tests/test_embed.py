@@ -707,7 +707,7 @@ def test_a_shared_memory_too_small_for_the_views_is_one_line_not_a_wait_forever(
     views of 16 x 224²): the workers stacked their batches in their own memory, which their queues' threads then
     failed to move to shared memory, printing "No space left on device" and dropping the batch, the worker alive:
     `mme embed` (as `mme probe` and fine-tuning's tests) waited for it for good. It is the one line of a worker's
-    batch that does not fit there."""
+    batch that does not fit there beside the others the workers hold."""
     root, ckpt = setup
     out = tmp_path / "f.safetensors"
     proc = subprocess.run(with_small_shm(
@@ -716,8 +716,9 @@ def test_a_shared_memory_too_small_for_the_views_is_one_line_not_a_wait_forever(
         capture_output=True, text=True, timeout=120)  # (a wait forever before)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        "mme embed: error: data loader worker 0: its batch does not fit in shared memory (/dev/shm, 0.25 MiB in all): "
-        "give it more, or lower --workers; what was written is kept (the same command continues, keeping what it "
+        "mme embed: error: data loader worker 0: a batch does not fit in shared memory (/dev/shm, 0.25 MiB in all), "
+        "which holds the batches of the loader's 2 workers at once, 2 each: give it more, or lower --workers or "
+        "--batch-size; what was written is kept (the same command continues, keeping what it "
         "finished)"), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and not out.exists()
 

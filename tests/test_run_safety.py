@@ -2086,10 +2086,12 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
 
 
 def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(synth, tmp_path):
-    """A /dev/shm too small for a batch (a container's default, Docker's 64 MB, under batches of 224² clips): torch
-    allocates a worker's batch there up front (posix_fallocate), so the worker lives on and its "RuntimeError:
+    """A /dev/shm too small for the batches the loader workers hold at once (a container's default, Docker's 64 MB,
+    under 2 workers with 2 batches each of 8 uint8 clips of 16 x 224²: 18.4 MiB a batch, 73.5 MiB (77 MB) in all):
+    torch allocates a worker's batch there up front (posix_fallocate), so the worker lives on and its "RuntimeError:
     unable to allocate shared memory(shm) for file </torch_...>: No space left on device (28)" reached the run as a
-    100-line traceback. It is the one line a worker dead of it (SIGBUS) gives."""
+    100-line traceback. It is the one line a worker dead of it (SIGBUS) gives, saying that shared memory holds the
+    batches of every worker at once (the size of one batch alone misled), and naming the batch size too."""
     out = tmp_path / "run"
     proc = subprocess.run(with_small_shm(
         [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel",
@@ -2097,8 +2099,9 @@ def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(sy
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        "mme pretrain: error: data loader worker 0: its batch does not fit in shared memory (/dev/shm, 0.25 MiB in "
-        "all): give it more, or lower data.num_workers; what was written is kept (the same command with --resume auto "
+        "mme pretrain: error: data loader worker 0: a batch does not fit in shared memory (/dev/shm, 0.25 MiB in "
+        "all), which holds the batches of the loader's 2 workers at once, 2 each: give it more, or lower "
+        "data.num_workers or train.batch_size; what was written is kept (the same command with --resume auto "
         "continues from the run's newest checkpoint, if it wrote one)"), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
 

@@ -1217,6 +1217,12 @@ def said_as(key: str) -> str | None:
     return flags[key] if key in flags else key if overrides else None
 
 
+def workers_and_batch() -> str:
+    """data.num_workers and train.batch_size as the command running takes them (:func:`said_as`), joined by "or", one
+    it does not take left out ('' where it takes neither): what sets the memory its loader workers hold at once."""
+    return " or ".join(k for k in (said_as("data.num_workers"), said_as("train.batch_size")) if k)
+
+
 def memory_advice(in_worker: bool) -> str:
     """What to lower where a step (``in_worker``: a loader worker of it, or one the out-of-memory killer ended) ran
     out of memory, each setting as the command running takes it (:func:`said_as`: ``--workers`` in ``mme demo``,
@@ -1230,7 +1236,7 @@ def memory_advice(in_worker: bool) -> str:
     size = [s for s in (said("data.img_size", "model.img_size"), said("data.num_frames", "model.num_frames")) if s]
     size = [f"the clips' size ({', '.join(size)})"] if size else []
     if in_worker:
-        lowered = " or ".join(k for k in (said_as("data.num_workers"), said_as("train.batch_size")) if k)
+        lowered = workers_and_batch()
         ways = [f"lower {', or '.join(([lowered] if lowered else []) + size)}"] if lowered or size else []
     else:
         batch, accum, checkpointing = (said_as(k) for k in ("train.batch_size", "train.accum_steps",

@@ -82,10 +82,10 @@ from mme.utils import (
     memory_advice,
     opencv_settings,
     plural,
-    said_as,
     said_holders,
     usable_cores,
     workers_advice,
+    workers_and_batch,
     workers_option,
     writers_of,
 )
@@ -370,10 +370,11 @@ def worker_death_guess(exitcode: int | None) -> str | None:
 
 
 def shm_advice() -> str:
-    """What to do where the loader workers' batches do not fit in shared memory (/dev/shm), data.num_workers as the
-    command running takes it (:func:`mme.utils.said_as`)."""
-    workers = said_as("data.num_workers")
-    return "give it more" + (f", or lower {workers}" if workers else "")
+    """What to do where the loader workers' batches do not fit in shared memory (/dev/shm), which holds those of every
+    worker at once: data.num_workers and train.batch_size as the command running takes them
+    (:func:`mme.utils.workers_and_batch`)."""
+    lowered = workers_and_batch()
+    return "give it more" + (f", or lower {lowered}" if lowered else "")
 
 
 _SHM_FULL = re.compile(r"in DataLoader worker process (\d+)\..*</torch_[^>]*>: No space left on device", re.S)
@@ -381,17 +382,22 @@ _SHM_FULL = re.compile(r"in DataLoader worker process (\d+)\..*</torch_[^>]*>: N
 (its file ``</torch_...>: No space left on device (28)``, of a ``posix_fallocate`` or a write)."""
 
 
-def _shm_full(error: Exception) -> ProcessLost | None:
+def _shm_full(error: Exception, batches: Iterator) -> ProcessLost | None:
     """A loader worker's ``error`` that its batch did not fit in shared memory (/dev/shm), as one line of advice, as
     for a worker that died of it (SIGBUS: :func:`worker_death_guess`); None for another error. The worker lives on,
-    but its batch is lost."""
+    but its batch is lost. Shared memory holds the batches of every worker of ``batches`` (a DataLoader's iterator)
+    at once, each its prefetch factor's (torch's ``_num_workers``, ``_prefetch_factor``; no public API names them):
+    one batch fits where they do not together, which the line says."""
     found = _SHM_FULL.search(str(error))
     if found is None:
         return None
     total = shutil.disk_usage("/dev/shm").total / 2**20 if os.path.isdir("/dev/shm") else None
     size = f", {total:.{0 if total >= 1 else 2}f} MiB in all" if total is not None else ""
-    return ProcessLost(f"data loader worker {found[1]}: its batch does not fit in shared memory (/dev/shm{size}): "
-                       f"{shm_advice()}")
+    workers, prefetch = getattr(batches, "_num_workers", None), getattr(batches, "_prefetch_factor", None)
+    held = (f", which holds the batches of the loader's {counted(workers, 'worker')} at once, {prefetch} each"
+            if workers and prefetch else ", which holds the batches of every worker at once")
+    return ProcessLost(f"data loader worker {found[1]}: a batch does not fit in shared memory (/dev/shm{size})"
+                       f"{held}: {shm_advice()}")
 
 
 def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
@@ -413,7 +419,7 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
                 return
             except (RuntimeError, EOFError, ConnectionError) as e:
                 # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker exits)
-                died = _shm_full(e) or _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
+                died = _shm_full(e, batches) or _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
                 if died is None:
                     raise
                 raise died from e
