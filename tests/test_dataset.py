@@ -26,6 +26,7 @@ from videos import (
     write_open_gop_hevc,
     write_video,
 )
+from worker_jobs import with_small_shm
 
 from mme.config import from_dict
 from mme.data import pyav_reader
@@ -736,6 +737,39 @@ def test_a_workers_batch_is_made_in_shared_memory_as_default_collate_makes_it():
         tensors = [batch["video"], batch["motion"]["frames"], batch["motion"]["pair_index"], batch["index"],
                    *batch["pair"], batch["extra"]["x"]]
         assert all(t.is_shared() for t in tensors)
+
+
+SHM_FRAMES = """\
+import torch
+from torch.utils.data import Dataset
+from mme.data.dataset import collate, make_loader, start_workers
+from mme.errors import ProcessLost
+class Items(Dataset):
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):  # (a small clip, 192 KiB of motion frames)
+        return {"video": torch.zeros(4, dtype=torch.uint8),
+                "motion": {"frames": torch.zeros(3, 64, 1024, dtype=torch.uint8), "frame_index": torch.arange(3)}}
+try:
+    for batch in start_workers(make_loader(Items(), batch_size=2, num_workers=1, collate_fn=collate)):
+        pass
+except ProcessLost as e:
+    print(e)
+"""
+
+
+def test_motion_frames_too_large_for_shared_memory_are_the_one_line_of_a_full_dev_shm(tmp_path):
+    """Pre-training's motion frames (concatenated, :func:`mme.data.dataset.stacked` with ``cat``) that do not fit
+    in a /dev/shm of 256 KiB, the clips fitting: the worker's error, one line naming what shared memory holds and
+    what to lower (the test of ``mme pretrain`` under a small /dev/shm fails at its clips first)."""
+    script = tmp_path / "frames.py"
+    script.write_text(SHM_FRAMES)
+    done = subprocess.run(with_small_shm([sys.executable, str(script)]), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == (
+        "data loader worker 0: a batch does not fit in shared memory (/dev/shm, 0.25 MiB in all), which holds the "
+        "batches of the loader's 1 worker at once, 2 each: give it more, or lower data.num_workers or "
+        "train.batch_size"), done.stderr[-2000:]
 
 
 def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():

@@ -2085,7 +2085,8 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 2))["step"] == 2
 
 
-def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(synth, tmp_path):
+@pytest.mark.parametrize("recipe", ["tiny_cpu_pixel", "tiny_cpu_mme"])  # (mme's: batches with motion frames)
+def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(synth, tmp_path, recipe):
     """A /dev/shm too small for the batches the loader workers hold at once (a container's default, Docker's 64 MB,
     under 2 workers with 2 batches each of 8 uint8 clips of 16 x 224²: 18.4 MiB a batch, 73.5 MiB (77 MB) in all):
     torch allocates a worker's batch there up front (posix_fallocate), so the worker lives on and its "RuntimeError:
@@ -2094,7 +2095,7 @@ def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(sy
     batches of every worker at once (the size of one batch alone misled), and naming the batch size too."""
     out = tmp_path / "run"
     proc = subprocess.run(with_small_shm(
-        [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel",
+        [sys.executable, "-m", "mme.cli", "pretrain", "--config", recipe,
          *tiny(*synth, f"train.out_dir={out}", "train.steps=2", "model.depth=1", "data.num_workers=2", FP32)]),
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-3000:]
