@@ -449,7 +449,7 @@ def test_stale_temporary_files_are_matched_to_a_folders_names_once(tmp_path, mon
         (tmp_path / f".{name}.tmp{pid}.tracks").write_bytes(b"")
     (tmp_path / f".other.tracks.tmp{pid}.tracks").write_bytes(b"")  # another share's file's: not one of names
     stems, made = utils._temp_stem, []
-    monkeypatch.setattr(utils, "_temp_stem", lambda name: made.append(name) or stems(name))
+    monkeypatch.setattr(utils, "_temp_stem", lambda name, *limit: made.append(name) or stems(name, *limit))
     utils.remove_stale_temps_in(tmp_path, set(names))
     assert sorted(made) == names
     assert [p.name for p in tmp_path.iterdir()] == [f".other.tracks.tmp{pid}.tracks"]

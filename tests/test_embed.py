@@ -21,7 +21,7 @@ import pytest
 import torch
 from training import on_one_core
 from videos import DecodedFrames, texture, write_hdr_video, write_keyint_video, write_video
-from worker_jobs import killing_a_worker_after, with_small_shm
+from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
 
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
@@ -154,9 +154,11 @@ def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_o
     (pathconf: 143 on eCryptfs, FUSE mounts theirs, whose look-ups of a long name say EPERM or EBADMSG, not
     ENAMETOOLONG), else 255 bytes; a whole path longer than PATH_MAX is not said to be a name too long. On other
     systems (a Mac: 255 characters, not bytes) no name is refused up front. A folder that cannot be searched (EACCES)
-    gives the check no traceback, nor a failed write's message its MiB free: the nearest folder it can see is asked."""
+    gives the check no traceback, nor a failed write's message its MiB free: the nearest folder it can see is asked.
+    A name that fits there is written, its temporary name fitted to the same limit (before: shortened to 255 bytes
+    only, the write of a 140-byte --out died of ENAMETOOLONG after all the work), and found stale by it."""
     from mme import utils
-    from mme.utils import check_output
+    from mme.utils import atomic_path, check_output, remove_stale_temps
 
     monkeypatch.setattr(sys, "platform", "linux")
     out = tmp_path / "new" / ("\u8996" * 90 + ".npy")  # 274 bytes, 94 characters
@@ -178,6 +180,15 @@ def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_o
         check_output(fits.with_name("e" + fits.name), "--out")
     with pytest.raises(ConfigError, match=r": the name of e+\.npy\.json, which it writes beside it, is 144 bytes"):
         check_output(tmp_path / ("e" * 135 + ".npy"), "--out", beside=[tmp_path / ("e" * 135 + ".npy.json")])
+    for name in ("a" * 136 + ".npy", fits.name):  # 140 and 143 bytes: their temporary names would be 154, 157
+        with atomic_path(fits.with_name(name)) as tmp:
+            np.save(tmp, np.arange(3))
+        assert len(os.fsencode(tmp.name)) <= 143 and tmp.name.endswith(".npy")
+        assert np.load(fits.with_name(name)).tolist() == [0, 1, 2]
+        stale = tmp.with_name(tmp.name.replace(f"tmp{os.getpid()}", f"tmp{dead_pid()}"))
+        stale.write_bytes(b"")
+        remove_stale_temps([fits.with_name(name)])
+        assert not stale.exists()
     monkeypatch.setattr(os, "pathconf", pathconf)
 
     deep = tmp_path

@@ -294,37 +294,47 @@ def _sync_folder(folder: Path) -> None:
 
 NAME_MAX = 255
 """The longest file name, in bytes, that most of Linux's file systems take (ext4, XFS, Btrfs, tmpfs), the limit the
-names :func:`fitting_name` makes keep to; some take fewer (eCryptfs: 143), as :func:`_name_limit` asks. Apple's
-count 255 characters, not bytes (HFS+ stores its names decomposed, a character taking up to 3)."""
+names :func:`fitting_name` makes keep to by default; some take fewer (eCryptfs: 143), as :func:`_name_limit` asks,
+to which a temporary file's name is fitted (:func:`_fitting_limit`). Apple's count 255 characters, not bytes (HFS+
+stores its names decomposed, a character taking up to 3)."""
 
 
-def fitting_name(name: str, suffix: str = "", room: int = 0) -> str:
-    """``name + suffix`` where its bytes on disk fit a file name (:data:`NAME_MAX`, less ``room`` bytes that a name
+def fitting_name(name: str, suffix: str = "", room: int = 0, limit: int = NAME_MAX) -> str:
+    """``name + suffix`` where its bytes on disk fit a file name (``limit`` bytes, less ``room`` bytes that a name
     made of it adds), else ``name``'s first bytes (whole characters) then ``~`` and a hash of all of ``name``, then
     ``suffix``: one name that fits to each ``name`` (a long video title's track cache file, a long name's temporary
     file; a CJK title passes the limit at 85 characters)."""
-    if 4 * len(name + suffix) <= NAME_MAX - room or len((name + suffix).encode(**TEXT)) <= NAME_MAX - room:
+    if 4 * len(name + suffix) <= limit - room or len((name + suffix).encode(**TEXT)) <= limit - room:
         return name + suffix  # (first without encoding it: no character takes more than 4 bytes)
     raw = name.encode(**TEXT)
     digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
-    keep = max(NAME_MAX - room - len(suffix.encode(**TEXT)) - len(digest) - 1, 0)
+    keep = max(limit - room - len(suffix.encode(**TEXT)) - len(digest) - 1, 0)
     while 0 < keep < len(raw) and raw[keep] & 0xC0 == 0x80:  # (not inside a character: a UTF-8 continuation byte)
         keep -= 1
     return f"{raw[:keep].decode(**TEXT)}~{digest}{suffix}"
 
 
-def _temp_stem(name: str) -> str:
+def _fitting_limit(folder: Path) -> int:
+    """The longest name, in bytes, that a name made to fit in ``folder`` keeps to (:func:`fitting_name`): its file
+    system's (:func:`_name_limit`: 143 on eCryptfs) where that is under :data:`NAME_MAX`, else NAME_MAX."""
+    return min(NAME_MAX, _name_limit(folder) or NAME_MAX)
+
+
+def _temp_stem(name: str, limit: int = NAME_MAX) -> str:
     """What stands for ``name`` in its :func:`atomic_path` temporary file's, ``.<stem>.tmp<pid><suffix>``: ``name``,
-    or where that temporary name would not fit a file name, a shorter one that keeps its suffix
-    (:func:`fitting_name`), the same in every process (room for the longest PID)."""
+    or where that temporary name would not fit a file name of ``limit`` bytes (its folder's:
+    :func:`_fitting_limit`), a shorter one that keeps its suffix (:func:`fitting_name`), the same in every process
+    (room for the longest PID)."""
     suffix = Path(name).suffix
-    return fitting_name(name.removesuffix(suffix), suffix, room=len(f"..tmp{PID_MAX}{suffix}".encode(**TEXT)))
+    return fitting_name(name.removesuffix(suffix), suffix, room=len(f"..tmp{PID_MAX}{suffix}".encode(**TEXT)),
+                        limit=limit)
 
 
-def _temp_names(names: Collection[str]) -> frozenset[str]:
-    """What stands for the files ``names`` in their temporary files' names: each :func:`_temp_stem`, and the name
-    itself, which an earlier mme's write kept where it fitted with the writer's own PID (not the longest's)."""
-    return frozenset((*names, *map(_temp_stem, names)))
+def _temp_names(names: Collection[str], limit: int = NAME_MAX) -> frozenset[str]:
+    """What stands for the files ``names`` in their temporary files' names in a folder whose names take ``limit``
+    bytes: each :func:`_temp_stem`, and the name itself, which an earlier mme's write kept where it fitted with the
+    writer's own PID (not the longest's)."""
+    return frozenset((*names, *(_temp_stem(name, limit) for name in names)))
 
 
 @contextlib.contextmanager
@@ -335,7 +345,9 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     the replacing fails, so no reader ever sees a half-written file. The block writes into the file made here, not a
     file of its own renamed onto it (safetensors' ``save_file``: :func:`write_safetensors` instead), which would hold no
     lock and be left behind by a failed write. The temporary name keeps the suffix, for writers that choose the format
-    by it (matplotlib, numpy, PyAV), and starts with a dot; a long name's is shortened to fit (:func:`_temp_stem`).
+    by it (matplotlib, numpy, PyAV), and starts with a dot; a long name's is shortened to fit its folder's file system
+(:func:`_temp_stem` to :func:`_fitting_limit`: a name that fits eCryptfs's 143 bytes may leave its temporary name
+too long there).
     The file gets the permissions the umask gives a new file, also where the name was there before (a killed write's
     of the same PID, made under another umask).
 
@@ -347,7 +359,7 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     :data:`_MAKE_TRIES` times: one that :func:`check_output` found at the job's start, made by another job then
     refused, which removed it as its own (:func:`removing_made_folders`), is made again."""
     path = Path(path)
-    tmp = path.with_name(f".{_temp_stem(path.name)}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{_temp_stem(path.name, _fitting_limit(path.parent))}.tmp{os.getpid()}{path.suffix}")
     if file_identity(tmp) in _writing.temps:
         raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
                            f"wait for itself; finish the first write")
@@ -1006,7 +1018,8 @@ def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) ->
         temps = list(folder.glob(".*.tmp*"))
     except FileNotFoundError:  # the folder is gone (removed by another process meanwhile)
         return
-    stems = None if names is None or not temps else _temp_names(names)  # (once: a share's 220k cache files)
+    stems = None if names is None or not temps else _temp_names(names, _fitting_limit(folder))  # (once: a share's
+    # 220k cache files)
     for tmp in temps:
         with removing(tmp, "it is the temporary file of an interrupted write, left there: nothing reads it",
                       warn=True):
