@@ -130,16 +130,11 @@ PID_MAX = 2**22
 name (a date: ``.notes.tmp20240101``), not a write's."""
 
 
-def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
-    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, a long
-    name shortened: :func:`_temp_stem`, of a file named in ``names``, any without) whose PID is gone from this
-    machine: not a user's file (``.notes.tmpl``)."""
-    return _is_stale_temp(tmp, None if names is None else _temp_names(names))
-
-
 def _is_stale_temp(tmp: Path, stems: Collection[str] | None) -> bool:
-    """:func:`is_stale_temp` of the names that stand for its ``names`` in their temporary files' (:func:`_temp_names`,
-    made once for a folder's temporary files)."""
+    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<stem>.tmp<pid><suffix>``) whose
+    PID is gone from this machine: not a user's file (``.notes.tmpl``). ``stems``: what stands for the files it may
+    be of in their temporary files' names (:func:`_temp_names`, made once for a folder's temporary files); None:
+    any file's."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
     suffix = Path(name).suffix  # the rest is the PID, then the name's suffix
     pid = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
@@ -160,20 +155,14 @@ class LockUntestable(PermissionError):
     kept to themselves): a live writer elsewhere may hold it, so it is not removed."""
 
 
-def remove_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
-    """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` (any without) left it
-    (:func:`is_stale_temp`) and no writer holds it: none holds its lock. The lock tells a live writer in another PID
-    namespace (a container) or, where the file system shares locks (NFS), on another machine, whose PID means
-    nothing here; it is held while the file is removed, so a writer of the same name waits for it and writes anew
-    (a file system without locks: by the PID alone). Whether it was removed; one this user may not open to test its
-    lock is a :class:`LockUntestable`; a removal that fails (a read-only folder, an immutable file, another user's)
-    raises its OSError."""
-    return _remove_stale_temp(tmp, None if names is None else _temp_names(names))
-
-
 def _remove_stale_temp(tmp: Path, stems: Collection[str] | None) -> bool:
-    """:func:`remove_stale_temp` of the names that stand for its ``names`` in their temporary files'
-    (:func:`_temp_names`)."""
+    """Remove ``tmp`` if an :func:`atomic_path` write of a file that ``stems`` stands for (:func:`_temp_names`; any
+    with None) left it (:func:`_is_stale_temp`) and no writer holds it: none holds its lock. The lock tells a live
+    writer in another PID namespace (a container) or, where the file system shares locks (NFS), on another machine,
+    whose PID means nothing here; it is held while the file is removed, so a writer of the same name waits for it
+    and writes anew (a file system without locks: by the PID alone). Whether it was removed; one this user may not
+    open to test its lock is a :class:`LockUntestable`; a removal that fails (a read-only folder, an immutable file,
+    another user's) raises its OSError."""
     return _is_stale_temp(tmp, stems) and _remove_unheld(tmp)
 
 
@@ -351,7 +340,7 @@ too long there).
     The file gets the permissions the umask gives a new file, also where the name was there before (a killed write's
     of the same PID, made under another umask).
 
-    The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`.
+    The temporary file is made here and locked (``flock``) until it is replaced, for :func:`_remove_stale_temp`.
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
     same thread's, inside this block, is a RuntimeError (it would wait for itself). Nothing is written into a folder
     this process locked that was removed or replaced since (:func:`check_path_held`); a folder not locked that is
@@ -1011,7 +1000,7 @@ def remove_stale_temps(files: Collection[Path]) -> None:
 
 def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) -> None:
     """Remove the temporary files that writes killed mid-way left in ``folder`` (``.<name>.tmp<pid>...``, of the
-    files named in ``names``, any without), those no live writer holds (:func:`remove_stale_temp`). One that
+    files named in ``names``, any without), those no live writer holds (:func:`_remove_stale_temp`). One that
     cannot be removed (an immutable file, another user's in a shared folder), or opened to test its lock (another
     user's, kept to themselves), is warned about and left; a folder that is not there has none."""
     try:
