@@ -88,7 +88,7 @@ class BadLine:
 
 def left_out(bad: list[BadLine], what: str) -> str:
     """What a command that skips the ``bad`` lines of ``what`` (a list) says of them: their count and the first 5."""
-    are = _are(len(bad))
+    are = plural(len(bad), "is", "are")
     return (f"{counted(len(bad), 'line')} of {what} {are} not 'path [label]' and {are} left out: "
             + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
 
@@ -905,11 +905,11 @@ class _PassedOver:
         if self.elsewhere:
             log.warning("%s: %s to videos in other class folders %s not listed (each would be listed under two "
                         "classes), e.g. %s to %s", where, counted(len(self.elsewhere), "link"),
-                        _are(len(self.elsewhere)), *self.elsewhere[0])
+                        plural(len(self.elsewhere), "is", "are"), *self.elsewhere[0])
         why = []  # (a video among the others would be left out without a word)
         if self.others:
             n = len(self.others)
-            why.append(f"{n} whose {plural(n, 'suffix', 'suffixes')} {_are(n)} not a video's "
+            why.append(f"{n} whose {plural(n, 'suffix', 'suffixes')} {plural(n, 'is', 'are')} not a video's "
                        f"({_by_suffix(self.others)}), e.g. "
                        f"{min(self.others).relative_to(where).as_posix()} (a video among them is listed under a "
                        f"suffix of {'/'.join(VIDEO_EXTS)})")
@@ -918,18 +918,12 @@ class _PassedOver:
                        f"audio alone, or no file it reads), e.g. {min(self.videoless).relative_to(where).as_posix()}")
         if why:
             files = len(self.others) + len(self.videoless)
-            log.warning("%s: %s in class folders %s not listed: %s", where, counted(files, "file"), _are(files),
-                        "; ".join(why))
+            log.warning("%s: %s in class folders %s not listed: %s", where, counted(files, "file"),
+                        plural(files, "is", "are"), "; ".join(why))
         if self.dangling:
-            one = len(self.dangling) == 1
             log.warning("%s: %s that %s to nothing (a volume not mounted, a file moved) %s not listed, e.g. %s to %s",
-                        where, counted(len(self.dangling), "link"), "leads" if one else "lead",
-                        _are(len(self.dangling)), self.dangling[0], os.readlink(self.dangling[0]))
-
-
-def _are(n: int) -> str:
-    """The verb 'to be' that agrees with a count of ``n``: 'is' for one, else 'are'."""
-    return plural(n, "is", "are")
+                        where, counted(len(self.dangling), "link"), plural(len(self.dangling), "leads", "lead"),
+                        plural(len(self.dangling), "is", "are"), self.dangling[0], os.readlink(self.dangling[0]))
 
 
 def _by_suffix(files: list[Path]) -> str:
@@ -948,7 +942,7 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
     loose = sorted(f.name for f in entries if _is_video(f) and passed.holds_video(f))
     if loose:
         log.warning("%s: %s outside class folders %s not listed, e.g. %s", root, counted(len(loose), "video"),
-                    _are(len(loose)), loose[0])
+                    plural(len(loose), "is", "are"), loose[0])
     return sorted(d for d in entries if not _hidden(d.name) and _is_folder(d))
 
 
@@ -1432,10 +1426,10 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         unlabelled = sorted({r[0] for r in mine} - {"test", "holdout"})
         if "label" not in fields and unlabelled:
             log.warning("%s: no label column; its %s %s %s written without labels", path, unlabelled,
-                        plural(len(unlabelled), "list"), _are(len(unlabelled)))
+                        plural(len(unlabelled), "list"), plural(len(unlabelled), "is", "are"))
         elif blank := [split for split in unlabelled if not any(r[1] for r in mine if r[0] == split)]:
             log.warning("%s: its label column is empty in every row of %s; the %s %s written without labels", path,
-                        blank, plural(len(blank), "list"), _are(len(blank)))
+                        blank, plural(len(blank), "list"), plural(len(blank), "is", "are"))
     if classes is None:
         classes = sorted({r[1] for r in rows if r[1]})
     unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
@@ -1836,7 +1830,7 @@ def _say_several(split: str, several: list[tuple[ListEntry, list[str]]], formatt
     log.warning("%s: %s %s there under several suffixes, e.g. %s: listed as %s, not %s; a row's video is listed "
                 "as the file it names where that is there, else under the first of its suffixes in the order of "
                 "VIDEO_EXTS (%s, ...): remove the others%s", split, counted(len(several), "video"),
-                _are(len(several)), entry.path, files[0],
+                plural(len(several), "is", "are"), entry.path, files[0],
                 ", ".join(files[1:]), ", ".join(VIDEO_EXTS[:4]),
                 ", or name the suffix to take in --path-format" if formatted and any(
                     listed[0] != row.path for row, listed in several) else "")

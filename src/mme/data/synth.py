@@ -82,6 +82,7 @@ from mme.utils import (
     in_workers,
     lock_folder,
     opencv_settings,
+    plural,
     remove_stale_temps,
     removing,
     unlock_folder,
@@ -541,7 +542,7 @@ def split_sizes(n: int, fractions: tuple[float, ...]) -> list[int]:
             sizes[i] += 1
     else:
         log.warning("synth: %s per class %s %s empty despite a positive fraction (%d fill every split)",
-                    counted(n, "video"), "leaves" if n == 1 else "leave", " and ".join(SPLITS[i] for i in empty),
+                    counted(n, "video"), plural(n, "leaves", "leave"), " and ".join(SPLITS[i] for i in empty),
                     np.count_nonzero(f))
     return sizes.tolist()
 

@@ -73,6 +73,7 @@ from mme.utils import (
     counted,
     held_folders,
     open_files_for,
+    plural,
     process_group_up,
     said_as,
     same_device,
@@ -843,7 +844,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.failures_carried = carried  # of the same list
         log.info("%s that failed in the run before it resumed (up to its step %d checkpoint) %s skipped "
                  "and counted, as the run would have gone on", counted(run.failures_carried, "video"), run.step,
-                 "is" if run.failures_carried == 1 else "are")
+                 plural(run.failures_carried, "is", "are"))
         run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
                                  bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)

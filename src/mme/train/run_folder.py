@@ -263,10 +263,10 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = next(p for n in range(1000) if not (p := out_dir / f"abandoned-{stamp}{f'-{n}' if n else ''}").exists())
-    one = len(later) == 1
-    them = "it" if one else "them"
-    then = (f"the {counted(len(later), 'checkpoint')} after step {resumed} in {out_dir} {'is' if one else 'are'} of "
-            f"a branch this run left (it resumed from step {resumed}), and {'stays' if one else 'stay'} there; this "
+    n = len(later)
+    them = plural(n, "it", "them")
+    then = (f"the {counted(n, 'checkpoint')} after step {resumed} in {out_dir} {plural(n, 'is', 'are')} of "
+            f"a branch this run left (it resumed from step {resumed}), and {plural(n, 'stays', 'stay')} there; this "
             f"run wrote no checkpoint: make {them} movable, or move {them} out of the folder, then run this command "
             f"again")
     with removing(aside, then, done="made"):
@@ -286,8 +286,8 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.replace(_left_copy(out_dir, name), aside / name)
     log.warning("this run resumed at step %d: the %s of this folder after it (up to step %d) %s to a branch it "
-                "left (it resumed from an earlier checkpoint); moved to %s", resumed, counted(len(later), "checkpoint"),
-                max(map(ckpt.checkpoint_step, later)), "belongs" if one else "belong", aside)
+                "left (it resumed from an earlier checkpoint); moved to %s", resumed, counted(n, "checkpoint"),
+                max(map(ckpt.checkpoint_step, later)), plural(n, "belongs", "belong"), aside)
 
 
 def _checkpoint_run(path: Path) -> str | None:
