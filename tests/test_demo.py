@@ -18,6 +18,7 @@ from mme.cli import main
 from mme.data.real_motion import default_real_dir
 from mme.demo_report import LEARNED_RATIO
 from mme.errors import ConfigError, UnguardedScript
+from mme.utils import counted
 
 QUICK = ["demo", "--quick", "--device", "cpu"]
 
@@ -97,6 +98,8 @@ def check_table_and_pictures(out: Path, printed: str) -> None:
             assert row["mean_prediction_clips"] == 16  # all of the quick run's training clips (4 classes x 4)
     table = (out / "results.md").read_text()
     assert "| mme |" in table and "| pixel |" in table and "| random init |" in table
+    workers = {r["workers"] for r in result["rows"] if "workers" in r}
+    assert f" beside {counted(workers.pop(), 'loader worker')}, the rest on " in table and not workers
     assert "always predicting the mean target (on 16 training clips)" in table
     assert "pre-training in fp32 on " in table and result["pretrain_precisions"] == ["fp32"]
     assert {row.get("precision") for row in result["rows"]} == {"fp32", None}  # None: the untrained encoder
@@ -153,6 +156,16 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
     assert f"beside {'/'.join(sorted({'7', str(rows['pixel']['workers'])}, key=int))} loader workers" in report
     assert f"| random init | {rows['random init']['linear_top1']:.1f} | {rows['random init']['knn_top1']:.1f} |" \
         in report and report.count("| – | – |\n") == 2  # read back as null: random init and chance untimed
+
+
+def test_the_reports_counts_of_threads_and_loader_workers_are_singular_for_one():
+    """``mme demo --workers 1`` wrote '... on 1 thread beside 1 loader workers' in results.md: the loader workers
+    are counted as the threads are, a noun for one, counts of rows reused from runs with others joined."""
+    from mme.demo import _counted_each
+
+    assert [_counted_each(v, "loader worker") for v in ([1], [0], [2], [1, 7], [])] == [
+        "1 loader worker", "0 loader workers", "2 loader workers", "1/7 loader workers", "? loader workers"]
+    assert _counted_each([1], "thread") == "1 thread" and _counted_each([2, 4], "thread") == "2/4 threads"
 
 
 def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_path, monkeypatch, caplog):

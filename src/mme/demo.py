@@ -890,19 +890,23 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
     results_json, results_md = REPORT
     atomic_write_json(s.out / results_json, result)  # NaN as null: summarise reads it back as NaN
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
-    threads = (counted(pretrain_threads[0], "thread") if len(pretrain_threads) == 1
-               else f"{'/'.join(map(str, pretrain_threads)) or '?'} threads")
-    workers = "/".join(map(str, pretrain_workers)) or "?"
+    threads, workers = _counted_each(pretrain_threads, "thread"), _counted_each(pretrain_workers, "loader worker")
     said = ", ".join(f"{t} {p}" for t, p in ran) if len({p for _, p in ran}) > 1 else ran[0][1] if ran else "?"
     atomic_write_text(s.out / results_md, f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
                       f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training in {said} on {threads} "
-                      f"beside {workers} loader workers, the rest on {torch.get_num_threads()}.\n")
+                      f"beside {workers}, the rest on {torch.get_num_threads()}.\n")
     missing = _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
     pictures = f"pictures but {', '.join(missing)} (see the warnings above)" if missing else "pictures"
     print("\n" + table + "\n" + losses +
           f"\ntotal {minutes:.1f} min{this_run}; results, tables and {pictures} in {s.out}/", flush=True)
     return summary
+
+
+def _counted_each(values: list[int], noun: str) -> str:
+    """The counts of ``noun`` the rows were timed with, for the report: '1 thread', '0 loader workers', '2/4 threads'
+    (rows timed with several, reused from earlier runs), '? threads' where no row says."""
+    return counted(values[0], noun) if len(values) == 1 else f"{'/'.join(map(str, values)) or '?'} {noun}s"
 
 
 def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_cfg, data_cfg, target_cfg
