@@ -1320,8 +1320,9 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
                  beside: Iterable[str | Path] = ()) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder, a file name that
-    :func:`file_path` refuses: ``reports/``, an empty one; an empty folder name too; a name too long for a file
-    name, its own or that of a file the command writes ``beside`` it, a sidecar). Creates the folder
+    :func:`file_path` refuses: ``reports/``, an empty one; an empty folder name too; on Linux, a name too long for a
+    file name there, its own or that of a file the command writes ``beside`` it, a sidecar: :func:`_name_limit`;
+    elsewhere the write that fails says it). Creates the folder
     (``folder``) or the file's folder, removed where a :func:`removing_made_folders` block around fails with them
     empty; ``make=False`` checks only what needs nothing made, for a command that makes the folder once its inputs
     are read. A file ``path`` that is there, its links
@@ -1363,8 +1364,9 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
 def _name_limit(folder: Path) -> int | None:
     """The longest file name, in bytes, that the file system of ``folder`` (the nearest folder at or above it that is
     there) takes, on Linux, as it says (``pathconf``: 255 on ext4, XFS, tmpfs, 143 on eCryptfs, a FUSE mount's as its
-    program says), else :data:`NAME_MAX`; None (not refused up front) on other systems: Apple's count characters, not
-    bytes, and a name too long there is said by the write that fails."""
+    program says), :data:`NAME_MAX` where it cannot be asked; None (no name refused up front) where it reports no
+    limit (-1), and on other systems: Apple's count characters, not bytes, and a name too long there is said by the
+    write that fails."""
     if not sys.platform.startswith("linux"):
         return None
     try:
