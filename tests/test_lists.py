@@ -2039,6 +2039,10 @@ def test_class_maps_as_published(tmp_path):
 
     (tmp_path / "ssv2.json").write_text(json.dumps({"Pushing something": "1", "Approaching something": "0"}))
     assert read_classes(tmp_path / "ssv2.json") == ["Approaching something", "Pushing something"]
+    # ids that are JSON's booleans were taken for 0 and 1 (Python's bool is an int): refused as any other non-id
+    (tmp_path / "bools.json").write_text(json.dumps({"b": True, "a": False}))
+    with pytest.raises(DataError, match=r"bools\.json: a \{name: id\} map needs the ids 0\.\.1, each once$"):
+        read_classes(tmp_path / "bools.json")
     # a list holding what is not a name (null, a number, a bool, an object) was read through str(): classes named
     # 'None', '3', 'True', "{'a': 1}"; refused, naming the first
     for entry, said in ((None, "null"), (3, "3"), (True, "true"), ({"a": 1}, '{"a": 1}')):

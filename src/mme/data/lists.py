@@ -318,9 +318,10 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
 def by_class_id(pairs: list[tuple[object, object]], what: str, form: str) -> list:
     """The names of ``pairs`` ``(class id, name)``, of a map of the ``form`` ``{name: id}`` (:func:`read_classes`)
     or ``{id: name}`` (a Hugging Face ``id2label``), by class id; the ids, integers or their text (``"0"``), must be
-    0..n-1, each once, else a DataError naming ``what``."""
+    0..n-1, each once, else a DataError naming ``what``: not a bool (an int to Python: ``{"a": false, "b": true}``
+    is no map of ids)."""
     ids = [int(i) if isinstance(i, str) and _is_int(i) else i for i, _ in pairs]
-    if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(ids))):
+    if not all(type(i) is int for i in ids) or sorted(ids) != list(range(len(ids))):
         raise DataError(f"{what}: a {form} map needs the ids 0..{len(ids) - 1}, each once")
     return [name for _, (_, name) in sorted(zip(ids, pairs), key=lambda p: p[0])]
 
