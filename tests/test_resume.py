@@ -342,7 +342,8 @@ def test_a_track_cache_extracted_again_between_a_stop_and_its_resume_is_a_record
 def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_path):
     """What a run records of its track cache names the files' own settings: a resume that changes only
     data.backend between pyav-cuda and pyav (one frames) on an untouched cache recorded 'backend pyav-cuda ->
-    backend pyav' as a changed cache, since the identity named the run's decoder."""
+    backend pyav' as a changed cache, since the identity named the run's decoder; and the warning of a mixed cache,
+    under data.backend=opencv, held a cache of files made with pyav-cuda and pyav mixed."""
     import dataclasses
 
     from videos import affine_video, write_video
@@ -369,6 +370,17 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
                                                  "compensate False, max_disp None, backend pyav")
     assert read_change({"read_identities": {"track cache": said["pyav-cuda"]}},
                        {"read_identities": {"track cache": said["pyav"]}}) == []
+    # one file made with pyav-cuda on a GPU (its meta as that extraction records it), the other with pyav: one cache
+    # to a run of any decoder, where the warning of a mixed cache said 'v0.mp4.tracks was made with backend
+    # pyav-cuda, v1.mp4.tracks with backend pyav' under data.backend=opencv
+    (path, found, meta, why), *rest = dataset._probe_reads
+    dataset.__dict__["_probe_reads"] = [(path, found, {**meta, "backend": "pyav-cuda"}, why), *rest]
+    for backend in ("pyav", "pyav-cuda", "opencv"):
+        dataset.cfg = dataclasses.replace(data, backend=backend)
+        assert dataset.mixed_cache(read=True) is None
+        assert dataset.cache_identity() == said["pyav"]
+    # (a resumed extraction of the run's --backend opencv takes neither: its flags still name the files' decoders)
+    assert dataset.mixed_cache() == f"{found} was made with backend pyav-cuda, {rest[0][1]} with backend pyav"
 
 
 def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_path):

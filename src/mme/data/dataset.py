@@ -115,6 +115,16 @@ same first ones: :func:`mme.motion.cache.check_settings`) nor ``orientation`` (e
 run turns them: :func:`mme.motion.cache.check_orientation`; both alike where it has no display matrix)."""
 
 
+def read_settings(meta: dict) -> dict:
+    """The :data:`READ_SETTINGS` the track cache file of ``meta`` was made with, its own whatever a run's
+    ``data.backend``: the decoder it was made with, the two PyAV decoders (CPU and GPU, one frames:
+    :func:`mme.motion.cache.same_frames`) and files recording none named ``pyav``."""
+    from mme.motion.cache import resume_settings
+
+    made = resume_settings(meta, "pyav")
+    return {key: made[key] for key in READ_SETTINGS}
+
+
 @dataclass
 class DataConfig:
     """Where the videos are and how clips are sampled and cropped (defaults: MME's K400 pre-training)."""
@@ -1006,13 +1016,14 @@ class PretrainDataset(_VideoDataset):
         extractions of parts of the list into one folder), two of them and their settings ('<file> was made with
         seed_stride 8, flow dis-balanced, <file> with seed_stride 32, flow dis-fast'), else None: every setting a
         resumed extraction compares, or ``read``, those that change the tracks a run that reads them takes
-        (:data:`READ_SETTINGS`: its warning that they differ from one video to another)."""
+        (:func:`read_settings`, the files' own whatever this run's ``data.backend``: its warning that they differ
+        from one video to another)."""
         from mme.motion.cache import resume_settings
 
         made = self.current_probes
-        settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
+        settings = [read_settings(meta) if read else resume_settings(meta, self.cfg.backend) for _, _, meta in made]
         for (_, other, _), theirs in zip(made[1:], settings[1:]):
-            if differ := [key for key in (READ_SETTINGS if read else settings[0]) if theirs[key] != settings[0][key]]:
+            if differ := [key for key in settings[0] if theirs[key] != settings[0][key]]:
                 said = [", ".join(f"{key} {held[key]}" for key in differ) for held in (settings[0], theirs)]
                 return f"{made[0][1]} was made with {said[0]}, {other} with {said[1]}"
         return None
@@ -1022,13 +1033,9 @@ class PretrainDataset(_VideoDataset):
         node, its own: :func:`mme.train.distributed.check_same_inputs`): the settings that change the tracks a run
         reads (:data:`READ_SETTINGS`) of its probed files (:attr:`current_probes`), those of a mixed cache digested
         in the list's order, with how many were read (a probed video changed since, whose file is no longer read,
-        changes the digest: the count says why). The files' own settings, whatever this run's ``data.backend``: the
-        decoder each was made with, the two PyAV decoders (CPU and GPU, one frames:
-        :func:`mme.motion.cache.same_frames`) and files recording none named ``pyav``, so it changes only where the
-        files do."""
-        from mme.motion.cache import resume_settings
-
-        settings = [", ".join(f"{key} {resume_settings(meta, 'pyav')[key]}" for key in READ_SETTINGS)
+        changes the digest: the count says why). The files' own settings, whatever this run's ``data.backend``
+        (:func:`read_settings`), so it changes only where the files do."""
+        settings = [", ".join(f"{key} {value}" for key, value in read_settings(meta).items())
                     for _, _, meta in self.current_probes]
         kinds = list(dict.fromkeys(settings))
         if len(kinds) == 1:
