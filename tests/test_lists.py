@@ -1064,18 +1064,18 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
     for root, link in ((data, data / "b"), (s, s / "train" / "b"), (s / "train", s / "train" / "b")):
         with pytest.raises(DataError) as raised:
             from_class_folders(root)
-        assert str(raised.value) == (f"{link}: a link to {gone / 'b'}, which leads to nothing (a volume not mounted, "
-                                     f"a folder moved), where class or split folders are: left out, the classes in "
-                                     f"it would be missing and later classes take other ids; mount it, or remove the "
-                                     f"link")
+        assert str(raised.value) == (f"{link}: a link to {str(gone / 'b')!r}, which leads to nothing (a volume not "
+                                     f"mounted, a folder moved), where class or split folders are: left out, the "
+                                     f"classes in it would be missing and later classes take other ids; mount it, or "
+                                     f"remove the link")
     (s / "train" / "b").unlink()
     (s / "val").symlink_to(gone / "val", target_is_directory=True)
-    with pytest.raises(DataError, match=rf"^{s / 'val'}: a link to {gone / 'val'}, which leads to nothing"):
+    with pytest.raises(DataError, match=rf"^{s / 'val'}: a link to {str(gone / 'val')!r}, which leads to nothing"):
         from_class_folders(s)
     (data / "b").unlink()
     for name in ("Mr. B", "St.Bernard", "v1.0"):  # a dot, but no file's suffix
         (data / name).symlink_to(gone / name, target_is_directory=True)
-        with pytest.raises(DataError, match=rf"^{data / name}: a link to {gone / name}, which leads to nothing"):
+        with pytest.raises(DataError, match=rf"^{data / name}: a link to {str(gone / name)!r}, which leads to nothing"):
             from_class_folders(data)
         (data / name).unlink()
     (data / "b.mp4").symlink_to(gone / "b.mp4")  # (a video outside class folders: not listed either way)
@@ -1085,8 +1085,8 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
         assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]},
                                             ["a", "c"])
     for name in ("README.txt", "UCF101.rar", "notes.jpeg"):
-        assert f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)" \
-            in caplog.text
+        assert (f"{data / name}: a link to {str(gone / name)!r}, which leads to nothing, is left out (a file, by its "
+                "name)") in caplog.text
 
 
 def test_a_dangling_link_is_a_files_by_a_listed_suffix_and_vitamin_c_a_class_folders(tmp_path, caplog, capsys):
@@ -1110,16 +1110,16 @@ def test_a_dangling_link_is_a_files_by_a_listed_suffix_and_vitamin_c_a_class_fol
         assert from_class_folders(data) == ({"all": [ListEntry("Apple/1.mp4", 0), ListEntry("Zebra/1.mp4", 1)]},
                                             ["Apple", "Zebra"])
     assert sorted(r.getMessage() for r in caplog.records) == sorted(
-        f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)"
+        f"{data / name}: a link to {str(gone / name)!r}, which leads to nothing, is left out (a file, by its name)"
         for name in files)
     for name in ("Vitamin.C", "Mr.T", "Jay.Z", "St.Bernard", "U.S.A", "Spider.Man", "Recycle.Bin", "Node.js",
                  "Lib.so", "Header.h"):
         (data / name).symlink_to(gone / name, target_is_directory=True)
         assert cli_main(["lists", "folder", str(data), "--out", str(out)]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
-            f"mme lists: error: {data / name}: a link to {gone / name}, which leads to nothing (a volume not mounted, "
-            f"a folder moved), where class or split folders are: left out, the classes in it would be missing and "
-            f"later classes take other ids; mount it, or remove the link")
+            f"mme lists: error: {data / name}: a link to {str(gone / name)!r}, which leads to nothing (a volume not "
+            f"mounted, a folder moved), where class or split folders are: left out, the classes in it would be missing "
+            f"and later classes take other ids; mount it, or remove the link")
         assert list(out.glob("*")) == []  # (no list written)
         (data / name).unlink()
 
@@ -1139,13 +1139,13 @@ def test_a_dangling_link_is_a_files_by_a_compression_in_any_case_but_jay_z_is_a_
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]}, ["a", "c"])
     assert sorted(r.getMessage() for r in caplog.records) == sorted(
-        f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)"
+        f"{data / name}: a link to {str(gone / name)!r}, which leads to nothing, is left out (a file, by its name)"
         for name in files)
     for name in ("Jay.Z", "x.br", "frames.Z", "frames.br"):
         (data / name).symlink_to(gone / name, target_is_directory=True)
         with pytest.raises(DataError) as raised:
             from_class_folders(data)
-        assert str(raised.value).startswith(f"{data / name}: a link to {gone / name}, which leads to nothing (a "
+        assert str(raised.value).startswith(f"{data / name}: a link to {str(gone / name)!r}, which leads to nothing (a "
                                             f"volume not mounted, a folder moved), where class or split folders are")
         (data / name).unlink()
 

@@ -229,7 +229,7 @@ def test_a_folder_named_through_a_link_to_nothing_is_refused_and_nothing_made(ou
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").symlink_to(tmp_path / "mnt" / "share" / "runs", target_is_directory=True)
     with pytest.raises(ConfigError, match=rf"train.out_dir '{out}' is not a writable folder \(runs is a link to "
-                       r"nothing, '.*/mnt/share/runs': mount or make what it leads to\)"):
+                       r"'.*/mnt/share/runs', which leads to nothing: mount or make what it leads to\)"):
         lock_folder(out, "train.out_dir", unmade_if_unused=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
@@ -255,11 +255,11 @@ def test_a_folder_under_one_that_cannot_be_searched_is_one_line(tmp_path, monkey
         lock_folder(private / "run", "train.out_dir", unmade_if_unused=True)
 
 
-@pytest.mark.parametrize("out, why", [("dang/x", "dang is a link to nothing, '/nonexistent/share': mount or make what "
-                                                 "it leads to"),
+@pytest.mark.parametrize("out, why", [("dang/x", "dang is a link to '/nonexistent/share', which leads to nothing: "
+                                                 "mount or make what it leads to"),
                                       ("newx/../mine", "newx is not there, and its '..' goes back from it"),
-                                      ("loopa/x", "loopa is a link in a loop, 'loopb': it leads back to itself "
-                                                  "through links; point it at a folder")])
+                                      ("loopa/x", "loopa is a link to 'loopb', which leads back to itself "
+                                                  "through links: point it at a folder")])
 def test_an_output_that_does_not_name_the_folder_it_resolves_to_is_refused_with_nothing_made(out, why, tmp_path,
                                                                                              monkeypatch):
     """--out of mme extract, embed, lists, check, viz, synth, export (mme.utils.check_output) through a link to

@@ -1623,11 +1623,18 @@ def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, c
 
 def test_a_link_whose_target_is_not_there_names_it(tmp_path, clip_frames):
     """A video that is a link to a file not there (a volume not mounted, a dataset moved) was said to be missing (no
-    such file), though its name is there: the error names where it points, as does the run's stop."""
+    such file), though its name is there: the error names where it points, as does the run's stop. A link to itself
+    (ln -s loop.mp4 loop.mp4) was said to be 'a link to 'loop.mp4', which is not there': it is a loop, said as
+    mme.utils.broken_link says any (lists, --out)."""
     (tmp_path / "v.mp4").symlink_to("/mnt/gone/v.mp4")
-    with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file; a link to '/mnt/gone/v\.mp4', which is not "
-                                         r"there\)"):
+    with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file; a link to '/mnt/gone/v\.mp4', which leads "
+                                         r"to nothing\)$"):
         open_video(tmp_path / "v.mp4")
+    (tmp_path / "loop.mp4").symlink_to("loop.mp4")
+    with pytest.raises(VideoError, match=r"loop\.mp4: missing \(no such file; a link to 'loop\.mp4', which leads back "
+                                         r"to itself through links\)$"):
+        open_video(tmp_path / "loop.mp4")
+
 
 def test_a_list_of_frame_folders_is_named_as_such(tmp_path, clip_frames):
     """VideoMAE's lists of extracted frames ('folder num_frames label') read as a path with a space: the error says

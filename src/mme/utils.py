@@ -1938,16 +1938,24 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
     return held, _lock_replaced(whole, held)
 
 
-def _link_unreached(link: Path) -> str:
-    """Why the link ``link``, which leads to nothing that is there, leads nowhere: links that lead back to each other
-    (a loop: ELOOP), or nothing there (an unmounted share)."""
+def broken_link(link: str | Path, nothing: str = "", loop: str = "") -> str:
+    """What the link ``link``, which leads to nothing that is there, is, with where it leads: links that lead back
+    to each other (a loop: ELOOP), "a link to 'loopb', which leads back to itself through links" followed by
+    ``loop``; else nothing there (an unmounted share, a file moved), "a link to '/mnt/gone', which leads to
+    nothing" followed by ``nothing``."""
+    target = os.readlink(link)
     try:
         os.stat(link)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            return (f"{link} is a link in a loop, {os.readlink(link)!r}: it leads back to itself through links; point "
-                    f"it at a folder")
-    return f"{link} is a link to nothing, {os.readlink(link)!r}: mount or make what it leads to"
+            return f"a link to {target!r}, which leads back to itself through links{loop}"
+    return f"a link to {target!r}, which leads to nothing{nothing}"
+
+
+def _link_unreached(link: Path) -> str:
+    """Why the link ``link``, which leads to nothing that is there, leads nowhere (:func:`broken_link`), with what
+    to do: point links in a loop at a folder, mount or make what one to nothing leads to."""
+    return f"{link} is {broken_link(link, nothing=': mount or make what it leads to', loop=': point it at a folder')}"
 
 
 def _not_reached(path: Path) -> str:

@@ -34,6 +34,7 @@ from mme.utils import (
     absolute_path,
     atomic_write_text,
     atomic_write_texts,
+    broken_link,
     check_apart,
     check_output,
     command_option,
@@ -968,12 +969,11 @@ def _is_folder(path: Path) -> bool:
         raise _cannot_read(path, e) from e
     if dangling:
         if _named_as_file(path.name):
-            log.warning("%s: a link to %s, which leads to nothing, is left out (a file, by its name)", path,
-                        os.readlink(path))
+            log.warning("%s: %s, is left out (a file, by its name)", path, broken_link(path))
             return False
-        raise DataError(f"{path}: a link to {os.readlink(path)}, which leads to nothing (a volume not mounted, a "
-                        f"folder moved), where class or split folders are: left out, the classes in it would be "
-                        f"missing and later classes take other ids; mount it, or remove the link")
+        raise DataError(f"{path}: {broken_link(path, nothing=' (a volume not mounted, a folder moved)')}, where class "
+                        f"or split folders are: left out, the classes in it would be missing and later classes take "
+                        f"other ids; mount it, or remove the link")
     return folder
 
 

@@ -56,7 +56,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import DECODE_GPU_ENV, VersionOfFile, absolute_path, as_given, counted
+from mme.utils import DECODE_GPU_ENV, VersionOfFile, absolute_path, as_given, broken_link, counted
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +235,9 @@ def missing_hint(path: str) -> str:
     """Why a listed file may look missing though it is there: a list of frame folders, a label that is not a class
     id or follows a comma (both read as part of the name), a Windows path, or a name whose accents are composed
     otherwise than on this disk (macOS writes decomposed ones); or a link whose target is not there (a volume not
-    mounted), named."""
+    mounted) or that leads back to itself, named (:func:`mme.utils.broken_link`)."""
     try:
-        return f"; a link to {os.readlink(path)!r}, which is not there"
+        return f"; {broken_link(path)}"
     except OSError:  # (not a link)
         pass
     folder, _, frames = path.rpartition(" ")
