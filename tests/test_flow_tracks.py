@@ -168,8 +168,10 @@ def test_sparse_frames_need_only_the_pairs_the_tracks_cover():
     tr = track(frames[ids], ids, starts=[3, 11], length=3, flow_cache=cache)
     assert sorted(cache) == [(3, 4), (4, 5), (5, 6), (11, 12), (12, 13), (13, 14)]
     assert np.abs(tr.disp[..., 0] - 1.0).mean() < 0.2
-    with pytest.raises(DataError, match=r"clip\.mp4: video too short.*\[7\]"):
+    with pytest.raises(DataError, match=r"clip\.mp4: video too short for the tracks: raw frame \[7\] needed, "):
         track(frames[ids], ids, starts=[3], length=4, source="clip.mp4")
+    with pytest.raises(DataError, match=r"clip\.mp4: video too short for the tracks: raw frames \[7, 8\] needed, "):
+        track(frames[ids], ids, starts=[3], length=5, source="clip.mp4")
 
 
 @pytest.mark.parametrize("compensate", [False, True])

@@ -79,6 +79,7 @@ from mme.utils import (
     launch_ranks,
     lock_folder,
     make_side_locks,
+    plural,
     progress_bar,
     remove_stale_temps,
     removing,
@@ -479,7 +480,7 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
         path, (theirs, ours) = next(iter(taken.items()))
         files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
         gone = "" if os.path.isfile(theirs) else " (not there now: moved, or on a volume not mounted)"
-        have = "has" if len(taken) == 1 else "have"
+        have = plural(len(taken), "has", "have")
         return (f"extract: {counted(len(taken), 'video')} already {have} caches in {out} made from other files of the "
                 f"same name, e.g. {path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into "
                 f"its own --out; where this dataset is a copy of that one with these videos changed, delete their "
@@ -487,7 +488,7 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
-        have = "has" if len(clashes) == 1 else "have"
+        have = plural(len(clashes), "has", "have")
         return (f"extract: {counted(len(clashes), 'video')} already {have} caches in {out} made with other settings, "
                 f"e.g. {path}: "
                 f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from mme.errors import ConfigError, DataError
 from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
 from mme.motion.torch_flow import grey, lk_flow
-from mme.utils import counted
+from mme.utils import counted, plural
 
 TRACKER_CHANGES = {2: "a point that leaves the frame reads the flow at the frame's edge, where it stopped at 0 px",
                    3: "torch-lk gives no weight to samples read outside the frame, where it under-read the motion"}
@@ -158,7 +158,7 @@ def track_frames(ids: list[int], starts: list[int], length: int, step: int, last
     if missing:
         have = f"{min(ids)}..{max(ids)}" if ids else "none"
         raise DataError(
-            f"{source}: video too short for the tracks: raw {'frames' if len(missing) > 1 else 'frame'} "
+            f"{source}: video too short for the tracks: raw {plural(len(missing), 'frame')} "
             f"{missing[:5]} needed, frames held: {have} ({counted(len(ids), 'frame')}); tracks need "
             f"{counted(length, 'step')} of {counted(step, 'frame')} after each start"
         )
