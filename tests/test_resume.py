@@ -383,6 +383,23 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
     assert dataset.mixed_cache() == f"{found} was made with backend pyav-cuda, {rest[0][1]} with backend pyav"
 
 
+def test_a_track_cache_identity_change_reads_values_holding_a_comma_or_a_space():
+    """What changed between two recorded track cache identities was read by splitting at ', ' and ' ': a value
+    holding either (a flow or decoder named so by another mme) or a text without a value (an earlier mme's) raised
+    ValueError during the resume. Each is read by the keys of READ_SETTINGS; a text of other keys is said whole."""
+    from mme.data.dataset import PretrainDataset
+
+    def made(flow: str = "dis-balanced", short_side: int = 64) -> str:
+        return (f"files made with short_side {short_side}, seed_stride 8, flow {flow}, compensate False, "
+                "max_disp None, backend pyav")
+
+    assert PretrainDataset.identity_change(made("dis, balanced"), made(short_side=96)) == (
+        "short_side 64 -> 96, flow dis, balanced -> dis-balanced")
+    assert PretrainDataset.identity_change(made("my flow"), made("my flow", 96)) == "short_side 64 -> 96"
+    for old in ("files made with short_side 64", "files made with flow"):  # (before: ValueError)
+        assert PretrainDataset.identity_change(old, made()) == f"{old} -> {made()}"
+
+
 def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_path):
     """A mixed cache's identity digests its probed files' settings: a probed video re-encoded between a stop and its
     resume (its file no longer read) changed it, and the entry said only that the track cache changed. It now says

@@ -1047,13 +1047,14 @@ class PretrainDataset(_VideoDataset):
     def identity_change(old: str, now: str) -> str:
         """What changed between two :meth:`cache_identity` texts: where both are of files of one setting each, the
         settings that differ, as :meth:`mixed_cache` names only those ('short_side 64 -> 96, max_disp None -> 30.0');
-        else both ('files made with ... -> mixed files of 2 settings (...)')."""
-        lead = "files made with "
-        if old.startswith(lead) and now.startswith(lead):
-            held = [dict(item.split(" ", 1) for item in text[len(lead):].split(", ")) for text in (old, now)]
-            if held[0].keys() == held[1].keys() and (
-                    differ := [key for key in held[0] if held[1][key] != held[0][key]]):
-                return ", ".join(f"{key} {held[0][key]} -> {held[1][key]}" for key in differ)
+        else both ('files made with ... -> mixed files of 2 settings (...)'), as for a text of other settings (an
+        earlier mme's). Each read by the keys of :data:`READ_SETTINGS`, in their order, so a value may hold ', ' or a
+        space."""
+        one = re.compile("files made with " + ", ".join(f"{key} (.*)" for key in READ_SETTINGS), re.DOTALL)
+        held = [one.fullmatch(text) for text in (old, now)]
+        if None not in held and (differ := [(key, was, is_) for key, was, is_ in
+                                            zip(READ_SETTINGS, held[0].groups(), held[1].groups()) if was != is_]):
+            return ", ".join(f"{key} {was} -> {is_}" for key, was, is_ in differ)
         return f"{old} -> {now}"
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
