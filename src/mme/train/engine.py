@@ -425,7 +425,7 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     if changed:
         log.info("architecture from %s: %s", source, changed)
     sizes = model.PRESETS.get(model.preset, {}) if "model.preset" in given else {}
-    ignored = [ignored_value(f"model.{k}", getattr(model, k), v, ""
+    ignored = [ignored_value(f"model.{k}", getattr(model, k), v,
                              f"{'' if f'model.{k}' in given else f'of model.preset={model.preset}; '}the file's")
                for k, v in changed.items() if f"model.{k}" in given or k in sizes]
     say_ignored(f"train.init {source}", "the run's architecture is the file's", ignored)
