@@ -1300,7 +1300,8 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
     orientation, taken on trust: said in one warning, as mme embed and mme viz say it (it was an info line). Its
     clip is its own: the frames and size given on the command line (the tiny overrides') are warned of as ignored,
     as fine-tuning's train.init warns of its architecture (they were dropped in an info line that called them the
-    recipe's); the tubelet not given is said as the recipe's."""
+    recipe's); the tubelet not given is said as the recipe's. A tubelet given (data.tubelet, model.tubelet_size) is
+    its architecture's, warned of in that line only."""
     from mme.eval.finetuned import finetune
     from mme.models.classifier import VideoClassifier
     from mme.models.config import ModelConfig
@@ -1320,8 +1321,8 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         f"{source}: a classifier's architecture is the file's, so these are ignored: model.patch_size=8 (the file's: "
         "16)",
         f"{source}: a classifier is tested on the clips it was trained on, so these are ignored: data.num_frames=4 "
-        "(the file's: 6), data.img_size=32 (the file's: 48), model.img_size=32 (the file's: 48), model.num_frames=4 "
-        "(the file's: 6); mme embed --img-size / --num-frames runs its encoder on other clips"]
+        "(the file's: 6), data.img_size=32 (the file's: 48), model.num_frames=4 (the file's: 6), model.img_size=32 "
+        "(the file's: 48); mme embed --img-size / --num-frames runs its encoder on other clips"]
     assert f"clips of 6 frames of 48 px, tubelet 1, as the model of {source} takes them, not the recipe's tubelet 2" \
         in caplog.text  # (the frames and size given are not the recipe's)
     (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()
@@ -1338,6 +1339,18 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         preds = [clf.eval()(normalize_clip(ds[i]["video"])).argmax(-1).item() for i in range(len(ds))]
     labels = [ds[i]["label"] for i in range(len(ds))]
     assert res.reports["test"]["top1"] == pytest.approx(np.mean(np.array(preds) == np.array(labels)))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mme"):
+        finetune(_tiny_recipe(synth, tmp_path / "ev2", f"train.init={src}", "task.eval_only=true", "data.test_clips=1",
+                              "data.test_crops=1", "data.tubelet=2", "model.tubelet_size=2"))
+    # a tubelet given, the data section's too, is its architecture's, once (it was among the clip's keys as well,
+    # with mme embed's options, which take no other tubelet)
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage() and r.levelname == "WARNING"] == [
+        f"{source}: a classifier's architecture is the file's, so these are ignored: data.tubelet=2 (the file's: 1), "
+        "model.tubelet_size=2 (the file's: 1)",
+        f"{source}: a classifier is tested on the clips it was trained on, so these are ignored: data.num_frames=4 "
+        "(the file's: 6), data.img_size=32 (the file's: 48), model.num_frames=4 (the file's: 6), model.img_size=32 "
+        "(the file's: 48); mme embed --img-size / --num-frames runs its encoder on other clips"]
 
 
 @pytest.fixture(scope="module")

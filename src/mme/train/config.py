@@ -306,8 +306,13 @@ class FinetuneConfig:
         check_window(self.data)
 
 
-CLIP_FIELDS = (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size"))
-"""The clip's fields: of the data section, with the model's of the same meaning."""
+CLIP_SHAPE = (("num_frames", "num_frames"), ("img_size", "img_size"))
+"""The clip's frames and size: of the data section, with the model's of the same meaning (a model's weights run on
+clips of others: ``mme embed``)."""
+
+CLIP_FIELDS = CLIP_SHAPE + (("tubelet", "tubelet_size"),)
+"""The clip's fields: its shape (:data:`CLIP_SHAPE`) and its tubelet, of the data section with the model's of the
+same meaning; the tubelet, unlike the shape, is the model's architecture (its weights fix it)."""
 
 
 def ignored_value(key: str, value, kept, whose: str = "the file's") -> str:
@@ -326,13 +331,14 @@ def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> 
 
 def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = frozenset(), *,
               why: str = "the clips are those its model takes", whose: str = "the file's", unsaid: tuple[str, ...] = (),
-              advice: str = "", said_as: str | None = None, **data_fields):
+              advice: str = "", said_as: str | None = None, warned: frozenset[str] = frozenset(), **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
     section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet). Where these differ from
     the config's, those the command line gives (``given``, dotted keys; with the model's fields ``unsaid``, that the
     caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, ``whose``
     values are kept, ``advice``; the source named ``said_as``, where the caller's warning of its model's ignored
-    values names it so: ``resuming X``), the others said in the log as the recipe's, not those of ``source``'s model.
+    values names it so: ``resuming X``; those of ``warned``, dotted keys, left to the caller's own warning), the
+    others said in the log as the recipe's, not those of ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
     clip)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
@@ -343,7 +349,8 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
              "takes them")
     say_ignored(said_as or source, why, [ignored_value(f"{section}.{key}", value, kept, whose)
-                              for section, key, value, kept in differ if f"{section}.{key}" in given], advice)
+                              for section, key, value, kept in differ
+                                             if f"{section}.{key}" in given - warned], advice)
     recipe = {key: value for section, key, value, _ in differ if section == "data" and f"data.{key}" not in given}
     if recipe:
         said = {"num_frames": "{} frames", "img_size": "{} px", "tubelet": "tubelet {}"}
