@@ -1166,11 +1166,13 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         "WARNING", f"train.init {a.checkpoint}: the run's architecture is the file's, so these are ignored: "
         "model.num_heads=2 (the file's: 4), model.decoder_heads=2 (the file's: 4)")]  # (the recipe's are not said)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="mme"):  # the command line gives TINY's head counts, not the others
+    with caplog.at_level("INFO", logger="mme"):  # the command line gives TINY's head counts, not the others
         main("tiny_cpu_pixel", tiny(*synth, f"train.out_dir={tmp_path / 'b'}", "train.steps=2", FP32,
                                 "train.resume=auto", *frozen))
     assert torch.load(tmp_path / "b" / "checkpoint-00000002.pt", weights_only=True)["config"]["model"] == ran
-    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
+    assert f"clips of 8 frames of 64 px, tubelet 1, as the model of the resumed run ({b.checkpoint}) takes them, " \
+        "not the recipe's tubelet 2" in caplog.text
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage() and r.levelname == "WARNING"] == [
         f"resuming {b.checkpoint}: its model is the run's own, so these are ignored: model.num_heads=2 (the run's: "
         "4), model.decoder_heads=2 (the run's: 4)"]
 

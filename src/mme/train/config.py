@@ -331,14 +331,15 @@ def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> 
 
 def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = frozenset(), *,
               why: str = "the clips are those its model takes", whose: str = "the file's", unsaid: tuple[str, ...] = (),
-              advice: str = "", said_as: str | None = None, warned: frozenset[str] = frozenset(), **data_fields):
+              advice: str = "", resumed: bool = False, warned: frozenset[str] = frozenset(), **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
     section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet). Where these differ from
     the config's, those the command line gives (``given``, dotted keys; with the model's fields ``unsaid``, that the
     caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, ``whose``
-    values are kept, ``advice``; the source named ``said_as``, where the caller's warning of its model's ignored
-    values names it so: ``resuming X``; those of ``warned``, dotted keys, left to the caller's own warning), the
-    others said in the log as the recipe's, not those of ``source``'s model.
+    values are kept, ``advice``; ``resumed``: ``source`` is a resumed run's folder X, named ``resuming X`` there, as
+    the warning of its model's ignored values names it, and ``the resumed run (X)`` in the log; those of ``warned``,
+    dotted keys, left to the caller's own warning), the others said in the log as the recipe's, not those of
+    ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
     clip)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
@@ -346,11 +347,11 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     differ = [(section, key, getattr(ours, key), getattr(theirs, key)) for section, ours, theirs, keys in (
         ("data", cfg.data, data, [d for d, _ in CLIP_FIELDS]), ("model", cfg.model, model, unsaid))
         for key in keys if getattr(ours, key) != getattr(theirs, key)]
+    said_as, source = (f"resuming {source}", f"the resumed run ({source})") if resumed else (source, source)
     taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
              "takes them")
-    say_ignored(said_as or source, why, [ignored_value(f"{section}.{key}", value, kept, whose)
-                              for section, key, value, kept in differ
-                                             if f"{section}.{key}" in given - warned], advice)
+    say_ignored(said_as, why, [ignored_value(f"{section}.{key}", value, kept, whose)
+                               for section, key, value, kept in differ if f"{section}.{key}" in given - warned], advice)
     recipe = {key: value for section, key, value, _ in differ if section == "data" and f"data.{key}" not in given}
     if recipe:
         said = {"num_frames": "{} frames", "img_size": "{} px", "tubelet": "tubelet {}"}

@@ -394,8 +394,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
         runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
-        cfg = clips_for(cfg, model, f"the resumed run ({resume[0]})", given, whose="the run's",
-                        said_as=f"resuming {resume[0]}")
+        cfg = clips_for(cfg, model, resume[0], given, whose="the run's", resumed=True)
     elif init is not None:
         model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
                                          cfg.train.init, given)
