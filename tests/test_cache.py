@@ -1621,7 +1621,8 @@ def test_a_version_3_header_whose_quantum_is_missing_or_not_a_number_is_refused_
             with pytest.raises(VideoError, match=re.escape(f"{made}: track cache (not a valid mme track cache: ")) as e:
                 read(made)
             assert why in str(e.value)
-        assert cache_meta_and_refusal(made, str(videos / "b.mp4")) == (None, f"unreadable ({e.value.__cause__})")
+        assert cache_meta_and_refusal(made, str(videos / "b.mp4")) == (None, "unreadable",
+                                                                        f"unreadable ({e.value.__cause__})")
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             assert extract_cache(str(tmp_path / "b.txt"), str(out), **args)["done"] == 1
@@ -1877,7 +1878,8 @@ def test_a_cache_an_earlier_mme_made_of_the_file_beside_a_symlinked_root_is_refu
                                          r"opened for .*R/\.\./other/x\.mp4 .*; re-run mme extract"):
         fn(sample)
     (refused,) = PretrainDataset(data, fn, track_length=2).refused_probes  # as the start check counts it
-    assert refused[0] == str(target) and refused[2].startswith(f"its tracks are of {beside}")
+    assert refused[:3] == (sample.path, str(target), "stale") and refused[3].startswith(
+        f"its tracks are of {beside}")
     assert other_settings(target, opts, sample.path) is None  # made again
     made = extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path / "R"), length=2,
                          short_side=64)

@@ -915,9 +915,9 @@ class PretrainDataset(_VideoDataset):
         return [(self.path(held[k]), files[held[k]]) for k in spread.tolist()]
 
     @functools.cached_property
-    def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None]]:
+    def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None, str | None]]:
         """The video path and cache file of each probed video (:attr:`cache_probes`), in the list's order, with the
-        file's meta and why each read fails it before its settings count
+        file's meta and the kind and why of each read's failing it before its settings count
         (:func:`~mme.motion.cache.cache_meta_and_refusal`). Each (video, file) pair read once, that of a video the
         list repeats too, as :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice
         again."""
@@ -932,14 +932,14 @@ class PretrainDataset(_VideoDataset):
         """The video path, cache file and meta of each probed video whose cache file this mme made and can read: the
         files whose settings and orientation the run reads, judged on each (:func:`mme.train.pretrain.check_cache`), and
         a resumed extraction compares its settings with."""
-        return [(path, found, meta) for path, found, meta, why in self._probe_reads if why is None]
+        return [(path, found, meta) for path, found, meta, kind, _ in self._probe_reads if kind is None]
 
     @property
-    def refused_probes(self) -> list[tuple[str, dict | None, str, str]]:
-        """The cache file, meta (None: unreadable), reason and video path of each probed one that each read fails as
-        its video's failure before its settings count (unreadable, made by an earlier mme, or of another version of
-        its video), and a resumed extraction makes again."""
-        return [(found, meta, why, path) for path, found, meta, why in self._probe_reads if why is not None]
+    def refused_probes(self) -> list[tuple[str, str, str, str]]:
+        """The video path, cache file, kind of refusal (of :data:`mme.motion.cache.REFUSALS`) and reason of each
+        probed one that each read fails as its video's failure before its settings count (unreadable, made by an
+        earlier mme, or of another version of its video), and a resumed extraction makes again."""
+        return [(path, found, kind, why) for path, found, _, kind, why in self._probe_reads if kind is not None]
 
     def cache_file_refusal(self, path: str, found: str, meta: dict, remake: str | None = None) -> ConfigError | None:
         """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None:
@@ -1087,7 +1087,7 @@ class PretrainDataset(_VideoDataset):
             if found is None or found in seen or not os.path.isfile(found):  # (none: what the extraction advised makes)
                 continue
             seen.add(found)
-            meta, remade = cache_meta_and_refusal(found, video)
+            meta, remade, _ = cache_meta_and_refusal(found, video)
             if meta is None or remade is not None or not os.path.isfile(video):
                 continue
             if (why := damaged(found)) is not None:

@@ -408,22 +408,28 @@ def cache_meta(path: str | Path) -> dict:
         return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
 
 
-def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, str | None]:
-    """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) of the file ``video`` and why
-    each training read fails it as its video's failure before its settings count (:func:`cached_tracks`): unreadable
-    (damaged, truncated), made by an earlier mme (:func:`stale`), or made from another version of ``video`` than the
-    file there now (:func:`same_source`: re-encoded, replaced; a video that cannot be read is its own failure, judged
-    at its open); None where the read goes on to its settings. A resumed ``mme extract`` makes such a file again."""
+REFUSALS = ("unreadable", "stale", "changed")
+"""The kinds of cache file each training read fails as its video's failure before its settings count
+(:func:`cache_meta_and_refusal`): unreadable, made by an earlier mme, made from another version of its video."""
+
+
+def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, str | None, str | None]:
+    """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) of the file ``video``, and the
+    kind (of :data:`REFUSALS`) and why of each training read's failing it as its video's failure before its settings
+    count (:func:`cached_tracks`): unreadable (damaged, truncated), made by an earlier mme (:func:`stale`), or made
+    from another version of ``video`` than the file there now (:func:`same_source`: re-encoded, replaced; a video
+    that cannot be read is its own failure, judged at its open); None, None where the read goes on to its settings. A
+    resumed ``mme extract`` makes such a file again."""
     try:
         meta = cache_meta(path)
     except VideoError as e:
-        return None, f"unreadable ({e.__cause__ or e})"
+        return None, "unreadable", f"unreadable ({e.__cause__ or e})"
     if (why := stale(meta, video)) is not None:
-        return meta, why
+        return meta, "stale", why
     with contextlib.suppress(OSError):
         if not same_source(meta, video):
-            return meta, f"made from another version of {video} (its content changed since)"
-    return meta, None
+            return meta, "changed", f"made from another version of {video} (its content changed since)"
+    return meta, None, None
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:

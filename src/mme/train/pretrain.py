@@ -40,7 +40,6 @@ from mme.motion.cache import (
     extract_flags,
     extract_flags_as_fine,
     same_frames,
-    stale,
 )
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
@@ -197,14 +196,10 @@ def _unsought(lookup: CacheLookup, n: int) -> str:
     return f"its listing lacks those of {n} more (not looked up one by one{unlisted})"
 
 
-REFUSED_AS = ("are unreadable", "were made by an earlier mme", "were made from another version of their video")
-"""What :func:`_check_refused_files` says of each kind of file a read fails before its settings count."""
-
-
-def _refused_as(meta: dict | None, video: str) -> str:
-    """Which of :data:`REFUSED_AS` a cache file of ``meta`` (None: unreadable) of ``video`` that
-    :func:`~mme.motion.cache.cache_meta_and_refusal` refuses is."""
-    return REFUSED_AS[0] if meta is None else REFUSED_AS[1] if stale(meta, video) is not None else REFUSED_AS[2]
+REFUSED_AS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme",
+              "changed": "were made from another version of their video"}
+"""What :func:`_check_refused_files` says of each kind of file a read fails before its settings count
+(:data:`mme.motion.cache.REFUSALS`)."""
 
 
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
@@ -221,7 +216,7 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         return
     files = [found for found in dataset.cache_lookup.files if found is not None]  # one for each entry that has one
     probes = dataset.cache_probes
-    refused = {found: _refused_as(meta, video) for found, meta, _, video in dataset.refused_probes}
+    refused = {found: kind for _, found, kind, _ in dataset.refused_probes}
     lacking = len(dataset.cache_lookup.lacking)
     if len(probes) < len(files):
         if not dataset.too_many_failures(lacking + round(len(dataset.refused_probes) * len(files) / len(probes))):
@@ -233,21 +228,21 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
                  "hashing the ends of each video whose mtime changed since extraction)", cfg.target.cache_dir,
                  len(unread))
         for found, video in unread.items():
-            meta, why = cache_meta_and_refusal(found, video)
-            if why is not None:
-                refused[found] = _refused_as(meta, video)
+            _, kind, _ = cache_meta_and_refusal(found, video)
+            if kind is not None:
+                refused[found] = kind
     kinds = {kind: sum(refused.get(found) == kind for found in files) for kind in REFUSED_AS}
     count = sum(kinds.values())
     if not dataset.too_many_failures(lacking + count):
         return
-    said = [(kind, n) for kind, n in kinds.items() if n]
+    said = [(REFUSED_AS[kind], n) for kind, n in kinds.items() if n]
     are = " or ".join(f"{kind} ({n})" if len(said) > 1 else kind for kind, n in said)
     lacks = f", with the {lacking} it lacks" if lacking else ""
     beyond = (f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
     distinct = len(set(files))
     repeated = f" (entries of the list: {distinct} files, some listed more than once)" if distinct < len(files) else ""
-    found, _, why, _ = dataset.refused_probes[0]
+    _, found, _, why = dataset.refused_probes[0]
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
                     f"videos of {cfg.data.list_file}{repeated} {are}{lacks}{beyond}, which each read fails as its "
                     f"video's failure (the first, {found}: {why}); a resumed mme extract makes them again: "
