@@ -406,7 +406,7 @@ def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_p
     over how many probed files read, which drops with it."""
     from videos import affine_video, write_video
 
-    from mme.data.dataset import DataConfig, PretrainDataset
+    from mme.data.dataset import DataConfig, PretrainDataset, identity_change
     from mme.models.config import ModelConfig
     from mme.motion.extract import extract_cache
     from mme.motion.targets import TargetConfig, make_target_fn
@@ -434,7 +434,7 @@ def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_p
     after = identity()
     assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 3 probed files read\)", before)
     assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 2 probed files read\)", after)
-    assert PretrainDataset.identity_change(before, after) == f"{before} -> {after}"
+    assert identity_change(before, after) == f"{before} -> {after}"
 
 
 def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):

@@ -822,6 +822,20 @@ class CacheLookup:
     whole: bool
 
 
+def identity_change(old: str, now: str) -> str:
+    """What changed between two :meth:`PretrainDataset.cache_identity` texts: where both are of files of one setting
+    each, the settings that differ, as :meth:`PretrainDataset.mixed_cache` names only those ('short_side 64 -> 96,
+    max_disp None -> 30.0'); else both ('files made with ... -> mixed files of 2 settings (...)'), as for a text of
+    other settings (an earlier mme's). Each read by the keys of :data:`READ_SETTINGS`, in their order, so a value may
+    hold ', ' or a space."""
+    one = re.compile("files made with " + ", ".join(f"{key} (.*)" for key in READ_SETTINGS), re.DOTALL)
+    held = [one.fullmatch(text) for text in (old, now)]
+    if None not in held and (differ := [(key, was, is_) for key, was, is_ in
+                                        zip(READ_SETTINGS, held[0].groups(), held[1].groups()) if was != is_]):
+        return ", ".join(f"{key} {was} -> {is_}" for key, was, is_ in differ)
+    return f"{old} -> {now}"
+
+
 class PretrainDataset(_VideoDataset):
     """Pre-training clips with the raw frames their tracks need, the ``motion`` of ``target_fn`` and the ``mask``
     of ``mask_fn``.
@@ -1042,20 +1056,6 @@ class PretrainDataset(_VideoDataset):
             return f"files made with {kinds[0]}"
         return (f"mixed files of {len(kinds)} settings (digest {lines_digest(settings)} over the {len(settings)} "
                 "probed files read)" if kinds else "no file read")
-
-    @staticmethod
-    def identity_change(old: str, now: str) -> str:
-        """What changed between two :meth:`cache_identity` texts: where both are of files of one setting each, the
-        settings that differ, as :meth:`mixed_cache` names only those ('short_side 64 -> 96, max_disp None -> 30.0');
-        else both ('files made with ... -> mixed files of 2 settings (...)'), as for a text of other settings (an
-        earlier mme's). Each read by the keys of :data:`READ_SETTINGS`, in their order, so a value may hold ', ' or a
-        space."""
-        one = re.compile("files made with " + ", ".join(f"{key} (.*)" for key in READ_SETTINGS), re.DOTALL)
-        held = [one.fullmatch(text) for text in (old, now)]
-        if None not in held and (differ := [(key, was, is_) for key, was, is_ in
-                                            zip(READ_SETTINGS, held[0].groups(), held[1].groups()) if was != is_]):
-            return ", ".join(f"{key} {was} -> {is_}" for key, was, is_ in differ)
-        return f"{old} -> {now}"
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else

@@ -45,7 +45,7 @@ from mme.config import (
     path_keys,
     recipe_of,
 )
-from mme.data.dataset import PretrainDataset, lines_digest, list_identity
+from mme.data.dataset import identity_change, lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.data.video import decode_on
 from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
@@ -257,17 +257,18 @@ def begin(cfg) -> Start:
 
 def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names: list[str] | None = None,
                       list_test_set: Callable[[Any, str], Dataset] | None = None,
-                      cache: Callable[[], str] | None = None) -> None:
+                      cache: str | None = None) -> None:
     """Stop every rank unless all read the same copies (a node, its own) of ``data.list_file`` (``data``, the
     dataset read from it; None: none read), of ``train.init`` (``init``, where read), of the class names
     (``names``, fine-tuning's), of the lists fine-tuning tests, ``task.tested`` (``list_test_set``: ``(cfg, list
     file) ->`` the dataset of one, :func:`mme.train.finetune.list_test_set`) and of pre-training's track cache,
     ``target.cache_dir`` (``cache``: what says this rank's, where read, :meth:`~mme.data.dataset.PretrainDataset.
-    cache_identity`), in one exchange before any step or test: :func:`~mme.train.distributed.check_same_inputs`."""
+    cache_identity`, as :attr:`Job.read_identities` records it), in one exchange before any step or test:
+    :func:`~mme.train.distributed.check_same_inputs`."""
     dist.check_same_inputs({
         f"data.list_file {cfg.data.list_file}": None if data is None else lambda: list_identity(data),
         f"train.init {cfg.train.init}": None if init is None else lambda: init.identity,
-        **({} if cache is None else {f"target.cache_dir {cfg.target.cache_dir}": cache}),
+        **({} if cache is None else {f"target.cache_dir {cfg.target.cache_dir}": lambda: cache}),
         "the class names (task.classes, or a checkpoint's)":
             None if names is None else lambda: f"{len(names)} classes (digest {lines_digest(names)})",
         **({} if list_test_set is None else {f"task.{split}_list {list_file}": lambda f=list_file: list_identity(
@@ -902,11 +903,11 @@ def list_change(state: dict, data: Dataset) -> list[str]:
 def read_change(old_meta: dict, meta: dict) -> list[str]:
     """The changes of the inputs a run reads besides its list (:attr:`Job.read_identities`, ``read_identities`` of
     the meta ``meta``) since the checkpoint's run (``old_meta``), one entry each, naming what differs ('track cache:
-    short_side 64 -> 96, max_disp None -> 30.0': :meth:`~mme.data.dataset.PretrainDataset.identity_change`): a track
+    short_side 64 -> 96, max_disp None -> 30.0': :func:`~mme.data.dataset.identity_change`): a track
     cache extracted again into its folder keeps its ``target.cache_dir``. An input the checkpoint records none of
     (made before they were recorded, or its run read none) is not compared."""
     old = old_meta.get("read_identities") or {}
-    return [f"{name}: {PretrainDataset.identity_change(old[name], now)}"
+    return [f"{name}: {identity_change(old[name], now)}"
             for name, now in (meta.get("read_identities") or {}).items() if name in old and old[name] != now]
 
 

@@ -348,19 +348,22 @@ def setup(cfg: PretrainConfig) -> Run:
         init = read_init(cfg) if t.init and start.resume is None else None
         cfg = _with_architecture(cfg, start.resume, init, given)
         dataset = pretrain_dataset(cfg)
-        if reads_cache(cfg, dataset):  # held while the run lives (engine.finish lets go): an mme extract --overwrite
-            hold_for_reading(cfg.target.cache_dir, "target.cache_dir")  # would change its tracks mid-way, unsaid
+        # held while the run lives (engine.finish lets go): an mme extract --overwrite would change its tracks
+        # mid-way, unsaid
+        if reads := reads_cache(cfg, dataset):
+            hold_for_reading(cfg.target.cache_dir, "target.cache_dir")
         check_cache(cfg, dataset)
         torch.manual_seed(t.seed)  # the initial weights
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
         if init is not None:
             load_init(model, init, t.init)
-    engine.check_same_inputs(cfg, dataset, init, cache=dataset.cache_identity if reads_cache(cfg, dataset) else None)
+    cache = dataset.cache_identity() if reads else None  # (what the ranks compare, and the run records)
+    engine.check_same_inputs(cfg, dataset, init, cache=cache)
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
                      checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]},
-                     read_identities={"track cache": dataset.cache_identity()} if reads_cache(cfg, dataset) else {})
+                     read_identities={} if cache is None else {"track cache": cache})
     return engine.setup(cfg, job, model, dataset, start)
 
 
