@@ -373,8 +373,8 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
     # one file made with pyav-cuda on a GPU (its meta as that extraction records it), the other with pyav: one cache
     # to a run of any decoder, where the warning of a mixed cache said 'v0.mp4.tracks was made with backend
     # pyav-cuda, v1.mp4.tracks with backend pyav' under data.backend=opencv
-    (path, found, meta, why), *rest = dataset._probe_reads
-    dataset.__dict__["_probe_reads"] = [(path, found, {**meta, "backend": "pyav-cuda"}, why), *rest]
+    (path, found, meta, kind, why), *rest = dataset._probe_reads
+    dataset.__dict__["_probe_reads"] = [(path, found, {**meta, "backend": "pyav-cuda"}, kind, why), *rest]
     for backend in ("pyav", "pyav-cuda", "opencv"):
         dataset.cfg = dataclasses.replace(data, backend=backend)
         assert dataset.mixed_cache(read=True) is None
@@ -387,17 +387,17 @@ def test_a_track_cache_identity_change_reads_values_holding_a_comma_or_a_space()
     """What changed between two recorded track cache identities was read by splitting at ', ' and ' ': a value
     holding either (a flow or decoder named so by another mme) or a text without a value (an earlier mme's) raised
     ValueError during the resume. Each is read by the keys of READ_SETTINGS; a text of other keys is said whole."""
-    from mme.data.dataset import PretrainDataset
+    from mme.data.dataset import identity_change
 
     def made(flow: str = "dis-balanced", short_side: int = 64) -> str:
         return (f"files made with short_side {short_side}, seed_stride 8, flow {flow}, compensate False, "
                 "max_disp None, backend pyav")
 
-    assert PretrainDataset.identity_change(made("dis, balanced"), made(short_side=96)) == (
+    assert identity_change(made("dis, balanced"), made(short_side=96)) == (
         "short_side 64 -> 96, flow dis, balanced -> dis-balanced")
-    assert PretrainDataset.identity_change(made("my flow"), made("my flow", 96)) == "short_side 64 -> 96"
+    assert identity_change(made("my flow"), made("my flow", 96)) == "short_side 64 -> 96"
     for old in ("files made with short_side 64", "files made with flow"):  # (before: ValueError)
-        assert PretrainDataset.identity_change(old, made()) == f"{old} -> {made()}"
+        assert identity_change(old, made()) == f"{old} -> {made()}"
 
 
 def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_path):
