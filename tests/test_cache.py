@@ -72,7 +72,7 @@ from mme.motion.extract import ExtractOptions, extract_cache, other_settings, sh
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import seed_grid, track
-from mme.utils import _remove_stale_temp, _temp_names, atomic_path, atomic_write_text
+from mme.utils import NAME_MAX, _remove_stale_temp, _temp_names, atomic_path, atomic_write_text
 
 
 @pytest.fixture(scope="module")
@@ -435,7 +435,7 @@ def test_a_video_whose_name_is_too_long_for_its_cache_files_name_is_extracted_an
         tmp.write_text("{}")
         stale = tmp.with_name(tmp.name.replace(f"tmp{os.getpid()}", f"tmp{dead_pid()}"))
         stale.write_text("")
-        assert _remove_stale_temp(stale, _temp_names([long.name])) and not stale.exists()
+        assert _remove_stale_temp(stale, _temp_names([long.name], NAME_MAX)) and not stale.exists()
     assert long.read_text() == "{}"
 
 
@@ -461,13 +461,13 @@ def test_a_stale_temporary_file_of_a_long_name_that_an_earlier_mme_wrote_is_remo
     one (before: only the shortened one was looked for, and the earlier one was left for good)."""
     pid = str(dead_pid())
     name = "v" * (255 - len(f"..tmp{pid}.tracks") - len(".mp4.tracks")) + ".mp4.tracks"  # its temp: 255 bytes
-    assert utils._temp_stem(name) != name
+    assert utils._temp_stem(name, utils.NAME_MAX) != name
     earlier = tmp_path / f".{name}.tmp{pid}.tracks"
-    now = tmp_path / f".{utils._temp_stem(name)}.tmp{pid}.tracks"
+    now = tmp_path / f".{utils._temp_stem(name, utils.NAME_MAX)}.tmp{pid}.tracks"
     for tmp in (earlier, now):
         tmp.write_bytes(b"x")
     assert len(os.fsencode(earlier.name)) == 255
-    stems = utils._temp_names([name])
+    stems = utils._temp_names([name], utils.NAME_MAX)
     assert utils._is_stale_temp(earlier, stems) and utils._is_stale_temp(now, stems)
     utils.remove_stale_temps([tmp_path / name])
     assert not list(tmp_path.iterdir())
@@ -1096,7 +1096,7 @@ def test_a_stale_temporary_file_replaced_under_its_name_while_it_is_locked_keeps
 
     monkeypatch.setattr(utils, "_flock", swapped_then_locked)
     try:
-        assert not _remove_stale_temp(tmp, _temp_names(["x.json"]))
+        assert not _remove_stale_temp(tmp, _temp_names(["x.json"], NAME_MAX))
         assert tmp.read_text() == "second" and target.read_text() == "first"
     finally:
         for fd in writer:
@@ -1117,7 +1117,7 @@ def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, 
     with caplog.at_level(logging.DEBUG, logger="mme.utils"):
         atomic_write_text(tmp_path / "a.json", "{}")
         atomic_write_text(tmp_path / "a.json", "[]")
-        assert _remove_stale_temp(stale, _temp_names(["b.json"])) and not stale.exists()
+        assert _remove_stale_temp(stale, _temp_names(["b.json"], NAME_MAX)) and not stale.exists()
     assert (tmp_path / "a.json").read_text() == "[]"
     assert [r.levelno for r in caplog.records if "takes no flock" in r.message] == [logging.DEBUG]
 

@@ -990,12 +990,21 @@ def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         splits, _ = from_class_folders(tmp_path / "d")
         assert splits["train"] == [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/b1.mp4", 1)]
-        assert caplog.text.count("lead to nothing") == 1
-        assert f"{tmp_path / 'd'}: 3 links that lead to nothing (a volume not mounted, a file moved) are not " \
-               f"listed, e.g. {train / 'A' / 'a3.mp4'} to {tmp_path / 'pool' / 'A' / 'a3.mp4'}" in caplog.text
+        assert caplog.text.count("lead nowhere") == 1
+        assert f"{tmp_path / 'd'}: 3 links that lead nowhere (a volume not mounted, a file moved, a loop) are not " \
+               f"listed, e.g. {train / 'A' / 'a3.mp4'}: a link to {str(tmp_path / 'pool' / 'A' / 'a3.mp4')!r}, which " \
+               "leads to nothing" in caplog.text
         caplog.clear()
         assert [e.label for e in from_class_folders(train)[0]["train"]] == [0, 1]
-        assert f"{train}: 3 links that lead to nothing" in caplog.text
+        assert f"{train}: 3 links that lead nowhere" in caplog.text
+        looped = tmp_path / "l" / "A"  # (a link to itself: said as a loop, not as leading to nothing)
+        looped.mkdir(parents=True)
+        (looped / "a.mp4").write_bytes(b"x")
+        (looped / "loop.mp4").symlink_to("loop.mp4")
+        caplog.clear()
+        from_class_folders(looped.parent)
+        assert (f"1 link that leads nowhere (a volume not mounted, a file moved, a loop) is not listed, e.g. "
+                f"{looped / 'loop.mp4'}: a link to 'loop.mp4', which leads back to itself through links" in caplog.text)
 
 
 def test_a_class_folder_that_is_a_link_into_another_class_or_above_the_root_is_refused(tmp_path, caplog):

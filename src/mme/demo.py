@@ -99,6 +99,7 @@ from mme.utils import (
     keys_as_flags,
     lock_folder,
     outside_int64,
+    plural,
     read_json_object,
     read_text,
     removing,
@@ -906,7 +907,8 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
 def _counted_each(values: list[int], noun: str) -> str:
     """The counts of ``noun`` the rows were timed with, for the report: '1 thread', '0 loader workers', '2/4 threads'
     (rows timed with several, reused from earlier runs), '? threads' where no row says."""
-    return counted(values[0], noun) if len(values) == 1 else f"{'/'.join(map(str, values)) or '?'} {noun}s"
+    return counted(values[0], noun) if len(values) == 1 else \
+        f"{'/'.join(map(str, values)) or '?'} {plural(len(values), noun)}"
 
 
 def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_cfg, data_cfg, target_cfg

@@ -309,7 +309,7 @@ def _fitting_limit(folder: Path) -> int:
     return min(NAME_MAX, _name_limit(folder) or NAME_MAX)
 
 
-def _temp_stem(name: str, limit: int = NAME_MAX) -> str:
+def _temp_stem(name: str, limit: int) -> str:
     """What stands for ``name`` in its :func:`atomic_path` temporary file's, ``.<stem>.tmp<pid><suffix>``: ``name``,
     or where that temporary name would not fit a file name of ``limit`` bytes (its folder's:
     :func:`_fitting_limit`), a shorter one that keeps its suffix (:func:`fitting_name`), the same in every process
@@ -319,7 +319,7 @@ def _temp_stem(name: str, limit: int = NAME_MAX) -> str:
                         limit=limit)
 
 
-def _temp_names(names: Collection[str], limit: int = NAME_MAX) -> frozenset[str]:
+def _temp_names(names: Collection[str], limit: int) -> frozenset[str]:
     """What stands for the files ``names`` in their temporary files' names in a folder whose names take ``limit``
     bytes: each :func:`_temp_stem`, and the name itself, which an earlier mme's write kept where it fitted with the
     writer's own PID (not the longest's)."""

@@ -1087,8 +1087,8 @@ class PretrainDataset(_VideoDataset):
             if found is None or found in seen or not os.path.isfile(found):  # (none: what the extraction advised makes)
                 continue
             seen.add(found)
-            meta, remade, _ = cache_meta_and_refusal(found, video)
-            if meta is None or remade is not None or not os.path.isfile(video):
+            meta, refused, _ = cache_meta_and_refusal(found, video)
+            if meta is None or refused is not None or not os.path.isfile(video):
                 continue
             if (why := damaged(found)) is not None:
                 out.append((found, why))

@@ -923,9 +923,10 @@ class _PassedOver:
             log.warning("%s: %s in class folders %s not listed: %s", where, counted(files, "file"),
                         plural(files, "is", "are"), "; ".join(why))
         if self.dangling:
-            log.warning("%s: %s that %s to nothing (a volume not mounted, a file moved) %s not listed, e.g. %s to %s",
+            log.warning("%s: %s that %s nowhere (a volume not mounted, a file moved, a loop) %s not listed, e.g. "
+                        "%s: %s",
                         where, counted(len(self.dangling), "link"), plural(len(self.dangling), "leads", "lead"),
-                        plural(len(self.dangling), "is", "are"), self.dangling[0], os.readlink(self.dangling[0]))
+                        plural(len(self.dangling), "is", "are"), self.dangling[0], broken_link(self.dangling[0]))
 
 
 def _by_suffix(files: list[Path]) -> str:

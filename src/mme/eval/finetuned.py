@@ -42,7 +42,7 @@ from mme.eval.testing import (
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
-from mme.train.config import CLIP_FIELDS, CLIP_SHAPE, FinetuneConfig, clips_for, ignored_value, say_ignored
+from mme.train.config import FinetuneConfig, clips_for, ignored_value, say_ignored
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, list_test_set, setup
 from mme.train.precision import choose_precision
@@ -190,10 +190,10 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     chosen = [f"data.{k}" for k in ("sampling", "stride") if f"data.{k}" in given]
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
-    clip = tuple(k for _, k in CLIP_SHAPE)
-    arch = [("model", "patch_size", "patch_size")] + [("data", d, k) for d, k in CLIP_FIELDS if k not in clip] + [
-        ("model", k, k) for _, k in CLIP_FIELDS if k not in clip]
-    its_clip = dataclasses.replace(cfg.model, **{k: getattr(m, k) for k in clip + tuple(k for _, _, k in arch)})
+    clip = ("num_frames", "img_size")
+    arch = (("model", "patch_size", "patch_size"), ("data", "tubelet", "tubelet_size"),
+            ("model", "tubelet_size", "tubelet_size"))
+    its_clip = dataclasses.replace(cfg.model, **{k: getattr(m, k) for k in (*clip, "patch_size", "tubelet_size")})
     source = f"task.eval_only's train.init {cfg.train.init}"
     # its patch and tubelet (the data section's too) are its weights' (no command changes them), its frames and size
     # the clips it was trained on (mme embed takes others)
@@ -203,7 +203,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     # in one replace with the classifier's clip: the recipe's tubelet need not divide the clip the run was given
     tested = clips_for(cfg, its_clip, source, given, why="a classifier is tested on the clips it was trained on",
                        unsaid=clip, advice="mme embed --img-size / --num-frames runs its encoder on other clips",
-                       warned=frozenset(key for key, _, _ in said),
+                       warned=frozenset({"data.tubelet"}),
                        **taken, **turned)
     # the lists' identities with the classifier's clip: the recipe's data section (its tubelet) need not fit it
     engine.check_same_inputs(tested, None, ck, names, list_test_set)

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from mme.models.config import ModelConfig
 from mme.models.masking import make_mask
-from mme.models.vit import Block, VisionTransformer, clip_position_table, init_weights, position_table
+from mme.models.vit import Block, VisionTransformer, init_weights, position_table, table_for
 
 ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -112,10 +112,7 @@ class MaskedAutoencoder(nn.Module):
         """Visible tokens ``(B, N_visible, D)`` -> predictions ``{name: (B, N_masked, dim)}`` at masked tokens."""
         B = latent.shape[0]
         x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
-        grid = tuple(grid or self.cfg.grid)
-        pos = self.decoder_pos_embed.to(x.dtype) if grid == tuple(self.cfg.grid) else \
-            clip_position_table(grid, self.cfg.decoder_dim, x.device, x.dtype)  # (as VisionTransformer.pos_for)
-        pos = pos.expand(B, -1, -1)  # (B, N, Dd)
+        pos = table_for(self.decoder_pos_embed, self.cfg.grid, grid or self.cfg.grid, x).expand(B, -1, -1)  # (B, N, Dd)
         pos_visible = pos[~mask].reshape(B, -1, x.shape[-1])
         pos_masked = pos[mask].reshape(B, -1, x.shape[-1])
         x = torch.cat([x + pos_visible, self.mask_token.to(x.dtype) + pos_masked], dim=1)  # (B, N, Dd)

@@ -55,6 +55,15 @@ def clip_position_table(grid: tuple[int, int, int], dim: int, device: torch.devi
         return position_table(grid, dim).to(device=device, dtype=dtype)
 
 
+def table_for(table: torch.Tensor, own: tuple[int, int, int], grid: tuple[int, int, int],
+              like: torch.Tensor) -> torch.Tensor:
+    """The position table of a clip of token ``grid``: ``table``, a model's buffer of its own grid ``own``, where
+    they agree, else that grid's sin-cos table (:func:`clip_position_table`), in ``like``'s dtype and device."""
+    if tuple(grid) == tuple(own):
+        return table.to(like.dtype)
+    return clip_position_table(tuple(grid), table.shape[-1], like.device, like.dtype)
+
+
 def clip_standardised(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """``x`` less its mean over ``dims``, divided by its standard deviation there (unbiased, ``+ 1e-6`` under the
     root): the encoder's per-clip input norm (``model.input_norm`` 'clip'). The deviations are
@@ -262,10 +271,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"a clip of shape {tuple(x.shape)} (B, C, T, H, W) does not divide into tubelets of "
                              f"{c.tubelet_size} frames and {c.patch_size}x{c.patch_size} patches: give T a multiple "
                              f"of {c.tubelet_size} and H, W multiples of {c.patch_size}")
-        grid = (T // c.tubelet_size, H // c.patch_size, W // c.patch_size)
-        if grid == tuple(c.grid):
-            return self.pos_embed.to(x.dtype)
-        return clip_position_table(grid, c.embed_dim, x.device, x.dtype)
+        return table_for(self.pos_embed, c.grid, (T // c.tubelet_size, H // c.patch_size, W // c.patch_size), x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 5 or not x.is_floating_point():

@@ -408,9 +408,11 @@ def cache_meta(path: str | Path) -> dict:
         return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
 
 
-REFUSALS = ("unreadable", "stale", "changed")
+REFUSALS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme",
+            "changed": "were made from another version of their video"}
 """The kinds of cache file each training read fails as its video's failure before its settings count
-(:func:`cache_meta_and_refusal`): unreadable, made by an earlier mme, made from another version of its video."""
+(:func:`cache_meta_and_refusal`), with what the start check says of such files
+(:func:`mme.train.pretrain._check_refused_files`)."""
 
 
 def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, str | None, str | None]:

@@ -306,13 +306,10 @@ class FinetuneConfig:
         check_window(self.data)
 
 
-CLIP_SHAPE = (("num_frames", "num_frames"), ("img_size", "img_size"))
-"""The clip's frames and size: of the data section, with the model's of the same meaning (a model's weights run on
-clips of others: ``mme embed``)."""
-
-CLIP_FIELDS = CLIP_SHAPE + (("tubelet", "tubelet_size"),)
-"""The clip's fields: its shape (:data:`CLIP_SHAPE`) and its tubelet, of the data section with the model's of the
-same meaning; the tubelet, unlike the shape, is the model's architecture (its weights fix it)."""
+CLIP_FIELDS = (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size"))
+"""The clip's fields of the data section, with the model's of the same meaning: its frames and size (a model's
+weights run on clips of others: ``mme embed``) and its tubelet, which, unlike them, is the model's architecture (its
+weights fix it)."""
 
 
 def ignored_value(key: str, value, kept, whose: str = "the file's") -> str:
@@ -330,14 +327,15 @@ def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> 
 
 
 def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = frozenset(), *,
-              why: str = "the clips are those its model takes", whose: str = "the file's", unsaid: tuple[str, ...] = (),
+              why: str = "the clips are those its model takes", unsaid: tuple[str, ...] = (),
               advice: str = "", resumed: bool = False, warned: frozenset[str] = frozenset(), **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
     section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet). Where these differ from
     the config's, those the command line gives (``given``, dotted keys; with the model's fields ``unsaid``, that the
-    caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, ``whose``
-    values are kept, ``advice``; ``resumed``: ``source`` is a resumed run's folder X, named ``resuming X`` there, as
-    the warning of its model's ignored values names it, and ``the resumed run (X)`` in the log; those of ``warned``,
+    caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, the file's
+    values kept, ``advice``; ``resumed``: ``source`` is a resumed run's folder X, named ``resuming X`` there, as
+    the warning of its model's ignored values names it, and ``the resumed run (X)`` in the log, its values the run's;
+    those of ``warned``,
     dotted keys, left to the caller's own warning), the others said in the log as the recipe's, not those of
     ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
@@ -348,6 +346,7 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
         ("data", cfg.data, data, [d for d, _ in CLIP_FIELDS]), ("model", cfg.model, model, unsaid))
         for key in keys if getattr(ours, key) != getattr(theirs, key)]
     said_as, source = (f"resuming {source}", f"the resumed run ({source})") if resumed else (source, source)
+    whose = "the run's" if resumed else "the file's"
     taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
              "takes them")
     say_ignored(said_as, why, [ignored_value(f"{section}.{key}", value, kept, whose)

@@ -230,7 +230,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
         cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
                         start.resume[0] if start.resume else f"train.init {t.init}", given,
-                        whose="the run's" if start.resume else "the file's", resumed=start.resume is not None)
+                        resumed=start.resume is not None)
         dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
         torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
         model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,

@@ -35,6 +35,7 @@ from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.masking import make_mask, masked_per_sample
 from mme.models.vit import checkpoint_blocks, count_parameters
 from mme.motion.cache import (
+    REFUSALS,
     cache_backend,
     cache_meta_and_refusal,
     extract_flags,
@@ -196,12 +197,6 @@ def _unsought(lookup: CacheLookup, n: int) -> str:
     return f"its listing lacks those of {n} more (not looked up one by one{unlisted})"
 
 
-REFUSED_AS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme",
-              "changed": "were made from another version of their video"}
-"""What :func:`_check_refused_files` says of each kind of file a read fails before its settings count
-(:data:`mme.motion.cache.REFUSALS`)."""
-
-
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache whose files each read fails as its video's failure before their settings count
     (:func:`~mme.motion.cache.cache_meta_and_refusal`: unreadable, made by an earlier mme, or of another version of
@@ -231,11 +226,11 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
             _, kind, _ = cache_meta_and_refusal(found, video)
             if kind is not None:
                 refused[found] = kind
-    kinds = {kind: sum(refused.get(found) == kind for found in files) for kind in REFUSED_AS}
+    kinds = {kind: sum(refused.get(found) == kind for found in files) for kind in REFUSALS}
     count = sum(kinds.values())
     if not dataset.too_many_failures(lacking + count):
         return
-    said = [(REFUSED_AS[kind], n) for kind, n in kinds.items() if n]
+    said = [(REFUSALS[kind], n) for kind, n in kinds.items() if n]
     are = " or ".join(f"{kind} ({n})" if len(said) > 1 else kind for kind, n in said)
     lacks = f", with the {lacking} it lacks" if lacking else ""
     beyond = (f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
@@ -392,7 +387,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
         runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
-        cfg = clips_for(cfg, model, resume[0], given, whose="the run's", resumed=True)
+        cfg = clips_for(cfg, model, resume[0], given, resumed=True)
     elif init is not None:
         model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
                                          cfg.train.init, given)
