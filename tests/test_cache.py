@@ -807,8 +807,12 @@ from mme.utils import in_workers
 
 if __name__ == "__main__":
     folder = sys.argv[1]
-    done = in_workers(says_and_waits, [(folder, name) for name in ("a", "b", "wait1", "wait2")], 2,
-                      lambda job, how: job[1] + " died: " + how)
+
+    def died(job, how):  # (a worker killed where it should live: said at once, not at the wait's deadline)
+        open(folder + "/died", "w").write(job[1] + " died: " + how)
+        return job[1] + " died: " + how
+
+    done = in_workers(says_and_waits, [(folder, name) for name in ("a", "b", "wait1", "wait2")], 2, died)
     if sys.argv[2] == "thread":  # the workers start in a thread that ends after the first result
         first = threading.Thread(target=lambda: print(next(done), flush=True))
         first.start()
@@ -840,8 +844,9 @@ def test_the_workers_of_a_job_whose_process_is_killed_end_with_it(tmp_path, star
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = {}
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while not all((tmp_path / f"{n}.pid").is_file() for n in ("a", "b", "wait1", "wait2")):
+            assert not (tmp_path / "died").exists(), (tmp_path / "died").read_text()
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         pids = {n: int((tmp_path / f"{n}.pid").read_text()) for n in ("a", "b", "wait1", "wait2")}

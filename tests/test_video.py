@@ -1896,7 +1896,7 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     frames[..., 0] = (np.arange(600) % 256)[:, None, None]
     videos = [write_keyint_video(tmp_path / f"v{i}.mp4", frames[: 600 - 60 * i], "30") for i in range(4)]
     pyav_reader._pyav_index.cache_clear()
-    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 2, raising=False)  # the count's cap (an mme without it)
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 2)  # the count's cap
     kept = {i: pyav_reader._pyav_index(_version_of(v)) for i, v in enumerate(videos[:3])}
     assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]
     assert pyav_reader._pyav_index(_version_of(videos[0])) is not kept[0]  # let go for v2, made again
