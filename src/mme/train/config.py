@@ -349,8 +349,9 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     whose = "the run's" if resumed else "the file's"
     taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
              "takes them")
+    ignored = frozenset(given) - warned  # (given: any collection of dotted keys)
     say_ignored(said_as, why, [ignored_value(f"{section}.{key}", value, kept, whose)
-                               for section, key, value, kept in differ if f"{section}.{key}" in given - warned], advice)
+                               for section, key, value, kept in differ if f"{section}.{key}" in ignored], advice)
     recipe = {key: value for section, key, value, _ in differ if section == "data" and f"data.{key}" not in given}
     if recipe:
         said = {"num_frames": "{} frames", "img_size": "{} px", "tubelet": "tubelet {}"}
