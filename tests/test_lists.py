@@ -1131,6 +1131,12 @@ def test_a_dangling_link_is_a_files_by_a_listed_suffix_and_vitamin_c_a_class_fol
             f"and later classes take other ids; mount it, or remove the link")
         assert list(out.glob("*")) == []  # (no list written)
         (data / name).unlink()
+    (data / "Loop").symlink_to("Loop")  # (a link to itself: no mount brings it back)
+    assert cli_main(["lists", "folder", str(data), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme lists: error: {data / 'Loop'}: a link to 'Loop', which leads back to itself through links, where class "
+        f"or split folders are: left out, the classes in it would be missing and later classes take other ids; point "
+        f"it at its folder, or remove it")
 
 
 def test_a_dangling_link_is_a_files_by_a_compression_in_any_case_but_jay_z_is_a_class_folders(tmp_path, caplog):

@@ -972,9 +972,11 @@ def _is_folder(path: Path) -> bool:
         if _named_as_file(path.name):
             log.warning("%s: %s, is left out (a file, by its name)", path, broken_link(path))
             return False
-        raise DataError(f"{path}: {broken_link(path, nothing=' (a volume not mounted, a folder moved)')}, where class "
-                        f"or split folders are: left out, the classes in it would be missing and later classes take "
-                        f"other ids; mount it, or remove the link")
+        why = (", where class or split folders are: left out, the classes in it would be missing and later classes "
+               "take other ids; ")
+        gone, loop = f" (a volume not mounted, a folder moved){why}mount it, or remove the link", f"{why}point it " \
+            "at its folder, or remove it"
+        raise DataError(f"{path}: {broken_link(path, nothing=gone, loop=loop)}")
     return folder
 
 
