@@ -170,8 +170,7 @@ def test_a_loop_at_another_grid_computes_its_position_tables_once(monkeypatch):
     torch.manual_seed(0)
     mae = MaskedAutoencoder(ModelConfig(**TINY), [HeadSpec("pixel", 2 * 16 * 16 * 3)]).eval()  # 8 x 32²: (4, 2, 2)
     made = []
-    monkeypatch.setattr(vit, "position_table", lambda grid, dim: made.append((grid, dim)) or sincos_table(
-        grid[0] * grid[1] * grid[2], dim))
+    monkeypatch.setattr(vit, "sincos_table", lambda n, dim: made.append((n, dim)) or sincos_table(n, dim))
     vit.clip_position_table.cache_clear()
     x = torch.randn(2, 3, 12, 48, 48)
     mask = make_mask("tube", 2, (6, 3, 3), 0.75, torch.Generator().manual_seed(0))
@@ -181,7 +180,9 @@ def test_a_loop_at_another_grid_computes_its_position_tables_once(monkeypatch):
             assert torch.equal(mae.forward_decoder(mae.forward_encoder(x, mask), mask, (6, 3, 3))["pixel"], first)
             mae.encoder(x)
             mae.encoder(torch.randn(1, 3, 8, 32, 32))  # (its own grid)
-    assert made == [((6, 3, 3), 64), ((6, 3, 3), 32)]  # (once each, encoder and decoder)
+    assert made == [(54, 64), (54, 32)]  # (once each, encoder and decoder)
+    other_shape = torch.randn(1, 3, 4, 64, 32)  # (grid (2, 4, 2): the model's 16 tokens: its buffer, nothing made)
+    assert mae.encoder.pos_for(other_shape) is mae.encoder.pos_embed and len(made) == 2
     assert torch.equal(mae.encoder.pos_for(x), sincos_table(6 * 3 * 3, 64))
     assert mae.encoder.pos_for(x.half()).dtype == torch.float16 and len(made) == 3  # (another dtype: its own)
     vit.clip_position_table.cache_clear()

@@ -83,9 +83,10 @@ def plural(n: int, noun: str, many: str | None = None) -> str:
     return noun if n == 1 else noun + "s" if many is None else many
 
 
-def counted(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural but for one (:func:`plural`): '1 frame', '0 frames', '24 frames'."""
-    return f"{n} {plural(n, noun)}"
+def counted(n: int, noun: str, many: str | None = None) -> str:
+    """``n`` and ``noun``, plural but for one (:func:`plural`, ``many`` its plural where not ``noun`` and 's'): '1
+    frame', '0 frames', '24 frames', '2 classes'."""
+    return f"{n} {plural(n, noun, many)}"
 
 
 def as_count(value: Any, least: int) -> int | None:

@@ -143,7 +143,7 @@ def _not_a_list(list_file: str, data: bytes) -> str | None:
     byte-order mark (PowerShell 5's ``>``); None where it is neither."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return _not_utf8("UTF-16, its first bytes the byte-order mark")
-    what = "a video" if os.path.splitext(list_file)[1].lower() in VIDEO_EXTS else \
+    what = "a video" if _video_stem(os.path.basename(list_file)) is not None else \
         "a video or another binary file" if b"\0" in data[:4096] else None
     return what and f"{what}, not a list file (one 'path [label]' a line)"
 
@@ -833,7 +833,7 @@ def _class_ids(root: Path, named: dict[tuple[str, str], str], classes: list[str]
     unknown = sorted({folder for split, folder in named if (split, folder) not in ids})
     if unknown:
         raise DataError(f"{root}: class {plural(len(unknown), 'folder')} {unknown[:5]} not in the given class map "
-                        f"of {len(classes)} {plural(len(classes), 'class', 'classes')}; build the lists of every split "
+                        f"of {counted(len(classes), 'class', 'classes')}; build the lists of every split "
                         f"together (a folder of split folders) or use the class map of the split that has them")
     if respelt:
         log.warning("%s: class %s spelled otherwise than the given class map, taken as its classes: %s", root,

@@ -71,7 +71,6 @@ import numpy as np
 from mme.data.lists import CLASSES_FILE, ListEntry, classes_text, list_text, parse_list, read_classes, text_lines
 from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
-    TEXT,
     absolute_path,
     atomic_path,
     atomic_write_text,
@@ -83,6 +82,7 @@ from mme.utils import (
     lock_folder,
     opencv_settings,
     plural,
+    read_text,
     remove_stale_temps,
     removing,
     unlock_folder,
@@ -111,15 +111,9 @@ class SynthDataset:
 
     def summary(self) -> str:
         """What ``mme synth`` prints: the videos per split and where they are."""
-        counts = {split: _lines(path) for split, path in self.lists.items()}
+        counts = {split: len(text_lines(read_text(path))) for split, path in self.lists.items()}
         return (f"wrote {sum(counts.values())} videos of {len(self.classes)} classes to {self.root} "
                 f"(lists: {counts}; classes.json, params.json)")
-
-
-def _lines(path: Path) -> int:
-    """The number of lines of the text file ``path``, the file closed after."""
-    with open(path, **TEXT) as f:
-        return sum(1 for _ in f)
 
 
 def _texture(h: int, w: int, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:

@@ -7,6 +7,7 @@ References: VideoMAE (Tong et al. 2022), MME (Sun et al. 2023) and mme-method.md
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn as nn
 
 from mme.models.config import ModelConfig
 from mme.models.masking import make_mask
-from mme.models.vit import Block, VisionTransformer, init_weights, position_table, table_for
+from mme.models.vit import Block, VisionTransformer, init_weights, sincos_table, table_for
 
 ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -84,7 +85,7 @@ class MaskedAutoencoder(nn.Module):
         self.encoder = VisionTransformer(cfg)
         self.encoder_to_decoder = nn.Linear(cfg.embed_dim, cfg.decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
-        self.register_buffer("decoder_pos_embed", position_table(cfg.grid, cfg.decoder_dim), persistent=False)
+        self.register_buffer("decoder_pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
         rates = [cfg.drop_path * i / max(cfg.decoder_depth - 1, 1) for i in range(cfg.decoder_depth)]  # as VideoMAE's
         self.decoder_blocks = nn.ModuleList(
             Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.decoder_layer_scale_init, r,
@@ -112,7 +113,7 @@ class MaskedAutoencoder(nn.Module):
         """Visible tokens ``(B, N_visible, D)`` -> predictions ``{name: (B, N_masked, dim)}`` at masked tokens."""
         B = latent.shape[0]
         x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
-        pos = table_for(self.decoder_pos_embed, self.cfg.grid, grid or self.cfg.grid, x).expand(B, -1, -1)  # (B, N, Dd)
+        pos = table_for(self.decoder_pos_embed, math.prod(grid or self.cfg.grid), x).expand(B, -1, -1)  # (B, N, Dd)
         pos_visible = pos[~mask].reshape(B, -1, x.shape[-1])
         pos_masked = pos[mask].reshape(B, -1, x.shape[-1])
         x = torch.cat([x + pos_visible, self.mask_token.to(x.dtype) + pos_masked], dim=1)  # (B, N, Dd)

@@ -32,36 +32,27 @@ def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
     return table.float().to(torch.get_default_device())
 
 
-def position_table(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
-    """The fixed position table ``(t*h*w, dim)`` of a token grid ``(t, h, w)``: :func:`sincos_table` over its tokens
-    in raster order, as VideoMAE and Hugging Face compute it for a model of that clip (``get_sinusoid_encoding_table(
-    num_patches, dim)``). Every model of mme has this table (a stored one that differs, a learned one, is refused
-    when read: ``mme.models.checkpoint._check_position_tables``), so a clip of another grid than the config's takes
-    its own grid's table: the model built for that clip (``load_encoder(F, img_size=, num_frames=)``, ``mme embed
-    --img-size / --num-frames``, fine-tuning at that size) computes the same."""
-    t, h, w = grid
-    return sincos_table(t * h * w, dim)
-
-
 @functools.lru_cache(maxsize=8)
-def clip_position_table(grid: tuple[int, int, int], dim: int, device: torch.device,
-                        dtype: torch.dtype) -> torch.Tensor:
-    """:func:`position_table` on ``device`` in ``dtype``, kept for the last 8 such tables: that of a clip of another
-    grid than its model's (``VisionTransformer.pos_for``, ``MaskedAutoencoder.forward_decoder``), taken by every
-    batch of a loop at that size, is computed once (each forward computed it again in float64 on the CPU and copied
-    it: 9 ms a call for ViT-B at 8 x 224², where the model's own grid reads its buffer). Made outside inference mode,
-    so a run with gradients may take a table an ``inference_mode`` forward kept; never to be changed in place."""
+def clip_position_table(tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The fixed position table of a clip of ``tokens`` tokens (:func:`sincos_table` over them in raster order, as
+    VideoMAE and Hugging Face compute it for a model of that clip: ``get_sinusoid_encoding_table(num_patches, dim)``)
+    on ``device`` in ``dtype``, kept for the last 8 such tables. Every model of mme has this table (a stored one that
+    differs, a learned one, is refused when read: ``mme.models.checkpoint._check_position_tables``), so a clip of
+    another token count than its model's takes its own, as the model built for that clip does (``load_encoder(F,
+    img_size=, num_frames=)``, ``mme embed --img-size / --num-frames``, fine-tuning at that size); kept, every batch of
+    a loop at that size computes it once (each forward computed it again in float64 on the CPU and copied it: 9 ms a
+    call for ViT-B at 8 x 224²). Made outside inference mode, so a run with gradients may take a table an
+    ``inference_mode`` forward kept; never to be changed in place."""
     with torch.inference_mode(False):
-        return position_table(grid, dim).to(device=device, dtype=dtype)
+        return sincos_table(tokens, dim).to(device=device, dtype=dtype)
 
 
-def table_for(table: torch.Tensor, own: tuple[int, int, int], grid: tuple[int, int, int],
-              like: torch.Tensor) -> torch.Tensor:
-    """The position table of a clip of token ``grid``: ``table``, a model's buffer of its own grid ``own``, where
-    they agree, else that grid's sin-cos table (:func:`clip_position_table`), in ``like``'s dtype and device."""
-    if tuple(grid) == tuple(own):
+def table_for(table: torch.Tensor, tokens: int, like: torch.Tensor) -> torch.Tensor:
+    """The position table of a clip of ``tokens`` tokens: ``table``, a model's buffer, where it has that many rows
+    (the table depends on the count alone), else :func:`clip_position_table`, in ``like``'s dtype and device."""
+    if tokens == table.shape[0]:
         return table.to(like.dtype)
-    return clip_position_table(tuple(grid), table.shape[-1], like.device, like.dtype)
+    return clip_position_table(tokens, table.shape[-1], like.device, like.dtype)
 
 
 def clip_standardised(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -236,7 +227,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_embed = TubeletEmbed(cfg.in_chans, cfg.embed_dim, cfg.tubelet_size, cfg.patch_size)
-        self.register_buffer("pos_embed", position_table(cfg.grid, cfg.embed_dim), persistent=False)
+        self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.embed_dim), persistent=False)
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(
             Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.layer_scale_init, r, cfg.norm_eps)
@@ -261,9 +252,9 @@ class VisionTransformer(nn.Module):
         return visible[:, 1].view(batch, -1)
 
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The position table for an input clip: the config's, or where the clip's token grid differs, that grid's
-        own (:func:`position_table`, kept: :func:`clip_position_table`; the features of the encoder built for that
-        clip). A clip that does not divide
+        """The position table for an input clip: the config's, or where the clip's token count differs, that
+        count's own (:func:`clip_position_table`; the features of the encoder built for that clip). A clip that does
+        not divide
         into tubelets and patches is refused: the patch embedding would drop the rest."""
         _, _, T, H, W = x.shape
         c = self.cfg
@@ -271,7 +262,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"a clip of shape {tuple(x.shape)} (B, C, T, H, W) does not divide into tubelets of "
                              f"{c.tubelet_size} frames and {c.patch_size}x{c.patch_size} patches: give T a multiple "
                              f"of {c.tubelet_size} and H, W multiples of {c.patch_size}")
-        return table_for(self.pos_embed, c.grid, (T // c.tubelet_size, H // c.patch_size, W // c.patch_size), x)
+        return table_for(self.pos_embed, (T // c.tubelet_size) * (H // c.patch_size) * (W // c.patch_size), x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 5 or not x.is_floating_point():

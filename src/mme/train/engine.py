@@ -356,7 +356,7 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
                          f"none of the {len(listed)} checkpoints in {out_dir} is")
                 raise CheckpointError(f"train.resume=auto: {which} a training checkpoint mme can read (each is named "
                                       f"above, with the reason); train.overwrite=true removes "
-                                      f"{'it' if len(listed) == 1 else 'them'} and starts afresh")
+                                      f"{plural(len(listed), 'it', 'them')} and starts afresh")
             log.info("train.resume=auto: no checkpoint in %s, starting fresh", out_dir)
             return None
         return str(found[0]), found[1]

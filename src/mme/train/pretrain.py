@@ -347,7 +347,7 @@ def setup(cfg: PretrainConfig) -> Run:
         # mid-way, unsaid
         if reads := reads_cache(cfg, dataset):
             hold_for_reading(cfg.target.cache_dir, "target.cache_dir")
-        check_cache(cfg, dataset)
+            check_cache(cfg, dataset)
         torch.manual_seed(t.seed)  # the initial weights
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
         if init is not None:
