@@ -27,7 +27,7 @@ from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError, DataE
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import checkpoint_files, load_encoder, load_encoder_weights, load_model, read_checkpoint
 from mme.models.classifier import VideoClassifier
-from mme.models.convert_config import config_from_hf
+from mme.models.convert_config import config_from_hf, config_to_hf
 from mme.models.export import export, export_hf, save_pretrained
 from mme.models.vit import Mlp
 from mme.motion.targets import pixel_target
@@ -2170,6 +2170,11 @@ def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and
         load_encoder(tmp_path / "hf")
 
 
+MME_KEYS = re.compile(r"\b(?:model\.)?(?:" + "|".join(
+    {f.name for f in dataclasses.fields(ModelConfig)} - set(transformers.VideoMAEConfig().to_dict())) + r")\b")
+"""A key of mme's model config that a Hugging Face VideoMAEConfig has not (``img_size``, ``model.embed_dim``)."""
+
+
 @pytest.mark.parametrize("edit, said", [
     ({"image_size": 70}, "image_size 70 is not a multiple of patch_size 16"),
     ({"num_frames": 5}, "num_frames 5 is not a multiple of tubelet_size 2"),
@@ -2177,11 +2182,13 @@ def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and
     ({"num_attention_heads": 3}, "hidden_size 64 is not divisible by num_attention_heads 3"),
     ({"decoder_num_attention_heads": 5}, "decoder_hidden_size 384 is not divisible by decoder_num_attention_heads 5"),
     ({"layer_norm_eps": 2.0}, "layer_norm_eps must be at most 1, got 2 (a LayerNorm's eps"),
+    ({"num_hidden_layers": 2000}, "num_hidden_layers must be at most 1024, got 2000 (blocks"),
 ])
 def test_a_hf_config_that_the_model_config_refuses_names_the_files_keys(tmp_path, capsys, edit, said):
     """A Hugging Face config.json of a clip its patch or tubelet does not divide, or of a width its head count does
     not divide, was refused naming mme's keys, not the file's: ``config.json: model.img_size 70 is not a multiple of
-    patch_size 16``, ``model.embed_dim 64 is not divisible by num_heads 3``. Named by the file's keys."""
+    patch_size 16``, ``model.embed_dim 64 is not divisible by num_heads 3``. Named by the file's keys, and by no key
+    of mme's alone (``embed_dim``, ``num_heads``)."""
     hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
                                          num_attention_heads=4, intermediate_size=256)
     transformers.VideoMAEModel(hf_cfg).save_pretrained(tmp_path / "hf")
@@ -2191,8 +2198,36 @@ def test_a_hf_config_that_the_model_config_refuses_names_the_files_keys(tmp_path
     assert cli_main(["export", str(tmp_path / "hf"), str(tmp_path / "out"), "--format", "mme"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"mme export: error: {config}: {said}") and err.count("\n") == 1, err
-    assert "model." not in err
+    assert "model." not in err and not MME_KEYS.search(err.removeprefix(f"mme export: error: {config}")), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hf_decoder_of_another_mlp_ratio_is_refused_naming_the_files_keys():
+    """A Hugging Face pre-training config whose decoder's MLP ratio is not its encoder's was refused naming no key of
+    the file: 'decoder MLP ratio 2.0 differs from the encoder's 4.0: not supported'. It names the keys that give
+    them."""
+    hf = {**transformers.VideoMAEConfig().to_dict(), "decoder_intermediate_size": 768}
+    with pytest.raises(CheckpointError) as info:
+        config_from_hf(hf)
+    assert str(info.value) == ("decoder_intermediate_size / decoder_hidden_size 2 differs from intermediate_size / "
+                               "hidden_size 4: mme's decoder blocks have the encoder's MLP ratio")
+    assert config_from_hf(hf, decoder=False).mlp_ratio == 4.0  # (an encoder's file: its decoder keys describe nothing)
+
+
+def test_the_hf_keys_are_transformers_and_a_model_config_round_trips_through_them():
+    """config_from_hf, config_to_hf and the file's refusals read one table of the Hugging Face keys of the model
+    config (convert_config.HF_KEYS): every key of a VideoMAEConfig beyond any model's is written, transformers reads
+    each back as written, a file without one is read as transformers' default, and mme -> HF -> mme is exact."""
+    cfg = ModelConfig(img_size=48, num_frames=6, patch_size=8, tubelet_size=3, in_chans=1, embed_dim=40, depth=3,
+                      num_heads=5, mlp_ratio=1.5, qkv_bias=False, norm_eps=1e-3, decoder_dim=24, decoder_depth=0,
+                      decoder_heads=3, decoder_norm_eps=1e-5, head_hidden=0)
+    hf = config_to_hf(cfg, "VideoMAEForPreTraining", use_mean_pooling=True)
+    assert config_from_hf(hf) == cfg
+    theirs = transformers.VideoMAEConfig(**hf)
+    own = set(transformers.VideoMAEConfig().to_dict()) - set(transformers.PretrainedConfig().to_dict())
+    as_written = {key: hf["qkv_bias" if key == "qv_bias" else key] for key in own}  # (qv_bias: transformers 5's)
+    assert {key: getattr(theirs, key) for key in own} == as_written
+    assert config_from_hf({}) == config_from_hf(transformers.VideoMAEConfig().to_dict())
 
 
 def test_a_hf_config_of_numpy_integers_from_python_is_checked_in_one_line():

@@ -55,12 +55,13 @@ class UnknownConfigKeys(ConfigError):
 
 class ClipNotDivisible(ConfigError):
     """A model's clip side or length (``field``: img_size, num_frames, of ``value``) that its patch or tubelet does
-    not divide, ``model.<field> <value> <reason>``; a reader that took the value from a command's flag names it so
+    not divide, ``<key> <value> <reason>`` (``key``: how what gave it names the field, by default ``model.<field>``;
+    ``image_size`` of a Hugging Face config); a reader that took the value from a command's flag names it so
     (``read_checkpoint``'s ``given_as``: ``--num-frames 5``)."""
 
-    def __init__(self, field: str, value: int, reason: str):
-        super().__init__(f"model.{field} {value} {reason}")
-        self.field, self.value, self.reason = field, value, reason
+    def __init__(self, field: str, value: int, reason: str, key: str | None = None):
+        self.field, self.value, self.reason, self.key = field, value, reason, key or f"model.{field}"
+        super().__init__(f"{self.key} {value} {reason}")
 
 
 class NoSpaceError(MMEError):

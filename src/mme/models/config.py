@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass
 from typing import ClassVar
 
@@ -51,6 +52,17 @@ def mlp_width(dim: int, ratio: float) -> int:
     (:func:`whole_mlp_width`), else the product truncated (VideoMAE's ``int(dim * mlp_ratio)``)."""
     whole = whole_mlp_width(dim, ratio)
     return int(dim * ratio) if whole is None else whole
+
+
+def _naming(given_as: Mapping[str, str] | None) -> Callable[..., str]:
+    """How :class:`ModelConfig`'s refusals name a field: as its ``given_as`` does, else by its config key
+    (``model.embed_dim``; bare with ``prefix=""``, for a field named beside the refused one: ``not divisible by
+    num_heads``)."""
+    given_as = given_as or {}
+
+    def said(name: str, prefix: str = "model.") -> str:
+        return given_as.get(name, prefix + name)
+    return said
 
 
 @dataclass
@@ -111,50 +123,56 @@ class ModelConfig:
     key: False where a run config builds it as its section, which then decides (a run from ``train.init`` takes the
     file's patch and tubelet: :attr:`mme.train.config.PretrainConfig.checks_clip`). A copy
     (``dataclasses.replace``) checks."""
+    given_as: InitVar[Mapping[str, str] | None] = None
+    """How what gives the fields names them, for its refusals (``{"embed_dim": "hidden_size"}``: a Hugging Face
+    config's keys, :func:`mme.models.convert_config.config_from_hf`); not a key. A field it does not name is named by
+    its config key (``model.embed_dim``, bare where a refusal names it beside the refused one), as in a copy
+    (``dataclasses.replace``)."""
 
-    def __post_init__(self, checks_clip: bool = True):
+    def __post_init__(self, checks_clip: bool = True, given_as: Mapping[str, str] | None = None):
+        said = _naming(given_as)
         apply_preset(self, "model", self.PRESETS, fallback=PRESETS["base"])
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
                      "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps", "decoder_norm_eps"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{said(name)} must be positive, got {getattr(self, name)}")
         for name in ("embed_dim", "decoder_dim"):
             width = getattr(self, name) * self.mlp_ratio
             if not 1 <= width <= MAX_INT:
-                raise ConfigError(f"model.mlp_ratio={self.mlp_ratio} makes an MLP of {width:g} units for "
-                                  f"model.{name}={getattr(self, name)}: it must be at least 1 and fit a 64-bit "
+                raise ConfigError(f"{said('mlp_ratio')}={self.mlp_ratio} makes an MLP of {width:g} units for "
+                                  f"{said(name)}={getattr(self, name)}: it must be at least 1 and fit a 64-bit "
                                   "integer")
         for name in ("decoder_depth", "head_hidden"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{said(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("depth", "decoder_depth"):
-            check_within(f"model.{name}", getattr(self, name), most=MAX_REPEATS, why="blocks: ViT-L has 24")
+            check_within(said(name), getattr(self, name), most=MAX_REPEATS, why="blocks: ViT-L has 24")
         for name in ("norm_eps", "decoder_norm_eps"):  # (1e30: every LayerNorm's output its bias, the input lost)
-            check_within(f"model.{name}", getattr(self, name), most=1.0, why="a LayerNorm's eps, 1e-12 to 1e-5 "
+            check_within(said(name), getattr(self, name), most=1.0, why="a LayerNorm's eps, 1e-12 to 1e-5 "
                          "in the models mme reads; past the variance of its input it erases the input")
         if not 0.0 <= self.drop_path < 1.0:
-            raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
+            raise ConfigError(f"{said('drop_path')} must be in [0, 1), got {self.drop_path}")
         if checks_clip:
-            self.check_clip()
-        if self.embed_dim % self.num_heads:
-            raise ConfigError(f"model.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.decoder_dim % self.decoder_heads:
-            raise ConfigError(
-                f"model.decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}"
-            )
+            self.check_clip(given_as)
+        for width, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, width) % getattr(self, heads):
+                raise ConfigError(f"{said(width)} {getattr(self, width)} is not divisible by {said(heads, '')} "
+                                  f"{getattr(self, heads)}")
         if self.mask_type not in MASKS:
-            raise ConfigError(f"model.mask_type must be one of {list(MASKS)}, got {self.mask_type!r}")
+            raise ConfigError(f"{said('mask_type')} must be one of {list(MASKS)}, got {self.mask_type!r}")
         if self.input_norm not in ("dataset", "clip"):
-            raise ConfigError(f"model.input_norm must be 'dataset' or 'clip', got {self.input_norm!r}")
+            raise ConfigError(f"{said('input_norm')} must be 'dataset' or 'clip', got {self.input_norm!r}")
         if not 0.0 <= self.mask_ratio < 1.0:
-            raise ConfigError(f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+            raise ConfigError(f"{said('mask_ratio')} must be in [0, 1), got {self.mask_ratio}")
 
-    def check_clip(self) -> None:
-        """The clip (frames and size) must be a multiple of the tubelet and the patch."""
+    def check_clip(self, given_as: Mapping[str, str] | None = None) -> None:
+        """The clip (frames and size) must be a multiple of the tubelet and the patch (the fields named as
+        ``given_as`` says, as where it is built)."""
+        said = _naming(given_as)
         for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):
             value, size = getattr(self, name), getattr(self, unit)
             if value % size:
-                raise ClipNotDivisible(name, value, f"is not a multiple of {unit} {size}")
+                raise ClipNotDivisible(name, value, f"is not a multiple of {said(unit, '')} {size}", said(name))
 
     @property
     def grid(self) -> tuple[int, int, int]:

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import torch
 
@@ -170,64 +172,92 @@ def _hf_integer(key: str, value, least: int = 1) -> int:
     return count
 
 
-HF_KEYS = {"img_size": "image_size", "patch_size": "patch_size", "num_frames": "num_frames",
-           "tubelet_size": "tubelet_size", "in_chans": "num_channels", "embed_dim": "hidden_size",
-           "depth": "num_hidden_layers", "num_heads": "num_attention_heads",
-           "mlp_ratio": "intermediate_size / hidden_size", "norm_eps": "layer_norm_eps",
-           "decoder_dim": "decoder_hidden_size", "decoder_depth": "decoder_num_hidden_layers",
-           "decoder_heads": "decoder_num_attention_heads"}
-"""The key of a Hugging Face VideoMAEConfig that gives each ModelConfig field :func:`config_from_hf` reads
-(``mlp_ratio``: the quotient of two), which names the faults ModelConfig finds in what the file gives."""
+def _hf_side(key: str, value) -> int:
+    """``value`` of a Hugging Face config's ``key`` of a square's side: an integer, or a list of equal ones."""
+    if not isinstance(value, (list, tuple)):
+        return _hf_integer(key, value)
+    sides = {_hf_integer(key, x) for x in value}
+    if len(sides) != 1:
+        raise CheckpointError(f"{key} is {json.dumps(value)}: expected one side (non-square images are not supported)")
+    return sides.pop()
 
 
-def _in_hf_keys(message: str) -> str:
-    """A ModelConfig ``message`` with each field it names (``model.img_size``, ``num_heads``) said as the Hugging Face
-    key that gives it (:data:`HF_KEYS`)."""
-    return re.sub(r"\b(?:model\.)?(" + "|".join(HF_KEYS) + r")\b", lambda m: HF_KEYS[m.group(1)], message)
+def _hf_flag(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{key} is {json.dumps(value, default=repr)}: expected true or false")
+    return value
+
+
+def _hf_eps(key: str, value) -> float:
+    if not is_positive_number(value):
+        raise CheckpointError(f"{key} is {json.dumps(value, default=repr)}: expected a positive number")
+    return float(value)
+
+
+class HFKey(NamedTuple):
+    """The key of a Hugging Face VideoMAEConfig that records a value of ours, transformers' value where a file has
+    none, and what reads it (the key and the file's value in, the value or a CheckpointError naming the key out)."""
+    key: str
+    default: object
+    read: Callable[[str, object], object] = _hf_integer
+
+    def value(self, hf: dict):
+        """Its value in the Hugging Face config dict ``hf`` (transformers' default where ``hf`` lacks it), read."""
+        return self.read(self.key, hf.get(self.key, self.default))
+
+
+HF_KEYS = {
+    "img_size": HFKey("image_size", 224, _hf_side), "patch_size": HFKey("patch_size", 16, _hf_side),
+    "num_frames": HFKey("num_frames", 16), "tubelet_size": HFKey("tubelet_size", 2),
+    "in_chans": HFKey("num_channels", 3), "embed_dim": HFKey("hidden_size", 768),
+    "depth": HFKey("num_hidden_layers", 12), "num_heads": HFKey("num_attention_heads", 12),
+    "qkv_bias": HFKey("qkv_bias", True, _hf_flag), "norm_eps": HFKey("layer_norm_eps", 1e-12, _hf_eps),
+    "decoder_dim": HFKey("decoder_hidden_size", 384), "decoder_heads": HFKey("decoder_num_attention_heads", 6),
+    "decoder_depth": HFKey("decoder_num_hidden_layers", 4, functools.partial(_hf_integer, least=0)),
+}
+"""Each ModelConfig field a Hugging Face VideoMAEConfig records, and its key there: what :func:`config_from_hf`
+reads, :func:`config_to_hf` writes, and the file's refusals name. ``mlp_ratio`` is recorded as the MLP widths
+(:data:`HF_MLP_KEYS`); ``norm_eps`` is the encoder's and the decoder blocks' LayerNorms' eps (the decoder's final
+norm's is 1e-5). ``qkv_bias`` is written so, which every transformers reads (``qv_bias``, its name since 5.0, which
+it writes: :data:`HF_QV_BIAS`)."""
+
+HF_MLP_KEYS = {"embed_dim": HFKey("intermediate_size", 3072), "decoder_dim": HFKey("decoder_intermediate_size", 1536)}
+"""The key of a Hugging Face VideoMAEConfig that records the MLP width of the blocks of each width field of
+ModelConfig, whose quotient is ``mlp_ratio``."""
+
+HF_QV_BIAS = "qv_bias"
+"""transformers' key of ``qkv_bias`` since 5.0, read where a file has it."""
+
+
+def _hf_ratio(width: str) -> str:
+    """How a Hugging Face config records the MLP ratio of the blocks of ``width`` (a ModelConfig field)."""
+    return f"{HF_MLP_KEYS[width].key} / {HF_KEYS[width].key}"
+
+
+HF_NAMES = {**{field: hf.key for field, hf in HF_KEYS.items()}, "mlp_ratio": _hf_ratio("embed_dim")}
+"""How a Hugging Face config names each ModelConfig field: ModelConfig's ``given_as`` where :func:`config_from_hf`
+builds one, so that its refusals name the file's keys."""
 
 
 def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
-    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its ``layer_norm_eps`` that of the LayerNorms of the
-    encoder and of the decoder's blocks; its decoder's final norm's eps is 1e-5). ``decoder``: whether
-    the weights hold a decoder; a VideoMAEConfig always has decoder fields (transformers' defaults in a
-    ``VideoMAEModel``'s): each must be a whole number (or a positive eps) either way, their ratio to the encoder's
-    width only where they describe weights."""
-    def count(key, default, least=1):
-        return _hf_integer(key, hf.get(key, default), least)
-
-    def side(key, default):
-        v = hf.get(key, default)
-        if not isinstance(v, (list, tuple)):
-            return count(key, default)
-        sides = {_hf_integer(key, x) for x in v}
-        if len(sides) != 1:
-            raise CheckpointError(f"{key} is {json.dumps(v)}: expected one side (non-square images are not supported)")
-        return sides.pop()
+    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (:data:`HF_KEYS`; a key it lacks, transformers'
+    default). ``decoder``: whether the weights hold a decoder; a VideoMAEConfig always has decoder fields
+    (transformers' defaults in a ``VideoMAEModel``'s): each must be a whole number (or a positive eps) either way,
+    their ratio to the encoder's width only where they describe weights."""
     if hf.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"hidden_act {hf['hidden_act']!r} is not supported (ours is exact GELU)")
-    D = count("hidden_size", 768)
-    ratio = count("intermediate_size", 3072) / D
-    dec_ratio = count("decoder_intermediate_size", 1536) / count("decoder_hidden_size", 384)
-    if decoder and "decoder_hidden_size" in hf and dec_ratio != ratio:
-        raise CheckpointError(f"decoder MLP ratio {dec_ratio} differs from the encoder's {ratio}: not supported")
-    qkv_bias = hf.get("qv_bias", hf.get("qkv_bias", True))
-    if not isinstance(qkv_bias, bool):
-        raise CheckpointError(f"{'qv_bias' if 'qv_bias' in hf else 'qkv_bias'} is {json.dumps(qkv_bias)}: expected "
-                              "true or false")
-    eps = hf.get("layer_norm_eps", 1e-12)  # (transformers' default)
-    if not is_positive_number(eps):
-        raise CheckpointError(f"layer_norm_eps is {json.dumps(eps)}: expected a positive number")
+    keys = HF_KEYS
+    if HF_QV_BIAS in hf:
+        keys = {**HF_KEYS, "qkv_bias": HF_KEYS["qkv_bias"]._replace(key=HF_QV_BIAS)}
+    fields = {field: key.value(hf) for field, key in keys.items()}
+    ratio, dec_ratio = (HF_MLP_KEYS[width].value(hf) / fields[width] for width in ("embed_dim", "decoder_dim"))
+    if decoder and HF_KEYS["decoder_dim"].key in hf and dec_ratio != ratio:
+        raise CheckpointError(f"{_hf_ratio('decoder_dim')} {dec_ratio:g} differs from {_hf_ratio('embed_dim')} "
+                              f"{ratio:g}: mme's decoder blocks have the encoder's MLP ratio")
     try:
-        return ModelConfig(
-            img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=count("num_frames", 16),
-            tubelet_size=count("tubelet_size", 2), in_chans=count("num_channels", 3), embed_dim=D,
-            depth=count("num_hidden_layers", 12), num_heads=count("num_attention_heads", 12), mlp_ratio=ratio,
-            qkv_bias=qkv_bias, norm_eps=float(eps), decoder_dim=count("decoder_hidden_size", 384),
-            decoder_depth=count("decoder_num_hidden_layers", 4, least=0),
-            decoder_heads=count("decoder_num_attention_heads", 6), decoder_norm_eps=1e-5, head_hidden=0,
-        )
-    except ConfigError as e:  # (what the file gives, that ModelConfig refuses: named by the file's keys)
-        raise CheckpointError(_in_hf_keys(str(e))) from e
+        return ModelConfig(**fields, mlp_ratio=ratio, decoder_norm_eps=1e-5, head_hidden=0, given_as=HF_NAMES)
+    except ConfigError as e:  # (a value of the file that ModelConfig refuses: named by the file's keys)
+        raise CheckpointError(str(e)) from e
 
 
 def _mlp_width(cfg: ModelConfig, width: str) -> int:
@@ -244,7 +274,7 @@ def _mlp_width(cfg: ModelConfig, width: str) -> int:
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
                  labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None,
                  decoder: bool = True, dtype: torch.dtype = torch.float32) -> dict:
-    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps: ``cfg.norm_eps``); ``labels``: a classifier's
+    """A Hugging Face VideoMAEConfig dict for our config (its keys: :data:`HF_KEYS`); ``labels``: a classifier's
     class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
     record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
     ``mme_`` keys, mme reads them back. ``decoder``: whether the weights hold a decoder; its MLP width
@@ -254,20 +284,15 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
+    widths = ("embed_dim", "decoder_dim") if decoder else ("embed_dim",)
     out = {
         "architectures": [architecture], "model_type": "videomae",
-        "image_size": cfg.img_size, "patch_size": cfg.patch_size, "num_channels": cfg.in_chans,
-        "num_frames": cfg.num_frames, "tubelet_size": cfg.tubelet_size,
-        "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
-        "intermediate_size": _mlp_width(cfg, "embed_dim"), "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": cfg.norm_eps,
-        "qkv_bias": cfg.qkv_bias, "use_mean_pooling": use_mean_pooling,
-        "decoder_num_attention_heads": cfg.decoder_heads, "decoder_hidden_size": cfg.decoder_dim,
-        "decoder_num_hidden_layers": cfg.decoder_depth, "norm_pix_loss": norm_pix,
+        **{hf.key: getattr(cfg, field) for field, hf in HF_KEYS.items()},
+        **{HF_MLP_KEYS[width].key: _mlp_width(cfg, width) for width in widths},
+        "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02, "use_mean_pooling": use_mean_pooling, "norm_pix_loss": norm_pix,
         "torch_dtype": str(dtype).removeprefix("torch."),
     }
-    if decoder:
-        out["decoder_intermediate_size"] = _mlp_width(cfg, "decoder_dim")
     if assumed:
         out["mme_assumed"] = list(assumed)
     if run:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -192,11 +193,11 @@ class FinetuneModel(ModelConfig):
 
     drop_path: float = 0.1
 
-    def __post_init__(self, checks_clip: bool = True):
+    def __post_init__(self, checks_clip: bool = True, given_as: Mapping[str, str] | None = None):
         for f in dataclasses.fields(ModelConfig):
             if f.name in DECODER_AND_MASK_FIELDS:
                 setattr(self, f.name, f.default)
-        super().__post_init__(checks_clip)
+        super().__post_init__(checks_clip, given_as)
 
     @staticmethod
     def keys_without_effect() -> dict[str, str]:

@@ -434,7 +434,7 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     try:  # (the clip's check against the file's patch and tubelet: mme.train.config.PretrainConfig.checks_clip)
         return dataclasses.replace(model, preset=preset, **arch)
     except ClipNotDivisible as e:
-        raise ClipNotDivisible(e.field, e.value, f"{e.reason} of train.init {source}'s weights") from e
+        raise ClipNotDivisible(e.field, e.value, f"{e.reason} of train.init {source}'s weights", e.key) from e
 
 
 FROM_INIT = ("preset", *ENCODER_FIELDS, *DECODER_FIELDS)
