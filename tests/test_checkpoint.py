@@ -2230,6 +2230,15 @@ def test_the_hf_keys_are_transformers_and_a_model_config_round_trips_through_the
     assert config_from_hf({}) == config_from_hf(transformers.VideoMAEConfig().to_dict())
 
 
+@pytest.mark.parametrize("qv_bias", [True, False])
+def test_a_hf_config_of_both_qv_bias_and_qkv_bias_is_read_as_transformers_reads_it(qv_bias):
+    """A config.json of both keys (transformers 5's qv_bias beside qkv_bias, which mme writes) was read by its qv_bias,
+    where transformers reads qkv_bias over it (5.x: onto qv_bias; 4.x: qkv_bias alone): mme built q/v biases that
+    transformers does not, or none where it does. Read as transformers reads it."""
+    hf = {**transformers.VideoMAEConfig().to_dict(), "qv_bias": qv_bias, "qkv_bias": not qv_bias}
+    assert config_from_hf(hf).qkv_bias is transformers.VideoMAEConfig.from_dict(hf).qv_bias is (not qv_bias)
+
+
 def test_a_hf_config_of_numpy_integers_from_python_is_checked_in_one_line():
     """A VideoMAEConfig dict built in Python may hold numpy integers: one of them below the least was a TypeError
     (json.dumps of the refusal), not the refusal naming the key."""

@@ -218,15 +218,15 @@ HF_KEYS = {
 """Each ModelConfig field a Hugging Face VideoMAEConfig records, and its key there: what :func:`config_from_hf`
 reads, :func:`config_to_hf` writes, and the file's refusals name. ``mlp_ratio`` is recorded as the MLP widths
 (:data:`HF_MLP_KEYS`); ``norm_eps`` is the encoder's and the decoder blocks' LayerNorms' eps (the decoder's final
-norm's is 1e-5). ``qkv_bias`` is written so, which every transformers reads (``qv_bias``, its name since 5.0, which
-it writes: :data:`HF_QV_BIAS`)."""
+norm's is 1e-5). ``qkv_bias`` is written so, which every transformers reads (over ``qv_bias``, its name since 5.0,
+which it writes: :data:`HF_QV_BIAS`)."""
 
 HF_MLP_KEYS = {"embed_dim": HFKey("intermediate_size", 3072), "decoder_dim": HFKey("decoder_intermediate_size", 1536)}
 """The key of a Hugging Face VideoMAEConfig that records the MLP width of the blocks of each width field of
 ModelConfig, whose quotient is ``mlp_ratio``."""
 
 HF_QV_BIAS = "qv_bias"
-"""transformers' key of ``qkv_bias`` since 5.0, read where a file has it."""
+"""transformers' key of ``qkv_bias`` since 5.0, read where a file has no ``qkv_bias``."""
 
 
 def _hf_ratio(width: str) -> str:
@@ -247,7 +247,7 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     if hf.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"hidden_act {hf['hidden_act']!r} is not supported (ours is exact GELU)")
     keys = HF_KEYS
-    if HF_QV_BIAS in hf:
+    if HF_KEYS["qkv_bias"].key not in hf and HF_QV_BIAS in hf:
         keys = {**HF_KEYS, "qkv_bias": HF_KEYS["qkv_bias"]._replace(key=HF_QV_BIAS)}
     fields = {field: key.value(hf) for field, key in keys.items()}
     ratio, dec_ratio = (HF_MLP_KEYS[width].value(hf) / fields[width] for width in ("embed_dim", "decoder_dim"))
