@@ -2248,6 +2248,9 @@ def test_a_hf_config_of_numpy_integers_from_python_is_checked_in_one_line():
     with pytest.raises(CheckpointError, match=said):
         config_from_hf({**hf, "num_hidden_layers": np.int64(0)})
     assert config_from_hf({**hf, "num_hidden_layers": np.int64(2)}).depth == 2
+    sides = r'^image_size is \["np\.int64\(32\)", "np\.int64\(16\)"\]: expected one side'
+    with pytest.raises(CheckpointError, match=sides):
+        config_from_hf({**hf, "image_size": [np.int64(32), np.int64(16)]})
 
 
 def test_a_hf_layer_norm_eps_is_honoured_and_written_back(tmp_path):

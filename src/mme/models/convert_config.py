@@ -178,7 +178,8 @@ def _hf_side(key: str, value) -> int:
         return _hf_integer(key, value)
     sides = {_hf_integer(key, x) for x in value}
     if len(sides) != 1:
-        raise CheckpointError(f"{key} is {json.dumps(value)}: expected one side (non-square images are not supported)")
+        raise CheckpointError(f"{key} is {json.dumps(value, default=repr)}: expected one side "
+                              "(non-square images are not supported)")
     return sides.pop()
 
 
@@ -218,15 +219,15 @@ HF_KEYS = {
 """Each ModelConfig field a Hugging Face VideoMAEConfig records, and its key there: what :func:`config_from_hf`
 reads, :func:`config_to_hf` writes, and the file's refusals name. ``mlp_ratio`` is recorded as the MLP widths
 (:data:`HF_MLP_KEYS`); ``norm_eps`` is the encoder's and the decoder blocks' LayerNorms' eps (the decoder's final
-norm's is 1e-5). ``qkv_bias`` is written so, which every transformers reads (over ``qv_bias``, its name since 5.0,
-which it writes: :data:`HF_QV_BIAS`)."""
+norm's is 1e-5). ``qkv_bias`` is written so, which every transformers reads (over ``qv_bias``, transformers 5's key
+(5.25 checked), which it writes: :data:`HF_QV_BIAS`)."""
 
 HF_MLP_KEYS = {"embed_dim": HFKey("intermediate_size", 3072), "decoder_dim": HFKey("decoder_intermediate_size", 1536)}
 """The key of a Hugging Face VideoMAEConfig that records the MLP width of the blocks of each width field of
 ModelConfig, whose quotient is ``mlp_ratio``."""
 
 HF_QV_BIAS = "qv_bias"
-"""transformers' key of ``qkv_bias`` since 5.0, read where a file has no ``qkv_bias``."""
+"""transformers 5's key of ``qkv_bias`` (5.25 checked), read where a file has no ``qkv_bias``."""
 
 
 def _hf_ratio(width: str) -> str:
