@@ -322,7 +322,11 @@ def test_a_track_cache_extracted_again_between_a_stop_and_its_resume_is_a_record
             "train.ckpt_every=1", "model.depth=1")
     run(*base, "train.stop_after=1")
     run(*base, "train.stop_after=2", "train.resume=auto")  # the same cache: no change
-    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "config_changes" not in recorded
+    assert recorded["input_identities"] == {"track cache": {"made_with": {  # its values, not words to read back
+        "short_side": 64, "seed_stride": 8, "flow": "dis-balanced", "compensate": False, "max_disp": None,
+        "backend": "pyav"}}}
     extract(short_side=96, max_disp=30, overwrite=True)
     with caplog.at_level(logging.WARNING):
         run(*base, "train.stop_after=3", "train.resume=auto")
@@ -332,11 +336,47 @@ def test_a_track_cache_extracted_again_between_a_stop_and_its_resume_is_a_record
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == recorded  # before: none
     newest = ckpt.list_checkpoints(tmp_path / "run")[-1]
     state = ckpt.load_checkpoint(newest)
-    del state["meta"]["read_identities"]  # as a checkpoint made before the meta recorded it
+    del state["meta"]["input_identities"]  # as a checkpoint made before the meta recorded it
     ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
     extract(short_side=64, overwrite=True)
     assert run(*base, "train.resume=auto").step == 4
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == recorded
+
+
+def test_a_run_that_recorded_its_track_cache_in_words_resumes_compared_by_its_settings(synth, tmp_path, caplog):
+    """An earlier mme recorded the settings of a run's track cache files in words (``read_identities``, 'files made
+    with short_side 64, ...'), where this one records their values: a checkpoint holding the words resumes over the
+    same cache without a change, and over a cache made again with other settings with the one entry naming those."""
+    from mme.motion.extract import extract_cache
+
+    lists = dict(s.split("=", 1) for s in synth)
+    cache = str(tmp_path / "cache")
+
+    def extract(**settings) -> None:
+        extract_cache(lists["data.list_file"], cache, root=lists["data.root"], length=6, **settings)
+
+    def in_words() -> None:
+        """The newest checkpoint's record of the cache as the earlier mme wrote it."""
+        state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "run")[-1])
+        del state["meta"]["input_identities"]
+        state["meta"]["read_identities"] = {"track cache": (
+            "files made with short_side 64, seed_stride 8, flow dis-balanced, compensate False, max_disp None, "
+            "backend pyav")}
+        ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
+
+    extract(short_side=64)
+    base = ("tiny_cpu_mme", synth, tmp_path / "run", f"target.cache_dir={cache}", FP32, "train.steps=3",
+            "train.ckpt_every=1", "model.depth=1")
+    run(*base, "train.stop_after=1")
+    in_words()
+    run(*base, "train.stop_after=2", "train.resume=auto")  # the same cache: no change
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    in_words()
+    extract(short_side=96, max_disp=30, overwrite=True)
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.resume=auto")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
+        {"from_step": 2, "changes": ["track cache: short_side 64 -> 96, max_disp None -> 30.0"]}]
 
 
 def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_path):
@@ -348,7 +388,7 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
 
     from videos import affine_video, write_video
 
-    from mme.data.dataset import DataConfig, PretrainDataset
+    from mme.data.dataset import DataConfig, PretrainDataset, identity_text
     from mme.models.config import ModelConfig
     from mme.motion.extract import extract_cache
     from mme.motion.targets import TargetConfig, make_target_fn
@@ -366,10 +406,11 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
     for backend in ("pyav-cuda", "pyav"):  # (the run's decoder only: no GPU needed to judge the identity)
         dataset.cfg = dataclasses.replace(data, backend=backend)
         said[backend] = dataset.cache_identity()
-    assert said["pyav"] == said["pyav-cuda"] == ("files made with short_side 64, seed_stride 8, flow dis-balanced, "
-                                                 "compensate False, max_disp None, backend pyav")
-    assert read_change({"read_identities": {"track cache": said["pyav-cuda"]}},
-                       {"read_identities": {"track cache": said["pyav"]}}) == []
+    assert said["pyav"] == said["pyav-cuda"]
+    assert identity_text(said["pyav"]) == ("files made with short_side 64, seed_stride 8, flow dis-balanced, "
+                                           "compensate False, max_disp None, backend pyav")
+    assert read_change({"input_identities": {"track cache": said["pyav-cuda"]}},
+                       {"input_identities": {"track cache": said["pyav"]}}) == []
     # one file made with pyav-cuda on a GPU (its meta as that extraction records it), the other with pyav: one cache
     # to a run of any decoder, where the warning of a mixed cache said 'v0.mp4.tracks was made with backend
     # pyav-cuda, v1.mp4.tracks with backend pyav' under data.backend=opencv
@@ -384,20 +425,23 @@ def test_the_track_cache_identity_is_of_its_files_whatever_the_runs_decoder(tmp_
 
 
 def test_a_track_cache_identity_change_reads_values_holding_a_comma_or_a_space():
-    """What changed between two recorded track cache identities was read by splitting at ', ' and ' ': a value
-    holding either (a flow or decoder named so by another mme) or a text without a value (an earlier mme's) raised
-    ValueError during the resume. Each is read by the keys of READ_SETTINGS; a text of other keys is said whole."""
-    from mme.data.dataset import identity_change
+    """What changed since a track cache identity an earlier mme recorded in words was read by splitting at ', ' and
+    ' ': a value holding either (a flow or decoder named so by another mme) or a text without a value (an earlier
+    mme's) raised ValueError during the resume. Each is read by the keys of READ_SETTINGS; a text of other keys is
+    said whole."""
+    from mme.data.dataset import identity_change, identity_text
 
-    def made(flow: str = "dis-balanced", short_side: int = 64) -> str:
-        return (f"files made with short_side {short_side}, seed_stride 8, flow {flow}, compensate False, "
-                "max_disp None, backend pyav")
+    def made(flow: str = "dis-balanced", short_side: int = 64) -> dict:
+        return {"made_with": {"short_side": short_side, "seed_stride": 8, "flow": flow, "compensate": False,
+                              "max_disp": None, "backend": "pyav"}}
 
-    assert identity_change(made("dis, balanced"), made(short_side=96)) == (
+    assert identity_change(identity_text(made("dis, balanced")), made(short_side=96)) == (
         "short_side 64 -> 96, flow dis, balanced -> dis-balanced")
+    assert identity_change(identity_text(made("my flow")), made("my flow", 96)) == "short_side 64 -> 96"
     assert identity_change(made("my flow"), made("my flow", 96)) == "short_side 64 -> 96"
+    assert identity_change(identity_text(made()), made()) is None
     for old in ("files made with short_side 64", "files made with flow"):  # (before: ValueError)
-        assert identity_change(old, made()) == f"{old} -> {made()}"
+        assert identity_change(old, made()) == f"{old} -> {identity_text(made())}"
 
 
 def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_path):
@@ -406,7 +450,7 @@ def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_p
     over how many probed files read, which drops with it."""
     from videos import affine_video, write_video
 
-    from mme.data.dataset import DataConfig, PretrainDataset, identity_change
+    from mme.data.dataset import DataConfig, PretrainDataset, identity_change, identity_text
     from mme.models.config import ModelConfig
     from mme.motion.extract import extract_cache
     from mme.motion.targets import TargetConfig, make_target_fn
@@ -420,7 +464,7 @@ def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_p
         extract_cache(str(tmp_path / f"{part}.txt"), str(tmp_path / "cache"), root=str(tmp_path), length=6,
                       short_side=short_side)
 
-    def identity() -> str:
+    def identity() -> dict:
         data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2,
                           img_size=64)
         dataset = PretrainDataset(data, track_length=6)
@@ -432,9 +476,12 @@ def test_a_mixed_track_cache_identity_says_how_many_probed_files_were_read(tmp_p
     before = identity()
     write_video(tmp_path / "v1.mp4", affine_video(20, 64, 80, dx=3.0, dy=0.5, seed=9)[0])  # re-encoded
     after = identity()
-    assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 3 probed files read\)", before)
-    assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 2 probed files read\)", after)
-    assert identity_change(before, after) == f"{before} -> {after}"
+    words = identity_text(before), identity_text(after)
+    assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 3 probed files read\)", words[0])
+    assert re.fullmatch(r"mixed files of 2 settings \(digest \w{16} over the 2 probed files read\)", words[1])
+    assert identity_change(before, after) == f"{words[0]} -> {words[1]}"
+    assert identity_change(words[0], before) is None  # (as an earlier mme recorded it: in words)
+    assert identity_change("no file read", {}) is None
 
 
 def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):

@@ -822,18 +822,42 @@ class CacheLookup:
     whole: bool
 
 
-def identity_change(old: str, now: str) -> str:
-    """What changed between two :meth:`PretrainDataset.cache_identity` texts: where both are of files of one setting
-    each, the settings that differ, as :meth:`PretrainDataset.mixed_cache` names only those ('short_side 64 -> 96,
-    max_disp None -> 30.0'); else both ('files made with ... -> mixed files of 2 settings (...)'), as for a text of
-    other settings (an earlier mme's). Each read by the keys of :data:`READ_SETTINGS`, in their order, so a value may
-    hold ', ' or a space."""
-    one = re.compile("files made with " + ", ".join(f"{key} (.*)" for key in READ_SETTINGS), re.DOTALL)
-    held = [one.fullmatch(text) for text in (old, now)]
-    if None not in held and (differ := [(key, was, is_) for key, was, is_ in
-                                        zip(READ_SETTINGS, held[0].groups(), held[1].groups()) if was != is_]):
-        return ", ".join(f"{key} {was} -> {is_}" for key, was, is_ in differ)
-    return f"{old} -> {now}"
+def settings_said(settings: Mapping) -> str:
+    """Settings in words, in their order: 'short_side 64, max_disp None'."""
+    return ", ".join(f"{key} {value}" for key, value in settings.items())
+
+
+def identity_text(identity: dict) -> str:
+    """The words of a track cache identity (:meth:`PretrainDataset.cache_identity`), as the ranks compare it and an
+    earlier mme recorded it."""
+    if "made_with" in identity:
+        return f"files made with {settings_said(identity['made_with'])}"
+    if "mixed_settings" in identity:
+        return (f"mixed files of {identity['mixed_settings']} settings (digest {identity['digest']} over the "
+                f"{identity['files_read']} probed files read)")
+    return "no file read"
+
+
+_MADE_WITH_WORDS = re.compile("files made with " + ", ".join(f"{key} (.*)" for key in READ_SETTINGS), re.DOTALL)
+
+
+def identity_change(old: dict | str, now: dict) -> str | None:
+    """What changed between two track cache identities (:meth:`PretrainDataset.cache_identity`), None where nothing
+    did: where both are of files of one setting each, the settings that differ, as :meth:`PretrainDataset.mixed_cache`
+    names only those ('short_side 64 -> 96, max_disp None -> 30.0'); else both in words ('files made with ... ->
+    mixed files of 2 settings (...)'). ``old`` may be an earlier mme's record, the words of :func:`identity_text`: its
+    settings, read by the keys of :data:`READ_SETTINGS` in their order (a value may hold ', ' or a space), are
+    compared as words; other words are compared whole."""
+    if isinstance(old, str):
+        if not (held := _MADE_WITH_WORDS.fullmatch(old)):
+            return None if old == identity_text(now) else f"{old} -> {identity_text(now)}"
+        old = {"made_with": dict(zip(READ_SETTINGS, held.groups()))}
+        if "made_with" in now:
+            now = {"made_with": {key: str(value) for key, value in now["made_with"].items()}}
+    was, is_ = old.get("made_with"), now.get("made_with")
+    if was is not None and is_ is not None and was.keys() == is_.keys():
+        return ", ".join(f"{key} {was[key]} -> {is_[key]}" for key in was if was[key] != is_[key]) or None
+    return None if old == now else f"{identity_text(old)} -> {identity_text(now)}"
 
 
 class PretrainDataset(_VideoDataset):
@@ -1038,24 +1062,24 @@ class PretrainDataset(_VideoDataset):
         settings = [read_settings(meta) if read else resume_settings(meta, self.cfg.backend) for _, _, meta in made]
         for (_, other, _), theirs in zip(made[1:], settings[1:]):
             if differ := [key for key in settings[0] if theirs[key] != settings[0][key]]:
-                said = [", ".join(f"{key} {held[key]}" for key in differ) for held in (settings[0], theirs)]
+                said = [settings_said({key: held[key] for key in differ}) for held in (settings[0], theirs)]
                 return f"{made[0][1]} was made with {said[0]}, {other} with {said[1]}"
         return None
 
-    def cache_identity(self) -> str:
+    def cache_identity(self) -> dict:
         """What says which track cache (``target.cache_dir``) this rank reads, beside another rank's copy of it (a
-        node, its own: :func:`mme.train.distributed.check_same_inputs`): the settings that change the tracks a run
-        reads (:data:`READ_SETTINGS`) of its probed files (:attr:`current_probes`), those of a mixed cache digested
-        in the list's order, with how many were read (a probed video changed since, whose file is no longer read,
-        changes the digest: the count says why). The files' own settings, whatever this run's ``data.backend``
+        node, its own: :func:`mme.train.distributed.check_same_inputs`, in words: :func:`identity_text`): the
+        settings that change the tracks a run reads (:data:`READ_SETTINGS`) of its probed files
+        (:attr:`current_probes`), ``made_with``; those of a mixed cache digested in the list's order, with how many
+        were read (a probed video changed since, whose file is no longer read, changes the digest: the count says
+        why); none where no file was read. The files' own settings, whatever this run's ``data.backend``
         (:func:`read_settings`), so it changes only where the files do."""
-        settings = [", ".join(f"{key} {value}" for key, value in read_settings(meta).items())
-                    for _, _, meta in self.current_probes]
-        kinds = list(dict.fromkeys(settings))
+        settings = [read_settings(meta) for _, _, meta in self.current_probes]
+        kinds = [held for k, held in enumerate(settings) if held not in settings[:k]]
         if len(kinds) == 1:
-            return f"files made with {kinds[0]}"
-        return (f"mixed files of {len(kinds)} settings (digest {lines_digest(settings)} over the {len(settings)} "
-                "probed files read)" if kinds else "no file read")
+            return {"made_with": kinds[0]}
+        return {"mixed_settings": len(kinds), "digest": lines_digest(map(settings_said, settings)),
+                "files_read": len(settings)} if kinds else {}
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else

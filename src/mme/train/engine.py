@@ -45,7 +45,7 @@ from mme.config import (
     path_keys,
     recipe_of,
 )
-from mme.data.dataset import identity_change, lines_digest, list_identity
+from mme.data.dataset import identity_change, identity_text, lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.data.video import decode_on
 from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
@@ -104,7 +104,7 @@ class Job:
     checkpoint_extra: dict = field(default_factory=dict)
     """Entries every checkpoint of the run holds besides the training state (pre-training's head specs, so a
     checkpoint rebuilds its model without the code of its targets)."""
-    read_identities: dict[str, str] = field(default_factory=dict)
+    input_identities: dict[str, dict] = field(default_factory=dict)
     """What says which of its inputs besides its list the run reads, by name (pre-training's ``track cache``: the
     settings of its files, :meth:`~mme.data.dataset.PretrainDataset.cache_identity`): recorded in the run's meta
     (run.json, every checkpoint) and compared at a resume (:func:`read_change`), as the list's content is."""
@@ -257,18 +257,18 @@ def begin(cfg) -> Start:
 
 def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names: list[str] | None = None,
                       list_test_set: Callable[[Any, str], Dataset] | None = None,
-                      cache: str | None = None) -> None:
+                      cache: dict | None = None) -> None:
     """Stop every rank unless all read the same copies (a node, its own) of ``data.list_file`` (``data``, the
     dataset read from it; None: none read), of ``train.init`` (``init``, where read), of the class names
     (``names``, fine-tuning's), of the lists fine-tuning tests, ``task.tested`` (``list_test_set``: ``(cfg, list
     file) ->`` the dataset of one, :func:`mme.train.finetune.list_test_set`) and of pre-training's track cache,
     ``target.cache_dir`` (``cache``: what says this rank's, where read, :meth:`~mme.data.dataset.PretrainDataset.
-    cache_identity`, as :attr:`Job.read_identities` records it), in one exchange before any step or test:
+    cache_identity`, as :attr:`Job.input_identities` records it), in one exchange before any step or test:
     :func:`~mme.train.distributed.check_same_inputs`."""
     dist.check_same_inputs({
         f"data.list_file {cfg.data.list_file}": None if data is None else lambda: list_identity(data),
         f"train.init {cfg.train.init}": None if init is None else lambda: init.identity,
-        **({} if cache is None else {f"target.cache_dir {cfg.target.cache_dir}": lambda: cache}),
+        **({} if cache is None else {f"target.cache_dir {cfg.target.cache_dir}": lambda: identity_text(cache)}),
         "the class names (task.classes, or a checkpoint's)":
             None if names is None else lambda: f"{len(names)} classes (digest {lines_digest(names)})",
         **({} if list_test_set is None else {f"task.{split}_list {list_file}": lambda f=list_file: list_identity(
@@ -542,7 +542,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
                "items": len(data), "list_files_digest": list(data.content_digest),
-               **({"read_identities": dict(job.read_identities)} if job.read_identities else {}),
+               **({"input_identities": dict(job.input_identities)} if job.input_identities else {}),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%s", left_out(data.bad_lines, "the training list"))
@@ -901,14 +901,15 @@ def list_change(state: dict, data: Dataset) -> list[str]:
 
 
 def read_change(old_meta: dict, meta: dict) -> list[str]:
-    """The changes of the inputs a run reads besides its list (:attr:`Job.read_identities`, ``read_identities`` of
+    """The changes of the inputs a run reads besides its list (:attr:`Job.input_identities`, ``input_identities`` of
     the meta ``meta``) since the checkpoint's run (``old_meta``), one entry each, naming what differs ('track cache:
     short_side 64 -> 96, max_disp None -> 30.0': :func:`~mme.data.dataset.identity_change`): a track
-    cache extracted again into its folder keeps its ``target.cache_dir``. An input the checkpoint records none of
-    (made before they were recorded, or its run read none) is not compared."""
-    old = old_meta.get("read_identities") or {}
-    return [f"{name}: {identity_change(old[name], now)}"
-            for name, now in (meta.get("read_identities") or {}).items() if name in old and old[name] != now]
+    cache extracted again into its folder keeps its ``target.cache_dir``. A checkpoint of an earlier mme records
+    them in words (``read_identities``); an input the checkpoint records none of (made before they were recorded, or
+    its run read none) is not compared."""
+    old = old_meta.get("input_identities") or old_meta.get("read_identities") or {}
+    return [f"{name}: {change}" for name, now in (meta.get("input_identities") or {}).items()
+            if name in old and (change := identity_change(old[name], now))]
 
 
 def end_of_epochs(run: Run) -> None:

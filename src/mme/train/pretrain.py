@@ -358,7 +358,7 @@ def setup(cfg: PretrainConfig) -> Run:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
                      checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]},
-                     read_identities={} if cache is None else {"track cache": cache})
+                     input_identities={} if cache is None else {"track cache": cache})
     return engine.setup(cfg, job, model, dataset, start)
 
 
