@@ -1175,6 +1175,14 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
     assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage() and r.levelname == "WARNING"] == [
         f"resuming {b.checkpoint}: its model is the run's own, so these are ignored: model.num_heads=2 (the run's: "
         "4), model.decoder_heads=2 (the run's: 4)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):  # one tubelet through both keys: said once (it was twice)
+        run("tiny_cpu_pixel", synth, tmp_path / "c", "train.steps=1", FP32, f"train.init={a.checkpoint}", *frozen,
+            "model.tubelet_size=2", "data.tubelet=2")
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
+        f"train.init {a.checkpoint}: the run's architecture is the file's, so these are ignored: model.num_heads=2 "
+        "(the file's: 4), model.tubelet_size=2 (the file's: 1), model.decoder_heads=2 (the file's: 4), data.tubelet=2 "
+        "(the file's: 1)"]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -42,7 +42,7 @@ from mme.eval.testing import (
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
-from mme.train.config import FinetuneConfig, clips_for, ignored_value, say_ignored
+from mme.train.config import FinetuneConfig, clips_for, ignored_value, say_ignored, tubelet_ignored
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, list_test_set, setup
 from mme.train.precision import choose_precision
@@ -191,19 +191,18 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
     clip = ("num_frames", "img_size")
-    arch = (("model", "patch_size", "patch_size"), ("data", "tubelet", "tubelet_size"),
-            ("model", "tubelet_size", "tubelet_size"))
-    its_clip = dataclasses.replace(cfg.model, **{k: getattr(m, k) for k in (*clip, "patch_size", "tubelet_size")})
+    arch = ("patch_size", "tubelet_size")
+    its_clip = dataclasses.replace(cfg.model, **{k: getattr(m, k) for k in (*clip, *arch)})
     source = f"task.eval_only's train.init {cfg.train.init}"
     # its patch and tubelet (the data section's too) are its weights' (no command changes them), its frames and size
     # the clips it was trained on (mme embed takes others)
-    said = [(f"{section}.{key}", getattr(getattr(cfg, section), key), getattr(m, k)) for section, key, k in arch]
     say_ignored(source, "a classifier's architecture is the file's", [
-        ignored_value(key, value, kept) for key, value, kept in said if key in given and value != kept])
+        ignored_value(f"model.{k}", getattr(cfg.model, k), getattr(m, k)) for k in arch
+        if f"model.{k}" in given and getattr(cfg.model, k) != getattr(m, k)]
+        + tubelet_ignored(cfg.data.tubelet, m.tubelet_size, given, "the file's"))
     # in one replace with the classifier's clip: the recipe's tubelet need not divide the clip the run was given
     tested = clips_for(cfg, its_clip, source, given, why="a classifier is tested on the clips it was trained on",
                        unsaid=clip, advice="mme embed --img-size / --num-frames runs its encoder on other clips",
-                       warned=frozenset({"data.tubelet"}),
                        **taken, **turned)
     # the lists' identities with the classifier's clip: the recipe's data section (its tubelet) need not fit it
     engine.check_same_inputs(tested, None, ck, names, list_test_set)

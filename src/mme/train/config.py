@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -318,6 +318,13 @@ def ignored_value(key: str, value, kept, whose: str = "the file's") -> str:
     return f"{key}={value!r} ({whose}: {kept!r})"
 
 
+def tubelet_ignored(tubelet: int, kept: int, given: Collection[str], whose: str) -> list[str]:
+    """The config's ``data.tubelet`` where the command line gives it (``given``, dotted keys) other than the tubelet
+    of a model whose weights fix it (``kept``), as :func:`ignored_value`: the model's architecture, one setting with
+    ``model.tubelet_size``, so warned of in one line with it (:func:`clips_for` leaves it to that line)."""
+    return [ignored_value("data.tubelet", tubelet, kept, whose)] if "data.tubelet" in given and tubelet != kept else []
+
+
 def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> None:
     """Warn, where there are any, of the values given on the command line that ``source``'s own replace
     (``ignored``, each :func:`ignored_value`), ``why`` (``"the run's architecture is the file's"``), and what to do
@@ -329,16 +336,15 @@ def say_ignored(source: str, why: str, ignored: list[str], advice: str = "") -> 
 
 def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = frozenset(), *,
               why: str = "the clips are those its model takes", unsaid: tuple[str, ...] = (),
-              advice: str = "", resumed: bool = False, warned: frozenset[str] = frozenset(), **data_fields):
+              advice: str = "", resumed: bool = False, **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
     section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet). Where these differ from
     the config's, those the command line gives (``given``, dotted keys; with the model's fields ``unsaid``, that the
     caller's ``model`` replaced without a word) are warned of as ignored (:func:`say_ignored`: ``why``, the file's
     values kept, ``advice``; ``resumed``: ``source`` is a resumed run's folder X, named ``resuming X`` there, as
     the warning of its model's ignored values names it, and ``the resumed run (X)`` in the log, its values the run's;
-    those of ``warned``,
-    dotted keys, left to the caller's own warning), the others said in the log as the recipe's, not those of
-    ``source``'s model.
+    ``data.tubelet`` left to the caller's warning of the model's architecture, :func:`tubelet_ignored`), the others
+    said in the log as the recipe's, not those of ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
     clip)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
@@ -350,7 +356,7 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     whose = "the run's" if resumed else "the file's"
     taken = (f"{data.num_frames} frames of {data.img_size} px, tubelet {data.tubelet}, as the model of {source} "
              "takes them")
-    ignored = frozenset(given) - warned  # (given: any collection of dotted keys)
+    ignored = frozenset(given) - {"data.tubelet"}  # (given: any collection of dotted keys)
     say_ignored(said_as, why, [ignored_value(f"{section}.{key}", value, kept, whose)
                                for section, key, value, kept in differ if f"{section}.{key}" in ignored], advice)
     recipe = {key: value for section, key, value, _ in differ if section == "data" and f"data.{key}" not in given}

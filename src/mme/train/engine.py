@@ -57,7 +57,7 @@ from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
-from mme.train.config import TrainConfig, ignored_value, say_ignored
+from mme.train.config import TrainConfig, ignored_value, say_ignored, tubelet_ignored
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import (
@@ -415,12 +415,13 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
 
 
 def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[str, ...], source: str,
-                      given: Collection[str] = ()) -> ModelConfig:
+                      given: Collection[str], data_tubelet: int) -> ModelConfig:
     """``model`` (a run's model config) with the architecture ``source``'s weights record (``fields`` of
     ``recorded``), those that differ from ``model``'s said in the log, and warned about as ignored where the command
-    line gives them (``given``, dotted keys; a size of a ``model.preset`` given, as of that preset), as a resume warns
-    of them (:func:`warn_ignored_on_resume`); its preset kept where the weights agree with each size it sets here
-    (none of those changed: a resume repeating it then ignores nothing), else set aside."""
+    line gives them (``given``, dotted keys; a size of a ``model.preset`` given, as of that preset; the config's
+    ``data.tubelet``, ``data_tubelet``, :func:`~mme.train.config.tubelet_ignored`), as a resume warns of them
+    (:func:`warn_ignored_on_resume`); its preset kept where the weights agree with each size it sets here (none of
+    those changed: a resume repeating it then ignores nothing), else set aside."""
     arch = {k: getattr(recorded, k) for k in fields}
     changed = {k: v for k, v in arch.items() if getattr(model, k) != v}
     if changed:
@@ -429,6 +430,7 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     ignored = [ignored_value(f"model.{k}", getattr(model, k), v,
                              f"{'' if f'model.{k}' in given else f'of model.preset={model.preset}; '}the file's")
                for k, v in changed.items() if f"model.{k}" in given or k in sizes]
+    ignored += tubelet_ignored(data_tubelet, arch.get("tubelet_size", model.tubelet_size), given, "the file's")
     say_ignored(f"train.init {source}", "the run's architecture is the file's", ignored)
     preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
     try:  # (the clip's check against the file's patch and tubelet: mme.train.config.PretrainConfig.checks_clip)
@@ -443,15 +445,17 @@ preset set aside with them): its recipe's values of these need not be the run's.
 
 
 def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterable[str], given: Collection[str],
-                           source: str, from_init: bool) -> None:
+                           source: str, from_init: bool, data_tubelet: int) -> None:
     """Warn of the config's model values (``ours``) that a run resumed from ``source`` ignores, keeping its own
     (``runs``, of its checkpoint) for ``fields``: those that differ, but of a run begun from a ``train.init``
     (``from_init``: the resumed run's train.init is set, :func:`resumed_init`) the :data:`FROM_INIT` fields only where
     the command line gives them (``given``, dotted keys): its recipe's would differ on every resume, nothing having
-    been given."""
+    been given; with them the config's ``data.tubelet`` (``data_tubelet``) where given
+    (:func:`~mme.train.config.tubelet_ignored`)."""
     ignored = [ignored_value(f"model.{k}", getattr(ours, k), getattr(runs, k), "the run's") for k in fields
                if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not from_init
                                                             or k not in FROM_INIT)]
+    ignored += tubelet_ignored(data_tubelet, runs.tubelet_size, given, "the run's")
     say_ignored(f"resuming {source}", "its model is the run's own", ignored)
 
 

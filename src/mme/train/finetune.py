@@ -194,7 +194,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
     if resume is not None:
         model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given,
-                                      resume[0], bool(cfg.train.init))
+                                      resume[0], bool(cfg.train.init), cfg.data.tubelet)
         return model
     if init is None:
         return cfg.model
@@ -202,7 +202,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
         log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
                  "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
                  cfg.data.orientation)
-    return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init, given)
+    return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init, given, cfg.data.tubelet)
 
 
 def setup(cfg: FinetuneConfig, validation=None) -> Run:

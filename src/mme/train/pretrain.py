@@ -385,12 +385,13 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
-        engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
+        engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init),
+                                      cfg.data.tubelet)
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
         cfg = clips_for(cfg, model, resume[0], given, resumed=True)
     elif init is not None:
         model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
-                                         cfg.train.init, given)
+                                         cfg.train.init, given, cfg.data.tubelet)
         cfg = clips_for(cfg, model, f"train.init {cfg.train.init}", given)
     check_masks_a_token(cfg.model)
     return cfg
