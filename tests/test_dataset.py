@@ -779,6 +779,33 @@ def test_motion_frames_too_large_for_shared_memory_are_the_one_line_of_a_full_de
         "train.batch_size"), done.stderr[-2000:]
 
 
+FILL_SHM = """\
+import os
+fd = os.open("/dev/shm/fill", os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, bytes(4096))
+except OSError:  # (full)
+    os.close(fd)
+"""
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of_their_start(tmp_path, full):
+    """A /dev/shm of 16 KiB (64 KiB or less) has no room for the semaphores of the loader workers' queues and locks
+    (multiprocessing makes each there), and one already full none for the flag the workers share: the loader's start
+    failed with a traceback (multiprocessing's SemLock's OSError, torch's RuntimeError), where a larger one too small
+    for the batches gives one line. It is one line too, and torch's iterator left half-made goes quietly."""
+    script = tmp_path / "frames.py"
+    script.write_text((FILL_SHM if full else "") + SHM_FRAMES)
+    done = subprocess.run(with_small_shm([sys.executable, str(script)], "16k"), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    assert done.stdout.strip() == (
+        "data loader: its workers cannot start: no room in shared memory (/dev/shm, 0.02 MiB in all) for their "
+        "queues and locks: give it more, or lower data.num_workers or train.batch_size")
+
+
 def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
     """A loader worker killed (the out-of-memory killer's SIGKILL) or short of shared memory (SIGBUS) advised "lower
     data.num_workers (mme embed and probe: --workers) or the batch size" in every command: keys mme demo refuses

@@ -82,7 +82,8 @@ class NonFiniteLossError(MMEError):
 class ProcessLost(MMEError):
     """A process the command depends on ended under it (another rank of a torchrun job, a data loader worker):
     killed (the out-of-memory killer's SIGKILL) or crashed, or, a loader worker, lost a batch it could not hand over
-    (shared memory full). What was written is kept: the CLI says what continues the command."""
+    (shared memory full) or could not start (shared memory without room for its queues). What was written is kept:
+    the CLI says what continues the command."""
 
 
 class UnguardedScript(MMEError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import functools
 import gc
 import hashlib
@@ -31,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import warnings
 from collections import Counter
@@ -326,7 +328,13 @@ def start_workers(loader: DataLoader) -> Iterator:
 
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
     waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`)."""
-    loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, anamorphic_said())
+    try:
+        said = anamorphic_said()
+    except RuntimeError as e:
+        if not _no_room_in_shm(e):
+            raise
+        raise _unstarted_in_shm() from e
+    loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said)
     if loader.num_workers and decodes_on_cuda():
         loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects (the list's entries) unwritten. Not where the
@@ -336,7 +344,7 @@ def start_workers(loader: DataLoader) -> Iterator:
         gc.freeze()
     try:
         with opencv_settings(threads=1), _torch_workers_warning_left_out():  # (make_loader said it)
-            batches = iter(loader)
+            batches = _iterator(loader)
     finally:
         if freezing:
             gc.unfreeze()
@@ -387,9 +395,49 @@ def shm_advice() -> str:
     return "give it more" + (f", or lower {lowered}" if lowered else "")
 
 
-_SHM_FULL = re.compile(r"in DataLoader worker process (\d+)\..*</torch_[^>]*>: No space left on device", re.S)
-"""Torch's error of a loader worker whose batch found shared memory full (:func:`_shm_full`), with the worker's id
-(its file ``</torch_...>: No space left on device (28)``, of a ``posix_fallocate`` or a write)."""
+_NO_ROOM_IN_SHM = r"</torch_[^>]*>: No space left on device"
+"""Torch's error of a tensor that found shared memory full (its file ``</torch_...>: No space left on device
+(28)``, of a ``posix_fallocate`` or a write)."""
+_SHM_FULL = re.compile(rf"in DataLoader worker process (\d+)\..*{_NO_ROOM_IN_SHM}", re.S)
+"""That error in a loader worker, its batch's (:func:`_shm_full`), with the worker's id."""
+
+
+def _shm_said() -> str:
+    """/dev/shm as a line of shared memory too small names it, with its size: '/dev/shm, 0.25 MiB in all'."""
+    total = shutil.disk_usage("/dev/shm").total / 2**20 if os.path.isdir("/dev/shm") else None
+    return "/dev/shm" + (f", {total:.{0 if total >= 1 else 2}f} MiB in all" if total is not None else "")
+
+
+def _no_room_in_shm(error: BaseException) -> bool:
+    """Whether ``error`` is of shared memory (/dev/shm) full: a semaphore's (multiprocessing's SemLock, ENOSPC) or a
+    tensor's (:data:`_NO_ROOM_IN_SHM`)."""
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC
+            or isinstance(error, RuntimeError) and re.search(_NO_ROOM_IN_SHM, str(error)) is not None)
+
+
+def _unstarted_in_shm() -> ProcessLost:
+    """A loader whose workers' queues and locks (multiprocessing's semaphores), or the flag they share
+    (:func:`~mme.data.video.anamorphic_said`), found no room in shared memory (/dev/shm), as one line of advice, as a
+    batch that does not fit there (:func:`_shm_full`)."""
+    return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said()}) for their "
+                       f"queues and locks: {shm_advice()}")
+
+
+def _iterator(loader: DataLoader) -> Iterator:
+    """``iter(loader)``, or :func:`_unstarted_in_shm` where shared memory has no room for its workers' semaphores.
+    Torch's iterator, left half-made, fails in its ``__del__`` (it stops workers it never listed: an AttributeError
+    said as ignored, with its traceback) as the error that holds it goes: quietly, where this line replaces it."""
+    unraisable = sys.unraisablehook
+    try:
+        try:
+            return iter(loader)
+        except OSError as e:
+            if not _no_room_in_shm(e):
+                raise
+            sys.unraisablehook = lambda _: None  # (the half-made iterator goes with e, as this clause ends)
+    finally:
+        sys.unraisablehook = unraisable
+    raise _unstarted_in_shm()
 
 
 def _shm_full(error: Exception, batches: Iterator) -> ProcessLost | None:
@@ -401,12 +449,10 @@ def _shm_full(error: Exception, batches: Iterator) -> ProcessLost | None:
     found = _SHM_FULL.search(str(error))
     if found is None:
         return None
-    total = shutil.disk_usage("/dev/shm").total / 2**20 if os.path.isdir("/dev/shm") else None
-    size = f", {total:.{0 if total >= 1 else 2}f} MiB in all" if total is not None else ""
     workers, prefetch = getattr(batches, "_num_workers", None), getattr(batches, "_prefetch_factor", None)
     held = (f", which holds the batches of the loader's {counted(workers, 'worker')} at once, {prefetch} each"
             if workers and prefetch else ", which holds the batches of every worker at once")
-    return ProcessLost(f"data loader worker {found[1]}: a batch does not fit in shared memory (/dev/shm{size})"
+    return ProcessLost(f"data loader worker {found[1]}: a batch does not fit in shared memory ({_shm_said()})"
                        f"{held}: {shm_advice()}")
 
 
