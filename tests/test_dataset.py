@@ -806,6 +806,18 @@ def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of
         "queues and locks: give it more, or lower data.num_workers or train.batch_size")
 
 
+def test_a_full_dev_shm_stops_no_loader_without_workers(tmp_path):
+    """The flag the loader workers share (mme.data.video.anamorphic_said) was put in shared memory at every loader's
+    start, one without workers too, whose batches never go there: a full /dev/shm stopped it, said as its workers
+    (that it has none of) unable to start. It runs its batches."""
+    script = tmp_path / "frames.py"
+    script.write_text(FILL_SHM + SHM_FRAMES.replace("num_workers=1", "num_workers=0") + 'print("ran its batches")\n')
+    done = subprocess.run(with_small_shm([sys.executable, str(script)], "16k"), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    assert done.stdout.strip() == "ran its batches"
+
+
 def test_a_dead_loader_workers_advice_names_what_the_command_running_takes():
     """A loader worker killed (the out-of-memory killer's SIGKILL) or short of shared memory (SIGBUS) advised "lower
     data.num_workers (mme embed and probe: --workers) or the batch size" in every command: keys mme demo refuses

@@ -328,15 +328,16 @@ def start_workers(loader: DataLoader) -> Iterator:
 
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
     waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`)."""
-    try:
-        said = anamorphic_said()
-    except RuntimeError as e:
-        if not _no_room_in_shm(e):
-            raise
-        raise _unstarted_in_shm() from e
-    loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said)
-    if loader.num_workers and decodes_on_cuda():
-        loader.multiprocessing_context = "spawn"
+    if loader.num_workers:  # (the flag in shared memory is for workers: without, a full /dev/shm stops nothing)
+        try:
+            said = anamorphic_said()
+        except RuntimeError as e:
+            if not _no_room_in_shm(e):
+                raise
+            raise _unstarted_in_shm() from e
+        loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said)
+        if decodes_on_cuda():
+            loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects (the list's entries) unwritten. Not where the
     # caller froze objects itself (a server, a notebook): unfreezing would release those too.
     freezing = gc.get_freeze_count() == 0 and _forks_workers(loader)
