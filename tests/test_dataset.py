@@ -792,10 +792,12 @@ except OSError:  # (full)
 
 @pytest.mark.parametrize("full", [False, True])
 def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of_their_start(tmp_path, full):
-    """A /dev/shm of 16 KiB (64 KiB or less) has no room for the semaphores of the loader workers' queues and locks
-    (multiprocessing makes each there), and one already full none for the flag the workers share: the loader's start
-    failed with a traceback (multiprocessing's SemLock's OSError, torch's RuntimeError), where a larger one too small
-    for the batches gives one line. It is one line too, and torch's iterator left half-made goes quietly."""
+    """A /dev/shm of 16 KiB has no room for the semaphores of the loader workers' queues and locks (multiprocessing
+    makes each there, about a page each, a few per worker), and one already full none for the flag the workers share:
+    the loader's start failed with a traceback (multiprocessing's SemLock's OSError, torch's RuntimeError), where a
+    larger one too small for the batches gives one line. It is one line too, and torch's iterator left half-made goes
+    quietly. Its advice names the workers' count alone, what the room needed grows with (the batch size does not
+    change it)."""
     script = tmp_path / "frames.py"
     script.write_text((FILL_SHM if full else "") + SHM_FRAMES)
     done = subprocess.run(with_small_shm([sys.executable, str(script)], "16k"), capture_output=True, text=True,
@@ -803,7 +805,7 @@ def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of
     assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
     assert done.stdout.strip() == (
         "data loader: its workers cannot start: no room in shared memory (/dev/shm, 0.02 MiB in all) for their "
-        "queues and locks: give it more, or lower data.num_workers or train.batch_size")
+        "queues, locks and shared flag: give it more, or lower data.num_workers")
 
 
 def test_a_full_dev_shm_stops_no_loader_without_workers(tmp_path):

@@ -2087,21 +2087,24 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
 
 @pytest.mark.parametrize("recipe, shm, said", [  # (mme's: batches with motion frames)
     ("tiny_cpu_pixel", "256k", " worker 0: a batch does not fit in shared memory (/dev/shm, 0.25 MiB in all), which "
-                               "holds the batches of the loader's 2 workers at once, 2 each"),
+                               "holds the batches of the loader's 2 workers at once, 2 each: give it more, or lower "
+                               "data.num_workers or train.batch_size"),
     ("tiny_cpu_mme", "256k", " worker 0: a batch does not fit in shared memory (/dev/shm, 0.25 MiB in all), which "
-                             "holds the batches of the loader's 2 workers at once, 2 each"),
+                             "holds the batches of the loader's 2 workers at once, 2 each: give it more, or lower "
+                             "data.num_workers or train.batch_size"),
     ("tiny_cpu_pixel", "32k", ": its workers cannot start: no room in shared memory (/dev/shm, 0.03 MiB in all) for "
-                              "their queues and locks")])
+                              "their queues, locks and shared flag: give it more, or lower data.num_workers")])
 def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(synth, tmp_path, recipe, shm, said):
     """A /dev/shm too small for the batches the loader workers hold at once (a container's default, Docker's 64 MB,
     under 2 workers with 2 batches each of 8 uint8 clips of 16 x 224²: 18.4 MiB a batch, 73.5 MiB (77 MB) in all):
     torch allocates a worker's batch there up front (posix_fallocate), so the worker lives on and its "RuntimeError:
     unable to allocate shared memory(shm) for file </torch_...>: No space left on device (28)" reached the run as a
     100-line traceback. It is the one line a worker dead of it (SIGBUS) gives, saying that shared memory holds the
-    batches of every worker at once (the size of one batch alone misled), and naming the batch size too. One of 64
-    KiB or less has no room for the semaphores of the workers' queues and locks, which multiprocessing makes there:
-    the run stopped at the loader's start with a traceback of its SemLock ("OSError: [Errno 28] No space left on
-    device"); it gives one line of the same advice too."""
+    batches of every worker at once (the size of one batch alone misled), and naming the batch size too. One of 32
+    KiB has no room for the semaphores of the workers' queues and locks, which multiprocessing makes there (about a
+    page each, a few per worker): the run stopped at the loader's start with a traceback of its SemLock ("OSError:
+    [Errno 28] No space left on device"); it gives one line too, its advice the workers' count alone (the batch size
+    has no part in that room)."""
     out = tmp_path / "run"
     proc = subprocess.run(with_small_shm(
         [sys.executable, "-m", "mme.cli", "pretrain", "--config", recipe,
@@ -2109,9 +2112,8 @@ def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(sy
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"mme pretrain: error: data loader{said}: give it more, or lower data.num_workers or train.batch_size; what "
-        "was written is kept (the same command with --resume auto continues from the run's newest checkpoint, if it "
-        "wrote one)"), proc.stderr[-3000:]
+        f"mme pretrain: error: data loader{said}; what was written is kept (the same command with --resume auto "
+        "continues from the run's newest checkpoint, if it wrote one)"), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 

@@ -84,6 +84,7 @@ from mme.utils import (
     memory_advice,
     opencv_settings,
     plural,
+    said_as,
     said_holders,
     usable_cores,
     workers_advice,
@@ -388,11 +389,12 @@ def worker_death_guess(exitcode: int | None) -> str | None:
     return None
 
 
-def shm_advice() -> str:
-    """What to do where the loader workers' batches do not fit in shared memory (/dev/shm), which holds those of every
-    worker at once: data.num_workers and train.batch_size as the command running takes them
-    (:func:`mme.utils.workers_and_batch`)."""
-    lowered = workers_and_batch()
+def shm_advice(batches: bool = True) -> str:
+    """What to do where shared memory (/dev/shm) has no room for the loader workers' ``batches``, which it holds for
+    every worker at once: data.num_workers and train.batch_size as the command running takes them
+    (:func:`mme.utils.workers_and_batch`); else for what starts them (:func:`_unstarted_in_shm`), whose size is the
+    workers' count alone: data.num_workers (:func:`mme.utils.said_as`)."""
+    lowered = workers_and_batch() if batches else said_as("data.num_workers")
     return "give it more" + (f", or lower {lowered}" if lowered else "")
 
 
@@ -417,11 +419,11 @@ def _no_room_in_shm(error: BaseException) -> bool:
 
 
 def _unstarted_in_shm() -> ProcessLost:
-    """A loader whose workers' queues and locks (multiprocessing's semaphores), or the flag they share
-    (:func:`~mme.data.video.anamorphic_said`), found no room in shared memory (/dev/shm), as one line of advice, as a
-    batch that does not fit there (:func:`_shm_full`)."""
+    """A loader whose workers' queues and locks (multiprocessing's semaphores, about a page each, a few per worker),
+    or the flag they share (:func:`~mme.data.video.anamorphic_said`), found no room in shared memory (/dev/shm), as
+    one line of advice, as a batch that does not fit there (:func:`_shm_full`); the batch size has no part in it."""
     return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said()}) for their "
-                       f"queues and locks: {shm_advice()}")
+                       f"queues, locks and shared flag: {shm_advice(batches=False)}")
 
 
 def _iterator(loader: DataLoader) -> Iterator:
