@@ -361,6 +361,26 @@ def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(monkeypatc
     assert ratio["fp16"] == (0.5, 1.0)  # best rounds 1.0 / 2.0; rounds' ratios 0.5, 2, 1
 
 
+def test_bench_train_prints_the_range_over_rounds_beside_every_ratio_and_the_spread_of_each_step(monkeypatch,
+                                                                                                  capsys):
+    """ms/step and the ratios were printed to 0.01 alone, where the rounds (and the matmul peak, by 34-283 %) could
+    differ by far more: each ratio has its rounds' lowest and highest beside it, each step its rounds' spread, and
+    the JSON each round's figures."""
+    from mme.train import bench
+
+    times = iter([1.0, 1.0, 2.0, 4.0, 1.0, 2.0, 2.0, 1.5, 2.0])  # (fp32, bf16, fp16) round by round, as above
+    monkeypatch.setattr(bench, "seconds_per_step", lambda step, steps, device: next(times))
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size=None, seconds=1.0: (100.0, 256, "a·bᵀ"))
+    rows = bench.bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=3,
+                             device="cpu", all_precisions=True, peer=False)
+    fp16 = rows[2]
+    assert fp16["ms_per_step_rounds"] == [2000.0] * 3 and fp16["ratio_rounds"] == [0.5, 2.0, 1.0]
+    table = [line for line in capsys.readouterr().out.splitlines() if "ms/step" in line]
+    assert "1000.0 ms/step (spread 300 %)" in table[0]  # fp32's rounds: 1, 4 and 2 s
+    assert "x0.50 (1.00; rounds 0.50–2.00) vs fp32 eager" in table[2]
+    assert len({line.index("MFU") for line in table}) == 1  # the columns kept aligned
+
+
 def test_bench_train_says_an_mfu_above_100_percent_comes_from_a_peak_timed_on_a_busier_machine(monkeypatch, capsys):
     from mme.train import bench
 

@@ -1486,6 +1486,33 @@ def check_bench_json(json_path: str | Path | None, read: Iterable[tuple[str, str
     keep_others_file(out, "--json", "mme bench", is_bench_json, "a benchmark's figures")
 
 
+def in_turns(timers: Mapping[Any, Callable[[], Any]], rounds: int) -> dict[Any, list]:
+    """What each of ``timers`` measured, round by round: the timers take turns within every round, so that a change
+    in the machine's speed (a shared machine's other jobs) falls on all of them alike, and each round's ratios
+    between them hold where the rounds differ (every ``mme bench`` that compares timings)."""
+    out: dict[Any, list] = {key: [] for key in timers}
+    for _ in range(rounds):
+        for key, timer in timers.items():
+            out[key].append(timer())
+    return out
+
+
+def ratios_in_rounds(a: Iterable[float], b: Iterable[float]) -> list[float]:
+    """Each round's own ratio of a figure ``a`` to ``b`` measured in the same rounds (:func:`in_turns`)."""
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def spread(values: Collection[float]) -> float:
+    """How far a figure's rounds differ: the largest over the smallest, minus 1 (0 for one round)."""
+    return max(values) / min(values) - 1
+
+
+def round_range(values: Collection[float], digits: int = 2) -> str:
+    """A figure's lowest and highest round (:func:`in_turns`), printed beside it, so that a reader sees how many of
+    its digits the rounds bear out."""
+    return f"{min(values):.{digits}f}–{max(values):.{digits}f}"
+
+
 def _write_probe(folder: Path) -> None:
     """Make and remove an empty file in ``folder``: an OSError when files cannot be made there. Its name is
     unique: jobs sharing a PID (1 in containers) probe one folder at once."""

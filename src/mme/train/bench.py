@@ -18,7 +18,9 @@ rounds of ``--steps`` steps each, and each reports its best round, so load from 
 all alike. Ratios are against our fp32 eager step, and ours against the peer's at each precision, measured in
 the same run: of the best rounds, and (in brackets, ``*_in_rounds`` in the JSON) the median over rounds of each
 round's own ratio, which holds better where the machine's speed drifts from round to round (a shared VM's AMX
-ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
+ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md), with the lowest and highest of those rounds
+(each round's in the JSON, ``*_rounds``; and beside each ms/step the spread of its rounds): the digits a figure
+can be read to.
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`: the fastest of the operand layouts the layers' matmuls run), which
@@ -37,6 +39,7 @@ its warm-up steps (none with ``--warmup 0``), with what the variants built befor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import statistics
 import time
@@ -72,9 +75,13 @@ from mme.utils import (
     check_given_once,
     counted,
     cpu_name,
+    in_turns,
     keys_as_flags,
     no_tf32,
+    ratios_in_rounds,
+    round_range,
     sets_threads,
+    spread,
 )
 
 PEER = "HF"
@@ -269,13 +276,12 @@ def profile_table(profiled: dict[str, dict[str, float]], device: torch.device) -
             *(f"    {part:<52}" + "".join(f"{v:{w}.1f}" for v in values) for part, values in rows)]
 
 
+PEAK = "matmul peak"
+"""The key of a precision's matmul peak among the figures timed in turns with the steps (beside the variants' names)."""
+
 PEAK_SPREAD = 0.2
-"""The matmul peak's spread over rounds (:func:`peak_spread`) past which ``mme bench train`` says MFU is uncertain."""
-
-
-def peak_spread(gflops: list[float]) -> float:
-    """How far the rounds' matmul peaks differ: the largest over the smallest, minus 1."""
-    return max(gflops) / min(gflops) - 1
+"""The matmul peak's spread over rounds (:func:`mme.utils.spread`) past which ``mme bench train`` says MFU is
+uncertain."""
 
 
 DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_ratio": 0.7},
@@ -374,63 +380,67 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
             torch.cuda.synchronize(dev)
             mem[name] = (torch.cuda.max_memory_allocated(dev) - before) / 2**30
         steps_of[name] = step
+    precisions = dict.fromkeys(v[1] for v in variants)  # the matmul peaks take their turns too, before the steps
+    timed = in_turns({**{(PEAK, p): functools.partial(matmul_peak, _DTYPES.get(p, torch.float32), dev, seconds=0.5)
+                         for p in precisions},
+                      **{name: functools.partial(seconds_per_step, step, steps, dev)
+                         for name, step in steps_of.items()}}, rounds)
     peaks: dict[str, dict] = {}
-    timed: dict[str, list[float]] = {name: [] for name in steps_of}  # seconds per step, round by round
-    for _ in range(rounds):
-        for precision in dict.fromkeys(v[1] for v in variants):  # the matmul peaks take their turns too
-            peak = peaks.setdefault(precision, {"gflops": 0.0, "rounds": []})  # the best round's; each round's
-            gflops, n, layout = matmul_peak(_DTYPES.get(precision, torch.float32), dev, seconds=0.5)
-            peak["rounds"].append(gflops)
-            if gflops > peak["gflops"]:
-                peak.update(gflops=gflops, size=n, layout=layout)
-        for name, step in steps_of.items():
-            timed[name].append(seconds_per_step(step, steps, dev))
+    for precision in precisions:  # the best round's; each round's
+        each = timed.pop((PEAK, precision))
+        gflops, n, layout = max(each, key=lambda measured: measured[0])
+        peaks[precision] = {"gflops": gflops, "rounds": [g for g, _, _ in each], "size": n, "layout": layout}
     for precision, peak in peaks.items():
         each = peak["rounds"]
         print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul {peak['layout']}, "
               f"the fastest of {len(LAYOUTS)} operand layouts; {counted(torch.get_num_threads(), 'thread')})"
               + (f"; its {len(each)} rounds: min {min(each):,.0f}, median {statistics.median(each):,.0f}, max "
-                 f"{max(each):,.0f} (spread {100 * peak_spread(each):.0f} %)" if len(each) > 1 else ""))
+                 f"{max(each):,.0f} (spread {100 * spread(each):.0f} %)" if len(each) > 1 else ""))
     best = {name: min(s) for name, s in timed.items()}
+    several = rounds > 1  # (one round has no spread to show)
 
-    def median_ratio(a: str, b: str) -> float:  # the median over rounds of a's seconds per step over b's
-        return statistics.median(ta / tb for ta, tb in zip(timed[a], timed[b]))
+    def beside(ratios: list[float]) -> str:  # a ratio's median over rounds, and its rounds' range
+        return f"{statistics.median(ratios):.2f}" + (f"; rounds {round_range(ratios)}" if several else "")
 
     rows = []
     for name, precision, _, _, is_peer in variants:
         sec = best[name]
         gflops = flops / sec / 1e9
+        own = ratios_in_rounds(timed[variants[0][0]], timed[name])  # each round's speed over fp32 eager's
         r = {"variant": name, "precision": precision, "ms_per_step": 1000 * sec, "steps_per_s": 1 / sec,
              "clips_per_s": batch / sec, "gflops": gflops, "mfu": gflops / peaks[precision]["gflops"],
              "peak_gib": mem.get(name), "ratio": best[variants[0][0]] / sec,
-             "ratio_in_rounds": median_ratio(variants[0][0], name)}
+             "ratio_in_rounds": statistics.median(own), "ms_per_step_rounds": [1000 * t for t in timed[name]],
+             "ratio_rounds": own}
         if is_peer:  # our step's speed over the peer's, at this precision
-            r["ours_vs_peer"] = sec / best[name.removeprefix(f"{PEER} ")]
-            r["ours_vs_peer_in_rounds"] = median_ratio(name, name.removeprefix(f"{PEER} "))
+            ours = ratios_in_rounds(timed[name], timed[name.removeprefix(f"{PEER} ")])
+            r.update(ours_vs_peer=sec / best[name.removeprefix(f"{PEER} ")],
+                     ours_vs_peer_in_rounds=statistics.median(ours), ours_vs_peer_rounds=ours)
         rows.append(r)
-        vs_peer = (f"  ours {r['ours_vs_peer']:.2f}x this ({r['ours_vs_peer_in_rounds']:.2f}x)"
-                   if is_peer else "")
+        vs_peer = f"  ours {r['ours_vs_peer']:.2f}x this ({beside(ours)}x)" if is_peer else ""
         gib = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
         unit = "GFLOP/s (our FLOPs)" if is_peer else "GFLOP/s"  # the peer is credited with our step's FLOPs
-        print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} "
-              f"({r['ratio_in_rounds']:.2f}) vs fp32 eager  {gflops:8.1f} {unit:<{19 if peer else 7}}  MFU "
-              f"{100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
+        ms = f"{r['ms_per_step']:9.1f} ms/step" + (f" (spread {100 * spread(timed[name]):3.0f} %)" if several else "")
+        print(f"  {name:<28} {ms} {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} "
+              f"({beside(own):<{22 if several else 4}}) vs fp32 eager  {gflops:8.1f} {unit:<{19 if peer else 7}}  "
+              f"MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
     print(f"  (best of {counted(rounds, 'interleaved round')} of {counted(steps, 'step')} each, after "
-          f"{counted(warmup, 'warm-up step')}; in "
-          "brackets the median over rounds of each round's own ratio, which a machine whose speed drifts between "
-          "rounds moves less)")
+          f"{counted(warmup, 'warm-up step')}; in brackets the median over rounds of each round's own ratio, which a "
+          "machine whose speed drifts between rounds moves less" + (
+              ", and the lowest and highest of those rounds; a step's spread: its slowest round over its fastest, "
+              "less 1: digits finer than the rounds' range are noise)" if several else ")"))
     above = [r["variant"] for r in rows if r["mfu"] > 1]
     if above:  # a step cannot beat the matmuls it is made of: the peak was timed on a busier machine
         print(f"  MFU above 100 % ({', '.join(above)}): the matmul peak was timed while the machine was busier than "
               "during the step's best round; more --rounds (each times the peak again) or an idle machine give its "
               "true figure", flush=True)
-    drifted = {p: spread for p, peak in peaks.items() if (spread := peak_spread(peak["rounds"])) > PEAK_SPREAD}
+    drifted = {p: drift for p, peak in peaks.items() if (drift := spread(peak["rounds"])) > PEAK_SPREAD}
     if rounds == 1:
         print("  MFU is uncertain: the matmul peak was timed in one round only, so a busy moment of the machine goes "
               "unseen; --rounds 3 or more time it again in each and show its spread", flush=True)
     elif drifted:
         print(f"  MFU is uncertain: the matmul peak's rounds differ by more than {100 * PEAK_SPREAD:.0f} % ("
-              + ", ".join(f"{p} {100 * spread:.0f} %" for p, spread in drifted.items())
+              + ", ".join(f"{p} {100 * drift:.0f} %" for p, drift in drifted.items())
               + "): the machine's speed drifted during the bench; MFU is against the best round's peak, and an idle "
               "machine gives its true figure", flush=True)
     profiled: dict[str, dict[str, float]] = {}
