@@ -201,7 +201,7 @@ def test_bench_data_runs_its_reference_on_the_threads_it_prints(tmp_path, monkey
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
-    assert used == [(1, 1)] and figures["threads"] == 1
+    assert used == [(1, 1)] * 3 and figures["threads"] == 1  # (each of its 3 rounds)
     assert " | 1 thread in this process, 1 per worker | " in capsys.readouterr().out.splitlines()[0]
 
 
@@ -307,6 +307,29 @@ def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch)
     video = str(tiny.root / tiny.lists["train"].read_text().split()[0])
     figures = bench.bench_data(video=video, workers=[4], clips=4, batch=2, frames=4, stride=2, size=64, length=2)
     assert figures["clips_per_s"]["4"] == pytest.approx(4 * 2 / 0.4, rel=0.3)  # a batch of 2 items per 0.4 s
+
+
+def test_bench_data_times_its_worker_counts_in_turns_and_prints_each_ratios_range_over_rounds(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """The worker counts were timed one after another, once, and their ratios printed to 0.01 (repeats on a shared
+    machine: 0.96x, 0.86x, 1.19x): they take turns in each round now, and each ratio, the median of the rounds'
+    own, is printed with its lowest and highest round and said to be of wall time."""
+    from videos import affine_video, write_video
+
+    from mme.data import bench
+
+    speed = iter([10.0, 12.0, 5.0, 4.0, 10.0, 5.0])  # clips/s of (0, 2 workers), round by round
+    calls = []
+    monkeypatch.setattr(bench, "_throughput", lambda ds, w, b, c: calls.append(w) or next(speed))
+    video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
+    figures = bench.bench_data(video=video, workers=[0, 2], clips=1, batch=1, frames=4, stride=2, size=64, length=2,
+                               rounds=3)
+    assert calls == [0, 2, 0, 2, 0, 2]  # in turns
+    assert figures["clips_per_s"] == {"0": 10.0, "2": 5.0}  # each count's median round
+    assert figures["ratio_rounds"] == {"0": [1.0, 1.0, 1.0], "2": [1.2, 0.8, 0.5]}  # each round's own
+    printed = capsys.readouterr().out.splitlines()
+    assert "       2      5.00          0.80x   0.50–1.20" in printed  # the median round's ratio, and the range
+    assert [line for line in printed if line.startswith("(wall time; 3 rounds")]
 
 
 def _eager_variants() -> list[str]:

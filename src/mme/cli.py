@@ -581,7 +581,9 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
                        help="video to read (default: a generated 340x256 H.264, 300 frames)")
         p.add_argument("--workers", type=count(0), nargs="+", default=[0, 1, 2],
                        help="DataLoader workers; first = ref.")
-        p.add_argument("--clips", type=count(), default=48, help="timed clips per worker count")
+        p.add_argument("--clips", type=count(), default=48, help="timed clips per worker count and round")
+        p.add_argument("--rounds", type=count(), default=3,
+                       help="rounds in which the worker counts take turns (medians printed, and the ratios' range)")
         p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=4,
                        help="clips per DataLoader batch (default 4)")
         p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16,

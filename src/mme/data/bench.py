@@ -1,9 +1,13 @@
 """``mme bench data``: clips/s of decoding + sampling + transforms for pre-training clips.
 
 Times a :class:`PretrainDataset` (16 frames at stride 4, multi-scale crop to 224², tracks of L raw frames, so
-about 40 raw frames are decoded per clip) through a DataLoader with 0, 1 and 2 workers, and prints each against
-the 0-worker figure measured in the same run, plus a per-stage breakdown of one clip in this process. This process
-(the stages, and 0 workers) runs torch and OpenCV on ``threads`` (default: torch's count), each loader worker on one.
+about 40 raw frames are decoded per clip) through a DataLoader with 0, 1 and 2 workers, in wall time (the workers
+are other processes), the worker counts taking turns in each of ``--rounds`` rounds so that a change in the
+machine's load falls on all alike; it prints each count's median clips/s over the rounds and the median of each
+round's own ratio to the first count's, with the lowest and highest round's ratio beside it (on a shared machine
+these differ by tens of %: the digits a ratio can be read to), plus a per-stage breakdown of one clip in this
+process. This process (the stages, and 0 workers) runs torch and OpenCV on ``threads`` (default: torch's count),
+each loader worker on one.
 
     mme bench data                       # a generated 340x256 H.264 video, 300 frames
     mme bench data --video bikes.mp4 --workers 0 2 --clips 64 --json data_bench.json
@@ -11,6 +15,8 @@ the 0-worker figure measured in the same run, plus a per-stage breakdown of one 
 
 from __future__ import annotations
 
+import functools
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,7 +40,10 @@ from mme.utils import (
     check_given_once,
     counted,
     cpu_name,
+    in_turns,
     keys_as_flags,
+    ratios_in_rounds,
+    round_range,
     sets_threads,
 )
 
@@ -114,9 +123,11 @@ advice: :func:`mme.utils.said_as`), each with the flag of ``mme bench data`` tha
 @sets_threads
 def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), clips: int = 48, batch: int = 4,
                frames: int = 16, stride: int = 4, size: int = 224, length: int = 4, backend: str = "pyav",
-               decode_threads: int = 1, threads: int | None = None, json_path: str | None = None) -> dict:
-    """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference) and the
-    stages of one clip, printed (and written to ``json_path``); returns the figures."""
+               decode_threads: int = 1, rounds: int = 3, threads: int | None = None,
+               json_path: str | None = None) -> dict:
+    """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference), the counts in
+    turns for ``rounds`` rounds, and the stages of one clip, printed (and written to ``json_path``); returns the
+    figures."""
     # the figures are keyed by the count: a repeat's would replace the first's
     check_given_once("--workers", workers, TIMED_AGAIN, "count")
     check_bench_json(json_path, [("the video benchmarked", video)])  # before the benchmark, not after it
@@ -138,8 +149,9 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         stages = _stages(str(video), cfg, length)
         ds = PretrainDataset(cfg, track_length=length)
         with keys_as_flags(FLAGS, overrides=False):  # (the workers' warning and advice name its flags)
-            rates = {w: _throughput(ds, w, batch, clips) for w in workers}
-    ref = rates[workers[0]]
+            timed = in_turns({w: functools.partial(_throughput, ds, w, batch, clips) for w in workers}, rounds)
+    ratios = {w: ratios_in_rounds(timed[w], timed[workers[0]]) for w in workers}  # each round's own
+    rates = {w: statistics.median(each) for w, each in timed.items()}
     print(f"mme bench data | {cpu_name()} | {counted(threads, 'thread')} in this process, 1 per worker | {info} | "
           f"backend {cfg.backend}")
     print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={length} -> "
@@ -149,13 +161,21 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
               "at 0 and repeats the video's last frame)")
     print("stages of one clip (ms, median): " + ", ".join(
         f"{k} {stages[k]:.1f}" for k in ("open", "decode", "geometry", "to_tensor")))
-    print(f"{'workers':>8} {'clips/s':>9} {'vs ' + str(workers[0]) + ' workers':>14}")
+    several = rounds > 1  # (one round has no range to show)
+    print(f"{'workers':>8} {'clips/s':>9} {'vs ' + str(workers[0]) + ' workers':>14}" +
+          (f" {'rounds':>11}" if several else ""))
     for w, r in rates.items():
-        print(f"{w:>8} {r:>9.2f} {r / ref:>13.2f}x")
+        print(f"{w:>8} {r:>9.2f} {statistics.median(ratios[w]):>13.2f}x" +
+              (f" {round_range(ratios[w]):>11}" if several else ""))
+    print(f"(wall time; {counted(rounds, 'round')}, the worker counts in turns: clips/s the median over the rounds, "
+          "the ratio the median of each round's own" + (", beside it its lowest and highest round)" if several else
+                                                         ")"))
     figures = {"cpu": cpu_name(), "threads": threads, "video": info, "backend": cfg.backend,
                "num_frames": cfg.num_frames, "stride": cfg.stride, "img_size": cfg.img_size,
                "track_length": length, "window_frames": window, "video_shorter_than_window": short,
-               "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()}}
+               "stages_ms": stages, "rounds": rounds, "clips_per_s": {str(w): r for w, r in rates.items()},
+               "clips_per_s_rounds": {str(w): each for w, each in timed.items()},
+               "ratio_rounds": {str(w): each for w, each in ratios.items()}}
     if json_path:
         atomic_write_json(json_path, figures)
     return figures
