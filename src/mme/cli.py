@@ -657,7 +657,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
         p.add_argument("--clips", type=count(), default=8, help="timed dataset items per target")
         p.add_argument("--clips-per-s", type=number(above=True), default=None,
-                       help="the step rate to feed (e.g. a GPU's); default: the tiny model's, measured here")
+                       help="the step rate to feed (e.g. a GPU's); default: the tiny model's step alone, measured here")
         p.add_argument("--workers", type=count(0), default=2, help="loader workers of the short pre-training run")
         p.add_argument("--steps", type=count(3), default=12, help="steps of the short pre-training run")
 

@@ -176,12 +176,15 @@ def random_motion(target_cfg: TargetConfig, model_cfg: ModelConfig, batch: int,
     return {k: v.to(device) for k, v in out.items()}
 
 
-def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, optim: OptimConfig, batch: int, precision: str,
+def step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, optim: OptimConfig, batch: int, precision: str,
              compile_: bool, checkpointing: bool, peer: bool, device: torch.device, video: torch.Tensor,
-             peer_clip: torch.Tensor | None) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
+             peer_clip: torch.Tensor | None,
+             motion: dict[str, torch.Tensor] | None = None) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
     """One variant's step as a closure, with its model (ours; and the peer's when ``peer``, whose clip is
     ``peer_clip``: ``video`` as its data pipeline delivers it), its AdamW groups, weight decay and gradient clipping
-    those of ``optim``. The closure holds its variant's model alone, so that a variant's memory is its own."""
+    those of ``optim``. ``motion``: what the data workers shipped with ``video`` (a real batch's, on ``device``;
+    default :func:`random_motion`). The closure holds its variant's model alone, so that a variant's memory is its
+    own."""
     torch.manual_seed(0)
     model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
     net = _peer_model(model, target_cfg.norm_pix).to(device) if peer else model
@@ -191,7 +194,7 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, optim: OptimConfi
     optimizer = build_optimizer(net, optim, device)
     set_schedule(optimizer, 1e-4, optim.weight_decay)
     scaler = make_scaler(precision, device)
-    motion = random_motion(target_cfg, model_cfg, batch, device)
+    motion = random_motion(target_cfg, model_cfg, batch, device) if motion is None else motion
     c = model_cfg
     # drawn before timing, as the loader workers draw a run's masks off the step's path (a cube mask's loop costs
     # tens of ms a batch); a few, taken in turn, so the step does not see one mask only
@@ -361,7 +364,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         if dev.type == "cuda":  # what the variants built before hold stays allocated: counted out
             torch.cuda.synchronize(dev)
             before = torch.cuda.memory_allocated(dev)
-        step, model, net = _step_fn(model_cfg, target_cfg, optim, batch, precision, compile_, ckpt, is_peer, dev,
+        step, model, net = step_fn(model_cfg, target_cfg, optim, batch, precision, compile_, ckpt, is_peer, dev,
                                     video, peer_clip)
         if is_peer and check is None:
             mask = model.make_mask(batch).to(dev)

@@ -12,9 +12,13 @@ in turns with the other variants', plus its share of collating a batch of 8 (wha
 training step's share of making the targets (pixel; or HOG along the tracks and the assembly, and for ``torch-lk``
 the flow and the tracks), per clip of that batch, made on the device the training step would use (CPU time of one
 thread on a CPU, wall time on a GPU). The step rate times the worker time gives the cores the workers need:
-``--clips-per-s``, else the step rate of the tiny demo model measured here (its step time without the data wait).
-Ratios are against the pixel target measured in the same run. Then a short real pre-training run with ``--workers``
-loader workers reports the fraction of its step time spent waiting for data.
+``--clips-per-s``, else the rate of the tiny demo model's MME step measured here, the step alone, as ``mme bench
+train`` times it (:func:`mme.train.bench.step_fn`, :func:`mme.train.bench.seconds_per_step`), on a collated batch
+of the run's items at the run's precision and threads, the median of :data:`STEP_ROUNDS` rounds, printed with their
+range: the workers need cores beside the step's, so the step is timed without workers taking its CPU (a run's step
+time less its data wait still holds the CPU its workers took from it: 2.5-3.0 clips/s at 8 x 112² on 2 cores with
+2 workers, against 8-9 alone). Ratios are against the pixel target measured in the same run. Then a short real
+pre-training run with ``--workers`` loader workers reports the fraction of its step time spent waiting for data.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from mme.data.dataset import collate
 from mme.data.video import open_video
 from mme.errors import Interrupted
 from mme.motion.extract import extract_cache
-from mme.train.bench import seconds_per_step
+from mme.train.bench import seconds_per_step, step_fn
 from mme.train.config import PretrainConfig
 from mme.train.metrics import steps_of, waiting_fraction
 from mme.train.precision import choose_device
-from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
+from mme.train.pretrain import batch_on_device, make_step_targets, pretrain, pretrain_dataset
 from mme.utils import (
     atomic_write_json,
     check_bench_json,
@@ -46,6 +50,7 @@ from mme.utils import (
     keep_freed_memory,
     keys_as_flags,
     read_text,
+    round_range,
     sets_threads,
 )
 
@@ -115,6 +120,25 @@ def _step_share_ms(batch: dict, cfg: PretrainConfig, device: torch.device) -> fl
     return 1000 * seconds_per_step(make, 1, device)
 
 
+STEP_ROUNDS, STEP_STEPS, STEP_WARMUP = 3, 3, 2
+"""The measured step rate's rounds, timed steps per round and untimed steps first (:func:`_step_rates`)."""
+
+
+@sets_threads
+def _step_rates(cfg: PretrainConfig, device: torch.device, precision: str, threads: int) -> list[float]:
+    """Clips/s of ``cfg``'s training step alone, in each of :data:`STEP_ROUNDS` rounds: ``mme bench train``'s step
+    (:func:`mme.train.bench.step_fn`, timed by :func:`mme.train.bench.seconds_per_step`) on a collated batch of the
+    config's items, on ``device`` at ``precision`` with ``threads`` threads, no loader worker beside it."""
+    data, n = pretrain_dataset(cfg), cfg.train.batch_size
+    batch = collate([data[i % len(data)] for i in range(n)])
+    video, motion = batch_on_device(batch, device)
+    step, _, _ = step_fn(cfg.model, cfg.target, cfg.optim, n, precision, False, False, False, device, video, None,
+                         motion)
+    for _ in range(STEP_WARMUP):
+        step()
+    return [n / seconds_per_step(step, STEP_STEPS, device) for _ in range(STEP_ROUNDS)]
+
+
 def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, stride: int = 4, clips: int = 8,
                    clips_per_s: float | None = None, workers: int = 2, steps: int = 12,
                    json_path: str | None = None) -> dict:
@@ -143,23 +167,26 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
                               "nothing is kept: run it again", e.exit_code) from e
         run_meta = json.loads(read_text(tmp / "run" / "run.json"))
+        measured = clips_per_s is None
+        # the step alone, at the run's precision and threads: the workers' cores come beside the step's
+        rates = _step_rates(run_cfg, device, run_meta["precision"], run_meta["threads"]) if measured else None
     # the records of the steps after the first two, which include the workers' start
     late = [r for r in run.history if r["step"] - steps_of(r) >= 2] or run.history
-    measured = clips_per_s is None
-    # the model's own rate: the step's clips over its time without the data wait
-    rate = statistics.median(r["clips_per_s"] / max(1e-9, 1 - r["data_wait"]) for r in late) if measured \
-        else clips_per_s
+    rate = statistics.median(rates) if measured else clips_per_s
     result = {"cpu": cpu_name(), "video": str(video or "generated 340x256 H.264"), "clip": f"{frames}x{size}²",
               "stride": stride, "worker_ms_per_clip": ms, "ratio_to_pixel": {v: ms[v] / ms["pixel"] for v in ms},
               "worker_collate_ms_per_clip": {v: parts[v][1] for v in parts},
               "step_target_ms_per_clip": step_ms, "step_device": str(device),
-              "clips_per_s": rate,
-              "clips_per_s_source": f"measured: the tiny model's MME step here, batch 2, {run_meta['precision']}, "
-                                    f"{counted(run_meta['threads'], 'thread')}" if measured else "given",
+              "clips_per_s": rate, "clips_per_s_rounds": rates,
+              "clips_per_s_source": f"measured: the tiny model's MME step alone, as mme bench train times it, on a "
+                                    f"collated batch of {run_cfg.train.batch_size}, {run_meta['precision']}, "
+                                    f"{counted(run_meta['threads'], 'thread')}, no loader worker beside it; the "
+                                    f"median of {counted(STEP_ROUNDS, 'round')}" if measured else "given",
               "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
               "data_wait_fraction": waiting_fraction(late)}
     print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")
-    print(f"  step rate {rate:.1f} clips/s ({result['clips_per_s_source']})")
+    print(f"  step rate {rate:.1f} clips/s ({result['clips_per_s_source']}" +
+          (f", rounds {round_range(rates, 1)})" if measured else ")"))
     print(f"  {'target':<12} {'worker ms/clip':>15} {'of which collate':>17} {'vs pixel':>9} {'cores needed':>13} "
           f"{'step targets ms/clip':>21}")
     for v in VARIANTS:
@@ -168,7 +195,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
     where = "this CPU's thread" if device.type == "cpu" else f"{device}, wall time"
     print(f"  (step targets: made as the training step makes them, per clip of a batch of 8, on {where})")
     print(f"  a {steps}-step MME run with {workers} workers waited for data {100 * result['data_wait_fraction']:.0f} % "
-          "of its step time (after its first 2 steps)")
+          "of its step time (after its first 2 steps; the step rate above is the step's alone, not this run's, "
+          "whose workers take cores beside it)")
     if json_path:
         atomic_write_json(json_path, result)
     return result

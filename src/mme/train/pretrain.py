@@ -292,12 +292,17 @@ def mean_prediction_loss(model: MaskedAutoencoder, cfg: PretrainConfig, items: l
     return terms
 
 
+def batch_on_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A collated batch's clip moved to ``device`` and normalised there, and its motion (tracks, frames) moved."""
+    video = normalize_clip(batch["video"].to(device, non_blocking=True))
+    return video, {n: v.to(device, non_blocking=True) for n, v in batch["motion"].items()}
+
+
 def make_step_targets(batch: dict, target_cfg: TargetConfig, model_cfg: ModelConfig,
                       device: torch.device) -> tuple[torch.Tensor, dict, dict]:
-    """A collated batch's clip moved to ``device`` and normalised there, and every target of the config with its
+    """A collated batch's clip on ``device`` (:func:`batch_on_device`), and every target of the config with its
     validity (:func:`mme.motion.targets.batch_targets`), as the training step makes them (and the benches time)."""
-    video = normalize_clip(batch["video"].to(device, non_blocking=True))
-    motion = {n: v.to(device, non_blocking=True) for n, v in batch["motion"].items()}
+    video, motion = batch_on_device(batch, device)
     return video, *batch_targets(video, motion, target_cfg, model_cfg)
 
 
