@@ -662,6 +662,22 @@ def test_the_loss_table_leaves_out_a_pre_trained_row_whose_loss_is_not_known_and
     assert "No loss figures for pixel: the logs of a run stop before its last step" in table
 
 
+def test_the_loss_table_shows_a_mean_over_seeds_to_three_significant_digits_of_its_spread():
+    """A loss over seeds was printed to 4 decimals whatever its spread (30.8611 ± 2.9469): now to 3 significant
+    digits of the spread, 4 decimals at most (and for one seed)."""
+    from mme.demo_report import REAL_KEYS, markdown_loss_table, summarise
+
+    rows = [{"target": target, "seed": seed, "linear_top1": 50.0, "knn_top1": 50.0, **dict.fromkeys(REAL_KEYS),
+             "minutes": 1.0, "clips_per_s": 10.0, "final_loss": loss, "mean_prediction_loss": level,
+             "loss_ratio": loss / level} for seed, (target, loss, level) in enumerate(
+                 [("mme", 28.0, 39.9), ("mme", 33.9, 40.3), ("pixel", 0.99791, 0.9960), ("pixel", 0.99792, 0.9962)])]
+    table = markdown_loss_table(summarise(rows))
+    assert "| mme | 30.95 ± 2.95 | 40.100 ± 0.200 |" in table  # spreads 2.95 and 0.2: 2 and 3 decimals
+    assert "| pixel | 0.9979 ± 0.0000 | 0.9961 ± 0.0001 |" in table  # spreads of 5e-6 and 1e-4: 4 decimals at most
+    one = markdown_loss_table(summarise(rows[:1]))
+    assert "| mme | 28.0000 | 39.9000 |" in one
+
+
 def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_figures(tmp_path, monkeypatch):
     """The disk was full from step 3 of each run, both logs stopped (so no row's loss is known): the demo ended in a
     StopIteration traceback after results.json, without results.md or pictures (the report's level clips were read

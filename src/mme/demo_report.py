@@ -3,6 +3,7 @@ rows)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,17 @@ def _cell(e: dict, key: str, digits: int = 1) -> str:
     return f"{v:.{digits}f} ± {sd:.{digits}f}" if e["seeds"] > 1 else f"{v:.{digits}f}"
 
 
+LOSS_DIGITS = 4
+"""Decimals of a loss in the loss table: of one seed's, and at most of a mean over seeds, which is shown to 3
+significant digits of its spread where those end sooner (30.86 ± 2.95, not 30.8611 ± 2.9469)."""
+
+
+def _loss_cell(e: dict, key: str) -> str:
+    sd = e[key + "_std"]
+    spread_digits = 2 - math.floor(math.log10(sd)) if e["seeds"] > 1 and sd > 0 else LOSS_DIGITS  # (NaN: False)
+    return _cell(e, key, min(LOSS_DIGITS, max(0, spread_digits)))
+
+
 def markdown_table(summary: list[dict], chance: float, real: bool) -> str:
     """The probes on the synthetic videos, then on real footage (``real``: whether it was probed): the folds'
     validation sources, then their test sources; and chance; with more than one seed, what ± is."""
@@ -72,7 +84,7 @@ def markdown_loss_table(summary: list[dict]) -> str:
              "|---|---|---|---|"]
     trained = [e for e in summary if not np.isnan(e["final_loss"])]
     for e in trained:
-        lines.append(f"| {e['target']} | {_cell(e, 'final_loss', 4)} | {_cell(e, 'mean_prediction_loss', 4)} | "
+        lines.append(f"| {e['target']} | {_loss_cell(e, 'final_loss')} | {_loss_cell(e, 'mean_prediction_loss')} | "
                      f"{_cell(e, 'loss_ratio', 3)} |")
     learned = [e["target"] for e in trained if e["loss_ratio"] < LEARNED_RATIO]
     stuck = [e["target"] for e in trained if e["loss_ratio"] >= LEARNED_RATIO]
