@@ -676,6 +676,11 @@ def test_the_loss_table_shows_a_mean_over_seeds_to_three_significant_digits_of_i
     assert "| pixel | 0.9979 ± 0.0000 | 0.9961 ± 0.0001 |" in table  # spreads of 5e-6 and 1e-4: 4 decimals at most
     one = markdown_loss_table(summarise(rows[:1]))
     assert "| mme | 28.0000 | 39.9000 |" in one
+    # finite losses whose spread overflows (np.std: inf) were an OverflowError: their spread has no digits to count
+    huge = [dict(row, final_loss=loss) for row, loss in zip(rows[:2], [3e154, 1e155], strict=True)]
+    with np.errstate(over="ignore"):
+        cells = markdown_loss_table(summarise(huge)).splitlines()[2].split(" | ")
+    assert cells[1].endswith(".0000 ± inf")  # (the loss itself to 4 decimals, as one seed's)
 
 
 def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_figures(tmp_path, monkeypatch):

@@ -52,7 +52,8 @@ significant digits of its spread where those end sooner (30.86 ± 2.95, not 30.8
 
 def _loss_cell(e: dict, key: str) -> str:
     sd = e[key + "_std"]
-    spread_digits = 2 - math.floor(math.log10(sd)) if e["seeds"] > 1 and sd > 0 else LOSS_DIGITS  # (NaN: False)
+    # (a spread of NaN, or one too wide for a float, np.std's inf over huge finite losses: no digits to count)
+    spread_digits = 2 - math.floor(math.log10(sd)) if e["seeds"] > 1 and math.isfinite(sd) and sd > 0 else LOSS_DIGITS
     return _cell(e, key, min(LOSS_DIGITS, max(0, spread_digits)))
 
 
