@@ -1053,16 +1053,22 @@ def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step
     assert '"checkpoint"' not in printed and tempfile.gettempdir() not in printed
 
 
-def test_bench_pipelines_step_rate_is_the_step_alone_on_a_batch_of_its_items_as_bench_train_times_it(tmp_path,
-                                                                                                      monkeypatch):
+@pytest.mark.parametrize("given", [None, 1000.0])
+def test_bench_pipelines_step_rate_is_the_step_alone_on_a_batch_of_its_items_as_bench_train_times_it(given, tmp_path,
+                                                                                                      monkeypatch,
+                                                                                                      capsys):
     """The measured step rate was the short run's clips/s over its step time less the data wait, a step that shared
     its cores with the run's loader workers (2.5-3.0 clips/s at 8 x 112² on 2 cores, against 8-9 for the step
     alone): cores needed 2-3x too low. It is now ``mme bench train``'s step and timing, on a collated batch of the
-    run's items, with no worker alive beside it; the run is kept for the data-wait line."""
-    from mme.train import bench, bench_pipeline
-    from mme.train.precision import AUTO_ENV, choose_threads
+    run's items, with no worker alive beside it; the run is kept for the data-wait line, which says whose the step
+    rate is (with ``--clips-per-s``, the one given: no step is timed)."""
+    from mme.train import bench, bench_pipeline, precision
+    from mme.train.precision import AUTO_ENV
 
     monkeypatch.setenv(AUTO_ENV, "fp32")  # (the run's precision on any CPU)
+    # the run's threads (2 cores less its one worker: 1) other than this process's, which the step is not timed on
+    monkeypatch.setattr(precision, "core_share", lambda: (2, ""))
+    torch.set_num_threads(2)
     # (the workers' timings and the track cache come before the run and are not this test's: skipped for time)
     monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
     monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
@@ -1080,21 +1086,29 @@ def test_bench_pipelines_step_rate_is_the_step_alone_on_a_batch_of_its_items_as_
     monkeypatch.setattr(bench_pipeline, "seconds_per_step", seconds_per_step)
     out = tmp_path / "pipeline.json"
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
-                     "--steps", "3", "--workers", "1", "--json", str(out)]) == 0
+                     "--steps", "3", "--workers", "1", "--json", str(out),
+                     *(["--clips-per-s", str(given)] if given else [])]) == 0
     r = json.loads(out.read_text())
+    wait = [line for line in capsys.readouterr().out.splitlines() if "waited for data" in line]
+    assert 0 <= r["data_wait_fraction"] <= 1 and r["workers"] == 1
+    if given:
+        assert (made, timed) == ([], []) and r["clips_per_s"] == given and r["clips_per_s_rounds"] is None
+        assert r["clips_per_s_source"] == "given" and wait[0].endswith("the step rate above is the one given)")
+        return
     assert r["clips_per_s"] == 8.0 and r["clips_per_s_rounds"] == [8.0] * bench_pipeline.STEP_ROUNDS
     assert r["cores_needed"]["pixel"] == pytest.approx(8.0 * 1.0 / 1000)
     motion = sorted(bench.random_motion(load_config(PretrainConfig, "tiny_cpu_mme").target,
                                         dataclasses.replace(load_config(PretrainConfig, "tiny_cpu_mme").model,
                                                             img_size=64, num_frames=8), 2, torch.device("cpu")))
-    # one step, of the run's batch, precision and threads: the items' clip normalised, their tracks as shipped
-    threads = choose_threads(None, torch.device("cpu"), 1)[0]  # the run's: the cores its one worker leaves
-    assert made == [(2, "fp32", (2, 3, 8, 64, 64), torch.float32, motion, threads)]
+    # one step, of the run's batch, precision and threads (1, not this process's 2): the items' clip normalised,
+    # their tracks as shipped
+    assert made == [(2, "fp32", (2, 3, 8, 64, 64), torch.float32, motion, 1)]
     assert timed == [(bench_pipeline.STEP_STEPS, [])] * bench_pipeline.STEP_ROUNDS  # no loader worker beside it
     assert r["clips_per_s_source"].startswith("measured: the tiny model's MME step alone, as mme bench train times "
-                                              "it, on a collated batch of 2, fp32, ")
+                                              "it, on a collated batch of 2, fp32, 1 thread, ")
     assert "no loader worker beside it" in r["clips_per_s_source"]
-    assert 0 <= r["data_wait_fraction"] <= 1 and r["workers"] == 1
+    assert wait[0].endswith("the step rate above is the step's alone, not this run's, whose workers take cores "
+                            "beside it)")
 
 
 @pytest.mark.parametrize("at", [1, 3])
