@@ -386,9 +386,9 @@ def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(monkeypatc
 
 def test_bench_train_prints_the_range_over_rounds_beside_every_ratio_and_the_spread_of_each_step(monkeypatch,
                                                                                                   capsys):
-    """ms/step and the ratios were printed to 0.01 alone, where the rounds (and the matmul peak, by 34-283 %) could
-    differ by far more: each ratio has its rounds' lowest and highest beside it, each step its rounds' spread, and
-    the JSON each round's figures."""
+    """ms/step and the ratios were printed to 0.1 and 0.01 alone, where the rounds (and the matmul peak, by 34-283 %)
+    could differ by far more: each ratio has its rounds' lowest and highest beside it, each step its rounds' spread,
+    and the JSON each round's figures."""
     from mme.train import bench
 
     times = iter([1.0, 1.0, 2.0, 4.0, 1.0, 2.0, 2.0, 1.5, 2.0])  # (fp32, bf16, fp16) round by round, as above
