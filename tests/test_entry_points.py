@@ -404,6 +404,29 @@ def test_bench_train_prints_the_range_over_rounds_beside_every_ratio_and_the_spr
     assert len({line.index("MFU") for line in table}) == 1  # the columns kept aligned
 
 
+def test_bench_train_profiles_its_eager_steps_in_turns_and_keeps_each_parts_best_round(tmp_path, monkeypatch):
+    from mme.train import bench
+
+    monkeypatch.setattr(bench, "seconds_per_step", lambda step, steps, device: 1.0)
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size=None, seconds=1.0: (100.0, 256, "a·bᵀ"))
+    parts = [part for part, _ in bench.PROFILE_PARTS]
+    n = len(_eager_variants())
+    profiled = []
+
+    def profile_step(step, device):  # the first two parts: (3, 2) ms in round 0, (1, 5) ms in round 1
+        profiled.append(step)
+        first, second = [(3.0, 2.0), (1.0, 5.0)][(len(profiled) - 1) // n]
+        return {**dict.fromkeys(parts, 1.0), parts[0]: first, parts[1]: second}
+
+    monkeypatch.setattr(bench, "profile_step", profile_step)
+    out = tmp_path / "bench.json"
+    bench.bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=2, device="cpu",
+                      peer=False, profile=True, json_path=str(out))
+    assert len(set(profiled)) == n and profiled == profiled[:n] * 2  # each eager step once a round, in turns
+    best = {**dict.fromkeys(parts, 1.0), parts[0]: 1.0, parts[1]: 2.0}  # each part's best round
+    assert json.loads(out.read_text())["profile_ms_per_step"] == dict.fromkeys(_eager_variants(), best)
+
+
 def test_bench_train_says_an_mfu_above_100_percent_comes_from_a_peak_timed_on_a_busier_machine(monkeypatch, capsys):
     from mme.train import bench
 

@@ -1489,7 +1489,8 @@ def check_bench_json(json_path: str | Path | None, read: Iterable[tuple[str, str
 def in_turns(timers: Mapping[Any, Callable[[], Any]], rounds: int) -> dict[Any, list]:
     """What each of ``timers`` measured, round by round: the timers take turns within every round, so that a change
     in the machine's speed (a shared machine's other jobs) falls on all of them alike, and each round's ratios
-    between them hold where the rounds differ (every ``mme bench`` that compares timings)."""
+    between them hold where the rounds differ (``mme bench data``'s worker counts; ``mme bench train``'s variants,
+    matmul peaks and profiled steps; ``mme bench pipeline``'s dataset items)."""
     out: dict[Any, list] = {key: [] for key in timers}
     for _ in range(rounds):
         for key, timer in timers.items():

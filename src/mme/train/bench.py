@@ -449,10 +449,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     profiled: dict[str, dict[str, float]] = {}
     if profile:  # one profiled step per eager variant and round, in turns; each part's best round
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]
-        for _ in range(rounds):
-            for name in eager:
-                ms, best_ms = profile_step(steps_of[name], dev), profiled.get(name, {})
-                profiled[name] = {part: min(v, best_ms.get(part, v)) for part, v in ms.items()}
+        each = in_turns({name: functools.partial(profile_step, steps_of[name], dev) for name in eager}, rounds)
+        profiled = {name: {part: min(ms[part] for ms in each[name]) for part in each[name][0]} for name in eager}
         print("\n".join(profile_table(profiled, dev)))
         print(f"  (each part: its best of {rounds} profiled steps, ours and the peer's in turns)")
     if json_path:

@@ -23,17 +23,20 @@ pre-training run with ``--workers`` loader workers reports the fraction of its s
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from mme.config import load_config, packaged_recipe
 from mme.data.bench import generated_video
-from mme.data.dataset import collate
+from mme.data.dataset import PretrainDataset, collate
 from mme.data.video import open_video
 from mme.errors import Interrupted
 from mme.motion.extract import extract_cache
@@ -47,6 +50,7 @@ from mme.utils import (
     check_bench_json,
     counted,
     cpu_name,
+    in_turns,
     keep_freed_memory,
     keys_as_flags,
     read_text,
@@ -80,30 +84,33 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
 def _variants_ms(cfgs: dict[str, PretrainConfig], clips: int, device: torch.device, batch: int = 8,
                  threads: int = 1) -> dict[str, tuple[float, float, float]]:
     """Per variant (its config in ``cfgs``), on ``threads`` threads (one, as a loader worker has): the median CPU
-    ms to make one dataset item, the variants' items made in turns (so that a change in the machine's load falls on
-    all of them alike; after a first, untimed item each that opens the video); the worker's CPU ms per clip to
-    collate a batch of ``batch`` such items; and the step's ms per clip to make their targets on ``device``
-    (medians of 3). This process's malloc then keeps freed memory, as a worker's."""
+    ms to make one dataset item, the variants' items made in turns (:func:`mme.utils.in_turns`, so that a change in
+    the machine's load falls on all of them alike; after a first, untimed item each that opens the video); the
+    worker's CPU ms per clip to collate a batch of ``batch`` such items; and the step's ms per clip to make their
+    targets on ``device`` (medians of 3). This process's malloc then keeps freed memory, as a worker's."""
     keep_freed_memory()
     data = {v: pretrain_dataset(cfg) for v, cfg in cfgs.items()}
-    times, items = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
-    for v in VARIANTS:
-        data[v][0]
-    for i in range(1, clips + 1):
-        for v in VARIANTS:
-            t0 = time.process_time()
-            items[v].append(data[v][i % len(data[v])])
-            times[v].append(1000 * (time.process_time() - t0))
+    for ds in data.values():
+        ds[0]
+    made = in_turns({v: functools.partial(_made, ds, itertools.count(1)) for v, ds in data.items()}, clips)
     out = {}
     for v, cfg in cfgs.items():
         collating, step = [], []
         for _ in range(3):
             t0 = time.process_time()
-            b = collate([items[v][k % clips] for k in range(batch)])
+            b = collate([made[v][k % clips][1] for k in range(batch)])
             collating.append(1000 * (time.process_time() - t0) / batch)
             step.append(_step_share_ms(b, cfg, device) / batch)
-        out[v] = (statistics.median(times[v]), statistics.median(collating), statistics.median(step))
+        out[v] = (statistics.median(ms for ms, _ in made[v]), statistics.median(collating), statistics.median(step))
     return out
+
+
+def _made(dataset: PretrainDataset, at: Iterator[int]) -> tuple[float, dict]:
+    """The CPU ms to make ``dataset``'s item at the next index of ``at`` (modulo its length), and the item."""
+    i = next(at)
+    t0 = time.process_time()
+    item = dataset[i % len(dataset)]
+    return 1000 * (time.process_time() - t0), item
 
 
 def _step_share_ms(batch: dict, cfg: PretrainConfig, device: torch.device) -> float:
