@@ -201,7 +201,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
               f"{result['cores_needed'][v]:13.2f} {step_ms[v]:21.1f}")
     where = "this CPU's thread" if device.type == "cpu" else f"{device}, wall time"
     print(f"  (step targets: made as the training step makes them, per clip of a batch of 8, on {where})")
-    print(f"  a {steps}-step MME run with {workers} workers waited for data {100 * result['data_wait_fraction']:.0f} % "
+    print(f"  a {steps}-step MME run with {counted(workers, 'worker')} waited for data "
+          f"{100 * result['data_wait_fraction']:.0f} % "
           "of its step time (after its first 2 steps; the step rate above is " +
           ("the step's alone, not this run's, whose workers take cores beside it)" if measured else "the one given)"))
     if json_path:
