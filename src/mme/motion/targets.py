@@ -420,7 +420,8 @@ def frame_hog(frames: torch.Tensor, cell: int, style: str = "skimage") -> torch.
                        for i in range(0, len(frames), chunk)])  # (F, 3*BINS, hc, wc), channel-major
     if style in NORMALISED_STYLES:
         return cells
-    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=frames.device))).repeat_interleave(BINS)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=frames.device)
+    scale = (1.0 / (255.0 * std)).repeat_interleave(BINS)
     return cells.mul_(scale.view(1, -1, 1, 1))
 
 

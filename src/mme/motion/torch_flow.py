@@ -163,8 +163,8 @@ def _inside(flow: torch.Tensor, H: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _window_share(H: int, W: int, device: torch.device) -> torch.Tensor:
-    """``(1, H, W)``: the share of each pixel's window (:data:`WINDOW_SIGMA`) inside an ``H x W`` frame."""
-    return _blur(torch.ones(1, 1, H, W, device=device), WINDOW_SIGMA, outside="constant")[:, 0]
+    """float32 ``(1, H, W)``: the share of each pixel's window (:data:`WINDOW_SIGMA`) inside an ``H x W`` frame."""
+    return _blur(torch.ones(1, 1, H, W, dtype=torch.float32, device=device), WINDOW_SIGMA, outside="constant")[:, 0]
 
 
 def _shifted(flow: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -228,7 +228,7 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             i0, i1 = _blur(i0, PRE_SIGMA), _blur(i1, PRE_SIGMA)
             H, W = i0.shape[-2:]
             if flow is None:
-                flow = torch.zeros(i0.shape[0], 2, H, W, device=i0.device)
+                flow = torch.zeros(i0.shape[0], 2, H, W, dtype=torch.float32, device=i0.device)
             else:
                 h, w = flow.shape[-2:]
                 flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False)

@@ -263,7 +263,7 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     pairs = torch.stack([index[:, :-1], index[:, 1:]], -1).reshape(-1, 2)  # (P*L, 2)
     distinct, which = torch.unique(pairs, dim=0, return_inverse=True)
     moving = distinct[:, 0] != distinct[:, 1]
-    flows = torch.zeros(len(distinct), 2, H, W, device=dev)
+    flows = torch.zeros(len(distinct), 2, H, W, dtype=torch.float32, device=dev)
     todo = moving.nonzero()[:, 0]
     chunk = max(1, (chunk_px or (1 << 18 if dev.type == "cpu" else 1 << 24)) // (H * W))
     for k in range(0, len(todo), chunk):
