@@ -189,6 +189,12 @@ def test_normalisation_round_trip_and_layout():
     assert torch.equal(normalize_clip(clips), torch.stack([video, to_video_tensor(frames[::-1].copy())]))
     with pytest.raises(TypeError, match="uint8 clips, got torch.float32"):
         normalize_clip(video)
+    for integral in (clips, clips.long()):  # ImageNet's mean and std rounded to 0 there: every value inf or NaN
+        for scale in (normalize, denormalize):
+            with pytest.raises(TypeError, match=rf"^{scale.__name__} takes float clips \(RGB in \[0, 1\]\), got "
+                                                rf"{integral.dtype}; a uint8 clip .* by mme\.data\.transforms\."
+                                                r"normalize_clip$"):
+                scale(integral)
 
 
 def test_deviations_are_exact_for_constant_blocks_and_accurate_for_long_ones():

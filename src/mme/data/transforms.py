@@ -31,7 +31,12 @@ MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
 SNAP_PX = 3
 
 
-def _stats(ref: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _stats(ref: torch.Tensor, channel_dim: int, caller: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std in ``ref``'s dtype, shaped to broadcast along ``channel_dim``; in an integer dtype
+    both would round to 0, so ``caller`` refuses ``ref`` there."""
+    if not ref.is_floating_point():
+        raise TypeError(f"{caller} takes float clips (RGB in [0, 1]), got {ref.dtype}; a uint8 clip (0..255, a "
+                        f"dataset item's) is normalised by mme.data.transforms.normalize_clip")
     shape = [1] * ref.ndim
     shape[channel_dim] = 3
     mean = torch.tensor(IMAGENET_MEAN, dtype=ref.dtype, device=ref.device).view(shape)
@@ -42,13 +47,13 @@ def _stats(ref: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Ten
 def normalize(video: torch.Tensor, channel_dim: int = -4, inplace: bool = False) -> torch.Tensor:
     """[0, 1] RGB -> ImageNet-normalised; the channel axis defaults to C of ``(..., C, T, H, W)``; ``inplace``
     overwrites ``video`` (bitwise the same values)."""
-    mean, std = _stats(video, channel_dim)
+    mean, std = _stats(video, channel_dim, "normalize")
     return video.sub_(mean).div_(std) if inplace else (video - mean) / std
 
 
 def denormalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
     """Inverse of :func:`normalize`."""
-    mean, std = _stats(video, channel_dim)
+    mean, std = _stats(video, channel_dim, "denormalize")
     return video * std + mean
 
 
