@@ -47,7 +47,7 @@ from mme.data.lists import USABLE, ListEntry, resolve
 from mme.data.pyav_reader import rgb24
 from mme.data.video import check_video, open_video
 from mme.data.video_reader import display_turn
-from mme.errors import FrameCountChanged, VideoError
+from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import absolute_path
 
 
@@ -194,6 +194,20 @@ def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
         assert reader.read([]).shape == (0, 48, 64, 3)
         with pytest.raises(VideoError, match=r"a\.mp4: index out of range"):
             reader.read([11])
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_a_read_refuses_indices_that_are_no_frames_and_takes_whole_floats(tmp_path, clip_frames, backend):
+    """A read cast its indices to int64: ``np.linspace(0, 10, 5)``'s 2.5 and 7.5 read frames 2 and 7, -0.5 frame 0,
+    unsaid (``track`` refused such starts, by the same check now)."""
+    path = str(write_video(tmp_path / "a.mp4", clip_frames[:11]))
+    with open_video(path, backend=backend) as reader:
+        np.testing.assert_array_equal(reader.read(np.linspace(0, 10, 6)), reader.read([0, 2, 4, 6, 8, 10]))
+        for indices, wrong in ((np.linspace(0, 10, 5), "[2.5, 7.5]"), ([-0.5], "[-0.5]"), ([-1, 3], "[-1]"),
+                               ([np.nan], "[nan]"), ([True], "[True]")):
+            with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: the frames to read must be raw frame "
+                                                  rf"indices \(whole numbers >= 0\), got {re.escape(wrong)}$"):
+                reader.read(indices)
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mme.errors import VideoError
-from mme.utils import VersionOfFile
+from mme.errors import ConfigError, VideoError
+from mme.utils import MAX_INT, VersionOfFile
 
 
 def video_error(path: str | Path, reason: str, detail: object = "", kind: type[VideoError] = VideoError) -> VideoError:
@@ -28,6 +28,24 @@ def video_error(path: str | Path, reason: str, detail: object = "", kind: type[V
     err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
     err.reason = reason
     return err
+
+
+def frame_indices(values, given: str) -> np.ndarray:
+    """``values`` (ints, or floats that are whole: ``np.linspace``'s) as int64 frame indices ``(N,)``; a fraction,
+    NaN, a negative index, one past int64, a bool or text refused in one line naming them as ``given`` (an int64
+    cast took 5.75 for frame 5 and -0.5 for frame 0, unsaid)."""
+    arr = np.asarray(values).reshape(-1)
+    if arr.dtype.kind == "f":
+        fits = (arr == np.floor(arr)) & (arr >= 0) & (arr < 2.0**63)  # NaN and inf fail each
+    elif arr.dtype.kind in "iu":
+        fits = (arr >= 0) & (arr <= MAX_INT)
+    else:
+        fits = np.zeros(arr.shape, bool)
+    if not fits.all():
+        wrong = arr[~fits]
+        more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+        raise ConfigError(f"{given} must be raw frame indices (whole numbers >= 0), got {wrong[:5].tolist()}{more}")
+    return arr.astype(np.int64)
 
 
 ORIENTATIONS = ("coded", "display")
@@ -110,13 +128,13 @@ class VideoReader:
         """Frames at ``indices`` in the given order, uint8 ``(N, H, W, 3)``; ``each``: applied to every frame as it
         is decoded, its results returned instead, ``(N, ...)``: a read then holds its frames at the size ``each``
         makes (a crop, a resize), not at the video's (56 frames of a 4K video: 1.3 GB)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = frame_indices(indices, f"{self.path}: the frames to read")
         with self._lock:
             self._check_open()
             if idx.size == 0:
                 W, H = self.size
                 return np.zeros((0, H, W, 3), np.uint8)
-            if idx.min() < 0 or idx.max() >= self.num_frames:
+            if idx.max() >= self.num_frames:
                 raise video_error(self.path, "index out of range",
                                   f"asked for {idx.min()}..{idx.max()}, the video has {self.num_frames} frames")
             unique, inverse = np.unique(idx, return_inverse=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mme.data.video_reader import frame_indices
 from mme.errors import ConfigError, DataError
 from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
 from mme.motion.torch_flow import grey, lk_flow
@@ -185,10 +186,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     if length < 1 or step < 1:
         raise ConfigError(f"track length and step must be >= 1, got {length}, {step}")
     where = {fid: i for i, fid in enumerate(ids)}
-    given = np.asarray(starts).reshape(-1)
-    if given.size and (given.dtype.kind not in "iuf" or (given != np.floor(given)).any() or given.min() < 0):
-        raise ConfigError(f"{source}: starts must be raw frame indices (whole numbers >= 0), got {given.tolist()}")
-    starts = [int(s) for s in given]
+    starts = frame_indices(starts, f"{source}: starts").tolist()
     last = max(ids) if (clamp and ids) else None
     track_frames(ids, starts, length, step, last, source)
     H, W = arr.shape[1:3]
