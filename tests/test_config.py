@@ -612,6 +612,41 @@ def test_wrong_type_and_bad_values_name_the_key():
         load_config(PretrainConfig, None, ["optim.clip_grad=-1"])
 
 
+def test_an_integer_key_of_a_config_built_in_python_takes_integers_alone_and_names_itself():
+    """Recipes and overrides are read by each key's type; a config built in Python was not: ``ModelConfig(img_size=
+    32.0)`` was taken, its token count 8.0 and the model's build a TypeError of ``torch.empty``; ``img_size="224"``
+    and ``DataConfig(stride="4")`` failed with "'<=' not supported between instances of 'str' and 'int'"."""
+    import numpy as np
+
+    from mme.data.dataset import DataConfig
+    from mme.models.vit import VisionTransformer
+    from mme.motion.targets import TargetConfig
+    from mme.train.config import TaskConfig, TrainConfig
+
+    tiny = dict(num_frames=4, patch_size=16, tubelet_size=2, embed_dim=32, depth=1, num_heads=2)
+    for build, key in ((lambda v: ModelConfig(**{**tiny, "img_size": v}), "model.img_size"),
+                       (lambda v: ModelConfig(**{**tiny, "depth": v}), "model.depth"),  # int | None
+                       (lambda v: DataConfig(stride=v), "data.stride"),
+                       (lambda v: DataConfig(num_frames=v, tubelet=2), "data.num_frames"),
+                       (lambda v: TrainConfig(batch_size=v), "train.batch_size"),
+                       (lambda v: TaskConfig(num_classes=v), "task.num_classes"),
+                       (lambda v: OptimConfig(warmup_steps=v), "optim.warmup_steps"),
+                       (lambda v: TargetConfig(kind="mme", track_length=v), "target.track_length")):
+        for value in (32.0, "32", True, np.float64(32)):
+            with pytest.raises(ConfigError) as info:
+                build(value)
+            assert str(info.value) == f"{key} must be an integer, got {value!r}"
+    with pytest.raises(ConfigError, match=r"^model\.img_size: 1180591620717411303424 does not fit a 64-bit"):
+        ModelConfig(img_size=2**70)
+    # numpy integers are integers: taken as plain ints, which a run's config.yaml can hold
+    m = ModelConfig(**{**tiny, "img_size": np.int64(32), "embed_dim": np.int32(32)})
+    assert (type(m.img_size), type(m.embed_dim), m.num_tokens) == (int, int, 8)
+    assert VisionTransformer(m)(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 8, 32)
+    assert ModelConfig(**{**tiny, "img_size": 32, "depth": None}).depth == 12  # unset, then the base preset's
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=32", "data.img_size=32", "data.stride=2.0"])
+    assert (cfg.model.img_size, cfg.data.stride, type(cfg.data.stride)) == (32, 2, int)  # recipes read as before
+
+
 def test_a_seed_numpy_or_torch_would_refuse_is_one_line_before_the_run(tmp_path, capsys):
     """train.seed=-1 or 2**64 passed validation and died with a traceback in the first batch (np.random.default_rng,
     torch.manual_seed), a negative one after the run's files were written; one rule for every command's seed."""

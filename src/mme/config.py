@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError, UnknownConfigKeys
-from mme.utils import error_reason, outside_int64, plural
+from mme.utils import check_count, error_reason, outside_int64, plural
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -425,6 +426,26 @@ def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
     if name in getattr(cls, "PATHS", {}) and isinstance(out, str) and "\0" in out:
         raise ConfigError(f"config key '{key}': {out!r} holds a NUL byte, which no path can hold")
     return out
+
+
+@functools.cache
+def _integer_fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """The fields of dataclass ``cls`` annotated ``int`` or ``int | None``, each with whether it may be None."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name] is not int) for f in dataclasses.fields(cls)
+                 if hints[f.name] in (int, int | None))
+
+
+def check_integers(cfg: Any, section: str) -> None:
+    """Make each integer field of config dataclass ``cfg`` (annotated ``int``, or ``int | None`` and set) a plain int,
+    anything else refused in one line naming ``<section>.<field>`` (:func:`~mme.utils.check_count`): a bool, a float,
+    a text. Recipes and overrides are read by their annotations (:func:`_coerce`); a config built in Python is not,
+    and ``ModelConfig(img_size=32.0)`` was taken (its token count 8.0, the model's build a TypeError),
+    ``DataConfig(stride="4")`` failed at a comparison naming no key."""
+    for name, may_be_none in _integer_fields(type(cfg)):
+        value = getattr(cfg, name)
+        if value is not None or not may_be_none:
+            setattr(cfg, name, check_count(value, None, f"{section}.{name}"))
 
 
 def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:

@@ -91,20 +91,23 @@ def counted(n: int, noun: str, many: str | None = None) -> str:
 
 def as_count(value: Any, least: int) -> int | None:
     """``value`` as a plain int (:func:`_plain_int`) of at least ``least`` that fits an int64; None for anything else
-    (a bool, a float, text, a smaller or a larger one). The check of :func:`check_count`, and of callers that say its
-    refusal in their own words (a Hugging Face config's key)."""
+    (a bool, a float, text, a smaller or a larger one). The check of callers that say the refusal of
+    :func:`check_count` in their own words (a Hugging Face config's key)."""
     count = _plain_int(value)
     return count if count is not None and least <= count <= MAX_INT else None
 
 
-def check_count(value: Any, least: int, given: str) -> int:
-    """``value`` as a plain int of at least ``least`` (:func:`as_count`); anything else refused in one line naming it
-    as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
-    if (count := as_count(value, least)) is not None:
-        return count
-    if (plain := _plain_int(value)) is not None and (why := outside_int64(plain)):
+def check_count(value: Any, least: int | None, given: str) -> int:
+    """``value`` as a plain int (:func:`_plain_int`) that fits an int64, of at least ``least`` (None: any); anything
+    else refused in one line naming it as ``given`` (its argument, flag or config key), where a comparison or a
+    tensor's shape failed later."""
+    plain = _plain_int(value)
+    if plain is not None and (why := outside_int64(plain)):
         raise ConfigError(f"{given}: {why}")
-    raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
+    if plain is None or (least is not None and plain < least):
+        bound = "" if least is None else f" of at least {least}"
+        raise ConfigError(f"{given} must be an integer{bound}, got {value!r}")
+    return plain
 
 
 def is_positive_number(value: Any) -> bool:

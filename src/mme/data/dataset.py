@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from mme.config import check_within
+from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
@@ -192,6 +192,7 @@ class DataConfig:
     as :attr:`mme.models.config.ModelConfig.checks_clip`."""
 
     def __post_init__(self, checks_clip: bool = True):
+        check_integers(self, "data")
         for name in ("num_frames", "stride", "img_size", "tubelet", "test_clips", "test_crops"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass
 from typing import ClassVar
 
-from mme.config import MAX_REPEATS, apply_preset, check_within
+from mme.config import MAX_REPEATS, apply_preset, check_integers, check_within
 from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.masking import MASKS
 from mme.utils import MAX_INT
@@ -132,6 +132,7 @@ class ModelConfig:
     def __post_init__(self, checks_clip: bool = True, given_as: Mapping[str, str] | None = None):
         said = _naming(given_as)
         apply_preset(self, "model", self.PRESETS, fallback=PRESETS["base"])
+        check_integers(self, "model")
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
                      "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps", "decoder_norm_eps"):
             if getattr(self, name) <= 0:

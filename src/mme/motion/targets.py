@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.config import MAX_REPEATS, apply_preset, check_within
+from mme.config import MAX_REPEATS, apply_preset, check_integers, check_within
 from mme.data.dataset import collate
 from mme.data.transforms import IMAGENET_STD, denormalize, deviations
 from mme.errors import ConfigError
@@ -141,6 +141,7 @@ class TargetConfig:
     def __post_init__(self):
         hog_norm_unset = self.hog_norm is None
         apply_preset(self, "target", self.PRESETS, fallback=self.UNSET)
+        check_integers(self, "target")
         if hog_norm_unset and self.normalised_hog_head:
             self.hog_norm = True
         kinds = self.kinds

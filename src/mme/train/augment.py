@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.config import MAX_REPEATS, check_within
+from mme.config import MAX_REPEATS, check_integers, check_within
 from mme.data.transforms import IMAGENET_MEAN, denormalize, normalize
 from mme.errors import ConfigError
 
@@ -52,6 +52,7 @@ class AugmentConfig:
     """Label smoothing of the (mixed) targets."""
 
     def __post_init__(self):
+        check_integers(self, "augment")
         for name in ("randaug_prob", "erase_prob", "mix_prob", "mix_switch_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from mme.config import MAX_REPEATS, check_within
+from mme.config import MAX_REPEATS, check_integers, check_within
 from mme.data.dataset import DataConfig
 from mme.data.sampling import window_length
 from mme.errors import ConfigError
@@ -96,6 +96,8 @@ class TrainConfig:
     1), on a GPU torch's default (mme.train.precision.choose_threads)."""
 
     def __post_init__(self):
+        self.seed = check_seed(self.seed, "train.seed")  # before check_integers: a seed refused in its own words
+        check_integers(self, "train")
         for name in ("epochs", "batch_size", "accum_steps", "log_every", "ckpt_every", "max_nonfinite"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
@@ -105,7 +107,6 @@ class TrainConfig:
         check_within("train.threads", self.threads, most=MAX_THREADS, why=THREADS_WHY)
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
-        self.seed = check_seed(self.seed, "train.seed")
         if any(e <= 0 for e in self.keep_epochs):
             raise ConfigError(f"train.keep_epochs must be positive epoch counts, got {list(self.keep_epochs)}")
         if self.precision not in PRECISIONS:
@@ -267,6 +268,7 @@ class TaskConfig:
         return {split: listed for split, listed in (("val", self.val_list), ("test", self.test_list)) if listed}
 
     def __post_init__(self):
+        check_integers(self, "task")
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"task.num_classes must be >= 2, got {self.num_classes}")
         if self.scratch_init not in SCRATCH_INITS:

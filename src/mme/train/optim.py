@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
+from mme.config import check_integers
 from mme.errors import ConfigError
 
 # Parameters that are never decayed besides 1-D ones (norms, biases): position tables and learned tokens.
@@ -50,6 +51,7 @@ class OptimConfig:
     """Layer-wise lr decay factor per encoder block (fine-tuning); None = off."""
 
     def __post_init__(self):
+        check_integers(self, "optim")
         for name in ("base_lr", "min_lr", "eps", "weight_decay", "weight_decay_end"):
             value = getattr(self, name)
             if value is not None and value < 0:
