@@ -237,6 +237,23 @@ def test_a_clip_of_another_float_dtype_than_the_weights_is_refused_naming_both()
         assert enc(x.bfloat16()).shape == (1, 16, 64)
 
 
+def test_a_clip_of_another_channel_count_is_refused_naming_the_channels_and_the_transpose_of_a_hf_layout():
+    """Hugging Face VideoMAE's (B, T, C, H, W) clip was refused as one that "does not divide into tubelets", a clip
+    of one channel by torch's convolution ("expected input[1, 1, 8, 32, 32] to have 3 channels")."""
+    enc = VisionTransformer(ModelConfig(**TINY)).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with pytest.raises(ValueError) as refused:
+        enc(x.transpose(1, 2))
+    assert str(refused.value) == ("a clip of shape (1, 8, 3, 32, 32) (B, C, T, H, W) has 8 channels; the encoder takes "
+                                  "3: for a (B, T, C, H, W) clip (Hugging Face VideoMAE's layout), give x.transpose(1, "
+                                  "2)")
+    with pytest.raises(ValueError) as refused:
+        enc(x[:, :1])
+    assert str(refused.value) == "a clip of shape (1, 1, 8, 32, 32) (B, C, T, H, W) has 1 channel; the encoder takes 3"
+    with torch.no_grad():
+        assert torch.equal(enc(x.transpose(1, 2).transpose(1, 2)), enc(x))
+
+
 def test_presets_have_their_documented_parameter_counts():
     # Built on the meta device: shapes only, no memory, so ViT-L costs nothing.
     expected = {"tiny": 5.63e6, "small": 21.88e6, "base": 86.23e6, "large": 303.86e6}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mme.data.transforms import deviations
 from mme.models.config import DEFAULT_NORM_EPS, ModelConfig, mlp_width
-from mme.utils import cpu_features
+from mme.utils import counted, cpu_features
 
 
 def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -269,6 +269,11 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"a clip of shape {tuple(x.shape)} and dtype {x.dtype}: the encoder takes float clips "
                              "(B, C, T, H, W), ImageNet-normalised (mme.data.transforms.normalize_clip makes them "
                              "from uint8 frames)")
+        if x.shape[1] != self.cfg.in_chans:
+            layout = ": for a (B, T, C, H, W) clip (Hugging Face VideoMAE's layout), give x.transpose(1, 2)" \
+                if x.shape[2] == self.cfg.in_chans else ""
+            raise ValueError(f"a clip of shape {tuple(x.shape)} (B, C, T, H, W) has {counted(x.shape[1], 'channel')}; "
+                             f"the encoder takes {self.cfg.in_chans}{layout}")
         weights = next(self.patch_embed.parameters()).dtype
         if x.dtype != weights and (x.dtype == torch.float64 or not torch.is_autocast_enabled(x.device.type)):
             # (autocast casts a float32 or half clip itself, not a float64 one)
