@@ -31,12 +31,20 @@ MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
 SNAP_PX = 3
 
 
+_INTEGER_CLIP = {
+    "normalize": ("RGB in [0, 1]", "a uint8 clip (0..255, a dataset item's) is normalised by "
+                                   "mme.data.transforms.normalize_clip"),
+    "denormalize": ("ImageNet-normalised", "a uint8 clip (0..255) is RGB already: clip.float() / 255 is it in [0, 1]"),
+}
+"""For :func:`normalize` and :func:`denormalize`: the float clips each takes, and what to do with a uint8 one."""
+
+
 def _stats(ref: torch.Tensor, channel_dim: int, caller: str) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet's mean and std in ``ref``'s dtype, shaped to broadcast along ``channel_dim``; in an integer dtype
-    both would round to 0, so ``caller`` refuses ``ref`` there."""
+    both would round to 0, so ``caller`` refuses ``ref`` there, saying what it takes (:data:`_INTEGER_CLIP`)."""
     if not ref.is_floating_point():
-        raise TypeError(f"{caller} takes float clips (RGB in [0, 1]), got {ref.dtype}; a uint8 clip (0..255, a "
-                        f"dataset item's) is normalised by mme.data.transforms.normalize_clip")
+        takes, advice = _INTEGER_CLIP[caller]
+        raise TypeError(f"{caller} takes float clips ({takes}), got {ref.dtype}; {advice}")
     shape = [1] * ref.ndim
     shape[channel_dim] = 3
     mean = torch.tensor(IMAGENET_MEAN, dtype=ref.dtype, device=ref.device).view(shape)
