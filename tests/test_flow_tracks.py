@@ -196,7 +196,8 @@ def test_bad_frame_input_is_a_clear_error():
     # a start that is no frame index was cut to one (0.7 -> 0), called 'too short' (-1) or an OverflowError (inf);
     # a seed stride of 0 was a ZeroDivisionError
     for starts in ([0.7], [-1], [np.inf]):
-        with pytest.raises(ConfigError, match=r"starts must be raw frame indices \(whole numbers >= 0\)"):
+        with pytest.raises(ConfigError, match=r"starts must be raw frame indices \(whole numbers from 0 to "
+                                              rf"2\*\*63 - 1\), got \[{starts[0]}\]$"):
             compute_tracks(np.stack([a] * 4), starts=starts, length=1)
     with pytest.raises(ConfigError, match="seed stride must be > 0 pixels, got 0"):
         compute_tracks(np.stack([a] * 4), starts=[0], length=1, seed_stride=0)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from fractions import Fraction
 from pathlib import Path
@@ -199,15 +200,26 @@ def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
 def test_a_read_refuses_indices_that_are_no_frames_and_takes_whole_floats(tmp_path, clip_frames, backend):
     """A read cast its indices to int64: ``np.linspace(0, 10, 5)``'s 2.5 and 7.5 read frames 2 and 7, -0.5 frame 0,
-    unsaid (``track`` refused such starts, by the same check now)."""
+    unsaid (``track`` refused such starts, by the same check now). The refusal names the wrong indices alone (``[1,
+    None]`` was "got [1, None]") and the range (2**63 was refused as no whole number >= 0); float16 indices are read
+    without numpy's overflow warning (2.0**63 cast to float16)."""
     path = str(write_video(tmp_path / "a.mp4", clip_frames[:11]))
     with open_video(path, backend=backend) as reader:
         np.testing.assert_array_equal(reader.read(np.linspace(0, 10, 6)), reader.read([0, 2, 4, 6, 8, 10]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(reader.read(np.float16([1, 2])), reader.read([1, 2]))
+            np.testing.assert_array_equal(reader.read(np.array([1, 2], object)), reader.read([1, 2]))
         for indices, wrong in ((np.linspace(0, 10, 5), "[2.5, 7.5]"), ([-0.5], "[-0.5]"), ([-1, 3], "[-1]"),
-                               ([np.nan], "[nan]"), ([True], "[True]")):
-            with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: the frames to read must be raw frame "
-                                                  rf"indices \(whole numbers >= 0\), got {re.escape(wrong)}$"):
-                reader.read(indices)
+                               ([np.nan], "[nan]"), ([True], "[True]"), (np.float16([1, np.inf]), "[inf]"),
+                               ([2**63], "[9223372036854775808]"), ([1, 10**20], "[100000000000000000000]"),
+                               ([1, None], "[None]"), ([1, "a", 2.5], "['a', 2.5]")):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with pytest.raises(ConfigError) as info:
+                    reader.read(indices)
+            assert str(info.value) == (f"{path}: the frames to read must be raw frame indices (whole numbers from 0 "
+                                       f"to 2**63 - 1), got {wrong}")
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])

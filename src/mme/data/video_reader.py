@@ -30,21 +30,31 @@ def video_error(path: str | Path, reason: str, detail: object = "", kind: type[V
     return err
 
 
+def _whole(arr: np.ndarray) -> np.ndarray:
+    """Which entries of the integer or float array ``arr`` are frame indices: whole numbers from 0 to
+    :data:`~mme.utils.MAX_INT`; floats compared in float64 (``2.0**63`` overflows float16, with numpy's warning)."""
+    if arr.dtype.kind in "iu":
+        return (arr >= 0) & (arr <= MAX_INT)
+    f = arr.astype(np.float64)
+    return (f == np.floor(f)) & (f >= 0) & (f < 2.0**63)  # NaN and inf fail each
+
+
 def frame_indices(values, given: str) -> np.ndarray:
     """``values`` (ints, or floats that are whole: ``np.linspace``'s) as int64 frame indices ``(N,)``; a fraction,
-    NaN, a negative index, one past int64, a bool or text refused in one line naming them as ``given`` (an int64
-    cast took 5.75 for frame 5 and -0.5 for frame 0, unsaid)."""
+    NaN, a negative index, one past int64, a bool or text refused in one line naming the wrong ones as ``given`` (an
+    int64 cast took 5.75 for frame 5 and -0.5 for frame 0, unsaid)."""
     arr = np.asarray(values).reshape(-1)
-    if arr.dtype.kind == "f":
-        fits = (arr == np.floor(arr)) & (arr >= 0) & (arr < 2.0**63)  # NaN and inf fail each
-    elif arr.dtype.kind in "iu":
-        fits = (arr >= 0) & (arr <= MAX_INT)
-    else:
-        fits = np.zeros(arr.shape, bool)
+    if arr.dtype.kind in "iuf":
+        fits = _whole(arr)
+    else:  # entry by entry (``[1, None]``, ``[1, 10**20]``, ``[1, "a"]``), so that the wrong ones alone are named
+        arr = np.asarray(values, dtype=object).reshape(-1)
+        fits = np.array([(one := np.asarray(v)).ndim == 0 and one.dtype.kind in "iuf" and bool(_whole(one))
+                         for v in arr], bool)
     if not fits.all():
         wrong = arr[~fits]
         more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
-        raise ConfigError(f"{given} must be raw frame indices (whole numbers >= 0), got {wrong[:5].tolist()}{more}")
+        raise ConfigError(f"{given} must be raw frame indices (whole numbers from 0 to 2**63 - 1), got "
+                          f"{wrong[:5].tolist()}{more}")
     return arr.astype(np.int64)
 
 
