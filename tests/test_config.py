@@ -635,9 +635,19 @@ def test_an_integer_key_of_a_config_built_in_python_takes_integers_alone_and_nam
         for value in (32.0, "32", True, np.float64(32)):
             with pytest.raises(ConfigError) as info:
                 build(value)
-            assert str(info.value) == f"{key} must be an integer, got {value!r}"
-    with pytest.raises(ConfigError, match=r"^model\.img_size: 1180591620717411303424 does not fit a 64-bit"):
+            assert str(info.value) == f"config key '{key}': expected an integer, got {value!r}"
+    with pytest.raises(ConfigError, match=r"^config key 'model\.img_size': 1180591620717411303424 does not fit a "
+                                          r"64-bit integer \(at most 2\*\*63 - 1 = 9223372036854775807 in size\)$"):
         ModelConfig(img_size=2**70)
+    # the words of a recipe's or an override's value: the same value, refused alike however it was given
+    for override, build in (("data.stride=2.5", lambda: DataConfig(stride=2.5)),
+                            ("data.stride=true", lambda: DataConfig(stride=True)),
+                            (f"model.img_size={2**70}", lambda: ModelConfig(img_size=2**70))):
+        with pytest.raises(ConfigError) as given:
+            load_config(PretrainConfig, "tiny_cpu_mme", [override])
+        with pytest.raises(ConfigError) as built:
+            build()
+        assert str(given.value) == str(built.value)
     # numpy integers are integers: taken as plain ints, which a run's config.yaml can hold
     m = ModelConfig(**{**tiny, "img_size": np.int64(32), "embed_dim": np.int32(32)})
     assert (type(m.img_size), type(m.embed_dim), m.num_tokens) == (int, int, 8)

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError, UnknownConfigKeys
-from mme.utils import check_count, error_reason, outside_int64, plural
+from mme.utils import error_reason, outside_int64, plain_int, plural
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -305,19 +305,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return bool(value)
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if tp is int:
-        whole = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            whole = value
-        elif isinstance(value, float) and value.is_integer():
-            whole = int(value)
-        elif isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                whole = int(value)
-        if whole is None:
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        if why := outside_int64(whole):
-            raise _OutOfRange(f"config key '{key}': {why}")
-        return whole
+        return _integer(value, key, read=True)
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
@@ -436,16 +424,35 @@ def _integer_fields(cls: type) -> tuple[tuple[str, bool], ...]:
                  if hints[f.name] in (int, int | None))
 
 
+def _integer(value: Any, key: str, read: bool) -> int:
+    """``value`` as config key ``key``'s integer: an int (a numpy one too; not a bool, :func:`~mme.utils.plain_int`),
+    and where ``read`` (a recipe's or an override's value, :func:`_coerce`) a whole float (``2.0``) or an integer's
+    text; anything else, or one past int64 (:class:`_OutOfRange`), refused in one line naming the key, in the same
+    words however the value was given (:func:`check_integers`: a config built in Python)."""
+    whole = plain_int(value)
+    if whole is None and read:
+        if isinstance(value, float) and value.is_integer():
+            whole = int(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                whole = int(value)
+    if whole is None:
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if why := outside_int64(whole):
+        raise _OutOfRange(f"config key '{key}': {why}")
+    return whole
+
+
 def check_integers(cfg: Any, section: str) -> None:
     """Make each integer field of config dataclass ``cfg`` (annotated ``int``, or ``int | None`` and set) a plain int,
-    anything else refused in one line naming ``<section>.<field>`` (:func:`~mme.utils.check_count`): a bool, a float,
-    a text. Recipes and overrides are read by their annotations (:func:`_coerce`); a config built in Python is not,
-    and ``ModelConfig(img_size=32.0)`` was taken (its token count 8.0, the model's build a TypeError),
+    anything else refused in one line naming ``<section>.<field>`` (:func:`_integer`): a bool, a float, a text.
+    Recipes and overrides are read by their annotations (:func:`_coerce`); a config built in Python is not, and
+    ``ModelConfig(img_size=32.0)`` was taken (its token count 8.0, the model's build a TypeError),
     ``DataConfig(stride="4")`` failed at a comparison naming no key."""
     for name, may_be_none in _integer_fields(type(cfg)):
         value = getattr(cfg, name)
         if value is not None or not may_be_none:
-            setattr(cfg, name, check_count(value, None, f"{section}.{name}"))
+            setattr(cfg, name, _integer(value, f"{section}.{name}", read=False))
 
 
 def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:

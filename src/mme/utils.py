@@ -68,7 +68,7 @@ def outside_int64(value: int) -> str:
     return f"{value} does not fit a 64-bit integer (at most 2**63 - 1 = {MAX_INT} in size)"
 
 
-def _plain_int(value: Any) -> int | None:
+def plain_int(value: Any) -> int | None:
     """``value`` as a plain int (of a numpy integer too); None for a bool (an int to Python, not a count or a seed to
     whoever wrote it) or anything that is not an integer."""
     if not isinstance(value, bool):
@@ -90,24 +90,21 @@ def counted(n: int, noun: str, many: str | None = None) -> str:
 
 
 def as_count(value: Any, least: int) -> int | None:
-    """``value`` as a plain int (:func:`_plain_int`) of at least ``least`` that fits an int64; None for anything else
-    (a bool, a float, text, a smaller or a larger one). The check of callers that say the refusal of
-    :func:`check_count` in their own words (a Hugging Face config's key)."""
-    count = _plain_int(value)
+    """``value`` as a plain int (:func:`plain_int`) of at least ``least`` that fits an int64; None for anything else
+    (a bool, a float, text, a smaller or a larger one). The check of :func:`check_count`, and of callers that say its
+    refusal in their own words (a Hugging Face config's key)."""
+    count = plain_int(value)
     return count if count is not None and least <= count <= MAX_INT else None
 
 
-def check_count(value: Any, least: int | None, given: str) -> int:
-    """``value`` as a plain int (:func:`_plain_int`) that fits an int64, of at least ``least`` (None: any); anything
-    else refused in one line naming it as ``given`` (its argument, flag or config key), where a comparison or a
-    tensor's shape failed later."""
-    plain = _plain_int(value)
-    if plain is not None and (why := outside_int64(plain)):
+def check_count(value: Any, least: int, given: str) -> int:
+    """``value`` as a plain int of at least ``least`` (:func:`as_count`); anything else refused in one line naming it
+    as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
+    if (count := as_count(value, least)) is not None:
+        return count
+    if (plain := plain_int(value)) is not None and (why := outside_int64(plain)):
         raise ConfigError(f"{given}: {why}")
-    if plain is None or (least is not None and plain < least):
-        bound = "" if least is None else f" of at least {least}"
-        raise ConfigError(f"{given} must be an integer{bound}, got {value!r}")
-    return plain
+    raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
 
 
 def is_positive_number(value: Any) -> bool:
@@ -122,7 +119,7 @@ def check_seed(seed: Any, given: str) -> int:
     naming it as ``given`` (its key or flag): numpy or torch would refuse it with a traceback once the work had
     begun, or take True as 1 and 2.5 as 2. (numpy's SeedSequence takes no negative seed, torch's generators none
     past 2**64 - 1, and a training run seeds them with it plus the epoch.)"""
-    if (value := _plain_int(seed)) is None:
+    if (value := plain_int(seed)) is None:
         raise ConfigError(f"{given}: a seed must be an integer, got {seed!r}")
     if not 0 <= value <= MAX_INT:
         raise ConfigError(f"{given}: a seed must be in [0, 2**63 - 1], got {value}")
