@@ -259,6 +259,27 @@ def test_a_base_may_leave_a_section_or_mapping_empty_for_the_recipe_over_it(tmp_
     assert load_config(PretrainConfig, tmp_path / "child.yaml", []).target.track_length == 3
 
 
+def test_a_section_or_mapping_left_empty_changes_nothing_at_any_layer(tmp_path):
+    """A recipe over tiny_cpu_mme whose ``optim:`` and ``train:`` had every key commented out, run with an override
+    of a key in each, trained with the defaults' whole sections (an lr 64 times lower, into runs/pretrain) without a
+    word; without an override it was refused naming no recipe. A section or mapping left empty (null) is nothing
+    changed there, in a recipe over a base as in one without; a recipe of nothing but empty sections is empty."""
+    (tmp_path / "mine.yaml").write_text("_base_: tiny_cpu_mme\noptim:\n#  base_lr: 1.0e-4\ntrain:\n#  steps: 100\n")
+    for overrides in (["train.steps=2", "optim.min_lr=1e-6"], []):
+        mine = load_config(PretrainConfig, tmp_path / "mine.yaml", overrides)
+        assert (mine.optim.base_lr, mine.train.batch_size, mine.train.out_dir) == (3e-4, 8, "runs/tiny_cpu_mme")
+        assert dataclasses.asdict(mine) == dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_mme", overrides))
+    (tmp_path / "base.yaml").write_text("_base_: tiny_cpu_mme\ntarget:\n  loss_weights: {traj: 2}\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntarget:\n  loss_weights: ~\n")
+    assert load_config(PretrainConfig, tmp_path / "child.yaml").target.loss_weights == {"traj": 2.0}
+    (tmp_path / "alone.yaml").write_text("optim:\nmodel: None\ntrain:\n  steps: 3\n")  # (None: null, as in a key)
+    alone = load_config(PretrainConfig, tmp_path / "alone.yaml")
+    assert (alone.train.steps, alone.optim, alone.model) == (3, PretrainConfig().optim, PretrainConfig().model)
+    (tmp_path / "nothing.yaml").write_text("optim:\ntrain:\n#  steps: 3\n")
+    with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/nothing\.yaml: empty \(a recipe holds at least one "):
+        load_config(PretrainConfig, tmp_path / "nothing.yaml")
+
+
 def test_a_base_given_as_a_path_is_never_a_packaged_recipe(tmp_path):
     """``_base_: ./tiny_cpu_mme.yaml`` with no such file beside the recipe took the packaged tiny_cpu_mme (its sizes
     and out_dir) without a word, where ``--config ./tiny_cpu_mme.yaml`` is refused; ``../configs/x.yaml`` was found

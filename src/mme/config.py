@@ -6,8 +6,9 @@ Unknown keys and values of the wrong type are errors that name the key and list 
 finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take). A recipe is a path or a packaged
 recipe's name (a name with a folder in it or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`).
 A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then
-among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other types
-than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole
+among the packaged recipes; never the working folder); a section or mapping a recipe leaves empty (null: its keys
+commented out) changes nothing. An override's value is read as YAML for keys of other types than text, and as
+written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole
 (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``,
 ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key, in an override and in a recipe alike
 (``none`` too, but for a key that takes it as a value: ``target.activation=none`` is the linear heads; a key that
@@ -231,7 +232,8 @@ class _OutOfRange(ConfigError):
 
 class _CannotBeUnset(ConfigError):
     """A text key given one of :data:`NULLS`, which it cannot be unset by; from a recipe (a :class:`_NullText` with
-    its ``recipe``), refused once the layers are merged, so that a later layer may replace it (:func:`_check_layer`)."""
+    its ``recipe``), refused once the layers are merged, so that a later layer may replace it
+    (:func:`_checked_layer`)."""
 
 
 NONE = "none"
@@ -382,25 +384,28 @@ def _refuse_unknown(cls: type, data: dict[str, Any], prefix: str) -> None:
         )
 
 
-def _check_layer(cls: type, data: dict[str, Any], prefix: str = "") -> None:
-    """Refuse the unknown keys and the values of the wrong type in ``data``, one layer of a config of dataclass
-    ``cls`` (a recipe without its base), as :func:`from_dict` does, without building it: what the layers set
-    together is checked when they are merged (a section or mapping left empty, null, in a base that a recipe over it
-    fills among them)."""
+def _checked_layer(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data``, one layer of a config of dataclass ``cls`` (a recipe without its base), with its unknown keys and
+    values of the wrong type refused as :func:`from_dict` refuses them, without building it (what the layers set
+    together is checked when they are merged), and each section or mapping left empty (null: its keys commented out,
+    ``train:``) as ``{}``: nothing changed there, over a base as over the defaults, with or without overrides."""
     hints = typing.get_type_hints(cls)
     _refuse_unknown(cls, data, prefix)
+    out = {}
     for name, value in data.items():
-        mapping = dataclasses.is_dataclass(hints[name]) or dict in (hints[name], typing.get_origin(hints[name]))
-        if mapping and value is None:
-            continue
-        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
-            _check_layer(hints[name], value, f"{prefix}{name}.")
+        tp = hints[name]
+        if (dataclasses.is_dataclass(tp) or dict in (tp, typing.get_origin(tp))) and _unset(value):
+            value = {}
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = _checked_layer(tp, value, f"{prefix}{name}.")
         else:
             try:
-                _field_value(cls, name, value, hints[name], prefix)
+                _field_value(cls, name, value, tp, prefix)
             except _CannotBeUnset:
                 if getattr(value, "recipe", None) is None:
                     raise  # (a recipe's: refused when the layers are merged, unless a later one replaces it)
+        out[name] = value
+    return out
 
 
 def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
@@ -690,11 +695,13 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     raise ConfigError(f"recipe {text!r} not found (not a file, not a packaged recipe: {available})")
 
 
-def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_recipe(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML recipe, following ``_base_`` chains (each recipe a layer over its base: :func:`merge_layer`
     for the config dataclass ``cls``, its keys and values checked first, so that an error names the recipe that
-    holds it; ``_base_: ~/x.yaml`` is under the home folder, as a text key's value); an empty recipe or a chain that
-    comes back to a recipe already in it is a ConfigError (the first would silently train the full-size defaults)."""
+    holds it, and a section left empty taken as nothing changed: :func:`_checked_layer`; ``_base_: ~/x.yaml`` is
+    under the home folder, as a text key's value); an empty recipe (without a base, no setting: nothing, or sections
+    left empty) or a chain that comes back to a recipe already in it is a ConfigError (the first would silently train
+    the full-size defaults)."""
     path = resolve_recipe_path(name)
     if path.resolve() in _chain:
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
@@ -709,19 +716,19 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
     except ConfigError as e:
         raise ConfigError(f"recipe {path}: {e}") from e
-    if not data:
-        raise ConfigError(f"recipe {path}: empty (a recipe holds at least one setting; for the defaults give none)")
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping at the top level")
+    data = dict(data or {})
     base = data.pop("_base_", None)
     if _unset(base):  # (None, as null: no base)
         base = None
     _mark_recipe(data, path)
-    if cls is not None:
-        try:
-            _check_layer(cls, data)
-        except ConfigError as e:
-            raise type(e)(f"recipe {path}: {e}") from e
+    try:
+        data = _checked_layer(cls, data)
+    except ConfigError as e:
+        raise type(e)(f"recipe {path}: {e}") from e
+    if base is None and not flatten(data):  # (nothing, or sections left empty)
+        raise ConfigError(f"recipe {path}: empty (a recipe holds at least one setting; for the defaults give none)")
     if base is not None:
         if not isinstance(base, str):
             raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")

@@ -49,6 +49,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, METHODS, flow_available, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
+from mme.train.config import PretrainConfig
 from mme.utils import (
     TIMED_AGAIN,
     atomic_write_json,
@@ -178,7 +179,7 @@ def pair_ms(videos: list[np.ndarray], method: str, repeat: int) -> float:
 
 def recipe_configs(recipe: str | Path, overrides: tuple[str, ...]) -> tuple[ModelConfig, TargetConfig, DataConfig]:
     """The model, target and data settings of a pre-training recipe with ``overrides``."""
-    data = merge(load_recipe(recipe), parse_overrides(list(overrides)))
+    data = merge(load_recipe(recipe, PretrainConfig), parse_overrides(list(overrides)))
     return from_dict(ModelConfig, data.get("model", {}), "model."), \
         from_dict(TargetConfig, data.get("target", {}), "target."), from_dict(DataConfig, data.get("data", {}), "data.")
 
