@@ -306,6 +306,38 @@ def test_every_number_a_flag_takes_has_its_range(tmp_path, monkeypatch, capsys):
         assert said in capsys.readouterr().err, argv
 
 
+def test_an_empty_recipe_is_refused_naming_its_flag(tmp_path, monkeypatch, capsys):
+    """``--config "$RECIPE"`` with RECIPE unset ran mme pretrain and mme finetune on the full-size defaults (ViT-B,
+    1600 epochs) without a word, and ``mme bench train --recipe ""`` timed the default model: an empty recipe is
+    refused naming its flag; from Python (``load_config``, a ``_base_: ""``), naming the empty recipe."""
+    import mme.eval.finetuned
+    import mme.train.bench
+    import mme.train.pretrain
+    from mme.config import load_config
+    from mme.errors import ConfigError
+    from mme.train.config import PretrainConfig
+
+    ran = []
+    for module, name in ((mme.train.pretrain, "pretrain"), (mme.eval.finetuned, "finetune"),
+                         (mme.train.bench, "bench_train")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: ran.append(args))
+    for argv in (["pretrain", "--config", "", "train.steps=1"], ["finetune", "--config", " "],
+                 ["bench", "train", "--recipe", ""]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        flag = "--recipe" if "bench" in argv else "--config"
+        assert (info.value.code, capsys.readouterr().err.splitlines()[-1]) == (2, (
+            f"mme {' '.join(argv[:-2] if 'bench' in argv else argv[:1])}: error: argument {flag}: empty, which "
+            "names no recipe (an unset shell variable?): give a YAML path or a packaged recipe's name")), argv
+    assert not ran
+    with pytest.raises(ConfigError, match=r"^recipe '': empty, which names no recipe; give a YAML path or a "
+                                          r"packaged recipe's name \(\[.*'tiny_cpu_mme'"):
+        load_config(PretrainConfig, "")
+    (tmp_path / "r.yaml").write_text("_base_: ''\ntrain:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml: its _base_: recipe '': empty, which names no recipe"):
+        load_config(PretrainConfig, tmp_path / "r.yaml")
+
+
 def test_every_count_flag_refuses_an_integer_past_int64_in_one_line(tmp_path, capsys):
     """``mme embed --stride 2**63`` was an OverflowError of numpy (Python int too large to convert to C long), ``mme
     viz --size 10**20`` a ValueError of torch, ``mme demo --minutes 1e30`` one of the steps it scaled to."""

@@ -92,6 +92,15 @@ def path(text: str) -> str:
     return home(text)
 
 
+def recipe_arg(text: str) -> str:
+    """argparse type: a recipe (:func:`path`); an empty one, what an unset shell variable gives (``--config
+    "$RECIPE"``), is refused: taken as none, it ran the full-size defaults."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty, which names no recipe (an unset shell variable?): give a YAML path "
+                                         "or a packaged recipe's name")
+    return path(text)
+
+
 def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any] | None = None) -> None:
     """Make subcommand ``p`` call ``target`` ("module:function", imported when it runs) with its flags as keyword
     arguments. ``outcome`` presents the function's result: prints it, or returns the exit status (default 0)."""
@@ -316,7 +325,7 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
     """``mme pretrain`` / ``mme finetune``: a recipe (``recipe``: a packaged one the help names), key=value
     overrides (anywhere on the line), --resume and --overwrite, handed to ``module.main(recipe, overrides)``."""
     p = sub.add_parser(name, help=help, description=description)
-    p.add_argument("--config", type=path, required=True,
+    p.add_argument("--config", type=recipe_arg, required=True,
                    help=f"recipe: a YAML path (with a folder in it or .yaml/.yml: ./{recipe}.yaml) or a packaged name "
                         f"(e.g. {recipe})")
     p.add_argument("--resume", type=path, default=None,
@@ -621,7 +630,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
                        help="flow methods (default: every one this OpenCV build has)")
         p.add_argument("--repeat", type=count(), default=3, help="timed passes over the frame pairs (median printed)")
     if kind == "train":  # unset sizes: the recipe's, else ViT-S, 8x112², batch 4, mask 0.7, pixel target
-        p.add_argument("--recipe", type=path, default=None,
+        p.add_argument("--recipe", type=recipe_arg, default=None,
                        help="time the model, target and batch of this recipe (e.g. tiny_cpu_pixel, the demo's; batch "
                             "4 where its file sets none); the flags below replace its values")
         p.add_argument("--preset", default=None, choices=MODEL_PRESETS, help="encoder size (default small)")

@@ -666,6 +666,9 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     recipe there would become every recipe's base. The recipe itself comes after the packaged ones: ``_base_:
     tiny_cpu_mme`` in a copy named so is the packaged one."""
     text, packaged = str(name), packaged_recipe(str(name))
+    if not text.strip():  # (an unset shell variable: --config "$RECIPE")
+        raise ConfigError(f"recipe {text!r}: empty, which names no recipe; give a YAML path or a packaged recipe's "
+                          f"name ({_packaged_names()})")
     if base_of is None:
         local = next((c for c in (Path(n) for n in dict.fromkeys((text, _recipe_file(text)))) if _is_recipe(c)),
                      None)
@@ -691,8 +694,11 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     for c in candidates:
         if _is_recipe(c):
             return c
-    available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise ConfigError(f"recipe {text!r} not found (not a file, not a packaged recipe: {available})")
+    raise ConfigError(f"recipe {text!r} not found (not a file, not a packaged recipe: {_packaged_names()})")
+
+
+def _packaged_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
 def load_recipe(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -753,11 +759,11 @@ def _mark_recipe(data: Any, path: Path) -> None:
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """defaults <- recipe <- overrides, as a typed dataclass, which records the keys the overrides set
     (:func:`given_in`)."""
-    path = resolve_recipe_path(recipe) if recipe else None
-    data = load_recipe(path, cls) if path else {}
+    path = resolve_recipe_path(recipe) if recipe is not None else None
+    data = load_recipe(path, cls) if path is not None else {}
     update = parse_overrides(overrides or [])
     cfg = from_dict(cls, merge_layer(cls, data, update))
-    if path:
+    if path is not None:
         _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)
     setattr(cfg, _GIVEN, frozenset(given))

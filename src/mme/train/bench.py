@@ -302,7 +302,7 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
              batch: int | None) -> tuple[ModelConfig, TargetConfig, OptimConfig, int]:
     """The model, target, optimizer settings and batch of ``recipe`` (else :data:`DEFAULT`; batch 4 where the
     recipe's files set none, not TrainConfig's 64: a timing, not a run), with the given values in their place."""
-    data = load_recipe(recipe, PretrainConfig) if recipe else DEFAULT
+    data = load_recipe(recipe, PretrainConfig) if recipe is not None else DEFAULT
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
     given = {k: v for k, v in given.items() if v is not None}
     flags = {f"model.{k}": FLAGS[k] for k in given} | ({"target.kind": FLAGS["kind"]} if target else {})
