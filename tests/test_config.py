@@ -526,8 +526,10 @@ def test_a_later_layer_drops_each_earlier_override_setting_the_same_key_mapping_
 def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):
     """``train.epochs=5`` on a recipe that sets ``train.steps`` changed nothing without a word (steps win); the
     same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting both, or the
-    winner to null, is quiet and does what it says."""
+    winner to null, is quiet and does what it says. mme demo said it once per config it loaded (16 times)."""
     import logging
+
+    from mme.config import warnings_once
 
     with caplog.at_level(logging.WARNING, logger="mme.config"):
         c = load_config(PretrainConfig, "tiny_cpu_mme", ["train.epochs=5", "optim.warmup_epochs=1"])
@@ -543,6 +545,13 @@ def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog)
         (tmp_path / "child.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  epochs: 3\n")
         load_config(PretrainConfig, tmp_path / "child.yaml")
     assert "train.epochs=3 has no effect: train.steps=300" in caplog.text
+    caplog.clear()  # within warnings_once (mme demo's configs, one per row) said once, as load_config's own lines
+    with caplog.at_level(logging.INFO, logger="mme.config"), warnings_once():
+        for _ in range(3):
+            load_config(PretrainConfig, "tiny_cpu_mme", ["train.epochs=5", "model.preset=small"])
+    assert [r.getMessage() for r in caplog.records if "config: recipe" not in r.getMessage()] == [
+        "config: train.epochs=5 has no effect: train.steps=300 set before it wins (add train.steps=null to use epochs)",
+        "config: model.preset=small replaces model.depth=4, model.embed_dim=192, model.num_heads=3 set before it"]
 
 
 def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path):

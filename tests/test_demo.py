@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -1112,6 +1113,28 @@ def test_a_demo_refused_by_its_settings_leaves_no_out_folder(tmp_path, capsys):
     out.mkdir(parents=True)
     assert main([*QUICK, "--out", str(out), "model.nokey=1"]) == 1
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_an_override_that_a_key_the_demo_sets_shadows_is_refused_naming_its_flag(tmp_path, capsys, monkeypatch):
+    """``mme demo train.epochs=3`` warned 16 times that train.steps=300, the recipe's (not the demo's steps), wins,
+    advising train.steps=null, which the demo refuses; the epochs still changed the rows' settings. An override that
+    a key of the demo's own runs wins over is refused before any work, naming the flag that sets that key."""
+    import mme.demo
+    from mme.demo import demo_settings
+
+    ran = []
+    monkeypatch.setattr(mme.demo, "demo", lambda s, overwrite: ran.append(s) or [])
+    said = ("train.epochs would change nothing: mme demo sets train.steps of its runs itself, which wins over it (use "
+            "--steps or --minutes)")
+    for override in ("train.epochs=3", "train={epochs: 3}"):
+        assert main(["demo", "--quick", "--out", str(tmp_path / "d"), override]) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
+        with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
+            demo_settings(tmp_path / "d", quick=True, steps=3, overrides=[override])
+    assert not ran and not (tmp_path / "d").exists()
+    # a key that the quick run's own overrides (optim.warmup_steps=2), not its runs' settings, win over: the user's
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "optim.warmup_epochs=1",
+                 "optim.warmup_steps=null"]) == 0 and len(ran) == 1
 
 
 def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_workers_have_one(tmp_path, capsys,

@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import logging
 import math
+import operator
 import os
 import types
 import typing
@@ -593,7 +594,7 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     preset wins over an earlier layer's explicit values, as any later key does (each drop is logged at ``level``:
     a recipe's own layers at debug, overrides at info). A key the
     update sets that an earlier layer's key overrides (``cls.SHADOWED_BY``: ``train.epochs`` under a recipe's
-    ``train.steps``) is warned about: it would change nothing."""
+    ``train.steps``) is warned about: it would change nothing. Each line is said once within :func:`warnings_once`."""
     out = merge(base, update)
     presets = getattr(cls, "PRESETS", None)
     def preset(layer):
@@ -605,12 +606,12 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
         for k in dropped:
             del out[k]
         if dropped:
-            log.log(level, "config: %spreset=%s replaces %s set before it", prefix, update["preset"],
-                    ", ".join(f"{prefix}{k}={v}" for k, v in dropped.items()))
+            _say(level, f"config: {prefix}preset={update['preset']} replaces "
+                        f"{', '.join(f'{prefix}{k}={v}' for k, v in dropped.items())} set before it")
     for name, winner in getattr(cls, "SHADOWED_BY", {}).items():
         if name in update and winner not in update and not _unset(out.get(winner)):
-            log.warning("config: %s%s=%s has no effect: %s%s=%s set before it wins (add %s%s=null to use %s)",
-                        prefix, name, update[name], prefix, winner, out[winner], prefix, winner, name)
+            _say(logging.WARNING, f"config: {prefix}{name}={update[name]} has no effect: {prefix}{winner}="
+                                  f"{out[winner]} set before it wins (add {prefix}{winner}=null to use {name})")
     hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
     for name, value in update.items():
         tp = hints.get(name)
@@ -783,14 +784,15 @@ def _say(level: int, said: str) -> None:
 
 
 _said_once: set[str] | None = None
-"""Within :func:`warnings_once`, the lines of :func:`load_config` (the recipe read, keys given without effect) said
-so far."""
+"""Within :func:`warnings_once`, the lines of :func:`load_config` (the recipe read, keys given without effect) and of
+:func:`merge_layer` said so far."""
 
 
 @contextlib.contextmanager
 def warnings_once() -> Iterator[None]:
-    """Within the block, :func:`load_config` says each of its lines (the recipe read, a key given without effect) once:
-    a job that loads configs of the same overrides again and again (mme demo, one per row) says its user's once."""
+    """Within the block, :func:`load_config` and :func:`merge_layer` say each of their lines (the recipe read, a key
+    given without effect or shadowed) once: a job that loads configs of the same overrides again and again (mme demo,
+    one per row) says its user's once."""
     global _said_once
     before, _said_once = _said_once, set() if _said_once is None else _said_once
     try:
@@ -835,12 +837,19 @@ def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def shadowed_by(cls: type) -> dict[str, str]:
+    """``{dotted key: the key that wins over it where set}`` over the sections of config dataclass ``cls``: each
+    section's ``SHADOWED_BY`` (``train.epochs``: ``train.steps``)."""
+    hints = typing.get_type_hints(cls)
+    return {f"{f.name}.{name}": f"{f.name}.{winner}" for f in dataclasses.fields(cls)
+            for name, winner in getattr(hints[f.name], "SHADOWED_BY", {}).items()}
+
+
 def keys_shadowed(cfg: Any) -> dict[str, str]:
-    """``{dotted key: the key that wins over it}`` over the sections of ``cfg``: the keys of a section's
-    ``SHADOWED_BY`` whose winner is set (``train.epochs`` beside ``train.steps``), which change nothing."""
-    return {f"{f.name}.{name}": f"{f.name}.{winner}" for f in dataclasses.fields(cfg)
-            if dataclasses.is_dataclass(section := getattr(cfg, f.name))
-            for name, winner in getattr(section, "SHADOWED_BY", {}).items() if getattr(section, winner) is not None}
+    """``{dotted key: the key that wins over it}`` over the sections of ``cfg``: the keys of :func:`shadowed_by`
+    whose winner is set (``train.epochs`` beside ``train.steps``), which change nothing."""
+    return {key: winner for key, winner in shadowed_by(type(cfg)).items()
+            if operator.attrgetter(winner)(cfg) is not None}
 
 
 _GIVEN = "_given_keys"

@@ -62,6 +62,7 @@ from mme.config import (
     override_keys,
     packaged_recipe,
     parse_overrides,
+    shadowed_by,
     warnings_once,
 )
 from mme.data.dataset import ClassificationDataset, DataConfig
@@ -180,6 +181,12 @@ class DemoSettings:
         if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
             raise ConfigError("mme demo sets these keys of its runs itself: "
                               + ", ".join(f"{key} ({_instead(DEMO_KEYS[key])})" for key in owned))
+        shadowed = {key: winner for key, winner in sorted(shadowed_by(PretrainConfig).items())
+                    if key in keys and winner in DEMO_KEYS}
+        if shadowed:  # (it would change nothing in the runs but the rows' settings)
+            raise ConfigError("; ".join(f"{key} would change nothing: mme demo sets {winner} of its runs itself, "
+                                        f"which wins over it ({_instead(DEMO_KEYS[winner])})"
+                                        for key, winner in shadowed.items()))
         labelled = sorted(keys & ROW_KEYS)
         if labelled:
             raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
