@@ -84,6 +84,33 @@ def test_every_integer_key_past_int64_and_an_mlp_past_it_are_refused_in_one_line
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["model.mlp_ratio=2.5"]).model.mlp_ratio == 2.5
 
 
+def test_a_whole_number_in_any_decimal_form_is_an_integer_and_a_fraction_is_refused(tmp_path):
+    """``train.steps=1e3`` was refused ('1e3' matches none of ['int', 'NoneType']), ``train.batch_size=1e1`` too
+    (expected an integer, got '1e1'), while ``1.0e+3`` was 1000: YAML 1.1 reads a float only with a dot and a signed
+    exponent. A decimal text of a whole number, in any form, is that integer, read from its text (a seed written
+    ``9007199254740993.0`` is not rounded as a float); a fraction is refused as before."""
+    for steps, batch in (("1e3", "1e1"), ("1E3", "10E0"), ("1.0e+3", "1.0e+1"), ("1000.0", "10.00"), ("10e2", "1_0")):
+        c = load_config(PretrainConfig, "tiny_cpu_mme", [f"train.steps={steps}", f"train.batch_size={batch}",
+                                                         f"train.keep_epochs=[{steps}, 2e0]"])
+        assert (c.train.steps, c.train.batch_size, c.train.keep_epochs) == (1000, 10, (1000, 2)), (steps, batch)
+        assert type(c.train.steps) is int and type(c.train.batch_size) is int
+    (tmp_path / "r.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 1e3\n  batch_size: 1.0e+1\n")
+    assert (load_config(PretrainConfig, tmp_path / "r.yaml").train.steps,
+            load_config(PretrainConfig, tmp_path / "r.yaml").train.batch_size) == (1000, 10)
+    for seed in ("9007199254740993.0", "9.007199254740993e15"):
+        assert load_config(PretrainConfig, "tiny_cpu_mme", [f"train.seed={seed}"]).train.seed == 2**53 + 1
+    for override, said in (("train.steps=1.5e0", "'1.5e0' matches none of ['int', 'NoneType']"),
+                           ("train.batch_size=1.5", "expected an integer, got '1.5'"),
+                           ("train.batch_size=1e-1", "expected an integer, got '1e-1'"),
+                           ("train.batch_size=nan", "expected an integer, got 'nan'"),
+                           ("train.steps=1e20", "1E+20 does not fit a 64-bit integer (at most 2**63 - 1 = "
+                                                "9223372036854775807 in size)"),
+                           ("train.steps=1e999999999", "1E+999999999 does not fit a 64-bit integer")):
+        with pytest.raises(ConfigError) as info:
+            load_config(PretrainConfig, "tiny_cpu_mme", [override])
+        assert str(info.value).startswith(f"config key '{override.split('=')[0]}': {said}"), override
+
+
 def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(tmp_path, monkeypatch):
     """YAML turned text values into numbers and back ('010' -> '8', '1:30' -> '90'), cut them at ' #', and an
     unparsable one (%HOME%) was a bare traceback; 'None' and an empty value made folders of those names; a
@@ -419,10 +446,10 @@ def test_a_bad_key_or_value_of_a_recipe_names_the_recipe_that_holds_it(tmp_path)
     looked for it in their own recipe. A layer is checked alone for its keys and types only: what layers set
     together (the model's and the data's image size) still holds across them."""
     (tmp_path / "team").mkdir()
-    (tmp_path / "team" / "common.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  batch_size: 1e1\n")
+    (tmp_path / "team" / "common.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  batch_size: eight\n")
     (tmp_path / "mine.yaml").write_text("_base_: team/common.yaml\ntrain:\n  steps: 10\n")
     with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/team/common\.yaml: config key 'train\.batch_size': "
-                                          r"expected an integer, got '1e1'$"):
+                                          r"expected an integer, got 'eight'$"):
         load_config(PretrainConfig, tmp_path / "mine.yaml")
     (tmp_path / "lr.yaml").write_text("_base_: tiny_cpu_mme\noptim:\n  lr: 1e-4\n")
     with pytest.raises(UnknownConfigKeys, match=rf"^recipe {tmp_path}/lr\.yaml: unknown config key "

@@ -3,8 +3,9 @@
 defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
-finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take). A recipe is a path or a packaged
-recipe's name (a name with a folder in it or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`).
+finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take); an integer key takes a whole number
+in any decimal form (``1e3``, ``1.0e+3``). A recipe is a path or a packaged recipe's name (a name with a folder in it
+or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`).
 A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then
 among the packaged recipes; never the working folder); a section or mapping a recipe leaves empty (null: its keys
 commented out) changes nothing. An override's value is read as YAML for keys of other types than text, and as
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import decimal
 import functools
 import logging
 import math
@@ -259,8 +261,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     f"'{key}=\"{text}\"'")
             raise _CannotBeUnset(f"config key '{key}': {text!r} would be taken as that text; this key cannot "
                                  f"be unset (a string: '{key}=' gives the empty one)")
-        if isinstance(value.parsed, (list, dict)) or (tp is not str and not union):  # a union tries its types
-            value = value.parsed
+        written = tp is int and isinstance(value.parsed, float)  # (read from its text: 2**53 + 1.0 not rounded)
+        if isinstance(value.parsed, (list, dict)) or (tp is not str and not union and not written):
+            value = value.parsed  # (a union tries its types)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
@@ -331,6 +334,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return home(text)
         raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
     return value
+
+
+def _whole_number(value: Any) -> decimal.Decimal | None:
+    """``value`` exactly, where it is a whole number: an int (not a bool), a float, or a decimal text, in any form
+    (``1000``, ``1e3``, ``1.0e+3``, ``1000.0``); None for anything else (``1.5e0``, ``nan``, ``ten``). A Decimal, so
+    that its range is checked before it is made an int (``1e999999999`` as an int is a billion digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = decimal.Decimal(value.strip() if isinstance(value, str) else value)
+    except decimal.InvalidOperation:
+        return None
+    return number if number.is_finite() and number == number.to_integral_value() else None
 
 
 def home(text: str) -> str:
@@ -432,21 +448,18 @@ def _integer_fields(cls: type) -> tuple[tuple[str, bool], ...]:
 
 def _integer(value: Any, key: str, read: bool) -> int:
     """``value`` as config key ``key``'s integer: an int (a numpy one too; not a bool, :func:`~mme.utils.plain_int`),
-    and where ``read`` (a recipe's or an override's value, :func:`_coerce`) a whole float (``2.0``) or an integer's
-    text; anything else, or one past int64 (:class:`_OutOfRange`), refused in one line naming the key, in the same
-    words however the value was given (:func:`check_integers`: a config built in Python)."""
+    and where ``read`` (a recipe's or an override's value, :func:`_coerce`) a whole number in any decimal form
+    (:func:`_whole_number`: ``2.0``, ``1e3``); anything else, or one past int64 (:class:`_OutOfRange`), refused in
+    one line naming the key, in the same words however the value was given (:func:`check_integers`: a config built
+    in Python)."""
     whole = plain_int(value)
     if whole is None and read:
-        if isinstance(value, float) and value.is_integer():
-            whole = int(value)
-        elif isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                whole = int(value)
+        whole = _whole_number(value)
     if whole is None:
         raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
     if why := outside_int64(whole):
         raise _OutOfRange(f"config key '{key}': {why}")
-    return whole
+    return int(whole)
 
 
 def check_integers(cfg: Any, section: str) -> None:
