@@ -338,13 +338,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _whole_number(value: Any) -> decimal.Decimal | None:
     """``value`` exactly, where it is a whole number: an int (not a bool), a float, or a decimal text, in any form
-    (``1000``, ``1e3``, ``1.0e+3``, ``1000.0``); None for anything else (``1.5e0``, ``nan``, ``ten``). A Decimal, so
-    that its range is checked before it is made an int (``1e999999999`` as an int is a billion digits)."""
+    (``1000``, ``1e3``, ``1.0e+3``, ``1000.0``); None for anything else (``1.5e0``, ``nan``, ``ten``, and a text that
+    is no number to Python for its underscores, ``_10`` or ``1_e3``, which Decimal takes wherever they are). A
+    Decimal, so that its range is checked before it is made an int (``1e999999999`` as an int is a billion digits)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
-        number = decimal.Decimal(value.strip() if isinstance(value, str) else value)
-    except decimal.InvalidOperation:
+        if isinstance(value, str):
+            value = value.strip()
+            float(value)  # (Python's rule of underscores: between digits only)
+        number = decimal.Decimal(value)
+    except (ValueError, decimal.InvalidOperation):
         return None
     return number if number.is_finite() and number == number.to_integral_value() else None
 
