@@ -86,10 +86,11 @@ def test_every_integer_key_past_int64_and_an_mlp_past_it_are_refused_in_one_line
 
 def test_a_whole_number_in_any_decimal_form_is_an_integer_and_a_fraction_is_refused(tmp_path):
     """``train.steps=1e3`` was refused ('1e3' matches none of ['int', 'NoneType']), ``train.batch_size=1e1`` too
-    (expected an integer, got '1e1'), while ``1.0e+3`` was 1000: YAML 1.1 reads a float only with a dot and a signed
-    exponent. A decimal text of a whole number, in any form, is that integer, read from its text (a
+    (expected an integer, got '1e1'), while ``1.0e+3`` was 1000: YAML 1.1 reads a float only with a dot, and an
+    exponent only when signed. A decimal text of a whole number, in any form, is that integer, read from its text (a
     seed written ``9007199254740993.0`` is not rounded as a float); a fraction is refused as before, and so is a text
-    that is no number to Python for its underscores (``_10``, ``1_e3``: Decimal takes an underscore anywhere)."""
+    that is no number to Python for its underscores (``_10``, ``1_e3``: Decimal takes an underscore anywhere). One
+    past a 64-bit integer is said as written (not ``1E+20``)."""
     for steps, batch in (("1e3", "1e1"), ("1E3", "10E0"), ("1.0e+3", "1.0e+1"), ("1000.0", "10.00"), ("10e2", "1_0")):
         c = load_config(PretrainConfig, "tiny_cpu_mme", [f"train.steps={steps}", f"train.batch_size={batch}",
                                                          f"train.keep_epochs=[{steps}, 2e0]"])
@@ -106,13 +107,15 @@ def test_a_whole_number_in_any_decimal_form_is_an_integer_and_a_fraction_is_refu
                            ("train.batch_size=nan", "expected an integer, got 'nan'"),
                            *((f"train.batch_size={text}", f"expected an integer, got '{text}'")
                              for text in ("_10", "1_e3", "1e_3", "1._5e1")),
-                           ("train.steps=1e20", "1E+20 does not fit a 64-bit integer (at most 2**63 - 1 = "
+                           ("train.steps=1e20", "1e20 does not fit a 64-bit integer (at most 2**63 - 1 = "
                                                 "9223372036854775807 in size)"),
-                           ("train.steps=1e999999999", "1E+999999999 does not fit a 64-bit integer")):
+                           ("train.steps=1.0e+20", "1.0e+20 does not fit a 64-bit integer"),
+                           ("train.steps=1e999999999", "1e999999999 does not fit a 64-bit integer")):
         with pytest.raises(ConfigError) as info:
             load_config(PretrainConfig, "tiny_cpu_mme", [override])
         assert str(info.value).startswith(f"config key '{override.split('=')[0]}': {said}"), override
-    for batch, said in (("1_e3", "expected an integer, got '1_e3'"), ("1e_3", "expected an integer, got '1e_3'")):
+    for batch, said in (("1_e3", "expected an integer, got '1_e3'"), ("1e_3", "expected an integer, got '1e_3'"),
+                        ("1e20", "1e20 does not fit a 64-bit integer")):
         (tmp_path / "r.yaml").write_text(f"_base_: tiny_cpu_mme\ntrain:\n  batch_size: {batch}\n")
         with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/r\.yaml: config key 'train\.batch_size': {said}"):
             load_config(PretrainConfig, tmp_path / "r.yaml")

@@ -461,7 +461,7 @@ def _integer(value: Any, key: str, read: bool) -> int:
         whole = _whole_number(value)
     if whole is None:
         raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-    if why := outside_int64(whole):
+    if why := outside_int64(whole, str(value).strip()):
         raise _OutOfRange(f"config key '{key}': {why}")
     return int(whole)
 

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import ctypes
 import dataclasses
+import decimal
 import errno
 import fcntl
 import functools
@@ -60,12 +61,14 @@ PyAV's thread count past a C int)."""
 THREADS_WHY = "more threads than any machine's cores"
 
 
-def outside_int64(value: int) -> str:
-    """Why the integer ``value`` is refused as a config key's or a flag's value: it does not fit an int64
-    (:data:`MAX_INT`); '' where it fits."""
+def outside_int64(value: int | decimal.Decimal, written: str | None = None) -> str:
+    """Why the whole number ``value`` (an int, or a Decimal not yet made one: ``1e999999999`` as an int is a billion
+    digits) is refused as a config key's or a flag's value: it does not fit an int64 (:data:`MAX_INT`), said as
+    ``written`` (as the user wrote it: ``1e20``, not Decimal's ``1E+20``; None: ``value``); '' where it fits."""
     if -MAX_INT - 1 <= value <= MAX_INT:
         return ""
-    return f"{value} does not fit a 64-bit integer (at most 2**63 - 1 = {MAX_INT} in size)"
+    said = value if written is None else written
+    return f"{said} does not fit a 64-bit integer (at most 2**63 - 1 = {MAX_INT} in size)"
 
 
 def plain_int(value: Any) -> int | None:
