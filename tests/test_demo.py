@@ -1118,7 +1118,8 @@ def test_a_demo_refused_by_its_settings_leaves_no_out_folder(tmp_path, capsys):
 def test_an_override_that_a_key_the_demo_sets_shadows_is_refused_naming_its_flag(tmp_path, capsys, monkeypatch):
     """``mme demo train.epochs=3`` warned 16 times that train.steps=300, the recipe's (not the demo's steps), wins,
     advising train.steps=null, which the demo refuses; the epochs still changed the rows' settings. An override that
-    a key of the demo's own runs wins over is refused before any work, naming the flag that sets that key."""
+    a key of the demo's own runs wins over is refused before any work, naming the flag that sets that key; one that
+    an override of the demo's own wins over (--quick's optim.warmup_steps=2), naming that override and the way out."""
     import mme.demo
     from mme.demo import demo_settings
 
@@ -1131,8 +1132,21 @@ def test_an_override_that_a_key_the_demo_sets_shadows_is_refused_naming_its_flag
         assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
         with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
             demo_settings(tmp_path / "d", quick=True, steps=3, overrides=[override])
+    # a key that the quick run's own override (optim.warmup_steps=2) wins over changed only the rows' settings,
+    # without a word: refused, unless the user's overrides set the winner too (null: the user's epochs then count)
+    said = ("optim.warmup_epochs would change nothing: mme demo --quick sets optim.warmup_steps=2, which wins over it "
+            "(add optim.warmup_steps=null to use it)")
+    for override in ("optim.warmup_epochs=1", "optim={warmup_epochs: 1}"):
+        assert main(["demo", "--quick", "--out", str(tmp_path / "d"), override]) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
+        with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
+            demo_settings(tmp_path / "d", quick=True, steps=3, overrides=[override])
     assert not ran and not (tmp_path / "d").exists()
-    # a key that the quick run's own overrides (optim.warmup_steps=2), not its runs' settings, win over: the user's
+    for quick, overrides in ((True, ["optim.warmup_epochs=1", "optim.warmup_steps=null"]),
+                             (True, ["optim.warmup_epochs=1", "optim={warmup_steps: 4}"]),
+                             (False, ["optim.warmup_epochs=1"])):  # (the recipe's warmup_steps: warned, as anywhere)
+        made = demo_settings(tmp_path / "d", quick=quick, steps=3, overrides=overrides)
+        assert made.overrides[-len(overrides):] == overrides
     assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "optim.warmup_epochs=1",
                  "optim.warmup_steps=null"]) == 0 and len(ran) == 1
 

