@@ -102,7 +102,7 @@ def test_a_whole_number_in_any_decimal_form_is_an_integer_and_a_fraction_is_refu
     for seed in ("9007199254740993.0", "9.007199254740993e15"):
         assert load_config(PretrainConfig, "tiny_cpu_mme", [f"train.seed={seed}"]).train.seed == 2**53 + 1
     for override, said in (("train.steps=1.5e0", "'1.5e0' matches none of ['int', 'NoneType']"),
-                           ("train.batch_size=1.5", "expected an integer, got '1.5'"),
+                           ("train.batch_size=1.5", "expected an integer, got 1.5"),
                            ("train.batch_size=1e-1", "expected an integer, got '1e-1'"),
                            ("train.batch_size=nan", "expected an integer, got 'nan'"),
                            *((f"train.batch_size={text}", f"expected an integer, got '{text}'")

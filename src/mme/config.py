@@ -459,8 +459,9 @@ def _integer(value: Any, key: str, read: bool) -> int:
     whole = plain_int(value)
     if whole is None and read:
         whole = _whole_number(value)
-    if whole is None:
-        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if whole is None:  # (an override's float kept as its text to be read exactly: said as the number it is)
+        said = value.parsed if isinstance(value, _Override) else value
+        raise ConfigError(f"config key '{key}': expected an integer, got {said!r}")
     if why := outside_int64(whole, str(value).strip()):
         raise _OutOfRange(f"config key '{key}': {why}")
     return int(whole)
