@@ -1432,6 +1432,54 @@ def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_th
     assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads
 
 
+def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp_path, monkeypatch, caplog):
+    """task.eval_only compared its lists with no training list: a classifier fine-tuned on split 1 and tested on
+    split 2's test list, all of whose videos it was trained on, said nothing (a fine-tuning run with those lists
+    warns), nor did one given data.list_file. Its lists are compared with the training list and root its run
+    recorded, their relative paths from that run's working folder, or with the data.list_file given; where the
+    recorded list is gone, with none."""
+    import logging
+    import shutil
+
+    from mme.config import load_config
+    from mme.eval.finetuned import finetune
+    from mme.train.config import FinetuneConfig
+
+    r = synth.root
+    ran = tmp_path / "ran"
+    (ran / "lists").mkdir(parents=True)
+    (ran / "videos").symlink_to(r)
+    shutil.copy(r / "train.txt", ran / "lists" / "train.txt")
+    monkeypatch.chdir(ran)  # a run given relative paths
+    finetune(_tiny_recipe(synth, "ft", "train.steps=1", "data.list_file=lists/train.txt", "data.root=videos",
+                          "task.val_list=", "task.test_list="))
+    monkeypatch.chdir(tmp_path)
+    trained = [line.rsplit(maxsplit=1)[0] for line in (r / "train.txt").read_text().splitlines()]
+    first = min(os.path.realpath(r / p) for p in trained)
+    (tmp_path / "two.txt").write_text("".join(f"{line}\n" for line in (r / "train.txt").read_text().splitlines()[:2]))
+
+    def warned(out_dir, *extra):
+        overrides = _tiny_overrides(synth, tmp_path / out_dir, f"train.init={ran}/ft/checkpoint-00000001.pt",
+                                    *EVAL_ONLY, f"task.test_list={r}/train.txt", *extra)
+        if not extra:  # (the recipe's list, not given)
+            overrides = [o for o in overrides if not o.startswith("data.list_file=")]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            finetune(load_config(FinetuneConfig, "finetune_tiny_cpu", overrides))
+        return [rec.getMessage() for rec in caplog.records if "with the training list" in rec.getMessage()]
+
+    n = len(trained)
+    assert warned("ev") == [  # before: nothing
+        f"task.test_list {r}/train.txt shares {n} of its {n} videos with the training list {ran}/lists/train.txt "
+        f"(e.g. {first}): its figures score videos the model was trained on"]
+    assert warned("ev2", f"data.list_file={tmp_path / 'two.txt'}") == [
+        f"task.test_list {r}/train.txt shares 2 of its {n} videos with the training list {tmp_path / 'two.txt'} "
+        f"(e.g. {min(os.path.realpath(r / p) for p in trained[:2])}): its figures score videos the model was "
+        "trained on"]
+    (ran / "lists" / "train.txt").unlink()
+    assert warned("ev3") == []
+
+
 def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):
     """task.eval_only took task.classes (the recipe's, silently) over the names the checkpoint records: in another
     order, per-class accuracy was filed under the wrong names; unset, under '0', '1', ...; so did --classes of

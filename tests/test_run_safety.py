@@ -2215,7 +2215,7 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
             f"task.test_list={test_list}"])
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            check_test_lists(cfg, 2)
+            check_test_lists(cfg, 2, (cfg.data.list_file, cfg.data.root))
         assert ("shares" in caplog.text and "with the training list" in caplog.text) == shared, caplog.text
     assert f"(e.g. {tmp_path / 'copy.mp4'} (as {(d.root / first[0]).resolve()}: the same file)): its figures" in \
         caplog.text, caplog.text
@@ -2237,11 +2237,11 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
         f"data.list_file={tmp_path / 'train.txt'}", f"data.root={d.root}", "task.classes=", "task.val_list=",
         f"task.test_list={tmp_path / 'twice.txt'}"])
     with pytest.raises(DataError) as e:
-        check_test_lists(cfg, 2)
+        check_test_lists(cfg, 2, (cfg.data.list_file, cfg.data.root))
     assert str(e.value).startswith(f"task.test_list {tmp_path / 'twice.txt'}: lines 1 and {len(test_lines) + 1} "
                                    f"list the same video "), e.value
     cfg.task.test_list = str(d.lists["test"])
-    check_test_lists(cfg, 2)
+    check_test_lists(cfg, 2, (cfg.data.list_file, cfg.data.root))
 
 
 @pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block",

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ from mme.eval.testing import (
     trivial_top5,
     warn_short,
 )
+from mme.models.checkpoint import Checkpoint
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
@@ -182,7 +184,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
         if names is not None and len(names) != model.num_classes:
             raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
                               f"{model.num_classes}")
-        check_test_lists(cfg, model.num_classes)
+        check_test_lists(cfg, model.num_classes, _training_list(cfg, ck, given))
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a
@@ -226,6 +228,19 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     dist.on_main(run_folder.take, cfg.train.out_dir)
     dist.on_main(run_folder.check_report_names, Path(cfg.train.out_dir), list(cfg.task.tested))
     return _final_tests(model, cfg, device, precision, names, cfg.train.init)
+
+
+def _training_list(cfg: FinetuneConfig, ck: Checkpoint, given: Collection[str]) -> tuple[str, str] | None:
+    """The training list of ``task.eval_only``'s classifier ``ck`` and the root its paths start from: the config's
+    where the command line gives ``data.list_file`` (the recipe's names another run's), else those its run
+    recorded, from that run's working folder (None where ``ck`` records none)."""
+    if "data.list_file" in given:
+        return cfg.data.list_file, cfg.data.root
+    ran = ck.run_config.get("data")
+    if not isinstance(ran, dict) or not isinstance(ran.get("list_file"), str):
+        return None
+    folder = ck.run_folder or os.getcwd()
+    return os.path.join(folder, ran["list_file"]), os.path.join(folder, ran.get("root") or "")
 
 
 def _sampling(data: DataConfig) -> str:

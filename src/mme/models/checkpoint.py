@@ -98,6 +98,9 @@ class Checkpoint:
     run_config: dict = field(default_factory=dict)
     """The config sections of the run that made it: all of them (``model``, ``target``, ``data``, ...) from our
     training checkpoints; from our exports and mme's Hugging Face ones, the parts readers use (``run_record``)."""
+    run_folder: str | None = None
+    """Our training checkpoints: the working folder of the run that made it (its meta's ``cwd``), which the relative
+    paths of its ``run_config`` (``data.list_file``, ``data.root``) start from."""
     assumed: tuple[str, ...] = ()
     """ModelConfig fields taken on trust because no file on the way recorded them (the clip geometry and head
     counts of original ``.pth`` files): said when a module is built, carried by every export (so a converted file
@@ -900,6 +903,8 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
                          fallback=fallback)
         ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
         ck.run_config = obj["config"]
+        meta = obj.get("meta")
+        ck.run_folder = meta.get("cwd") if isinstance(meta, dict) and isinstance(meta.get("cwd"), str) else None
         if ck.kind == "classifier" and isinstance(obj.get("classes"), list):
             ck.class_names = [str(n) for n in obj["classes"]]
         return ck
@@ -957,6 +962,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
     'classification' = the classifier."""
     if kind == "model":
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
+                          run_folder=ck.run_folder,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
                           given_as=ck.given_as, replaced=ck.replaced, norm_pix=ck.norm_pix,

@@ -104,18 +104,18 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source, checkpoint or source)
 
 
-def check_test_lists(cfg: FinetuneConfig, num_classes: int, whence: str = "") -> None:
+def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: tuple[str, str] | None, whence: str = "") -> None:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
-    (it would be scored twice), and videos they share with the training list are warned about (the figures would
-    score videos the model was trained on), as are their videos of classes the training list has none of
+    (it would be scored twice). Against the training list (``training``: it and the root its paths start from;
+    None where none is known), where it is there: videos they share with it are warned about (the figures would
+    score videos the model was trained on), as are their videos of classes it has none of
     (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a video (oversampling it).
     ``whence``: where ``num_classes`` came from, said with a label beyond it."""
-    trained = []
-    if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
-        trained = read_list(cfg.data.list_file, strict=False)[0]
-    train = {video_identity(e, cfg.data.root): e for e in trained}
+    train_file, train_root = training or ("", "")
+    trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
+    train = {video_identity(e, train_root): e for e in trained}
     tested = {}
     for split, list_file in cfg.task.tested.items():
         key = f"{split}_list"
@@ -125,8 +125,8 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, whence: str = "") ->
                                      cfg.data.root)
         if shared:
             log.warning("task.%s %s shares %d of its %d videos with the training list %s (e.g. %s): its figures "
-                        "score videos the model was trained on", key, list_file, shared, len(entries),
-                        cfg.data.list_file, named)
+                        "score videos the model was trained on", key, list_file, shared, len(entries), train_file,
+                        named)
         missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
         if len(missing) == len(entries):
             raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
@@ -134,7 +134,7 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, whence: str = "") ->
         if missing:
             log.warning("task.%s %s: %d of its %d videos are not under data.root (e.g. %s); the tests report them "
                         "as failed", key, list_file, len(missing), len(entries), missing[0])
-    note = untrained_classes(cfg.data.list_file, trained, tested)
+    note = untrained_classes(train_file, trained, tested)
     if note:
         log.warning("%s", note)
 
@@ -224,7 +224,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                               f"{num_classes}")
         if start.resume is not None:
             _check_resumed_head(cfg, start.resume, names, num_classes)
-        check_test_lists(cfg, num_classes, "" if cfg.task.num_classes or names else
+        check_test_lists(cfg, num_classes, (cfg.data.list_file, cfg.data.root), "" if cfg.task.num_classes or names else
                          f"task.num_classes unset: 1 + the largest label of data.list_file {cfg.data.list_file}; set "
                          f"task.num_classes or task.classes")
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
