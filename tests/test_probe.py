@@ -691,6 +691,41 @@ def test_a_label_beyond_the_class_map_is_refused_before_any_embedding(synth, tmp
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_splits_that_share_source_videos_are_warned_about_before_any_embedding(tmp_path, caplog):
+    """Train and test lists with clips of one source video on both sides (UCF101's v_A_g01_c01 in train,
+    v_A_g01_c02 in test) were probed without a word, though the probe carves its own val split by source and kNN
+    finds a clip's sibling (85 % for 50 %); now one warning before any embedding names the count and a source, by
+    --group-by where given."""
+    from mme.cli import main
+
+    lines = {"train": ["A/v_A_g01_c01.avi 0", "A/v_A_g02_c01.avi 0", "B/v_B_g03_c01.avi 1", "B/v_B_g04_c01.avi 1",
+                       "B/s7_x.avi 1"],
+             "test": ["A/v_A_g01_c02.avi 0", "B/v_B_g05_c01.avi 1", "B/s7_y.avi 1"]}
+    for name, listed in lines.items():
+        for line in listed:
+            (tmp_path / line.split()[0]).parent.mkdir(exist_ok=True)
+            (tmp_path / line.split()[0]).write_bytes(line.encode())
+        (tmp_path / f"{name}.txt").write_text("".join(f"{line}\n" for line in listed))
+    base = ["probe", "unused.ckpt", "--train", str(tmp_path / "train.txt"), "--test", str(tmp_path / "test.txt"),
+            "--root", str(tmp_path), "--out", str(tmp_path / "p")]
+
+    def warned(*extra):
+        caplog.clear()
+        assert main([*base, *extra]) == 1  # (no checkpoint)
+        return [r.getMessage() for r in caplog.records if "two splits" in r.getMessage()]
+
+    where = f"the train list {tmp_path / 'train.txt'}, the test list {tmp_path / 'test.txt'}"
+    assert warned() == [  # before: nothing
+        f"{where}: 1 source video has clips in two splits, e.g. v_A_g01 (A/v_A_g01_c01.avi in train, "
+        "A/v_A_g01_c02.avi in test): scores of one split are of videos the other fits on; move each source's clips to "
+        "one split"]
+    assert warned("--group-by", r"^(s\d+|v_.+_g\d+)_") == [
+        f"{where}: 2 source videos have clips in two splits, e.g. v_A_g01 (A/v_A_g01_c01.avi in train, "
+        "A/v_A_g01_c02.avi in test): scores of one split are of videos the other fits on; move each source's clips to "
+        "one split"]
+    assert not (tmp_path / "p" / "features").exists()
+
+
 def test_a_train_list_of_one_class_is_refused_before_any_embedding(synth, tmp_path, capsys):
     """A train list whose videos are all of one class probed at 100 % (every prediction is that class), as mme
     finetune refuses it: one line now, before any embedding."""

@@ -2221,6 +2221,45 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
         caplog.text, caplog.text
 
 
+def test_val_or_test_clips_of_the_training_lists_source_videos_are_warned_about(tmp_path, caplog):
+    """``mme finetune`` scored a test list holding other clips of the training list's source videos (UCF101's
+    v_A_g01_c02 beside v_A_g01_c01: one footage, a clip's sibling) without a word, where ``mme lists`` warns of
+    them; now one warning per list names the count and a source. A video the lists share is warned about as such
+    alone, and a file whose name gives no source is its own, not a source of a like-named file elsewhere."""
+    from mme.config import load_config
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import check_test_lists
+
+    root = tmp_path / "videos"
+    lists = {"train": ["A/v_A_g01_c01.avi 0", "A/v_A_g02_c01.avi 0", "B/v_B_g03_c01.avi 1", "B/clip.avi 1"],
+             "siblings": ["A/v_A_g01_c02.avi 0", "B/v_B_g05_c01.avi 1"],
+             "same": ["A/v_A_g01_c01.avi 0", "B/v_B_g05_c01.avi 1"], "elsewhere": ["B/clip.avi 1"]}
+    for name, lines in lists.items():
+        for line in lines:
+            folder = tmp_path / "other" if name == "elsewhere" else root
+            (folder / line.split()[0]).parent.mkdir(parents=True, exist_ok=True)
+            (folder / line.split()[0]).write_bytes(name.encode())  # (files of their own, whatever their names)
+        (tmp_path / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
+
+    def warned(test_list):  # (its videos under their own root, the training list's under root)
+        cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+            f"data.list_file={tmp_path / 'train.txt'}", "task.classes=", "task.val_list=",
+            f"data.root={tmp_path / 'other' if test_list == 'elsewhere' else root}",
+            f"task.test_list={tmp_path / test_list}.txt"])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            check_test_lists(cfg, 2, (cfg.data.list_file, root))
+        return [r.getMessage() for r in caplog.records]
+
+    assert warned("siblings") == [  # before: nothing
+        f"task.test_list {tmp_path}/siblings.txt: 1 source video has clips in two splits, e.g. v_A_g01 "
+        f"(A/v_A_g01_c01.avi in the training list {tmp_path}/train.txt, A/v_A_g01_c02.avi in task.test_list): scores "
+        "of one split are of videos the other fits on; move each source's clips to one split"]
+    said = warned("same")
+    assert len(said) == 1 and said[0].startswith(f"task.test_list {tmp_path}/same.txt shares 1 of its 2 videos"), said
+    assert warned("elsewhere") == []
+
+
 def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
     """A test list with a line repeated was scored as one more video than it has, without a word; the training
     list may repeat a video (oversampling it)."""

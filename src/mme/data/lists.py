@@ -566,9 +566,10 @@ def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str,
                     other, b)
 
 
-def _warn_of_shared_sources_listed(where: str | Path, out: Splits) -> None:
-    """:func:`warn_of_shared_sources` of lists built (per split, its entries), each video's source by its path."""
-    warn_of_shared_sources(where, {split: [(source_group(e.path), e.path) for e in entries]
+def warn_of_shared_sources_listed(where: str | Path, out: Splits, group_by: re.Pattern | None = None) -> None:
+    """:func:`warn_of_shared_sources` of lists (per split, its entries), each video's source by its path
+    (:func:`source_group`, by ``group_by`` where given)."""
+    warn_of_shared_sources(where, {split: [(source_group(e.path, group_by), e.path) for e in entries]
                                    for split, entries in out.items()})
 
 
@@ -727,7 +728,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         raise DataError(f"{root}: no videos ({'/'.join(VIDEO_EXTS)}) in class sub-folders")
     if split_dirs:
         log.info("%s: split folders %s, %d classes over them", root, split_dirs, len(classes))
-        _warn_of_shared_sources_listed(root, out)
+        warn_of_shared_sources_listed(root, out)
     return out, classes, base
 
 
@@ -1318,9 +1319,9 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
 
 def _warn_of_repeats_and_shared_sources(split_dir: Path, once: _ListedOnce, out: Splits) -> None:
     """The warnings of a build from split files: rows repeated (:class:`_ListedOnce`), then source videos with
-    clips in two splits, a video listed in both among them (:func:`_warn_of_shared_sources_listed`)."""
+    clips in two splits, a video listed in both among them (:func:`warn_of_shared_sources_listed`)."""
     once.warn()
-    _warn_of_shared_sources_listed(split_dir, out)
+    warn_of_shared_sources_listed(split_dir, out)
 
 
 def _check_ucf101_label(path: Path, line_no: int, text: str, label: str, class_id: int, classes: list[str],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import re
 from pathlib import Path
 from typing import Any
 
@@ -322,11 +323,14 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
             "k": k, "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
 
 
-def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root: str) -> None:
+def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root: str,
+                    group_by: re.Pattern | None = None) -> None:
     """Refuse a list that names a video twice, or splits that share videos (``entries``, each split's list's): a probe
     would score videos it was fit on (kNN finds each one itself; a split carved from train, the copy in the other
-    part)."""
-    from mme.data.lists import listed_once, shared_video
+    part). Splits that share source videos (:func:`~mme.data.lists.source_group`, by ``group_by``: a clip's sibling
+    is as near) are warned about, by rank 0."""
+    from mme.data.lists import listed_once, shared_video, warn_of_shared_sources_listed
+    from mme.train import distributed as dist
 
     videos = {split: listed_once(f, entries[split], root, f"the {split} list") for split, f in lists.items()}
     names = list(videos)
@@ -337,6 +341,9 @@ def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root
                 raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share "
                                   f"{counted(shared, 'video')}, e.g. {named}: a probe must score videos it was not "
                                   "fit on")
+    if dist.is_main():
+        warn_of_shared_sources_listed(", ".join(f"the {split} list {f}" for split, f in lists.items()), entries,
+                                      group_by)
 
 
 def failed_classes(train_list: str | Path, train: list, fitted: Any) -> str | None:
@@ -444,7 +451,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     note = untrained_classes(train_list, entries["train"], scored)
     if note and dist.is_main():
         log.warning("%s", note)
-    _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""))
+    _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""), pattern)
     check_class_ids(train_list, entries["train"], "the train list", len(names) if names else None,
                     "give --classes (the class map)", scored)  # (every list's labels count the probe's classes)
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}

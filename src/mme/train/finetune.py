@@ -42,8 +42,10 @@ from mme.data.lists import (
     read_list,
     resolve,
     shared_video,
+    source_group,
     untrained_classes,
     video_identity,
+    warn_of_shared_sources_listed,
 )
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
@@ -110,9 +112,10 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: tuple[str,
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
     (it would be scored twice). Against the training list (``training``: it and the root its paths start from;
     None where none is known), where it is there: videos they share with it are warned about (the figures would
-    score videos the model was trained on), as are their videos of classes it has none of
-    (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a video (oversampling it).
-    ``whence``: where ``num_classes`` came from, said with a label beyond it."""
+    score videos the model was trained on), and so are other clips of its source videos (a clip's sibling scores
+    high: :func:`~mme.data.lists.source_group`, UCF101's groups, HMDB51's sources, Kinetics' YouTube videos) and
+    their videos of classes it has none of (:func:`~mme.data.lists.untrained_classes`). The training list may
+    repeat a video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it."""
     train_file, train_root = training or ("", "")
     trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
     train = {video_identity(e, train_root): e for e in trained}
@@ -121,12 +124,17 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: tuple[str,
         key = f"{split}_list"
         entries = check_labels(list_file, num_classes, f"task.{key}", whence)
         tested[f"task.{key}"] = list_file, entries
-        shared, named = shared_video(listed_once(list_file, entries, cfg.data.root, f"task.{key}"), train,
-                                     cfg.data.root)
+        videos = listed_once(list_file, entries, cfg.data.root, f"task.{key}")
+        shared, named = shared_video(videos, train, cfg.data.root)
         if shared:
             log.warning("task.%s %s shares %d of its %d videos with the training list %s (e.g. %s): its figures "
                         "score videos the model was trained on", key, list_file, shared, len(entries), train_file,
                         named)
+        if trained and dist.is_main():  # (its logger's warnings are every rank's)
+            warn_of_shared_sources_listed(f"task.{key} {list_file}", {
+                f"the training list {train_file}": trained,
+                f"task.{key}": [e for video, e in videos.items() if video not in train  # (warned of above)
+                                and source_group(e.path) != e.path]})  # (a file no name gives a source is its own)
         missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
         if len(missing) == len(entries):
             raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
