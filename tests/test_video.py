@@ -368,6 +368,34 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
         "suspicious", 75, "75 packets share 50 timestamps"), report  # read by counting, whole
 
 
+def test_an_avi_cut_at_a_chunk_is_suspicious_by_the_frame_count_its_header_gives(tmp_path):
+    """An AVI cut at a chunk boundary (a copy stopped partway: UCF101's and HMDB51's Xvid files) loses its index
+    (idx1, at the file's end), and FFmpeg rebuilds the stream's duration from the chunks it finds: `mme check` said
+    'ok' of 50 frames of 60, and of 20 'its header says 1.08 s' where the header says 60 frames, 2.40 s. An AVI's
+    header duration is its frame count at its rate; no whole AVI is called cut (Xvid with B-frames, packed DivX with
+    its placeholder chunks, MJPEG, variable frame rate written with empty chunks for the dropped frames, audio
+    running on past the video or stopping before it)."""
+    frames, _ = affine_video(60, 48, 64, dx=0.7, rot_deg=1.0, seed=4)
+    xvid = write_corpus_file(tmp_path / "xvid.avi", frames, *CORPUS["mpeg4_xvid.avi"])
+    mjpeg = write_corpus_file(tmp_path / "mjpeg.avi", frames, *CORPUS["mjpeg.avi"])
+    for whole in (xvid, mjpeg, write_corpus_file(tmp_path / "divx.avi", frames, *CORPUS["mpeg4_packed_divx.avi"]),
+                  write_corpus_file(tmp_path / "vfr.avi", frames, "mjpeg", {}, "vfr", "yuvj420p"),
+                  write_with_audio(tmp_path / "long.avi", frames, 4.0),
+                  write_with_audio(tmp_path / "short.avi", frames, 1.0)):
+        assert "cut short" not in check_video(whole)["reason"], whole
+    for whole in (xvid, mjpeg):
+        with av.open(str(whole)) as c:
+            chunks = [p.pos for p in c.demux(video=0) if p.size]
+        for k in (20, 50):
+            cut = tmp_path / f"cut{k}_{whole.name}"
+            cut.write_bytes(whole.read_bytes()[: chunks[k]])
+            report = check_video(cut)
+            assert (report["status"], report["frames"]) == ("suspicious", k), report  # before: 'ok' of 50 frames
+            said = re.fullmatch(r"cut short\? its header says 2\.40 s, its frames end at (\d\.\d\d) s \(a copy or "
+                                r"download stopped partway\): the rest is missing from every read", report["reason"])
+            assert said and float(said[1]) in (k / 25, (k + 1) / 25), report  # (Xvid's B-frames: a frame later)
+
+
 def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run(tmp_path):
     """An H.264 stream cut before its only keyframe: `mme check` called it 'short' ("0 frames, fewer than 1"),
     where a run's open of it says 'unreadable' (no decodable video frames). Its decode gives no first frame when

@@ -267,6 +267,9 @@ def sample_aspect(stream: av.video.stream.VideoStream) -> Fraction:
     return Fraction(1)
 
 
+AVI_DEMUXER = "avi"
+"""The name of FFmpeg's AVI demuxer."""
+
 CUT_SHARE = 0.9
 """The share of the duration a file's header gives its video under which its frames ending is `mme check`'s 'cut
 short?' (:func:`cut_short`)."""
@@ -277,9 +280,13 @@ def header_duration(stream: av.video.stream.VideoStream) -> tuple[float, float] 
     (MP4, MOV, AVI, MPEG-TS), from the stream's start; else its Matroska track's DURATION tag (FFmpeg and mkvmerge
     write one), else the container's (Matroska's, FLV's) where the video is the file's only stream (it is the
     longest stream's: an audio track running on past the video's end gives its own), both from time 0 (their
-    timeline's); None where the header gives none (a WebM written live, an elementary stream)."""
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base), float((stream.start_time or 0) * stream.time_base)
+    timeline's); None where the header gives none (a WebM written live, an elementary stream). An AVI's own is its
+    header's frame count (in its time base, the header's rate): FFmpeg's stream duration is that of its index, at
+    the file's end, which it rebuilds from the chunks it finds where the index is lost (a file cut at a chunk said
+    its cut length)."""
+    length = stream.frames if stream.container.format.name == AVI_DEMUXER and stream.frames > 0 else stream.duration
+    if length and stream.time_base:
+        return float(length * stream.time_base), float((stream.start_time or 0) * stream.time_base)
     tag = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", "").strip())
     if tag:
         return int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3]), 0.0
@@ -1440,7 +1447,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
                 corrupt += packet.is_corrupt  # data cut short by the end of the file, or damaged
                 if packet.is_keyframe:
                     keys.append(packet.pts)
-            check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
+            check = container.format.name == AVI_DEMUXER or stream.codec_context.name == "mpeg4"
             counted = COUNTED_FORMATS.get(container.format.name)
         if None in pts:
             return _sequential_index(path, len(pts), "packets without timestamps")
