@@ -1764,11 +1764,18 @@ def test_check_reports_what_a_run_would_meet(videos, tmp_path, caplog):
                                         "b/gone.mp4 1\na/good.mp4 cat\n")
     with caplog.at_level(logging.WARNING, logger="mme"):
         report = check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json", min_frames=16)
-    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("a run skips")]  # on the console too
-    assert len(skips) == 3, skips  # each path and status said once
-    assert skips[0] == f"a run skips {tmp_path / 'train.txt'}:6: bad list line ({report['problems'][0]['reason']})"
-    assert skips[2] == f"a run skips {videos / 'b/gone.mp4'}: missing (no such file)"
-    assert skips[1] == f"a run skips {report['problems'][3]['reason']}" and "unreadable (" in skips[1], skips
+    said = [r.getMessage() for r in caplog.records]  # on the console too
+    unread = [m for m in said if m.startswith("a run cannot read")]
+    assert len(unread) == 3, said  # each path and status said once
+    assert unread[0] == (f"a run cannot read {tmp_path / 'train.txt'}:6: bad list line "
+                         f"({report['problems'][0]['reason']})")
+    assert unread[2] == f"a run cannot read {videos / 'b/gone.mp4'}: missing (no such file)"
+    assert unread[1] == f"a run cannot read {report['problems'][3]['reason']}" and "unreadable (" in unread[1], said
+    assert said[-1] == (  # what each role does with them (before: 'a run skips', though the tests score none of them)
+        "pre-training and fine-tuning skip those of their training list (a bad line left out, a video replaced by "
+        "another drawn in its place, counted against data.max_failure_fraction); the tests of a val or test list "
+        "(fine-tuning's, task.eval_only's) and mme probe refuse a bad line before any work and report a video as "
+        "failed, left out of their figures")
     assert json.loads((tmp_path / "check.json").read_text()) == report
     assert report["videos"] == 5 and report["failing"] == 3
     assert report["counts"] == {"ok": 1, "short": 1, "suspicious": 1, "unreadable": 1, "missing": 1,
@@ -1781,7 +1788,7 @@ def test_check_reports_what_a_run_would_meet(videos, tmp_path, caplog):
     assert (packed["seeking"], packed["packets"]) == ("sequential", 30)
     assert packed["reason"].startswith("the 30 decoded frames do not carry the 30 packets' timestamps in order")
     assert report["repeats"] == {"listed_twice": [], "labels_differ": [], "in_several_lists": []}
-    out = tmp_path / "cli.json"  # the command, with workers: the same report, exit status 1 (a run would skip 2)
+    out = tmp_path / "cli.json"  # the command, with workers: the same report, exit status 1 (a run cannot read 2)
     assert cli_main(["check", str(tmp_path / "train.txt"), "--root", str(videos), "--out", str(out),
                      "--workers", "2"]) == 1
     assert json.loads(out.read_text())["problems"] == report["problems"]

@@ -261,7 +261,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        description="Decodes every listed video from start to end, as training reads it, and "
                        "writes a JSON "
                        "report: counts per status and each video that is unreadable (missing, empty, unreadable: "
-                       "frames too small to train on among them, decode error: a run skips it), short, "
+                       "frames too small to train on among them, decode error: training skips it, the tests "
+                       "report it as failed, out of their figures), short, "
                        "damaged (frames FFmpeg decoded with errors and concealed, whose pixels depend on the "
                        "decoder's threads, or data its demuxer passed over, whose frames are missing), rotated (a "
                        "display matrix turns or mirrors its frames, which are read as coded), several videos (it "
@@ -270,7 +271,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "stored, squeezed or stretched), or suspicious (read "
                        "by decoding from the start, slower, because its timestamps or frame count cannot be "
                        "trusted, or its frames end well before the duration its header gives: a copy or download "
-                       "stopped partway, whose rest no read has). Exit status 1 when a run would skip some videos.")
+                       "stopped partway, whose rest no read has). Exit status 1 when a run cannot read some videos.")
     p.add_argument("list_files", metavar="lists", type=path, nargs="+", help="list files ('path [label]' per line)")
     p.add_argument("--root", type=path, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")

@@ -1964,7 +1964,13 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
 USABLE = ("ok", "suspicious", "damaged", "rotated", "short", "several videos", "hdr", "anamorphic")
 """Statuses of videos a run reads; it skips the others (counted against data.max_failure_fraction)."""
 SHOWN = 5
-"""Videos a run would skip that ``mme check`` names on the console (its report has them all)."""
+"""Videos a run cannot read that ``mme check`` names on the console (its report has them all)."""
+UNREAD_BY_ROLE = (
+    "pre-training and fine-tuning skip those of their training list (a bad line left out, a video replaced by another "
+    "drawn in its place, counted against data.max_failure_fraction); the tests of a val or test list (fine-tuning's, "
+    "task.eval_only's) and mme probe refuse a bad line before any work and report a video as failed, left out of "
+    "their figures")
+"""What ``mme check`` says a run does with the videos it cannot read, by the role of their list (it knows none)."""
 
 
 def check_lists(list_files: list[str | Path], root: str | Path, report_path: str | Path, min_frames: int = 16,
@@ -2043,12 +2049,14 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     with space_for(report_path):
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    skipped = [p for p in problems if p["status"] not in USABLE]
-    for p in skipped[:SHOWN]:  # a VideoError's reason names the file and status already
-        log.warning("a run skips %s", p["reason"] if p["reason"].startswith(p["path"] + ": ") else
+    unread = [p for p in problems if p["status"] not in USABLE]
+    for p in unread[:SHOWN]:  # a VideoError's reason names the file and status already
+        log.warning("a run cannot read %s", p["reason"] if p["reason"].startswith(p["path"] + ": ") else
                     f"{p['path']}: {p['status']} ({p['reason']})")
-    if len(skipped) > SHOWN:
-        log.warning("... and %d more a run skips, each in %s", len(skipped) - SHOWN, report_path)
+    if len(unread) > SHOWN:
+        log.warning("... and %d more a run cannot read, each in %s", len(unread) - SHOWN, report_path)
+    if unread:
+        log.warning("%s", UNREAD_BY_ROLE)
     return report
 
 
