@@ -352,6 +352,18 @@ def test_confusion_png_is_written(tmp_path):
     assert img is not None and img.shape[0] > 100 and not list(tmp_path.glob(".*"))
 
 
+def test_the_confusion_pngs_title_fits_a_small_matrix(tmp_path):
+    """The title was set over the axes, which long class names push aside: of 5 UCF101 classes it was cut at the
+    picture's edge ('row-normalisec'), of 2 or 3 classes at both. It is the figure's, wrapped to its width: nothing
+    drawn touches the picture's edge."""
+    ucf = ["ApplyEyeMakeup", "BandMarching", "Hammering", "HammerThrow", "HandstandPushups"]
+    for n in (1, 2, 3, 5):
+        cm = np.full((n, n), 2)
+        picture = np.asarray(Image.open(save_confusion_png(cm, tmp_path / f"cm{n}.png", ucf[:n])).convert("L"))
+        edge = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]])
+        assert edge.min() > 128, n  # (white, but for anti-aliasing)
+
+
 # ---- multi-view testing --------------------------------------------------------------------------------------
 
 TINY = dict(img_size=32, patch_size=16, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2)

@@ -158,7 +158,9 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(literal(title) or f"confusion ({int(cm.sum())} videos, row-normalised)")
+    # over the figure's width, wrapped to it (over the axes, pushed aside by long class names, a small matrix's was
+    # cut off at the edge)
+    fig.suptitle(literal(title) or f"confusion ({int(cm.sum())} videos, row-normalised)", wrap=True)
     if n <= 60:  # beyond that labels are unreadable
         names = [literal(c) for c in class_names] if class_names else [str(c) for c in range(n)]  # the user's
         ax.set_xticks(range(n), names, rotation=90, fontsize=7)
