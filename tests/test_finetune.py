@@ -1449,7 +1449,7 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
     split 2's test list, all of whose videos it was trained on, said nothing (a fine-tuning run with those lists
     warns), nor did one given data.list_file. Its lists are compared with the training list and root its run
     recorded, their relative paths from that run's working folder, or with the data.list_file given; where the
-    recorded list is gone, with none."""
+    recorded list is gone or cannot be read, with none."""
     import logging
     import shutil
 
@@ -1488,8 +1488,12 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
         f"task.test_list {r}/train.txt shares 2 of its {n} videos with the training list {tmp_path / 'two.txt'} "
         f"(e.g. {min(os.path.realpath(r / p) for p in trained[:2])}): its figures score videos the model was "
         "trained on"]
+    (ran / "lists" / "train.txt").write_bytes(b"\xff\xfe a.mp4 0\n")  # (UTF-16: not read; the test goes on)
+    assert warned("ev3") == [f"list file {ran}/lists/train.txt: not UTF-8 text (saved as UTF-16, its first bytes the "
+                             "byte-order mark); save it as UTF-8: the val and test lists are not compared with the "
+                             "training list"]
     (ran / "lists" / "train.txt").unlink()
-    assert warned("ev3") == []
+    assert warned("ev4") == []
 
 
 def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):

@@ -117,7 +117,11 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: tuple[str,
     their videos of classes it has none of (:func:`~mme.data.lists.untrained_classes`). The training list may
     repeat a video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it."""
     train_file, train_root = training or ("", "")
-    trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
+    try:
+        trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
+    except DataError as e:  # (task.eval_only's, which it does not read otherwise; a run's was read before)
+        log.warning("%s: the val and test lists are not compared with the training list", e)
+        trained = []
     train = {video_identity(e, train_root): e for e in trained}
     tested = {}
     for split, list_file in cfg.task.tested.items():
