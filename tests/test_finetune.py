@@ -1449,7 +1449,9 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
     split 2's test list, all of whose videos it was trained on, said nothing (a fine-tuning run with those lists
     warns), nor did one given data.list_file. Its lists are compared with the training list and root its run
     recorded, their relative paths from that run's working folder, or with the data.list_file given; where the
-    recorded list is gone or cannot be read, with none."""
+    recorded list is gone or cannot be read, with none; where the list now there is another than the run trained on
+    (rewritten in place for another split: before, its videos were called trained on), with none, said; of a
+    checkpoint that records no digest of its list (an earlier mme's), with the list there."""
     import logging
     import shutil
 
@@ -1478,7 +1480,8 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="mme"):
             finetune(load_config(FinetuneConfig, "finetune_tiny_cpu", overrides))
-        return [rec.getMessage() for rec in caplog.records if "with the training list" in rec.getMessage()]
+        return [m for m in (rec.getMessage() for rec in caplog.records)
+                if "with the training list" in m or "has changed since the run" in m]
 
     n = len(trained)
     assert warned("ev") == [  # before: nothing
@@ -1486,6 +1489,22 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
         f"(e.g. {first}): its figures score videos the model was trained on"]
     assert warned("ev2", f"data.list_file={tmp_path / 'two.txt'}") == [
         f"task.test_list {r}/train.txt shares 2 of its {n} videos with the training list {tmp_path / 'two.txt'} "
+        f"(e.g. {min(os.path.realpath(r / p) for p in trained[:2])}): its figures score videos the model was "
+        "trained on"]
+    lines = (r / "train.txt").read_text().splitlines()
+    (ran / "lists" / "train.txt").write_text("".join(f"./{line}\n" for line in lines))  # respelled: the same list
+    assert warned("ev5") == [
+        f"task.test_list {r}/train.txt shares {n} of its {n} videos with the training list {ran}/lists/train.txt "
+        f"(e.g. {first}): its figures score videos the model was trained on"]
+    (ran / "lists" / "train.txt").write_text("".join(f"{line}\n" for line in lines[:2]))  # another split, in place
+    assert warned("ev6") == [  # before: 'shares 2 of its {n} videos'
+        f"the training list {ran}/lists/train.txt has changed since the run ({n} items then, 2 now): the val and test "
+        "lists are not compared with it"]
+    state = torch.load(ran / "ft" / "checkpoint-00000001.pt", weights_only=False)
+    del state["meta"]["list_files_digest"]  # (an earlier mme's)
+    torch.save(state, ran / "ft" / "checkpoint-00000001.pt")
+    assert warned("ev7") == [
+        f"task.test_list {r}/train.txt shares 2 of its {n} videos with the training list {ran}/lists/train.txt "
         f"(e.g. {min(os.path.realpath(r / p) for p in trained[:2])}): its figures score videos the model was "
         "trained on"]
     (ran / "lists" / "train.txt").write_bytes(b"\xff\xfe a.mp4 0\n")  # (UTF-16: not read; the test goes on)

@@ -2200,7 +2200,7 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
     from mme.config import load_config
     from mme.data.synth import generate_synth
     from mme.train.config import FinetuneConfig
-    from mme.train.finetune import check_test_lists
+    from mme.train.finetune import TrainingList, check_test_lists
 
     d = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=4, size=32, num_frames=8, workers=1)
     first = d.lists["train"].read_text().splitlines()[0].rsplit(maxsplit=1)
@@ -2215,7 +2215,7 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
             f"task.test_list={test_list}"])
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            check_test_lists(cfg, 2, (cfg.data.list_file, cfg.data.root))
+            check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
         assert ("shares" in caplog.text and "with the training list" in caplog.text) == shared, caplog.text
     assert f"(e.g. {tmp_path / 'copy.mp4'} (as {(d.root / first[0]).resolve()}: the same file)): its figures" in \
         caplog.text, caplog.text
@@ -2228,7 +2228,7 @@ def test_val_or_test_clips_of_the_training_lists_source_videos_are_warned_about(
     alone, and a file whose name gives no source is its own, not a source of a like-named file elsewhere."""
     from mme.config import load_config
     from mme.train.config import FinetuneConfig
-    from mme.train.finetune import check_test_lists
+    from mme.train.finetune import TrainingList, check_test_lists
 
     root = tmp_path / "videos"
     lists = {"train": ["A/v_A_g01_c01.avi 0", "A/v_A_g02_c01.avi 0", "B/v_B_g03_c01.avi 1", "B/clip.avi 1"],
@@ -2248,7 +2248,7 @@ def test_val_or_test_clips_of_the_training_lists_source_videos_are_warned_about(
             f"task.test_list={tmp_path / test_list}.txt"])
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            check_test_lists(cfg, 2, (cfg.data.list_file, root))
+            check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, root))
         return [r.getMessage() for r in caplog.records]
 
     assert warned("siblings") == [  # before: nothing
@@ -2266,7 +2266,7 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
     from mme.config import load_config
     from mme.data.synth import generate_synth
     from mme.train.config import FinetuneConfig
-    from mme.train.finetune import check_test_lists
+    from mme.train.finetune import TrainingList, check_test_lists
 
     d = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=4, size=32, num_frames=8, workers=1)
     test_lines = d.lists["test"].read_text().splitlines()
@@ -2276,11 +2276,11 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
         f"data.list_file={tmp_path / 'train.txt'}", f"data.root={d.root}", "task.classes=", "task.val_list=",
         f"task.test_list={tmp_path / 'twice.txt'}"])
     with pytest.raises(DataError) as e:
-        check_test_lists(cfg, 2, (cfg.data.list_file, cfg.data.root))
+        check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
     assert str(e.value).startswith(f"task.test_list {tmp_path / 'twice.txt'}: lines 1 and {len(test_lines) + 1} "
                                    f"list the same video "), e.value
     cfg.task.test_list = str(d.lists["test"])
-    check_test_lists(cfg, 2, (cfg.data.list_file, cfg.data.root))
+    check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
 
 
 @pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block",

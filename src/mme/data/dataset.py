@@ -586,6 +586,28 @@ def lines_digest(lines: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def content_digest(entries: Iterable[ListEntry], root: str, labelled: bool) -> tuple[str, str]:
+    """Digests of what a run reads from a list, the files its ``entries`` name in order, with their labels where it
+    takes labels (``labelled``, fine-tuning: a relabelled list trains otherwise): ``(under the root, absolute)``.
+    Each path is joined to the absolute ``root`` and normalised, as text (no file looked up in a list of 240k
+    lines), so that './x.mp4' and '<root>/x.mp4' are one; one under the root is also taken from it, so another
+    ``data.root`` is its own change, not the list's too, whether the list's paths are relative (the first digest) or
+    absolute (the second). A path with '..' is kept as written, neither joined nor normalised (the first digest
+    takes the root off one written from it, as off any): after a link, '..' is not what removing it by text
+    names."""
+    root = os.path.abspath(root)
+    under = root.rstrip(os.sep) + os.sep
+    lines = [(e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)))
+             + (f"\t{e.label}" if labelled else "") for e in entries]
+    return lines_digest(line.removeprefix(under) for line in lines), lines_digest(lines)
+
+
+def same_content(recorded: Sequence[str], digest: tuple[str, str]) -> bool:
+    """Whether the list whose :func:`content_digest` is ``digest`` is the one whose digests a run recorded
+    (``recorded``, its checkpoint meta's ``list_files_digest``): the same where either digest is."""
+    return any(r == c for r, c in zip(recorded, digest))
+
+
 def list_identity(data: Dataset) -> str:
     """What says which list a dataset (ours, or one that forwards their ``content_digest``) holds, beside another
     rank's copy of it (:func:`mme.train.distributed.check_same_inputs`): its videos' count and the digest of their
@@ -640,19 +662,9 @@ class _VideoDataset(Dataset):
 
     @functools.cached_property
     def content_digest(self) -> tuple[str, str]:
-        """Digests of what the run reads from its list, the files its paths name in order, with their labels where
-        it takes labels (fine-tuning: a relabelled list trains otherwise): ``(under the root, absolute)``. A resumed
-        run whose list matches neither trains on other data. Each path is joined to the absolute ``data.root`` and
-        normalised, as text (no file looked up in a list of 240k lines), so that './x.mp4' and '<root>/x.mp4' are
-        one; one under the root is also taken from it, so another ``data.root`` is its own change, not the list's
-        too, whether the list's paths are relative (the first digest) or absolute (the second). A path with '..' is
-        kept as written, neither joined nor normalised (the first digest takes the root off one written from it, as
-        off any): after a link, '..' is not what removing it by text names."""
-        root = os.path.abspath(self.cfg.root)
-        under = root.rstrip(os.sep) + os.sep
-        lines = [(e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)))
-                 + (f"\t{e.label}" if self.need_labels else "") for e in self.entries]
-        return lines_digest(line.removeprefix(under) for line in lines), lines_digest(lines)
+        """What the run reads from its list (:func:`content_digest`): a resumed run whose list matches neither
+        digest trains on other data."""
+        return content_digest(self.entries, self.cfg.root, self.need_labels)
 
     def with_seed(self, seed: int) -> _VideoDataset:
         """This dataset drawing its clips and replacements by ``seed`` (repeated augmentation's copies): its list

@@ -46,7 +46,7 @@ from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
 from mme.train.config import FinetuneConfig, clips_for, ignored_value, say_ignored, tubelet_ignored
 from mme.train.engine import Run
-from mme.train.finetune import check_test_lists, class_names, describe, list_test_set, setup
+from mme.train.finetune import TrainingList, check_test_lists, class_names, describe, list_test_set, setup
 from mme.train.precision import choose_precision
 from mme.utils import counted
 
@@ -230,17 +230,18 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     return _final_tests(model, cfg, device, precision, names, cfg.train.init)
 
 
-def _training_list(cfg: FinetuneConfig, ck: Checkpoint, given: Collection[str]) -> tuple[str, str] | None:
-    """The training list of ``task.eval_only``'s classifier ``ck`` and the root its paths start from: the config's
-    where the command line gives ``data.list_file`` (the recipe's names another run's), else those its run
-    recorded, from that run's working folder (None where ``ck`` records none)."""
+def _training_list(cfg: FinetuneConfig, ck: Checkpoint, given: Collection[str]) -> TrainingList | None:
+    """The training list of ``task.eval_only``'s classifier ``ck``: the config's where the command line gives
+    ``data.list_file`` (the recipe's names another run's), else the list and root its run recorded, from that run's
+    working folder, with what the run recorded of its content (None where ``ck`` records no list)."""
     if "data.list_file" in given:
-        return cfg.data.list_file, cfg.data.root
+        return TrainingList(cfg.data.list_file, cfg.data.root)
     ran = ck.run_config.get("data")
     if not isinstance(ran, dict) or not isinstance(ran.get("list_file"), str):
         return None
     folder = ck.run_folder or os.getcwd()
-    return os.path.join(folder, ran["list_file"]), os.path.join(folder, ran.get("root") or "")
+    return TrainingList(os.path.join(folder, ran["list_file"]), os.path.join(folder, ran.get("root") or ""),
+                        ck.run_list)
 
 
 def _sampling(data: DataConfig) -> str:

@@ -101,6 +101,10 @@ class Checkpoint:
     run_folder: str | None = None
     """Our training checkpoints: the working folder of the run that made it (its meta's ``cwd``), which the relative
     paths of its ``run_config`` (``data.list_file``, ``data.root``) start from."""
+    run_list: tuple[int, tuple[str, ...]] | None = None
+    """Our training checkpoints: what the run that made it read from its training list, its item count and content
+    digests (its meta's ``items`` and ``list_files_digest``: :func:`mme.data.dataset.content_digest`); None for
+    one that records none (an earlier mme's)."""
     assumed: tuple[str, ...] = ()
     """ModelConfig fields taken on trust because no file on the way recorded them (the clip geometry and head
     counts of original ``.pth`` files): said when a module is built, carried by every export (so a converted file
@@ -903,12 +907,28 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
                          fallback=fallback)
         ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
         ck.run_config = obj["config"]
-        meta = obj.get("meta")
-        ck.run_folder = meta.get("cwd") if isinstance(meta, dict) and isinstance(meta.get("cwd"), str) else None
+        ck.run_folder = recorded_cwd(obj)
+        meta = recorded_meta(obj)
+        items, digest = meta.get("items"), meta.get("list_files_digest")
+        if isinstance(items, int) and isinstance(digest, list):
+            ck.run_list = items, tuple(map(str, digest))
         if ck.kind == "classifier" and isinstance(obj.get("classes"), list):
             ck.class_names = [str(n) for n in obj["classes"]]
         return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict, fallback=fallback)
+
+
+def recorded_meta(state: object) -> dict:
+    """The ``meta`` our training checkpoint's ``state`` records ({} where it records none)."""
+    meta = state.get("meta") if isinstance(state, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def recorded_cwd(state: object) -> str | None:
+    """The working folder of the run that made our training checkpoint's ``state`` (its meta's ``cwd``), which the
+    relative paths of its config start from; None where it records none."""
+    cwd = recorded_meta(state).get("cwd")
+    return cwd if isinstance(cwd, str) else None
 
 
 def run_model_config(cls: type, model: dict, path: str | Path, weights: dict[str, torch.Tensor] | None = None,
@@ -962,7 +982,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
     'classification' = the classifier."""
     if kind == "model":
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
-                          run_folder=ck.run_folder,
+                          run_folder=ck.run_folder, run_list=ck.run_list,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
                           given_as=ck.given_as, replaced=ck.replaced, norm_pix=ck.norm_pix,

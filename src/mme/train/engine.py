@@ -45,11 +45,19 @@ from mme.config import (
     path_keys,
     recipe_of,
 )
-from mme.data.dataset import identity_change, identity_text, lines_digest, list_identity
+from mme.data.dataset import identity_change, identity_text, lines_digest, list_identity, same_content
 from mme.data.lists import check_root, left_out
 from mme.data.video import decode_on
 from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
-from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint, run_model_config
+from mme.models.checkpoint import (
+    CLIP,
+    Checkpoint,
+    NoClipFits,
+    load_state,
+    read_checkpoint,
+    recorded_cwd,
+    run_model_config,
+)
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
@@ -517,7 +525,7 @@ def runs_init_now(recorded: str, source: str, state: dict, given: str | None = N
     where it lies now (``source``'s, as the file lay from the run's ``train.out_dir``), then the file the command
     line gives (``given``, the resume's ``train.init``): each of these only where it is recognisably that file
     (:func:`same_init`), not another file that happens to lie at that path."""
-    was = state.get("meta", {}).get("cwd", os.getcwd())
+    was = recorded_cwd(state) or os.getcwd()
     path = os.path.abspath(os.path.join(was, recorded))
     out_dir = os.path.abspath(os.path.join(was, state["config"]["train"]["out_dir"]))
     here = [os.path.join(os.getcwd(), os.path.relpath(path, was))] \
@@ -895,8 +903,7 @@ def list_change(state: dict, data: Dataset) -> list[str]:
     by the digest of the paths its failure table carries, where it has one."""
     meta, items = state.get("meta", {}), len(data)
     if "list_files_digest" in meta:  # (the list the same where either of its digests is)
-        recorded = meta["list_files_digest"]
-        other = not any(r == c for r, c in zip(recorded, data.content_digest))
+        other = not same_content(meta["list_files_digest"], data.content_digest)
     else:
         other = (state.get("data_failures") or {}).get("list", data.list_digest) != data.list_digest
     if not other and meta.get("items", items) == items:

@@ -26,13 +26,14 @@ import dataclasses
 import logging
 import os
 from collections.abc import Collection
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mme.config import given_in
-from mme.data.dataset import ClassificationDataset, DataConfig
+from mme.data.dataset import ClassificationDataset, DataConfig, content_digest, same_content
 from mme.data.lists import (
     agreeing_classes,
     check_class_ids,
@@ -106,21 +107,36 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source, checkpoint or source)
 
 
-def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: tuple[str, str] | None, whence: str = "") -> None:
+class TrainingList(NamedTuple):
+    """The training list the val and test lists are compared with (:func:`check_test_lists`)."""
+
+    file: str
+    root: str
+    """The folder its paths start from."""
+    recorded: tuple[int, tuple[str, ...]] | None = None
+    """What the run that trained on it recorded of it (:attr:`~mme.models.checkpoint.Checkpoint.run_list`), where
+    the list now at ``file`` may be another (``task.eval_only``'s, of a run before); None: the list is the one."""
+
+
+def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingList | None, whence: str = "") -> None:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
-    (it would be scored twice). Against the training list (``training``: it and the root its paths start from;
-    None where none is known), where it is there: videos they share with it are warned about (the figures would
-    score videos the model was trained on), and so are other clips of its source videos (a clip's sibling scores
-    high: :func:`~mme.data.lists.source_group`, UCF101's groups, HMDB51's sources, Kinetics' YouTube videos) and
-    their videos of classes it has none of (:func:`~mme.data.lists.untrained_classes`). The training list may
-    repeat a video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it."""
-    train_file, train_root = training or ("", "")
+    (it would be scored twice). Against the training list (``training``; None where none is known), where it is
+    there and is the one recorded: videos they share with it are warned about (the figures would score videos the
+    model was trained on), and so are other clips of its source videos (a clip's sibling scores high:
+    :func:`~mme.data.lists.source_group`, UCF101's groups, HMDB51's sources, Kinetics' YouTube videos) and their
+    videos of classes it has none of (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a
+    video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it."""
+    train_file, train_root, recorded = training or TrainingList("", "")
     try:
         trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
     except DataError as e:  # (task.eval_only's, which it does not read otherwise; a run's was read before)
         log.warning("%s: the val and test lists are not compared with the training list", e)
+        trained = []
+    if trained and recorded and not same_content(recorded[1], content_digest(trained, train_root, labelled=True)):
+        log.warning("the training list %s has changed since the run (%d items then, %d now): the val and test lists "
+                    "are not compared with it", train_file, recorded[0], len(trained))
         trained = []
     train = {video_identity(e, train_root): e for e in trained}
     tested = {}
@@ -236,7 +252,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                               f"{num_classes}")
         if start.resume is not None:
             _check_resumed_head(cfg, start.resume, names, num_classes)
-        check_test_lists(cfg, num_classes, (cfg.data.list_file, cfg.data.root), "" if cfg.task.num_classes or names else
+        check_test_lists(cfg, num_classes, TrainingList(cfg.data.list_file, cfg.data.root),
+                         "" if cfg.task.num_classes or names else
                          f"task.num_classes unset: 1 + the largest label of data.list_file {cfg.data.list_file}; set "
                          f"task.num_classes or task.classes")
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None

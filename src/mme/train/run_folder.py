@@ -34,7 +34,7 @@ from typing import Any
 
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, read_report, report_files
-from mme.models.checkpoint import torch_load, weight_files
+from mme.models.checkpoint import recorded_cwd, torch_load, weight_files
 from mme.motion.cache import source_identity
 from mme.train import checkpoint as ckpt
 from mme.utils import (
@@ -312,8 +312,7 @@ def _checkpoint_folders(path: Path) -> tuple[str | None, str | None]:
         return None, None
     config = state.get("config") if isinstance(state, dict) else None
     out_dir = config.get("train", {}).get("out_dir") if isinstance(config, dict) else None
-    cwd = state.get("meta", {}).get("cwd") if isinstance(state, dict) and isinstance(state.get("meta"), dict) else None
-    return os.path.normpath(out_dir) if isinstance(out_dir, str) else None, cwd if isinstance(cwd, str) else None
+    return os.path.normpath(out_dir) if isinstance(out_dir, str) else None, recorded_cwd(state)
 
 
 def run_of(state: Any) -> str | None:
