@@ -151,7 +151,8 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
     cm = np.asarray(cm, dtype=np.float64)
     n = cm.shape[0]
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    side = min(2 + 0.35 * n, 30)
+    names = [] if n > 60 else [literal(c) for c in class_names] if class_names else [str(c) for c in range(n)]
+    side = min(2 + 0.35 * n + 0.06 * max(map(len, names), default=0), 30)  # (7-point tick labels: ~0.06 in a letter)
     fig = Figure(figsize=(side, side))
     ax = fig.subplots()
     im = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
@@ -161,8 +162,7 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
     # over the figure's width, wrapped to it (over the axes, pushed aside by long class names, a small matrix's was
     # cut off at the edge)
     fig.suptitle(literal(title) or f"confusion ({int(cm.sum())} videos, row-normalised)", wrap=True)
-    if n <= 60:  # beyond that labels are unreadable
-        names = [literal(c) for c in class_names] if class_names else [str(c) for c in range(n)]  # the user's
+    if names:  # (none beyond 60 classes: unreadable)
         ax.set_xticks(range(n), names, rotation=90, fontsize=7)
         ax.set_yticks(range(n), names, fontsize=7)
         if n <= 20:
@@ -172,8 +172,8 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
                         ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                                 color="white" if rows[i, j] > 0.5 else "black")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    with atomic_path(path) as tmp:  # (cut to what is drawn: names wider than their letters allow stay in)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return Path(path)
 
 
