@@ -1826,6 +1826,55 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     assert said is not None and " that mme extract failed, and fails again (the first: vids/worse.mp4: " in said, said
 
 
+def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_path):
+    """A report of mme extract's failures written by an mme that recorded no ``lasting`` (which of its videos failed
+    of themselves) made the run advise the mme extract that fails the same video again (exit 1); only its new report
+    gave the right advice. A video such a report failed with a reason of its own, its file unchanged since, is one
+    mme extract fails again; one missing then, or changed since, is made by the mme extract advised."""
+    import json
+    import os
+    import shutil
+
+    from training import tiny_config
+
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
+    bad, back = tmp_path / "bad.mp4", tmp_path / "back.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    shutil.copy2(listed[5], tmp_path / "away.mp4")  # away while mme extract ran, then moved back as it was
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], bad, back]))
+    cache = tmp_path / "cache"
+    extract_cache(str(tmp_path / "list.txt"), str(cache), length=6, short_side=64, seed_stride=4)
+    os.rename(tmp_path / "away.mp4", back)
+    report = next(cache.glob("failed-*.json"))
+    told = json.loads(report.read_text())
+    del told["lasting"]  # as an earlier mme wrote it
+    report.write_text(json.dumps(told))
+
+    def refusal(videos: list) -> str:
+        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'run.txt'}", "data.root="], tmp_path / "run",
+                          f"target.cache_dir={cache}")
+        with pytest.raises(DataError) as refused:
+            check_cache(cfg, pretrain_dataset(cfg))
+        return str(refused.value)
+
+    said = refusal([*listed[:3], bad])  # before: "...; `mme extract ...` makes the track cache files these videos lack"
+    assert said.startswith(f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 4 videos of "
+                           f"{tmp_path / 'run.txt'} that mme extract failed, and fails again (the first: {bad}: "
+                           "unreadable") and said.endswith(f"; each in {report}), more than data.max_failure_fraction"
+                                                           "=0.01 of them: leave them out of the list, or raise "
+                                                           "data.max_failure_fraction"), said
+    said = refusal([*listed[:3], back])  # missing then: mme extract makes it
+    assert "mme extract failed" not in said and "makes the track cache files these videos lack" in said, said
+    os.utime(bad, ns=(report.stat().st_mtime_ns + 10**9,) * 2)  # changed since: mme extract tries it again
+    said = refusal([*listed[:3], bad])
+    assert "mme extract failed" not in said and "makes the track cache files these videos lack" in said, said
+
+
 def test_the_refusal_of_videos_mme_extract_failed_counts_files_a_partial_listing_missed_as_unknown(synth, tmp_path,
                                                                                                  monkeypatch):
     """Where folders of the cache could not be listed (mode 0711 of another owner: simulated, root lists any), the

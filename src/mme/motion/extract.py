@@ -262,8 +262,12 @@ class _Job(NamedTuple):
         return Path(self.out) / LOCKS / "videos" / f"{which}.lock"
 
 
+DIED = "a worker process died extracting it"
+"""What a report of failures says, after the video's path, of one whose worker died (:func:`_died`)."""
+
+
 def _died(job: _Job, how: str) -> tuple[str, str | None, bool, None]:
-    return job.video, f"{job.video}: a worker process died extracting it ({how})", False, None
+    return job.video, f"{job.video}: {DIED} ({how})", False, None
 
 
 def _work(job: _Job) -> tuple[str, str | None, bool | None, dict | None]:
@@ -380,16 +384,34 @@ def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict]]:
     a VideoError of the file there, which a run fails again, each by its real path then (whatever the folder and the
     spelling of ``--root`` it was extracted from and is read with) with its reason, the report and the file's
     :func:`~mme.motion.cache.source_identity` then; a video named by two reports, with the newer's. Those failed
-    otherwise (missing then, its worker died, another error: a run may pass them) are not among them; an earlier
-    mme's report records none."""
+    otherwise (missing then, its worker died, another error: a run may pass them) are not among them. A report of an
+    earlier mme, which records no ``lasting``, has its videos judged now (:func:`_lasting_now`)."""
     reports = []
     for report in Path(out).glob("failed-*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-            told = json.loads(report.read_text())
-            failed, kept = dict(told["failed"]), dict(told.get("lasting", {}))
-            reports.append((report.stat().st_mtime, {real: (str(failed[lasting["video"]]), str(report), lasting)
-                                                     for real, lasting in kept.items() if "video" in lasting}))
+            told, written = json.loads(report.read_text()), report.stat().st_mtime_ns
+            failed = dict(told["failed"])
+            kept = dict(told["lasting"]) if "lasting" in told else _lasting_now(failed, written)
+            reports.append((written, {real: (str(failed[lasting["video"]]), str(report), lasting)
+                                      for real, lasting in kept.items() if "video" in lasting}))
     return {real: said for _, named in sorted(reports, key=lambda r: r[0]) for real, said in named.items()}
+
+
+def _lasting_now(failed: dict[str, str], written_ns: int) -> dict[str, dict]:
+    """The ``lasting`` of a report of failures written (at ``written_ns``) by an mme that recorded none: each video
+    of its ``failed`` that it says failed of itself (its path, then a reason that is neither missing nor its worker
+    dying: :data:`DIED`) and whose file is there, unchanged since (modified before the report), with its
+    :func:`~mme.motion.cache.source_identity` now, by its real path from this working folder (the report names it
+    as the extraction's ``--root`` made it). Otherwise the mme extract advised for it would fail it again before its
+    report said so."""
+    lasting = {}
+    for video, why in failed.items():
+        passing = (f"{video}: missing", f"{video}: {DIED}")
+        with contextlib.suppress(OSError):  # (gone, or a bad line's 'list:line')
+            if why.startswith(f"{video}: ") and not why.startswith(passing) and \
+                    os.stat(video).st_mtime_ns <= written_ns:
+                lasting[os.path.realpath(video)] = {**source_identity(video), "video": video}
+    return lasting
 
 
 @torch_as_mme()  # (as every job: the GPU it decodes on, decode_on's, is the caller's again when it ends)
