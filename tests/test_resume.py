@@ -1212,6 +1212,20 @@ def test_a_resume_with_settings_that_change_no_weight_replays_exactly_and_record
     _assert_same_params(torch.load(res.checkpoint, weights_only=True)["model"], reference[0])
 
 
+def test_settings_that_change_nothing_beside_a_change_are_not_said_to_replay_exactly(synth, tmp_path, caplog):
+    """A resume with a setting that changes nothing and a change said in the same second "resuming ... with settings
+    that change nothing it computes (it replays exactly)" and "resuming ... with a changed config (the run will not
+    replay exactly)". Beside a change, the settings that change nothing are said without "it replays exactly"."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    with caplog.at_level(logging.INFO):
+        run(*base, "train.resume=auto", "data.decode_threads=2", "optim.weight_decay=0.01")
+    assert "with a changed config (the run will not replay exactly): ['optim.weight_decay: " in caplog.text
+    assert "it replays exactly" not in caplog.text and re.search(
+        r"with settings that change nothing it computes: \['data.decode_threads: \S+ -> 2'\]", caplog.text), \
+        caplog.text
+
+
 def test_a_thread_count_given_on_resume_is_one_recorded_change(synth, tmp_path):
     """``train.threads=2`` on resume was recorded twice, as the key (``train.threads: 1 -> 2``) and as the
     resolved count (``intra-op threads: 1 -> 2``): the key is compared as resolved, by the run meta's count."""

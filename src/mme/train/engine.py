@@ -799,12 +799,6 @@ def restore(run: Run, source: str, state: dict) -> None:
             changed.append(str(change))
         else:
             (harmless if change.key in unchanging else evaluated).append(str(change))
-    if harmless:
-        log.info("resuming %s with settings that change nothing it computes (it replays exactly): %s", source,
-                 harmless)
-    if evaluated:
-        log.info("resuming %s with other validation or test settings, recorded (its training replays exactly): %s",
-                 source, evaluated)
     try:
         load_state(run.model, state["model"], f"checkpoint {source}")
     except CheckpointError as e:  # the config's keys that build the model, where they changed, say why (a preset's
@@ -837,6 +831,12 @@ def restore(run: Run, source: str, state: dict) -> None:
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
                        "epochs: mme.train.distributed.ORDER_VERSION)")
+    if harmless:  # (where other changes are said, not that it replays exactly)
+        log.info("resuming %s with settings that change nothing it computes%s: %s", source,
+                 "" if changed else " (it replays exactly)", harmless)
+    if evaluated:
+        log.info("resuming %s with other validation or test settings, recorded%s: %s", source,
+                 "" if changed else " (its training replays exactly)", evaluated)
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
     if changed or evaluated:
