@@ -297,7 +297,8 @@ def test_a_flow_the_run_does_not_use_for_reading_a_track_cache_is_no_change_on_r
         resumed = run("tiny_cpu_mme", synth, tmp_path / "run", *cached, "target.flow=dis-balanced",
                       "train.resume=auto")
     assert resumed.step == 2 and "changed config" not in caplog.text
-    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "config_changes" not in meta and "tracker" not in meta  # (the revision of its tracks is its files')
     online = {"target": {"kind": "mme", "flow": "dis", "cache_dir": None}}
     assert list(map(str, config_changes(online, {"target": {**online["target"], "flow": "dis-balanced"}}))) == [
         "target.flow: 'dis' -> 'dis-balanced'"]
@@ -831,6 +832,41 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
     run(*epochs, "train.epochs=2")  # 16 clips, batch 4: 8 steps
     with pytest.raises(ConfigError, match=r"its run trained 8 steps, past this config's end at 4"):
         run(*epochs, "train.epochs=1", "train.resume=auto")
+
+
+def test_a_run_resumed_across_a_change_of_its_rules_records_it(synth, tmp_path):
+    """A run resumed by an mme whose tracker or reading rule had changed computed other targets or frames from then
+    on, and recorded at most ``code: <sha> -> <sha>`` (nothing for an installed mme, its git null, its __version__ the
+    same). The rule versions that decide a run's results (:func:`mme.rule_versions`: the reading; the tracker where
+    the run computes its tracks) are recorded in its meta, and a change said and recorded as the data order's is:
+    the tracker only where a revision since changed the tracks of the run's flow. A checkpoint that records none (an
+    earlier mme's) resumes without a change."""
+    from mme.eval.testing import READING_VERSION
+    from mme.motion.tracks import TRACKER, TRACKER_CHANGES
+
+    def resumed(out, edit: dict, *extra: str) -> dict:
+        base = ("tiny_cpu_mme", synth, out, "train.steps=2", "model.depth=1", FP32, *extra)
+        run(*base, "train.stop_after=1")
+        state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1])
+        assert {k: state["meta"].get(k) for k in ("reading", "tracker")} == {"reading": READING_VERSION,
+                                                                             "tracker": TRACKER}
+        state["meta"] = {k: v for k, v in {**state["meta"], **edit}.items() if v is not None}
+        ckpt.save_checkpoint(state, out, keep_last=0)
+        run(*base, "train.resume=auto")
+        return json.loads((out / "run.json").read_text())
+
+    meta = resumed(tmp_path / "lk", {"reading": READING_VERSION - 1, "tracker": 2}, "target.flow=torch-lk")
+    assert (meta["reading"], meta["tracker"]) == (READING_VERSION, TRACKER)
+    assert meta["config_changes"] == [{"from_step": 1, "changes": [
+        f"reading: version {READING_VERSION - 1} -> {READING_VERSION} (other frames or verdicts of some videos for "
+        "its remaining steps: mme.eval.testing.READING_VERSION)",
+        f"tracker: revision 2, this mme's is {TRACKER}; revision 3: {TRACKER_CHANGES[3]} (other targets for its "
+        "remaining steps: mme.motion.tracks.TRACKER)"]}]
+    assert "config_changes" not in resumed(tmp_path / "dis", {"tracker": 2})  # revision 3 changed torch-lk's only
+    earlier = resumed(tmp_path / "earlier", {"reading": None, "tracker": None}, "target.flow=torch-lk")
+    assert "config_changes" not in earlier and (earlier["reading"], earlier["tracker"]) == (READING_VERSION, TRACKER)
+    run("tiny_cpu_pixel", synth, tmp_path / "pixel", "train.steps=1", "model.depth=1", FP32)  # computes no tracks
+    assert "tracker" not in json.loads((tmp_path / "pixel" / "run.json").read_text())
 
 
 def test_a_run_resumed_in_another_mkl_mode_records_it(synth, tmp_path):

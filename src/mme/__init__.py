@@ -22,7 +22,8 @@ def rule_versions() -> dict[str, int]:
     (:data:`mme.data.pyav_reader.INDEX_VERSION`), the test views (:data:`mme.eval.testing.READING_VERSION`), the
     data order (:data:`mme.train.distributed.ORDER_VERSION`) and the tracker's tracks
     (:data:`mme.motion.tracks.TRACKER`). A result saved with other values was computed by other rules (mme demo's
-    rows are made again: :func:`mme.demo._fingerprint`). Not the formats of files whose contents these decide
+    rows are made again: :func:`mme.demo._fingerprint`; a training run records those it depends on, and a resume
+    says their changes: :func:`mme.train.engine.rule_change`). Not the formats of files whose contents these decide
     (a checkpoint's, a track cache's), nor the git commit, which changes with every edit of the docs or tests (one
     commit in ten of mme's) and which an installed mme does not know. Imported on first use: ``import mme`` stays
     light."""

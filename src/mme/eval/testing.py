@@ -219,6 +219,15 @@ others read as one-frame videos, given a row); 2: strided view starts rounded do
 refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded by no version."""
 
 
+def reading_changed(version: int) -> str | None:
+    """How reading a training run's videos by this mme's rule differs from reading them by rule ``version`` (the
+    run's recorded ``reading``: :func:`mme.rule_versions`), None where the rule is the same."""
+    if version == READING_VERSION:
+        return None
+    return (f"version {version} -> {READING_VERSION} (other frames or verdicts of some videos for its remaining "
+            "steps: mme.eval.testing.READING_VERSION)")
+
+
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
                    segments: bool = False, root: str = "", backend: str | None = None, orientation: str | None = None,
                    seed: int = 0, index_dir: str | None = None, checkpoint: Checkpoint | None = None,

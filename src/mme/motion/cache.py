@@ -52,14 +52,12 @@ from mme.data.video import video_error, whole_frame_refusal
 from mme.data.video_reader import TURN_NAMES
 from mme.errors import ConfigError, VideoError
 from mme.motion.tracks import (
-    REVISION_FLOWS,
-    TRACKER,
-    TRACKER_CHANGES,
     Tracks,
     default_max_disp,
     in_frame,
     prune_tracks,
     seed_grid,
+    tracks_changed,
 )
 from mme.utils import NAME_MAX, absolute_path, atomic_path, fitting_name
 
@@ -182,12 +180,8 @@ def stale(meta: dict, video: str | None = None) -> str | None:
     if meta.get("resize") != RESIZE and min(w, h) > min(w0, h0):
         return (f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that copied pixels (INTER_AREA), so "
                 f"its tracks read less motion than there is")
-    revision = tracker_revision(meta)
-    changed = [r for r in range(revision + 1, TRACKER + 1)
-               if r not in REVISION_FLOWS or meta["flow"] in REVISION_FLOWS[r]]
-    if changed or revision > TRACKER:
-        since = "".join(f"; revision {r}: {TRACKER_CHANGES[r]}" for r in changed)
-        return f"its tracks were made by tracker revision {revision}, this mme's is {TRACKER}{since}"
+    if (changed := tracks_changed(tracker_revision(meta), meta["flow"])) is not None:
+        return f"its tracks were made by tracker {changed}"
     return None
 
 

@@ -41,6 +41,17 @@ flow made before it is still this mme's tracks."""
 TRACKER = max(TRACKER_CHANGES)
 
 
+def tracks_changed(revision: int, flow: str) -> str | None:
+    """How this mme's tracks of ``flow`` differ from those tracker revision ``revision`` made ('revision 2, this
+    mme's is 3; revision 3: ...', each later revision that changed them: :data:`REVISION_FLOWS`), or a later
+    revision's (a newer mme's); None where they are the same."""
+    changed = [r for r in range(revision + 1, TRACKER + 1) if r not in REVISION_FLOWS or flow in REVISION_FLOWS[r]]
+    if not changed and revision <= TRACKER:
+        return None
+    return f"revision {revision}, this mme's is {TRACKER}" + "".join(f"; revision {r}: {TRACKER_CHANGES[r]}"
+                                                                     for r in changed)
+
+
 @dataclass
 class Tracks:
     """Tracks of S start frames on a (Gh, Gw) seed grid.

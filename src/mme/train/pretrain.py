@@ -43,6 +43,7 @@ from mme.motion.cache import (
     same_frames,
 )
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, token_geometry
+from mme.motion.tracks import tracks_changed
 from mme.train import distributed as dist
 from mme.train import engine, loop
 from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
@@ -362,9 +363,19 @@ def setup(cfg: PretrainConfig) -> Run:
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
+                     rules={"tracker": tracker_change(cfg.target.flow)} if cfg.target.tracked and not reads else {},
                      checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]},
                      input_identities={} if cache is None else {"track cache": cache})
     return engine.setup(cfg, job, model, dataset, start)
+
+
+def tracker_change(flow: str) -> Callable[[int], str | None]:
+    """What a run computing its tracks with ``flow`` gets otherwise now than by the tracker revision it recorded
+    (:func:`~mme.motion.tracks.tracks_changed`), None where nothing: the rule of :attr:`engine.Job.rules`."""
+    def changed(revision: int) -> str | None:
+        said = tracks_changed(revision, flow)
+        return None if said is None else f"{said} (other targets for its remaining steps: mme.motion.tracks.TRACKER)"
+    return changed
 
 
 def read_init(cfg: PretrainConfig) -> Checkpoint:
