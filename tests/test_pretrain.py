@@ -1830,7 +1830,8 @@ def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_p
     """A report of mme extract's failures written by an mme that recorded no ``lasting`` (which of its videos failed
     of themselves) made the run advise the mme extract that fails the same video again (exit 1); only its new report
     gave the right advice. A video such a report failed with a reason of its own, its file unchanged since, is one
-    mme extract fails again; one missing then, or changed since, is made by the mme extract advised."""
+    mme extract fails again; one missing then, or changed since (a repaired copy put in place with its old mtime
+    too), is made by the mme extract advised."""
     import json
     import os
     import shutil
@@ -1842,10 +1843,11 @@ def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_p
 
     lists = dict(s.split("=", 1) for s in synth)
     listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
-    bad, back = tmp_path / "bad.mp4", tmp_path / "back.mp4"
-    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    bad, back, fixed = tmp_path / "bad.mp4", tmp_path / "back.mp4", tmp_path / "fixed.mp4"
+    for each in (bad, fixed):
+        each.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     shutil.copy2(listed[5], tmp_path / "away.mp4")  # away while mme extract ran, then moved back as it was
-    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], bad, back]))
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], bad, back, fixed]))
     cache = tmp_path / "cache"
     extract_cache(str(tmp_path / "list.txt"), str(cache), length=6, short_side=64, seed_stride=4)
     os.rename(tmp_path / "away.mp4", back)
@@ -1869,6 +1871,9 @@ def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_p
                                                            "=0.01 of them: leave them out of the list, or raise "
                                                            "data.max_failure_fraction"), said
     said = refusal([*listed[:3], back])  # missing then: mme extract makes it
+    assert "mme extract failed" not in said and "makes the track cache files these videos lack" in said, said
+    shutil.copy2(listed[4], fixed)  # repaired since, its good copy's old mtime kept (cp -p, rsync -a): made now
+    said = refusal([*listed[:3], fixed])  # before: "... that mme extract failed, and fails again (the first: ..."
     assert "mme extract failed" not in said and "makes the track cache files these videos lack" in said, said
     os.utime(bad, ns=(report.stat().st_mtime_ns + 10**9,) * 2)  # changed since: mme extract tries it again
     said = refusal([*listed[:3], bad])

@@ -400,7 +400,8 @@ def reported_failures(out: str | Path) -> dict[str, tuple[str, str, dict]]:
 def _lasting_now(failed: dict[str, str], written_ns: int) -> dict[str, dict]:
     """The ``lasting`` of a report of failures written (at ``written_ns``) by an mme that recorded none: each video
     of its ``failed`` that it says failed of itself (its path, then a reason that is neither missing nor its worker
-    dying: :data:`DIED`) and whose file is there, unchanged since (modified before the report), with its
+    dying: :data:`DIED`) and whose file is there, unchanged since (its inode last changed before the report:
+    ``st_ctime``, which a copy, ``mv`` or ``utime`` that keeps an old mtime does not set back), with its
     :func:`~mme.motion.cache.source_identity` now, by its real path from this working folder (the report names it
     as the extraction's ``--root`` made it). Otherwise the mme extract advised for it would fail it again before its
     report said so."""
@@ -409,7 +410,7 @@ def _lasting_now(failed: dict[str, str], written_ns: int) -> dict[str, dict]:
         passing = (f"{video}: missing", f"{video}: {DIED}")
         with contextlib.suppress(OSError):  # (gone, or a bad line's 'list:line')
             if why.startswith(f"{video}: ") and not why.startswith(passing) and \
-                    os.stat(video).st_mtime_ns <= written_ns:
+                    os.stat(video).st_ctime_ns <= written_ns:
                 lasting[os.path.realpath(video)] = {**source_identity(video), "video": video}
     return lasting
 
