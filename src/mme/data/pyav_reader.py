@@ -1217,7 +1217,9 @@ whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of seque
 too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a
 picture, a decode that starts after the earliest packet) is checked against a whole decode, and an MPEG program stream
 is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file
-counted by a decode; 1 counted its packets)."""
+counted by a decode; 1 counted its packets). A bump that changes the frames or verdicts a video's index gives bumps
+:data:`mme.eval.testing.READING_VERSION` too, which features and training runs record, not this version (a stored index
+of another is made again); 9, 10 and 11 changed verdicts without."""
 
 
 @functools.cache
