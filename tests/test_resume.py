@@ -834,15 +834,19 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
         run(*epochs, "train.epochs=1", "train.resume=auto")
 
 
-def test_a_run_resumed_across_a_change_of_its_rules_records_it(synth, tmp_path):
+def test_a_run_resumed_across_a_change_of_its_rules_records_it(synth, tmp_path, monkeypatch):
     """A run resumed by an mme whose tracker or reading rule had changed computed other targets or frames from then
     on, and recorded at most ``code: <sha> -> <sha>`` (nothing for an installed mme, its git null, its __version__ the
     same). The rule versions that decide a run's results (:func:`mme.rule_versions`: the reading; the tracker where
     the run computes its tracks) are recorded in its meta, and a change said and recorded as the data order's is:
     the tracker only where a revision since changed the tracks of the run's flow. A checkpoint that records none (an
-    earlier mme's) resumes without a change."""
-    from mme.eval.testing import READING_VERSION
+    earlier mme's) resumes without a change, and so does one across reading versions that changed other backends'
+    reading alone (8 -> 9: the opencv backend's; before: warned and recorded for a pyav run too)."""
+    from mme.eval import testing
     from mme.motion.tracks import TRACKER, TRACKER_CHANGES
+
+    READING_VERSION = 9  # (the reading's history up to 9, whatever versions came after)
+    monkeypatch.setattr(testing, "READING_VERSION", READING_VERSION)
 
     def resumed(out, edit: dict, *extra: str) -> dict:
         base = ("tiny_cpu_mme", synth, out, "train.steps=2", "model.depth=1", FP32, *extra)
@@ -855,18 +859,42 @@ def test_a_run_resumed_across_a_change_of_its_rules_records_it(synth, tmp_path):
         run(*base, "train.resume=auto")
         return json.loads((out / "run.json").read_text())
 
-    meta = resumed(tmp_path / "lk", {"reading": READING_VERSION - 1, "tracker": 2}, "target.flow=torch-lk")
+    meta = resumed(tmp_path / "lk", {"reading": 6, "tracker": 2}, "target.flow=torch-lk")
     assert (meta["reading"], meta["tracker"]) == (READING_VERSION, TRACKER)
     assert meta["config_changes"] == [{"from_step": 1, "changes": [
-        f"reading: version {READING_VERSION - 1} -> {READING_VERSION} (other frames or verdicts of some videos for "
-        "its remaining steps: mme.eval.testing.READING_VERSION)",
+        "reading: version 6 -> 9 (other frames or verdicts of some videos for its remaining steps, by versions 7, 8: "
+        "mme.eval.testing.READING_VERSION)",
         f"tracker: revision 2, this mme's is {TRACKER}; revision 3: {TRACKER_CHANGES[3]} (other targets for its "
         "remaining steps: mme.motion.tracks.TRACKER)"]}]
-    assert "config_changes" not in resumed(tmp_path / "dis", {"tracker": 2})  # revision 3 changed torch-lk's only
+    assert "config_changes" not in resumed(tmp_path / "dis", {"tracker": 2, "reading": 8})  # both other flows' or
+    # backends' alone: revision 3 torch-lk's, reading version 9 opencv's
     earlier = resumed(tmp_path / "earlier", {"reading": None, "tracker": None}, "target.flow=torch-lk")
     assert "config_changes" not in earlier and (earlier["reading"], earlier["tracker"]) == (READING_VERSION, TRACKER)
     run("tiny_cpu_pixel", synth, tmp_path / "pixel", "train.steps=1", "model.depth=1", FP32)  # computes no tracks
     assert "tracker" not in json.loads((tmp_path / "pixel" / "run.json").read_text())
+
+
+def test_a_reading_version_is_a_change_only_where_it_changed_the_runs_backend_or_the_views_it_reads(monkeypatch):
+    """Every bump of the reading rule was warned of and recorded as 'other frames or verdicts of some videos' at a
+    resume, where version 9 changed the opencv backend's reads alone and version 5 the test views alone (which
+    pre-training never reads). A version is a change where it changed the run's backend (READING_BACKENDS) and,
+    where it changed test views alone (TEST_VIEWS_ALONE), where the run reads them; a later mme's is said as one
+    that may have."""
+    from mme.eval import testing
+
+    monkeypatch.setattr(testing, "READING_VERSION", 9)  # (the reading's history up to 9)
+    changed, rule = testing.reading_changed, "mme.eval.testing.READING_VERSION"
+    assert changed(8, "pyav", test_views=True) is None and changed(9, "opencv", test_views=True) is None
+    assert changed(8, "opencv", test_views=False) == \
+        f"version 8 -> 9 (other frames or verdicts of some videos for its remaining steps, by version 9: {rule})"
+    assert changed(2, "decord", test_views=False).endswith("by versions 3, 4, 6: mme.eval.testing.READING_VERSION)")
+    assert changed(2, "pyav-cuda", test_views=True).endswith(f"by versions 4, 5, 6, 7, 8: {rule})")
+    monkeypatch.setattr(testing, "READING_VERSION", 5)
+    assert changed(4, "pyav", test_views=False) is None
+    assert changed(4, "pyav", test_views=True) == ("version 4 -> 5 (other test views of some videos for its remaining "
+                                                   f"validations and tests, by version 5: {rule})")
+    assert changed(9, "pyav", test_views=False) == ("version 9 -> 5 (a later mme's rule, which may have read some "
+                                                    f"videos' frames or verdicts otherwise: {rule})")
 
 
 def test_a_run_resumed_in_another_mkl_mode_records_it(synth, tmp_path):

@@ -190,7 +190,9 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
 READING_VERSION = 9
 """Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features so
 that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives a video
-other views or another verdict (the frames of the test views, which files are refused). 9: the opencv backend reads
+other views or another verdict (the frames of the test views, which files are refused), in :data:`READING_BACKENDS`
+where it changes some backends' alone and :data:`TEST_VIEWS_ALONE` where the test views alone (training runs record it
+too: :func:`reading_changed`). 9: the opencv backend reads
 the frame asked of a file whose container header counts fewer frames than it holds, or under 2 (an AVI never finalised,
 a WebM written live), where OpenCV's seek stops short or does not seek (``_OpenCVReader._seek`` in
 :mod:`mme.data.video`; before: as many frames early as the seek fell short), and a read from where its capture stands
@@ -219,13 +221,32 @@ others read as one-frame videos, given a row); 2: strided view starts rounded do
 refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded by no version."""
 
 
-def reading_changed(version: int) -> str | None:
-    """How reading a training run's videos by this mme's rule differs from reading them by rule ``version`` (the
-    run's recorded ``reading``: :func:`mme.rule_versions`), None where the rule is the same."""
-    if version == READING_VERSION:
+READING_BACKENDS = {3: ("opencv", "decord"), 7: ("pyav", "pyav-cuda"), 8: ("pyav", "pyav-cuda"), 9: ("opencv",)}
+"""The backends (``data.backend``) whose reading a version of :data:`READING_VERSION` changed, where it changed some
+only (others: every backend's). A bump adds its entry here where so."""
+TEST_VIEWS_ALONE = (5,)
+"""The versions of :data:`READING_VERSION` that changed the test views alone (:func:`build_test_set`'s, fine-tuning's
+validation and tests), no training clip's frames and no video's verdict (the others changed those too). A bump adds
+itself here where so."""
+
+
+def reading_changed(version: int, backend: str, test_views: bool) -> str | None:
+    """How reading a training run's videos with ``backend`` by this mme's rule differs from reading them by rule
+    ``version`` (the run's recorded ``reading``: :func:`mme.rule_versions`), None where no version since changed the
+    run's reading: another backend's alone (:data:`READING_BACKENDS`), or the test views alone
+    (:data:`TEST_VIEWS_ALONE`) where the run reads none (``test_views``). A later mme's version may have changed it."""
+    changed = [v for v in range(version + 1, READING_VERSION + 1)
+               if backend in READING_BACKENDS.get(v, (backend,)) and (test_views or v not in TEST_VIEWS_ALONE)]
+    by = f"by {plural(len(changed), 'version')} {', '.join(map(str, changed))}"
+    if version > READING_VERSION:
+        said = "a later mme's rule, which may have read some videos' frames or verdicts otherwise"
+    elif not changed:
         return None
-    return (f"version {version} -> {READING_VERSION} (other frames or verdicts of some videos for its remaining "
-            "steps: mme.eval.testing.READING_VERSION)")
+    elif set(changed) <= set(TEST_VIEWS_ALONE):
+        said = f"other test views of some videos for its remaining validations and tests, {by}"
+    else:
+        said = f"other frames or verdicts of some videos for its remaining steps, {by}"
+    return f"version {version} -> {READING_VERSION} ({said}: mme.eval.testing.READING_VERSION)"
 
 
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import math
@@ -111,8 +112,12 @@ class Job:
     after_step: Callable[[Run, dict], bool] | None = None
     """Called after each optimizer step with its metrics (which it may extend), before they are logged; True: log
     this step whatever ``train.log_every`` says (it added metrics). The same on every rank."""
+    test_views: bool = False
+    """Whether the run reads test views (fine-tuning's validation and tests), whose changes alone the reading rule's
+    versions may make (:func:`deciding_rules`)."""
     rules: dict[str, Callable[[int], str | None]] = field(default_factory=dict)
-    """The rules besides every run's (:data:`RULES`) whose versions decide what the run computes, by their names in
+    """The rules besides every run's reading (:func:`deciding_rules`) whose versions decide what the run computes, by
+    their names in
     :func:`mme.rule_versions`, each with what a run of a recorded version gets otherwise now, None where nothing
     (pre-training's ``tracker`` where it computes tracks: the revisions that changed its flow's): recorded in the
     run's meta (run.json, every checkpoint) and compared at a resume (:func:`rule_change`)."""
@@ -560,7 +565,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
-               **{name: version for name, version in rule_versions().items() if name in deciding_rules(job)},
+               **{name: version for name, version in rule_versions().items() if name in deciding_rules(cfg, job)},
                "items": len(data), "list_files_digest": list(data.content_digest),
                **({"input_identities": dict(job.input_identities)} if job.input_identities else {}),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
@@ -789,13 +794,6 @@ MODEL_SECTIONS = ("model.", "target.")
 not fit it."""
 
 
-RULES = {"reading": reading_changed}
-"""The rules besides the data order (``order`` of the meta) whose versions (:func:`mme.rule_versions`) decide what
-every run computes, with what a run of a recorded version gets otherwise now (:attr:`Job.rules`): the reading of its
-videos. Not the index's (:data:`~mme.data.pyav_reader.INDEX_VERSION`): a stored index is what the reader finds of a
-file, found again where its version is another, and a change of the frames it gives bumps the reading's."""
-
-
 def restore(run: Run, source: str, state: dict) -> None:
     """Load model, optimizer, scaler, step, data position and RNG states into ``run``. A config changed since the
     checkpoint is warned about and recorded with the step it applies from (``config_changes`` of run.json), since
@@ -843,7 +841,7 @@ def restore(run: Run, source: str, state: dict) -> None:
                                                       bf16_said(old_meta.get("precision_reason"))))]
     changed += (listed := list_change(state, run.data))
     changed += read_change(old_meta, run.meta)
-    changed += rule_change(old_meta, run.job)
+    changed += rule_change(old_meta, run.cfg, run.job)
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
                        "epochs: mme.train.distributed.ORDER_VERSION)")
@@ -939,17 +937,23 @@ def read_change(old_meta: dict, meta: dict) -> list[str]:
             if name in old and (change := identity_change(old[name], now))]
 
 
-def deciding_rules(job: Job) -> dict[str, Callable[[int], str | None]]:
-    """The rules whose versions decide what ``job``'s run computes (:data:`RULES`, :attr:`Job.rules`), besides its
-    data order."""
-    return {**RULES, **job.rules}
+def deciding_rules(cfg: Any, job: Job) -> dict[str, Callable[[int], str | None]]:
+    """The rules besides the data order (``order`` of the meta) whose versions (:func:`mme.rule_versions`) decide
+    what ``job``'s run of ``cfg`` computes, with what a run of a recorded version gets otherwise now: every run's
+    reading of its videos (by its ``data.backend``, its test views where :attr:`Job.test_views`:
+    :func:`~mme.eval.testing.reading_changed`) and :attr:`Job.rules`. Not the index's
+    (:data:`~mme.data.pyav_reader.INDEX_VERSION`): a stored index is what the reader finds of a file, found again
+    where its version is another, and a bump of it that changes the frames or verdicts it gives bumps the reading's
+    too (the rule since version 14, the first that runs recording ``reading`` were made with)."""
+    return {"reading": functools.partial(reading_changed, backend=cfg.data.backend, test_views=job.test_views),
+            **job.rules}
 
 
-def rule_change(old_meta: dict, job: Job) -> list[str]:
+def rule_change(old_meta: dict, cfg: Any, job: Job) -> list[str]:
     """The rules that decide what the run computes (:func:`deciding_rules`) whose version since the checkpoint's run
     (``old_meta``) changes it, one entry each ('tracker: revision 2, this mme's is 3; ...'). A rule the checkpoint
     records no version of (made before they were recorded, or its run used none) is not compared."""
-    return [f"{name}: {said}" for name, changed in deciding_rules(job).items()
+    return [f"{name}: {said}" for name, changed in deciding_rules(cfg, job).items()
             if name in old_meta and (said := changed(old_meta[name])) is not None]
 
 

@@ -271,6 +271,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
                      clips_per_item=cfg.task.repeated_aug, after_step=validation(cfg) if validation else None,
+                     test_views=bool(cfg.task.tested),
                      checkpoint_extra={"classes": names} if names is not None else {})
     return engine.setup(cfg, job, model, dataset, start)
 
