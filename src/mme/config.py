@@ -230,7 +230,7 @@ def _unset(value: Any) -> bool:
 
 class _OutOfRange(ConfigError):
     """A value of a key's type that the type cannot hold (an integer past int64): refused as that, not as a value
-    that matches none of a union's types (``int | None``)."""
+    that matches none of a union's types."""
 
 
 class _CannotBeUnset(ConfigError):
@@ -278,7 +278,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except _OutOfRange:
                 raise
             except ConfigError:
-                pass
+                if len(members) == 1:  # (a ``T | None`` key's value refused in the words of a T key)
+                    raise
         raise ConfigError(f"config key '{key}': {value!r} matches none of {[_type_name(a) for a in args]}")
     if origin in (list, tuple):
         if isinstance(value, str):
