@@ -1009,6 +1009,7 @@ import torch
 from mme.config import load_config
 from mme.eval.features import embed
 from mme.eval.finetuned import finetune, loop
+from mme.eval.probe import run_probe
 from mme.train import distributed as dist
 from mme.train.config import FinetuneConfig, PretrainConfig
 from mme.train.pretrain import pretrain
@@ -1053,6 +1054,16 @@ outcome("cache", pretrain, load_config(PretrainConfig, "tiny_cpu_mme", [
     *(o for o in TINY if not o.startswith("task.")), f"data.list_file={d / 'shared.txt'}", "target.cache_dir=cache",
     f"train.out_dir={d / 'cache'}"]))  # (each node's own copy of the track cache, another flow's on node 1)
 finetuned("trained_test_list", f"data.list_file={root}/train.txt", "task.test_list=test.txt")
+outcome("config", pretrain, load_config(PretrainConfig, "tiny_cpu_mme", [
+    *(o for o in TINY if not o.startswith(("task.", "data.num_workers"))), f"data.list_file={d / 'shared.txt'}",
+    f"train.out_dir={d / 'config'}", f"train.seed={rank}", f"data.num_workers={rank}",  # (its own, unsaid)
+    *(["optim.base_lr=0.003", f"target.cache_dir={d / 'node1' / 'cache'}"] if rank == "1" else [])]))
+finetuned("eval_views", "task.eval_only=true", f"train.init={d / 'model'}", f"task.test_list={d / 'test.txt'}",
+          f"data.test_clips={1 + int(rank)}")
+outcome("embed_options", embed, d / "model", d / "shared.txt", d / "clips.npy", root=root, num_workers=0,
+        progress=False, clips=1 + int(rank))
+outcome("probe_options", run_probe, d / "model", f"{root}/train.txt", d / "probe", root=root, num_workers=0,
+        progress=False, k=5 + int(rank), seed=int(rank))
 trains = loop.train
 
 
@@ -1076,7 +1087,8 @@ def disagreeing(synth, tmp_path_factory):
     """One torchrun launch of two ranks, each reading its own node's copy (``node<RANK>/``) of one input at a time:
     ``{rank: {part: None or [error type, message]}}`` and the launch's stderr. Rank 1's copies: a test list of 3 of
     rank 0's 7 videos (tested alone, and after training), a classifier of other weights, an embed list and a
-    pre-training list in another order, a training list of 12 of the 16 videos, a track cache of another flow."""
+    pre-training list in another order, a training list of 12 of the 16 videos, a track cache of another flow; and
+    rank 1's own settings: a pre-training config, task.eval_only's test views, mme embed's and mme probe's options."""
     d = tmp_path_factory.mktemp("disagreeing")
     lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
     for rank in (0, 1):
@@ -1216,6 +1228,38 @@ def test_training_on_a_list_of_other_videos_on_one_node_stops_every_rank_before_
                         rf"on rank 0, {videos[1]} videos \(digest [0-9a-f]{{16}}\) on rank 1: every node must hold "
                         r"the same copy", message), message
     assert not (disagreeing[2] / ("pre" if part == "pretrain" else part)).exists()  # (the new run folder removed)
+
+
+def test_pre_training_with_another_config_on_one_node_stops_every_rank_naming_each_key_that_differs(disagreeing):
+    """Each node reads its own config and overrides (train.seed=$RANDOM, a recipe's copy edited): the ranks compared
+    their inputs alone and trained on silently, models drifting apart (another optim.base_lr), items trained twice or
+    not at all in an epoch (another train.seed), or hung at a step one rank never reached (another train.steps).
+    They compare their configs at the start; the keys that may differ by node (data.num_workers) are left out, and
+    one naming files is compared by whether it names one (each node names its copies its own way)."""
+    message = _disagree(disagreeing, "config")
+    assert message == (
+        "ranks disagree on the config or code: optim.base_lr 0.0003 on rank 0, 0.003 on rank 1; target.cache_dir "
+        "given False on rank 0, True on rank 1; train.seed 0 on rank 0, 1 on rank 1: every rank must run one config "
+        "(each node reads its own --config file and overrides) and one version of mme and torch"), message
+    assert not (disagreeing[2] / "config").exists()  # (stopped before its run folder was made)
+
+
+def test_eval_only_with_other_test_views_on_one_node_stops_every_rank(disagreeing):
+    """Rank 1 tested its share of the videos with 2 clips each, rank 0 with 1: test.json mixed both as one test."""
+    message = _disagree(disagreeing, "eval_views")
+    assert message.startswith("ranks disagree on the config or code: data.test_clips 1 on rank 0, 2 on rank 1: "), \
+        message
+
+
+@pytest.mark.parametrize("part, said", [
+    ("embed_options", "the options of mme embed: clips 1 on rank 0, 2 on rank 1"),
+    ("probe_options", "the options of mme probe: k 5 on rank 0, 6 on rank 1; seed 0 on rank 0, 1 on rank 1")])
+def test_mme_embed_and_probe_given_other_options_on_one_node_stop_every_rank(disagreeing, part, said):
+    """mme embed with --clips 2 on one rank and 1 on the other assembled one file whose odd rows held 1-clip
+    features, its sidecar saying 2 clips for every row, exit 0. The ranks compare the options of their work (embed's
+    fingerprint but its node's own paths; mme probe's own options) before any."""
+    assert _disagree(disagreeing, part) == f"ranks disagree on {said}: every rank must be given the same options"
+    assert not list(disagreeing[2].glob("clips.npy*")) and not (disagreeing[2] / "probe").exists()
 
 
 MIXED_CPUS = """\

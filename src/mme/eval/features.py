@@ -715,6 +715,12 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
     return on, counts
 
 
+NODE_COPIES = ("checkpoint", "source", "root")
+"""The entries of :func:`embed`'s fingerprint that say a node's own copies (the checkpoint's and the list's paths,
+sizes and times, the root's path): the ranks compare what these hold (:func:`mme.train.distributed.check_same_inputs`)
+and the other entries as they are."""
+
+
 class EncoderRead(NamedTuple):
     """A checkpoint read for embedding (:func:`read_encoder`): the file read, its encoder, the views of its clips
     (stride, segments, orientation, backend: as given, else as its run read them), and its files' identity
@@ -785,6 +791,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
+    from mme.train.checkpoint import code_version
     from mme.train.precision import choose_precision
 
     out = file_path(out, "--out")
@@ -826,6 +833,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         finished = _finished(out, fingerprint)
     dist.check_same_inputs({f"the checkpoint {checkpoint}": lambda: ck.identity,
                             f"the list {source}": lambda: list_identity(dataset)})
+    dist.check_same_settings({**{k: v for k, v in fingerprint.items() if k not in NODE_COPIES}, **code_version()},
+                             "the options of mme embed", "every rank must be given the same options")
     changed, failed = set(), set()
     if finished is not None:
         changed = set(np.flatnonzero(np.asarray(finished["states"]) != states).tolist())

@@ -464,6 +464,11 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     if dist.is_main():
         _drop_earlier_report(out_dir / REPORT)
     dist.init_distributed(on)
+    # (the options of each split's embedding: embed's; the lists' contents: each split's embed)
+    dist.check_same_settings({"splits": list(features), "linear": linear, "knn": knn, "k": k,
+                              "temperature": temperature, "weighting": weighting, "weight_decays": weight_decays,
+                              "val_fraction": val_fraction, "seed": seed, "group_by": group_by},
+                             "the options of mme probe", "every rank must be given the same options")
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
             "img_size", "num_frames", "stride", "segments", "orientation", "backend", "index_dir")})

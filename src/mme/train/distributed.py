@@ -211,6 +211,22 @@ def check_same_inputs(inputs: dict[str, Callable[[], str] | None]) -> None:
             raise ConfigError(f"ranks disagree on {what}: {said}: every node must hold the same copy")
 
 
+def check_same_settings(settings: dict[str, object], what: str, advice: str) -> None:
+    """Raise on every rank unless all hold the same ``settings`` (``{name: value}``: a run's config, a command's
+    options, and the code that runs them), ``what`` naming them and ``advice`` saying how to give every rank the
+    same: each node reads its own config file and builds its own command line (an override made per node,
+    ``train.seed=$RANDOM``), and ranks that disagree went on silently (models drifting apart, a features file of rows
+    made two ways) or hung at a step one rank never reached. One line names each setting that differs, with its value
+    on each rank."""
+    if get_world_size() == 1:
+        return
+    held = all_gather_objects(settings)
+    differ = [name for name in sorted(set().union(*held)) if len({repr(s.get(name)) for s in held}) > 1]
+    if differ:
+        said = "; ".join(f"{name} " + _on_ranks([repr(s.get(name)) for s in held], str) for name in differ)
+        raise ConfigError(f"ranks disagree on {what}: {said}: {advice}")
+
+
 def _on_ranks(values: list, name: Callable[[object], str]) -> str:
     """``values`` (one a rank, in rank order) said by value: ``<name(value)> on rank(s) <ranks>, ...``."""
     ranks: dict = {}

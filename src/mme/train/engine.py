@@ -251,6 +251,7 @@ def begin(cfg) -> Start:
     workers, and take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
+    check_same_config(cfg)
     if t.compile:
         check_compiler(device)
     with dist.agreed():  # (before the folder is made: that of a renamed run's config.yaml)
@@ -273,6 +274,34 @@ def begin(cfg) -> Start:
         if resume is not None:
             built_mlp_ratio(*resume)
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
+
+
+PER_NODE = ("data.num_workers", "data.decode_threads", "train.threads")
+"""Keys that may differ by node and change no result: the processes and threads that make a rank's items and steps,
+sized to its node's cores. The ranks compare every other key of their configs (:func:`check_same_config`)."""
+
+
+def check_same_config(cfg) -> None:
+    """Stop every rank unless all run one config, ``cfg`` as each resolved its own (a node reads its own copy of a
+    recipe, and its own overrides), and one code (:func:`~mme.train.checkpoint.code_version`, the data order's
+    version): one line naming each key that differs, with its value on each rank
+    (:func:`~mme.train.distributed.check_same_settings`). Left out: :data:`PER_NODE`, and the text of the keys that
+    name files (each node may name its copies its own way; what they name is compared by content,
+    :func:`check_same_inputs`, :func:`~mme.train.distributed.check_folder_shared`), of which those that may name
+    none are compared by whether they name one."""
+    if dist.get_world_size() == 1:
+        return
+    paths = path_keys(type(cfg))  # {key: what its empty value names}: "" none, "." the working folder
+    settings = {}
+    for key, value in flatten(dataclasses.asdict(cfg)).items():
+        if key in paths:
+            if paths[key] == "":  # (the others name a folder whatever they say)
+                settings[f"{key} given"] = bool(value)
+        elif key not in PER_NODE:
+            settings[key] = value
+    dist.check_same_settings({**settings, **ckpt.code_version(), "data order": dist.ORDER_VERSION},
+                             "the config or code", "every rank must run one config (each node reads its own "
+                             "--config file and overrides) and one version of mme and torch")
 
 
 def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names: list[str] | None = None,
