@@ -765,6 +765,25 @@ def test_a_train_epochs_run_resumed_with_other_steps_per_epoch_goes_on_along_its
         in caplog.text
 
 
+def test_a_train_steps_run_with_its_warm_up_in_epochs_resumed_with_other_steps_per_epoch_goes_on_along_it(
+        synth, tmp_path, caplog):
+    """A train.steps run's warm-up in epochs (optim.warmup_epochs) was laid out in the resumed run's steps and read
+    at the checkpoint's step count: 12 steps at 4 per epoch (train.accum_steps=2, as 2 ranks) stopped after 3, in the
+    1-epoch warm-up, resumed at 8 per epoch, took a warm-up of 8 steps from step 0 (a run stopped past its warm-up
+    went back into it). Its schedule is now read at the epochs done, as a train.epochs run's: its lr is that of an
+    uninterrupted run at 8 steps per epoch from the 6 steps done in those, over the 9 steps it has left."""
+    base = ("tiny_cpu_pixel", synth, "optim.warmup_steps=null", "optim.warmup_epochs=1", "train.batch_size=2", FP32)
+    straight = run(*base[:2], tmp_path / "straight", *base[2:], "train.steps=15")
+    run(*base[:2], tmp_path, *base[2:], "train.steps=12", "train.accum_steps=2", "train.stop_after=3")
+    with caplog.at_level(logging.WARNING):
+        resumed = run(*base[:2], tmp_path, *base[2:], "train.steps=12", "train.resume=auto")
+    assert [h["step"] for h in resumed.history] == list(range(4, 13))
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight.history[6:]]
+    assert "(its effective batch 4 -> 2 scales the peak lr; train.batch_size x ranks x train.accum_steps at 4 " \
+        "keeps it; its steps per epoch 4 -> 8: the schedule goes on from the epochs done, in this run's steps; its " \
+        "warm-up (optim.warmup_epochs=1) takes 8 steps at 8 per epoch, 2 of them left)" in caplog.text
+
+
 def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):
     """A run checkpointed in fp32 resumed with train.precision=fp16: GradScaler refused the checkpoint's empty
     state with a traceback."""

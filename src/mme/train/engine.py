@@ -191,10 +191,10 @@ class Run:
     short_videos_next: int = 1
     """The step from which the next metrics record looks for short videos again (it doubles at each look)."""
     schedule_offset: int = 0
-    """What the lr and wd schedules add to :attr:`step` (:meth:`schedule_args`): a ``train.epochs`` run resumed
-    with other steps per epoch than its checkpoint's (another world size, batch per rank, accumulation or list)
-    reads its schedule at the epochs done, in this run's steps (:func:`end_of_epochs`), not at the checkpoint's step
-    count, taken in the other's."""
+    """What the lr and wd schedules add to :attr:`step` (:meth:`schedule_args`): a run whose schedule is in epochs
+    (:func:`schedule_in_epochs`) resumed with other steps per epoch than its checkpoint's (another world size, batch
+    per rank, accumulation or list) reads it at the epochs done, in this run's steps (:func:`at_epochs_done`), not at
+    the checkpoint's step count, taken in the other's."""
 
     def schedule_args(self, step: int) -> tuple[int, int, int, float, float]:
         """``(step, total steps, warm-up steps, peak lr, final lr)`` of the schedule at the run's optimizer step
@@ -904,8 +904,8 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
                                  bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)
-    if run.cfg.train.steps is None:
-        end_of_epochs(run)
+    if schedule_in_epochs(run.cfg):
+        at_epochs_done(run)
     if run.step > run.total_steps:
         raise ConfigError(f"train.resume {source}: its run trained {run.step} steps, past this config's end at "
                           f"{run.total_steps} (train.steps / train.epochs): resume with the length it ran, or start "
@@ -986,32 +986,43 @@ def rule_change(old_meta: dict, cfg: Any, job: Job) -> list[str]:
             if name in old_meta and (said := changed(old_meta[name])) is not None]
 
 
-def end_of_epochs(run: Run) -> None:
-    """End a resumed ``train.epochs`` run after the batches its epochs have left, and read its lr and wd schedules
-    at the epochs done: its checkpoint's steps may have taken other batches (another world size, batch per rank,
-    accumulation or list), so ``epochs x steps per epoch`` would have covered more or fewer epochs than asked, and
-    the checkpoint's step count, in the other's steps, would put the schedule elsewhere (back into its warm-up,
-    on fewer steps per epoch). The schedule is this run's steps per epoch over the epochs (its warm-up too); its
-    position, the batches done in this run's steps, is found again from the data position at each resume (0 from
-    the step count where the steps never changed)."""
+def schedule_in_epochs(cfg: Any) -> bool:
+    """Whether a run's lr and wd schedules are laid out in epochs, read at the epochs done where a resume takes other
+    steps per epoch (:func:`at_epochs_done`): a ``train.epochs`` run's, and a ``train.steps`` run's whose warm-up is
+    in epochs (``optim.warmup_epochs``, ``optim.warmup_steps`` unset)."""
+    return cfg.train.steps is None or (cfg.optim.warmup_steps is None and cfg.optim.warmup_epochs > 0)
+
+
+def at_epochs_done(run: Run) -> None:
+    """Read a resumed run's lr and wd schedules at the epochs done (:func:`schedule_in_epochs`), and end a
+    ``train.epochs`` run after the batches its epochs have left: its checkpoint's steps may have taken other batches
+    (another world size, batch per rank, accumulation or list), so ``epochs x steps per epoch`` would have covered
+    more or fewer epochs than asked, and the checkpoint's step count, in the other's steps, would put the schedule
+    elsewhere (back into its warm-up, on fewer steps per epoch). The schedule is this run's steps per epoch over the
+    epochs (its warm-up too; a ``train.steps`` run's, over the epochs done and the steps it has left); its position,
+    the batches done in this run's steps, is found again from the data position at each resume (0 from the step
+    count where the steps never changed)."""
     t, per_epoch = run.cfg.train, run.batches_per_epoch
     done = run.position["epoch"] * per_epoch + min(run.position["batch"], per_epoch)
-    end = run.step + (t.epochs * per_epoch - done) // t.accum_steps  # before the checkpoint's step when it is past
-    # the epochs: refused
     run.schedule_offset = done // t.accum_steps - run.step
-    if end != run.total_steps and end >= run.step:
-        log.info("train.epochs=%d: the checkpoint's %d steps took other batches than this run's; the rest of the "
-                 "epochs takes %d steps of %d per epoch, so the run ends at step %d (not %d), its lr schedule read "
-                 "at the %.3g epochs done (its step %d of %d)", t.epochs, run.step, end - run.step,
-                 per_epoch // t.accum_steps, end, run.total_steps, done / per_epoch, done // t.accum_steps,
-                 end + run.schedule_offset)
-    run.total_steps, run.warmup_steps = end, min(run.warmup_steps, end + run.schedule_offset)
+    if t.steps is None:
+        end = run.step + (t.epochs * per_epoch - done) // t.accum_steps  # before the checkpoint's step when it is
+        # past the epochs: refused
+        if end != run.total_steps and end >= run.step:
+            log.info("train.epochs=%d: the checkpoint's %d steps took other batches than this run's; the rest of the "
+                     "epochs takes %d steps of %d per epoch, so the run ends at step %d (not %d), its lr schedule "
+                     "read at the %.3g epochs done (its step %d of %d)", t.epochs, run.step, end - run.step,
+                     per_epoch // t.accum_steps, end, run.total_steps, done / per_epoch, done // t.accum_steps,
+                     end + run.schedule_offset)
+        run.total_steps = end
+    run.warmup_steps = min(run.warmup_steps, run.total_steps + run.schedule_offset)
 
 
 def schedule_change(state: dict, run: Run) -> str:
     """Why a resumed run's schedule gives another lr than its checkpoint's last step ran at: the effective batch,
-    which scales the peak, and a ``train.epochs`` run's steps per epoch (its schedule read at the epochs done), as
-    they changed; else a changed length or lr setting."""
+    which scales the peak, and the steps per epoch of a schedule in epochs (read at the epochs done:
+    :func:`schedule_in_epochs`), with the warm-up left where its length in steps changed, as they changed; else a
+    changed length or lr setting."""
     t, old, meta = run.cfg.train, state["config"]["train"], state.get("meta", {})
     old_accum, world = old.get("accum_steps", 1), run.meta["world_size"]
     old_batch = old["batch_size"] * meta.get("world_size", world)  # per micro-batch, over the ranks
@@ -1020,9 +1031,12 @@ def schedule_change(state: dict, run: Run) -> str:
         said.append(f"its effective batch {before} -> {now} scales the peak lr; train.batch_size x ranks x "
                     f"train.accum_steps at {before} keeps it")
     before, now = meta.get("items", len(run.data)) // old_batch // old_accum, run.batches_per_epoch // t.accum_steps
-    if t.steps is None and before != now:
+    if schedule_in_epochs(run.cfg) and before != now:
         said.append(f"its steps per epoch {before} -> {now}: the schedule goes on from the epochs done, in this "
                     "run's steps")
+        if (left := run.warmup_steps - run.step - run.schedule_offset) > 0 and run.cfg.optim.warmup_steps is None:
+            said.append(f"its warm-up (optim.warmup_epochs={run.cfg.optim.warmup_epochs:g}) takes "
+                        f"{counted(run.warmup_steps, 'step')} at {now} per epoch, {left} of them left")
     return "; ".join(said) or ("its length or lr settings changed (train.steps or train.epochs, optim.*lr*, "
                                "warm-up): e.g. a longer run restarts part of the cosine")
 
