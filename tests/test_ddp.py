@@ -25,6 +25,7 @@ from mme.models.config import ModelConfig
 from mme.models.export import save_pretrained
 from mme.models.vit import VisionTransformer
 from mme.motion.extract import share_name
+from mme.motion.tracks import TRACKER
 from mme.utils import lock_folder, unlock_folder
 
 STEPS = 3
@@ -1055,15 +1056,23 @@ outcome("cache", pretrain, load_config(PretrainConfig, "tiny_cpu_mme", [
     f"train.out_dir={d / 'cache'}"]))  # (each node's own copy of the track cache, another flow's on node 1)
 finetuned("trained_test_list", f"data.list_file={root}/train.txt", "task.test_list=test.txt")
 outcome("config", pretrain, load_config(PretrainConfig, "tiny_cpu_mme", [
-    *(o for o in TINY if not o.startswith(("task.", "data.num_workers"))), f"data.list_file={d / 'shared.txt'}",
+    *(o for o in TINY if not o.startswith(("task.", "data.num_workers", "train.device"))),
+    f"data.list_file={d / 'shared.txt'}",
     f"train.out_dir={d / 'config'}", f"train.seed={rank}", f"data.num_workers={rank}",  # (its own, unsaid)
+    f"train.device={'auto' if rank == '0' else 'cpu'}", f"train.activation_checkpointing={rank == '1'}",  # (unsaid)
     *(["optim.base_lr=0.003", f"target.cache_dir={d / 'node1' / 'cache'}"] if rank == "1" else [])]))
 finetuned("eval_views", "task.eval_only=true", f"train.init={d / 'model'}", f"task.test_list={d / 'test.txt'}",
           f"data.test_clips={1 + int(rank)}")
 outcome("embed_options", embed, d / "model", d / "shared.txt", d / "clips.npy", root=root, num_workers=0,
         progress=False, clips=1 + int(rank))
-outcome("probe_options", run_probe, d / "model", f"{root}/train.txt", d / "probe", root=root, num_workers=0,
-        progress=False, k=5 + int(rank), seed=int(rank))
+outcome("probe_options", run_probe, d / "model", d / "probe_train.txt", d / "probe", root=root, num_workers=0,
+        progress=False, k=5 + int(rank), seed=int(rank), test_list=d / "probe_test.txt" if rank == "1" else None)
+import mme.motion.tracks
+tracker, torch_version = mme.motion.tracks.TRACKER, torch.__version__
+if rank == "1":  # another tracker's rule, and a torch of the same version built for CUDA (the same torch)
+    mme.motion.tracks.TRACKER, torch.__version__ = tracker + 1, torch_version.split("+")[0] + "+cu128"
+outcome("embed_code", embed, d / "model", d / "shared.txt", d / "code.npy", root=root, num_workers=0, progress=False)
+mme.motion.tracks.TRACKER, torch.__version__ = tracker, torch_version
 trains = loop.train
 
 
@@ -1088,7 +1097,8 @@ def disagreeing(synth, tmp_path_factory):
     ``{rank: {part: None or [error type, message]}}`` and the launch's stderr. Rank 1's copies: a test list of 3 of
     rank 0's 7 videos (tested alone, and after training), a classifier of other weights, an embed list and a
     pre-training list in another order, a training list of 12 of the 16 videos, a track cache of another flow; and
-    rank 1's own settings: a pre-training config, task.eval_only's test views, mme embed's and mme probe's options."""
+    rank 1's own settings: a pre-training config, task.eval_only's test views, mme embed's and mme probe's options,
+    and its own code for mme embed."""
     d = tmp_path_factory.mktemp("disagreeing")
     lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
     for rank in (0, 1):
@@ -1104,6 +1114,8 @@ def disagreeing(synth, tmp_path_factory):
         (node / "same.txt").write_text("\n".join(lines[:7]) + "\n")
         (d / f"mount{rank}").symlink_to(synth[1].split("=", 1)[1])
     (d / "shared.txt").write_text("\n".join(lines[:4]) + "\n")
+    (d / "probe_train.txt").write_text("\n".join(lines[::2]) + "\n")
+    (d / "probe_test.txt").write_text("\n".join(lines[1::2]) + "\n")
     for rank, flow in enumerate(("dis-balanced", "farneback")):
         assert cli(["extract", str(d / "shared.txt"), "--root", synth[1].split("=", 1)[1], "--out",
                     str(d / f"node{rank}" / "cache"), "--length", "6", "--flow", flow]) == 0
@@ -1234,32 +1246,41 @@ def test_pre_training_with_another_config_on_one_node_stops_every_rank_naming_ea
     """Each node reads its own config and overrides (train.seed=$RANDOM, a recipe's copy edited): the ranks compared
     their inputs alone and trained on silently, models drifting apart (another optim.base_lr), items trained twice or
     not at all in an epoch (another train.seed), or hung at a step one rank never reached (another train.steps).
-    They compare their configs at the start; the keys that may differ by node (data.num_workers) are left out, and
-    one naming files is compared by whether it names one (each node names its copies its own way)."""
+    They compare their configs at the start; the keys that may differ by node and change no result are left out
+    (data.num_workers, train.activation_checkpointing: a node out of memory may need it alone), train.device is
+    compared as resolved (was: 'auto' on one node and 'cpu' on the other, one device, stopped the job), and one
+    naming files is compared by whether it names one (each node names its copies its own way)."""
     message = _disagree(disagreeing, "config")
     assert message == (
-        "ranks disagree on the config or code: optim.base_lr 0.0003 on rank 0, 0.003 on rank 1; target.cache_dir "
-        "given False on rank 0, True on rank 1; train.seed 0 on rank 0, 1 on rank 1: every rank must run one config "
-        "(each node reads its own --config file and overrides) and one version of mme and torch"), message
+        "ranks disagree on the config: optim.base_lr 0.0003 on rank 0, 0.003 on rank 1; target.cache_dir given False "
+        "on rank 0, True on rank 1; train.seed 0 on rank 0, 1 on rank 1: every rank must run one config (each node "
+        "reads its own --config file and overrides)"), message
     assert not (disagreeing[2] / "config").exists()  # (stopped before its run folder was made)
 
 
 def test_eval_only_with_other_test_views_on_one_node_stops_every_rank(disagreeing):
     """Rank 1 tested its share of the videos with 2 clips each, rank 0 with 1: test.json mixed both as one test."""
     message = _disagree(disagreeing, "eval_views")
-    assert message.startswith("ranks disagree on the config or code: data.test_clips 1 on rank 0, 2 on rank 1: "), \
-        message
+    assert message.startswith("ranks disagree on the config: data.test_clips 1 on rank 0, 2 on rank 1: "), message
 
 
 @pytest.mark.parametrize("part, said", [
-    ("embed_options", "the options of mme embed: clips 1 on rank 0, 2 on rank 1"),
-    ("probe_options", "the options of mme probe: k 5 on rank 0, 6 on rank 1; seed 0 on rank 0, 1 on rank 1")])
-def test_mme_embed_and_probe_given_other_options_on_one_node_stop_every_rank(disagreeing, part, said):
+    ("embed_options", "disagree on the options of mme embed: clips 1 on rank 0, 2 on rank 1: every rank must be "
+                      "given the same options"),
+    ("probe_options", "disagree on the options of mme probe: splits ['train'] on rank 0, ['train', 'test'] on rank "
+                      "1: every rank must be given the same lists"),
+    ("embed_code", f"run other code: tracker version {TRACKER} on rank 0, {TRACKER + 1} on rank 1: every node must "
+                   "run one version of mme and torch")])
+def test_mme_embed_and_probe_given_other_options_or_code_on_one_node_stop_every_rank(disagreeing, part, said):
     """mme embed with --clips 2 on one rank and 1 on the other assembled one file whose odd rows held 1-clip
     features, its sidecar saying 2 clips for every row, exit 0. The ranks compare the options of their work (embed's
-    fingerprint but its node's own paths; mme probe's own options) before any."""
-    assert _disagree(disagreeing, part) == f"ranks disagree on {said}: every rank must be given the same options"
-    assert not list(disagreeing[2].glob("clips.npy*")) and not (disagreeing[2] / "probe").exists()
+    fingerprint but its node's own paths; of mme probe's, the splits every rank embeds: its fits are rank 0's, by
+    its k and seed) and their code before any: mme's rule versions and torch's version, not its build (+cu128 beside
+    +cpu; was: the git commit, so a checkout beside an install of one mme stopped, blamed on embed's options, and
+    another tracker's rule went on)."""
+    assert _disagree(disagreeing, part) == f"ranks {said}"
+    assert not list(disagreeing[2].glob("clips.npy*")) and not list(disagreeing[2].glob("code.npy*"))
+    assert not (disagreeing[2] / "probe").exists()
 
 
 MIXED_CPUS = """\

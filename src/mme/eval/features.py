@@ -791,7 +791,6 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
-    from mme.train.checkpoint import code_version
     from mme.train.precision import choose_precision
 
     out = file_path(out, "--out")
@@ -833,7 +832,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         finished = _finished(out, fingerprint)
     dist.check_same_inputs({f"the checkpoint {checkpoint}": lambda: ck.identity,
                             f"the list {source}": lambda: list_identity(dataset)})
-    dist.check_same_settings({**{k: v for k, v in fingerprint.items() if k not in NODE_COPIES}, **code_version()},
+    dist.check_same_settings({k: v for k, v in fingerprint.items() if k not in NODE_COPIES},
                              "the options of mme embed", "every rank must be given the same options")
     changed, failed = set(), set()
     if finished is not None:

@@ -170,7 +170,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     if not (cfg.task.val_list or cfg.task.test_list):
         raise ConfigError("task.eval_only needs task.val_list or task.test_list: the videos to test on")
     device = engine.join(cfg.train.device)[1]
-    engine.check_same_config(cfg)
+    engine.check_same_config(cfg, device)
     threads = engine.set_threads(cfg, device)  # given back by engine.finish, as a run's
     precision, why = choose_precision(cfg.train.precision, device, ranks=True)
     log.info("task.eval_only: on %s, precision %s (%s), %s (%s)", device, precision, why,

@@ -464,11 +464,10 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     if dist.is_main():
         _drop_earlier_report(out_dir / REPORT)
     dist.init_distributed(on)
-    # (the options of each split's embedding: embed's; the lists' contents: each split's embed)
-    dist.check_same_settings({"splits": list(features), "linear": linear, "knn": knn, "k": k,
-                              "temperature": temperature, "weighting": weighting, "weight_decays": weight_decays,
-                              "val_fraction": val_fraction, "seed": seed, "group_by": group_by},
-                             "the options of mme probe", "every rank must be given the same options")
+    # what every rank does: embed the splits (each split's options and list compared by its embed); the fits and
+    # their options (k, seed, ...) are rank 0's alone
+    dist.check_same_settings({"splits": list(features)}, "the options of mme probe",
+                             "every rank must be given the same lists")
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
             "img_size", "num_frames", "stride", "segments", "orientation", "backend", "index_dir")})

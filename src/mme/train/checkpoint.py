@@ -246,18 +246,12 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
-def code_version() -> dict[str, Any]:
-    """The code that runs: mme's version, the commit of its source tree (:func:`mme.utils.git_sha`, null for an
-    installed copy) and torch's version."""
-    return {"mme": __version__, "git": git_sha(), "torch": str(torch.__version__)}
-
-
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
-    """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint: its code
-    (:func:`code_version`), device, precision and world size. ``mkl_mode`` (:func:`mme.utils.mkl_mode`) on a CPU
-    alone, whose steps MKL computes."""
-    return {**code_version(), "device": str(device), "device_name": device_name(device),
-            "mkl_mode": mkl_mode() if device.type == "cpu" else None,
+    """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint. ``mkl_mode``
+    (:func:`mme.utils.mkl_mode`) on a CPU alone, whose steps MKL computes. ``mme``: the package's version, as
+    ``git`` is null for an installed copy."""
+    return {"mme": __version__, "git": git_sha(), "torch": str(torch.__version__), "device": str(device),
+            "device_name": device_name(device), "mkl_mode": mkl_mode() if device.type == "cpu" else None,
             "precision": precision, "precision_reason": precision_reason,
             "world_size": world_size, "cwd": os.getcwd()}
 

@@ -211,20 +211,35 @@ def check_same_inputs(inputs: dict[str, Callable[[], str] | None]) -> None:
             raise ConfigError(f"ranks disagree on {what}: {said}: every node must hold the same copy")
 
 
+def code_compared() -> dict[str, object]:
+    """What ranks compare of the code they run (:func:`check_same_settings`): mme's version, the versions of its
+    rules that decide what a job computes (:func:`mme.rule_versions`: not the git commit, which an installed mme
+    does not know and an edit of the docs changes) and torch's version without its build's label (``2.5.1`` of
+    ``2.5.1+cu124``: a build for another CUDA or for the CPU alone is the same torch)."""
+    from mme import __version__, rule_versions
+
+    return {"mme": __version__, **{f"{rule} version": version for rule, version in rule_versions().items()},
+            "torch": torch.__version__.split("+")[0]}
+
+
 def check_same_settings(settings: dict[str, object], what: str, advice: str) -> None:
-    """Raise on every rank unless all hold the same ``settings`` (``{name: value}``: a run's config, a command's
-    options, and the code that runs them), ``what`` naming them and ``advice`` saying how to give every rank the
-    same: each node reads its own config file and builds its own command line (an override made per node,
-    ``train.seed=$RANDOM``), and ranks that disagree went on silently (models drifting apart, a features file of rows
-    made two ways) or hung at a step one rank never reached. One line names each setting that differs, with its value
-    on each rank."""
+    """Raise on every rank unless all run one code (:func:`code_compared`) and hold the same ``settings``
+    (``{name: value}``: a run's config, a command's options), ``what`` naming them and ``advice`` saying how to give
+    every rank the same: each node runs its own install, reads its own config file and builds its own command line
+    (an override made per node, ``train.seed=$RANDOM``), and ranks that disagree went on silently (models drifting
+    apart, a features file of rows made two ways) or hung at a step one rank never reached. One line names each
+    setting that differs, with its value on each rank: of the code where it differs (other code may resolve the
+    same options to other settings), else of the settings."""
     if get_world_size() == 1:
         return
-    held = all_gather_objects(settings)
-    differ = [name for name in sorted(set().union(*held)) if len({repr(s.get(name)) for s in held}) > 1]
-    if differ:
-        said = "; ".join(f"{name} " + _on_ranks([repr(s.get(name)) for s in held], str) for name in differ)
-        raise ConfigError(f"ranks disagree on {what}: {said}: {advice}")
+    held = all_gather_objects((code_compared(), settings))
+    for part, said, then in ((0, "run other code", "every node must run one version of mme and torch"),
+                             (1, f"disagree on {what}", advice)):
+        values = [rank_held[part] for rank_held in held]
+        differ = [name for name in sorted(set().union(*values)) if len({repr(v.get(name)) for v in values}) > 1]
+        if differ:
+            listed = "; ".join(f"{name} " + _on_ranks([repr(v.get(name)) for v in values], str) for name in differ)
+            raise ConfigError(f"ranks {said}: {listed}: {then}")
 
 
 def _on_ranks(values: list, name: Callable[[object], str]) -> str:

@@ -251,7 +251,7 @@ def begin(cfg) -> Start:
     workers, and take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
-    check_same_config(cfg)
+    check_same_config(cfg, device)
     if t.compile:
         check_compiler(device)
     with dist.agreed():  # (before the folder is made: that of a renamed run's config.yaml)
@@ -276,19 +276,14 @@ def begin(cfg) -> Start:
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
 
 
-PER_NODE = ("data.num_workers", "data.decode_threads", "train.threads")
-"""Keys that may differ by node and change no result: the processes and threads that make a rank's items and steps,
-sized to its node's cores. The ranks compare every other key of their configs (:func:`check_same_config`)."""
-
-
-def check_same_config(cfg) -> None:
-    """Stop every rank unless all run one config, ``cfg`` as each resolved its own (a node reads its own copy of a
-    recipe, and its own overrides), and one code (:func:`~mme.train.checkpoint.code_version`, the data order's
-    version): one line naming each key that differs, with its value on each rank
-    (:func:`~mme.train.distributed.check_same_settings`). Left out: :data:`PER_NODE`, and the text of the keys that
-    name files (each node may name its copies its own way; what they name is compared by content,
-    :func:`check_same_inputs`, :func:`~mme.train.distributed.check_folder_shared`), of which those that may name
-    none are compared by whether they name one."""
+def check_same_config(cfg, device: torch.device) -> None:
+    """Stop every rank unless all run one code and one config, ``cfg`` as each resolved its own (a node reads its own
+    copy of a recipe, and its own overrides): one line naming each key that differs, with its value on each rank
+    (:func:`~mme.train.distributed.check_same_settings`, which compares the code). Left out: :data:`PER_NODE`, and
+    the text of the keys that name files (each node may name its copies its own way; what they name is compared by
+    content, :func:`check_same_inputs`, :func:`~mme.train.distributed.check_folder_shared`), of which those that may
+    name none are compared by whether they name one; ``train.device`` is compared by the kind of the ``device`` it
+    resolved to ('auto' and 'cpu' on a node without a GPU alike, 'cuda:0' and 'cuda:1')."""
     if dist.get_world_size() == 1:
         return
     paths = path_keys(type(cfg))  # {key: what its empty value names}: "" none, "." the working folder
@@ -299,9 +294,9 @@ def check_same_config(cfg) -> None:
                 settings[f"{key} given"] = bool(value)
         elif key not in PER_NODE:
             settings[key] = value
-    dist.check_same_settings({**settings, **ckpt.code_version(), "data order": dist.ORDER_VERSION},
-                             "the config or code", "every rank must run one config (each node reads its own "
-                             "--config file and overrides) and one version of mme and torch")
+    settings["train.device"] = device.type
+    dist.check_same_settings(settings, "the config", "every rank must run one config (each node reads its own "
+                                                     "--config file and overrides)")
 
 
 def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names: list[str] | None = None,
@@ -801,12 +796,22 @@ BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir"
 own seed), not what it computes: not config changes on resume."""
 
 
-WITHOUT_ARITHMETIC = ("data.decode_threads", "data.index_dir", "data.max_failure_fraction", "train.max_nonfinite",
-                      "train.activation_checkpointing", "model.preset", "target.preset")
+STOPPING = ("data.max_failure_fraction", "train.max_nonfinite")
+"""Keys that decide when a run stops on failures: each rank decides by its own value, so ranks compare them (a rank
+given another would stop alone while the others went on)."""
+
+WITHOUT_ARITHMETIC = ("data.decode_threads", "data.index_dir", "train.activation_checkpointing", "model.preset",
+                      "target.preset", *STOPPING)
 """Keys that change no bit of a run's weights nor what it reports: how its videos are decoded (the same frames) and
-found, when it stops on failures, whether its blocks' activations are recomputed (the same ops, the RNG state
-restored: bitwise the same on a CPU in fp32, tests/test_resume.py), and a preset's name, whose values the resolved
-keys beside it hold. A resume that changes them replays exactly: they are said, not recorded."""
+found, whether its blocks' activations are recomputed (the same ops, the RNG state restored: bitwise the same on a
+CPU in fp32, tests/test_resume.py), a preset's name, whose values the resolved keys beside it hold, and when it
+stops on failures. A resume that changes them replays exactly: they are said, not recorded."""
+
+PER_NODE = (*(key for key in WITHOUT_ARITHMETIC if key not in STOPPING), "data.num_workers", "train.threads")
+"""Keys that may differ by node and change no result: those of :data:`WITHOUT_ARITHMETIC` but :data:`STOPPING`
+(``train.activation_checkpointing``, which a node out of memory may need alone), and the processes and threads
+that make a rank's items and steps, sized to its node's cores. The ranks compare every other key of their configs
+(:func:`check_same_config`)."""
 
 EVALUATION = ("data.test_clips", "data.test_crops", "task.eval_every", "task.eval_batch_size", "task.val_list",
               "task.test_list")
