@@ -1109,7 +1109,8 @@ def summary(run: Run, job_lines: list[str]) -> str:
     items = t.batch_size * world * t.accum_steps
     params = count_parameters(run.model)
     settings = config_changes(dataclasses.asdict(type(run.cfg)()), dataclasses.asdict(run.cfg))
-    schedule_total = run.schedule_args(0)[1]  # (a train.epochs run resumed with other steps: its epochs' steps)
+    schedule_total = run.schedule_args(0)[1]  # (a schedule in epochs resumed with other steps per epoch: its
+    # length in this run's steps, schedule_in_epochs)
     lines = [
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
         f" ({run.meta['precision_reason']}), {counted(run.meta['threads'], 'thread')} ({run.meta['threads_reason']})",
