@@ -1458,9 +1458,9 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
     split 2's test list, all of whose videos it was trained on, said nothing (a fine-tuning run with those lists
     warns), nor did one given data.list_file. Its lists are compared with the training list and root its run
     recorded, their relative paths from that run's working folder, or with the data.list_file given; where the
-    recorded list is gone or cannot be read, with none; where the list now there is another than the run trained on
-    (rewritten in place for another split: before, its videos were called trained on), with none, said; of a
-    checkpoint that records no digest of its list (an earlier mme's), with the list there."""
+    recorded list is gone (before: unsaid) or cannot be read, with none, said; where the list now there is another
+    than the run trained on (rewritten in place for another split: before, its videos were called trained on), with
+    none, said; of a checkpoint that records no digest of its list (an earlier mme's), with the list there."""
     import logging
     import shutil
 
@@ -1490,7 +1490,7 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
         with caplog.at_level(logging.WARNING, logger="mme"):
             finetune(load_config(FinetuneConfig, "finetune_tiny_cpu", overrides))
         return [m for m in (rec.getMessage() for rec in caplog.records)
-                if "with the training list" in m or "has changed since the run" in m]
+                if "with the training list" in m or "has changed since the run" in m or "is not there" in m]
 
     n = len(trained)
     assert warned("ev") == [  # before: nothing
@@ -1521,7 +1521,8 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
                              "byte-order mark); save it as UTF-8: the val and test lists are not compared with the "
                              "training list"]
     (ran / "lists" / "train.txt").unlink()
-    assert warned("ev4") == []
+    assert warned("ev4") == [  # before: nothing
+        f"the training list {ran}/lists/train.txt is not there: the val and test lists are not compared with it"]
 
 
 def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):

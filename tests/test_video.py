@@ -370,8 +370,9 @@ def test_a_file_cut_at_a_block_whose_header_gives_the_whole_duration_is_suspicio
 
 def test_an_avi_cut_at_a_chunk_is_suspicious_by_the_frame_count_its_header_gives(tmp_path):
     """An AVI cut at a chunk boundary (a copy stopped partway: UCF101's and HMDB51's Xvid files) loses its index
-    (idx1, at the file's end), and FFmpeg rebuilds the stream's duration from the chunks it finds: `mme check` said
-    'ok' of 50 frames of 60, and of 20 'its header says 1.08 s' where the header says 60 frames, 2.40 s. An AVI's
+    (idx1, at the file's end), and FFmpeg gives a file shorter than its RIFF header says the header's frame count
+    scaled by the share of it the file holds: `mme check` said 'ok' of 50 frames of 60, and of 20 'its header says
+    1.40 s' where the header says 60 frames, 2.40 s. An AVI's
     header duration is its frame count at its rate; no whole AVI is called cut (Xvid with B-frames, packed DivX with
     its placeholder chunks, MJPEG, variable frame rate written with empty chunks for the dropped frames, audio
     running on past the video or stopping before it)."""
