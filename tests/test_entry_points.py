@@ -306,7 +306,8 @@ def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch)
     monkeypatch.setattr(bench, "PretrainDataset", _Sleeps)
     video = str(tiny.root / tiny.lists["train"].read_text().split()[0])
     figures = bench.bench_data(video=video, workers=[4], clips=4, batch=2, frames=4, stride=2, size=64, length=2)
-    assert figures["clips_per_s"]["4"] == pytest.approx(4 * 2 / 0.4, rel=0.3)  # a batch of 2 items per 0.4 s
+    made = 4 * 2 / 0.4  # 4 workers, each a batch of 2 items per 0.4 s
+    assert made / 3 < figures["clips_per_s"]["4"] < 1.3 * made  # (below: a loaded machine slows them; above: counted)
 
 
 def test_bench_data_times_its_worker_counts_in_turns_and_prints_each_ratios_range_over_rounds(tmp_path, monkeypatch,
