@@ -790,22 +790,28 @@ except OSError:  # (full)
 """
 
 
-@pytest.mark.parametrize("full", [False, True])
-def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of_their_start(tmp_path, full):
+@pytest.mark.parametrize("full,size,said", [
+    (False, "16k", "0.02 MiB in all) for their queues, locks and shared flag: give it more"),
+    (True, "16k", "0.02 MiB in all) for their queues, locks and shared flag: give it more"),
+    (True, "2m", "2 MiB in all, full) for their queues, locks and shared flag: free what other jobs left in it, or "
+                 "give it more")])
+def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of_their_start(tmp_path, full, size,
+                                                                                             said):
     """A /dev/shm of 16 KiB has no room for the semaphores of the loader workers' queues and locks (multiprocessing
     makes each there, about a page each, a few per worker), and one already full none for the flag the workers share:
     the loader's start failed with a traceback (multiprocessing's SemLock's OSError, torch's RuntimeError), where a
     larger one too small for the batches gives one line. It is one line too, and torch's iterator left half-made goes
     quietly. Its advice names the workers' count alone, what the room needed grows with (the batch size does not
-    change it)."""
+    change it). One of a MiB or more that other files filled (Docker's 64 MB, of other jobs' leftovers) is said
+    full, freeing it advised first (before: said as too small)."""
     script = tmp_path / "frames.py"
     script.write_text((FILL_SHM if full else "") + SHM_FRAMES)
-    done = subprocess.run(with_small_shm([sys.executable, str(script)], "16k"), capture_output=True, text=True,
+    done = subprocess.run(with_small_shm([sys.executable, str(script)], size), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
     assert done.stdout.strip() == (
-        "data loader: its workers cannot start: no room in shared memory (/dev/shm, 0.02 MiB in all) for their "
-        "queues, locks and shared flag: give it more, or lower data.num_workers")
+        f"data loader: its workers cannot start: no room in shared memory (/dev/shm, {said}, or lower "
+        "data.num_workers")
 
 
 def test_a_full_dev_shm_stops_no_loader_without_workers(tmp_path):

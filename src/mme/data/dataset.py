@@ -422,9 +422,14 @@ def _no_room_in_shm(error: BaseException) -> bool:
 def _unstarted_in_shm() -> ProcessLost:
     """A loader whose workers' queues and locks (multiprocessing's semaphores, about a page each, a few per worker),
     or the flag they share (:func:`~mme.data.video.anamorphic_said`), found no room in shared memory (/dev/shm), as
-    one line of advice, as a batch that does not fit there (:func:`_shm_full`); the batch size has no part in it."""
-    return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said()}) for their "
-                       f"queues, locks and shared flag: {shm_advice(batches=False)}")
+    one line of advice, as a batch that does not fit there (:func:`_shm_full`); the batch size has no part in it. A
+    /dev/shm of a MiB or more that they found so is full of other files (Docker's 64 MB, of other jobs' leftovers):
+    said so, freeing it advised first."""
+    usage = shutil.disk_usage("/dev/shm") if os.path.isdir("/dev/shm") else None
+    full = usage is not None and usage.total >= 2**20 and usage.free < 2**16
+    return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said()}"
+                       f"{', full' if full else ''}) for their queues, locks and shared flag: "
+                       f"{'free what other jobs left in it, or ' if full else ''}{shm_advice(batches=False)}")
 
 
 def _iterator(loader: DataLoader) -> Iterator:

@@ -1962,7 +1962,8 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
 # ---- the check before a long run -----------------------------------------------------------------------------
 
 USABLE = ("ok", "suspicious", "damaged", "rotated", "short", "several videos", "hdr", "anamorphic")
-"""Statuses of videos a run reads; it skips the others (counted against data.max_failure_fraction)."""
+"""Statuses of videos a run reads; the others it cannot read (what each list's role does with them:
+:data:`UNREAD_BY_ROLE`)."""
 SHOWN = 5
 """Videos a run cannot read that ``mme check`` names on the console (its report has them all)."""
 UNREAD_BY_ROLE = (

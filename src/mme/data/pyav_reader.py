@@ -277,10 +277,11 @@ short?' (:func:`cut_short`)."""
 
 def header_duration(stream: av.video.stream.VideoStream) -> tuple[float, float] | None:
     """The duration the file's header gives the video, and the time it counts from, in seconds: the stream's own
-    (MP4, MOV, AVI, MPEG-TS), from the stream's start; else its Matroska track's DURATION tag (FFmpeg and mkvmerge
-    write one), else the container's (Matroska's, FLV's) where the video is the file's only stream (it is the
-    longest stream's: an audio track running on past the video's end gives its own), both from time 0 (their
-    timeline's); None where the header gives none (a WebM written live, an elementary stream). An AVI's own is its
+    (MP4, MOV, MPEG-TS; an AVI's its frame count, below), from the stream's start; else its Matroska track's
+    DURATION tag (FFmpeg and mkvmerge write one), else the container's (Matroska's, FLV's) where the video is the
+    file's only stream (it is the longest stream's: an audio track running on past the video's end gives its own),
+    both from time 0 (their timeline's); None where the header gives none (a WebM written live, an elementary
+    stream). An AVI's own is its
     header's frame count (in its time base, the header's rate): FFmpeg's stream duration, of a file shorter than its
     RIFF header says, is the header's frame count scaled by the share of it the file holds, near the length of what
     is left (50 frames of 60 left said 51)."""
