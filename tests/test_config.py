@@ -710,7 +710,8 @@ def test_an_integer_key_of_a_config_built_in_python_takes_integers_alone_and_nam
     # the words of a recipe's or an override's value: the same value, refused alike however it was given
     for override, build in (("data.stride=2.5", lambda: DataConfig(stride=2.5)),
                             ("data.stride=true", lambda: DataConfig(stride=True)),
-                            (f"model.img_size={2**70}", lambda: ModelConfig(img_size=2**70))):
+                            (f"model.img_size={2**70}", lambda: ModelConfig(img_size=2**70)),
+                            ("train.keep_epochs=[2,1.5]", lambda: TrainConfig(keep_epochs=(2, 1.5)))):
         with pytest.raises(ConfigError) as given:
             load_config(PretrainConfig, "tiny_cpu_mme", [override])
         with pytest.raises(ConfigError) as built:
@@ -721,6 +722,14 @@ def test_an_integer_key_of_a_config_built_in_python_takes_integers_alone_and_nam
     assert (type(m.img_size), type(m.embed_dim), m.num_tokens) == (int, int, 8)
     assert VisionTransformer(m)(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 8, 32)
     assert ModelConfig(**{**tiny, "img_size": 32, "depth": None}).depth == 12  # unset, then the base preset's
+    # a tuple of integers, item by item (before: keep_epochs=(1.5,) kept no epoch, ("2",) a TypeError at a comparison)
+    assert TrainConfig(keep_epochs=[np.int64(2), 4]).keep_epochs == (2, 4)
+    for value, said in (((1.5,), "train.keep_epochs[0]': expected an integer, got 1.5"),
+                        ((1, "2"), "train.keep_epochs[1]': expected an integer, got '2'"),
+                        (2, "train.keep_epochs': expected a list of integers, got 2")):
+        with pytest.raises(ConfigError) as info:
+            TrainConfig(keep_epochs=value)
+        assert str(info.value) == f"config key '{said}"
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=32", "data.img_size=32", "data.stride=2.0"])
     assert (cfg.model.img_size, cfg.data.stride, type(cfg.data.stride)) == (32, 2, int)  # recipes read as before
 

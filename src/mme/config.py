@@ -444,11 +444,12 @@ def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
 
 
 @functools.cache
-def _integer_fields(cls: type) -> tuple[tuple[str, bool], ...]:
-    """The fields of dataclass ``cls`` annotated ``int`` or ``int | None``, each with whether it may be None."""
+def _integer_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    """The fields of dataclass ``cls`` annotated ``int``, ``int | None`` or ``tuple[int, ...]``, each with its
+    annotation."""
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name] is not int) for f in dataclasses.fields(cls)
-                 if hints[f.name] in (int, int | None))
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls)
+                 if hints[f.name] in (int, int | None, tuple[int, ...]))
 
 
 def _integer(value: Any, key: str, read: bool) -> int:
@@ -470,14 +471,19 @@ def _integer(value: Any, key: str, read: bool) -> int:
 
 def check_integers(cfg: Any, section: str) -> None:
     """Make each integer field of config dataclass ``cfg`` (annotated ``int``, or ``int | None`` and set) a plain int,
-    anything else refused in one line naming ``<section>.<field>`` (:func:`_integer`): a bool, a float, a text.
-    Recipes and overrides are read by their annotations (:func:`_coerce`); a config built in Python is not, and
-    ``ModelConfig(img_size=32.0)`` was taken (its token count 8.0, the model's build a TypeError),
-    ``DataConfig(stride="4")`` failed at a comparison naming no key."""
-    for name, may_be_none in _integer_fields(type(cfg)):
-        value = getattr(cfg, name)
-        if value is not None or not may_be_none:
-            setattr(cfg, name, _integer(value, f"{section}.{name}", read=False))
+    and each item of a ``tuple[int, ...]`` one, anything else refused in one line naming ``<section>.<field>`` (its
+    item ``[i]``; :func:`_integer`): a bool, a float, a text. Recipes and overrides are read by their annotations
+    (:func:`_coerce`); a config built in Python is not, and ``ModelConfig(img_size=32.0)`` was taken (its token
+    count 8.0, the model's build a TypeError), ``DataConfig(stride="4")`` failed at a comparison naming no key,
+    ``TrainConfig(keep_epochs=(1.5,))`` kept no epoch."""
+    for name, annotation in _integer_fields(type(cfg)):
+        value, key = getattr(cfg, name), f"{section}.{name}"
+        if annotation == tuple[int, ...]:
+            if not isinstance(value, (tuple, list)):
+                raise ConfigError(f"config key '{key}': expected a list of integers, got {value!r}")
+            setattr(cfg, name, tuple(_integer(v, f"{key}[{i}]", read=False) for i, v in enumerate(value)))
+        elif value is not None or annotation is int:
+            setattr(cfg, name, _integer(value, key, read=False))
 
 
 def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:
