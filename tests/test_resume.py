@@ -771,7 +771,8 @@ def test_a_train_steps_run_with_its_warm_up_in_epochs_resumed_with_other_steps_p
     at the checkpoint's step count: 12 steps at 4 per epoch (train.accum_steps=2, as 2 ranks) stopped after 3, in the
     1-epoch warm-up, resumed at 8 per epoch, took a warm-up of 8 steps from step 0 (a run stopped past its warm-up
     went back into it). Its schedule is now read at the epochs done, as a train.epochs run's: its lr is that of an
-    uninterrupted run at 8 steps per epoch from the 6 steps done in those, over the 9 steps it has left."""
+    uninterrupted run at 8 steps per epoch from the 6 steps done in those, over the 9 steps it has left. Past its
+    warm-up, it goes on as it ran."""
     base = ("tiny_cpu_pixel", synth, "optim.warmup_steps=null", "optim.warmup_epochs=1", "train.batch_size=2", FP32)
     straight = run(*base[:2], tmp_path / "straight", *base[2:], "train.steps=15")
     run(*base[:2], tmp_path, *base[2:], "train.steps=12", "train.accum_steps=2", "train.stop_after=3")
@@ -782,6 +783,22 @@ def test_a_train_steps_run_with_its_warm_up_in_epochs_resumed_with_other_steps_p
     assert "(its effective batch 4 -> 2 scales the peak lr; train.batch_size x ranks x train.accum_steps at 4 " \
         "keeps it; its steps per epoch 4 -> 8: the schedule goes on from the epochs done, in this run's steps; its " \
         "warm-up (optim.warmup_epochs=1) takes 8 steps at 8 per epoch, 2 of them left)" in caplog.text
+    # past its warm-up (4 steps at 4 per epoch), its cosine goes on in its steps as it ran, the peak scaled alone
+    # (read at the epochs done, its lr moved: to a quarter of the peak where it ran at a half); an earlier mme's
+    # checkpoint, which records no schedule, alike
+    as_ran = run(*base[:2], tmp_path / "as_ran", "optim.warmup_steps=4", "train.batch_size=2", FP32, "train.steps=12")
+    for name, earlier in (("past", False), ("earlier", True)):
+        run(*base[:2], tmp_path / name, *base[2:], "train.steps=12", "train.accum_steps=2", "train.stop_after=6")
+        if earlier:
+            state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / name)[-1])
+            del state["schedule"]
+            ckpt.save_checkpoint(state, tmp_path / name, keep_last=0)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            resumed = run(*base[:2], tmp_path / name, *base[2:], "train.steps=12", "train.resume=auto")
+        assert [h["lr"] for h in resumed.history] == [h["lr"] for h in as_ran.history[6:]], name
+        assert "(its effective batch 4 -> 2 scales the peak lr; train.batch_size x ranks x train.accum_steps at 4 " \
+            "keeps it)" in caplog.text, name
 
 
 def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):

@@ -40,9 +40,10 @@ class TrainConfig:
     """Schedule length in epochs (ignored when steps is set); 1600 as the released K400 recipe."""
     steps: int | None = None
     """Schedule length in optimizer steps; overrides epochs. The run ends after this many; one whose warm-up is in
-    epochs (``optim.warmup_epochs``), resumed with other steps per epoch (another world size, batch or list), reads
-    its lr and wd schedules at the epochs done, in its new steps, so their length is this plus the steps the epochs
-    done take more than the checkpoint's steps did (fewer: minus; :func:`mme.train.engine.at_epochs_done`)."""
+    epochs (``optim.warmup_epochs``), resumed within its warm-up with other steps per epoch (another world size,
+    batch or list), reads its lr and wd schedules at the epochs done, in its new steps, so their length is this plus
+    the steps the epochs done take more than the checkpoint's steps did (fewer: minus), and goes on so past it
+    (:func:`mme.train.engine.at_epochs_done`)."""
     stop_after: int | None = None
     """Stop (with a checkpoint) once this many optimizer steps are done, keeping the full schedule, e.g. to
     split a long run into jobs; None = run to the end."""

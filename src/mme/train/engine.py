@@ -910,7 +910,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
                                  bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)
     if schedule_in_epochs(run.cfg):
-        at_epochs_done(run)
+        at_epochs_done(run, state)
     if run.step > run.total_steps:
         raise ConfigError(f"train.resume {source}: its run trained {run.step} steps, past this config's end at "
                           f"{run.total_steps} (train.steps / train.epochs): resume with the length it ran, or start "
@@ -998,16 +998,22 @@ def schedule_in_epochs(cfg: Any) -> bool:
     return cfg.train.steps is None or (cfg.optim.warmup_steps is None and cfg.optim.warmup_epochs > 0)
 
 
-def at_epochs_done(run: Run) -> None:
+def at_epochs_done(run: Run, state: dict) -> None:
     """Read a resumed run's lr and wd schedules at the epochs done (:func:`schedule_in_epochs`), and end a
     ``train.epochs`` run after the batches its epochs have left: its checkpoint's steps may have taken other batches
     (another world size, batch per rank, accumulation or list), so ``epochs x steps per epoch`` would have covered
     more or fewer epochs than asked, and the checkpoint's step count, in the other's steps, would put the schedule
     elsewhere (back into its warm-up, on fewer steps per epoch). The schedule is this run's steps per epoch over the
-    epochs (its warm-up too; a ``train.steps`` run's, over the epochs done and the steps it has left); its position,
-    the batches done in this run's steps, is found again from the data position at each resume (0 from the step
-    count where the steps never changed)."""
+    epochs (its warm-up too); its position, the batches done in this run's steps, is found again from the data
+    position at each resume (0 from the step count where the steps never changed). A ``train.steps`` run's cosine is
+    laid out in its steps, its warm-up alone in epochs: it is read so within the warm-up its checkpoint ran, and past
+    it goes on as it ran (the checkpoint's ``schedule``: its position's offset and warm-up in steps; an earlier mme's,
+    which records none, at its step count and its config's warm-up), so that such a resume moves no lr but by the
+    peak's scaling."""
     t, per_epoch = run.cfg.train, run.batches_per_epoch
+    if t.steps is not None and (ran := _past_warm_up(state, run)):
+        run.schedule_offset, run.warmup_steps = ran["offset"], min(ran["warmup"], run.total_steps + ran["offset"])
+        return
     done = run.position["epoch"] * per_epoch + min(run.position["batch"], per_epoch)
     run.schedule_offset = done // t.accum_steps - run.step
     if t.steps is None:
@@ -1023,20 +1029,41 @@ def at_epochs_done(run: Run) -> None:
     run.warmup_steps = min(run.warmup_steps, run.total_steps + run.schedule_offset)
 
 
+def _past_warm_up(state: dict, run: Run) -> dict | None:
+    """The schedule checkpoint ``state``'s run ran (its position's offset and warm-up in steps: its ``schedule``, an
+    earlier mme's, which records none, at its step count and its config's warm-up) where it was past its warm-up;
+    None within it."""
+    ran = state.get("schedule") or {"offset": 0, "warmup": round(state["config"]["optim"]["warmup_epochs"] *
+                                                                checkpoint_steps_per_epoch(state, run))}
+    return ran if run.step + ran["offset"] >= ran["warmup"] else None
+
+
+def effective_batch(state: dict, run: Run) -> int:
+    """The effective batch of the run of checkpoint ``state``: its batch per micro-batch over its ranks, by its
+    accumulation."""
+    old, meta = state["config"]["train"], state.get("meta", {})
+    return old["batch_size"] * meta.get("world_size", run.meta["world_size"]) * old.get("accum_steps", 1)
+
+
+def checkpoint_steps_per_epoch(state: dict, run: Run) -> int:
+    """The optimizer steps per epoch of the run of checkpoint ``state`` (its items, or this run's where it records
+    none, over its effective batch)."""
+    return state.get("meta", {}).get("items", len(run.data)) // effective_batch(state, run)
+
+
 def schedule_change(state: dict, run: Run) -> str:
     """Why a resumed run's schedule gives another lr than its checkpoint's last step ran at: the effective batch,
     which scales the peak, and the steps per epoch of a schedule in epochs (read at the epochs done:
     :func:`schedule_in_epochs`), with the warm-up left where its length in steps changed, as they changed; else a
     changed length or lr setting."""
-    t, old, meta = run.cfg.train, state["config"]["train"], state.get("meta", {})
-    old_accum, world = old.get("accum_steps", 1), run.meta["world_size"]
-    old_batch = old["batch_size"] * meta.get("world_size", world)  # per micro-batch, over the ranks
+    t = run.cfg.train
     said = []
-    if (before := old_batch * old_accum) != (now := t.batch_size * world * t.accum_steps):
+    if (before := effective_batch(state, run)) != (now := t.batch_size * run.meta["world_size"] * t.accum_steps):
         said.append(f"its effective batch {before} -> {now} scales the peak lr; train.batch_size x ranks x "
                     f"train.accum_steps at {before} keeps it")
-    before, now = meta.get("items", len(run.data)) // old_batch // old_accum, run.batches_per_epoch // t.accum_steps
-    if schedule_in_epochs(run.cfg) and before != now:
+    before, now = checkpoint_steps_per_epoch(state, run), run.batches_per_epoch // t.accum_steps
+    read_in_epochs = t.steps is None or not _past_warm_up(state, run)  # (as at_epochs_done reads it)
+    if schedule_in_epochs(run.cfg) and read_in_epochs and before != now:
         said.append(f"its steps per epoch {before} -> {now}: the schedule goes on from the epochs done, in this "
                     "run's steps")
         if (left := run.warmup_steps - run.step - run.schedule_offset) > 0 and run.cfg.optim.warmup_steps is None:

@@ -353,6 +353,7 @@ def _write_checkpoint(run: Run) -> Path:
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
              "grad_overflows": run.grad_overflows, "nonfinite_in_a_row": run.nonfinite_in_a_row,
+             "schedule": {"offset": run.schedule_offset, "warmup": run.warmup_steps},
              "data_failures": {"list": run.data.list_digest, "codes": run.data.failure_codes.clone()},
              **run.job.checkpoint_extra}
     try:
