@@ -1125,22 +1125,18 @@ def test_an_override_that_a_key_the_demo_sets_shadows_is_refused_naming_its_flag
 
     ran = []
     monkeypatch.setattr(mme.demo, "demo", lambda s, overwrite: ran.append(s) or [])
-    said = ("train.epochs would change nothing: mme demo sets train.steps of its runs itself, which wins over it (use "
-            "--steps or --minutes)")
-    for override in ("train.epochs=3", "train={epochs: 3}"):
-        assert main(["demo", "--quick", "--out", str(tmp_path / "d"), override]) == 1
-        assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
-        with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
-            demo_settings(tmp_path / "d", quick=True, steps=3, overrides=[override])
-    # a key that the quick run's own override (optim.warmup_steps=2) wins over changed only the rows' settings,
-    # without a word: refused, unless the user's overrides set the winner too (null: the user's epochs then count)
-    said = ("optim.warmup_epochs would change nothing: mme demo --quick sets optim.warmup_steps=2, which wins over it "
-            "(add optim.warmup_steps=null to use it)")
-    for override in ("optim.warmup_epochs=1", "optim={warmup_epochs: 1}"):
-        assert main(["demo", "--quick", "--out", str(tmp_path / "d"), override]) == 1
-        assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
-        with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
-            demo_settings(tmp_path / "d", quick=True, steps=3, overrides=[override])
+    # the second: a key that the quick run's own override (optim.warmup_steps=2) wins over changed only the rows'
+    # settings, without a word: refused, unless the user's overrides set the winner too (null: its epochs count)
+    for said, overrides in (
+            ("train.epochs would change nothing: mme demo sets train.steps of its runs itself, which wins over it "
+             "(use --steps or --minutes)", ("train.epochs=3", "train={epochs: 3}")),
+            ("optim.warmup_epochs would change nothing: mme demo --quick sets optim.warmup_steps=2, which wins over "
+             "it (add optim.warmup_steps=null to use it)", ("optim.warmup_epochs=1", "optim={warmup_epochs: 1}"))):
+        for override in overrides:
+            assert main(["demo", "--quick", "--out", str(tmp_path / "d"), override]) == 1
+            assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
+            with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
+                demo_settings(tmp_path / "d", quick=True, steps=3, overrides=[override])
     assert not ran and not (tmp_path / "d").exists()
     for quick, overrides in ((True, ["optim.warmup_epochs=1", "optim.warmup_steps=null"]),
                              (True, ["optim.warmup_epochs=1", "optim={warmup_steps: 4}"]),
