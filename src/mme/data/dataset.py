@@ -406,9 +406,16 @@ _SHM_FULL = re.compile(rf"in DataLoader worker process (\d+)\..*{_NO_ROOM_IN_SHM
 """That error in a loader worker, its batch's (:func:`_shm_full`), with the worker's id."""
 
 
-def _shm_said() -> str:
-    """/dev/shm as a line of shared memory too small names it, with its size: '/dev/shm, 0.25 MiB in all'."""
-    total = shutil.disk_usage("/dev/shm").total / 2**20 if os.path.isdir("/dev/shm") else None
+def _shm_usage():
+    """/dev/shm's ``shutil.disk_usage``; None where there is none."""
+    return shutil.disk_usage("/dev/shm") if os.path.isdir("/dev/shm") else None
+
+
+def _shm_said(usage=None) -> str:
+    """/dev/shm as a line of shared memory too small names it, with its size (``usage``, read where not given):
+    '/dev/shm, 0.25 MiB in all'."""
+    usage = usage or _shm_usage()
+    total = usage.total / 2**20 if usage is not None else None
     return "/dev/shm" + (f", {total:.{0 if total >= 1 else 2}f} MiB in all" if total is not None else "")
 
 
@@ -425,9 +432,9 @@ def _unstarted_in_shm() -> ProcessLost:
     one line of advice, as a batch that does not fit there (:func:`_shm_full`); the batch size has no part in it. A
     /dev/shm of a MiB or more that they found so is full of other files (Docker's 64 MB, of other jobs' leftovers):
     said so, freeing it advised first."""
-    usage = shutil.disk_usage("/dev/shm") if os.path.isdir("/dev/shm") else None
+    usage = _shm_usage()
     full = usage is not None and usage.total >= 2**20 and usage.free < 2**16
-    return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said()}"
+    return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said(usage)}"
                        f"{', full' if full else ''}) for their queues, locks and shared flag: "
                        f"{'free what other jobs left in it, or ' if full else ''}{shm_advice(batches=False)}")
 

@@ -636,6 +636,11 @@ def as_recipe(cfg: Any) -> dict:
     return recipe
 
 
+def warmup_of(warmup_steps: int | None, warmup_epochs: float, steps_per_epoch: int) -> int:
+    """The lr warm-up's length in steps: ``optim.warmup_steps``, else ``optim.warmup_epochs`` of the epochs' steps."""
+    return warmup_steps if warmup_steps is not None else round(warmup_epochs * steps_per_epoch)
+
+
 def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size: int,
                      unit: str) -> tuple[int, int, int]:
     """``(batches per epoch, total optimizer steps, warm-up steps)`` for ``num_items`` training items, failing
@@ -665,7 +670,7 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
                     else t.accum_steps, step,
                     unit, step)
     total = t.steps or t.epochs * steps_per_epoch
-    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
+    warmup = warmup_of(o.warmup_steps, o.warmup_epochs, steps_per_epoch)
     if warmup >= total:
         log.warning("the lr warm-up (%s) takes the whole run of %s%s, so the lr reaches its peak at the last step "
                     "and never decays; set optim.warmup_steps or optim.warmup_epochs for a run this short",
@@ -1033,8 +1038,9 @@ def _past_warm_up(state: dict, run: Run) -> dict | None:
     """The schedule checkpoint ``state``'s run ran (its position's offset and warm-up in steps: its ``schedule``, an
     earlier mme's, which records none, at its step count and its config's warm-up) where it was past its warm-up;
     None within it."""
-    ran = state.get("schedule") or {"offset": 0, "warmup": round(state["config"]["optim"]["warmup_epochs"] *
-                                                                checkpoint_steps_per_epoch(state, run))}
+    optim = state["config"]["optim"]
+    ran = state.get("schedule") or {"offset": 0, "warmup": warmup_of(optim.get("warmup_steps"), optim["warmup_epochs"],
+                                                                    checkpoint_steps_per_epoch(state, run))}
     return ran if run.step + ran["offset"] >= ran["warmup"] else None
 
 

@@ -131,7 +131,7 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
     train_file, train_root, recorded = training or TrainingList("", "")
     try:
         trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
-        if train_file and not trained and not os.path.isfile(train_file):
+        if train_file and not os.path.isfile(train_file):
             log.warning("the training list %s is not there: the val and test lists are not compared with it",
                         train_file)
     except DataError as e:  # (task.eval_only's, which it does not read otherwise; a run's was read before)
