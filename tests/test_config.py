@@ -1219,27 +1219,47 @@ mme.utils.cpu_features = mme.train.precision.cpu_features = lambda: {features}
 conftest sees it."""
 
 
-def test_the_suite_and_its_rerun_as_on_the_other_cpu_run_in_bf16_and_fp32_on_either_kind_of_cpu(tmp_path):
+def test_the_suite_and_its_rerun_as_on_the_other_cpu_run_in_bf16_and_fp32_on_either_kind_of_cpu(tmp_path, monkeypatch):
     """On a CPU with native bf16 the suite's tiny models time fp32 faster, so both passes of make test ran fp32
     (--as-other-cpu pinned fp32 too): its bf16 path never ran there. Each kind of CPU now runs the suite in one of the
-    two and the rerun in the other (said in the header), unless MME_AUTO_PRECISION is set."""
-    for cpu, features in (("native", ("AVX2", "AVX-512", "AVX512-BF16", "AMX")), ("avx2", ("AVX2",))):
-        (tmp_path / f"as_{cpu}.py").write_text(AS_CPU.format(features=features))
-    env = {k: v for k, v in os.environ.items() if k != AUTO_ENV} | {
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    two and the rerun in the other (said in the header), unless MME_AUTO_PRECISION is set. Each case by the
+    conftest's hooks in this process; one by a pytest process, whose header says it."""
+    import conftest
+
+    class Config:  # what the hooks read of pytest's
+        def __init__(self, other: bool):
+            self.other, self.stash = other, pytest.Stash()
+
+        def getoption(self, name: str) -> bool:
+            assert name == "--as-other-cpu"
+            return self.other
+
+    kinds = {"native": ("AVX2", "AVX-512", "AVX512-BF16", "AMX"), "avx2": ("AVX2",)}
     said = {}
-    for cpu in ("native", "avx2"):
-        plugin = ["-p", f"as_{cpu}"]
-        for other, extra in ((False, []), (True, ["--as-other-cpu"]), ("pinned", [])):
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *plugin, *extra, "--co",
-                                   f"{__file__}::test_a_cpu_run_takes_the_cores_its_loader_workers_leave"],
-                                  cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=120,
-                                  env=env | ({AUTO_ENV: "fp32"} if other == "pinned" else {}))
-            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-            said[cpu, other] = re.search(r"precision 'auto' on this CPU: (\w+)", proc.stdout).group(1)
+    for cpu, features in kinds.items():
+        for other in (False, True, "pinned"):
+            with monkeypatch.context() as m:
+                m.setattr(precision, "cpu_features", lambda features=features: features)
+                m.setenv(AUTO_ENV, "fp32")  # (recorded, so that what the hook sets is undone)
+                if other != "pinned":
+                    m.delenv(AUTO_ENV)
+                config = Config(other is True)
+                conftest.pytest_configure(config)
+                said[cpu, other] = re.search(r"precision 'auto' on this CPU: (\w+)",
+                                             conftest.pytest_report_header(config)).group(1)
     assert said.pop(("avx2", False)) == "fp32" and said.pop(("avx2", True)) == "bf16"
     assert said.pop(("avx2", "pinned")) == "fp32"  # the user's pin stands
     assert said == {("native", False): "bf16", ("native", True): "fp32", ("native", "pinned"): "fp32"}
+
+    (tmp_path / "as_native.py").write_text(AS_CPU.format(features=kinds["native"]))
+    env = {k: v for k, v in os.environ.items() if k != AUTO_ENV} | {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "as_native", "--co",
+                           f"{__file__}::test_a_cpu_run_takes_the_cores_its_loader_workers_leave"],
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "precision 'auto' on this CPU: bf16 (" in proc.stdout
+    assert ", set by the suite on a CPU with native bf16 (tests/conftest.py)" in proc.stdout
 
 
 def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):

@@ -582,6 +582,10 @@ def test_repeated_clips_read_their_list_once_and_share_its_entries(videos, monke
     entry = clips.copies[0].entries[0]
     assert not hasattr(entry, "__dict__") and pickle.loads(pickle.dumps(entry)) == entry == ListEntry("good.mp4", 2)
 
+
+WORKERS = {"fork": 2, "spawn": 1}
+"""The loader workers of the scripts below, by start method: each spawned one imports torch anew (seconds)."""
+
 WORKERS_SCRIPT = """
 import json, os, sys
 import cv2, numpy as np, torch
@@ -608,7 +612,7 @@ if __name__ == "__main__":
     cv2.setNumThreads(2)
     for _ in range(10):  # this process's OpenCV thread pool has run
         cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(frame, np.roll(frame, 1, 1), None)
-    loader = DataLoader(Flow(), batch_size=None, num_workers=2, worker_init_fn=own_init,
+    loader = DataLoader(Flow(), batch_size=None, num_workers=int(sys.argv[2]), worker_init_fn=own_init,
                         multiprocessing_context=sys.argv[1])
     print(json.dumps({"rows": [b.tolist() for b in start_workers(loader)], "main": cv2.getNumThreads()}))
 """
@@ -621,7 +625,8 @@ def test_loader_workers_run_opencv_on_one_thread_and_do_not_hang(tmp_path, conte
     loader's own worker init still runs, and the main process keeps its own threads."""
     script = tmp_path / "workers.py"
     script.write_text(WORKERS_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), context], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(script), context, str(WORKERS[context])], capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     printed = json.loads(done.stdout.strip().splitlines()[-1])
     rows = printed["rows"]
@@ -654,7 +659,7 @@ class Faults(Dataset):
 
 if __name__ == "__main__":  # (mme imported here: a spawned worker imports this file, and a plain one needs no mme)
     def loader():
-        return DataLoader(Faults(), batch_size=None, num_workers=2, multiprocessing_context=sys.argv[1])
+        return DataLoader(Faults(), batch_size=None, num_workers=int(sys.argv[2]), multiprocessing_context=sys.argv[1])
 
     faults = {"plain": [int(b) for b in loader()]}  # first: this process as a plain run's, start_workers not yet called
     from mme.data.dataset import start_workers
@@ -672,7 +677,8 @@ def test_loader_workers_reuse_the_memory_of_the_last_item(tmp_path, context):
     script = tmp_path / "faults.py"
     script.write_text(FAULTS_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
-    done = subprocess.run([sys.executable, str(script), context], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run([sys.executable, str(script), context, str(WORKERS[context])], capture_output=True,
+                          text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     faults = json.loads(done.stdout.strip().splitlines()[-1])
     assert max(faults["start_workers"]) < 100 and min(faults["plain"]) > 500, faults

@@ -1037,6 +1037,7 @@ def test_a_class_folder_that_is_a_link_into_another_class_or_above_the_root_is_r
         assert str(raised.value) == f"{tmp_path / link}: leads to {leads}: {twice}"
 
 
+@pytest.mark.slow  # 15 s on 2 cores, and the ratio's margin needs the many folders
 def test_walking_class_folders_takes_time_linear_in_their_number(tmp_path):
     """Each class folder's walk avoided the folders of the other classes by a set built for it (all but its own),
     quadratic in class folders: 16 000 took 5 s, 8 times the folders of 2 000 35 times as long. Now one set, tested

@@ -7,7 +7,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 
 from mme.config import from_dict
 from mme.errors import ConfigError
@@ -126,6 +125,8 @@ def test_patch_embedding_of_the_visible_tokens_equals_the_convolutions_tokens():
 
 
 def test_position_table_equals_hf_sinusoid_table():
+    from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table  # (4 s to import: here)
+
     for n, d in ((392, 192), (98, 64), (16, 768)):  # HF's table is a Python loop: keep it small
         assert torch.equal(sincos_table(n, d), get_sinusoid_encoding_table(n, d)[0])
     t = sincos_table(10, 8)
