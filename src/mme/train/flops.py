@@ -95,7 +95,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = Non
             timed(layout, a, b)
         return {"n": n, "a": a, "b": b, "best": dict.fromkeys(layouts, float("inf"))}
 
-    def in_turns(c: dict, budget: float) -> None:  # the layouts in turns, 3 turns at least
+    def best_in_turns(c: dict, budget: float) -> None:  # each layout's best, the layouts timed in turns (3 at least)
         spent, turns = 0.0, 0
         while spent < budget or turns < 3:
             for layout in c["best"]:
@@ -108,12 +108,12 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = Non
 
     chosen = sized(size or 512, list(LAYOUTS))
     while not size:
-        in_turns(chosen, seconds / 10)
+        best_in_turns(chosen, seconds / 10)
         fastest = min(chosen["best"].values())
         if chosen["n"] >= max_size or 8 * fastest > seconds / 4:
             break  # the fastest layout's product at twice the size, 8 times as long, would not fit in seconds / 4
         contenders = [layout for layout, sec in chosen["best"].items() if sec <= CONTENDER * fastest]
         chosen = sized(2 * chosen["n"], contenders)
-    in_turns(chosen, seconds)
+    best_in_turns(chosen, seconds)
     fastest = min(chosen["best"], key=chosen["best"].get)
     return rate(chosen), chosen["n"], fastest
