@@ -1600,14 +1600,15 @@ def test_a_signal_after_the_loops_last_check_of_the_signals_says_no_step_follows
 
 
 def _finish_whose_collection_takes_a_signal(monkeypatch, sig: signal.Signals) -> list:
-    """``engine.finish`` whose garbage collection runs a weakref callback that sends ``sig`` to the process, as a
-    user's Ctrl-C or a scheduler's SIGTERM sends it (any thread may take it: tqdm's monitor is alive); the callbacks
-    made, to check that the collection ran them."""
+    """``engine.finish`` whose garbage collection (a DDP run's: :func:`mme.train.engine._collected_at_finish`) runs a
+    weakref callback that sends ``sig`` to the process, as a user's Ctrl-C or a scheduler's SIGTERM sends it (any
+    thread may take it: tqdm's monitor is alive); the callbacks made, to check that the collection ran them."""
     import weakref
 
     from mme.train import engine
 
     real_finish, callbacks = engine.finish, []
+    monkeypatch.setattr(engine, "_collected_at_finish", lambda step_model: True)
 
     class Cycle:
         pass

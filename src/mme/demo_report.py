@@ -11,7 +11,7 @@ import numpy as np
 from mme import repository_doc
 from mme.errors import DataError
 from mme.train.metrics import records_through, steps_of
-from mme.utils import atomic_path, literal_text
+from mme.utils import atomic_path, literal_text, log_scale_y
 
 REAL_KEYS = ("real_val_linear_top1", "real_val_knn_top1", "real_test_linear_top1", "real_test_knn_top1")
 """The real-footage columns of a row, means over the folds (mme.demo.probe_real): on each fold's validation
@@ -134,7 +134,7 @@ def plot_losses(rows: list[dict], root: Path, path: Path, last_step: int) -> Non
             ax.plot(steps[w - 1:], mean, color=line.get_color(), label=f"{key} (mean of {w} records)")
         ax.set_title(f"{r['target']} target")
         ax.set_xlabel("step")
-        ax.set_yscale("log")
+        log_scale_y(ax)
         ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:

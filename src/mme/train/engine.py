@@ -356,6 +356,13 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
+def _collected_at_finish(step_model: nn.Module) -> bool:
+    """Whether a job's end collects the process's garbage to free its step model: a DDP wrapper's reference cycles,
+    freed after the process group, deadlocked its gloo threads and the interpreter at exit. A collection of the whole
+    process (0.2-0.4 s) is for that alone."""
+    return isinstance(step_model, nn.parallel.DistributedDataParallel)
+
+
 def finish(run: Run | None, before: Before, result: Any = None, failing: bool = False) -> None:
     """The end of every job, however it ends: unlock its folder (those the process holds and did not hold
     ``before``: not a caller's, as mme demo's --out), leave the process group it started (not a caller's: its script
@@ -370,8 +377,10 @@ def finish(run: Run | None, before: Before, result: Any = None, failing: bool = 
     stop)."""
     with HeldBack() as held:
         if run is not None:
+            collect = _collected_at_finish(run.step_model)
             run.step_model = None
-            gc.collect()
+            if collect:
+                gc.collect()
         for folder in held_folders() - before.held:
             unlock_folder(folder)
         if not before.group_up:

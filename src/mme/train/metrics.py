@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Protocol
 
 from mme.errors import DataError, MMEError, import_advice, installed
-from mme.utils import TEXT, atomic_path, check_path_held, error_reason, json_nulls, literal, literal_text, writing
+from mme.utils import (
+    TEXT,
+    atomic_path,
+    check_path_held,
+    error_reason,
+    json_nulls,
+    literal,
+    literal_text,
+    log_scale_y,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +353,7 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
         ax.plot(*curves[k], label=literal(k), lw=1.2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    log_scale_y(ax)
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(literal(Path(jsonl).parent.name))  # the run folder's name is the user's
