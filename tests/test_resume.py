@@ -61,7 +61,7 @@ HASH_SEEDS = (1, 2)  # two other hash seeds than this process's (random, or PYTH
 def in_hash_seeds(synth, tmp_path_factory):
     """The runs in processes of other hash seeds of the two tests below, one process a hash seed (1 and 2, at once):
     each resumes the pixel run this process stopped after 3 steps (test_stop_and_resume_is_bitwise_exact), then
-    runs 4 steps of the MME target from scratch (test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal),
+    runs 2 steps of the MME target from scratch (test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal),
     as ``mme pretrain`` (``cli.main``) one after the other. Returns the stopped run, the folder of each job and, per
     hash seed, each job's exit status and stderr (None where its process ended before it)."""
     assert os.environ.get("PYTHONHASHSEED") not in {str(h) for h in HASH_SEEDS}, "this process shares a hash seed"
@@ -73,7 +73,8 @@ def in_hash_seeds(synth, tmp_path_factory):
         shutil.copytree(tmp / "stopped", folders[h]["resumed"])
         ran = in_one_process([_pretrain_argv("tiny_cpu_pixel", synth, folders[h]["resumed"], f"train.steps={STEPS}",
                                              DROP, "train.resume=auto"),
-                              _pretrain_argv("tiny_cpu_mme", synth, folders[h]["mme"], "train.steps=4")],
+                              _pretrain_argv("tiny_cpu_mme", synth, folders[h]["mme"], "train.steps=2",
+                                             "model.depth=1")],
                              env={**os.environ, "PYTHONHASHSEED": str(h)}).ran
         return {job: (code, err) for job, (code, err, _) in zip(("resumed", "mme"), ran)}
 
@@ -110,7 +111,7 @@ def test_stop_and_resume_is_bitwise_exact(reference, in_hash_seeds):
 
 def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(in_hash_seeds):
     """The MME target (tracks, HOG along them, several loss terms) end to end in two processes."""
-    a, b = (torch.load(ckpt.checkpoint_path(_finished_in(in_hash_seeds, h, "mme"), 4), weights_only=True)["model"]
+    a, b = (torch.load(ckpt.checkpoint_path(_finished_in(in_hash_seeds, h, "mme"), 2), weights_only=True)["model"]
             for h in HASH_SEEDS)
     _assert_same_params(a, b)
 
@@ -885,7 +886,7 @@ def test_a_run_resumed_across_a_change_of_its_rules_records_it(synth, tmp_path, 
     monkeypatch.setattr(testing, "READING_VERSION", READING_VERSION)
 
     def resumed(out, edit: dict, *extra: str) -> dict:
-        base = ("tiny_cpu_mme", synth, out, "train.steps=2", "model.depth=1", FP32, *extra)
+        base = ("tiny_cpu_mme", synth, out, "train.steps=2", "model.depth=1", "train.batch_size=2", FP32, *extra)
         run(*base, "train.stop_after=1")
         state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1])
         assert {k: state["meta"].get(k) for k in ("reading", "tracker")} == {"reading": READING_VERSION,
