@@ -133,6 +133,7 @@ def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path,
         "data.num_workers=0 suits this machine"]
 
 
+@pytest.mark.pinned  # no run: a loader made in each rank's process
 def test_loader_workers_beside_a_nodes_cores_are_said_by_rank_0_alone():
     """Under torchrun every rank warned of its loader workers outnumbering the usable cores, the same line once per
     rank: the node's ranks share its cores (mme.utils.usable_cores), so rank 0 alone says it
@@ -270,6 +271,7 @@ def test_a_run_called_with_gradients_off_trains_as_one_called_with_them_on_and_l
     assert losses == plain
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_run_called_with_float64_as_the_default_dtype_trains_in_float32_and_leaves_it(synth, tmp_path):
     """A notebook's ``torch.set_default_dtype(torch.float64)`` before ``pretrain()``: the model was built in float64
     and refused the float32 clips, advising ``x.to(torch.float64)``, which no caller of pretrain can give."""
@@ -558,6 +560,7 @@ def test_advice_for_a_command_that_takes_none_of_its_settings_is_a_sentence_not_
         assert workers_advice(4, 2) == "--workers=1 suits this machine"
 
 
+@pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
 @pytest.mark.parametrize("in_worker", [False, True])
 def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_command_takes(in_worker, tmp_path,
                                                                                            capsys, monkeypatch):
@@ -1053,6 +1056,7 @@ def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step
     assert '"checkpoint"' not in printed and tempfile.gettempdir() not in printed
 
 
+@pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
 @pytest.mark.parametrize("given", [None, 1000.0])
 def test_bench_pipelines_step_rate_is_the_step_alone_on_a_batch_of_its_items_as_bench_train_times_it(given, tmp_path,
                                                                                                       monkeypatch,
