@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -485,30 +486,16 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     assert (out / "test.json").is_file() and (out / "test_confusion.png").is_file()
 
 
-def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(synth, tmp_path):
+def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(in_folders):
     """A rank whose loader failed (its videos damaged, here rank 1's copy of them) stopped alone, and the others died
     in their next collective, DDP's in the forward, of gloo's lost connection. The ranks agree on it before every
     micro-batch: rank 1 fails on its first."""
-    for line in Path(synth[0].split("=", 1)[1]).read_text().splitlines():
-        (tmp_path / "damaged" / line.split()[0]).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "damaged" / line.split()[0]).write_bytes(b"not a video")
-    (tmp_path / "damaged.py").write_text(
-        "import os, sys\n"
-        "from mme import cli\n"
-        "args = sys.argv[1:]\n"
-        "if os.environ['RANK'] == '1':  # its own data.root in place of the others'\n"
-        f"    args = ['data.root={tmp_path / 'damaged'}' if a.startswith('data.root=') else a for a in args]\n"
-        "sys.exit(cli.console(args))\n")
-    proc = subprocess.run([*TORCHRUN,
-                           str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2",
-                           "train.accum_steps=2", FP32)],
-                          capture_output=True, text=True, timeout=300)
-    ends = _ends(proc.stderr, "pretrain")
+    err = in_folders["damaged"].said
+    ends = _ends(err, "pretrain")
     said = next((ln.split(": error: ", 1)[1] for ln in ends if ln.startswith("mme pretrain (rank 1): error: ")), "")
-    assert "videos in" in said and "failed, more than data.max_failure_fraction" in said, proc.stderr[-3000:]
+    assert "videos in" in said and "failed, more than data.max_failure_fraction" in said, err[-3000:]
     assert sorted(ends) == [f"mme pretrain (rank 1): error: {said}", f"mme pretrain: error: rank 1: {said}"], ends
-    assert "Connection closed by peer" not in proc.stderr
+    assert "Connection closed by peer" not in err
 
 
 FAILS_AT_SECOND_STEP = (
@@ -593,43 +580,76 @@ from mme.train import distributed as dist
 base, rank = sys.argv[1], os.environ["RANK"]
 open(os.path.join(base, f"pid{rank}"), "w").write(str(os.getpid()))
 dist.init_distributed(torch.device("cpu"))  # up for every job below (a job that started it would leave it at its end)
-stderr = os.dup(2)
+stderr, codes = os.dup(2), {}
 for job, args in json.loads(sys.argv[2]).items():
     os.chdir(os.path.join(base, job, "node" + rank))
     with open(os.path.join(base, job, f"stderr{rank}.txt"), "w") as err:  # each job's, rank's stderr a file of its own
         sys.stderr.flush()
         os.dup2(err.fileno(), 2)
         try:
-            cli.main(args)
+            codes[job] = cli.main(args)
         finally:
             sys.stderr.flush()
             os.dup2(stderr, 2)
+open(os.path.join(base, f"codes{rank}.json"), "w").write(json.dumps(codes))
 dist.shutdown()
 """
 """A script run by torchrun's ranks that runs the mme commands of its second argument, ``{job: argv}``, one after the
 other: for each job each rank works in a folder of its own, ``<first argument>/<job>/node<RANK>``, as the nodes of a
-multi-node job each from its own working folder (or disk), and writes its stderr to ``<job>/stderr<RANK>.txt``; the
-process group, up before the first job, is each job's (as in a script that runs several)."""
+multi-node job each from its own working folder (or disk), and writes its stderr to ``<job>/stderr<RANK>.txt``, and
+the jobs' exit statuses to ``codes<RANK>.json``; the process group, up before the first job, is each job's (as in a
+script that runs several)."""
 
 IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
 """The jobs of :func:`in_folders` whose train.out_dir is relative (``run``, each rank's own), fresh and resumed."""
 
 
+class Job(NamedTuple):
+    """A job of :func:`in_folders`."""
+    folder: Path
+    held: dict[str, bytes]
+    """What its nodes' folders held before the launch (:func:`_on_nodes`)."""
+    said: str
+    """Its ranks' stderr."""
+    codes: list[int]
+    """Its exit status on each rank."""
+
+
+def _on_nodes(folder: Path) -> dict[str, bytes]:
+    """The files in the folders ``node<RANK>`` of a job of :func:`in_folders` (not in those their links name), by
+    their paths in ``folder``."""
+    return {str(Path(top, name).relative_to(folder)): Path(top, name).read_bytes()
+            for node in folder.glob("node*") for top, _, names in os.walk(node) for name in names}
+
+
 @pytest.fixture(scope="module")
 def in_folders(synth, tmp_path_factory):
-    """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a ``mme pretrain``
-    by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`): ``{job: (its folder, what node0/run held before,
-    the ranks' stderr)}``, and ``{"ids": the run ids of node0/run and node1/run}``; a failure where they hang (killed
-    after 90 s, all of them; before, each job was a launch of its own, killed after 60 s). Jobs ``fresh`` and
-    ``resumed`` (node0/run a finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes
-    run/checkpoint-00000002.pt, on each node a finished run of its own (node0's a copy of ``resumed``'s)."""
+    """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a command by ranks
+    in folders of their own (:data:`IN_RANKS_FOLDERS`), as on nodes of their own: ``{job: Job}``, and ``{"ids": the
+    run ids of node0/run and node1/run}``; a failure where they hang (killed after 90 s, all of them; before, each job
+    was a launch of its own, killed after 60 s). Jobs of ``mme pretrain``: ``fresh`` and ``resumed`` (node0/run a
+    finished run of 2 steps) with train.out_dir=run; ``runs`` resumes run/checkpoint-00000002.pt, on each node a
+    finished run of its own (node0's a copy of ``resumed``'s); ``damaged`` reads data.root=root, node 1's copy of
+    the videos damaged. Jobs of ``mme embed --out feats.npy`` of the encoder ``enc`` (beside the jobs' folders):
+    ``embed_partial``, node 1 holding a partial folder of its own, and ``embed_done0`` and ``embed_done1``, node 0
+    or 1 holding this job's finished features (an earlier run of the command on it alone)."""
     base = tmp_path_factory.mktemp("in_folders")
+    list_file, root = (s.split("=", 1)[1] for s in synth)
     jobs = {job: ["pretrain", "--config", "tiny_cpu_pixel", *extra, *tiny(
         *synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32)] for job, extra in
         IN_FOLDERS_JOBS.items()}
     jobs["runs"] = ["pretrain", "--config", "tiny_cpu_pixel", *tiny(
         *synth, f"train.out_dir={base / 'runs' / 'shared'}", "train.resume=run/checkpoint-00000002.pt",
         "train.steps=4", "train.batch_size=2", FP32)]
+
+    def embed(out: str) -> list[str]:
+        return ["embed", str(base / "enc"), list_file, "--root", root, "--out", out, "--num-workers", "0", "--device",
+                "cpu", "--precision", "fp32"]
+
+    jobs |= dict.fromkeys(("embed_partial", "embed_done0", "embed_done1"), embed("feats.npy"))
+    jobs["damaged"] = ["pretrain", "--config", "tiny_cpu_pixel", *tiny(
+        *synth, "data.root=root", f"train.out_dir={base / 'damaged' / 'run'}", "train.steps=2", "train.batch_size=2",
+        "train.accum_steps=2", FP32)]
     for job in jobs:
         for rank in (0, 1):
             (base / job / f"node{rank}").mkdir(parents=True)
@@ -639,7 +659,18 @@ def in_folders(synth, tmp_path_factory):
     run("tiny_cpu_pixel", synth, base / "runs" / "node1" / "run", "train.steps=2", "train.batch_size=2",
         "train.seed=1", FP32)
     ids = [json.loads((base / "runs" / f"node{rank}" / "run" / "run.json").read_text())["run_id"] for rank in (0, 1)]
-    held = {job: sorted(p.name for p in (base / job / "node0").glob("run/*")) for job in jobs}
+    torch.manual_seed(0)
+    save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
+                    base / "enc")
+    (base / "embed_partial" / "node1" / "feats.npy.partial").mkdir()
+    for node in (0, 1):
+        assert cli(embed(str(base / f"embed_done{node}" / f"node{node}" / "feats.npy"))) == 0
+    (base / "damaged" / "node0" / "root").symlink_to(root)
+    for line in Path(list_file).read_text().splitlines():
+        video = base / "damaged" / "node1" / "root" / line.split()[0]
+        video.parent.mkdir(parents=True, exist_ok=True)
+        video.write_bytes(b"not a video")
+    held = {job: _on_nodes(base / job) for job in jobs}
     (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
     proc = subprocess.Popen([*TORCHRUN,
                              str(base / "in_folders.py"), str(base), json.dumps(jobs)],
@@ -653,7 +684,8 @@ def in_folders(synth, tmp_path_factory):
         pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
     assert proc.returncode == 0, stderr[-3000:]
     said = {job: "".join((base / job / f"stderr{rank}.txt").read_text() for rank in (0, 1)) for job in jobs}
-    return {job: (base / job, held[job], said[job]) for job in jobs} | {"ids": ids}
+    codes = [json.loads((base / f"codes{rank}.json").read_text()) for rank in (0, 1)]
+    return {job: Job(base / job, held[job], said[job], [c[job] for c in codes]) for job in jobs} | {"ids": ids}
 
 
 @pytest.mark.parametrize("resume", [True, False])
@@ -663,13 +695,14 @@ def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_w
     and rank 1, finding none, started fresh: they met in different collectives, and the run hung (rank 0's 'resumed
     from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored; later, they stopped with 'ranks disagree on the
     step to start at'. Every rank now checks at the start that it sees the folder rank 0 locked, a fresh run too."""
-    folder, held, err = in_folders["resumed" if resume else "fresh"]
+    folder, held, err, _ = in_folders["resumed" if resume else "fresh"]
     said = (f"train.out_dir must be a folder every node sees (a shared file system): {folder}/node1/run on the node "
             "of rank 1 is not the one rank 0 holds")
     assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
                                                f"mme pretrain: error: rank 1: {said}"], err[-3000:]
-    assert sorted(p.name for p in (folder / "node0").glob("run/*")) == held  # nothing written
-    assert "checkpoint-00000002.pt" in held if resume else not (folder / "node0" / "run").exists()  # (rank 0 made it)
+    assert sorted(_on_nodes(folder)) == sorted(held)  # nothing written
+    assert "node0/run/checkpoint-00000002.pt" in held if resume else not (folder / "node0" / "run").exists()  # (rank 0
+    # made it)
     assert not (folder / "node1" / "run").exists()
 
 
@@ -677,7 +710,7 @@ def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(in_folders
     """Each node's copy of the checkpoint to resume (each rank reads its own copy of train.resume) of another run
     at the same step: the ranks agreed on the step alone and trained on silently from different weights and
     optimizer states, DDP averaging their gradients. They now agree on the run too (its run_id)."""
-    folder, _, err = in_folders["runs"]
+    folder, _, err, _ = in_folders["runs"]
     ids = in_folders["ids"]
     said = (f"ranks resume checkpoints of different runs at step 2: run {ids[0]} on rank 0, run {ids[1]} on rank 1 "
             "(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
@@ -954,66 +987,36 @@ def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
     assert proc.stderr.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), proc.stderr
 
 
-def _embed_on_nodes(synth, tmp_path: Path, before=None) -> subprocess.CompletedProcess:
-    """``mme embed ... --out feats.npy`` by two ranks, each in a folder of its own, ``node<RANK>``, as on two nodes
-    (made here, with the encoder ``enc`` beside them); ``before(embed_args)`` runs before the launch."""
-    torch.manual_seed(0)
-    save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
-                    tmp_path / "enc")
-    for rank in (0, 1):
-        (tmp_path / f"node{rank}").mkdir()
-    (tmp_path / "on_its_node.py").write_text(
-        "import os, sys\n"
-        "from mme import cli\n"
-        f"os.chdir({str(tmp_path)!r} + '/node' + os.environ['RANK'])\n"
-        "sys.exit(cli.console(sys.argv[1:]))\n")
-    list_file, root = (s.split("=", 1)[1] for s in synth)
-    args = ["embed", str(tmp_path / "enc"), list_file, "--root", root, "--out", "feats.npy", "--num-workers", "0",
-            "--device", "cpu", "--precision", "fp32"]
-    if before is not None:
-        before(args)
-    return subprocess.run([*TORCHRUN,
-                           str(tmp_path / "on_its_node.py"), *args], capture_output=True, text=True, timeout=300)
-
-
-def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(synth, tmp_path):
+def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(in_folders):
     """Ranks on nodes that do not share --out (node-local disks, or a relative --out given from different folders):
     rank 1 wrote its parts into a ``.partial`` folder rank 0 never saw, or could not write them at all, and rank 0
     then said '4 rows neither embedded nor failed; rerun the same command to finish' at every rerun. Here each rank
     runs in a folder of its own, as on two nodes."""
-    proc = _embed_on_nodes(synth, tmp_path, lambda args: (tmp_path / "node1" / "feats.npy.partial").mkdir())
-    # (rank 1's node has a partial folder of its own; none: the same check)
-    said = (f"--out must be a folder every node sees (a shared file system): {tmp_path}/node1/feats.npy.partial on the "
+    folder, _, err, codes = in_folders["embed_partial"]  # (rank 1's node has a partial folder of its own; none: the
+    # same check)
+    said = (f"--out must be a folder every node sees (a shared file system): {folder}/node1/feats.npy.partial on the "
             "node of rank 1 is not the one rank 0 holds")
-    assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
-        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
-    assert not list(tmp_path.glob("node*/feats.npy.partial/part-*"))  # no rank embedded
-    assert not list(tmp_path.glob("node*/feats.npy"))
+    assert codes == [1, 1] and sorted(_ends(err, "embed")) == [
+        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], err[-3000:]
+    assert not list(folder.glob("node*/feats.npy.partial/part-*"))  # no rank embedded
+    assert not list(folder.glob("node*/feats.npy"))
 
 
 @pytest.mark.parametrize("node", [0, 1])
-def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, synth, tmp_path):
+def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, in_folders):
     """--out not shared by the nodes, one of which holds this job's finished features (an earlier run of the command
     on it alone): its rank returned at once, 'up to date', while the other went on to embed and waited for it, then
     said 'another rank ended before this one was done' (where the first rank's process went on, it waited for good).
     The ranks now decide together: not up to date on every rank, so the check of --out stops both."""
-    from mme import cli
-
-    held, kept = tmp_path / f"node{node}" / "feats.npy", {}
-
-    def embed_on_one_node(args: list[str]) -> None:  # (in this process: a command's start, torch's import, saved)
-        out = args.index("--out") + 1
-        assert cli.main([*args[:out], str(held), *args[out + 1:]]) == 0
-        kept.update(features=held.read_bytes(), sidecar=(held.parent / "feats.npy.json").read_bytes())
-
-    proc = _embed_on_nodes(synth, tmp_path, embed_on_one_node)
+    folder, held, err, codes = in_folders[f"embed_done{node}"]
     said = ("--out must be a folder every node sees (a shared file system): "
-            f"{tmp_path}/node1/feats.npy.partial on the node of rank 1 is not the one rank 0 holds")
-    assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
-        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
-    assert "up to date" not in proc.stderr and "another rank ended" not in proc.stderr, proc.stderr[-3000:]
-    assert [p.relative_to(tmp_path) for p in tmp_path.glob("node*/feats.npy")] == [held.relative_to(tmp_path)]
-    assert kept == {"features": held.read_bytes(), "sidecar": (held.parent / "feats.npy.json").read_bytes()}
+            f"{folder}/node1/feats.npy.partial on the node of rank 1 is not the one rank 0 holds")
+    assert codes == [1, 1] and sorted(_ends(err, "embed")) == [
+        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], err[-3000:]
+    assert "up to date" not in err and "another rank ended" not in err, err[-3000:]
+    assert list(folder.glob("node*/feats.npy")) == [folder / f"node{node}" / "feats.npy"]
+    kept = [f"node{node}/feats.npy", f"node{node}/feats.npy.json"]  # the features and their sidecar, as they were
+    assert {k: (folder / k).read_bytes() for k in kept} == {k: held[k] for k in kept}
 
 
 DISAGREEING = """\
