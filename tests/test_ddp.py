@@ -412,7 +412,8 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
     assert (tmp_path / "run" / "loss.png").is_file()
 
 
-@pytest.mark.parametrize("where,rank", [("save", "1"), ("_draw_loss_curves", "0")])
+@pytest.mark.parametrize("where,rank", [("save", "1"), pytest.param(  # (the same stop after the last step's check)
+    "_draw_loss_curves", "0", marks=pytest.mark.slow)])
 def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stopped(where, rank, synth, tmp_path):
     """A SIGTERM reaching one rank after the last step's shared check (while the last checkpoint is written, or rank 0
     draws the loss curve) ended that rank alone as stopped, exit 143; the others finished, exit 0 (pre-training
