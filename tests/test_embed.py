@@ -149,6 +149,7 @@ def test_an_out_whose_names_are_too_long_is_refused_before_any_work_or_written(s
     assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.pinned  # no run: the output's checks alone
 def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_on_linux(tmp_path, monkeypatch):
     """On Linux, --out's name is refused before any work where its bytes pass its folder's file system's limit
     (pathconf: 143 on eCryptfs, FUSE mounts theirs, whose look-ups of a long name say EPERM or EBADMSG, not
@@ -388,6 +389,7 @@ def test_views_are_averaged_and_the_token_grid_matches_the_features(setup, preci
     torch.testing.assert_close(feats.x[0], by_hand, rtol=rtol, atol=atol)
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_features_asked_for_in_fp32_are_fp32_under_a_callers_autocast_which_is_left_on(setup, tmp_path):
     """``embed``/``extract_features(precision="fp32")`` inside a caller's bf16 autocast gave bf16's features, recorded
     as fp32."""
@@ -407,6 +409,7 @@ def test_features_asked_for_in_fp32_are_fp32_under_a_callers_autocast_which_is_l
     assert torch.equal(feats.nan_to_num(), by_itself.nan_to_num())
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_an_encoder_loaded_and_embedding_under_a_callers_float64_default_dtype_are_float32s(setup, tmp_path):
     """A caller's ``torch.set_default_dtype(torch.float64)``: ``load_encoder`` gave float64 weights, which refused
     float32 clips, and ``embed`` refused its own clips, advising ``x.to(torch.float64)``."""
@@ -427,6 +430,7 @@ def test_an_encoder_loaded_and_embedding_under_a_callers_float64_default_dtype_a
     assert np.array_equal(read_features(under)[0], read_features(plain)[0], equal_nan=True)
 
 
+@pytest.mark.pinned  # no run
 @pytest.mark.parametrize("as_path", [str, Path])
 def test_build_test_set_given_a_checkpoints_path_says_to_read_it(tmp_path, as_path):
     """``checkpoint=`` takes what read_checkpoint returns; its file's path was an AttributeError of run_views."""
@@ -463,6 +467,7 @@ def test_the_documented_python_route_gives_the_features_mme_embed_gives(synth, t
     assert default.cfg.stride == 4  # (without the checkpoint, DataConfig's: the clips the route took before)
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 @pytest.mark.parametrize("given, said", [(dict(clips="2"), "--clips must be an integer of at least 1, got '2'"),
                                          (dict(crops=2.5), "--crops must be an integer of at least 1, got 2.5"),
                                          (dict(batch_size=0), "--batch-size must be an integer of at least 1, got 0"),
@@ -734,6 +739,7 @@ def test_a_shared_memory_too_small_for_the_views_is_one_line_not_a_wait_forever(
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
+@pytest.mark.pinned  # no run
 def test_a_list_or_a_video_is_told_apart_whatever_its_names(setup, tmp_path, monkeypatch):
     """A list whose 4096th byte cuts a character of a name is a list (before: one video, that failed); a video
     named on the command line is that file, whatever ``root`` says."""
@@ -1099,6 +1105,7 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
     assert sorted(loads) == list(range(1, 8)) and read_features(out)[1].sum() == 6
 
 
+@pytest.mark.pinned  # no run: the features file's writing alone
 def test_a_full_disk_under_the_final_features_file_says_so_plainly(tmp_path):
     """numpy writes a .npy's data with one write, and a full disk took part of it: the line gave numpy's text, 'could
     not be written (10368 requested and 992 written; 0 MiB free)'. A 24 KiB tmpfs, where this user may mount one."""
@@ -1301,6 +1308,7 @@ def test_a_damaged_or_missing_sidecar_beside_embedded_features_is_named_and_made
             embed(ckpt, root / "list.txt", out, **kw)
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 def test_the_refusal_of_files_mme_embed_did_not_write_reads_their_sidecar_once(tmp_path, monkeypatch):
     """The refusal of a user's features and sidecar cut short read the sidecar three times (its damage, whose files
     they are, how it is cut): it is read once and each check goes by what was read."""
@@ -1436,6 +1444,7 @@ def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_p
         read_tokens(out)
 
 
+@pytest.mark.pinned  # no run
 def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):
     """An empty list, or one saved in Latin-1, was taken for a single video (then: all 1 videos failed); a folder
     is named as one."""
@@ -1453,6 +1462,7 @@ def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):
         build_test_set(tmp_path / "clips.mp4", cfg, clips=1, crops=1)
 
 
+@pytest.mark.pinned  # no run
 def test_a_yuv4mpeg_video_is_read_as_a_video(tmp_path):
     """A .y4m (a text header, then raw pixels: no NUL byte where they are bright) was read as a list file."""
     frames = np.full((8, 32, 32, 3), 200, np.uint8)
@@ -1553,6 +1563,7 @@ def test_extract_features_of_a_classifier_with_its_pooled_norm_are_mme_embeds(se
     assert np.nanmax(np.abs(raw - np.load(out))) > 0.1  # (the token means alone: not the head's inputs)
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 @pytest.mark.parametrize("flags, said", [
     (["--backend", "decord"], "--backend decord: the 'decord' backend is not installed (pip install decord)"),
     (["--backend", "pyav-cuda"], "--backend pyav-cuda: this PyAV's FFmpeg has no CUDA device type (it has [])"),
@@ -1585,6 +1596,7 @@ def test_a_backend_or_device_this_machine_lacks_is_one_line_naming_the_flag(comm
     assert not out.exists()
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 @pytest.mark.parametrize("command", ["embed", "probe"])
 def test_an_index_folder_beside_a_backend_that_keeps_no_index_is_refused_naming_both(command, setup, tmp_path,
                                                                                      capsys):
@@ -1819,7 +1831,8 @@ def test_a_run_of_pyav_cuda_is_read_with_pyav_where_cuda_decoding_is_not_availab
     ("opencv", ["--index-dir", "{index}"], "--index-dir {index} with its run's data.backend=opencv: only the PyAV "
                                            "reader (pyav, pyav-cuda) keeps frame indices; leave out --index-dir or "
                                            "read with pyav")])
-@pytest.mark.parametrize("command", ["embed", "probe"])
+@pytest.mark.parametrize("command", ["embed", pytest.param("probe", marks=pytest.mark.pinned)])  # (probe refused
+# before a precision is chosen; embed chooses its precision first)
 def test_a_run_backend_refused_here_says_what_reads_it_and_makes_no_index_folder(command, backend, flags, said, setup,
                                                                                   tmp_path, monkeypatch, capsys,
                                                                                   caplog):

@@ -59,6 +59,7 @@ def _to_uint8(clip: torch.Tensor) -> np.ndarray:
     return (clip[:, 0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy().astype(int)
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 @pytest.mark.parametrize("name, m, sign, pil", [
     ("Equalize", 0.5, 1.0, ImageOps.equalize),
     ("Invert", 0.5, 1.0, ImageOps.invert),
@@ -76,6 +77,7 @@ def test_colour_ops_match_pil_on_a_single_frame(name, m, sign, pil):
     assert np.abs(ours - ref).max() <= 2, f"{name}: max diff {np.abs(ours - ref).max()}"
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 @pytest.mark.parametrize("name, pil", [("Posterize", lambda im: ImageOps.posterize(im, 2)),
                                        ("Solarize", lambda im: ImageOps.solarize(im, 128))])
 def test_level_ops_are_exact_after_the_normalisation_round_trip(name, pil):
@@ -90,6 +92,7 @@ def test_level_ops_are_exact_after_the_normalisation_round_trip(name, pil):
 FILL = tuple(round(255 * v) for v in (0.485, 0.456, 0.406))  # the ImageNet mean colour that uncovered pixels take
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 @pytest.mark.parametrize("name, sign, pil", [
     ("ShearX", 1.0, lambda im: im.transform(im.size, Image.AFFINE, (1, 0.15, 0, 0, 1, 0), Image.BILINEAR,
                                             fillcolor=FILL)),
@@ -110,6 +113,7 @@ def test_geometric_ops_match_timm_pil_on_a_single_frame(name, sign, pil):
     assert np.median(inner) <= 1 and np.mean(inner) <= 3, f"{name}: mean diff {inner.mean():.2f}"
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_translate_moves_content_by_45_percent_of_width_times_magnitude():
     clip = _as_clip(_frame(w=40))  # m = 0.5 -> 0.45 * 0.5 * 40 = 9 px
     out = RAND_OPS["TranslateX"](clip.transpose(0, 1), 0.5, 1.0).transpose(0, 1)
@@ -118,6 +122,7 @@ def test_translate_moves_content_by_45_percent_of_width_times_magnitude():
     torch.testing.assert_close(out[..., 32:], fill.expand_as(out[..., 32:]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 @pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"])
 def test_geometric_ops_at_magnitude_zero_are_the_identity(name):
     clip = _as_clip(_frame())
@@ -125,6 +130,7 @@ def test_geometric_ops_at_magnitude_zero_are_the_identity(name):
     torch.testing.assert_close(out, clip, atol=1e-5, rtol=0)
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_rand_augment_treats_every_frame_of_a_clip_alike_and_replays_from_its_seed():
     cfg = AugmentConfig(randaug_ops=6, randaug_prob=1.0, randaug_magnitude=9)
     static = _as_clip(_frame(seed=3), frames=4)  # 4 identical frames
@@ -138,6 +144,7 @@ def test_rand_augment_treats_every_frame_of_a_clip_alike_and_replays_from_its_se
     assert changed == 8
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_an_op_magnitude_std_above_100_draws_the_magnitude_uniformly_up_to_m_as_timm():
     """timm reads ``mstd`` above 100 (``rand-m9-mstd101``) as a magnitude uniform in [0, m]; a ported std of 101 was
     drawn as N(9, 101) clipped to [0, 10]: 46 % of ops at 0 and 50 % at 10 (posterize to a black frame). A std up to
@@ -152,6 +159,7 @@ def test_an_op_magnitude_std_above_100_draws_the_magnitude_uniformly_up_to_m_as_
     assert op_magnitude(AugmentConfig(randaug_magnitude=7, randaug_magnitude_std=0), rng) == 7
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_random_erasing_replaces_one_box_through_a_quarter_of_the_clips():
     """As the video RandomErasing VideoMAE/MME call on a clip's frames (cube=True): one draw per clip, one box at
     the same place in every frame, fresh noise in each (before: each frame on its own, 99 % of 16-frame clips
@@ -173,6 +181,7 @@ def test_random_erasing_replaces_one_box_through_a_quarter_of_the_clips():
     assert 0.18 <= erased[:, 0].float().mean().item() <= 0.32
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_mixup_mixes_videos_and_targets_with_one_lambda():
     cfg = AugmentConfig(mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1)
     video, labels = torch.randn(4, 3, 2, 8, 8), torch.tensor([0, 1, 2, 3])
@@ -184,6 +193,7 @@ def test_mixup_mixes_videos_and_targets_with_one_lambda():
     torch.testing.assert_close(targets[0, 3], (1 - lam) * on + lam * off)
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_cutmix_pastes_one_box_in_every_frame_and_lambda_is_the_kept_area():
     cfg = AugmentConfig(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)
     video = torch.arange(4.0).view(4, 1, 1, 1, 1).expand(4, 3, 3, 16, 16).clone()  # clip i is constant i
@@ -194,6 +204,7 @@ def test_cutmix_pastes_one_box_in_every_frame_and_lambda_is_the_kept_area():
         assert torch.equal(mixed[0, :, 0], mixed[0, :, 2])
 
 
+@pytest.mark.pinned  # no run: augmentation alone
 def test_augment_batch_shapes_and_soft_targets():
     video, labels = torch.randn(3, 3, 4, 32, 32), torch.tensor([0, 2, 1])
     out, targets = augment_batch(video, labels, 3, AugmentConfig(), np.random.default_rng(0))
@@ -206,6 +217,7 @@ def test_augment_batch_shapes_and_soft_targets():
 # ---- test metrics --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_topk_and_confusion_matrix_on_a_hand_example(tmp_path):
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
     labels = torch.tensor([0, 1, 1, 2])
@@ -250,6 +262,7 @@ def test_topk_and_confusion_matrix_on_a_hand_example(tmp_path):
     assert not (tmp_path / "test_confusion.png").exists()
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_class_names_given_twice_are_refused_not_merged_in_the_report():
     """class_names naming one class twice (``["a", "b", "a", "c"]``, from Python) merged the two classes' per-class
     accuracy under one key, the later's kept, and the mean class accuracy was taken over the merged dict: 0.667 for
@@ -270,6 +283,7 @@ def test_class_names_given_twice_are_refused_not_merged_in_the_report():
             classification_report(probs, labels, names)
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
     """A report of no rows has no top-1 (NaN): written as Python's ``NaN``, which JSON has not (browsers' and jq's
     readers refused the file); every JSON file mme writes holds null there (the demo's results.json too)."""
@@ -283,6 +297,7 @@ def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
     assert written["top1"] is None and written["mean_class_accuracy"] is None and written["num_samples"] == 0
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ranks():
     """NaN probabilities gave a report that contradicted itself (top-1 0, per-class accuracy 1.0); a softmax class
     that underflowed to 0 was left out of top-5 as if it were a class no kNN neighbour voted for."""
@@ -317,6 +332,7 @@ class _ViewsOfClass5(torch.utils.data.Dataset):
         return {"video": torch.zeros(2, 3, 2, 4, 4, dtype=torch.uint8), "label": 5}
 
 
+@pytest.mark.pinned  # no run: multiview_predict in fp32
 def test_multiview_top5_ranks_classes_whose_float32_softmax_underflows_by_their_scores():
     """A confident model's softmax underflowed to 0 in float32 for every class ~100 logits below its top one, and
     those classes ranked by class id: class 5, second by its logit, was out of top-5 (0..3 and 6 in it)."""
@@ -330,6 +346,7 @@ def test_multiview_top5_ranks_classes_whose_float32_softmax_underflows_by_their_
     assert (report["top1"], report["top5"]) == (0.0, 1.0)
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_class_names_are_drawn_as_spelt_in_the_confusion_matrix(tmp_path, drawn_text):
     """A class name holding two '$' was read by matplotlib as maths: a parse error after the run's training and its
     test.json, exit 1 and no picture (or, where it parsed, the name drawn without its '$')."""
@@ -344,6 +361,7 @@ def test_class_names_are_drawn_as_spelt_in_the_confusion_matrix(tmp_path, drawn_
     assert {name: drawn_text.get(name) for name in names} == dict.fromkeys(names, False)  # each label, as text
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_confusion_png_is_written(tmp_path):
     import cv2
 
@@ -352,6 +370,7 @@ def test_confusion_png_is_written(tmp_path):
     assert img is not None and img.shape[0] > 100 and not list(tmp_path.glob(".*"))
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_the_confusion_pngs_title_fits_a_small_matrix(tmp_path):
     """The title was set over the axes, which long class names push aside: of 5 UCF101 classes it was cut at the
     picture's edge ('row-normalisec'), of 2 or 3 classes at both. It is the figure's, wrapped to its width: nothing
@@ -378,6 +397,7 @@ def test_the_confusion_pngs_title_fits_a_small_matrix(tmp_path):
 TINY = dict(img_size=32, patch_size=16, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2)
 
 
+@pytest.mark.pinned  # no run: the test's own bf16 autocast
 def test_a_classifier_under_bf16_autocast_gives_fp32_logits_whose_close_classes_do_not_tie(tmp_path):
     """Under bf16 autocast (a fine-tuning's val/test, ``task.eval_only`` in bf16) the head gave bf16 logits, which
     the multi-view test cast to float64 only after: of 400 classes whose logits spread as a trained head's, ~65 of a
@@ -430,6 +450,7 @@ def test_a_classifier_under_bf16_autocast_gives_fp32_logits_whose_close_classes_
             assert model(x).shape == (2, width)
 
 
+@pytest.mark.pinned  # no run: multiview_predict in fp32
 def test_multiview_views_as_configured_and_views_of_an_identical_video_average_to_one_view(tmp_path):
     from videos import write_video
 
@@ -460,6 +481,7 @@ def test_multiview_views_as_configured_and_views_of_an_identical_video_average_t
     assert (per_view - per_view.mean(0)).abs().max() > 1e-3
 
 
+@pytest.mark.pinned  # no run: the report alone
 def test_the_shards_of_several_ranks_merge_into_dataset_index_order():
     """Each rank tests a strided share of the videos; the merged rows, labels with them, are in index order
     (labels left in rank order would score video 1 against video 2's label)."""
@@ -511,6 +533,7 @@ def _rss_anon() -> int:
         return next(int(line.split()[1]) << 10 for line in f if line.startswith("RssAnon:"))
 
 
+@pytest.mark.pinned  # no run: multiview_predict in fp32
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc")
 def test_multiview_testing_holds_no_file_descriptor_per_batch():
     """The labels and indices of a loader worker's batches live in shared memory, a descriptor each while they
@@ -524,6 +547,7 @@ def test_multiview_testing_holds_no_file_descriptor_per_batch():
     assert max(model.seen[10:]) - min(model.seen[10:]) <= 4, model.seen  # (was +2 per batch: 100)
 
 
+@pytest.mark.pinned  # no run: multiview_predict in fp32
 @pytest.mark.skipif(not os.path.isfile("/proc/self/status"), reason="reads RssAnon from /proc")
 def test_multiview_testing_memory_levels_off():
     """A test's main process grew without end, 100 MB per 1,000 videos (1.2 GB over 8,000 small ones): the small
@@ -539,6 +563,7 @@ def test_multiview_testing_memory_levels_off():
     assert grown < 24, f"{grown:.0f} MB more over batches 10 to 150"  # (was 49 to 89 MB; now under 7)
 
 
+@pytest.mark.pinned  # no run: multiview_predict refuses 'auto' itself
 def test_multiview_predict_refuses_a_precision_not_chosen_in_one_line():
     """multiview_predict takes a precision already chosen; 'auto' (which extract_features takes) was a KeyError
     from autocast's table, a typo alike."""
@@ -1117,6 +1142,7 @@ def test_the_clip_is_checked_against_the_patch_and_tubelet_of_train_init(synth, 
         _tiny_recipe(synth, tmp_path / "ft3", *clip[:2])  # (no train.init: the recipe's patch is the run's)
 
 
+@pytest.mark.pinned  # no run: the model's config alone
 def test_architecture_keys_given_beside_train_init_are_warned_about_as_ignored(synth, tmp_path, caplog):
     """A fresh fine-tuning run from train.init dropped the architecture keys the command line gave (model.depth=3,
     the sizes of a model.preset) for the file's with only the info line "architecture from ...", while a resume
@@ -1720,6 +1746,7 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     assert (own / "test.json").read_text() == '{"my": "own notes"}' and list(own.glob("checkpoint-*.pt"))
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):
     """A recipe's default val list that is not there was said as "list file runs/synth/val.txt: cannot read it",
     to a user who had set data.list_file only: the setting, and how to set or clear it, are said now."""
@@ -1735,6 +1762,7 @@ def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):
                               "task.test_list="))
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):
     """task.eval_only with neither task.val_list nor task.test_list tested nothing and exited 0."""
     from mme.errors import ConfigError
@@ -1775,6 +1803,7 @@ def test_finetune_on_synth_reaches_well_above_chance(tmp_path):
     assert report["top1"] >= 0.75, report["top1"]
 
 
+@pytest.mark.pinned  # no run
 def test_each_rank_draws_its_own_drop_path_masks_and_a_resumed_run_the_same():
     """Every rank's model is seeded alike (the head's initial weights), so without a seed of its own each rank drew
     the same drop-path masks for its samples: with 8 ranks an eighth of the regularisation's randomness."""
@@ -1796,6 +1825,7 @@ def test_each_rank_draws_its_own_drop_path_masks_and_a_resumed_run_the_same():
     assert not torch.equal(out(3, 0), out(4, 0))  # the next step
 
 
+@pytest.mark.pinned  # refused before a precision is chosen
 def test_val_and_test_videos_of_a_class_the_training_list_lacks_are_warned_about(synth, tmp_path, caplog):
     """``mme finetune`` with UCF101's trainlist01.txt (labels 1..N) as data.list_file and a 0-based test list
     built an N+1-class head and scored class 0, never trained, without a word; now one warning before any
