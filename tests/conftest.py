@@ -69,7 +69,8 @@ def pytest_report_header(config):
 @pytest.fixture(autouse=True)
 def _pinned_tests_never_resolve_auto(request, monkeypatch):
     """A test marked ``pinned`` (left out of the rerun as on the other CPU kind) fails where any run of it, in this
-    process or one it starts, resolves precision 'auto': :data:`AUTO_ENV` names no precision there."""
+    process or one it starts, resolves precision 'auto': :data:`AUTO_ENV` names no precision there. (A test that sets
+    it itself, to make 'auto' resolve one way on any CPU, is its own guard.)"""
     if request.node.get_closest_marker("pinned"):
         monkeypatch.setenv(AUTO_ENV, "none-in-a-test-marked-pinned")
 

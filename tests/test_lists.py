@@ -1037,6 +1037,23 @@ def test_a_class_folder_that_is_a_link_into_another_class_or_above_the_root_is_r
         assert str(raised.value) == f"{tmp_path / link}: leads to {leads}: {twice}"
 
 
+def test_the_class_folders_walks_share_one_set_of_every_class_folder(tmp_path, monkeypatch):
+    """The linear walk's structure, in CI beside the slow timing test below: each class folder's walk avoids the other
+    classes' folders through one set shared by all (was a set built for each class folder, quadratic in them)."""
+    from mme.data import lists
+
+    avoided, walk = [], lists.videos_under
+    monkeypatch.setattr(lists, "videos_under", lambda folder, avoid=frozenset(), passed=None: avoided.append(
+        avoid) or walk(folder, avoid, passed))
+    for i in range(4):
+        (tmp_path / f"c{i}").mkdir()
+        (tmp_path / f"c{i}" / "v.mp4").write_bytes(b"x")
+    assert len(from_class_folders(tmp_path)[1]) == 4
+    assert len(avoided) == 4 and len({id(a.every) for a in avoided}) == 1
+    assert [os.path.realpath(tmp_path / f"c{i}") in a for i, a in enumerate(avoided)] == [False] * 4  # not its own
+    assert all(os.path.realpath(tmp_path / "c0") in a for a in avoided[1:])  # another's
+
+
 @pytest.mark.slow  # 15 s on 2 cores, and the ratio's margin needs the many folders
 def test_walking_class_folders_takes_time_linear_in_their_number(tmp_path):
     """Each class folder's walk avoided the folders of the other classes by a set built for it (all but its own),
