@@ -616,11 +616,11 @@ class Job(NamedTuple):
     """Its exit status on each rank."""
 
 
-def _on_nodes(folder: Path) -> dict[str, bytes]:
-    """The files in the folders ``node<RANK>`` of a job of :func:`in_folders` (not in those their links name), by
-    their paths in ``folder``."""
-    return {str(Path(top, name).relative_to(folder)): Path(top, name).read_bytes()
-            for node in folder.glob("node*") for top, _, names in os.walk(node) for name in names}
+def _on_nodes(folder: Path) -> dict[str, bytes | None]:
+    """The files (-> their bytes) and folders (-> None) in the folders ``node<RANK>`` of a job of :func:`in_folders`
+    (not in those their links name), by their paths in ``folder``."""
+    return {str(Path(top, name).relative_to(folder)): None if name in dirs else Path(top, name).read_bytes()
+            for node in folder.glob("node*") for top, dirs, names in os.walk(node) for name in [*dirs, *names]}
 
 
 @pytest.fixture(scope="module")
