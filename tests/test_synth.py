@@ -145,32 +145,34 @@ SAME_BYTES = dict(num_classes=2, videos_per_class=2, size=32, num_frames=6)
 # switched off (their AVX2 code, as on an AVX2 CPU; x264 is capped at AVX2 by mme itself).
 AVX2_CODE = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENCV_CPU_DISABLE": "AVX512-SKX"}
 _OTHER_PROCESS = """
-import sys, cv2, numpy as np, torch
+import json, sys, cv2, numpy as np, torch
 junk = [np.empty(int(n)) for n in np.random.default_rng(7).integers(1, 5000, 300)]
 torch.set_num_threads(1)
 cv2.setNumThreads(2)
 from mme.data.synth import generate_synth
-generate_synth(sys.argv[1], seed=3, workers=1, **{kwargs})
+for i, kwargs in enumerate(json.loads(sys.argv[2])):
+    generate_synth(f"{sys.argv[1]}/{i}", seed=3, workers=1, **kwargs)
 """
+DESIGNS = [dict(motion="object", texture="two_colour"), dict(motion="scene", texture="high_contrast"),
+           dict(motion="scene", texture="dead_leaves", objects=2)]
 
 
-@pytest.mark.parametrize("design", [dict(motion="object", texture="two_colour"),
-                                    dict(motion="scene", texture="high_contrast"),
-                                    dict(motion="scene", texture="dead_leaves", objects=2)])
-def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level(design, tmp_path):
-    kwargs = {**SAME_BYTES, **design}
-    a = generate_synth(tmp_path / "a", seed=3, workers=1, **kwargs)
-    b = generate_synth(tmp_path / "b", seed=3, workers=2, **kwargs)
+def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level(tmp_path):
+    """Each design (its own drawing code) alike; the other process makes all three (a process start is seconds)."""
+    designs = [{**SAME_BYTES, **design} for design in DESIGNS]
     env = {**os.environ, "PYTHONHASHSEED": "11", "OMP_NUM_THREADS": "1", **AVX2_CODE}
-    subprocess.run([sys.executable, "-c", _OTHER_PROCESS.format(kwargs=kwargs), str(tmp_path / "other")],
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(tmp_path / "other"), json.dumps(designs)],
                    check=True, env=env, timeout=120)
-    c = generate_synth(tmp_path / "c", seed=4, workers=1, **kwargs)
-    files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file() and p.name != ".lock")
-    assert len(files) == 4 + 3 + 3  # videos; classes.json, params.json, lists; their record (and the folder's lock)
-    for other in (b.root, tmp_path / "other"):
-        for f in files:
-            assert (a.root / f).read_bytes() == (other / f).read_bytes(), (other, f)
-    assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
+    for i, kwargs in enumerate(designs):
+        a = generate_synth(tmp_path / f"a{i}", seed=3, workers=1, **kwargs)
+        b = generate_synth(tmp_path / f"b{i}", seed=3, workers=2, **kwargs)
+        c = generate_synth(tmp_path / f"c{i}", seed=4, workers=1, **kwargs)
+        files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file() and p.name != ".lock")
+        assert len(files) == 4 + 3 + 3  # videos; classes.json, params.json, lists; their record (and the folder's lock)
+        for other in (b.root, tmp_path / "other" / str(i)):
+            for f in files:
+                assert (a.root / f).read_bytes() == (other / f).read_bytes(), (kwargs, other, f)
+        assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
 
 
 @pytest.mark.skipif(os.cpu_count() < 2, reason="one CPU: its count and its affinity agree")
