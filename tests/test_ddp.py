@@ -608,7 +608,7 @@ IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
 class Job(NamedTuple):
     """A job of :func:`in_folders`."""
     folder: Path
-    held: dict[str, bytes]
+    held: dict[str, bytes | None]
     """What its nodes' folders held before the launch (:func:`_on_nodes`)."""
     said: str
     """Its ranks' stderr."""

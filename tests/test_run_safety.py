@@ -1610,7 +1610,7 @@ def _finish_whose_collection_takes_a_signal(monkeypatch, sig: signal.Signals) ->
     from mme.train import engine
 
     real_finish, callbacks = engine.finish, []
-    monkeypatch.setattr(engine, "_collected_at_finish", lambda step_model: True)
+    monkeypatch.setattr(engine, "_collected_at_finish", lambda step_model, before: True)
 
     class Cycle:
         pass
@@ -2329,3 +2329,27 @@ def test_a_signal_during_a_jobs_end_leaves_a_failing_job_its_error_and_stops_a_f
             with pytest.raises(Interrupted, match="as the job ended, its work done") as stopped:
                 run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
         assert stopped.value.exit_code == 130 and stopped.value.finished.step == 2 and _steps(out) == [2]
+
+
+def test_a_jobs_end_collects_the_garbage_of_a_ddp_wrapper_or_of_the_job_that_imported_torch_dynamo():
+    """A collection of the whole process (0.2-0.4 s) at every job's end was for a DDP wrapper's cycles alone; the job
+    that imports ``torch._dynamo`` (a process's first optimizer) needs one too: that import leaves a cycle through the
+    job's frames, and its model and optimizer (a GPU's memory) outlived it until a later collection."""
+    import sys
+
+    from mme.train import engine
+
+    def before(dynamo: bool) -> engine.Before:
+        return engine.Before(frozenset(), 1, {}, False, dynamo)
+
+    import torch.distributed as td
+
+    assert "torch._dynamo" in sys.modules  # (a run in this process, or torch's own import of it, has made it)
+    plain = torch.nn.Linear(2, 2)
+    assert engine._collected_at_finish(plain, before(False))  # this job imported it
+    assert not engine._collected_at_finish(plain, before(True))
+    td.init_process_group("gloo", rank=0, world_size=1, store=td.HashStore())
+    try:
+        assert engine._collected_at_finish(torch.nn.parallel.DistributedDataParallel(plain), before(True))
+    finally:
+        td.destroy_process_group()

@@ -26,6 +26,7 @@ import gc
 import logging
 import math
 import os
+import sys
 import textwrap
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -222,6 +223,10 @@ class Before:
     group_up: bool
     """A process group was up (:func:`mme.utils.process_group_up`): the caller's (a script under torchrun that started
     it, then calls ``pretrain()``), which the job joins as it is and leaves up for the caller's own collectives."""
+    dynamo: bool
+    """``torch._dynamo`` was imported: else the job's first optimizer imports it (torch's ``add_param_group``), whose
+    import leaves a reference cycle through the job's frames, which hold its model and optimizer
+    (:func:`_collected_at_finish`)."""
 
 
 class JobScope:
@@ -235,7 +240,8 @@ class JobScope:
     result: Any = None
 
     def __enter__(self) -> JobScope:
-        self.before = Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
+        self.before = Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up(),
+                             "torch._dynamo" in sys.modules)
         self.torch_settings = contextlib.ExitStack()
         self.torch_settings.enter_context(torch_as_mme())
         return self
@@ -356,11 +362,13 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def _collected_at_finish(step_model: nn.Module) -> bool:
-    """Whether a job's end collects the process's garbage to free its step model: a DDP wrapper's reference cycles,
-    freed after the process group, deadlocked its gloo threads and the interpreter at exit. A collection of the whole
-    process (0.2-0.4 s) is for that alone."""
-    return isinstance(step_model, nn.parallel.DistributedDataParallel)
+def _collected_at_finish(step_model: nn.Module, before: Before) -> bool:
+    """Whether a job's end collects the process's garbage: a DDP wrapper's reference cycles, freed after the process
+    group, deadlocked its gloo threads and the interpreter at exit; and a job that imported ``torch._dynamo``
+    (:attr:`Before.dynamo`: a process's first) would leave its model and optimizer to a later collection (a GPU's
+    memory held into the caller's next job). A collection of the whole process (0.2-0.4 s) is for those alone."""
+    return isinstance(step_model, nn.parallel.DistributedDataParallel) or (
+        not before.dynamo and "torch._dynamo" in sys.modules)
 
 
 def finish(run: Run | None, before: Before, result: Any = None, failing: bool = False) -> None:
@@ -377,7 +385,7 @@ def finish(run: Run | None, before: Before, result: Any = None, failing: bool = 
     stop)."""
     with HeldBack() as held:
         if run is not None:
-            collect = _collected_at_finish(run.step_model)
+            collect = _collected_at_finish(run.step_model, before)
             run.step_model = None
             if collect:
                 gc.collect()
