@@ -281,10 +281,9 @@ def header_duration(stream: av.video.stream.VideoStream) -> tuple[float, float] 
     DURATION tag (FFmpeg and mkvmerge write one), else the container's (Matroska's, FLV's) where the video is the
     file's only stream (it is the longest stream's: an audio track running on past the video's end gives its own),
     both from time 0 (their timeline's); None where the header gives none (a WebM written live, an elementary
-    stream). An AVI's own is its
-    header's frame count (in its time base, the header's rate): FFmpeg's stream duration, of a file shorter than its
-    RIFF header says, is the header's frame count scaled by the share of it the file holds, near the length of what
-    is left (50 frames of 60 left said 51)."""
+    stream). An AVI's own is its header's frame count (in its time base, the header's rate): FFmpeg's stream
+    duration, of a file shorter than its RIFF header says, is the header's frame count scaled by the share of it the
+    file holds, near the length of what is left (50 frames of 60 left said 51)."""
     length = stream.frames if stream.container.format.name == AVI_DEMUXER and stream.frames > 0 else stream.duration
     if length and stream.time_base:
         return float(length * stream.time_base), float((stream.start_time or 0) * stream.time_base)
