@@ -44,21 +44,23 @@ def test_pixel_loss_decreases(synth, tmp_path):
     assert res.step == 40 and res.nonfinite_skipped == 0
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_step_bar_in_a_log_file_is_drawn_at_its_start_and_end_not_at_every_step(synth, tmp_path, capsys):
     # stderr in a file (a Slurm log) keeps every redraw: setting the bar's postfix redrew it at each step (224
     # redraws for 200 steps, megabytes of one line over a long run)
-    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=6", "model.depth=1")
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=6", "model.depth=1", FP32)
     drawn = re.findall(r"(\d+)/6 \[", capsys.readouterr().err)
     assert drawn[0] == "0" and drawn[-1] == "6" and len(drawn) <= 3, drawn
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_loader_workers_are_stopped_when_the_run_returns(synth, tmp_path):
     # Left to the garbage collector, a run's loader shut its workers down at some later point: inside the
     # next run's timed steps when the demo runs targets back to back in one process.
     gc.disable()  # so that only the run itself can have stopped them
     try:
         before = set(multiprocessing.active_children())  # anything an earlier test in this process left
-        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "data.num_workers=2")
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "data.num_workers=2", FP32)
         assert set(multiprocessing.active_children()) <= before
     finally:
         gc.enable()
@@ -93,6 +95,7 @@ def test_one_set_of_loader_workers_serves_every_epoch_and_gives_the_items_of_no_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_threads_back(synth, tmp_path,
                                                                                            monkeypatch):
     from mme.train import precision
@@ -104,16 +107,17 @@ def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_thr
     before = torch.get_num_threads()
     try:
         set_threads(2)
-        run("tiny_cpu_pixel", synth, tmp_path / "auto", "train.steps=2", "data.num_workers=2")
+        run("tiny_cpu_pixel", synth, tmp_path / "auto", "train.steps=2", "data.num_workers=2", FP32)
         meta = json.loads((tmp_path / "auto" / "run.json").read_text())
         assert (meta["threads"], meta["threads_reason"]) == (1, "auto: 3 cores less 2 loader workers")
         assert calls == [1, 2] and torch.get_num_threads() == 2  # set for the run, then given back
-        run("tiny_cpu_pixel", synth, tmp_path / "set", "train.steps=1", "train.threads=3")
+        run("tiny_cpu_pixel", synth, tmp_path / "set", "train.steps=1", "train.threads=3", FP32)
         assert json.loads((tmp_path / "set" / "run.json").read_text())["threads"] == 3 and calls[2:] == [3, 2]
     finally:
         set_threads(before)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path, caplog):
     """On one core (taskset -c 0) a recipe's 2 loader workers leave the step none: its threads reason said "1
     cores less 2 loader workers" (the clamp to 1 unsaid) and torch warned twice that the loader "might get running
@@ -123,7 +127,7 @@ def test_loader_workers_on_one_core_are_said_once_in_mmes_words(synth, tmp_path,
     with on_one_core():
         with caplog.at_level(logging.WARNING, logger="mme"), warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            run("tiny_cpu_pixel", synth, tmp_path / "one", "train.steps=1", "data.num_workers=2")
+            run("tiny_cpu_pixel", synth, tmp_path / "one", "train.steps=1", "data.num_workers=2", FP32)
     meta = json.loads((tmp_path / "one" / "run.json").read_text())
     assert (meta["threads"], meta["threads_reason"]) == (
         1, "auto: at least 1: the 2 loader workers leave none of 1 core; data.num_workers=0 suits this machine")
@@ -890,6 +894,7 @@ def _no_training_happened(out) -> bool:
     return not (out / "metrics.jsonl").exists() and not list(out.glob("checkpoint-*"))
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
     # an unknown key, through the command line: exit code 1, the key and the valid ones named, no traceback
     assert cli.main(["pretrain", "--config", "tiny_cpu_pixel", f"train.out_dir={tmp_path}", "train.bogus=1"]) == 1
@@ -906,13 +911,13 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
         run("tiny_cpu_pixel", synth, tmp_path / "file" / "run")
     # a checkpoint of other heads than the config's target makes, to resume from and to initialise from (its
     # architecture is taken: test_init_and_resume_take_the_architecture_of_their_checkpoint)
-    ref = run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=1")
+    ref = run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=1", FP32)
     for key in ("resume", "init"):
         out = tmp_path / f"other_heads_{key}"
         named = "checkpoint" if key == "resume" else "train.init"
         with pytest.raises(CheckpointError, match=rf"^{named} .*checkpoint-00000001.pt.*does not fit the model: "
                                                   r"missing keys \['heads.hog.") as info:
-            run("tiny_cpu_pixel", synth, out, "target.kind=[pixel,hog]", f"train.{key}={ref.checkpoint}")
+            run("tiny_cpu_pixel", synth, out, "target.kind=[pixel,hog]", f"train.{key}={ref.checkpoint}", FP32)
         assert _no_training_happened(out)
         if key == "init":  # a masked autoencoder of another shape: how to start from its encoder alone
             assert str(info.value).endswith("--kind model, then train.init=encoder.safetensors")
@@ -940,6 +945,7 @@ def test_activation_checkpointing_gives_the_same_training(synth, tmp_path):
     assert max((sa[k] - sb[k]).abs().max().item() for k in sa) <= 1e-6
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(synth, tmp_path, caplog):
     list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
     root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
@@ -947,7 +953,7 @@ def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(syn
     lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'broken.mp4'} 0"]
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "data.max_failure_fraction=0.2",
-            "train.seed=1", "data.num_workers=0"]  # epoch 2 reads the broken video (entry 15) in its last batch
+            "train.seed=1", "data.num_workers=0", FP32]  # epoch 2 reads the broken video (entry 15) in its last batch
     with caplog.at_level("WARNING"):
         res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=8", "train.stop_after=4")
     assert res.step == 4 and res.history[-1]["data_failures"] == 1.0  # one epoch = all 16 entries read
@@ -1134,6 +1140,7 @@ def test_bench_pipelines_step_rate_is_the_step_alone_on_a_batch_of_its_items_as_
                             "beside it)")
 
 
+@pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
 @pytest.mark.parametrize("at", [1, 3])
 def test_bench_pipeline_stopped_during_its_run_says_nothing_is_kept(at, tmp_path, capsys, monkeypatch):
     """A Ctrl-C during the benchmark's pre-training run (mid-run, or on its last step) named a checkpoint in the
@@ -1142,7 +1149,9 @@ def test_bench_pipeline_stopped_during_its_run_says_nothing_is_kept(at, tmp_path
     import signal
 
     from mme.train import bench_pipeline, loop
+    from mme.train.precision import AUTO_ENV
 
+    monkeypatch.setenv(AUTO_ENV, "fp32")  # (the run's precision on any CPU)
     real_step = loop.train_step
     # (the workers' timings and the track cache come before the run and are not this test's: skipped for time)
     monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
@@ -1163,11 +1172,14 @@ def test_bench_pipeline_stopped_during_its_run_says_nothing_is_kept(at, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
 def test_bench_pipelines_workers_on_one_core_are_said_naming_its_flag(tmp_path, capsys, caplog, monkeypatch):
     """``mme bench pipeline --workers 2`` on one core warned of data.num_workers, a key the command does not take:
     its run is made within keys_as_flags (mme.utils.said_as), and the warning names --workers."""
     from mme.train import bench_pipeline
+    from mme.train.precision import AUTO_ENV
 
+    monkeypatch.setenv(AUTO_ENV, "fp32")  # (the run's precision on any CPU)
     # (the workers' timings and the track cache come before the run and are not this test's: skipped for time)
     monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
     monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
@@ -1181,6 +1193,7 @@ def test_bench_pipelines_workers_on_one_core_are_said_naming_its_flag(tmp_path, 
     assert "a 3-step MME run with 2 workers" in capsys.readouterr().out
 
 
+@pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
 def test_bench_pipelines_clips_longer_than_its_video_are_said_with_its_flags_and_no_list(tmp_path, caplog,
                                                                                           monkeypatch):
     """``mme bench pipeline --video`` of a video shorter than its clips warned "lower data.stride or
@@ -1190,7 +1203,9 @@ def test_bench_pipelines_clips_longer_than_its_video_are_said_with_its_flags_and
     from videos import affine_video, write_video
 
     from mme.train import bench_pipeline
+    from mme.train.precision import AUTO_ENV
 
+    monkeypatch.setenv(AUTO_ENV, "fp32")  # (the run's precision on any CPU)
     write_video(tmp_path / "short.mp4", affine_video(20, 96, 96, dx=1.0)[0])
     # (the workers' timings and the track cache come before the run and are not this test's: skipped for time)
     monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
@@ -1204,11 +1219,12 @@ def test_bench_pipelines_clips_longer_than_its_video_are_said_with_its_flags_and
                                    "frames; lower --stride") for m in said), said
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
-    a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1")
+    a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1", FP32)
     # lr 0: AdamW leaves the weights as loaded, so the result must be exactly run a's weights
     b = run("tiny_cpu_pixel", synth, tmp_path / "b", "train.steps=1", "optim.base_lr=0", "optim.min_lr=0",
-            f"train.init={a.checkpoint}", "train.seed=7")
+            f"train.init={a.checkpoint}", "train.seed=7", FP32)
     sa, sb = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -1692,6 +1708,7 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
         assert level["loss"] == pytest.approx(sum(weights[k] * level[k] for k in weights), rel=1e-6)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth, tmp_path):
     """A missing or empty target.cache_dir was refused at the first batch, after the run's config.yaml, run.json
     and logs, the model and the loader workers were made; one that holds none of the list's files says so, where its
@@ -1706,7 +1723,7 @@ def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth,
     for cache, said in (("missing", "is not a folder"), ("empty", every), ("stray", every)):
         with pytest.raises(DataError, match=rf"^target.cache_dir '.*{cache}' {said}.*; `mme extract .* --root .* --out "
                                             rf".*{cache} --length 6 .*` makes the track cache files"):
-            run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}")
+            run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}", FP32)
         assert not (tmp_path / f"run_{cache}" / "config.yaml").exists() and not (tmp_path / "missing").exists()
     assert (tmp_path / "empty").is_dir()
     # the files of every other video, the first's not among them, or of the second half of the list (an extraction
@@ -1718,7 +1735,7 @@ def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth,
         extract_cache(str(tmp_path / f"{name}.txt"), str(tmp_path / name), root=lists["data.root"], length=6,
                       short_side=64)
         r = run("tiny_cpu_mme", synth, tmp_path / f"runs_{name}", f"target.cache_dir={tmp_path / name}",
-                "train.steps=1", "data.max_failure_fraction=1")
+                "train.steps=1", "data.max_failure_fraction=1", FP32)
         assert r.step == 1 and len(listed) > 8
 
 
