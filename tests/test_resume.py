@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,41 +53,37 @@ def reference(synth, tmp_path_factory):
     return torch.load(res.checkpoint, weights_only=True)["model"], res.history
 
 
-HASH_SEEDS = (1, 2)  # two other hash seeds than this process's (random, or PYTHONHASHSEED's: checked below)
+HASH_SEED = 1  # another hash seed than this process's (random, or PYTHONHASHSEED's: checked below)
 
 
 @pytest.fixture(scope="module")
-def in_hash_seeds(synth, tmp_path_factory):
-    """The runs in processes of other hash seeds of the two tests below, one process a hash seed (1 and 2, at once):
-    each resumes the pixel run this process stopped after 3 steps (test_stop_and_resume_is_bitwise_exact), then
-    runs 2 steps of the MME target from scratch (test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal),
-    as ``mme pretrain`` (``cli.main``) one after the other. Returns the stopped run, the folder of each job and, per
-    hash seed, each job's exit status and stderr (None where its process ended before it)."""
-    assert os.environ.get("PYTHONHASHSEED") not in {str(h) for h in HASH_SEEDS}, "this process shares a hash seed"
-    tmp = tmp_path_factory.mktemp("hash_seeds")
+def in_hash_seed(synth, tmp_path_factory):
+    """The runs of the two tests below in a process of another hash seed than this one's: it resumes the pixel run
+    this process stopped after 3 steps (test_stop_and_resume_is_bitwise_exact), then runs 2 steps of the MME target
+    from scratch, which this process runs too (test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal), as
+    ``mme pretrain`` (``cli.main``) one after the other. Returns the stopped run, the folder of each job, each job's
+    exit status and stderr (None where the process ended before it), and this process's MME run."""
+    assert os.environ.get("PYTHONHASHSEED") != str(HASH_SEED), "this process shares the hash seed"
+    tmp = tmp_path_factory.mktemp("hash_seed")
     first = run("tiny_cpu_pixel", synth, tmp / "stopped", f"train.steps={STEPS}", DROP, FP32, "train.stop_after=3")
-    folders = {h: {"resumed": tmp / f"resumed{h}", "mme": tmp / f"mme{h}"} for h in HASH_SEEDS}
-
-    def jobs(h: int) -> dict[str, tuple[int | None, str]]:
-        shutil.copytree(tmp / "stopped", folders[h]["resumed"])
-        ran = in_one_process([_pretrain_argv("tiny_cpu_pixel", synth, folders[h]["resumed"], f"train.steps={STEPS}",
-                                             DROP, "train.resume=auto"),
-                              _pretrain_argv("tiny_cpu_mme", synth, folders[h]["mme"], "train.steps=2",
-                                             "model.depth=1")],
-                             env={**os.environ, "PYTHONHASHSEED": str(h)}).ran
-        return {job: (code, err) for job, (code, err, _) in zip(("resumed", "mme"), ran)}
-
-    with ThreadPoolExecutor(len(HASH_SEEDS)) as pool:  # the processes at once
-        ended = dict(zip(HASH_SEEDS, pool.map(jobs, HASH_SEEDS)))
-    return first, folders, ended
+    folders = {"resumed": tmp / "resumed", "mme": tmp / "mme"}
+    shutil.copytree(tmp / "stopped", folders["resumed"])
+    mme_argv = ("tiny_cpu_mme", synth, "train.steps=2", "model.depth=1")
+    ran = in_one_process([_pretrain_argv("tiny_cpu_pixel", synth, folders["resumed"], f"train.steps={STEPS}", DROP,
+                                         "train.resume=auto"),
+                          _pretrain_argv(*mme_argv[:2], folders["mme"], *mme_argv[2:])],
+                         env={**os.environ, "PYTHONHASHSEED": str(HASH_SEED)}).ran
+    ended = {job: (code, err) for job, (code, err, _) in zip(folders, ran)}
+    here = run(*mme_argv[:2], tmp / "mme_here", *mme_argv[2:], FP32)
+    return first, folders, ended, here
 
 
-def _finished_in(in_hash_seeds, h: int, job: str) -> Path:
-    """The folder of ``job`` of the process of hash seed ``h``, which it finished."""
-    _, folders, ended = in_hash_seeds
-    code, err = ended[h][job]
+def _finished_in(in_hash_seed, job: str) -> Path:
+    """The folder of ``job`` of the process of the other hash seed, which it finished."""
+    _, folders, ended, _ = in_hash_seed
+    code, err = ended[job]
     assert code == 0, err[-3000:]
-    return folders[h][job]
+    return folders[job]
 
 
 def _assert_same_params(a: dict, b: dict) -> None:
@@ -97,23 +92,21 @@ def _assert_same_params(a: dict, b: dict) -> None:
     assert not different, f"parameters differ after resume: {different[:5]}"
 
 
-def test_stop_and_resume_is_bitwise_exact(reference, in_hash_seeds):
-    first = in_hash_seeds[0]
+def test_stop_and_resume_is_bitwise_exact(reference, in_hash_seed):
+    first = in_hash_seed[0]
     assert first.step == 3 and first.checkpoint.name == "checkpoint-00000003.pt"
     assert torch.load(first.checkpoint, weights_only=True)["data"] == {"epoch": 0, "batch": 3}
-    for hash_seed in HASH_SEEDS:  # the resumed half in processes of two other hash seeds than this one's
-        out = _finished_in(in_hash_seeds, hash_seed, "resumed")
-        _assert_same_params(torch.load(ckpt.checkpoint_path(out, STEPS), weights_only=True)["model"], reference[0])
-        log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in log] == list(range(1, STEPS + 1))  # the log reads as one run
-        assert [r["loss"] for r in log[3:]] == [r["loss"] for r in reference[1][3:]]
+    out = _finished_in(in_hash_seed, "resumed")  # the resumed half in a process of another hash seed
+    _assert_same_params(torch.load(ckpt.checkpoint_path(out, STEPS), weights_only=True)["model"], reference[0])
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))  # the log reads as one run
+    assert [r["loss"] for r in log[3:]] == [r["loss"] for r in reference[1][3:]]
 
 
-def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(in_hash_seeds):
+def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(in_hash_seed):
     """The MME target (tracks, HOG along them, several loss terms) end to end in two processes."""
-    a, b = (torch.load(ckpt.checkpoint_path(_finished_in(in_hash_seeds, h, "mme"), 2), weights_only=True)["model"]
-            for h in HASH_SEEDS)
-    _assert_same_params(a, b)
+    there = torch.load(ckpt.checkpoint_path(_finished_in(in_hash_seed, "mme"), 2), weights_only=True)["model"]
+    _assert_same_params(there, torch.load(in_hash_seed[3].checkpoint, weights_only=True)["model"])
 
 
 def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path):
