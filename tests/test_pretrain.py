@@ -145,15 +145,20 @@ def test_loader_workers_beside_a_nodes_cores_are_said_by_rank_0_alone():
     import subprocess
     import sys
 
-    script = ("import os, types; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from mme import cli; "
-              "from mme.data.dataset import make_loader; cli._logging_of_ranks(types.SimpleNamespace(verbose=False)); "
-              "make_loader(list(range(4)), batch_size=2, num_workers=2)")
-    said = {}
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        said[rank] = [ln.split("] ", 1)[1] for ln in done.stderr.splitlines() if "loader workers on" in ln]
+    # the two ranks' processes in turn in one (its torch imported once): each its own log and its own once-a-process
+    # warnings, rank 1's first, so that a line it said cannot have silenced rank 0's
+    script = ("import logging, os, sys, types; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+              "from mme import cli; from mme.data import dataset\n"
+              "for rank in (1, 0):\n"
+              "    os.environ['RANK'] = str(rank); logging.root.handlers.clear(); dataset._WORKERS_SAID.clear()\n"
+              "    print(f'@@ rank {rank}', file=sys.stderr, flush=True)\n"
+              "    cli._logging_of_ranks(types.SimpleNamespace(verbose=False))\n"
+              "    dataset.make_loader(list(range(4)), batch_size=2, num_workers=2)\n")
+    env = {**os.environ, "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = {int(rank): [ln.split("] ", 1)[1] for ln in err.splitlines() if "loader workers on" in ln]
+            for rank, err in re.findall(r"@@ rank (\d)\n(.*?)(?=@@ rank|\Z)", done.stderr, re.S)}
     assert said == {0: ["data.num_workers=2: 2 loader workers on 1 usable core wait for the CPU in turn, beside "
                         "this process: data.num_workers=0 suits this machine"], 1: []}
 
