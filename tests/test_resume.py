@@ -731,7 +731,8 @@ def test_a_train_epochs_run_resumed_with_other_batches_covers_its_epochs(synth, 
     """The end step was epochs x this run's steps per epoch, counted from the checkpoint's step taken in its own:
     2 epochs of 16 clips, 2 steps of batch 4 then batch 2 (as another world size), ran 14 steps more to step 16,
     2.25 epochs."""
-    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=null", "train.epochs=2", "optim.warmup_steps=1", FP32)
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=null", "train.epochs=2", "optim.warmup_steps=1",
+            "model.depth=1", FP32)
     run(*base, "train.stop_after=2")
     res = run(*base, "train.resume=auto", "train.batch_size=2")
     assert res.step == 2 + 12  # the 24 clips left, 2 a step
@@ -745,7 +746,7 @@ def test_a_train_epochs_run_resumed_with_other_steps_per_epoch_goes_on_along_its
     warm-up (lr rising over steps 6-8) and sat early in the cosine after. Its lr is now an uninterrupted run's at
     8 steps per epoch from the epochs done, over a second resume too."""
     base = ("tiny_cpu_pixel", synth, "train.steps=null", "train.epochs=2", "optim.warmup_steps=null",
-            "optim.warmup_epochs=1", "train.batch_size=2", FP32)
+            "optim.warmup_epochs=1", "train.batch_size=2", "model.depth=1", FP32)
     straight = run(*base[:2], tmp_path / "straight", *base[2:])
     run(*base[:2], tmp_path, *base[2:], "train.accum_steps=2", "train.stop_after=5")
     with caplog.at_level(logging.WARNING):
@@ -767,7 +768,8 @@ def test_a_train_steps_run_with_its_warm_up_in_epochs_resumed_with_other_steps_p
     went back into it). Its schedule is now read at the epochs done, as a train.epochs run's: its lr is that of an
     uninterrupted run at 8 steps per epoch from the 6 steps done in those, over the 9 steps it has left. Past its
     warm-up, it goes on as it ran."""
-    base = ("tiny_cpu_pixel", synth, "optim.warmup_steps=null", "optim.warmup_epochs=1", "train.batch_size=2", FP32)
+    base = ("tiny_cpu_pixel", synth, "optim.warmup_steps=null", "optim.warmup_epochs=1", "train.batch_size=2",
+            "model.depth=1", FP32)
     straight = run(*base[:2], tmp_path / "straight", *base[2:], "train.steps=15")
     run(*base[:2], tmp_path, *base[2:], "train.steps=12", "train.accum_steps=2", "train.stop_after=3")
     with caplog.at_level(logging.WARNING):
@@ -780,7 +782,7 @@ def test_a_train_steps_run_with_its_warm_up_in_epochs_resumed_with_other_steps_p
     # past its warm-up (4 steps at 4 per epoch), its cosine goes on in its steps as it ran, the peak scaled alone
     # (read at the epochs done, its lr moved: to a quarter of the peak where it ran at a half); an earlier mme's
     # checkpoint, which records no schedule, alike
-    as_ran = run(*base[:2], tmp_path / "as_ran", "optim.warmup_steps=4", "train.batch_size=2", FP32, "train.steps=12")
+    as_ran = run(*base[:2], tmp_path / "as_ran", "optim.warmup_steps=4", *base[4:], "train.steps=12")
     for name, earlier in (("past", False), ("earlier", True)):
         run(*base[:2], tmp_path / name, *base[2:], "train.steps=12", "train.accum_steps=2", "train.stop_after=6")
         if earlier:
@@ -1070,7 +1072,7 @@ def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_pa
     run("tiny_cpu_pixel", synth, tmp_path, "train.steps=20", "train.batch_size=2", "train.stop_after=3", FP32)
     with caplog.at_level(logging.WARNING):  # 8 batches an epoch, from batch 3: steps 4-6 take 3-4, 5-6, 7 and 0
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=20", "train.batch_size=2", "train.accum_steps=2",
-            "train.keep_epochs=[1,2,9]", "train.resume=auto", FP32)
+            "train.keep_epochs=[1,2,9]", "train.stop_after=10", "train.resume=auto", FP32)
     assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 6), (2, 10)]
     assert "train.keep_epochs [9]: beyond this run's 4.62 epochs, never kept" in caplog.text  # 3 + 17 x 2 batches
     # another run's kept checkpoints alone still make the folder another run's
