@@ -900,7 +900,7 @@ def _no_training_happened(out) -> bool:
     return not (out / "metrics.jsonl").exists() and not list(out.glob("checkpoint-*"))
 
 
-@pytest.mark.pinned  # every run train.precision=fp32
+@pytest.mark.pinned  # its runs pin fp32 or are refused before a precision is chosen
 def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
     # an unknown key, through the command line: exit code 1, the key and the valid ones named, no traceback
     assert cli.main(["pretrain", "--config", "tiny_cpu_pixel", f"train.out_dir={tmp_path}", "train.bogus=1"]) == 1
