@@ -4,8 +4,10 @@ world size), each sample's crop and mask are seeded by the sample, and DDP avera
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -63,6 +65,107 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
         assert abs(x - y) <= 1e-5 * max(1.0, abs(y))
 
 
+LAUNCH = """\
+import atexit, gc, json, os, runpy, sys, traceback
+import torch
+from mme import cli
+from mme.train import distributed as dist
+base, rank = sys.argv[1], os.environ["RANK"]
+open(os.path.join(base, f"pid{rank}"), "w").write(str(os.getpid()))
+atexit.register(gc.freeze)  # the exit of mme's commands (mme.cli.console)
+dist.init_distributed(torch.device("cpu"))  # up for every part (a job that started it would leave it at its end)
+streams, home = {1: os.dup(1), 2: os.dup(2)}, os.getcwd()
+
+
+def redirected(files):  # fds 1 and 2 to files {fd: file}
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        stream.flush()
+        os.dup2(files[fd], fd)
+
+
+for part, args in json.loads(sys.argv[2]).items():
+    folder = os.path.join(base, part)
+    with open(os.path.join(folder, f"stdout{rank}.txt"), "w") as out, \\
+            open(os.path.join(folder, f"stderr{rank}.txt"), "w") as err, cli._logging_put_back():
+        redirected({1: out.fileno(), 2: err.fileno()})
+        sys.argv = [os.path.join(folder, "part.py"), *args]
+        try:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+            open(os.path.join(folder, f"done{rank}"), "w").close()
+        except BaseException:  # any: the tests of this part fail with its traceback, the next parts go on
+            traceback.print_exc()
+        finally:
+            redirected(streams)
+            os.chdir(home)
+dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)
+"""
+"""A script run by torchrun's ranks that runs the scripts ``<first argument>/<part>/part.py`` of the parts of its
+second argument, ``{part: arguments}``, one after the other, in one process group: each rank writes the part's stdout
+and stderr to ``<part>/stdout<RANK>.txt`` and ``<part>/stderr<RANK>.txt``, and ``<part>/done<RANK>`` where the part
+ended without an exception (each launch takes seconds: one for the parts of the tests below)."""
+
+
+@pytest.fixture(scope="module")
+def launched(synth, tmp_path_factory) -> Path:
+    """The folder of the torchrun launch of :data:`LAUNCH` that runs the parts below (:func:`_part`), made once in a
+    session: the first xdist worker to ask makes it while the other waits for it (the tests of this module are dealt
+    to both). ``data.json`` holds the data overrides it read."""
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # the session's folder, above each worker's
+    base = shared / "test_ddp_launched"
+    with open(shared / "test_ddp_launched.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (let go at the close)
+        if not base.is_dir():
+            base.mkdir()
+            try:
+                _launch(base, synth)
+            except BaseException as e:
+                (base / "failed.txt").write_text(str(e))
+                raise
+    if (base / "failed.txt").is_file():
+        pytest.fail(f"the launch failed in another worker: {(base / 'failed.txt').read_text()}")
+    return base
+
+
+def _launch(base: Path, synth: list[str]) -> None:
+    """Run :data:`LAUNCH` in ``base`` for the parts below, each made ready in its folder first; a failure where they
+    hang (the ranks killed after 300 s, all of them)."""
+    (base / "data.json").write_text(json.dumps(synth))
+    parts = {}
+    for part, (script, prepared) in {"ranks": (RANKS, _ranks_part), "in_folders": (IN_RANKS_FOLDERS, _in_folders_part),
+                                     "disagreeing": (DISAGREEING, _disagreeing_part),
+                                     "mixed_cpus": (MIXED_CPUS, _mixed_cpus_part)}.items():
+        (base / part).mkdir()
+        (base / part / "part.py").write_text(script)
+        parts[part] = prepared(base / part, synth)
+    (base / "launch.py").write_text(LAUNCH)
+    lock_folder(base / "ranks" / "locked", "the test")  # (a folder another job holds, for the part of RANKS)
+    try:
+        proc = subprocess.Popen([*TORCHRUN, str(base / "launch.py"), str(base), json.dumps(parts)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            proc.kill()
+            pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
+    finally:
+        unlock_folder(base / "ranks" / "locked")
+    assert proc.returncode == 0, stderr[-3000:]
+
+
+def _part(launched: Path, part: str, whole: bool = True) -> tuple[Path, str, str]:
+    """The folder of ``part`` in the shared launch, and its ranks' stdout and stderr; ``whole``: failing unless
+    it ended without an exception on every rank."""
+    folder = launched / part
+    stdout, stderr = ("".join((folder / f"{name}{rank}.txt").read_text() for rank in (0, 1))
+                      for name in ("stdout", "stderr"))
+    assert not whole or all((folder / f"done{rank}").exists() for rank in (0, 1)), stderr[-3000:]
+    return folder, stdout, stderr
+
+
 RANKS = """\
 import json, resource, signal, sys, types
 from pathlib import Path
@@ -76,7 +179,6 @@ from mme.train import checkpoint, distributed as dist, engine, pretrain
 from mme.train.config import PretrainConfig
 from mme.train.loop import share_failures
 d = Path(sys.argv[1])
-dist.init_distributed(torch.device("cpu"))
 out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
                           str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--workers", "0"])}
 cli._logging_of_ranks(types.SimpleNamespace(verbose=False))  # the CLI's log for the parts below (main put it back)
@@ -135,16 +237,11 @@ out["run_files"] = on_a_full_disk(0, 1000, pretrain.setup, load_config(PretrainC
     f"train.out_dir={d / 'run_files'}", "train.device=cpu", "train.precision=fp32", "data.num_workers=0",
     f"data.list_file={sys.argv[2]}/train.txt", f"data.root={sys.argv[2]}"]))
 (d / f"rank{rank}.json").write_text(json.dumps(out))
-dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)
 """
 
 
-@pytest.fixture(scope="module")
-def ranks(synth, tmp_path_factory):
-    """One torchrun launch of two ranks for the tests below (each launch takes seconds): ``{rank: what it
-    recorded}`` and the launch's stdout and stderr. Its ``mme probe`` embeds the synthetic list with a missing video
-    at line 2 (decoded by rank 1)."""
-    d = tmp_path_factory.mktemp("ranks")
+def _ranks_part(d: Path, synth: list[str]) -> list[str]:
+    """The folder ``d`` of the part :data:`RANKS` made ready, its arguments returned."""
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
                     d / "enc")
@@ -155,13 +252,15 @@ def ranks(synth, tmp_path_factory):
     (d / "other").mkdir()
     (d / "other" / "checkpoint-00000002.pt").write_bytes(b"")  # a checkpoint of another run, as its name says
     (d / "other" / "run.json").write_text(json.dumps({"run_id": "0123abcd"}))
-    (d / "ranks.py").write_text(RANKS)
-    lock_folder(d / "locked", "the test")
-    try:
-        proc = _two_ranks(d / "ranks.py", str(d), synth[1].split("=", 1)[1])
-    finally:
-        unlock_folder(d / "locked")
-    return {r: json.loads((d / f"rank{r}.json").read_text()) for r in (0, 1)}, proc.stdout, proc.stderr
+    return [str(d), synth[1].split("=", 1)[1]]
+
+
+@pytest.fixture(scope="module")
+def ranks(launched):
+    """What the part :data:`RANKS` of the shared launch recorded, ``{rank: what it recorded}``, and its ranks' stdout
+    and stderr. Its ``mme probe`` embeds the synthetic list with a missing video at line 2 (decoded by rank 1)."""
+    d, stdout, stderr = _part(launched, "ranks")
+    return {r: json.loads((d / f"rank{r}.json").read_text()) for r in (0, 1)}, stdout, stderr
 
 
 def test_ranks_that_would_start_at_different_steps_stop_with_a_message(ranks):
@@ -575,12 +674,8 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
 
 IN_RANKS_FOLDERS = """\
 import json, os, sys
-import torch
 from mme import cli
-from mme.train import distributed as dist
 base, rank = sys.argv[1], os.environ["RANK"]
-open(os.path.join(base, f"pid{rank}"), "w").write(str(os.getpid()))
-dist.init_distributed(torch.device("cpu"))  # up for every job below (a job that started it would leave it at its end)
 stderr, codes = os.dup(2), {}
 for job, args in json.loads(sys.argv[2]).items():
     os.chdir(os.path.join(base, job, "node" + rank))
@@ -593,10 +688,9 @@ for job, args in json.loads(sys.argv[2]).items():
             sys.stderr.flush()
             os.dup2(stderr, 2)
 open(os.path.join(base, f"codes{rank}.json"), "w").write(json.dumps(codes))
-dist.shutdown()
 """
-"""A script run by torchrun's ranks that runs the mme commands of its second argument, ``{job: argv}``, one after the
-other: for each job each rank works in a folder of its own, ``<first argument>/<job>/node<RANK>``, as the nodes of a
+"""A part of :data:`LAUNCH` that runs the mme commands of its second argument, ``{job: argv}``, one after the other:
+for each job each rank works in a folder of its own, ``<first argument>/<job>/node<RANK>``, as the nodes of a
 multi-node job each from its own working folder (or disk), and writes its stderr to ``<job>/stderr<RANK>.txt``, and
 the jobs' exit statuses to ``codes<RANK>.json``; the process group, up before the first job, is each job's (as in a
 script that runs several)."""
@@ -623,18 +717,10 @@ def _on_nodes(folder: Path) -> dict[str, bytes | None]:
             for node in folder.glob("node*") for top, dirs, names in os.walk(node) for name in [*dirs, *names]}
 
 
-@pytest.fixture(scope="module")
-def in_folders(synth, tmp_path_factory):
-    """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a command by ranks
-    in folders of their own (:data:`IN_RANKS_FOLDERS`), as on nodes of their own: ``{job: Job}``, and ``{"ids": the
-    run ids of node0/run and node1/run}``; a failure where they hang (killed after 90 s, all of them; before, each job
-    was a launch of its own, killed after 60 s). Jobs of ``mme pretrain``: ``fresh`` and ``resumed`` (node0/run a
-    finished run of 2 steps) with train.out_dir=run; ``runs`` resumes run/checkpoint-00000002.pt, on each node a
-    finished run of its own (node0's a copy of ``resumed``'s); ``damaged`` reads data.root=root, node 1's copy of
-    the videos damaged. Jobs of ``mme embed --out feats.npy`` of the encoder ``enc`` (beside the jobs' folders):
-    ``embed_partial``, node 1 holding a partial folder of its own, and ``embed_done0`` and ``embed_done1``, node 0
-    or 1 holding this job's finished features (an earlier run of the command on it alone)."""
-    base = tmp_path_factory.mktemp("in_folders")
+def _in_folders_part(base: Path, synth: list[str]) -> list[str]:
+    """The folder ``base`` of the part :data:`IN_RANKS_FOLDERS` made ready, its arguments returned: the jobs read by
+    :func:`in_folders`, with ``held.pickle`` what their nodes' folders held before the launch and ``ids.json`` the run
+    ids of runs/node0/run and runs/node1/run."""
     list_file, root = (s.split("=", 1)[1] for s in synth)
     jobs = {job: ["pretrain", "--config", "tiny_cpu_pixel", *extra, *tiny(
         *synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32)] for job, extra in
@@ -659,7 +745,8 @@ def in_folders(synth, tmp_path_factory):
     shutil.copytree(base / "resumed" / "node0" / "run", base / "runs" / "node0" / "run")
     run("tiny_cpu_pixel", synth, base / "runs" / "node1" / "run", "train.steps=2", "train.batch_size=2",
         "train.seed=1", FP32)
-    ids = [json.loads((base / "runs" / f"node{rank}" / "run" / "run.json").read_text())["run_id"] for rank in (0, 1)]
+    (base / "ids.json").write_text(json.dumps([json.loads((base / "runs" / f"node{rank}" / "run" / "run.json")
+                                                          .read_text())["run_id"] for rank in (0, 1)]))
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
                     base / "enc")
@@ -671,22 +758,25 @@ def in_folders(synth, tmp_path_factory):
         video = base / "damaged" / "node1" / "root" / line.split()[0]
         video.parent.mkdir(parents=True, exist_ok=True)
         video.write_bytes(b"not a video")
-    held = {job: _on_nodes(base / job) for job in jobs}
-    (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
-    proc = subprocess.Popen([*TORCHRUN,
-                             str(base / "in_folders.py"), str(base), json.dumps(jobs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, stderr = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        proc.kill()
-        pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
-    assert proc.returncode == 0, stderr[-3000:]
-    said = {job: "".join((base / job / f"stderr{rank}.txt").read_text() for rank in (0, 1)) for job in jobs}
+    (base / "held.pickle").write_bytes(pickle.dumps({job: _on_nodes(base / job) for job in jobs}))
+    return [str(base), json.dumps(jobs)]
+
+
+@pytest.fixture(scope="module")
+def in_folders(launched):
+    """The jobs of the part :data:`IN_RANKS_FOLDERS` of the shared launch, each a command by ranks in folders of their
+    own, as on nodes of their own: ``{job: Job}``, and ``{"ids": the run ids of node0/run and node1/run}``. Jobs of
+    ``mme pretrain``: ``fresh`` and ``resumed`` (node0/run a finished run of 2 steps) with train.out_dir=run; ``runs``
+    resumes run/checkpoint-00000002.pt, on each node a finished run of its own (node0's a copy of ``resumed``'s);
+    ``damaged`` reads data.root=root, node 1's copy of the videos damaged. Jobs of ``mme embed --out feats.npy`` of the
+    encoder ``enc`` (beside the jobs' folders): ``embed_partial``, node 1 holding a partial folder of its own, and
+    ``embed_done0`` and ``embed_done1``, node 0 or 1 holding this job's finished features (an earlier run of the
+    command on it alone)."""
+    base, _, _ = _part(launched, "in_folders")
+    held = pickle.loads((base / "held.pickle").read_bytes())
     codes = [json.loads((base / f"codes{rank}.json").read_text()) for rank in (0, 1)]
-    return {job: Job(base / job, held[job], said[job], [c[job] for c in codes]) for job in jobs} | {"ids": ids}
+    return {job: Job(base / job, held[job], "".join((base / job / f"stderr{rank}.txt").read_text() for rank in (0, 1)),
+                     [c[job] for c in codes]) for job in held} | {"ids": json.loads((base / "ids.json").read_text())}
 
 
 @pytest.mark.parametrize("resume", [True, False])
@@ -1021,20 +1111,17 @@ def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(n
 
 
 DISAGREEING = """\
-import atexit, gc, json, os, sys
+import json, os, sys
 from pathlib import Path
 import torch
 from mme.config import load_config
 from mme.eval.features import embed
 from mme.eval.finetuned import finetune, loop
 from mme.eval.probe import run_probe
-from mme.train import distributed as dist
 from mme.train.config import FinetuneConfig, PretrainConfig
 from mme.train.pretrain import pretrain
 d, root, rank = Path(sys.argv[1]), sys.argv[2], os.environ["RANK"]
-atexit.register(gc.freeze)  # the exit of mme's commands (mme.cli.console), which these parts are without
 os.chdir(d / f"node{rank}")  # each rank on a node of its own: relative paths name the node's own copies
-dist.init_distributed(torch.device("cpu"))
 TINY = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
         "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
         "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", "train.precision=fp32",
@@ -1102,21 +1189,14 @@ def train_then_replace_the_test_list(run):  # node 1's copy replaced while the r
 
 loop.train = train_then_replace_the_test_list
 finetuned("replaced_test_list", f"data.list_file={root}/train.txt", "task.test_list=same.txt")
-dist.shutdown()
+loop.train = trains
 """
 """Each rank, in a folder of its own as on a node of its own, reads its node's copy of an input (lists, checkpoint):
 node 1's copy differs from node 0's."""
 
 
-@pytest.fixture(scope="module")
-def disagreeing(synth, tmp_path_factory):
-    """One torchrun launch of two ranks, each reading its own node's copy (``node<RANK>/``) of one input at a time:
-    ``{rank: {part: None or [error type, message]}}`` and the launch's stderr. Rank 1's copies: a test list of 3 of
-    rank 0's 7 videos (tested alone, and after training), a classifier of other weights, an embed list and a
-    pre-training list in another order, a training list of 12 of the 16 videos, a track cache of another flow; and
-    rank 1's own settings: a pre-training config, task.eval_only's test views, mme embed's and mme probe's options,
-    and its own code for mme embed."""
-    d = tmp_path_factory.mktemp("disagreeing")
+def _disagreeing_part(d: Path, synth: list[str]) -> list[str]:
+    """The folder ``d`` of the part :data:`DISAGREEING` made ready, its arguments returned."""
     lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
     for rank in (0, 1):
         node = d / f"node{rank}"
@@ -1140,12 +1220,20 @@ def disagreeing(synth, tmp_path_factory):
     save_pretrained(VideoClassifier(ModelConfig(img_size=32, num_frames=3, patch_size=8, tubelet_size=1, embed_dim=32,
                                                 depth=1, num_heads=1), num_classes=4), d / "clip3")
     shutil.copy(d / "node0" / "test.txt", d / "test.txt")
-    (d / "ranks.py").write_text(DISAGREEING)
-    proc = subprocess.run([*TORCHRUN,
-                           str(d / "ranks.py"), str(d), synth[1].split("=", 1)[1]], capture_output=True, text=True,
-                          timeout=300)
+    return [str(d), synth[1].split("=", 1)[1]]
+
+
+@pytest.fixture(scope="module")
+def disagreeing(launched):
+    """The part :data:`DISAGREEING` of the shared launch, each rank reading its own node's copy (``node<RANK>/``) of
+    one input at a time: ``{rank: {part: None or [error type, message]}}`` (what each rank recorded before it ended),
+    its ranks' stderr and its folder. Rank 1's copies: a test list of 3 of rank 0's 7 videos (tested alone, and after
+    training), a classifier of other weights, an embed list and a pre-training list in another order, a training list
+    of 12 of the 16 videos, a track cache of another flow; and rank 1's own settings: a pre-training config,
+    task.eval_only's test views, mme embed's and mme probe's options, and its own code for mme embed."""
+    d, _, stderr = _part(launched, "disagreeing", whole=False)
     said = {r: json.loads(f.read_text()) if (f := d / f"rank{r}.json").is_file() else {} for r in (0, 1)}
-    return said, proc.stderr, d
+    return said, stderr, d
 
 
 def _disagree(disagreeing, part: str) -> str:
@@ -1302,28 +1390,24 @@ def test_mme_embed_and_probe_given_other_options_or_code_on_one_node_stop_every_
 
 MIXED_CPUS = """\
 import json, os, sys
-import torch
 from mme import cli
-from mme.train import distributed as dist, precision
+from mme.train import precision
 # rank 0 on a node with native bf16 (AMX), rank 1 on an AVX2-only one, as in a heterogeneous cluster
-rank = int(os.environ["RANK"])
+rank, features = int(os.environ["RANK"]), precision.cpu_features
 precision.cpu_features = (lambda: ("AVX2",)) if rank else (lambda: ("AVX2", "AVX-512", "AVX512-BF16", "AMX"))
-dist.init_distributed(torch.device("cpu"))  # up for every job below
+forced = os.environ.pop(precision.AUTO_ENV, None)  # auto as resolved, not as pinned for a run of the suite
 for args in json.loads(sys.argv[1]):
     cli.main(args)
-dist.shutdown()
+precision.cpu_features = features
+if forced is not None:
+    os.environ[precision.AUTO_ENV] = forced
 """
-"""A script run by torchrun's ranks, rank 1 on a CPU without native bf16 and rank 0 on one with it, that runs the
-mme commands of its argument, ``[argv, ...]``, one after the other."""
+"""A part of :data:`LAUNCH`, rank 1 on a CPU without native bf16 and rank 0 on one with it, that runs the mme commands
+of its argument, ``[argv, ...]``, one after the other (the CPUs and the environment put back after)."""
 
 
-@pytest.fixture(scope="module")
-def mixed_cpus(synth, tmp_path_factory):
-    """One torchrun launch of two ranks on CPUs of which only rank 0's has native bf16 (:data:`MIXED_CPUS`) for the
-    tests below: its folder (``enc``, an encoder, ``embed.npy`` its features of the synthetic list by ``mme embed``
-    at auto precision; ``auto``, ``bf16`` and ``fp16``, runs of ``mme pretrain`` at those precisions; ``eval``, a
-    ``task.eval_only`` test of the classifier ``clf`` at auto precision) and the ranks' stderr."""
-    d = tmp_path_factory.mktemp("mixed_cpus")
+def _mixed_cpus_part(d: Path, synth: list[str]) -> list[str]:
+    """The folder ``d`` of the part :data:`MIXED_CPUS` made ready, its arguments returned."""
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
                     d / "enc")
@@ -1341,18 +1425,25 @@ def mixed_cpus(synth, tmp_path_factory):
               "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", "train.device=cpu",
               f"data.root={root}", f"task.classes={root}/classes.json", "task.val_list=",
               f"task.test_list={list_file}"]]
-    (d / "mixed.py").write_text(MIXED_CPUS)
-    proc = _two_ranks(d / "mixed.py", json.dumps(jobs),  # (auto as resolved, not as pinned for a run of the suite)
-                      env={k: v for k, v in os.environ.items() if k != "MME_AUTO_PRECISION"})
-    return d, proc.stderr
+    return [json.dumps(jobs)]
 
 
-def test_embed_on_ranks_of_which_one_lacks_native_bf16_embeds_every_row_in_fp32_saying_which_rank(mixed_cpus, synth):
+@pytest.fixture(scope="module")
+def mixed_cpus(launched):
+    """The part :data:`MIXED_CPUS` of the shared launch, on CPUs of which only rank 0's has native bf16: its folder
+    (``enc``, an encoder, ``embed.npy`` its features of the synthetic list by ``mme embed`` at auto precision;
+    ``auto``, ``bf16`` and ``fp16``, runs of ``mme pretrain`` at those precisions; ``eval``, a ``task.eval_only`` test
+    of the classifier ``clf`` at auto precision), the ranks' stderr and the data overrides it read."""
+    d, _, stderr = _part(launched, "mixed_cpus")
+    return d, stderr, json.loads((launched / "data.json").read_text())
+
+
+def test_embed_on_ranks_of_which_one_lacks_native_bf16_embeds_every_row_in_fp32_saying_which_rank(mixed_cpus):
     """Each rank resolved auto on its own CPU and the sidecar said rank 0's: the rows of rank 0's share were bf16's,
     rank 1's fp32's, all recorded as bf16. One choice is every rank's, fp32 where any rank lacks native bf16."""
     from mme.eval.features import embed, read_features
 
-    d, stderr = mixed_cpus
+    d, stderr, synth = mixed_cpus
     assert json.loads((d / "embed.npy.json").read_text())["precision"] == "fp32"
     assert re.search(r"INFO rank 0\] .*precision fp32 \(auto: no native bf16 on the cpu of rank 1, ", stderr), \
         stderr[-3000:]
@@ -1366,7 +1457,7 @@ def test_pretraining_on_ranks_of_which_one_lacks_native_bf16_runs_fp32_and_warns
     """Every rank took rank 0's auto choice, bf16 where it timed bf16 faster, emulated on the AVX2 rank; and bf16 asked
     for was said to be emulated only where that was rank 0 (the warning of a rank's own CPU was dropped as one every
     rank raises alike)."""
-    d, stderr = mixed_cpus
+    d, stderr, _ = mixed_cpus
     run = json.loads((d / "auto" / "run.json").read_text())
     assert (run["precision"], run["precision_reason"]) == ("fp32", (
         "auto: no native bf16 on the cpu of rank 1, where emulated bf16 is far slower than fp32; every rank runs one "
@@ -1379,7 +1470,7 @@ def test_pretraining_on_ranks_of_which_one_lacks_native_bf16_runs_fp32_and_warns
 def test_an_fp16_asked_for_on_cpus_is_said_to_be_emulated_once_not_by_every_rank(mixed_cpus):
     """fp16 is emulated on every CPU, alike on every rank: each rank said so, a line of its own (64 at 64 ranks),
     since the warning of a rank's own node (bf16 above) was shown by every rank."""
-    d, stderr = mixed_cpus
+    d, stderr, _ = mixed_cpus
     warned = [ln for ln in stderr.splitlines() if "fp16 requested on cpu without native fp16 support" in ln]
     assert len(warned) == 1 and " WARNING rank 0] " in warned[0], stderr[-3000:]
     assert json.loads((d / "fp16" / "run.json").read_text())["precision"] == "fp16"
@@ -1388,7 +1479,7 @@ def test_an_fp16_asked_for_on_cpus_is_said_to_be_emulated_once_not_by_every_rank
 def test_eval_only_on_ranks_of_which_one_lacks_native_bf16_tests_in_fp32_saying_which_rank(mixed_cpus):
     """task.eval_only resolved auto on each rank: rank 0's share of the test videos in bf16, rank 1's in fp32,
     test.json saying bf16."""
-    d, stderr = mixed_cpus
+    d, stderr, _ = mixed_cpus
     assert json.loads((d / "eval" / "test.json").read_text())["precision"] == "fp32"
     assert re.search(r"INFO rank 0\] task.eval_only: on cpu, precision fp32 \(auto: no native bf16 on the cpu of "
                      r"rank 1, ", stderr), stderr[-3000:]
