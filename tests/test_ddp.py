@@ -39,20 +39,22 @@ exit, after its ranks', skips the interpreter's last garbage collections as mme'
 s of CPU a launch, which imported torch."""
 
 
-def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
+def _batch_b_part(d: Path, synth: list[str]) -> list[str]:
+    """The arguments of the part :data:`BY_THE_CLI` that pre-trains into ``d / "run"`` on two ranks of batch 2."""
     # (clips of 8 frames at stride 4 span 29 raw frames of the synth's 24: the short-video warning's counts are rank
     # 0's own reads under torchrun, and it says so)
-    single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4", FP32,
-                 "data.stride=4")
-    out = tmp_path / "ddp"
-    cmd = [*TORCHRUN,
-           "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}",
-           f"train.steps={STEPS}", "train.batch_size=2", FP32, "data.stride=4")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "world size 2" in proc.stdout and "effective batch 4 = 2/rank x 2 ranks x 1 accum" in proc.stdout
+    return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={d / 'run'}",
+            f"train.steps={STEPS}", "train.batch_size=2", FP32, "data.stride=4")]
+
+
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(launched, tmp_path):
+    d, stdout, stderr = _part(launched, "batch_b")
+    single = run("tiny_cpu_pixel", json.loads((launched / "data.json").read_text()), tmp_path / "single",
+                 f"train.steps={STEPS}", "train.batch_size=4", FP32, "data.stride=4")
+    out = d / "run"
+    assert "world size 2" in stdout and "effective batch 4 = 2/rank x 2 ranks x 1 accum" in stdout
     assert re.search(r"data: (the \d+|\d+ of the \d+) videos read on this rank so far holds? fewer raw frames than "
-                     r"the 29 a clip spans", proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
+                     r"the 29 a clip spans", stdout + stderr), (stdout + stderr)[-3000:]
     a = torch.load(single.checkpoint, weights_only=True)
     b = torch.load(out / single.checkpoint.name, weights_only=True)
     assert b["meta"]["world_size"] == 2
@@ -129,20 +131,22 @@ def launched(synth, tmp_path_factory) -> Path:
 
 
 def _launch(base: Path, synth: list[str]) -> None:
-    """Run :data:`LAUNCH` in ``base`` for the parts below, each made ready in its folder first; a failure where they
-    hang (the ranks killed after 300 s, all of them)."""
+    """Run :data:`LAUNCH` in ``base`` for the parts below, each made ready in its folder first, its own stderr kept in
+    ``stderr.txt``; a failure where they hang (the ranks killed after 300 s, all of them)."""
     (base / "data.json").write_text(json.dumps(synth))
-    parts = {}
-    for part, (script, prepared) in {"ranks": (RANKS, _ranks_part), "in_folders": (IN_RANKS_FOLDERS, _in_folders_part),
-                                     "disagreeing": (DISAGREEING, _disagreeing_part),
-                                     "mixed_cpus": (MIXED_CPUS, _mixed_cpus_part)}.items():
+    parts = {"ranks": (RANKS, _ranks_part), "in_folders": (IN_RANKS_FOLDERS, _in_folders_part),
+             "disagreeing": (DISAGREEING, _disagreeing_part), "mixed_cpus": (MIXED_CPUS, _mixed_cpus_part),
+             "batch_b": (BY_THE_CLI, _batch_b_part),
+             "fails_at_second_step": (FAILS_AT_SECOND_STEP, _fails_at_second_step_part)}  # (last: a hang ends all)
+    args = {}
+    for part, (script, prepared) in parts.items():
         (base / part).mkdir()
         (base / part / "part.py").write_text(script)
-        parts[part] = prepared(base / part, synth)
+        args[part] = prepared(base / part, synth)
     (base / "launch.py").write_text(LAUNCH)
     lock_folder(base / "ranks" / "locked", "the test")  # (a folder another job holds, for the part of RANKS)
     try:
-        proc = subprocess.Popen([*TORCHRUN, str(base / "launch.py"), str(base), json.dumps(parts)],
+        proc = subprocess.Popen([*TORCHRUN, str(base / "launch.py"), str(base), json.dumps(args)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             _, stderr = proc.communicate(timeout=300)
@@ -153,7 +157,15 @@ def _launch(base: Path, synth: list[str]) -> None:
             pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
     finally:
         unlock_folder(base / "ranks" / "locked")
-    assert proc.returncode == 0, stderr[-3000:]
+    (base / "stderr.txt").write_text(f"{stderr}(exit {proc.returncode})\n")
+
+
+BY_THE_CLI = """\
+import sys
+from mme import cli
+assert cli.main(sys.argv[1:]) == 0, "the command failed"
+"""
+"""A part of :data:`LAUNCH` that runs the mme command of its arguments, which must succeed."""
 
 
 def _part(launched: Path, part: str, whole: bool = True) -> tuple[Path, str, str]:
@@ -162,7 +174,8 @@ def _part(launched: Path, part: str, whole: bool = True) -> tuple[Path, str, str
     folder = launched / part
     stdout, stderr = ("".join((folder / f"{name}{rank}.txt").read_text() for rank in (0, 1))
                       for name in ("stdout", "stderr"))
-    assert not whole or all((folder / f"done{rank}").exists() for rank in (0, 1)), stderr[-3000:]
+    assert not whole or all((folder / f"done{rank}").exists() for rank in (0, 1)), \
+        f"{stderr[-3000:]}\nthe launch's stderr: {(launched / 'stderr.txt').read_text()[-3000:]}"
     return folder, stdout, stderr
 
 
@@ -611,26 +624,32 @@ FAILS_AT_SECOND_STEP = (
     "            raise DataError('no readable video for item 5')\n"
     "        yield item\n"
     "loop.micro_batches = failing\n"
-    "sys.exit(cli.console(sys.argv[1:]))\n")
-"""A script run by torchrun's ranks in which rank 1's data fails at its third micro-batch: with ``accum_steps=2``, the
-first of the second step."""
+    "try:\n"
+    "    cli.main(sys.argv[1:])\n"
+    "finally:\n"
+    "    loop.micro_batches = real\n"
+    "    faulthandler.cancel_dump_traceback_later()\n")
+"""A part of :data:`LAUNCH`, the last (a hang ends the launch), that runs an mme command in which rank 1's data fails
+at its third micro-batch: with ``accum_steps=2``, the first of the second step."""
 
 
-def test_a_rank_whose_data_fails_on_the_first_micro_batch_of_a_later_step_stops_every_rank(synth, tmp_path):
+def _fails_at_second_step_part(d: Path, synth: list[str]) -> list[str]:
+    """The arguments of the part :data:`FAILS_AT_SECOND_STEP`, which pre-trains into ``d / "run"``."""
+    return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={d / 'run'}", "train.steps=3",
+                                                            "train.batch_size=2", "train.accum_steps=2",
+                                                            "train.log_every=1", FP32)]
+
+
+def test_a_rank_whose_data_fails_on_the_first_micro_batch_of_a_later_step_stops_every_rank(launched):
     """The ranks agreed on a data failure once a step, before its last micro-batch, trusting DDP to hold no collective
     in the others: but after the first synchronised backward, DDP rebuilds its gradient buckets in the next forward
     (a broadcast from rank 0, under ``no_sync`` too), where rank 0 waited while rank 1 waited in the agreement, for
     ever (SIGTERM did not end them). Here a hang ends in the script's timer, a traceback, not in the two lines."""
-    (tmp_path / "fails.py").write_text(FAILS_AT_SECOND_STEP)
-    proc = subprocess.run([*TORCHRUN,
-                           str(tmp_path / "fails.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=3", "train.batch_size=2",
-                           "train.accum_steps=2", "train.log_every=1", FP32)],
-                          capture_output=True, text=True, timeout=300)
+    d, _, stderr = _part(launched, "fails_at_second_step")
     said = "no readable video for item 5"
-    assert sorted(_ends(proc.stderr, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
-                                                      f"mme pretrain: error: rank 1: {said}"], proc.stderr[-3000:]
-    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert sorted(_ends(stderr, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
+                                                 f"mme pretrain: error: rank 1: {said}"], stderr[-3000:]
+    assert [json.loads(line)["step"] for line in (d / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 KILLED_AT = ("import os, signal, sys\n"
