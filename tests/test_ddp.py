@@ -430,14 +430,14 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
                                "--length", "2", "--short-side", str(short_side)], capture_output=True, text=True,
                               timeout=300)
 
-    proc = extract(256)
+    proc = extract(64)
     assert proc.returncode == 1 and "stopped by SIGTERM" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(reports[1].read_text())["done"] == 4
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("extract: ")]
     assert summary == [f"extract: 4 written, 0 already complete, 4 failed, counted over the 2 ranks' shares (see "
                        f"{reports[0]})"], proc.stdout  # (rank 1's 4 written, rank 0's 4 failed)
     reports[0].unlink()
-    proc = extract(128)  # rank 1's share was made at 256
+    proc = extract(32)  # rank 1's share was made at 64
     # The refusing rank's line; rank 0's ('rank 1: ...') when torchrun has not stopped it first. The ranks share
     # stderr, so their lines may run together.
     said = " 4 videos already have caches"
@@ -583,13 +583,14 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     for label in (0, 1):
         (tmp_path / f"broken{label}.mp4").write_bytes(b"not a video")
     (tmp_path / "val.txt").write_text("".join(f"{tmp_path / f'broken{label}.mp4'} {label}\n" for label in (0, 1)))
+    (tmp_path / "test.txt").write_text("".join(Path(synth[0].split("=", 1)[1]).read_text().splitlines(True)[:4]))
     (tmp_path / "slow.py").write_text(SLOW_RANK_0 + "sys.exit(cli.console(sys.argv[1:]))\n")
     tiny = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
             "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
             "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", FP32]
     proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "slow.py"), "finetune", "--config", "finetune_tiny_cpu", *synth,
-                           f"task.val_list={tmp_path / 'val.txt'}", f"task.test_list={synth[0].split('=', 1)[1]}",
+                           f"task.val_list={tmp_path / 'val.txt'}", f"task.test_list={tmp_path / 'test.txt'}",
                            f"task.classes={root / 'classes.json'}", f"train.out_dir={out}", *tiny],
                           capture_output=True, text=True, timeout=300)
     assert f"{out / 'loss.png'}: could not be written (Is a directory)" in proc.stderr, proc.stderr[-3000:]
