@@ -111,7 +111,8 @@ ended without an exception (each launch takes seconds: one for the parts of the 
 def launched(synth, tmp_path_factory) -> Path:
     """The folder of the torchrun launch of :data:`LAUNCH` that runs the parts below (:func:`_part`), made once in a
     session: the first xdist worker to ask makes it while the other waits for it (the tests of this module are dealt
-    to both). ``data.json`` holds the data overrides it read."""
+    to both). ``data.json`` holds the data overrides it read. Every test of a part runs the whole launch (with ``-k``
+    too), and a failure while a part is made ready fails the tests of every part."""
     shared = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:
         shared = shared.parent  # the session's folder, above each worker's
@@ -154,7 +155,9 @@ def _launch(base: Path, synth: list[str]) -> None:
             for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
             proc.kill()
-            pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
+            unended = {part: u for part in parts if (u := _unended(base / part))}
+            pytest.fail(f"the ranks hung (killed after 300 s); the parts not ended: {unended}; torchrun's stderr: "
+                        f"{proc.communicate()[1][-2000:]}")
     finally:
         unlock_folder(base / "ranks" / "locked")
     (base / "stderr.txt").write_text(f"{stderr}(exit {proc.returncode})\n")
@@ -169,14 +172,36 @@ assert cli.main(sys.argv[1:]) == 0, "the command failed"
 
 
 def _part(launched: Path, part: str, whole: bool = True) -> tuple[Path, str, str]:
-    """The folder of ``part`` in the shared launch, and its ranks' stdout and stderr; ``whole``: failing unless
-    it ended without an exception on every rank."""
+    """The folder of ``part`` in the shared launch, and its ranks' stdout and stderr; failing where a rank never
+    started it, and, ``whole``, unless it ended without an exception on every rank."""
     folder = launched / part
-    stdout, stderr = ("".join((folder / f"{name}{rank}.txt").read_text() for rank in (0, 1))
+    stdout, stderr = ("".join(f.read_text() if (f := folder / f"{name}{rank}.txt").is_file() else "" for rank in (0, 1))
                       for name in ("stdout", "stderr"))
-    assert not whole or all((folder / f"done{rank}").exists() for rank in (0, 1)), \
-        f"{stderr[-3000:]}\nthe launch's stderr: {(launched / 'stderr.txt').read_text()[-3000:]}"
+    unended = _unended(folder)
+    if unended and (whole or "never started" in unended.values()):  # (a rank that never started it: nothing to test)
+        pytest.fail(f"part {part} not ended: {unended}\n{stderr[-3000:]}\nthe launch's stderr: "
+                    f"{(launched / 'stderr.txt').read_text()[-3000:]}")
     return folder, stdout, stderr
+
+
+def _unended(folder: Path) -> dict[str, str]:
+    """Each rank that did not end the part of the shared launch in ``folder`` without an exception, to where it
+    stopped: "never started" (no files of its own there: the launch ended before it) or "raised or hung"."""
+    return {f"rank {rank}": "raised or hung" if (folder / f"stdout{rank}.txt").is_file() else "never started"
+            for rank in (0, 1) if not (folder / f"done{rank}").is_file()}
+
+
+def test_a_part_the_launch_never_reached_fails_its_tests_naming_it_and_showing_the_launchs_error(tmp_path):
+    """A launch that ended early (a rank crashed in an earlier part) failed the tests of the parts it never reached
+    with a FileNotFoundError of the part's files, not the launch's error, even where the part's failures are
+    tolerated."""
+    (tmp_path / "stderr.txt").write_text("rank 1 exited with 3\n(exit 1)\n")
+    (tmp_path / "never").mkdir()
+    for whole in (True, False):
+        with pytest.raises(pytest.fail.Exception) as failed:
+            _part(tmp_path, "never", whole=whole)
+        assert str(failed.value) == ("part never not ended: {'rank 0': 'never started', 'rank 1': 'never started'}\n"
+                                     "\nthe launch's stderr: rank 1 exited with 3\n(exit 1)\n"), str(failed.value)
 
 
 RANKS = """\
