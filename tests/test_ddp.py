@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import runpy
 import shutil
 import signal
 import subprocess
@@ -1220,8 +1221,11 @@ import mme.motion.tracks
 tracker, torch_version = mme.motion.tracks.TRACKER, torch.__version__
 if rank == "1":  # another tracker's rule, and a torch of the same version built for CUDA (the same torch)
     mme.motion.tracks.TRACKER, torch.__version__ = tracker + 1, torch_version.split("+")[0] + "+cu128"
-outcome("embed_code", embed, d / "model", d / "shared.txt", d / "code.npy", root=root, num_workers=0, progress=False)
-mme.motion.tracks.TRACKER, torch.__version__ = tracker, torch_version
+try:
+    outcome("embed_code", embed, d / "model", d / "shared.txt", d / "code.npy", root=root, num_workers=0,
+            progress=False)
+finally:  # (for the next parts of the launch)
+    mme.motion.tracks.TRACKER, torch.__version__ = tracker, torch_version
 trains = loop.train
 
 
@@ -1233,8 +1237,10 @@ def train_then_replace_the_test_list(run):  # node 1's copy replaced while the r
 
 
 loop.train = train_then_replace_the_test_list
-finetuned("replaced_test_list", f"data.list_file={root}/train.txt", "task.test_list=same.txt")
-loop.train = trains
+try:
+    finetuned("replaced_test_list", f"data.list_file={root}/train.txt", "task.test_list=same.txt")
+finally:
+    loop.train = trains
 """
 """Each rank, in a folder of its own as on a node of its own, reads its node's copy of an input (lists, checkpoint):
 node 1's copy differs from node 0's."""
@@ -1441,14 +1447,37 @@ from mme.train import precision
 rank, features = int(os.environ["RANK"]), precision.cpu_features
 precision.cpu_features = (lambda: ("AVX2",)) if rank else (lambda: ("AVX2", "AVX-512", "AVX512-BF16", "AMX"))
 forced = os.environ.pop(precision.AUTO_ENV, None)  # auto as resolved, not as pinned for a run of the suite
-for args in json.loads(sys.argv[1]):
-    cli.main(args)
-precision.cpu_features = features
-if forced is not None:
-    os.environ[precision.AUTO_ENV] = forced
+try:
+    for args in json.loads(sys.argv[1]):
+        cli.main(args)
+finally:  # (for the next parts of the launch)
+    precision.cpu_features = features
+    if forced is not None:
+        os.environ[precision.AUTO_ENV] = forced
 """
 """A part of :data:`LAUNCH`, rank 1 on a CPU without native bf16 and rank 0 on one with it, that runs the mme commands
 of its argument, ``[argv, ...]``, one after the other (the CPUs and the environment put back after)."""
+
+
+def test_the_mixed_cpus_part_puts_the_cpus_and_the_environment_back_where_a_command_raises(tmp_path, monkeypatch):
+    """:data:`MIXED_CPUS` put them back after its commands alone: one that raised left the next parts of the launch
+    on its rank's mocked CPU, the suite's pinned auto precision unset."""
+    from mme.train import precision
+
+    features = precision.cpu_features
+    monkeypatch.setattr(precision, "cpu_features", features)  # (put back for the tests after, whatever the part did)
+    monkeypatch.setenv(precision.AUTO_ENV, "fp32")
+    monkeypatch.setenv("RANK", "1")
+
+    def raising(args):
+        raise RuntimeError("a command that raised")
+
+    monkeypatch.setattr("mme.cli.main", raising)
+    (tmp_path / "part.py").write_text(MIXED_CPUS)
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "part.py"), json.dumps([["embed"]])])
+    with pytest.raises(RuntimeError, match="a command that raised"):
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    assert precision.cpu_features is features and os.environ[precision.AUTO_ENV] == "fp32"
 
 
 def _mixed_cpus_part(d: Path, synth: list[str]) -> list[str]:
