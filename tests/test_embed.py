@@ -641,6 +641,7 @@ def test_features_killed_while_written_leave_no_file_after_the_next_write(tmp_pa
     assert np.array_equal(features, x) and read_valid.all()
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
     """Two jobs on one --out both embedded everything, and the first to finish deleted the parts the other was
     assembling. The partial-results folder is now locked by the job that writes it."""
@@ -648,35 +649,47 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, 
 
     root, ckpt = setup
     out = tmp_path / "f.npy"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.train import run_folder; "
-                               f"run_folder.take({str(out) + '.partial'!r}); print('held', flush=True); "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.utils import lock_folder; "  # (no torch)
+                               f"lock_folder({str(out) + '.partial'!r}, '--out'); print('held', flush=True); "
                                "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=r"--out \(its partial results\) '.*f\.npy\.partial' is in use by "
                                               r"another job \(PID \d+ on "):
-            embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False)
+            embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False,
+                  precision="fp32")
     finally:
         holder.communicate("")
     assert read_features(embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0,
-                               progress=False))[1].sum() == 6  # once it is gone, the job runs
+                               progress=False, precision="fp32"))[1].sum() == 6  # once it is gone, the job runs
     assert not (tmp_path / "f.npy.partial").exists()
 
 
+@pytest.mark.pinned  # every run precision fp32
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, tmp_path):
     root, ckpt = setup
-    many = tmp_path / "many.txt"  # 1,200 rows (the 8 videos repeated): the run still going when killed, also when
-    rows = (root / "list.txt").read_text().splitlines() * 150  # a loaded machine leaves this process waiting (480
-    # rows were embedded whole, in 2 s, before this process, under xdist beside another worker, saw 3 parts)
+    many = tmp_path / "many.txt"  # 24 rows (the 8 videos repeated), a part each; the command waits after its third,
+    rows = (root / "list.txt").read_text().splitlines() * 3  # so the signal comes mid-way however loaded the machine
     many.write_text("\n".join(str(root / r) for r in rows) + "\n")
     # the reference: the 8 videos embedded once, repeated as the list repeats them (a row is its video's whatever
     # the batch it is embedded in: the resumed file holds rows of batch 1 and of the default batch alike)
     reference = np.tile(np.load(embed(ckpt, root / "list.txt", tmp_path / "ref.npy", stride=2, root=str(root),
-                                      num_workers=0, progress=False)), (150, 1))
+                                      num_workers=0, progress=False, precision="fp32")), (3, 1))
     out = tmp_path / "f.npy"
-    cmd = [sys.executable, "-m", "mme.cli", "embed", str(ckpt), str(many), "--out", str(out), "--stride", "2",
-           "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0", "--device", "cpu"]
+    script = ("import sys, time\n"
+              "import mme.eval.features as features\n"
+              "from mme import cli\n"
+              "write, written = features._write_part, []\n"
+              "def then_wait(*args):\n"
+              "    written.append(write(*args))\n"
+              "    if len(written) == 3:\n"
+              "        time.sleep(60)\n"
+              "    return written[-1]\n"
+              "features._write_part = then_wait\n"
+              "sys.exit(cli.main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", script, "embed", str(ckpt), str(many), "--out", str(out), "--stride", "2",
+           "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0", "--device", "cpu", "--precision", "fp32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "f.npy.partial"
     deadline = time.time() + 60
@@ -689,12 +702,13 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     done = len(list(partial.glob("part-*.npz")))
     assert not out.exists() and 3 <= done < len(rows), "the run should have been killed mid-way"
     with pytest.raises(DataError, match="different job"):
-        embed(ckpt, many, out, stride=4, num_workers=0, progress=False)
-    embed(ckpt, many, out, stride=2, num_workers=0, progress=False)
+        embed(ckpt, many, out, stride=4, num_workers=0, progress=False, precision="fp32")
+    embed(ckpt, many, out, stride=2, num_workers=0, progress=False, precision="fp32")
     np.testing.assert_array_equal(np.load(out), reference)
     assert not partial.exists()
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_loader_worker_killed_mid_embedding_is_one_line_and_the_same_command_continues(setup, tmp_path,
                                                                                          monkeypatch):
     """A loader worker killed (the out-of-memory killer) raised torch's RuntimeError wherever the job was, here
@@ -704,20 +718,21 @@ def test_a_loader_worker_killed_mid_embedding_is_one_line_and_the_same_command_c
 
     root, ckpt = setup
     reference = embed(ckpt, root / "list.txt", tmp_path / "ref.npy", stride=2, root=str(root), num_workers=0,
-                      progress=False)
+                      progress=False, precision="fp32")
     out, killed = tmp_path / "f.npy", []
     monkeypatch.setattr(features, "_write_part", killing_a_worker_after(features._write_part, lambda *_: True, killed))
     with pytest.raises(ProcessLost) as info:
         embed(ckpt, root / "list.txt", out, stride=2, root=str(root), batch_size=1, chunk_batches=1, num_workers=1,
-              progress=False)
+              progress=False, precision="fp32")
     assert str(info.value) == (f"data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed "
                                "by the out-of-memory killer: lower --workers or --batch-size")
     assert len(list((tmp_path / "f.npy.partial").glob("part-*.npz"))) >= 1 and not out.exists()
     monkeypatch.undo()
-    embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False)
+    embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False, precision="fp32")
     np.testing.assert_array_equal(np.load(out), np.load(reference))
 
 
+@pytest.mark.pinned  # its run --precision fp32
 def test_a_shared_memory_too_small_for_the_views_is_one_line_not_a_wait_forever(setup, tmp_path):
     """A /dev/shm too small for a batch of test views (a container's default, Docker's 64 MB, under Kinetics' 7 x 3
     views of 16 x 224²): the workers stacked their batches in their own memory, which their queues' threads then
@@ -728,7 +743,7 @@ def test_a_shared_memory_too_small_for_the_views_is_one_line_not_a_wait_forever(
     out = tmp_path / "f.safetensors"
     proc = subprocess.run(with_small_shm(
         [sys.executable, "-m", "mme.cli", "embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--out",
-         str(out), "--clips", "4", "--crops", "3", "--batch-size", "4", "--workers", "2"]),
+         str(out), "--clips", "4", "--crops", "3", "--batch-size", "4", "--workers", "2", "--precision", "fp32"]),
         capture_output=True, text=True, timeout=120)  # (a wait forever before)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -889,10 +904,11 @@ def wide_grids(own_root, tmp_path):
                            tmp_path / "encoder")
     (tmp_path / "list.txt").write_text("".join(f"v{i % 8}.mp4 {i % 3}\n" for i in range(128)))
     return ckpt, tmp_path / "list.txt", dict(stride=2, root=str(root), batch_size=4, chunk_batches=1, tokens=True,
-                                              num_workers=0, progress=False), loads  # 32 parts of 4 videos
+                                              num_workers=0, progress=False, precision="fp32"), loads  # 32 parts of 4
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+@pytest.mark.pinned  # every run precision fp32 (wide_grids)
 def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suffix, wide_grids, tmp_path,
                                                                               monkeypatch):
     """`mme embed --tokens` gathered every part, token grids included, and then the whole grid again to write it:
@@ -950,6 +966,7 @@ def test_the_token_grids_are_assembled_a_part_at_a_time_into_the_same_files(suff
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+@pytest.mark.pinned  # every run precision fp32 (wide_grids)
 def test_a_final_token_file_that_cannot_be_written_holds_no_disk_space(suffix, wide_grids, tmp_path, monkeypatch):
     """A final file that could not be written (a full disk) kept the space of the grids gathered for it, a file
     removed but still mapped into memory, for as long as the error lived (a notebook's last traceback). The grids are
@@ -979,6 +996,7 @@ def test_a_final_token_file_that_cannot_be_written_holds_no_disk_space(suffix, w
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+@pytest.mark.pinned  # every run precision fp32 (wide_grids)
 def test_an_embedding_killed_while_its_token_grids_are_written_leaves_nothing_after_the_next_run(suffix, wide_grids,
                                                                                                  tmp_path):
     """A kill while the token grids were assembled (the file-size limit's signal, its default action ending the
@@ -998,6 +1016,7 @@ def test_an_embedding_killed_while_its_token_grids_are_written_leaves_nothing_af
     assert not [p.name for p in tmp_path.rglob(".*")] and not (tmp_path / f"f{suffix}.partial").exists()
 
 
+@pytest.mark.pinned  # every run precision fp32 (wide_grids)
 def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_grids(wide_grids, tmp_path, monkeypatch):
     """A rerun of `mme embed --tokens` read every finished part whole, token grids included, all at once, to list the
     rows done (the whole grid in memory before any embedding), and each part whole again to check its videos'
@@ -1034,6 +1053,7 @@ def test_a_resumed_embedding_lists_its_done_rows_without_reading_their_token_gri
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+@pytest.mark.pinned  # every run precision fp32 (wide_grids)
 def test_features_and_the_rows_kept_of_a_finished_file_are_read_without_the_whole_token_grid(suffix, wide_grids,
                                                                                               tmp_path, monkeypatch):
     """read_features of a `.safetensors` file made with --tokens read every tensor of it, the whole token grid, to
@@ -1075,6 +1095,7 @@ def test_features_and_the_rows_kept_of_a_finished_file_are_read_without_the_whol
     np.testing.assert_array_equal(read_features(again)[0], x)
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):
     """The disk filled up (a file-size limit set after the first part makes the writes fail as a full disk would):
     a bare traceback from numpy. Now one line names the part, the reason and what is kept; the rerun resumes."""
@@ -1093,7 +1114,8 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
               "sys.exit(cli.main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", script, "embed", str(ckpt), str(root / "list.txt"), "--out", str(out),
                            "--root", str(root), "--stride", "2", "--batch-size", "1", "--chunk-batches", "1",
-                           "--num-workers", "0", "--device", "cpu"], capture_output=True, text=True, timeout=120)
+                           "--num-workers", "0", "--device", "cpu", "--precision", "fp32"], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mme embed: error: {partial}/part-000000001-r0.npz: could not be written (File too "
@@ -1101,7 +1123,7 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
                                                         "same command resumes from them"), last
     assert [p.name for p in partial.glob("part-*.npz")] == ["part-000000000-r0.npz"] and not out.exists()
     loads.clear()
-    embed(ckpt, root / "list.txt", out, root=str(root), stride=2, num_workers=0, progress=False)
+    embed(ckpt, root / "list.txt", out, root=str(root), stride=2, num_workers=0, progress=False, precision="fp32")
     assert sorted(loads) == list(range(1, 8)) and read_features(out)[1].sum() == 6
 
 
@@ -1771,6 +1793,7 @@ def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(
     assert not np.allclose(rows["coded"][0], rows["display"][0])
 
 
+@pytest.mark.pinned  # every run precision fp32 (OpenCV's colour conversion: 3.5 s of CPU at each video's open)
 def test_frames_are_read_with_the_backend_of_the_run_that_made_the_checkpoint(setup, tmp_path, caplog):
     """A run of ``data.backend=opencv`` learned an HDR phone video's frames as OpenCV converts their colours; ``mme
     embed`` / ``probe`` read them with pyav unless told (other features, said nowhere), and exports did not record
@@ -1784,7 +1807,7 @@ def test_frames_are_read_with_the_backend_of_the_run_that_made_the_checkpoint(se
     config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2, "backend": "opencv"}}
     torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
     exported = export(tmp_path / "run.pt", tmp_path / "exported", "safetensors")
-    kw = dict(num_workers=0, progress=False)
+    kw = dict(num_workers=0, progress=False, precision="fp32")
     with caplog.at_level("INFO"):
         rows = {name: read_features(embed(source, hdr, tmp_path / f"{name}.npy", **kw, **given))
                 for name, source, given in (("run", tmp_path / "run.pt", {}), ("export", exported, {}),
