@@ -636,6 +636,7 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
 
 
 
+@pytest.mark.pinned  # train.precision=fp32
 def test_finetune_on_videos_shorter_than_a_clip_warns_as_pretraining_does(synth, tmp_path, caplog):
     """RepeatedClips, fine-tuning's training set, copied its dataset's interface by hand and lacked
     short_clip_effect: a fine-tuning whose videos are shorter than a clip's window (16 frames against 25) stopped at
@@ -644,7 +645,7 @@ def test_finetune_on_videos_shorter_than_a_clip_warns_as_pretraining_does(synth,
 
     with caplog.at_level("WARNING", logger="mme"):
         res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=2", "data.stride=8", "data.test_clips=1",
-                                    "data.test_crops=1"))
+                                    "data.test_crops=1", "train.precision=fp32"))
     assert res.step == 2
     said = [r.getMessage() for r in caplog.records if "fewer raw frames than the 25 a clip spans" in r.getMessage()]
     assert said and all("the shortest holds 16" in m and "frozen frames" in m for m in said), said
@@ -748,6 +749,7 @@ def test_steps_skipped_for_a_non_finite_loss_are_warned_about_and_counted_in_the
     assert [(r["step"], r["skipped"]) for r in rows] == [(s, float(s % 2 == 0)) for s in range(1, 15)]
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,
                                                                                             caplog):
     """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3
@@ -757,7 +759,7 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
     from mme.eval.finetuned import finetune
 
     finetune(_tiny_recipe(synth, tmp_path / "a", "train.steps=6", "task.eval_every=3", "train.log_every=2",
-                          "task.test_list="))
+                          "task.test_list=", "train.precision=fp32"))
     rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 3, 4, 6] and [r["step"] for r in rows if "val_top1_1view" in r] == [3, 6]
     broken = tmp_path / "broken"
@@ -769,11 +771,12 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
     (tmp_path / "val.txt").write_text("".join(f"{broken / p} {y}\n" for p, y in val))
     with caplog.at_level("WARNING"), pytest.raises(DataError, match="no video could be tested"):  # the final test
         finetune(_tiny_recipe(synth, tmp_path / "b", "train.steps=4", "task.eval_every=2",
-                              f"task.val_list={tmp_path / 'val.txt'}", "task.test_list="))
+                              f"task.val_list={tmp_path / 'val.txt'}", "task.test_list=", "train.precision=fp32"))
     assert "periodic validation at step 2 skipped" in caplog.text
     assert [p.name for p in sorted((tmp_path / "b").glob("checkpoint-*.pt"))][-1] == "checkpoint-00000004.pt"
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(synth, tmp_path, caplog):
     """loss.png that could not be written (a full disk; here a folder holds its name) ended the run in a traceback
     before its tests: no val.json or test.json. It is warned about, as a log that cannot be written."""
@@ -781,7 +784,8 @@ def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(s
 
     (tmp_path / "ft" / "loss.png" / "a folder").mkdir(parents=True)
     with caplog.at_level("WARNING"):
-        res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "data.test_clips=1", "data.test_crops=1"))
+        res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "data.test_clips=1", "data.test_crops=1",
+                                    "train.precision=fp32"))
     assert f"{tmp_path / 'ft' / 'loss.png'}: could not be written (Is a directory)" in caplog.text
     assert set(res.reports) == {"val", "test"} and (tmp_path / "ft" / "test.json").is_file()
 
@@ -820,6 +824,7 @@ def test_labels_that_skip_ids_judge_top5_by_the_classes_trained_on_though_the_li
     assert final["test"]["top5"] is None and final["test"]["num_samples"] == 8
 
 
+@pytest.mark.pinned  # train.precision=fp32
 def test_a_report_that_cannot_be_written_is_one_line_after_its_figures(synth, tmp_path, caplog, capsys,
                                                                         monkeypatch):
     """A report that could not be written (a full disk) ended the run in a traceback, its figures in no log: they
@@ -840,7 +845,7 @@ def test_a_report_that_cannot_be_written_is_one_line_after_its_figures(synth, tm
     out = tmp_path / "ft"
     with caplog.at_level("INFO"):
         assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
-            synth, out, "train.steps=1", "data.test_clips=1", "data.test_crops=1")]) == 1
+            synth, out, "train.steps=1", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32")]) == 1
     checkpoint = out / "checkpoint-00000001.pt"
     assert checkpoint.is_file() and json.loads((out / "val.json").read_text())["num_samples"] == 8
     assert not (out / "val_confusion.png").exists() and not (out / "test.json").exists()
@@ -1401,11 +1406,13 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
 
 @pytest.fixture(scope="module")
 def stride4(synth, tmp_path_factory):
-    """The checkpoint of a run fine-tuned (1 step) on clips at stride 4 (the tiny recipe's is 2), classes named."""
+    """The checkpoint of a run fine-tuned (1 step, fp32) on clips at stride 4 (the tiny recipe's is 2), classes
+    named."""
     from mme.eval.finetuned import finetune
 
     out = tmp_path_factory.mktemp("stride4")
-    finetune(_tiny_recipe(synth, out, "train.steps=1", "data.stride=4", "task.val_list=", "task.test_list="))
+    finetune(_tiny_recipe(synth, out, "train.steps=1", "data.stride=4", "task.val_list=", "task.test_list=",
+                          "train.precision=fp32"))
     return out / "checkpoint-00000001.pt"
 
 
@@ -1418,6 +1425,7 @@ def _eval_only(synth, stride4, out_dir, *extra):
     return finetune(_tiny_recipe(synth, out_dir, f"train.init={stride4}", *EVAL_ONLY, *extra))
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_the_final_line_says_how_many_videos_each_figure_is_of(synth, stride4, tmp_path, capsys):
     """The final JSON line gave each list's top-1 without saying of how many videos: a list with videos that could
     not be read read as one of all its videos (the log's line and val.json/test.json said it). It gives the videos
@@ -1435,6 +1443,7 @@ def test_the_final_line_says_how_many_videos_each_figure_is_of(synth, stride4, t
     assert final["test"]["top1"] == written["top1"] and final["test"]["views_per_video"] == 1
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_the_final_tests_of_videos_shorter_than_a_clip_warn_naming_the_split_and_the_check(synth, stride4, tmp_path,
                                                                                           caplog):
     """The final val / test tests (task.eval_only's too) scored videos shorter than a clip's span without a word,
@@ -1466,6 +1475,7 @@ def test_the_final_tests_of_videos_shorter_than_a_clip_warn_naming_the_split_and
     assert short_videos([(1, 5, 8), (0, 4, 0), (1, 5, 6)]) == (2, 14, 6) and short_videos([(0, 3, 0)]) == (0, 3, 0)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_threads_as_they_were(synth, stride4,
                                                                                                    tmp_path):
     """A notebook seeds torch, tests a checkpoint (``task.eval_only``), then draws: building the classifier drew its
@@ -1479,6 +1489,7 @@ def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_th
     assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (its training's and EVAL_ONLY's)
 def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp_path, monkeypatch, caplog):
     """task.eval_only compared its lists with no training list: a classifier fine-tuned on split 1 and tested on
     split 2's test list, all of whose videos it was trained on, said nothing (a fine-tuning run with those lists
@@ -1501,7 +1512,7 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
     shutil.copy(r / "train.txt", ran / "lists" / "train.txt")
     monkeypatch.chdir(ran)  # a run given relative paths
     finetune(_tiny_recipe(synth, "ft", "train.steps=1", "data.list_file=lists/train.txt", "data.root=videos",
-                          "task.val_list=", "task.test_list="))
+                          "task.val_list=", "task.test_list=", "train.precision=fp32"))
     monkeypatch.chdir(tmp_path)
     trained = [line.rsplit(maxsplit=1)[0] for line in (r / "train.txt").read_text().splitlines()]
     first = min(os.path.realpath(r / p) for p in trained)
@@ -1551,6 +1562,7 @@ def test_eval_only_warns_of_test_videos_its_classifier_was_trained_on(synth, tmp
         f"the training list {ran}/lists/train.txt is not there: the val and test lists are not compared with it"]
 
 
+@pytest.mark.pinned  # every run fp32 (stride4's and EVAL_ONLY's), the resume refused before a precision is chosen
 def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):
     """task.eval_only took task.classes (the recipe's, silently) over the names the checkpoint records: in another
     order, per-class accuracy was filed under the wrong names; unset, under '0', '1', ...; so did --classes of
@@ -1592,6 +1604,7 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
     assert read_classes(tmp_path / "names.json") == synth.classes
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_eval_only_with_the_recipes_default_class_map_not_there_says_it_is_the_recipes(synth, stride4, tmp_path,
                                                                                         monkeypatch, capsys):
     """task.eval_only of the tiny recipe without task.classes read the recipe's default (runs/synth/classes.json)
@@ -1614,6 +1627,7 @@ def test_eval_only_with_the_recipes_default_class_map_not_there_says_it_is_the_r
     assert main([*base, "task.classes="]) == 0
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_eval_only_called_from_python_takes_the_stride_its_overrides_give_as_the_command_line_does(synth, stride4,
                                                                                                    tmp_path):
     """``finetune(load_config(..., ["data.stride=3", ...]))`` from Python: the CLI passed the keys its overrides
@@ -1623,6 +1637,7 @@ def test_eval_only_called_from_python_takes_the_stride_its_overrides_give_as_the
     assert (report["sampling"], report["stride"]) == ("stride", 3)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4, tmp_path, caplog):
     """task.eval_only took the frames, size and tubelet from the checkpoint but the stride from the recipe (2, where
     the classifier was trained at 4), unsaid; a stride given on the command line still wins."""
@@ -1650,6 +1665,7 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
     assert f"frames read display, as the run that made {tmp_path / 'turned.pt'} read them" in caplog.text
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
 def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth, stride4, tmp_path, caplog, capsys,
                                                                           refuse_removal):
     """A val list none of whose videos decodes ended the final tests in "multi-view test: no video could be tested",
@@ -1685,6 +1701,7 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
         f"train.init={stride4} tests it again")
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 (its own, stride4's and EVAL_ONLY's)
 def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports(synth, stride4, tmp_path,
                                                                                  refuse_removal):
     """task.eval_only wrote its val.json / test.json into any train.out_dir, over another run's (also of a copy of
@@ -1698,7 +1715,7 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     from mme.eval.finetuned import finetune
 
     own, elsewhere = tmp_path / "own", tmp_path / "elsewhere"
-    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list=", "train.precision=fp32"))
     (own / "test.json").write_text(report_json(top1=0.5))
     before = (own / "test.json").read_text()
     shutil.copy(stride4, own / "downloaded.pt")  # another run's, put in the folder
@@ -1728,19 +1745,22 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     with pytest.raises(ConfigError, match=r"train.init .*checkpoint-00000001.pt is one of the checkpoints in .* that "
                                           r"train.overwrite removes"):
         finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=",
-                              "task.test_list=", f"train.init={own / 'checkpoint-00000001.pt'}"))
-    finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=", "task.test_list="))
+                              "task.test_list=", "train.precision=fp32",
+                              f"train.init={own / 'checkpoint-00000001.pt'}"))
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=", "task.test_list=",
+                          "train.precision=fp32"))
     assert not (own / "test.json").exists() and not (own / "test_confusion.png").exists()
     (own / "val.json").write_text(report_json())  # a report left by a run whose checkpoints are gone
     (own / "test.json").write_text('{"my": "own notes"}')  # no report: a user's file, kept (it was removed)
     for p in own.glob("checkpoint-*.pt"):
         p.unlink()
-    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list=", "train.precision=fp32"))
     assert not (own / "val.json").exists() and (own / "test.json").read_text() == '{"my": "own notes"}'
     # a run that would write its test report over it is refused before any work (it replaced the user's file)
     with pytest.raises(ConfigError, match=r"holds test.json, which is no test report of mme's, where this run "
                                           r"writes its test report: move it, or choose another train.out_dir"):
-        finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "train.overwrite=true"))
+        finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "train.overwrite=true",
+                              "train.precision=fp32"))
     with pytest.raises(ConfigError, match="holds test.json, which is no test report"):
         _eval_only(synth, own / "checkpoint-00000001.pt", own)
     assert (own / "test.json").read_text() == '{"my": "own notes"}' and list(own.glob("checkpoint-*.pt"))
