@@ -175,6 +175,18 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
         assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
 
 
+def test_synths_workers_make_their_videos_without_importing_torch(tmp_path, monkeypatch):
+    """Each spawned worker imported torch (1.9 s of CPU, on the 2-core AMD EPYC) to read its CPU's features for
+    x264's options, which nothing else of a video's making needs: the main process reads them once and gives them.
+    Here a torch that cannot be imported in the workers (spawn gives them this process's sys.path) stops nothing."""
+    shim = tmp_path / "shim" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise ImportError("a synth worker imported torch")\n')
+    monkeypatch.syspath_prepend(str(shim.parent))  # (this process's torch is imported already)
+    d = generate_synth(tmp_path / "data", seed=3, workers=2, **SAME_BYTES)
+    assert len(read_list(d.lists["train"])[0]) == 4
+
+
 @pytest.mark.skipif(os.cpu_count() < 2, reason="one CPU: its count and its affinity agree")
 def test_synth_defaults_its_workers_to_the_cpus_it_may_run_on(tmp_path, monkeypatch):
     """`mme synth` without --workers started os.cpu_count() processes, the machine's, under taskset or a Slurm

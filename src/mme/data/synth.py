@@ -380,15 +380,17 @@ def _x264_options() -> dict[str, str]:
     return {"threads": "1", **({"x264-params": "asm=AVX2"} if "AVX-512" in cpu_features() else {})}
 
 
-def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, comment: str | None = None) -> None:
-    """Write frames as H.264 (yuv420p) with x264's options that make the bytes reproducible (:func:`_x264_options`);
-    atomic. ``comment``: the container's comment metadata (none by default). Opened by its absolute path: FFmpeg
-    reads the part of a relative name before a colon ('run:1/...') as a protocol."""
+def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, comment: str | None = None,
+                x264: dict[str, str] | None = None) -> None:
+    """Write frames as H.264 (yuv420p) with x264's options that make the bytes reproducible (``x264``: those of
+    :func:`_x264_options`, which None reads here); atomic. ``comment``: the container's comment metadata (none by
+    default). Opened by its absolute path: FFmpeg reads the part of a relative name before a colon ('run:1/...') as a
+    protocol."""
+    x264 = _x264_options() if x264 is None else x264
     with atomic_path(path) as tmp, av.open(absolute_path(tmp), mode="w") as container:
         if comment is not None:
             container.metadata["comment"] = comment
-        stream = container.add_stream("libx264", rate=fps,
-                                      options={"crf": str(crf), "preset": "veryfast", **_x264_options()})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast", **x264})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
@@ -404,7 +406,7 @@ def _died_making(job: tuple, how: str) -> NoReturn:
 def _make_video(job: tuple) -> tuple[str, dict, bool]:
     """Make one video (or keep the one an earlier run of this design made): its path, its record, and whether the
     file there was kept (a video made again, equal to its record, was counted as kept)."""
-    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made = job
+    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made, x264 = job
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
     p.update(camera_jitter=camera_jitter, motion=motion, texture=texture, size=size, num_frames=num_frames, fps=fps,
@@ -424,7 +426,7 @@ def _make_video(job: tuple) -> tuple[str, dict, bool]:
         frames, sway = render(p, size, num_frames, rng, camera_jitter)
     with writing(path, MADE_KEPT):  # (a full disk, a quota, a file-size limit)
         path.parent.mkdir(parents=True, exist_ok=True)
-        encode_h264(path, frames, fps)
+        encode_h264(path, frames, fps, x264=x264)
     return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}, False
 
 
@@ -702,12 +704,15 @@ def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
     progress = root / PROGRESS
     made = {**made_params, **_made_before(progress)}
     jobs, split_of = [], {}
+    # x264's options read here, once: a spawned worker reading them imported torch for its CPU's features (1.9 s of
+    # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs
+    x264 = _x264_options()
     for label, name in enumerate(classes):
         for k in range(n):
             rel = _video_path(name, k)
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
             jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
-                         d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel)))
+                         d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel), x264))
     if workers is None:
         workers = usable_cores()
     # what a killed run was writing (its videos and records), which the same command's rerun makes again
