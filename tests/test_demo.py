@@ -35,6 +35,14 @@ def synth_in_this_process(monkeypatch) -> None:
     monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out, workers=None: made(self, out, workers=1))
 
 
+def probes_left_out(monkeypatch) -> None:
+    """(time) Each encoder's probes on the synthetic clips give 0 % without being run (its clips' features and 7
+    L-BFGS fits, 0.4 s of CPU): for the tests whose subject is not what the probes give."""
+    import mme.demo
+
+    monkeypatch.setattr(mme.demo, "probe_encoder", lambda *args: {"linear_top1": 0.0, "knn_top1": 0.0})
+
+
 def test_quick_demo_writes_a_finite_table_and_pictures_and_a_rerun_reuses_its_rows(tmp_path, monkeypatch):
     """One ``mme demo --quick`` run serves both checks, in one test: pytest-xdist 3.8 sets a grouped test's id where
     pytest 9.2 no longer reads it, so two tests of one group may run on two workers, each with its own demo. The
@@ -700,6 +708,7 @@ def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_fig
     monkeypatch.setenv(AUTO_ENV, "fp32")
     monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     synth_in_this_process(monkeypatch)
+    probes_left_out(monkeypatch)
     for logger in (metrics_module.JSONLLogger, metrics_module.CSVLogger):
         def full_from_step_3(self, metrics, step, write=logger.log):
             if step >= 3:
@@ -732,6 +741,7 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
     monkeypatch.setenv(AUTO_ENV, "fp32")
     monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     synth_in_this_process(monkeypatch)
+    probes_left_out(monkeypatch)
     out = tmp_path / "demo"
     real_step, real_pretrain, pretrained = mme.train.loop.train_step, mme.demo.pretrain, []
 
@@ -867,7 +877,7 @@ def test_a_rows_clips_per_s_counts_its_steps_time_not_its_final_writes(synth, tm
 
     monkeypatch.setattr(mme.train.loop, "_draw_loss_curves", slow_drawing)
     monkeypatch.setattr(demo, "loss_against_mean", lambda *args: {})  # (time: only the row's timing is checked)
-    monkeypatch.setattr(demo, "probe_encoder", lambda *args: {"linear_top1": 0.0})
+    probes_left_out(monkeypatch)
     quick = DemoSettings.quick(tmp_path)
     s = replace(quick, workers=0, targets=("pixel",), overrides=[*quick.overrides, "train.log_every=1"])
     run_seed(s, 0, {"train": Path(synth[0].split("=", 1)[1])}, {}, [])
@@ -992,6 +1002,7 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
     synth_in_this_process(monkeypatch)
+    probes_left_out(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"), workers=0)
     demo.demo(s)
     result = json.loads((s.out / "results.json").read_text())
@@ -1084,6 +1095,7 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
     monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
     synth_in_this_process(monkeypatch)
+    probes_left_out(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), workers=0)
     monkeypatch.setenv(mme.train.precision.AUTO_ENV, "fp32")
     demo.demo(s)
@@ -1192,7 +1204,7 @@ def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
     monkeypatch.setattr(demo, "loss_against_mean", lambda *args: {})  # (time: the run's loader and threads checked)
-    monkeypatch.setattr(demo, "probe_encoder", lambda *args: {"linear_top1": 0.0})
+    probes_left_out(monkeypatch)
     s = replace(demo_settings(tmp_path / "d", quick=True, workers=2), targets=("pixel",), batch_size=2)
     data = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=3, size=64, num_frames=24, workers=1)
     lists = {k: Path(v) for k, v in data.lists.items()}
