@@ -34,8 +34,8 @@ def test_dis_tracks_a_pure_translation_to_a_tenth_of_a_pixel(tmp_path):
 
 
 def test_bench_flow_reports_every_method(tmp_path, capsys):
-    data = generate_synth(tmp_path / "synth", preset="demo", num_classes=2, videos_per_class=5, size=64,
-                          num_frames=20, workers=1, splits=(3, 1, 1)).root
+    data = generate_synth(tmp_path / "synth", preset="demo", num_classes=2, videos_per_class=4, size=64,
+                          num_frames=20, workers=1, splits=(2, 1, 1)).root
     from mme.cli import main
 
     assert main(["bench", "flow", "--data", str(data), "--sizes", "64", "--scenes", "1", "--repeat", "1",
