@@ -809,29 +809,6 @@ def test_a_lock_ends_with_its_block_for_a_child_forked_meanwhile_and_stays_for_o
         assert target.read_text() == "x"
 
 
-def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
-    out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
-                              f"train.out_dir={out}", "train.steps=500", "train.ckpt_every=1", "train.keep_last=2",
-                              FP32)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not _steps(out) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with pytest.raises(ConfigError, match=rf"in use by another job \(PID {first.pid} on "):
-            run("tiny_cpu_pixel", synth, out, "train.steps=2", "train.seed=1", FP32)
-        first.send_signal(signal.SIGINT)  # the first job ends cleanly: its files are its own and whole
-        assert first.wait(timeout=120) == 128 + signal.SIGINT
-    finally:
-        first.kill()
-    run_id = json.loads((out / "run.json").read_text())["run_id"]
-    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, len(records) + 1)) and _steps(out)[-1] == len(records)
-    assert all(torch.load(p, weights_only=True)["meta"]["run_id"] == run_id for p in ckpt.list_checkpoints(out))
-    assert run("tiny_cpu_pixel", synth, out, "train.steps=500", f"train.stop_after={len(records) + 1}",
-               "train.resume=auto", FP32).step == len(records) + 1  # the lock went with the first job
-
-
 def test_a_run_whose_folder_is_removed_and_made_again_by_another_job_writes_nothing_there(synth, tmp_path,
                                                                                           monkeypatch):
     """A run's train.out_dir removed (rm -rf) mid-run and made again by a second run, which locks a new .lock: the
@@ -1121,14 +1098,19 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     SIGTERM: the loader workers must not die under the step that is finishing (a group SIGTERM killed them, and
     the step failed without a checkpoint). Slurm's warning before the time limit (``--signal=USR1@120``) is taken
     as SIGTERM: it ended the run at once, exit 138, no checkpoint, no line. The warning says what another signal
-    does by the one received (after a SIGTERM it said "Ctrl-C again to stop at once")."""
+    does by the one received (after a SIGTERM it said "Ctrl-C again to stop at once"). A second job on the folder
+    while the run trains is refused naming the holder, and writes nothing there; the lock goes with the run."""
     cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
            f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, sig)
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by another job \(PID {proc.pid} on "):
+            run("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "train.seed=1", FP32)
+    finally:
+        os.killpg(proc.pid, sig)
     if sig != signal.SIGINT:  # a scheduler signals every process of the job, and torchrun forwards its own too
         time.sleep(0.05)
         os.killpg(proc.pid, sig)
@@ -1139,7 +1121,10 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
         "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once"
     assert f"WARNING] {sig.name}: stopping after this step with a checkpoint ({again})\n" in err, err[-2000:]
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
-    assert _steps(tmp_path) == [logged[-1]] and logged[-1] < 500  # the step it finished, saved
+    assert logged == list(range(1, len(logged) + 1)) and logged[-1] < 500
+    assert _steps(tmp_path) == [logged[-1]]  # the step it finished, saved
+    assert torch.load(ckpt.checkpoint_path(tmp_path, logged[-1]), weights_only=True)["meta"]["run_id"] == \
+        json.loads((tmp_path / "run.json").read_text())["run_id"]  # the run's own, not the refused job's
     (tmp_path / f".checkpoint-{logged[-1] + 1:08d}.pt.tmp{dead_pid()}.pt").write_bytes(b"half a checkpoint")
     res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", f"train.stop_after={logged[-1] + 1}",
               "train.resume=auto", FP32)
