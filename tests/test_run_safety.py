@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -1955,63 +1956,96 @@ def test_bad_arguments_and_outputs_are_refused_in_one_line_before_any_work(argv,
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_previous_one(synth, tmp_path):
+class FullDisk(NamedTuple):
+    folders: dict[str, Path]
+    """Each command's folder by its name: ``checkpoint``, ``run files``, ``lock`` (the one under which it made its
+    folders)."""
+    before: dict[str, str]
+    """The hashes of the run files' folder before its command."""
+    ran: dict[str, tuple[int | None, str, list[str]]]
+    """Each command's exit status, its stderr and what the ``lock`` folder held after it, by its name (``lock`` and
+    ``extract lock`` for the .lock's two commands)."""
+
+
+@pytest.fixture(scope="module")
+def full_disk(synth, tmp_path_factory) -> FullDisk:
+    """The commands of the full-disk tests, each under a file-size limit of its own (its writes past it fail, as on
+    a full disk), one after the other in one process (one start-up, not three): a run resumed where its checkpoint
+    of step 2 cannot be written (``checkpoint``), a finished run resumed where its config.yaml cannot (``run
+    files``), then a pretrain and an extract whose new folder's .lock cannot (``lock``, ``extract lock``)."""
+    base = tmp_path_factory.mktemp("full_disk")
+    folders = {"checkpoint": base / "checkpoint", "run files": base / "run", "lock": base / "lock"}
+    run("tiny_cpu_pixel", synth, folders["checkpoint"], "train.steps=4", "train.stop_after=1", FP32)
+    run("tiny_cpu_pixel", synth, folders["run files"], "train.steps=2", FP32)
+    before = _hashes(folders["run files"])
+    folders["lock"].mkdir()
+    out = folders["lock"] / "new" / "deeper" / "out"
+    list_file, root = (s.split("=", 1)[1] for s in synth)
+    calls = {"checkpoint": (50_000, ["pretrain", "--config", "tiny_cpu_pixel", "--resume", "auto", *tiny(
+                 *synth, f"train.out_dir={folders['checkpoint']}", "train.steps=4", "train.ckpt_every=1", FP32)]),
+             "run files": (1000, ["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                                  f"train.out_dir={folders['run files']}", "train.steps=4", "--resume", "auto", FP32]),
+             "lock": (10, ["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
+                           "train.steps=1", FP32]),
+             "extract lock": (10, ["extract", list_file, "--root", root, "--out", str(out), "--workers", "1"])}
+    proc = in_one_process([argv for _, argv in calls.values()],
+                          "import os, resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                          f"limits, there = {[limit for limit, _ in calls.values()]!r}, {str(folders['lock'])!r}\n"
+                          "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+                          "def before(i): resource.setrlimit(resource.RLIMIT_FSIZE, (limits[i], hard))\n"
+                          "def after(i): return os.listdir(there)\n", timeout=300)
+    return FullDisk(folders, before, dict(zip(calls, proc.ran)))
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_previous_one(full_disk):
     """The disk fills up while checkpointing (a file-size limit makes the write fail as a full disk would): the line
     gives the write's reason (before: torch's "[enforce fail at inline_container.cc:672] . unexpected pos 10233216
     vs 10233104")."""
-    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.stop_after=1", FP32)
-    script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-              "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)); sys.exit(cli.main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", "tiny_cpu_pixel", "--resume", "auto",
-                           *tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=4", "train.ckpt_every=1", FP32)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    last = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")][-1]
-    assert re.fullmatch(rf"mme pretrain: error: {re.escape(str(tmp_path))}: could not write the checkpoint of step 2 "
+    out, (code, err, _) = full_disk.folders["checkpoint"], full_disk.ran["checkpoint"]
+    assert code == 1 and "Traceback" not in err, err[-2000:]
+    last = [ln for ln in err.splitlines() if ln.startswith("mme pretrain: error:")][-1]
+    assert re.fullmatch(rf"mme pretrain: error: {re.escape(str(out))}: could not write the checkpoint of step 2 "
                         r"\(File too large\); it needs about \d+ MiB, \d+ MiB free\. Kept: checkpoint-00000001\.pt",
                         last), last
-    assert _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
-    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 1))["step"] == 1
+    assert _steps(out) == [1] and not list(out.glob(".*.tmp*"))
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(out, 1))["step"] == 1
 
 
 @pytest.mark.parametrize("fault", ["read-only folder", "full disk"])
-def test_run_files_that_cannot_be_written_are_one_line_and_leave_the_run_as_it_was(fault, synth, tmp_path):
+def test_run_files_that_cannot_be_written_are_one_line_and_leave_the_run_as_it_was(fault, synth, tmp_path, request):
     """Before: a traceback writing config.yaml at set-up. The folder of a finished run kept from writes (chmod a-w)
     passed for writable, as the .lock its job left still opened; a full disk (a file-size limit here) failed the
     write itself."""
-    out = tmp_path / "run"
-    if fault == "read-only folder":
-        probe = tmp_path / "probe"
-        probe.mkdir(mode=0o555)
-        try:
-            (probe / "file").touch()
-            pytest.skip("this process writes into a folder of mode 555 (root)")
-        except PermissionError:
-            pass
-    run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
-    before = _hashes(out)
-    if fault == "read-only folder":
-        out.chmod(0o555)
-        try:
-            with pytest.raises(ConfigError, match=rf"^train.out_dir '{out}' is not a writable folder \(Permission "
-                                                  r"denied\)$"):
-                run("tiny_cpu_pixel", synth, out, "train.steps=4", "train.resume=auto", FP32)
-        finally:
-            out.chmod(0o755)
-    else:
-        script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-                  "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)); sys.exit(cli.main(sys.argv[1:]))")
-        proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-                               f"train.out_dir={out}", "train.steps=4", "--resume", "auto", FP32],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        last = proc.stderr.strip().splitlines()[-1]
+    if fault == "full disk":
+        full_disk = request.getfixturevalue("full_disk")
+        out, (code, err, _) = full_disk.folders["run files"], full_disk.ran["run files"]
+        assert code == 1 and "Traceback" not in err, err[-2000:]
+        last = err.strip().splitlines()[-1]
         assert re.fullmatch(rf"mme pretrain: error: {out}/config.yaml: could not be written \(File too large; \d+ "
                             r"MiB free\)", last), last
+        assert _hashes(out) == full_disk.before
+        return
+    probe = tmp_path / "probe"
+    probe.mkdir(mode=0o555)
+    try:
+        (probe / "file").touch()
+        pytest.skip("this process writes into a folder of mode 555 (root)")
+    except PermissionError:
+        pass
+    out = tmp_path / "run"
+    run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+    before = _hashes(out)
+    out.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match=rf"^train.out_dir '{out}' is not a writable folder \(Permission "
+                                              r"denied\)$"):
+            run("tiny_cpu_pixel", synth, out, "train.steps=4", "train.resume=auto", FP32)
+    finally:
+        out.chmod(0o755)
     assert _hashes(out) == before
 
 
-def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(synth, tmp_path):
+def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(full_disk, synth):
     """The disk is full as a job takes its folder (a file-size limit of 10 bytes here: the empty ``.lock`` is made,
     its holder's line is not written). Before: a bare OSError traceback from ``lock_folder``, and the new folders
     left behind with an empty ``.lock``; now one line naming the option, the folder, the reason and the MiB free,
@@ -2019,21 +2053,18 @@ def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(s
     job that ran (before: its ``.lock`` left, and with it every folder the job made)."""
     from mme.motion.extract import share_name
 
-    out = tmp_path / "new" / "deeper" / "out"
-    list_file, root = (s.split("=", 1)[1] for s in synth)
-    proc = in_one_process([["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
-                            "train.steps=1", FP32],
-                           ["extract", list_file, "--root", root, "--out", str(out), "--workers", "1"]],
-                          "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-                          "resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))", timeout=120)
-    for (code, err, _), (command, option, folder) in zip(proc.ran, [
-            ("pretrain", "train.out_dir", out), ("extract", "--out (share 0/1 of its extraction)", None)]):
+    there = full_disk.folders["lock"]
+    out = there / "new" / "deeper" / "out"
+    for command, option, folder in (("pretrain", "train.out_dir", out),
+                                    ("extract", "--out (share 0/1 of its extraction)",
+                                     out / ".locks" / share_name(synth[0].split("=", 1)[1], 0, 1))):
+        code, err, left = full_disk.ran["lock" if command == "pretrain" else "extract lock"]
         assert code == 1 and "Traceback" not in err, err[-3000:]
         last = err.strip().splitlines()[-1]
-        folder = folder or out / ".locks" / share_name(list_file, 0, 1)
         assert re.fullmatch(rf"mme {command}: error: {re.escape(option)} '{re.escape(str(folder))}': its .lock could "
                             r"not be written \(File too large; \d+ MiB free\)", last), last
-        assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+        assert left == [], (command, left)
+    assert list(there.iterdir()) == []
 
 
 def test_a_checkpoint_write_failing_without_a_message_still_gives_the_checkpoint_line(synth, tmp_path, monkeypatch):
