@@ -1101,8 +1101,10 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     as SIGTERM: it ended the run at once, exit 138, no checkpoint, no line. The warning says what another signal
     does by the one received (after a SIGTERM it said "Ctrl-C again to stop at once"). A second job on the folder
     while the run trains is refused naming the holder, and writes nothing there; the lock goes with the run."""
-    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
-           f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32)]
+    args = tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32)
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", "data.num_workers=2", "train.stop_after=1", FP32)
+    # (its checkpoint 1 there: the second job is refused as in use, not as another run's checkpoints)
+    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *args, "train.resume=auto"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
@@ -1123,7 +1125,7 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     assert f"WARNING] {sig.name}: stopping after this step with a checkpoint ({again})\n" in err, err[-2000:]
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert logged == list(range(1, len(logged) + 1)) and logged[-1] < 500
-    assert _steps(tmp_path) == [logged[-1]]  # the step it finished, saved
+    assert _steps(tmp_path) == [1, logged[-1]]  # the step it finished, saved
     assert torch.load(ckpt.checkpoint_path(tmp_path, logged[-1]), weights_only=True)["meta"]["run_id"] == \
         json.loads((tmp_path / "run.json").read_text())["run_id"]  # the run's own, not the refused job's
     (tmp_path / f".checkpoint-{logged[-1] + 1:08d}.pt.tmp{dead_pid()}.pt").write_bytes(b"half a checkpoint")
