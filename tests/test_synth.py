@@ -177,14 +177,20 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
 
 def test_synths_workers_make_their_videos_without_importing_torch(tmp_path, monkeypatch):
     """Each spawned worker imported torch (1.9 s of CPU, on the 2-core AMD EPYC) to read its CPU's features for
-    x264's options, which nothing else of a video's making needs: the main process reads them once and gives them.
-    Here a torch that cannot be imported in the workers (spawn gives them this process's sys.path) stops nothing."""
+    x264's options, which nothing else of a video's making needs: the main process reads them once and gives them
+    (and a rerun that keeps every video, none). Here a torch that cannot be imported in the workers (spawn gives
+    them this process's sys.path) stops nothing."""
     shim = tmp_path / "shim" / "torch"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text('raise ImportError("a synth worker imported torch")\n')
     monkeypatch.syspath_prepend(str(shim.parent))  # (this process's torch is imported already)
     d = generate_synth(tmp_path / "data", seed=3, workers=2, **SAME_BYTES)
     assert len(read_list(d.lists["train"])[0]) == 4
+    # a rerun that keeps every video reads no options at all: in a process of its own, it imports no torch
+    rerun = (f"import sys; from mme.data.synth import generate_synth; generate_synth({str(tmp_path / 'data')!r}, "
+             f"seed=3, workers=1, **{SAME_BYTES!r}); print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", rerun], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout == "False\n"
 
 
 @pytest.mark.skipif(os.cpu_count() < 2, reason="one CPU: its count and its affinity agree")

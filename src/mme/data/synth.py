@@ -705,8 +705,10 @@ def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
     made = {**made_params, **_made_before(progress)}
     jobs, split_of = [], {}
     # x264's options read here, once: a spawned worker reading them imported torch for its CPU's features (1.9 s of
-    # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs
-    x264 = _x264_options()
+    # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs. Not where every video
+    # has its record (a rerun that keeps them all imports no torch; a worker that must make one reads them itself)
+    every_recorded = all(made.get(_video_path(name, k)) for name in classes for k in range(n))
+    x264 = None if every_recorded else _x264_options()
     for label, name in enumerate(classes):
         for k in range(n):
             rel = _video_path(name, k)
