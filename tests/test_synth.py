@@ -186,9 +186,10 @@ def test_synths_workers_make_their_videos_without_importing_torch(tmp_path, monk
     monkeypatch.syspath_prepend(str(shim.parent))  # (this process's torch is imported already)
     d = generate_synth(tmp_path / "data", seed=3, workers=2, **SAME_BYTES)
     assert len(read_list(d.lists["train"])[0]) == 4
+    generate_synth(tmp_path / "data", seed=4, workers=2, **SAME_BYTES)  # made again over another design's records
     # a rerun that keeps every video reads no options at all: in a process of its own, it imports no torch
     rerun = (f"import sys; from mme.data.synth import generate_synth; generate_synth({str(tmp_path / 'data')!r}, "
-             f"seed=3, workers=1, **{SAME_BYTES!r}); print('torch' in sys.modules)")
+             f"seed=4, workers=1, **{SAME_BYTES!r}); print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", rerun], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout == "False\n"
 

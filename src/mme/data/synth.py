@@ -706,8 +706,12 @@ def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
     jobs, split_of = [], {}
     # x264's options read here, once: a spawned worker reading them imported torch for its CPU's features (1.9 s of
     # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs. Not where every video
-    # has its record (a rerun that keeps them all imports no torch; a worker that must make one reads them itself)
-    every_recorded = all(made.get(_video_path(name, k)) for name in classes for k in range(n))
+    # has its file and a record of this design (a rerun that keeps them all imports no torch; a worker that must make
+    # one all the same, its file changed, reads them itself): a misjudgement costs time, never other bytes
+    design = {key: d[key] for key in ("size", "num_frames", "fps", "seed", "camera_jitter", "motion", "texture")}
+    every_recorded = all((m := made.get(_video_path(name, k))) and (root / _video_path(name, k)).is_file()
+                         and all(m.get(key) == v for key, v in design.items())
+                         for name in classes for k in range(n))
     x264 = None if every_recorded else _x264_options()
     for label, name in enumerate(classes):
         for k in range(n):
