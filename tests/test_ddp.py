@@ -109,13 +109,13 @@ ended without an exception (each launch takes seconds: one for the parts of the 
 
 
 @pytest.fixture(scope="module")
-def launched(synth, tmp_path_factory) -> Path:
+def launched(synth, tmp_path_factory, request) -> Path:
     """The folder of the torchrun launch of :data:`LAUNCH` that runs the parts below (:func:`_part`), made once in a
     session: the first xdist worker to ask makes it while the other waits for it (the tests of this module are dealt
     to both). ``data.json`` holds the data overrides it read. Every test of a part runs the whole launch (with ``-k``
     too), and a failure while a part is made ready fails the tests of every part."""
     shared = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
+    if hasattr(request.config, "workerinput"):  # an xdist worker (not the variable, which a pytest it starts inherits)
         shared = shared.parent  # the session's folder, above each worker's
     base = shared / "test_ddp_launched"
     with open(shared / "test_ddp_launched.lock", "w") as lock:
