@@ -1704,9 +1704,9 @@ def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(syn
         assert "the same command" not in str(info.value)
 
 
-def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path, capfd):
+def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path, capfd, caplog):
     """Too many undecodable videos with data.num_workers=2 (the recipes' default). (The workers' own stderr is
-    read too: capfd.)"""
+    read too: capfd; and mme's log lines, which pytest's handler takes from stderr in this process: caplog.)"""
     from mme import cli
 
     for i in range(8):
@@ -1719,7 +1719,7 @@ def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path, 
     assert code == 1
     errors = [ln for ln in err.splitlines() if ln.startswith("mme pretrain: error:")]
     assert len(errors) == 1 and "failed, more than data.max_failure_fraction" in errors[0], err[-2000:]
-    assert "Caught" not in err and "Traceback" not in err
+    assert "Caught" not in err + caplog.text and "Traceback" not in err + caplog.text
 
 
 def test_a_run_failed_by_its_data_stops_its_workers_and_frees_its_folder_for_the_next_call(synth, tmp_path):
@@ -1821,7 +1821,7 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path, ca
     assert not ckpt.list_checkpoints(tmp_path / "run")
 
 
-def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path, capsys):
+def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path, capsys, caplog):
     import warnings
 
     from mme import cli
@@ -1832,7 +1832,7 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth,
         code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={tmp_path / 'run'}",
                          f"train.resume={tmp_path / 'random.pt'}"])
     err = capsys.readouterr().err
-    said = err + "".join(f"{w.message}\n" for w in warned)
+    said = err + caplog.text + "".join(f"{w.message}\n" for w in warned)  # (its log lines: in caplog, in pytest)
     assert code == 1 and "Traceback" not in said and "weights_only" not in said
     assert err.strip().splitlines()[-1].startswith(
         f"mme pretrain: error: {tmp_path / 'random.pt'}: unknown checkpoint format"), err[-1000:]
