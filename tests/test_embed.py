@@ -667,7 +667,9 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, 
 
 @pytest.mark.pinned  # every run precision fp32
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, tmp_path):
+def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, tmp_path, monkeypatch):
+    from mme.eval import features
+
     root, ckpt = setup
     many = tmp_path / "many.txt"  # 24 rows (the 8 videos repeated), a part each; the command waits after its third,
     rows = (root / "list.txt").read_text().splitlines() * 3  # so the signal comes mid-way however loaded the machine
@@ -703,7 +705,12 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     assert not out.exists() and 3 <= done < len(rows), "the run should have been killed mid-way"
     with pytest.raises(DataError, match="different job"):
         embed(ckpt, many, out, stride=4, num_workers=0, progress=False, precision="fp32")
+    failed = {int(i) for part in partial.glob("part-*.npz") for i in np.load(part)["failed"]}  # (tried again)
+    again, write = [], features._write_part
+    monkeypatch.setattr(features, "_write_part", lambda *args: again.extend(  # (a video that fails is a row too)
+        [*args[2]["index"].tolist(), *args[2]["failed"].tolist()]) or write(*args))
     embed(ckpt, many, out, stride=2, num_workers=0, progress=False, precision="fp32")
+    assert sorted(again) == sorted({*failed, *range(done, len(rows))}), "the rerun embeds only what is not done"
     np.testing.assert_array_equal(np.load(out), reference)
     assert not partial.exists()
 
