@@ -403,14 +403,19 @@ def _died_making(job: tuple, how: str) -> NoReturn:
     raise DataError(f"synth: a worker process died making {job[1]} ({how}); run it again with fewer workers")
 
 
+# The settings every video's record holds beside its drawn parameters, in the records' order: the whole design of
+# the file with them (a rerun keeps a video only when all are the same)
+FILE_DESIGN = ("camera_jitter", "motion", "texture", "size", "num_frames", "fps", "seed")
+
+
 def _make_video(job: tuple) -> tuple[str, dict, bool]:
     """Make one video (or keep the one an earlier run of this design made): its path, its record, and whether the
     file there was kept (a video made again, equal to its record, was counted as kept)."""
-    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made, x264 = job
-    rng = np.random.default_rng([seed, label, k])
+    root, rel, label, k, design, objects, made, x264 = job
+    size, num_frames, camera_jitter = design["size"], design["num_frames"], design["camera_jitter"]
+    rng = np.random.default_rng([design["seed"], label, k])
     p = draw_params(label, size, num_frames, rng)
-    p.update(camera_jitter=camera_jitter, motion=motion, texture=texture, size=size, num_frames=num_frames, fps=fps,
-             seed=seed)  # the whole design of the file (a rerun keeps it only when all are the same)
+    p.update(design)
     if objects:
         p["movers"] = draw_movers(size, num_frames, objects, rng)
     path = Path(root) / rel
@@ -426,7 +431,7 @@ def _make_video(job: tuple) -> tuple[str, dict, bool]:
         frames, sway = render(p, size, num_frames, rng, camera_jitter)
     with writing(path, MADE_KEPT):  # (a full disk, a quota, a file-size limit)
         path.parent.mkdir(parents=True, exist_ok=True)
-        encode_h264(path, frames, fps, x264=x264)
+        encode_h264(path, frames, design["fps"], x264=x264)
     return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}, False
 
 
@@ -708,7 +713,7 @@ def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
     # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs. Not where every video
     # has its file and a record of this design (a rerun that keeps them all imports no torch; a worker that must make
     # one all the same, its file changed, reads them itself): a misjudgement costs time, never other bytes
-    design = {key: d[key] for key in ("size", "num_frames", "fps", "seed", "camera_jitter", "motion", "texture")}
+    design = {key: d[key] for key in FILE_DESIGN}
     every_recorded = all((m := made.get(_video_path(name, k))) and (root / _video_path(name, k)).is_file()
                          and all(m.get(key) == v for key, v in design.items())
                          for name in classes for k in range(n))
@@ -717,8 +722,7 @@ def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
         for k in range(n):
             rel = _video_path(name, k)
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
-            jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
-                         d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel), x264))
+            jobs.append((str(root), rel, label, k, design, d["objects"], made.get(rel), x264))
     if workers is None:
         workers = usable_cores()
     # what a killed run was writing (its videos and records), which the same command's rerun makes again
