@@ -931,8 +931,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
                                  bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)
-    if schedule_in_epochs(run.cfg):
-        at_epochs_done(run, state)
+    read_in_epochs = schedule_in_epochs(run.cfg) and at_epochs_done(run, state)
     if run.step > run.total_steps:
         raise ConfigError(f"train.resume {source}: its run trained {run.step} steps, past this config's end at "
                           f"{run.total_steps} (train.steps / train.epochs): resume with the length it ran, or start "
@@ -943,7 +942,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     if run.step > 0 and not math.isclose(ran, now, rel_tol=0.01):
         log.warning("the lr schedule is not the one the checkpoint ran: its step %d ran at lr %.3g, this run's "
                     "schedule has %.3g there and goes on from it (%s)", run.step, ran, now,
-                    schedule_change(state, run))
+                    schedule_change(state, run, read_in_epochs))
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
@@ -1020,7 +1019,7 @@ def schedule_in_epochs(cfg: Any) -> bool:
     return cfg.train.steps is None or (cfg.optim.warmup_steps is None and cfg.optim.warmup_epochs > 0)
 
 
-def at_epochs_done(run: Run, state: dict) -> None:
+def at_epochs_done(run: Run, state: dict) -> bool:
     """Read a resumed run's lr and wd schedules at the epochs done (:func:`schedule_in_epochs`), and end a
     ``train.epochs`` run after the batches its epochs have left: its checkpoint's steps may have taken other batches
     (another world size, batch per rank, accumulation or list), so ``epochs x steps per epoch`` would have covered
@@ -1031,11 +1030,11 @@ def at_epochs_done(run: Run, state: dict) -> None:
     laid out in its steps, its warm-up alone in epochs: it is read so within the warm-up its checkpoint ran, and past
     it goes on as it ran (the checkpoint's ``schedule``: its position's offset and warm-up in steps; an earlier mme's,
     which records none, at its step count and its config's warm-up), so that such a resume moves no lr but by the
-    peak's scaling."""
+    peak's scaling. Returns whether it read them at the epochs done: not a ``train.steps`` run's past that warm-up."""
     t, per_epoch = run.cfg.train, run.batches_per_epoch
     if t.steps is not None and (ran := _past_warm_up(state, run)):
         run.schedule_offset, run.warmup_steps = ran["offset"], min(ran["warmup"], run.total_steps + ran["offset"])
-        return
+        return False
     done = run.position["epoch"] * per_epoch + min(run.position["batch"], per_epoch)
     run.schedule_offset = done // t.accum_steps - run.step
     if t.steps is None:
@@ -1049,6 +1048,7 @@ def at_epochs_done(run: Run, state: dict) -> None:
                      end + run.schedule_offset)
         run.total_steps = end
     run.warmup_steps = min(run.warmup_steps, run.total_steps + run.schedule_offset)
+    return True
 
 
 def _past_warm_up(state: dict, run: Run) -> dict | None:
@@ -1074,10 +1074,10 @@ def checkpoint_steps_per_epoch(state: dict, run: Run) -> int:
     return state.get("meta", {}).get("items", len(run.data)) // effective_batch(state, run)
 
 
-def schedule_change(state: dict, run: Run) -> str:
+def schedule_change(state: dict, run: Run, read_in_epochs: bool) -> str:
     """Why a resumed run's schedule gives another lr than its checkpoint's last step ran at: the effective batch,
-    which scales the peak, and the steps per epoch of a schedule in epochs (read at the epochs done:
-    :func:`schedule_in_epochs`), with the warm-up left where its length in steps changed, as they changed; else a
+    which scales the peak, and the steps per epoch of a schedule read at the epochs done (``read_in_epochs``, what
+    :func:`at_epochs_done` returned), with the warm-up left where its length in steps changed, as they changed; else a
     changed length or lr setting."""
     t = run.cfg.train
     said = []
@@ -1085,8 +1085,7 @@ def schedule_change(state: dict, run: Run) -> str:
         said.append(f"its effective batch {before} -> {now} scales the peak lr; train.batch_size x ranks x "
                     f"train.accum_steps at {before} keeps it")
     before, now = checkpoint_steps_per_epoch(state, run), run.batches_per_epoch // t.accum_steps
-    read_in_epochs = t.steps is None or not _past_warm_up(state, run)  # (as at_epochs_done reads it)
-    if schedule_in_epochs(run.cfg) and read_in_epochs and before != now:
+    if read_in_epochs and before != now:
         said.append(f"its steps per epoch {before} -> {now}: the schedule goes on from the epochs done, in this "
                     "run's steps")
         if (left := run.warmup_steps - run.step - run.schedule_offset) > 0 and run.cfg.optim.warmup_steps is None:
