@@ -62,7 +62,6 @@ from mme.config import (
     override_keys,
     packaged_recipe,
     parse_overrides,
-    same_key_in,
     shadowed_by,
     warnings_once,
 )
@@ -983,14 +982,14 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         if why := outside_int64(steps):
             raise ConfigError(f"minutes={minutes:g} scales the pre-training to too many steps: {why}")
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
+    given = list(overrides)
+    merged = layered(s.overrides, given)
     settings = replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
-                       overrides=layered(s.overrides, list(overrides)), real_dir=real_dir,
-                       workers=s.workers if workers is None else workers)
-    given = given_keys(list(overrides))
-    own = {key: override for override, keys in zip(s.overrides, override_keys(s.overrides)) for key in keys
-           if same_key_in(key, given) is None}  # (an own override of a key the user gives is dropped: layered)
-    _refuse_shadowed(given, {key: f"mme demo{' --quick' if quick else ''} sets {override}, which wins over it (add "
-                                  f"{key}=null to use it)" for key, override in own.items()})
+                       overrides=merged, real_dir=real_dir, workers=s.workers if workers is None else workers)
+    kept = merged[:len(merged) - len(given)]  # the settings' own that layered kept (the user's follow, all kept)
+    own = {key: override for override, keys in zip(kept, override_keys(kept)) for key in keys}
+    _refuse_shadowed(given_keys(given), {key: f"mme demo{' --quick' if quick else ''} sets {override}, which wins "
+                                              f"over it (add {key}=null to use it)" for key, override in own.items()})
     return settings
 
 
