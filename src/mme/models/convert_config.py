@@ -247,10 +247,9 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     their ratio to the encoder's width only where they describe weights."""
     if hf.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"hidden_act {hf['hidden_act']!r} is not supported (ours is exact GELU)")
-    keys = HF_KEYS
+    fields = {field: key.value(hf) for field, key in HF_KEYS.items()}
     if HF_KEYS["qkv_bias"].key not in hf and HF_QV_BIAS in hf:
-        keys = {**HF_KEYS, "qkv_bias": HF_KEYS["qkv_bias"]._replace(key=HF_QV_BIAS)}
-    fields = {field: key.value(hf) for field, key in keys.items()}
+        fields["qkv_bias"] = HF_KEYS["qkv_bias"].read(HF_QV_BIAS, hf[HF_QV_BIAS])
     ratio, dec_ratio = (HF_MLP_KEYS[width].value(hf) / fields[width] for width in ("embed_dim", "decoder_dim"))
     if decoder and HF_KEYS["decoder_dim"].key in hf and dec_ratio != ratio:
         raise CheckpointError(f"{_hf_ratio('decoder_dim')} {dec_ratio:g} differs from {_hf_ratio('embed_dim')} "
