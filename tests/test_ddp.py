@@ -949,6 +949,37 @@ def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):
         dist.on_main(full)
 
 
+@pytest.mark.parametrize("rank_1_holds, said", [
+    ("7 videos (digest 0123456789abcdef)", None),
+    ("3 videos (digest fedcba9876543210)", "ranks disagree on data.list_file /mnt/a/train.txt: 7 videos (digest "
+     "0123456789abcdef) on rank 0, 3 videos (digest fedcba9876543210) on rank 1: every node must hold the same copy")])
+def test_nodes_that_name_their_copies_of_an_input_each_their_own_way_compare_what_the_copies_hold(
+        rank_1_holds, said, monkeypatch):
+    """Each node names its copy of a list under its own path (its own mount), as check_same_config lets it: the ranks
+    compare the copies by the place of each input, not by its name, which said the copy on each rank missing (one
+    copy refused as 'none read on rank 1'; two copies said so where their digests differ). This process plays rank 1,
+    then rank 0, which gets what rank 1 sent."""
+    from mme.errors import ConfigError
+    from mme.train import distributed as dist
+
+    def inputs(path, holds):
+        return {f"data.list_file {path}": lambda: holds, "train.init ": None}
+
+    sent = []
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather_objects", lambda obj: sent.append(obj) or [obj, obj])
+    dist.check_same_inputs(inputs("/data/train.txt", rank_1_holds))
+    rank_1_sent = iter(sent)
+    monkeypatch.setattr(dist, "all_gather_objects", lambda obj: [obj, next(rank_1_sent)])
+    rank_0 = inputs("/mnt/a/train.txt", "7 videos (digest 0123456789abcdef)")
+    if said is None:
+        dist.check_same_inputs(rank_0)
+    else:
+        with pytest.raises(ConfigError) as info:
+            dist.check_same_inputs(rank_0)
+        assert str(info.value) == said
+
+
 def test_the_errors_every_rank_raises_at_one_step_of_the_loop_are_alike_and_decided_from_joined_values(
         monkeypatch, tmp_path):
     """Non-finite losses in a row (counted from steps skipped on any rank) and the failure fraction of the joined

@@ -195,15 +195,17 @@ def check_same_inputs(inputs: dict[str, Callable[[], str] | None]) -> None:
     """Raise on every rank unless all read the same copy of each input: ``inputs`` maps what names an input that
     each rank reads on its own (a node, its own copy: ``task.test_list test.txt``, ``train.init model.pt``) to what
     says this rank's copy (``7 videos (digest ..)``, :func:`mme.data.dataset.list_identity`; ``weights ..``,
-    :attr:`mme.models.checkpoint.Checkpoint.identity`), called under torchrun only; None: not read. Ranks that read
-    other copies went on silently (their shares of a test, of ``mme embed``'s rows or of the training batches were of
-    other videos or of another model, and rank 0 wrote them as its own), or a list of another length stopped the run
-    at the first join of the failures, in gloo's abort."""
+    :attr:`mme.models.checkpoint.Checkpoint.identity`), called under torchrun only; None: not read. The ranks compare
+    each input's copies by its place in ``inputs`` (its name holds the node's own path) and name it as this rank does.
+    Ranks that read other copies went on silently (their shares of a test, of ``mme embed``'s rows or of the training
+    batches were of other videos or of another model, and rank 0 wrote them as its own), or a list of another length
+    stopped the run at the first join of the failures, in gloo's abort."""
     if get_world_size() == 1:
         return
     with agreed():  # (an identity that cannot be read on one rank stops every rank)
-        mine = {what: None if identity is None else identity() for what, identity in inputs.items()}
-    differ = _disagreements(all_gather_objects(mine), lambda value: value or "none read")
+        mine = [None if identity is None else identity() for identity in inputs.values()]
+    held = [dict(zip(inputs, values)) for values in all_gather_objects(mine)]
+    differ = _disagreements(held, lambda value: value or "none read")
     if differ:
         what, said = differ[0]
         raise ConfigError(f"ranks disagree on {what}: {said}: every node must hold the same copy")
