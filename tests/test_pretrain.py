@@ -580,6 +580,7 @@ def test_advice_for_a_command_that_takes_none_of_its_settings_is_a_sentence_not_
 
 @pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
 @pytest.mark.parametrize("in_worker", [False, True])
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_command_takes(in_worker, tmp_path,
                                                                                            capsys, monkeypatch):
     """A step out of memory in ``mme demo`` advised "lower train.batch_size (raising train.accum_steps ...)" and, in a
@@ -596,7 +597,6 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
         "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
         "allocate 9437184 bytes. Error code 12 (Cannot allocate memory)")
     _second_step_raises(monkeypatch, error)
-    monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 1
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme demo: error:")]
