@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import pickle
 import re
@@ -1123,36 +1124,41 @@ def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(t
     assert proc.returncode == 1 and "INFO] checking 1 video of" in proc.stderr, proc.stderr
 
 
-def _finetune_replaced(replacement: str, rank: str) -> subprocess.CompletedProcess:
-    """``mme finetune`` as rank ``rank`` of 2 (the environment alone), its work replaced by the code
-    ``replacement``, which sets ``finetuned.main`` (``logging`` imported)."""
-    code = ("import logging, sys\nimport mme.eval.finetuned as finetuned\nfrom mme import cli\n" + replacement
-            + "sys.exit(cli.console(sys.argv[1:]))\n")
-    return subprocess.run([sys.executable, "-c", code, "finetune", "--config", "finetune_tiny_cpu"],
-                          capture_output=True, text=True, env={**os.environ, "RANK": rank, "WORLD_SIZE": "2"},
-                          timeout=120)
+def _finetune_replaced(work, rank: str, monkeypatch, capsys) -> tuple[int, str]:
+    """``mme finetune`` as rank ``rank`` of 2 (the environment alone), its work replaced by ``work`` (``main(recipe,
+    overrides)``): its exit code and stderr."""
+    import mme.eval.finetuned as finetuned
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(finetuned, "main", work)
+    with pytest.MonkeyPatch.context() as m:  # the root logger as a process's own at its start: without pytest's
+        m.setattr(logging.getLogger(), "handlers", [])  # handlers, beside which the CLI's basicConfig adds none
+        return cli(["finetune", "--config", "finetune_tiny_cpu"]), capsys.readouterr().err
 
 
-def test_the_log_reads_the_rank_as_the_library_does():
+def test_the_log_reads_the_rank_as_the_library_does(monkeypatch, capsys):
     """RANK=00 is rank 0 to the library (``launch_ranks``); the CLI compared the text, so its log was a rank's
     other than 0: warnings only, as 'rank 00'."""
-    proc = _finetune_replaced("finetuned.main = lambda recipe, overrides: "
-                              "logging.getLogger('mme.eval.testing').info('an info line')\n", rank="00")
-    assert proc.returncode == 0 and " INFO rank 0] an info line" in proc.stderr, proc.stderr
+    code, err = _finetune_replaced(lambda recipe, overrides: logging.getLogger("mme.eval.testing").info("an info line"),
+                                   "00", monkeypatch, capsys)
+    assert code == 0 and " INFO rank 0] an info line" in err, err
 
 
-def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
+def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line(monkeypatch, capsys):
     """Rank 1 showed the periodic validation's warning, which every rank raises alike on the joined reports, and
     its last line ('mme finetune: error: ...') did not say it was rank 1's."""
-    proc = _finetune_replaced("from mme.errors import DataError\n"
-                              "def main(recipe, overrides):\n"
-                              "    for name in ('mme.eval.finetuned', 'mme.eval.testing'):\n"
-                              "        logging.getLogger(name).warning('a warning of %s', name)\n"
-                              "    raise DataError('an error of this rank')\n"
-                              "finetuned.main = main\n", rank="1")
-    assert proc.returncode == 1 and "mme.eval.finetuned" not in proc.stderr, proc.stderr
-    assert " WARNING rank 1] a warning of mme.eval.testing\n" in proc.stderr
-    assert proc.stderr.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), proc.stderr
+    from mme.errors import DataError
+
+    def warning_then_error(recipe, overrides):
+        for name in ("mme.eval.finetuned", "mme.eval.testing"):
+            logging.getLogger(name).warning("a warning of %s", name)
+        raise DataError("an error of this rank")
+
+    code, err = _finetune_replaced(warning_then_error, "1", monkeypatch, capsys)
+    assert code == 1 and "mme.eval.finetuned" not in err, err
+    assert " WARNING rank 1] a warning of mme.eval.testing\n" in err
+    assert err.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), err
 
 
 def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(in_folders):
