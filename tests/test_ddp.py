@@ -139,7 +139,7 @@ def _launch(base: Path, synth: list[str]) -> None:
     (base / "data.json").write_text(json.dumps(synth))
     parts = {"ranks": (RANKS, _ranks_part), "in_folders": (IN_RANKS_FOLDERS, _in_folders_part),
              "disagreeing": (DISAGREEING, _disagreeing_part), "mixed_cpus": (MIXED_CPUS, _mixed_cpus_part),
-             "batch_b": (BY_THE_CLI, _batch_b_part),
+             "batch_b": (BY_THE_CLI, _batch_b_part), "meet": (MEET, lambda d, synth: []),
              "fails_at_second_step": (FAILS_AT_SECOND_STEP, _fails_at_second_step_part)}  # (last: a hang ends all)
     args = {}
     for part, (script, prepared) in parts.items():
@@ -1052,13 +1052,10 @@ def test_rank_0_s_progress_bar_of_a_test_says_it_counts_its_share(monkeypatch, c
 
 
 MEET = """\
-import json, sys, time
+import json, time
 from datetime import timedelta
-import torch
 import torch.distributed as td
 from mme.train import distributed as dist
-dist.init_distributed(torch.device("cpu"))
-td.distributed_c10d._set_pg_timeout(timedelta(seconds=1))  # the process group's (torch's 30 min on gloo), scaled down
 rank = dist.get_rank()
 
 
@@ -1074,10 +1071,15 @@ def set_up():  # rank 1's own work before the ranks meet takes longer than that
         time.sleep(2 * rank)
 
 
-said = {"agreed": outcome(set_up), "on_main": outcome(lambda: dist.on_main(time.sleep, 2))}  # rank 0's, likewise
-print(json.dumps(said), flush=True)
-dist.shutdown()
+td.distributed_c10d._set_pg_timeout(timedelta(seconds=1))  # the process group's (torch's 30 min on gloo), scaled down
+try:
+    said = {"agreed": outcome(set_up), "on_main": outcome(lambda: dist.on_main(time.sleep, 2))}  # rank 0's, likewise
+finally:
+    td.distributed_c10d._set_pg_timeout(td.default_pg_timeout)  # (the launch's group's before, for the next parts)
+print(json.dumps(said))
 """
+"""A part of :data:`LAUNCH` in which the ranks meet after work of unequal length, longer than their process group's
+timeout."""
 
 
 def test_a_gloo_group_that_does_not_start_beside_nccl_leaves_the_ranks_meeting_in_nccls(monkeypatch, caplog):
@@ -1096,24 +1098,14 @@ def test_a_gloo_group_that_does_not_start_beside_nccl_leaves_the_ranks_meeting_i
         distributed._meeting_group("cpu")
 
 
-def test_ranks_meeting_after_work_of_unequal_length_wait_beyond_the_process_groups_timeout(tmp_path):
+def test_ranks_meeting_after_work_of_unequal_length_wait_beyond_the_process_groups_timeout(launched):
     """Ranks met (``agreed``, ``raise_together``, ``on_main``, the gather of shares) in a barrier or collective under
     the process group's timeout, 30 minutes on gloo, 10 on NCCL: set-up checks, an ``mme embed`` or test share that a
     rank ended that much later, or a long write of rank 0, ended the run, the rank waiting 'another rank ended before
     it was done' (false) or a traceback of gloo's (NCCL's watchdog aborts the process)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (tmp_path / "meet.py").write_text(MEET)
-    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    ranks = [subprocess.Popen([sys.executable, str(tmp_path / "meet.py")], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
-             for r in (0, 1)]
-    for rank in ranks:
-        out, err = rank.communicate(timeout=120)
-        assert rank.returncode == 0 and json.loads(out) == {"agreed": None, "on_main": None}, (out, err[-2000:])
+    _, stdout, stderr = _part(launched, "meet")
+    assert [json.loads(line) for line in stdout.splitlines()] == [{"agreed": None, "on_main": None}] * 2, \
+        stderr[-3000:]
 
 
 def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(tmp_path):
