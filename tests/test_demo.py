@@ -36,6 +36,16 @@ def synth_in_this_process(monkeypatch) -> None:
     monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out, workers=None: made(self, out, workers=1))
 
 
+def pictures_left_out(monkeypatch) -> None:
+    """(time) The demo draws none of its pictures, nor its runs their loss curves (0.9 s of CPU a run): for the tests
+    whose subject is its rows."""
+    import mme.demo
+    import mme.train.loop
+
+    monkeypatch.setattr(mme.demo, "_pictures", lambda *args: [])
+    monkeypatch.setattr(mme.train.loop, "plot_loss_curves", lambda *args: None)
+
+
 def probes_of_the_same_features_remembered(monkeypatch) -> None:
     """(time) A probe of features the test probed before, bit for bit (a rerun's row reused, or pre-trained again the
     same way), gives what that probe gave, without its L-BFGS fits (7 a linear probe, 0.03 s of CPU each); features
@@ -163,7 +173,7 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
 
     real_pretrain = mme.demo.pretrain
     monkeypatch.setattr(mme.demo, "pretrain", counting_pretrain)
-    monkeypatch.setattr(mme.demo, "_pictures", lambda *args: [])  # (time: the first run's are checked; these rows are)
+    pictures_left_out(monkeypatch)  # (the first run's are checked; these rows are)
     assert main([*QUICK, "--out", os.path.relpath(out)]) == 0
     assert [Path(p).name for p in pretrained] == ["pixel"]
     rows = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
@@ -1009,7 +1019,7 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)  # (auto times the two)
     monkeypatch.setattr(mme.train.precision, "faster_precision",
                         lambda loss_fn, device: (p := next(timings), f"auto: measured here, {p} faster"))
-    monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
+    pictures_left_out(monkeypatch)
     synth_in_this_process(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"), workers=0)
     demo.demo(s)
@@ -1101,7 +1111,7 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
 
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)
     monkeypatch.setattr(mme.train.precision, "faster_precision", lambda loss_fn, device: ("bf16", "auto: measured"))
-    monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
+    pictures_left_out(monkeypatch)
     synth_in_this_process(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), workers=0)
     monkeypatch.setenv(mme.train.precision.AUTO_ENV, "fp32")
