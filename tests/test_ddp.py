@@ -1051,6 +1051,8 @@ def test_rank_0_s_progress_bar_of_a_test_says_it_counts_its_share(monkeypatch, c
     assert bar.startswith("val (rank 0's share of 2): 100%") and " 1/1 " in bar, bar
 
 
+# The meeting part: a meeting that times out closes the launch group's gloo pairs, so the part after it
+# (fails_at_second_step) then fails too, with "Application timeout caused pair closure".
 MEET = """\
 import json, time
 from datetime import timedelta

@@ -37,8 +37,8 @@ def synth_in_this_process(monkeypatch) -> None:
 
 
 def pictures_left_out(monkeypatch) -> None:
-    """(time) The demo draws none of its pictures, nor its runs their loss curves (0.9 s of CPU a run): for the tests
-    whose subject is its rows."""
+    """(time) The demo draws none of its pictures, nor its runs their loss curves (0.2 s of CPU a run, 0.9 s the
+    first in a process: matplotlib's import): for the tests whose subject is its rows."""
     import mme.demo
     import mme.train.loop
 
