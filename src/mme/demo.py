@@ -80,6 +80,7 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
 from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
+from mme.train.engine import with_added_keys
 from mme.train.interrupts import StageStops
 from mme.train.metrics import records_through, steps_of
 from mme.train.precision import bf16_said, choose_device, settled_precision
@@ -545,11 +546,14 @@ def _resolved_device(device: str) -> str:
 
 def _as_written_now(saved: dict) -> dict:
     """A saved row's fingerprint as :func:`_fingerprint` writes it now: rows made before held the overrides (their
-    config holds them resolved) and the device as given; the CPU as saved (a row of an mme before
+    config holds them resolved), the device as given and no keys a later mme added to the config (what their runs
+    did: :func:`~mme.train.engine.with_added_keys`); the CPU as saved (a row of an mme before
     :func:`~mme.utils.cpu_name` listed the CPU's features, its model alone, is made again: :func:`_judgement`)."""
     now = {k: v for k, v in saved.items() if k != "overrides"}
     if "device" in now:
         now["device"] = _resolved_device(now["device"])
+    if isinstance(now.get("config"), dict):
+        now["config"] = with_added_keys(now["config"])
     return now
 
 

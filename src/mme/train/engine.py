@@ -745,6 +745,18 @@ ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG, ``maskfeat``'s normalised)."""
 
+
+def with_added_keys(config: dict) -> dict:
+    """A saved config (sections of fields) with each :data:`ADDED_KEYS` key it lacks, in a section it has, at what a
+    run made before the key did: an earlier mme's config as this mme writes the same settings."""
+    config = {section: dict(fields) if isinstance(fields, dict) else fields for section, fields in config.items()}
+    for key, value in ADDED_KEYS.items():
+        section, name = key.split(".")
+        if isinstance(config.get(section), dict):
+            config[section].setdefault(name, value)
+    return config
+
+
 @dataclass(frozen=True)
 class Change:
     """A flattened config key whose value differs between two configs (:func:`config_changes`); said as
