@@ -303,6 +303,45 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
         assert info.value.reason == "decode error" and not isinstance(info.value, FrameCountChanged)
 
 
+def test_the_opencv_reader_refuses_a_file_damaged_in_its_middle_and_reads_every_frame_of_a_cut_one(tmp_path,
+                                                                                                   clip_frames):
+    """OpenCV's grab fails on a packet its decoder refuses and goes on at the next; the opencv backend took its first
+    failure for the file's end. An H.264 MP4 with bytes damaged in its middle read as a video of the frames before
+    the damage, silently (a read of a frame past it: 'index out of range', where the pyav backend and `mme check`
+    say 'decode error'); one cut short (an interrupted download) lacked the frames its decoder held for reordering,
+    which the flush after the cut packet gives. The damaged one is refused as a decode error naming where OpenCV's
+    decode failed; the cut one has every frame FFmpeg's decode gives, each pyav's bytes (8-bit 4:2:0 H.264)."""
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "+faststart"}) as c:  # its index before the frames
+        s = c.add_stream("libx264", rate=25, options={"bf": "3", "b-adapt": "0", "g": "12",
+                                                      "x264-params": "scenecut=0"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in clip_frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    data = full.read_bytes()
+    with av.open(str(full)) as c:
+        starts = [p.pos for p in c.demux(video=0) if p.size]
+    damaged = bytearray(data)  # packets 20 to 22 overwritten, their NAL units' lengths too
+    damaged[starts[20]:starts[23]] = np.random.default_rng(1).bytes(starts[23] - starts[20])
+    (tmp_path / "damaged.mp4").write_bytes(damaged)
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) * 55 // 100])
+    with open_video(full, "opencv") as reader:
+        assert reader.num_frames == 50
+    with pytest.raises(VideoError) as info:
+        open_video(tmp_path / "damaged.mp4", "opencv")
+    assert info.value.reason == check_video(tmp_path / "damaged.mp4")["status"] == "decode error"
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'damaged.mp4'))}: decode error \(OpenCV's decode failed at frame "
+                        r"\d+ and went on after it; FFmpeg's decode from the start fails: .*\)", str(info.value))
+    ref = decode_as_ffmpeg(tmp_path / "cut.mp4")
+    with open_video(tmp_path / "cut.mp4") as pyav, open_video(tmp_path / "cut.mp4", "opencv") as reader:
+        assert reader.num_frames == pyav.num_frames == len(ref) < 50
+        last = np.arange(len(ref) - 3, len(ref))
+        np.testing.assert_array_equal(reader.read(last), ref[last])  # by seek, then decoding on past the cut packet
+        np.testing.assert_array_equal(reader.read(np.arange(len(ref))), ref)
+        np.testing.assert_array_equal(pyav.read(last), ref[last])
+
+
 def test_a_cut_mpeg_ps_whose_last_packet_is_not_flagged_is_counted_from_the_start(tmp_path, monkeypatch):
     """A cut MPEG-PS file: its demuxer flags the packets before the last one as corrupt, not the last, so the file
     kept its read by seek, `mme check` said 'ok', and frame 37, concealed after other references than in the

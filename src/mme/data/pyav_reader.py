@@ -1712,6 +1712,12 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
     return () if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
+def decoded_count(path: str) -> int:
+    """How many frames ``path`` has (frame i, :mod:`mme.data.video`): its decode from the start on one thread, passing
+    over what ``ffmpeg`` passes over (:func:`_decode`); the FFmpegError where that decode fails."""
+    return len(_decoded_timestamps(path, 0, indexing=False)[0])
+
+
 def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
                         index: _Index | None = None) -> tuple[list[int | None], bool]:
     """The timestamp of every frame of a full decode on one thread, in order, and whether the file must be decoded on

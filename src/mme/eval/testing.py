@@ -187,12 +187,16 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.double().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-READING_VERSION = 9
+READING_VERSION = 10
 """Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features so
 that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives a video
 other views or another verdict (the frames of the test views, which files are refused), in :data:`READING_BACKENDS`
 where it changes some backends' alone and :data:`TEST_VIEWS_ALONE` where the test views alone (training runs record it
-too: :func:`reading_changed`). 9: the opencv backend reads
+too: :func:`reading_changed`). 10: the opencv backend counts and reads past a grab that fails where frames follow, as
+FFmpeg's decode from the start does (``_opencv_count`` in :mod:`mme.data.video`): a file cut short has the frames its
+decoder held for reordering, an H.264 file with packets without a picture is read, and one damaged in its middle is a
+decode error (before: each ended at the first failed grab, the damaged one a video of the frames before the damage, the
+other a shorter or frameless one); 9: the opencv backend reads
 the frame asked of a file whose container header counts fewer frames than it holds, or under 2 (an AVI never finalised,
 a WebM written live), where OpenCV's seek stops short or does not seek (``_OpenCVReader._seek`` in
 :mod:`mme.data.video`; before: as many frames early as the seek fell short), and a read from where its capture stands
@@ -221,7 +225,8 @@ others read as one-frame videos, given a row); 2: strided view starts rounded do
 refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded by no version."""
 
 
-READING_BACKENDS = {3: ("opencv", "decord"), 7: ("pyav", "pyav-cuda"), 8: ("pyav", "pyav-cuda"), 9: ("opencv",)}
+READING_BACKENDS = {3: ("opencv", "decord"), 7: ("pyav", "pyav-cuda"), 8: ("pyav", "pyav-cuda"), 9: ("opencv",),
+                    10: ("opencv",)}
 """The backends (``data.backend``) whose reading a version of :data:`READING_VERSION` changed, where it changed some
 only (others: every backend's). A bump adds its entry here where so."""
 TEST_VIEWS_ALONE = (5,)
