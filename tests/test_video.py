@@ -46,7 +46,7 @@ from videos import (
 from mme.data import pyav_reader
 from mme.data.lists import USABLE, ListEntry, resolve
 from mme.data.pyav_reader import rgb24
-from mme.data.video import check_video, open_video
+from mme.data.video import GRAB_TRIES, check_video, open_video
 from mme.data.video_reader import display_turn
 from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import absolute_path
@@ -303,6 +303,20 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
         assert info.value.reason == "decode error" and not isinstance(info.value, FrameCountChanged)
 
 
+def _write_faststart_h264(path: Path, frames: np.ndarray) -> list[int]:
+    """An H.264 MP4 of ``frames`` (B-frames, a keyframe every 12) with its index before them, as streamed: where
+    each packet's data starts in the file."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as c:
+        s = c.add_stream("libx264", rate=25, options={"bf": "3", "b-adapt": "0", "g": "12",
+                                                      "x264-params": "scenecut=0"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    with av.open(str(path)) as c:
+        return [p.pos for p in c.demux(video=0) if p.size]
+
+
 def test_the_opencv_reader_refuses_a_file_damaged_in_its_middle_and_reads_every_frame_of_a_cut_one(tmp_path,
                                                                                                    clip_frames):
     """OpenCV's grab fails on a packet its decoder refuses and goes on at the next; the opencv backend took its first
@@ -312,16 +326,8 @@ def test_the_opencv_reader_refuses_a_file_damaged_in_its_middle_and_reads_every_
     which the flush after the cut packet gives. The damaged one is refused as a decode error naming where OpenCV's
     decode failed; the cut one has every frame FFmpeg's decode gives, each pyav's bytes (8-bit 4:2:0 H.264)."""
     full = tmp_path / "full.mp4"
-    with av.open(str(full), "w", options={"movflags": "+faststart"}) as c:  # its index before the frames
-        s = c.add_stream("libx264", rate=25, options={"bf": "3", "b-adapt": "0", "g": "12",
-                                                      "x264-params": "scenecut=0"})
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for f in clip_frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
+    starts = _write_faststart_h264(full, clip_frames)
     data = full.read_bytes()
-    with av.open(str(full)) as c:
-        starts = [p.pos for p in c.demux(video=0) if p.size]
     damaged = bytearray(data)  # packets 20 to 22 overwritten, their NAL units' lengths too
     damaged[starts[20]:starts[23]] = np.random.default_rng(1).bytes(starts[23] - starts[20])
     (tmp_path / "damaged.mp4").write_bytes(damaged)
@@ -340,6 +346,25 @@ def test_the_opencv_reader_refuses_a_file_damaged_in_its_middle_and_reads_every_
         np.testing.assert_array_equal(reader.read(last), ref[last])  # by seek, then decoding on past the cut packet
         np.testing.assert_array_equal(reader.read(np.arange(len(ref))), ref)
         np.testing.assert_array_equal(pyav.read(last), ref[last])
+
+
+def test_the_opencv_reader_refuses_a_file_damaged_over_more_packets_in_a_row_than_it_grabs_past(tmp_path):
+    """Damage over more than GRAB_TRIES packets in a row ends OpenCV's grabs as the end of the file does: an H.264
+    MP4 damaged so read as a video of the frames before the damage, silently, where the container's header counts
+    every frame (the pyav backend and `mme check` say 'decode error'). Where the grabs end before the header's
+    count, FFmpeg's decode from the start decides, as after a grab that failed where frames followed."""
+    path = tmp_path / "damaged.mp4"
+    image = np.random.default_rng(0).integers(100, 164, (48, 64, 3), dtype=np.uint8)
+    starts = _write_faststart_h264(path, np.stack([np.roll(image, t, 1) for t in range(GRAB_TRIES + 40)]))
+    damaged = bytearray(path.read_bytes())  # every packet from 12 to the last 8 overwritten
+    damaged[starts[12]:starts[-8]] = np.random.default_rng(1).bytes(starts[-8] - starts[12])
+    path.write_bytes(damaged)
+    with pytest.raises(VideoError) as info:
+        open_video(path, "opencv")
+    assert info.value.reason == check_video(path)["status"] == "decode error"
+    assert re.fullmatch(rf"{re.escape(str(path))}: decode error \(OpenCV's decode ended at frame \d+, where the "
+                        rf"container's header counts {GRAB_TRIES + 40} frames; FFmpeg's decode from the start "
+                        r"fails: .*\)", str(info.value))
 
 
 def test_a_cut_mpeg_ps_whose_last_packet_is_not_flagged_is_counted_from_the_start(tmp_path, monkeypatch):

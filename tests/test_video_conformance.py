@@ -1143,19 +1143,27 @@ def test_h264_packets_of_an_access_unit_delimiter_and_sei_alone_decode_to_no_fra
     assert (check["status"], check["frames"]) == ("ok" if seeking == "seek" else "suspicious", 40)
 
 
-@pytest.mark.parametrize("name,timing,headers", [("own.mp4", "own", False), ("shared.mkv", "shared", False),
-                                                 ("headers.mp4", "own", True)])
-def test_the_opencv_backend_reads_h264_with_packets_of_units_alone(tmp_path, name, timing, headers):
+@pytest.mark.parametrize("name,timing,packets,headers", [("own.mp4", "own", None, False),
+                                                         ("shared.mkv", "shared", None, False),
+                                                         ("first.mkv", "shared", 1, False),
+                                                         ("headers.mp4", "own", None, True)])
+def test_the_opencv_backend_reads_h264_with_packets_of_units_alone(tmp_path, name, timing, packets, headers):
     """The same files (above) read with ``data.backend=opencv``: OpenCV's grab fails on each packet without a picture
     and goes on at the next, and its reader took the first failure for the file's end: such a file read as no frames
     (``unreadable``). The count and the reads pass over those failures, as FFmpeg's decode from the start does: every
-    frame of a decode from the start is the plain file's (8-bit 4:2:0 H.264, the pyav backend's bytes); a read by
-    seek is OpenCV's, not exact (docs/data.md)."""
+    frame is the plain file's (8-bit 4:2:0 H.264, the pyav backend's bytes), in a decode from the start and in a
+    fresh reader's read (a dataset item's), which seeks no further than the first failed grab: OpenCV's seek past it
+    lands on another frame than it says (frame 30 of the file whose first packet alone is such read as 38, frame 39 a
+    decode error)."""
     src = write_aud_video(tmp_path / "src.mp4", affine_video(40, 48, 64, dx=0.7, seed=3)[0], headers)
-    path = with_units_apart(src, tmp_path / name, timing, None, (6, 7, 8, 9) if headers else (6, 9))
+    path = with_units_apart(src, tmp_path / name, timing, packets, (6, 7, 8, 9) if headers else (6, 9))
+    ref = decode_all(src)
     with open_video(path, "opencv") as reader:
         assert reader.num_frames == 40
-        np.testing.assert_array_equal(reader.read(np.arange(40)), decode_all(src))
+        np.testing.assert_array_equal(reader.read(np.arange(40)), ref)
+    for i in (20, 30, 39):
+        with open_video(path, "opencv") as reader:
+            np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read by a fresh reader")
 
 
 def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):

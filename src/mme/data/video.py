@@ -380,7 +380,8 @@ class _OpenCVReader(VideoReader):
         if refusal:
             self._cap.release()
             raise video_error(path, "decode error", refusal)
-        self._tries = 1 if failed_at is None else GRAB_TRIES  # a read passes over failed grabs where the count did
+        self._failed_at = failed_at  # a read passes over failed grabs where the count did, and seeks no further
+        self._tries = 1 if failed_at is None else GRAB_TRIES
 
     def sample_aspect(self) -> Fraction:
         """The sample aspect ratio OpenCV's FFmpeg read from the file (1 where it says none)."""
@@ -406,9 +407,14 @@ class _OpenCVReader(VideoReader):
         finalised, a WebM written live, without duration) it does not seek at all, though it says it did, and the
         capture is opened again, at frame 0. A capture already at or a few frames before ``frame`` (a fresh one
         read from frame 0, the next clip of a video read in order) decodes on without a seek: that costs at
-        most FORWARD_WITHOUT_SEEK decodes, and a seek on MPEG-TS lands on another frame than the one it names."""
+        most FORWARD_WITHOUT_SEEK decodes, and a seek on MPEG-TS lands on another frame than the one it names. A
+        seek past a grab that failed where frames followed (:func:`_opencv_count`) lands on another frame than the
+        one it says, or where the decode on fails, so a read past it seeks to that frame at most and decodes on
+        from there (on a file whose first packet has no picture: from frame 0)."""
         if self._at is not None and 0 <= frame - self._at <= FORWARD_WITHOUT_SEEK:
             return self._at
+        if self._failed_at is not None:
+            frame = min(frame, self._failed_at)
         if self._cap.get(cv2.CAP_PROP_FRAME_COUNT) > 1:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
             landed = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
@@ -464,24 +470,30 @@ def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, s
     damage in the middle of the file (each frame after it would be read at another index), or what FFmpeg's
     sequential decode passes over (:func:`~mme.data.pyav_reader.decoded_count`), the cut end of a file, after which
     the decoder's flush gives the frames it held for reordering, or a packet without a picture. So that decode is
-    asked: the count stands where it gives as many frames. Cached by :class:`~mme.utils.VersionOfFile`: one file
-    however named is counted once, a file replaced keeping its size and mtime (``cp -p``) again."""
+    asked: the count stands where it gives as many frames. It is asked too where the grabs end before the header's
+    count (damage over more than GRAB_TRIES packets in a row ends them). Cached by
+    :class:`~mme.utils.VersionOfFile`: one file however named is counted once, a file replaced keeping its size and
+    mtime (``cp -p``) again."""
     cap = _opencv_capture(file.path, threads)
     count, failed_at = 0, None
     while (failed := _grab(cap, GRAB_TRIES)) is not None:
         if failed and failed_at is None:
             failed_at = count
         count += 1
+    header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
-    if failed_at is None:
+    if failed_at is not None:
+        how = f"OpenCV's decode failed at frame {failed_at} and went on after it"
+    elif header > count:  # (or failed on more than GRAB_TRIES packets in a row, taken for the end)
+        how = f"OpenCV's decode ended at frame {count}, where the container's header counts {header} frames"
+    else:
         return count, None, ""
-    how = f"OpenCV's decode failed at frame {failed_at} and went on after it"
     try:
         frames = decoded_count(file.path)
     except av.error.FFmpegError as e:
         return count, failed_at, f"{how}; FFmpeg's decode from the start fails: {e}"
     if frames != count:
-        return count, failed_at, f"{how}, to {count} frames, where FFmpeg's decode from the start gives {frames}"
+        return count, failed_at, f"{how}: {count} frames, where FFmpeg's decode from the start gives {frames}"
     return count, failed_at, ""
 
 
