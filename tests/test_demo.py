@@ -361,6 +361,26 @@ def test_a_row_made_by_other_rules_of_mme_is_made_again_and_one_of_this_mmes_is_
     _check_saved_rows(s, overwrite=False)
 
 
+def test_a_row_is_made_again_for_a_reading_rule_changed_for_its_backend_alone(tmp_path, monkeypatch):
+    """A reading version that changed one backend's reading alone (READING_BACKENDS) made every demo row be made
+    again, whatever the backend its videos were read with, where a training run's resume took the change as another
+    backend's (reading_changed): a row is made again only where the change was of its backend's reading."""
+    import mme.eval.testing
+    from mme.demo import DemoSettings, _save_row, _saved_row
+
+    s = DemoSettings.quick(tmp_path)
+    targets = (*s.targets, "random init")
+    for target in targets:
+        _save_row(s, {"target": target, "seed": 0, "linear_top1": 50.0})
+    backend = json.loads((tmp_path / "seed0" / "mme.json").read_text())["settings"]["config"]["data"]["backend"]
+    now = mme.eval.testing.READING_VERSION + 1
+    monkeypatch.setattr(mme.eval.testing, "READING_VERSION", now)
+    monkeypatch.setitem(mme.eval.testing.READING_BACKENDS, now, tuple({"pyav", "opencv"} - {backend}))
+    assert all(_saved_row(s, 0, t) is not None for t in targets)
+    monkeypatch.setitem(mme.eval.testing.READING_BACKENDS, now, (backend,))
+    assert all(_saved_row(s, 0, t) is None for t in targets)
+
+
 def test_the_refusal_and_the_reuse_of_saved_rows_follow_one_judgement(tmp_path, caplog):
     """The rules for a saved row were written twice, for the check before any work and for the reuse of each row:
     both now follow :func:`mme.demo._judged_row`. Each kind of row: whether it is reused, why it is made again, and

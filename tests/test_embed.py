@@ -1456,6 +1456,36 @@ def test_features_read_by_an_earlier_reading_rule_are_made_again(recorded, own_r
     np.testing.assert_array_equal(read_features(stopped)[0], fresh)
 
 
+def test_features_are_made_again_for_a_reading_rule_changed_for_their_backend_alone(own_root, tmp_path, monkeypatch):
+    """A reading version that changed one backend's reading alone (READING_BACKENDS) made the features and stopped
+    jobs of every backend be made again, where a training run's resume took the change as another backend's
+    (reading_changed): they are kept, and made again where the change was of their backend's reading."""
+    import mme.eval.features
+    import mme.eval.testing
+
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    out, stopped = embed(ckpt, root / "list.txt", tmp_path / "f.npy", **kw), tmp_path / "g.npy"
+    with monkeypatch.context() as m:
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, root / "list.txt", stopped, **kw)
+    backend = json.loads((tmp_path / "f.npy.json").read_text())["job"]["backend"]
+    now = READING_VERSION + 1
+    for module in (mme.eval.testing, mme.eval.features):
+        monkeypatch.setattr(module, "READING_VERSION", now)
+    monkeypatch.setitem(mme.eval.testing.READING_BACKENDS, now, tuple({"pyav", "opencv"} - {backend}))
+    for path, loaded in ((out, []), (stopped, [2, 5])):  # (a resumed job tries its failed videos again)
+        loads.clear()
+        embed(ckpt, root / "list.txt", path, **kw)
+        assert sorted(loads) == loaded, path
+    monkeypatch.setitem(mme.eval.testing.READING_BACKENDS, now, (backend,))
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == list(range(8))
+    assert json.loads((tmp_path / "f.npy.json").read_text())["job"]["reading"] == now
+
+
 def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_path):
     """A job without --tokens left the .tokens.npy of an earlier one on the same --out (another encoder), and
     read_tokens returned those grids beside the later features. They are removed, and read_tokens goes by the

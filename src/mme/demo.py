@@ -74,7 +74,7 @@ from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot
 from mme.errors import ConfigError, DataError, Interrupted, MMEError
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
-from mme.eval.testing import iter_test_batches
+from mme.eval.testing import iter_test_batches, reading_as_now
 from mme.models.checkpoint import load_encoder
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
@@ -547,13 +547,17 @@ def _resolved_device(device: str) -> str:
 def _as_written_now(saved: dict) -> dict:
     """A saved row's fingerprint as :func:`_fingerprint` writes it now: rows made before held the overrides (their
     config holds them resolved), the device as given and no keys a later mme added to the config (what their runs
-    did: :func:`~mme.train.engine.with_added_keys`); the CPU as saved (a row of an mme before
+    did: :func:`~mme.train.engine.with_added_keys`); a reading version no version since changed for the row's
+    backend as this one (:func:`~mme.eval.testing.reading_as_now`); the CPU as saved (a row of an mme before
     :func:`~mme.utils.cpu_name` listed the CPU's features, its model alone, is made again: :func:`_judgement`)."""
     now = {k: v for k, v in saved.items() if k != "overrides"}
     if "device" in now:
         now["device"] = _resolved_device(now["device"])
     if isinstance(now.get("config"), dict):
         now["config"] = with_added_keys(now["config"])
+    if isinstance(versions := now.get("versions"), dict) and "reading" in versions:
+        backend = now.get("config", {}).get("data", {}).get("backend")
+        now["versions"] = {**versions, "reading": reading_as_now(versions["reading"], backend)}
     return now
 
 
@@ -570,7 +574,7 @@ def _other_version(saved: dict, settings: dict) -> str | None:
     row is made again, its pre-training not kept against the settings (they are this mme's alone to judge)."""
     if "config" not in saved or not isinstance(saved.get("versions"), dict):
         return "an earlier version of mme"
-    old, now = saved["versions"], settings["versions"]
+    old, now = _as_written_now(saved)["versions"], settings["versions"]
     changed = [key for key in {**now, **old} if old.get(key) != now.get(key)]
     if not changed:
         return None

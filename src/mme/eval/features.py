@@ -41,7 +41,14 @@ from torch.utils.data import Dataset
 from mme.config import differences
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
-from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches, short_videos, warn_short
+from mme.eval.testing import (
+    READING_VERSION,
+    build_test_set,
+    iter_test_batches,
+    reading_as_now,
+    short_videos,
+    warn_short,
+)
 from mme.train import run_folder
 from mme.utils import (
     atomic_path,
@@ -331,17 +338,21 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
 def _job(recorded: Any) -> Any:
     """A job's fingerprint (or a sidecar) as recorded, read as this mme writes it: TSN segments take no stride
     (None; jobs of an earlier mme recorded one they never used, so their features and partial results are still
-    theirs, and said as what they are)."""
+    theirs, and said as what they are), and a reading version that no version since changed for the job's backend
+    as this one (:func:`~mme.eval.testing.reading_as_now`: a change of another backend's reading alone leaves them
+    theirs)."""
     if isinstance(recorded, dict) and recorded.get("segments"):
-        return {**recorded, "stride": None}
+        recorded = {**recorded, "stride": None}
+    if isinstance(recorded, dict) and "reading" in recorded:
+        recorded = {**recorded, "reading": reading_as_now(recorded["reading"], recorded.get("backend"))}
     return recorded
 
 
 def _read_earlier(job: Any) -> str | None:
-    """How a recorded job read its videos where that was by an earlier rule than this mme's (:data:`READING_VERSION`):
-    its features are not these, nor can the job be resumed."""
+    """How a recorded job read its videos where that was by an earlier rule than this mme's (:data:`READING_VERSION`,
+    for the job's backend: :func:`_job`): its features are not these, nor can the job be resumed."""
     found = job.get("reading", 1) if isinstance(job, dict) else 1
-    if found == READING_VERSION:
+    if reading_as_now(found, job.get("backend") if isinstance(job, dict) else None) == READING_VERSION:
         return None
     return f"read its videos by an earlier rule (reading version {found}, now {READING_VERSION}: other test views " \
            "or files refused)"

@@ -254,6 +254,15 @@ def reading_changed(version: int, backend: str, test_views: bool) -> str | None:
     return f"version {version} -> {READING_VERSION} ({said}: mme.eval.testing.READING_VERSION)"
 
 
+def reading_as_now(version: object, backend: str | None) -> object:
+    """A recorded reading version (:data:`READING_VERSION`) of test views read with ``backend`` (mme embed's
+    features, the demo's rows) as this mme records it where no version since changed that reading
+    (:func:`reading_changed`), else as recorded: such records are this mme's, not made again."""
+    if isinstance(version, int) and reading_changed(version, backend, test_views=True) is None:
+        return READING_VERSION
+    return version
+
+
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
                    segments: bool = False, root: str = "", backend: str | None = None, orientation: str | None = None,
                    seed: int = 0, index_dir: str | None = None, checkpoint: Checkpoint | None = None,
