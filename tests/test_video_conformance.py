@@ -1166,6 +1166,24 @@ def test_the_opencv_backend_reads_h264_with_packets_of_units_alone(tmp_path, nam
             np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read by a fresh reader")
 
 
+def test_the_opencv_backend_reads_h264_whose_header_counts_a_frame_more_from_the_start(tmp_path):
+    """The file of those above whose first packet alone is such, in MP4, timed apart: its container header counts a
+    frame more (61) than it has, and OpenCV, which seeks by the frame rate's arithmetic, landed a frame early from
+    frame 49 on, saying it was where it was asked, with no grab failing: frame 50 read as frame 49, silently. A file
+    whose header counts other than the frames grabbed is read without seeking: from the start, or on from where a
+    read before left it."""
+    src = write_aud_video(tmp_path / "src.mp4", affine_video(60, 48, 64, dx=0.7, seed=3)[0])
+    path = with_units_apart(src, tmp_path / "first.mp4", "own", 1)
+    ref = decode_all(src)
+    for i in (50, 59):
+        with open_video(path, "opencv") as reader:
+            assert reader.num_frames == 60
+            np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read by a fresh reader")
+    with open_video(path, "opencv") as reader:  # a reused reader, its clips in order
+        for idx in ([10, 12], [40, 42], [55, 57], [20]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
+
+
 def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):
     """An AVI whose fourcc this FFmpeg has no decoder for: the reader crashed (AttributeError) and took a loader
     worker or `mme check` with it."""

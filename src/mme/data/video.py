@@ -380,8 +380,8 @@ class _OpenCVReader(VideoReader):
         if refusal:
             self._cap.release()
             raise video_error(path, "decode error", refusal)
-        self._failed_at = failed_at  # a read passes over failed grabs where the count did, and seeks no further
-        self._tries = 1 if failed_at is None else GRAB_TRIES
+        self._seeks_to = _seeks_to(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), self.num_frames, failed_at)
+        self._tries = 1 if failed_at is None else GRAB_TRIES  # a read passes over failed grabs where the count did
 
     def sample_aspect(self) -> Fraction:
         """The sample aspect ratio OpenCV's FFmpeg read from the file (1 where it says none)."""
@@ -400,22 +400,17 @@ class _OpenCVReader(VideoReader):
         return cap
 
     def _seek(self, frame: int) -> int:
-        """Put the capture at ``frame`` or before it, and return where it is. CAP_PROP_POS_FRAMES seeks to the
-        keyframe before ``frame`` and decodes up to it, but no further than the frame count of the container's
-        header (CAP_PROP_FRAME_COUNT): it lands before ``frame`` where the header counts fewer frames (an AVI with a
-        wrong count), and the reads go on from there; where that count is under 2 (an AVI whose header was never
-        finalised, a WebM written live, without duration) it does not seek at all, though it says it did, and the
-        capture is opened again, at frame 0. A capture already at or a few frames before ``frame`` (a fresh one
-        read from frame 0, the next clip of a video read in order) decodes on without a seek: that costs at
-        most FORWARD_WITHOUT_SEEK decodes, and a seek on MPEG-TS lands on another frame than the one it names. A
-        seek past a grab that failed where frames followed (:func:`_opencv_count`) lands on another frame than the
-        one it says, or where the decode on fails, so a read past it seeks to that frame at most and decodes on
-        from there (on a file whose first packet has no picture: from frame 0)."""
-        if self._at is not None and 0 <= frame - self._at <= FORWARD_WITHOUT_SEEK:
+        """Put the capture at ``frame`` or before it, and return where it is: at most at the frame :func:`_seeks_to`
+        trusts a seek to, and at frame 0 by opening the capture again. A capture already at or a few frames before
+        ``frame`` (a fresh one read from frame 0, the next clip of a video read in order) decodes on without a seek:
+        that costs at most FORWARD_WITHOUT_SEEK decodes, and a seek on MPEG-TS lands on another frame than the one
+        it names; so does one at or past the frame a seek is trusted to, and before ``frame``, however far before.
+        CAP_PROP_POS_FRAMES seeks to the keyframe before ``frame`` and decodes up to it, and the reads go on from
+        where it landed."""
+        if self._at is not None and (0 <= frame - self._at <= FORWARD_WITHOUT_SEEK
+                                     or self._seeks_to <= self._at <= frame):
             return self._at
-        if self._failed_at is not None:
-            frame = min(frame, self._failed_at)
-        if self._cap.get(cv2.CAP_PROP_FRAME_COUNT) > 1:
+        if frame := min(frame, self._seeks_to):
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
             landed = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
             if 0 <= landed <= frame:
@@ -460,6 +455,21 @@ def _grab(cap: cv2.VideoCapture, tries: int) -> int | None:
         if cap.grab():
             return failed
     return None
+
+
+def _seeks_to(header: int, count: int, failed_at: int | None) -> int:
+    """The last frame an OpenCV capture's seek (CAP_PROP_POS_FRAMES) is trusted to land on, given the container
+    header's frame count (CAP_PROP_FRAME_COUNT), the frames grabbed and the first failed grab (:func:`_opencv_count`).
+    OpenCV seeks by the frame rate's arithmetic, bounded by the header's count: where that count is not the frames
+    grabbed (an MP4 whose edit list or packets without a picture it counts, a Matroska file whose count it estimates
+    from the duration, an AVI with a wrong count), its seek lands on another frame than it says, or not where asked;
+    where the count is under 2 (an AVI whose header was never finalised, a WebM written live, without duration) it
+    does not seek at all, though it says it did. None is trusted there: 0, a read from the start. Past a grab that
+    failed where frames followed, a seek lands on another frame than it says, or where the decode on fails: the
+    failed grab's frame at most."""
+    if header != count:
+        return 0
+    return count if failed_at is None else failed_at
 
 
 @functools.lru_cache(maxsize=4096)
