@@ -25,7 +25,7 @@ from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
 
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
-from mme.eval.features import embed, extract_features, read_features, read_tokens
+from mme.eval.features import _read_otherwise, embed, extract_features, read_features, read_tokens
 from mme.eval.testing import READING_VERSION, build_test_set
 from mme.models.checkpoint import load_encoder
 from mme.models.config import ModelConfig
@@ -1454,6 +1454,19 @@ def test_features_read_by_an_earlier_reading_rule_are_made_again(recorded, own_r
     assert re.search(f"embed: {re.escape(str(tmp_path / 'g.npy.partial'))}: the stopped job there{earlier}",
                      caplog.text)
     np.testing.assert_array_equal(read_features(stopped)[0], fresh)
+
+
+def test_features_read_by_a_later_mmes_reading_rule_are_said_to_be_so():
+    """A job recorded by a later mme (reading version above this one's) was said to have read its videos by an
+    earlier rule; it is a later one, and a version of no order another one."""
+    def said(version):
+        return _read_otherwise({"reading": version, "backend": "pyav"})
+
+    assert said(READING_VERSION) is None
+    assert said(READING_VERSION + 1).startswith(f"read its videos by a later rule (reading version "
+                                                f"{READING_VERSION + 1}, now {READING_VERSION}: ")
+    assert said(1).startswith("read its videos by an earlier rule (reading version 1, ")
+    assert said("x").startswith("read its videos by another rule (reading version x, ")
 
 
 def test_features_are_made_again_for_a_reading_rule_changed_for_their_backend_alone(own_root, tmp_path, monkeypatch):

@@ -311,11 +311,11 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
             _drop_stale(partial, states)
             return
         diff = differences(found, fingerprint)
-        earlier = _read_earlier(found)
-        if not earlier and any(len(p["index"]) for p in _read_parts(partial, ("index",))):
+        otherwise = _read_otherwise(found)
+        if not otherwise and any(len(p["index"]) for p in _read_parts(partial, ("index",))):
             raise DataError(f"{partial}: partial results of a different job (differs in {diff}); delete the folder "
                             "or choose another --out")
-        why = earlier or f"embedded no video (other {diff})"
+        why = otherwise or f"embedded no video (other {diff})"
         log.info("embed: %s: the stopped job there %s; started afresh", partial, why)
         for path in partial.glob("part-*.npz"):
             with removing(path, f"it is of the stopped job there, which {why}: make it removable, or delete "
@@ -348,13 +348,15 @@ def _job(recorded: Any) -> Any:
     return recorded
 
 
-def _read_earlier(job: Any) -> str | None:
-    """How a recorded job read its videos where that was by an earlier rule than this mme's (:data:`READING_VERSION`,
-    for the job's backend: :func:`_job`): its features are not these, nor can the job be resumed."""
+def _read_otherwise(job: Any) -> str | None:
+    """How a recorded job read its videos where that was by another rule than this mme's (:data:`READING_VERSION`,
+    for the job's backend: :func:`_job`), an earlier or a later mme's: its features are not these, nor can the job
+    be resumed."""
     found = job.get("reading", 1) if isinstance(job, dict) else 1
     if reading_as_now(found, job.get("backend") if isinstance(job, dict) else None) == READING_VERSION:
         return None
-    return f"read its videos by an earlier rule (reading version {found}, now {READING_VERSION}: other test views " \
+    which = ("an earlier" if found < READING_VERSION else "a later") if isinstance(found, int) else "another"
+    return f"read its videos by {which} rule (reading version {found}, now {READING_VERSION}: other test views " \
            "or files refused)"
 
 
@@ -364,8 +366,8 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     video, else None (with a warning when the files are damaged)."""
     info = _embed_sidecar(out) if out.is_file() else None
     if info is None or info.get("unfinished") or _job(info.get("job")) != fingerprint:
-        if info is not None and (earlier := _read_earlier(info["job"])):
-            log.info("embed: %s %s; embedding it again", out, earlier)
+        if info is not None and (otherwise := _read_otherwise(info["job"])):
+            log.info("embed: %s %s; embedding it again", out, otherwise)
         return None
     if "states" not in info:
         log.info("embed: %s was made by an earlier mme, without the state of each video; embedding it again", out)
