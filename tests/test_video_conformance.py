@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -32,6 +33,7 @@ from videos import (
     write_keyint_video,
     write_open_gop_hevc,
     write_ts_with_audio,
+    write_with_audio,
 )
 
 from mme.data import pyav_reader
@@ -1169,9 +1171,9 @@ def test_the_opencv_backend_reads_h264_with_packets_of_units_alone(tmp_path, nam
 def test_the_opencv_backend_reads_h264_whose_header_counts_a_frame_more_from_the_start(tmp_path):
     """The file of those above whose first packet alone is such, in MP4, timed apart: its container header counts a
     frame more (61) than it has, and OpenCV, which seeks by the frame rate's arithmetic, landed a frame early from
-    frame 49 on, saying it was where it was asked, with no grab failing: frame 50 read as frame 49, silently. A file
-    whose header counts other than the frames grabbed is read without seeking: from the start, or on from where a
-    read before left it."""
+    frame 49 on, saying it was where it was asked, with no grab failing: frame 50 read as frame 49, silently. Its
+    frames' timestamps are not their indices over the frame rate from there on, and a read seeks no further than the
+    first such frame: it decodes on from there, or from where a read before left it."""
     src = write_aud_video(tmp_path / "src.mp4", affine_video(60, 48, 64, dx=0.7, seed=3)[0])
     path = with_units_apart(src, tmp_path / "first.mp4", "own", 1)
     ref = decode_all(src)
@@ -1181,6 +1183,39 @@ def test_the_opencv_backend_reads_h264_whose_header_counts_a_frame_more_from_the
             np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read by a fresh reader")
     with open_video(path, "opencv") as reader:  # a reused reader, its clips in order
         for idx in ([10, 12], [40, 42], [55, 57], [20]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
+
+
+def test_the_opencv_backend_reads_an_mp4_with_gaps_in_its_timestamps_exactly(tmp_path):
+    """An H.264 MP4 at 25 fps but for gaps in its timestamps, whose header counts its 48 frames: OpenCV's seek to
+    frame n seeks to the time n / 25 s and lands elsewhere from the first gap on (frames 30 and 33 read as others by
+    a fresh reader, no grab failing). A read seeks no further than the first frame whose timestamp is not its index
+    over the frame rate (here frame 2, 13 ms late), and decodes on from there."""
+    path = write_corpus_file(tmp_path / "gaps.mp4", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "libx264", H264_GOP,
+                             "gaps")
+    ref = decode_all(path)
+    for i in (12, 30, 33, 40, 47):
+        with open_video(path, "opencv") as reader:
+            np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read by a fresh reader")
+    with open_video(path, "opencv") as reader:  # a reused reader, its clips out of order
+        for idx in ([40, 42], [10, 12], [30, 33], [5]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
+
+
+def test_the_opencv_backend_seeks_in_an_mkv_whose_audio_outlasts_its_video(tmp_path):
+    """An H.264 MKV with an AAC track as long as its video but for AAC's priming and padding: OpenCV counts from the
+    file's duration, the longest track's, a frame more (61) than the 60 there, and its seek lands right, each frame's
+    timestamp being its index over the frame rate. Such a file is read with seeks (it was read from frame 0 for each
+    read, 2 to 6 times slower a clip near the end of a 10 to 30 s 640x360 one)."""
+    path = write_with_audio(tmp_path / "a.mkv", affine_video(60, 48, 64, dx=0.7, seed=3)[0], 2.4)
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    ref = decode_all(path)
+    with open_video(path, "opencv") as reader:
+        assert header > reader.num_frames == 60
+        assert reader._seeks_to == 60  # a seek to any frame is trusted
+        for idx in ([50, 52], [20, 22], [59]):
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
 
 
