@@ -368,8 +368,8 @@ class _OpenCVReader(VideoReader):
     """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process while the file
     is unchanged: :func:`_opencv_count`), past grabs that fail where frames follow only as FFmpeg's sequential decode
     does. Not exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames on MPEG-PS/TS; no further than
-:func:`_seeks_to` trusts it). Its
-    own turning by the display matrix is off: frames are coded ones, as every backend's."""
+    :func:`_seeks_to` trusts it). Its own turning by the display matrix is off: frames are coded ones, as every
+    backend's."""
 
     def __init__(self, path: str, threads: int = 0):
         self.path, self._threads = path, threads
