@@ -1219,6 +1219,25 @@ def test_the_opencv_backend_seeks_in_an_mkv_whose_audio_outlasts_its_video(tmp_p
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
 
 
+@pytest.mark.parametrize("name", ["mpeg2.mpg", "mpeg1.mpg", "mpeg2.ts"])
+def test_the_opencv_backend_never_seeks_in_an_mpeg_program_or_transport_stream(tmp_path, name):
+    """120 frames of MPEG-1/2 in MPEG-PS and MPEG-TS, each frame's timestamp its index over the frame rate read
+    straight through; yet OpenCV's seek lands 1 to 3 frames from the frame it says (a fresh reader's frames 30 and 60
+    of the .mpg read as others, a reused reader's 12, 13, 17 of the .ts and 100 of the MPEG-1 one). A read decodes on
+    from frame 0 or from where the read before left the capture."""
+    codec, options, timing, pix_fmt, tag = CORPUS[name]
+    path = write_corpus_file(tmp_path / name, affine_video(120, 48, 64, dx=0.7, seed=3)[0], codec, options, timing,
+                             pix_fmt, tag)
+    ref = decode_all(path)
+    for i in (30, 40, 48, 60):
+        with open_video(path, "opencv") as reader:
+            np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read by a fresh reader")
+    with open_video(path, "opencv") as reader:  # a reused reader, its clips out of order
+        for idx in ([60, 62], [12, 13, 17], [100], [40, 41], [5]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
+        assert reader._seeks_to == 0
+
+
 def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):
     """An AVI whose fourcc this FFmpeg has no decoder for: the reader crashed (AttributeError) and took a loader
     worker or `mme check` with it."""

@@ -410,10 +410,7 @@ def video_by_its_bytes(path: str) -> bool:
     HDR, PFM, DPX, SGI, PCX, XWD, ...): a video container's probe is spared, a picture's never."""
     if os.path.splitext(path)[1][1:].lower() in NAMED_TEXT_AND_PICTURES:
         return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:  # the backend, which cannot read it either, says why
+    if (head := _first_bytes(path)) is None:  # the backend, which cannot read it either, says why
         return True
     if not head.translate(None, _TEXT_BYTES):
         return False
@@ -421,6 +418,23 @@ def video_by_its_bytes(path: str) -> bool:
     return (head.startswith(VIDEO_SIGNATURES) or head[4:8] in MP4_BOXES and not _heif(head)
             or head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX") or _mpeg_ts(head)
             or unit > 0 and head[unit:unit + 1] not in (b"", b"\0"))
+
+
+def mpeg_program_or_transport_stream(path: str) -> bool:
+    """Whether the file is an MPEG program stream (.mpg, .vob: it begins with a pack header, ``00 00 01 BA``) or an
+    MPEG transport stream (:func:`_mpeg_ts`) by its first 512 bytes, as :func:`video_by_its_bytes` reads them (False
+    where they cannot be read)."""
+    head = _first_bytes(path)
+    return head is not None and (head.startswith(b"\0\0\x01\xba") or _mpeg_ts(head))
+
+
+def _first_bytes(path: str) -> bytes | None:
+    """The file's first 512 bytes (all of a shorter one), None where it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(512)
+    except OSError:
+        return None
 
 
 def _heif(head: bytes) -> bool:

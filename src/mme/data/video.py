@@ -11,8 +11,8 @@ on the last packet with data (a file cut short, or its last packet damaged), whi
 flushing the frames the decoder holds (:func:`mme.data.pyav_reader._decode`). The default
 PyAV reader returns exactly those frames for any index set, in any order, on every file it opens
 (``VideoReader.exact``). The OpenCV reader is not exact: its seeking (CAP_PROP_POS_FRAMES) returns wrong frames
-on MPEG-PS/TS and on files whose timestamps are not at the frame rate, where it is trusted only up to the first such
-frame (:func:`_seeks_to`); decord is not checked. Neither is the default.
+on MPEG-PS/TS, where it does not seek, and on files whose timestamps are not at the frame rate, where it is trusted
+only up to the first such frame (:func:`_seeks_to`); decord is not checked. Neither is the default.
 
 How the PyAV reader stays exact (its index of each file and the verdict on its timestamps) is told in
 :mod:`mme.data.pyav_reader`. Every backend reads the coded frame; ``orientation='display'`` turns it as the file's
@@ -44,6 +44,7 @@ from mme.data.pyav_reader import (
     colour_refusal,
     cuda_decoder,
     decoded_count,
+    mpeg_program_or_transport_stream,
     not_a_video,
     probe_video,
     video_by_its_bytes,
@@ -367,8 +368,8 @@ file takes 3 ms). Damage over more packets in a row is taken for the file's end.
 class _OpenCVReader(VideoReader):
     """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process while the file
     is unchanged: :func:`_opencv_count`), past grabs that fail where frames follow only as FFmpeg's sequential decode
-    does. Not exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames on MPEG-PS/TS; no further than
-    :func:`_seeks_to` trusts it). Its own turning by the display matrix is off: frames are coded ones, as every
+    does. Not exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic, no further than :func:`_seeks_to` trusts it
+    (not at all on MPEG-PS/TS). Its own turning by the display matrix is off: frames are coded ones, as every
     backend's."""
 
     def __init__(self, path: str, threads: int = 0):
@@ -402,11 +403,10 @@ class _OpenCVReader(VideoReader):
     def _seek(self, frame: int) -> int:
         """Put the capture at ``frame`` or before it, and return where it is: at most at the frame :func:`_seeks_to`
         trusts a seek to, and at frame 0 by opening the capture again. A capture already at or a few frames before
-        ``frame`` (a fresh one read from frame 0, the next clip of a video read in order) decodes on without a seek:
-        that costs at most FORWARD_WITHOUT_SEEK decodes, and a seek on MPEG-TS lands on another frame than the one
-        it names; so does one at or past the frame a seek is trusted to, and before ``frame``, however far before.
-        CAP_PROP_POS_FRAMES seeks to the keyframe before ``frame`` and decodes up to it, and the reads go on from
-        where it landed."""
+        ``frame`` (a fresh one read from frame 0, the next clip of a video read in order) decodes on without a seek,
+        at most FORWARD_WITHOUT_SEEK decodes; so does one at or past the frame a seek is trusted to, and before
+        ``frame``, however far before. CAP_PROP_POS_FRAMES seeks to the keyframe before ``frame`` and decodes
+        up to it, and the reads go on from where it landed."""
         if self._at is not None and (0 <= frame - self._at <= FORWARD_WITHOUT_SEEK
                                      or self._seeks_to <= self._at <= frame):
             return self._at
@@ -463,26 +463,30 @@ def _frame_number(cap: cv2.VideoCapture, fps: float) -> int:
     return int(cap.get(cv2.CAP_PROP_POS_MSEC) * fps / 1000 + 0.5)
 
 
-def _seeks_to(header: int, count: int, failed_at: int | None, mistimed_at: int | None) -> int:
-    """The last frame an OpenCV capture's seek (CAP_PROP_POS_FRAMES) is trusted to land on, given the container
-    header's frame count (CAP_PROP_FRAME_COUNT), the frames grabbed, the first failed grab and the first frame whose
-    timestamp is not where its index puts it (:func:`_opencv_count`). OpenCV's seek to frame n seeks to the time n
-    over the frame rate, and takes the frame it lands on for the one its timestamp gives (:func:`_frame_number`, less
-    the first frame's), counting on from it by grabs: it lands on the frame it says only where frames' timestamps
-    are their indices over the frame rate. At and past a frame whose timestamp is elsewhere (a variable-rate file, or
-    one with gaps in its timestamps; an MP4 whose packets without a picture take timestamps; the damaged part of a
-    file), a seek lands on another frame than it says, or not where asked: the frame before it at most. A frame
-    without a timestamp (the last of an MPEG-4 AVI with B-frames) counts as timed at 0, and so is the last trusted.
-    A header counting other frames than there are is no matter where the timestamps are right (an MKV whose AAC
-    track outlasts its video by its priming and padding counts 301 for 300, and seeks right). Of 84 files measured
-    (docs/data.md), this catches a variable-rate MKV and MP4 (trusted to frames 10 and 2), H.264 MP4s whose packets
-    without a picture take timestamps (to 51 of 100 where the first alone is such), a damaged MKV (to 57 of 105) and
-    MPEG-4 AVIs (to 47 of 48), and passes MKVs with audio, cut files, one starting at 5 s, MP4s with an edit list.
-    Where the header's count is under 2 (an AVI whose header was never finalised, a WebM written live, without
-    duration) OpenCV does not seek at all, though it says it did: none is trusted, 0, a read from the start. Past a
-    grab that failed where frames followed, a seek lands on another frame than it says, or where the decode on fails:
-    the failed grab's frame at most."""
-    if header < 2:
+def _seeks_to(header: int, count: int, failed_at: int | None, mistimed_at: int | None, mpeg_stream: bool) -> int:
+    """The last frame an OpenCV capture's seek (CAP_PROP_POS_FRAMES) is trusted to land on, given the container header's
+    frame count (CAP_PROP_FRAME_COUNT), the frames grabbed, the first failed grab, the first frame whose timestamp is
+    not where its index puts it (:func:`_opencv_count`) and whether the file is an MPEG program or transport stream
+    (:func:`~mme.data.pyav_reader.mpeg_program_or_transport_stream`). None is trusted in those: though every frame's
+    timestamp read straight through is its index over the frame rate, a seek there lands 1 to 3 frames from the frame it
+    says (MPEG-2 in a .mpg or .vob, frames 30 and 60 of a 120-frame .mpg; MPEG-1 in a .mpg; MPEG-2 in a .ts, a reused
+    reader's frames 12, 13, 17): 0, each read decoding from the start or on from where the read before left the capture.
+    Elsewhere, OpenCV's seek to frame n seeks to the time n over the frame rate, and takes the frame it lands on for the
+    one its timestamp gives (:func:`_frame_number`, less the first frame's), counting on from it by grabs: it lands on
+    the frame it says only where frames' timestamps are their indices over the frame rate. At and past a frame whose
+    timestamp is elsewhere (a variable-rate file, or one with gaps in its timestamps; an MP4 whose packets without a
+    picture take timestamps; the damaged part of a file), a seek lands on another frame than it says, or not where
+    asked: the frame before it at most. A frame without a timestamp (the last of an MPEG-4 AVI with B-frames) counts as
+    timed at 0, and so is the last trusted. A header counting other frames than there are is no matter where the
+    timestamps are right (an MKV whose AAC track outlasts its video by its priming and padding counts 301 for 300, and
+    seeks right). Of 135 files measured (docs/data.md), this catches a variable-rate MKV and MP4 (trusted to frames 10
+    and 2), H.264 MP4s whose packets without a picture take timestamps (to 51 of 100 where the first alone is such), a
+    damaged MKV (to 57 of 105) and MPEG-4 AVIs (to 47 of 48), and passes MKVs with audio, cut files, one starting at
+    5 s, MP4s with an edit list. Where the header's count is under 2 (an AVI whose header was never finalised, a WebM
+    written live, without duration) OpenCV does not seek at all, though it says it did: none is trusted, 0, a read from
+    the start. Past a grab that failed where frames followed, a seek lands on another frame than it says, or where the
+    decode on fails: the failed grab's frame at most."""
+    if header < 2 or mpeg_stream:
         return 0
     return min(at for at in (count, failed_at, mistimed_at) if at is not None)
 
@@ -491,13 +495,13 @@ def _seeks_to(header: int, count: int, failed_at: int | None, mistimed_at: int |
 def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, int, str]:
     """Frames by grabbing them all (CAP_PROP_FRAME_COUNT is an estimate from the container header), up to
     :data:`GRAB_TRIES` failed grabs in a row; the frame at which a grab first failed and frames followed (None where
-    none did); the last frame a seek is trusted to land on (:func:`_seeks_to`, from each frame's timestamp as the
-    grabs go); and why the file is refused where one did ('' where not). OpenCV says nothing of why a grab failed:
-    damage in the middle of the file (each frame after it would be read at another index), or what FFmpeg's
-    sequential decode passes over (:func:`~mme.data.pyav_reader.decoded_count`), the cut end of a file, after which
-    the decoder's flush gives the frames it held for reordering, or a packet without a picture. So that decode is
-    asked: the count stands where it gives as many frames. It is asked too where the grabs end before the header's
-    count (damage over more than GRAB_TRIES packets in a row ends them). Cached by
+    none did); the last frame a seek is trusted to land on (:func:`_seeks_to`, from the container's kind by the file's
+    first bytes and each frame's timestamp as the grabs go); and why the file is refused where one did ('' where not).
+    OpenCV says nothing of why a grab failed: damage in the middle of the file (each frame after it would be read at
+    another index), or what FFmpeg's sequential decode passes over (:func:`~mme.data.pyav_reader.decoded_count`), the
+    cut end of a file, after which the decoder's flush gives the frames it held for reordering, or a packet without a
+    picture. So that decode is asked: the count stands where it gives as many frames. It is asked too where the grabs
+    end before the header's count (damage over more than GRAB_TRIES packets in a row ends them). Cached by
     :class:`~mme.utils.VersionOfFile`: one file however named is counted once, a file replaced keeping its size and
     mtime (``cp -p``) again."""
     cap = _opencv_capture(file.path, threads)
@@ -513,7 +517,7 @@ def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, i
         count += 1
     header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
-    seeks_to = _seeks_to(header, count, failed_at, mistimed_at)
+    seeks_to = _seeks_to(header, count, failed_at, mistimed_at, mpeg_program_or_transport_stream(file.path))
     if failed_at is not None:
         how = f"OpenCV's decode failed at frame {failed_at} and went on after it"
     elif header > count:  # (or failed on more than GRAB_TRIES packets in a row, taken for the end)

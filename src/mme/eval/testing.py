@@ -197,11 +197,11 @@ FFmpeg's decode from the start does (``_opencv_count`` in :mod:`mme.data.video`)
 decoder held for reordering, an H.264 file with packets without a picture is read, and one damaged in its middle is a
 decode error (before: each ended at the first failed grab, the damaged one a video of the frames before the damage, the
 other a shorter or frameless one), and a file is read without seeking at or past its first frame whose timestamp is
-not its index over the frame rate (``_seeks_to``; before: an MP4 whose header counted a frame more read from 49 of its
-60 frames on as the frame before, an MP4 with gaps in its timestamps frames 30 and 33 as others); 9: the opencv
-backend reads
-the frame asked of a file whose container header counts fewer frames than it holds, or under 2 (an AVI never finalised,
-a WebM written live), where OpenCV's seek stops short or does not seek (``_OpenCVReader._seek`` in
+not its index over the frame rate, and an MPEG program or transport stream without seeking at all (``_seeks_to``;
+before: an MP4 whose header counted a frame more read from 49 of its 60 frames on as the frame before, an MP4 with gaps
+in its timestamps frames 30 and 33 as others, a 120-frame MPEG-2 .mpg frames 30, 60 and 110 as others); 9: the opencv
+backend reads the frame asked of a file whose container header counts fewer frames than it holds, or under 2 (an AVI
+never finalised, a WebM written live), where OpenCV's seek stops short or does not seek (``_OpenCVReader._seek`` in
 :mod:`mme.data.video`; before: as many frames early as the seek fell short), and a read from where its capture stands
 (a test view from frame 0) decodes on without a seek (before: frames later on MPEG-TS); 8: an MPEG-TS or MPEG-PS whose
 stream's codec parameters give no size (its video starts after FFmpeg's probe window) is read at its first frame's size
