@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from videos import affine_video, texture, write_video
+from videos import affine_video, analytic_positions, texture, write_video
 
 from mme.config import from_dict
 from mme.data.dataset import DataConfig, PretrainDataset, Sample, collate
@@ -31,6 +31,7 @@ from mme.motion.targets import (
     patch_std,
     step_targets,
 )
+from mme.motion.tracks import seed_grid, track
 
 
 def model_cfg(size=64, frames=8, **kw):
@@ -404,6 +405,107 @@ def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_
     model = MaskedAutoencoder(m, head_specs(tcfg, m))
     loss, preds, terms = model(video, model.make_mask(3), targets, valid)
     assert set(terms) == {"hog", "traj", "shape"} and torch.isfinite(loss)
+
+
+def margin_tracks(folder, monkeypatch, geom: Geometry, margin: int, **motion):
+    """The sample the dataset draws with the crop ``geom`` of a 96² video of the ``affine_video`` ``motion`` (8
+    frames at stride 2, L = 4, 64² clips), the worker's tracks with ``target.flow_margin=margin``, and the per-step
+    error (px) of each point ``(S, L, 8, 8)`` against the analytic motion."""
+    frames, maps = affine_video(24, 96, 96, seed=3, **motion)
+    write_video(folder / "v.mp4", frames)
+    (folder / "list.txt").write_text("v.mp4\n")
+    data = DataConfig(list_file=str(folder / "list.txt"), root=str(folder), num_frames=8, stride=2, img_size=64)
+    fn = make_target_fn(TargetConfig(track_length=4, flow_margin=margin), model_cfg(64, 8))
+    ds = PretrainDataset(data, fn, track_length=fn.track_length, flow_margin=fn.flow_margin)
+    monkeypatch.setattr(ds, "_train_geometry", lambda size, rng: geom)
+    sample = ds.sample(0, np.random.default_rng(0))
+    motion = fn(sample)
+    a = geom.affine()  # source pixel centres -> output ones
+    seeds = np.concatenate([seed_grid(64, 64, 8), np.ones((8, 8, 1), np.float32)], -1)
+    truth = analytic_positions(maps, sample.starts, 4, (seeds @ np.linalg.inv(a).T)[..., :2])  # (S, 5, 8, 8, 2)
+    truth = truth @ a[:2, :2].T + a[:2, 2]
+    error = np.linalg.norm(motion["disp"].numpy() - np.diff(truth, axis=1), axis=-1)
+    return sample, motion, error
+
+
+RING = np.pad(np.zeros((4, 4), bool), 2, constant_values=True)
+"""The points of the outer ring of 16-px tokens of a 64² clip (2×2 points per token)."""
+
+
+@pytest.mark.parametrize("motion,bound", [({"rot_deg": 1.5}, 0.08), ({"scale": 1.02}, 0.11)])
+def test_a_flow_margin_reads_the_motion_of_the_crops_outer_ring_of_tokens(tmp_path, monkeypatch, motion, bound):
+    """DIS on the crop alone sees nothing past its edge and misreads the motion of the outer ring of tokens (more
+    than half of them at 64² to 96²); with target.flow_margin the worker's flow reads the crop's frames with that
+    many output px of the video around them, and the ring's tracks come near the interior's, which stay as they
+    were."""
+    crop = Geometry(16.0, 16.0, 64.0, 64.0, 64, 64)  # 16 px of video on every side
+    alone = margin_tracks(tmp_path, monkeypatch, crop, 0, **motion)[2]
+    sample, shipped, error = margin_tracks(tmp_path, monkeypatch, crop, 8, **motion)
+    assert sample.flow_frames.shape == (17, 80, 80, 3) and sample.flow_offset == (8, 8)
+    assert (sample.flow_frames[:, 8:72, 8:72] == sample.frames).all()  # the crop, at its place
+    assert shipped["disp"].shape == (4, 4, 8, 8, 2) and shipped["track_valid"].shape == (4, 8, 8)
+    # rotation: 0.140 -> 0.057 px; zoom: 0.173 -> 0.083 px (per point and step)
+    assert alone[:, :, RING].mean() > bound > error[:, :, RING].mean()
+    assert error[:, :, ~RING].mean() < alone[:, :, ~RING].mean() + 0.01 < 0.07
+
+
+def test_a_flow_margin_is_clipped_at_the_frames_edge_and_mirrored_with_a_flipped_crop(tmp_path, monkeypatch):
+    """A crop that touches the video's left edge has no margin there; flipped, that side is the clip's right, and
+    its tracks are the unflipped ones mirrored (up to the flow's own noise). A crop of the whole frame has no margin
+    at all: its tracks are bitwise those of target.flow_margin=0, which are the tracker's on the crop's frames."""
+    crop = Geometry(0.0, 16.0, 64.0, 64.0, 64, 64)
+    plain, motion, error = margin_tracks(tmp_path, monkeypatch, crop, 8, rot_deg=1.5)
+    flipped, motion_f, error_f = margin_tracks(tmp_path, monkeypatch, dataclasses.replace(crop, flip=True), 8,
+                                               rot_deg=1.5)
+    assert plain.flow_frames.shape == flipped.flow_frames.shape == (17, 80, 72, 3)
+    assert plain.flow_offset == (0, 8) and flipped.flow_offset == (8, 8)
+    assert (plain.flow_frames[:, 8:72, :64] == plain.frames).all()
+    assert (flipped.flow_frames[:, 8:72, 8:] == flipped.frames).all()
+    mirrored = motion_f["disp"].numpy()[..., ::-1, :] * np.array([-1, 1], np.float32)
+    assert np.abs(mirrored - motion["disp"].numpy()).mean() < 0.03
+    assert (motion_f["track_valid"].numpy()[..., ::-1] == motion["track_valid"].numpy()).mean() > 0.95
+    assert error[:, :, RING].mean() < 0.1 and error_f[:, :, RING].mean() < 0.1  # 0.14 without the margin
+    whole = Geometry(0.0, 0.0, 96.0, 96.0, 64, 64)
+    sample, margin, _ = margin_tracks(tmp_path, monkeypatch, whole, 8, rot_deg=1.5)
+    none, no_margin, _ = margin_tracks(tmp_path, monkeypatch, whole, 0, rot_deg=1.5)
+    assert sample.flow_frames is None and none.flow_frames is None
+    today = track(none.frames, none.frame_ids, none.starts, 4, clamp=True)
+    for name in ("disp", "track_valid"):
+        assert torch.equal(margin[name], no_margin[name])
+    assert np.array_equal(no_margin["disp"].numpy(), today.disp)
+
+
+def test_the_flow_margin_is_refused_negative_and_said_without_effect_where_no_worker_computes_a_flow(tmp_path):
+    """target.flow_margin is a number of px >= 0, which pre-training's dataset is given; it has no effect on tracks
+    read from a cache, made in the step (torch-lk) or on a target without them, which a fresh run refuses as any
+    such setting, and on which the workers read no margin. A run made before the key existed did without one:
+    resumed with one, that is a change."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+    from mme.train.engine import config_changes
+    from mme.train.pretrain import pretrain_dataset
+
+    with pytest.raises(ConfigError, match=r"^target\.flow_margin must be >= 0 px, got -1$"):
+        TargetConfig(flow_margin=-1)
+    with pytest.raises(ConfigError, match=r"target\.flow_margin"):
+        TargetConfig(flow_margin=1.5)
+    for others in ({"cache_dir": "/tmp/cache"}, {"flow": "torch-lk"}, {"kind": "pixel"}):
+        cfg = TargetConfig(flow_margin=8, **others)
+        assert "flow_margin" in cfg.settings_without_effect()
+        assert make_target_fn(cfg, model_cfg()).flow_margin == 0
+        with pytest.raises(ConfigError, match=r"^target\.flow_margin=8 has no effect on this target .* applies only "
+                                              r"to a flow of the data workers"):
+            cfg.check_settings_used()
+    cfg = TargetConfig(flow_margin=8)
+    assert "flow_margin" not in cfg.settings_without_effect() and make_target_fn(cfg, model_cfg()).flow_margin == 8
+    (tmp_path / "list.txt").write_text("v.mp4\n")
+    run = load_config(PretrainConfig, "tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}",
+                                                       f"data.root={tmp_path}", "target.flow_margin=8"])
+    assert pretrain_dataset(run).flow_margin == 8
+    before = dataclasses.asdict(TargetConfig())
+    del before["flow_margin"]
+    changes = config_changes({"target": before}, {"target": dataclasses.asdict(cfg)})
+    assert [str(c) for c in changes] == ["target.flow_margin: 0 (before the key existed) -> 8"]
 
 
 def test_pixel_target_is_videomaes_norm_pix_of_the_pixels_in_0_1():

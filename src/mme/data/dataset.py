@@ -54,6 +54,7 @@ from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clip
 from mme.data.transforms import (
     MULTISCALE_SCALES,
     Geometry,
+    geometries_of_each,
     geometry_of_each,
     multiscale_crop,
     random_resized_crop,
@@ -271,6 +272,12 @@ class Sample:
     cache_file: str | None = None
     """The video's track cache file as the run's start found it (:attr:`PretrainDataset.cache_lookup`), read without
     looking it up again; None: looked up at the read."""
+    flow_frames: np.ndarray | None = None
+    """uint8 (F, h', w', 3): the same raw frames as ``frames`` with a margin of the source frame around the crop
+    (``target.flow_margin``), which a flow of the data workers reads; None: no margin (none asked, or the crop
+    reaches the frame's edge on every side)."""
+    flow_offset: tuple[int, int] = (0, 0)
+    """(x, y) of the crop's first output pixel in ``flow_frames``."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
         """Frames ``(*raw_indices.shape, h, w, 3)`` at raw indices that are among ``frame_ids``."""
@@ -940,7 +947,9 @@ class PretrainDataset(_VideoDataset):
 
     ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``track_reads`` the raw frames
     decoded from each tubelet start (default L + 1, every frame the tracks visit; fewer when the tracks come from
-    a cache); ``target_fn(sample) -> motion`` (a dict of tensors) runs here, in the worker
+    a cache); ``flow_margin`` the output px of the video around the crop that each sample's ``flow_frames`` hold
+    for the worker's flow (``TargetFn.flow_margin``; 0: none); ``target_fn(sample) -> motion`` (a dict of tensors)
+    runs here, in the worker
     (``mme.motion.targets.make_target_fn``), and so does ``mask_fn(epoch, index) -> (N,) bool`` of the video read
     (``mme.train.pretrain.sample_mask``; a cube mask takes a Python loop per clip, which the training step's
     process would otherwise run for every clip of its batch). An item's ``video`` is the uint8 clip
@@ -949,12 +958,13 @@ class PretrainDataset(_VideoDataset):
 
     def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], dict] | None = None,
                  track_length: int = 0, seed: int = 0, track_reads: int | None = None,
-                 mask_fn: Callable[[int, int], torch.Tensor] | None = None):
+                 mask_fn: Callable[[int, int], torch.Tensor] | None = None, flow_margin: int = 0):
         super().__init__(cfg, seed)
         self.target_fn = target_fn
         self.mask_fn = mask_fn
         self.track_length = track_length
         self.track_reads = track_reads
+        self.flow_margin = flow_margin
         self._turns: dict[str, tuple[bool, bool, bool] | None] = {}  # (:meth:`_turn`'s)
 
     @functools.cached_property
@@ -1215,10 +1225,16 @@ class PretrainDataset(_VideoDataset):
                 idx = sample_pretrain(reader.num_frames, cfg.num_frames, cfg.stride, cfg.tubelet,
                                       self.track_length, rng, self.track_reads)
             geom = self._train_geometry(reader.size, rng)
-            frames = reader.read(idx.needed, each=geometry_of_each(geom))  # (F, h, w, 3): one decoding pass
+            wide, offset = geom.widened(self.flow_margin, reader.size)
+            if wide == geom:
+                frames = reader.read(idx.needed, each=geometry_of_each(geom))  # (F, h, w, 3): one decoding pass
+                flow_frames = None
+            else:  # the crop and its widened box from one decoding pass
+                each, unpack = geometries_of_each(geom, wide)
+                frames, flow_frames = unpack(reader.read(idx.needed, each=each))
             source = (*reader.size, reader.num_frames, reader.turn)
         return Sample(frames, idx.needed, idx.clip, idx.starts, geom, path, idx.track_length, source,
-                      self._found_cache_file(i))
+                      self._found_cache_file(i), flow_frames, offset)
 
     def _found_cache_file(self, i: int) -> str | None:
         """The track cache file of video ``i`` where :attr:`cache_lookup` found it, else None; a lookup not made (a

@@ -140,6 +140,22 @@ class Geometry:
         """Source displacements ``(..., 2)`` (dx, dy) -> output displacements (scaled; dx negated by a flip)."""
         return np.asarray(dxy, dtype=np.float64) * self.affine().diagonal()[:2]
 
+    def widened(self, margin: int, size: tuple[int, int]) -> tuple[Geometry, tuple[int, int]]:
+        """This crop with ``margin`` output pixels more of the source frame of ``size`` (w, h) on each side, at the
+        same scale: on a side where the frame ends sooner, the whole output pixels it has (none at its edge). Returns
+        the widened geometry and where this crop's output lies in its output: the (x, y) of its first pixel, the
+        flip included (a flipped crop's left margin is the source's right)."""
+        (sx, sy), (W, H) = self.scale, size
+
+        def room(source_px: float, scale: float) -> int:
+            return max(0, min(margin, math.floor(source_px * scale + 1e-6)))  # (1e-6: 8 px read as 7.999999)
+
+        left, right = room(self.x0, sx), room(W - self.x0 - self.w, sx)
+        top, bottom = room(self.y0, sy), room(H - self.y0 - self.h, sy)
+        wide = Geometry(self.x0 - left / sx, self.y0 - top / sy, self.w + (left + right) / sx,
+                        self.h + (top + bottom) / sy, self.out_w + left + right, self.out_h + top + bottom, self.flip)
+        return wide, (right if self.flip else left, top)
+
 
 def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
     """``frame`` resized to ``size`` (w, h): INTER_AREA when shrinking both sides, which averages like PIL's
@@ -181,6 +197,22 @@ def geometry_of_each(*geoms: Geometry) -> Callable[[np.ndarray], np.ndarray]:
     if len(geoms) == 1:
         return lambda frame: apply_geometry(frame[None], geoms[0])[0]
     return lambda frame: np.stack([apply_geometry(frame[None], g)[0] for g in geoms])
+
+
+def geometries_of_each(*geoms: Geometry) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                                   Callable[[np.ndarray], list[np.ndarray]]]:
+    """:func:`geometry_of_each` for geometries of different output sizes: the ``each`` that packs a frame's outputs
+    into one flat row (a read holds one array per frame), and the unpacking of a read's rows into each geometry's
+    frames ``(N, out_h, out_w, C)``."""
+    def each(frame: np.ndarray) -> np.ndarray:
+        return np.concatenate([apply_geometry(frame[None], g)[0].ravel() for g in geoms])
+
+    def unpack(rows: np.ndarray) -> list[np.ndarray]:
+        channels = rows.shape[1] // sum(g.out_h * g.out_w for g in geoms)
+        ends = np.cumsum([g.out_h * g.out_w * channels for g in geoms])[:-1]
+        return [np.ascontiguousarray(part).reshape(len(rows), g.out_h, g.out_w, channels)
+                for part, g in zip(np.split(rows, ends, axis=1), geoms)]
+    return each, unpack
 
 
 def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,

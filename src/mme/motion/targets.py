@@ -108,6 +108,11 @@ class TargetConfig:
     over the raw steps, and shape from the sampled frames (the paper's 'no interpolation' ablation)."""
     max_disp: float | None = None
     """Displacement bound in px; default 20 at 224², scaled with the frame size."""
+    flow_margin: int = 0
+    """Output px of the video frame around the crop, on each side, that a flow of the data workers sees (fewer on a
+    side where the frame ends sooner); the tracks stay the crop's. 0: the crop alone, where the flow misreads the
+    motion of the outer ring of tokens (docs/targets.md). The track cache's flow sees the whole frame, and
+    torch-lk, computed in the training step on the clip's frames, sees the crop alone."""
     prune: bool = False
     """iDT-style removal of static and erratic tracks from the validity mask."""
     hog_cell: int | None = None
@@ -174,6 +179,8 @@ class TargetConfig:
             raise ConfigError(f"target.std_floor must be >= 0, got {self.std_floor}")
         if self.position_unit is not None and self.position_unit <= 0:
             raise ConfigError(f"target.position_unit must be positive, got {self.position_unit}")
+        if self.flow_margin < 0:
+            raise ConfigError(f"target.flow_margin must be >= 0 px, got {self.flow_margin}")
         if self.max_disp is not None and self.max_disp <= 0:  # a clamp of each step: any positive one is a setting
             raise ConfigError(f"target.max_disp must be positive, got {self.max_disp}")
         for name in ("seed_stride", "hog_cell"):
@@ -214,6 +221,8 @@ class TargetConfig:
             ("hog_cell", bool(heads & {"hog", "shape"}), hog_or_shape),
             *((key, motion, tracks) for key in ("patch_norm", "track_length", "seed_stride", "flow", "compensate",
                                                 "interpolate", "max_disp", "prune", "cache_dir")),
+            ("flow_margin", self.flow_in_workers, f"to a flow of the data workers (a target.flow other than "
+             f"{', '.join(STEP_FLOWS)}, no target.cache_dir), {tracks}"),
             ("activation", bool(heads - {"pixel"}), "to a hog, traj or shape head (target.kind hog, mme, "
              "mme-released)"),
             ("norm_pix", "pixel" in heads, "to a pixel head (target.kind pixel)")) if not applies}
@@ -264,6 +273,12 @@ class TargetConfig:
     def tracked(self) -> bool:
         """Whether a head is made from tracks (MOTION_TARGETS), so that clips need ``track_length`` more frames."""
         return bool(set(MOTION_TARGETS) & set(self.heads))
+
+    @property
+    def flow_in_workers(self) -> bool:
+        """Whether the data workers compute the tracks' flow (a head made from tracks, no track cache, a flow not of
+        the training step): where ``flow_margin`` applies."""
+        return self.tracked and not self.cache_dir and self.flow not in STEP_FLOWS
 
 
 @dataclass(frozen=True)
@@ -534,8 +549,12 @@ class TargetFn:
             return cached_tracks(Path(cfg.cache_dir), sample, L, self.geom.seed_stride, cfg)
         step = 1 if cfg.interpolate else stride
         n = L if cfg.interpolate else L // stride
-        tr = track(sample.frames, sample.frame_ids, sample.starts, n, step, self.geom.seed_stride, cfg.flow,
-                   cfg.compensate, cfg.max_disp, cfg.prune, source=str(sample.path), clamp=True)
+        frames, crop = sample.frames, None
+        if sample.flow_frames is not None:  # the crop with a margin around it (flow_margin)
+            height, width = sample.frames.shape[1:3]
+            frames, crop = sample.flow_frames, (*sample.flow_offset, width, height)
+        tr = track(frames, sample.frame_ids, sample.starts, n, step, self.geom.seed_stride, cfg.flow,
+                   cfg.compensate, cfg.max_disp, cfg.prune, source=str(sample.path), clamp=True, crop=crop)
         if not cfg.interpolate:
             tr.disp = spread_steps(tr.disp, stride, L, sample.starts, int(np.max(sample.frame_ids)))
             if tr.homs is not None:  # the camera moves at the end of each sampled span: exact at sampled steps
@@ -543,6 +562,12 @@ class TargetFn:
                 homs[:, stride - 1::stride] = tr.homs
                 tr.homs = homs[:, :L]
         return tr
+
+    @property
+    def flow_margin(self) -> int:
+        """Output px of the video frame around the crop that the dataset is to give the worker's flow
+        (``target.flow_margin``; :class:`~mme.data.dataset.PretrainDataset`'s), 0 where the workers compute none."""
+        return self.cfg.flow_margin if self.cfg.flow_in_workers else 0
 
     @property
     def tracks_in_step(self) -> bool:

@@ -7,11 +7,12 @@ BILINEAR flow sampling (the release reads the flow at truncated integer position
 positions are always the cumulative sum of the stored displacements (in pixels: no D6 bug). A point is valid
 while the positions it reads the flow at stay inside the frame: its last position, where it reads none, is not
 checked (the release's rule, §7.3). Once out it is invalid for good and, as in the release, reads the flow at
-the frame's edge: its later displacements go on with the motion there (a pan's) rather than stopping at 0, which
-would put a still point among moving ones in the targets of its patch, still supervised through its other
-points (a deformation PatchStd scales up to unit size, or a 0 px step beside the pan's). With camera-motion
-compensation the stored displacement is the motion relative to the camera and the point moves by the
-homography too (``p' = H (p + d)``), which :func:`integrate` replays for cached tracks.
+the frame's edge (where the flow was computed with a margin of the scene around the frame, ``crop`` of
+:func:`track`: the flow where it is, while it is in the margin): its later displacements go on with the motion
+there (a pan's) rather than stopping at 0, which would put a still point among moving ones in the targets of its
+patch, still supervised through its other points (a deformation PatchStd scales up to unit size, or a 0 px step
+beside the pan's). With camera-motion compensation the stored displacement is the motion relative to the camera
+and the point moves by the homography too (``p' = H (p + d)``), which :func:`integrate` replays for cached tracks.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Tracks:
 
     disp: float32 ``(S, L, Gh, Gw, 2)`` per-step displacements in px (x, y); valid: bool ``(S, Gh, Gw)``;
     homs: float32 ``(S, L, 3, 3)`` camera homographies per step (identity: none), or None without compensation;
-    seeds: float32 ``(Gh, Gw, 2)`` start positions; size: (H, W) of the frames they were computed on.
+    seeds: float32 ``(Gh, Gw, 2)`` start positions; size: (H, W) of the frame they are in (a crop's, where its flow
+    read a margin around it: :func:`track`).
     """
 
     disp: np.ndarray
@@ -179,7 +181,8 @@ def track_frames(ids: list[int], starts: list[int], length: int, step: int, last
 
 def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: float = 8, flow: str = DEFAULT_FLOW,
           compensate: bool = False, max_disp: float | None = None, prune: bool = False,
-          source: str = "frames", flow_cache: dict | None = None, clamp: bool = False) -> Tracks:
+          source: str = "frames", flow_cache: dict | None = None, clamp: bool = False,
+          crop: tuple[int, int, int, int] | None = None) -> Tracks:
     """Tracks on a sparse set of frames (what the dataset's Sample holds).
 
     frames: uint8 ``(F, H, W, 3)``; frame_ids: the raw index of each frame ``(F,)``; starts: raw start indices.
@@ -188,7 +191,10 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     between calls). With ``clamp``, raw frames past the last one held read as the last one (the dataset's
     convention for videos shorter than the window): the flow there is exactly zero. ``source`` names the video
     in errors. ``max_disp`` bounds the motion per raw frame: a step of ``step`` raw frames is bounded at ``step``
-    times it.
+    times it. ``crop`` (x, y, w, h): the output frame within ``frames``, which hold a margin of the scene around it
+    for the flow to read (``target.flow_margin``): seeds, bound, validity, positions, homographies and ``size`` are
+    the output frame's, as without one, but a point that left it and not the frames reads the flow where it is,
+    not the clamped flow of the output frame's edge.
     """
     arr = _as_frames(frames, source)
     ids = [int(i) for i in np.asarray(frame_ids).reshape(-1)]
@@ -200,7 +206,11 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     starts = frame_indices(starts, f"{source}: starts").tolist()
     last = max(ids) if (clamp and ids) else None
     track_frames(ids, starts, length, step, last, source)
-    H, W = arr.shape[1:3]
+    x0, y0, W, H = crop or (0, 0, arr.shape[2], arr.shape[1])
+    if not (0 <= x0 and 0 <= y0 and x0 + W <= arr.shape[2] and y0 + H <= arr.shape[1]):
+        raise DataError(f"{source}: the crop {W}x{H} at ({x0}, {y0}) is not within its {arr.shape[2]}x"
+                        f"{arr.shape[1]} frames")
+    offset = np.array([x0, y0], np.float32)
     seeds = seed_grid(H, W, seed_stride)
     bound = step * (default_max_disp(H, W) if max_disp is None else float(max_disp))
     comp = Compensation() if compensate else None
@@ -209,18 +219,18 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     def get(a: int, b: int):
         a, b = _clamp(a, last), _clamp(b, last)
         if a == b:
-            return np.zeros((H, W, 2), np.float32), None
+            return np.zeros((*arr.shape[1:3], 2), np.float32), None
         if (a, b) not in cache:
             cache[(a, b)] = pair_flow(arr[where[a]], arr[where[b]], flow, comp)
         return cache[(a, b)]
 
     S, (gh, gw) = len(starts), seeds.shape[:2]
-    pos = np.broadcast_to(seeds.reshape(1, -1, 2), (S, gh * gw, 2)).copy()  # (S, P, 2)
+    pos = np.broadcast_to(seeds.reshape(1, -1, 2) + offset, (S, gh * gw, 2)).copy()  # (S, P, 2), in ``frames``
     inside = np.ones((S, gh * gw), bool)
     disp = np.zeros((S, length, gh * gw, 2), np.float32)
     homs = np.tile(np.eye(3, dtype=np.float32), (S, length, 1, 1)) if compensate else None
     for j in range(length if S else 0):  # no starts: no flows to stack
-        inside &= in_frame(pos, H, W)  # where this step reads the flow
+        inside &= in_frame(pos - offset, H, W)  # where this step reads the flow
         pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
         flows = torch.from_numpy(np.stack([f for f, _ in pairs])).permute(0, 3, 1, 2)
         d = _displacement(flows, torch.from_numpy(pos), bound).numpy()  # (S, P, 2)
@@ -231,6 +241,10 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
                     homs[i, j] = hom
             pos = _apply_hom(pos, homs[:, j])
         disp[:, j] = d
+    if compensate and offset.any():  # p_crop = p - offset: H_crop = T(-offset) H T(offset)
+        shift = np.eye(3, dtype=np.float32)
+        shift[:2, 2] = offset
+        homs = np.linalg.inv(shift) @ homs @ shift
     out = Tracks(disp.reshape(S, length, gh, gw, 2), inside.reshape(S, gh, gw), homs, seeds, (H, W))
     if prune:
         out.valid = prune_tracks(out)

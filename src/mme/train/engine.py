@@ -741,7 +741,7 @@ def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.d
     return optimizer, scaler, step_model
 
 
-ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False}
+ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False, "target.flow_margin": 0}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG, ``maskfeat``'s normalised)."""
 

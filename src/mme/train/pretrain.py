@@ -59,7 +59,8 @@ def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
     target_fn = make_target_fn(cfg.target, cfg.model)
     return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed,
                            track_reads=target_fn.track_reads,
-                           mask_fn=functools.partial(sample_mask, cfg.model, cfg.train.seed))
+                           mask_fn=functools.partial(sample_mask, cfg.model, cfg.train.seed),
+                           flow_margin=target_fn.flow_margin)
 
 
 def sample_mask(model: ModelConfig, seed: int, epoch: int, index: int) -> torch.Tensor:
