@@ -381,3 +381,41 @@ def test_compensated_tracks_of_a_crop_with_a_margin_are_in_the_crops_frame(tmp_p
     error = {name: np.linalg.norm(t.positions() - truth, axis=-1).mean() for name, t in
              (("alone", alone), ("margin", margin))}
     assert error["margin"] < 0.08 < error["alone"]  # 0.040 and 0.157 px
+
+
+@pytest.mark.parametrize("compensate", [False, True])
+def test_tracks_with_a_margin_are_exactly_those_of_the_crop_under_one_affine_flow(monkeypatch, compensate):
+    """The flow replaced by one affine field over the scene (and a known camera homography): tracked on frames with
+    a margin around the crop (``crop``) or on the crop's own frames, where the field and the homography are the same
+    ones seen from the crop's first pixel, the points read the same flow, so their validity is the same and their
+    positions and homographies agree to float precision (a seed offset off by half a pixel, validity read in the
+    frame with the margin or a homography left in its coordinates do not)."""
+    from mme.motion import tracks as tracks_module
+
+    x0, y0, w, h = 3, 8, 40, 24
+    hom_wide = np.array([[1.01, -0.02, 0.7], [0.02, 1.01, -0.4], [0, 0, 1]], np.float32)
+    shift = np.eye(3, dtype=np.float32)
+    shift[:2, 2] = (x0, y0)
+
+    def affine_flow(origin, hom):
+        def pair_flow(a, b, method, comp):
+            y, x = np.mgrid[0:a.shape[0], 0:a.shape[1]].astype(np.float32)
+            x, y = x + origin[0], y + origin[1]  # the scene's coordinates
+            flow = np.stack([0.03 * x - 0.01 * y + 0.9, 0.02 * x + 0.025 * y - 0.6], -1).astype(np.float32)
+            return flow, (hom if comp is not None else None)
+        return pair_flow
+
+    frames = np.zeros((6, 36, 50, 3), np.uint8)
+    monkeypatch.setattr(tracks_module, "pair_flow", affine_flow((0, 0), hom_wide))
+    margin = track(frames, range(6), [0, 1], 4, seed_stride=8, compensate=compensate, crop=(x0, y0, w, h))
+    monkeypatch.setattr(tracks_module, "pair_flow", affine_flow((x0, y0), np.linalg.inv(shift) @ hom_wide @ shift))
+    alone = track(frames[:, y0:y0 + h, x0:x0 + w], range(6), [0, 1], 4, seed_stride=8, compensate=compensate)
+    assert margin.size == alone.size == (h, w) and np.array_equal(margin.seeds, alone.seeds)
+    assert np.array_equal(margin.valid, alone.valid) and 0.3 < alone.valid.mean() < 1  # some points leave the crop
+    valid = alone.valid[:, None]  # (S, 1, Gh, Gw): over every position
+    np.testing.assert_allclose(margin.positions()[valid.repeat(5, 1)], alone.positions()[valid.repeat(5, 1)],
+                               atol=1e-5, rtol=0)
+    if compensate:
+        np.testing.assert_allclose(margin.homs, alone.homs, atol=1e-5, rtol=0)
+    else:
+        assert margin.homs is None and alone.homs is None

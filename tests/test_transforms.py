@@ -225,3 +225,20 @@ def test_multiscale_crop_of_a_one_pixel_side_is_not_empty():
         g = multiscale_crop((1, 40), 32, rng)
         assert g.w == 1 and 1 <= g.h <= 40
         assert apply_geometry(np.zeros((1, 40, 1, 3), np.uint8), g).shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize("geom", [Geometry(6.0, 10.0, 60.0, 64.0, 40, 32, flip=True),
+                                  Geometry(0.0, 3.0, 45.0, 60.0, 40, 24)], ids=["flipped", "at-the-left-edge"])
+def test_a_widened_crop_maps_every_point_as_the_crop_does_shifted_by_its_offset(geom):
+    """An anisotropic crop widened by 8 output px where a 100x80 frame has them (some sides clipped, others whole;
+    flipped, the output's left margin is the source's right; at the frame's left edge, none there): its map from the
+    source is the crop's, shifted by where the crop lies in it (output px, per side), and its box stays in the
+    frame."""
+    wide, (ox, oy) = geom.widened(8, (100, 80))
+    a, b = geom.affine(), wide.affine()
+    np.testing.assert_allclose(b[:2, :2], a[:2, :2], atol=1e-12)
+    np.testing.assert_allclose(b[:2, 2], a[:2, 2] + (ox, oy), atol=1e-9)
+    assert wide.scale == pytest.approx(geom.scale) and wide.flip == geom.flip
+    assert -1e-9 < wide.x0 and -1e-9 < wide.y0 and wide.x0 + wide.w < 100 + 1e-9 and wide.y0 + wide.h < 80 + 1e-9
+    margins = (ox, wide.out_w - geom.out_w - ox, oy, wide.out_h - geom.out_h - oy)  # left, right, top, bottom
+    assert margins == ((8, 4, 5, 3) if geom.flip else (0, 8, 1, 6))
