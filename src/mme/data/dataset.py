@@ -275,7 +275,9 @@ class Sample:
     flow_frames: np.ndarray | None = None
     """uint8 (F, h', w', 3): the same raw frames as ``frames`` with a margin of the source frame around the crop
     (``target.flow_margin``), which a flow of the data workers reads; None: no margin (none asked, or the crop
-    reaches the frame's edge on every side)."""
+    reaches the frame's edge on every side). The widened box is resampled as a whole: the crop in it is ``frames``
+    exactly where the crop is not scaled; scaled, it differs by the resampling (a box whose edges fall between
+    source pixels is warped bilinearly, where the crop's whole-pixel box is area-averaged: a level or two of 255)."""
     flow_offset: tuple[int, int] = (0, 0)
     """(x, y) of the crop's first output pixel in ``flow_frames``."""
 
