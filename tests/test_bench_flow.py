@@ -87,6 +87,17 @@ def test_bench_flow_refuses_bad_input_before_any_work(tmp_path):
         bench_flow.target_features(data, ["dis"])
 
 
+def test_the_flow_benchmarks_targets_refuse_a_flow_margin_they_would_not_read(tmp_path):
+    """Its clips are centre crops read alone: a target.flow_margin among the overrides was taken and ignored, the
+    targets reported as that setting's being of the crop alone."""
+    from mme.errors import ConfigError
+
+    overrides = (*bench_flow.DEMO_TARGET[1], "target.flow_margin=8")
+    with pytest.raises(ConfigError, match=r"^target\.flow_margin=8: the flow benchmark reads its clips as centre "
+                                          r"crops alone, without a margin"):
+        bench_flow.target_features(tmp_path, ["dis"], overrides=overrides)
+
+
 @pytest.mark.filterwarnings(r"ignore:std\(\)")  # 32 px: the PatchStd of no token
 def test_bench_flow_refuses_sizes_that_judge_no_token_of_the_target(tmp_path):
     from mme.errors import ConfigError

@@ -473,16 +473,18 @@ def test_a_checkpoints_picture_is_drawn_the_same_under_a_callers_float64_default
     ({"flow": "farneback", "max_disp": 1.0, "patch_norm": False, "prune": True}, 2),
     ({"interpolate": False, "patch_norm": False, "position_unit": 1.0}, 2),
     ({"flow": "torch-lk"}, 4),
+    ({"flow_margin": 8, "patch_norm": False, "position_unit": 1.0}, 2),
 ])
 def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, stride, monkeypatch, tmp_path):
     """The target panels were tracks of the default flow over the CLI's stride, unbounded (2x a run's max_disp
-    of 1 px), with no pruning or interpolate=false: motion the run never supervised."""
+    of 1 px), with no pruning or interpolate=false, or of the crop alone where the run's workers' flow read a
+    margin of the video around it: motion the run never supervised."""
     import dataclasses
 
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, TargetFn, head_specs
 
-    frames, _ = affine_video(24, 64, 64, dx=2.0, seed=6)
+    frames, _ = affine_video(24, 64, 80, dx=2.0, seed=6)  # 8 px of video on either side of the 64² centre crop
     video = str(write_video(tmp_path / "v.mp4", frames))
     m = tiny_model()
     run = TargetConfig(kind="mme", track_length=4, **run_target)
@@ -501,9 +503,13 @@ def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, str
     monkeypatch.setattr(viz, "_prediction_panels", capture)
     prediction_picture(video, str(tmp_path / "checkpoint.pth"), tmp_path / "p.png")
     assert drawn["starts"] == [0, 2 * stride]  # tubelet starts of the run's clip stride
-    trained = TargetFn(run, m).targets(read_clip(video, 0, 4, stride, 64, 4))[0]["traj"]
+    clip = read_clip(video, 0, 4, stride, 64, 4, flow_margin=run.flow_margin)
+    assert (clip.flow_frames is None) == (not run.flow_margin)
+    trained = TargetFn(run, m).targets(clip)[0]["traj"]
     mask = model.make_mask(1, torch.Generator().manual_seed(0))[0]
     assert torch.equal(drawn["target"], trained[mask])
+    if run.flow_margin:  # the crop alone's targets differ
+        assert not torch.equal(TargetFn(run, m).targets(read_clip(video, 0, 4, stride, 64, 4))[0]["traj"], trained)
     if not run.patch_norm:  # 2 px per frame to the right, in the run's unit: bounded at 1 px, or as it is
         x = drawn["target"].reshape(len(drawn["target"]), 2, 4, 4)[:, 0]
         assert x.median() == pytest.approx(1.0 if run.max_disp else 2.0, abs=0.1)

@@ -291,6 +291,20 @@ class Sample:
         return self.frames[pos]
 
 
+def read_with_margin(reader, indices, geom: Geometry, flow_margin: int
+                     ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """The frames at ``indices`` of an open video ``reader`` cropped by ``geom`` ``(F, h, w, 3)``, and a
+    :class:`Sample`'s ``flow_frames`` and ``flow_offset`` for a ``flow_margin`` (``target.flow_margin``: the crop
+    widened where the video has the px, :meth:`~mme.data.transforms.Geometry.widened`), both from one decoding pass;
+    None and (0, 0) where the crop gets no margin."""
+    wide, offset = geom.widened(flow_margin, reader.size)
+    if wide == geom:
+        return reader.read(indices, each=geometry_of_each(geom)), None, offset
+    each, unpack = geometries_of_each(geom, wide)
+    frames, flow_frames = unpack(reader.read(indices, each=each))
+    return frames, flow_frames, offset
+
+
 TORCH_WORKERS_WARNING = r"This DataLoader will create \d+ worker processes in total"
 """torch's warning, at a loader's creation and again at its start, where its workers outnumber the CPUs this
 process may run on: :func:`make_loader` says it once, in mme's words."""
@@ -1227,13 +1241,7 @@ class PretrainDataset(_VideoDataset):
                 idx = sample_pretrain(reader.num_frames, cfg.num_frames, cfg.stride, cfg.tubelet,
                                       self.track_length, rng, self.track_reads)
             geom = self._train_geometry(reader.size, rng)
-            wide, offset = geom.widened(self.flow_margin, reader.size)
-            if wide == geom:
-                frames = reader.read(idx.needed, each=geometry_of_each(geom))  # (F, h, w, 3): one decoding pass
-                flow_frames = None
-            else:  # the crop and its widened box from one decoding pass
-                each, unpack = geometries_of_each(geom, wide)
-                frames, flow_frames = unpack(reader.read(idx.needed, each=each))
+            frames, flow_frames, offset = read_with_margin(reader, idx.needed, geom, self.flow_margin)
             source = (*reader.size, reader.num_frames, reader.turn)
         return Sample(frames, idx.needed, idx.clip, idx.starts, geom, path, idx.track_length, source,
                       self._found_cache_file(i), flow_frames, offset)

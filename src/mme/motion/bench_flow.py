@@ -190,12 +190,17 @@ def target_features(data_dir: str | Path, methods: list[str], recipe: str | Path
     every method, in px (the demo's target) and under PatchStd: ``{split: {method: {"px" | "patchstd": (N, D)}}}``;
     labels ``{split: (N,)}``; the median CPU ms of the workers' tracks per clip (flow and tracking) per method.
     Splits: the folder's train.txt, val.txt (both needed) and test.txt (if it lists videos); an empty list file is
-    none (what `mme synth --splits 0.8 0 0.2` writes for a split of no videos)."""
+    none (what `mme synth --splits 0.8 0 0.2` writes for a split of no videos). A ``target.flow_margin`` among
+    ``overrides`` is refused: the clips are read without one."""
+    model, target, data = recipe_configs(recipe, overrides)
+    if target.flow_margin:
+        raise ConfigError(f"target.flow_margin={target.flow_margin}: the flow benchmark reads its clips as centre "
+                          "crops alone, without a margin of the video around them; its targets would not be that "
+                          "setting's: leave it out")
     files = {s: Path(data_dir) / f"{s}.txt" for s in SPLITS}
     lists = {s: read_list(f)[0] for s, f in files.items() if f.is_file() and f.stat().st_size}
     if "train" not in lists or "val" not in lists:
         raise DataError(f"{data_dir}: the probe needs videos in train.txt and val.txt (an `mme synth` folder)")
-    model, target, data = recipe_configs(recipe, overrides)
     frames, stride = data.num_frames, data.stride
     fns = {m: make_target_fn(replace(target, flow=m), model) for m in methods}
     side = model.patch_size // fns[methods[0]].geom.seed_stride

@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 import torch
 
-from mme.data.dataset import DataConfig, Sample
+from mme.data.dataset import DataConfig, Sample, read_with_margin
 from mme.data.pyav_reader import open_container
 from mme.data.sampling import clip_indices, window_length
-from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
+from mme.data.transforms import to_video_tensor, view_crops
 from mme.data.video import open_video, require_backend, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, integrate, track
@@ -61,9 +61,12 @@ log = logging.getLogger(__name__)
 
 
 def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int,
-              tubelet: int = 2, orientation: str = DataConfig.orientation, backend: str = DataConfig.backend) -> Sample:
+              tubelet: int = 2, orientation: str = DataConfig.orientation, backend: str = DataConfig.backend,
+              flow_margin: int = 0) -> Sample:
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
-    need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
+    need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts; with
+    ``flow_margin`` (a run's :attr:`~mme.motion.targets.TargetFn.flow_margin`), the frames with that margin around
+    the crop that its workers' flow read (:func:`~mme.data.dataset.read_with_margin`). A video shorter
     than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
     late for a longer one is refused. Its frames are chosen by the video's true count (:func:`with_true_count`); a
     refusal by a count that no decode has proven (the packets') reads the last frame first, so that it names the
@@ -86,8 +89,9 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
             indices = clip_indices(start + stride * np.arange(num_frames), n, tubelet, length)
             ids = np.arange(start, min(start + span, n))
             geometry = view_crops(reader.size, size, 1)[0]
-            frames = reader.read(ids, each=geometry_of_each(geometry))
-        return Sample(frames, ids, indices.clip, indices.starts, geometry, path, length)
+            frames, flow_frames, offset = read_with_margin(reader, ids, geometry, flow_margin)
+        return Sample(frames, ids, indices.clip, indices.starts, geometry, path, length, flow_frames=flow_frames,
+                      flow_offset=offset)
     return with_true_count(read)
 
 
@@ -412,9 +416,10 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
 
     - a ``traj`` head: the target and the predicted trajectories on the masked (dimmed) patches, drawn from each
       point's seed, cumulated over the steps. The targets are made as the run's training made them
-      (:class:`TargetFn`: its flow, bound, pruning, interpolation and compensation; ``compensate`` compensates the
-      targets of a run trained without, warned and said in the title). PatchStd targets are unit-free z-scores,
-      drawn at ``scale`` px (of the model's frame) per unit; position targets in their run's unit.
+      (:class:`TargetFn`: its flow and its margin around the crop, bound, pruning, interpolation and compensation;
+      ``compensate`` compensates the targets of a run trained without, warned and said in the title). PatchStd
+      targets are unit-free z-scores, drawn at ``scale`` px (of the model's frame) per unit; position targets in
+      their run's unit.
     - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
     The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4), its frames as
@@ -434,14 +439,17 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     trusted = [(f"{name} {value}", f"--{name}") for name, value in (("stride", stride), ("orientation", orientation),
                                                                     ("backend", backend)) if unset[name]]
     if traj:
+        from mme.motion.targets import TargetFn
+
         cfg, g, other_target = _traj_target(checkpoint, ck, model, compensate)
+        target_fn = TargetFn(cfg, m)
         trusted.append((f"the traj target of the released layout (PatchStd, {g.points} points a patch, tracks of "
                         f"{cfg.track_length} steps, flow {cfg.flow})", None))
     if pixel and ck.norm_pix is None:
         trusted.append(("pixels normalised per patch (VideoMAE's norm_pix_loss default)", None))
     ck.warn_no_run("viz", trusted)
     c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
-                  orientation, backend)
+                  orientation, backend, target_fn.flow_margin if traj else 0)
     x = to_video_tensor(c.frames_at(c.clip))[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -451,11 +459,10 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     rows = [[(f"frame {s}", im)] for s, im in zip(c.starts, frames)]
     shows, notes = [], [f"frames {m.img_size} px shown x{f}"]
     if traj:
-        from mme.motion.targets import TargetFn
         from mme.motion.tracks import default_max_disp
 
         L = cfg.track_length
-        target = TargetFn(cfg, m).targets(c)[0]["traj"]  # (N, 2LK)
+        target = target_fn.targets(c)[0]["traj"]  # (N, 2LK)
         if not cfg.patch_norm:  # targets are displacements in units of position_unit (default: the track bound)
             scale = cfg.position_unit or cfg.max_disp or default_max_disp(*c.frames.shape[1:3])
         tokens = torch.nonzero(mask[0]).flatten().tolist()
