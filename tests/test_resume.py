@@ -274,6 +274,28 @@ def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what
     assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []
 
 
+@pytest.mark.parametrize("target, added", [
+    ({"cache_dir": "/cache"}, {"flow_margin": 8}), ({"flow": "torch-lk"}, {"flow_margin": 8}),
+    ({"kind": "pixel"}, {"flow_margin": 8}), ({"kind": "pixel"}, {"hog_style": "release", "hog_norm": True})])
+def test_a_key_added_since_a_run_was_made_is_no_change_where_the_new_target_takes_no_effect_from_it(target, added):
+    """A run made before target.flow_margin (or the HOG keys) existed, resumed with one on a target it has no
+    effect on (tracks of a cache or of the step, a pixel head): said as a change from what the run did, beside the
+    warning that it has no effect; no change now, as a key both configs hold."""
+    import dataclasses
+
+    from mme.motion.targets import TargetConfig
+    from mme.train.engine import config_changes
+
+    old = dataclasses.asdict(TargetConfig(**target))
+    for key in added:
+        del old[key]  # as an mme before the key wrote it
+    new = TargetConfig(**target, **added)
+    assert set(added) <= set(new.settings_without_effect())
+    assert config_changes({"target": old}, {"target": dataclasses.asdict(new)}) == []
+    assert config_changes({"target": {**old, **dataclasses.asdict(TargetConfig(**target))}},
+                          {"target": dataclasses.asdict(new)}) == []  # (as the key, held before, is compared)
+
+
 def test_a_flow_the_run_does_not_use_for_reading_a_track_cache_is_no_change_on_resume(synth, tmp_path, caplog):
     """A run that reads its tracks from target.cache_dir (made with --flow dis), resumed with another target.flow
     (a new default), was warned about as "resuming ... with a changed config (the run will not replay exactly):
@@ -526,11 +548,12 @@ def test_a_loss_weight_on_resume_is_compared_and_said_as_the_weight_the_head_has
 
 
 def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):
-    """Before ``target.hog_norm`` the ``maskfeat`` preset's HOG was not normalised; resumed now, its preset
+    """Before ``target.hog_norm`` the ``maskfeat`` preset's HOG (scikit-image's style then: the maskfeat style,
+    which normalises its cells whatever hog_norm says, came later) was not normalised; resumed now, its preset
     normalises it (the HOG loss jumped, 27-30 -> 36-37): the warning and run.json's ``config_changes`` say so
     (before: they named the code change alone)."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", "target.preset=maskfeat",
-            "target.kind=hog", FP32)
+            "target.kind=hog", "target.hog_style=skimage", FP32)
     run(*base, "train.stop_after=1")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
     del state["config"]["target"]["hog_norm"]  # as an mme before the key wrote it

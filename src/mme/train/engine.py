@@ -784,7 +784,7 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     changes nothing). A key only one config has is compared too, as an entry of a mapping
     (``target.loss_weights.traj``: an empty mapping flattens to no key) of a ``section.field`` both have; a field the
     old config has not is one a later version of mme added: only the :data:`ADDED_KEYS` whose value now differs
-    from what the old run did are changes. With ``cwds``, the working folders of the
+    from what the old run did are changes (those left out above too). With ``cwds``, the working folders of the
     old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it names another file:
     ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key (``data.root``: the
     working folder). A head's loss weight (``target.loss_weights.<head>``) is compared and said as the weight it
@@ -796,7 +796,7 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
         ignore = (*ignore, *(f"target.{key}" for key in unused))
     old_fields = {f"{section}.{name}" for section, fields in old.items() if isinstance(fields, dict) for name in fields}
     flat_old, flat_new, paths = flatten(old), flatten(new), paths or {}
-    before = {k: v for k, v in ADDED_KEYS.items() if k not in flat_old and k in flat_new}
+    before = {k: v for k, v in ADDED_KEYS.items() if k not in flat_old and k in flat_new and k not in ignore}
     compared = [k for k in sorted(flat_old.keys() | flat_new.keys())
                 if k in flat_old or ".".join(k.split(".")[:2]) in old_fields]
     weights = [k for k in compared if k.startswith("target.loss_weights.")]
