@@ -276,8 +276,11 @@ class Sample:
     """uint8 (F, h', w', 3): the same raw frames as ``frames`` with a margin of the source frame around the crop
     (``target.flow_margin``), which a flow of the data workers reads; None: no margin (none asked, or the crop
     reaches the frame's edge on every side). The widened box is resampled as a whole: the crop in it is ``frames``
-    exactly where the crop is not scaled; scaled, it differs by the resampling (a box whose edges fall between
-    source pixels is warped bilinearly, where the crop's whole-pixel box is area-averaged: a level or two of 255)."""
+    exactly where the crop is not scaled, or where its box is fractional too (both warped); a scaled whole-pixel
+    crop's widened box falls between source pixels, and is warped bilinearly, or, where the crop shrinks on both
+    axes, area-averaged as the crop is, then warped by the sub-pixel rest (:attr:`~mme.data.transforms.Geometry.area`):
+    the crop in it differs from ``frames`` by that interpolation (a level or two of 255; under one on average on a
+    textured 640x360 video shrunk x0.35)."""
     flow_offset: tuple[int, int] = (0, 0)
     """(x, y) of the crop's first output pixel in ``flow_frames``."""
 

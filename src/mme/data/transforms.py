@@ -114,6 +114,10 @@ class Geometry:
     out_w: int
     out_h: int
     flip: bool = False
+    area: bool = False
+    """A fractional box that :func:`shrinks` is area-averaged as a whole-pixel one is (:func:`apply_geometry`), not
+    warped bilinearly: a whole-pixel crop's widened box (:meth:`widened`), so that the crop in it is its own frames
+    resampled the same way."""
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -152,17 +156,29 @@ class Geometry:
 
         left, right = room(self.x0, sx), room(W - self.x0 - self.w, sx)
         top, bottom = room(self.y0, sy), room(H - self.y0 - self.h, sy)
+        if not (left or right or top or bottom):
+            return self, (0, 0)
         wide = Geometry(self.x0 - left / sx, self.y0 - top / sy, self.w + (left + right) / sx,
-                        self.h + (top + bottom) / sy, self.out_w + left + right, self.out_h + top + bottom, self.flip)
+                        self.h + (top + bottom) / sy, self.out_w + left + right, self.out_h + top + bottom, self.flip,
+                        area=self.whole_pixel)
         return wide, (right if self.flip else left, top)
+
+    @property
+    def whole_pixel(self) -> bool:
+        """Whether the box's edges are whole source pixels (sliced, then resized: :func:`apply_geometry`)."""
+        return all(float(v).is_integer() for v in (self.x0, self.y0, self.w, self.h))
+
+
+def shrinks(size: tuple[float, float], to: tuple[float, float]) -> bool:
+    """Whether a resize from ``size`` (w, h) to ``to`` shrinks both sides, which :func:`resize` area-averages."""
+    return to[0] < size[0] and to[1] < size[1]
 
 
 def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
     """``frame`` resized to ``size`` (w, h): INTER_AREA when shrinking both sides, which averages like PIL's
     antialiased bilinear, else INTER_LINEAR (INTER_AREA enlarging replicates pixels at 3x and more, which the flow
     reads as less motion than there is). The rule of the online crops and of the track cache's working frames."""
-    h, w = frame.shape[:2]
-    interp = cv2.INTER_AREA if (size[0] < w and size[1] < h) else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if shrinks(frame.shape[1::-1], size) else cv2.INTER_LINEAR
     return cv2.resize(frame, size, dst=dst, interpolation=interp)
 
 
@@ -171,17 +187,30 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
 
     An integer crop box is sliced and :func:`resize`-d; a fractional box is warped with the exact affine map, with
     OpenCV's IPP on, whatever the calling thread set (as :func:`mme.motion.flow.pair_flow`: ``warpAffine`` rounds
-    otherwise without it).
+    otherwise without it). A fractional box with ``geom.area`` that shrinks is area-averaged as a whole-pixel one:
+    the whole source pixels around it are :func:`resize`-d at its scale, and only the sub-pixel rest is warped (a
+    bilinear warp alone reads 2x2 source pixels for each output one, and aliases where it shrinks more than 2x).
     """
     frames, size = np.asarray(frames), (geom.out_w, geom.out_h)
-    box = (geom.x0, geom.y0, geom.w, geom.h)
     # each frame is resized into its place in the output (no stacking copy); cv2 takes a channel axis of 1 as none
     out = np.empty((len(frames), geom.out_h, geom.out_w, frames.shape[3] if frames.ndim == 4 else 1), frames.dtype)
     places = out[..., 0] if out.shape[3] == 1 else out
-    if all(float(v).is_integer() for v in box):
-        x0, y0, w, h = (int(v) for v in box)
+    if geom.whole_pixel:
+        x0, y0, w, h = (int(v) for v in (geom.x0, geom.y0, geom.w, geom.h))
         for f, place in zip(frames, places):
             resize(f[y0:y0 + h, x0:x0 + w], size, dst=place)
+    elif geom.area and shrinks((geom.w, geom.h), size):
+        (sx, sy), (H, W) = geom.scale, frames.shape[1:3]
+        x0, y0 = max(0, math.floor(geom.x0)), max(0, math.floor(geom.y0))
+        x1, y1 = min(W, math.ceil(geom.x0 + geom.w)), min(H, math.ceil(geom.y0 + geom.h))
+        whole = Geometry(float(x0), float(y0), float(x1 - x0), float(y1 - y0),
+                         max(1, round((x1 - x0) * sx)), max(1, round((y1 - y0) * sy)))
+        # whole's output pixel centres -> the source's (its inverse affine) -> geom's: the sub-pixel rest
+        m = (replace(geom, flip=False).affine() @ np.linalg.inv(whole.affine()))[:2]
+        with opencv_settings(ipp=True):
+            for f, place in zip(frames, places):
+                cv2.warpAffine(resize(f[y0:y1, x0:x1], (whole.out_w, whole.out_h)), m, size, dst=place,
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     else:
         m = replace(geom, flip=False).affine()[:2]  # pixel centres, as OpenCV's; the flip comes after
         with opencv_settings(ipp=True):
