@@ -547,23 +547,44 @@ def test_a_loss_weight_on_resume_is_compared_and_said_as_the_weight_the_head_has
         f"target.loss_weights.traj: {1 / 3!r} -> 0.5"]  # of the default target's two: a setting that differs
 
 
-def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):
-    """Before ``target.hog_norm`` the ``maskfeat`` preset's HOG (scikit-image's style then: the maskfeat style,
-    which normalises its cells whatever hog_norm says, came later) was not normalised; resumed now, its preset
-    normalises it (the HOG loss jumped, 27-30 -> 36-37): the warning and run.json's ``config_changes`` say so
-    (before: they named the code change alone)."""
+def _maskfeat_run_made_before_hog_norm(synth, tmp_path) -> tuple:
+    """A ``maskfeat`` preset's HOG run stopped after step 1 whose checkpoint holds neither ``target.hog_norm`` nor
+    ``target.hog_style`` (hog_style came after hog_norm), as an mme before hog_norm wrote it, and the run's own
+    command line, with which it was made: scikit-image's style then, its cells not normalised."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", "target.preset=maskfeat",
-            "target.kind=hog", "target.hog_style=skimage", FP32)
-    run(*base, "train.stop_after=1")
+            "target.kind=hog", FP32)
+    run(*base, "target.hog_style=skimage", "target.hog_norm=false", "train.stop_after=1")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
-    del state["config"]["target"]["hog_norm"]  # as an mme before the key wrote it
+    del state["config"]["target"]["hog_norm"], state["config"]["target"]["hog_style"]
     ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    return base
+
+
+def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):
+    """Before ``target.hog_norm`` the ``maskfeat`` preset's HOG (scikit-image's style then) was not normalised;
+    resumed keeping that style (``target.hog_style=skimage``), its preset now normalises it (the HOG loss jumped,
+    27-30 -> 36-37): the warning and run.json's ``config_changes`` say so (before: they named the code change
+    alone)."""
+    base = _maskfeat_run_made_before_hog_norm(synth, tmp_path)
     with caplog.at_level(logging.WARNING):
-        run(*base, "train.resume=auto")
+        run(*base, "target.hog_style=skimage", "train.resume=auto")
     change = "target.hog_norm: False (before the key existed) -> True"
     assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [
         {"from_step": 1, "changes": [change]}]
     assert change in caplog.text
+
+
+def test_a_maskfeat_run_made_before_hog_norm_resumed_with_its_own_command_records_the_style_change(
+        synth, tmp_path, caplog):
+    """The same run resumed with its own command takes the preset's maskfeat style, whose cells are normalised
+    whatever hog_norm says: the change is the style's, named alone."""
+    base = _maskfeat_run_made_before_hog_norm(synth, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.resume=auto")
+    change = "target.hog_style: 'skimage' (before the key existed) -> 'maskfeat'"
+    assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [
+        {"from_step": 1, "changes": [change]}]
+    assert change in caplog.text and "target.hog_norm" not in caplog.text
 
 
 def test_a_maskfeat_run_made_before_its_maskfeat_hog_style_records_the_style_change_on_resume(synth, tmp_path, caplog):

@@ -743,7 +743,9 @@ def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.d
 
 ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False, "target.flow_margin": 0}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
-another value is a change (the ``released`` preset's HOG became the release's Sobel HOG, ``maskfeat``'s normalised)."""
+another value is a change (the ``released`` preset's HOG became the release's Sobel HOG; ``maskfeat``'s became
+MaskFeat's style, normalised, named as the ``hog_style`` change: that style normalises whatever ``hog_norm`` says, so
+``hog_norm``'s is named where ``target.hog_style=skimage`` keeps the run's style)."""
 
 
 def with_added_keys(config: dict) -> dict:
@@ -766,8 +768,7 @@ class Change:
     old: Any
     new: Any
     added: bool = False
-    """An :data:`ADDED_KEYS` key the old run was made before: ``old`` is what it did. A change whatever keys are
-    ignored."""
+    """An :data:`ADDED_KEYS` key the old run was made before: ``old`` is what it did."""
     folders: tuple[str, str] | None = None
     """The working folders of the old and the new config, said where a path key's text is the same."""
 
@@ -784,12 +785,15 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     changes nothing). A key only one config has is compared too, as an entry of a mapping
     (``target.loss_weights.traj``: an empty mapping flattens to no key) of a ``section.field`` both have; a field the
     old config has not is one a later version of mme added: only the :data:`ADDED_KEYS` whose value now differs
-    from what the old run did are changes (those left out above too). With ``cwds``, the working folders of the
-    old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it names another file:
-    ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key (``data.root``: the
-    working folder). A head's loss weight (``target.loss_weights.<head>``) is compared and said as the weight it
-    has on the new config's target (:meth:`~mme.motion.targets.TargetConfig.loss_weight`: a head left out weighs
-    1/number of heads), None where it has no such head."""
+    from what the old run did are changes, unless left out as above. A resume compares the checkpoint's config
+    with the new one alone: a setting changed on a resume whose target does not use it (left out as above) is
+    recorded by no later resume either, which compares it with itself (``target.flow_margin`` 0 -> 8 resumed on
+    ``torch-lk``, then resumed on a worker flow with 8: no part records the margin's change). With ``cwds``, the
+    working folders of the old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it
+    names another file: ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key
+    (``data.root``: the working folder). A head's loss weight (``target.loss_weights.<head>``) is compared and said
+    as the weight it has on the new config's target (:meth:`~mme.motion.targets.TargetConfig.loss_weight`: a head
+    left out weighs 1/number of heads), None where it has no such head."""
     new_target = from_dict(TargetConfig, new["target"], "target.") if "target" in new else None
     if new_target is not None:
         unused = (*new_target.settings_without_effect(), *new_target.settings_from_the_cache())
