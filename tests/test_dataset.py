@@ -22,6 +22,7 @@ from videos import (
     capture_mid_gop,
     coordinate_video,
     hevc_restarted,
+    texture,
     write_keyint_video,
     write_open_gop_hevc,
     write_video,
@@ -30,10 +31,17 @@ from worker_jobs import with_small_shm
 
 from mme.config import from_dict
 from mme.data import pyav_reader
-from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset, collate, start_workers
+from mme.data.dataset import (
+    ClassificationDataset,
+    DataConfig,
+    PretrainDataset,
+    collate,
+    read_with_margin,
+    start_workers,
+)
 from mme.data.lists import ListEntry
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
-from mme.data.transforms import apply_geometry, to_clip, view_crops
+from mme.data.transforms import Geometry, apply_geometry, to_clip, view_crops
 from mme.data.video import check_video, open_video, require_backend
 from mme.errors import ConfigError, DataError
 
@@ -175,6 +183,31 @@ def test_data_flip_flips_half_the_clips_of_every_crop():
         assert 0.4 <= np.mean(flips) <= 0.6, (crop, np.mean(flips))
         data.cfg = DataConfig(crop=crop, flip=False, img_size=64)
         assert not any(PretrainDataset._train_geometry(data, (160, 120), rng).flip for _ in range(50))
+
+
+@pytest.fixture(scope="module")
+def textured_video(tmp_path_factory):
+    """Two textured 640x360 frames."""
+    return write_video(tmp_path_factory.mktemp("textured") / "t.mp4", np.stack([texture(360, 640, s) for s in (0, 1)]))
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["plain", "flipped"])
+@pytest.mark.parametrize("crop", [Geometry(100.0, 30.0, 300.0, 300.0, 105, 105),
+                                  Geometry(60.0, 20.0, 300.0, 240.0, 225, 180)], ids=["x0.35", "x0.75"])
+def test_a_flow_margin_holds_the_clips_own_frames_in_the_crops_place(textured_video, crop, flip):
+    """The frames a worker's flow reads with target.flow_margin hold the clip's frames bitwise in the crop's place,
+    whatever the scale and the margin: a scaled crop's widened box has edges between source pixels and is
+    resampled otherwise than the crop (x0.75, m = 8: 4.4 levels of 255 apart on average, up to 34), so the crop
+    is pasted into it."""
+    geom = dataclasses.replace(crop, flip=flip)
+    with open_video(textured_video) as reader:
+        clip = apply_geometry(reader.read(np.arange(2)), geom)
+        for margin in (1, 4, 5, 8, 12):
+            frames, flow_frames, (ox, oy) = read_with_margin(reader, np.arange(2), geom, margin)
+            assert flow_frames.shape[2] == geom.out_w + 2 * margin
+            np.testing.assert_array_equal(frames, clip)
+            np.testing.assert_array_equal(flow_frames[:, oy:oy + geom.out_h, ox:ox + geom.out_w], clip,
+                                          err_msg=f"margin {margin}")
 
 
 # ---- pre-training ------------------------------------------------------------------------------------------

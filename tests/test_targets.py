@@ -441,17 +441,11 @@ def test_a_flow_margin_reads_the_motion_of_the_crops_outer_ring_of_tokens(tmp_pa
     """DIS on the crop alone sees nothing past its edge and misreads the motion of the outer ring of tokens (more
     than half of them at 64² to 96²); with target.flow_margin the worker's flow reads the crop's frames with that
     many output px of the video around them, and the ring's tracks come near the interior's, which stay as they
-    were. The crop in those frames is the clip's exactly where the crop is not scaled; scaled, the widened box is
-    resampled as a whole (its edges between source pixels: the whole pixels around it area-averaged as the crop's
-    own, then warped by the sub-pixel rest): the same picture to a few levels of 255."""
+    were. The crop in those frames is the clip's, scaled or not."""
     alone = margin_tracks(tmp_path, monkeypatch, crop, 0, **motion)[2]
     sample, shipped, error = margin_tracks(tmp_path, monkeypatch, crop, 8, **motion)
     assert sample.flow_frames.shape == (17, 80, width, 3) and sample.flow_offset == (8, 8)
-    inner = sample.flow_frames[:, 8:72, 8:72].astype(np.int16) - sample.frames  # the crop, at its place
-    if crop.scale == (1.0, 1.0):
-        assert not inner.any()
-    else:  # 0.35-0.42 and 4 on the test's videos (a bilinear warp alone: 0.13-0.16 and 2, aliased when shrunk more)
-        assert np.abs(inner).mean() < 0.5 and np.abs(inner).max() <= 4
+    assert (sample.flow_frames[:, 8:72, 8:72] == sample.frames).all()  # the crop, at its place
     assert shipped["disp"].shape == (4, 4, 8, 8, 2) and shipped["track_valid"].shape == (4, 8, 8)
     # rotation: 0.140 -> 0.057 px; zoom: 0.173 -> 0.083 px (per point and step; scaled: 0.13 -> 0.06, 0.16 -> 0.07)
     assert alone[:, :, RING].mean() > bound > error[:, :, RING].mean()

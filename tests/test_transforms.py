@@ -250,7 +250,8 @@ def test_a_shrunk_crops_widened_box_holds_the_crops_own_frames(geom):
     """A 640x360 textured frame (1/f, as a natural image) shrunk x0.35 to a crop widened by 8 output px: the
     widened box's edges fall between source pixels, and a bilinear warp of it read one source pixel in eight,
     aliased (9.3 levels of 255 off the crop's area-averaged frames on average, up to 53); the whole source pixels
-    around it are area-averaged at the crop's scale, and only the sub-pixel rest warped (0.6-0.9, up to 8)."""
+    around it are area-averaged at the crop's scale, and only the sub-pixel rest warped (0.6-0.9, up to 8), so its
+    margin is resampled as the crop is (the crop's own place is the clip's, pasted by the worker's read)."""
     rng = np.random.default_rng(0)
     fy, fx = np.fft.fftfreq(360)[:, None], np.fft.fftfreq(640)[None]
     field = np.real(np.fft.ifft2(np.exp(2j * np.pi * rng.random((360, 640))) / np.maximum(np.hypot(fx, fy), 1 / 640)))

@@ -275,12 +275,10 @@ class Sample:
     flow_frames: np.ndarray | None = None
     """uint8 (F, h', w', 3): the same raw frames as ``frames`` with a margin of the source frame around the crop
     (``target.flow_margin``), which a flow of the data workers reads; None: no margin (none asked, or the crop
-    reaches the frame's edge on every side). The widened box is resampled as a whole: the crop in it is ``frames``
-    exactly where the crop is not scaled, or where its box is fractional too (both warped); a scaled whole-pixel
-    crop's widened box falls between source pixels, and is warped bilinearly, or, where the crop shrinks on both
-    axes, area-averaged as the crop is, then warped by the sub-pixel rest (:attr:`~mme.data.transforms.Geometry.area`):
-    the crop in it differs from ``frames`` by that interpolation (a level or two of 255; under one on average on a
-    textured 640x360 video shrunk x0.35)."""
+    reaches the frame's edge on every side). The crop's place in them holds ``frames`` bitwise (pasted there); the
+    margin is the widened box resampled as a whole, whose edges fall between source pixels where the crop is
+    scaled: warped bilinearly, or area-averaged where the crop shrinks more than 2x on both axes
+    (:attr:`~mme.data.transforms.Geometry.area`)."""
     flow_offset: tuple[int, int] = (0, 0)
     """(x, y) of the crop's first output pixel in ``flow_frames``."""
 
@@ -305,6 +303,8 @@ def read_with_margin(reader, indices, geom: Geometry, flow_margin: int
         return reader.read(indices, each=geometry_of_each(geom)), None, offset
     each, unpack = geometries_of_each(geom, wide)
     frames, flow_frames = unpack(reader.read(indices, each=each))
+    (x, y), (h, w) = offset, frames.shape[1:3]
+    flow_frames[:, y:y + h, x:x + w] = frames  # the crop as the clip has it, whatever the margin's resampling
     return frames, flow_frames, offset
 
 

@@ -115,9 +115,9 @@ class Geometry:
     out_h: int
     flip: bool = False
     area: bool = False
-    """A fractional box that :func:`shrinks` is area-averaged as a whole-pixel one is (:func:`apply_geometry`), not
-    warped bilinearly: a whole-pixel crop's widened box (:meth:`widened`), so that the crop in it is its own frames
-    resampled the same way."""
+    """A fractional box shrunk more than 2x on both axes is area-averaged as a whole-pixel one is
+    (:func:`apply_geometry`), not warped bilinearly, which would alias it: a whole-pixel crop's widened box
+    (:meth:`widened`), so that its margin is resampled as the crop is."""
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -169,16 +169,12 @@ class Geometry:
         return all(float(v).is_integer() for v in (self.x0, self.y0, self.w, self.h))
 
 
-def shrinks(size: tuple[float, float], to: tuple[float, float]) -> bool:
-    """Whether a resize from ``size`` (w, h) to ``to`` shrinks both sides, which :func:`resize` area-averages."""
-    return to[0] < size[0] and to[1] < size[1]
-
-
 def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
     """``frame`` resized to ``size`` (w, h): INTER_AREA when shrinking both sides, which averages like PIL's
     antialiased bilinear, else INTER_LINEAR (INTER_AREA enlarging replicates pixels at 3x and more, which the flow
     reads as less motion than there is). The rule of the online crops and of the track cache's working frames."""
-    interp = cv2.INTER_AREA if shrinks(frame.shape[1::-1], size) else cv2.INTER_LINEAR
+    h, w = frame.shape[:2]
+    interp = cv2.INTER_AREA if (size[0] < w and size[1] < h) else cv2.INTER_LINEAR
     return cv2.resize(frame, size, dst=dst, interpolation=interp)
 
 
@@ -187,9 +183,9 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
 
     An integer crop box is sliced and :func:`resize`-d; a fractional box is warped with the exact affine map, with
     OpenCV's IPP on, whatever the calling thread set (as :func:`mme.motion.flow.pair_flow`: ``warpAffine`` rounds
-    otherwise without it). A fractional box with ``geom.area`` that shrinks is area-averaged as a whole-pixel one:
-    the whole source pixels around it are :func:`resize`-d at its scale, and only the sub-pixel rest is warped (a
-    bilinear warp alone reads 2x2 source pixels for each output one, and aliases where it shrinks more than 2x).
+    otherwise without it). A fractional box with ``geom.area`` shrunk more than 2x on both axes is area-averaged as
+    a whole-pixel one: the whole source pixels around it are :func:`resize`-d at its scale, and only the sub-pixel
+    rest is warped (a bilinear warp alone reads 2x2 source pixels for each output one, and aliases there).
     """
     frames, size = np.asarray(frames), (geom.out_w, geom.out_h)
     # each frame is resized into its place in the output (no stacking copy); cv2 takes a channel axis of 1 as none
@@ -199,7 +195,7 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
         x0, y0, w, h = (int(v) for v in (geom.x0, geom.y0, geom.w, geom.h))
         for f, place in zip(frames, places):
             resize(f[y0:y0 + h, x0:x0 + w], size, dst=place)
-    elif geom.area and shrinks((geom.w, geom.h), size):
+    elif geom.area and max(geom.scale) < 0.5:
         (sx, sy), (H, W) = geom.scale, frames.shape[1:3]
         x0, y0 = max(0, math.floor(geom.x0)), max(0, math.floor(geom.y0))
         x1, y1 = min(W, math.ceil(geom.x0 + geom.w)), min(H, math.ceil(geom.y0 + geom.h))
