@@ -480,9 +480,11 @@ def _seeks_to(header: int, count: int, failed_at: int | None, mistimed_at: int |
     timed at 0, and so is the last trusted. A header counting other frames than there are is no matter where the
     timestamps are right (an MKV whose AAC track outlasts its video by its priming and padding counts 301 for 300, and
     seeks right). Of 135 files measured (docs/data.md), this catches a variable-rate MKV and MP4 (trusted to frames 10
-    and 2), H.264 MP4s whose packets without a picture take timestamps (to 51 of 100 where the first alone is such), a
-    damaged MKV (to 57 of 105) and MPEG-4 AVIs (to 47 of 48), and passes MKVs with audio, cut files, one starting at
-    5 s, MP4s with an edit list. Where the header's count is under 2 (an AVI whose header was never finalised, a WebM
+    and 2), H.264 MP4s whose packets without a picture take timestamps (to 51 of 100 where the first alone is such, to
+    4 where one stands at each keyframe), a damaged MKV (to 57 of 105), MPEG-4 AVIs (to 47 of 48) and, of the
+    conformance corpus, the five variable-rate files (to 3-4), mpeg4_not_coded (to 9), mpeg4_packed_repeated.mkv (to 3),
+    h264.avi (to 118 of 120) and the MPEG-4 AVIs (to 119 of 120), and passes MKVs with audio, cut files, one starting
+    at 5 s, MP4s with an edit list. Where the header's count is under 2 (an AVI whose header was never finalised, a WebM
     written live, without duration) OpenCV does not seek at all, though it says it did: none is trusted, 0, a read from
     the start. Past a grab that failed where frames followed, a seek lands on another frame than it says, or where the
     decode on fails: the failed grab's frame at most."""
