@@ -244,21 +244,35 @@ def test_a_widened_crop_maps_every_point_as_the_crop_does_shifted_by_its_offset(
     assert margins == ((8, 4, 5, 3) if geom.flip else (0, 8, 1, 6))
 
 
-@pytest.mark.parametrize("geom", [Geometry(100.0, 0.0, 360.0, 360.0, 126, 126),
-                                  Geometry(60.0, 20.0, 300.0, 300.0, 105, 105, flip=True)], ids=["plain", "flipped"])
-def test_a_shrunk_crops_widened_box_holds_the_crops_own_frames(geom):
-    """A 640x360 textured frame (1/f, as a natural image) shrunk x0.35 to a crop widened by 8 output px: the
-    widened box's edges fall between source pixels, and a bilinear warp of it read one source pixel in eight,
-    aliased (9.3 levels of 255 off the crop's area-averaged frames on average, up to 53); the whole source pixels
-    around it are area-averaged at the crop's scale, and only the sub-pixel rest warped (0.6-0.9, up to 8), so its
-    margin is resampled as the crop is (the crop's own place is the clip's, pasted by the worker's read)."""
+def _textured_frame() -> np.ndarray:
+    """A 640x360 RGB frame textured as a natural image is (1/f)."""
     rng = np.random.default_rng(0)
     fy, fx = np.fft.fftfreq(360)[:, None], np.fft.fftfreq(640)[None]
     field = np.real(np.fft.ifft2(np.exp(2j * np.pi * rng.random((360, 640))) / np.maximum(np.hypot(fx, fy), 1 / 640)))
     frame = np.clip((field - field.mean()) / field.std() * 50 + 128, 0, 255).astype(np.uint8)
-    frames = np.repeat(frame[None, ..., None], 3, -1)
+    return np.repeat(frame[None, ..., None], 3, -1)
+
+
+@pytest.mark.parametrize("geom", [Geometry(100.0, 0.0, 360.0, 360.0, 126, 126),
+                                  Geometry(60.0, 20.0, 300.0, 300.0, 105, 105, flip=True)], ids=["plain", "flipped"])
+def test_a_shrunk_crops_widened_box_is_resampled_as_the_crop_is(geom):
+    """A textured frame shrunk x0.35 to a crop widened by 8 output px: the widened box's edges fall between source
+    pixels, and a bilinear warp of it read one source pixel in eight, aliased (9.3 levels of 255 off the crop's
+    area-averaged frames on average, up to 53); the whole source pixels around it are area-averaged at the crop's
+    scale, and only the sub-pixel rest warped (0.6-0.9, up to 8), so its margin is resampled as the crop is (the
+    crop's own place is the clip's, pasted by the worker's read)."""
+    frames = _textured_frame()
     wide, (ox, oy) = geom.widened(8, (640, 360))
     assert wide.area and not wide.whole_pixel and wide.scale == pytest.approx(geom.scale)
     inner = apply_geometry(frames, wide)[:, oy:oy + geom.out_h, ox:ox + geom.out_w].astype(np.int16)
     diff = np.abs(inner - apply_geometry(frames, geom))
     assert diff.mean() < 1.5 and diff.max() <= 12
+
+
+def test_a_widened_box_shrunk_less_than_2x_is_warped_bilinearly():
+    """A bilinear warp reads 2x2 source pixels for each output one, so it aliases only past a 2x shrink: a box
+    shrunk x0.75 is warped, not area-averaged, though it asks for the area path."""
+    wide, _ = Geometry(60.0, 20.0, 300.0, 240.0, 225, 180).widened(8, (640, 360))
+    frames = _textured_frame()
+    assert wide.area and not wide.whole_pixel
+    assert np.array_equal(apply_geometry(frames, wide), apply_geometry(frames, dataclasses.replace(wide, area=False)))
