@@ -1187,10 +1187,12 @@ def test_the_opencv_backend_reads_h264_whose_header_counts_a_frame_more_from_the
 
 
 def test_the_opencv_backend_reads_an_mp4_with_gaps_in_its_timestamps_exactly(tmp_path):
-    """An H.264 MP4 at 25 fps but for gaps in its timestamps, whose header counts its 48 frames: OpenCV's seek to
-    frame n seeks to the time n / 25 s and lands elsewhere from the first gap on (frames 30 and 33 read as others by
-    a fresh reader, no grab failing). A read seeks no further than the first frame whose timestamp is not its index
-    over the frame rate (here frame 2, 13 ms late), and decodes on from there."""
+    """An H.264 MP4 at 25 fps but for gaps in its timestamps, whose header counts its 48 frames: OpenCV reads it at
+    its average rate, 14.5 fps (48 frames over 3.32 s), and takes a frame's timestamp times that rate, rounded, for its
+    index, which it is not from frame 2 on (80 ms x 14.5 rounds to 1), so a seek lands on another frame than it says
+    (a fresh reader's frames 21 to 43 read as others, no grab failing, and 44 on a decode error). A read seeks no
+    further than the first frame whose timestamp is not its index over that rate (here frame 2, on time at 25 fps),
+    and decodes on from there."""
     path = write_corpus_file(tmp_path / "gaps.mp4", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "libx264", H264_GOP,
                              "gaps")
     ref = decode_all(path)

@@ -219,8 +219,8 @@ def corpus_timestamps(timing: str, n: int) -> list[int] | None:
     """Frame timestamps in ms for a timing (None: the encoder's own, 25 fps)."""
     if timing == "vfr":
         return np.cumsum([0] + [40, 40, 80, 20, 40, 120, 40, 33, 47, 60] * (n // 10 + 1))[:n].tolist()
-    if timing == "gaps":  # 25 fps but for two gaps (0.4 s after frame 9, 1 s after frame 29) and every 7th frame late
-        return [40 * i + 400 * (i >= 10) + 1000 * (i >= 30) + 13 * (i % 7 == 3) for i in range(n)]
+    if timing == "gaps":  # 25 fps but for two gaps (0.4 s after frame 9, 1 s after frame 29)
+        return [40 * i + 400 * (i >= 10) + 1000 * (i >= 30) for i in range(n)]
     if timing == "start5s":
         return [5000 + 40 * i for i in range(n)]
     if timing == "editlist":
