@@ -1456,6 +1456,7 @@ def test_features_read_by_an_earlier_reading_rule_are_made_again(recorded, own_r
     np.testing.assert_array_equal(read_features(stopped)[0], fresh)
 
 
+@pytest.mark.pinned  # no run
 def test_features_read_by_a_later_mmes_reading_rule_are_said_to_be_so():
     """A job recorded by a later mme (reading version above this one's) was said to have read its videos by an
     earlier rule; it is a later one, and a version of no order another one."""
