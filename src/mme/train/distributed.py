@@ -195,20 +195,21 @@ def check_same_inputs(inputs: dict[str, Callable[[], str] | None]) -> None:
     """Raise on every rank unless all read the same copy of each input: ``inputs`` maps what names an input that
     each rank reads on its own (a node, its own copy: ``task.test_list test.txt``, ``train.init model.pt``) to what
     says this rank's copy (``7 videos (digest ..)``, :func:`mme.data.dataset.list_identity`; ``weights ..``,
-    :attr:`mme.models.checkpoint.Checkpoint.identity`), called under torchrun only; None: not read. The ranks compare
-    each input's copies by its place in ``inputs`` (its name holds the node's own path) and name it as this rank does.
-    Ranks that read other copies went on silently (their shares of a test, of ``mme embed``'s rows or of the training
-    batches were of other videos or of another model, and rank 0 wrote them as its own), or a list of another length
-    stopped the run at the first join of the failures, in gloo's abort."""
+    :attr:`mme.models.checkpoint.Checkpoint.identity`), called under torchrun only; None: not read. Each input's
+    copies are compared by its place in ``inputs`` (its name holds the node's own path) and named as this rank names
+    it. Ranks that read other copies went on silently (their shares of a test, of ``mme embed``'s rows or of the
+    training batches were of other videos or of another model, and rank 0 wrote them as its own), or a list of another
+    length stopped the run at the first join of the failures, in gloo's abort."""
     if get_world_size() == 1:
         return
     with agreed():  # (an identity that cannot be read on one rank stops every rank)
         mine = [None if identity is None else identity() for identity in inputs.values()]
-    held = [dict(zip(inputs, values)) for values in all_gather_objects(mine)]
-    differ = _disagreements(held, lambda value: value or "none read")
-    if differ:
-        what, said = differ[0]
-        raise ConfigError(f"ranks disagree on {what}: {said}: every node must hold the same copy")
+    held = all_gather_objects(mine)
+    for k, what in enumerate(inputs):
+        values = [rank_held[k] for rank_held in held]
+        if len(set(values)) > 1:
+            said = _on_ranks(values, lambda value: value or "none read")
+            raise ConfigError(f"ranks disagree on {what}: {said}: every node must hold the same copy")
 
 
 def code_compared() -> dict[str, object]:
@@ -235,29 +236,20 @@ def check_same_settings(settings: dict[str, object], what: str, advice: str) -> 
     held = all_gather_objects((code_compared(), settings))
     for part, said, then in ((0, "run other code", "every node must run one version of mme and torch"),
                              (1, f"disagree on {what}", advice)):
-        differ = sorted(_disagreements([rank_held[part] for rank_held in held], repr))
+        values = [rank_held[part] for rank_held in held]
+        differ = [name for name in sorted(set().union(*values)) if len({repr(v.get(name)) for v in values}) > 1]
         if differ:
-            listed = "; ".join(f"{name} {on_ranks}" for name, on_ranks in differ)
+            listed = "; ".join(f"{name} " + _on_ranks([repr(v.get(name)) for v in values], str) for name in differ)
             raise ConfigError(f"ranks {said}: {listed}: {then}")
 
 
-def _disagreements(held: list[dict], say: Callable[[object], str]) -> list[tuple[str, str]]:
-    """Each name of ``held`` (each rank's ``{name: value}``, in rank order; a name a rank lacks, None there) whose
-    value ranks ``say`` differently, with its value on each rank (:func:`_on_ranks`), in the order the names come."""
-    differ = []
-    for name in dict.fromkeys(name for rank_held in held for name in rank_held):
-        values = [rank_held.get(name) for rank_held in held]
-        if len({say(value) for value in values}) > 1:
-            differ.append((name, _on_ranks(values, say)))
-    return differ
-
-
-def _on_ranks(values: list, say: Callable[[object], str]) -> str:
-    """``values`` (one a rank, in rank order) grouped by what ``say`` makes of them: ``<said> on rank(s) <ranks>``."""
-    ranks: dict[str, list[str]] = {}
+def _on_ranks(values: list, name: Callable[[object], str]) -> str:
+    """``values`` (one a rank, in rank order) said by value: ``<name(value)> on rank(s) <ranks>, ...``."""
+    ranks: dict = {}
     for rank, value in enumerate(values):
-        ranks.setdefault(say(value), []).append(str(rank))
-    return ", ".join(f"{said} on rank{'s' if len(held) > 1 else ''} {', '.join(held)}" for said, held in ranks.items())
+        ranks.setdefault(value, []).append(str(rank))
+    return ", ".join(f"{name(value)} on rank{'s' if len(held) > 1 else ''} {', '.join(held)}"
+                     for value, held in ranks.items())
 
 
 @rank_lost_said()
