@@ -561,20 +561,16 @@ def _as_written_now(saved: dict) -> dict:
     return now
 
 
-def _made_with(saved: dict, settings: dict) -> bool:
-    """Whether a saved row's fingerprint is ``settings`` (:func:`_fingerprint`), as written now."""
-    return _as_written_now(saved) == settings
-
-
 def _other_version(saved: dict, settings: dict) -> str | None:
-    """Where a saved row's fingerprint is of another version of mme than ``settings`` (:func:`_fingerprint`), which
+    """Where a saved row's fingerprint (as written now: :func:`_as_written_now`) is of another version of mme than
+    ``settings`` (:func:`_fingerprint`), which
     version: a row that records no config or no :func:`mme.rule_versions` is an earlier version's; else the versions
     that differ, over the rules either side names (one the other lacks said as none), an earlier or a later mme's
     where every one of them moves that way, another's where they move both ways; None where none differs. Such a
     row is made again, its pre-training not kept against the settings (they are this mme's alone to judge)."""
     if "config" not in saved or not isinstance(saved.get("versions"), dict):
         return "an earlier version of mme"
-    old, now = _as_written_now(saved)["versions"], settings["versions"]
+    old, now = saved["versions"], settings["versions"]
     changed = [key for key in {**now, **old} if old.get(key) != now.get(key)]
     if not changed:
         return None
@@ -768,13 +764,14 @@ def _judgement(s: DemoSettings, seed: int, target: str, read: tuple[dict, dict] 
     saved, row = read
     settings = config.settings
     other_precision = _other_precision(row, precision)
-    made_with = _made_with(saved, settings)
+    saved = _as_written_now(saved)
+    made_with = saved == settings
     other_version = _other_version(saved, settings)
     differs = []
     if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
         # (not the versions, nor the CPU's model alone, as an mme before the features were listed named this CPU:
         # such a row is made again, not refused)
-        differs = sorted({*(key for key in differences(_as_written_now(saved), settings)
+        differs = sorted({*(key for key in differences(saved, settings)
                             if key.split(".")[0] != "versions"
                             and not (key == "cpu" and saved.get("cpu") == cpu_model(settings["cpu"]))),
                           *(["precision"] if other_precision else [])})
