@@ -479,15 +479,10 @@ def _seeks_to(header: int, count: int, failed_at: int | None, mistimed_at: int |
     asked: the frame before it at most. A frame without a timestamp (the last of an MPEG-4 AVI with B-frames) counts as
     timed at 0, and so is the last trusted. A header counting other frames than there are is no matter where the
     timestamps are right (an MKV whose AAC track outlasts its video by its priming and padding counts 301 for 300, and
-    seeks right). Of 135 files measured (docs/data.md), this catches a variable-rate MKV and MP4 (trusted to frames 10
-    and 2), H.264 MP4s whose packets without a picture take timestamps (to 51 of 100 where the first alone is such, to
-    4 where one stands at each keyframe), a damaged MKV (to 57 of 105), MPEG-4 AVIs (to 47 of 48) and, of the
-    conformance corpus, the five variable-rate files (to 3-4), mpeg4_not_coded (to 9), mpeg4_packed_repeated.mkv (to 3),
-    h264.avi (to 118 of 120) and the MPEG-4 AVIs (to 119 of 120), and passes MKVs with audio, cut files, one starting
-    at 5 s, MP4s with an edit list. Where the header's count is under 2 (an AVI whose header was never finalised, a WebM
-    written live, without duration) OpenCV does not seek at all, though it says it did: none is trusted, 0, a read from
-    the start. Past a grab that failed where frames followed, a seek lands on another frame than it says, or where the
-    decode on fails: the failed grab's frame at most."""
+    seeks right). What this catches among the files measured: docs/data.md. Where the header's count is under 2 (an
+    AVI whose header was never finalised, a WebM written live, without duration) OpenCV does not seek at all, though
+    it says it did: none is trusted, 0, a read from the start. Past a grab that failed where frames followed, a seek
+    lands on another frame than it says, or where the decode on fails: the failed grab's frame at most."""
     if header < 2 or mpeg_stream:
         return 0
     return min(at for at in (count, failed_at, mistimed_at) if at is not None)
@@ -503,7 +498,8 @@ def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, i
     another index), or what FFmpeg's sequential decode passes over (:func:`~mme.data.pyav_reader.decoded_count`), the
     cut end of a file, after which the decoder's flush gives the frames it held for reordering, or a packet without a
     picture. So that decode is asked: the count stands where it gives as many frames. It is asked too where the grabs
-    end before the header's count (damage over more than GRAB_TRIES packets in a row ends them). Cached by
+    end GRAB_TRIES // 2 or more frames before the header's count (damage over more than GRAB_TRIES packets in
+    a row ends them). Cached by
     :class:`~mme.utils.VersionOfFile`: one file however named is counted once, a file replaced keeping its size and
     mtime (``cp -p``) again."""
     cap = _opencv_capture(file.path, threads)
@@ -522,7 +518,9 @@ def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, i
     seeks_to = _seeks_to(header, count, failed_at, mistimed_at, mpeg_program_or_transport_stream(file.path))
     if failed_at is not None:
         how = f"OpenCV's decode failed at frame {failed_at} and went on after it"
-    elif header > count:  # (or failed on more than GRAB_TRIES packets in a row, taken for the end)
+    elif header - count >= GRAB_TRIES // 2:  # grabs that ended on damage over GRAB_TRIES packets in a row, frames
+        # the header counts; a header estimated from the duration counts a few more than there are (an MKV whose AAC
+        # track outlasts its video: 1-7), which would cost a decode of the whole file for nothing
         how = f"OpenCV's decode ended at frame {count}, where the container's header counts {header} frames"
     else:
         return count, None, seeks_to, ""
