@@ -54,7 +54,7 @@ from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clip
 from mme.data.transforms import (
     MULTISCALE_SCALES,
     Geometry,
-    geometries_of_each,
+    apply_geometry,
     geometry_of_each,
     multiscale_crop,
     random_resized_crop,
@@ -301,11 +301,15 @@ def read_with_margin(reader, indices, geom: Geometry, flow_margin: int
     wide, offset = geom.widened(flow_margin, reader.size)
     if wide == geom:
         return reader.read(indices, each=geometry_of_each(geom)), None, offset
-    each, unpack = geometries_of_each(geom, wide)
-    frames, flow_frames = unpack(reader.read(indices, each=each))
-    (x, y), (h, w) = offset, frames.shape[1:3]
-    flow_frames[:, y:y + h, x:x + w] = frames  # the crop as the clip has it, whatever the margin's resampling
-    return frames, flow_frames, offset
+    (x, y), (h, w) = offset, (geom.out_h, geom.out_w)
+
+    def each(frame: np.ndarray) -> np.ndarray:  # the crop as the clip has it, whatever the margin's resampling
+        widened = apply_geometry(frame[None], wide)[0]
+        widened[y:y + h, x:x + w] = apply_geometry(frame[None], geom)[0]
+        return widened
+
+    flow_frames = reader.read(indices, each=each)
+    return np.ascontiguousarray(flow_frames[:, y:y + h, x:x + w]), flow_frames, offset
 
 
 TORCH_WORKERS_WARNING = r"This DataLoader will create \d+ worker processes in total"

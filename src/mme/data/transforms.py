@@ -224,22 +224,6 @@ def geometry_of_each(*geoms: Geometry) -> Callable[[np.ndarray], np.ndarray]:
     return lambda frame: np.stack([apply_geometry(frame[None], g)[0] for g in geoms])
 
 
-def geometries_of_each(*geoms: Geometry) -> tuple[Callable[[np.ndarray], np.ndarray],
-                                                   Callable[[np.ndarray], list[np.ndarray]]]:
-    """:func:`geometry_of_each` for geometries of different output sizes: the ``each`` that packs a frame's outputs
-    into one flat row (a read holds one array per frame), and the unpacking of a read's rows into each geometry's
-    frames ``(N, out_h, out_w, C)``."""
-    def each(frame: np.ndarray) -> np.ndarray:
-        return np.concatenate([apply_geometry(frame[None], g)[0].ravel() for g in geoms])
-
-    def unpack(rows: np.ndarray) -> list[np.ndarray]:
-        channels = rows.shape[1] // sum(g.out_h * g.out_w for g in geoms)
-        ends = np.cumsum([g.out_h * g.out_w * channels for g in geoms])[:-1]
-        return [np.ascontiguousarray(part).reshape(len(rows), g.out_h, g.out_w, channels)
-                for part, g in zip(np.split(rows, ends, axis=1), geoms)]
-    return each, unpack
-
-
 def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,
                     scales=MULTISCALE_SCALES, max_distort: int = 1) -> Geometry:
     """MME / VideoMAE pre-training crop (GroupMultiScaleCrop with fix_crop and more_fix_crop; §3).
