@@ -258,7 +258,8 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
     so a process that had not read so far drew other clips (and refused the file's track cache); now the file's
     cut last packet has it counted by a decode from the start, which passes over the cut packet's error and flushes
     the frames the decoder holds for reordering, as ``ffmpeg`` does (on one thread: frame threads lose them). The
-    same short packet with packets after it stays a decode error."""
+    same short packet with packets after it stays a decode error, which says after how many frames and in which
+    packet the decode failed (on several threads: at which packet FFmpeg reported it)."""
     full = tmp_path / "full.mp4"
     with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
         s = c.add_stream("libx264", rate=25, options={"g": "8", "bf": "3"})
@@ -296,11 +297,14 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
     pyav_reader._pyav_index.cache_clear()  # another process
     with open_video(path, index_dir=index_dir) as reader:
         assert reader.num_frames == len(ref)
+    short_at = float(packets[8].pts * packets[8].time_base)
+    for threads, where in ((1, f"in the packet at {short_at:.3f} s"), (0, "reported at the packet at ")):
         path = tmp_path / f"mid{threads}.mp4"
         path.write_bytes((tmp_path / "mid.mp4").read_bytes())
         with open_video(path, threads=threads) as reader, pytest.raises(VideoError) as info:
             reader.read([reader.num_frames - 1])
         assert info.value.reason == "decode error" and not isinstance(info.value, FrameCountChanged)
+        assert f"(the decode failed after {len(plain)} frames, {where}" in str(info.value)  # where the damage is
 
 
 def _write_faststart_h264(path: Path, frames: np.ndarray) -> list[int]:

@@ -1317,7 +1317,7 @@ def test_damage_the_decode_at_indexing_fails_on_is_named_with_how_far_it_got(cor
     """H.264 cut inside its first GOP (checked against a decode at indexing), its 11th packet damaged: `mme check`
     called it `unreadable` with FFmpeg's bare message (Invalid data found when processing input), which reads as a
     file FFmpeg cannot open, where the same damage in a file read by seek reads as a decode error. Now the message
-    says the decode at indexing failed, after how many frames of how many packets."""
+    says the decode at indexing failed, after how many frames of how many packets, and in which packet."""
     cut = cut_mid_gop(corpus["h264.mp4"], tmp_path / "cut.mp4")
     path = damaged_packet_head(cut, tmp_path / "damaged.mp4", 10)
     frames = 0
@@ -1325,10 +1325,13 @@ def test_damage_the_decode_at_indexing_fails_on_is_named_with_how_far_it_got(cor
         c.streams.video[0].thread_count = 1
         for _ in c.decode(video=0):
             frames += 1
+    with av.open(str(path)) as c:
+        damaged = [p for p in c.demux(video=0) if p.size][10]
     check = check_video(path)
     assert check["status"] == "unreadable"
     assert check["reason"].startswith(f"{path}: unreadable (the decode at indexing failed after {frames} frames of "
-                                      f"its 27 packets: [Errno 1094995529] Invalid data found when processing input")
+                                      f"its 27 packets, in the packet at {float(damaged.pts * damaged.time_base):.3f}"
+                                      f" s: [Errno 1094995529] Invalid data found when processing input")
 
 
 def _streams_open_on_many_threads(monkeypatch) -> None:

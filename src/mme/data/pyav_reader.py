@@ -648,13 +648,22 @@ class PyAVReader(VideoReader):
                                       f"{indices[-1]}; the video has {self.num_frames} frames, not the {counted} "
                                       f"its packets count", FrameCountChanged)
             return self._read_counting(indices, each=each)
-        except BaseException as e:
+        except av.error.FFmpegError as e:
+            raise self._decode_error(e) from e
+        except BaseException:
             self._pos, self._at_end = None, True  # the decode stopped part-way: the next read reopens the file
-            if isinstance(e, av.error.FFmpegError):
-                raise video_error(self.path, "decode error", e) from e
             raise
         finally:
             self._index.save()  # what the read proved or found, for other processes
+
+    def _decode_error(self, e: av.error.FFmpegError) -> VideoError:
+        """The file's 'decode error' for ``e``, naming where: after how many frames of a decode from the start (not
+        counted in one begun by a seek or letting the decoder drop frames), in which packet (:func:`_failed_packet`);
+        the decode stopped part-way, so the next read reopens the file."""
+        how_far = "" if self._seeked or self._pos is None else f" after {counted(self._pos, 'frame')}"
+        where = _failed_packet(self._leave, self._opened_threads == 1)
+        self._pos, self._at_end = None, True
+        return video_error(self.path, "decode error", f"the decode failed{how_far}{where}: {e}")
 
     def _read_runs(self, indices: np.ndarray, each=None, reopened: bool = False) -> np.ndarray | None:
         """:meth:`_read_skipping` of each of :meth:`_runs` into one buffer; None where the file turned sequential.
@@ -924,8 +933,7 @@ class PyAVReader(VideoReader):
                     self._distrust(_concealed(min(damaged)), one_thread=True)
                 self._cut = cut_short(self._stream, *self._last, self.fps)  # (the decode gave every frame)
             except av.error.FFmpegError as e:
-                self._pos, self._at_end = None, True
-                raise video_error(self.path, "decode error", e) from e
+                raise self._decode_error(e) from e
             if index.mode == "seek":
                 for i, frame in zip(idx[::-1], counted[::-1]):
                     if i < keys[keys > 0].min(initial=self.num_frames):
@@ -987,7 +995,8 @@ class _Leave:
     """The frames a read lets the decoder drop: proven ones (timestamps below ``below``) that it does not want
     (``wanted``); none while ``below`` is None. ``used``: whether a packet went to the decoder with that leave since
     the decode began. ``cut_end``: whether the decode passed over a decode error at the file's cut end
-    (:func:`_decode`; read by the count's decode, :func:`_decoded_timestamps`, which makes its own leave). Shared by a
+    (:func:`_decode`; read by the count's decode, :func:`_decoded_timestamps`, which makes its own leave).
+    ``failed_at``: the time (s) of the packet whose decode error the decode raised (:func:`_failed_packet`). Shared by a
     reader and its decode, which must not hold the reader: a reader in a reference cycle is freed by the garbage
     collector, which may run in a forked loader worker, where freeing the swscale context of a reader made before
     the fork hangs on its thread pool."""
@@ -996,6 +1005,7 @@ class _Leave:
     wanted: set[int] = field(default_factory=set)
     used: bool = False
     cut_end: bool = False
+    failed_at: float | None = None
 
     def allows(self, pts: int | None) -> bool:
         return self.below is not None and pts is not None and pts < self.below and pts not in self.wanted
@@ -1012,6 +1022,7 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     :attr:`_Index.one_thread`), and ``leave.cut_end`` is set."""
     nals = _nal_scan(stream)
     packets = container.demux(stream)
+    leave.failed_at = None
     for packet in packets:
         skip = leave.allows(packet.pts)
         leave.used |= skip
@@ -1019,10 +1030,25 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
             frames = _decode_packet(packet, nals, skip)
         except av.error.FFmpegError:
             if any(p.size for p in packets):  # data after it: the file's own error
+                at = packet.pts if packet.pts is not None else packet.dts
+                leave.failed_at = None if at is None or packet.time_base is None else float(at * packet.time_base)
                 raise
             leave.cut_end = True
             frames = _flushed(stream)
         yield from frames
+
+
+def _failed_packet(leave: _Leave, one_thread: bool) -> str:
+    """', in the packet at T s': where the decode that ``leave`` went with raised its decode error (where the packet
+    has a timestamp), for a message that lets a user find the damage; '' where it is not known. A decoder on several
+    threads reports a packet's error packets later (:func:`_decoded_timestamps`), so that packet is named as where
+    the error was reported."""
+    if leave.failed_at is None:
+        return ""
+    if one_thread:
+        return f", in the packet at {leave.failed_at:.3f} s"
+    return (f", reported at the packet at {leave.failed_at:.3f} s (the decoder's threads report a damaged packet's "
+            f"error packets later)")
 
 
 def _flushed(stream) -> list[av.VideoFrame]:
@@ -1761,9 +1787,8 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
     except av.error.FFmpegError as e:
         if not indexing:
             raise
-        frames = len(timestamps)
-        raise video_error(path, "unreadable", f"the decode at indexing failed after {counted(frames, 'frame')}"
-                                              f" of its {packets} packets: {e}") from e
+        raise video_error(path, "unreadable", f"the decode at indexing failed after {counted(len(timestamps), 'frame')}"
+                                              f" of its {packets} packets{_failed_packet(leave, True)}: {e}") from e
     return timestamps, leave.cut_end or concealed
 
 
