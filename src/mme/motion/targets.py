@@ -165,7 +165,7 @@ class TargetConfig:
             raise ConfigError(f"target.flow must be one of {list(METHODS)}, got {self.flow!r}")
         if not self.cache_dir:  # tracks read from a cache were made by mme extract, whose flow this is not
             require_flow(self.flow)
-        if self.flow in STEP_FLOWS and not self.cache_dir:
+        if self.flow_in_step:
             unsupported = [k for k in ("compensate", "prune") if getattr(self, k)] + \
                 (["interpolate=false"] if not self.interpolate else [])
             if unsupported:
@@ -279,6 +279,12 @@ class TargetConfig:
         """Whether the data workers compute the tracks' flow (a head made from tracks, no track cache, a flow not of
         the training step): where ``flow_margin`` applies."""
         return self.tracked and not self.cache_dir and self.flow not in STEP_FLOWS
+
+    @property
+    def flow_in_step(self) -> bool:
+        """Whether the training step makes the tracks (a head made from tracks, no track cache, a flow of the step):
+        the workers ship frames."""
+        return self.tracked and not self.cache_dir and self.flow in STEP_FLOWS
 
 
 @dataclass(frozen=True)
@@ -571,8 +577,8 @@ class TargetFn:
 
     @property
     def tracks_in_step(self) -> bool:
-        """Whether the training step makes the tracks (a flow of the step, no cache): the workers ship frames."""
-        return self.cfg.flow in STEP_FLOWS and not self.cfg.cache_dir and bool(self.names)
+        """Whether the training step makes the tracks (:attr:`TargetConfig.flow_in_step`): the workers ship frames."""
+        return self.cfg.flow_in_step
 
     def __call__(self, sample) -> dict[str, torch.Tensor]:
         """What this worker ships for the sample's motion targets (:func:`motion_targets` makes them in the
