@@ -26,6 +26,7 @@ from mme.data.lists import (
     VIDEO_EXTS,
     ListEntry,
     build_lists,
+    check_labels,
     check_lists,
     from_class_folders,
     from_hmdb51,
@@ -73,6 +74,28 @@ def test_bad_label_names_file_and_line(tmp_path):
     f.write_text("a.mp4 1.0\nb.mp4 0.0\n")  # labels saved as floats: not paths 'a.mp4 1.0'
     with pytest.raises(DataError, match=r"bad\.txt:1: a label that is not a whole number"):
         read_list(f, strict=False)
+
+
+def test_a_line_without_its_label_whose_path_holds_a_space_is_said_to_have_no_label(tmp_path):
+    """A line of a labelled list left without its label, its path holding a space (every Kinetics class folder:
+    'train/air drumming/x.mp4'), was said to have the bad label 'drumming/x.mp4', by mme check, a run's failures
+    and mme probe; its last word ends a path (a folder separator, a video suffix), so it has no label. A class name
+    or a number mistyped stays a bad label."""
+    f = tmp_path / "test.txt"
+    f.write_text("train/air drumming/a.mp4 0\ntrain/air drumming/b.mp4\nmy clips/clip 1.mp4\nwin\\air drumming\\c\n"
+                 "d.mp4 3a\ne.mp4 1.5\nf.mp4 cat\nmy clips/clip 2.mp4 1\n")
+    entries, bad = read_list(f, strict=False)
+    assert entries == [ListEntry("train/air drumming/a.mp4", 0), ListEntry("my clips/clip 2.mp4", 1)]
+    no_label = "no label (its last word {!r} is part of the path; other lines of this list have one)"
+    assert [(b.line_no, b.reason) for b in bad] == [
+        (2, no_label.format("drumming/b.mp4")), (3, no_label.format("1.mp4")),
+        (4, no_label.format("drumming\\c")),
+        (5, "bad label '3a' (expected a class id >= 0 at the end of the line)"),
+        (6, "bad label '1.5' (expected a class id >= 0 at the end of the line)"),
+        (7, "bad label 'cat' (expected a class id >= 0 at the end of the line)")]
+    with pytest.raises(DataError) as refused:  # mme probe's and fine-tuning's tests refuse the list so
+        check_labels(f, 2, "the test list")
+    assert str(refused.value) == f"{f}:2: {no_label.format('drumming/b.mp4')}: 'train/air drumming/b.mp4'"
 
 
 def test_write_read_round_trip(tmp_path):

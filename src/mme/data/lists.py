@@ -174,6 +174,8 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
         reason = None
         if len(parts) < 2:
             reason = "no label (other lines of this list have one)"
+        elif _ends_a_path(parts[1]):  # ('train/air drumming/x.mp4': the label left out, not 'drumming/x.mp4')
+            reason = f"no label (its last word {parts[1]!r} is part of the path; other lines of this list have one)"
         elif not _is_int(parts[1]):
             reason = f"bad label {parts[1]!r} (expected a class id >= 0 at the end of the line)"
         elif int(parts[1]) < 0:
@@ -187,6 +189,13 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
     if not entries and not bad:
         raise DataError(f"list file {list_file}: no videos listed")
     return entries, bad
+
+
+def _ends_a_path(word: str) -> bool:
+    """Whether ``word``, the last of a labelled list's line, is the end of a path holding a space, not a label: it
+    holds a folder separator or ends in a video suffix ('drumming/x.mp4', '1.mp4'); a class name or a number
+    mistyped ('cat', '1.5', '3a') is a bad label."""
+    return "/" in word or "\\" in word or os.path.splitext(word)[1].lower() in VIDEO_EXTS
 
 
 def _json_document(lines: list[str]) -> str | None:
