@@ -1405,7 +1405,7 @@ def test_kinetics_csv_layouts(tmp_path):
     with pytest.raises(DataError, match=r"KeyError 'label\.upper'"):  # format() would write a method's name
         from_kinetics([tmp_path / "test.csv"], "{label.upper}/{youtube_id}.mp4")
     (tmp_path / "latin1.csv").write_bytes("label,youtube_id,time_start,time_end\ncaf\xe9,x,1,2\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1\.csv: not a UTF-8 text file"):
+    with pytest.raises(DataError, match=r"latin1\.csv: not UTF-8 text \(line 2 holds the byte 0xe9"):
         from_kinetics([tmp_path / "latin1.csv"])
 
 
@@ -1724,6 +1724,54 @@ def test_text_annotations_saved_on_windows(tmp_path, variant):
         "val": [ListEntry("val/abseiling/0wR5jVB-WPk_000417_000427.mp4", 0)]}
     write_text(tmp_path / "list.txt", "my videos/a.mp4 3\nb.mp4 0\n", variant)
     assert read_list(tmp_path / "list.txt")[0] == [ListEntry("my videos/a.mp4", 3), ListEntry("b.mp4", 0)]
+
+
+@pytest.mark.parametrize("variant", ["plain", "crlf", "bom"])
+def test_a_list_or_annotation_file_that_is_not_utf8_is_named_with_the_line_and_offset_of_its_byte(tmp_path,
+                                                                                                  variant):
+    """A list, Kinetics CSV, UCF101 split file or SSv2 JSON saved in Latin-1 ('café' as the byte 0xe9): one line
+    naming the file, the line and the byte's offset in the file, and to save it as UTF-8 (before: the decoder's
+    position alone, for a CSV past its first 8 KiB one in the decoder's buffer, not the file's, and a list said
+    only 'cannot read it')."""
+    def latin1(path, lines):
+        text = "".join(line + "\n" for line in lines)
+        if variant != "plain":
+            text = text.replace("\n", "\r\n")
+        path.write_bytes((b"\xef\xbb\xbf" if variant == "bom" else b"") + text.encode("latin-1"))
+        return path.read_bytes().find(b"\xe9")
+
+    def said(path, line, offset):
+        return (f"{path}: not UTF-8 text (line {line} holds the byte 0xe9, at offset {offset} of the file); save it "
+                "as UTF-8")
+
+    at = latin1(tmp_path / "train.txt", [f"abseiling/v{i}.mp4 0" for i in range(600)] + ["café/x.mp4 1"])
+    with pytest.raises(DataError) as refused:
+        read_list(tmp_path / "train.txt")
+    assert str(refused.value) == said(f"list file {tmp_path / 'train.txt'}", 601, at) and at > 12000
+    at = latin1(tmp_path / "train.csv", ["label,youtube_id,time_start,time_end,split"]
+                + [f"abseiling,yt{i:08d}a,0,10,train" for i in range(600)] + ["café,ytx,0,10,train"])
+    with pytest.raises(DataError) as refused:
+        from_kinetics([tmp_path / "train.csv"])
+    assert str(refused.value) == said(tmp_path / "train.csv", 602, at) and at > 12000
+    ucf = tmp_path / "ucf"
+    ucf.mkdir()
+    latin1(ucf / "classInd.txt", ["1 Archery", "2 Cafe"])
+    at = latin1(ucf / "trainlist01.txt", ["Archery/v_Archery_g01_c01.avi 1", "Cafe/v_café_g01_c01.avi 2"])
+    with pytest.raises(DataError) as refused:
+        from_ucf101(ucf, 1)
+    assert str(refused.value) == said(ucf / "trainlist01.txt", 2, at)
+    ssv2 = tmp_path / "ssv2"
+    ssv2.mkdir()
+    (ssv2 / "labels.json").write_text(json.dumps(SSV2_LABELS))
+    at = latin1(ssv2 / "train.json", ['[{"id": "1",', ' "template": "Putting [something] on [something]",',
+                                      ' "label": "putting a café cup on a table"}]'])
+    with pytest.raises(DataError) as refused:
+        from_ssv2(ssv2)
+    assert str(refused.value) == said(ssv2 / "train.json", 3, at)
+    at = latin1(tmp_path / "classes.json", ['["abseiling",', ' "café"]'])
+    with pytest.raises(DataError) as refused:
+        read_classes(tmp_path / "classes.json")
+    assert str(refused.value) == said(f"classes {tmp_path / 'classes.json'}", 2, at)
 
 
 def test_split_names():

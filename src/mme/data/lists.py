@@ -8,8 +8,10 @@ every listed video before a long run (``mme check``, ``mme lists --check``).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import errno
+import io
 import json
 import logging
 import os
@@ -119,22 +121,39 @@ def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
     the file, said where it cannot be read: a config setting (a recipe's default may be one the user did not set,
     so how to set it is said too) or words ("the train list")."""
     list_file = str(list_file)
+    named = f"{key or 'list file'} {list_file}"
+    to_set = ""
+    if key and key.split(".")[0] in ("data", "task"):
+        to_set = f"; set {key}=PATH" + (f", or {key}= for none" if key.startswith("task.") else "")
     try:
         data = Path(list_file).read_bytes()
-        lines = text_lines(data.decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as e:
-        to_set = ""
-        if key and key.split(".")[0] in ("data", "task"):
-            to_set = f"; set {key}=PATH" + (f", or {key}= for none" if key.startswith("task.") else "")
-        if isinstance(e, UnicodeDecodeError) and (why := _not_a_list(list_file, data)):
-            raise DataError(f"{key or 'list file'} {list_file}: {why}{to_set}") from e
-        raise DataError(f"{key or 'list file'} {list_file}: cannot read it ({e}){to_set}") from e
+        lines = text_lines(_utf8_text(data, named))
+    except OSError as e:
+        raise DataError(f"{named}: cannot read it ({e}){to_set}") from e
+    except DataError as e:  # (not UTF-8)
+        why = _not_a_list(list_file, data)
+        raise DataError(f"{named}: {why}{to_set}" if why else f"{e}{to_set}") from e
     return parse_list(lines, list_file, strict)
 
 
-def _not_utf8(saved_as: str) -> str:
-    """What a list saved otherwise than as UTF-8 is told (``saved_as``: how it likely was)."""
-    return f"not UTF-8 text (saved as {saved_as}); save it as UTF-8"
+def _utf8_text(data: bytes, named: str) -> str:
+    """``data``, the bytes of a list or annotation file (``named``: its path, or what it is and its path), as UTF-8
+    text, a byte-order mark at its start dropped. Bytes that are not UTF-8 are a DataError naming the file and, for
+    the first, its line and its offset in the file (the decoder's offset is in the text past the mark)."""
+    body = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = len(data) - len(body) + e.start
+        line = data[:at].count(b"\n") + 1
+        raise DataError(f"{named}: " + _not_utf8(f"line {line} holds the byte {data[at]:#04x}, at offset {at} of "
+                                                 f"the file")) from e
+
+
+def _not_utf8(why: str) -> str:
+    """What a list or annotation file saved otherwise than as UTF-8 is told (``why``: what tells it, or how it likely
+    was saved)."""
+    return f"not UTF-8 text ({why}); save it as UTF-8"
 
 
 def _not_a_list(list_file: str, data: bytes) -> str | None:
@@ -142,7 +161,7 @@ def _not_a_list(list_file: str, data: bytes) -> str | None:
     in a list's place (its suffix, or NUL bytes at its start, which no text holds), or a list saved as UTF-16 with its
     byte-order mark (PowerShell 5's ``>``); None where it is neither."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return _not_utf8("UTF-16, its first bytes the byte-order mark")
+        return _not_utf8("saved as UTF-16, its first bytes the byte-order mark")
     what = "a video" if _video_stem(os.path.basename(list_file)) is not None else \
         "a video or another binary file" if b"\0" in data[:4096] else None
     return what and f"{what}, not a list file (one 'path [label]' a line)"
@@ -153,7 +172,7 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
     NUL byte is in no path a file system takes: the list is refused, not each line's video reported missing."""
     if (nul := next((n for n, line in enumerate(lines, 1) if "\0" in line), None)) is not None:
         raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: "
-                        + _not_utf8("UTF-16 without a byte-order mark, or zeros a write cut short left"))
+                        + _not_utf8("saved as UTF-16 without a byte-order mark, or zeros a write cut short left"))
     lines = [_without_bom(line) for line in lines]
     if json_kind := _json_document(lines):  # (classes.json given for train.txt: each of its lines a missing video)
         raise DataError(f"list file {list_file}: a JSON {json_kind}, not a list of videos (one 'path [label]' a "
@@ -314,8 +333,8 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
     """Class names by class id from a JSON list (``write_classes``), or from a ``{name: id}`` map (a common
     Kinetics layout) whose ids are 0..n-1; anything else is a DataError naming ``what`` and the file."""
     try:
-        names = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        names = json.loads(_utf8_text(Path(path).read_bytes(), f"{what} {path}"))
+    except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{what} {path}: not a readable JSON list of class names ({e})") from e
     if isinstance(names, dict):  # (SSv2's ids: "0", "1", ...)
         names = by_class_id([(i, name) for name, i in names.items()], f"{what} {path}", "{name: id}")
@@ -588,11 +607,8 @@ def _find_file(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _read_text(path: Path) -> str:
-    """An annotation file's text; a UTF-8 byte-order mark (files saved on Windows) is dropped."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
+    """An annotation file's text (:func:`_utf8_text`: a byte-order mark, of files saved on Windows, dropped)."""
+    return _utf8_text(path.read_bytes(), str(path))
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -1509,20 +1525,18 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its last
     columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
     starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        start = 1
-        try:
-            reader = csv.reader(map(_without_bom, fh), skipinitialspace=True)  # (', "air drumming"': quotes read)
-            fields = [f.strip().lower() for f in next(reader, [])]
-            rows, start = [], reader.line_num + 1
-            for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
-                if any(value.strip() for value in values):
-                    rows.append((start, dict(zip(fields, values))))
-                start = reader.line_num + 1
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
-        except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
-            raise DataError(f"{path}:{start}: not a CSV row ({e}): a quote not closed?") from e
+    lines = io.StringIO(_read_text(path), newline="")  # (lines as open(newline="") reads them, as csv needs)
+    start = 1
+    try:
+        reader = csv.reader(map(_without_bom, lines), skipinitialspace=True)  # (', "air drumming"': quotes read)
+        fields = [f.strip().lower() for f in next(reader, [])]
+        rows, start = [], reader.line_num + 1
+        for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
+            if any(value.strip() for value in values):
+                rows.append((start, dict(zip(fields, values))))
+            start = reader.line_num + 1
+    except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
+        raise DataError(f"{path}:{start}: not a CSV row ({e}): a quote not closed?") from e
     return set(fields), rows
 
 
@@ -1639,7 +1653,7 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
 def _read_json(path: Path):
     try:
         return json.loads(_read_text(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
