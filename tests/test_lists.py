@@ -1780,6 +1780,23 @@ def test_split_names():
         == ["train", "val", "val", "val", "val", "test", "extra", "holdout"]  # K600's holdout is not its test
 
 
+def test_a_kinetics_csv_without_a_split_column_is_a_split_by_a_whole_word_of_its_name(tmp_path):
+    """A CSV without a split column took its split from any 'train', 'val' or 'test' inside its name: its list of
+    k400_subset_latest.csv was written as test.txt ('latest'), of interval.csv as val.txt, of retrain.csv as
+    train.txt. A split is named by a whole word (at '_', '-', '.' or a space), as every published naming spells it."""
+    names = {"k400_subset_latest": "k400_subset_latest", "interval": "interval", "contest": "contest",
+             "retrain": "retrain", "protest_clips": "protest_clips", "kinetics_400_train": "train",
+             "kinetics-700-2020-validate": "val", "k400.valid": "val", "Training": "train", "k400 testing": "test",
+             "test": "test", "validate": "val", "kinetics_600_holdout_test": "holdout"}
+    assert {name: split_name(name) for name in names} == names
+    header = "label,youtube_id,time_start,time_end\n"
+    (tmp_path / "k400_subset_latest.csv").write_text(header + "abseiling,ytaaaaaaaaa,0,10\n")
+    (tmp_path / "kinetics_400_train.csv").write_text(header + "abseiling,ytbbbbbbbbb,0,10\n")
+    assert from_kinetics([tmp_path / "k400_subset_latest.csv", tmp_path / "kinetics_400_train.csv"])[0] == {
+        "k400_subset_latest": [ListEntry("k400_subset_latest/abseiling/ytaaaaaaaaa_000000_000010.mp4", 0)],
+        "train": [ListEntry("train/abseiling/ytbbbbbbbbb_000000_000010.mp4", 0)]}
+
+
 def test_cli_writes_lists_and_label_map(tmp_path, caplog, refuse_removal):
     (tmp_path / "classInd.txt").write_text("1 A\n2 B\n")
     (tmp_path / "trainlist01.txt").write_text("A/a1.avi 1\nB/b1.avi 2\n")

@@ -618,17 +618,21 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
             if (text := _without_bom(line).strip())]
 
 
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "validate": "val", "test": "test", "testing": "test"}
+"""The names publishers give splits, and the split each names: a word of a file's name (:func:`split_name`), or a
+folder's name, which makes it a split folder, not a class ('festival' or 'protest' are classes)."""
+
+
 def split_name(name: str) -> str:
     """'train', 'val' or 'test' for the names publishers give splits ('validate', 'validation',
-    'kinetics_400_val', ...); any other name unchanged."""
-    low = name.lower()
-    if "holdout" in low:  # Kinetics-600's unlabelled holdout_test, beside its labelled test
+    'kinetics_400_val', ...), by a whole word of the name (split at '_', '-', '.' and spaces: 'k400_latest' names
+    no test, nor 'retrain' train); any other name unchanged."""
+    words = re.split(r"[_\-. ]+", name.lower())
+    if "holdout" in words:  # Kinetics-600's unlabelled holdout_test, beside its labelled test
         return "holdout"
-    return next((split for split in ("train", "val", "test") if split in low), name)
-
-
-SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", "test", "testing"}
-"""Folder names that are splits, not classes ('festival' or 'protest' are classes)."""
+    named = {SPLIT_NAMES[word] for word in words if word in SPLIT_NAMES}
+    return next((split for split in ("train", "val", "test") if split in named), name)
 
 
 def _split_folder(folder: str | Path) -> tuple[str, Path]:
@@ -638,7 +642,7 @@ def _split_folder(folder: str | Path) -> tuple[str, Path]:
     name given (a link named train/ is a split folder), else by its real name (a link ``ucf_train`` to
     ``/data/ucf/train`` is the train split, its paths starting from ``/data/ucf``)."""
     for path in (Path(os.path.abspath(folder)), Path(os.path.realpath(folder))):
-        if path.name.lower() in SPLIT_FOLDERS:
+        if path.name.lower() in SPLIT_NAMES:
             return path.name, path.parent
     return "", Path(os.path.abspath(folder))
 
@@ -650,9 +654,9 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
 
 
 def _may_be_split_folder(folder: Path) -> bool:
-    """Whether ``folder`` is named as a split (:data:`SPLIT_FOLDERS`) and holds a sub-folder (a class folder): so
+    """Whether ``folder`` is named as a split (:data:`SPLIT_NAMES`) and holds a sub-folder (a class folder): so
     named, a folder of videos alone is a class's. False where it cannot be read."""
-    if folder.name.lower() not in SPLIT_FOLDERS:
+    if folder.name.lower() not in SPLIT_NAMES:
         return False
     try:
         return any(not _hidden(d.name) and d.is_dir() for d in folder.iterdir())
@@ -691,7 +695,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
     passed.of_classes(root, set(holding))
-    split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
+    split_dirs = [name for name in holding if name.lower() in SPLIT_NAMES and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
         raise DataError(f"{root}: holds split folders {split_dirs} and class folders "
@@ -885,7 +889,7 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
     if nested and len(nested) == len(classes) and all(s == nested[0] for s in nested) and len(nested[0]) > len(classes):
         log.warning("%s: every class folder (%s) holds the same sub-folders (%s) and no video of its own: are they "
                     "split folders under other names? Folders named %s are taken as splits", root,
-                    ", ".join(classes[:5]), ", ".join(sorted(nested[0])[:5]), "/".join(sorted(SPLIT_FOLDERS)))
+                    ", ".join(classes[:5]), ", ".join(sorted(nested[0])[:5]), "/".join(sorted(SPLIT_NAMES)))
 
 
 @dataclass
@@ -1145,10 +1149,10 @@ def _splits_beside(root: Path, near: dict[str, Path], own_split: str, listed: li
 
 
 def _split_folders_in(base: Path) -> dict[str, Path]:
-    """The folders of ``base`` named as splits (:data:`SPLIT_FOLDERS`), by name; none where it cannot be read."""
+    """The folders of ``base`` named as splits (:data:`SPLIT_NAMES`), by name; none where it cannot be read."""
     try:
         return {d.name: d for d in sorted(base.iterdir())
-                if d.name.lower() in SPLIT_FOLDERS and not _hidden(d.name) and d.is_dir()}
+                if d.name.lower() in SPLIT_NAMES and not _hidden(d.name) and d.is_dir()}
     except OSError:
         return {}
 
