@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import csv
 import errno
-import io
 import json
 import logging
 import os
@@ -1529,18 +1528,23 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its last
     columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
     starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped."""
-    lines = io.StringIO(_read_text(path), newline="")  # (lines as open(newline="") reads them, as csv needs)
-    start = 1
-    try:
-        reader = csv.reader(map(_without_bom, lines), skipinitialspace=True)  # (', "air drumming"': quotes read)
-        fields = [f.strip().lower() for f in next(reader, [])]
-        rows, start = [], reader.line_num + 1
-        for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
-            if any(value.strip() for value in values):
-                rows.append((start, dict(zip(fields, values))))
-            start = reader.line_num + 1
-    except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
-        raise DataError(f"{path}:{start}: not a CSV row ({e}): a quote not closed?") from e
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # (read as a stream: a CSV of 500k rows is not held whole)
+        start = 1
+        try:
+            reader = csv.reader(map(_without_bom, fh), skipinitialspace=True)  # (', "air drumming"': quotes read)
+            fields = [f.strip().lower() for f in next(reader, [])]
+            rows, start = [], reader.line_num + 1
+            for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
+                if any(value.strip() for value in values):
+                    rows.append((start, dict(zip(fields, values))))
+                start = reader.line_num + 1
+        except UnicodeDecodeError:  # (its first byte that is not UTF-8 is in the bytes decoded so far: only those
+            # are read again, for _utf8_text to name its line and offset)
+            with open(path, "rb") as raw:
+                _utf8_text(raw.read(fh.buffer.tell()), str(path))
+            raise
+        except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
+            raise DataError(f"{path}:{start}: not a CSV row ({e}): a quote not closed?") from e
     return set(fields), rows
 
 
