@@ -1726,17 +1726,16 @@ def test_text_annotations_saved_on_windows(tmp_path, variant):
     assert read_list(tmp_path / "list.txt")[0] == [ListEntry("my videos/a.mp4", 3), ListEntry("b.mp4", 0)]
 
 
-@pytest.mark.parametrize("variant", ["plain", "crlf", "bom"])
+@pytest.mark.parametrize("variant", ["plain", "crlf", "cr", "bom"])
 def test_a_list_or_annotation_file_that_is_not_utf8_is_named_with_the_line_and_offset_of_its_byte(tmp_path,
                                                                                                   variant):
     """A list, Kinetics CSV, UCF101 split file or SSv2 JSON saved in Latin-1 ('café' as the byte 0xe9): one line
     naming the file, the line and the byte's offset in the file, and to save it as UTF-8 (before: the decoder's
     position alone, for a CSV past its first 8 KiB one in the decoder's buffer, not the file's, and a list said
-    only 'cannot read it')."""
+    only 'cannot read it'). Its lines end at \\n, \\r\\n or \\r alone (counted at \\n only, a file of \\r ends was all
+    line 1)."""
     def latin1(path, lines):
-        text = "".join(line + "\n" for line in lines)
-        if variant != "plain":
-            text = text.replace("\n", "\r\n")
+        text = "".join(line + {"plain": "\n", "cr": "\r"}.get(variant, "\r\n") for line in lines)
         path.write_bytes((b"\xef\xbb\xbf" if variant == "bom" else b"") + text.encode("latin-1"))
         return path.read_bytes().find(b"\xe9")
 

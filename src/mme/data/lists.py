@@ -95,10 +95,14 @@ def left_out(bad: list[BadLine], what: str) -> str:
             + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+"""What ends a line of a text as a file read in text mode has it: \\n, \\r\\n or \\r only (``str.splitlines`` also
+splits at U+2028, U+0085 and other characters file names may hold)."""
+
+
 def text_lines(text: str) -> list[str]:
-    """The lines of a text as a file read in text mode has them: split at \\n, \\r\\n or \\r only
-    (``str.splitlines`` also splits at U+2028, U+0085 and other characters file names may hold)."""
-    lines = re.split(r"\r\n|\r|\n", text)
+    """The lines of a text, split where :data:`_LINE_END` ends them."""
+    lines = _LINE_END.split(text)
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
@@ -144,7 +148,7 @@ def _utf8_text(data: bytes, named: str) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as e:
         at = len(data) - len(body) + e.start
-        line = data[:at].count(b"\n") + 1
+        line = len(_LINE_END.split(data[:at].decode("utf-8")))  # (the bytes before the first bad one are UTF-8)
         raise DataError(f"{named}: " + _not_utf8(f"line {line} holds the byte {data[at]:#04x}, at offset {at} of "
                                                  f"the file")) from e
 
