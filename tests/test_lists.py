@@ -1782,11 +1782,16 @@ def test_split_names():
 def test_a_kinetics_csv_without_a_split_column_is_a_split_by_a_whole_word_of_its_name(tmp_path):
     """A CSV without a split column took its split from any 'train', 'val' or 'test' inside its name: its list of
     k400_subset_latest.csv was written as test.txt ('latest'), of interval.csv as val.txt, of retrain.csv as
-    train.txt. A split is named by a whole word (at '_', '-', '.' or a space), as every published naming spells it."""
+    train.txt. A split is named by a whole word, words parted by what is not a letter (a digit, punctuation, a
+    space) or a capital after a small letter: a browser's second download 'train(1)', 'k400train', 'val1',
+    'train+val', 'KineticsVal' name their splits as every published naming does."""
     names = {"k400_subset_latest": "k400_subset_latest", "interval": "interval", "contest": "contest",
              "retrain": "retrain", "protest_clips": "protest_clips", "kinetics_400_train": "train",
              "kinetics-700-2020-validate": "val", "k400.valid": "val", "Training": "train", "k400 testing": "test",
-             "test": "test", "validate": "val", "kinetics_600_holdout_test": "holdout"}
+             "test": "test", "validate": "val", "kinetics_600_holdout_test": "holdout", "train(1)": "train",
+             "kinetics400val": "val", "k400train": "train", "val1": "val", "train2": "train",
+             "Kinetics400Val": "val", "train+val": "train", "KineticsVal": "val", "k400_TrainVal": "train",
+             "HoldoutTest": "holdout"}
     assert {name: split_name(name) for name in names} == names
     header = "label,youtube_id,time_start,time_end\n"
     (tmp_path / "k400_subset_latest.csv").write_text(header + "abseiling,ytaaaaaaaaa,0,10\n")

@@ -629,9 +629,10 @@ folder's name, which makes it a split folder, not a class ('festival' or 'protes
 
 def split_name(name: str) -> str:
     """'train', 'val' or 'test' for the names publishers give splits ('validate', 'validation',
-    'kinetics_400_val', ...), by a whole word of the name (split at '_', '-', '.' and spaces: 'k400_latest' names
-    no test, nor 'retrain' train); any other name unchanged."""
-    words = re.split(r"[_\-. ]+", name.lower())
+    'kinetics_400_val', ...), by a whole word of the name, words parted by what is not a letter (a digit,
+    punctuation, a space) or a capital after a small letter ('k400train', 'train(1)', 'KineticsVal' name train, train
+    and val; 'k400_latest' no test, nor 'retrain' train); any other name unchanged."""
+    words = [word.lower() for word in re.split(r"[\W\d_]+|(?<=[a-z])(?=[A-Z])", name)]
     if "holdout" in words:  # Kinetics-600's unlabelled holdout_test, beside its labelled test
         return "holdout"
     named = {SPLIT_NAMES[word] for word in words if word in SPLIT_NAMES}
