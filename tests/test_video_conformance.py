@@ -1334,6 +1334,34 @@ def test_damage_the_decode_at_indexing_fails_on_is_named_with_how_far_it_got(cor
                                       f" s: [Errno 1094995529] Invalid data found when processing input")
 
 
+def test_a_decode_error_a_reads_recount_meets_is_named_with_the_recounts_frames_and_packet(corpus, tmp_path):
+    """H.264 with B-frames, read by seek, a packet's data damaged inside (FFmpeg conceals its frame) and a later
+    packet at its head (a decode error). The read that meets the concealed frame counts the file again from the start
+    on one thread, which meets the error: it was named with the read's frames ('after 8 frames') and no packet. Now
+    the count's frames and packet are named, as a plain decode on one thread finds them."""
+    with av.open(str(corpus["h264.mp4"])) as c:
+        packets = [(p.pos, p.size) for p in c.demux(video=0) if p.size]
+    data = bytearray(corpus["h264.mp4"].read_bytes())
+    for pos, n in ((packets[8][0] + packets[8][1] // 2, 16), (packets[20][0], 8)):
+        data[pos:pos + n] = bytes(b ^ 0xFF for b in data[pos:pos + n])
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    frames, concealed = 0, []
+    with av.open(str(path)) as c, pytest.raises(av.error.FFmpegError):
+        stream = c.streams.video[0]
+        stream.thread_count = 1
+        for packet in c.demux(stream):
+            for frame in packet.decode():
+                concealed += [frames] if frame.is_corrupt else []
+                frames += 1
+    assert concealed and concealed[0] < frames  # (the damage as meant: a frame concealed before the error)
+    at = float(packet.pts * packet.time_base)
+    with open_video(path, threads=1) as reader, pytest.raises(VideoError) as info:
+        reader.read(np.arange(reader.num_frames))
+    assert f"(FFmpeg's decode from the start failed after {frames} frames of its 30 packets, in the packet at " \
+           f"{at:.3f} s: [Errno 1094995529] Invalid data" in str(info.value)
+
+
 def _streams_open_on_many_threads(monkeypatch) -> None:
     """Streams open on FFmpeg's automatic count of 8 cores, 9 threads (a reader sets its own after)."""
     stream_of = pyav_reader.video_stream

@@ -60,6 +60,7 @@ import os
 import re
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -616,7 +617,7 @@ class PyAVReader(VideoReader):
     def _start_decode(self, pos: int | None) -> None:
         """Decode on from the container's current position; ``pos`` = index of the next frame (None right after a
         seek, until the keyframe comes out)."""
-        self._leave.used = False
+        self._leave.used, self._leave.failed_in = False, ()
         self._frames = _decode(self._container, self._stream, self._leave)
         self._pos = pos
         self._seeked = pos is None  # a decode that began with a seek: its timestamps may be off (_read_seeking)
@@ -657,13 +658,12 @@ class PyAVReader(VideoReader):
             self._index.save()  # what the read proved or found, for other processes
 
     def _decode_error(self, e: av.error.FFmpegError) -> VideoError:
-        """The file's 'decode error' for ``e``, naming where: after how many frames of a decode from the start (not
-        counted in one begun by a seek or letting the decoder drop frames), in which packet (:func:`_failed_packet`);
-        the decode stopped part-way, so the next read reopens the file."""
-        how_far = "" if self._seeked or self._pos is None else f" after {counted(self._pos, 'frame')}"
-        where = _failed_packet(self._leave, self._opened_threads == 1)
+        """The file's 'decode error' for ``e``, naming where (:func:`_decode_failure`; the frames before it are
+        not counted in a decode begun by a seek or letting the decoder drop frames); the decode stopped part-way, so
+        the next read reopens the file."""
+        frames = None if self._seeked else self._pos
         self._pos, self._at_end = None, True
-        return video_error(self.path, "decode error", f"the decode failed{how_far}{where}: {e}")
+        return video_error(self.path, "decode error", f"the decode {_decode_failure(e, self._leave, frames)}")
 
     def _read_runs(self, indices: np.ndarray, each=None, reopened: bool = False) -> np.ndarray | None:
         """:meth:`_read_skipping` of each of :meth:`_runs` into one buffer; None where the file turned sequential.
@@ -996,7 +996,8 @@ class _Leave:
     (``wanted``); none while ``below`` is None. ``used``: whether a packet went to the decoder with that leave since
     the decode began. ``cut_end``: whether the decode passed over a decode error at the file's cut end
     (:func:`_decode`; read by the count's decode, :func:`_decoded_timestamps`, which makes its own leave).
-    ``failed_at``: the time (s) of the packet whose decode error the decode raised (:func:`_failed_packet`). Shared by a
+    ``failed_in``: the times (s) of the packets among which is the one whose decode error the decode raised
+    (:func:`_decode_failure`; () where not known). Shared by a
     reader and its decode, which must not hold the reader: a reader in a reference cycle is freed by the garbage
     collector, which may run in a forked loader worker, where freeing the swscale context of a reader made before
     the fork hangs on its thread pool."""
@@ -1005,7 +1006,7 @@ class _Leave:
     wanted: set[int] = field(default_factory=set)
     used: bool = False
     cut_end: bool = False
-    failed_at: float | None = None
+    failed_in: tuple[float, ...] = ()
 
     def allows(self, pts: int | None) -> bool:
         return self.below is not None and pts is not None and pts < self.below and pts not in self.wanted
@@ -1022,33 +1023,44 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     :attr:`_Index.one_thread`), and ``leave.cut_end`` is set."""
     nals = _nal_scan(stream)
     packets = container.demux(stream)
-    leave.failed_at = None
+    sent = deque(maxlen=MAX_REPORT_DELAY)  # the timestamps of the packets last sent, for leave.failed_in
     for packet in packets:
+        sent.append(packet.pts if packet.pts is not None else packet.dts)
         skip = leave.allows(packet.pts)
         leave.used |= skip
         try:
             frames = _decode_packet(packet, nals, skip)
         except av.error.FFmpegError:
             if any(p.size for p in packets):  # data after it: the file's own error
-                at = packet.pts if packet.pts is not None else packet.dts
-                leave.failed_at = None if at is None or packet.time_base is None else float(at * packet.time_base)
+                threads = max(stream.codec_context.thread_count, 1)  # (as resolved, once the decoder started)
+                leave.failed_in = tuple(float(t * stream.time_base) for t in list(sent)[-threads:]
+                                        if t is not None and stream.time_base is not None)
                 raise
             leave.cut_end = True
             frames = _flushed(stream)
         yield from frames
 
 
-def _failed_packet(leave: _Leave, one_thread: bool) -> str:
-    """', in the packet at T s': where the decode that ``leave`` went with raised its decode error (where the packet
-    has a timestamp), for a message that lets a user find the damage; '' where it is not known. A decoder on several
-    threads reports a packet's error packets later (:func:`_decoded_timestamps`), so that packet is named as where
-    the error was reported."""
-    if leave.failed_at is None:
-        return ""
-    if one_thread:
-        return f", in the packet at {leave.failed_at:.3f} s"
-    return (f", reported at the packet at {leave.failed_at:.3f} s (the decoder's threads report a damaged packet's "
-            f"error packets later)")
+MAX_REPORT_DELAY = 64
+"""The most packets of a decode whose times :func:`_decode` keeps for naming where a decode error came from: a decoder
+on N frame threads reports a packet's error up to N - 1 packets later."""
+
+
+def _decode_failure(e: av.error.FFmpegError, leave: _Leave, frames: int | None, packets: int | None = None) -> str:
+    """'failed after K frames of its N packets, in the packet at T s: <e>': how far the decode that ``leave`` went
+    with got (``frames`` out, None where not counted; ``packets``, the file's, where known) and where it raised, for
+    a message that lets a user find the damage (and cut the file before it). A decoder on several threads reports a
+    packet's error packets later: there the packets it may be in are named, by their span of times (B-frames
+    reorder them: the damaged one may be later than the one the error came at)."""
+    where = [f"after {counted(frames, 'frame')}" + (f" of its {packets} packets" if packets is not None else "")
+             ] if frames is not None else []
+    times = leave.failed_in
+    if len(times) == 1:
+        where.append(f"in the packet at {times[0]:.3f} s")
+    elif times:
+        where.append(f"in one of the {len(times)} packets last sent to its {len(times)} threads, at {min(times):.3f} "
+                     f"to {max(times):.3f} s (threads report a packet's error packets later)")
+    return f"failed {', '.join(where)}: {e}" if where else f"failed: {e}"
 
 
 def _flushed(stream) -> list[av.VideoFrame]:
@@ -1754,11 +1766,12 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
 
 def decoded_count(path: str) -> int:
     """How many frames ``path`` has (frame i, :mod:`mme.data.video`): its decode from the start on one thread, passing
-    over what ``ffmpeg`` passes over (:func:`_decode`); the FFmpegError where that decode fails."""
-    return len(_decoded_timestamps(path, 0, indexing=False)[0])
+    over what ``ffmpeg`` passes over (:func:`_decode`); its VideoError 'decode error', saying where, where that decode
+    fails."""
+    return len(_decoded_timestamps(path, None, indexing=False)[0])
 
 
-def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
+def _decoded_timestamps(path: str, packets: int | None, indexing: bool = True,
                         index: _Index | None = None) -> tuple[list[int | None], bool]:
     """The timestamp of every frame of a full decode on one thread, in order, and whether the file must be decoded on
     one thread (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data, or
@@ -1768,9 +1781,10 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
     (cores) and as a decode error with fewer; and a decode on frame threads first, trusted where it met no error and
     gave as many frames as ``packets`` (the demux's count), decoded twice every file with fewer frames than packets.
     One thread also costs less CPU than frame threads, if more wall time for one file alone (docs/data.md).
-    A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
-    the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError. ``index``: the
-    file's index being made, to which the frames at its keyframes are recorded where its codec is one of
+    A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', otherwise (a
+    read's recount: :meth:`PyAVReader._distrust`; :func:`decoded_count`) its 'decode error', each saying how far the
+    decode got and where it failed (:func:`_decode_failure`). ``packets``: the demux's count (None: not known).
+    ``index``: the file's index being made, to which the frames at its keyframes are recorded where its codec is one of
     :data:`DIGESTED_KEY_CODECS` (:attr:`_Index.key_frames`)."""
     timestamps, leave, concealed, rgb = [], _Leave(), False, VideoReformatter()
     try:
@@ -1785,10 +1799,10 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
                         and frame.pts not in index.key_frames):
                     index.key_frames[frame.pts] = _frame_digest(rgb24(frame, rgb))
     except av.error.FFmpegError as e:
-        if not indexing:
-            raise
-        raise video_error(path, "unreadable", f"the decode at indexing failed after {counted(len(timestamps), 'frame')}"
-                                              f" of its {packets} packets{_failed_packet(leave, True)}: {e}") from e
+        failure = _decode_failure(e, leave, len(timestamps), packets)
+        if indexing:
+            raise video_error(path, "unreadable", f"the decode at indexing {failure}") from e
+        raise video_error(path, "decode error", f"FFmpeg's decode from the start {failure}") from e
     return timestamps, leave.cut_end or concealed
 
 

@@ -34,7 +34,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
-import av
 import cv2
 import numpy as np
 
@@ -526,8 +525,8 @@ def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, i
         return count, None, seeks_to, ""
     try:
         frames = decoded_count(file.path)
-    except av.error.FFmpegError as e:
-        return count, failed_at, seeks_to, f"{how}; FFmpeg's decode from the start fails: {e}"
+    except VideoError as e:
+        return count, failed_at, seeks_to, f"{how}; {e.detail}"
     if frames != count:
         return count, failed_at, seeks_to, f"{how}: {count} frames, where FFmpeg's decode from the start gives {frames}"
     return count, failed_at, seeks_to, ""

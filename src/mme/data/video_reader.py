@@ -24,9 +24,9 @@ from mme.utils import MAX_INT, VersionOfFile
 
 def video_error(path: str | Path, reason: str, detail: object = "", kind: type[VideoError] = VideoError) -> VideoError:
     """A VideoError (or its subclass ``kind``) naming ``path`` with a short ``reason`` ('missing', 'empty',
-    'unreadable', ...)."""
+    'unreadable', ...) and its ``detail`` (kept as text, for a message that quotes it)."""
     err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
-    err.reason = reason
+    err.reason, err.detail = reason, str(detail)
     return err
 
 
