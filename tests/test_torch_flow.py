@@ -225,6 +225,9 @@ def test_a_step_flow_refuses_what_only_worker_tracks_do():
     with pytest.raises(ConfigError, match="interpolate=false"):
         _configs(flow="torch-lk", interpolate=False)
     _configs(flow="torch-lk", compensate=True, cache_dir="/cache")  # tracks from a cache: the flow is not used
+    pixel = TargetConfig(kind="pixel", flow="torch-lk", compensate=True)  # no tracks: said to have no effect at all
+    with pytest.raises(ConfigError, match="target.flow=torch-lk has no effect on this target"):
+        pixel.check_settings_used()
 
 
 def test_missing_frames_are_an_error_naming_the_video_not_a_wrong_frame(tmp_path):
