@@ -915,7 +915,12 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
     listed.write_text("\n".join([f"{path} {(int(label) + 1) % 4}", *lines[1:]]) + "\n")
     with caplog.at_level("WARNING", logger="mme.train.engine"):  # at step 1 of 4 an epoch (16 of batch 4)
         finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.resume=auto"))
-    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if "warm-up" not in r.getMessage()] == [
+    said = [r.getMessage() for r in caplog.records if "warm-up" not in r.getMessage()]
+    misnamed = [message for message in said if "class folder" in message]  # (the video relabelled, in its folder)
+    assert len(misnamed) == 1 and misnamed[0].startswith(
+        f"task.classes {synth.root}/classes.json: 1 of the {len(lines)} listed videos are not in the class folder of "
+        f"their label's name (the first: {listed}:1: label {(int(label) + 1) % 4}, ")
+    assert [message.split(": ", 1)[1] for message in said if message not in misnamed] == [
         f"['training list content: {len(lines)} -> {len(lines)} items, changed']"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
         {"from_step": 1, "changes": [f"training list content: {len(lines)} -> {len(lines)} items, changed"]}]
@@ -1874,6 +1879,40 @@ def test_val_and_test_videos_of_a_class_the_training_list_lacks_are_warned_about
         f"has none of: no model fit on it predicts them, so the scores of those videos cannot be right; its labels "
         f"are 1..4 with no 0: it looks 1-based (as UCF101's trainlist0N.txt: make the lists with `mme lists ucf101`)"]
     assert counts["val"] > 0 and counts["test"] > 0
+
+
+def test_a_task_classes_file_in_another_order_than_the_lists_class_folders_is_warned_about(synth, tmp_path,
+                                                                                         caplog):
+    """task.classes in another order than the lists' numbering (classes 2 and 3 swapped) was taken silently,
+    though every listed video lies in its class's folder: the reports and the checkpoint's class names (an export's
+    id2label) carried the wrong names. Now one warning before any training names the file, counts the lines of
+    the training, val and test lists in another class's folder and names the first; the lists' own map gives none."""
+    import json
+    import logging
+
+    from mme.cli import main
+
+    r = synth.root
+    swapped = tmp_path / "swapped.json"
+    swapped.write_text(json.dumps([*synth.classes[:2], synth.classes[3], synth.classes[2]]))
+    labels = {name: [line.rsplit(maxsplit=1)[1] for line in (r / name).read_text().splitlines()]
+              for name in ("train.txt", "val.txt", "test.txt")}
+    first = labels["train.txt"].index("2") + 1
+
+    def warned(classes):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main(["finetune", "--config", "finetune_tiny_cpu",
+                         *_tiny_overrides(synth, tmp_path / "ft", f"task.classes={classes}",
+                                          f"train.init={tmp_path / 'none.pt'}")]) == 1  # (after the lists' checks)
+        return [rec.getMessage() for rec in caplog.records if "class folder" in rec.getMessage()]
+
+    said = warned(swapped)
+    assert len(said) == 1 and said[0].startswith(
+        f"task.classes {swapped}: 16 of the 32 listed videos are not in the class folder of their label's name (the "
+        f"first: {r / 'train.txt'}:{first}: label 2, named {synth.classes[3]!r}, in folder {synth.classes[2]!r}): ")
+    assert sum(label in ("2", "3") for listed in labels.values() for label in listed) == 16
+    assert warned(r / "classes.json") == []
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -2224,6 +2224,27 @@ def test_the_one_based_hint_reads_every_scored_list_whatever_their_order():
     assert "its labels are 1..4 with no 0: it looks 1-based" in said
 
 
+def test_class_names_are_judged_against_the_class_folders_as_mme_lists_matches_them():
+    """The class folder of each listed video (its path's last folder, as listed) is matched to a class name as
+    ``mme lists`` matches them, without regard to case or Unicode form (UCF101's HandStandPushups folder is class
+    HandstandPushups; 'café' in NFD), in split folders or under an absolute root; lists in which some video lies
+    in no class's folder (SSv2's, Kinetics' CVDF copy, folders named otherwise than the classes) are not judged."""
+    from mme.data.lists import ListEntry, misnamed_classes
+
+    names = ["HandstandPushups", "caf\u00e9", "playing guitar"]
+    listed = [ListEntry("HandStandPushups/v_HandStandPushups_g01_c01.avi", 0, 1),
+              ListEntry("train/cafe\u0301/x.mp4", 1, 2), ListEntry("/data/k400/train/playing guitar/y.mp4", 2, 3)]
+    assert misnamed_classes(names, "--classes c.json", [("a.txt", listed)]) is None
+    swapped = [names[1], names[0], names[2]]
+    said = misnamed_classes(swapped, "--classes c.json", [("a.txt", listed[2:]), ("b.txt", listed[:2])])
+    assert said.startswith("--classes c.json: 2 of the 3 listed videos are not in the class folder of their "
+                           "label's name (the first: b.txt:1: label 0, named 'caf\u00e9', in folder "
+                           "'HandStandPushups'): ")
+    for outside in ("123.webm", "train/abc_000001_000011.mp4", "train/playing_guitar/y.mp4"):
+        assert misnamed_classes(swapped, "--classes c.json", [("a.txt", [*listed[:2], ListEntry(outside, 2)])]) \
+            is None, outside
+
+
 @pytest.mark.parametrize("command", ["check", "extract"])
 def test_a_list_holding_a_nul_byte_is_refused_in_one_line_naming_it(tmp_path, capsys, command):
     """A list saved as UTF-16 without a byte-order mark, or a file of zeros (a write cut short by a power loss),

@@ -998,6 +998,42 @@ def test_scored_videos_of_a_class_the_train_list_lacks_are_warned_about(synth, t
     assert counts[0] > 0 and counts[1] > 0
 
 
+def test_a_class_file_in_another_order_than_the_lists_class_folders_is_warned_about_once(synth, tmp_path, caplog):
+    """A --classes file whose order differs from the lists' numbering (classes 2 and 3 swapped) was taken silently,
+    though every listed video lies in its class's folder: the per-class figures and the confusion matrix carried
+    the wrong names. Now one warning before any embedding names the file, counts the lines of every list in
+    another class's folder and names the first; a file in the lists' order gives none."""
+    import json
+    import logging
+
+    from mme.cli import main
+
+    r = synth.root
+    swapped = tmp_path / "swapped.json"
+    swapped.write_text(json.dumps([*synth.classes[:2], synth.classes[3], synth.classes[2]]))
+    lists = {name: [line.rsplit(maxsplit=1) for line in (r / name).read_text().splitlines()]
+             for name in ("train.txt", "test.txt")}
+    first = next(n for n, (_, label) in enumerate(lists["train.txt"], 1) if label == "2")
+    misplaced = sum(label in ("2", "3") for listed in lists.values() for _, label in listed)
+
+    def warned(classes):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main(["probe", str(tmp_path / "unused.ckpt"), "--train", str(r / "train.txt"), "--test",
+                         str(r / "test.txt"), "--root", str(r), "--out", str(tmp_path / "p"), "--classes",
+                         str(classes)]) == 1  # (no checkpoint: after the lists' checks)
+        return [rec.getMessage() for rec in caplog.records if "class folder" in rec.getMessage()]
+
+    assert warned(swapped) == [
+        f"--classes {swapped}: {misplaced} of the 24 listed videos are not in the class folder of their label's name "
+        f"(the first: {r / 'train.txt'}:{first}: label 2, named {synth.classes[3]!r}, in folder "
+        f"{synth.classes[2]!r}): names in another order than the lists' numbering? The per-class figures, the "
+        f"confusion matrix and the class names recorded would carry the wrong names; the names must be in the "
+        f"order the lists are numbered by (the classes.json `mme lists` wrote beside them)"]
+    assert misplaced == 12
+    assert warned(r / "classes.json") == []
+
+
 @pytest.mark.pinned  # every run precision fp32
 def test_a_probe_leaves_the_callers_global_generator_as_it_was(synth, tmp_path):
     """run_probe (and embed under it) drew from the global generator: the encoder's default initial weights before

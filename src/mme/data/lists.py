@@ -484,6 +484,32 @@ def untrained_classes(train_file: str | Path, train: list[ListEntry],
             f"them, so the scores of those videos cannot be right{one_based}")
 
 
+def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[str | Path, list[ListEntry]]]
+                     ) -> str | None:
+    """The warning, or None, where the videos of ``lists`` (``(list_file, entries)``) lie in class folders, the
+    folder of each path as listed one of ``names`` (the class names by id, of ``named_by``), and some are not in
+    the folder of their label's name: names in another order than the lists' numbering, which the per-class figures
+    would carry. Folders match names as ``mme lists`` matches them (:func:`_class_key`), so its lists of class
+    folders, UCF101, HMDB51 and Kinetics are judged; flat layouts (SSv2, Kinetics' CVDF copy) are not. Counted,
+    the first named. Not refused: an experiment with random or relabelled classes does this on purpose. Returned,
+    not logged: the caller logs it once (rank 0 alone under torchrun)."""
+    ids = {_class_key(name): i for i, name in enumerate(names)}
+    labelled = [(list_file, e) for list_file, entries in lists for e in entries if e.label is not None]
+    folders = [e.path.rpartition("/")[0].rpartition("/")[2] for _, e in labelled]  # (the last one, as listed)
+    folder_ids = {folder: ids.get(_class_key(folder)) for folder in set(folders)}
+    if None in folder_ids.values():  # (a video outside every class's folder: not a layout of class folders)
+        return None
+    wrong = [i for i, ((_, e), folder) in enumerate(zip(labelled, folders)) if folder_ids[folder] != e.label]
+    if not wrong:
+        return None
+    (list_file, e), folder = labelled[wrong[0]], folders[wrong[0]]
+    return (f"{named_by}: {len(wrong)} of the {len(labelled)} listed videos are not in the class folder of their "
+            f"label's name (the first: {list_file}:{e.line_no}: label {e.label}, named {names[e.label]!r}, in folder "
+            f"{folder!r}): names in another order than the lists' numbering? The per-class figures, the confusion "
+            f"matrix and the class names recorded would carry the wrong names; the names must be in the order the "
+            f"lists are numbered by (the classes.json `mme lists` wrote beside them)")
+
+
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".ts", ".m2ts", ".mts",

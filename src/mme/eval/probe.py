@@ -416,6 +416,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         check_labels,
         check_root,
         group_pattern,
+        misnamed_classes,
         read_classes,
         source_group,
         untrained_classes,
@@ -448,9 +449,12 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                for split, list_file in splits.items() if list_file}  # before any embedding: labels, of the map
     # (each list read here alone: one given through a pipe, <(cat train.txt), reads empty the second time)
     scored = {f"the {s} list": (splits[s], entries[s]) for s in ("val", "test") if s in entries}
-    note = untrained_classes(train_list, entries["train"], scored)
-    if note and dist.is_main():
-        log.warning("%s", note)
+    notes = [untrained_classes(train_list, entries["train"], scored),
+             misnamed_classes(names, f"--classes {classes}", [(splits[s], entries[s]) for s in entries])
+             if names else None]
+    for note in notes:
+        if note and dist.is_main():
+            log.warning("%s", note)
     _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""), pattern)
     check_class_ids(train_list, entries["train"], "the train list", len(names) if names else None,
                     "give --classes (the class map)", scored)  # (every list's labels count the probe's classes)

@@ -39,6 +39,7 @@ from mme.data.lists import (
     check_class_ids,
     check_labels,
     listed_once,
+    misnamed_classes,
     read_classes,
     read_list,
     resolve,
@@ -107,6 +108,11 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source, checkpoint or source)
 
 
+def names_from(cfg: FinetuneConfig, source: str) -> str:
+    """What gives the class names of :func:`class_names` (``source``: the checkpoint that records them)."""
+    return f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {source} records"
+
+
 class TrainingList(NamedTuple):
     """The training list the val and test lists are compared with (:func:`check_test_lists`)."""
 
@@ -118,7 +124,8 @@ class TrainingList(NamedTuple):
     the list now at ``file`` may be another (``task.eval_only``'s, of a run before); None: the list is the one."""
 
 
-def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingList | None, whence: str = "") -> None:
+def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingList | None, whence: str = "",
+                     names: list[str] | None = None, named_by: str = "") -> None:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
@@ -127,7 +134,9 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
     model was trained on), and so are other clips of its source videos (a clip's sibling scores high:
     :func:`~mme.data.lists.source_group`, UCF101's groups, HMDB51's sources, Kinetics' YouTube videos) and their
     videos of classes it has none of (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a
-    video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it."""
+    video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it. Videos of
+    these lists in the class folders of other ``names`` (of ``named_by``: :func:`names_from`) than their labels'
+    are warned about (:func:`~mme.data.lists.misnamed_classes`)."""
     train_file, train_root, recorded = training or TrainingList("", "")
     try:
         trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
@@ -165,9 +174,11 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
         if missing:
             log.warning("task.%s %s: %d of its %d videos are not under data.root (e.g. %s); the tests report them "
                         "as failed", key, list_file, len(missing), len(entries), missing[0])
-    note = untrained_classes(train_file, trained, tested)
-    if note:
-        log.warning("%s", note)
+    notes = [untrained_classes(train_file, trained, tested),
+             misnamed_classes(names, named_by, [(train_file, trained), *tested.values()]) if names else None]
+    for note in notes:
+        if note:
+            log.warning("%s", note)
 
 
 def list_test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None,
@@ -258,7 +269,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
         check_test_lists(cfg, num_classes, TrainingList(cfg.data.list_file, cfg.data.root),
                          "" if cfg.task.num_classes or names else
                          f"task.num_classes unset: 1 + the largest label of data.list_file {cfg.data.list_file}; set "
-                         f"task.num_classes or task.classes")
+                         f"task.num_classes or task.classes", names,
+                         names_from(cfg, start.resume[0] if start.resume else ""))
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
         cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
                         start.resume[0] if start.resume else f"train.init {t.init}", given,
