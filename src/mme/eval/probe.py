@@ -297,8 +297,9 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
                  weighting: str = "softmax", num_classes: int | None = None, chunk: int = 1024,
                  class_names: list[str] | None = None) -> dict[str, Any]:
     """kNN on cosine similarity of standardised features. ``weighting``: 'softmax' (vote weight
-    ``exp(sim / temperature)``, DINO) or 'majority' (weight 1, a tie going to the nearer class by summed
-    similarity). ``k`` is capped at the number of train rows; classes as :func:`linear_probe`'s.
+    ``exp(sim / temperature)``, DINO) or 'majority' (weight ``1 + sim / (4k)``: one vote each, a tie going to the
+    nearer class by summed similarity); each class's summed weights, normalised, are its probability. ``k`` is
+    capped at the number of train rows; classes as :func:`linear_probe`'s.
     Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature``."""
     check_knn(k, temperature, weighting)
     tx, ty = _as_tensors(train_x, train_y, "train")
