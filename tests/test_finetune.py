@@ -920,6 +920,7 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
     assert len(misnamed) == 1 and misnamed[0].startswith(
         f"task.classes {synth.root}/classes.json: 1 of the {len(lines)} listed videos are not in the class folder of "
         f"their label's name (the first: {listed}:1: label {(int(label) + 1) % 4}, ")
+    assert "was trained with? Its scores of them would be wrong, not only their names" in misnamed[0]  # (resumed)
     assert [message.split(": ", 1)[1] for message in said if message not in misnamed] == [
         f"['training list content: {len(lines)} -> {len(lines)} items, changed']"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
@@ -1611,6 +1612,44 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
     command = str(refused.value).split("`")[3].replace("python", sys.executable, 1).replace("FILE", "names.json")
     subprocess.run(command, shell=True, cwd=tmp_path, check=True)  # (the command said, run as it is said)
     assert read_classes(tmp_path / "names.json") == synth.classes
+
+
+@pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)
+def test_eval_only_judges_the_tested_lists_numbering_against_the_classes_the_checkpoint_records(synth, stride4,
+                                                                                              tmp_path, caplog):
+    """task.eval_only judged data.list_file's numbering (read unchecked, only to compare the tested lists with): a
+    1-based training list stopped the test with an IndexError (a label beyond the names), one numbered otherwise was
+    warned of while the tested lists scored right. It judges the lists it tests; with the names the checkpoint
+    records, a test list numbered otherwise is said to score wrong, not only to be named wrong, and to be made with
+    the checkpoint's class map (its names cannot be reordered: task.classes must agree with them)."""
+    import logging
+
+    r = synth.root
+    lines = [line.rsplit(maxsplit=1) for line in (r / "train.txt").read_text().splitlines()]
+    one_based = tmp_path / "train1.txt"
+    one_based.write_text("".join(f"{path} {4 if n == 0 else int(label) + 1}\n"  # (its first a label beyond the names)
+                                 for n, (path, label) in enumerate(lines)))
+    swapped = {"0": "0", "1": "1", "2": "3", "3": "2"}
+    tested = [line.rsplit(maxsplit=1) for line in (r / "test.txt").read_text().splitlines()]
+    relabelled = tmp_path / "test.txt"
+    relabelled.write_text("".join(f"{path} {swapped[label]}\n" for path, label in tested))
+    first = next(n for n, (_, label) in enumerate(tested, 1) if label in "23")
+
+    def warned(out, *extra):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            _eval_only(synth, stride4, tmp_path / out, "task.classes=", *extra)
+        return [rec.getMessage() for rec in caplog.records if "class folder" in rec.getMessage()]
+
+    assert warned("ev1", f"data.list_file={one_based}") == []
+    said = warned("ev2", f"task.test_list={relabelled}")
+    assert len(said) == 1 and said[0].startswith(
+        f"the class names {stride4} records: {sum(label in '23' for _, label in tested)} of the {len(tested)} listed "
+        f"videos are not in the class folder of their label's name (the first: {relabelled}:{first}: label "
+        f"{swapped[tested[first - 1][1]]}, ")
+    assert f"lists numbered otherwise than the classes {stride4} was trained with? Its scores of them would be " \
+        "wrong, not only their names" in said[0] and "make the lists with its class map: `mme lists ... --classes " \
+        "FILE`" in said[0]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)

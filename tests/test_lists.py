@@ -2240,9 +2240,41 @@ def test_class_names_are_judged_against_the_class_folders_as_mme_lists_matches_t
     assert said.startswith("--classes c.json: 2 of the 3 listed videos are not in the class folder of their "
                            "label's name (the first: b.txt:1: label 0, named 'caf\u00e9', in folder "
                            "'HandStandPushups'): ")
-    for outside in ("123.webm", "train/abc_000001_000011.mp4", "train/playing_guitar/y.mp4"):
+    for outside in ("123.webm", "train/abc_000001_000011.mp4", "train/playing_gitar/y.mp4"):
         assert misnamed_classes(swapped, "--classes c.json", [("a.txt", [*listed[:2], ListEntry(outside, 2)])]) \
             is None, outside
+
+
+def test_the_class_folder_judged_is_the_nearest_that_names_a_class_as_mme_lists_writes_it():
+    """Only a path's last folder was judged, as it is: `mme lists folder`'s lists of class folders with sub-folders
+    ('green/sub1/x.mp4', numbered by 'green') and Kinetics lists made with --path-format {label_} or {label_tv}
+    ('playing_guitar', 'passing_American_football_in_game') were never judged, in the classes' order or not. The
+    class folder is the nearest folder of the path that names a class as `mme lists` names folders. A label beyond
+    the names (a 1-based list read unchecked) is not judged (before: an IndexError). Names a classifier records
+    (``trained_with``) are its class ids: its scores are said to be wrong too, and how to make lists with its map.
+    A path written with '\\' is one file name on POSIX (its video missing, as the runs say): not judged."""
+    from mme.data.lists import ListEntry, misnamed_classes
+
+    names = ["green", "playing guitar", "passing American football (in game)"]
+    listed = [ListEntry("green/sub1/green_001.mp4", 0, 1), ListEntry("train/playing_guitar/y_000001_000011.mp4", 1, 2),
+              ListEntry("train/passing_American_football_in_game/z_000001_000011.mp4", 2, 3)]
+    assert misnamed_classes(names, "--classes c.json", [("a.txt", [*listed, ListEntry("green/sub2/x.mp4", 3, 4)])]) \
+        is None
+    swapped = [names[1], names[0], names[2]]
+    said = misnamed_classes(swapped, "--classes c.json", [("a.txt", listed)])
+    assert said.startswith("--classes c.json: 2 of the 3 listed videos are not in the class folder of their label's "
+                           "name (the first: a.txt:1: label 0, named 'playing guitar', in folder 'green'): names in "
+                           "another order than the lists' numbering?")
+    said = misnamed_classes(swapped, "the class names run/ck.pt records", [("a.txt", listed[1:])], "run/ck.pt")
+    assert said == ("the class names run/ck.pt records: 1 of the 2 listed videos are not in the class folder of "
+                    "their label's name (the first: a.txt:2: label 1, named 'green', in folder 'playing_guitar'): "
+                    "lists numbered otherwise than the classes run/ck.pt was trained with? Its scores of them would "
+                    "be wrong, not only their names (each video scored against another class than its own); make the "
+                    "lists with its class map: `mme lists ... --classes FILE`, FILE written by `python -c 'import "
+                    "sys; from mme.data.lists import write_classes; from mme.models.checkpoint import "
+                    "read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' "
+                    "run/ck.pt FILE`")
+    assert misnamed_classes(swapped, "--classes c.json", [("a.txt", [ListEntry("green\\green_001.mp4", 1)])]) is None
 
 
 @pytest.mark.parametrize("command", ["check", "extract"])

@@ -394,14 +394,19 @@ def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: lis
         i = next(i for i, (a, b) in enumerate(zip(given, recorded)) if a != b)
         diff = f"class {i}: {given[i]!r} against its {recorded[i]!r}"
     shown = ", ".join(map(repr, recorded[:5])) + (", ..." if len(recorded) > 5 else "")
-    writes = ("python -c 'import sys; from mme.data.lists import write_classes; from mme.models.checkpoint import "
-              "read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' "
-              f"{shlex.quote(os.fspath(checkpoint)) if checkpoint is not None else 'CHECKPOINT'} FILE")
     raise ConfigError(f"{key} {path} names other classes than {source} was trained with ({diff}): the lists' labels "
                       f"must be numbered by the {len(recorded)} names it records ({shown}); rebuild lists numbered "
                       f"otherwise with `mme lists ... --classes FILE`, FILE a JSON list of those names, which "
-                      f"`{writes}` writes, and leave {key} out only where its names are wrong and the lists numbered "
-                      f"by the recorded ones")
+                      f"`{_writes_class_map(checkpoint)}` writes, and leave {key} out only where its names are wrong "
+                      f"and the lists numbered by the recorded ones")
+
+
+def _writes_class_map(checkpoint: str | os.PathLike | None) -> str:
+    """The command that writes the class names ``checkpoint`` records to FILE, a class map for ``mme lists ...
+    --classes FILE`` (no command of mme writes it)."""
+    return ("python -c 'import sys; from mme.data.lists import write_classes; from mme.models.checkpoint import "
+            "read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' "
+            f"{shlex.quote(os.fspath(checkpoint)) if checkpoint is not None else 'CHECKPOINT'} FILE")
 
 
 def check_labels(list_file: str | Path, num_classes: int | None, what: str, whence: str = "") -> list[ListEntry]:
@@ -484,30 +489,50 @@ def untrained_classes(train_file: str | Path, train: list[ListEntry],
             f"them, so the scores of those videos cannot be right{one_based}")
 
 
-def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[str | Path, list[ListEntry]]]
-                     ) -> str | None:
-    """The warning, or None, where the videos of ``lists`` (``(list_file, entries)``) lie in class folders, the
-    folder of each path as listed one of ``names`` (the class names by id, of ``named_by``), and some are not in
-    the folder of their label's name: names in another order than the lists' numbering, which the per-class figures
-    would carry. Folders match names as ``mme lists`` matches them (:func:`_class_key`), so its lists of class
-    folders, UCF101, HMDB51 and Kinetics are judged; flat layouts (SSv2, Kinetics' CVDF copy) are not. Counted,
-    the first named. Not refused: an experiment with random or relabelled classes does this on purpose. Returned,
-    not logged: the caller logs it once (rank 0 alone under torchrun)."""
-    ids = {_class_key(name): i for i, name in enumerate(names)}
-    labelled = [(list_file, e) for list_file, entries in lists for e in entries if e.label is not None]
-    folders = [e.path.rpartition("/")[0].rpartition("/")[2] for _, e in labelled]  # (the last one, as listed)
-    folder_ids = {folder: ids.get(_class_key(folder)) for folder in set(folders)}
-    if None in folder_ids.values():  # (a video outside every class's folder: not a layout of class folders)
+def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[str | Path, list[ListEntry]]],
+                     trained_with: str | os.PathLike | None = None) -> str | None:
+    """The warning, or None, where the videos of ``lists`` (``(list_file, entries)``) lie in class folders and some
+    are not in the folder of their label's name (of ``names``, the class names by id, of ``named_by``). A video's
+    class folder is the folder of its path nearest the file that names a class as ``mme lists`` names one: the name
+    as written, with '_' for its spaces, or as torchvision names Kinetics' (:func:`_label_folders`), without regard
+    to case or Unicode form (:func:`_class_key`); so lists of class folders (sub-folders in them too), UCF101,
+    HMDB51 and Kinetics are judged; where some video lies in no class's folder (flat SSv2 and Kinetics CVDF
+    layouts), none is. The path's folders are those it is opened by (``os.path``: on POSIX a path written with '\\'
+    is one file name, a video not there, which the runs say). Labels that name no class of ``names`` are not
+    judged (those of a list read unchecked). Counted, the first named. ``trained_with``: the classifier file whose
+    class ids the names are (the names it records): then its scores are wrong too, and the lists are to be made with
+    its map; else the names would be wrong, and are to be put in the lists' order. Not refused: an experiment with
+    random or relabelled classes does this on purpose. Returned, not logged: the caller logs it once (rank 0 alone
+    under torchrun)."""
+    ids: dict[str, set[int]] = {}
+    for i, name in enumerate(names):
+        for folder in _label_folders(name).values():
+            ids.setdefault(_class_key(folder), set()).add(i)
+    labelled = [(list_file, e) for list_file, entries in lists for e in entries
+                if e.label is not None and e.label < len(names)]
+    class_folders: dict[str, tuple[str, set[int]] | None] = {}  # a path's folder -> its class folder, its classes
+    for _, e in labelled:
+        parent = os.path.dirname(e.path)
+        if parent not in class_folders:
+            class_folders[parent] = next(((folder, ids[_class_key(folder)]) for folder in
+                                          reversed(Path(parent).parts) if _class_key(folder) in ids), None)
+    if None in class_folders.values():  # (a video outside every class's folder: not a layout of class folders)
         return None
-    wrong = [i for i, ((_, e), folder) in enumerate(zip(labelled, folders)) if folder_ids[folder] != e.label]
+    wrong = [(list_file, e) for list_file, e in labelled if e.label not in class_folders[os.path.dirname(e.path)][1]]
     if not wrong:
         return None
-    (list_file, e), folder = labelled[wrong[0]], folders[wrong[0]]
-    return (f"{named_by}: {len(wrong)} of the {len(labelled)} listed videos are not in the class folder of their "
-            f"label's name (the first: {list_file}:{e.line_no}: label {e.label}, named {names[e.label]!r}, in folder "
-            f"{folder!r}): names in another order than the lists' numbering? The per-class figures, the confusion "
-            f"matrix and the class names recorded would carry the wrong names; the names must be in the order the "
-            f"lists are numbered by (the classes.json `mme lists` wrote beside them)")
+    list_file, e = wrong[0]
+    first = (f"{named_by}: {len(wrong)} of the {len(labelled)} listed videos are not in the class folder of their "
+             f"label's name (the first: {list_file}:{e.line_no}: label {e.label}, named {names[e.label]!r}, in folder "
+             f"{class_folders[os.path.dirname(e.path)][0]!r})")
+    if trained_with is not None:
+        return (f"{first}: lists numbered otherwise than the classes {os.fspath(trained_with)} was trained with? Its "
+                f"scores of them would be wrong, not only their names (each video scored against another class than "
+                f"its own); make the lists with its class map: `mme lists ... --classes FILE`, FILE written by "
+                f"`{_writes_class_map(trained_with)}`")
+    return (f"{first}: names in another order than the lists' numbering? The per-class figures, the confusion matrix "
+            f"and the class names recorded would carry the wrong names; the names must be in the order the lists "
+            f"are numbered by (the classes.json `mme lists` wrote beside them)")
 
 
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
@@ -1512,10 +1537,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     index = {label: i for i, label in enumerate(classes)}
     once = _ListedOnce()
     for split, label, yid, start, end, where, given, source in rows:
-        tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
-        rel = _format_path(path_format, split=split, split_as_given=given, label=label,
-                           label_=label.replace(" ", "_"), label_tv=tv, youtube_id=yid, time_start=start,
-                           time_end=end)
+        rel = _format_path(path_format, split=split, split_as_given=given, **_label_folders(label), youtube_id=yid,
+                           time_start=start, time_end=end)
         if once.first(split, rel, label, where, source):
             out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
             sources.setdefault(split, []).append((yid, where))
@@ -1589,7 +1612,15 @@ def _format_fields(path_format: str) -> set[str]:
 
 def _names_label(path_format: str) -> bool:
     """Whether ``path_format`` names folders or files by a video's class (a field label, label_ or label_tv)."""
-    return bool(_format_fields(path_format) & {"label", "label_", "label_tv"})
+    return bool(_format_fields(path_format) & _label_folders("").keys())
+
+
+def _label_folders(label: str) -> dict[str, str]:
+    """The --path-format fields that name a video's class ``label`` (label, label_, label_tv: :func:`from_kinetics`
+    says each) and their values."""
+    underscored = label.replace(" ", "_")
+    return {"label": label, "label_": underscored,
+            "label_tv": underscored.replace("'", "").replace("(", "").replace(")", "")}
 
 
 def _format_path(path_format: str, **fields) -> str:

@@ -46,7 +46,15 @@ from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
 from mme.train.config import FinetuneConfig, clips_for, ignored_value, say_ignored, tubelet_ignored
 from mme.train.engine import Run
-from mme.train.finetune import TrainingList, check_test_lists, class_names, describe, list_test_set, names_from, setup
+from mme.train.finetune import (
+    TrainingList,
+    check_test_lists,
+    class_names,
+    describe,
+    list_test_set,
+    setup,
+    warn_of_misnamed_classes,
+)
 from mme.train.precision import choose_precision
 from mme.utils import counted
 
@@ -185,8 +193,9 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
         if names is not None and len(names) != model.num_classes:
             raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
                               f"{model.num_classes}")
-        check_test_lists(cfg, model.num_classes, _training_list(cfg, ck, given), names=names,
-                         named_by=names_from(cfg, f"train.init {cfg.train.init}"))
+        tested = check_test_lists(cfg, model.num_classes, _training_list(cfg, ck, given))[1]
+        # (the lists tested alone: the training list, its labels unchecked, is only compared with them)
+        warn_of_misnamed_classes(cfg, names, tested.values(), cfg.train.init, ck.class_names is not None)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a

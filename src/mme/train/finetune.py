@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from mme.config import given_in
 from mme.data.dataset import ClassificationDataset, DataConfig, content_digest, same_content
 from mme.data.lists import (
+    ListEntry,
     agreeing_classes,
     check_class_ids,
     check_labels,
@@ -108,9 +109,18 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source, checkpoint or source)
 
 
-def names_from(cfg: FinetuneConfig, source: str) -> str:
-    """What gives the class names of :func:`class_names` (``source``: the checkpoint that records them)."""
-    return f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {source} records"
+def warn_of_misnamed_classes(cfg: FinetuneConfig, names: list[str] | None,
+                             lists: Collection[tuple[str, list[ListEntry]]], checkpoint: str, recorded: bool) -> None:
+    """Warn once (rank 0) where videos of ``lists`` lie in the class folders of other ``names`` (those of
+    :func:`class_names`) than their labels' (:func:`~mme.data.lists.misnamed_classes`). ``recorded``: the names
+    are those the classifier ``checkpoint`` records (task.classes, if given, agrees with them), its class ids: then
+    its scores of those videos are wrong too."""
+    if not names:
+        return
+    named_by = f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {checkpoint} records"
+    note = misnamed_classes(names, named_by, lists, checkpoint if recorded else None)
+    if note and dist.is_main():
+        log.warning("%s", note)
 
 
 class TrainingList(NamedTuple):
@@ -124,8 +134,8 @@ class TrainingList(NamedTuple):
     the list now at ``file`` may be another (``task.eval_only``'s, of a run before); None: the list is the one."""
 
 
-def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingList | None, whence: str = "",
-                     names: list[str] | None = None, named_by: str = "") -> None:
+def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingList | None, whence: str = ""
+                     ) -> tuple[list[ListEntry], dict[str, tuple[str, list[ListEntry]]]]:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
@@ -134,9 +144,9 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
     model was trained on), and so are other clips of its source videos (a clip's sibling scores high:
     :func:`~mme.data.lists.source_group`, UCF101's groups, HMDB51's sources, Kinetics' YouTube videos) and their
     videos of classes it has none of (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a
-    video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it. Videos of
-    these lists in the class folders of other ``names`` (of ``named_by``: :func:`names_from`) than their labels'
-    are warned about (:func:`~mme.data.lists.misnamed_classes`)."""
+    video (oversampling it). ``whence``: where ``num_classes`` came from, said with a label beyond it. Returns the
+    lists read: the training list's entries ([] where it is not compared) and the val and test lists, ``{task.KEY:
+    (list file, entries)}``."""
     train_file, train_root, recorded = training or TrainingList("", "")
     try:
         trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
@@ -174,11 +184,10 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
         if missing:
             log.warning("task.%s %s: %d of its %d videos are not under data.root (e.g. %s); the tests report them "
                         "as failed", key, list_file, len(missing), len(entries), missing[0])
-    notes = [untrained_classes(train_file, trained, tested),
-             misnamed_classes(names, named_by, [(train_file, trained), *tested.values()]) if names else None]
-    for note in notes:
-        if note:
-            log.warning("%s", note)
+    note = untrained_classes(train_file, trained, tested)
+    if note:
+        log.warning("%s", note)
+    return trained, tested
 
 
 def list_test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None,
@@ -266,11 +275,15 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                               f"{num_classes}")
         if start.resume is not None:
             _check_resumed_head(cfg, start.resume, names, num_classes)
-        check_test_lists(cfg, num_classes, TrainingList(cfg.data.list_file, cfg.data.root),
-                         "" if cfg.task.num_classes or names else
-                         f"task.num_classes unset: 1 + the largest label of data.list_file {cfg.data.list_file}; set "
-                         f"task.num_classes or task.classes", names,
-                         names_from(cfg, start.resume[0] if start.resume else ""))
+        trained, tested = check_test_lists(cfg, num_classes, TrainingList(cfg.data.list_file, cfg.data.root),
+                                           "" if cfg.task.num_classes or names else
+                                           f"task.num_classes unset: 1 + the largest label of data.list_file "
+                                           f"{cfg.data.list_file}; set task.num_classes or task.classes")
+        # (the training list too, whose names the run records; resumed, they are the checkpoint's, which it goes on
+        # with)
+        warn_of_misnamed_classes(cfg, names, [(cfg.data.list_file, trained), *tested.values()],
+                                 start.resume[0] if start.resume else "",
+                                 start.resume is not None and start.resume[1].get("classes") is not None)
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
         cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
                         start.resume[0] if start.resume else f"train.init {t.init}", given,
