@@ -2245,15 +2245,17 @@ def test_class_names_are_judged_against_the_class_folders_as_mme_lists_matches_t
             is None, outside
 
 
-def test_the_class_folder_judged_is_the_nearest_that_names_a_class_as_mme_lists_writes_it():
+def test_the_class_folder_judged_is_the_outermost_that_names_a_class_as_mme_lists_writes_it(tmp_path):
     """Only a path's last folder was judged, as it is: `mme lists folder`'s lists of class folders with sub-folders
     ('green/sub1/x.mp4', numbered by 'green') and Kinetics lists made with --path-format {label_} or {label_tv}
     ('playing_guitar', 'passing_American_football_in_game') were never judged, in the classes' order or not. The
-    class folder is the nearest folder of the path that names a class as `mme lists` names folders. A label beyond
+    class folder is the outermost folder of the path that names a class as `mme lists` names folders, as `mme lists
+    folder` numbers a video by its top class folder (the nearest, 'red' of 'green/red/x.mp4' numbered by 'green',
+    was warned of in the lists' own order). A label beyond
     the names (a 1-based list read unchecked) is not judged (before: an IndexError). Names a classifier records
     (``trained_with``) are its class ids: its scores are said to be wrong too, and how to make lists with its map.
     A path written with '\\' is one file name on POSIX (its video missing, as the runs say): not judged."""
-    from mme.data.lists import ListEntry, misnamed_classes
+    from mme.data.lists import ListEntry, folder_lists, misnamed_classes
 
     names = ["green", "playing guitar", "passing American football (in game)"]
     listed = [ListEntry("green/sub1/green_001.mp4", 0, 1), ListEntry("train/playing_guitar/y_000001_000011.mp4", 1, 2),
@@ -2275,6 +2277,16 @@ def test_the_class_folder_judged_is_the_nearest_that_names_a_class_as_mme_lists_
                     "read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' "
                     "run/ck.pt FILE`")
     assert misnamed_classes(swapped, "--classes c.json", [("a.txt", [ListEntry("green\\green_001.mp4", 1)])]) is None
+    for video in ("green/red/g_red_take.mp4", "red/r_take.mp4"):
+        (tmp_path / video).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / video).write_bytes(b"")
+    splits, classes, _ = folder_lists(tmp_path)
+    assert classes == ["green", "red"] and splits == {"all": [ListEntry("green/red/g_red_take.mp4", 0),
+                                                             ListEntry("red/r_take.mp4", 1)]}
+    assert misnamed_classes(classes, "--classes c.json", [("all.txt", splits["all"])]) is None
+    said = misnamed_classes(classes[::-1], "--classes c.json", [("all.txt", splits["all"])])
+    assert said.startswith("--classes c.json: 2 of the 2 listed videos are not in the class folder of their label's "
+                           "name (the first: all.txt:0: label 0, named 'red', in folder 'green'): ")
 
 
 @pytest.mark.parametrize("command", ["check", "extract"])

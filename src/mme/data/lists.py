@@ -493,17 +493,17 @@ def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[st
                      trained_with: str | os.PathLike | None = None) -> str | None:
     """The warning, or None, where the videos of ``lists`` (``(list_file, entries)``) lie in class folders and some
     are not in the folder of their label's name (of ``names``, the class names by id, of ``named_by``). A video's
-    class folder is the folder of its path nearest the file that names a class as ``mme lists`` names one: the name
-    as written, with '_' for its spaces, or as torchvision names Kinetics' (:func:`_label_folders`), without regard
-    to case or Unicode form (:func:`_class_key`); so lists of class folders (sub-folders in them too), UCF101,
-    HMDB51 and Kinetics are judged; where some video lies in no class's folder (flat SSv2 and Kinetics CVDF
-    layouts), none is. The path's folders are those it is opened by (``os.path``: on POSIX a path written with '\\'
-    is one file name, a video not there, which the runs say). Labels that name no class of ``names`` are not
-    judged (those of a list read unchecked). Counted, the first named. ``trained_with``: the classifier file whose
-    class ids the names are (the names it records): then its scores are wrong too, and the lists are to be made with
-    its map; else the names would be wrong, and are to be put in the lists' order. Not refused: an experiment with
-    random or relabelled classes does this on purpose. Returned, not logged: the caller logs it once (rank 0 alone
-    under torchrun)."""
+    class folder is the outermost folder of its path that names a class as ``mme lists`` names one (``mme lists
+    folder`` numbers a video by its top class folder): the name as written, with '_' for its spaces, or as
+    torchvision names Kinetics' (:func:`_label_folders`), without regard to case or Unicode form (:func:`_class_key`);
+    so lists of class folders (sub-folders in them too), UCF101, HMDB51 and Kinetics are judged; where some video
+    lies in no class's folder (flat SSv2 and Kinetics CVDF layouts), none is. The path's folders are those it is
+    opened by (``os.path``: on POSIX a path written with '\\' is one file name, a video not there, which the runs
+    say). Labels that name no class of ``names`` are not judged (those of a list read unchecked). Counted, the first
+    named. ``trained_with``: the classifier file whose class ids the names are (the names it records): then its
+    scores are wrong too, and the lists are to be made with its map; else the names would be wrong, and are to be put
+    in the lists' order. Not refused: an experiment with random or relabelled classes does this on purpose.
+    Returned, not logged: the caller logs it once (rank 0 alone under torchrun)."""
     ids: dict[str, set[int]] = {}
     for i, name in enumerate(names):
         for folder in _label_folders(name).values():
@@ -515,7 +515,7 @@ def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[st
         parent = os.path.dirname(e.path)
         if parent not in class_folders:
             class_folders[parent] = next(((folder, ids[_class_key(folder)]) for folder in
-                                          reversed(Path(parent).parts) if _class_key(folder) in ids), None)
+                                          Path(parent).parts if _class_key(folder) in ids), None)
     if None in class_folders.values():  # (a video outside every class's folder: not a layout of class folders)
         return None
     wrong = [(list_file, e) for list_file, e in labelled if e.label not in class_folders[os.path.dirname(e.path)][1]]
