@@ -898,6 +898,50 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_resumed_run_started_with_class_names_in_another_order_is_not_told_its_scores_are_wrong(synth, tmp_path,
+                                                                                                 caplog):
+    """A run started with task.classes in another order than the lists' numbering records those names, while its
+    head's classes are numbered by the training list: its scores are right, its per-class names wrong, as its first
+    warning says. Resumed with nothing changed, it was told the opposite: that its scores of the lists would be wrong
+    and to make them with its class map (which would score every video against another class). The names it records
+    are said to disagree with the class folders, either the names or the lists being in another order, and how to
+    tell."""
+    from mme.data.lists import write_classes
+    from mme.eval.finetuned import finetune
+
+    perm = tmp_path / "perm.json"
+    names = [synth.classes[i] for i in (1, 0, 3, 2)]
+    write_classes(perm, names)
+    extra = ("task.val_list=", "task.test_list=", "train.precision=fp32", "train.steps=2", f"task.classes={perm}")
+
+    def warned(*more):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme"):
+            finetune(_tiny_recipe(synth, tmp_path / "run", *extra, *more))
+        return [r.getMessage() for r in caplog.records if "class folder" in r.getMessage()]
+
+    lines = (synth.root / "train.txt").read_text().splitlines()
+    path, label = lines[0].rsplit(maxsplit=1)
+    said = (f"task.classes {perm}: {len(lines)} of the {len(lines)} listed videos are not in the class folder of "
+            f"their label's name (the first: {synth.root}/train.txt:1: label {label}, named {names[int(label)]!r}, in "
+            f"folder {synth.classes[int(label)]!r})")
+    assert path.split("/")[-2] == synth.classes[int(label)]  # (its class folder)
+    assert warned("train.stop_after=1") == [
+        f"{said}: names in another order than the lists' numbering? The per-class figures, the confusion matrix and "
+        f"the class names recorded would carry the wrong names; the names must be in the order the lists are "
+        f"numbered by (the classes.json `mme lists` wrote beside them)"]
+    checkpoint = tmp_path / "run" / "checkpoint-00000001.pt"
+    assert warned("train.resume=auto") == [
+        f"{said}: the names {checkpoint} records disagree with the lists' class folders. Either they are in another "
+        f"order than the numbering of the list it was trained on (then only the per-class names are wrong) or these "
+        f"lists are numbered otherwise than that list (then its scores are wrong too); to tell, compare them "
+        f"(`python -c 'import sys; from mme.data.lists import write_classes; from mme.models.checkpoint import "
+        f"read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' {checkpoint} FILE` "
+        f"writes them to FILE) with the classes.json `mme lists` wrote beside that list: in another order, the names "
+        f"are wrong"]
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(synth, tmp_path, caplog):
     """Fine-tuning trains on the list's labels: a list relabelled in place (same file, same videos) was resumed on
     without a word. Its digest covers the labels. Resumed mid-epoch, the epoch's order is the one it began (the same
@@ -920,7 +964,8 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
     assert len(misnamed) == 1 and misnamed[0].startswith(
         f"task.classes {synth.root}/classes.json: 1 of the {len(lines)} listed videos are not in the class folder of "
         f"their label's name (the first: {listed}:1: label {(int(label) + 1) % 4}, ")
-    assert "was trained with? Its scores of them would be wrong, not only their names" in misnamed[0]  # (resumed)
+    assert f"the names {tmp_path}/run/checkpoint-00000001.pt records disagree with the lists' class folders. Either " \
+        "they are in another order than the numbering of the list it was trained on" in misnamed[0]  # (resumed)
     assert [message.split(": ", 1)[1] for message in said if message not in misnamed] == [
         f"['training list content: {len(lines)} -> {len(lines)} items, changed']"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
@@ -1620,8 +1665,8 @@ def test_eval_only_judges_the_tested_lists_numbering_against_the_classes_the_che
     """task.eval_only judged data.list_file's numbering (read unchecked, only to compare the tested lists with): a
     1-based training list stopped the test with an IndexError (a label beyond the names), one numbered otherwise was
     warned of while the tested lists scored right. It judges the lists it tests; with the names the checkpoint
-    records, a test list numbered otherwise is said to score wrong, not only to be named wrong, and to be made with
-    the checkpoint's class map (its names cannot be reordered: task.classes must agree with them)."""
+    records, a test list numbered otherwise is said to disagree with them, either being the one in another order
+    (the names: only they are wrong; the lists: the scores are wrong too), and how to tell."""
     import logging
 
     r = synth.root
@@ -1647,9 +1692,9 @@ def test_eval_only_judges_the_tested_lists_numbering_against_the_classes_the_che
         f"the class names {stride4} records: {sum(label in '23' for _, label in tested)} of the {len(tested)} listed "
         f"videos are not in the class folder of their label's name (the first: {relabelled}:{first}: label "
         f"{swapped[tested[first - 1][1]]}, ")
-    assert f"lists numbered otherwise than the classes {stride4} was trained with? Its scores of them would be " \
-        "wrong, not only their names" in said[0] and "make the lists with its class map: `mme lists ... --classes " \
-        "FILE`" in said[0]
+    assert f"the names {stride4} records disagree with the lists' class folders. Either they are in another order " \
+        "than the numbering of the list it was trained on (then only the per-class names are wrong) or these lists " \
+        "are numbered otherwise than that list (then its scores are wrong too)" in said[0]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32 (stride4's and EVAL_ONLY's)

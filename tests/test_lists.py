@@ -2253,7 +2253,7 @@ def test_the_class_folder_judged_is_the_outermost_that_names_a_class_as_mme_list
     folder` numbers a video by its top class folder (the nearest, 'red' of 'green/red/x.mp4' numbered by 'green',
     was warned of in the lists' own order). A label beyond
     the names (a 1-based list read unchecked) is not judged (before: an IndexError). Names a classifier records
-    (``trained_with``) are its class ids: its scores are said to be wrong too, and how to make lists with its map.
+    (``trained_with``) are said to disagree with the lists, either being in another order, and how to tell.
     A path written with '\\' is one file name on POSIX (its video missing, as the runs say): not judged."""
     from mme.data.lists import ListEntry, folder_lists, misnamed_classes
 
@@ -2270,12 +2270,13 @@ def test_the_class_folder_judged_is_the_outermost_that_names_a_class_as_mme_list
     said = misnamed_classes(swapped, "the class names run/ck.pt records", [("a.txt", listed[1:])], "run/ck.pt")
     assert said == ("the class names run/ck.pt records: 1 of the 2 listed videos are not in the class folder of "
                     "their label's name (the first: a.txt:2: label 1, named 'green', in folder 'playing_guitar'): "
-                    "lists numbered otherwise than the classes run/ck.pt was trained with? Its scores of them would "
-                    "be wrong, not only their names (each video scored against another class than its own); make the "
-                    "lists with its class map: `mme lists ... --classes FILE`, FILE written by `python -c 'import "
-                    "sys; from mme.data.lists import write_classes; from mme.models.checkpoint import "
-                    "read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' "
-                    "run/ck.pt FILE`")
+                    "the names run/ck.pt records disagree with the lists' class folders. Either they are in another "
+                    "order than the numbering of the list it was trained on (then only the per-class names are "
+                    "wrong) or these lists are numbered otherwise than that list (then its scores are wrong too); to "
+                    "tell, compare them (`python -c 'import sys; from mme.data.lists import write_classes; from "
+                    "mme.models.checkpoint import read_checkpoint; write_classes(sys.argv[2], "
+                    "read_checkpoint(sys.argv[1]).class_names)' run/ck.pt FILE` writes them to FILE) with the "
+                    "classes.json `mme lists` wrote beside that list: in another order, the names are wrong")
     assert misnamed_classes(swapped, "--classes c.json", [("a.txt", [ListEntry("green\\green_001.mp4", 1)])]) is None
     for video in ("green/red/g_red_take.mp4", "red/r_take.mp4"):
         (tmp_path / video).parent.mkdir(parents=True, exist_ok=True)

@@ -500,9 +500,11 @@ def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[st
     lies in no class's folder (flat SSv2 and Kinetics CVDF layouts), none is. The path's folders are those it is
     opened by (``os.path``: on POSIX a path written with '\\' is one file name, a video not there, which the runs
     say). Labels that name no class of ``names`` are not judged (those of a list read unchecked). Counted, the first
-    named. ``trained_with``: the classifier file whose class ids the names are (the names it records): then its
-    scores are wrong too, and the lists are to be made with its map; else the names would be wrong, and are to be put
-    in the lists' order. Not refused: an experiment with random or relabelled classes does this on purpose.
+    named. ``trained_with``: the classifier file that records the names. Its head's class ids are the numbering of
+    the list it was trained on, which its names or these lists may disagree with: the names recorded in another
+    order (the per-class names alone wrong) or these lists numbered otherwise (its scores wrong too); the warning
+    says either may be and how to tell. Without it, the names, a new head's, would be wrong and are to be put in the
+    lists' order. Not refused: an experiment with random or relabelled classes does this on purpose.
     Returned, not logged: the caller logs it once (rank 0 alone under torchrun)."""
     ids: dict[str, set[int]] = {}
     for i, name in enumerate(names):
@@ -526,10 +528,11 @@ def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[st
              f"label's name (the first: {list_file}:{e.line_no}: label {e.label}, named {names[e.label]!r}, in folder "
              f"{class_folders[os.path.dirname(e.path)][0]!r})")
     if trained_with is not None:
-        return (f"{first}: lists numbered otherwise than the classes {os.fspath(trained_with)} was trained with? Its "
-                f"scores of them would be wrong, not only their names (each video scored against another class than "
-                f"its own); make the lists with its class map: `mme lists ... --classes FILE`, FILE written by "
-                f"`{_writes_class_map(trained_with)}`")
+        return (f"{first}: the names {os.fspath(trained_with)} records disagree with the lists' class folders. "
+                f"Either they are in another order than the numbering of the list it was trained on (then only the "
+                f"per-class names are wrong) or these lists are numbered otherwise than that list (then its scores are "
+                f"wrong too); to tell, compare them (`{_writes_class_map(trained_with)}` writes them to FILE) with the "
+                f"classes.json `mme lists` wrote beside that list: in another order, the names are wrong")
     return (f"{first}: names in another order than the lists' numbering? The per-class figures, the confusion matrix "
             f"and the class names recorded would carry the wrong names; the names must be in the order the lists "
             f"are numbered by (the classes.json `mme lists` wrote beside them)")

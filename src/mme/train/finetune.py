@@ -113,8 +113,8 @@ def warn_of_misnamed_classes(cfg: FinetuneConfig, names: list[str] | None,
                              lists: Collection[tuple[str, list[ListEntry]]], checkpoint: str, recorded: bool) -> None:
     """Warn once (rank 0) where videos of ``lists`` lie in the class folders of other ``names`` (those of
     :func:`class_names`) than their labels' (:func:`~mme.data.lists.misnamed_classes`). ``recorded``: the names
-    are those the classifier ``checkpoint`` records (task.classes, if given, agrees with them), its class ids: then
-    its scores of those videos are wrong too."""
+    are those the classifier ``checkpoint`` records (task.classes, if given, agrees with them): they, or these
+    lists, may be the ones in another order than the numbering it was trained with."""
     if not names:
         return
     named_by = f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {checkpoint} records"
