@@ -111,15 +111,16 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
 
 def warn_of_misnamed_classes(cfg: FinetuneConfig, names: list[str] | None,
                              lists: Collection[tuple[str, list[ListEntry]]], checkpoint: str, recorded: bool) -> None:
-    """Warn once (rank 0) where videos of ``lists`` lie in the class folders of other ``names`` (those of
-    :func:`class_names`) than their labels' (:func:`~mme.data.lists.misnamed_classes`). ``recorded``: the names
-    are those the classifier ``checkpoint`` records (task.classes, if given, agrees with them): they, or these
-    lists, may be the ones in another order than the numbering it was trained with."""
+    """Warn where videos of ``lists`` lie in the class folders of other ``names`` (those of :func:`class_names`)
+    than their labels' (:func:`~mme.data.lists.misnamed_classes`); under torchrun rank 0 alone says it, as every
+    warning of this module's logger (``mme.cli.ALIKE_ON_EVERY_RANK``). ``recorded``: the names are those the
+    classifier ``checkpoint`` records (task.classes, if given, agrees with them): they, or these lists, may be the
+    ones in another order than the numbering it was trained with."""
     if not names:
         return
     named_by = f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {checkpoint} records"
     note = misnamed_classes(names, named_by, lists, checkpoint if recorded else None)
-    if note and dist.is_main():
+    if note:
         log.warning("%s", note)
 
 
