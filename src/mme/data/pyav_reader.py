@@ -996,8 +996,8 @@ class _Leave:
     (``wanted``); none while ``below`` is None. ``used``: whether a packet went to the decoder with that leave since
     the decode began. ``cut_end``: whether the decode passed over a decode error at the file's cut end
     (:func:`_decode`; read by the count's decode, :func:`_decoded_timestamps`, which makes its own leave).
-    ``failed_in``: the times (s) of the packets among which is the one whose decode error the decode raised
-    (:func:`_decode_failure`; () where not known). Shared by a
+    ``failed_in``: the times (s; None for a packet without one) of the packets last sent to the decoder, as many as
+    its threads, among which is the one whose decode error the decode raised (:func:`_decode_failure`). Shared by a
     reader and its decode, which must not hold the reader: a reader in a reference cycle is freed by the garbage
     collector, which may run in a forked loader worker, where freeing the swscale context of a reader made before
     the fork hangs on its thread pool."""
@@ -1006,7 +1006,7 @@ class _Leave:
     wanted: set[int] = field(default_factory=set)
     used: bool = False
     cut_end: bool = False
-    failed_in: tuple[float, ...] = ()
+    failed_in: tuple[float | None, ...] = ()
 
     def allows(self, pts: int | None) -> bool:
         return self.below is not None and pts is not None and pts < self.below and pts not in self.wanted
@@ -1023,7 +1023,8 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     :attr:`_Index.one_thread`), and ``leave.cut_end`` is set."""
     nals = _nal_scan(stream)
     packets = container.demux(stream)
-    sent = deque(maxlen=MAX_REPORT_DELAY)  # the timestamps of the packets last sent, for leave.failed_in
+    # the timestamps of the packets last sent, for leave.failed_in: as many as the decoder may run threads
+    sent = deque(maxlen=max(stream.codec_context.thread_count, FFMPEG_MAX_AUTO_THREADS))
     for packet in packets:
         sent.append(packet.pts if packet.pts is not None else packet.dts)
         skip = leave.allows(packet.pts)
@@ -1033,17 +1034,16 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
         except av.error.FFmpegError:
             if any(p.size for p in packets):  # data after it: the file's own error
                 threads = max(stream.codec_context.thread_count, 1)  # (as resolved, once the decoder started)
-                leave.failed_in = tuple(float(t * stream.time_base) for t in list(sent)[-threads:]
-                                        if t is not None and stream.time_base is not None)
+                leave.failed_in = tuple(None if t is None or stream.time_base is None else float(t * stream.time_base)
+                                        for t in list(sent)[-threads:])
                 raise
             leave.cut_end = True
             frames = _flushed(stream)
         yield from frames
 
 
-MAX_REPORT_DELAY = 64
-"""The most packets of a decode whose times :func:`_decode` keeps for naming where a decode error came from: a decoder
-on N frame threads reports a packet's error up to N - 1 packets later."""
+FFMPEG_MAX_AUTO_THREADS = 16
+"""The most threads FFmpeg's automatic count (``thread_count`` 0) gives a decoder (libavcodec's MAX_AUTO_THREADS)."""
 
 
 def _decode_failure(e: av.error.FFmpegError, leave: _Leave, frames: int | None, packets: int | None = None) -> str:
@@ -1054,12 +1054,12 @@ def _decode_failure(e: av.error.FFmpegError, leave: _Leave, frames: int | None, 
     reorder them: the damaged one may be later than the one the error came at)."""
     where = [f"after {counted(frames, 'frame')}" + (f" of its {packets} packets" if packets is not None else "")
              ] if frames is not None else []
-    times = leave.failed_in
-    if len(times) == 1:
+    times = [t for t in leave.failed_in if t is not None]
+    if len(leave.failed_in) == 1 and times:
         where.append(f"in the packet at {times[0]:.3f} s")
     elif times:
-        where.append(f"in one of the {len(times)} packets last sent to its {len(times)} threads, at {min(times):.3f} "
-                     f"to {max(times):.3f} s (threads report a packet's error packets later)")
+        where.append(f"in one of the {len(leave.failed_in)} packets last sent to its threads, at {min(times):.3f} to "
+                     f"{max(times):.3f} s (threads report a packet's error packets later)")
     return f"failed {', '.join(where)}: {e}" if where else f"failed: {e}"
 
 
