@@ -50,7 +50,7 @@ from mme.data import pyav_reader
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
-from mme.errors import ConfigError, DataError, FolderReplaced, UnguardedScript, VideoError
+from mme.errors import ConfigError, DataError, FolderReplaced, NoSpaceError, UnguardedScript, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, extract, load_tracks
 from mme.motion.cache import (
@@ -249,6 +249,86 @@ def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, ca
     assert report(out, videos / "list.txt")["done"] == 3
 
 
+def _stopping_at(video: str, error: BaseException):
+    """extract_video, but for ``video``, where it raises ``error`` (Ctrl-C, a full disk) before its file is made."""
+    made = extract.extract_video
+
+    def extract_video(path, out_path, opts):
+        if path.endswith(video):
+            raise error
+        made(path, out_path, opts)
+    return extract_video
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), NoSpaceError(f"c: could not be written; {extract.KEPT}")])
+def test_an_overwrite_stopped_mid_way_run_again_keeps_the_files_it_made_and_makes_the_earlier_ones(
+        videos, tmp_path, monkeypatch, capsys, stop):
+    """An --overwrite stopped mid-way (Ctrl-C, a full disk) said that the same command continues, keeping what it
+    finished, but that command made every file again (0 already done). It keeps the files it made now, and makes
+    the others again, those made before it began among them (one whose record is damaged past its header, which a
+    plain resume keeps): the same bytes as an overwrite not stopped; its marker goes once every video is done."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("cls/a.mp4\nb.mp4\none.mp4\n")
+    out, whole = tmp_path / "cache", tmp_path / "whole"
+
+    def extract_into(cache, *more):
+        return cli(["extract", str(listed), "--root", str(videos), "--out", str(cache), "--length", "2",
+                    "--short-side", "64", *more])
+
+    assert extract_into(out) == 0 and extract_into(whole) == 0 and extract_into(whole, "--overwrite") == 0
+    files = [cache_file(out, p) for p in ("cls/a.mp4", "b.mp4", "one.mp4")]
+    damaged = bytearray(files[2].read_bytes())
+    damaged[-2] ^= 0xFF  # the last record's (zlib's check fails at its read; the header is whole)
+    files[2].write_bytes(bytes(damaged))
+    earlier = [utils.file_identity(f) for f in files]
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", _stopping_at("b.mp4", stop))
+        capsys.readouterr()
+        assert extract_into(out, "--overwrite") != 0
+    said = capsys.readouterr().err
+    assert "the same command continues" in said, said
+    stopped = [utils.file_identity(f) for f in files]
+    assert stopped[0] != earlier[0] and stopped[1:] == earlier[1:]  # a made, b not, one not reached
+    assert extract_into(out, "--overwrite") == 0
+    assert "2 written, 1 already complete" in capsys.readouterr().out
+    assert utils.file_identity(files[0]) == stopped[0]  # kept
+    assert all(utils.file_identity(f) != e for f, e in zip(files[1:], earlier[1:]))  # made again
+    assert [f.read_bytes() for f in files] == [(whole / f.relative_to(out)).read_bytes() for f in files]
+    assert not list(out.glob("overwriting-*")) and not list(whole.glob("overwriting-*"))
+    assert extract_into(out, "--overwrite") == 0 and "3 written" in capsys.readouterr().out  # a new one: every file
+
+
+def test_each_share_of_an_overwrite_keeps_its_own_marker(videos, tmp_path, monkeypatch, capsys):
+    """Shares of one --overwrite on two machines (--shard k/n) on one --out: one that ends does not take away the
+    marker of another that stopped, which keeps the files it made when run again; a marker of other settings is
+    another overwrite's, which makes every file again."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("cls/a.mp4\nb.mp4\none.mp4\n")  # share 0/2: a.mp4, one.mp4; share 1/2: b.mp4
+    out = tmp_path / "cache"
+
+    def extract_into(*more):
+        return cli(["extract", str(listed), "--root", str(videos), "--out", str(out), "--short-side", "64", *more])
+
+    assert extract_into("--length", "2") == 0
+    a, one = cache_file(out, "cls/a.mp4"), cache_file(out, "one.mp4")
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", _stopping_at("one.mp4", KeyboardInterrupt()))
+        assert extract_into("--length", "2", "--overwrite", "--shard", "0/2") != 0
+    made, earlier = utils.file_identity(a), utils.file_identity(one)
+    assert extract_into("--length", "2", "--overwrite", "--shard", "1/2") == 0
+    marker = [p.name for p in out.glob("overwriting-*")]
+    capsys.readouterr()
+    assert extract_into("--length", "2", "--overwrite", "--shard", "0/2") == 0
+    assert "1 written, 1 already complete" in capsys.readouterr().out
+    assert marker == [f"overwriting-{share_name(str(listed), 0, 2)}.jsonl"]  # share 1/2's gone as it ended
+    assert utils.file_identity(a) == made and utils.file_identity(one) != earlier
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", _stopping_at("one.mp4", KeyboardInterrupt()))
+        assert extract_into("--length", "2", "--overwrite", "--shard", "0/2") != 0
+    assert extract_into("--length", "3", "--overwrite", "--shard", "0/2") == 0
+    assert "2 written, 0 already complete" in capsys.readouterr().out and not list(out.glob("overwriting-*"))
+
+
 def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_before_each_video(videos, tmp_path,
                                                                                            monkeypatch, capsys):
     """Two extractions of overlapping lists into one --out, with other settings, at once: the refusal of files made
@@ -290,7 +370,7 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
     out = tmp_path / "cache"
     opts = ExtractOptions(length=2, short_side=64)
     mine = {cache_file(out, e.path): e for e in read_list(str(videos / "b1.txt"))[0]}
-    jobs = [extract._share_jobs(mine, str(videos), str(out), opts, False)[0][0] for _ in range(2)]
+    jobs = [extract._share_jobs(mine, str(videos), str(out), opts, None)[0][0] for _ in range(2)]
     real, made = extract.extract_video, []
 
     def slow(*args):  # the making takes a while: the other job starts meanwhile
@@ -326,7 +406,7 @@ def test_a_video_another_job_holds_is_waited_for_after_the_others_and_said(video
     (videos / "ab.txt").write_text("cls/a.mp4\nb.mp4\n")
     out = tmp_path / "cache"
     mine = {cache_file(out, e.path): e for e in read_list(str(videos / "ab.txt"))[0]}
-    held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), False)[0][0]
+    held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), None)[0][0]
     assert held.listed == "cls/a.mp4"
     other_made, taken, waits = threading.Event(), threading.Event(), threading.Event()
 
@@ -369,7 +449,7 @@ def test_a_held_video_whose_holder_is_done_before_the_second_pass_is_made_withou
     (videos / "ab.txt").write_text("cls/a.mp4\nb.mp4\n")
     out = tmp_path / "cache"
     mine = {cache_file(out, e.path): e for e in read_list(str(videos / "ab.txt"))[0]}
-    held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), False)[0][0]
+    held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), None)[0][0]
     taken, release, released = threading.Event(), threading.Event(), threading.Event()
 
     def hold():

@@ -5,7 +5,9 @@
     mme extract train.txt --root R --out C --shard 3/16                             # one of 16 machines
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
-and complete (same settings, readable). Videos that fail are listed with their reason in
+and complete (same settings, readable). An interrupted ``--overwrite`` run again keeps the files it made, by the
+marker it keeps under ``--out`` until it has looked at every video (:func:`_overwrite_made`), and makes the others
+again, those made before it began among them. Videos that fail are listed with their reason in
 ``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`; a run of the whole list removes those of
 another number of shares); the others are unaffected. List lines that are not ``path [label]`` are skipped, as
 training skips them, and listed in share 0's report as ``<list>:<line>``.
@@ -154,10 +156,13 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
     with_true_count(lambda: _extract_video(path, out_path, opts))
 
 
+KEPT = "the finished cache files are kept, and the same command continues once there is space"
+"""What a full disk leaves, said as an extraction stops for it."""
+
+
 def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     made_of = source_identity(path) if os.path.isfile(path) else {}  # (missing, a name too long: open_video says so)
-    kept = "the finished cache files are kept, and the same command continues once there is space"
-    with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader, space_for(out_path, kept):
+    with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader, space_for(out_path, KEPT):
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
         if why := whole_frame_refusal(W0, H0):  # before a working frame of it is made
             raise video_error(path, "unreadable", why)
@@ -518,27 +523,83 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
     return None
 
 
-def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractOptions, overwrite: bool
-                ) -> tuple[list, int]:
+def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractOptions,
+                made_by_overwrite: dict[str, tuple[int, int]] | None) -> tuple[list, int]:
     """The jobs of entries ``mine`` (by their cache files) and how many of them are complete; a
     ConfigError where caches made from other files or with other settings are there. Each file's header is read
-    (minutes for a finished cache of a large list): a progress bar counts them."""
+    (minutes for a finished cache of a large list): a progress bar counts them. Under ``--overwrite``
+    (``made_by_overwrite``: the files an interrupted overwrite of these settings made, :func:`_overwrite_made`) every
+    file is made again but those that overwrite made, complete and of their video as it is now."""
+    overwrite = made_by_overwrite is not None
     jobs, skipped, clashes = [], 0, {}
     files = functools.cache(lambda: listed_files(out)[0])  # (listed at the first video without a file, once)
-    for target, e in progress_bar(mine.items(), len(mine), "look", "video", show=is_main() and not overwrite,
-                                 keep=False):
+    for target, e in progress_bar(mine.items(), len(mine), "look", "video", show=is_main() and
+                                  (not overwrite or bool(made_by_overwrite)), keep=False):
         video = resolve(e, root)
         seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
-        differ = None if overwrite else _cache_there(target, out, e.path, opts, video, files)
+        if overwrite:
+            made = made_by_overwrite.get(str(target.relative_to(out)))
+            differ = None if made is None or _size_and_mtime(target) != made else other_settings(target, opts, video)
+        else:
+            differ = _cache_there(target, out, e.path, opts, video, files)
         if differ == {}:
             skipped += 1
             continue
-        if differ:
+        if differ and not overwrite:
             clashes[e.path] = differ
         jobs.append(_Job(video, e.path, out, target, opts, not overwrite, seen))
     if (why := _refusal(out, clashes)) is not None:
         raise ConfigError(why)
     return jobs, skipped
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int] | None:
+    """What tells the file an overwrite made at ``path`` from any other put there since (a copy keeping its mtime is
+    the same file); None where there is none. No time is compared with another, so a clock set back or ahead does
+    not count an older file as made since."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _overwrite_settings(opts: ExtractOptions) -> dict:
+    """The settings an overwrite's marker records, which another overwrite must share to continue it: those of the
+    tracks (the device, on which torch-lk runs, is no more a part of them than in a plain resume)."""
+    return {k: v for k, v in asdict(opts).items() if k != "device"}
+
+
+def _overwrite_made(marker: Path, settings: dict) -> dict[str, tuple[int, int]] | None:
+    """The files (by path under ``--out``: :func:`_size_and_mtime` as made) that an overwrite of this share with
+    ``settings`` made before it stopped, by its ``marker``: a first line of its settings, written as it began, then
+    a line per file made (:func:`_mark_made`; a line cut short by a kill is passed over, its file made again); None
+    where no overwrite of these settings stopped (no marker, one of other settings, or unreadable)."""
+    try:
+        begun, *made = marker.read_text(**TEXT).splitlines()
+        if json.loads(begun).get("settings") != settings:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    files = {}
+    for line in made:
+        with contextlib.suppress(ValueError, TypeError):
+            name, size, mtime = json.loads(line)
+            files[name] = (size, mtime)
+    return files
+
+
+def _mark_made(marker: Path, target: Path, out: str) -> None:
+    """Add the file ``target`` an overwrite made to its ``marker`` (one write of a whole line, appended)."""
+    if (made := _size_and_mtime(target)) is None:  # (gone already: made again)
+        return
+    line = json.dumps([str(target.relative_to(out)), *made]) + "\n"
+    with space_for(marker, KEPT):
+        fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
 
 def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, list_file: str, root: str, out: str,
@@ -551,6 +612,10 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         unique.setdefault(cache_file(out, e.path), e)
     mine = {target: e for i, (target, e) in enumerate(unique.items()) if i % parts == part}
     refused = None
+    share = share_name(list_file, part, parts)
+    marker = Path(out) / f"overwriting-{share}.jsonl"  # (each share's own: shares on other machines keep theirs)
+    settings = _overwrite_settings(opts)
+    made_by_overwrite = None
     try:
         lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
         make_side_locks(out)  # (a run of another user, who cannot make them, holds the cache on them; once the share
@@ -558,14 +623,21 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         if not overwrite:
             log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
                      parts, out)
-        jobs, skipped = _share_jobs(mine, root, out, opts, overwrite)
+        elif made_by_overwrite := _overwrite_made(marker, settings):
+            log.info("extract: continuing the --overwrite of share %d/%d that stopped, keeping the %d files it made "
+                     "(%s lists them; delete it to make them again too)", part, parts, len(made_by_overwrite),
+                     marker)
+        jobs, skipped = _share_jobs(mine, root, out, opts, made_by_overwrite or {} if overwrite else None)
     except ConfigError as e:
         refused = e
     raise_together(refused)
-    report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
+    report_file = Path(out) / f"failed-{share}.json"
     # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
     # extractions on this --out may be writing now.
-    remove_stale_temps({*mine, report_file})
+    remove_stale_temps({*mine, report_file, marker})
+    if overwrite and not made_by_overwrite:  # (begun: the files made before it are made again, however they look)
+        with space_for(marker, KEPT):
+            atomic_write_text(marker, json.dumps({"settings": settings}) + "\n")
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %s", len(mine), len(unique), part,
              parts, skipped, len(jobs), counted(workers, "worker"))
     if bad_lines:  # as training and mme check skip and count them
@@ -574,10 +646,13 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     lasting: dict[str, dict] = {}  # (of those failed, the ones a run fails again, by real path: :func:`_work`)
     made, tally = 0, Tally(SHOWN)
     done = _held_last(jobs, workers)
+    targets = {job.video: job.target for job in jobs}
     for path, err, written, identity in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
         # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
         check_folder_held(lock)
         made += written
+        if written and overwrite:
+            _mark_made(marker, targets[path], out)
         if err is not None:  # the first said as they come (a run stopped later, disk full, has still named them)
             failed[path] = err
             if identity is not None:  # by its real path: a run from another folder or --root finds it
@@ -596,6 +671,10 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     check_folder_held(lock)  # (the report is outside the share's lock folder; every video may have been done)
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
+    if overwrite:  # every video looked at: a plain run makes those that failed, another --overwrite every file
+        with removing(marker, "the marker of an --overwrite that ended: delete it, or the next --overwrite of these "
+                              "settings keeps the files it lists", warn=True):
+            marker.unlink(missing_ok=True)
     return report_file, report
 
 
