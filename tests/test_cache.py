@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import av
@@ -56,6 +57,7 @@ from mme.motion import compute_tracks, extract, load_tracks
 from mme.motion.cache import (
     QUANT,
     V1_SUFFIX,
+    VERSION,
     cache_file,
     cache_meta,
     cache_meta_and_refusal,
@@ -71,7 +73,7 @@ from mme.motion.cache import (
 from mme.motion.extract import ExtractOptions, extract_cache, other_settings, share_name
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
-from mme.motion.tracks import seed_grid, track
+from mme.motion.tracks import TRACKER, seed_grid, track
 from mme.utils import NAME_MAX, _remove_stale_temp, _temp_names, atomic_path, atomic_write_text
 
 
@@ -1508,8 +1510,12 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
         load_tracks(videos / "cls" / "a.mp4")
     with pytest.raises(VideoError, match=r"track cache \(a folder, not a cache file\)"):
         load_tracks(videos)
-    bad.write_bytes(good.replace(b'"version": 3', b'"version": 4'))
-    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 4, expected 3"):
+    bad.write_bytes(good.replace(b'"version": 3', b'"version": 1'))
+    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 1, expected 3"):
+        read_cache(bad, starts=[0])
+    bad.write_bytes(good.replace(b'"version": 3', b'"version": 4'))  # (a later mme's: upgrade mme)
+    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(made by a later mme \(tracker revision 3, "
+                                         r"this mme's 3; file format 4, this mme's 3\): upgrade mme to read it\)$"):
         read_cache(bad, starts=[0])
     bad.write_bytes(good[:-1])
     (videos / "two.txt").write_text("cls/a.mp4\nb.mp4\n")
@@ -2592,6 +2598,57 @@ def test_a_cache_of_an_earlier_tracker_is_made_again_and_refused_by_training(vid
     kept = made.stat().st_mtime_ns
     assert cli(args) == 0 and "0 written, 1 already complete" in capsys.readouterr().out
     assert made.stat().st_mtime_ns == kept and fn(data.sample(0, np.random.default_rng(0)))["disp"].shape[1] == 3
+
+
+def _rewrite_header(path: Path, **changes) -> None:
+    """A version 3 cache file's header with ``changes`` (a later mme's tracker revision or file format), its checksum
+    made again, as a later mme would write it."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[8:16], "little")
+    meta = json.loads(data[16:16 + n])
+    offsets = data[16 + n:24 + n + 8 * meta["starts"]]
+    header = json.dumps({**meta, **changes}).encode()
+    head = len(header).to_bytes(8, "little") + header + offsets
+    path.write_bytes(data[:8] + head + zlib.crc32(head).to_bytes(4, "little") + data[20 + n + len(offsets):])
+
+
+@pytest.mark.parametrize("later", [{"tracker": TRACKER + 1}, {"version": VERSION + 1}])
+def test_a_cache_a_later_mme_made_is_refused_by_training_and_made_again_by_extract_only_with_overwrite(
+        videos, tmp_path, capsys, later):
+    """A cache file of a later mme (a tracker revision or file format above this mme's) was called made by an earlier
+    mme, training advised re-running mme extract, and a plain resumed extraction silently made it again with this
+    mme's older tracker. Training refuses it as a later mme's, advising to upgrade; extract refuses it likewise, its
+    file kept, and makes it again with --overwrite alone."""
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    listed, out = tmp_path / "list.txt", tmp_path / "cache"
+    listed.write_text("b.mp4\n")
+    args = ["extract", str(listed), "--root", str(videos), "--out", str(out), "--length", "2", "--short-side", "64"]
+    assert cli(args) == 0
+    made = cache_file(out, "b.mp4")
+    ours = made.read_bytes()
+    _rewrite_header(made, **later)
+    theirs = made.read_bytes()
+    why = (f"made by a later mme (tracker revision {later.get('tracker', TRACKER)}, this mme's {TRACKER}; file format "
+           f"{later.get('version', VERSION)}, this mme's {VERSION}): upgrade mme to read it")
+    assert cache_meta_and_refusal(made, str(videos / "b.mp4"))[1:] == ("later", why)
+    with pytest.raises(VideoError, match=re.escape(f"{made}: track cache ({why})")):
+        read_cache(made)  # (each training read: the video's failure)
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={listed}", f"data.root={videos}"], tmp_path / "run",
+                      f"target.cache_dir={out}", "target.track_length=2")
+    with pytest.raises(DataError) as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    assert str(refused.value).endswith(f"1 of its 1 track cache files of the videos of {listed} were made by a later "
+                                       f"mme, which each read fails as its video's failure (the first, {made}: {why}); "
+                                       "upgrade mme to read a later mme's files (this mme's extract replaces them "
+                                       "only with --overwrite)"), refused.value
+    capsys.readouterr()
+    assert cli(args) == 1 and made.read_bytes() == theirs
+    assert f"1 video already has caches in {out} that this mme does not make again, e.g. b.mp4: {why}; or pass " \
+        "--overwrite to make them again with this mme" in capsys.readouterr().err
+    assert cli(args + ["--overwrite"]) == 0 and made.read_bytes() == ours
 
 
 def test_a_stale_file_of_a_phone_video_turned_otherwise_is_its_videos_failure_not_the_runs(tmp_path):

@@ -32,6 +32,12 @@ class FrameCountChanged(VideoError):
     (:func:`mme.data.video.with_true_count`)."""
 
 
+class LaterCacheFile(VideoError):
+    """A track cache file made by a later mme (a tracker revision or a file format above this mme's): that mme reads
+    it; this one reads none of it and makes it again only where told to (``mme extract --overwrite``), as its older
+    tracks would take the later ones' place."""
+
+
 class CheckpointError(MMEError):
     """A checkpoint cannot be read or does not fit the model."""
 

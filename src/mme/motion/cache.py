@@ -50,8 +50,9 @@ import torch.nn.functional as F
 
 from mme.data.video import video_error, whole_frame_refusal
 from mme.data.video_reader import TURN_NAMES
-from mme.errors import ConfigError, VideoError
+from mme.errors import ConfigError, LaterCacheFile, VideoError
 from mme.motion.tracks import (
+    TRACKER,
     Tracks,
     default_max_disp,
     in_frame,
@@ -167,10 +168,21 @@ def tracker_revision(meta: dict) -> int:
     return int(meta.get("tracker", 2 if "orientation" in meta else 1))
 
 
+def made_later(meta: dict) -> str | None:
+    """That a later mme made the cache file of ``meta``, whose tracker revision or file format is above this mme's,
+    with what to do, else None: such a file is neither read nor made again by this mme (:class:`LaterCacheFile`)."""
+    revision, version = tracker_revision(meta), meta.get("version")
+    if revision <= TRACKER and not (isinstance(version, int) and version > VERSION):
+        return None
+    return (f"made by a later mme (tracker revision {revision}, this mme's {TRACKER}; file format {version}, this "
+            f"mme's {VERSION}): upgrade mme to read it")
+
+
 def stale(meta: dict, video: str | None = None) -> str | None:
     """Why a cache file's tracks are not those this mme makes of its video (``video``, the path the list resolves to,
     where known), else None: its working frames were enlarged with INTER_AREA, as before ``resize`` was recorded
-    (files of frames only shrunk or kept are as this mme makes them), another revision of the tracker made them, or
+    (files of frames only shrunk or kept are as this mme makes them), an earlier revision of the tracker made them (a
+    later one's file is refused as its header is read: :func:`made_later`), or
     they are of another file than ``video`` (:func:`_decoded_another_file`). Training refuses such a file, and a
     resumed ``mme extract`` makes it again."""
     if video is not None and (decoded := _decoded_another_file(meta, video)) is not None:
@@ -373,7 +385,7 @@ def track_writer(path: str | Path, meta: dict, starts: int, grid: tuple[int, int
 def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
     """The header and the record offsets of an open file of version 2 or 3 (after its magic), checked against their
     checksum (version 3; version 2, without one, is held to the quantum this mme writes); a version this mme does
-    not know is refused."""
+    not know is refused, a later mme's file (:func:`made_later`) as a :class:`LaterCacheFile`."""
     length_bytes = f.read(8)
     length = int.from_bytes(length_bytes, "little")
     if length > os.fstat(f.fileno()).st_size:
@@ -382,6 +394,8 @@ def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
     meta = json.loads(header)
     if not isinstance(meta, dict):
         raise ValueError("the header is not a JSON object")
+    if (later := made_later(meta)) is not None:
+        raise video_error(path, "track cache", later, kind=LaterCacheFile)
     if meta.get("version") not in (2, VERSION):
         raise video_error(path, "track cache", f"track cache version {meta.get('version')}, expected {VERSION}; "
                                               f"re-run mme extract")
@@ -402,7 +416,7 @@ def cache_meta(path: str | Path) -> dict:
         return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
 
 
-REFUSALS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme",
+REFUSALS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme", "later": "were made by a later mme",
             "changed": "were made from another version of their video"}
 """The kinds of cache file each training read fails as its video's failure before its settings count
 (:func:`cache_meta_and_refusal`), with what the start check says of such files
@@ -412,12 +426,15 @@ REFUSALS = {"unreadable": "are unreadable", "stale": "were made by an earlier mm
 def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, str | None, str | None]:
     """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) of the file ``video``, and the
     kind (of :data:`REFUSALS`) and why of each training read's failing it as its video's failure before its settings
-    count (:func:`cached_tracks`): unreadable (damaged, truncated), made by an earlier mme (:func:`stale`), or made
-    from another version of ``video`` than the file there now (:func:`same_source`: re-encoded, replaced; a video
-    that cannot be read is its own failure, judged at its open); None, None where the read goes on to its settings. A
-    resumed ``mme extract`` makes such a file again."""
+    count (:func:`cached_tracks`): unreadable (damaged, truncated), made by an earlier mme (:func:`stale`) or a
+    later one (:func:`made_later`), or made from another version of ``video`` than the file there now
+    (:func:`same_source`: re-encoded, replaced; a video that cannot be read is its own failure, judged at its open);
+    None, None where the read goes on to its settings. A resumed ``mme extract`` makes such a file again, but a later
+    mme's, which it refuses without ``--overwrite``."""
     try:
         meta = cache_meta(path)
+    except LaterCacheFile as e:
+        return None, "later", e.detail
     except VideoError as e:
         return None, "unreadable", f"unreadable ({e.__cause__ or e})"
     if (why := stale(meta, video)) is not None:

@@ -36,7 +36,7 @@ from mme.data.lists import SHOWN, BadLine, ListEntry, check_root, left_out, read
 from mme.data.transforms import resize
 from mme.data.video import decode_on, open_video, require_backend, whole_frame_refusal, with_true_count
 from mme.data.video_reader import ORIENTATIONS, video_error
-from mme.errors import ConfigError, MMEError, NoSpaceError, VideoError
+from mme.errors import ConfigError, LaterCacheFile, MMEError, NoSpaceError, VideoError
 from mme.motion.cache import (
     RESIZE,
     SHORT_SIDE,
@@ -209,12 +209,15 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     (:func:`mme.motion.cache.stale`: frames enlarged by INTER_AREA, another tracker): these are made again. A cache
     made from another file than ``video`` (another path, other content) differs in ``video``: another dataset's video
     of the same name, also when that file is gone now (a volume not mounted, which a moved dataset with this video
-    changed cannot be told from)."""
+    changed cannot be told from); one a later mme made (:func:`~mme.motion.cache.made_later`) in ``later``: (why,
+    None)."""
     if not out_path.is_file():
         return None
     try:
         meta = cache_meta(out_path)
         have = made_settings(meta)
+    except LaterCacheFile as e:  # (never made again unless told: the later tracks would be lost)
+        return {"later": (e.detail, None)}
     except (MMEError, KeyError, TypeError, ValueError) as e:
         why = e.__cause__ if isinstance(e, MMEError) and e.__cause__ is not None else e  # (not the advice to re-run)
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
@@ -502,7 +505,7 @@ def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, vide
 
 def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
     """Why caches in ``out`` of videos ``clashes`` ({listed path: :func:`other_settings`'s differences}), made from
-    other files or with other settings, are not made again; None where there are none."""
+    other files, by a later mme or with other settings, are not made again; None where there are none."""
     taken = {path: differ["video"] for path, differ in clashes.items() if "video" in differ}
     if taken:  # two datasets in one --out would replace each other's files of the same name
         path, (theirs, ours) = next(iter(taken.items()))
@@ -513,6 +516,12 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
                 f"same name, e.g. {path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into "
                 f"its own --out; where this dataset is a copy of that one with these videos changed, delete their "
                 f"cache files ({' '.join(files)}) and run again, or pass --overwrite to make every video again")
+    later = {path: differ["later"][0] for path, differ in clashes.items() if "later" in differ}
+    if later:  # this mme's tracks would silently take the place of a later mme's
+        path, why = next(iter(later.items()))
+        have = plural(len(later), "has", "have")
+        return (f"extract: {counted(len(later), 'video')} already {have} caches in {out} that this mme does not make "
+                f"again, e.g. {path}: {why}; or pass --overwrite to make them again with this mme")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
