@@ -1382,6 +1382,47 @@ def test_the_cache_of_a_list_of_absolute_paths_is_found_after_its_dataset_moved(
     assert resumed.cache_lookup.files == [str(made[0]), str(made[1]), str(new)]
 
 
+def test_a_video_changed_in_a_moved_dataset_is_advised_its_cache_file_deleted_then_the_extract(tmp_path, capsys):
+    """A dataset moved with its cache, one video then replaced: training advised the resumed `mme extract ...` that
+    makes such files again, which refused the file as another dataset's video of the same name (its recorded path is
+    gone: a volume not mounted looks the same, so extract does not make it again). The advice names the file to
+    delete first, where it is this dataset's, then the extract, which followed makes it again and keeps the other."""
+    import shlex
+
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    old, moved, out = tmp_path / "old", tmp_path / "moved", tmp_path / "cache"
+    old.mkdir()
+    for name, dx in (("v.mp4", 2.0), ("w.mp4", -1.0)):
+        write_video(old / name, affine_video(12, 64, 64, dx=dx, seed=3)[0])
+    (old / "list.txt").write_text("v.mp4\nw.mp4\n")
+    assert cli(["extract", str(old / "list.txt"), "--root", str(old), "--out", str(out), "--length", "2",
+                "--short-side", "64"]) == 0
+    old.rename(moved)
+    write_video(moved / "v.mp4", affine_video(12, 64, 64, dx=0.5, seed=9)[0])  # replaced since
+    made, kept = cache_file(out, "v.mp4"), cache_file(out, "w.mp4")
+    kept_bytes = kept.read_bytes()
+    with pytest.raises(VideoError, match=re.escape(f"made from {old / 'v.mp4'} (not there now: moved, or on a volume "
+                                                   "not mounted), which a re-run of mme extract refuses as another "
+                                                   "dataset's video of the same name: where it is this dataset's")):
+        dataset = _cached_dataset(moved, out, max_failure_fraction=1.0)
+        dataset.target_fn(dataset.sample(0, np.random.default_rng(0)))
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={moved / 'list.txt'}", f"data.root={moved}"],
+                      tmp_path / "run", f"target.cache_dir={out}", "target.track_length=2")
+    with pytest.raises(DataError) as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    said = str(refused.value)
+    assert "1 of its 2 track cache files of the videos of" in said and "were made from other files of the same " \
+        "name" in said and f"delete them ({made}), then `mme extract " in said, said
+    made.unlink()  # as advised
+    capsys.readouterr()
+    assert cli(shlex.split(said.split("then `")[1].split("`")[0])[1:]) == 0
+    assert "1 written, 1 already complete" in capsys.readouterr().out and kept.read_bytes() == kept_bytes
+    check_cache(cfg, pretrain_dataset(cfg))
+
+
 def test_a_moved_cache_file_is_not_taken_for_another_video_of_its_size_and_mtime(videos, tmp_path):
     """A moved cache's file is taken for the video at the new path where it records that video's fingerprint: it
     was judged by same_source, which takes equal size and mtime without a hash, so another video of the old one's
@@ -1755,8 +1796,10 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
             assert fn(sample)["disp"].shape == (2, 4, 8, 8, 2)
             continue
         with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(made from another version of "
-                                             rf".*a\.mp4: 150x120, 30 frames there, {now} now; re-run mme extract"):
-            fn(sample)
+                                             rf".*a\.mp4: 150x120, 30 frames there, {now} now; it was made from "
+                                             rf"{re.escape(str(videos))}/cls/a\.mp4, which a re-run of mme extract "
+                                             r"refuses as another dataset's video of the same name"):
+            fn(sample)  # (its copy in another folder: a re-run refuses the file, made from the first)
 
 
 def test_an_overwrite_of_a_cache_a_job_reads_is_refused_naming_it_and_goes_on_once_it_ends(videos, tmp_path,

@@ -151,6 +151,25 @@ def same_source(meta: dict, path: str | Path) -> bool:
     return meta.get("source_stat") == stat or meta["fingerprint"] == _fingerprint(os.path.realpath(path), *stat)
 
 
+def made_elsewhere(meta: dict, video: str | Path) -> str | None:
+    """The path the cache file of ``meta`` records of the video it was made from (absolute: an older cache's, as
+    listed, is not judged) where it names another file than ``video``, else None: of a cache not made from ``video``
+    (:func:`same_source`), another dataset's video of the same name in a shared cache, or this dataset's video at its
+    old place, moved with its cache and changed since, which cannot be told apart where that path is gone (a volume
+    not mounted). ``mme extract`` refuses to make such a file again; it is deleted where it is this dataset's."""
+    recorded = meta.get("video")
+    if recorded and os.path.isabs(recorded) and os.path.realpath(recorded) != os.path.realpath(video):
+        return recorded
+    return None
+
+
+def said_made_from(recorded: str) -> str:
+    """'made from ``recorded``', the video path a cache file records (:func:`made_elsewhere`), said to be gone where
+    it is."""
+    return f"made from {recorded}" + ("" if os.path.isfile(recorded) else
+                                      " (not there now: moved, or on a volume not mounted)")
+
+
 @functools.lru_cache(maxsize=4096)
 def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.blake2b(digest_size=12)
@@ -417,7 +436,8 @@ def cache_meta(path: str | Path) -> dict:
 
 
 REFUSALS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme", "later": "were made by a later mme",
-            "changed": "were made from another version of their video"}
+            "changed": "were made from another version of their video",
+            "elsewhere": "were made from other files of the same name"}
 """The kinds of cache file each training read fails as its video's failure before its settings count
 (:func:`cache_meta_and_refusal`), with what the start check says of such files
 (:func:`mme.train.pretrain._check_refused_files`)."""
@@ -428,9 +448,10 @@ def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, s
     kind (of :data:`REFUSALS`) and why of each training read's failing it as its video's failure before its settings
     count (:func:`cached_tracks`): unreadable (damaged, truncated), made by an earlier mme (:func:`stale`) or a
     later one (:func:`made_later`), or made from another version of ``video`` than the file there now
-    (:func:`same_source`: re-encoded, replaced; a video that cannot be read is its own failure, judged at its open);
-    None, None where the read goes on to its settings. A resumed ``mme extract`` makes such a file again, but a later
-    mme's, which it refuses without ``--overwrite``."""
+    (:func:`same_source`: re-encoded, replaced; a video that cannot be read is its own failure, judged at its open),
+    or from another file of its name (:func:`made_elsewhere`); None, None where the read goes on to its settings. A
+    resumed ``mme extract`` makes such a file again, but a later mme's, which it refuses without ``--overwrite``, and
+    one made from another file of its name, which it refuses."""
     try:
         meta = cache_meta(path)
     except LaterCacheFile as e:
@@ -441,6 +462,8 @@ def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, s
         return meta, "stale", why
     with contextlib.suppress(OSError):
         if not same_source(meta, video):
+            if (recorded := made_elsewhere(meta, video)) is not None:
+                return meta, "elsewhere", f"{said_made_from(recorded)}, this run's is {absolute_path(video)}"
             return meta, "changed", f"made from another version of {video} (its content changed since)"
     return meta, None, None
 
@@ -638,12 +661,17 @@ REMADE = "re-run mme extract (it redoes such files)"
 redoes such files alone (``--overwrite`` would redo every file of its share)."""
 
 
-def _remaking(meta: dict) -> str:
-    """What makes again the cache file of ``meta`` made from another version of its video: :data:`REMADE`, but for a
-    file that records no fingerprint of its video (made before they were), which a re-run takes as made from any
-    file of its path, so keeps."""
+def _remaking(meta: dict, video: str | Path) -> str:
+    """What makes again the cache file of ``meta`` made from another version of its ``video``: :data:`REMADE`, but for
+    a file that records no fingerprint of its video (made before they were), which a re-run takes as made from any
+    file of its path, so keeps, and one made from another file of its name (:func:`made_elsewhere`), which a re-run
+    refuses as another dataset's."""
     if meta.get("fingerprint") is None:
         return "delete it and re-run mme extract (the file records no fingerprint of its video: a re-run keeps it)"
+    if (recorded := made_elsewhere(meta, video)) is not None:
+        return (f"it was {said_made_from(recorded)}, which a re-run of mme extract refuses as another dataset's video "
+                f"of the same name: where it is this dataset's (moved with its cache, the video changed since), delete "
+                f"it and re-run mme extract")
     return REMADE
 
 
@@ -817,10 +845,10 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
         raise video_error(path, "track cache", f"made from another version of {sample.path}: "
                                               f"{_shape_of(made_from, cached.meta['src_size'])} there, "
                                               f"{_shape_of(now, sample.source)} now; "
-                                              f"{_remaking(cached.meta)}")
+                                              f"{_remaking(cached.meta, sample.path)}")
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same frame size and "
-                                              f"frame count, other content); {REMADE}")
+                                              f"frame count, other content); {_remaking(cached.meta, sample.path)}")
     if sample.source is not None:
         check_orientation(cached.meta, path, sample.source[3])
     check_settings(cached.meta, path, cfg, length, min(sample.geometry.out_w, sample.geometry.out_h))

@@ -44,9 +44,11 @@ from mme.motion.cache import (
     cache_file,
     cache_meta,
     listed_files,
+    made_elsewhere,
     made_settings,
     moved_cache_file,
     quantise,
+    said_made_from,
     same_frames,
     same_source,
     source_identity,
@@ -223,8 +225,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
-        made_from = meta.get("video")  # absolute (older caches: as listed)
-        if made_from and os.path.isabs(made_from) and os.path.realpath(made_from) != os.path.realpath(video):
+        if (made_from := made_elsewhere(meta, video)) is not None:
             return {"video": (made_from, absolute_path(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
@@ -510,10 +511,9 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
     if taken:  # two datasets in one --out would replace each other's files of the same name
         path, (theirs, ours) = next(iter(taken.items()))
         files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
-        gone = "" if os.path.isfile(theirs) else " (not there now: moved, or on a volume not mounted)"
         have = plural(len(taken), "has", "have")
         return (f"extract: {counted(len(taken), 'video')} already {have} caches in {out} made from other files of the "
-                f"same name, e.g. {path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into "
+                f"same name, e.g. {path}: {said_made_from(theirs)}, this run's is {ours}. Extract each dataset into "
                 f"its own --out; where this dataset is a copy of that one with these videos changed, delete their "
                 f"cache files ({' '.join(files)}) and run again, or pass --overwrite to make every video again")
     later = {path: differ["later"][0] for path, differ in clashes.items() if "later" in differ}

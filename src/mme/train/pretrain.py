@@ -202,7 +202,7 @@ def _unsought(lookup: CacheLookup, n: int) -> str:
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache whose files each read fails as its video's failure before their settings count
     (:func:`~mme.motion.cache.cache_meta_and_refusal`: unreadable, made by an earlier mme or a later one, or of
-    another version of its video: re-encoded in place) where they, with the
+    another version of its video: re-encoded in place, or another file of its name) where they, with the
     files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before the run's flow warning and
     first step (the run would stop at its first batch). Counted per entry of the list, as the dataset counts its
     failures (a video listed twice fails twice), each file read once. Judged on the probed files
@@ -240,8 +240,15 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     distinct = len(set(files))
     repeated = f" (entries of the list: {distinct} files, some listed more than once)" if distinct < len(files) else ""
     _, found, _, why = dataset.refused_probes[0]
+    taken = [found for found in dict.fromkeys(files) if refused.get(found) == "elsewhere"]
     if kinds["later"]:  # (this mme's extract would refuse them)
         advice = "upgrade mme to read a later mme's files (this mme's extract replaces them only with --overwrite)"
+    elif taken:  # (a resumed extraction refuses them as another dataset's, which they may be)
+        named = " ".join(taken[:5]) + " ..." * (len(taken) > 5)
+        advice = (f"a resumed mme extract refuses those made from other files of the same name as another dataset's: "
+                  f"where they are this dataset's, moved with its cache and its videos changed since, delete them "
+                  f"({named}), then {dataset.extract_advice()}; where they are another dataset's, give this one a "
+                  f"target.cache_dir of its own")
     else:
         advice = f"a resumed mme extract makes them again: {dataset.extract_advice()}"
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
