@@ -331,6 +331,36 @@ def test_each_share_of_an_overwrite_keeps_its_own_marker(videos, tmp_path, monke
     assert "2 written, 0 already complete" in capsys.readouterr().out and not list(out.glob("overwriting-*"))
 
 
+def test_an_overwrite_stopped_mid_way_marks_the_file_it_made_of_a_video_listed_twice(videos, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """A video listed twice, relative to --root and by its absolute path, has a cache file of each path: an overwrite
+    stopped after making the first marked the second, its file from before the overwrite, as made (the files made
+    were looked up by the video's path), so the same command run again kept it. It marks the file it made."""
+    listed, out = tmp_path / "list.txt", tmp_path / "cache"
+    listed.write_text(f"b.mp4\n{videos / 'b.mp4'}\n")
+    args = ["extract", str(listed), "--root", str(videos), "--out", str(out), "--length", "2", "--short-side", "64"]
+    assert cli(args) == 0
+    files = [cache_file(out, "b.mp4"), cache_file(out, str(videos / "b.mp4"))]
+    earlier = [utils.file_identity(f) for f in files]
+    real, calls = extract.extract_video, []
+
+    def stopping_at_the_second(path, out_path, opts):
+        calls.append(out_path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(path, out_path, opts)
+
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", stopping_at_the_second)
+        assert cli(args + ["--overwrite"]) != 0
+    assert calls == files
+    marked = [json.loads(line)[0] for line in next(out.glob("overwriting-*")).read_text().splitlines()[1:]]
+    assert marked == [str(files[0].relative_to(out))]
+    capsys.readouterr()
+    assert cli(args + ["--overwrite"]) == 0 and "1 written, 1 already complete" in capsys.readouterr().out
+    assert all(utils.file_identity(f) != e for f, e in zip(files, earlier))  # each made by the overwrite
+
+
 def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_before_each_video(videos, tmp_path,
                                                                                            monkeypatch, capsys):
     """Two extractions of overlapping lists into one --out, with other settings, at once: the refusal of files made
@@ -390,8 +420,9 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
     for t in threads:
         t.join(30)
     assert made == ["first"]
-    assert results == {"first": (str(videos / "b.mp4"), None, True, None),
-                       "second": (str(videos / "b.mp4"), None, False, None)}
+    made_at = cache_file(out, "b.mp4")
+    assert results == {"first": (str(videos / "b.mp4"), made_at, None, True, None),
+                       "second": (str(videos / "b.mp4"), made_at, None, False, None)}
     assert other_settings(cache_file(out, "b.mp4"), opts) == {}
     assert sorted(p.name for p in out.iterdir()) == [".locks", "b.mp4.tracks"]
     assert not any((out / ".locks").rglob("*.lock"))

@@ -275,12 +275,13 @@ DIED = "a worker process died extracting it"
 """What a report of failures says, after the video's path, of one whose worker died (:func:`_died`)."""
 
 
-def _died(job: _Job, how: str) -> tuple[str, str | None, bool, None]:
-    return job.video, f"{job.video}: {DIED} ({how})", False, None
+def _died(job: _Job, how: str) -> tuple[str, Path, str | None, bool, None]:
+    return job.video, job.target, f"{job.video}: {DIED} ({how})", False, None
 
 
-def _work(job: _Job) -> tuple[str, str | None, bool | None, dict | None]:
-    """Make one video's cache file: (its path, the error or None, whether it was made (None: not tried, its lock held
+def _work(job: _Job) -> tuple[str, Path, str | None, bool | None, dict | None]:
+    """Make one video's cache file: (its path, the file ``job.target`` (a video listed twice, by a relative and an
+    absolute path, has a job of each file), the error or None, whether it was made (None: not tried, its lock held
     by another job, where ``job.wait`` is False), and where it failed of itself, a VideoError of the file there
     (unreadable, undecodable, a frame over 8:1), the file's :func:`~mme.motion.cache.source_identity`, else None: a
     run fails that file again, where one that was missing, whose worker died, or that met another error, may pass).
@@ -292,29 +293,29 @@ def _work(job: _Job) -> tuple[str, str | None, bool | None, dict | None]:
     try:
         with exclusive_lock(job.lock, remove=True, wait_s=None if job.wait else 0) as held:
             if not held:
-                return job.video, None, None, None
+                return job.video, target, None, None, None
             if job.recheck and identity_or_none(target) != job.seen:
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
-                    return job.video, None, False, None
+                    return job.video, target, None, False, None
                 if differ:
-                    return job.video, _refusal(job.out, {job.listed: differ}), False, None
+                    return job.video, target, _refusal(job.out, {job.listed: differ}), False, None
             extract_video(job.video, target, job.opts)
-        return job.video, None, True, None
+        return job.video, target, None, True, None
     except NoSpaceError:  # not this video's fault: the job stops
         raise
     except VideoError as e:
         lasting = None
         with contextlib.suppress(OSError):  # (missing: it may be back)
             lasting = source_identity(job.video)
-        return job.video, str(e), False, lasting
+        return job.video, target, str(e), False, lasting
     except MMEError as e:
-        return job.video, str(e), False, None
+        return job.video, target, str(e), False, None
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
-        return job.video, f"{type(e).__name__}: {e}", False, None
+        return job.video, target, f"{type(e).__name__}: {e}", False, None
 
 
-def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None, bool, dict | None]]:
+def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, Path, str | None, bool, dict | None]]:
     """:func:`_work` of each job, in ``workers``, as they end: a video whose making another job holds (another list's
     extraction sharing it, a job stopped with Ctrl-Z) is left until the others are done, then tried again and, still
     held, waited for, said once at info level with the lock held, so that the others are made meanwhile (one worker
@@ -331,7 +332,7 @@ def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None
 
 
 def _free_first(jobs: list[_Job], workers: int
-                ) -> Generator[tuple[str, str | None, bool, dict | None], None, list[_Job]]:
+                ) -> Generator[tuple[str, Path, str | None, bool, dict | None], None, list[_Job]]:
     """:func:`_work` of each of ``jobs`` whose lock no other job holds, in ``workers``, as they end; returns the
     others (:func:`_try`)."""
     held = []
@@ -343,13 +344,13 @@ def _free_first(jobs: list[_Job], workers: int
     return held
 
 
-def _try(job: _Job) -> tuple[_Job, tuple[str, str | None, bool, dict | None] | None]:
+def _try(job: _Job) -> tuple[_Job, tuple[str, Path, str | None, bool, dict | None] | None]:
     """``job`` and its :func:`_work` without waiting for its lock: None where another job holds it."""
     result = _work(job._replace(wait=False))
-    return job, None if result[2] is None else result
+    return job, None if result[3] is None else result
 
 
-def _died_trying(job: _Job, how: str) -> tuple[_Job, tuple[str, str | None, bool, None]]:
+def _died_trying(job: _Job, how: str) -> tuple[_Job, tuple[str, Path, str | None, bool, None]]:
     return job, _died(job, how)
 
 
@@ -655,13 +656,12 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     lasting: dict[str, dict] = {}  # (of those failed, the ones a run fails again, by real path: :func:`_work`)
     made, tally = 0, Tally(SHOWN)
     done = _held_last(jobs, workers)
-    targets = {job.video: job.target for job in jobs}
-    for path, err, written, identity in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
+    for path, target, err, written, identity in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
         # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
         check_folder_held(lock)
         made += written
         if written and overwrite:
-            _mark_made(marker, targets[path], out)
+            _mark_made(marker, target, out)
         if err is not None:  # the first said as they come (a run stopped later, disk full, has still named them)
             failed[path] = err
             if identity is not None:  # by its real path: a run from another folder or --root finds it
