@@ -361,6 +361,34 @@ def test_an_overwrite_stopped_mid_way_marks_the_file_it_made_of_a_video_listed_t
     assert all(utils.file_identity(f) != e for f, e in zip(files, earlier))  # each made by the overwrite
 
 
+def test_an_overwrite_whose_video_failed_keeps_its_marker_and_the_same_command_makes_that_one_alone(
+        videos, tmp_path, monkeypatch, capsys):
+    """A video that failed in an --overwrite keeps its file of other settings: the marker was removed all the same,
+    so the same --overwrite made every file again and the command without it was refused (a cache of mixed
+    settings). The marker is kept while a video failed, the command's last line saying so: the same command makes
+    that video alone, then removes it."""
+    listed, out = tmp_path / "list.txt", tmp_path / "cache"
+    listed.write_text("cls/a.mp4\nb.mp4\n")
+
+    def extract_into(*more):
+        return cli(["extract", str(listed), "--root", str(videos), "--out", str(out), "--short-side", "64", *more])
+
+    assert extract_into("--length", "2") == 0
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", _stopping_at("b.mp4", VideoError(f"{videos / 'b.mp4'}: missing")))
+        capsys.readouterr()
+        assert extract_into("--length", "3", "--overwrite") == 1
+    marker = out / f"overwriting-{share_name(str(listed), 0, 1)}.jsonl"
+    assert "1 written, 0 already complete, 1 failed" in (said := capsys.readouterr().out), said
+    assert f"; the same command makes again only the videos that failed, keeping the files it made (listed in " \
+        f"{marker})" in said, said
+    a = utils.file_identity(cache_file(out, "cls/a.mp4"))
+    assert extract_into("--length", "3", "--overwrite") == 0
+    assert "1 written, 1 already complete, 0 failed" in capsys.readouterr().out and not marker.exists()
+    assert utils.file_identity(cache_file(out, "cls/a.mp4")) == a
+    assert extract_into("--length", "3") == 0 and "0 written, 2 already complete" in capsys.readouterr().out
+
+
 def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_before_each_video(videos, tmp_path,
                                                                                            monkeypatch, capsys):
     """Two extractions of overlapping lists into one --out, with other settings, at once: the refusal of files made

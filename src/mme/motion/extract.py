@@ -6,7 +6,7 @@
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
 and complete (same settings, readable). An interrupted ``--overwrite`` run again keeps the files it made, by the
-marker it keeps under ``--out`` until it has looked at every video (:func:`_overwrite_made`), and makes the others
+marker it keeps under ``--out`` until every video is made (:func:`_overwrite_made`), and makes the others
 again, those made before it began among them. Videos that fail are listed with their reason in
 ``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`; a run of the whole list removes those of
 another number of shares); the others are unaffected. List lines that are not ``path [label]`` are skipped, as
@@ -428,8 +428,9 @@ def _lasting_now(failed: dict[str, str], written_ns: int) -> dict[str, dict]:
 @torch_as_mme()  # (as every job: the GPU it decodes on, decode_on's, is the caller's again when it ends)
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
         overwrite: bool = False) -> dict:
-    """Extract this job's share of a list; returns the report ``{done, skipped, failed: {path: reason}, reports}``
-    (``reports``: the report files of its shares that list failures).
+    """Extract this job's share of a list; returns the report ``{done, skipped, failed: {path: reason}, reports,
+    overwriting}`` (``reports``: the report files of its shares that list failures; ``overwriting``: the markers of
+    its shares' ``--overwrite`` kept for the videos that failed, :func:`_run_share`).
 
     The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
     ``i % (n * world) == k * world + rank``, counting a video listed twice (one cache file) once. One job per list,
@@ -465,16 +466,17 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
                 refused = e
         raise_together(refused)
         try:
-            report_file, report = _run_share(entries, bad_lines if part == 0 else [], part, parts, list_file, root,
-                                             out, opts, workers, overwrite, lock)
+            report_file, report, marker = _run_share(entries, bad_lines if part == 0 else [], part, parts, list_file,
+                                                     root, out, opts, workers, overwrite, lock)
         finally:
             unlock_folder(lock)
-        shares = all_gather_objects((str(report_file), report))  # once the slowest share is done
+        shares = all_gather_objects((str(report_file), report, marker))  # once the slowest share is done
     if n == 1:  # (each rank in its --out: a node's own, or one shared)
         _remove_other_reports(out, list_file, parts)
-    return {"done": sum(r["done"] for _, r in shares), "skipped": sum(r["skipped"] for _, r in shares),
-            "failed": {path: why for _, r in shares for path, why in r["failed"].items()},
-            "reports": [file for file, r in shares if r["failed"]]}
+    return {"done": sum(r["done"] for _, r, _ in shares), "skipped": sum(r["skipped"] for _, r, _ in shares),
+            "failed": {path: why for _, r, _ in shares for path, why in r["failed"].items()},
+            "reports": [file for file, r, _ in shares if r["failed"]],
+            "overwriting": [marker for _, _, marker in shares if marker is not None]}
 
 
 def _remove_other_reports(out: str, list_file: str, parts: int) -> None:
@@ -613,10 +615,11 @@ def _mark_made(marker: Path, target: Path, out: str) -> None:
 
 
 def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, list_file: str, root: str, out: str,
-               opts: ExtractOptions, workers: int, overwrite: bool, lock: Path) -> tuple[Path, dict]:
+               opts: ExtractOptions, workers: int, overwrite: bool, lock: Path) -> tuple[Path, dict, str | None]:
     """Lock share ``part`` of ``parts`` and check its cache files (every rank refuses where one does), then extract it
     and write its report, which lists ``bad_lines`` (the list's lines that are no entry, skipped: share 0's) as
-    failed; returns the report and its file."""
+    failed; returns the report's file, the report, and the marker of its ``--overwrite`` where a video failed (kept:
+    the same command makes again those alone, their files of before it left as they were), else None (removed)."""
     unique: dict[Path, ListEntry] = {}
     for e in entries:  # a video listed twice is extracted once, by one share
         unique.setdefault(cache_file(out, e.path), e)
@@ -680,11 +683,13 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     check_folder_held(lock)  # (the report is outside the share's lock folder; every video may have been done)
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
-    if overwrite:  # every video looked at: a plain run makes those that failed, another --overwrite every file
+    if overwrite and failed:  # (their files of before the overwrite are there still: made again by the same command)
+        return report_file, report, str(marker)
+    if overwrite:  # every video made: another --overwrite makes every file again
         with removing(marker, "the marker of an --overwrite that ended: delete it, or the next --overwrite of these "
                               "settings keeps the files it lists", warn=True):
             marker.unlink(missing_ok=True)
-    return report_file, report
+    return report_file, report, None
 
 
 def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = SHORT_SIDE,
@@ -706,6 +711,8 @@ def say_counts(report: dict) -> bool:
         ranks = get_world_size()
         print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} "
               "failed" + (f", counted over the {ranks} ranks' shares" if ranks > 1 else "")
-              + (f" (see {', '.join(report['reports'])})" if report["failed"] else ""))
+              + (f" (see {', '.join(report['reports'])})" if report["failed"] else "")
+              + (f"; the same command makes again only the videos that failed, keeping the files it made (listed in "
+                 f"{', '.join(report['overwriting'])})" if report["overwriting"] else ""))
     wait_for_ranks()  # torchrun stops every rank when the first exits 1: none does before rank 0 has printed
     return bool(report["failed"])
