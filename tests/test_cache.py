@@ -2753,6 +2753,24 @@ def test_a_cache_a_later_mme_made_is_refused_by_training_and_made_again_by_extra
     assert cli(args + ["--overwrite"]) == 0 and made.read_bytes() == ours
 
 
+def test_a_damaged_tracker_revision_in_a_header_is_unreadable_not_a_later_mmes(videos, tmp_path):
+    """One flipped bit of a version 3 header's tracker revision (3 to 7, its checksum not made again) was called made
+    by a later mme, with advice to upgrade: a later tracker revision is judged once the checksum has passed, so the
+    file is unreadable, as a damaged header is, and a resumed extraction makes it again."""
+    listed, out = tmp_path / "list.txt", tmp_path / "cache"
+    listed.write_text("b.mp4\n")
+    extract_cache(str(listed), str(out), root=str(videos), length=2, short_side=64)
+    made = cache_file(out, "b.mp4")
+    data = made.read_bytes()
+    flipped = data.replace(f'"tracker": {TRACKER}'.encode(), f'"tracker": {TRACKER | 4}'.encode(), 1)
+    assert flipped != data and TRACKER | 4 > TRACKER
+    made.write_bytes(flipped)
+    kind, why = cache_meta_and_refusal(made, str(videos / "b.mp4"))[1:]
+    assert kind == "unreadable" and "do not match their checksum" in why, why
+    report = extract_cache(str(listed), str(out), root=str(videos), length=2, short_side=64)
+    assert report["done"] == 1 and made.read_bytes() == data
+
+
 def test_a_stale_file_of_a_phone_video_turned_otherwise_is_its_videos_failure_not_the_runs(tmp_path):
     """A file of tracker revision 1 records no orientation, so read as coded: where the run turns its phone video
     otherwise, its read says it is stale (a VideoError the dataset skips and counts, as the start check counts it;

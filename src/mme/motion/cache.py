@@ -187,11 +187,18 @@ def tracker_revision(meta: dict) -> int:
     return int(meta.get("tracker", 2 if "orientation" in meta else 1))
 
 
+def _later_format(meta: dict) -> bool:
+    """Whether the header ``meta`` is of a file format above this mme's (laid out past its header, checksum and all,
+    as a later mme lays it)."""
+    version = meta.get("version")
+    return isinstance(version, int) and version > VERSION
+
+
 def made_later(meta: dict) -> str | None:
     """That a later mme made the cache file of ``meta``, whose tracker revision or file format is above this mme's,
     with what to do, else None: such a file is neither read nor made again by this mme (:class:`LaterCacheFile`)."""
     revision, version = tracker_revision(meta), meta.get("version")
-    if revision <= TRACKER and not (isinstance(version, int) and version > VERSION):
+    if revision <= TRACKER and not _later_format(meta):
         return None
     return (f"made by a later mme (tracker revision {revision}, this mme's {TRACKER}; file format {version}, this "
             f"mme's {VERSION}): upgrade mme to read it")
@@ -404,7 +411,9 @@ def track_writer(path: str | Path, meta: dict, starts: int, grid: tuple[int, int
 def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
     """The header and the record offsets of an open file of version 2 or 3 (after its magic), checked against their
     checksum (version 3; version 2, without one, is held to the quantum this mme writes); a version this mme does
-    not know is refused, a later mme's file (:func:`made_later`) as a :class:`LaterCacheFile`."""
+    not know is refused, a later mme's file (:func:`made_later`) as a :class:`LaterCacheFile`: at once where its file
+    format is a later one, whose checksum this mme cannot judge, and where its tracker revision is a later one, once
+    the checksum has passed (a damaged byte of the revision is a damaged header, not a later mme's)."""
     length_bytes = f.read(8)
     length = int.from_bytes(length_bytes, "little")
     if length > os.fstat(f.fileno()).st_size:
@@ -413,8 +422,8 @@ def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
     meta = json.loads(header)
     if not isinstance(meta, dict):
         raise ValueError("the header is not a JSON object")
-    if (later := made_later(meta)) is not None:
-        raise video_error(path, "track cache", later, kind=LaterCacheFile)
+    if _later_format(meta):
+        _refuse_later(meta, path)
     if meta.get("version") not in (2, VERSION):
         raise video_error(path, "track cache", f"track cache version {meta.get('version')}, expected {VERSION}; "
                                               f"re-run mme extract")
@@ -424,7 +433,15 @@ def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
             raise ValueError(f"a quantum of {meta['quant']} px, where mme writes {QUANT} (a damaged header)")
     elif zlib.crc32(length_bytes + header + offsets) != int.from_bytes(f.read(4), "little"):
         raise ValueError("the header and offsets do not match their checksum (a damaged header)")
+    _refuse_later(meta, path)
     return meta, np.frombuffer(offsets, "<u8").astype(np.int64)
+
+
+def _refuse_later(meta: dict, path: Path) -> None:
+    """Raise the :class:`LaterCacheFile` of the file at ``path`` whose header ``meta`` a later mme wrote
+    (:func:`made_later`)."""
+    if (later := made_later(meta)) is not None:
+        raise video_error(path, "track cache", later, kind=LaterCacheFile)
 
 
 def cache_meta(path: str | Path) -> dict:
