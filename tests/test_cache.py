@@ -2771,6 +2771,30 @@ def test_a_damaged_tracker_revision_in_a_header_is_unreadable_not_a_later_mmes(v
     assert report["done"] == 1 and made.read_bytes() == data
 
 
+def test_a_later_mmes_cache_of_a_moved_list_of_absolute_paths_is_found_and_kept(tmp_path, capsys):
+    """A cache a later mme made of a list of absolute paths, its dataset moved since: its files were not found as the
+    moved ones (taken as unreadable), so training advised a plain mme extract, which made them again at the new paths
+    with this mme's older tracker. They are found: training refuses them as a later mme's, and extract stops before
+    any work, keeping them."""
+    old, moved, out, listed = tmp_path / "old" / "ds", tmp_path / "new" / "place", tmp_path / "cache", \
+        tmp_path / "list.txt"
+    old.mkdir(parents=True)
+    write_video(old / "b.mp4", affine_video(12, 64, 64, dx=-1.0, seed=1)[0])
+    listed.write_text(f"{old / 'b.mp4'}\n")
+    extract_cache(str(listed), str(out), length=2, short_side=64)
+    made = cache_file(out, str(old / "b.mp4"))
+    _rewrite_header(made, tracker=TRACKER + 1)
+    theirs = made.read_bytes()
+    moved.parent.mkdir()
+    old.rename(moved)
+    listed.write_text(f"{moved / 'b.mp4'}\n")
+    assert find_cache_file(out, str(moved / "b.mp4"), listed_files(out)[0]) == made
+    capsys.readouterr()
+    assert cli(["extract", str(listed), "--out", str(out), "--length", "2", "--short-side", "64"]) == 1
+    assert "made by a later mme" in capsys.readouterr().err
+    assert made.read_bytes() == theirs and not cache_file(out, str(moved / "b.mp4")).exists()
+
+
 def test_a_stale_file_of_a_phone_video_turned_otherwise_is_its_videos_failure_not_the_runs(tmp_path):
     """A file of tracker revision 1 records no orientation, so read as coded: where the run turns its phone video
     otherwise, its read says it is stale (a VideoError the dataset skips and counts, as the start check counts it;

@@ -35,7 +35,10 @@ class FrameCountChanged(VideoError):
 class LaterCacheFile(VideoError):
     """A track cache file made by a later mme (a tracker revision or a file format above this mme's): that mme reads
     it; this one reads none of it and makes it again only where told to (``mme extract --overwrite``), as its older
-    tracks would take the later ones' place."""
+    tracks would take the later ones' place. ``meta``: its header, by which a moved dataset's file is still found
+    (:func:`mme.motion.cache.moved_cache_file`)."""
+
+    meta: dict
 
 
 class CheckpointError(MMEError):

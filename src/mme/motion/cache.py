@@ -332,9 +332,13 @@ def _common(a: tuple[str, ...], b: tuple[str, ...]) -> int:
 def _made_of(path: Path, video: str) -> bool:
     """Whether the cache file at ``path`` records the fingerprint of the file ``video`` (its content, not its size and
     mtime, which another video may share): one that records none (an earlier mme's), or that cannot be read, is not
-    taken as another path's."""
+    taken as another path's; a later mme's (:class:`LaterCacheFile`) is judged by its header, so that the run and
+    ``mme extract`` refuse it as such, not as missing."""
     try:
-        meta = cache_meta(path)
+        try:
+            meta = cache_meta(path)
+        except LaterCacheFile as e:
+            meta = e.meta
         # (not same_source's size and mtime alone: another video's file may share them)
         return meta.get("fingerprint") is not None and os.path.isfile(video) and \
             meta["fingerprint"] == source_identity(video)["fingerprint"]
@@ -439,9 +443,11 @@ def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
 
 def _refuse_later(meta: dict, path: Path) -> None:
     """Raise the :class:`LaterCacheFile` of the file at ``path`` whose header ``meta`` a later mme wrote
-    (:func:`made_later`)."""
+    (:func:`made_later`), ``meta`` attached."""
     if (later := made_later(meta)) is not None:
-        raise video_error(path, "track cache", later, kind=LaterCacheFile)
+        err = video_error(path, "track cache", later, kind=LaterCacheFile)
+        err.meta = meta
+        raise err
 
 
 def cache_meta(path: str | Path) -> dict:
