@@ -389,6 +389,24 @@ def test_an_overwrite_whose_video_failed_keeps_its_marker_and_the_same_command_m
     assert extract_into("--length", "3") == 0 and "0 written, 2 already complete" in capsys.readouterr().out
 
 
+def test_a_marker_whose_last_line_a_kill_cut_short_is_continued_on_a_line_of_its_own(videos, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """An overwrite killed mid-way through a line of its marker, continued: the first line it added was joined to the
+    cut one, so the file it named, made, was made again by the next run. The cut line alone is passed over."""
+    listed, out = tmp_path / "list.txt", tmp_path / "cache"
+    listed.write_text("cls/a.mp4\nb.mp4\none.mp4\n")
+    args = ["extract", str(listed), "--root", str(videos), "--out", str(out), "--length", "2", "--short-side", "64"]
+    assert cli(args) == 0
+    marker = out / f"overwriting-{share_name(str(listed), 0, 1)}.jsonl"
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", _stopping_at("one.mp4", KeyboardInterrupt()))
+        assert cli(args + ["--overwrite"]) != 0
+        marker.write_text(marker.read_text()[:-9])  # b.mp4's line cut short
+        assert cli(args + ["--overwrite"]) != 0  # b.mp4 made again, one.mp4 not
+    capsys.readouterr()
+    assert cli(args + ["--overwrite"]) == 0 and "1 written, 2 already complete" in capsys.readouterr().out
+
+
 def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_before_each_video(videos, tmp_path,
                                                                                            monkeypatch, capsys):
     """Two extractions of overlapping lists into one --out, with other settings, at once: the refusal of files made

@@ -1699,7 +1699,7 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
         return lock_folder(folder, option, unmade_if_unused)
     _locked[whole] = held
     try:  # unbuffered: a write the disk refuses leaves nothing behind to fail again at the close
-        _write_all(f.fileno(), _holder_line().encode(), truncate=True)
+        write_all(f.fileno(), _holder_line().encode(), truncate=True)
     except OSError as e:  # (a full disk, a quota, a file-size limit): the folder is let go as this call took it,
         _locked[whole] = dataclasses.replace(held, unmade_if_unused=True)  # what it made removed, whatever asked
         unlock_folder(whole)
@@ -1833,7 +1833,7 @@ def _record_self(folder: Path, side: str) -> tuple[Any, Path]:
         records.mkdir(parents=True, exist_ok=True)
         mine = open(record, "a", **TEXT)  # (emptied once locked: this process's own record, held, is kept)
         fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _write_all(mine.fileno(), _holder_line().encode(), truncate=True)
+        write_all(mine.fileno(), _holder_line().encode(), truncate=True)
         return mine, record
     except OSError:
         if mine is not None:
@@ -1928,7 +1928,7 @@ def _release_reading(whole: Path) -> None:
     _close_unlocked(shared, os.getpid())
 
 
-def _write_all(fd: int, data: bytes, truncate: bool = False) -> None:
+def write_all(fd: int, data: bytes, truncate: bool = False) -> None:
     """Write ``data`` to the file ``fd`` (after emptying it, with ``truncate``), all of it: a short write (a file-size
     limit reached part-way) is written on, so its error is the one the OS gives."""
     if truncate:

@@ -91,6 +91,7 @@ from mme.utils import (
     space_for,
     torch_as_mme,
     unlock_folder,
+    write_all,
 )
 
 log = logging.getLogger("mme.extract")
@@ -585,7 +586,7 @@ def _overwrite_settings(opts: ExtractOptions) -> dict:
 def _overwrite_made(marker: Path, settings: dict) -> dict[str, tuple[int, int]] | None:
     """The files (by path under ``--out``: :func:`_size_and_mtime` as made) that an overwrite of this share with
     ``settings`` made before it stopped, by its ``marker``: a first line of its settings, written as it began, then
-    a line per file made (:func:`_mark_made`; a line cut short by a kill is passed over, its file made again); None
+    a line per file made (:func:`_made_line`; a line cut short by a kill is passed over, its file made again); None
     where no overwrite of these settings stopped (no marker, one of other settings, or unreadable)."""
     try:
         begun, *made = marker.read_text(**TEXT).splitlines()
@@ -601,15 +602,29 @@ def _overwrite_made(marker: Path, settings: dict) -> dict[str, tuple[int, int]] 
     return files
 
 
+def _made_line(name: str, made: tuple[int, int]) -> str:
+    """The line of an overwrite's marker of the file ``name`` (its path under ``--out``) it made, ``made`` its
+    :func:`_size_and_mtime`."""
+    return json.dumps([name, *made]) + "\n"
+
+
+def _begin_marker(marker: Path, settings: dict, made: dict[str, tuple[int, int]]) -> None:
+    """Write the ``marker`` of an overwrite with ``settings`` as it begins, or continues one that stopped having made
+    the files ``made`` (:func:`_overwrite_made`): written whole again, so that a last line a kill cut short is not
+    joined to the first this run adds."""
+    lines = [json.dumps({"settings": settings}) + "\n", *(_made_line(name, m) for name, m in made.items())]
+    with space_for(marker, KEPT):
+        atomic_write_text(marker, "".join(lines))
+
+
 def _mark_made(marker: Path, target: Path, out: str) -> None:
-    """Add the file ``target`` an overwrite made to its ``marker`` (one write of a whole line, appended)."""
+    """Add the file ``target`` an overwrite made to its ``marker`` (a whole line, appended)."""
     if (made := _size_and_mtime(target)) is None:  # (gone already: made again)
         return
-    line = json.dumps([str(target.relative_to(out)), *made]) + "\n"
     with space_for(marker, KEPT):
         fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            os.write(fd, line.encode())
+            write_all(fd, _made_line(str(target.relative_to(out)), made).encode())
         finally:
             os.close(fd)
 
@@ -648,9 +663,8 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
     # extractions on this --out may be writing now.
     remove_stale_temps({*mine, report_file, marker})
-    if overwrite and not made_by_overwrite:  # (begun: the files made before it are made again, however they look)
-        with space_for(marker, KEPT):
-            atomic_write_text(marker, json.dumps({"settings": settings}) + "\n")
+    if overwrite:  # (begun: the files made before it are made again, however they look)
+        _begin_marker(marker, settings, made_by_overwrite or {})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %s", len(mine), len(unique), part,
              parts, skipped, len(jobs), counted(workers, "worker"))
     if bad_lines:  # as training and mme check skip and count them
