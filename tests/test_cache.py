@@ -407,6 +407,30 @@ def test_a_marker_whose_last_line_a_kill_cut_short_is_continued_on_a_line_of_its
     assert cli(args + ["--overwrite"]) == 0 and "1 written, 2 already complete" in capsys.readouterr().out
 
 
+def test_a_file_an_overwrite_made_then_replaced_by_its_earlier_bytes_and_mtime_is_made_again(videos, tmp_path,
+                                                                                              monkeypatch, capsys,
+                                                                                              caplog):
+    """A file the stopped overwrite made, then put back as it was before it (its bytes and mtime: `rsync -a` from a
+    copy), is another file than the marker lists: the same command makes it again."""
+    listed, out = tmp_path / "list.txt", tmp_path / "cache"
+    listed.write_text("cls/a.mp4\nb.mp4\n")
+    args = ["extract", str(listed), "--root", str(videos), "--out", str(out), "--length", "2", "--short-side", "64"]
+    assert cli(args) == 0
+    a = cache_file(out, "cls/a.mp4")
+    earlier, earlier_ns = a.read_bytes(), a.stat().st_mtime_ns
+    with monkeypatch.context() as m:
+        m.setattr(extract, "extract_video", _stopping_at("b.mp4", KeyboardInterrupt()))
+        assert cli(args + ["--overwrite"]) != 0
+    assert a.stat().st_mtime_ns != earlier_ns
+    a.write_bytes(earlier)
+    os.utime(a, ns=(earlier_ns, earlier_ns))
+    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="mme")
+    assert cli(args + ["--overwrite"]) == 0 and "2 written, 0 already complete" in capsys.readouterr().out
+    assert "keeping the 1 file it made (" in caplog.text, caplog.text
+    assert a.stat().st_mtime_ns != earlier_ns
+
+
 def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_before_each_video(videos, tmp_path,
                                                                                            monkeypatch, capsys):
     """Two extractions of overlapping lists into one --out, with other settings, at once: the refusal of files made

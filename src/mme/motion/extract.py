@@ -652,9 +652,9 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
             log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
                      parts, out)
         elif made_by_overwrite := _overwrite_made(marker, settings):
-            log.info("extract: continuing the --overwrite of share %d/%d that stopped, keeping the %d files it made "
-                     "(%s lists them; delete it to make them again too)", part, parts, len(made_by_overwrite),
-                     marker)
+            log.info("extract: continuing the --overwrite of share %d/%d that stopped, keeping the %s it made (%s "
+                     "lists them; delete it to make them again too)", part, parts,
+                     counted(len(made_by_overwrite), "file"), marker)
         jobs, skipped = _share_jobs(mine, root, out, opts, made_by_overwrite or {} if overwrite else None)
     except ConfigError as e:
         refused = e

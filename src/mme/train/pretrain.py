@@ -245,10 +245,10 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         advice = "upgrade mme to read a later mme's files (this mme's extract replaces them only with --overwrite)"
     elif taken:  # (a resumed extraction refuses them as another dataset's, which they may be)
         named = " ".join(taken[:5]) + " ..." * (len(taken) > 5)
-        advice = (f"a resumed mme extract refuses those made from other files of the same name as another dataset's: "
-                  f"where they are this dataset's, moved with its cache and its videos changed since, delete them "
-                  f"({named}), then {dataset.extract_advice()}; where they are another dataset's, give this one a "
-                  f"target.cache_dir of its own")
+        advice = (f"a resumed mme extract refuses those files, made from other files of the same name, as another "
+                  f"dataset's: where they are this dataset's, moved with its cache and its videos changed since, "
+                  f"delete them ({named}), then {dataset.extract_advice()}; where they are another dataset's, give "
+                  f"this one a target.cache_dir of its own")
     else:
         advice = f"a resumed mme extract makes them again: {dataset.extract_advice()}"
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
