@@ -389,6 +389,28 @@ def test_an_overwrite_whose_video_failed_keeps_its_marker_and_the_same_command_m
     assert extract_into("--length", "3") == 0 and "0 written, 2 already complete" in capsys.readouterr().out
 
 
+def test_a_plain_run_that_makes_every_video_ends_the_marker_of_an_overwrite_whose_video_failed(videos, tmp_path,
+                                                                                                  capsys):
+    """An --overwrite whose video failed (a file listed before it was there) keeps its marker; a plain run that then
+    makes that video left the marker, so the next --overwrite took itself for that one continued, "that stopped",
+    and kept every file it listed. The first run of the share in which no video fails removes it."""
+    root, listed, out = tmp_path / "videos", tmp_path / "list.txt", tmp_path / "cache"
+    (root / "cls").mkdir(parents=True)
+    for name in ("cls/a.mp4", "b.mp4"):
+        shutil.copyfile(videos / name, root / name)
+    args = ["extract", str(listed), "--root", str(root), "--out", str(out), "--length", "2", "--short-side", "64"]
+    listed.write_text("cls/a.mp4\nb.mp4\n")
+    assert cli(args) == 0
+    listed.write_text("cls/a.mp4\nb.mp4\nlate.mp4\n")
+    marker = out / f"overwriting-{share_name(str(listed), 0, 1)}.jsonl"
+    assert cli(args + ["--overwrite"]) == 1 and marker.exists()  # late.mp4 missing
+    shutil.copyfile(videos / "b.mp4", root / "late.mp4")
+    capsys.readouterr()
+    assert cli(args) == 0 and "1 written, 2 already complete, 0 failed" in capsys.readouterr().out
+    assert not marker.exists()
+    assert cli(args + ["--overwrite"]) == 0 and "3 written, 0 already complete" in capsys.readouterr().out
+
+
 def test_a_marker_whose_last_line_a_kill_cut_short_is_continued_on_a_line_of_its_own(videos, tmp_path,
                                                                                        monkeypatch, capsys):
     """An overwrite killed mid-way through a line of its marker, continued: the first line it added was joined to the

@@ -315,7 +315,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="recompute files that are already complete or were made with other settings (without it, "
                         "such files stop the run before any work); stopped mid-way and run again, it keeps the files "
-                        "it made (OUT/overwriting-*.jsonl lists them until every video is made)")
+                        "it made (OUT/overwriting-*.jsonl lists them until a run makes every video)")
     p.add_argument("--device", default="cpu", help="where the torch-lk flow runs, batched (cpu, auto, cuda, cuda:1, "
                    "...; checked whatever the flow); the other flows run on the CPU. A GPU named is also the one "
                    "--backend pyav-cuda decodes on (else the rank's)")

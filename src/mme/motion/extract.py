@@ -6,7 +6,7 @@
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
 and complete (same settings, readable). An interrupted ``--overwrite`` run again keeps the files it made, by the
-marker it keeps under ``--out`` until every video is made (:func:`_overwrite_made`), and makes the others
+marker it keeps under ``--out`` until a run makes every video (:func:`_overwrite_made`), and makes the others
 again, those made before it began among them. Videos that fail are listed with their reason in
 ``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`; a run of the whole list removes those of
 another number of shares); the others are unaffected. List lines that are not ``path [label]`` are skipped, as
@@ -653,7 +653,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
                      parts, out)
         elif made_by_overwrite := _overwrite_made(marker, settings):
             log.info("extract: continuing the --overwrite of share %d/%d that stopped, keeping the %s it made (%s "
-                     "lists them; delete it to make them again too)", part, parts,
+                     "lists each; delete it to make them again too)", part, parts,
                      counted(len(made_by_overwrite), "file"), marker)
         jobs, skipped = _share_jobs(mine, root, out, opts, made_by_overwrite or {} if overwrite else None)
     except ConfigError as e:
@@ -699,7 +699,8 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         atomic_write_text(report_file, json.dumps(report, indent=1))
     if overwrite and failed:  # (their files of before the overwrite are there still: made again by the same command)
         return report_file, report, str(marker)
-    if overwrite:  # every video made: another --overwrite makes every file again
+    if not failed:  # every video made, by this run or the overwrite it continued: another --overwrite makes every
+        # file again (a plain run ends one whose failed videos had no file before: it refuses a cache of mixed settings)
         with removing(marker, "the marker of an --overwrite that ended: delete it, or the next --overwrite of these "
                               "settings keeps the files it lists", warn=True):
             marker.unlink(missing_ok=True)
