@@ -223,6 +223,14 @@ def test_windows_hold_no_scene_cut(tmp_path):
     assert footage.starts.tolist() == [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16]
 
 
+def test_footage_too_short_for_a_window_is_skipped_saying_so(tmp_path, caplog):
+    """A file of fewer frames than a window was skipped as having "no 15 frames without a scene cut"."""
+    short = write_video(tmp_path / "short.mp4", np.repeat(texture(48, 64)[None], 10, 0))
+    with caplog.at_level("WARNING", logger="mme"):
+        assert load_footage(short, 15, 48) is None
+    assert caplog.messages == [f"real footage: skipping {short} (10 frames, a clip needs 15)"]
+
+
 def test_fewer_than_three_sources_skip_the_real_footage_with_a_reason(tmp_path):
     for seed in (0, 1):
         write_video(tmp_path / f"v{seed}.mp4", np.repeat(texture(48, 64, seed)[None], 20, 0))

@@ -127,8 +127,8 @@ def scene_cuts(frames: np.ndarray) -> np.ndarray:
 
 def load_footage(path: Path, span: int, max_short: int) -> Footage | None:
     """``path``'s frames, shrunk by the integer factor (OpenCV's fast pixel-area path) that keeps the short side
-    at least ``max_short``, and its cut-free windows of ``span`` frames; None (logged) when it has none or does
-    not decode."""
+    at least ``max_short``, and its cut-free windows of ``span`` frames; None (logged) when it has none (too few
+    frames, or a cut in each) or does not decode."""
     def read() -> tuple[np.ndarray, tuple[int, int]]:
         with open_video(path) as reader:
             factor = max(1, min(reader.size) // max_short)
@@ -142,7 +142,10 @@ def load_footage(path: Path, span: int, max_short: int) -> Footage | None:
     except VideoError as e:
         log.warning("real footage: skipping %s", e)
         return None
-    starts = np.arange(max(len(frames) - span + 1, 0))
+    if len(frames) < span:
+        log.warning("real footage: skipping %s (%d frames, a clip needs %d)", path, len(frames), span)
+        return None
+    starts = np.arange(len(frames) - span + 1)
     for cut in scene_cuts(frames):
         starts = starts[(starts > cut) | (starts + span - 1 <= cut)]
     if not len(starts):
