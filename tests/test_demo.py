@@ -836,6 +836,18 @@ def test_an_override_of_what_a_row_is_is_refused_before_any_work(tmp_path, capsy
     assert not out.exists()
 
 
+def test_an_override_of_the_probes_views_is_refused_before_any_work(tmp_path, capsys):
+    """Was: ``mme demo data.test_clips=4 data.test_crops=3`` was taken and changed nothing but the rows' settings (the
+    probes read one clip and crop per video), so a rerun without them was refused as made with other settings."""
+    out = tmp_path / "out"
+    for overrides, keys in ((["data.test_clips=4", "data.test_crops=3"], "data.test_clips, data.test_crops"),
+                            (["data={test_crops: 3}"], "data.test_crops")):
+        assert main([*QUICK, "--out", str(out), *overrides]) == 1
+        assert capsys.readouterr().err == (f"mme demo: error: {keys} would change nothing: the demo's probes read one "
+                                           "centred clip and crop per video\n")
+    assert not out.exists()
+
+
 def test_files_of_the_demos_names_that_it_did_not_write_are_refused_before_any_work(tmp_path, capsys):
     """Was: ``mme demo --out D`` replaced the user's results.md, results.json and pictures in D without a word, and
     removed the user's own run in D/seed0/mme (each demo run is given train.overwrite=true). A run folder is the

@@ -189,6 +189,10 @@ class DemoSettings:
             raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
                               f"{', '.join(TARGETS)}, pre-trained from random weights for --steps steps in one run; "
                               "a stopped demo resumes by its rows); mme pretrain runs others")
+        probed = sorted(keys & PROBE_KEYS)
+        if probed:
+            raise ConfigError(f"{', '.join(probed)} would change nothing: the demo's probes read one centred clip and "
+                              "crop per video")
 
     @staticmethod
     def quick(out: str | os.PathLike) -> DemoSettings:
@@ -242,6 +246,10 @@ ROW_KEYS = {"target.kind", "target.preset", "target.shuffled", "train.init", "tr
 """The keys that decide what a row is, which the demo's overrides may not set either: the target its label names
 (:data:`TARGETS`), not a shuffled control, pre-trained from random weights for ``steps`` steps in one run (a stopped
 demo resumes by its rows)."""
+
+PROBE_KEYS = {"data.test_clips", "data.test_crops"}
+"""The keys of the test views, which the demo's overrides may not set either: its probes read one centred clip and
+crop per video (:func:`decode_probe_clips`), and the runs do not test."""
 
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
