@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -29,6 +30,7 @@ from videos import (
 )
 from worker_jobs import with_small_shm
 
+from mme.cli import main as cli_main
 from mme.config import from_dict
 from mme.data import pyav_reader
 from mme.data.dataset import (
@@ -457,6 +459,36 @@ def test_an_index_folder_serves_loader_workers_and_changes_no_item(videos, tmp_p
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="data.index_dir"):
         PretrainDataset(config(videos, lines, index_dir=str(tmp_path / "file")), track_length=2)
+
+
+def test_an_index_folder_that_holds_none_of_the_lists_videos_is_said(videos, tmp_path, caplog):
+    """An index folder filled by `mme check --index-dir` keeps each video's index by its absolute path, size, times
+    and inode: the videos staged elsewhere (a copy keeping size and mtime, as cp -a, rsync -a), or reached through
+    another spelling of the root, miss every one, and the run indexed each again (seconds a long video), unsaid.
+    Now the dataset says it, naming the folder and the `mme check` to run on the paths it reads; nothing where the
+    list is read as checked."""
+    checked, staged = tmp_path / "checked", tmp_path / "staged"
+    checked.mkdir(), staged.mkdir()
+    shutil.copy2(videos / "good.mp4", checked / "a.mp4")
+    shutil.copy2(checked / "a.mp4", staged / "a.mp4")  # (another inode and ctime; its size and mtime kept)
+    (tmp_path / "alias").symlink_to(checked)
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    index = tmp_path / "index"
+    assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(checked), "--out", str(tmp_path / "c.json"),
+                     "--index-dir", str(index)]) == 0
+    for root, said in [(checked, False), (staged, True), (tmp_path / "alias", True)]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.dataset"):
+            PretrainDataset(from_dict(DataConfig, dict(list_file=str(tmp_path / "list.txt"), root=str(root),
+                                                       index_dir=str(index))), track_length=2)
+        warned = [r.getMessage() for r in caplog.records if str(index) in r.getMessage()]
+        assert len(warned) == said, (root, warned)
+        if said:
+            assert warned[0].startswith(f"data.index_dir={index} holds the frame index of none of the 1 video of "
+                                        f"{tmp_path / 'list.txt'} --root {root} looked up there")
+            assert "copies of the videos (cp -a, rsync -a)" in warned[0] and warned[0].endswith(
+                f"`mme check {tmp_path / 'list.txt'} --root {root} --index-dir {index}`, run on the paths as this "
+                "run reads them, fills it")
 
 
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 
 from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
-from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
+from mme.data.pyav_reader import decodes_on_cuda, indexes_none_of, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import (
     MULTISCALE_SCALES,
@@ -75,6 +75,7 @@ from mme.errors import ConfigError, DataError, ProcessLost, VideoError
 from mme.utils import (
     MAX_THREADS,
     THREADS_WHY,
+    as_given,
     check_output,
     command_option,
     command_path,
@@ -657,6 +658,28 @@ def list_identity(data: Dataset) -> str:
     return f"{len(data)} videos (digest {data.content_digest[0]})"
 
 
+INDEX_SAMPLE = 64
+"""How many of a list's videos, spread over it, a run looks up in its index folder
+(:meth:`_VideoDataset.say_index_missed`)."""
+
+
+def fill_index_command(listed: str, index_dir: str | os.PathLike) -> str:
+    """The `mme check` that fills ``index_dir`` with the frame indices of ``listed`` (lists and root as a command's
+    arguments: :meth:`_VideoDataset.as_arguments`)."""
+    return f"`mme check {listed} {command_option('--index-dir', index_dir)}`"
+
+
+@functools.cache
+def _warn_index_missed(index_dir: str, option: str, listed: str | None, looked: int) -> None:
+    log.warning("%s holds the frame index of none of the %s of %s looked up there: it keeps them by each file's "
+                "absolute path, size, times and inode, which copies of the videos (cp -a, rsync -a) and another "
+                "spelling of their paths (a symlinked root) do not share, so each video is indexed again at its first "
+                "read (seconds for a long one)%s", as_given(option, index_dir), counted(looked, "video"),
+                listed or "the run",
+                f"; {fill_index_command(listed, index_dir)}, run on the paths as this run reads them, fills it"
+                if listed else "")
+
+
 class _VideoDataset(Dataset):
     """The list, the failure bookkeeping and the deterministic replacement shared by both datasets."""
 
@@ -676,6 +699,7 @@ class _VideoDataset(Dataset):
         if cfg.index_dir is not None:
             check_output(cfg.index_dir, "data.index_dir", folder=True)
             note_other_index_versions(cfg.index_dir)
+        entries_given = entries
         if entries is None:
             entries, self.bad_lines = read_list(cfg.list_file, strict=False, key="data.list_file")
         else:
@@ -693,6 +717,8 @@ class _VideoDataset(Dataset):
         # Per video, its frames as a training read found them (0: not read yet), likewise shared: short_videos.
         self._frames = torch.zeros(len(entries), dtype=torch.int32).share_memory_()
         self._check_failures()
+        if entries_given is None:  # (a test set given its entries: its caller says it, as it spells the list)
+            self.say_index_missed()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -809,6 +835,18 @@ class _VideoDataset(Dataset):
         """The lists ``list_files`` and their ``root`` as a command's arguments, quoted for a shell
         (:attr:`checked_as`)."""
         return " ".join(map(command_path, list_files)) + (f" {command_option('--root', root)}" if root else "")
+
+    def say_index_missed(self, option: str = "data.index_dir") -> None:
+        """Warn (once per process, folder and list) where the index folder (``option``), not empty, holds the frame
+        index of none of :data:`INDEX_SAMPLE` of the videos spread over the list (:func:`indexes_none_of`): the
+        run would index every video again, unsaid (an empty folder, filled by the run's reads, is said by
+        :func:`~mme.eval.features.say_unindexed`)."""
+        index_dir = self.cfg.index_dir
+        if index_dir is None or not self.entries or not os.listdir(index_dir):
+            return
+        looked = np.unique(np.linspace(0, len(self.entries) - 1, min(len(self.entries), INDEX_SAMPLE)).round())
+        if indexes_none_of(index_dir, (self.path(int(i)) for i in looked)):
+            _warn_index_missed(str(index_dir), option, self.checked_as, len(looked))
 
     def failed_of(self, videos: int) -> tuple[int, int]:
         """``videos`` failed videos of the list with its bad lines, and the list's lines (its entries and bad lines)."""

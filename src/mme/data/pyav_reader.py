@@ -61,7 +61,7 @@ import re
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -1342,6 +1342,23 @@ def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
     folder to remove."""
     key = hashlib.sha1("\0".join(map(str, (name, *version, av.__version__))).encode(**TEXT)).hexdigest()
     return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
+
+
+def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
+    """Whether ``index_dir`` holds the index of none of ``paths`` (:func:`_index_store`, looked up by their stats
+    alone, as a reader would: nothing decoded), of which at least one exists: the videos' copies (`cp -a`,
+    `rsync -a`: other inodes and ctimes) and another spelling of their paths (a symlinked root) are other files
+    than those `mme check --index-dir` indexed."""
+    found = False
+    for path in paths:
+        try:
+            file = VersionOfFile.of(path)
+        except OSError:  # (missing: the run reports it)
+            continue
+        if _index_store(str(index_dir), file.name, file.version).is_file():
+            return False
+        found = True
+    return found
 
 
 def _index_dir_of(store: Path) -> Path:

@@ -57,7 +57,6 @@ from mme.utils import (
     check_count,
     check_folder_held,
     check_output,
-    command_option,
     counted,
     error_reason,
     file_path,
@@ -692,8 +691,10 @@ def say_unindexed(index_dir: str | os.PathLike, listed: str | None) -> None:
     """Warn that ``index_dir`` holds no frame index yet, naming the `mme check` of ``listed`` (lists and root as a
     command's arguments: :meth:`~mme.data.dataset._VideoDataset.as_arguments`) that fills it; no command where there
     is no list (one video)."""
+    from mme.data.dataset import fill_index_command
+
     log.warning("--index-dir %s holds no frame index yet%s", index_dir,
-                f": `mme check {listed} {command_option('--index-dir', index_dir)}` fills it" if listed else "")
+                f": {fill_index_command(listed, index_dir)} fills it" if listed else "")
 
 
 def check_embed_options(outs: list[Path], backend: str | None = None, device: str = "auto",
@@ -829,6 +830,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                                entries=entries)
         if unindexed and not unindexed_said:  # the check of the list and root as given (before: `mme check LIST`)
             say_unindexed(index_dir, dataset.checked_as)
+        elif not unindexed_said:  # (a folder filled by the train split's reads holds none of the next split's)
+            dataset.say_index_missed("--index-dir")
         n = len(dataset)
         check_output(out, "--out")
         fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),
