@@ -486,9 +486,18 @@ def test_an_index_folder_that_holds_none_of_the_lists_videos_is_said(videos, tmp
         if said:
             assert warned[0].startswith(f"data.index_dir={index} holds the frame index of none of the 1 video of "
                                         f"{tmp_path / 'list.txt'} --root {root} looked up there")
-            assert "copies of the videos (cp -a, rsync -a)" in warned[0] and warned[0].endswith(
+            assert "copies of the videos, cp -a, rsync -a," in warned[0] and warned[0].endswith(
                 f"`mme check {tmp_path / 'list.txt'} --root {root} --index-dir {index}`, run on the paths as this "
                 "run reads them, fills it")
+    other = tmp_path / "other_versions"  # an earlier mme's index folder and a stray file: none of this version's
+    (other / "v1" / "ab").mkdir(parents=True)
+    (other / "v1" / "ab" / "cd.json").write_text("{}")
+    (other / "README").write_text("indices")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.dataset"):
+        PretrainDataset(from_dict(DataConfig, dict(list_file=str(tmp_path / "list.txt"), root=str(staged),
+                                                   index_dir=str(other))), track_length=2)
+    assert not [r for r in caplog.records if "holds the frame index of none" in r.getMessage()]
 
 
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):

@@ -1344,6 +1344,16 @@ def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
     return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
 
 
+def holds_indices(index_dir: str | os.PathLike) -> bool:
+    """Whether ``index_dir`` holds frame indices of this mme's :data:`INDEX_VERSION` (not only other versions' folders,
+    a stray file, or nothing)."""
+    try:
+        with os.scandir(Path(index_dir) / f"v{INDEX_VERSION}") as entries:
+            return any(entries)
+    except OSError:
+        return False
+
+
 def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
     """Whether ``index_dir`` holds the index of none of ``paths`` (:func:`_index_store`, looked up by their stats
     alone, as a reader would: nothing decoded), of which at least one exists: the videos' copies (`cp -a`,
