@@ -45,7 +45,7 @@ def test_the_demo_takes_its_data_design_from_the_preset_and_its_flags_as_keyword
     from mme.demo import DemoSettings, demo_settings
 
     assert DemoSettings().data_design() == synth_design("demo")
-    s = demo_settings(out=tmp_path, quick=True, minutes=3.5, seeds=[1, 2], device="cpu", overrides=["train.lr=1"])
+    s = demo_settings(out=tmp_path, quick=True, steps=2, seeds=[1, 2], device="cpu", overrides=["train.lr=1"])
     assert s.steps == 2 and s.seeds == (1, 2) and s.device == "cpu" and s.overrides[-1] == "train.lr=1"
     assert s.data_design() == {**synth_design("demo"), "num_classes": 4, "videos_per_class": 6, "size": 64,
                                "num_frames": 24}
