@@ -1821,6 +1821,26 @@ def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, mo
         embed(ckpt, video, tmp_path / "x.npy", index_dir=str(tmp_path / "a_file"), num_workers=0, progress=False)
 
 
+def test_an_index_folder_that_holds_none_of_the_embedded_videos_is_said(setup, tmp_path, caplog):
+    """`mme embed --index-dir` of a folder `mme check` filled for the videos at their checked root, embedded through
+    another spelling of it (a symlinked root): every video was indexed again at its first read, unsaid."""
+    from mme.cli import main
+
+    root, ckpt = setup
+    index, alias = tmp_path / "index", tmp_path / "alias"
+    alias.symlink_to(root)
+    assert main(["check", str(root / "list.txt"), "--root", str(root), "--out", str(tmp_path / "check.json"),
+                 "--index-dir", str(index)]) == 1  # (lines 2 and 5 cannot be read)
+    for given, said in ((root, False), (alias, True)):
+        caplog.clear()
+        assert main(["embed", str(ckpt), str(root / "list.txt"), "--root", str(given), "--index-dir", str(index),
+                     "--out", str(tmp_path / f"{said}.npy"), "--workers", "0"]) == 0
+        warned = [r.getMessage() for r in caplog.records if "holds the frame index of none" in r.getMessage()]
+        assert len(warned) == said, warned
+        if said:
+            assert warned[0].startswith(f"--index-dir {index} holds the frame index of none of the 8 videos of ")
+
+
 def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(setup, tmp_path):
     """A run of ``data.orientation=display`` learned a phone video's frames turned; ``mme embed`` / ``probe`` read
     them as coded unless told (other features), and exports did not record it."""
