@@ -193,6 +193,27 @@ def test_mixup_mixes_videos_and_targets_with_one_lambda():
     torch.testing.assert_close(targets[0, 3], (1 - lam) * on + lam * off)
 
 
+def test_an_odd_batch_that_leaves_a_video_unmixed_is_said(synth, tmp_path, caplog):
+    """Mixup and cutmix pair each video with the batch reversed: the middle video of an odd batch is mixed with its
+    own copy, and a batch of one (one video per GPU, common for large models) never mixes, unsaid."""
+    cfg = AugmentConfig()
+    video = torch.randn(2, 3, 2, 8, 8)  # train.batch_size=1 with repeated augmentation 2: one video's two clips
+    mixed, targets = mix_batch(video, torch.tensor([3, 3]), 5, cfg, np.random.default_rng(0))
+    assert torch.equal(targets, one_hot(torch.tensor([3, 3]), 5, cfg.label_smoothing))  # never mixed
+    assert cfg.unmixed_in(1).startswith("train.batch_size=1 is odd: mixup and cutmix pair each video with the batch "
+                                        "reversed, so its one video is never mixed")
+    assert "the middle one of its 3 videos is mixed with its own copy" in cfg.unmixed_in(3)
+    assert cfg.unmixed_in(8) == "" and AugmentConfig(mixup_alpha=0, cutmix_alpha=0).unmixed_in(1) == ""
+    assert AugmentConfig(mix_prob=0).unmixed_in(3) == ""
+    from mme.train import engine
+    from mme.train.finetune import setup
+
+    with engine.JobScope() as job, caplog.at_level("WARNING", logger="mme.train.finetune"):
+        job.run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "train.batch_size=1",
+                                     "augment.mixup_alpha=0.8"))
+    assert [r.getMessage() for r in caplog.records if "is odd" in r.getMessage()] == [cfg.unmixed_in(1)]
+
+
 @pytest.mark.pinned  # no run: augmentation alone
 def test_cutmix_pastes_one_box_in_every_frame_and_lambda_is_the_kept_area():
     cfg = AugmentConfig(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)

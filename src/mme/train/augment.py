@@ -65,6 +65,17 @@ class AugmentConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"augment.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
+    def unmixed_in(self, batch_size: int) -> str:
+        """Why a batch of ``batch_size`` videos (one rank's micro-batch) leaves one of them unmixed, or '': mixup and
+        cutmix pair each video with the batch reversed (:func:`mix_batch`, as timm), so the middle video of an odd
+        batch is mixed with itself (its own copy, with repeated augmentation); a batch of 1 is never mixed."""
+        if batch_size % 2 == 0 or self.mix_prob == 0 or (self.mixup_alpha == 0 and self.cutmix_alpha == 0):
+            return ""
+        which = "its one video is never mixed" if batch_size == 1 else \
+            f"the middle one of its {batch_size} videos is mixed with its own copy, unmixed"
+        return (f"train.batch_size={batch_size} is odd: mixup and cutmix pair each video with the batch reversed, "
+                f"so {which} (its targets stay one class, smoothed); an even train.batch_size mixes every video")
+
     def keys_without_effect(self) -> dict[str, str]:
         """:func:`mme.config.keys_without_effect`: the choice between mixup and cutmix where one is off, the chance
         of mixing where both are, RandAugment's settings where it draws no op."""

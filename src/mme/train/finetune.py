@@ -267,6 +267,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
     cfg = start.cfg  # (its train.init the resumed run's)
     t = cfg.train
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
+    if unmixed := cfg.augment.unmixed_in(t.batch_size):
+        log.warning("%s", unmixed)
     with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
         names = class_names(cfg, start.resume[1].get("classes"), start.resume[0], given) if start.resume else \
             class_names(cfg, keys=given)
