@@ -2812,7 +2812,8 @@ def test_a_cache_a_later_mme_made_is_refused_by_training_and_made_again_by_extra
                                        "only with --overwrite)"), refused.value
     capsys.readouterr()
     assert cli(args) == 1 and made.read_bytes() == theirs
-    assert f"1 video already has caches in {out} that this mme does not make again, e.g. b.mp4: {why}; or pass " \
+    assert f"1 video already has caches in {out} that this mme does not make again, e.g. b.mp4: its cache file " \
+        f"{made} was {why}; or pass " \
         "--overwrite to make them again with this mme" in capsys.readouterr().err
     assert cli(args + ["--overwrite"]) == 0 and made.read_bytes() == ours
 

@@ -220,7 +220,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         meta = cache_meta(out_path)
         have = made_settings(meta)
     except LaterCacheFile as e:  # (never made again unless told: the later tracks would be lost)
-        return {"later": (e.detail, None)}
+        return {"later": (f"its cache file {out_path} was {e.detail}", None)}
     except (MMEError, KeyError, TypeError, ValueError) as e:
         why = e.__cause__ if isinstance(e, MMEError) and e.__cause__ is not None else e  # (not the advice to re-run)
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
