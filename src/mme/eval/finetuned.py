@@ -195,7 +195,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
                               f"{model.num_classes}")
         tested = check_test_lists(cfg, model.num_classes, _training_list(cfg, ck, given))[1]
         # (the lists tested alone: the training list, its labels unchecked, is only compared with them)
-        warn_of_misnamed_classes(cfg, names, tested.values(), cfg.train.init, ck.class_names is not None)
+        warn_of_misnamed_classes(cfg, names, tested.values(), cfg.train.init if ck.class_names is not None else None)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a

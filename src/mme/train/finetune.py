@@ -110,16 +110,16 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
 
 
 def warn_of_misnamed_classes(cfg: FinetuneConfig, names: list[str] | None,
-                             lists: Collection[tuple[str, list[ListEntry]]], checkpoint: str, recorded: bool) -> None:
+                             lists: Collection[tuple[str, list[ListEntry]]], trained_with: str | None) -> None:
     """Warn where videos of ``lists`` lie in the class folders of other ``names`` (those of :func:`class_names`)
     than their labels' (:func:`~mme.data.lists.misnamed_classes`); under torchrun rank 0 alone says it, as every
-    warning of this module's logger (``mme.cli.ALIKE_ON_EVERY_RANK``). ``recorded``: the names are those the
-    classifier ``checkpoint`` records (task.classes, if given, agrees with them): they, or these lists, may be the
-    ones in another order than the numbering it was trained with."""
+    warning of this module's logger (``mme.cli.ALIKE_ON_EVERY_RANK``). ``trained_with``: the classifier checkpoint
+    whose recorded names these are (task.classes, if given, agrees with them; None: a new head's): they, or these
+    lists, may be the ones in another order than the numbering it was trained with."""
     if not names:
         return
-    named_by = f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {checkpoint} records"
-    note = misnamed_classes(names, named_by, lists, checkpoint if recorded else None)
+    named_by = f"task.classes {cfg.task.classes}" if cfg.task.classes else f"the class names {trained_with} records"
+    note = misnamed_classes(names, named_by, lists, trained_with)
     if note:
         log.warning("%s", note)
 
@@ -285,8 +285,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
         # (the training list too, whose names the run records; resumed, they are the checkpoint's, which it goes on
         # with)
         warn_of_misnamed_classes(cfg, names, [(cfg.data.list_file, trained), *tested.values()],
-                                 start.resume[0] if start.resume else "",
-                                 start.resume is not None and start.resume[1].get("classes") is not None)
+                                 start.resume[0] if start.resume and start.resume[1].get("classes") is not None
+                                 else None)
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
         cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
                         start.resume[0] if start.resume else f"train.init {t.init}", given,
