@@ -1839,6 +1839,15 @@ def test_an_index_folder_that_holds_none_of_the_embedded_videos_is_said(setup, t
         assert len(warned) == said, warned
         if said:
             assert warned[0].startswith(f"--index-dir {index} holds the frame index of none of the 8 videos of ")
+    earlier = tmp_path / "earlier"  # an earlier mme's indices alone: no index of this one's yet, and said so
+    (earlier / "v1" / "ab").mkdir(parents=True)
+    (earlier / "v1" / "ab" / "cd.json").write_text("{}")
+    caplog.clear()
+    assert main(["embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--index-dir", str(earlier),
+                 "--out", str(tmp_path / "earlier.npy"), "--workers", "0"]) == 0
+    assert [r.getMessage() for r in caplog.records if "holds no frame index yet" in r.getMessage()] == [
+        f"--index-dir {earlier} holds no frame index yet: `mme check {root / 'list.txt'} --root {root} --index-dir "
+        f"{earlier}` fills it"]
 
 
 def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(setup, tmp_path):

@@ -24,6 +24,9 @@ class VideoError(MMEError):
     """A video cannot be opened or decoded (missing, empty, truncated, not a video, too short, frames
     too small to train on)."""
 
+    detail = ""
+    """What ``mme.data.video_reader.video_error`` gives after the path and reason, for a message that quotes it."""
+
 
 class FrameCountChanged(VideoError):
     """A read found that a video has another number of frames than the count its indices were drawn from (the

@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mme.config import differences
+from mme.data.pyav_reader import holds_indices
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.eval.testing import (
@@ -823,7 +824,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ck, encoder, stride, segments, orientation, backend, checkpoint_id = read or read_encoder(
             checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
             orientation=orientation, backend=backend, index_dir=index_dir)
-        unindexed = index_dir is not None and not any(Path(index_dir).iterdir())  # (a backend that keeps one: above)
+        unindexed = index_dir is not None and not holds_indices(index_dir)  # (a backend that keeps one: above)
         dev, pooled_norm = _prepare(encoder, on, ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir,

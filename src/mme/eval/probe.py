@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mme.data.pyav_reader import holds_indices
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import check_class_names, classification_report, top5_said
 from mme.utils import (
@@ -477,7 +478,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
             "img_size", "num_frames", "stride", "segments", "orientation", "backend", "index_dir")})
     index_dir = embed_kwargs.get("index_dir")
-    unindexed = index_dir is not None and not any(Path(index_dir).iterdir())  # (made: check_embed_options)
+    unindexed = index_dir is not None and not holds_indices(index_dir)  # (made: check_embed_options)
     if unindexed:  # every split's list: the first split's reads fill the folder, its check would name that list alone
         say_unindexed(index_dir, ClassificationDataset.as_arguments([splits[s] for s in features],
                                                                     embed_kwargs.get("root", "")))
