@@ -163,7 +163,8 @@ class DataConfig:
     """Random-resized crop: range of the box aspect ratio w/h."""
     flip: bool = False
     """Random horizontal flip in training (the fine-tuning recipes of K400/UCF/HMDB; off for SSv2, whose labels
-    name directions, and in the pre-training recipes). Tracks of a flipped clip are made on its flipped frames."""
+    name directions, and in the pre-training recipes). Tracks of a flipped clip are made on its flipped frames
+    (a track cache's, made unflipped, are mirrored: x displacements negated)."""
     test_clips: int = 7
     """Temporal clips per video at test time (MME: 7 on K400, 2 on SSv2, 10 on UCF101/HMDB51)."""
     test_crops: int = 3
