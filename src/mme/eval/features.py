@@ -338,22 +338,22 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
 def _job(recorded: Any) -> Any:
     """A job's fingerprint (or a sidecar) as recorded, read as this mme writes it: TSN segments take no stride
     (None; jobs of an earlier mme recorded one they never used, so their features and partial results are still
-    theirs, and said as what they are), and a reading version that no version since changed for the job's backend
-    as this one (:func:`~mme.eval.testing.reading_as_now`: a change of another backend's reading alone leaves them
-    theirs)."""
+    theirs, and said as what they are), and its reading version (1 where none is recorded) as this one where no
+    version since changed it for the job's backend (:func:`~mme.eval.testing.reading_as_now`: a change of another
+    backend's reading alone leaves them theirs)."""
     if isinstance(recorded, dict) and recorded.get("segments"):
         recorded = {**recorded, "stride": None}
-    if isinstance(recorded, dict) and "reading" in recorded:
-        recorded = {**recorded, "reading": reading_as_now(recorded["reading"], recorded.get("backend"))}
+    if isinstance(recorded, dict):
+        recorded = {**recorded, "reading": reading_as_now(recorded.get("reading", 1), recorded.get("backend"))}
     return recorded
 
 
 def _read_otherwise(job: Any) -> str | None:
-    """How a recorded job read its videos where that was by another rule than this mme's (:data:`READING_VERSION`,
-    for the job's backend: :func:`_job`), an earlier or a later mme's: its features are not these, nor can the job
-    be resumed."""
-    found = job.get("reading", 1) if isinstance(job, dict) else 1
-    if reading_as_now(found, job.get("backend") if isinstance(job, dict) else None) == READING_VERSION:
+    """How a job, as :func:`_job` reads it, read its videos where that was by another rule than this mme's
+    (:data:`READING_VERSION`), an earlier or a later mme's: its features are not these, nor can the job be
+    resumed."""
+    found = job["reading"] if isinstance(job, dict) else 1
+    if found == READING_VERSION:
         return None
     which = ("an earlier" if found < READING_VERSION else "a later") if isinstance(found, int) else "another"
     return f"read its videos by {which} rule (reading version {found}, now {READING_VERSION}: other test views " \
@@ -365,8 +365,9 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
     video, else None (with a warning when the files are damaged)."""
     info = _embed_sidecar(out) if out.is_file() else None
-    if info is None or info.get("unfinished") or _job(info.get("job")) != fingerprint:
-        if info is not None and (otherwise := _read_otherwise(info["job"])):
+    job = _job(info["job"]) if info is not None else None
+    if info is None or info.get("unfinished") or job != fingerprint:
+        if info is not None and (otherwise := _read_otherwise(job)):
             log.info("embed: %s %s; embedding it again", out, otherwise)
         return None
     if "states" not in info:
