@@ -643,7 +643,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     share = share_name(list_file, part, parts)
     marker = Path(out) / f"overwriting-{share}.jsonl"  # (each share's own: shares on other machines keep theirs)
     settings = _overwrite_settings(opts)
-    made_by_overwrite = None
+    made_by_overwrite = None  # (under --overwrite, the files one that stopped made: {} where none did)
     try:
         lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
         make_side_locks(out)  # (a run of another user, who cannot make them, holds the cache on them; once the share
@@ -651,11 +651,11 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         if not overwrite:
             log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
                      parts, out)
-        elif made_by_overwrite := _overwrite_made(marker, settings):
+        elif made_by_overwrite := (_overwrite_made(marker, settings) or {}):
             log.info("extract: continuing the --overwrite of share %d/%d that stopped, keeping the %s it made (%s "
                      "lists each; delete it to make them again too)", part, parts,
                      counted(len(made_by_overwrite), "file"), marker)
-        jobs, skipped = _share_jobs(mine, root, out, opts, made_by_overwrite or {} if overwrite else None)
+        jobs, skipped = _share_jobs(mine, root, out, opts, made_by_overwrite)
     except ConfigError as e:
         refused = e
     raise_together(refused)
@@ -664,7 +664,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     # extractions on this --out may be writing now.
     remove_stale_temps({*mine, report_file, marker})
     if overwrite:  # (begun: the files made before it are made again, however they look)
-        _begin_marker(marker, settings, made_by_overwrite or {})
+        _begin_marker(marker, settings, made_by_overwrite)
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %s", len(mine), len(unique), part,
              parts, skipped, len(jobs), counted(workers, "worker"))
     if bad_lines:  # as training and mme check skip and count them
