@@ -510,23 +510,20 @@ def misnamed_classes(names: list[str], named_by: str, lists: Collection[tuple[st
     for i, name in enumerate(names):
         for folder in _label_folders(name).values():
             ids.setdefault(_class_key(folder), set()).add(i)
-    labelled = [(list_file, e) for list_file, entries in lists for e in entries
+    labelled = [(list_file, e, os.path.dirname(e.path)) for list_file, entries in lists for e in entries
                 if e.label is not None and e.label < len(names)]
-    class_folders: dict[str, tuple[str, set[int]] | None] = {}  # a path's folder -> its class folder, its classes
-    for _, e in labelled:
-        parent = os.path.dirname(e.path)
-        if parent not in class_folders:
-            class_folders[parent] = next(((folder, ids[_class_key(folder)]) for folder in
-                                          Path(parent).parts if _class_key(folder) in ids), None)
+    class_folders = {parent: next(((folder, ids[_class_key(folder)]) for folder in Path(parent).parts
+                                   if _class_key(folder) in ids), None)
+                     for parent in {parent for *_, parent in labelled}}  # a path's folder -> its class folder, classes
     if None in class_folders.values():  # (a video outside every class's folder: not a layout of class folders)
         return None
-    wrong = [(list_file, e) for list_file, e in labelled if e.label not in class_folders[os.path.dirname(e.path)][1]]
+    wrong = [(list_file, e, parent) for list_file, e, parent in labelled if e.label not in class_folders[parent][1]]
     if not wrong:
         return None
-    list_file, e = wrong[0]
+    list_file, e, parent = wrong[0]
     first = (f"{named_by}: {len(wrong)} of the {len(labelled)} listed videos are not in the class folder of their "
              f"label's name (the first: {list_file}:{e.line_no}: label {e.label}, named {names[e.label]!r}, in folder "
-             f"{class_folders[os.path.dirname(e.path)][0]!r})")
+             f"{class_folders[parent][0]!r})")
     if trained_with is not None:
         return (f"{first}: the names {os.fspath(trained_with)} records disagree with the lists' class folders. "
                 f"Either they are in another order than the numbering of the list it was trained on (then only the "

@@ -237,9 +237,10 @@ def check_same_settings(settings: dict[str, object], what: str, advice: str) -> 
     for part, said, then in ((0, "run other code", "every node must run one version of mme and torch"),
                              (1, f"disagree on {what}", advice)):
         values = [rank_held[part] for rank_held in held]
-        differ = [name for name in sorted(set().union(*values)) if len({repr(v.get(name)) for v in values}) > 1]
+        reprs = {name: [repr(v.get(name)) for v in values] for name in sorted(set().union(*values))}
+        differ = [name for name, on_ranks in reprs.items() if len(set(on_ranks)) > 1]
         if differ:
-            listed = "; ".join(f"{name} " + _on_ranks([repr(v.get(name)) for v in values], str) for name in differ)
+            listed = "; ".join(f"{name} " + _on_ranks(reprs[name], str) for name in differ)
             raise ConfigError(f"ranks {said}: {listed}: {then}")
 
 
