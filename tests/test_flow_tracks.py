@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -353,13 +354,36 @@ def test_a_flow_is_a_function_of_its_frames_from_an_engines_first_call(monkeypat
 
     from mme.motion import flow
 
-    monkeypatch.setattr(flow._THREAD, "engines", {})  # engines as a new process has them
+    monkeypatch.setattr(flow._THREAD, "engines", OrderedDict())  # engines as a new process has them
     rng = np.random.default_rng(0)
     big = cv2.GaussianBlur(rng.integers(0, 256, (80, 120), np.uint8), (5, 5), 1.5)
     frames = [np.ascontiguousarray(big[t:t + 32, 2 * t:2 * t + 45]) for t in range(8)]
     first = flow.raw_flow(frames[0], frames[1])
     flow.raw_flow(frames[5], frames[6])
     np.testing.assert_array_equal(flow.raw_flow(frames[0], frames[1]), first)
+
+
+def test_a_thread_keeps_a_bounded_number_of_flow_engines_and_one_made_again_gives_the_same_flow(monkeypatch):
+    """A thread kept a flow engine for every frame size it met, for its life (an extraction tracks each video at its
+    own size: +4 MB a size, hundreds of MB in a worker over a folder of many sizes); the least recently used is let
+    go, and the flow of one made again is the same to the bit."""
+    import cv2
+
+    from mme.motion import flow
+
+    monkeypatch.setattr(flow._THREAD, "engines", OrderedDict())
+    rng = np.random.default_rng(1)
+    big = cv2.GaussianBlur(rng.integers(0, 256, (48, 120), np.uint8), (5, 5), 1.5)
+
+    def pair(w):  # two 40 x w frames, the second moved by (1, 2) px
+        return np.ascontiguousarray(big[:40, :w]), np.ascontiguousarray(big[2:42, 1:w + 1])
+
+    first = flow.raw_flow(*pair(40))
+    for w in range(41, 41 + 2 * flow.ENGINES_KEPT):
+        flow.raw_flow(*pair(w))
+        assert len(flow._THREAD.engines) <= flow.ENGINES_KEPT
+    assert not any(key[2][:2] == (40, 40) for key in flow._THREAD.engines)  # let go, so made again below
+    np.testing.assert_array_equal(flow.raw_flow(*pair(40)), first)
 
 
 def test_compensated_tracks_of_a_crop_with_a_margin_are_in_the_crops_frame(tmp_path):

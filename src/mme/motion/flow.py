@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -44,11 +45,16 @@ class _PerThread(threading.local):
     tracks up to 17 px off, or crashed the process)."""
 
     def __init__(self):
-        self.engines: dict[tuple, object] = {}
+        self.engines: OrderedDict[tuple, object] = OrderedDict()
         self.orb: dict[int, tuple[object, object]] = {}
 
 
 _THREAD = _PerThread()
+
+ENGINES_KEPT = 16
+"""The most flow engines a thread keeps, the least recently used let go past it (about 4 MB each at 360p): an
+extraction tracks each video at its own size, so a folder of many sizes would otherwise add one for each for the
+worker's life (hundreds of MB over a few hundred sizes). One made again costs about one flow."""
 
 
 def flow_available(method: str) -> bool:
@@ -64,13 +70,18 @@ def require_flow(method: str, key: str = "target.flow") -> None:
 
 
 def _engine(method: str, shape: tuple[int, ...]):
-    """One flow object per process, thread (:class:`_PerThread`), method and frame size: DIS allocates its pyramids
+    """One flow object per process, thread (:class:`_PerThread`), method and frame size (the last
+    :data:`ENGINES_KEPT` used): DIS allocates its pyramids
     once and reuses them, but after frames of another size it returns other flow for the same frames (up to 0.1 px),
     so an engine only ever sees one size; and its first flow differs from its later ones for the same frames (0.04 px
     in the test), so a new engine computes one flow of blank frames first. The flow is a function of the frames
     alone."""
     engines, key = _THREAD.engines, (os.getpid(), method, shape)
-    if key not in engines:
+    if key in engines:
+        engines.move_to_end(key)
+    else:
+        if len(engines) >= ENGINES_KEPT:
+            engines.popitem(last=False)
         if method in DIS_PRESETS:
             engines[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
             for name, value in DIS_SETTINGS.get(method, {}).items():
