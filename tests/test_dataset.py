@@ -500,6 +500,47 @@ def test_an_index_folder_that_holds_none_of_the_lists_videos_is_said(videos, tmp
     assert not [r for r in caplog.records if "holds the frame index of none" in r.getMessage()]
 
 
+def test_an_index_folder_is_judged_by_its_videos_where_a_check_filled_it_once_a_node(videos, tmp_path, caplog,
+                                                                                     monkeypatch):
+    """A folder filled by a run's own reads (a resumed run's, or a second run's, that had not read the videos looked
+    up) was said to hold none of the list's videos, blaming the folder; and every rank said it, 8 lines a node. Now
+    a run judges a folder `mme check` filled (its mark in ``v<INDEX_VERSION>/``), on the first rank of each node."""
+    import mme.data.dataset as dataset
+
+    monkeypatch.setattr(dataset, "INDEX_SAMPLE", 2)  # (of 3 videos, the first and last are looked up)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.mp4").symlink_to(videos / "good.mp4")  # (three files to the index: three paths)
+    (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
+    index = tmp_path / "index"
+    data = dict(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2, img_size=24,
+                index_dir=str(index))
+
+    def said() -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.dataset"):
+            PretrainDataset(from_dict(DataConfig, data), track_length=2)
+        return [r.getMessage() for r in caplog.records if "holds the frame index of none" in r.getMessage()]
+
+    PretrainDataset(from_dict(DataConfig, data), track_length=2)[(0, 1)]  # an earlier run's reads: b.mp4 alone
+    assert pyav_reader.holds_indices(index) and not pyav_reader.filled_by_check(index)
+    assert said() == []
+    (tmp_path / "other.txt").write_text("good.mp4\n")  # a check of another list fills the folder
+    assert cli_main(["check", str(tmp_path / "other.txt"), "--root", str(videos), "--out", str(tmp_path / "c.json"),
+                     "--index-dir", str(index)]) == 0
+    assert (index / f"v{pyav_reader.INDEX_VERSION}" / pyav_reader.CHECKED_MARK).is_file()
+    pyav_reader.mark_checked(tmp_path / "marked")  # (the mark alone is no index: `mme embed` says the folder empty)
+    assert not pyav_reader.holds_indices(tmp_path / "marked")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert said() == []
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    warned = said()
+    assert len(warned) == 1 and warned[0].startswith(
+        f"data.index_dir={index} holds the frame index of none of the 2 videos of {tmp_path / 'list.txt'} --root "
+        f"{tmp_path} looked up there, so each is indexed at its first read (seconds for a long video): they were not "
+        "indexed there (its `mme check` was of another list)"), warned
+
+
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):
     """Files with fewer frames than packets: an MPEG-TS capture that starts inside a GOP (90 packets, 60 frames) and
     an HEVC file joined at an open GOP's CRA, whose leading frames FFmpeg drops (40, 37). A process that had not

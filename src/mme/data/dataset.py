@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 
 from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
-from mme.data.pyav_reader import decodes_on_cuda, holds_indices, indexes_none_of, note_other_index_versions
+from mme.data.pyav_reader import decodes_on_cuda, filled_by_check, indexes_none_of, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import (
     MULTISCALE_SCALES,
@@ -673,10 +673,10 @@ def fill_index_command(listed: str, index_dir: str | os.PathLike) -> str:
 @functools.cache
 def _warn_index_missed(index_dir: str, option: str, listed: str | None, looked: int) -> None:
     log.warning("%s holds the frame index of none of the %s of %s looked up there, so each is indexed at its first "
-                "read (seconds for a long video): they were not indexed there (another list's `mme check`, or reads "
-                "that have not reached them), or are other files than those indexed (it keeps each by its absolute "
-                "path, size, times and inode: copies of the videos, cp -a, rsync -a, and another spelling of their "
-                "root, a symlink, are other files; another PyAV build keeps its own)%s", as_given(option, index_dir),
+                "read (seconds for a long video): they were not indexed there (its `mme check` was of another list), "
+                "or are other files than those indexed (it keeps each by its absolute path, size, times and inode: "
+                "copies of the videos, cp -a, rsync -a, and another spelling of their root, a symlink, are other "
+                "files; another PyAV build keeps its own)%s", as_given(option, index_dir),
                 counted(looked, "video"),
                 listed or "the run",
                 f"; {fill_index_command(listed, index_dir)}, run on the paths as this run reads them, fills it"
@@ -840,12 +840,15 @@ class _VideoDataset(Dataset):
         return " ".join(map(command_path, list_files)) + (f" {command_option('--root', root)}" if root else "")
 
     def say_index_missed(self, option: str = "data.index_dir") -> None:
-        """Warn (once per process, folder and list) where the index folder (``option``), holding indices
-        (:func:`holds_indices`), holds the frame index of none of :data:`INDEX_SAMPLE` of the videos spread over the
-        list (:func:`indexes_none_of`): the run would index every video again, unsaid (an empty folder, filled by the
-        run's reads, is said by :func:`~mme.eval.features.say_unindexed`)."""
+        """Warn (once per process, folder and list) where the index folder (``option``), filled by `mme check`
+        (:func:`filled_by_check`), holds the frame index of none of :data:`INDEX_SAMPLE` of the videos spread over
+        the list (:func:`indexes_none_of`): the run would index every video again, unsaid (an empty folder, filled by
+        the run's reads, is said by :func:`~mme.eval.features.say_unindexed`). Said by the first rank of each node
+        alone, which judges the node's own copy of the videos where nodes staged one each."""
+        from mme.train.distributed import rank_on_node
+
         index_dir = self.cfg.index_dir
-        if index_dir is None or not self.entries or not holds_indices(index_dir):
+        if index_dir is None or not self.entries or rank_on_node() != 0 or not filled_by_check(index_dir):
             return
         looked = np.unique(np.linspace(0, len(self.entries) - 1, min(len(self.entries), INDEX_SAMPLE)).round())
         if indexes_none_of(index_dir, (self.path(int(i)) for i in looked)):

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import av
 
-from mme.data.pyav_reader import note_other_index_versions, open_container, video_stream
+from mme.data.pyav_reader import mark_checked, note_other_index_versions, open_container, video_stream
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
 from mme.utils import (
@@ -2122,6 +2122,8 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     repeats = _repeats([(first[real], label, f) for real, (_, label, f) in zip(reals, listed)])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %s of %s with %s", counted(len(jobs), "video"), named, counted(workers, "worker"))
+    if index_dir is not None:
+        mark_checked(index_dir)
     by_path, problems_so_far = {}, 0
     with progress_bar(in_workers(_check_job, jobs, workers, _died_checking), len(jobs), "check", "video") as bar:
         for r in bar:  # (as they finish)

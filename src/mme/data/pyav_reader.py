@@ -1346,12 +1346,34 @@ def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
 
 def holds_indices(index_dir: str | os.PathLike) -> bool:
     """Whether ``index_dir`` holds frame indices of this mme's :data:`INDEX_VERSION` (not only other versions' folders,
-    a stray file, or nothing)."""
+    a stray file, a check's :data:`CHECKED_MARK`, or nothing)."""
     try:
         with os.scandir(Path(index_dir) / f"v{INDEX_VERSION}") as entries:
-            return any(entries)
+            return any(e.name != CHECKED_MARK for e in entries)
     except OSError:
         return False
+
+
+CHECKED_MARK = "filled-by-mme-check"
+"""The empty file `mme check --index-dir` leaves in the index folder's ``v<INDEX_VERSION>/`` (:func:`mark_checked`):
+a run judges only such a folder by the videos it holds (:meth:`mme.data.dataset._VideoDataset.say_index_missed`),
+since one that runs' reads alone filled misses the videos they have not reached yet."""
+
+
+def mark_checked(index_dir: str | os.PathLike) -> None:
+    """Leave :data:`CHECKED_MARK` in ``index_dir``, which a check is filling; where it cannot be made, the check's
+    indices cannot be kept either, which its reads say (:func:`_warn_unwritable`), as this does."""
+    mark = Path(index_dir) / f"v{INDEX_VERSION}" / CHECKED_MARK
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError as e:
+        _warn_unwritable(Path(index_dir), error_reason(e))
+
+
+def filled_by_check(index_dir: str | os.PathLike) -> bool:
+    """Whether `mme check --index-dir` of this :data:`INDEX_VERSION` filled ``index_dir`` (:func:`mark_checked`)."""
+    return (Path(index_dir) / f"v{INDEX_VERSION}" / CHECKED_MARK).is_file()
 
 
 def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
