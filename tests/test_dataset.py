@@ -504,7 +504,8 @@ def test_an_index_folder_is_judged_by_its_videos_where_a_check_filled_it_once_a_
                                                                                      monkeypatch):
     """A folder filled by a run's own reads (a resumed run's, or a second run's, that had not read the videos looked
     up) was said to hold none of the list's videos, blaming the folder; and every rank said it, 8 lines a node. Now
-    a run judges a folder `mme check` filled (its mark in ``v<INDEX_VERSION>/``), on the first rank of each node."""
+    a run judges a folder `mme check` filled (its mark in ``v<INDEX_VERSION>/``) and holding indices (a check that
+    indexed nothing, its videos missing, left the mark alone, which was judged), on the first rank of each node."""
     import mme.data.dataset as dataset
 
     monkeypatch.setattr(dataset, "INDEX_SAMPLE", 2)  # (of 3 videos, the first and last are looked up)
@@ -516,10 +517,10 @@ def test_an_index_folder_is_judged_by_its_videos_where_a_check_filled_it_once_a_
     data = dict(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2, img_size=24,
                 index_dir=str(index))
 
-    def said() -> list[str]:
+    def said(**changed: str) -> list[str]:
         caplog.clear()
         with caplog.at_level("WARNING", logger="mme.data.dataset"):
-            PretrainDataset(from_dict(DataConfig, data), track_length=2)
+            PretrainDataset(from_dict(DataConfig, {**data, **changed}), track_length=2)
         return [r.getMessage() for r in caplog.records if "holds the frame index of none" in r.getMessage()]
 
     PretrainDataset(from_dict(DataConfig, data), track_length=2)[(0, 1)]  # an earlier run's reads: b.mp4 alone
@@ -529,8 +530,13 @@ def test_an_index_folder_is_judged_by_its_videos_where_a_check_filled_it_once_a_
     assert cli_main(["check", str(tmp_path / "other.txt"), "--root", str(videos), "--out", str(tmp_path / "c.json"),
                      "--index-dir", str(index)]) == 0
     assert (index / f"v{pyav_reader.INDEX_VERSION}" / pyav_reader.CHECKED_MARK).is_file()
-    pyav_reader.mark_checked(tmp_path / "marked")  # (the mark alone is no index: `mme embed` says the folder empty)
-    assert not pyav_reader.holds_indices(tmp_path / "marked")
+    # a check that indexed nothing (its videos missing: another --root) leaves the mark alone, which is no index
+    # (`mme embed` says the folder empty) and is not judged
+    (tmp_path / "elsewhere").mkdir()
+    assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path / "elsewhere"), "--out",
+                     str(tmp_path / "m.json"), "--index-dir", str(tmp_path / "marked")]) == 1
+    assert pyav_reader.filled_by_check(tmp_path / "marked") and not pyav_reader.holds_indices(tmp_path / "marked")
+    assert said(index_dir=str(tmp_path / "marked")) == []
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert said() == []
     monkeypatch.setenv("LOCAL_RANK", "0")

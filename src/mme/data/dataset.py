@@ -49,7 +49,13 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 
 from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
-from mme.data.pyav_reader import decodes_on_cuda, filled_by_check, indexes_none_of, note_other_index_versions
+from mme.data.pyav_reader import (
+    decodes_on_cuda,
+    filled_by_check,
+    holds_indices,
+    indexes_none_of,
+    note_other_index_versions,
+)
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import (
     MULTISCALE_SCALES,
@@ -841,14 +847,16 @@ class _VideoDataset(Dataset):
 
     def say_index_missed(self, option: str = "data.index_dir") -> None:
         """Warn (once per process, folder and list) where the index folder (``option``), filled by `mme check`
-        (:func:`filled_by_check`), holds the frame index of none of :data:`INDEX_SAMPLE` of the videos spread over
+        (:func:`filled_by_check`) and holding indices (:func:`holds_indices`: not a check that indexed nothing, its
+        videos missing or unreadable), holds the frame index of none of :data:`INDEX_SAMPLE` of the videos spread over
         the list (:func:`indexes_none_of`): the run would index every video again, unsaid (an empty folder, filled by
         the run's reads, is said by :func:`~mme.eval.features.say_unindexed`). Said by the first rank of each node
         alone, which judges the node's own copy of the videos where nodes staged one each."""
         from mme.train.distributed import rank_on_node
 
         index_dir = self.cfg.index_dir
-        if index_dir is None or not self.entries or rank_on_node() != 0 or not filled_by_check(index_dir):
+        if (index_dir is None or not self.entries or rank_on_node() != 0 or not filled_by_check(index_dir)
+                or not holds_indices(index_dir)):
             return
         looked = np.unique(np.linspace(0, len(self.entries) - 1, min(len(self.entries), INDEX_SAMPLE)).round())
         if indexes_none_of(index_dir, (self.path(int(i)) for i in looked)):
