@@ -547,6 +547,20 @@ def test_an_index_folder_is_judged_by_its_videos_where_a_check_filled_it_once_a_
         "indexed there (its `mme check` was of another list)"), warned
 
 
+
+def test_a_check_into_an_index_folder_that_cannot_be_written_warns_once(videos, tmp_path, caplog):
+    """`mme check --index-dir DIR`, where ``DIR/v<INDEX_VERSION>`` cannot be made (a file), warned twice: on leaving
+    its mark ("File exists") and on its read ("Not a directory"). Its read alone says it."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / f"v{pyav_reader.INDEX_VERSION}").write_text("")
+    (tmp_path / "list.txt").write_text("good.mp4\n")
+    with caplog.at_level("WARNING", logger="mme.data.pyav_reader"):
+        assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(videos), "--out",
+                         str(tmp_path / "c.json"), "--index-dir", str(blocked), "--workers", "1"]) == 0
+    assert [r.getMessage() for r in caplog.records if "frame indices" in r.getMessage()] == [
+        f"cannot keep frame indices in {blocked} (Not a directory); each process indexes for itself"]
+
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):
     """Files with fewer frames than packets: an MPEG-TS capture that starts inside a GOP (90 packets, 60 frames) and
     an HEVC file joined at an open GOP's CRA, whose leading frames FFmpeg drops (40, 37). A process that had not

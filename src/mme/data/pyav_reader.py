@@ -1361,14 +1361,12 @@ since one that runs' reads alone filled misses the videos they have not reached 
 
 
 def mark_checked(index_dir: str | os.PathLike) -> None:
-    """Leave :data:`CHECKED_MARK` in ``index_dir``, which a check is filling; where it cannot be made, the check's
-    indices cannot be kept either, which its reads say (:func:`_warn_unwritable`), as this does."""
+    """Leave :data:`CHECKED_MARK` in ``index_dir``, which a check is filling; where it cannot be made, nothing is
+    said here: the check's indices cannot be kept either, which its reads say (:func:`_warn_unwritable`)."""
     mark = Path(index_dir) / f"v{INDEX_VERSION}" / CHECKED_MARK
-    try:
+    with contextlib.suppress(OSError):
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.touch()
-    except OSError as e:
-        _warn_unwritable(Path(index_dir), error_reason(e))
 
 
 def filled_by_check(index_dir: str | os.PathLike) -> bool:
