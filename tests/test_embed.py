@@ -2022,7 +2022,8 @@ def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_i
                                                                                   monkeypatch):
     """``mme embed LIST --root R --index-dir EMPTY`` advised "`mme check LIST --index-dir EMPTY` fills it": the
     list a placeholder and its root left out, so the command, with the list put in, found none of its relative
-    paths (each 'missing') and filled nothing. It names the list and --root as given, and runs as said."""
+    paths (each 'missing') and filled nothing. It names the list and --root as given, and runs as said; under
+    torchrun, every rank said it: a node's first rank says it alone."""
     import logging
 
     from mme import cli
@@ -2045,6 +2046,13 @@ def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_i
     # (the old advice with the list put in finds none of them)
     assert cli.main(["check", "ok.txt", "--index-dir", "index", "--out", "old.json", "--min-frames", "1"]) == 1
     assert json.loads((tmp_path / "old.json").read_text())["counts"] == {"missing": 2}
+    caplog.clear()
+    (tmp_path / "unsaid").mkdir()
+    with monkeypatch.context() as torchrun, caplog.at_level(logging.WARNING, logger="mme"):
+        torchrun.setenv("LOCAL_RANK", "1")  # a node's second rank: its first says it (every rank said it)
+        assert cli.main(["embed", str(ckpt), "ok.txt", "--root", str(root), "--out", "u.npy", "--index-dir",
+                         "unsaid", "--workers", "0"]) == 0
+    assert [r.getMessage() for r in caplog.records if "holds no frame index" in r.getMessage()] == []
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mme"):  # one video: no list for mme check, no command said
         empty = tmp_path / "empty"

@@ -692,9 +692,12 @@ EMBED_KEYS = {"data.num_workers": EMBED_COUNTS["num_workers"][0], "train.batch_s
 def say_unindexed(index_dir: str | os.PathLike, listed: str | None) -> None:
     """Warn that ``index_dir`` holds no frame index yet, naming the `mme check` of ``listed`` (lists and root as a
     command's arguments: :meth:`~mme.data.dataset._VideoDataset.as_arguments`) that fills it; no command where there
-    is no list (one video)."""
+    is no list (one video). Said by the first rank of each node alone, which judges the node's own folder."""
     from mme.data.dataset import fill_index_command
+    from mme.train.distributed import rank_on_node
 
+    if rank_on_node() != 0:
+        return
     log.warning("--index-dir %s holds no frame index yet%s", index_dir,
                 f": {fill_index_command(listed, index_dir)} fills it" if listed else "")
 
