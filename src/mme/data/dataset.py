@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 
 from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
+from mme.data.packed import PackedEntries, PackedStrings
 from mme.data.pyav_reader import (
     decodes_on_cuda,
     filled_by_check,
@@ -378,8 +379,8 @@ def start_workers(loader: DataLoader) -> Iterator:
         loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said)
         if decodes_on_cuda():
             loader.multiprocessing_context = "spawn"
-    # A forked worker's collections then leave this process's objects (the list's entries) unwritten. Not where the
-    # caller froze objects itself (a server, a notebook): unfreezing would release those too.
+    # A forked worker's collections then leave this process's objects unwritten. Not where the caller froze objects
+    # itself (a server, a notebook): unfreezing would release those too.
     freezing = gc.get_freeze_count() == 0 and _forks_workers(loader)
     if freezing:
         gc.freeze()
@@ -715,7 +716,8 @@ class _VideoDataset(Dataset):
             self.bad_lines = []
         if need_labels and any(e.label is None for e in entries):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
-        self.entries: list[ListEntry] = entries
+        self.entries = PackedEntries(entries)
+        """Its videos, held packed: each loader worker reads them without copying them (:mod:`mme.data.packed`)."""
         self.need_labels = need_labels
         self.checked_as: str | None = self.as_arguments([cfg.list_file], cfg.root)
         """The list and its root as a command's arguments (``mme check``'s, ``mme extract``'s), as the user gave them
@@ -735,7 +737,7 @@ class _VideoDataset(Dataset):
     @functools.cached_property
     def list_digest(self) -> str:
         """A digest of the listed paths in order: what a failure table carried from another run must match."""
-        return lines_digest(e.path for e in self.entries)
+        return lines_digest(self.entries.paths)
 
     @functools.cached_property
     def content_digest(self) -> tuple[str, str]:
@@ -970,9 +972,10 @@ class CacheLookup:
     video's, None where it has none or was not looked up; ``lacking``, the videos without one; ``unsought``, how many
     more the folder's listing misses, not looked up on disk once ``lacking`` were more than the run may skip;
     ``whole``, whether the listing listed every folder (:func:`mme.motion.cache.listed_files`): where it did not, the
-    unsought videos' files may be in those it could not list."""
+    unsought videos' files may be in those it could not list. ``files`` are packed: each loader worker reads them
+    without copying them (:mod:`mme.data.packed`)."""
 
-    files: list[str | None]
+    files: PackedStrings
     lacking: list[int]
     unsought: int
     whole: bool
@@ -1055,16 +1058,19 @@ class PretrainDataset(_VideoDataset):
         listed, whole = listed_files(cache_dir)
         files = [self._cache_file(cache_dir, i, listed) for i in range(len(self))]
         missed = [i for i, found in enumerate(files) if found is None]
-        if whole and not listed:  # a whole listing of no file: none on disk either
-            return CacheLookup(files, missed, 0, whole)
         lacking: list[int] = []
-        for k, i in enumerate(missed):
-            files[i] = self._cache_file(cache_dir, i)
-            if files[i] is None:
-                lacking.append(i)
-                if self.too_many_failures(len(lacking)):
-                    return CacheLookup(files, lacking, len(missed) - k - 1, whole)
-        return CacheLookup(files, lacking, 0, whole)
+        unsought = 0
+        if whole and not listed:  # a whole listing of no file: none on disk either
+            lacking = missed
+        else:
+            for k, i in enumerate(missed):
+                files[i] = self._cache_file(cache_dir, i)
+                if files[i] is None:
+                    lacking.append(i)
+                    if self.too_many_failures(len(lacking)):
+                        unsought = len(missed) - k - 1
+                        break
+        return CacheLookup(PackedStrings(files), lacking, unsought, whole)
 
     @functools.cached_property
     def extract_failed(self) -> dict[int, tuple[str, str]]:

@@ -59,8 +59,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class ListEntry:
     """One video of a list: its path as written in the list, its class id (None when unlabelled) and the line it
-    was read from (0 when not read from a file; not compared). Slotted: a list of 240k entries is held by every
-    loader worker, which touches each (no ``__dict__`` per entry, fewer pages that copy-on-write copies)."""
+    was read from (0 when not read from a file; not compared). Slotted (no ``__dict__`` each): lists of 240k entries
+    are read and checked before a run, which holds its own packed (:class:`~mme.data.packed.PackedEntries`)."""
 
     path: str
     label: int | None = None
