@@ -745,6 +745,16 @@ def test_a_datasets_packed_list_gives_the_lists_entries_items_and_digests(videos
     assert (unlabelled.list_digest, unlabelled.content_digest[0]) == ("1b5a7183c3441e2f", "1b5a7183c3441e2f")
 
 
+def test_a_label_past_int64_is_held_as_the_list_gives_it(videos):
+    """A list's labels are whole numbers of any size (:func:`read_list`), which a pre-training run reads and never
+    uses: one past int64 is held packed as the int it is, the dataset's entries, items and digests those of the list
+    as read (it was an OverflowError as the dataset packed its list)."""
+    data = PretrainDataset(config(videos, ["good.mp4 9223372036854775808", "coord.mkv 1"]))
+    assert [e.label for e in data.entries] == [2**63, 1] and data.entries == read_list(videos / "list.txt")[0]
+    assert data.entries[0] == ListEntry("good.mp4", 2**63) and data[0]["index"] == 0
+    assert (data.list_digest, data.content_digest[0]) == ("ee4c6d1745c922f1", "ee4c6d1745c922f1")
+
+
 def test_packed_strings_give_back_each_string_or_none_as_it_went_in():
     """A track cache's file names, packed as the run holds them (:class:`PackedStrings`): None (no file), a name of
     bytes that are not UTF-8 (``os.fsdecode``'s surrogates) and any other str come back as they went in."""

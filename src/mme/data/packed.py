@@ -72,12 +72,15 @@ class PackedStrings(_Packed):
 
 class PackedEntries(_Packed):
     """A list's entries (:class:`~mme.data.lists.ListEntry`) as their paths (:class:`PackedStrings`), labels
-    (:data:`NO_LABEL` for none) and line numbers."""
+    (:data:`NO_LABEL` for none) and line numbers. A list takes labels of any size, which a pre-training run never
+    reads: where one is past int64 the labels are held as Python ints (an object array), as the list gave them."""
 
     def __init__(self, entries: Iterable[ListEntry]):
         entries = list(entries)
         self.paths = PackedStrings(e.path for e in entries)
-        self.labels = np.fromiter((NO_LABEL if e.label is None else e.label for e in entries), np.int64, len(entries))
+        labels = [NO_LABEL if e.label is None else e.label for e in entries]
+        fits = max(labels, default=NO_LABEL) <= np.iinfo(np.int64).max  # (labels are >= 0)
+        self.labels = np.array(labels, np.int64 if fits else object)
         self.line_nos = np.fromiter((e.line_no for e in entries), np.int32, len(entries))
 
     def __len__(self) -> int:
