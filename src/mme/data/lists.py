@@ -1469,14 +1469,23 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     ``classes`` (the class map of another split built on its own: a label not in it is a DataError); rows
     without a label (the test set) are unlabelled, and the empty folder a label field gives them is dropped.
     """
-    rows = []
     named = [c for c in ("time_start", "time_end") if c in _format_fields(path_format)]  # (formatted as integers)
-    for csv_file in csv_files:
+    labels: dict[str, str] = {}  # each label seen, held once (not once a row), as splits are
+    splits: dict[str, str] = {}
+    listed: dict[str, list[tuple[str, str]]] = {}  # split -> (path, label) of each video, listed once
+    sources: dict[str, list[tuple[str, str]]] = {}  # split -> (youtube_id, its row) of each video listed
+    labelled: dict[str, list] = {}  # split -> [its first unlabelled row or None, whether a row of it is labelled]
+    known = None if classes is None else set(classes)
+    unknown = None  # the first row whose label is not in ``classes``
+    once = _ListedOnce()
+    for csv_file in csv_files:  # (each row read, checked and listed in turn: a CSV of 2.5M rows is not held)
         path = _need_file(Path(csv_file), "Kinetics CSV")
-        fields, table = _csv_rows(path)
+        table = _csv_rows(path)
+        fields = next(table)
         missing = {"youtube_id", "time_start", "time_end"} - fields
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
+        labelled_here: dict[str, bool] = {}  # split -> whether a row of it in this CSV is labelled
         for n, row in table:
             broken = _CONTROL.search(" ".join(row.values())) and next(  # (one search a row; the field on a hit)
                 ((c, m[0]) for c, v in row.items() if (m := _CONTROL.search(v.strip(" \t")))), None)
@@ -1509,42 +1518,45 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
             if label[:1] == '"' or label[-1:] == '"':  # (its quotes kept: a class of its own, beside the unquoted)
                 raise DataError(f"{path}:{n}: label {label!r} begins or ends with a quote: a quoted field after other "
                                 f"text (a tab before its quote)?")
+            label = labels.setdefault(label, label)
             given = (row.get("split") or "").strip() or path.stem
-            rows.append((split_name(given), label, yid, start, end, f"{path}:{n}", given, path))
-        mine = rows[len(rows) - len(table):]
-        unlabelled = sorted({r[0] for r in mine} - {"test", "holdout"})
+            split = splits.setdefault(given, split_name(given))
+            where = f"{path}:{n}"
+            if unknown is None and label and known is not None and label not in known:
+                unknown = (where, label)
+            labelled_here[split] = labelled_here.get(split, False) or bool(label)
+            kinds = labelled.setdefault(split, [None, False])
+            if label:
+                kinds[1] = True
+            elif kinds[0] is None:
+                kinds[0] = where
+            rel = _format_path(path_format, split=split, split_as_given=given, **_label_folders(label),
+                               youtube_id=yid, time_start=start, time_end=end)
+            if once.first(split, rel, label, where, path):
+                listed.setdefault(split, []).append((rel, label))
+                sources.setdefault(split, []).append((yid, where))
+        unlabelled = sorted(labelled_here.keys() - {"test", "holdout"})
         if "label" not in fields and unlabelled:
             log.warning("%s: no label column; its %s %s %s written without labels", path, unlabelled,
                         plural(len(unlabelled), "list"), plural(len(unlabelled), "is", "are"))
-        elif blank := [split for split in unlabelled if not any(r[1] for r in mine if r[0] == split)]:
+        elif blank := [split for split in unlabelled if not labelled_here[split]]:
             log.warning("%s: its label column is empty in every row of %s; the %s %s written without labels", path,
                         blank, plural(len(blank), "list"), plural(len(blank), "is", "are"))
-    if classes is None:
-        classes = sorted({r[1] for r in rows if r[1]})
-    unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
-    if unknown:
-        raise DataError(f"{unknown[5]}: label {unknown[1]!r} is not in the given class map of {len(classes)} "
+    if unknown is not None:
+        raise DataError(f"{unknown[0]}: label {unknown[1]!r} is not in the given class map of {len(classes)} "
                         f"classes; build the lists of every split together or use the class map of the split "
                         f"that has it")
-    for split in {r[0] for r in rows}:
-        labels = [(bool(r[1]), r[5]) for r in rows if r[0] == split]
-        if len({has for has, _ in labels}) > 1:
-            blank = next(where for has, where in labels if not has)
+    for split, (blank, has_labels) in labelled.items():
+        if blank is not None and has_labels:
             raise DataError(f"{blank}: no label, where other rows of split {split!r} have one (a list is labelled "
                             f"in every line or in none)")
-    out: Splits = {}
-    sources: dict[str, list[tuple[str, str]]] = {}  # split -> (youtube_id, its row) of each row
-    index = {label: i for i, label in enumerate(classes)}
-    once = _ListedOnce()
-    for split, label, yid, start, end, where, given, source in rows:
-        rel = _format_path(path_format, split=split, split_as_given=given, **_label_folders(label), youtube_id=yid,
-                           time_start=start, time_end=end)
-        if once.first(split, rel, label, where, source):
-            out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
-            sources.setdefault(split, []).append((yid, where))
     once.warn()
     warn_of_shared_sources(", ".join(str(f) for f in csv_files), sources)  # (the YouTube video: its segments' source)
-    return out, classes
+    if classes is None:
+        classes = sorted(label for label in labels if label)
+    index = {label: i for i, label in enumerate(classes)}
+    return {split: [ListEntry(rel, index[label] if label else None) for rel, label in listed.pop(split)]
+            for split in list(listed)}, classes
 
 
 class _ListedOnce:
@@ -1574,23 +1586,24 @@ class _ListedOnce:
             log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, path, more)
 
 
-def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
-    """A CSV's column names (lower case, stripped: 'Label', ' split') and its rows as {column: value}, each with
-    the line it starts on: blank rows (an empty line, a line of spaces, a spreadsheet's ',,,,,') are skipped and a
-    quoted field may span lines, so rows are not lines; spaces
-    after a comma are skipped, so a field after them may be quoted (', "air drumming"'), and those after a closing
-    quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its last
-    columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
+def _csv_rows(path: Path) -> Iterator:
+    """A CSV's column names (lower case, stripped: 'Label', ' split'), then its rows, read one at a time (a CSV of
+    millions of rows is not held), as {column: value}, each with the line it starts on: blank rows (an empty line, a
+    line of spaces, a spreadsheet's ',,,,,') are skipped and a quoted field may span lines, so rows are not lines;
+    spaces after a comma are skipped, so a field after them may be quoted (', "air drumming"'), and those after a
+    closing quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its
+    last columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
     starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # (read as a stream: a CSV of 500k rows is not held whole)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
             reader = csv.reader(map(_without_bom, fh), skipinitialspace=True)  # (', "air drumming"': quotes read)
             fields = [f.strip().lower() for f in next(reader, [])]
-            rows, start = [], reader.line_num + 1
+            yield set(fields)
+            start = reader.line_num + 1
             for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
                 if any(value.strip() for value in values):
-                    rows.append((start, dict(zip(fields, values))))
+                    yield start, dict(zip(fields, values))
                 start = reader.line_num + 1
         except UnicodeDecodeError:  # (its first byte that is not UTF-8 is in the bytes decoded so far: only those
             # are read again, for _utf8_text to name its line and offset)
@@ -1599,7 +1612,6 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
             raise
         except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
             raise DataError(f"{path}:{start}: not a CSV row ({e}): a quote not closed?") from e
-    return set(fields), rows
 
 
 def _format_fields(path_format: str) -> set[str]:
