@@ -147,6 +147,21 @@ def test_a_resumed_extraction_says_it_looks_and_reads_each_files_header_alone(vi
     assert "look:   0%|          | 0/2 [" in capsys.readouterr().err  # (cleared when done)
 
 
+def test_a_resumed_extraction_stats_each_finished_file_once(videos, tmp_path, monkeypatch):
+    """A resumed mme extract looked up each finished cache file four times (its identity, then whether a file is there
+    in the look, in other_settings and in the open of its header): 53 s at 240k finished files on a local disk, more
+    on NFS. It is looked up once, what it found passed along, the header read from the file then opened."""
+    (tmp_path / "list.txt").write_text("b.mp4 1\none.mp4 1\n")
+    out = tmp_path / "cache"
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["done"] == 2
+    finished = {str(cache_file(out, name)) for name in ("b.mp4", "one.mp4")}
+    looked, stat = [], os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: looked.append(os.fspath(path)) or stat(path, *a, **k))
+    assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["skipped"] == 2
+    assert sorted(p for p in looked if p in finished) == sorted(finished)
+
+
 def test_the_line_of_counts_is_the_commands_and_a_library_caller_gets_none(videos, tmp_path, capsys):
     """``extract_cache`` printed ``mme extract``'s line of counts from inside the library: ``mme bench pipeline``,
     which builds a track cache with it, printed a stray "extract: 1 written, 0 already complete, 0 failed" among its

@@ -37,6 +37,7 @@ import json
 import math
 import operator
 import os
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -552,11 +553,21 @@ def damaged(path: str | Path) -> str | None:
 def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
     """A cache file open past its magic, and whether it is a version 1 file (a zip, which :func:`_read_v1` reads from
     its start); a missing or foreign file, or a read error inside the block, is a VideoError naming it
-    (:func:`_unreadable`)."""
-    if not path.is_file():
-        raise video_error(path, "track cache", "a folder, not a cache file" if path.is_dir() else "no such file")
+    (:func:`_unreadable`; a missing one's cause its FileNotFoundError). What is there is judged by the file opened, its
+    path looked up once (a resumed extraction's look at each finished file); a FIFO opens without waiting for a
+    writer."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise video_error(path, "track cache", "no such file") from e
+    except OSError as e:
+        raise _unreadable(path, e) from e
+    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+        os.close(fd)
+        raise video_error(path, "track cache", "a folder, not a cache file" if stat.S_ISDIR(mode) else
+                          "not a regular file")
+    try:
+        with open(fd, "rb") as f:
             magic = f.read(len(MAGIC))
             if magic[:4] != b"PK\x03\x04" and magic != MAGIC:
                 raise ValueError("unknown file type")

@@ -89,6 +89,7 @@ from mme.utils import (
     removing,
     replacing_read_files,
     space_for,
+    stat_identity,
     torch_as_mme,
     unlock_folder,
     write_all,
@@ -213,15 +214,15 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     made from another file than ``video`` (another path, other content) differs in ``video``: another dataset's video
     of the same name, also when that file is gone now (a volume not mounted, which a moved dataset with this video
     changed cannot be told from); one a later mme made (:func:`~mme.motion.cache.made_later`) in ``later``: (why,
-    None)."""
-    if not out_path.is_file():
-        return None
+    None). The file is looked up by its open alone (a resumed run's look has looked at it already)."""
     try:
         meta = cache_meta(out_path)
         have = made_settings(meta)
     except LaterCacheFile as e:  # (never made again unless told: the later tracks would be lost)
         return {"later": (f"its cache file {out_path} was {e.detail}", None)}
     except (MMEError, KeyError, TypeError, ValueError) as e:
+        if isinstance(e.__cause__, FileNotFoundError):  # (no cache there)
+            return None
         why = e.__cause__ if isinstance(e, MMEError) and e.__cause__ is not None else e  # (not the advice to re-run)
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
         return None
@@ -492,16 +493,16 @@ def _remove_other_reports(out: str, list_file: str, parts: int) -> None:
                 log.info("extract: removed %s, %s, whose videos this run looked at again", report, earlier)
 
 
-def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, video: str,
+def _cache_there(target: Path, there: bool, out: str, listed: str, opts: ExtractOptions, video: str,
                  files: Callable[[], frozenset[tuple[str, ...]]]) -> dict | None:
     """:func:`other_settings` of the cache of ``video`` (``listed`` in the list) that a run reads: the current file
-    ``target``, else (none there) a version 1 one beside it in ``out``, else the file its dataset, moved since, left
-    under its old path (:func:`~mme.motion.cache.moved_cache_file` in ``files()``, the listing of ``out``; as
-    :func:`~mme.motion.cache.find_cache_file`): a current file made again (damaged, stale: None) is made again
-    whatever other file is there. ``target`` is ``cache_file(out, listed)`` as the caller built it (a resumed look
-    builds each path once); ``out`` and ``listed`` build the version 1 path, only where the current file is not
-    there."""
-    if target.is_file():
+    ``target`` where ``there`` (the caller's look-up found a file), else a version 1 one beside it in ``out``, else
+    the file its dataset, moved since, left under its old path (:func:`~mme.motion.cache.moved_cache_file` in
+    ``files()``, the listing of ``out``; as :func:`~mme.motion.cache.find_cache_file`): a current file made again
+    (damaged, stale: None) is made again whatever other file is there. ``target`` is ``cache_file(out, listed)`` as
+    the caller built it (a resumed look builds each path once); ``out`` and ``listed`` build the version 1 path, only
+    where the current file is not there."""
+    if there:
         return other_settings(target, opts, video)
     if (v1 := cache_file(out, listed, V1_SUFFIX)).is_file():
         return other_settings(v1, opts, video)
@@ -549,12 +550,14 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
     for target, e in progress_bar(mine.items(), len(mine), "look", "video", show=is_main() and
                                   (not overwrite or bool(made_by_overwrite)), keep=False):
         video = resolve(e, root)
-        seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
+        st = _stat_or_none(target)  # (the file's one look-up, before the look: a file made after it is another,
+        # looked at again; at 240k finished files four look-ups each took 53 s)
+        seen = None if st is None else stat_identity(st)
         if overwrite:
             made = made_by_overwrite.get(str(target.relative_to(out)))
-            differ = None if made is None or _size_and_mtime(target) != made else other_settings(target, opts, video)
+            differ = None if made is None or _size_and_mtime(st) != made else other_settings(target, opts, video)
         else:
-            differ = _cache_there(target, out, e.path, opts, video, files)
+            differ = _cache_there(target, st is not None, out, e.path, opts, video, files)
         if differ == {}:
             skipped += 1
             continue
@@ -566,15 +569,19 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
     return jobs, skipped
 
 
-def _size_and_mtime(path: Path) -> tuple[int, int] | None:
-    """What tells the file an overwrite made at ``path`` from any other put there since (a copy keeping its mtime is
-    the same file); None where there is none. No time is compared with another, so a clock set back or ahead does
-    not count an older file as made since."""
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    """The stat of ``path``; None where nothing is there (or it cannot be searched)."""
     try:
-        st = path.stat()
+        return path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+
+
+def _size_and_mtime(st: os.stat_result | None) -> tuple[int, int] | None:
+    """What tells the file an overwrite made (``st``, its stat) from any other put there since (a copy keeping its
+    mtime is the same file); None where there is none. No time is compared with another, so a clock set back or ahead
+    does not count an older file as made since."""
+    return None if st is None else (st.st_size, st.st_mtime_ns)
 
 
 def _overwrite_settings(opts: ExtractOptions) -> dict:
@@ -619,7 +626,7 @@ def _begin_marker(marker: Path, settings: dict, made: dict[str, tuple[int, int]]
 
 def _mark_made(marker: Path, target: Path, out: str) -> None:
     """Add the file ``target`` an overwrite made to its ``marker`` (a whole line, appended)."""
-    if (made := _size_and_mtime(target)) is None:  # (gone already: made again)
+    if (made := _size_and_mtime(_stat_or_none(target))) is None:  # (gone already: made again)
         return
     with space_for(marker, KEPT):
         fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
