@@ -2439,6 +2439,29 @@ def test_check_index_dir_that_is_its_out_or_under_it_is_refused_before_anything_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "list.txt"]
 
 
+def test_check_index_dir_keeps_the_index_of_a_file_listed_under_two_names_under_each(tmp_path, monkeypatch):
+    """`mme check --index-dir` of a video listed as itself and through symlinks (in one list or two) checked it once
+    and kept its index under the first name alone: the index folder keys each by its absolute path, so a run reading
+    it by another name indexed it again (seconds for a long video). It is kept under every name listed."""
+    from mme.data import pyav_reader
+    from mme.data.pyav_reader import indexes_none_of
+    from mme.data.video import open_video
+
+    write_video(tmp_path / "a.mp4", affine_video(T=6, H=32, W=32)[0])
+    (tmp_path / "link.mp4").symlink_to("a.mp4")
+    (tmp_path / "other.mp4").symlink_to(tmp_path / "a.mp4")
+    (tmp_path / "one.txt").write_text("a.mp4 0\nlink.mp4 0\n")
+    (tmp_path / "two.txt").write_text("other.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["check", "one.txt", "two.txt", "--out", "r.json", "--index-dir", "idx", "--workers", "1"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["videos"] == 1
+    for name in ("a.mp4", "link.mp4", "other.mp4"):
+        assert not indexes_none_of(tmp_path / "idx", [str(tmp_path / name)]), name
+    monkeypatch.setattr(pyav_reader, "_make_index", lambda path: pytest.fail(f"{path} indexed again"))
+    pyav_reader._pyav_index.cache_clear()  # (a run's process, which has not read it)
+    assert open_video(str(tmp_path / "other.mp4"), index_dir=str(tmp_path / "idx")).read([0, 5]).shape[0] == 2
+
+
 @pytest.mark.parametrize("bad", ["a file", "missing"])
 @pytest.mark.parametrize("command", ["check", "extract", "embed", "probe", "lists"])
 def test_a_root_that_is_not_a_folder_is_refused_before_any_work(command, bad, tmp_path, capsys):

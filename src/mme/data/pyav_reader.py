@@ -1391,6 +1391,17 @@ def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
     return found
 
 
+def keep_index_as(index_dir: str | os.PathLike, path: str, others: Iterable[str]) -> None:
+    """Keep the index of ``path`` in ``index_dir`` under each of ``others`` too: other names of the same file (a
+    symlink and its target, two symlinks to it), which key an index of their own (:func:`_index_store`), so that a
+    read by any finds it. Nothing where ``path`` has none there."""
+    file = VersionOfFile.of(path)
+    index = _load_index(_index_store(str(index_dir), file.name, file.version))
+    for other in others if index is not None else ():
+        index.store, index.stored = _index_store(str(index_dir), absolute_path(other), file.version), None
+        index.save()
+
+
 def _index_dir_of(store: Path) -> Path:
     """The index folder that keeps ``store``, a path :func:`_index_store` made (``DIR/v<version>/<2 hex>/...``)."""
     return store.parents[2]
