@@ -162,6 +162,30 @@ def test_a_resumed_extraction_stats_each_finished_file_once(videos, tmp_path, mo
     assert sorted(p for p in looked if p in finished) == sorted(finished)
 
 
+def test_a_resumed_extraction_passes_over_a_folder_or_fifo_at_a_cache_path_unsaid(videos, tmp_path, caplog):
+    """The one look-up of each finished file counted anything there as a file: a folder or FIFO at a cache path was
+    warned about ("not a valid mme track cache (... a folder, not a cache file)"), and a folder hid the complete
+    version 1 file beside it, so the video was made again and failed at the folder. Only a regular file is looked at
+    there, as before the one look-up."""
+    (tmp_path / "list.txt").write_text("b.mp4 1\none.mp4 1\n")
+    out = tmp_path / "cache"
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["done"] == 2
+    folder, fifo = cache_file(out, "b.mp4"), cache_file(out, "one.mp4")
+    full = read_cache(folder)
+    meta = {k: v for k, v in full.meta.items() if k not in ("version", "quant", "starts", "grid", "homs")}
+    write_version_1(cache_file(out, "b.mp4", V1_SUFFIX), quantise(full.disp), full.valid, None, meta)
+    folder.unlink()
+    folder.mkdir()
+    fifo.unlink()
+    os.mkfifo(fifo)
+    with caplog.at_level("WARNING", logger="mme.extract"):
+        made = extract_cache(str(tmp_path / "list.txt"), str(out), **args)
+    assert "not a valid mme track cache" not in caplog.text
+    assert (made["done"], made["skipped"], made["failed"]) == (1, 1, {})  # before: 0, 1 and b.mp4 failed
+    assert fifo.is_file()
+
+
 def test_the_line_of_counts_is_the_commands_and_a_library_caller_gets_none(videos, tmp_path, capsys):
     """``extract_cache`` printed ``mme extract``'s line of counts from inside the library: ``mme bench pipeline``,
     which builds a track cache with it, printed a stray "extract: 1 written, 0 already complete, 0 failed" among its

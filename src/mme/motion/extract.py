@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -496,17 +497,18 @@ def _remove_other_reports(out: str, list_file: str, parts: int) -> None:
 def _cache_there(target: Path, there: bool, out: str, listed: str, opts: ExtractOptions, video: str,
                  files: Callable[[], frozenset[tuple[str, ...]]]) -> dict | None:
     """:func:`other_settings` of the cache of ``video`` (``listed`` in the list) that a run reads: the current file
-    ``target`` where ``there`` (the caller's look-up found a file), else a version 1 one beside it in ``out``, else
-    the file its dataset, moved since, left under its old path (:func:`~mme.motion.cache.moved_cache_file` in
-    ``files()``, the listing of ``out``; as :func:`~mme.motion.cache.find_cache_file`): a current file made again
-    (damaged, stale: None) is made again whatever other file is there. ``target`` is ``cache_file(out, listed)`` as
-    the caller built it (a resumed look builds each path once); ``out`` and ``listed`` build the version 1 path, only
-    where the current file is not there."""
+    ``target`` where ``there`` (the caller's look-up found a regular file there: a folder or FIFO is passed over),
+    else a version 1 one beside it in ``out``, else the file its dataset, moved since, left under its old path
+    (:func:`~mme.motion.cache.moved_cache_file` in ``files()``, the listing of ``out``; as
+    :func:`~mme.motion.cache.find_cache_file`), else None: a current file made again (damaged, stale: None) is made
+    again whatever other file is there. ``target`` is ``cache_file(out, listed)`` as the caller built it (a resumed
+    look builds each path once); ``out`` and ``listed`` build the version 1 path, only where the current file is not
+    there."""
     if there:
         return other_settings(target, opts, video)
     if (v1 := cache_file(out, listed, V1_SUFFIX)).is_file():
         return other_settings(v1, opts, video)
-    return other_settings(moved_cache_file(out, video, files()) or v1, opts, video)
+    return None if (moved := moved_cache_file(out, video, files())) is None else other_settings(moved, opts, video)
 
 
 def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
@@ -557,7 +559,7 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
             made = made_by_overwrite.get(str(target.relative_to(out)))
             differ = None if made is None or _size_and_mtime(st) != made else other_settings(target, opts, video)
         else:
-            differ = _cache_there(target, st is not None, out, e.path, opts, video, files)
+            differ = _cache_there(target, st is not None and stat.S_ISREG(st.st_mode), out, e.path, opts, video, files)
         if differ == {}:
             skipped += 1
             continue
