@@ -2129,11 +2129,11 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     named = ", ".join(map(str, list_files))
     log.info("checking the %d entries of %s: finding the file each names", len(listed), named)  # (a minute at 240k)
     reals = [os.path.realpath(path) for path, _, _ in listed]
-    spellings: dict[str, dict[str, None]] = {}  # each file (by its real path: './a.mp4' and 'x/../a.mp4' are
-    # 'a.mp4') -> its spellings in the lists, the first checked
+    first = {}  # each file (by its real path, so './a.mp4' and 'x/../a.mp4' are 'a.mp4') -> its first spelling
+    others: dict[str, dict[str, None]] = {}  # a file listed under other names too -> those (a symlink and its target)
     for real, (path, _, _) in zip(reals, listed):
-        spellings.setdefault(real, {})[path] = None
-    first = {real: next(iter(paths)) for real, paths in spellings.items()}
+        if first.setdefault(real, path) != path:
+            others.setdefault(real, {})[path] = None
     repeats = _repeats([(first[real], label, f) for real, (_, label, f) in zip(reals, listed)])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %s of %s with %s", counted(len(jobs), "video"), named, counted(workers, "worker"))
@@ -2147,11 +2147,9 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
                 problems_so_far += 1
                 bar.set_postfix(problems=problems_so_far, refresh=False)
     results = [by_path[str(path)] for path, *_ in jobs]
-    for paths in spellings.values() if index_dir is not None else ():
-        if len(paths) > 1:  # (a symlink listed beside its target: a run reading either finds the index)
-            path, *others = paths
-            with contextlib.suppress(OSError):  # (gone since: reported by its check)
-                keep_index_as(index_dir, path, others)
+    for real, names in others.items() if index_dir is not None else ():  # (a run reading any finds the index)
+        with contextlib.suppress(OSError):  # (gone since: reported by its check)
+            keep_index_as(index_dir, first[real], names)
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
