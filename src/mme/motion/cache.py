@@ -16,7 +16,8 @@ the resize's interpolation, the tracker's revision, the video's absolute path), 
 from the end of the checksum, a CRC-32 of the length, header and offsets (uint32: a damaged header would change
 the tracks silently, where a damaged record fails zlib's own check), the records. Version 2 files (the same
 without the checksum, their quantum checked) and version 1 files (``.tracks.npz``: a zip of 32-start blocks,
-checked by the zip's CRCs) are still read.
+checked by the zip's CRCs) are still read. A later format keeps the magic, the length and a JSON object header
+with its ``version``, so that this mme tells a later mme's file from a damaged one (:func:`made_later`).
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos; a video of
 one frame is one start whose tracks stand still). To
