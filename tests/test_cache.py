@@ -70,7 +70,7 @@ from mme.motion.cache import (
     save_tracks,
     start_homs,
 )
-from mme.motion.extract import ExtractOptions, extract_cache, other_settings, share_name
+from mme.motion.extract import ExtractOptions, _Job, _work, extract_cache, other_settings, share_name
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import TRACKER, seed_grid, track
@@ -184,6 +184,12 @@ def test_a_resumed_extraction_passes_over_a_folder_or_fifo_at_a_cache_path_unsai
     assert "not a valid mme track cache" not in caplog.text
     assert (made["done"], made["skipped"], made["failed"]) == (1, 1, {})  # before: 0, 1 and b.mp4 failed
     assert fifo.is_file()
+    fifo.unlink()  # one that appears after the look, met by the job's second look
+    os.mkfifo(fifo)
+    job = _Job(str(videos / "one.mp4"), "one.mp4", str(out), fifo, ExtractOptions(length=2, short_side=64), True, None)
+    with caplog.at_level("WARNING", logger="mme.extract"):
+        assert _work(job)[2:4] == (None, True)
+    assert "not a valid mme track cache" not in caplog.text and fifo.is_file()
 
 
 def test_the_line_of_counts_is_the_commands_and_a_library_caller_gets_none(videos, tmp_path, capsys):

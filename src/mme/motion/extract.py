@@ -222,7 +222,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     except LaterCacheFile as e:  # (never made again unless told: the later tracks would be lost)
         return {"later": (f"its cache file {out_path} was {e.detail}", None)}
     except (MMEError, KeyError, TypeError, ValueError) as e:
-        if isinstance(e.__cause__, FileNotFoundError):  # (no cache there)
+        if isinstance(e.__cause__, FileNotFoundError | NotADirectoryError):  # (no cache there)
             return None
         why = e.__cause__ if isinstance(e, MMEError) and e.__cause__ is not None else e  # (not the advice to re-run)
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
@@ -297,7 +297,7 @@ def _work(job: _Job) -> tuple[str, Path, str | None, bool | None, dict | None]:
         with exclusive_lock(job.lock, remove=True, wait_s=None if job.wait else 0) as held:
             if not held:
                 return job.video, target, None, None, None
-            if job.recheck and identity_or_none(target) != job.seen:
+            if job.recheck and identity_or_none(target) != job.seen and target.is_file():
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
                     return job.video, target, None, False, None
