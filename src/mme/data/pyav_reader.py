@@ -1398,8 +1398,9 @@ def keep_index_as(index_dir: str | os.PathLike, path: str, others: Iterable[str]
     file = VersionOfFile.of(path)
     index = _load_index(_index_store(str(index_dir), file.name, file.version))
     for other in others if index is not None else ():
-        index.store, index.stored = _index_store(str(index_dir), absolute_path(other), file.version), None
-        index.save()
+        kept = _load_index(store := _index_store(str(index_dir), absolute_path(other), file.version))
+        index.store, index.stored = store, None if kept is None else kept.state()
+        index.save()  # (only where the name keeps another index or none: a check again writes nothing)
 
 
 def _index_dir_of(store: Path) -> Path:
