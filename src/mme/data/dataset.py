@@ -1289,7 +1289,8 @@ class PretrainDataset(_VideoDataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         item = super().__getitem__(key)
-        if self.mask_fn is not None:  # of the video read: a replacement's index, as its draws
+        if self.mask_fn is not None:  # of the video read: a replacement shares the mask of that video's own item
+            # of the epoch (its crop is drawn from the failed item's key, another)
             item["mask"] = self.mask_fn(_epoch_and_index(key)[0], item["index"])
         return item
 

@@ -140,8 +140,9 @@ class TargetConfig:
     """Read tracks from this `mme extract` cache instead of computing flow online."""
     shuffled: bool = False
     """A control, not a method: every clip is trained on the targets (and their validity) of the previous clip of
-    its batch (the first on the last's; a batch per rank of >= 2 clips), so the targets keep their statistics but
-    say nothing about the clip (docs/experiments.md)."""
+    its micro-batch (the first on the last's; a batch per rank of >= 2 clips), so the targets keep their statistics
+    but say nothing about the clip (docs/experiments.md); the pairs depend on how a step's batch is split over ranks
+    and accumulation steps (docs/scaling.md)."""
 
     def __post_init__(self):
         hog_norm_unset = self.hog_norm is None
