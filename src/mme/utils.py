@@ -472,13 +472,19 @@ def file_identity(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
-def identity_or_none(path: str | Path) -> tuple[int, int] | None:
-    """:func:`file_identity`, None also where the path cannot be searched (through a file, a folder it may not
-    search)."""
+def stat_or_none(path: str | Path) -> os.stat_result | None:
+    """The stat of the file at ``path``; None where there is none or the path cannot be searched (through a file, a
+    folder it may not search)."""
     try:
-        return file_identity(path)
+        return os.stat(path)
     except OSError:
         return None
+
+
+def identity_or_none(path: str | Path) -> tuple[int, int] | None:
+    """:func:`file_identity`, None also where the path cannot be searched (:func:`stat_or_none`)."""
+    st = stat_or_none(path)
+    return None if st is None else stat_identity(st)
 
 
 def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None:

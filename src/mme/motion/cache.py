@@ -563,7 +563,12 @@ def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
         raise video_error(path, "track cache", "no such file") from e
     except OSError as e:
         raise _unreadable(path, e) from e
-    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        os.close(fd)
+        raise _unreadable(path, e) from e
+    if not stat.S_ISREG(mode):
         os.close(fd)
         raise video_error(path, "track cache", "a folder, not a cache file" if stat.S_ISDIR(mode) else
                           "not a regular file")

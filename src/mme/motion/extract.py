@@ -79,7 +79,6 @@ from mme.utils import (
     check_output,
     counted,
     exclusive_lock,
-    identity_or_none,
     in_workers,
     launch_ranks,
     lock_folder,
@@ -91,6 +90,7 @@ from mme.utils import (
     replacing_read_files,
     space_for,
     stat_identity,
+    stat_or_none,
     torch_as_mme,
     unlock_folder,
     write_all,
@@ -297,7 +297,8 @@ def _work(job: _Job) -> tuple[str, Path, str | None, bool | None, dict | None]:
         with exclusive_lock(job.lock, remove=True, wait_s=None if job.wait else 0) as held:
             if not held:
                 return job.video, target, None, None, None
-            if job.recheck and identity_or_none(target) != job.seen and target.is_file():
+            if (job.recheck and (st := stat_or_none(target)) is not None and stat_identity(st) != job.seen
+                    and stat.S_ISREG(st.st_mode)):
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
                     return job.video, target, None, False, None
@@ -552,7 +553,7 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
     for target, e in progress_bar(mine.items(), len(mine), "look", "video", show=is_main() and
                                   (not overwrite or bool(made_by_overwrite)), keep=False):
         video = resolve(e, root)
-        st = _stat_or_none(target)  # (the file's one look-up, before the look: a file made after it is another,
+        st = stat_or_none(target)  # (the file's one look-up, before the look: a file made after it is another,
         # looked at again; at 240k finished files four look-ups each took 53 s)
         seen = None if st is None else stat_identity(st)
         if overwrite:
@@ -571,14 +572,6 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
     return jobs, skipped
 
 
-def _stat_or_none(path: Path) -> os.stat_result | None:
-    """The stat of ``path``; None where nothing is there (or it cannot be searched)."""
-    try:
-        return path.stat()
-    except OSError:
-        return None
-
-
 def _size_and_mtime(st: os.stat_result | None) -> tuple[int, int] | None:
     """What tells the file an overwrite made (``st``, its stat) from any other put there since (a copy keeping its
     mtime is the same file); None where there is none. No time is compared with another, so a clock set back or ahead
@@ -592,17 +585,17 @@ def _overwrite_settings(opts: ExtractOptions) -> dict:
     return {k: v for k, v in asdict(opts).items() if k != "device"}
 
 
-def _overwrite_made(marker: Path, settings: dict) -> dict[str, tuple[int, int]] | None:
+def _overwrite_made(marker: Path, settings: dict) -> dict[str, tuple[int, int]]:
     """The files (by path under ``--out``: :func:`_size_and_mtime` as made) that an overwrite of this share with
     ``settings`` made before it stopped, by its ``marker``: a first line of its settings, written as it began, then
-    a line per file made (:func:`_made_line`; a line cut short by a kill is passed over, its file made again); None
+    a line per file made (:func:`_made_line`; a line cut short by a kill is passed over, its file made again); none
     where no overwrite of these settings stopped (no marker, one of other settings, or unreadable)."""
     try:
         begun, *made = marker.read_text(**TEXT).splitlines()
         if json.loads(begun).get("settings") != settings:
-            return None
+            return {}
     except (OSError, ValueError, AttributeError):
-        return None
+        return {}
     files = {}
     for line in made:
         with contextlib.suppress(ValueError, TypeError):
@@ -628,7 +621,7 @@ def _begin_marker(marker: Path, settings: dict, made: dict[str, tuple[int, int]]
 
 def _mark_made(marker: Path, target: Path, out: str) -> None:
     """Add the file ``target`` an overwrite made to its ``marker`` (a whole line, appended)."""
-    if (made := _size_and_mtime(_stat_or_none(target))) is None:  # (gone already: made again)
+    if (made := _size_and_mtime(stat_or_none(target))) is None:  # (gone already: made again)
         return
     with space_for(marker, KEPT):
         fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
@@ -660,7 +653,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         if not overwrite:
             log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
                      parts, out)
-        elif made_by_overwrite := (_overwrite_made(marker, settings) or {}):
+        elif made_by_overwrite := _overwrite_made(marker, settings):
             log.info("extract: continuing the --overwrite of share %d/%d that stopped, keeping the %s it made (%s "
                      "lists each; delete it to make them again too)", part, parts,
                      counted(len(made_by_overwrite), "file"), marker)
