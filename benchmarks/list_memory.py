@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mme.data.lists import read_list, resolve
 from mme.data.packed import PackedEntries, PackedStrings
-from mme.motion.cache import SUFFIX
+from mme.motion.cache import cache_file
 from mme.utils import cpu_name
 
 ROOT = "/data/k400"
@@ -44,11 +44,11 @@ def _write_list(path: Path, lines: int) -> None:
 def _held(variant: str, list_file: Path) -> tuple[object, object]:
     """The entries and the cache's file names of ``variant``, as the run's process holds them."""
     entries = read_list(list_file)[0]
-    files = [f"{CACHE}/{e.path}{SUFFIX}" for e in entries]  # (:func:`~mme.motion.cache.cache_file` of each)
+    files = [str(cache_file(CACHE, e.path)) for e in entries]
     return (entries, files) if variant == "list" else (PackedEntries(entries), PackedStrings(files))
 
 
-def _size_mb(held: object) -> float:
+def _size_mib(held: object) -> float:
     """The bytes of ``held`` and of every object it refers to, each counted once, classes left out."""
     seen, todo, size = set(), [held], 0
     while todo:
@@ -66,7 +66,7 @@ def _private_kb() -> int:
         return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
 
 
-def _worker_growth_mb(entries, files, with_files: bool) -> float:
+def _worker_growth_mib(entries, files, with_files: bool) -> float:
     """A forked child's private memory growth on reading every item once (this process's objects frozen first)."""
     gc.collect()
     gc.freeze()
@@ -101,11 +101,11 @@ def main() -> None:
             measured = {}
             for variant in ("list", "packed"):
                 entries, files = _held(variant, list_file)
-                measured[variant] = (_size_mb((entries, files)), _worker_growth_mb(entries, files, False),
-                                     _worker_growth_mb(entries, files, True))
+                measured[variant] = (_size_mib((entries, files)), _worker_growth_mib(entries, files, False),
+                                     _worker_growth_mib(entries, files, True))
                 del entries, files
-            print(f"{lines} lines: held in the run's process (list and cache names) MB; a worker's growth reading "
-                  "every entry, then every entry and its cache file name, MB")
+            print(f"{lines} lines: held in the run's process (list and cache names) MiB; a worker's growth reading "
+                  "every entry, then every entry and its cache file name, MiB")
             for variant, values in measured.items():
                 ratios = " ".join(f"{v / ref:.3f}x" for v, ref in zip(values, measured["list"]))
                 print(f"  {variant:7s} " + " ".join(f"{v:8.1f}" for v in values) + f"   ({ratios} of list)")

@@ -897,7 +897,7 @@ class _VideoDataset(Dataset):
         list's '\\', a label read as part of the name), else the folder of their paths; else `mme check`, which names
         every video a run cannot read."""
         missing = torch.nonzero(codes == REASONS.index("missing")).flatten().tolist()
-        lost = [self.entries[i].path for i in missing]
+        lost = [self.entries.paths[i] for i in missing]
         told = ((path, hint) for path in map(self.path, missing[:5]) if (hint := missing_hint(path)))
         if 2 * len(lost) > failed and (first := next(told, None)):
             return f"{first[0]}: {first[1].removeprefix('; ')}"
@@ -1357,5 +1357,5 @@ class ClassificationDataset(_VideoDataset):
         crops = crops[:, None] if len(geoms) == 1 else crops  # (F, crops, h, w, 3)
         views = [to_clip(crops[np.searchsorted(ids, c.clip), k]) for c in clips for k in range(len(geoms))]
         video = views[0] if self.mode == "train" else torch.stack(views)  # (3, T, H, W) or (V, 3, T, H, W)
-        return {"video": video, "label": self.entries[i].label}
+        return {"video": video, "label": int(self.entries.labels[i])}
 

@@ -1473,7 +1473,6 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     named = [c for c in ("time_start", "time_end") if c in _format_fields(path_format)]  # (formatted as integers)
     labels: dict[str, str] = {}  # each label seen, held once (not once a row), as splits are
     splits: dict[str, str] = {}
-    listed: dict[str, list[tuple[str, str]]] = {}  # split -> (path, label) of each video, listed once
     sources: dict[str, list[tuple[str, str]]] = {}  # split -> (youtube_id, its row) of each video listed
     labelled: dict[str, list] = {}  # split -> [its first unlabelled row or None, whether a row of it is labelled]
     known = None if classes is None else set(classes)
@@ -1534,7 +1533,6 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
             rel = _format_path(path_format, split=split, split_as_given=given, **_label_folders(label),
                                youtube_id=yid, time_start=start, time_end=end)
             if once.first(split, rel, label, where, path):
-                listed.setdefault(split, []).append((rel, label))
                 sources.setdefault(split, []).append((yid, where))
         unlabelled = sorted(labelled_here.keys() - {"test", "holdout"})
         if "label" not in fields and unlabelled:
@@ -1556,8 +1554,10 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     if classes is None:
         classes = sorted(label for label in labels if label)
     index = {label: i for i, label in enumerate(classes)}
-    return {split: [ListEntry(rel, index[label] if label else None) for rel, label in listed.pop(split)]
-            for split in list(listed)}, classes
+    lists: dict[str, list[ListEntry]] = {}
+    for split, rel, label in once.kept():
+        lists.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
+    return lists, classes
 
 
 class _ListedOnce:
@@ -1580,6 +1580,11 @@ class _ListedOnce:
                             f"{first_where}; a video has one class")
         self._repeats.setdefault((source, first_source), [(where, first_where, path), 0])[1] += 1
         return False
+
+    def kept(self) -> Iterator[tuple[str, str, str]]:
+        """(split, path, label) of each video listed, in the order first listed."""
+        for (split, path), (label, _, _) in self._first.items():
+            yield split, path, label
 
     def warn(self) -> None:
         for (_, first_source), ((where, first_where, path), count) in self._repeats.items():

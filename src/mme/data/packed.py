@@ -1,8 +1,8 @@
 """A run's list held in a few objects, whatever its length, so that loader workers read it without copying it.
 
 A Python object per line (a :class:`~mme.data.lists.ListEntry`, a track cache file's name) is copied into each
-forked loader worker page by page as the worker's reads update its reference count: +46 MB a worker for a 240k-line
-list, +78 MB with a track cache's names (docs/scaling.md). Here the strings are one ``bytes`` and the numbers numpy
+forked loader worker page by page as the worker's reads update its reference count: +46 MiB a worker for a 240k-line
+list, +78 MiB with a track cache's names (docs/scaling.md). Here the strings are one ``bytes`` and the numbers numpy
 arrays, made once in the run's process; each item is made as it is read, and let go.
 """
 
@@ -30,8 +30,6 @@ def _position(i: int, n: int) -> int:
 
 class _Packed(Sequence):
     """Equal to any sequence of the same items, as the list it stands for is equal to a list of them."""
-
-    __hash__ = None  # (as a list's)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str | bytes):

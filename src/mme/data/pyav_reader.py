@@ -1341,14 +1341,19 @@ def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
     one each (one file, each rewrote the other's as not of its version), and an older version's indices are one
     folder to remove."""
     key = hashlib.sha1("\0".join(map(str, (name, *version, av.__version__))).encode(**TEXT)).hexdigest()
-    return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
+    return _version_dir(index_dir) / key[:2] / f"{key[2:]}.json"
+
+
+def _version_dir(index_dir: str | os.PathLike) -> Path:
+    """The folder of ``index_dir`` that holds this :data:`INDEX_VERSION`'s indices."""
+    return Path(index_dir) / f"v{INDEX_VERSION}"
 
 
 def holds_indices(index_dir: str | os.PathLike) -> bool:
     """Whether ``index_dir`` holds frame indices of this mme's :data:`INDEX_VERSION` (not only other versions' folders,
     a stray file, a check's :data:`CHECKED_MARK`, or nothing)."""
     try:
-        with os.scandir(Path(index_dir) / f"v{INDEX_VERSION}") as entries:
+        with os.scandir(_version_dir(index_dir)) as entries:
             return any(e.name != CHECKED_MARK for e in entries)
     except OSError:
         return False
@@ -1363,7 +1368,7 @@ since one that runs' reads alone filled misses the videos they have not reached 
 def mark_checked(index_dir: str | os.PathLike) -> None:
     """Leave :data:`CHECKED_MARK` in ``index_dir``, which a check is filling; where it cannot be made, nothing is
     said here: the check's indices cannot be kept either, which its reads say (:func:`_warn_unwritable`)."""
-    mark = Path(index_dir) / f"v{INDEX_VERSION}" / CHECKED_MARK
+    mark = _version_dir(index_dir) / CHECKED_MARK
     with contextlib.suppress(OSError):
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.touch()
@@ -1371,7 +1376,7 @@ def mark_checked(index_dir: str | os.PathLike) -> None:
 
 def filled_by_check(index_dir: str | os.PathLike) -> bool:
     """Whether `mme check --index-dir` of this :data:`INDEX_VERSION` filled ``index_dir`` (:func:`mark_checked`)."""
-    return (Path(index_dir) / f"v{INDEX_VERSION}" / CHECKED_MARK).is_file()
+    return (_version_dir(index_dir) / CHECKED_MARK).is_file()
 
 
 def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
