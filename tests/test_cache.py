@@ -190,6 +190,9 @@ def test_a_resumed_extraction_passes_over_a_folder_or_fifo_at_a_cache_path_unsai
     with caplog.at_level("WARNING", logger="mme.extract"):
         assert _work(job)[2:4] == (None, True)
     assert "not a valid mme track cache" not in caplog.text and fifo.is_file()
+    with caplog.at_level("WARNING", logger="mme.extract"):  # a path under a file: no cache there, as a missing one
+        assert other_settings(fifo / "x.tracks", ExtractOptions(length=2, short_side=64), None) is None
+    assert "not a valid mme track cache" not in caplog.text
 
 
 def test_the_line_of_counts_is_the_commands_and_a_library_caller_gets_none(videos, tmp_path, capsys):

@@ -52,9 +52,10 @@ class _PerThread(threading.local):
 _THREAD = _PerThread()
 
 ENGINES_KEPT = 16
-"""The most flow engines a thread keeps, the least recently used let go past it (about 4 MB each at 360p): an
-extraction tracks each video at its own size, so a folder of many sizes would otherwise add one for each for the
-worker's life (hundreds of MB over a few hundred sizes). One made again costs about one flow."""
+"""The most flow engines a thread keeps, the least recently used let go past it (about 4 MiB each at `mme extract`'s
+224-px working size, 12 MiB at 640x360): an extraction tracks each video at its own size, so a folder of many sizes
+would otherwise add one for each for the worker's life (hundreds of MiB over a few hundred sizes). One made again
+costs about one flow."""
 
 
 def flow_available(method: str) -> bool:
