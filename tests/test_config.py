@@ -1211,6 +1211,30 @@ def test_auto_precision_on_an_arm_cpu_reads_its_native_bf16_from_proc_cpuinfo(bf
         utils.cpu_features.cache_clear()
 
 
+def test_auto_precision_on_a_gpu_before_ampere_is_fp32_judged_on_the_runs_device(monkeypatch, caplog):
+    """torch's ``cuda.is_bf16_supported()`` counts emulated bf16 (a V100 or T4, compute capability 7.x, makes bf16
+    tensors) and judges the current device: on a V100, auto took bf16 'native bf16 on this cuda' and bf16 asked for
+    was not said to be emulated, and a run on a V100 as cuda:1 beside an A100 as cuda:0 was judged by the A100."""
+    capability = {0: 8, 1: 7}  # an A100 as cuda:0, a V100 as cuda:1
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(
+        major=capability[getattr(device, "index", device)], minor=0))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # as a V100's is
+    a100, v100 = torch.device("cuda", 0), torch.device("cuda", 1)
+    assert (bf16_native(a100), bf16_native(v100)) == (True, False)
+    assert choose_precision("auto", a100) == ("bf16", "auto: native bf16 on this cuda")
+    assert choose_precision("auto", v100) == ("fp32", "auto: no native bf16 on this cuda, where emulated bf16 is "
+                                              "far slower than fp32")
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert choose_precision("bf16", v100) == ("bf16", "requested")
+    assert "bf16 requested on cuda:1 without native bf16 support: it will be emulated and slow" in caplog.text
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm GPU's bf16
+    assert bf16_native(v100)
+
+
 AS_CPU = """\
 import mme.train.precision, mme.utils
 mme.utils.cpu_features = mme.train.precision.cpu_features = lambda: {features}

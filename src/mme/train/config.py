@@ -52,7 +52,7 @@ class TrainConfig:
     accum_steps: int = 1
     """Micro-batches accumulated per optimizer step."""
     precision: str = "auto"
-    """'auto' (fp32 without native bf16; bf16 on CUDA; on a native-bf16 CPU the faster of the two, timed at
+    """'auto' (fp32 without native bf16; bf16 on a GPU with it; on a native-bf16 CPU the faster of the two, timed at
     setup: mme.train.precision), 'fp32', 'bf16' or 'fp16' (with a grad scaler)."""
     compile: bool = False
     """torch.compile the model (a gain on GPUs; on CPUs none or small: 0.95x eager for ViT-S in fp32 on AVX2, 1.08x

@@ -4,7 +4,7 @@
 
 - fp32 where bf16 is not native (an AVX2-only CPU emulates bf16, and a ViT step runs ~18x slower than fp32,
   platform-notes.md);
-- bf16 on a CUDA device with bf16 support;
+- bf16 on a GPU with native bf16 (a CUDA GPU of compute capability 8.0 or above: Ampere on; ROCm);
 - on a CPU with native bf16 (AVX512-BF16 / AMX; an Arm CPU's BF16: Graviton3/4), the faster of fp32 and bf16 for
   *this* model and batch, timed on a few forward/backward passes at setup: bf16 autocast on such CPUs gains little
   or loses on small models (casts dominate), so native support alone does not decide it.
@@ -122,9 +122,11 @@ def check_compiler(device: torch.device, option: str = "train.compile") -> None:
 
 
 def bf16_native(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively (not emulated) on ``device``."""
+    """Whether bf16 matmuls run natively (not emulated) on ``device``: a ROCm GPU, a CUDA GPU of compute capability
+    8.0 or above (Ampere on), judged for ``device`` itself. torch's ``cuda.is_bf16_supported()`` judges the current
+    device, and by default counts emulated bf16 as supported: a V100 or T4 (7.x) makes bf16 tensors, slowly."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         return bool(set(BF16_FEATURES) & set(cpu_features()))
     return False
