@@ -877,6 +877,44 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
                                      f"(auto: {AUTO_ENV}=fp32 in the environment)"]}]
 
 
+def test_a_resume_that_pins_the_precision_auto_resolved_to_replays_exactly_and_another_names_autos(
+        synth, tmp_path, monkeypatch, caplog):
+    """A run at train.precision=auto (fp32 here, an AVX2-only CPU) resumed with train.precision=fp32, as the docs
+    advise a run meant to be reproduced, was warned "the run will not replay exactly" and recorded
+    ``train.precision: 'auto' -> 'fp32'``, though it ran the same arithmetic: the key is compared as resolved, by
+    the run meta's precision, and a change of precision names what auto had resolved to; also from a checkpoint of
+    an mme before the meta held the precision's reason."""
+    import mme.train.precision
+    import mme.utils
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    for module in (mme.utils, mme.train.precision):
+        monkeypatch.setattr(module, "cpu_features", lambda: ("AVX2",))  # an AVX2-only CPU, on any machine
+    no_native = "auto: no native bf16 on this cpu, where emulated bf16 is far slower than fp32"
+    base = ("tiny_cpu_pixel", synth, tmp_path / "auto", "train.steps=3", "model.depth=1")
+    straight = run("tiny_cpu_pixel", synth, tmp_path / "fp32", *base[3:], FP32)
+    run(*base, "train.stop_after=1", "train.precision=auto")
+    first = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "auto")[-1])
+    with caplog.at_level(logging.INFO, logger="mme"):
+        resumed = run(*base, "train.resume=auto", FP32)
+    meta = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert "config_changes" not in meta and "changed config" not in caplog.text
+    assert "settings that change nothing it computes (it replays exactly): [\"train.precision: 'auto' -> 'fp32'\"]" \
+        in caplog.text
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history][1:]
+    for reason, precision, changes in (
+            (no_native, "bf16", [{"from_step": 1, "changes": [
+                f"precision: fp32 ({no_native}, on {meta['device_name']}) -> bf16 (requested)"]}]),
+            (None, "fp32", None)):  # a meta without the reason
+        if reason is None:
+            del first["meta"]["precision_reason"]
+        shutil.rmtree(tmp_path / "auto")
+        ckpt.save_checkpoint(first, tmp_path / "auto", keep_last=0)
+        run(*base, "train.resume=auto", "train.stop_after=2", f"train.precision={precision}")
+        assert json.loads((tmp_path / "auto" / "run.json").read_text()).get("config_changes") == changes
+
+
 def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth, tmp_path):
     """run.json kept the resumed run's code, torch, device and thread count only, as if the run had had them from
     the start (device and threads were an info line); neither it nor a checkpoint recorded mme's version, where git

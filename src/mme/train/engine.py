@@ -856,9 +856,10 @@ EVALUATION = ("data.test_clips", "data.test_crops", "task.eval_every", "task.eva
 """Keys of what a fine-tuning run validates and tests, which change no bit of its weights: a resume that changes
 them replays its training exactly, said so, and they are recorded (its validation history and tests follow them)."""
 
-RESOLVED_IN_META = ("train.device", "train.threads")
+RESOLVED_IN_META = ("train.device", "train.threads", "train.precision")
 """Keys whose resolved value the run meta holds, compared as resolved (``device_name``: 'auto' resolved to the
-CPU is ``train.device=cpu``; ``threads``: one change said once, not as the key and again as the count)."""
+CPU is ``train.device=cpu``; ``threads``: one change said once, not as the key and again as the count;
+``precision``: 'auto' resolved to fp32 is ``train.precision=fp32``, and a change names what 'auto' resolved to)."""
 
 
 MODEL_SECTIONS = ("model.", "target.")
@@ -899,8 +900,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}"
                 for key, name in (("mme", "mme"), ("git", "code"), ("torch", "torch"))
                 if old_meta.get(key, run.meta[key]) != run.meta[key]]
-    if old_meta.get("precision", run.precision) != run.precision and \
-            state["config"].get("train", {}).get("precision") == run.cfg.train.precision:  # auto resolved otherwise
+    if old_meta.get("precision", run.precision) != run.precision:
         changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
                        f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}{why}" for key, name, why in (
