@@ -23,7 +23,14 @@ from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.train import precision
 from mme.train.config import PretrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, param_groups, schedule_step
-from mme.train.precision import AUTO_ENV, BF16_MIN_SPEEDUP, bf16_native, choose_precision, faster_precision
+from mme.train.precision import (
+    AUTO_ENV,
+    BF16_MIN_SPEEDUP,
+    TimedLoss,
+    bf16_native,
+    choose_precision,
+    faster_precision,
+)
 from mme.utils import plural, torch_as_mme
 
 
@@ -1389,8 +1396,8 @@ def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32
         return (w * 2).sum()
 
     state = torch.get_rng_state()
-    chosen, reason = faster_precision(loss, torch.device("cpu"))
-    assert chosen == expected and "measured here" in reason
+    chosen, reason = faster_precision(TimedLoss(loss, 1), torch.device("cpu"))
+    assert chosen == expected and reason.startswith("auto: measured here, forward and backward of 1 clip take")
     assert torch.equal(torch.get_rng_state(), state)
     assert f"needs {BF16_MIN_SPEEDUP}x" in reason
 
@@ -1408,9 +1415,9 @@ def test_auto_precision_takes_the_faster_step_through_a_burst_of_load(monkeypatc
         clock[0] += ((10 if torch.is_autocast_enabled("cpu") else 14) + 30 * (5 <= passes[0] <= 8)) / 1000
         return (w * 2).sum()
 
-    chosen, reason = faster_precision(loss, torch.device("cpu"))
-    assert (chosen, reason) == ("bf16", "auto: measured here, a step takes 10.0 ms in bf16 vs 14.0 ms in fp32 (bf16 "
-                                        "needs 1.1x)")
+    chosen, reason = faster_precision(TimedLoss(loss, 3), torch.device("cpu"))
+    assert (chosen, reason) == ("bf16", "auto: measured here, forward and backward of 3 clips take 10.0 ms in bf16 vs "
+                                        "14.0 ms in fp32 (bf16 needs 1.1x)")
 
 
 def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):

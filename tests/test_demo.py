@@ -989,7 +989,8 @@ def test_a_precision_record_of_an_mme_that_named_the_cpu_without_its_features_is
     s = demo_settings(tmp_path, device="cpu")
     model = cpu_name().removesuffix(f" ({', '.join(features)})")  # as an mme before the CPU's features named it
     record = tmp_path / PRECISION_FILE
-    measured = "auto: measured here, a step takes 1.0 ms in bf16 vs 2.0 ms in fp32 (bf16 needs 1.1x)"
+    measured = ("auto: measured here, forward and backward of 4 clips take 1.0 ms in bf16 vs 2.0 ms in fp32 "
+                "(bf16 needs 1.1x)")
     no_native = "auto: no native bf16 on this cpu, where emulated bf16 is far slower than fp32"
     for cpu, reason, taken in ((model, measured, "bf16"), (model, f"auto: the resumed run's, on the same device: "
                                                                      f"{measured}", "bf16"),
@@ -1054,7 +1055,7 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     monkeypatch.delenv(mme.train.precision.AUTO_ENV, raising=False)
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)  # (auto times the two)
     monkeypatch.setattr(mme.train.precision, "faster_precision",
-                        lambda loss_fn, device: (p := next(timings), f"auto: measured here, {p} faster"))
+                        lambda timed, device: (p := next(timings), f"auto: measured here, {p} faster"))
     pictures_left_out(monkeypatch)
     synth_in_this_process(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"), workers=0)
@@ -1160,7 +1161,7 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
     from mme.demo import DemoSettings
 
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)
-    monkeypatch.setattr(mme.train.precision, "faster_precision", lambda loss_fn, device: ("bf16", "auto: measured"))
+    monkeypatch.setattr(mme.train.precision, "faster_precision", lambda timed, device: ("bf16", "auto: measured"))
     pictures_left_out(monkeypatch)
     synth_in_this_process(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), workers=0)

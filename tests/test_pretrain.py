@@ -982,6 +982,20 @@ def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):
     assert (state["scaler"].get("scale") is not None) == (precision == "fp16")  # a grad scaler for fp16 only
 
 
+@pytest.mark.parametrize(("batch_size", "clips"), [(2, 2), (5, 4)])
+def test_auto_precision_says_how_many_clips_it_timed(batch_size, clips, synth, tmp_path, monkeypatch):
+    """On a CPU with native bf16, auto times forward and backward of the run's model on at most 4 clips of its batch,
+    not a step: its reason said 'a step takes X ms in bf16 vs Y ms in fp32'. It says what it timed."""
+    import mme.train.precision as precision
+
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)
+    monkeypatch.setattr(precision, "bf16_native", lambda device: True)  # (auto times the two)
+    res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", "model.depth=1", f"train.batch_size={batch_size}")
+    reason = json.loads((res.out_dir / "run.json").read_text())["precision_reason"]
+    assert re.fullmatch(rf"auto: measured here, forward and backward of {clips} clips take \d+\.\d ms in bf16 vs "
+                        rf"\d+\.\d ms in fp32 \(bf16 needs 1\.1x\)", reason), reason
+
+
 @pytest.mark.pinned  # both commands refused before a precision is chosen
 def test_compile_on_cpu_without_a_cpp_compiler_is_refused_before_any_work(synth, tmp_path, monkeypatch, capsys):
     """train.compile=true on CPU without a C++ compiler failed at the first step (inductor's InvalidCxxCompiler

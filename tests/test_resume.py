@@ -860,7 +860,8 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "model.depth=1", "train.precision=auto")
     run(*base, "train.stop_after=1")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
-    measured = "auto: measured here, a step takes 1.0 ms in bf16 vs 2.0 ms in fp32 (bf16 needs 1.1x)"
+    measured = ("auto: measured here, forward and backward of 4 clips take 1.0 ms in bf16 vs 2.0 ms in fp32 "
+                "(bf16 needs 1.1x)")
     state["meta"].update(precision="bf16", precision_reason=measured)  # as an AMX CPU's run
     ckpt.save_checkpoint(state, tmp_path, keep_last=0)
     run(*base, "train.stop_after=2", "train.resume=auto")
@@ -1074,7 +1075,8 @@ def test_a_run_resumed_on_its_cpu_from_an_mme_that_named_it_without_its_features
     with caplog.at_level("WARNING"):
         meta, changes = resumed(2, device_name=model)
     assert meta["device_name"] == name and changes is None and "changed config" not in caplog.text
-    measured = "auto: measured here, a step takes 1.0 ms in bf16 vs 2.0 ms in fp32 (bf16 needs 1.1x)"
+    measured = ("auto: measured here, forward and backward of 4 clips take 1.0 ms in bf16 vs 2.0 ms in fp32 "
+                "(bf16 needs 1.1x)")
     meta, changes = resumed(3, device_name=model, precision="bf16", precision_reason=measured)  # an AMX CPU's
     assert (meta["precision"], meta["precision_reason"]) == ("fp32", no_native)
     assert changes == [{"from_step": 2, "changes": [f"precision: bf16 ({measured}, on {model}) -> fp32 ({no_native})",

@@ -74,6 +74,8 @@ from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import (
     KEPT,
+    TIMED_CLIPS,
+    TimedLoss,
     bf16_said,
     check_compiler,
     choose_device,
@@ -104,8 +106,9 @@ class Job:
     """``(run, batch, epoch, micro-batch k) ->`` what ``forward`` takes, on the run's device."""
     forward: Callable[[Run, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     """``(run, inputs) -> (loss, {name: scalar tensor to log})``, called under autocast."""
-    timing_loss: Callable[[torch.device], Callable[[], torch.Tensor]]
-    """A representative loss of the model on the device, for timing precisions (``train.precision=auto``)."""
+    timing_loss: Callable[[torch.device, int], Callable[[], torch.Tensor]]
+    """``(device, clips) ->`` a loss of the model on the device on that many zero clips of the run's shape, for
+    timing precisions (``train.precision=auto``)."""
     unit: str = "clips"
     """What a dataset item is, in messages."""
     clips_per_item: int = 1
@@ -599,7 +602,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
         batches_per_epoch, total_steps, warmup = schedule_lengths(len(data), t, o, start.world_size, job.unit)
     peak_lr, final_lr = o.scaled_lr(t.batch_size * start.world_size * t.accum_steps)
     model.to(start.device)
-    precision, why = run_precision(t, start.device, model, job.timing_loss(start.device),
+    precision, why = run_precision(t, start.device, model, job.timing_loss,
                                    start.resume[1].get("meta", {}) if start.resume else {})
     optimizer, scaler, step_model = build_step(model, o, t, start.device, precision, start.world_size)
     run = Run(cfg, job, model, data, start.device, precision, step_model, optimizer, scaler, batches_per_epoch,
@@ -708,16 +711,20 @@ def left_out_of_epoch(num_items: int, batches: int, batch_size: int, world_size:
     return num_items - batches * batch_size * world_size
 
 
-def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_fn: Callable[[], torch.Tensor],
+def run_precision(t: TrainConfig, device: torch.device, model: nn.Module,
+                  timing_loss: Callable[[torch.device, int], Callable[[], torch.Tensor]],
                   resumed: dict) -> tuple[str, str]:
-    """``(precision, reason)``: ``train.precision``, or what 'auto' resolves to, timing ``loss_fn`` on ``model``
-    where that decides; a run resumed on the same kind of device keeps what 'auto' chose for it (``resumed``: the
+    """``(precision, reason)``: ``train.precision``, or what 'auto' resolves to, timing ``model``'s ``timing_loss``
+    (:attr:`Job.timing_loss`) on up to :data:`~mme.train.precision.TIMED_CLIPS` clips of the batch where that
+    decides; a run resumed on the same kind of device keeps what 'auto' chose for it (``resumed``: the
     checkpoint's meta), so that a close timing does not switch it. One choice for every rank (``ranks``)."""
     chosen = str(resumed.get("precision_reason", "")).startswith("auto") and "environment" not in \
         resumed["precision_reason"]  # by this machine, not by the user or the environment
     same = resumed["precision"] if chosen and same_device(resumed.get("device_name"), ckpt.device_name(device),
                                                           bf16_said(resumed["precision_reason"])) else None
-    precision, why = choose_precision(t.precision, device, loss_fn, same, ranks=True)
+    clips = min(t.batch_size, TIMED_CLIPS)
+    precision, why = choose_precision(t.precision, device, TimedLoss(timing_loss(device, clips), clips), same,
+                                      ranks=True)
     if why == KEPT:  # the measurement that chose it stays said, over any number of resumes
         first = resumed["precision_reason"]
         why = first if first.startswith(KEPT) else f"{KEPT}: {first}"

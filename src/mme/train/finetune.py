@@ -323,10 +323,11 @@ def _forward(run: Run, inputs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch
 
 
 def _timing_loss(model: VideoClassifier, cfg: FinetuneConfig):
-    """A loss of the classifier on a zero clip of the run's shape (at most 4 clips), for timing precisions."""
-    def make(device: torch.device):
+    """:attr:`~mme.train.engine.Job.timing_loss`: a loss of the classifier on ``clips`` zero clips of the run's
+    shape."""
+    def make(device: torch.device, clips: int):
         m = cfg.model
-        video = torch.zeros(min(cfg.train.batch_size, 4), 3, m.num_frames, m.img_size, m.img_size, device=device)
+        video = torch.zeros(clips, 3, m.num_frames, m.img_size, m.img_size, device=device)
         return lambda: model(video).float().mean()
     return make
 

@@ -6,8 +6,9 @@
   platform-notes.md);
 - bf16 on a GPU with native bf16 (a CUDA GPU of compute capability 8.0 or above: Ampere on; ROCm);
 - on a CPU with native bf16 (AVX512-BF16 / AMX; an Arm CPU's BF16: Graviton3/4), the faster of fp32 and bf16 for
-  *this* model and batch, timed on a few forward/backward passes at setup: bf16 autocast on such CPUs gains little
-  or loses on small models (casts dominate), so native support alone does not decide it.
+  *this* model and clip shape, timed at setup on forward and backward passes of up to :data:`TIMED_CLIPS` clips:
+  bf16 autocast on such CPUs gains little or loses on small models (casts dominate), so native support alone does
+  not decide it.
 
 ``MME_AUTO_PRECISION=fp32|bf16|fp16`` in the environment makes ``auto`` resolve to that precision without
 measuring: to run a job (or the test suite, see tests/conftest.py) as it runs on the other kind of CPU, or to pin
@@ -20,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -57,6 +59,16 @@ NO_NATIVE = "auto: no native bf16 on this"
 """The start of the reason of fp32 taken where bf16 is emulated."""
 MEASURED = "auto: measured here"
 """The start of the reason of a precision timed against the other (:func:`faster_precision`: a CPU with native bf16)."""
+TIMED_CLIPS = 4
+"""The most clips of a run's batch that auto's timing passes through its model."""
+
+
+class TimedLoss(NamedTuple):
+    """What auto times (:func:`faster_precision`): ``loss()``, the job's model's loss on ``clips`` clips of the run's
+    shape (its backward is timed too)."""
+
+    loss: Callable[[], torch.Tensor]
+    clips: int
 
 
 def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.device") -> torch.device:
@@ -156,42 +168,41 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
                                            f"{counted(workers, 'loader worker')}{capped}")
 
 
-def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[], torch.Tensor] | None = None,
+def choose_precision(requested: str, device: torch.device, timed: TimedLoss | None = None,
                      resumed: str | None = None, ranks: bool = False) -> tuple[str, str]:
     """``(precision, reason)``: ``requested`` itself, or what ``auto`` resolves to (module docstring).
 
-    ``loss_fn`` computes one representative loss of the job's model (its backward is timed too); without it, a
-    CPU with native bf16 gets bf16. ``resumed``: what 'auto' chose for the run being resumed on this kind of
-    device, kept unless the environment forces another. ``ranks``: one choice for every rank of a DDP job (each
-    calls it): auto resolves fp32 where any rank lacks native bf16 (the reason names those ranks), else every rank
-    takes rank 0's (its timing, its environment). Warns when a precision asked for (or forced) will be emulated
-    (on this rank; under ``ranks``, by rank 0 alone where every rank emulates it alike: :func:`_warn_if_emulated`),
-    and on a CPU where MKL is not in the strict mode ``import mme`` asks for
-    (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
+    ``timed``: the job's loss that auto times; without it, a CPU with native bf16 gets bf16. ``resumed``: what
+    'auto' chose for the run being resumed on this kind of device, kept unless the environment forces another.
+    ``ranks``: one choice for every rank of a DDP job (each calls it): auto resolves fp32 where any rank lacks native
+    bf16 (the reason names those ranks), else every rank takes rank 0's (its timing, its environment). Warns when a
+    precision asked for (or forced) will be emulated (on this rank; under ``ranks``, by rank 0 alone where every rank
+    emulates it alike: :func:`_warn_if_emulated`), and on a CPU where MKL is not in the strict mode ``import mme``
+    asks for (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
     if device.type == "cpu":
         warn_if_mkl_not_strict()
     native, natives = bf16_native(device), None
     if not ranks:
-        precision, why = _chosen(requested, device, native, loss_fn, resumed)
+        precision, why = _chosen(requested, device, native, timed, resumed)
     else:
         from mme.train import distributed as dist
 
         natives = dist.all_gather_objects(native)
         lacking = [rank for rank, has in enumerate(natives) if not has] if not all(natives) and any(natives) else []
-        precision, why = dist.on_main(_chosen, requested, device, all(natives), loss_fn, resumed, lacking)
+        precision, why = dist.on_main(_chosen, requested, device, all(natives), timed, resumed, lacking)
     if why == "requested" or why.startswith(f"auto: {AUTO_ENV}="):
         _warn_if_emulated(precision, device, native, "requested" if why == "requested" else f"forced by {AUTO_ENV}",
                           natives)
     return precision, why
 
 
-def _chosen(requested: str, device: torch.device, native: bool, loss_fn: Callable[[], torch.Tensor] | None,
-            resumed: str | None, lacking: list[int] = ()) -> tuple[str, str]:
+def _chosen(requested: str, device: torch.device, native: bool, timed: TimedLoss | None, resumed: str | None,
+            lacking: list[int] = ()) -> tuple[str, str]:
     """:func:`choose_precision`'s choice where bf16 is ``native``; ``lacking``: the ranks without native bf16 of a
     job whose other ranks have it, named in the reason of auto's fp32 (a resumed run's bf16 is not kept there)."""
     settled = _settled(requested, device, native, None if lacking else resumed)
     if settled is None:
-        return ("bf16", f"{NATIVE} {device.type}") if loss_fn is None else faster_precision(loss_fn, device)
+        return ("bf16", f"{NATIVE} {device.type}") if timed is None else faster_precision(timed, device)
     if lacking and settled[1].startswith(NO_NATIVE):
         return "fp32", (f"auto: no native bf16 on the {device.type} of {plural(len(lacking), 'rank')} "
                         f"{', '.join(map(str, lacking))}, where emulated bf16 is far slower than fp32; every rank "
@@ -264,8 +275,8 @@ def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: s
             device, precision)
 
 
-def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 5) -> tuple[str, str]:
-    """Time forward + backward of ``loss_fn`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up
+def faster_precision(timed: TimedLoss, device: torch.device, reps: int = 5) -> tuple[str, str]:
+    """Time forward + backward of ``timed.loss`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up
     round) and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. The two take turns, which comes first
     alternating from round to round: a burst of load on the machine slows both alike (timed one after the other, a
     burst over one's passes alone chose the other). The global RNG is left as it was."""
@@ -275,14 +286,14 @@ def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, 
             for precision in ("fp32", "bf16") if round_ % 2 else ("bf16", "fp32"):
                 tic = time.perf_counter()
                 with autocast(precision, device):
-                    loss = loss_fn()
+                    loss = timed.loss()
                 loss.backward()
                 times[precision].append(1000 * (time.perf_counter() - tic))
     ms = {precision: min(t[1:]) for precision, t in times.items()}
     faster = ms["fp32"] >= BF16_MIN_SPEEDUP * ms["bf16"]
     return ("bf16" if faster else "fp32"), (
-        f"{MEASURED}, a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
-        f"(bf16 needs {BF16_MIN_SPEEDUP}x)")
+        f"{MEASURED}, forward and backward of {counted(timed.clips, 'clip')} take {ms['bf16']:.1f} ms in bf16 vs "
+        f"{ms['fp32']:.1f} ms in fp32 (bf16 needs {BF16_MIN_SPEEDUP}x)")
 
 
 def autocast(precision: str, device: torch.device):

@@ -336,12 +336,12 @@ def _forward(run: Run, inputs: tuple) -> tuple[torch.Tensor, dict[str, torch.Ten
 
 
 def _timing_loss(model: MaskedAutoencoder, cfg: PretrainConfig):
-    """A loss of the model on a zero clip of the run's shape (at most 4 clips), for timing precisions."""
-    def make(device: torch.device):
-        m, b = cfg.model, min(cfg.train.batch_size, 4)
-        video = torch.zeros(b, 3, m.num_frames, m.img_size, m.img_size, device=device)
-        mask = model.make_mask(b, torch.Generator()).to(device)  # a private generator: the run's RNG is untouched
-        targets = {h.name: torch.zeros(b, m.num_tokens, h.dim, device=device) for h in model.head_specs}
+    """:attr:`~mme.train.engine.Job.timing_loss`: a loss of the model on ``clips`` zero clips of the run's shape."""
+    def make(device: torch.device, clips: int):
+        m = cfg.model
+        video = torch.zeros(clips, 3, m.num_frames, m.img_size, m.img_size, device=device)
+        mask = model.make_mask(clips, torch.Generator()).to(device)  # a private generator: the run's RNG is untouched
+        targets = {h.name: torch.zeros(clips, m.num_tokens, h.dim, device=device) for h in model.head_specs}
         return lambda: model(video, mask, targets, {})[0]
     return make
 
