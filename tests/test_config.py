@@ -1242,6 +1242,39 @@ def test_auto_precision_on_a_gpu_before_ampere_is_fp32_judged_on_the_runs_device
     assert bf16_native(v100)
 
 
+EMULATED_FP16 = "fp16 requested on cpu without native fp16 support: it will be emulated and slow (fp32 is faster)"
+UNKNOWN_FP16 = ("fp16 requested on cpu, not known to compute fp16 natively: it may be emulated and slow (fp32 then is "
+                "faster)")
+
+
+@pytest.mark.parametrize(("machine", "capabilities", "amx_fp16", "said"), [
+    ("x86_64", {"avx512_fp16": True, "amx_fp16": False}, False, None),  # Sapphire Rapids
+    ("x86_64", {"avx512_fp16": True, "amx_fp16": True}, True, None),  # Granite Rapids
+    ("x86_64", {"avx512_fp16": False, "amx_fp16": False}, False, EMULATED_FP16),
+    ("x86_64", None, True, None),  # a torch without get_capabilities, its AMX-FP16 probe alone
+    ("x86_64", None, False, UNKNOWN_FP16),  # (it has no probe of AVX512-FP16)
+    ("aarch64", {"fp16_arith": True}, False, UNKNOWN_FP16),  # torch's x86 probes say nothing there
+])
+def test_fp16_asked_for_on_a_cpu_is_warned_as_emulated_only_where_it_is(machine, capabilities, amx_fp16, said,
+                                                                        monkeypatch, caplog):
+    """fp16 on any CPU was warned 'without native fp16 support ... (fp32 is faster)', also on CPUs with AVX512-FP16
+    or AMX-FP16, which compute it natively (oneDNN's fp16 matmuls). torch's probes decide; where they cannot tell,
+    the warning says it is not known to be native."""
+    import mme.utils as utils
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(utils.platform, "machine", lambda: machine)
+    if capabilities is None:
+        monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    else:
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: amx_fp16, raising=False)
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert choose_precision("fp16", cpu) == ("fp16", "requested")
+    assert [r.getMessage() for r in caplog.records if "fp16" in r.getMessage()] == ([said] if said else [])
+    assert precision.emulated("fp16", cpu) == (said is not None)
+
+
 AS_CPU = """\
 import mme.train.precision, mme.utils
 mme.utils.cpu_features = mme.train.precision.cpu_features = lambda: {features}

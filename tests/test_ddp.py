@@ -1474,15 +1474,17 @@ MIXED_CPUS = """\
 import json, os, sys
 from mme import cli
 from mme.train import precision
-# rank 0 on a node with native bf16 (AMX), rank 1 on an AVX2-only one, as in a heterogeneous cluster
-rank, features = int(os.environ["RANK"]), precision.cpu_features
+# rank 0 on a node with native bf16 (AMX), rank 1 on an AVX2-only one, as in a heterogeneous cluster; neither has
+# native fp16 (AVX512-FP16)
+rank, features, fp16 = int(os.environ["RANK"]), precision.cpu_features, precision.cpu_fp16_native
 precision.cpu_features = (lambda: ("AVX2",)) if rank else (lambda: ("AVX2", "AVX-512", "AVX512-BF16", "AMX"))
+precision.cpu_fp16_native = lambda: False
 forced = os.environ.pop(precision.AUTO_ENV, None)  # auto as resolved, not as pinned for a run of the suite
 try:
     for args in json.loads(sys.argv[1]):
         cli.main(args)
 finally:  # (for the next parts of the launch)
-    precision.cpu_features = features
+    precision.cpu_features, precision.cpu_fp16_native = features, fp16
     if forced is not None:
         os.environ[precision.AUTO_ENV] = forced
 """
@@ -1495,8 +1497,9 @@ def test_the_mixed_cpus_part_puts_the_cpus_and_the_environment_back_where_a_comm
     on its rank's mocked CPU, the suite's pinned auto precision unset."""
     from mme.train import precision
 
-    features = precision.cpu_features
+    features, fp16 = precision.cpu_features, precision.cpu_fp16_native
     monkeypatch.setattr(precision, "cpu_features", features)  # (put back for the tests after, whatever the part did)
+    monkeypatch.setattr(precision, "cpu_fp16_native", fp16)
     monkeypatch.setenv(precision.AUTO_ENV, "fp32")
     monkeypatch.setenv("RANK", "1")
 
@@ -1508,7 +1511,8 @@ def test_the_mixed_cpus_part_puts_the_cpus_and_the_environment_back_where_a_comm
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "part.py"), json.dumps([["embed"]])])
     with pytest.raises(RuntimeError, match="a command that raised"):
         runpy.run_path(sys.argv[0], run_name="__main__")
-    assert precision.cpu_features is features and os.environ[precision.AUTO_ENV] == "fp32"
+    assert precision.cpu_features is features and precision.cpu_fp16_native is fp16
+    assert os.environ[precision.AUTO_ENV] == "fp32"
 
 
 def _mixed_cpus_part(d: Path, synth: list[str]) -> list[str]:
@@ -1573,8 +1577,8 @@ def test_pretraining_on_ranks_of_which_one_lacks_native_bf16_runs_fp32_and_warns
 
 
 def test_an_fp16_asked_for_on_cpus_is_said_to_be_emulated_once_not_by_every_rank(mixed_cpus):
-    """fp16 is emulated on every CPU, alike on every rank: each rank said so, a line of its own (64 at 64 ranks),
-    since the warning of a rank's own node (bf16 above) was shown by every rank."""
+    """fp16 is emulated on CPUs without AVX512-FP16, alike on ranks of such CPUs: each rank said so, a line of its
+    own (64 at 64 ranks), since the warning of a rank's own node (bf16 above) was shown by every rank."""
     d, stderr, _ = mixed_cpus
     warned = [ln for ln in stderr.splitlines() if "fp16 requested on cpu without native fp16 support" in ln]
     assert len(warned) == 1 and " WARNING rank 0] " in warned[0], stderr[-3000:]

@@ -334,10 +334,11 @@ def test_bench_data_times_its_worker_counts_in_turns_and_prints_each_ratios_rang
 
 
 def _eager_variants() -> list[str]:
-    """What ``mme bench train`` times without options on this CPU: fp32, and bf16 where it is native."""
-    from mme.train.precision import bf16_native
+    """What ``mme bench train`` times without options on this CPU: fp32, and bf16 and fp16 where each is native."""
+    from mme.train.precision import bf16_native, fp16_native
 
-    return ["fp32 eager"] + ["bf16 eager"] * bf16_native(torch.device("cpu"))
+    cpu = torch.device("cpu")
+    return ["fp32 eager"] + ["bf16 eager"] * bf16_native(cpu) + ["fp16 eager"] * bool(fp16_native(cpu))
 
 
 def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(tmp_path, capsys):

@@ -2392,6 +2392,24 @@ def cpu_name() -> str:
 
 BF16_FEATURES = ("AVX512-BF16", "AMX", "BF16")
 """The :data:`CPU_FEATURES` that give a CPU native bf16 matmuls."""
+FP16_CAPABILITIES = ("avx512_fp16", "amx_fp16")
+"""torch's names (``torch.cpu.get_capabilities``) of the x86 instructions that give a CPU native fp16 matmuls
+(AVX512-FP16: Sapphire Rapids on; AMX-FP16: Granite Rapids)."""
+
+
+def cpu_fp16_native() -> bool | None:
+    """Whether this CPU computes fp16 natively (:data:`FP16_CAPABILITIES`), by torch's probes; None where they cannot
+    tell: an Arm CPU (torch's probes are x86's), a torch without ``cpu.get_capabilities`` (its
+    ``_is_amx_fp16_supported`` alone, which knows nothing of AVX512-FP16, answers where it says yes)."""
+    import torch
+
+    if platform.machine().lower() in ARM_MACHINES:
+        return None
+    capabilities = getattr(torch.cpu, "get_capabilities", lambda: {})()
+    if all(name in capabilities for name in FP16_CAPABILITIES):
+        return any(capabilities[name] for name in FP16_CAPABILITIES)
+    amx_fp16 = getattr(torch.cpu, "_is_amx_fp16_supported", None)
+    return True if amx_fp16 is not None and amx_fp16() else None
 
 
 def _cpu_parts(name: str) -> tuple[str, set[str] | None]:

@@ -32,6 +32,7 @@ from mme.utils import (
     core_share,
     counted,
     cpu_features,
+    cpu_fp16_native,
     error_reason,
     plural,
     usable_cores,
@@ -181,7 +182,7 @@ def choose_precision(requested: str, device: torch.device, timed: TimedLoss | No
     asks for (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
     if device.type == "cpu":
         warn_if_mkl_not_strict()
-    native, natives = bf16_native(device), None
+    native = bf16_native(device)
     if not ranks:
         precision, why = _chosen(requested, device, native, timed, resumed)
     else:
@@ -192,7 +193,7 @@ def choose_precision(requested: str, device: torch.device, timed: TimedLoss | No
         precision, why = dist.on_main(_chosen, requested, device, all(natives), timed, resumed, lacking)
     if why == "requested" or why.startswith(f"auto: {AUTO_ENV}="):
         _warn_if_emulated(precision, device, native, "requested" if why == "requested" else f"forced by {AUTO_ENV}",
-                          natives)
+                          ranks)
     return precision, why
 
 
@@ -256,23 +257,35 @@ def settled_precision(requested: str, device: torch.device) -> str | None:
     return None if settled is None else settled[0]
 
 
+def fp16_native(device: torch.device) -> bool | None:
+    """Whether fp16 matmuls run natively on ``device``: on a GPU; on a CPU by its instructions
+    (:func:`~mme.utils.cpu_fp16_native`), None where torch cannot tell."""
+    return cpu_fp16_native() if device.type == "cpu" else True
+
+
 def emulated(precision: str, device: torch.device, native: bool | None = None) -> bool:
-    """Whether ``precision`` runs emulated on ``device``: bf16 without native support, fp16 on any CPU."""
+    """Whether ``precision`` is not known to run natively on ``device`` (``native``: its bf16's, where known): bf16
+    without native support, fp16 on a CPU without AVX512-FP16 or AMX-FP16, or where torch cannot tell."""
     if precision == "bf16":
         return not (bf16_native(device) if native is None else native)
-    return precision == "fp16" and device.type == "cpu"
+    return precision == "fp16" and not fp16_native(device)
 
 
-def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str,
-                      natives: list[bool] | None = None) -> None:
-    """The warning that ``precision`` (``how``: requested, forced) runs emulated here. ``natives``: every rank's
-    :func:`bf16_native` under torchrun: where it is emulated on some ranks only (their nodes' CPUs), each of those
-    warns (:data:`node_log`); where on every rank alike (fp16 on CPUs, bf16 on AVX2-only nodes), rank 0 alone."""
-    if emulated(precision, device, native):
-        alike = natives is not None and len({emulated(precision, device, n) for n in natives}) == 1
-        (log if alike else node_log).warning(
-            "%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)", precision, how,
-            device, precision)
+def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str, ranks: bool = False) -> None:
+    """The warning that ``precision`` (``how``: requested, forced) runs emulated here (``native``: its bf16's).
+    ``ranks``: under torchrun, every rank calls it (it gathers whether each emulates it): where some ranks emulate it
+    (their nodes' CPUs), each of those warns (:data:`node_log`); where every rank does alike (bf16 on AVX2-only nodes,
+    fp16 on CPUs without AVX512-FP16), rank 0 alone."""
+    from mme.train import distributed as dist
+
+    here = emulated(precision, device, native)
+    alike = ranks and len(set(dist.all_gather_objects(here))) == 1
+    if here:
+        if precision == "fp16" and fp16_native(device) is None:
+            message = "%s %s on %s, not known to compute %s natively: it may be emulated and slow (fp32 then is faster)"
+        else:
+            message = "%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)"
+        (log if alike else node_log).warning(message, precision, how, device, precision)
 
 
 def faster_precision(timed: TimedLoss, device: torch.device, reps: int = 5) -> tuple[str, str]:
