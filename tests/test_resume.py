@@ -883,8 +883,8 @@ def test_a_resume_that_pins_the_precision_auto_resolved_to_replays_exactly_and_a
     """A run at train.precision=auto (fp32 here, an AVX2-only CPU) resumed with train.precision=fp32, as the docs
     advise a run meant to be reproduced, was warned "the run will not replay exactly" and recorded
     ``train.precision: 'auto' -> 'fp32'``, though it ran the same arithmetic: the key is compared as resolved, by
-    the run meta's precision, and a change of precision names what auto had resolved to; also from a checkpoint of
-    an mme before the meta held the precision's reason."""
+    the run meta's precision, and a change of precision names what auto had resolved to, once (it was also listed as
+    a setting that changes nothing); also from a checkpoint of an mme before the meta held the precision's reason."""
     import mme.train.precision
     import mme.utils
     from mme.train.precision import AUTO_ENV
@@ -909,11 +909,15 @@ def test_a_resume_that_pins_the_precision_auto_resolved_to_replays_exactly_and_a
                 f"precision: fp32 ({no_native}, on {meta['device_name']}) -> bf16 (requested)"]}]),
             (None, "fp32", None)):  # a meta without the reason
         if reason is None:
-            del first["meta"]["precision_reason"]
+            first["meta"].pop("precision_reason", None)
         shutil.rmtree(tmp_path / "auto")
         ckpt.save_checkpoint(first, tmp_path / "auto", keep_last=0)
-        run(*base, "train.resume=auto", "train.stop_after=2", f"train.precision={precision}")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mme"):
+            run(*base, "train.resume=auto", "train.stop_after=2", f"train.precision={precision}")
         assert json.loads((tmp_path / "auto" / "run.json").read_text()).get("config_changes") == changes
+        harmless = [r.getMessage() for r in caplog.records if "settings that change nothing" in r.getMessage()]
+        assert ("train.precision" in " ".join(harmless)) == (changes is None)  # a changed one said once, resolved
 
 
 def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth, tmp_path):

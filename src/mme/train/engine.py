@@ -887,7 +887,10 @@ def restore(run: Run, source: str, state: dict) -> None:
                               paths=path_keys(type(run.cfg)),
                               cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     harmless, evaluated, changed = [], [], []
+    precision_changed = old_meta.get("precision", run.precision) != run.precision
     for change in compared:
+        if change.key == "train.precision" and precision_changed:
+            continue  # said below as the precision it resolved to
         if change.added or change.key not in (*unchanging, *EVALUATION):
             changed.append(str(change))
         else:
@@ -907,7 +910,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}"
                 for key, name in (("mme", "mme"), ("git", "code"), ("torch", "torch"))
                 if old_meta.get(key, run.meta[key]) != run.meta[key]]
-    if old_meta.get("precision", run.precision) != run.precision:
+    if precision_changed:
         changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
                        f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}{why}" for key, name, why in (
