@@ -1162,9 +1162,10 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
     if not native:
         assert choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu, where emulated bf16 is "
                                                  "far slower than fp32")
+    monkeypatch.setattr(precision, "cpu_fp16_native", lambda: False)  # a CPU without AVX512-FP16 or AMX-FP16
     with caplog.at_level(logging.WARNING, logger="mme"):
         assert choose_precision("fp16", cpu) == ("fp16", "requested")
-    # emulated on every CPU, many times slower than fp32 (before: said of bf16 only)
+    # emulated there, many times slower than fp32 (before: said of bf16 only)
     assert "fp16 requested on cpu without native fp16 support: it will be emulated and slow" in caplog.text
     # a resumed run keeps what auto chose for it on this kind of device (a close timing switched it)
     assert choose_precision("auto", cpu, resumed="bf16") == ("bf16", "auto: the resumed run's, on the same device")
