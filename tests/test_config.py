@@ -1239,6 +1239,21 @@ def test_auto_precision_on_a_gpu_before_ampere_is_fp32_judged_on_the_runs_device
     with caplog.at_level(logging.WARNING, logger="mme"):
         assert choose_precision("bf16", v100) == ("bf16", "requested")
     assert "bf16 requested on cuda:1 without native bf16 support: it will be emulated and slow" in caplog.text
+    # a run begun at auto by an mme that took a V100's bf16 as native, resumed there: auto chooses again, where the
+    # same run on an A100 keeps its bf16
+    from mme.train import engine
+    from mme.train.config import TrainConfig
+
+    names = {0: "NVIDIA A100-SXM4-40GB", 1: "Tesla V100-SXM2-16GB"}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[getattr(device, "index", device)])
+    for device, chosen in ((a100, ("bf16", "auto: the resumed run's, on the same device: auto: native bf16 on this "
+                                           "cuda")),
+                           (v100, ("fp32", "auto: no native bf16 on this cuda, where emulated bf16 is far slower than "
+                                           "fp32"))):
+        meta = {"precision": "bf16", "precision_reason": "auto: native bf16 on this cuda",
+                "device_name": names[device.index]}
+        assert engine.run_precision(TrainConfig(), device, torch.nn.Linear(1, 1), lambda device, clips: None,
+                                    meta) == chosen
     monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm GPU's bf16
     assert bf16_native(v100)
 

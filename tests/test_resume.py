@@ -854,9 +854,13 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
     it (before: replaced by "the resumed run's"); resolved to another precision (another device, or the
     environment), the change is recorded with its step as other changes are (before: warned, then run.json said
     the new precision alone, as if the run had had it from the start)."""
+    import mme.train.precision
+    import mme.utils
     from mme.train.precision import AUTO_ENV, KEPT
 
     monkeypatch.delenv(AUTO_ENV, raising=False)
+    for module in (mme.utils, mme.train.precision):  # an AMX CPU, on any machine: a measured bf16 is kept where native
+        monkeypatch.setattr(module, "cpu_features", lambda: ("AVX2", "AVX-512", "AVX512-BF16", "AMX"))
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "model.depth=1", "train.precision=auto")
     run(*base, "train.stop_after=1")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
