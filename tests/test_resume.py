@@ -888,7 +888,8 @@ def test_a_resume_that_pins_the_precision_auto_resolved_to_replays_exactly_and_a
     advise a run meant to be reproduced, was warned "the run will not replay exactly" and recorded
     ``train.precision: 'auto' -> 'fp32'``, though it ran the same arithmetic: the key is compared as resolved, by
     the run meta's precision, and a change of precision names what auto had resolved to, once (it was also listed as
-    a setting that changes nothing); also from a checkpoint of an mme before the meta held the precision's reason."""
+    a setting that changes nothing); also from a checkpoint of an mme before the meta held the precision's reason
+    (its change named the reason None)."""
     import mme.train.precision
     import mme.utils
     from mme.train.precision import AUTO_ENV
@@ -911,7 +912,9 @@ def test_a_resume_that_pins_the_precision_auto_resolved_to_replays_exactly_and_a
     for reason, precision, changes in (
             (no_native, "bf16", [{"from_step": 1, "changes": [
                 f"precision: fp32 ({no_native}, on {meta['device_name']}) -> bf16 (requested)"]}]),
-            (None, "fp32", None)):  # a meta without the reason
+            (None, "fp32", None),  # a meta without the reason
+            (None, "bf16", [{"from_step": 1, "changes": [
+                f"precision: fp32 (on {meta['device_name']}) -> bf16 (requested)"]}])):
         if reason is None:
             first["meta"].pop("precision_reason", None)
         shutil.rmtree(tmp_path / "auto")

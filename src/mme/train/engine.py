@@ -914,9 +914,10 @@ def restore(run: Run, source: str, state: dict) -> None:
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}"
                 for key, name in (("mme", "mme"), ("git", "code"), ("torch", "torch"))
                 if old_meta.get(key, run.meta[key]) != run.meta[key]]
-    if precision_changed:
-        changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
-                       f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
+    if precision_changed:  # (the reason left out where an mme before it recorded none)
+        why = f"{old_meta['precision_reason']}, " if old_meta.get("precision_reason") else ""
+        changed.append(f"precision: {old_meta['precision']} ({why}on {old_meta.get('device_name')}) -> "
+                       f"{run.precision} ({run.meta['precision_reason']})")
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}{why}" for key, name, why in (
         ("device_name", "device", " (the same up to float rounding, not bitwise)"),
         ("mkl_mode", "MKL mode", " (the same up to float rounding, not bitwise; MKL_CBWR=AUTO,STRICT, which import "
