@@ -1269,7 +1269,7 @@ UNKNOWN_FP16 = ("fp16 requested on cpu, not known to compute fp16 natively: it m
     ("x86_64", {"avx512_fp16": False, "amx_fp16": False}, False, EMULATED_FP16),
     ("x86_64", None, True, None),  # a torch without get_capabilities, its AMX-FP16 probe alone
     ("x86_64", None, False, UNKNOWN_FP16),  # (it has no probe of AVX512-FP16)
-    ("aarch64", {"fp16_arith": True}, False, UNKNOWN_FP16),  # torch's x86 probes say nothing there
+    ("aarch64", {"fp16_arith": True}, False, UNKNOWN_FP16),  # its fp16 arithmetic: not taken as fast matmuls
 ])
 def test_fp16_asked_for_on_a_cpu_is_warned_as_emulated_only_where_it_is(machine, capabilities, amx_fp16, said,
                                                                         monkeypatch, caplog):
@@ -1289,6 +1289,10 @@ def test_fp16_asked_for_on_a_cpu_is_warned_as_emulated_only_where_it_is(machine,
         assert choose_precision("fp16", cpu) == ("fp16", "requested")
     assert [r.getMessage() for r in caplog.records if "fp16" in r.getMessage()] == ([said] if said else [])
     assert precision.emulated("fp16", cpu) == (said is not None)
+    from mme.train import bench  # its row under --all-precisions says what the warning says
+
+    label = {None: "fp16", EMULATED_FP16: "fp16 (emulated)", UNKNOWN_FP16: "fp16 (not known native)"}[said]
+    assert f"{label} eager" in [name for name, *_ in bench._variants(cpu, True, False, False, False)]
 
 
 AS_CPU = """\

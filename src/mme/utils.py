@@ -2398,9 +2398,10 @@ FP16_CAPABILITIES = ("avx512_fp16", "amx_fp16")
 
 
 def cpu_fp16_native() -> bool | None:
-    """Whether this CPU computes fp16 natively (:data:`FP16_CAPABILITIES`), by torch's probes; None where they cannot
-    tell: an Arm CPU (torch's probes are x86's), a torch without ``cpu.get_capabilities`` (its
-    ``_is_amx_fp16_supported`` alone, which knows nothing of AVX512-FP16, answers where it says yes)."""
+    """Whether this CPU computes fp16 natively (:data:`FP16_CAPABILITIES`), by torch's probes; None where they do not
+    tell: an Arm CPU (torch's capabilities name its fp16 arithmetic, ``fp16_arith``, which mme does not take for fast
+    fp16 matmuls: unmeasured), a torch without ``cpu.get_capabilities`` (its ``_is_amx_fp16_supported`` alone, which
+    knows nothing of AVX512-FP16, answers where it says yes)."""
     import torch
 
     if platform.machine().lower() in ARM_MACHINES:

@@ -68,7 +68,16 @@ from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
 from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
-from mme.train.precision import _DTYPES, autocast, bf16_native, check_compiler, choose_device, emulated, make_scaler
+from mme.train.precision import (
+    _DTYPES,
+    autocast,
+    bf16_native,
+    check_compiler,
+    choose_device,
+    emulated,
+    emulation,
+    make_scaler,
+)
 from mme.utils import (
     atomic_write_json,
     check_bench_json,
@@ -91,7 +100,7 @@ PEER = "HF"
 def _variants(device: torch.device, all_precisions: bool, compiled: bool, checkpointing: bool,
               peer: bool) -> list[tuple[str, str, bool, bool, bool]]:
     """(name, precision, compile, activation checkpointing, is the peer); the first is the reference."""
-    eager = [(p + " (emulated)" * emulated(p, device), p) for p in ("fp32", "bf16", "fp16")
+    eager = [(p + (f" ({said})" if (said := emulation(p, device)) else ""), p) for p in ("fp32", "bf16", "fp16")
              if p == "fp32" or all_precisions or not emulated(p, device)]
     out = [(f"{label} eager", precision, False, False, False) for label, precision in eager]
     if peer:

@@ -259,16 +259,25 @@ def settled_precision(requested: str, device: torch.device) -> str | None:
 
 def fp16_native(device: torch.device) -> bool | None:
     """Whether fp16 matmuls run natively on ``device``: on a GPU; on a CPU by its instructions
-    (:func:`~mme.utils.cpu_fp16_native`), None where torch cannot tell."""
+    (:func:`~mme.utils.cpu_fp16_native`), None where its probes do not tell."""
     return cpu_fp16_native() if device.type == "cpu" else True
 
 
 def emulated(precision: str, device: torch.device, native: bool | None = None) -> bool:
     """Whether ``precision`` is not known to run natively on ``device`` (``native``: its bf16's, where known): bf16
-    without native support, fp16 on a CPU without AVX512-FP16 or AMX-FP16, or where torch cannot tell."""
+    without native support, fp16 on a CPU without AVX512-FP16 or AMX-FP16, or where its probes do not tell."""
     if precision == "bf16":
         return not (bf16_native(device) if native is None else native)
     return precision == "fp16" and not fp16_native(device)
+
+
+def emulation(precision: str, device: torch.device, native: bool | None = None) -> str:
+    """What the run's warning and ``mme bench train``'s row say of ``precision`` on ``device`` (``native``: its
+    bf16's, where known): '' where it runs natively, 'emulated', or 'not known native' where the probes do not tell
+    (fp16 on a CPU: :func:`~mme.utils.cpu_fp16_native`)."""
+    if not emulated(precision, device, native):
+        return ""
+    return "not known native" if precision == "fp16" and fp16_native(device) is None else "emulated"
 
 
 def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str, ranks: bool = False) -> None:
@@ -278,10 +287,10 @@ def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: s
     fp16 on CPUs without AVX512-FP16), rank 0 alone."""
     from mme.train import distributed as dist
 
-    here = emulated(precision, device, native)
-    alike = ranks and len(set(dist.all_gather_objects(here))) == 1
+    here = emulation(precision, device, native)
+    alike = ranks and len(set(dist.all_gather_objects(bool(here)))) == 1
     if here:
-        if precision == "fp16" and fp16_native(device) is None:
+        if here == "not known native":
             message = "%s %s on %s, not known to compute %s natively: it may be emulated and slow (fp32 then is faster)"
         else:
             message = "%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)"
