@@ -1417,14 +1417,17 @@ def test_settings_that_change_nothing_beside_a_change_are_not_said_to_replay_exa
         caplog.text
 
 
-def test_a_thread_count_given_on_resume_is_one_recorded_change(synth, tmp_path):
+def test_a_thread_count_given_on_resume_is_one_recorded_change(synth, tmp_path, caplog):
     """``train.threads=2`` on resume was recorded twice, as the key (``train.threads: 1 -> 2``) and as the
-    resolved count (``intra-op threads: 1 -> 2``): the key is compared as resolved, by the run meta's count."""
+    resolved count (``intra-op threads: 1 -> 2``): the key is compared as resolved, by the run meta's count; and
+    the key was also said among the settings that change nothing it computes."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
     run(*base, "train.stop_after=1", "train.threads=1")
-    run(*base, "train.resume=auto", "train.threads=2")
+    with caplog.at_level(logging.INFO):
+        run(*base, "train.resume=auto", "train.threads=2")
     assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [{"from_step": 1, "changes": [
         "intra-op threads: 1 -> 2 (the same up to float rounding, not bitwise; train.threads pins them)"]}]
+    assert "change nothing" not in caplog.text and "train.threads: 1 -> 2" not in caplog.text, caplog.text
 
 
 @pytest.mark.parametrize("first", ["as made", "holding a setting only a resumed run may keep"])

@@ -867,15 +867,25 @@ EVALUATION = ("data.test_clips", "data.test_crops", "task.eval_every", "task.eva
 """Keys of what a fine-tuning run validates and tests, which change no bit of its weights: a resume that changes
 them replays its training exactly, said so, and they are recorded (its validation history and tests follow them)."""
 
-RESOLVED_IN_META = ("train.device", "train.threads", "train.precision")
-"""Keys whose resolved value the run meta holds, compared as resolved (``device_name``: 'auto' resolved to the
-CPU is ``train.device=cpu``; ``threads``: one change said once, not as the key and again as the count;
-``precision``: 'auto' resolved to fp32 is ``train.precision=fp32``, and a change names what 'auto' resolved to)."""
+RESOLVED_IN_META = {"train.device": "device_name", "train.threads": "threads", "train.precision": "precision"}
+"""Keys whose resolved value the run meta holds (in the field named), compared as resolved: 'auto' resolved to the CPU
+is ``train.device=cpu``, and to fp32 ``train.precision=fp32``; a resolved value that changed is said once, as the
+meta's (a precision with what 'auto' resolved to), not as the key and again as the value."""
 
 
 MODEL_SECTIONS = ("model.", "target.")
 """The config sections whose keys build a run's model (a target's heads): a change of theirs may make a checkpoint
 not fit it."""
+
+
+def _resolved_changes(old_meta: dict, meta: dict) -> set[str]:
+    """The meta fields of what a resumed run computes with that differ from its checkpoint's ``old_meta``: the
+    precision, and where both record them (an mme before it, a GPU without MKL) the device (not another name of the
+    same device), MKL mode and intra-op threads."""
+    said = bf16_said(old_meta.get("precision_reason"))
+    return {key for key in ("precision", "device_name", "mkl_mode", "threads")
+            if None not in (old_meta.get(key), meta[key]) and old_meta[key] != meta[key]
+            and not (key == "device_name" and same_device(old_meta[key], meta[key], said))}
 
 
 def restore(run: Run, source: str, state: dict) -> None:
@@ -891,10 +901,10 @@ def restore(run: Run, source: str, state: dict) -> None:
                               paths=path_keys(type(run.cfg)),
                               cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     harmless, evaluated, changed = [], [], []
-    precision_changed = old_meta.get("precision", run.precision) != run.precision
+    moved = _resolved_changes(old_meta, run.meta)
     for change in compared:
-        if change.key == "train.precision" and precision_changed:
-            continue  # said below as the precision it resolved to
+        if RESOLVED_IN_META.get(change.key) in moved:
+            continue  # said below as the value it resolved to
         if change.added or change.key not in (*unchanging, *EVALUATION):
             changed.append(str(change))
         else:
@@ -914,7 +924,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}"
                 for key, name in (("mme", "mme"), ("git", "code"), ("torch", "torch"))
                 if old_meta.get(key, run.meta[key]) != run.meta[key]]
-    if precision_changed:  # (the reason left out where an mme before it recorded none)
+    if "precision" in moved:  # (the reason left out where an mme before it recorded none)
         why = f"{old_meta['precision_reason']}, " if old_meta.get("precision_reason") else ""
         changed.append(f"precision: {old_meta['precision']} ({why}on {old_meta.get('device_name')}) -> "
                        f"{run.precision} ({run.meta['precision_reason']})")
@@ -923,9 +933,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         ("mkl_mode", "MKL mode", " (the same up to float rounding, not bitwise; MKL_CBWR=AUTO,STRICT, which import "
          "mme sets, pins it)"),
         ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
-        if None not in (old_meta.get(key), run.meta[key]) and old_meta[key] != run.meta[key]  # (no MKL on a GPU)
-        and not (key == "device_name" and same_device(old_meta[key], run.meta[key],
-                                                      bf16_said(old_meta.get("precision_reason"))))]
+        if key in moved]
     changed += (listed := list_change(state, run.data))
     changed += read_change(old_meta, run.meta)
     changed += rule_change(old_meta, run.cfg, run.job)
