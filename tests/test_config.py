@@ -1167,8 +1167,13 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
         assert choose_precision("fp16", cpu) == ("fp16", "requested")
     # emulated there, many times slower than fp32 (before: said of bf16 only)
     assert "fp16 requested on cpu without native fp16 support: it will be emulated and slow" in caplog.text
-    # a resumed run keeps what auto chose for it on this kind of device (a close timing switched it)
-    assert choose_precision("auto", cpu, resumed="bf16") == ("bf16", "auto: the resumed run's, on the same device")
+    # a resumed run keeps what auto chose for it on this kind of device (a close timing switched it), but a bf16
+    # taken for native where it is not (an mme that judged a GPU before Ampere so)
+    assert choose_precision("auto", cpu, resumed="fp32") == ("fp32", "auto: the resumed run's, on the same device")
+    assert choose_precision("auto", cpu, resumed="bf16")[0] == ("bf16" if native else "fp32")
+    with monkeypatch.context() as m:
+        m.setattr(precision, "bf16_native", lambda device: True)
+        assert choose_precision("auto", cpu, resumed="bf16") == ("bf16", "auto: the resumed run's, on the same device")
     with pytest.raises(ConfigError, match="train.precision"):
         choose_precision("fp64", cpu)
     monkeypatch.setenv(AUTO_ENV, "bf16")

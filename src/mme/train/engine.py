@@ -76,7 +76,6 @@ from mme.train.precision import (
     KEPT,
     TIMED_CLIPS,
     TimedLoss,
-    bf16_native,
     bf16_said,
     check_compiler,
     choose_device,
@@ -718,14 +717,13 @@ def run_precision(t: TrainConfig, device: torch.device, model: nn.Module,
     """``(precision, reason)``: ``train.precision``, or what 'auto' resolves to, timing ``model``'s ``timing_loss``
     (:attr:`Job.timing_loss`) on up to :data:`~mme.train.precision.TIMED_CLIPS` clips of the batch where that
     decides; a run resumed on the same kind of device keeps what 'auto' chose for it (``resumed``: the
-    checkpoint's meta), so that a close timing does not switch it, unless it took bf16 as native where it is not (an
-    mme before :func:`~mme.train.precision.bf16_native` judged a GPU before Ampere so). One choice for every rank
-    (``ranks``)."""
+    checkpoint's meta), so that a close timing does not switch it, unless it took bf16 as native where it is not
+    (:func:`~mme.train.precision.choose_precision`). One choice for every rank (``ranks``)."""
     chosen = str(resumed.get("precision_reason", "")).startswith("auto") and "environment" not in \
         resumed["precision_reason"]  # by this machine, not by the user or the environment
     said = bf16_said(resumed.get("precision_reason"))
     same = resumed["precision"] if chosen and same_device(resumed.get("device_name"), ckpt.device_name(device), said) \
-        and (said is not True or bf16_native(device)) else None
+        else None
     clips = min(t.batch_size, TIMED_CLIPS)
     precision, why = choose_precision(t.precision, device, TimedLoss(timing_loss(device, clips), clips), same,
                                       ranks=True)

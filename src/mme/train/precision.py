@@ -174,7 +174,8 @@ def choose_precision(requested: str, device: torch.device, timed: TimedLoss | No
     """``(precision, reason)``: ``requested`` itself, or what ``auto`` resolves to (module docstring).
 
     ``timed``: the job's loss that auto times; without it, a CPU with native bf16 gets bf16. ``resumed``: what
-    'auto' chose for the run being resumed on this kind of device, kept unless the environment forces another.
+    'auto' chose for the run being resumed on this kind of device, kept unless the environment forces another
+    or it is bf16 where bf16 is not native (an mme that took a GPU before Ampere for native).
     ``ranks``: one choice for every rank of a DDP job (each calls it): auto resolves fp32 where any rank lacks native
     bf16 (the reason names those ranks), else every rank takes rank 0's (its timing, its environment). Warns when a
     precision asked for (or forced) will be emulated (on this rank; under ``ranks``, by rank 0 alone where every rank
@@ -221,7 +222,7 @@ def _settled(requested: str, device: torch.device, native: bool,
         return requested, "requested"
     if forced := _forced():
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
-    if resumed is not None:
+    if resumed is not None and (native or resumed != "bf16"):  # (a bf16 an mme took as native where it is not: no)
         return resumed, KEPT
     if not native:
         return "fp32", f"{NO_NATIVE} {device.type}, where emulated bf16 is far slower than fp32"
