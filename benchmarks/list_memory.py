@@ -73,20 +73,24 @@ def _worker_growth_mib(entries, files, with_files: bool) -> float:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        before = _private_kb()
-        for i in range(len(entries)):
-            entry = entries[i]
-            resolve(entry, ROOT), entry.label
-            if with_files:
-                files[i]
-        os.write(write, str(_private_kb() - before).encode())
-        os._exit(0)
+        try:  # (the child never returns into the benchmark, whatever its reads raise)
+            before = _private_kb()
+            for i in range(len(entries)):
+                entry = entries[i]
+                resolve(entry, ROOT), entry.label
+                if with_files:
+                    files[i]
+            os.write(write, str(_private_kb() - before).encode())
+        finally:
+            os._exit(0)
     os.close(write)
-    grown = int(os.read(read, 64))
+    said = os.read(read, 64)
     os.close(read)
     os.waitpid(pid, 0)
     gc.unfreeze()
-    return grown / 1024
+    if not said:
+        raise SystemExit("list_memory: the forked reader failed before it measured (its error is above)")
+    return int(said) / 1024
 
 
 def main() -> None:

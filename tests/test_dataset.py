@@ -791,7 +791,7 @@ def test_a_forked_worker_reading_every_entry_and_cache_file_copies_none_of_the_l
     for k in range(100):
         (tmp_path / "cache" / f"class {k}").mkdir(parents=True)
     for path in paths:
-        open(cache_file(tmp_path / "cache", path), "wb").close()
+        os.close(os.open(cache_file(tmp_path / "cache", path), os.O_CREAT | os.O_WRONLY))
     model = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     target = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(tmp_path / "cache")), model)
     data = PretrainDataset(DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path)), target, 2)

@@ -943,7 +943,8 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     dim = with_rows[0]["x"].shape[1]
     x = np.full((n, dim), np.nan, np.float32)
     labelled = getattr(dataset, "labelled", True)
-    labels = np.array([e.label if labelled else -1 for e in dataset.entries], dtype=np.int64)  # list order
+    labels = (dataset.entries.labels.astype(np.int64) if labelled  # list order (the packed list's: no entry made)
+              else np.full(len(dataset.entries), -1, np.int64))
     valid = np.zeros(n, bool)
     failures = []
     for p in parts:

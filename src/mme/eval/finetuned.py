@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -288,7 +289,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                     dist.get_rank())
         else:
             run = job.run = setup(cfg, _validation)
-            trained_on = len({e.label for e in run.data.copies[0].entries})  # (the training list as set-up read it:
+            trained_on = len(np.unique(run.data.copies[0].entries.labels))  # (the training list as set-up read it:
             # its top-5 judged by them; read again after training, a list gone by then failed the tests)
             engine.print_summary(run, describe(run))
             try:

@@ -94,6 +94,7 @@ from mme.utils import (
     torch_as_mme,
     unlock_folder,
     write_all,
+    writing,
 )
 
 log = logging.getLogger("mme.extract")
@@ -623,7 +624,7 @@ def _mark_made(marker: Path, target: Path, out: str) -> None:
     """Add the file ``target`` an overwrite made to its ``marker`` (a whole line, appended)."""
     if (made := _size_and_mtime(stat_or_none(target))) is None:  # (gone already: made again)
         return
-    with space_for(marker, KEPT):
+    with writing(marker), space_for(marker, KEPT):  # (a full disk said as such, any other write error naming it)
         fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             write_all(fd, _made_line(str(target.relative_to(out)), made).encode())

@@ -74,7 +74,6 @@ from mme.train.precision import (
     bf16_native,
     check_compiler,
     choose_device,
-    emulated,
     emulation,
     make_scaler,
 )
@@ -100,8 +99,8 @@ PEER = "HF"
 def _variants(device: torch.device, all_precisions: bool, compiled: bool, checkpointing: bool,
               peer: bool) -> list[tuple[str, str, bool, bool, bool]]:
     """(name, precision, compile, activation checkpointing, is the peer); the first is the reference."""
-    eager = [(p + (f" ({said})" if (said := emulation(p, device)) else ""), p) for p in ("fp32", "bf16", "fp16")
-             if p == "fp32" or all_precisions or not emulated(p, device)]
+    eager = [(p + (f" ({said})" if said else ""), p) for p in ("fp32", "bf16", "fp16")
+             if not (said := emulation(p, device)) or p == "fp32" or all_precisions]
     out = [(f"{label} eager", precision, False, False, False) for label, precision in eager]
     if peer:
         out += [(f"{PEER} {label} eager", precision, False, False, True) for label, precision in eager]

@@ -276,9 +276,10 @@ def emulation(precision: str, device: torch.device, native: bool | None = None) 
     """What the run's warning and ``mme bench train``'s row say of ``precision`` on ``device`` (``native``: its
     bf16's, where known): '' where it runs natively, 'emulated', or 'not known native' where the probes do not tell
     (fp16 on a CPU: :func:`~mme.utils.cpu_fp16_native`)."""
-    if not emulated(precision, device, native):
-        return ""
-    return "not known native" if precision == "fp16" and fp16_native(device) is None else "emulated"
+    if precision == "fp16":
+        known = fp16_native(device)
+        return "" if known else "emulated" if known is False else "not known native"
+    return "emulated" if emulated(precision, device, native) else ""
 
 
 def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str, ranks: bool = False) -> None:
