@@ -564,10 +564,16 @@ def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
     except OSError as e:
         raise _unreadable(path, e) from e
     try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        os.close(fd)
+        raise _unreadable(path, e) from e
+    if not stat.S_ISREG(mode):  # (before open(): it refuses a folder's descriptor itself, as an unreadable file)
+        os.close(fd)
+        raise video_error(path, "track cache", "a folder, not a cache file" if stat.S_ISDIR(mode) else
+                          "not a regular file")
+    try:
         with open(fd, "rb") as f:
-            if not stat.S_ISREG(mode := os.fstat(fd).st_mode):  # (a VideoError, not among the read errors)
-                raise video_error(path, "track cache", "a folder, not a cache file" if stat.S_ISDIR(mode) else
-                                  "not a regular file")
             magic = f.read(len(MAGIC))
             if magic[:4] != b"PK\x03\x04" and magic != MAGIC:
                 raise ValueError("unknown file type")
