@@ -279,17 +279,26 @@ DIED = "a worker process died extracting it"
 """What a report of failures says, after the video's path, of one whose worker died (:func:`_died`)."""
 
 
-def _died(job: _Job, how: str) -> tuple[str, Path, str | None, bool, None]:
-    return job.video, job.target, f"{job.video}: {DIED} ({how})", False, None
+class _Done(NamedTuple):
+    """What one job did (:func:`_work`). ``target``: the file made (a video listed twice, by a relative and an
+    absolute path, has a job of each file); ``made``: None where not tried, its lock held by another job and
+    ``job.wait`` False; ``lasting``: where it failed of itself, a VideoError of the file there (unreadable,
+    undecodable, a frame over 8:1), the file's :func:`~mme.motion.cache.source_identity`, else None (a run fails
+    that file again, where one that was missing, whose worker died, or that met another error, may pass)."""
+
+    video: str
+    target: Path
+    error: str | None
+    made: bool | None
+    lasting: dict | None = None
 
 
-def _work(job: _Job) -> tuple[str, Path, str | None, bool | None, dict | None]:
-    """Make one video's cache file: (its path, the file ``job.target`` (a video listed twice, by a relative and an
-    absolute path, has a job of each file), the error or None, whether it was made (None: not tried, its lock held
-    by another job, where ``job.wait`` is False), and where it failed of itself, a VideoError of the file there
-    (unreadable, undecodable, a frame over 8:1), the file's :func:`~mme.motion.cache.source_identity`, else None: a
-    run fails that file again, where one that was missing, whose worker died, or that met another error, may pass).
-    Another job on the same ``--out`` (another list sharing videos) may
+def _died(job: _Job, how: str) -> _Done:
+    return _Done(job.video, job.target, f"{job.video}: {DIED} ({how})", False)
+
+
+def _work(job: _Job) -> _Done:
+    """Make one video's cache file. Another job on the same ``--out`` (another list sharing videos) may
     have made the file since this one's start: one made with these settings is skipped, one made otherwise fails the
     video with the start's refusal. The look and the making hold the file's lock (:func:`mme.utils.exclusive_lock`),
     so that a job that starts the video while another makes it waits, then finds it made."""
@@ -297,30 +306,30 @@ def _work(job: _Job) -> tuple[str, Path, str | None, bool | None, dict | None]:
     try:
         with exclusive_lock(job.lock, remove=True, wait_s=None if job.wait else 0) as held:
             if not held:
-                return job.video, target, None, None, None
+                return _Done(job.video, target, None, None)
             if (job.recheck and (st := stat_or_none(target)) is not None and stat_identity(st) != job.seen
                     and stat.S_ISREG(st.st_mode)):
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
-                    return job.video, target, None, False, None
+                    return _Done(job.video, target, None, False)
                 if differ:
-                    return job.video, target, _refusal(job.out, {job.listed: differ}), False, None
+                    return _Done(job.video, target, _refusal(job.out, {job.listed: differ}), False)
             extract_video(job.video, target, job.opts)
-        return job.video, target, None, True, None
+        return _Done(job.video, target, None, True)
     except NoSpaceError:  # not this video's fault: the job stops
         raise
     except VideoError as e:
         lasting = None
         with contextlib.suppress(OSError):  # (missing: it may be back)
             lasting = source_identity(job.video)
-        return job.video, target, str(e), False, lasting
+        return _Done(job.video, target, str(e), False, lasting)
     except MMEError as e:
-        return job.video, target, str(e), False, None
+        return _Done(job.video, target, str(e), False)
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
-        return job.video, target, f"{type(e).__name__}: {e}", False, None
+        return _Done(job.video, target, f"{type(e).__name__}: {e}", False)
 
 
-def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, Path, str | None, bool, dict | None]]:
+def _held_last(jobs: list[_Job], workers: int) -> Iterator[_Done]:
     """:func:`_work` of each job, in ``workers``, as they end: a video whose making another job holds (another list's
     extraction sharing it, a job stopped with Ctrl-Z) is left until the others are done, then tried again and, still
     held, waited for, said once at info level with the lock held, so that the others are made meanwhile (one worker
@@ -336,8 +345,7 @@ def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, Path, str 
         yield from in_workers(_work, later, workers, _died)
 
 
-def _free_first(jobs: list[_Job], workers: int
-                ) -> Generator[tuple[str, Path, str | None, bool, dict | None], None, list[_Job]]:
+def _free_first(jobs: list[_Job], workers: int) -> Generator[_Done, None, list[_Job]]:
     """:func:`_work` of each of ``jobs`` whose lock no other job holds, in ``workers``, as they end; returns the
     others (:func:`_try`)."""
     held = []
@@ -349,13 +357,13 @@ def _free_first(jobs: list[_Job], workers: int
     return held
 
 
-def _try(job: _Job) -> tuple[_Job, tuple[str, Path, str | None, bool, dict | None] | None]:
+def _try(job: _Job) -> tuple[_Job, _Done | None]:
     """``job`` and its :func:`_work` without waiting for its lock: None where another job holds it."""
     result = _work(job._replace(wait=False))
-    return job, None if result[3] is None else result
+    return job, None if result.made is None else result
 
 
-def _died_trying(job: _Job, how: str) -> tuple[_Job, tuple[str, Path, str | None, bool, None]]:
+def _died_trying(job: _Job, how: str) -> tuple[_Job, _Done]:
     return job, _died(job, how)
 
 
