@@ -188,7 +188,8 @@ def test_a_resumed_extraction_passes_over_a_folder_or_fifo_at_a_cache_path_unsai
     os.mkfifo(fifo)
     job = _Job(str(videos / "one.mp4"), "one.mp4", str(out), fifo, ExtractOptions(length=2, short_side=64), True, None)
     with caplog.at_level("WARNING", logger="mme.extract"):
-        assert _work(job)[2:4] == (None, True)
+        done = _work(job)
+    assert (done.error, done.made) == (None, True)
     assert "not a valid mme track cache" not in caplog.text and fifo.is_file()
     with caplog.at_level("WARNING", logger="mme.extract"):  # a path under a file: no cache there, as a missing one
         assert other_settings(fifo / "x.tracks", ExtractOptions(length=2, short_side=64), None) is None
