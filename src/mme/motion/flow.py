@@ -66,8 +66,10 @@ def flow_available(method: str) -> bool:
 def require_flow(method: str, key: str = "target.flow") -> None:
     """Refuse a flow this OpenCV build lacks, naming the setting ``key`` that asks for it."""
     if not flow_available(method):
-        raise ConfigError(f"{key}='tvl1' needs the opencv-contrib build (cv2.optflow); install "
-                          "opencv-contrib-python-headless in place of opencv-python-headless, or use 'dis'")
+        raise ConfigError(f"{key}='tvl1' needs the opencv-contrib build (cv2.optflow): both wheels install cv2, so "
+                          "swap them (pip uninstall -y opencv-python-headless opencv-contrib-python-headless, then "
+                          "pip install opencv-contrib-python-headless; a later pip install of mme's requirements "
+                          "brings the plain wheel back), or use 'dis'")
 
 
 def _engine(method: str, shape: tuple[int, ...]):
