@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import av
@@ -24,6 +25,7 @@ from videos import CORPUS, affine_video, write_corpus_file, write_video
 from mme.cli import main as cli_main
 from mme.data import lists
 from mme.data.lists import (
+    LISTS_LOCK,
     VIDEO_EXTS,
     ListEntry,
     build_lists,
@@ -44,6 +46,7 @@ from mme.data.lists import (
     write_list,
 )
 from mme.errors import ConfigError, DataError, MMEError
+from mme.utils import exclusive_lock
 
 
 def test_read_labelled_unlabelled_and_spaces(tmp_path):
@@ -1462,6 +1465,45 @@ def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
     assert cli_main(["lists", "kinetics", str(tmp_path / "val.csv"), "--out", str(first), "--classes",
                      str(first / "classes.json")]) == 0
     assert json.loads((first / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
+
+
+@pytest.mark.parametrize("other, this", [("ab", "wxy"), ("wxy", "ab")])
+def test_a_build_into_an_out_another_build_is_writing_waits_then_looks_at_what_it_wrote(tmp_path, caplog, other,
+                                                                                        this):
+    """Two `mme lists` into one --out at once both exited 0, each having looked at classes.json before either wrote:
+    val.txt was left numbered by the other build's class map, or one build's lists replaced the other's unsaid. The
+    second waits, then is refused as when run after the first (ab: train and val; wxy: train alone), or replaces
+    the first's lists and class map whole."""
+    for rel in ("ab/train/a/1.mp4", "ab/train/b/2.mp4", "ab/val/a/3.mp4", "ab/val/b/4.mp4", "wxy/train/w/5.mp4",
+                "wxy/train/x/6.mp4", "wxy/train/y/7.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    for name in (other, this):  # each build alone
+        build_lists("folder", tmp_path / name, tmp_path / f"{name}_alone")
+    out = tmp_path / "out"
+    pool = ThreadPoolExecutor(1)
+    with caplog.at_level("INFO", logger="mme.utils"):
+        with exclusive_lock(out / LISTS_LOCK, remove=True):  # the other build, writing --out
+            second = pool.submit(build_lists, "folder", tmp_path / this, out)
+            deadline = time.monotonic() + 60
+            while "waiting for it to end" not in caplog.text and not second.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not second.done()  # it waits for the other
+            shutil.copytree(tmp_path / f"{other}_alone", out, dirs_exist_ok=True)
+        if this == "wxy":
+            with pytest.raises(DataError, match=r"classes\.json numbers the classes otherwise than this build would, "
+                                                r"and the lists of other splits there \(val\.txt\)"):
+                second.result(timeout=60)
+        else:
+            second.result(timeout=60)
+    pool.shutdown()
+    assert f"--out {out}: another mme lists is writing there; waiting for it to end" in caplog.text
+    kept = tmp_path / "ab_alone"  # refused, wxy leaves ab's; ab replaces wxy's train.txt and class map
+    assert sorted(p.name for p in out.iterdir()) == ["classes.json", "train.txt", "val.txt"]
+    for f in kept.iterdir():
+        assert (out / f.name).read_bytes() == f.read_bytes()
+    classes = read_classes(out / "classes.json")  # each video's label names its class folder
+    assert all(classes[e.label] == e.path.split("/")[1] for f in out.glob("*.txt") for e in read_list(f)[0])
 
 
 def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):

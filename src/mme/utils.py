@@ -388,14 +388,15 @@ too long there).
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None = None,
-                   own_only: bool = False) -> Iterator[bool]:
+                   own_only: bool = False, waiting: str | None = None) -> Iterator[bool]:
     """An exclusive ``flock`` on the file at ``path`` (made if need be, its folder too) for the block: one holder at
     a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
     (:func:`_flock`). The file is left there, or with ``remove`` removed at the block's end while it is held (a
     waiter then makes and locks a new one: :func:`_locked_file`); one a killed holder left locks nothing (the
     kernel releases a dead process's ``flock``). Yields whether the lock is held: with ``wait_s``, a best effort,
     the block runs without it where it is not had within that many seconds (a holder stopped with Ctrl-Z), and
-    with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). The removal never
+    with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). ``waiting``: what a
+    wait without end (no ``wait_s``) for another holder is said as, at info level, before it waits. The removal never
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
     folder removed while this waited (by the holder that made it, failing) is made again
     (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link at ``path``
@@ -404,7 +405,7 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         try:
-            fd, pid = _locked_file(path, wait_s, own_only), os.getpid()
+            fd, pid = _locked_file(path, wait_s, own_only, waiting), os.getpid()
             break
         except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
             if path.is_symlink():  # (a link to nothing at the path itself: an error, which a try again repeats)
@@ -497,11 +498,13 @@ def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None
     return lambda other: other is not None and identity_or_none(other) == held
 
 
-def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False) -> int | None:
+def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False,
+                 waiting: str | None = None) -> int | None:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
     held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, which ``flock``
     needs alone: another user's lock file (0644) in a folder shared with this one locks as this user's. With
-    ``wait_s``, None where the lock is not had within that many seconds (:func:`_flock_within`). With ``own_only``
+    ``wait_s``, None where the lock is not had within that many seconds (:func:`_flock_within`); without, waited
+    for, ``waiting`` said first where another holds it (:func:`_flock_waiting`). With ``own_only``
     (a file of a known name in a folder all users write), None where it is not a regular file this user owns, and an
     OSError where it is a link (not followed); a pipe put there does not block the open."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
@@ -512,7 +515,7 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
             if own_only and not _own_regular_file(os.fstat(fd)):
                 return None
             if deadline is None:
-                _flock(fd, fcntl.LOCK_EX, path)
+                _flock_waiting(fd, path, waiting)
             elif not _flock_within(fd, path, deadline):
                 return None
             held = os.path.samestat(os.fstat(fd), os.stat(path))
@@ -563,6 +566,18 @@ def _flock_within(fd: int, path: Path, deadline: float) -> bool:
                 log.info("%s is held by another process: waiting up to %.2g s for it, then going on without it",
                          path, left)
             time.sleep(min(_LOCK_POLL_S, left))
+
+
+def _flock_waiting(fd: int, path: Path, waiting: str | None) -> None:
+    """An exclusive ``flock`` on ``fd`` (:func:`_flock`), waited for without end; where another holds it,
+    ``waiting`` (None: nothing) is said first, at info level."""
+    if waiting is not None:
+        try:
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
+            return
+        except BlockingIOError:
+            log.info("%s", waiting)
+    _flock(fd, fcntl.LOCK_EX, path)
 
 
 _NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)

@@ -42,6 +42,7 @@ from mme.utils import (
     command_option,
     counted,
     error_reason,
+    exclusive_lock,
     identity_or_none,
     in_workers,
     plural,
@@ -1756,7 +1757,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     ``kind``: 'folder' (source = the video folder, or a folder of split folders), 'ucf101' / 'hmdb51' (source =
     the split-file folder), 'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation
     folder); ``classes``: for folder and kinetics, the class map to number the classes by. A ``classes.json`` of
-    ``out_dir`` that numbers them otherwise, beside lists of other splits, is a DataError (see :func:`_keep_ids`).
+    ``out_dir`` that numbers them otherwise, beside lists of other splits, is a DataError (see :func:`_keep_ids`);
+    a build into an ``out_dir`` another build is writing waits for it, then looks at what it wrote (:data:`LISTS_LOCK`).
     With ``skip_missing``, entries whose file is
     not under ``video_root``, under any video suffix, are left out (counted in the log, a warning past
     :data:`MISSING_TO_WARN`), the others listed as the file found; a split with none found is not written,
@@ -1807,32 +1809,43 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     listed = {name: entries for name, entries in splits.items() if entries}
     if not listed:
         raise DataError(f"{source}: lists no videos")
-    _keep_ids(out_dir, classes, splits, kind)
+    _keep_ids(out_dir, classes, splits, kind)  # before the videos are looked for; again once --out is locked
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
         listed = _found(listed, classes, video_root, naming)
     check_output(out_dir, "--out", folder=True)
-    written = {name: out_dir / f"{name}.txt" for name in listed}
-    if before_writing is not None:
-        before_writing(list(written.values()), [(resolve(e, video_root), e.label, str(written[name]))
-                                                for name, entries in listed.items() for e in entries])
-    for name in sorted(splits.keys() - listed.keys()):  # before any write: one left would be read as this build's
-        stale = out_dir / f"{name}.txt"
-        if stale.is_file():
-            with removing(stale, f"the {name} list of an earlier build, which this build has no videos for; nothing "
-                                 f"of this build is written: make it removable, or choose another --out"):
-                stale.unlink()
-            log.warning("removed %s, the %s list of an earlier build: this build has no videos for it", stale, name)
-    texts = {written[name]: list_text(written[name], entries) for name, entries in listed.items()}
-    for path, text in texts.items():
-        _replacing(path, text)
-    if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
-        texts[out_dir / CLASSES_FILE] = classes_text(classes)
-    atomic_write_texts(texts, "nothing of this build is written: the lists and class map there are as they were")
+    # one build into --out at a time, each looking at what is there again once it holds it: two at once both passed
+    # the look above before either wrote, and one's lists were left numbered by the other's classes.json
+    with exclusive_lock(out_dir / LISTS_LOCK, remove=True,
+                        waiting=f"--out {out_dir}: another mme lists is writing there; waiting for it to end"):
+        _keep_ids(out_dir, classes, splits, kind)
+        written = {name: out_dir / f"{name}.txt" for name in listed}
+        if before_writing is not None:
+            before_writing(list(written.values()), [(resolve(e, video_root), e.label, str(written[name]))
+                                                    for name, entries in listed.items() for e in entries])
+        for name in sorted(splits.keys() - listed.keys()):  # before any write: one left would be read as this build's
+            stale = out_dir / f"{name}.txt"
+            if stale.is_file():
+                with removing(stale, f"the {name} list of an earlier build, which this build has no videos for; "
+                                     f"nothing of this build is written: make it removable, or choose another --out"):
+                    stale.unlink()
+                log.warning("removed %s, the %s list of an earlier build: this build has no videos for it", stale,
+                            name)
+        texts = {written[name]: list_text(written[name], entries) for name, entries in listed.items()}
+        for path, text in texts.items():
+            _replacing(path, text)
+        if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
+            texts[out_dir / CLASSES_FILE] = classes_text(classes)
+        atomic_write_texts(texts, "nothing of this build is written: the lists and class map there are as they were")
     for name, entries in listed.items():
         log.info("wrote %s (%d videos)", written[name], len(entries))
     return written, video_root
+
+
+LISTS_LOCK = ".lists.lock"
+"""The lock file a build holds in its ``--out`` from its look at what is there (:func:`_keep_ids`) through its writes,
+removed at its end (:func:`mme.utils.exclusive_lock`): a second build into that folder waits, then looks."""
 
 
 def _replacing(path: Path, text: str) -> None:
