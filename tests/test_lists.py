@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -1467,6 +1468,33 @@ def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
     assert json.loads((first / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
 
 
+def _class_folders(tmp_path):
+    """Split folders of classes: ab (train and val, classes a b), a (train alone, classes a b), wxy (train alone,
+    classes w x y), each also built alone into <name>_alone."""
+    for rel in ("ab/train/a/1.mp4", "ab/train/b/2.mp4", "ab/val/a/3.mp4", "ab/val/b/4.mp4", "a/train/a/8.mp4",
+                "a/train/b/9.mp4", "wxy/train/w/5.mp4", "wxy/train/x/6.mp4", "wxy/train/y/7.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    for name in ("ab", "a", "wxy"):
+        build_lists("folder", tmp_path / name, tmp_path / f"{name}_alone")
+
+
+@contextlib.contextmanager
+def _build_waiting(source, out, caplog):
+    """A build of ``source`` into ``out`` started in a thread while the block holds out's lock (another build
+    writing there), seen waiting for it: yields its future; the lock is let go at the block's end."""
+    with ThreadPoolExecutor(1) as pool, caplog.at_level("INFO", logger="mme.utils"):
+        with exclusive_lock(out / LISTS_LOCK, remove=True):
+            build = pool.submit(build_lists, "folder", source, out)
+            deadline = time.monotonic() + 60
+            while "waiting for it to end" not in caplog.text and not build.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not build.done()  # it waits for the other
+            yield build
+        build.exception(timeout=60)
+    assert f"--out {out}: another mme lists is writing there; waiting for it to end" in caplog.text
+
+
 @pytest.mark.parametrize("other, this", [("ab", "wxy"), ("wxy", "ab")])
 def test_a_build_into_an_out_another_build_is_writing_waits_then_looks_at_what_it_wrote(tmp_path, caplog, other,
                                                                                         this):
@@ -1474,36 +1502,39 @@ def test_a_build_into_an_out_another_build_is_writing_waits_then_looks_at_what_i
     val.txt was left numbered by the other build's class map, or one build's lists replaced the other's unsaid. The
     second waits, then is refused as when run after the first (ab: train and val; wxy: train alone), or replaces
     the first's lists and class map whole."""
-    for rel in ("ab/train/a/1.mp4", "ab/train/b/2.mp4", "ab/val/a/3.mp4", "ab/val/b/4.mp4", "wxy/train/w/5.mp4",
-                "wxy/train/x/6.mp4", "wxy/train/y/7.mp4"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x")
-    for name in (other, this):  # each build alone
-        build_lists("folder", tmp_path / name, tmp_path / f"{name}_alone")
+    _class_folders(tmp_path)
     out = tmp_path / "out"
-    pool = ThreadPoolExecutor(1)
-    with caplog.at_level("INFO", logger="mme.utils"):
-        with exclusive_lock(out / LISTS_LOCK, remove=True):  # the other build, writing --out
-            second = pool.submit(build_lists, "folder", tmp_path / this, out)
-            deadline = time.monotonic() + 60
-            while "waiting for it to end" not in caplog.text and not second.done() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert not second.done()  # it waits for the other
-            shutil.copytree(tmp_path / f"{other}_alone", out, dirs_exist_ok=True)
-        if this == "wxy":
-            with pytest.raises(DataError, match=r"classes\.json numbers the classes otherwise than this build would, "
-                                                r"and the lists of other splits there \(val\.txt\)"):
-                second.result(timeout=60)
-        else:
-            second.result(timeout=60)
-    pool.shutdown()
-    assert f"--out {out}: another mme lists is writing there; waiting for it to end" in caplog.text
+    with _build_waiting(tmp_path / this, out, caplog) as second:
+        shutil.copytree(tmp_path / f"{other}_alone", out, dirs_exist_ok=True)
+    if this == "wxy":
+        with pytest.raises(DataError, match=r"classes\.json numbers the classes otherwise than this build would, "
+                                            r"and the lists of other splits there \(val\.txt\)"):
+            second.result()
+    else:
+        second.result()
     kept = tmp_path / "ab_alone"  # refused, wxy leaves ab's; ab replaces wxy's train.txt and class map
     assert sorted(p.name for p in out.iterdir()) == ["classes.json", "train.txt", "val.txt"]
     for f in kept.iterdir():
         assert (out / f.name).read_bytes() == f.read_bytes()
     classes = read_classes(out / "classes.json")  # each video's label names its class folder
     assert all(classes[e.label] == e.path.split("/")[1] for f in out.glob("*.txt") for e in read_list(f)[0])
+
+
+def test_a_build_looks_at_out_first_only_once_another_build_there_has_written_its_class_map(tmp_path, caplog):
+    """The first look at --out, before the videos are looked for, was made without the lock: a build writing there
+    replaces its lists first and classes.json last, and a build looking between saw the new val.txt beside the old
+    classes.json, and was refused ("numbers the classes otherwise") where, run after it, it is not. It waits."""
+    _class_folders(tmp_path)
+    out = tmp_path / "out"
+    shutil.copytree(tmp_path / "wxy_alone", out)  # an earlier build's train.txt and class map (w x y)
+    for name in ("train.txt", "val.txt"):  # ab's build has replaced its lists, not yet the class map
+        shutil.copy(tmp_path / "ab_alone" / name, out / name)
+    with _build_waiting(tmp_path / "a", out, caplog) as build:  # classes a b: train alone
+        shutil.copy(tmp_path / "ab_alone" / "classes.json", out / "classes.json")
+    build.result()
+    assert (out / "train.txt").read_bytes() == (tmp_path / "a_alone" / "train.txt").read_bytes()
+    for name in ("val.txt", "classes.json"):
+        assert (out / name).read_bytes() == (tmp_path / "ab_alone" / name).read_bytes()
 
 
 def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):

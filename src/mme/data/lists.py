@@ -1809,7 +1809,9 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     listed = {name: entries for name, entries in splits.items() if entries}
     if not listed:
         raise DataError(f"{source}: lists no videos")
-    _keep_ids(out_dir, classes, splits, kind)  # before the videos are looked for; again once --out is locked
+    if out_dir.is_dir():  # before the videos are looked for (a build writing there waited for); again as it writes
+        with _lists_lock(out_dir):
+            _keep_ids(out_dir, classes, splits, kind)
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
@@ -1817,8 +1819,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     check_output(out_dir, "--out", folder=True)
     # one build into --out at a time, each looking at what is there again once it holds it: two at once both passed
     # the look above before either wrote, and one's lists were left numbered by the other's classes.json
-    with exclusive_lock(out_dir / LISTS_LOCK, remove=True,
-                        waiting=f"--out {out_dir}: another mme lists is writing there; waiting for it to end"):
+    with _lists_lock(out_dir):
         _keep_ids(out_dir, classes, splits, kind)
         written = {name: out_dir / f"{name}.txt" for name in listed}
         if before_writing is not None:
@@ -1844,8 +1845,16 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
 
 
 LISTS_LOCK = ".lists.lock"
-"""The lock file a build holds in its ``--out`` from its look at what is there (:func:`_keep_ids`) through its writes,
-removed at its end (:func:`mme.utils.exclusive_lock`): a second build into that folder waits, then looks."""
+"""The lock file a build holds in its ``--out`` while it looks at what is there (:func:`_keep_ids`) and from its last
+look through its writes, removed at its end (:func:`mme.utils.exclusive_lock`): a second build into that folder
+waits, then looks."""
+
+
+def _lists_lock(out_dir: Path) -> contextlib.AbstractContextManager[bool]:
+    """The lock on ``out_dir`` (:data:`LISTS_LOCK`) that a build's looks at what is there and its writes hold: a look
+    made unlocked could find another build's lists half replaced (new lists beside the class map they replace)."""
+    return exclusive_lock(out_dir / LISTS_LOCK, remove=True,
+                          waiting=f"--out {out_dir}: another mme lists is writing there; waiting for it to end")
 
 
 def _replacing(path: Path, text: str) -> None:
