@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import av
 import numpy as np
@@ -1535,6 +1536,42 @@ def test_a_build_looks_at_out_first_only_once_another_build_there_has_written_it
     assert (out / "train.txt").read_bytes() == (tmp_path / "a_alone" / "train.txt").read_bytes()
     for name in ("val.txt", "classes.json"):
         assert (out / name).read_bytes() == (tmp_path / "ab_alone" / name).read_bytes()
+
+
+def test_a_lock_file_in_out_this_user_cannot_open_is_one_line_naming_it():
+    """Another user's .lists.lock in --out, readable by its owner alone (their umask 077), ended the build in a
+    PermissionError traceback. It is one line naming it and the reason, before anything is written. As root, the build
+    runs as another user (nobody); else the file is the user's own, mode 000."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        (base / "src" / "train" / "a").mkdir(parents=True)
+        (base / "src" / "train" / "a" / "1.mp4").write_bytes(b"x")
+        out = base / "out"
+        out.mkdir()
+        out.chmod(0o777)
+        lock = out / LISTS_LOCK
+        lock.write_bytes(b"")
+        lock.chmod(0o600 if os.geteuid() == 0 else 0o000)
+        build = ("import os, sys\n"
+                 "from mme.cli import main\n"
+                 "import mme.data.lists\n"
+                 "if os.geteuid() == 0:  # (imported first: Python's own files may be root's only)\n"
+                 "    os.setgid(65534)\n"
+                 "    os.setuid(65534)\n"
+                 "sys.exit(main(['lists', 'folder', sys.argv[1], '--out', sys.argv[2]]))\n")
+        proc = subprocess.run([sys.executable, "-c", build, str(base / "src"), str(out)], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        owner = "it is another user's, whose job may hold it: remove it once that job has ended, or " \
+            if os.geteuid() == 0 else ""
+        assert f"{lock}: the lock file could not be opened (Permission denied); {owner}choose another --out" \
+            in proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == [LISTS_LOCK]
+    finally:
+        shutil.rmtree(base)
 
 
 def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):

@@ -388,7 +388,7 @@ too long there).
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None = None,
-                   own_only: bool = False, waiting: str | None = None) -> Iterator[bool]:
+                   own_only: bool = False, waiting: str | None = None, unopened: str | None = None) -> Iterator[bool]:
     """An exclusive ``flock`` on the file at ``path`` (made if need be, its folder too) for the block: one holder at
     a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
     (:func:`_flock`). The file is left there, or with ``remove`` removed at the block's end while it is held (a
@@ -396,21 +396,28 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     kernel releases a dead process's ``flock``). Yields whether the lock is held: with ``wait_s``, a best effort,
     the block runs without it where it is not had within that many seconds (a holder stopped with Ctrl-Z), and
     with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). ``waiting``: what a
-    wait without end (no ``wait_s``) for another holder is said as, at info level, before it waits. The removal never
+    wait without end (no ``wait_s``) for another holder is said as, at info level, before it waits. ``unopened``:
+    where the lock file cannot be opened, what to do, said in an MMEError naming it and the reason
+    (:func:`_unopened_lock`); None: the OSError, for a caller that goes on without the lock. The removal never
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
     folder removed while this waited (by the holder that made it, failing) is made again
     (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link at ``path``
     into a folder that is not there is a FileNotFoundError (one to a missing file whose folder is there creates it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            fd, pid = _locked_file(path, wait_s, own_only, waiting), os.getpid()
-            break
-        except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
-            if path.is_symlink():  # (a link to nothing at the path itself: an error, which a try again repeats)
-                raise
-            _make_output_folder(path.parent)  # export's OUT), made again, as a folder this job made
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd, pid = _locked_file(path, wait_s, own_only, waiting), os.getpid()
+                break
+            except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
+                if path.is_symlink():  # (a link to nothing at the path itself: an error, which a try again repeats)
+                    raise
+                _make_output_folder(path.parent)  # export's OUT), made again, as a folder this job made
+    except OSError as e:
+        if unopened is None:
+            raise
+        raise MMEError(_unopened_lock(path, e, unopened)) from e
     if fd is None:
         yield False
         return
@@ -423,6 +430,18 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
                     path.unlink(missing_ok=True)
         finally:  # (closed even where a Ctrl-C comes during the unlink)
             _close_unlocked(fd, pid)
+
+
+def _unopened_lock(path: Path, e: OSError, then: str) -> str:
+    """What a lock file that cannot be opened is said as: named, with the reason, and where it is another user's (one
+    they made 0600, their umask 077), that their job may hold it; ``then``: what to do else."""
+    try:
+        owner = os.lstat(path).st_uid
+    except OSError:
+        owner = None
+    if owner is not None and owner != os.geteuid():
+        then = f"it is another user's, whose job may hold it: remove it once that job has ended, or {then}"
+    return f"{path}: the lock file could not be opened ({error_reason(e)}); {then}"
 
 
 class _Writing(threading.local):

@@ -1853,7 +1853,7 @@ waits, then looks."""
 def _lists_lock(out_dir: Path) -> contextlib.AbstractContextManager[bool]:
     """The lock on ``out_dir`` (:data:`LISTS_LOCK`) that a build's looks at what is there and its writes hold: a look
     made unlocked could find another build's lists half replaced (new lists beside the class map they replace)."""
-    return exclusive_lock(out_dir / LISTS_LOCK, remove=True,
+    return exclusive_lock(out_dir / LISTS_LOCK, remove=True, unopened="choose another --out",
                           waiting=f"--out {out_dir}: another mme lists is writing there; waiting for it to end")
 
 

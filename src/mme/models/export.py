@@ -346,7 +346,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
         # one export into OUT at a time, each looking at what it holds again once it has it: two at once into a new
         # OUT both passed the look above, and the second replaced the first's without a word. A refusal here removes
         # nothing (the files are the other export's), whatever folders this one made
-        with exclusive_lock(export_lock(out, folder), remove=True):
+        with exclusive_lock(export_lock(out, folder), remove=True, unopened="choose another OUT"):
             _check_replaced(src, out, folder, overwrite)
             path = _export(src, out, format, kind, norm_pix, classes, made, **hints)
     log.info("exported %s -> %s (%s)", src, path, format)
