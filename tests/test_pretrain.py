@@ -27,6 +27,7 @@ from mme.config import load_config
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError, NonFiniteLossError, VideoError
 from mme.models.checkpoint import load_encoder
 from mme.train.config import FinetuneConfig, PretrainConfig
+from mme.train.optim import cosine_schedule
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
 
@@ -315,6 +316,10 @@ def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     # without loader workers the step waits while the main process decodes and makes the MME targets
     assert all(0 < r["data_wait"] < 1 for r in rows) and sum(r["data_wait"] for r in rows) / len(rows) > 0.05
     assert rows[-1]["data_failures"] == 0
+    # each step's lr is the schedule's at that step (warm-up, then cosine), as the step applied it
+    cfg = load_config(PretrainConfig, tmp_path / "config.yaml")
+    peak, final = cfg.optim.scaled_lr(cfg.train.batch_size)
+    assert [r["lr"] for r in rows] == [cosine_schedule(s, 20, cfg.optim.warmup_steps, peak, final) for s in range(20)]
     csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,loss") and len(csv_lines) == 21
     assert (tmp_path / "loss.png").stat().st_size > 1000
