@@ -571,7 +571,7 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_video_another_job_holds_is_waited_for_after_the_others_and_said(videos, tmp_path, caplog, request,
-                                                                          workers):
+                                                                          monkeypatch, workers):
     """The lock of a video's making held by another job (one stopped with Ctrl-Z): the extraction waited for it
     silently, the other videos not made meanwhile (with one worker, never). It makes the others first, then says it
     waits for that video, naming its lock, and makes it once the lock is free."""
@@ -582,29 +582,31 @@ def test_a_video_another_job_holds_is_waited_for_after_the_others_and_said(video
     mine = {cache_file(out, e.path): e for e in read_list(str(videos / "ab.txt"))[0]}
     held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), None)[0][0]
     assert held.listed == "cls/a.mp4"
-    other_made, taken, waits = threading.Event(), threading.Event(), threading.Event()
+    other_made = threading.Event()
+    holding = contextlib.ExitStack()  # the other job's hold of the lock, let go when the extraction says it waits
 
     class Waits(logging.Handler):
-        def emit(self, record):
+        def emit(self, record):  # (in this thread, as the extraction says it, before it waits)
             if "waiting for" in record.getMessage():
-                waits.set()
+                if cache_file(out, "b.mp4").is_file():
+                    other_made.set()
+                holding.close()
 
-    def hold():  # as another job would, until the extraction says it waits for it (30 s at most)
-        with utils.exclusive_lock(held.lock):
-            taken.set()
-            waits.wait(30)
-            if cache_file(out, "b.mp4").is_file():
-                other_made.set()
+    real_work = extract._work
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert taken.wait(10)
+    def work(job):  # a wait for the lock, said or not, lets it go first: on this thread it would never end
+        if job.wait:
+            holding.close()
+        return real_work(job)
+
+    monkeypatch.setattr(extract, "_work", work)
     caplog.set_level(logging.INFO, logger="mme")
     logging.getLogger("mme").addHandler(handler := Waits())
     request.addfinalizer(lambda: logging.getLogger("mme").removeHandler(handler))
-    report = extract_cache(str(videos / "ab.txt"), str(out), root=str(videos), length=2, short_side=64,
-                           workers=workers)
-    holder.join(40)
+    with holding:
+        assert holding.enter_context(utils.exclusive_lock(held.lock))
+        report = extract_cache(str(videos / "ab.txt"), str(out), root=str(videos), length=2, short_side=64,
+                               workers=workers)
     assert other_made.is_set()  # made while the lock was held
     assert report["done"] == 2 and report["failed"] == {}
     assert other_settings(cache_file(out, "cls/a.mp4"), ExtractOptions(length=2, short_side=64)) == {}
