@@ -2009,6 +2009,53 @@ def test_an_overwrite_of_a_cache_a_job_reads_is_refused_naming_it_and_goes_on_on
     assert cache_meta(a)["flow"] == "dis-fast" and not list((out / ".locks" / "readers").iterdir())
 
 
+def test_a_job_that_cannot_hold_a_caches_readers_lock_is_warned_once_per_node(videos, tmp_path, monkeypatch, caplog):
+    """A track cache copied without its dot files (no .locks/) that the run cannot write was read without the
+    readers' lock, so an `mme extract --overwrite` there was not refused while the run read it, and nothing said so.
+    The node's first rank warns once, naming the cache and why; where the lock files are there, such a cache is
+    held (opened read-only) and the overwrite refused."""
+    from mme.utils import _warn_read_unlocked, hold_for_reading, make_side_locks, replacing_read_files, unlock_folder
+
+    out = tmp_path / "cache"
+    (tmp_path / "ab.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
+    assert cli(["extract", str(tmp_path / "ab.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                "--short-side", "64"]) == 0
+    shutil.rmtree(out / ".locks")  # copied without its dot files
+    mkdir = Path.mkdir
+
+    def unwritable(self, *args, **kwargs):  # the cache's owner's folder (root writes any: refused as a user would be)
+        if self.parent == out:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", unwritable)
+    with caplog.at_level("WARNING", logger="mme.utils"):
+        monkeypatch.setenv("LOCAL_RANK", "1")  # the node's second rank: its first says it
+        hold_for_reading(out, "target.cache_dir")
+        assert caplog.records == []
+        _warn_read_unlocked.cache_clear()  # (as in another process)
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        for _ in range(2):
+            hold_for_reading(out, "target.cache_dir")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"target.cache_dir '{out}': this job cannot hold its readers' lock (its .locks/readers.lock is not there "
+        "(every mme extract into the folder makes it) and cannot be made: Permission denied), so an mme extract "
+        "--overwrite there is not refused while the job reads it: its tracks could change under the job, unsaid"]
+    caplog.clear()
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    make_side_locks(out)  # as an extraction by its owner makes them
+    monkeypatch.setattr(Path, "mkdir", unwritable)
+    with caplog.at_level("WARNING", logger="mme.utils"):
+        hold_for_reading(out, "target.cache_dir")
+    try:
+        assert caplog.records == []
+        with pytest.raises(ConfigError, match=rf"^--out '{out}' is read by a running job"):
+            with replacing_read_files(out, "--out"):
+                pass
+    finally:
+        unlock_folder(out)
+
+
 def test_the_shares_of_one_overwrite_go_on_beside_each_other_and_a_reader_is_refused_while_either_runs(
         videos, tmp_path, capsys):
     """Sharded `mme extract --overwrite` jobs into one cache (--shard k/N on each node, a SLURM array) refused each

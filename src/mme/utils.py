@@ -1779,14 +1779,30 @@ def holder_of(lock: str | Path) -> str | None:
         _close_unlocked(fd, os.getpid())
 
 
-def _lock_descriptor(path: Path, make: bool = True) -> int | None:
+def _open_lock(path: Path, make: bool = True) -> int:
     """A read-only descriptor of the lock file at ``path`` (``flock`` needs no more: another user's lock file, 0644,
-    in a folder this user cannot write, locks as this user's), made where it is not there and ``make``; None where it
-    is not there and cannot be made."""
-    for flags in (os.O_RDONLY | os.O_CREAT, os.O_RDONLY) if make else (os.O_RDONLY,):
-        with contextlib.suppress(OSError):  # (O_CREAT of another user's file in a sticky folder: EACCES)
-            return os.open(path, flags, 0o666)
-    return None
+    in a folder this user cannot write, locks as this user's), made with its folder where it is not there and
+    ``make``; the OSError of opening it, or of making it where it is not there."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if not make:
+            raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except PermissionError:  # made meanwhile by another user, in a sticky folder (O_CREAT of their file: EACCES)
+        if not path.exists():
+            raise
+        return os.open(path, os.O_RDONLY)
+
+
+def _lock_descriptor(path: Path, make: bool = True) -> int | None:
+    """:func:`_open_lock`'s descriptor; None where the lock file can be neither opened nor made."""
+    try:
+        return _open_lock(path, make)
+    except OSError:
+        return None
 
 
 def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
@@ -1821,20 +1837,33 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
     while held. A ConfigError naming ``option`` where such a job holds it now. A cache this user cannot write (another
     user's, shared) is held all the same where its lock files are there (every extraction makes them,
     :func:`make_side_locks`: they are opened read-only), unrecorded; a folder that is not there (its check refuses
-    it), one whose lock file neither is there nor can be made, or on a file system without ``flock`` is read
-    unlocked."""
+    it) is read unlocked, and so, with a warning once per node and folder (:func:`_warn_read_unlocked`), is one
+    whose lock file neither is there nor can be made, or one on a file system without ``flock``."""
     whole = Path(folder).resolve()
     if whole in _reading or not whole.is_dir():
         return
-    shared, other = _take_side(whole, _READERS, _WRITERS)
+    shared, other, unlocked = _take_side(whole, _READERS, _WRITERS)
     if other:
         by = said_holders(_recorded(whole, _WRITERS))
         raise ConfigError(f"{option} {str(folder)!r} is being rewritten by an mme extract --overwrite ({by}), "
                           "whose tracks would change under this job; wait for it to end")
     if shared is None:
+        _warn_read_unlocked(str(folder), option, unlocked)
         return
     _remove_records(whole, _WRITERS)
     _reading[whole] = (shared, *_record_self(whole, _READERS))
+
+
+@functools.cache
+def _warn_read_unlocked(folder: str, option: str, why: str) -> None:
+    """Warn, once per node (its first rank) and folder, that :func:`hold_for_reading` reads ``folder`` unlocked, and
+    ``why`` (:func:`_take_side`)."""
+    from mme.train.distributed import rank_on_node
+
+    if rank_on_node() == 0:
+        log.warning("%s %r: this job cannot hold its readers' lock (%s), so an mme extract --overwrite there is not "
+                    "refused while the job reads it: its tracks could change under the job, unsaid", option, folder,
+                    why)
 
 
 @contextlib.contextmanager
@@ -1845,7 +1874,7 @@ def replacing_read_files(folder: str | Path, option: str) -> Iterator[None]:
     where one does. Such jobs go on beside each other (the shares of one extraction, its ranks), each recorded as a
     reader is, in ``.locks/writers/``, for a run refused meanwhile to name. The records of readers gone are
     removed. On a file system without ``flock``, the block runs unlocked."""
-    fd, other = _take_side(Path(folder), _WRITERS, _READERS)
+    fd, other, _ = _take_side(Path(folder), _WRITERS, _READERS)
     if other:
         raise ConfigError(f"{option} {str(folder)!r} is read by a running job "
                           f"({said_holders(_recorded(Path(folder), _READERS))}), whose tracks "
@@ -1921,43 +1950,43 @@ def make_side_locks(folder: str | Path) -> None:
     """Make the lock files of ``folder``'s two sides (:func:`_take_side`), as the job writing it (every ``mme
     extract``): a run of a user who cannot write the folder holds its side on them, opened read-only, and would
     otherwise read unlocked beside a later ``--overwrite``."""
-    locks = Path(folder) / LOCKS
-    with contextlib.suppress(OSError):
-        locks.mkdir(parents=True, exist_ok=True)
     for side in (_READERS, _WRITERS):
-        if (fd := _lock_descriptor(locks / f"{side}.lock")) is not None:
+        if (fd := _lock_descriptor(Path(folder) / LOCKS / f"{side}.lock")) is not None:
             os.close(fd)
 
 
-def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool]:
+def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool, str]:
     """Take ``side`` of ``folder`` (its readers' or its writers'), excluding the ``other`` side, not each other:
     a shared ``flock`` on ``folder/.locks/<side>.lock`` held, then a look whether the other side holds
     ``<other>.lock`` (an exclusive ``flock`` tried, let go at once). Each side takes its own first, so of two of
-    either side started at once one at least sees the other. Returns the descriptor held (None: held unlocked, its
-    lock file cannot be made or opened, or a file system without ``flock``) and whether the other side holds its lock
-    now (nothing held then). A lock that one of the other side's looks holds alone (for an instant: two readers'
-    looks at the writers' lock at once, the ranks of one run) is tried again for up to :data:`_SIDE_TRIES_S`."""
+    either side started at once one at least sees the other. Returns the descriptor held (None: held unlocked, or not
+    held), whether the other side holds its lock now (nothing held then), and where held unlocked, why: its lock file
+    can be neither opened nor made (:func:`_open_lock`'s error), or a file system without ``flock``. A lock that one
+    of the other side's looks holds alone (for an instant: two readers' looks at the writers' lock at once, the ranks
+    of one run) is tried again for up to :data:`_SIDE_TRIES_S`."""
     locks = folder / LOCKS
-    with contextlib.suppress(OSError):  # (a folder this user cannot write: its lock files, where there, read-only)
-        locks.mkdir(parents=True, exist_ok=True)
-    if (fd := _lock_descriptor(locks / f"{side}.lock")) is None:
-        return None, False
+    try:
+        fd = _open_lock(locks / f"{side}.lock")
+    except OSError as e:  # (a folder this user cannot write: its lock files, where there, are opened read-only)
+        how = "cannot be opened" if (locks / f"{side}.lock").exists() else \
+            "is not there (every mme extract into the folder makes it) and cannot be made"
+        return None, False, f"its {LOCKS}/{side}.lock {how}: {error_reason(e)}"
     try:
         if _try_flock(fd, fcntl.LOCK_SH, _SIDE_TRIES_S) is None:
             if (look := _lock_descriptor(locks / f"{other}.lock")) is None:  # (none of the other side can hold it)
-                return fd, False
+                return fd, False, ""
             try:
                 if _try_flock(look, fcntl.LOCK_EX, _SIDE_TRIES_S) is None:
-                    return fd, False
+                    return fd, False, ""
             finally:
                 _close_unlocked(look, os.getpid())
     except OSError as e:
         os.close(fd)
         if e.errno in _NO_FLOCK:
-            return None, False
+            return None, False, f"its file system takes no lock: {error_reason(e)}"
         raise
     _close_unlocked(fd, os.getpid())
-    return None, True
+    return None, True, ""
 
 
 def _release_reading(whole: Path) -> None:
