@@ -34,7 +34,8 @@ def synth_in_this_process(monkeypatch) -> None:
     from mme.demo import DemoSettings
 
     made = DemoSettings.generate_data
-    monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out, workers=None: made(self, out, workers=1))
+    monkeypatch.setattr(DemoSettings, "generate_data",
+                        lambda self, out, workers=None, overwrite=False: made(self, out, 1, overwrite))
 
 
 def pictures_left_out(monkeypatch) -> None:
@@ -1091,7 +1092,7 @@ def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(t
 
     monkeypatch.delenv(mme.train.precision.AUTO_ENV, raising=False)
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)  # (auto times the two)
-    monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out: (_ for _ in ()).throw(DataStart()))
+    monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out, overwrite: (_ for _ in ()).throw(DataStart()))
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), device="cpu")
     record = s.out / PRECISION_FILE
 

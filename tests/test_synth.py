@@ -186,7 +186,7 @@ def test_synths_workers_make_their_videos_without_importing_torch(tmp_path, monk
     monkeypatch.syspath_prepend(str(shim.parent))  # (this process's torch is imported already)
     d = generate_synth(tmp_path / "data", seed=3, workers=2, **SAME_BYTES)
     assert len(read_list(d.lists["train"])[0]) == 4
-    generate_synth(tmp_path / "data", seed=4, workers=2, **SAME_BYTES)  # made again over another design's records
+    generate_synth(tmp_path / "data", seed=4, workers=2, overwrite=True, **SAME_BYTES)  # over another design's
     # a rerun that keeps every video reads no options at all: in a process of its own, it imports no torch
     rerun = (f"import sys; from mme.data.synth import generate_synth; generate_synth({str(tmp_path / 'data')!r}, "
              f"seed=4, workers=1, **{SAME_BYTES!r}); print('torch' in sys.modules)")
@@ -254,8 +254,42 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
     generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)
     assert all(p.stat().st_mtime_ns == before[p][1] for p in videos[1:])
     assert videos[0].read_bytes() == before[videos[0]][0]
-    generate_synth(tmp_path, seed=3, workers=1, **{**SAME_BYTES, "fps": 30})  # another design: every video
+    generate_synth(tmp_path, seed=3, workers=1, overwrite=True, **{**SAME_BYTES, "fps": 30})  # another: every video
     assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
+
+
+def test_a_rerun_of_other_settings_is_refused_before_any_work_unless_overwrite(tmp_path, capsys):
+    """`mme synth DIR --seed 1` into a folder of seed 0's videos, which a run was training on, made every video again
+    without a word: the run read the new ones from mid-way, and its resume was not told (the lists' text the same).
+    Videos recorded with other settings are refused, naming those that differ, unless --overwrite; the same
+    settings keep them."""
+    from mme.cli import main
+
+    small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=6, workers=1)
+    generate_synth(tmp_path, seed=3, **small)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock")  # (its holder each run's)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    first = "videos/translate_right/translate_right_0000.mp4"
+    with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds 6 videos made with other settings, e\.g\. "
+                                          rf"{first}: seed 3 \(this run: 4\); give --overwrite to make them again \(no "
+                                          r"run may be reading them: it would read the new ones\), or choose another "
+                                          r"folder$"):
+        generate_synth(tmp_path, seed=4, **small)
+    with pytest.raises(ConfigError, match=r": texture two_colour \(this run: dead_leaves\), objects 0 \(this run: "
+                                          r"1\); give --overwrite"):
+        generate_synth(tmp_path, seed=3, texture="dead_leaves", objects=1, **small)
+    more = ["--classes", "2", "--videos-per-class", "3", "--size", "32", "--frames", "6", "--workers", "1"]
+    assert main(["synth", str(tmp_path), "--seed", "4", *more]) == 1
+    assert "holds 6 videos made with other settings" in capsys.readouterr().err
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock") == files  # nothing made
+    assert all((p.read_bytes(), p.stat().st_mtime_ns) == before[p] for p in files)
+    generate_synth(tmp_path, seed=3, **{**small, "videos_per_class": 4})  # these settings: kept, one more made
+    assert all(p.stat().st_mtime_ns == before[p][1] for p in files if p.suffix == ".mp4")
+    assert main(["synth", str(tmp_path), "--seed", "4", *more, "--overwrite"]) == 0
+    made = json.loads((tmp_path / "params.json").read_text())
+    assert sorted(made) == sorted(p.relative_to(tmp_path).as_posix() for p in files if p.suffix == ".mp4")
+    assert {p["seed"] for p in made.values()} == {4}
+    assert all(p.read_bytes() != before[p][0] for p in files if p.suffix == ".mp4")
 
 
 def test_a_rerun_that_moves_kept_videos_to_another_split_warns_naming_how_many(tmp_path, caplog):
@@ -276,7 +310,7 @@ def test_a_rerun_that_moves_kept_videos_to_another_split_warns_naming_how_many(t
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme.data.synth"):
         generate_synth(tmp_path, videos_per_class=20, **small)  # the same command: nothing moves
-        generate_synth(tmp_path, videos_per_class=20, seed=1, **small)  # other videos: none kept, none moved
+        generate_synth(tmp_path, videos_per_class=20, seed=1, overwrite=True, **small)  # none kept, none moved
     assert "change split" not in caplog.text
     with caplog.at_level("WARNING", logger="mme.data.synth"):
         generate_synth(tmp_path, videos_per_class=20, seed=1, splits=(0.5, 0.25, 0.25), **small)
@@ -496,7 +530,7 @@ def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_ever
     generate_synth(tmp_path, seed=3, workers=1, **design)
     assert all((tmp_path / rel).stat().st_mtime_ns == t for rel, t in stamps.items())
     assert not progress.exists()
-    generate_synth(tmp_path, seed=3, workers=1, **{**design, "num_frames": 8})
+    generate_synth(tmp_path, seed=3, workers=1, overwrite=True, **{**design, "num_frames": 8})
     for video in tmp_path.rglob("*.mp4"):
         with av.open(str(video)) as c:
             assert sum(1 for _ in c.decode(video=0)) == 8, video.name

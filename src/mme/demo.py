@@ -22,9 +22,10 @@ Commands::
 
 Each row (a target, or random init, for one seed) is saved under ``out/seed<N>/`` as it is made; a rerun with
 the same settings reuses it, so an interrupted demo resumes and added seeds run alone. A rerun with other settings
-is refused before any work when it would replace such rows (``--overwrite`` replaces them), and so, with
-``--overwrite`` too, is an ``out`` holding files of the names the demo writes that it did not write: a run folder
-no saved row names, a report or picture beside no results.json of the demo's. Rows name their checkpoint and
+is refused before any work when it would replace such rows, or before its data when it would replace their videos
+(``--overwrite`` replaces them), and so, with ``--overwrite`` too, is an ``out`` holding files of the names the
+demo writes that it did not write: a run folder no saved row names, a report or picture beside no results.json of
+the demo's. Rows name their checkpoint and
 metrics relative to ``out``, so the folder may be moved or copied.
 
 Every row pre-trains in one precision: where ``train.precision=auto`` times the two (a CPU with native bf16), the
@@ -211,12 +212,14 @@ class DemoSettings:
         """The settings as JSON values, with the data design they resolve to (results.json, saved rows)."""
         return json.loads(json.dumps({**asdict(self), "data_design": self.data_design()}, default=str))
 
-    def generate_data(self, out: Path, workers: int | None = None) -> SynthDataset:
+    def generate_data(self, out: Path, workers: int | None = None, overwrite: bool = False) -> SynthDataset:
         """The demo's dataset in ``out`` (``mme synth --preset``, seed 0: the same for every seed), made by
         ``workers`` processes (None: one per usable core, or this process alone where the settings' workers are 0,
-        a machine with few cores or little memory, as the runs read in theirs)."""
+        a machine with few cores or little memory, as the runs read in theirs); ``overwrite``: videos of another
+        design there made again (without it, refused)."""
         workers = (1 if self.workers == 0 else None) if workers is None else workers
-        return generate_synth(out, preset=self.data_preset, workers=workers, **self.data_overrides)
+        return generate_synth(out, preset=self.data_preset, workers=workers, overwrite=overwrite,
+                              **self.data_overrides)
 
 
 DEMO_KEYS = {"data.list_file": None, "data.root": None, "data.num_workers": "--workers",
@@ -848,10 +851,10 @@ def _saved_row(s: DemoSettings, seed: int, target: str, judged: SavedRow | None 
 
 @torch_as_mme()
 def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
-    """Run the demo (module docstring); ``overwrite``: compute again the rows that ``s.out`` holds from a run with
-    other settings (without it they stop the demo before any work). ``s.out`` is made once the settings are checked
-    (:func:`_check_settings`): a demo they refuse leaves no folder, nor one refused later before it wrote there (by
-    its ``--real-dir``)."""
+    """Run the demo (module docstring); ``overwrite``: compute again the rows and the data's videos that ``s.out``
+    holds from a run with other settings (without it they stop the demo before any work). ``s.out`` is made once the
+    settings are checked (:func:`_check_settings`): a demo they refuse leaves no folder, nor one refused later before
+    it wrote there (by its ``--real-dir``)."""
     t0 = time.perf_counter()
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
@@ -895,7 +898,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
     log.info("demo: %s", real_line)
     log.info("demo: %d classes x %d synthetic videos in %s", design["num_classes"],
              design["videos_per_class"], s.out)
-    synth = s.generate_data(s.out / "data")
+    synth = s.generate_data(s.out / "data", overwrite=overwrite)
     lists = {k: Path(v) for k, v in synth.lists.items()}
     clips = decode_probe_clips(d, lists)
     _stop_if_asked(stops, "making the data")

@@ -31,14 +31,16 @@ Output (``out_dir``)::
 
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
-make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
-made again. A video's split follows its number within its class and the counts (test takes the lowest), so a rerun
-with more videos per class or other ``splits`` moves kept videos (earlier training ones into test): it warns, naming
-how many move from which split to which. Its lists, ``classes.json`` and ``params.json`` replace an earlier run's
-(a list or params.json whose sha256 its runs record in ``.lists-written.json``; where that record holds none, of an
-earlier mme, a list of its videos only, a params.json of its videos' records only); a folder holding ones it did
-not write (a user's, of ``mme lists``, a list of synth's edited: a subset, a comment line) is refused before any
-video is made.
+make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; a video missing or
+damaged is made again. Videos recorded with other settings (:func:`_settings_of`: another seed, size, texture),
+which a run may be training on, are made again only with ``overwrite`` (``--overwrite``): without it such a folder
+is refused before any video is made, naming the settings that differ. A video's split follows its number within
+its class and the counts (test takes the lowest), so a rerun with more videos per class or other ``splits`` moves
+kept videos (earlier training ones into test): it warns, naming how many move from which split to which. Its lists,
+``classes.json`` and ``params.json`` replace an earlier run's (a list or params.json whose sha256 its runs record in
+``.lists-written.json``; where that record holds none, of an earlier mme, a list of its videos only, a params.json
+of its videos' records only); a folder holding ones it did not write (a user's, of ``mme lists``, a list of synth's
+edited: a subset, a comment line) is refused before any video is made.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -669,12 +671,33 @@ def _warn_of_moved_splits(root: Path, before: dict, params: dict) -> None:
                         moved.items(), key=lambda m: (SPLITS.index(m[0][0]), SPLITS.index(m[0][1])))))
 
 
+def _settings_of(record: dict) -> dict:
+    """The settings a video was made with, by its record (:func:`_make_video`'s): :data:`FILE_DESIGN` and its
+    distractors' count (``objects``, of its ``movers``)."""
+    return {**{key: record.get(key) for key in FILE_DESIGN}, "objects": len(record.get("movers") or ())}
+
+
+def _refuse_other_settings(root: Path, made: dict, videos: list[str], d: dict) -> None:
+    """Refuse, before any video is made, to make again ``videos`` there in ``root`` whose records (``made``) say
+    they were made with other settings than design ``d``'s (:func:`_settings_of`): another run's data, which a run
+    may be training on (its lists the same text, so no digest of them tells)."""
+    ours = {key: d[key] for key in (*FILE_DESIGN, "objects")}
+    other = [(rel, theirs) for rel in videos
+             if (m := made.get(rel)) and (theirs := _settings_of(m)) != ours and (root / rel).is_file()]
+    if other:
+        rel, theirs = other[0]
+        said = ", ".join(f"{key} {theirs[key]} (this run: {v})" for key, v in ours.items() if theirs[key] != v)
+        raise ConfigError(f"out {root}: holds {counted(len(other), 'video')} made with other settings, e.g. {rel}: "
+                          f"{said}; give --overwrite to make them again (no run may be reading them: it would read "
+                          "the new ones), or choose another folder")
+
+
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
                    size: int | None = None, num_frames: int | None = None, fps: int | None = None,
                    seed: int | None = None, splits: tuple[float, ...] | None = None,
                    camera_jitter: float | None = None, motion: str | None = None, texture: str | None = None,
-                   objects: int | None = None, workers: int | None = None, preset: str | None = None
-                   ) -> SynthDataset:
+                   objects: int | None = None, workers: int | None = None, preset: str | None = None,
+                   overwrite: bool = False) -> SynthDataset:
     """Generate the dataset in ``out_dir`` (module docstring) and return where everything is.
 
     Arguments left at None take the ``preset``'s value (:data:`PRESETS`, e.g. "demo"), else :data:`DEFAULTS`.
@@ -682,7 +705,8 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     a smooth, sub-pixel camera sway shared by object and background (:func:`sway_at`); ``motion``: "object" or
     "scene" (what the class motion moves); ``texture``: "two_colour", "high_contrast" or "dead_leaves" (see
     ``_texture``); ``objects``: distractors that move on their own (:func:`draw_movers`); ``workers``: processes
-    (default: the CPUs this process may run on, :func:`mme.utils.usable_cores`; the bytes do not depend on it).
+    (default: the CPUs this process may run on, :func:`mme.utils.usable_cores`; the bytes do not depend on it);
+    ``overwrite``: make again the videos there recorded with other settings (without it, refused).
     """
     d = synth_design(preset, num_classes=num_classes, videos_per_class=videos_per_class, size=size,
                      num_frames=num_frames, fps=fps, seed=seed, splits=None if splits is None else tuple(splits),
@@ -694,13 +718,13 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     # demo's --out: a second lock, so an mme synth into that folder is refused meanwhile (its .lock stays there)
     took = lock_folder(root, "out", unmade_if_unused=True)
     try:
-        return _generate(root, d, workers)
+        return _generate(root, d, workers, overwrite)
     finally:
         if took:
             unlock_folder(root)
 
 
-def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
+def _generate(root: Path, d: dict, workers: int | None, overwrite: bool) -> SynthDataset:
     """:func:`generate_synth`'s work in ``root``, locked, of design ``d``."""
     found, made_params = _keep_others_files(root)
     classes = list(CLASSES[:d["num_classes"]])
@@ -708,6 +732,8 @@ def _generate(root: Path, d: dict, workers: int | None) -> SynthDataset:
     _, n_val, n_test = split_sizes(n, d["splits"])
     progress = root / PROGRESS
     made = {**made_params, **_made_before(progress)}
+    if not overwrite:
+        _refuse_other_settings(root, made, [_video_path(name, k) for name in classes for k in range(n)], d)
     jobs, split_of = [], {}
     # x264's options read here, once: a spawned worker reading them imported torch for its CPU's features (1.9 s of
     # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs. Not where every video
