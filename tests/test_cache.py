@@ -2056,6 +2056,36 @@ def test_a_job_that_cannot_hold_a_caches_readers_lock_is_warned_once_per_node(vi
         unlock_folder(out)
 
 
+def test_a_job_that_cannot_search_a_caches_locks_folder_reads_it_with_the_warning_not_a_traceback():
+    """A cache whose .locks/ this user cannot search (another user's, mode 0700): the readers' lock cannot be opened,
+    and the second look that chose the warning's words (Path.exists, which raises PermissionError there on Python
+    3.11) stopped the run with a traceback, where it read the cache before. Its words come from the open's error."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)  # (searchable by the other user)
+        (base / ".locks").mkdir(mode=0o000)
+        (base / ".locks").chmod(0o000)  # (root's, searched by another user; or this user's own, not searchable)
+        read = ("import logging, os, sys\n"
+                "import mme.train.distributed\n"
+                "from mme.utils import hold_for_reading\n"
+                "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+                "if os.geteuid() == 0:  # (imported first: Python's own files may be root's only)\n"
+                "    os.setgid(65534)\n"
+                "    os.setuid(65534)\n"
+                "hold_for_reading(sys.argv[1], 'target.cache_dir')\n"
+                "print('read')\n")
+        proc = subprocess.run([sys.executable, "-c", read, str(base)], capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stdout) == (0, "read\n"), proc.stderr[-2000:]
+        assert proc.stderr == f"target.cache_dir '{base}': this job cannot hold its readers' lock (its .locks/" \
+            "readers.lock cannot be opened: Permission denied), so an mme extract --overwrite there is not refused " \
+            "while the job reads it: its tracks could change under the job, unsaid\n"
+    finally:
+        (base / ".locks").chmod(0o700)
+        shutil.rmtree(base)
+
+
 def test_the_shares_of_one_overwrite_go_on_beside_each_other_and_a_reader_is_refused_while_either_runs(
         videos, tmp_path, capsys):
     """Sharded `mme extract --overwrite` jobs into one cache (--shard k/N on each node, a SLURM array) refused each
