@@ -292,6 +292,28 @@ def test_a_rerun_of_other_settings_is_refused_before_any_work_unless_overwrite(t
     assert all(p.read_bytes() != before[p][0] for p in files if p.suffix == ".mp4")
 
 
+def test_videos_an_earlier_mme_recorded_without_some_settings_are_judged_by_those_they_record(tmp_path):
+    """An mme that recorded no size, num_frames or seed in params.json made the videos again on the same command;
+    the refusal of other settings read each missing one as None and refused that command (`size None (this run:
+    32)`). The settings a record holds are compared, those it lacks not: the same command makes them again, another
+    texture is refused naming the texture alone."""
+    small = dict(num_classes=2, videos_per_class=2, size=32, num_frames=6, seed=3, workers=1)
+    generate_synth(tmp_path, **small)
+    made = json.loads((tmp_path / "params.json").read_text())
+    unrecorded = ("size", "num_frames", "seed")
+    (tmp_path / "params.json").write_text(json.dumps(
+        {rel: {key: v for key, v in p.items() if key not in unrecorded} for rel, p in made.items()}))
+    (tmp_path / ".lists-written.json").unlink()  # (an earlier mme wrote none)
+    first = "videos/translate_right/translate_right_0000.mp4"
+    with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds 4 videos made with other settings, e\.g\. {first}: "
+                                          r"texture two_colour \(this run: dead_leaves\); give --overwrite"):
+        generate_synth(tmp_path, **{**small, "texture": "dead_leaves"})
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.mp4")}
+    generate_synth(tmp_path, **small)
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())  # made again, as that mme's records ask
+    assert json.loads((tmp_path / "params.json").read_text()) == made
+
+
 def test_a_rerun_that_moves_kept_videos_to_another_split_warns_naming_how_many(tmp_path, caplog):
     """`mme synth` rerun into its folder with more videos per class (or other --splits) moved earlier training
     videos, the same bytes, into test without a word (a split follows a video's number and the counts), though its

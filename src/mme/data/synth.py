@@ -29,14 +29,15 @@ Output (``out_dir``)::
                                      with a camera jitter, its sway too (``camera_sway``, :func:`sway_at`)
     .lists-written.json              the sha256 of the lists and params.json synth wrote there (:data:`LISTS_WRITTEN`)
 
-A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
-``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
-make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; a video missing or
-damaged is made again. Videos recorded with other settings (:func:`_settings_of`: another seed, size, texture),
+A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s ``sha256``,
+or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would make, so an
+interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; a video missing or damaged is made
+again, and so is one an earlier mme recorded otherwise (without its camera sway, or without some of its settings).
+Videos recorded with other settings (:func:`_settings_of`, of those each record holds: another seed, size, texture),
 which a run may be training on, are made again only with ``overwrite`` (``--overwrite``): without it such a folder
-is refused before any video is made, naming the settings that differ. A video's split follows its number within
-its class and the counts (test takes the lowest), so a rerun with more videos per class or other ``splits`` moves
-kept videos (earlier training ones into test): it warns, naming how many move from which split to which. Its lists,
+is refused before any video is made, naming the settings that differ. A video's split follows its number within its
+class and the counts (test takes the lowest), so a rerun with more videos per class or other ``splits`` moves kept
+videos (earlier training ones into test): it warns, naming how many move from which split to which. Its lists,
 ``classes.json`` and ``params.json`` replace an earlier run's (a list or params.json whose sha256 its runs record in
 ``.lists-written.json``; where that record holds none, of an earlier mme, a list of its videos only, a params.json
 of its videos' records only); a folder holding ones it did not write (a user's, of ``mme lists``, a list of synth's
@@ -672,21 +673,22 @@ def _warn_of_moved_splits(root: Path, before: dict, params: dict) -> None:
 
 
 def _settings_of(record: dict) -> dict:
-    """The settings a video was made with, by its record (:func:`_make_video`'s): :data:`FILE_DESIGN` and its
-    distractors' count (``objects``, of its ``movers``)."""
-    return {**{key: record.get(key) for key in FILE_DESIGN}, "objects": len(record.get("movers") or ())}
+    """The settings a video was made with, by its record (:func:`_make_video`'s): those of :data:`FILE_DESIGN` it
+    holds (an earlier mme's recorded fewer: none of size, num_frames, fps or seed) and its distractors' count
+    (``objects``, of its ``movers``)."""
+    return {**{key: record[key] for key in FILE_DESIGN if key in record}, "objects": len(record.get("movers") or ())}
 
 
 def _refuse_other_settings(root: Path, made: dict, videos: list[str], d: dict) -> None:
     """Refuse, before any video is made, to make again ``videos`` there in ``root`` whose records (``made``) say
-    they were made with other settings than design ``d``'s (:func:`_settings_of`): another run's data, which a run
-    may be training on (its lists the same text, so no digest of them tells)."""
-    ours = {key: d[key] for key in (*FILE_DESIGN, "objects")}
-    other = [(rel, theirs) for rel in videos
-             if (m := made.get(rel)) and (theirs := _settings_of(m)) != ours and (root / rel).is_file()]
+    they were made with other settings than design ``d``'s (:func:`_settings_of`, by the settings each holds): another
+    run's data, which a run may be training on (its lists the same text, so no digest of them tells)."""
+    other = [(rel, differ) for rel in videos if (m := made.get(rel))
+             and (differ := {key: (v, d[key]) for key, v in _settings_of(m).items() if v != d[key]})
+             and (root / rel).is_file()]
     if other:
-        rel, theirs = other[0]
-        said = ", ".join(f"{key} {theirs[key]} (this run: {v})" for key, v in ours.items() if theirs[key] != v)
+        rel, differ = other[0]
+        said = ", ".join(f"{key} {theirs} (this run: {ours})" for key, (theirs, ours) in differ.items())
         raise ConfigError(f"out {root}: holds {counted(len(other), 'video')} made with other settings, e.g. {rel}: "
                           f"{said}; give --overwrite to make them again (no run may be reading them: it would read "
                           "the new ones), or choose another folder")
