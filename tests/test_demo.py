@@ -1075,6 +1075,32 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
 
 
 @pytest.mark.usefixtures("demo_probes_left_out")
+def test_a_demo_whose_data_holds_videos_of_another_design_is_refused_before_the_real_footage(tmp_path, monkeypatch):
+    """A demo into an --out whose data holds videos of another design was refused by its data step, after the real
+    footage's probe, advising `or choose another folder` (the demo's user gives --out, not its data folder). It is
+    refused before that probe, advising --overwrite or another --out; --overwrite goes on to it."""
+    from dataclasses import replace
+
+    from mme import demo
+    from mme.data.synth import generate_synth
+    from mme.demo import DemoSettings
+
+    class ProbeStart(Exception):
+        """The demo got to the real footage's probe."""
+
+    monkeypatch.setattr(demo, "probe_set", lambda *a, **k: (_ for _ in ()).throw(ProbeStart()))
+    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), device="cpu")
+    generate_synth(s.out / "data", workers=1, **{**s.data_design(), "videos_per_class": 1, "seed": 5})
+    stamps = {p: p.stat().st_mtime_ns for p in (s.out / "data").rglob("*.mp4")}
+    with pytest.raises(ConfigError, match=rf"^--out {s.out}: its data holds 4 videos made with other settings, e\.g\. "
+                                          r"videos/translate_right/translate_right_0000\.mp4: seed 5 \(this run: 0\); "
+                                          r"give --overwrite to make them again, or another --out$"):
+        demo.demo(s)
+    assert {p: p.stat().st_mtime_ns for p in (s.out / "data").rglob("*.mp4")} == stamps
+    with pytest.raises(ProbeStart):
+        demo.demo(s, overwrite=True)
+
+
 def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(tmp_path, monkeypatch):
     """--overwrite made the rows again but kept the precision their first row had recorded, so the new rows took it
     untimed: rows of other settings (another model, whose bf16 gain differs) and, in a folder copied from another
@@ -1254,7 +1280,7 @@ def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_worker
     made = []  # --workers 0 makes the demo's data in its process; otherwise one process per usable core (None)
     monkeypatch.setattr(mme.demo, "generate_synth", lambda out, preset, workers, **design: made.append(workers))
     for s in ran:
-        s.generate_data(out / "data")  # as demo() calls it
+        s.generate_data(out / "data", overwrite=False)  # as demo() calls it
     assert made == [1, None]
 
 

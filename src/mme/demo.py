@@ -22,11 +22,10 @@ Commands::
 
 Each row (a target, or random init, for one seed) is saved under ``out/seed<N>/`` as it is made; a rerun with
 the same settings reuses it, so an interrupted demo resumes and added seeds run alone. A rerun with other settings
-is refused before any work when it would replace such rows, or before its data when it would replace their videos
-(``--overwrite`` replaces them), and so, with ``--overwrite`` too, is an ``out`` holding files of the names the
-demo writes that it did not write: a run folder no saved row names, a report or picture beside no results.json of
-the demo's. Rows name their checkpoint and
-metrics relative to ``out``, so the folder may be moved or copied.
+is refused before any work when it would replace such rows or the videos of its data (``--overwrite`` replaces
+them), and so, with ``--overwrite`` too, is an ``out`` holding files of the names the demo writes that it did not
+write: a run folder no saved row names, a report or picture beside no results.json of the demo's. Rows name their
+checkpoint and metrics relative to ``out``, so the folder may be moved or copied.
 
 Every row pre-trains in one precision: where ``train.precision=auto`` times the two (a CPU with native bf16), the
 first row's run chooses, its choice is recorded in ``out/pretrain_precision.json``, and later rows and reruns take
@@ -68,7 +67,7 @@ from mme.config import (
 )
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
-from mme.data.synth import SynthDataset, generate_synth, synth_design
+from mme.data.synth import SynthDataset, generate_synth, other_settings, synth_design
 from mme.data.transforms import normalize_clip
 from mme.data.video import require_backend
 from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
@@ -890,6 +889,9 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
     judged = _judged_rows(s, overwrite, configs)
     _check_saved_rows(s, overwrite, judged)
     design = s.data_design()
+    if not overwrite and (other := other_settings(s.out / "data", design)):  # (before the real footage's probe)
+        raise ConfigError(f"--out {s.out}: its data holds {other}; give --overwrite to make them again, or another "
+                          "--out")
     # every target's data section; MME's track length for the tracks picture where MME runs
     probe_cfg = _probe_config(s, s.out / "data" / "train.txt")
     d = probe_cfg.data  # footage given with --real-dir that gives no columns stops the demo before the data

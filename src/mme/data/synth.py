@@ -679,19 +679,29 @@ def _settings_of(record: dict) -> dict:
     return {**{key: record[key] for key in FILE_DESIGN if key in record}, "objects": len(record.get("movers") or ())}
 
 
-def _refuse_other_settings(root: Path, made: dict, videos: list[str], d: dict) -> None:
-    """Refuse, before any video is made, to make again ``videos`` there in ``root`` whose records (``made``) say
-    they were made with other settings than design ``d``'s (:func:`_settings_of`, by the settings each holds): another
-    run's data, which a run may be training on (its lists the same text, so no digest of them tells)."""
+def _records(root: Path, params: dict | None = None) -> dict:
+    """The records of the videos earlier runs made in ``root``: its ``params.json``'s (``params``: its object as read
+    already; None: read here), with those of an interrupted run's progress over them."""
+    return {**(_made_before(root / "params.json") if params is None else params), **_made_before(root / PROGRESS)}
+
+
+def other_settings(out_dir: str | Path, d: dict, made: dict | None = None) -> str | None:
+    """What :func:`generate_synth` of design ``d`` (:func:`synth_design`'s) into ``out_dir`` refuses without
+    ``overwrite``, before any video is made: how many of its videos there are recorded with other settings than
+    ``d``'s (:func:`_settings_of`, by the settings each record holds), one of them and the settings that differ; None
+    where none is. Such videos are another run's data, which a run may be training on (its lists the same text, so no
+    digest of them tells). ``made``: the folder's records (:func:`_records`; None: read here)."""
+    root = Path(out_dir)
+    made = _records(root) if made is None else made
+    videos = [_video_path(name, k) for name in CLASSES[:d["num_classes"]] for k in range(d["videos_per_class"])]
     other = [(rel, differ) for rel in videos if (m := made.get(rel))
              and (differ := {key: (v, d[key]) for key, v in _settings_of(m).items() if v != d[key]})
              and (root / rel).is_file()]
-    if other:
-        rel, differ = other[0]
-        said = ", ".join(f"{key} {theirs} (this run: {ours})" for key, (theirs, ours) in differ.items())
-        raise ConfigError(f"out {root}: holds {counted(len(other), 'video')} made with other settings, e.g. {rel}: "
-                          f"{said}; give --overwrite to make them again (no run may be reading them: it would read "
-                          "the new ones), or choose another folder")
+    if not other:
+        return None
+    rel, differ = other[0]
+    said = ", ".join(f"{key} {theirs} (this run: {ours})" for key, (theirs, ours) in differ.items())
+    return f"{counted(len(other), 'video')} made with other settings, e.g. {rel}: {said}"
 
 
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
@@ -733,9 +743,10 @@ def _generate(root: Path, d: dict, workers: int | None, overwrite: bool) -> Synt
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
     progress = root / PROGRESS
-    made = {**made_params, **_made_before(progress)}
-    if not overwrite:
-        _refuse_other_settings(root, made, [_video_path(name, k) for name in classes for k in range(n)], d)
+    made = _records(root, made_params)
+    if not overwrite and (other := other_settings(root, d, made)):
+        raise ConfigError(f"out {root}: holds {other}; give --overwrite to make them again (no run may be reading "
+                          "them: it would read the new ones), or choose another folder")
     jobs, split_of = [], {}
     # x264's options read here, once: a spawned worker reading them imported torch for its CPU's features (1.9 s of
     # CPU per worker, on the 2-core AMD EPYC), which nothing else of a video's making needs. Not where every video
