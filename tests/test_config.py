@@ -1822,6 +1822,12 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
         ("data.rrc_scale=[0.001,1]", FinetuneConfig, "data.rrc_scale[0] must be at least 0.01, got 0.001"),
         ("task.head_init_scale=1e30", FinetuneConfig, "task.head_init_scale must be in [0, 100], got 1e+30"),
         ("task.head_init_scale=-1", FinetuneConfig, "task.head_init_scale must be in [0, 100], got -1"),
+        # (NaN activations from the first step: every step skipped, the run ending as trained)
+        ("model.layer_scale_init=1e30", PretrainConfig, "model.layer_scale_init must be in [0, 100], got 1e+30 (each "
+         "block's residual branches start scaled by it: VideoMAE's 0.1"),
+        ("model.layer_scale_init=1e30", FinetuneConfig, "model.layer_scale_init must be in [0, 100], got 1e+30"),
+        ("model.decoder_layer_scale_init=-0.1", PretrainConfig,
+         "model.decoder_layer_scale_init must be in [0, 100], got -0.1"),
     ]
     for override, cls, said in refused:
         recipe = "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu"
@@ -1833,6 +1839,7 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
              ("model.decoder_depth=1024", PretrainConfig), ("task.repeated_aug=1024", FinetuneConfig),
              ("model.norm_eps=1e-12", PretrainConfig), ("target.max_disp=0.375", PretrainConfig),
              ("data.rrc_scale=[0.01,1]", FinetuneConfig), ("task.head_init_scale=0", FinetuneConfig),
+             ("model.layer_scale_init=0.1", FinetuneConfig), ("model.decoder_layer_scale_init=100", PretrainConfig),
              # a clamp of each track step, however small, is a setting (tracks stay valid while in the frame): the
              # track cache's check advises 0.375 for a cache bounded at 1 px in 256 px frames, 96 px clips
              ("target.max_disp=1e-9", PretrainConfig)]

@@ -151,6 +151,9 @@ class ModelConfig:
         for name in ("norm_eps", "decoder_norm_eps"):  # (1e30: every LayerNorm's output its bias, the input lost)
             check_within(said(name), getattr(self, name), most=1.0, why="a LayerNorm's eps, 1e-12 to 1e-5 "
                          "in the models mme reads; past the variance of its input it erases the input")
+        for name in ("layer_scale_init", "decoder_layer_scale_init"):
+            check_within(said(name), getattr(self, name), 0.0, 100.0, "each block's residual branches start scaled "
+                         "by it: VideoMAE's 0.1, 1 a plain residual, 0 off; 1e30 makes NaN activations")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"{said('drop_path')} must be in [0, 1), got {self.drop_path}")
         if checks_clip:
