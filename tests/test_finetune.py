@@ -771,6 +771,40 @@ def test_steps_skipped_for_a_non_finite_loss_are_warned_about_and_counted_in_the
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_run_that_skipped_every_step_ends_with_an_error_after_saving_its_checkpoint_and_logs(synth, tmp_path,
+                                                                                               monkeypatch, capsys):
+    """A fine-tuning whose every step was skipped for a NaN loss, fewer than train.max_nonfinite (5), ended with
+    exit 0 and its untrained classifier tested, as if trained. It ends with one line naming the count, what was
+    saved and what to check, exit 1, its checkpoint and records written as before; no test is run."""
+    from mme.cli import main
+    from mme.train import finetune as ft
+    from mme.train.checkpoint import checkpoint_path
+
+    real = ft._forward
+
+    def nan_loss(run, inputs):
+        loss, values = real(run, inputs)
+        return loss * float("nan"), values
+
+    monkeypatch.setattr(ft, "_forward", nan_loss)
+    out = tmp_path / "ft"
+    overrides = _tiny_overrides(synth, out, "train.steps=2", "train.precision=fp32")
+    assert main(["finetune", "--config", "finetune_tiny_cpu", *overrides]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (
+        "mme finetune: error: steps 1-2: the 2 steps this command ran were all skipped for a non-finite loss or "
+        "gradient, fewer in a row than train.max_nonfinite=5: no update was made, so its weights are still those it "
+        f"started from (the model as built), saved as {checkpoint_path(out, 2)}, and they give non-finite values. "
+        "Check the model's settings (its layer scale, its norm eps, its initial scales) and the weights it starts "
+        "from.")
+    assert '"out_dir"' not in captured.out  # no final line: the run did not train
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["skipped"]) for r in rows] == [(1, 1.0), (2, 1.0)]
+    assert torch.load(checkpoint_path(out, 2), weights_only=True)["skipped"] == 2
+    assert not (out / "test.json").exists() and not (out / "val.json").exists()
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,
                                                                                             caplog):
     """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3

@@ -747,28 +747,38 @@ def test_the_diagnostic_of_a_diverged_run_says_which_value_was_non_finite_and_ad
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
-def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_path, caplog):
+def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_path, caplog, monkeypatch):
     """``nonfinite_skipped`` (the final JSON) counted the last resumed part's steps only; the end of each part says
-    the run's share (it said nothing: tests/test_finetune.py has the warnings of each step)."""
-    bad = ("train.steps=5", "optim.base_lr=1e35", "optim.warmup_steps=0", "train.max_nonfinite=10",
-           "train.log_every=1", FP32)
+    the run's share (it said nothing: tests/test_finetune.py has the warnings of each step). Steps 2 to 4 skip."""
+    from mme.train import pretrain as pretraining
+
+    real_forward = pretraining._forward
+
+    def forward(run, inputs):
+        loss, values = real_forward(run, inputs)
+        return (loss * math.nan if 2 <= run.step + 1 <= 4 else loss), values
+
+    monkeypatch.setattr(pretraining, "_forward", forward)
+    bad = ("train.steps=5", "train.max_nonfinite=10", "train.log_every=1", FP32)
     with caplog.at_level("WARNING", logger="mme.train.loop"):
         run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.stop_after=3")
         res = run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.resume=auto")
     ends = [r.getMessage() for r in caplog.records if "were skipped" in r.getMessage()]
     assert ends == [f"{n} of the run's {steps} steps ({share}) were skipped for a non-finite loss or gradient: their "
                     "updates were not made (nonfinite_skipped)"
-                    for n, steps, share in ((2, 3, "66.7%"), (4, 5, "80.0%"))]
+                    for n, steps, share in ((2, 3, "66.7%"), (3, 5, "60.0%"))]
     assert "step 2 skipped: a non-finite loss and gradient (loss nan, gradient norm nan)" in caplog.text
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
-    assert sum(r["skipped"] for r in rows[:3]) > 0 and res.nonfinite_skipped == sum(r["skipped"] for r in rows) == 4
+    assert [(r["step"], r["skipped"]) for r in rows] == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 0)]
+    assert res.nonfinite_skipped == 3
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
 def test_a_run_resumed_in_parts_shorter_than_max_nonfinite_stops_where_the_whole_run_does(synth, tmp_path):
     """The non-finite steps in a row started again at 0 on every resume: a diverged run whose jobs were cut into
-    parts shorter than ``train.max_nonfinite`` never stopped. Checkpoints carry the count; steps 2 on skip here."""
+    parts shorter than ``train.max_nonfinite`` never stopped. Checkpoints carry the count; steps 2 on skip here. A
+    part none of whose own steps made its update ends with its error once its checkpoint is written (it ended with
+    exit 0: a run shorter than train.max_nonfinite that skipped every step ended as trained)."""
     from mme.train import checkpoint as ckpt
 
     bad = ("train.steps=6", "optim.base_lr=1e35", "optim.warmup_steps=0", "train.max_nonfinite=3", FP32)
@@ -776,7 +786,11 @@ def test_a_run_resumed_in_parts_shorter_than_max_nonfinite_stops_where_the_whole
         run("tiny_cpu_pixel", synth, tmp_path / "whole", *bad)
     parts = tmp_path / "parts"
     run("tiny_cpu_pixel", synth, parts, *bad, "train.stop_after=2")
-    run("tiny_cpu_pixel", synth, parts, *bad, "train.stop_after=3", "train.resume=auto")
+    with pytest.raises(NonFiniteLossError, match=r"^step 3: the step this command ran was skipped for a non-finite "
+                       r"loss or gradient, fewer in a row than train.max_nonfinite=3: no update was made, so its "
+                       r"weights are still those it started from \(step 2's checkpoint\), saved as .*"
+                       r"checkpoint-00000003\.pt, and they give non-finite values\. Check "):
+        run("tiny_cpu_pixel", synth, parts, *bad, "train.stop_after=3", "train.resume=auto")
     with pytest.raises(NonFiniteLossError, match=r"^step 4: 3 non-finite"):
         run("tiny_cpu_pixel", synth, parts, *bad, "train.resume=auto")
     state = torch.load(ckpt.checkpoint_path(parts, 3), weights_only=True)
@@ -807,6 +821,33 @@ def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergenc
     assert count_nonfinite(0, {"skipped": 1.0}) == 1
     with pytest.raises(NonFiniteLossError):
         check_nonfinite(1, {"skipped": 1.0}, 3, max_nonfinite=1, precision="fp16")
+
+
+@pytest.mark.pinned  # no run: the check alone
+def test_a_run_none_of_whose_own_steps_updated_is_stopped_unless_they_were_all_fp16_overflows():
+    """The steps counted are this command's (a resumed run's since its resume); fp16's routine gradient overflows
+    alone (a short run's start) stop nothing, but where every step was skipped, one at least for a non-finite loss or
+    gradient, no update was made: the run is stopped, its overflows said."""
+    from types import SimpleNamespace
+
+    from mme.train.config import TrainConfig
+    from mme.train.loop import check_updated
+
+    def ran(step, skipped, overflows, precision="fp16"):
+        return SimpleNamespace(step=step, skipped=skipped, grad_overflows=overflows, precision=precision,
+                               cfg=SimpleNamespace(train=TrainConfig()))
+
+    # all overflows, one update, no step; a resumed part with one update of its own
+    for run_now, started in ((ran(3, 3, 3), (0, 0, 0)), (ran(3, 2, 0), (0, 0, 0)), (ran(0, 0, 0), (0, 0, 0)),
+                             (ran(5, 3, 0), (2, 1, 0))):
+        check_updated(run_now, started, None)
+    with pytest.raises(NonFiniteLossError) as e:
+        check_updated(ran(5, 4, 2), (2, 1, 0), "ckpt")
+    assert str(e.value).startswith("steps 3-5: the 3 steps this command ran were all skipped for a non-finite loss or "
+                                   "gradient (2 of them fp16 gradient overflows), fewer in a row than "
+                                   "train.max_nonfinite=5: no update was made, so its weights are still those it "
+                                   "started from (step 2's checkpoint), saved as ckpt")
+    assert str(e.value).endswith("the weights it starts from, or use fp32.")
 
 
 @pytest.mark.pinned  # every run train.precision=fp16

@@ -88,7 +88,8 @@ class FolderReplaced(MMEError):
 
 
 class NonFiniteLossError(MMEError):
-    """Too many non-finite steps (loss or gradient) in a row: the run diverged."""
+    """Too many non-finite steps (loss or gradient) in a row: the run diverged; or every step of a run skipped, at
+    least one for a non-finite loss or gradient: its weights were never updated."""
 
 
 class ProcessLost(MMEError):

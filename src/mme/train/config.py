@@ -94,7 +94,8 @@ class TrainConfig:
     max_nonfinite: int = 5
     """Stop with a diagnostic after this many non-finite steps in a row (a non-finite loss or gradient: each one
     skips its step; fp16's routine gradient overflows, which its scaler answers, not counted); the count goes on
-    over resumes (checkpoints carry it)."""
+    over resumes (checkpoints carry it). A run that ends with fewer, but none of its steps updated, stops with one
+    too (:func:`mme.train.loop.check_updated`)."""
     threads: int | None = None
     """Intra-op threads of the training process; None: on a CPU the cores the loader workers leave free (at least
     1), on a GPU torch's default (mme.train.precision.choose_threads)."""
