@@ -775,7 +775,8 @@ def test_a_run_that_skipped_every_step_ends_with_an_error_after_saving_its_check
                                                                                                monkeypatch, capsys):
     """A fine-tuning whose every step was skipped for a NaN loss, fewer than train.max_nonfinite (5), ended with
     exit 0 and its untrained classifier tested, as if trained. It ends with one line naming the count, what was
-    saved and what to check, exit 1, its checkpoint and records written as before; no test is run."""
+    saved and what to check, exit 1, its checkpoint and records written as before; no test is run. Its retry with
+    --resume auto (a requeued job), which has no step left to run, ends alike (it ended with exit 0)."""
     from mme.cli import main
     from mme.train import finetune as ft
     from mme.train.checkpoint import checkpoint_path
@@ -789,15 +790,15 @@ def test_a_run_that_skipped_every_step_ends_with_an_error_after_saving_its_check
     monkeypatch.setattr(ft, "_forward", nan_loss)
     out = tmp_path / "ft"
     overrides = _tiny_overrides(synth, out, "train.steps=2", "train.precision=fp32")
-    assert main(["finetune", "--config", "finetune_tiny_cpu", *overrides]) == 1
-    captured = capsys.readouterr()
-    assert captured.err.strip().splitlines()[-1] == (
-        "mme finetune: error: steps 1-2: the 2 steps this command ran were all skipped for a non-finite loss or "
-        "gradient, fewer in a row than train.max_nonfinite=5: no update was made, so its weights are still those it "
-        f"started from (the model as built), saved as {checkpoint_path(out, 2)}, and they give non-finite values. "
-        "Check the model's settings (its layer scale, its norm eps, its initial scales) and the weights it starts "
-        "from.")
-    assert '"out_dir"' not in captured.out  # no final line: the run did not train
+    said = ("mme finetune: error: steps 1-2: the run's 2 steps were all skipped for a non-finite loss or gradient, "
+            "fewer in a row than train.max_nonfinite=5: no update was made, so its weights are still those it started "
+            f"from (the model as built), saved as {checkpoint_path(out, 2)}, and they give non-finite values. Check "
+            "the model's settings (its layer scale, its norm eps, its initial scales) and the weights it starts from.")
+    for retry in ((), ("train.resume=auto",)):
+        assert main(["finetune", "--config", "finetune_tiny_cpu", *overrides, *retry]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.strip().splitlines()[-1] == said
+        assert '"out_dir"' not in captured.out  # no final line: the run did not train
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["skipped"]) for r in rows] == [(1, 1.0), (2, 1.0)]
     assert torch.load(checkpoint_path(out, 2), weights_only=True)["skipped"] == 2

@@ -284,25 +284,21 @@ def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int,
             f"{max_nonfinite}), the last with {nonfinite_values(metrics)}; last values {metrics}. {advice}."))
 
 
-def check_updated(run: Run, started: tuple[int, int, int], path: Path | None) -> None:
-    """Stop, as :func:`check_nonfinite` does, a run none of whose own steps made its update (``started``: its step,
-    ``skipped`` and ``grad_overflows`` when this process began, so a resumed run counts its own steps alone), at least
-    one of them skipped for a non-finite loss or gradient: one shorter than ``train.max_nonfinite`` ran to its end.
-    Its weights are still those it started from, which give non-finite values. Called once its last checkpoint
-    (``path``) is written; a run whose skipped steps were all fp16's routine gradient overflows
-    (:func:`count_nonfinite`) is not stopped."""
-    first, skipped_before, overflows_before = started
-    steps, skipped = run.step - first, run.skipped - skipped_before
-    nonfinite = skipped - (run.grad_overflows - overflows_before)
-    if not steps or skipped < steps or not nonfinite:
+def check_updated(run: Run, path: Path | None) -> None:
+    """Stop, as :func:`check_nonfinite` does, a run none of whose steps made its update (the run's: checkpoints
+    carry its ``skipped`` and ``grad_overflows``, so a run ends alike whether whole or resumed in parts, and a retry
+    of a finished run is stopped again), at least one of them skipped for a non-finite loss or gradient: one shorter
+    than ``train.max_nonfinite`` ran to its end. Its weights are still those it started from, which give non-finite
+    values. Called once its last checkpoint (``path``) is written; a run whose skipped steps were all fp16's routine
+    gradient overflows (:func:`count_nonfinite`) is not stopped."""
+    steps, nonfinite = run.step, skipped_but_overflows(run)
+    if not steps or run.skipped < steps or not nonfinite:
         return
     t = run.cfg.train
     overflows = f" ({steps - nonfinite} of them fp16 gradient overflows)" if nonfinite < steps else ""
-    origin = (f"step {first}'s checkpoint" if first else f"train.init's, {t.init}" if t.init else
-              "the model as built")
+    origin = f"train.init's, {t.init}" if t.init else "the model as built"
     fp32 = "" if run.precision == "fp32" else ", or use fp32"
-    ran = f"step {run.step}: the step this command ran was" if steps == 1 else \
-        f"steps {first + 1}-{run.step}: the {steps} steps this command ran were all"
+    ran = "step 1: the run's one step was" if steps == 1 else f"steps 1-{steps}: the run's {steps} steps were all"
     raise dist.alike(NonFiniteLossError(
         f"{ran} skipped for a non-finite loss or gradient{overflows}, fewer in a row than train.max_nonfinite="
         f"{t.max_nonfinite}: no update was made, so its weights are still those it started from ({origin}), saved as "
@@ -448,7 +444,6 @@ def _train(run: Run) -> TrainResult:
     stream = micro_batches(run)
     history: deque[dict] = deque(maxlen=HISTORY_KEPT)
     t0, first_step = time.perf_counter(), run.step
-    started = (run.step, run.skipped, run.grad_overflows)
     # the loader's workers stop, and the run's files are finished, while a repeated SIGTERM is absorbed (else it
     # raised in the loader's shutdown, a traceback from its __del__, or replaced the message saying what was saved)
     with StopRequests() as stop:
@@ -460,7 +455,7 @@ def _train(run: Run) -> TrainResult:
             path = _last_checkpoint(run, path)
             _say_skipped(run)
             if stopping is None:  # (a stopped run says what was saved and how to continue)
-                check_updated(run, started, path)
+                check_updated(run, path)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
             raise
