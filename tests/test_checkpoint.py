@@ -301,6 +301,30 @@ def test_a_learned_position_table_is_refused_and_the_fixed_one_accepted(tmp_path
             assert load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8) is not None
 
 
+def test_files_read_before_layer_scales_were_bounded_load_as_before(tmp_path):
+    """A setting of the layer scale is bounded to [0, 100], and files read before were refused by it: one of VideoMAE's
+    layout whose trained gammas average 150 or are NaN (the config takes their magnitude), and a training checkpoint
+    or export of an earlier mme made with layer_scale_init=-1 (off: no gammas). They load as before, the gammas as
+    stored, a negative scale as 0."""
+    scaled = VisionTransformer(ModelConfig(**TINY, layer_scale_init=0.1)).state_dict()
+    for value, taken in ((150.0, 100.0), (float("nan"), 1.0)):
+        state = {k: v.fill_(value) if "gamma" in k else v for k, v in scaled.items()}
+        torch.save({"model": state}, tmp_path / "gammas.pth")
+        encoder = load_encoder(tmp_path / "gammas.pth", num_heads=4, img_size=32, num_frames=8)
+        assert encoder.cfg.layer_scale_init == taken
+        assert torch.equal(encoder.blocks[0].gamma_1.nan_to_num(), state["blocks.0.gamma_1"].nan_to_num())
+    model = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+    recorded = {**dataclasses.asdict(model.cfg), "layer_scale_init": -1.0, "decoder_layer_scale_init": -1.0}
+    torch.save({"model": model.state_dict(), "config": {"model": recorded}}, tmp_path / "run.pt")
+    save_pretrained(model, tmp_path / "export")
+    config = tmp_path / "export" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model": recorded}))
+    for path in (tmp_path / "run.pt", tmp_path / "export"):
+        loaded = load_model(path)
+        assert (loaded.cfg.layer_scale_init, loaded.cfg.decoder_layer_scale_init) == (0.0, 0.0)
+        assert torch.equal(loaded.encoder.blocks[0].attn.qkv.weight, model.encoder.blocks[0].attn.qkv.weight)
+
+
 def test_an_original_file_with_layer_scale_in_its_decoder_loads(tmp_path):
     """VideoMAE's ``init_values`` puts layer scale in the decoder's blocks too (``decoder.blocks.N.gamma_1/2``), which
     mme's decoder did not have: load_model refused such a file for unexpected keys."""

@@ -50,7 +50,7 @@ from mme.errors import (
 )
 from mme.models import convert, convert_config
 from mme.models.classifier import FC_NORM_EPS, VideoClassifier
-from mme.models.config import UNSHAPED_ENCODER_FIELDS, ModelConfig, mlp_width
+from mme.models.config import LAYER_SCALES, UNSHAPED_ENCODER_FIELDS, ModelConfig, mlp_width
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
 from mme.utils import (
@@ -679,7 +679,7 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     if kind not in KINDS:
         raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
     try:
-        recorded = from_dict(ModelConfig, meta.get("model", {}), prefix="model.")
+        recorded = from_dict(ModelConfig, recorded_model(meta.get("model", {})), prefix="model.")
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
@@ -940,12 +940,21 @@ def run_model_config(cls: type, model: dict, path: str | Path, weights: dict[str
     (our ``kind`` layout), its MLP ratio is theirs where an earlier mme truncated the product of the recorded one
     (:func:`_fit_mlp_ratio`), as the file loads."""
     try:
-        cfg = from_dict(cls, model, prefix="model.")
+        cfg = from_dict(cls, recorded_model(model), prefix="model.")
     except ConfigError as e:
         later = _later_mme(meta.get("mme") if isinstance(meta, dict) else None) \
             if isinstance(e, UnknownConfigKeys) else ""
         raise CheckpointError(f"{path}: invalid model config in the training checkpoint{later}: {e}") from e
     return cfg if weights is None else _fit_mlp_ratio(cfg, weights, kind, path)
+
+
+def recorded_model(model: object) -> object:
+    """The model section a file records (a training checkpoint's config, an export's), its negative layer scales
+    (:data:`~mme.models.config.LAYER_SCALES`) read as 0: the mme that wrote it took them as off, which 0 is, where
+    this one refuses them as a setting."""
+    if not isinstance(model, dict):
+        return model
+    return {k: 0.0 if k in LAYER_SCALES and isinstance(v, (int, float)) and v < 0 else v for k, v in model.items()}
 
 
 def _later_mme(theirs: object) -> str:

@@ -34,6 +34,12 @@ DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_laye
                   "head_hidden")
 """The decoder's architecture and its prediction heads' hidden width, likewise (its final norm's eps: Hugging
 Face's is 1e-5)."""
+LAYER_SCALES = ("layer_scale_init", "decoder_layer_scale_init")
+"""The blocks' initial layer scales (0: off), each in [0, :data:`MAX_LAYER_SCALE`] where it is set; a file's
+recorded config of an earlier mme, which took a negative one as off, is read with 0 there (the same model:
+:func:`mme.models.checkpoint.recorded_model`)."""
+MAX_LAYER_SCALE = 100.0
+"""The largest initial layer scale a setting may have (:data:`LAYER_SCALES`)."""
 DECODER_AND_MASK_FIELDS = (*DECODER_FIELDS, "mask_type", "mask_ratio")
 """The keys of pre-training alone: a classifier (fine-tuning, ``mme.train.config.FinetuneModel``) has no decoder and
 masks no token."""
@@ -151,9 +157,9 @@ class ModelConfig:
         for name in ("norm_eps", "decoder_norm_eps"):  # (1e30: every LayerNorm's output its bias, the input lost)
             check_within(said(name), getattr(self, name), most=1.0, why="a LayerNorm's eps, 1e-12 to 1e-5 "
                          "in the models mme reads; past the variance of its input it erases the input")
-        for name in ("layer_scale_init", "decoder_layer_scale_init"):
-            check_within(said(name), getattr(self, name), 0.0, 100.0, "each block's residual branches start scaled "
-                         "by it: VideoMAE's 0.1, 1 a plain residual, 0 off; 1e30 makes NaN activations")
+        for name in LAYER_SCALES:
+            check_within(said(name), getattr(self, name), 0.0, MAX_LAYER_SCALE, "each block's residual branches "
+                         "start scaled by it: VideoMAE's 0.1, 1 a plain residual, 0 off; 1e30 makes NaN activations")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"{said('drop_path')} must be in [0, 1), got {self.drop_path}")
         if checks_clip:

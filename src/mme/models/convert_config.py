@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 
 from mme.errors import CheckpointError, ConfigError
-from mme.models.config import ModelConfig, mlp_width, whole_mlp_width
+from mme.models.config import MAX_LAYER_SCALE, ModelConfig, mlp_width, whole_mlp_width
 from mme.models.convert import RELEASE_HEADS, encoder_part
 from mme.models.mae import HeadSpec
 from mme.utils import as_count, flag, is_positive_number
@@ -143,8 +143,9 @@ def _head_counts(cfg: dict, fallback: ModelConfig | None) -> dict[str, int]:
 
 def _layer_scale(gamma: torch.Tensor | None) -> float:
     """``layer_scale_init`` for blocks whose first stores ``gamma``: only its presence matters for loading (the
-    value is an init); the stored magnitude is kept."""
-    return 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
+    value is an init); the stored magnitude is kept within the bound of the setting (trained gammas may average
+    past :data:`~mme.models.config.MAX_LAYER_SCALE`, or be NaN: 1 then)."""
+    return 0.0 if gamma is None else float(gamma.abs().mean().nan_to_num(1.0).clamp(1e-6, MAX_LAYER_SCALE))
 
 
 def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[HeadSpec]:
