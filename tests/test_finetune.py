@@ -776,7 +776,8 @@ def test_a_run_that_skipped_every_step_ends_with_an_error_after_saving_its_check
     """A fine-tuning whose every step was skipped for a NaN loss, fewer than train.max_nonfinite (5), ended with
     exit 0 and its untrained classifier tested, as if trained. It ends with one line naming the count, what was
     saved and what to check, exit 1, its checkpoint and records written as before; no test is run. Its retry with
-    --resume auto (a requeued job), which has no step left to run, ends alike (it ended with exit 0)."""
+    --resume auto (a requeued job), which has no step left to run, ends alike (it ended with exit 0); a part ending
+    at train.stop_after is not judged."""
     from mme.cli import main
     from mme.train import finetune as ft
     from mme.train.checkpoint import checkpoint_path
@@ -794,7 +795,10 @@ def test_a_run_that_skipped_every_step_ends_with_an_error_after_saving_its_check
             "fewer in a row than train.max_nonfinite=5: no update was made, so its weights are still those it started "
             f"from (the model as built), saved as {checkpoint_path(out, 2)}, and they give non-finite values. Check "
             "the model's settings (its layer scale, its norm eps, its initial scales) and the weights it starts from.")
-    for retry in ((), ("train.resume=auto",)):
+    # a part ending at train.stop_after before any update is not judged (its later steps may update): the run is
+    assert main(["finetune", "--config", "finetune_tiny_cpu", *overrides, "train.stop_after=1"]) == 0
+    capsys.readouterr()
+    for retry in (("train.resume=auto",), ("train.resume=auto",)):
         assert main(["finetune", "--config", "finetune_tiny_cpu", *overrides, *retry]) == 1
         captured = capsys.readouterr()
         assert captured.err.strip().splitlines()[-1] == said

@@ -289,7 +289,8 @@ def check_updated(run: Run, path: Path | None) -> None:
     carry its ``skipped`` and ``grad_overflows``, so a run ends alike whether whole or resumed in parts, and a retry
     of a finished run is stopped again), at least one of them skipped for a non-finite loss or gradient: one shorter
     than ``train.max_nonfinite`` ran to its end. Its weights are still those it started from, which give non-finite
-    values. Called once its last checkpoint (``path``) is written; a run whose skipped steps were all fp16's routine
+    values. Called once its last checkpoint (``path``) is written, at the end of the run's schedule (a part ending at
+    ``train.stop_after`` may update later); a run whose skipped steps were all fp16's routine
     gradient overflows (:func:`count_nonfinite`) is not stopped."""
     steps, nonfinite = run.step, skipped_but_overflows(run)
     if not steps or run.skipped < steps or not nonfinite:
@@ -454,8 +455,8 @@ def _train(run: Run) -> TrainResult:
                 stop.steps_over = True
             path = _last_checkpoint(run, path)
             _say_skipped(run)
-            if stopping is None:  # (a stopped run says what was saved and how to continue)
-                check_updated(run, path)
+            if stopping is None and run.step >= run.total_steps:  # (a run stopped, or a part ending at
+                check_updated(run, path)  # train.stop_after, says what was saved; the run is judged at its end)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
             raise
