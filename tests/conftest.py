@@ -15,6 +15,7 @@ header of the run says what ``auto`` resolves to.
 """
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -166,6 +167,34 @@ def refuse_open(monkeypatch):
         monkeypatch.setattr("builtins.open", refusing)
 
     return refuse
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(folder)``: ``folder`` and what it holds take no new file or folder, as on a read-only mount
+    (EROFS): their modes made a-w, and mme's write probe and ``Path.mkdir`` refused there, which root's writes pass
+    otherwise (root writes into a folder of any mode). Their modes are given back at the test's end."""
+    from mme import utils
+
+    probe, mkdir, held = utils._write_probe, Path.mkdir, []
+
+    def refused(path) -> bool:
+        if any(Path(path).absolute().is_relative_to(folder) for folder in held):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return False
+
+    monkeypatch.setattr(utils, "_write_probe", lambda folder: refused(folder) or probe(folder))
+    monkeypatch.setattr(Path, "mkdir", lambda self, *args, **kwargs: refused(self) or mkdir(self, *args, **kwargs))
+
+    def make(folder: Path) -> None:
+        held.append(folder.absolute())
+        for path in (*folder.rglob("*"), folder):  # (the folders' contents first)
+            path.chmod(path.stat().st_mode & ~0o222)
+
+    yield make
+    for folder in held:
+        for path in (folder, *folder.rglob("*")):
+            path.chmod(path.stat().st_mode | 0o200)
 
 
 @pytest.fixture

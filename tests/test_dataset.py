@@ -562,6 +562,44 @@ def test_a_check_into_an_index_folder_that_cannot_be_written_warns_once(videos, 
     assert [r.getMessage() for r in caplog.records if "frame indices" in r.getMessage()] == [
         f"cannot keep frame indices in {blocked} (Not a directory); each process indexes for itself"]
 
+def test_a_read_only_index_folder_is_read_said_once_a_node_and_left_as_it_was(videos, tmp_path, caplog, monkeypatch,
+                                                                             read_only):
+    """An index folder `mme check` filled, then mounted read-only (or made so by its mode), was refused by every run
+    that only reads it: `data.index_dir DIR: cannot be written (Read-only file system)`. Now it is read: the index
+    it holds is used (the video not indexed again), one it lacks made in memory and not kept there (no write tried,
+    nor a warning per process); said once per process and folder, by each node's first rank. A missing folder that
+    cannot be made there is refused as before."""
+    (tmp_path / "checked.txt").write_text("good.mp4\n")
+    index = tmp_path / "index"
+    assert cli_main(["check", str(tmp_path / "checked.txt"), "--root", str(videos), "--out",
+                     str(tmp_path / "c.json"), "--index-dir", str(index)]) == 0
+    read_only(index)
+    held = {p: p.read_bytes() for p in index.rglob("*") if p.is_file()}
+    (tmp_path / "list.txt").write_text("good.mp4\ncoord.mkv\n")  # (coord.mkv: not indexed there)
+    cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(videos), num_frames=4, stride=2, img_size=24,
+                     index_dir=str(index))
+    made, make = [], pyav_reader._make_index
+    monkeypatch.setattr(pyav_reader, "_make_index", lambda path: made.append(os.path.basename(path)) or make(path))
+    said = f"data.index_dir={index} cannot be written (Read-only file system): the frame indices it holds are read, " \
+           "and those it lacks are made in memory by each process, not kept there"
+    for rank, warned in (("0", [said]), ("0", []), ("1", [])):  # (a node's first rank, twice; its second)
+        if rank == "1":
+            monkeypatch.setattr(pyav_reader, "_read_only", set())  # (a process of its own)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        pyav_reader._pyav_index.cache_clear()  # (the check's, kept by this process)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            dataset = PretrainDataset(cfg, track_length=2)
+            for i in range(2):
+                assert dataset[(0, i)]["video"].shape[1] == 4
+        assert [r.getMessage() for r in caplog.records if "cannot" in r.getMessage()] == warned, rank
+    assert made == ["coord.mkv"] * 3  # good.mp4's index read from the folder each time
+    assert {p: p.read_bytes() for p in index.rglob("*") if p.is_file()} == held
+    with pytest.raises(ConfigError, match=rf"^data.index_dir {index / 'new'}: cannot be written \(Read-only file "
+                                          r"system\)$"):
+        PretrainDataset(dataclasses.replace(cfg, index_dir=str(index / "new")), track_length=2)
+
+
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):
     """Files with fewer frames than packets: an MPEG-TS capture that starts inside a GOP (90 packets, 60 frames) and
     an HEVC file joined at an open GOP's CRA, whose leading frames FFmpeg drops (40, 37). A process that had not

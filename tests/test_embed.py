@@ -1821,6 +1821,38 @@ def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, mo
         embed(ckpt, video, tmp_path / "x.npy", index_dir=str(tmp_path / "a_file"), num_workers=0, progress=False)
 
 
+def test_a_read_only_index_folder_is_read_by_embed_and_said_once(setup, tmp_path, caplog, monkeypatch, read_only):
+    """`mme embed --index-dir DIR` (and `mme probe`) of a folder `mme check` filled, then mounted read-only, was
+    refused: `--index-dir DIR: cannot be written (Read-only file system)`, with `--backend` or without. Now its
+    indices are read (no video indexed again), the features are those of a run without it, and it is said once."""
+    import logging
+
+    from mme import cli
+    from mme.data import pyav_reader
+
+    root, ckpt = setup
+    (tmp_path / "ok.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    index = tmp_path / "index"
+    assert cli.main(["check", str(tmp_path / "ok.txt"), "--root", str(root), "--out", str(tmp_path / "check.json"),
+                     "--index-dir", str(index), "--min-frames", "1"]) == 0
+    read_only(index)
+    made, make = [], pyav_reader._make_index
+    monkeypatch.setattr(pyav_reader, "_make_index", lambda path: made.append(path) or make(path))
+    plain = ["embed", str(ckpt), str(tmp_path / "ok.txt"), "--root", str(root), "--workers", "0"]
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        for name, more in (("given", ["--backend", "pyav"]), ("its_runs", [])):  # (checked before the read, after)
+            pyav_reader._pyav_index.cache_clear()  # (the check's, kept by this process)
+            assert cli.main([*plain, "--index-dir", str(index), "--out", str(tmp_path / f"{name}.npy"), *more]) == 0
+    assert [r.getMessage() for r in caplog.records if "cannot" in r.getMessage()] == [
+        f"--index-dir {index} cannot be written (Read-only file system): the frame indices it holds are read, and "
+        "those it lacks are made in memory by each process, not kept there"]
+    assert made == []
+    assert cli.main([*plain, "--out", str(tmp_path / "plain.npy")]) == 0
+    for name in ("given", "its_runs"):
+        np.testing.assert_array_equal(read_features(tmp_path / f"{name}.npy")[0],
+                                      read_features(tmp_path / "plain.npy")[0])
+
+
 def test_an_index_folder_that_holds_none_of_the_embedded_videos_is_said(setup, tmp_path, caplog):
     """`mme embed --index-dir` of a folder `mme check` filled for the videos at their checked root, embedded through
     another spelling of it (a symlinked root): every video was indexed again at its first read, unsaid."""

@@ -56,6 +56,7 @@ from mme.data.pyav_reader import (
     holds_indices,
     indexes_none_of,
     note_other_index_versions,
+    take_index_dir,
 )
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import (
@@ -83,7 +84,6 @@ from mme.utils import (
     MAX_THREADS,
     THREADS_WHY,
     as_given,
-    check_output,
     command_option,
     command_path,
     counted,
@@ -707,7 +707,7 @@ class _VideoDataset(Dataset):
         self.seed = seed
         require_backend(cfg.backend)
         if cfg.index_dir is not None:
-            check_output(cfg.index_dir, "data.index_dir", folder=True)
+            take_index_dir(cfg.index_dir, "data.index_dir")
             note_other_index_versions(cfg.index_dir)
         entries_given = entries
         if entries is None:

@@ -80,6 +80,7 @@ from mme.utils import (
     absolute_path,
     as_given,
     atomic_write_text,
+    check_output,
     counted,
     error_reason,
     exclusive_lock,
@@ -1170,9 +1171,12 @@ class _Index:
         one-thread verdict, which no process reverses. The store is read, joined and replaced under an exclusive lock
         on the folder's :data:`INDEX_LOCK`, so that no other process's write lands between the read and the
         replace, to be lost. A store that cannot be written is dropped with a warning: the index stays this
-        process's."""
+        process's; one in a folder taken as read-only (:func:`take_index_dir`) is dropped unsaid, unwritten."""
         with self.lock:
             if self.store is None or self.stored == self.state():
+                return
+            if os.path.realpath(_index_dir_of(self.store)) in _read_only:
+                self.store = None
                 return
             try:
                 with exclusive_lock(self.store.parent / INDEX_LOCK):
@@ -1278,6 +1282,37 @@ of another is made again); 9, 10 and 11 changed verdicts without."""
 def _warn_unwritable(index_dir: Path, why: str) -> None:
     """Warn once per process and folder that indices cannot be kept there."""
     log.warning("cannot keep frame indices in %s (%s); each process indexes for itself", index_dir, why)
+
+
+_read_only: set[str] = set()
+"""The index folders, resolved, that this process only reads (:func:`take_index_dir`), as do the loader workers it
+forks: no index is written there."""
+
+
+def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True) -> None:
+    """Check ``index_dir`` (``option``, a run's index folder) as :func:`~mme.utils.check_output` does, which makes it
+    where missing (``make``). One that is there and can be listed but takes no file (a read-only mount, its mode) is
+    read as it is, not refused: the indices it holds are used, those it lacks made in memory by each process and not
+    kept (nothing is written there for the rest of the process); said once per process and folder, by the first rank
+    of each node (LOCAL_RANK 0). A folder missing that cannot be made is refused, as by check_output."""
+    from mme.train.distributed import rank_on_node
+
+    try:
+        os.scandir(index_dir).close()
+        listed = True
+    except OSError:
+        listed = False
+    try:
+        check_output(index_dir, option, folder=True, make=make)
+    except ConfigError as e:
+        if not listed or not isinstance(e.__cause__, OSError):  # (only a write that failed is a cause)
+            raise
+        folder = os.path.realpath(index_dir)
+        if folder not in _read_only and rank_on_node() == 0:
+            log.warning("%s cannot be written (%s): the frame indices it holds are read, and those it lacks are made "
+                        "in memory by each process, not kept there", as_given(option, index_dir),
+                        error_reason(e.__cause__))
+        _read_only.add(folder)
 
 
 def note_other_index_versions(index_dir: str | os.PathLike) -> None:

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mme.config import differences
-from mme.data.pyav_reader import holds_indices
+from mme.data.pyav_reader import holds_indices, take_index_dir
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.eval.testing import (
@@ -730,7 +730,7 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
     if index_dir is not None:
         for out in outs:
             check_apart(out, "--out", index_dir, "--index-dir")
-        check_output(index_dir, "--index-dir", folder=True, make=backend is not None)
+        take_index_dir(index_dir, "--index-dir", make=backend is not None)
     return on, counts
 
 
@@ -775,7 +775,7 @@ def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_fra
     views = ck.run_views(stride, segments, orientation, "embed", backend=backend)
     if backend is None and index_dir is not None:  # (one given was checked, the folder made: check_embed_options)
         check_index_dir(views[-1], index_dir, "its run's data.backend", "--index-dir")
-        check_output(index_dir, "--index-dir", folder=True)
+        take_index_dir(index_dir, "--index-dir")
     return EncoderRead(ck, encoder, *views, file_id)
 
 
