@@ -2530,6 +2530,26 @@ def test_check_out_ending_in_a_separator_is_refused_not_written_as_a_file(tmp_pa
     assert not (tmp_path / "reports").exists()
 
 
+def test_a_check_report_that_a_full_disk_refuses_says_the_space_free(tmp_path, capsys, monkeypatch):
+    """`mme check` whose report's write fails on a full disk said `OUT: could not be written (No space left on
+    device)`, without the MiB free that the other writes give. It gives them."""
+    write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    out, write = tmp_path / "r.json", lists.atomic_write_text
+
+    def full(path, *args, **kwargs):
+        if str(path) == str(out):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(lists, "atomic_write_text", full)
+    assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out),
+                     "--workers", "1", "--min-frames", "1"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"mme check: error: {re.escape(str(out))}: could not be written \(No space left on device; "
+                        r"\d+ MiB free\)", last), last
+
+
 @pytest.mark.parametrize("index_dir", ["r.json", "./r.json", "r.json/idx"])
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 def test_check_index_dir_that_is_its_out_or_under_it_is_refused_before_anything_is_made(index_dir, overwrite, tmp_path,

@@ -2198,8 +2198,9 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
 
     said, failed = limited(0)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's not
     assert len(failed) == 1 and re.fullmatch(rf".*failed: {tmp_path}/bad.mp4: unreadable .*", failed[0]), failed
-    assert said == f"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written (File too large); the " \
-                   f"finished cache files are kept, and the same command continues once there is space", said
+    assert re.fullmatch(rf"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written \(File too large; "
+                        r"\d+ MiB free\); the finished cache files are kept, and the same command continues once there "
+                        r"is space", said), said
     short = str(cache_file(out, "short.mp4").relative_to(out))
     assert short in files[0] and not [f for f in files[0] if f.endswith(".json") or re.search(r"(^|/)\..*tmp", f)]
     reports = [f for f in files[1] if re.fullmatch(r"failed-.*\.json", f)]  # (the second command, no limit)
@@ -2207,10 +2208,13 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     report = out / reports[0]  # (bad.mp4)
     said, _ = limited(2)
     assert re.fullmatch(rf"mme extract: error: {tmp_path}/by-workers/(long|other)\.mp4\.tracks: could not be written "
-                        rf"\(File too large\); the finished cache files are kept, .*", said), said
-    assert limited(3)[0] == f"mme extract: error: {report}: could not be written (File too large)"
+                        rf"\(File too large; \d+ MiB free\); the finished cache files are kept, .*", said), said
+    said, _ = limited(3)
+    assert re.fullmatch(rf"mme extract: error: {report}: could not be written \(File too large; \d+ MiB free\)",
+                        said), said
     said, _ = limited(4)
-    assert said == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
+    assert re.fullmatch(rf"mme check: error: {tmp_path / 'check.json'}: could not be written \(File too large; \d+ MiB "
+                        r"free\)", said), said
 
 
 def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):

@@ -683,13 +683,15 @@ def _nearest_existing(path: Path, folder: bool = False) -> Path | None:
 @contextlib.contextmanager
 def space_for(path: str | Path, then: str = "") -> Iterator[None]:
     """A write of ``path`` in the block that fails for lack of space (:data:`NO_SPACE`) is a NoSpaceError naming the
-    file and the reason, and ``then`` (what is kept, how to go on); other errors pass as they are."""
+    file, the reason and the MiB free there, and ``then`` (what is kept, how to go on); other errors pass as they
+    are."""
     try:
         yield
     except OSError as e:
         if e.errno not in NO_SPACE:
             raise
-        raise NoSpaceError(f"{path}: could not be written ({error_reason(e)})" + (f"; {then}" if then else "")) from e
+        raise NoSpaceError(f"{path}: could not be written ({error_reason(e)}; {mib_free(path)})"
+                           + (f"; {then}" if then else "")) from e
 
 
 @contextlib.contextmanager
