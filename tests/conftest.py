@@ -173,8 +173,10 @@ def refuse_open(monkeypatch):
 def read_only(monkeypatch):
     """``read_only(folder)``: ``folder`` and what it holds take no new file or folder, as on a read-only mount
     (EROFS): their modes made a-w, and mme's write probe and ``Path.mkdir`` refused there, which root's writes pass
-    otherwise (root writes into a folder of any mode). Their modes are given back at the test's end."""
+    otherwise (root writes into a folder of any mode). Their modes are given back at the test's end, and the index
+    folders the test's process took as read-only (``mme.data.pyav_reader.take_index_dir``) are forgotten."""
     from mme import utils
+    from mme.data import pyav_reader
 
     probe, mkdir, held = utils._write_probe, Path.mkdir, []
 
@@ -183,6 +185,7 @@ def read_only(monkeypatch):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return False
 
+    monkeypatch.setattr(pyav_reader, "_read_only", set())
     monkeypatch.setattr(utils, "_write_probe", lambda folder: refused(folder) or probe(folder))
     monkeypatch.setattr(Path, "mkdir", lambda self, *args, **kwargs: refused(self) or mkdir(self, *args, **kwargs))
 
