@@ -2010,7 +2010,7 @@ def test_a_file_named_otherwise_in_one_process_is_indexed_once_and_keeps_its_cor
     assert demuxed == ["joined.mkv"]
 
 
-def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path, monkeypatch, caplog):
+def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path, monkeypatch, caplog, read_only):
     """Each process kept the frame index of up to 4,096 files, whatever their length: 8 bytes a frame, 650 MB in
     each loader worker on a list of ten-minute videos (10 GB for 16 workers). The cache lets the least recently
     used go past a bound of memory too, by each index's measured size (``_Index.nbytes``, which tracemalloc
@@ -2018,7 +2018,10 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     read. The bound is INDEX_CACHE_BYTES for indices of an index folder (read again in milliseconds) and the larger
     INDEX_CACHE_BYTES_UNSAVED without one, where one let go is made again by a demux and its next read decodes from
     the start (seconds for a long video): a bound of 64 MB there made training on a few hundred ten-minute videos
-    hundreds of times slower, silently. The first time a process lets such indices go it warns, once."""
+    hundreds of times slower, silently. The first time a process lets such indices go it warns, once. An index kept
+    nowhere though the run has an index folder (one read-only, or that a save failed in) is bounded and said as one
+    without: under INDEX_CACHE_BYTES, a read-only folder made a list's reads demux each video again every epoch
+    (48 demuxes of 16 videos over 3 epochs, against 16 without a folder), unsaid."""
     import tracemalloc
 
     frames = np.zeros((600, 16, 16, 3), np.uint8)
@@ -2082,6 +2085,21 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     pyav_reader._warn_index_let_go.cache_clear()
     with open_video(videos[3]) as reader:
         np.testing.assert_allclose(reader.read([419, 0])[..., 0].mean(axis=(1, 2)), [419 % 256, 0], atol=3)
+    unkept = tmp_path / "read_only"
+    unkept.mkdir()
+    read_only(unkept)
+    pyav_reader.take_index_dir(unkept, "data.index_dir")
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES", 1)
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES_UNSAVED", sum(sizes) + 1)
+    let_go_of_none(str(unkept))  # made here, kept nowhere: INDEX_CACHE_BYTES_UNSAVED
+    monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES_UNSAVED", sizes[0] + sizes[1] + 1)
+    caplog.clear()
+    let_go_of_the_oldest(str(unkept))
+    assert said() == [f"the frame indices of this process's videos passed 0 MB: the least recently used are let go, "
+                      f"and their files' next reads demux them again and decode from their start (seconds for long "
+                      f"videos); the index folder {unkept} keeps none of them (it cannot be written): fill it with "
+                      f"mme check LISTS --index-dir where it can be written"]
+    assert list(unkept.iterdir()) == []
     pyav_reader._pyav_index.cache_clear()
 
 

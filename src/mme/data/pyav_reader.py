@@ -1480,10 +1480,11 @@ again from the folder, its frames proven kept, in milliseconds (2 ms for 18,000 
 (a loader worker, a rank): at most 1 GiB for 16 loader workers, where a list of 4,096 ten-minute videos held 650 MB
 in each."""
 INDEX_CACHE_BYTES_UNSAVED = 512 * 2**20
-""":data:`INDEX_CACHE_BYTES` for the indices a process makes without an index folder: one let go is made again by a
-demux, and its file's next read decodes from the start (0.3 to 0.5 s for a 16-frame clip near the end of a
-ten-minute 64x48 video, 11 to 29 s at 320x240, instead of 3 to 71 ms kept), so they are let go later (about 2,300 to
-3,500 ten-minute videos), and the first time they are, the process says so once (:func:`_warn_index_let_go`)."""
+""":data:`INDEX_CACHE_BYTES` for the indices a process makes and keeps in no index folder (none given, or one that
+cannot be written: read-only, or a save there failed): one let go is made again by a demux, and its file's next read
+decodes from the start (0.3 to 0.5 s for a 16-frame clip near the end of a ten-minute 64x48 video, 11 to 29 s at
+320x240, instead of 3 to 71 ms kept), so they are let go later (about 2,300 to 3,500 ten-minute videos), and the
+first time they are, the process says so once (:func:`_warn_index_let_go`)."""
 INDEX_BYTES_OWN = 1024
 """An index's memory besides its arrays and keyframes (the object, its lock, empty sets and dicts), measured with
 tracemalloc: 1.0 kB."""
@@ -1498,9 +1499,9 @@ and its place in the set of those matched (275 B)."""
 class _IndexCache:
     """The frame indices of this process, by (file, index folder): one file however named, whose readers share what
     their decodes prove (a count corrected). The least recently used is let go past :data:`INDEX_CACHE_FILES` of
-    them or :data:`INDEX_CACHE_BYTES` (:data:`INDEX_CACHE_BYTES_UNSAVED` where the index just used has no index
-    folder; the one just used is kept, whatever its size): the indices of long videos (8 bytes a frame) held 650 MB
-    in each loader worker on a list of 4,096 ten-minute videos. Called as a function
+    them or :data:`INDEX_CACHE_BYTES` (:data:`INDEX_CACHE_BYTES_UNSAVED` where the index just used is kept in no
+    index folder, :attr:`_Index.store`; the one just used is kept, whatever its size): the indices of long videos (8
+    bytes a frame) held 650 MB in each loader worker on a list of 4,096 ten-minute videos. Called as a function
     (:func:`functools.lru_cache`'s ``cache_clear`` too), from any thread: an index two threads make at once is kept
     once, the second given the first's."""
 
@@ -1523,12 +1524,13 @@ class _IndexCache:
                 return self.kept[key][0]
             self.kept[key] = index, (size := index.nbytes)
             self.nbytes += size
-            bound = INDEX_CACHE_BYTES if index_dir is not None else INDEX_CACHE_BYTES_UNSAVED
+            unkept = index.store is None  # (made here: no folder given, or it could not be written)
+            bound = INDEX_CACHE_BYTES_UNSAVED if unkept else INDEX_CACHE_BYTES
             let_go = len(self.kept) > 1 and self.nbytes > bound
             while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > bound):
                 self.nbytes -= self.kept.pop(next(iter(self.kept)))[1]
-        if let_go and index_dir is None:
-            _warn_index_let_go()
+        if let_go and unkept:
+            _warn_index_let_go(index_dir)
         return index
 
     def cache_clear(self) -> None:
@@ -1543,13 +1545,15 @@ _pyav_index = _IndexCache()
 
 
 @functools.cache
-def _warn_index_let_go() -> None:
-    """Warn once per process that it lets go of frame indices it made without an index folder
-    (:data:`INDEX_CACHE_BYTES_UNSAVED`)."""
+def _warn_index_let_go(index_dir: str | None) -> None:
+    """Warn once per process and index folder (None: none) that it lets go of frame indices it made and keeps in no
+    folder (:data:`INDEX_CACHE_BYTES_UNSAVED`)."""
     log.warning("the frame indices of this process's videos passed %d MB: the least recently used are let go, and "
-                "their files' next reads demux them again and decode from their start (seconds for long videos); "
-                "give the list an index folder (data.index_dir=DIR, filled by mme check LISTS --index-dir DIR)",
-                INDEX_CACHE_BYTES_UNSAVED // 2**20)
+                "their files' next reads demux them again and decode from their start (seconds for long videos); %s",
+                INDEX_CACHE_BYTES_UNSAVED // 2**20,
+                "give the list an index folder (data.index_dir=DIR, filled by mme check LISTS --index-dir DIR)"
+                if index_dir is None else f"the index folder {index_dir} keeps none of them (it cannot be written): "
+                "fill it with mme check LISTS --index-dir where it can be written")
 
 
 def _index_of(file: VersionOfFile, index_dir: str | None = None) -> _Index:
