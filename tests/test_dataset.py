@@ -385,6 +385,29 @@ def test_workers_start_by_spawn_where_this_process_decodes_on_a_gpu(videos, monk
     assert batch["video"].shape == (2, 3, 4, 24, 24) and sorted(batch["index"].tolist()) == [0, 1]
 
 
+class _ReadOnlyHere(torch.utils.data.Dataset):
+    """Item: the index folders the worker process that reads it takes as read-only."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return sorted(pyav_reader._read_only)
+
+
+def test_spawned_workers_take_the_index_folders_this_process_reads_only_as_read_only(tmp_path, monkeypatch,
+                                                                                     read_only):
+    """Loader workers started by spawn (``data.backend=pyav-cuda``) inherit nothing of this process: a read-only
+    index folder was not known so there, and each tried to save the indices it made and said `cannot keep frame
+    indices in DIR (Read-only file system)`. They take those of this process too; forked ones inherit them."""
+    read_only(tmp_path)
+    pyav_reader.take_index_dir(tmp_path, "data.index_dir")
+    monkeypatch.setitem(pyav_reader._CUDA_DECODERS, 0, None)  # (decodes on a GPU: the workers spawned)
+    loader = DataLoader(_ReadOnlyHere(), batch_size=None, num_workers=1)
+    assert list(start_workers(loader)) == [[os.path.realpath(tmp_path)]]
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+
+
 class _OpenLocks(torch.utils.data.Dataset):
     """Item: the ``.lock`` files the worker process that reads it has open."""
 

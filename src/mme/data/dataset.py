@@ -56,7 +56,9 @@ from mme.data.pyav_reader import (
     holds_indices,
     indexes_none_of,
     note_other_index_versions,
+    read_only_index_dirs,
     take_index_dir,
+    take_read_only,
 )
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import (
@@ -376,7 +378,7 @@ def start_workers(loader: DataLoader) -> Iterator:
             if not _no_room_in_shm(e):
                 raise
             raise _unstarted_in_shm() from e
-        loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said)
+        loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said, read_only_index_dirs())
         if decodes_on_cuda():
             loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects unwritten. Not where the caller froze objects
@@ -563,11 +565,15 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
     return None
 
 
-def _worker_start(then: Callable[[int], None] | None, said: torch.Tensor, worker_id: int) -> None:
+def _worker_start(then: Callable[[int], None] | None, said: torch.Tensor, read_only: frozenset[str],
+                  worker_id: int) -> None:
     """A worker's init under :func:`start_workers`: OpenCV on one thread where the worker started fresh (a forked
     one has it already and must not reconfigure it), malloc keeping freed memory, the job's warnings said shared
-    (``said``: :func:`~mme.data.video.anamorphic_said`), then the loader's own ``worker_init_fn``."""
+    (``said``: :func:`~mme.data.video.anamorphic_said`), the index folders the job only reads taken as read-only
+    (``read_only``, which a spawned worker does not inherit: :func:`~mme.data.pyav_reader.take_read_only`), then the
+    loader's own ``worker_init_fn``."""
     anamorphic_said(said)
+    take_read_only(read_only)
     if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
     keep_freed_memory()

@@ -1286,7 +1286,19 @@ def _warn_unwritable(index_dir: Path, why: str) -> None:
 
 _read_only: set[str] = set()
 """The index folders, resolved, that this process only reads (:func:`take_index_dir`), as do the loader workers it
-forks: no index is written there."""
+starts (forked ones inherit them, spawned ones are handed them: :func:`read_only_index_dirs`): no index is written
+there."""
+
+
+def read_only_index_dirs() -> frozenset[str]:
+    """The index folders this process only reads (:func:`take_index_dir`), for a process it starts fresh (a spawned
+    loader worker, which inherits none of them) to take as read-only too (:func:`take_read_only`)."""
+    return frozenset(_read_only)
+
+
+def take_read_only(folders: Iterable[str]) -> None:
+    """Only read ``folders`` in this process too: the :func:`read_only_index_dirs` of the process that started it."""
+    _read_only.update(folders)
 
 
 def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True) -> None:
