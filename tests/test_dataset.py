@@ -37,6 +37,7 @@ from mme.data.dataset import (
     ClassificationDataset,
     DataConfig,
     PretrainDataset,
+    _warn_index_missed,
     collate,
     read_with_margin,
     start_workers,
@@ -485,12 +486,13 @@ def test_an_index_folder_serves_loader_workers_and_changes_no_item(videos, tmp_p
         PretrainDataset(config(videos, lines, index_dir=str(tmp_path / "file")), track_length=2)
 
 
-def test_an_index_folder_that_holds_none_of_the_lists_videos_is_said(videos, tmp_path, caplog):
+def test_an_index_folder_that_holds_none_of_the_lists_videos_is_said(videos, tmp_path, caplog, read_only):
     """An index folder filled by `mme check --index-dir` keeps each video's index by its absolute path, size, times
     and inode: the videos staged elsewhere (a copy keeping size and mtime, as cp -a, rsync -a), or reached through
     another spelling of the root, miss every one, and the run indexed each again (seconds a long video), unsaid.
     Now the dataset says it, naming the folder and the `mme check` to run on the paths it reads; nothing where the
-    list is read as checked."""
+    list is read as checked. Where the folder is read-only here, which `mme check` refuses, it says to run that
+    check where the folder can be written (it said the check fills it)."""
     checked, staged = tmp_path / "checked", tmp_path / "staged"
     checked.mkdir(), staged.mkdir()
     shutil.copy2(videos / "good.mp4", checked / "a.mp4")
@@ -513,6 +515,15 @@ def test_an_index_folder_that_holds_none_of_the_lists_videos_is_said(videos, tmp
             assert "copies of the videos, cp -a, rsync -a," in warned[0] and warned[0].endswith(
                 f"`mme check {tmp_path / 'list.txt'} --root {root} --index-dir {index}`, run on the paths as this "
                 "run reads them, fills it")
+    read_only(index)
+    _warn_index_missed.cache_clear()  # (said once per process: a process of its own)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.dataset"):
+        PretrainDataset(from_dict(DataConfig, dict(list_file=str(tmp_path / "list.txt"), root=str(staged),
+                                                   index_dir=str(index))), track_length=2)
+    assert [r.getMessage() for r in caplog.records if "holds the frame index of none" in r.getMessage()][0].endswith(
+        f"`mme check {tmp_path / 'list.txt'} --root {staged} --index-dir {index}` where the folder can be written "
+        "(not here), run on the paths as this run reads them, fills it")
     other = tmp_path / "other_versions"  # an earlier mme's index folder and a stray file: none of this version's
     (other / "v1" / "ab").mkdir(parents=True)
     (other / "v1" / "ab" / "cd.json").write_text("{}")

@@ -2050,12 +2050,13 @@ def test_extract_features_records_and_logs_the_precision_auto_resolved_to(setup,
     assert not torch.equal(asked.x[asked.valid], features.x[features.valid])  # bf16's rows are not fp32's
 
 
-def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_it(setup, tmp_path, caplog,
-                                                                                  monkeypatch):
+def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_it(setup, tmp_path, caplog, capsys,
+                                                                                  monkeypatch, read_only):
     """``mme embed LIST --root R --index-dir EMPTY`` advised "`mme check LIST --index-dir EMPTY` fills it": the
     list a placeholder and its root left out, so the command, with the list put in, found none of its relative
     paths (each 'missing') and filled nothing. It names the list and --root as given, and runs as said; under
-    torchrun, every rank said it: a node's first rank says it alone."""
+    torchrun, every rank said it: a node's first rank says it alone. An empty folder read-only here, which that
+    check refuses, is said to be filled where it can be written (it said the check fills it)."""
     import logging
 
     from mme import cli
@@ -2093,3 +2094,15 @@ def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_i
                          "--workers", "0"]) == 0
     assert [r.getMessage() for r in caplog.records if "holds no frame index" in r.getMessage()] == [
         "--index-dir empty holds no frame index yet"]
+    caplog.clear()
+    (tmp_path / "ro").mkdir()
+    read_only(tmp_path / "ro")
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert cli.main(["embed", str(ckpt), "ok.txt", "--root", str(root), "--out", "r.npy", "--index-dir", "ro",
+                         "--workers", "0"]) == 0
+    assert [r.getMessage() for r in caplog.records if "holds no frame index" in r.getMessage()] == [
+        f"--index-dir ro holds no frame index yet: `mme check ok.txt --root {root} --index-dir ro` where the folder "
+        "can be written (not here) fills it"]
+    capsys.readouterr()
+    assert cli.main(["check", "ok.txt", "--root", str(root), "--index-dir", "ro", "--out", "ro.json"]) == 1  # (here)
+    assert capsys.readouterr().err == "mme check: error: --index-dir ro: cannot be written (Read-only file system)\n"

@@ -57,6 +57,7 @@ from mme.data.pyav_reader import (
     indexes_none_of,
     note_other_index_versions,
     read_only_index_dirs,
+    reads_only,
     take_index_dir,
     take_read_only,
 )
@@ -679,8 +680,10 @@ INDEX_SAMPLE = 64
 
 def fill_index_command(listed: str, index_dir: str | os.PathLike) -> str:
     """The `mme check` that fills ``index_dir`` with the frame indices of ``listed`` (lists and root as a command's
-    arguments: :meth:`_VideoDataset.as_arguments`)."""
-    return f"`mme check {listed} {command_option('--index-dir', index_dir)}`"
+    arguments: :meth:`_VideoDataset.as_arguments`), to be run where the folder can be written where this process
+    only reads it (:func:`~mme.data.pyav_reader.reads_only`: the check refuses it here)."""
+    command = f"`mme check {listed} {command_option('--index-dir', index_dir)}`"
+    return f"{command} where the folder can be written (not here)" if reads_only(index_dir) else command
 
 
 @functools.cache

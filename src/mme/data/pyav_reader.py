@@ -1175,7 +1175,7 @@ class _Index:
         with self.lock:
             if self.store is None or self.stored == self.state():
                 return
-            if os.path.realpath(_index_dir_of(self.store)) in _read_only:
+            if reads_only(_index_dir_of(self.store)):
                 self.store = None
                 return
             try:
@@ -1288,6 +1288,11 @@ _read_only: set[str] = set()
 """The index folders, resolved, that this process only reads (:func:`take_index_dir`), as do the loader workers it
 starts (forked ones inherit them, spawned ones are handed them: :func:`read_only_index_dirs`): no index is written
 there."""
+
+
+def reads_only(index_dir: str | os.PathLike) -> bool:
+    """Whether this process only reads ``index_dir`` (:func:`take_index_dir`)."""
+    return os.path.realpath(index_dir) in _read_only
 
 
 def read_only_index_dirs() -> frozenset[str]:
