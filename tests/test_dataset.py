@@ -634,6 +634,33 @@ def test_a_read_only_index_folder_is_read_said_once_a_node_and_left_as_it_was(vi
         PretrainDataset(dataclasses.replace(cfg, index_dir=str(index / "new")), track_length=2)
 
 
+def test_an_index_folder_whose_version_folder_is_read_only_is_read_as_read_only(videos, tmp_path, caplog,
+                                                                               read_only):
+    """An index folder that takes files but whose v<INDEX_VERSION>/, which holds the indices, takes none (made
+    read-only alone, or another user's) was taken as writable: each process's first save there failed and said
+    `cannot keep frame indices in DIR`. It is now read as a read-only folder is, said once, naming the version
+    folder, and nothing is written there."""
+    (tmp_path / "checked.txt").write_text("good.mp4\n")
+    index = tmp_path / "index"
+    assert cli_main(["check", str(tmp_path / "checked.txt"), "--root", str(videos), "--out",
+                     str(tmp_path / "c.json"), "--index-dir", str(index)]) == 0
+    version = index / f"v{pyav_reader.INDEX_VERSION}"
+    read_only(version)
+    held = {p: p.read_bytes() for p in index.rglob("*") if p.is_file()}
+    (tmp_path / "list.txt").write_text("good.mp4\ncoord.mkv\n")  # (coord.mkv: not indexed there)
+    pyav_reader._pyav_index.cache_clear()  # (the check's, kept by this process)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        dataset = PretrainDataset(DataConfig(list_file=str(tmp_path / "list.txt"), root=str(videos), num_frames=4,
+                                             stride=2, img_size=24, index_dir=str(index)), track_length=2)
+        for i in range(2):
+            assert dataset[(0, i)]["video"].shape[1] == 4
+    assert [r.getMessage() for r in caplog.records if "cannot" in r.getMessage()] == [
+        f"data.index_dir={index} cannot be written ({version}: Read-only file system): the frame indices it holds "
+        "are read, and those it lacks are made in memory by each process, not kept there"]
+    assert {p: p.read_bytes() for p in index.rglob("*") if p.is_file()} == held
+
+
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):
     """Files with fewer frames than packets: an MPEG-TS capture that starts inside a GOP (90 packets, 60 frames) and
     an HEVC file joined at an open GOP's CRA, whose leading frames FFmpeg drops (40, 37). A process that had not

@@ -1308,10 +1308,12 @@ def take_read_only(folders: Iterable[str]) -> None:
 
 def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True) -> None:
     """Check ``index_dir`` (``option``, a run's index folder) as :func:`~mme.utils.check_output` does, which makes it
-    where missing (``make``). One that is there and can be listed but takes no file (a read-only mount, its mode) is
-    read as it is, not refused: the indices it holds are used, those it lacks made in memory by each process and not
-    kept (nothing is written there for the rest of the process); said once per process and folder, by the first rank
-    of each node (LOCAL_RANK 0). A folder missing that cannot be made is refused, as by check_output."""
+    where missing (``make``), and its folder of this version's indices (:func:`_version_dir`) where there and
+    ``make``. One that is there and can be listed but takes no file, or whose version folder takes none (a read-only
+    mount, their modes), is read as it is, not refused: the indices it holds are used, those it lacks made in memory
+    by each process and not kept (nothing is written there for the rest of the process); said once per process and
+    folder, by the first rank of each node (LOCAL_RANK 0). A folder missing that cannot be made is refused, as by
+    check_output."""
     from mme.train.distributed import rank_on_node
 
     try:
@@ -1319,15 +1321,19 @@ def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True)
         listed = True
     except OSError:
         listed = False
+    version, where = _version_dir(index_dir), ""  # (where: the version folder, once it is the one checked)
     try:
         check_output(index_dir, option, folder=True, make=make)
+        if make and version.is_dir():
+            where = f"{version}: "
+            check_output(version, option, folder=True)
     except ConfigError as e:
         if not listed or not isinstance(e.__cause__, OSError):  # (only a write that failed is a cause)
             raise
         folder = os.path.realpath(index_dir)
         if folder not in _read_only and rank_on_node() == 0:
-            log.warning("%s cannot be written (%s): the frame indices it holds are read, and those it lacks are made "
-                        "in memory by each process, not kept there", as_given(option, index_dir),
+            log.warning("%s cannot be written (%s%s): the frame indices it holds are read, and those it lacks are "
+                        "made in memory by each process, not kept there", as_given(option, index_dir), where,
                         error_reason(e.__cause__))
         _read_only.add(folder)
 
