@@ -736,7 +736,8 @@ def test_a_run_whose_mlp_an_earlier_mme_truncated_resumes_as_it_was_built(synth,
     in its decoder), the product truncated; mme now builds 120 (:func:`mme.models.config.mlp_width`). Such a file
     loaded, but its resume was refused as of the wrong architecture ((119, 88) in the checkpoint, the model expects
     (120, 88)). It resumes with the ratio of its weights and continues bitwise as the run built so (its MLPs and
-    their optimizer moments of 119 units), a run that replays exactly: no config change recorded."""
+    their optimizer moments of 119 units), a run that replays exactly: no config change recorded, nor for a negative
+    layer scale it recorded (off, as 0 is: it was said changed to 0)."""
     base = ("tiny_cpu_pixel", synth, "train.steps=3", "optim.warmup_steps=1", "model.embed_dim=88",
             "model.num_heads=2", "model.decoder_dim=44", FP32)
     built = f"model.mlp_ratio={119 / 88!r}"  # the widths the earlier mme built, 119 and 59
@@ -747,6 +748,7 @@ def test_a_run_whose_mlp_an_earlier_mme_truncated_resumes_as_it_was_built(synth,
     assert state["model"]["encoder.blocks.0.mlp.fc1.weight"].shape == (119, 88)
     assert state["model"]["decoder_blocks.0.mlp.fc1.weight"].shape == (59, 44)
     state["config"]["model"]["mlp_ratio"] = 120 / 88  # as the earlier mme recorded it
+    state["config"]["model"]["layer_scale_init"] = -1.0  # off, as it took it (now refused as a setting): no change
     torch.save(state, first.checkpoint)
     with caplog.at_level(logging.WARNING):
         res = run(*base[:2], out, *base[2:], f"model.mlp_ratio={120 / 88!r}", "train.resume=auto")

@@ -690,8 +690,14 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
     except OSError as e:
         if e.errno not in NO_SPACE:
             raise
-        raise NoSpaceError(f"{path}: could not be written ({error_reason(e)}; {mib_free(path)})"
-                           + (f"; {then}" if then else "")) from e
+        raise NoSpaceError(_failed_write(path, e, then)) from e
+
+
+def _failed_write(path: str | Path, e: OSError, then: str = "", done: str = "written") -> str:
+    """What a failed write (or what ``done`` says) of ``path`` is said as: :func:`writing`'s and
+    :func:`space_for`'s."""
+    free = f"; {mib_free(path)}" if may_want_space(e) else ""
+    return f"{path}: could not be {done} ({error_reason(e)}{free})" + (f"; {then}" if then else "")
 
 
 @contextlib.contextmanager
@@ -705,8 +711,7 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError, 
     try:
         yield
     except OSError as e:
-        free = f"; {mib_free(path)}" if may_want_space(e) else ""
-        raise error(f"{path}: could not be {done} ({error_reason(e)}{free})" + (f"; {then}" if then else "")) from e
+        raise error(_failed_write(path, e, then, done)) from e
 
 
 @contextlib.contextmanager

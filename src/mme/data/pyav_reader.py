@@ -1316,6 +1316,8 @@ def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True)
     check_output."""
     from mme.train.distributed import rank_on_node
 
+    if os.path.realpath(index_dir) in _read_only:  # (judged before in this process: embed asks up to three times)
+        return
     try:
         os.scandir(index_dir).close()
         listed = True

@@ -60,6 +60,7 @@ from mme.models.checkpoint import (
     load_state,
     read_checkpoint,
     recorded_cwd,
+    recorded_model,
     run_model_config,
 )
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
@@ -423,13 +424,16 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
                                       f"{plural(len(listed), 'it', 'them')} and starts afresh")
             log.info("train.resume=auto: no checkpoint in %s, starting fresh", out_dir)
             return None
-        return str(found[0]), found[1]
-    state = ckpt.load_checkpoint(Path(resume))
-    missing = ckpt.missing_keys(state)
-    if missing:
-        raise CheckpointError(f"train.resume {resume}: not a training checkpoint of mme (it lacks {missing}); "
-                              f"train.init starts a run from a file's weights")
-    return resume, state
+        source, state = str(found[0]), found[1]
+    else:
+        source, state = resume, ckpt.load_checkpoint(Path(resume))
+        missing = ckpt.missing_keys(state)
+        if missing:
+            raise CheckpointError(f"train.resume {resume}: not a training checkpoint of mme (it lacks {missing}); "
+                                  f"train.init starts a run from a file's weights")
+    # (an earlier mme's negative layer scale read as the 0 it meant: not a change of the run's model, once here)
+    state["config"]["model"] = recorded_model(state["config"]["model"])
+    return source, state
 
 
 def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Checkpoint:
