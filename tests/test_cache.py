@@ -2038,9 +2038,9 @@ def test_a_job_that_cannot_hold_a_caches_readers_lock_is_warned_once_per_node(vi
         for _ in range(2):
             hold_for_reading(out, "target.cache_dir")
     assert [r.getMessage() for r in caplog.records] == [
-        f"target.cache_dir '{out}': this job cannot hold its readers' lock (its .locks/readers.lock is not there "
-        "(every mme extract into the folder makes it) and cannot be made: Permission denied), so an mme extract "
-        "--overwrite there is not refused while the job reads it: its tracks could change under the job, unsaid"]
+        f"target.cache_dir '{out}': this job cannot hold its readers' lock (its .locks/readers.lock can be neither "
+        "opened nor made: Permission denied), so an mme extract --overwrite there is not refused while the job "
+        "reads it: its tracks could change under the job, unsaid"]
     caplog.clear()
     monkeypatch.setattr(Path, "mkdir", mkdir)
     make_side_locks(out)  # as an extraction by its owner makes them
@@ -2079,8 +2079,8 @@ def test_a_job_that_cannot_search_a_caches_locks_folder_reads_it_with_the_warnin
         proc = subprocess.run([sys.executable, "-c", read, str(base)], capture_output=True, text=True, timeout=60)
         assert (proc.returncode, proc.stdout) == (0, "read\n"), proc.stderr[-2000:]
         assert proc.stderr == f"target.cache_dir '{base}': this job cannot hold its readers' lock (its .locks/" \
-            "readers.lock cannot be opened: Permission denied), so an mme extract --overwrite there is not refused " \
-            "while the job reads it: its tracks could change under the job, unsaid\n"
+            "readers.lock can be neither opened nor made: Permission denied), so an mme extract --overwrite there " \
+            "is not refused while the job reads it: its tracks could change under the job, unsaid\n"
     finally:
         (base / ".locks").chmod(0o700)
         shutil.rmtree(base)

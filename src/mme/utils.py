@@ -1789,21 +1789,18 @@ def holder_of(lock: str | Path) -> str | None:
 def _open_lock(path: Path, make: bool = True) -> int:
     """A read-only descriptor of the lock file at ``path`` (``flock`` needs no more: another user's lock file, 0644,
     in a folder this user cannot write, locks as this user's), made with its folder where it is not there and
-    ``make``; the OSError of opening it, or where it is not there, of making it (raised from the FileNotFoundError
-    of its opening: :func:`_take_side` says which, by it, never looking again)."""
+    ``make``; the OSError of opening it, or where it is not there, of making it."""
     try:
         return os.open(path, os.O_RDONLY)
-    except FileNotFoundError as missing:
+    except FileNotFoundError:
         if not make:
             raise
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-        except PermissionError as e:  # made meanwhile by another user, in a sticky folder (O_CREAT of theirs: EACCES)
-            if not os.path.lexists(path):
-                raise e from missing
-        except OSError as e:
-            raise e from missing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except PermissionError:  # made meanwhile by another user, in a sticky folder (O_CREAT of theirs: EACCES)
+        if not os.path.lexists(path):
+            raise
     return os.open(path, os.O_RDONLY)
 
 
@@ -1978,9 +1975,7 @@ def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool, s
     try:
         fd = _open_lock(locks / f"{side}.lock")
     except OSError as e:  # (a folder this user cannot write: its lock files, where there, are opened read-only)
-        how = "is not there (every mme extract into the folder makes it) and cannot be made" \
-            if isinstance(e.__cause__, FileNotFoundError) else "cannot be opened"
-        return None, False, f"its {LOCKS}/{side}.lock {how}: {error_reason(e)}"
+        return None, False, f"its {LOCKS}/{side}.lock can be neither opened nor made: {error_reason(e)}"
     try:
         if _try_flock(fd, fcntl.LOCK_SH, _SIDE_TRIES_S) is None:
             if (look := _lock_descriptor(locks / f"{other}.lock")) is None:  # (none of the other side can hold it)
