@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -1572,6 +1573,46 @@ def test_a_lock_file_in_out_this_user_cannot_open_is_one_line_naming_it():
         assert sorted(p.name for p in out.iterdir()) == [LISTS_LOCK]
     finally:
         shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_another_users_lock_file_in_a_shared_sticky_out_is_opened_as_it_is(tmp_path, monkeypatch):
+    """Another user's .lists.lock (0644) in a shared --out that all may write, sticky (a folder under /tmp): the
+    build opened it with O_CREAT, which the kernel refuses there for another user's file (fs.protected_regular, on
+    by default; played here, as a test may not set it), so it stopped at 'the lock file could not be opened
+    (Permission denied)', where the file opened as it is locks as this user's. It is opened first as it is now, and
+    made only where it is not there."""
+    import stat
+
+    opened = os.open
+
+    def protected_regular(path, flags, mode=0o777, **kwargs):  # the kernel's rule for O_CREAT in a sticky folder
+        folder = os.stat(os.path.dirname(path))
+        st = os.lstat(path) if os.path.lexists(path) else None
+        if flags & os.O_CREAT and st is not None and stat.S_ISREG(st.st_mode) and folder.st_mode & stat.S_ISVTX \
+                and folder.st_mode & 0o002 and st.st_uid not in (folder.st_uid, os.geteuid()):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return opened(path, flags, mode, **kwargs)
+
+    (tmp_path / "src" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "train" / "a" / "1.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o1777)
+    lock = out / LISTS_LOCK
+    lock.touch(mode=0o644)
+    os.chown(lock, 65534, 65534)
+    monkeypatch.setattr(os, "open", protected_regular)
+    with exclusive_lock(lock, unopened="choose another --out") as held:  # (its owner's job, played: not removed)
+        assert held
+        look = opened(lock, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # held as this user's
+                fcntl.flock(look, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(look)
+    assert cli_main(["lists", "folder", str(tmp_path / "src"), "--out", str(out)]) == 0
+    assert read_list(out / "train.txt")[0] == [ListEntry("train/a/1.mp4", 0)]
 
 
 def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):

@@ -520,15 +520,16 @@ def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None
 def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False,
                  waiting: str | None = None) -> int | None:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
-    held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, which ``flock``
-    needs alone: another user's lock file (0644) in a folder shared with this one locks as this user's. With
-    ``wait_s``, None where the lock is not had within that many seconds (:func:`_flock_within`); without, waited
-    for, ``waiting`` said first where another holds it (:func:`_flock_waiting`). With ``own_only``
+    held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, as it is first
+    (:func:`_open_lock`), which ``flock`` needs alone: another user's lock file (0644) in a folder shared with this
+    one, sticky too, locks as this user's. With ``wait_s``, None where the lock is not had within that many seconds
+    (:func:`_flock_within`); without, waited for, ``waiting`` said first where another holds it
+    (:func:`_flock_waiting`). With ``own_only``
     (a file of a known name in a folder all users write), None where it is not a regular file this user owns, and an
     OSError where it is a link (not followed); a pipe put there does not block the open."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | (os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0), 0o666)
+        fd = _open_lock(path, flags=os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0)
         held = False
         try:
             if own_only and not _own_regular_file(os.fstat(fd)):
@@ -1786,22 +1787,24 @@ def holder_of(lock: str | Path) -> str | None:
         _close_unlocked(fd, os.getpid())
 
 
-def _open_lock(path: Path, make: bool = True) -> int:
+def _open_lock(path: Path, make: bool = True, flags: int = 0) -> int:
     """A read-only descriptor of the lock file at ``path`` (``flock`` needs no more: another user's lock file, 0644,
-    in a folder this user cannot write, locks as this user's), made with its folder where it is not there and
-    ``make``; the OSError of opening it, or where it is not there, of making it."""
+    in a folder this user cannot write, locks as this user's), opened with ``flags`` more; made where it is not
+    there and ``make`` (its folder is the caller's to make: a FileNotFoundError where it is not there). Opened as it
+    is first: an open that may create (O_CREAT) another user's file in a folder all users write, sticky (/tmp), is
+    refused (EACCES) where ``fs.protected_regular`` is on, the systemd default. The OSError of opening it, or where
+    it is not there, of making it."""
     try:
-        return os.open(path, os.O_RDONLY)
+        return os.open(path, os.O_RDONLY | flags)
     except FileNotFoundError:
         if not make:
             raise
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-    except PermissionError:  # made meanwhile by another user, in a sticky folder (O_CREAT of theirs: EACCES)
+        return os.open(path, os.O_RDONLY | os.O_CREAT | flags, 0o666)
+    except PermissionError:  # made meanwhile by another user, in such a folder
         if not os.path.lexists(path):
             raise
-    return os.open(path, os.O_RDONLY)
+    return os.open(path, os.O_RDONLY | flags)
 
 
 def _lock_descriptor(path: Path, make: bool = True) -> int | None:
@@ -1958,8 +1961,19 @@ def make_side_locks(folder: str | Path) -> None:
     extract``): a run of a user who cannot write the folder holds its side on them, opened read-only, and would
     otherwise read unlocked beside a later ``--overwrite``."""
     for side in (_READERS, _WRITERS):
-        if (fd := _lock_descriptor(Path(folder) / LOCKS / f"{side}.lock")) is not None:
-            os.close(fd)
+        with contextlib.suppress(OSError):  # (a run that cannot hold its side then says why: _take_side)
+            os.close(_open_side_lock(Path(folder), side))
+
+
+def _open_side_lock(folder: Path, side: str) -> int:
+    """:func:`_open_lock`'s descriptor of ``side``'s lock file in ``folder``'s :data:`LOCKS`, that folder made where
+    it is not there (and only then: a run on a cache it cannot write makes nothing)."""
+    lock = folder / LOCKS / f"{side}.lock"
+    try:
+        return _open_lock(lock)
+    except FileNotFoundError:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    return _open_lock(lock)
 
 
 def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool, str]:
@@ -1973,7 +1987,7 @@ def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool, s
     of one run) is tried again for up to :data:`_SIDE_TRIES_S`."""
     locks = folder / LOCKS
     try:
-        fd = _open_lock(locks / f"{side}.lock")
+        fd = _open_side_lock(folder, side)
     except OSError as e:  # (a folder this user cannot write: its lock files, where there, are opened read-only)
         return None, False, f"its {LOCKS}/{side}.lock can be neither opened nor made: {error_reason(e)}"
     try:
