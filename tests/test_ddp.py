@@ -139,7 +139,8 @@ def _launch(base: Path, synth: list[str]) -> None:
     (base / "data.json").write_text(json.dumps(synth))
     parts = {"ranks": (RANKS, _ranks_part), "in_folders": (IN_RANKS_FOLDERS, _in_folders_part),
              "disagreeing": (DISAGREEING, _disagreeing_part), "mixed_cpus": (MIXED_CPUS, _mixed_cpus_part),
-             "batch_b": (BY_THE_CLI, _batch_b_part), "meet": (MEET, lambda d, synth: []),
+             "batch_b": (BY_THE_CLI, _batch_b_part), "refused_share": (REFUSED_SHARE, _refused_share_part),
+             "signalled": (SIGNALLED_AFTER_THE_LAST_CHECK, _signalled_part), "meet": (MEET, lambda d, synth: []),
              "fails_at_second_step": (FAILS_AT_SECOND_STEP, _fails_at_second_step_part)}  # (last: a hang ends all)
     args = {}
     for part, (script, prepared) in parts.items():
@@ -425,19 +426,30 @@ def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | No
     return proc
 
 
-def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops_every_rank(synth, tmp_path):
-    """A video that failed in one rank's share ended that rank with exit 1, and torchrun stopped the others part-way,
-    their reports never written (at every rerun), each rank printing the summary of its own share alone. A share
-    refused (caches of other settings) stopped its rank, while the others extracted until torchrun stopped them.
-    Then rank 0's summary, slow to print, was lost: rank 1 exited 1 and torchrun stopped rank 0 first."""
-    root, out, listed = tmp_path / "root", tmp_path / "cache", tmp_path / "list.txt"
+def _extraction_list(d: Path, synth: list[str]) -> Path:
+    """A list in ``d`` of 4 files that are no videos, each beside one of the synth's videos (under ``d / "root"``):
+    rank 0's share of 2 is the bad files, rank 1's the videos."""
+    root, listed = d / "root", d / "list.txt"
     root.mkdir()
     (root / "videos").symlink_to(Path(synth[1].split("=", 1)[1]) / "videos")
     videos = Path(synth[0].split("=", 1)[1]).read_text().splitlines()[:4]
     for i in range(4):
         (root / f"bad{i}.mp4").write_bytes(b"not a video at all")
-    listed.write_text("".join(f"bad{i}.mp4 0\n{v}\n" for i, v in enumerate(videos)))  # rank 0's share: the bad
-    reports = [out / f"failed-{share_name(str(listed), rank, 2)}.json" for rank in (0, 1)]  # files; rank 1's: videos
+    listed.write_text("".join(f"bad{i}.mp4 0\n{v}\n" for i, v in enumerate(videos)))
+    return listed
+
+
+def _extraction(d: Path) -> list[str]:
+    """``mme extract`` of :func:`_extraction_list`'s list in ``d`` into ``d / "cache"``, but its short side."""
+    return ["extract", str(d / "list.txt"), "--root", str(d / "root"), "--out", str(d / "cache"), "--length", "2"]
+
+
+def test_an_extraction_under_torchrun_ends_every_share(synth, tmp_path):
+    """A video that failed in one rank's share ended that rank with exit 1, and torchrun stopped the others part-way,
+    their reports never written (at every rerun), each rank printing the summary of its own share alone. Then rank
+    0's summary, slow to print, was lost: rank 1 exited 1 and torchrun stopped rank 0 first."""
+    listed = _extraction_list(tmp_path, synth)
+    reports = [tmp_path / "cache" / f"failed-{share_name(str(listed), rank, 2)}.json" for rank in (0, 1)]
     slow_print = tmp_path / "slow_print.py"  # rank 0's summary takes a while (a stdout that blocks): rank 1 waits
     slow_print.write_text(textwrap.dedent("""\
         import builtins, sys, time
@@ -450,27 +462,47 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
         builtins.print = slow
         sys.exit(main())
     """))
-
-    def extract(short_side: int) -> subprocess.CompletedProcess:
-        return subprocess.run([*TORCHRUN,
-                               str(slow_print), "extract", str(listed), "--root", str(root), "--out", str(out),
-                               "--length", "2", "--short-side", str(short_side)], capture_output=True, text=True,
-                              timeout=300)
-
-    proc = extract(64)
+    proc = subprocess.run([*TORCHRUN, str(slow_print), *_extraction(tmp_path), "--short-side", "64"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "stopped by SIGTERM" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(reports[1].read_text())["done"] == 4
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("extract: ")]
     assert summary == [f"extract: 4 written, 0 already complete, 4 failed, counted over the 2 ranks' shares (see "
                        f"{reports[0]})"], proc.stdout  # (rank 1's 4 written, rank 0's 4 failed)
-    reports[0].unlink()
-    proc = extract(32)  # rank 1's share was made at 64
-    # The refusing rank's line; rank 0's ('rank 1: ...') when torchrun has not stopped it first. The ranks share
-    # stderr, so their lines may run together.
-    said = " 4 videos already have caches"
-    assert proc.returncode == 1 and f"mme extract (rank 1): error: extract:{said}" in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.count(said) == 1 + (f"mme extract: error: rank 1: extract:{said}" in proc.stderr)
-    assert not reports[0].exists()  # rank 0 did no work
+
+
+REFUSED_SHARE = """\
+import json, os, sys
+from pathlib import Path
+from mme import cli
+folder, report = sys.argv[1], sys.argv[2]
+codes = [cli.main([*sys.argv[3:], "--short-side", "64"])]  # rank 0's share fails, rank 1's is made at 64
+if os.environ["RANK"] == "0":
+    os.remove(report)
+codes.append(cli.main([*sys.argv[3:], "--short-side", "32"]))  # rank 1's share was made at 64
+Path(folder, "codes" + os.environ["RANK"]).write_text(json.dumps(codes))
+"""
+"""A part of :data:`LAUNCH` that extracts :func:`_extraction_list`'s list twice, at a short side of 64 then of 32,
+rank 0's report of the first removed between them; each rank writes the two exit statuses to
+``<first argument>/codes<RANK>``."""
+
+
+def _refused_share_part(d: Path, synth: list[str]) -> list[str]:
+    """The folder ``d`` of the part :data:`REFUSED_SHARE` made ready, its arguments returned."""
+    listed = _extraction_list(d, synth)
+    return [str(d), str(d / "cache" / f"failed-{share_name(str(listed), 0, 2)}.json"), *_extraction(d)]
+
+
+def test_a_share_refused_under_torchrun_stops_every_rank_before_any_work(launched):
+    """A share refused (caches of other settings) stopped its rank, while the others extracted until torchrun stopped
+    them."""
+    d, _, stderr = _part(launched, "refused_share")
+    assert [json.loads((d / f"codes{rank}").read_text()) for rank in (0, 1)] == [[1, 1]] * 2, stderr[-3000:]
+    said = "extract: 4 videos already have caches"
+    assert f"mme extract (rank 1): error: {said}" in stderr and f"mme extract: error: rank 1: {said}" in stderr, \
+        stderr[-3000:]
+    assert stderr.count(said) == 2
+    assert not (d / "cache" / f"failed-{share_name(str(d / 'list.txt'), 0, 2)}.json").exists()  # rank 0 did no work
 
 
 def test_a_command_that_does_not_share_its_work_over_ranks_is_refused_under_torchrun(tmp_path, capsys, monkeypatch):
@@ -551,39 +583,65 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
     assert (tmp_path / "run" / "loss.png").is_file()
 
 
-@pytest.mark.parametrize("where,rank", [("save", "1"), pytest.param(  # (the same stop after the last step's check)
+SIGNALLED_AFTER_THE_LAST_CHECK = """\
+import os, signal, sys
+from pathlib import Path
+from mme import cli
+from mme.train import loop
+folder, where, rank = sys.argv[1:4]
+write = getattr(loop, where)
+def signalled(run, *args):
+    if run.step == run.total_steps and os.environ["RANK"] == rank:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return write(run, *args)
+setattr(loop, where, signalled)
+try:
+    code = cli.main(sys.argv[4:])
+finally:
+    setattr(loop, where, write)
+Path(folder, "rank" + os.environ["RANK"]).write_text(str(code))
+"""
+"""A script run by torchrun's ranks, alone or as a part of :data:`LAUNCH`, in which rank ``<third argument>`` gets a
+SIGTERM as the last step's ``mme.train.loop.<second argument>`` starts, in the mme command of the arguments after;
+each rank writes the command's exit status to ``<first argument>/rank<RANK>``."""
+
+SIGNALLED_IN_LAUNCH = ("save", "1")
+"""Where and to which rank the part ``signalled`` of the shared launch sends its SIGTERM."""
+
+
+def _signalled_part(d: Path, synth: list[str], where: str = SIGNALLED_IN_LAUNCH[0],
+                    rank: str = SIGNALLED_IN_LAUNCH[1]) -> list[str]:
+    """The arguments of :data:`SIGNALLED_AFTER_THE_LAST_CHECK`, which pre-trains into ``d / "run"``."""
+    return [str(d), where, rank, "pretrain", "--config", "tiny_cpu_pixel", *tiny(
+        *synth, f"train.out_dir={d / 'run'}", "train.steps=2", "train.batch_size=2", FP32)]
+
+
+@pytest.mark.parametrize("where,rank", [SIGNALLED_IN_LAUNCH, pytest.param(  # (the same stop after the last check)
     "_draw_loss_curves", "0", marks=pytest.mark.slow)])
-def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stopped(where, rank, synth, tmp_path):
+def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stopped(where, rank, synth, tmp_path,
+                                                                                    request):
     """A SIGTERM reaching one rank after the last step's shared check (while the last checkpoint is written, or rank 0
     draws the loss curve) ended that rank alone as stopped, exit 143; the others finished, exit 0 (pre-training
-    printed its summary; fine-tuning went on to its tests alone and died of the lost rank)."""
-    (tmp_path / "stopped.py").write_text(
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from mme import cli\n"
-        "from mme.train import loop\n"
-        f"write = loop.{where}\n"
-        "def signalled(run, *args):\n"
-        f"    if run.step == run.total_steps and os.environ['RANK'] == '{rank}':\n"
-        "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return write(run, *args)\n"
-        f"loop.{where} = signalled\n"
-        "code = cli.console(sys.argv[1:])\n"
-        f"Path('{tmp_path}', 'rank' + os.environ['RANK']).write_text(str(code))\n"
-        "sys.exit(code)\n")
-    proc = subprocess.run([*TORCHRUN,
-                           str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)],
-                          capture_output=True, text=True, timeout=300)
-    said = (f"after step 2 of 2, its last: the run's training is finished, saved as {tmp_path / 'run'}/"
+    printed its summary; fine-tuning went on to its tests alone and died of the lost rank). The checkpoint write's
+    case is a part of the shared launch (each rank's command returns its status there), the loss curve's a launch of
+    its own."""
+    if (where, rank) == SIGNALLED_IN_LAUNCH:
+        d, stdout, stderr = _part(request.getfixturevalue("launched"), "signalled")
+    else:
+        d = tmp_path
+        (d / "signalled.py").write_text(SIGNALLED_AFTER_THE_LAST_CHECK)
+        proc = subprocess.run([*TORCHRUN, str(d / "signalled.py"), *_signalled_part(d, synth, where, rank)],
+                              capture_output=True, text=True, timeout=300)
+        stdout, stderr = proc.stdout, proc.stderr
+    said = (f"after step 2 of 2, its last: the run's training is finished, saved as {d / 'run'}/"
             "checkpoint-00000002.pt")
     signalled, other = ("mme pretrain (rank 1)", "mme pretrain") if rank == "1" else ("mme pretrain", "mme pretrain "
                                                                                        "(rank 1)")
-    assert sorted(_ends(proc.stderr, "pretrain")) == sorted([
+    assert sorted(_ends(stderr, "pretrain")) == sorted([
         f"{signalled}: error: stopped by SIGTERM {said}",
-        f"{other}: error: stopped by SIGTERM (sent to another rank) {said}"]), proc.stderr[-3000:]
-    assert [(tmp_path / f"rank{r}").read_text() for r in "01"] == ["143", "143"]
-    assert '"checkpoint"' not in proc.stdout and (tmp_path / "run" / "loss.png").is_file()
+        f"{other}: error: stopped by SIGTERM (sent to another rank) {said}"]), stderr[-3000:]
+    assert [(d / f"rank{r}").read_text() for r in "01"] == ["143", "143"]
+    assert '"checkpoint"' not in stdout and (d / "run" / "loss.png").is_file()
 
 
 def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_mme_error(monkeypatch):
