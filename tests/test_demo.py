@@ -806,11 +806,11 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
         return real_step(run, stream)
 
     monkeypatch.setattr(mme.train.loop, "train_step", step_stopped_on_the_last)
-    assert main([*QUICK, "--out", str(out), "--workers", "0"]) == 130
+    assert main([*QUICK, "--out", str(out), "--workers", "0", "--steps", "2"]) == 130
     assert capsys.readouterr().err.endswith("mme demo: error: stopped by SIGINT after the mme target's pre-training "
                                             "(seed 0); the same command continues, keeping the rows it finished\n")
     assert json.loads((out / "seed0" / "mme.json").read_text())["row"]["checkpoint"] == \
-        "seed0/mme/checkpoint-00000006.pt" and not (out / "seed0" / "pixel").exists()
+        "seed0/mme/checkpoint-00000002.pt" and not (out / "seed0" / "pixel").exists()
 
     class DroppedOnDeletion:
         def __del__(self):
@@ -824,7 +824,7 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
 
     monkeypatch.setattr(mme.train.loop, "train_step", real_step)
     monkeypatch.setattr(mme.demo, "pretrain", pretrain_then_a_dropped_sigterm)
-    assert main([*QUICK, "--out", str(out), "--workers", "0"]) == 143
+    assert main([*QUICK, "--out", str(out), "--workers", "0", "--steps", "2"]) == 143
     err = capsys.readouterr().err
     assert err.endswith(
         "mme demo: error: stopped by SIGTERM after the pixel target's pre-training (seed 0); the same command "
