@@ -1539,6 +1539,16 @@ def test_a_build_looks_at_out_first_only_once_another_build_there_has_written_it
         assert (out / name).read_bytes() == (tmp_path / "ab_alone" / name).read_bytes()
 
 
+def _one_video_and_an_out(base: Path, mode: int) -> tuple[Path, Path]:
+    """A class folder of one video under ``base/src``, and an --out ``base/out`` of ``mode``, with its lock's path."""
+    (base / "src" / "train" / "a").mkdir(parents=True)
+    (base / "src" / "train" / "a" / "1.mp4").write_bytes(b"x")
+    out = base / "out"
+    out.mkdir()
+    out.chmod(mode)
+    return out, out / LISTS_LOCK
+
+
 def test_a_lock_file_in_out_this_user_cannot_open_is_one_line_naming_it():
     """Another user's .lists.lock in --out, readable by its owner alone (their umask 077), ended the build in a
     PermissionError traceback. It is one line naming it and the reason, before anything is written. As root, the build
@@ -1548,12 +1558,7 @@ def test_a_lock_file_in_out_this_user_cannot_open_is_one_line_naming_it():
     base = Path(tempfile.mkdtemp())
     try:
         base.chmod(0o755)
-        (base / "src" / "train" / "a").mkdir(parents=True)
-        (base / "src" / "train" / "a" / "1.mp4").write_bytes(b"x")
-        out = base / "out"
-        out.mkdir()
-        out.chmod(0o777)
-        lock = out / LISTS_LOCK
+        out, lock = _one_video_and_an_out(base, 0o777)
         lock.write_bytes(b"")
         lock.chmod(0o600 if os.geteuid() == 0 else 0o000)
         build = ("import os, sys\n"
@@ -1594,12 +1599,7 @@ def test_another_users_lock_file_in_a_shared_sticky_out_is_opened_as_it_is(tmp_p
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
         return opened(path, flags, mode, **kwargs)
 
-    (tmp_path / "src" / "train" / "a").mkdir(parents=True)
-    (tmp_path / "src" / "train" / "a" / "1.mp4").write_bytes(b"x")
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o1777)
-    lock = out / LISTS_LOCK
+    out, lock = _one_video_and_an_out(tmp_path, 0o1777)
     lock.touch(mode=0o644)
     os.chown(lock, 65534, 65534)
     monkeypatch.setattr(os, "open", protected_regular)
