@@ -1580,6 +1580,18 @@ def test_a_lock_file_in_out_this_user_cannot_open_is_one_line_naming_it():
         shutil.rmtree(base)
 
 
+def test_a_folder_at_the_lock_files_path_in_out_is_one_line_naming_it(tmp_path, capsys):
+    """A folder named .lists.lock in --out was opened as the lock file (read-only, which a folder allows) and locked,
+    so the build ran and left the folder there, which the lock's removal cannot remove. It is one line naming it and
+    the reason, before anything is written, as when the open made files (O_CREAT, which a folder refuses)."""
+    out, lock = _one_video_and_an_out(tmp_path, 0o755)
+    lock.mkdir()
+    assert cli_main(["lists", "folder", str(tmp_path / "src"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"mme lists: error: {lock}: the lock file could not be opened (Is a directory); choose another --out"
+    assert sorted(p.name for p in out.iterdir()) == [LISTS_LOCK] and lock.is_dir()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
 def test_another_users_lock_file_in_a_shared_sticky_out_is_opened_as_it_is(tmp_path, monkeypatch):
     """Another user's .lists.lock (0644) in a shared --out that all may write, sticky (a folder under /tmp): the

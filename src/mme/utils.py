@@ -1793,18 +1793,23 @@ def _open_lock(path: Path, make: bool = True, flags: int = 0) -> int:
     there and ``make`` (its folder is the caller's to make: a FileNotFoundError where it is not there). Opened as it
     is first: an open that may create (O_CREAT) another user's file in a folder all users write, sticky (/tmp), is
     refused (EACCES) where ``fs.protected_regular`` is on, the systemd default. The OSError of opening it, or where
-    it is not there, of making it."""
+    it is not there, of making it; an IsADirectoryError where it is a folder, which a read-only open takes (and an
+    open that may create refuses)."""
     try:
-        return os.open(path, os.O_RDONLY | flags)
+        fd = os.open(path, os.O_RDONLY | flags)
     except FileNotFoundError:
         if not make:
             raise
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CREAT | flags, 0o666)
-    except PermissionError:  # made meanwhile by another user, in such a folder
-        if not os.path.lexists(path):
-            raise
-    return os.open(path, os.O_RDONLY | flags)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | flags, 0o666)
+        except PermissionError:  # made meanwhile by another user, in such a folder
+            if not os.path.lexists(path):
+                raise
+            fd = os.open(path, os.O_RDONLY | flags)
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    return fd
 
 
 def _lock_descriptor(path: Path, make: bool = True) -> int | None:
