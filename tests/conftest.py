@@ -170,6 +170,30 @@ def refuse_open(monkeypatch):
 
 
 @pytest.fixture
+def protected_regular(monkeypatch):
+    """The kernel's ``fs.protected_regular`` (on by default under systemd), which a test may not set: an open that may
+    create (``os.open``'s O_CREAT; ``open``'s modes w, a, x) a regular file of another user than this one and the
+    folder's owner, in a folder all users write, sticky (/tmp), is refused (EACCES), root's too."""
+    import builtins
+    import stat
+
+    os_open, builtins_open = os.open, builtins.open
+
+    def refused(path, creates: bool) -> bool:
+        if creates and os.path.lexists(path):
+            file, folder = os.lstat(path), os.stat(os.path.dirname(os.path.abspath(path)))
+            if stat.S_ISREG(file.st_mode) and folder.st_mode & stat.S_ISVTX and folder.st_mode & 0o002 \
+                    and file.st_uid not in (folder.st_uid, os.geteuid()):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return False
+
+    monkeypatch.setattr(os, "open", lambda path, flags, mode=0o777, **kwargs: refused(path, bool(
+        flags & os.O_CREAT)) or os_open(path, flags, mode, **kwargs))
+    monkeypatch.setattr(builtins, "open", lambda file, mode="r", *args, **kwargs: refused(file, not isinstance(
+        file, int) and any(c in mode for c in "wax")) or builtins_open(file, mode, *args, **kwargs))
+
+
+@pytest.fixture
 def read_only(monkeypatch):
     """``read_only(folder)``: ``folder`` and what it holds take no new file or folder, as on a read-only mount
     (EROFS): their modes made a-w, and mme's write probe and ``Path.mkdir`` refused there, which root's writes pass

@@ -1593,31 +1593,18 @@ def test_a_folder_at_the_lock_files_path_in_out_is_one_line_naming_it(tmp_path, 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
-def test_another_users_lock_file_in_a_shared_sticky_out_is_opened_as_it_is(tmp_path, monkeypatch):
+def test_another_users_lock_file_in_a_shared_sticky_out_is_opened_as_it_is(tmp_path, protected_regular):
     """Another user's .lists.lock (0644) in a shared --out that all may write, sticky (a folder under /tmp): the
     build opened it with O_CREAT, which the kernel refuses there for another user's file (fs.protected_regular, on
     by default; played here, as a test may not set it), so it stopped at 'the lock file could not be opened
     (Permission denied)', where the file opened as it is locks as this user's. It is opened first as it is now, and
     made only where it is not there."""
-    import stat
-
-    opened = os.open
-
-    def protected_regular(path, flags, mode=0o777, **kwargs):  # the kernel's rule for O_CREAT in a sticky folder
-        folder = os.stat(os.path.dirname(path))
-        st = os.lstat(path) if os.path.lexists(path) else None
-        if flags & os.O_CREAT and st is not None and stat.S_ISREG(st.st_mode) and folder.st_mode & stat.S_ISVTX \
-                and folder.st_mode & 0o002 and st.st_uid not in (folder.st_uid, os.geteuid()):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-        return opened(path, flags, mode, **kwargs)
-
     out, lock = _one_video_and_an_out(tmp_path, 0o1777)
     lock.touch(mode=0o644)
     os.chown(lock, 65534, 65534)
-    monkeypatch.setattr(os, "open", protected_regular)
     with exclusive_lock(lock, unopened="choose another --out") as held:  # (its owner's job, played: not removed)
         assert held
-        look = opened(lock, os.O_RDONLY)
+        look = os.open(lock, os.O_RDONLY)
         try:
             with pytest.raises(BlockingIOError):  # held as this user's
                 fcntl.flock(look, fcntl.LOCK_EX | fcntl.LOCK_NB)

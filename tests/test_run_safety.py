@@ -688,6 +688,30 @@ def test_a_folders_lock_file_of_another_user_is_not_taken(tmp_path, monkeypatch)
     assert os.path.samestat(others.stat(), kept) and others.stat().st_uid == 65534
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_another_users_folder_lock_all_may_write_in_a_shared_sticky_folder_is_taken(tmp_path, protected_regular):
+    """Another user's .lock, 0666 (their job's, in a folder all users write, sticky: under /tmp), was opened with
+    O_CREAT, which the kernel refuses there for another user's file (fs.protected_regular, played), so lock_folder
+    refused it as 'belongs to another user ... make it writable for this user (chmod a+w)', which it is. It is opened
+    as it is first now (mme.utils._open_lock) and taken, this job's line written into that user's file."""
+    from mme.utils import FOLDER_LOCK, lock_folder
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    lock = folder / FOLDER_LOCK
+    lock.write_text("PID 1 on other, since then\n")  # a finished job's line
+    lock.chmod(0o666)
+    os.chown(lock, 65534, 65534)
+    kept = lock.stat()
+    assert lock_folder(folder, "--out") is True
+    try:
+        assert lock.read_text().startswith(f"PID {os.getpid()} on ")
+        assert os.path.samestat(lock.stat(), kept) and lock.stat().st_uid == 65534
+    finally:
+        unlock_folder(folder)
+
+
 def test_a_lock_file_that_cannot_be_removed_leaves_the_block_as_it_ends(tmp_path):
     """exclusive_lock(remove=True) let the removal's error out of its block, in place of the block's own end (a
     lock_folder refused as another user's file in a sticky folder: a traceback); it keeps it now, and closes the

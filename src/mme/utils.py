@@ -529,7 +529,7 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
     OSError where it is a link (not followed); a pipe put there does not block the open."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
-        fd = _open_lock(path, flags=os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0)
+        fd = _open_lock(path, flags=os.O_RDONLY | (os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0))
         held = False
         try:
             if own_only and not _own_regular_file(os.fstat(fd)):
@@ -1787,25 +1787,26 @@ def holder_of(lock: str | Path) -> str | None:
         _close_unlocked(fd, os.getpid())
 
 
-def _open_lock(path: Path, make: bool = True, flags: int = 0) -> int:
-    """A read-only descriptor of the lock file at ``path`` (``flock`` needs no more: another user's lock file, 0644,
-    in a folder this user cannot write, locks as this user's), opened with ``flags`` more; made where it is not
-    there and ``make`` (its folder is the caller's to make: a FileNotFoundError where it is not there). Opened as it
-    is first: an open that may create (O_CREAT) another user's file in a folder all users write, sticky (/tmp), is
-    refused (EACCES) where ``fs.protected_regular`` is on, the systemd default. The OSError of opening it, or where
-    it is not there, of making it; an IsADirectoryError where it is a folder, which a read-only open takes (and an
-    open that may create refuses)."""
+def _open_lock(path: Path, make: bool = True, flags: int = os.O_RDONLY) -> int:
+    """A descriptor of the lock file at ``path``, opened with ``flags`` (read-only by default: ``flock`` needs no
+    more, and another user's lock file, 0644, in a folder this user cannot write, locks as this user's; a
+    :func:`lock_folder` ``.lock``, which holds its holder's line, for writing too); made where it is not there and
+    ``make`` (its folder is the caller's to make: a FileNotFoundError where it is not there). Opened as it is first:
+    an open that may create (O_CREAT) another user's file in a folder all users write, sticky (/tmp), is refused
+    (EACCES) where ``fs.protected_regular`` is on, the systemd default. The OSError of opening it, or where it is not
+    there, of making it; an IsADirectoryError where it is a folder, which a read-only open takes (and an open that
+    may create refuses)."""
     try:
-        fd = os.open(path, os.O_RDONLY | flags)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         if not make:
             raise
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | flags, 0o666)
+            fd = os.open(path, flags | os.O_CREAT, 0o666)
         except PermissionError:  # made meanwhile by another user, in such a folder
             if not os.path.lexists(path):
                 raise
-            fd = os.open(path, os.O_RDONLY | flags)
+            fd = os.open(path, flags)
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
@@ -2133,10 +2134,12 @@ _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, re
 
 
 def _make_and_open_lock(folder: Path) -> tuple[Any, Path | None]:
-    """Make ``folder`` (resolved) and open its ``.lock`` (:func:`_make_folder`), with the outermost folder this call
-    made (None: none)."""
+    """Make ``folder`` (resolved) and open its ``.lock`` (:func:`_make_folder`) for reading and appending, as it is
+    first (:func:`_open_lock`: another user's that all may write, in a folder all users write, sticky, is taken),
+    with the outermost folder this call made (None: none)."""
     made: list[Path] = []
-    f = _make_folder(folder, made, lambda: open(folder / FOLDER_LOCK, "a+", **TEXT))
+    f = _make_folder(folder, made, lambda: os.fdopen(_open_lock(folder / FOLDER_LOCK, flags=os.O_RDWR | os.O_APPEND),
+                                                     "a+", **TEXT))
     return f, min(made, key=lambda p: len(p.parts)) if made else None
 
 
