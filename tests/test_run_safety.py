@@ -688,6 +688,68 @@ def test_a_folders_lock_file_of_another_user_is_not_taken(tmp_path, monkeypatch)
     assert os.path.samestat(others.stat(), kept) and others.stat().st_uid == 65534
 
 
+def test_a_fifo_at_the_folders_lock_path_neither_holds_a_job_nor_is_taken(tmp_path, monkeypatch):
+    """A FIFO put at the path of the lock that orders this user's new folders (a known name in a temporary folder all
+    users write) holds an open of it until a writer comes: every job making a folder would hang at its start. It is
+    opened without waiting (O_NONBLOCK), refused as no regular file of this user's, and the job goes on unordered."""
+    import tempfile
+    import threading
+
+    from mme import utils
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(utils, "_ordering_gone_without", set())
+    fifo = _ordering_lock(tmp, tmp_path)
+    os.mkfifo(fifo)
+    out, taken = tmp_path / "new" / "out", []
+
+    def job_refused_at_its_start():
+        taken.append(utils.lock_folder(out, "--out", unmade_if_unused=True))
+        unlock_folder(out)
+
+    job = threading.Thread(target=job_refused_at_its_start, daemon=True)
+    job.start()
+    job.join(10)
+    hung = job.is_alive()
+    for _ in range(100):  # (each open of the lock and of its removal's lock, where hung, let go on by a writer's end)
+        if not job.is_alive():
+            break
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        job.join(0.1)
+    assert not hung
+    assert taken == [True] and utils._ordering_gone_without == {fifo}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"] and fifo.is_fifo()
+
+
+def test_a_link_at_the_folders_lock_path_is_not_followed(tmp_path, monkeypatch):
+    """A link put at the path of the lock that orders this user's new folders, to a file of this user's own, would
+    be followed: that file locked as the lock, and the link removed at the step's end. Its open is refused unfollowed
+    (O_NOFOLLOW: ELOOP), and a job goes on unordered, the link and its file left as they were."""
+    import tempfile
+
+    from mme import utils
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(utils, "_ordering_gone_without", set())
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    link = _ordering_lock(tmp, tmp_path)
+    link.symlink_to(mine)
+    with pytest.raises(OSError) as refused, utils.exclusive_lock(link, remove=True, wait_s=0, own_only=True):
+        pass
+    assert refused.value.errno == errno.ELOOP
+    out = tmp_path / "new" / "out"
+    assert utils.lock_folder(out, "--out", unmade_if_unused=True)
+    unlock_folder(out)  # refused at its start
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt", "tmp"]
+    assert link.is_symlink() and os.readlink(link) == str(mine) and mine.read_text() == "mine"
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a file to another user: needs root")
 def test_another_users_folder_lock_all_may_write_in_a_shared_sticky_folder_is_taken(tmp_path, protected_regular):
     """Another user's .lock, 0666 (their job's, in a folder all users write, sticky: under /tmp), was opened with
