@@ -1393,35 +1393,6 @@ def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_
                         "auto continues from the run's newest checkpoint, if it wrote one)\n")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-@pytest.mark.parametrize("own", [True, False], ids=["mme", "main"])
-def test_a_signal_after_the_command_has_ended_keeps_its_status_and_says_its_output_is_complete(sig, own, tmp_path):
-    """A SIGTERM or Ctrl-C in the tens of ms after a command's work, as it tears down (its process group left, its
-    logging put back), ended a finished command with exit -15 without a word, or -2 with a KeyboardInterrupt
-    traceback: a scheduler took the job for killed. It keeps its status and says its output is complete; a Python
-    caller of main gets its own handlers back."""
-    (tmp_path / "src" / "train" / "a").mkdir(parents=True)
-    (tmp_path / "src" / "train" / "a" / "1.mp4").write_bytes(b"x")
-    code = ("import os, signal, sys; import mme.utils as u; from mme import cli; up = u.process_group_up; calls = []\n"
-            "def teardown():  # its second call: in the command's teardown\n"
-            "    calls.append(1)\n"
-            "    if len(calls) == 2:\n"
-            "        os.kill(os.getpid(), int(sys.argv[1]))\n"
-            "    return up()\n"
-            "u.process_group_up = teardown\n"
-            "status = (cli.console if sys.argv[2] == 'mme' else cli.main)(sys.argv[3:])\n"
-            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)\n"
-            "sys.exit(status)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(int(sig)), "mme" if own else "main", "lists", "folder",
-                           str(tmp_path / "src"), "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                          timeout=60)
-    how = "Ctrl-C" if sig == signal.SIGINT else sig.name
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.endswith(f"mme lists: {how} after the command had ended; its output is complete\n")
-    assert proc.stdout.splitlines()[-1] == str(not own)  # (the mme command's own process holds them to its exit)
-    assert (tmp_path / "out" / "train.txt").read_text() == "train/a/1.mp4 0\n"
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_signal_while_the_command_parses_its_arguments_stops_with_the_line_a_signal_gets(sig, tmp_path):
     """A SIGTERM in a command's first second (its arguments parsed, its modules imported: argparse's type functions

@@ -126,19 +126,6 @@ def _command_module(module: str, command: str) -> Any:
     its process holds its own unwritten files and state) it is held too, and the first is raised after the imports."""
     from mme.train.interrupts import HeldBack
 
-    with HeldBack(again=_at_once(command)) as held:
-        imported = importlib.import_module(module)
-    held.raise_received()
-    return imported
-
-
-def _at_once(command: str) -> Callable[[signal.Signals], None] | None:
-    """What a second signal held back does: in the ``mme`` command's own process (:func:`console`), end it at once
-    with ``command``'s line for it (no exception may come out there); None (held too) for any other caller of
-    :func:`main`, whose process holds its own unwritten files and state."""
-    if not _own_process:
-        return None
-
     def at_once(signum: signal.Signals) -> None:
         try:
             _stopped(_who(command, _ranks()[0]), command, signum)
@@ -147,7 +134,10 @@ def _at_once(command: str) -> Callable[[signal.Signals], None] | None:
         finally:
             os._exit(128 + signum)
 
-    return at_once
+    with HeldBack(again=at_once if _own_process else None) as held:
+        imported = importlib.import_module(module)
+    held.raise_received()
+    return imported
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -828,50 +818,11 @@ DEPENDENCIES = {"torch": "torch", "numpy": "numpy", "cv2": "opencv-python-headle
 """The modules of mme's required dependencies (pyproject.toml's ``dependencies``), each to its pip name."""
 
 
-class _Ending:
-    """A command's end, from its work's end (:meth:`after`) to :func:`main`'s (its error or stop line, the process
-    group left, the logging and streams put back) and, in the ``mme`` command's own process, the interpreter's exit:
-    a Ctrl-C or SIGTERM there is held back (:class:`~mme.train.interrupts.HeldBack`), not a KeyboardInterrupt
-    traceback or a silent exit -15 of a command whose work is done, which a scheduler took for a job killed; after a
-    finished command it is said, its status kept. A second ends the process at once (:func:`_at_once`)."""
-
-    def __init__(self):
-        self.held = None
-        self.finished = False  # (set once the work returned, not stopped: said then, not after a stop or error line)
-        self.who = "mme"
-
-    @contextlib.contextmanager
-    def after(self, who: str, command: str) -> Iterator[None]:
-        """The command's work (``who``'s line); signals held back from its end, however it ends."""
-        from mme.train.interrupts import HeldBack
-
-        self.who = who
-        try:
-            yield
-        finally:
-            self.held = HeldBack(again=_at_once(command)).__enter__()
-
-    def close(self) -> None:
-        """At :func:`main`'s end: the handlers put back, but in the ``mme`` command's own process, whose exit follows;
-        a signal held after a finished command said."""
-        if self.held is None:
-            return
-        if not _own_process:
-            self.held.__exit__(None, None, None)
-        if self.held.received is not None and self.finished:
-            how = "Ctrl-C" if self.held.received == signal.SIGINT else self.held.received.name
-            print(f"{self.who}: {how} after the command had ended; its output is complete", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     _standard_streams_open()
-    ending = _Ending()
-    with contextlib.ExitStack() as stack:
-        stack.callback(ending.close)  # (after the logging and streams are put back)
-        stack.enter_context(_logging_put_back())
-        stack.enter_context(_readers_may_go())
+    with _logging_put_back(), _readers_may_go():
         try:
-            return _main(argv, ending)
+            return _main(argv)
         except ImportError as e:  # (its arguments' parsing imports some: yaml, tqdm)
             module = (e.name or "").partition(".")[0]
             pip = DEPENDENCIES.get(module)
@@ -944,7 +895,7 @@ def _logging_put_back() -> Iterator[None]:
             logging.getLogger(name).setLevel(was)
 
 
-def _main(argv: list[str] | None, ending: _Ending) -> int:
+def _main(argv: list[str] | None) -> int:
     from mme.errors import ConfigError, MMEError, ProcessLost
     from mme.train.interrupts import StageStops, sigterm_as_interrupt, stopped_by
 
@@ -970,13 +921,11 @@ def _main(argv: list[str] | None, ending: _Ending) -> int:
             raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank would "
                               f"do all of its work, writing the same files); {', '.join(RANKED)} are the commands that "
                               f"share their work over ranks")
-        # (signals held back from the work's end: a second SIGTERM, as torchrun sends, would cut the error's line and
-        # the teardown below short with a traceback)
-        with ending.after(who, args.command), sigterm_as_interrupt(), StageStops() as stops:
+        with sigterm_as_interrupt(), StageStops() as stops:  # (not around the error's line and the teardown below:
+            # a second SIGTERM there, as torchrun sends, would cut them short with a traceback)
             with removing_made_folders():  # a refused or failed command leaves no empty folder made for its output
                 status = int(args.func(args) or 0)
         if stops.received is None:
-            ending.finished = True
             return status
         # a signal whose exception Python dropped (raised in a garbage collector's callback)
         return _stopped(who, args.command, stops.received)
