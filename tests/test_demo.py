@@ -1085,7 +1085,6 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     assert _recorded_precision(s) is None
 
 
-@pytest.mark.usefixtures("demo_probes_left_out")
 def test_a_demo_whose_data_holds_videos_of_another_design_is_refused_before_the_real_footage(tmp_path, monkeypatch):
     """A demo into an --out whose data holds videos of another design was refused by its data step, after the real
     footage's probe, advising `or choose another folder` (the demo's user gives --out, not its data folder). It is
@@ -1112,6 +1111,7 @@ def test_a_demo_whose_data_holds_videos_of_another_design_is_refused_before_the_
         demo.demo(s, overwrite=True)
 
 
+@pytest.mark.usefixtures("demo_probes_left_out")
 def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(tmp_path, monkeypatch):
     """--overwrite made the rows again but kept the precision their first row had recorded, so the new rows took it
     untimed: rows of other settings (another model, whose bf16 gain differs) and, in a folder copied from another
