@@ -21,6 +21,7 @@ import gc
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from mme.data.lists import read_list, resolve
@@ -81,6 +82,8 @@ def _worker_growth_mib(entries, files, with_files: bool) -> float:
                 if with_files:
                     files[i]
             os.write(write, str(_private_kb() - before).encode())
+        except BaseException:  # (said here: os._exit below would end the child before Python printed it)
+            traceback.print_exc()
         finally:
             os._exit(0)
     os.close(write)

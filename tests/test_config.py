@@ -1293,7 +1293,7 @@ def test_fp16_asked_for_on_a_cpu_is_warned_as_emulated_only_where_it_is(machine,
     with caplog.at_level(logging.WARNING, logger="mme"):
         assert choose_precision("fp16", cpu) == ("fp16", "requested")
     assert [r.getMessage() for r in caplog.records if "fp16" in r.getMessage()] == ([said] if said else [])
-    assert precision.emulated("fp16", cpu) == (said is not None)
+    assert bool(precision.emulation("fp16", cpu)) == (said is not None)
     from mme.train import bench  # its row under --all-precisions says what the warning says
 
     label = {None: "fp16", EMULATED_FP16: "fp16 (emulated)", UNKNOWN_FP16: "fp16 (not known native)"}[said]

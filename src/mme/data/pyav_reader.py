@@ -1316,7 +1316,7 @@ def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True)
     check_output."""
     from mme.train.distributed import rank_on_node
 
-    if os.path.realpath(index_dir) in _read_only:  # (judged before in this process: embed asks up to three times)
+    if reads_only(index_dir):  # (judged before in this process: embed asks up to three times)
         return
     try:
         os.scandir(index_dir).close()
@@ -1332,12 +1332,11 @@ def take_index_dir(index_dir: str | os.PathLike, option: str, make: bool = True)
     except ConfigError as e:
         if not listed or not isinstance(e.__cause__, OSError):  # (only a write that failed is a cause)
             raise
-        folder = os.path.realpath(index_dir)
-        if folder not in _read_only and rank_on_node() == 0:
+        if rank_on_node() == 0:
             log.warning("%s cannot be written (%s%s): the frame indices it holds are read, and those it lacks are "
                         "made in memory by each process, not kept there", as_given(option, index_dir), where,
                         error_reason(e.__cause__))
-        _read_only.add(folder)
+        _read_only.add(os.path.realpath(index_dir))
 
 
 def note_other_index_versions(index_dir: str | os.PathLike) -> None:

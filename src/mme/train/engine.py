@@ -334,8 +334,9 @@ def built_mlp_ratio(source: str, state: dict) -> None:
     built with, where an earlier mme truncated the product of the recorded one (119 units at 88 x 120/88, which
     :func:`~mme.models.config.mlp_width` makes 120: :func:`~mme.models.checkpoint.run_model_config`), as the file
     loads: the run builds its model of that config (its MLPs, its optimizer's moments, the checkpoint's), compares
-    its own config with it (no change), and records it in its later checkpoints and config.yaml."""
-    model = state["config"]["model"]
+    its own config with it (no change), and records it in its later checkpoints and config.yaml; so with an earlier
+    mme's negative layer scale, read as the 0 it meant (:func:`~mme.models.checkpoint.recorded_model`)."""
+    model = state["config"]["model"] = recorded_model(state["config"]["model"])
     kind = "mae" if _kind(state["config"]) == "pre-training" else "classifier"
     ratio = run_model_config(ModelConfig, model, source, weights=state["model"], kind=kind,
                              meta=state.get("meta")).mlp_ratio
@@ -431,8 +432,6 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
         if missing:
             raise CheckpointError(f"train.resume {resume}: not a training checkpoint of mme (it lacks {missing}); "
                                   f"train.init starts a run from a file's weights")
-    # (an earlier mme's negative layer scale read as the 0 it meant: not a change of the run's model, once here)
-    state["config"]["model"] = recorded_model(state["config"]["model"])
     return source, state
 
 

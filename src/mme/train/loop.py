@@ -300,10 +300,11 @@ def check_updated(run: Run, path: Path | None) -> None:
     origin = f"train.init's, {t.init}" if t.init else "the model as built"
     fp32 = "" if run.precision == "fp32" else ", or use fp32"
     ran = "step 1: the run's one step was" if steps == 1 else f"steps 1-{steps}: the run's {steps} steps were all"
+    saved = f", saved as {path}," if path else ""  # (none: resumed with no step left from outside train.out_dir)
     raise dist.alike(NonFiniteLossError(
         f"{ran} skipped for a non-finite loss or gradient{overflows}, fewer in a row than train.max_nonfinite="
-        f"{t.max_nonfinite}: no update was made, so its weights are still those it started from ({origin}), saved as "
-        f"{path}, and they give non-finite values. Check the model's settings (its layer scale, its "
+        f"{t.max_nonfinite}: no update was made, so its weights are still those it started from ({origin}){saved} "
+        f"and they give non-finite values. Check the model's settings (its layer scale, its "
         f"norm eps, its initial scales) and the weights it starts from{fp32}."))
 
 

@@ -264,14 +264,6 @@ def fp16_native(device: torch.device) -> bool | None:
     return cpu_fp16_native() if device.type == "cpu" else True
 
 
-def emulated(precision: str, device: torch.device, native: bool | None = None) -> bool:
-    """Whether ``precision`` is not known to run natively on ``device`` (``native``: its bf16's, where known): bf16
-    without native support, fp16 on a CPU without AVX512-FP16 or AMX-FP16, or where its probes do not tell."""
-    if precision == "bf16":
-        return not (bf16_native(device) if native is None else native)
-    return precision == "fp16" and not fp16_native(device)
-
-
 def emulation(precision: str, device: torch.device, native: bool | None = None) -> str:
     """What the run's warning and ``mme bench train``'s row say of ``precision`` on ``device`` (``native``: its
     bf16's, where known): '' where it runs natively, 'emulated', or 'not known native' where the probes do not tell
@@ -279,7 +271,7 @@ def emulation(precision: str, device: torch.device, native: bool | None = None) 
     if precision == "fp16":
         known = fp16_native(device)
         return "" if known else "emulated" if known is False else "not known native"
-    return "emulated" if emulated(precision, device, native) else ""
+    return "emulated" if precision == "bf16" and not (bf16_native(device) if native is None else native) else ""
 
 
 def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str, ranks: bool = False) -> None:
