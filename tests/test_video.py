@@ -1750,6 +1750,21 @@ def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, c
         open_video(tmp_path / "sub" / unicodedata.normalize("NFC", name))
 
 
+def test_a_listed_path_from_the_home_folder_is_said_not_to_be_expanded(tmp_path, clip_frames, monkeypatch):
+    """A list line '~/v.mp4' (joined to data.root or not) was said to be missing (no such file), with no word of the
+    file under the home folder: list paths are not ~-expanded, and the error says so, naming the file."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    write_video(tmp_path / "home" / "v.mp4", clip_frames[:3])
+    said = re.escape(f"missing (no such file; '{tmp_path}/home/v.mp4' exists: list paths are not ~-expanded: write "
+                     "it absolute)")
+    for listed in ("~/v.mp4", f"{tmp_path}/root/~/v.mp4"):
+        with pytest.raises(VideoError, match=said):
+            open_video(listed)
+    with pytest.raises(VideoError, match=r"missing \(no such file\)$"):
+        open_video("~/other.mp4")
+
+
 def test_a_link_whose_target_is_not_there_names_it(tmp_path, clip_frames):
     """A video that is a link to a file not there (a volume not mounted, a dataset moved) was said to be missing (no
     such file), though its name is there: the error names where it points, as does the run's stop. A link to itself

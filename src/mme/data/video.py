@@ -235,7 +235,8 @@ def no_frames(packets: int | None) -> str:
 
 def missing_hint(path: str) -> str:
     """Why a listed file may look missing though it is there: a list of frame folders, a label that is not a class
-    id or follows a comma (both read as part of the name), a Windows path, or a name whose accents are composed
+    id or follows a comma (both read as part of the name), a Windows path, a path from the home folder ('~/x.mp4',
+    which a list does not expand; joined to ``data.root``: 'root/~/x.mp4'), or a name whose accents are composed
     otherwise than on this disk (macOS writes decomposed ones); or a link whose target is not there (a volume not
     mounted) or that leads back to itself, named (:func:`mme.utils.broken_link`)."""
     try:
@@ -253,6 +254,9 @@ def missing_hint(path: str) -> str:
                     f"is 'path label', the label a class id, an integer, after a space)")
     if "\\" in path and os.path.exists(path.replace("\\", "/")):
         return "; with '/' for its '\\' it exists: write list paths with '/'"
+    tilde = f"/{path}".find("/~")  # where a list line '~/x.mp4' begins, joined to data.root or not
+    if tilde >= 0 and (home := os.path.expanduser(path[tilde:])) != path[tilde:] and os.path.exists(home):
+        return f"; {home!r} exists: list paths are not ~-expanded: write it absolute"
     for form in ("NFC", "NFD"):
         other = unicodedata.normalize(form, path)
         if other != path and os.path.exists(other):
