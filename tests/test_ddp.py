@@ -665,6 +665,7 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     torchrun's SIGTERM cut rank 0 off: no test_confusion.png, its last line 'stopped by SIGTERM'."""
     root, out = Path(synth[1].split("=", 1)[1]), tmp_path / "ft"
     (out / "loss.png" / "a folder").mkdir(parents=True)
+    (out / "run.json").write_text('{"run_id": "stopped"}')  # (a run's: no run's loss.png is refused)
     for label in (0, 1):
         (tmp_path / f"broken{label}.mp4").write_bytes(b"not a video")
     (tmp_path / "val.txt").write_text("".join(f"{tmp_path / f'broken{label}.mp4'} {label}\n" for label in (0, 1)))

@@ -843,6 +843,7 @@ def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(s
     from mme.eval.finetuned import finetune
 
     (tmp_path / "ft" / "loss.png" / "a folder").mkdir(parents=True)
+    (tmp_path / "ft" / "run.json").write_text('{"run_id": "stopped"}')  # (a run's: no run's loss.png is refused)
     with caplog.at_level("WARNING"):
         res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "data.test_clips=1", "data.test_crops=1",
                                     "train.precision=fp32"))

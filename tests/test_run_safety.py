@@ -85,6 +85,34 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
     assert [json.loads(ln)["step"] for ln in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+def test_a_run_refuses_a_folder_holding_files_of_its_names_that_no_run_wrote(synth, tmp_path):
+    """A recipe kept as exp/config.yaml and run there (``--config exp/config.yaml train.out_dir=exp``), another
+    tool's metrics.csv or tb/: a fresh run wrote its config.yaml, run.json and logs over them (the recipe's comments
+    and _base_ replaced by the expanded config), train.overwrite too. Refused in one line naming them, before any
+    work; a folder whose run stopped before its first checkpoint (its run.json records the run) is run in again."""
+    exp = tmp_path / "exp"
+    (exp / "tb").mkdir(parents=True)
+    (exp / "config.yaml").write_text("# my recipe: its comments matter\n_base_: tiny_cpu_pixel\n")
+    (exp / "metrics.csv").write_text("user,notes\n")
+    (exp / "tb" / "keep.txt").write_text("another tool's logs")
+    before = _hashes(exp)
+    said = (f"train.out_dir {str(exp)!r} holds config.yaml, metrics.csv, tb, which no run of mme wrote (it holds no "
+            "run.json of a run), where this run writes its own: move them (a recipe kept as config.yaml: then give "
+            "--config its new path), or choose another train.out_dir")
+    for overwrite in ("false", "true"):
+        with pytest.raises(ConfigError) as refused:
+            run(str(exp / "config.yaml"), synth, exp, "train.steps=1", f"train.overwrite={overwrite}", FP32)
+        assert str(refused.value) == said
+        assert _hashes(exp) == before
+    shutil.move(exp / "config.yaml", tmp_path / "recipe.yaml")
+    (exp / "metrics.csv").unlink()
+    shutil.rmtree(exp / "tb")
+    run(str(tmp_path / "recipe.yaml"), synth, exp, "train.steps=1", FP32)
+    for p in ckpt.run_checkpoints(exp):  # as a run stopped before its first checkpoint leaves its folder
+        p.unlink()
+    assert run(str(tmp_path / "recipe.yaml"), synth, exp, "train.steps=1", FP32).step == 1
+
+
 def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_folder(synth, tmp_path, monkeypatch,
                                                                                        capsys):
     """``mme pretrain --config run_new/config.yaml --resume auto``, the run's folder renamed (or copied) from run_old:

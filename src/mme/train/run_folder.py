@@ -10,7 +10,9 @@
 - **One run per folder**: ``run.json`` records the run's identity (``run_id``, start time, seed, config hash) and
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
-  So checkpoint rotation, which deletes the oldest checkpoints of the folder, only ever deletes the run's own.
+  So checkpoint rotation, which deletes the oldest checkpoints of the folder, only ever deletes the run's own. A
+  folder holding files of the names a run writes that no run wrote (a user's recipe kept as ``config.yaml``) is
+  refused, with ``train.overwrite`` too.
 - **One branch**: a run resumed from an earlier checkpoint of its folder moves the later ones aside
   (``abandoned-<time>/``) when it writes its first checkpoint, so that neither ``train.resume=auto`` nor rotation
   mixes the two branches.
@@ -135,10 +137,13 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
     """Refuse a folder that holds another run's checkpoints: for a fresh run any, for a resumed one (``resumed``:
     its checkpoint) those of a run other than the resumed one. With ``overwrite`` they are returned instead, for
     :func:`clear` once the new run has passed every check (a run refused for its data or its init kept them),
-    unless the run starts from one of them (``init``: ``train.init``), which it would delete."""
+    unless the run starts from one of them (``init``: ``train.init``), which it would delete. A folder holding no
+    checkpoints is refused where it holds files of no run of mme's that the run would write over
+    (:func:`check_no_files_of_others`)."""
     rotating = ckpt.list_checkpoints(out_dir)
     found = ckpt.run_checkpoints(out_dir)
     if not found:
+        check_no_files_of_others(out_dir)
         return []
     other = _folder_run(out_dir)
     if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
@@ -155,6 +160,22 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
         f"train.out_dir {str(out_dir)!r} holds {counted(len(found), 'checkpoint')} of another run"
         + (f" ({other})" if other else "") + f", up to step {ckpt.checkpoint_step(newest)}: continue that run "
         f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
+
+
+def check_no_files_of_others(out_dir: Path) -> None:
+    """Refuse a folder holding files of the names a run writes there (:data:`RUN_FILES`: a recipe kept as
+    config.yaml and run from there, another tool's metrics.csv or tb/) where no run of mme wrote them, the folder
+    holding no run.json of a run (one stopped before its first checkpoint leaves its own, and is started again
+    there): the run would write over them, ``train.overwrite`` too (it clears another run's files, not a user's)."""
+    if _folder_run(out_dir) is not None:
+        return
+    held = [name for name in RUN_FILES if os.path.lexists(out_dir / name)]
+    if held:
+        raise ConfigError(f"train.out_dir {str(out_dir)!r} holds {', '.join(held)}, which no run of mme wrote (it "
+                          f"holds no run.json of a run), where this run writes its own: move "
+                          f"{plural(len(held), 'it', 'them')}" + (f" (a recipe kept as {ckpt.CONFIG_FILE}: then give "
+                          "--config its new path)" if ckpt.CONFIG_FILE in held else "")
+                          + ", or choose another train.out_dir")
 
 
 def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
