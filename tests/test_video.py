@@ -1751,14 +1751,15 @@ def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, c
 
 
 def test_a_listed_path_from_the_home_folder_is_said_not_to_be_expanded(tmp_path, clip_frames, monkeypatch):
-    """A list line '~/v.mp4' (joined to data.root or not) was said to be missing (no such file), with no word of the
-    file under the home folder: list paths are not ~-expanded, and the error says so, naming the file."""
+    """A list line '~/v.mp4' (joined to data.root or not, one holding a folder whose name begins with '~' too) was said
+    to be missing (no such file), with no word of the file under the home folder: list paths are not ~-expanded, and
+    the error says so, naming the file."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     write_video(tmp_path / "home" / "v.mp4", clip_frames[:3])
     said = re.escape(f"missing (no such file; '{tmp_path}/home/v.mp4' exists: list paths are not ~-expanded: write "
                      "it absolute)")
-    for listed in ("~/v.mp4", f"{tmp_path}/root/~/v.mp4"):
+    for listed in ("~/v.mp4", f"{tmp_path}/root/~/v.mp4", f"{tmp_path}/~old/~/v.mp4"):  # (a data.root of '~old')
         with pytest.raises(VideoError, match=said):
             open_video(listed)
     with pytest.raises(VideoError, match=r"missing \(no such file\)$"):
