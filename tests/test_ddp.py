@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
-from training import FP32, run, tiny
+from training import FP32, run, run_json, tiny
 
 from mme.cli import main as cli
 from mme.models.classifier import VideoClassifier
@@ -665,7 +665,7 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     torchrun's SIGTERM cut rank 0 off: no test_confusion.png, its last line 'stopped by SIGTERM'."""
     root, out = Path(synth[1].split("=", 1)[1]), tmp_path / "ft"
     (out / "loss.png" / "a folder").mkdir(parents=True)
-    (out / "run.json").write_text('{"run_id": "stopped"}')  # (a run's: no run's loss.png is refused)
+    (out / "run.json").write_text(run_json(run_id="stopped"))  # (a run's: no run's loss.png is refused)
     for label in (0, 1):
         (tmp_path / f"broken{label}.mp4").write_bytes(b"not a video")
     (tmp_path / "val.txt").write_text("".join(f"{tmp_path / f'broken{label}.mp4'} {label}\n" for label in (0, 1)))

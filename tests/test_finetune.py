@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-from training import report_json
+from training import report_json, run_json
 
 from mme.data.transforms import denormalize, normalize, normalize_clip
 from mme.eval.testing import (
@@ -843,7 +843,7 @@ def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(s
     from mme.eval.finetuned import finetune
 
     (tmp_path / "ft" / "loss.png" / "a folder").mkdir(parents=True)
-    (tmp_path / "ft" / "run.json").write_text('{"run_id": "stopped"}')  # (a run's: no run's loss.png is refused)
+    (tmp_path / "ft" / "run.json").write_text(run_json(run_id="stopped"))  # (a run's: no run's loss.png is refused)
     with caplog.at_level("WARNING"):
         res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "data.test_clips=1", "data.test_crops=1",
                                     "train.precision=fp32"))
@@ -1908,7 +1908,12 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     (own / "test.json").write_text('{"my": "own notes"}')  # no report: a user's file, kept (it was removed)
     for p in own.glob("checkpoint-*.pt"):
         p.unlink()
-    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list=", "train.precision=fp32"))
+    with pytest.raises(ConfigError, match=r"holds the files of another run \(\w+\), whose checkpoints were removed "
+                                          r"\(its test report val.json\): choose another train.out_dir, or clear it"):
+        finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list=", "train.precision=fp32"))
+    assert (own / "val.json").is_file()
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list=", "train.precision=fp32",
+                          "train.overwrite=true"))
     assert not (own / "val.json").exists() and (own / "test.json").read_text() == '{"my": "own notes"}'
     # a run that would write its test report over it is refused before any work (it replaced the user's file)
     with pytest.raises(ConfigError, match=r"holds test.json, which is no test report of mme's, where this run "

@@ -113,6 +113,59 @@ def test_a_run_refuses_a_folder_holding_files_of_its_names_that_no_run_wrote(syn
     assert run(str(tmp_path / "recipe.yaml"), synth, exp, "train.steps=1", FP32).step == 1
 
 
+def test_a_finished_runs_files_without_its_checkpoints_are_another_runs(synth, tmp_path):
+    """A run finished, its checkpoints removed to save space, its logs kept: a fresh run in its folder replaced its
+    logs, run.json and config.yaml without a word. Its logs past its first checkpoint's step (train.ckpt_every) show
+    it wrote checkpoints: refused in one line, before any work, and train.overwrite replaces them. A run.json that is
+    no run's is named as such; the run.json of an mme before run ids is a run's."""
+    out = tmp_path / "x"
+    run("tiny_cpu_pixel", synth, out, "train.steps=4", "train.ckpt_every=2", FP32)
+    for p in ckpt.run_checkpoints(out):
+        p.unlink()
+    before = _hashes(out)
+    with pytest.raises(ConfigError) as refused:
+        run("tiny_cpu_pixel", synth, out, "train.steps=1", FP32)
+    first = json.loads((out / "run.json").read_text())["run_id"]
+    assert str(refused.value) == (
+        f"train.out_dir {str(out)!r} holds the files of another run ({first}), whose checkpoints were removed (its "
+        "logs reach step 4, past its checkpoint of step 2): choose another train.out_dir, or clear it with "
+        "train.overwrite=true")
+    assert _hashes(out) == before
+    run("tiny_cpu_pixel", synth, out, "train.steps=1", "train.overwrite=true", FP32)
+    assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    old = tmp_path / "old"  # the run.json of an mme before run ids (run_meta alone), of a run stopped before step 2
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"git": "abc", "torch": "2.5.0", "device": "cpu", "precision": "fp32",
+                                              "world_size": 1}))
+    (old / "config.yaml").write_text("train:\n  steps: 4\n  ckpt_every: 2\n")
+    (old / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert run("tiny_cpu_pixel", synth, old, "train.steps=1", FP32).step == 1
+    for p in ckpt.run_checkpoints(old):
+        p.unlink()
+    (old / "run.json").write_text('{"my": "notes"}')
+    with pytest.raises(ConfigError, match=r"holds config.yaml, run.json, metrics.jsonl, .*, which no run of mme wrote "
+                                          r"\(its run.json records no run\), where this run writes its own: move them"):
+        run("tiny_cpu_pixel", synth, old, "train.steps=1", FP32)
+
+
+def test_a_run_whose_run_json_could_not_be_written_is_run_again_in_its_folder(synth, tmp_path, monkeypatch):
+    """A run whose run.json could not be written (a full disk) left its config.yaml, written first: a folder holding
+    a config.yaml and no run.json of a run, refused for good as a user's recipe. The two are written all or none."""
+    out, write_text = tmp_path / "x", Path.write_text
+
+    def full(path, *args, **kwargs):
+        if path.name.startswith(".run.") or path.name == "run.json":  # (its temporary file, or itself)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write_text(path, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_text", full)
+        with pytest.raises(MMEError, match=r"run.json: could not be written \(No space left on device"):
+            run("tiny_cpu_pixel", synth, out, "train.steps=1", FP32)
+    assert not (out / "config.yaml").exists()
+    assert run("tiny_cpu_pixel", synth, out, "train.steps=1", FP32).step == 1
+
+
 def test_a_renamed_runs_own_config_yaml_with_resume_auto_is_refused_naming_its_folder(synth, tmp_path, monkeypatch,
                                                                                        capsys):
     """``mme pretrain --config run_new/config.yaml --resume auto``, the run's folder renamed (or copied) from run_old:

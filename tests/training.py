@@ -58,6 +58,12 @@ def report_json(**fields) -> str:
     return json.dumps({**dict.fromkeys(REPORT_KEYS, 0), **fields})
 
 
+def run_json(**fields) -> str:
+    """The text of a file that reads as the run.json of a run of mme's (``mme.train.checkpoint.RUN_META_KEYS``)."""
+    from mme.train.checkpoint import RUN_META_KEYS
+    return json.dumps({**dict.fromkeys(RUN_META_KEYS, ""), **fields})
+
+
 IN_ONE_PROCESS = """\
 import json, sys
 from mme import cli

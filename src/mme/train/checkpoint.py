@@ -37,11 +37,11 @@ from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import CONFIG, checkpoint_config, safetensors_header, torch_load
 from mme.utils import (
     atomic_path,
-    atomic_write_json,
-    atomic_write_text,
+    atomic_write_texts,
     counted,
     cpu_name,
     git_sha,
+    json_text,
     mkl_mode,
     removing,
     writing,
@@ -256,15 +256,18 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
             "world_size": world_size, "cwd": os.getcwd()}
 
 
+RUN_META_KEYS = ("git", "torch", "device", "precision", "world_size")
+"""Keys of :func:`run_meta` that the run.json of every mme's run holds, of one before run ids too."""
+
+
 CONFIG_FILE = "config.yaml"
 """The run's config as a recipe, which :func:`write_run_files` writes into its folder."""
 
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config.yaml`` (the resolved config as a recipe: :func:`mme.train.engine.as_recipe`) and ``run.json``
-    (meta), atomically; a failed write (a full disk) is an MMEError naming the file."""
-    config_yaml, run_json = Path(out_dir) / CONFIG_FILE, Path(out_dir) / "run.json"
-    with writing(config_yaml):
-        atomic_write_text(config_yaml, dump_recipe(config))
-    with writing(run_json):
-        atomic_write_json(run_json, meta)
+    (meta), all or none (:func:`mme.utils.atomic_write_texts`): a failed write (a full disk) is an MMEError naming
+    the file, both left as they were (a config.yaml without its run.json reads as a user's recipe,
+    :func:`mme.train.run_folder.check_files_without_checkpoints`; a resumed run's run.json beside its old config)."""
+    out_dir = Path(out_dir)
+    atomic_write_texts({out_dir / "run.json": json_text(meta), out_dir / CONFIG_FILE: dump_recipe(config)})

@@ -11,8 +11,9 @@
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
   So checkpoint rotation, which deletes the oldest checkpoints of the folder, only ever deletes the run's own. A
-  folder holding files of the names a run writes that no run wrote (a user's recipe kept as ``config.yaml``) is
-  refused, with ``train.overwrite`` too.
+  folder without checkpoints is another run's where its logs or test reports show that run wrote some (removed
+  since), and refused likewise; one holding files of the names a run writes that no run wrote (a user's recipe kept
+  as ``config.yaml``) is refused, with ``train.overwrite`` too.
 - **One branch**: a run resumed from an earlier checkpoint of its folder moves the later ones aside
   (``abandoned-<time>/``) when it writes its first checkpoint, so that neither ``train.resume=auto`` nor rotation
   mixes the two branches.
@@ -34,17 +35,21 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import recorded_cwd, torch_load, weight_files
 from mme.motion.cache import source_identity
 from mme.train import checkpoint as ckpt
+from mme.train.metrics import read_csv_records, read_records
 from mme.utils import (
     atomic_path,
     counted,
     folder_replaced,
     lock_folder,
     plural,
+    read_json_object,
     read_text,
     remove_stale_temps_in,
     removing,
@@ -138,15 +143,14 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
     its checkpoint) those of a run other than the resumed one. With ``overwrite`` they are returned instead, for
     :func:`clear` once the new run has passed every check (a run refused for its data or its init kept them),
     unless the run starts from one of them (``init``: ``train.init``), which it would delete. A folder holding no
-    checkpoints is refused where it holds files of no run of mme's that the run would write over
-    (:func:`check_no_files_of_others`)."""
+    checkpoints is judged by the files it holds (:func:`check_files_without_checkpoints`)."""
     rotating = ckpt.list_checkpoints(out_dir)
     found = ckpt.run_checkpoints(out_dir)
     if not found:
-        check_no_files_of_others(out_dir)
+        check_files_without_checkpoints(out_dir, resumed, overwrite)
         return []
     other = _folder_run(out_dir)
-    if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
+    if resumed is not None and other in (None, run_of(resumed)):
         return []
     if overwrite:
         if init and Path(init).resolve() in {p.resolve() for p in found}:
@@ -162,20 +166,61 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
         f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
 
 
-def check_no_files_of_others(out_dir: Path) -> None:
-    """Refuse a folder holding files of the names a run writes there (:data:`RUN_FILES`: a recipe kept as
-    config.yaml and run from there, another tool's metrics.csv or tb/) where no run of mme wrote them, the folder
-    holding no run.json of a run (one stopped before its first checkpoint leaves its own, and is started again
-    there): the run would write over them, ``train.overwrite`` too (it clears another run's files, not a user's)."""
-    if _folder_run(out_dir) is not None:
-        return
+def check_files_without_checkpoints(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
+    """A folder holding no checkpoints is another's where it holds what a run writes there (:data:`RUN_FILES`, test
+    reports) of a run that went past its first checkpoint (:func:`_checkpointed`: a finished run whose checkpoints
+    were removed to save space, its logs and reports kept), other than the resumed run: refused unless
+    ``overwrite``, which then replaces them. Files of those names where no run of mme wrote them, the folder holding
+    no run.json of a run (a recipe kept as config.yaml and run from there, another tool's metrics.csv or tb/), are a
+    user's: refused with ``overwrite`` too (it clears another run's files, not a user's). A run stopped before its
+    first checkpoint leaves its run.json and no more, and is started again there."""
     held = [name for name in RUN_FILES if os.path.lexists(out_dir / name)]
-    if held:
-        raise ConfigError(f"train.out_dir {str(out_dir)!r} holds {', '.join(held)}, which no run of mme wrote (it "
-                          f"holds no run.json of a run), where this run writes its own: move "
-                          f"{plural(len(held), 'it', 'them')}" + (f" (a recipe kept as {ckpt.CONFIG_FILE}: then give "
-                          "--config its new path)" if ckpt.CONFIG_FILE in held else "")
-                          + ", or choose another train.out_dir")
+    recorded = read_json_object(out_dir / "run.json", ckpt.RUN_META_KEYS)  # (without a run_id: an earlier mme's)
+    if held and recorded is None:
+        raise ConfigError(f"train.out_dir {str(out_dir)!r} holds {', '.join(held)}, which no run of mme wrote ("
+                          + ("its run.json records no run" if "run.json" in held else "it holds no run.json of a run")
+                          + f"), where this run writes its own: move {plural(len(held), 'it', 'them')}"
+                          + (f" (a recipe kept as {ckpt.CONFIG_FILE}: then give --config its new path)"
+                             if ckpt.CONFIG_FILE in held else "") + ", or choose another train.out_dir")
+    other = recorded.get("run_id") if recorded else None
+    if overwrite or (resumed is not None and other in (None, run_of(resumed))):
+        return
+    shown = _checkpointed(out_dir)
+    if shown:
+        raise ConfigError(f"train.out_dir {str(out_dir)!r} holds the files of another run"
+                          + (f" ({other})" if other else "") + f", whose checkpoints were removed ({shown}): choose "
+                          "another train.out_dir, or clear it with train.overwrite=true")
+
+
+def _checkpointed(out_dir: Path) -> str | None:
+    """What shows that the run whose files ``out_dir`` holds wrote checkpoints: a test report of mme's (written at a
+    run's end, after its last checkpoint), or logs past its first checkpoint's step, the ``train.ckpt_every`` of its
+    config.yaml (a run whose checkpoint is not written stops there). None where nothing does: a run stopped before
+    its first checkpoint, or one whose one checkpoint was its last."""
+    reports = [name for split in SPLITS if read_report(out_dir / (name := report_files(split)[0])) is not None]
+    if reports:
+        return f"its test {plural(len(reports), 'report')} {', '.join(reports)}"
+    every, last = _ckpt_every(out_dir), _last_logged_step(out_dir)
+    if every is not None and last > every:
+        return f"its logs reach step {last}, past its checkpoint of step {every}"
+    return None
+
+
+def _ckpt_every(out_dir: Path) -> int | None:
+    """The ``train.ckpt_every`` of the run whose config.yaml ``out_dir`` holds (None where it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError, yaml.YAMLError, AttributeError, TypeError):
+        every = yaml.safe_load(read_text(out_dir / ckpt.CONFIG_FILE)).get("train").get("ckpt_every")
+        return every if isinstance(every, int) else None
+    return None
+
+
+def _last_logged_step(out_dir: Path) -> int:
+    """The last step the logs in ``out_dir`` record, of ``metrics.jsonl`` and ``metrics.csv`` the later (0: none)."""
+    last = 0
+    for name, read in (("metrics.jsonl", read_records), ("metrics.csv", read_csv_records)):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            last = max([last, *(int(r["step"]) for r in read(out_dir / name)[-1:])])
+    return last
 
 
 def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
