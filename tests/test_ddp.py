@@ -407,13 +407,14 @@ SLOW_RANK_0 = ("import os, signal, sys, time\n"
                "from mme.train import loop\n"
                "def slowed(write):\n"
                "    def slow(*args, **kwargs):\n"
-               "        time.sleep(3 if os.environ['RANK'] == '0' else 0)\n"
+               "        time.sleep(1 if os.environ['RANK'] == '0' else 0)\n"
                "        return write(*args, **kwargs)\n"
                "    return slow\n"
                "loop.plot_loss_curves = slowed(loop.plot_loss_curves)\n"
                "testing.save_confusion_png = slowed(testing.save_confusion_png)\n")
 """The start of a script run by torchrun's ranks in which rank 0's pictures at the end of a run (the loss curve, a
-test's confusion matrix) take 3 s more to write, as on a busy file system."""
+test's confusion matrix) take 1 s more to write, as on a busy file system: ten times torchrun's check of its ranks
+(--monitor-interval, 0.1 s), which stops rank 0 within it where another rank ended before."""
 
 
 def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | None = None) \
