@@ -1517,6 +1517,28 @@ def test_unset_is_unset_however_written_and_text_keys_refuse_it():
     assert load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.val_list="]).task.val_list == ""
 
 
+def test_an_empty_value_of_a_key_that_is_not_text_is_refused(capsys):
+    """``train.steps=$STEPS``, STEPS unset, unset the recipe's 300 steps: the run went by the default 1600 epochs
+    (6400 steps), said only in the start-up's derived block, where ``train.batch_size=`` was refused. An empty value
+    is a text: a key that is not text refuses it, ``null`` unsetting a key; a text key takes it as before."""
+    from mme.cli import main
+
+    for key, said in (("train.steps", "give its value, or null to unset it"),
+                      ("model.depth", "give its value, or null to unset it"), ("train.batch_size", "give its value"),
+                      ("optim.base_lr", "give its value"), ("train.compile", "give its value"),
+                      ("train.keep_epochs", "give its value ([] for an empty list)"), ("train", "give its value")):
+        with pytest.raises(ConfigError) as info:
+            load_config(PretrainConfig, "tiny_cpu_mme", [f"{key}="])
+        assert str(info.value) == (f"config key '{key}': empty (an unset shell variable?), which only a text key "
+                                   f"takes: {said}")
+    c = load_config(PretrainConfig, "tiny_cpu_mme", ["train.steps=null", "train.keep_epochs=[]", "model.preset=",
+                                                     "target.cache_dir=", "train.init="])
+    assert (c.train.steps, c.train.keep_epochs, c.model.depth, c.target.cache_dir, c.train.init) == (
+        None, (), 4, None, None)
+    assert main(["pretrain", "--config", "tiny_cpu_mme", "train.steps="]) == 1
+    assert "config key 'train.steps': empty (an unset shell variable?)" in capsys.readouterr().err
+
+
 def test_none_in_a_recipe_unsets_a_key_as_an_override_does(tmp_path):
     """A recipe's unquoted ``None`` (or ``none``) was the text, where the override ``key=None`` unsets the key:
     ``preset: None`` was "unknown preset 'None'", ``cache_dir: None`` a folder named None, ``steps: None`` "matches

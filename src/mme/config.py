@@ -6,18 +6,19 @@ Unknown keys and values of the wrong type are errors that name the key and list 
 finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take); an integer key takes a whole number
 in any decimal form (``1e3``, ``1.0e+3``). A recipe is a path or a packaged recipe's name (a name with a folder in it
 or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`).
-A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then
-among the packaged recipes; never the working folder); a section or mapping a recipe leaves empty (null: its keys
-commented out) changes nothing. An override's value is read as YAML for keys of other types than text, and as
-written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole
-(``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``,
-``~``, ``None`` and, for keys that may be unset, nothing at all unset a key, in an override and in a recipe alike
-(``none`` too, but for a key that takes it as a value: ``target.activation=none`` is the linear heads; a key that
-cannot be unset refuses them all, a recipe's naming the file to quote it in, once a later layer has not replaced
-it); quoted or tagged (``"None"``, ``!!str None``), and as an item of a list or a mapping's key, ``None`` is that
-text. A text value ``"~"`` (quoted) or starting with ``~/`` is the home folder or under it (:func:`home`, which
-``mme``'s path arguments take too, a bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left
-unset (None) from the named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win
+A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then among
+the packaged recipes; never the working folder); a section or mapping a recipe leaves empty (null: its keys commented
+out) changes nothing. An override's value is read as YAML for keys of other types than text, and as written for text
+keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole (``train={out_dir: 010}``) and a
+quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``, ``~`` and ``None`` unset a key that
+may be unset, in an override and in a recipe alike (``none`` too, but for a key that takes it as a value:
+``target.activation=none`` is the linear heads; a key that cannot be unset refuses them all, a recipe's naming the
+file to quote it in, once a later layer has not replaced it); an override's empty value (``train.steps=``: an unset
+shell variable) is refused for a key that is not text, and unsets a text key that may be unset (``train.init=``);
+quoted or tagged (``"None"``, ``!!str None``), and as an item of a list or a mapping's key, ``None`` is that text. A
+text value ``"~"`` (quoted) or starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s
+path arguments take too, a bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left unset
+(None) from the named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win
 (``model.preset=small model.depth=6`` works) and a config built in Python gets the same values as one read from YAML.
 Between layers the later one wins: a layer that names another preset (``model.preset=base`` over a recipe that sets
 ``model.embed_dim``) drops the keys of that preset which earlier layers set (:func:`merge_layer`).
@@ -250,6 +251,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if isinstance(value, _Override):
         union = origin in (typing.Union, types.UnionType)
+        if not value.strip() and str not in (tp, *(args if union else ())):  # (train.steps=$STEPS, STEPS unset)
+            unset = ", or null to unset it" if union and type(None) in args else ""
+            empty = " ([] for an empty list)" if origin in (list, tuple) else ""
+            raise ConfigError(f"config key '{key}': empty (an unset shell variable?), which only a text key takes: "
+                              f"give its value{empty}{unset}")
         if union and type(None) in args and _unset(value):
             return None
         if tp is str and value.strip() in NULLS:
