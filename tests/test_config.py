@@ -235,9 +235,9 @@ def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
     '202401', and ``on`` or a date were refused as not text, where the dotted form and a recipe keep the text; a
     quoted text (``train.out_dir="runs/my run"``) kept its quotes, where a recipe drops them."""
     c = load_config(PretrainConfig, "tiny_cpu_mme", [
-        "train={out_dir: 010, steps: 0x10}", "data={root: 2024_01, list_file: on, index_dir: 2024-01-05}",
+        "train={out_dir: 010, steps: 010}", "data={root: 2024_01, list_file: on, index_dir: 2024-01-05}",
         'target.cache_dir="runs/my run"', "train.init='null'", 'model.preset="small"', 'optim.betas="0.9,0.98"'])
-    assert (c.train.out_dir, c.train.steps, c.data.root, c.data.list_file) == ("010", 16, "2024_01", "on")
+    assert (c.train.out_dir, c.train.steps, c.data.root, c.data.list_file) == ("010", 10, "2024_01", "on")
     assert (c.data.index_dir, c.target.cache_dir, c.train.init) == ("2024-01-05", "runs/my run", "null")
     assert (c.model.embed_dim, c.optim.betas) == (384, (0.9, 0.98))
     with pytest.raises(ConfigError, match=r"override 'train=\{steps: 1, steps: 2\}': key 'steps' is given twice"):
@@ -510,7 +510,7 @@ def test_merge_keys_are_read_as_yaml_1_1_and_a_second_one_or_a_yaml_1_2_directiv
              r"the merge key '<<' is given twice in one mapping \(lines 3 and 4\), and which would win is unsaid: "
              r"give one, with a list"),
             ("v12", "train:\n  compile: yes\n", r"%YAML 1\.2 \(line 1\): mme reads YAML 1\.1, where yes/no/on/off are "
-                                                 r"booleans, 010 is 8 and 0o10 is text")):
+                                                 r"booleans \(1\.2: text\): remove the directive")):
         head = "%YAML 1.2\n---\n" if name == "v12" else ""
         (tmp_path / f"{name}.yaml").write_text(f"{head}_base_: tiny_cpu_mme\n{text}")
         with pytest.raises(ConfigError, match=rf"^recipe .*{name}\.yaml: {said}"):
@@ -605,11 +605,11 @@ def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path)
     import yaml
 
     (tmp_path / "r.yaml").write_text("_base_: tiny_cpu_pixel\ntrain:\n  out_dir: runs/2024_01\n  batch_size: 3\n"
-                                     "  stop_after: 0x10\ndata:\n  list_file: 010\n  root: 1:30\n  stride: 2.0\n"
+                                     "  stop_after: 010\ndata:\n  list_file: 010\n  root: 1:30\n  stride: 2.0\n"
                                      "optim:\n  base_lr: 1.5e-4\n  betas: [0.9, 0.95]\n")
     c = load_config(PretrainConfig, tmp_path / "r.yaml")
     assert (c.train.out_dir, c.data.list_file, c.data.root) == ("runs/2024_01", "010", "1:30")
-    assert (c.train.batch_size, c.train.stop_after, c.optim.base_lr, c.optim.betas) == (3, 16, 1.5e-4, (0.9, 0.95))
+    assert (c.train.batch_size, c.train.stop_after, c.optim.base_lr, c.optim.betas) == (3, 10, 1.5e-4, (0.9, 0.95))
     assert type(c.train.batch_size) is int and type(c.optim.betas[0]) is float and type(c.data.root) is str
     yaml.safe_dump(dataclasses.asdict(c))  # config.yaml: plain values only
     (tmp_path / "d.yaml").write_text("_base_: tiny_cpu_pixel\ntrain:\n  out_dir: 2024-01-05\n  overwrite: yes\n"
@@ -619,6 +619,35 @@ def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path)
     from mme.motion.bench_flow import recipe_configs  # the raw recipe's other reader
 
     assert (recipe_configs(tmp_path / "r.yaml", ())[2].stride, c.data.stride) == (2, 2)
+
+
+def test_a_number_is_read_in_decimal_in_an_override_and_a_recipe(tmp_path):
+    """YAML 1.1 read ``train.seed=0042`` as octal 34, ``train.steps=1:30`` as 90 (base 60), ``0b11`` as 3 and
+    ``optim.base_lr=010`` as 8.0, without a word, while ``096``, no octal, was 96 and ``0o10`` was refused; a
+    recipe's ``seed: 010`` was 8. A number key reads its value in decimal, in an override and a recipe alike, and
+    refuses a notation that is not decimal, naming it as written."""
+    keys = {"train.seed": "0042", "train.steps": "0100", "optim.base_lr": "010", "train.keep_epochs": "[010, 2]"}
+    over = load_config(PretrainConfig, "tiny_cpu_mme", [f"{k}={v}" for k, v in keys.items()])
+    (tmp_path / "r.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  seed: 0042\n  steps: 0100\n"
+                                     "  keep_epochs: [010, 2]\noptim:\n  base_lr: 010\n")
+    for c in (over, load_config(PretrainConfig, tmp_path / "r.yaml")):
+        assert (c.train.seed, c.train.steps, c.optim.base_lr, c.train.keep_epochs) == (42, 100, 10.0, (10, 2))
+        assert type(c.optim.base_lr) is float
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.steps=096"]).train.steps == 96
+    for override, said in (("train.steps=1:30", "expected an integer, got '1:30'"),
+                           ("train.steps=0b11", "expected an integer, got '0b11'"),
+                           ("train.seed=0x10", "expected an integer, got '0x10'"),
+                           ("train.steps=0o10", "expected an integer, got '0o10'"),
+                           ("train.keep_epochs=[0x1]", "expected an integer, got '0x1'"),
+                           ("optim.base_lr=1:30", "expected a finite number, got '1:30'")):
+        with pytest.raises(ConfigError) as info:
+            load_config(PretrainConfig, "tiny_cpu_mme", [override])
+        key = override.split("=")[0] + ("[0]" if "[" in override else "")
+        assert str(info.value) == f"config key '{key}': {said}", override
+    (tmp_path / "hex.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 0x10\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, tmp_path / "hex.yaml")
+    assert str(info.value) == f"recipe {tmp_path}/hex.yaml: config key 'train.steps': expected an integer, got '0x10'"
 
 
 def test_a_later_preset_replaces_the_sizes_set_before_it(tmp_path, caplog):

@@ -9,19 +9,21 @@ or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`).
 A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then among
 the packaged recipes; never the working folder); a section or mapping a recipe leaves empty (null: its keys commented
 out) changes nothing. An override's value is read as YAML for keys of other types than text, and as written for text
-keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole (``train={out_dir: 010}``) and a
-quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``, ``~`` and ``None`` unset a key that
-may be unset, in an override and in a recipe alike (``none`` too, but for a key that takes it as a value:
-``target.activation=none`` is the linear heads; a key that cannot be unset refuses them all, a recipe's naming the
-file to quote it in, once a later layer has not replaced it); an override's empty value (``train.steps=``: an unset
-shell variable) is refused for a key that is not text, and unsets a text key that may be unset (``train.init=``);
-quoted or tagged (``"None"``, ``!!str None``), and as an item of a list or a mapping's key, ``None`` is that text. A
-text value ``"~"`` (quoted) or starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s
-path arguments take too, a bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left unset
-(None) from the named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win
-(``model.preset=small model.depth=6`` works) and a config built in Python gets the same values as one read from YAML.
-Between layers the later one wins: a layer that names another preset (``model.preset=base`` over a recipe that sets
-``model.embed_dim``) drops the keys of that preset which earlier layers set (:func:`merge_layer`).
+keys (paths, names: ``train.out_dir=010`` is '010', not 8); a number, in an override and in a recipe alike, in
+decimal (``train.seed=010`` is 10; ``0x10``, ``0b11`` and ``1:30``, YAML 1.1's 16, 3 and 90, are refused); a section
+given whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
+``null``, ``~`` and ``None`` unset a key that may be unset, in an override and in a recipe alike (``none`` too, but
+for a key that takes it as a value: ``target.activation=none`` is the linear heads; a key that cannot be unset
+refuses them all, a recipe's naming the file to quote it in, once a later layer has not replaced it); an override's
+empty value (``train.steps=``: an unset shell variable) is refused for a key that is not text, and unsets a text key
+that may be unset (``train.init=``); quoted or tagged (``"None"``, ``!!str None``), and as an item of a list or a
+mapping's key, ``None`` is that text. A text value ``"~"`` (quoted) or starting with ``~/`` is the home folder or
+under it (:func:`home`, which ``mme``'s path arguments take too, a bare ``~`` among them). A dataclass with a
+``preset`` field fills the fields left unset (None) from the named preset in its ``__post_init__``
+(:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a config built in
+Python gets the same values as one read from YAML. Between layers the later one wins: a layer that names another
+preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that preset which
+earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -86,10 +88,10 @@ MERGE = "tag:yaml.org,2002:merge"
 class _RecipeLoader(yaml.SafeLoader):
     """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a date:
     in a recipe or an override, such a value keeps the text it was written as (an :class:`_Override`), which a
-    text key takes and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML
-    keeps the later one: a second ``train:`` section dropped the first), and so is a null key (``~: 3``), a second
-    merge key ``<<`` and a ``%YAML`` directive of another version than 1.1 (:meth:`flatten_mapping`,
-    :meth:`process_directives`)."""
+    text key takes and any other key reads as YAML does, but for a number, read in decimal (:func:`_decimal`). A key
+    given twice in one mapping is a ConfigError (YAML keeps the later one: a second ``train:`` section dropped the
+    first), and so is a null key (``~: 3``), a second merge key ``<<`` and a ``%YAML`` directive of another version
+    than 1.1 (:meth:`flatten_mapping`, :meth:`process_directives`)."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
@@ -111,14 +113,13 @@ class _RecipeLoader(yaml.SafeLoader):
 
     def process_directives(self):
         """Refuse ``%YAML 1.2`` (any version but 1.1) before a document: PyYAML reads every 1.x as 1.1, whose
-        ``yes``, ``on``, ``010`` and ``0o10`` 1.2 reads otherwise. (Not before a document, ``%YAML 1.2`` is an
+        ``yes`` and ``on`` 1.2 reads otherwise. (Not before a document, ``%YAML 1.2`` is an
         override's text, as YAML cannot read it.)"""
         value = super().process_directives()
         if self.yaml_version not in (None, (1, 1)) and self.check_token(yaml.DocumentStartToken):
             version, line = ".".join(map(str, self.yaml_version)), self._version.start_mark.line + 1
-            raise ConfigError(f"%YAML {version} (line {line}): mme reads YAML 1.1, where yes/no/on/off are booleans, "
-                              "010 is 8 and 0o10 is text (1.2: text, 10 and 8): remove the directive, writing such "
-                              "values as 1.1 reads them")
+            raise ConfigError(f"%YAML {version} (line {line}): mme reads YAML 1.1, where yes/no/on/off are booleans "
+                              "(1.2: text): remove the directive, writing such values as 1.1 reads them")
         return value
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
@@ -170,8 +171,19 @@ _READ_AS = {"int": "construct_yaml_int", "float": "construct_yaml_float", "bool"
 
 def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Override:
     value = _Override(node.value)
-    value.parsed = getattr(loader, _READ_AS[node.tag.rpartition(":")[2]])(node)
+    kind = node.tag.rpartition(":")[2]
+    value.parsed = _decimal(node.value) if kind in ("int", "float") else getattr(loader, _READ_AS[kind])(node)
     return value
+
+
+def _decimal(text: str) -> int | float | str:
+    """A number YAML 1.1 reads as one, read in decimal as Python reads it (``010`` and ``0010`` 10, not octal 8; an
+    int where it is one), or its text where that is no decimal number (``0x10``, ``0b11``, ``1:30``, ``.inf``): a
+    number key refuses it, naming it as written, instead of taking a number other than the one it looks like."""
+    for number in (int, float):
+        with contextlib.suppress(ValueError):
+            return number(text)
+    return text
 
 
 for _kind in _READ_AS:
