@@ -570,8 +570,8 @@ def test_a_later_layer_drops_each_earlier_override_setting_the_same_key_mapping_
 
 def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):
     """``train.epochs=5`` on a recipe that sets ``train.steps`` changed nothing without a word (steps win); the
-    same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting both, or the
-    winner to null, is quiet and does what it says. mme demo said it once per config it loaded (16 times)."""
+    same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting the winner to
+    null is quiet and does what it says. mme demo said it once per config it loaded (16 times)."""
     import logging
 
     from mme.config import warnings_once
@@ -597,6 +597,28 @@ def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog)
     assert [r.getMessage() for r in caplog.records if "config: recipe" not in r.getMessage()] == [
         "config: train.epochs=5 has no effect: train.steps=300 set before it wins (add train.steps=null to use epochs)",
         "config: model.preset=small replaces model.depth=4, model.embed_dim=192, model.num_heads=3 set before it"]
+
+
+def test_a_key_given_beside_the_key_that_wins_over_it_is_warned_about(tmp_path, caplog):
+    """``train.epochs=7 train.steps=50`` on one command line trained 50 steps, the epochs dropped without a word (and
+    ``optim.warmup_epochs`` beside ``optim.warmup_steps``), where the epochs alone over a recipe's steps were warned
+    about; without a recipe, or one without the section, nothing was checked at all."""
+    import logging
+
+    (tmp_path / "model.yaml").write_text("model:\n  depth: 1\n")
+    for recipe, overrides in (("tiny_cpu_mme", ["train.epochs=7", "train.steps=50", "optim.warmup_epochs=1",
+                                                "optim.warmup_steps=5"]),
+                              (None, ["train={epochs: 7, steps: 50}", "optim={warmup_epochs: 1, warmup_steps: 5}"]),
+                              (tmp_path / "model.yaml", ["train.epochs=7", "train.steps=50", "optim.warmup_epochs=1",
+                                                         "optim.warmup_steps=5"])):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme.config"):
+            c = load_config(PretrainConfig, recipe, overrides)
+        assert (c.train.steps, c.optim.warmup_steps) == (50, 5)
+        assert [r.getMessage() for r in caplog.records] == [
+            "config: train.epochs=7 has no effect: train.steps=50 set beside it wins (give one of the two)",
+            "config: optim.warmup_epochs=1 has no effect: optim.warmup_steps=5 set beside it wins (give one of the two)"
+        ], recipe
 
 
 def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path):

@@ -636,8 +636,9 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     loses the keys of its presets (``cls.PRESETS``) that ``base`` set and the update does not: a later layer's
     preset wins over an earlier layer's explicit values, as any later key does (each drop is logged at ``level``:
     a recipe's own layers at debug, overrides at info). A key the
-    update sets that an earlier layer's key overrides (``cls.SHADOWED_BY``: ``train.epochs`` under a recipe's
-    ``train.steps``) is warned about: it would change nothing. Each line is said once within :func:`warnings_once`."""
+    update sets that a key set before it or beside it overrides (``cls.SHADOWED_BY``: ``train.epochs`` under a
+    recipe's ``train.steps``, or beside ``train.steps=50`` on one command line) is warned about: it would change
+    nothing. Each line is said once within :func:`warnings_once`."""
     out = merge(base, update)
     presets = getattr(cls, "PRESETS", None)
     def preset(layer):
@@ -652,14 +653,16 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
             _say(level, f"config: {prefix}preset={update['preset']} replaces "
                         f"{', '.join(f'{prefix}{k}={v}' for k, v in dropped.items())} set before it")
     for name, winner in getattr(cls, "SHADOWED_BY", {}).items():
-        if name in update and winner not in update and not _unset(out.get(winner)):
+        if name in update and not _unset(out.get(winner)):
+            where, advice = ("beside", "give one of the two") if winner in update else \
+                ("before", f"add {prefix}{winner}=null to use {name}")
             _say(logging.WARNING, f"config: {prefix}{name}={update[name]} has no effect: {prefix}{winner}="
-                                  f"{out[winner]} set before it wins (add {prefix}{winner}=null to use {name})")
+                                  f"{out[winner]} set {where} it wins ({advice})")
     hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
     for name, value in update.items():
         tp = hints.get(name)
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name), dict):
-            out[name] = merge_layer(tp, base[name], value, f"{prefix}{name}.", level)
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name, {}), dict):
+            out[name] = merge_layer(tp, base.get(name, {}), value, f"{prefix}{name}.", level)  # (or a new section)
     return out
 
 
