@@ -589,14 +589,16 @@ def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog)
         assert not caplog.text
         (tmp_path / "child.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  epochs: 3\n")
         load_config(PretrainConfig, tmp_path / "child.yaml")
-    assert "train.epochs=3 has no effect: train.steps=300" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"recipe {tmp_path}/child.yaml: train.epochs: 3 has no effect: train.steps: 300 set before it wins (add "
+        "train.steps=null, or steps: null to the recipe, to use epochs)"]
     caplog.clear()  # within warnings_once (mme demo's configs, one per row) said once, as load_config's own lines
     with caplog.at_level(logging.INFO, logger="mme.config"), warnings_once():
         for _ in range(3):
             load_config(PretrainConfig, "tiny_cpu_mme", ["train.epochs=5", "model.preset=small"])
     assert [r.getMessage() for r in caplog.records if "config: recipe" not in r.getMessage()] == [
-        "config: train.epochs=5 has no effect: train.steps=300 set before it wins (add train.steps=null to use epochs)",
-        "config: model.preset=small replaces model.depth=4, model.embed_dim=192, model.num_heads=3 set before it"]
+        "config: model.preset=small replaces model.depth=4, model.embed_dim=192, model.num_heads=3 set before it",
+        "config: train.epochs=5 has no effect: train.steps=300 set before it wins (add train.steps=null to use epochs)"]
 
 
 def test_a_key_given_beside_the_key_that_wins_over_it_is_warned_about(tmp_path, caplog):
@@ -616,9 +618,39 @@ def test_a_key_given_beside_the_key_that_wins_over_it_is_warned_about(tmp_path, 
             c = load_config(PretrainConfig, recipe, overrides)
         assert (c.train.steps, c.optim.warmup_steps) == (50, 5)
         assert [r.getMessage() for r in caplog.records] == [
-            "config: train.epochs=7 has no effect: train.steps=50 set beside it wins (give one of the two)",
-            "config: optim.warmup_epochs=1 has no effect: optim.warmup_steps=5 set beside it wins (give one of the two)"
+            "config: optim.warmup_epochs=1 has no effect: optim.warmup_steps=5 set beside it wins (give one of the "
+            "two)", "config: train.epochs=7 has no effect: train.steps=50 set beside it wins (give one of the two)"
         ], recipe
+
+
+def test_a_shadowed_key_is_judged_on_the_config_the_layers_make(tmp_path, caplog):
+    """Each layer was checked as it was merged, before the layers after it: a recipe's epochs over its base's steps
+    (or beside its own) was said to have no effect even where the command line then unset the steps
+    (``train.steps=null``, the very advice given), and ``train.epochs=null train.steps=50`` was warned about before
+    refused. The config the layers make is judged, a recipe's key named in the recipe's words; a key whose winner
+    a later layer sets (a recipe's epochs under the command line's steps) is the later choice, and a recipe without
+    a base (a run's ``config.yaml``, which holds both) is not checked."""
+    import logging
+
+    (tmp_path / "child.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  epochs: 3\n")
+    (tmp_path / "both.yaml").write_text("_base_: child.yaml\ntrain:\n  epochs: 7\n  steps: 50\n")
+    (tmp_path / "plain.yaml").write_text("train:\n  epochs: 7\n  steps: 50\n")
+    for recipe, overrides, length in (("child", ["train.steps=null"], (3, None)),
+                                      ("both", ["train.steps=null"], (7, None)),
+                                      ("child", ["train.steps=10"], (3, 10)), ("plain", [], (7, 50))):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme.config"):
+            c = load_config(PretrainConfig, tmp_path / f"{recipe}.yaml", overrides)
+        assert ((c.train.epochs, c.train.steps), caplog.text) == (length, ""), (recipe, overrides)
+    with caplog.at_level(logging.WARNING, logger="mme.config"):
+        c = load_config(PretrainConfig, tmp_path / "both.yaml")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"recipe {tmp_path}/both.yaml: train.epochs: 7 has no effect: train.steps: 50 set beside it wins (give one of "
+        "the two)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme.config"), pytest.raises(ConfigError, match="'train.epochs'"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["train.epochs=null", "train.steps=50"])
+    assert not caplog.text
 
 
 def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path):

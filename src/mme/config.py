@@ -635,10 +635,7 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     """``merge(base, update)`` for the config dataclass ``cls``, where a section whose ``preset`` the update changes
     loses the keys of its presets (``cls.PRESETS``) that ``base`` set and the update does not: a later layer's
     preset wins over an earlier layer's explicit values, as any later key does (each drop is logged at ``level``:
-    a recipe's own layers at debug, overrides at info). A key the
-    update sets that a key set before it or beside it overrides (``cls.SHADOWED_BY``: ``train.epochs`` under a
-    recipe's ``train.steps``, or beside ``train.steps=50`` on one command line) is warned about: it would change
-    nothing. Each line is said once within :func:`warnings_once`."""
+    a recipe's own layers at debug, overrides at info; said once within :func:`warnings_once`)."""
     out = merge(base, update)
     presets = getattr(cls, "PRESETS", None)
     def preset(layer):
@@ -652,17 +649,11 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
         if dropped:
             _say(level, f"config: {prefix}preset={update['preset']} replaces "
                         f"{', '.join(f'{prefix}{k}={v}' for k, v in dropped.items())} set before it")
-    for name, winner in getattr(cls, "SHADOWED_BY", {}).items():
-        if name in update and not _unset(out.get(winner)):
-            where, advice = ("beside", "give one of the two") if winner in update else \
-                ("before", f"add {prefix}{winner}=null to use {name}")
-            _say(logging.WARNING, f"config: {prefix}{name}={update[name]} has no effect: {prefix}{winner}="
-                                  f"{out[winner]} set {where} it wins ({advice})")
     hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
     for name, value in update.items():
         tp = hints.get(name)
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name, {}), dict):
-            out[name] = merge_layer(tp, base.get(name, {}), value, f"{prefix}{name}.", level)  # (or a new section)
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name), dict):
+            out[name] = merge_layer(tp, base[name], value, f"{prefix}{name}.", level)
     return out
 
 
@@ -748,13 +739,24 @@ def _packaged_names() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def load_recipe(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML recipe, following ``_base_`` chains (each recipe a layer over its base: :func:`merge_layer`
-    for the config dataclass ``cls``, its keys and values checked first, so that an error names the recipe that
-    holds it, and a section left empty taken as nothing changed: :func:`_checked_layer`; ``_base_: ~/x.yaml`` is
-    under the home folder, as a text key's value); an empty recipe (without a base, no setting: nothing, or sections
-    left empty) or a chain that comes back to a recipe already in it is a ConfigError (the first would silently train
-    the full-size defaults)."""
+def load_recipe(name: str | Path, cls: type) -> dict[str, Any]:
+    """Read a YAML recipe, following ``_base_`` chains: each recipe a layer over its base (:func:`merge_layer` for
+    the config dataclass ``cls``; :func:`_recipe_layers`)."""
+    return _merged(cls, _recipe_layers(name, cls))
+
+
+def _merged(cls: type, layers: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """A recipe's ``layers`` (:func:`_recipe_layers`) merged, each over the ones before it."""
+    return functools.reduce(lambda data, layer: merge_layer(cls, data, layer[1], level=logging.DEBUG), layers, {})
+
+
+def _recipe_layers(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """A YAML recipe and the recipes of its ``_base_`` chain, each as its file and its layer, the chain's first (the
+    recipe without a base) first: each layer's keys and values checked, so that an error names the recipe that holds
+    it, and a section left empty taken as nothing changed (:func:`_checked_layer`); ``_base_: ~/x.yaml`` is under the
+    home folder, as a text key's value. An empty recipe (without a base, no setting: nothing, or sections left empty)
+    or a chain that comes back to a recipe already in it is a ConfigError (the first would silently train the
+    full-size defaults)."""
     path = resolve_recipe_path(name)
     if path.resolve() in _chain:
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
@@ -789,8 +791,8 @@ def load_recipe(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -> d
             base_path = resolve_recipe_path(home(base), path)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
-        data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data, level=logging.DEBUG)
-    return data
+        return [*_recipe_layers(base_path, cls, (*_chain, path.resolve())), (path, data)]
+    return [(path, data)]
 
 
 def _mark_recipe(data: Any, path: Path) -> None:
@@ -807,9 +809,9 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     """defaults <- recipe <- overrides, as a typed dataclass, which records the keys the overrides set
     (:func:`given_in`)."""
     path = resolve_recipe_path(recipe) if recipe is not None else None
-    data = load_recipe(path, cls) if path is not None else {}
+    layers = _recipe_layers(path, cls) if path is not None else []
     update = parse_overrides(overrides or [])
-    cfg = from_dict(cls, merge_layer(cls, data, update))
+    cfg = from_dict(cls, merge_layer(cls, _merged(cls, layers), update))
     if path is not None:
         _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)
@@ -818,7 +820,37 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     unused = keys_without_effect(cfg)
     for key in sorted(given.keys() & unused.keys()):
         _say(logging.WARNING, f"config: {key}={given[key]} has no effect: {unused[key]}")
+    _warn_shadowed(cfg, [*layers, (None, update)])
     return cfg
+
+
+def _warn_shadowed(cfg: Any, layers: list[tuple[Path | None, dict[str, Any]]]) -> None:
+    """Warn about each key that a recipe over its base or an override (the last of ``layers``, its file None) sets
+    and that a key set in the same layer or an earlier one wins over (:func:`keys_shadowed`: ``train.epochs`` under
+    or beside ``train.steps``): it changes nothing. Judged on the config the layers make, so a later layer that
+    unsets the winner (``train.steps=null``) gives the key its effect. A key the winner is set after is not (a
+    recipe's epochs under the command line's steps: the later choice); nor is a recipe without a base (a run's
+    ``config.yaml`` read back holds both keys)."""
+    where = {key: i for i, (_, layer) in enumerate(layers) for key in flatten(layer)}  # each key's last layer
+    given = flatten(layers[-1][1])
+
+    def said(key: str, recipe: Path | None) -> str:  # (an override as written: optim.warmup_epochs=1, not 1.0)
+        value = given[key] if where.get(key) == len(layers) - 1 else operator.attrgetter(key)(cfg)
+        return f"{key}={value}" if recipe is None else f"{key}: {value}"
+
+    for name, winner in keys_shadowed(cfg).items():
+        recipe = layers[where[name]][0] if name in where else None
+        if name not in where or (where[name] == 0 and recipe is not None) or where.get(winner, -1) > where[name]:
+            continue
+        if where.get(winner) == where[name]:
+            whence, advice = "beside it", "give one of the two"
+        elif recipe is None:
+            whence, advice = "before it", f"add {winner}=null to use {name.rpartition('.')[2]}"
+        else:
+            whence, advice = "before it", (f"add {winner}=null, or {winner.rpartition('.')[2]}: null to the recipe, "
+                                           f"to use {name.rpartition('.')[2]}")
+        _say(logging.WARNING, f"{'config' if recipe is None else f'recipe {recipe}'}: {said(name, recipe)} has no "
+                              f"effect: {said(winner, recipe)} set {whence} wins ({advice})")
 
 
 def _say(level: int, said: str) -> None:
@@ -830,15 +862,15 @@ def _say(level: int, said: str) -> None:
 
 
 _said_once: set[str] | None = None
-"""Within :func:`warnings_once`, the lines of :func:`load_config` (the recipe read, keys given without effect) and of
-:func:`merge_layer` said so far."""
+"""Within :func:`warnings_once`, the lines of :func:`load_config` (the recipe read, keys given without effect or
+shadowed) and of :func:`merge_layer` (a preset's drops) said so far."""
 
 
 @contextlib.contextmanager
 def warnings_once() -> Iterator[None]:
     """Within the block, :func:`load_config` and :func:`merge_layer` say each of their lines (the recipe read, a key
-    given without effect or shadowed) once: a job that loads configs of the same overrides again and again (mme demo,
-    one per row) says its user's once."""
+    given without effect or shadowed, a preset's drops) once: a job that loads configs of the same overrides again
+    and again (mme demo, one per row) says its user's once."""
     global _said_once
     before, _said_once = _said_once, set() if _said_once is None else _said_once
     try:
@@ -871,8 +903,8 @@ def check_within(key: str, value: float | None, least: float | None = None, most
 def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
     """``{dotted key: why it has no effect}`` over ``cfg`` and its sections, each section's from its own
     ``keys_without_effect()`` where it has one (``data.scales`` beside ``data.crop=random_resized``):
-    :func:`load_config` warns about those the overrides give, as :func:`merge_layer` does about a key an earlier
-    layer's overrides. (The target's keys that its kind does not use are refused instead, before any work:
+    :func:`load_config` warns about those the overrides give, as about a key another wins over (:func:`keys_shadowed`).
+    (The target's keys that its kind does not use are refused instead, before any work:
     ``TargetConfig.settings_without_effect``, as a target of other settings gives other targets.)"""
     own = cfg.keys_without_effect() if hasattr(cfg, "keys_without_effect") else {}
     out = {f"{prefix}{k}": why for k, why in own.items()}
