@@ -1603,21 +1603,26 @@ def test_unset_is_unset_however_written_and_text_keys_refuse_it():
 def test_an_empty_value_of_a_key_that_is_not_text_is_refused(capsys):
     """``train.steps=$STEPS``, STEPS unset, unset the recipe's 300 steps: the run went by the default 1600 epochs
     (6400 steps), said only in the start-up's derived block, where ``train.batch_size=`` was refused. An empty value
-    is a text: a key that is not text refuses it, ``null`` unsetting a key; a text key takes it as before."""
+    is a text: a key that is not text refuses it, ``null`` unsetting a key; a text key takes it as before. The empty
+    list or mapping is named where the key takes one (it was ``[]`` for ``optim.betas``, which refuses it as not two
+    numbers, and nothing for ``target.loss_weights``, which takes ``{}``)."""
     from mme.cli import main
 
     for key, said in (("train.steps", "give its value, or null to unset it"),
                       ("model.depth", "give its value, or null to unset it"), ("train.batch_size", "give its value"),
                       ("optim.base_lr", "give its value"), ("train.compile", "give its value"),
-                      ("train.keep_epochs", "give its value ([] for an empty list)"), ("train", "give its value")):
+                      ("train.keep_epochs", "give its value ([] for none)"), ("train", "give its value"),
+                      ("optim.betas", "give its value"), ("data.rrc_scale", "give its value"),
+                      ("data.scales", "give its value"), ("target.loss_weights", "give its value ({} for none)")):
         with pytest.raises(ConfigError) as info:
             load_config(PretrainConfig, "tiny_cpu_mme", [f"{key}="])
         assert str(info.value) == (f"config key '{key}': empty (an unset shell variable?), which only a text key "
                                    f"takes: {said}")
     c = load_config(PretrainConfig, "tiny_cpu_mme", ["train.steps=null", "train.keep_epochs=[]", "model.preset=",
-                                                     "target.cache_dir=", "train.init="])
+                                                     "target.cache_dir=", "train.init=", "target.loss_weights={}"])
     assert (c.train.steps, c.train.keep_epochs, c.model.depth, c.target.cache_dir, c.train.init) == (
         None, (), 4, None, None)
+    assert c.target.loss_weights == {}
     assert main(["pretrain", "--config", "tiny_cpu_mme", "train.steps="]) == 1
     assert "config key 'train.steps': empty (an unset shell variable?)" in capsys.readouterr().err
 

@@ -58,7 +58,8 @@ def _type_name(tp: Any) -> str:
 
 
 class _Override(str):
-    """An override's value as written, with ``parsed``: the same read as YAML (the raw text where it is none)."""
+    """An override's value as written, with ``parsed``: as YAML reads it, but a number in decimal (:func:`_decimal`),
+    the raw text where YAML reads none."""
 
     parsed: Any
 
@@ -263,11 +264,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if isinstance(value, _Override):
         union = origin in (typing.Union, types.UnionType)
-        if not value.strip() and str not in (tp, *(args if union else ())):  # (train.steps=$STEPS, STEPS unset)
-            unset = ", or null to unset it" if union and type(None) in args else ""
-            empty = " ([] for an empty list)" if origin in (list, tuple) else ""
-            raise ConfigError(f"config key '{key}': empty (an unset shell variable?), which only a text key takes: "
-                              f"give its value{empty}{unset}")
         if union and type(None) in args and _unset(value):
             return None
         if tp is str and value.strip() in NULLS:
@@ -455,10 +451,33 @@ def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
     key = prefix + name
     if name in getattr(cls, "NONE_IS_A_VALUE", ()) and isinstance(value, _Override) and value.strip() == NONE:
         return NONE  # (none, unquoted, not unset)
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    types_of = typing.get_args(tp) if union else (tp,)
+    if isinstance(value, _Override) and not value.strip() and str not in types_of:  # (train.steps=$STEPS, unset)
+        unset = ", or null to unset it" if type(None) in types_of else ""
+        raise ConfigError(f"config key '{key}': empty (an unset shell variable?), which only a text key takes: "
+                          f"give its value{_empty_collection(cls, name, types_of)}{unset}")
     out = _coerce(value, tp, key)
     if name in getattr(cls, "PATHS", {}) and isinstance(out, str) and "\0" in out:
         raise ConfigError(f"config key '{key}': {out!r} holds a NUL byte, which no path can hold")
     return out
+
+
+def _empty_collection(cls: type, name: str, types_of: tuple[Any, ...]) -> str:
+    """How key ``name`` of config dataclass ``cls`` (of the types ``types_of``) is given an empty list or mapping,
+    where it takes one (``train.keep_epochs``: ``[]``; ``target.loss_weights``: ``{}``; not ``optim.betas``, two
+    numbers), said beside the refusal of an empty value: ``cls`` built with it, its other keys at their defaults,
+    takes it or refuses it as any config does."""
+    for tp in types_of:
+        origin = typing.get_origin(tp) or tp
+        if origin in (list, tuple, dict):
+            empty, written = ({}, "{}") if origin is dict else ((), "[]")
+            try:
+                cls(**{name: empty})
+            except (ConfigError, TypeError, ValueError):
+                return ""
+            return f" ({written} for none)"
+    return ""
 
 
 @functools.cache
@@ -522,7 +541,8 @@ def same_key_in(key: str, keys: Iterable[str]) -> str | None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
+    """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML, a number
+    in decimal;
     a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them; a
     value YAML reads as a block mapping or list, ``runs/exp: 2`` or ``- x``, is that collection, which a text key
     takes as written: :class:`_Block`).
