@@ -138,7 +138,7 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
     from mme.train.config import PretrainConfig
 
     c = load_config(PretrainConfig, "tiny_cpu_mme", [
-        "train.out_dir=010", "data.root=runs/x #2", "train.init=%HOME%", "data.index_dir=None", "target.cache_dir=",
+        "train.out_dir=010", "data.root=runs/x #2", "train.init=%HOME%", "data.index_dir=None", "target.cache_dir=~",
         "target.activation=none", "optim.base_lr=1e-3", "target.loss_weights.traj=.5", "train={batch_size: 3}",
         "data.list_file=~/lists/train.txt"])
     assert (c.train.out_dir, c.data.root, c.train.init) == ("010", "runs/x #2", "%HOME%")
@@ -1619,12 +1619,39 @@ def test_an_empty_value_of_a_key_that_is_not_text_is_refused(capsys):
         assert str(info.value) == (f"config key '{key}': empty (an unset shell variable?), which only a text key "
                                    f"takes: {said}")
     c = load_config(PretrainConfig, "tiny_cpu_mme", ["train.steps=null", "train.keep_epochs=[]", "model.preset=",
-                                                     "target.cache_dir=", "train.init=", "target.loss_weights={}"])
-    assert (c.train.steps, c.train.keep_epochs, c.model.depth, c.target.cache_dir, c.train.init) == (
-        None, (), 4, None, None)
-    assert c.target.loss_weights == {}
+                                                     "data.root=", "target.loss_weights={}"])
+    assert (c.train.steps, c.train.keep_epochs, c.model.depth, c.data.root, c.target.loss_weights) == (
+        None, (), 4, "", {})
     assert main(["pretrain", "--config", "tiny_cpu_mme", "train.steps="]) == 1
     assert "config key 'train.steps': empty (an unset shell variable?)" in capsys.readouterr().err
+
+
+def test_an_empty_path_that_may_be_unset_and_an_empty_value_in_a_mapping_are_refused():
+    """``train.init=$INIT``, INIT unset, trained from scratch without a word (``train.init=`` unset it), and so did
+    ``train.resume=``, ``target.cache_dir=`` and ``data.index_dir=`` unset their keys; inside a section given whole
+    (``train={steps: $STEPS}``) the empty value was YAML's null, unsetting the recipe's steps. A key naming a file or
+    folder that may be unset refuses the empty value, as a key that is not text does, in a mapping too; ``null``
+    unsets them, and a key whose empty text is a value (``task.val_list=``: none; ``data.root=``) takes it."""
+    from mme.train.config import FinetuneConfig
+
+    for overrides, key, said in (
+            (["train.init="], "train.init", "which names no file or folder: give its path, or null to unset it"),
+            (["train.resume="], "train.resume", "which names no file or folder: give its path, or null to unset it"),
+            (["train={init: }"], "train.init", "which names no file or folder: give its path, or null to unset it"),
+            (["target.cache_dir="], "target.cache_dir", "which names no file or folder: give its path, or null to "
+                                                        "unset it"),
+            (["data.index_dir="], "data.index_dir", "which names no file or folder: give its path, or null to unset "
+                                                    "it"),
+            (["train={steps: }"], "train.steps", "which only a text key takes: give its value, or null to unset it"),
+            (["train=steps: "], "train.steps", "which only a text key takes: give its value, or null to unset it")):
+        with pytest.raises(ConfigError) as info:  # (a target: pre-training's)
+            load_config(*(PretrainConfig, "tiny_cpu_mme") if key.startswith("target.") else
+                        (FinetuneConfig, "finetune_tiny_cpu"), overrides)
+        assert str(info.value) == f"config key '{key}': empty (an unset shell variable?), {said}", overrides
+    c = load_config(FinetuneConfig, "finetune_tiny_cpu", ["train={init: null, steps: ~}", "train.resume=null",
+                                                          "data.index_dir=null", "task.val_list=", "data={root: }"])
+    assert (c.train.init, c.train.steps, c.train.resume, c.data.index_dir) == (None, None, None, None)
+    assert (c.task.val_list, c.data.root) == ("", "")
 
 
 def test_none_in_a_recipe_unsets_a_key_as_an_override_does(tmp_path):

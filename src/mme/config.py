@@ -15,10 +15,11 @@ given whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs
 ``null``, ``~`` and ``None`` unset a key that may be unset, in an override and in a recipe alike (``none`` too, but
 for a key that takes it as a value: ``target.activation=none`` is the linear heads; a key that cannot be unset
 refuses them all, a recipe's naming the file to quote it in, once a later layer has not replaced it); an override's
-empty value (``train.steps=``: an unset shell variable) is refused for a key that is not text, and unsets a text key
-that may be unset (``train.init=``); quoted or tagged (``"None"``, ``!!str None``), and as an item of a list or a
-mapping's key, ``None`` is that text. A text value ``"~"`` (quoted) or starting with ``~/`` is the home folder or
-under it (:func:`home`, which ``mme``'s path arguments take too, a bare ``~`` among them). A dataclass with a
+empty value (``train.steps=``: an unset shell variable), whole or in a section given whole (``train={steps: }``), is
+refused for a key that is not text and for a file or folder that may be unset (``train.init=``), and unsets another
+text key that may be unset (``model.preset=``); quoted or tagged (``"None"``, ``!!str None``), and as an item of a
+list or a mapping's key, ``None`` is that text. A text value ``"~"`` (quoted) or starting with ``~/`` is the home
+folder or under it (:func:`home`, which ``mme``'s path arguments take too, a bare ``~`` among them). A dataclass with a
 ``preset`` field fills the fields left unset (None) from the named preset in its ``__post_init__``
 (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a config built in
 Python gets the same values as one read from YAML. Between layers the later one wins: a layer that names another
@@ -217,6 +218,23 @@ def _item(value: Any) -> Any:
 
 
 _RecipeLoader.add_constructor("tag:yaml.org,2002:str", _text)
+
+
+class _OverrideLoader(_RecipeLoader):
+    """An override's YAML, read as a recipe's but for an empty value in a collection (``train={steps: $STEPS}``,
+    ``train=steps: $STEPS``, STEPS unset), which is the empty text, as an override's whole value is
+    (:func:`_field_value` refuses it where a key takes no empty text), not null: ``null`` unsets a key."""
+
+
+def _empty_as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    if node.value:  # (null, ~)
+        return loader.construct_yaml_null(node)
+    value = _Override("")
+    value.parsed = ""
+    return value
+
+
+_OverrideLoader.add_constructor("tag:yaml.org,2002:null", _empty_as_written)
 
 
 class _RecipeDumper(yaml.SafeDumper):
@@ -453,10 +471,14 @@ def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
         return NONE  # (none, unquoted, not unset)
     union = typing.get_origin(tp) in (typing.Union, types.UnionType)
     types_of = typing.get_args(tp) if union else (tp,)
-    if isinstance(value, _Override) and not value.strip() and str not in types_of:  # (train.steps=$STEPS, unset)
+    if isinstance(value, _Override) and not value.strip():  # (train.steps=$STEPS, STEPS unset)
         unset = ", or null to unset it" if type(None) in types_of else ""
-        raise ConfigError(f"config key '{key}': empty (an unset shell variable?), which only a text key takes: "
-                          f"give its value{_empty_collection(cls, name, types_of)}{unset}")
+        if str not in types_of:
+            raise ConfigError(f"config key '{key}': empty (an unset shell variable?), which only a text key takes: "
+                              f"give its value{_empty_collection(cls, name, types_of)}{unset}")
+        if name in getattr(cls, "PATHS", {}) and unset:  # (train.init=$INIT: not trained from scratch unsaid)
+            raise ConfigError(f"config key '{key}': empty (an unset shell variable?), which names no file or folder: "
+                              f"give its path{unset}")
     out = _coerce(value, tp, key)
     if name in getattr(cls, "PATHS", {}) and isinstance(out, str) and "\0" in out:
         raise ConfigError(f"config key '{key}': {out!r} holds a NUL byte, which no path can hold")
@@ -574,7 +596,7 @@ def _parsed(items: list[str]) -> Iterator[tuple[str, Any, set[str]]]:
         key, raw = item.split("=", 1)
         loader = None
         try:
-            loader = _RecipeLoader(raw)  # refuses characters YAML cannot hold (a path's undecodable bytes)
+            loader = _OverrideLoader(raw)  # refuses characters YAML cannot hold (a path's undecodable bytes)
             node = loader.get_single_node()
             parsed = "" if node is None else loader.construct_document(node)
             if isinstance(node, yaml.CollectionNode) and not node.flow_style:  # (collections: [...], {...})
