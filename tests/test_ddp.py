@@ -321,7 +321,7 @@ def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(ranks):
     for rank in (0, 1):
         out = ranks[0][rank]
         assert out["count"] == 2 and out["reasons"] == {"missing": 1, "decode error": 1}, out
-        assert out["joined"][0] == "DataError" and out["joined"][1].startswith("3 of 3 videos in"), out
+        assert out["joined"][0] == "TooManyFailures" and out["joined"][1].startswith("3 of 3 videos in"), out
     assert ranks[0][1]["alone"] is None and ranks[0][0]["joined"] == ranks[0][1]["joined"]
 
 

@@ -1010,6 +1010,32 @@ def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(syn
     assert "1 videos failed and were replaced: {'unreadable': 1} (1 of them before the run resumed)" in caplog.text
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_if_never_stopped(synth, tmp_path):
+    """The broken video is read for step 3 (seed 1): at the fraction's default 0.01 the run stops there, its steps 1-2
+    past its last checkpoint (none: train.ckpt_every=1000). They were lost, --resume auto starting again from step 0;
+    now a checkpoint of step 2 keeps them, and resumed with the fraction raised the run ends with the weights of one
+    that ran with it from the start (the failed video skipped as it would have been)."""
+    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
+    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'broken.mp4'} 0"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32]
+    with pytest.raises(DataError, match=r"failed, more than data.max_failure_fraction=0.01 .*\. Kept: .*"
+                       r"checkpoint-00000002\.pt, the checkpoint of step 2: --resume auto \(train.resume=auto\) with "
+                       r"data.max_failure_fraction raised continues from there$"):
+        run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6")
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]
+    raised = "data.max_failure_fraction=0.2"
+    resumed = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6", raised, "train.resume=auto")
+    whole = run("tiny_cpu_pixel", data, tmp_path / "whole", "train.steps=6", raised)
+    assert resumed.step == whole.step == 6 and resumed.history[-1]["data_failures"] == 1.0
+    a, b = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (resumed, whole))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.pinned  # each case pins its precision (fp16, bf16)
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):

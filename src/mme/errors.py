@@ -57,6 +57,10 @@ class DataError(MMEError):
     """A list file line, a dataset, or a cache file is invalid."""
 
 
+class TooManyFailures(DataError):
+    """More of a list's videos failed than ``data.max_failure_fraction`` lets a run skip."""
+
+
 class ConfigError(MMEError, ValueError):
     """A configuration key or value is invalid."""
 

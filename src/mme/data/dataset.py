@@ -82,7 +82,7 @@ from mme.data.video import (
     with_true_count,
 )
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, ProcessLost, VideoError
+from mme.errors import ConfigError, DataError, ProcessLost, TooManyFailures, VideoError
 from mme.utils import (
     MAX_THREADS,
     THREADS_WHY,
@@ -894,7 +894,7 @@ class _VideoDataset(Dataset):
         failed, total = self.failed_of(videos)
         if self._past_fraction(failed, total):
             examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
-            raise DataError(
+            raise TooManyFailures(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
                 f"{self.cfg.max_failure_fraction} ({self.failure_counts(codes)}); e.g. {examples}; "
                 f"{self._failure_advice(codes, failed)}"

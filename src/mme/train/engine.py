@@ -179,6 +179,9 @@ class Run:
     position: dict = field(default_factory=lambda: {"epoch": 0, "batch": 0})
     resumed_at: int | None = None
     """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
+    saved_step: int = 0
+    """The step of the run's last checkpoint: the one it resumed from, then each it writes (0: none, nor a step to
+    keep)."""
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
     grad_overflows: int = 0
@@ -958,7 +961,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         log.info("train.precision=%s: a fresh fp16 grad scaler (the checkpoint's run had none)", run.precision)
     elif saved_scaler:
         run.scaler.load_state_dict(saved_scaler)
-    run.step = run.resumed_at = int(state["step"])
+    run.step = run.resumed_at = run.saved_step = int(state["step"])
     run.skipped = int(state.get("skipped", 0))
     run.grad_overflows = int(state.get("grad_overflows", run.skipped if saved_scaler else 0))  # (fp16's: a scaler)
     run.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from mme.data.dataset import collate, make_loader, start_workers
 from mme.data.sampling import window_length
-from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError
+from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError, TooManyFailures
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
@@ -369,7 +369,28 @@ def _say_skipped(run: Run) -> None:
 def save(run: Run) -> Path:
     """A checkpoint at the current step, its path on every rank: rank 0 writes it while the others wait, and they
     all stop with rank 0's error when it could not write (:func:`mme.train.distributed.on_main`)."""
-    return dist.on_main(_write_checkpoint, run)
+    path = dist.on_main(_write_checkpoint, run)
+    run.saved_step = run.step
+    return path
+
+
+def _keep_steps_of_data_error(run: Run, error: Exception) -> Exception:
+    """``error`` as the run ends by it, the steps since its last checkpoint kept where it is a stop by too many failed
+    videos on every rank (TooManyFailures raised alike, before a step's forward, :func:`data_failed_together`, or at
+    a record's join, :func:`share_failures`; checked together, as ranks may fail otherwise at once): a checkpoint of its
+    last step, which the failed fetch left as it was (model, optimizer, position; the generators are seeded again
+    at each micro-batch), its failures recorded, skipped by the resumed run, and the error saying so. A checkpoint
+    that cannot be written is warned about, the error left as it was."""
+    if not dist.raised_alike(error) or dist.any_true(
+            not isinstance(error, TooManyFailures) or run.step == run.saved_step, run.device):
+        return error
+    try:
+        path = save(run)
+    except CheckpointError as e:
+        log.warning("%s", e)
+        return error
+    return dist.alike(TooManyFailures(f"{error}. Kept: {path}, the checkpoint of step {run.step}: --resume auto "
+                                "(train.resume=auto) with data.max_failure_fraction raised continues from there"))
 
 
 def _write_checkpoint(run: Run) -> Path:
@@ -462,8 +483,11 @@ def _train(run: Run) -> TrainResult:
             logger.close()
             raise
         except Exception as e:
+            error = _keep_steps_of_data_error(run, e)
             with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
                 _finish_logs(run, logger, history, together=dist.raised_alike(e))
+            if error is not e:
+                raise error from e
             raise
         _finish_logs(run, logger, history, together=True)
         # a signal after the last step's check (in the final writes), agreed where every rank meets once more
@@ -532,11 +556,18 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
         if run.step % t.log_every == 0 or saving or evaluated or diverged:
             record = logged.record(metrics, clips)
-            record["data_failures"] = share_failures(run)  # every rank's (also what a checkpoint saves, for the
-            # resumed run to skip them too: a checkpoint forces a record)
+            too_many = None
+            try:
+                share_failures(run)
+            except TooManyFailures as e:  # raised once the step is logged, and kept (_train)
+                too_many = e
+            record["data_failures"] = data_failures(run)  # every rank's, joined (also what a checkpoint saves, for
+            # the resumed run to skip them too: a checkpoint forces a record)
             warn_short(run)
             logger.log(record, run.step)
             history.append({"step": run.step, **record})
+            if too_many is not None:
+                raise too_many
         if not diverged:  # (said by its error)
             skipped.step(run, metrics)
         check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
