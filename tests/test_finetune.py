@@ -771,6 +771,26 @@ def test_steps_skipped_for_a_non_finite_loss_are_warned_about_and_counted_in_the
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_part_ending_at_stop_after_says_it_is_unfinished_and_its_tests_not_run(synth, tmp_path, capsys, caplog):
+    """`mme finetune ... train.steps=3 train.stop_after=2` ended with exit 0 and a final line of its step alone, not
+    a word of the tests it left out. Its line says it is unfinished, of how many steps, and a line that the tests were
+    not run and what continues; the part that ends the run says it finished, with its tests."""
+    from mme.cli import main
+
+    finetuning = ["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+        synth, tmp_path / "ft", "train.steps=3", "train.precision=fp32", "data.test_clips=1", "data.test_crops=1")]
+    with caplog.at_level("INFO"):
+        assert main([*finetuning, "train.stop_after=2"]) == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (final["step"], final["total_steps"], final["finished"]) == (2, 3, False) and "test" not in final
+    assert ("tests not run: the run stopped at train.stop_after=2, step 2 of 3; --resume auto (train.resume=auto) "
+            "continues") in caplog.text
+    assert main([*finetuning, "train.resume=auto"]) == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (final["step"], final["total_steps"], final["finished"]) == (3, 3, True) and final["test"]["num_samples"]
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_run_that_skipped_every_step_ends_with_an_error_after_saving_its_checkpoint_and_logs(synth, tmp_path,
                                                                                                monkeypatch, capsys):
     """A fine-tuning whose every step was skipped for a NaN loss, fewer than train.max_nonfinite (5), ended with

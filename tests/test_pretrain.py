@@ -1036,6 +1036,19 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_the_final_line_says_whether_the_run_did_all_its_steps(synth, tmp_path, capsys):
+    """A part ending at train.stop_after printed the line of a finished run: its step alone."""
+    pretraining = ["pretrain", "--config", "tiny_cpu_pixel",
+                   *tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=2", "model.depth=1", FP32)]
+    assert cli.main([*pretraining, "train.stop_after=1"]) == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (final["step"], final["total_steps"], final["finished"]) == (1, 2, False)
+    assert cli.main([*pretraining, "train.resume=auto"]) == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (final["step"], final["total_steps"], final["finished"]) == (2, 2, True)
+
+
 @pytest.mark.pinned  # each case pins its precision (fp16, bf16)
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):

@@ -275,6 +275,14 @@ class FinetuneResult:
     nonfinite_skipped: int = 0
     """Steps skipped for a non-finite loss or gradient over the whole run, resumed parts included (as
     pre-training's :attr:`~mme.train.loop.TrainResult.nonfinite_skipped`); 0 for ``task.eval_only``."""
+    total_steps: int = 0
+    """The run's length, more than :attr:`step` where it stopped at ``train.stop_after`` (its tests not run); 0 for
+    ``task.eval_only``."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run did all its steps, and so ran its tests (``task.eval_only``: always)."""
+        return self.step >= self.total_steps
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
@@ -301,9 +309,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                   "(train.resume=auto) runs them", e.exit_code, finished=e.finished) from e
             reports = _final_tests(run.model, run.cfg, run.device, run.precision,
                                    run.job.checkpoint_extra.get("classes"), trained.checkpoint,
-                                   trained_on) if run.step >= run.total_steps else {}
+                                   trained_on) if trained.finished else {}
+            if not trained.finished and cfg.task.tested and dist.is_main():
+                log.info("tests not run: the run stopped at train.stop_after=%d, step %d of %d; --resume auto "
+                         "(train.resume=auto) continues", cfg.train.stop_after, run.step, run.total_steps)
             result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
-                                    dist.get_rank(), trained.nonfinite_skipped)
+                                    dist.get_rank(), trained.nonfinite_skipped, trained.total_steps)
         job.result = result
     return result
 
@@ -316,7 +327,7 @@ def main(recipe: str, overrides: list[str]) -> int:
                           "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"],
                           "num_samples": r["num_samples"], "failed": len(r["failures"])}
                    for name, r in result.reports.items()}  # (top-5 null where it says nothing, as the log's --)
-        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
-                          "nonfinite_skipped": result.nonfinite_skipped, **summary,
+        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, "total_steps": result.total_steps,
+                          "finished": result.finished, "nonfinite_skipped": result.nonfinite_skipped, **summary,
                           "minutes": round(result.seconds / 60, 2)}), flush=True)
     return 0

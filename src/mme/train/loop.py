@@ -84,6 +84,14 @@ class TrainResult:
     step_seconds: float = 0.0
     """The time of those steps alone, each timed as its logged ``clips_per_s`` (its wait for batches included, not
     the checkpoints, logs and loss curve written after it)."""
+    total_steps: int = 0
+    """The run's length (``train.steps``, or its epochs'): more than :attr:`step` where a part ended at
+    ``train.stop_after``, which ``--resume auto`` continues."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run did all its steps (not a part ending at ``train.stop_after``)."""
+        return self.step >= self.total_steps
 
     @property
     def clips_per_s(self) -> float:
@@ -494,10 +502,11 @@ def _train(run: Run) -> TrainResult:
         stopping = stopping or _stop_signal(stop, run.device)
     stopping = stopping or stop.received  # one after that join: this rank's alone, which ends as stopped too
     result = TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
-                         clips=(run.step - first_step) * clips_per_step(run), step_seconds=step_seconds)
+                         clips=(run.step - first_step) * clips_per_step(run), step_seconds=step_seconds,
+                         total_steps=run.total_steps)
     if stopping is not None:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
-        finished = run.step >= run.total_steps  # (not a stop at train.stop_after, which --resume auto continues)
+        finished = result.finished  # (not a stop at train.stop_after, which --resume auto continues)
         saved = f"stopped by {by} after step {run.step} of {end}"
         if finished:
             saved += f", its last: the run's training is finished, saved as {path}"

@@ -464,7 +464,8 @@ def describe(run: Run) -> list[str]:
 
 def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0):
-    ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
+    ``finished`` false where the run stopped at ``train.stop_after``, short of its ``total_steps``; ``minutes`` is
+    this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
     ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
     t0 = time.perf_counter()
@@ -475,6 +476,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
         result = job.result = loop.train(run)
         if printed and dist.is_main():
             print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
+                              "total_steps": result.total_steps, "finished": result.finished,
                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                               "nonfinite_skipped": result.nonfinite_skipped,
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
