@@ -22,7 +22,7 @@ from mme.data.real_motion import default_real_dir
 from mme.demo_report import LEARNED_RATIO
 from mme.errors import ConfigError, UnguardedScript
 from mme.train.engine import ADDED_KEYS
-from mme.utils import counted
+from mme.utils import code_version, counted
 
 QUICK = ["demo", "--quick", "--device", "cpu"]
 
@@ -99,6 +99,7 @@ def check_table_and_pictures(out: Path, printed: str) -> None:
 
     text = (out / "results.json").read_text()
     result = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}: JSON has none"))
+    assert {k: result[k] for k in ("mme", "git")} == code_version()  # the code that made it (it said neither)
     assert all(row[k] is None for row in result["rows"] for k in ("minutes", "final_loss") if row["target"] ==
                "random init")  # was NaN, which JSON has not
     settings = result["settings"]  # the quick run keeps the default's data design, only smaller

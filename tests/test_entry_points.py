@@ -81,13 +81,15 @@ def test_draw_picture_writes_the_tracks_picture(tiny, tmp_path, capsys):
 
 
 def test_bench_targets_returns_the_figures_it_prints(tmp_path, capsys):
+    """Its --json holds them too, with the code that measured them."""
     from videos import affine_video, write_video
 
     from mme.motion.bench import bench_targets
+    from mme.utils import code_version
 
     video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
     r = bench_targets(video=video, frames=4, stride=2, size=64, length=2, repeat=1, json_path=str(tmp_path / "b.json"))
-    assert r["flow_pairs"] > 0 and json.loads((tmp_path / "b.json").read_text()) == r
+    assert r["flow_pairs"] > 0 and json.loads((tmp_path / "b.json").read_text()) == {**r, **code_version()}
     assert "total / decode" in capsys.readouterr().out
 
 

@@ -629,6 +629,7 @@ def _tiny_recipe(synth, out_dir, *extra: str):
 
 def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_path):
     from mme.eval.finetuned import finetune
+    from mme.utils import code_version
 
     res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=3", "data.test_clips=2", "data.test_crops=3"))
     assert res.step == 3 and len(res.history) == 3
@@ -643,6 +644,7 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
             "checkpoint": str(tmp_path / "ft" / "checkpoint-00000003.pt"), "list": f"{synth.root}/{split}.txt",
             "root": str(synth.root), "sampling": "stride", "stride": 2, "clips": 2, "crops": 3,
             "precision": json.loads((tmp_path / "ft" / "run.json").read_text())["precision"]}
+        assert {k: saved[k] for k in ("mme", "git")} == code_version()  # and by which code (it said neither)
     # the checkpoint is a classifier that the checkpoint loaders read
     from mme.models.checkpoint import load_model
     from mme.models.classifier import VideoClassifier

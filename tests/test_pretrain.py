@@ -1049,6 +1049,25 @@ def test_the_final_line_says_whether_the_run_did_all_its_steps(synth, tmp_path, 
     assert (final["step"], final["total_steps"], final["finished"]) == (2, 2, True)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_every_export_says_which_checkpoint_run_and_code_its_weights_come_from(synth, tmp_path):
+    """``mme export`` kept the model, its run's clips and target, and no word of where the weights came from: not the
+    checkpoint's file or step, nor its run's id, the mme and commit that trained it, its precision."""
+    from mme.models.checkpoint import read_checkpoint
+    from mme.models.export import export
+    from mme.utils import code_version
+
+    res = run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=1", "model.depth=1", FP32)
+    meta = torch.load(res.checkpoint, weights_only=True)["meta"]
+    origin = {"file": "checkpoint-00000001.pt", "step": 1, "run_id": meta["run_id"], **code_version(),
+              "precision": "fp32"}
+    one = export(res.checkpoint, tmp_path / "one.safetensors", "safetensors")
+    hf = export(one, tmp_path / "hf", "hf")
+    for out in (one, export(res.checkpoint, tmp_path / "ours", "mme"), hf, export(hf, tmp_path / "back", "mme")):
+        assert read_checkpoint(out).origin == origin, out
+    assert json.loads((hf / "config.json").read_text())["mme_origin"] == origin
+
+
 @pytest.mark.pinned  # each case pins its precision (fp16, bf16)
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):

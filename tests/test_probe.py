@@ -12,6 +12,7 @@ from training import on_one_core
 
 from mme.errors import ConfigError, DataError
 from mme.eval.probe import knn_classify, linear_probe, run_probe, stratified_split
+from mme.utils import code_version
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
 
@@ -363,6 +364,8 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     assert main(args) == 0
     result = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert result["splits"]["train"]["videos"] == 12 and result["splits"]["test"]["failed"] == 1
+    sidecar = json.loads((tmp_path / "probe" / "features" / "test.safetensors.json").read_text())
+    assert {k: result[k] for k in ("mme", "git")} == {k: sidecar[k] for k in ("mme", "git")} == code_version()
     assert result["splits"]["test"]["views"] == 2
     assert {k: result["splits"]["test"][k] for k in ("stride", "segments", "orientation", "backend")} == {
         "stride": 2, "segments": False, "orientation": "coded", "backend": "pyav"}  # how its clips were read

@@ -93,6 +93,7 @@ from mme.utils import (
     check_given_once,
     check_output,
     check_seed,
+    code_version,
     counted,
     cpu_model,
     cpu_name,
@@ -919,7 +920,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads,
               "pretrain_workers": pretrain_workers,
-              "pretrain_precisions": sorted({p for _, p in ran})}
+              "pretrain_precisions": sorted({p for _, p in ran}), **code_version()}
     results_json, results_md = REPORT
     atomic_write_json(s.out / results_json, result)  # NaN as null: summarise reads it back as NaN
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)

@@ -43,6 +43,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mme import __version__
 from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, import_advice
 
 log = logging.getLogger(__name__)
@@ -1537,6 +1538,12 @@ def check_bench_json(json_path: str | Path | None, read: Iterable[tuple[str, str
     keep_others_file(out, "--json", "mme bench", is_bench_json, "a benchmark's figures")
 
 
+def write_bench_json(json_path: str | Path, figures: dict) -> None:
+    """A benchmark's ``figures`` at its ``--json`` (checked before it ran: :func:`check_bench_json`), with the code
+    that measured them (:func:`code_version`)."""
+    atomic_write_json(json_path, {**figures, **code_version()})
+
+
 def in_turns(timers: Mapping[Any, Callable[[], Any]], rounds: int) -> dict[Any, list]:
     """What each of ``timers`` measured, round by round: the timers take turns within every round, so that a change
     in the machine's speed (a shared machine's other jobs) falls on all of them alike, and each round's ratios
@@ -2612,6 +2619,13 @@ def git_sha() -> str | None:
     if not git("ls-files", "--error-unmatch", Path(__file__).name) or not (sha := git("rev-parse", "HEAD")):
         return None
     return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", ".") else "")
+
+
+def code_version() -> dict[str, str | None]:
+    """The code that made a result, which every file of results records (a run's ``run.json`` and checkpoints, test
+    and probe reports, features' sidecars, benchmarks' figures, mme demo's ``results.json``): mme's version and the
+    commit it runs from (:func:`git_sha`: None for an installed copy)."""
+    return {"mme": __version__, "git": git_sha()}
 
 
 MALLOC_KEEP = {"M_MMAP_THRESHOLD": (-3, 32 << 20), "M_TRIM_THRESHOLD": (-1, 128 << 20)}

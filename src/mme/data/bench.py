@@ -34,7 +34,6 @@ from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_cl
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.utils import (
     TIMED_AGAIN,
-    atomic_write_json,
     atomic_write_text,
     check_bench_json,
     check_given_once,
@@ -45,6 +44,7 @@ from mme.utils import (
     ratios_in_rounds,
     round_range,
     sets_threads,
+    write_bench_json,
 )
 
 
@@ -177,5 +177,5 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
                "clips_per_s_rounds": {str(w): each for w, each in timed.items()},
                "ratio_rounds": {str(w): each for w, each in ratios.items()}}
     if json_path:
-        atomic_write_json(json_path, figures)
+        write_bench_json(json_path, figures)
     return figures

@@ -58,6 +58,7 @@ from mme.utils import (
     check_count,
     check_folder_held,
     check_output,
+    code_version,
     counted,
     error_reason,
     file_path,
@@ -957,7 +958,8 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
         raise DataError(f"{partial}: {missing} rows neither embedded nor failed; rerun the same command to finish")
     failures.sort(key=lambda f: f["index"])
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
-            "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint}
+            "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint,
+            **code_version()}  # (beside the job, which a rerun compares: another commit embeds the same)
     with _writing(out, partial):
         write_features(out, x, valid, labels, _PartGrids(paths, valid) if fingerprint["tokens"] else None, info)
     shutil.rmtree(partial, ignore_errors=True)

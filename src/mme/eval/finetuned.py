@@ -57,7 +57,7 @@ from mme.train.finetune import (
     warn_of_misnamed_classes,
 )
 from mme.train.precision import choose_precision
-from mme.utils import counted
+from mme.utils import code_version, counted
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
                          "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,
                          "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
                          "clips": d.test_clips, "crops": d.test_crops, "orientation": d.orientation,
-                         "backend": d.backend, "precision": precision}
+                         "backend": d.backend, "precision": precision, **code_version()}
         then = ["its figures are in the log above", *_tests_again(checkpoint),
                 *(f"{n}.json written" for n in reports if n != name)]
         dist.on_main(save_report, reports[name], cfg.train.out_dir, name, "; ".join(then))

@@ -32,6 +32,7 @@ from mme.utils import (
     check_count,
     check_output,
     check_seed,
+    code_version,
     counted,
     read_json_object,
     removing,
@@ -504,7 +505,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     # of the lists' labels, not the rows that embedded: a class whose every video failed is still one of the probe's
     num_classes = _num_classes("probe", None, names, [torch.tensor([e.label for e in listed], dtype=torch.long)
                                                       for listed in entries.values()])
-    result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes,
+                              **code_version()}
     tx, ty = data["train"]
     vx, vy = data.get("val", (None, None))
     ex, ey = data.get("test", (None, None))

@@ -1,12 +1,12 @@
 """Reading model checkpoints and rebuilding modules from them: ours, the original VideoMAE/MME ``.pth`` files,
 Hugging Face VideoMAE. Writing them (our format, Hugging Face export) is in :mod:`mme.models.export`.
 
-Our format: a directory with ``model.safetensors`` + ``config.json`` (``{"format": "mme", "version", "kind":
-"mae" | "encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], "run": the record of
-the run that made it, "pooled_norm": {"eps"} of a classifier's encoder, whose ``fc_norm.*`` the weights keep,
-...}``), or one ``.safetensors`` file carrying the same JSON in its metadata. Readers
-accept, besides: our training checkpoints (a torch file with ``model`` = our state dict and ``config`` = the run
-config with a ``model`` section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or
+Our format: a directory with ``model.safetensors`` + ``config.json`` (``{"format": "mme", "version", "kind": "mae" |
+"encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], "run": the record of the run that
+made it, "origin": where its weights were trained (``Checkpoint.origin``), "pooled_norm": {"eps"} of a classifier's
+encoder, whose ``fc_norm.*`` the weights keep, ...}``), or one ``.safetensors`` file carrying the same JSON in its
+metadata. Readers accept, besides: our training checkpoints (a torch file with ``model`` = our state dict and ``config``
+= the run config with a ``model`` section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or
 ``module``, or bare) and Hugging Face VideoMAE directories (``config.json`` + ``model.safetensors`` or
 ``pytorch_model.bin``, or the shards of either and their ``.index.json``). Torch files are read with
 ``weights_only=True``: no pickled code runs. Every failure is one CheckpointError naming the file and the reason.
@@ -128,6 +128,10 @@ class Checkpoint:
     """How the command that read it gives the ModelConfig fields a file may not record: its flags or config keys
     (``{"img_size": "--img-size"}``, read_checkpoint's ``given_as``), for messages; empty where it was read in
     Python, whose keyword arguments the messages name."""
+    origin: dict = field(default_factory=dict)
+    """Where its weights were trained, carried by every export of the file (``origin`` of ours, ``mme_origin`` of a
+    Hugging Face config): our training checkpoint's file name, its step, and its run's id, mme version, commit and
+    precision (:data:`ORIGIN_META`); not by a module's (``save_pretrained``), which may have trained since."""
 
     @functools.cached_property
     def identity(self) -> str:
@@ -303,6 +307,8 @@ class Checkpoint:
             out["norm_pix"] = self.norm_pix
         if self.pooled_norm is not None:
             out["pooled_norm"] = {"eps": self.pooled_norm.eps}
+        if self.origin:
+            out["origin"] = self.origin
         if self.kind == "classifier":
             out["classifier"] = dict(self.classifier)
             if self.class_names is not None:
@@ -692,7 +698,7 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
                       dict(meta.get("classifier", {})), run_config=_run(meta, path), assumed=assumed,
                       from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"),
-                      replaced=replaced, pooled_norm=pooled_norm)
+                      replaced=replaced, pooled_norm=pooled_norm, origin=_origin(meta, path))
 
 
 def _stored_pooled_norm(meta: dict, state: dict[str, torch.Tensor], kind: str, path: Path) \
@@ -720,6 +726,15 @@ def _run(meta: dict, path: Path, key: str = "run") -> dict:
     if not isinstance(run, dict) or not all(isinstance(run.get(k, {}), dict) for k in ("data", "target")):
         raise CheckpointError(f"{path}: its {key!r} is not a JSON object of config sections: {run!r}")
     return run
+
+
+def _origin(meta: dict, path: Path, key: str = "origin") -> dict:
+    """Where an export's weights were trained (``origin`` of ours, ``mme_origin`` of a Hugging Face config that mme
+    wrote; see ``Checkpoint.origin``); empty for files written before exports carried it."""
+    origin = meta.get(key, {})
+    if not isinstance(origin, dict):
+        raise CheckpointError(f"{path}: its {key!r} is not a JSON object: {origin!r}")
+    return origin
 
 
 def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
@@ -752,6 +767,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
     _check_mean_pooling(hf.get("use_mean_pooling", True), ck.final_norm, path / CONFIG)  # (transformers' default)
     ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
     ck.run_config = _run(hf, path / CONFIG, "mme_run")
+    ck.origin = _origin(hf, path / CONFIG, "mme_origin")
     ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # (transformers' default; every kind's config records it)
     labels = hf.get("id2label")
     if ck.kind == "classifier" and isinstance(labels, dict) and len(labels) == ck.classifier["num_classes"]:
@@ -909,6 +925,8 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
         ck.run_config = obj["config"]
         ck.run_folder = recorded_cwd(obj)
         meta = recorded_meta(obj)
+        ck.origin = {"file": path.name, **{k: obj[k] for k in ("step",) if k in obj},
+                     **{k: meta[k] for k in ORIGIN_META if k in meta}}
         items, digest = meta.get("items"), meta.get("list_files_digest")
         if isinstance(items, int) and isinstance(digest, list):
             ck.run_list = items, tuple(map(str, digest))
@@ -916,6 +934,10 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
             ck.class_names = [str(n) for n in obj["classes"]]
         return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict, fallback=fallback)
+
+
+ORIGIN_META = ("run_id", "mme", "git", "precision")
+"""What an export keeps of its training checkpoint's meta, with the file's name and step (``Checkpoint.origin``)."""
 
 
 def recorded_meta(state: object) -> dict:
@@ -994,7 +1016,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
                           run_folder=ck.run_folder, run_list=ck.run_list,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
-                          given_as=ck.given_as, replaced=ck.replaced, norm_pix=ck.norm_pix,
+                          given_as=ck.given_as, replaced=ck.replaced, norm_pix=ck.norm_pix, origin=ck.origin,
                           pooled_norm=_pooled_norm(ck.state, ck.classifier)
                           if ck.kind == "classifier" else ck.pooled_norm)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]

@@ -274,10 +274,11 @@ def _mlp_width(cfg: ModelConfig, width: str) -> int:
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
                  labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None,
-                 decoder: bool = True, dtype: torch.dtype = torch.float32) -> dict:
+                 origin: dict | None = None, decoder: bool = True, dtype: torch.dtype = torch.float32) -> dict:
     """A Hugging Face VideoMAEConfig dict for our config (its keys: :data:`HF_KEYS`); ``labels``: a classifier's
     class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
-    record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
+    record of the run that made it (``mme_run``, ``Checkpoint.run_record``); ``origin``: where its weights were trained
+    (``mme_origin``, ``Checkpoint.origin``). transformers keeps and ignores the
     ``mme_`` keys, mme reads them back. ``decoder``: whether the weights hold a decoder; its MLP width
     (``decoder_intermediate_size``) is written only then (an encoder's or classifier's config records the decoder
     width of the run that made it, at whose MLP ratio it may have none: VideoMAE V2's ViT-g, 1408 wide with an MLP of
@@ -298,6 +299,8 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
         out["mme_assumed"] = list(assumed)
     if run:
         out["mme_run"] = run
+    if origin:
+        out["mme_origin"] = origin
     if labels is not None:
         out["id2label"] = {str(i): name for i, name in enumerate(labels)}
         out["label2id"] = {name: i for i, name in enumerate(labels)}

@@ -214,7 +214,8 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
     ``norm_pix_loss``): unset, what the source records (a run's ``target.norm_pix``, an export's, a Hugging Face
     config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``),
-    the record of its run into ``mme_run`` (``Checkpoint.run_record``). ``classes``: a classifier's class-name
+    the record of its run into ``mme_run`` (``Checkpoint.run_record``), where its weights were trained into
+    ``mme_origin`` (``Checkpoint.origin``). ``classes``: a classifier's class-name
     file (``task.classes``'s format), for one whose file records no names (other names than it records are
     refused); unset, the names it records, else ``LABEL_<id>``."""
     if kind not in HF_KINDS:
@@ -246,7 +247,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
                                              norm_pix=norm_pix, labels=labels, assumed=ck.assumed,
-                                             run=ck.run_record, decoder=ck.kind == "mae",
+                                             run=ck.run_record, origin=ck.origin, decoder=ck.kind == "mae",
                                              dtype=next(v.dtype for v in hf_state.values() if v.is_floating_point()))
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e

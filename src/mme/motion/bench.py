@@ -36,13 +36,13 @@ from mme.motion.targets import KIND_ONCE, TargetConfig, make_target_fn, token_ge
 from mme.motion.tracks import track
 from mme.train.pretrain import make_step_targets
 from mme.utils import (
-    atomic_write_json,
     check_bench_json,
     check_given_once,
     counted,
     cpu_name,
     keys_as_flags,
     sets_threads,
+    write_bench_json,
 )
 
 
@@ -166,5 +166,5 @@ def bench_targets(video: str | None = None, frames: int = 16, stride: int = 4, s
           + ("target function)" if in_step else "flow and tracking)"))
     print(f"  training step, per clip (batch {r['batch']}, this CPU): {r['step_makes']} {r['step_ms']:.1f} ms")
     if json_path:
-        atomic_write_json(json_path, r)
+        write_bench_json(json_path, r)
     return r

@@ -52,13 +52,13 @@ from mme.motion.tracks import track
 from mme.train.config import PretrainConfig
 from mme.utils import (
     TIMED_AGAIN,
-    atomic_write_json,
     check_bench_json,
     check_given_once,
     counted,
     cpu_name,
     plural,
     sets_threads,
+    write_bench_json,
 )
 
 MOTIONS: dict[str, dict[str, float]] = {
@@ -373,5 +373,5 @@ def bench_flow(data: list[str] | None = None, sizes: list[int] | None = None, me
           f"{counted(r['threads'], 'thread')}, {r['cpu']}")
     print(report(r))
     if json_path:
-        atomic_write_json(json_path, r)
+        write_bench_json(json_path, r)
     return r

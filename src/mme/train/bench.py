@@ -78,7 +78,6 @@ from mme.train.precision import (
     make_scaler,
 )
 from mme.utils import (
-    atomic_write_json,
     check_bench_json,
     check_given_once,
     counted,
@@ -90,6 +89,7 @@ from mme.utils import (
     round_range,
     sets_threads,
     spread,
+    write_bench_json,
 )
 
 PEER = "HF"
@@ -462,12 +462,12 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print("\n".join(profile_table(profiled, dev)))
         print(f"  (each part: its best of {rounds} profiled steps, ours and the peer's in turns)")
     if json_path:
-        atomic_write_json(json_path, {"device": str(dev), "gpu": gpu, "cpu": cpu_name(),
-                                      "bf16_native": bf16_native(dev), "torch": torch.__version__, "recipe": recipe,
-                                      "model": dataclasses.asdict(c), "target": dataclasses.asdict(target_cfg),
-                                      "optim": dataclasses.asdict(optim),
-                                      "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
-                                      "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
-                                      "peer_check": check, "rows": rows, "profile_ms_per_step": profiled,
+        write_bench_json(json_path, {"device": str(dev), "gpu": gpu, "cpu": cpu_name(),
+                                     "bf16_native": bf16_native(dev), "torch": torch.__version__, "recipe": recipe,
+                                     "model": dataclasses.asdict(c), "target": dataclasses.asdict(target_cfg),
+                                     "optim": dataclasses.asdict(optim),
+                                     "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
+                                     "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
+                                     "peer_check": check, "rows": rows, "profile_ms_per_step": profiled,
                                       "profile_time": profiled_time(dev) if profile else None})
     return rows

@@ -46,7 +46,6 @@ from mme.train.metrics import steps_of, waiting_fraction
 from mme.train.precision import choose_device
 from mme.train.pretrain import batch_on_device, make_step_targets, pretrain, pretrain_dataset
 from mme.utils import (
-    atomic_write_json,
     check_bench_json,
     counted,
     cpu_name,
@@ -56,6 +55,7 @@ from mme.utils import (
     read_text,
     round_range,
     sets_threads,
+    write_bench_json,
 )
 
 VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
@@ -206,5 +206,5 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
           "of its step time (after its first 2 steps; the step rate above is " +
           ("the step's alone, not this run's, whose workers take cores beside it)" if measured else "the one given)"))
     if json_path:
-        atomic_write_json(json_path, result)
+        write_bench_json(json_path, result)
     return result

@@ -31,16 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mme import __version__
 from mme.config import dump_recipe
 from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import CONFIG, checkpoint_config, safetensors_header, torch_load
 from mme.utils import (
     atomic_path,
     atomic_write_texts,
+    code_version,
     counted,
     cpu_name,
-    git_sha,
     json_text,
     mkl_mode,
     removing,
@@ -248,9 +247,8 @@ def device_name(device: torch.device) -> str:
 
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint. ``mkl_mode``
-    (:func:`mme.utils.mkl_mode`) on a CPU alone, whose steps MKL computes. ``mme``: the package's version, as
-    ``git`` is null for an installed copy."""
-    return {"mme": __version__, "git": git_sha(), "torch": str(torch.__version__), "device": str(device),
+    (:func:`mme.utils.mkl_mode`) on a CPU alone, whose steps MKL computes; first the code (:func:`code_version`)."""
+    return {**code_version(), "torch": str(torch.__version__), "device": str(device),
             "device_name": device_name(device), "mkl_mode": mkl_mode() if device.type == "cpu" else None,
             "precision": precision, "precision_reason": precision_reason,
             "world_size": world_size, "cwd": os.getcwd()}
