@@ -180,8 +180,12 @@ class Run:
     resumed_at: int | None = None
     """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
     saved_step: int = 0
-    """The step of the run's last checkpoint: the one it resumed from, then each it writes (0: none, nor a step to
-    keep)."""
+    """The step of the run's last checkpoint in its folder: the one it resumed from there, then each it writes (0:
+    none, nor a step to keep)."""
+    recorded_failures: torch.Tensor | None = None
+    """The dataset's failure table as of the last metrics record (the ranks' joined codes under torchrun), which
+    checkpoints save: not the failures a fetch found since, which a resumed run finds again where they still fail
+    (a video restored since is read), and which a stop by too many of them would carry into its resume."""
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
     grad_overflows: int = 0
@@ -961,7 +965,9 @@ def restore(run: Run, source: str, state: dict) -> None:
         log.info("train.precision=%s: a fresh fp16 grad scaler (the checkpoint's run had none)", run.precision)
     elif saved_scaler:
         run.scaler.load_state_dict(saved_scaler)
-    run.step = run.resumed_at = run.saved_step = int(state["step"])
+    run.step = run.resumed_at = int(state["step"])
+    in_folder = Path(source).resolve() == ckpt.checkpoint_path(run.out_dir, run.step).resolve()
+    run.saved_step = run.step if in_folder else 0  # (one resumed from elsewhere: its step is kept in this folder)
     run.skipped = int(state.get("skipped", 0))
     run.grad_overflows = int(state.get("grad_overflows", run.skipped if saved_scaler else 0))  # (fp16's: a scaler)
     run.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))

@@ -387,18 +387,24 @@ def _keep_steps_of_data_error(run: Run, error: Exception) -> Exception:
     videos on every rank (TooManyFailures raised alike, before a step's forward, :func:`data_failed_together`, or at
     a record's join, :func:`share_failures`; checked together, as ranks may fail otherwise at once): a checkpoint of its
     last step, which the failed fetch left as it was (model, optimizer, position; the generators are seeded again
-    at each micro-batch), its failures recorded, skipped by the resumed run, and the error saying so. A checkpoint
-    that cannot be written is warned about, the error left as it was."""
-    if not dist.raised_alike(error) or dist.any_true(
-            not isinstance(error, TooManyFailures) or run.step == run.saved_step, run.device):
+    at each micro-batch), its failures as of the last record (:attr:`Run.recorded_failures`), and the error saying so;
+    where the run's last checkpoint is of that step (a stop right after one, a resumed run's first fetch), that one.
+    A checkpoint that cannot be written is warned about, the error left as it was."""
+    if not dist.raised_alike(error) or dist.any_true(not isinstance(error, TooManyFailures) or not run.step,
+                                                     run.device):
         return error
-    try:
-        path = save(run)
-    except CheckpointError as e:
-        log.warning("%s", e)
-        return error
-    return dist.alike(TooManyFailures(f"{error}. Kept: {path}, the checkpoint of step {run.step}: --resume auto "
-                                "(train.resume=auto) with data.max_failure_fraction raised continues from there"))
+    if run.step == run.saved_step:  # (a stop right after a checkpoint, or at a resumed run's first fetch)
+        path = ckpt.checkpoint_path(run.out_dir, run.step)
+    else:
+        try:
+            path = save(run)
+        except CheckpointError as e:
+            log.warning("%s", e)
+            return error
+    said = str(error)
+    return dist.alike(TooManyFailures(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint "
+                                      f"of step {run.step}: --resume auto (train.resume=auto) with "
+                                      "data.max_failure_fraction raised continues from there"))
 
 
 def _write_checkpoint(run: Run) -> Path:
@@ -407,7 +413,7 @@ def _write_checkpoint(run: Run) -> Path:
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
              "grad_overflows": run.grad_overflows, "nonfinite_in_a_row": run.nonfinite_in_a_row,
              "schedule": {"offset": run.schedule_offset, "warmup": run.warmup_steps},
-             "data_failures": {"list": run.data.list_digest, "codes": run.data.failure_codes.clone()},
+             "data_failures": {"list": run.data.list_digest, "codes": run.recorded_failures},
              **run.job.checkpoint_extra}
     try:
         if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
@@ -532,6 +538,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
     path, stopping, step_seconds, skipped, logged = None, None, 0.0, SkippedSteps(), LoggedSteps()
+    run.recorded_failures = run.data.failure_codes.clone()  # (the loader's workers start at the first fetch)
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
         lr, wd = schedule_step(run.optimizer, o, *run.schedule_args(run.step))
@@ -563,11 +570,12 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         kept = kept if kept > epochs_done and kept in t.keep_epochs else None
         saving = run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None
         # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
+        too_many = None
         if run.step % t.log_every == 0 or saving or evaluated or diverged:
             record = logged.record(metrics, clips)
-            too_many = None
             try:
                 share_failures(run)
+                run.recorded_failures = run.data.failure_codes.clone()
             except TooManyFailures as e:  # raised once the step is logged, and kept (_train)
                 too_many = e
             record["data_failures"] = data_failures(run)  # every rank's, joined (also what a checkpoint saves, for
@@ -575,11 +583,11 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             warn_short(run)
             logger.log(record, run.step)
             history.append({"step": run.step, **record})
-            if too_many is not None:
-                raise too_many
         if not diverged:  # (said by its error)
             skipped.step(run, metrics)
         check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
+        if too_many is not None:  # (after the stop of non-finite steps, which a checkpoint kept of it would undo)
+            raise too_many
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
         bar.update(1)
