@@ -786,7 +786,7 @@ def test_a_part_ending_at_stop_after_says_it_is_unfinished_and_its_tests_not_run
     final = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (final["step"], final["total_steps"], final["finished"]) == (2, 3, False) and "test" not in final
     assert ("tests not run: the run stopped at train.stop_after=2, step 2 of 3; --resume auto (train.resume=auto) "
-            "continues") in caplog.text
+            "with train.stop_after raised or unset continues") in caplog.text
     assert main([*finetuning, "train.resume=auto"]) == 0
     final = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (final["step"], final["total_steps"], final["finished"]) == (3, 3, True) and final["test"]["num_samples"]

@@ -312,7 +312,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                    trained_on) if trained.finished else {}
             if not trained.finished and cfg.task.tested and dist.is_main():
                 log.info("tests not run: the run stopped at train.stop_after=%d, step %d of %d; --resume auto "
-                         "(train.resume=auto) continues", cfg.train.stop_after, run.step, run.total_steps)
+                         "(train.resume=auto) with train.stop_after raised or unset continues", cfg.train.stop_after,
+                         run.step, run.total_steps)
             result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
                                     dist.get_rank(), trained.nonfinite_skipped, trained.total_steps)
         job.result = result
