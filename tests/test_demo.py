@@ -285,8 +285,8 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
 
     s = DemoSettings.quick(tmp_path)
     _save_row(s, {"target": "random init", "seed": 0, "linear_top1": 50.0})
-    assert _saved_row(s, 0, "random init") == {"target": "random init", "seed": 0, "linear_top1": 50.0,
-                                                 "reused": True}
+    assert _saved_row(s, 0, "random init") == {"code": code_version(), "target": "random init", "seed": 0,
+                                                 "linear_top1": 50.0, "reused": True}
     assert _saved_row(replace(s, targets=("pixel",)), 0, "random init") is not None  # whatever else runs
     assert _saved_row(replace(s, steps=s.steps + 1), 0, "random init") is None
     _save_row(s, {"target": "pixel", "seed": 0, "linear_top1": 40.0})
@@ -460,10 +460,14 @@ def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, 
     row = tmp_path / "seed0" / "mme.json"
     saved = json.loads(row.read_text())
     assert "overrides" not in saved["settings"]  # the config holds them resolved
+    assert saved["row"]["code"] == code_version()  # the code that made the row (said by results.json alone)
     saved["settings"]["overrides"] = norm.overrides  # as the demo wrote it before
+    earlier = {"mme": "0.1.0", "git": "0123456789abcdef0123456789abcdef01234567"}
+    saved["row"]["code"] = earlier  # made by another commit: reused, it says so
     row.write_text(json.dumps(saved))
     with caplog.at_level("INFO", logger="mme.demo"):
-        assert _saved_row(norm, 0, "mme") == {"target": "mme", "seed": 0, "linear_top1": 50.0, "reused": True}
+        assert _saved_row(norm, 0, "mme") == {"code": earlier, "target": "mme", "seed": 0, "linear_top1": 50.0,
+                                              "reused": True}
     assert "computing it again" not in caplog.text
 
 
