@@ -469,5 +469,5 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                                      "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
                                      "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
                                      "peer_check": check, "rows": rows, "profile_ms_per_step": profiled,
-                                      "profile_time": profiled_time(dev) if profile else None})
+                                     "profile_time": profiled_time(dev) if profile else None})
     return rows
