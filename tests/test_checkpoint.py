@@ -1196,6 +1196,19 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
 
 
+def test_an_export_to_an_empty_out_is_refused_not_written_into_the_working_folder(mae, tmp_path, monkeypatch):
+    """``export(SRC, "")`` (an unset shell variable in a script) wrote the model into the working folder, which
+    ``Path("")`` names; refused now naming out, for every format."""
+    path = save_pretrained(mae, tmp_path / "ours")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for fmt, what in (("mme", "folder"), ("hf", "folder"), ("safetensors", "file")):
+        with pytest.raises(ConfigError, match=rf"^out is empty; give a {what} name$"):
+            export(path, "", fmt)
+    assert list(work.iterdir()) == []
+
+
 def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_made(mae, tmp_path):
     """The disk fills up (a file-size limit here): safetensors' error, which is no OSError, was a traceback, and the
     OUT folder the command had made was left empty (also by a SRC that did not read). One line names OUT, the reason

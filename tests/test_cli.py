@@ -542,6 +542,44 @@ def test_a_python_caller_of_main_keeps_its_logging_settings(tmp_path):
     assert states["before"] == states["after"] == states["again"] == [30, [], 0, 40], states
 
 
+def test_an_empty_path_is_refused_naming_its_flag_and_an_empty_root_is_the_working_folder(monkeypatch, capsys):
+    """An empty path, what an unset shell variable gives, was taken for the option not given, exit 0: ``--resume
+    "$CKPT"`` trained a fresh run from step 0, ``mme export SRC ""`` wrote into the working folder, ``viz
+    --checkpoint ""`` drew the plain tracks, ``bench --json ""`` wrote no figures, ``probe --test ""`` scored on val
+    and ``--val ""`` carved val from train. Each is refused naming its flag, nothing run; ``--root ""``, its
+    documented default, is the working folder."""
+    import mme.eval.finetuned
+    import mme.eval.probe
+    import mme.models.export
+    import mme.motion.bench
+    import mme.motion.viz
+    import mme.train.bench
+    import mme.train.pretrain
+
+    ran = []
+    for module, name in ((mme.train.pretrain, "main"), (mme.eval.finetuned, "main"), (mme.models.export, "export"),
+                         (mme.motion.viz, "draw_picture"), (mme.motion.bench, "bench_targets"),
+                         (mme.train.bench, "bench_train"), (mme.eval.probe, "run_probe")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: ran.append(args or kwargs))
+    probe = ["probe", "c.pt", "--train", "train.txt", "--out", "p"]
+    for argv, flag in ((["pretrain", "--config", "tiny_cpu_mme", "--resume", ""], "--resume"),
+                       (["finetune", "--config", "finetune_tiny_cpu", "--resume", ""], "--resume"),
+                       (["export", "c.pt", ""], "out"),
+                       (["viz", "v.mp4", "--out", "v.png", "--checkpoint", ""], "--checkpoint"),
+                       (["bench", "targets", "--json", ""], "--json"), (["bench", "train", "--json", ""], "--json"),
+                       ([*probe, "--test", ""], "--test"), ([*probe, "--val", ""], "--val")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        command = " ".join(argv[:2] if argv[0] == "bench" else argv[:1])
+        assert (info.value.code, capsys.readouterr().err.splitlines()[-1]) == (2, (
+            f"mme {command}: error: argument {flag}: empty, which names no file or folder (an unset shell "
+            "variable?)")), argv
+    assert ran == []
+    parser = build_parser()
+    assert parser.parse_args([*probe, "--root", ""]).root == ""
+    assert parser.parse_args(["check", "list.txt", "--root", ""]).root == ""
+
+
 def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
     """A shell leaves ``--out=~/x`` (and a quoted ``'~/x'``) as written: ``mme extract``, ``check``, ``embed`` and
     ``export`` wrote into a folder named ``~`` of the working folder (one that ``rm -rf ~`` invites), where a config

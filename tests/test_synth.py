@@ -842,7 +842,8 @@ def test_a_relative_out_folder_with_a_colon_in_its_first_part_is_written(tmp_pat
                                      ["extract", "list.txt", "--out", ""]])
 def test_an_empty_out_is_refused_not_taken_for_the_working_folder(command, tmp_path, monkeypatch, capsys):
     """`mme synth ""` (an unset shell variable) is refused in one line, as `mme extract` / `mme lists` with
-    `--out ''` are (before: the videos, lists or failure files written into the working folder)."""
+    `--out ''` are (before: the videos, lists or failure files written into the working folder): by argparse, as
+    any empty path option, and from Python by the output's check."""
     from videos import affine_video, write_video
 
     from mme.cli import main as cli_main
@@ -852,10 +853,14 @@ def test_an_empty_out_is_refused_not_taken_for_the_working_folder(command, tmp_p
     (tmp_path / "list.txt").write_text("a/1.mp4 0\n")
     monkeypatch.chdir(tmp_path)
     before = sorted(os.listdir(tmp_path))
-    assert cli_main([*command, "--workers", "1"]) == 1
+    with pytest.raises(SystemExit) as info:
+        cli_main([*command, "--workers", "1"])
     option = "out" if command[0] == "synth" else "--out"
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"mme {command[0]}: error: {option} is empty; give a folder name")
+    assert (info.value.code, capsys.readouterr().err.strip().splitlines()[-1]) == (2, (
+        f"mme {command[0]}: error: argument {option}: empty, which names no file or folder (an unset shell "
+        "variable?)"))
+    with pytest.raises(ConfigError, match=r"^out is empty; give a folder name$"):
+        generate_synth("", num_classes=2, videos_per_class=1, size=32, num_frames=2, workers=1)
     assert sorted(os.listdir(tmp_path)) == before
 
 

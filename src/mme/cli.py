@@ -86,10 +86,19 @@ def number(least: float = 0.0, above: bool = False) -> Callable[[str], float]:
 
 def path(text: str) -> str:
     """argparse type: a file or folder, ``~`` and ``~/`` the home folder as in a config key
-    (:func:`mme.config.home`)."""
+    (:func:`mme.config.home`). An empty one, what an unset shell variable gives (``--resume "$CKPT"``), is refused:
+    the commands took it for the option not given (a fresh run where one was to be resumed, no ``--json`` written)."""
     from mme.config import home
 
+    if not text:
+        raise argparse.ArgumentTypeError("empty, which names no file or folder (an unset shell variable?)")
     return home(text)
+
+
+def list_root(text: str) -> str:
+    """argparse type: the folder a list's relative paths start from (:func:`path`); empty, its default, the working
+    folder, as ``data.root``'s."""
+    return path(text) if text else text
 
 
 def recipe_arg(text: str) -> str:
@@ -278,7 +287,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "trusted, or its frames end well before the duration its header gives: a copy or download "
                        "stopped partway, whose rest no read has). Exit status 1 when a run cannot read some videos.")
     p.add_argument("list_files", metavar="lists", type=path, nargs="+", help="list files ('path [label]' per line)")
-    p.add_argument("--root", type=path, default="",
+    p.add_argument("--root", type=list_root, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")
     p.add_argument("--out", dest="report_path", metavar="OUT", type=path, default="check.json",
                    help="the JSON report (default check.json)")
@@ -302,7 +311,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                        "resumable, shardable (--shard k/n and torchrun ranks); failures in "
                        "<out>/failed-<list>-*.json, one per list and share.")
     p.add_argument("list_file", metavar="list", type=path, help="list file (VideoMAE format: 'path [label]' per line)")
-    p.add_argument("--root", type=path, default="",
+    p.add_argument("--root", type=list_root, default="",
                    help="folder the list's relative paths start from (default: the working folder)")
     p.add_argument("--out", type=path, required=True, help="cache folder (set target.cache_dir to it for training)")
     p.add_argument("--length", type=count(), default=6, help="track length L stored (training may use a shorter L)")
@@ -449,7 +458,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                    help="labelled test list (reported; never used for selection)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", type=path, required=True,
                    help="output folder (features cache + probe.json)")
-    p.add_argument("--root", type=path, default="",
+    p.add_argument("--root", type=list_root, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")
     p.add_argument("--classes", type=path, default=None, help="JSON list of class names (index = label), or {name: id}")
     _view_args(p)
@@ -485,7 +494,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=path, help="list file ('path [label]' per line) or one video file")
     p.add_argument("--out", type=path, required=True, help="output .npy (features; tokens to OUT_STEM.tokens.npy) or "
                                                 ".safetensors (features, valid, labels, tokens)")
-    p.add_argument("--root", type=path, default="",
+    p.add_argument("--root", type=list_root, default="",
                    help="folder the list's relative paths start from (default: the working folder)")
     _view_args(p)
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")

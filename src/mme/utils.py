@@ -1369,6 +1369,14 @@ def file_path(path: str | Path, option: str) -> Path:
     return Path(path)
 
 
+def folder_path(path: str | Path, option: str) -> Path:
+    """The folder a folder option names, as a ``Path``; a ConfigError naming ``option`` where it is empty (an unset
+    shell variable, which ``Path`` takes for the working folder)."""
+    if isinstance(path, str) and not path:
+        raise ConfigError(f"{option} is empty; give a folder name")
+    return Path(path)
+
+
 def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True,
                  beside: Iterable[str | Path] = ()) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
@@ -1381,9 +1389,7 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     are read. A file ``path`` that is there, its links
     followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds, and the
     atomic write replaces it (:func:`atomic_path`)."""
-    if folder and isinstance(path, str) and not path:
-        raise ConfigError(f"{option} is empty; give a folder name")
-    path = Path(path) if folder else file_path(path, option)
+    path = folder_path(path, option) if folder else file_path(path, option)
     limit = _name_limit(path.parent)
     for other in (path, *map(Path, beside)):
         if limit is not None and (size := len(os.fsencode(other.name))) > limit:

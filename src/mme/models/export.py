@@ -48,6 +48,7 @@ from mme.utils import (
     file_identity,
     file_path,
     flag,
+    folder_path,
     json_text,
     remove_stale_temps,
     removing_made_folders,
@@ -334,7 +335,8 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
                           "(--format hf --kind classification) only")
     if format not in ("hf", "mme", "safetensors"):
         raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
-    out = file_path(out, "out") if format == "safetensors" else Path(out)  # (a file: x.safetensors/ refused)
+    # (a file: x.safetensors/ refused; either: an empty OUT, which Path takes for the working folder)
+    out = file_path(out, "out") if format == "safetensors" else folder_path(out, "out")
     if format == "safetensors" and out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     if format in ("mme", "hf") and out.suffix == ".safetensors":
