@@ -780,6 +780,33 @@ def test_a_list_without_labels_is_refused_before_any_embedding(synth, tmp_path, 
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_probe_option_nothing_would_use_is_refused_before_any_work(tmp_path, capsys):
+    """``--weighting majority --temperature 0.5`` probed with the temperature unused, probe.json recording it; kNN's
+    options with --no-knn, and --seed where no split is carved from train, were dropped alike, exit 0. Each is
+    refused before the checkpoint is read; majority votes record no temperature."""
+    from mme.cli import main
+
+    args = ["probe", str(tmp_path / "none.pt"), "--train", str(tmp_path / "train.txt"), "--out", str(tmp_path / "p")]
+    for given, said in (
+            (["--weighting", "majority", "--temperature", "0.5"], "--temperature with --weighting majority: the "
+             "temperature weighs softmax votes (exp(similarity / T)), and majority votes count one each; leave one "
+             "out"),
+            (["--no-knn", "--k", "3", "--weighting", "softmax"], "--k, --weighting with --no-knn: options of kNN, "
+             "which it skips; leave them out"),
+            (["--no-knn", "--temperature", "0.1"], "--temperature with --no-knn: options of kNN, which it skips; leave "
+             "it out"),
+            (["--val", str(tmp_path / "val.txt"), "--seed", "3"], "--seed draws the validation split carved from "
+             "train, and none is carved (--val is given); leave it out"),
+            (["--no-linear", "--test", str(tmp_path / "test.txt"), "--seed", "3"], "--seed draws the validation "
+             "split carved from train, and none is carved (kNN alone scores the test list); leave it out")):
+        assert main([*args, *given]) == 1, given
+        assert capsys.readouterr().err == f"mme probe: error: {said}\n", given
+    assert not (tmp_path / "p").exists()
+    x, y = separable(60, classes=4)
+    assert knn_classify(x[:40], y[:40], x[40:], y[40:], k=5, weighting="majority")["temperature"] is None
+    assert knn_classify(x[:40], y[:40], x[40:], y[40:], k=5)["temperature"] == 0.07
+
+
 def test_a_probe_without_the_linear_probe_and_knn_is_refused_before_any_embedding(synth, tmp_path, capsys):
     """--no-linear --no-knn embedded every split, then replaced an earlier probe.json by one without results."""
     from mme.cli import main

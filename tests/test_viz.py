@@ -255,6 +255,20 @@ def test_a_seed_out_of_range_is_refused_before_any_work(tmp_path, capsys):
         viz.draw_picture(str(video), out, seed=True)
 
 
+def test_viz_refuses_a_mask_seed_without_a_checkpoint(tmp_path, capsys):
+    """``--seed 3`` without --checkpoint (its help: the mask seed, with --checkpoint) drew the tracks picture, which
+    masks nothing, exit 0, the seed dropped without a word; refused now, nothing written."""
+    from mme.cli import main
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    args = ["viz", str(video), "--out", str(tmp_path / "t.png"), "--num-frames", "4", "--stride", "2", "--size", "64"]
+    assert main([*args, "--seed", "3"]) == 1
+    assert capsys.readouterr().err == ("mme viz: error: --seed draws the mask of --checkpoint's model; a picture of "
+                                       "tracks masks nothing: leave it out\n")
+    assert not (tmp_path / "t.png").exists()
+    assert main(args) == 0 and (tmp_path / "t.png").is_file()
+
+
 def test_viz_refuses_an_out_that_is_the_video_drawn_however_it_is_reached(tmp_path, capsys):
     """--out naming the video (itself, a symbolic link to it, a hard link) replaced the video with the picture,
     exit 0, and later runs read the drawing as the video."""

@@ -462,13 +462,16 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                    help="folder the lists' relative paths start from (default: the working folder)")
     p.add_argument("--classes", type=path, default=None, help="JSON list of class names (index = label), or {name: id}")
     _view_args(p)
-    p.add_argument("--k", type=count(), default=20, help="kNN neighbours (default 20)")
-    p.add_argument("--temperature", type=number(above=True), default=0.07, help="kNN vote temperature (default 0.07)")
-    p.add_argument("--weighting", choices=["softmax", "majority"], default="softmax",
-                   help="kNN votes: exp(similarity/T) (DINO) or one vote each")
+    p.add_argument("--k", type=count(), default=None, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=number(above=True), default=None,
+                   help="kNN vote temperature (default 0.07; not with --weighting majority)")
+    p.add_argument("--weighting", choices=["softmax", "majority"], default=None,
+                   help="kNN votes: exp(similarity/T) (DINO; the default) or one vote each")
     p.add_argument("--no-linear", dest="linear", action="store_false", help="skip the linear probe")
     p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
-    p.add_argument("--seed", type=count(0), default=0, help="seed of the carved validation split")
+    p.add_argument("--seed", type=count(0), default=None,
+                   help="seed of the validation split carved from train (default 0; not where none is carved: --val "
+                        "given, or kNN alone with --test)")
     p.add_argument("--group-by", dest="group_by", metavar="REGEX", default=None,
                    help="the source video of a train clip, for the validation split carved from train (whole sources "
                         "on one side): the regular expression's first group (or its match) searched in the file "
@@ -567,7 +570,7 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                         "to the first one's view); with --checkpoint, the targets (default: as its run made them; "
                         "of a run trained without target.compensate, warned: its predictions are of the motion in "
                         "the frame)")
-    p.add_argument("--seed", type=count(0), default=0, help="mask seed (with --checkpoint)")
+    p.add_argument("--seed", type=count(0), default=None, help="mask seed (with --checkpoint only; default 0)")
     p.add_argument("--orientation", default=None, choices=["coded", "display"],
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: with "
                         "--checkpoint its run's data.orientation where recorded, else coded")

@@ -34,6 +34,7 @@ from mme.utils import (
     check_seed,
     code_version,
     counted,
+    plural,
     read_json_object,
     removing,
     torch_as_mme,
@@ -295,14 +296,19 @@ def nearest(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return near.gather(1, order), idx.gather(1, order)
 
 
-def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07,
-                 weighting: str = "softmax", num_classes: int | None = None, chunk: int = 1024,
+KNN_K, KNN_TEMPERATURE, KNN_WEIGHTING = 20, 0.07, "softmax"
+"""kNN's defaults: :func:`knn_classify`'s, and :func:`run_probe`'s for an option not given."""
+
+
+def knn_classify(train_x, train_y, test_x, test_y, *, k: int = KNN_K, temperature: float = KNN_TEMPERATURE,
+                 weighting: str = KNN_WEIGHTING, num_classes: int | None = None, chunk: int = 1024,
                  class_names: list[str] | None = None) -> dict[str, Any]:
     """kNN on cosine similarity of standardised features. ``weighting``: 'softmax' (vote weight
     ``exp(sim / temperature)``, DINO) or 'majority' (weight ``1 + sim / (4k)``: one vote each, a tie going to the
     nearer class by summed similarity); each class's summed weights, normalised, are its probability. ``k`` is
     capped at the number of train rows; classes as :func:`linear_probe`'s.
-    Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature``."""
+    Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature`` (None for
+    'majority', which weighs no vote by it)."""
     check_knn(k, temperature, weighting)
     tx, ty = _as_tensors(train_x, train_y, "train")
     ex, ey = _as_tensors(test_x, test_y, "test")
@@ -323,7 +329,8 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
         voted.append(torch.zeros(len(q), C, dtype=torch.bool).scatter_(1, ty[idx], True))  # (a weight may still be 0)
     return {**classification_report(torch.cat(probs), ey, class_names, voted=torch.cat(voted),
                                      trained_classes=len(ty.unique())), "method": "knn",
-            "k": k, "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
+            "k": k, "weighting": weighting, "temperature": temperature if weighting == "softmax" else None,
+            "num_train": len(tx)}
 
 
 def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root: str,
@@ -376,6 +383,23 @@ def check_knn(k: int, temperature: float, weighting: str) -> None:
                           f"{temperature}")
 
 
+def _refuse_unused(knn: bool, k: int | None, temperature: float | None, weighting: str | None, seed: int | None,
+                   carved: bool, val_given: bool) -> None:
+    """Refuse, before any work, a probe option given (not None) that nothing would use, which the probe took and
+    dropped without a word (``probe.json`` recording the temperature of majority votes)."""
+    given = [flag for flag, value in (("--k", k), ("--temperature", temperature), ("--weighting", weighting))
+             if value is not None]
+    if not knn and given:
+        raise ConfigError(f"{', '.join(given)} with --no-knn: options of kNN, which it skips; leave "
+                          f"{plural(len(given), 'it', 'them')} out")
+    if weighting == "majority" and temperature is not None:
+        raise ConfigError("--temperature with --weighting majority: the temperature weighs softmax votes "
+                          "(exp(similarity / T)), and majority votes count one each; leave one out")
+    if seed is not None and not carved:
+        raise ConfigError("--seed draws the validation split carved from train, and none is carved ("
+                          + ("--val is given" if val_given else "kNN alone scores the test list") + "); leave it out")
+
+
 REPORT = "probe.json"
 
 
@@ -400,8 +424,8 @@ def _drop_earlier_report(path: Path) -> None:
 @torch_as_mme()
 def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Path, *, val_list: str | None = None,
               test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
-              k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
-              weight_decays: tuple[float, ...] = WEIGHT_DECAYS, val_fraction: float = 0.2, seed: int = 0,
+              k: int | None = None, temperature: float | None = None, weighting: str | None = None,
+              weight_decays: tuple[float, ...] = WEIGHT_DECAYS, val_fraction: float = 0.2, seed: int | None = None,
               group_by: str | None = None, **embed_kwargs) -> dict[str, Any] | None:
     """``mme probe``: embed each split once (cached in ``out_dir/features/<split>.safetensors``, see
     :func:`mme.eval.features.embed`; ``embed_kwargs`` are its view and loader options), then the linear probe
@@ -412,7 +436,10 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``). A split carved from train holds whole source videos: the clips of
     one are a group (:func:`mme.data.lists.source_group`: ``group_by``, a regular expression over the file name, else
-    the UCF101, HMDB51 or Kinetics name, else the file), all on one side of it."""
+    the UCF101, HMDB51 or Kinetics name, else the file), all on one side of it. ``k``, ``temperature`` and
+    ``weighting`` not given are :data:`KNN_K`, :data:`KNN_TEMPERATURE`, :data:`KNN_WEIGHTING`, ``seed`` 0; one given
+    that nothing would use is refused (kNN's with ``knn`` False, ``temperature`` with 'majority' votes, ``seed`` where
+    no split is carved)."""
     from mme.data.dataset import ClassificationDataset
     from mme.data.lists import (
         check_class_ids,
@@ -435,12 +462,18 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     )
     from mme.train import distributed as dist
 
-    seed = check_seed(seed, "--seed")
+    seed = None if seed is None else check_seed(seed, "--seed")
     pattern = group_pattern(group_by)
     check_root(embed_kwargs.get("root", ""), "--root")
     if not (linear or knn):
         raise ConfigError("--no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them "
                           "(mme embed makes the features alone)")
+    carved = not val_list and (linear or not test_list)  # (kNN alone with a test list carves nothing)
+    _refuse_unused(knn, k, temperature, weighting, seed, carved, bool(val_list))
+    k = KNN_K if k is None else k
+    temperature = KNN_TEMPERATURE if temperature is None else temperature
+    weighting = KNN_WEIGHTING if weighting is None else weighting
+    seed = 0 if seed is None else seed
     if linear:
         weight_decays = check_weight_decays(weight_decays)
     if knn:
@@ -510,7 +543,6 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     tx, ty = data["train"]
     vx, vy = data.get("val", (None, None))
     ex, ey = data.get("test", (None, None))
-    carved = vx is None and (linear or ex is None)  # (kNN alone with a test list carves nothing)
     carve = groups = None  # (the sources are named only where a split is carved by them)
     if carved:  # the split linear_probe carves (and kNN scores where no test list is given): whole source groups
         groups = [source_group(e.path, pattern) for e, keep in zip(entries["train"], train_valid, strict=True)

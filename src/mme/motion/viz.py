@@ -604,19 +604,19 @@ def _drawn_by_viz(path: Path) -> bool:
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
                  num_frames: int | None = None, stride: int | None = None, size: int | None = None,
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
-                 seed: int = 0, orientation: str | None = None, overwrite: bool = False,
+                 seed: int | None = None, orientation: str | None = None, overwrite: bool = False,
                  backend: str | None = None) -> Path:
     """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``, whose
     model sets the track length and points, and the frames and size unless given (the clip it is built for, which an
     original ``.pth`` does not record), and whose run the stride, orientation and backend unless given (``seed`` draws
-    the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless given);
-    prints and returns the path written. A file at ``out`` that is not a picture of viz's is replaced only with
-    ``overwrite``; the video drawn or the checkpoint read, never."""
+    the mask, default 0), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
+    given; no ``seed``); prints and returns the path written. A file at ``out`` that is not a picture of viz's is
+    replaced only with ``overwrite``; the video drawn or the checkpoint read, never."""
     out = file_path(out, "--out")  # (not Path: pics.png/ would write a file pics.png)
     kind = out.suffix.lower()
     if kind not in PICTURES:
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
-    seed = check_seed(seed, "--seed")
+    seed = None if seed is None else check_seed(seed, "--seed")
     if backend is not None:
         require_backend(backend, "--backend")
     check_output(out, "--out")
@@ -631,9 +631,12 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
                               f"leave {plural(len(given), 'it', 'them')} out")
         if kind != ".png":
             raise ConfigError(f"--out {out}: a picture of predicted motion is a .png, as is a reconstruction")
-        path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate, orientation=orientation,
-                                  img_size=size, num_frames=num_frames, backend=backend)
+        path = prediction_picture(video, checkpoint, out, start, stride, 0 if seed is None else seed, compensate,
+                                  orientation=orientation, img_size=size, num_frames=num_frames, backend=backend)
     else:
+        if seed is not None:
+            raise ConfigError("--seed draws the mask of --checkpoint's model; a picture of tracks masks nothing: "
+                              "leave it out")
         size = 224 if size is None else size
         if kind == ".mp4" and size % 2:
             raise ConfigError(f"--size {size}: an .mp4 (H.264, 4:2:0) needs an even size")
