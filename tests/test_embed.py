@@ -1779,7 +1779,7 @@ def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_di
     assert "stride 4 (default)" not in caplog.text
     meta = read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "3.npy", stride=3, **kw))[3]
     assert (meta["segments"], meta["stride"]) == (False, 3)
-    with pytest.raises(ConfigError, match="embed: --segments and --stride 3: TSN segments take no stride"):
+    with pytest.raises(ConfigError, match="^--segments and --stride 3: TSN segments take no stride"):
         embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "both.npy", segments=True, stride=3, **kw)
     # features of segments an earlier mme recorded with the stride it never used are still this job's
     side = tmp_path / "asked.npy.json"

@@ -154,7 +154,7 @@ def test_tvl1_without_contrib_is_refused_before_any_work(tmp_path, monkeypatch, 
     assert f"target.flow{said}" in capsys.readouterr().err and not (tmp_path / "run").exists()
     assert cli.main(["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "cache"),
                      "--flow", "tvl1"]) == 1
-    assert f"extract: --flow{said}" in capsys.readouterr().err and not (tmp_path / "cache").exists()
+    assert f"mme extract: error: --flow{said}" in capsys.readouterr().err and not (tmp_path / "cache").exists()
     monkeypatch.setattr(bench, "_generated_video", lambda *args: pytest.fail("a video was made for the bench"))
     assert cli.main(["bench", "targets", "--flow", "tvl1"]) == 1
     assert f"--flow{said}" in capsys.readouterr().err  # (the flag given, not its config key)

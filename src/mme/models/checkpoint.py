@@ -246,7 +246,7 @@ class Checkpoint:
         said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride; the stride None for
         segments."""
         if segments and stride is not None:
-            raise ConfigError(f"{command}: --segments and --stride {stride}: TSN segments take no stride; give one")
+            raise ConfigError(f"--segments and --stride {stride}: TSN segments take no stride; give one")
         if stride is None and not segments and self.run_segments:
             log.info("%s: clips by TSN segments (its run's data.sampling)", command)
             return None, True

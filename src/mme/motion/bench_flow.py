@@ -276,7 +276,7 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
     methods = methods or available_methods()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ConfigError(f"mme bench flow: unknown flow {plural(len(unknown), 'method')} {unknown}; choose from "
+        raise ConfigError(f"--methods: unknown flow {plural(len(unknown), 'method')} {unknown}; choose from "
                           f"{list(METHODS)}")
     check_given_once("--methods", methods, TIMED_AGAIN, "method")
     check_given_once("--sizes", sizes, TIMED_AGAIN, "size")

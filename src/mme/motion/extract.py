@@ -125,14 +125,14 @@ class ExtractOptions:
         for name, value, least in (("--length", self.length, 1), ("--short-side", self.short_side, MIN_SHORT_SIDE),
                                    ("--seed-stride", self.seed_stride, 1), ("chunk", self.chunk, 1)):
             if value < least:
-                raise ConfigError(f"extract: {name} must be at least {least}, got {value}")
+                raise ConfigError(f"{name} must be at least {least}, got {value}")
         if self.max_disp is not None and not (self.max_disp > 0 and math.isfinite(self.max_disp)):
-            raise ConfigError(f"extract: --max-disp must be a positive number of pixels, got {self.max_disp}")
+            raise ConfigError(f"--max-disp must be a positive number of pixels, got {self.max_disp}")
         if self.orientation not in ORIENTATIONS:
-            raise ConfigError(f"extract: --orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
+            raise ConfigError(f"--orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.flow not in METHODS:
-            raise ConfigError(f"extract: --flow must be one of {list(METHODS)}, got {self.flow!r}")
-        require_flow(self.flow, "extract: --flow")
+            raise ConfigError(f"--flow must be one of {list(METHODS)}, got {self.flow!r}")
+        require_flow(self.flow, "--flow")
         choose_device(self.device, option="--device")  # checked here, resolved by run (a bare cuda: the rank's GPU)
 
     @property
