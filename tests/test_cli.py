@@ -580,6 +580,65 @@ def test_an_empty_path_is_refused_naming_its_flag_and_an_empty_root_is_the_worki
     assert parser.parse_args(["check", "list.txt", "--root", ""]).root == ""
 
 
+def test_an_empty_text_option_is_refused_naming_its_flag(monkeypatch, capsys):
+    """``--group-by ""`` (an unset shell variable) compiled to a pattern that matches every name: every train video
+    one source, no split to carve, or a false warning of a source in two splits; ``--shard ""`` extracted the whole
+    list and ``bench train --target ""`` timed the pixel target, exit 0. Each is refused naming its flag, nothing
+    run."""
+    import mme.eval.probe
+    import mme.motion.extract
+    import mme.train.bench
+
+    ran = []
+    for module, name in ((mme.eval.probe, "run_probe"), (mme.motion.extract, "extract_cache"),
+                         (mme.train.bench, "bench_train")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: ran.append(args or kwargs))
+    for argv, flag, names in ((["probe", "c.pt", "--train", "t.txt", "--out", "p", "--group-by", ""], "--group-by",
+                               "regular expression"),
+                              (["extract", "l.txt", "--out", "c", "--shard", ""], "--shard", "share k/n"),
+                              (["bench", "train", "--target", ""], "--target", "target kind")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        command = " ".join(argv[:2] if argv[0] == "bench" else argv[:1])
+        assert (info.value.code, capsys.readouterr().err.splitlines()[-1]) == (2, (
+            f"mme {command}: error: argument {flag}: empty, which names no {names} (an unset shell variable?)")), argv
+    assert ran == []
+
+
+def test_an_empty_value_from_python_is_refused_naming_it_not_taken_for_the_value_not_given(tmp_path):
+    """From Python, an empty value was taken for the argument not given: ``draw_picture(checkpoint="")`` drew the
+    tracks picture (with ``seed=3`` refused as a seed without --checkpoint), ``check_bench_json("")`` let the
+    benchmark write no figures, ``run_probe(test_list="")`` scored on val, ``val_list=""`` carved val from train,
+    ``group_by=""`` made every video one source, ``parse_shard("")`` took the whole list and the bench's ``target=""``
+    timed the pixel target. Each is refused naming its option, before any work."""
+    from mme.data.lists import group_pattern
+    from mme.errors import ConfigError
+    from mme.eval.probe import run_probe
+    from mme.motion.extract import parse_shard
+    from mme.motion.viz import draw_picture
+    from mme.train.bench import _configs
+    from mme.utils import check_bench_json
+
+    out = tmp_path / "v.png"
+    for call, said in (
+            (lambda: draw_picture("v.mp4", out, checkpoint=""), "--checkpoint is empty; give a file or folder name"),
+            (lambda: draw_picture("v.mp4", out, checkpoint="", seed=3),
+             "--checkpoint is empty; give a file or folder name"),
+            (lambda: check_bench_json(""), "--json is empty; give a file name"),
+            (lambda: run_probe("c.pt", "t.txt", tmp_path / "p", test_list=""), "--test is empty; give a file name"),
+            (lambda: run_probe("c.pt", "t.txt", tmp_path / "p", val_list=""), "--val is empty; give a file name"),
+            (lambda: run_probe("c.pt", "t.txt", tmp_path / "p", classes=""), "--classes is empty; give a file name"),
+            (lambda: group_pattern(""), "--group-by is empty, which matches every file name: all videos one source; "
+             "give a regular expression, or leave it out for the sources the names say"),
+            (lambda: parse_shard(""), "--shard must look like k/n (e.g. 3/16), got ''"),
+            (lambda: _configs(None, None, None, None, None, "", None),
+             "--target: '' names no target; choose from ['pixel', 'hog', 'mme', 'mme-released']")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == said
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
     """A shell leaves ``--out=~/x`` (and a quoted ``'~/x'``) as written: ``mme extract``, ``check``, ``embed`` and
     ``export`` wrote into a folder named ``~`` of the working folder (one that ``rm -rf ~`` invites), where a config
@@ -611,8 +670,7 @@ def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path
     assert not (work / "~").exists(), sorted(p.name for p in (work / "~").iterdir())
     assert codes == [0, 0, 0, 0]
     assert {"check.json", "index", "cache", "e.npy", "exported"} <= {p.name for p in home.iterdir()}
-    texts = {"backend", "device", "group_by", "kind", "methods", "overrides", "path_format", "preset", "shard",
-             "target"}
+    texts = {"backend", "device", "kind", "methods", "overrides", "path_format", "preset"}
     for name, parser in _subcommands(build_parser()).items():
         for action in parser._actions:
             if action.nargs != 0 and action.type is None and not action.choices and action.dest not in texts | {

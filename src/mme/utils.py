@@ -1362,18 +1362,17 @@ def file_path(path: str | Path, option: str) -> Path:
     ``path`` given ending in a separator (``reports/``, a folder's name, whose separator ``Path`` drops: a file of the
     folder's name would be written), or empty (an unset shell variable, which ``Path`` takes for the working folder).
     For a command that needs the Path before :func:`check_output` (its suffix), which checks the same."""
-    if isinstance(path, str) and not path:
-        raise ConfigError(f"{option} is empty; give a file name")
     if isinstance(path, str) and path.endswith(("/", os.sep)):
         raise ConfigError(f"{option} {path}: ends in '{path[-1]}', a folder's name; give a file name")
-    return Path(path)
+    return given_path(path, option, "file")
 
 
-def folder_path(path: str | Path, option: str) -> Path:
-    """The folder a folder option names, as a ``Path``; a ConfigError naming ``option`` where it is empty (an unset
-    shell variable, which ``Path`` takes for the working folder)."""
+def given_path(path: str | Path, option: str, what: str = "folder") -> Path:
+    """The ``what`` (folder, file) an option names, as a ``Path``; a ConfigError naming ``option`` where it is empty
+    (an unset shell variable, which ``Path`` takes for the working folder; a caller's test of the option not given
+    took it for that)."""
     if isinstance(path, str) and not path:
-        raise ConfigError(f"{option} is empty; give a folder name")
+        raise ConfigError(f"{option} is empty; give a {what} name")
     return Path(path)
 
 
@@ -1389,7 +1388,7 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     are read. A file ``path`` that is there, its links
     followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds, and the
     atomic write replaces it (:func:`atomic_path`)."""
-    path = folder_path(path, option) if folder else file_path(path, option)
+    path = given_path(path, option) if folder else file_path(path, option)
     limit = _name_limit(path.parent)
     for other in (path, *map(Path, beside)):
         if limit is not None and (size := len(os.fsencode(other.name))) > limit:
@@ -1536,8 +1535,9 @@ def is_bench_json(path: str | Path) -> bool:
 def check_bench_json(json_path: str | Path | None, read: Iterable[tuple[str, str | Path | None]] = ()) -> None:
     """Fail before a benchmark, not after it, where its ``--json`` (None: not given) cannot be written
     (:func:`check_output`), is a file it reads (``read``: :func:`keep_what_is_read`), or holds a file that is not a
-    benchmark's figures (:func:`is_bench_json`), which the benches, without --overwrite, never replace."""
-    if not json_path:
+    benchmark's figures (:func:`is_bench_json`), which the benches, without --overwrite, never replace; an empty one
+    is refused (:func:`given_path`)."""
+    if json_path is None:
         return
     out = check_output(json_path, "--json")
     keep_what_is_read(out, "--json", read, "figures")

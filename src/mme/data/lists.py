@@ -588,9 +588,13 @@ UCF101's, HMDB51's and Kinetics' (:data:`KINETICS_FORMAT`) clips of one source a
 
 
 def group_pattern(group_by: str | None, option: str = "--group-by") -> re.Pattern | None:
-    """``group_by`` compiled (None for None), a ConfigError naming ``option`` where it is not a regular expression."""
+    """``group_by`` compiled (None for None), a ConfigError naming ``option`` where it is not a regular expression, or
+    is empty (an unset shell variable), which matches every name: every video one source."""
     if group_by is None:
         return None
+    if not group_by:
+        raise ConfigError(f"{option} is empty, which matches every file name: all videos one source; give a regular "
+                          "expression, or leave it out for the sources the names say")
     try:
         return re.compile(group_by)
     except re.error as e:

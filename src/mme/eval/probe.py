@@ -34,6 +34,7 @@ from mme.utils import (
     check_seed,
     code_version,
     counted,
+    file_path,
     plural,
     read_json_object,
     removing,
@@ -462,6 +463,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     )
     from mme.train import distributed as dist
 
+    for option, named in (("--val", val_list), ("--test", test_list), ("--classes", classes)):
+        if named is not None:
+            file_path(named, option)  # (an empty one, of an unset shell variable, was taken for the option not given)
     seed = None if seed is None else check_seed(seed, "--seed")
     pattern = group_pattern(group_by)
     check_root(embed_kwargs.get("root", ""), "--root")

@@ -48,7 +48,7 @@ from mme.utils import (
     file_identity,
     file_path,
     flag,
-    folder_path,
+    given_path,
     json_text,
     remove_stale_temps,
     removing_made_folders,
@@ -336,7 +336,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     if format not in ("hf", "mme", "safetensors"):
         raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
     # (a file: x.safetensors/ refused; either: an empty OUT, which Path takes for the working folder)
-    out = file_path(out, "out") if format == "safetensors" else folder_path(out, "out")
+    out = file_path(out, "out") if format == "safetensors" else given_path(out, "out")
     if format == "safetensors" and out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     if format in ("mme", "hf") and out.suffix == ".safetensors":

@@ -369,7 +369,7 @@ def _died_trying(job: _Job, how: str) -> tuple[_Job, _Done]:
 
 def parse_shard(text: str | None) -> tuple[int, int]:
     """'k/n' (0-based k) -> (k, n); None -> (0, 1)."""
-    if not text:
+    if text is None:
         return 0, 1
     try:
         k, n = (int(v) for v in text.split("/"))

@@ -41,6 +41,7 @@ from mme.utils import (
     counted,
     error_reason,
     file_path,
+    given_path,
     keep_others_file,
     keep_what_is_read,
     literal,
@@ -619,12 +620,14 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
     seed = None if seed is None else check_seed(seed, "--seed")
     if backend is not None:
         require_backend(backend, "--backend")
+    if checkpoint is not None:
+        given_path(checkpoint, "--checkpoint", "file or folder")
     check_output(out, "--out")
     # the picture would replace what it draws, which later runs read as a video
     keep_what_is_read(out, "--out", [("the video drawn", video),
                                      ("the checkpoint whose predictions are drawn", checkpoint)], "picture")
     keep_others_file(out, "--out", "mme viz", _drawn_by_viz, "a picture of its own", overwrite)  # viz's own replaced
-    if checkpoint:
+    if checkpoint is not None:
         given = [name for name, v in (("--length", length), ("--seed-stride", seed_stride)) if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)}: with --checkpoint the track length and points are the model's; "

@@ -313,16 +313,16 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
     data = load_recipe(recipe, PretrainConfig) if recipe is not None else DEFAULT
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
     given = {k: v for k, v in given.items() if v is not None}
-    flags = {f"model.{k}": FLAGS[k] for k in given} | ({"target.kind": FLAGS["kind"]} if target else {})
+    flags = {f"model.{k}": FLAGS[k] for k in given} | ({"target.kind": FLAGS["kind"]} if target is not None else {})
     with keys_as_flags(flags):  # (a value of the recipe's own, not replaced by a flag, is named by its key)
         model = merge_layer(ModelConfig, data.get("model", {}), given, "model.")
         target_cfg = from_dict(TargetConfig, merge_layer(TargetConfig, data.get("target", {}),
-                                                         {"kind": target} if target else {}, "target."))
+                                                         {"kind": target} if target is not None else {}, "target."))
         optim = from_dict(OptimConfig, data.get("optim", {}), "optim.")
         batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
         model_cfg = from_dict(ModelConfig, model)
         check_masks_a_token(model_cfg)
-    if target:
+    if target is not None:
         check_given_once("--target", target_cfg.kinds, KIND_ONCE, "kind", shown=target)
     return model_cfg, target_cfg, optim, batch
 
