@@ -331,7 +331,7 @@ def test_a_check_or_write_of_rank_0_alone_that_fails_stops_every_rank_with_its_m
     traceback; under NCCL they would have waited for its timeout)."""
     expected = {"locked": ("ConfigError", "is in use by another job"),
                 "other": ("ConfigError", "holds 1 checkpoint of another run (0123abcd), up to step 2"),
-                "embed": ("DataError", "embed: all 2 videos of"),
+                "embed": ("DataError", "all 2 videos of"),
                 "run_files": ("MMEError", "config.yaml: could not be written (File too large; ")}
     for what, (kind, words) in expected.items():
         first, second = ranks[0][0][what], ranks[0][1][what]

@@ -1197,7 +1197,7 @@ def test_a_job_where_every_video_failed_leaves_nothing_in_the_way_of_the_correct
     (tmp_path / "wrong").mkdir()  # a folder, without the videos (one that is not a folder is refused at once)
     for _ in range(2):
         loads.clear()
-        with pytest.raises(DataError, match=rf"embed: all 8 videos of {root / 'list.txt'} failed; first error: "
+        with pytest.raises(DataError, match=rf"^all 8 videos of {root / 'list.txt'} failed; first error: "
                                             r".*v0\.mp4: missing"):
             embed(ckpt, root / "list.txt", out, root=str(tmp_path / "wrong"), **kw)
         assert sorted(loads) == list(range(8)) and not (tmp_path / "f.npy.partial").exists()

@@ -403,7 +403,7 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, co
 
 def _died_making(job: tuple, how: str) -> NoReturn:
     """A worker that died making a video (the OOM killer) stops the run: no list may name a video not made."""
-    raise DataError(f"synth: a worker process died making {job[1]} ({how}); run it again with fewer workers")
+    raise DataError(f"a worker process died making {job[1]} ({how}); run it again with fewer workers")
 
 
 # The settings every video's record holds beside its drawn parameters, in the records' order: the whole design of

@@ -940,7 +940,7 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     if not with_rows:
         first = next((str(p["error"][0]) for p in parts if len(p["error"])), "none listed")
         shutil.rmtree(partial, ignore_errors=True)
-        raise DataError(f"embed: all {n} videos of {source} failed; first error: {first}")
+        raise DataError(f"all {counted(n, 'video')} of {source} failed; first error: {first}")
     dim = with_rows[0]["x"].shape[1]
     x = np.full((n, dim), np.nan, np.float32)
     labelled = getattr(dataset, "labelled", True)

@@ -161,7 +161,7 @@ def _check_peer(model: MaskedAutoencoder, hf: nn.Module, video: torch.Tensor, ma
         }
     rel = abs(check["loss"][0] - check["loss"][1]) / abs(check["loss"][1])
     if any(a != b for k, (a, b) in check.items() if k != "loss") or rel > 1e-4:
-        raise MMEError(f"bench train: the peer's configuration differs from ours: {check}")
+        raise MMEError(f"the peer's configuration differs from ours: {check}")
     return {**check, "loss_rel_diff": rel}
 
 
