@@ -84,24 +84,15 @@ def number(least: float = 0.0, above: bool = False) -> Callable[[str], float]:
     return parse
 
 
-def given(names: str) -> Callable[[str], str]:
-    """argparse type: the text of an option whose default, None, is the option not given; an empty one, what an unset
-    shell variable gives (``--resume "$CKPT"``), is refused, saying it ``names`` nothing: the commands took it for
-    the option not given (a fresh run where one was to be resumed, no ``--json`` written, every video one source
-    for ``--group-by ""``, the whole list for ``--shard ""``)."""
-    def parse(text: str) -> str:
-        if not text:
-            raise argparse.ArgumentTypeError(f"empty, which names no {names} (an unset shell variable?)")
-        return text
-    return parse
-
-
 def path(text: str) -> str:
-    """argparse type: a file or folder (:func:`given`), ``~`` and ``~/`` the home folder as in a config key
-    (:func:`mme.config.home`)."""
+    """argparse type: a file or folder, ``~`` and ``~/`` the home folder as in a config key
+    (:func:`mme.config.home`); an empty one, what an unset shell variable gives (``--resume "$CKPT"``), is refused:
+    the commands took it for the option not given (a fresh run where one was to be resumed, no ``--json`` written)."""
     from mme.config import home
 
-    return home(given("file or folder")(text))
+    if not text:
+        raise argparse.ArgumentTypeError("empty, which names no file or folder (an unset shell variable?)")
+    return home(text)
 
 
 def list_root(text: str) -> str:
@@ -334,7 +325,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                         "target.max_disp, in its clip px, needs target.max_disp x --short-side / data.img_size")
     _video_args(p)
     p.add_argument("--workers", type=count(), default=1, help="parallel processes")
-    p.add_argument("--shard", type=given("share k/n"), default=None, help="k/n: process only share k (0-based) of n")
+    p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute files that are already complete or were made with other settings (without it, "
                         "such files stop the run before any work); stopped mid-way and run again, it keeps the files "
@@ -481,7 +472,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=count(0), default=None,
                    help="seed of the validation split carved from train (default 0; not where none is carved: --val "
                         "given, or kNN alone with --test)")
-    p.add_argument("--group-by", dest="group_by", metavar="REGEX", type=given("regular expression"), default=None,
+    p.add_argument("--group-by", dest="group_by", metavar="REGEX", default=None,
                    help="the source video of a train clip, for the validation split carved from train (whole sources "
                         "on one side): the regular expression's first group (or its match) searched in the file "
                         "name; a file it does not match is its own source (default: the source UCF101's "
@@ -669,7 +660,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=None,
                        help="clips per step (default 4)")
         p.add_argument("--mask-ratio", type=number(), default=None, help="default 0.7")
-        p.add_argument("--target", type=given("target kind"), default=None,
+        p.add_argument("--target", default=None,
                        help="target kind(s) whose heads the model has (default pixel; mme, ...)")
         p.add_argument("--device", default="auto", help="auto / cpu / cuda")
         p.add_argument("--steps", type=count(), default=5, help="timed steps per variant and round")

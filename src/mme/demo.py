@@ -647,7 +647,8 @@ def _save_row(s: DemoSettings, row: dict, settings: dict | None = None) -> dict:
     ``settings`` (:attr:`RowConfig.settings`; None: built here) and return it, with the code that made it
     (``code``, :func:`code_version`: that of its first save, carried by the saves that add to it and by a later run
     that reuses it, which may run other code)."""
-    row = {"code": code_version(), **row}
+    if "code" not in row:  # (git_sha starts three git processes)
+        row = {"code": code_version(), **row}
     seed, target = row["seed"], row["target"]
     saved = {k: v for k, v in row.items() if k != "reused"}
     settings = settings or _row_config(s, target).settings

@@ -255,10 +255,12 @@ def missing_hint(path: str) -> str:
                     f"is 'path label', the label a class id, an integer, after a space)")
     if "\\" in path and os.path.exists(path.replace("\\", "/")):
         return "; with '/' for its '\\' it exists: write list paths with '/'"
+    from mme.config import home
+
     for tilde in re.finditer("/~", f"/{path}"):  # where a list line '~/x.mp4' may begin, joined to data.root or not
         listed = path[tilde.start():]  # (data.root may hold a folder '~old' of its own)
-        if (home := os.path.expanduser(listed)) != listed and os.path.exists(home):
-            return f"; {home!r} exists: list paths are not ~-expanded: write it absolute"
+        if (expanded := home(listed)) != listed and os.path.exists(expanded):
+            return f"; {expanded!r} exists: list paths are not ~-expanded: write it absolute"
     for form in ("NFC", "NFD"):
         other = unicodedata.normalize(form, path)
         if other != path and os.path.exists(other):

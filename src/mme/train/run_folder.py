@@ -23,7 +23,9 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import csv
 import hashlib
 import json
 import logging
@@ -42,8 +44,9 @@ from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import recorded_cwd, torch_load, weight_files
 from mme.motion.cache import source_identity
 from mme.train import checkpoint as ckpt
-from mme.train.metrics import read_csv_records, read_records
+from mme.train.metrics import iter_records
 from mme.utils import (
+    TEXT,
     atomic_path,
     counted,
     folder_replaced,
@@ -200,8 +203,8 @@ def _checkpointed(out_dir: Path) -> str | None:
     reports = [name for split in SPLITS if read_report(out_dir / (name := report_files(split)[0])) is not None]
     if reports:
         return f"its test {plural(len(reports), 'report')} {', '.join(reports)}"
-    every, last = _ckpt_every(out_dir), _last_logged_step(out_dir)
-    if every is not None and last > every:
+    every = _ckpt_every(out_dir)
+    if every is not None and (last := _last_logged_step(out_dir)) > every:
         return f"its logs reach step {last}, past its checkpoint of step {every}"
     return None
 
@@ -215,11 +218,16 @@ def _ckpt_every(out_dir: Path) -> int | None:
 
 
 def _last_logged_step(out_dir: Path) -> int:
-    """The last step the logs in ``out_dir`` record, of ``metrics.jsonl`` and ``metrics.csv`` the later (0: none)."""
+    """The last step the logs in ``out_dir`` record, of ``metrics.jsonl`` and ``metrics.csv`` the later (0: none);
+    each read a record at a time, a long run's log being hundreds of MB."""
     last = 0
-    for name, read in (("metrics.jsonl", read_records), ("metrics.csv", read_csv_records)):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            last = max([last, *(int(r["step"]) for r in read(out_dir / name)[-1:])])
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        last = max([last, *(int(r["step"]) for r in collections.deque(iter_records(out_dir / "metrics.jsonl"), 1))])
+    with contextlib.suppress(OSError, ValueError, KeyError, csv.Error), \
+            open(out_dir / "metrics.csv", newline="", **TEXT) as f:
+        for row in csv.DictReader(f):  # (a last row torn by a crash: its step as far as it was written, or none)
+            with contextlib.suppress(ValueError, TypeError):
+                last = max(last, int(row["step"]))
     return last
 
 
