@@ -469,6 +469,10 @@ def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, 
         assert _saved_row(norm, 0, "mme") == {"code": earlier, "target": "mme", "seed": 0, "linear_top1": 50.0,
                                               "reused": True}
     assert "computing it again" not in caplog.text
+    del saved["row"]["code"]  # made by an mme that recorded no code: saved again (a column added), it says none
+    row.write_text(json.dumps(saved))
+    _save_row(norm, {**_saved_row(norm, 0, "mme"), "knn_top1": 25.0})
+    assert json.loads(row.read_text())["row"]["code"] is None
 
 
 def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys):

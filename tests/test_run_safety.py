@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
-from training import FP32, TINY, in_one_process, report_json, run, tiny
+from training import FP32, TINY, in_one_process, report_json, run, run_json, tiny
 from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
 
 from mme.errors import CheckpointError, ConfigError, DataError, FolderReplaced, Interrupted, MMEError
@@ -146,6 +146,28 @@ def test_a_finished_runs_files_without_its_checkpoints_are_another_runs(synth, t
     with pytest.raises(ConfigError, match=r"holds config.yaml, run.json, metrics.jsonl, .*, which no run of mme wrote "
                                           r"\(its run.json records no run\), where this run writes its own: move them"):
         run("tiny_cpu_pixel", synth, old, "train.steps=1", FP32)
+
+
+def test_a_folder_of_no_run_past_a_checkpoint_here_is_no_other_runs(tmp_path):
+    """Two folders the rule for a finished run's files refused as one whose checkpoints were removed: the reports of
+    a task.eval_only test alone (no run.json: no run wrote there, no checkpoint), and the logs of a run resumed from
+    another folder's checkpoint of step 4 (logging from step 5 on) that stopped before its own first checkpoint, at
+    step 8. Both are run in again; logs past step 8 show a checkpoint written there."""
+    tested = tmp_path / "tested"
+    tested.mkdir()
+    (tested / "test.json").write_text(report_json(checkpoint="/elsewhere/baseline.pt"))
+    assert run_folder.check_owner(tested, None, False) == []
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "run.json").write_text(run_json(run_id="r"))
+    (resumed / "config.yaml").write_text("train:\n  ckpt_every: 4\n")
+    (resumed / "metrics.jsonl").write_text("".join(f'{{"step": {i}, "loss": 1.0}}\n' for i in (5, 6, 7)))
+    assert run_folder.check_owner(resumed, None, False) == []
+    with (resumed / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 9, "loss": 1.0}\n')
+    with pytest.raises(ConfigError, match=r"\(r\), whose checkpoints were removed \(its logs reach step 9, past its "
+                                          r"checkpoint of step 8\)"):
+        run_folder.check_owner(resumed, None, False)
 
 
 def test_a_run_whose_run_json_could_not_be_written_is_run_again_in_its_folder(synth, tmp_path, monkeypatch):

@@ -850,7 +850,7 @@ def _saved_row(s: DemoSettings, seed: int, target: str, judged: SavedRow | None 
     if judged.row is None:
         return None
     log.info("demo seed %d: reusing the %s row of an earlier run (%s)", seed, target, _row_path(s, seed, target))
-    return {**judged.row, "reused": True}
+    return {"code": None, **judged.row, "reused": True}  # (code None: a row of an mme that recorded none)
 
 
 @torch_as_mme()

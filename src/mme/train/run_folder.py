@@ -185,7 +185,9 @@ def check_files_without_checkpoints(out_dir: Path, resumed: dict | None, overwri
                           + f"), where this run writes its own: move {plural(len(held), 'it', 'them')}"
                           + (f" (a recipe kept as {ckpt.CONFIG_FILE}: then give --config its new path)"
                              if ckpt.CONFIG_FILE in held else "") + ", or choose another train.out_dir")
-    other = recorded.get("run_id") if recorded else None
+    if recorded is None:  # (nothing of a run: at most the reports of an eval_only test, which a fresh run drops)
+        return
+    other = recorded.get("run_id")
     if overwrite or (resumed is not None and other in (None, run_of(resumed))):
         return
     shown = _checkpointed(out_dir)
@@ -197,15 +199,19 @@ def check_files_without_checkpoints(out_dir: Path, resumed: dict | None, overwri
 
 def _checkpointed(out_dir: Path) -> str | None:
     """What shows that the run whose files ``out_dir`` holds wrote checkpoints: a test report of mme's (written at a
-    run's end, after its last checkpoint), or logs past its first checkpoint's step, the ``train.ckpt_every`` of its
-    config.yaml (a run whose checkpoint is not written stops there). None where nothing does: a run stopped before
-    its first checkpoint, or one whose one checkpoint was its last."""
+    run's end, after its last checkpoint), or logs past the first checkpoint step after their first step, a multiple
+    of the ``train.ckpt_every`` of its config.yaml (a run whose checkpoint is not written stops there; a run resumed
+    from another folder logs from its checkpoint's step on). None where nothing does: a run stopped before its first
+    checkpoint, or one whose one checkpoint was its last."""
     reports = [name for split in SPLITS if read_report(out_dir / (name := report_files(split)[0])) is not None]
     if reports:
         return f"its test {plural(len(reports), 'report')} {', '.join(reports)}"
-    every = _ckpt_every(out_dir)
-    if every is not None and (last := _last_logged_step(out_dir)) > every:
-        return f"its logs reach step {last}, past its checkpoint of step {every}"
+    every, steps = _ckpt_every(out_dir), _logged_steps(out_dir)
+    if every is None or not steps:
+        return None
+    first, last = min(steps), max(steps)
+    if last > (saved := -(-first // every) * every):
+        return f"its logs reach step {last}, past its checkpoint of step {saved}"
     return None
 
 
@@ -217,18 +223,20 @@ def _ckpt_every(out_dir: Path) -> int | None:
     return None
 
 
-def _last_logged_step(out_dir: Path) -> int:
-    """The last step the logs in ``out_dir`` record, of ``metrics.jsonl`` and ``metrics.csv`` the later (0: none);
+def _logged_steps(out_dir: Path) -> list[int]:
+    """The first and last steps of each of the logs in ``out_dir`` (``metrics.jsonl``, ``metrics.csv``; none: []),
     each read a record at a time, a long run's log being hundreds of MB."""
-    last = 0
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        last = max([last, *(int(r["step"]) for r in collections.deque(iter_records(out_dir / "metrics.jsonl"), 1))])
-    with contextlib.suppress(OSError, ValueError, KeyError, csv.Error), \
+    steps = []
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        records = iter_records(out_dir / "metrics.jsonl")
+        ends = [next(records, None), *collections.deque(records, 1)]
+        steps += [int(r["step"]) for r in ends if r is not None]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, csv.Error), \
             open(out_dir / "metrics.csv", newline="", **TEXT) as f:
-        for row in csv.DictReader(f):  # (a last row torn by a crash: its step as far as it was written, or none)
-            with contextlib.suppress(ValueError, TypeError):
-                last = max(last, int(row["step"]))
-    return last
+        rows = csv.DictReader(f)
+        ends = [next(rows, None), *collections.deque(rows, 2)]  # (a last row torn by a crash: its step cut short,
+        steps += [int(r["step"]) for r in ends if r is not None]  # no more than the row's before it)
+    return steps
 
 
 def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
