@@ -171,7 +171,7 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
     saved["row"] = {"target": "pixel", "seed": 0, "run": "seed0/pixel"}  # target, which the row names as it starts
     (out / "seed0" / "pixel.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "mme.json").read_text())  # or after pre-training mme, before its probes
-    pretraining = ("target", "seed", "minutes", "clips_per_s", "threads", "precision", "checkpoint", "metrics")
+    pretraining = ("code", "target", "seed", "minutes", "clips_per_s", "threads", "precision", "checkpoint", "metrics")
     saved["row"] = {**{k: saved["row"][k] for k in pretraining}, "workers": 7}  # timed beside other workers
     for key in ADDED_KEYS:  # and by an mme before the keys added since (a rerun of a later mme refused the folder)
         section, name = key.split(".")

@@ -162,6 +162,7 @@ def test_a_folder_of_no_run_past_a_checkpoint_here_is_no_other_runs(tmp_path):
     (resumed / "run.json").write_text(run_json(run_id="r"))
     (resumed / "config.yaml").write_text("train:\n  ckpt_every: 4\n")
     (resumed / "metrics.jsonl").write_text("".join(f'{{"step": {i}, "loss": 1.0}}\n' for i in (5, 6, 7)))
+    (resumed / "metrics.csv").write_text("step,loss\n5,1.0\n6,1.0\n7,1.0\n1")  # (its last line torn by a crash)
     assert run_folder.check_owner(resumed, None, False) == []
     with (resumed / "metrics.jsonl").open("a") as f:
         f.write('{"step": 9, "loss": 1.0}\n')

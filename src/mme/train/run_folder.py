@@ -206,8 +206,8 @@ def _checkpointed(out_dir: Path) -> str | None:
     reports = [name for split in SPLITS if read_report(out_dir / (name := report_files(split)[0])) is not None]
     if reports:
         return f"its test {plural(len(reports), 'report')} {', '.join(reports)}"
-    every, steps = _ckpt_every(out_dir), _logged_steps(out_dir)
-    if every is None or not steps:
+    every = _ckpt_every(out_dir)
+    if every is None or not (steps := _logged_steps(out_dir)):
         return None
     first, last = min(steps), max(steps)
     if last > (saved := -(-first // every) * every):
@@ -219,7 +219,7 @@ def _ckpt_every(out_dir: Path) -> int | None:
     """The ``train.ckpt_every`` of the run whose config.yaml ``out_dir`` holds (None where it cannot be read)."""
     with contextlib.suppress(OSError, ValueError, yaml.YAMLError, AttributeError, TypeError):
         every = yaml.safe_load(read_text(out_dir / ckpt.CONFIG_FILE)).get("train").get("ckpt_every")
-        return every if isinstance(every, int) else None
+        return every if isinstance(every, int) and every > 0 else None
     return None
 
 
@@ -233,9 +233,8 @@ def _logged_steps(out_dir: Path) -> list[int]:
         steps += [int(r["step"]) for r in ends if r is not None]
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, csv.Error), \
             open(out_dir / "metrics.csv", newline="", **TEXT) as f:
-        rows = csv.DictReader(f)
-        ends = [next(rows, None), *collections.deque(rows, 2)]  # (a last row torn by a crash: its step cut short,
-        steps += [int(r["step"]) for r in ends if r is not None]  # no more than the row's before it)
+        rows = csv.DictReader(line for line in f if line.endswith("\n"))  # (a last line torn by a crash: dropped)
+        steps += [int(r["step"]) for r in (next(rows, None), *collections.deque(rows, 1)) if r is not None]
     return steps
 
 
