@@ -422,8 +422,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         row = _saved_row(s, seed, target, (judged or {}).get((seed, target)))
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
-            _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))},  # (its own)
-                      settings)
+            started = _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))},
+                                settings)  # (its own folder, and its code)
             stopped_by = None
             recorded = _recorded_precision(s)  # (this row's run records it, where it is None)
             precision, timed = _demo_precision(s, cfg, recorded)
@@ -443,7 +443,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
                 _record_precision(s, ran)
             row = _save_row(s, {
-                "target": target, "seed": seed, "minutes": result.seconds / 60,
+                "code": started["code"], "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": result.clips_per_s, "threads": ran["threads"], "workers": s.workers,
                 "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")},

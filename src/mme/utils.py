@@ -1885,8 +1885,8 @@ def hold_for_reading(folder: str | Path, option: str) -> None:
 
 @functools.cache
 def _warn_read_unlocked(folder: str, option: str, why: str) -> None:
-    """Warn, once per node (its first rank) and folder, that :func:`hold_for_reading` reads ``folder`` unlocked, and
-    ``why`` (:func:`_take_side`)."""
+    """Warn, once per node (its first rank), folder, option and reason, that :func:`hold_for_reading` reads
+    ``folder`` unlocked, and ``why`` (:func:`_take_side`)."""
     from mme.train.distributed import rank_on_node
 
     if rank_on_node() == 0:

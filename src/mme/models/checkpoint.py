@@ -925,7 +925,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
         ck.run_config = obj["config"]
         ck.run_folder = recorded_cwd(obj)
         meta = recorded_meta(obj)
-        ck.origin = {"file": path.name, **{k: obj[k] for k in ("step",) if k in obj},
+        ck.origin = {"file": path.name, **({"step": obj["step"]} if "step" in obj else {}),
                      **{k: meta[k] for k in ORIGIN_META if k in meta}}
         items, digest = meta.get("items"), meta.get("list_files_digest")
         if isinstance(items, int) and isinstance(digest, list):

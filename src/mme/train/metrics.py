@@ -98,15 +98,18 @@ def read_records(jsonl: str | Path) -> list[dict]:
     return list(iter_records(jsonl))
 
 
-def read_csv_records(path: str | Path) -> list[dict]:
-    """The records of a ``metrics.csv`` (:class:`CSVLogger`) as :func:`read_records` gives a JSONL's: numbers, a
-    row's empty cells (a key that appeared later) left out. A last line torn by a crash (no newline) is dropped."""
+def iter_csv_records(path: str | Path) -> Iterator[dict]:
+    """The records of a ``metrics.csv`` (:class:`CSVLogger`), one at a time, as :func:`iter_records` gives a JSONL's:
+    numbers, a row's empty cells (a key that appeared later) left out. A last line torn by a crash (no newline) is
+    dropped."""
     with open(path, newline="", **TEXT) as f:
-        lines = f.read().splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines.pop()
-    return [{k: int(v) if k == "step" else float(v) for k, v in row.items() if v not in ("", None) and k}
-            for row in csv.DictReader(lines)]
+        for row in csv.DictReader(line for line in f if line.endswith("\n")):
+            yield {k: int(v) if k == "step" else float(v) for k, v in row.items() if v not in ("", None) and k}
+
+
+def read_csv_records(path: str | Path) -> list[dict]:
+    """:func:`iter_csv_records` as a list."""
+    return list(iter_csv_records(path))
 
 
 def records_through(out_dir: str | Path, last_step: int) -> list[dict]:

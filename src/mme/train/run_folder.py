@@ -44,9 +44,8 @@ from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import recorded_cwd, torch_load, weight_files
 from mme.motion.cache import source_identity
 from mme.train import checkpoint as ckpt
-from mme.train.metrics import iter_records
+from mme.train.metrics import iter_csv_records, iter_records
 from mme.utils import (
-    TEXT,
     atomic_path,
     counted,
     folder_replaced,
@@ -224,17 +223,13 @@ def _ckpt_every(out_dir: Path) -> int | None:
 
 
 def _logged_steps(out_dir: Path) -> list[int]:
-    """The first and last steps of each of the logs in ``out_dir`` (``metrics.jsonl``, ``metrics.csv``; none: []),
-    each read a record at a time, a long run's log being hundreds of MB."""
+    """The first and last steps of each of the logs in ``out_dir`` (:data:`LOGS`; none: []), each read a record at a
+    time, a long run's log being hundreds of MB."""
     steps = []
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        records = iter_records(out_dir / "metrics.jsonl")
-        ends = [next(records, None), *collections.deque(records, 1)]
-        steps += [int(r["step"]) for r in ends if r is not None]
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, csv.Error), \
-            open(out_dir / "metrics.csv", newline="", **TEXT) as f:
-        rows = csv.DictReader(line for line in f if line.endswith("\n"))  # (a last line torn by a crash: dropped)
-        steps += [int(r["step"]) for r in (next(rows, None), *collections.deque(rows, 1)) if r is not None]
+    for name, read in zip(LOGS, (iter_records, iter_csv_records)):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, csv.Error):
+            records = read(out_dir / name)
+            steps += [int(r["step"]) for r in (next(records, None), *collections.deque(records, 1)) if r is not None]
     return steps
 
 
