@@ -293,7 +293,8 @@ def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, ca
                         (["--flow", "dis", "--length", "4"], "length 3 (this run: 4)")):
         assert cli(args + other) == 1
         err = capsys.readouterr().err
-        assert "3 videos already have caches" in err and said in err and "--overwrite" in err, err
+        assert err.startswith("mme extract: error: 3 videos already have caches"), err  # the command named once
+        assert said in err and "--overwrite" in err, err
         assert a.stat().st_mtime_ns == mtime
     assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
     assert cache_meta(a)["flow"] == "dis-fast"
@@ -527,7 +528,7 @@ def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_befo
     failed = report(out, videos / "bo.txt")["failed"]
     assert list(failed) == [str(videos / "b.mp4")]
     assert failed[str(videos / "b.mp4")] == (
-        f"extract: 1 video already has caches in {out} made with other settings, e.g. b.mp4: seed_stride 4 (this "
+        f"1 video already has caches in {out} made with other settings, e.g. b.mp4: seed_stride 4 (this "
         f"run: 8). Resume with the settings they were made with, or pass --overwrite to make them again")
     assert cache_meta(cache_file(out, "b.mp4"))["seed_stride"] == 4  # the other job's files, as it made them
     assert cache_file(out, "one.mp4").stat().st_mtime_ns == made["one"]

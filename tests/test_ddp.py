@@ -499,7 +499,7 @@ def test_a_share_refused_under_torchrun_stops_every_rank_before_any_work(launche
     them."""
     d, _, stderr = _part(launched, "refused_share")
     assert [json.loads((d / f"codes{rank}").read_text()) for rank in (0, 1)] == [[1, 1]] * 2, stderr[-3000:]
-    said = "extract: 4 videos already have caches"
+    said = "4 videos already have caches"
     assert f"mme extract (rank 1): error: {said}" in stderr and f"mme extract: error: rank 1: {said}" in stderr, \
         stderr[-3000:]
     assert stderr.count(said) == 2

@@ -529,7 +529,7 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
         path, (theirs, ours) = next(iter(taken.items()))
         files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
         have = plural(len(taken), "has", "have")
-        return (f"extract: {counted(len(taken), 'video')} already {have} caches in {out} made from other files of the "
+        return (f"{counted(len(taken), 'video')} already {have} caches in {out} made from other files of the "
                 f"same name, e.g. {path}: {said_made_from(theirs)}, this run's is {ours}. Extract each dataset into "
                 f"its own --out; where this dataset is a copy of that one with these videos changed, delete their "
                 f"cache files ({' '.join(files)}) and run again, or pass --overwrite to make every video again")
@@ -537,13 +537,13 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
     if later:  # this mme's tracks would silently take the place of a later mme's
         path, why = next(iter(later.items()))
         have = plural(len(later), "has", "have")
-        return (f"extract: {counted(len(later), 'video')} already {have} caches in {out} that this mme does not make "
+        return (f"{counted(len(later), 'video')} already {have} caches in {out} that this mme does not make "
                 f"again, e.g. {path}: {why}; or pass --overwrite to make them again with this mme")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
         have = plural(len(clashes), "has", "have")
-        return (f"extract: {counted(len(clashes), 'video')} already {have} caches in {out} made with other settings, "
+        return (f"{counted(len(clashes), 'video')} already {have} caches in {out} made with other settings, "
                 f"e.g. {path}: "
                 f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
     return None
