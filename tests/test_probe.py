@@ -150,6 +150,24 @@ def test_knn_on_clusters_and_its_vote_weighting():
     assert knn_classify(x[::2], ty, x[1::2], ey, k=1000, temperature=0.02)["top1"] == 1.0
 
 
+def test_a_dimension_constant_in_train_does_not_change_knn_or_the_linear_probe():
+    """A feature dimension constant over the train rows (a dead unit, a padded column) and a hair off in test: it was
+    divided by a std clamped to 1e-6, so the test rows' offset of 1e-4 became ~100, dwarfed the other dimensions after
+    normalisation and flattened kNN's softmax votes into a majority vote (top-1 0.375 became 0.575 on such data)."""
+    torch.manual_seed(0)
+    x, y = separable(140, dim=8, classes=4, margin=0.2)
+    x = x + torch.randn_like(x) * 2  # overlapping classes: the vote's weighting matters
+    tx, ty, ex, ey = x[:100], y[:100], x[100:], y[100:]
+    plain = knn_classify(tx, ty, ex, ey, num_classes=4)
+    pad = lambda a, v: torch.cat([a, torch.full((len(a), 1), v)], 1)  # noqa: E731
+    padded = knn_classify(pad(tx, 0.25), ty, pad(ex, 0.2501), ey, num_classes=4)
+    assert padded["confusion_matrix"] == plain["confusion_matrix"] and padded["top1"] == plain["top1"]
+    assert padded["top1"] != knn_classify(tx, ty, ex, ey, num_classes=4, weighting="majority")["top1"]
+    linear = [linear_probe(a, ty, test_x=b, test_y=ey, num_classes=4)["confusion_matrix"] for a, b in
+              ((tx, ex), (pad(tx, 0.25), pad(ex, 0.2501)))]
+    assert linear[0] == linear[1]
+
+
 def test_knn_neighbours_tied_in_similarity_are_taken_in_the_train_lists_order():
     """Two train rows of equal features (a clip listed twice under other names, two blank videos) of other classes,
     k=1: topk kept either of them (the later one, on this CPU), a rule of no document; now the earlier row of the

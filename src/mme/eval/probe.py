@@ -115,8 +115,11 @@ def _num_classes(method: str, num_classes: int | None, class_names: list[str] | 
 
 
 def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std ``(D,)`` of ``x (N, D)``; apply as ``(x - mean) / std``."""
-    return x.mean(0), x.std(0, unbiased=False).clamp_min(eps)
+    """Per-dimension mean and std ``(D,)`` of ``x (N, D)``; apply as ``(x - mean) / std``. A dimension constant in
+    ``x`` (std under ``eps``: a dead unit, a padded column) is only centred: divided by ``eps``, a test value 1e-4 off
+    it became ~100, which dwarfed every other dimension after kNN's normalisation and made its votes all alike."""
+    std = x.std(0, unbiased=False)
+    return x.mean(0), torch.where(std < eps, torch.ones_like(std), std)
 
 
 def _group_labels(owner: np.ndarray, y: np.ndarray) -> np.ndarray:
