@@ -2034,7 +2034,8 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     read. The bound is INDEX_CACHE_BYTES for indices of an index folder (read again in milliseconds) and the larger
     INDEX_CACHE_BYTES_UNSAVED without one, where one let go is made again by a demux and its next read decodes from
     the start (seconds for a long video): a bound of 64 MB there made training on a few hundred ten-minute videos
-    hundreds of times slower, silently. The first time a process lets such indices go it warns, once. An index kept
+    hundreds of times slower, silently. The first time a process lets such indices go, past either bound, it warns,
+    once (past the count alone, a list of over 4,096 short videos, it was silent). An index kept
     nowhere though the run has an index folder (one read-only, or that a save failed in) is bounded and said as one
     without: under INDEX_CACHE_BYTES, a read-only folder made a list's reads demux each video again every epoch
     (48 demuxes of 16 videos over 3 epochs, against 16 without a folder), unsaid."""
@@ -2044,10 +2045,13 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     frames[..., 0] = (np.arange(600) % 256)[:, None, None]
     videos = [write_keyint_video(tmp_path / f"v{i}.mp4", frames[: 600 - 60 * i], "30") for i in range(4)]
     pyav_reader._pyav_index.cache_clear()
+    pyav_reader._warn_index_let_go.cache_clear()
     monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 2)  # the count's cap
     kept = {i: pyav_reader._pyav_index(_version_of(v)) for i, v in enumerate(videos[:3])}
     assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]
     assert pyav_reader._pyav_index(_version_of(videos[0])) is not kept[0]  # let go for v2, made again
+    assert "passed 2 videos or 512 MB: the least recently used" in caplog.text  # (before: said past the bytes only)
+    caplog.clear()
     monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 4096)
     pyav_reader._pyav_index.cache_clear()
     assert pyav_reader._pyav_index(_version_of(videos[0])).key_set  # (what a first index makes once in a process)
@@ -2111,10 +2115,10 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     monkeypatch.setattr(pyav_reader, "INDEX_CACHE_BYTES_UNSAVED", sizes[0] + sizes[1] + 1)
     caplog.clear()
     let_go_of_the_oldest(str(unkept))
-    assert said() == [f"the frame indices of this process's videos passed 0 MB: the least recently used are let go, "
-                      f"and their files' next reads demux them again and decode from their start (seconds for long "
-                      f"videos); the index folder {unkept} keeps none of them (it cannot be written): fill it with "
-                      f"mme check LISTS --index-dir where it can be written"]
+    assert said() == [f"the frame indices of this process's videos passed 4096 videos or 0 MB: the least recently "
+                      f"used are let go, and their files' next reads demux them again and decode from their start "
+                      f"(seconds for long videos); the index folder {unkept} keeps none of them (it cannot be "
+                      f"written): fill it with mme check LISTS --index-dir where it can be written"]
     assert list(unkept.iterdir()) == []
     pyav_reader._pyav_index.cache_clear()
 

@@ -1550,9 +1550,10 @@ class _IndexCache:
             self.nbytes += size
             unkept = index.store is None  # (made here: no folder given, or it could not be written)
             bound = INDEX_CACHE_BYTES_UNSAVED if unkept else INDEX_CACHE_BYTES
-            let_go = len(self.kept) > 1 and self.nbytes > bound
+            let_go = False
             while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > bound):
                 self.nbytes -= self.kept.pop(next(iter(self.kept)))[1]
+                let_go = True
         if let_go and unkept:
             _warn_index_let_go(index_dir)
         return index
@@ -1571,10 +1572,11 @@ _pyav_index = _IndexCache()
 @functools.cache
 def _warn_index_let_go(index_dir: str | None) -> None:
     """Warn once per process and index folder (None: none) that it lets go of frame indices it made and keeps in no
-    folder (:data:`INDEX_CACHE_BYTES_UNSAVED`)."""
-    log.warning("the frame indices of this process's videos passed %d MB: the least recently used are let go, and "
-                "their files' next reads demux them again and decode from their start (seconds for long videos); %s",
-                INDEX_CACHE_BYTES_UNSAVED // 2**20,
+    folder, past either bound (:data:`INDEX_CACHE_FILES` videos: a list of more short videos, as Kinetics', passes it
+    first; :data:`INDEX_CACHE_BYTES_UNSAVED`)."""
+    log.warning("the frame indices of this process's videos passed %d videos or %d MB: the least recently used are let "
+                "go, and their files' next reads demux them again and decode from their start (seconds for long "
+                "videos); %s", INDEX_CACHE_FILES, INDEX_CACHE_BYTES_UNSAVED // 2**20,
                 "give the list an index folder (data.index_dir=DIR, filled by mme check LISTS --index-dir DIR)"
                 if index_dir is None else f"the index folder {index_dir} keeps none of them (it cannot be written): "
                 "fill it with mme check LISTS --index-dir where it can be written")
