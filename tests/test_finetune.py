@@ -1447,6 +1447,8 @@ def test_train_init_of_a_position_table_of_another_clip_fine_tunes_at_the_config
         assert run.cfg.model.img_size == 64 and run.model.cfg.num_tokens == 32
         encoders.append(run.model.encoder.state_dict())
     assert "its position table of 8 rows fits 4 frames of 32 px, not the config's 4 of 64 px" in caplog.text
+    assert f"train.init {tmp_path / 'exported'} was trained on clips of 4 frames of 32 px, this run's are 4 of 64 " \
+        "px: its encoder's sin-cos position table" in caplog.text  # (before: not a word of the change)
     assert encoders[0].keys() == encoders[1].keys()
     assert all(torch.equal(v, encoders[1][k]) for k, v in encoders[0].items())
     assert not all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in encoders[0].items())  # (it trained)

@@ -485,6 +485,12 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     if unguessed:
         log.info("train.init %s records no head count, and no guess fits its width: the config's %s", path,
                  " ".join(unguessed))
+    if not set(CLIP) & set(ck.assumed) and (theirs := (ck.cfg.num_frames, ck.cfg.img_size)) != (
+            model.num_frames, model.img_size):
+        log.info("train.init %s was trained on clips of %d frames of %d px, this run's are %d of %d px: its encoder's "
+                 "sin-cos position table, fixed, is made for this run's token grid (as VideoMAE fine-tunes at another "
+                 "size), so tokens sit at other position codes than those it learned", path, *theirs,
+                 model.num_frames, model.img_size)
     return ck
 
 
