@@ -375,6 +375,39 @@ def test_folder_lists_are_written_in_utf8_under_an_ascii_locale(tmp_path):
     assert (tmp_path / "again" / "all.txt").read_bytes() == (tmp_path / "lists" / "all.txt").read_bytes()
 
 
+def test_utf8_list_and_recipe_paths_name_their_files_under_an_ascii_locale(tmp_path):
+    """``LC_ALL=C PYTHONUTF8=0``: a UTF-8 list naming ``caf\u00e9/v.mp4`` (as ``mme lists folder`` writes it there)
+    crashed ``mme check``, ``mme embed`` and a run (UnicodeEncodeError: Python names that file
+    ``caf\\udcc3\\udca9/v.mp4`` there), and a recipe's ``data.root: "dat\u00e9"`` (a run's config.yaml written
+    under a UTF-8 locale, resumed) was 'not a folder'. Each names its file, and a run's config.yaml keeps the UTF-8
+    text, whatever the locale."""
+    for folder in ("caf\u00e9", "dat\u00e9"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "caf\u00e9" / "v.mp4").write_bytes(b"12345")
+    (tmp_path / "all.txt").write_bytes("caf\u00e9/v.mp4 0\n".encode())
+    (tmp_path / "recipe.yaml").write_bytes(b'data:\n  root: "dat\\xE9"\n')
+    script = """if True:
+        import json, os, sys
+        from mme.config import load_config, with_paths_as
+        from mme.data.lists import read_list, resolve
+        from mme.train.config import PretrainConfig
+        from mme.train.engine import as_recipe
+        from mme.utils import fs_name
+        os.chdir(sys.argv[1])
+        entry = read_list("all.txt")[0][0]
+        cfg = load_config(PretrainConfig, "recipe.yaml")
+        resumed = with_paths_as(fs_name, PretrainConfig, {"data": {"root": "dat\\u00e9"}})
+        print(json.dumps({"encoding": sys.getfilesystemencoding(), "size": os.stat(resolve(entry, ".")).st_size,
+                          "root": os.path.isdir(cfg.data.root), "resumed": os.path.isdir(resumed["data"]["root"]),
+                          "written": as_recipe(cfg)["data"]["root"]}))
+    """
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert json.loads(proc.stdout) == {"encoding": "ascii", "size": 5, "root": True, "resumed": True,
+                                       "written": "dat\u00e9"}
+
+
 def test_a_video_whose_name_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path, capsys):
     """``mme lists folder`` over ``caf\\xe9.mp4`` (a Latin-1 byte): a UnicodeEncodeError traceback as the list was
     written. One line names the file and says to rename it, and no list is written (no reader could read it)."""

@@ -39,14 +39,14 @@ import operator
 import os
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from mme.errors import ConfigError, UnknownConfigKeys
-from mme.utils import error_reason, outside_int64, plain_int, plural
+from mme.utils import error_reason, fs_name, outside_int64, plain_int, plural
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -405,6 +405,17 @@ def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
     return keys
 
 
+def with_paths_as(names: Callable[[str], str], cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (of config dataclass ``cls``, as a dict) with the text of each of its path keys (:func:`path_keys`)
+    mapped by ``names``: :func:`mme.utils.utf8_name` for a file mme writes, :func:`mme.utils.fs_name` for one read."""
+    out = {section: dict(fields) if isinstance(fields, dict) else fields for section, fields in config.items()}
+    for key in path_keys(cls):
+        section, name = key.split(".")
+        if isinstance(out.get(section, {}).get(name), str):
+            out[section][name] = names(out[section][name])
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", **init_vars: Any) -> T:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones, and each
     value is read as :func:`_field_value` reads it. ``init_vars``: its ``InitVar`` values. The sections of a class
@@ -442,7 +453,9 @@ def _checked_layer(cls: type, data: dict[str, Any], prefix: str = "") -> dict[st
     """``data``, one layer of a config of dataclass ``cls`` (a recipe without its base), with its unknown keys and
     values of the wrong type refused as :func:`from_dict` refuses them, without building it (what the layers set
     together is checked when they are merged), and each section or mapping left empty (null: its keys commented out,
-    ``train:``) as ``{}``: nothing changed there, over a base as over the defaults, with or without overrides."""
+    ``train:``) as ``{}``: nothing changed there, over a base as over the defaults, with or without overrides. A path
+    key's text (UTF-8, as YAML is) is held as the file system's name for it (:func:`mme.utils.fs_name`), as an
+    override's is, whatever the locale."""
     hints = typing.get_type_hints(cls)
     _refuse_unknown(cls, data, prefix)
     out = {}
@@ -450,6 +463,8 @@ def _checked_layer(cls: type, data: dict[str, Any], prefix: str = "") -> dict[st
         tp = hints[name]
         if (dataclasses.is_dataclass(tp) or dict in (tp, typing.get_origin(tp))) and _unset(value):
             value = {}
+        if name in getattr(cls, "PATHS", {}) and type(value) is str:  # (not an unset one: a _NullText)
+            value = fs_name(value)
         if dataclasses.is_dataclass(tp) and isinstance(value, dict):
             value = _checked_layer(tp, value, f"{prefix}{name}.")
         else:
@@ -830,7 +845,7 @@ def _recipe_layers(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -
         if not isinstance(base, str):
             raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")
         try:
-            base_path = resolve_recipe_path(home(base), path)
+            base_path = resolve_recipe_path(home(fs_name(base)), path)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
         return [*_recipe_layers(base_path, cls, (*_chain, path.resolve())), (path, data)]

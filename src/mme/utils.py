@@ -1167,6 +1167,13 @@ def utf8_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "surrogateescape")
 
 
+def fs_name(text: str) -> str:
+    """The inverse of :func:`utf8_name`: a name as UTF-8 text spells it (a list's line, a path in a recipe) as the file
+    system's str, which Python's os calls take: under an ASCII locale ``café`` is ``caf\\udcc3\\udca9`` (``café``
+    itself cannot be encoded), under a Latin-1 locale ``cafÃ©``; the name itself under a UTF-8 locale."""
+    return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (:func:`atomic_path`) in UTF-8, as mme reads its files whatever the
     locale (not the locale's encoding: ASCII under ``LC_ALL=C``), creating its folder if needed. A file name Python

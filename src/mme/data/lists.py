@@ -43,6 +43,7 @@ from mme.utils import (
     counted,
     error_reason,
     exclusive_lock,
+    fs_name,
     identity_or_none,
     in_workers,
     plural,
@@ -174,7 +175,8 @@ def _not_a_list(list_file: str, data: bytes) -> str | None:
 
 def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[list[ListEntry], list[BadLine]]:
     """:func:`read_list` of a list's lines (:func:`text_lines`) already read; ``list_file`` names it in errors. A
-    NUL byte is in no path a file system takes: the list is refused, not each line's video reported missing."""
+    NUL byte is in no path a file system takes: the list is refused, not each line's video reported missing. Each
+    path, UTF-8 text, is held as the file system's name for it (:func:`mme.utils.fs_name`), whatever the locale."""
     if (nul := next((n for n, line in enumerate(lines, 1) if "\0" in line), None)) is not None:
         raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: "
                         + _not_utf8("saved as UTF-16 without a byte-order mark, or zeros a write cut short left"))
@@ -192,7 +194,7 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
     entries, bad = [], []
     for n, text in rows:
         if not labelled:
-            entries.append(ListEntry(text, line_no=n))
+            entries.append(ListEntry(fs_name(text), line_no=n))
             continue
         parts = text.rsplit(maxsplit=1)
         reason = None
@@ -205,7 +207,7 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
         elif int(parts[1]) < 0:
             reason = f"negative label {parts[1]}"
         if reason is None:
-            entries.append(ListEntry(parts[0], int(parts[1]), n))
+            entries.append(ListEntry(fs_name(parts[0]), int(parts[1]), n))
             continue
         bad.append(BadLine(list_file, n, text, reason))
         if strict:
@@ -305,21 +307,23 @@ def write_list(path: str | Path, entries: list[ListEntry]) -> None:
 
 
 def list_text(path: str | Path, entries: list[ListEntry]) -> str:
-    """The text of list file ``path`` holding ``entries`` in the VideoMAE format. A path that the format cannot hold,
-    one with a line break or space at either end (which :func:`read_list` strips), or whose name is not UTF-8 (read
-    by Python with surrogate escapes: no list reader could read the file), is a DataError naming it."""
-    for e in entries:
-        if e.path != e.path.strip() or len(text_lines(e.path + "\n")) != 1:
+    """The text of list file ``path`` holding ``entries`` in the VideoMAE format, each path (the file system's name)
+    as UTF-8 text (:func:`mme.utils.utf8_name`), whatever the locale. A path that the format cannot hold, one with a
+    line break or space at either end (which :func:`read_list` strips), or whose name is not UTF-8 (no list reader
+    could read the file), is a DataError naming it."""
+    paths = [e.path if e.path.isascii() else utf8_name(e.path) for e in entries]  # (nearly every row: ASCII)
+    for e, listed in zip(entries, paths):
+        if listed != listed.strip() or len(text_lines(listed + "\n")) != 1:
             raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
                             f"or spaces at its ends; rename the file or folder")
-        if e.path.isascii():  # (nearly every row: no encoding to try)
+        if listed.isascii():
             continue
         try:
-            e.path.encode("utf-8", "surrogateescape").decode("utf-8")
+            listed.encode("utf-8", "surrogateescape").decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{path}: cannot list {e.path!r}: its name is not UTF-8 (a list file is UTF-8 text); "
                             f"rename it (e.g. convmv -f latin1 -t utf8)") from None
-    paths = [f"./{e.path}" if _is_comment(e.path) else e.path for e in entries]  # '# misc/a.mp4' read as a comment
+    paths = [f"./{p}" if _is_comment(p) else p for p in paths]  # '# misc/a.mp4' read as a comment
     lines = [p if e.label is None else f"{p} {e.label}" for p, e in zip(paths, entries)]
     return "".join(line + "\n" for line in lines)
 
@@ -1817,6 +1821,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         splits, classes = from_ssv2(source, naming)
     else:
         raise DataError(f"unknown list kind {kind!r}; choose folder, ucf101, hmdb51, kinetics or ssv2")
+    if kind != "folder":  # (paths of annotation files, UTF-8 text, held as the file system's names, as a list's are)
+        splits = {name: [replace(e, path=fs_name(e.path)) for e in entries] for name, entries in splits.items()}
     for name in [name for name, entries in splits.items() if not entries]:
         log.warning("%s: split %s lists no videos; its list is not written", source, name)
     listed = {name: entries for name, entries in splits.items() if entries}

@@ -47,6 +47,7 @@ from mme.config import (
     keys_without_effect,
     path_keys,
     recipe_of,
+    with_paths_as,
 )
 from mme.data.dataset import identity_change, identity_text, lines_digest, list_identity, same_content
 from mme.data.lists import check_root, left_out
@@ -86,6 +87,7 @@ from mme.train.precision import (
 )
 from mme.utils import (
     counted,
+    fs_name,
     held_folders,
     open_files_for,
     plural,
@@ -94,6 +96,7 @@ from mme.utils import (
     same_device,
     torch_as_mme,
     unlock_folder,
+    utf8_name,
 )
 
 log = logging.getLogger(__name__)
@@ -277,6 +280,8 @@ def begin(cfg) -> Start:
     dist.check_folder_shared(out_dir, "train.out_dir")  # (every rank resumes from it, rank 0 alone writes there)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
+        if resume is not None:  # (its paths as this locale names the files: a run made under another resumed)
+            resume[1]["config"] = with_paths_as(fs_name, type(cfg), resume[1]["config"])
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
@@ -666,8 +671,9 @@ def as_recipe(cfg: Any) -> dict:
     """The run's config as its ``config.yaml`` keeps it, a recipe for later runs: without the settings of this one
     call (``train.resume``, ``train.overwrite``, ``train.stop_after``), which reused would resume another run,
     clear another run's folder or stop early. (The dict is edited, not the config: a resumed run's config may hold
-    what only a resumed run is let keep, :meth:`~mme.motion.targets.TargetConfig.check_settings_used`.)"""
-    recipe = dataclasses.asdict(cfg)
+    what only a resumed run is let keep, :meth:`~mme.motion.targets.TargetConfig.check_settings_used`.) Its paths
+    are UTF-8 text (:func:`mme.utils.utf8_name`), as a recipe is read whatever the locale."""
+    recipe = with_paths_as(utf8_name, type(cfg), dataclasses.asdict(cfg))
     recipe["train"].update(resume=None, overwrite=False, stop_after=None)
     return recipe
 
