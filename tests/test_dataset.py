@@ -47,7 +47,8 @@ from mme.data.packed import PackedStrings
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import Geometry, apply_geometry, to_clip, view_crops
 from mme.data.video import check_video, open_video, require_backend
-from mme.errors import ConfigError, DataError
+from mme.errors import ConfigError, DataError, UnguardedScript
+from mme.utils import SCRIPT_RERUN_EXIT
 
 
 @pytest.fixture(scope="module")
@@ -441,6 +442,23 @@ def test_a_forked_loader_worker_holds_no_folder_lock_of_its_parent(tmp_path):
         assert os.path.realpath(tmp_path / ".lock") in _OpenLocks()[0]
     finally:
         unlock_folder(tmp_path)
+
+
+def _running_the_script_again(worker_id: int) -> None:
+    raise SystemExit(SCRIPT_RERUN_EXIT)  # (as exit_if_script_rerun ends a spawned worker that runs its parent's script)
+
+
+def test_a_loader_worker_that_ran_the_calling_script_again_says_to_guard_it():
+    """A script calling mme at its top level, its loader workers spawned (macOS's and Windows' default, pyav-cuda):
+    each worker ran the script again and ended (exit status 86), said as a dead worker, `the same command with
+    --resume auto continues`, which failed the same way every time. It is said as the other jobs' workers say it:
+    guard the script with ``if __name__ == "__main__":``."""
+    loader = DataLoader(range(4), batch_size=2, num_workers=1, worker_init_fn=_running_the_script_again,
+                        multiprocessing_context="fork")  # (fork: the exit status alone is what is said)
+    with pytest.raises(UnguardedScript) as info:
+        list(start_workers(loader))
+    assert str(info.value) == str(UnguardedScript())
+    assert 'if __name__ == "__main__":' in str(info.value)
 
 
 def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):

@@ -82,9 +82,10 @@ from mme.data.video import (
     with_true_count,
 )
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, ProcessLost, TooManyFailures, VideoError
+from mme.errors import ConfigError, DataError, ProcessLost, TooManyFailures, UnguardedScript, VideoError
 from mme.utils import (
     MAX_THREADS,
+    SCRIPT_RERUN_EXIT,
     THREADS_WHY,
     as_given,
     command_option,
@@ -544,11 +545,13 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
         raise
 
 
-def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | None:
+def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | UnguardedScript | None:
     """The first of the loader iterator's worker processes that ended, waited for up to ``wait_s``, as a ProcessLost
-    saying how (:func:`worker_death_guess`); None while all live. Torch names them nowhere public: this reads its
-    iterator's ``_workers`` (by worker id), and where a torch version has no such list of processes, falls back on
-    torch's own ``error``: its "DataLoader worker (pid(s) N) exited unexpectedly", said in one line without how."""
+    saying how (:func:`worker_death_guess`), or an UnguardedScript where it ended as one running its parent's script
+    again ends (:func:`mme.utils.exit_if_script_rerun`), which no resume mends; None while all live. Torch names them
+    nowhere public: this reads its iterator's ``_workers`` (by worker id), and where a torch version has no such list of
+    processes, falls back on torch's own ``error``: its "DataLoader worker (pid(s) N) exited unexpectedly", said in one
+    line without how."""
     workers = getattr(batches, "_workers", None)
     if not isinstance(workers, list) or not all(isinstance(w, BaseProcess) for w in workers):
         said = str(error).splitlines()[0] if str(error) else ""
@@ -560,6 +563,8 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
     for i, worker in enumerate(workers):
         if worker.sentinel in ended:
             worker.join()  # (its exit code, once its exit, which closed the sentinel, is done)
+            if worker.exitcode == SCRIPT_RERUN_EXIT:
+                return UnguardedScript()
             guess = worker_death_guess(worker.exitcode)
             return ProcessLost(f"data loader worker {i} (pid {worker.pid}) died ({how_it_ended(worker.exitcode)})"
                                + (f", {guess}" if guess else ""))
