@@ -448,6 +448,37 @@ def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_o
             load_config(PretrainConfig, "tiny_cpu_mme", [f'{key}="p\\0"'])
 
 
+def test_a_tilde_path_without_a_home_folder_is_refused_naming_key_and_value(monkeypatch, capsys):
+    """HOME unset and the user in no passwd entry (a container run with ``--user UID``): ``train.out_dir=~/runs/x``
+    made a folder named ``~`` in the working folder (a later ``rm -rf ~`` deletes the real home); ``HOME=`` made it
+    ``/runs/x``. Each is one line naming the key (the option) and the value, and why."""
+    import pwd
+
+    from mme.cli import main as cli_main
+    from mme.train.config import PretrainConfig
+
+    def no_passwd_entry(uid: int):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_passwd_entry)
+    for home, why in ((None, "HOME is unset, and this user has no passwd entry"),
+                      ("", "HOME is '', not an absolute path")):
+        if home is None:
+            monkeypatch.delenv("HOME", raising=False)
+        else:
+            monkeypatch.setenv("HOME", home)
+        with pytest.raises(ConfigError) as info:
+            load_config(PretrainConfig, "tiny_cpu_mme", ["train.out_dir=~/runs/x"])
+        assert str(info.value) == (f"config key 'train.out_dir': '~/runs/x': ~ names the home folder, which this "
+                                   f"process has not ({why}); set HOME, or give the path in full")
+        with pytest.raises(SystemExit, match="2"):
+            cli_main(["check", "l.txt", "--out", "~/c.json"])
+        assert (f"argument --out: '~/c.json': ~ names the home folder, which this process has not ({why})"
+                in capsys.readouterr().err)
+    monkeypatch.setenv("HOME", "/home/x")
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.out_dir=~/runs/x"]).train.out_dir == "/home/x/runs/x"
+
+
 def test_a_base_under_the_home_folder_is_found(tmp_path, monkeypatch):
     """``_base_: ~/recipes/b.yaml`` was looked for as a folder named ``~`` beside the recipe: not found, though every
     text key's ``~/`` is the home folder."""

@@ -89,10 +89,14 @@ def path(text: str) -> str:
     (:func:`mme.config.home`); an empty one, what an unset shell variable gives (``--resume "$CKPT"``), is refused:
     the commands took it for the option not given (a fresh run where one was to be resumed, no ``--json`` written)."""
     from mme.config import home
+    from mme.errors import ConfigError
 
     if not text:
         raise argparse.ArgumentTypeError("empty, which names no file or folder (an unset shell variable?)")
-    return home(text)
+    try:
+        return home(text)
+    except ConfigError as e:  # (a ValueError, which argparse says as 'invalid path value')
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def list_root(text: str) -> str:

@@ -361,10 +361,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, _Block):
-            return home(value.written.strip())
+            return home(value.written.strip(), f"config key '{key}'")
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             text = str(value).strip() if isinstance(value, _Override) else str(value)
-            return home(text)
+            return home(text, f"config key '{key}'")
         raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
     return value
 
@@ -386,12 +386,25 @@ def _whole_number(value: Any) -> decimal.Decimal | None:
     return number if number.is_finite() and number == number.to_integral_value() else None
 
 
-def home(text: str) -> str:
+def home(text: str, named: str = "") -> str:
     """``text`` with ``~`` or a leading ``~/`` the home folder, as the shell expands them: a text key's value (a
     quoted ``"~"``; a bare ``~`` is YAML's null), or a path argument of ``mme`` (a shell leaves ``--out=~`` and
     ``--out=~/x`` as written). ``~name`` stays as written: it is another user's home folder only where a user of that
-    name exists (``~backup`` is ``/var/backups`` on Debian)."""
-    return os.path.expanduser(text) if text == "~" or text.startswith("~/") else text
+    name exists (``~backup`` is ``/var/backups`` on Debian). A process without a home folder (HOME unset, its user
+    in no passwd entry: a container run with ``--user UID``; or HOME not an absolute path, ``HOME=``) is a ConfigError
+    naming ``named`` (the key) and the value: expanded as Python does, ``~/runs/x`` was a folder named ``~`` in the
+    working folder (which a later ``rm -rf ~`` took for the home folder), or ``runs/x`` under ``/``."""
+    if text != "~" and not text.startswith("~/"):
+        return text
+    expanded, given = os.path.expanduser(text), os.environ.get("HOME")
+    if given is not None and not os.path.isabs(given):
+        why = f"HOME is {given!r}, not an absolute path"
+    elif expanded.startswith("~"):
+        why = "HOME is unset, and this user has no passwd entry"
+    else:
+        return expanded
+    raise ConfigError(f"{named + ': ' if named else ''}{text!r}: ~ names the home folder, which this process has not "
+                      f"({why}); set HOME, or give the path in full")
 
 
 def path_keys(cls: type, prefix: str = "") -> dict[str, str]:

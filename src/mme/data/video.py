@@ -24,6 +24,7 @@ Every failure is a :class:`VideoError` whose message names the file and the reas
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -259,8 +260,9 @@ def missing_hint(path: str) -> str:
 
     for tilde in re.finditer("/~", f"/{path}"):  # where a list line '~/x.mp4' may begin, joined to data.root or not
         listed = path[tilde.start():]  # (data.root may hold a folder '~old' of its own)
-        if (expanded := home(listed)) != listed and os.path.exists(expanded):
-            return f"; {expanded!r} exists: list paths are not ~-expanded: write it absolute"
+        with contextlib.suppress(ConfigError):  # (no home folder: no hint)
+            if (expanded := home(listed)) != listed and os.path.exists(expanded):
+                return f"; {expanded!r} exists: list paths are not ~-expanded: write it absolute"
     for form in ("NFC", "NFD"):
         other = unicodedata.normalize(form, path)
         if other != path and os.path.exists(other):
