@@ -2618,20 +2618,60 @@ def warn_if_mkl_not_strict() -> None:
 def git_sha() -> str | None:
     """The commit of the source tree this package runs from, ``-dirty`` after it where its files differ from it
     (code of no commit); None where the package is not a tracked part of a git checkout (an installed copy, even
-    inside another project's repository). Read without writing to the checkout (each rank of a run reads it)."""
+    inside another project's repository). Read without writing to the checkout (each rank of a run reads it). Where
+    a checkout holds it but git cannot look (a checkout of another user's, which git refuses as of dubious
+    ownership; no git on PATH), git's error is warned of once, and the commit is read from ``.git`` itself,
+    ``-unchecked`` after it: whether its files differ from it is not known (before: None, an installed copy's)."""
     here = Path(__file__).parent
 
-    def git(*args: str) -> str | None:
+    def git(*args: str) -> tuple[str | None, str]:
         try:
             out = subprocess.run(["git", "--no-optional-locks", *args], cwd=here, capture_output=True, text=True,
                                  timeout=10)  # (status takes .git/index.lock to refresh it: a user's commit then fails)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        except FileNotFoundError:
+            return None, "no git on PATH"
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, error_reason(e)
+        return (out.stdout.strip(), "") if out.returncode == 0 else (None, out.stderr.strip() if out.returncode > 1
+                                                                      else "")  # (1: not a file of the checkout)
 
-    if not git("ls-files", "--error-unmatch", Path(__file__).name) or not (sha := git("rev-parse", "HEAD")):
+    tracked, refused = git("ls-files", "--error-unmatch", Path(__file__).name)
+    if tracked is None or not (sha := git("rev-parse", "HEAD")[0]):
+        return _unchecked_commit(here, refused) if refused else None
+    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", ".")[0] else "")
+
+
+def _unchecked_commit(here: Path, refused: str) -> str | None:
+    """:func:`git_sha` where git could not look (``refused``: its error): the commit ``HEAD`` names in the ``.git``
+    above ``here`` (a checkout's folder, or a worktree's file naming its folder), ``-unchecked`` after it, with a
+    warning, once a process, naming git's error; None where no ``.git`` is above, or it cannot be read."""
+    checkout = next((folder for folder in here.parents if (folder / ".git").exists()), None)
+    if checkout is None or "site-packages" in here.parts or "dist-packages" in here.parts:
         return None
-    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", ".") else "")
+    try:
+        gitdir = checkout / ".git"
+        if gitdir.is_file():  # (a worktree's: 'gitdir: PATH')
+            gitdir = checkout / gitdir.read_text().removeprefix("gitdir:").strip()
+        common = gitdir / (gitdir / "commondir").read_text().strip() if (gitdir / "commondir").is_file() else gitdir
+        head = (gitdir / "HEAD").read_text().strip()
+        ref = head.removeprefix("ref:").strip()
+        if ref == head:  # (a detached HEAD: the commit itself)
+            sha = head
+        elif (common / ref).is_file():
+            sha = (common / ref).read_text().strip()
+        else:
+            packed = (common / "packed-refs").read_text().splitlines()
+            sha = next(line.split()[0] for line in packed if line.endswith(f" {ref}"))
+    except (OSError, StopIteration):
+        return None
+    _warn_git_refused(str(checkout), refused.splitlines()[0] if refused else "")
+    return f"{sha}-unchecked"
+
+
+@functools.cache
+def _warn_git_refused(checkout: str, refused: str) -> None:
+    log.warning("git cannot read the checkout mme runs from, %s (%s): its commit is recorded as .git names it, "
+                "'-unchecked' after it (whether its files differ from it is not known)", checkout, refused)
 
 
 def code_version() -> dict[str, str | None]:
