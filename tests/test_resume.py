@@ -1151,21 +1151,24 @@ def test_the_code_of_a_run_is_its_own_commit_or_none(tmp_path):
 def test_the_code_of_a_checkout_git_cannot_read_is_its_commit_unchecked(tmp_path):
     """A checkout git cannot read (no git on PATH; one of another user's, refused as of dubious ownership) recorded
     the run's code as None, an installed copy's, without a word. Its commit is read from .git itself, marked
-    ``-unchecked`` (whether its files differ is not known), and git's error is warned of."""
+    ``-unchecked`` (whether its files differ is not known), and git's error is warned of. A copy of mme vendored
+    into another project's repository (not at its ``src/mme``) stays None: that commit is the project's."""
     import mme
 
     checkout = tmp_path / "checkout"
     shutil.copytree(Path(mme.__file__).parent, checkout / "src" / "mme", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(checkout / "src" / "mme", checkout / "vendor" / "mme")
     git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
     for args in (["init", "-q"], ["add", "src"], ["commit", "-qm", "mme"]):
         subprocess.run(git + args, check=True, capture_output=True)
     sha = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     (tmp_path / "bin").mkdir()
-    said = subprocess.run([sys.executable, "-c", "from mme.utils import git_sha; print(git_sha())"],
-                          env={**os.environ, "PYTHONPATH": str(checkout / "src"), "PATH": str(tmp_path / "bin")},
-                          capture_output=True, text=True)
-    assert said.stdout.strip() == f"{sha}-unchecked", said.stderr
-    assert f"git cannot read the checkout mme runs from, {checkout} (no git on PATH)" in said.stderr
+    warning = f"the checkout mme runs from, {checkout}, was not read with git (no git on PATH)"
+    for package, code, warned in (("src", f"{sha}-unchecked", True), ("vendor", "None", False)):
+        said = subprocess.run([sys.executable, "-c", "from mme.utils import git_sha; print(git_sha())"],
+                              env={**os.environ, "PYTHONPATH": str(checkout / package), "PATH": str(tmp_path / "bin")},
+                              capture_output=True, text=True)
+        assert (said.stdout.strip(), warning in said.stderr) == (code, warned), said.stderr
 
 
 def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_path, caplog):

@@ -2643,10 +2643,12 @@ def git_sha() -> str | None:
 
 def _unchecked_commit(here: Path, refused: str) -> str | None:
     """:func:`git_sha` where git could not look (``refused``: its error): the commit ``HEAD`` names in the ``.git``
-    above ``here`` (a checkout's folder, or a worktree's file naming its folder), ``-unchecked`` after it, with a
-    warning, once a process, naming git's error; None where no ``.git`` is above, or it cannot be read."""
-    checkout = next((folder for folder in here.parents if (folder / ".git").exists()), None)
-    if checkout is None or "site-packages" in here.parts or "dist-packages" in here.parts:
+    of the checkout ``here`` is the ``src/mme`` of (a checkout's folder, or a worktree's file naming its folder),
+    ``-unchecked`` after it, with a warning, once a process, naming git's error; None where ``here`` is not a
+    checkout's ``src/mme`` (an installed copy, or one vendored into another project's repository, whose commit is
+    that project's), or its ``.git`` cannot be read."""
+    checkout = here.parent.parent
+    if here.parts[-2:] != ("src", "mme") or not (checkout / ".git").exists():
         return None
     try:
         gitdir = checkout / ".git"
@@ -2670,8 +2672,8 @@ def _unchecked_commit(here: Path, refused: str) -> str | None:
 
 @functools.cache
 def _warn_git_refused(checkout: str, refused: str) -> None:
-    log.warning("git cannot read the checkout mme runs from, %s (%s): its commit is recorded as .git names it, "
-                "'-unchecked' after it (whether its files differ from it is not known)", checkout, refused)
+    log.warning("the checkout mme runs from, %s, was not read with git (%s): its commit is recorded as .git names "
+                "it, '-unchecked' after it (whether its files differ from it is not known)", checkout, refused)
 
 
 def code_version() -> dict[str, str | None]:
