@@ -457,8 +457,9 @@ def test_a_loader_worker_that_ran_the_calling_script_again_says_to_guard_it():
                         multiprocessing_context="fork")  # (fork: the exit status alone is what is said)
     with pytest.raises(UnguardedScript) as info:
         list(start_workers(loader))
-    assert str(info.value) == str(UnguardedScript())
-    assert 'if __name__ == "__main__":' in str(info.value)
+    assert str(info.value) == ('worker processes ran the calling script again (spawned workers import it): call mme '
+                               'in a script under `if __name__ == "__main__":`, or, to load data in this process: '
+                               'data.num_workers=0 (--workers 0)')
 
 
 def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):

@@ -105,11 +105,11 @@ class ProcessLost(MMEError):
 
 class UnguardedScript(MMEError):
     """A script started worker processes from its top level: each spawned worker imports the script, so it ran
-    the script again."""
+    the script again. ``instead``: how to run without those workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, instead: str = "where the call takes workers, pass workers=1") -> None:
         super().__init__('worker processes ran the calling script again (spawned workers import it): call mme in a '
-                         'script under `if __name__ == "__main__":`, or, where the call takes workers, pass workers=1')
+                         f'script under `if __name__ == "__main__":`, or, {instead}')
 
 
 class Interrupted(MMEError):

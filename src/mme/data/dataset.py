@@ -564,7 +564,7 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
         if worker.sentinel in ended:
             worker.join()  # (its exit code, once its exit, which closed the sentinel, is done)
             if worker.exitcode == SCRIPT_RERUN_EXIT:
-                return UnguardedScript()
+                return UnguardedScript("to load data in this process: data.num_workers=0 (--workers 0)")
             guess = worker_death_guess(worker.exitcode)
             return ProcessLost(f"data loader worker {i} (pid {worker.pid}) died ({how_it_ended(worker.exitcode)})"
                                + (f", {guess}" if guess else ""))
