@@ -1277,3 +1277,28 @@ def test_a_data_root_whose_name_is_not_utf8_has_its_content_digest():
         need_labels=False))
     assert digests == (hashlib.sha256(b"a.mp4\n/elsewhere/b.mp4").hexdigest()[:16],
                        hashlib.sha256(b"/data/root\xe9/a.mp4\n/elsewhere/b.mp4").hexdigest()[:16])
+
+
+def test_a_lists_digests_index_keys_and_extract_locks_are_the_same_under_a_latin1_locale(monkeypatch):
+    """A Latin-1 locale names the file ``caf\u00e9`` (UTF-8 bytes) ``caf\u00c3\u00a9``: digested as UTF-8 text, a
+    list's digests (a run's list identity, which its resume compares), a video's index key and extract's lock and
+    share names were other than a UTF-8 locale's, so a run resumed under the other locale read a changed list, and two
+    extracts sharing a folder took other locks for one file. Each takes the name's bytes on disk, whatever the
+    locale."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from mme.data.dataset import content_digest
+    from mme.data.pyav_reader import _index_store
+    from mme.motion.extract import _Job, share_name
+
+    def named(utf8: str) -> dict:
+        root, video = f"/data/{utf8}", f"{utf8}/v.mp4"
+        return {"content": content_digest([ListEntry(video, 0), ListEntry(f"/x/{video}", 1)], root, True),
+                "index": _index_store("/idx", f"{root}/{video}", (5, 7)),
+                "lock": _Job.lock.fget(SimpleNamespace(out=root, target=Path(root, video))).name,
+                "share": share_name(f"{root}/train.txt", 1, 2)}
+
+    under_utf8 = named("caf\u00e9")
+    monkeypatch.setattr(os, "fsencode", lambda name: os.fspath(name).encode("latin-1", "surrogateescape"))
+    assert named("caf\u00e9".encode().decode("latin-1")) == under_utf8

@@ -643,10 +643,12 @@ def _epoch_and_index(key: int | tuple[int, int]) -> tuple[int, int]:
     return key if isinstance(key, tuple) else (0, key)
 
 
-def lines_digest(lines: Iterable[str]) -> str:
-    """A short digest of ``lines`` in order (a path Python decoded with surrogate escapes, a name that is not UTF-8,
-    taken as its bytes on disk)."""
-    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+def lines_digest(lines: Iterable[str], names: bool = False) -> str:
+    """A short digest of ``lines`` in order, text as UTF-8; ``names``: lines of the file system's names (paths), taken
+    as their bytes on disk (:func:`os.fsencode`), so that a list digests alike whatever the locale (a Latin-1 one
+    names ``caf\u00e9`` ``caf\u00c3\u00a9``; the same bytes as UTF-8 text under a UTF-8 or ASCII locale)."""
+    joined = "\n".join(lines)
+    return hashlib.sha256(os.fsencode(joined) if names else joined.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def content_digest(entries: Iterable[ListEntry], root: str, labelled: bool) -> tuple[str, str]:
@@ -662,7 +664,7 @@ def content_digest(entries: Iterable[ListEntry], root: str, labelled: bool) -> t
     under = root.rstrip(os.sep) + os.sep
     lines = [(e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)))
              + (f"\t{e.label}" if labelled else "") for e in entries]
-    return lines_digest(line.removeprefix(under) for line in lines), lines_digest(lines)
+    return lines_digest((line.removeprefix(under) for line in lines), names=True), lines_digest(lines, names=True)
 
 
 def same_content(recorded: Sequence[str], digest: tuple[str, str]) -> bool:
@@ -751,7 +753,7 @@ class _VideoDataset(Dataset):
     @functools.cached_property
     def list_digest(self) -> str:
         """A digest of the listed paths in order: what a failure table carried from another run must match."""
-        return lines_digest(self.entries.paths)
+        return lines_digest(self.entries.paths, names=True)
 
     @functools.cached_property
     def content_digest(self) -> tuple[str, str]:

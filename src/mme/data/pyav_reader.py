@@ -75,7 +75,6 @@ from av.video.reformatter import VideoReformatter
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import (
-    TEXT,
     VersionOfFile,
     absolute_path,
     as_given,
@@ -1394,12 +1393,12 @@ def _unversioned_indices(entry: os.DirEntry) -> bool:
 
 def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
     """Where ``index_dir`` keeps the index of this version of a file (``name``, its absolute path as
-    :func:`~mme.utils.absolute_path` spells it, a name that is not UTF-8 as its bytes on disk, its
+    :func:`~mme.utils.absolute_path` spells it, as its bytes on disk whatever the locale, its
     :func:`~mme.utils.file_version` and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`:
     in a sub-folder of that version, so that processes of mme versions that index otherwise, sharing the folder, keep
     one each (one file, each rewrote the other's as not of its version), and an older version's indices are one
     folder to remove."""
-    key = hashlib.sha1("\0".join(map(str, (name, *version, av.__version__))).encode(**TEXT)).hexdigest()
+    key = hashlib.sha1(os.fsencode("\0".join(map(str, (name, *version, av.__version__))))).hexdigest()
     return _version_dir(index_dir) / key[:2] / f"{key[2:]}.json"
 
 

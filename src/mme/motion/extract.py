@@ -271,7 +271,7 @@ class _Job(NamedTuple):
     def lock(self) -> Path:
         """The lock of :attr:`target`'s making, in ``out``'s ``.locks`` (beside the file, a video that fails before
         its file is made would leave its folders made, empty: a wrong --root the list's whole tree)."""
-        which = hashlib.blake2b(str(self.target.relative_to(self.out)).encode(**TEXT), digest_size=12).hexdigest()
+        which = hashlib.blake2b(os.fsencode(self.target.relative_to(self.out)), digest_size=12).hexdigest()
         return Path(self.out) / LOCKS / "videos" / f"{which}.lock"
 
 
@@ -387,9 +387,9 @@ expression, so that :func:`shares_named` reads it back from the same text."""
 
 def share_name(list_file: str, part: int, parts: int) -> str:
     """What names one share of a list's extraction under ``--out``, its lock and its report of failures: the list's
-    stem and a hash of its real path (lists of one name in other folders differ; one that is not UTF-8 as its bytes),
-    then ``-<part>-of-<parts>`` (:data:`SHARE`) where the list is shared."""
-    which = hashlib.blake2b(os.path.realpath(list_file).encode(**TEXT), digest_size=6).hexdigest()
+    stem and a hash of its real path, as its bytes on disk whatever the locale (lists of one name in other folders
+    differ), then ``-<part>-of-<parts>`` (:data:`SHARE`) where the list is shared."""
+    which = hashlib.blake2b(os.fsencode(os.path.realpath(list_file)), digest_size=6).hexdigest()
     return f"{Path(list_file).stem}-{which}" + (SHARE.format(part=part, parts=parts) if parts > 1 else "")
 
 
