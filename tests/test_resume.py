@@ -1479,3 +1479,22 @@ def test_a_change_made_where_its_key_has_no_effect_is_recorded_when_a_later_part
                                      "data.rrc_scale: (0.25, 1.0) -> (0.9, 1.0)", "train.epochs: 1 -> 2",
                                      "train.steps: None -> 3"]},
         {"from_step": 2, "changes": ["data.crop: 'multiscale' -> 'random_resized'", "train.steps: 3 -> None"]}]
+
+
+def test_a_run_with_a_non_ascii_data_root_resumes_unchanged_under_an_ascii_locale(synth, tmp_path):
+    """A checkpoint keeps its config's paths as UTF-8 text, as config.yaml does, and a resume reads them as this
+    locale names the files: under a Latin-1 locale a checkpoint kept ``data.root`` as that locale spells it
+    (``dat\\u00c3\\u00a9``), which the resume's reading converted again, and reported a change of data.root nobody
+    made. Made and resumed under ``LC_ALL=C PYTHONUTF8=0`` (ASCII): the checkpoint holds ``dat\\u00e9``, and the
+    resume finds it the run's own root."""
+    root = tmp_path / "dat\u00e9"
+    root.symlink_to(Path(synth[1].removeprefix("data.root=")))
+    data = [synth[0], f"data.root={tmp_path}/dat\udcc3\udca9"]  # (as an ASCII locale's shell gives it)
+    argv = [_pretrain_argv("tiny_cpu_mme", data, tmp_path / "r", f"train.steps={steps}", "train.ckpt_every=1",
+                           "model.depth=1", "data.num_workers=0", "train.resume=auto") for steps in (1, 2)]
+    ran = in_one_process(argv, env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"}).ran
+    assert [code for code, _, _ in ran] == [0, 0], ran[-1][1][-3000:]
+    state = torch.load(max(ckpt.list_checkpoints(tmp_path / "r")), weights_only=False, map_location="cpu")
+    assert (state["config"]["data"]["root"], state["step"]) == (str(root), 2)
+    assert "with a changed config (the run will not replay exactly): ['train.steps: 1 -> 2']" in ran[1][1], ran[1][1]
+    assert "data.root" not in (tmp_path / "r" / "run.json").read_text()

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from mme.config import with_paths_as
 from mme.data.dataset import collate, make_loader, start_workers
 from mme.data.sampling import window_length
 from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError, TooManyFailures
@@ -55,6 +56,7 @@ from mme.utils import (
     plural,
     progress_bar,
     said_as,
+    utf8_name,
     writing,
 )
 
@@ -408,7 +410,8 @@ def _keep_steps_of_data_error(run: Run, error: Exception) -> Exception:
 
 
 def _write_checkpoint(run: Run) -> Path:
-    state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
+    config = with_paths_as(utf8_name, type(run.cfg), dataclasses.asdict(run.cfg))  # (UTF-8 text, as config.yaml's)
+    state = {"model": run.model.state_dict(), "config": config,
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
              "grad_overflows": run.grad_overflows, "nonfinite_in_a_row": run.nonfinite_in_a_row,

@@ -49,6 +49,7 @@ from mme.utils import (
     atomic_path,
     counted,
     folder_replaced,
+    fs_name,
     lock_folder,
     plural,
     read_json_object,
@@ -388,7 +389,7 @@ def _checkpoint_folders(path: Path) -> tuple[str | None, str | None]:
         return None, None
     config = state.get("config") if isinstance(state, dict) else None
     out_dir = config.get("train", {}).get("out_dir") if isinstance(config, dict) else None
-    return os.path.normpath(out_dir) if isinstance(out_dir, str) else None, recorded_cwd(state)
+    return os.path.normpath(fs_name(out_dir)) if isinstance(out_dir, str) else None, recorded_cwd(state)
 
 
 def run_of(state: Any) -> str | None:
