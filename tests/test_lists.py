@@ -3060,3 +3060,17 @@ def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_miss
     assert written["train"].read_text() == "train/abseiling/aaa_000001_000011.mp4 0\n"
     assert f"train: no video of 1 class(es) found under {videos}, e.g. ['zumba']" in caplog.text
     assert looked_up == []  # (before: the named file, then each suffix in both cases, all refused)
+
+
+def test_a_check_report_names_a_non_ascii_video_as_utf8_text_under_an_ascii_locale(tmp_path):
+    """``LC_ALL=C PYTHONUTF8=0``: a check report named a listed ``caf\u00e9/v.mp4`` as Python names that file there,
+    ``caf\\udcc3\\udca9`` (lone surrogates in the JSON; under a Latin-1 locale ``caf\u00c3\u00a9``), not as the list
+    has it. Its path and the reason naming it are UTF-8 text, whatever the locale."""
+    (tmp_path / "all.txt").write_bytes("caf\u00e9/v.mp4 0\n".encode())
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mme", "check", str(tmp_path / "all.txt"), "--root", str(tmp_path),
+                           "--out", str(tmp_path / "c.json")], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr.decode()[-2000:]  # (a video a run cannot read)
+    [problem] = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))["problems"]
+    assert (problem["path"], problem["status"]) == (f"{tmp_path}/caf\u00e9/v.mp4", "missing")
+    assert problem["path"] in problem["reason"] and problem["reason"].isprintable(), problem

@@ -1167,6 +1167,15 @@ def utf8_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "surrogateescape")
 
 
+def utf8_named(record: dict, said: str) -> dict:
+    """``record`` of a file a report names (its ``"path"``, the file system's name) with that path as UTF-8 text
+    (:func:`utf8_name`), in its ``said`` text too, as a report written whatever the locale names the file."""
+    path = record["path"]
+    if path.isascii():
+        return record
+    return {**record, "path": utf8_name(path), said: record[said].replace(path, utf8_name(path))}
+
+
 def fs_name(text: str) -> str:
     """The inverse of :func:`utf8_name`: a name as UTF-8 text spells it (a list's line, a path in a recipe) as the file
     system's str, which Python's os calls take: under an ASCII locale ``café`` is ``caf\\udcc3\\udca9`` (``café``

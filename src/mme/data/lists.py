@@ -54,6 +54,7 @@ from mme.utils import (
     space_for,
     stat_identity,
     utf8_name,
+    utf8_named,
 )
 
 log = logging.getLogger(__name__)
@@ -2200,7 +2201,7 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
     counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
-    problems = bad_lines + [r for r in results if r["status"] != "ok"]
+    problems = [utf8_named(p, "reason") for p in bad_lines + [r for r in results if r["status"] != "ok"]]
     report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
               "decode_threads": decode_threads,
               "videos": len(jobs), "counts": dict(counts),

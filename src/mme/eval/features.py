@@ -69,6 +69,7 @@ from mme.utils import (
     removing,
     torch_as_mme,
     unlock_folder,
+    utf8_named,
     write_safetensors,
     writing,
 )
@@ -951,7 +952,7 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     for p in parts:
         if "x" in p:
             x[p["index"]], valid[p["index"]] = p["x"], True
-        failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e)}
+        failures += [utf8_named({"index": int(i), "path": dataset.path(int(i)), "error": str(e)}, "error")
                      for i, e in zip(p["failed"], p["error"])]
     missing = n - int(valid.sum()) - len(failures)
     if missing:
