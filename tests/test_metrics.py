@@ -508,6 +508,40 @@ def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_w
         "loss curve"]
 
 
+
+def test_a_backend_the_environment_names_and_this_one_lacks_leaves_the_pictures_drawn(tmp_path, monkeypatch, caplog):
+    """A notebook's kernel exports MPLBACKEND=module://matplotlib_inline.backend_inline to its `!` commands, a backend
+    a venv of its own lacks: matplotlib's first import raised a ValueError, a traceback after training (fine-tuning
+    without its reports). mme draws without a backend, so the import sets MPLBACKEND aside and puts it back; any
+    other error of the import is the warning of a matplotlib that cannot be imported."""
+    from mme import utils
+    from mme.train import loop
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2)))
+    script = textwrap.dedent(f"""
+        import os, sys
+        from mme.train.metrics import plot_loss_curves
+
+        assert "matplotlib" not in sys.modules
+        plot_loss_curves({str(tmp_path / "metrics.jsonl")!r}, {str(tmp_path / "loss.png")!r})
+        print(os.environ["MPLBACKEND"])
+        """)
+    backend = "module://matplotlib_inline.backend_inline"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": backend, "OMP_NUM_THREADS": "1"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, backend + "\n", "")
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+    def refused():
+        raise ValueError("Key backend: 'module://x' is not a valid value for backend")
+
+    monkeypatch.setattr(utils, "_import_matplotlib", refused)
+    with caplog.at_level("WARNING"):
+        loop._draw_loss_curves(SimpleNamespace(out_dir=tmp_path), history=[1])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'loss.png'}: could not be written (matplotlib cannot be imported (Key backend: 'module://x' is "
+        "not a valid value for backend)); the run goes on without its loss curve"]
+
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():
     """Two literal_text blocks overlapping in two threads (pictures drawn by a thread pool): the one left last put
     back what the other had set, so text.parse_math stayed off and the glyph warning hidden for the rest of the

@@ -2362,23 +2362,39 @@ def literal_text() -> Iterator[None]:
     matplotlib's warning of each glyph, which named a line of mme as the fault. One block at a time in the process
     (:data:`_LITERAL_TEXT`).
     A matplotlib that cannot be imported (not installed, or built against another numpy, or a module its figures
-    import in the block) is a RuntimeError, as a failed drawing is: the callers that go on without their picture
-    catch that."""
+    import in the block; any other error of its import) is a RuntimeError, as a failed drawing is: the callers that
+    go on without their picture catch that. Its first import sets the environment's ``MPLBACKEND`` aside
+    (:func:`_import_matplotlib`)."""
     def unimportable(e: ImportError) -> RuntimeError:
         return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); {import_advice('matplotlib')}")
 
+    with _LITERAL_TEXT:
+        try:
+            matplotlib = _import_matplotlib()
+        except ImportError as e:
+            raise unimportable(e) from e
+        except Exception as e:  # its rcParams' checks (a ValueError), ...: not mended by installing it
+            raise RuntimeError(f"matplotlib cannot be imported ({error_reason(e)})") from e
+        with matplotlib.rc_context({"text.parse_math": True, "text.usetex": False}), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from (current )?font", UserWarning)
+            try:
+                yield
+            except ImportError as e:  # its figure modules, imported in the block, load more (fontTools, its _image)
+                raise unimportable(e) from e
+
+
+def _import_matplotlib():
+    """matplotlib, its first import made with ``MPLBACKEND`` set aside (put back after): mme draws on a ``Figure``
+    and ``FigureCanvasAgg`` of its own, never through the backend, and one the environment names that is not
+    installed here (``module://matplotlib_inline.backend_inline``, which a notebook's kernel exports to its ``!``
+    commands) made the import a ValueError. A process that imported it before keeps its own."""
+    backend = os.environ.pop("MPLBACKEND", None)
     try:
         import matplotlib
-    except ImportError as e:
-        raise unimportable(e) from e
-
-    with _LITERAL_TEXT, matplotlib.rc_context({"text.parse_math": True, "text.usetex": False}), \
-            warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from (current )?font", UserWarning)
-        try:
-            yield
-        except ImportError as e:  # its figure modules, imported in the block, load more (fontTools, its _image)
-            raise unimportable(e) from e
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
+    return matplotlib
 
 
 def literal(text: str) -> str:
