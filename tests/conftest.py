@@ -259,3 +259,19 @@ def drawn_text(monkeypatch) -> dict[str, bool]:
 
     monkeypatch.setattr(RendererAgg, "draw_text", record)
     return drawn
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """Each figure the next pictures save, to read what it draws (its lines' data, markers, labels)."""
+    from matplotlib.figure import Figure
+
+    saved: list = []
+    save = Figure.savefig
+
+    def record(self, *args, **kwargs):
+        saved.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved

@@ -466,6 +466,58 @@ def test_the_demos_running_mean_of_the_loss_weighs_each_record_by_its_steps(tmp_
     assert drawn["loss (mean of 3 records)"][0] == pytest.approx((3 * 1 + 1 * 2 + 3 * 5) / 7, rel=1e-12)  # not 8 / 3
 
 
+
+def test_the_loss_curve_breaks_where_the_loss_cannot_be_drawn_and_marks_those_steps(tmp_path, saved_figures):
+    """loss.png kept the losses > 0 alone, as lines without markers: a NaN (a diverging run's, logged as null) was
+    bridged by a straight line, a run whose loss went NaN was cut at its last finite record with no sign it went
+    on, one finite record drew nothing, a log of NaN alone drew no picture, and a long run's noise a solid band.
+    The curve breaks there and those steps are marked along the top ('not finite') or bottom ('≤ 0'), so the x
+    axis reaches the last step; few records are each marked; many are faint under their running mean."""
+    import warnings
+
+    from mme.train.metrics import plot_loss_curves
+
+    def drawn(losses):
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": v}) + "\n"
+                                                        for s, v in enumerate(losses, 1)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (a log axis with no value to draw: matplotlib's warning)
+            assert plot_loss_curves(tmp_path / "metrics.jsonl", tmp_path / "loss.png") == tmp_path / "loss.png"
+        ax = saved_figures.pop().axes[0]
+        return ax, [(line.get_label(), line.get_marker(), line.get_xdata(), line.get_ydata()) for line in
+                    ax.get_lines()]
+
+    def marks(what, steps):  # the steps marked along the top or the bottom of the axes
+        return what, {"not finite": "x", "≤ 0": "v"}[what], steps, {"not finite": 0.97, "≤ 0": 0.03}[what]
+
+    steps = np.arange(1.0, 101.0)
+    losses = [None if 40 <= s < 60 else 10 / s for s in steps]  # NaN mid-way: the curve breaks at steps 40-59
+    ax, lines = drawn(losses)
+    gap = np.where((steps >= 40) & (steps < 60), np.nan, 10 / steps)
+    mean = np.convolve(gap, np.ones(8), "valid") / 8  # (80 records drawn: a mean of 8)
+    assert [label for label, *_ in lines] == [lines[0][0], "loss (mean of 8 records)", "not finite"]
+    np.testing.assert_allclose(lines[0][2:], [steps, gap], rtol=1e-15)
+    np.testing.assert_allclose(lines[1][2:], [steps[7:], mean], rtol=1e-12)  # NaN at steps 40-66
+    assert np.isnan(lines[1][3]).sum() == 27 and lines[0][1] == lines[1][1] == "None"
+    label, marker, x, y = lines[2]
+    assert (label, marker, list(x), set(y)) == ("not finite", "x", list(steps[39:59]), {0.97})
+
+    ax, lines = drawn([5.0, 5.0, 5.0] + [None] * 97)  # a run that diverged at step 4: its 3 records, each marked
+    assert [(label, marker) for label, marker, *_ in lines] == [("loss", "o"), ("not finite", "x")]
+    np.testing.assert_array_equal(lines[0][3], [5.0] * 3 + [np.nan] * 97)
+    assert list(lines[1][2]) == list(steps[3:]) and ax.get_xlim()[1] >= 100  # (cut at step 3 before)
+    ax, lines = drawn([None] * 5)  # every loss NaN: the marks alone
+    assert [(label, list(x)) for label, _, x, _ in lines[1:]] == [("not finite", [1, 2, 3, 4, 5])]
+    assert ax.get_yscale() == "linear" and np.isnan(lines[0][3]).all()
+    ax, lines = drawn([1.0, 0.0, 2.0])  # a loss of 0, off the log axis
+    assert [(label, marker, list(x)) for label, marker, x, _ in lines[1:]] == [("≤ 0", "v", [2])]
+    np.testing.assert_array_equal(lines[0][3], [1.0, np.nan, 2.0])
+    noisy = 1 + 0.5 * np.cos(np.arange(6000.0))  # a long run: a mean of 30 records (a 200th of them)
+    ax, lines = drawn(list(noisy))
+    assert [label for label, *_ in lines[1:]] == ["loss (mean of 30 records)"]
+    assert [line.get_alpha() for line in ax.get_lines()] == [0.25, None]  # the records faint under their mean
+    np.testing.assert_allclose(lines[1][3], np.convolve(noisy, np.ones(30), "valid") / 30, rtol=1e-12)
+
 def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_whole(tmp_path, monkeypatch, caplog):
     """A matplotlib that cannot be imported (installed without its dependencies, or built against another numpy)
     raised an ImportError that the pictures' guards (OSError, RuntimeError) let through: a traceback after training,

@@ -631,11 +631,13 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
-def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
+def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path, saved_figures):
     """The error names the last step as logs count them (it named the one before) and that step is logged (it was
-    lost); fp32 runs are not told to use fp32; the loss curve is drawn. With train.log_every=8 the record forced at
-    that step sums up the steps since the one before as any record does: the loss of those that made their update,
-    the non-finite ones counted in ``skipped`` (the last step's own values are the error's)."""
+    lost); fp32 runs are not told to use fp32; the loss curve is drawn, its finite records each marked, the steps of
+    a non-finite loss marked 'not finite' (it drew no point of the one record with train.log_every=8, nor a sign of
+    the steps after). With train.log_every=8 the record forced at that step sums up the steps since the one before
+    as any record does: the loss of those that made their update, the non-finite ones counted in ``skipped`` (the
+    last step's own values are the error's)."""
     diverging = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "optim.base_lr=1e35", "optim.warmup_steps=0",
                  "train.max_nonfinite=2", FP32)
     with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite steps in a row \(loss or gradient; "
@@ -648,11 +650,22 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     assert "use fp32" not in str(e.value)
     assert str(e.value).endswith(". Lower optim.base_lr (optim.clip_grad cannot mend a non-finite gradient).")
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"  # its loss curve, wanted most (was not drawn)
+
+    def drawn():  # each line of the loss curve: its label, marker, steps and values
+        return [(line.get_label(), line.get_marker(), list(line.get_xdata()), list(line.get_ydata()))
+                for line in saved_figures.pop().axes[0].get_lines()]
+
+    lines, steps = drawn(), [r["step"] for r in rows]
+    assert [line[:3] for line in lines] == [("loss", "o", steps), ("loss_pixel", "o", steps),
+                                            ("not finite", "x", steps[-2:])]
+    for _, _, _, values in lines[:2]:  # (NaN at the two non-finite steps: the curve breaks there)
+        np.testing.assert_array_equal(values, [r["loss"] for r in rows[:-2]] + [math.nan] * 2)
     with pytest.raises(NonFiniteLossError):
         run(*diverging, "train.log_every=8", "train.overwrite=true")
     eights = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["steps"], r["skipped"]) for r in eights] == [(rows[-1]["step"], len(rows), 2)]
     assert eights[0]["loss"] == pytest.approx(sum(r["loss"] for r in rows[:-2]) / (len(rows) - 2), rel=1e-12)
+    assert drawn() == [(key, "o", [rows[-1]["step"]], [eights[0]["loss"]]) for key in ("loss", "loss_pixel")]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

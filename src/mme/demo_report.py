@@ -10,7 +10,7 @@ import numpy as np
 
 from mme import repository_doc
 from mme.errors import DataError
-from mme.train.metrics import records_through, steps_of
+from mme.train.metrics import plot_loss_records, records_through, steps_of
 from mme.utils import atomic_path, literal_text, log_scale_y
 
 REAL_KEYS = ("real_val_linear_top1", "real_val_knn_top1", "real_test_linear_top1", "real_test_knn_top1")
@@ -107,9 +107,9 @@ def markdown_loss_table(summary: list[dict]) -> str:
 def plot_losses(rows: list[dict], root: Path, path: Path, last_step: int) -> None:
     """One panel per pre-trained target: every loss term against the step (first seed), per metrics record (faint:
     the mean of the steps it covers, ``train.log_every``) and as a running mean over records, each weighed by its
-    steps (:func:`mme.train.metrics.steps_of`), read from a log of its run that reaches its ``last_step``
-    (:func:`records_through`, as the loss table reads them). The rows' metrics paths are relative to ``root``. A
-    run without such a log has no panel; where none has, the DataError of the first."""
+    steps (:func:`mme.train.metrics.plot_loss_records`, as ``loss.png``), read from a log of its run that reaches
+    its ``last_step`` (:func:`records_through`, as the loss table reads them). The rows' metrics paths are relative
+    to ``root``. A run without such a log has no panel; where none has, the DataError of the first."""
     from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
 
     runs, unknown = [], []
@@ -125,13 +125,9 @@ def plot_losses(rows: list[dict], root: Path, path: Path, last_step: int) -> Non
     axes = fig.subplots(1, len(runs), squeeze=False)
     for ax, (r, records) in zip(axes[0], runs):
         steps = [rec["step"] for rec in records]
-        covered = np.array([steps_of(rec) for rec in records], dtype=float)  # a record's mean is of its steps
+        covered = [steps_of(rec) for rec in records]  # a record's mean is of its steps
         for key in sorted(k for k in records[0] if k.startswith("loss")):
-            values = np.array([rec[key] for rec in records])
-            line, = ax.plot(steps, values, alpha=0.25, lw=0.8)
-            w = max(1, min(25, len(values) // 10))  # a record's loss is noisy: the trend is the running mean
-            mean = np.convolve(values * covered, np.ones(w), mode="valid") / np.convolve(covered, np.ones(w), "valid")
-            ax.plot(steps[w - 1:], mean, color=line.get_color(), label=f"{key} (mean of {w} records)")
+            plot_loss_records(ax, steps, [rec[key] for rec in records], covered, key)
         ax.set_title(f"{r['target']} target")
         ax.set_xlabel("step")
         log_scale_y(ax)

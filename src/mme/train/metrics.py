@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from mme.errors import DataError, MMEError, import_advice, installed
 from mme.utils import (
     TEXT,
@@ -334,18 +336,54 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     return MetricLogger(loggers)
 
 
+def plot_loss_records(ax, steps, values, covered, label: str) -> None:
+    """A loss against the step on a log axis, one value per metrics record (each the mean of the ``covered`` steps
+    it sums up): the records faint and their running mean on top, each record weighed by its steps, in one colour
+    (a long run's records alone drew a solid band); where fewer than 20 are drawable, the records alone, each marked
+    (one record between non-finite ones drew nothing). A value the log axis cannot show (not finite, <= 0) breaks
+    the lines, which drew straight across it."""
+    steps, covered = np.asarray(steps, dtype=float), np.asarray(covered, dtype=float)
+    values = np.asarray(values, dtype=float)
+    values = np.where(np.isfinite(values) & (values > 0), values, np.nan)
+    drawable = int(np.isfinite(values).sum())
+    w = max(1, min(drawable // 10, max(25, drawable // 200)))  # (a long run's: about a pixel column of the curve)
+    if w == 1:
+        ax.plot(steps, values, marker="o", ms=3, lw=1.2, label=label)
+        return
+    line, = ax.plot(steps, values, alpha=0.25, lw=0.8)
+    ax.plot(steps[w - 1:], _window_sums(values * covered, w) / _window_sums(covered, w), color=line.get_color(),
+            lw=1.2, label=f"{label} (mean of {w} records)")
+
+
+def _window_sums(x, w: int):
+    """The sums of each ``w`` values in a row of ``x`` (NaN where one is NaN), in O(len(x)) for any ``w``."""
+    gaps = np.cumsum(np.isnan(x))
+    sums = np.cumsum(np.nan_to_num(x, nan=0.0))
+    return np.where(gaps[w - 1:] > np.concatenate([[0], gaps[:-w]]), np.nan,
+                    sums[w - 1:] - np.concatenate([[0.0], sums[:-w]]))
+
+
+OFF_THE_LOSS_AXIS = {"not finite": (0.97, "x", "red"), "≤ 0": (0.03, "v", "grey")}
+"""How ``loss.png`` marks the steps of a loss the log axis cannot show: where along the axes' height (a fraction),
+the marker, its colour."""
+
+
 @literal_text()
 def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
-    """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically. The
-    log is read line by line, keeping the plotted values only (its records as a list took 158 MB for a 16 MB log of
-    20,000 steps, 10x the file)."""
-    curves: dict[str, tuple[array, array]] = {}
+    """Plot every ``loss*`` column of a metrics JSONL against the step (log scale; :func:`plot_loss_records`) into
+    ``png``, atomically. The steps where one is not finite (a diverging run's, logged as null) or <= 0 are marked
+    along the top or the bottom (:data:`OFF_THE_LOSS_AXIS`), so the x axis reaches the last logged step; a log whose
+    every loss is such is drawn with those marks alone. The log is read line by line, keeping the plotted values
+    only (its records as a list took 158 MB for a 16 MB log of 20,000 steps, 10x the file)."""
+    curves: dict[str, tuple[array, array, array]] = {}
     for r in iter_records(jsonl):
+        step, n = r["step"], steps_of(r)
         for k, v in r.items():
-            if k.startswith(prefix) and v is not None and v > 0:
-                steps, values = curves.setdefault(k, (array("d"), array("d")))
-                steps.append(r["step"])
+            if k.startswith(prefix):
+                steps, values, covered = curves.setdefault(k, (array("d"), array("d"), array("d")))
+                steps.append(step)
                 values.append(v)
+                covered.append(n)
     if not curves:
         return None
     from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
@@ -353,10 +391,18 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     for k in sorted(curves):
-        ax.plot(*curves[k], label=literal(k), lw=1.2)
+        plot_loss_records(ax, *curves[k], literal(k))
+    steps, values = (np.concatenate([c[i] for c in curves.values()]) for i in (0, 1))
+    off = {"not finite": ~np.isfinite(values), "≤ 0": values <= 0}
+    for what, (height, marker, colour) in OFF_THE_LOSS_AXIS.items():
+        if off[what].any():
+            at = np.unique(steps[off[what]])
+            ax.plot(at, np.full(len(at), height), ls="", marker=marker, color=colour, ms=5, label=what,
+                    transform=ax.get_xaxis_transform())  # (x: steps; y: the axes' height)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    log_scale_y(ax)
+    if (np.isfinite(values) & (values > 0)).any():  # (else a log axis without a value to show: matplotlib warns)
+        log_scale_y(ax)
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(literal(Path(jsonl).parent.name))  # the run folder's name is the user's
