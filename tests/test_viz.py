@@ -563,7 +563,7 @@ def test_compensated_targets_of_a_run_trained_without_compensation_are_warned_of
     compensated = TargetFn(dataclasses.replace(run, compensate=True), m).targets(read_clip(video, 0, 4, 4, 64, 4))[0]
     assert torch.equal(drawn["target"], compensated["traj"][model.make_mask(1, torch.Generator().manual_seed(0))[0]])
     warned = [r.getMessage() for r in caplog.records if "--compensate" in r.getMessage()]
-    title = "motion of the masked patches relative to the camera (compensated), target vs predicted"
+    title = "motion within the masked patches (PatchStd) relative to the camera (compensated), target vs predicted"
     assert any(text.endswith(title) for text in drawn_text)
     note = ("targets compensated by --compensate; its run trained without: the predictions are of the motion in the "
             "frame")
@@ -576,6 +576,39 @@ def test_compensated_targets_of_a_run_trained_without_compensation_are_warned_of
             "differ by the camera's motion; leave --compensate out to draw the targets its run trained on"]
         assert note in drawn_text
 
+
+
+@pytest.mark.parametrize("patch_norm", [True, False])
+def test_a_patchstd_models_picture_says_its_targets_are_motion_within_each_patch(patch_norm, tmp_path, drawn_text):
+    """A PatchStd model's targets (tiny_cpu_mme's, the released layout's) are each point's motion relative to its
+    patch, a patch moving as one drawn as dots; its picture's key said 'target: tracked motion' and its title
+    'motion of the masked patches', as a model of position targets' (target.patch_norm=false) still say."""
+    import dataclasses
+
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, head_specs
+
+    video = str(write_video(tmp_path / "v.mp4", affine_video(24, 64, 64, dx=2.0, seed=6)[0]))
+    m = tiny_model()
+    run = TargetConfig(kind="mme", track_length=4, patch_norm=patch_norm)
+    heads = head_specs(run, m)
+    torch.save({"model": MaskedAutoencoder(m, heads).state_dict(), "heads": [dataclasses.asdict(h) for h in heads],
+                "config": {"model": dataclasses.asdict(m), "target": dataclasses.asdict(run),
+                           "data": {"stride": 4}}}, tmp_path / "checkpoint.pth")
+    prediction_picture(video, str(tmp_path / "checkpoint.pth"), tmp_path / "p.png")
+    said = {"title": next(text.split(": ", 1)[1] for text in drawn_text if text.startswith("v.mp4, checkpoint.pth")),
+            "target": [text for text in drawn_text if text.startswith("target:")],
+            "note": [text for text in drawn_text if text.startswith("PatchStd:")]}
+    if patch_norm:
+        assert said == {"title": "motion within the masked patches (PatchStd), target vs predicted",
+                        "target": ["target: motion within"], "note": [
+                            "PatchStd: each point's motion less its patch's mean, over their spread: a patch moving "
+                            "as one (a pan) draws as dots"]}
+        assert {"the patch (PatchStd)", "predicted motion", "within the patch"} <= set(drawn_text)
+    else:
+        assert said == {"title": "motion of the masked patches, target vs predicted",
+                        "target": ["target: tracked motion"], "note": []}
+        assert "predicted motion" in drawn_text and "within the patch" not in drawn_text
 
 def test_viz_of_a_checkpoint_that_records_no_run_says_what_it_takes_on_trust(tmp_path, caplog):
     """A checkpoint that records no run (an export made before exports carried their run, an original file) was

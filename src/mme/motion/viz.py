@@ -472,9 +472,13 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
         for row, panels in zip(rows, drawn):
             row.extend(panels)
         relative = " relative to the camera (compensated)" if cfg.compensate else ""
-        shows.append(f"motion of the masked patches{relative}, target vs predicted")
+        motion = "motion within the masked patches (PatchStd)" if cfg.patch_norm else "motion of the masked patches"
+        shows.append(f"{motion}{relative}, target vs predicted")
         unit = "PatchStd unit" if cfg.patch_norm else "position unit"
         notes[0] += f"; tracks of {L} steps drawn at {scale * f:g} px per {unit}"
+        if cfg.patch_norm:
+            notes.append("PatchStd: each point's motion less its patch's mean, over their spread: a patch moving as "
+                         "one (a pan) draws as dots")
         if other_target:
             notes.append("targets compensated by --compensate; its run trained without: the predictions are of the "
                          "motion in the frame")
@@ -496,7 +500,8 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
             notes.append("the pixel head predicts pixels (no norm_pix)")
     title = f"{Path(video).name}, {Path(checkpoint).name}: {'; '.join(shows)}\n" + "\n".join(notes)
     out = Path(out)
-    _figure([p for row in rows for p in row], len(rows[0]), title, _prediction_legend(sorted(model.heads)), out)
+    _figure([p for row in rows for p in row], len(rows[0]), title,
+            _prediction_legend(sorted(model.heads), traj and cfg.patch_norm), out)
     return out
 
 
@@ -564,17 +569,19 @@ def _prediction_panels(frames: list[np.ndarray], starts: np.ndarray, tokens: lis
             for k, s in enumerate(starts)]
 
 
-def _prediction_legend(heads: list[str]):
-    """The key of :func:`prediction_picture` for the heads it draws."""
+def _prediction_legend(heads: list[str], within_patch: bool):
+    """The key of :func:`prediction_picture` for the heads it draws; ``within_patch``: its motion targets are
+    PatchStd's, each point's motion relative to its patch (a tracked motion drawn as such read as the frame's)."""
     def legend(key) -> None:
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
 
+        target, predicted = (("target: motion within\nthe patch (PatchStd)", "predicted motion\nwithin the patch")
+                             if within_patch else ("target: tracked motion", "predicted motion"))
         handles = []
         if "traj" in heads:
-            handles += [Line2D([], [], color=np.array(TARGET_RGB) / 255, lw=2, marker="o",
-                               label="target: tracked motion"),
-                        Line2D([], [], color=np.array(PRED_RGB) / 255, lw=2, marker="o", label="predicted motion"),
+            handles += [Line2D([], [], color=np.array(TARGET_RGB) / 255, lw=2, marker="o", label=target),
+                        Line2D([], [], color=np.array(PRED_RGB) / 255, lw=2, marker="o", label=predicted),
                         Patch(facecolor=(0, 0, 0, 1 - DIM), edgecolor="none", label="masked patch (dimmed):\n"
                               "hidden from the encoder,\nits motion predicted")]
         if "pixel" in heads:
