@@ -392,6 +392,18 @@ def test_confusion_png_is_written(tmp_path):
 
 
 @pytest.mark.pinned  # no run: the report alone
+def test_the_confusion_pngs_row_of_a_class_without_videos_says_so(tmp_path, drawn_text):
+    """A class with no video in the list tested (class 2 here) drew an empty white row, as a class whose every video
+    was predicted as another reads at a glance; its row says 'no videos', and the others their counts."""
+    save_confusion_png([[2, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [2, 0, 0, 0]], tmp_path / "cm.png",
+                       ["walk", "run", "no_test_videos", "all_wrong"])
+    assert [text for text in drawn_text if text in {"no videos", "1", "2"}] == ["2", "1", "no videos"]
+    drawn_text.clear()
+    save_confusion_png([[2, 0], [1, 1]], tmp_path / "cm.png", ["walk", "run"])
+    assert "no videos" not in drawn_text
+
+
+@pytest.mark.pinned  # no run: the report alone
 def test_the_confusion_pngs_title_fits_a_small_matrix(tmp_path):
     """The title was set over the axes, which long class names push aside: of 5 UCF101 classes it was cut at the
     picture's edge ('row-normalisec'), of 2 or 3 classes at both. It is the figure's, wrapped to its width: nothing

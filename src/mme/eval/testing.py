@@ -145,7 +145,8 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
 @literal_text()
 def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: list[str] | None = None,
                        title: str = "") -> Path:
-    """Row-normalised confusion matrix as a PNG (rows: true class, columns: predicted), written atomically."""
+    """Row-normalised confusion matrix as a PNG (rows: true class, columns: predicted), written atomically; up to 20
+    classes, each cell's count is written in it, and the row of a class without videos says 'no videos'."""
     from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
 
     cm = np.asarray(cm, dtype=np.float64)
@@ -167,6 +168,8 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
         ax.set_yticks(range(n), names, fontsize=7)
         if n <= 20:
             for i in range(n):
+                if not cm[i].any():  # (an empty row read as a class never predicted right)
+                    ax.text((n - 1) / 2, i, "no videos", ha="center", va="center", fontsize=7, color="grey")
                 for j in range(n):
                     if cm[i, j]:
                         ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
