@@ -466,7 +466,6 @@ def test_the_demos_running_mean_of_the_loss_weighs_each_record_by_its_steps(tmp_
     assert drawn["loss (mean of 3 records)"][0] == pytest.approx((3 * 1 + 1 * 2 + 3 * 5) / 7, rel=1e-12)  # not 8 / 3
 
 
-
 def test_the_loss_curve_breaks_where_the_loss_cannot_be_drawn_and_marks_those_steps(tmp_path, saved_figures):
     """loss.png kept the losses > 0 alone, as lines without markers: a NaN (a diverging run's, logged as null) was
     bridged by a straight line, a run whose loss went NaN was cut at its last finite record with no sign it went
@@ -518,6 +517,7 @@ def test_the_loss_curve_breaks_where_the_loss_cannot_be_drawn_and_marks_those_st
     assert [line.get_alpha() for line in ax.get_lines()] == [0.25, None]  # the records faint under their mean
     np.testing.assert_allclose(lines[1][3], np.convolve(noisy, np.ones(30), "valid") / 30, rtol=1e-12)
 
+
 def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_whole(tmp_path, monkeypatch, caplog):
     """A matplotlib that cannot be imported (installed without its dependencies, or built against another numpy)
     raised an ImportError that the pictures' guards (OSError, RuntimeError) let through: a traceback after training,
@@ -560,12 +560,13 @@ def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_w
         "loss curve"]
 
 
-
 def test_a_backend_the_environment_names_and_this_one_lacks_leaves_the_pictures_drawn(tmp_path, monkeypatch, caplog):
     """A notebook's kernel exports MPLBACKEND=module://matplotlib_inline.backend_inline to its `!` commands, a backend
     a venv of its own lacks: matplotlib's first import raised a ValueError, a traceback after training (fine-tuning
-    without its reports). mme draws without a backend, so the import sets MPLBACKEND aside and puts it back; any
-    other error of the import is the warning of a matplotlib that cannot be imported."""
+    without its reports). mme draws without a backend, so its first import of matplotlib sets MPLBACKEND aside and
+    then gives matplotlib the backend it names where it is valid: a valid one (svg) stays pyplot's after mme drew
+    (it was lost, pyplot's 'agg': a notebook's inline figures not shown). Any other error of the import is the
+    warning of a matplotlib that cannot be imported."""
     from mme import utils
     from mme.train import loop
 
@@ -577,12 +578,17 @@ def test_a_backend_the_environment_names_and_this_one_lacks_leaves_the_pictures_
         assert "matplotlib" not in sys.modules
         plot_loss_curves({str(tmp_path / "metrics.jsonl")!r}, {str(tmp_path / "loss.png")!r})
         print(os.environ["MPLBACKEND"])
+        if os.environ["MPLBACKEND"] == "svg":
+            import matplotlib.pyplot
+
+            print(matplotlib.pyplot.get_backend())
         """)
-    backend = "module://matplotlib_inline.backend_inline"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "MPLBACKEND": backend, "OMP_NUM_THREADS": "1"})
-    assert (done.returncode, done.stdout, done.stderr) == (0, backend + "\n", "")
-    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+    for backend, said in [("module://matplotlib_inline.backend_inline", ""), ("svg", "svg\n")]:
+        (tmp_path / "loss.png").unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "MPLBACKEND": backend, "OMP_NUM_THREADS": "1"})
+        assert (done.returncode, done.stdout, done.stderr) == (0, f"{backend}\n{said}", "")
+        assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
 
     def refused():
         raise ValueError("Key backend: 'module://x' is not a valid value for backend")
@@ -593,6 +599,7 @@ def test_a_backend_the_environment_names_and_this_one_lacks_leaves_the_pictures_
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'loss.png'}: could not be written (matplotlib cannot be imported (Key backend: 'module://x' is "
         "not a valid value for backend)); the run goes on without its loss curve"]
+
 
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():
     """Two literal_text blocks overlapping in two threads (pictures drawn by a thread pool): the one left last put

@@ -577,7 +577,6 @@ def test_compensated_targets_of_a_run_trained_without_compensation_are_warned_of
         assert note in drawn_text
 
 
-
 @pytest.mark.parametrize("patch_norm", [True, False])
 def test_a_patchstd_models_picture_says_its_targets_are_motion_within_each_patch(patch_norm, tmp_path, drawn_text):
     """A PatchStd model's targets (tiny_cpu_mme's, the released layout's) are each point's motion relative to its
@@ -609,6 +608,7 @@ def test_a_patchstd_models_picture_says_its_targets_are_motion_within_each_patch
         assert said == {"title": "motion of the masked patches, target vs predicted",
                         "target": ["target: tracked motion"], "note": []}
         assert "predicted motion" in drawn_text and "within the patch" not in drawn_text
+
 
 def test_viz_of_a_checkpoint_that_records_no_run_says_what_it_takes_on_trust(tmp_path, caplog):
     """A checkpoint that records no run (an export made before exports carried their run, an original file) was

@@ -2363,8 +2363,8 @@ def literal_text() -> Iterator[None]:
     (:data:`_LITERAL_TEXT`).
     A matplotlib that cannot be imported (not installed, or built against another numpy, or a module its figures
     import in the block; any other error of its import) is a RuntimeError, as a failed drawing is: the callers that
-    go on without their picture catch that. Its first import sets the environment's ``MPLBACKEND`` aside
-    (:func:`_import_matplotlib`)."""
+    go on without their picture catch that. Its first import reads the environment's ``MPLBACKEND`` as matplotlib
+    would, less an invalid one (:func:`_import_matplotlib`)."""
     def unimportable(e: ImportError) -> RuntimeError:
         return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); {import_advice('matplotlib')}")
 
@@ -2384,16 +2384,25 @@ def literal_text() -> Iterator[None]:
 
 
 def _import_matplotlib():
-    """matplotlib, its first import made with ``MPLBACKEND`` set aside (put back after): mme draws on a ``Figure``
-    and ``FigureCanvasAgg`` of its own, never through the backend, and one the environment names that is not
-    installed here (``module://matplotlib_inline.backend_inline``, which a notebook's kernel exports to its ``!``
-    commands) made the import a ValueError. A process that imported it before keeps its own."""
+    """matplotlib, its first import made with ``MPLBACKEND`` set aside (put back after) and the backend it names
+    then given to matplotlib where it is valid here: mme draws on a ``Figure`` and ``FigureCanvasAgg`` of its own,
+    never through the backend, and one the environment names that is not installed here
+    (``module://matplotlib_inline.backend_inline``, which a notebook's kernel exports to its ``!`` commands) made the
+    import a ValueError. Such a one leaves pyplot matplotlib's default; a valid one is pyplot's, as without mme (it
+    reads ``MPLBACKEND`` at its first import alone)."""
+    if "matplotlib" in sys.modules:
+        import matplotlib
+
+        return matplotlib
     backend = os.environ.pop("MPLBACKEND", None)
     try:
         import matplotlib
     finally:
         if backend is not None:
             os.environ["MPLBACKEND"] = backend
+    if backend:
+        with contextlib.suppress(ValueError):  # (not a backend of this environment)
+            matplotlib.rcParams["backend"] = backend
     return matplotlib
 
 
