@@ -493,11 +493,12 @@ def test_the_loss_curve_breaks_where_the_loss_cannot_be_drawn_and_marks_those_st
     losses = [None if 40 <= s < 60 else 10 / s for s in steps]  # NaN mid-way: the curve breaks at steps 40-59
     ax, lines = drawn(losses)
     gap = np.where((steps >= 40) & (steps < 60), np.nan, 10 / steps)
-    mean = np.convolve(gap, np.ones(8), "valid") / 8  # (80 records drawn: a mean of 8)
+    windows = np.lib.stride_tricks.sliding_window_view(gap, 8)  # (80 records drawn: a mean of 8)
+    mean = [np.nanmean(w) if np.isfinite(w).sum() >= 4 else np.nan for w in windows]  # of half a window or more
     assert [label for label, *_ in lines] == [lines[0][0], "loss (mean of 8 records)", "not finite"]
     np.testing.assert_allclose(lines[0][2:], [steps, gap], rtol=1e-15)
-    np.testing.assert_allclose(lines[1][2:], [steps[7:], mean], rtol=1e-12)  # NaN at steps 40-66
-    assert np.isnan(lines[1][3]).sum() == 27 and lines[0][1] == lines[1][1] == "None"
+    np.testing.assert_allclose(lines[1][2:], [steps[7:], mean], rtol=1e-12)  # NaN at steps 44-62
+    assert np.isnan(lines[1][3]).sum() == 19 and lines[0][1] == lines[1][1] == "None"
     label, marker, x, y = lines[2]
     assert (label, marker, list(x), set(y)) == ("not finite", "x", list(steps[39:59]), {0.97})
 
@@ -515,7 +516,50 @@ def test_the_loss_curve_breaks_where_the_loss_cannot_be_drawn_and_marks_those_st
     ax, lines = drawn(list(noisy))
     assert [label for label, *_ in lines[1:]] == ["loss (mean of 30 records)"]
     assert [line.get_alpha() for line in ax.get_lines()] == [0.25, None]  # the records faint under their mean
-    np.testing.assert_allclose(lines[1][3], np.convolve(noisy, np.ones(30), "valid") / 30, rtol=1e-12)
+    np.testing.assert_allclose(lines[1][2:], [np.arange(30.0, 6001.0, 2),  # (at most 4,000 ends: each second)
+                                              np.convolve(noisy, np.ones(30), "valid")[::2] / 30], rtol=1e-12)
+
+
+def test_the_running_mean_of_the_loss_is_of_each_windows_drawable_records_and_a_long_runs_lines_are_thin():
+    """The running mean was a difference of running sums: after one huge finite loss (1e20) every later mean was 0
+    (1e16: 2); a window holding one non-finite record was NaN, so a long run's loss NaN at one record in 150 drew
+    two thirds of its mean as gaps. Each window's mean is now its own, of its drawable records where they are half
+    of it or more. A run of 100,000 records drew 100,000 points a line (a 400,000 one took 351 MB): the records
+    are drawn as each bucket's lowest and highest (a spike kept), the mean at no more than 4,000 window ends."""
+    from matplotlib.figure import Figure
+
+    from mme.train.metrics import plot_loss_records
+
+    def drawn(values, covered):
+        ax = Figure().subplots()
+        plot_loss_records(ax, np.arange(1.0, len(values) + 1), values, covered, "loss")
+        return [(line.get_label(), np.asarray(line.get_xdata()), np.asarray(line.get_ydata()))
+                for line in ax.get_lines()]
+
+    rng = np.random.default_rng(0)
+    loss, covered = 1 + 0.1 * rng.random(2000), rng.integers(1, 4, 2000).astype(float)
+    loss[99] = 1e20  # one record's loss huge (finite), the run going on
+    (_, _, faint), (label, _, mean) = drawn(loss, covered)
+    want = np.convolve(loss * covered, np.ones(25), "valid") / np.convolve(covered, np.ones(25), "valid")
+    assert label == "loss (mean of 25 records)" and faint[99] == 1e20
+    np.testing.assert_allclose(mean, want, rtol=1e-12)  # (0 after the window of the 1e20)
+    loss[29::30] = np.nan  # one record in 30 not finite
+    (_, _, faint), (_, _, mean) = drawn(loss, covered)
+    drawable = np.where(np.isnan(loss), 0.0, covered)
+    want = (np.convolve(np.nan_to_num(loss) * drawable, np.ones(25), "valid") /
+            np.convolve(drawable, np.ones(25), "valid"))
+    assert np.isnan(faint).sum() == 66 and not np.isnan(mean).any()  # (all NaN but the first 4 ends)
+    np.testing.assert_allclose(mean, want, rtol=1e-12)
+    n = 100_000
+    loss = 1 + 0.1 * rng.random(n)
+    loss[[5_000, 70_001]] = 50.0, 0.01  # a spike and a dip among the records of a bucket (50 of them)
+    loss[40_000:40_010] = np.nan
+    (_, x, faint), (label, x_mean, mean) = drawn(loss, np.ones(n))
+    assert len(x) == 4000 + 1 and np.isnan(faint).sum() == 1 and len(mean) == 3981  # (a break; each 25th end)
+    assert (np.nanmax(faint), np.nanmin(faint)) == (50.0, 0.01) and np.all(np.diff(x) >= 0)
+    assert label == "loss (mean of 499 records)"  # (a 200th of the 99,990 drawable)
+    np.testing.assert_array_equal(x_mean, np.arange(499.0, n + 1, 25))
+    np.testing.assert_allclose(mean, [np.nanmean(loss[int(e) - 499:int(e)]) for e in x_mean], rtol=1e-12)
 
 
 def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_whole(tmp_path, monkeypatch, caplog):

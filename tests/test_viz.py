@@ -442,8 +442,8 @@ def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_
     model = MaskedAutoencoder(m, head_specs(TargetConfig(kind="mme-released"), m))
     save_pretrained(model, tmp_path / "ckpt")
     out = prediction_picture(str(video), str(tmp_path / "ckpt"), tmp_path / "p.png", stride=4)
-    assert [t for t, _ in panels] == ["frame 0", "target tracks, frame 0", "predicted tracks, frame 0",
-                                      "frame 8", "target tracks, frame 8", "predicted tracks, frame 8"]
+    assert [t for t, _ in panels] == [f"{name}frame {s}" for s in (0, 8) for name in (  # (PatchStd targets)
+        "", "target tracks (PatchStd), ", "predicted tracks (PatchStd), ")]
     w, h = Image.open(out).size
     assert w >= 3 * MIN_PANEL and h >= 2 * MIN_PANEL  # a row of three readable panels per tubelet
     decoded = read_clip(str(video), 0, 4, 4, 64, 4).frames
@@ -581,7 +581,8 @@ def test_compensated_targets_of_a_run_trained_without_compensation_are_warned_of
 def test_a_patchstd_models_picture_says_its_targets_are_motion_within_each_patch(patch_norm, tmp_path, drawn_text):
     """A PatchStd model's targets (tiny_cpu_mme's, the released layout's) are each point's motion relative to its
     patch, a patch moving as one drawn as dots; its picture's key said 'target: tracked motion' and its title
-    'motion of the masked patches', as a model of position targets' (target.patch_norm=false) still say."""
+    'motion of the masked patches', its panels 'target tracks', as a model of position targets'
+    (target.patch_norm=false) still say."""
     import dataclasses
 
     from mme.models.mae import MaskedAutoencoder
@@ -598,11 +599,13 @@ def test_a_patchstd_models_picture_says_its_targets_are_motion_within_each_patch
     said = {"title": next(text.split(": ", 1)[1] for text in drawn_text if text.startswith("v.mp4, checkpoint.pth")),
             "target": [text for text in drawn_text if text.startswith("target:")],
             "note": [text for text in drawn_text if text.startswith("PatchStd:")]}
+    tracks = "tracks (PatchStd)" if patch_norm else "tracks"
+    assert {f"target {tracks}, frame 0", f"predicted {tracks}, frame 0"} <= set(drawn_text)
     if patch_norm:
         assert said == {"title": "motion within the masked patches (PatchStd), target vs predicted",
                         "target": ["target: motion within"], "note": [
-                            "PatchStd: each point's motion less its patch's mean, over their spread: a patch moving "
-                            "as one (a pan) draws as dots"]}
+                            "PatchStd: each point's motion less its patch's mean, divided by their standard "
+                            "deviation: a patch moving as one (a pan) draws as dots"]}
         assert {"the patch (PatchStd)", "predicted motion", "within the patch"} <= set(drawn_text)
     else:
         assert said == {"title": "motion of the masked patches, target vs predicted",
@@ -728,7 +731,7 @@ def test_a_checkpoint_with_traj_and_pixel_heads_draws_both_on_one_mask(panels, t
     save_pretrained(MaskedAutoencoder(m, head_specs(TargetConfig(kind=["mme-released", "pixel"]), m)), tmp_path / "ck")
     prediction_picture(str(video), str(tmp_path / "ck"), tmp_path / "p.png", stride=4)
     assert [t for t, _ in panels] == [f"{name}frame {s}" for s in (0, 8) for name in (
-        "", "target tracks, ", "predicted tracks, ", "masked input, ", "reconstruction, ")]
+        "", "target tracks (PatchStd), ", "predicted tracks (PatchStd), ", "masked input, ", "reconstruction, ")]
     for k in range(2):
         frame, target, _, given, _ = (p[2::5, 2::5].astype(int) for _, p in panels[5 * k: 5 * k + 5])
         grey = (given == viz.GREY).all(-1)

@@ -468,7 +468,7 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
             scale = cfg.position_unit or cfg.max_disp or default_max_disp(*c.frames.shape[1:3])
         tokens = torch.nonzero(mask[0]).flatten().tolist()
         drawn = _prediction_panels(frames, c.starts, tokens, target[mask[0]], pred["traj"][0], m, g.seed_stride, L,
-                                   scale * f)
+                                   scale * f, "tracks (PatchStd)" if cfg.patch_norm else "tracks")
         for row, panels in zip(rows, drawn):
             row.extend(panels)
         relative = " relative to the camera (compensated)" if cfg.compensate else ""
@@ -477,8 +477,8 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
         unit = "PatchStd unit" if cfg.patch_norm else "position unit"
         notes[0] += f"; tracks of {L} steps drawn at {scale * f:g} px per {unit}"
         if cfg.patch_norm:
-            notes.append("PatchStd: each point's motion less its patch's mean, over their spread: a patch moving as "
-                         "one (a pan) draws as dots")
+            notes.append("PatchStd: each point's motion less its patch's mean, divided by their standard "
+                         "deviation: a patch moving as one (a pan) draws as dots")
         if other_target:
             notes.append("targets compensated by --compensate; its run trained without: the predictions are of the "
                          "motion in the frame")
@@ -547,9 +547,10 @@ def _reconstruction_panels(recon: torch.Tensor, mask: torch.Tensor, starts: np.n
 
 def _prediction_panels(frames: list[np.ndarray], starts: np.ndarray, tokens: list[int], target: torch.Tensor,
                        pred: torch.Tensor, m: ModelConfig, seed_stride: int, L: int,
-                       px_per_unit: float) -> list[list[tuple[str, np.ndarray]]]:
+                       px_per_unit: float, tracks: str) -> list[list[tuple[str, np.ndarray]]]:
     """Per tubelet, two titled panels of its frame: the target tracks and the predicted ones on the masked
-    (dimmed) patches; rows of ``target`` / ``pred`` follow ``tokens``."""
+    (dimmed) patches, titled 'target <tracks>' and 'predicted <tracks>'; rows of ``target`` / ``pred`` follow
+    ``tokens``."""
     f = frames[0].shape[0] // m.img_size
     p, (_, h, w), a = m.patch_size * f, m.grid, m.patch_size // seed_stride
     cells = [(tok // (h * w), (tok % (h * w)) // w * p, tok % w * p) for tok in tokens]  # (tubelet, y0, x0)
@@ -565,8 +566,8 @@ def _prediction_panels(frames: list[np.ndarray], starts: np.ndarray, tokens: lis
             seeds = (np.array([x0, y0]) + offsets)[:, None]  # (K, 1, 2)
             for path in np.concatenate([seeds, seeds + np.cumsum(z, 1)], 1):  # (L+1, 2)
                 _polyline(drawn[name][ti], path, colour, 2)
-    return [[(f"target tracks, frame {s}", drawn["target"][k]), (f"predicted tracks, frame {s}", drawn["predicted"][k])]
-            for k, s in enumerate(starts)]
+    return [[(f"target {tracks}, frame {s}", drawn["target"][k]),
+             (f"predicted {tracks}, frame {s}", drawn["predicted"][k])] for k, s in enumerate(starts)]
 
 
 def _prediction_legend(heads: list[str], within_patch: bool):
