@@ -1524,6 +1524,7 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         "(the file's: 48); mme embed --img-size / --num-frames runs its encoder on other clips"]
     assert f"clips of 6 frames of 48 px, tubelet 1, as the model of {source} takes them, not the recipe's tubelet 2" \
         in caplog.text  # (the frames and size given are not the recipe's)
+    assert "was trained on clips of" not in caplog.text  # (tested at its own clip: no change of position table)
     (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()
                and r.levelname == "WARNING"]
     assert said.startswith(f"task.eval_only: {src} (mme classifier) records no run (") and said.endswith(

@@ -2034,8 +2034,9 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     read. The bound is INDEX_CACHE_BYTES for indices of an index folder (read again in milliseconds) and the larger
     INDEX_CACHE_BYTES_UNSAVED without one, where one let go is made again by a demux and its next read decodes from
     the start (seconds for a long video): a bound of 64 MB there made training on a few hundred ten-minute videos
-    hundreds of times slower, silently. The first time a process lets such indices go, past either bound, it warns,
-    once (past the count alone, a list of over 4,096 short videos, it was silent). An index kept
+    hundreds of times slower, silently. The first time a process needs again such an index it let go, past either
+    bound, it warns, once (past the count alone, a list of over 4,096 short videos, it was silent; a list each of
+    whose videos is read once is not slowed and not warned of). An index kept
     nowhere though the run has an index folder (one read-only, or that a save failed in) is bounded and said as one
     without: under INDEX_CACHE_BYTES, a read-only folder made a list's reads demux each video again every epoch
     (48 demuxes of 16 videos over 3 epochs, against 16 without a folder), unsaid."""
@@ -2049,6 +2050,7 @@ def test_the_frame_indices_a_process_keeps_are_bounded_by_their_memory(tmp_path,
     monkeypatch.setattr(pyav_reader, "INDEX_CACHE_FILES", 2)  # the count's cap
     kept = {i: pyav_reader._pyav_index(_version_of(v)) for i, v in enumerate(videos[:3])}
     assert pyav_reader._pyav_index(_version_of(videos[1])) is kept[1]
+    assert "frame indices" not in caplog.text  # (each read once: none needed again, nothing slower)
     assert pyav_reader._pyav_index(_version_of(videos[0])) is not kept[0]  # let go for v2, made again
     assert "passed 2 videos or 512 MB: the least recently used" in caplog.text  # (before: said past the bytes only)
     caplog.clear()

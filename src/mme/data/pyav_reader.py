@@ -1532,6 +1532,7 @@ class _IndexCache:
         self.lock = threading.Lock()  # (made anew in a forked child where another thread held it: _indices_after_fork)
         self.kept: dict[tuple[VersionOfFile, str | None], tuple[_Index, int]] = {}  # oldest used first
         self.nbytes = 0
+        self.gone: set[int] | None = set()  # the hashes of keys let go unkept, until one is made again (then None)
 
     def __call__(self, file: VersionOfFile, index_dir: str | None = None) -> _Index:
         key = (file, index_dir)
@@ -1548,12 +1549,17 @@ class _IndexCache:
             self.kept[key] = index, (size := index.nbytes)
             self.nbytes += size
             unkept = index.store is None  # (made here: no folder given, or it could not be written)
+            again = unkept and self.gone is not None and hash(key) in self.gone
+            if again:
+                self.gone = None  # (said once: no more to keep)
             bound = INDEX_CACHE_BYTES_UNSAVED if unkept else INDEX_CACHE_BYTES
-            let_go = False
             while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > bound):
-                self.nbytes -= self.kept.pop(next(iter(self.kept)))[1]
-                let_go = True
-        if let_go and unkept:
+                gone = next(iter(self.kept))
+                old, size = self.kept.pop(gone)
+                self.nbytes -= size
+                if self.gone is not None and old.store is None:
+                    self.gone.add(hash(gone))
+        if again:
             _warn_index_let_go(index_dir)
         return index
 
@@ -1562,6 +1568,7 @@ class _IndexCache:
         with self.lock:
             self.kept.clear()
             self.nbytes = 0
+            self.gone = set()
 
 
 _pyav_index = _IndexCache()
@@ -1570,13 +1577,15 @@ _pyav_index = _IndexCache()
 
 @functools.cache
 def _warn_index_let_go(index_dir: str | None) -> None:
-    """Warn once per process and index folder (None: none) that it lets go of frame indices it made and keeps in no
-    folder, past either bound (:data:`INDEX_CACHE_FILES` videos: a list of more short videos, as Kinetics', passes it
-    first; :data:`INDEX_CACHE_BYTES_UNSAVED`)."""
+    """Warn once per process, naming its index folder (None: none), that a frame index it made and keeps in no folder,
+    let go past either bound (:data:`INDEX_CACHE_FILES` videos: a list of more short videos, as Kinetics', passes it
+    first; :data:`INDEX_CACHE_BYTES_UNSAVED`), was needed again: said at that cost, not where each video is read
+    once (mme embed of a list longer than the bound)."""
     log.warning("the frame indices of this process's videos passed %d videos or %d MB: the least recently used are let "
                 "go, and their files' next reads demux them again and decode from their start (seconds for long "
                 "videos); %s", INDEX_CACHE_FILES, INDEX_CACHE_BYTES_UNSAVED // 2**20,
-                "give the list an index folder (data.index_dir=DIR, filled by mme check LISTS --index-dir DIR)"
+                "give the list an index folder (data.index_dir=DIR, or mme embed / probe --index-dir DIR, filled by "
+                "mme check LISTS --index-dir DIR)"
                 if index_dir is None else f"the index folder {index_dir} keeps none of them (it cannot be written): "
                 "fill it with mme check LISTS --index-dir where it can be written")
 

@@ -185,7 +185,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     log.info("task.eval_only: on %s, precision %s (%s), %s (%s)", device, precision, why,
              counted(threads[0], "thread"), threads[1])
     with dist.agreed():  # each rank reads the checkpoint, classes and lists (a node, its own copies)
-        ck = engine.read_init(cfg.train.init, cfg.model)
+        ck = engine.read_init(cfg.train.init, cfg.model, at_config_clip=False)  # (tested at the file's clip)
         model = build_model(ck)
         if not isinstance(model, VideoClassifier):
             raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "

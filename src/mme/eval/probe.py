@@ -114,12 +114,14 @@ def _num_classes(method: str, num_classes: int | None, class_names: list[str] | 
     return count
 
 
-def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def standardizer(x: torch.Tensor, rtol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std ``(D,)`` of ``x (N, D)``; apply as ``(x - mean) / std``. A dimension constant in
-    ``x`` (std under ``eps``: a dead unit, a padded column) is only centred: divided by ``eps``, a test value 1e-4 off
-    it became ~100, which dwarfed every other dimension after kNN's normalisation and made its votes all alike."""
+    ``x`` (a dead unit, a padded column: its std at most ``rtol`` of its largest magnitude, float32's rounding of a
+    constant) is only centred: divided by a std clamped to 1e-6, a test value 1e-4 off it became ~100, which dwarfed
+    every other dimension after kNN's normalisation and made its votes all alike. The bound is relative, so features
+    of a tiny scale (all of them x 1e-7) are scaled as any others."""
     std = x.std(0, unbiased=False)
-    return x.mean(0), torch.where(std < eps, torch.ones_like(std), std)
+    return x.mean(0), torch.where(std <= rtol * x.abs().amax(0), torch.ones_like(std), std)
 
 
 def _group_labels(owner: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -447,7 +447,7 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
     return source, state
 
 
-def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Checkpoint:
+def read_init(path: str, model: ModelConfig, encoder_only: bool = False, at_config_clip: bool = True) -> Checkpoint:
     """``train.init`` read (any checkpoint mme reads) with the config's ``model`` as read_checkpoint's ``fallback``,
     for what the file records none of (an original VideoMAE/MME ``.pth``): its head counts where the config's width
     is the file's (a count given for another width says nothing of this one), and its clip (``model.num_frames``,
@@ -457,7 +457,8 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     that fits neither the config's clip nor 224² x 16 gives the clip where exactly one of the config's frames or of
     its size fits it (a training run builds its model of the config all the same: that clip only checks the
     table); where none or several do, one line naming mme export's flags, since the config's keys set the run's
-    clip."""
+    clip. A run at the config's clip (``at_config_clip``: training, not ``task.eval_only``, which tests the file's)
+    says where that is not the clip the file records."""
     try:
         ck = read_checkpoint(path, encoder_only=encoder_only, fallback=model,
                              given_as={k: f"model.{k}" for k in CLIP})
@@ -490,7 +491,7 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     if unguessed:
         log.info("train.init %s records no head count, and no guess fits its width: the config's %s", path,
                  " ".join(unguessed))
-    if not set(CLIP) & set(ck.assumed) and (theirs := (ck.cfg.num_frames, ck.cfg.img_size)) != (
+    if at_config_clip and not set(CLIP) & set(ck.assumed) and (theirs := (ck.cfg.num_frames, ck.cfg.img_size)) != (
             model.num_frames, model.img_size):
         log.info("train.init %s was trained on clips of %d frames of %d px, this run's are %d of %d px: its encoder's "
                  "sin-cos position table, fixed, is made for this run's token grid (as VideoMAE fine-tunes at another "
