@@ -898,8 +898,9 @@ def test_a_link_to_nothing_at_a_lock_files_path_is_an_error_not_a_wait_forever(t
     """exclusive_lock took every FileNotFoundError of its lock file's open for its folder removed while it waited
     (by a holder failing), made the folder again and tried again: a link to nothing at the lock's path (its folder
     there), which the open's O_CREAT also meets with ENOENT, spun forever (an mme export, an index save, extract's
-    video locks). It is a FileNotFoundError, at once, and nothing is made where the link leads."""
-    from mme.utils import exclusive_lock
+    video locks). It is an error naming the link, at once (a link is never followed), and nothing is made where the
+    link leads."""
+    from mme.utils import NotRegularFile, exclusive_lock
 
     lock = tmp_path / "out" / ".export.lock"
     lock.parent.mkdir()
@@ -911,13 +912,86 @@ def test_a_link_to_nothing_at_a_lock_files_path_is_an_error_not_a_wait_forever(t
     before = signal.signal(signal.SIGALRM, too_long)
     signal.alarm(10)
     try:
-        with pytest.raises(FileNotFoundError), exclusive_lock(lock, remove=True):
+        with pytest.raises(NotRegularFile, match="is a symbolic link"), exclusive_lock(lock, remove=True):
             pass
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, before)
     assert lock.is_symlink() and not (tmp_path / "gone").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _victim(tmp_path: Path) -> Path:
+    """A file of this user's that another user, who may write a folder a job uses, would have the job overwrite."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    return victim
+
+
+def _untouched(victim: Path) -> bool:
+    return victim.read_text() == "precious\n" and victim.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_symlink_or_fifo_planted_at_a_folders_lock_is_refused_not_written_through(tmp_path):
+    """lock_folder opened a folder's .lock (a run's out_dir, an extraction's share lock <out>/.locks/<share>/.lock,
+    names known in advance) following links: a link another user put there had the job truncate the file it leads
+    to, write its holder line there and make it 0644. A link or a FIFO there is a ConfigError naming it now, and the
+    file the link leads to is untouched."""
+    from mme.utils import lock_folder
+
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(ConfigError, match=rf"^--out '{out}': {out}/\.lock is a symbolic link \(not followed\); "
+                                          r"remove it, or choose another --out$"):
+        lock_folder(out, "--out")
+    assert _untouched(victim)
+    (out / ".lock").unlink()
+    os.mkfifo(out / ".lock")
+    with pytest.raises(ConfigError, match=r"\.lock is not a regular file"):
+        lock_folder(out, "--out")
+
+
+def test_a_symlink_planted_at_a_readers_record_is_not_written_through(tmp_path):
+    """A job reading a shared track cache wrote its record (.locks/readers/<host>-<pid>.lock, a name known in
+    advance) through a link there: the file it leads to was emptied and held the job's holder line. The link is not
+    followed now: the job holds the folder for reading, unrecorded, and the file is untouched."""
+    import socket
+
+    from mme.utils import LOCKS, held_folders, hold_for_reading
+
+    victim = _victim(tmp_path)
+    cache = tmp_path / "cache"
+    record = cache / LOCKS / "readers" / f"{socket.gethostname()}-{os.getpid()}.lock"
+    record.parent.mkdir(parents=True)
+    record.symlink_to(victim)
+    hold_for_reading(cache, "target.cache_dir")
+    try:
+        assert cache.resolve() in held_folders()
+    finally:
+        unlock_folder(cache)
+    assert _untouched(victim) and record.is_symlink()
+
+
+def test_a_symlink_planted_at_an_atomic_writes_temporary_name_is_removed_not_written_through(tmp_path):
+    """atomic_path wrote into its temporary file .<name>.tmp<pid><suffix> (a name known in advance) through a link
+    there, then renamed the link into the output's place: the file it led to held mme's bytes, made 0644, and the
+    output was a link to it. The link is removed now, the write goes into a new file of this job's, made with the
+    umask's mode, and the file the link led to is untouched."""
+    from mme.utils import atomic_path
+
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".report.json.tmp{os.getpid()}.json").symlink_to(victim)
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text('{"written": "by mme"}\n')
+    report = out / "report.json"
+    assert not report.is_symlink() and report.read_text() == '{"written": "by mme"}\n'
+    assert report.stat().st_mode & 0o777 == 0o666 & ~os.umask(os.umask(0o022))
+    assert _untouched(victim) and sorted(p.name for p in out.iterdir()) == ["report.json"]
 
 
 @pytest.mark.parametrize("block", ["exclusive_lock", "atomic_path"])

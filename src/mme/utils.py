@@ -343,7 +343,10 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
 (:func:`_temp_stem` to :func:`_fitting_limit`: a name that fits eCryptfs's 143 bytes may leave its temporary name
 too long there).
     The file gets the permissions the umask gives a new file, also where the name was there before (a killed write's
-    of the same PID, made under another umask).
+    of the same PID, made under another umask). The temporary name is known in advance, so another user who may
+    write the folder could put a symbolic link there (the file it leads to written, made 0644, and the link put in
+    ``path``'s place) or a file of their own: such an entry is removed, never written through or into
+    (:func:`open_regular`), and one that cannot be removed is an OSError naming it.
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`_remove_stale_temp`.
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
@@ -362,16 +365,23 @@ too long there).
         if not path.parent.is_dir():
             _make_output_folder(path.parent)
         try:
-            fd = _locked_file(tmp)
-            break
+            if (fd := _locked_file(tmp, own_only=True)) is not None:
+                break
+        except NotRegularFile:  # (a link)
+            pass
         except FileNotFoundError:  # (the folder removed again since, maybe made again by a third job since)
             if not tries_left:
                 raise
+            continue
+        _remove_foreign_temp(tmp)
+    else:
+        raise FileExistsError(errno.EEXIST, "its temporary file is put there again as often as it is removed",
+                              str(tmp))
     pid, held = os.getpid(), stat_identity(os.fstat(fd))
     _writing.temps.add(held)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_umask())
         if sync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -385,6 +395,21 @@ too long there).
     finally:
         _writing.temps.discard(held)
         _close_unlocked(fd, pid)
+
+
+def _remove_foreign_temp(tmp: Path) -> None:
+    """Remove ``tmp``, an :func:`atomic_path` write's temporary name that holds something else than this user's
+    regular file (a symbolic link, another user's file, a FIFO), which the write would go through or into (another
+    user who may write the folder could plant one at its known name); an OSError naming it and what it is where it
+    cannot be removed (a folder all users write, sticky)."""
+    try:
+        what = "a symbolic link" if tmp.is_symlink() else "not this user's own regular file"
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise OSError(e.errno, f"its temporary file {tmp} is {what}, which cannot be removed ({error_reason(e)}): "
+                               f"remove it", str(tmp)) from e
 
 
 @contextlib.contextmanager
@@ -402,8 +427,8 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     (:func:`_unopened_lock`); None: the OSError, for a caller that goes on without the lock. The removal never
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
     folder removed while this waited (by the holder that made it, failing) is made again
-    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link at ``path``
-    into a folder that is not there is a FileNotFoundError (one to a missing file whose folder is there creates it)."""
+    (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link at ``path`` is a
+    :class:`NotRegularFile`, never followed (:func:`open_regular`)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -412,8 +437,6 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
                 fd, pid = _locked_file(path, wait_s, own_only, waiting), os.getpid()
                 break
             except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
-                if path.is_symlink():  # (a link to nothing at the path itself: an error, which a try again repeats)
-                    raise
                 _make_output_folder(path.parent)  # export's OUT), made again, as a folder this job made
     except OSError as e:
         if unopened is None:
@@ -525,12 +548,17 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
     (:func:`_open_lock`), which ``flock`` needs alone: another user's lock file (0644) in a folder shared with this
     one, sticky too, locks as this user's. With ``wait_s``, None where the lock is not had within that many seconds
     (:func:`_flock_within`); without, waited for, ``waiting`` said first where another holds it
-    (:func:`_flock_waiting`). With ``own_only``
-    (a file of a known name in a folder all users write), None where it is not a regular file this user owns, and an
-    OSError where it is a link (not followed); a pipe put there does not block the open."""
+    (:func:`_flock_waiting`). A link at ``path`` is a :class:`NotRegularFile`, not followed, and so is a pipe put
+    there, which does not block the open (:func:`open_regular`). With ``own_only`` (a file of a known name in a
+    folder all users write), None where it is not a regular file this user owns (a link: that error)."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
-        fd = _open_lock(path, flags=os.O_RDONLY | (os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0))
+        try:
+            fd, _ = _open_lock(path)
+        except NotRegularFile as e:
+            if own_only and e.errno != errno.ELOOP:
+                return None
+            raise
         held = False
         try:
             if own_only and not _own_regular_file(os.fstat(fd)):
@@ -539,7 +567,7 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
                 _flock_waiting(fd, path, waiting)
             elif not _flock_within(fd, path, deadline):
                 return None
-            held = os.path.samestat(os.fstat(fd), os.stat(path))
+            held = os.path.samestat(os.fstat(fd), os.lstat(path))
         except FileNotFoundError:
             pass
         finally:
@@ -1753,7 +1781,10 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     locked by another job (naming the holder). On a file system without ``flock`` (:data:`_NO_FLOCK`) the folder is
     used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there. A spawned worker still
     starting, which runs its parent's unguarded script again, ends there (:func:`exit_if_script_rerun`).
-    The folder is made and used as resolved, once the path is seen to name it (:func:`_not_reached`).
+    The folder is made and used as resolved, once the path is seen to name it (:func:`_not_reached`). Its ``.lock``
+    has a known name, so a symbolic link there (another user's, to have this job write and re-permission the file it
+    leads to) or another file than a regular one is a ConfigError naming it, never followed (:func:`open_regular`);
+    the lock's mode is set only where this call made it.
     ``unmade_if_unused``: the folders this call makes (``folder``, and its parents it makes) are removed again at the
     unlock where they hold nothing but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote anything
     there (a run's data checks, the demo's footage) leaves no folder behind; a folder that was there is never
@@ -1816,36 +1847,55 @@ def holder_of(lock: str | Path) -> str | None:
         _close_unlocked(fd, os.getpid())
 
 
-def _open_lock(path: Path, make: bool = True, flags: int = os.O_RDONLY) -> int:
-    """A descriptor of the lock file at ``path``, opened with ``flags`` (read-only by default: ``flock`` needs no
-    more, and another user's lock file, 0644, in a folder this user cannot write, locks as this user's; a
-    :func:`lock_folder` ``.lock``, which holds its holder's line, for writing too); made where it is not there and
+class NotRegularFile(OSError):
+    """A file of a known name that mme opens to lock or write (a lock, a reader's record, a temporary file) that is
+    not a regular file: a symbolic link, never followed (another user who may write the folder could plant one
+    there to have mme's job truncate, write or re-permission the file it leads to), a FIFO, a device."""
+
+
+def open_regular(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open(path, flags)`` of a regular file, never through a symbolic link at ``path`` (``O_NOFOLLOW``) nor
+    waiting on a FIFO (``O_NONBLOCK``, which a regular file ignores): a :class:`NotRegularFile` naming ``path`` where
+    it is a link or another file than a regular one; an IsADirectoryError where it is a folder."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP and os.path.islink(path):
+            raise NotRegularFile(errno.ELOOP, "is a symbolic link (not followed)", str(path)) from e
+        raise
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        if stat.S_ISDIR(kind):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        raise NotRegularFile(errno.EINVAL, "is not a regular file", str(path))
+    return fd
+
+
+def _open_lock(path: Path, make: bool = True, flags: int = os.O_RDONLY) -> tuple[int, bool]:
+    """A descriptor of the lock file at ``path`` (:func:`open_regular`: a symbolic link there is refused, not
+    followed), opened with ``flags`` (read-only by default: ``flock`` needs no more, and another user's lock file,
+    0644, in a folder this user cannot write, locks as this user's; a :func:`lock_folder` ``.lock``, which holds its
+    holder's line, for writing too), and whether this call made it: made (``O_EXCL``) where it is not there and
     ``make`` (its folder is the caller's to make: a FileNotFoundError where it is not there). Opened as it is first:
     an open that may create (O_CREAT) another user's file in a folder all users write, sticky (/tmp), is refused
     (EACCES) where ``fs.protected_regular`` is on, the systemd default. The OSError of opening it, or where it is not
-    there, of making it; an IsADirectoryError where it is a folder, which a read-only open takes (and an open that
-    may create refuses)."""
+    there, of making it."""
     try:
-        fd = os.open(path, flags)
+        return open_regular(path, flags), False
     except FileNotFoundError:
         if not make:
             raise
-        try:
-            fd = os.open(path, flags | os.O_CREAT, 0o666)
-        except PermissionError:  # made meanwhile by another user, in such a folder
-            if not os.path.lexists(path):
-                raise
-            fd = os.open(path, flags)
-    if stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    return fd
+    try:
+        return open_regular(path, flags | os.O_CREAT | os.O_EXCL), True
+    except FileExistsError:  # made meanwhile by another job
+        return open_regular(path, flags), False
 
 
 def _lock_descriptor(path: Path, make: bool = True) -> int | None:
     """:func:`_open_lock`'s descriptor; None where the lock file can be neither opened nor made."""
     try:
-        return _open_lock(path, make)
+        return _open_lock(path, make)[0]
     except OSError:
         return None
 
@@ -1939,13 +1989,15 @@ def _record_self(folder: Path, side: str) -> tuple[Any, Path]:
     """A record of this process (its holder line, :func:`_holder_line`) in ``folder/.locks/<side>/``, locked while
     this process holds ``side`` of ``folder`` (:func:`_take_side`), for a job of the other side refused meanwhile to
     name (:func:`_recorded`): the open record (None where it cannot be written: a cache this user cannot write, a
-    full disk; held, unnamed) and its path."""
+    full disk, a symbolic link or another file than a regular one at its name, not followed: :func:`open_regular`;
+    held, unnamed) and its path."""
     records = folder / LOCKS / side
     record = records / f"{socket.gethostname()}-{os.getpid()}.lock"
     mine = None
     try:
         records.mkdir(parents=True, exist_ok=True)
-        mine = open(record, "a", **TEXT)  # (emptied once locked: this process's own record, held, is kept)
+        # (emptied once locked: this process's own record, held, is kept)
+        mine = os.fdopen(open_regular(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", **TEXT)
         fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
         write_all(mine.fileno(), _holder_line().encode(), truncate=True)
         return mine, record
@@ -2005,10 +2057,10 @@ def _open_side_lock(folder: Path, side: str) -> int:
     it is not there (and only then: a run on a cache it cannot write makes nothing)."""
     lock = folder / LOCKS / f"{side}.lock"
     try:
-        return _open_lock(lock)
+        return _open_lock(lock)[0]
     except FileNotFoundError:
         lock.parent.mkdir(parents=True, exist_ok=True)
-    return _open_lock(lock)
+    return _open_lock(lock)[0]
 
 
 def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool, str]:
@@ -2066,14 +2118,17 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
     its ``.lock``; the lock held, and whether the ``.lock`` was replaced as it was locked (to be taken anew)."""
     lock = whole / FOLDER_LOCK
     try:
-        f, made = _make_and_open_lock(whole)
+        f, lock_made, made = _make_and_open_lock(whole)
+    except NotRegularFile as e:
+        raise ConfigError(f"{option} {str(path)!r}: {e.filename} {e.strerror}; remove it, or choose another "
+                          f"{option}") from e
     except OSError as e:
         if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
                               f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
                               f"user (chmod a+w), or remove it when no job runs there") from e
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
-    if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
+    if lock_made:  # a folder shared for writing shares its lock alike
         with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
             os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
     try:
@@ -2162,14 +2217,14 @@ def _folders_made_or_removed(folder: Path, wait: bool = True) -> Iterator[None]:
 _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, remove again as fast
 
 
-def _make_and_open_lock(folder: Path) -> tuple[Any, Path | None]:
+def _make_and_open_lock(folder: Path) -> tuple[Any, bool, Path | None]:
     """Make ``folder`` (resolved) and open its ``.lock`` (:func:`_make_folder`) for reading and appending, as it is
-    first (:func:`_open_lock`: another user's that all may write, in a folder all users write, sticky, is taken),
-    with the outermost folder this call made (None: none)."""
+    first (:func:`_open_lock`: another user's that all may write, in a folder all users write, sticky, is taken; a
+    link there is refused), with whether this call made the ``.lock`` and the outermost folder it made (None:
+    none)."""
     made: list[Path] = []
-    f = _make_folder(folder, made, lambda: os.fdopen(_open_lock(folder / FOLDER_LOCK, flags=os.O_RDWR | os.O_APPEND),
-                                                     "a+", **TEXT))
-    return f, min(made, key=lambda p: len(p.parts)) if made else None
+    fd, lock_made = _make_folder(folder, made, lambda: _open_lock(folder / FOLDER_LOCK, flags=os.O_RDWR | os.O_APPEND))
+    return os.fdopen(fd, "a+", **TEXT), lock_made, min(made, key=lambda p: len(p.parts)) if made else None
 
 
 def _make_folder(folder: Path, made: list[Path], then: Callable[[], Any] = lambda: None) -> Any:
