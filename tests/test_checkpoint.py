@@ -613,6 +613,26 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
         load_encoder(tmp_path / "cut.pt")
 
 
+def test_a_config_edited_to_a_model_its_weights_do_not_fill_is_refused_before_the_model_is_made(tmp_path,
+                                                                                               monkeypatch):
+    """A checkpoint whose config.json was edited to 1000 blocks (mme's depth; a Hugging Face export's
+    num_hidden_layers alike): its model was made, every weight (at ViT-B's width ~200 GB: a RuntimeError of the
+    allocator, or the process killed), before its weights were seen not to fill it. It is checked on the meta device
+    first now: a CheckpointError naming the file, and no model made."""
+    from mme.models import checkpoint
+
+    path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "tiny")
+    config = json.loads((path / "config.json").read_text())
+    config["model"]["depth"] = 1000
+    (path / "config.json").write_text(json.dumps(config))
+    built, new_model = [], checkpoint.new_model
+    monkeypatch.setattr(checkpoint, "new_model", lambda ck: built.append(torch.get_default_device().type)
+                        or new_model(ck))
+    with pytest.raises(CheckpointError, match=rf"^{path}.*: does not fit the model: missing keys \['blocks\.1\."):
+        load_encoder(path)
+    assert built == ["meta"]
+
+
 def test_truncated_files_name_the_file(mae, tmp_path):
     torch.save({"model": mae.state_dict()}, tmp_path / "full.pth")
     data = (tmp_path / "full.pth").read_bytes()

@@ -1093,6 +1093,8 @@ one trained)."""
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s), and what ``ck``
     records beside it as ``mme_record`` (:data:`RECORD`); built without advancing the caller's global generator.
+    With ``strict``, its weights are checked to fill the model (:func:`fits`) on the meta device first, so a config
+    they do not fill is a CheckpointError naming the file before any weight is made.
     The fields it took on trust are said in a warning, naming how to give them: ``ck.given_as`` (a field's flag or
     config key in the command that read it; keyword arguments of the same names where it read none, in Python), or
     mme export's flags for the others."""
@@ -1110,6 +1112,9 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
+    if strict:  # (a config its weights do not fill, edited to 1000 blocks: refused before ~200 GB are made)
+        with torch.device("meta"):
+            fits(new_model(ck).state_dict(), ck.state, ck.source)
     model = new_model(ck)
     load_state(model, ck.state, ck.source, strict)
     model.mme_record = {name: getattr(ck, name) for name in RECORD}
