@@ -2447,6 +2447,47 @@ def write_version_1(path, q, valid, pair_homs, meta):
     np.savez_compressed(path, **arrays)
 
 
+@pytest.mark.parametrize("member", ["bzip2", "oversized"])
+def test_a_version_1_file_of_a_few_kb_that_unpacks_to_many_mb_is_refused_unread(tmp_path, member):
+    """A version 1 cache file (a zip) of a few KB whose validity member unpacks to 16 MB (bzip2, which mme never
+    wrote; or deflated, more than its meta's 4 frames of 28x28 hold): cache_meta (a resumed extraction's look, a
+    run's start check) read the whole member, and such a file of a few KB took GBs. It is refused now, named, from
+    its zip entry alone, as read_cache and damaged refuse it."""
+    import io
+    import zipfile
+
+    from mme.motion.cache import damaged
+
+    def npy(array_or_header: np.ndarray | dict) -> bytes:
+        buffer = io.BytesIO()
+        if isinstance(array_or_header, dict):
+            np.lib.format.write_array_header_1_0(buffer, array_or_header)
+        else:
+            np.save(buffer, array_or_header)
+        return buffer.getvalue()
+
+    n = 16 << 20
+    meta = {"version": 1, "length": 2, "quant": QUANT, "work_size": [224, 224], "seed_stride": 8, "num_frames": 4}
+    path = tmp_path / f"bomb{V1_SUFFIX}"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("meta.npy", npy(np.frombuffer(json.dumps(meta).encode(), np.uint8)))
+        info = zipfile.ZipInfo("valid.npy")
+        info.compress_type = zipfile.ZIP_BZIP2 if member == "bzip2" else zipfile.ZIP_DEFLATED
+        with z.open(info, "w") as f:
+            f.write(npy({"descr": "|b1", "fortran_order": False, "shape": (n, 1, 1)}))
+            for _ in range(n >> 20):
+                f.write(bytes(1 << 20))
+    assert path.stat().st_size < 32 << 10
+    said = ("its member valid.npy is compressed by zip method 12, which mme never writes" if member == "bzip2" else
+            rf"its member valid.npy holds {n + 128} bytes, more than its meta allows \(210716\)")  # (a block of 32
+    # starts' displacements, 32 x 2 steps x 28 x 28 x 2 int16, and an .npy header's most)
+    for read in (cache_meta, read_cache):
+        with pytest.raises(VideoError, match=rf"bomb\.tracks\.npz: track cache \(not a valid mme track cache: "
+                                             rf"{said}; delete it"):
+            read(path)
+    assert re.fullmatch(said, damaged(path))
+
+
 def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
     """A version 1 cache (.tracks.npz) of the same tracks reads and resamples to bitwise what the current file
     gives; the current file is preferred where both exist, and a resumed extraction skips a complete version 1

@@ -1182,6 +1182,16 @@ locale's encoding: ASCII under ``LC_ALL=C`` without UTF-8 mode), a file name Pyt
 written as its bytes on disk and read back as the same text."""
 
 
+def npy_header(f: Any) -> tuple[tuple[int, ...], bool, Any]:
+    """The shape, Fortran order and dtype of the .npy file open at its start as ``f`` (a zip member of an .npz),
+    from its header alone, whose length numpy bounds: its data is not read."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return header(f)
+
+
 def read_text(path: str | Path) -> str:
     """The text of a file mme wrote (:func:`atomic_write_text`: run.json, a report, a list) as it was written, read
     as :data:`TEXT` says, whatever the locale."""

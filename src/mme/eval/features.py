@@ -64,6 +64,7 @@ from mme.utils import (
     file_path,
     flag,
     keys_as_flags,
+    npy_header,
     read_text,
     remove_stale_temps,
     removing,
@@ -241,9 +242,7 @@ def _part_shape(path: Path, key: str) -> tuple[int, ...] | None:
         if f"{key}.npy" not in z.namelist():
             return None
         with z.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            return header(f)[0]
+            return npy_header(f)[0]
 
 
 def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[None]:

@@ -62,7 +62,7 @@ from mme.motion.tracks import (
     seed_grid,
     tracks_changed,
 )
-from mme.utils import NAME_MAX, absolute_path, atomic_path, fitting_name
+from mme.utils import NAME_MAX, absolute_path, atomic_path, fitting_name, npy_header
 
 VERSION = 3
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
@@ -70,6 +70,10 @@ MAGIC = b"MMETRAKS"
 SUFFIX = ".tracks"
 V1_SUFFIX = ".tracks.npz"
 _V1_BLOCK = 32  # starts per zip member in version 1
+_V1_META_MOST = 1 << 20
+"""The most bytes a version 1 file's ``meta`` member holds (a JSON object of a few hundred bytes)."""
+_NPY_HEADER_MOST = 10_000 + 12
+"""The most bytes an .npy header takes where numpy reads it (its ``max_header_size``), with its magic and length."""
 _READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, MemoryError, OverflowError,
                 zipfile.BadZipFile, zlib.error, json.JSONDecodeError, UnicodeDecodeError)
 FINGERPRINT_BYTES = 1 << 16
@@ -457,7 +461,10 @@ def cache_meta(path: str | Path) -> dict:
     record read (a version 1 file's meta): what a resumed extraction and a run's check compare."""
     path = Path(path)
     with _opened_cache(path) as (f, version_1):
-        return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
+        if not version_1:
+            return _checked_header(f, path).meta
+        with zipfile.ZipFile(f) as z:
+            return _v1_meta(z, path)[0]
 
 
 REFUSALS = {"unreadable": "are unreadable", "stale": "were made by an earlier mme", "later": "were made by a later mme",
@@ -530,17 +537,20 @@ def _records(f: BinaryIO, head: _Header, base: int, starts: np.ndarray) -> Itera
 
 def damaged(path: str | Path) -> str | None:
     """Why the cache file at ``path`` cannot be read whole (a record that fails zlib's check or holds another size, a
-    version 1 file's member that fails its CRC, a header or offsets damaged), else None: every record is read, one at
-    a time and none kept (an hour-long video's tracks are GBs). A resumed ``mme extract`` reads headers only
-    (:func:`cache_meta`), so it keeps a file whose damage is past its header: such a file is to be deleted before the
-    re-run (one whose header fails it makes again)."""
+    version 1 file's member that fails its CRC or is not one mme wrote (:func:`_v1_member`), a header or offsets
+    damaged), else None: every record is read, one at a time and none kept (an hour-long video's tracks are GBs). A
+    resumed ``mme extract`` reads headers only (:func:`cache_meta`), so it keeps a file whose damage is past its
+    header: such a file is to be deleted before the re-run (one whose header fails it makes again)."""
     path = Path(path)
     try:
         with _opened_cache(path) as (f, version_1):
             if version_1:
                 with zipfile.ZipFile(f) as z:
-                    if (member := z.testzip()) is not None:
-                        raise zipfile.BadZipFile(f"its member {member} fails its CRC")
+                    most = _v1_meta(z, path)[1]
+                    for name in z.namelist():
+                        with _v1_member(z, name.removesuffix(".npy"), most) as member:
+                            while member.read(1 << 20):  # (zipfile's check of its CRC at its end)
+                                pass
             else:
                 head = _checked_header(f, path)
                 for _ in _records(f, head, f.tell(), np.arange(head.starts)):
@@ -624,25 +634,74 @@ def _starts(starts, T: int) -> np.ndarray:
     return np.arange(T) if starts is None else np.unique(np.clip(np.asarray(starts, np.int64), 0, T - 1))
 
 
+def _v1_member(z: zipfile.ZipFile, key: str, most: int) -> BinaryIO:
+    """The array ``key`` of a version 1 file's zip ``z`` (its member ``<key>.npy``), open, once it is seen to be a
+    member numpy's ``savez`` writes (stored or deflated: another method, which mme never wrote, bzip2's, makes GBs of
+    a few bytes) of at most ``most`` bytes (what the file's meta implies: :func:`_v1_most`), which bounds what is
+    decompressed: a member that claims more is refused before a byte of it is read."""
+    info = z.getinfo(f"{key}.npy")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"its member {info.filename} is compressed by zip method {info.compress_type}, which mme "
+                         f"never writes")
+    if info.file_size > most:
+        raise ValueError(f"its member {info.filename} holds {info.file_size} bytes, more than its meta allows "
+                         f"({most})")
+    return z.open(info)
+
+
+def _v1_array(z: zipfile.ZipFile, key: str, most: int) -> np.ndarray:
+    """The array ``key`` of a version 1 file's zip ``z`` (:func:`_v1_member`)."""
+    with _v1_member(z, key, most) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _v1_most(meta: dict) -> int:
+    """The most bytes a member of a version 1 file of ``meta`` holds: its largest array's (a block of 32 starts'
+    int16 displacements, the validity of every start or the homographies of every pair of frames), with its .npy
+    header."""
+    if missing := [key for key in ("work_size", "seed_stride", "num_frames", "length") if key not in meta]:
+        raise ValueError(f"its meta lacks {', '.join(missing)}")
+    (w, h), stride = meta["work_size"], int(meta["seed_stride"])
+    cells = -(-int(h) // stride) * -(-int(w) // stride)
+    T, L = int(meta["num_frames"]), int(meta["length"])
+    return _NPY_HEADER_MOST + max(_V1_BLOCK * L * cells * 4, T * cells, T * 9 * 4)
+
+
+def _v1_meta(z: zipfile.ZipFile, path: Path) -> tuple[dict, int]:
+    """The meta of a version 1 file's zip ``z`` and the most bytes a member of it holds (:func:`_v1_most`), once
+    the .npy header of its validity, alone, is seen to be a ``(T, gh, gw)`` bool array of that size at most."""
+    meta = json.loads(_v1_array(z, "meta", _V1_META_MOST).tobytes().decode())
+    if not isinstance(meta, dict):
+        raise ValueError("its meta is not a JSON object")
+    if meta.get("version") != 1:
+        raise video_error(path, "track cache", f"track cache version {meta.get('version')} in a version 1 file")
+    most = _v1_most(meta)
+    with _v1_member(z, "valid", most) as member:
+        shape, _, dtype = npy_header(member)
+    if len(shape) != 3 or dtype != np.dtype(bool) or math.prod(shape) > most:
+        raise ValueError(f"its validity is a {shape} array of {dtype}, where its meta implies a (T, gh, gw) bool "
+                         f"array of at most {most} bytes")
+    return meta, most
+
+
 def _read_v1(f: BinaryIO, path: Path, starts) -> CachedTracks:
     """A version 1 file (zip: ``disp_<k>`` int16 blocks of 32 starts, ``valid (T, gh, gw)``, ``pair_homs``,
-    ``meta``), open as ``f``, as :func:`read_cache` returns it."""
+    ``meta``), open as ``f``, as :func:`read_cache` returns it: each member held to what its meta implies
+    (:func:`_v1_member`)."""
     try:
         f.seek(0)
-        with np.load(f, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            valid = z["valid"].astype(bool)
+        with zipfile.ZipFile(f) as z:
+            meta, most = _v1_meta(z, path)
+            valid = _v1_array(z, "valid", most).astype(bool)
             T = len(valid)
             st = _starts(starts, T)
-            blocks = {int(b): z[f"disp_{b:05d}"] for b in np.unique(st // _V1_BLOCK)}
-            pair_homs = z["pair_homs"] if "pair_homs" in z.files else None
+            blocks = {int(b): _v1_array(z, f"disp_{b:05d}", most) for b in np.unique(st // _V1_BLOCK)}
+            pair_homs = _v1_array(z, "pair_homs", most) if "pair_homs.npy" in z.namelist() else None
         L, grid = int(meta["length"]), valid.shape[1:]
         rows = [blocks[int(s) // _V1_BLOCK][int(s) % _V1_BLOCK] for s in st]
         disp = np.stack(rows) if rows else np.zeros((0, L, *grid, 2), np.int16)
     except _READ_ERRORS as e:
         raise _unreadable(path, e) from e
-    if meta.get("version") != 1:
-        raise video_error(path, "track cache", f"track cache version {meta.get('version')} in a version 1 file")
     if disp.ndim != 5 or disp.shape[2:4] != grid:
         raise video_error(path, "track cache", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
     if disp.shape[1] != L:
