@@ -401,6 +401,17 @@ def test_a_recipe_given_as_a_path_is_never_a_packaged_one_and_a_name_both_are_is
     assert load_config(PretrainConfig, "tiny_cpu_mme").model.img_size == 96
 
 
+def test_a_recipe_of_nested_yaml_aliases_is_read_at_once(tmp_path):
+    """A recipe of a few hundred bytes whose lists hold ten aliases each of the list before (8 levels: 10**8 paths
+    to the first list's items) hung mme for minutes: marking its texts with their recipe walked every path. Each
+    list is walked once now, and the recipe is refused for its keys as any other."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "aliases.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UnknownConfigKeys, match=r"unknown config keys \['a0', 'a1', .*'a8'\]"):
+        load_config(PretrainConfig, tmp_path / "aliases.yaml")
+
+
 def test_a_recipe_that_is_not_utf8_or_cannot_be_read_is_one_line(tmp_path, capsys):
     """A recipe saved in Latin-1 (an accented comment), itself or as a base, and one that cannot be read (an I/O
     error) ended the command with a bare UnicodeDecodeError / OSError traceback."""
