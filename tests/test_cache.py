@@ -2488,6 +2488,22 @@ def test_a_version_1_file_of_a_few_kb_that_unpacks_to_many_mb_is_refused_unread(
     assert re.fullmatch(said, damaged(path))
 
 
+@pytest.mark.parametrize("stride", [0, 0.5])
+def test_a_version_1_file_whose_seed_stride_is_under_1_is_refused_named(tmp_path, stride):
+    """A version 1 file whose meta says seed_stride 0 or 0.5 was a bare ZeroDivisionError from the bound of its
+    members (its stride taken as int: 0), past the refusals of an unreadable cache; it is refused, named."""
+    from mme.motion.cache import damaged
+
+    path = tmp_path / f"s{V1_SUFFIX}"
+    write_version_1(path, np.zeros((2, 2, 2, 2, 2), np.int16), np.ones((2, 2, 2), bool), None,
+                    {"work_size": [16, 16], "seed_stride": stride, "length": 2, "num_frames": 2})
+    said = rf"its meta's seed_stride is {stride}, where mme writes one of at least 1"
+    for read in (cache_meta, read_cache):
+        with pytest.raises(VideoError, match=rf"s\.tracks\.npz: track cache \(not a valid mme track cache: {said}"):
+            read(path)
+    assert re.fullmatch(said, damaged(path))
+
+
 def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
     """A version 1 cache (.tracks.npz) of the same tracks reads and resamples to bitwise what the current file
     gives; the current file is preferred where both exist, and a resumed extraction skips a complete version 1

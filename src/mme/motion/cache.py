@@ -661,8 +661,10 @@ def _v1_most(meta: dict) -> int:
     header."""
     if missing := [key for key in ("work_size", "seed_stride", "num_frames", "length") if key not in meta]:
         raise ValueError(f"its meta lacks {', '.join(missing)}")
-    (w, h), stride = meta["work_size"], int(meta["seed_stride"])
-    cells = -(-int(h) // stride) * -(-int(w) // stride)
+    (w, h), stride = meta["work_size"], float(meta["seed_stride"])
+    if not stride >= 1:  # (a stride of a pixel or more: 0 or 0.5 would divide by zero or claim more cells than pixels)
+        raise ValueError(f"its meta's seed_stride is {meta['seed_stride']!r}, where mme writes one of at least 1")
+    cells = math.ceil(int(h) / stride) * math.ceil(int(w) / stride)
     T, L = int(meta["num_frames"]), int(meta["length"])
     return _NPY_HEADER_MOST + max(_V1_BLOCK * L * cells * 4, T * cells, T * 9 * 4)
 
