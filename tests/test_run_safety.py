@@ -1287,6 +1287,31 @@ def test_a_folder_shared_for_writing_shares_its_lock():
         shutil.rmtree(base)
 
 
+def test_a_users_own_lock_takes_the_write_bits_its_folder_is_given_later_but_not_a_hard_linked_one(tmp_path):
+    """A run folder shared with the group after its first job (chmod 2775: a colleague resumes it) kept its .lock
+    0644, the owner's alone, where the .lock was set only as it was made. The user's own lock takes the folder's
+    write bits at each lock; one with a second name (a hard link to it elsewhere) keeps its mode."""
+    from mme.utils import FOLDER_LOCK, lock_folder
+
+    old = os.umask(0o022)
+    try:
+        folder = tmp_path / "run"
+        assert lock_folder(folder, "--out")
+        unlock_folder(folder)
+        assert (folder / FOLDER_LOCK).stat().st_mode & 0o777 == 0o644
+        folder.chmod(0o2775)
+        assert lock_folder(folder, "--out")
+        unlock_folder(folder)
+        assert (folder / FOLDER_LOCK).stat().st_mode & 0o777 == 0o664
+        (folder / FOLDER_LOCK).chmod(0o644)
+        os.link(folder / FOLDER_LOCK, tmp_path / "elsewhere")
+        assert lock_folder(folder, "--out")
+        unlock_folder(folder)
+        assert (tmp_path / "elsewhere").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
 def test_a_lock_on_a_file_system_that_refuses_modes_is_still_taken(tmp_path, monkeypatch):
     from mme import utils
 

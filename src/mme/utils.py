@@ -554,7 +554,7 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
         try:
-            fd, _ = _open_lock(path)
+            fd = _open_lock(path)
         except NotRegularFile as e:
             if own_only and e.errno != errno.ELOOP:
                 return None
@@ -1794,7 +1794,7 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     The folder is made and used as resolved, once the path is seen to name it (:func:`_not_reached`). Its ``.lock``
     has a known name, so a symbolic link there (another user's, to have this job write and re-permission the file it
     leads to) or another file than a regular one is a ConfigError naming it, never followed (:func:`open_regular`);
-    the lock's mode is set only where this call made it.
+    the lock's mode is set only where it is this user's, under no other name (no hard link).
     ``unmade_if_unused``: the folders this call makes (``folder``, and its parents it makes) are removed again at the
     unlock where they hold nothing but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote anything
     there (a run's data checks, the demo's footage) leaves no folder behind; a folder that was there is never
@@ -1882,30 +1882,30 @@ def open_regular(path: str | Path, flags: int, mode: int = 0o666) -> int:
     return fd
 
 
-def _open_lock(path: Path, make: bool = True, flags: int = os.O_RDONLY) -> tuple[int, bool]:
+def _open_lock(path: Path, make: bool = True, flags: int = os.O_RDONLY) -> int:
     """A descriptor of the lock file at ``path`` (:func:`open_regular`: a symbolic link there is refused, not
     followed), opened with ``flags`` (read-only by default: ``flock`` needs no more, and another user's lock file,
     0644, in a folder this user cannot write, locks as this user's; a :func:`lock_folder` ``.lock``, which holds its
-    holder's line, for writing too), and whether this call made it: made (``O_EXCL``) where it is not there and
+    holder's line, for writing too): made (``O_EXCL``) where it is not there and
     ``make`` (its folder is the caller's to make: a FileNotFoundError where it is not there). Opened as it is first:
     an open that may create (O_CREAT) another user's file in a folder all users write, sticky (/tmp), is refused
     (EACCES) where ``fs.protected_regular`` is on, the systemd default. The OSError of opening it, or where it is not
     there, of making it."""
     try:
-        return open_regular(path, flags), False
+        return open_regular(path, flags)
     except FileNotFoundError:
         if not make:
             raise
     try:
-        return open_regular(path, flags | os.O_CREAT | os.O_EXCL), True
+        return open_regular(path, flags | os.O_CREAT | os.O_EXCL)
     except FileExistsError:  # made meanwhile by another job
-        return open_regular(path, flags), False
+        return open_regular(path, flags)
 
 
 def _lock_descriptor(path: Path, make: bool = True) -> int | None:
     """:func:`_open_lock`'s descriptor; None where the lock file can be neither opened nor made."""
     try:
-        return _open_lock(path, make)[0]
+        return _open_lock(path, make)
     except OSError:
         return None
 
@@ -2067,10 +2067,10 @@ def _open_side_lock(folder: Path, side: str) -> int:
     it is not there (and only then: a run on a cache it cannot write makes nothing)."""
     lock = folder / LOCKS / f"{side}.lock"
     try:
-        return _open_lock(lock)[0]
+        return _open_lock(lock)
     except FileNotFoundError:
         lock.parent.mkdir(parents=True, exist_ok=True)
-    return _open_lock(lock)[0]
+    return _open_lock(lock)
 
 
 def _take_side(folder: Path, side: str, other: str) -> tuple[int | None, bool, str]:
@@ -2128,7 +2128,7 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
     its ``.lock``; the lock held, and whether the ``.lock`` was replaced as it was locked (to be taken anew)."""
     lock = whole / FOLDER_LOCK
     try:
-        f, lock_made, made = _make_and_open_lock(whole)
+        f, made = _make_and_open_lock(whole)
     except NotRegularFile as e:
         raise ConfigError(f"{option} {str(path)!r}: {e.filename} {e.strerror}; remove it, or choose another "
                           f"{option}") from e
@@ -2138,7 +2138,9 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
                               f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
                               f"user (chmod a+w), or remove it when no job runs there") from e
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
-    if lock_made:  # a folder shared for writing shares its lock alike
+    st = os.fstat(f.fileno())  # (opened without following a link; a second name of it, which another user who may
+    # write the folder could make, is left as it is)
+    if st.st_uid == os.geteuid() and st.st_nlink == 1:  # a folder shared for writing shares its lock alike
         with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
             os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
     try:
@@ -2227,14 +2229,13 @@ def _folders_made_or_removed(folder: Path, wait: bool = True) -> Iterator[None]:
 _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, remove again as fast
 
 
-def _make_and_open_lock(folder: Path) -> tuple[Any, bool, Path | None]:
+def _make_and_open_lock(folder: Path) -> tuple[Any, Path | None]:
     """Make ``folder`` (resolved) and open its ``.lock`` (:func:`_make_folder`) for reading and appending, as it is
     first (:func:`_open_lock`: another user's that all may write, in a folder all users write, sticky, is taken; a
-    link there is refused), with whether this call made the ``.lock`` and the outermost folder it made (None:
-    none)."""
+    link there is refused), with the outermost folder this call made (None: none)."""
     made: list[Path] = []
-    fd, lock_made = _make_folder(folder, made, lambda: _open_lock(folder / FOLDER_LOCK, flags=os.O_RDWR | os.O_APPEND))
-    return os.fdopen(fd, "a+", **TEXT), lock_made, min(made, key=lambda p: len(p.parts)) if made else None
+    fd = _make_folder(folder, made, lambda: _open_lock(folder / FOLDER_LOCK, flags=os.O_RDWR | os.O_APPEND))
+    return os.fdopen(fd, "a+", **TEXT), min(made, key=lambda p: len(p.parts)) if made else None
 
 
 def _make_folder(folder: Path, made: list[Path], then: Callable[[], Any] = lambda: None) -> Any:
