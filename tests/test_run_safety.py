@@ -994,6 +994,26 @@ def test_a_symlink_planted_at_an_atomic_writes_temporary_name_is_removed_not_wri
     assert _untouched(victim) and sorted(p.name for p in out.iterdir()) == ["report.json"]
 
 
+@pytest.mark.parametrize("writer", ["metrics.jsonl", "metrics.csv", "resumed metrics.jsonl", "overwrite marker"])
+def test_a_symlink_planted_at_a_log_or_an_overwrite_marker_is_refused_not_written_through(tmp_path, writer):
+    """A run's metrics.jsonl / metrics.csv and mme extract's overwriting-<share>.jsonl, names known in advance,
+    were opened following links: a link another user put there had the job empty the file it led to and write its
+    records there. A link there is refused now, named, the file it leads to untouched."""
+    from mme.motion.extract import _mark_made
+    from mme.train.metrics import CSVLogger, JSONLLogger
+
+    victim = _victim(tmp_path)
+    name = "overwriting-s.jsonl" if writer == "overwrite marker" else writer.split()[-1]
+    (tmp_path / name).symlink_to(victim)
+    write = {"metrics.jsonl": lambda: JSONLLogger(tmp_path / name), "metrics.csv": lambda: CSVLogger(tmp_path / name),
+             "resumed metrics.jsonl": lambda: JSONLLogger(tmp_path / name, resume_step=0),
+             "overwrite marker": lambda: _mark_made(tmp_path / name, victim, str(tmp_path))}[writer]
+    with pytest.raises(OSError if writer != "overwrite marker" else MMEError) as refused:
+        write()
+    assert str(tmp_path / name) in str(refused.value) and "is a symbolic link (not followed)" in str(refused.value)
+    assert _untouched(victim)
+
+
 @pytest.mark.parametrize("block", ["exclusive_lock", "atomic_path"])
 def test_a_lock_ends_with_its_block_for_a_child_forked_meanwhile_and_stays_for_one_forked_inside(tmp_path, block):
     """An flock belongs to the open file, which a child forked while a thread of the parent is inside an

@@ -83,6 +83,7 @@ from mme.utils import (
     launch_ranks,
     lock_folder,
     make_side_locks,
+    open_regular,
     plural,
     progress_bar,
     remove_stale_temps,
@@ -633,7 +634,7 @@ def _mark_made(marker: Path, target: Path, out: str) -> None:
     if (made := _size_and_mtime(stat_or_none(target))) is None:  # (gone already: made again)
         return
     with writing(marker), space_for(marker, KEPT):  # (a full disk said as such, any other write error naming it)
-        fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = open_regular(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # (not through a link put there)
         try:
             write_all(fd, _made_line(str(target.relative_to(out)), made).encode())
         finally:

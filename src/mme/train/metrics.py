@@ -16,7 +16,7 @@ import weakref
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -31,6 +31,7 @@ from mme.utils import (
     literal,
     literal_text,
     log_scale_y,
+    open_regular,
     writing,
 )
 
@@ -74,9 +75,12 @@ def _keep_until(path: Path, step: int, read_step) -> None:
     check_path_held(path)  # (the cut in place below opens the file itself, which atomic_path would check: after
     # a long read of the log, its folder may have been replaced by another run's)
     if cut and len(dropped) == lines - cut[1]:  # the dropped lines are the last ones
-        with open(path, "rb+") as f:
-            f.truncate(cut[0])
-            os.fsync(f.fileno())
+        fd = open_regular(path, os.O_WRONLY)  # (not through a link put there: :func:`open_log`)
+        try:
+            os.ftruncate(fd, cut[0])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return
     with atomic_path(path) as tmp, path.open("rb") as f, tmp.open("wb") as out:
         out.writelines(line for i, line in enumerate(f) if i not in dropped)
@@ -155,6 +159,14 @@ def waiting_fraction(records: list[dict]) -> float:
     return sum(r["data_wait"] * s for r, s in zip(records, seconds)) / sum(seconds)
 
 
+def open_log(path: Path, append: bool, newline: str | None = None) -> TextIO:
+    """The text file of a log at ``path`` opened for writing (emptied first unless ``append``), made where it is not
+    there: never through a symbolic link put at its known name (another user who may write the run folder could have
+    the run write into the file it leads to), nor into another file than a regular one (:func:`open_regular`)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(open_regular(path, flags), "a" if append else "w", newline=newline, **TEXT)
+
+
 class JSONLLogger:
     """One JSON object per line: ``{"step": s, **metrics}``, null for a non-finite value (:func:`json_nulls`: strict
     JSON, as mme's other files; :func:`iter_records` reads it back as NaN)."""
@@ -163,7 +175,7 @@ class JSONLLogger:
         self.path = Path(path)
         if resume_step is not None:
             _keep_until(self.path, resume_step, lambda i, ln: int(json.loads(ln)["step"]) if ln.strip() else None)
-        self.file = open(self.path, "a" if resume_step is not None else "w", **TEXT)
+        self.file = open_log(self.path, append=resume_step is not None)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.file.write(json.dumps(json_nulls({"step": step, **metrics}), allow_nan=False) + "\n")
@@ -184,7 +196,7 @@ class CSVLogger:
             _keep_until(self.path, resume_step, lambda i, ln: None if i == 0 else int(ln.split(",", 1)[0]))
             with open(self.path, **TEXT) as f:
                 self.columns = next(csv.reader(f), None)
-        self.file = open(self.path, "a" if self.columns else "w", newline="", **TEXT)
+        self.file = open_log(self.path, append=bool(self.columns), newline="")
         self.writer = csv.DictWriter(self.file, self.columns) if self.columns else None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -208,7 +220,7 @@ class CSVLogger:
             writer.writeheader()
             writer.writerows(rows)
         self.columns = columns
-        self.file = open(self.path, "a", newline="", **TEXT)
+        self.file = open_log(self.path, append=True, newline="")
         self.writer = csv.DictWriter(self.file, columns)
 
     def close(self) -> None:
