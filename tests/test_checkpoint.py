@@ -633,6 +633,30 @@ def test_a_config_edited_to_a_model_its_weights_do_not_fill_is_refused_before_th
     assert built == ["meta"]
 
 
+def test_a_config_edited_to_a_huge_clip_is_refused_and_its_meta_check_computes_no_position_table(tmp_path,
+                                                                                                 monkeypatch):
+    """A config.json edited to img_size 65536 (its weights fit any clip: the position table is not stored) claimed 67
+    million tokens, and the check of its shapes on the meta device computed a float64 position table of theirs on the
+    CPU first (img_size 4096 at ViT-L's width: 5.5 GB, 37 s, before a refusal). A clip past MAX_TOKENS is refused
+    now, naming the file and the fields; on the meta device the table is an empty one of its shape, computed
+    nowhere."""
+    from mme.models.config import MAX_TOKENS
+    from mme.models.vit import sincos_table
+
+    path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "tiny")
+    config = json.loads((path / "config.json").read_text())
+    config["model"]["img_size"] = 65536
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"^{path}: invalid model config: model\.img_size and num_frames: a "
+                                              rf"clip of .*img_size 65536.* makes \d+ tokens, more than the "
+                                              rf"{MAX_TOKENS} mme takes"):
+        load_encoder(path)
+    monkeypatch.setattr(torch, "arange", lambda *a, **k: pytest.fail("computed a table on the meta device"))
+    with torch.device("meta"):
+        table = sincos_table(MAX_TOKENS, 1024)
+    assert table.device.type == "meta" and table.shape == (MAX_TOKENS, 1024) and table.dtype == torch.float32
+
+
 def test_truncated_files_name_the_file(mae, tmp_path):
     torch.save({"model": mae.state_dict()}, tmp_path / "full.pth")
     data = (tmp_path / "full.pth").read_bytes()

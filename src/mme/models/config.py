@@ -34,6 +34,10 @@ DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_laye
                   "head_hidden")
 """The decoder's architecture and its prediction heads' hidden width, likewise (its final norm's eps: Hugging
 Face's is 1e-5)."""
+MAX_TOKENS = 2**20
+"""The most tokens a clip of a model may have (:attr:`ModelConfig.num_tokens`): 1,568 at ViT-B's 16 x 224²,
+131,072 at 64 frames of 1024²; past it, a config's clip (a checkpoint's ``img_size`` of 65536) made position tables
+and attention of terabytes before a weight was read."""
 LAYER_SCALES = ("layer_scale_init", "decoder_layer_scale_init")
 """The blocks' initial layer scales (0: off), each in [0, :data:`MAX_LAYER_SCALE`] where it is set; a file's
 recorded config of an earlier mme, which took a negative one as off, is read with 0 there (the same model:
@@ -164,6 +168,11 @@ class ModelConfig:
             raise ConfigError(f"{said('drop_path')} must be in [0, 1), got {self.drop_path}")
         if checks_clip:
             self.check_clip(given_as)
+        if self.num_tokens > MAX_TOKENS:
+            clip = ", ".join(f"{said(name, '')} {getattr(self, name)}" for name in ("num_frames", "tubelet_size",
+                                                                                   "img_size", "patch_size"))
+            raise ConfigError(f"{said('img_size')} and {said('num_frames', '')}: a clip of {clip} makes "
+                              f"{self.num_tokens} tokens, more than the {MAX_TOKENS} mme takes")
         for width, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
             if getattr(self, width) % getattr(self, heads):
                 raise ConfigError(f"{said(width)} {getattr(self, width)} is not divisible by {said(heads, '')} "

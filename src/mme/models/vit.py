@@ -21,8 +21,10 @@ from mme.utils import counted, cpu_features
 def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
     """Fixed 1-D sinusoid table ``(num_positions, dim)``: angle = pos / 10000^(2*floor(j/2)/dim),
     sin on even j, cos on odd j (VideoMAE's ``get_sinusoid_encoding_table``), computed in float64 on the CPU and
-    returned on the default device (a module built under ``torch.device("meta")``, to check a checkpoint's shapes,
-    computes nothing on meta: its first ``arange`` there costs seconds)."""
+    returned on the default device. Under ``torch.device("meta")`` (a module built to check a checkpoint's shapes)
+    an empty table of that shape alone, computed nowhere (a clip of a million tokens' took seconds and GBs)."""
+    if torch.get_default_device().type == "meta":
+        return torch.empty(num_positions, dim, dtype=torch.float32, device="meta")
     pos = torch.arange(num_positions, dtype=torch.float64, device="cpu")[:, None]
     j = torch.arange(dim, dtype=torch.float64, device="cpu")[None, :]
     angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
