@@ -401,14 +401,26 @@ def test_a_recipe_given_as_a_path_is_never_a_packaged_one_and_a_name_both_are_is
     assert load_config(PretrainConfig, "tiny_cpu_mme").model.img_size == 96
 
 
-def test_a_recipe_of_nested_yaml_aliases_is_read_at_once(tmp_path):
+@pytest.mark.parametrize("nesting", ["top-level lists", "lists under a known key", "merges under a known key"])
+def test_a_recipe_of_nested_yaml_aliases_is_refused_at_once(tmp_path, nesting):
     """A recipe of a few hundred bytes whose lists hold ten aliases each of the list before (8 levels: 10**8 paths
-    to the first list's items) hung mme for minutes: marking its texts with their recipe walked every path. Each
-    list is walked once now, and the recipe is refused for its keys as any other."""
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    (tmp_path / "aliases.yaml").write_text("\n".join(lines) + "\n")
-    with pytest.raises(UnknownConfigKeys, match=r"unknown config keys \['a0', 'a1', .*'a8'\]"):
+    to the first list's items), or whose mappings merge ('<<') the mapping before ten times (7 levels), hung mme for
+    minutes: marking its texts with their recipe walked every path, and under a known key (train.steps) its refusal
+    quoted the whole expanded value, a message of hundreds of MB. It is refused as it is read now, naming the recipe
+    and how many values its aliases make."""
+    if nesting == "merges under a known key":
+        items = ["&m0 {a: 1, b: 1, c: 1, d: 1, e: 1, f: 1, g: 1, h: 1, i: 1, j: 1}"]
+        items += [f"&m{i} {{{', '.join(f'{c}: {{<<: *m{i - 1}}}' for c in 'abcdefghij')}}}" for i in range(1, 7)]
+        text = f"_base_: tiny_cpu_mme\ntrain:\n  steps: [{', '.join(items)}]\n"
+    else:
+        items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
+        items += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+        text = ("\n".join(f"a{i}: {item}" for i, item in enumerate(items)) + "\n" if nesting == "top-level lists"
+                else f"_base_: tiny_cpu_mme\ntrain:\n  steps: [{', '.join(items)}]\n")
+    (tmp_path / "aliases.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/aliases\.yaml: its YAML aliases \(of lists or "
+                                          r"mappings, or merges '<<' of them, nested\) make \d+ values, more than "
+                                          r"the 100000 mme reads: write the values out$"):
         load_config(PretrainConfig, tmp_path / "aliases.yaml")
 
 

@@ -87,6 +87,25 @@ NULLS = ("null", "Null", "NULL", "~", "None", "none")
 MERGE = "tag:yaml.org,2002:merge"
 
 
+MAX_RECIPE_VALUES = 100_000
+"""The most values (a list or mapping, and each of its items) a recipe or an override makes, its YAML aliases
+expanded: a recipe holds a few hundred. A few hundred bytes of aliases of aliases (lists of ten aliases of the list
+before, or mappings of ten merges ``<<`` of the mapping before, 8 levels deep) make 10**8, which each walk of the
+config, and the refusal that quotes a value, took minutes and hundreds of MB for."""
+
+
+def _expanded_values(data: Any, counted: dict[int, int]) -> int:
+    """How many values ``data`` holds with every YAML alias in it expanded (a list or mapping reached again counted
+    again), each list or mapping counted once (``counted``: by id; one that holds itself counts itself once)."""
+    if not isinstance(data, (dict, list)):
+        return 1
+    if id(data) not in counted:
+        counted[id(data)] = 1  # (a list or mapping that holds itself, an alias inside its own anchor)
+        counted[id(data)] = 1 + sum(_expanded_values(v, counted) for v in
+                                    (data.values() if isinstance(data, dict) else data))
+    return counted[id(data)]
+
+
 class _RecipeLoader(yaml.SafeLoader):
     """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a date:
     in a recipe or an override, such a value keeps the text it was written as (an :class:`_Override`), which a
@@ -106,6 +125,15 @@ class _RecipeLoader(yaml.SafeLoader):
         node = super().compose_scalar_node(anchor)
         node.tagged = tag not in (None, "")
         return node
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        """The document's value, refused where its aliases expand it past :data:`MAX_RECIPE_VALUES` values
+        (:func:`_expanded_values`)."""
+        data = super().construct_document(node)
+        if (values := _expanded_values(data, {})) > MAX_RECIPE_VALUES:
+            raise ConfigError(f"its YAML aliases (of lists or mappings, or merges '<<' of them, nested) make {values} "
+                              f"values, more than the {MAX_RECIPE_VALUES} mme reads: write the values out")
+        return data
 
     def scan_directive(self) -> yaml.DirectiveToken:
         token = super().scan_directive()
