@@ -475,7 +475,7 @@ def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_
 
     out_a, out_b = tmp_path / "new" / "a.json", tmp_path / "new" / "b.json"
     a_checked, b_checked, b_made, b_opens, a_done = (threading.Event() for _ in range(5))
-    probe, locked_file, refused = utils._write_probe, utils._locked_file, []
+    probe, new_locked_file, refused = utils._write_probe, utils._new_locked_file, []
 
     def b_pauses_after_its_mkdir(folder):
         if threading.current_thread().name == "B" and removed == "in its check":
@@ -483,11 +483,11 @@ def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_
             a_done.wait(1)  # (A waits for this step to end, where the removal is one step to the other jobs)
         probe(folder)
 
-    def b_pauses_before_its_temporary_file_opens(path, *args, **kwargs):
+    def b_pauses_before_its_temporary_file_opens(path):
         if threading.current_thread().name == "B" and removed == "as its write opens" and ".b.json.tmp" in path.name:
             b_opens.set()
             a_done.wait(10)
-        return locked_file(path, *args, **kwargs)
+        return new_locked_file(path)
 
     def job_a():
         try:
@@ -515,7 +515,7 @@ def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_
             refused.append(f"{type(e).__name__}: {e}")
 
     monkeypatch.setattr(utils, "_write_probe", b_pauses_after_its_mkdir)
-    monkeypatch.setattr(utils, "_locked_file", b_pauses_before_its_temporary_file_opens)
+    monkeypatch.setattr(utils, "_new_locked_file", b_pauses_before_its_temporary_file_opens)
     jobs = [threading.Thread(target=job_a, name="A"), threading.Thread(target=job_b, name="B")]
     for job in jobs:
         job.start()
@@ -648,19 +648,19 @@ def test_a_write_whose_folder_a_third_job_made_again_after_its_open_failed_tries
     from mme import utils
 
     (tmp_path / "out").mkdir()
-    locked_file, opens = utils._locked_file, []
+    new_locked_file, opens = utils._new_locked_file, []
 
-    def removed_then_made_again(path, *args, **kwargs):
+    def removed_then_made_again(path):
         opens.append(path.name)
         if len(opens) == 1:
             path.parent.rmdir()  # (the refused job's removal)
             try:
-                return locked_file(path, *args, **kwargs)
+                return new_locked_file(path)
             finally:
                 path.parent.mkdir()  # (the third job's)
-        return locked_file(path, *args, **kwargs)
+        return new_locked_file(path)
 
-    monkeypatch.setattr(utils, "_locked_file", removed_then_made_again)
+    monkeypatch.setattr(utils, "_new_locked_file", removed_then_made_again)
     utils.atomic_write_text(tmp_path / "out" / "a.json", "A")
     assert len(opens) == 2 and (tmp_path / "out" / "a.json").read_text() == "A"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json"]
@@ -975,23 +975,56 @@ def test_a_symlink_planted_at_a_readers_record_is_not_written_through(tmp_path):
     assert _untouched(victim) and record.is_symlink()
 
 
-def test_a_symlink_planted_at_an_atomic_writes_temporary_name_is_removed_not_written_through(tmp_path):
-    """atomic_path wrote into its temporary file .<name>.tmp<pid><suffix> (a name known in advance) through a link
-    there, then renamed the link into the output's place: the file it led to held mme's bytes, made 0644, and the
-    output was a link to it. The link is removed now, the write goes into a new file of this job's, made with the
-    umask's mode, and the file the link led to is untouched."""
-    from mme.utils import atomic_path
+def test_an_atomic_writes_temporary_name_cannot_be_told_in_advance_so_nothing_planted_there_is_used(tmp_path,
+                                                                                                     monkeypatch):
+    """atomic_path's temporary name was .<name>.tmp<pid><suffix>, known in advance: another user who may write the
+    folder put a symbolic link there (the write went through it, then the link was renamed into the output's place),
+    or a file of theirs, kept to themselves (0600: a bare PermissionError) or in a sticky folder, where it cannot be
+    removed (every write of that file failed). The name draws 8 random hex digits after the PID now, the file made
+    new (O_EXCL): the entries planted at the names of before are left alone, and a name that is taken is drawn
+    again."""
+    from mme import utils
 
     victim = _victim(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / f".report.json.tmp{os.getpid()}.json").symlink_to(victim)
-    with atomic_path(out / "report.json") as tmp:
+    theirs = out / f".notes.json.tmp{os.getpid()}.json"
+    theirs.write_text("theirs\n")
+    theirs.chmod(0o600)
+    if os.geteuid() == 0:  # (another user's file where it may: as root)
+        os.chown(theirs, 65534, 65534)
+    tags = iter(["0badc0de", "0badc0de", "5eed5eed"])
+    monkeypatch.setattr(utils.secrets, "token_hex", lambda n: next(tags))
+    (out / f".report.json.tmp{os.getpid()}-0badc0de.json").symlink_to(victim)  # (as if drawn by chance)
+    planted = sorted(p.name for p in out.iterdir())
+    utils.atomic_write_text(out / "notes.json", "{}\n")  # drawn 0badc0de, free here
+    with utils.atomic_path(out / "report.json") as tmp:
+        assert tmp.name == f".report.json.tmp{os.getpid()}-5eed5eed.json"  # (0badc0de taken: drawn again)
         tmp.write_text('{"written": "by mme"}\n')
     report = out / "report.json"
     assert not report.is_symlink() and report.read_text() == '{"written": "by mme"}\n'
     assert report.stat().st_mode & 0o777 == 0o666 & ~os.umask(os.umask(0o022))
-    assert _untouched(victim) and sorted(p.name for p in out.iterdir()) == ["report.json"]
+    assert (out / "notes.json").read_text() == "{}\n" and theirs.read_text() == "theirs\n"
+    assert _untouched(victim) and sorted(p.name for p in out.iterdir()) == sorted([*planted, "notes.json",
+                                                                                   "report.json"])
+
+
+def test_an_atomic_writes_temporary_name_swapped_for_a_link_while_it_is_written_is_not_put_in_place(tmp_path):
+    """A user who lists the folder and may rename in it (a folder its group writes, not sticky) could swap the
+    temporary file for a symbolic link while the block wrote, and os.replace put the link in the output's place.
+    The name is checked to still hold the file made before it is replaced now: the write fails, naming it."""
+    from mme.utils import atomic_path
+
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OSError, match=r"its temporary file was replaced by another entry while it was written"):
+        with atomic_path(out / "report.json") as tmp:
+            tmp.write_text('{"written": "by mme"}\n')
+            tmp.unlink()
+            tmp.symlink_to(victim)  # (the other user's swap)
+    assert not (out / "report.json").exists() and _untouched(victim)
 
 
 @pytest.mark.parametrize("writer", ["metrics.jsonl", "metrics.csv", "resumed metrics.jsonl", "overwrite marker"])

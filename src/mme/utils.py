@@ -23,6 +23,7 @@ import os
 import pickle
 import platform
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -133,17 +134,21 @@ def check_seed(seed: Any, given: str) -> int:
 PID_MAX = 2**22
 """The largest PID Linux gives (``/proc/sys/kernel/pid_max`` at most): a larger number after ``.tmp`` is a user's
 name (a date: ``.notes.tmp20240101``), not a write's."""
+TEMP_TAG_HEX = 8
+"""The random hex digits after the PID in an :func:`atomic_path` temporary name (``.<stem>.tmp<pid>-<tag><suffix>``),
+so that no one can tell the name in advance and put something there."""
 
 
 def _is_stale_temp(tmp: Path, stems: Collection[str] | None) -> bool:
-    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<stem>.tmp<pid><suffix>``) whose
-    PID is gone from this machine: not a user's file (``.notes.tmpl``). ``stems``: what stands for the files it may
-    be of in their temporary files' names (:func:`_temp_names`, made once for a folder's temporary files); None:
-    any file's."""
+    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<stem>.tmp<pid>-<tag><suffix>``,
+    or an earlier mme's ``.<stem>.tmp<pid><suffix>``) whose PID is gone from this machine: not a user's file
+    (``.notes.tmpl``). ``stems``: what stands for the files it may be of in their temporary files' names
+    (:func:`_temp_names`, made once for a folder's temporary files); None: any file's."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
-    suffix = Path(name).suffix  # the rest is the PID, then the name's suffix
-    pid = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
+    suffix = Path(name).suffix  # the rest is the PID and its tag, then the name's suffix
+    pid, dash, tag = (rest.removesuffix(suffix) if rest.endswith(suffix) else "").partition("-")
     if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or int(pid) > PID_MAX \
+            or (dash and not re.fullmatch(f"[0-9a-f]{{{TEMP_TAG_HEX}}}", tag)) \
             or (stems is not None and name not in stems):
         return False
     try:
@@ -315,12 +320,13 @@ def _fitting_limit(folder: Path) -> int:
 
 
 def _temp_stem(name: str, limit: int) -> str:
-    """What stands for ``name`` in its :func:`atomic_path` temporary file's, ``.<stem>.tmp<pid><suffix>``: ``name``,
-    or where that temporary name would not fit a file name of ``limit`` bytes (its folder's:
+    """What stands for ``name`` in its :func:`atomic_path` temporary file's, ``.<stem>.tmp<pid>-<tag><suffix>``:
+    ``name``, or where that temporary name would not fit a file name of ``limit`` bytes (its folder's:
     :func:`_fitting_limit`), a shorter one that keeps its suffix (:func:`fitting_name`), the same in every process
     (room for the longest PID)."""
     suffix = Path(name).suffix
-    return fitting_name(name.removesuffix(suffix), suffix, room=len(f"..tmp{PID_MAX}{suffix}".encode(**TEXT)),
+    return fitting_name(name.removesuffix(suffix), suffix,
+                        room=len(f"..tmp{PID_MAX}-{'0' * TEMP_TAG_HEX}{suffix}".encode(**TEXT)),
                         limit=limit)
 
 
@@ -338,78 +344,90 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     power right after it keeps the new file under its name, a checkpoint), and it is removed when the block raises or
     the replacing fails, so no reader ever sees a half-written file. The block writes into the file made here, not a
     file of its own renamed onto it (safetensors' ``save_file``: :func:`write_safetensors` instead), which would hold no
-    lock and be left behind by a failed write. The temporary name keeps the suffix, for writers that choose the format
-    by it (matplotlib, numpy, PyAV), and starts with a dot; a long name's is shortened to fit its folder's file system
-(:func:`_temp_stem` to :func:`_fitting_limit`: a name that fits eCryptfs's 143 bytes may leave its temporary name
-too long there).
-    The file gets the permissions the umask gives a new file, also where the name was there before (a killed write's
-    of the same PID, made under another umask). The temporary name is known in advance, so another user who may
-    write the folder could put a symbolic link there (the file it leads to written, made 0644, and the link put in
-    ``path``'s place) or a file of their own: such an entry is removed, never written through or into
-    (:func:`open_regular`), and one that cannot be removed is an OSError naming it.
+    lock and be left behind by a failed write. The temporary name, ``.<stem>.tmp<pid>-<8 random hex digits><suffix>``
+    (:func:`_temp_path`), keeps the suffix, for writers that choose the format by it (matplotlib, numpy, PyAV), and
+    starts with a dot; a long name's is shortened to fit its folder's file system (:func:`_temp_stem` to
+:func:`_fitting_limit`: a name that fits eCryptfs's 143 bytes may leave its temporary name too long there).
+    The file is made new (``O_EXCL``, another name drawn where one is taken), with the permissions the umask gives a
+    new file. Its name cannot be told in advance, so nothing another user who may write the folder puts there
+    beforehand (a symbolic link, a file of theirs) is written through or into, nor stands in the write's way; a name
+    swapped for another entry while the block writes (by a user who lists the folder and may rename in it: a folder
+    its group writes, not sticky) makes the write fail, naming it, and is never put in ``path``'s place (what the
+    block wrote by the name may have gone where the entry led).
 
-    The temporary file is made here and locked (``flock``) until it is replaced, for :func:`_remove_stale_temp`.
-    A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
-    same thread's, inside this block, is a RuntimeError (it would wait for itself). Nothing is written into a folder
-    this process locked that was removed or replaced since (:func:`check_path_held`); a folder not locked that is
-    not there, or gone before the temporary file opens, is made (:func:`_make_output_folder`), up to
+    The temporary file is locked (``flock``) until it is replaced, for :func:`_remove_stale_temp`: a cleaner in
+    another PID namespace (a container), where this PID means nothing, leaves it. Writes of one file at once (other
+    threads, other jobs) each write their own file, the last replacing ``path`` last. Nothing is written into a
+    folder this process locked that was removed or replaced since (:func:`check_path_held`); a folder not locked that
+    is not there, or gone before the temporary file opens, is made (:func:`_make_output_folder`), up to
     :data:`_MAKE_TRIES` times: one that :func:`check_output` found at the job's start, made by another job then
     refused, which removed it as its own (:func:`removing_made_folders`), is made again."""
     path = Path(path)
-    tmp = path.with_name(f".{_temp_stem(path.name, _fitting_limit(path.parent))}.tmp{os.getpid()}{path.suffix}")
-    if file_identity(tmp) in _writing.temps:
-        raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
-                           f"wait for itself; finish the first write")
     for tries_left in reversed(range(_MAKE_TRIES)):
         check_path_held(path)
         if not path.parent.is_dir():
             _make_output_folder(path.parent)
+        tmp = _temp_path(path)
         try:
-            if (fd := _locked_file(tmp, own_only=True)) is not None:
+            if (fd := _new_locked_file(tmp)) is not None:
                 break
-        except NotRegularFile:  # (a link)
+        except FileExistsError:  # (the name drawn is taken: another is drawn)
             pass
         except FileNotFoundError:  # (the folder removed again since, maybe made again by a third job since)
             if not tries_left:
                 raise
-            continue
-        _remove_foreign_temp(tmp)
     else:
-        raise FileExistsError(errno.EEXIST, "its temporary file is put there again as often as it is removed",
-                              str(tmp))
+        raise FileExistsError(errno.EEXIST, f"no temporary name beside it was free in {_MAKE_TRIES} tries",
+                              str(path))
     pid, held = os.getpid(), stat_identity(os.fstat(fd))
-    _writing.temps.add(held)
     try:
         yield tmp
-        os.fchmod(fd, 0o666 & ~_umask())
         if sync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+        if not _names(tmp, held):
+            raise OSError(errno.EEXIST, "its temporary file was replaced by another entry while it was written "
+                                        "(a user who may rename files in the folder); not put in its place", str(tmp))
         os.replace(tmp, path)
         if sync:
             _sync_folder(path.parent)
     except BaseException:
-        if file_identity(tmp) == held:  # (where the block let the name go, another writer may hold it now)
+        if _names(tmp, held):
             tmp.unlink(missing_ok=True)
         raise
     finally:
-        _writing.temps.discard(held)
         _close_unlocked(fd, pid)
 
 
-def _remove_foreign_temp(tmp: Path) -> None:
-    """Remove ``tmp``, an :func:`atomic_path` write's temporary name that holds something else than this user's
-    regular file (a symbolic link, another user's file, a FIFO), which the write would go through or into (another
-    user who may write the folder could plant one at its known name); an OSError naming it and what it is where it
-    cannot be removed (a folder all users write, sticky)."""
+def _temp_path(path: Path) -> Path:
+    """A temporary name beside ``path`` for :func:`atomic_path`: ``.<stem>.tmp<pid>-<tag><suffix>``, the stem
+    :func:`_temp_stem`'s, the tag :data:`TEMP_TAG_HEX` random hex digits."""
+    return path.with_name(f".{_temp_stem(path.name, _fitting_limit(path.parent))}.tmp{os.getpid()}-"
+                          f"{secrets.token_hex(TEMP_TAG_HEX // 2)}{path.suffix}")
+
+
+def _new_locked_file(tmp: Path) -> int | None:
+    """A descriptor of a regular file made new at ``tmp`` (``O_EXCL``: a FileExistsError where the name is taken),
+    holding an exclusive ``flock`` on it; None where the name no longer holds it once the lock is had (removed
+    meanwhile by a cleaner that took it for a stale one: :func:`_remove_unheld`)."""
+    fd = open_regular(tmp, os.O_RDONLY | os.O_CREAT | os.O_EXCL)
+    held = False
     try:
-        what = "a symbolic link" if tmp.is_symlink() else "not this user's own regular file"
-        tmp.unlink()
+        _flock(fd, fcntl.LOCK_EX, tmp)
+        held = _names(tmp, stat_identity(os.fstat(fd)))
+    finally:
+        if not held:
+            _close_unlocked(fd, os.getpid())
+    return fd if held else None
+
+
+def _names(path: Path, identity: tuple[int, int]) -> bool:
+    """Whether the entry at ``path`` itself (not followed: a link there is another entry) is the file of
+    ``identity`` (:func:`stat_identity`)."""
+    try:
+        return stat_identity(os.lstat(path)) == identity
     except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise OSError(e.errno, f"its temporary file {tmp} is {what}, which cannot be removed ({error_reason(e)}): "
-                               f"remove it", str(tmp)) from e
+        return False
 
 
 @contextlib.contextmanager
@@ -466,16 +484,6 @@ def _unopened_lock(path: Path, e: OSError, then: str) -> str:
     if owner is not None and owner != os.geteuid():
         then = f"it is another user's, whose job may hold it: remove it once that job has ended, or {then}"
     return f"{path}: the lock file could not be opened ({error_reason(e)}); {then}"
-
-
-class _Writing(threading.local):
-    """What :func:`atomic_path` writes in this thread: ``temps``, the (device, inode) of its temporary files."""
-
-    def __init__(self):
-        self.temps: set[tuple[int, int]] = set()
-
-
-_writing = _Writing()
 
 
 def stat_identity(st: os.stat_result) -> tuple[int, int]:
@@ -646,14 +654,6 @@ def _flock(fd: int, how: int, path: Path) -> None:
             _unlocked_devices.add(device)
             log.debug("%s: its file system takes no flock (%s); temporary files there are written unlocked", path,
                       error_reason(e))
-
-
-@functools.cache
-def _umask() -> int:
-    """The process's umask (read by setting it, so once, before any thread may write files)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 _SHORT_WRITE = re.compile(r"^(\d+) requested and (\d+) written$")
