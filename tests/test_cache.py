@@ -1289,10 +1289,11 @@ def test_writes_of_one_file_by_jobs_of_one_pid_each_write_their_own_temporary_fi
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4.tracks"]
 
 
-def test_many_writes_of_one_file_under_one_temporary_name_neither_fail_nor_tear(tmp_path):
-    """Four threads (as jobs of one PID) writing one file 100 times each. A write removed its temporary name after
-    its rename too, where the next writer had made and locked its own file by then: that writer failed with
-    FileNotFoundError, or a third one wrote into its file unlocked, and the file read was torn."""
+def test_many_writes_of_one_file_at_once_neither_fail_nor_tear(tmp_path):
+    """Four threads (as jobs of one PID) writing one file 100 times each: none fails, and the file read is always one
+    write's whole. (When the temporary name was one per PID, a write removed it after its rename too, where the next
+    writer had made and locked its own file by then: that writer failed with FileNotFoundError, or a third one wrote
+    into its file unlocked, and the file read was torn; each write now has a name of its own.)"""
     target = tmp_path / "a.mp4.tracks"
     errors, torn = [], []
 
