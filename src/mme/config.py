@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError, UnknownConfigKeys
-from mme.utils import error_reason, fs_name, outside_int64, plain_int, plural
+from mme.utils import error_reason, fs_name, outside_int64, plain_int, plural, utf8_name
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -455,6 +455,12 @@ def with_paths_as(names: Callable[[str], str], cls: type, config: dict[str, Any]
         if isinstance(out.get(section, {}).get(name), str):
             out[section][name] = names(out[section][name])
     return out
+
+
+def recorded(cfg: Any) -> dict[str, Any]:
+    """Config dataclass ``cfg`` as a dict, its paths as UTF-8 text (:func:`with_paths_as`), as a run records it in
+    its config.yaml and checkpoints, which are read whatever the locale."""
+    return with_paths_as(utf8_name, type(cfg), dataclasses.asdict(cfg))
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", **init_vars: Any) -> T:

@@ -195,7 +195,7 @@ def _remove_unheld(tmp: Path) -> bool:
     try:
         if fd is not None:
             _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, tmp)
-            if not os.path.samestat(os.fstat(fd), os.lstat(tmp)):  # another file now: a writer's new one
+            if not _names(tmp, stat_identity(os.fstat(fd))):  # another file now: a writer's new one
                 return False
         tmp.unlink()
     except (BlockingIOError, FileNotFoundError):  # held by a live writer, or removed meanwhile
@@ -569,15 +569,13 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
             raise
         held = False
         try:
-            if own_only and not _own_regular_file(os.fstat(fd)):
+            if own_only and os.fstat(fd).st_uid != os.geteuid():  # (a regular file: open_regular's)
                 return None
             if deadline is None:
                 _flock_waiting(fd, path, waiting)
             elif not _flock_within(fd, path, deadline):
                 return None
-            held = os.path.samestat(os.fstat(fd), os.lstat(path))
-        except FileNotFoundError:
-            pass
+            held = _names(path, stat_identity(os.fstat(fd)))
         finally:
             if not held:
                 _close_unlocked(fd, os.getpid())
@@ -596,11 +594,6 @@ def _close_unlocked(fd: int, locked_by: int) -> None:
         with contextlib.suppress(OSError):  # (a file system without flock: never locked)
             fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
-
-
-def _own_regular_file(st: os.stat_result) -> bool:
-    """Whether ``st`` is a regular file owned by this process's effective user."""
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 _LOCK_POLL_S = 0.02  # between tries of a lock waited for with a deadline
@@ -1202,23 +1195,21 @@ def utf8_name(name: str) -> str:
     """A name read from the file system (a class folder's) as UTF-8 reads it, whatever the locale: under an ASCII
     locale Python decodes ``café`` as ``caf\\udcc3\\udca9`` (a ``classes.json`` so written named another class than
     one written under a UTF-8 locale); a byte that is not UTF-8 keeps its surrogate escape."""
-    return os.fsencode(name).decode("utf-8", "surrogateescape")
+    return name if name.isascii() else os.fsencode(name).decode("utf-8", "surrogateescape")
 
 
 def utf8_named(record: dict, said: str) -> dict:
     """``record`` of a file a report names (its ``"path"``, the file system's name) with that path as UTF-8 text
     (:func:`utf8_name`), in its ``said`` text too, as a report written whatever the locale names the file."""
     path = record["path"]
-    if path.isascii():
-        return record
-    return {**record, "path": utf8_name(path), said: record[said].replace(path, utf8_name(path))}
+    return {**record, "path": (text := utf8_name(path)), said: record[said].replace(path, text)}
 
 
 def fs_name(text: str) -> str:
     """The inverse of :func:`utf8_name`: a name as UTF-8 text spells it (a list's line, a path in a recipe) as the file
     system's str, which Python's os calls take: under an ASCII locale ``café`` is ``caf\\udcc3\\udca9`` (``café``
     itself cannot be encoded), under a Latin-1 locale ``cafÃ©``; the name itself under a UTF-8 locale."""
-    return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+    return text if text.isascii() else os.fsdecode(text.encode("utf-8", "surrogateescape"))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -2766,7 +2757,7 @@ def _unchecked_commit(here: Path, refused: str) -> str | None:
             sha = next(line.split()[0] for line in packed if line.endswith(f" {ref}"))
     except (OSError, StopIteration):
         return None
-    _warn_git_refused(str(checkout), refused.splitlines()[0] if refused else "")
+    _warn_git_refused(str(checkout), refused.splitlines()[0])
     return f"{sha}-unchecked"
 
 

@@ -312,18 +312,17 @@ def list_text(path: str | Path, entries: list[ListEntry]) -> str:
     as UTF-8 text (:func:`mme.utils.utf8_name`), whatever the locale. A path that the format cannot hold, one with a
     line break or space at either end (which :func:`read_list` strips), or whose name is not UTF-8 (no list reader
     could read the file), is a DataError naming it."""
-    paths = [e.path if e.path.isascii() else utf8_name(e.path) for e in entries]  # (nearly every row: ASCII)
-    for e, listed in zip(entries, paths):
-        if listed != listed.strip() or len(text_lines(listed + "\n")) != 1:
-            raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
-                            f"or spaces at its ends; rename the file or folder")
-        if listed.isascii():
-            continue
-        try:
-            listed.encode("utf-8", "surrogateescape").decode("utf-8")
+    paths = []
+    for e in entries:
+        try:  # (nearly every row: ASCII)
+            listed = e.path if e.path.isascii() else os.fsencode(e.path).decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{path}: cannot list {e.path!r}: its name is not UTF-8 (a list file is UTF-8 text); "
                             f"rename it (e.g. convmv -f latin1 -t utf8)") from None
+        if listed != listed.strip() or len(text_lines(listed + "\n")) != 1:
+            raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
+                            f"or spaces at its ends; rename the file or folder")
+        paths.append(listed)
     paths = [f"./{p}" if _is_comment(p) else p for p in paths]  # '# misc/a.mp4' read as a comment
     lines = [p if e.label is None else f"{p} {e.label}" for p, e in zip(paths, entries)]
     return "".join(line + "\n" for line in lines)
@@ -1449,18 +1448,18 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     split_dir = Path(split_dir)
     every = [f for f in split_dir.glob("*_test_split*.txt")
              if not _hidden(f.name) and re.fullmatch(r".+_test_split[0-9]+\.txt", f.name)]
-    classes = sorted({f.name[: f.name.rindex("_test_split")] for f in every})
+    classes = sorted({utf8_name(f.name[: f.name.rindex("_test_split")]) for f in every})  # (text, as the lines')
     files = sorted(f for f in every if f.name.endswith(f"_test_split{split}.txt"))
     if not files:
         raise DataError(f"{split_dir}: no HMDB51 split files '*_test_split{split}.txt'")
-    lacking = sorted(set(classes) - {f.name[: -len(f"_test_split{split}.txt")] for f in files})
+    lacking = sorted(set(classes) - {utf8_name(f.name[: -len(f"_test_split{split}.txt")]) for f in files})
     if lacking:
         raise DataError(f"{split_dir}: no split-{split} file for class(es) {lacking[:5]} (e.g. "
                         f"{lacking[0]}_test_split{split}.txt), which other splits have")
     out: Splits = {"train": [], "test": []}
     once = _ListedOnce()
     for f in files:
-        name = f.name[: -len(f"_test_split{split}.txt")]
+        name = utf8_name(f.name[: -len(f"_test_split{split}.txt")])
         for n, text in _read_lines(f):
             parts = text.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
@@ -2281,6 +2280,7 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
     out = {"listed_twice": [p for p, v in seen.items() if len(v) > len({f for _, f in v})],
            "labels_differ": [p for p, v in seen.items() if len({lab for lab, _ in v if lab is not None}) > 1],
            "in_several_lists": [p for p, v in seen.items() if len({f for _, f in v}) > 1]}
+    out = {kind: [utf8_name(p) for p in paths] for kind, paths in out.items()}  # (named as the lists name them)
     said = {"listed_twice": "listed twice", "labels_differ": "whose labels differ",
             "in_several_lists": "in several lists"}
     for kind, paths in out.items():

@@ -57,7 +57,7 @@ from mme.train.finetune import (
     warn_of_misnamed_classes,
 )
 from mme.train.precision import choose_precision
-from mme.utils import code_version, counted
+from mme.utils import code_version, counted, fs_name
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +251,9 @@ def _training_list(cfg: FinetuneConfig, ck: Checkpoint, given: Collection[str]) 
     ran = ck.run_config.get("data")
     if not isinstance(ran, dict) or not isinstance(ran.get("list_file"), str):
         return None
-    folder = ck.run_folder or os.getcwd()
-    return TrainingList(os.path.join(folder, ran["list_file"]), os.path.join(folder, ran.get("root") or ""),
-                        ck.run_list)
+    folder = ck.run_folder or os.getcwd()  # (the paths UTF-8 text, as a run records them: mme.config.recorded)
+    return TrainingList(os.path.join(folder, fs_name(ran["list_file"])), os.path.join(folder, fs_name(ran.get("root")
+                        or "")), ck.run_list)
 
 
 def _sampling(data: DataConfig) -> str:

@@ -1090,6 +1090,14 @@ recorded; a classifier's encoder saved without its ``fc_norm``; a clip given as 
 one trained)."""
 
 
+def check_fits(ck: Checkpoint) -> None:
+    """Check that ``ck``'s weights fill the model its config describes (:func:`fits`), built on the meta device: no
+    weight made, so a config they do not fill (edited to 1000 blocks) is a CheckpointError naming the file, not ~200
+    GB allocated."""
+    with torch.device("meta"):
+        fits(new_model(ck).state_dict(), ck.state, ck.source)
+
+
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s), and what ``ck``
     records beside it as ``mme_record`` (:data:`RECORD`); built without advancing the caller's global generator.
@@ -1112,9 +1120,8 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
-    if strict:  # (a config its weights do not fill, edited to 1000 blocks: refused before ~200 GB are made)
-        with torch.device("meta"):
-            fits(new_model(ck).state_dict(), ck.state, ck.source)
+    if strict:
+        check_fits(ck)
     model = new_model(ck)
     load_state(model, ck.state, ck.source, strict)
     model.mme_record = {name: getattr(ck, name) for name in RECORD}

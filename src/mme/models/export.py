@@ -28,10 +28,9 @@ from mme.models.checkpoint import (
     WEIGHTS,
     Checkpoint,
     build_model,
+    check_fits,
     checkpoint_config,
     checkpoint_files,
-    fits,
-    new_model,
     read_checkpoint,
     select_part,
 )
@@ -192,10 +191,8 @@ def _checked(ck: Checkpoint, live: bool = False) -> Checkpoint:
     if not live:
         build_model(ck, strict=True)
         return ck
-    with torch.device("meta"):
-        expected = new_model(ck).state_dict()
     try:
-        fits(expected, ck.state, ck.source)
+        check_fits(ck)
     except CheckpointError as e:
         raise CheckpointError("cannot save this module: its weights do not fit the model its attributes describe "
                               "(cfg, head_specs, a head put in place after it was built), which its file would "

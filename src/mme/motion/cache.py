@@ -548,6 +548,8 @@ def damaged(path: str | Path) -> str | None:
                 with zipfile.ZipFile(f) as z:
                     most = _v1_meta(z, path)[1]
                     for name in z.namelist():
+                        if not name.endswith(".npy"):
+                            raise ValueError(f"its member {name} is not an array mme writes")
                         with _v1_member(z, name.removesuffix(".npy"), most) as member:
                             while member.read(1 << 20):  # (zipfile's check of its CRC at its end)
                                 pass
@@ -694,7 +696,7 @@ def _read_v1(f: BinaryIO, path: Path, starts) -> CachedTracks:
         f.seek(0)
         with zipfile.ZipFile(f) as z:
             meta, most = _v1_meta(z, path)
-            valid = _v1_array(z, "valid", most).astype(bool)
+            valid = _v1_array(z, "valid", most)  # (bool: _v1_meta saw its header)
             T = len(valid)
             st = _starts(starts, T)
             blocks = {int(b): _v1_array(z, f"disp_{b:05d}", most) for b in np.unique(st // _V1_BLOCK)}

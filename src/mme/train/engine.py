@@ -47,6 +47,7 @@ from mme.config import (
     keys_without_effect,
     path_keys,
     recipe_of,
+    recorded,
     with_paths_as,
 )
 from mme.data.dataset import identity_change, identity_text, lines_digest, list_identity, same_content
@@ -96,7 +97,6 @@ from mme.utils import (
     same_device,
     torch_as_mme,
     unlock_folder,
-    utf8_name,
 )
 
 log = logging.getLogger(__name__)
@@ -673,8 +673,8 @@ def as_recipe(cfg: Any) -> dict:
     call (``train.resume``, ``train.overwrite``, ``train.stop_after``), which reused would resume another run,
     clear another run's folder or stop early. (The dict is edited, not the config: a resumed run's config may hold
     what only a resumed run is let keep, :meth:`~mme.motion.targets.TargetConfig.check_settings_used`.) Its paths
-    are UTF-8 text (:func:`mme.utils.utf8_name`), as a recipe is read whatever the locale."""
-    recipe = with_paths_as(utf8_name, type(cfg), dataclasses.asdict(cfg))
+    are UTF-8 text (:func:`mme.config.recorded`), as a recipe is read whatever the locale."""
+    recipe = recorded(cfg)
     recipe["train"].update(resume=None, overwrite=False, stop_after=None)
     return recipe
 

@@ -18,7 +18,6 @@ and its values are theirs summed up (:class:`LoggedSteps`), not its own step's a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import math
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from mme.config import with_paths_as
+from mme.config import recorded
 from mme.data.dataset import collate, make_loader, start_workers
 from mme.data.sampling import window_length
 from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError, TooManyFailures
@@ -56,7 +55,6 @@ from mme.utils import (
     plural,
     progress_bar,
     said_as,
-    utf8_name,
     writing,
 )
 
@@ -410,8 +408,7 @@ def _keep_steps_of_data_error(run: Run, error: Exception) -> Exception:
 
 
 def _write_checkpoint(run: Run) -> Path:
-    config = with_paths_as(utf8_name, type(run.cfg), dataclasses.asdict(run.cfg))  # (UTF-8 text, as config.yaml's)
-    state = {"model": run.model.state_dict(), "config": config,
+    state = {"model": run.model.state_dict(), "config": recorded(run.cfg),  # (paths as UTF-8 text, as config.yaml's)
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
              "grad_overflows": run.grad_overflows, "nonfinite_in_a_row": run.nonfinite_in_a_row,
