@@ -191,8 +191,15 @@ class _RecipeLoader(yaml.SafeLoader):
                         f"for merging, but found {source.id}", source.start_mark)
                 self.flatten_mapping(source)
                 merged += [pair for pair in source.value if pair[0].tag != MERGE]  # (a node merging itself: unmerged)
-        if merges:
-            node.value = merged + [pair for pair in node.value if pair[0].tag != MERGE]
+        if merges:  # (a key merged again, ten times from each of ten merges nested, kept once: the last, which wins)
+            pairs = merged + [pair for pair in node.value if pair[0].tag != MERGE]
+            node.value = list({_key_of(key): (key, value) for key, value in pairs}.values())
+
+
+def _key_of(node: yaml.Node) -> tuple | int:
+    """What a mapping's key node is as a key, without constructing it: a scalar's tag and text (two alike make one
+    key), another node itself."""
+    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
 
 
 _READ_AS = {"int": "construct_yaml_int", "float": "construct_yaml_float", "bool": "construct_yaml_bool",
