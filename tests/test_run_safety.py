@@ -921,16 +921,20 @@ def test_a_link_to_nothing_at_a_lock_files_path_is_an_error_not_a_wait_forever(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+_PRECIOUS = "step,loss\nprecious\n1,1.0\n"
+"""A victim's text: a table whose second line is no record (a resumed log keeping the others would rewrite it)."""
+
+
 def _victim(tmp_path: Path) -> Path:
     """A file of this user's that another user, who may write a folder a job uses, would have the job overwrite."""
     victim = tmp_path / "victim.txt"
-    victim.write_text("precious\n")
+    victim.write_text(_PRECIOUS)
     victim.chmod(0o600)
     return victim
 
 
 def _untouched(victim: Path) -> bool:
-    return victim.read_text() == "precious\n" and victim.stat().st_mode & 0o777 == 0o600
+    return victim.read_text() == _PRECIOUS and victim.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_symlink_or_fifo_planted_at_a_folders_lock_is_refused_not_written_through(tmp_path):
@@ -1027,11 +1031,14 @@ def test_an_atomic_writes_temporary_name_swapped_for_a_link_while_it_is_written_
     assert not (out / "report.json").exists() and _untouched(victim)
 
 
-@pytest.mark.parametrize("writer", ["metrics.jsonl", "metrics.csv", "resumed metrics.jsonl", "overwrite marker"])
-def test_a_symlink_planted_at_a_log_or_an_overwrite_marker_is_refused_not_written_through(tmp_path, writer):
+@pytest.mark.parametrize("writer", ["metrics.jsonl", "metrics.csv", "resumed metrics.jsonl", "resumed metrics.csv",
+                                    "overwrite marker"])
+def test_a_symlink_planted_at_a_log_or_an_overwrite_marker_is_refused_not_written_through(tmp_path, writer, caplog):
     """A run's metrics.jsonl / metrics.csv and mme extract's overwriting-<share>.jsonl, names known in advance,
     were opened following links: a link another user put there had the job empty the file it led to and write its
-    records there. A link there is refused now, named, the file it leads to untouched."""
+    records there; a resumed log read it through the link, quoting its lines that are no record in a warning, and
+    where a kept line followed one (the table) copied it into a new log of its own. A link there is refused now,
+    named, before a line is read, the file it leads to untouched."""
     from mme.motion.extract import _mark_made
     from mme.train.metrics import CSVLogger, JSONLLogger
 
@@ -1039,12 +1046,13 @@ def test_a_symlink_planted_at_a_log_or_an_overwrite_marker_is_refused_not_writte
     name = "overwriting-s.jsonl" if writer == "overwrite marker" else writer.split()[-1]
     (tmp_path / name).symlink_to(victim)
     write = {"metrics.jsonl": lambda: JSONLLogger(tmp_path / name), "metrics.csv": lambda: CSVLogger(tmp_path / name),
-             "resumed metrics.jsonl": lambda: JSONLLogger(tmp_path / name, resume_step=0),
+             "resumed metrics.jsonl": lambda: JSONLLogger(tmp_path / name, resume_step=5),
+             "resumed metrics.csv": lambda: CSVLogger(tmp_path / name, resume_step=5),
              "overwrite marker": lambda: _mark_made(tmp_path / name, victim, str(tmp_path))}[writer]
     with pytest.raises(OSError if writer != "overwrite marker" else MMEError) as refused:
         write()
     assert str(tmp_path / name) in str(refused.value) and "is a symbolic link (not followed)" in str(refused.value)
-    assert _untouched(victim)
+    assert _untouched(victim) and (tmp_path / name).is_symlink() and "precious" not in caplog.text
 
 
 @pytest.mark.parametrize("block", ["exclusive_lock", "atomic_path"])

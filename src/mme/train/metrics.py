@@ -16,7 +16,7 @@ import weakref
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import BinaryIO, Protocol, TextIO
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -54,7 +54,7 @@ def _keep_until(path: Path, step: int, read_step) -> None:
     if not path.is_file():
         return
     dropped, lines, at, cut = set(), 0, 0, None  # cut: (offset, line) where the dropped lines at the end begin
-    with path.open("rb") as f:
+    with read_log(path) as f:
         for i, raw in enumerate(f):
             line, lines = raw.decode(**TEXT), i + 1
             if not line.endswith("\n"):
@@ -82,7 +82,7 @@ def _keep_until(path: Path, step: int, read_step) -> None:
         finally:
             os.close(fd)
         return
-    with atomic_path(path) as tmp, path.open("rb") as f, tmp.open("wb") as out:
+    with atomic_path(path) as tmp, read_log(path) as f, tmp.open("wb") as out:
         out.writelines(line for i, line in enumerate(f) if i not in dropped)
 
 
@@ -167,6 +167,15 @@ def open_log(path: Path, append: bool, newline: str | None = None) -> TextIO:
     return os.fdopen(open_regular(path, flags), "a" if append else "w", newline=newline, **TEXT)
 
 
+def read_log(path: Path, text: bool = False) -> BinaryIO | TextIO:
+    """The log at ``path`` opened for reading, in bytes or as text (as :mod:`csv` reads it), where a resumed or
+    widened log reads it to write it anew: never through a symbolic link put at its known name (the file it leads
+    to, another user's, was copied into the run folder, its lines quoted in a warning), nor from another file than a
+    regular one (:func:`open_regular`)."""
+    fd = open_regular(path, os.O_RDONLY)
+    return os.fdopen(fd, "r", newline="", **TEXT) if text else os.fdopen(fd, "rb")
+
+
 class JSONLLogger:
     """One JSON object per line: ``{"step": s, **metrics}``, null for a non-finite value (:func:`json_nulls`: strict
     JSON, as mme's other files; :func:`iter_records` reads it back as NaN)."""
@@ -194,7 +203,7 @@ class CSVLogger:
         self.columns: list[str] | None = None
         if resume_step is not None and self.path.is_file():
             _keep_until(self.path, resume_step, lambda i, ln: None if i == 0 else int(ln.split(",", 1)[0]))
-            with open(self.path, **TEXT) as f:
+            with read_log(self.path, text=True) as f:
                 self.columns = next(csv.reader(f), None)
         self.file = open_log(self.path, append=bool(self.columns), newline="")
         self.writer = csv.DictWriter(self.file, self.columns) if self.columns else None
@@ -213,7 +222,7 @@ class CSVLogger:
     def _widen(self, columns: list[str]) -> None:
         """Rewrite the table with ``columns`` (atomically) and append to it from now on."""
         self.file.close()
-        with open(self.path, newline="", **TEXT) as f:
+        with read_log(self.path, text=True) as f:
             rows = list(csv.DictReader(f))
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
             writer = csv.DictWriter(f, columns)
