@@ -706,27 +706,33 @@ def test_stale_temporary_files_are_matched_to_a_folders_names_once(tmp_path, mon
         (tmp_path / f".{name}.tmp{pid}.tracks").write_bytes(b"")
     (tmp_path / f".other.tracks.tmp{pid}.tracks").write_bytes(b"")  # another share's file's: not one of names
     stems, made = utils._temp_stem, []
-    monkeypatch.setattr(utils, "_temp_stem", lambda name, *limit: made.append(name) or stems(name, *limit))
+    monkeypatch.setattr(utils, "_temp_stem", lambda name, *args: made.append(name) or stems(name, *args))
     utils.remove_stale_temps_in(tmp_path, set(names))
-    assert sorted(made) == names
+    assert sorted(made) == sorted(names * 2)  # (today's stem and an earlier mme's)
     assert [p.name for p in tmp_path.iterdir()] == [f".other.tracks.tmp{pid}.tracks"]
 
 
 def test_a_stale_temporary_file_of_a_long_name_that_an_earlier_mme_wrote_is_removed(tmp_path):
     """A name that fitted a temporary file's name with its writer's PID but not with the longest PID kept it whole
     there in an earlier mme, which shortened no name: that file is still found as stale, as is today's shortened
-    one (before: only the shortened one was looked for, and the earlier one was left for good)."""
+    one (before: only the shortened one was looked for, and the earlier one was left for good). So is the name an
+    earlier mme shortened, with no room for the tag it did not write (9 bytes less shortened than today's)."""
     pid = str(dead_pid())
     name = "v" * (255 - len(f"..tmp{pid}.tracks") - len(".mp4.tracks")) + ".mp4.tracks"  # its temp: 255 bytes
     assert utils._temp_stem(name, utils.NAME_MAX) != name
     earlier = tmp_path / f".{name}.tmp{pid}.tracks"
+    long = "v" * 300 + ".mp4.tracks"
+    stem = utils.fitting_name(long.removesuffix(".tracks"), ".tracks", room=len(f"..tmp{utils.PID_MAX}.tracks"),
+                              limit=utils.NAME_MAX)  # (as an earlier mme shortened it)
+    shortened = tmp_path / f".{stem}.tmp{pid}.tracks"
+    assert shortened.name != f".{utils._temp_stem(long, utils.NAME_MAX)}.tmp{pid}.tracks"
     now = tmp_path / f".{utils._temp_stem(name, utils.NAME_MAX)}.tmp{pid}.tracks"
-    for tmp in (earlier, now):
+    for tmp in (earlier, shortened, now):
         tmp.write_bytes(b"x")
     assert len(os.fsencode(earlier.name)) == 255
-    stems = utils._temp_names([name], utils.NAME_MAX)
-    assert utils._is_stale_temp(earlier, stems) and utils._is_stale_temp(now, stems)
-    utils.remove_stale_temps([tmp_path / name])
+    stems = utils._temp_names([name, long], utils.NAME_MAX)
+    assert all(utils._is_stale_temp(tmp, stems) for tmp in (earlier, shortened, now))
+    utils.remove_stale_temps([tmp_path / name, tmp_path / long])
     assert not list(tmp_path.iterdir())
 
 

@@ -319,22 +319,23 @@ def _fitting_limit(folder: Path) -> int:
     return min(NAME_MAX, _name_limit(folder) or NAME_MAX)
 
 
-def _temp_stem(name: str, limit: int) -> str:
+def _temp_stem(name: str, limit: int, tagged: bool = True) -> str:
     """What stands for ``name`` in its :func:`atomic_path` temporary file's, ``.<stem>.tmp<pid>-<tag><suffix>``:
     ``name``, or where that temporary name would not fit a file name of ``limit`` bytes (its folder's:
     :func:`_fitting_limit`), a shorter one that keeps its suffix (:func:`fitting_name`), the same in every process
-    (room for the longest PID)."""
+    (room for the longest PID). Not ``tagged``: an earlier mme's, ``.<stem>.tmp<pid><suffix>``, which kept no room
+    for the tag."""
     suffix = Path(name).suffix
-    return fitting_name(name.removesuffix(suffix), suffix,
-                        room=len(f"..tmp{PID_MAX}-{'0' * TEMP_TAG_HEX}{suffix}".encode(**TEXT)),
+    tag = f"-{'0' * TEMP_TAG_HEX}" if tagged else ""
+    return fitting_name(name.removesuffix(suffix), suffix, room=len(f"..tmp{PID_MAX}{tag}{suffix}".encode(**TEXT)),
                         limit=limit)
 
 
 def _temp_names(names: Collection[str], limit: int) -> frozenset[str]:
     """What stands for the files ``names`` in their temporary files' names in a folder whose names take ``limit``
-    bytes: each :func:`_temp_stem`, and the name itself, which an earlier mme's write kept where it fitted with the
-    writer's own PID (not the longest's)."""
-    return frozenset((*names, *(_temp_stem(name, limit) for name in names)))
+    bytes: each :func:`_temp_stem`, today's and an earlier mme's (untagged), and the name itself, which an earlier
+    mme's write kept where it fitted with the writer's own PID (not the longest's)."""
+    return frozenset((*names, *(_temp_stem(name, limit, tagged) for name in names for tagged in (True, False))))
 
 
 @contextlib.contextmanager
