@@ -1017,7 +1017,8 @@ def test_an_atomic_writes_temporary_name_cannot_be_told_in_advance_so_nothing_pl
 def test_an_atomic_writes_temporary_name_swapped_for_a_link_while_it_is_written_is_not_put_in_place(tmp_path):
     """A user who lists the folder and may rename in it (a folder its group writes, not sticky) could swap the
     temporary file for a symbolic link while the block wrote, and os.replace put the link in the output's place.
-    The name is checked to still hold the file made before it is replaced now: the write fails, naming it."""
+    The name is checked to still hold the file made before it is replaced now: the write fails, naming it. A
+    temporary file removed during the write (nothing in its place) is said to be removed, not replaced."""
     from mme.utils import atomic_path
 
     victim = _victim(tmp_path)
@@ -1029,6 +1030,11 @@ def test_an_atomic_writes_temporary_name_swapped_for_a_link_while_it_is_written_
             tmp.unlink()
             tmp.symlink_to(victim)  # (the other user's swap)
     assert not (out / "report.json").exists() and _untouched(victim)
+    with pytest.raises(FileNotFoundError, match=r"its temporary file was removed while it was written; not put in "
+                                                r"its place: '.*\.report\.json\.tmp"):
+        with atomic_path(out / "report.json") as tmp:
+            tmp.unlink()
+    assert not (out / "report.json").exists()
 
 
 @pytest.mark.parametrize("writer", ["metrics.jsonl", "metrics.csv", "resumed metrics.jsonl", "resumed metrics.csv",
@@ -1038,7 +1044,8 @@ def test_a_symlink_planted_at_a_log_or_an_overwrite_marker_is_refused_not_writte
     were opened following links: a link another user put there had the job empty the file it led to and write its
     records there; a resumed log read it through the link, quoting its lines that are no record in a warning, and
     where a kept line followed one (the table) copied it into a new log of its own. A link there is refused now,
-    named, before a line is read, the file it leads to untouched."""
+    named, before a line is read, the file it leads to untouched; a FIFO there is not a regular file (it was 'No
+    such device or address')."""
     from mme.motion.extract import _mark_made
     from mme.train.metrics import CSVLogger, JSONLLogger
 
@@ -1049,10 +1056,14 @@ def test_a_symlink_planted_at_a_log_or_an_overwrite_marker_is_refused_not_writte
              "resumed metrics.jsonl": lambda: JSONLLogger(tmp_path / name, resume_step=5),
              "resumed metrics.csv": lambda: CSVLogger(tmp_path / name, resume_step=5),
              "overwrite marker": lambda: _mark_made(tmp_path / name, victim, str(tmp_path))}[writer]
-    with pytest.raises(OSError if writer != "overwrite marker" else MMEError) as refused:
-        write()
-    assert str(tmp_path / name) in str(refused.value) and "is a symbolic link (not followed)" in str(refused.value)
-    assert _untouched(victim) and (tmp_path / name).is_symlink() and "precious" not in caplog.text
+    for planted, why in (("link", "is a symbolic link (not followed)"), ("FIFO", "is not a regular file")):
+        if planted == "FIFO":  # (no one reads it: its open to write failed 'No such device or address')
+            (tmp_path / name).unlink()
+            os.mkfifo(tmp_path / name)
+        with pytest.raises(OSError if writer != "overwrite marker" else MMEError) as refused:
+            write()
+        assert str(tmp_path / name) in str(refused.value) and why in str(refused.value)
+    assert _untouched(victim) and (tmp_path / name).is_fifo() and "precious" not in caplog.text
 
 
 @pytest.mark.parametrize("block", ["exclusive_lock", "atomic_path"])

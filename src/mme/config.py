@@ -127,12 +127,12 @@ class _RecipeLoader(yaml.SafeLoader):
         return node
 
     def construct_document(self, node: yaml.Node) -> Any:
-        """The document's value, refused where its aliases expand it past :data:`MAX_RECIPE_VALUES` values
-        (:func:`_expanded_values`)."""
+        """The document's value, refused where it holds more than :data:`MAX_RECIPE_VALUES` values, its aliases
+        expanded (:func:`_expanded_values`)."""
         data = super().construct_document(node)
         if (values := _expanded_values(data, {})) > MAX_RECIPE_VALUES:
-            raise ConfigError(f"its YAML aliases (of lists or mappings, or merges '<<' of them, nested) make {values} "
-                              f"values, more than the {MAX_RECIPE_VALUES} mme reads: write the values out")
+            raise ConfigError(f"holds {values} values (its YAML aliases expanded), more than the {MAX_RECIPE_VALUES} "
+                              "mme reads: give fewer")
         return data
 
     def scan_directive(self) -> yaml.DirectiveToken:

@@ -387,6 +387,9 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         if not _names(tmp, held):
+            if not os.path.lexists(tmp):
+                raise FileNotFoundError(errno.ENOENT, "its temporary file was removed while it was written; not put "
+                                                      "in its place", str(tmp))
             raise OSError(errno.EEXIST, "its temporary file was replaced by another entry while it was written "
                                         "(a user who may rename files in the folder); not put in its place", str(tmp))
         os.replace(tmp, path)
@@ -1864,6 +1867,8 @@ def open_regular(path: str | Path, flags: int, mode: int = 0o666) -> int:
     except OSError as e:
         if e.errno == errno.ELOOP and os.path.islink(path):
             raise NotRegularFile(errno.ELOOP, "is a symbolic link (not followed)", str(path)) from e
+        if e.errno == errno.ENXIO:  # (a FIFO no one reads, opened to write; a socket; a device without its driver)
+            raise NotRegularFile(errno.ENXIO, "is not a regular file", str(path)) from e
         raise
     kind = os.fstat(fd).st_mode
     if not stat.S_ISREG(kind):
