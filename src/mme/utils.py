@@ -352,9 +352,10 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     The file is made new (``O_EXCL``, another name drawn where one is taken), with the permissions the umask gives a
     new file. Its name cannot be told in advance, so nothing another user who may write the folder puts there
     beforehand (a symbolic link, a file of theirs) is written through or into, nor stands in the write's way; a name
-    swapped for another entry while the block writes (by a user who lists the folder and may rename in it: a folder
-    its group writes, not sticky) makes the write fail, naming it, and is never put in ``path``'s place (what the
-    block wrote by the name may have gone where the entry led).
+    swapped for another user's entry or a link while the block writes (by a user who lists the folder and may rename
+    in it: a folder its group writes, not sticky) makes the write fail, naming it, and is never put in ``path``'s
+    place (what the block wrote by the name may have gone where the entry led); a file of this user's the block put
+    there itself (a nested atomic write of the name, ``encode_h264``'s in ``mme viz``) is put in place.
 
     The temporary file is locked (``flock``) until it is replaced, for :func:`_remove_stale_temp`: a cleaner in
     another PID namespace (a container), where this PID means nothing, leaves it. Writes of one file at once (other
@@ -380,13 +381,13 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     else:
         raise FileExistsError(errno.EEXIST, f"no temporary name beside it was free in {_MAKE_TRIES} tries",
                               str(path))
-    pid, held = os.getpid(), stat_identity(os.fstat(fd))
+    pid = os.getpid()
     try:
         yield tmp
         if sync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        if not _names(tmp, held):
+        if not _own_file_at(tmp):
             if not os.path.lexists(tmp):
                 raise FileNotFoundError(errno.ENOENT, "its temporary file was removed while it was written; not put "
                                                       "in its place", str(tmp))
@@ -396,7 +397,7 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         if sync:
             _sync_folder(path.parent)
     except BaseException:
-        if _names(tmp, held):
+        if _own_file_at(tmp):
             tmp.unlink(missing_ok=True)
         raise
     finally:
@@ -423,6 +424,17 @@ def _new_locked_file(tmp: Path) -> int | None:
         if not held:
             _close_unlocked(fd, os.getpid())
     return fd if held else None
+
+
+def _own_file_at(path: Path) -> bool:
+    """Whether the entry at ``path`` itself (not followed) is a regular file of this user's: :func:`atomic_path`'s
+    temporary file, or one a writer in the block put there in its place (a nested atomic write of the same name, as
+    ``encode_h264``'s into ``mme viz``'s), not a link or another user's entry swapped in."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _names(path: Path, identity: tuple[int, int]) -> bool:
