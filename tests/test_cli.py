@@ -219,7 +219,7 @@ def _with_reader_gone(*argv: str, stderr_too: bool = False) -> tuple[int, str]:
     return proc.wait(timeout=300), err
 
 
-@pytest.mark.parametrize("stderr_too", [False, True])
+@pytest.mark.parametrize("stderr_too", [pytest.param(False, marks=pytest.mark.slow), True])  # (True: both gone)
 def test_a_run_whose_output_s_reader_has_gone_trains_on_and_writes_its_files(stderr_too, synth, tmp_path):
     """``mme pretrain ... | head -0`` (``| true``): the summary printed before step 1 raised BrokenPipeError, a
     traceback that ended the run, exit 1, nothing trained; with stderr in the pipe (``2>&1 | head``) the progress bar
