@@ -126,11 +126,14 @@ def plot_losses(rows: list[dict], root: Path, path: Path, last_step: int) -> Non
     for ax, (r, records) in zip(axes[0], runs):
         steps = [rec["step"] for rec in records]
         covered = [steps_of(rec) for rec in records]  # a record's mean is of its steps
-        for key in sorted(k for k in records[0] if k.startswith("loss")):
+        keys = sorted(k for k in records[0] if k.startswith("loss"))
+        for key in keys:
             plot_loss_records(ax, steps, [rec[key] for rec in records], covered, key)
         ax.set_title(f"{r['target']} target")
         ax.set_xlabel("step")
-        log_scale_y(ax)
+        drawn = np.array([rec[key] for rec in records for key in keys], dtype=float)  # (null: NaN)
+        if (np.isfinite(drawn) & (drawn > 0)).any():  # (as loss.png: no log axis without a value to show)
+            log_scale_y(ax)
         ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -1577,7 +1577,8 @@ _pyav_index = _IndexCache()
 
 @functools.cache
 def _warn_index_let_go(index_dir: str | None) -> None:
-    """Warn once per process, naming its index folder (None: none), that a frame index it made and keeps in no folder,
+    """Warn once per process (the cache stops tracking after the first: :attr:`_IndexCache.gone`), naming the index
+    folder of the index needed again (None: none), that a frame index it made and keeps in no folder,
     let go past either bound (:data:`INDEX_CACHE_FILES` videos: a list of more short videos, as Kinetics', passes it
     first; :data:`INDEX_CACHE_BYTES_UNSAVED`), was needed again: said at that cost, not where each video is read
     once (mme embed of a list longer than the bound)."""
