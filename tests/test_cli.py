@@ -542,6 +542,37 @@ def test_a_python_caller_of_main_keeps_its_logging_settings(tmp_path):
     assert states["before"] == states["after"] == states["again"] == [30, [], 0, 40], states
 
 
+def test_worker_processes_started_fresh_log_as_the_command_does(monkeypatch, capfd):
+    """A loader worker started by spawn or forkserver (macOS's default; Linux's from Python 3.14; a script's
+    ``set_start_method``), and every worker of :func:`mme.utils.in_workers` (``mme synth``, ``extract``, ``check``),
+    started with no log set up: their warnings were bare lines (no ``[mme ...]``, no rank), their info and ``-v``
+    debug lines lost. They set up the command's log as they start (a forked worker has it already)."""
+    import logging
+
+    from torch.utils.data import DataLoader
+    from worker_jobs import Says, says
+
+    from mme import cli
+    from mme.data.dataset import start_workers
+    from mme.utils import in_workers
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    kinds = ["a fork loader worker", "a spawn loader worker", "in_workers' worker 1", "in_workers' worker 2"]
+    with cli._logging_put_back():
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # (pytest's, put back after: the CLI sets its log up where there is none)
+            root.removeHandler(handler)
+        cli._logging_of_ranks(argparse.Namespace(verbose=True))
+        for context in ("fork", "spawn"):
+            assert list(start_workers(DataLoader(Says(f"a {context} loader worker"), batch_size=None, num_workers=1,
+                                                 multiprocessing_context=context))) == [f"a {context} loader worker"]
+        assert sorted(in_workers(says, kinds[2:], 2, None)) == kinds[2:]
+    said = sorted(re.sub(r"^\[mme \d\d:\d\d:\d\d ", "[mme T ", line) for line in capfd.readouterr().err.splitlines()
+                  if " by " in line)
+    assert said == sorted(f"[mme T {level} rank 0] {what} by {kind}" for kind in kinds
+                          for level, what in (("WARNING", "warned"), ("INFO", "said"), ("DEBUG", "debugged"))), said
+
 def test_an_empty_path_is_refused_naming_its_flag_and_an_empty_root_is_the_working_folder(monkeypatch, capsys):
     """An empty path, what an unset shell variable gives, was taken for the option not given, exit 0: ``--resume
     "$CKPT"`` trained a fresh run from step 0, ``mme export SRC ""`` wrote into the working folder, ``viz

@@ -1,9 +1,10 @@
-"""Processes for the tests: the jobs of :func:`mme.utils.in_workers`' tests, in a module of their own (its spawned
-workers import the module of their job, and this one imports nothing heavy: a test module's torch and OpenCV took
-each new worker seconds), a PID no process has, and a loader worker killed."""
+"""Processes for the tests: the jobs of :func:`mme.utils.in_workers`' tests and a spawned loader worker's dataset, in
+a module of their own (its spawned workers import the module of their job, and this one imports nothing heavy: a test
+module's torch and OpenCV took each new worker seconds), a PID no process has, and a loader worker killed."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -42,6 +43,30 @@ def says_and_waits(job: tuple[str, str]) -> str:
         time.sleep(120)
     return name
 
+
+
+def says(kind: str) -> str:
+    """A worker's job: mme's warning, info and debug lines and a library's info line (which the CLI's log leaves
+    out), each naming ``kind``."""
+    log = logging.getLogger("mme.data.dataset")
+    log.warning("warned by %s", kind)
+    log.info("said by %s", kind)
+    log.debug("debugged by %s", kind)
+    logging.getLogger("matplotlib").info("a library's info line, by %s", kind)
+    return kind
+
+
+class Says:
+    """A loader's dataset of one item, ``kind``, read by :func:`says` in the worker that reads it."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> str:
+        return says(self.kind)
 
 def dead_pid() -> int:
     """The PID of a process that has ended (a fixed one, 999, may be any live process's)."""

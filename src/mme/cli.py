@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import gc
 import importlib
 import logging
@@ -773,11 +774,13 @@ class _LinesAfterBars(logging.StreamHandler):
     """The CLI's log handler on stderr (a :class:`_ReaderMayGo`; without ``stream``, the current ``sys.stderr``
     at each record, so a later command of the process logs to its own): a record starts a line of its own where the last
     write left one open, a progress bar's, so that a warning logged while a bar is drawn is not glued to its text (in
-    a log file, missed by a search for lines that start with ``[mme``)."""
+    a log file, missed by a search for lines that start with ``[mme``). ``log_setup``: the :class:`_StderrLog` that
+    made it, which the worker processes the command starts fresh take (:func:`mme.utils.log_setup`)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, log_setup: _StderrLog | None = None):
         super().__init__(stream)
         self._follows_stderr = stream is None
+        self.log_setup = log_setup
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._follows_stderr and self.stream is not sys.stderr:  # (a later command of the process: its own
@@ -1002,21 +1005,36 @@ def _ranks() -> tuple[int, int]:
 
 
 def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
-    """``(rank, ranks)`` (:func:`_ranks`), with the log set up for them: mme's lines, and its libraries' warnings
-    (their info lines are not mme's: matplotlib's 'generated new fontManager' in a new home); under torchrun, rank 0
-    logs for the run and the other ranks their own warnings only, each line naming its rank."""
+    """``(rank, ranks)`` (:func:`_ranks`), with the log set up for them (:class:`_StderrLog`)."""
     rank, ranks = _ranks()
-    stderr = _LinesAfterBars()
-    stderr.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "mme" or r.name.startswith("mme."))
-    if rank:
-        stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
-    logging.basicConfig(level=logging.WARNING if rank else logging.INFO,
-                        format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks > 1 else ''}] "
-                               "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
-    if args.verbose and not rank:  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
-        logging.getLogger("mme").setLevel(logging.DEBUG)
-    # (torch's lines are its own: at import it sets its logger to WARNING, with its own handler, not propagated)
+    _StderrLog(rank, ranks, args.verbose)()
     return rank, ranks
+
+
+@dataclasses.dataclass(frozen=True)
+class _StderrLog:
+    """The CLI's log on stderr, of process ``rank`` of ``ranks``: mme's lines, and its libraries' warnings (their
+    info lines are not mme's: matplotlib's 'generated new fontManager' in a new home), mme's debug lines too where
+    ``verbose``; under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming
+    its rank. Picklable, so that the worker processes the command starts fresh (spawn, forkserver: loader workers,
+    :func:`mme.utils.in_workers`'), which start with no log, set it up too (:func:`mme.utils.take_log_setup`)."""
+
+    rank: int
+    ranks: int
+    verbose: bool
+
+    def __call__(self) -> None:
+        stderr = _LinesAfterBars(log_setup=self)
+        stderr.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "mme" or r.name.startswith("mme."))
+        if self.rank:
+            stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
+        logging.basicConfig(level=logging.WARNING if self.rank else logging.INFO,
+                            format=f"[mme %(asctime)s %(levelname)s{f' rank {self.rank}' if self.ranks > 1 else ''}] "
+                                   "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
+        # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
+        if self.verbose and not self.rank:
+            logging.getLogger("mme").setLevel(logging.DEBUG)
+        # (torch's lines are its own: at import it sets its logger to WARNING, with its own handler, not propagated)
 
 
 def _named(args: argparse.Namespace) -> str:

@@ -798,17 +798,36 @@ def _end_with_parent(parent: int, by_main_thread: bool) -> None:
         threading.Thread(target=watching, name="mme-parent-watch", daemon=True).start()
 
 
-def _worker(conn: Connection, work: Callable[[Any], Any], parent: int, by_main_thread: bool) -> None:
-    """A process of :func:`in_workers`: ``work`` of each job ``conn`` sends, one thread each. Ctrl-C, which a
-    terminal sends to the whole process group, and Slurm's SIGUSR1, which reaches every process of a job step, are
-    left to the main process, which stops the workers; one whose main process dies ends at once
-    (:func:`_end_with_parent`: ``parent``, its PID, and whether its main thread started this one).
+def log_setup() -> Callable[[], None] | None:
+    """How this process's log was set up, for the worker processes it starts fresh (spawn, forkserver), which start
+    with none (:func:`take_log_setup`): the ``log_setup`` of the root logger's handler that has one, a picklable
+    function that sets it up again (the CLI's, :class:`mme.cli._StderrLog`); None where none has (a Python caller's
+    own log: its workers are left as they were)."""
+    return next((h.log_setup for h in logging.getLogger().handlers if getattr(h, "log_setup", None)), None)
+
+
+def take_log_setup(setup: Callable[[], None] | None) -> None:
+    """``setup`` (:func:`log_setup` of the process that started this worker) run where this process has no log
+    handler, as one started fresh has none: its lines then as its parent's (format, levels, rank), not Python's bare
+    warnings (its info and debug lines lost); a forked one has its parent's handlers already."""
+    if setup is not None and not logging.getLogger().handlers:
+        setup()
+
+
+def _worker(conn: Connection, work: Callable[[Any], Any], parent: int, by_main_thread: bool,
+            setup: Callable[[], None] | None) -> None:
+    """A process of :func:`in_workers`: ``work`` of each job ``conn`` sends, one thread each, its log as its parent's
+    (``setup``: :func:`take_log_setup`). Ctrl-C, which a terminal sends to the whole process group, and Slurm's
+    SIGUSR1, which reaches every process of a job step, are left to the main process, which stops the workers; one
+    whose main process dies ends at once (:func:`_end_with_parent`: ``parent``, its PID, and whether its main thread
+    started this one).
 
     torch is set to one thread where ``work``'s module imported it (spawn imported that module before this runs);
     elsewhere ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (which torch's default takes first) of 1 have a later import
     start on one thread, and a worker whose job needs no torch (``mme check``'s) does not import it: 1.9 s of CPU
     per worker, and per replacement of a dead one, on the 2-core Intel Xeon (AMX)."""
     _end_with_parent(parent, by_main_thread)
+    take_log_setup(setup)
     import cv2
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -1033,7 +1052,8 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                 else:
                     conn, there = ctx.Pipe()
                     proc = ctx.Process(target=_worker, daemon=True, args=(
-                        there, work, os.getpid(), threading.current_thread() is threading.main_thread()))
+                        there, work, os.getpid(), threading.current_thread() is threading.main_thread(),
+                        log_setup()))
                     proc.start()
                     there.close()
                     procs.append(proc)

@@ -94,11 +94,13 @@ from mme.utils import (
     how_it_ended,
     keep_freed_memory,
     launch_ranks,
+    log_setup,
     memory_advice,
     opencv_settings,
     plural,
     said_as,
     said_holders,
+    take_log_setup,
     usable_cores,
     workers_advice,
     workers_and_batch,
@@ -360,7 +362,9 @@ def make_loader(dataset: Dataset, **kwargs) -> DataLoader:
 def start_workers(loader: DataLoader) -> Iterator:
     """The batches of ``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch
     sets itself there, and with malloc keeping freed memory (:func:`mme.utils.keep_freed_memory`: a worker frees and
-    allocates the same frame-sized arrays for every item); the loader's own ``worker_init_fn``, if any, runs after.
+    allocates the same frame-sized arrays for every item), logging as this process does (those started fresh, by spawn
+    or forkserver, have no log set up: :func:`mme.utils.take_log_setup`); the loader's own ``worker_init_fn``, if
+    any, runs after.
 
     OpenCV's default, a thread per core in every worker, takes cores from the training step without making the
     workers faster: its pthreads pool spins (a DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2
@@ -380,7 +384,8 @@ def start_workers(loader: DataLoader) -> Iterator:
             if not _no_room_in_shm(e):
                 raise
             raise _unstarted_in_shm() from e
-        loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said, read_only_index_dirs())
+        loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said, read_only_index_dirs(),
+                                                  log_setup())
         if decodes_on_cuda():
             loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects unwritten. Not where the caller froze objects
@@ -572,12 +577,14 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
 
 
 def _worker_start(then: Callable[[int], None] | None, said: torch.Tensor, read_only: frozenset[str],
-                  worker_id: int) -> None:
-    """A worker's init under :func:`start_workers`: OpenCV on one thread where the worker started fresh (a forked
-    one has it already and must not reconfigure it), malloc keeping freed memory, the job's warnings said shared
-    (``said``: :func:`~mme.data.video.anamorphic_said`), the index folders the job only reads taken as read-only
-    (``read_only``, which a spawned worker does not inherit: :func:`~mme.data.pyav_reader.take_read_only`), then the
-    loader's own ``worker_init_fn``."""
+                  setup: Callable[[], None] | None, worker_id: int) -> None:
+    """A worker's init under :func:`start_workers`: its log as the job's where it started fresh with none (``setup``:
+    :func:`~mme.utils.take_log_setup`), OpenCV on one thread where it started fresh (a forked one has it already and
+    must not reconfigure it), malloc keeping freed memory, the job's warnings said shared (``said``:
+    :func:`~mme.data.video.anamorphic_said`), the index folders the job only reads taken as read-only (``read_only``,
+    which a spawned worker does not inherit: :func:`~mme.data.pyav_reader.take_read_only`), then the loader's own
+    ``worker_init_fn`` (``then``)."""
+    take_log_setup(setup)
     anamorphic_said(said)
     take_read_only(read_only)
     if cv2.getNumThreads() != 1:
