@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -461,6 +462,39 @@ def test_a_loader_worker_that_ran_the_calling_script_again_says_to_guard_it():
                                'in a script under `if __name__ == "__main__":`, or, to load data in this process: '
                                'data.num_workers=0 (--workers 0)')
 
+
+UNIMPORTABLE_IN_WORKERS = """import multiprocessing
+
+if multiprocessing.current_process().name != "MainProcess":  # (a worker without a library, or a path, this one has)
+    raise ImportError("libfoo.so.1: cannot open shared object file")
+
+
+class Items:
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return index
+"""
+
+
+def test_a_spawned_loader_worker_that_could_not_start_says_so_and_where_its_error_is(tmp_path, monkeypatch, capfd):
+    """A loader worker started by spawn or forkserver imports the dataset's module (and the script) again; one whose
+    import failed there was said as a worker that died, `data loader worker 0 (pid N) died (exit status 1)`, a
+    resume advised that fails alike. It could not start: said so, pointing at the traceback it printed, which this
+    process cannot read (a worker that ended after its start, the same in any start method, is said as before)."""
+    from mme.errors import MMEError, ProcessLost
+
+    (tmp_path / "unimportable_in_workers.py").write_text(UNIMPORTABLE_IN_WORKERS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # (spawned workers take this process's sys.path)
+    from unimportable_in_workers import Items
+
+    with pytest.raises(MMEError) as info:
+        list(start_workers(DataLoader(Items(), batch_size=None, num_workers=1, multiprocessing_context="spawn")))
+    assert not isinstance(info.value, ProcessLost), info.value
+    assert re.fullmatch(r"data loader worker 0 \(pid \d+\) could not start \(exit status 1\): see the error printed "
+                        r"above, or set data.num_workers=0 \(--workers 0\)", str(info.value)), info.value
+    assert "ImportError: libfoo.so.1: cannot open shared object file" in capfd.readouterr().err
 
 def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):
     """``start_workers`` froze this process's objects while its workers forked and unfroze them after, releasing

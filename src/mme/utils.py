@@ -883,22 +883,23 @@ class WorkerError(Exception):
 
 WORKER_READY = "ready"
 """What a worker of :func:`in_workers` sends first, once started, before it takes a job: one that dies before it
-could not start (its parent's script cannot be imported again, :func:`_why_workers_cannot_start`), no job's fault."""
+could not start (its parent's script cannot be imported again, :func:`why_workers_cannot_start`), no job's fault."""
 
 
-def _why_workers_cannot_start() -> str:
-    """Why spawned workers cannot start, where this process can tell: each imports the ``__main__`` script again
-    from its file, which a script read from stdin (``python - < script.py``) or removed since has not."""
+def why_workers_cannot_start(instead: str = "pass workers=1") -> str:
+    """Why spawned workers that ended before they started could not start, and what to do (``instead``: the call's
+    way without them): each imports the ``__main__`` script again from its file, which a script read from stdin
+    (``python - < script.py``) or removed since has not; else the error each printed, which this process cannot
+    read."""
     main = sys.modules.get("__main__")
     file = getattr(main, "__file__", None)
-    if getattr(main, "__spec__", None) is not None or not file:  # (``-m``: imported by name; ``-c``, a notebook)
-        return ""
-    if file == "<stdin>":
-        return ("the calling script was read from stdin, which spawned workers cannot import again: run it from a "
-                "file, or pass workers=1")
-    if not os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", file)):
-        return f"the calling script {file} is not there for spawned workers to import again: pass workers=1"
-    return ""
+    if getattr(main, "__spec__", None) is None and file:  # (``-m``: imported by name; ``-c``, a notebook: no file)
+        if file == "<stdin>":
+            return (f"the calling script was read from stdin, which spawned workers cannot import again: run it from "
+                    f"a file, or {instead}")
+        if not os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", file)):
+            return f"the calling script {file} is not there for spawned workers to import again: {instead}"
+    return f"see the error printed above, or {instead}"
 
 
 def how_it_ended(exitcode: int) -> str:
@@ -1036,9 +1037,8 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         if code == SCRIPT_RERUN_EXIT:
             raise UnguardedScript()
         if conn not in ready and code >= 0:
-            why = _why_workers_cannot_start()
-            raise MMEError(f"worker processes could not start ({how_it_ended(code)}): "
-                           + (why or "see the error printed above, or pass workers=1")) from None
+            why = why_workers_cannot_start()
+            raise MMEError(f"worker processes could not start ({how_it_ended(code)}): {why}") from None
         ready.discard(conn)
         return how_it_ended(code)
 

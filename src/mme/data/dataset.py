@@ -82,7 +82,7 @@ from mme.data.video import (
     with_true_count,
 )
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, ProcessLost, TooManyFailures, UnguardedScript, VideoError
+from mme.errors import ConfigError, DataError, MMEError, ProcessLost, TooManyFailures, UnguardedScript, VideoError
 from mme.utils import (
     MAX_THREADS,
     SCRIPT_RERUN_EXIT,
@@ -102,6 +102,7 @@ from mme.utils import (
     said_holders,
     take_log_setup,
     usable_cores,
+    why_workers_cannot_start,
     workers_advice,
     workers_and_batch,
     workers_option,
@@ -376,16 +377,17 @@ def start_workers(loader: DataLoader) -> Iterator:
     workers start by spawn: a CUDA context does not survive a fork.
 
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
-    waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`)."""
-    if loader.num_workers:  # (the flag in shared memory is for workers: without, a full /dev/shm stops nothing)
+    waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`); one that
+    ended before its init ran could not start (:func:`_dead_worker`)."""
+    if loader.num_workers:  # (the flags in shared memory are for workers: without, a full /dev/shm stops nothing)
         try:
-            said = anamorphic_said()
+            said, started = anamorphic_said(), torch.zeros(loader.num_workers, dtype=torch.int64).share_memory_()
         except RuntimeError as e:
             if not _no_room_in_shm(e):
                 raise
             raise _unstarted_in_shm() from e
-        loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn, said, read_only_index_dirs(),
-                                                  log_setup())
+        loader.worker_init_fn = functools.partial(_worker_start, then=loader.worker_init_fn, said=said,
+                                                  read_only=read_only_index_dirs(), setup=log_setup(), started=started)
         if decodes_on_cuda():
             loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects unwritten. Not where the caller froze objects
@@ -550,13 +552,19 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
         raise
 
 
-def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | UnguardedScript | None:
+_NO_WORKERS = "data.num_workers=0 (--workers 0)"
+"""The setting that loads a job's data in its own process, with no loader worker."""
+
+
+def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> MMEError | None:
     """The first of the loader iterator's worker processes that ended, waited for up to ``wait_s``, as a ProcessLost
-    saying how (:func:`worker_death_guess`), or an UnguardedScript where it ended as one running its parent's script
-    again ends (:func:`mme.utils.exit_if_script_rerun`), which no resume mends; None while all live. Torch names them
-    nowhere public: this reads its iterator's ``_workers`` (by worker id), and where a torch version has no such list of
-    processes, falls back on torch's own ``error``: its "DataLoader worker (pid(s) N) exited unexpectedly", said in one
-    line without how."""
+    saying how (:func:`worker_death_guess`), or an error no resume mends: an UnguardedScript where it ended as one
+    running its parent's script again ends (:func:`mme.utils.exit_if_script_rerun`), an MMEError where it exited
+    before its init ran (:func:`_started`), so could not start (one started fresh, by spawn or forkserver, whose
+    import of the script or of the dataset's module failed: :func:`mme.utils.why_workers_cannot_start`); None while
+    all live. Torch names them nowhere public: this reads its iterator's ``_workers`` (by worker id), and where a
+    torch version has no such list of processes, falls back on torch's own ``error``: its "DataLoader worker (pid(s)
+    N) exited unexpectedly", said in one line without how."""
     workers = getattr(batches, "_workers", None)
     if not isinstance(workers, list) or not all(isinstance(w, BaseProcess) for w in workers):
         said = str(error).splitlines()[0] if str(error) else ""
@@ -564,26 +572,40 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
             return None  # (a loader without workers, or another error)
         return ProcessLost(f"{said} (how, this version of torch does not say): where the out-of-memory killer ended "
                            f"it, {memory_advice(True)}")
-    ended = wait([w.sentinel for w in workers], timeout=wait_s)
+    ended, started = wait([w.sentinel for w in workers], timeout=wait_s), _started(batches)
     for i, worker in enumerate(workers):
         if worker.sentinel in ended:
             worker.join()  # (its exit code, once its exit, which closed the sentinel, is done)
             if worker.exitcode == SCRIPT_RERUN_EXIT:
-                return UnguardedScript("to load data in this process: data.num_workers=0 (--workers 0)")
+                return UnguardedScript(f"to load data in this process: {_NO_WORKERS}")
+            if worker.exitcode >= 0 and started is not None and int(started[i]) != worker.pid:
+                why = why_workers_cannot_start(f"set {_NO_WORKERS}")
+                return MMEError(f"data loader worker {i} (pid {worker.pid}) could not start "
+                                f"({how_it_ended(worker.exitcode)}): {why}")
             guess = worker_death_guess(worker.exitcode)
             return ProcessLost(f"data loader worker {i} (pid {worker.pid}) died ({how_it_ended(worker.exitcode)})"
                                + (f", {guess}" if guess else ""))
     return None
 
 
-def _worker_start(then: Callable[[int], None] | None, said: torch.Tensor, read_only: frozenset[str],
-                  setup: Callable[[], None] | None, worker_id: int) -> None:
-    """A worker's init under :func:`start_workers`: its log as the job's where it started fresh with none (``setup``:
-    :func:`~mme.utils.take_log_setup`), OpenCV on one thread where it started fresh (a forked one has it already and
-    must not reconfigure it), malloc keeping freed memory, the job's warnings said shared (``said``:
-    :func:`~mme.data.video.anamorphic_said`), the index folders the job only reads taken as read-only (``read_only``,
-    which a spawned worker does not inherit: :func:`~mme.data.pyav_reader.take_read_only`), then the loader's own
-    ``worker_init_fn`` (``then``)."""
+def _started(batches: Iterator) -> torch.Tensor | None:
+    """The PID of each worker of the loader iterator ``batches`` that began its init, by worker id (0 for one that
+    did not), in shared memory: :func:`_worker_start`'s ``started``; None where its workers run no such init. Torch
+    keeps the init its workers run (a persistent loader's, of its first iterator) nowhere public: its iterator's
+    ``_worker_init_fn``."""
+    init = getattr(batches, "_worker_init_fn", None)
+    return init.keywords["started"] if isinstance(init, functools.partial) and init.func is _worker_start else None
+
+
+def _worker_start(worker_id: int, *, then: Callable[[int], None] | None, said: torch.Tensor,
+                  read_only: frozenset[str], setup: Callable[[], None] | None, started: torch.Tensor) -> None:
+    """A worker's init under :func:`start_workers`: its PID in ``started`` (:func:`_started`), its log as the job's
+    where it started fresh with none (``setup``: :func:`~mme.utils.take_log_setup`), OpenCV on one thread where it
+    started fresh (a forked one has it already and must not reconfigure it), malloc keeping freed memory, the job's
+    warnings said shared (``said``: :func:`~mme.data.video.anamorphic_said`), the index folders the job only reads
+    taken as read-only (``read_only``, which a spawned worker does not inherit:
+    :func:`~mme.data.pyav_reader.take_read_only`), then the loader's own ``worker_init_fn`` (``then``)."""
+    started[worker_id] = os.getpid()
     take_log_setup(setup)
     anamorphic_said(said)
     take_read_only(read_only)
