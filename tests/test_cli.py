@@ -573,6 +573,7 @@ def test_worker_processes_started_fresh_log_as_the_command_does(monkeypatch, cap
     assert said == sorted(f"[mme T {level} rank 0] {what} by {kind}" for kind in kinds
                           for level, what in (("WARNING", "warned"), ("INFO", "said"), ("DEBUG", "debugged"))), said
 
+
 def test_an_empty_path_is_refused_naming_its_flag_and_an_empty_root_is_the_working_folder(monkeypatch, capsys):
     """An empty path, what an unset shell variable gives, was taken for the option not given, exit 0: ``--resume
     "$CKPT"`` trained a fresh run from step 0, ``mme export SRC ""`` wrote into the working folder, ``viz

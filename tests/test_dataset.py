@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from videos import (
     affine_video,
     capture_mid_gop,
@@ -449,7 +450,14 @@ def _running_the_script_again(worker_id: int) -> None:
     raise SystemExit(SCRIPT_RERUN_EXIT)  # (as exit_if_script_rerun ends a spawned worker that runs its parent's script)
 
 
-def test_a_loader_worker_that_ran_the_calling_script_again_says_to_guard_it():
+@pytest.fixture
+def short_poll(monkeypatch):
+    """Torch's loader looks for a dead worker every 5 s while it waits for a batch (``_try_get_data``'s timeout,
+    ``MP_STATUS_CHECK_INTERVAL``): every 0.1 s, so that a test of a worker that ended takes no 5 s."""
+    monkeypatch.setattr(_MultiProcessingDataLoaderIter._try_get_data, "__defaults__", (0.1,))
+
+
+def test_a_loader_worker_that_ran_the_calling_script_again_says_to_guard_it(short_poll):
     """A script calling mme at its top level, its loader workers spawned (macOS's and Windows' default, pyav-cuda):
     each worker ran the script again and ended (exit status 86), said as a dead worker, `the same command with
     --resume auto continues`, which failed the same way every time. It is said as the other jobs' workers say it:
@@ -460,41 +468,61 @@ def test_a_loader_worker_that_ran_the_calling_script_again_says_to_guard_it():
         list(start_workers(loader))
     assert str(info.value) == ('worker processes ran the calling script again (spawned workers import it): call mme '
                                'in a script under `if __name__ == "__main__":`, or, to load data in this process: '
-                               'data.num_workers=0 (--workers 0)')
+                               'data.num_workers=0')
 
 
-UNIMPORTABLE_IN_WORKERS = """import multiprocessing
+@pytest.mark.parametrize(("main", "flags", "why", "printed"), [
+    ("gone.py", {}, r"the calling script \S+/gone\.py is not there for spawned workers to import again: set "
+     r"data\.num_workers=0", "No such file or directory"),
+    ("mme_no_such_module", {"data.num_workers": "--workers"}, r"see the error printed above, or set --workers=0",
+     "No module named mme_no_such_module"),
+])
+def test_a_spawned_loader_worker_that_could_not_start_says_so_and_why(main, flags, why, printed, tmp_path,
+                                                                      monkeypatch, capfd, short_poll):
+    """A loader worker started by spawn or forkserver imports the calling script (or module) again before it
+    starts; one whose import failed there (a script read from stdin or removed since, a module or library the
+    worker lacks) was said as a worker that died, `data loader worker 0 (pid N) died (exit status 1)`, a resume
+    advised that fails alike. It could not start: said so, with the reason where this process can tell, else
+    pointing at the traceback the worker printed, and the way without workers as the command takes it (``mme
+    pretrain``'s key, ``--workers`` in ``mme demo``: :func:`mme.utils.workers_option`)."""
+    import importlib.machinery
+    import types
 
-if multiprocessing.current_process().name != "MainProcess":  # (a worker without a library, or a path, this one has)
-    raise ImportError("libfoo.so.1: cannot open shared object file")
-
-
-class Items:
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, index):
-        return index
-"""
-
-
-def test_a_spawned_loader_worker_that_could_not_start_says_so_and_where_its_error_is(tmp_path, monkeypatch, capfd):
-    """A loader worker started by spawn or forkserver imports the dataset's module (and the script) again; one whose
-    import failed there was said as a worker that died, `data loader worker 0 (pid N) died (exit status 1)`, a
-    resume advised that fails alike. It could not start: said so, pointing at the traceback it printed, which this
-    process cannot read (a worker that ended after its start, the same in any start method, is said as before)."""
     from mme.errors import MMEError, ProcessLost
+    from mme.utils import keys_as_flags
 
-    (tmp_path / "unimportable_in_workers.py").write_text(UNIMPORTABLE_IN_WORKERS)
-    monkeypatch.syspath_prepend(str(tmp_path))  # (spawned workers take this process's sys.path)
-    from unimportable_in_workers import Items
-
-    with pytest.raises(MMEError) as info:
-        list(start_workers(DataLoader(Items(), batch_size=None, num_workers=1, multiprocessing_context="spawn")))
+    gone = types.ModuleType("__main__")  # (a main that fails the worker's import before torch's, as a gone one does)
+    if main.endswith(".py"):
+        gone.__file__, gone.__spec__ = str(tmp_path / main), None
+    else:
+        gone.__spec__ = importlib.machinery.ModuleSpec(main, None)  # (``python -m`` of a module the worker lacks)
+    monkeypatch.setitem(sys.modules, "__main__", gone)
+    with keys_as_flags(flags, overrides=not flags), pytest.raises(MMEError) as info:
+        list(start_workers(DataLoader(range(1), batch_size=None, num_workers=1, multiprocessing_context="spawn")))
     assert not isinstance(info.value, ProcessLost), info.value
-    assert re.fullmatch(r"data loader worker 0 \(pid \d+\) could not start \(exit status 1\): see the error printed "
-                        r"above, or set data.num_workers=0 \(--workers 0\)", str(info.value)), info.value
-    assert "ImportError: libfoo.so.1: cannot open shared object file" in capfd.readouterr().err
+    assert re.fullmatch(rf"data loader worker 0 \(pid \d+\) could not start \(exit status 1\): {why}",
+                        str(info.value)), info.value
+    assert printed in capfd.readouterr().err
+
+
+def _own_init(worker_id: int) -> None:
+    """A loader's own ``worker_init_fn``."""
+
+
+def test_a_loader_started_again_and_again_holds_one_wrapper_of_its_init_and_no_more_shared_memory():
+    """``start_workers`` wraps the loader's ``worker_init_fn`` in its own (``_worker_start``, holding tensors in
+    shared memory); on the same loader again (each epoch, each periodic evaluation) it wrapped its earlier wrapper:
+    each worker ran that init once per earlier call, and this process held one more shared-memory descriptor per
+    call (300 calls: 307 open). It wraps the loader's own init once."""
+    loader = DataLoader(range(2), batch_size=None, num_workers=1, multiprocessing_context="fork",
+                        worker_init_fn=_own_init, persistent_workers=True)
+    open_fds = []
+    for _ in range(5):
+        assert list(start_workers(loader)) == [0, 1]
+        open_fds.append(len(os.listdir("/proc/self/fd")))
+    assert loader.worker_init_fn.keywords["then"] is _own_init
+    assert open_fds[1:] == open_fds[1:2] * 4, open_fds  # (the persistent workers' iterator keeps the first's)
+
 
 def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):
     """``start_workers`` froze this process's objects while its workers forked and unfroze them after, releasing
@@ -1183,9 +1211,9 @@ except OSError:  # (full)
 
 
 @pytest.mark.parametrize("full,size,said", [
-    (False, "16k", "0.02 MiB in all) for their queues, locks and shared flag: give it more"),
-    (True, "16k", "0.02 MiB in all) for their queues, locks and shared flag: give it more"),
-    (True, "2m", "2 MiB in all, full) for their queues, locks and shared flag: free what other jobs left in it, or "
+    (False, "16k", "0.02 MiB in all) for their queues, locks and shared tensors: give it more"),
+    (True, "16k", "0.02 MiB in all) for their queues, locks and shared tensors: give it more"),
+    (True, "2m", "2 MiB in all, full) for their queues, locks and shared tensors: free what other jobs left in it, or "
                  "give it more")])
 def test_a_dev_shm_without_room_for_the_loader_workers_queues_is_the_one_line_of_their_start(tmp_path, full, size,
                                                                                              said):

@@ -2487,7 +2487,7 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
                  "all), which holds the batches of the loader's 2 workers at once, 2 each: give it more, or lower "
                  "data.num_workers or train.batch_size", marks=pytest.mark.slow),
     ("tiny_cpu_pixel", "32k", ": its workers cannot start: no room in shared memory (/dev/shm, 0.03 MiB in all) for "
-                              "their queues, locks and shared flag: give it more, or lower data.num_workers")])
+                              "their queues, locks and shared tensors: give it more, or lower data.num_workers")])
 def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(synth, tmp_path, recipe, shm, said):
     """A /dev/shm too small for the batches the loader workers hold at once (a container's default, Docker's 64 MB,
     under 2 workers with 2 batches each of 8 uint8 clips of 16 x 224²: 18.4 MiB a batch, 73.5 MiB (77 MB) in all):

@@ -44,7 +44,6 @@ def says_and_waits(job: tuple[str, str]) -> str:
     return name
 
 
-
 def says(kind: str) -> str:
     """A worker's job: mme's warning, info and debug lines and a library's info line (which the CLI's log leaves
     out), each naming ``kind``."""
@@ -67,6 +66,7 @@ class Says:
 
     def __getitem__(self, index: int) -> str:
         return says(self.kind)
+
 
 def dead_pid() -> int:
     """The PID of a process that has ended (a fixed one, 999, may be any live process's)."""

@@ -363,9 +363,11 @@ def make_loader(dataset: Dataset, **kwargs) -> DataLoader:
 def start_workers(loader: DataLoader) -> Iterator:
     """The batches of ``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch
     sets itself there, and with malloc keeping freed memory (:func:`mme.utils.keep_freed_memory`: a worker frees and
-    allocates the same frame-sized arrays for every item), logging as this process does (those started fresh, by spawn
-    or forkserver, have no log set up: :func:`mme.utils.take_log_setup`); the loader's own ``worker_init_fn``, if
-    any, runs after.
+    allocates the same frame-sized arrays for every item). A forked worker logs as this process does, whatever its
+    log; one started fresh (spawn, forkserver) has none, and sets up the CLI's where an ``mme`` command runs it
+    (:func:`mme.utils.log_setup`), but not a Python caller's own logging, which is not handed on: its lines are then
+    Python's bare warnings. The loader's own ``worker_init_fn``, if any, runs after, once, however often the loader
+    is started so.
 
     OpenCV's default, a thread per core in every worker, takes cores from the training step without making the
     workers faster: its pthreads pool spins (a DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2
@@ -379,15 +381,17 @@ def start_workers(loader: DataLoader) -> Iterator:
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
     waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`); one that
     ended before its init ran could not start (:func:`_dead_worker`)."""
-    if loader.num_workers:  # (the flags in shared memory are for workers: without, a full /dev/shm stops nothing)
+    if loader.num_workers:  # (the tensors in shared memory are for workers: without, a full /dev/shm stops nothing)
         try:
             said, started = anamorphic_said(), torch.zeros(loader.num_workers, dtype=torch.int64).share_memory_()
         except RuntimeError as e:
             if not _no_room_in_shm(e):
                 raise
             raise _unstarted_in_shm() from e
-        loader.worker_init_fn = functools.partial(_worker_start, then=loader.worker_init_fn, said=said,
-                                                  read_only=read_only_index_dirs(), setup=log_setup(), started=started)
+        earlier = _own_start(loader.worker_init_fn)  # (this loader's, from an earlier call: its own init inside)
+        then = earlier.keywords["then"] if earlier is not None else loader.worker_init_fn
+        loader.worker_init_fn = functools.partial(_worker_start, then=then, said=said, read_only=read_only_index_dirs(),
+                                                  setup=log_setup(), started=started)
         if decodes_on_cuda():
             loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects unwritten. Not where the caller froze objects
@@ -478,14 +482,14 @@ def _no_room_in_shm(error: BaseException) -> bool:
 
 def _unstarted_in_shm() -> ProcessLost:
     """A loader whose workers' queues and locks (multiprocessing's semaphores, about a page each, a few per worker),
-    or the flag they share (:func:`~mme.data.video.anamorphic_said`), found no room in shared memory (/dev/shm), as
-    one line of advice, as a batch that does not fit there (:func:`_shm_full`); the batch size has no part in it. A
-    /dev/shm of a MiB or more that they found so is full of other files (Docker's 64 MB, of other jobs' leftovers):
-    said so, freeing it advised first."""
+    or the tensors they share (:func:`~mme.data.video.anamorphic_said`'s flag, :func:`_started`'s PIDs), found no
+    room in shared memory (/dev/shm), as one line of advice, as a batch that does not fit there (:func:`_shm_full`);
+    the batch size has no part in it. A /dev/shm of a MiB or more that they found so is full of other files (Docker's
+    64 MB, of other jobs' leftovers): said so, freeing it advised first."""
     usage = _shm_usage()
     full = usage is not None and usage.total >= 2**20 and usage.free < 2**16
     return ProcessLost(f"data loader: its workers cannot start: no room in shared memory ({_shm_said(usage)}"
-                       f"{', full' if full else ''}) for their queues, locks and shared flag: "
+                       f"{', full' if full else ''}) for their queues, locks and shared tensors: "
                        f"{'free what other jobs left in it, or ' if full else ''}{shm_advice(batches=False)}")
 
 
@@ -552,8 +556,10 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
         raise
 
 
-_NO_WORKERS = "data.num_workers=0 (--workers 0)"
-"""The setting that loads a job's data in its own process, with no loader worker."""
+def _no_workers() -> str:
+    """The setting that loads a job's data in its own process, with no loader worker, as the command running takes
+    it (:func:`mme.utils.workers_option`): ``data.num_workers=0``, ``--workers=0`` in ``mme demo``."""
+    return f"{workers_option()}=0"
 
 
 def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> MMEError | None:
@@ -577,9 +583,9 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> MMEError
         if worker.sentinel in ended:
             worker.join()  # (its exit code, once its exit, which closed the sentinel, is done)
             if worker.exitcode == SCRIPT_RERUN_EXIT:
-                return UnguardedScript(f"to load data in this process: {_NO_WORKERS}")
+                return UnguardedScript(f"to load data in this process: {_no_workers()}")
             if worker.exitcode >= 0 and started is not None and int(started[i]) != worker.pid:
-                why = why_workers_cannot_start(f"set {_NO_WORKERS}")
+                why = why_workers_cannot_start(f"set {_no_workers()}")
                 return MMEError(f"data loader worker {i} (pid {worker.pid}) could not start "
                                 f"({how_it_ended(worker.exitcode)}): {why}")
             guess = worker_death_guess(worker.exitcode)
@@ -593,8 +599,14 @@ def _started(batches: Iterator) -> torch.Tensor | None:
     did not), in shared memory: :func:`_worker_start`'s ``started``; None where its workers run no such init. Torch
     keeps the init its workers run (a persistent loader's, of its first iterator) nowhere public: its iterator's
     ``_worker_init_fn``."""
-    init = getattr(batches, "_worker_init_fn", None)
-    return init.keywords["started"] if isinstance(init, functools.partial) and init.func is _worker_start else None
+    init = _own_start(getattr(batches, "_worker_init_fn", None))
+    return init.keywords["started"] if init is not None else None
+
+
+def _own_start(init: Callable[[int], None] | None) -> functools.partial | None:
+    """``init``, a loader's ``worker_init_fn``, where it is :func:`start_workers`' (:func:`_worker_start`); else
+    None."""
+    return init if isinstance(init, functools.partial) and init.func is _worker_start else None
 
 
 def _worker_start(worker_id: int, *, then: Callable[[int], None] | None, said: torch.Tensor,
