@@ -1275,8 +1275,9 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     assert "Traceback" not in proc.stderr and len(said) == len(jobs), proc.stderr[-3000:]
     for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there", "old/one.safetensors")):
         kept = "; nothing is replaced" if out.endswith(".safetensors") else "; nothing in it is replaced"
-        assert re.fullmatch(rf"mme export: error: {tmp_path / out}: could not be written \(.*File too large.*; \d+ "
-                            rf"MiB free\){kept}", line), line
+        assert re.fullmatch(rf"mme export: error: {tmp_path / out}: could not be written "
+                            rf"\(File too large: this process's file-size limit \(10000 bytes, ulimit -f\) reached\)"
+                            rf"{kept}", line), line
     assert not (tmp_path / "new").exists() and [p.name for p in (tmp_path / "there").iterdir()] == ["notes.txt"]
     assert [p.name for p in (tmp_path / "old").iterdir()] == ["one.safetensors"]
     assert (tmp_path / "old" / "one.safetensors").read_bytes() == old
@@ -1337,23 +1338,37 @@ def test_an_export_removes_what_a_killed_export_of_the_other_format_left(mae, tm
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
 
-def test_a_short_write_under_a_file_size_limit_names_the_limit(tmp_path):
+def test_a_write_stopped_by_a_file_size_limit_names_the_limit(tmp_path):
     """numpy's short write (an OSError without errno) was said as 'No space left on device, or a quota reached' under
-    a file-size limit (ulimit -f) with the disk nearly empty; the limit is named where the process has one."""
+    a file-size limit (ulimit -f) with the disk nearly empty; the limit is named where the process has one. A write
+    the limit stopped with EFBIG said '(File too large; 79745 MiB free)', the space free read as its reason: it names
+    the limit, without the space free; an EFBIG without a limit (the file system's largest file) keeps them."""
     import subprocess
 
-    script = ("import resource, signal, numpy as np; from mme.utils import error_reason; "
+    script = ("import errno, os, resource, signal, numpy as np; from mme.errors import MMEError; "
+              "from mme.utils import error_reason, writing; "
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-              "print(error_reason(OSError('10 requested and 1 written'))); "
+              "print(error_reason(OSError('10 requested and 1 written')))\n"
+              f"try:\n    with writing({str(tmp_path / 'big.bin')!r}):\n"
+              "        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))\n"
+              "except MMEError as e:\n    print(e)\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))\n"
               f"try:\n    np.zeros(10000).tofile({str(tmp_path / 'x.bin')!r})\n"
-              "except OSError as e:\n    print(error_reason(e))")
+              "except OSError as e:\n    print(error_reason(e))\n"
+              f"try:\n    with writing({str(tmp_path / 'y.bin')!r}), open({str(tmp_path / 'y.bin')!r}, 'wb') as f:\n"
+              "        f.write(bytes(10000))\n"
+              "except MMEError as e:\n    print(e)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [
-        "No space left on device, or a quota reached (a short write: 1 of 10 items written)",
+    said = proc.stdout.splitlines()
+    assert said[0] == "No space left on device, or a quota reached (a short write: 1 of 10 items written)"
+    assert re.fullmatch(rf"{tmp_path / 'big.bin'}: could not be written \(File too large; \d+ MiB free\)",
+                        said[1]), said[1]
+    assert said[2:] == [
         "No space left on device, a quota, or this process's file-size limit (1000 bytes, ulimit -f) reached (a short "
-        "write: 125 of 10000 items written)"]
+        "write: 125 of 10000 items written)",
+        f"{tmp_path / 'y.bin'}: could not be written (File too large: this process's file-size limit (1000 bytes, "
+        "ulimit -f) reached)"]
 
 
 def test_a_failed_write_says_the_mib_free_only_where_it_may_have_wanted_space(tmp_path):

@@ -332,7 +332,8 @@ def test_a_check_or_write_of_rank_0_alone_that_fails_stops_every_rank_with_its_m
     expected = {"locked": ("ConfigError", "is in use by another job"),
                 "other": ("ConfigError", "holds 1 checkpoint of another run (0123abcd), up to step 2"),
                 "embed": ("DataError", "all 2 videos of"),
-                "run_files": ("MMEError", "config.yaml: could not be written (File too large; ")}
+                "run_files": ("MMEError", "config.yaml: could not be written (File too large: this process's "
+                                          "file-size limit")}
     for what, (kind, words) in expected.items():
         first, second = ranks[0][0][what], ranks[0][1][what]
         assert first[0] == second[0] == kind and words in first[1], (first, second)
@@ -344,7 +345,7 @@ def test_a_check_or_write_of_one_rank_alone_that_fails_stops_every_rank_with_its
     embed``'s parts: when one rank failed, it stopped with one line, and the others died at their next collective of
     gloo's lost connection (a traceback; under NCCL they would have waited for its timeout)."""
     expected = {"root": ("DataError", "/unmounted' is not a folder"),
-                "part": ("DataError", ": could not be written (File too large; ")}
+                "part": ("DataError", ": could not be written (File too large: this process's file-size limit")}
     for what, (kind, words) in expected.items():
         failed, other = ranks[0][1][what], ranks[0][0][what]
         assert failed[0] == other[0] == kind and words in failed[1], (failed, other)

@@ -1125,9 +1125,9 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
                           text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"mme embed: error: {partial}/part-000000001-r0.npz: could not be written (File too "
-                           "large; ") and last.endswith(f"the videos embedded before are kept in {partial}, and the "
-                                                        "same command resumes from them"), last
+    assert last == (f"mme embed: error: {partial}/part-000000001-r0.npz: could not be written (File too large: this "
+                    f"process's file-size limit (100 bytes, ulimit -f) reached); the videos embedded before are kept "
+                    f"in {partial}, and the same command resumes from them"), last
     assert [p.name for p in partial.glob("part-*.npz")] == ["part-000000000-r0.npz"] and not out.exists()
     loads.clear()
     embed(ckpt, root / "list.txt", out, root=str(root), stride=2, num_workers=0, progress=False, precision="fp32")

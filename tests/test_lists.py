@@ -1301,8 +1301,8 @@ def test_a_build_that_cannot_write_one_of_its_files_leaves_the_earlier_build_who
     assert code == 1 and "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(rf"mme lists: error: {re.escape(str(out / 'train.txt'))}: could not be written \(File too "
-                        r"large; \d+ MiB free\); nothing of this build is written: the lists and class map there are "
-                        r"as they were", last), last
+                        r"large: this process's file-size limit \(1000 bytes, ulimit -f\) reached\); nothing of this "
+                        r"build is written: the lists and class map there are as they were", last), last
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file either
     # a folder in the way of one list: seen before any file is replaced (before: the class map and the lists after
     # it replaced, a traceback from the replace of the folder's)

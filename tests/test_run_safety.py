@@ -2368,7 +2368,8 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
     assert code == 1 and "Traceback" not in err, err[-2000:]
     last = [ln for ln in err.splitlines() if ln.startswith("mme pretrain: error:")][-1]
     assert re.fullmatch(rf"mme pretrain: error: {re.escape(str(out))}: could not write the checkpoint of step 2 "
-                        r"\(File too large\); it needs about \d+ MiB, \d+ MiB free\. Kept: checkpoint-00000001\.pt",
+                        r"\(File too large: this process's file-size limit \(\d+ bytes, ulimit -f\) reached\)\. Kept: "
+                        r"checkpoint-00000001\.pt",
                         last), last
     assert _steps(out) == [1] and not list(out.glob(".*.tmp*"))
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(out, 1))["step"] == 1
@@ -2384,8 +2385,8 @@ def test_run_files_that_cannot_be_written_are_one_line_and_leave_the_run_as_it_w
         out, (code, err, _) = full_disk.folders["run files"], full_disk.ran["run files"]
         assert code == 1 and "Traceback" not in err, err[-2000:]
         last = err.strip().splitlines()[-1]
-        assert re.fullmatch(rf"mme pretrain: error: {out}/config.yaml: could not be written \(File too large; \d+ "
-                            r"MiB free\)", last), last
+        assert re.fullmatch(rf"mme pretrain: error: {out}/config.yaml: could not be written \(File too large: "
+                            r"this process's file-size limit \(\d+ bytes, ulimit -f\) reached\)", last), last
         assert _hashes(out) == full_disk.before
         return
     probe = tmp_path / "probe"
@@ -2425,7 +2426,8 @@ def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(f
         assert code == 1 and "Traceback" not in err, err[-3000:]
         last = err.strip().splitlines()[-1]
         assert re.fullmatch(rf"mme {command}: error: {re.escape(option)} '{re.escape(str(folder))}': its .lock could "
-                            r"not be written \(File too large; \d+ MiB free\)", last), last
+                            r"not be written \(File too large: this process's file-size limit \(\d+ bytes, "
+                            r"ulimit -f\) reached\)", last), last
         assert left == [], (command, left)
     assert list(there.iterdir()) == []
 
@@ -2559,9 +2561,9 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
 
     said, failed = limited(0)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's not
     assert len(failed) == 1 and re.fullmatch(rf".*failed: {tmp_path}/bad.mp4: unreadable .*", failed[0]), failed
-    assert re.fullmatch(rf"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written \(File too large; "
-                        r"\d+ MiB free\); the finished cache files are kept, and the same command continues once there "
-                        r"is space", said), said
+    assert re.fullmatch(rf"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written \(File too large: "
+                        r"this process's file-size limit \(\d+ bytes, ulimit -f\) reached\); the finished cache files "
+                        r"are kept, and the same command continues once there is space", said), said
     short = str(cache_file(out, "short.mp4").relative_to(out))
     assert short in files[0] and not [f for f in files[0] if f.endswith(".json") or re.search(r"(^|/)\..*tmp", f)]
     reports = [f for f in files[1] if re.fullmatch(r"failed-.*\.json", f)]  # (the second command, no limit)
@@ -2569,13 +2571,14 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     report = out / reports[0]  # (bad.mp4)
     said, _ = limited(2)
     assert re.fullmatch(rf"mme extract: error: {tmp_path}/by-workers/(long|other)\.mp4\.tracks: could not be written "
-                        rf"\(File too large; \d+ MiB free\); the finished cache files are kept, .*", said), said
+                        r"\(File too large: this process's file-size limit \(\d+ bytes, ulimit -f\) reached\); the "
+                        r"finished cache files are kept, .*", said), said
     said, _ = limited(3)
-    assert re.fullmatch(rf"mme extract: error: {report}: could not be written \(File too large; \d+ MiB free\)",
-                        said), said
+    assert re.fullmatch(rf"mme extract: error: {report}: could not be written \(File too large: this process's "
+                        r"file-size limit \(\d+ bytes, ulimit -f\) reached\)", said), said
     said, _ = limited(4)
-    assert re.fullmatch(rf"mme check: error: {tmp_path / 'check.json'}: could not be written \(File too large; \d+ MiB "
-                        r"free\)", said), said
+    assert re.fullmatch(rf"mme check: error: {tmp_path / 'check.json'}: could not be written \(File too large: "
+                        r"this process's file-size limit \(\d+ bytes, ulimit -f\) reached\)", said), said
 
 
 def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):

@@ -586,8 +586,8 @@ def test_a_full_disk_is_one_line_keeping_the_videos_made_and_a_finished_rerun_wr
     assert code == 1 and "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(rf"mme synth: error: {re.escape(str(out))}/videos/\w+/\w+\.mp4: could not be written "
-                        r"\(File too large; \d+ MiB free\); the videos made are kept and the same command continues",
-                        last), last
+                        r"\(File too large: this process's file-size limit \(2000 bytes, ulimit -f\) reached\); the "
+                        r"videos made are kept and the same command continues", last), last
     assert done[0] == 0 and again[0] == 0, (done[1][-3000:], again[1][-3000:])
     assert "0 made, 6 kept from an earlier run" in again[1]
     assert not [p for p in out.rglob(".*") if ".tmp" in p.name]

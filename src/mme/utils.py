@@ -671,22 +671,40 @@ _SHORT_WRITE = re.compile(r"^(\d+) requested and (\d+) written$")
 
 def error_reason(e: BaseException) -> str:
     """The reason an error gives, for a message that names the thing: an OSError's ``strerror``, else the first
-    non-empty line of the message (numpy's short write said plainly), else the error's type."""
+    non-empty line of the message (numpy's short write said plainly), else the error's type. A write stopped by this
+    process's file-size limit (EFBIG under ``ulimit -f``) names the limit."""
     text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
     if isinstance(e, OSError) and (short := _SHORT_WRITE.match(text)):
         return f"{_short_write_cause()} (a short write: {short[2]} of {short[1]} items written)"
+    if _size_limited(e):
+        return f"{text}: {_size_limit_said()}"
     return text or type(e).__name__
+
+
+def _file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (``ulimit -f``: a write stops at that size however much space is
+    free), None where it has none."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def _size_limit_said() -> str:
+    return f"this process's file-size limit ({_file_size_limit()} bytes, ulimit -f) reached"
+
+
+def _size_limited(e: BaseException) -> bool:
+    """Whether the failed write ``e`` is one this process's file-size limit stopped: EFBIG where it has one."""
+    return isinstance(e, OSError) and e.errno == errno.EFBIG and _file_size_limit() is not None
 
 
 def _short_write_cause() -> str:
     """What a short write (no errno) may be for: a full disk or a quota, and this process's file-size limit where
-    it has one (``ulimit -f``: the write stops at that size however much space is free)."""
-    import resource
-
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit == resource.RLIM_INFINITY:
+    it has one."""
+    if _file_size_limit() is None:
         return "No space left on device, or a quota reached"
-    return f"No space left on device, a quota, or this process's file-size limit ({limit} bytes, ulimit -f) reached"
+    return f"No space left on device, a quota, or {_size_limit_said()}"
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -696,8 +714,9 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def may_want_space(e: BaseException) -> bool:
     """Whether the failed write ``e`` may be for want of space, so the space free belongs in its message: an OSError
     of :data:`NO_SPACE`, or one without an errno (a bare OSError of a file system layer); not a read-only or missing
-    folder, whose free space says nothing, nor an error that is not the write's (torch.save's own RuntimeError)."""
-    return isinstance(e, OSError) and e.errno in (None, *NO_SPACE)
+    folder, whose free space says nothing, nor a write this process's file-size limit stopped (its reason names the
+    limit: :func:`error_reason`), nor an error that is not the write's (torch.save's own RuntimeError)."""
+    return isinstance(e, OSError) and e.errno in (None, *NO_SPACE) and not _size_limited(e)
 
 
 def mib_free(path: str | Path) -> str:
