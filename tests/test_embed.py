@@ -641,6 +641,29 @@ def test_features_killed_while_written_leave_no_file_after_the_next_write(tmp_pa
     assert np.array_equal(features, x) and read_valid.all()
 
 
+@pytest.mark.pinned  # no run: it writes features files only
+def test_a_features_write_that_fails_names_the_file_it_failed_on(tmp_path):
+    """The token file or the sidecar that a file-size limit (or a full disk) refused was named as the features file
+    (`f.npy: could not be written`, where f.npy, 3.2 KB, was whole and f.tokens.npy failed; `val.safetensors`
+    where its sidecar failed): the message names the file whose write failed."""
+    script = ("import resource, signal, sys; import numpy as np; from pathlib import Path; "
+              "from mme.errors import DataError; from mme.eval.features import write_features; "
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "x, valid, labels = np.zeros((4, 8), np.float32), np.ones(4, bool), np.arange(4)\n"
+              "for name, tokens, failures in (('a.npy', np.zeros((4, 1000), np.float32), []), "
+              "('b.npy', None, ['x' * 20_000]), ('c.safetensors', None, ['x' * 20_000])):\n"
+              "    try:\n"
+              "        write_features(Path(sys.argv[1]) / name, x, valid, labels, tokens, {'failures': failures})\n"
+              "    except DataError as e:\n"
+              "        print(e)")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout.splitlines()  # (the reason: numpy's short write, or EFBIG)
+    assert [line.split(": could not be written (")[0] for line in said] == [
+        str(tmp_path / name) for name in ("a.tokens.npy", "b.npy.json", "c.safetensors.json")], said
+
+
 @pytest.mark.pinned  # every run precision fp32
 def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
     """Two jobs on one --out both embedded everything, and the first to finish deleted the parts the other was
@@ -1138,7 +1161,7 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
 def test_a_full_disk_under_the_final_features_file_says_so_plainly(tmp_path):
     """numpy writes a .npy's data with one write, and a full disk took part of it: the line gave numpy's text, 'could
     not be written (10368 requested and 992 written; 0 MiB free)'. A 24 KiB tmpfs, where this user may mount one."""
-    from mme.eval.features import _writing, write_features
+    from mme.eval.features import _kept_in, write_features
 
     full = tmp_path / "full"
     full.mkdir()
@@ -1146,9 +1169,9 @@ def test_a_full_disk_under_the_final_features_file_says_so_plainly(tmp_path):
         pytest.skip("no tmpfs can be mounted here (not root)")
     out, partial = full / "e.npy", tmp_path / "e.npy.partial"
     try:
-        with pytest.raises(DataError) as info, _writing(out, partial):
+        with pytest.raises(DataError) as info:
             write_features(out, np.zeros((64, 1024), np.float32), np.ones(64, bool), np.zeros(64, np.int64), None,
-                           {"dim": 1024})
+                           {"dim": 1024}, _kept_in(partial))
     finally:
         subprocess.run(["umount", str(full)], check=True)
     assert re.fullmatch(rf"{re.escape(str(out))}: could not be written \(No space left on device, or a quota reached "

@@ -21,7 +21,6 @@ restored), they are embedded again, with its failed videos.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -245,17 +244,16 @@ def _part_shape(path: Path, key: str) -> tuple[int, ...] | None:
             return npy_header(f)[0]
 
 
-def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[None]:
-    """A failed write of ``path`` (a full disk) as a DataError that says the parts in ``partial`` are kept."""
-    return writing(path, f"the videos embedded before are kept in {partial}, and the same command resumes from "
-                         f"them", DataError)
+def _kept_in(partial: Path) -> str:
+    """What a failed write of mme embed (a full disk) says is kept: the parts in ``partial``."""
+    return f"the videos embedded before are kept in {partial}, and the same command resumes from them"
 
 
 def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write one part atomically as ``part-<first row>-<tag>.npz`` (``tag``: the writing rank, ``r0``, ...)."""
     first = min(np.concatenate([arrays["index"], arrays["failed"]]))
     path = partial / f"part-{first:09d}-{tag}.npz"
-    with _writing(path, partial), atomic_path(path) as tmp:
+    with writing(path, _kept_in(partial), DataError), atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
     return path
 
@@ -560,7 +558,7 @@ def _sidecar_cut_too_short(text: bytes | None) -> str | None:
 
 
 def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray,
-                   tokens: np.ndarray | _PartGrids | None, info: dict[str, Any]) -> None:
+                   tokens: np.ndarray | _PartGrids | None, info: dict[str, Any], then: str = "") -> None:
     """Write features atomically: ``.npy`` (features, NaN rows for failures; tokens to ``<stem>.tokens.npy``)
     or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``; token grids of parts, :class:`_PartGrids`,
     written straight into the file a part at a time, the same bytes); both get the ``<out>.json`` sidecar
@@ -568,37 +566,41 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     the sidecar there recorded some (else it is not mme's). The sidecar, which marks the files finished
     (:func:`_finished`), is first replaced by one that marks them unfinished, yet mme embed's (a rerun replaces
     them without --overwrite), and written whole last: a write killed half-way leaves no file taken as finished,
-    and its temporary files are removed by the next write (:func:`mme.utils.remove_stale_temps`)."""
-    side = _sidecar_file(out)
-    remove_stale_temps([out, _tokens_file(out), side])
+    and its temporary files are removed by the next write (:func:`mme.utils.remove_stale_temps`). A write that
+    fails (a full disk) is a DataError naming the file it failed on, the reason and ``then`` (what is kept)."""
+    side, grids = _sidecar_file(out), _tokens_file(out)
+    remove_stale_temps([out, grids, side])
     earlier = _embed_sidecar(out)
     if out.suffix == ".npy" and tokens is None and earlier is not None and earlier.get("tokens"):
-        _tokens_file(out).unlink(missing_ok=True)  # an earlier job's grids, of another encoder or list
-    atomic_write_json(side, {"job": info.get("job"), "tokens": tokens is not None, "unfinished": True})
+        with writing(grids, then, DataError, done="removed"):
+            grids.unlink(missing_ok=True)  # an earlier job's grids, of another encoder or list
+    with writing(side, then, DataError):
+        atomic_write_json(side, {"job": info.get("job"), "tokens": tokens is not None, "unfinished": True})
     if out.suffix == ".npy":
         if isinstance(tokens, _PartGrids):
-            with atomic_path(_tokens_file(out)) as tmp, open(tmp, "wb") as f:
+            with writing(grids, then, DataError), atomic_path(grids) as tmp, open(tmp, "wb") as f:
                 np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                                                           "fortran_order": False, "shape": tokens.shape})
                 tokens.write(f, f.tell())
         elif tokens is not None:
-            with atomic_path(_tokens_file(out)) as tmp:
+            with writing(grids, then, DataError), atomic_path(grids) as tmp:
                 np.save(tmp, tokens)
-        with atomic_path(out) as tmp:
+        with writing(out, then, DataError), atomic_path(out) as tmp:
             np.save(tmp, x)
     else:
         arrays = {"features": x, "valid": valid.astype(np.uint8), "labels": labels}
         if tokens is not None:
             arrays["tokens"] = (torch.empty(tokens.shape, dtype=torch.float32, device="meta")  # (its place alone)
                                 if isinstance(tokens, _PartGrids) else tokens)
-        with atomic_path(out) as tmp:
+        with writing(out, then, DataError), atomic_path(out) as tmp:
             start = write_safetensors(tmp, arrays, metadata={"info": json.dumps({k: v for k, v in info.items()
                                                                                       if k not in ("failures", "states",
                                                                                                    "labels")})})
             if isinstance(tokens, _PartGrids):
                 with open(tmp, "r+b") as f:
                     tokens.write(f, start["tokens"])
-    atomic_write_json(side, {**info, "labels": labels.tolist()})
+    with writing(side, then, DataError):
+        atomic_write_json(side, {**info, "labels": labels.tolist()})
 
 
 @contextmanager
@@ -960,8 +962,8 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
             "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint,
             **code_version()}  # (beside the job, which a rerun compares: another commit embeds the same)
-    with _writing(out, partial):
-        write_features(out, x, valid, labels, _PartGrids(paths, valid) if fingerprint["tokens"] else None, info)
+    write_features(out, x, valid, labels, _PartGrids(paths, valid) if fingerprint["tokens"] else None, info,
+                   _kept_in(partial))
     shutil.rmtree(partial, ignore_errors=True)
     log.log(logging.WARNING if failures else logging.INFO, "embed: wrote %s (%d x %d), %d failed%s", out, n, dim,
             len(failures), f" (listed in {out.name}.json, their rows NaN and not valid)" if failures else "")
