@@ -484,6 +484,23 @@ def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run
         open_video(cut)
 
 
+def test_a_file_that_ends_before_any_frame_as_it_is_opened_says_so_plainly(tmp_path):
+    """A Matroska file of a video track and no frame (or one cut within its first bytes) was `unreadable ([Errno
+    541478725] End of file: '/v/zero.mkv')`: PyAV's EOFError as it is. It says there is no frame, and why."""
+    header = tmp_path / "zero.mkv"
+    with av.open(str(header), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()  # (the header written, no packet)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(write_video(tmp_path / "whole.mkv", affine_video(4, 32, 32)[0]).read_bytes()[:40])
+    for path in (header, cut):
+        report = check_video(path)
+        assert (report["status"], report["reason"]) == ("unreadable", (
+            f"{path}: unreadable (no decodable video frames: FFmpeg met the file's end as it opened it, before any "
+            "frame; its video track is empty, or it is cut short)")), report
+
+
 @pytest.mark.parametrize("frames", [1, 5])
 def test_check_counts_a_short_video_in_words(tmp_path, frames):
     """`mme check` of a video under --min-frames: 'short', its count in words ("1 frames, fewer than 16" before)."""

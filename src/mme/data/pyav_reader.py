@@ -72,7 +72,7 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from mme.data.video_reader import FrameBuffer, VideoReader, video_error
+from mme.data.video_reader import FrameBuffer, VideoReader, no_frames, video_error
 from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import (
     VersionOfFile,
@@ -584,6 +584,10 @@ class PyAVReader(VideoReader):
         self._release()
         try:
             self._container = open_container(self._name, hwaccel=self._hwaccel)
+        except av.error.EOFError as e:  # (FFmpeg's error names its code and the file: '[Errno 541478725] End of file')
+            raise video_error(self.path, "unreadable", f"{no_frames(None)}: FFmpeg met the file's end as it opened it, "
+                                                       "before any frame; its video track is empty, or it is cut "
+                                                       "short") from e
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise video_error(self.path, "unreadable", e) from e
         self._stream, self._demuxer = video_stream(self._container), self._container.format.name

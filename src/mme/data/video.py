@@ -57,6 +57,7 @@ from mme.data.video_reader import (
     VideoReader,
     display_angle,
     display_turn,
+    no_frames,
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
@@ -228,11 +229,6 @@ def whole_frame_refusal(width: int, height: int) -> str:
                 f"elongated for a track cache (its working frame is the whole frame at --short-side); crop the "
                 f"video, or train on it online, without target.cache_dir")
     return ""
-
-
-def no_frames(packets: int | None) -> str:
-    """Why a file that decodes to no frame is unreadable, with its packets where the backend counts them."""
-    return "no decodable video frames" + (f" ({packets} packets)" if packets is not None else "")
 
 
 def missing_hint(path: str) -> str:

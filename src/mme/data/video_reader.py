@@ -30,6 +30,11 @@ def video_error(path: str | Path, reason: str, detail: object = "", kind: type[V
     return err
 
 
+def no_frames(packets: int | None) -> str:
+    """Why a file that decodes to no frame is unreadable, with its packets where the backend counts them."""
+    return "no decodable video frames" + (f" ({packets} packets)" if packets is not None else "")
+
+
 def _whole(arr: np.ndarray) -> np.ndarray:
     """Which entries of the integer or float array ``arr`` are frame indices: whole numbers from 0 to
     :data:`~mme.utils.MAX_INT`; floats compared in float64 (``2.0**63`` overflows float16, with numpy's warning)."""
