@@ -2603,11 +2603,14 @@ def test_check_out_ending_in_a_separator_is_refused_not_written_as_a_file(tmp_pa
     assert not (tmp_path / "reports").exists()
 
 
-def test_a_check_report_that_a_full_disk_refuses_says_the_space_free(tmp_path, capsys, monkeypatch):
+def test_a_check_report_that_a_full_disk_refuses_comes_after_the_results_and_says_the_space_free(tmp_path, capsys,
+                                                                                                caplog, monkeypatch):
     """`mme check` whose report's write fails on a full disk said `OUT: could not be written (No space left on
-    device)`, without the MiB free that the other writes give. It gives them."""
+    device)`, without the MiB free that the other writes give. It gives them. And the write came before the results
+    were said: every video decoded, then the error alone, the counts and the videos a run cannot read never shown.
+    They are said first, and the error says so."""
     write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
-    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 0\n")  # (b.mp4 missing)
     out, write = tmp_path / "r.json", lists.atomic_write_text
 
     def full(path, *args, **kwargs):
@@ -2616,11 +2619,14 @@ def test_a_check_report_that_a_full_disk_refuses_says_the_space_free(tmp_path, c
         return write(path, *args, **kwargs)
 
     monkeypatch.setattr(lists, "atomic_write_text", full)
+    caplog.set_level("INFO", logger="mme.data.lists")
     assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out),
                      "--workers", "1", "--min-frames", "1"]) == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "mme.data.lists"][-3:-1] == [
+        f"{out}: 1 missing, 1 ok", f"a run cannot read {tmp_path / 'b.mp4'}: missing (no such file)"]
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.fullmatch(rf"mme check: error: {re.escape(str(out))}: could not be written \(No space left on device; "
-                        r"\d+ MiB free\)", last), last
+                        r"\d+ MiB free\); the check's results are above; another --out keeps its report", last), last
 
 
 @pytest.mark.parametrize("index_dir", ["r.json", "./r.json", "r.json/idx"])

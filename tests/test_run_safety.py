@@ -2578,7 +2578,8 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
                         r"file-size limit \(\d+ bytes, ulimit -f\) reached\)", said), said
     said, _ = limited(4)
     assert re.fullmatch(rf"mme check: error: {tmp_path / 'check.json'}: could not be written \(File too large: "
-                        r"this process's file-size limit \(\d+ bytes, ulimit -f\) reached\)", said), said
+                        r"this process's file-size limit \(\d+ bytes, ulimit -f\) reached\); the check's results are "
+                        r"above; another --out keeps its report", said), said
 
 
 def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):

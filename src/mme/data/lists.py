@@ -51,10 +51,10 @@ from mme.utils import (
     read_json_object,
     removing,
     same_file_as,
-    space_for,
     stat_identity,
     utf8_name,
     utf8_named,
+    writing,
 )
 
 log = logging.getLogger(__name__)
@@ -2206,8 +2206,7 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
               "videos": len(jobs), "counts": dict(counts),
               "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems,
               "repeats": repeats}
-    with space_for(report_path):
-        atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    # the results said before the report is written: a report the disk refuses loses none of them
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     unread = [p for p in problems if p["status"] not in USABLE]
     for p in unread[:SHOWN]:  # a VideoError's reason names the file and status already
@@ -2217,6 +2216,8 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
         log.warning("... and %d more a run cannot read, each in %s", len(unread) - SHOWN, report_path)
     if unread:
         log.warning("%s", UNREAD_BY_ROLE)
+    with writing(report_path, "the check's results are above; another --out keeps its report"):
+        atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     return report
 
 
