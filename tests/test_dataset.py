@@ -664,18 +664,22 @@ def test_an_index_folder_is_judged_by_its_videos_where_a_check_filled_it_once_a_
 
 
 
-def test_a_check_into_an_index_folder_that_cannot_be_written_warns_once(videos, tmp_path, caplog):
+def test_a_check_into_an_index_folder_that_cannot_be_written_warns_once(videos, tmp_path, caplog, capsys):
     """`mme check --index-dir DIR`, where ``DIR/v<INDEX_VERSION>`` cannot be made (a file), warned twice: on leaving
-    its mark ("File exists") and on its read ("Not a directory"). Its read alone says it."""
+    its mark ("File exists") and on its read ("Not a directory"). Its read alone says it, and the check's last line
+    that the folder is not filled."""
     blocked = tmp_path / "blocked"
     blocked.mkdir()
     (blocked / f"v{pyav_reader.INDEX_VERSION}").write_text("")
     (tmp_path / "list.txt").write_text("good.mp4\n")
     with caplog.at_level("WARNING", logger="mme.data.pyav_reader"):
         assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(videos), "--out",
-                         str(tmp_path / "c.json"), "--index-dir", str(blocked), "--workers", "1"]) == 0
+                         str(tmp_path / "c.json"), "--index-dir", str(blocked), "--workers", "1"]) == 1
     assert [r.getMessage() for r in caplog.records if "frame indices" in r.getMessage()] == [
         f"cannot keep frame indices in {blocked} (Not a directory); each process indexes for itself"]
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"mme check: error: --index-dir {blocked}: not filled: the frame indices of 1 of the 1 videos a run reads "
+        "could not be kept there (Not a directory)")
 
 def test_a_read_only_index_folder_is_read_said_once_a_node_and_left_as_it_was(videos, tmp_path, caplog, monkeypatch,
                                                                              read_only):

@@ -2629,6 +2629,47 @@ def test_a_check_report_that_a_full_disk_refuses_comes_after_the_results_and_say
                         r"\d+ MiB free\); the check's results are above; another --out keeps its report", last), last
 
 
+def test_a_check_whose_index_folder_fills_up_says_so_and_leaves_it_unmarked(tmp_path, capsys, monkeypatch):
+    """`mme check --index-dir D` whose folder filled up exited 0, every video ok, and left D marked as filled by a
+    check (the mark written before any decode), with 3 of 12 indices kept: later runs indexed the others in every
+    process, unsaid. It says how many indices were not kept, why and where, exits 1 and leaves D unmarked (an earlier
+    check's mark removed); the same check with space fills the rest and marks it."""
+    from mme.data import pyav_reader
+
+    for name in "abc":
+        write_video(tmp_path / f"{name}.mp4", affine_video(T=4, H=32, W=32)[0])
+    (tmp_path / "one.txt").write_text("a.mp4 0\n")
+    (tmp_path / "all.txt").write_text("a.mp4 0\nb.mp4 0\nc.mp4 0\n")
+    index, report = tmp_path / "idx", tmp_path / "r.json"
+    mark = index / f"v{pyav_reader.INDEX_VERSION}" / pyav_reader.CHECKED_MARK
+
+    def check(list_file: str) -> int:
+        pyav_reader._pyav_index.cache_clear()  # (each check a process of its own)
+        return cli_main(["check", str(tmp_path / list_file), "--root", str(tmp_path), "--out", str(report),
+                         "--index-dir", str(index), "--workers", "1", "--min-frames", "1"])
+
+    assert check("one.txt") == 0 and mark.is_file()
+    write = pyav_reader.atomic_write_text
+
+    def full(path, *args, **kwargs):
+        if index in Path(path).parents:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pyav_reader, "atomic_write_text", full)
+        capsys.readouterr()
+        assert check("all.txt") == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme check: error: --index-dir {index}: not filled: the frame indices of 2 of the 3 videos a run reads "
+        f"could not be kept there (No space left on device), e.g. {tmp_path / 'b.mp4'}'s, so a run indexes them "
+        f"again in every process; the report {report} is written, and the same check run again where they can be "
+        "written (space freed) keeps them")
+    assert not mark.exists() and json.loads(report.read_text())["counts"] == {"ok": 3}
+    assert check("all.txt") == 0 and mark.is_file()
+    assert [pyav_reader.index_unkept(index, str(tmp_path / f"{name}.mp4")) for name in "abc"] == [None] * 3
+
+
 @pytest.mark.parametrize("index_dir", ["r.json", "./r.json", "r.json/idx"])
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 def test_check_index_dir_that_is_its_out_or_under_it_is_refused_before_anything_is_made(index_dir, overwrite, tmp_path,

@@ -29,9 +29,16 @@ from typing import NamedTuple
 
 import av
 
-from mme.data.pyav_reader import keep_index_as, mark_checked, note_other_index_versions, open_container, video_stream
+from mme.data.pyav_reader import (
+    index_unkept,
+    keep_index_as,
+    mark_checked,
+    note_other_index_versions,
+    open_container,
+    video_stream,
+)
 from mme.data.video import check_video, video_check
-from mme.errors import ConfigError, DataError
+from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
     absolute_path,
     atomic_write_text,
@@ -2183,16 +2190,18 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     repeats = _repeats([(first[real], label, f) for real, (_, label, f) in zip(reals, listed)])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %s of %s with %s", counted(len(jobs), "video"), named, counted(workers, "worker"))
-    if index_dir is not None:
-        mark_checked(index_dir)
     by_path, problems_so_far = {}, 0
     with progress_bar(in_workers(_check_job, jobs, workers, _died_checking), len(jobs), "check", "video") as bar:
-        for r in bar:  # (as they finish)
-            by_path[r["path"]] = r
+        for r, unkept in bar:  # (as they finish)
+            by_path[r["path"]] = r, unkept
             if r["status"] != "ok":
                 problems_so_far += 1
                 bar.set_postfix(problems=problems_so_far, refresh=False)
-    results = [by_path[str(path)] for path, *_ in jobs]
+    checked = [by_path[str(path)] for path, *_ in jobs]
+    results = [r for r, _ in checked]
+    unkept = {r["path"]: why for r, why in checked if why}  # video -> why its index is not kept in index_dir
+    if index_dir is not None:
+        mark_checked(index_dir, filled=not unkept)
     for real, names in others.items() if index_dir is not None else ():  # (a run reading any finds the index)
         with contextlib.suppress(OSError):  # (gone since: reported by its check)
             keep_index_as(index_dir, first[real], names)
@@ -2218,6 +2227,13 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
         log.warning("%s", UNREAD_BY_ROLE)
     with writing(report_path, "the check's results are above; another --out keeps its report"):
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    if unkept:
+        path, why = next(iter(unkept.items()))
+        readable = sum(r["status"] in USABLE for r in results)
+        raise MMEError(f"--index-dir {index_dir}: not filled: the frame indices of {len(unkept)} of the {readable} "
+                       f"videos a run reads could not be kept there ({why}), e.g. {path}'s, so a run indexes them "
+                       f"again in every process; the report {report_path} is written, and the same check run again "
+                       "where they can be written (space freed) keeps them")
     return report
 
 
@@ -2251,13 +2267,18 @@ def _check_replaced(out: Path, overwrite: bool, list_files: list[str | Path],
                           "--overwrite to replace it, or another --out")
 
 
-def _check_job(job: tuple) -> dict:
-    return check_video(*job)
+def _check_job(job: tuple) -> tuple[dict, str | None]:
+    """:func:`check_video` of a job, and, with an index folder, why the index of a video a run reads is not kept
+    there (None: kept, or no folder)."""
+    result = check_video(*job)
+    path, _, index_dir, _ = job
+    kept = index_dir is None or result["status"] not in USABLE
+    return result, None if kept else index_unkept(index_dir, path)
 
 
-def _died_checking(job: tuple, how: str) -> dict:
+def _died_checking(job: tuple, how: str) -> tuple[dict, None]:
     """A video whose check killed its worker (a crashing decoder, or the OOM killer) is reported, not waited for."""
-    return video_check(job[0], "unreadable", f"a worker process died checking it ({how})")
+    return video_check(job[0], "unreadable", f"a worker process died checking it ({how})"), None
 
 
 def _hint_root(list_file: str | Path, relative: list[ListEntry], root: str | Path, found: dict[str, bool]) -> None:

@@ -1185,6 +1185,7 @@ class _Index:
                 with exclusive_lock(self.store.parent / INDEX_LOCK):
                     self._join_and_write()
             except OSError as e:
+                _why_unkept[_index_dir_of(self.store)] = error_reason(e)
                 _warn_unwritable(_index_dir_of(self.store), error_reason(e))
                 self.store = None
 
@@ -1279,6 +1280,11 @@ is read by counting (3: until a read found out, it counted its packets; 2: only 
 counted by a decode; 1 counted its packets). A bump that changes the frames or verdicts a video's index gives bumps
 :data:`mme.eval.testing.READING_VERSION` too, which features and training runs record, not this version (a stored index
 of another is made again); 9, 10 and 11 changed verdicts without."""
+
+
+_why_unkept: dict[Path, str] = {}
+"""Why the latest index this process could not write into each index folder failed (:meth:`_Index.save`), for
+:func:`index_unkept`."""
 
 
 @functools.cache
@@ -1427,11 +1433,15 @@ a run judges only such a folder by the videos it holds (:meth:`mme.data.dataset.
 since one that runs' reads alone filled misses the videos they have not reached yet."""
 
 
-def mark_checked(index_dir: str | os.PathLike) -> None:
-    """Leave :data:`CHECKED_MARK` in ``index_dir``, which a check is filling; where it cannot be made, nothing is
+def mark_checked(index_dir: str | os.PathLike, filled: bool) -> None:
+    """Leave :data:`CHECKED_MARK` in ``index_dir`` where a check ``filled`` it (kept the index of every video it read),
+    else remove an earlier check's: the folder lacks indices that check kept. Where the mark cannot be made, nothing is
     said here: the check's indices cannot be kept either, which its reads say (:func:`_warn_unwritable`)."""
     mark = _version_dir(index_dir) / CHECKED_MARK
     with contextlib.suppress(OSError):
+        if not filled:
+            mark.unlink(missing_ok=True)
+            return
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.touch()
 
@@ -1452,10 +1462,27 @@ def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
             file = VersionOfFile.of(path)
         except OSError:  # (missing: the run reports it)
             continue
-        if _index_store(str(index_dir), file.name, file.version).is_file():
+        if _holds_index(index_dir, file):
             return False
         found = True
     return found
+
+
+def index_unkept(index_dir: str | os.PathLike, path: str) -> str | None:
+    """Why ``index_dir`` does not hold the index of ``path``, which this process read with it: the reason its write
+    there failed (a full disk); None where it holds it, or ``path`` is gone."""
+    try:
+        file = VersionOfFile.of(path)
+    except OSError:
+        return None
+    if _holds_index(index_dir, file):
+        return None
+    return _why_unkept.get(Path(index_dir), "not found there after the read")
+
+
+def _holds_index(index_dir: str | os.PathLike, file: VersionOfFile) -> bool:
+    """Whether ``index_dir`` holds an index of ``file`` (:func:`_index_store`, looked up by its stats alone)."""
+    return _index_store(str(index_dir), file.name, file.version).is_file()
 
 
 def keep_index_as(index_dir: str | os.PathLike, path: str, others: Iterable[str]) -> None:
