@@ -1127,8 +1127,9 @@ def test_features_and_the_rows_kept_of_a_finished_file_are_read_without_the_whol
 
 @pytest.mark.pinned  # every run precision fp32
 def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):
-    """The disk filled up (a file-size limit set after the first part makes the writes fail as a full disk would):
-    a bare traceback from numpy. Now one line names the part, the reason and what is kept; the rerun resumes."""
+    """The disk filled up (a file-size limit set after the first part makes the writes fail where a full disk would):
+    a bare traceback from numpy. Now one line names the part, the reason (the limit) and what is kept; the rerun
+    resumes."""
     root, ckpt, loads = own_root
     out, partial = tmp_path / "f.npy", tmp_path / "f.npy.partial"
     script = ("import resource, signal, sys\n"

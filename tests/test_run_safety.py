@@ -2361,9 +2361,9 @@ def full_disk(synth, tmp_path_factory) -> FullDisk:
 
 
 def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_previous_one(full_disk):
-    """The disk fills up while checkpointing (a file-size limit makes the write fail as a full disk would): the line
-    gives the write's reason (before: torch's "[enforce fail at inline_container.cc:672] . unexpected pos 10233216
-    vs 10233104")."""
+    """The disk fills up while checkpointing (a file-size limit makes the write fail where a full disk would): the line
+    gives the write's reason, the limit named (before: torch's "[enforce fail at inline_container.cc:672] .
+    unexpected pos 10233216 vs 10233104")."""
     out, (code, err, _) = full_disk.folders["checkpoint"], full_disk.ran["checkpoint"]
     assert code == 1 and "Traceback" not in err, err[-2000:]
     last = [ln for ln in err.splitlines() if ln.startswith("mme pretrain: error:")][-1]
@@ -2409,13 +2409,28 @@ def test_run_files_that_cannot_be_written_are_one_line_and_leave_the_run_as_it_w
     assert _hashes(out) == before
 
 
-def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(full_disk, synth):
+def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(full_disk, synth, tmp_path,
+                                                                              monkeypatch):
     """The disk is full as a job takes its folder (a file-size limit of 10 bytes here: the empty ``.lock`` is made,
     its holder's line is not written). Before: a bare OSError traceback from ``lock_folder``, and the new folders
-    left behind with an empty ``.lock``; now one line naming the option, the folder, the reason and the MiB free,
-    and the folders the job made are removed: also by ``mme extract``, whose share's lock folder is kept after a
-    job that ran (before: its ``.lock`` left, and with it every folder the job made)."""
+    left behind with an empty ``.lock``; now one line naming the option, the folder, the reason and, for a full disk,
+    the MiB free (a file-size limit is named instead), and the folders the job made are removed: also by ``mme
+    extract``, whose share's lock folder is kept after a job that ran (before: its ``.lock`` left, and with it every
+    folder the job made)."""
+    from mme import utils
     from mme.motion.extract import share_name
+
+    def full(fd: int, data: bytes, truncate: bool = False) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    made = tmp_path / "made"
+    with monkeypatch.context() as m:
+        m.setattr(utils, "write_all", full)
+        with pytest.raises(ConfigError) as info:
+            utils.lock_folder(made / "out", "train.out_dir")
+    assert re.fullmatch(rf"train\.out_dir '{re.escape(str(made / 'out'))}': its \.lock could not be written \(No "
+                        r"space left on device; \d+ MiB free\)", str(info.value)), info.value
+    assert not made.exists()
 
     there = full_disk.folders["lock"]
     out = there / "new" / "deeper" / "out"
@@ -2514,7 +2529,7 @@ def test_a_shared_memory_too_small_for_the_loader_workers_batches_is_one_line(sy
 
 
 def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):
-    """The disk fills up during `mme extract` (a file-size limit fails writes as a full disk would): it tracked
+    """The disk fills up during `mme extract` (a file-size limit fails writes where a full disk would): it tracked
     every remaining video and threw each away, warning only "failed: OSError: [Errno 27] File too large", then
     ended in a traceback writing its report; `mme check` ended in a traceback writing --out. A video that failed
     before the disk filled up is still named (before: gathered for the report, lost with it)."""

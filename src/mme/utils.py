@@ -396,9 +396,12 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
         if sync:
             _sync_folder(path.parent)
-    except BaseException:
+    except BaseException as e:
+        limited = file_size_limited(e, fd)  # (measured before the file goes)
         if _own_file_at(tmp):
             tmp.unlink(missing_ok=True)
+        if limited is not None:
+            raise limited from e
         raise
     finally:
         _close_unlocked(fd, pid)
@@ -670,14 +673,12 @@ _SHORT_WRITE = re.compile(r"^(\d+) requested and (\d+) written$")
 
 
 def error_reason(e: BaseException) -> str:
-    """The reason an error gives, for a message that names the thing: an OSError's ``strerror``, else the first
-    non-empty line of the message (numpy's short write said plainly), else the error's type. A write stopped by this
-    process's file-size limit (EFBIG under ``ulimit -f``) names the limit."""
+    """The reason an error gives, for a message that names the thing: an OSError's ``strerror`` (a
+    :class:`FileSizeLimited`'s names the limit), else the first non-empty line of the message (numpy's short write
+    said plainly), else the error's type."""
     text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
     if isinstance(e, OSError) and (short := _SHORT_WRITE.match(text)):
         return f"{_short_write_cause()} (a short write: {short[2]} of {short[1]} items written)"
-    if _size_limited(e):
-        return f"{text}: {_size_limit_said()}"
     return text or type(e).__name__
 
 
@@ -694,9 +695,21 @@ def _size_limit_said() -> str:
     return f"this process's file-size limit ({_file_size_limit()} bytes, ulimit -f) reached"
 
 
-def _size_limited(e: BaseException) -> bool:
-    """Whether the failed write ``e`` is one this process's file-size limit stopped: EFBIG where it has one."""
-    return isinstance(e, OSError) and e.errno == errno.EFBIG and _file_size_limit() is not None
+class FileSizeLimited(OSError):
+    """A write that this process's file-size limit stopped (``ulimit -f``), however much space is free: its reason
+    names the limit, and no MiB free is said with it (:func:`may_want_space`)."""
+
+
+def file_size_limited(e: BaseException, fd: int) -> FileSizeLimited | None:
+    """``e`` as a :class:`FileSizeLimited` where it is the EFBIG of a write to the file ``fd`` whose size reached this
+    process's file-size limit, as the kernel refuses past it; None otherwise: no limit, or a file under it, whose EFBIG
+    is the file system's (its largest file: 16 GiB on ext2 of 1 KiB blocks, a write at an offset past it)."""
+    if not isinstance(e, OSError) or e.errno != errno.EFBIG or isinstance(e, FileSizeLimited):  # (said already: a
+        return None  # nested write's)
+    limit = _file_size_limit()
+    if limit is None or os.fstat(fd).st_size < limit:
+        return None
+    return FileSizeLimited(errno.EFBIG, f"{e.strerror}: {_size_limit_said()}")
 
 
 def _short_write_cause() -> str:
@@ -715,8 +728,8 @@ def may_want_space(e: BaseException) -> bool:
     """Whether the failed write ``e`` may be for want of space, so the space free belongs in its message: an OSError
     of :data:`NO_SPACE`, or one without an errno (a bare OSError of a file system layer); not a read-only or missing
     folder, whose free space says nothing, nor a write this process's file-size limit stopped (its reason names the
-    limit: :func:`error_reason`), nor an error that is not the write's (torch.save's own RuntimeError)."""
-    return isinstance(e, OSError) and e.errno in (None, *NO_SPACE) and not _size_limited(e)
+    limit: :class:`FileSizeLimited`), nor an error that is not the write's (torch.save's own RuntimeError)."""
+    return isinstance(e, OSError) and e.errno in (None, *NO_SPACE) and not isinstance(e, FileSizeLimited)
 
 
 def mib_free(path: str | Path) -> str:
@@ -741,8 +754,8 @@ def _nearest_existing(path: Path, folder: bool = False) -> Path | None:
 @contextlib.contextmanager
 def space_for(path: str | Path, then: str = "") -> Iterator[None]:
     """A write of ``path`` in the block that fails for lack of space (:data:`NO_SPACE`) is a NoSpaceError naming the
-    file, the reason and the MiB free there, and ``then`` (what is kept, how to go on); other errors pass as they
-    are."""
+    file, the reason and the MiB free there (not under a file-size limit the file reached: :func:`may_want_space`),
+    and ``then`` (what is kept, how to go on); other errors pass as they are."""
     try:
         yield
     except OSError as e:
@@ -1866,10 +1879,11 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
         write_all(f.fileno(), _holder_line().encode(), truncate=True)
     except OSError as e:  # (a full disk, a quota, a file-size limit): the folder is let go as this call took it,
         _locked[whole] = dataclasses.replace(held, unmade_if_unused=True)  # what it made removed, whatever asked
+        said = file_size_limited(e, f.fileno()) or e
         unlock_folder(whole)
-        free = f"; {mib_free(whole)}" if may_want_space(e) else ""
-        raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} could not be written ({error_reason(e)}{free})"
-                          ) from e
+        free = f"; {mib_free(whole)}" if may_want_space(said) else ""
+        raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} could not be written ({error_reason(said)}"
+                          f"{free})") from e
     with contextlib.suppress(OSError):  # on the server of a network file system, where other nodes read the holder
         os.fsync(f.fileno())  # (distributed.check_folder_shared) while this process keeps the file open
     return True

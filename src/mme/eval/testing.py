@@ -555,8 +555,8 @@ def drop_report(out_dir: str | Path, name: str, then: str) -> bool:
 def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: str = "") -> None:
     """A one-line summary in the log, then ``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``. The summary
     comes first, so the figures outlive a report that cannot be written (a full disk): an MMEError naming the file,
-    the reason, the MiB free and ``then`` (:func:`mme.utils.writing`). The confusion matrix is a figure only: one
-    that cannot be written or drawn is warned about."""
+    the reason, the MiB free where it may be for want of space and ``then`` (:func:`mme.utils.writing`). The
+    confusion matrix is a figure only: one that cannot be written or drawn is warned about."""
     out_dir = Path(out_dir)
     data, picture = report_files(name)
     failed = len(report["failures"])
