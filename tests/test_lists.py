@@ -2632,23 +2632,31 @@ def test_a_check_report_that_a_full_disk_refuses_comes_after_the_results_and_say
 def test_a_check_whose_index_folder_fills_up_says_so_and_leaves_it_unmarked(tmp_path, capsys, monkeypatch):
     """`mme check --index-dir D` whose folder filled up exited 0, every video ok, and left D marked as filled by a
     check (the mark written before any decode), with 3 of 12 indices kept: later runs indexed the others in every
-    process, unsaid. It says how many indices were not kept, why and where, exits 1 and leaves D unmarked (an earlier
-    check's mark removed); the same check with space fills the rest and marks it."""
+    process, unsaid. It says how many videos' indices were not kept, why and where, exits 1 and leaves D unmarked (an
+    earlier check's mark removed); the same check with space fills the rest and marks it. For a while a video was
+    taken as kept where an index of it was there (a run's, of its first frames) though the check's failed, or where
+    its copy under another name it is listed by (a symlink) failed, the mark left before those copies; and a check
+    again in the same process kept nothing, its indices' failed saves remembered."""
     from mme.data import pyav_reader
+    from mme.data.video import open_video
 
-    for name in "abc":
-        write_video(tmp_path / f"{name}.mp4", affine_video(T=4, H=32, W=32)[0])
+    for name, frames in (("a", 4), ("b", 16), ("c", 4)):
+        write_video(tmp_path / f"{name}.mp4", affine_video(T=frames, H=32, W=32)[0])
+    (tmp_path / "l.mp4").symlink_to(tmp_path / "a.mp4")
     (tmp_path / "one.txt").write_text("a.mp4 0\n")
-    (tmp_path / "all.txt").write_text("a.mp4 0\nb.mp4 0\nc.mp4 0\n")
+    (tmp_path / "all.txt").write_text("a.mp4 0\nb.mp4 0\nc.mp4 0\nl.mp4 0\n")
     index, report = tmp_path / "idx", tmp_path / "r.json"
     mark = index / f"v{pyav_reader.INDEX_VERSION}" / pyav_reader.CHECKED_MARK
 
-    def check(list_file: str) -> int:
-        pyav_reader._pyav_index.cache_clear()  # (each check a process of its own)
+    def check(list_file: str) -> int:  # (each in this one process)
         return cli_main(["check", str(tmp_path / list_file), "--root", str(tmp_path), "--out", str(report),
                          "--index-dir", str(index), "--workers", "1", "--min-frames", "1"])
 
     assert check("one.txt") == 0 and mark.is_file()
+    with open_video(str(tmp_path / "b.mp4"), index_dir=index) as reader:  # a run's read: b's first frames proven
+        reader.read([0])
+    stored = lambda: sorted(json.loads(p.read_text())["proven"] for p in index.rglob("*.json"))  # noqa: E731
+    assert stored() == [1, 4]
     write = pyav_reader.atomic_write_text
 
     def full(path, *args, **kwargs):
@@ -2661,13 +2669,12 @@ def test_a_check_whose_index_folder_fills_up_says_so_and_leaves_it_unmarked(tmp_
         capsys.readouterr()
         assert check("all.txt") == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"mme check: error: --index-dir {index}: not filled: the frame indices of 2 of the 3 videos a run reads "
+        f"mme check: error: --index-dir {index}: not filled: the frame indices of 3 of the 3 videos a run reads "
         f"could not be kept there (No space left on device), e.g. {tmp_path / 'b.mp4'}'s, so a run indexes them "
-        f"again in every process; the report {report} is written, and the same check run again where they can be "
-        "written (space freed) keeps them")
-    assert not mark.exists() and json.loads(report.read_text())["counts"] == {"ok": 3}
-    assert check("all.txt") == 0 and mark.is_file()
-    assert [pyav_reader.index_unkept(index, str(tmp_path / f"{name}.mp4")) for name in "abc"] == [None] * 3
+        f"again in every process; the report {report} is written, and the same check run again once they can be "
+        "written there keeps them")
+    assert not mark.exists() and json.loads(report.read_text())["counts"] == {"ok": 3} and stored() == [1, 4]
+    assert check("all.txt") == 0 and mark.is_file() and stored() == [4, 4, 4, 16]  # (a, l.mp4's copy of it, c, b)
 
 
 @pytest.mark.parametrize("index_dir", ["r.json", "./r.json", "r.json/idx"])

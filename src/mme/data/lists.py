@@ -30,6 +30,7 @@ from typing import NamedTuple
 import av
 
 from mme.data.pyav_reader import (
+    forget_indices,
     index_unkept,
     keep_index_as,
     mark_checked,
@@ -2141,7 +2142,9 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     With ``index_dir``, each video's index, proven by the whole decode, is kept there (``data.index_dir``);
     ``decode_threads``: the decoder's, as the run's ``data.decode_threads``. The report replaces a file at
     ``report_path`` that is a check report, another only with ``overwrite``, a list or video it checks never
-    (:func:`_check_replaced`)."""
+    (:func:`_check_replaced`). Where an index could not be kept in ``index_dir`` (under one of the names the lists
+    give its video), the folder is left unmarked (:func:`~mme.data.pyav_reader.mark_checked`) and, once the report
+    is written, an MMEError says how many and why."""
     check_root(root, "--root")
     check_output(report_path, "--out")
     if index_dir is not None:
@@ -2190,6 +2193,8 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     repeats = _repeats([(first[real], label, f) for real, (_, label, f) in zip(reals, listed)])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %s of %s with %s", counted(len(jobs), "video"), named, counted(workers, "worker"))
+    if index_dir is not None:  # (what an earlier check in this process found, or failed to save, is not taken)
+        forget_indices()
     by_path, problems_so_far = {}, 0
     with progress_bar(in_workers(_check_job, jobs, workers, _died_checking), len(jobs), "check", "video") as bar:
         for r, unkept in bar:  # (as they finish)
@@ -2199,12 +2204,14 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
                 bar.set_postfix(problems=problems_so_far, refresh=False)
     checked = [by_path[str(path)] for path, *_ in jobs]
     results = [r for r, _ in checked]
-    unkept = {r["path"]: why for r, why in checked if why}  # video -> why its index is not kept in index_dir
-    if index_dir is not None:
-        mark_checked(index_dir, filled=not unkept)
+    # each video a run reads whose index is not kept in index_dir under one of its names -> (that name, why)
+    unkept = {r["path"]: (r["path"], why) for r, why in checked if why}
     for real, names in others.items() if index_dir is not None else ():  # (a run reading any finds the index)
         with contextlib.suppress(OSError):  # (gone since: reported by its check)
-            keep_index_as(index_dir, first[real], names)
+            if lost := keep_index_as(index_dir, first[real], names):
+                unkept.setdefault(first[real], lost)
+    if index_dir is not None:
+        mark_checked(index_dir, filled=not unkept)
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
@@ -2228,12 +2235,12 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     with writing(report_path, "the check's results are above; another --out keeps its report"):
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     if unkept:
-        path, why = next(iter(unkept.items()))
+        path, why = next(iter(unkept.values()))
         readable = sum(r["status"] in USABLE for r in results)
         raise MMEError(f"--index-dir {index_dir}: not filled: the frame indices of {len(unkept)} of the {readable} "
                        f"videos a run reads could not be kept there ({why}), e.g. {path}'s, so a run indexes them "
                        f"again in every process; the report {report_path} is written, and the same check run again "
-                       "where they can be written (space freed) keeps them")
+                       "once they can be written there keeps them")
     return report
 
 

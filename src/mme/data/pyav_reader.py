@@ -1133,6 +1133,9 @@ class _Index:
     that passes one again, not as a seek's landing frame, does not digest it again."""
     stored: tuple | None = None
     """:meth:`state` as last written to ``store``."""
+    unsaved: str = ""
+    """Why its save to ``store`` failed (a full disk: :func:`~mme.utils.error_reason`), after which it is kept in
+    this process only; '' where none failed (:func:`index_unkept`)."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     """Held by each change to the index, by any of the readers of its file (they share it: :func:`_pyav_index`),
     in any thread, and by :meth:`save`; made anew in a forked child where another thread held it at the fork
@@ -1185,8 +1188,8 @@ class _Index:
                 with exclusive_lock(self.store.parent / INDEX_LOCK):
                     self._join_and_write()
             except OSError as e:
-                _why_unkept[_index_dir_of(self.store)] = error_reason(e)
-                _warn_unwritable(_index_dir_of(self.store), error_reason(e))
+                self.unsaved = error_reason(e)
+                _warn_unwritable(_index_dir_of(self.store), self.unsaved)
                 self.store = None
 
     def _join_and_write(self) -> None:
@@ -1280,11 +1283,6 @@ is read by counting (3: until a read found out, it counted its packets; 2: only 
 counted by a decode; 1 counted its packets). A bump that changes the frames or verdicts a video's index gives bumps
 :data:`mme.eval.testing.READING_VERSION` too, which features and training runs record, not this version (a stored index
 of another is made again); 9, 10 and 11 changed verdicts without."""
-
-
-_why_unkept: dict[Path, str] = {}
-"""Why the latest index this process could not write into each index folder failed (:meth:`_Index.save`), for
-:func:`index_unkept`."""
 
 
 @functools.cache
@@ -1462,39 +1460,45 @@ def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
             file = VersionOfFile.of(path)
         except OSError:  # (missing: the run reports it)
             continue
-        if _holds_index(index_dir, file):
+        if _index_store(str(index_dir), file.name, file.version).is_file():
             return False
         found = True
     return found
 
 
 def index_unkept(index_dir: str | os.PathLike, path: str) -> str | None:
-    """Why ``index_dir`` does not hold the index of ``path``, which this process read with it: the reason its write
-    there failed (a full disk); None where it holds it, or ``path`` is gone."""
+    """Why ``index_dir`` lacks what this process proved of ``path``, which it read with that folder: the reason its
+    save there failed (a full disk), though an earlier index of the file may be there; None where it was kept, or
+    ``path`` is gone."""
     try:
         file = VersionOfFile.of(path)
     except OSError:
         return None
-    if _holds_index(index_dir, file):
-        return None
-    return _why_unkept.get(Path(index_dir), "not found there after the read")
+    return _pyav_index(file, str(index_dir)).unsaved or None
 
 
-def _holds_index(index_dir: str | os.PathLike, file: VersionOfFile) -> bool:
-    """Whether ``index_dir`` holds an index of ``file`` (:func:`_index_store`, looked up by its stats alone)."""
-    return _index_store(str(index_dir), file.name, file.version).is_file()
-
-
-def keep_index_as(index_dir: str | os.PathLike, path: str, others: Iterable[str]) -> None:
+def keep_index_as(index_dir: str | os.PathLike, path: str, others: Iterable[str]) -> tuple[str, str] | None:
     """Keep the index of ``path`` in ``index_dir`` under each of ``others`` too: other names of the same file (a
     symlink and its target, two symlinks to it), which key an index of their own (:func:`_index_store`), so that a
-    read by any finds it. Nothing where ``path`` has none there."""
+    read by any finds it. Nothing where ``path`` has none there. Returns the first of ``others`` it could not be kept
+    under and why (a full disk), None where it was kept under each."""
     file = VersionOfFile.of(path)
     index = _load_index(_index_store(str(index_dir), file.name, file.version))
+    unkept = None
     for other in others if index is not None else ():
         kept = _load_index(store := _index_store(str(index_dir), absolute_path(other), file.version))
         index.store, index.stored = store, None if kept is None else kept.state()
         index.save()  # (only where the name keeps another index or none: a check again writes nothing)
+        if index.unsaved and unkept is None:
+            unkept = other, index.unsaved
+    return unkept
+
+
+def forget_indices() -> None:
+    """Let go every frame index this process holds, as a new process holds none: each is read again from its index
+    folder, and one whose save there failed (a full disk, since freed) is saved again at its next read. A check that
+    fills an index folder starts so (:func:`mme.data.lists.check_lists`)."""
+    _pyav_index.cache_clear()
 
 
 def _index_dir_of(store: Path) -> Path:
