@@ -2608,7 +2608,8 @@ def test_a_check_report_that_a_full_disk_refuses_comes_after_the_results_and_say
     """`mme check` whose report's write fails on a full disk said `OUT: could not be written (No space left on
     device)`, without the MiB free that the other writes give. It gives them. And the write came before the results
     were said: every video decoded, then the error alone, the counts and the videos a run cannot read never shown.
-    They are said first, and the error says so."""
+    They are said first, and the error says so; so are the videos a run reads that the report would name (for a while
+    counted alone: `1 short`)."""
     write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
     (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 0\n")  # (b.mp4 missing)
     out, write = tmp_path / "r.json", lists.atomic_write_text
@@ -2621,9 +2622,11 @@ def test_a_check_report_that_a_full_disk_refuses_comes_after_the_results_and_say
     monkeypatch.setattr(lists, "atomic_write_text", full)
     caplog.set_level("INFO", logger="mme.data.lists")
     assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out),
-                     "--workers", "1", "--min-frames", "1"]) == 1
-    assert [r.getMessage() for r in caplog.records if r.name == "mme.data.lists"][-3:-1] == [
-        f"{out}: 1 missing, 1 ok", f"a run cannot read {tmp_path / 'b.mp4'}: missing (no such file)"]
+                     "--workers", "1", "--min-frames", "5"]) == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "mme.data.lists"]
+    assert said[-4:] == [f"{out}: 1 missing, 1 short",
+                         f"a run cannot read {tmp_path / 'b.mp4'}: missing (no such file)", lists.UNREAD_BY_ROLE,
+                         f"{tmp_path / 'a.mp4'}: short (4 frames, fewer than 5)"], said
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.fullmatch(rf"mme check: error: {re.escape(str(out))}: could not be written \(No space left on device; "
                         r"\d+ MiB free\); the check's results are above; another --out keeps its report", last), last

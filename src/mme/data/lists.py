@@ -2222,18 +2222,23 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
               "videos": len(jobs), "counts": dict(counts),
               "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems,
               "repeats": repeats}
-    # the results said before the report is written: a report the disk refuses loses none of them
+    try:
+        with writing(report_path, "the check's results are above; another --out keeps its report"):
+            atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    except MMEError as e:  # (raised once the results are said: a report the disk refuses loses none of them)
+        unwritten = e
+    else:
+        unwritten = None
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     unread = [p for p in problems if p["status"] not in USABLE]
-    for p in unread[:SHOWN]:  # a VideoError's reason names the file and status already
-        log.warning("a run cannot read %s", p["reason"] if p["reason"].startswith(p["path"] + ": ") else
-                    f"{p['path']}: {p['status']} ({p['reason']})")
-    if len(unread) > SHOWN:
-        log.warning("... and %d more a run cannot read, each in %s", len(unread) - SHOWN, report_path)
+    _name_some(unread, "a run cannot read ", "a run cannot read" + (f", each in {report_path}" if unwritten is None
+                                                                      else ""))
     if unread:
         log.warning("%s", UNREAD_BY_ROLE)
-    with writing(report_path, "the check's results are above; another --out keeps its report"):
-        atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    if unwritten is not None:  # the videos a run reads that the report would have named too, by status
+        for status in dict.fromkeys(p["status"] for p in problems if p["status"] in USABLE):
+            _name_some([p for p in problems if p["status"] == status], "", status)
+        raise unwritten
     if unkept:
         path, why = next(iter(unkept.values()))
         readable = sum(r["status"] in USABLE for r in results)
@@ -2242,6 +2247,15 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
                        f"again in every process; the report {report_path} is written, and the same check run again "
                        "once they can be written there keeps them")
     return report
+
+
+def _name_some(problems: list[dict], lead: str, more: str) -> None:
+    """Log the first :data:`SHOWN` of ``problems`` of a check, each after ``lead``, and how many ``more`` there are."""
+    for p in problems[:SHOWN]:  # a VideoError's reason names the file and status already
+        log.warning("%s%s", lead, p["reason"] if p["reason"].startswith(p["path"] + ": ") else
+                    f"{p['path']}: {p['status']} ({p['reason']})")
+    if len(problems) > SHOWN:
+        log.warning("... and %d more %s", len(problems) - SHOWN, more)
 
 
 REPORT_KEYS = ("lists", "counts", "problems")
