@@ -485,8 +485,9 @@ def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run
 
 
 def test_a_file_that_ends_before_any_frame_as_it_is_opened_says_so_plainly(tmp_path):
-    """A Matroska file of a video track and no frame (or one cut within its first bytes) was `unreadable ([Errno
-    541478725] End of file: '/v/zero.mkv')`: PyAV's EOFError as it is. It says there is no frame, and why."""
+    """A Matroska file of a video track and no frame (or one cut inside its header, where FFmpeg meets its end: 40
+    bytes here) was `unreadable ([Errno 541478725] End of file: '/v/zero.mkv')`: PyAV's EOFError as it is. It says
+    there is no frame, and why."""
     header = tmp_path / "zero.mkv"
     with av.open(str(header), "w") as container:
         stream = container.add_stream("libx264", rate=25)
