@@ -1331,6 +1331,28 @@ def test_a_loader_with_persistent_workers_serves_every_epoch_under_start_workers
     assert [b.tolist() for b in start_workers(loader)] == whole
 
 
+def test_a_persistent_loaders_next_epoch_needs_no_room_in_shared_memory(monkeypatch):
+    """A loader's running ``persistent_workers`` keep the init they began with: start_workers put a new ``started``
+    tensor in shared memory on each call all the same, so a /dev/shm filled after the first epoch refused the next
+    one, "its workers cannot start: no room in shared memory", though no worker starts. Only workers that start have
+    their tensors made."""
+    from mme.errors import ProcessLost
+
+    loader = DataLoader(range(4), batch_size=None, num_workers=1, persistent_workers=True,
+                        multiprocessing_context="fork")
+    assert list(start_workers(loader)) == [0, 1, 2, 3]
+    first = loader.worker_init_fn
+
+    def no_room(tensor):
+        raise RuntimeError("unable to write to file </torch_1_2_3>: No space left on device (28)")
+
+    monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
+    assert list(start_workers(loader)) == [0, 1, 2, 3]
+    assert loader.worker_init_fn is first
+    with pytest.raises(ProcessLost, match="its workers cannot start: no room in shared memory"):
+        start_workers(DataLoader(range(4), batch_size=None, num_workers=1, persistent_workers=True))
+
+
 def test_a_data_root_whose_name_is_not_utf8_has_its_content_digest():
     """``data.root=$'root\\xe9'`` (a Latin-1 byte, read by Python with a surrogate escape): the list's digest raised
     UnicodeEncodeError before step 1. The path is digested as its bytes on disk (a UTF-8 one as before)."""

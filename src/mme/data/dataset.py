@@ -381,7 +381,9 @@ def start_workers(loader: DataLoader) -> Iterator:
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
     waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`); one that
     ended before its init ran could not start (:func:`_dead_worker`)."""
-    if loader.num_workers:  # (the tensors in shared memory are for workers: without, a full /dev/shm stops nothing)
+    # The tensors in shared memory are for workers that start: without any, or with persistent ones running (which
+    # keep their init), a full /dev/shm stops nothing.
+    if loader.num_workers and not _workers_run(loader):
         try:
             said, started = anamorphic_said(), torch.zeros(loader.num_workers, dtype=torch.int64).share_memory_()
         except RuntimeError as e:
@@ -408,6 +410,13 @@ def start_workers(loader: DataLoader) -> Iterator:
     if loader.num_workers:
         _defer_worker_deaths()
     return _batches(batches, loader.persistent_workers)
+
+
+def _workers_run(loader: DataLoader) -> bool:
+    """Whether ``loader``'s workers run already: its ``persistent_workers``, kept by its iterator of an earlier
+    ``iter()`` (torch's ``_iterator``, which no public API names), which its next ``iter()`` resets, no worker
+    started, their init the one they began with (:func:`_started`)."""
+    return loader.persistent_workers and getattr(loader, "_iterator", None) is not None
 
 
 def _forks_workers(loader: DataLoader) -> bool:
