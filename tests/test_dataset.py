@@ -30,7 +30,7 @@ from videos import (
     write_open_gop_hevc,
     write_video,
 )
-from worker_jobs import with_small_shm
+from worker_jobs import EndsItsWorker, with_small_shm
 
 from mme.cli import main as cli_main
 from mme.config import from_dict
@@ -503,6 +503,18 @@ def test_a_spawned_loader_worker_that_could_not_start_says_so_and_why(main, flag
     assert re.fullmatch(rf"data loader worker 0 \(pid \d+\) could not start \(exit status 1\): {why}",
                         str(info.value)), info.value
     assert printed in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_a_loader_worker_that_exits_after_its_init_ran_died(context, short_poll):
+    """A worker whose exit status is 0 or more is one that could not start only where it ended before its init ran
+    (its PID not in ``started``); one that exits 1 reading an item, its init done, died, as a killed one does."""
+    from mme.errors import ProcessLost
+
+    loader = DataLoader(EndsItsWorker(), batch_size=None, num_workers=1, multiprocessing_context=context)
+    with pytest.raises(ProcessLost) as info:
+        list(start_workers(loader))
+    assert re.fullmatch(r"data loader worker 0 \(pid \d+\) died \(exit status 1\)", str(info.value)), info.value
 
 
 def _own_init(worker_id: int) -> None:

@@ -68,6 +68,17 @@ class Says:
         return says(self.kind)
 
 
+class EndsItsWorker:
+    """A loader's dataset of one item, whose read ends the worker process reading it, exit status 1: after its init
+    ran (a crash in a library's own exit path, a ``sys.exit`` deep in a decoder)."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> None:
+        os._exit(1)
+
+
 def dead_pid() -> int:
     """The PID of a process that has ended (a fixed one, 999, may be any live process's)."""
     proc = subprocess.Popen([sys.executable, "-c", ""])
