@@ -484,7 +484,7 @@ def test_a_spawned_loader_worker_that_could_not_start_says_so_and_why(main, flag
     worker lacks) was said as a worker that died, `data loader worker 0 (pid N) died (exit status 1)`, a resume
     advised that fails alike. It could not start: said so, with the reason where this process can tell, else
     pointing at the traceback the worker printed, and the way without workers as the command takes it (``mme
-    pretrain``'s key, ``--workers`` in ``mme demo``: :func:`mme.utils.workers_option`)."""
+    pretrain``'s key, ``--workers`` in a command that takes that flag: :func:`mme.utils.workers_option`)."""
     import importlib.machinery
     import types
 

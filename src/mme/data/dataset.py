@@ -536,10 +536,12 @@ def _shm_full(error: Exception, batches: Iterator) -> ProcessLost | None:
 
 
 def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
-    """The batches of a DataLoader's iterator; a worker of its that died is a ProcessLost naming the worker and how
-    it ended (torch's traceback of "DataLoader worker (pid(s) N) exited unexpectedly" before, or of the pipe it cut
-    mid-batch, an EOFError, a ConnectionResetError), and so is one whose batch did not fit in shared memory
-    (:func:`_shm_full`: torch's traceback of the worker's "No space left on device" before).
+    """The batches of a DataLoader's iterator; a worker of its that ended is one error naming the worker and how it
+    ended (torch's traceback of "DataLoader worker (pid(s) N) exited unexpectedly" before, or of the pipe it cut
+    mid-batch, an EOFError, a ConnectionResetError): a ProcessLost where it died, an MMEError where it could not
+    start, an UnguardedScript where it ran the calling script again (:func:`_dead_worker`); one whose batch did not
+    fit in shared memory is a ProcessLost too (:func:`_shm_full`: torch's traceback of the worker's "No space left
+    on device" before).
 
     Its workers stop when the batches end early (an error, the caller closing them): an error's traceback holds the
     iterator, whose workers (each holding this process's open files, a run folder's lock among them) otherwise lived
@@ -567,7 +569,8 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
 
 def _no_workers() -> str:
     """The setting that loads a job's data in its own process, with no loader worker, as the command running takes
-    it (:func:`mme.utils.workers_option`): ``data.num_workers=0``, ``--workers=0`` in ``mme demo``."""
+    it (:func:`mme.utils.workers_option`): ``data.num_workers=0``, or ``--workers=0`` in a command that takes that
+    flag (``mme demo``, ``mme embed``, ``mme probe``, ``mme bench data``, ``mme bench pipeline``)."""
     return f"{workers_option()}=0"
 
 
