@@ -1344,7 +1344,8 @@ def test_a_write_stopped_by_a_file_size_limit_names_the_limit(tmp_path):
     the limit stopped with EFBIG said '(File too large; 79745 MiB free)', the space free read as its reason: it names
     the limit, without the space free. An EFBIG of a file under the limit is the file system's (its largest file:
     ext2 of 1 KiB blocks refuses a write at 17 GiB under a limit of 100 GiB), which keeps them, as without a limit
-    (for a while it was blamed on the limit)."""
+    (for a while it was blamed on the limit). numpy's short write of a file that reached the limit (np.save: one
+    write) kept the full disk among its causes and the MiB free: it names the limit alone, as an EFBIG does."""
     import subprocess
 
     def efbig_after(size: int, name: str) -> str:  # (a write of `size` bytes, then an EFBIG, as at a file's offset)
@@ -1362,7 +1363,11 @@ def test_a_write_stopped_by_a_file_size_limit_names_the_limit(tmp_path):
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))\n"
               f"try:\n    np.zeros(10000).tofile({str(tmp_path / 'x.bin')!r})\n"
               "except OSError as e:\n    print(error_reason(e))\n"
-              + efbig_after(10, "fs.bin") + efbig_after(10000, "y.bin"))
+              + efbig_after(10, "fs.bin") + efbig_after(10000, "y.bin")
+              + f"try:\n    with writing({str(tmp_path / 'z.npy')!r}), "
+              f"atomic_path({str(tmp_path / 'z.npy')!r}) as tmp:\n"
+              "        np.save(tmp, np.zeros(1000))\n"  # (numpy's one write: a short write past the limit)
+              "except MMEError as e:\n    print(e)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     said = proc.stdout.splitlines()
@@ -1374,6 +1379,9 @@ def test_a_write_stopped_by_a_file_size_limit_names_the_limit(tmp_path):
         "write: 125 of 10000 items written)",
         f"{tmp_path / 'y.bin'}: could not be written (File too large: this process's file-size limit (1000 bytes, "
         "ulimit -f) reached)"]
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'z.npy'))}: could not be written \(this process's file-size "
+                        r"limit \(1000 bytes, ulimit -f\) reached \(a short write: \d+ of 1000 items written\)\)",
+                        said[5]), said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]  # (no temporary file left)
 
 

@@ -678,7 +678,7 @@ def error_reason(e: BaseException) -> str:
     said plainly), else the error's type."""
     text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
     if isinstance(e, OSError) and (short := _SHORT_WRITE.match(text)):
-        return f"{_short_write_cause()} (a short write: {short[2]} of {short[1]} items written)"
+        return f"{_short_write_cause()} {_items_written(short)}"
     return text or type(e).__name__
 
 
@@ -701,15 +701,25 @@ class FileSizeLimited(OSError):
 
 
 def file_size_limited(e: BaseException, fd: int) -> FileSizeLimited | None:
-    """``e`` as a :class:`FileSizeLimited` where it is the EFBIG of a write to the file ``fd`` whose size reached this
-    process's file-size limit, as the kernel refuses past it; None otherwise: no limit, or a file under it, whose EFBIG
-    is the file system's (its largest file: 16 GiB on ext2 of 1 KiB blocks, a write at an offset past it)."""
-    if not isinstance(e, OSError) or e.errno != errno.EFBIG or isinstance(e, FileSizeLimited):  # (said already: a
-        return None  # nested write's)
+    """``e`` as a :class:`FileSizeLimited` where it is a failed write to the file ``fd`` whose size reached this
+    process's file-size limit: the EFBIG the kernel refuses past it with, or numpy's short write (no errno:
+    :data:`_SHORT_WRITE`) where one write crossed it; None otherwise: no limit, or a file under it, whose EFBIG is
+    the file system's (its largest file: 16 GiB on ext2 of 1 KiB blocks, a write at an offset past it)."""
+    if not isinstance(e, OSError) or isinstance(e, FileSizeLimited):  # (said already: a nested write's)
+        return None
+    short = _SHORT_WRITE.match(str(e)) if e.errno is None else None
+    if e.errno != errno.EFBIG and short is None:
+        return None
     limit = _file_size_limit()
     if limit is None or os.fstat(fd).st_size < limit:
         return None
-    return FileSizeLimited(errno.EFBIG, f"{e.strerror}: {_size_limit_said()}")
+    return FileSizeLimited(errno.EFBIG, f"{e.strerror}: {_size_limit_said()}" if short is None
+                           else f"{_size_limit_said()} {_items_written(short)}")
+
+
+def _items_written(short: re.Match) -> str:
+    """How much of numpy's short write (:data:`_SHORT_WRITE`) was written."""
+    return f"(a short write: {short[2]} of {short[1]} items written)"
 
 
 def _short_write_cause() -> str:
@@ -786,9 +796,10 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError, 
 
 
 @contextlib.contextmanager
-def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool = False) -> Iterator[None]:
+def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool = False,
+             error: type[MMEError] = MMEError) -> Iterator[None]:
     """A removal in the block (or what ``done`` says: a move, a folder made) that fails (a read-only folder, an
-    immutable or busy file, another user's in a shared folder) is an MMEError naming the file the error names (else
+    immutable or busy file, another user's in a shared folder) is ``error`` naming the file the error names (else
     ``path``), the reason and ``then`` (what the file is, what is kept, how to go on); with ``warn``, a warning saying
     the same, the rest of the block skipped. Nothing is removed from a folder this process locked that was removed
     or replaced since (:func:`check_path_held`)."""
@@ -798,7 +809,7 @@ def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool
     except OSError as e:
         said = f"{e.filename or path}: could not be {done} ({error_reason(e)})" + (f"; {then}" if then else "")
         if not warn:
-            raise MMEError(said) from e
+            raise error(said) from e
         log.warning("%s", said)
 
 

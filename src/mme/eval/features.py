@@ -572,7 +572,7 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     remove_stale_temps([out, grids, side])
     earlier = _embed_sidecar(out)
     if out.suffix == ".npy" and tokens is None and earlier is not None and earlier.get("tokens"):
-        with writing(grids, then, DataError, done="removed"):
+        with removing(grids, then, error=DataError):
             grids.unlink(missing_ok=True)  # an earlier job's grids, of another encoder or list
     with writing(side, then, DataError):
         atomic_write_json(side, {"job": info.get("job"), "tokens": tokens is not None, "unfinished": True})
