@@ -23,7 +23,7 @@ import av
 import numpy as np
 import pytest
 from training import in_one_process
-from videos import CORPUS, affine_video, write_corpus_file, write_video
+from videos import CORPUS, affine_video, cut_mid_gop, write_corpus_file, write_keyint_video, write_video
 
 from mme.cli import main as cli_main
 from mme.data import lists
@@ -2609,24 +2609,33 @@ def test_a_check_report_that_a_full_disk_refuses_comes_after_the_results_and_say
     device)`, without the MiB free that the other writes give. It gives them. And the write came before the results
     were said: every video decoded, then the error alone, the counts and the videos a run cannot read never shown.
     They are said first, and the error says so; so are the videos a run reads that the report would name (for a while
-    counted alone: `1 short`)."""
+    counted alone: `1 short`). With its index folder on the same full disk, that the folder is not filled was never
+    said (the report's error raised first) and the counts named the report never written: both are said, the counts
+    as the check's."""
     write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
     (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 0\n")  # (b.mp4 missing)
-    out, write = tmp_path / "r.json", lists.atomic_write_text
+    from mme.data import pyav_reader
+
+    out, index, write = tmp_path / "r.json", tmp_path / "idx", lists.atomic_write_text
 
     def full(path, *args, **kwargs):
-        if str(path) == str(out):
+        if str(path) == str(out) or index in Path(path).parents:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(path, *args, **kwargs)
 
     monkeypatch.setattr(lists, "atomic_write_text", full)
+    monkeypatch.setattr(pyav_reader, "atomic_write_text", full)
     caplog.set_level("INFO", logger="mme.data.lists")
     assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out),
-                     "--workers", "1", "--min-frames", "5"]) == 1
+                     "--index-dir", str(index), "--workers", "1", "--min-frames", "5"]) == 1
     said = [r.getMessage() for r in caplog.records if r.name == "mme.data.lists"]
-    assert said[-4:] == [f"{out}: 1 missing, 1 short",
+    assert said[-5:] == ["the check: 1 missing, 1 short",
                          f"a run cannot read {tmp_path / 'b.mp4'}: missing (no such file)", lists.UNREAD_BY_ROLE,
-                         f"{tmp_path / 'a.mp4'}: short (4 frames, fewer than 5)"], said
+                         f"{tmp_path / 'a.mp4'}: short (4 frames, fewer than 5)",
+                         f"--index-dir {index}: not filled: the frame indices of 1 of the 1 videos a run reads could "
+                         f"not be kept there (No space left on device), e.g. {tmp_path / 'a.mp4'}'s, so a run indexes "
+                         "them again in every process; the same check run again once they can be written there keeps "
+                         "them"], said
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.fullmatch(rf"mme check: error: {re.escape(str(out))}: could not be written \(No space left on device; "
                         r"\d+ MiB free\); the check's results are above; another --out keeps its report", last), last
@@ -2678,6 +2687,71 @@ def test_a_check_whose_index_folder_fills_up_says_so_and_leaves_it_unmarked(tmp_
         "written there keeps them")
     assert not mark.exists() and json.loads(report.read_text())["counts"] == {"ok": 3} and stored() == [1, 4]
     assert check("all.txt") == 0 and mark.is_file() and stored() == [4, 4, 4, 16]  # (a, l.mp4's copy of it, c, b)
+
+
+def test_a_check_counts_only_the_videos_a_run_reads_as_not_kept_under_their_other_names(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """A video a run cannot read (no decodable frame; its demux index kept) listed under a second name too (a
+    symlink) whose copy of the index failed to be kept there made `mme check --index-dir` end on "not filled: ... 1
+    of the 1 videos a run reads", though the one video a run reads was kept: it counts the videos a run reads alone,
+    as their own saves are, and the folder is marked."""
+    from mme.data import pyav_reader
+
+    write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    frames = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)
+    cut_mid_gop(write_keyint_video(tmp_path / "one.mp4", frames, "infinite"), tmp_path / "nokey.mkv", drop=1)
+    (tmp_path / "ln.mkv").symlink_to(tmp_path / "nokey.mkv")
+    (tmp_path / "l.txt").write_text("a.mp4 0\nnokey.mkv 0\nln.mkv 0\n")
+    index, write = tmp_path / "idx", pyav_reader.atomic_write_text
+
+    def full(path, *args, **kwargs):  # (the copy under the link's name alone)
+        if path == pyav_reader._index_store(str(index), str(tmp_path / "ln.mkv"),
+                                            pyav_reader.VersionOfFile.of(str(tmp_path / "nokey.mkv")).version):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(pyav_reader, "atomic_write_text", full)
+    assert cli_main(["check", str(tmp_path / "l.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "r.json"),
+                     "--index-dir", str(index), "--workers", "1", "--min-frames", "1"]) == 1  # (an unreadable video)
+    assert "not filled" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["counts"] == {"ok": 1, "unreadable": 1}
+    assert pyav_reader.filled_by_check(index)
+
+
+def test_a_check_whose_mark_cannot_be_made_says_so(tmp_path, caplog, monkeypatch):
+    """The mark of a filled index folder is made after its indices, and a full disk may refuse it alone: the check
+    exited 0 unmarked, not a word (its docstring said the indices' reads had said it). It warns, naming the mark, the
+    reason and what a run makes of the folder."""
+    from mme.data import pyav_reader
+
+    write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    (tmp_path / "l.txt").write_text("a.mp4 0\n")
+    index, touch = tmp_path / "idx", Path.touch
+
+    def full(self, *args, **kwargs):
+        if self.name == pyav_reader.CHECKED_MARK:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", full)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert cli_main(["check", str(tmp_path / "l.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "r.json"),
+                         "--index-dir", str(index), "--workers", "1", "--min-frames", "1"]) == 0
+    mark = index / f"v{pyav_reader.INDEX_VERSION}" / pyav_reader.CHECKED_MARK
+    assert [r.getMessage() for r in caplog.records if r.name == "mme.data.lists"] == [
+        f"--index-dir {index}: its mark {mark} could not be made (No space left on device): a run judges it as filled "
+        "by its own reads"]
+    assert not mark.exists()
+
+
+def test_index_unkept_asks_without_indexing(tmp_path):
+    """index_unkept, a question, on a file this process holds no index of with the folder (changed since its read,
+    let go) demuxed it and saved an index there, answering "kept". It makes and saves nothing."""
+    from mme.data.pyav_reader import index_unkept
+
+    write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    assert index_unkept(tmp_path / "idx", str(tmp_path / "a.mp4")) is None
+    assert not (tmp_path / "idx").exists()
 
 
 @pytest.mark.parametrize("index_dir", ["r.json", "./r.json", "r.json/idx"])

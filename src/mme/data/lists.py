@@ -2144,7 +2144,8 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     ``report_path`` that is a check report, another only with ``overwrite``, a list or video it checks never
     (:func:`_check_replaced`). Where an index could not be kept in ``index_dir`` (under one of the names the lists
     give its video), the folder is left unmarked (:func:`~mme.data.pyav_reader.mark_checked`) and, once the report
-    is written, an MMEError says how many and why."""
+    is written, an MMEError says how many and why (logged before the report's own error where it is not); a mark that
+    cannot be made or removed is warned of."""
     check_root(root, "--root")
     check_output(report_path, "--out")
     if index_dir is not None:
@@ -2208,10 +2209,11 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     unkept = {r["path"]: (r["path"], why) for r, why in checked if why}
     for real, names in others.items() if index_dir is not None else ():  # (a run reading any finds the index)
         with contextlib.suppress(OSError):  # (gone since: reported by its check)
-            if lost := keep_index_as(index_dir, first[real], names):
+            lost = keep_index_as(index_dir, first[real], names)
+            if lost and by_path[first[real]][0]["status"] in USABLE:  # (as _check_job: only the videos a run reads)
                 unkept.setdefault(first[real], lost)
-    if index_dir is not None:
-        mark_checked(index_dir, filled=not unkept)
+    if index_dir is not None and (unmarked := mark_checked(index_dir, filled=not unkept)):
+        log.warning("--index-dir %s: %s", index_dir, unmarked)
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
@@ -2229,23 +2231,28 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
         unwritten = e
     else:
         unwritten = None
-    log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    log.info("%s: %s", report_path if unwritten is None else "the check",
+             ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     unread = [p for p in problems if p["status"] not in USABLE]
     _name_some(unread, "a run cannot read ", "a run cannot read" + (f", each in {report_path}" if unwritten is None
                                                                       else ""))
     if unread:
         log.warning("%s", UNREAD_BY_ROLE)
-    if unwritten is not None:  # the videos a run reads that the report would have named too, by status
-        for status in dict.fromkeys(p["status"] for p in problems if p["status"] in USABLE):
-            _name_some([p for p in problems if p["status"] == status], "", status)
-        raise unwritten
     if unkept:
         path, why = next(iter(unkept.values()))
         readable = sum(r["status"] in USABLE for r in results)
-        raise MMEError(f"--index-dir {index_dir}: not filled: the frame indices of {len(unkept)} of the {readable} "
-                       f"videos a run reads could not be kept there ({why}), e.g. {path}'s, so a run indexes them "
-                       f"again in every process; the report {report_path} is written, and the same check run again "
-                       "once they can be written there keeps them")
+        not_filled = (f"--index-dir {index_dir}: not filled: the frame indices of {len(unkept)} of the {readable} "
+                      f"videos a run reads could not be kept there ({why}), e.g. {path}'s, so a run indexes them "
+                      "again in every process")
+        again = "the same check run again once they can be written there keeps them"
+    if unwritten is not None:  # the videos a run reads that the report would have named too, by status
+        for status in dict.fromkeys(p["status"] for p in problems if p["status"] in USABLE):
+            _name_some([p for p in problems if p["status"] == status], "", status)
+        if unkept:  # (said before the report's error, which ends the check)
+            log.error("%s; %s", not_filled, again)
+        raise unwritten
+    if unkept:
+        raise MMEError(f"{not_filled}; the report {report_path} is written, and {again}")
     return report
 
 

@@ -1431,17 +1431,24 @@ a run judges only such a folder by the videos it holds (:meth:`mme.data.dataset.
 since one that runs' reads alone filled misses the videos they have not reached yet."""
 
 
-def mark_checked(index_dir: str | os.PathLike, filled: bool) -> None:
+def mark_checked(index_dir: str | os.PathLike, filled: bool) -> str | None:
     """Leave :data:`CHECKED_MARK` in ``index_dir`` where a check ``filled`` it (kept the index of every video it read),
-    else remove an earlier check's: the folder lacks indices that check kept. Where the mark cannot be made, nothing is
-    said here: the check's indices cannot be kept either, which its reads say (:func:`_warn_unwritable`)."""
+    else remove an earlier check's: the folder lacks indices that check kept. Made after the check's indices, so it
+    may fail where they did not (the disk filled by them): returns what failed, why and what a run makes of the
+    folder then, None where the mark says what ``filled`` does."""
     mark = _version_dir(index_dir) / CHECKED_MARK
-    with contextlib.suppress(OSError):
-        if not filled:
+    try:
+        if filled:
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+        elif mark.is_file():  # (not where none is, or its folder cannot be: a file)
             mark.unlink(missing_ok=True)
-            return
-        mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.touch()
+    except OSError as e:
+        if filled:
+            return f"its mark {mark} could not be made ({error_reason(e)}): a run judges it as filled by its own reads"
+        return (f"an earlier check's mark {mark} could not be removed ({error_reason(e)}): a run judges it as filled "
+                "by a check, though this one did not fill it")
+    return None
 
 
 def filled_by_check(index_dir: str | os.PathLike) -> bool:
@@ -1469,12 +1476,14 @@ def indexes_none_of(index_dir: str | os.PathLike, paths: Iterable[str]) -> bool:
 def index_unkept(index_dir: str | os.PathLike, path: str) -> str | None:
     """Why ``index_dir`` lacks what this process proved of ``path``, which it read with that folder: the reason its
     save there failed (a full disk), though an earlier index of the file may be there; None where it was kept, or
-    ``path`` is gone."""
+    ``path`` is gone, or this process holds no index of it with that folder (changed since its read, or let go):
+    a question, it neither demuxes nor saves anything."""
     try:
         file = VersionOfFile.of(path)
     except OSError:
         return None
-    return _pyav_index(file, str(index_dir)).unsaved or None
+    index = _pyav_index.held(file, str(index_dir))
+    return None if index is None else index.unsaved or None
 
 
 def keep_index_as(index_dir: str | os.PathLike, path: str, others: Iterable[str]) -> tuple[str, str] | None:
@@ -1597,6 +1606,12 @@ class _IndexCache:
         if again:
             _warn_index_let_go(index_dir)
         return index
+
+    def held(self, file: VersionOfFile, index_dir: str | None = None) -> _Index | None:
+        """The index of ``file`` with ``index_dir`` this process holds, None where it holds none (nothing made)."""
+        with self.lock:
+            kept = self.kept.get((file, index_dir))
+        return None if kept is None else kept[0]
 
     def cache_clear(self) -> None:
         """Let every index go (as a new process has none)."""
