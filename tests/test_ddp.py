@@ -562,10 +562,10 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
         SLOW_RANK_0 + "import os\n"
         "from mme.train import loop\n"
         "step = loop.train_step\n"
-        "def signalled(run, stream):\n"
+        "def signalled(run, stream, stop):\n"
         "    if run.step == 2 and os.environ['RANK'] == '1':\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return step(run, stream)\n"
+        "    return step(run, stream, stop)\n"
         "loop.train_step = signalled\n"
         "sys.exit(cli.console(sys.argv[1:]))\n")
     proc = subprocess.run([*TORCHRUN,

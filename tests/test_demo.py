@@ -809,10 +809,10 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
     out = tmp_path / "demo"
     real_step, real_pretrain, pretrained = mme.train.loop.train_step, mme.demo.pretrain, []
 
-    def step_stopped_on_the_last(run, stream):
+    def step_stopped_on_the_last(run, stream, stop):
         if run.step == run.total_steps - 1:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     monkeypatch.setattr(mme.train.loop, "train_step", step_stopped_on_the_last)
     assert main([*QUICK, "--out", str(out), "--workers", "0", "--steps", "2"]) == 130
@@ -916,10 +916,10 @@ def test_a_stop_during_a_targets_pre_training_says_what_a_rerun_of_the_demo_does
     monkeypatch.setenv(AUTO_ENV, "fp32")
     real_step = mme.train.loop.train_step
 
-    def step_stopped_after_the_second(run, stream):
+    def step_stopped_after_the_second(run, stream, stop):
         if run.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     monkeypatch.setattr(mme.train.loop, "train_step", step_stopped_after_the_second)
     s = replace(DemoSettings.quick(tmp_path), workers=0)

@@ -695,10 +695,10 @@ def _sigterm_on_the_last_step(monkeypatch):
 
     real_step = loop.train_step
 
-    def signalled_on_the_last_step(run, stream):
+    def signalled_on_the_last_step(run, stream, stop):
         if run.step == run.total_steps - 1:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     monkeypatch.setattr(loop, "train_step", signalled_on_the_last_step)
     return real_step

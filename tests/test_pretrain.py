@@ -378,9 +378,9 @@ def test_a_step_copies_its_metrics_to_the_host_once_and_agrees_on_each_micro_bat
         counted["item"] += 1
         return real_item(self)
 
-    def step(run, stream):
+    def step(run, stream, stop):
         before = dict(counted)
-        metrics = real_step(run, stream)
+        metrics = real_step(run, stream, stop)
         per_step.append({k: counted[k] - before[k] for k in counted})
         return metrics
 
@@ -523,10 +523,10 @@ def _second_step_raises(monkeypatch, error: BaseException) -> None:
 
     real_step = loop.train_step
 
-    def step(run, stream):
+    def step(run, stream, stop):
         if run.step == 1:
             raise error
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     monkeypatch.setattr(loop, "train_step", step)
 
@@ -1326,10 +1326,10 @@ def test_bench_pipeline_stopped_during_its_run_says_nothing_is_kept(at, tmp_path
     monkeypatch.setattr(bench_pipeline, "extract_cache", lambda *args, **kwargs: None)
     monkeypatch.setattr(bench_pipeline, "_variants_ms", lambda cfgs, *args: dict.fromkeys(cfgs, (1.0, 0.0, 1.0)))
 
-    def signalled(run, stream):
+    def signalled(run, stream, stop):
         if run.step == at - 1:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     monkeypatch.setattr(loop, "train_step", signalled)
     out = tmp_path / "pipeline.json"

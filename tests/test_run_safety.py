@@ -1483,7 +1483,9 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     assert "Traceback" not in err and "--resume auto" in err and f"stopped by {sig.name} after step " in err
     again = "Ctrl-C again to stop at once" if sig == signal.SIGINT else \
         "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once"
-    assert f"WARNING] {sig.name}: stopping after this step with a checkpoint ({again})\n" in err, err[-2000:]
+    said = (f"{sig.name}: stopping after this step with a checkpoint ({again})",
+            f"{sig.name} while the step waits for its data: stopping with a checkpoint of the step before")  # (a
+    assert any(f"WARNING] {line}\n" in err for line in said), err[-2000:]  # step that waited for its batch: either)
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert logged == list(range(1, len(logged) + 1)) and logged[-1] < 500
     assert _steps(tmp_path) == [1, logged[-1]]  # the step it finished, saved
@@ -1493,6 +1495,64 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", f"train.stop_after={logged[-1] + 1}",
               "train.resume=auto", FP32)
     assert res.step == logged[-1] + 1 and not list(tmp_path.glob(".*.tmp*"))  # stale temp file removed
+
+
+STOPPING_A_WORKER = """\
+import logging, multiprocessing, os, signal, threading, time
+from mme.data import dataset
+dataset.BATCH_WAIT_WARNING_S = 1.0
+stopped = []
+class SigtermOnTheWarning(logging.Handler):  # (to the main thread, which waits: a scheduler's at any time)
+    def emit(self, record):
+        if stopped and f"(pid {stopped[0]}, stopped" in record.getMessage():  # (not another worker, slow here)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+logging.getLogger("mme.data.dataset").addHandler(SigtermOnTheWarning())
+def stop_a_worker(log):
+    while not (os.path.isfile(log) and len(open(log).read().splitlines()) >= 2):
+        time.sleep(0.01)
+    worker = max(multiprocessing.active_children(), key=lambda p: p.pid)
+    os.kill(worker.pid, signal.SIGSTOP)
+    stopped.append(worker.pid)
+def before(i):
+    if i == 0:
+        threading.Thread(target=stop_a_worker, args=(LOG,), daemon=True).start()
+def after(i):
+    return stopped
+"""
+
+
+def test_a_stop_signal_while_a_stopped_loader_worker_is_waited_for_saves_the_last_step_and_ends(synth, tmp_path):
+    """A loader worker stopped (SIGSTOP) held the run for good without a word: a SIGTERM then logged "stopping after
+    this step with a checkpoint", and no step, no checkpoint, no end followed (a second SIGTERM, nothing; a Ctrl-C
+    left the process waiting for the stopped worker at its exit). Now the wait is warned about, naming the worker;
+    a SIGTERM during it writes the checkpoint of the last step done and the command ends, the worker killed; the run
+    resumed from there has the losses of a run never stopped."""
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+
+    def command(out, *extra):
+        return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=12",
+                                                                "model.depth=1", FP32, *extra)]
+
+    proc = in_one_process([command(stopped, "data.num_workers=2"), command(whole)],
+                          f"LOG = {str(stopped / 'metrics.jsonl')!r}\n{STOPPING_A_WORKER}", timeout=120)
+    (code, err, [pid]), (whole_code, whole_err, _) = proc.ran
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert re.search(rf"WARNING\] data loader worker 1 \(pid {pid}, stopped: kill -CONT resumes it\): no batch for "
+                     r"1 s, still waited for", err), err[-3000:]
+    assert "SIGTERM while the step waits for its data: stopping with a checkpoint of the step before" in err
+    logged = [json.loads(ln)["step"] for ln in (stopped / "metrics.jsonl").read_text().splitlines()]
+    assert 2 <= logged[-1] < 12 and _steps(stopped) == [logged[-1]], err[-3000:]
+    assert err.strip().splitlines()[-1].endswith(f"stopped by SIGTERM after step {logged[-1]} of 12, saved as "
+                                                 f"{ckpt.checkpoint_path(stopped, logged[-1])}; the same command with "
+                                                 "--resume auto (train.resume=auto) continues from there")
+    assert not Path(f"/proc/{pid}").exists()  # (killed and reaped: the process ended)
+    assert whole_code == 0, whole_err[-3000:]
+    run("tiny_cpu_pixel", synth, stopped, "train.steps=12", "model.depth=1", FP32, "train.resume=auto")
+
+    def losses(folder):
+        return [json.loads(ln)["loss"] for ln in (folder / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses(stopped) == losses(whole) and len(losses(whole)) == 12
 
 
 def test_a_checkpoints_rename_is_made_durable_by_an_fsync_of_its_folder(tmp_path, monkeypatch):
@@ -1887,10 +1947,10 @@ def test_a_signal_on_the_last_step_or_after_it_ends_the_command_as_stopped(sig, 
 
     real_step, real_save = loop.train_step, loop.save
 
-    def signalled_on_the_last_step(run, stream):
+    def signalled_on_the_last_step(run, stream, stop):
         if run.step == run.total_steps - 1:
             os.kill(os.getpid(), sig)
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     def signalled_while_the_last_checkpoint_is_written(run):  # after the step's check of the signals
         os.kill(os.getpid(), sig)
@@ -2047,10 +2107,10 @@ def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(syn
 
     real_step = loop.train_step
 
-    def signalled_on_the_step_it_stops_after(run, stream):
+    def signalled_on_the_step_it_stops_after(run, stream, stop):
         if run.step == run.cfg.train.stop_after - 1:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(run, stream)
+        return real_step(run, stream, stop)
 
     monkeypatch.setattr(loop, "train_step", signalled_on_the_step_it_stops_after)
     for stop_after, finished in ((2, None), (3, 3)):
@@ -2715,7 +2775,7 @@ def test_a_signal_during_a_jobs_end_leaves_a_failing_job_its_error_and_stops_a_f
     _finish_whose_collection_takes_a_signal(monkeypatch, signal.SIGINT)
     out = tmp_path / "run"
     if job.startswith("failing"):
-        monkeypatch.setattr(loop, "train_step", lambda run, stream: (_ for _ in ()).throw(
+        monkeypatch.setattr(loop, "train_step", lambda run, stream, stop: (_ for _ in ()).throw(
             DataError("video v.mp4: refused mid-run")))
     if job == "failing, from the CLI":
         code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}",
@@ -2727,7 +2787,7 @@ def test_a_signal_during_a_jobs_end_leaves_a_failing_job_its_error_and_stops_a_f
             run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
     elif job == "failing by its caller's exception":
         error = DataError("the caller's, raised again by the job")
-        monkeypatch.setattr(loop, "train_step", lambda run, stream: (_ for _ in ()).throw(error))
+        monkeypatch.setattr(loop, "train_step", lambda run, stream, stop: (_ for _ in ()).throw(error))
         try:
             raise error
         except DataError:

@@ -34,6 +34,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -541,17 +542,20 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
     mid-batch, an EOFError, a ConnectionResetError): a ProcessLost where it died, an MMEError where it could not
     start, an UnguardedScript where it ran the calling script again (:func:`_dead_worker`); one whose batch did not
     fit in shared memory is a ProcessLost too (:func:`_shm_full`: torch's traceback of the worker's "No space left
-    on device" before).
+    on device" before); a batch long in coming is warned about (:class:`_SlowBatches`).
 
-    Its workers stop when the batches end early (an error, the caller closing them): an error's traceback holds the
-    iterator, whose workers (each holding this process's open files, a run folder's lock among them) otherwise lived
-    on as long as the error did (in a notebook, for good). At the batches' end torch stops them itself. A loader's
-    ``persistent_workers`` are left alone: the loader keeps them, and its iterator, for its next ``iter()``, which
-    fails on workers stopped ("Queue ... is closed")."""
+    Its workers stop when the batches end early (an error, the caller closing them, a signal): an error's traceback
+    holds the iterator, whose workers (each holding this process's open files, a run folder's lock among them)
+    otherwise lived on as long as the error did (in a notebook, for good); one that does not end is killed
+    (:func:`_stop_workers`). At the batches' end torch stops them itself. A loader's ``persistent_workers`` are left
+    alone: the loader keeps them, and its iterator, for its next ``iter()``, which fails on workers stopped ("Queue
+    ... is closed")."""
+    slow = _SlowBatches(batches)
     try:
         while True:
             try:
-                batch = next(batches)
+                with slow.waited():
+                    batch = next(batches)
             except StopIteration:
                 return
             except (RuntimeError, EOFError, ConnectionError) as e:
@@ -563,8 +567,97 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
             yield batch
     except BaseException:  # (GeneratorExit where the caller closed them)
         if not persistent_workers and hasattr(batches, "_shutdown_workers"):  # (torch's multi-process iterator)
-            batches._shutdown_workers()
+            _stop_workers(batches)
         raise
+    finally:
+        slow.close()
+
+
+def _stop_workers(batches: Iterator) -> None:
+    """Torch's shutdown of a loader iterator's workers, then SIGKILL to any it left running: a worker stopped
+    (SIGSTOP, a job suspended) takes neither the loader's word to end nor its SIGTERM, and Python's exit waited for
+    it for good (a Ctrl-C never ended the command). One stopped is killed first: torch's shutdown waited for it 5 s
+    (MP_STATUS_CHECK_INTERVAL), the checkpoint of a stop after it. A worker in an uninterruptible read (a hung NFS
+    mount) is left to the kernel after a second."""
+    workers = getattr(batches, "_workers", [])
+    for worker in workers:
+        if _process_state(worker.pid) == "T":
+            worker.kill()
+    batches._shutdown_workers()
+    for worker in workers:
+        worker.join(timeout=1)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=1)
+
+
+BATCH_WAIT_WARNING_S = 300.0
+"""How long a loader's next batch may take before :class:`_SlowBatches` names the worker that owes it. Only a
+warning: a read from a slow network file system may take minutes, and a stop signal ends the wait where it must."""
+
+
+class _SlowBatches:
+    """A watch over the waits for the batches of a loader's iterator ``batches`` (:meth:`waited`): a warning once one
+    has lasted :data:`BATCH_WAIT_WARNING_S`, and again each time it doubles, naming the worker that owes the batch,
+    its PID and state, and how long it has been waited for: a worker stopped (SIGSTOP) or hung on a read held the run
+    without a word. One thread for all the waits, which looks every tenth of the time (a wait costs the loop two
+    assignments); none without workers (this process reads the batches itself). Torch's iterator names the worker
+    nowhere public: its ``_task_info`` of the batch awaited (``_rcvd_idx``) and its ``_workers``; without them the
+    loader's workers are named together."""
+
+    def __init__(self, batches: Iterator):
+        self._batches, self._since, self._ended = batches, None, threading.Event()
+        if getattr(batches, "_workers", None):
+            threading.Thread(target=self._watch, name="mme-batch-wait", daemon=True).start()
+
+    @contextlib.contextmanager
+    def waited(self) -> Iterator[None]:
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def close(self) -> None:
+        self._ended.set()
+
+    def _watch(self) -> None:
+        watched = due = None
+        while not self._ended.wait(BATCH_WAIT_WARNING_S / 10):
+            since = self._since
+            if since is None:
+                continue
+            if since != watched:  # (a new wait)
+                watched, due = since, BATCH_WAIT_WARNING_S
+            waited = time.monotonic() - since
+            if waited >= due:
+                log.warning("%s: no batch for %.0f s, still waited for (a slow read may take this long; SIGTERM or "
+                            "Ctrl-C ends the wait)", self._owing(), waited)
+                due *= 2
+
+    def _owing(self) -> str:
+        """The worker that owes the batch waited for, as the warning names it."""
+        workers = getattr(self._batches, "_workers", None)
+        owed = getattr(self._batches, "_task_info", {}).get(getattr(self._batches, "_rcvd_idx", None), ())
+        if len(owed) == 1 and isinstance(workers, list) and owed[0] < len(workers):  # (not sent yet: its worker)
+            worker = workers[owed[0]]
+            return f"data loader worker {owed[0]} (pid {worker.pid}{_STATES_SAID.get(_process_state(worker.pid), '')})"
+        return "the data loader's workers"
+
+
+def _process_state(pid: int) -> str:
+    """The state of process ``pid`` as /proc gives it (``T``: stopped, by SIGSTOP or a job suspended; ``D``: an
+    uninterruptible wait, a read of a hung file system; ...); '' where /proc has none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+_STATES_SAID = {"T": ", stopped: kill -CONT resumes it", "t": ", stopped by a debugger",
+                "D": ", in an uninterruptible wait (a hung file system?)"}
+"""How :class:`_SlowBatches` says a worker's :func:`_process_state`, where it says anything."""
 
 
 def _no_workers() -> str:

@@ -70,6 +70,11 @@ class HeldBack:
             signal.raise_signal(self.received)
 
 
+class WaitStopped(BaseException):
+    """A stop signal that came while a step waited for its data (:meth:`StopRequests.waiting`). A BaseException:
+    torch's wait for a loader's batch lets an Exception of the wait through only after its own checks."""
+
+
 class StopRequests(HeldBack):
     """While entered (from the main thread; elsewhere it does nothing), ``received`` is the first signal caught,
     or None, said in the log; a second Ctrl-C stops at once. ``steps_over``: the loop's steps are done, so one caught
@@ -78,13 +83,32 @@ class StopRequests(HeldBack):
     def __init__(self):
         super().__init__()
         self.steps_over = False
+        self._waiting = False
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """While entered, a stop signal (the first, or a repeated SIGTERM) ends the block at once with
+        :class:`WaitStopped`: a step that waits for a batch a loader worker may never send (one stopped, or hung on a
+        read) has changed nothing yet, so the run stops with a checkpoint of the step before (otherwise it waited
+        for good, its checkpoint never written)."""
+        self._waiting = True
+        try:
+            yield
+        finally:
+            self._waiting = False
 
     def _catch(self, signum, frame) -> None:
         if self.received is not None:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
+            if self._waiting:
+                raise WaitStopped
             return  # a repeated SIGTERM (module docstring)
         self.received = signal.Signals(signum)
+        if self._waiting:
+            log.warning("%s while the step waits for its data: stopping with a checkpoint of the step before",
+                        self.received.name)
+            raise WaitStopped
         if self.steps_over:
             log.warning("%s after the run's last step: no step follows; it ends as stopped (exit %d), its last "
                         "checkpoint kept", self.received.name, 128 + signum)

@@ -39,7 +39,7 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.engine import Run
-from mme.train.interrupts import StopRequests, ignore_in_worker
+from mme.train.interrupts import StopRequests, WaitStopped, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
@@ -155,10 +155,12 @@ def seed_dropout(seed: int, step: int, micro_batch: int) -> None:
     torch.manual_seed(dist.sample_seed(seed, step, micro_batch, "dropout"))
 
 
-def train_step(run: Run, stream: Iterator) -> dict[str, float]:
+def train_step(run: Run, stream: Iterator, stop: StopRequests) -> dict[str, float]:
     """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
     the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
-    on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches.
+    on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches. A stop signal
+    while a rank waits for a batch raises :class:`~mme.train.interrupts.WaitStopped` on every rank, the model,
+    optimizer and position as the step before left them (:meth:`~mme.train.interrupts.StopRequests.waiting`).
 
     The ranks agree on a data failure before every micro-batch (:func:`data_failed_together`), and the metrics stay
     tensors on the device until the step's one copy of them to the host
@@ -170,13 +172,16 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
     waited = 0.0
     for k in range(t.accum_steps):
         tic = time.perf_counter()
-        failed = None
+        failed, stopped = None, False
         try:
-            epoch, i, batch = next(stream)
+            with stop.waiting():
+                epoch, i, batch = next(stream)
         except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
             failed = e
+        except WaitStopped:
+            stopped = True
         waited += time.perf_counter() - tic
-        data_failed_together(failed, run.device)
+        data_failed_together(failed, run.device, stopped)
         sync = k == t.accum_steps - 1
         inputs = run.job.inputs(run, batch, epoch, k)
         seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
@@ -245,14 +250,16 @@ class LoggedSteps:
         return record
 
 
-def data_failed_together(failed: MMEError | None, device: torch.device) -> None:
-    """Stop every rank with the data failure of any (:func:`~mme.train.distributed.raise_together`). Called before
+def data_failed_together(failed: MMEError | None, device: torch.device, stopped: bool = False) -> None:
+    """Stop every rank with the data failure of any (:func:`~mme.train.distributed.raise_together`), else with
+    :class:`~mme.train.interrupts.WaitStopped` where a stop signal ended any rank's wait for its batch. Called before
     every micro-batch's forward, not once a step: DDP may hold a collective in a forward under ``no_sync`` too (the
     rebuild of its gradient buckets after the first synchronised backward, a static graph's, unused parameters'
     search), which a rank that failed, waiting here, would never meet. In one process it costs nothing
     (:func:`~mme.train.distributed.any_true` returns the flag)."""
-    if dist.any_true(failed is not None, device):
+    if dist.any_true(failed is not None or stopped, device):
         dist.raise_together(failed)
+        raise WaitStopped
 
 
 def count_nonfinite(in_a_row: int, metrics: dict) -> int:
@@ -519,6 +526,8 @@ def _train(run: Run) -> TrainResult:
         elif run.step >= end:  # the same command would train nothing
             saved += (f", where train.stop_after={t.stop_after} ends it anyway, saved as {path}; --resume auto "
                       "(train.resume=auto) with train.stop_after raised or unset continues from there")
+        elif path is None:  # (stopped while its first step waited for its data)
+            saved = f"stopped by {by} before its first step: nothing trained, nothing saved"
         else:
             saved += f", saved as {path}; the same command with --resume auto (train.resume=auto) continues from there"
         raise Interrupted(saved, 128 + int(stopping), finished=result if finished else None)
@@ -544,7 +553,12 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         lr, wd = schedule_step(run.optimizer, o, *run.schedule_args(run.step))
         run.model.train()
         try:
-            metrics = train_step(run, stream)
+            metrics = train_step(run, stream, stop)
+        except WaitStopped:  # (every rank, before the step changed anything: a checkpoint of the step before)
+            stopping = _stop_signal(stop, run.device)
+            if run.step > run.saved_step:
+                path = save(run)
+            break
         except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError)
             if not _out_of_memory(e):
                 raise
