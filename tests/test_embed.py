@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from training import on_one_core
+from training import in_one_process, on_one_core
 from videos import DecodedFrames, texture, write_hdr_video, write_keyint_video, write_video
 from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
 
@@ -321,6 +321,39 @@ def test_mme_embed_exits_0_where_some_videos_failed_its_last_line_a_warning_nami
         "WARNING", f"embed: wrote {tmp_path / 'f.npy'} (8 x 32), 2 failed (listed in f.npy.json, their rows NaN and "
         "not valid)")
     assert json.loads((tmp_path / "f.npy.json").read_text())["num_valid"] == 6
+
+
+def test_a_low_open_file_limit_is_raised_for_embeds_and_checks_workers_or_refused_in_one_line(setup, tmp_path):
+    """A soft limit of 20 open files (``ulimit -Sn 20``, the hard one higher) ended ``mme embed`` (``mme probe``'s
+    embedding too) in torch's traceback ``Too many open files. Communication with the workers is no longer
+    possible``, and ``mme check`` in one of ``OSError: [Errno 24]`` as it started a worker: ``mme pretrain`` alone
+    raised the soft limit. Every start of workers raises it now; where the hard limit is too low, one line naming
+    it. One process, its limits set before each command (a hard limit is lowered for good)."""
+    import resource
+
+    root, ckpt = setup
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 128:
+        pytest.skip(f"a hard limit of {hard} open files here: below what 2 loader workers need")
+    listed = str(root / "list.txt")
+    embeds = ["embed", str(ckpt), listed, "--root", str(root), "--stride", "2", "--workers", "2", "--device", "cpu",
+              "--precision", "fp32", "--out"]
+    checks = ["check", listed, "--root", str(root), "--workers", "3"]
+    calls = [([*embeds, str(tmp_path / "a.npy")], (20, hard)), (checks, (20, hard)),
+             ([*embeds, str(tmp_path / "b.npy")], (32, 32)), (checks, (32, 32))]
+    proc = in_one_process([argv for argv, _ in calls], f"import resource\nlimits = {[lim for _, lim in calls]!r}\n"
+                          "def before(i): resource.setrlimit(resource.RLIMIT_NOFILE, limits[i])\n", timeout=120)
+    (embed_code, embed_err, _), (check_code, check_err, _), *refused = proc.ran
+    assert embed_code == 0 and json.loads((tmp_path / "a.npy.json").read_text())["num_valid"] == 6, embed_err[-3000:]
+    assert check_code == 1 and "Traceback" not in check_err, check_err[-3000:]  # (the list's two bad videos: 1)
+    assert "Too many open files" not in embed_err + check_err
+    assert [(code, err.strip().splitlines()[-1]) for code, err, _ in refused] == [
+        (1, "mme embed: error: --workers=2: this process may open at most 32 files (its hard limit, ulimit -Hn), "
+            "below the 96 that 2 loader workers may hold (the batches they send come as file descriptors): raise it "
+            "(ulimit -n 96; past the hard limit, as root or by the session's limits), or lower --workers"),
+        (1, "mme check: error: --workers=3: this process may open at most 32 files (its hard limit, ulimit -Hn), "
+            "below the 36 that 3 worker processes may hold (a pipe and a process handle each): raise it (ulimit -n "
+            "36; past the hard limit, as root or by the session's limits), or lower --workers")]
 
 
 def test_more_loader_workers_than_cores_are_said_once_naming_mme_embeds_flag(setup, tmp_path, caplog):

@@ -1018,14 +1018,18 @@ class Tally:
                 if self.seen == self.first else "")
 
 
-def open_files_for(workers: int, key: str) -> None:
-    """Raise the process's soft limit of open files to its hard limit where it is lower and ``workers`` loader workers
-    are asked for (only up, as many tools do; left so after the job): their batches reach the process as file
-    descriptors, one per tensor until it is freed, besides their pipes and the videos they read, so a low limit
-    (``ulimit -n 32``) ended a run in a traceback of ``Too many open files`` (at 20: a hang). Where even then the
-    limit is below what ``workers`` (``key``: the setting that asks for them) may hold, an MMEError naming the limit
-    and ``ulimit -n``. That is a margin over what runs were measured to hold at most: ~15 descriptors of the process
-    and 6.5 (pixel targets) to 12.5 (MME targets) of each worker, 441 for 32 workers: 64, and 16 a worker."""
+def open_files_for(workers: int, key: str, loader: bool = True) -> None:
+    """Raise the process's soft limit of open files to its hard limit where it is lower and ``workers`` worker
+    processes are asked for (only up, as many tools do; left so after the job), as every start of them does (a
+    loader's, :func:`mme.data.dataset.start_workers`; :func:`in_workers`'): a ``loader``'s workers' batches reach the
+    process as file descriptors, one per tensor until it is freed, besides their pipes and the videos they read, so a
+    low limit (``ulimit -n 32``) ended a run, ``mme embed`` or ``mme probe`` in a traceback of ``Too many open
+    files`` (at 20: a hang), and :func:`in_workers`' start of a worker (``mme check``) in one of ``[Errno 24]``.
+    Where even then the limit is below what ``workers`` (``key``: the setting that asks for them) may hold, an
+    MMEError naming the limit and ``ulimit -n``. That is a margin over what was measured: a loader run held at most
+    ~15 descriptors of the process and 6.5 (pixel targets) to 12.5 (MME targets) of each worker, 441 for 32 workers:
+    64, and 16 a worker; ``mme check`` under :func:`in_workers` needed ~10 and 3 a worker (its pipe, its process
+    handle, the pipe of the one starting): 24, and 4 a worker."""
     import resource
 
     if not workers:
@@ -1035,13 +1039,14 @@ def open_files_for(workers: int, key: str) -> None:
         with contextlib.suppress(ValueError, OSError):  # (a hard limit past the system's: kept as it is)
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    need = 64 + 16 * workers
+    need = 64 + 16 * workers if loader else 24 + 4 * workers
     if soft != resource.RLIM_INFINITY and soft < need:
         limits = "its hard limit, ulimit -Hn" if soft == hard else "ulimit -n"
+        held = ("loader workers may hold (the batches they send come as file descriptors)" if loader else
+                "worker processes may hold (a pipe and a process handle each)")
         raise MMEError(f"{key}={workers}: this process may open at most {soft} files ({limits}), below the {need} "
-                       f"that {workers} loader workers may hold (the batches they send come as file descriptors): "
-                       f"raise it (ulimit -n {need}; past the hard limit, as root or by the session's limits), or "
-                       f"lower {key}")
+                       f"that {workers} {held}: raise it (ulimit -n {need}; past the hard limit, as root or by the "
+                       f"session's limits), or lower {key}")
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
@@ -1064,6 +1069,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         yield from map(work, jobs)
         return
     exit_if_script_rerun()
+    open_files_for(workers, "--workers", loader=False)
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them

@@ -97,6 +97,7 @@ from mme.utils import (
     launch_ranks,
     log_setup,
     memory_advice,
+    open_files_for,
     opencv_settings,
     plural,
     said_as,
@@ -381,10 +382,12 @@ def start_workers(loader: DataLoader) -> Iterator:
 
     A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
     waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`); one that
-    ended before its init ran could not start (:func:`_dead_worker`)."""
+    ended before its init ran could not start (:func:`_dead_worker`). A low limit of open files is raised first, or
+    refused in one line (:func:`mme.utils.open_files_for`)."""
     # The tensors in shared memory are for workers that start: without any, or with persistent ones running (which
     # keep their init), a full /dev/shm stops nothing.
     if loader.num_workers and not _workers_run(loader):
+        open_files_for(loader.num_workers, workers_option())
         try:
             said, started = anamorphic_said(), torch.zeros(loader.num_workers, dtype=torch.int64).share_memory_()
         except RuntimeError as e:

@@ -292,7 +292,7 @@ def begin(cfg) -> Start:
     with dist.agreed():  # (after the out folder's checks, which name a folder in use or another run's first; each
         # rank checks its own, a node's copy; a refused run's new folder is removed: run_folder.take)
         check_root(cfg.data.root, "data.root")
-        open_files_for(cfg.data.num_workers, "data.num_workers")
+        open_files_for(cfg.data.num_workers, "data.num_workers")  # (refused before any work: again as they start)
         if resume is not None:
             built_mlp_ratio(*resume)
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
