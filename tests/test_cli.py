@@ -39,6 +39,47 @@ def _choices(command: str, flag: str) -> tuple:
     return tuple(_action(command, flag).choices)
 
 
+def test_an_allocation_failed_under_a_memory_limit_is_one_line_naming_the_limit(synth, tmp_path, monkeypatch, capsys):
+    """``ulimit -v 700000`` (684 MiB of address space) ended ``mme pretrain`` with ``libavcodec-....so: failed to map
+    segment from shared object (a dependency of mme: reinstall opencv-python-headless ...)``, the wrong advice; at
+    1000000, in a 70-line traceback ending in a bare MemoryError (torch._dynamo's import). Each is one line naming
+    the limit. Without a limit, the same errors are as they were: the reinstall advice, the MemoryError raised."""
+    import resource
+
+    limit, hard = 700000 * 1024, resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        pytest.skip("a hard limit of address space below 684 MiB here")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mme", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+         f"train.out_dir={tmp_path / 'run'}", "train.steps=1", FP32], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, hard)))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.fullmatch(r"mme pretrain: error: out of memory under this process's address space limit, 684 MiB "
+                        r"\(ulimit -v 700000\): .+; raise it \(ulimit -v unlimited: torch and its libraries reserve "
+                        r"gigabytes of address space they do not use; a scheduler's --mem limits what a job uses "
+                        r"instead\)", proc.stderr.splitlines()[-1]), proc.stderr[-3000:]
+
+    def said(error: BaseException, limits: dict) -> tuple[int, str]:  # (mme pretrain failing with ``error``)
+        monkeypatch.setattr(resource, "getrlimit", lambda kind: (limits.get(kind, resource.RLIM_INFINITY),
+                                                                 resource.RLIM_INFINITY))
+        monkeypatch.setattr("mme.cli._main", lambda _: (_ for _ in ()).throw(error))
+        code = main(["pretrain"])
+        return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+    mapped = ImportError("libavcodec-e863e0e1.so.63.1.102: failed to map segment from shared object", name="cv2")
+    assert said(MemoryError(), {resource.RLIMIT_AS: 1000000 * 1024}) == (
+        1, "mme pretrain: error: out of memory under this process's address space limit, 977 MiB (ulimit -v 1000000): "
+           "MemoryError; raise it (ulimit -v unlimited: torch and its libraries reserve gigabytes of address space "
+           "they do not use; a scheduler's --mem limits what a job uses instead)")
+    assert said(MemoryError(), {resource.RLIMIT_DATA: 2**31})[1].startswith(
+        "mme pretrain: error: out of memory under this process's data limit, 2048 MiB (ulimit -d 2097152): ")
+    assert said(mapped, {}) == (1, f"mme pretrain: error: {mapped} (a dependency of mme: reinstall "
+                                   "opencv-python-headless (it is installed but fails to load), or reinstall mme)")
+    with pytest.raises(MemoryError):
+        said(MemoryError(), {})
+
+
 def test_python_dash_m_mme_is_the_mme_command():
     """``python -m mme`` failed: no mme.__main__ (where the mme script is not on PATH)."""
     proc = subprocess.run([sys.executable, "-m", "mme", "synth", "--help"], capture_output=True, text=True,

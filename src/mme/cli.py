@@ -842,20 +842,24 @@ def main(argv: list[str] | None = None) -> int:
     with _logging_put_back(), _readers_may_go():
         try:
             return _main(argv)
-        except ImportError as e:  # (its arguments' parsing imports some: yaml, tqdm)
-            module = (e.name or "").partition(".")[0]
+        except (ImportError, MemoryError, OSError) as e:  # (its arguments' parsing imports some: yaml, tqdm)
+            from mme.errors import import_advice, memory_limit_said  # (import nothing of mme's dependencies)
+
+            module = (e.name or "").partition(".")[0] if isinstance(e, ImportError) else ""
             pip = DEPENDENCIES.get(module)
-            if pip is None:  # not one of mme's dependencies (a user's module, an optional package's own error)
-                raise
-            # (its first line: mme.utils's error_reason may be what failed to import)
-            reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            limited = memory_limit_said(e)
+            if limited is None and pip is None:  # not one of mme's dependencies (a user's module, an optional
+                raise  # package's own error), nor an allocation that a memory limit explains
             command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), "")
             try:
                 rank = _ranks()[0]
             except Exception:  # noqa: BLE001 (mme.utils, which reads it, may be what failed to import)
                 rank = 0
-            from mme.errors import import_advice  # (imports nothing of mme's dependencies)
-
+            if limited is not None:
+                print(f"{_who(command, rank)}: error: {limited}", file=sys.stderr)
+                return 1
+            # (its first line: mme.utils's error_reason may be what failed to import)
+            reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             print(f"{_who(command, rank)}: error: {reason} (a dependency of mme: {import_advice(module, pip)}, or "
                   "reinstall mme)", file=sys.stderr)
             return 1

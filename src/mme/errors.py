@@ -1,5 +1,6 @@
 """User-facing errors: the message names the thing (file, key, checkpoint) and the reason."""
 
+import errno
 import importlib.util
 import signal
 
@@ -144,3 +145,30 @@ def import_advice(module: str, pip: str | None = None) -> str:
     package's name, else the module's), or where it is there and fails to load, a reinstall."""
     pip = pip or module
     return f"reinstall {pip} (it is installed but fails to load)" if installed(module) else f"pip install {pip}"
+
+
+_MAP_FAILED = ("failed to map segment", "cannot map zero-fill pages", "Cannot allocate memory")
+"""What the dynamic loader says of a library it could not map into memory (an ImportError's message)."""
+
+
+def memory_limit_said(error: BaseException) -> str | None:
+    """Where ``error`` is a failed allocation (MemoryError, an OSError of ENOMEM, an ImportError of a library the
+    loader could not map: :data:`_MAP_FAILED`) and this process runs under a limit of its memory that explains it (its
+    address space, ``ulimit -v``, or its data segment, ``ulimit -d``), one line saying so and what to do: torch and its
+    libraries reserve gigabytes of address space they never touch, so a limit that leaves room for the data may still
+    leave none for them. None for another error, or without such a limit (a traceback-worthy error stays one)."""
+    import resource
+
+    failed = isinstance(error, MemoryError) or isinstance(error, OSError) and error.errno == errno.ENOMEM \
+        or isinstance(error, (ImportError, OSError)) and any(said in str(error) for said in _MAP_FAILED)  # (OSError:
+    # ctypes' load of a library, as torch loads its CUDA ones)
+    if not failed:
+        return None
+    for limit, flag, name in ((resource.RLIMIT_AS, "-v", "address space"), (resource.RLIMIT_DATA, "-d", "data")):
+        soft = resource.getrlimit(limit)[0]
+        if soft != resource.RLIM_INFINITY:
+            reason = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
+            return (f"out of memory under this process's {name} limit, {soft / 2**20:.0f} MiB (ulimit {flag} "
+                    f"{soft // 1024}): {reason}; raise it (ulimit {flag} unlimited: torch and its libraries reserve "
+                    "gigabytes of address space they do not use; a scheduler's --mem limits what a job uses instead)")
+    return None
