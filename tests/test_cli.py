@@ -80,6 +80,34 @@ def test_an_allocation_failed_under_a_memory_limit_is_one_line_naming_the_limit(
         said(MemoryError(), {})
 
 
+def test_srun_tasks_without_torchrun_are_refused_in_one_line_naming_how_to_launch(synth, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """``srun -n 2 mme pretrain ...`` (no torchrun: no RANK, WORLD_SIZE) trained a run of world size 1 in one task
+    while the other failed on its folder, "in use by another job". Each task now refuses in one line, before any
+    work, naming torchrun's launch; a batch script's own environment (SLURM_NTASKS without srun's step) and torchrun's
+    ranks under srun are left as they were."""
+    from mme.utils import launch_ranks
+
+    for name in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert launch_ranks() == (0, 1)  # (a batch script: SLURM_NTASKS alone)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}", FP32]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mme pretrain: error: srun started 2 tasks of this command (SLURM_STEP_NUM_TASKS=2) without torchrun, which "
+        "sets RANK and WORLD_SIZE: each would run all of it alone, on the same files. Start one torchrun per node "
+        "(srun --ntasks-per-node=1 torchrun --nnodes=$SLURM_NNODES --nproc_per_node=GPUS --rdzv_backend=c10d "
+        "--rdzv_endpoint=HOST:29500 -m mme.cli ..., as docs/scaling.md in mme's source repository does), or one task "
+        "(srun -n 1)")
+    assert not out.exists()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert launch_ranks() == (1, 4)  # (srun's tasks, each a torchrun: its ranks)
+
+
 def test_python_dash_m_mme_is_the_mme_command():
     """``python -m mme`` failed: no mme.__main__ (where the mme script is not on PATH)."""
     proc = subprocess.run([sys.executable, "-m", "mme", "synth", "--help"], capture_output=True, text=True,

@@ -929,7 +929,7 @@ def _main(argv: list[str] | None) -> int:
         except KeyboardInterrupt as e:
             # (torchrun stops the other ranks of one that failed)
             return _stopped(_who("", _ranks()[0]), "", stopped_by(e))
-    from mme.utils import process_group_up, removing_made_folders
+    from mme.utils import check_srun_tasks, process_group_up, removing_made_folders
 
     group_before = process_group_up()
     who = _who(_named(args), 0)
@@ -938,6 +938,7 @@ def _main(argv: list[str] | None) -> int:
         rank, ranks = _logging_of_ranks(args)
         # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
         who = _who(_named(args), rank)
+        check_srun_tasks()  # (every command: _ranks took the tasks for one process)
         if ranks > 1 and args.command not in RANKED:
             how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
                    "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)

@@ -44,7 +44,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mme import __version__
+from mme import __version__, repository_doc
 from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, import_advice
 
 log = logging.getLogger(__name__)
@@ -1828,10 +1828,25 @@ def workers_advice(workers: int, cores: int) -> str:
     return f"{workers_option()}={max(0, cores - 1)} suits this machine"
 
 
+def check_srun_tasks() -> None:
+    """A ConfigError where Slurm's srun started several tasks of this command (``srun -n 2 mme pretrain ...``:
+    SLURM_STEP_NUM_TASKS, which srun alone sets, not a batch script) without torchrun's RANK and WORLD_SIZE: each task
+    would run the whole command alone on the same files (a run of world size 1, the other tasks refused as its folder
+    is in use). mme runs one process per rank under torchrun only (its docs' scaling.md)."""
+    tasks = env_int("SLURM_STEP_NUM_TASKS", 1, least=1)
+    if tasks > 1 and not {"RANK", "WORLD_SIZE"} & os.environ.keys():
+        raise ConfigError(f"srun started {tasks} tasks of this command (SLURM_STEP_NUM_TASKS={tasks}) without "
+                          "torchrun, which sets RANK and WORLD_SIZE: each would run all of it alone, on the same "
+                          "files. Start one torchrun per node (srun --ntasks-per-node=1 torchrun "
+                          "--nnodes=$SLURM_NNODES --nproc_per_node=GPUS --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 "
+                          f"-m mme.cli ..., as {repository_doc('scaling.md')} does), or one task (srun -n 1)")
+
+
 def launch_ranks() -> tuple[int, int]:
     """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
     is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""
     rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, least=1)
+    check_srun_tasks()
     if rank >= world:
         raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world} (torchrun sets both; "
                           f"unset them to run as one process)")
