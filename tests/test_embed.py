@@ -771,6 +771,38 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     assert not partial.exists()
 
 
+@pytest.mark.pinned  # its run precision fp32
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the KeyboardInterrupt dropped)
+def test_a_ctrl_c_whose_exception_python_dropped_stops_the_embedding_at_its_next_batch(setup, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """A Ctrl-C whose KeyboardInterrupt was raised where Python drops it (here a ``__del__``; a weakref callback of
+    the garbage collector, an ABC's check called from a C extension that clears the error) was recorded by the CLI
+    but acted on only once the command ended: ``mme embed`` embedded the whole list (hours on Kinetics), then said
+    it was interrupted. It stops at its next batch, the parts written kept."""
+    from mme.cli import main
+    from mme.eval import features
+
+    root, ckpt = setup
+    out, write = tmp_path / "f.npy", features._write_part
+
+    class DroppedOnDeletion:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # its KeyboardInterrupt printed as "Exception ignored", not raised
+
+    def write_then_drop(*args):
+        path = write(*args)
+        DroppedOnDeletion()
+        return path
+
+    monkeypatch.setattr(features, "_write_part", write_then_drop)
+    assert main(["embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--out", str(out), "--stride",
+                 "2", "--batch-size", "1", "--chunk-batches", "1", "--workers", "0", "--precision", "fp32"]) == 130
+    assert capsys.readouterr().err.endswith("mme embed: interrupted; what was written is kept (the same command "
+                                            "continues, keeping what it finished)\n")
+    assert not out.exists()
+    assert [p.name for p in (tmp_path / "f.npy.partial").glob("part-*.npz")] == ["part-000000000-r0.npz"]
+
+
 @pytest.mark.pinned  # every run precision fp32
 def test_a_loader_worker_killed_mid_embedding_is_one_line_and_the_same_command_continues(setup, tmp_path,
                                                                                          monkeypatch):

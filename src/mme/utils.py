@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from mme import __version__, repository_doc
 from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, import_advice
+from mme.train.interrupts import raise_recorded
 
 log = logging.getLogger(__name__)
 
@@ -976,11 +977,22 @@ def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str
     batches; None: advanced by ``update``, a training's steps from ``initial``), drawn where ``show`` (rank 0 alone
     under torchrun); one not ``keep`` is cleared when done (a step before the work), so drawn on a terminal alone: in
     a file (a CI log) what clearing leaves stood in front of the next line. In a file it is redrawn every
-    :data:`LOG_REDRAW_SECONDS`; its postfix is to be set with ``refresh=False``, else each setting redraws it."""
+    :data:`LOG_REDRAW_SECONDS`; its postfix is to be set with ``refresh=False``, else each setting redraws it. Before
+    each item after the first, a stop the command recorded whose exception Python dropped is raised
+    (:func:`~mme.train.interrupts.raise_recorded`)."""
     on_terminal = getattr(sys.stderr, "isatty", lambda: False)()
     interval = {} if on_terminal else {"mininterval": LOG_REDRAW_SECONDS, "maxinterval": LOG_REDRAW_SECONDS}
-    return tqdm(items, total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True,
-                disable=not show or not (keep or on_terminal), leave=keep, **interval)
+    return _StoppableBar(items, total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True,
+                         disable=not show or not (keep or on_terminal), leave=keep, **interval)
+
+
+class _StoppableBar(tqdm):
+    """:func:`progress_bar`'s tqdm: its pass raises a recorded stop before fetching each item after the first."""
+
+    def __iter__(self) -> Iterator:
+        for item in super().__iter__():
+            yield item
+            raise_recorded()
 
 
 class Tally:

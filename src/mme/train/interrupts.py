@@ -125,8 +125,10 @@ class StageStops(HeldBack):
     """While entered (from the main thread), a SIGINT, SIGTERM or SIGUSR1 that a Python handler takes (Ctrl-C's
     KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
     handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
-    by the garbage collector, which prints "Exception ignored") is still there for a command that checks
-    ``received`` between its stages. A training loop's :class:`StopRequests` takes them while a run trains."""
+    by the garbage collector, which prints "Exception ignored"; an ABC's check called from a C extension that
+    clears the error) is still there for a command that checks ``received`` between its stages, and is raised
+    again at the next item of a long pass (:func:`raise_recorded`). A training loop's :class:`StopRequests` takes
+    them while a run trains."""
 
     def __init__(self):
         super().__init__()
@@ -142,7 +144,28 @@ class StageStops(HeldBack):
             for s in SIGNALS:
                 if callable(signal.getsignal(s)):
                     self._previous[s] = signal.signal(s, self._catch)
+            _recording.append(self)
         return self
+
+    def __exit__(self, *exc) -> None:
+        if self in _recording:
+            _recording.remove(self)
+        super().__exit__(*exc)
+
+
+_recording: list[StageStops] = []
+"""The :class:`StageStops` entered, whose signals :func:`raise_recorded` raises."""
+
+
+def raise_recorded() -> None:
+    """Send again, here, the signal an entered :class:`StageStops` of this process recorded: its exception, raised
+    where it was caught, did not come out (Python dropped it), or the caller would not be here. Each item of a long
+    pass calls it (:func:`mme.utils.progress_bar`): such a Ctrl-C or SIGTERM stops the command at the next batch or
+    video, not once all of its work is done (``mme embed`` embedded the whole list, hours on Kinetics, before it said
+    it was interrupted)."""
+    for stops in _recording:
+        if stops._pid == os.getpid():
+            stops.raise_received()
 
 
 class Terminated(KeyboardInterrupt):
