@@ -742,7 +742,7 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
               "def then_wait(*args):\n"
               "    written.append(write(*args))\n"
               "    if len(written) == 3:\n"
-              "        time.sleep(60)\n"
+              "        time.sleep(600)  # (until the signal)\n"
               "    return written[-1]\n"
               "features._write_part = then_wait\n"
               "sys.exit(cli.main(sys.argv[1:]))")
@@ -750,11 +750,21 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
            "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0", "--device", "cpu", "--precision", "fp32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "f.npy.partial"
-    deadline = time.time() + 60
-    while len(list(partial.glob("part-*.npz"))) < 3 and time.time() < deadline and proc.poll() is None:
+    # the signal is sent once the third part is written, never at a deadline before it: on a loaded 2-core machine
+    # torch's import alone took 43 s, and a signal sent earlier came wherever the command was, where Python may drop
+    # its KeyboardInterrupt (then the command went on, into its wait after the third part: the communicate timed out)
+    deadline = time.monotonic() + 300
+    while len(list(partial.glob("part-*.npz"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.005)
+    if len(list(partial.glob("part-*.npz"))) < 3:
+        proc.kill()
+        pytest.fail(f"the command wrote fewer than 3 parts (exit {proc.wait()}): {proc.communicate()[1][-3000:]}")
     os.kill(proc.pid, sig)
-    err = proc.communicate(timeout=60)[1]
+    try:
+        err = proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the command went on 60 s after {sig.name}: {proc.communicate()[1][-3000:]}")
     if sig == signal.SIGINT:  # Ctrl-C: one line, what is written is kept
         assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
     done = len(list(partial.glob("part-*.npz")))
