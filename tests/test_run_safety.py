@@ -1872,6 +1872,75 @@ def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once()
             os.kill(os.getpid(), signal.SIGINT)
 
 
+class _CtrlCDroppedOnDeletion:
+    """Its deletion sends SIGINT, whose KeyboardInterrupt, raised in ``__del__``, Python drops ("Exception ignored"),
+    as where the garbage collector runs a weakref callback."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the KeyboardInterrupt dropped)
+def test_a_dropped_ctrl_c_is_sent_again_once_after_a_long_passs_item_from_the_main_thread_alone():
+    """A Ctrl-C whose exception Python dropped, recorded by the CLI's StageStops and mme demo's in it, was sent again
+    after every item of a pass, by each of them: a training loop's validation took the first as its stop after the
+    step with a checkpoint, the next as a second Ctrl-C (stop at once, no checkpoint); from a pass in another thread
+    it was sent after each of its items, a KeyboardInterrupt in the main thread each time. It is sent once, from the
+    main thread."""
+    import threading
+
+    from mme.train.interrupts import HeldBack, StageStops
+    from mme.utils import progress_bar
+
+    def a_pass():
+        for _ in progress_bar(range(3), 3, None, "item", show=False):
+            pass
+
+    again = []
+    with StageStops() as cli_stops, StageStops() as demo_stops:
+        _CtrlCDroppedOnDeletion()
+        with HeldBack(again=again.append) as sent:  # (records the first signal sent, and the others in again)
+            worker = threading.Thread(target=a_pass)
+            worker.start()
+            worker.join()
+            time.sleep(0.05)  # (Python runs the handler of a signal sent from a thread in the main thread)
+            from_the_thread = sent.received
+            a_pass()
+            a_pass()
+    assert (cli_stops.received, demo_stops.received) == (signal.SIGINT, signal.SIGINT)
+    assert (from_the_thread, sent.received, again) == (None, signal.SIGINT, [])
+
+
+def test_a_ctrl_c_dropped_before_the_training_loop_stops_the_run_after_its_first_step(synth, tmp_path, monkeypatch,
+                                                                                       capsys, caplog):
+    """A Ctrl-C whose exception Python dropped before the training loop (here a ``__del__`` as it starts): the run
+    trained every step (the loop draws its bar, never iterating it), printed its finished summary, then the command
+    said it was interrupted. The loop takes it as a Ctrl-C during its first step: it stops after it with a
+    checkpoint, which the same command with --resume auto continues."""
+    from mme import cli
+    from mme.train import loop
+
+    real_train = loop._train
+
+    def dropped_then_train(run):
+        _CtrlCDroppedOnDeletion()
+        return real_train(run)
+
+    argv = ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=2",
+                                                             "train.ckpt_every=100", FP32)]
+    monkeypatch.setattr(loop, "_train", dropped_then_train)
+    code = cli.main(argv)
+    printed = capsys.readouterr()
+    assert code == 130 and printed.err.splitlines()[-1] == (
+        f"mme pretrain: error: stopped by SIGINT after step 1 of 2, saved as {tmp_path / 'checkpoint-00000001.pt'}; "
+        "the same command with --resume auto (train.resume=auto) continues from there"), printed.err[-2000:]
+    assert "SIGINT: stopping after this step with a checkpoint (Ctrl-C again to stop at once)" in caplog.text
+    assert '"finished": true' not in printed.out  # (no summary of a finished run)
+    assert _steps(tmp_path) == [1]
+    monkeypatch.undo()
+    assert cli.main([*argv, "--resume", "auto"]) == 0 and _steps(tmp_path) == [1, 2]  # (resumed at step 1)
+
+
 def test_a_second_ctrl_c_during_a_checkpoint_write_stops_at_once(synth, tmp_path, monkeypatch, capsys):
     """Ctrl-C twice while the checkpoint of step 2 is written: torch's writer replaces the KeyboardInterrupt raised in
     its write to the file by a RuntimeError of its own, which read as a disk too small: 'could not write the

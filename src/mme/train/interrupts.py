@@ -120,19 +120,29 @@ class StopRequests(HeldBack):
                         "Ctrl-C again to stop at once" if signum == signal.SIGINT else
                         "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once")
 
+    def __enter__(self) -> StopRequests:
+        """A signal the command recorded before, whose exception Python dropped (:class:`StageStops`), is taken as
+        one caught now: the run stops after its next step with a checkpoint (else it trained every step, then the
+        command said it was interrupted)."""
+        super().__enter__()
+        if (recorded := _take_recorded()) is not None:
+            self._catch(recorded, None)
+        return self
+
 
 class StageStops(HeldBack):
     """While entered (from the main thread), a SIGINT, SIGTERM or SIGUSR1 that a Python handler takes (Ctrl-C's
     KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
     handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
-    by the garbage collector, which prints "Exception ignored"; an ABC's check called from a C extension that
-    clears the error) is still there for a command that checks ``received`` between its stages, and is raised
-    again at the next item of a long pass (:func:`raise_recorded`). A training loop's :class:`StopRequests` takes
-    them while a run trains."""
+    by the garbage collector, which prints "Exception ignored") is still there for a command that checks
+    ``received`` between its stages, and acts once more: taken by a training loop as it starts (its
+    :class:`StopRequests`, which takes the signals while a run trains), else raised again after the next item of a
+    long pass (:func:`raise_recorded`)."""
 
     def __init__(self):
         super().__init__()
         self._pid = os.getpid()
+        self._taken = False  # its signal acted on once more (:func:`_take_recorded`)
 
     def _catch(self, signum, frame) -> None:
         if os.getpid() == self._pid:  # (not in a forked worker, which handles it as before)
@@ -154,18 +164,31 @@ class StageStops(HeldBack):
 
 
 _recording: list[StageStops] = []
-"""The :class:`StageStops` entered, whose signals :func:`raise_recorded` raises."""
+"""The :class:`StageStops` entered, whose signals :func:`_take_recorded` gives."""
+
+
+def _take_recorded() -> signal.Signals | None:
+    """The signal an entered :class:`StageStops` of this process recorded (its exception, raised where it was caught,
+    did not come out: Python dropped it, or the caller would not be here), unless it was taken already: each is given
+    once (by nested ones, as mme demo's in the CLI's, once in all), so that it acts once, not again as a second
+    Ctrl-C (at once, no checkpoint). None outside the main thread: Python runs the handlers in the main thread, which
+    a signal sent from another would interrupt at whatever it does."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    recorded = [stops for stops in _recording
+                if stops._pid == os.getpid() and stops.received is not None and not stops._taken]
+    for stops in recorded:
+        stops._taken = True
+    return recorded[0].received if recorded else None
 
 
 def raise_recorded() -> None:
-    """Send again, here, the signal an entered :class:`StageStops` of this process recorded: its exception, raised
-    where it was caught, did not come out (Python dropped it), or the caller would not be here. Each item of a long
-    pass calls it (:func:`mme.utils.progress_bar`): such a Ctrl-C or SIGTERM stops the command at the next batch or
-    video, not once all of its work is done (``mme embed`` embedded the whole list, hours on Kinetics, before it said
-    it was interrupted)."""
-    for stops in _recording:
-        if stops._pid == os.getpid():
-            stops.raise_received()
+    """Send again, here, a signal the command recorded whose exception Python dropped (:func:`_take_recorded`). After
+    each item of a long pass (:func:`mme.utils.progress_bar`): such a Ctrl-C or SIGTERM stops the command at its next
+    batch or video, not once all of its work is done (``mme embed`` embedded the whole list, hours on Kinetics,
+    before it said it was interrupted)."""
+    if (recorded := _take_recorded()) is not None:
+        signal.raise_signal(recorded)
 
 
 class Terminated(KeyboardInterrupt):
