@@ -751,8 +751,11 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "f.npy.partial"
     # the signal is sent once the third part is written, never at a deadline before it: on a loaded 2-core machine
-    # torch's import alone took 43 s, and a signal sent earlier came wherever the command was, where Python may drop
-    # its KeyboardInterrupt (then the command went on, into its wait after the third part: the communicate timed out)
+    # torch's import alone took 43 s, and a signal sent earlier came wherever the command was, which may be where its
+    # KeyboardInterrupt is dropped and the command goes on into its wait after the third part: a __del__ (shown:
+    # test_a_ctrl_c_whose_exception_python_dropped_stops_the_embedding_at_its_next_batch), or this script's own
+    # imports, before the CLI records signals (torch's native start-up drops it: mme.cli._command_module); which, if
+    # either, timed out CI's run is not known
     deadline = time.monotonic() + 300
     while len(list(partial.glob("part-*.npz"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.005)
@@ -785,10 +788,10 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the KeyboardInterrupt dropped)
 def test_a_ctrl_c_whose_exception_python_dropped_stops_the_embedding_at_its_next_batch(setup, tmp_path, monkeypatch,
                                                                                        capsys):
-    """A Ctrl-C whose KeyboardInterrupt was raised where Python drops it (here a ``__del__``; a weakref callback of
-    the garbage collector, an ABC's check called from a C extension that clears the error) was recorded by the CLI
-    but acted on only once the command ended: ``mme embed`` embedded the whole list (hours on Kinetics), then said
-    it was interrupted. It stops at its next batch, the parts written kept."""
+    """A Ctrl-C whose KeyboardInterrupt was raised where Python drops it (here a ``__del__``; alike, a weakref callback
+    the garbage collector runs) was recorded by the CLI but acted on only once the command ended: ``mme embed``
+    embedded the whole list (hours on Kinetics), then said it was interrupted. It stops at its next batch, the parts
+    written kept."""
     from mme.cli import main
     from mme.eval import features
 

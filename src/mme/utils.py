@@ -977,8 +977,8 @@ def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str
     batches; None: advanced by ``update``, a training's steps from ``initial``), drawn where ``show`` (rank 0 alone
     under torchrun); one not ``keep`` is cleared when done (a step before the work), so drawn on a terminal alone: in
     a file (a CI log) what clearing leaves stood in front of the next line. In a file it is redrawn every
-    :data:`LOG_REDRAW_SECONDS`; its postfix is to be set with ``refresh=False``, else each setting redraws it. Before
-    each item after the first, a stop the command recorded whose exception Python dropped is raised
+    :data:`LOG_REDRAW_SECONDS`; its postfix is to be set with ``refresh=False``, else each setting redraws it. After
+    each item's work (the last one's too), a stop the command recorded whose exception Python dropped is raised
     (:func:`~mme.train.interrupts.raise_recorded`)."""
     on_terminal = getattr(sys.stderr, "isatty", lambda: False)()
     interval = {} if on_terminal else {"mininterval": LOG_REDRAW_SECONDS, "maxinterval": LOG_REDRAW_SECONDS}
@@ -987,7 +987,8 @@ def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str
 
 
 class _StoppableBar(tqdm):
-    """:func:`progress_bar`'s tqdm: its pass raises a recorded stop before fetching each item after the first."""
+    """:func:`progress_bar`'s tqdm: its pass raises a recorded stop after each item's work (before the next item is
+    fetched, or the pass ends)."""
 
     def __iter__(self) -> Iterator:
         for item in super().__iter__():
