@@ -1500,11 +1500,11 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
 STOPPING_A_WORKER = """\
 import logging, multiprocessing, os, signal, threading, time
 from mme.data import dataset
-dataset.BATCH_WAIT_WARNING_S = 1.0
+dataset.BATCH_WAIT_WARNING_S = 0.5
 stopped = []
 class SigtermOnTheWarning(logging.Handler):  # (to the main thread, which waits: a scheduler's at any time)
     def emit(self, record):
-        if stopped and f"(pid {stopped[0]}, stopped" in record.getMessage():  # (not another worker, slow here)
+        if stopped and "no batch for" in record.getMessage():
             signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 logging.getLogger("mme.data.dataset").addHandler(SigtermOnTheWarning())
 def stop_a_worker(log):
@@ -1530,29 +1530,30 @@ def test_a_stop_signal_while_a_stopped_loader_worker_is_waited_for_saves_the_las
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
 
     def command(out, *extra):
-        return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=12",
+        return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=6",
                                                                 "model.depth=1", FP32, *extra)]
 
     proc = in_one_process([command(stopped, "data.num_workers=2"), command(whole)],
                           f"LOG = {str(stopped / 'metrics.jsonl')!r}\n{STOPPING_A_WORKER}", timeout=120)
     (code, err, [pid]), (whole_code, whole_err, _) = proc.ran
     assert code == 128 + signal.SIGTERM, err[-3000:]
-    assert re.search(rf"WARNING\] data loader worker 1 \(pid {pid}, stopped: kill -CONT resumes it\): no batch for "
-                     r"1 s, still waited for", err), err[-3000:]
+    warned = re.search(r"WARNING\] (.*): no batch for [01] s, still waited for", err)
+    assert warned and re.search(rf"\bdata loader worker [01] \(pid {pid}, stopped: kill -CONT resumes it\)",
+                                warned[1]), err[-3000:]  # (whichever worker owes the batch)
     assert "SIGTERM while the step waits for its data: stopping with a checkpoint of the step before" in err
     logged = [json.loads(ln)["step"] for ln in (stopped / "metrics.jsonl").read_text().splitlines()]
-    assert 2 <= logged[-1] < 12 and _steps(stopped) == [logged[-1]], err[-3000:]
-    assert err.strip().splitlines()[-1].endswith(f"stopped by SIGTERM after step {logged[-1]} of 12, saved as "
+    assert 2 <= logged[-1] < 6 and _steps(stopped) == [logged[-1]], err[-3000:]
+    assert err.strip().splitlines()[-1].endswith(f"stopped by SIGTERM after step {logged[-1]} of 6, saved as "
                                                  f"{ckpt.checkpoint_path(stopped, logged[-1])}; the same command with "
                                                  "--resume auto (train.resume=auto) continues from there")
     assert not Path(f"/proc/{pid}").exists()  # (killed and reaped: the process ended)
     assert whole_code == 0, whole_err[-3000:]
-    run("tiny_cpu_pixel", synth, stopped, "train.steps=12", "model.depth=1", FP32, "train.resume=auto")
+    run("tiny_cpu_pixel", synth, stopped, "train.steps=6", "model.depth=1", FP32, "train.resume=auto")
 
     def losses(folder):
         return [json.loads(ln)["loss"] for ln in (folder / "metrics.jsonl").read_text().splitlines()]
 
-    assert losses(stopped) == losses(whole) and len(losses(whole)) == 12
+    assert losses(stopped) == losses(whole) and len(losses(whole)) == 6
 
 
 def test_a_checkpoints_rename_is_made_durable_by_an_fsync_of_its_folder(tmp_path, monkeypatch):

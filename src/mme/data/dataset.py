@@ -595,18 +595,18 @@ def _stop_workers(batches: Iterator) -> None:
 
 
 BATCH_WAIT_WARNING_S = 300.0
-"""How long a loader's next batch may take before :class:`_SlowBatches` names the worker that owes it. Only a
+"""How long a loader's next batch may take before :class:`_SlowBatches` names the workers that hold it. Only a
 warning: a read from a slow network file system may take minutes, and a stop signal ends the wait where it must."""
 
 
 class _SlowBatches:
     """A watch over the waits for the batches of a loader's iterator ``batches`` (:meth:`waited`): a warning once one
-    has lasted :data:`BATCH_WAIT_WARNING_S`, and again each time it doubles, naming the worker that owes the batch,
-    its PID and state, and how long it has been waited for: a worker stopped (SIGSTOP) or hung on a read held the run
-    without a word. One thread for all the waits, which looks every tenth of the time (a wait costs the loop two
-    assignments); none without workers (this process reads the batches itself). Torch's iterator names the worker
-    nowhere public: its ``_task_info`` of the batch awaited (``_rcvd_idx``) and its ``_workers``; without them the
-    loader's workers are named together."""
+    has lasted :data:`BATCH_WAIT_WARNING_S`, and again each time it doubles, naming the workers stopped or hung and the
+    one that owes the batch (:meth:`_owing`), their PIDs and states, and how long it has been waited for: a worker
+    stopped (SIGSTOP) or hung on a read held the run without a word. One thread for all the waits, which looks every
+    tenth of the time (a wait costs the loop two assignments); none without workers (this process reads the batches
+    itself). Torch's iterator names the worker owing nowhere public: its ``_task_info`` of the batch awaited
+    (``_rcvd_idx``) and its ``_workers``; without them the loader's workers are named together."""
 
     def __init__(self, batches: Iterator):
         self._batches, self._since, self._ended = batches, None, threading.Event()
@@ -639,13 +639,19 @@ class _SlowBatches:
                 due *= 2
 
     def _owing(self) -> str:
-        """The worker that owes the batch waited for, as the warning names it."""
+        """The workers the warning names: each stopped or in an uninterruptible wait (:data:`_STATES_SAID`), whichever
+        owes the batch (this process may hold a batch's message and wait on the worker that sent it for its shared
+        memory, a worker other than the one owing the next), and the one that owes it, if another; the loader's
+        workers together where none is known."""
         workers = getattr(self._batches, "_workers", None)
+        if not isinstance(workers, list):
+            return "the data loader's workers"
         owed = getattr(self._batches, "_task_info", {}).get(getattr(self._batches, "_rcvd_idx", None), ())
-        if len(owed) == 1 and isinstance(workers, list) and owed[0] < len(workers):  # (not sent yet: its worker)
-            worker = workers[owed[0]]
-            return f"data loader worker {owed[0]} (pid {worker.pid}{_STATES_SAID.get(_process_state(worker.pid), '')})"
-        return "the data loader's workers"
+        owing = owed[0] if len(owed) == 1 else None  # (not sent yet: its worker)
+        named = [f"data loader worker {i} (pid {worker.pid}{_STATES_SAID.get(state, '')})"
+                 for i, worker in enumerate(workers) if (state := _process_state(worker.pid)) in _STATES_SAID
+                 or i == owing]
+        return ", ".join(named) or "the data loader's workers"
 
 
 def _process_state(pid: int) -> str:
