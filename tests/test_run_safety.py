@@ -1556,6 +1556,40 @@ def test_a_stop_signal_while_a_stopped_loader_worker_is_waited_for_saves_the_las
     assert losses(stopped) == losses(whole) and len(losses(whole)) == 6
 
 
+def test_a_stop_during_a_micro_batch_ends_the_steps_next_wait_at_once_with_the_step_before(synth, tmp_path,
+                                                                                             monkeypatch, capsys):
+    """train.accum_steps=2, SIGTERM during step 3's first micro-batch: the wait for its second, whose worker may never
+    send it (stalled), went on (for good), the stop already received ignored. It ends at once: the checkpoint is of
+    step 2, the first micro-batch's gradients dropped (not half applied), so the run resumed from it has the losses of
+    a run never stopped."""
+    from mme import cli
+    from mme.train import loop
+
+    real_seed = loop.seed_dropout
+
+    def signalled_in_step_3s_first_micro_batch(seed, step, micro_batch):
+        if step == 2 and micro_batch == 0:  # (run.step counts the steps done: step 3 is the one after 2)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_seed(seed, step, micro_batch)
+
+    def argv(out):
+        return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=4",
+                                                                 "train.accum_steps=2", "model.depth=1", FP32)]
+
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    monkeypatch.setattr(loop, "seed_dropout", signalled_in_step_3s_first_micro_batch)
+    assert cli.main(argv(stopped)) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.splitlines()[-1].startswith("mme pretrain: error: stopped by SIGTERM after step 2 ")
+    assert _steps(stopped) == [2]
+    monkeypatch.undo()
+    assert cli.main([*argv(stopped), "--resume", "auto"]) == 0 and cli.main(argv(whole)) == 0
+
+    def losses(folder):
+        return [json.loads(ln)["loss"] for ln in (folder / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses(stopped) == losses(whole) and len(losses(whole)) == 4
+
+
 def test_a_checkpoints_rename_is_made_durable_by_an_fsync_of_its_folder(tmp_path, monkeypatch):
     """A checkpoint's file was fsynced before its rename, not its folder after: a machine losing power right after the
     rename could come back without it (the newest checkpoint lost, the run resumed from the one before). The folder is

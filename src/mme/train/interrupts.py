@@ -90,7 +90,10 @@ class StopRequests(HeldBack):
         """While entered, a stop signal (the first, or a repeated SIGTERM) ends the block at once with
         :class:`WaitStopped`: a step that waits for a batch a loader worker may never send (one stopped, or hung on a
         read) has changed nothing yet, so the run stops with a checkpoint of the step before (otherwise it waited
-        for good, its checkpoint never written)."""
+        for good, its checkpoint never written). Entered with a stop received already (during the step's micro-batch
+        before, whose gradients are then dropped), it raises at once: the wait it enters may be for good too."""
+        if self.received is not None:
+            self._wait_stopped()
         self._waiting = True
         try:
             yield
@@ -106,9 +109,7 @@ class StopRequests(HeldBack):
             return  # a repeated SIGTERM (module docstring)
         self.received = signal.Signals(signum)
         if self._waiting:
-            log.warning("%s while the step waits for its data: stopping with a checkpoint of the step before",
-                        self.received.name)
-            raise WaitStopped
+            self._wait_stopped()
         if self.steps_over:
             log.warning("%s after the run's last step: no step follows; it ends as stopped (exit %d), its last "
                         "checkpoint kept", self.received.name, 128 + signum)
@@ -119,6 +120,11 @@ class StopRequests(HeldBack):
                         ", once every rank has finished it" if ranks else "",
                         "Ctrl-C again to stop at once" if signum == signal.SIGINT else
                         "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once")
+
+    def _wait_stopped(self) -> None:
+        log.warning("%s while the step waits for its data: stopping with a checkpoint of the step before",
+                    self.received.name)
+        raise WaitStopped
 
     def __enter__(self) -> StopRequests:
         """A signal the command recorded before, whose exception Python dropped (:class:`StageStops`), is taken as
