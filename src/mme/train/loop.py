@@ -174,7 +174,7 @@ def train_step(run: Run, stream: Iterator, stop: StopRequests) -> dict[str, floa
         tic = time.perf_counter()
         failed, stopped = None, False
         try:
-            with stop.waiting():
+            with stop.waiting(step_begun=k > 0):
                 epoch, i, batch = next(stream)
         except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
             failed = e
