@@ -1561,7 +1561,8 @@ def test_a_stop_during_a_micro_batch_ends_the_steps_next_wait_at_once_with_the_s
     """train.accum_steps=2, SIGTERM during step 3's first micro-batch: the wait for its second, whose worker may never
     send it (stalled), went on (for good), the stop already received ignored. It ends at once: the checkpoint is of
     step 2, the first micro-batch's gradients dropped (not half applied), so the run resumed from it has the losses of
-    a run never stopped."""
+    a run never stopped. The checkpoint has its record (train.log_every=3): none was logged, the resumed run's first
+    record covering steps the checkpoint's did not count."""
     from mme import cli
     from mme.train import loop
 
@@ -1574,20 +1575,22 @@ def test_a_stop_during_a_micro_batch_ends_the_steps_next_wait_at_once_with_the_s
 
     def argv(out):
         return ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=4",
-                                                                 "train.accum_steps=2", "model.depth=1", FP32)]
+                                                                 "train.accum_steps=2", "train.log_every=3",
+                                                                 "model.depth=1", FP32)]
+
+    def records(folder, key="steps"):
+        return [(r["step"], r[key]) for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     monkeypatch.setattr(loop, "seed_dropout", signalled_in_step_3s_first_micro_batch)
     assert cli.main(argv(stopped)) == 128 + signal.SIGTERM
     assert capsys.readouterr().err.splitlines()[-1].startswith("mme pretrain: error: stopped by SIGTERM after step 2 ")
-    assert _steps(stopped) == [2]
+    assert _steps(stopped) == [2] and records(stopped) == [(2, 2)]
     monkeypatch.undo()
     assert cli.main([*argv(stopped), "--resume", "auto"]) == 0 and cli.main(argv(whole)) == 0
 
-    def losses(folder):
-        return [json.loads(ln)["loss"] for ln in (folder / "metrics.jsonl").read_text().splitlines()]
-
-    assert losses(stopped) == losses(whole) and len(losses(whole)) == 4
+    assert records(stopped) == [(2, 2), (3, 1), (4, 1)] and records(whole) == [(3, 3), (4, 1)]
+    assert records(stopped, "loss")[-1] == records(whole, "loss")[-1]  # (step 4's alone, after the same step 3)
 
 
 def test_a_checkpoints_rename_is_made_durable_by_an_fsync_of_its_folder(tmp_path, monkeypatch):

@@ -556,6 +556,10 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             metrics = train_step(run, stream, stop)
         except WaitStopped:  # (every rank, before the step changed anything: a checkpoint of the step before)
             stopping = _stop_signal(stop, run.device)
+            if logged.steps:  # (the last step's record, as any checkpoint forces: metrics is still that step's)
+                too_many = _record(run, logged, metrics, clips, logger, history)
+                if too_many is not None:
+                    raise too_many from None  # (kept by _train, as at any record)
             if run.step > run.saved_step:
                 path = save(run)
             break
@@ -586,17 +590,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
         too_many = None
         if run.step % t.log_every == 0 or saving or evaluated or diverged:
-            record = logged.record(metrics, clips)
-            try:
-                share_failures(run)
-                run.recorded_failures = run.data.failure_codes.clone()
-            except TooManyFailures as e:  # raised once the step is logged, and kept (_train)
-                too_many = e
-            record["data_failures"] = data_failures(run)  # every rank's, joined (also what a checkpoint saves, for
-            # the resumed run to skip them too: a checkpoint forces a record)
-            warn_short(run)
-            logger.log(record, run.step)
-            history.append({"step": run.step, **record})
+            too_many = _record(run, logged, metrics, clips, logger, history)
         if not diverged:  # (said by its error)
             skipped.step(run, metrics)
         check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
@@ -612,6 +606,26 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         if stopping is not None:
             break
     return path, stopping, step_seconds
+
+
+def _record(run: Run, logged: LoggedSteps, metrics: dict, clips: int, logger, history: deque
+            ) -> TooManyFailures | None:
+    """Log the record of the steps since the last (:class:`LoggedSteps`; ``metrics``: the last step's) with every
+    rank's data failures joined (also what a checkpoint saves, for the resumed run to skip them too: a checkpoint
+    forces a record). Returns the TooManyFailures of the join, to raise once the step is logged, and kept
+    (:func:`_train`), else None."""
+    record = logged.record(metrics, clips)
+    too_many = None
+    try:
+        share_failures(run)
+        run.recorded_failures = run.data.failure_codes.clone()
+    except TooManyFailures as e:
+        too_many = e
+    record["data_failures"] = data_failures(run)
+    warn_short(run)
+    logger.log(record, run.step)
+    history.append({"step": run.step, **record})
+    return too_many
 
 
 _OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "out of memory", "_STATUS_ALLOC_FAILED")
