@@ -85,8 +85,10 @@ def test_srun_tasks_without_torchrun_are_refused_in_one_line_naming_how_to_launc
     """``srun -n 2 mme pretrain ...`` (no torchrun: no RANK, WORLD_SIZE) trained a run of world size 1 in one task
     while the other failed on its folder, "in use by another job". Each task now refuses in one line, before any
     work, naming torchrun's launch; a batch script's own environment (SLURM_NTASKS without srun's step) and torchrun's
-    ranks under srun are left as they were."""
-    from mme.utils import launch_ranks
+    ranks under srun are left as they were, and so are tasks of their own shares (mme extract --shard k/n); a
+    one-process command is refused naming one task."""
+    from mme.errors import ConfigError
+    from mme.utils import check_srun_tasks, launch_ranks
 
     for name in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
@@ -103,6 +105,12 @@ def test_srun_tasks_without_torchrun_are_refused_in_one_line_naming_how_to_launc
         "--rdzv_endpoint=HOST:29500 -m mme.cli ..., as docs/scaling.md in mme's source repository does), or one task "
         "(srun -n 1)")
     assert not out.exists()
+    check_srun_tasks(True, "1/2")  # (mme extract --shard $SLURM_PROCID/2: each task its share)
+    assert launch_ranks() == (0, 1)
+    with pytest.raises(ConfigError) as refused:
+        check_srun_tasks(False)  # (mme check, ...: no torchrun)
+    assert str(refused.value) == ("srun started 2 tasks of this command (SLURM_STEP_NUM_TASKS=2), which runs as one "
+                                  "process: each would do all of it, on the same files. Start one task (srun -n 1)")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert launch_ranks() == (1, 4)  # (srun's tasks, each a torchrun: its ranks)

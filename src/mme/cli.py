@@ -938,7 +938,8 @@ def _main(argv: list[str] | None) -> int:
         rank, ranks = _logging_of_ranks(args)
         # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
         who = _who(_named(args), rank)
-        check_srun_tasks()  # (every command: _ranks took the tasks for one process)
+        check_srun_tasks(args.command in RANKED, getattr(args, "shard", None))  # (_ranks took the tasks for one
+        # process each)
         if ranks > 1 and args.command not in RANKED:
             how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
                    "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)

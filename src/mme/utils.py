@@ -1841,25 +1841,31 @@ def workers_advice(workers: int, cores: int) -> str:
     return f"{workers_option()}={max(0, cores - 1)} suits this machine"
 
 
-def check_srun_tasks() -> None:
+def check_srun_tasks(ranked: bool, shard: str | None = None) -> None:
     """A ConfigError where Slurm's srun started several tasks of this command (``srun -n 2 mme pretrain ...``:
-    SLURM_STEP_NUM_TASKS, which srun alone sets, not a batch script) without torchrun's RANK and WORLD_SIZE: each task
-    would run the whole command alone on the same files (a run of world size 1, the other tasks refused as its folder
-    is in use). mme runs one process per rank under torchrun only (its docs' scaling.md)."""
+    SLURM_STEP_NUM_TASKS, which srun alone sets, not a batch script) without torchrun's RANK and WORLD_SIZE, whose
+    tasks would collide: each would run the whole command alone on the same files (a run of world size 1, the other
+    tasks refused as its folder is in use). ``ranked``: the command shares its work over torchrun's ranks, which mme
+    runs one process per rank under torchrun only (its docs' scaling.md), else it runs as one process (one task:
+    ``srun -n 1``). ``shard``: the command's ``--shard k/n`` (mme extract's), given: each task its own share, as
+    scaling.md advises per node, not refused."""
     tasks = env_int("SLURM_STEP_NUM_TASKS", 1, least=1)
-    if tasks > 1 and not {"RANK", "WORLD_SIZE"} & os.environ.keys():
-        raise ConfigError(f"srun started {tasks} tasks of this command (SLURM_STEP_NUM_TASKS={tasks}) without "
-                          "torchrun, which sets RANK and WORLD_SIZE: each would run all of it alone, on the same "
-                          "files. Start one torchrun per node (srun --ntasks-per-node=1 torchrun "
-                          "--nnodes=$SLURM_NNODES --nproc_per_node=GPUS --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 "
-                          f"-m mme.cli ..., as {repository_doc('scaling.md')} does), or one task (srun -n 1)")
+    if tasks == 1 or shard is not None or {"RANK", "WORLD_SIZE"} & os.environ.keys():
+        return
+    started = f"srun started {tasks} tasks of this command (SLURM_STEP_NUM_TASKS={tasks})"
+    if not ranked:
+        raise ConfigError(f"{started}, which runs as one process: each would do all of it, on the same files. Start "
+                          "one task (srun -n 1)")
+    raise ConfigError(f"{started} without torchrun, which sets RANK and WORLD_SIZE: each would run all of it alone, "
+                      "on the same files. Start one torchrun per node (srun --ntasks-per-node=1 torchrun "
+                      "--nnodes=$SLURM_NNODES --nproc_per_node=GPUS --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 "
+                      f"-m mme.cli ..., as {repository_doc('scaling.md')} does), or one task (srun -n 1)")
 
 
 def launch_ranks() -> tuple[int, int]:
     """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
     is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""
     rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, least=1)
-    check_srun_tasks()
     if rank >= world:
         raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world} (torchrun sets both; "
                           f"unset them to run as one process)")
