@@ -1484,7 +1484,8 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     again = "Ctrl-C again to stop at once" if sig == signal.SIGINT else \
         "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once"
     said = (f"{sig.name}: stopping after this step with a checkpoint ({again})",
-            f"{sig.name} while the step waits for its data: stopping with a checkpoint of the step before")  # (a
+            f"{sig.name} while the step waits for its data: stopping with the checkpoint of the step before (none "
+            "before a fresh run's first step)")  # (a
     assert any(f"WARNING] {line}\n" in err for line in said), err[-2000:]  # step that waited for its batch: either)
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert logged == list(range(1, len(logged) + 1)) and logged[-1] < 500
@@ -1540,7 +1541,8 @@ def test_a_stop_signal_while_a_stopped_loader_worker_is_waited_for_saves_the_las
     warned = re.search(r"WARNING\] (.*): no batch for [01] s, still waited for", err)
     assert warned and re.search(rf"\bdata loader worker [01] \(pid {pid}, stopped: kill -CONT resumes it\)",
                                 warned[1]), err[-3000:]  # (whichever worker owes the batch)
-    assert "SIGTERM while the step waits for its data: stopping with a checkpoint of the step before" in err
+    assert ("SIGTERM while the step waits for its data: stopping with the checkpoint of the step before (none before "
+            "a fresh run's first step)") in err
     logged = [json.loads(ln)["step"] for ln in (stopped / "metrics.jsonl").read_text().splitlines()]
     assert 2 <= logged[-1] < 6 and _steps(stopped) == [logged[-1]], err[-3000:]
     assert err.strip().splitlines()[-1].endswith(f"stopped by SIGTERM after step {logged[-1]} of 6, saved as "

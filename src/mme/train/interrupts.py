@@ -124,8 +124,8 @@ class StopRequests(HeldBack):
                         "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once")
 
     def _wait_stopped(self) -> None:
-        log.warning("%s while the step waits for its data: stopping with a checkpoint of the step before",
-                    self.received.name)
+        log.warning("%s while the step waits for its data: stopping with the checkpoint of the step before (none "
+                    "before a fresh run's first step)", self.received.name)
         raise WaitStopped
 
     def __enter__(self) -> StopRequests:
