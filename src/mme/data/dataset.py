@@ -635,7 +635,8 @@ class _SlowBatches:
             waited = time.monotonic() - since
             if waited >= due:
                 log.warning("%s: no batch for %.0f s, still waited for (a slow read may take this long; SIGTERM or "
-                            "Ctrl-C ends the wait)", self._owing(), waited)
+                            "Ctrl-C ends the wait, but in a run's periodic validation, task.eval_every, only a second "
+                            "Ctrl-C does, without a checkpoint)", self._owing(), waited)
                 due *= 2
 
     def _owing(self) -> str:
