@@ -80,6 +80,27 @@ def test_an_allocation_failed_under_a_memory_limit_is_one_line_naming_the_limit(
         said(MemoryError(), {})
 
 
+def test_a_library_unmapped_or_a_workers_batch_unmapped_under_a_memory_limit_names_the_limit(monkeypatch):
+    """Under ``ulimit -v`` 1200000, matplotlib's import (mme's figures, its warning) said "...failed to map segment...;
+    reinstall matplotlib", tensorboard's alike, and a loader worker's batch that could not be mapped ("unable to mmap
+    ...: Cannot allocate memory (12)") ended the run in a 100-line traceback: each names the limit, where the advice
+    and the out-of-memory diagnosis are made."""
+    import resource
+
+    from mme.errors import import_advice, memory_limit_said
+
+    mapped = ImportError("libpng16.so.16: failed to map segment from shared object", name="matplotlib")
+    unmapped = RuntimeError("unable to mmap 1048576 bytes from file </torch_4_1_0>: Cannot allocate memory (12)")
+    limit = ("out of memory under this process's address space limit, 1172 MiB (ulimit -v 1200000): {}; raise it "
+             "(ulimit -v unlimited: torch and its libraries reserve gigabytes of address space they do not use; a "
+             "scheduler's --mem limits what a job uses instead)")
+    assert import_advice("matplotlib", error=mapped) == "reinstall matplotlib (it is installed but fails to load)"
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (1200000 * 1024 if kind == resource.RLIMIT_AS else
+                                                             resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert import_advice("matplotlib", error=mapped) == limit.format(mapped)
+    assert memory_limit_said(unmapped) == limit.format(unmapped)
+
+
 def test_srun_tasks_without_torchrun_are_refused_in_one_line_naming_how_to_launch(synth, tmp_path, monkeypatch,
                                                                                    capsys):
     """``srun -n 2 mme pretrain ...`` (no torchrun: no RANK, WORLD_SIZE) trained a run of world size 1 in one task

@@ -140,9 +140,13 @@ def installed(module: str) -> bool:
         return False
 
 
-def import_advice(module: str, pip: str | None = None) -> str:
+def import_advice(module: str, pip: str | None = None, error: BaseException | None = None) -> str:
     """What a failed import of ``module`` asks of the user (:func:`installed`): ``pip install <pip>`` (``pip``: its
-    package's name, else the module's), or where it is there and fails to load, a reinstall."""
+    package's name, else the module's), or where it is there and fails to load, a reinstall; where its ``error`` is
+    an allocation a memory limit explains (a library the loader could not map), that limit raised
+    (:func:`memory_limit_said`)."""
+    if error is not None and (limited := memory_limit_said(error)) is not None:
+        return limited
     pip = pip or module
     return f"reinstall {pip} (it is installed but fails to load)" if installed(module) else f"pip install {pip}"
 
@@ -160,8 +164,9 @@ def memory_limit_said(error: BaseException) -> str | None:
     import resource
 
     failed = isinstance(error, MemoryError) or isinstance(error, OSError) and error.errno == errno.ENOMEM \
-        or isinstance(error, (ImportError, OSError)) and any(said in str(error) for said in _MAP_FAILED)  # (OSError:
-    # ctypes' load of a library, as torch loads its CUDA ones)
+        or isinstance(error, (ImportError, OSError, RuntimeError)) and any(said in str(error) for said in _MAP_FAILED)
+    # (OSError: ctypes' load of a library, as torch loads its CUDA ones; RuntimeError: torch's "unable to mmap ...:
+    # Cannot allocate memory (12)" of a loader worker's batch in shared memory)
     if not failed:
         return None
     for limit, flag, name in ((resource.RLIMIT_AS, "-v", "address space"), (resource.RLIMIT_DATA, "-d", "data")):

@@ -2545,7 +2545,8 @@ def literal_text() -> Iterator[None]:
     go on without their picture catch that. Its first import reads the environment's ``MPLBACKEND`` as matplotlib
     would, less an invalid one (:func:`_import_matplotlib`)."""
     def unimportable(e: ImportError) -> RuntimeError:
-        return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); {import_advice('matplotlib')}")
+        return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); "
+                            f"{import_advice('matplotlib', error=e)}")
 
     with _LITERAL_TEXT:
         try:

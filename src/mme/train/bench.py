@@ -135,8 +135,8 @@ def _peer_missing() -> str | None:
     try:
         import transformers
     except ImportError as e:
-        return f"transformers cannot be imported ({' '.join(str(e).split())}; {import_advice('transformers')}), so " \
-               f"no {PEER} VideoMAEForPreTraining to compare with"
+        return f"transformers cannot be imported ({' '.join(str(e).split())}; " \
+               f"{import_advice('transformers', error=e)}), so no {PEER} VideoMAEForPreTraining to compare with"
     try:
         transformers.VideoMAEForPreTraining, transformers.VideoMAEConfig  # noqa: B018 (loaded on first use)
     except (ImportError, RuntimeError) as e:  # its message's lines (its cause on the last) said as one

@@ -34,7 +34,15 @@ import torch.nn as nn
 from mme.config import recorded
 from mme.data.dataset import collate, make_loader, start_workers
 from mme.data.sampling import window_length
-from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError, TooManyFailures
+from mme.errors import (
+    CheckpointError,
+    DataError,
+    Interrupted,
+    MMEError,
+    NonFiniteLossError,
+    TooManyFailures,
+    memory_limit_said,
+)
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
@@ -564,13 +572,15 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                 path = save(run)
             break
         except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError)
-            if not _out_of_memory(e):
+            limited = memory_limit_said(e)  # (a loader worker's "unable to mmap ...: Cannot allocate memory")
+            if limited is None and not _out_of_memory(e):
                 raise
             kept = ckpt.list_checkpoints(run.out_dir)
             in_worker = "in DataLoader worker" in str(e)  # (torch re-raises a loader worker's error in the step)
-            raise MMEError(
-                f"step {run.step + 1}: out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                f"{memory_advice(in_worker)}. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
+            said = limited or (f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                               f"{memory_advice(in_worker)}")
+            raise MMEError(f"step {run.step + 1}: {said}. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}"
+                           ) from e
         run.nonfinite_in_a_row = count_nonfinite(run.nonfinite_in_a_row, metrics)
         diverged = run.nonfinite_in_a_row >= t.max_nonfinite
         run.skipped += int(metrics["skipped"])

@@ -351,7 +351,7 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
             log.info("tensorboard not installed: logging JSONL and CSV only (%s)", import_advice("tensorboard"))
         else:
             log.warning("tensorboard cannot be imported (%s): logging JSONL and CSV only; %s", error_reason(e),
-                        import_advice("tensorboard"))
+                        import_advice("tensorboard", error=e))
     except Exception as e:  # (a folder name that is not UTF-8: its UnicodeEncodeError; a file it cannot create)
         log.warning(f"tensorboard cannot log to {str(out_dir / 'tb')!r} ({type(e).__name__}: {e}): logging JSONL "
                     f"and CSV only")  # (repr: a byte that is not UTF-8 escaped, as \udce9)
