@@ -1951,12 +1951,14 @@ def test_a_dropped_ctrl_c_is_sent_again_once_after_a_long_passs_item_from_the_ma
     assert (from_the_thread, sent.received, again) == (None, signal.SIGINT, [])
 
 
+@pytest.mark.parametrize("accum", [1, 2])
 def test_a_ctrl_c_dropped_before_the_training_loop_stops_the_run_after_its_first_step(synth, tmp_path, monkeypatch,
-                                                                                       capsys, caplog):
+                                                                                       capsys, caplog, accum):
     """A Ctrl-C whose exception Python dropped before the training loop (here a ``__del__`` as it starts): the run
     trained every step (the loop draws its bar, never iterating it), printed its finished summary, then the command
     said it was interrupted. The loop takes it as a Ctrl-C during its first step: it stops after it with a
-    checkpoint, which the same command with --resume auto continues."""
+    checkpoint, which the same command with --resume auto continues. With train.accum_steps=2 the step's second
+    micro-batch took the stop as one received during the step: the step dropped, 'nothing trained, nothing saved'."""
     from mme import cli
     from mme.train import loop
 
@@ -1967,7 +1969,8 @@ def test_a_ctrl_c_dropped_before_the_training_loop_stops_the_run_after_its_first
         return real_train(run)
 
     argv = ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=2",
-                                                             "train.ckpt_every=100", FP32)]
+                                                             "train.ckpt_every=100", f"train.accum_steps={accum}",
+                                                             FP32)]
     monkeypatch.setattr(loop, "_train", dropped_then_train)
     code = cli.main(argv)
     printed = capsys.readouterr()
@@ -1975,6 +1978,7 @@ def test_a_ctrl_c_dropped_before_the_training_loop_stops_the_run_after_its_first
         f"mme pretrain: error: stopped by SIGINT after step 1 of 2, saved as {tmp_path / 'checkpoint-00000001.pt'}; "
         "the same command with --resume auto (train.resume=auto) continues from there"), printed.err[-2000:]
     assert "SIGINT: stopping after this step with a checkpoint (Ctrl-C again to stop at once)" in caplog.text
+    assert "waits for its data" not in caplog.text
     assert '"finished": true' not in printed.out  # (no summary of a finished run)
     assert _steps(tmp_path) == [1]
     monkeypatch.undo()

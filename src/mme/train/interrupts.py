@@ -86,15 +86,15 @@ class StopRequests(HeldBack):
         self._waiting = False
 
     @contextlib.contextmanager
-    def waiting(self, step_begun: bool = False) -> Iterator[None]:
+    def waiting(self, received_in_step: bool = False) -> Iterator[None]:
         """While entered, a stop signal (the first, or a repeated SIGTERM) ends the block at once with
         :class:`WaitStopped`: a step that waits for a batch a loader worker may never send (one stopped, or hung on a
         read) has changed nothing yet, so the run stops with a checkpoint of the step before (otherwise it waited
-        for good, its checkpoint never written). Entered for a step's later micro-batch (``step_begun``) with a stop
-        received already (during the micro-batches before, whose gradients are then dropped), it raises at once: the
+        for good, its checkpoint never written). Entered for a step's later micro-batch with a stop received during
+        the micro-batches before (``received_in_step``; their gradients are then dropped), it raises at once: the
         wait it enters may be for good too. One received before the step began (a dropped Ctrl-C taken as the loop
-        starts, :meth:`__enter__`) stops it after the step, as promised."""
-        if step_begun and self.received is not None:
+        starts, :meth:`__enter__`; a signal after the step before's check) stops it after the step, as promised."""
+        if received_in_step:
             self._wait_stopped()
         self._waiting = True
         try:

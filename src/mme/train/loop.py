@@ -177,12 +177,12 @@ def train_step(run: Run, stream: Iterator, stop: StopRequests) -> dict[str, floa
     ddp = isinstance(run.step_model, nn.parallel.DistributedDataParallel)
     run.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, torch.Tensor] = {}
-    waited = 0.0
+    waited, before = 0.0, stop.received  # (a stop received before the step ends the run after it, as it said)
     for k in range(t.accum_steps):
         tic = time.perf_counter()
         failed, stopped = None, False
         try:
-            with stop.waiting(step_begun=k > 0):
+            with stop.waiting(received_in_step=stop.received is not before):
                 epoch, i, batch = next(stream)
         except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
             failed = e
