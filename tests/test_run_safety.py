@@ -1595,6 +1595,43 @@ def test_a_stop_during_a_micro_batch_ends_the_steps_next_wait_at_once_with_the_s
     assert records(stopped, "loss")[-1] == records(whole, "loss")[-1]  # (step 4's alone, after the same step 3)
 
 
+def test_a_stop_while_a_runs_first_step_waits_for_its_data_names_what_is_kept_on_every_rank(synth, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """SIGTERM while a run's first step waits for its data: a fresh run has nothing before it (nothing trained,
+    nothing saved); a resumed one keeps the checkpoint it resumed from, which a rank other than 0 said was nothing
+    (it decided by the checkpoint's path, which rank 0 alone looked up)."""
+    from mme import cli
+    from mme.train import loop
+
+    real_batches, real_last = loop.micro_batches, loop._last_checkpoint
+
+    def signalled_in_first_wait(run):
+        batches = real_batches(run)
+        os.kill(os.getpid(), signal.SIGTERM)  # (at the first next(): in the step's wait)
+        yield from batches
+
+    def on_rank_1(run, path):
+        with monkeypatch.context() as m:
+            m.setattr(loop.dist, "is_main", lambda: False)
+            return real_last(run, path)
+
+    argv = ["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=4",
+                                                             "model.depth=1", FP32)]
+    with monkeypatch.context() as m:
+        m.setattr(loop, "micro_batches", signalled_in_first_wait)
+        assert cli.main(argv) == 128 + signal.SIGTERM
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "mme pretrain: error: stopped by SIGTERM before its first step: nothing trained, nothing saved")
+    assert cli.main([*argv, "train.stop_after=2", "--resume", "auto"]) == 0 and _steps(tmp_path) == [2]
+    capsys.readouterr()
+    monkeypatch.setattr(loop, "micro_batches", signalled_in_first_wait)
+    monkeypatch.setattr(loop, "_last_checkpoint", on_rank_1)
+    assert cli.main([*argv, "--resume", "auto"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"mme pretrain: error: stopped by SIGTERM after step 2 of 4, saved as {ckpt.checkpoint_path(tmp_path, 2)}; "
+        "the same command with --resume auto (train.resume=auto) continues from there")
+
+
 def test_a_checkpoints_rename_is_made_durable_by_an_fsync_of_its_folder(tmp_path, monkeypatch):
     """A checkpoint's file was fsynced before its rename, not its folder after: a machine losing power right after the
     rename could come back without it (the newest checkpoint lost, the run resumed from the one before). The folder is

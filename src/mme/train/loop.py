@@ -534,7 +534,7 @@ def _train(run: Run) -> TrainResult:
         elif run.step >= end:  # the same command would train nothing
             saved += (f", where train.stop_after={t.stop_after} ends it anyway, saved as {path}; --resume auto "
                       "(train.resume=auto) with train.stop_after raised or unset continues from there")
-        elif path is None:  # (stopped while its first step waited for its data)
+        elif not run.step:  # (a fresh run stopped while its first step waited for its data)
             saved = f"stopped by {by} before its first step: nothing trained, nothing saved"
         else:
             saved += f", saved as {path}; the same command with --resume auto (train.resume=auto) continues from there"
@@ -703,10 +703,11 @@ def warn_short(run: Run, in_all: bool = False) -> None:
 
 def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
     """The run's last checkpoint, and the failed videos said: a resume with nothing left to train (the run was
-    killed after its last checkpoint, before the rest) finishes its rotation."""
-    if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
+    killed after its last checkpoint, before the rest) finishes its rotation. Found on every rank: each names it
+    (a resumed run stopped as its first step waited for its data)."""
+    if path is None and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
         path = ckpt.checkpoint_path(run.out_dir, run.step)
-        if ckpt.list_checkpoints(run.out_dir)[-1] == path:
+        if dist.is_main() and ckpt.list_checkpoints(run.out_dir)[-1] == path:
             ckpt.rotate(run.out_dir, run.cfg.train.keep_last)
     warn_short(run, in_all=True)
     counts = run.data.failure_counts()
