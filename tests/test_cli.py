@@ -84,21 +84,22 @@ def test_a_library_unmapped_or_a_workers_batch_unmapped_under_a_memory_limit_nam
     """Under ``ulimit -v`` 1200000, matplotlib's import (mme's figures, its warning) said "...failed to map segment...;
     reinstall matplotlib", tensorboard's alike, and a loader worker's batch that could not be mapped ("unable to mmap
     ...: Cannot allocate memory (12)") ended the run in a 100-line traceback: each names the limit, where the advice
-    and the out-of-memory diagnosis are made."""
+    and the out-of-memory diagnosis are made; the advice names it alone (it said the failure again, after its
+    caller)."""
     import resource
 
     from mme.errors import import_advice, memory_limit_said
 
     mapped = ImportError("libpng16.so.16: failed to map segment from shared object", name="matplotlib")
     unmapped = RuntimeError("unable to mmap 1048576 bytes from file </torch_4_1_0>: Cannot allocate memory (12)")
-    limit = ("out of memory under this process's address space limit, 1172 MiB (ulimit -v 1200000): {}; raise it "
-             "(ulimit -v unlimited: torch and its libraries reserve gigabytes of address space they do not use; a "
-             "scheduler's --mem limits what a job uses instead)")
+    limit, remedy = ("out of memory under this process's address space limit, 1172 MiB (ulimit -v 1200000)",
+                     "raise it (ulimit -v unlimited: torch and its libraries reserve gigabytes of address space they "
+                     "do not use; a scheduler's --mem limits what a job uses instead)")
     assert import_advice("matplotlib", error=mapped) == "reinstall matplotlib (it is installed but fails to load)"
     monkeypatch.setattr(resource, "getrlimit", lambda kind: (1200000 * 1024 if kind == resource.RLIMIT_AS else
                                                              resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    assert import_advice("matplotlib", error=mapped) == limit.format(mapped)
-    assert memory_limit_said(unmapped) == limit.format(unmapped)
+    assert import_advice("matplotlib", error=mapped) == f"{limit}: {remedy}"  # (its callers say the error first)
+    assert memory_limit_said(unmapped) == f"{limit}: {unmapped}; {remedy}"
 
 
 def test_srun_tasks_without_torchrun_are_refused_in_one_line_naming_how_to_launch(synth, tmp_path, monkeypatch,

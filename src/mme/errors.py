@@ -144,9 +144,9 @@ def import_advice(module: str, pip: str | None = None, error: BaseException | No
     """What a failed import of ``module`` asks of the user (:func:`installed`): ``pip install <pip>`` (``pip``: its
     package's name, else the module's), or where it is there and fails to load, a reinstall; where its ``error`` is
     an allocation a memory limit explains (a library the loader could not map), that limit raised
-    (:func:`memory_limit_said`)."""
-    if error is not None and (limited := memory_limit_said(error)) is not None:
-        return limited
+    (:func:`_memory_limit`; the caller says the error itself)."""
+    if error is not None and (limited := _memory_limit(error)) is not None:
+        return "{}: {}".format(*limited)
     pip = pip or module
     return f"reinstall {pip} (it is installed but fails to load)" if installed(module) else f"pip install {pip}"
 
@@ -161,6 +161,16 @@ def memory_limit_said(error: BaseException) -> str | None:
     address space, ``ulimit -v``, or its data segment, ``ulimit -d``), one line saying so and what to do: torch and its
     libraries reserve gigabytes of address space they never touch, so a limit that leaves room for the data may still
     leave none for them. None for another error, or without such a limit (a traceback-worthy error stays one)."""
+    limited = _memory_limit(error)
+    if limited is None:
+        return None
+    reason = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
+    return f"{limited[0]}: {reason}; {limited[1]}"
+
+
+def _memory_limit(error: BaseException) -> tuple[str, str] | None:
+    """``(the limit, its remedy)`` where ``error`` is a failed allocation that a limit of this process's memory
+    explains (:func:`memory_limit_said`), else None."""
     import resource
 
     failed = isinstance(error, MemoryError) or isinstance(error, OSError) and error.errno == errno.ENOMEM \
@@ -172,8 +182,7 @@ def memory_limit_said(error: BaseException) -> str | None:
     for limit, flag, name in ((resource.RLIMIT_AS, "-v", "address space"), (resource.RLIMIT_DATA, "-d", "data")):
         soft = resource.getrlimit(limit)[0]
         if soft != resource.RLIM_INFINITY:
-            reason = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
             return (f"out of memory under this process's {name} limit, {soft / 2**20:.0f} MiB (ulimit {flag} "
-                    f"{soft // 1024}): {reason}; raise it (ulimit {flag} unlimited: torch and its libraries reserve "
+                    f"{soft // 1024})", f"raise it (ulimit {flag} unlimited: torch and its libraries reserve "
                     "gigabytes of address space they do not use; a scheduler's --mem limits what a job uses instead)")
     return None
