@@ -641,6 +641,19 @@ def test_a_python_caller_of_main_keeps_its_logging_settings(tmp_path):
     assert states["before"] == states["after"] == states["again"] == [30, [], 0, 40], states
 
 
+def test_in_workers_sizes_its_open_files_by_the_workers_it_starts(monkeypatch):
+    """2 jobs with 64 workers start 2 processes: under ``ulimit -n 100`` they were refused, "below the 280 that 64
+    worker processes may hold"; they need 32 files and run."""
+    import resource
+
+    from mme.utils import in_workers
+
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (100, 100) if kind == resource.RLIMIT_NOFILE else
+                        real(kind))
+    assert sorted(in_workers(abs, [-1, -2], 64, None)) == [1, 2]
+
+
 def test_worker_processes_started_fresh_log_as_the_command_does(monkeypatch, capfd):
     """A loader worker started by spawn or forkserver (macOS's default; Linux's from Python 3.14; a script's
     ``set_start_method``), and every worker of :func:`mme.utils.in_workers` (``mme synth``, ``extract``, ``check``),

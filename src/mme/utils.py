@@ -1082,7 +1082,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         yield from map(work, jobs)
         return
     exit_if_script_rerun()
-    open_files_for(workers, "--workers", loader=False)
+    open_files_for(min(workers, len(jobs)), "--workers", loader=False)  # (the processes it starts: one a job at most)
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
