@@ -532,6 +532,33 @@ def _second_step_raises(monkeypatch, error: BaseException) -> None:
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_step_whose_batch_could_not_be_mapped_under_a_memory_limit_names_the_limit(synth, tmp_path, monkeypatch):
+    """A loader worker's batch the step could not map ("unable to mmap ...: Cannot allocate memory (12)") under
+    ``ulimit -v``: the step's out-of-memory line names the limit and its remedy, not batch sizes to lower."""
+    import resource
+
+    from mme.train import loop
+
+    error = RuntimeError("unable to mmap 1048576 bytes from file </torch_4_1_0>: Cannot allocate memory (12)")
+    real_step, real_limit = loop.train_step, resource.getrlimit
+
+    def step(run, stream, stop):
+        if run.step == 1:  # (the limit set as the step raises: the run before it has none)
+            monkeypatch.setattr(resource, "getrlimit", lambda kind: (1200000 * 1024, resource.RLIM_INFINITY)
+                                if kind == resource.RLIMIT_AS else real_limit(kind))
+            raise error
+        return real_step(run, stream, stop)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    with pytest.raises(MMEError) as raised:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "train.ckpt_every=1", "model.depth=1", FP32)
+    assert str(raised.value) == (
+        f"step 2: out of memory under this process's address space limit, 1172 MiB (ulimit -v 1200000): {error}; "
+        "raise it (ulimit -v unlimited: torch and its libraries reserve gigabytes of address space they do not use; "
+        "a scheduler's --mem limits what a job uses instead). Kept: checkpoint-00000001.pt")
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 @pytest.mark.parametrize("error", [
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
                  "tried to allocate 9437184 bytes. Error code 12 (Cannot allocate memory)"),
