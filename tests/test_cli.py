@@ -646,12 +646,18 @@ def test_in_workers_sizes_its_open_files_by_the_workers_it_starts(monkeypatch):
     worker processes may hold"; they need 32 files and run."""
     import resource
 
+    from mme.errors import MMEError
     from mme.utils import in_workers
 
     real = resource.getrlimit
     monkeypatch.setattr(resource, "getrlimit", lambda kind: (100, 100) if kind == resource.RLIMIT_NOFILE else
                         real(kind))
     assert sorted(in_workers(abs, [-1, -2], 64, None)) == [1, 2]
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (30, 30) if kind == resource.RLIMIT_NOFILE else
+                        real(kind))  # (refused: the setting named as given, what would help said)
+    with pytest.raises(MMEError, match=r"^--workers=64 \(3 start\): .* below the 36 that 3 worker processes .* "
+                                       r"or lower --workers below 3$"):
+        list(in_workers(abs, [-1, -2, -3], 64, None))
 
 
 def test_worker_processes_started_fresh_log_as_the_command_does(monkeypatch, capfd):

@@ -1031,7 +1031,7 @@ class Tally:
                 if self.seen == self.first else "")
 
 
-def open_files_for(workers: int, key: str, loader: bool = True) -> None:
+def open_files_for(workers: int, key: str, loader: bool = True, asked: int | None = None) -> None:
     """Raise the process's soft limit of open files to its hard limit where it is lower and ``workers`` worker
     processes are asked for (only up, as many tools do; left so after the job), as every start of them does (a
     loader's, :func:`mme.data.dataset.start_workers`; :func:`in_workers`'): a ``loader``'s workers' batches reach the
@@ -1042,7 +1042,8 @@ def open_files_for(workers: int, key: str, loader: bool = True) -> None:
     MMEError naming the limit and ``ulimit -n``. That is a margin over what was measured: a loader run held at most
     ~15 descriptors of the process and 6.5 (pixel targets) to 12.5 (MME targets) of each worker, 441 for 32 workers:
     64, and 16 a worker; ``mme check`` under :func:`in_workers` needed ~10 and 3 a worker (its pipe, its process
-    handle, the pipe of the one starting): 24, and 4 a worker."""
+    handle, the pipe of the one starting): 24, and 4 a worker. ``asked``: the setting's value where fewer start
+    (:func:`in_workers`: one a job at most), which the message names as given."""
     import resource
 
     if not workers:
@@ -1057,9 +1058,11 @@ def open_files_for(workers: int, key: str, loader: bool = True) -> None:
         limits = "its hard limit, ulimit -Hn" if soft == hard else "ulimit -n"
         held = ("loader workers may hold (the batches they send come as file descriptors)" if loader else
                 "worker processes may hold (a pipe and a process handle each)")
-        raise MMEError(f"{key}={workers}: this process may open at most {soft} files ({limits}), below the {need} "
-                       f"that {workers} {held}: raise it (ulimit -n {need}; past the hard limit, as root or by the "
-                       f"session's limits), or lower {key}")
+        fewer = asked is not None and asked > workers
+        raise MMEError(f"{key}={asked if fewer else workers}{f' ({workers} start)' if fewer else ''}: this process "
+                       f"may open at most {soft} files ({limits}), below the {need} that {workers} {held}: raise it "
+                       f"(ulimit -n {need}; past the hard limit, as root or by the session's limits), or lower {key}"
+                       f"{f' below {workers}' if fewer else ''}")
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
@@ -1082,7 +1085,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         yield from map(work, jobs)
         return
     exit_if_script_rerun()
-    open_files_for(min(workers, len(jobs)), "--workers", loader=False)  # (the processes it starts: one a job at most)
+    open_files_for(min(workers, len(jobs)), "--workers", loader=False, asked=workers)  # (one a job at most start)
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
