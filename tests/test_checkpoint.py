@@ -1367,6 +1367,10 @@ def test_a_write_stopped_by_a_file_size_limit_names_the_limit(tmp_path):
               + f"try:\n    with writing({str(tmp_path / 'z.npy')!r}), "
               f"atomic_path({str(tmp_path / 'z.npy')!r}) as tmp:\n"
               "        np.save(tmp, np.zeros(1000))\n"  # (numpy's one write: a short write past the limit)
+              "except MMEError as e:\n    print(e)\n"
+              f"try:\n    with writing({str(tmp_path / 'log.txt')!r}), "
+              f"open({str(tmp_path / 'log.txt')!r}, 'ab') as f:\n"
+              "        f.write(bytes(2000))\n"  # (a plain write, no temporary file: mme extract's marks, a log)
               "except MMEError as e:\n    print(e)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -1382,7 +1386,9 @@ def test_a_write_stopped_by_a_file_size_limit_names_the_limit(tmp_path):
     assert re.fullmatch(rf"{re.escape(str(tmp_path / 'z.npy'))}: could not be written \(this process's file-size "
                         r"limit \(1000 bytes, ulimit -f\) reached \(a short write: \d+ of 1000 items written\)\)",
                         said[5]), said
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]  # (no temporary file left)
+    assert said[6] == (f"{tmp_path / 'log.txt'}: could not be written (File too large: this process's file-size limit "
+                       "(1000 bytes, ulimit -f) reached)"), said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "x.bin"]  # (no temporary file left)
 
 
 def test_a_failed_write_says_the_mib_free_only_where_it_may_have_wanted_space(tmp_path):

@@ -731,3 +731,20 @@ def test_the_loss_curve_of_a_long_log_is_drawn_keeping_its_losses_only(tmp_path)
     assert peak < size, (peak, size)  # 0.74 of it: matplotlib's figure (~3 MB) and the paths of the two curves
     assert Image.open(tmp_path / "loss.png").size == (770, 440)
     assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl")][-2:] == [9_998, 9_999]
+
+
+def test_the_records_of_a_log_that_is_a_fifo_or_a_link_are_refused_not_waited_on_or_followed(tmp_path):
+    """The loss picture and the demo read a run's logs through ``iter_records`` / ``iter_csv_records``, which
+    opened a FIFO put at ``metrics.jsonl`` and waited on it for good, and followed a link to another user's file
+    (quoting its lines in a warning): they read as every run log is read (``read_log``)."""
+    from mme.train.metrics import read_csv_records, read_records
+    from mme.utils import NotRegularFile
+
+    other = tmp_path / "other.txt"
+    other.write_text("secret\n")
+    os.mkfifo(tmp_path / "metrics.jsonl")
+    (tmp_path / "metrics.csv").symlink_to(other)
+    with pytest.raises(NotRegularFile, match=r"is not a regular file: '.*/metrics\.jsonl'$"):
+        read_records(tmp_path / "metrics.jsonl")
+    with pytest.raises(NotRegularFile, match=r"is a symbolic link \(not followed\): '.*/metrics\.csv'$"):
+        read_csv_records(tmp_path / "metrics.csv")

@@ -843,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv)
         except (ImportError, MemoryError, OSError) as e:  # (its arguments' parsing imports some: yaml, tqdm)
-            from mme.errors import import_advice, memory_limit_said  # (import nothing of mme's dependencies)
+            from mme.errors import first_line, import_advice, memory_limit_said  # (import none of mme's dependencies)
 
             module = (e.name or "").partition(".")[0] if isinstance(e, ImportError) else ""
             pip = DEPENDENCIES.get(module)
@@ -859,9 +859,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{_who(command, rank)}: error: {limited}", file=sys.stderr)
                 return 1
             # (its first line: mme.utils's error_reason may be what failed to import)
-            reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-            print(f"{_who(command, rank)}: error: {reason} (a dependency of mme: {import_advice(module, pip)}, or "
-                  "reinstall mme)", file=sys.stderr)
+            print(f"{_who(command, rank)}: error: {first_line(e)} (a dependency of mme: "
+                  f"{import_advice(module, pip)}, or reinstall mme)", file=sys.stderr)
             return 1
 
 

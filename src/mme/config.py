@@ -906,20 +906,15 @@ def _recipe_layers(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -
     return [(path, data)]
 
 
-def _mark_recipe(data: Any, path: Path, seen: set[int] | None = None) -> None:
-    """Record ``path`` as the recipe of each :class:`_NullText` among ``data``'s values, which its error names. Each
-    list or mapping is walked once (``seen``: their ids), however many YAML aliases lead to it: a few hundred bytes of
-    aliases of aliases, ten a level, lead to it 10**9 times."""
-    seen = set() if seen is None else seen
-    if id(data) in seen:
-        return
-    seen.add(id(data))
+def _mark_recipe(data: Any, path: Path) -> None:
+    """Record ``path`` as the recipe of each :class:`_NullText` among ``data``'s values, which its error names (a
+    recipe's values are bounded as it is read, its YAML aliases expanded: :data:`MAX_RECIPE_VALUES`)."""
     values = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
     for value in values:
         if isinstance(value, _NullText):
             value.recipe = path
         else:
-            _mark_recipe(value, path, seen)
+            _mark_recipe(value, path)
 
 
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:

@@ -127,12 +127,10 @@ def plot_losses(rows: list[dict], root: Path, path: Path, last_step: int) -> Non
         steps = [rec["step"] for rec in records]
         covered = [steps_of(rec) for rec in records]  # a record's mean is of its steps
         keys = sorted(k for k in records[0] if k.startswith("loss"))
-        for key in keys:
-            plot_loss_records(ax, steps, [rec[key] for rec in records], covered, key)
+        drawable = [plot_loss_records(ax, steps, [rec[key] for rec in records], covered, key) for key in keys]
         ax.set_title(f"{r['target']} target")
         ax.set_xlabel("step")
-        drawn = np.array([rec[key] for rec in records for key in keys], dtype=float)  # (null: NaN)
-        if (np.isfinite(drawn) & (drawn > 0)).any():  # (as loss.png: no log axis without a value to show)
+        if any(drawable):  # (as loss.png)
             log_scale_y(ax)
         ax.legend(fontsize=7)
     fig.tight_layout()

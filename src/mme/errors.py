@@ -155,6 +155,12 @@ _MAP_FAILED = ("failed to map segment", "cannot map zero-fill pages", "Cannot al
 """What the dynamic loader says of a library it could not map into memory (an ImportError's message)."""
 
 
+def first_line(error: BaseException, otherwise: str | None = None) -> str:
+    """The first non-empty line of ``error``'s message, stripped; else ``otherwise`` (None: the error's type name)."""
+    return next((ln.strip() for ln in str(error).splitlines() if ln.strip()),
+                type(error).__name__ if otherwise is None else otherwise)
+
+
 def memory_limit_said(error: BaseException) -> str | None:
     """Where ``error`` is a failed allocation (MemoryError, an OSError of ENOMEM, an ImportError of a library the
     loader could not map: :data:`_MAP_FAILED`) and this process runs under a limit of its memory that explains it (its
@@ -164,8 +170,7 @@ def memory_limit_said(error: BaseException) -> str | None:
     limited = _memory_limit(error)
     if limited is None:
         return None
-    reason = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
-    return f"{limited[0]}: {reason}; {limited[1]}"
+    return f"{limited[0]}: {first_line(error)}; {limited[1]}"
 
 
 def _memory_limit(error: BaseException) -> tuple[str, str] | None:

@@ -45,7 +45,15 @@ from typing import Any
 from tqdm import tqdm
 
 from mme import __version__, repository_doc
-from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, import_advice
+from mme.errors import (
+    ConfigError,
+    FolderReplaced,
+    MMEError,
+    NoSpaceError,
+    UnguardedScript,
+    first_line,
+    import_advice,
+)
 from mme.train.interrupts import raise_recorded
 
 log = logging.getLogger(__name__)
@@ -677,7 +685,7 @@ def error_reason(e: BaseException) -> str:
     """The reason an error gives, for a message that names the thing: an OSError's ``strerror`` (a
     :class:`FileSizeLimited`'s names the limit), else the first non-empty line of the message (numpy's short write
     said plainly), else the error's type."""
-    text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    text = getattr(e, "strerror", None) or first_line(e, "")
     if isinstance(e, OSError) and (short := _SHORT_WRITE.match(text)):
         return f"{_short_write_cause()} {_items_written(short)}"
     return text or type(e).__name__
@@ -701,8 +709,9 @@ class FileSizeLimited(OSError):
     names the limit, and no MiB free is said with it (:func:`may_want_space`)."""
 
 
-def file_size_limited(e: BaseException, fd: int) -> FileSizeLimited | None:
-    """``e`` as a :class:`FileSizeLimited` where it is a failed write to the file ``fd`` whose size reached this
+def file_size_limited(e: BaseException, file: int | str | Path) -> FileSizeLimited | None:
+    """``e`` as a :class:`FileSizeLimited` where it is a failed write to ``file`` (a descriptor or a path) whose size
+    reached this
     process's file-size limit: the EFBIG the kernel refuses past it with, or numpy's short write (no errno:
     :data:`_SHORT_WRITE`) where one write crossed it; None otherwise: no limit, or a file under it, whose EFBIG is
     the file system's (its largest file: 16 GiB on ext2 of 1 KiB blocks, a write at an offset past it)."""
@@ -711,8 +720,13 @@ def file_size_limited(e: BaseException, fd: int) -> FileSizeLimited | None:
     short = _SHORT_WRITE.match(str(e)) if e.errno is None else None
     if e.errno != errno.EFBIG and short is None:
         return None
-    limit = _file_size_limit()
-    if limit is None or os.fstat(fd).st_size < limit:
+    if (limit := _file_size_limit()) is None:
+        return None
+    try:
+        size = os.fstat(file).st_size if isinstance(file, int) else os.stat(file).st_size
+    except OSError:  # (gone)
+        return None
+    if size < limit:
         return None
     return FileSizeLimited(errno.EFBIG, f"{e.strerror}: {_size_limit_said()}" if short is None
                            else f"{_size_limit_said()} {_items_written(short)}")
@@ -777,7 +791,8 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
 
 def _failed_write(path: str | Path, e: OSError, then: str = "", done: str = "written") -> str:
     """What a failed write (or what ``done`` says) of ``path`` is said as: :func:`writing`'s and
-    :func:`space_for`'s."""
+    :func:`space_for`'s (one this process's file-size limit stopped names it: :func:`file_size_limited`)."""
+    e = file_size_limited(e, path) or e
     free = f"; {mib_free(path)}" if may_want_space(e) else ""
     return f"{path}: could not be {done} ({error_reason(e)}{free})" + (f"; {then}" if then else "")
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -557,8 +557,7 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
     try:
         while True:
             try:
-                with slow.waited():
-                    batch = next(batches)
+                batch = slow.next()
             except StopIteration:
                 return
             except (RuntimeError, EOFError, ConnectionError) as e:
@@ -600,24 +599,24 @@ warning: a read from a slow network file system may take minutes, and a stop sig
 
 
 class _SlowBatches:
-    """A watch over the waits for the batches of a loader's iterator ``batches`` (:meth:`waited`): a warning once one
+    """A watch over the waits for the batches of a loader's iterator ``batches`` (:meth:`next`): a warning once one
     has lasted :data:`BATCH_WAIT_WARNING_S`, and again each time it doubles, naming the workers stopped or hung and the
     one that owes the batch (:meth:`_owing`), their PIDs and states, and how long it has been waited for: a worker
     stopped (SIGSTOP) or hung on a read held the run without a word. One thread for all the waits, which looks every
-    tenth of the time (a wait costs the loop two assignments); none without workers (this process reads the batches
-    itself). Torch's iterator names the worker owing nowhere public: its ``_task_info`` of the batch awaited
-    (``_rcvd_idx``) and its ``_workers``; without them the loader's workers are named together."""
+    tenth of the time (a wait costs the loop a clock read and two assignments); none without workers (this process
+    reads the batches itself). Torch's iterator names the worker owing nowhere public: its ``_task_info`` of the
+    batch awaited (``_rcvd_idx``) and its ``_workers``; without them the loader's workers are named together."""
 
     def __init__(self, batches: Iterator):
         self._batches, self._since, self._ended = batches, None, threading.Event()
         if getattr(batches, "_workers", None):
             threading.Thread(target=self._watch, name="mme-batch-wait", daemon=True).start()
 
-    @contextlib.contextmanager
-    def waited(self) -> Iterator[None]:
+    def next(self) -> Any:
+        """The iterator's next batch, its wait watched."""
         self._since = time.monotonic()
         try:
-            yield
+            return next(self._batches)
         finally:
             self._since = None
 

@@ -1598,11 +1598,11 @@ class _IndexCache:
                 self.gone = None  # (said once: no more to keep)
             bound = INDEX_CACHE_BYTES_UNSAVED if unkept else INDEX_CACHE_BYTES
             while len(self.kept) > 1 and (len(self.kept) > INDEX_CACHE_FILES or self.nbytes > bound):
-                gone = next(iter(self.kept))
-                old, size = self.kept.pop(gone)
+                oldest = next(iter(self.kept))
+                old, size = self.kept.pop(oldest)
                 self.nbytes -= size
                 if self.gone is not None and old.store is None:
-                    self.gone.add(hash(gone))
+                    self.gone.add(hash(oldest))
         if again:
             _warn_index_let_go(index_dir)
         return index
@@ -1627,7 +1627,8 @@ _pyav_index = _IndexCache()
 
 @functools.cache
 def _warn_index_let_go(index_dir: str | None) -> None:
-    """Warn once per process (the cache stops tracking after the first: :attr:`_IndexCache.gone`), naming the index
+    """Warn once per process (the cache stops tracking after the first: :attr:`_IndexCache.gone`; cached, as a
+    cleared cache, :func:`forget_indices`, tracks again), naming the index
     folder of the index needed again (None: none), that a frame index it made and keeps in no folder,
     let go past either bound (:data:`INDEX_CACHE_FILES` videos: a list of more short videos, as Kinetics', passes it
     first; :data:`INDEX_CACHE_BYTES_UNSAVED`), was needed again: said at that cost, not where each video is read

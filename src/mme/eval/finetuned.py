@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mme.config import given_in, load_config
+from mme.config import given_in, load_config, with_paths_as
 from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
@@ -248,12 +248,12 @@ def _training_list(cfg: FinetuneConfig, ck: Checkpoint, given: Collection[str]) 
     working folder, with what the run recorded of its content (None where ``ck`` records no list)."""
     if "data.list_file" in given:
         return TrainingList(cfg.data.list_file, cfg.data.root)
-    ran = ck.run_config.get("data")
+    ran = with_paths_as(fs_name, FinetuneConfig, ck.run_config).get("data")  # (recorded as UTF-8 text)
     if not isinstance(ran, dict) or not isinstance(ran.get("list_file"), str):
         return None
-    folder = ck.run_folder or os.getcwd()  # (the paths UTF-8 text, as a run records them: mme.config.recorded)
-    return TrainingList(os.path.join(folder, fs_name(ran["list_file"])), os.path.join(folder, fs_name(ran.get("root")
-                        or "")), ck.run_list)
+    folder = ck.run_folder or os.getcwd()
+    return TrainingList(os.path.join(folder, ran["list_file"]), os.path.join(folder, ran.get("root") or ""),
+                        ck.run_list)
 
 
 def _sampling(data: DataConfig) -> str:

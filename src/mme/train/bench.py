@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 
 from mme.config import from_dict, load_recipe, merge_layer
-from mme.errors import MMEError, import_advice
+from mme.errors import MMEError, import_advice, memory_limit_said
 from mme.models.config import ModelConfig
 from mme.models.convert import HF_ALIASES, to_hf
 from mme.models.convert_config import config_to_hf
@@ -139,8 +139,9 @@ def _peer_missing() -> str | None:
                f"{import_advice('transformers', error=e)}), so no {PEER} VideoMAEForPreTraining to compare with"
     try:
         transformers.VideoMAEForPreTraining, transformers.VideoMAEConfig  # noqa: B018 (loaded on first use)
-    except (ImportError, RuntimeError) as e:  # its message's lines (its cause on the last) said as one
-        return f"transformers cannot load VideoMAEForPreTraining ({' '.join(str(e).split()) or type(e).__name__})"
+    except (ImportError, RuntimeError) as e:  # its lines (its cause last) as one; a memory limit named if it explains
+        return ("transformers cannot load VideoMAEForPreTraining "
+                f"({memory_limit_said(e) or ' '.join(str(e).split()) or type(e).__name__})")
     return None
 
 

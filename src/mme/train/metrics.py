@@ -89,8 +89,9 @@ def _keep_until(path: Path, step: int, read_step) -> None:
 def iter_records(jsonl: str | Path) -> Iterator[dict]:
     """The records of a ``metrics.jsonl``, one at a time, skipping a last line cut short by a crash and (with a
     warning) any line that is not a JSON record. A null value (a non-finite loss, as :class:`JSONLLogger` writes it)
-    is read as NaN, as is the bare ``NaN`` / ``Infinity`` of a log written before (read as itself)."""
-    with Path(jsonl).open(**TEXT) as f:
+    is read as NaN, as is the bare ``NaN`` / ``Infinity`` of a log written before (read as itself). Read as every
+    log of a run folder is (:func:`read_log`: a FIFO put at its name hung the loss picture)."""
+    with read_log(Path(jsonl), text=True) as f:
         for i, line in enumerate(f):
             if not line.strip() or not line.endswith("\n"):
                 continue
@@ -108,8 +109,8 @@ def read_records(jsonl: str | Path) -> list[dict]:
 def iter_csv_records(path: str | Path) -> Iterator[dict]:
     """The records of a ``metrics.csv`` (:class:`CSVLogger`), one at a time, as :func:`iter_records` gives a JSONL's:
     numbers, a row's empty cells (a key that appeared later) left out. A last line torn by a crash (no newline) is
-    dropped."""
-    with open(path, newline="", **TEXT) as f:
+    dropped. Read as :func:`iter_records` reads (:func:`read_log`)."""
+    with read_log(Path(path), text=True) as f:
         for row in csv.DictReader(line for line in f if line.endswith("\n")):
             yield {k: int(v) if k == "step" else float(v) for k, v in row.items() if v not in ("", None) and k}
 
@@ -363,14 +364,15 @@ LOSS_POINTS = 4000
 records drawn point by point took 351 MB and 10 s."""
 
 
-def plot_loss_records(ax, steps, values, covered, label: str) -> None:
+def plot_loss_records(ax, steps, values, covered, label: str) -> bool:
     """A loss against the step on a log axis, one value per metrics record (each the mean of the ``covered`` steps
     it sums up): the records faint (:func:`_envelope`) and their running mean on top, each record weighed by its
     steps, in one colour (a long run's records alone drew a solid band); where fewer than 20 are drawable, the
     records alone, each marked (one record between non-finite ones drew nothing). A value the log axis cannot show
     (not finite, <= 0) breaks the records' line, which drew straight across it; the mean is of a window's drawable
     records, where they are at least half of it (one in a window made it all NaN). Each window's sum is its own (a
-    difference of running sums lost the records after a huge one), at no more than :data:`LOSS_POINTS` ends."""
+    difference of running sums lost the records after a huge one), at no more than :data:`LOSS_POINTS` ends. Whether
+    any value is drawable (else a log axis would have none to show: matplotlib warns)."""
     steps, covered = np.asarray(steps, dtype=float), np.asarray(covered, dtype=float)
     values = np.asarray(values, dtype=float)
     drawable = np.isfinite(values) & (values > 0)
@@ -378,7 +380,7 @@ def plot_loss_records(ax, steps, values, covered, label: str) -> None:
     w = max(1, min(drawable.sum() // 10, max(25, drawable.sum() // 200)))  # (a long run's: a pixel column or so)
     if w == 1:
         ax.plot(*_envelope(steps, values), marker="o", ms=3, lw=1.2, label=label)
-        return
+        return bool(drawable.any())
     line, = ax.plot(*_envelope(steps, values), alpha=0.25, lw=0.8)
     every = -(-(len(values) - w + 1) // LOSS_POINTS)
 
@@ -388,6 +390,7 @@ def plot_loss_records(ax, steps, values, covered, label: str) -> None:
     enough = 2 * window_sums(1.0) >= w
     mean = np.where(enough, window_sums(values * covered) / np.where(enough, window_sums(covered), 1.0), np.nan)
     ax.plot(steps[w - 1::every], mean, color=line.get_color(), label=f"{label} (mean of {w} records)")
+    return True
 
 
 def _envelope(steps, values):
@@ -435,8 +438,7 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
 
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    for k in sorted(curves):
-        plot_loss_records(ax, *curves[k], literal(k))
+    drawable = [plot_loss_records(ax, *curves[k], literal(k)) for k in sorted(curves)]
     steps, values = (np.concatenate([c[i] for c in curves.values()]) for i in (0, 1))
     off = {"not finite": ~np.isfinite(values), "≤ 0": values <= 0}
     for what, (height, marker, colour) in OFF_THE_LOSS_AXIS.items():
@@ -446,7 +448,7 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
                     transform=ax.get_xaxis_transform())  # (x: steps; y: the axes' height)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    if (np.isfinite(values) & (values > 0)).any():  # (else a log axis without a value to show: matplotlib warns)
+    if any(drawable):
         log_scale_y(ax)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)  # (beside the axes: not over a mark or point)
