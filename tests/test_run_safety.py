@@ -2275,6 +2275,32 @@ def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(syn
         assert "the same command" not in str(info.value)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_library_run_goes_past_a_callers_except_exception(signum, synth, tmp_path, monkeypatch):
+    """A notebook's sweep (``try: pretrain(cfg) except Exception: ...`` in a loop) took the Interrupted of the user's
+    Ctrl-C, or of a batch job's SIGTERM, as a failed run and trained the next one: it is a KeyboardInterrupt, as a
+    second Ctrl-C's and embed()'s are, so it stops the caller, the run's checkpoint written."""
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def signalled_on_step_2(run, stream, stop):
+        if run.step == 1:
+            os.kill(os.getpid(), signum)
+        return real_step(run, stream, stop)
+
+    monkeypatch.setattr(loop, "train_step", signalled_on_step_2)
+    taken = []
+    with pytest.raises(Interrupted, match=f"^stopped by {signum.name} after step 2 of 4, saved as ") as stopped:
+        try:
+            run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=4", FP32)
+        except Exception as e:  # noqa: BLE001 (the caller's sweep)
+            taken.append(e)
+    assert taken == [] and isinstance(stopped.value, KeyboardInterrupt) and not isinstance(stopped.value, Exception)
+    assert stopped.value.exit_code == 128 + signum and stopped.value.signal == signum
+    assert _steps(tmp_path / "run") == [2]
+
+
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path, capfd, caplog):
     """Too many undecodable videos with data.num_workers=2 (the recipes' default). (The workers' own stderr is
     read too: capfd; and mme's log lines, which pytest's handler takes from stderr in this process: caplog.)"""

@@ -918,7 +918,7 @@ def _logging_put_back() -> Iterator[None]:
 
 
 def _main(argv: list[str] | None) -> int:
-    from mme.errors import ConfigError, MMEError, ProcessLost
+    from mme.errors import ConfigError, Interrupted, MMEError, ProcessLost
     from mme.train.interrupts import StageStops, sigterm_as_interrupt, stopped_by
 
     with sigterm_as_interrupt():  # from the start: a SIGTERM (Ctrl-C) while the command parses its arguments and
@@ -953,7 +953,7 @@ def _main(argv: list[str] | None) -> int:
             return status
         # a signal whose exception Python dropped (raised in a garbage collector's callback)
         return _stopped(who, args.command, stops.received)
-    except MMEError as e:
+    except (MMEError, Interrupted) as e:
         kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
         print(f"{who}: error: {e}{kept}", file=sys.stderr)
         return getattr(e, "exit_code", 1)

@@ -113,11 +113,14 @@ class UnguardedScript(MMEError):
                          f'script under `if __name__ == "__main__":`, or, {instead}')
 
 
-class Interrupted(MMEError):
+class Interrupted(KeyboardInterrupt):
     """A run stopped on a signal after saving what it had done; ``exit_code`` = 128 + the signal number.
     ``finished``: the result of a run stopped on its last step (it did all its steps), for a caller that keeps it
     before it stops too (the demo's row); else None. Every signal ends the command so, with 130 or 143: a script's
-    next command must not run after the user's Ctrl-C."""
+    next command must not run after the user's Ctrl-C. A KeyboardInterrupt, not an :class:`MMEError`, so that a
+    caller's ``except Exception`` (a notebook's sweep going on past a failed run) does not take it, as it takes
+    neither the KeyboardInterrupt of a second Ctrl-C nor that of a Ctrl-C outside training; the CLI says its message
+    as an error's, with its ``exit_code``."""
 
     def __init__(self, message: str, exit_code: int, finished: object = None):
         super().__init__(message)

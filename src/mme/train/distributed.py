@@ -369,7 +369,7 @@ def _same_error(rank: int, kind: type, message: str, exit_code: int) -> MMEError
     """Rank ``rank``'s error on another rank: its kind, its message after ``rank <rank>: ``, its exit code."""
     try:
         same = kind(f"rank {rank}: {message}")
-    except TypeError:  # an error of other arguments (Interrupted's exit code)
+    except TypeError:  # an error of other arguments (ClipNotDivisible's fields)
         same = MMEError(f"rank {rank}: {message}")
     same.exit_code = exit_code
     return alike(same)
