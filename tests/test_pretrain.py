@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 import pytest
@@ -224,6 +225,41 @@ def test_the_demos_loss_of_the_last_tenth_of_the_steps_weighs_each_record_by_its
     level = {d: loss_against_mean(cfg, tmp_path / d / "metrics.jsonl", 2)["final_loss"] for d in ("every", "threes")}
     last = sum(r["loss"] for r in every[-5:]) / 5
     assert level["every"] == pytest.approx(last, rel=1e-12) and level["threes"] == pytest.approx(last, rel=1e-12)
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_a_run_started_while_another_trains_in_another_thread_is_refused_and_one_after_another_is_fine(
+        synth, tmp_path, monkeypatch):
+    """Two pretrain() runs in a notebook's thread pool at once drew, and re-seeded, torch's one global generator
+    (initial weights, dropout at every step) in turns: losses matching neither run alone, under the seed each
+    recorded. The second is refused at once, saying why and what to do; the first trains on, as one after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mme.train import loop
+
+    real_step, training, go_on = loop.train_step, threading.Event(), threading.Event()
+
+    def held_on_its_first_step(run, stream, stop):
+        if not training.is_set():
+            training.set()
+            go_on.wait(60)
+        return real_step(run, stream, stop)
+
+    monkeypatch.setattr(loop, "train_step", held_on_its_first_step)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(run, "tiny_cpu_pixel", synth, tmp_path / "first", "train.steps=3", FP32)
+        assert training.wait(60)
+        try:
+            with pytest.raises(MMEError, match="^another mme job .* is running in this process: torch's global "
+                                               "generator.* is shared by the jobs of one process.*; run them one "
+                                               "after another, or in separate processes$"):
+                run("tiny_cpu_pixel", synth, tmp_path / "second", "train.steps=3", FP32)
+        finally:
+            go_on.set()
+        first = first.result()
+    assert not (tmp_path / "second").exists()
+    second = run("tiny_cpu_pixel", synth, tmp_path / "second", "train.steps=3", FP32)
+    assert [h["loss"] for h in second.history] == [h["loss"] for h in first.history] and len(first.history) == 3
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
