@@ -647,17 +647,18 @@ def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stop
 
 
 def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_mme_error(monkeypatch):
-    """Another rank rebuilt rank 0's error from its message alone: an error of other arguments (Interrupted, with
-    its exit code) would have been a TypeError there."""
-    from mme.errors import Interrupted, MMEError
+    """Another rank rebuilt rank 0's error from its message alone: an error of other arguments (ClipNotDivisible,
+    with its field, value and reason) would have been a TypeError there."""
+    from mme.errors import ClipNotDivisible, MMEError
     from mme.train import distributed as dist
 
+    said = "model.num_frames 5 is not a multiple of model.tubelet_size 2"
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(dist, "is_main", lambda: False)  # this process plays rank 1
-    monkeypatch.setattr(dist, "broadcast_object", lambda obj: ((Interrupted, "stopped by SIGTERM", 143), None))
-    with pytest.raises(MMEError, match="^rank 0: stopped by SIGTERM$") as caught:
+    monkeypatch.setattr(dist, "broadcast_object", lambda obj: ((ClipNotDivisible, said, 1), None))
+    with pytest.raises(MMEError, match=f"^rank 0: {said}$") as caught:
         dist.on_main(lambda: None)
-    assert caught.value.exit_code == 143
+    assert type(caught.value) is MMEError and caught.value.exit_code == 1
 
 
 def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synth, tmp_path):
