@@ -17,6 +17,7 @@ import shlex
 import shutil
 import tempfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from mme.errors import CheckpointError, ConfigError, DataError, MMEError, NonFin
 from mme.models.checkpoint import load_encoder
 from mme.train.config import FinetuneConfig, PretrainConfig
 from mme.train.optim import cosine_schedule
+from mme.utils import caller_generator_kept, generator_for_a_job
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
 
@@ -227,32 +229,42 @@ def test_the_demos_loss_of_the_last_tenth_of_the_steps_weighs_each_record_by_its
     assert level["every"] == pytest.approx(last, rel=1e-12) and level["threes"] == pytest.approx(last, rel=1e-12)
 
 
-@pytest.mark.pinned  # every run train.precision=fp32
-def test_a_run_started_while_another_trains_in_another_thread_is_refused_and_one_after_another_is_fine(
-        synth, tmp_path, monkeypatch):
-    """Two pretrain() runs in a notebook's thread pool at once drew, and re-seeded, torch's one global generator
-    (initial weights, dropout at every step) in turns: losses matching neither run alone, under the seed each
-    recorded. The second is refused at once, saying why and what to do; the first trains on, as one after it."""
-    from concurrent.futures import ThreadPoolExecutor
-
+@pytest.fixture
+def held_on_its_first_step(monkeypatch):
+    """``(training, go_on)``: a run's first step waits, once ``training`` is set, for ``go_on``."""
     from mme.train import loop
 
     real_step, training, go_on = loop.train_step, threading.Event(), threading.Event()
 
-    def held_on_its_first_step(run, stream, stop):
+    def held(run, stream, stop):
         if not training.is_set():
             training.set()
             go_on.wait(60)
         return real_step(run, stream, stop)
 
-    monkeypatch.setattr(loop, "train_step", held_on_its_first_step)
+    monkeypatch.setattr(loop, "train_step", held)
+    return training, go_on
+
+
+ANOTHER_THREAD_TRAINS = ("^an mme training job .* is running in another thread of this process: torch's global "
+                         "generator.* is shared by the threads of one process.*; run them one after another, or in "
+                         "separate processes$")
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_a_run_started_while_another_trains_in_another_thread_is_refused_and_one_after_another_is_fine(
+        synth, tmp_path, held_on_its_first_step):
+    """Two pretrain() runs in a notebook's thread pool at once drew, and re-seeded, torch's one global generator
+    (initial weights, dropout at every step) in turns: losses matching neither run alone, under the seed each
+    recorded. The second is refused at once, saying why and what to do; the first trains on, as one after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    training, go_on = held_on_its_first_step
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(run, "tiny_cpu_pixel", synth, tmp_path / "first", "train.steps=3", FP32)
         assert training.wait(60)
         try:
-            with pytest.raises(MMEError, match="^another mme job .* is running in this process: torch's global "
-                                               "generator.* is shared by the jobs of one process.*; run them one "
-                                               "after another, or in separate processes$"):
+            with pytest.raises(MMEError, match=ANOTHER_THREAD_TRAINS):
                 run("tiny_cpu_pixel", synth, tmp_path / "second", "train.steps=3", FP32)
         finally:
             go_on.set()
@@ -260,6 +272,69 @@ def test_a_run_started_while_another_trains_in_another_thread_is_refused_and_one
     assert not (tmp_path / "second").exists()
     second = run("tiny_cpu_pixel", synth, tmp_path / "second", "train.steps=3", FP32)
     assert [h["loss"] for h in second.history] == [h["loss"] for h in first.history] and len(first.history) == 3
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_a_load_while_another_thread_trains_is_refused_and_a_run_waits_for_a_load(synth, tmp_path,
+                                                                                 held_on_its_first_step):
+    """A load (load_encoder, embed(), run_probe(): :func:`caller_generator_kept`) in another thread while a run
+    trained drew and rewound the global generator the run draws its dropout from: the run's losses differed from
+    the run alone, without a word. It is refused while the run trains, as a second run is; a run started while a
+    load holds the generator waits for it (a load is short)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    training, go_on = held_on_its_first_step
+    with ThreadPoolExecutor(1) as pool:
+        training_run = pool.submit(run, "tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=1", FP32)
+        assert training.wait(60)
+        try:
+            with pytest.raises(MMEError, match=ANOTHER_THREAD_TRAINS), caller_generator_kept():
+                pass
+        finally:
+            go_on.set()
+        assert training_run.result().step == 1
+        loading, done = threading.Event(), []
+
+        def load():
+            with caller_generator_kept():
+                loading.set()
+                time.sleep(0.3)
+                done.append("load")
+
+        loaded = pool.submit(load)
+        assert loading.wait(60)
+        with generator_for_a_job():
+            done.append("job")
+        loaded.result()
+    assert done == ["load", "job"]
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_a_process_forked_while_another_thread_trains_trains(synth, tmp_path, held_on_its_first_step):
+    """The refusal's own advice, separate processes: a child forked (multiprocessing's default on Linux, a
+    ProcessPoolExecutor) while a thread of the parent trained inherited the held lock and was refused, though no job
+    ran in its process. It trains."""
+    training, go_on = held_on_its_first_step
+    fork = multiprocessing.get_context("fork")
+    said = fork.Queue()
+
+    def child():
+        try:
+            said.put(run("tiny_cpu_pixel", synth, tmp_path / "child", "train.steps=1", FP32).step)
+        except BaseException as e:  # noqa: BLE001 (said to the parent)
+            said.put(f"{type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=run, args=("tiny_cpu_pixel", synth, tmp_path / "thread", "train.steps=1", FP32))
+    thread.start()
+    try:
+        assert training.wait(60)
+        process = fork.Process(target=child)
+        process.start()
+        assert said.get(timeout=60) == 1
+        process.join(60)
+    finally:
+        go_on.set()
+        thread.join(60)
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -216,18 +216,56 @@ def _remove_unheld(tmp: Path) -> bool:
 
 
 _GENERATOR_SET_ASIDE = threading.RLock()
+"""Held by the thread that draws from torch's global CPU generator for mme: a :func:`caller_generator_kept` block
+(a load, briefly) or a training job from its start to its end (:func:`generator_for_a_job`)."""
+_generator_job: dict = {"thread": None}
+"""The thread of the training job that holds :data:`_GENERATOR_SET_ASIDE`; None while no job holds it."""
+
+
+def _generator_taken() -> None:
+    """Take :data:`_GENERATOR_SET_ASIDE` (at once in the thread that holds it: a job's own loads), waiting while
+    another thread's load holds it (a load is short); refused while another thread's training job does (it holds it
+    for the whole run, whose draws and re-seedings another thread's would interleave with)."""
+    while not _GENERATOR_SET_ASIDE.acquire(timeout=0.05):
+        if _generator_job["thread"] is not None:
+            raise MMEError("an mme training job (pretrain, finetune, demo) is running in another thread of this "
+                           "process: torch's global generator, which seeds a run's initial weights and its dropout "
+                           "at every step, is shared by the threads of one process, so another job or a model's load "
+                           "(load_encoder, load_model, embed(), run_probe()) would draw the run's numbers and the run "
+                           "would not be the one its seed records; run them one after another, or in separate "
+                           "processes")
 
 
 @contextlib.contextmanager
 def caller_generator_kept() -> Iterator[None]:
     """``torch.random.fork_rng`` of the CPU generator (what the block draws, initial weights, leaves the caller's
-    global generator as it was), one block at a time in this process: blocks in several threads at once (a
-    notebook's thread pool loading encoders) each put back the state they found, another's drawn state among them,
-    so the caller's generator moved."""
+    global generator as it was), one block at a time in this process (:func:`_generator_taken`): blocks in several
+    threads at once (a notebook's thread pool loading encoders) each put back the state they found, another's drawn
+    state among them, so the caller's generator moved; and a block beside a training job drew and rewound the
+    generator the run draws its dropout from."""
     import torch
 
-    with _GENERATOR_SET_ASIDE, torch.random.fork_rng(devices=[]):
+    _generator_taken()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        _GENERATOR_SET_ASIDE.release()
+
+
+@contextlib.contextmanager
+def generator_for_a_job() -> Iterator[None]:
+    """Torch's global generator to a training job's thread from its start to its end
+    (:class:`mme.train.engine.JobScope`): a job or a load started meanwhile in another thread is refused
+    (:func:`_generator_taken`), the job's own loads go on. A process's other processes (a forked child:
+    :func:`_after_fork_in_child`) have generators of their own."""
+    _generator_taken()
+    outer, _generator_job["thread"] = _generator_job["thread"], threading.get_ident()
+    try:
         yield
+    finally:
+        _generator_job["thread"] = outer
+        _GENERATOR_SET_ASIDE.release()
 
 
 AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla", "ipu", "privateuseone")
@@ -2437,7 +2475,8 @@ def _after_fork_in_child() -> None:
     briefer locks of :func:`exclusive_lock` and :func:`atomic_path` are released by the parent at the block's end,
     for the child's copies too: :func:`_close_unlocked`.) The process's own thread locks that another thread of the
     parent held at the fork are made anew (:func:`held_at_fork`); what they guard is kept as the child found it,
-    which is harmless: the global generator as a thread inside :func:`caller_generator_kept` drew it (a loader
+    which is harmless: the global generator as a thread inside :func:`caller_generator_kept` or a training job drew it
+    (so a child forked while another thread trains trains too; a loader
     worker seeds its own, and a child's generator is a copy of the parent's at the fork anyway), matplotlib's
     settings and the warning filters as a :func:`literal_text` block set them (those the child's own blocks draw
     with), the default dtype and the count of :func:`torch_as_mme` blocks as the parent's (a job's child runs as
@@ -2451,8 +2490,9 @@ def _after_fork_in_child() -> None:
         if mine is not None:
             mine.close()
     _reading.clear()
-    if held_at_fork(_GENERATOR_SET_ASIDE):
+    if held_at_fork(_GENERATOR_SET_ASIDE):  # (by a load or a training job of another thread: not the child's)
         _GENERATOR_SET_ASIDE = threading.RLock()
+        _generator_job["thread"] = None
     if held_at_fork(_LITERAL_TEXT):
         _LITERAL_TEXT = threading.RLock()
     if held_at_fork(_DEFAULT_DTYPE):

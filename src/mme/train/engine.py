@@ -28,7 +28,6 @@ import math
 import os
 import sys
 import textwrap
-import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +89,7 @@ from mme.train.precision import (
 from mme.utils import (
     counted,
     fs_name,
+    generator_for_a_job,
     held_folders,
     open_files_for,
     plural,
@@ -249,41 +249,25 @@ class JobScope:
     is given back by :func:`finish` however the job ends, and the job runs with torch's settings of
     :func:`~mme.utils.torch_as_mme` (not its caller's autocast, grad mode or default dtype), the caller's given back
     after. The job sets ``job.run`` once built and ``job.result`` once done; it fails by the exception leaving the
-    block, not by one its caller was handling (a job started in an ``except`` block: a retry, a fallback). One job at
-    a time in a process: one started while another runs (another thread's: a notebook's thread pool) is refused
-    (:data:`_JOB_RUNNING`)."""
+    block, not by one its caller was handling (a job started in an ``except`` block: a retry, a fallback). It holds
+    torch's global generator from its start to its end (:func:`~mme.utils.generator_for_a_job`): a job or a load
+    started meanwhile in another thread of the process (a notebook's thread pool) is refused."""
 
     run: Run | None = None
     result: Any = None
 
     def __enter__(self) -> JobScope:
-        if not _JOB_RUNNING.acquire(blocking=False):
-            raise MMEError("another mme job (pretrain, finetune, demo) is running in this process: torch's global "
-                           "generator, which seeds a run's initial weights and its dropout at every step, is shared by "
-                           "the jobs of one process, so each would draw the other's numbers and neither would be the "
-                           "run its seed records; run them one after another, or in separate processes")
-        try:
+        with contextlib.ExitStack() as held:
+            held.enter_context(generator_for_a_job())
             self.before = Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(),
                                  process_group_up(), "torch._dynamo" in sys.modules)
-            self.torch_settings = contextlib.ExitStack()
-            self.torch_settings.enter_context(torch_as_mme())
-        except BaseException:
-            _JOB_RUNNING.release()
-            raise
+            held.enter_context(torch_as_mme())
+            self.held = held.pop_all()
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        try:
-            with self.torch_settings:
-                finish(self.run, self.before, self.result, failing=kind is not None)
-        finally:
-            _JOB_RUNNING.release()
-
-
-_JOB_RUNNING = threading.Lock()
-"""Held by the :class:`JobScope` of the process's running job: jobs in threads at once would interleave their draws
-from torch's global generator (dropout takes no generator of its own) and each give the process back the state its
-start found, so their losses matched neither run alone."""
+        with self.held:
+            finish(self.run, self.before, self.result, failing=kind is not None)
 
 
 def begin(cfg) -> Start:
