@@ -1228,6 +1228,30 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(synth, tmp_path, caplog):
+    """The loop set the next step's lr before fetching its batches, so a stop there (a signal while it waited, too
+    many failed videos, either in a later micro-batch) saved the step before with the next step's lr, and its resume
+    warned that 'the lr schedule is not the one the checkpoint ran'. The missing video is read for step 3 (seed 1)."""
+    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
+    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
+    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'gone.mp4'} 0"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32,
+            "train.steps=6"]
+    with pytest.raises(DataError, match="the checkpoint of step 2"):
+        run("tiny_cpu_pixel", data, tmp_path / "run", "train.ckpt_every=1000")
+    groups = torch.load(tmp_path / "run" / "checkpoint-00000002.pt", weights_only=True)["optimizer"]["param_groups"]
+    group = next(g for g in groups if g["decay"])
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2] and logged[0]["lr"] < logged[1]["lr"]  # (in the warm-up)
+    assert (group["lr"], group["weight_decay"]) == (logged[1]["lr"], logged[1]["weight_decay"])
+    with caplog.at_level("WARNING"):
+        res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.stop_after=3", "data.max_failure_fraction=0.2",
+                  "train.resume=auto")
+    assert res.step == 3 and "lr schedule" not in caplog.text
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_final_line_says_whether_the_run_did_all_its_steps(synth, tmp_path, capsys):
     """A part ending at train.stop_after printed the line of a finished run: its step alone."""
     pretraining = ["pretrain", "--config", "tiny_cpu_pixel",

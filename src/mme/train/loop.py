@@ -1,7 +1,7 @@
 """The training engine's loop (set up by mme.train.engine): micro-batches, the optimizer step with accumulation
 and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clean stop on SIGINT/SIGTERM.
 
-    setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
+    setup -> loop.train(run): per step, forward/backward -> lr/wd from the step -> update -> the job's after-step
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
 
 Besides the job's metrics every record logs ``lr`` (the schedule's: with ``optim.layer_decay`` the head's, whose
@@ -163,12 +163,14 @@ def seed_dropout(seed: int, step: int, micro_batch: int) -> None:
     torch.manual_seed(dist.sample_seed(seed, step, micro_batch, "dropout"))
 
 
-def train_step(run: Run, stream: Iterator, stop: StopRequests) -> dict[str, float]:
+def train_step(run: Run, stream: Iterator, stop: StopRequests) -> tuple[dict[str, float], float, float]:
     """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
-    the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
-    on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches. A stop signal
-    while a rank waits for a batch raises :class:`~mme.train.interrupts.WaitStopped` on every rank, the model,
-    optimizer and position as the step before left them (:meth:`~mme.train.interrupts.StopRequests.waiting`).
+    the metrics, averaged over micro-batches and ranks, and the step's lr and weight decay; ``skipped`` = 1 when the
+    loss or gradient was not finite on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting
+    for its batches. A stop signal while a rank waits for a batch raises
+    :class:`~mme.train.interrupts.WaitStopped` on every rank, and a data failure its error, the model, optimizer
+    (its lr and weight decay too: the step sets its own only once all its batches are in) and position as the step
+    before left them (:meth:`~mme.train.interrupts.StopRequests.waiting`), which the checkpoint of that step saves.
 
     The ranks agree on a data failure before every micro-batch (:func:`data_failed_together`), and the metrics stay
     tensors on the device until the step's one copy of them to the host
@@ -204,10 +206,11 @@ def train_step(run: Run, stream: Iterator, stop: StopRequests) -> dict[str, floa
     run.position = {"epoch": epoch + 1, "batch": 0} if i + 1 >= run.batches_per_epoch else \
         {"epoch": epoch, "batch": i + 1}
     metrics = dist.mean_over_ranks(sums, run.device)
+    lr, wd = schedule_step(run.optimizer, run.cfg.optim, *run.schedule_args(run.step))
     grad_norm, skipped, overflow = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
                                           math.isfinite(metrics["loss"]))  # (the mean: finite on every rank)
     scaler = {"grad_overflow": float(overflow)} if run.scaler.is_enabled() else {}
-    return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), **scaler, "data_wait_s": waited}
+    return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), **scaler, "data_wait_s": waited}, lr, wd
 
 
 COUNTED = ("skipped", "grad_overflow")
@@ -477,7 +480,7 @@ def share_failures(run: Run) -> float:
 
 
 def train(run: Run) -> TrainResult:
-    """The loop: lr/wd from the step -> forward/backward/update -> the job's after-step -> log -> maybe
+    """The loop: forward/backward -> lr/wd from the step -> update -> the job's after-step -> log -> maybe
     checkpoint, until ``train.stop_after`` or the end of the schedule."""
     if run.resumed_at is not None:
         dist.on_main(run_folder.keep_logs_of_rewind, run.out_dir, run.resumed_at)
@@ -558,10 +561,9 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     run.recorded_failures = run.data.failure_codes.clone()  # (the loader's workers start at the first fetch)
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
-        lr, wd = schedule_step(run.optimizer, o, *run.schedule_args(run.step))
         run.model.train()
         try:
-            metrics = train_step(run, stream, stop)
+            metrics, lr, wd = train_step(run, stream, stop)
         except WaitStopped:  # (every rank, before the step changed anything: a checkpoint of the step before)
             stopping = _stop_signal(stop, run.device)
             if logged.steps:  # (the last step's record, as any checkpoint forces: metrics is still that step's)
