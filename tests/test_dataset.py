@@ -347,6 +347,39 @@ def test_the_failure_fraction_of_joined_failures_names_examples_of_those(tmp_pat
                               f"unreadable; {tmp_path / 'v6.mp4'}: unreadable; `mme check "), said[0]
 
 
+def test_failures_a_resumed_run_carried_are_said_as_recorded_before_its_resume(tmp_path):
+    """A resumed run counts the failures its checkpoint recorded without opening their files again: a video
+    repaired since stopped the resume with its failure called 'unreadable' and `mme check` advised, which found
+    nothing wrong. The message says where they come from and what goes on; a failure of the run's own beside them
+    keeps the advice of any failure, which a run without carried failures gives unchanged."""
+    from mme.data.dataset import REASONS
+
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4\n" for i in range(10)))
+    cfg = from_dict(DataConfig, {"list_file": str(tmp_path / "list.txt"), "root": str(tmp_path),
+                                 "max_failure_fraction": 0.1})
+    recorded = torch.zeros(10, dtype=torch.int8)
+    recorded[[5, 6]] = REASONS.index("unreadable")
+    counts = (f"2 of 10 videos in {tmp_path / 'list.txt'} failed, more than data.max_failure_fraction=0.1 "
+              f"({{'unreadable': 2}}); e.g. {tmp_path / 'v5.mp4'}: unreadable; {tmp_path / 'v6.mp4'}: unreadable; ")
+    with pytest.raises(DataError) as failed:
+        PretrainDataset(cfg).carry_failures(recorded)
+    assert str(failed.value) == counts + (
+        "the run recorded them as failed before it resumed (up to its checkpoint), and a resumed run counts them "
+        "without opening their files again: raise data.max_failure_fraction to go on without them, or, where they "
+        "were repaired since, start the run afresh (another train.out_dir) to train on them")
+    check = (f"`mme check {tmp_path / 'list.txt'} --root {tmp_path}` names every video a run cannot read: leave them "
+             "out of the list, or raise data.max_failure_fraction")
+    resumed, fresh = PretrainDataset(cfg), PretrainDataset(cfg)
+    resumed.carry_failures(torch.where(torch.arange(10) == 5, recorded, 0))  # (1 of 10: within the fraction)
+    said = []
+    for data in (resumed, fresh):
+        with pytest.raises(DataError) as failed:
+            data.join_failures(recorded)  # v6 failed in this run
+        said.append(str(failed.value))
+    assert said == [counts + "1 of them, recorded as failed by the run before it resumed (up to its checkpoint), is "
+                             "counted without opening its file again; " + check, counts + check]
+
+
 @pytest.mark.parametrize("context,workers", [("fork", 2), ("spawn", 1)])  # spawn: a fresh interpreter per worker
 def test_dataloader_workers_and_distributed_sampler(videos, context, workers):
     ds = PretrainDataset(config(videos, ["coord.mkv", "missing.mp4", "good.mp4", "coord.mkv", "good.mp4",

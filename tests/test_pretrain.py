@@ -1252,6 +1252,23 @@ def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(syn
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_a_resume_stopped_by_the_failures_its_checkpoint_recorded_says_so(synth, tmp_path):
+    """Its error called the video unreadable and advised `mme check`, which finds nothing wrong once it is repaired:
+    the resume counts it without opening it. The missing video is read for step 3 (seed 1)."""
+    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
+    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
+    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'gone.mp4'} 0"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32]
+    run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=3", "data.max_failure_fraction=0.2")
+    shutil.copy(os.path.join(root, lines[0].split()[0]), tmp_path / "gone.mp4")  # restored
+    with pytest.raises(DataError, match=rf"; e.g. {tmp_path / 'gone.mp4'}: missing; the run recorded it as failed "
+                                        r"before it resumed \(up to its checkpoint\), and a resumed run counts it "
+                                        "without opening its file again: raise data.max_failure_fraction"):
+        run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6", "train.resume=auto")
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_final_line_says_whether_the_run_did_all_its_steps(synth, tmp_path, capsys):
     """A part ending at train.stop_after printed the line of a finished run: its step alone."""
     pretraining = ["pretrain", "--config", "tiny_cpu_pixel",

@@ -898,6 +898,9 @@ class _VideoDataset(Dataset):
         self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
         # Per video, its frames as a training read found them (0: not read yet), likewise shared: short_videos.
         self._frames = torch.zeros(len(entries), dtype=torch.int32).share_memory_()
+        # Per video, whether its failure was taken from a resumed run's checkpoint (:meth:`carry_failures`), set in
+        # place so that the copies of :meth:`with_seed` and the loader workers (started after) see it.
+        self._carried = torch.zeros(len(entries), dtype=torch.bool)
         self._check_failures()
         if entries_given is None:  # (a test set given its entries: its caller says it, as it spells the list)
             self.say_index_missed()
@@ -996,6 +999,12 @@ class _VideoDataset(Dataset):
         self._reason.copy_(torch.maximum(self._reason, codes))
         self._check_failures(codes)
 
+    def carry_failures(self, codes: torch.Tensor) -> None:
+        """Take in the failures the checkpoint of a resumed run recorded (``codes`` as :attr:`failure_codes`): counted
+        and not opened again, as :meth:`join_failures`, and said so where they stop the run."""
+        self._carried |= codes > 0
+        self.join_failures(codes)
+
     def failure_counts(self, codes: torch.Tensor | None = None) -> dict[str, int]:
         """Number of failures per reason (in ``codes``, as :attr:`failure_codes`; default this table's)."""
         codes = self._reason if codes is None else codes
@@ -1059,8 +1068,24 @@ class _VideoDataset(Dataset):
             raise TooManyFailures(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
                 f"{self.cfg.max_failure_fraction} ({self.failure_counts(codes)}); e.g. {examples}; "
-                f"{self._failure_advice(codes, failed)}"
+                f"{self._carried_advice(codes, failed)}"
             )
+
+    def _carried_advice(self, codes: torch.Tensor, failed: int) -> str:
+        """:meth:`_failure_advice`, saying which failures the run recorded before it resumed (:meth:`carry_failures`):
+        their files are not opened again, so neither `mme check` nor a repair changes them; where they are all the
+        failures, the advice is what does."""
+        carried = int((self._carried & (codes > 0)).sum())
+        files = plural(carried, "its file", "their files")
+        if carried == failed:
+            them = plural(carried, "it", "them")
+            return (f"the run recorded {them} as failed before it resumed (up to its checkpoint), and a resumed run "
+                    f"counts {them} without opening {files} again: raise data.max_failure_fraction to go on without "
+                    f"{them}, or, where {plural(carried, 'it was', 'they were')} repaired since, start the run afresh "
+                    f"(another train.out_dir) to train on {them}")
+        said = (f"{carried} of them, recorded as failed by the run before it resumed (up to its checkpoint), "
+                f"{plural(carried, 'is', 'are')} counted without opening {files} again; ") if carried else ""
+        return said + self._failure_advice(codes, failed)
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """What to do where ``failed`` failures by ``codes`` (as :attr:`failure_codes`) stop the run: for videos missing

@@ -995,7 +995,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         log.info("%s that failed in the run before it resumed (up to its step %d checkpoint) %s skipped "
                  "and counted, as the run would have gone on", counted(run.failures_carried, "video"), run.step,
                  plural(run.failures_carried, "is", "are"))
-        run.data.join_failures(failed["codes"])
+        run.data.carry_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world, run.cfg.train.seed,
                                  bool(listed) and failed.get("list") != run.data.list_digest)  # (not relabelled)
     read_in_epochs = schedule_in_epochs(run.cfg) and at_epochs_done(run, state)
