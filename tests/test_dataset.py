@@ -366,7 +366,8 @@ def test_failures_a_resumed_run_carried_are_said_as_recorded_before_its_resume(t
     assert str(failed.value) == counts + (
         "the run recorded them as failed before it resumed (up to its checkpoint), and a resumed run counts them "
         "without opening their files again: raise data.max_failure_fraction to go on without them, or, where they "
-        "were repaired since, start the run afresh (another train.out_dir) to train on them")
+        "were repaired since, start the run afresh (another train.out_dir; train.init=CHECKPOINT starts it from the "
+        "weights of the checkpoint resumed) to train on them")
     check = (f"`mme check {tmp_path / 'list.txt'} --root {tmp_path}` names every video a run cannot read: leave them "
              "out of the list, or raise data.max_failure_fraction")
     resumed, fresh = PretrainDataset(cfg), PretrainDataset(cfg)
@@ -378,6 +379,27 @@ def test_failures_a_resumed_run_carried_are_said_as_recorded_before_its_resume(t
         said.append(str(failed.value))
     assert said == [counts + "1 of them, recorded as failed by the run before it resumed (up to its checkpoint), is "
                              "counted without opening its file again; " + check, counts + check]
+
+
+def test_the_advice_beside_carried_failures_is_of_the_runs_own_failures(tmp_path):
+    """Carried 'missing' videos (restored since: their files are there) beside one unreadable in this run: the advice
+    was of every failure, the carried ones most, and asked whether data.root was the folder of the relative paths."""
+    from mme.data.dataset import REASONS
+
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4\n" for i in range(10)))
+    cfg = from_dict(DataConfig, {"list_file": str(tmp_path / "list.txt"), "root": str(tmp_path),
+                                 "max_failure_fraction": 0.3})
+    data = PretrainDataset(cfg)
+    carried = torch.zeros(10, dtype=torch.int8)
+    carried[[0, 1, 2]] = REASONS.index("missing")
+    data.carry_failures(carried)
+    with pytest.raises(DataError) as failed:
+        data.join_failures(torch.where(torch.arange(10) == 5, REASONS.index("unreadable"), carried).to(torch.int8))
+    assert str(failed.value).endswith(
+        f"{tmp_path / 'v5.mp4'}: unreadable; 3 of them, recorded as failed by the run before it resumed (up to its "
+        f"checkpoint), are counted without opening their files again; `mme check {tmp_path / 'list.txt'} --root "
+        f"{tmp_path}` names every video a run cannot read: leave them out of the list, or raise "
+        "data.max_failure_fraction"), str(failed.value)
 
 
 @pytest.mark.parametrize("context,workers", [("fork", 2), ("spawn", 1)])  # spawn: a fresh interpreter per worker

@@ -1073,19 +1073,22 @@ class _VideoDataset(Dataset):
 
     def _carried_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`_failure_advice`, saying which failures the run recorded before it resumed (:meth:`carry_failures`):
-        their files are not opened again, so neither `mme check` nor a repair changes them; where they are all the
-        failures, the advice is what does."""
-        carried = int((self._carried & (codes > 0)).sum())
+        their files are not opened again, so neither `mme check` nor a repair changes them, and the advice is of the
+        run's own failures alone (carried ones, 'missing' say, restored since, would ask about data.root); where they
+        are all the failures, the advice is what does."""
+        was_carried = self._carried & (codes > 0)
+        carried = int(was_carried.sum())
         files = plural(carried, "its file", "their files")
         if carried == failed:
             them = plural(carried, "it", "them")
             return (f"the run recorded {them} as failed before it resumed (up to its checkpoint), and a resumed run "
                     f"counts {them} without opening {files} again: raise data.max_failure_fraction to go on without "
                     f"{them}, or, where {plural(carried, 'it was', 'they were')} repaired since, start the run afresh "
-                    f"(another train.out_dir) to train on {them}")
+                    "(another train.out_dir; train.init=CHECKPOINT starts it from the weights of the checkpoint "
+                    f"resumed) to train on {them}")
         said = (f"{carried} of them, recorded as failed by the run before it resumed (up to its checkpoint), "
                 f"{plural(carried, 'is', 'are')} counted without opening {files} again; ") if carried else ""
-        return said + self._failure_advice(codes, failed)
+        return said + self._failure_advice(torch.where(was_carried, 0, codes), failed - carried)
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """What to do where ``failed`` failures by ``codes`` (as :attr:`failure_codes`) stop the run: for videos missing
