@@ -1228,16 +1228,19 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
-def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(synth, tmp_path, caplog):
+@pytest.mark.parametrize("accum", [1, 2])
+def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(synth, tmp_path, caplog, accum):
     """The loop set the next step's lr before fetching its batches, so a stop there (a signal while it waited, too
     many failed videos, either in a later micro-batch) saved the step before with the next step's lr, and its resume
-    warned that 'the lr schedule is not the one the checkpoint ran'. The missing video is read for step 3 (seed 1)."""
+    warned that 'the lr schedule is not the one the checkpoint ran'. The missing video is read for step 3 (seed 1), in
+    its second micro-batch where there are two."""
     list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
     root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
-    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'gone.mp4'} 0"]
+    lines = open(list_file).read().splitlines()[:15]
+    lines.insert(5, f"{tmp_path / 'gone.mp4'} 0")  # (video 5: micro-batch 3 of 4 clips, or 6 of 2)
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32,
-            "train.steps=6"]
+            "train.steps=6", f"train.accum_steps={accum}", f"train.batch_size={4 // accum}"]
     with pytest.raises(DataError, match="the checkpoint of step 2"):
         run("tiny_cpu_pixel", data, tmp_path / "run", "train.ckpt_every=1000")
     groups = torch.load(tmp_path / "run" / "checkpoint-00000002.pt", weights_only=True)["optimizer"]["param_groups"]
