@@ -991,6 +991,57 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
         _with_architecture(cfg, None, read_init(cfg))  # (checked with the file's patch and tubelet)
 
 
+def test_a_tubelet_a_checkpoint_fixes_is_warned_about_as_ignored_not_refused(tmp_path, caplog):
+    """model.tubelet_size=4 beside a train.init or a resume, whose architecture fixes the tubelet, was refused as
+    the config was read ("data.tubelet=2 differs from model.tubelet_size=4: ... set both"), and following that
+    advice warned of both keys as ignored: the run trained at the checkpoint's tubelet either way. Warned of once as
+    ignored; a clip the run would use unfit for its model is still refused (no checkpoint: a --resume auto that finds
+    none), as are frames a pre-training resume takes from the config; a fine-tuning resume takes its run's too."""
+    from mme.config import given_in
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+    from mme.train import engine
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import _model_config
+    from mme.train.pretrain import _with_architecture, read_init
+
+    src = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, tubelet_size=1, embed_dim=32,
+                                                        depth=2, num_heads=2)), tmp_path / "pre")
+    run = load_config(PretrainConfig, "tiny_cpu_mme", [])  # the resumed run's: tubelet 2
+    state = {"config": dataclasses.asdict(run), "meta": {"cwd": str(tmp_path)}}
+    for keys, resume, tubelet, said in (
+            ([f"train.init={src}"], None, 1, f"train.init {src}: the run's architecture is the file's, so these are "
+             "ignored: model.tubelet_size=4 (the file's: 1)"),
+            (["train.resume=auto"], ("checkpoint-00000001.pt", state), 2, "resuming checkpoint-00000001.pt: its "
+             "model is the run's own, so these are ignored: model.tubelet_size=4 (the run's: 2)")):
+        whose = said[said.rindex("(the "):-3]  # (the file's: / (the run's:
+        for advised, also in (([], ""), (["data.tubelet=4"], f", data.tubelet=4 {whose} {tubelet})")):
+            cfg = load_config(PretrainConfig, "tiny_cpu_mme", [*keys, "model.tubelet_size=4", *advised])
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="mme"):
+                ran = _with_architecture(cfg, resume, None if resume else read_init(cfg), given_in(cfg))
+            assert (ran.model.tubelet_size, ran.data.tubelet) == (tubelet, tubelet)
+            assert [r.getMessage() for r in caplog.records] == [said + also]
+    with pytest.raises(ConfigError, match="^data.tubelet=2 differs from model.tubelet_size=4: the clips must fit"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["model.tubelet_size=4"])
+    for given in ([f"train.init={src}"], ["train.resume=auto"]):  # the config's frames, both runs' clips
+        with pytest.raises(ConfigError, match="^data.num_frames=8 differs from model.num_frames=4"):
+            load_config(PretrainConfig, "tiny_cpu_mme", [*given, "model.num_frames=4"])
+    fresh = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", "model.tubelet_size=4",
+                                                        f"train.out_dir={tmp_path / 'fresh'}", "train.device=cpu"])
+    with pytest.raises(ConfigError, match="^data.tubelet=2 differs from model.tubelet_size=4: the clips must fit"):
+        engine.begin(fresh)  # (no checkpoint to resume: the config's model is the run's)
+    run = load_config(FinetuneConfig, "finetune_tiny_cpu", [])
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", ["train.resume=auto", "model.num_frames=4"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        model = _model_config(cfg, ("checkpoint-00000001.pt", {"config": dataclasses.asdict(run)}), None,
+                              given_in(cfg))
+    assert (model.num_frames, model.tubelet_size) == (8, 2)
+    assert [r.getMessage() for r in caplog.records] == ["resuming checkpoint-00000001.pt: its model is the run's "
+                                                        "own, so these are ignored: model.num_frames=4 (the run's: 8)"]
+
+
 def _tiny_mae() -> MaskedAutoencoder:
     cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=3, num_heads=2, decoder_dim=16,
                       decoder_heads=2)

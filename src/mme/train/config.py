@@ -18,7 +18,7 @@ from mme.data.dataset import DataConfig
 from mme.data.sampling import window_length
 from mme.errors import ConfigError
 from mme.models.classifier import SCRATCH_INITS
-from mme.models.config import DECODER_AND_MASK_FIELDS, ModelConfig
+from mme.models.config import DECODER_AND_MASK_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.masking import masked_per_sample
 from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
@@ -129,6 +129,9 @@ class PretrainConfig:
     CHECKS_SECTION_CLIPS: ClassVar[bool] = True
     """Its model and data sections are built without their clip's checks (:func:`mme.config.from_dict`): it makes
     them in its ``__post_init__`` (so on every copy of it too) where it :attr:`checks_clip`."""
+    RESUMED_MODEL: ClassVar[tuple[str, ...]] = ENCODER_FIELDS
+    """The model fields of the clip's concern that a resumed run takes from its checkpoint (of
+    :data:`mme.train.engine.FROM_INIT`): its architecture, the clip's frames and size the config's."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Videos, sampling and augmentation (mme.data.dataset)."""
@@ -160,7 +163,7 @@ class PretrainConfig:
     def __post_init__(self):
         if self.checks_clip:
             check_clips_divide(self.data, self.model)
-        check_clips_fit_model(self.data, self.model)
+        check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
         check_window(self.data, self.target.track_length if self.target.tracked else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
             self.target.check_settings_used()
@@ -296,6 +299,9 @@ class FinetuneConfig:
     """As :attr:`PretrainConfig.OTHER_KINDS`."""
     CHECKS_SECTION_CLIPS: ClassVar[bool] = True
     """As :attr:`PretrainConfig.CHECKS_SECTION_CLIPS`."""
+    RESUMED_MODEL: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(ModelConfig))
+    """As :attr:`PretrainConfig.RESUMED_MODEL`: the whole model, its clip's frames and size too (a resumed classifier
+    is tested on the clips it was trained on)."""
 
     data: FinetuneData = field(default_factory=FinetuneData)
     model: FinetuneModel = field(default_factory=FinetuneModel)
@@ -310,7 +316,7 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.checks_clip:
             check_clips_divide(self.data, self.model)
-        check_clips_fit_model(self.data, self.model)
+        check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
         check_window(self.data)
 
 
@@ -382,11 +388,18 @@ def check_clips_divide(data, model) -> None:
     data.check_clip()
 
 
-def check_clips_fit_model(data, model) -> None:
+def taken_from_checkpoint(cfg, resuming: bool) -> tuple[str, ...]:
+    """The model fields whose values in ``cfg`` (a pre-training or fine-tuning config) a run leaves for a
+    checkpoint's: a resumed run's (``resuming``), else the architecture of its ``train.init`` (none without one)."""
+    return cfg.RESUMED_MODEL if resuming else ENCODER_FIELDS if cfg.train.init else ()
+
+
+def check_clips_fit_model(data, model, taken: Collection[str] = ()) -> None:
     """The data section's clips must fit the model: its geometry, and RGB (shared by pre-training and
-    fine-tuning)."""
+    fine-tuning). Not the model's fields ``taken`` (:func:`taken_from_checkpoint`): the run's are a checkpoint's,
+    which its clips take (:func:`clips_for`), the config's warned about as ignored where given."""
     for d, m in CLIP_FIELDS:
-        if getattr(data, d) != getattr(model, m):
+        if m not in taken and getattr(data, d) != getattr(model, m):
             raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
                               "the clips must fit the model; set both")
     if model.in_chans != 3:

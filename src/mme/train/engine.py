@@ -72,7 +72,14 @@ from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
-from mme.train.config import TrainConfig, ignored_value, say_ignored, tubelet_ignored
+from mme.train.config import (
+    TrainConfig,
+    check_clips_fit_model,
+    ignored_value,
+    say_ignored,
+    taken_from_checkpoint,
+    tubelet_ignored,
+)
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import (
@@ -290,6 +297,8 @@ def begin(cfg) -> Start:
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
+        if resume is None and t.resume:  # (the config's model, not a resumed run's, as the config left open)
+            check_clips_fit_model(cfg.data, cfg.model, taken_from_checkpoint(cfg, resuming=False))
     resumed = resume[1] if resume else None
     dist.check_start_step(int(resumed["step"]) if resumed else None, run_folder.run_of(resumed))
     replaced = dist.on_main(run_folder.check_owner, out_dir, resumed, t.overwrite, t.init)
