@@ -1031,6 +1031,13 @@ def test_a_tubelet_a_checkpoint_fixes_is_warned_about_as_ignored_not_refused(tmp
                                                         f"train.out_dir={tmp_path / 'fresh'}", "train.device=cpu"])
     with pytest.raises(ConfigError, match="^data.tubelet=2 differs from model.tubelet_size=4: the clips must fit"):
         engine.begin(fresh)  # (no checkpoint to resume: the config's model is the run's)
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [f"train.init={src}", "model.tubelet_size=4"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        model = _model_config(cfg, None, engine.read_init(str(src), cfg.model, encoder_only=True), given_in(cfg))
+    assert model.tubelet_size == 1
+    assert [r.getMessage() for r in caplog.records] == [f"train.init {src}: the run's architecture is the file's, so "
+                                                        "these are ignored: model.tubelet_size=4 (the file's: 1)"]
     run = load_config(FinetuneConfig, "finetune_tiny_cpu", [])
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", ["train.resume=auto", "model.num_frames=4"])
     caplog.clear()
