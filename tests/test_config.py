@@ -991,62 +991,149 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
         _with_architecture(cfg, None, read_init(cfg))  # (checked with the file's patch and tubelet)
 
 
-def test_a_tubelet_a_checkpoint_fixes_is_warned_about_as_ignored_not_refused(tmp_path, caplog):
-    """model.tubelet_size=4 beside a train.init or a resume, whose architecture fixes the tubelet, was refused as
-    the config was read ("data.tubelet=2 differs from model.tubelet_size=4: ... set both"), and following that
-    advice warned of both keys as ignored: the run trained at the checkpoint's tubelet either way. Warned of once as
-    ignored; a clip the run would use unfit for its model is still refused (no checkpoint: a --resume auto that finds
-    none), as are frames a pre-training resume takes from the config; a fine-tuning resume takes its run's too."""
-    from mme.config import given_in
+def _tubelet_1_file(tmp_path, **sizes) -> Path:
+    """A train.init file of tubelet 1 (the recipes' is 2), patch 16 as theirs."""
     from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
+
+    return save_pretrained(VisionTransformer(ModelConfig(**{"img_size": 32, "num_frames": 4, "tubelet_size": 1,
+                                                            "embed_dim": 32, "depth": 2, "num_heads": 2, **sizes})),
+                           tmp_path / "pre")
+
+
+def _resumed(kind=PretrainConfig, recipe="tiny_cpu_mme") -> tuple[str, dict]:
+    """What engine.begin reads of a run of the recipe as it is (tubelet 2, patch 16, 8 frames of 64 px)."""
+    return "checkpoint-00000001.pt", {"config": dataclasses.asdict(load_config(kind, recipe, [])),
+                                      "meta": {"cwd": os.getcwd()}}
+
+
+def _applied(cfg, resume, caplog):
+    """``cfg``'s run config once its checkpoint's architecture is applied (pre-training's or fine-tuning's), with the
+    warnings said."""
+    from mme.config import given_in
     from mme.train import engine
-    from mme.train.config import FinetuneConfig
+    from mme.train.config import clips_for
     from mme.train.finetune import _model_config
     from mme.train.pretrain import _with_architecture, read_init
 
-    src = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, tubelet_size=1, embed_dim=32,
-                                                        depth=2, num_heads=2)), tmp_path / "pre")
-    run = load_config(PretrainConfig, "tiny_cpu_mme", [])  # the resumed run's: tubelet 2
-    state = {"config": dataclasses.asdict(run), "meta": {"cwd": str(tmp_path)}}
-    for keys, resume, tubelet, said in (
-            ([f"train.init={src}"], None, 1, f"train.init {src}: the run's architecture is the file's, so these are "
-             "ignored: model.tubelet_size=4 (the file's: 1)"),
-            (["train.resume=auto"], ("checkpoint-00000001.pt", state), 2, "resuming checkpoint-00000001.pt: its "
-             "model is the run's own, so these are ignored: model.tubelet_size=4 (the run's: 2)")):
-        whose = said[said.rindex("(the "):-3]  # (the file's: / (the run's:
-        for advised, also in (([], ""), (["data.tubelet=4"], f", data.tubelet=4 {whose} {tubelet})")):
-            cfg = load_config(PretrainConfig, "tiny_cpu_mme", [*keys, "model.tubelet_size=4", *advised])
-            caplog.clear()
-            with caplog.at_level("WARNING", logger="mme"):
-                ran = _with_architecture(cfg, resume, None if resume else read_init(cfg), given_in(cfg))
-            assert (ran.model.tubelet_size, ran.data.tubelet) == (tubelet, tubelet)
-            assert [r.getMessage() for r in caplog.records] == [said + also]
-    with pytest.raises(ConfigError, match="^data.tubelet=2 differs from model.tubelet_size=4: the clips must fit"):
-        load_config(PretrainConfig, "tiny_cpu_mme", ["model.tubelet_size=4"])
-    for given in ([f"train.init={src}"], ["train.resume=auto"]):  # the config's frames, both runs' clips
-        with pytest.raises(ConfigError, match="^data.num_frames=8 differs from model.num_frames=4"):
-            load_config(PretrainConfig, "tiny_cpu_mme", [*given, "model.num_frames=4"])
-    fresh = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", "model.tubelet_size=4",
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        if isinstance(cfg, PretrainConfig):
+            ran = _with_architecture(cfg, resume, None if resume else read_init(cfg), given_in(cfg))
+        else:
+            init = None if resume else engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
+            source = resume[0] if resume else f"train.init {cfg.train.init}"
+            ran = clips_for(cfg, _model_config(cfg, resume, init, given_in(cfg)), source, given_in(cfg),
+                            resumed=resume is not None)
+    return ran, [r.getMessage() for r in caplog.records]
+
+
+FILES = "train.init {src}: the run's architecture is the file's, so these are ignored: "
+RUNS = "resuming checkpoint-00000001.pt: its model is the run's own, so these are ignored: "
+CLIPS = "resuming checkpoint-00000001.pt: the clips are those its model takes, so these are ignored: "
+
+
+@pytest.mark.parametrize("kind, keys, said", [
+    (PretrainConfig, ["model.tubelet_size=4"], FILES + "model.tubelet_size=4 (the file's: 1)"),
+    (PretrainConfig, ["model.tubelet_size=4", "data.tubelet=4"],
+     FILES + "model.tubelet_size=4 (the file's: 1), data.tubelet=4 (the file's: 1)"),
+    (PretrainConfig, ["model.tubelet_size=3"], FILES + "model.tubelet_size=3 (the file's: 1)"),
+    (PretrainConfig, ["model.in_chans=1"], FILES + "model.in_chans=1 (the file's: 3)"),
+    ("FinetuneConfig", ["model.tubelet_size=4"], FILES + "model.tubelet_size=4 (the file's: 1)"),
+    ("FinetuneConfig", ["model.in_chans=1"], FILES + "model.in_chans=1 (the file's: 3)"),
+])
+def test_model_keys_train_init_replaces_are_warned_about_as_ignored_not_refused(tmp_path, caplog, kind, keys, said):
+    """Model keys beside a train.init whose architecture replaces them (a tubelet, its channels) were refused as the
+    config was read ("data.tubelet=2 differs from model.tubelet_size=4 ... set both"; "model.in_chans=1: the clips
+    are RGB"), the advice followed only warned of as ignored. One warning; the run takes the file's."""
+    from mme.train.config import FinetuneConfig
+
+    kind, recipe = (FinetuneConfig, "finetune_tiny_cpu") if kind == "FinetuneConfig" else (kind, "tiny_cpu_mme")
+    src = _tubelet_1_file(tmp_path)
+    ran, warned = _applied(load_config(kind, recipe, [f"train.init={src}", *keys]), None, caplog)
+    assert (ran.model.tubelet_size, ran.data.tubelet, ran.model.in_chans) == (1, 1, 3)
+    assert warned == [said.format(src=src)]
+
+
+@pytest.mark.parametrize("kind, keys, said, model", [
+    (PretrainConfig, ["model.tubelet_size=4"], RUNS + "model.tubelet_size=4 (the run's: 2)", (8, 96, 16, 2)),
+    (PretrainConfig, ["model.tubelet_size=4", "data.tubelet=4"],
+     RUNS + "model.tubelet_size=4 (the run's: 2), data.tubelet=4 (the run's: 2)", (8, 96, 16, 2)),
+    (PretrainConfig, ["model.tubelet_size=3"], RUNS + "model.tubelet_size=3 (the run's: 2)", (8, 96, 16, 2)),
+    (PretrainConfig, ["model.patch_size=20"], RUNS + "model.patch_size=20 (the run's: 16)", (8, 96, 16, 2)),
+    (PretrainConfig, ["model.patch_size=20", "model.img_size=48", "data.img_size=48"],
+     RUNS + "model.patch_size=20 (the run's: 16)", (8, 48, 16, 2)),
+    (PretrainConfig, ["model.in_chans=1"], RUNS + "model.in_chans=1 (the run's: 3)", (8, 96, 16, 2)),
+    ("FinetuneConfig", ["model.img_size=100", "data.img_size=100"],
+     [RUNS + "model.img_size=100 (the run's: 96)", CLIPS + "data.img_size=100 (the run's: 96)"], (8, 96, 16, 2)),
+    ("FinetuneConfig", ["model.num_frames=5", "data.num_frames=5"],
+     [RUNS + "model.num_frames=5 (the run's: 8)", CLIPS + "data.num_frames=5 (the run's: 8)"], (8, 96, 16, 2)),
+    ("FinetuneConfig", ["model.in_chans=1"], RUNS + "model.in_chans=1 (the run's: 3)", (8, 96, 16, 2)),
+])
+def test_model_keys_a_resume_replaces_are_warned_about_as_ignored_not_refused(caplog, kind, keys, said, model):
+    """A resume, which takes its run's architecture (and a fine-tuning run's clip), refused as the config was read
+    the keys it then ignored ("model.num_frames 8 is not a multiple of tubelet_size 3", "model.img_size 96 is not a
+    multiple of patch_size 20", "model.in_chans=1: the clips are RGB"), a train.init accepting them. One warning;
+    the run takes its own (frames, size, patch, tubelet), the clips fit to it."""
+    from mme.train.config import FinetuneConfig
+
+    kind, recipe = (FinetuneConfig, "finetune_tiny_cpu") if kind == "FinetuneConfig" else (kind, "tiny_cpu_mme")
+    ran, warned = _applied(load_config(kind, recipe, ["train.resume=auto", *keys]), _resumed(kind, recipe), caplog)
+    m = ran.model
+    assert (m.num_frames, m.img_size, m.patch_size, m.tubelet_size, m.in_chans) == (*model, 3)
+    assert (ran.data.num_frames, ran.data.img_size, ran.data.tubelet) == (model[0], model[1], model[3])
+    assert warned == (said if isinstance(said, list) else [said])
+
+
+@pytest.mark.parametrize("keys, refused", [
+    (["model.num_frames=4"], "data.num_frames=8 differs from model.num_frames=4: the clips must fit the model"),
+    (["model.img_size=48"], "data.img_size=96 differs from model.img_size=48: the clips must fit the model"),
+])
+@pytest.mark.parametrize("checkpoint", ["train.init=any.pt", "train.resume=auto"])
+def test_a_pretraining_clip_unfit_for_its_model_is_refused_as_the_config_is_read(checkpoint, keys, refused):
+    """The frames and size a pre-training run with a checkpoint takes from its config are checked as it is read."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(refused)}"):
+        load_config(PretrainConfig, "tiny_cpu_mme", [checkpoint, *keys])
+
+
+def test_a_resumed_runs_tubelet_that_does_not_divide_the_clip_is_refused_naming_the_run(caplog):
+    """A pre-training resume at a clip its run's tubelet does not divide (the config's 7 frames, the run's tubelet
+    2) was refused "model.num_frames 7 is not a multiple of tubelet_size 2", of a 2 the command line did not give
+    (model.tubelet_size=1 was warned of as ignored). The refusal names the resumed run, as train.init's names the
+    file."""
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", "model.tubelet_size=1", "data.tubelet=1",
+                                                       "model.num_frames=7", "data.num_frames=7"])
+    with pytest.raises(ConfigError, match=re.escape(
+            "model.num_frames 7 is not a multiple of tubelet_size 2 of the resumed run's weights "
+            "(checkpoint-00000001.pt)") + "$"):
+        _applied(cfg, _resumed(), caplog)
+
+
+def test_a_checkpoint_of_other_channels_than_rgb_is_refused_naming_it(tmp_path, caplog):
+    """model.in_chans is the checkpoint's where it gives the architecture: one of 1 channel is refused, named."""
+    src = _tubelet_1_file(tmp_path, in_chans=1)
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", [f"train.init={src}"])
+    with pytest.raises(ConfigError, match=re.escape(f"model.in_chans=1 of train.init {src}'s weights: the clips are "
+                                                    "RGB, 3 channels")):
+        _applied(cfg, None, caplog)
+
+
+@pytest.mark.parametrize("keys, refused", [
+    (["model.tubelet_size=4"], "data.tubelet=2 differs from model.tubelet_size=4: the clips must fit the model"),
+    (["model.tubelet_size=3", "data.tubelet=3"], "model.num_frames 8 is not a multiple of tubelet_size 3$"),
+    (["model.in_chans=1"], "model.in_chans=1: the clips are RGB"),
+])
+def test_without_a_checkpoint_the_clip_is_checked_against_the_configs_model(tmp_path, keys, refused):
+    """Refused as the config is read without a checkpoint, and by engine.begin where --resume auto finds none (the
+    config's model is then the run's)."""
+    from mme.train import engine
+
+    with pytest.raises(ConfigError, match=f"^{refused}"):
+        load_config(PretrainConfig, "tiny_cpu_mme", keys)
+    fresh = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", *keys,
                                                         f"train.out_dir={tmp_path / 'fresh'}", "train.device=cpu"])
-    with pytest.raises(ConfigError, match="^data.tubelet=2 differs from model.tubelet_size=4: the clips must fit"):
-        engine.begin(fresh)  # (no checkpoint to resume: the config's model is the run's)
-    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [f"train.init={src}", "model.tubelet_size=4"])
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="mme"):
-        model = _model_config(cfg, None, engine.read_init(str(src), cfg.model, encoder_only=True), given_in(cfg))
-    assert model.tubelet_size == 1
-    assert [r.getMessage() for r in caplog.records] == [f"train.init {src}: the run's architecture is the file's, so "
-                                                        "these are ignored: model.tubelet_size=4 (the file's: 1)"]
-    run = load_config(FinetuneConfig, "finetune_tiny_cpu", [])
-    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", ["train.resume=auto", "model.num_frames=4"])
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="mme"):
-        model = _model_config(cfg, ("checkpoint-00000001.pt", {"config": dataclasses.asdict(run)}), None,
-                              given_in(cfg))
-    assert (model.num_frames, model.tubelet_size) == (8, 2)
-    assert [r.getMessage() for r in caplog.records] == ["resuming checkpoint-00000001.pt: its model is the run's "
-                                                        "own, so these are ignored: model.num_frames=4 (the run's: 8)"]
+    with pytest.raises(ConfigError, match=f"^{refused}"):
+        engine.begin(fresh)
 
 
 def _tiny_mae() -> MaskedAutoencoder:

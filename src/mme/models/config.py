@@ -130,9 +130,10 @@ class ModelConfig:
     it and stays at chance for 300 steps without: docs/results.md)."""
     checks_clip: InitVar[bool] = True
     """Whether the config, as built, checks that its patch and tubelet divide its clip (:meth:`check_clip`); not a
-    key: False where a run config builds it as its section, which then decides (a run from ``train.init`` takes the
-    file's patch and tubelet: :attr:`mme.train.config.PretrainConfig.checks_clip`). A copy
-    (``dataclasses.replace``) checks."""
+    key: False where a run config builds it as its section, which then decides (a run from ``train.init`` or a resume
+    takes the checkpoint's patch and tubelet: :attr:`mme.train.config.PretrainConfig.checks_clip`), and where a run
+    gives it a checkpoint's architecture, checked with the clips that take it (:func:`mme.train.config.clips_for`).
+    A copy (``dataclasses.replace``) checks unless so told."""
     given_as: InitVar[Mapping[str, str] | None] = None
     """How what gives the fields names them, for its refusals (``{"embed_dim": "hidden_size"}``: a Hugging Face
     config's keys, :func:`mme.models.convert_config.config_from_hf`); not a key. A field it does not name is named by

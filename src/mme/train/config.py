@@ -16,9 +16,9 @@ from typing import ClassVar
 from mme.config import MAX_REPEATS, check_integers, check_within
 from mme.data.dataset import DataConfig
 from mme.data.sampling import window_length
-from mme.errors import ConfigError
+from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.classifier import SCRATCH_INITS
-from mme.models.config import DECODER_AND_MASK_FIELDS, ENCODER_FIELDS, ModelConfig
+from mme.models.config import DECODER_AND_MASK_FIELDS, DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.masking import masked_per_sample
 from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
@@ -120,6 +120,12 @@ class TrainConfig:
             raise ConfigError("train.out_dir must not be empty")
 
 
+FROM_INIT = ("preset", *ENCODER_FIELDS, *DECODER_FIELDS)
+"""The model fields a run begun from ``train.init`` may have taken from that file
+(:func:`mme.train.engine.architecture_from`, the preset set aside with them): its recipe's values of these need not
+be the run's."""
+
+
 @dataclass
 class PretrainConfig:
     """Everything ``mme pretrain`` needs."""
@@ -129,9 +135,9 @@ class PretrainConfig:
     CHECKS_SECTION_CLIPS: ClassVar[bool] = True
     """Its model and data sections are built without their clip's checks (:func:`mme.config.from_dict`): it makes
     them in its ``__post_init__`` (so on every copy of it too) where it :attr:`checks_clip`."""
-    RESUMED_MODEL: ClassVar[tuple[str, ...]] = ENCODER_FIELDS
-    """The model fields of the clip's concern that a resumed run takes from its checkpoint (of
-    :data:`mme.train.engine.FROM_INIT`): its architecture, the clip's frames and size the config's."""
+    RESUMED_MODEL: ClassVar[tuple[str, ...]] = FROM_INIT
+    """The model fields a resumed run takes from its checkpoint (``mme.train.pretrain.setup``'s
+    ``_with_architecture``): its architecture and preset, the clip's frames and size the config's."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Videos, sampling and augmentation (mme.data.dataset)."""
@@ -153,16 +159,14 @@ class PretrainConfig:
     @property
     def checks_clip(self) -> bool:
         """Whether the clip is checked against this config's patch and tubelet (their divisibility, the mask's token
-        grid) as it is built: not where ``train.init`` gives the architecture, whose patch and tubelet the run
-        takes; the checks are then made with the file's where its architecture is applied
-        (:func:`mme.train.engine.architecture_from`, :func:`clips_for`, :func:`check_masks_a_token` in
-        :func:`mme.train.pretrain.setup`'s ``_with_architecture``), a later copy of it (``dataclasses.replace``, as
-        a resume makes) not checking the recipe's."""
-        return not self.train.init
+        grid) as it is built: not where ``train.init`` or a resume gives the architecture, whose patch and tubelet
+        the run takes (:func:`taken_from_checkpoint`); the checks are then made with the checkpoint's where its
+        architecture is applied (:func:`clips_for`, :func:`check_masks_a_token` in :func:`mme.train.pretrain.setup`'s
+        ``_with_architecture``; :func:`mme.train.engine.begin` where ``--resume auto`` finds no checkpoint), a
+        later copy of it (``dataclasses.replace``, as a resume makes) not checking the recipe's."""
+        return not taken_from_checkpoint(self, resuming=bool(self.train.resume))
 
     def __post_init__(self):
-        if self.checks_clip:
-            check_clips_divide(self.data, self.model)
         check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
         check_window(self.data, self.target.track_length if self.target.tracked else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
@@ -299,7 +303,7 @@ class FinetuneConfig:
     """As :attr:`PretrainConfig.OTHER_KINDS`."""
     CHECKS_SECTION_CLIPS: ClassVar[bool] = True
     """As :attr:`PretrainConfig.CHECKS_SECTION_CLIPS`."""
-    RESUMED_MODEL: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(ModelConfig))
+    RESUMED_MODEL: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(FinetuneModel))
     """As :attr:`PretrainConfig.RESUMED_MODEL`: the whole model, its clip's frames and size too (a resumed classifier
     is tested on the clips it was trained on)."""
 
@@ -314,8 +318,6 @@ class FinetuneConfig:
     """As :attr:`PretrainConfig.checks_clip` (the divisibility of the clip; fine-tuning masks nothing)."""
 
     def __post_init__(self):
-        if self.checks_clip:
-            check_clips_divide(self.data, self.model)
         check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
         check_window(self.data)
 
@@ -359,9 +361,12 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     ``data.tubelet`` left to the caller's warning of the model's architecture, :func:`tubelet_ignored`), the others
     said in the log as the recipe's, not those of ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
-    clip)."""
+    clip: :func:`check_clips_fit_model`, naming ``source``'s weights, whose patch, tubelet and channels the model
+    may have taken unchecked)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
-                               tubelet=model.tubelet_size, **data_fields)
+                               tubelet=model.tubelet_size, checks_clip=False, **data_fields)
+    check_clips_fit_model(data, model, weights=f"the resumed run's weights ({source})" if resumed
+                          else f"{source}'s weights")
     differ = [(section, key, getattr(ours, key), getattr(theirs, key)) for section, ours, theirs, keys in (
         ("data", cfg.data, data, [d for d, _ in CLIP_FIELDS]), ("model", cfg.model, model, unsaid))
         for key in keys if getattr(ours, key) != getattr(theirs, key)]
@@ -380,30 +385,35 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     return dataclasses.replace(cfg, data=data, model=model)
 
 
-def check_clips_divide(data, model) -> None:
-    """The model's patch and tubelet, and the data section's tubelet, must divide the clip (the sections' own
-    checks, :meth:`~mme.models.config.ModelConfig.check_clip`, which a run config makes where it
-    :attr:`~PretrainConfig.checks_clip`)."""
-    model.check_clip()
-    data.check_clip()
-
-
 def taken_from_checkpoint(cfg, resuming: bool) -> tuple[str, ...]:
     """The model fields whose values in ``cfg`` (a pre-training or fine-tuning config) a run leaves for a
-    checkpoint's: a resumed run's (``resuming``), else the architecture of its ``train.init`` (none without one)."""
-    return cfg.RESUMED_MODEL if resuming else ENCODER_FIELDS if cfg.train.init else ()
+    checkpoint's: a resumed run's (``resuming``, its kind's ``RESUMED_MODEL``), else those of its ``train.init``
+    (:data:`FROM_INIT`; none without one)."""
+    return cfg.RESUMED_MODEL if resuming else FROM_INIT if cfg.train.init else ()
 
 
-def check_clips_fit_model(data, model, taken: Collection[str] = ()) -> None:
-    """The data section's clips must fit the model: its geometry, and RGB (shared by pre-training and
-    fine-tuning). Not the model's fields ``taken`` (:func:`taken_from_checkpoint`): the run's are a checkpoint's,
-    which its clips take (:func:`clips_for`), the config's warned about as ignored where given."""
+def check_clips_fit_model(data, model, taken: Collection[str] = (), weights: str = "") -> None:
+    """The data section's clips must fit the model (shared by pre-training and fine-tuning): the model's patch and
+    tubelet, and the data's tubelet, divide them, their frames, size and tubelet are the model's, and it takes RGB.
+    Nothing of the model's fields ``taken`` (:func:`taken_from_checkpoint`): the run's are a checkpoint's, checked
+    where its architecture is applied (:func:`clips_for`), the config's warned about as ignored where given.
+    ``weights``: what the model's patch, tubelet and channels are of, named in their refusal (``train.init X's
+    weights``)."""
+    of = f" of {weights}" if weights else ""
+    if not taken:
+        try:
+            model.check_clip()
+        except ClipNotDivisible as e:
+            if not weights:
+                raise
+            raise ClipNotDivisible(e.field, e.value, f"{e.reason}{of}", e.key) from e
+        data.check_clip()
     for d, m in CLIP_FIELDS:
         if m not in taken and getattr(data, d) != getattr(model, m):
             raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
                               "the clips must fit the model; set both")
-    if model.in_chans != 3:
-        raise ConfigError(f"model.in_chans={model.in_chans}: the clips are RGB, 3 channels (a model of other "
+    if "in_chans" not in taken and model.in_chans != 3:
+        raise ConfigError(f"model.in_chans={model.in_chans}{of}: the clips are RGB, 3 channels (a model of other "
                           f"inputs loads and exports, but does not train on videos)")
 
 

@@ -53,7 +53,7 @@ from mme.config import (
 from mme.data.dataset import identity_change, identity_text, lines_digest, list_identity, same_content
 from mme.data.lists import check_root, left_out
 from mme.data.video import decode_on
-from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
+from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
 from mme.eval.testing import reading_changed
 from mme.models.checkpoint import (
     CLIP,
@@ -65,7 +65,7 @@ from mme.models.checkpoint import (
     recorded_model,
     run_model_config,
 )
-from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
+from mme.models.config import ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig
@@ -73,6 +73,7 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.config import (
+    FROM_INIT,
     TrainConfig,
     check_clips_fit_model,
     ignored_value,
@@ -297,7 +298,7 @@ def begin(cfg) -> Start:
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
-        if resume is None and t.resume:  # (the config's model, not a resumed run's, as the config left open)
+        if resume is None and t.resume:  # (the config's clip and model, the run's, as the config left them open)
             check_clips_fit_model(cfg.data, cfg.model, taken_from_checkpoint(cfg, resuming=False))
     resumed = resume[1] if resume else None
     dist.check_start_step(int(resumed["step"]) if resumed else None, run_folder.run_of(resumed))
@@ -533,15 +534,8 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     ignored += tubelet_ignored(data_tubelet, arch.get("tubelet_size", model.tubelet_size), given, "the file's")
     say_ignored(f"train.init {source}", "the run's architecture is the file's", ignored)
     preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
-    try:  # (the clip's check against the file's patch and tubelet: mme.train.config.PretrainConfig.checks_clip)
-        return dataclasses.replace(model, preset=preset, **arch)
-    except ClipNotDivisible as e:
-        raise ClipNotDivisible(e.field, e.value, f"{e.reason} of train.init {source}'s weights", e.key) from e
-
-
-FROM_INIT = ("preset", *ENCODER_FIELDS, *DECODER_FIELDS)
-"""The model fields a run begun from ``train.init`` may have taken from that file (:func:`architecture_from`, the
-preset set aside with them): its recipe's values of these need not be the run's."""
+    # (the clip checked with the file's patch and tubelet as the run's clips take them: mme.train.config.clips_for)
+    return dataclasses.replace(model, preset=preset, checks_clip=False, **arch)
 
 
 def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterable[str], given: Collection[str],

@@ -245,8 +245,8 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
     (training from scratch)."""
     if resume is not None:
         model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
-        engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given,
-                                      resume[0], bool(cfg.train.init), cfg.data.tubelet)
+        engine.warn_ignored_on_resume(cfg.model, model, cfg.RESUMED_MODEL, given, resume[0], bool(cfg.train.init),
+                                      cfg.data.tubelet)
         return model
     if init is None:
         return cfg.model

@@ -407,14 +407,14 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     warned about as ignored, :func:`~mme.train.engine.warn_ignored_on_resume`), else the one ``init`` records (the
     same weights compute something else in another: other heads, another input norm), else the config's; its clips
     fit to that model (:func:`~mme.train.config.clips_for`), and its mask checked against that model's token grid
-    (:func:`~mme.train.config.check_masks_a_token`: a config of a ``train.init`` leaves it to here,
+    (:func:`~mme.train.config.check_masks_a_token`: a config of a ``train.init`` or a resume leaves it to here,
     :attr:`~mme.train.config.PretrainConfig.checks_clip`)."""
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
-        engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init),
+        engine.warn_ignored_on_resume(cfg.model, runs, cfg.RESUMED_MODEL, given, resume[0], bool(cfg.train.init),
                                       cfg.data.tubelet)
-        model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
+        model = dataclasses.replace(cfg.model, checks_clip=False, **{k: getattr(runs, k) for k in cfg.RESUMED_MODEL})
         cfg = clips_for(cfg, model, resume[0], given, resumed=True)
     elif init is not None:
         model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
