@@ -1122,18 +1122,39 @@ def test_a_checkpoint_of_other_channels_than_rgb_is_refused_naming_it(tmp_path, 
     (["model.tubelet_size=4"], "data.tubelet=2 differs from model.tubelet_size=4: the clips must fit the model"),
     (["model.tubelet_size=3", "data.tubelet=3"], "model.num_frames 8 is not a multiple of tubelet_size 3$"),
     (["model.in_chans=1"], "model.in_chans=1: the clips are RGB"),
+    (["model.img_size=16", "data.img_size=16", "model.num_frames=2", "data.num_frames=2"],
+     re.escape("model.mask_ratio=0.7 masks no token of the (1, 1, 1) grid")),
 ])
 def test_without_a_checkpoint_the_clip_is_checked_against_the_configs_model(tmp_path, keys, refused):
     """Refused as the config is read without a checkpoint, and by engine.begin where --resume auto finds none (the
-    config's model is then the run's)."""
+    config's model is then the run's: its clip's fit, and its mask's token grid, which begin left to the run's
+    set-up), before it takes the folder: one that was there is left as it was (it held a .lock after the refusal)."""
     from mme.train import engine
 
     with pytest.raises(ConfigError, match=f"^{refused}"):
         load_config(PretrainConfig, "tiny_cpu_mme", keys)
-    fresh = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", *keys,
-                                                        f"train.out_dir={tmp_path / 'fresh'}", "train.device=cpu"])
-    with pytest.raises(ConfigError, match=f"^{refused}"):
-        engine.begin(fresh)
+    for out in (tmp_path / "fresh", tmp_path / "kept"):
+        if out.name == "kept":
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+        fresh = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", *keys, f"train.out_dir={out}",
+                                                            "train.device=cpu"])
+        with pytest.raises(ConfigError, match=f"^{refused}"):
+            engine.begin(fresh)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
+
+
+def test_an_eval_only_config_leaves_its_whole_model_to_its_classifier():
+    """task.eval_only tests its classifier at its clip, with its channels (mme.eval.finetuned): the config's model
+    keys beside it are not refused as it is read (they were: "data.img_size=96 differs from model.img_size=100 ...
+    set both", a refusal whose advice was then warned of as ignored), as a fine-tuning resume's are not."""
+    from mme.train.config import FROM_INIT, FinetuneConfig, taken_from_checkpoint
+
+    keys = ["task.eval_only=true", "train.init=clf.pt"]
+    for given in (["model.img_size=100"], ["model.num_frames=7"], ["model.in_chans=1"]):
+        cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [*keys, *given])
+        assert taken_from_checkpoint(cfg, resuming=False) == FinetuneConfig.RESUMED_MODEL
+    assert taken_from_checkpoint(load_config(FinetuneConfig, "finetune_tiny_cpu", keys[1:]), False) == FROM_INIT
 
 
 def _tiny_mae() -> MaskedAutoencoder:

@@ -1553,6 +1553,32 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         "(the file's: 48); mme embed --img-size / --num-frames runs its encoder on other clips"]
 
 
+def test_eval_only_warns_of_the_classifiers_clip_and_channels_given_once_as_ignored(synth, tmp_path, caplog):
+    """task.eval_only takes its classifier's whole model (as a resume): a frame count given was refused as the config
+    was read ("data.num_frames=4 differs from model.num_frames=7 ... set both"), given with data.num_frames too only
+    warned of as ignored; model.in_chans=1 was refused as the classifier's ("model.in_chans=1 of task.eval_only's
+    train.init X's weights: the clips are RGB"), the classifier's being 3. Each is one warning; it tests its own."""
+    from mme.eval.finetuned import finetune
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+
+    src = save_pretrained(VideoClassifier(ModelConfig(**{**TINY, "num_frames": 6}), num_classes=4),
+                          tmp_path / "clf")
+    with caplog.at_level("WARNING", logger="mme"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
+                                    "task.val_list=", "data.test_clips=1", "data.test_crops=1", "model.num_frames=7",
+                                    "model.in_chans=1"))
+    source = f"task.eval_only's train.init {src}"
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
+        f"{source}: a classifier's architecture is the file's, so these are ignored: model.in_chans=1 (the file's: "
+        "3)",
+        f"{source}: a classifier is tested on the clips it was trained on, so these are ignored: data.num_frames=4 "
+        "(the file's: 6), model.num_frames=7 (the file's: 6); mme embed --img-size / --num-frames runs its encoder "
+        "on other clips"]
+    assert res.reports["test"]["num_samples"] == 8  # (the test list's 8 videos, tested at its clip)
+
+
 @pytest.fixture(scope="module")
 def stride4(synth, tmp_path_factory):
     """The checkpoint of a run fine-tuned (1 step, fp32) on clips at stride 4 (the tiny recipe's is 2), classes

@@ -205,11 +205,11 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
     clip = ("num_frames", "img_size")
-    arch = ("patch_size", "tubelet_size")
-    its_clip = dataclasses.replace(cfg.model, **{k: getattr(m, k) for k in (*clip, *arch)})
+    arch = ("patch_size", "tubelet_size", "in_chans")
+    its_clip = dataclasses.replace(cfg.model, checks_clip=False, **{k: getattr(m, k) for k in (*clip, *arch)})
     source = f"task.eval_only's train.init {cfg.train.init}"
-    # its patch and tubelet (the data section's too) are its weights' (no command changes them), its frames and size
-    # the clips it was trained on (mme embed takes others)
+    # its patch, tubelet (the data section's too) and channels are its weights' (no command changes them), its frames
+    # and size the clips it was trained on (mme embed takes others)
     say_ignored(source, "a classifier's architecture is the file's", [
         ignored_value(f"model.{k}", getattr(cfg.model, k), getattr(m, k)) for k in arch
         if f"model.{k}" in given and getattr(cfg.model, k) != getattr(m, k)]

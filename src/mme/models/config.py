@@ -131,7 +131,7 @@ class ModelConfig:
     checks_clip: InitVar[bool] = True
     """Whether the config, as built, checks that its patch and tubelet divide its clip (:meth:`check_clip`); not a
     key: False where a run config builds it as its section, which then decides (a run from ``train.init`` or a resume
-    takes the checkpoint's patch and tubelet: :attr:`mme.train.config.PretrainConfig.checks_clip`), and where a run
+    takes the checkpoint's patch and tubelet: :func:`mme.train.config.taken_from_checkpoint`), and where a run
     gives it a checkpoint's architecture, checked with the clips that take it (:func:`mme.train.config.clips_for`).
     A copy (``dataclasses.replace``) checks unless so told."""
     given_as: InitVar[Mapping[str, str] | None] = None

@@ -134,7 +134,8 @@ class PretrainConfig:
     """Sections of the other kind of recipe, named when a recipe of that kind is given (``from_dict``)."""
     CHECKS_SECTION_CLIPS: ClassVar[bool] = True
     """Its model and data sections are built without their clip's checks (:func:`mme.config.from_dict`): it makes
-    them in its ``__post_init__`` (so on every copy of it too) where it :attr:`checks_clip`."""
+    them in its ``__post_init__`` (so on every copy of it too), all but those of the model's fields a checkpoint
+    gives (:func:`taken_from_checkpoint`)."""
     RESUMED_MODEL: ClassVar[tuple[str, ...]] = FROM_INIT
     """The model fields a resumed run takes from its checkpoint (``mme.train.pretrain.setup``'s
     ``_with_architecture``): its architecture and preset, the clip's frames and size the config's."""
@@ -156,18 +157,9 @@ class PretrainConfig:
         return dict.fromkeys(("data.test_clips", "data.test_crops"), "pre-training tests nothing (the test views "
                                                                      "are mme finetune's)")
 
-    @property
-    def checks_clip(self) -> bool:
-        """Whether the clip is checked against this config's patch and tubelet (their divisibility, the mask's token
-        grid) as it is built: not where ``train.init`` or a resume gives the architecture, whose patch and tubelet
-        the run takes (:func:`taken_from_checkpoint`); the checks are then made with the checkpoint's where its
-        architecture is applied (:func:`clips_for`, :func:`check_masks_a_token` in :func:`mme.train.pretrain.setup`'s
-        ``_with_architecture``; :func:`mme.train.engine.begin` where ``--resume auto`` finds no checkpoint), a
-        later copy of it (``dataclasses.replace``, as a resume makes) not checking the recipe's."""
-        return not taken_from_checkpoint(self, resuming=bool(self.train.resume))
-
     def __post_init__(self):
-        check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
+        taken = taken_from_checkpoint(self, resuming=bool(self.train.resume))
+        check_clips_fit_model(self.data, self.model, taken)
         check_window(self.data, self.target.track_length if self.target.tracked else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
             self.target.check_settings_used()
@@ -175,7 +167,7 @@ class PretrainConfig:
             raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
                               "trains each clip on another clip's targets of its batch (per rank), which needs "
                               ">= 2 clips; one would keep its own")
-        if self.checks_clip:
+        if not taken:  # (else with the checkpoint's patch and tubelet: mme.train.pretrain.setup's _with_architecture)
             check_masks_a_token(self.model)
         if self.target.tracked and not self.target.interpolate:
             t = self.target
@@ -314,9 +306,6 @@ class FinetuneConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     train: FinetuneTrain = field(default_factory=FinetuneTrain)
 
-    checks_clip = PretrainConfig.checks_clip
-    """As :attr:`PretrainConfig.checks_clip` (the divisibility of the clip; fine-tuning masks nothing)."""
-
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
         check_window(self.data)
@@ -361,12 +350,11 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     ``data.tubelet`` left to the caller's warning of the model's architecture, :func:`tubelet_ignored`), the others
     said in the log as the recipe's, not those of ``source``'s model.
     ``data_fields``: other data values set in the same replace (the data section is checked once, with the model's
-    clip: :func:`check_clips_fit_model`, naming ``source``'s weights, whose patch, tubelet and channels the model
+    clip: :func:`check_model_takes_clip`, naming ``source``'s weights, whose patch, tubelet and channels the model
     may have taken unchecked)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
                                tubelet=model.tubelet_size, checks_clip=False, **data_fields)
-    check_clips_fit_model(data, model, weights=f"the resumed run's weights ({source})" if resumed
-                          else f"{source}'s weights")
+    check_model_takes_clip(data, model, f"the resumed run's weights ({source})" if resumed else f"{source}'s weights")
     differ = [(section, key, getattr(ours, key), getattr(theirs, key)) for section, ours, theirs, keys in (
         ("data", cfg.data, data, [d for d, _ in CLIP_FIELDS]), ("model", cfg.model, model, unsaid))
         for key in keys if getattr(ours, key) != getattr(theirs, key)]
@@ -387,32 +375,44 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
 
 def taken_from_checkpoint(cfg, resuming: bool) -> tuple[str, ...]:
     """The model fields whose values in ``cfg`` (a pre-training or fine-tuning config) a run leaves for a
-    checkpoint's: a resumed run's (``resuming``, its kind's ``RESUMED_MODEL``), else those of its ``train.init``
-    (:data:`FROM_INIT`; none without one)."""
-    return cfg.RESUMED_MODEL if resuming else FROM_INIT if cfg.train.init else ()
+    checkpoint's: a resumed run's (``resuming``, its kind's ``RESUMED_MODEL``) or, as a resume's, those of the
+    classifier ``task.eval_only`` tests (its ``train.init``, whose clip it is tested on), else those of its
+    ``train.init`` (:data:`FROM_INIT`; none without one). The config's clip is checked against its own patch and
+    tubelet as it is read (their divisibility, a pre-training mask's token grid) only where this is empty; else with
+    the checkpoint's where its architecture is applied (:func:`clips_for`; :func:`check_masks_a_token` in
+    :func:`mme.train.pretrain.setup`'s ``_with_architecture``), and as a fresh run's config where ``--resume auto``
+    finds no checkpoint (:func:`mme.train.engine.begin`: the clip's fit and the mask's token grid)."""
+    if resuming or isinstance(cfg, FinetuneConfig) and cfg.task.eval_only:
+        return cfg.RESUMED_MODEL
+    return FROM_INIT if cfg.train.init else ()
 
 
-def check_clips_fit_model(data, model, taken: Collection[str] = (), weights: str = "") -> None:
-    """The data section's clips must fit the model (shared by pre-training and fine-tuning): the model's patch and
-    tubelet, and the data's tubelet, divide them, their frames, size and tubelet are the model's, and it takes RGB.
-    Nothing of the model's fields ``taken`` (:func:`taken_from_checkpoint`): the run's are a checkpoint's, checked
-    where its architecture is applied (:func:`clips_for`), the config's warned about as ignored where given.
-    ``weights``: what the model's patch, tubelet and channels are of, named in their refusal (``train.init X's
-    weights``)."""
-    of = f" of {weights}" if weights else ""
+def check_clips_fit_model(data, model, taken: Collection[str] = ()) -> None:
+    """The data section's clips must fit the model (shared by pre-training and fine-tuning): their frames, size and
+    tubelet are the model's, and the model takes them (:func:`check_model_takes_clip`). Nothing of the model's
+    fields ``taken`` (:func:`taken_from_checkpoint`): the run's are a checkpoint's, checked where its architecture is
+    applied (:func:`clips_for`), the config's warned about as ignored where given."""
     if not taken:
-        try:
-            model.check_clip()
-        except ClipNotDivisible as e:
-            if not weights:
-                raise
-            raise ClipNotDivisible(e.field, e.value, f"{e.reason}{of}", e.key) from e
-        data.check_clip()
+        check_model_takes_clip(data, model)
     for d, m in CLIP_FIELDS:
         if m not in taken and getattr(data, d) != getattr(model, m):
             raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
                               "the clips must fit the model; set both")
-    if "in_chans" not in taken and model.in_chans != 3:
+
+
+def check_model_takes_clip(data, model, weights: str = "") -> None:
+    """What the model's weights fix must take the clip: its patch and tubelet, and the data's tubelet, divide it, and
+    it takes RGB. ``weights``: what the model's patch, tubelet and channels are of, named in their refusal
+    (``train.init X's weights``)."""
+    of = f" of {weights}" if weights else ""
+    try:
+        model.check_clip()
+    except ClipNotDivisible as e:
+        if not weights:
+            raise
+        raise ClipNotDivisible(e.field, e.value, f"{e.reason}{of}", e.key) from e
+    data.check_clip()
+    if model.in_chans != 3:
         raise ConfigError(f"model.in_chans={model.in_chans}{of}: the clips are RGB, 3 channels (a model of other "
                           f"inputs loads and exports, but does not train on videos)")
 

@@ -75,10 +75,8 @@ from mme.train import run_folder
 from mme.train.config import (
     FROM_INIT,
     TrainConfig,
-    check_clips_fit_model,
     ignored_value,
     say_ignored,
-    taken_from_checkpoint,
     tubelet_ignored,
 )
 from mme.train.interrupts import HeldBack
@@ -289,6 +287,9 @@ def begin(cfg) -> Start:
         check_compiler(device)
     with dist.agreed():  # (before the folder is made: that of a renamed run's config.yaml)
         run_folder.check_recipe_of_run(recipe_of(cfg), t.out_dir, t.resume, given_in(cfg))
+        nothing_listed = t.resume == "auto" and not ckpt.list_checkpoints(Path(t.out_dir))
+        if nothing_listed:  # (a fresh run: refused before its folder is taken, which it leaves as it was)
+            _check_as_fresh(cfg)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     dist.check_folder_shared(out_dir, "train.out_dir")  # (every rank resumes from it, rank 0 alone writes there)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
@@ -298,8 +299,8 @@ def begin(cfg) -> Start:
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
-        if resume is None and t.resume:  # (the config's clip and model, the run's, as the config left them open)
-            check_clips_fit_model(cfg.data, cfg.model, taken_from_checkpoint(cfg, resuming=False))
+        if resume is None and t.resume and not nothing_listed:  # (train.overwrite of checkpoints none of which reads)
+            _check_as_fresh(cfg)
     resumed = resume[1] if resume else None
     dist.check_start_step(int(resumed["step"]) if resumed else None, run_folder.run_of(resumed))
     replaced = dist.on_main(run_folder.check_owner, out_dir, resumed, t.overwrite, t.init)
@@ -311,6 +312,13 @@ def begin(cfg) -> Start:
         if resume is not None:
             built_mlp_ratio(*resume)
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
+
+
+def _check_as_fresh(cfg) -> None:
+    """``cfg``, whose ``--resume auto`` finds no checkpoint, checked as a fresh run's config is as it is read: what it
+    left for the checkpoint (:func:`~mme.train.config.taken_from_checkpoint`: the clip's fit to the model, a
+    pre-training mask's token grid, a target's settings) is the config's own in a fresh run."""
+    dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=None))  # (its __post_init__ checks)
 
 
 def check_same_config(cfg, device: torch.device) -> None:

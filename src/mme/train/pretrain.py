@@ -354,8 +354,8 @@ def setup(cfg: PretrainConfig) -> Run:
     start = engine.begin(cfg)
     cfg = start.cfg  # (its train.init the resumed run's)
     t = cfg.train
-    if t.resume:  # a fresh run is refused a setting its target does not use, a resumed one warned
-        cfg.target.check_settings_used(resumed=start.resume is not None)
+    if start.resume is not None:  # warned of a setting its target does not use (a fresh run's refused: begin)
+        cfg.target.check_settings_used(resumed=True)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
         init = read_init(cfg) if t.init and start.resume is None else None
         cfg = _with_architecture(cfg, start.resume, init, given)
@@ -408,7 +408,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     same weights compute something else in another: other heads, another input norm), else the config's; its clips
     fit to that model (:func:`~mme.train.config.clips_for`), and its mask checked against that model's token grid
     (:func:`~mme.train.config.check_masks_a_token`: a config of a ``train.init`` or a resume leaves it to here,
-    :attr:`~mme.train.config.PretrainConfig.checks_clip`)."""
+    :func:`~mme.train.config.taken_from_checkpoint`)."""
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
