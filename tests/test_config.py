@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mme.config import load_config
+from mme.config import field_types, load_config
 from mme.errors import ConfigError, UnknownConfigKeys
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
@@ -50,12 +50,22 @@ def test_overrides_win_over_the_recipe_and_are_coerced():
     assert cfg.model.img_size == 96  # from the recipe
 
 
+def test_a_section_with_init_only_values_is_read_on_every_python():
+    """ModelConfig and DataConfig declare InitVars (``checks_clip``, ``given_as``), which Python 3.10's
+    typing.get_type_hints refuses (bpo-44799): every command that loaded a config crashed there in a TypeError."""
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["data.num_frames=8", "model.depth=3"])
+    assert (cfg.data.num_frames, cfg.model.depth) == (8, 3)
+    model_types = field_types(ModelConfig)
+    assert model_types["depth"] == int | None and model_types["mask_ratio"] is float
+    assert not {"checks_clip", "given_as"} & set(model_types)
+
+
 def _number_keys(cls: type, prefix: str = "") -> dict[str, object]:
     """The dotted keys of config dataclass ``cls`` whose values are numbers (in a list, a union too), with their
     types."""
     import typing
 
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     keys: dict[str, object] = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]

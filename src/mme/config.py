@@ -37,6 +37,7 @@ import logging
 import math
 import operator
 import os
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -442,10 +443,25 @@ def home(text: str, named: str = "") -> str:
                       f"({why}); set HOME, or give the path in full")
 
 
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field: type}`` of dataclass ``cls``: each field's annotation (text, under ``from __future__ import
+    annotations``) evaluated where its class declares it, as :func:`typing.get_type_hints` evaluates it. Not that
+    function, which on Python 3.10 refuses a class that declares an ``InitVar`` (bpo-44799: ``ModelConfig``,
+    ``DataConfig``), whose values are no field."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for base in reversed(cls.__mro__):
+        module = vars(sys.modules[base.__module__])
+        for name, annotation in vars(base).get("__annotations__", {}).items():
+            if name in fields:
+                out[name] = eval(annotation, dict(vars(base)), module) if isinstance(annotation, str) else annotation
+    return out
+
+
 def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
     """The dotted keys of config dataclass ``cls`` that name a file or folder, each with what an empty value names
     (each section's ``PATHS``)."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     keys = {prefix + name: empty for name, empty in getattr(cls, "PATHS", {}).items()}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
@@ -476,7 +492,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", **init_vars:
     that checks their clips itself (its ``CHECKS_SECTION_CLIPS``: a run config, whose ``train.init`` may replace the
     patch and tubelet) are built with ``checks_clip=False``, their check left to it."""
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     _refuse_unknown(cls, data, prefix)
     if getattr(cls, "CHECKS_SECTION_CLIPS", False):
         for name, value in data.items():
@@ -510,7 +526,7 @@ def _checked_layer(cls: type, data: dict[str, Any], prefix: str = "") -> dict[st
     ``train:``) as ``{}``: nothing changed there, over a base as over the defaults, with or without overrides. A path
     key's text (UTF-8, as YAML is) is held as the file system's name for it (:func:`mme.utils.fs_name`), as an
     override's is, whatever the locale."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     _refuse_unknown(cls, data, prefix)
     out = {}
     for name, value in data.items():
@@ -575,7 +591,7 @@ def _empty_collection(cls: type, name: str, types_of: tuple[Any, ...]) -> str:
 def _integer_fields(cls: type) -> tuple[tuple[str, Any], ...]:
     """The fields of dataclass ``cls`` annotated ``int``, ``int | None`` or ``tuple[int, ...]``, each with its
     annotation."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls)
                  if hints[f.name] in (int, int | None, tuple[int, ...]))
 
@@ -760,7 +776,7 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
         if dropped:
             _say(level, f"config: {prefix}preset={update['preset']} replaces "
                         f"{', '.join(f'{prefix}{k}={v}' for k, v in dropped.items())} set before it")
-    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    hints = field_types(cls) if dataclasses.is_dataclass(cls) else {}
     for name, value in update.items():
         tp = hints.get(name)
         if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name), dict):
@@ -1030,7 +1046,7 @@ def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
 def shadowed_by(cls: type) -> dict[str, str]:
     """``{dotted key: the key that wins over it where set}`` over the sections of config dataclass ``cls``: each
     section's ``SHADOWED_BY`` (``train.epochs``: ``train.steps``)."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     return {f"{f.name}.{name}": f"{f.name}.{winner}" for f in dataclasses.fields(cls)
             for name, winner in getattr(hints[f.name], "SHADOWED_BY", {}).items()}
 
