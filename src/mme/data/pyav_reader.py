@@ -353,9 +353,9 @@ def not_a_video(path: str, demuxer: str, frames: int | None = None, still: str =
     one packet; None where it has not counted them yet: then only text is refused) and it is a picture: the still
     image of a HEIF file (``still``, :func:`still_read`'s reason: a still AVIF, or an animated one's main image that a
     backend reads in its sequence's place), or opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still
-    picture or an animated WebP whose frames that backend does not decode (FFmpeg's WebP decoder reads none;
-    OpenCV's build may read them all, and the file is read). A change of what is refused bumps
-    :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
+    picture or an animated WebP whose frames that backend does not decode (the WebP decoder of PyAV 17 and 18's
+    FFmpeg reads none, PyAV 19's reads them all; OpenCV's build may read them all: the file is read). A change of
+    what is refused bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
         what = "not a video: FFmpeg read it as {}, text drawn as frames"
     elif frames is None or frames > 1:
