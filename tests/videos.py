@@ -401,7 +401,8 @@ def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int
     (only the first ``packets`` packets' where given), as some recorders and muxers write them: a packet without a
     picture, which FFmpeg's H.264 decoder refuses alone ("no frame!"). ``timing``: 'own', that packet timed 1 tick
     (1/12800 s in MP4) before its picture's; 'shared', at its picture's timestamps (Matroska's milliseconds merge
-    the two anyway)."""
+    the two anyway). Each picture's packet keeps its duration: the MP4 muxer ends the stream at the last packet's
+    end, which cut the last frame off where PyAV (17) left a new packet's duration 0."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
         for k, p in enumerate(p for p in i.demux(video=0) if p.size):
@@ -410,12 +411,12 @@ def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int
                 size = 4 + int.from_bytes(data[:4], "big")
                 units, data = units + [data[:size]], data[size:]
             apart = [u for u in units if u[4] & 0x1F in types] if packets is None or k < packets else []
-            for part, key, tick in ((apart, False, timing == "own"), ([u for u in units if u not in apart],
-                                                                      p.is_keyframe, 0)):
+            for part, key, tick, duration in ((apart, False, timing == "own", 0),
+                                              ([u for u in units if u not in apart], p.is_keyframe, 0, p.duration)):
                 if part:
                     packet = av.Packet(b"".join(part))
                     packet.stream, packet.time_base, packet.is_keyframe = stream, p.time_base, key
-                    packet.pts, packet.dts = p.pts - tick, p.dts - tick
+                    packet.pts, packet.dts, packet.duration = p.pts - tick, p.dts - tick, duration
                     out.mux(packet)
     return Path(dst)
 
