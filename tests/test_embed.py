@@ -19,6 +19,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from os_fakes import swap_stat
 from training import in_one_process, on_one_core
 from videos import DecodedFrames, texture, write_hdr_video, write_keyint_video, write_video
 from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
@@ -215,14 +216,15 @@ def test_an_out_name_is_refused_as_too_long_by_its_file_systems_limit_in_bytes_o
 
     monkeypatch.setattr(Path, "is_dir", is_dir)
     monkeypatch.setattr(sys, "platform", "darwin")
-    stat = os.stat
 
-    def apples(path, *args, **kw):  # a file system that takes 255 characters, of any bytes (APFS)
-        if len(os.path.basename(path)) <= 255 < len(os.fsencode(os.path.basename(path))):
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        return stat(path, *args, **kw)
+    def apples(stat):  # a file system that takes 255 characters, of any bytes (APFS)
+        def call(path, *args, **kw):
+            if len(os.path.basename(path)) <= 255 < len(os.fsencode(os.path.basename(path))):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+            return stat(path, *args, **kw)
+        return call
 
-    monkeypatch.setattr(os, "stat", apples)
+    swap_stat(monkeypatch, apples)
     assert utils._name_limit(tmp_path) is None and check_output(out, "--out") == out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from os_fakes import swap_stat
 from training import in_one_process
 from videos import CORPUS, affine_video, cut_mid_gop, write_corpus_file, write_keyint_video, write_video
 
@@ -982,12 +983,14 @@ def test_a_folder_or_entry_of_the_split_listed_that_cannot_be_looked_at_or_liste
         (d / rel).write_bytes(rel.encode())
     out = tmp_path / "lists"
 
-    def failing(real, paths, err):
-        def call(path=".", *args, **kwargs):
-            if os.fspath(path) in paths:
-                raise OSError(err, os.strerror(err), os.fspath(path))
-            return real(path, *args, **kwargs)
-        return call
+    def failing(paths, err):  # (real) -> real, failing on paths
+        def fake(real):
+            def call(path=".", *args, **kwargs):
+                if os.fspath(path) in paths:
+                    raise OSError(err, os.strerror(err), os.fspath(path))
+                return real(path, *args, **kwargs)
+            return call
+        return fake
 
     def lists(listed) -> int:
         code = cli_main(["lists", "folder", str(listed), "--out", str(out)])
@@ -996,19 +999,18 @@ def test_a_folder_or_entry_of_the_split_listed_that_cannot_be_looked_at_or_liste
 
     for looked_at in (d / "val" / "B", d / "val" / "README.md"):  # os.lstat / os.stat fail on it
         with monkeypatch.context() as m:
-            m.setattr(os, "stat", failing(os.stat, {str(looked_at)}, errno.ESTALE))
-            m.setattr(os, "lstat", failing(os.lstat, {str(looked_at)}, errno.ESTALE))
+            swap_stat(m, failing({str(looked_at)}, errno.ESTALE))
             assert lists(d / "val") == 1
         assert capsys.readouterr().err.strip().splitlines() == [
             f"mme lists: error: {looked_at}: cannot be read (Stale file handle)"]
     for unlisted, listed in ((d / "val" / "B", d / "val"), (d / "train" / "B", d)):  # os.scandir fails on it
         with monkeypatch.context() as m:
-            m.setattr(os, "scandir", failing(os.scandir, {str(unlisted)}, errno.EACCES))
+            m.setattr(os, "scandir", failing({str(unlisted)}, errno.EACCES)(os.scandir))
             assert lists(listed) == 1
         assert capsys.readouterr().err.strip().splitlines() == [
             f"mme lists: error: {unlisted}: cannot be read (Permission denied)"]
     with monkeypatch.context() as m:  # a split beside: passed over
-        m.setattr(os, "scandir", failing(os.scandir, {str(d / "train" / "B")}, errno.EACCES))
+        m.setattr(os, "scandir", failing({str(d / "train" / "B")}, errno.EACCES)(os.scandir))
         assert from_class_folders(d / "val") == ({"val": [ListEntry("val/A/val_A.mp4", 0),
                                                           ListEntry("val/B/val_B.mp4", 1),
                                                           ListEntry("val/C/val_C.mp4", 2)]}, ["A", "B", "C"])
