@@ -50,9 +50,21 @@ def test_overrides_win_over_the_recipe_and_are_coerced():
     assert cfg.model.img_size == 96  # from the recipe
 
 
-def test_a_section_with_init_only_values_is_read_on_every_python():
+def test_a_section_with_init_only_values_is_read_on_every_python(monkeypatch):
     """ModelConfig and DataConfig declare InitVars (``checks_clip``, ``given_as``), which Python 3.10's
-    typing.get_type_hints refuses (bpo-44799): every command that loaded a config crashed there in a TypeError."""
+    typing.get_type_hints refuses (bpo-44799): every command that loaded a config crashed there in a TypeError.
+    Its refusal is made here on any Python."""
+    import typing
+
+    get_type_hints = typing.get_type_hints
+
+    def as_on_python_3_10(obj, *args, **kwargs):
+        declared = [a for base in getattr(obj, "__mro__", ()) for a in vars(base).get("__annotations__", {}).values()]
+        if any(isinstance(a, str) and a.startswith(("InitVar[", "dataclasses.InitVar[")) for a in declared):
+            raise TypeError("Forward references must evaluate to types. Got dataclasses.InitVar[bool].")
+        return get_type_hints(obj, *args, **kwargs)
+
+    monkeypatch.setattr(typing, "get_type_hints", as_on_python_3_10)
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["data.num_frames=8", "model.depth=3"])
     assert (cfg.data.num_frames, cfg.model.depth) == (8, 3)
     model_types = field_types(ModelConfig)

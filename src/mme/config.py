@@ -33,11 +33,11 @@ import contextlib
 import dataclasses
 import decimal
 import functools
+import inspect
 import logging
 import math
 import operator
 import os
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -445,16 +445,15 @@ def home(text: str, named: str = "") -> str:
 
 def field_types(cls: type) -> dict[str, Any]:
     """``{field: type}`` of dataclass ``cls``: each field's annotation (text, under ``from __future__ import
-    annotations``) evaluated where its class declares it, as :func:`typing.get_type_hints` evaluates it. Not that
-    function, which on Python 3.10 refuses a class that declares an ``InitVar`` (bpo-44799: ``ModelConfig``,
-    ``DataConfig``), whose values are no field."""
+    annotations``) evaluated once where its class declares it, as :func:`inspect.get_annotations` with ``eval_str``
+    evaluates it (not :func:`typing.get_type_hints`, which also resolves the strings nested in a type, turns a bare
+    ``None`` into ``NoneType`` and strips ``Annotated``, and which on Python 3.10 refuses a class that declares an
+    ``InitVar``, bpo-44799: ``ModelConfig``, ``DataConfig``). The ``InitVar`` values, which are no fields, are left
+    out."""
     fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
     for base in reversed(cls.__mro__):
-        module = vars(sys.modules[base.__module__])
-        for name, annotation in vars(base).get("__annotations__", {}).items():
-            if name in fields:
-                out[name] = eval(annotation, dict(vars(base)), module) if isinstance(annotation, str) else annotation
+        out.update((name, tp) for name, tp in inspect.get_annotations(base, eval_str=True).items() if name in fields)
     return out
 
 
