@@ -366,6 +366,19 @@ def with_nals_before_keyframes(src: str | Path, dst: str | Path, nals: list[byte
     return _with_nals_alone(src, dst, nals, None)
 
 
+def repacked(data: bytes, like: av.Packet, stream: av.stream.Stream, shift: int = 0, picture: bool = True
+             ) -> av.Packet:
+    """A packet of ``data`` for ``stream`` timed as packet ``like`` (``shift`` ticks later), lasting as long and a
+    keyframe where ``like`` is, where it holds a picture; else (NAL units alone, which show nothing) lasting 0 and
+    no keyframe. Its duration is set, not left to PyAV: PyAV 17 leaves a new packet's 0, and the MP4 muxer ends the
+    stream at the last packet's end, which cut the last frame off (59 frames of 60)."""
+    packet = av.Packet(data)
+    packet.stream, packet.time_base = stream, like.time_base
+    packet.pts, packet.dts = (None if t is None else t + shift for t in (like.pts, like.dts))  # (Matroska: dts None)
+    packet.is_keyframe, packet.duration = like.is_keyframe and picture, like.duration if picture else 0
+    return packet
+
+
 def _with_nals_alone(src: str | Path, dst: str | Path, nals: list[bytes], after: int | None) -> Path:
     """``src``'s packets remuxed with the NAL units ``nals``, in that order, in one packet of their own after the
     packet ``after`` (in decode order), or, where None, before each keyframe but the first; timed (and decoded) 1
@@ -379,10 +392,8 @@ def _with_nals_alone(src: str | Path, dst: str | Path, nals: list[bytes], after:
             p.stream = stream
             out.mux(p)
             if k in insert_after:
-                alone = av.Packet(b"".join(len(nal).to_bytes(4, "big") + nal for nal in nals))
-                alone.stream, alone.time_base = stream, p.time_base
-                alone.pts, alone.dts = p.pts + 1, p.dts + 1
-                out.mux(alone)
+                out.mux(repacked(b"".join(len(nal).to_bytes(4, "big") + nal for nal in nals), p, stream, shift=1,
+                                 picture=False))
     return Path(dst)
 
 
@@ -401,8 +412,7 @@ def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int
     (only the first ``packets`` packets' where given), as some recorders and muxers write them: a packet without a
     picture, which FFmpeg's H.264 decoder refuses alone ("no frame!"). ``timing``: 'own', that packet timed 1 tick
     (1/12800 s in MP4) before its picture's; 'shared', at its picture's timestamps (Matroska's milliseconds merge
-    the two anyway). Each picture's packet keeps its duration: the MP4 muxer ends the stream at the last packet's
-    end, which cut the last frame off where PyAV (17) left a new packet's duration 0."""
+    the two anyway)."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
         for k, p in enumerate(p for p in i.demux(video=0) if p.size):
@@ -411,13 +421,10 @@ def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int
                 size = 4 + int.from_bytes(data[:4], "big")
                 units, data = units + [data[:size]], data[size:]
             apart = [u for u in units if u[4] & 0x1F in types] if packets is None or k < packets else []
-            for part, key, tick, duration in ((apart, False, timing == "own", 0),
-                                              ([u for u in units if u not in apart], p.is_keyframe, 0, p.duration)):
+            for part, shift, picture in ((apart, -(timing == "own"), False),
+                                         ([u for u in units if u not in apart], 0, True)):
                 if part:
-                    packet = av.Packet(b"".join(part))
-                    packet.stream, packet.time_base, packet.is_keyframe = stream, p.time_base, key
-                    packet.pts, packet.dts, packet.duration = p.pts - tick, p.dts - tick, duration
-                    out.mux(packet)
+                    out.mux(repacked(b"".join(part), p, stream, shift, picture))
     return Path(dst)
 
 
@@ -455,10 +462,7 @@ def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
                 data += END_OF_SEQUENCE
             elif how == "end_of_sequence_in_cra_packet" and k == restart:
                 data[:0] = END_OF_SEQUENCE
-            packet = av.Packet(bytes(data))
-            packet.stream, packet.time_base = stream, p.time_base
-            packet.pts, packet.dts, packet.is_keyframe = p.pts, p.dts, p.is_keyframe
-            out.mux(packet)
+            out.mux(repacked(bytes(data), p, stream))
     return Path(dst)
 
 
