@@ -16,3 +16,12 @@ def swap_stat(patch: pytest.MonkeyPatch, fake: Callable[[Callable], Callable]) -
     patch.setattr(os, "stat", fake(os.stat))
     patch.setattr(os, "lstat", fake(os.lstat))
     patch.setattr(Path, "stat", lambda self, *, follow_symlinks=True: os.stat(self, follow_symlinks=follow_symlinks))
+
+
+def swap_listing(patch: pytest.MonkeyPatch, fake: Callable[[Callable], Callable]) -> None:
+    """Make ``os.listdir`` and ``os.scandir`` ``fake(os.listdir)`` and ``fake(os.scandir)``, for pathlib too: Python
+    3.10's ``Path.iterdir`` calls the ``os.listdir`` pathlib bound at its import, and is made to call the ``os``
+    module's, as 3.11 and 3.12's does (3.13's calls ``os.scandir``)."""
+    patch.setattr(os, "listdir", fake(os.listdir))
+    patch.setattr(os, "scandir", fake(os.scandir))
+    patch.setattr(Path, "iterdir", lambda self: (self / name for name in os.listdir(self)))

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from os_fakes import swap_stat
+from os_fakes import swap_listing, swap_stat
 from training import in_one_process
 from videos import CORPUS, affine_video, cut_mid_gop, write_corpus_file, write_keyint_video, write_video
 
@@ -622,8 +622,7 @@ def test_a_split_built_on_its_own_lists_each_folder_once(tmp_path, monkeypatch):
             return real(path)
         return listing
 
-    for name in ("listdir", "scandir"):  # (Path.iterdir lists with one or the other, by Python version)
-        monkeypatch.setattr(os, name, counted(getattr(os, name)))
+    swap_listing(monkeypatch, counted)
     written, _ = build_lists("folder", root / "val", tmp_path / "lists")
     monkeypatch.undo()
     assert sorted(listed) == [".", "train", "train/a", "train/b", "val", "val/a", "val/b"]
