@@ -1142,6 +1142,7 @@ def test_a_checkpoint_of_other_channels_than_rgb_is_refused_naming_it(tmp_path, 
 
 @pytest.mark.parametrize("keys, refused", [
     (["model.tubelet_size=4"], "data.tubelet=2 differs from model.tubelet_size=4: the clips must fit the model"),
+    (["data.tubelet=3"], "data.tubelet=3 differs from model.tubelet_size=2: the clips must fit the model"),
     (["model.tubelet_size=3", "data.tubelet=3"], "model.num_frames 8 is not a multiple of tubelet_size 3$"),
     (["model.in_chans=1"], "model.in_chans=1: the clips are RGB"),
     (["model.img_size=16", "data.img_size=16", "model.num_frames=2", "data.num_frames=2"],
@@ -1164,6 +1165,19 @@ def test_without_a_checkpoint_the_clip_is_checked_against_the_configs_model(tmp_
         with pytest.raises(ConfigError, match=f"^{refused}"):
             engine.begin(fresh)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
+
+
+def test_an_overwritten_folder_whose_checkpoints_do_not_read_checks_the_clip_against_the_configs_model(tmp_path):
+    """--resume auto with train.overwrite=true over checkpoints none of which reads starts afresh: the model keys
+    left to a checkpoint as the config was read are the run's own, checked by engine.begin (once the folder is
+    taken)."""
+    from mme.train import engine
+
+    (tmp_path / "checkpoint-00000001.pt").write_bytes(b"not a checkpoint")
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["train.resume=auto", "train.overwrite=true", "model.in_chans=1",
+                                                      f"train.out_dir={tmp_path}", "train.device=cpu"])
+    with pytest.raises(ConfigError, match="^model.in_chans=1: the clips are RGB"):
+        engine.begin(cfg)
 
 
 def test_an_eval_only_config_leaves_its_whole_model_to_its_classifier():

@@ -354,7 +354,7 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     may have taken unchecked)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
                                tubelet=model.tubelet_size, checks_clip=False, **data_fields)
-    check_model_takes_clip(data, model, f"the resumed run's weights ({source})" if resumed else f"{source}'s weights")
+    check_model_takes_clip(model, f"the resumed run's weights ({source})" if resumed else f"{source}'s weights")
     differ = [(section, key, getattr(ours, key), getattr(theirs, key)) for section, ours, theirs, keys in (
         ("data", cfg.data, data, [d for d, _ in CLIP_FIELDS]), ("model", cfg.model, model, unsaid))
         for key in keys if getattr(ours, key) != getattr(theirs, key)]
@@ -392,18 +392,18 @@ def check_clips_fit_model(data, model, taken: Collection[str] = ()) -> None:
     tubelet are the model's, and the model takes them (:func:`check_model_takes_clip`). Nothing of the model's
     fields ``taken`` (:func:`taken_from_checkpoint`): the run's are a checkpoint's, checked where its architecture is
     applied (:func:`clips_for`), the config's warned about as ignored where given."""
-    if not taken:
-        check_model_takes_clip(data, model)
     for d, m in CLIP_FIELDS:
         if m not in taken and getattr(data, d) != getattr(model, m):
             raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
                               "the clips must fit the model; set both")
+    if not taken:
+        check_model_takes_clip(model)
 
 
-def check_model_takes_clip(data, model, weights: str = "") -> None:
-    """What the model's weights fix must take the clip: its patch and tubelet, and the data's tubelet, divide it, and
-    it takes RGB. ``weights``: what the model's patch, tubelet and channels are of, named in their refusal
-    (``train.init X's weights``)."""
+def check_model_takes_clip(model, weights: str = "") -> None:
+    """What the model's weights fix must take the clip: its patch and tubelet divide it (the data section's clip is
+    the model's, :data:`CLIP_FIELDS`), and it takes RGB. ``weights``: what the model's patch, tubelet and channels
+    are of, named in their refusal (``train.init X's weights``)."""
     of = f" of {weights}" if weights else ""
     try:
         model.check_clip()
@@ -411,7 +411,6 @@ def check_model_takes_clip(data, model, weights: str = "") -> None:
         if not weights:
             raise
         raise ClipNotDivisible(e.field, e.value, f"{e.reason}{of}", e.key) from e
-    data.check_clip()
     if model.in_chans != 3:
         raise ConfigError(f"model.in_chans={model.in_chans}{of}: the clips are RGB, 3 channels (a model of other "
                           f"inputs loads and exports, but does not train on videos)")

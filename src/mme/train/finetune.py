@@ -238,11 +238,11 @@ def _check_resumed_head(cfg: FinetuneConfig, resume: tuple[str, dict], names: li
 
 def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Checkpoint | None,
                   given: Collection[str] = ()) -> FinetuneModel:
-    """The run's encoder config: from the resumed run (the config's values it ignores warned about: those of its
-    architecture only where ``given`` on the command line, :func:`~mme.train.engine.warn_ignored_on_resume`), else
-    the architecture of ``init`` (``train.init`` read; its tubelet too, which the run's clips then take:
-    :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop path (a run from scratch keeps the
-    config's model: :func:`setup`)."""
+    """The encoder config of a run that resumes (``resume``) or else starts from ``init``, one of them given: from the
+    resumed run (the config's values it ignores warned about: those of its architecture only where ``given`` on the
+    command line, :func:`~mme.train.engine.warn_ignored_on_resume`), else the architecture of ``init`` (``train.init``
+    read; its tubelet too, which the run's clips then take: :func:`~mme.train.config.clips_for`) with this config's clip
+    geometry and drop path (a run from scratch keeps the config's model: :func:`setup`)."""
     if resume is not None:
         model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, model, cfg.RESUMED_MODEL, given, resume[0], bool(cfg.train.init),
