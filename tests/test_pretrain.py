@@ -11,6 +11,7 @@ import logging
 import math
 import multiprocessing
 import os
+import queue
 import random
 import re
 import shlex
@@ -324,17 +325,27 @@ def test_a_process_forked_while_another_thread_trains_trains(synth, tmp_path, he
         except BaseException as e:  # noqa: BLE001 (said to the parent)
             said.put(f"{type(e).__name__}: {e}")
 
-    thread = threading.Thread(target=run, args=("tiny_cpu_pixel", synth, tmp_path / "thread", "train.steps=1", FP32))
+    ran = []
+    thread = threading.Thread(target=lambda: ran.append(run("tiny_cpu_pixel", synth, tmp_path / "thread",
+                                                            "train.steps=1", FP32).step))
     thread.start()
+    process = fork.Process(target=child)
     try:
         assert training.wait(60)
-        process = fork.Process(target=child)
         process.start()
-        assert said.get(timeout=60) == 1
+        try:
+            got = said.get(timeout=60)
+        except queue.Empty:
+            pytest.fail(f"the forked child said nothing in 60 s (alive: {process.is_alive()}, exit code "
+                        f"{process.exitcode})")
+        assert got == 1
         process.join(60)
     finally:
         go_on.set()
         thread.join(60)
+        if process.is_alive():
+            process.kill()
+    assert ran == [1]  # (the parent's run, which a thread's exception would not fail)
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
@@ -491,9 +502,9 @@ def test_a_step_copies_its_metrics_to_the_host_once_and_agrees_on_each_micro_bat
 
     def step(run, stream, stop):
         before = dict(counted)
-        metrics = real_step(run, stream, stop)
+        stepped = real_step(run, stream, stop)  # (metrics, lr, wd)
         per_step.append({k: counted[k] - before[k] for k in counted})
-        return metrics
+        return stepped
 
     def forward(run, inputs):
         loss, values = real_forward(run, inputs)

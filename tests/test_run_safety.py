@@ -1865,12 +1865,12 @@ SLOW_NUMPY_IMPORT = ("import importlib.abc, sys, time\n"
 
 def _the_mme_script() -> str:
     """The code of the ``mme`` script pip writes for pyproject.toml's ``[project.scripts]`` entry (``from module
-    import function``, ``sys.exit(function())``); skipped where Python has no tomllib (before 3.11)."""
-    tomllib = pytest.importorskip("tomllib")
+    import function``, ``sys.exit(function())``), as the installed package's metadata records it (read alike on
+    every Python: tomllib is 3.11's)."""
+    from importlib.metadata import entry_points
 
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    module, function = tomllib.loads(pyproject.read_text())["project"]["scripts"]["mme"].split(":")
-    return f"import sys\nfrom {module} import {function}\nsys.exit({function}())"
+    (script,) = entry_points(group="console_scripts", name="mme")
+    return f"import sys\nfrom {script.module} import {script.attr}\nsys.exit({script.attr}())"
 
 
 @pytest.mark.parametrize("entry, second", [("script", signal.SIGINT), ("mme", signal.SIGINT),

@@ -899,7 +899,8 @@ class _VideoDataset(Dataset):
         # Per video, its frames as a training read found them (0: not read yet), likewise shared: short_videos.
         self._frames = torch.zeros(len(entries), dtype=torch.int32).share_memory_()
         # Per video, whether its failure was taken from a resumed run's checkpoint (:meth:`carry_failures`), set in
-        # place so that the copies of :meth:`with_seed` and the loader workers (started after) see it.
+        # place so that the copies of :meth:`with_seed` see it; not in shared memory: it is set before any loader
+        # worker starts (a resume's restore), so the workers, which take the dataset as they start, see it too.
         self._carried = torch.zeros(len(entries), dtype=torch.bool)
         self._check_failures()
         if entries_given is None:  # (a test set given its entries: its caller says it, as it spells the list)

@@ -355,7 +355,8 @@ def not_a_video(path: str, demuxer: str, frames: int | None = None, still: str =
     backend reads in its sequence's place), or opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still
     picture or an animated WebP whose frames that backend does not decode (the WebP decoder of PyAV 17 and 18's
     FFmpeg reads none, PyAV 19's reads them all; OpenCV's build may read them all: the file is read). A change of
-    what is refused bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
+    what mme refuses bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts); a
+    change of what the installed FFmpeg decodes does not (the WebP's verdict: docs/data.md)."""
     if demuxer in TEXT_DEMUXERS:
         what = "not a video: FFmpeg read it as {}, text drawn as frames"
     elif frames is None or frames > 1:
