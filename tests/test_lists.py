@@ -2393,7 +2393,8 @@ def test_class_maps_as_published(tmp_path):
 
 def test_a_list_entry_pickled_before_entries_were_slotted_loads_as_it_was(monkeypatch):
     """A ListEntry pickled before the class was slotted holds its ``__dict__``, which the slotted dataclass's own
-    ``__setstate__`` read as its keys: ListEntry(path='path', label='label'). Both states load as pickled."""
+    ``__setstate__`` read as its keys: ListEntry(path='path', label='label'). Both states load as pickled, on Python
+    3.10 too (where the slotted dataclass put its own ``__setstate__`` over the class's)."""
 
     @dataclass(frozen=True)
     class Unslotted:  # the class as it was before it was slotted, pickled under its name

@@ -78,13 +78,18 @@ class ListEntry:
     label: int | None = None
     line_no: int = field(default=0, compare=False, repr=False)
 
-    def __setstate__(self, state: list | tuple | dict) -> None:
-        """The state this class pickles (its fields' values, in order) or the one it pickled before it was slotted
-        (its ``__dict__``), which the slotted dataclass's own read as its keys: ``ListEntry(path='path', ...)``."""
-        if isinstance(state, dict):
-            state = [state[f.name] if f.default is MISSING else state.get(f.name, f.default) for f in fields(self)]
-        for f, value in zip(fields(self), state, strict=True):
-            object.__setattr__(self, f.name, value)
+
+def _set_entry_state(entry: ListEntry, state: list | tuple | dict) -> None:
+    """The state ListEntry pickles (its fields' values, in order) or the one it pickled before it was slotted (its
+    ``__dict__``), which the slotted dataclass's own ``__setstate__`` read as its keys: ``ListEntry(path='path', ...)``.
+    Set after ``@dataclass``: on Python 3.10 its ``slots=True`` puts its own over a frozen class's."""
+    if isinstance(state, dict):
+        state = [state[f.name] if f.default is MISSING else state.get(f.name, f.default) for f in fields(entry)]
+    for f, value in zip(fields(entry), state, strict=True):
+        object.__setattr__(entry, f.name, value)
+
+
+ListEntry.__setstate__ = _set_entry_state
 
 
 @dataclass(frozen=True)
