@@ -1623,6 +1623,11 @@ class _ListedOnce:
             log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, path, more)
 
 
+_NUL_STAND_IN = "\ud800"
+"""What a NUL in a CSV reaches the csv module as, which on Python 3.10 refuses a line holding one ('line contains
+NUL'; 3.11 reads it): a lone surrogate, which no text decoded from UTF-8 holds, so each is a NUL again in its row."""
+
+
 def _csv_rows(path: Path) -> Iterator:
     """A CSV's column names (lower case, stripped: 'Label', ' split'), then its rows, read one at a time (a CSV of
     millions of rows is not held), as {column: value}, each with the line it starts on: blank rows (an empty line, a
@@ -1630,15 +1635,19 @@ def _csv_rows(path: Path) -> Iterator:
     spaces after a comma are skipped, so a field after them may be quoted (', "air drumming"'), and those after a
     closing quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its
     last columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
-    starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped."""
+    starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped.
+    A NUL is read as any other character (the caller refuses it), on Python 3.10 too (:data:`_NUL_STAND_IN`)."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
-            reader = csv.reader(map(_without_bom, fh), skipinitialspace=True)  # (', "air drumming"': quotes read)
-            fields = [f.strip().lower() for f in next(reader, [])]
+            reader = csv.reader((_without_bom(line).replace("\0", _NUL_STAND_IN) for line in fh),
+                                skipinitialspace=True)  # (', "air drumming"': quotes read)
+            rows = ([value.replace(_NUL_STAND_IN, "\0") for value in values] if _NUL_STAND_IN in "".join(values)
+                    else values for values in reader)  # (one search a row)
+            fields = [f.strip().lower() for f in next(rows, [])]
             yield set(fields)
             start = reader.line_num + 1
-            for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
+            for values in rows:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
                 if any(value.strip() for value in values):
                     yield start, dict(zip(fields, values))
                 start = reader.line_num + 1
