@@ -1335,7 +1335,7 @@ def test_auto_precision_says_how_many_clips_it_timed(batch_size, clips, synth, t
     res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", "model.depth=1", f"train.batch_size={batch_size}")
     reason = json.loads((res.out_dir / "run.json").read_text())["precision_reason"]
     assert re.fullmatch(rf"auto: measured here, forward and backward of {clips} clips take \d+\.\d ms in bf16 vs "
-                        rf"\d+\.\d ms in fp32 \(bf16 needs 1\.1x\)", reason), reason
+                        rf"\d+\.\d ms in fp32, best of \d+ rounds \(bf16 needs 1\.1x\)", reason), reason
 
 
 @pytest.mark.pinned  # both commands refused before a precision is chosen
