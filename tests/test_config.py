@@ -1793,8 +1793,8 @@ def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32
     timed by a loaded machine's scheduler): bf16 only when it is BF16_MIN_SPEEDUP times faster."""
     w = torch.ones(1, requires_grad=True)
     clock = [0.0]
-    monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: clock[0],
-                                                                 thread_time=lambda: clock[0]))
+    monkeypatch.setattr(precision, "time", types.SimpleNamespace(thread_time=lambda: clock[0],
+                                                                 process_time=lambda: clock[0]))
 
     def loss():
         clock[0] += (bf16_ms if torch.is_autocast_enabled("cpu") else fp32_ms) / 1000
@@ -1813,8 +1813,8 @@ def test_auto_precision_takes_the_faster_step_through_a_burst_of_load(monkeypatc
     the burst slows both alike, and the best of each is its unloaded step."""
     w = torch.ones(1, requires_grad=True)
     clock, passes = [0.0], [0]
-    monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: clock[0],
-                                                                 thread_time=lambda: clock[0]))
+    monkeypatch.setattr(precision, "time", types.SimpleNamespace(thread_time=lambda: clock[0],
+                                                                 process_time=lambda: clock[0]))
 
     def loss():
         passes[0] += 1
@@ -1826,22 +1826,31 @@ def test_auto_precision_takes_the_faster_step_through_a_burst_of_load(monkeypatc
                                         "14.0 ms in fp32, best of 5 rounds (bf16 needs 1.1x)")
 
 
+def _fake_pass_clocks(monkeypatch, threads: int):
+    """Fake torch threads and the clocks faster_precision may read, each a list its fake pass advances: thread CPU
+    time, process CPU time, wall time."""
+    clocks = [0.0], [0.0], [0.0]
+    monkeypatch.setattr(precision, "time", types.SimpleNamespace(
+        **{name: (lambda c=c: c[0]) for name, c in zip(("thread_time", "process_time", "perf_counter"), clocks)}))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    return clocks
+
+
 def test_auto_precision_times_a_pass_on_the_cpu_time_of_its_thread_at_one_thread(monkeypatch):
     """On a shared machine (a load of 2.6 to 3.6 on 2 cores), wall time counted other processes' turns on the core,
     and a model 1.4x faster in bf16 took fp32 in 2 to 4 runs of 20, kept for the whole run. At one thread a pass is
-    timed on its thread's CPU time, which the other processes do not lengthen; here they take the core for 50 ms in
-    each of the first six bf16 passes (the warm-up's and five timed)."""
+    timed on its thread's CPU time, which the other processes do not lengthen (nor another thread of the process,
+    which counts in its CPU time); here they take 50 ms in each of the first six bf16 passes (the warm-up's and five
+    timed)."""
     w = torch.ones(1, requires_grad=True)
-    wall, cpu, passes = [0.0], [0.0], [0]
-    monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: wall[0],
-                                                                 thread_time=lambda: cpu[0]))
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    (thread, process, wall), passes = _fake_pass_clocks(monkeypatch, 1), [0]
 
     def loss():
         bf16 = torch.is_autocast_enabled("cpu")
         passes[0] += bf16
-        cpu[0] += (40 if bf16 else 56) / 1000
-        wall[0] += ((40 if bf16 else 56) + 50 * (bf16 and passes[0] <= 6)) / 1000
+        thread[0] += (40 if bf16 else 56) / 1000
+        for clock in (process, wall):
+            clock[0] += ((40 if bf16 else 56) + 50 * (bf16 and passes[0] <= 6)) / 1000
         return (w * 2).sum()
 
     assert faster_precision(TimedLoss(loss, 4), torch.device("cpu")) == (
@@ -1849,19 +1858,22 @@ def test_auto_precision_times_a_pass_on_the_cpu_time_of_its_thread_at_one_thread
         "5 rounds (bf16 needs 1.1x)")
 
 
-def test_auto_precision_times_further_rounds_where_the_two_are_close(monkeypatch):
-    """Where the bests are near bf16's 1.1x (within CLOSE either side), rounds follow until the choice is clear, at
-    most MAX_ROUNDS: load in bf16's first eight passes (wall time, at two threads) made 1.4x look like 1.0x."""
+def test_auto_precision_times_further_rounds_where_the_two_are_close_on_the_cpu_time_of_the_process(monkeypatch):
+    """At more than one thread a pass is timed on the process's CPU time, all its threads' work: on the wall clock,
+    other processes' load (here 100 ms on each bf16 pass) chose fp32 for a model 1.4x faster in bf16 (4 of 5 ordinary
+    runs on 2 threads, a load of 5); the calling thread's CPU time misses the other threads' share (here it sees 30 ms
+    in either). Where the bests are near bf16's 1.1x (within CLOSE either side), rounds follow until the choice is
+    clear, at most MAX_ROUNDS: 16 ms more in bf16's first eight passes made 1.4x look like 1.0x."""
     w = torch.ones(1, requires_grad=True)
-    clock, passes = [0.0], [0]
-    monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: clock[0],
-                                                                 thread_time=lambda: clock[0]))
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    (thread, process, wall), passes = _fake_pass_clocks(monkeypatch, 2), [0]
 
     def loss(bf16_ms=40, fp32_ms=56, loaded=8):
         bf16 = torch.is_autocast_enabled("cpu")
         passes[0] += bf16
-        clock[0] += ((bf16_ms if bf16 else fp32_ms) + 16 * (bf16 and passes[0] <= loaded)) / 1000
+        work = ((bf16_ms if bf16 else fp32_ms) + 16 * (bf16 and passes[0] <= loaded)) / 1000
+        thread[0] += 0.030
+        process[0] += work
+        wall[0] += work + 0.100 * bf16
         return (w * 2).sum()
 
     assert faster_precision(TimedLoss(loss, 4), torch.device("cpu")) == (
@@ -1870,6 +1882,24 @@ def test_auto_precision_times_further_rounds_where_the_two_are_close(monkeypatch
     passes[0] = 0
     chosen, reason = faster_precision(TimedLoss(lambda: loss(50, 52, 0), 4), torch.device("cpu"))
     assert chosen == "fp32" and reason.endswith(f"best of {precision.MAX_ROUNDS} rounds (bf16 needs 1.1x)")
+
+
+def test_auto_precision_stops_further_rounds_after_about_max_timing_s_of_its_passes(monkeypatch):
+    """Further rounds stop once the passes took MAX_TIMING_S (3 s) on the pass clock, checked before each round:
+    passes of 150 and 156 ms (close) reach 3.06 s after the warm-up and 9 rounds. The wall clock, which load
+    stretches (here by 1 s a pass), does not count: on it the 3 s went by in the first six rounds, and under load no
+    further round ran."""
+    w = torch.ones(1, requires_grad=True)
+    thread, _, wall = _fake_pass_clocks(monkeypatch, 1)
+
+    def loss():
+        thread[0] += (150 if torch.is_autocast_enabled("cpu") else 156) / 1000
+        wall[0] += 1.0
+        return (w * 2).sum()
+
+    assert faster_precision(TimedLoss(loss, 4), torch.device("cpu")) == (
+        "fp32", "auto: measured here, forward and backward of 4 clips take 150.0 ms in bf16 vs 156.0 ms in fp32, best "
+        "of 9 rounds (bf16 needs 1.1x)")
 
 
 def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):

@@ -67,7 +67,8 @@ CLOSE = 1.2
 (:func:`faster_precision`)."""
 MAX_ROUNDS = 20
 MAX_TIMING_S = 3.0
-"""Where the two are close, auto times further rounds until :data:`MAX_ROUNDS` rounds or this long."""
+"""Where the two are close, auto times further rounds until :data:`MAX_ROUNDS` rounds or until its passes took this
+long on :func:`_pass_clock` (checked before each round, so a round may take it past this)."""
 
 
 class TimedLoss(NamedTuple):
@@ -299,17 +300,19 @@ def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: s
 
 def faster_precision(timed: TimedLoss, device: torch.device, reps: int = 5) -> tuple[str, str]:
     """Time forward + backward of ``timed.loss`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up
-    round) and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. A pass is timed on :func:`_pass_clock`
-    (at one thread, the thread's CPU time: timed on the wall clock, the passes of other processes counted, and at a
-    load of 2.6 to 3.6 on 2 cores a model 1.4x faster in bf16 took fp32 in 2 to 4 runs of 20). The two take turns,
-    which comes first alternating from round to round: a burst of load slows both alike. Where the two bests are
-    :data:`CLOSE` to the threshold, further rounds follow, up to :data:`MAX_ROUNDS` or :data:`MAX_TIMING_S`. The
-    global RNG is left as it was."""
+    round) and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. A pass is timed on :func:`_pass_clock`,
+    CPU time (timed on the wall clock, the turns of other processes on the cores counted: at a load of 2.6 to 3.6 on
+    2 cores, at one thread, a model 1.4x faster in bf16 took fp32 in 2 to 4 runs of 20). The two take turns, which
+    comes first alternating from round to round: a burst of load slows both alike. Where the two bests are
+    :data:`CLOSE` to the threshold, further rounds follow, up to :data:`MAX_ROUNDS` or until the passes took about
+    :data:`MAX_TIMING_S` on that clock (on the wall clock, load spent it in the first rounds). The global RNG is left
+    as it was."""
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    clock, start = _pass_clock(), time.perf_counter()
+    clock = _pass_clock()
     with caller_generator_kept():
         for round_ in range(MAX_ROUNDS + 1):
-            if round_ > reps and (not _close(_best(times)) or time.perf_counter() - start >= MAX_TIMING_S):
+            timed_s = sum(map(sum, times.values())) / 1000
+            if round_ > reps and (not _close(_best(times)) or timed_s >= MAX_TIMING_S):
                 break
             for precision in ("fp32", "bf16") if round_ % 2 else ("bf16", "fp32"):
                 tic = clock()
@@ -326,10 +329,11 @@ def faster_precision(timed: TimedLoss, device: torch.device, reps: int = 5) -> t
 
 
 def _pass_clock() -> Callable[[], float]:
-    """The clock of auto's passes: where torch computes on one thread (this one), its CPU time, which the other
-    processes of the machine do not lengthen; on several, wall time (their CPU time sums the threads' work, not the
-    pass's duration)."""
-    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    """The clock of auto's passes, CPU time, which the other processes of the machine do not lengthen: where torch
+    computes on one thread (this one), the thread's; on several, the process's, all its threads' work (the thread's
+    misses the other torch threads' share). At more threads than free cores the passes stall, and OpenMP's
+    spin-wait counts in CPU time: docs/performance.md gives what the 2-core Zen 4 measured."""
+    return time.thread_time if torch.get_num_threads() == 1 else time.process_time
 
 
 def _best(times: dict[str, list[float]]) -> dict[str, float]:
