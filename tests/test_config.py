@@ -1189,8 +1189,8 @@ def test_an_eval_only_config_leaves_its_whole_model_to_its_classifier():
     keys = ["task.eval_only=true", "train.init=clf.pt"]
     for given in (["model.img_size=100"], ["model.num_frames=7"], ["model.in_chans=1"]):
         cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [*keys, *given])
-        assert taken_from_checkpoint(cfg, resuming=False) == FinetuneConfig.RESUMED_MODEL
-    assert taken_from_checkpoint(load_config(FinetuneConfig, "finetune_tiny_cpu", keys[1:]), False) == FROM_INIT
+        assert taken_from_checkpoint(cfg) == FinetuneConfig.RESUMED_MODEL
+    assert taken_from_checkpoint(load_config(FinetuneConfig, "finetune_tiny_cpu", keys[1:])) == FROM_INIT
 
 
 def _tiny_mae() -> MaskedAutoencoder:

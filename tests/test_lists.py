@@ -957,8 +957,7 @@ def test_a_split_beside_whose_class_folder_cannot_be_searched_is_passed_over(tmp
             return real(path, *args, **kwargs)
         return stat
 
-    monkeypatch.setattr(os, "stat", searched(os.stat))
-    monkeypatch.setattr(os, "lstat", searched(os.lstat))
+    swap_stat(monkeypatch, searched)
     assert from_class_folders(d / "val") == ({"val": [ListEntry("val/A/val_A.mp4", 0),
                                                       ListEntry("val/B/val_B.mp4", 1)]}, ["A", "B"])
     capsys.readouterr()

@@ -218,8 +218,8 @@ def _remove_unheld(tmp: Path) -> bool:
 _GENERATOR_SET_ASIDE = threading.RLock()
 """Held by the thread that draws from torch's global CPU generator for mme: a :func:`caller_generator_kept` block
 (a load, briefly) or a training job from its start to its end (:func:`generator_for_a_job`)."""
-_generator_job: dict = {"thread": None}
-"""The thread of the training job that holds :data:`_GENERATOR_SET_ASIDE`; None while no job holds it."""
+_generator_job: dict = {"held": False}
+"""Whether a training job holds :data:`_GENERATOR_SET_ASIDE`."""
 
 
 def _generator_taken() -> None:
@@ -227,7 +227,7 @@ def _generator_taken() -> None:
     another thread's load holds it (a load is short); refused while another thread's training job does (it holds it
     for the whole run, whose draws and re-seedings another thread's would interleave with)."""
     while not _GENERATOR_SET_ASIDE.acquire(timeout=0.05):
-        if _generator_job["thread"] is not None:
+        if _generator_job["held"]:
             raise MMEError("an mme training job (pretrain, finetune, demo) is running in another thread of this "
                            "process: torch's global generator, which seeds a run's initial weights and its dropout "
                            "at every step, is shared by the threads of one process, so another job or a model's load "
@@ -260,11 +260,11 @@ def generator_for_a_job() -> Iterator[None]:
     (:func:`_generator_taken`), the job's own loads go on. A process's other processes (a forked child:
     :func:`_after_fork_in_child`) have generators of their own."""
     _generator_taken()
-    outer, _generator_job["thread"] = _generator_job["thread"], threading.get_ident()
+    outer, _generator_job["held"] = _generator_job["held"], True  # (outer: a job of this thread's, no other's)
     try:
         yield
     finally:
-        _generator_job["thread"] = outer
+        _generator_job["held"] = outer
         _GENERATOR_SET_ASIDE.release()
 
 
@@ -2492,7 +2492,7 @@ def _after_fork_in_child() -> None:
     _reading.clear()
     if held_at_fork(_GENERATOR_SET_ASIDE):  # (by a load or a training job of another thread: not the child's)
         _GENERATOR_SET_ASIDE = threading.RLock()
-        _generator_job["thread"] = None
+        _generator_job["held"] = False
     if held_at_fork(_LITERAL_TEXT):
         _LITERAL_TEXT = threading.RLock()
     if held_at_fork(_DEFAULT_DTYPE):

@@ -19,6 +19,7 @@ import re
 import shlex
 import stat
 import string
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator
@@ -1623,8 +1624,8 @@ class _ListedOnce:
             log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, path, more)
 
 
-_NUL_STAND_IN = "\ud800"
-"""What a NUL in a CSV reaches the csv module as, which on Python 3.10 refuses a line holding one ('line contains
+_NUL_STAND_IN = "\ud800" if sys.version_info < (3, 11) else None
+"""What a NUL in a CSV reaches the csv module as on Python 3.10, which refuses a line holding one ('line contains
 NUL'; 3.11 reads it): a lone surrogate, which no text decoded from UTF-8 holds, so each is a NUL again in its row."""
 
 
@@ -1640,10 +1641,13 @@ def _csv_rows(path: Path) -> Iterator:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
-            reader = csv.reader((_without_bom(line).replace("\0", _NUL_STAND_IN) for line in fh),
-                                skipinitialspace=True)  # (', "air drumming"': quotes read)
-            rows = ([value.replace(_NUL_STAND_IN, "\0") for value in values] if _NUL_STAND_IN in "".join(values)
-                    else values for values in reader)  # (one search a row)
+            lines = map(_without_bom, fh)
+            if _NUL_STAND_IN:
+                lines = (line.replace("\0", _NUL_STAND_IN) for line in lines)
+            reader = csv.reader(lines, skipinitialspace=True)  # (', "air drumming"': quotes read)
+            rows = reader if not _NUL_STAND_IN else (
+                [value.replace(_NUL_STAND_IN, "\0") for value in values] if _NUL_STAND_IN in "".join(values)
+                else values for values in reader)  # (one search a row)
             fields = [f.strip().lower() for f in next(rows, [])]
             yield set(fields)
             start = reader.line_num + 1

@@ -158,7 +158,7 @@ class PretrainConfig:
                                                                      "are mme finetune's)")
 
     def __post_init__(self):
-        taken = taken_from_checkpoint(self, resuming=bool(self.train.resume))
+        taken = taken_from_checkpoint(self)
         check_clips_fit_model(self.data, self.model, taken)
         check_window(self.data, self.target.track_length if self.target.tracked else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
@@ -307,7 +307,7 @@ class FinetuneConfig:
     train: FinetuneTrain = field(default_factory=FinetuneTrain)
 
     def __post_init__(self):
-        check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self, resuming=bool(self.train.resume)))
+        check_clips_fit_model(self.data, self.model, taken_from_checkpoint(self))
         check_window(self.data)
 
 
@@ -373,16 +373,16 @@ def clips_for(cfg, model: ModelConfig, source: str, given: frozenset[str] = froz
     return dataclasses.replace(cfg, data=data, model=model)
 
 
-def taken_from_checkpoint(cfg, resuming: bool) -> tuple[str, ...]:
+def taken_from_checkpoint(cfg) -> tuple[str, ...]:
     """The model fields whose values in ``cfg`` (a pre-training or fine-tuning config) a run leaves for a
-    checkpoint's: a resumed run's (``resuming``, its kind's ``RESUMED_MODEL``) or, as a resume's, those of the
+    checkpoint's: a resumed run's (``train.resume``, its kind's ``RESUMED_MODEL``) or, as a resume's, those of the
     classifier ``task.eval_only`` tests (its ``train.init``, whose clip it is tested on), else those of its
     ``train.init`` (:data:`FROM_INIT`; none without one). The config's clip is checked against its own patch and
     tubelet as it is read (their divisibility, a pre-training mask's token grid) only where this is empty; else with
     the checkpoint's where its architecture is applied (:func:`clips_for`; :func:`check_masks_a_token` in
     :func:`mme.train.pretrain.setup`'s ``_with_architecture``), and as a fresh run's config where ``--resume auto``
     finds no checkpoint (:func:`mme.train.engine.begin`: the clip's fit and the mask's token grid)."""
-    if resuming or isinstance(cfg, FinetuneConfig) and cfg.task.eval_only:
+    if cfg.train.resume or isinstance(cfg, FinetuneConfig) and cfg.task.eval_only:
         return cfg.RESUMED_MODEL
     return FROM_INIT if cfg.train.init else ()
 

@@ -65,6 +65,8 @@ TIMED_CLIPS = 4
 CLOSE = 1.2
 """How near (a factor, either side) :data:`BF16_MIN_SPEEDUP` a measured fp32/bf16 ratio gets further rounds
 (:func:`faster_precision`)."""
+MIN_ROUNDS = 5
+"""The rounds auto times each precision in (after one warm-up round), best of them taken (:func:`faster_precision`)."""
 MAX_ROUNDS = 20
 MAX_TIMING_S = 3.0
 """Where the two are close, auto times further rounds until :data:`MAX_ROUNDS` rounds or until its passes took this
@@ -298,21 +300,21 @@ def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: s
         (log if alike else node_log).warning(message, precision, how, device, precision)
 
 
-def faster_precision(timed: TimedLoss, device: torch.device, reps: int = 5) -> tuple[str, str]:
-    """Time forward + backward of ``timed.loss`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up
-    round) and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. A pass is timed on :func:`_pass_clock`,
-    CPU time (timed on the wall clock, the turns of other processes on the cores counted: at a load of 2.6 to 3.6 on
-    2 cores, at one thread, a model 1.4x faster in bf16 took fp32 in 2 to 4 runs of 20). The two take turns, which
-    comes first alternating from round to round: a burst of load slows both alike. Where the two bests are
+def faster_precision(timed: TimedLoss, device: torch.device) -> tuple[str, str]:
+    """Time forward + backward of ``timed.loss`` in fp32 and under bf16 autocast (best of :data:`MIN_ROUNDS` after one
+    warm-up round) and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. A pass is timed on
+    :func:`_pass_clock`, CPU time (timed on the wall clock, the turns of other processes on the cores counted: at a load
+    of 2.6 to 3.6 on 2 cores, at one thread, a model 1.4x faster in bf16 took fp32 in 2 to 4 runs of 20). The two take
+    turns, which comes first alternating from round to round: a burst of load slows both alike. Where the two bests are
     :data:`CLOSE` to the threshold, further rounds follow, up to :data:`MAX_ROUNDS` or until the passes took about
-    :data:`MAX_TIMING_S` on that clock (on the wall clock, load spent it in the first rounds). The global RNG is left
-    as it was."""
+    :data:`MAX_TIMING_S` on that clock (on the wall clock, load spent it in the first rounds). The global RNG is left as
+    it was."""
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
     clock = _pass_clock()
     with caller_generator_kept():
         for round_ in range(MAX_ROUNDS + 1):
             timed_s = sum(map(sum, times.values())) / 1000
-            if round_ > reps and (not _close(_best(times)) or timed_s >= MAX_TIMING_S):
+            if round_ > MIN_ROUNDS and (not _close(_best(times)) or timed_s >= MAX_TIMING_S):
                 break
             for precision in ("fp32", "bf16") if round_ % 2 else ("bf16", "fp32"):
                 tic = clock()

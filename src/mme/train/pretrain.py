@@ -420,6 +420,8 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
         model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
                                          cfg.train.init, given, cfg.data.tubelet)
         cfg = clips_for(cfg, model, f"train.init {cfg.train.init}", given)
+    else:
+        return cfg  # (the config's model, its mask checked as it was read)
     check_masks_a_token(cfg.model)
     return cfg
 
