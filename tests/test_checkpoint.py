@@ -363,7 +363,7 @@ def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys, 
     from mme.config import load_config
     from mme.train import engine
     from mme.train.config import FinetuneConfig, PretrainConfig
-    from mme.train.finetune import _model_config
+    from mme.train.finetune import _with_architecture
     from mme.train.pretrain import load_init, read_init
 
     src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=6)
@@ -380,7 +380,8 @@ def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys, 
     with torch.no_grad():
         assert torch.equal(load_encoder(tmp_path / "enc")(x), src.encoder(x))
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [f"train.init={tmp_path / 'sep.pth'}"])
-    assert _model_config(cfg, None, engine.read_init(cfg.train.init, cfg.model, encoder_only=True)).embed_dim == 128
+    init = engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
+    assert _with_architecture(cfg, None, init).model.embed_dim == 128
     assert cli_main(["export", str(tmp_path / "sep.pth"), str(tmp_path / "pre"), "--kind", "pretraining"]) == 1
     assert "separate decoders (decoder.1.*, --decoder_num 2): our model has one joint decoder, so only its " \
         "encoder loads" in capsys.readouterr().err

@@ -970,13 +970,10 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
     """The config's clip was checked against the recipe's patch and tubelet as it was read, before train.init's
     architecture replaced them: a patch-8, tubelet-1 file at 104 px or 7 frames was refused ("model.img_size 104 is
     not a multiple of patch_size 16"; the run uses 8). Checked once the file's are taken, naming the file."""
-    from mme.models.export import save_pretrained
-    from mme.models.vit import VisionTransformer
     from mme.train.engine import resumed_init
     from mme.train.pretrain import _with_architecture, read_init
 
-    src = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, patch_size=8, tubelet_size=1,
-                                                        embed_dim=32, depth=2, num_heads=2)), tmp_path / "pre")
+    src = _tubelet_1_file(tmp_path, patch_size=8)
     clip = ["model.img_size=104", "data.img_size=104", "model.num_frames=7", "data.num_frames=7"]
     with pytest.raises(ConfigError, match="model.img_size 104 is not a multiple of patch_size 16$"):
         load_config(PretrainConfig, "tiny_cpu_mme", clip)  # no train.init: the recipe's tubelet is the run's
@@ -1014,7 +1011,7 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
 
 
 def _tubelet_1_file(tmp_path, **sizes) -> Path:
-    """A train.init file of tubelet 1 (the recipes' is 2), patch 16 as theirs."""
+    """A train.init file of tubelet 1 (the recipes' is 2), patch 16 as theirs unless ``sizes`` say."""
     from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
 
@@ -1033,20 +1030,15 @@ def _applied(cfg, resume, caplog):
     """``cfg``'s run config once its checkpoint's architecture is applied (pre-training's or fine-tuning's), with the
     warnings said."""
     from mme.config import given_in
-    from mme.train import engine
-    from mme.train.config import clips_for
-    from mme.train.finetune import _model_config
-    from mme.train.pretrain import _with_architecture, read_init
+    from mme.train import engine, finetune, pretrain
 
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme"):
         if isinstance(cfg, PretrainConfig):
-            ran = _with_architecture(cfg, resume, None if resume else read_init(cfg), given_in(cfg))
+            ran = pretrain._with_architecture(cfg, resume, None if resume else pretrain.read_init(cfg), given_in(cfg))
         else:
             init = None if resume else engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
-            source = resume[0] if resume else f"train.init {cfg.train.init}"
-            ran = clips_for(cfg, _model_config(cfg, resume, init, given_in(cfg)), source, given_in(cfg),
-                            resumed=resume is not None)
+            ran = finetune._with_architecture(cfg, resume, init, given_in(cfg))
     return ran, [r.getMessage() for r in caplog.records]
 
 

@@ -1305,7 +1305,7 @@ def test_architecture_keys_given_beside_train_init_are_warned_about_as_ignored(s
     from mme.models.vit import VisionTransformer
     from mme.train import engine
     from mme.train.config import FinetuneConfig
-    from mme.train.finetune import _model_config
+    from mme.train.finetune import _with_architecture
 
     src = save_pretrained(VisionTransformer(ModelConfig(**TINY)), tmp_path / "pre")  # 32 wide, depth 2, 2 heads
     tiny = _tiny_overrides(synth, tmp_path / "ft", f"train.init={src}", "model.depth=3", "model.num_heads=4",
@@ -1317,7 +1317,8 @@ def test_architecture_keys_given_beside_train_init_are_warned_about_as_ignored(s
         cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", given)
         caplog.clear()
         with caplog.at_level("INFO", logger="mme"):
-            model = _model_config(cfg, None, engine.read_init(str(src), cfg.model, encoder_only=True), given_in(cfg))
+            init = engine.read_init(str(src), cfg.model, encoder_only=True)
+            model = _with_architecture(cfg, None, init, given_in(cfg)).model
         assert (model.embed_dim, model.depth, model.num_heads) == (32, 2, 2)
         assert [(r.levelname, r.getMessage()) for r in caplog.records if "ignored" in r.getMessage()] == [
             ("WARNING", f"train.init {src}: the run's architecture is the file's, so these are ignored: {said}")]

@@ -236,23 +236,26 @@ def _check_resumed_head(cfg: FinetuneConfig, resume: tuple[str, dict], names: li
                       f"the run's list, or set task.num_classes={head.shape[0]}")
 
 
-def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Checkpoint | None,
-                  given: Collection[str] = ()) -> FinetuneModel:
-    """The encoder config of a run that resumes (``resume``) or else starts from ``init``, one of them given: from the
-    resumed run (the config's values it ignores warned about: those of its architecture only where ``given`` on the
-    command line, :func:`~mme.train.engine.warn_ignored_on_resume`), else the architecture of ``init`` (``train.init``
-    read; its tubelet too, which the run's clips then take: :func:`~mme.train.config.clips_for`) with this config's clip
-    geometry and drop path (a run from scratch keeps the config's model: :func:`setup`)."""
+def _with_architecture(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Checkpoint | None,
+                       given: Collection[str] = ()) -> FinetuneConfig:
+    """``cfg`` with the encoder of the run: the resumed run's (the config's values it ignores warned about: those of
+    its architecture only where ``given`` on the command line, :func:`~mme.train.engine.warn_ignored_on_resume`),
+    else the architecture of ``init`` (``train.init`` read; its tubelet too) with this config's clip geometry and drop
+    path, else the config's (checked as it was read); its clips fit to that model
+    (:func:`~mme.train.config.clips_for`), as pre-training's ``_with_architecture``."""
     if resume is not None:
         model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0], meta=resume[1].get("meta"))
         engine.warn_ignored_on_resume(cfg.model, model, cfg.RESUMED_MODEL, given, resume[0], bool(cfg.train.init),
                                       cfg.data.tubelet)
-        return model
+        return clips_for(cfg, model, resume[0], given, resumed=True)
+    if init is None:
+        return cfg
     if init.clip_orientation not in (None, cfg.data.orientation):  # the same frames without display matrices
         log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
                  "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
                  cfg.data.orientation)
-    return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init, given, cfg.data.tubelet)
+    model = engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init, given, cfg.data.tubelet)
+    return clips_for(cfg, model, f"train.init {cfg.train.init}", given)
 
 
 def setup(cfg: FinetuneConfig, validation=None) -> Run:
@@ -286,10 +289,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                                  start.resume[0] if start.resume and start.resume[1].get("classes") is not None
                                  else None)
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
-        if start.resume is not None or init is not None:  # (a config of neither was checked as it was read)
-            cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
-                            start.resume[0] if start.resume else f"train.init {t.init}", given,
-                            resumed=start.resume is not None)
+        cfg = _with_architecture(cfg, start.resume, init, given)
         dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
         torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
         model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
