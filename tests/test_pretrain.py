@@ -1175,15 +1175,24 @@ def test_activation_checkpointing_gives_the_same_training(synth, tmp_path):
     assert max((sa[k] - sb[k]).abs().max().item() for k in sa) <= 1e-6
 
 
-@pytest.mark.pinned  # every run train.precision=fp32
-def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(synth, tmp_path, caplog):
+def _list_with(synth, tmp_path, video, at: int = 15) -> tuple[list[str], str]:
+    """``(data overrides, a listed video's path)``: the synth list's first 15 videos with ``video`` inserted at ``at``
+    (15: last), as tmp_path/list.txt; a copy of the video named restores a missing one."""
     list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
     root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
-    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
-    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'broken.mp4'} 0"]
+    lines = open(list_file).read().splitlines()[:15]
+    listed = os.path.join(root, lines[0].split()[0])
+    lines.insert(at, f"{video} 0")
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "data.max_failure_fraction=0.2",
-            "train.seed=1", "data.num_workers=0", FP32]  # epoch 2 reads the broken video (entry 15) in its last batch
+    return [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}"], listed
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(synth, tmp_path, caplog):
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    listed, _ = _list_with(synth, tmp_path, tmp_path / "broken.mp4")
+    data = [*listed, "data.max_failure_fraction=0.2", "train.seed=1", "data.num_workers=0",
+            FP32]  # epoch 2 reads the broken video (entry 15) in its last batch
     with caplog.at_level("WARNING"):
         res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=8", "train.stop_after=4")
     assert res.step == 4 and res.history[-1]["data_failures"] == 1.0  # one epoch = all 16 entries read
@@ -1205,12 +1214,9 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
     video as failed, so a resume once it was restored stopped at once, calling it missing again: it is read now. A
     stop right after a checkpoint of its step, as a resume that fails at its first fetch, gave no advice (nothing to
     save); the line said '?. Kept'."""
-    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
-    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
     gone = tmp_path / "gone.mp4"
-    lines = open(list_file).read().splitlines()[:15] + [f"{gone} 0"]
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32]
+    listed, a_video = _list_with(synth, tmp_path, gone)
+    data = [*listed, "train.seed=1", "model.depth=1", FP32]
     step_2 = "checkpoint-00000002.pt"
     kept = (r"\(a volume not mounted\)\? Kept: .*checkpoint-00000002\.pt, the checkpoint of step 2: --resume auto "
             r"\(train.resume=auto\) with data.max_failure_fraction raised continues from there$")
@@ -1233,7 +1239,7 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
     assert resumed.step == whole.step == 6 and resumed.history[-1]["data_failures"] == 1.0
     a, b = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (resumed, whole))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    shutil.copy(os.path.join(root, lines[0].split()[0]), gone)  # restored
+    shutil.copy(a_video, gone)  # restored
     mended = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6", "train.resume=auto")
     assert mended.step == 6 and mended.history[-1]["data_failures"] == 0.0
 
@@ -1245,13 +1251,9 @@ def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(syn
     many failed videos, either in a later micro-batch) saved the step before with the next step's lr, and its resume
     warned that 'the lr schedule is not the one the checkpoint ran'. The missing video is read for step 3 (seed 1), in
     its second micro-batch where there are two."""
-    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
-    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
-    lines = open(list_file).read().splitlines()[:15]
-    lines.insert(5, f"{tmp_path / 'gone.mp4'} 0")  # (video 5: micro-batch 3 of 4 clips, or 6 of 2)
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32,
-            "train.steps=6", f"train.accum_steps={accum}", f"train.batch_size={4 // accum}"]
+    listed, _ = _list_with(synth, tmp_path, tmp_path / "gone.mp4", at=5)  # (micro-batch 3 of 4 clips, or 6 of 2)
+    data = [*listed, "train.seed=1", "model.depth=1", FP32, "train.steps=6", f"train.accum_steps={accum}",
+            f"train.batch_size={4 // accum}"]
     with pytest.raises(DataError, match="the checkpoint of step 2"):
         run("tiny_cpu_pixel", data, tmp_path / "run", "train.ckpt_every=1000")
     groups = torch.load(tmp_path / "run" / "checkpoint-00000002.pt", weights_only=True)["optimizer"]["param_groups"]
@@ -1269,13 +1271,10 @@ def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(syn
 def test_a_resume_stopped_by_the_failures_its_checkpoint_recorded_says_so(synth, tmp_path):
     """Its error called the video unreadable and advised `mme check`, which finds nothing wrong once it is repaired:
     the resume counts it without opening it. The missing video is read for step 3 (seed 1)."""
-    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
-    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
-    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'gone.mp4'} 0"]
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "train.seed=1", "model.depth=1", FP32]
+    listed, a_video = _list_with(synth, tmp_path, tmp_path / "gone.mp4")
+    data = [*listed, "train.seed=1", "model.depth=1", FP32]
     run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=3", "data.max_failure_fraction=0.2")
-    shutil.copy(os.path.join(root, lines[0].split()[0]), tmp_path / "gone.mp4")  # restored
+    shutil.copy(a_video, tmp_path / "gone.mp4")  # restored
     with pytest.raises(DataError, match=rf"; e.g. {tmp_path / 'gone.mp4'}: missing; the run recorded it as failed "
                                         r"before it resumed \(up to its checkpoint\), and a resumed run counts it "
                                         "without opening its file again: raise data.max_failure_fraction"):
