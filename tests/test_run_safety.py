@@ -2060,6 +2060,35 @@ def test_a_second_ctrl_c_during_a_checkpoint_write_stops_at_once(synth, tmp_path
     assert "could not write" not in err and _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
 
 
+def test_a_second_ctrl_c_during_the_loader_workers_shutdown_stops_at_once(synth, tmp_path, monkeypatch, capsys):
+    """Ctrl-C twice as the loop stops its loader's workers: the second's KeyboardInterrupt was raised in the
+    shutdown, which the garbage collector ran as it finalised the loader's batches, and dropped ("Exception ignored
+    in: <generator object _batches>", a traceback): the run went on to say it was stopped with its checkpoint. It
+    stops at once, in one line, exit 130, the workers stopped all the same."""
+    import multiprocessing
+
+    from mme import cli
+    from mme.data import dataset
+
+    real_stop = dataset._stop_workers
+
+    def ctrl_c_twice_then_stop(batches):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the first asks the loop to stop after this step
+            os.kill(os.getpid(), signal.SIGINT)  # the second raises here, in the shutdown
+        finally:
+            real_stop(batches)
+
+    monkeypatch.setattr(dataset, "_stop_workers", ctrl_c_twice_then_stop)
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}",
+                     "train.steps=1", "data.num_workers=1", FP32)])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip().splitlines()[-1] == (
+        "mme pretrain: interrupted; what was written is kept (the same command with --resume auto continues from "
+        "the run's newest checkpoint, if it wrote one)"), err[-2000:]
+    assert _steps(tmp_path) == [1] and multiprocessing.active_children() == []
+
+
 def test_a_checkpoint_torch_fails_to_save_for_another_reason_than_a_write_says_no_space(synth, tmp_path, monkeypatch):
     """torch's own RuntimeError in torch.save, none of its writes' (no memory for a GPU tensor's copy), was made an
     OSError without errno, so the line gave the space needed and free, as for a full disk."""

@@ -130,8 +130,11 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
     loader = make_loader(run.data, batch_sampler=(keys for _, _, keys in asked), collate_fn=collate,
                         generator=g, num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
                         worker_init_fn=ignore_in_worker)
-    for (epoch, i, _), batch in zip(done, start_workers(loader)):  # the loader keeps its sampler's order
-        yield epoch, i, batch
+    # closed here as this stream is, not left to the garbage collector, which drops an exception of its workers'
+    # shutdown (a second Ctrl-C there, said as "Exception ignored": the run went on to its checkpoint)
+    with contextlib.closing(start_workers(loader)) as batches:
+        for (epoch, i, _), batch in zip(done, batches):  # the loader keeps its sampler's order
+            yield epoch, i, batch
 
 
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
