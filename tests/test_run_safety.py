@@ -2089,6 +2089,34 @@ def test_a_second_ctrl_c_during_the_loader_workers_shutdown_stops_at_once(synth,
     assert _steps(tmp_path) == [1] and multiprocessing.active_children() == []
 
 
+def test_a_ctrl_c_during_a_test_passs_workers_shutdown_is_not_dropped(synth, monkeypatch):
+    """A test or validation pass left stopped (its consumer's Ctrl-C, or a consumer that stops early) had its
+    loader's batches finalised by the garbage collector, which dropped a KeyboardInterrupt of the workers' shutdown
+    ("Exception ignored in: <generator object _batches>"): it reaches the one closing the pass, the workers stopped."""
+    import multiprocessing
+
+    from mme.data import dataset
+    from mme.eval.testing import build_test_set, iter_test_batches
+    from mme.models.config import ModelConfig
+
+    real_stop = dataset._stop_workers
+
+    def ctrl_c_then_stop(batches):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            real_stop(batches)
+
+    monkeypatch.setattr(dataset, "_stop_workers", ctrl_c_then_stop)
+    list_file, root = (o.split("=", 1)[1] for o in synth)
+    data = build_test_set(list_file, ModelConfig(img_size=64, num_frames=8), clips=1, crops=1, stride=1, root=root)
+    passing = iter_test_batches(data, batch_size=2, num_workers=1, progress=False)
+    assert next(passing)["label"].numel() == 2
+    with pytest.raises(KeyboardInterrupt):
+        passing.close()
+    assert multiprocessing.active_children() == []
+
+
 def test_a_checkpoint_torch_fails_to_save_for_another_reason_than_a_write_says_no_space(synth, tmp_path, monkeypatch):
     """torch's own RuntimeError in torch.save, none of its writes' (no memory for a GPU tensor's copy), was made an
     OSError without errno, so the line gave the space needed and free, as for a full disk."""

@@ -1044,9 +1044,10 @@ class _StoppableBar(tqdm):
     fetched, or the pass ends)."""
 
     def __iter__(self) -> Iterator:
-        for item in super().__iter__():
-            yield item
-            raise_recorded()
+        with contextlib.closing(super().__iter__()) as items:  # (closed with this pass: an exception of the items'
+            for item in items:                                  # closing reaches its closer, not the garbage collector)
+                yield item
+                raise_recorded()
 
 
 class Tally:

@@ -400,21 +400,24 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
                         worker_init_fn=ignore_in_worker, generator=torch.Generator())
     failed, world = 0, get_world_size()
     counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"
-    bar = progress_bar(start_workers(loader), len(loader), counted, "batch", show=progress)
     tally = Tally(SHOWN)
-    for batch in bar:
-        for f in batch["failed"]:
-            since = tally.add()
-            if since == 0:
-                log.warning("%s: video %d failed: %s%s", desc, f["index"], f["error"], tally.later)
-            elif since:
-                log.warning("%s: %d more videos failed, up to video %d: %d so far", desc, since, f["index"],
-                            tally.seen)
-        failed += len(batch["failed"])
-        bar.set_postfix(failed=failed, refresh=False)
-        # a worker's tensors are in shared memory, each holding a file descriptor while it lives: callers keep the
-        # labels and indices of every batch (20k descriptors over Kinetics' val set, past `ulimit -n`)
-        yield {**batch, "index": batch["index"].clone(), "label": batch["label"].clone()}
+    bar = progress_bar(start_workers(loader), len(loader), counted, "batch", show=progress)
+    # (the pass over the batches closed here as this generator is, not left to the garbage collector, which drops an
+    # exception of the workers' shutdown: a second Ctrl-C there, as in training's stream, mme.train.loop.micro_batches)
+    with contextlib.closing(iter(bar)) as batches:
+        for batch in batches:
+            for f in batch["failed"]:
+                since = tally.add()
+                if since == 0:
+                    log.warning("%s: video %d failed: %s%s", desc, f["index"], f["error"], tally.later)
+                elif since:
+                    log.warning("%s: %d more videos failed, up to video %d: %d so far", desc, since, f["index"],
+                                tally.seen)
+            failed += len(batch["failed"])
+            bar.set_postfix(failed=failed, refresh=False)
+            # a worker's tensors are in shared memory, each holding a file descriptor while it lives: callers keep
+            # the labels and indices of every batch (20k descriptors over Kinetics' val set, past `ulimit -n`)
+            yield {**batch, "index": batch["index"].clone(), "label": batch["label"].clone()}
     if tally.unsaid:
         log.warning("%s: %d more videos failed: %d in all", desc, tally.unsaid, tally.seen)
 
