@@ -40,6 +40,11 @@ def _steps(folder) -> list[int]:
     return [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(folder)]
 
 
+PRETRAIN_INTERRUPTED = ("mme pretrain: interrupted; what was written is kept (the same command with --resume auto "
+                        "continues from the run's newest checkpoint, if it wrote one)")
+"""The one line ``mme pretrain`` ends with when a Ctrl-C stops it."""
+
+
 def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overwrite_clears_it(synth, tmp_path,
                                                                                                 refuse_removal):
     run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=4", "train.ckpt_every=2", "train.keep_last=0", FP32)
@@ -1844,9 +1849,7 @@ def test_a_ctrl_c_while_numpy_is_imported_at_start_up_stops_the_command_with_the
     proc = subprocess.run([sys.executable, "-c", code, "pretrain", "--config", "tiny_cpu_mme",  # (numpy in its targets)
                            *tiny(*synth, f"train.out_dir={out}", "train.steps=2", FP32)],
                           capture_output=True, text=True, timeout=120)
-    assert (proc.returncode, proc.stderr) == (130, "mme pretrain: interrupted; what was written is kept (the same "
-                                              "command with --resume auto continues from the run's newest "
-                                              "checkpoint, if it wrote one)\n"), proc.stderr[-2000:]
+    assert (proc.returncode, proc.stderr) == (130, PRETRAIN_INTERRUPTED + "\n"), proc.stderr[-2000:]
     assert not out.exists()  # stopped before the run began
 
 
@@ -1933,9 +1936,7 @@ def test_a_python_caller_of_main_keeps_its_process_on_a_second_signal_while_the_
         took = time.monotonic() - sent
     finally:
         proc.kill()
-    assert (proc.returncode, err) == (0, "mme pretrain: interrupted; what was written is kept (the same command with "
-                                         "--resume auto continues from the run's newest checkpoint, if it wrote "
-                                         "one)\nmain returned 130\ncaller atexit ran\n"), err[-2000:]
+    assert (proc.returncode, err) == (0, PRETRAIN_INTERRUPTED + "\nmain returned 130\ncaller atexit ran\n"), err[-2000:]
     assert results.read_text() == "caller's results\n" and not out.exists()
     assert took > 1.2  # held until the imports were done (1.5 s from 'importing'; the second Ctrl-C at 0.5 s)
 
@@ -2054,9 +2055,7 @@ def test_a_second_ctrl_c_during_a_checkpoint_write_stops_at_once(synth, tmp_path
     code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}",
                      "train.steps=4", "train.ckpt_every=1", FP32)])
     err = capsys.readouterr().err
-    assert code == 130 and err.strip().splitlines()[-1] == (
-        "mme pretrain: interrupted; what was written is kept (the same command with --resume auto continues from "
-        "the run's newest checkpoint, if it wrote one)"), err[-2000:]
+    assert code == 130 and err.strip().splitlines()[-1] == PRETRAIN_INTERRUPTED, err[-2000:]
     assert "could not write" not in err and _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
 
 
@@ -2083,9 +2082,7 @@ def test_a_second_ctrl_c_during_the_loader_workers_shutdown_stops_at_once(synth,
     code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}",
                      "train.steps=1", "data.num_workers=1", FP32)])
     err = capsys.readouterr().err
-    assert code == 130 and err.strip().splitlines()[-1] == (
-        "mme pretrain: interrupted; what was written is kept (the same command with --resume auto continues from "
-        "the run's newest checkpoint, if it wrote one)"), err[-2000:]
+    assert code == 130 and err.strip().splitlines()[-1] == PRETRAIN_INTERRUPTED, err[-2000:]
     assert _steps(tmp_path) == [1] and multiprocessing.active_children() == []
 
 
