@@ -125,6 +125,29 @@ def test_one_video_in_a_folder_whose_name_is_not_utf8_is_embedded(setup, tmp_pat
         assert valid.tolist() == [True] and got.tolist() == labels, source
         np.testing.assert_array_equal(x, want)
 
+def test_features_embedded_under_one_locale_are_up_to_date_under_another(setup, tmp_path):
+    """The same command over a checkpoint, list and root in a folder ``caf\u00e9``, run again under ``LC_ALL=C
+    PYTHONUTF8=0`` (ASCII, which names the folder ``caf\udcc3\udca9``; a Latin-1 locale ``caf\u00c3\u00a9``): the
+    job's record held the paths as the locale decoded them, so the rerun embedded every video again ("0 done
+    before"), and one stopped under the other locale was refused ("partial results of a different job"). The same
+    files are the same job, whatever the locale."""
+    root, ckpt = setup
+    folder = tmp_path / "caf\u00e9"
+    shutil.copytree(ckpt, folder / "encoder")
+    for i in (0, 1):
+        (folder / f"v{i}.mp4").symlink_to(root / f"v{i}.mp4")
+    (folder / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    out = tmp_path / "f.npy"
+    embed(folder / "encoder", folder / "list.txt", out, stride=2, root=str(folder), num_workers=0, device="cpu",
+          precision="fp32", progress=False)
+    ascii_ = str(folder).encode().decode("ascii", "surrogateescape")  # (as an ASCII locale's shell gives it)
+    argv = ["embed", f"{ascii_}/encoder", f"{ascii_}/list.txt", "--root", ascii_, "--out", str(out), "--stride", "2",
+            "--workers", "0", "--device", "cpu", "--precision", "fp32"]
+    [(code, err, _)] = in_one_process([argv], env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0",
+                                                   "OMP_NUM_THREADS": "1"}, timeout=120).ran
+    assert code == 0 and f"embed: {out} is up to date" in err, err[-3000:]
+
+
 def test_an_out_whose_names_are_too_long_is_refused_before_any_work_or_written(setup, tmp_path, monkeypatch):
     """``--out <240 characters>.npy``: the temporary name of its final write was too long, so the job failed after
     all the embedding, and a rerun resumed, then failed the same way (its work kept in .partial). A long name is

@@ -69,6 +69,7 @@ from mme.utils import (
     removing,
     torch_as_mme,
     unlock_folder,
+    utf8_name,
     utf8_named,
     write_safetensors,
     writing,
@@ -384,9 +385,10 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _file_id(files: list[Path]) -> str:
-    """Each file's path, size and modification time (a checkpoint folder's weights may change in place, cp or
-    rsync --inplace, while the folder's own entry does not)."""
-    return ";".join(f"{p.resolve()}:{(st := os.stat(p)).st_size}:{st.st_mtime_ns}" for p in files)
+    """Each file's path (as UTF-8 text, :func:`~mme.utils.utf8_name`: the same files under another locale are the
+    same job), size and modification time (a checkpoint folder's weights may change in place, cp or rsync --inplace,
+    while the folder's own entry does not)."""
+    return ";".join(f"{utf8_name(str(p.resolve()))}:{(st := os.stat(p)).st_size}:{st.st_mtime_ns}" for p in files)
 
 
 def _file_state(path: str) -> str:
@@ -845,7 +847,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),
                        "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
                        "reading": READING_VERSION,
-                       "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
+                       "num_videos": n, "root": utf8_name(os.path.abspath(root or ".")), "precision": precision,
                        "backend": backend, "orientation": orientation,
                        # (a clip given only: the files embedded without one stay this job's)
                        **{k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None},
