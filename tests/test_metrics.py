@@ -109,22 +109,29 @@ def test_a_tensorboard_that_cannot_be_imported_is_a_warning_and_one_not_installe
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["metrics.csv", "metrics.jsonl"]
 
 
-def test_a_run_folder_whose_name_is_not_utf8_logs_and_draws_its_curves_without_tensorboard(tmp_path, caplog):
+def test_a_run_folder_whose_name_is_not_utf8_keeps_every_log_and_draws_its_curves(tmp_path, caplog):
     """``train.out_dir=$'out\\xe9'`` (a Latin-1 byte, read by Python with a surrogate escape): TensorBoard's
-    UnicodeEncodeError ended the run before step 1, and the loss curve's title a TypeError at its end. TensorBoard is
-    dropped with a warning, the other logs kept, and the title drawn with U+FFFD for the byte."""
+    UnicodeEncodeError ended the run before step 1, and the loss curve's title a TypeError at its end; then TensorBoard
+    was dropped with a warning. Every log is written there (TensorBoard's through the folder's descriptor), and the
+    title drawn with U+FFFD for the byte."""
     from mme.train.metrics import plot_loss_curves
 
     run = tmp_path / os.fsdecode(b"out\xe9")
     run.mkdir()
     with caplog.at_level(logging.WARNING, logger="mme.train.metrics"):
         logger = build_logger(run)
-    assert "tensorboard cannot log to" in caplog.text and "UnicodeEncodeError" in caplog.text
-    assert len(logger.loggers) == 2  # JSONL and CSV
+    assert not caplog.records and len(logger.loggers) == 3  # JSONL, CSV and TensorBoard
     for step in (1, 2):
         logger.log({"loss": 1.0 / step}, step)
     logger.close()
     assert [(r["step"], r["loss"]) for r in read_records(run / "metrics.jsonl")] == [(1, 1.0), (2, 0.5)]
+    fd = os.open(run / "tb", os.O_RDONLY)
+    try:  # (TensorBoard's reader too takes a path as UTF-8 text)
+        events = EventAccumulator(f"/proc/self/fd/{fd}")
+        events.Reload()
+    finally:
+        os.close(fd)
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1.0), (2, 0.5)]
     assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -266,6 +273,60 @@ def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_tr
     step = int(done.stdout.split()[-1])
     assert step < 3000  # it stopped where the disk was full
     assert f"stopped {{'tb': {step}}}" in done.stdout  # run.json's logs_stopped names its folder, as a file's name
+
+
+def test_a_tensorboard_writer_failing_as_it_starts_is_one_warning_without_its_threads_traceback(tmp_path):
+    """The writer's thread writes its first event as it starts: where that failed (a folder TensorBoard had made by
+    another name than it wrote to, under a Latin-1 locale), the thread's traceback ("Exception in thread ...
+    FileNotFoundError") was printed, as its thread was quieted only once the writer was made. One warning now."""
+    script = textwrap.dedent(f"""
+        import errno, logging, os
+        from pathlib import Path
+        from tensorboard.compat.tensorflow_stub.io import gfile
+        from mme.train.metrics import build_logger
+
+        def write(self, *args, **kwargs):  # (its first write: the writer's own event, as it is made)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        gfile.LocalFileSystem.write = write
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logger = build_logger(Path({str(tmp_path)!r}))
+        logger.log({{"loss": 1.0}}, 1)
+        logger.close()
+        print([type(lg).__name__ for lg in logger.loggers])
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines() == [f"tensorboard cannot log to {str(tmp_path / 'tb')!r} (OSError: [Errno 28] No "
+                                        "space left on device): logging JSONL and CSV only"], done.stderr[-3000:]
+    assert done.stdout.split("\n")[0] == "['JSONLLogger', 'CSVLogger']"
+
+
+def test_tensorboard_logs_into_a_folder_whose_name_this_locale_decodes_otherwise_than_utf8(tmp_path):
+    """TensorBoard makes its folder by the locale's encoding of its path and writes its events by the UTF-8 encoding
+    of the same text: under ``LC_ALL=C PYTHONUTF8=0`` (ASCII) a run folder ``caf\u00e9`` was no TensorBoard log
+    ("tensorboard cannot log to ... UnicodeEncodeError"), and under a Latin-1 locale its events went nowhere (the
+    writer's thread failed). They are written into the run's own tb/."""
+    run = tmp_path / "caf\u00e9"
+    run.mkdir()
+    script = textwrap.dedent(f"""
+        import logging
+        from pathlib import Path
+        from mme.train.metrics import build_logger
+
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logger = build_logger(Path({str(run).encode().decode("ascii", "surrogateescape")!r}))
+        for step in (1, 2):
+            logger.log({{"loss": 1.0 / step}}, step)
+        logger.close()
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and not done.stderr, done.stderr[-3000:]
+    assert os.listdir(tmp_path) == ["caf\u00e9"]  # (no other folder of TensorBoard's making)
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1.0), (2, 0.5)]
 
 
 def test_a_tensorboard_logger_leaves_threading_excepthook_as_it_found_it_and_a_hook_set_meanwhile_works(tmp_path):

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import weakref
 from array import array
@@ -237,17 +238,17 @@ class CSVLogger:
         self.file.close()
 
 
-_quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_quieting: weakref.WeakSet[TensorBoardLogger] = weakref.WeakSet()
 _excepthook_before: Callable = threading.excepthook
 _in_hook = threading.local()
 
 
 def _excepthook(args) -> None:
-    """``threading.excepthook`` while a TensorBoard writer lives, silent for an OSError of its threads (a full disk),
-    which its writer raises again in :meth:`TensorBoardLogger.log` (it keeps it), where it is warned about. Any
-    other thread's error goes to the hook found when it was set; a hook set since that calls the hook it found (this
-    one) back gets Python's own (it would otherwise be called again without end)."""
-    if args.thread in _quiet_threads and isinstance(args.exc_value, OSError):
+    """``threading.excepthook`` while a :class:`TensorBoardLogger` is open, silent for an OSError of a TensorBoard
+    writer's thread (a full disk), which its writer raises again in :meth:`TensorBoardLogger.log` (it keeps it), where
+    it is warned about. Any other thread's error goes to the hook found when it was set; a hook set since that calls
+    the hook it found (this one) back gets Python's own (it would otherwise be called again without end)."""
+    if _quieting and type(args.thread).__module__.startswith("tensorboard.") and isinstance(args.exc_value, OSError):
         return
     if getattr(_in_hook, "active", False):
         threading.__excepthook__(args)
@@ -259,35 +260,62 @@ def _excepthook(args) -> None:
         _in_hook.active = False
 
 
-def _quiet_os_errors_of(threads: set[threading.Thread]) -> None:
+def _quiet_os_errors_for(logger: TensorBoardLogger) -> None:
+    """Set :func:`_excepthook` for ``logger``, before its writer starts its thread (which may fail at once: its
+    first write is of the writer's making)."""
     global _excepthook_before
-    _quiet_threads.update(threads)
+    _quieting.add(logger)
     if threading.excepthook is not _excepthook:  # (put back by whoever set one since: a test runner)
         _excepthook_before, threading.excepthook = threading.excepthook, _excepthook
 
 
-def _hook_back_when_quiet() -> None:
-    """Put back the hook :func:`_quiet_os_errors_of` found once no writer's thread it quiets lives: a library
-    caller's process is left as it was."""
-    if threading.excepthook is _excepthook and not any(t.is_alive() for t in _quiet_threads):
+def _hook_back_when_quiet(logger: TensorBoardLogger) -> None:
+    """Put back the hook :func:`_quiet_os_errors_for` found once no logger it quiets is open: a library caller's
+    process is left as it was."""
+    _quieting.discard(logger)
+    if threading.excepthook is _excepthook and not _quieting:
         threading.excepthook = _excepthook_before
+
+
+def _tensorboard_path(log_dir: Path) -> tuple[str, int | None]:
+    """The path TensorBoard is given for ``log_dir`` (made here), and the descriptor it opens for it (None where
+    none). TensorBoard makes the folder by the locale's encoding of its path but writes its event file by the UTF-8
+    encoding of the same text: under a Latin-1 locale ``run \u00e9t\u00e9`` (``run \u00c3\u00a9t\u00c3\u00a9``
+    there) they are other folders, and the writer's thread failed. Such a folder is given as ``/proc/self/fd/N``,
+    whose text is the same in every encoding; without ``/proc`` (not Linux) an OSError saying why."""
+    os.makedirs(log_dir, exist_ok=True)
+    path = str(log_dir)
+    try:
+        if path.encode("utf-8") == os.fsencode(path):
+            return path, None
+    except UnicodeEncodeError:  # (a name that is not UTF-8 text under this locale: its surrogate escapes)
+        pass
+    fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY)
+    if not os.path.isdir(through := f"/proc/self/fd/{fd}"):
+        os.close(fd)
+        raise OSError(f"its name under this locale's encoding ({sys.getfilesystemencoding()}) is not the UTF-8 "
+                      "that tensorboard writes its files by (a UTF-8 locale, LC_ALL=C.UTF-8, logs there)")
+    return through, fd
 
 
 class TensorBoardLogger:
     """Scalars under ``log_dir``; TensorBoard hides the events of earlier runs past ``resume_step`` (``purge_step``;
     all of them for a fresh run). The writer writes from a thread of its own: each :meth:`log` waits for it to
     write, so that a failure (a full disk) is raised at that step, in the caller's thread, and that thread's own
-    traceback of it is not printed (:func:`_quiet_os_errors_of`): the warning of :class:`MetricLogger` alone is."""
+    traceback of it is not printed (:func:`_quiet_os_errors_for`): the warning of :class:`MetricLogger` alone is."""
 
     def __init__(self, log_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
 
         self.path = Path(log_dir)  # (its name, "tb", is the log's where it is dropped: MetricLogger.stopped)
-        before = set(threading.enumerate())
-        # a fresh run hides the events of one killed before its first checkpoint, as metrics.jsonl drops them
-        self.writer = SummaryWriter(str(log_dir), purge_step=(resume_step or 0) + 1)
-        _quiet_os_errors_of({t for t in set(threading.enumerate()) - before
-                             if type(t).__module__.startswith("tensorboard.")})
+        path, self.fd = _tensorboard_path(self.path)
+        _quiet_os_errors_for(self)
+        try:
+            # a fresh run hides the events of one killed before its first checkpoint, as metrics.jsonl drops them
+            self.writer = SummaryWriter(path, purge_step=(resume_step or 0) + 1)
+        except BaseException:
+            self._release()
+            raise
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for k, v in metrics.items():
@@ -298,7 +326,13 @@ class TensorBoardLogger:
         try:
             self.writer.close()
         finally:
-            _hook_back_when_quiet()
+            self._release()
+
+    def _release(self) -> None:
+        _hook_back_when_quiet(self)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class MetricLogger:
