@@ -692,6 +692,33 @@ def test_worker_processes_started_fresh_log_as_the_command_does(monkeypatch, cap
                           for level, what in (("WARNING", "warned"), ("INFO", "said"), ("DEBUG", "debugged"))), said
 
 
+def test_an_argument_this_locale_cannot_encode_back_is_refused_naming_it(monkeypatch, capsys):
+    """UTF-8 bytes in a path under an EUC-JP locale: Python decodes them to characters its euc_jp codec cannot encode
+    back (``\\x97``), and ``mme synth / lists / check / pretrain`` ended in a UnicodeEncodeError traceback at the
+    first use of the name. A path argument or an override is refused naming it and the reason, nothing run."""
+    import mme.data.synth
+    import mme.train.pretrain
+
+    ran = []
+    monkeypatch.setattr(mme.data.synth, "generate_synth", lambda **kwargs: ran.append(kwargs))
+    monkeypatch.setattr(mme.train.pretrain, "main", lambda *args: ran.append(args))
+    monkeypatch.setattr(os, "fsencode", lambda name: os.fspath(name).encode("euc_jp", "surrogateescape"))
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "euc_jp")
+    name = "/tmp/out_\udce6\x97"
+    why = (": its bytes cannot be represented in this locale's encoding (euc_jp), so it names no file: run mme "
+           "under a UTF-8 locale (LC_ALL=C.UTF-8)")
+    for argv, said in ((["synth", name], f"mme synth: error: argument out: {name!r}{why}"),
+                       (["check", "list.txt", "--out", name], f"mme check: error: argument --out: {name!r}{why}"),
+                       (["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={name}"],
+                        f"mme pretrain: error: argument key=value: {f'train.out_dir={name}'!r}{why}"),
+                       (["pretrain", "train.steps=1", "--config", "tiny_cpu_mme", f"train.out_dir={name}"],
+                        f"mme: error: argument key=value: {f'train.out_dir={name}'!r}{why}")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert (info.value.code, capsys.readouterr().err.splitlines()[-1]) == (2, said), argv
+    assert ran == []
+
+
 def test_an_empty_path_is_refused_naming_its_flag_and_an_empty_root_is_the_working_folder(monkeypatch, capsys):
     """An empty path, what an unset shell variable gives, was taken for the option not given, exit 0: ``--resume
     "$CKPT"`` trained a fresh run from step 0, ``mme export SRC ""`` wrote into the working folder, ``viz

@@ -85,8 +85,21 @@ def number(least: float = 0.0, above: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def encodable_text(text: str) -> str:
+    """argparse type: an argument as Python decoded its bytes in this locale's encoding, refused where that encoding
+    cannot encode it back (UTF-8 bytes under an EUC-JP locale): a file named by it raised a UnicodeEncodeError at the
+    first use of the name."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: its bytes cannot be represented in this locale's encoding ({sys.getfilesystemencoding()}), "
+            "so it names no file: run mme under a UTF-8 locale (LC_ALL=C.UTF-8)") from None
+    return text
+
+
 def path(text: str) -> str:
-    """argparse type: a file or folder, ``~`` and ``~/`` the home folder as in a config key
+    """argparse type: a file or folder (:func:`encodable_text`), ``~`` and ``~/`` the home folder as in a config key
     (:func:`mme.config.home`); an empty one, what an unset shell variable gives (``--resume "$CKPT"``), is refused:
     the commands took it for the option not given (a fresh run where one was to be resumed, no ``--json`` written)."""
     from mme.config import home
@@ -94,6 +107,7 @@ def path(text: str) -> str:
 
     if not text:
         raise argparse.ArgumentTypeError("empty, which names no file or folder (an unset shell variable?)")
+    encodable_text(text)
     try:
         return home(text)
     except ConfigError as e:  # (a ValueError, which argparse says as 'invalid path value')
@@ -181,8 +195,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="compute again the rows (and checkpoints) and the data's videos --out holds from a run with "
                         "other settings; without it such a folder is refused before any work")
-    p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run (a target setting: "
-                                                "for the targets that use it, target.hog_style for the HOG ones)")
+    p.add_argument("overrides", nargs="*", type=encodable_text,
+                   help="key=value overrides for every pre-training run (a target setting: for the targets that "
+                        "use it, target.hog_style for the HOG ones)")
     _calls(p, "mme.demo:run_demo")
 
 
@@ -353,7 +368,8 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
                    help="'auto' (newest valid checkpoint in train.out_dir) or a path; same as train.resume=...")
     p.add_argument("--overwrite", action="store_true", help="let a fresh run clear a train.out_dir that holds "
                                                            "another run's checkpoints; same as train.overwrite=true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
+    p.add_argument("overrides", nargs="*", metavar="key=value", type=encodable_text,
+                   help=f"config overrides, e.g. {example}")
 
     def run(a):
         from mme.config import given_keys, same_key_in
@@ -991,7 +1007,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     # key=value overrides may also follow options (argparse alone gives a nargs="*" positional only one place)
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
-        args.overrides += extra
+        try:
+            args.overrides += [encodable_text(x) for x in extra]
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument key=value: {e}")
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
