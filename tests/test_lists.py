@@ -2532,6 +2532,30 @@ def test_a_video_or_a_utf16_list_given_for_a_list_is_refused_in_one_line_saying_
             f"mme {command}: error: list file {tmp_path / name}: {said}"), name
         assert not out.exists()
 
+def test_a_utf16_list_or_kinetics_csv_holding_non_ascii_text_is_said_to_be_utf16(tmp_path):
+    """A list saved as UTF-16 without a byte-order mark holding one accented path was called "a video or another
+    binary file" (the ASCII-only one is told it is UTF-16: a NUL byte), and a Kinetics CSV saved as UTF-16 was told
+    the position of its first byte ("line 1 holds the byte 0xff"). Both are told they are UTF-16, as a list with its
+    byte-order mark is."""
+    from mme.data.lists import from_kinetics
+
+    text = "videos/a.mp4 0\nvideos/caf\u00e9.mp4 1\n"
+    csv_text = "label,youtube_id,time_start,time_end,split\ncaf\u00e9,x,1,2,train\n"
+    no_bom = "not UTF-8 text (saved as UTF-16 without a byte-order mark); save it as UTF-8"
+    bom = "not UTF-8 text (saved as UTF-16, its first bytes the byte-order mark); save it as UTF-8"
+    for name, data in (("le.txt", text.encode("utf-16-le")), ("be.txt", text.encode("utf-16-be"))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError) as e:
+            read_list(tmp_path / name, strict=False)
+        assert str(e.value) == f"list file {tmp_path / name}: {no_bom}"
+    for name, data, said in (("bom.csv", csv_text.encode("utf-16"), bom),
+                             ("le.csv", csv_text.encode("utf-16-le"), no_bom)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError) as e:
+            from_kinetics([tmp_path / name])
+        assert str(e.value) == f"{tmp_path / name}: {said}"
+
+
 @pytest.mark.parametrize("command", ["check", "extract"])
 def test_a_json_file_given_for_a_list_is_refused_in_one_line_naming_it(tmp_path, capsys, command):
     """classes.json (a JSON array of class names) or a {name: id} map given where a list is due, beside train.txt:

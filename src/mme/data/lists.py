@@ -160,11 +160,14 @@ def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
 def _utf8_text(data: bytes, named: str) -> str:
     """``data``, the bytes of a list or annotation file (``named``: its path, or what it is and its path), as UTF-8
     text, a byte-order mark at its start dropped. Bytes that are not UTF-8 are a DataError naming the file and, for
-    the first, its line and its offset in the file (the decoder's offset is in the text past the mark)."""
+    UTF-16 text (:func:`_saved_as_utf16`), how it was saved, else the first bad byte's line and its offset in the file
+    (the decoder's offset is in the text past the mark)."""
     body = data.removeprefix(codecs.BOM_UTF8)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as e:
+        if utf16 := _saved_as_utf16(data):
+            raise DataError(f"{named}: " + _not_utf8(utf16)) from e
         at = len(data) - len(body) + e.start
         line = len(_LINE_END.split(data[:at].decode("utf-8")))  # (the bytes before the first bad one are UTF-8)
         raise DataError(f"{named}: " + _not_utf8(f"line {line} holds the byte {data[at]:#04x}, at offset {at} of "
@@ -177,12 +180,26 @@ def _not_utf8(why: str) -> str:
     return f"not UTF-8 text ({why}); save it as UTF-8"
 
 
+def _saved_as_utf16(data: bytes) -> str | None:
+    """How the start of ``data``, a text file's bytes that are not UTF-8, tells that it was saved as UTF-16: its
+    byte-order mark (PowerShell 5's ``>``), or, without one, a NUL as every other byte of half its characters or more
+    and none between them (the high byte of ASCII and Latin-1 characters; a video's zeros fall on both); None where it
+    tells neither."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "saved as UTF-16, its first bytes the byte-order mark"
+    start = data[:4096]
+    for high, low in ((start[1::2], start[::2]), (start[::2], start[1::2])):  # (little-endian, big-endian)
+        if high and 2 * high.count(0) >= len(high) and not low.count(0):
+            return "saved as UTF-16 without a byte-order mark"
+    return None
+
+
 def _not_a_list(list_file: str, data: bytes) -> str | None:
     """Why ``data``, the bytes of ``list_file``, which are not UTF-8, are no list, where that is plain: a video given
-    in a list's place (its suffix, or NUL bytes at its start, which no text holds), or a list saved as UTF-16 with its
-    byte-order mark (PowerShell 5's ``>``); None where it is neither."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return _not_utf8("saved as UTF-16, its first bytes the byte-order mark")
+    in a list's place (its suffix, or NUL bytes at its start, which no text holds); None where it is neither, or the
+    list is UTF-16 text (:func:`_utf8_text` says so)."""
+    if _saved_as_utf16(data):
+        return None
     what = "a video" if _video_stem(os.path.basename(list_file)) is not None else \
         "a video or another binary file" if b"\0" in data[:4096] else None
     return what and f"{what}, not a list file (one 'path [label]' a line)"
