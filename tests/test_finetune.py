@@ -318,6 +318,28 @@ def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
     assert written["top1"] is None and written["mean_class_accuracy"] is None and written["num_samples"] == 0
 
 
+@pytest.mark.pinned  # no run: the reports alone
+def test_a_report_of_the_checkpoint_tested_now_under_another_locale_is_kept(tmp_path, caplog):
+    """test.json of ``run caf\u00e9/checkpoint-2.pt`` written under a UTF-8 locale, the same checkpoint tested again
+    under another (ASCII: Python names the folder ``caf\udcc3\udca9``; Latin-1 ``caf\u00c3\u00a9``): the report was
+    removed as another checkpoint's, its path compared as each locale decoded it. Reports name their checkpoint,
+    list and root as UTF-8 text (:func:`mme.utils.utf8_abspath`); another checkpoint's report is still removed."""
+    from mme.eval.finetuned import _drop_reports_of_others
+    from mme.eval.testing import save_report
+
+    report = {**classification_report(torch.eye(2), torch.arange(2)), "views_per_video": 1, "failures": []}
+    checkpoint = tmp_path / "run caf\u00e9" / "checkpoint-2.pt"
+    save_report({**report, "checkpoint": str(checkpoint)}, tmp_path, "test")
+    as_ascii = str(checkpoint).encode().decode("ascii", "surrogateescape")  # (its bytes, as an ASCII locale reads them)
+    _drop_reports_of_others(tmp_path, as_ascii)
+    assert (tmp_path / "test.json").is_file() and not caplog.records
+    _drop_reports_of_others(tmp_path, checkpoint.with_name("checkpoint-3.pt"))
+    assert not (tmp_path / "test.json").exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removed the test report from {tmp_path}: of {checkpoint}, not of {checkpoint.with_name('checkpoint-3.pt')}, "
+        "tested now"]
+
+
 @pytest.mark.pinned  # no run: the report alone
 def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ranks():
     """NaN probabilities gave a report that contradicted itself (top-1 0, per-class accuracy 1.0); a softmax class

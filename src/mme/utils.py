@@ -1353,6 +1353,12 @@ def utf8_name(name: str) -> str:
     return name if name.isascii() else os.fsencode(name).decode("utf-8", "surrogateescape")
 
 
+def utf8_abspath(path: str | os.PathLike) -> str:
+    """``path``'s absolute path as UTF-8 text (:func:`utf8_name`), as a report or a job's record names a file: the
+    same file is the same text whatever the locale it was written or compared under."""
+    return utf8_name(os.path.abspath(path))
+
+
 def utf8_named(record: dict, said: str) -> dict:
     """``record`` of a file a report names (its ``"path"``, the file system's name) with that path as UTF-8 text
     (:func:`utf8_name`), in its ``said`` text too, as a report written whatever the locale names the file."""

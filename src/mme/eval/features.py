@@ -69,6 +69,7 @@ from mme.utils import (
     removing,
     torch_as_mme,
     unlock_folder,
+    utf8_abspath,
     utf8_name,
     utf8_named,
     write_safetensors,
@@ -847,7 +848,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),
                        "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
                        "reading": READING_VERSION,
-                       "num_videos": n, "root": utf8_name(os.path.abspath(root or ".")), "precision": precision,
+                       "num_videos": n, "root": utf8_abspath(root or "."), "precision": precision,
                        "backend": backend, "orientation": orientation,
                        # (a clip given only: the files embedded without one stay this job's)
                        **{k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None},

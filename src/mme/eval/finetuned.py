@@ -57,7 +57,7 @@ from mme.train.finetune import (
     warn_of_misnamed_classes,
 )
 from mme.train.precision import choose_precision
-from mme.utils import code_version, counted, fs_name
+from mme.utils import code_version, counted, fs_name, utf8_abspath
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
             continue
         d = dataset.cfg
         reports[name] = {**report, "trained_classes": trained,
-                         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
-                         "list": os.path.abspath(list_file), "root": os.path.abspath(d.root or "."),
+                         "checkpoint": utf8_abspath(checkpoint) if checkpoint else None,
+                         "list": utf8_abspath(list_file), "root": utf8_abspath(d.root or "."),
                          "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,
                          "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
                          "clips": d.test_clips, "crops": d.test_crops, "orientation": d.orientation,
@@ -150,7 +150,7 @@ def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> Non
     """Remove the val / test reports in ``out_dir`` of another checkpoint than ``checkpoint`` (an earlier test's,
     a resumed run's): beside this test's reports they would read as the same checkpoint's. One that cannot be
     removed is an MMEError naming it, before any test."""
-    tested = os.path.abspath(checkpoint) if checkpoint else None
+    tested = utf8_abspath(checkpoint) if checkpoint else None  # (as the report records it, whatever the locale)
     for split in SPLITS:
         report = read_report(out_dir / report_files(split)[0])
         if report is None:
