@@ -455,16 +455,26 @@ def test_a_recipe_of_nested_yaml_aliases_is_refused_or_read_at_once(tmp_path, ne
 
 def test_a_recipe_that_is_not_utf8_or_cannot_be_read_is_one_line(tmp_path, capsys):
     """A recipe saved in Latin-1 (an accented comment), itself or as a base, and one that cannot be read (an I/O
-    error) ended the command with a bare UnicodeDecodeError / OSError traceback."""
+    error) ended the command with a bare UnicodeDecodeError / OSError traceback. A recipe is read as a list is
+    (:func:`mme.data.lists._utf8_text`): its first bad byte's line and offset, or that it was saved as UTF-16 (the
+    decoder's own words were given: "'utf-8' codec can't decode byte 0xff in position 0"; of ASCII saved as UTF-16
+    without a byte-order mark, "not valid YAML" for its NULs)."""
     from mme.cli import main
 
     (tmp_path / "latin1.yaml").write_bytes(b"_base_: tiny_cpu_mme\n# r\xe9glages de l'\xe9quipe\ntrain:\n  steps: 3\n")
     (tmp_path / "child.yaml").write_text("_base_: latin1.yaml\ntrain:\n  batch_size: 2\n")
     (tmp_path / "on_io_error.yaml").write_text("_base_: /proc/self/mem\n")  # its read fails with EIO
     for recipe in ("latin1.yaml", "child.yaml"):
-        with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/latin1\.yaml: not UTF-8 text \(.*byte 0xe9 in "
-                                              r"position 24: invalid continuation byte\); save it as UTF-8$"):
+        with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/latin1\.yaml: not UTF-8 text \(line 2 holds the "
+                                              r"byte 0xe9, at offset 24 of the file\); save it as UTF-8$"):
             load_config(PretrainConfig, tmp_path / recipe)
+    text = "_base_: tiny_cpu_mme\ntrain:\n  steps: 3\n"
+    for name, data, how in (("bom.yaml", text.encode("utf-16"), "saved as UTF-16, its first bytes the byte-order mark"),
+                            ("le.yaml", text.encode("utf-16-le"), "saved as UTF-16 without a byte-order mark")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ConfigError) as e:
+            load_config(PretrainConfig, tmp_path / name)
+        assert str(e.value) == f"recipe {tmp_path / name}: not UTF-8 text ({how}); save it as UTF-8"
     with pytest.raises(ConfigError, match=r"^recipe /proc/self/mem: cannot be read \(Input/output error\)$"):
         load_config(PretrainConfig, tmp_path / "on_io_error.yaml")
     assert main(["pretrain", "--config", str(tmp_path / "child.yaml")]) == 1

@@ -2499,17 +2499,18 @@ def test_the_class_folder_judged_is_the_outermost_that_names_a_class_as_mme_list
 @pytest.mark.parametrize("command", ["check", "extract"])
 def test_a_list_holding_a_nul_byte_is_refused_in_one_line_naming_it(tmp_path, capsys, command):
     """A list saved as UTF-16 without a byte-order mark, or a file of zeros (a write cut short by a power loss),
-    holds NUL bytes, which no path can: one line naming the list, its line and the likely cause, nothing written
-    (before: a ValueError traceback, 'embedded null byte')."""
+    holds NUL bytes, which no path can: one line naming the list and the likely cause (UTF-16 told by where its NULs
+    fall; of the zeros, their line), nothing written (before: a ValueError traceback, 'embedded null byte')."""
     (tmp_path / "u16.txt").write_bytes("a.mp4 0\n".encode("utf-16-le"))
     (tmp_path / "zeros.txt").write_bytes(bytes(64))
-    for name in ("u16.txt", "zeros.txt"):
+    for name, said in (("u16.txt", "not UTF-8 text (saved as UTF-16 without a byte-order mark); save it as UTF-8"),
+                       ("zeros.txt", "line 1 holds a NUL byte: not UTF-8 text (saved as UTF-16 without a byte-order "
+                                     "mark, or zeros a write cut short left); save it as UTF-8")):
         out = tmp_path / f"{command}-{name}"
         assert cli_main([command, str(tmp_path / name), "--root", str(tmp_path), "--out", str(out),
                          "--workers", "1"]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
-            f"mme {command}: error: list file {tmp_path / name}: line 1 holds a NUL byte: not UTF-8 text (saved as "
-            "UTF-16 without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
+            f"mme {command}: error: list file {tmp_path / name}: {said}")
         assert not out.exists()
 
 
@@ -2532,24 +2533,29 @@ def test_a_video_or_a_utf16_list_given_for_a_list_is_refused_in_one_line_saying_
             f"mme {command}: error: list file {tmp_path / name}: {said}"), name
         assert not out.exists()
 
+
 def test_a_utf16_list_or_kinetics_csv_holding_non_ascii_text_is_said_to_be_utf16(tmp_path):
-    """A list saved as UTF-16 without a byte-order mark holding one accented path was called "a video or another
-    binary file" (the ASCII-only one is told it is UTF-16: a NUL byte), and a Kinetics CSV saved as UTF-16 was told
-    the position of its first byte ("line 1 holds the byte 0xff"). Both are told they are UTF-16, as a list with its
-    byte-order mark is."""
+    """A list saved as UTF-16 without a byte-order mark holding one accented path, or an ideographic space (U+3000,
+    a NUL its low byte), was called "a video or another binary file", and a Kinetics CSV saved as UTF-16 was told
+    the position of its first byte ("line 1 holds the byte 0xff") or, of ASCII alone without a byte-order mark
+    (valid UTF-8), "missing columns". All are told they are UTF-16, as a list with its byte-order mark is."""
     from mme.data.lists import from_kinetics
 
-    text = "videos/a.mp4 0\nvideos/caf\u00e9.mp4 1\n"
-    csv_text = "label,youtube_id,time_start,time_end,split\ncaf\u00e9,x,1,2,train\n"
     no_bom = "not UTF-8 text (saved as UTF-16 without a byte-order mark); save it as UTF-8"
     bom = "not UTF-8 text (saved as UTF-16, its first bytes the byte-order mark); save it as UTF-8"
-    for name, data in (("le.txt", text.encode("utf-16-le")), ("be.txt", text.encode("utf-16-be"))):
-        (tmp_path / name).write_bytes(data)
-        with pytest.raises(DataError) as e:
-            read_list(tmp_path / name, strict=False)
-        assert str(e.value) == f"list file {tmp_path / name}: {no_bom}"
+    for n, text in enumerate(("videos/a.mp4 0\nvideos/caf\u00e9.mp4 1\n", "videos/\u65e5\u3000\u672c.mp4 0\n",
+                              "videos/\u0100.mp4 0\n")):
+        for order in ("le", "be"):
+            (path := tmp_path / f"{n}{order}.txt").write_bytes(text.encode(f"utf-16-{order}"))
+            with pytest.raises(DataError) as e:
+                read_list(path, strict=False)
+            assert str(e.value) == f"list file {path}: {no_bom}"
+    csv_text = "label,youtube_id,time_start,time_end,split\ncaf\u00e9,x,1,2,train\n"
+    ascii_csv = csv_text.replace("caf\u00e9", "abseiling")
     for name, data, said in (("bom.csv", csv_text.encode("utf-16"), bom),
-                             ("le.csv", csv_text.encode("utf-16-le"), no_bom)):
+                             ("le.csv", csv_text.encode("utf-16-le"), no_bom),
+                             ("ascii_le.csv", ascii_csv.encode("utf-16-le"), no_bom),
+                             ("ascii_be.csv", ascii_csv.encode("utf-16-be"), no_bom)):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError) as e:
             from_kinetics([tmp_path / name])

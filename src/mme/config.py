@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mme.errors import ConfigError, UnknownConfigKeys
+from mme.errors import ConfigError, DataError, UnknownConfigKeys
 from mme.utils import error_reason, fs_name, outside_int64, plain_int, plural, utf8_name
 
 T = TypeVar("T")
@@ -887,10 +887,12 @@ def _recipe_layers(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -
     if path.resolve() in _chain:
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
                           f"({' -> '.join(p.name for p in (*_chain, path))})")
+    from mme.data.lists import _utf8_text  # (a recipe's bytes are read as a list's: UTF-16 told, a bad byte placed)
+
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)
-    except UnicodeDecodeError as e:  # (a ValueError, not an OSError)
-        raise ConfigError(f"recipe {path}: not UTF-8 text ({error_reason(e)}); save it as UTF-8") from e
+        data = yaml.load(_utf8_text(path.read_bytes(), f"recipe {path}"), Loader=_RecipeLoader)
+    except DataError as e:  # (not UTF-8 text)
+        raise ConfigError(str(e)) from e
     except OSError as e:
         raise ConfigError(f"recipe {path}: cannot be read ({error_reason(e)})") from e
     except yaml.YAMLError as e:

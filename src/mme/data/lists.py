@@ -158,16 +158,15 @@ def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
 
 
 def _utf8_text(data: bytes, named: str) -> str:
-    """``data``, the bytes of a list or annotation file (``named``: its path, or what it is and its path), as UTF-8
-    text, a byte-order mark at its start dropped. Bytes that are not UTF-8 are a DataError naming the file and, for
-    UTF-16 text (:func:`_saved_as_utf16`), how it was saved, else the first bad byte's line and its offset in the file
-    (the decoder's offset is in the text past the mark)."""
+    """``data``, the bytes of a list, annotation or recipe file (``named``: its path, or what it is and its path), as
+    UTF-8 text, a byte-order mark at its start dropped. Text saved as UTF-16 (:func:`_not_utf16`), or bytes that are
+    not UTF-8, are a DataError naming the file and how it was saved, or the first bad byte's line and its offset in
+    the file (the decoder's offset is in the text past the mark)."""
+    _not_utf16(data, named)
     body = data.removeprefix(codecs.BOM_UTF8)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as e:
-        if utf16 := _saved_as_utf16(data):
-            raise DataError(f"{named}: " + _not_utf8(utf16)) from e
         at = len(data) - len(body) + e.start
         line = len(_LINE_END.split(data[:at].decode("utf-8")))  # (the bytes before the first bad one are UTF-8)
         raise DataError(f"{named}: " + _not_utf8(f"line {line} holds the byte {data[at]:#04x}, at offset {at} of "
@@ -181,17 +180,24 @@ def _not_utf8(why: str) -> str:
 
 
 def _saved_as_utf16(data: bytes) -> str | None:
-    """How the start of ``data``, a text file's bytes that are not UTF-8, tells that it was saved as UTF-16: its
-    byte-order mark (PowerShell 5's ``>``), or, without one, a NUL as every other byte of half its characters or more
-    and none between them (the high byte of ASCII and Latin-1 characters; a video's zeros fall on both); None where it
-    tells neither."""
+    """How the start of ``data``, a text file's bytes, tells that it was saved as UTF-16: its byte-order mark
+    (PowerShell 5's ``>``), or, without one, a NUL as every other byte of half its characters or more (the high byte
+    of ASCII and Latin-1 characters) and at most an eighth as many between them (the low byte of U+3000, the
+    ideographic space, of U+0100; a video's zeros fall on both alike); None where it tells neither."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "saved as UTF-16, its first bytes the byte-order mark"
     start = data[:4096]
     for high, low in ((start[1::2], start[::2]), (start[::2], start[1::2])):  # (little-endian, big-endian)
-        if high and 2 * high.count(0) >= len(high) and not low.count(0):
+        if high and 2 * high.count(0) >= len(high) and 8 * low.count(0) <= high.count(0):
             return "saved as UTF-16 without a byte-order mark"
     return None
+
+
+def _not_utf16(data: bytes, named: str) -> None:
+    """A DataError naming ``named`` where ``data``, the bytes of a text file (or its start), was saved as UTF-16
+    (:func:`_saved_as_utf16`): one of ASCII alone so saved is valid UTF-8, its NULs read as characters."""
+    if utf16 := _saved_as_utf16(data):
+        raise DataError(f"{named}: " + _not_utf8(utf16))
 
 
 def _not_a_list(list_file: str, data: bytes) -> str | None:
@@ -1654,7 +1660,10 @@ def _csv_rows(path: Path) -> Iterator:
     closing quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its
     last columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
     starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped.
-    A NUL is read as any other character (the caller refuses it), on Python 3.10 too (:data:`_NUL_STAND_IN`)."""
+    A NUL is read as any other character (the caller refuses it), on Python 3.10 too (:data:`_NUL_STAND_IN`); a CSV
+    saved as UTF-16 is a DataError saying so (:func:`_not_utf16`)."""
+    with open(path, "rb") as raw:
+        _not_utf16(raw.read(4096), str(path))
     with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
