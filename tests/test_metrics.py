@@ -136,6 +136,44 @@ def test_a_run_folder_whose_name_is_not_utf8_keeps_every_log_and_draws_its_curve
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_without_proc_a_run_folder_tensorboard_cannot_be_given_is_one_warning_saying_why(tmp_path, caplog,
+                                                                                          monkeypatch):
+    """Where there is no ``/proc`` (not Linux), a folder whose name is not UTF-8 text (``out\\xe9``, under a UTF-8
+    locale) was told to use a UTF-8 locale, which it did, and an empty ``tb/`` was left; a UTF-8 name under a locale
+    that is not UTF-8 (ASCII) is. Neither folder is made."""
+    from mme.train.metrics import _tensorboard_path
+
+    isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: not str(p).startswith("/proc/") and isdir(p))
+    run = tmp_path / os.fsdecode(b"out\xe9")
+    run.mkdir()
+    with caplog.at_level(logging.WARNING, logger="mme.train.metrics"):
+        build_logger(run).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"tensorboard cannot log to {str(run / 'tb')!r} (OSError: its name is not UTF-8 text, the encoding tensorboard "
+        "writes its files by (a folder named in UTF-8 logs there); without /proc it cannot be given to tensorboard "
+        "otherwise): logging JSONL and CSV only"]
+    assert sorted(os.listdir(run)) == ["metrics.csv", "metrics.jsonl"]
+    assert _tensorboard_path(tmp_path / "tb") == (str(tmp_path / "tb"), None)  # (a UTF-8 name: given as it is)
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from mme.train.metrics import _tensorboard_path
+
+        os.path.isdir = lambda p: False
+        try:
+            _tensorboard_path(Path({str(tmp_path).encode().decode("ascii", "surrogateescape")!r}) / "caf\\udcc3\\udca9")
+        except OSError as e:
+            print(e)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"})
+    assert done.stdout == ("its name under this locale's encoding (ascii) is not the UTF-8 that tensorboard writes its "
+                           "files by (a UTF-8 locale, LC_ALL=C.UTF-8, logs there); without /proc it cannot be given to "
+                           "tensorboard otherwise\n"), done.stderr[-3000:]
+    assert not (tmp_path / "caf\u00e9").exists()
+
+
 def test_a_non_finite_value_is_logged_as_null_and_read_back_as_nan(tmp_path):
     """A diverging run's loss (inf) and a skipped step's (nan) went to metrics.jsonl as bare ``Infinity`` / ``NaN``:
     not JSON (jq read the loss as 1.8e308, JavaScript refused the line). They are null, as in mme's other JSON files,

@@ -282,20 +282,28 @@ def _tensorboard_path(log_dir: Path) -> tuple[str, int | None]:
     none). TensorBoard makes the folder by the locale's encoding of its path but writes its event file by the UTF-8
     encoding of the same text: under a Latin-1 locale ``run \u00e9t\u00e9`` (``run \u00c3\u00a9t\u00c3\u00a9``
     there) they are other folders, and the writer's thread failed. Such a folder is given as ``/proc/self/fd/N``,
-    whose text is the same in every encoding; without ``/proc`` (not Linux) an OSError saying why."""
-    os.makedirs(log_dir, exist_ok=True)
+    whose text is the same in every encoding; without ``/proc`` (not Linux) an OSError saying why, the folder not
+    made."""
     path = str(log_dir)
     try:
-        if path.encode("utf-8") == os.fsencode(path):
-            return path, None
+        same = path.encode("utf-8") == os.fsencode(path)
     except UnicodeEncodeError:  # (a name that is not UTF-8 text under this locale: its surrogate escapes)
-        pass
+        same = False
+    if not same and not os.path.isdir("/proc/self/fd"):
+        try:
+            os.fsencode(path).decode("utf-8")
+        except UnicodeDecodeError:  # (a UTF-8 locale would not help)
+            why = "its name is not UTF-8 text, the encoding tensorboard writes its files by (a folder named in UTF-8 " \
+                  "logs there)"
+        else:
+            why = (f"its name under this locale's encoding ({sys.getfilesystemencoding()}) is not the UTF-8 that "
+                   "tensorboard writes its files by (a UTF-8 locale, LC_ALL=C.UTF-8, logs there)")
+        raise OSError(f"{why}; without /proc it cannot be given to tensorboard otherwise")
+    os.makedirs(log_dir, exist_ok=True)
+    if same:
+        return path, None
     fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY)
-    if not os.path.isdir(through := f"/proc/self/fd/{fd}"):
-        os.close(fd)
-        raise OSError(f"its name under this locale's encoding ({sys.getfilesystemencoding()}) is not the UTF-8 "
-                      "that tensorboard writes its files by (a UTF-8 locale, LC_ALL=C.UTF-8, logs there)")
-    return through, fd
+    return f"/proc/self/fd/{fd}", fd
 
 
 class TensorBoardLogger:
