@@ -125,12 +125,13 @@ def test_one_video_in_a_folder_whose_name_is_not_utf8_is_embedded(setup, tmp_pat
         assert valid.tolist() == [True] and got.tolist() == labels, source
         np.testing.assert_array_equal(x, want)
 
+
 def test_features_embedded_under_one_locale_are_up_to_date_under_another(setup, tmp_path):
     """The same command over a checkpoint, list and root in a folder ``caf\u00e9``, run again under ``LC_ALL=C
-    PYTHONUTF8=0`` (ASCII, which names the folder ``caf\udcc3\udca9``; a Latin-1 locale ``caf\u00c3\u00a9``): the
-    job's record held the paths as the locale decoded them, so the rerun embedded every video again ("0 done
-    before"), and one stopped under the other locale was refused ("partial results of a different job"). The same
-    files are the same job, whatever the locale."""
+    PYTHONUTF8=0`` (ASCII, which names the folder ``caf\udcc3\udca9``): the job's record held the paths as the
+    locale decoded them, so the rerun embedded every video again ("0 done before"), and one stopped under the other
+    locale was refused ("partial results of a different job"); a Latin-1 locale (``caf\u00c3\u00a9``) did the same,
+    not run here (a machine may lack that locale). The same files are the same job, whatever the locale."""
     root, ckpt = setup
     folder = tmp_path / "caf\u00e9"
     shutil.copytree(ckpt, folder / "encoder")
