@@ -292,10 +292,13 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
                                         r"them out"):
         strict[1]
     with pytest.raises(DataError, match=rf"2 of 3 videos .*; is data.root \({videos / 'elsewhere'}\) the folder its "
-                                        r"relative paths start from\?$"):  # every video missing: the root is wrong
+                                        r"relative paths start from\? If so, these videos are gone: leave them out "
+                                        r"of the list \(`mme lists \.\.\. --skip-missing` lists only the videos it "
+                                        r"finds\), or raise data.max_failure_fraction$"):  # every video missing
         PretrainDataset(config(videos, ["good.mp4", "coord.mkv", "a.mp4"], root=str(videos / "elsewhere"),
                                max_failure_fraction=0.5))[0]
-    with pytest.raises(DataError, match=r"; do the listed absolute paths exist here \(a volume not mounted\)\?$"):
+    with pytest.raises(DataError, match=r"; do the listed absolute paths exist here \(a volume not mounted\)\? If "
+                                        r"so, these videos are gone: .*$"):
         PretrainDataset(config(videos, ["/mnt/gone/a.mp4", "/mnt/gone/b.mp4", "good.mp4"], max_failure_fraction=0.5))[0]
 
 
@@ -311,7 +314,8 @@ def test_a_windows_lists_missing_videos_are_advised_to_be_written_with_slashes(v
         PretrainDataset(config(tmp_path, lines, root=str(tmp_path), max_failure_fraction=0.5))[0]
     assert str(e.value).endswith(f"; {tmp_path}/sub\\good.mp4: with '/' for its '\\' it exists: write list paths "
                                  "with '/'")
-    with pytest.raises(DataError, match=r"; is data.root \(.*\) the folder its relative paths start from\?$"):
+    with pytest.raises(DataError, match=r"; is data.root \(.*\) the folder its relative paths start from\? If so, "
+                                        r"these videos are gone: .*$"):
         PretrainDataset(config(tmp_path, lines, root=str(tmp_path / "sub"), max_failure_fraction=0.5))[0]
 
 def test_a_rank_out_of_replacements_says_the_fraction_that_failed(videos, monkeypatch):

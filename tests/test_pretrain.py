@@ -1218,7 +1218,8 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
     listed, a_video = _list_with(synth, tmp_path, gone)
     data = [*listed, "train.seed=1", "model.depth=1", FP32]
     step_2 = "checkpoint-00000002.pt"
-    kept = (r"\(a volume not mounted\)\? Kept: .*checkpoint-00000002\.pt, the checkpoint of step 2: --resume auto "
+    kept = (r"\(a volume not mounted\)\? If so, these videos are gone: .*, or raise data.max_failure_fraction\. "
+            r"Kept: .*checkpoint-00000002\.pt, the checkpoint of step 2: --resume auto "
             r"\(train.resume=auto\) with data.max_failure_fraction raised continues from there$")
     with pytest.raises(DataError, match=kept):
         run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6")

@@ -1093,24 +1093,32 @@ class _VideoDataset(Dataset):
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """What to do where ``failed`` failures by ``codes`` (as :attr:`failure_codes`) stop the run: for videos missing
-        (most of the failures), why the first of them that one tells (:func:`~mme.data.video.missing_hint`: a Windows
-        list's '\\', a label read as part of the name), else the folder of their paths; else `mme check`, which names
-        every video a run cannot read."""
+        (most of the failures), :meth:`missing_advice`; else `mme check`, which names every video a run cannot read."""
         missing = torch.nonzero(codes == REASONS.index("missing")).flatten().tolist()
-        lost = [self.entries.paths[i] for i in missing]
-        told = ((path, hint) for path in map(self.path, missing[:5]) if (hint := missing_hint(path)))
-        if 2 * len(lost) > failed and (first := next(told, None)):
-            return f"{first[0]}: {first[1].removeprefix('; ')}"
-        if 2 * sum(not os.path.isabs(p) for p in lost) > failed:
-            return (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
-                    "start from?")
-        if 2 * len(lost) > failed:
-            return "do the listed absolute paths exist here (a volume not mounted)?"
+        if 2 * len(missing) > failed:
+            return self.missing_advice(missing)
         check = self.checked_as + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
                                   else "")
         check += f" {command_option('--index-dir', self.cfg.index_dir)}" if self.cfg.index_dir else ""
         return (f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                 "data.max_failure_fraction")
+
+    def missing_advice(self, missing: Sequence[int]) -> str:
+        """What to do about the list's videos ``missing`` (indices), not on disk: why the first of them that one tells
+        (:func:`~mme.data.video.missing_hint`: a Windows list's '\\', a label read as part of the name), else whether
+        their paths lead where the videos are (``data.root``, a volume mounted), and where they do, the videos are
+        gone (a download that missed some): left out of the list, or the failure fraction raised."""
+        told = ((path, hint) for path in map(self.path, missing[:5]) if (hint := missing_hint(path)))
+        if first := next(told, None):
+            return f"{first[0]}: {first[1].removeprefix('; ')}"
+        lost = [self.entries.paths[i] for i in missing]
+        if 2 * sum(not os.path.isabs(p) for p in lost) > len(lost):
+            where = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
+                     "start from?")
+        else:
+            where = "do the listed absolute paths exist here (a volume not mounted)?"
+        return (f"{where} If so, these videos are gone: leave them out of the list (`mme lists ... --skip-missing` "
+                "lists only the videos it finds), or raise data.max_failure_fraction")
 
     def _record_failure(self, i: int, err: Exception) -> None:
         reason = getattr(err, "reason", "other")
