@@ -19,6 +19,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1175,6 +1177,14 @@ def test_activation_checkpointing_gives_the_same_training(synth, tmp_path):
     assert max((sa[k] - sb[k]).abs().max().item() for k in sa) <= 1e-6
 
 
+def _on_disk(root: Path, videos: Iterable[str]) -> None:
+    """Empty files at the list paths ``videos`` under ``root``: videos that are there, to a track cache's start check,
+    which asks only whether a video without a cache file is there (one missing is not made by mme extract)."""
+    for video in videos:
+        (root / video).parent.mkdir(parents=True, exist_ok=True)
+        (root / video).touch()
+
+
 def _list_with(synth, tmp_path, video, at: int = 15) -> tuple[list[str], str]:
     """``(data overrides, a listed video's path)``: the synth list's first 15 videos with ``video`` inserted at ``at``
     (15: last), as tmp_path/list.txt; a copy of the video named restores a missing one."""
@@ -2128,6 +2138,7 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
         for i in held:
             cache_file(tmp_path / name, f"v/{i:03d}.mp4").parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(cache_file(tmp_path / "made", first), cache_file(tmp_path / name, f"v/{i:03d}.mp4"))
+        _on_disk(tmp_path, (f"v/{i:03d}.mp4" for i in set(range(200)) - held))
         data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}"]
         cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={tmp_path / name}")
         lacking = 200 - len(held)
@@ -2143,6 +2154,8 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
             f"{cache_file(tmp_path / name, f'v/{min(held):03d}.mp4')}, and resumes")
         cfg.data.max_failure_fraction = lacking / 200
         check_cache(cfg, pretrain_dataset(cfg))  # as many as the run may skip: it starts
+        for video in tmp_path.glob("v/*.mp4"):  # (the next cache holds their files, made from another video)
+            video.unlink()
 
 
 @pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
@@ -2286,6 +2299,51 @@ def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_p
     os.utime(bad, ns=(report.stat().st_mtime_ns + 10**9,) * 2)  # changed since: mme extract tries it again
     said = refusal([*listed[:3], bad])
     assert "mme extract failed" not in said and "makes the track cache files these videos lack" in said, said
+
+
+@pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
+def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_out_not_mme_extract(synth, tmp_path):
+    """A list of which more videos are missing than data.max_failure_fraction lets the run skip (a download that
+    missed some): the run's refusal of the cache lacking their files advised the mme extract that makes them, which
+    failed them again as missing, and the run gave the same advice again, forever. The refusal names them as missing
+    and gives the advice of a run without a cache (data.root, or leave them out: mme lists --skip-missing); mme extract
+    only for the videos it can make; the list without them starts the run."""
+    from training import tiny_config
+
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    root = lists["data.root"]
+    listed = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()]
+    (tmp_path / "made.txt").write_text("".join(f"{p}\n" for p in [*listed[:3], "gone.mp4"]))
+    cache = tmp_path / "cache"
+    made = extract_cache(str(tmp_path / "made.txt"), str(cache), root=root, length=6, short_side=64, seed_stride=4)
+    assert list(made["failed"]) == [f"{root}/gone.mp4"] and "missing" in made["failed"][f"{root}/gone.mp4"]
+
+    def refusal(videos: list[str]) -> str | None:
+        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
+        data = [f"data.list_file={tmp_path / 'run.txt'}", f"data.root={root}"]
+        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={cache}")
+        try:
+            check_cache(cfg, pretrain_dataset(cfg))
+        except DataError as e:
+            return str(e)
+        return None
+
+    gone = (f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 4 videos of {tmp_path / 'run.txt'} "
+            f"that mme extract cannot make: 1 is missing ({root}/gone.mp4), more than data.max_failure_fraction=0.01 "
+            f"of them: is data.root ({root}) the folder its relative paths start from? If so, these videos are gone: "
+            "leave them out of the list (`mme lists ... --skip-missing` lists only the videos it finds), or raise "
+            "data.max_failure_fraction")
+    assert refusal([*listed[:3], "gone.mp4"]) == gone  # before: "...; `mme extract ...` makes the track cache files"
+    said = refusal([*listed[:2], "gone.mp4", listed[3]])  # and a video never extracted: mme extract makes its file
+    assert said is not None and said.startswith(gone.split(" (")[0]), said
+    assert said.endswith(f"; it lacks the files of 1 more too: `mme extract {tmp_path / 'run.txt'} --root {root} --out "
+                         f"{cache} --length 6 --short-side 64 --seed-stride 4 --flow dis-balanced --orientation coded "
+                         f"--backend pyav` makes the track cache files these videos lack with the settings of the "
+                         f"cache's {cache}/{listed[0]}.tracks, and resumes"), said
+    assert refusal(listed[:3]) is None  # the list without it: the run starts
 
 
 @pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
@@ -2652,6 +2710,7 @@ def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(syn
         cfg, data = dataset("shared")
         check_cache(cfg, data)  # before: refused, holding no file for any video
         assert data.cache_lookup.files == [str(cache_file(tmp_path / "shared", v)) for v in videos]
+    _on_disk(tmp_path, videos)
     cfg, data = dataset("unmounted")
     with pytest.raises(DataError, match=rf"^target.cache_dir '{tmp_path / 'unmounted'}' holds no track cache file for "
                                         rf"any of the 20 videos of .*list.txt \(the first: {tmp_path}/v/a/00.mp4\);"):
@@ -2682,6 +2741,7 @@ def test_the_refusal_of_a_track_cache_says_where_its_listing_could_not_list_fold
     for v in videos[:2]:
         cache_file(tmp_path / "cache", v).parent.mkdir(parents=True, exist_ok=True)
         cache_file(tmp_path / "cache", v).write_bytes(b"")
+    _on_disk(tmp_path, videos[2:])
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}"],
                       tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}")
     real = os.scandir
@@ -2735,6 +2795,7 @@ def test_the_refusal_of_a_track_cache_lacking_files_counts_the_lists_bad_lines_a
     for v in videos[1:]:  # (the files' content is not read by the check of which are there)
         cache_file(tmp_path / "cache", v).parent.mkdir(parents=True, exist_ok=True)
         cache_file(tmp_path / "cache", v).write_bytes(b"")
+    _on_disk(tmp_path, videos[:1])
     for name, bad in (("bad", ["v/a/x.mp4 notanumber extra\n"]), ("good", [])):
         (tmp_path / f"{name}.txt").write_text("".join(f"{v} 0\n" for v in videos) + "".join(bad))
         fraction = 0.2 if bad else 0.1

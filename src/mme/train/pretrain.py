@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -49,7 +50,7 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
-from mme.utils import counted, hold_for_reading
+from mme.utils import counted, hold_for_reading, plural
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +81,23 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a ``target.cache_dir`` that is not a folder, or lacks the cache files of more of the list's videos than
     ``data.max_failure_fraction`` lets the run skip, or of all of them
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses on
-    disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction stopped
-    part-way, are the dataset's failures; those ``mme extract`` failed, where they alone are too many, named as such:
-    :func:`_check_extract_failed`), or one of whose probed files that this mme made and can read
-    (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with settings the run cannot
-    read, or turned its video otherwise (:meth:`~mme.data.dataset.PretrainDataset.cache_file_refusal`, advising the
-    cache made again at its ``--short-side``; videos outside the probes are judged at their read), or holds too many
-    files each read fails before their settings count (unreadable, made by an earlier mme, or of another version of its
-    video: :func:`_check_refused_files`, judged after the settings: their advice, a resumed extraction, would be refused
-    for files of other settings), as each read would at the first batch, after the run's files, model and loader workers
+    disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
+    stopped part-way, are the dataset's failures; those of videos ``mme extract`` cannot make (failed, missing),
+    where they alone are too many, named as such: :func:`_check_unmakeable`), or one of whose probed files that this
+    mme made and can read (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with
+    settings the run cannot read, or turned its video otherwise
+    (:meth:`~mme.data.dataset.PretrainDataset.cache_file_refusal`, advising the cache made again at its
+    ``--short-side``; videos outside the probes are judged at their read), or holds too many files each read fails
+    before their settings count (unreadable, made by an earlier mme, or of another version of its video:
+    :func:`_check_refused_files`, judged after the settings: their advice, a resumed extraction, would be refused for
+    files of other settings), as each read would at the first batch, after the run's files, model and loader workers
     are made. Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of the frames its
-    ``--backend`` read: say so where these differ from the run's (judged on each probed file, naming the first such one
-    where the cache is mixed), so that the run's config is not read as its tracks' flow, and a decoder that reads other
-    frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`); and where its
-    files were made with settings each that change their tracks (a mixed cache:
-    :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`), whose targets differ from one video to another. A target of
-    no tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
+    ``--backend`` read: say so where these differ from the run's (judged on each probed file, naming the first such
+    one where the cache is mixed), so that the run's config is not read as its tracks' flow, and a decoder that reads
+    other frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`); and where
+    its files were made with settings each that change their tracks (a mixed cache:
+    :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`), whose targets differ from one video to another. A target
+    of no tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
     if not reads_cache(cfg, dataset):
         return
     cache = cfg.target.cache_dir
@@ -104,7 +106,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     lookup = dataset.cache_lookup
     lacking = len(lookup.lacking)
     if lacking == len(dataset) or dataset.too_many_failures(lacking):
-        _check_extract_failed(cfg, dataset)
+        _check_unmakeable(cfg, dataset)
         # (a whole listing that lacks the rest too: none of the list's videos has one)
         every = lacking + (lookup.unsought if lookup.whole else 0) == len(dataset)
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
@@ -155,32 +157,44 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         log.warning("%s is coarser than this run's targets: %s", what, coarser)
 
 
-def _check_extract_failed(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Refuse a track cache that lacks the files of videos ``mme extract`` failed
-    (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache, the same file now)
-    where they alone are more than ``data.max_failure_fraction`` lets the run skip, naming the first and why, and every
-    report that names them (a sharded extraction's: one per share): the ``mme extract`` that makes the files the cache
-    lacks fails them again (its advice would loop), so they are left out of the list, or the fraction raised (the files
+def _check_unmakeable(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Refuse a track cache that lacks the files of videos ``mme extract`` cannot make, where they alone are more than
+    ``data.max_failure_fraction`` lets the run skip: those it failed
+    (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache, the same file
+    now), naming the first and why, and every report that names them (a sharded extraction's: one per share), and
+    those missing now (a download that missed some, a wrong ``data.root``), a few named, with their advice
+    (:meth:`~mme.data.dataset.PretrainDataset.missing_advice`): the ``mme extract`` that makes the files the cache lacks
+    fails them again (its advice would loop), so they are left out of the list, or the fraction raised (the files
     of the others the cache lacks, never extracted or failed otherwise, a missing file since back, it does make)."""
     failed = dataset.extract_failed
-    if not failed or not dataset.too_many_failures(len(failed)):
-        return
-    first = next(iter(failed.values()))[0]
-    reports = ", ".join(dict.fromkeys(report for _, report in failed.values()))  # (a sharded extraction's: several)
     lookup = dataset.cache_lookup
+    missing = [i for i, found in enumerate(lookup.files)  # (those not looked up too: a missing video is a failure)
+               if found is None and i not in failed and not os.path.exists(dataset.path(i))]
+    cannot = len(failed) + len(missing)
+    if not cannot or not dataset.too_many_failures(cannot):
+        return
     # the listing's misses past those looked up were not: lacking where it listed every folder, else maybe there
-    unsought = lookup.unsought - len(set(failed) - set(lookup.lacking))
-    others = len(set(lookup.lacking) - set(failed)) + (unsought if lookup.whole else 0)
+    unsought = lookup.unsought - len({*failed, *missing} - set(lookup.lacking))
+    others = len(set(lookup.lacking) - set(failed) - set(missing)) + (unsought if lookup.whole else 0)
     unsought = 0 if lookup.whole else unsought
     said = [f"it lacks the files of {others} more too"] if others else []
     said += [_unsought(lookup, unsought)] if unsought else []
     untried = f"; {', and '.join(said)}: {dataset.extract_advice()}" if said else ""
-    bad = _with_bad_lines(dataset, len(failed))
-    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {len(failed)} of the "
-                    f"{len(dataset)} videos of {cfg.data.list_file} that mme extract failed, and fails again (the "
-                    f"first: {first}; each in {reports}){bad}, more than data.max_failure_fraction="
-                    f"{cfg.data.max_failure_fraction} of them: leave them out of the list, or raise "
-                    f"data.max_failure_fraction{untried}")
+    if failed:
+        first = next(iter(failed.values()))[0]
+        reports = ", ".join(dict.fromkeys(report for _, report in failed.values()))  # (a sharded extraction's: several)
+        failed_again = f"failed, and fails again (the first: {first}; each in {reports})"
+    if not missing:
+        which = f"that mme extract {failed_again}"
+        advice = "leave them out of the list, or raise data.max_failure_fraction"
+    else:
+        named = ", ".join(map(dataset.path, missing[:3])) + (" ..." if len(missing) > 3 else "")
+        which = f"that mme extract cannot make: {len(missing)} {plural(len(missing), 'is', 'are')} missing ({named})"
+        which += f", {len(failed)} mme extract {failed_again}" if failed else ""
+        advice = dataset.missing_advice(missing)
+    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {cannot} of the "
+                    f"{len(dataset)} videos of {cfg.data.list_file} {which}{_with_bad_lines(dataset, cannot)}, more "
+                    f"than data.max_failure_fraction={cfg.data.max_failure_fraction} of them: {advice}{untried}")
 
 
 def _with_bad_lines(dataset: PretrainDataset, videos: int) -> str:
