@@ -293,12 +293,17 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
         strict[1]
     with pytest.raises(DataError, match=rf"2 of 3 videos .*; is data.root \({videos / 'elsewhere'}\) the folder its "
                                         r"relative paths start from\? If so, these videos are gone: leave them out "
-                                        r"of the list \(`mme lists \.\.\. --skip-missing` lists only the videos it "
-                                        r"finds\), or raise data.max_failure_fraction$"):  # every video missing
+                                        rf"of the list \(`mme check .*list.txt --root {videos / 'elsewhere'}` names "
+                                        r"each, as missing, in its report; a list of `mme lists` is built again "
+                                        r"without them by `mme lists KIND SOURCE --root "
+                                        rf"{videos / 'elsewhere'} --skip-missing`\), or raise "
+                                        r"data.max_failure_fraction$"):  # every video missing
         PretrainDataset(config(videos, ["good.mp4", "coord.mkv", "a.mp4"], root=str(videos / "elsewhere"),
                                max_failure_fraction=0.5))[0]
-    with pytest.raises(DataError, match=r"; do the listed absolute paths exist here \(a volume not mounted\)\? If "
-                                        r"so, these videos are gone: .*$"):
+    with pytest.raises(DataError, match=r"; are the folders of the listed absolute paths here \(a volume not "
+                                        r"mounted\)\? If so, these videos are gone: leave them out of the list "
+                                        rf"\(`mme check .*list.txt --root {videos}` names each, as missing, in its "
+                                        r"report\), or raise data.max_failure_fraction$"):  # (not mme lists')
         PretrainDataset(config(videos, ["/mnt/gone/a.mp4", "/mnt/gone/b.mp4", "good.mp4"], max_failure_fraction=0.5))[0]
 
 

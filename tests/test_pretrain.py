@@ -1228,7 +1228,8 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
     listed, a_video = _list_with(synth, tmp_path, gone)
     data = [*listed, "train.seed=1", "model.depth=1", FP32]
     step_2 = "checkpoint-00000002.pt"
-    kept = (r"\(a volume not mounted\)\? If so, these videos are gone: .*, or raise data.max_failure_fraction\. "
+    kept = (r"; are the folders of the listed absolute paths here \(a volume not mounted\)\? If so, these videos are "
+            r"gone: .*, or raise data.max_failure_fraction\. "
             r"Kept: .*checkpoint-00000002\.pt, the checkpoint of step 2: --resume auto "
             r"\(train.resume=auto\) with data.max_failure_fraction raised continues from there$")
     with pytest.raises(DataError, match=kept):
@@ -2306,8 +2307,9 @@ def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_
     """A list of which more videos are missing than data.max_failure_fraction lets the run skip (a download that
     missed some): the run's refusal of the cache lacking their files advised the mme extract that makes them, which
     failed them again as missing, and the run gave the same advice again, forever. The refusal names them as missing
-    and gives the advice of a run without a cache (data.root, or leave them out: mme lists --skip-missing); mme extract
-    only for the videos it can make; the list without them starts the run."""
+    and gives the advice of a run without a cache (data.root, or leave them out: mme check names them, mme lists
+    --skip-missing rebuilds the list); mme extract only for the videos it can make; the list without them starts the
+    run."""
     from training import tiny_config
 
     from mme.motion.extract import extract_cache
@@ -2334,16 +2336,95 @@ def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_
     gone = (f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 4 videos of {tmp_path / 'run.txt'} "
             f"that mme extract cannot make: 1 is missing ({root}/gone.mp4), more than data.max_failure_fraction=0.01 "
             f"of them: is data.root ({root}) the folder its relative paths start from? If so, these videos are gone: "
-            "leave them out of the list (`mme lists ... --skip-missing` lists only the videos it finds), or raise "
-            "data.max_failure_fraction")
+            f"leave them out of the list (`mme check {tmp_path / 'run.txt'} --root {root}` names each, as missing, in "
+            f"its report; a list of `mme lists` is built again without them by `mme lists KIND SOURCE --root {root} "
+            "--skip-missing`), or raise data.max_failure_fraction")
     assert refusal([*listed[:3], "gone.mp4"]) == gone  # before: "...; `mme extract ...` makes the track cache files"
     said = refusal([*listed[:2], "gone.mp4", listed[3]])  # and a video never extracted: mme extract makes its file
-    assert said is not None and said.startswith(gone.split(" (")[0]), said
-    assert said.endswith(f"; it lacks the files of 1 more too: `mme extract {tmp_path / 'run.txt'} --root {root} --out "
+    # (the run may skip none: one of the two videos without a file is looked up, the first)
+    assert said is not None and said.startswith(gone.split(" (")[0].replace(" 1 ", " at least 1 ")), said
+    assert said.endswith(f"; it lacks the files of 1 more too (1 of their videos not looked up): `mme extract "
+                         f"{tmp_path / 'run.txt'} --root {root} --out "
                          f"{cache} --length 6 --short-side 64 --seed-stride 4 --flow dis-balanced --orientation coded "
                          f"--backend pyav` makes the track cache files these videos lack with the settings of the "
                          f"cache's {cache}/{listed[0]}.tracks, and resumes"), said
     assert refusal(listed[:3]) is None  # the list without it: the run starts
+
+
+@pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
+def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_advice_and_looks_up_a_bounded_few(
+        synth, tmp_path, monkeypatch):
+    """The cached run's refusal of videos mme extract cannot make: one missing among four mme extract failed got the
+    advice of missing videos alone (data.root; 'these videos are gone'), which those four, on disk, are not: the
+    advice of missing videos is given where they are most of them (as a run without a cache), with that for the ones
+    mme extract failed. Each video without a cache file was looked up on disk (one stat each of a 240k list, even
+    where none is missing): as many as the run may skip and one more are, spread over them ('at least N'). A wrong
+    data.root where the cache holds most files said only those it lacks were missing: a video with a cache file
+    missing too says the paths lead elsewhere, not that the videos are gone."""
+    from training import tiny_config
+
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()][:5]
+    root = tmp_path / "root"
+    for video in listed:
+        (root / video).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f"{lists['data.root']}/{video}", root / video)
+    bad = [f"bad{k}.mp4" for k in range(4)]
+    for k, video in enumerate(bad):
+        (root / video).write_bytes(np.random.default_rng(k).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "made.txt").write_text("".join(f"{p}\n" for p in [*listed[:4], *bad, "gone.mp4"]))
+    cache = tmp_path / "cache"
+    made = extract_cache(str(tmp_path / "made.txt"), str(cache), root=str(root), length=6, short_side=64,
+                         seed_stride=4)
+    assert len(made["failed"]) == 5
+    report = next(cache.glob("failed-*.json"))
+
+    def refusal(videos: list[str], fraction: float = 0.01, at: Path = root) -> str | None:
+        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
+        data = [f"data.list_file={tmp_path / 'run.txt'}", f"data.root={at}", f"data.max_failure_fraction={fraction}"]
+        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={cache}")
+        try:
+            check_cache(cfg, pretrain_dataset(cfg))
+        except DataError as e:
+            return str(e)
+        return None
+
+    failed = (f"mme extract failed, and fails again (the first: {root}/bad0.mp4: unreadable ([Errno 1094995529] "
+              f"Invalid data found when processing input: '{root}/bad0.mp4'); each in {report})")
+    run = tmp_path / "run.txt"
+    assert refusal([*listed[:4], *bad, "gone.mp4"], 0.1) == (  # before: "is data.root ... these videos are gone"
+        f"target.cache_dir '{cache}' lacks the track cache files of 5 of the 9 videos of {run} that mme extract cannot "
+        f"make: 1 is missing ({root}/gone.mp4), 4 {failed}, more than data.max_failure_fraction=0.1 of them: leave "
+        "them out of the list, or raise data.max_failure_fraction")
+    gone = [f"gone{k}.mp4" for k in range(3)]  # most of them missing: their advice, then the failed one's
+    assert refusal([*listed[:4], bad[0], *gone], 0.25) == (
+        f"target.cache_dir '{cache}' lacks the track cache files of 4 of the 8 videos of {run} that mme extract cannot "
+        f"make: 3 are missing ({', '.join(f'{root}/{g}' for g in gone)}), 1 {failed}, more than "
+        f"data.max_failure_fraction=0.25 of them: is data.root ({root}) the folder its relative paths start from? If "
+        f"so, these videos are gone: leave them out of the list (`mme check {run} --root {root}` names each, as "
+        f"missing, in its report; a list of `mme lists` is built again without them by `mme lists KIND SOURCE --root "
+        f"{root} --skip-missing`), or raise data.max_failure_fraction; those mme extract failed: leave them out of the "
+        "list, or raise data.max_failure_fraction")
+
+    real_exists, looked = os.path.exists, []
+    monkeypatch.setattr(os.path, "exists", lambda p: looked.append(p) or real_exists(p))
+    many = [f"gone{k:02d}.mp4" for k in range(40)]
+    said = refusal([*listed[:4], *many], 0.1)  # 44 videos: the run may skip 4, so 5 are looked up
+    assert said is not None and said.startswith(
+        f"target.cache_dir '{cache}' lacks the track cache files of at least 5 of the 44 videos of {run} that mme "
+        f"extract cannot make: at least 5 are missing ({root}/gone00.mp4, {root}/gone10.mp4, {root}/gone20.mp4 ...), "
+        f"more than data.max_failure_fraction=0.1 of them: is data.root ({root}) the folder"), said
+    assert "it lacks the files of 35 more too (35 of their videos not looked up): `mme extract" in said, said
+    assert sorted(p for p in looked if "gone" in str(p)) == [f"{root}/gone{k:02d}.mp4" for k in (0, 10, 20, 29, 39)]
+    monkeypatch.undo()
+
+    elsewhere = tmp_path / "elsewhere"  # the cache holds 4 of the 5 files; every video is missing under this root
+    assert refusal(listed, at=elsewhere).endswith(
+        f"more than data.max_failure_fraction=0.01 of them: {elsewhere}/{listed[0]}, whose track cache file mme "
+        f"extract made, is missing too: is data.root ({elsewhere}) the folder its relative paths start from?")
 
 
 @pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone

@@ -840,6 +840,11 @@ INDEX_SAMPLE = 64
 (:meth:`_VideoDataset.say_index_missed`)."""
 
 
+def evenly_spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` of the indices ``range(n)``, spread evenly over it (the first and last among them), in order."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int)).tolist()
+
+
 def fill_index_command(listed: str, index_dir: str | os.PathLike) -> str:
     """The `mme check` that fills ``index_dir`` with the frame indices of ``listed`` (lists and root as a command's
     arguments: :meth:`_VideoDataset.as_arguments`), to be run where the folder can be written where this process
@@ -1041,7 +1046,7 @@ class _VideoDataset(Dataset):
         if (index_dir is None or not self.entries or rank_on_node() != 0 or not filled_by_check(index_dir)
                 or not holds_indices(index_dir)):
             return
-        looked = np.unique(np.linspace(0, len(self.entries) - 1, min(len(self.entries), INDEX_SAMPLE)).round())
+        looked = evenly_spread(len(self.entries), INDEX_SAMPLE)
         if indexes_none_of(index_dir, (self.path(int(i)) for i in looked)):
             _warn_index_missed(str(index_dir), option, self.checked_as, len(looked))
 
@@ -1103,22 +1108,29 @@ class _VideoDataset(Dataset):
         return (f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                 "data.max_failure_fraction")
 
-    def missing_advice(self, missing: Sequence[int]) -> str:
+    def missing_advice(self, missing: Sequence[int], held_missing: str | None = None) -> str:
         """What to do about the list's videos ``missing`` (indices), not on disk: why the first of them that one tells
         (:func:`~mme.data.video.missing_hint`: a Windows list's '\\', a label read as part of the name), else whether
         their paths lead where the videos are (``data.root``, a volume mounted), and where they do, the videos are
-        gone (a download that missed some): left out of the list, or the failure fraction raised."""
+        gone (a download that missed some): left out of the list, or the failure fraction raised. ``held_missing``: a
+        video of the list missing too though ``mme extract`` made its track cache file, so found it: the paths lead
+        elsewhere than where it ran, and the videos are not gone."""
         told = ((path, hint) for path in map(self.path, missing[:5]) if (hint := missing_hint(path)))
         if first := next(told, None):
             return f"{first[0]}: {first[1].removeprefix('; ')}"
         lost = [self.entries.paths[i] for i in missing]
-        if 2 * sum(not os.path.isabs(p) for p in lost) > len(lost):
+        relative = 2 * sum(not os.path.isabs(p) for p in lost) > len(lost)
+        if relative:
             where = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                      "start from?")
         else:
-            where = "do the listed absolute paths exist here (a volume not mounted)?"
-        return (f"{where} If so, these videos are gone: leave them out of the list (`mme lists ... --skip-missing` "
-                "lists only the videos it finds), or raise data.max_failure_fraction")
+            where = "are the folders of the listed absolute paths here (a volume not mounted)?"
+        if held_missing:
+            return f"{held_missing}, whose track cache file mme extract made, is missing too: {where}"
+        rebuilt = (f"; a list of `mme lists` is built again without them by `mme lists KIND SOURCE "
+                   f"{command_option('--root', self.cfg.root or '.')} --skip-missing`" if relative else "")
+        return (f"{where} If so, these videos are gone: leave them out of the list (`mme check {self.checked_as}` "
+                f"names each, as missing, in its report{rebuilt}), or raise data.max_failure_fraction")
 
     def _record_failure(self, i: int, err: Exception) -> None:
         reason = getattr(err, "reason", "other")
@@ -1322,8 +1334,7 @@ class PretrainDataset(_VideoDataset):
         cache file (:attr:`cache_lookup`; every one where fewer), on which the cache's settings are judged."""
         files = self.cache_lookup.files
         held = [i for i, found in enumerate(files) if found is not None]
-        spread = np.unique(np.linspace(0, len(held) - 1, min(len(held), CACHE_PROBES)).round().astype(int))
-        return [(self.path(held[k]), files[held[k]]) for k in spread.tolist()]
+        return [(self.path(held[k]), files[held[k]]) for k in evenly_spread(len(held), CACHE_PROBES)]
 
     @functools.cached_property
     def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None, str | None]]:

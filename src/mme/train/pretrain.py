@@ -13,6 +13,7 @@ one term per head).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import json
@@ -26,7 +27,7 @@ import torch
 
 from mme import repository_doc
 from mme.config import given_in, load_config
-from mme.data.dataset import CacheLookup, PretrainDataset, collate
+from mme.data.dataset import CacheLookup, PretrainDataset, collate, evenly_spread
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError
 from mme.models.checkpoint import Checkpoint, load_state, run_model_config
@@ -162,14 +163,14 @@ def _check_unmakeable(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     ``data.max_failure_fraction`` lets the run skip: those it failed
     (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache, the same file
     now), naming the first and why, and every report that names them (a sharded extraction's: one per share), and
-    those missing now (a download that missed some, a wrong ``data.root``), a few named, with their advice
-    (:meth:`~mme.data.dataset.PretrainDataset.missing_advice`): the ``mme extract`` that makes the files the cache lacks
-    fails them again (its advice would loop), so they are left out of the list, or the fraction raised (the files
-    of the others the cache lacks, never extracted or failed otherwise, a missing file since back, it does make)."""
+    those missing now (a download that missed some, a wrong ``data.root``: :func:`_missing_videos`), a few named,
+    with their advice (:meth:`~mme.data.dataset.PretrainDataset.missing_advice`) where they are most of them: the
+    ``mme extract`` that makes the files the cache lacks fails them again (its advice would loop), so they are left
+    out of the list, or the fraction raised (the files of the others the cache lacks, never extracted or failed
+    otherwise, a missing file since back, it does make)."""
     failed = dataset.extract_failed
     lookup = dataset.cache_lookup
-    missing = [i for i, found in enumerate(lookup.files)  # (those not looked up too: a missing video is a failure)
-               if found is None and i not in failed and not os.path.exists(dataset.path(i))]
+    missing, unlooked = _missing_videos(dataset, failed)
     cannot = len(failed) + len(missing)
     if not cannot or not dataset.too_many_failures(cannot):
         return
@@ -177,24 +178,50 @@ def _check_unmakeable(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     unsought = lookup.unsought - len({*failed, *missing} - set(lookup.lacking))
     others = len(set(lookup.lacking) - set(failed) - set(missing)) + (unsought if lookup.whole else 0)
     unsought = 0 if lookup.whole else unsought
-    said = [f"it lacks the files of {others} more too"] if others else []
+    said = [f"it lacks the files of {others} more too" + (f" ({unlooked} of their videos not looked up)" if unlooked
+                                                           else "")] if others else []
     said += [_unsought(lookup, unsought)] if unsought else []
     untried = f"; {', and '.join(said)}: {dataset.extract_advice()}" if said else ""
+    least = "at least " if unlooked and missing else ""
+    leave = "leave them out of the list, or raise data.max_failure_fraction"
     if failed:
         first = next(iter(failed.values()))[0]
         reports = ", ".join(dict.fromkeys(report for _, report in failed.values()))  # (a sharded extraction's: several)
         failed_again = f"failed, and fails again (the first: {first}; each in {reports})"
     if not missing:
-        which = f"that mme extract {failed_again}"
-        advice = "leave them out of the list, or raise data.max_failure_fraction"
+        which, advice = f"that mme extract {failed_again}", leave
     else:
         named = ", ".join(map(dataset.path, missing[:3])) + (" ..." if len(missing) > 3 else "")
-        which = f"that mme extract cannot make: {len(missing)} {plural(len(missing), 'is', 'are')} missing ({named})"
-        which += f", {len(failed)} mme extract {failed_again}" if failed else ""
-        advice = dataset.missing_advice(missing)
-    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {cannot} of the "
-                    f"{len(dataset)} videos of {cfg.data.list_file} {which}{_with_bad_lines(dataset, cannot)}, more "
-                    f"than data.max_failure_fraction={cfg.data.max_failure_fraction} of them: {advice}{untried}")
+        which = (f"that mme extract cannot make: {least}{len(missing)} {plural(len(missing), 'is', 'are')} missing "
+                 f"({named})") + (f", {len(failed)} mme extract {failed_again}" if failed else "")
+        if 2 * len(missing) > cannot:  # (as a run without a cache: their advice where they are most of them)
+            held = _held_missing(dataset)
+            advice = dataset.missing_advice(missing, held)
+            advice += f"; those mme extract failed: {leave}" if failed else ""
+            untried = "" if held else untried  # (an extraction of the list as it reads would find none)
+        else:
+            advice = leave
+    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {least}{cannot} of "
+                    f"the {len(dataset)} videos of {cfg.data.list_file} {which}{_with_bad_lines(dataset, cannot)}, "
+                    f"more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them: {advice}{untried}")
+
+
+def _missing_videos(dataset: PretrainDataset, failed: Collection[int]) -> tuple[list[int], int]:
+    """The videos of the list without a track cache file (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`,
+    those not looked up too) and not ``failed`` by mme extract whose file is missing, looked up on disk, and how many
+    such videos were not looked up: as many as the run may skip and one more are, spread over them, as many as the
+    lookup looks up at most (a cache that holds nothing of a 240k list costs no stat of each video)."""
+    lacking = [i for i, found in enumerate(dataset.cache_lookup.files) if found is None and i not in failed]
+    looked = bisect.bisect_left(range(len(lacking)), True, key=dataset.too_many_failures)
+    picks = [lacking[k] for k in evenly_spread(len(lacking), looked)]
+    return [i for i in picks if not os.path.exists(dataset.path(i))], len(lacking) - len(picks)
+
+
+def _held_missing(dataset: PretrainDataset) -> str | None:
+    """The first video of the list that has a track cache file where it is missing (so mme extract found it where the
+    run does not: the list's paths lead elsewhere), None where it is there, or none has a file."""
+    held = next((i for i, found in enumerate(dataset.cache_lookup.files) if found is not None), None)
+    return None if held is None or os.path.exists(path := dataset.path(held)) else path
 
 
 def _with_bad_lines(dataset: PretrainDataset, videos: int) -> str:
