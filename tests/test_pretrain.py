@@ -2159,6 +2159,23 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
             video.unlink()
 
 
+
+
+def _cache_refusal(tmp_path: Path, cache: Path, videos: list, *data: str) -> str | None:
+    """check_cache's refusal of a tiny run over ``videos`` reading the track cache ``cache`` (None: it reads it)."""
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'run.txt'}", *data], tmp_path / "run",
+                      f"target.cache_dir={cache}")
+    try:
+        check_cache(cfg, pretrain_dataset(cfg))
+    except DataError as e:
+        return str(e)
+    return None
+
 @pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
 def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_not_advising_it_again(synth, tmp_path,
                                                                                                    monkeypatch):
@@ -2173,10 +2190,7 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     import os
     import shutil
 
-    from training import tiny_config
-
     from mme.motion.extract import extract_cache
-    from mme.train.pretrain import check_cache, pretrain_dataset
 
     lists = dict(s.split("=", 1) for s in synth)
     listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
@@ -2192,14 +2206,7 @@ def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_no
     report = next(cache.glob("failed-*.json"))
 
     def refusal(videos: list[str], *extra: str) -> str | None:
-        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
-        data = [f"data.list_file={tmp_path / 'run.txt'}", "data.root=", *extra]
-        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={cache}")
-        try:
-            check_cache(cfg, pretrain_dataset(cfg))
-        except DataError as e:
-            return str(e)
-        return None
+        return _cache_refusal(tmp_path, cache, videos, "data.root=", *extra)
 
     said = refusal([*listed[:3], str(bad)])  # before: "lacks the track cache files of 1 of the 4 videos ...; `mme
     assert said is not None and said.startswith(  # extract ...` makes the track cache files these videos lack"
@@ -2258,10 +2265,7 @@ def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_p
     import os
     import shutil
 
-    from training import tiny_config
-
     from mme.motion.extract import extract_cache
-    from mme.train.pretrain import check_cache, pretrain_dataset
 
     lists = dict(s.split("=", 1) for s in synth)
     listed = [f"{lists['data.root']}/{line.split()[0]}" for line in open(lists["data.list_file"]).read().splitlines()]
@@ -2278,13 +2282,8 @@ def test_a_report_of_failures_from_an_earlier_mme_is_judged_at_once(synth, tmp_p
     del told["lasting"]  # as an earlier mme wrote it
     report.write_text(json.dumps(told))
 
-    def refusal(videos: list) -> str:
-        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
-        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'run.txt'}", "data.root="], tmp_path / "run",
-                          f"target.cache_dir={cache}")
-        with pytest.raises(DataError) as refused:
-            check_cache(cfg, pretrain_dataset(cfg))
-        return str(refused.value)
+    def refusal(videos: list) -> str | None:
+        return _cache_refusal(tmp_path, cache, videos, "data.root=")
 
     said = refusal([*listed[:3], bad])  # before: "...; `mme extract ...` makes the track cache files these videos lack"
     assert said.startswith(f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 4 videos of "
@@ -2310,10 +2309,8 @@ def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_
     and gives the advice of a run without a cache (data.root, or leave them out: mme check names them, mme lists
     --skip-missing rebuilds the list); mme extract only for the videos it can make; the list without them starts the
     run."""
-    from training import tiny_config
 
     from mme.motion.extract import extract_cache
-    from mme.train.pretrain import check_cache, pretrain_dataset
 
     lists = dict(s.split("=", 1) for s in synth)
     root = lists["data.root"]
@@ -2324,14 +2321,7 @@ def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_
     assert list(made["failed"]) == [f"{root}/gone.mp4"] and "missing" in made["failed"][f"{root}/gone.mp4"]
 
     def refusal(videos: list[str]) -> str | None:
-        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
-        data = [f"data.list_file={tmp_path / 'run.txt'}", f"data.root={root}"]
-        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={cache}")
-        try:
-            check_cache(cfg, pretrain_dataset(cfg))
-        except DataError as e:
-            return str(e)
-        return None
+        return _cache_refusal(tmp_path, cache, videos, f"data.root={root}")
 
     gone = (f"target.cache_dir '{cache}' lacks the track cache files of 1 of the 4 videos of {tmp_path / 'run.txt'} "
             f"that mme extract cannot make: 1 is missing ({root}/gone.mp4), more than data.max_failure_fraction=0.01 "
@@ -2361,10 +2351,8 @@ def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_ad
     where none is missing): as many as the run may skip and one more are, spread over them ('at least N'). A wrong
     data.root where the cache holds most files said only those it lacks were missing: a video with a cache file
     missing too says the paths lead elsewhere, not that the videos are gone."""
-    from training import tiny_config
 
     from mme.motion.extract import extract_cache
-    from mme.train.pretrain import check_cache, pretrain_dataset
 
     lists = dict(s.split("=", 1) for s in synth)
     listed = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()][:5]
@@ -2383,14 +2371,7 @@ def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_ad
     report = next(cache.glob("failed-*.json"))
 
     def refusal(videos: list[str], fraction: float = 0.01, at: Path = root) -> str | None:
-        (tmp_path / "run.txt").write_text("".join(f"{p}\n" for p in videos))
-        data = [f"data.list_file={tmp_path / 'run.txt'}", f"data.root={at}", f"data.max_failure_fraction={fraction}"]
-        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={cache}")
-        try:
-            check_cache(cfg, pretrain_dataset(cfg))
-        except DataError as e:
-            return str(e)
-        return None
+        return _cache_refusal(tmp_path, cache, videos, f"data.root={at}", f"data.max_failure_fraction={fraction}")
 
     failed = (f"mme extract failed, and fails again (the first: {root}/bad0.mp4: unreadable ([Errno 1094995529] "
               f"Invalid data found when processing input: '{root}/bad0.mp4'); each in {report})")
