@@ -2237,3 +2237,32 @@ def test_an_empty_index_dirs_advice_names_the_list_and_root_as_given_and_fills_i
     capsys.readouterr()
     assert cli.main(["check", "ok.txt", "--root", str(root), "--index-dir", "ro", "--out", "ro.json"]) == 1  # (here)
     assert capsys.readouterr().err == "mme check: error: --index-dir ro: cannot be written (Read-only file system)\n"
+
+
+def test_features_are_embedded_on_the_threads_a_cpu_quota_leaves_the_callers_count_given_back(setup, monkeypatch):
+    """Embedding kept torch's own thread count, which follows the CPU affinity alone: in a container with a CPU quota
+    of one core on more visible ones, ``mme embed`` and the probe's features ran a thread per visible core, which
+    fought for the one (1.7-3x slower in a 1-CPU cgroup on 2 cores), where pre-training keeps to the quota."""
+    import mme.eval.features as features
+    import mme.train.precision as precision
+
+    root, ckpt = setup
+    enc = load_encoder(ckpt)
+    ds = build_test_set(root / "list.txt", enc.cfg, clips=1, crops=1, stride=2, root=str(root))
+    monkeypatch.setattr(precision, "core_share", lambda: (1, " (the cgroup's CPU quota of 1)"))
+    seen = []
+    real = features.embed_batch
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "embed_batch", spy)
+    callers = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        extract_features(enc, ds, progress=False, precision="fp32")
+        assert seen and set(seen) == {1}  # before: {2}, torch's count
+        assert torch.get_num_threads() == 2  # the caller's, given back
+    finally:
+        torch.set_num_threads(callers)
