@@ -2159,8 +2159,6 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
             video.unlink()
 
 
-
-
 def _cache_refusal(tmp_path: Path, cache: Path, videos: list, *data: str) -> str | None:
     """check_cache's refusal of a tiny run over ``videos`` reading the track cache ``cache`` (None: it reads it)."""
     from training import tiny_config
@@ -2175,6 +2173,7 @@ def _cache_refusal(tmp_path: Path, cache: Path, videos: list, *data: str) -> str
     except DataError as e:
         return str(e)
     return None
+
 
 @pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
 def test_a_track_cache_lacking_files_mme_extract_failed_is_refused_naming_why_not_advising_it_again(synth, tmp_path,
@@ -2309,7 +2308,6 @@ def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_
     and gives the advice of a run without a cache (data.root, or leave them out: mme check names them, mme lists
     --skip-missing rebuilds the list); mme extract only for the videos it can make; the list without them starts the
     run."""
-
     from mme.motion.extract import extract_cache
 
     lists = dict(s.split("=", 1) for s in synth)
@@ -2351,7 +2349,6 @@ def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_ad
     where none is missing): as many as the run may skip and one more are, spread over them ('at least N'). A wrong
     data.root where the cache holds most files said only those it lacks were missing: a video with a cache file
     missing too says the paths lead elsewhere, not that the videos are gone."""
-
     from mme.motion.extract import extract_cache
 
     lists = dict(s.split("=", 1) for s in synth)
