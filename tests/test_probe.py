@@ -938,6 +938,45 @@ def test_a_probe_judges_each_features_file_once(synth, tmp_path, monkeypatch):
 
 
 @pytest.mark.pinned  # every run precision fp32
+def test_a_probes_fits_run_on_the_threads_a_cpu_quota_leaves_the_callers_count_given_back(synth, tmp_path,
+                                                                                           monkeypatch):
+    """The linear probe's and kNN's fits kept torch's own thread count, which follows the CPU affinity alone: in a
+    container with a CPU quota of one core on more visible ones they ran a thread per visible core, fighting for
+    the one, where embedding keeps to the quota."""
+    import mme.eval.probe as probe
+    import mme.train.precision as precision
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    monkeypatch.setattr(precision, "core_share", lambda: (1, " (the cgroup's CPU quota of 1)"))
+    seen = {}
+
+    def spied(name):
+        real = getattr(probe, name)
+
+        def spy(*args, **kwargs):
+            seen[name] = torch.get_num_threads()
+            return real(*args, **kwargs)
+        return spy
+
+    for name in ("linear_probe", "knn_classify"):
+        monkeypatch.setattr(probe, name, spied(name))
+    callers = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = synth.root
+        run_probe(ckpt, r / "train.txt", tmp_path / "p", test_list=str(r / "test.txt"), root=str(r), stride=2, k=3,
+                  num_workers=0, precision="fp32")
+        assert seen == {"linear_probe": 1, "knn_classify": 1}  # before: 2 each, torch's count
+        assert torch.get_num_threads() == 2  # the caller's, given back
+    finally:
+        torch.set_num_threads(callers)
+
+
+@pytest.mark.pinned  # every run precision fp32
 def test_a_probe_refuses_files_of_the_users_in_its_features_folder_before_any_embedding(synth, tmp_path):
     """mme probe embedded with --overwrite into OUT/features/, so a user's own features/train.safetensors (another
     encoder's, no sidecar) was replaced without a word. Only mme embed's files there (its cache, or damaged ones)

@@ -145,14 +145,11 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
     without their clips, which a caller keeping batches until it writes them would hold: a loader worker's, in
     shared memory; features None when every video of the batch failed). Features that are not finite are a
     CheckpointError naming ``model`` and ``precision`` (:func:`_non_finite`), at the first batch that has them: no
-    row of a features file is marked valid that is not. Its intra-op threads are a run's
-    (:func:`~mme.train.precision.choose_threads`: the usable cores, a cgroup's CPU quota among them, less the loader
-    workers; torch's own count follows the CPU affinity alone), the caller's given back at its end."""
-    from mme.train.precision import autocast, choose_threads
+    row of a features file is marked valid that is not. Its intra-op threads are a run's, less the loader workers
+    (:func:`~mme.train.precision.run_threads`)."""
+    from mme.train.precision import autocast, run_threads
 
-    callers = torch.get_num_threads()
-    torch.set_num_threads(choose_threads(None, device, num_workers)[0])
-    try:
+    with run_threads(device, num_workers):
         for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc="embed",
                                        progress=progress):
             feats = toks = None
@@ -170,8 +167,6 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
                     raise _non_finite(encoder, pooled_norm, model, precision,
                                       [path(int(batch["index"][i])) for i in bad], len(feats))
             yield batch, feats, toks
-    finally:
-        torch.set_num_threads(callers)
 
 
 def _prepare(encoder: torch.nn.Module, device: str | torch.device,

@@ -467,6 +467,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         say_unindexed,
     )
     from mme.train import distributed as dist
+    from mme.train.precision import run_threads
 
     for option, named in (("--val", val_list), ("--test", test_list), ("--classes", classes)):
         if named is not None:
@@ -578,23 +579,24 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                         "in train, none in the validation split carved from it, which scores none of them; give "
                         "--val, or --group-by", ", ".join(str(names[c] if names else c) for c in kept),
                         f"--group-by {group_by!r}" if group_by else "UCF101, HMDB51 or Kinetics names, else the file")
-    if linear:
-        result["linear"] = linear_probe(tx, ty, vx, vy, ex, ey, num_classes=num_classes, weight_decays=weight_decays,
-                                        val_fraction=val_fraction, seed=seed, class_names=names, groups=groups,
-                                        _carve=carve)
-    if knn:
-        if ex is None and vx is None:  # the same carved split as the linear probe
-            tx, ty, ex, ey = tx[tr.numpy()], ty[tr.numpy()], tx[va.numpy()], ty[va.numpy()]
-        elif ex is None:
-            ex, ey = vx, vy
-        result["knn"] = {**knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
-                                        num_classes=num_classes, class_names=names),
-                         "evaluated_on": "test" if test_list else "val",
-                         "val_carved_from_train": carved and not test_list}
-        if result["knn"]["k"] < k:  # (knn_classify caps it at its bank)
-            log.warning("--k %d is more than the %s of kNN's bank (the train list's%s): k=%d taken", k,
-                        counted(len(tx), "video"), ", less the split carved from it" if carved and not test_list
-                        else "", result["knn"]["k"])
+    with run_threads(torch.device("cpu"), 0):  # (the fits, on the features in memory)
+        if linear:
+            result["linear"] = linear_probe(tx, ty, vx, vy, ex, ey, num_classes=num_classes,
+                                            weight_decays=weight_decays, val_fraction=val_fraction, seed=seed,
+                                            class_names=names, groups=groups, _carve=carve)
+        if knn:
+            if ex is None and vx is None:  # the same carved split as the linear probe
+                tx, ty, ex, ey = tx[tr.numpy()], ty[tr.numpy()], tx[va.numpy()], ty[va.numpy()]
+            elif ex is None:
+                ex, ey = vx, vy
+            result["knn"] = {**knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
+                                            num_classes=num_classes, class_names=names),
+                             "evaluated_on": "test" if test_list else "val",
+                             "val_carved_from_train": carved and not test_list}
+            if result["knn"]["k"] < k:  # (knn_classify caps it at its bank)
+                log.warning("--k %d is more than the %s of kNN's bank (the train list's%s): k=%d taken", k,
+                            counted(len(tx), "video"), ", less the split carved from it" if carved and not test_list
+                            else "", result["knn"]["k"])
     scored = "test" if test_list else "val" if val_list else "train"
     n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
     # the lists each method is fit on: the linear probe's every list but the scored one (train ∪ val where a test
