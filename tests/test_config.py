@@ -1231,6 +1231,9 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_final():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert cosine_schedule(500, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
     assert cosine_schedule(0, 1, 0, 2.0, 0.5) == 2.0
+    # one step after a warm-up is at final (it stayed at the peak, which the warm-up's last step had reached)
+    assert [cosine_schedule(s, 2, 1, 2.0, 0.5) for s in range(3)] == [2.0, 0.5, 0.5]
+    assert [cosine_schedule(s, 3, 1, 2.0, 0.5) for s in range(3)] == [2.0, 2.0, 0.5]
 
 
 @pytest.mark.parametrize(("steps_per_epoch", "epochs", "gap"), [(234, 75, 0.006), (37, 100, 0.026),

@@ -270,8 +270,8 @@ def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(set
     assert said[5:8] == ["embed: 5 more videos failed, up to video 13: 10 so far",
                          "embed: 10 more videos failed, up to video 23: 20 so far",
                          "embed: 16 more videos failed: 36 in all"]
-    assert said[8:] == [f"embed: wrote {out} (40 x 32), 36 failed (listed in f.npy.json, their rows NaN and not "
-                        "valid)"]
+    assert said[8:] == [f"embed: wrote {out} (40 x 32), 36 failed (listed in {out}.json, their rows NaN and not "
+                        "valid)"]  # (its folder named: before, f.npy.json, not where the user runs from)
     assert len(json.loads(Path(str(out) + ".json").read_text())["failures"]) == 36
 
 
@@ -344,8 +344,8 @@ def test_mme_embed_exits_0_where_some_videos_failed_its_last_line_a_warning_nami
                  "--stride", "2"]) == 0
     *_, last = (r for r in caplog.records if r.name != "mme.utils")  # (not a wait for a lock another test holds)
     assert (last.levelname, last.getMessage()) == (
-        "WARNING", f"embed: wrote {tmp_path / 'f.npy'} (8 x 32), 2 failed (listed in f.npy.json, their rows NaN and "
-        "not valid)")
+        "WARNING", f"embed: wrote {tmp_path / 'f.npy'} (8 x 32), 2 failed (listed in {tmp_path / 'f.npy.json'}, their "
+        "rows NaN and not valid)")
     assert json.loads((tmp_path / "f.npy.json").read_text())["num_valid"] == 6
 
 

@@ -971,7 +971,7 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
                    _kept_in(partial))
     shutil.rmtree(partial, ignore_errors=True)
     log.log(logging.WARNING if failures else logging.INFO, "embed: wrote %s (%d x %d), %d failed%s", out, n, dim,
-            len(failures), f" (listed in {out.name}.json, their rows NaN and not valid)" if failures else "")
+            len(failures), f" (listed in {_sidecar_file(out)}, their rows NaN and not valid)" if failures else "")
 
 
 class _PartGrids:

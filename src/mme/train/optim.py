@@ -110,11 +110,15 @@ def cosine_schedule(step: int, total_steps: int, warmup_steps: int, peak: float,
     """Value at optimizer ``step`` (0-based):
     1) warm-up: linear from peak/warmup to peak over the first ``warmup_steps`` steps (never 0, so the first
        step learns; VideoMAE's starts at exactly 0);
-    2) then a half cosine from ``peak`` to ``final`` reaching ``final`` at the last step;
+    2) then a half cosine from ``peak`` to ``final`` reaching ``final`` at the last step (a single step after a
+       warm-up, whose last step was at the peak, is at ``final``; a run of one step without warm-up learns at
+       ``peak``);
     3) past the end, ``final``."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
-    decay_steps = max(total_steps - warmup_steps - 1, 1)
+    decay_steps = total_steps - warmup_steps - 1
+    if decay_steps < 1:
+        return final if warmup_steps or step > warmup_steps else peak
     progress = min((step - warmup_steps) / decay_steps, 1.0)
     return final + 0.5 * (peak - final) * (1.0 + math.cos(math.pi * progress))
 
