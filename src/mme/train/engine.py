@@ -789,7 +789,8 @@ def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.d
     return optimizer, scaler, step_model
 
 
-ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False, "target.flow_margin": 0}
+ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False, "target.flow_margin": 0, "model.norm_eps": 1e-6,
+              "task.scratch_init": "trunc_normal"}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG; ``maskfeat``'s became
 MaskFeat's style, normalised, named as the ``hog_style`` change: that style normalises whatever ``hog_norm`` says, so
