@@ -13,6 +13,7 @@ import re
 import runpy
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -1160,6 +1161,49 @@ def test_a_gloo_group_that_does_not_start_beside_nccl_leaves_the_ranks_meeting_i
     assert "gloo group did not start (Gloo connectFullMesh failed; GLOO_SOCKET_IFNAME" in caplog.text
     with pytest.raises(RuntimeError, match="connectFullMesh"):  # on the CPU gloo is the run's own group too
         distributed._meeting_group("cpu")
+
+
+LEAVES_BEFORE_THE_MEETING_GROUP = """\
+import datetime, os, pathlib, sys, time
+import torch
+import torch.distributed as td
+from mme.errors import ProcessLost
+from mme.train import distributed as dist
+td.distributed_c10d.default_pg_timeout = datetime.timedelta(seconds=1)  # torch's 30 min on gloo, scaled down
+folder, rank = pathlib.Path(sys.argv[1]), os.environ["RANK"]
+(folder / f"ready{rank}").touch()  # the ranks start the process group together, within its timeout
+while len(list(folder.glob("ready*"))) < 2:
+    time.sleep(0.01)
+if rank == "1":  # ends once the process group started, before the ranks' gloo group
+    td.init_process_group("gloo")
+    os._exit(0)
+try:
+    dist.init_distributed(torch.device("cpu"))
+except ProcessLost as e:
+    (folder / "said.txt").write_text(str(e))
+"""
+"""A script of two ranks (of the environment alone, as torchrun's) of which rank 1 ends once the process group has
+started, before :func:`mme.train.distributed.init_distributed` makes the ranks' gloo group."""
+
+
+def test_a_rank_that_ends_before_joining_the_ranks_gloo_group_fails_the_others_within_the_groups_timeout(tmp_path):
+    """The ranks' gloo group was made under :data:`~mme.train.distributed.MEETING_WAIT`: where a rank ended once
+    the process group had started (SIGTERM, killed), the others waited in its making for a year, without a word."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    ranks = [subprocess.Popen([sys.executable, "-c", LEAVES_BEFORE_THE_MEETING_GROUP, str(tmp_path)],
+                              env={**env, "RANK": rank, "LOCAL_RANK": rank}) for rank in "01"]
+    try:
+        assert [rank.wait(timeout=30) for rank in ranks] == [0, 0]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    said = (tmp_path / "said.txt").read_text()
+    assert said.startswith("another rank did not join the ranks' gloo group within the process group's timeout ("
+                           "wait timeout after 1000ms"), said
+    assert said.endswith("torchrun's report on its node, or its own last line, says why; launch the job again"), said
 
 
 def test_ranks_meeting_after_work_of_unequal_length_wait_beyond_the_process_groups_timeout(launched):
