@@ -2109,6 +2109,34 @@ def test_check_reports_what_a_run_would_meet(videos, tmp_path, caplog):
     assert json.loads(out.read_text())["problems"] == report["problems"]
 
 
+def test_a_second_check_into_a_report_a_check_is_writing_is_refused_naming_it(tmp_path, capsys):
+    """Two checks given one --out at once (a job array's tasks) both ran, and the last to end replaced the other's
+    report without a word."""
+    (tmp_path / "a.txt").write_text("gone.mp4 0\n")
+    out = tmp_path / "reports" / "check.json"
+    check = ["check", str(tmp_path / "a.txt"), "--root", str(tmp_path), "--out", str(out)]
+    assert cli_main(check) == 1  # (a run cannot read its video)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["check.json"]  # its lock is gone with it
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom mme.data import lists\n"
+                               "def slow(*args):\n    print(flush=True)\n    time.sleep(60)\n"
+                               "lists.check_video = slow\n"
+                               f"lists.check_lists([{str(tmp_path / 'a.txt')!r}], {str(tmp_path)!r}, {str(out)!r})\n"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()  # it is checking its video
+        out.unlink()
+        assert cli_main(check) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"mme check: error: --out (its report's lock) '{out.parent / '.locks' / 'check.json'}' is in use by " \
+           f"another job (PID {holder.pid} on " in err, err
+    assert not out.exists()  # the refused check wrote nothing
+    assert cli_main(check) == 1  # the holder killed: its lock is let go with it
+    assert json.loads(out.read_text())["counts"] == {"missing": 1}
+
+
 def test_check_shows_its_progress_and_the_problems_so_far(videos, tmp_path, capsys, caplog):
     """mme check and mme lists --check said nothing between 'checking N videos' and the summary (hours on a real
     dataset); they draw mme extract's progress bar now, the problems so far in its postfix, and say what they do

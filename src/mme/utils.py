@@ -2010,7 +2010,8 @@ def _holder_line() -> str:
 
 LOCKS = ".locks"
 """The folder of locks inside a folder that several jobs use at once (a track cache): ``mme extract``'s shares'
-(:func:`lock_folder` folders), its videos', and the readers' and writers' sides (:func:`_take_side`)."""
+(:func:`lock_folder` folders), its videos', and the readers' and writers' sides (:func:`_take_side`); the reports of
+``mme check`` in the folder of each (:func:`lock_folder` folders named as the report)."""
 _READERS = "readers"
 _WRITERS = "writers"
 _reading: dict[Path, tuple[int, Any, Path]] = {}  # folder -> (its readers' lock, this process's record, its path)

@@ -42,6 +42,7 @@ from mme.data.pyav_reader import (
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
+    LOCKS,
     absolute_path,
     atomic_write_text,
     atomic_write_texts,
@@ -55,12 +56,14 @@ from mme.utils import (
     fs_name,
     identity_or_none,
     in_workers,
+    lock_folder,
     plural,
     progress_bar,
     read_json_object,
     removing,
     same_file_as,
     stat_identity,
+    unlock_folder,
     utf8_name,
     utf8_named,
     writing,
@@ -2196,9 +2199,25 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         check_apart(report_path, "--out", index_dir, "--index-dir")
         check_output(index_dir, "--index-dir", folder=True)
         note_other_index_versions(index_dir)
-    read = _read_lists(list_files, root)
-    _check_replaced(Path(report_path), overwrite, list_files, read.listed)
-    return _check_read(list_files, root, report_path, read, min_frames, workers, index_dir, decode_threads)
+    with _report_held(report_path):
+        read = _read_lists(list_files, root)
+        _check_replaced(Path(report_path), overwrite, list_files, read.listed)
+        return _check_read(list_files, root, report_path, read, min_frames, workers, index_dir, decode_threads)
+
+
+@contextlib.contextmanager
+def _report_held(report_path: str | Path) -> Iterator[None]:
+    """A check's hold on its report for the check's life: a lock folder named as the report in the ``.locks`` of
+    its folder (:func:`mme.utils.lock_folder`, removed at the end), so that a second check into the same report (the
+    tasks of a job array given one --out) is refused at its start naming the holder, where the last to end replaced
+    the other's report without a word."""
+    lock = Path(report_path).parent / LOCKS / Path(report_path).name
+    took = lock_folder(lock, "--out (its report's lock)", unmade_if_unused=True)  # (False: this process holds it)
+    try:
+        yield
+    finally:
+        if took:
+            unlock_folder(lock)
 
 
 class _ReadLists(NamedTuple):
@@ -2407,5 +2426,7 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     if not check:
         return {"lists": written, "check": None}
     lists = list(written.values())  # the report's place judged before any list was written
-    report = _check_read(lists, root, report_path, _read_lists(lists, root), min_frames, workers, None, decode_threads)
+    with _report_held(report_path):
+        report = _check_read(lists, root, report_path, _read_lists(lists, root), min_frames, workers, None,
+                             decode_threads)
     return {"lists": written, "check": report}
