@@ -2130,11 +2130,30 @@ def test_a_second_check_into_a_report_a_check_is_writing_is_refused_naming_it(tm
         holder.kill()
         holder.wait()
     err = capsys.readouterr().err
-    assert f"mme check: error: --out (its report's lock) '{out.parent / '.locks' / 'check.json'}' is in use by " \
-           f"another job (PID {holder.pid} on " in err, err
+    assert f"mme check: error: --out '{out}' is being written by another check (PID {holder.pid} on " in err, err
+    assert err.rstrip().endswith("); wait for it to end or choose another --out"), err
     assert not out.exists()  # the refused check wrote nothing
+    assert sorted(p.name for p in out.parent.iterdir()) == [".check.json.lock"]  # the killed holder's, left
     assert cli_main(check) == 1  # the holder killed: its lock is let go with it
     assert json.loads(out.read_text())["counts"] == {"missing": 1}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["check.json"]  # the leftover lock removed at its end
+
+
+def test_lists_check_into_an_out_whose_report_a_check_is_writing_is_refused_before_any_list_is_written(tmp_path,
+                                                                                                      capsys):
+    """mme lists --check into an --out whose check.json a check was writing was refused only once it had replaced
+    that check's lists with its own: the holder's report then described lists no longer there."""
+    for folder, video in (("v1", "cat/a.mp4"), ("v2", "dog/b.mp4")):
+        (tmp_path / folder / video).parent.mkdir(parents=True)
+        (tmp_path / folder / video).touch()
+    out = tmp_path / "L"
+    assert cli_main(["lists", "folder", str(tmp_path / "v1"), "--out", str(out)]) == 0
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    with lists._report_held(out / "check.json"):  # (a check of these lists, played by this process)
+        assert cli_main(["lists", "folder", str(tmp_path / "v2"), "--out", str(out), "--check"]) == 1
+    assert f"mme lists: error: --out {out}: its check.json is being written by another check (PID {os.getpid()} " \
+           f"on " in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in out.iterdir()} == before  # its lists as they were, the lock gone
 
 
 def test_check_shows_its_progress_and_the_problems_so_far(videos, tmp_path, capsys, caplog):

@@ -540,6 +540,37 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
             _close_unlocked(fd, pid)
 
 
+@contextlib.contextmanager
+def lock_or_refuse(path: str | Path, refused: Callable[[str], str], unopened: str) -> Iterator[None]:
+    """An exclusive ``flock`` on the lock file at ``path`` (made if need be) for the block, not waited for: where a
+    live process holds it, an MMEError ``refused(holder)``, the holder's line (:func:`_holder_line`: its PID, host
+    and since when), which each holder writes in the file while it holds it. The file is removed at the block's end
+    while it is held, as :func:`exclusive_lock`'s with ``remove`` (a job that opened it meanwhile locks anew): one
+    left by a killed holder, which locks nothing, is taken and removed by the next. Opened for writing where this
+    user may, else read-only (:func:`_locked_file`): another user's (0644, left by their killed job in a folder all
+    users write) locks as this user's, without this process's line, and stays (a sticky folder keeps it). One that
+    cannot be opened is an MMEError naming it, the reason and ``unopened``, what to do else (:func:`_unopened_lock`);
+    on a file system without ``flock``, the block runs unlocked (:func:`_flock`)."""
+    path = Path(path)
+    try:
+        while (fd := _locked_file(path, wait_s=0, writable=True)) is None:
+            if (holder := holder_of(path)) is not None:  # (None: it ended since: tried again)
+                raise MMEError(refused(holder))
+    except OSError as e:
+        raise MMEError(_unopened_lock(path, e, unopened)) from e
+    pid = os.getpid()
+    try:
+        with contextlib.suppress(OSError):  # (read-only: another user's file; a full disk): it locks without it
+            write_all(fd, _holder_line().encode(), truncate=True)
+        yield
+    finally:
+        try:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        finally:  # (closed even where a Ctrl-C comes during the unlink)
+            _close_unlocked(fd, pid)
+
+
 def _unopened_lock(path: Path, e: OSError, then: str) -> str:
     """What a lock file that cannot be opened is said as: named, with the reason, and where it is another user's (one
     they made 0600, their umask 077), that their job may hold it; ``then``: what to do else."""
@@ -616,7 +647,7 @@ def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None
 
 
 def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False,
-                 waiting: str | None = None) -> int | None:
+                 waiting: str | None = None, writable: bool = False) -> int | None:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
     held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, as it is first
     (:func:`_open_lock`), which ``flock`` needs alone: another user's lock file (0644) in a folder shared with this
@@ -624,11 +655,12 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
     (:func:`_flock_within`); without, waited for, ``waiting`` said first where another holds it
     (:func:`_flock_waiting`). A link at ``path`` is a :class:`NotRegularFile`, not followed, and so is a pipe put
     there, which does not block the open (:func:`open_regular`). With ``own_only`` (a file of a known name in a
-    folder all users write), None where it is not a regular file this user owns (a link: that error)."""
+    folder all users write), None where it is not a regular file this user owns (a link: that error). With
+    ``writable``, opened for writing too where this user may (a holder's line written in it), else read-only."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
         try:
-            fd = _open_lock(path)
+            fd = _open_writable_lock(path) if writable else _open_lock(path)
         except NotRegularFile as e:
             if own_only and e.errno != errno.ELOOP:
                 return None
@@ -2010,8 +2042,7 @@ def _holder_line() -> str:
 
 LOCKS = ".locks"
 """The folder of locks inside a folder that several jobs use at once (a track cache): ``mme extract``'s shares'
-(:func:`lock_folder` folders), its videos', and the readers' and writers' sides (:func:`_take_side`); the reports of
-``mme check`` in the folder of each (:func:`lock_folder` folders named as the report)."""
+(:func:`lock_folder` folders), its videos', and the readers' and writers' sides (:func:`_take_side`)."""
 _READERS = "readers"
 _WRITERS = "writers"
 _reading: dict[Path, tuple[int, Any, Path]] = {}  # folder -> (its readers' lock, this process's record, its path)
@@ -2077,6 +2108,15 @@ def _open_lock(path: Path, make: bool = True, flags: int = os.O_RDONLY) -> int:
         return open_regular(path, flags | os.O_CREAT | os.O_EXCL)
     except FileExistsError:  # made meanwhile by another job
         return open_regular(path, flags)
+
+
+def _open_writable_lock(path: Path) -> int:
+    """:func:`_open_lock` for reading and writing, or for reading alone where this user may not write it (another
+    user's, 0644), which ``flock`` needs alone."""
+    try:
+        return _open_lock(path, flags=os.O_RDWR)
+    except PermissionError:
+        return _open_lock(path)
 
 
 def _lock_descriptor(path: Path, make: bool = True) -> int | None:

@@ -24,7 +24,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,7 +41,6 @@ from mme.data.pyav_reader import (
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
-    LOCKS,
     absolute_path,
     atomic_write_text,
     atomic_write_texts,
@@ -56,14 +54,13 @@ from mme.utils import (
     fs_name,
     identity_or_none,
     in_workers,
-    lock_folder,
+    lock_or_refuse,
     plural,
     progress_bar,
     read_json_object,
     removing,
     same_file_as,
     stat_identity,
-    unlock_folder,
     utf8_name,
     utf8_named,
     writing,
@@ -2205,19 +2202,19 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         return _check_read(list_files, root, report_path, read, min_frames, workers, index_dir, decode_threads)
 
 
-@contextlib.contextmanager
-def _report_held(report_path: str | Path) -> Iterator[None]:
-    """A check's hold on its report for the check's life: a lock folder named as the report in the ``.locks`` of
-    its folder (:func:`mme.utils.lock_folder`, removed at the end), so that a second check into the same report (the
-    tasks of a job array given one --out) is refused at its start naming the holder, where the last to end replaced
-    the other's report without a word."""
-    lock = Path(report_path).parent / LOCKS / Path(report_path).name
-    took = lock_folder(lock, "--out (its report's lock)", unmade_if_unused=True)  # (False: this process holds it)
-    try:
-        yield
-    finally:
-        if took:
-            unlock_folder(lock)
+def _report_held(report_path: str | Path, named: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """A check's hold on its report for the check's life: a lock file beside it, ``.<report's name>.lock``
+    (:func:`mme.utils.lock_or_refuse`, removed at the end), so that a second check into the same report (the tasks of
+    a job array given one --out) is refused at its start naming the holder, where the last to end replaced the
+    other's report without a word. ``named``: how the refusal names the report (``--out OUT: its check.json`` for
+    mme lists --check)."""
+    report = Path(report_path)
+
+    def refused(holder: str) -> str:
+        return (f"{named or f'--out {str(report)!r}'} is being written by another check ({holder}); wait for it to "
+                f"end or choose another --out")
+
+    return lock_or_refuse(report.with_name(f".{report.name}.lock"), refused, unopened="choose another --out")
 
 
 class _ReadLists(NamedTuple):
@@ -2419,14 +2416,18 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     report_path = Path(out_dir) / CHECK_FILE
     if check and report_path.exists():  # before any list is written
         check_output(report_path, "--out")  # a regular file, not a pipe is_check_report would wait on
-    written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
-                                skip_missing=skip_missing, classes=classes,
-                                before_writing=partial(_check_replaced, report_path, overwrite,
-                                                       named=f"--out {out_dir}: its check.json") if check else None)
-    if not check:
-        return {"lists": written, "check": None}
-    lists = list(written.values())  # the report's place judged before any list was written
-    with _report_held(report_path):
+    named = f"--out {out_dir}: its check.json"
+    with contextlib.ExitStack() as held:
+        def before_writing(files: list, listed: list) -> None:  # the report held before any list is written
+            held.enter_context(_report_held(report_path, named))
+            _check_replaced(report_path, overwrite, files, listed, named=named)
+
+        written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format,
+                                    video_root=video_root, skip_missing=skip_missing, classes=classes,
+                                    before_writing=before_writing if check else None)
+        if not check:
+            return {"lists": written, "check": None}
+        lists = list(written.values())  # the report's place judged before any list was written
         report = _check_read(lists, root, report_path, _read_lists(lists, root), min_frames, workers, None,
                              decode_threads)
     return {"lists": written, "check": report}
