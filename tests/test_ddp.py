@@ -1132,25 +1132,25 @@ def outcome(fn):
 
 def set_up():  # rank 1's own work before the ranks meet takes longer than that
     with dist.agreed():
-        time.sleep(2 * rank)
+        time.sleep(1.5 * rank)
 
 
 def late_in_a_new_meeting_group():  # rank 1 comes to a meeting group made under a short timeout later than that
-    td.distributed_c10d.default_pg_timeout = timedelta(seconds=1)  # a new gloo group's (torch's 30 min), scaled down
+    td.distributed_c10d.default_pg_timeout = timedelta(seconds=0.5)  # a new gloo group's (torch's 30 min), scaled down
     try:
         group = dist._meeting_group("cpu")
     finally:
         td.distributed_c10d.default_pg_timeout = td.default_pg_timeout
-    time.sleep(2 * rank)
+    time.sleep(1.5 * rank)
     try:
         td.barrier(group=group)
     finally:
         td.destroy_process_group(group)
 
 
-td.distributed_c10d._set_pg_timeout(timedelta(seconds=1))  # the process group's (torch's 30 min on gloo), scaled down
+td.distributed_c10d._set_pg_timeout(timedelta(seconds=0.5))  # the process group's (torch's 30 min on gloo), scaled down
 try:
-    said = {"agreed": outcome(set_up), "on_main": outcome(lambda: dist.on_main(time.sleep, 2))}  # rank 0's, likewise
+    said = {"agreed": outcome(set_up), "on_main": outcome(lambda: dist.on_main(time.sleep, 1.5))}  # rank 0's, likewise
 finally:
     td.distributed_c10d._set_pg_timeout(td.default_pg_timeout)  # (the launch's group's before, for the next parts)
 said["new_group"] = outcome(late_in_a_new_meeting_group)
@@ -1197,9 +1197,10 @@ def test_a_rank_that_ends_before_joining_the_ranks_gloo_group_fails_the_others_w
             distributed._meeting_group(device_type)
         assert not isinstance(raised.value, ProcessLost)  # (nothing written: the CLI says nothing is kept)
         assert str(raised.value) == (
-            "another rank did not join the ranks' gloo group within the process group's timeout (wait timeout after "
-            "1000ms, keys: /default_pg/0//gloo/1/0): it most likely ended once the process group had started; "
-            "torchrun's report on its node, or its own last line, says why; launch the job again")
+            "another rank did not join the ranks' gloo group within torch's timeout for a new gloo group (30 minutes "
+            "by default) (wait timeout after 1000ms, keys: /default_pg/0//gloo/1/0): it most likely ended once the "
+            "process group had started; torchrun's report on its node, or its own last line, says why; launch the job "
+            "again")
     assert made == [{"backend": "gloo"}] * 2  # under torch's timeout of a new group (the year set once it is made)
 
 

@@ -126,7 +126,7 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def _meeting_group(device_type: str) -> dist.ProcessGroup | None:
-    """The gloo group the ranks meet in (:data:`MEETING_WAIT`). Made under torch's timeout of a gloo group (a
+    """The gloo group the ranks meet in (:data:`MEETING_WAIT`). Made under torch's timeout for a new gloo group (a
     rank that ended before joining it, made under :data:`MEETING_WAIT`, left the others waiting there for a year):
     a rank that does not join in that time is an MMEError on the others (not a ProcessLost: nothing is written yet).
     Beside NCCL, where gloo cannot connect (a cluster whose NCCL goes through an interface gloo does not pick: set
@@ -136,9 +136,10 @@ def _meeting_group(device_type: str) -> dist.ProcessGroup | None:
         group = dist.new_group(backend="gloo")
     except (ValueError, RuntimeError) as e:
         if isinstance(e, dist.DistStoreError):  # (its wait for a rank's address in the store ran out)
-            raise MMEError(f"another rank did not join the ranks' gloo group within the process group's timeout "
-                           f"({e}): it most likely ended once the process group had started; torchrun's report "
-                           "on its node, or its own last line, says why; launch the job again") from e
+            raise MMEError(f"another rank did not join the ranks' gloo group within torch's timeout for a new "
+                           f"gloo group (30 minutes by default) ({e}): it most likely ended once the process group "
+                           "had started; torchrun's report on its node, or its own last line, says why; launch the "
+                           "job again") from e
         if device_type != "cuda":  # gloo's own group did not start either: init_distributed says so
             raise
         log.warning("the ranks' gloo group did not start (%s; GLOO_SOCKET_IFNAME names the network interface it "
