@@ -2139,6 +2139,50 @@ def test_a_second_check_into_a_report_a_check_is_writing_is_refused_naming_it(tm
     assert sorted(p.name for p in out.parent.iterdir()) == ["check.json"]  # the leftover lock removed at its end
 
 
+def test_a_check_into_a_report_whose_name_nearly_fills_a_file_name_holds_a_shortened_lock(tmp_path, capsys):
+    """A report named in 252 bytes (of ext4's 255) was refused, 'File name too long': its lock, .<name>.lock, took 6
+    bytes more. Its name is shortened as a temporary file's is, the same in every check into that report."""
+    (tmp_path / "a.txt").write_text("gone.mp4 0\n")
+    out = tmp_path / "reports" / f"{'r' * 247}.json"
+    out.parent.mkdir()
+    check = ["check", str(tmp_path / "a.txt"), "--root", str(tmp_path), "--out", str(out)]
+    with lists._report_held(out):  # (a check into that report, played by this process)
+        [lock] = out.parent.iterdir()
+        assert lock.name.startswith(f".{'r' * 200}") and lock.name.endswith(".lock") and len(lock.name) == 255
+        assert cli_main(check) == 1
+        assert f"--out '{out}' is being written by another check (PID {os.getpid()} on " in capsys.readouterr().err
+    assert cli_main(check) == 1  # (a run cannot read its video)
+    assert json.loads(out.read_text())["counts"] == {"missing": 1}
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # its lock removed at its end
+
+
+def test_a_check_refused_by_a_holder_of_another_users_lock_file_does_not_name_its_stale_line_as_the_holder(
+        tmp_path, capsys):
+    """Another user's check killed in a folder all users write, sticky, left its lock file (0644), which a check of
+    this user's takes read-only, unable to write its line there: a second check was refused naming the killed
+    check, its line, as the holder."""
+    (tmp_path / "a.txt").write_text("gone.mp4 0\n")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    out = shared / "check.json"
+    lock = shared / ".check.json.lock"
+    lock.write_text("PID 4242 on node7, since 2026-01-02 03:04:05\n")  # the killed check's
+    lock.chmod(0o644)
+    os.chown(lock, 65534, 65534)
+    holder = os.open(lock, os.O_RDONLY)  # this user's check holding it, unable to write its line (played)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        assert cli_main(["check", str(tmp_path / "a.txt"), "--root", str(tmp_path), "--out", str(out)]) == 1
+    finally:
+        os.close(holder)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"mme check: error: --out '{out}' is being written by another check (held by another process; the lock file "
+        "is another user's (uid 65534), where a holder of another user cannot write its line: the line there (PID "
+        "4242 on node7, since 2026-01-02 03:04:05) may be an earlier holder's, which may have ended); wait for it to "
+        "end or choose another --out")
+    assert not out.exists()
+
+
 def test_lists_check_into_an_out_whose_report_a_check_is_writing_is_refused_before_any_list_is_written(tmp_path,
                                                                                                       capsys):
     """mme lists --check into an --out whose check.json a check was writing was refused only once it had replaced

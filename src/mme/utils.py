@@ -498,7 +498,8 @@ def _names(path: Path, identity: tuple[int, int]) -> bool:
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None = None,
-                   own_only: bool = False, waiting: str | None = None, unopened: str | None = None) -> Iterator[bool]:
+                   own_only: bool = False, waiting: str | None = None, unopened: str | None = None,
+                   refused: Callable[[str], str] | None = None) -> Iterator[bool]:
     """An exclusive ``flock`` on the file at ``path`` (made if need be, its folder too) for the block: one holder at
     a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
     (:func:`_flock`). The file is left there, or with ``remove`` removed at the block's end while it is held (a
@@ -508,7 +509,12 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). ``waiting``: what a
     wait without end (no ``wait_s``) for another holder is said as, at info level, before it waits. ``unopened``:
     where the lock file cannot be opened, what to do, said in an MMEError naming it and the reason
-    (:func:`_unopened_lock`); None: the OSError, for a caller that goes on without the lock. The removal never
+    (:func:`_unopened_lock`); None: the OSError, for a caller that goes on without the lock. ``refused`` (with
+    ``wait_s``, not ``own_only``): where another process holds the lock past ``wait_s``, an MMEError
+    ``refused(holder)`` instead of the block, the holder as :func:`_holder_named` says it; the file is then opened for
+    writing too where this user may, and the holder's line (:func:`_holder_line`) written in it while it is held,
+    as :func:`lock_folder` writes its ``.lock``'s; another user's (0644, left by their killed job in a folder all
+    users write, which a sticky one keeps) locks read-only, without this process's line. The removal never
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed. Its
     folder removed while this waited (by the holder that made it, failing) is made again
     (:func:`_make_output_folder`, recorded in the open :func:`removing_made_folders` blocks); a link at ``path`` is a
@@ -518,10 +524,14 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
         path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
-                fd, pid = _locked_file(path, wait_s, own_only, waiting), os.getpid()
-                break
+                fd, pid = _locked_file(path, wait_s, own_only, waiting, writable=refused is not None), os.getpid()
             except FileNotFoundError:  # its folder removed while this waited: by the holder that made it, failing (an
                 _make_output_folder(path.parent)  # export's OUT), made again, as a folder this job made
+                continue
+            if fd is not None or refused is None:
+                break
+            if (holder := _holder_named(path)) is not None:  # (None: it ended since: tried again)
+                raise MMEError(refused(holder))
     except OSError as e:
         if unopened is None:
             raise
@@ -530,6 +540,9 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
         yield False
         return
     try:
+        if refused is not None:
+            with contextlib.suppress(OSError):  # (read-only: another user's file; a full disk): it locks without it
+                write_all(fd, _holder_line().encode(), truncate=True)
         yield True
     finally:
         try:
@@ -540,35 +553,29 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
             _close_unlocked(fd, pid)
 
 
-@contextlib.contextmanager
-def lock_or_refuse(path: str | Path, refused: Callable[[str], str], unopened: str) -> Iterator[None]:
-    """An exclusive ``flock`` on the lock file at ``path`` (made if need be) for the block, not waited for: where a
-    live process holds it, an MMEError ``refused(holder)``, the holder's line (:func:`_holder_line`: its PID, host
-    and since when), which each holder writes in the file while it holds it. The file is removed at the block's end
-    while it is held, as :func:`exclusive_lock`'s with ``remove`` (a job that opened it meanwhile locks anew): one
-    left by a killed holder, which locks nothing, is taken and removed by the next. Opened for writing where this
-    user may, else read-only (:func:`_locked_file`): another user's (0644, left by their killed job in a folder all
-    users write) locks as this user's, without this process's line, and stays (a sticky folder keeps it). One that
-    cannot be opened is an MMEError naming it, the reason and ``unopened``, what to do else (:func:`_unopened_lock`);
-    on a file system without ``flock``, the block runs unlocked (:func:`_flock`)."""
+def _holder_named(path: Path) -> str | None:
+    """The holder of the lock file at ``path`` as a refusal names it (:func:`exclusive_lock`'s ``refused``): its
+    line (:func:`holder_of`), or None where no process holds it. Where the file is another user's, a holder of this
+    user's could not write its line there, and the line it holds may be an earlier holder's: that is said, not the
+    line presented as the holder (a check of this user's holding the lock file another user's killed check left in a
+    sticky folder, who cannot remove it, would be said to be that check)."""
+    holder = holder_of(path)
+    try:
+        owner = os.lstat(path).st_uid
+    except OSError:
+        return holder
+    if holder is None or holder == _NO_HOLDER_LINE or owner == os.geteuid():
+        return holder
+    return (f"held by another process; the lock file is another user's (uid {owner}), where a holder of another user "
+            f"cannot write its line: the line there ({holder}) may be an earlier holder's, which may have ended")
+
+
+def lock_beside(path: str | Path) -> Path:
+    """The lock file of the file ``path``, beside it: ``.<name>.lock``, its name shortened where that would not fit
+    a file name of its folder's file system (:func:`fitting_name` to :func:`_fitting_limit`, as a temporary file's
+    is: :func:`_temp_stem`), where ``path``'s own fits."""
     path = Path(path)
-    try:
-        while (fd := _locked_file(path, wait_s=0, writable=True)) is None:
-            if (holder := holder_of(path)) is not None:  # (None: it ended since: tried again)
-                raise MMEError(refused(holder))
-    except OSError as e:
-        raise MMEError(_unopened_lock(path, e, unopened)) from e
-    pid = os.getpid()
-    try:
-        with contextlib.suppress(OSError):  # (read-only: another user's file; a full disk): it locks without it
-            write_all(fd, _holder_line().encode(), truncate=True)
-        yield
-    finally:
-        try:
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-        finally:  # (closed even where a Ctrl-C comes during the unlink)
-            _close_unlocked(fd, pid)
+    return path.with_name(f".{fitting_name(path.name, '.lock', room=1, limit=_fitting_limit(path.parent))}")
 
 
 def _unopened_lock(path: Path, e: OSError, then: str) -> str:
@@ -2127,10 +2134,14 @@ def _lock_descriptor(path: Path, make: bool = True) -> int | None:
         return None
 
 
+_NO_HOLDER_LINE = "another process"
+"""A holder as :func:`_try_flock` names one whose lock file holds no line."""
+
+
 def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
     """Try a ``flock`` of kind ``how`` (``fcntl.LOCK_SH``, ``LOCK_EX``) on the lock file ``fd``, not waiting (or
     again for up to ``tries_s`` seconds): None where it is had, else the holder line the file holds
-    (:func:`_holder_line`, what :func:`lock_folder` writes), or 'another process' where it holds none. Any other
+    (:func:`_holder_line`, what :func:`lock_folder` writes), or :data:`_NO_HOLDER_LINE` where it holds none. Any other
     OSError (a file system without it: :data:`_NO_FLOCK`) is the caller's to judge."""
     until = time.monotonic() + tries_s
     while True:
@@ -2139,7 +2150,7 @@ def _try_flock(fd: int, how: int, tries_s: float = 0.0) -> str | None:
             return None
         except BlockingIOError:
             if time.monotonic() >= until:
-                return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                return os.pread(fd, 4096, 0).decode(errors="replace").strip() or _NO_HOLDER_LINE
             time.sleep(_LOCK_POLL_S)
 
 

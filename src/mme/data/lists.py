@@ -54,7 +54,7 @@ from mme.utils import (
     fs_name,
     identity_or_none,
     in_workers,
-    lock_or_refuse,
+    lock_beside,
     plural,
     progress_bar,
     read_json_object,
@@ -2202,19 +2202,20 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         return _check_read(list_files, root, report_path, read, min_frames, workers, index_dir, decode_threads)
 
 
-def _report_held(report_path: str | Path, named: str | None = None) -> contextlib.AbstractContextManager[None]:
-    """A check's hold on its report for the check's life: a lock file beside it, ``.<report's name>.lock``
-    (:func:`mme.utils.lock_or_refuse`, removed at the end), so that a second check into the same report (the tasks of
-    a job array given one --out) is refused at its start naming the holder, where the last to end replaced the
-    other's report without a word. ``named``: how the refusal names the report (``--out OUT: its check.json`` for
-    mme lists --check)."""
+def _report_held(report_path: str | Path, named: str | None = None) -> contextlib.AbstractContextManager[bool]:
+    """A check's hold on its report for the check's life: a lock file beside it (:func:`mme.utils.lock_beside`,
+    ``.<report's name>.lock``), not waited for, removed at the end (:func:`mme.utils.exclusive_lock`'s ``refused``),
+    so that a second check into the same report (the tasks of a job array given one --out) is refused at its start
+    naming the holder, where the last to end replaced the other's report without a word. ``named``: how the refusal
+    names the report (``--out OUT: its check.json`` for mme lists --check)."""
     report = Path(report_path)
 
     def refused(holder: str) -> str:
         return (f"{named or f'--out {str(report)!r}'} is being written by another check ({holder}); wait for it to "
                 f"end or choose another --out")
 
-    return lock_or_refuse(report.with_name(f".{report.name}.lock"), refused, unopened="choose another --out")
+    return exclusive_lock(lock_beside(report), remove=True, wait_s=0, unopened="choose another --out",
+                          refused=refused)
 
 
 class _ReadLists(NamedTuple):

@@ -49,6 +49,7 @@ from mme.utils import (
     flag,
     given_path,
     json_text,
+    lock_beside,
     remove_stale_temps,
     removing_made_folders,
     write_safetensors,
@@ -355,8 +356,8 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
 
 def export_lock(out: Path, folder: bool) -> Path:
     """The lock :func:`export` holds while it looks at and writes ``out``: in the folder, or beside the file (where
-    its temporary files are written)."""
-    return out / ".export.lock" if folder else out.with_name(f".{out.name}.lock")
+    its temporary files are written: :func:`~mme.utils.lock_beside`)."""
+    return out / ".export.lock" if folder else lock_beside(out)
 
 
 def _export(src: str | os.PathLike, out: Path, format: str, kind: str | None, norm_pix: bool | None,
