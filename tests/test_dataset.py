@@ -1466,3 +1466,24 @@ def test_a_lists_digests_index_keys_and_extract_locks_are_the_same_under_a_latin
     under_utf8 = named("caf\u00e9")
     monkeypatch.setattr(os, "fsencode", lambda name: os.fspath(name).encode("latin-1", "surrogateescape"))
     assert named("caf\u00e9".encode().decode("latin-1")) == under_utf8
+
+
+def test_the_failure_fractions_message_reads_the_shared_failure_table_once(videos, monkeypatch):
+    """The loader workers write the failure table while the fraction's message is made: it counted the table, then
+    read it again for the counts, which said more failures than the count ('6 of 500 videos ... failed ...
+    ({'missing': 7})'). Here a worker's failure is recorded between the two."""
+    from mme.data.dataset import REASONS
+
+    ds = PretrainDataset(config(videos, ["missing.mp4 0", "empty.mp4 0", "good.mp4 0", "coord.mkv 0"],
+                                max_failure_fraction=0.3))
+    ds._reason[0], ds._reason[1] = REASONS.index("missing"), REASONS.index("empty")
+    failed_of = ds.failed_of
+
+    def a_worker_fails_meanwhile(videos: int) -> tuple[int, int]:
+        ds._reason[3] = REASONS.index("unreadable")
+        return failed_of(videos)
+
+    monkeypatch.setattr(ds, "failed_of", a_worker_fails_meanwhile)
+    with pytest.raises(DataError, match=r"^2 of 4 videos in .* failed, more than data.max_failure_fraction=0.3 "
+                                        r"\({'missing': 1, 'empty': 1}\); "):
+        ds._check_failures()

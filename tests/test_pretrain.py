@@ -1257,6 +1257,32 @@ def test_a_run_stopped_by_too_many_failed_videos_keeps_its_steps_and_resumes_as_
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_an_item_out_of_tries_before_the_fraction_keeps_the_steps_and_gives_the_advice(synth, tmp_path, monkeypatch):
+    """On a list of over a thousand videos an item gives up after its MAX_ATTEMPTS tries before the failures reach
+    data.max_failure_fraction's 1% (a storage outage: every try missing): the run stopped with a bare DataError
+    ('failures so far: ...'), every step since the last checkpoint lost, no advice. Here one try and the fraction at
+    0.99 stand in for the long list: the stop keeps the checkpoint of step 2 and says the fraction's examples and
+    advice."""
+    from mme.data import dataset
+
+    monkeypatch.setattr(dataset, "MAX_ATTEMPTS", 1)
+    gone = tmp_path / "gone.mp4"
+    listed, _ = _list_with(synth, tmp_path, gone)  # read for step 3 (seed 1)
+    data = [*listed, "train.seed=1", "model.depth=1", FP32, "data.max_failure_fraction=0.99"]
+    with pytest.raises(DataError) as info:
+        run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6", "train.ckpt_every=1000")
+    assert re.fullmatch(rf"no readable video for item \d+ of {re.escape(listed[0].split('=', 1)[1])} after 1 tries "
+                        rf"\({{'missing': 1}}\); e\.g\. {re.escape(str(gone))}: missing; do the listed absolute paths "
+                        rf"exist here \(a volume not mounted\)\? Kept: {re.escape(str(tmp_path / 'run'))}/checkpoint-"
+                        r"00000002\.pt, the checkpoint of step 2: --resume auto \(train.resume=auto\) continues from "
+                        r"there", str(info.value)), info.value
+    assert torch.load(tmp_path / "run" / "checkpoint-00000002.pt", weights_only=True)["step"] == 2
+    from mme.errors import NoReadableVideo  # (of this fix: after the message, which says what failed before it)
+
+    assert isinstance(info.value, NoReadableVideo)
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 @pytest.mark.parametrize("accum", [1, 2])
 def test_the_checkpoint_of_a_stop_before_a_step_holds_the_lr_of_its_own_step(synth, tmp_path, caplog, accum):
     """The loop set the next step's lr before fetching its batches, so a stop there (a signal while it waited, too

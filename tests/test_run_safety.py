@@ -2781,13 +2781,36 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
     code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}",
                      "data.num_workers=1", "train.steps=20", "train.ckpt_every=1", FP32)])
     err = capsys.readouterr().err
-    assert code == 1 and err.strip().splitlines()[-1] == (
-        f"mme pretrain: error: data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed by "
-        "the out-of-memory killer: lower data.num_workers or train.batch_size, or the clips' size (data.img_size with "
-        "model.img_size, data.num_frames with model.num_frames); what was written is kept (the same command with "
-        "--resume auto continues from the run's newest checkpoint, if it wrote one)"), err[-3000:]
+    assert code == 1 and re.fullmatch(
+        re.escape(f"mme pretrain: error: data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely "
+                  "killed by the out-of-memory killer: lower data.num_workers or train.batch_size, or the clips' size "
+                  "(data.img_size with model.img_size, data.num_frames with model.num_frames). Kept: ")
+        + rf"{re.escape(str(tmp_path))}/checkpoint-0*(\d+)\.pt, the checkpoint of step \1: --resume auto "
+          r"\(train.resume=auto\) continues from there", err.strip().splitlines()[-1]), err[-3000:]
     assert "Traceback" not in err and "could not write" not in err, err[-3000:]
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 2))["step"] == 2
+
+
+def test_a_loader_worker_killed_mid_run_keeps_the_steps_since_the_last_checkpoint(synth, tmp_path, monkeypatch):
+    """A loader worker killed (the out-of-memory killer, a crash) stopped the run with every step since its last
+    checkpoint lost, the model and optimizer of the last finished step intact in this process: here no checkpoint at
+    all (train.ckpt_every=1000). The stop now writes the checkpoint of its last finished step and names it."""
+    import itertools
+
+    from mme.train import loop
+
+    killed: list[int] = []
+    calls = itertools.count(1)
+    monkeypatch.setattr(loop, "schedule_step", killing_a_worker_after(loop.schedule_step,
+                                                                      lambda *_: next(calls) == 2, killed))
+    with pytest.raises(MMEError) as info:  # (killed in step 2, after its batch: found by a later step's fetch)
+        run("tiny_cpu_pixel", synth, tmp_path, "data.num_workers=1", "train.steps=20", "train.ckpt_every=1000", FP32)
+    found = re.fullmatch(rf"data loader worker 0 \(pid {killed[0]}\) died \(signal 9: Killed\), .*\. Kept: "
+                         rf"{re.escape(str(tmp_path))}/checkpoint-0*(\d+)\.pt, the checkpoint of step \1: --resume "
+                         r"auto \(train.resume=auto\) continues from there", str(info.value))
+    assert found is not None and int(found[1]) >= 2, info.value
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_path(tmp_path, int(found[1])).name]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, int(found[1])))["step"] == int(found[1])
 
 
 @pytest.mark.parametrize("recipe, shm, said", [  # (mme's: batches with motion frames)

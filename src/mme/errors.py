@@ -62,6 +62,11 @@ class TooManyFailures(DataError):
     """More of a list's videos failed than ``data.max_failure_fraction`` lets a run skip."""
 
 
+class NoReadableVideo(TooManyFailures):
+    """An item none of whose tries read (its video, then replacements): on a list of over a thousand videos the stop
+    for videos that cannot be read (a storage outage, a wrong ``data.root``) before the fraction is reached."""
+
+
 class ConfigError(MMEError, ValueError):
     """A configuration key or value is invalid."""
 

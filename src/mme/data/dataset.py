@@ -83,7 +83,16 @@ from mme.data.video import (
     with_true_count,
 )
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, MMEError, ProcessLost, TooManyFailures, UnguardedScript, VideoError
+from mme.errors import (
+    ConfigError,
+    DataError,
+    MMEError,
+    NoReadableVideo,
+    ProcessLost,
+    TooManyFailures,
+    UnguardedScript,
+    VideoError,
+)
 from mme.utils import (
     MAX_THREADS,
     SCRIPT_RERUN_EXIT,
@@ -1066,16 +1075,18 @@ class _VideoDataset(Dataset):
         """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
         :attr:`failure_codes`; default this table's), its counts and examples all of ``codes``: ranks that joined
         the same codes give the same message."""
-        codes = self._reason if codes is None else codes
-        videos = int((codes > 0).sum())
-        failed, total = self.failed_of(videos)
+        codes = self._reason.clone() if codes is None else codes  # (read once: the workers write the table)
+        failed, total = self.failed_of(int((codes > 0).sum()))
         if self._past_fraction(failed, total):
-            examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
-            raise TooManyFailures(
-                f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
-                f"{self.cfg.max_failure_fraction} ({self.failure_counts(codes)}); e.g. {examples}; "
-                f"{self._carried_advice(codes, failed)}"
-            )
+            raise self._failures_said(TooManyFailures, f"{failed} of {total} videos in {self.cfg.list_file} failed, "
+                                      f"more than data.max_failure_fraction={self.cfg.max_failure_fraction}", codes)
+
+    def _failures_said(self, kind: type[TooManyFailures], said: str, codes: torch.Tensor) -> TooManyFailures:
+        """The stop for videos that cannot be read, whichever limit was reached (the fraction, or an item's tries):
+        ``said``, then the counts, examples and advice of the failures by ``codes`` (as :attr:`failure_codes`)."""
+        failed = self.failed_of(int((codes > 0).sum()))[0]
+        examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
+        return kind(f"{said} ({self.failure_counts(codes)}); e.g. {examples}; {self._carried_advice(codes, failed)}")
 
     def _carried_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`_failure_advice`, saying which failures the run recorded before it resumed (:meth:`carry_failures`):
@@ -1169,8 +1180,8 @@ class _VideoDataset(Dataset):
             item["index"] = i
             return item
         self._check_failures()  # the fraction's message says why, where it is passed (under torchrun too)
-        raise DataError(f"no readable video for item {index} of {self.cfg.list_file} after {MAX_ATTEMPTS} tries; "
-                        f"failures so far: {self.failure_counts()}")
+        raise self._failures_said(NoReadableVideo, f"no readable video for item {index} of {self.cfg.list_file} "
+                                  f"after {MAX_ATTEMPTS} tries", self._reason.clone())
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         raise NotImplementedError

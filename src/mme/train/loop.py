@@ -40,6 +40,7 @@ from mme.errors import (
     Interrupted,
     MMEError,
     NonFiniteLossError,
+    ProcessLost,
     TooManyFailures,
     memory_limit_said,
 )
@@ -403,16 +404,23 @@ def save(run: Run) -> Path:
     return path
 
 
-def _keep_steps_of_data_error(run: Run, error: Exception) -> Exception:
-    """``error`` as the run ends by it, the steps since its last checkpoint kept where it is a stop by too many failed
-    videos on every rank (TooManyFailures raised alike, before a step's forward, :func:`data_failed_together`, or at
-    a record's join, :func:`share_failures`; checked together, as ranks may fail otherwise at once): a checkpoint of its
-    last step, which the failed fetch left as it was (model, optimizer, position; the generators are seeded again
-    at each micro-batch), its failures as of the last record (:attr:`Run.recorded_failures`), and the error saying so;
-    where the run's last checkpoint is of that step (a stop right after one, a resumed run's first fetch), that one.
-    A checkpoint that cannot be written is warned about, the error left as it was."""
-    if not dist.raised_alike(error) or dist.any_true(not isinstance(error, TooManyFailures) or not run.step,
-                                                     run.device):
+DATA_STOPS = (TooManyFailures, ProcessLost)
+"""The errors by which the data side ends a run, the model and optimizer intact: videos that cannot be read (more than
+``data.max_failure_fraction`` of the list, or an item none of whose tries reads: :class:`~mme.errors.NoReadableVideo`),
+a loader worker lost (the out-of-memory killer, a crash, a batch too large for shared memory)."""
+
+
+def _keep_steps_of_data_stop(run: Run, error: Exception) -> Exception:
+    """``error`` as the run ends by it, the steps since its last checkpoint kept where the data side stops the run on
+    every rank (:data:`DATA_STOPS` raised alike: before a step's forward, :func:`data_failed_together`; at a record's
+    join, :func:`share_failures`; in the periodic validation after a step; checked together, as ranks may fail
+    otherwise at once): a checkpoint of its last finished step, which the failed fetch left as it was (model,
+    optimizer, position; the gradients of a step's earlier micro-batches are no part of a checkpoint, and the
+    generators are seeded again at each micro-batch), its failures as of the last record
+    (:attr:`Run.recorded_failures`), and the error saying so; where the run's last checkpoint is of that step (a stop
+    right after one, a resumed run's first fetch), that one. A checkpoint that cannot be written is warned about, the
+    error left as it was."""
+    if not dist.raised_alike(error) or dist.any_true(not isinstance(error, DATA_STOPS) or not run.step, run.device):
         return error
     if run.step == run.saved_step:  # (a stop right after a checkpoint, or at a resumed run's first fetch)
         path = ckpt.checkpoint_path(run.out_dir, run.step)
@@ -423,9 +431,11 @@ def _keep_steps_of_data_error(run: Run, error: Exception) -> Exception:
             log.warning("%s", e)
             return error
     said = str(error)
-    return dist.alike(TooManyFailures(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint "
-                                      f"of step {run.step}: --resume auto (train.resume=auto) with "
-                                      "data.max_failure_fraction raised continues from there"))
+    raised = " with data.max_failure_fraction raised" if type(error) is TooManyFailures else ""
+    # (not a ProcessLost, whose line the CLI ends with its own of what is kept)
+    kind = MMEError if isinstance(error, ProcessLost) else type(error)
+    return dist.alike(kind(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint of step "
+                           f"{run.step}: --resume auto (train.resume=auto){raised} continues from there"))
 
 
 def _write_checkpoint(run: Run) -> Path:
@@ -518,7 +528,7 @@ def _train(run: Run) -> TrainResult:
             logger.close()
             raise
         except Exception as e:
-            error = _keep_steps_of_data_error(run, e)
+            error = _keep_steps_of_data_stop(run, e)
             with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
                 _finish_logs(run, logger, history, together=dist.raised_alike(e))
             if error is not e:
