@@ -893,6 +893,47 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+@pytest.mark.parametrize("ended", ["Ctrl-C", "worker lost"])
+def test_a_periodic_validation_cut_short_keeps_the_checkpoint_of_its_step(synth, tmp_path, monkeypatch, ended):
+    """The periodic validation (where memory peaks, with loader workers of its own) ran before the checkpoint due at
+    its step: a second Ctrl-C there, or a worker of it killed, lost every step since the last checkpoint. The due
+    checkpoint is written first; a worker lost at a step with none due writes one, as in a training step."""
+    from mme.errors import MMEError, ProcessLost
+    from mme.eval import finetuned
+    from mme.train.checkpoint import checkpoint_path
+
+    def cut_short(*args, **kwargs):
+        if ended == "Ctrl-C":
+            raise KeyboardInterrupt
+        raise ProcessLost("data loader worker 0 (pid 1) died (signal 9: Killed)")
+
+    monkeypatch.setattr(finetuned, "evaluate", cut_short)
+    every = "train.ckpt_every=2" if ended == "Ctrl-C" else "train.ckpt_every=1000"
+    with pytest.raises(KeyboardInterrupt if ended == "Ctrl-C" else MMEError) as info:
+        finetuned.finetune(_tiny_recipe(synth, tmp_path, "train.steps=4", "task.eval_every=2", every,
+                                        "task.test_list=", "train.precision=fp32"))
+    assert torch.load(checkpoint_path(tmp_path, 2), weights_only=True)["step"] == 2
+    if ended != "Ctrl-C":
+        assert str(info.value) == (f"data loader worker 0 (pid 1) died (signal 9: Killed). Kept: "
+                                   f"{checkpoint_path(tmp_path, 2)}, the checkpoint of step 2: --resume auto "
+                                   "(train.resume=auto) continues from there")
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+def test_a_validation_after_its_checkpoint_is_logged_once_and_kept_by_a_resume(synth, tmp_path):
+    """The checkpoint due at a validation's step is written before it, the step's record (its val top-1) after: a run
+    resumed from that checkpoint keeps the record, neither losing nor redoing the validation."""
+    from mme.eval.finetuned import finetune
+
+    common = ("train.steps=4", "task.eval_every=2", "train.ckpt_every=2", "task.test_list=", "train.precision=fp32")
+    finetune(_tiny_recipe(synth, tmp_path, *common, "train.stop_after=2"))
+    finetune(_tiny_recipe(synth, tmp_path, *common, "train.resume=auto"))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "val_top1_1view" in r] == [2, 4]
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(synth, tmp_path, caplog):
     """loss.png that could not be written (a full disk; here a folder holds its name) ended the run in a traceback
     before its tests: no val.json or test.json. It is warned about, as a log that cannot be written."""

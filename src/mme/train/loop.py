@@ -2,7 +2,8 @@
 and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clean stop on SIGINT/SIGTERM.
 
     setup -> loop.train(run): per step, forward/backward -> lr/wd from the step -> update -> the job's after-step
-    -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
+    -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule. A checkpoint due at a step
+    with a job's after-step (fine-tuning's periodic validation) is written before it, the step's record after.
 
 Besides the job's metrics every record logs ``lr`` (the schedule's: with ``optim.layer_decay`` the head's, whose
 ``lr_scale`` is 1, the lower layers training at it times theirs: :func:`mme.train.optim.param_groups`),
@@ -494,7 +495,7 @@ def share_failures(run: Run) -> float:
 
 def train(run: Run) -> TrainResult:
     """The loop: forward/backward -> lr/wd from the step -> update -> the job's after-step -> log -> maybe
-    checkpoint, until ``train.stop_after`` or the end of the schedule."""
+    checkpoint (a due one before the after-step), until ``train.stop_after`` or the end of the schedule."""
     if run.resumed_at is not None:
         dist.on_main(run_folder.keep_logs_of_rewind, run.out_dir, run.resumed_at)
     try:
@@ -607,11 +608,16 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
         metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips / seconds, epoch=epoch,
                        data_wait=metrics.pop("data_wait_s") / seconds)
-        evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
-        stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
         kept = run.position["epoch"]  # the epochs done, one more where this step ended one
         kept = kept if kept > epochs_done and kept in t.keep_epochs else None
-        saving = run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None
+        due = run.step % t.ckpt_every == 0 or run.step == end or kept is not None
+        evaluated = False
+        if not diverged and run.job.after_step is not None:
+            if due:  # the due checkpoint first: a validation (where memory peaks, with its own loader workers) that
+                path = save(run)  # fails or is cut short does not lose the steps; its record follows it
+            evaluated = run.job.after_step(run, metrics)
+        stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
+        saving = due or stopping is not None
         # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
         too_many = None
         if run.step % t.log_every == 0 or saving or evaluated or diverged:
@@ -624,7 +630,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
         bar.update(1)
-        if saving:
+        if saving and run.step > run.saved_step:
             path = save(run)
         if kept is not None:
             dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
