@@ -11,9 +11,12 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1466,6 +1469,52 @@ def test_a_lists_digests_index_keys_and_extract_locks_are_the_same_under_a_latin
     under_utf8 = named("caf\u00e9")
     monkeypatch.setattr(os, "fsencode", lambda name: os.fspath(name).encode("latin-1", "surrogateescape"))
     assert named("caf\u00e9".encode().decode("latin-1")) == under_utf8
+
+
+STALLED_LOADER = """
+import os, sys, time
+from torch.utils.data import DataLoader, Dataset
+from mme.data.dataset import start_workers
+
+class Stalls(Dataset):  # a read that never returns (a hung mount)
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        print(os.getpid(), flush=True)
+        time.sleep(600)
+
+list(start_workers(DataLoader(Stalls(), batch_size=None, num_workers=1)))
+"""
+
+
+def test_a_loader_worker_ends_with_its_process_killed_mid_read():
+    """The process of a run killed with SIGKILL (the out-of-memory killer, a supervisor's kill -9) left its loader
+    workers running, one blocked in a read an orphan for minutes with its memory (torch's watch of its parent runs
+    between items only). They end with it now, as mme extract's workers do."""
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_LOADER], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(proc.stdout.readline())
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        while _running(worker) and time.monotonic() < killed + 10:
+            time.sleep(0.1)
+        assert not _running(worker) and time.monotonic() - killed < 5, "the worker outlived its killed parent"
+    finally:
+        proc.kill()
+        if worker is not None and _running(worker):  # (before the wait for the pipe it holds too)
+            os.kill(worker, signal.SIGKILL)
+        proc.communicate()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (not ended, nor a zombie waiting for a reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def test_the_failure_fractions_message_reads_the_shared_failure_table_once(videos, monkeypatch):

@@ -910,14 +910,14 @@ PR_SET_PDEATHSIG = 1
 """Linux's ``prctl`` option by which a process asks for a signal when the thread that started it ends."""
 
 
-def _end_with_parent(parent: int, by_main_thread: bool) -> None:
-    """End this process, a worker of :func:`in_workers`, when ``parent`` (the PID of the process that started it)
-    dies, also mid-job: a parent killed with SIGKILL (the OOM killer, a supervisor's kill -9, a subprocess timeout)
-    runs no cleanup of its own, and a worker would notice only at its next send or receive, after its video, its lock
-    held all the while (a rerun waited on it). On Linux, where the main thread started it (the one thread that lives
-    as long as its process: the kernel signals at the end of the starting thread, not of the process), the kernel
-    sends SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a daemon thread looks at the parent's PID each second. A parent
-    already dead as this runs is not waited for."""
+def end_with_parent(parent: int, by_main_thread: bool) -> None:
+    """End this process, a worker of :func:`in_workers` or a data loader's (:func:`mme.data.dataset.start_workers`),
+    when ``parent`` (the PID of the process that started it) dies, also mid-job: a parent killed with SIGKILL (the OOM
+    killer, a supervisor's kill -9, a subprocess timeout) runs no cleanup of its own, and a worker would notice only at
+    its next send or receive, after its video, its lock held all the while (a rerun waited on it). On Linux, where the
+    main thread started it (the one thread that lives as long as its process: the kernel signals at the end of the
+    starting thread, not of the process), the kernel sends SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a daemon thread
+    looks at the parent's PID each second. A parent already dead as this runs is not waited for."""
     watch = True
     if by_main_thread and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -955,14 +955,14 @@ def _worker(conn: Connection, work: Callable[[Any], Any], parent: int, by_main_t
     """A process of :func:`in_workers`: ``work`` of each job ``conn`` sends, one thread each, its log as its parent's
     (``setup``: :func:`take_log_setup`). Ctrl-C, which a terminal sends to the whole process group, and Slurm's
     SIGUSR1, which reaches every process of a job step, are left to the main process, which stops the workers; one
-    whose main process dies ends at once (:func:`_end_with_parent`: ``parent``, its PID, and whether its main thread
+    whose main process dies ends at once (:func:`end_with_parent`: ``parent``, its PID, and whether its main thread
     started this one).
 
     torch is set to one thread where ``work``'s module imported it (spawn imported that module before this runs);
     elsewhere ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (which torch's default takes first) of 1 have a later import
     start on one thread, and a worker whose job needs no torch (``mme check``'s) does not import it: 1.9 s of CPU
     per worker, and per replacement of a dead one, on the 2-core Intel Xeon (AMX)."""
-    _end_with_parent(parent, by_main_thread)
+    end_with_parent(parent, by_main_thread)
     take_log_setup(setup)
     import cv2
 
@@ -1251,7 +1251,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                 yield result
     finally:
         for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job (nor a SIGKILL of this
-            # process: _end_with_parent)
+            # process: end_with_parent)
             proc.kill()
             proc.join()
 

@@ -101,6 +101,7 @@ from mme.utils import (
     command_option,
     command_path,
     counted,
+    end_with_parent,
     how_it_ended,
     keep_freed_memory,
     launch_ranks,
@@ -405,8 +406,9 @@ def start_workers(loader: DataLoader) -> Iterator:
             raise _unstarted_in_shm() from e
         earlier = _own_start(loader.worker_init_fn)  # (this loader's, from an earlier call: its own init inside)
         then = earlier.keywords["then"] if earlier is not None else loader.worker_init_fn
-        loader.worker_init_fn = functools.partial(_worker_start, then=then, said=said, read_only=read_only_index_dirs(),
-                                                  setup=log_setup(), started=started)
+        loader.worker_init_fn = functools.partial(
+            _worker_start, then=then, said=said, read_only=read_only_index_dirs(), setup=log_setup(), started=started,
+            parent=os.getpid(), by_main_thread=threading.current_thread() is threading.main_thread())
         if decodes_on_cuda():
             loader.multiprocessing_context = "spawn"
     # A forked worker's collections then leave this process's objects unwritten. Not where the caller froze objects
@@ -733,13 +735,18 @@ def _own_start(init: Callable[[int], None] | None) -> functools.partial | None:
 
 
 def _worker_start(worker_id: int, *, then: Callable[[int], None] | None, said: torch.Tensor,
-                  read_only: frozenset[str], setup: Callable[[], None] | None, started: torch.Tensor) -> None:
-    """A worker's init under :func:`start_workers`: its PID in ``started`` (:func:`_started`), its log as the job's
+                  read_only: frozenset[str], setup: Callable[[], None] | None, started: torch.Tensor, parent: int,
+                  by_main_thread: bool) -> None:
+    """A worker's init under :func:`start_workers`: its end with the process that started it (``parent``, its PID,
+    and whether its main thread did: :func:`~mme.utils.end_with_parent`; a worker blocked in a read, which torch's own
+    watch of its parent checks only between items, outlived a parent killed with SIGKILL, holding its memory), its PID
+    in ``started`` (:func:`_started`), its log as the job's
     where it started fresh with none (``setup``: :func:`~mme.utils.take_log_setup`), OpenCV on one thread where it
     started fresh (a forked one has it already and must not reconfigure it), malloc keeping freed memory, the job's
     warnings said shared (``said``: :func:`~mme.data.video.anamorphic_said`), the index folders the job only reads
     taken as read-only (``read_only``, which a spawned worker does not inherit:
     :func:`~mme.data.pyav_reader.take_read_only`), then the loader's own ``worker_init_fn`` (``then``)."""
+    end_with_parent(parent, by_main_thread)
     started[worker_id] = os.getpid()
     take_log_setup(setup)
     anamorphic_said(said)
