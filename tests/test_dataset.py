@@ -1517,6 +1517,36 @@ def _running(pid: int) -> bool:
         return False
 
 
+class RunsOutOfMemory(Dataset):
+    """Item 0's allocation fails: numpy's own error (``_ArrayMemoryError``), or Python's bare MemoryError."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        if self.kind == "numpy":
+            np.empty((1 << 46,), np.uint8)
+        raise MemoryError
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("numpy", "Unable to allocate 64.0 TiB for an array with shape (70368744177664,) and data type uint8 "
+              "(in DataLoader worker process 0)"),
+    ("bare", "MemoryError (in DataLoader worker process 0)")])
+def test_a_failed_allocation_in_a_loader_worker_is_a_memory_error_with_its_message(kind, said):
+    """numpy's failed allocation in a loader worker reached this process as torch's RuntimeError ('Caught
+    _ArrayMemoryError in DataLoader worker process 1', its traceback), which torch cannot re-create: a run ended in an
+    80-line traceback where without workers it says one line, 'out of memory (...)'; a bare MemoryError said
+    'Caught MemoryError in DataLoader worker process 1.' for its message. Both are a MemoryError with the worker's
+    message now."""
+    with pytest.raises(MemoryError) as info:
+        list(start_workers(DataLoader(RunsOutOfMemory(kind), batch_size=None, num_workers=1)))
+    assert type(info.value) is MemoryError and str(info.value) == said
+
+
 def test_the_failure_fractions_message_reads_the_shared_failure_table_once(videos, monkeypatch):
     """The loader workers write the failure table while the fraction's message is made: it counted the table, then
     read it again for the counts, which said more failures than the count ('6 of 500 videos ... failed ...

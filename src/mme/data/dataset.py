@@ -571,12 +571,13 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
                 batch = slow.next()
             except StopIteration:
                 return
-            except (RuntimeError, EOFError, ConnectionError) as e:
+            except (RuntimeError, MemoryError, EOFError, ConnectionError) as e:
                 # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker exits)
-                died = _shm_full(e, batches) or _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
-                if died is None:
+                cut = isinstance(e, (EOFError, ConnectionError))
+                said = _worker_out_of_memory(e) or _shm_full(e, batches) or _dead_worker(batches, 1.0 if cut else 0, e)
+                if said is None:
                     raise
-                raise died from e
+                raise said from e
             yield batch
     except BaseException:  # (GeneratorExit where the caller closed them)
         if not persistent_workers and hasattr(batches, "_shutdown_workers"):  # (torch's multi-process iterator)
@@ -584,6 +585,27 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
         raise
     finally:
         slow.close()
+
+
+_WORKER_ERROR = re.compile(r"Caught \w+ in (DataLoader worker process \d+)\.\nOriginal Traceback.*\n([\w.]+)"
+                           r"(?:: (.*))?$", re.S)
+"""Torch's text of a loader worker's error re-raised in this process: where, and the traceback's last line, the
+error's class (its module's path before it, a builtin's bare) and message."""
+
+
+def _worker_out_of_memory(error: BaseException) -> MemoryError | None:
+    """A loader worker's failed allocation (a MemoryError of any class: numpy's ``_ArrayMemoryError`` too, which torch
+    cannot re-create here and re-raises as a RuntimeError) as a plain MemoryError with the worker's own message and
+    where it came from, the one line a failed allocation in this process gives; else None."""
+    found = _WORKER_ERROR.match(str(error).rstrip())
+    if found is None:
+        return None
+    where, name, said = found.groups()
+    module, _, kind = name.rpartition(".")
+    kind_class = getattr(sys.modules.get(module or "builtins"), kind, None)  # (a worker's module is loaded here too)
+    if not (isinstance(kind_class, type) and issubclass(kind_class, MemoryError)):
+        return None
+    return MemoryError(f"{said or kind} (in {where})")
 
 
 def _stop_workers(batches: Iterator) -> None:
