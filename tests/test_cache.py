@@ -43,7 +43,7 @@ from videos import (
     write_keyint_video,
     write_video,
 )
-from worker_jobs import dead_pid, fails_on
+from worker_jobs import alive, dead_pid, fails_on
 
 from mme import utils
 from mme.cli import main as cli
@@ -1085,14 +1085,6 @@ if __name__ == "__main__":
 """
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` is there and not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 @pytest.mark.parametrize("started_by", ["main", "thread"])
 def test_the_workers_of_a_job_whose_process_is_killed_end_with_it(tmp_path, started_by):
     """`mme extract --workers 2` (`mme check`, `mme synth`) killed with SIGKILL (the OOM killer choosing it, a
@@ -1117,9 +1109,9 @@ def test_the_workers_of_a_job_whose_process_is_killed_end_with_it(tmp_path, star
         proc.kill()
         proc.wait()
         killed = time.monotonic()
-        while any(map(_alive, pids.values())) and time.monotonic() < killed + 10:
+        while any(map(alive, pids.values())) and time.monotonic() < killed + 10:
             time.sleep(0.1)
-        assert not any(map(_alive, pids.values())), "workers outlived their killed parent by 10 s"
+        assert not any(map(alive, pids.values())), "workers outlived their killed parent by 10 s"
         assert time.monotonic() - killed < 5
     finally:
         proc.kill()

@@ -7,6 +7,7 @@ import collections
 import dataclasses
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ from videos import (
     write_open_gop_hevc,
     write_video,
 )
-from worker_jobs import EndsItsWorker, with_small_shm
+from worker_jobs import EndsItsWorker, alive, with_small_shm
 
 from mme.cli import main as cli_main
 from mme.config import from_dict
@@ -1484,37 +1484,37 @@ class Stalls(Dataset):  # a read that never returns (a hung mount)
         print(os.getpid(), flush=True)
         time.sleep(600)
 
-list(start_workers(DataLoader(Stalls(), batch_size=None, num_workers=1)))
+if __name__ == "__main__":
+    list(start_workers(DataLoader(Stalls(), batch_size=None, num_workers=1, multiprocessing_context=sys.argv[1])))
 """
 
 
-def test_a_loader_worker_ends_with_its_process_killed_mid_read():
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_loader_worker_ends_with_its_process_killed_mid_read(tmp_path, method):
     """The process of a run killed with SIGKILL (the out-of-memory killer, a supervisor's kill -9) left its loader
     workers running, one blocked in a read an orphan for minutes with its memory (torch's watch of its parent runs
-    between items only). They end with it now, as mme extract's workers do."""
-    proc = subprocess.Popen([sys.executable, "-c", STALLED_LOADER], stdout=subprocess.PIPE, text=True)
+    between items only). They end with it now, as mme extract's workers do, under each start method: forkserver's
+    (Python 3.14's default on Linux) are the fork server's children, whose end they must not take for the run's (they
+    ended at their start)."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    script = tmp_path / "stalled.py"  # (a file: spawn and forkserver import the main module again)
+    script.write_text(STALLED_LOADER)
+    proc = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE, text=True)
     worker = None
     try:
         worker = int(proc.stdout.readline())
         proc.kill()
         proc.wait()
         killed = time.monotonic()
-        while _running(worker) and time.monotonic() < killed + 10:
+        while alive(worker) and time.monotonic() < killed + 10:
             time.sleep(0.1)
-        assert not _running(worker) and time.monotonic() - killed < 5, "the worker outlived its killed parent"
+        assert not alive(worker) and time.monotonic() - killed < 5, "the worker outlived its killed parent"
     finally:
         proc.kill()
-        if worker is not None and _running(worker):  # (before the wait for the pipe it holds too)
+        if worker is not None and alive(worker):  # (before the wait for the pipe it holds too)
             os.kill(worker, signal.SIGKILL)
         proc.communicate()
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` runs (not ended, nor a zombie waiting for a reaper)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 class RunsOutOfMemory(Dataset):

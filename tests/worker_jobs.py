@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 class TwoArguments(Exception):
@@ -77,6 +78,14 @@ class EndsItsWorker:
 
     def __getitem__(self, index: int) -> None:
         os._exit(1)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is there and not a zombie (one ended, waiting for a reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def dead_pid() -> int:

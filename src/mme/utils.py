@@ -24,6 +24,7 @@ import pickle
 import platform
 import re
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -914,24 +915,45 @@ def end_with_parent(parent: int, by_main_thread: bool) -> None:
     """End this process, a worker of :func:`in_workers` or a data loader's (:func:`mme.data.dataset.start_workers`),
     when ``parent`` (the PID of the process that started it) dies, also mid-job: a parent killed with SIGKILL (the OOM
     killer, a supervisor's kill -9, a subprocess timeout) runs no cleanup of its own, and a worker would notice only at
-    its next send or receive, after its video, its lock held all the while (a rerun waited on it). On Linux, where the
-    main thread started it (the one thread that lives as long as its process: the kernel signals at the end of the
-    starting thread, not of the process), the kernel sends SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a daemon thread
-    looks at the parent's PID each second. A parent already dead as this runs is not waited for."""
-    watch = True
-    if by_main_thread and sys.platform.startswith("linux"):
+    its next send or receive, after its video, its lock held all the while (a rerun waited on it). On Linux, where
+    ``parent`` forked or spawned it from its main thread (the one thread that lives as long as its process: the kernel
+    signals at the end of the starting thread, not of the process), the kernel sends SIGKILL (``PR_SET_PDEATHSIG``);
+    elsewhere a daemon thread waits for ``parent``'s end: a worker another thread started, or one the forkserver start
+    method's server started on ``parent``'s behalf (Python 3.14's default on Linux), whose own parent is that server,
+    not ``parent``. A parent already dead as this runs is not waited for."""
+    forked_by_it = os.getppid() == parent  # (not by a fork server, nor reparented: it died before this ran)
+    if forked_by_it and by_main_thread and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            watch = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0
-    if os.getppid() != parent:  # (reparented: it died before the signal was asked for)
+            if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                if os.getppid() != parent:  # (reparented: it died before the signal was asked for)
+                    os._exit(1)
+                return
+    pidfd = None
+    with contextlib.suppress(AttributeError, OSError):  # (not Linux, or before 5.3: a look each second)
+        pidfd = os.pidfd_open(parent)  # (readable once it ended, a zombie too; no PID taken again mistaken for it)
+
+    def there() -> bool:  # (without a pidfd: its parent, where parent is it, else whether parent still is)
+        if forked_by_it:
+            return os.getppid() == parent
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # (a process of another user's, that took its PID: rare)
+            pass
+        return True
+
+    if pidfd is None and not there():
         os._exit(1)
 
     def watching() -> None:
-        while os.getppid() == parent:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        while pidfd is None and there():
             time.sleep(1.0)
         os._exit(1)
 
-    if watch:
-        threading.Thread(target=watching, name="mme-parent-watch", daemon=True).start()
+    threading.Thread(target=watching, name="mme-parent-watch", daemon=True).start()
 
 
 def log_setup() -> Callable[[], None] | None:
