@@ -1104,16 +1104,25 @@ class _VideoDataset(Dataset):
         """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
         :attr:`failure_codes`; default this table's), its counts and examples all of ``codes``: ranks that joined
         the same codes give the same message."""
-        codes = self._reason.clone() if codes is None else codes  # (read once: the workers write the table)
+        stop = self._failures_stop(codes)
+        if stop is not None:
+            raise stop
+
+    def _failures_stop(self, codes: torch.Tensor | None = None, item: int | None = None) -> TooManyFailures | None:
+        """The stop for videos that cannot be read, by ``codes`` (as :attr:`failure_codes`; default this table's, read
+        once: the workers write it): TooManyFailures where more than ``data.max_failure_fraction`` of the list failed,
+        else, given ``item``, an item none of whose tries read, NoReadableVideo; else None. Either says the counts,
+        examples and advice of the failures of ``codes``."""
+        codes = self._reason.clone() if codes is None else codes
         failed, total = self.failed_of(int((codes > 0).sum()))
         if self._past_fraction(failed, total):
-            raise self._failures_said(TooManyFailures, f"{failed} of {total} videos in {self.cfg.list_file} failed, "
-                                      f"more than data.max_failure_fraction={self.cfg.max_failure_fraction}", codes)
-
-    def _failures_said(self, kind: type[TooManyFailures], said: str, codes: torch.Tensor) -> TooManyFailures:
-        """The stop for videos that cannot be read, whichever limit was reached (the fraction, or an item's tries):
-        ``said``, then the counts, examples and advice of the failures by ``codes`` (as :attr:`failure_codes`)."""
-        failed = self.failed_of(int((codes > 0).sum()))[0]
+            kind, said = TooManyFailures, (f"{failed} of {total} videos in {self.cfg.list_file} failed, more than "
+                                           f"data.max_failure_fraction={self.cfg.max_failure_fraction}")
+        elif item is not None:
+            kind = NoReadableVideo
+            said = f"no readable video for item {item} of {self.cfg.list_file} after {MAX_ATTEMPTS} tries"
+        else:
+            return None
         examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
         return kind(f"{said} ({self.failure_counts(codes)}); e.g. {examples}; {self._carried_advice(codes, failed)}")
 
@@ -1208,9 +1217,7 @@ class _VideoDataset(Dataset):
                 continue
             item["index"] = i
             return item
-        self._check_failures()  # the fraction's message says why, where it is passed (under torchrun too)
-        raise self._failures_said(NoReadableVideo, f"no readable video for item {index} of {self.cfg.list_file} "
-                                  f"after {MAX_ATTEMPTS} tries", self._reason.clone())
+        raise self._failures_stop(item=index)  # (the fraction's, where it is passed: under torchrun too)
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         raise NotImplementedError
