@@ -897,7 +897,8 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
 def test_a_periodic_validation_cut_short_keeps_the_checkpoint_of_its_step(synth, tmp_path, monkeypatch, ended):
     """The periodic validation (where memory peaks, with loader workers of its own) ran before the checkpoint due at
     its step: a second Ctrl-C there, or a worker of it killed, lost every step since the last checkpoint. The due
-    checkpoint is written first; a worker lost at a step with none due writes one, as in a training step."""
+    checkpoint is written first; a worker lost at a step with none due writes one, as in a training step, after the
+    step's record (without the validation's), which a resume from it lacked."""
     from mme.errors import MMEError, ProcessLost
     from mme.eval import finetuned
     from mme.train.checkpoint import checkpoint_path
@@ -917,6 +918,8 @@ def test_a_periodic_validation_cut_short_keeps_the_checkpoint_of_its_step(synth,
         assert str(info.value) == (f"data loader worker 0 (pid 1) died (signal 9: Killed). Kept: "
                                    f"{checkpoint_path(tmp_path, 2)}, the checkpoint of step 2: --resume auto "
                                    "(train.resume=auto) continues from there")
+        rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["step"] == 2 and "val_top1_1view" not in rows[-1]  # (its record, as the checkpoint's)
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -705,12 +705,15 @@ def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_che
     if "shapes" in str(error):
         assert raised.value is error
         return
-    assert isinstance(raised.value, MMEError) and raised.value.__cause__ is error
+    in_worker = "DataLoader worker" in str(error)  # (the data side's stop: kept as any, its cause the stop's)
+    assert isinstance(raised.value, MMEError) and (raised.value.__cause__.__cause__ if in_worker else
+                                                   raised.value.__cause__) is error
     text = str(raised.value)
     assert text.startswith("step 2: out of memory (") and "\n" not in text, text
     size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
-    assert text.endswith(f"lower data.num_workers or train.batch_size, or {size}. Kept: checkpoint-00000001.pt"
-                         if "DataLoader worker" in str(error) else
+    assert text.endswith(f"lower data.num_workers or train.batch_size, or {size}. Kept: "
+                         f"{tmp_path / 'checkpoint-00000001.pt'}, the checkpoint of step 1: --resume auto "
+                         "(train.resume=auto) continues from there" if in_worker else
                          "lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
                          f"train.activation_checkpointing=true, or lower {size}. Kept: checkpoint-00000001.pt"), text
     # the clips' size lowered as said is taken (data.img_size alone: "differs from model.img_size ... set both")
@@ -759,7 +762,8 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme demo: error:")]
     size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
     assert len(said) == 1 and said[0].endswith(
-        f"; lower --workers, or {size}. Kept: no earlier checkpoint" if in_worker else
+        f"; lower --workers, or {size}. Kept: {out / 'seed0' / 'mme' / 'checkpoint-00000001.pt'}, the checkpoint "
+        "of step 1: --resume auto (train.resume=auto) continues from there" if in_worker else
         f"; set train.activation_checkpointing=true, or lower {size}. Kept: no earlier checkpoint"), said
     # what it advises, the demo takes: its runs' config built with each override as said
     for extra in (["train.activation_checkpointing=true"], ["data.img_size=48", "model.img_size=48"],
@@ -776,9 +780,10 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
                      "--steps", "3", "--workers", "0", "--clips-per-s", "100"]) == 1
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench pipeline: error:")]
-    assert len(said) == 1 and said[0].endswith(
-        "; lower --workers, or the clips' size (--size, --frames). Kept: no earlier checkpoint" if in_worker else
-        "; lower the clips' size (--size, --frames). Kept: no earlier checkpoint"), said
+    assert len(said) == 1 and (  # (a worker's: its run's last step kept, as by any data stop)
+        re.search(r"; lower --workers, or the clips' size \(--size, --frames\)\. Kept: \S+/checkpoint-00000001\.pt, "
+                  "the checkpoint of step 1: ", said[0]) if in_worker else
+        said[0].endswith("; lower the clips' size (--size, --frames). Kept: no earlier checkpoint")), said
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
@@ -1272,14 +1277,50 @@ def test_an_item_out_of_tries_before_the_fraction_keeps_the_steps_and_gives_the_
     with pytest.raises(DataError) as info:
         run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=6", "train.ckpt_every=1000")
     assert re.fullmatch(rf"no readable video for item \d+ of {re.escape(listed[0].split('=', 1)[1])} after 1 tries "
-                        rf"\({{'missing': 1}}\); e\.g\. {re.escape(str(gone))}: missing; do the listed absolute paths "
-                        rf"exist here \(a volume not mounted\)\? Kept: {re.escape(str(tmp_path / 'run'))}/checkpoint-"
+                        rf"\({{'missing': 1}}\); e\.g\. {re.escape(str(gone))}: missing; are the folders of the listed "
+                        rf"absolute paths here \(a volume not mounted\)\? If so, .* Kept: "
+                        rf"{re.escape(str(tmp_path / 'run'))}/checkpoint-"
                         r"00000002\.pt, the checkpoint of step 2: --resume auto \(train.resume=auto\) continues from "
                         r"there", str(info.value)), info.value
     assert torch.load(tmp_path / "run" / "checkpoint-00000002.pt", weights_only=True)["step"] == 2
     from mme.errors import NoReadableVideo  # (of this fix: after the message, which says what failed before it)
 
     assert isinstance(info.value, NoReadableVideo)
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
+@pytest.mark.parametrize("stop", ["worker lost", "worker out of memory"])
+def test_a_data_stop_mid_step_keeps_the_step_before_with_its_record(synth, tmp_path, monkeypatch, stop):
+    """The data side stopping a run (here at step 3's second micro-batch) keeps the checkpoint of its last finished
+    step, whose metrics record is logged first, as at any checkpoint: that record was lost (log_every=4: a resumed run's
+    metrics.jsonl lacked step 2's row), and a loader worker's failed allocation, which leaves the model intact as a
+    worker killed does, kept nothing ('Kept: no earlier checkpoint')."""
+    from mme.errors import ProcessLost
+    from mme.train import loop
+
+    real = loop.micro_batches
+
+    def stopping(run_):  # (the errors a loader worker's death or failed allocation gives: mme.data.dataset._batches)
+        for fetched, batch in enumerate(real(run_), 1):
+            if fetched == 6:
+                raise ProcessLost("data loader worker 0 (pid 1) died (signal 9: Killed)") if stop == "worker lost" \
+                    else MemoryError("Unable to allocate 64.0 TiB (in DataLoader worker process 0)")
+            yield batch
+
+    common = ("train.steps=6", "train.accum_steps=2", "train.log_every=4", "train.ckpt_every=1000", "model.depth=1",
+              FP32)
+    monkeypatch.setattr(loop, "micro_batches", stopping)
+    with pytest.raises(MMEError) as info:
+        run("tiny_cpu_pixel", synth, tmp_path, *common)
+    said = ("data loader worker 0 (pid 1) died (signal 9: Killed)" if stop == "worker lost" else
+            "step 3: out of memory (Unable to allocate 64.0 TiB (in DataLoader worker process 0)); lower "
+            "data.num_workers or train.batch_size, or the clips' size (data.img_size with model.img_size, "
+            "data.num_frames with model.num_frames)")
+    assert str(info.value) == (f"{said}. Kept: {tmp_path / 'checkpoint-00000002.pt'}, the checkpoint of step 2: "
+                               "--resume auto (train.resume=auto) continues from there")
+    monkeypatch.setattr(loop, "micro_batches", real)
+    run("tiny_cpu_pixel", synth, tmp_path, *common, "train.resume=auto")
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -109,6 +109,11 @@ class ProcessLost(MMEError):
     the CLI says what continues the command."""
 
 
+class LoaderOutOfMemory(MMEError):
+    """A batch of a step that a data loader worker could not allocate (a MemoryError there): the data side's stop, the
+    model and optimizer as the step before left them."""
+
+
 class UnguardedScript(MMEError):
     """A script started worker processes from its top level: each spawned worker imports the script, so it ran
     the script again. ``instead``: how to run without those workers."""

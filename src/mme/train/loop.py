@@ -25,7 +25,7 @@ import math
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from mme.errors import (
     CheckpointError,
     DataError,
     Interrupted,
+    LoaderOutOfMemory,
     MMEError,
     NonFiniteLossError,
     ProcessLost,
@@ -405,13 +406,13 @@ def save(run: Run) -> Path:
     return path
 
 
-DATA_STOPS = (TooManyFailures, ProcessLost)
+DATA_STOPS = (TooManyFailures, ProcessLost, LoaderOutOfMemory)
 """The errors by which the data side ends a run, the model and optimizer intact: videos that cannot be read (more than
 ``data.max_failure_fraction`` of the list, or an item none of whose tries reads: :class:`~mme.errors.NoReadableVideo`),
-a loader worker lost (the out-of-memory killer, a crash, a batch too large for shared memory)."""
+a loader worker lost (the out-of-memory killer, a crash, a batch too large for shared memory) or out of memory."""
 
 
-def _keep_steps_of_data_stop(run: Run, error: Exception) -> Exception:
+def _keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable[[], object]) -> Exception:
     """``error`` as the run ends by it, the steps since its last checkpoint kept where the data side stops the run on
     every rank (:data:`DATA_STOPS` raised alike: before a step's forward, :func:`data_failed_together`; at a record's
     join, :func:`share_failures`; in the periodic validation after a step; checked together, as ranks may fail
@@ -419,10 +420,12 @@ def _keep_steps_of_data_stop(run: Run, error: Exception) -> Exception:
     optimizer, position; the gradients of a step's earlier micro-batches are no part of a checkpoint, and the
     generators are seeded again at each micro-batch), its failures as of the last record
     (:attr:`Run.recorded_failures`), and the error saying so; where the run's last checkpoint is of that step (a stop
-    right after one, a resumed run's first fetch), that one. A checkpoint that cannot be written is warned about, the
-    error left as it was."""
+    right after one, a resumed run's first fetch), that one. The steps not logged yet are logged first
+    (``record_pending``), as at any checkpoint, so that the kept step's record is there once after a resume. A
+    checkpoint that cannot be written is warned about, the error left as it was."""
     if not dist.raised_alike(error) or dist.any_true(not isinstance(error, DATA_STOPS) or not run.step, run.device):
         return error
+    record_pending()  # (a TooManyFailures of its join: the run stops by the error it has)
     if run.step == run.saved_step:  # (a stop right after a checkpoint, or at a resumed run's first fetch)
         path = ckpt.checkpoint_path(run.out_dir, run.step)
     else:
@@ -528,12 +531,9 @@ def _train(run: Run) -> TrainResult:
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
             raise
-        except Exception as e:
-            error = _keep_steps_of_data_stop(run, e)
+        except Exception as e:  # (a data stop's steps kept by _steps)
             with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
                 _finish_logs(run, logger, history, together=dist.raised_alike(e))
-            if error is not e:
-                raise error from e
             raise
         _finish_logs(run, logger, history, together=True)
         # a signal after the last step's check (in the final writes), agreed where every rank meets once more
@@ -573,69 +573,83 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     clips = clips_per_step(run)
     path, stopping, step_seconds, skipped, logged = None, None, 0.0, SkippedSteps(), LoggedSteps()
     run.recorded_failures = run.data.failure_codes.clone()  # (the loader's workers start at the first fetch)
-    while run.step < end:
-        tic, epochs_done = time.perf_counter(), run.position["epoch"]
-        run.model.train()
-        try:
-            metrics, lr, wd = train_step(run, stream, stop)
-        except WaitStopped:  # (every rank, before the step changed anything: a checkpoint of the step before)
-            stopping = _stop_signal(stop, run.device)
-            if logged.steps:  # (the last step's record, as any checkpoint forces: metrics is still that step's)
-                too_many = _record(run, logged, metrics, clips, logger, history)
+
+    def record_pending() -> TooManyFailures | None:
+        """The record of the steps not logged yet (``metrics``: the last one's), which a checkpoint forces: a run
+        resumed from it goes on from a record, none of its steps in none; the TooManyFailures of its join."""
+        return _record(run, logged, metrics, clips, logger, history) if logged.steps else None
+
+    try:
+        while run.step < end:
+            tic, epochs_done = time.perf_counter(), run.position["epoch"]
+            run.model.train()
+            try:
+                metrics, lr, wd = train_step(run, stream, stop)
+            except WaitStopped:  # (every rank, before the step changed anything: a checkpoint of the step before)
+                stopping = _stop_signal(stop, run.device)
+                too_many = record_pending()
                 if too_many is not None:
-                    raise too_many from None  # (kept by _train, as at any record)
-            if run.step > run.saved_step:
+                    raise too_many from None  # (kept below, as at any record)
+                if run.step > run.saved_step:
+                    path = save(run)
+                break
+            except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError)
+                limited = memory_limit_said(e)  # (a loader worker's "unable to mmap ...: Cannot allocate memory")
+                if limited is None and not _out_of_memory(e):
+                    raise
+                in_worker = "in DataLoader worker" in str(e)  # (torch re-raises a loader worker's error in the step)
+                said = f"step {run.step + 1}: " + (limited or (
+                    f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                    f"{memory_advice(in_worker)}"))
+                if in_worker:  # (the data side's stop, the model and optimizer intact: kept below, as any)
+                    lost = LoaderOutOfMemory(said)
+                    raise (dist.alike(lost) if dist.raised_alike(e) else lost) from e
+                kept = ckpt.list_checkpoints(run.out_dir)
+                raise MMEError(f"{said}. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
+            run.nonfinite_in_a_row = count_nonfinite(run.nonfinite_in_a_row, metrics)
+            diverged = run.nonfinite_in_a_row >= t.max_nonfinite
+            run.skipped += int(metrics["skipped"])
+            run.grad_overflows += int(metrics.get("grad_overflow", 0))
+            run.step += 1
+            seconds = time.perf_counter() - tic
+            step_seconds += seconds
+            logged.add(metrics, seconds)
+            epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
+            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips / seconds, epoch=epoch,
+                           data_wait=metrics.pop("data_wait_s") / seconds)
+            kept = run.position["epoch"]  # the epochs done, one more where this step ended one
+            kept = kept if kept > epochs_done and kept in t.keep_epochs else None
+            due = run.step % t.ckpt_every == 0 or run.step == end or kept is not None
+            evaluated = False
+            if not diverged and run.job.after_step is not None:
+                if due:  # the due checkpoint first: a validation (where memory peaks, with its own loader workers) that
+                    path = save(run)  # fails or is cut short does not lose the steps; its record follows it
+                evaluated = run.job.after_step(run, metrics)
+            stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
+            saving = due or stopping is not None
+            # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
+            too_many = None
+            if run.step % t.log_every == 0 or saving or evaluated or diverged:
+                too_many = _record(run, logged, metrics, clips, logger, history)
+            if not diverged:  # (said by its error)
+                skipped.step(run, metrics)
+            check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
+            if too_many is not None:  # (after the stop of non-finite steps, which a checkpoint kept of it would undo)
+                raise too_many
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
+                            refresh=False)
+            bar.update(1)
+            if saving and run.step > run.saved_step:
                 path = save(run)
-            break
-        except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError)
-            limited = memory_limit_said(e)  # (a loader worker's "unable to mmap ...: Cannot allocate memory")
-            if limited is None and not _out_of_memory(e):
-                raise
-            kept = ckpt.list_checkpoints(run.out_dir)
-            in_worker = "in DataLoader worker" in str(e)  # (torch re-raises a loader worker's error in the step)
-            said = limited or (f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                               f"{memory_advice(in_worker)}")
-            raise MMEError(f"step {run.step + 1}: {said}. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}"
-                           ) from e
-        run.nonfinite_in_a_row = count_nonfinite(run.nonfinite_in_a_row, metrics)
-        diverged = run.nonfinite_in_a_row >= t.max_nonfinite
-        run.skipped += int(metrics["skipped"])
-        run.grad_overflows += int(metrics.get("grad_overflow", 0))
-        run.step += 1
-        seconds = time.perf_counter() - tic
-        step_seconds += seconds
-        logged.add(metrics, seconds)
-        epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
-        metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips / seconds, epoch=epoch,
-                       data_wait=metrics.pop("data_wait_s") / seconds)
-        kept = run.position["epoch"]  # the epochs done, one more where this step ended one
-        kept = kept if kept > epochs_done and kept in t.keep_epochs else None
-        due = run.step % t.ckpt_every == 0 or run.step == end or kept is not None
-        evaluated = False
-        if not diverged and run.job.after_step is not None:
-            if due:  # the due checkpoint first: a validation (where memory peaks, with its own loader workers) that
-                path = save(run)  # fails or is cut short does not lose the steps; its record follows it
-            evaluated = run.job.after_step(run, metrics)
-        stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
-        saving = due or stopping is not None
-        # a record at each checkpoint too: a run resumed from it goes on from a record, none of its steps in none
-        too_many = None
-        if run.step % t.log_every == 0 or saving or evaluated or diverged:
-            too_many = _record(run, logged, metrics, clips, logger, history)
-        if not diverged:  # (said by its error)
-            skipped.step(run, metrics)
-        check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
-        if too_many is not None:  # (after the stop of non-finite steps, which a checkpoint kept of it would undo)
-            raise too_many
-        bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
-                        refresh=False)
-        bar.update(1)
-        if saving and run.step > run.saved_step:
-            path = save(run)
-        if kept is not None:
-            dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
-        if stopping is not None:
-            break
+            if kept is not None:
+                dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
+            if stopping is not None:
+                break
+    except Exception as e:
+        error = _keep_steps_of_data_stop(run, e, record_pending)
+        if error is e:
+            raise
+        raise error from e
     return path, stopping, step_seconds
 
 
@@ -644,7 +658,7 @@ def _record(run: Run, logged: LoggedSteps, metrics: dict, clips: int, logger, hi
     """Log the record of the steps since the last (:class:`LoggedSteps`; ``metrics``: the last step's) with every
     rank's data failures joined (also what a checkpoint saves, for the resumed run to skip them too: a checkpoint
     forces a record). Returns the TooManyFailures of the join, to raise once the step is logged, and kept
-    (:func:`_train`), else None."""
+    (:func:`_steps`), else None."""
     record = logged.record(metrics, clips)
     too_many = None
     try:
