@@ -140,6 +140,7 @@ class Bank(torch.utils.data.Dataset):
     def __init__(self, data, views: int, workers: int):
         self.list_digest, self.content_digest = data.list_digest, data.content_digest  # what checkpoints record
         self.failure_codes = data.failure_codes
+        self.trained_failures = data.failure_codes  # (its clips made before the run: no fetch ahead)
         self.items = [list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers,
                                                        sampler=[(epoch, i) for i in range(len(data))]))
                       for epoch in range(views)]  # items[view][video]
@@ -153,6 +154,9 @@ class Bank(torch.utils.data.Dataset):
 
     def failure_counts(self) -> dict:
         return {}
+
+    def note_trained(self, keys, read) -> None:
+        """None to note: its clips were made before the run, every failure with them."""
 
 
 def run_bank(args) -> None:

@@ -1289,6 +1289,27 @@ def test_an_item_out_of_tries_before_the_fraction_keeps_the_steps_and_gives_the_
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_checkpoint_a_data_stop_keeps_records_the_failures_of_its_step_not_those_fetched_ahead(
+        synth, tmp_path, monkeypatch, workers):
+    """The video that stops a run (here step 3's, missing, one try) is no failure of the step kept: with a loader
+    worker, which fetched step 3's batch while step 2 ran, the kept checkpoint of step 2 recorded it, and a resume
+    once the video was restored refused at once ('the run recorded it as failed before it resumed'); the failures a
+    checkpoint records are those of the items its steps trained on, as without workers (log_every=4: the step's
+    record, logged at the stop, is made after the failed fetch)."""
+    from mme.data import dataset
+
+    monkeypatch.setattr(dataset, "MAX_ATTEMPTS", 1)
+    listed, _ = _list_with(synth, tmp_path, tmp_path / "gone.mp4")  # read for step 3 (seed 1)
+    with pytest.raises(DataError, match="Kept: .*checkpoint-00000002.pt"):
+        run("tiny_cpu_pixel", [*listed, "train.seed=1", "model.depth=1", FP32, "data.max_failure_fraction=0.99"],
+            tmp_path / "run", "train.steps=6", "train.ckpt_every=1000", "train.log_every=4",
+            f"data.num_workers={workers}")
+    kept = torch.load(tmp_path / "run" / "checkpoint-00000002.pt", weights_only=True)
+    assert kept["data_failures"]["codes"].tolist() == [0] * len(kept["data_failures"]["codes"])
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 @pytest.mark.parametrize("stop", ["worker lost", "worker out of memory"])
 def test_a_data_stop_mid_step_keeps_the_step_before_with_its_record(synth, tmp_path, monkeypatch, stop):
     """The data side stopping a run (here at step 3's second micro-batch) keeps the checkpoint of its last finished

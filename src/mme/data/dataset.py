@@ -945,6 +945,10 @@ class _VideoDataset(Dataset):
         # place so that the copies of :meth:`with_seed` see it; not in shared memory: it is set before any loader
         # worker starts (a resume's restore), so the workers, which take the dataset as they start, see it too.
         self._carried = torch.zeros(len(entries), dtype=torch.bool)
+        # Per video, whether its failure is the run's as of its last finished step: replaced by an item of one
+        # (:meth:`note_trained`), or carried (:meth:`carry_failures`); not the failures loader workers found in
+        # batches fetched ahead, which a checkpoint of the step must not record. This process's own, as _carried.
+        self._trained = torch.zeros(len(entries), dtype=torch.bool)
         self._check_failures()
         if entries_given is None:  # (a test set given its entries: its caller says it, as it spells the list)
             self.say_index_missed()
@@ -1047,6 +1051,7 @@ class _VideoDataset(Dataset):
         """Take in the failures the checkpoint of a resumed run recorded (``codes`` as :attr:`failure_codes`): counted
         and not opened again, as :meth:`join_failures`, and said so where they stop the run."""
         self._carried |= codes > 0
+        self._trained |= codes > 0
         self.join_failures(codes)
 
     def failure_counts(self, codes: torch.Tensor | None = None) -> dict[str, int]:
@@ -1199,8 +1204,7 @@ class _VideoDataset(Dataset):
         epoch, index = _epoch_and_index(key)
 
         def draws(attempt: int) -> tuple[int, np.random.Generator]:
-            rng = np.random.default_rng([self.seed, epoch, index, attempt])
-            return (int(rng.integers(len(self.entries))) if attempt > 0 else index), rng
+            return self._draw(epoch, index, attempt)
 
         for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
             i = draws(attempt)[0]
@@ -1218,6 +1222,32 @@ class _VideoDataset(Dataset):
             item["index"] = i
             return item
         raise self._failures_stop(item=index)  # (the fraction's, where it is passed: under torchrun too)
+
+    def _draw(self, epoch: int, index: int, attempt: int) -> tuple[int, np.random.Generator]:
+        """Try ``attempt`` of item ``index`` of ``epoch``: its video (the item's own first, then a replacement drawn)
+        and the generator its clip is drawn from."""
+        rng = np.random.default_rng([self.seed, epoch, index, attempt])
+        return (int(rng.integers(len(self.entries))) if attempt > 0 else index), rng
+
+    def note_trained(self, keys: list[tuple[int, int]], read: torch.Tensor) -> None:
+        """Items ``keys`` of a finished training step, which read videos ``read`` (their ``index``): the videos each
+        tried before, failed (found by its own fetch or an earlier one), become failures of the run as of that step
+        (:attr:`trained_failures`)."""
+        for key, used in zip(keys, read.tolist(), strict=True):
+            epoch, index = _epoch_and_index(key)
+            if used == index:  # (its own video, the first try: no generator made for it, 15 us an item)
+                continue
+            for attempt in range(MAX_ATTEMPTS):
+                tried = self._draw(epoch, index, attempt)[0]
+                if tried == used:
+                    break
+                self._trained[tried] = True
+
+    @property
+    def trained_failures(self) -> torch.Tensor:
+        """:attr:`failure_codes` as of the run's last finished step (:meth:`note_trained`): without the failures of
+        batches loader workers fetched ahead, as a run without workers has them."""
+        return self._reason * self._trained
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         raise NotImplementedError

@@ -85,6 +85,11 @@ class RepeatedClips(Dataset):
             raise AttributeError(name)
         return getattr(self.copies[0], name)
 
+    def note_trained(self, keys: list[tuple[int, int]], read: torch.Tensor) -> None:
+        """:meth:`~mme.data.dataset.ClassificationDataset.note_trained` of each copy, by its column of ``read``."""
+        for k, copy in enumerate(self.copies):
+            copy.note_trained(keys, read[:, k])
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         items = [c[key] for c in self.copies]
         return {"video": torch.stack([it["video"] for it in items]),

@@ -110,8 +110,9 @@ class TrainResult:
         return self.clips / self.step_seconds if self.step_seconds else math.nan
 
 
-def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
-    """(epoch, batch index, batch) forever from the saved position; consumed batches are skipped by index.
+def micro_batches(run: Run) -> Iterator[tuple[int, int, list[tuple[int, int]], dict]]:
+    """(epoch, batch index, its items' keys, batch) forever from the saved position; consumed batches are skipped
+    by index.
 
     One loader serves every epoch, so its workers live for the whole run and keep what they cache per process
     (each file's frame index: a second open and demux of the file otherwise). Its batches are lists of (epoch,
@@ -136,8 +137,8 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
     # closed here as this stream is, not left to the garbage collector, which drops an exception of its workers'
     # shutdown (a second Ctrl-C there, said as "Exception ignored": the run went on to its checkpoint)
     with contextlib.closing(start_workers(loader)) as batches:
-        for (epoch, i, _), batch in zip(done, batches):  # the loader keeps its sampler's order
-            yield epoch, i, batch
+        for (epoch, i, keys), batch in zip(done, batches):  # the loader keeps its sampler's order
+            yield epoch, i, keys, batch
 
 
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -186,18 +187,20 @@ def train_step(run: Run, stream: Iterator, stop: StopRequests) -> tuple[dict[str
     run.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, torch.Tensor] = {}
     waited, before = 0.0, stop.received  # (a stop received before the step ends the run after it, as it said)
+    fetched = []  # (keys, videos read) of its micro-batches: their failures the run's once the step is done
     for k in range(t.accum_steps):
         tic = time.perf_counter()
         failed, stopped = None, False
         try:
             with stop.waiting(received_in_step=stop.received is not before):
-                epoch, i, batch = next(stream)
+                epoch, i, keys, batch = next(stream)
         except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
             failed = e
         except WaitStopped:
             stopped = True
         waited += time.perf_counter() - tic
         data_failed_together(failed, run.device, stopped)
+        fetched.append((keys, batch["index"]))
         sync = k == t.accum_steps - 1
         inputs = run.job.inputs(run, batch, epoch, k)
         seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
@@ -215,6 +218,8 @@ def train_step(run: Run, stream: Iterator, stop: StopRequests) -> tuple[dict[str
     lr, wd = schedule_step(run.optimizer, run.cfg.optim, *run.schedule_args(run.step))
     grad_norm, skipped, overflow = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
                                           math.isfinite(metrics["loss"]))  # (the mean: finite on every rank)
+    for keys, read in fetched:
+        run.data.note_trained(keys, read)
     scaler = {"grad_overflow": float(overflow)} if run.scaler.is_enabled() else {}
     return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), **scaler, "data_wait_s": waited}, lr, wd
 
@@ -483,6 +488,16 @@ def data_failures(run: Run) -> float:
     return float(sum(run.data.failure_counts().values()))
 
 
+def trained_failures(run: Run) -> torch.Tensor:
+    """The run's failures as of its last finished step, every rank's
+    (:attr:`~mme.data.dataset.ClassificationDataset.trained_failures`), which its checkpoint records: not those its
+    loader workers found in batches fetched ahead, which a resumed run, and one whose stop the checkpoint keeps, has
+    yet to fetch (it recorded them, and refused at once a video restored since). Every rank must call it at the same
+    step."""
+    codes = run.data.trained_failures
+    return dist.max_over_ranks(codes, run.device).to(codes.dtype)
+
+
 def share_failures(run: Run) -> float:
     """Join the failures every rank found (each decodes its own share of the videos), so that each rank counts and
     skips them all and ``data.max_failure_fraction`` applies to the run; returns :func:`data_failures`. Every rank
@@ -572,7 +587,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
     path, stopping, step_seconds, skipped, logged = None, None, 0.0, SkippedSteps(), LoggedSteps()
-    run.recorded_failures = run.data.failure_codes.clone()  # (the loader's workers start at the first fetch)
+    run.recorded_failures = run.data.trained_failures  # (those carried: the loader's workers start at the first fetch)
 
     def record_pending() -> TooManyFailures | None:
         """The record of the steps not logged yet (``metrics``: the last one's), which a checkpoint forces: a run
@@ -656,14 +671,14 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
 def _record(run: Run, logged: LoggedSteps, metrics: dict, clips: int, logger, history: deque
             ) -> TooManyFailures | None:
     """Log the record of the steps since the last (:class:`LoggedSteps`; ``metrics``: the last step's) with every
-    rank's data failures joined (also what a checkpoint saves, for the resumed run to skip them too: a checkpoint
-    forces a record). Returns the TooManyFailures of the join, to raise once the step is logged, and kept
-    (:func:`_steps`), else None."""
+    rank's data failures joined, those of the steps trained (:func:`trained_failures`) what a checkpoint saves, for the
+    resumed run to skip them too (a checkpoint forces a record). Returns the TooManyFailures of the join, to raise
+    once the step is logged, and kept (:func:`_steps`), else None."""
     record = logged.record(metrics, clips)
     too_many = None
     try:
         share_failures(run)
-        run.recorded_failures = run.data.failure_codes.clone()
+        run.recorded_failures = trained_failures(run)
     except TooManyFailures as e:
         too_many = e
     record["data_failures"] = data_failures(run)
