@@ -7,7 +7,6 @@ import collections
 import dataclasses
 import gc
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -1472,7 +1471,7 @@ def test_a_lists_digests_index_keys_and_extract_locks_are_the_same_under_a_latin
 
 
 STALLED_LOADER = """
-import os, sys, time
+import os, time
 from torch.utils.data import DataLoader, Dataset
 from mme.data.dataset import start_workers
 
@@ -1484,23 +1483,15 @@ class Stalls(Dataset):  # a read that never returns (a hung mount)
         print(os.getpid(), flush=True)
         time.sleep(600)
 
-if __name__ == "__main__":
-    list(start_workers(DataLoader(Stalls(), batch_size=None, num_workers=1, multiprocessing_context=sys.argv[1])))
+list(start_workers(DataLoader(Stalls(), batch_size=None, num_workers=1, multiprocessing_context="fork")))
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
-def test_a_loader_worker_ends_with_its_process_killed_mid_read(tmp_path, method):
+def test_a_loader_worker_ends_with_its_process_killed_mid_read():
     """The process of a run killed with SIGKILL (the out-of-memory killer, a supervisor's kill -9) left its loader
     workers running, one blocked in a read an orphan for minutes with its memory (torch's watch of its parent runs
-    between items only). They end with it now, as mme extract's workers do, under each start method: forkserver's
-    (Python 3.14's default on Linux) are the fork server's children, whose end they must not take for the run's (they
-    ended at their start)."""
-    if method not in multiprocessing.get_all_start_methods():
-        pytest.skip(f"no {method} start method here")
-    script = tmp_path / "stalled.py"  # (a file: spawn and forkserver import the main module again)
-    script.write_text(STALLED_LOADER)
-    proc = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE, text=True)
+    between items only). They end with it now, as mme extract's workers do."""
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_LOADER], stdout=subprocess.PIPE, text=True)
     worker = None
     try:
         worker = int(proc.stdout.readline())
@@ -1517,8 +1508,42 @@ def test_a_loader_worker_ends_with_its_process_killed_mid_read(tmp_path, method)
         proc.communicate()
 
 
+@pytest.mark.parametrize("files", [0, 1100])
+def test_a_worker_another_process_started_ends_with_the_process_it_works_for(files):
+    """A loader worker of the forkserver start method (Python 3.14's default on Linux) is the fork server's child:
+    end_with_parent, given the run's PID, took its parent for the run and ended it at its start; it waits for the
+    run's end instead. Here a child of this test stands for the worker, another for the run. With over 1024 files
+    open (a raised ulimit -n, many videos open; a worker inherits the run's), its wait on the run's pidfd, a select()
+    then, failed ('filedescriptor out of range in select()') and it outlived the run."""
+    import resource
+
+    if files and resource.getrlimit(resource.RLIMIT_NOFILE)[1] < files + 64:
+        pytest.skip(f"{files} files cannot be open at once here (ulimit -Hn)")
+    the_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker = subprocess.Popen([sys.executable, "-c", f"""
+import os, resource, time
+from mme.utils import end_with_parent
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range({files})]
+end_with_parent({the_run.pid}, True)
+print("up", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline() == "up\n"  # (not ended at its start)
+        the_run.kill()
+        the_run.wait()
+        assert worker.wait(timeout=5) == 1  # (its os._exit(1))
+    finally:
+        for proc in (the_run, worker):
+            proc.kill()
+            proc.wait()
+
+
 class RunsOutOfMemory(Dataset):
-    """Item 0's allocation fails: numpy's own error (``_ArrayMemoryError``), or Python's bare MemoryError."""
+    """Item 0's allocation fails: numpy's own error (``_ArrayMemoryError``), torch's allocator's (a RuntimeError), or
+    Python's bare MemoryError."""
 
     def __init__(self, kind: str):
         self.kind = kind

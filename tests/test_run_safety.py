@@ -2791,28 +2791,6 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 2))["step"] == 2
 
 
-def test_a_loader_worker_killed_mid_run_keeps_the_steps_since_the_last_checkpoint(synth, tmp_path, monkeypatch):
-    """A loader worker killed (the out-of-memory killer, a crash) stopped the run with every step since its last
-    checkpoint lost, the model and optimizer of the last finished step intact in this process: here no checkpoint at
-    all (train.ckpt_every=1000). The stop now writes the checkpoint of its last finished step and names it."""
-    import itertools
-
-    from mme.train import loop
-
-    killed: list[int] = []
-    calls = itertools.count(1)
-    monkeypatch.setattr(loop, "schedule_step", killing_a_worker_after(loop.schedule_step,
-                                                                      lambda *_: next(calls) == 2, killed))
-    with pytest.raises(MMEError) as info:  # (killed in step 2, after its batch: found by a later step's fetch)
-        run("tiny_cpu_pixel", synth, tmp_path, "data.num_workers=1", "train.steps=20", "train.ckpt_every=1000", FP32)
-    found = re.fullmatch(rf"data loader worker 0 \(pid {killed[0]}\) died \(signal 9: Killed\), .*\. Kept: "
-                         rf"{re.escape(str(tmp_path))}/checkpoint-0*(\d+)\.pt, the checkpoint of step \1: --resume "
-                         r"auto \(train.resume=auto\) continues from there", str(info.value))
-    assert found is not None and int(found[1]) >= 2, info.value
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_path(tmp_path, int(found[1])).name]
-    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, int(found[1])))["step"] == int(found[1])
-
-
 @pytest.mark.parametrize("recipe, shm, said", [  # (mme's: batches with motion frames)
     ("tiny_cpu_pixel", "256k", " worker 0: a batch does not fit in shared memory (/dev/shm, 0.25 MiB in all), which "
                                "holds the batches of the loader's 2 workers at once, 2 each: give it more, or lower "

@@ -947,8 +947,10 @@ def end_with_parent(parent: int, by_main_thread: bool) -> None:
         os._exit(1)
 
     def watching() -> None:
-        if pidfd is not None:
-            select.select([pidfd], [], [])
+        if pidfd is not None:  # (poll, not select: a pidfd of 1024 or above, in a process of that many files)
+            watch = select.poll()
+            watch.register(pidfd, select.POLLIN)
+            watch.poll()
         while pidfd is None and there():
             time.sleep(1.0)
         os._exit(1)
