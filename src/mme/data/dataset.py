@@ -1202,18 +1202,14 @@ class _VideoDataset(Dataset):
         bad file first. The epoch travels with the index so that workers can live across epochs
         (mme.train.loop.micro_batches)."""
         epoch, index = _epoch_and_index(key)
-
-        def draws(attempt: int) -> tuple[int, np.random.Generator]:
-            return self._draw(epoch, index, attempt)
-
         for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
-            i = draws(attempt)[0]
+            i = self._draw(epoch, index, attempt)[0]
             if self._reason[i] != 0:
                 if not self.substitutes:
                     raise video_error(self.path(i), REASONS[int(self._reason[i])], "failed before, not reopened")
                 continue
-            try:
-                item = with_true_count(lambda a=attempt: self._load(*draws(a)))  # drawn again on a corrected count
+            try:  # (drawn again on a corrected count)
+                item = with_true_count(lambda a=attempt: self._load(*self._draw(epoch, index, a)))
             except VideoError as e:
                 self._record_failure(i, e)
                 if not self.substitutes:
