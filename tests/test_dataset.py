@@ -1554,22 +1554,31 @@ class RunsOutOfMemory(Dataset):
     def __getitem__(self, i):
         if self.kind == "numpy":
             np.empty((1 << 46,), np.uint8)
+        if self.kind == "torch":
+            torch.empty(1 << 46, dtype=torch.uint8)
         raise MemoryError
 
 
 @pytest.mark.parametrize("kind, said", [
-    ("numpy", "Unable to allocate 64.0 TiB for an array with shape (70368744177664,) and data type uint8 "
-              "(in DataLoader worker process 0)"),
-    ("bare", "MemoryError (in DataLoader worker process 0)")])
-def test_a_failed_allocation_in_a_loader_worker_is_a_memory_error_with_its_message(kind, said):
+    ("numpy", "Unable to allocate 64.0 TiB for an array with shape (70368744177664,) and data type uint8"),
+    ("torch", "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+              "allocate 70368744177664 bytes. Error code 12 (Cannot allocate memory)"),
+    ("bare", "MemoryError")])
+def test_a_failed_allocation_in_a_loader_worker_is_one_line_with_its_message_and_advice(kind, said):
     """numpy's failed allocation in a loader worker reached this process as torch's RuntimeError ('Caught
     _ArrayMemoryError in DataLoader worker process 1', its traceback), which torch cannot re-create: a run ended in an
     80-line traceback where without workers it says one line, 'out of memory (...)'; a bare MemoryError said
-    'Caught MemoryError in DataLoader worker process 1.' for its message. Both are a MemoryError with the worker's
-    message now."""
-    with pytest.raises(MemoryError) as info:
+    'Caught MemoryError in DataLoader worker process 1.' for its message. Each is a LoaderOutOfMemory where the batch
+    is fetched, with the worker's message and what to lower: an MMEError, which every rank of a training run stops
+    with and whose steps it keeps (it was a plain MemoryError, made one only in a training step's handler: under
+    torchrun the other ranks stopped on 'another rank ended', nothing kept; a periodic validation's, a traceback)."""
+    from mme.errors import LoaderOutOfMemory
+
+    with pytest.raises(LoaderOutOfMemory) as info:
         list(start_workers(DataLoader(RunsOutOfMemory(kind), batch_size=None, num_workers=1)))
-    assert type(info.value) is MemoryError and str(info.value) == said
+    assert str(info.value) == (f"out of memory ({said} (in DataLoader worker process 0)); lower data.num_workers or "
+                               "train.batch_size, or the clips' size (data.img_size with model.img_size, "
+                               "data.num_frames with model.num_frames)")
 
 
 def test_the_failure_fractions_message_reads_the_shared_failure_table_once(videos, monkeypatch):

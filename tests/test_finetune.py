@@ -937,6 +937,24 @@ def test_a_validation_after_its_checkpoint_is_logged_once_and_kept_by_a_resume(s
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_the_checkpoint_written_before_a_periodic_validation_records_the_failures_of_its_steps(synth, tmp_path):
+    """The checkpoint due at a periodic validation's step, written before the validation, came before the step's
+    record, which sets the failures a checkpoint records: it recorded those of the record before (none here, the
+    three missing videos listed first replaced in steps 1-2), so a run resumed from it met them again as new."""
+    from mme.eval.finetuned import finetune
+    from mme.train.checkpoint import checkpoint_path
+
+    lines = Path(synth.lists["train"]).read_text().splitlines()
+    listed = tmp_path / "train.txt"
+    listed.write_text("\n".join([f"{tmp_path}/gone.mp4 {lines[0].split()[-1]}"] * 3 + lines) + "\n")
+    finetune(_tiny_recipe(synth, tmp_path / "run", "train.steps=2", "task.eval_every=2", "train.ckpt_every=2",
+                          "train.log_every=4", "task.test_list=", "train.precision=fp32", "data.num_workers=0",
+                          "data.max_failure_fraction=0.5", f"data.list_file={listed}"))
+    codes = torch.load(checkpoint_path(tmp_path / "run", 2), weights_only=True)["data_failures"]["codes"]
+    assert (codes > 0).tolist() == [True] * 3 + [False] * len(lines)
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(synth, tmp_path, caplog):
     """loss.png that could not be written (a full disk; here a folder holds its name) ended the run in a traceback
     before its tests: no val.json or test.json. It is warned about, as a log that cannot be written."""

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -641,15 +641,16 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
     assert warned("tiny_cpu_pixel", "data.sampling=segments") == []  # (8 segments of 24 frames)
 
 
-def _second_step_raises(monkeypatch, error: BaseException) -> None:
-    """The training step raises ``error`` at the run's second step (its first checkpoint written)."""
+def _second_step_raises(monkeypatch, error: BaseException | Callable[[], BaseException]) -> None:
+    """The training step raises ``error`` at the run's second step (its first checkpoint written); a function, the
+    error it makes there (its advice as the command running words it)."""
     from mme.train import loop
 
     real_step = loop.train_step
 
     def step(run, stream, stop):
         if run.step == 1:
-            raise error
+            raise error() if callable(error) else error
         return real_step(run, stream, stop)
 
     monkeypatch.setattr(loop, "train_step", step)
@@ -687,7 +688,6 @@ def test_a_step_whose_batch_could_not_be_mapped_under_a_memory_limit_names_the_l
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
                  "tried to allocate 9437184 bytes. Error code 12 (Cannot allocate memory)"),
     MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),
-    MemoryError("Caught MemoryError in DataLoader worker process 0."),
     # a GPU's, raised as a plain RuntimeError by older torch and by paths outside the caching allocator (was a
     # traceback): its allocator, a kernel's launch, cuBLAS's handle
     RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 15.78 GiB total capacity)"),
@@ -705,16 +705,11 @@ def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_che
     if "shapes" in str(error):
         assert raised.value is error
         return
-    in_worker = "DataLoader worker" in str(error)  # (the data side's stop: kept as any, its cause the stop's)
-    assert isinstance(raised.value, MMEError) and (raised.value.__cause__.__cause__ if in_worker else
-                                                   raised.value.__cause__) is error
+    assert isinstance(raised.value, MMEError) and raised.value.__cause__ is error
     text = str(raised.value)
     assert text.startswith("step 2: out of memory (") and "\n" not in text, text
     size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
-    assert text.endswith(f"lower data.num_workers or train.batch_size, or {size}. Kept: "
-                         f"{tmp_path / 'checkpoint-00000001.pt'}, the checkpoint of step 1: --resume auto "
-                         "(train.resume=auto) continues from there" if in_worker else
-                         "lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
+    assert text.endswith("lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
                          f"train.activation_checkpointing=true, or lower {size}. Kept: checkpoint-00000001.pt"), text
     # the clips' size lowered as said is taken (data.img_size alone: "differs from model.img_size ... set both")
     cfg = tiny_config("tiny_cpu_pixel", synth, tmp_path / "smaller", "data.img_size=48", "model.img_size=48")
@@ -738,33 +733,53 @@ def test_advice_for_a_command_that_takes_none_of_its_settings_is_a_sentence_not_
         assert workers_advice(4, 2) == "--workers=1 suits this machine"
 
 
+def _loader_out_of_memory() -> MMEError:
+    """The error a loader worker's failed allocation gives where its batch is fetched (mme.data.dataset._batches), its
+    advice as the command running words it."""
+    from mme.data.dataset import _worker_out_of_memory
+
+    return _worker_out_of_memory(MemoryError("Caught MemoryError in DataLoader worker process 0.\nOriginal Traceback "
+                                             "(most recent call last):\n  File \"w.py\", line 1, in f\nMemoryError: "
+                                             "Unable to allocate 64.0 TiB"))
+
+
 @pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)
-@pytest.mark.parametrize("in_worker", [False, True])
+@pytest.mark.parametrize("stop", ["step out of memory", "loader worker out of memory", "loader worker lost"])
 @pytest.mark.usefixtures("demo_probes_left_out")
-def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_command_takes(in_worker, tmp_path,
-                                                                                           capsys, monkeypatch):
+def test_a_run_stopped_in_the_demo_and_bench_pipeline_advises_only_what_each_command_takes(stop, tmp_path, capsys,
+                                                                                           monkeypatch):
     """A step out of memory in ``mme demo`` advised "lower train.batch_size (raising train.accum_steps ...)" and, in a
     loader worker, "lower data.num_workers or train.batch_size": the demo refuses both ("mme demo sets these keys of
     its runs itself: train.batch_size (fixed: the same in every row)", data.num_workers: "use --workers"); in ``mme
     bench pipeline``, which takes no key=value at all, every key it named. The advice names each setting as the
-    command takes it (mme.utils.said_as within keys_as_flags), leaving out those it does not take."""
+    command takes it (mme.utils.said_as within keys_as_flags), leaving out those it does not take. A data stop (a
+    loader worker out of memory or lost), whose run keeps its last step, advised "Kept: OUT/checkpoint-N.pt ...:
+    --resume auto (train.resume=auto) continues from there": the demo takes neither (its rerun pre-trains the row
+    again), and bench pipeline's run folder is removed on the way out; each says what continues it, as for a worker
+    lost at its first step (the same command; run it again)."""
     from mme import demo
+    from mme.errors import ProcessLost
     from mme.train import bench_pipeline
     from mme.train.precision import AUTO_ENV
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
-    error = MemoryError("Caught MemoryError in DataLoader worker process 0.") if in_worker else RuntimeError(
-        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
-        "allocate 9437184 bytes. Error code 12 (Cannot allocate memory)")
-    _second_step_raises(monkeypatch, error)
+    _second_step_raises(monkeypatch, {
+        "step out of memory": RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                                           "allocate memory: you tried to allocate 9437184 bytes. Error code 12 "
+                                           "(Cannot allocate memory)"),
+        "loader worker out of memory": _loader_out_of_memory,
+        "loader worker lost": ProcessLost("data loader worker 0 (pid 1) died (signal 9: Killed)")}[stop])
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 1
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme demo: error:")]
     size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
-    assert len(said) == 1 and said[0].endswith(
-        f"; lower --workers, or {size}. Kept: {out / 'seed0' / 'mme' / 'checkpoint-00000001.pt'}, the checkpoint "
-        "of step 1: --resume auto (train.resume=auto) continues from there" if in_worker else
-        f"; set train.activation_checkpointing=true, or lower {size}. Kept: no earlier checkpoint"), said
+    worker_oom = "out of memory (Unable to allocate 64.0 TiB (in DataLoader worker process 0)); lower --workers, or "
+    lost = "data loader worker 0 (pid 1) died (signal 9: Killed); what was written is kept"
+    assert said == [f"mme demo: error: {worker_oom}{size}"] if stop == "loader worker out of memory" else \
+        said == [f"mme demo: error: {lost} (the same command continues, keeping what it finished)"] \
+        if stop == "loader worker lost" else \
+        len(said) == 1 and said[0].endswith(f"; set train.activation_checkpointing=true, or lower {size}. Kept: no "
+                                            "earlier checkpoint"), said
     # what it advises, the demo takes: its runs' config built with each override as said
     for extra in (["train.activation_checkpointing=true"], ["data.img_size=48", "model.img_size=48"],
                   ["data.num_frames=8", "model.num_frames=8"]):
@@ -780,10 +795,11 @@ def test_out_of_memory_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
                      "--steps", "3", "--workers", "0", "--clips-per-s", "100"]) == 1
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench pipeline: error:")]
-    assert len(said) == 1 and (  # (a worker's: its run's last step kept, as by any data stop)
-        re.search(r"; lower --workers, or the clips' size \(--size, --frames\)\. Kept: \S+/checkpoint-00000001\.pt, "
-                  "the checkpoint of step 1: ", said[0]) if in_worker else
-        said[0].endswith("; lower the clips' size (--size, --frames). Kept: no earlier checkpoint")), said
+    assert said == [f"mme bench pipeline: error: {worker_oom}the clips' size (--size, --frames)"] \
+        if stop == "loader worker out of memory" else \
+        said == [f"mme bench pipeline: error: {lost} (run it again)"] if stop == "loader worker lost" else \
+        len(said) == 1 and said[0].endswith("; lower the clips' size (--size, --frames). Kept: no earlier "
+                                            "checkpoint"), said
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
@@ -1325,7 +1341,7 @@ def test_a_data_stop_mid_step_keeps_the_step_before_with_its_record(synth, tmp_p
         for fetched, batch in enumerate(real(run_), 1):
             if fetched == 6:
                 raise ProcessLost("data loader worker 0 (pid 1) died (signal 9: Killed)") if stop == "worker lost" \
-                    else MemoryError("Unable to allocate 64.0 TiB (in DataLoader worker process 0)")
+                    else _loader_out_of_memory()
             yield batch
 
     common = ("train.steps=6", "train.accum_steps=2", "train.log_every=4", "train.ckpt_every=1000", "model.depth=1",
@@ -1334,7 +1350,7 @@ def test_a_data_stop_mid_step_keeps_the_step_before_with_its_record(synth, tmp_p
     with pytest.raises(MMEError) as info:
         run("tiny_cpu_pixel", synth, tmp_path, *common)
     said = ("data loader worker 0 (pid 1) died (signal 9: Killed)" if stop == "worker lost" else
-            "step 3: out of memory (Unable to allocate 64.0 TiB (in DataLoader worker process 0)); lower "
+            "out of memory (Unable to allocate 64.0 TiB (in DataLoader worker process 0)); lower "
             "data.num_workers or train.batch_size, or the clips' size (data.img_size with model.img_size, "
             "data.num_frames with model.num_frames)")
     assert str(info.value) == (f"{said}. Kept: {tmp_path / 'checkpoint-00000002.pt'}, the checkpoint of step 2: "

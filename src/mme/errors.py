@@ -110,8 +110,9 @@ class ProcessLost(MMEError):
 
 
 class LoaderOutOfMemory(MMEError):
-    """A batch of a step that a data loader worker could not allocate (a MemoryError there): the data side's stop, the
-    model and optimizer as the step before left them."""
+    """A batch that a data loader worker could not allocate (a MemoryError there, torch's allocator's error): in a
+    training run the data side's stop, the model and optimizer as the step before left them, raised where the batch is
+    fetched (every rank stops with it, and the steps are kept, as for a worker killed)."""
 
 
 class UnguardedScript(MMEError):
@@ -166,6 +167,22 @@ def import_advice(module: str, pip: str | None = None, error: BaseException | No
 
 _MAP_FAILED = ("failed to map segment", "cannot map zero-fill pages", "Cannot allocate memory")
 """What the dynamic loader says of a library it could not map into memory (an ImportError's message)."""
+
+
+OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "out of memory", "_STATUS_ALLOC_FAILED")
+"""What the RuntimeErrors of a failed allocation say, which have no class of their own: torch's CPU allocator's; a
+GPU's as older torch and the paths outside its caching allocator raise it (``CUDA out of memory``, ``CUDA error: out
+of memory`` of a kernel's launch, ``HIP out of memory``, ``MPS backend out of memory``); a GPU library's that cannot
+allocate its workspace (``CUBLAS_STATUS_ALLOC_FAILED``, cuDNN's, cuSOLVER's, cuSPARSE's)."""
+
+
+def out_of_memory(kind: type, said: str) -> bool:
+    """Whether an error of class ``kind`` saying ``said`` is an allocation that failed: a MemoryError (numpy's
+    ``_ArrayMemoryError`` among them), torch's OutOfMemoryError, or a RuntimeError that says so
+    (:data:`OUT_OF_MEMORY`). By class and message, as a loader worker's error is told in this process."""
+    import torch  # (loaded already wherever such an error is raised)
+
+    return issubclass(kind, (MemoryError, torch.OutOfMemoryError)) or any(s in said for s in OUT_OF_MEMORY)
 
 
 def first_line(error: BaseException, otherwise: str | None = None) -> str:

@@ -86,12 +86,14 @@ from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import (
     ConfigError,
     DataError,
+    LoaderOutOfMemory,
     MMEError,
     NoReadableVideo,
     ProcessLost,
     TooManyFailures,
     UnguardedScript,
     VideoError,
+    out_of_memory,
 )
 from mme.utils import (
     MAX_THREADS,
@@ -556,7 +558,8 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
     mid-batch, an EOFError, a ConnectionResetError): a ProcessLost where it died, an MMEError where it could not
     start, an UnguardedScript where it ran the calling script again (:func:`_dead_worker`); one whose batch did not
     fit in shared memory is a ProcessLost too (:func:`_shm_full`: torch's traceback of the worker's "No space left
-    on device" before); a batch long in coming is warned about (:class:`_SlowBatches`).
+    on device" before); one that could not allocate a batch is a LoaderOutOfMemory (:func:`_worker_out_of_memory`);
+    a batch long in coming is warned about (:class:`_SlowBatches`).
 
     Its workers stop when the batches end early (an error, the caller closing them, a signal): an error's traceback
     holds the iterator, whose workers (each holding this process's open files, a run folder's lock among them)
@@ -593,19 +596,21 @@ _WORKER_ERROR = re.compile(r"Caught \w+ in (DataLoader worker process \d+)\.\nOr
 error's class (its module's path before it, a builtin's bare) and message."""
 
 
-def _worker_out_of_memory(error: BaseException) -> MemoryError | None:
-    """A loader worker's failed allocation (a MemoryError of any class: numpy's ``_ArrayMemoryError`` too, which torch
-    cannot re-create here and re-raises as a RuntimeError) as a plain MemoryError with the worker's own message and
-    where it came from, the one line a failed allocation in this process gives; else None."""
+def _worker_out_of_memory(error: BaseException) -> LoaderOutOfMemory | None:
+    """A loader worker's failed allocation (:func:`~mme.errors.out_of_memory` of its error's class and message: numpy's
+    ``_ArrayMemoryError`` too, which torch cannot re-create here and re-raises as a RuntimeError) as the one line of
+    a batch out of memory, with the worker's own message, where it came from and what to lower
+    (:func:`~mme.utils.memory_advice`): an MMEError, so that in a training run every rank stops with it and the steps
+    are kept, as for a worker killed; else None."""
     found = _WORKER_ERROR.match(str(error).rstrip())
     if found is None:
         return None
     where, name, said = found.groups()
     module, _, kind = name.rpartition(".")
     kind_class = getattr(sys.modules.get(module or "builtins"), kind, None)  # (a worker's module is loaded here too)
-    if not (isinstance(kind_class, type) and issubclass(kind_class, MemoryError)):
+    if not (isinstance(kind_class, type) and out_of_memory(kind_class, said or "")):
         return None
-    return MemoryError(f"{said or kind} (in {where})")
+    return LoaderOutOfMemory(f"out of memory ({said or kind} (in {where})); {memory_advice(True)}")
 
 
 def _stop_workers(batches: Iterator) -> None:

@@ -45,6 +45,7 @@ from mme.errors import (
     ProcessLost,
     TooManyFailures,
     memory_limit_said,
+    out_of_memory,
 )
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -443,8 +444,20 @@ def _keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callabl
     raised = " with data.max_failure_fraction raised" if type(error) is TooManyFailures else ""
     # (not a ProcessLost, whose line the CLI ends with its own of what is kept)
     kind = MMEError if isinstance(error, ProcessLost) else type(error)
-    return dist.alike(kind(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint of step "
+    kept = dist.alike(kind(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint of step "
                            f"{run.step}: --resume auto (train.resume=auto){raised} continues from there"))
+    kept.unkept = error  # (for a command that continues otherwise: unkept)
+    return kept
+
+
+def unkept(error: BaseException) -> MMEError | None:
+    """Where ``error`` is a data stop whose steps the run kept (:func:`_keep_steps_of_data_stop`), the stop in its own
+    words, a new error of its kind, without the checkpoint kept and how --resume auto continues from it: for a command
+    that runs a training run and continues otherwise (``mme demo`` pre-trains the row again, ``mme bench pipeline``
+    removes the run's folder on the way out), whose line the CLI ends, for a ProcessLost, with what continues that
+    command. Else None."""
+    stop = getattr(error, "unkept", None)
+    return None if stop is None else type(stop)(str(stop))
 
 
 def _write_checkpoint(run: Run) -> Path:
@@ -608,17 +621,14 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                 if run.step > run.saved_step:
                     path = save(run)
                 break
-            except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError)
+            except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError; a loader worker's
+                # failed allocation is its LoaderOutOfMemory, a data stop: mme.data.dataset._worker_out_of_memory)
                 limited = memory_limit_said(e)  # (a loader worker's "unable to mmap ...: Cannot allocate memory")
-                if limited is None and not _out_of_memory(e):
+                if limited is None and not out_of_memory(type(e), str(e)):
                     raise
-                in_worker = "in DataLoader worker" in str(e)  # (torch re-raises a loader worker's error in the step)
                 said = f"step {run.step + 1}: " + (limited or (
                     f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                    f"{memory_advice(in_worker)}"))
-                if in_worker:  # (the data side's stop, the model and optimizer intact: kept below, as any)
-                    lost = LoaderOutOfMemory(said)
-                    raise (dist.alike(lost) if dist.raised_alike(e) else lost) from e
+                    f"{memory_advice(False)}"))
                 kept = ckpt.list_checkpoints(run.out_dir)
                 raise MMEError(f"{said}. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
             run.nonfinite_in_a_row = count_nonfinite(run.nonfinite_in_a_row, metrics)
@@ -638,7 +648,10 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             evaluated = False
             if not diverged and run.job.after_step is not None:
                 if due:  # the due checkpoint first: a validation (where memory peaks, with its own loader workers) that
-                    path = save(run)  # fails or is cut short does not lose the steps; its record follows it
+                    # fails or is cut short does not lose the steps; its record follows it, the failures it records
+                    # those of the step's own (as the record would set them)
+                    run.recorded_failures = trained_failures(run)
+                    path = save(run)
                 evaluated = run.job.after_step(run, metrics)
             stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
             saving = due or stopping is not None
@@ -686,19 +699,6 @@ def _record(run: Run, logged: LoggedSteps, metrics: dict, clips: int, logger, hi
     logger.log(record, run.step)
     history.append({"step": run.step, **record})
     return too_many
-
-
-_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "out of memory", "_STATUS_ALLOC_FAILED")
-"""What the RuntimeErrors of a failed allocation say, which have no class of their own: torch's CPU allocator's; a
-GPU's as older torch and the paths outside its caching allocator raise it (``CUDA out of memory``, ``CUDA error: out
-of memory`` of a kernel's launch, ``HIP out of memory``, ``MPS backend out of memory``); a GPU library's that cannot
-allocate its workspace (``CUBLAS_STATUS_ALLOC_FAILED``, cuDNN's, cuSOLVER's, cuSPARSE's)."""
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """Whether ``e`` is an allocation that failed: Python's MemoryError, torch's OutOfMemoryError, or a RuntimeError
-    that says so (:data:`_OUT_OF_MEMORY`)."""
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or any(said in str(e) for said in _OUT_OF_MEMORY)
 
 
 def warn_short(run: Run, in_all: bool = False) -> None:
