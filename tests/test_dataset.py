@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import gc
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import time
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -51,7 +53,7 @@ from mme.data.packed import PackedStrings
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import Geometry, apply_geometry, to_clip, view_crops
 from mme.data.video import check_video, open_video, require_backend
-from mme.errors import ConfigError, DataError, UnguardedScript
+from mme.errors import ConfigError, DataError, OutOfMemory, UnguardedScript
 from mme.utils import SCRIPT_RERUN_EXIT
 
 
@@ -260,6 +262,27 @@ def test_videos_too_small_to_train_on_are_skipped_and_counted_as_unreadable(tmp_
     assert ds.failures == {str(tmp_path / "line.mkv"): "unreadable", str(tmp_path / "dot.mkv"): "unreadable"}
     assert ds.failure_counts() == {"unreadable": 2}
     assert all(it["video"].float().std(dim=(-2, -1)).min() > 0 for it in items)  # the clips have content
+
+
+def test_ffmpeg_out_of_memory_is_no_failure_of_the_video(videos, monkeypatch):
+    """FFmpeg's refused allocation (ENOMEM, PyAV's av.error.MemoryError) as it opened or decoded a sound video was the
+    video's 'unreadable' or 'decode error': skipped for good (carried over a resume), counted against
+    data.max_failure_fraction. It is the machine's: an OutOfMemory (a MemoryError, on which a run stops), no failure
+    recorded, and the video reads once memory is back."""
+    real = pyav_reader.open_container
+
+    def refused(path, **options):
+        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    ds = PretrainDataset(config(videos, ["good.mp4 0", "coord.mkv 1"]))
+    with pytest.raises(OutOfMemory, match=r"good\.mp4: out of memory while reading it \(.*Cannot allocate memory.*"
+                                          r"the video is not at fault") as raised:
+        ds[0]
+    assert isinstance(raised.value, MemoryError)
+    assert ds.failures == {} and ds.failure_counts() == {}
+    monkeypatch.setattr(pyav_reader, "open_container", real)
+    assert ds[0]["index"] == 0
 
 
 def test_items_are_deterministic_per_epoch(videos):

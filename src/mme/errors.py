@@ -45,6 +45,12 @@ class LaterCacheFile(VideoError):
     meta: dict
 
 
+class OutOfMemory(MMEError, MemoryError):
+    """An allocation failed while a file was read (FFmpeg's ENOMEM): the machine's memory ran short, the file is not
+    at fault, so it is neither a VideoError nor counted among a run's failed videos. A MemoryError, on which a run
+    stops as on any failed allocation (:mod:`mme.train.loop`); an MMEError, said in one line by a command."""
+
+
 class CheckpointError(MMEError):
     """A checkpoint cannot be read or does not fit the model."""
 
@@ -203,12 +209,19 @@ def memory_limit_said(error: BaseException) -> str | None:
     return f"{limited[0]}: {first_line(error)}; {limited[1]}"
 
 
+def allocation_refused(error: BaseException | None) -> bool:
+    """Whether ``error`` is the system's refusal of an allocation, errno ENOMEM (an OSError; FFmpeg's, which PyAV
+    raises as its ``av.error.MemoryError``), which says nothing of the file being read. A MemoryError without it may
+    be a file's own (a corrupt header's huge size), as a track cache file's read takes it."""
+    return isinstance(error, (OSError, MemoryError)) and getattr(error, "errno", None) == errno.ENOMEM
+
+
 def _memory_limit(error: BaseException) -> tuple[str, str] | None:
     """``(the limit, its remedy)`` where ``error`` is a failed allocation that a limit of this process's memory
     explains (:func:`memory_limit_said`), else None."""
     import resource
 
-    failed = isinstance(error, MemoryError) or isinstance(error, OSError) and error.errno == errno.ENOMEM \
+    failed = isinstance(error, MemoryError) or allocation_refused(error) \
         or isinstance(error, (ImportError, OSError, RuntimeError)) and any(said in str(error) for said in _MAP_FAILED)
     # (OSError: ctypes' load of a library, as torch loads its CUDA ones; RuntimeError: torch's "unable to mmap ...:
     # Cannot allocate memory (12)" of a loader worker's batch in shared memory)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -18,13 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mme.errors import ConfigError, VideoError
+from mme.errors import ConfigError, OutOfMemory, VideoError, allocation_refused
 from mme.utils import MAX_INT, VersionOfFile
 
 
-def video_error(path: str | Path, reason: str, detail: object = "", kind: type[VideoError] = VideoError) -> VideoError:
+def video_error(path: str | Path, reason: str, detail: object = "",
+                kind: type[VideoError] = VideoError) -> VideoError | OutOfMemory:
     """A VideoError (or its subclass ``kind``) naming ``path`` with a short ``reason`` ('missing', 'empty',
-    'unreadable', ...) and its ``detail`` (kept as text, for a message that quotes it)."""
+    'unreadable', ...) and its ``detail`` (kept as text, for a message that quotes it). Made while the system's
+    refusal of an allocation is handled (:func:`~mme.errors.allocation_refused`: FFmpeg out of memory as it opened or
+    decoded the file), an :class:`~mme.errors.OutOfMemory` instead: no failure of the file, which a run would skip for
+    good and a check report as the video's."""
+    if allocation_refused(sys.exc_info()[1]):
+        return OutOfMemory(f"{path}: out of memory while reading it ({detail or reason}): the machine's memory ran "
+                           "short, the video is not at fault")
     err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
     err.reason, err.detail = reason, str(detail)
     return err
