@@ -229,15 +229,37 @@ def test_bad_files_raise_video_error_naming_the_file(tmp_path, clip_frames, back
     (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
     data = good.read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    os.mkfifo(tmp_path / "pipe.mp4")  # (was 'empty (zero-byte file)')
     cases = {"missing.mp4": "missing", "empty.mp4": "empty", "notes.mp4": "unreadable",
-             "truncated.mp4": "unreadable"}
+             "truncated.mp4": "unreadable", "pipe.mp4": r"unreadable \(not a regular file \(a named pipe"}
     for name, reason in cases.items():
         with pytest.raises(VideoError, match=f"{name}: {reason}") as info:
             with open_video(tmp_path / name, backend) as reader:
                 reader.read([0])
-        assert info.value.reason == reason
+        assert info.value.reason == reason.split()[0]
     with pytest.raises(VideoError, match="unknown video backend"):
         open_video(good, "nope")
+
+
+@pytest.mark.parametrize("gone", ["before FFmpeg opens it", "after FFmpeg opened it"])
+def test_a_video_moved_away_as_it_is_opened_is_missing(tmp_path, clip_frames, monkeypatch, gone):
+    """A video moved away (its volume unmounted) between open_video's look at it and FFmpeg's open, or after FFmpeg's
+    open and before the reader's stat of it, raised a raw FileNotFoundError (a traceback in a loader worker) or was
+    'unreadable'; it is 'missing', which a run skips and counts."""
+    path = write_video(tmp_path / "v.mp4", clip_frames[:4])
+    real = pyav_reader.av.open
+
+    def moving(name, **options):
+        if gone.startswith("before"):
+            path.unlink()
+        container = real(name, **options)
+        path.unlink(missing_ok=True)
+        return container
+
+    monkeypatch.setattr(pyav_reader.av, "open", moving)
+    with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file: gone as it was opened") as info:
+        open_video(path)
+    assert info.value.reason == "missing"
 
 
 def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frames):

@@ -30,6 +30,7 @@ import importlib.util
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable
 from fractions import Fraction
@@ -51,6 +52,7 @@ from mme.data.pyav_reader import (
     video_by_its_bytes,
 )
 from mme.data.video_reader import (
+    GONE,
     ORIENTATIONS,
     TURN_NAMES,
     FrameBuffer,
@@ -134,20 +136,27 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         raise VideoError(f"{path}: unknown video backend {backend!r}; choose one of {BACKENDS}")
     if orientation not in ORIENTATIONS:
         raise VideoError(f"{path}: unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
-    if not os.path.exists(path):
-        raise video_error(path, "missing", "no such file" + missing_hint(path))
-    if os.path.isdir(path):
+    try:  # (one stat: a file moved between an existence check and a size check raised a FileNotFoundError)
+        kind = os.stat(path)
+    except (OSError, ValueError):  # (as os.path.exists: a broken link, a folder on the way that cannot be entered)
+        raise video_error(path, "missing", "no such file" + missing_hint(path)) from None
+    if stat.S_ISDIR(kind.st_mode):
         raise video_error(path, "unreadable", "is a folder (mme reads video files, not folders of frames)")
-    if os.path.getsize(path) == 0:
+    if not stat.S_ISREG(kind.st_mode):
+        raise video_error(path, "unreadable", "not a regular file (a named pipe, a socket or a device)")
+    if kind.st_size == 0:
         raise video_error(path, "empty", "zero-byte file")
     demuxer = still = ""
-    if backend in ("pyav", "pyav-cuda"):
-        reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
-    else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
-        if not video_by_its_bytes(path):
-            demuxer, still = probe_video(path)
-        not_a_video(path, demuxer)  # text, refused before the backend opens it
-        reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
+    try:
+        if backend in ("pyav", "pyav-cuda"):
+            reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
+        else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
+            if not video_by_its_bytes(path):
+                demuxer, still = probe_video(path)
+            not_a_video(path, demuxer)  # text, refused before the backend opens it
+            reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
+    except FileNotFoundError as e:  # (the readers' stat of the file they opened, for its version)
+        raise video_error(path, "missing", GONE) from e
     try:
         not_a_video(path, demuxer, reader.num_frames, still)  # a picture: refused where this backend reads one frame
         if reader.num_frames <= 0:
@@ -397,8 +406,9 @@ class _OpenCVReader(VideoReader):
     def _capture(self) -> cv2.VideoCapture:
         """A capture of the file at its first frame, with OpenCV's own turning off (refused where it cannot be)."""
         cap = _opencv_capture(self._name, self._threads)
-        if not cap.isOpened():
-            raise video_error(self.path, "unreadable", "OpenCV cannot open it")
+        if not cap.isOpened():  # (OpenCV says not why: a file gone since it was looked at is 'missing')
+            raise video_error(self.path, *(("unreadable", "OpenCV cannot open it") if os.path.exists(self._name)
+                                           else ("missing", GONE)))
         if not cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and cap.get(cv2.CAP_PROP_ORIENTATION_META):
             cap.release()
             raise video_error(self.path, "unreadable", "this OpenCV turns frames by the display matrix on its own; "

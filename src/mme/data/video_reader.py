@@ -38,6 +38,10 @@ def video_error(path: str | Path, reason: str, detail: object = "",
     return err
 
 
+GONE = "no such file: gone as it was opened (moved, or its volume unmounted)"
+"""The detail of the VideoError 'missing' of a file there when it was listed or looked up, and gone as it was opened."""
+
+
 def no_frames(packets: int | None) -> str:
     """Why a file that decodes to no frame is unreadable, with its packets where the backend counts them."""
     return "no decodable video frames" + (f" ({packets} packets)" if packets is not None else "")
