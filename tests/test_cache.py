@@ -43,7 +43,7 @@ from videos import (
     write_keyint_video,
     write_video,
 )
-from worker_jobs import alive, dead_pid, fails_on
+from worker_jobs import alive, dead_pid, fails_on, held_until
 
 from mme import utils
 from mme.cli import main as cli
@@ -1047,6 +1047,33 @@ def test_an_error_in_a_worker_is_raised_as_without_workers(bad, error, said):
     with pytest.raises(error, match=said) as info:
         list(in_workers(fails_on, ["a", bad, "c"], 2, lambda job, how: how))
     assert isinstance(info.value.__cause__, WorkerError) and "in fails_on" in str(info.value.__cause__)
+
+
+def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_path, monkeypatch):
+    """A worker hung on a read (a stalled mount) held mme check and mme extract without a word; the job held is
+    warned of once held WAIT_WARNING_S, and again as the wait doubles, naming it, its worker's PID and the jobs done."""
+    from mme import utils
+
+    release, said = tmp_path / "release", []
+
+    class Releasing(logging.Handler):  # (the job ends at the second warning)
+        def emit(self, record):
+            if record.getMessage().startswith(str(release)):  # (the job "" may be warned of before its worker
+                said.append(record.getMessage())                 # has started, where that is slow)
+            if len(said) == 2:  # (the job '' is done once its worker started: no warning of it)
+                release.touch()
+
+    monkeypatch.setattr(utils, "WAIT_WARNING_S", 0.3, raising=False)
+    handler = Releasing(logging.WARNING)
+    logging.getLogger("mme.utils").addHandler(handler)
+    try:
+        done = sorted(utils.in_workers(held_until, ["", str(release)], 2, lambda job, how: how, lambda job: job))
+    finally:
+        logging.getLogger("mme.utils").removeHandler(handler)
+    pid = done[1][1]
+    assert [re.sub(r"for \d+ s|\(\d of", "#", m) for m in said] == [  # (the job '': done, or not yet started)
+        f"{release}: no result # from worker process {pid}, still waited for # 2 done; a slow read may take this "
+        "long; Ctrl-C or SIGTERM ends the wait)"] * 2
 
 
 def test_the_workers_that_die_leave_no_open_files():

@@ -49,7 +49,7 @@ from mme.data.lists import (
     write_classes,
     write_list,
 )
-from mme.errors import ConfigError, DataError, MMEError
+from mme.errors import ConfigError, DataError, MMEError, OutOfMemory
 from mme.utils import exclusive_lock
 
 
@@ -2213,6 +2213,36 @@ def test_check_shows_its_progress_and_the_problems_so_far(videos, tmp_path, caps
     said = [r.getMessage() for r in caplog.records]
     assert said[:2] == [f"checking the 3 entries of {tmp_path / 'train.txt'}: finding the file each names",
                         f"checking 3 videos of {tmp_path / 'train.txt'} with 1 worker"], said
+
+
+@pytest.mark.parametrize("stop", ["Ctrl-C", "out of memory"])
+def test_a_check_stopped_part_way_writes_the_report_of_the_videos_it_checked(videos, tmp_path, monkeypatch, stop):
+    """A check stopped (Ctrl-C, SIGTERM) said 'what was written is kept' and wrote no report: every result was lost.
+    It writes a partial report now, the videos checked in its counts and problems, the others listed as unchecked.
+    FFmpeg out of memory on a video was that video's 'unreadable'; it stops the check as the machine's failure."""
+    from mme.data import pyav_reader
+
+    real = pyav_reader.open_container
+
+    def stopping(path, **options):
+        if path.endswith("short.mp4"):
+            if stop == "Ctrl-C":
+                raise KeyboardInterrupt
+            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        return real(path, **options)
+
+    monkeypatch.setattr(pyav_reader, "open_container", stopping)
+    (tmp_path / "train.txt").write_text("b/notes.mp4 0\na/good.mp4 0\na/short.mp4 0\nb/gone.mp4 1\n")
+    with pytest.raises(KeyboardInterrupt if stop == "Ctrl-C" else OutOfMemory):
+        check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json")
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert (report["videos"], report["counts"], report["failing"]) == (4, {"unreadable": 1, "ok": 1}, 1)
+    assert [p["path"] for p in report["problems"]] == [str(videos / "b" / "notes.mp4")]
+    assert report["unchecked"] == [str(videos / "a" / "short.mp4"), str(videos / "b" / "gone.mp4")]
+    assert report["partial"] == "interrupted" if stop == "Ctrl-C" else re.fullmatch(
+        r".*short\.mp4: out of memory while reading it \(.*\): the machine's memory ran short, the video is not at "
+        "fault", report["partial"])
+    assert lists.is_check_report(tmp_path / "check.json")  # (a rerun replaces it)
 
 
 def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, monkeypatch):

@@ -1505,8 +1505,8 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
 
 STOPPING_A_WORKER = """\
 import logging, multiprocessing, os, signal, threading, time
-from mme.data import dataset
-dataset.BATCH_WAIT_WARNING_S = 0.5
+from mme import utils
+utils.WAIT_WARNING_S = 0.5
 stopped = []
 class SigtermOnTheWarning(logging.Handler):  # (to the main thread, which waits: a scheduler's at any time)
     def emit(self, record):

@@ -45,6 +45,15 @@ def says_and_waits(job: tuple[str, str]) -> str:
     return name
 
 
+def held_until(path: str) -> tuple[str, int]:
+    """A worker's job held until ``path`` is there, 10 s at most (a read of a stalled mount; '': none): it, and its
+    worker's PID."""
+    end = time.monotonic() + 10
+    while path and not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.01)
+    return path, os.getpid()
+
+
 def says(kind: str) -> str:
     """A worker's job: mme's warning, info and debug lines and a library's info line (which the CLI's log leaves
     out), each naming ``kind``."""

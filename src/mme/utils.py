@@ -1182,13 +1182,21 @@ def open_files_for(workers: int, key: str, loader: bool = True, asked: int | Non
                        f"{f' below {workers}' if fewer else ''}")
 
 
-def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
-               died: Callable[[Any, str], Any]) -> Iterator[Any]:
+WAIT_WARNING_S = 300.0
+"""How long a worker process may hold a job (:func:`in_workers`) or a loader's next batch
+(:class:`mme.data.dataset._SlowBatches`) before a warning names it. Only a warning: a read from a slow network file
+system may take minutes, and a stop signal ends the wait where it must."""
+
+
+def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Callable[[Any, str], Any],
+               named: Callable[[Any], object] = str) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order); in this process, in
-    the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A worker that
-    dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
-    place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises stops them all
-    and is raised here, as a sequential run raises it (its cause: the worker's traceback). A worker says
+    the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A job a worker holds for
+    :data:`WAIT_WARNING_S` is warned of, and again each time its wait doubles, naming the worker's PID and the job as
+    ``named(job)`` gives it (its video), with the jobs done: a read hung on a stalled mount held a command without a
+    word. A worker that dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a
+    new one takes its place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises
+    stops them all and is raised here, as a sequential run raises it (its cause: the worker's traceback). A worker says
     :data:`WORKER_READY` before it takes a job: one that exits before could not start, which is an MMEError, no job's
     death (a script read from stdin, which spawn cannot import again, had every job counted as one whose worker died);
     one killed before (a signal: the OOM killer) gives its job to another worker, once, as one that died before the
@@ -1250,9 +1258,10 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                         unsent.add(id(job))
                         todo.append(job)
                     continue
-                busy[conn] = proc, job
-            for conn in wait(list(busy)):
-                proc, job = busy[conn]
+                busy[conn] = _Held(proc, job, time.monotonic(), WAIT_WARNING_S)
+            warning_due = min((held.next_warning for held in busy.values()), default=0.0)
+            for conn in wait(list(busy), timeout=max(warning_due - time.monotonic(), 0)):
+                proc, job = busy[conn].proc, busy[conn].job
                 try:
                     result = conn.recv()
                 except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
@@ -1267,17 +1276,43 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                     continue
                 if conn not in ready:  # a new worker's WORKER_READY: its job's result comes next
                     ready.add(conn)
+                    busy[conn].since = time.monotonic()  # (its job starts now: spawn's start not counted)
                     continue
                 del busy[conn]
                 if isinstance(result, _Raised):
                     raise result.error from WorkerError(f"in a worker process:\n{result.trace}")
                 idle.append((conn, proc))
                 yield result
+            for held in busy.values():
+                held.warn(named, len(jobs) - len(todo) - len(busy), len(jobs))
     finally:
         for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job (nor a SIGKILL of this
             # process: end_with_parent)
             proc.kill()
             proc.join()
+
+
+@dataclasses.dataclass
+class _Held:
+    """A job a worker of :func:`in_workers` holds: since when, and the wait after which it is warned of next."""
+
+    proc: Any
+    job: Any
+    since: float
+    wait: float
+
+    @property
+    def next_warning(self) -> float:
+        return self.since + self.wait
+
+    def warn(self, named: Callable[[Any], object], done: int, jobs: int) -> None:
+        """Warn once the job has been held for :attr:`wait` (then twice as long for the next warning)."""
+        waited = time.monotonic() - self.since
+        if waited >= self.wait:
+            log.warning("%s: no result for %.0f s from worker process %d, still waited for (%d of %d done; a slow "
+                        "read may take this long; Ctrl-C or SIGTERM ends the wait)", named(self.job), waited,
+                        self.proc.pid, done, jobs)
+            self.wait *= 2
 
 
 def remove_stale_temps(files: Collection[Path]) -> None:

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
+from mme import utils
 from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.packed import PackedEntries, PackedStrings
@@ -631,18 +632,13 @@ def _stop_workers(batches: Iterator) -> None:
             worker.join(timeout=1)
 
 
-BATCH_WAIT_WARNING_S = 300.0
-"""How long a loader's next batch may take before :class:`_SlowBatches` names the workers that hold it. Only a
-warning: a read from a slow network file system may take minutes, and a stop signal ends the wait where it must."""
-
-
 class _SlowBatches:
     """A watch over the waits for the batches of a loader's iterator ``batches`` (:meth:`next`): a warning once one
-    has lasted :data:`BATCH_WAIT_WARNING_S`, and again each time it doubles, naming the workers stopped or hung and the
-    one that owes the batch (:meth:`_owing`), their PIDs and states, and how long it has been waited for: a worker
-    stopped (SIGSTOP) or hung on a read held the run without a word. One thread for all the waits, which looks every
-    tenth of the time (a wait costs the loop a clock read and two assignments); none without workers (this process
-    reads the batches itself). Torch's iterator names the worker owing nowhere public: its ``_task_info`` of the
+    has lasted :data:`mme.utils.WAIT_WARNING_S`, and again each time it doubles, naming the workers stopped or hung
+    and the one that owes the batch (:meth:`_owing`), their PIDs and states, and how long it has been waited for: a
+    worker stopped (SIGSTOP) or hung on a read held the run without a word. One thread for all the waits, which looks
+    every tenth of the time (a wait costs the loop a clock read and two assignments); none without workers (this
+    process reads the batches itself). Torch's iterator names the worker owing nowhere public: its ``_task_info`` of the
     batch awaited (``_rcvd_idx``) and its ``_workers``; without them the loader's workers are named together."""
 
     def __init__(self, batches: Iterator):
@@ -663,12 +659,12 @@ class _SlowBatches:
 
     def _watch(self) -> None:
         watched = due = None
-        while not self._ended.wait(BATCH_WAIT_WARNING_S / 10):
+        while not self._ended.wait(utils.WAIT_WARNING_S / 10):
             since = self._since
             if since is None:
                 continue
             if since != watched:  # (a new wait)
-                watched, due = since, BATCH_WAIT_WARNING_S
+                watched, due = since, utils.WAIT_WARNING_S
             waited = time.monotonic() - since
             if waited >= due:
                 log.warning("%s: no batch for %.0f s, still waited for (a slow read may take this long; SIGTERM or "

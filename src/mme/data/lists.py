@@ -24,6 +24,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +41,7 @@ from mme.data.pyav_reader import (
     video_stream,
 )
 from mme.data.video import check_video, video_check
-from mme.errors import ConfigError, DataError, MMEError
+from mme.errors import ConfigError, DataError, MMEError, first_line
 from mme.utils import (
     absolute_path,
     atomic_write_text,
@@ -2258,12 +2260,19 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     if index_dir is not None:  # (what an earlier check in this process found, or failed to save, is not taken)
         forget_indices()
     by_path, problems_so_far = {}, 0
-    with progress_bar(in_workers(_check_job, jobs, workers, _died_checking), len(jobs), "check", "video") as bar:
-        for r, unkept in bar:  # (as they finish)
-            by_path[r["path"]] = r, unkept
-            if r["status"] != "ok":
-                problems_so_far += 1
-                bar.set_postfix(problems=problems_so_far, refresh=False)
+    try:
+        with progress_bar(in_workers(_check_job, jobs, workers, _died_checking, itemgetter(0)), len(jobs), "check",
+                          "video") as bar:
+            for r, unkept in bar:  # (as they finish)
+                by_path[r["path"]] = r, unkept
+                if r["status"] != "ok":
+                    problems_so_far += 1
+                    bar.set_postfix(problems=problems_so_far, refresh=False)
+    except BaseException as e:  # (Ctrl-C, SIGTERM, out of memory: the videos checked so far are reported)
+        _write_partial(report_path, e, _report(list_files, root, min_frames, decode_threads, len(jobs),
+                                               [r for r, _ in by_path.values()], bad_lines, repeats),
+                       [str(path) for path, *_ in jobs if str(path) not in by_path])
+        raise
     checked = [by_path[str(path)] for path, *_ in jobs]
     results = [r for r, _ in checked]
     # each video a run reads whose index is not kept in index_dir under one of its names -> (that name, why)
@@ -2278,13 +2287,8 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
-    counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
-    problems = [utf8_named(p, "reason") for p in bad_lines + [r for r in results if r["status"] != "ok"]]
-    report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
-              "decode_threads": decode_threads,
-              "videos": len(jobs), "counts": dict(counts),
-              "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems,
-              "repeats": repeats}
+    report = _report(list_files, root, min_frames, decode_threads, len(jobs), results, bad_lines, repeats)
+    counts, problems = Counter(report["counts"]), report["problems"]
     try:
         with writing(report_path, "the check's results are above; another --out keeps its report"):
             atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
@@ -2315,6 +2319,33 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     if unkept:
         raise MMEError(f"{not_filled}; the report {report_path} is written, and {again}")
     return report
+
+
+def _report(list_files: list[str | Path], root: str | Path, min_frames: int, decode_threads: int, videos: int,
+            results: list[dict], bad_lines: list[dict], repeats: dict[str, list]) -> dict:
+    """The report of a check of ``videos`` videos whose ``results`` are in (all of them, or those a stop left)."""
+    counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
+    return {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
+            "decode_threads": decode_threads, "videos": videos, "counts": dict(counts),
+            "failing": sum(n for status, n in counts.items() if status not in USABLE),
+            "problems": [utf8_named(p, "reason") for p in bad_lines + [r for r in results if r["status"] != "ok"]],
+            "repeats": repeats}
+
+
+def _write_partial(report_path: str | Path, stop: BaseException, report: dict, unchecked: list[str]) -> None:
+    """Write the ``report`` of a check that ``stop`` ended before its last video (Ctrl-C, SIGTERM, an error): marked
+    ``partial`` with why, its ``unchecked`` videos listed, so that the videos checked are kept; logged either way."""
+    why = "interrupted" if isinstance(stop, KeyboardInterrupt) else first_line(stop)
+    report = {**report, "partial": why, "unchecked": [utf8_name(path) for path in unchecked]}
+    checked = report["videos"] - len(unchecked)
+    try:
+        atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    except (OSError, MMEError) as e:
+        log.warning("the check of %d of %d videos is lost: its partial report could not be written to %s (%s)",
+                    checked, report["videos"], report_path, error_reason(e) if isinstance(e, OSError) else e)
+        return
+    log.warning("%s: a partial report, of the %d of %d videos checked before the check stopped (%s); the %d "
+                "unchecked are listed under 'unchecked'", report_path, checked, report["videos"], why, len(unchecked))
 
 
 def _name_some(problems: list[dict], lead: str, more: str) -> None:

@@ -64,6 +64,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import NoReturn
 
@@ -769,7 +770,7 @@ def _generate(root: Path, d: dict, workers: int | None, overwrite: bool) -> Synt
                         *(root / name for name in (*RECORDED, CLASSES_FILE, PROGRESS, LISTS_WRITTEN))])
     params, saved, fresh, kept = {}, time.monotonic(), False, 0
     try:
-        for rel, p, was_kept in in_workers(_make_video, jobs, workers, _died_making):
+        for rel, p, was_kept in in_workers(_make_video, jobs, workers, _died_making, itemgetter(1)):
             params[rel] = {**p, "split": split_of[rel]}
             same = (made.get(rel) or {}).get("sha256") == p["sha256"]  # (one as recorded: nothing to save of it)
             kept, fresh = kept + was_kept, fresh or not same

@@ -26,6 +26,7 @@ import re
 import stat
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -343,14 +344,14 @@ def _held_last(jobs: list[_Job], workers: int) -> Iterator[_Done]:
         more = f" and {counted(len(later) - 1, 'more video')}" if len(later) > 1 else ""
         log.info("extract: waiting for %s%s, being made by another job (it holds %s)", later[0].video, more,
                  later[0].lock)
-        yield from in_workers(_work, later, workers, _died)
+        yield from in_workers(_work, later, workers, _died, attrgetter("video"))
 
 
 def _free_first(jobs: list[_Job], workers: int) -> Generator[_Done, None, list[_Job]]:
     """:func:`_work` of each of ``jobs`` whose lock no other job holds, in ``workers``, as they end; returns the
     others (:func:`_try`)."""
     held = []
-    for job, result in in_workers(_try, jobs, workers, _died_trying):
+    for job, result in in_workers(_try, jobs, workers, _died_trying, attrgetter("video")):
         if result is None:
             held.append(job)
         else:
