@@ -51,7 +51,15 @@ from mme.data import pyav_reader
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
-from mme.errors import ConfigError, DataError, FolderReplaced, NoSpaceError, UnguardedScript, VideoError
+from mme.errors import (
+    ConfigError,
+    DataError,
+    FolderReplaced,
+    NoSpaceError,
+    OutOfMemory,
+    UnguardedScript,
+    VideoError,
+)
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, extract, load_tracks
 from mme.motion.cache import (
@@ -786,6 +794,25 @@ def test_many_failed_videos_are_a_few_lines_and_the_rest_counted_naming_the_repo
     assert said[4].endswith("; later ones are counted each time their number doubles (10, ...)")
     assert said[5:] == ["extract: 5 more videos failed: 10 so far",
                         f"extract: 2 more videos failed: 12 in all, each in {made['reports'][0]}"], said
+
+
+def test_extract_stops_on_ffmpeg_out_of_memory_and_fails_no_video(videos, tmp_path, monkeypatch):
+    """FFmpeg out of memory (ENOMEM) on a sound video was that video's failure in the report; it is the machine's:
+    the extraction stops on it, as on a full disk, with the files made kept, and the video is no failure."""
+    from mme.data import pyav_reader
+
+    real = pyav_reader.open_container
+
+    def refused(path, **options):
+        if path.endswith("b.mp4"):
+            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        return real(path, **options)
+
+    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    (tmp_path / "list.txt").write_text("b.mp4\n")
+    with pytest.raises(OutOfMemory, match=r"b\.mp4: out of memory while reading it .*the video is not at fault"):
+        extract.extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(videos), length=2,
+                              short_side=64)
 
 
 def test_extract_refuses_a_video_too_thin_to_train_on_before_it_makes_a_working_frame(videos, tmp_path):

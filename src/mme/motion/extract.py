@@ -38,7 +38,7 @@ from mme.data.lists import SHOWN, BadLine, ListEntry, check_root, left_out, read
 from mme.data.transforms import resize
 from mme.data.video import decode_on, open_video, require_backend, whole_frame_refusal, with_true_count
 from mme.data.video_reader import ORIENTATIONS, video_error
-from mme.errors import ConfigError, LaterCacheFile, MMEError, NoSpaceError, VideoError
+from mme.errors import ConfigError, LaterCacheFile, MMEError, NoSpaceError, OutOfMemory, VideoError
 from mme.motion.cache import (
     RESIZE,
     SHORT_SIDE,
@@ -318,7 +318,7 @@ def _work(job: _Job) -> _Done:
                     return _Done(job.video, target, _refusal(job.out, {job.listed: differ}), False)
             extract_video(job.video, target, job.opts)
         return _Done(job.video, target, None, True)
-    except NoSpaceError:  # not this video's fault: the job stops
+    except (NoSpaceError, OutOfMemory):  # not this video's fault: the job stops
         raise
     except VideoError as e:
         lasting = None
