@@ -241,6 +241,21 @@ def test_bad_files_raise_video_error_naming_the_file(tmp_path, clip_frames, back
         open_video(good, "nope")
 
 
+def test_a_videos_own_fault_met_while_an_unrelated_failed_allocation_is_handled_is_the_videos(tmp_path):
+    """A video's error was an OutOfMemory ('the video is not at fault') wherever an ENOMEM was being handled, the
+    read's or not: a zero-byte file opened in the handler of a caller's own refused allocation. Only the read's own
+    error is taken as its cause."""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    try:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+    except OSError:
+        for name, reason in [("empty.mp4", "empty"), ("notes.mp4", "unreadable")]:
+            with pytest.raises(VideoError) as info:
+                open_video(tmp_path / name)
+            assert (type(info.value), info.value.reason) == (VideoError, reason)
+
+
 @pytest.mark.parametrize("gone", ["before FFmpeg opens it", "after FFmpeg opened it"])
 def test_a_video_moved_away_as_it_is_opened_is_missing(tmp_path, clip_frames, monkeypatch, gone):
     """A video moved away (its volume unmounted) between open_video's look at it and FFmpeg's open, or after FFmpeg's

@@ -594,7 +594,7 @@ class PyAVReader(VideoReader):
                                                        "before any frame; its video track is empty, or it is cut "
                                                        "short") from e
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-            raise video_error(self.path, "unreadable", e) from e
+            raise video_error(self.path, "unreadable", e, cause=e) from e
         self._stream, self._demuxer = video_stream(self._container), self._container.format.name
         ctx = None if self._stream is None else self._stream.codec_context  # None: no decoder (refused by __init__)
         if ctx is not None and self._hwaccel is not None and not ctx.is_hwaccel:
@@ -672,7 +672,8 @@ class PyAVReader(VideoReader):
         the next read reopens the file."""
         frames = None if self._seeked else self._pos
         self._pos, self._at_end = None, True
-        return video_error(self.path, "decode error", f"the decode {_decode_failure(e, self._leave, frames)}")
+        return video_error(self.path, "decode error", f"the decode {_decode_failure(e, self._leave, frames)}",
+                           cause=e)
 
     def _read_runs(self, indices: np.ndarray, each=None, reopened: bool = False) -> np.ndarray | None:
         """:meth:`_read_skipping` of each of :meth:`_runs` into one buffer; None where the file turned sequential.
@@ -1723,7 +1724,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
             index.proven, index.one_thread = len(decoded), one_thread
         return index
     except av.error.FFmpegError as e:
-        raise video_error(path, "unreadable", e) from e
+        raise video_error(path, "unreadable", e, cause=e) from e
 
 
 def _why_recount(nals: _NalScan | None, first: _FirstFrame, earliest: int | None) -> str:
@@ -1913,7 +1914,7 @@ def first_frame(path: str) -> av.VideoFrame | None:
             stream = video_stream(container)
             return None if stream is None else next(_decode(container, stream, _Leave()), None)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise video_error(path, "unreadable", e) from e
+        raise video_error(path, "unreadable", e, cause=e) from e
 
 
 def read_sample_aspect(path: str) -> Fraction:
@@ -1995,8 +1996,8 @@ def _decoded_timestamps(path: str, packets: int | None, indexing: bool = True,
     except av.error.FFmpegError as e:
         failure = _decode_failure(e, leave, len(timestamps), packets)
         if indexing:
-            raise video_error(path, "unreadable", f"the decode at indexing {failure}") from e
-        raise video_error(path, "decode error", f"FFmpeg's decode from the start {failure}") from e
+            raise video_error(path, "unreadable", f"the decode at indexing {failure}", cause=e) from e
+        raise video_error(path, "decode error", f"FFmpeg's decode from the start {failure}", cause=e) from e
     return timestamps, leave.cut_end or concealed
 
 
@@ -2058,7 +2059,7 @@ def demuxer_skips(path: str) -> list[str]:
     try:
         return _demuxer_skips(path)
     except av.error.FFmpegError as e:
-        raise video_error(path, "unreadable", e) from e
+        raise video_error(path, "unreadable", e, cause=e) from e
 
 
 def _demuxer_skips(path: str) -> list[str]:

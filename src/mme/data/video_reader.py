@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -23,14 +22,14 @@ from mme.errors import ConfigError, OutOfMemory, VideoError, allocation_refused
 from mme.utils import MAX_INT, VersionOfFile
 
 
-def video_error(path: str | Path, reason: str, detail: object = "",
-                kind: type[VideoError] = VideoError) -> VideoError | OutOfMemory:
+def video_error(path: str | Path, reason: str, detail: object = "", kind: type[VideoError] = VideoError,
+                cause: BaseException | None = None) -> VideoError | OutOfMemory:
     """A VideoError (or its subclass ``kind``) naming ``path`` with a short ``reason`` ('missing', 'empty',
-    'unreadable', ...) and its ``detail`` (kept as text, for a message that quotes it). Made while the system's
-    refusal of an allocation is handled (:func:`~mme.errors.allocation_refused`: FFmpeg out of memory as it opened or
-    decoded the file), an :class:`~mme.errors.OutOfMemory` instead: no failure of the file, which a run would skip for
-    good and a check report as the video's."""
-    if allocation_refused(sys.exc_info()[1]):
+    'unreadable', ...) and its ``detail`` (kept as text, for a message that quotes it). Where its ``cause`` (the error
+    of the read) is the system's refusal of an allocation (:func:`~mme.errors.allocation_refused`: FFmpeg out of
+    memory as it opened or decoded the file), an :class:`~mme.errors.OutOfMemory` instead: no failure of the file,
+    which a run would skip for good and a check report as the video's."""
+    if allocation_refused(cause):
         return OutOfMemory(f"{path}: out of memory while reading it ({detail or reason}): the machine's memory ran "
                            "short, the video is not at fault")
     err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
