@@ -285,6 +285,24 @@ def test_ffmpeg_out_of_memory_is_no_failure_of_the_video(videos, monkeypatch):
     assert ds[0]["index"] == 0
 
 
+def test_ffmpeg_out_of_memory_stops_a_test_pass_and_fails_no_row(videos, monkeypatch):
+    """A test pass (fine-tuning's tests, mme embed, the probe's features, the demo) recorded FFmpeg out of memory on
+    a sound video as that video's failed row, left out of the predictions; it is the machine's: the pass stops."""
+    from mme.eval.testing import iter_test_batches
+
+    real = pyav_reader.open_container
+
+    def refused(path, **options):
+        if path.endswith("good.mp4"):
+            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        return real(path, **options)
+
+    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    data = ClassificationDataset(config(videos, ["coord.mkv 0", "good.mp4 1"]), mode="test")
+    with pytest.raises(OutOfMemory, match=r"good\.mp4: out of memory while reading it .*the video is not at fault"):
+        list(iter_test_batches(data, batch_size=2, num_workers=0, progress=False))
+
+
 def test_items_are_deterministic_per_epoch(videos):
     ds = PretrainDataset(config(videos, ["coord.mkv"] * 8), seed=1)
     first = [ds[i]["video"] for i in range(8)]

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Subset
 
 from mme.data.lists import SHOWN
 from mme.data.transforms import normalize_clip
-from mme.errors import ConfigError, DataError, MMEError
+from mme.errors import ConfigError, DataError, MMEError, OutOfMemory
 from mme.utils import (
     Tally,
     absolute_path,
@@ -346,7 +346,8 @@ def _is_list(source: Path) -> bool:
 class GuardedTestSet(Dataset):
     """A test dataset (one that raises a failed video's error rather than substitute another: ``substitutes``
     False) whose failed videos yield ``{"index", "error"}``, so that every video of a test list is either
-    predicted or reported."""
+    predicted or reported. Out of memory as a video is read (:class:`~mme.errors.OutOfMemory`) is no failure of
+    the video: raised, it stops the test."""
 
     def __init__(self, dataset: Dataset):
         if getattr(dataset, "substitutes", False):
@@ -360,6 +361,8 @@ class GuardedTestSet(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
             item = self.dataset[i]
+        except OutOfMemory:
+            raise
         except MMEError as e:
             return {"index": i, "error": str(e)}
         return {"index": i, "video": item["video"], "label": int(item["label"]) if self.labelled else -1}
