@@ -828,6 +828,31 @@ def test_extract_refuses_a_video_too_thin_to_train_on_before_it_makes_a_working_
                                     f"under 16 px)"}
 
 
+def test_extract_fails_a_named_pipe_in_its_list_as_no_regular_file_and_goes_on(videos, tmp_path):
+    """mme extract waited for good on a named pipe in its list: the record of its failure read the file for its
+    fingerprint, an open that waits for a writer. It is failed as no regular file, unread, and the others are made."""
+    pipe, waited = tmp_path / "pipe.mp4", []
+    os.mkfifo(pipe)
+
+    def writer():  # (before: ends the wait, the extraction's open of the pipe its reader)
+        with contextlib.suppress(OSError):  # (ENXIO: no reader)
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            waited.append(True)
+
+    (tmp_path / "list.txt").write_text(f"{pipe}\nb.mp4\n")
+    unblocking = threading.Timer(5, writer)
+    unblocking.start()
+    try:
+        report = extract.extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(videos),
+                                       length=2, short_side=64)
+    finally:
+        unblocking.cancel()
+    assert not waited
+    assert report["done"] == 1 and cache_file(tmp_path / "cache", "b.mp4").is_file()
+    assert {path: str(why) for path, why in report["failed"].items()} == {
+        str(pipe): f"{pipe}: unreadable (not a regular file (a named pipe, a socket or a device))"}
+
+
 def test_extract_refuses_a_video_too_elongated_to_track_whole_and_a_run_from_the_cache_skips_it(tmp_path,
                                                                                                   monkeypatch):
     """A 16x4000 video was tracked on a 224x56000 working frame (its short side resized to --short-side, whatever

@@ -1387,7 +1387,7 @@ class PretrainDataset(_VideoDataset):
                 continue
             why, report, lasting = reported.get(os.path.realpath(self.path(i)), (None, None, None))
             if lasting is not None:
-                with contextlib.suppress(OSError):  # (gone: not the file that failed)
+                with contextlib.suppress(OSError, VideoError):  # (gone, or no regular file: not the file that failed)
                     # one the listing missed, not looked up on disk (unsought), is there where it could not list
                     if same_source(lasting, self.path(i)) and (i in lacking or self._cache_file(cache_dir, i) is None):
                         out[i] = why, report

@@ -30,7 +30,6 @@ import importlib.util
 import logging
 import os
 import re
-import stat
 import unicodedata
 from collections.abc import Callable
 from fractions import Fraction
@@ -60,6 +59,7 @@ from mme.data.video_reader import (
     display_angle,
     display_turn,
     no_frames,
+    not_regular,
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
@@ -140,10 +140,8 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         kind = os.stat(path)
     except (OSError, ValueError):  # (as os.path.exists: a broken link, a folder on the way that cannot be entered)
         raise video_error(path, "missing", "no such file" + missing_hint(path)) from None
-    if stat.S_ISDIR(kind.st_mode):
-        raise video_error(path, "unreadable", "is a folder (mme reads video files, not folders of frames)")
-    if not stat.S_ISREG(kind.st_mode):
-        raise video_error(path, "unreadable", "not a regular file (a named pipe, a socket or a device)")
+    if why := not_regular(kind.st_mode):
+        raise video_error(path, "unreadable", why)
     if kind.st_size == 0:
         raise video_error(path, "empty", "zero-byte file")
     demuxer = still = ""

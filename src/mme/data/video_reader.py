@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import stat
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -35,6 +36,16 @@ def video_error(path: str | Path, reason: str, detail: object = "", kind: type[V
     err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
     err.reason, err.detail = reason, str(detail)
     return err
+
+
+def not_regular(mode: int) -> str | None:
+    """Why a file of stat mode ``mode`` is no video file to read: a folder; a named pipe, socket or device (an open
+    of a named pipe waits for a writer, for good); None for a regular file."""
+    if stat.S_ISDIR(mode):
+        return "is a folder (mme reads video files, not folders of frames)"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a named pipe, a socket or a device)"
+    return None
 
 
 GONE = "no such file: gone as it was opened (moved, or its volume unmounted)"

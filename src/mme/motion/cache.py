@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.data.video import video_error, whole_frame_refusal
-from mme.data.video_reader import TURN_NAMES
+from mme.data.video_reader import TURN_NAMES, not_regular
 from mme.errors import ConfigError, LaterCacheFile, VideoError
 from mme.motion.tracks import (
     TRACKER,
@@ -141,8 +141,7 @@ def source_identity(path: str | Path) -> dict:
     its first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them). Its
     limit, documented in docs/targets.md: a file changed only between those ends, its byte size kept (an uncompressed
     file re-rendered in place in its middle), is taken as the same; blocks hashed between them would only move it."""
-    st = os.stat(path)
-    stat = [st.st_size, st.st_mtime_ns]
+    stat = _source_stat(path)
     return {"fingerprint": _fingerprint(os.path.realpath(path), *stat), "source_stat": stat}
 
 
@@ -152,8 +151,7 @@ def same_source(meta: dict, path: str | Path) -> bool:
     before fingerprints were recorded: True."""
     if meta.get("fingerprint") is None:
         return True
-    st = os.stat(path)
-    stat = [st.st_size, st.st_mtime_ns]
+    stat = _source_stat(path)
     return meta.get("source_stat") == stat or meta["fingerprint"] == _fingerprint(os.path.realpath(path), *stat)
 
 
@@ -174,6 +172,15 @@ def said_made_from(recorded: str) -> str:
     it is."""
     return f"made from {recorded}" + ("" if os.path.isfile(recorded) else
                                       " (not there now: moved, or on a volume not mounted)")
+
+
+def _source_stat(path: str | Path) -> list[int]:
+    """The size and mtime (ns) of the video at ``path``; a VideoError 'unreadable' where it is no regular file, whose
+    read for its fingerprint would wait for good (a named pipe)."""
+    st = os.stat(path)
+    if why := not_regular(st.st_mode):
+        raise video_error(path, "unreadable", why)
+    return [st.st_size, st.st_mtime_ns]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -492,7 +499,7 @@ def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, s
         return None, "unreadable", f"unreadable ({e.__cause__ or e})"
     if (why := stale(meta, video)) is not None:
         return meta, "stale", why
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, VideoError):  # (gone, or no regular file: open_video says so)
         if not same_source(meta, video):
             if (recorded := made_elsewhere(meta, video)) is not None:
                 return meta, "elsewhere", f"{said_made_from(recorded)}, this run's is {absolute_path(video)}"

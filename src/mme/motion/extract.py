@@ -322,7 +322,7 @@ def _work(job: _Job) -> _Done:
         raise
     except VideoError as e:
         lasting = None
-        with contextlib.suppress(OSError):  # (missing: it may be back)
+        with contextlib.suppress(OSError, VideoError):  # (missing: it may be back; no regular file: none to record)
             lasting = source_identity(job.video)
         return _Done(job.video, target, str(e), False, lasting)
     except MMEError as e:
@@ -433,7 +433,7 @@ def _lasting_now(failed: dict[str, str], written_ns: int) -> dict[str, dict]:
     lasting = {}
     for video, why in failed.items():
         passing = (f"{video}: missing", f"{video}: {DIED}")
-        with contextlib.suppress(OSError):  # (gone, or a bad line's 'list:line')
+        with contextlib.suppress(OSError, VideoError):  # (gone, a bad line's 'list:line', or no regular file)
             if why.startswith(f"{video}: ") and not why.startswith(passing) and \
                     os.stat(video).st_ctime_ns <= written_ns:
                 lasting[os.path.realpath(video)] = {**source_identity(video), "video": video}

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from mme.errors import CheckpointError, ConfigError, MMEError
+from mme.errors import CheckpointError, ConfigError, MMEError, VideoError
 from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import recorded_cwd, torch_load, weight_files
 from mme.motion.cache import source_identity
@@ -106,7 +106,7 @@ def init_fingerprint(path: str) -> str | None:
     a copy): a file's, a checkpoint folder's (an export, a Hugging Face folder) of the files its weights are read
     from (:func:`mme.models.checkpoint.weight_files`, joined by commas); None where there is none (no such path, a
     folder without such files, or one whose files cannot be read: a shard its index lists missing, a damaged index)."""
-    with contextlib.suppress(OSError, CheckpointError):
+    with contextlib.suppress(OSError, CheckpointError, VideoError):  # (VideoError: a file that is no regular file)
         files = [path] if os.path.isfile(path) else weight_files(Path(path))[1] if os.path.isdir(path) else []
         return ",".join(source_identity(f)["fingerprint"] for f in files) or None
     return None
