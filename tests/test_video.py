@@ -277,6 +277,27 @@ def test_a_video_moved_away_as_it_is_opened_is_missing(tmp_path, clip_frames, mo
     assert info.value.reason == "missing"
 
 
+def test_a_video_moved_away_before_the_opencv_count_opens_it_is_missing(tmp_path, clip_frames, monkeypatch):
+    """The OpenCV reader's frame count opens a capture of its own, unchecked: a video moved away (its volume
+    unmounted) after the reader's capture opened and before the count's counted 0 frames, 'unreadable (no decodable
+    video frames)'. It is 'missing', as where the reader's own capture finds it gone."""
+    import mme.data.video as video
+
+    path, opened = write_video(tmp_path / "v.mp4", clip_frames[:4]), []
+    real = cv2.VideoCapture
+
+    def capture(name, *args):
+        opened.append(name)
+        if len(opened) == 2:  # the count's, after the reader's
+            path.unlink()
+        return real(name, *args)
+
+    monkeypatch.setattr(video.cv2, "VideoCapture", capture)
+    with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file: gone as it was opened") as info:
+        open_video(path, "opencv")
+    assert (info.value.reason, len(opened)) == ("missing", 2)
+
+
 def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frames):
     """Matroska has no index at the end: a cut file keeps its complete frames, and they decode exactly."""
     data = write_video(tmp_path / "full.mkv", clip_frames).read_bytes()

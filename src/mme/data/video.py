@@ -403,10 +403,7 @@ class _OpenCVReader(VideoReader):
 
     def _capture(self) -> cv2.VideoCapture:
         """A capture of the file at its first frame, with OpenCV's own turning off (refused where it cannot be)."""
-        cap = _opencv_capture(self._name, self._threads)
-        if not cap.isOpened():  # (OpenCV says not why: a file gone since it was looked at is 'missing')
-            raise video_error(self.path, *(("unreadable", "OpenCV cannot open it") if os.path.exists(self._name)
-                                           else ("missing", GONE)))
+        cap = _opencv_capture(self._name, self._threads, self.path)
         if not cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and cap.get(cv2.CAP_PROP_ORIENTATION_META):
             cap.release()
             raise video_error(self.path, "unreadable", "this OpenCV turns frames by the display matrix on its own; "
@@ -456,10 +453,15 @@ class _OpenCVReader(VideoReader):
             self._cap.release()
 
 
-def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
-    """OpenCV's FFmpeg capture of ``path`` (not read as a protocol: open_container), decoding on ``threads``
-    (OpenCV's default: every core, in each loader worker)."""
-    return cv2.VideoCapture(absolute_path(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+def _opencv_capture(name: str, threads: int, path: str) -> cv2.VideoCapture:
+    """OpenCV's FFmpeg capture of the file ``name`` (not read as a protocol: open_container), decoding on ``threads``
+    (OpenCV's default: every core, in each loader worker); a VideoError naming it as ``path`` where it does not open
+    (OpenCV says not why: a file gone since it was looked at is 'missing', as the count's own capture of it finds)."""
+    cap = cv2.VideoCapture(absolute_path(name), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+    if not cap.isOpened():
+        raise video_error(path, *(("unreadable", "OpenCV cannot open it") if os.path.exists(name)
+                                  else ("missing", GONE)))
+    return cap
 
 
 def _grab(cap: cv2.VideoCapture, tries: int) -> int | None:
@@ -515,7 +517,7 @@ def _opencv_count(file: VersionOfFile, threads: int) -> tuple[int, int | None, i
     a row ends them). Cached by
     :class:`~mme.utils.VersionOfFile`: one file however named is counted once, a file replaced keeping its size and
     mtime (``cp -p``) again."""
-    cap = _opencv_capture(file.path, threads)
+    cap = _opencv_capture(file.name, threads, file.path)
     fps = cap.get(cv2.CAP_PROP_FPS)
     count, failed_at, mistimed_at = 0, None, None
     while (failed := _grab(cap, GRAB_TRIES)) is not None:
