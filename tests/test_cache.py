@@ -43,7 +43,7 @@ from videos import (
     write_keyint_video,
     write_video,
 )
-from worker_jobs import alive, dead_pid, fails_on, held_until
+from worker_jobs import alive, dead_pid, fails_on, held_then, held_until
 
 from mme import utils
 from mme.cli import main as cli
@@ -1101,9 +1101,12 @@ def test_an_error_in_a_worker_is_raised_as_without_workers(bad, error, said):
     assert isinstance(info.value.__cause__, WorkerError) and "in fails_on" in str(info.value.__cause__)
 
 
-def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_path, monkeypatch, workers):
     """A worker hung on a read (a stalled mount) held mme check and mme extract without a word; the job held is
-    warned of once held WAIT_WARNING_S, and again as the wait doubles, naming it, its worker's PID and the jobs done."""
+    warned of once held WAIT_WARNING_S, and again as the wait doubles, naming it, its worker's PID and the jobs done.
+    Without workers (mme check's default, --workers 1) the job this process holds is warned of alike (it was not: the
+    warning's timer was the workers' loop's)."""
     from mme import utils
 
     release, said = tmp_path / "release", []
@@ -1119,13 +1122,34 @@ def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_pat
     handler = Releasing(logging.WARNING)
     logging.getLogger("mme.utils").addHandler(handler)
     try:
-        done = sorted(utils.in_workers(held_until, ["", str(release)], 2, lambda job, how: how, lambda job: job))
+        done = sorted(utils.in_workers(held_until, ["", str(release)], workers, lambda job, how: how,
+                                       lambda job: job))
     finally:
         logging.getLogger("mme.utils").removeHandler(handler)
     pid = done[1][1]
-    assert [re.sub(r"for \d+ s|\(\d of", "#", m) for m in said] == [  # (the job '': done, or not yet started)
-        f"{release}: no result # from worker process {pid}, still waited for # 2 done; a slow read may take this "
-        "long; Ctrl-C or SIGTERM ends the wait)"] * 2
+    who = f"worker process {pid}" if workers > 1 else f"this process (pid {os.getpid()})"
+    assert [re.sub(r"for \d+ s|\(\d of", "#", m) for m in said[:2]] == [  # (the job '': done, or not yet started;
+        # a third may come before the job's result is taken)
+        f"{release}: no result # from {who}, still waited for # 2 done; a slow read may take this long; Ctrl-C or "
+        "SIGTERM ends the wait)"] * 2
+
+
+def test_the_results_that_came_with_a_workers_error_are_given_before_it(tmp_path):
+    """A job's error that came in the same wait as another worker's result was raised before that result was read:
+    a check stopped by it (FFmpeg out of memory) wrote a partial report without a video it had checked, its counts
+    and 'failing' short of it. The results that came with the error are given first."""
+    go, got = tmp_path / "go", []
+    with pytest.raises(PermissionError, match="Permission denied"):
+        for result in utils.in_workers(held_then, [(str(go), "denied"), (str(go), "a"), ("", "w")], 3,
+                                       lambda job, how: how):
+            got.append(result)
+            if result == "W":  # the other two end while this result is taken: their error and result are both sent
+                go.touch()
+                end = time.monotonic() + 10
+                while not all(os.path.exists(f"{go}.{name}") for name in ("denied", "a")) and time.monotonic() < end:
+                    time.sleep(0.01)
+                time.sleep(0.3)
+    assert got == ["W", "A"]
 
 
 def test_the_workers_that_die_leave_no_open_files():

@@ -54,6 +54,16 @@ def held_until(path: str) -> tuple[str, int]:
     return path, os.getpid()
 
 
+def held_then(job: tuple[str, str]) -> str:
+    """A worker's job ``(path, name)``: :func:`held_until` ``path``, then :func:`fails_on` ``name``, its start
+    marked by the file ``path.name`` (where ``path``)."""
+    path, name = job
+    held_until(path)
+    if path:
+        open(f"{path}.{name}", "w").close()
+    return fails_on(name)
+
+
 def says(kind: str) -> str:
     """A worker's job: mme's warning, info and debug lines and a library's info line (which the CLI's log leaves
     out), each naming ``kind``."""

@@ -1183,36 +1183,45 @@ def open_files_for(workers: int, key: str, loader: bool = True, asked: int | Non
 
 
 WAIT_WARNING_S = 300.0
-"""How long a worker process may hold a job (:func:`in_workers`) or a loader's next batch
-(:class:`mme.data.dataset._SlowBatches`) before a warning names it. Only a warning: a read from a slow network file
-system may take minutes, and a stop signal ends the wait where it must."""
+"""How long a worker process (or this process, without workers) may hold a job (:func:`in_workers`) or a loader's
+next batch (:class:`mme.data.dataset._SlowBatches`) before a warning names it. Only a warning: a read from a slow
+network file system may take minutes, and a stop signal ends the wait where it must."""
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Callable[[Any, str], Any],
                named: Callable[[Any], object] = str) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order); in this process, in
-    the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A job a worker holds for
-    :data:`WAIT_WARNING_S` is warned of, and again each time its wait doubles, naming the worker's PID and the job as
-    ``named(job)`` gives it (its video), with the jobs done: a read hung on a stalled mount held a command without a
-    word. A worker that dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a
-    new one takes its place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises
-    stops them all and is raised here, as a sequential run raises it (its cause: the worker's traceback). A worker says
-    :data:`WORKER_READY` before it takes a job: one that exits before could not start, which is an MMEError, no job's
-    death (a script read from stdin, which spawn cannot import again, had every job counted as one whose worker died);
-    one killed before (a signal: the OOM killer) gives its job to another worker, once, as one that died before the
-    job reached it.
+    the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A job a worker (or this
+    process) holds for :data:`WAIT_WARNING_S` is warned of, and again each time its wait doubles, naming the PID and
+    the job as ``named(job)`` gives it (its video), with the jobs done (:class:`_Watch`): a read hung on a stalled
+    mount held a command without a word. Where a job raises, the results the other workers had sent by then are
+    given first (a stopped check reports them). A worker that dies (the OOM killer, a crashing decoder) gives
+    ``died(job, how)`` for the job it had, and a new one takes its place (a multiprocessing Pool lost that job and
+    waited for it forever). What ``work`` raises stops them all and is raised here, as a sequential run raises it
+    (its cause: the worker's traceback). A worker says :data:`WORKER_READY` before it takes a job: one that exits
+    before could not start, which is an MMEError, no job's death (a script read from stdin, which spawn cannot
+    import again, had every job counted as one whose worker died); one killed before (a signal: the OOM killer)
+    gives its job to another worker, once, as one that died before the job reached it.
 
     Called by a script without ``if __name__ == "__main__":``, each spawned worker runs the script again, which
     calls mme again while the worker starts: that call ends the worker quietly (:func:`exit_if_script_rerun`; it
     raised multiprocessing's RuntimeError, and its parent counted every job as one whose worker died), and the
     parent raises :class:`UnguardedScript`."""
     if workers < 2 or len(jobs) < 2:
-        yield from map(work, jobs)
+        held: dict[None, _Held] = {}
+        done = 0
+        with _Watch(held, named, lambda: done, len(jobs)):
+            for job in jobs:
+                held[None] = _Held(None, job, time.monotonic(), WAIT_WARNING_S)
+                result = work(job)
+                del held[None]
+                done += 1
+                yield result
         return
     exit_if_script_rerun()
     open_files_for(min(workers, len(jobs)), "--workers", loader=False, asked=workers)  # (one a job at most start)
     ctx = get_context("spawn")
-    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
+    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> its worker's _Held
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
     ready: set[Connection] = set()  # the workers that said WORKER_READY
 
@@ -1232,87 +1241,114 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Calla
         ready.discard(conn)
         return how_it_ended(code)
 
-    try:
-        while todo or busy:
-            while todo and len(busy) < workers:
-                while idle and not idle[-1][1].is_alive():  # died while it waited
-                    retire(*idle.pop())
-                if idle:
-                    conn, proc = idle.pop()
-                else:
-                    conn, there = ctx.Pipe()
-                    proc = ctx.Process(target=_worker, daemon=True, args=(
-                        there, work, os.getpid(), threading.current_thread() is threading.main_thread(),
-                        log_setup()))
-                    proc.start()
-                    there.close()
-                    procs.append(proc)
-                job = todo.pop()
-                try:
-                    conn.send(job)
-                except OSError:  # it died before the job reached it: another worker takes the job, once
-                    how = retire(conn, proc)
-                    if id(job) in unsent:
-                        yield died(job, how)
+    with _Watch(busy, named, lambda: len(jobs) - len(todo) - len(busy), len(jobs)):
+        raised = None  # a job's error, raised once the results already sent with it are given
+        try:
+            while todo or busy:
+                while todo and len(busy) < workers and raised is None:
+                    while idle and not idle[-1][1].is_alive():  # died while it waited
+                        retire(*idle.pop())
+                    if idle:
+                        conn, proc = idle.pop()
                     else:
-                        unsent.add(id(job))
-                        todo.append(job)
-                    continue
-                busy[conn] = _Held(proc, job, time.monotonic(), WAIT_WARNING_S)
-            warning_due = min((held.next_warning for held in busy.values()), default=0.0)
-            for conn in wait(list(busy), timeout=max(warning_due - time.monotonic(), 0)):
-                proc, job = busy[conn].proc, busy[conn].job
-                try:
-                    result = conn.recv()
-                except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
+                        conn, there = ctx.Pipe()
+                        proc = ctx.Process(target=_worker, daemon=True, args=(
+                            there, work, os.getpid(), threading.current_thread() is threading.main_thread(),
+                            log_setup()))
+                        proc.start()
+                        there.close()
+                        procs.append(proc)
+                    job = todo.pop()
+                    try:
+                        conn.send(job)
+                    except OSError:  # it died before the job reached it: another worker takes the job, once
+                        how = retire(conn, proc)
+                        if id(job) in unsent:
+                            yield died(job, how)
+                        else:
+                            unsent.add(id(job))
+                            todo.append(job)
+                        continue
+                    busy[conn] = _Held(proc, job, time.monotonic(), WAIT_WARNING_S)
+                arrived = wait(list(busy), timeout=0 if raised else None)
+                if raised is not None and not arrived:
+                    break
+                for conn in arrived:
+                    proc, job = busy[conn].proc, busy[conn].job
+                    try:
+                        result = conn.recv()
+                    except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
+                        del busy[conn]
+                        started = conn in ready
+                        how = retire(conn, proc)
+                        if started or id(job) in unsent:
+                            yield died(job, how)
+                        else:  # killed while it started: another worker takes the job, once
+                            unsent.add(id(job))
+                            todo.append(job)
+                        continue
+                    if conn not in ready:  # a new worker's WORKER_READY: its job's result comes next
+                        ready.add(conn)
+                        busy[conn].since = time.monotonic()  # (its job starts now: spawn's start not counted)
+                        continue
                     del busy[conn]
-                    started = conn in ready
-                    how = retire(conn, proc)
-                    if started or id(job) in unsent:
-                        yield died(job, how)
-                    else:  # killed while it started: another worker takes the job, once
-                        unsent.add(id(job))
-                        todo.append(job)
-                    continue
-                if conn not in ready:  # a new worker's WORKER_READY: its job's result comes next
-                    ready.add(conn)
-                    busy[conn].since = time.monotonic()  # (its job starts now: spawn's start not counted)
-                    continue
-                del busy[conn]
-                if isinstance(result, _Raised):
-                    raise result.error from WorkerError(f"in a worker process:\n{result.trace}")
-                idle.append((conn, proc))
-                yield result
-            for held in busy.values():
-                held.warn(named, len(jobs) - len(todo) - len(busy), len(jobs))
-    finally:
-        for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job (nor a SIGKILL of this
-            # process: end_with_parent)
-            proc.kill()
-            proc.join()
+                    if isinstance(result, _Raised):
+                        raised = raised or result
+                        continue
+                    idle.append((conn, proc))
+                    yield result
+            if raised is not None:
+                raise raised.error from WorkerError(f"in a worker process:\n{raised.trace}")
+        finally:
+            for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job (nor a SIGKILL of this
+                # process: end_with_parent)
+                proc.kill()
+                proc.join()
 
 
 @dataclasses.dataclass
 class _Held:
-    """A job a worker of :func:`in_workers` holds: since when, and the wait after which it is warned of next."""
+    """A job of :func:`in_workers` held by its worker ``proc`` (None: this process): since when, and the wait after
+    which it is warned of next."""
 
     proc: Any
     job: Any
     since: float
     wait: float
 
-    @property
-    def next_warning(self) -> float:
-        return self.since + self.wait
-
     def warn(self, named: Callable[[Any], object], done: int, jobs: int) -> None:
         """Warn once the job has been held for :attr:`wait` (then twice as long for the next warning)."""
         waited = time.monotonic() - self.since
         if waited >= self.wait:
-            log.warning("%s: no result for %.0f s from worker process %d, still waited for (%d of %d done; a slow "
-                        "read may take this long; Ctrl-C or SIGTERM ends the wait)", named(self.job), waited,
-                        self.proc.pid, done, jobs)
+            log.warning("%s: no result for %.0f s from %s, still waited for (%d of %d done; a slow read may take "
+                        "this long; Ctrl-C or SIGTERM ends the wait)", named(self.job), waited,
+                        f"this process (pid {os.getpid()})" if self.proc is None else f"worker process {self.proc.pid}",
+                        done, jobs)
             self.wait *= 2
+
+
+class _Watch:
+    """A thread that, while in use (``with``), looks every tenth of :data:`WAIT_WARNING_S` at the jobs ``held`` (a
+    dict of :class:`_Held` that :func:`in_workers` keeps) and warns of each held long (:meth:`_Held.warn`), with the
+    jobs ``done()`` of ``jobs``: the one place of the warning, for the jobs of workers and of this process alike."""
+
+    def __init__(self, held: dict[Any, _Held], named: Callable[[Any], object], done: Callable[[], int], jobs: int):
+        self._held, self._named, self._done, self._jobs = held, named, done, jobs
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="mme in_workers watch", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._ended.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._ended.wait(WAIT_WARNING_S / 10):
+            for held in list(self._held.values()):  # (a copy: in_workers changes the dict meanwhile)
+                held.warn(self._named, self._done(), self._jobs)
 
 
 def remove_stale_temps(files: Collection[Path]) -> None:
