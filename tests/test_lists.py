@@ -2245,6 +2245,24 @@ def test_a_check_stopped_part_way_writes_the_report_of_the_videos_it_checked(vid
     assert lists.is_check_report(tmp_path / "check.json")  # (a rerun replaces it)
 
 
+def test_a_check_stopped_before_any_video_leaves_the_earlier_report(videos, tmp_path, monkeypatch):
+    """A check stopped before it had checked a video (Ctrl-C in its first second; its --workers refused) replaced
+    the complete report of an earlier check with a 'partial' one of none: with nothing checked, nothing is written."""
+    from mme.data import pyav_reader
+
+    (tmp_path / "train.txt").write_text("a/good.mp4 0\na/short.mp4 0\n")
+    check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json")
+    before = (tmp_path / "check.json").read_text()
+
+    def interrupted(path, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyav_reader, "open_container", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json")
+    assert (tmp_path / "check.json").read_text() == before and "partial" not in json.loads(before)
+
+
 def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, monkeypatch):
     """A damaged or cut file can decode differently with other decoder threads: the check opened every video with
     FFmpeg's automatic threads where a run uses ``data.decode_threads`` (1 by default). It uses the run's now."""

@@ -2268,10 +2268,12 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
                 if r["status"] != "ok":
                     problems_so_far += 1
                     bar.set_postfix(problems=problems_so_far, refresh=False)
-    except BaseException as e:  # (Ctrl-C, SIGTERM, out of memory: the videos checked so far are reported)
-        _write_partial(report_path, e, _report(list_files, root, min_frames, decode_threads, len(jobs),
-                                               [r for r, _ in by_path.values()], bad_lines, repeats),
-                       [str(path) for path, *_ in jobs if str(path) not in by_path])
+    except BaseException as e:  # (Ctrl-C, SIGTERM, out of memory: the videos checked so far are reported; none
+        # checked, as where the check was refused before its first, leaves an earlier report as it was)
+        if by_path:
+            _write_partial(report_path, e, _report(list_files, root, min_frames, decode_threads, len(jobs),
+                                                   [r for r, _ in by_path.values()], bad_lines, repeats),
+                           [str(path) for path, *_ in jobs if str(path) not in by_path])
         raise
     checked = [by_path[str(path)] for path, *_ in jobs]
     results = [r for r, _ in checked]
@@ -2333,19 +2335,22 @@ def _report(list_files: list[str | Path], root: str | Path, min_frames: int, dec
 
 
 def _write_partial(report_path: str | Path, stop: BaseException, report: dict, unchecked: list[str]) -> None:
-    """Write the ``report`` of a check that ``stop`` ended before its last video (Ctrl-C, SIGTERM, an error): marked
-    ``partial`` with why, its ``unchecked`` videos listed, so that the videos checked are kept; logged either way."""
+    """Write the ``report`` of a check that ``stop`` ended after its first video and before its last (Ctrl-C, SIGTERM,
+    an error): marked ``partial`` with why, its ``unchecked`` videos listed, so that the videos checked are kept;
+    logged either way."""
     why = "interrupted" if isinstance(stop, KeyboardInterrupt) else first_line(stop)
     report = {**report, "partial": why, "unchecked": [utf8_name(path) for path in unchecked]}
     checked = report["videos"] - len(unchecked)
     try:
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     except (OSError, MMEError) as e:
-        log.warning("the check of %d of %d videos is lost: its partial report could not be written to %s (%s)",
-                    checked, report["videos"], report_path, error_reason(e) if isinstance(e, OSError) else e)
+        log.warning("the check of %d of %s is lost: its partial report could not be written to %s (%s)",
+                    checked, counted(report["videos"], "video"), report_path,
+                    error_reason(e) if isinstance(e, OSError) else e)
         return
-    log.warning("%s: a partial report, of the %d of %d videos checked before the check stopped (%s); the %d "
-                "unchecked are listed under 'unchecked'", report_path, checked, report["videos"], why, len(unchecked))
+    log.warning("%s: a partial report, of the %d of %s checked before the check stopped (%s); the %s unchecked %s "
+                "listed under 'unchecked'", report_path, checked, counted(report["videos"], "video"), why,
+                counted(len(unchecked), "video"), plural(len(unchecked), "is", "are"))
 
 
 def _name_some(problems: list[dict], lead: str, more: str) -> None:
