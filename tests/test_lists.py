@@ -197,6 +197,32 @@ def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_vid
         f"jump/clip.ogg"]
 
 
+@pytest.mark.parametrize("opening", ["gone", "out of memory"])
+def test_a_file_of_a_suffix_that_names_audio_too_gone_or_out_of_memory_as_it_is_opened(tmp_path, monkeypatch,
+                                                                                        opening):
+    """A .webm gone between the walk and FFmpeg's open of it (moved, its volume unmounted) stopped the build with a
+    VideoError 'missing' where it is left out, as a file FFmpeg cannot open is. FFmpeg out of memory as it opened a
+    video .webm left the video out of the list without a word: it stops the build (OutOfMemory), the machine's
+    failure, not the file's."""
+    (tmp_path / "ds" / "run").mkdir(parents=True)
+    write_video(tmp_path / "ds" / "run" / "clip.mp4", affine_video(4, 32, 32)[0])
+    write_video(tmp_path / "ds" / "run" / "vp9.webm", affine_video(4, 32, 32)[0], codec="libvpx-vp9")
+    real = av.open
+
+    def opening_it(name, *args, **options):
+        if opening == "gone":
+            os.unlink(name)
+            return real(name, *args, **options)
+        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(av, "open", opening_it)
+    if opening == "gone":
+        assert [e.path for e in from_class_folders(tmp_path / "ds")[0]["all"]] == ["run/clip.mp4"]
+    else:
+        with pytest.raises(OutOfMemory, match=r"vp9\.webm: out of memory while reading it"):
+            from_class_folders(tmp_path / "ds")
+
+
 def test_each_file_of_a_suffix_that_names_audio_too_is_opened_once_in_a_folder_of_split_folders(tmp_path,
                                                                                                  monkeypatch):
     """A folder of split folders is walked twice (its split folders first taken for classes): each .ogg file was

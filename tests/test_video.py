@@ -48,7 +48,7 @@ from mme.data.lists import USABLE, ListEntry, resolve
 from mme.data.pyav_reader import rgb24
 from mme.data.video import GRAB_TRIES, check_video, open_video
 from mme.data.video_reader import display_turn
-from mme.errors import ConfigError, FrameCountChanged, VideoError
+from mme.errors import ConfigError, FrameCountChanged, OutOfMemory, VideoError
 from mme.utils import absolute_path
 
 
@@ -275,6 +275,24 @@ def test_a_video_moved_away_as_it_is_opened_is_missing(tmp_path, clip_frames, mo
     with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file: gone as it was opened") as info:
         open_video(path)
     assert info.value.reason == "missing"
+
+
+def test_a_probe_out_of_memory_stops_and_is_not_kept_as_the_files(tmp_path, clip_frames, monkeypatch):
+    """FFmpeg out of memory as PyAV's probe (of a file for the OpenCV and decord backends) or the read of its sample
+    aspect opened the file was taken for the file's own failure to open, and cached for the process's life: the
+    video read as no video, and unstretched. It stops the read (OutOfMemory); a later probe opens the file."""
+    path = str(write_video(tmp_path / "v.mp4", clip_frames[:4]))
+    real = av.open
+
+    def refused(name, *args, **options):
+        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(av, "open", refused)
+    for probe in (pyav_reader.probe_video, pyav_reader.read_sample_aspect):
+        with pytest.raises(OutOfMemory, match=r"v\.mp4: out of memory while reading it"):
+            probe(path)
+    monkeypatch.setattr(av, "open", real)
+    assert pyav_reader.probe_video(path) == (pyav_reader.MP4_DEMUXER, "")
 
 
 def test_a_video_moved_away_before_the_opencv_count_opens_it_is_missing(tmp_path, clip_frames, monkeypatch):

@@ -72,7 +72,7 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from mme.data.video_reader import GONE, FrameBuffer, VideoReader, no_frames, video_error
+from mme.data.video_reader import FrameBuffer, VideoReader, no_frames, video_error
 from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import (
     VersionOfFile,
@@ -204,12 +204,14 @@ def open_container(path: str, **options) -> av.container.InputContainer:
     """``av.open`` of a file by an absolute name: FFmpeg reads a name such as '2020-01-01T10:00:00.mp4' or 'pipe:0'
     as a protocol and what follows its colon as that protocol's address. A relative ``path`` is spelled by
     :func:`~mme.utils.absolute_path`; an absolute one, which no protocol is read in and the OS resolves as that
-    would, is opened as given (a reader's name, spelled once for its reopens and its index's key). A file gone by
-    then (moved, its volume unmounted) is a VideoError 'missing', which a run skips and counts."""
+    would, is opened as given (a reader's name, spelled once for its reopens and its index's key). FFmpeg out of
+    memory as it opens the file is an :class:`~mme.errors.OutOfMemory`, which every caller stops on: no failure of
+    the file, which the probes that take a file FFmpeg cannot open for one with no video in it would take it for (and
+    cache), leaving a video out of a list."""
     try:
         return av.open(path if os.path.isabs(path) else absolute_path(path), **options)
-    except FileNotFoundError as e:  # (PyAV's av.error.FileNotFoundError, an FFmpegError its callers take as the file's)
-        raise video_error(path, "missing", GONE) from e
+    except av.error.MemoryError as e:  # (ENOMEM: the machine's)
+        raise video_error(path, "unreadable", e, cause=e) from e
 
 
 def video_stream(container) -> av.video.stream.VideoStream | None:

@@ -29,10 +29,14 @@ def video_error(path: str | Path, reason: str, detail: object = "", kind: type[V
     'unreadable', ...) and its ``detail`` (kept as text, for a message that quotes it). Where its ``cause`` (the error
     of the read) is the system's refusal of an allocation (:func:`~mme.errors.allocation_refused`: FFmpeg out of
     memory as it opened or decoded the file), an :class:`~mme.errors.OutOfMemory` instead: no failure of the file,
-    which a run would skip for good and a check report as the video's."""
+    which a run would skip for good and a check report as the video's. Where it is a FileNotFoundError (PyAV's, of
+    a file gone as FFmpeg opened it: moved, its volume unmounted), the VideoError is 'missing' (:data:`GONE`), which
+    a run skips and counts, whatever ``reason`` the read gave its failure."""
     if allocation_refused(cause):
         return OutOfMemory(f"{path}: out of memory while reading it ({detail or reason}): the machine's memory ran "
                            "short, the video is not at fault")
+    if isinstance(cause, FileNotFoundError):
+        reason, detail = "missing", GONE
     err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
     err.reason, err.detail = reason, str(detail)
     return err
