@@ -1134,6 +1134,35 @@ def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_pat
         "SIGTERM ends the wait)"] * 2
 
 
+def test_a_stopped_worker_holding_a_job_is_named_stopped(tmp_path, monkeypatch):
+    """The warning of a job held long named its worker's PID alone where a loader's named a worker stopped (SIGSTOP,
+    a job suspended) as such, with the command that resumes it: it says the worker's state too."""
+    from mme import utils
+
+    release, said = tmp_path / "release", []
+
+    class StoppingThenResuming(logging.Handler):  # (stops the worker at the first warning, resumes it at the second)
+        def emit(self, record):
+            if not record.getMessage().startswith(str(release)):
+                return
+            said.append(record.getMessage())
+            pid = int(re.search(r"worker process (\d+)", said[-1]).group(1))
+            os.kill(pid, signal.SIGSTOP if len(said) == 1 else signal.SIGCONT)
+            if len(said) == 2:
+                release.touch()
+
+    monkeypatch.setattr(utils, "WAIT_WARNING_S", 0.3, raising=False)
+    handler = StoppingThenResuming(logging.WARNING)
+    logging.getLogger("mme.utils").addHandler(handler)
+    try:
+        done = sorted(utils.in_workers(held_until, ["", str(release)], 2, lambda job, how: how, lambda job: job))
+    finally:
+        logging.getLogger("mme.utils").removeHandler(handler)
+    assert [re.sub(r"for \d+ s|\(\d of", "#", m) for m in said[:2]] == [
+        f"{release}: no result # from worker process {done[1][1]}{state}, still waited for # 2 done; a slow read may "
+        "take this long; Ctrl-C or SIGTERM ends the wait)" for state in ("", ", stopped: kill -CONT resumes it")]
+
+
 def test_the_results_that_came_with_a_workers_error_are_given_before_it(tmp_path):
     """A job's error that came in the same wait as another worker's result was raised before that result was read:
     a check stopped by it (FFmpeg out of memory) wrote a partial report without a video it had checked, its counts

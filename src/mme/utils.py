@@ -1193,26 +1193,27 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Calla
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order); in this process, in
     the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A job a worker (or this
     process) holds for :data:`WAIT_WARNING_S` is warned of, and again each time its wait doubles, naming the PID and
-    the job as ``named(job)`` gives it (its video), with the jobs done (:class:`_Watch`): a read hung on a stalled
-    mount held a command without a word. Where a job raises, the results the other workers had sent by then are
-    given first (a stopped check reports them). A worker that dies (the OOM killer, a crashing decoder) gives
-    ``died(job, how)`` for the job it had, and a new one takes its place (a multiprocessing Pool lost that job and
-    waited for it forever). What ``work`` raises stops them all and is raised here, as a sequential run raises it
-    (its cause: the worker's traceback). A worker says :data:`WORKER_READY` before it takes a job: one that exits
-    before could not start, which is an MMEError, no job's death (a script read from stdin, which spawn cannot
-    import again, had every job counted as one whose worker died); one killed before (a signal: the OOM killer)
-    gives its job to another worker, once, as one that died before the job reached it.
+    the job as ``named(job)`` gives it (its video), with the jobs done (:class:`Watch`), and the worker's state where
+    it is stopped or hung (:data:`STATES_SAID`): a read hung on a stalled mount held a command without a word.
+    Where a job raises, the results the other workers had sent by then are given first (a stopped check reports
+    them). A worker that dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a
+    new one takes its place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises
+    stops them all and is raised here, as a sequential run raises it (its cause: the worker's traceback). A worker
+    says :data:`WORKER_READY` before it takes a job: one that exits before could not start, which is an MMEError, no
+    job's death (a script read from stdin, which spawn cannot import again, had every job counted as one whose
+    worker died); one killed before (a signal: the OOM killer) gives its job to another worker, once, as one that
+    died before the job reached it.
 
     Called by a script without ``if __name__ == "__main__":``, each spawned worker runs the script again, which
     calls mme again while the worker starts: that call ends the worker quietly (:func:`exit_if_script_rerun`; it
     raised multiprocessing's RuntimeError, and its parent counted every job as one whose worker died), and the
     parent raises :class:`UnguardedScript`."""
     if workers < 2 or len(jobs) < 2:
-        held: dict[None, _Held] = {}
+        held: dict[None, Held] = {}
         done = 0
-        with _Watch(held, named, lambda: done, len(jobs)):
+        with Watch(held, functools.partial(_job_held_long, named, lambda: done, len(jobs)), "mme in_workers watch"):
             for job in jobs:
-                held[None] = _Held(None, job, time.monotonic(), WAIT_WARNING_S)
+                held[None] = Held((None, job))
                 result = work(job)
                 del held[None]
                 done += 1
@@ -1221,7 +1222,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Calla
     exit_if_script_rerun()
     open_files_for(min(workers, len(jobs)), "--workers", loader=False, asked=workers)  # (one a job at most start)
     ctx = get_context("spawn")
-    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> its worker's _Held
+    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> Held((its worker, its job))
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
     ready: set[Connection] = set()  # the workers that said WORKER_READY
 
@@ -1241,7 +1242,8 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Calla
         ready.discard(conn)
         return how_it_ended(code)
 
-    with _Watch(busy, named, lambda: len(jobs) - len(todo) - len(busy), len(jobs)):
+    with Watch(busy, functools.partial(_job_held_long, named, lambda: len(jobs) - len(todo) - len(busy), len(jobs)),
+               "mme in_workers watch"):
         raised = None  # a job's error, raised once the results already sent with it are given
         try:
             while todo or busy:
@@ -1269,12 +1271,12 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Calla
                             unsent.add(id(job))
                             todo.append(job)
                         continue
-                    busy[conn] = _Held(proc, job, time.monotonic(), WAIT_WARNING_S)
+                    busy[conn] = Held((proc, job))
                 arrived = wait(list(busy), timeout=0 if raised else None)
                 if raised is not None and not arrived:
                     break
                 for conn in arrived:
-                    proc, job = busy[conn].proc, busy[conn].job
+                    proc, job = busy[conn].what
                     try:
                         result = conn.recv()
                     except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
@@ -1306,49 +1308,77 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int, died: Calla
                 proc.join()
 
 
+def _job_held_long(named: Callable[[Any], object], done: Callable[[], int], jobs: int, held: tuple[Any, Any],
+                   waited: float) -> None:
+    """The warning of :func:`in_workers` of a job ``held`` (``(its worker process, the job)``; None for this process)
+    for ``waited`` seconds, naming the job (``named``), the process and its state, and the jobs ``done()`` of
+    ``jobs``."""
+    proc, job = held
+    log.warning("%s: no result for %.0f s from %s, still waited for (%d of %d done; a slow read may take this long; "
+                "Ctrl-C or SIGTERM ends the wait)", named(job), waited,
+                f"this process (pid {os.getpid()})" if proc is None
+                else f"worker process {proc.pid}{STATES_SAID.get(process_state(proc.pid), '')}", done(), jobs)
+
+
+def process_state(pid: int) -> str:
+    """The state of process ``pid`` as /proc gives it (``T``: stopped, by SIGSTOP or a job suspended; ``D``: an
+    uninterruptible wait, a read of a hung file system; ...); '' where /proc has none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+STATES_SAID = {"T": ", stopped: kill -CONT resumes it", "t": ", stopped by a debugger",
+               "D": ", in an uninterruptible wait (a hung file system?)"}
+"""How the warning of a wait held long (:class:`Watch`'s) says the :func:`process_state` of the worker process it
+waits on, where it says anything."""
+
+
 @dataclasses.dataclass
-class _Held:
-    """A job of :func:`in_workers` held by its worker ``proc`` (None: this process): since when, and the wait after
-    which it is warned of next."""
+class Held:
+    """A wait that a :class:`Watch` looks at: ``what`` is waited for (its user's word for it), since when, and the
+    wait after which it is warned of next (:data:`WAIT_WARNING_S` first)."""
 
-    proc: Any
-    job: Any
-    since: float
-    wait: float
-
-    def warn(self, named: Callable[[Any], object], done: int, jobs: int) -> None:
-        """Warn once the job has been held for :attr:`wait` (then twice as long for the next warning)."""
-        waited = time.monotonic() - self.since
-        if waited >= self.wait:
-            log.warning("%s: no result for %.0f s from %s, still waited for (%d of %d done; a slow read may take "
-                        "this long; Ctrl-C or SIGTERM ends the wait)", named(self.job), waited,
-                        f"this process (pid {os.getpid()})" if self.proc is None else f"worker process {self.proc.pid}",
-                        done, jobs)
-            self.wait *= 2
+    what: Any
+    since: float = dataclasses.field(default_factory=time.monotonic)
+    due: float = dataclasses.field(default_factory=lambda: WAIT_WARNING_S)
 
 
-class _Watch:
-    """A thread that, while in use (``with``), looks every tenth of :data:`WAIT_WARNING_S` at the jobs ``held`` (a
-    dict of :class:`_Held` that :func:`in_workers` keeps) and warns of each held long (:meth:`_Held.warn`), with the
-    jobs ``done()`` of ``jobs``: the one place of the warning, for the jobs of workers and of this process alike."""
+class Watch:
+    """A thread, ``name``, that while in use (``with``, or :meth:`start` to :meth:`close`) looks every tenth of
+    :data:`WAIT_WARNING_S` at the waits ``held`` (a dict of :class:`Held` that its user changes meanwhile) and calls
+    ``warn(what, waited)`` of each once it has lasted :data:`WAIT_WARNING_S`, and again each time it doubles: the one
+    place of the warnings of a wait held long, a job of :func:`in_workers` (a worker's, or this process's) and a
+    loader's next batch (:class:`mme.data.dataset._SlowBatches`). A look costs a clock read a wait."""
 
-    def __init__(self, held: dict[Any, _Held], named: Callable[[Any], object], done: Callable[[], int], jobs: int):
-        self._held, self._named, self._done, self._jobs = held, named, done, jobs
+    def __init__(self, held: dict[Any, Held], warn: Callable[[Any, float], None], name: str):
+        self._held, self._warn = held, warn
         self._ended = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="mme in_workers watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=name, daemon=True)
 
-    def __enter__(self) -> _Watch:
+    def start(self) -> Watch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def close(self) -> None:
         self._ended.set()
         self._thread.join()
 
+    def __enter__(self) -> Watch:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _watch(self) -> None:
         while not self._ended.wait(WAIT_WARNING_S / 10):
-            for held in list(self._held.values()):  # (a copy: in_workers changes the dict meanwhile)
-                held.warn(self._named, self._done(), self._jobs)
+            for held in list(self._held.values()):  # (a copy: its user changes the dict meanwhile)
+                waited = time.monotonic() - held.since
+                if waited >= held.due:
+                    self._warn(held.what, waited)
+                    held.due *= 2
 
 
 def remove_stale_temps(files: Collection[Path]) -> None:

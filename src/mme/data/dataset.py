@@ -34,7 +34,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,7 +47,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from mme import utils
 from mme.config import check_integers, check_within
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.packed import PackedEntries, PackedStrings
@@ -99,7 +97,10 @@ from mme.errors import (
 from mme.utils import (
     MAX_THREADS,
     SCRIPT_RERUN_EXIT,
+    STATES_SAID,
     THREADS_WHY,
+    Held,
+    Watch,
     as_given,
     command_option,
     command_path,
@@ -113,6 +114,7 @@ from mme.utils import (
     open_files_for,
     opencv_settings,
     plural,
+    process_state,
     said_as,
     said_holders,
     take_log_setup,
@@ -622,7 +624,7 @@ def _stop_workers(batches: Iterator) -> None:
     mount) is left to the kernel after a second."""
     workers = getattr(batches, "_workers", [])
     for worker in workers:
-        if _process_state(worker.pid) == "T":
+        if process_state(worker.pid) == "T":
             worker.kill()
     batches._shutdown_workers()
     for worker in workers:
@@ -636,71 +638,47 @@ class _SlowBatches:
     """A watch over the waits for the batches of a loader's iterator ``batches`` (:meth:`next`): a warning once one
     has lasted :data:`mme.utils.WAIT_WARNING_S`, and again each time it doubles, naming the workers stopped or hung
     and the one that owes the batch (:meth:`_owing`), their PIDs and states, and how long it has been waited for: a
-    worker stopped (SIGSTOP) or hung on a read held the run without a word. One thread for all the waits, which looks
-    every tenth of the time (a wait costs the loop a clock read and two assignments); none without workers (this
-    process reads the batches itself). Torch's iterator names the worker owing nowhere public: its ``_task_info`` of the
-    batch awaited (``_rcvd_idx``) and its ``_workers``; without them the loader's workers are named together."""
+    worker stopped (SIGSTOP) or hung on a read held the run without a word. One thread for all the waits
+    (:class:`mme.utils.Watch`'s); none without workers (this process reads the batches itself). Torch's iterator
+    names the worker owing nowhere public: its ``_task_info`` of the batch awaited (``_rcvd_idx``) and its
+    ``_workers``; without them the loader's workers are named together."""
 
     def __init__(self, batches: Iterator):
-        self._batches, self._since, self._ended = batches, None, threading.Event()
-        if getattr(batches, "_workers", None):
-            threading.Thread(target=self._watch, name="mme-batch-wait", daemon=True).start()
+        self._batches, self._held = batches, {}
+        self._watch = Watch(self._held, self._warn, "mme-batch-wait").start() \
+            if getattr(batches, "_workers", None) else None
 
     def next(self) -> Any:
         """The iterator's next batch, its wait watched."""
-        self._since = time.monotonic()
+        self._held[None] = Held(None)
         try:
             return next(self._batches)
         finally:
-            self._since = None
+            del self._held[None]
 
     def close(self) -> None:
-        self._ended.set()
+        if self._watch is not None:
+            self._watch.close()
 
-    def _watch(self) -> None:
-        watched = due = None
-        while not self._ended.wait(utils.WAIT_WARNING_S / 10):
-            since = self._since
-            if since is None:
-                continue
-            if since != watched:  # (a new wait)
-                watched, due = since, utils.WAIT_WARNING_S
-            waited = time.monotonic() - since
-            if waited >= due:
-                log.warning("%s: no batch for %.0f s, still waited for (a slow read may take this long; SIGTERM or "
-                            "Ctrl-C ends the wait, but in a run's periodic validation, task.eval_every, only a second "
-                            "Ctrl-C does, without a checkpoint)", self._owing(), waited)
-                due *= 2
+    def _warn(self, _: None, waited: float) -> None:
+        log.warning("%s: no batch for %.0f s, still waited for (a slow read may take this long; SIGTERM or Ctrl-C ends "
+                    "the wait, but in a run's periodic validation, task.eval_every, only a second Ctrl-C does, without "
+                    "a checkpoint)", self._owing(), waited)
 
     def _owing(self) -> str:
-        """The workers the warning names: each stopped or in an uninterruptible wait (:data:`_STATES_SAID`), whichever
-        owes the batch (this process may hold a batch's message and wait on the worker that sent it for its shared
-        memory, a worker other than the one owing the next), and the one that owes it, if another; the loader's
-        workers together where none is known."""
+        """The workers the warning names: each stopped or in an uninterruptible wait (:data:`~mme.utils.STATES_SAID`),
+        whichever owes the batch (this process may hold a batch's message and wait on the worker that sent it for its
+        shared memory, a worker other than the one owing the next), and the one that owes it, if another; the
+        loader's workers together where none is known."""
         workers = getattr(self._batches, "_workers", None)
         if not isinstance(workers, list):
             return "the data loader's workers"
         owed = getattr(self._batches, "_task_info", {}).get(getattr(self._batches, "_rcvd_idx", None), ())
         owing = owed[0] if len(owed) == 1 else None  # (not sent yet: its worker)
-        named = [f"data loader worker {i} (pid {worker.pid}{_STATES_SAID.get(state, '')})"
-                 for i, worker in enumerate(workers) if (state := _process_state(worker.pid)) in _STATES_SAID
+        named = [f"data loader worker {i} (pid {worker.pid}{STATES_SAID.get(state, '')})"
+                 for i, worker in enumerate(workers) if (state := process_state(worker.pid)) in STATES_SAID
                  or i == owing]
         return ", ".join(named) or "the data loader's workers"
-
-
-def _process_state(pid: int) -> str:
-    """The state of process ``pid`` as /proc gives it (``T``: stopped, by SIGSTOP or a job suspended; ``D``: an
-    uninterruptible wait, a read of a hung file system; ...); '' where /proc has none."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return ""
-
-
-_STATES_SAID = {"T": ", stopped: kill -CONT resumes it", "t": ", stopped by a debugger",
-                "D": ", in an uninterruptible wait (a hung file system?)"}
-"""How :class:`_SlowBatches` says a worker's :func:`_process_state`, where it says anything."""
 
 
 def _no_workers() -> str:
