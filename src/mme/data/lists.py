@@ -24,7 +24,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
-from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
