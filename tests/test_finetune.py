@@ -923,6 +923,45 @@ def test_a_periodic_validation_cut_short_keeps_the_checkpoint_of_its_step(synth,
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+@pytest.mark.parametrize("where", ["periodic validation", "final tests"])
+def test_a_validation_video_read_out_of_memory_keeps_the_checkpoint_of_its_step(synth, tmp_path, monkeypatch, where):
+    """FFmpeg out of memory (ENOMEM) as a validation video is read stopped the run with that video's line alone: no
+    advice, nothing kept of the steps since the last checkpoint. It is a data stop, as a loader worker's failed
+    allocation: one line with what to lower, ending with the checkpoint of the last step, whose record is logged;
+    in the tests after the last step, the run's last checkpoint, from which --resume auto runs them."""
+    import av
+
+    from mme.data import pyav_reader
+    from mme.errors import OutOfMemory
+    from mme.eval.finetuned import finetune
+    from mme.train.checkpoint import checkpoint_path
+
+    val = {str(synth.root / line.split()[0]) for line in (synth.root / "val.txt").read_text().splitlines()}
+    real = pyav_reader.open_container
+
+    def refused(path, **options):
+        if str(path) in val:
+            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        return real(path, **options)
+
+    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    every = ("task.eval_every=2", "train.steps=4") if where == "periodic validation" else ("train.steps=2",)
+    with pytest.raises(OutOfMemory) as info:
+        finetune(_tiny_recipe(synth, tmp_path, *every, "train.ckpt_every=1000", "task.test_list=",
+                              "train.precision=fp32"))
+    said = str(info.value)
+    assert re.fullmatch(
+        rf"{re.escape(str(synth.root))}/\S+\.mp4: out of memory while reading it \(.*Cannot allocate memory.*\): the "
+        r"machine's memory ran short, the video is not at fault; lower data\.num_workers or train\.batch_size, or "
+        r"the clips' size \(data\.img_size with model\.img_size, data\.num_frames with model\.num_frames\)\. "
+        rf"Kept: {re.escape(str(checkpoint_path(tmp_path, 2)))}, the checkpoint of step 2: --resume auto "
+        r"\(train\.resume=auto\) continues from there", said), said
+    assert torch.load(checkpoint_path(tmp_path, 2), weights_only=True)["step"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]  # (the step's record, logged with its checkpoint)
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_validation_after_its_checkpoint_is_logged_once_and_kept_by_a_resume(synth, tmp_path):
     """The checkpoint due at a validation's step is written before it, the step's record (its val top-1) after: a run
     resumed from that checkpoint keeps the record, neither losing nor redoing the validation."""

@@ -736,11 +736,11 @@ def test_advice_for_a_command_that_takes_none_of_its_settings_is_a_sentence_not_
 def _loader_out_of_memory() -> MMEError:
     """The error a loader worker's failed allocation gives where its batch is fetched (mme.data.dataset._batches), its
     advice as the command running words it."""
-    from mme.data.dataset import _worker_out_of_memory
+    from mme.data.dataset import _out_of_memory
 
-    return _worker_out_of_memory(MemoryError("Caught MemoryError in DataLoader worker process 0.\nOriginal Traceback "
-                                             "(most recent call last):\n  File \"w.py\", line 1, in f\nMemoryError: "
-                                             "Unable to allocate 64.0 TiB"))
+    return _out_of_memory(MemoryError("Caught MemoryError in DataLoader worker process 0.\nOriginal Traceback "
+                                      "(most recent call last):\n  File \"w.py\", line 1, in f\nMemoryError: "
+                                      "Unable to allocate 64.0 TiB"))
 
 
 @pytest.mark.pinned  # its runs' 'auto' set to fp32 (AUTO_ENV)

@@ -45,10 +45,14 @@ class LaterCacheFile(VideoError):
     meta: dict
 
 
-class OutOfMemory(MMEError, MemoryError):
-    """An allocation failed while a file was read (FFmpeg's ENOMEM): the machine's memory ran short, the file is not
-    at fault, so it is neither a VideoError nor counted among a run's failed videos. A MemoryError, on which a run
-    stops as on any failed allocation (:mod:`mme.train.loop`); an MMEError, said in one line by a command."""
+class OutOfMemory(MMEError):
+    """An allocation on the data side failed: FFmpeg's as a file was read (ENOMEM), or a data loader worker's as it
+    made a batch (a MemoryError there, torch's allocator's error). The machine's memory ran short, the data is not at
+    fault: no VideoError, none counted among a run's failed videos. Raised where a batch is fetched with what to lower
+    (:func:`mme.data.dataset._batches`, in this process or a worker); in a training run one of the data side's stops
+    (:data:`mme.train.loop.DATA_STOPS`), the model and optimizer as the step before left them: every rank stops with
+    it and the steps are kept, as for a worker killed. Not a MemoryError, which a training step's handler takes for
+    the step's own (the model's) and keeps no step of; an MMEError, said in one line by a command."""
 
 
 class CheckpointError(MMEError):
@@ -113,12 +117,6 @@ class ProcessLost(MMEError):
     killed (the out-of-memory killer's SIGKILL) or crashed, or, a loader worker, lost a batch it could not hand over
     (shared memory full) or could not start (shared memory without room for its queues). What was written is kept:
     the CLI says what continues the command."""
-
-
-class LoaderOutOfMemory(MMEError):
-    """A batch that a data loader worker could not allocate (a MemoryError there, torch's allocator's error): in a
-    training run the data side's stop, the model and optimizer as the step before left them, raised where the batch is
-    fetched (every rank stops with it, and the steps are kept, as for a worker killed)."""
 
 
 class UnguardedScript(MMEError):

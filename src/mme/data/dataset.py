@@ -85,9 +85,9 @@ from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import (
     ConfigError,
     DataError,
-    LoaderOutOfMemory,
     MMEError,
     NoReadableVideo,
+    OutOfMemory,
     ProcessLost,
     TooManyFailures,
     UnguardedScript,
@@ -561,7 +561,8 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
     mid-batch, an EOFError, a ConnectionResetError): a ProcessLost where it died, an MMEError where it could not
     start, an UnguardedScript where it ran the calling script again (:func:`_dead_worker`); one whose batch did not
     fit in shared memory is a ProcessLost too (:func:`_shm_full`: torch's traceback of the worker's "No space left
-    on device" before); one that could not allocate a batch is a LoaderOutOfMemory (:func:`_worker_out_of_memory`);
+    on device" before); a failed allocation of the data side, a worker's or a video's read in this process or a
+    worker, is an OutOfMemory with what to lower (:func:`_out_of_memory`);
     a batch long in coming is warned about (:class:`_SlowBatches`).
 
     Its workers stop when the batches end early (an error, the caller closing them, a signal): an error's traceback
@@ -577,10 +578,10 @@ def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
                 batch = slow.next()
             except StopIteration:
                 return
-            except (RuntimeError, MemoryError, EOFError, ConnectionError) as e:
+            except (OutOfMemory, RuntimeError, MemoryError, EOFError, ConnectionError) as e:
                 # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker exits)
                 cut = isinstance(e, (EOFError, ConnectionError))
-                said = _worker_out_of_memory(e) or _shm_full(e, batches) or _dead_worker(batches, 1.0 if cut else 0, e)
+                said = _out_of_memory(e) or _shm_full(e, batches) or _dead_worker(batches, 1.0 if cut else 0, e)
                 if said is None:
                     raise
                 raise said from e
@@ -599,21 +600,26 @@ _WORKER_ERROR = re.compile(r"Caught \w+ in (DataLoader worker process \d+)\.\nOr
 error's class (its module's path before it, a builtin's bare) and message."""
 
 
-def _worker_out_of_memory(error: BaseException) -> LoaderOutOfMemory | None:
-    """A loader worker's failed allocation (:func:`~mme.errors.out_of_memory` of its error's class and message: numpy's
-    ``_ArrayMemoryError`` too, which torch cannot re-create here and re-raises as a RuntimeError) as the one line of
-    a batch out of memory, with the worker's own message, where it came from and what to lower
-    (:func:`~mme.utils.memory_advice`): an MMEError, so that in a training run every rank stops with it and the steps
-    are kept, as for a worker killed; else None."""
-    found = _WORKER_ERROR.match(str(error).rstrip())
-    if found is None:
-        return None
-    where, name, said = found.groups()
-    module, _, kind = name.rpartition(".")
-    kind_class = getattr(sys.modules.get(module or "builtins"), kind, None)  # (a worker's module is loaded here too)
-    if not (isinstance(kind_class, type) and out_of_memory(kind_class, said or "")):
-        return None
-    return LoaderOutOfMemory(f"out of memory ({said or kind} (in {where})); {memory_advice(True)}")
+def _out_of_memory(error: BaseException) -> OutOfMemory | None:
+    """A failed allocation of the data side as the one line of a batch out of memory, with what to lower
+    (:func:`~mme.utils.memory_advice`): a video's read (an :class:`~mme.errors.OutOfMemory` of FFmpeg's ENOMEM, in
+    this process or a worker, whose line names the video), or a loader worker's own (:func:`~mme.errors.out_of_memory`
+    of its error's class and message: numpy's ``_ArrayMemoryError`` too, which torch cannot re-create here and
+    re-raises as a RuntimeError) with its message and the worker. An OutOfMemory, so that in a training run every
+    rank stops with it and the steps are kept, as for a worker killed; else None."""
+    if isinstance(error, OutOfMemory):  # (a worker's line recovered from torch's text: MMEError)
+        said = str(error)
+    else:
+        found = _WORKER_ERROR.match(str(error).rstrip())
+        if found is None:
+            return None
+        where, name, worker_said = found.groups()
+        module, _, kind = name.rpartition(".")
+        kind_class = getattr(sys.modules.get(module or "builtins"), kind, None)  # (a worker's module is loaded here)
+        if not (isinstance(kind_class, type) and out_of_memory(kind_class, worker_said or "")):
+            return None
+        said = f"out of memory ({worker_said or kind} (in {where}))"
+    return OutOfMemory(f"{said}; {memory_advice(True)}")
 
 
 def _stop_workers(batches: Iterator) -> None:

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from mme.config import given_in, load_config, with_paths_as
 from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
-from mme.errors import ConfigError, DataError, Interrupted
+from mme.errors import ConfigError, DataError, Interrupted, OutOfMemory
 from mme.eval.testing import (
     SPLITS,
     drop_report,
@@ -307,9 +307,16 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                     raise
                 raise Interrupted(f"{e}; its tests are not run: the same command with --resume auto "
                                   "(train.resume=auto) runs them", e.exit_code, finished=e.finished) from e
-            reports = _final_tests(run.model, run.cfg, run.device, run.precision,
-                                   run.job.checkpoint_extra.get("classes"), trained.checkpoint,
-                                   trained_on) if trained.finished else {}
+            try:
+                reports = _final_tests(run.model, run.cfg, run.device, run.precision,
+                                       run.job.checkpoint_extra.get("classes"), trained.checkpoint,
+                                       trained_on) if trained.finished else {}
+            except OutOfMemory as e:  # a data stop as in training: its line names the run's last checkpoint, from
+                # which --resume auto runs the tests
+                kept = loop.keep_steps_of_data_stop(run, e, lambda: None)
+                if kept is e:
+                    raise
+                raise kept from e
             if not trained.finished and cfg.task.tested and dist.is_main():
                 log.info("tests not run: the run stopped at train.stop_after=%d, step %d of %d; --resume auto "
                          "(train.resume=auto) with train.stop_after raised or unset continues", cfg.train.stop_after,

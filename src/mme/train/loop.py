@@ -39,9 +39,9 @@ from mme.errors import (
     CheckpointError,
     DataError,
     Interrupted,
-    LoaderOutOfMemory,
     MMEError,
     NonFiniteLossError,
+    OutOfMemory,
     ProcessLost,
     TooManyFailures,
     memory_limit_said,
@@ -412,23 +412,24 @@ def save(run: Run) -> Path:
     return path
 
 
-DATA_STOPS = (TooManyFailures, ProcessLost, LoaderOutOfMemory)
+DATA_STOPS = (TooManyFailures, ProcessLost, OutOfMemory)
 """The errors by which the data side ends a run, the model and optimizer intact: videos that cannot be read (more than
 ``data.max_failure_fraction`` of the list, or an item none of whose tries reads: :class:`~mme.errors.NoReadableVideo`),
-a loader worker lost (the out-of-memory killer, a crash, a batch too large for shared memory) or out of memory."""
+a loader worker lost (the out-of-memory killer, a crash, a batch too large for shared memory), or the data side out of
+memory (a loader worker's allocation, a video's read: :class:`~mme.errors.OutOfMemory`)."""
 
 
-def _keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable[[], object]) -> Exception:
+def keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable[[], object]) -> Exception:
     """``error`` as the run ends by it, the steps since its last checkpoint kept where the data side stops the run on
     every rank (:data:`DATA_STOPS` raised alike: before a step's forward, :func:`data_failed_together`; at a record's
-    join, :func:`share_failures`; in the periodic validation after a step; checked together, as ranks may fail
-    otherwise at once): a checkpoint of its last finished step, which the failed fetch left as it was (model,
-    optimizer, position; the gradients of a step's earlier micro-batches are no part of a checkpoint, and the
-    generators are seeded again at each micro-batch), its failures as of the last record
+    join, :func:`share_failures`; in the periodic validation after a step, or fine-tuning's tests after the last;
+    checked together, as ranks may fail otherwise at once): a checkpoint of its last finished step, which the failed
+    fetch left as it was (model, optimizer, position; the gradients of a step's earlier micro-batches are no part of a
+    checkpoint, and the generators are seeded again at each micro-batch), its failures as of the last record
     (:attr:`Run.recorded_failures`), and the error saying so; where the run's last checkpoint is of that step (a stop
-    right after one, a resumed run's first fetch), that one. The steps not logged yet are logged first
-    (``record_pending``), as at any checkpoint, so that the kept step's record is there once after a resume. A
-    checkpoint that cannot be written is warned about, the error left as it was."""
+    right after one, a resumed run's first fetch, the tests after the last step), that one. The steps not logged yet
+    are logged first (``record_pending``), as at any checkpoint, so that the kept step's record is there once after a
+    resume. A checkpoint that cannot be written is warned about, the error left as it was."""
     if not dist.raised_alike(error) or dist.any_true(not isinstance(error, DATA_STOPS) or not run.step, run.device):
         return error
     record_pending()  # (a TooManyFailures of its join: the run stops by the error it has)
@@ -451,7 +452,7 @@ def _keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callabl
 
 
 def unkept(error: BaseException) -> MMEError | None:
-    """Where ``error`` is a data stop whose steps the run kept (:func:`_keep_steps_of_data_stop`), the stop in its own
+    """Where ``error`` is a data stop whose steps the run kept (:func:`keep_steps_of_data_stop`), the stop in its own
     words, a new error of its kind, without the checkpoint kept and how --resume auto continues from it: for a command
     that runs a training run and continues otherwise (``mme demo`` pre-trains the row again, ``mme bench pipeline``
     removes the run's folder on the way out), whose line the CLI ends, for a ProcessLost, with what continues that
@@ -621,8 +622,8 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                 if run.step > run.saved_step:
                     path = save(run)
                 break
-            except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError; a loader worker's
-                # failed allocation is its LoaderOutOfMemory, a data stop: mme.data.dataset._worker_out_of_memory)
+            except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError; the data side's
+                # failed allocation is an OutOfMemory, a data stop: mme.data.dataset._out_of_memory)
                 limited = memory_limit_said(e)  # (a loader worker's "unable to mmap ...: Cannot allocate memory")
                 if limited is None and not out_of_memory(type(e), str(e)):
                     raise
@@ -674,7 +675,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             if stopping is not None:
                 break
     except Exception as e:
-        error = _keep_steps_of_data_stop(run, e, record_pending)
+        error = keep_steps_of_data_stop(run, e, record_pending)
         if error is e:
             raise
         raise error from e
