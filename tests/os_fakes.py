@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import errno
+import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +29,39 @@ def swap_listing(patch: pytest.MonkeyPatch, fake: Callable[[Callable], Callable]
     patch.setattr(os, "listdir", fake(os.listdir))
     patch.setattr(os, "scandir", fake(os.scandir))
     patch.setattr(Path, "iterdir", lambda self: (self / name for name in os.listdir(self)))
+
+
+@contextlib.contextmanager
+def unenterable(folder: Path) -> Iterator[None]:
+    """``folder`` as a teammate's run or data folder of mode 0700 is to this user: neither entered nor listed. Mode
+    000 for a user that is not root; root enters any folder, so for root its listing and the look-ups and opens of
+    what is in it raise EACCES, and ``os.access`` refuses it (as for another user)."""
+    if os.geteuid() != 0:
+        folder.chmod(0)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    shut = os.path.abspath(folder)
+
+    def inside(path) -> bool:
+        return isinstance(path, (str, os.PathLike)) and os.path.abspath(path).startswith(shut + os.sep)
+
+    def refused(real: Callable, listing: bool = False) -> Callable:
+        def call(path=".", *args, **kwargs):
+            if inside(path) or (listing and os.path.abspath(path) == shut):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    access = os.access
+    with pytest.MonkeyPatch.context() as m:
+        swap_stat(m, refused)
+        swap_listing(m, lambda real: refused(real, listing=True))
+        m.setattr(os, "access", lambda path, mode, *a, **k: not (inside(path) or os.path.abspath(path) == shut)
+                  and access(path, mode, *a, **k))
+        m.setattr(os, "open", refused(os.open))
+        m.setattr(builtins, "open", refused(builtins.open))
+        m.setattr(io, "open", refused(io.open))
+        yield

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from os_fakes import unenterable
 from training import FP32, in_one_process, run, tiny
 
 import mme
 from mme.data.dataset import lines_digest
-from mme.errors import CheckpointError, ConfigError, MMEError
+from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
 from mme.train.distributed import epoch_batches
@@ -194,6 +195,37 @@ def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path
     with pytest.raises(CheckpointError, match=rf"^{newest}: cannot be read \({reason}\)$"):
         resume_state("auto", tmp_path)
     assert ckpt.list_checkpoints(tmp_path) == [ckpt.checkpoint_path(tmp_path, 1), newest]
+
+
+def test_a_run_folder_this_user_may_not_enter_is_said_in_one_line(tmp_path, capsys):
+    """A teammate's run folder of mode 0700 (made under umask 077): --resume auto, --resume PATH, a checkpoint read
+    (mme embed, probe, viz, export), train.init and the folder's lock raised PermissionError tracebacks (Python's
+    ``is_dir`` and ``exists`` raise there, and the lock's look at its .lock raised again in its error handler); each
+    is now one line naming the path, the reason, and the folder this user may not enter."""
+    from mme.cli import main as cli_main
+    from mme.models.checkpoint import read_checkpoint
+    from mme.models.config import ModelConfig
+    from mme.train.engine import read_init, resume_state
+
+    run = tmp_path / "run"
+    ckpt.save_checkpoint(_state(1), run, keep_last=0)
+    saved = ckpt.checkpoint_path(run, 1)
+    shut = re.escape(str(run))
+    inside = rf"{re.escape(str(saved))}: cannot be read \(Permission denied: this user may not enter {shut}\)"
+    with unenterable(run):
+        with pytest.raises(CheckpointUnreadable, match=rf"^{shut}: cannot be read \(Permission denied\)$"):
+            resume_state("auto", run)
+        for read in (lambda: resume_state(str(saved), tmp_path / "other"), lambda: read_checkpoint(saved)):
+            with pytest.raises(CheckpointUnreadable, match=rf"^{inside}$"):
+                read()
+        with pytest.raises(CheckpointError, match=rf"^train.init {inside}$"):
+            read_init(str(saved), ModelConfig())
+        assert cli_main(["export", str(saved), str(tmp_path / "out")]) == 1
+        assert re.fullmatch(rf"mme export: error: {inside}\n", capsys.readouterr().err)
+        for out_dir in (run, run / "sub"):
+            with pytest.raises(ConfigError, match=rf"^train.out_dir '{re.escape(str(out_dir))}' is not a writable "
+                                                  rf"folder \(Permission denied\)$"):
+                run_folder.take(out_dir)
 
 
 def test_resume_auto_refuses_a_folder_none_of_whose_checkpoints_reads(tmp_path, caplog):

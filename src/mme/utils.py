@@ -889,6 +889,35 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError, 
         raise error(_failed_write(path, e, then, done)) from e
 
 
+def cannot_read(path: str | Path, e: OSError) -> str:
+    """What a failed look-up, listing or read of ``path`` is said as: ``<path>: cannot be read (<reason>)``
+    (:func:`why_unreadable`)."""
+    return f"{path}: cannot be read ({why_unreadable(path, e)})"
+
+
+def why_unreadable(path: str | Path, e: OSError) -> str:
+    """The reason of a failed look-up, listing or read of ``path``; where this user may not enter a folder above it
+    (EACCES: a teammate's folder of mode 0700), the first such folder named. (There Python's ``exists`` and
+    ``is_dir`` raise, and ``os.path.exists`` answers False, which is not "missing".)"""
+    reason = error_reason(e)
+    if e.errno == errno.EACCES:
+        above = Path(os.path.abspath(path)).parents
+        if (shut := next((p for p in reversed(above) if not os.access(p, os.X_OK)), None)) is not None:
+            reason = f"{reason}: this user may not enter {shut}"
+    return reason
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, error: type[MMEError] = MMEError) -> Iterator[None]:
+    """A look-up, listing or read in the block that fails (an OSError) is ``error`` saying :func:`cannot_read` of the
+    file the OS call named, else of ``path``."""
+    try:
+        yield
+    except OSError as e:
+        named = e.filename if isinstance(e.filename, (str, os.PathLike)) else path
+        raise error(cannot_read(named, e)) from e
+
+
 @contextlib.contextmanager
 def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool = False,
              error: type[MMEError] = MMEError) -> Iterator[None]:
@@ -2486,9 +2515,11 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
         raise ConfigError(f"{option} {str(path)!r}: {e.filename} {e.strerror}; remove it, or choose another "
                           f"{option}") from e
     except OSError as e:
-        if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
+        held = stat_or_none(lock)  # (None in a folder this user may not enter)
+        if isinstance(e, PermissionError) and held is not None and stat.S_ISREG(held.st_mode) \
+                and os.access(whole, os.W_OK):
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
-                              f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
+                              f"{held.st_uid}) and cannot be opened for writing; make it writable for this "
                               f"user (chmod a+w), or remove it when no job runs there") from e
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
     st = os.fstat(f.fileno())  # (opened without following a link; a second name of it, which another user who may

@@ -57,11 +57,13 @@ from mme.utils import (
     SAFETENSORS_HEADER_MAX,
     as_given,
     caller_generator_kept,
+    cannot_read,
     check_count,
     counted,
     error_reason,
     flag,
     is_positive_number,
+    reading,
     torch_as_mme,
 )
 
@@ -335,7 +337,7 @@ def _head(path: Path) -> bytes:
         with open(path, "rb") as f:
             return f.read(4)
     except OSError as e:
-        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+        raise CheckpointUnreadable(cannot_read(path, e)) from e
 
 
 def safetensors_header(path: Path) -> dict | None:
@@ -352,7 +354,7 @@ def safetensors_header(path: Path) -> dict | None:
                 return None
             text = prefix[8:] + f.read(size - 1)
     except OSError as e:
-        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+        raise CheckpointUnreadable(cannot_read(path, e)) from e
     try:
         header = json.loads(text) if len(text) == size else None
     except ValueError:  # (json's and the UTF-8 decoder's)
@@ -403,7 +405,7 @@ def _damaged_member(file: BinaryIO, path: Path) -> str | None:
     except zipfile.BadZipFile as e:  # (torch read it, zipfile cannot: its directory damaged)
         return f"BadZipFile: {error_reason(e)}"
     except OSError as e:
-        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+        raise CheckpointUnreadable(cannot_read(path, e)) from e
     return None
 
 
@@ -421,7 +423,7 @@ def torch_load(path: Path, mmap: bool = False):
     try:
         file = open(path, "rb") if checked else None  # one open for the load and the check
     except OSError as e:
-        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+        raise CheckpointUnreadable(cannot_read(path, e)) from e
     with file or contextlib.nullcontext():
         return _torch_load(path, file, head, mmap, allowed)
 
@@ -442,7 +444,7 @@ def _torch_load(path: Path, file: BinaryIO | None, head: bytes, mmap: bool, allo
         # a read's OSError, maybe under torch's RuntimeError; EINVAL is torch seeking before a damaged file's start
         io_error = e if isinstance(e, OSError) else e.__cause__ or e.__context__
         if isinstance(io_error, OSError) and io_error.errno != errno.EINVAL:
-            raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(io_error)})") from e
+            raise CheckpointUnreadable(cannot_read(path, io_error)) from e
         error = e
     else:  # (outside the try: its reasons are its own)
         damaged = None if file is None else _damaged_member(file, path)
@@ -824,7 +826,8 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     hints = {k: v if v is None else check_count(v, 1, given_as.get(k, k)) for k, v in (
         ("num_heads", num_heads), ("decoder_heads", decoder_heads), ("img_size", img_size), ("num_frames", num_frames))}
     try:
-        ck = _read(Path(path), hints, encoder_only, strict, fallback)
+        with reading(path, CheckpointUnreadable):  # (a folder on the way this user may not enter: EACCES)
+            ck = _read(Path(path), hints, encoder_only, strict, fallback)
     except NoClipFits as e:
         how = " / ".join(given_as.get(k, f"{k}=N") for k in CLIP)
         raise NoClipFits(f"{e}: give the clip it was trained on ({how})") from e

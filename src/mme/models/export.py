@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from mme.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mme.errors import CheckpointError, ConfigError
+from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError
 from mme.models import convert, convert_config
 from mme.models.checkpoint import (
     CLIP,
@@ -50,6 +50,7 @@ from mme.utils import (
     given_path,
     json_text,
     lock_beside,
+    reading,
     remove_stale_temps,
     removing_made_folders,
     write_safetensors,
@@ -292,7 +293,8 @@ def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: 
     # SRC's files (a sharded one's shards too), and for a folder those it would be read from: a model.safetensors
     # written into a Hugging Face folder of pytorch_model.bin is read in place of its weights (by transformers too)
     src = Path(src)
-    read = [*checkpoint_files(src), src / WEIGHTS] if src.is_dir() else [src]
+    with reading(src, CheckpointUnreadable):  # (a folder on the way this user may not enter: EACCES)
+        read = [*checkpoint_files(src), src / WEIGHTS] if src.is_dir() else [src]
     if {p.resolve() for p in written} & {p.resolve() for p in read}:
         raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported, or be "
                           "read in their place; write the export elsewhere")

@@ -42,6 +42,7 @@ from mme.utils import (
     cpu_name,
     json_text,
     mkl_mode,
+    reading,
     removing,
     writing,
 )
@@ -92,9 +93,10 @@ def keep_of_epoch(path: Path, epoch: int, step: int) -> Path:
 def kept_checkpoints(out_dir: Path) -> list[Path]:
     """The checkpoints ``train.keep_epochs`` kept in ``out_dir``, oldest first."""
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    return sorted((p for p in out_dir.iterdir() if _KEPT_NAME.match(p.name)), key=kept_epoch_step)
+    with reading(out_dir, CheckpointUnreadable):
+        if not out_dir.is_dir():
+            return []
+        return sorted((p for p in out_dir.iterdir() if _KEPT_NAME.match(p.name)), key=kept_epoch_step)
 
 
 def kept_epoch_step(path: Path) -> tuple[int, int]:
@@ -106,9 +108,10 @@ def kept_epoch_step(path: Path) -> tuple[int, int]:
 def list_checkpoints(out_dir: Path) -> list[Path]:
     """Finished checkpoints in ``out_dir``, oldest first (temp files of an interrupted write are ignored)."""
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := _NAME.match(p.name))]
+    with reading(out_dir, CheckpointUnreadable):
+        if not out_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := _NAME.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -172,20 +175,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``); CheckpointError names the file and reason
     (mme.models.checkpoint.torch_load)."""
     path = Path(path)
-    if path.is_dir() and list_checkpoints(path):
-        raise CheckpointError(f"checkpoint {path}: a run's folder; resume it with train.resume=auto and "
-                              f"train.out_dir={path}, or name one of its checkpoint-*.pt")
-    weights = (f"checkpoint {path}: a model's weights (as mme export writes them), not a training run's state; "
-               "train.init starts a run from weights")
-    if path.is_dir():
-        if checkpoint_config(path) is None:
-            raise CheckpointError(f"checkpoint {path}: a folder holding no checkpoint (no checkpoint-*.pt of a run, "
-                                  f"no {CONFIG} of a model's weights)")
-        raise CheckpointError(weights)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file{rotated_away(path)}")
-    if safetensors_header(path) is not None:
-        raise CheckpointError(weights)
+    with reading(path, CheckpointUnreadable):  # (a folder on the way this user may not enter: EACCES)
+        if path.is_dir() and list_checkpoints(path):
+            raise CheckpointError(f"checkpoint {path}: a run's folder; resume it with train.resume=auto and "
+                                  f"train.out_dir={path}, or name one of its checkpoint-*.pt")
+        weights = (f"checkpoint {path}: a model's weights (as mme export writes them), not a training run's state; "
+                   "train.init starts a run from weights")
+        if path.is_dir():
+            if checkpoint_config(path) is None:
+                raise CheckpointError(f"checkpoint {path}: a folder holding no checkpoint (no checkpoint-*.pt of a "
+                                      f"run, no {CONFIG} of a model's weights)")
+            raise CheckpointError(weights)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path}: no such file{rotated_away(path)}")
+        if safetensors_header(path) is not None:
+            raise CheckpointError(weights)
     state = torch_load(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")

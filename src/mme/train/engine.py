@@ -102,6 +102,7 @@ from mme.utils import (
     process_group_up,
     said_as,
     same_device,
+    stat_or_none,
     torch_as_mme,
     unlock_folder,
 )
@@ -492,8 +493,8 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False, at_conf
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
         raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
                               f"model's count, or 64-d heads): give the count it was trained with, {keys}") from e
-    except CheckpointError as e:  # (a file gone: named as the run's init)
-        if Path(path).exists():
+    except CheckpointError as e:  # (a file gone, or in a folder this user may not enter: named as the run's init)
+        if stat_or_none(path) is not None:
             raise
         raise CheckpointError(f"train.init {e}") from e
     unguessed = []
