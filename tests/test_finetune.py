@@ -2120,10 +2120,10 @@ def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):
     from mme.eval.finetuned import finetune
 
     missing = tmp_path / "no" / "val.txt"
-    with pytest.raises(DataError, match=rf"task.val_list {missing}: cannot read it \(.*\); set task.val_list=PATH, "
+    with pytest.raises(DataError, match=rf"task.val_list {missing}: cannot be read \(.*\); set task.val_list=PATH, "
                                         r"or task.val_list= for none"):
         finetune(_tiny_recipe(synth, tmp_path / "ft", f"task.val_list={missing}"))
-    with pytest.raises(DataError, match=rf"data.list_file {missing}: cannot read it \(.*\); set data.list_file=PATH$"):
+    with pytest.raises(DataError, match=rf"data.list_file {missing}: cannot be read \(.*\); set data.list_file=PATH$"):
         finetune(_tiny_recipe(synth, tmp_path / "ft", f"data.list_file={missing}", "task.val_list=",
                               "task.test_list="))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from os_fakes import swap_listing, swap_stat
+from os_fakes import swap_listing, swap_stat, unenterable
 from training import in_one_process
 from videos import CORPUS, affine_video, cut_mid_gop, write_corpus_file, write_keyint_video, write_video
 
@@ -77,7 +77,7 @@ def test_bad_label_names_file_and_line(tmp_path):
     assert [e.path for e in entries] == ["a.mp4", "d.mp4"]
     assert [(b.line_no, b.reason) for b in bad] == [
         (2, "bad label 'cat' (expected a class id >= 0 at the end of the line)"), (3, "negative label -2")]
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"nope\.txt: cannot be read \(No such file or directory\)$"):
         read_list(tmp_path / "nope.txt")
     f.write_text("a.mp4 1.0\nb.mp4 0.0\n")  # labels saved as floats: not paths 'a.mp4 1.0'
     with pytest.raises(DataError, match=r"bad\.txt:1: a label that is not a whole number"):
@@ -991,6 +991,30 @@ def test_a_split_beside_whose_class_folder_cannot_be_searched_is_passed_over(tmp
         assert cli_main(["lists", "folder", str(listed), "--out", str(tmp_path / "lists")]) == 1
         assert capsys.readouterr().err.strip().splitlines() == [
             f"mme lists: error: {d / 'train' / 'A' / 'train_A.mp4'}: cannot be read (Permission denied)"]
+
+
+def test_a_list_or_folder_in_a_folder_this_user_may_not_enter_is_said_in_one_line(tmp_path, capsys):
+    """A list, a video or a folder of videos inside a teammate's folder of mode 0700: `mme lists folder` and a test
+    set's source (mme embed, probe) raised PermissionError (Python's ``is_dir`` raises there), and a list was
+    "cannot read it ([Errno 13] Permission denied: '<path>')"; each is one line naming the path, the reason and the
+    folder this user may not enter."""
+    from mme.eval.testing import build_test_set
+    from mme.models.config import ModelConfig
+
+    theirs = tmp_path / "theirs"
+    (theirs / "videos" / "A").mkdir(parents=True)
+    listed = theirs / "train.txt"
+    listed.write_text("videos/A/a.mp4 0\n")
+    denied = f"cannot be read (Permission denied: this user may not enter {theirs})"
+    with unenterable(theirs):
+        assert cli_main(["lists", "folder", str(theirs / "videos"), "--out", str(tmp_path / "lists")]) == 1
+        assert capsys.readouterr().err == f"mme lists: error: {theirs / 'videos'}: {denied}\n"
+        with pytest.raises(DataError) as read:
+            read_list(listed, key="data.list_file")
+        with pytest.raises(DataError) as source:
+            build_test_set(listed, ModelConfig(), clips=1, crops=1)
+    assert str(read.value) == f"data.list_file {listed}: {denied}; set data.list_file=PATH"
+    assert str(source.value) == f"{listed}: {denied}"
 
 
 def test_a_folder_or_entry_of_the_split_listed_that_cannot_be_looked_at_or_listed_is_one_line(tmp_path, monkeypatch,
@@ -3323,10 +3347,11 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
     monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: os.fspath(path) != shut and access(path, mode))
     with pytest.raises(DataError, match=rf"{re.escape(shut)}: cannot be read \(Permission denied\)"):
         build_lists("kinetics", csv_file, tmp_path / "out2", video_root=videos, skip_missing=True)
-    above = str(videos / "train")  # a folder above that cannot be entered is the one named, not the class folder
+    above = str(videos / "train")  # a folder above that cannot be entered is named, the one at fault
     monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: os.fspath(path) not in (shut, above) and
                         access(path, mode))
-    with pytest.raises(DataError, match=rf"^{re.escape(above)}: cannot be read \(Permission denied\)$"):
+    with pytest.raises(DataError, match=rf"^{re.escape(shut)}: cannot be read \(Permission denied: this user may not "
+                                        rf"enter {re.escape(above)}\)$"):
         build_lists("kinetics", csv_file, tmp_path / "out2", video_root=videos, skip_missing=True)
 
 

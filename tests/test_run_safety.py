@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
+from os_fakes import unenterable
 from training import FP32, TINY, in_one_process, report_json, run, run_json, tiny
 from worker_jobs import dead_pid, killing_a_worker_after, with_small_shm
 
@@ -2993,6 +2994,27 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
                                    f"list the same video "), e.value
     cfg.task.test_list = str(d.lists["test"])
     check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
+
+
+def test_a_test_list_whose_videos_this_user_may_not_reach_is_not_said_to_miss_them(tmp_path):
+    """A test list whose videos are in a folder this user may not enter (a teammate's of mode 0700) was refused as
+    "none of its 2 videos is under data.root" (``os.path.isfile`` answers False there); the refusal says why."""
+    from mme.config import load_config
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import TrainingList, check_test_lists
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (theirs / name).write_bytes(b"x")
+    (tmp_path / "train.txt").write_text("theirs/c.mp4 0\n")
+    (tmp_path / "test.txt").write_text("theirs/a.mp4 0\ntheirs/b.mp4 1\n")
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        f"data.list_file={tmp_path / 'train.txt'}", f"data.root={tmp_path}", "task.classes=", "task.val_list=",
+        f"task.test_list={tmp_path / 'test.txt'}"])
+    with unenterable(theirs), pytest.raises(DataError) as e:
+        check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
+    assert str(e.value) == f"{theirs / 'a.mp4'}: cannot be read (Permission denied: this user may not enter {theirs})"
 
 
 @pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block",

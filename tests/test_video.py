@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
+from os_fakes import unenterable
 from videos import (
     CORPUS,
     DecodedFrames,
@@ -314,6 +315,22 @@ def test_a_video_moved_away_before_the_opencv_count_opens_it_is_missing(tmp_path
     with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file: gone as it was opened") as info:
         open_video(path, "opencv")
     assert (info.value.reason, len(opened)) == ("missing", 2)
+
+
+def test_a_video_in_a_folder_this_user_may_not_enter_is_unreadable_not_missing(tmp_path, clip_frames):
+    """``os.path.exists`` answers False where a folder on the way cannot be entered (a teammate's of mode 0700):
+    such a video was 'missing (no such file)', and `mme check` reported it missing; it is 'unreadable', with the
+    reason and the folder."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    video = write_video(folder / "v.mp4", clip_frames[:4])
+    said = f"{video}: unreadable (Permission denied: this user may not enter {folder})"
+    with unenterable(folder):
+        with pytest.raises(VideoError) as info:
+            open_video(video)
+        checked = check_video(video)
+    assert (str(info.value), info.value.reason) == (said, "unreadable")
+    assert (checked["status"], checked["reason"]) == ("unreadable", said)
 
 
 def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frames):

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError, DataError, UnknownConfigKeys
-from mme.utils import error_reason, fs_name, outside_int64, plain_int, plural, utf8_name
+from mme.utils import cannot_read, fs_name, outside_int64, plain_int, plural, utf8_name
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -796,7 +796,7 @@ def _is_recipe(path: Path) -> bool:
     try:
         return path.is_file()
     except OSError as e:
-        raise ConfigError(f"recipe {path}: cannot be read ({error_reason(e)})") from e
+        raise ConfigError(f"recipe {cannot_read(path, e)}") from e
 
 
 def packaged_recipe(name: str) -> Path:
@@ -894,7 +894,7 @@ def _recipe_layers(name: str | Path, cls: type, _chain: tuple[Path, ...] = ()) -
     except DataError as e:  # (not UTF-8 text)
         raise ConfigError(str(e)) from e
     except OSError as e:
-        raise ConfigError(f"recipe {path}: cannot be read ({error_reason(e)})") from e
+        raise ConfigError(f"recipe {cannot_read(path, e)}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
     except ConfigError as e:

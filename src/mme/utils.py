@@ -889,6 +889,24 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError, 
         raise error(_failed_write(path, e, then, done)) from e
 
 
+NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
+"""The errors of a look-up that say a file is not there (a link to nothing or to itself among them); any other, this
+user not let into a folder above it among them, says it cannot be read (:func:`cannot_read`)."""
+
+
+def is_there(path: str | Path, error: type[MMEError] = MMEError) -> bool:
+    """Whether a file is at ``path`` (links followed), False where its look-up says none is (:data:`NOT_THERE`); a
+    look-up that fails otherwise is ``error`` saying :func:`cannot_read`: ``os.path.exists`` answers False there too,
+    and the file was said to be missing where this user may not enter its folder."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno in NOT_THERE:
+            return False
+        raise error(cannot_read(path, e)) from e
+    return True
+
+
 def cannot_read(path: str | Path, e: OSError) -> str:
     """What a failed look-up, listing or read of ``path`` is said as: ``<path>: cannot be read (<reason>)``
     (:func:`why_unreadable`)."""

@@ -46,6 +46,7 @@ from mme.utils import (
     atomic_write_text,
     atomic_write_texts,
     broken_link,
+    cannot_read,
     check_apart,
     check_output,
     command_option,
@@ -59,6 +60,7 @@ from mme.utils import (
     plural,
     progress_bar,
     read_json_object,
+    reading,
     removing,
     same_file_as,
     stat_identity,
@@ -151,7 +153,7 @@ def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
         data = Path(list_file).read_bytes()
         lines = text_lines(_utf8_text(data, named))
     except OSError as e:
-        raise DataError(f"{named}: cannot read it ({e}){to_set}") from e
+        raise DataError(f"{key or 'list file'} {cannot_read(list_file, e)}{to_set}") from e
     except DataError as e:  # (not UTF-8)
         why = _not_a_list(list_file, data)
         raise DataError(f"{named}: {why}{to_set}" if why else f"{e}{to_set}") from e
@@ -784,8 +786,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     its videos are, a warning (:func:`_check_other_splits_videos`). Returns the lists, the class names and the
     folder the lists' paths start from (the default --root of their build)."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"video folder not found: {root}")
+    with reading(root, DataError):  # (a folder on the way this user may not enter: EACCES)
+        if not root.is_dir():
+            raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
     own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
     near = _split_folders_in(base) if own_split else {}  # (base listed once: the walk and the split check read it)
@@ -1117,7 +1120,7 @@ def _cannot_read(path: str | Path, e: OSError) -> DataError:
     """A file or folder of the split being listed that cannot be looked at or listed (not searchable, a stale
     mount, an I/O error), named with the reason: passed over, its videos would be missing, or its class, and later
     classes take other ids."""
-    return DataError(f"{path}: cannot be read ({error_reason(e)})")
+    return DataError(cannot_read(path, e))
 
 
 def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, others: dict[Path, str]
@@ -2148,13 +2151,10 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
                 if stem is not None:
                     videos.setdefault(stem, []).append(item.name)
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM):
-            if os.access(folder or ".", os.X_OK):  # (not one of mode 000)
-                return None
-            path = Path(folder or ".")  # the one at fault: the first on the way that cannot be entered
-            raise _cannot_read(next(p for p in (*reversed(path.parents), path) if not os.access(p, os.X_OK)), e) from e
+        if e.errno in (errno.EACCES, errno.EPERM) and os.access(folder or ".", os.X_OK):  # (not one of mode 000)
+            return None
         if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise _cannot_read(folder, e) from e
+            raise _cannot_read(folder or ".", e) from e
     else:
         if not os.access(folder or ".", os.X_OK):  # (its entries' types are listed, but no file in it opens)
             return _FolderVideos(set(), {})

@@ -63,7 +63,16 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import DECODE_GPU_ENV, VersionOfFile, absolute_path, as_given, broken_link, counted
+from mme.utils import (
+    DECODE_GPU_ENV,
+    NOT_THERE,
+    VersionOfFile,
+    absolute_path,
+    as_given,
+    broken_link,
+    counted,
+    why_unreadable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +147,12 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         raise VideoError(f"{path}: unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
     try:  # (one stat: a file moved between an existence check and a size check raised a FileNotFoundError)
         kind = os.stat(path)
-    except (OSError, ValueError):  # (as os.path.exists: a broken link, a folder on the way that cannot be entered)
+    except ValueError:  # (an embedded NUL, as os.path.exists answers it)
         raise video_error(path, "missing", "no such file" + missing_hint(path)) from None
+    except OSError as e:
+        if e.errno in NOT_THERE:  # (a broken link, a name not there)
+            raise video_error(path, "missing", "no such file" + missing_hint(path)) from None
+        raise video_error(path, "unreadable", why_unreadable(path, e)) from e  # (EACCES: not "missing")
     if why := not_regular(kind.st_mode):
         raise video_error(path, "unreadable", why)
     if kind.st_size == 0:

@@ -31,6 +31,7 @@ from mme.utils import (
     plural,
     progress_bar,
     read_json_object,
+    reading,
     removing,
     writing,
 )
@@ -319,13 +320,15 @@ def _source_entries(source: Path) -> tuple[list[ListEntry], bool]:
     list (:func:`_is_list`, whose head is read once)."""
     from mme.data.lists import ListEntry, read_list
 
-    if source.is_dir():
-        raise DataError(f"{source}: a folder, not a list file or video (`mme lists folder` lists a folder of class "
-                        f"folders)")
-    if not source.is_file():
-        raise DataError(f"{source}: no such list file or video")
+    with reading(source, DataError):  # (a folder on the way this user may not enter: EACCES)
+        if source.is_dir():
+            raise DataError(f"{source}: a folder, not a list file or video (`mme lists folder` lists a folder of "
+                            f"class folders)")
+        if not source.is_file():
+            raise DataError(f"{source}: no such list file or video")
+        listed = _is_list(source)
     # a video named on the command line is where it says, not under ``root``
-    if _is_list(source):
+    if listed:
         return read_list(source, strict=True)[0], True
     return [ListEntry(absolute_path(source))], False
 

@@ -61,6 +61,7 @@ from mme.train import engine, run_folder
 from mme.train.augment import augment_batch, soft_target_cross_entropy
 from mme.train.config import FinetuneConfig, FinetuneModel, clips_for
 from mme.train.engine import Run
+from mme.utils import is_there
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
                                 and source_group(e.path) != e.path]})  # (a file no name gives a source is its own)
         missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
         if len(missing) == len(entries):
+            # (a folder this user may not enter: said so, not as missing)
+            is_there(resolve(entries[0], cfg.data.root), DataError)
             raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
                             f"{cfg.data.root!r} (e.g. {missing[0]})")
         if missing:
