@@ -667,8 +667,9 @@ def test_a_video_whose_name_is_too_long_for_its_cache_files_name_is_extracted_an
     """A video's cache file is its name + '.tracks' and its temporary file ``.<name>.tracks.tmp<pid>.tracks``: a name
     of 230 bytes (77 characters of a CJK title) could not get a track cache (extract failed it, and a run's advice
     sent the user back to the same extract), one of 248 an ENAMETOOLONG traceback from extract and from a run with
-    target.cache_dir, as did a missing video in a folder of a name too long. A name too long gets a shortened one
-    (its first bytes and a hash), found by the run; a temporary name too long is shortened too."""
+    target.cache_dir, as did a video in a folder of a name too long. A name too long gets a shortened one (its first
+    bytes and a hash), found by the run; a temporary name too long is shortened too; a folder's name too long for a
+    file name is said as such (no file can be there, but it is not "missing")."""
     root = tmp_path / "root"
     root.mkdir()
     names = ["a" * 236 + ".mp4", "b" * 246 + ".mp4", "\u8996" * 82 + ".mp4"]  # 240, 250 and 250 bytes
@@ -692,7 +693,7 @@ def test_a_video_whose_name_is_too_long_for_its_cache_files_name_is_extracted_an
 
     (root / "missing.txt").write_text("c" * 300 + "/x.mp4\n")
     made = extract_cache(str(root / "missing.txt"), str(out), root=str(root), length=2, short_side=64)
-    assert list(made["failed"].values()) == [f"{root / ('c' * 300)}/x.mp4: missing (no such file)"]
+    assert list(made["failed"].values()) == [f"{root / ('c' * 300)}/x.mp4: unreadable (File name too long)"]
 
     long = tmp_path / ("d" * 250 + ".json")
     with atomic_path(long) as tmp:

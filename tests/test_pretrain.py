@@ -2443,6 +2443,34 @@ def test_a_track_cache_lacking_the_files_of_missing_videos_advises_leaving_them_
     assert refusal(listed[:3]) is None  # the list without it: the run starts
 
 
+@pytest.mark.pinned  # no run: the track cache's start check alone
+def test_a_track_cache_lacking_the_files_of_videos_this_user_may_not_reach_says_so_not_missing(tmp_path):
+    """Videos in a folder this user may not enter (a teammate's of mode 0700), whose track cache files the cache
+    lacks: the refusal called them missing (``os.path.exists`` answers False there) and advised mme check, which names
+    them unreadable, and --skip-missing, which keeps them. They are said as unreadable, the folder named; and a video
+    of the list whose cache file mme extract made is not taken for missing where it is only out of reach."""
+    from types import SimpleNamespace
+
+    from os_fakes import unenterable
+
+    from mme.train import pretrain
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "a.mp4").write_bytes(b"x")
+    (tmp_path / "cache").mkdir()
+    with unenterable(theirs):
+        said = _cache_refusal(tmp_path, tmp_path / "cache", ["theirs/a.mp4"], f"data.root={tmp_path}")
+        held = pretrain._held_missing(SimpleNamespace(cache_lookup=SimpleNamespace(files=[None, "a.tracks"]),
+                                                      path=lambda i: str(theirs / "a.mp4")))
+    assert said == (
+        f"target.cache_dir '{tmp_path / 'cache'}' lacks the track cache files of 1 of the 1 videos of "
+        f"{tmp_path / 'run.txt'} that mme extract cannot make: 1 cannot be read (the first: {theirs / 'a.mp4'}: "
+        f"Permission denied: this user may not enter {theirs}), more than data.max_failure_fraction=0.01 of them: let "
+        "this user read those it cannot, or leave them out of the list, or raise data.max_failure_fraction")
+    assert held is None
+
+
 @pytest.mark.pinned  # no run: the track cache's start check (and mme extract) alone
 def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_advice_and_looks_up_a_bounded_few(
         synth, tmp_path, monkeypatch):
@@ -2454,6 +2482,7 @@ def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_ad
     data.root where the cache holds most files said only those it lacks were missing: a video with a cache file
     missing too says the paths lead elsewhere, not that the videos are gone."""
     from mme.motion.extract import extract_cache
+    from mme.train import pretrain
 
     lists = dict(s.split("=", 1) for s in synth)
     listed = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()][:5]
@@ -2491,8 +2520,8 @@ def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_ad
         f"{root} --skip-missing`), or raise data.max_failure_fraction; those mme extract failed: leave them out of the "
         "list, or raise data.max_failure_fraction")
 
-    real_exists, looked = os.path.exists, []
-    monkeypatch.setattr(os.path, "exists", lambda p: looked.append(p) or real_exists(p))
+    real_why_absent, looked = pretrain.why_absent, []
+    monkeypatch.setattr(pretrain, "why_absent", lambda p: looked.append(p) or real_why_absent(p))
     many = [f"gone{k:02d}.mp4" for k in range(40)]
     said = refusal([*listed[:4], *many], 0.1)  # 44 videos: the run may skip 4, so 5 are looked up
     assert said is not None and said.startswith(

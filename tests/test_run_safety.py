@@ -2996,9 +2996,12 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
     check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
 
 
-def test_a_test_list_whose_videos_this_user_may_not_reach_is_not_said_to_miss_them(tmp_path):
+def test_a_test_list_whose_videos_this_user_may_not_reach_is_not_said_to_miss_them(tmp_path, caplog):
     """A test list whose videos are in a folder this user may not enter (a teammate's of mode 0700) was refused as
-    "none of its 2 videos is under data.root" (``os.path.isfile`` answers False there); the refusal says why."""
+    "none of its 2 videos is under data.root" (``os.path.isfile`` answers False there); one with a missing video
+    first and the others there was too, and one with a video there and one out of reach warned that one "not under
+    data.root"; a training list in such a folder was "not there". Each video is said missing or unreadable, counted
+    apart, the list named by its setting, the folder by the reason."""
     from mme.config import load_config
     from mme.train.config import FinetuneConfig
     from mme.train.finetune import TrainingList, check_test_lists
@@ -3007,14 +3010,50 @@ def test_a_test_list_whose_videos_this_user_may_not_reach_is_not_said_to_miss_th
     theirs.mkdir()
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         (theirs / name).write_bytes(b"x")
+    (tmp_path / "mine.mp4").write_bytes(b"x")
     (tmp_path / "train.txt").write_text("theirs/c.mp4 0\n")
-    (tmp_path / "test.txt").write_text("theirs/a.mp4 0\ntheirs/b.mp4 1\n")
+    (theirs / "train.txt").write_text("theirs/c.mp4 0\n")
+    test = tmp_path / "test.txt"
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
         f"data.list_file={tmp_path / 'train.txt'}", f"data.root={tmp_path}", "task.classes=", "task.val_list=",
-        f"task.test_list={tmp_path / 'test.txt'}"])
-    with unenterable(theirs), pytest.raises(DataError) as e:
-        check_test_lists(cfg, 2, TrainingList(cfg.data.list_file, cfg.data.root))
-    assert str(e.value) == f"{theirs / 'a.mp4'}: cannot be read (Permission denied: this user may not enter {theirs})"
+        f"task.test_list={test}"])
+    shut = f"Permission denied: this user may not enter {theirs}"
+
+    def check(lines: str, train: Path = tmp_path / "train.txt") -> str:
+        test.write_text(lines)
+        caplog.clear()
+        with unenterable(theirs):
+            try:
+                check_test_lists(cfg, 2, TrainingList(str(train), cfg.data.root))
+            except DataError as e:
+                return str(e)
+        return caplog.text
+
+    assert check("theirs/a.mp4 0\ntheirs/b.mp4 1\n") == (
+        f"task.test_list {test}: none of its 2 videos can be read: 2 cannot be read (e.g. theirs/a.mp4: {shut})")
+    assert check("gone.mp4 0\ntheirs/a.mp4 1\ntheirs/b.mp4 1\n") == (
+        f"task.test_list {test}: none of its 3 videos can be read: 1 is not under data.root '{tmp_path}' (e.g. "
+        f"gone.mp4), 2 cannot be read (e.g. theirs/a.mp4: {shut})")
+    assert f"task.test_list {test}: of its 2 videos, 1 cannot be read (e.g. theirs/b.mp4: {shut}); the tests " \
+           "report them as failed" in check("mine.mp4 0\ntheirs/b.mp4 1\n")
+    assert f"the training list {theirs / 'train.txt'} cannot be read ({shut}): the val and test lists are not " \
+           "compared with it" in check("mine.mp4 0\n", theirs / "train.txt")
+
+
+def test_a_runs_init_in_a_folder_this_user_may_not_enter_is_not_taken_for_gone(tmp_path):
+    """A resumed run's train.init in a teammate's folder of mode 0700 was said to exist no more (``os.path.exists``
+    answers False there) and looked for elsewhere; it is where it was recorded, and its read says why it fails."""
+    from mme.train.engine import runs_init_now
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "init.pt").write_bytes(b"x")
+    state = {"config": {"train": {"out_dir": str(tmp_path / "run")}}, "meta": {"cwd": str(tmp_path)}}
+    with unenterable(theirs):
+        found = runs_init_now(str(theirs / "init.pt"), str(tmp_path / "run" / "checkpoint-00000001.pt"), state)
+    assert found == (str(theirs / "init.pt"), str(theirs / "init.pt"))
+    assert runs_init_now(str(tmp_path / "gone.pt"), str(tmp_path / "run" / "checkpoint-00000001.pt"), state) == (
+        str(tmp_path / "gone.pt"), None)
 
 
 @pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block",

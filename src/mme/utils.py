@@ -889,22 +889,24 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError, 
         raise error(_failed_write(path, e, then, done)) from e
 
 
-NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
-"""The errors of a look-up that say a file is not there (a link to nothing or to itself among them); any other, this
-user not let into a folder above it among them, says it cannot be read (:func:`cannot_read`)."""
+NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+"""The errors of a look-up that say no file is there (a link to nothing or to itself among them); any other (this user
+not let into a folder above it, a name too long for a file name, an I/O error) says it cannot be read
+(:func:`cannot_read`)."""
+
+MISSING = "missing"
+"""What :func:`why_absent` says of a file its look-up says is not there."""
 
 
-def is_there(path: str | Path, error: type[MMEError] = MMEError) -> bool:
-    """Whether a file is at ``path`` (links followed), False where its look-up says none is (:data:`NOT_THERE`); a
-    look-up that fails otherwise is ``error`` saying :func:`cannot_read`: ``os.path.exists`` answers False there too,
-    and the file was said to be missing where this user may not enter its folder."""
+def why_absent(path: str | Path) -> str | None:
+    """None where a file is at ``path`` (links followed); else :data:`MISSING` where its look-up says none is
+    (:data:`NOT_THERE`), else the reason it cannot be read (:func:`why_unreadable`): ``os.path.exists`` answers False
+    there too, and a file this user may not reach was said to be missing."""
     try:
         os.stat(path)
     except OSError as e:
-        if e.errno in NOT_THERE:
-            return False
-        raise error(cannot_read(path, e)) from e
-    return True
+        return MISSING if e.errno in NOT_THERE else why_unreadable(path, e)
+    return None
 
 
 def cannot_read(path: str | Path, e: OSError) -> str:

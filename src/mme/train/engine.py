@@ -93,6 +93,7 @@ from mme.train.precision import (
     make_scaler,
 )
 from mme.utils import (
+    MISSING,
     counted,
     fs_name,
     generator_for_a_job,
@@ -105,6 +106,7 @@ from mme.utils import (
     stat_or_none,
     torch_as_mme,
     unlock_folder,
+    why_absent,
 )
 
 log = logging.getLogger(__name__)
@@ -625,11 +627,11 @@ def runs_init_now(recorded: str, source: str, state: dict, given: str | None = N
     out_dir = os.path.abspath(os.path.join(was, state["config"]["train"]["out_dir"]))
     here = [os.path.join(os.getcwd(), os.path.relpath(path, was))] \
         if not os.path.isabs(recorded) or Path(path).is_relative_to(was) else []
-    if os.path.exists(path):
+    if why_absent(path) != MISSING:  # (there, or in a folder this user may not enter: not gone, its read says why)
         return path, path
     candidates = (*here, os.path.join(os.path.dirname(os.path.abspath(source)), os.path.relpath(path, out_dir)),
                   *([given] if given else []))
-    return path, next((os.path.abspath(c) for c in candidates if os.path.exists(c) and same_init(c, path, state)),
+    return path, next((os.path.abspath(c) for c in candidates if why_absent(c) is None and same_init(c, path, state)),
                       None)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Collection
 from typing import NamedTuple
 
@@ -61,7 +60,7 @@ from mme.train import engine, run_folder
 from mme.train.augment import augment_batch, soft_target_cross_entropy
 from mme.train.config import FinetuneConfig, FinetuneModel, clips_for
 from mme.train.engine import Run
-from mme.utils import is_there
+from mme.utils import MISSING, plural, why_absent
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +143,9 @@ class TrainingList(NamedTuple):
 def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingList | None, whence: str = ""
                      ) -> tuple[list[ListEntry], dict[str, tuple[str, list[ListEntry]]]]:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
-    of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
-    counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
+    of their videos are there (a list none of whose files is there to read is a DataError; those not under
+    ``data.root`` and those this user cannot read are counted apart in a warning, and reported as failed by the
+    tests: :func:`_say_absent`); a video one of them lists twice is a DataError
     (it would be scored twice). Against the training list (``training``; None where none is known), where it is
     there and is the one recorded: videos they share with it are warned about (the figures would score videos the
     model was trained on), and so are other clips of its source videos (a clip's sibling scores high:
@@ -155,14 +155,15 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
     lists read: the training list's entries ([] where it is not compared) and the val and test lists, ``{task.KEY:
     (list file, entries)}``."""
     train_file, train_root, recorded = training or TrainingList("", "")
-    try:
-        trained = read_list(train_file, strict=False)[0] if os.path.isfile(train_file) else []
-        if train_file and not os.path.isfile(train_file):
-            log.warning("the training list %s is not there: the val and test lists are not compared with it",
-                        train_file)
-    except DataError as e:  # (task.eval_only's, which it does not read otherwise; a run's was read before)
-        log.warning("%s: the val and test lists are not compared with the training list", e)
-        trained = []
+    trained: list[ListEntry] = []
+    if train_file and (why := why_absent(train_file)):  # (task.eval_only's, of a run before: moved, or shut to us)
+        log.warning("the training list %s %s: the val and test lists are not compared with it", train_file,
+                    "is not there" if why == MISSING else f"cannot be read ({why})")
+    elif train_file:
+        try:
+            trained = read_list(train_file, strict=False)[0]
+        except DataError as e:  # (task.eval_only's, which it does not read otherwise; a run's was read before)
+            log.warning("%s: the val and test lists are not compared with the training list", e)
     if trained and recorded and not same_content(recorded[1], content_digest(trained, train_root, labelled=True)):
         log.warning("the training list %s has changed since the run (%d items then, %d now): the val and test lists "
                     "are not compared with it", train_file, recorded[0], len(trained))
@@ -184,19 +185,31 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
                 f"the training list {train_file}": trained,
                 f"task.{key}": [e for video, e in videos.items() if video not in train  # (warned of above)
                                 and source_group(e.path) != e.path]})  # (a file no name gives a source is its own)
-        missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
-        if len(missing) == len(entries):
-            # (a folder this user may not enter: said so, not as missing)
-            is_there(resolve(entries[0], cfg.data.root), DataError)
-            raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
-                            f"{cfg.data.root!r} (e.g. {missing[0]})")
-        if missing:
-            log.warning("task.%s %s: %d of its %d videos are not under data.root (e.g. %s); the tests report them "
-                        "as failed", key, list_file, len(missing), len(entries), missing[0])
+        absent = {e.path: why for e in entries if (why := why_absent(resolve(e, cfg.data.root)))}
+        if absent:
+            _say_absent(f"task.{key} {list_file}", absent, len(entries), cfg.data.root)
     note = untrained_classes(train_file, trained, tested)
     if note:
         log.warning("%s", note)
     return trained, tested
+
+
+def _say_absent(named: str, absent: dict[str, str], listed: int, root: str) -> None:
+    """Of a val or test list (``named``: its setting and file), its ``absent`` videos (path -> :func:`why_absent`),
+    counted apart: those not under ``root`` and those this user cannot read (a teammate's folder of mode 0700), the
+    first of each named; a DataError where they are all ``listed`` of them, else a warning (the tests report them as
+    failed)."""
+    missing = [path for path, why in absent.items() if why == MISSING]
+    unreadable = [(path, why) for path, why in absent.items() if why != MISSING]
+    said = [f"{len(missing)} {plural(len(missing), 'is', 'are')} not under data.root {root!r} (e.g. {missing[0]})"
+            ] if missing else []
+    said += [f"{len(unreadable)} cannot be read (e.g. {unreadable[0][0]}: {unreadable[0][1]})"] if unreadable else []
+    if len(absent) < listed:
+        log.warning("%s: of its %d videos, %s; the tests report them as failed", named, listed, ", ".join(said))
+    elif not unreadable:
+        raise DataError(f"{named}: none of its {listed} videos is under data.root {root!r} (e.g. {missing[0]})")
+    else:
+        raise DataError(f"{named}: none of its {listed} videos can be read: {', '.join(said)}")
 
 
 def list_test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None,

@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -51,7 +50,7 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
-from mme.utils import counted, hold_for_reading, plural
+from mme.utils import MISSING, counted, hold_for_reading, plural, why_absent
 
 log = logging.getLogger(__name__)
 
@@ -163,65 +162,75 @@ def _check_unmakeable(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     ``data.max_failure_fraction`` lets the run skip: those it failed
     (:attr:`~mme.data.dataset.PretrainDataset.extract_failed`: unreadable, too elongated for a cache, the same file
     now), naming the first and why, and every report that names them (a sharded extraction's: one per share), and
-    those missing now (a download that missed some, a wrong ``data.root``: :func:`_missing_videos`), a few named,
+    those missing now (a download that missed some, a wrong ``data.root``: :func:`_missing_videos`), a few named, and
+    those this user cannot read (in a teammate's folder of mode 0700: not missing), the first named with why,
     with their advice (:meth:`~mme.data.dataset.PretrainDataset.missing_advice`) where they are most of them: the
     ``mme extract`` that makes the files the cache lacks fails them again (its advice would loop), so they are left
     out of the list, or the fraction raised (the files of the others the cache lacks, never extracted or failed
     otherwise, a missing file since back, it does make)."""
     failed = dataset.extract_failed
     lookup = dataset.cache_lookup
-    missing, unlooked = _missing_videos(dataset, failed)
-    cannot = len(failed) + len(missing)
+    missing, unreadable, unlooked = _missing_videos(dataset, failed)
+    cannot = len(failed) + len(missing) + len(unreadable)
     if not cannot or not dataset.too_many_failures(cannot):
         return
     # the listing's misses past those looked up were not: lacking where it listed every folder, else maybe there
-    unsought = lookup.unsought - len({*failed, *missing} - set(lookup.lacking))
-    others = len(set(lookup.lacking) - set(failed) - set(missing)) + (unsought if lookup.whole else 0)
+    judged = {*failed, *missing, *unreadable}
+    unsought = lookup.unsought - len(judged - set(lookup.lacking))
+    others = len(set(lookup.lacking) - judged) + (unsought if lookup.whole else 0)
     unsought = 0 if lookup.whole else unsought
     said = [f"it lacks the files of {others} more too" + (f" ({unlooked} of their videos not looked up)" if unlooked
                                                            else "")] if others else []
     said += [_unsought(lookup, unsought)] if unsought else []
     untried = f"; {', and '.join(said)}: {dataset.extract_advice()}" if said else ""
-    least = "at least " if unlooked and missing else ""
+    least = "at least " if unlooked and (missing or unreadable) else ""
     leave = "leave them out of the list, or raise data.max_failure_fraction"
+    kinds = []
+    if missing:
+        named = ", ".join(map(dataset.path, missing[:3])) + (" ..." if len(missing) > 3 else "")
+        kinds.append(f"{least}{len(missing)} {plural(len(missing), 'is', 'are')} missing ({named})")
+    if unreadable:  # (in a folder this user may not enter: not missing, and mme extract cannot read them either)
+        i, why = next(iter(unreadable.items()))
+        kinds.append(f"{least}{len(unreadable)} cannot be read (the first: {dataset.path(i)}: {why})")
     if failed:
         first = next(iter(failed.values()))[0]
         reports = ", ".join(dict.fromkeys(report for _, report in failed.values()))  # (a sharded extraction's: several)
         failed_again = f"failed, and fails again (the first: {first}; each in {reports})"
-    if not missing:
-        which, advice = f"that mme extract {failed_again}", leave
+        kinds.append(f"{len(failed)} mme extract {failed_again}")
+    which = (f"that mme extract {failed_again}" if not missing and not unreadable
+             else f"that mme extract cannot make: {', '.join(kinds)}")
+    unreached = f"; those this user cannot read: let it read them, or {leave}" if unreadable else ""
+    if 2 * len(missing) > cannot:  # (as a run without a cache: their advice where they are most of them)
+        held = _held_missing(dataset)
+        advice = dataset.missing_advice(missing, held) + unreached
+        advice += f"; those mme extract failed: {leave}" if failed else ""
+        untried = "" if held else untried  # (an extraction of the list as it reads would find none)
     else:
-        named = ", ".join(map(dataset.path, missing[:3])) + (" ..." if len(missing) > 3 else "")
-        which = (f"that mme extract cannot make: {least}{len(missing)} {plural(len(missing), 'is', 'are')} missing "
-                 f"({named})") + (f", {len(failed)} mme extract {failed_again}" if failed else "")
-        if 2 * len(missing) > cannot:  # (as a run without a cache: their advice where they are most of them)
-            held = _held_missing(dataset)
-            advice = dataset.missing_advice(missing, held)
-            advice += f"; those mme extract failed: {leave}" if failed else ""
-            untried = "" if held else untried  # (an extraction of the list as it reads would find none)
-        else:
-            advice = leave
+        advice = f"let this user read those it cannot, or {leave}" if unreadable else leave
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {least}{cannot} of "
                     f"the {len(dataset)} videos of {cfg.data.list_file} {which}{_with_bad_lines(dataset, cannot)}, "
                     f"more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them: {advice}{untried}")
 
 
-def _missing_videos(dataset: PretrainDataset, failed: Collection[int]) -> tuple[list[int], int]:
+def _missing_videos(dataset: PretrainDataset, failed: Collection[int]) -> tuple[list[int], dict[int, str], int]:
     """The videos of the list without a track cache file (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`,
-    those not looked up too) and not ``failed`` by mme extract whose file is missing, looked up on disk, and how many
+    those not looked up too) and not ``failed`` by mme extract whose file is missing, and those this user cannot
+    read (a folder on the way it may not enter: each with why), looked up on disk (:func:`why_absent`), and how many
     such videos were not looked up: as many as the run may skip and one more are, spread over them, as many as the
     lookup looks up at most (a cache that holds nothing of a 240k list costs no stat of each video)."""
     lacking = [i for i, found in enumerate(dataset.cache_lookup.files) if found is None and i not in failed]
     looked = bisect.bisect_left(range(len(lacking)), True, key=dataset.too_many_failures)
     picks = [lacking[k] for k in evenly_spread(len(lacking), looked)]
-    return [i for i in picks if not os.path.exists(dataset.path(i))], len(lacking) - len(picks)
+    absent = {i: why for i in picks if (why := why_absent(dataset.path(i)))}
+    return ([i for i, why in absent.items() if why == MISSING], {i: why for i, why in absent.items() if why != MISSING},
+            len(lacking) - len(picks))
 
 
 def _held_missing(dataset: PretrainDataset) -> str | None:
     """The first video of the list that has a track cache file where it is missing (so mme extract found it where the
     run does not: the list's paths lead elsewhere), None where it is there, or none has a file."""
     held = next((i for i, found in enumerate(dataset.cache_lookup.files) if found is not None), None)
-    return None if held is None or os.path.exists(path := dataset.path(held)) else path
+    return None if held is None or why_absent(path := dataset.path(held)) != MISSING else path
 
 
 def _with_bad_lines(dataset: PretrainDataset, videos: int) -> str:
