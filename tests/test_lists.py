@@ -1017,6 +1017,25 @@ def test_a_list_or_folder_in_a_folder_this_user_may_not_enter_is_said_in_one_lin
     assert str(source.value) == f"{listed}: {denied}"
 
 
+@pytest.mark.parametrize("kind, source", [("ucf101", "."), ("hmdb51", "."), ("kinetics", "k.csv"),
+                                          ("kinetics", "."), ("ssv2", ".")])
+def test_annotation_files_in_a_folder_this_user_may_not_enter_are_said_in_one_line(kind, source, tmp_path, capsys):
+    """`mme lists ucf101 / kinetics / ssv2` of annotations inside a teammate's folder of mode 0700 raised
+    PermissionError tracebacks (Python's ``is_file`` and ``is_dir`` raise there), and `mme lists hmdb51` said "no
+    HMDB51 split files" (a glob answers nothing there). Each is one line naming the file or folder and the reason."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    for name in ("classInd.txt", "trainlist01.txt", "testlist01.txt", "a_test_split1.txt", "k.csv", "labels.json"):
+        (theirs / name).write_text("x\n")
+    looked = {"ucf101": theirs / "classInd.txt", "hmdb51": theirs, "kinetics": theirs / source,
+              "ssv2": theirs / "labels.json"}[kind]
+    where = f"Permission denied: this user may not enter {theirs}" if looked != theirs else "Permission denied"
+    with unenterable(theirs):
+        assert cli_main(["lists", kind, str(theirs / source), "--out", str(tmp_path / "lists")]) == 1
+    assert capsys.readouterr().err == f"mme lists: error: {os.path.normpath(looked)}: cannot be read ({where})\n"
+    assert not (tmp_path / "lists").exists()
+
+
 def test_a_folder_or_entry_of_the_split_listed_that_cannot_be_looked_at_or_listed_is_one_line(tmp_path, monkeypatch,
                                                                                                capsys):
     """In the split listed, a class folder or a file beside them that cannot be looked at (a stale mount: ESTALE,

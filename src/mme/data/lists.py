@@ -1073,11 +1073,11 @@ def _by_suffix(files: list[Path]) -> str:
 
 def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
     """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged. ``root`` or
-    an entry of it that cannot be looked at is a DataError (:func:`_cannot_read`)."""
+    an entry of it that cannot be looked at is a DataError (:func:`~mme.utils.cannot_read`)."""
     try:
         entries = list(root.iterdir())
     except OSError as e:
-        raise _cannot_read(root, e) from e
+        raise DataError(cannot_read(root, e)) from e
     loose = sorted(f.name for f in entries if _is_video(f) and passed.holds_video(f))
     if loose:
         log.warning("%s: %s outside class folders %s not listed, e.g. %s", root, counted(len(loose), "video"),
@@ -1098,12 +1098,12 @@ def _is_folder(path: Path) -> bool:
     """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target (a class
     folder left out would shift the id of every later class), but where it is named as a file
     (:func:`_named_as_file`: README.txt, a video), named in a warning. One that cannot be looked at is a DataError
-    (:func:`_cannot_read`)."""
+    (:func:`~mme.utils.cannot_read`)."""
     try:
         dangling = path.is_symlink() and not path.exists()
         folder = path.is_dir()
     except OSError as e:
-        raise _cannot_read(path, e) from e
+        raise DataError(cannot_read(path, e)) from e
     if dangling:
         if _named_as_file(path.name):
             log.warning("%s: %s, is left out (a file, by its name)", path, broken_link(path))
@@ -1114,13 +1114,6 @@ def _is_folder(path: Path) -> bool:
             "at its folder, or remove it"
         raise DataError(f"{path}: {broken_link(path, nothing=gone, loop=loop)}")
     return folder
-
-
-def _cannot_read(path: str | Path, e: OSError) -> DataError:
-    """A file or folder of the split being listed that cannot be looked at or listed (not searchable, a stale
-    mount, an I/O error), named with the reason: passed over, its videos would be missing, or its class, and later
-    classes take other ids."""
-    return DataError(cannot_read(path, e))
 
 
 def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, others: dict[Path, str]
@@ -1334,7 +1327,7 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
     for its caller to say (the walks of class folders), with each video's (device, inode); without one, this walk
     says the links it leaves out and keeps no other file (the warning of files not listed is of class folders:
     :attr:`_PassedOver.files`). A folder that cannot be listed is a DataError where the walk lists its videos
-    (:func:`_cannot_read`), else passed over."""
+    (:func:`~mme.utils.cannot_read`), else passed over."""
     said_here = passed is None
     if said_here:
         passed = _PassedOver(files=False)
@@ -1343,7 +1336,7 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
 
     def unlisted(e: OSError) -> None:
         if passed.lists:
-            raise _cannot_read(e.filename, e) from e
+            raise DataError(cannot_read(e.filename, e)) from e
 
     for top, dirs, files in os.walk(folder, onerror=unlisted, followlinks=True):
         real = os.path.realpath(top)
@@ -1414,7 +1407,7 @@ def _video_file(path: Path) -> tuple[int, int] | None:
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
             return None
-        raise _cannot_read(path, e) from e
+        raise DataError(cannot_read(path, e)) from e
     return stat_identity(found) if stat.S_ISREG(found.st_mode) else None
 
 
@@ -1487,7 +1480,8 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     2 = test, 0 = unused; videos live in ``<class>/<video>``. Classes sorted by name, from the files of every
     split, so a class has one id in every split; a class without a file for ``split`` is a DataError."""
     split_dir = Path(split_dir)
-    every = [f for f in split_dir.glob("*_test_split*.txt")
+    # (listed, not globbed: a glob answers nothing of a folder this user may not enter or list)
+    every = [f for f in (split_dir.iterdir() if split_dir.is_dir() else ())
              if not _hidden(f.name) and re.fullmatch(r".+_test_split[0-9]+\.txt", f.name)]
     classes = sorted({utf8_name(f.name[: f.name.rindex("_test_split")]) for f in every})  # (text, as the lines')
     files = sorted(f for f in every if f.name.endswith(f"_test_split{split}.txt"))
@@ -1855,28 +1849,29 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                         f"annotations")
     given = read_classes(classes) if classes is not None else None
     naming = None  # the --path-format that names the files, for the kinds it names them of
-    if kind == "folder":
-        splits, classes, base = folder_lists(source, given)
-        if video_root is not None and os.path.realpath(video_root) != os.path.realpath(base):
-            raise DataError(f"--root {os.fspath(video_root)}: folder lists' paths start at {base}; give "
-                            f"{command_option('--root', base)} or leave it out")
-        video_root = base
-    elif kind == "ucf101":
-        splits, classes = from_ucf101(source, 1 if split is None else split)
-    elif kind == "hmdb51":
-        splits, classes = from_hmdb51(source, 1 if split is None else split)
-    elif kind == "kinetics":
-        csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv" and not _hidden(f.name)) \
-            if source.is_dir() else [source]
-        if not csvs:
-            raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
-        naming = KINETICS_FORMAT if path_format is None else path_format
-        splits, classes = from_kinetics(csvs, naming, given)
-    elif kind == "ssv2":
-        naming = SSV2_FORMAT if path_format is None else path_format
-        splits, classes = from_ssv2(source, naming)
-    else:
+    if kind not in ("folder", "ucf101", "hmdb51", "kinetics", "ssv2"):
         raise DataError(f"unknown list kind {kind!r}; choose folder, ucf101, hmdb51, kinetics or ssv2")
+    with reading(source, DataError):  # (the source's look-ups and reads: in a folder this user may not enter, EACCES)
+        if kind == "folder":
+            splits, classes, base = folder_lists(source, given)
+            if video_root is not None and os.path.realpath(video_root) != os.path.realpath(base):
+                raise DataError(f"--root {os.fspath(video_root)}: folder lists' paths start at {base}; give "
+                                f"{command_option('--root', base)} or leave it out")
+            video_root = base
+        elif kind == "ucf101":
+            splits, classes = from_ucf101(source, 1 if split is None else split)
+        elif kind == "hmdb51":
+            splits, classes = from_hmdb51(source, 1 if split is None else split)
+        elif kind == "kinetics":
+            csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv" and not _hidden(f.name)) \
+                if source.is_dir() else [source]
+            if not csvs:
+                raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
+            naming = KINETICS_FORMAT if path_format is None else path_format
+            splits, classes = from_kinetics(csvs, naming, given)
+        else:
+            naming = SSV2_FORMAT if path_format is None else path_format
+            splits, classes = from_ssv2(source, naming)
     if kind != "folder":  # (paths of annotation files, UTF-8 text, held as the file system's names, as a list's are)
         splits = {name: [replace(e, path=fs_name(e.path)) for e in entries] for name, entries in splits.items()}
     for name in [name for name, entries in splits.items() if not entries]:
@@ -2154,7 +2149,7 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
         if e.errno in (errno.EACCES, errno.EPERM) and os.access(folder or ".", os.X_OK):  # (not one of mode 000)
             return None
         if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise _cannot_read(folder or ".", e) from e
+            raise DataError(cannot_read(folder or ".", e)) from e
     else:
         if not os.access(folder or ".", os.X_OK):  # (its entries' types are listed, but no file in it opens)
             return _FolderVideos(set(), {})
