@@ -201,7 +201,8 @@ def test_a_run_folder_this_user_may_not_enter_is_said_in_one_line(tmp_path, caps
     """A teammate's run folder of mode 0700 (made under umask 077): --resume auto, --resume PATH, a checkpoint read
     (mme embed, probe, viz, export), train.init and the folder's lock raised PermissionError tracebacks (Python's
     ``is_dir`` and ``exists`` raise there, and the lock's look at its .lock raised again in its error handler); each
-    is now one line naming the path, the reason, and the folder this user may not enter."""
+    is now one line naming the path, the reason, and the folder this user may not enter (train.out_dir's refusal
+    named no folder, --resume auto's no setting)."""
     from mme.cli import main as cli_main
     from mme.models.checkpoint import read_checkpoint
     from mme.models.config import ModelConfig
@@ -213,7 +214,8 @@ def test_a_run_folder_this_user_may_not_enter_is_said_in_one_line(tmp_path, caps
     shut = re.escape(str(run))
     inside = rf"{re.escape(str(saved))}: cannot be read \(Permission denied: this user may not enter {shut}\)"
     with unenterable(run):
-        with pytest.raises(CheckpointUnreadable, match=rf"^{shut}: cannot be read \(Permission denied\)$"):
+        with pytest.raises(CheckpointUnreadable,
+                           match=rf"^train.out_dir {shut}: cannot be read \(Permission denied\)$"):
             resume_state("auto", run)
         for read in (lambda: resume_state(str(saved), tmp_path / "other"), lambda: read_checkpoint(saved)):
             with pytest.raises(CheckpointUnreadable, match=rf"^{inside}$"):
@@ -224,7 +226,7 @@ def test_a_run_folder_this_user_may_not_enter_is_said_in_one_line(tmp_path, caps
         assert re.fullmatch(rf"mme export: error: {inside}\n", capsys.readouterr().err)
         for out_dir in (run, run / "sub"):
             with pytest.raises(ConfigError, match=rf"^train.out_dir '{re.escape(str(out_dir))}' is not a writable "
-                                                  rf"folder \(Permission denied\)$"):
+                                                  rf"folder \(Permission denied: this user may not enter {shut}\)$"):
                 run_folder.take(out_dir)
 
 

@@ -928,14 +928,14 @@ def why_unreadable(path: str | Path, e: OSError) -> str:
 
 
 @contextlib.contextmanager
-def reading(path: str | Path, error: type[MMEError] = MMEError) -> Iterator[None]:
+def reading(path: str | Path, error: type[MMEError] = MMEError, key: str = "") -> Iterator[None]:
     """A look-up, listing or read in the block that fails (an OSError) is ``error`` saying :func:`cannot_read` of the
-    file the OS call named, else of ``path``."""
+    file the OS call named, else of ``path``, after ``key`` (the setting that gives ``path``) where given."""
     try:
         yield
     except OSError as e:
         named = e.filename if isinstance(e.filename, (str, os.PathLike)) else path
-        raise error(cannot_read(named, e)) from e
+        raise error(f"{key} {cannot_read(named, e)}" if key else cannot_read(named, e)) from e
 
 
 @contextlib.contextmanager
@@ -2192,7 +2192,7 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     try:
         whole = path.resolve()  # made and used as resolved, which the path as given then names
     except OSError as e:  # (a folder on the way that cannot be searched)
-        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({why_unreadable(path, e)})") from e
     if whole in _locked:
         return False
     with _folders_made_or_removed(whole):
@@ -2541,7 +2541,7 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
                               f"{held.st_uid}) and cannot be opened for writing; make it writable for this "
                               f"user (chmod a+w), or remove it when no job runs there") from e
-        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({why_unreadable(lock, e)})") from e
     st = os.fstat(f.fileno())  # (opened without following a link; a second name of it, which another user who may
     # write the folder could make, is left as it is)
     if st.st_uid == os.geteuid() and st.st_nlink == 1:  # a folder shared for writing shares its lock alike
@@ -2598,7 +2598,7 @@ def _not_reached(path: Path) -> str:
             if path.parts[i:i + 1] == ("..",) and not part.is_dir():
                 return f"{part} is not {'a folder' if part.exists() else 'there'}, and its '..' goes back from it"
     except OSError as e:
-        return error_reason(e)
+        return why_unreadable(path, e)
     return ""
 
 

@@ -105,10 +105,11 @@ def kept_epoch_step(path: Path) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def list_checkpoints(out_dir: Path) -> list[Path]:
-    """Finished checkpoints in ``out_dir``, oldest first (temp files of an interrupted write are ignored)."""
+def list_checkpoints(out_dir: Path, key: str = "") -> list[Path]:
+    """Finished checkpoints in ``out_dir``, oldest first (temp files of an interrupted write are ignored); ``key``:
+    the setting that gives ``out_dir``, said where it cannot be read (:func:`~mme.utils.reading`)."""
     out_dir = Path(out_dir)
-    with reading(out_dir, CheckpointUnreadable):
+    with reading(out_dir, CheckpointUnreadable, key):
         if not out_dir.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := _NAME.match(p.name))]
@@ -201,11 +202,12 @@ def missing_keys(state: dict[str, Any]) -> list[str]:
     return [k for k in REQUIRED_KEYS if k not in state]
 
 
-def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in ``out_dir`` that loads and has the training keys; damaged ones (e.g. a file
-    truncated by a crash) are skipped with a warning. None when there is none. A file that cannot be opened
-    (CheckpointUnreadable) is raised: resuming before it would set it aside as an abandoned branch."""
-    for path in reversed(list_checkpoints(out_dir)):
+def latest_valid(out_dir: Path, key: str = "") -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``out_dir`` (given by the setting ``key``: :func:`list_checkpoints`) that loads and
+    has the training keys; damaged ones (e.g. a file truncated by a crash) are skipped with a warning. None when
+    there is none. A file that cannot be opened (CheckpointUnreadable) is raised: resuming before it would set it
+    aside as an abandoned branch."""
+    for path in reversed(list_checkpoints(out_dir, key)):
         try:
             state = load_checkpoint(path)
         except CheckpointUnreadable:

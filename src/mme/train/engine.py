@@ -290,7 +290,7 @@ def begin(cfg) -> Start:
         check_compiler(device)
     with dist.agreed():  # (before the folder is made: that of a renamed run's config.yaml)
         run_folder.check_recipe_of_run(recipe_of(cfg), t.out_dir, t.resume, given_in(cfg))
-        nothing_listed = t.resume == "auto" and not ckpt.list_checkpoints(Path(t.out_dir))
+        nothing_listed = t.resume == "auto" and not ckpt.list_checkpoints(Path(t.out_dir), "train.out_dir")
         if nothing_listed:  # (a fresh run: refused before its folder is taken, which it leaves as it was)
             _check_as_fresh(cfg)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
@@ -453,7 +453,7 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
     if not resume:
         return None
     if resume == "auto":
-        found = ckpt.latest_valid(out_dir)
+        found = ckpt.latest_valid(out_dir, "train.out_dir")
         if found is None:
             if (listed := ckpt.list_checkpoints(out_dir)) and not overwrite:  # else refused as another run's
                 which = (f"the one checkpoint in {out_dir} is not" if len(listed) == 1 else
