@@ -1017,6 +1017,48 @@ def test_a_list_or_folder_in_a_folder_this_user_may_not_enter_is_said_in_one_lin
     assert str(source.value) == f"{listed}: {denied}"
 
 
+def test_a_root_in_a_folder_this_user_may_not_enter_is_one_line_naming_the_option(tmp_path):
+    """A --root or data.root inside a teammate's folder of mode 0700 was a PermissionError traceback in every command
+    (Python's ``is_dir`` raises there: lists.check_root); it is one line naming the option, the reason and the folder.
+    One that is not there, or a file, is still not a folder."""
+    theirs = tmp_path / "theirs"
+    (theirs / "videos").mkdir(parents=True)
+    (tmp_path / "file").write_text("x")
+    with unenterable(theirs):
+        with pytest.raises(DataError) as e:
+            lists.check_root(str(theirs / "videos"), "data.root")
+        lists.check_root(str(tmp_path), "data.root")
+    assert str(e.value) == (f"data.root {theirs / 'videos'}: cannot be read (Permission denied: this user may not "
+                            f"enter {theirs})")
+    for not_one in (tmp_path / "gone", tmp_path / "file"):
+        with pytest.raises(DataError, match=re.escape(f"--root '{not_one}' is not a folder")):
+            lists.check_root(str(not_one), "--root")
+
+
+def test_the_videos_of_a_list_in_a_folder_this_user_may_not_enter_find_it_once_per_folder(tmp_path, monkeypatch):
+    """Each video of a list in a teammate's folder of mode 0700 walked the folders above it for the one this user may
+    not enter (a 240k test list 85% slower to check than one of missing videos): they are looked for once per folder
+    the videos lie in, each video said why. A refusal said EPERM (a file system's, a security module's) names that
+    folder too, as a listing's did."""
+    from mme.utils import why_absent_each, why_unreadable
+
+    theirs = tmp_path / "theirs"
+    for k in range(2):
+        (theirs / "v" / str(k)).mkdir(parents=True)
+    (tmp_path / "mine.mp4").write_bytes(b"x")
+    paths = {f"v/{i % 2}/{i}.mp4": str(theirs / "v" / str(i % 2) / f"{i}.mp4") for i in range(50)}
+    with unenterable(theirs):
+        access, asked = os.access, []
+        monkeypatch.setattr(os, "access", lambda path, mode: asked.append(path) or access(path, mode))
+        absent = why_absent_each({**paths, "mine.mp4": str(tmp_path / "mine.mp4"), "gone.mp4": str(tmp_path / "g")})
+        walked = len(asked)
+        refused = why_unreadable(theirs / "a.mp4", PermissionError(errno.EPERM, os.strerror(errno.EPERM)))
+    assert absent == {**dict.fromkeys(paths, f"Permission denied: this user may not enter {theirs}"),
+                      "gone.mp4": "missing"}
+    assert walked == 2 * (len(theirs.parents) + 1)  # the folders above each of the two, to theirs
+    assert refused == f"Operation not permitted: this user may not enter {theirs}"
+
+
 @pytest.mark.parametrize("kind, source", [("ucf101", "."), ("hmdb51", "."), ("kinetics", "k.csv"),
                                           ("kinetics", "."), ("ssv2", ".")])
 def test_annotation_files_in_a_folder_this_user_may_not_enter_are_said_in_one_line(kind, source, tmp_path, capsys):

@@ -2448,7 +2448,9 @@ def test_a_track_cache_lacking_the_files_of_videos_this_user_may_not_reach_says_
     """Videos in a folder this user may not enter (a teammate's of mode 0700), whose track cache files the cache
     lacks: the refusal called them missing (``os.path.exists`` answers False there) and advised mme check, which names
     them unreadable, and --skip-missing, which keeps them. They are said as unreadable, the folder named; and a video
-    of the list whose cache file mme extract made is not taken for missing where it is only out of reach."""
+    of the list whose cache file mme extract made is not taken for missing where it is only out of reach. The
+    videos not looked up, in that folder too, are not advised the mme extract that makes their files: it cannot
+    read them either (as where they are missing)."""
     from types import SimpleNamespace
 
     from os_fakes import unenterable
@@ -2457,17 +2459,20 @@ def test_a_track_cache_lacking_the_files_of_videos_this_user_may_not_reach_says_
 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
-    (theirs / "a.mp4").write_bytes(b"x")
+    for name in "abcd":
+        (theirs / f"{name}.mp4").write_bytes(b"x")
     (tmp_path / "cache").mkdir()
     with unenterable(theirs):
-        said = _cache_refusal(tmp_path, tmp_path / "cache", ["theirs/a.mp4"], f"data.root={tmp_path}")
+        said = _cache_refusal(tmp_path, tmp_path / "cache", [f"theirs/{name}.mp4" for name in "abcd"],
+                              f"data.root={tmp_path}")
         held = pretrain._held_missing(SimpleNamespace(cache_lookup=SimpleNamespace(files=[None, "a.tracks"]),
                                                       path=lambda i: str(theirs / "a.mp4")))
     assert said == (
-        f"target.cache_dir '{tmp_path / 'cache'}' lacks the track cache files of 1 of the 1 videos of "
-        f"{tmp_path / 'run.txt'} that mme extract cannot make: 1 cannot be read (the first: {theirs / 'a.mp4'}: "
-        f"Permission denied: this user may not enter {theirs}), more than data.max_failure_fraction=0.01 of them: let "
-        "this user read those it cannot, or leave them out of the list, or raise data.max_failure_fraction")
+        f"target.cache_dir '{tmp_path / 'cache'}' lacks the track cache files of at least 1 of the 4 videos of "
+        f"{tmp_path / 'run.txt'} that mme extract cannot make: at least 1 cannot be read (the first: "
+        f"{theirs / 'a.mp4'}: Permission denied: this user may not enter {theirs}), more than "
+        "data.max_failure_fraction=0.01 of them: let this user read those it cannot, or leave them out of the list, "
+        "or raise data.max_failure_fraction")
     assert held is None
 
 
@@ -2520,8 +2525,9 @@ def test_the_refusal_of_missing_videos_in_a_track_cache_keeps_the_failed_ones_ad
         f"{root} --skip-missing`), or raise data.max_failure_fraction; those mme extract failed: leave them out of the "
         "list, or raise data.max_failure_fraction")
 
-    real_why_absent, looked = pretrain.why_absent, []
-    monkeypatch.setattr(pretrain, "why_absent", lambda p: looked.append(p) or real_why_absent(p))
+    real_why_absent_each, looked = pretrain.why_absent_each, []
+    monkeypatch.setattr(pretrain, "why_absent_each", lambda paths: looked.extend(paths.values()) or
+                        real_why_absent_each(paths))
     many = [f"gone{k:02d}.mp4" for k in range(40)]
     said = refusal([*listed[:4], *many], 0.1)  # 44 videos: the run may skip 4, so 5 are looked up
     assert said is not None and said.startswith(

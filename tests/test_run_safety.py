@@ -4,6 +4,7 @@ SIGINT / SIGTERM stop a run after its current step with a checkpoint. Each test 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -3030,7 +3031,7 @@ def test_a_test_list_whose_videos_this_user_may_not_reach_is_not_said_to_miss_th
         return caplog.text
 
     assert check("theirs/a.mp4 0\ntheirs/b.mp4 1\n") == (
-        f"task.test_list {test}: none of its 2 videos can be read: 2 cannot be read (e.g. theirs/a.mp4: {shut})")
+        f"task.test_list {test}: none of its 2 videos can be read (e.g. theirs/a.mp4: {shut})")
     assert check("gone.mp4 0\ntheirs/a.mp4 1\ntheirs/b.mp4 1\n") == (
         f"task.test_list {test}: none of its 3 videos can be read: 1 is not under data.root '{tmp_path}' (e.g. "
         f"gone.mp4), 2 cannot be read (e.g. theirs/a.mp4: {shut})")
@@ -3054,6 +3055,39 @@ def test_a_runs_init_in_a_folder_this_user_may_not_enter_is_not_taken_for_gone(t
     assert found == (str(theirs / "init.pt"), str(theirs / "init.pt"))
     assert runs_init_now(str(tmp_path / "gone.pt"), str(tmp_path / "run" / "checkpoint-00000001.pt"), state) == (
         str(tmp_path / "gone.pt"), None)
+
+
+def test_a_resumes_train_init_in_a_folder_this_user_may_not_enter_is_said_unreadable_not_absent(tmp_path, caplog):
+    """Resuming a run whose recorded train.init is gone, with train.init given in a teammate's folder of mode 0700:
+    the warning said it "names no file either" (``os.path.exists`` answers False there); it says the file cannot be
+    read, and why. One that is not there is still said to name no file."""
+    from mme.train.engine import resumed_init
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "init.pt").write_bytes(b"x")
+    state = {"config": {"train": {"init": str(tmp_path / "gone" / "init.pt"), "out_dir": str(tmp_path / "run")}},
+             "meta": {"cwd": str(tmp_path)}}
+    source = str(tmp_path / "run" / "checkpoint-00000001.pt")
+
+    @dataclasses.dataclass
+    class Train:
+        init: str
+
+    @dataclasses.dataclass
+    class Config:
+        train: Train
+
+    def said(init: Path) -> str:
+        cfg = Config(Train(str(init)))
+        caplog.clear()
+        with unenterable(theirs):
+            assert resumed_init(cfg, (source, state)).train.init == str(tmp_path / "gone" / "init.pt")
+        return caplog.text
+
+    assert f"; train.init={theirs / 'init.pt'} cannot be read (Permission denied: this user may not enter {theirs}): " \
+           "config.yaml and later checkpoints" in said(theirs / "init.pt")
+    assert f"; train.init={tmp_path / 'init.pt'} names no file either: " in said(tmp_path / "init.pt")
 
 
 @pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block",

@@ -894,19 +894,33 @@ NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 not let into a folder above it, a name too long for a file name, an I/O error) says it cannot be read
 (:func:`cannot_read`)."""
 
+REFUSED = (errno.EACCES, errno.EPERM)
+"""The errors of a look-up or listing this user is not let do (a folder on the way it may not enter: a teammate's of
+mode 0700; EPERM where a file system or security module says so)."""
+
 MISSING = "missing"
 """What :func:`why_absent` says of a file its look-up says is not there."""
 
 
-def why_absent(path: str | Path) -> str | None:
+def why_absent(path: str | Path, shut_in: Callable[[str], Path | None] | None = None) -> str | None:
     """None where a file is at ``path`` (links followed); else :data:`MISSING` where its look-up says none is
-    (:data:`NOT_THERE`), else the reason it cannot be read (:func:`why_unreadable`): ``os.path.exists`` answers False
-    there too, and a file this user may not reach was said to be missing."""
+    (:data:`NOT_THERE`), else the reason it cannot be read (:func:`why_unreadable`, ``shut_in`` its look-up of the
+    folder this user may not enter): ``os.path.exists`` answers False there too, and a file this user may not reach
+    was said to be missing."""
     try:
         os.stat(path)
     except OSError as e:
-        return MISSING if e.errno in NOT_THERE else why_unreadable(path, e)
+        return MISSING if e.errno in NOT_THERE else why_unreadable(path, e, shut_in)
     return None
+
+
+def why_absent_each(paths: Mapping[Any, str]) -> dict[Any, str]:
+    """:func:`why_absent` of each of the files ``paths`` gives by key that is not there or cannot be read, by key;
+    the folder this user may not enter looked for once per folder the files lie in (a list of 240k videos in a
+    teammate's folder of mode 0700 walked the folders above each, and took 85% longer to check than one of missing
+    videos)."""
+    shut_in = functools.cache(unenterable_in)
+    return {key: why for key, path in paths.items() if (why := why_absent(path, shut_in))}
 
 
 def cannot_read(path: str | Path, e: OSError) -> str:
@@ -915,15 +929,21 @@ def cannot_read(path: str | Path, e: OSError) -> str:
     return f"{path}: cannot be read ({why_unreadable(path, e)})"
 
 
-def why_unreadable(path: str | Path, e: OSError) -> str:
-    """The reason of a failed look-up, listing or read of ``path``; where this user may not enter a folder above it
-    (EACCES: a teammate's folder of mode 0700), the first such folder named. (There Python's ``exists`` and
-    ``is_dir`` raise, and ``os.path.exists`` answers False, which is not "missing".)"""
+def unenterable_in(folder: str) -> Path | None:
+    """The first folder on the way to ``folder`` (an absolute path), itself included, that this user may not enter
+    (search); None where it may enter each."""
+    path = Path(folder)
+    return next((p for p in (*reversed(path.parents), path) if not os.access(p, os.X_OK)), None)
+
+
+def why_unreadable(path: str | Path, e: OSError, shut_in: Callable[[str], Path | None] | None = None) -> str:
+    """The reason of a failed look-up, listing or read of ``path``; where this user is not let (:data:`REFUSED`) and
+    may not enter a folder above it (a teammate's folder of mode 0700), the first such folder named, as ``shut_in``
+    finds it in the folder ``path`` lies in (:func:`unenterable_in`; :func:`why_absent_each` its cached one). (There
+    Python's ``exists`` and ``is_dir`` raise, and ``os.path.exists`` answers False, which is not "missing".)"""
     reason = error_reason(e)
-    if e.errno == errno.EACCES:
-        above = Path(os.path.abspath(path)).parents
-        if (shut := next((p for p in reversed(above) if not os.access(p, os.X_OK)), None)) is not None:
-            reason = f"{reason}: this user may not enter {shut}"
+    if e.errno in REFUSED and (shut := (shut_in or unenterable_in)(os.path.dirname(os.path.abspath(path)))):
+        reason = f"{reason}: this user may not enter {shut}"
     return reason
 
 

@@ -42,6 +42,8 @@ from mme.data.pyav_reader import (
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError, MMEError, first_line
 from mme.utils import (
+    NOT_THERE,
+    REFUSED,
     absolute_path,
     atomic_write_text,
     atomic_write_texts,
@@ -291,9 +293,13 @@ def resolve(entry: ListEntry, root: str | Path) -> str:
 
 def check_root(root: str | Path | None, option: str) -> None:
     """Refuse a ``root`` (the folder list paths start from; '' or None the working folder) that is not a folder,
-    a file or missing, in one line naming ``option``: every video under it would be missing."""
-    if root and not Path(root).is_dir():
-        raise DataError(f"{option} {os.fspath(root)!r} is not a folder")
+    a file or missing, in one line naming ``option``: every video under it would be missing; one inside a folder this
+    user may not enter (whose look-up Python's ``is_dir`` raises of) cannot be read (:func:`~mme.utils.reading`)."""
+    if not root:
+        return
+    with reading(root, DataError, option):
+        if not Path(root).is_dir():
+            raise DataError(f"{option} {os.fspath(root)!r} is not a folder")
 
 
 def real_path(entry: ListEntry, root: str | Path) -> str:
@@ -1405,7 +1411,7 @@ def _video_file(path: Path) -> tuple[int, int] | None:
     try:
         found = os.stat(path)
     except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+        if e.errno in (*NOT_THERE, errno.EBADF):  # (as ``Path.is_file``, which takes macOS's EBADF for no file)
             return None
         raise DataError(cannot_read(path, e)) from e
     return stat_identity(found) if stat.S_ISREG(found.st_mode) else None
@@ -2146,9 +2152,9 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
                 if stem is not None:
                     videos.setdefault(stem, []).append(item.name)
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM) and os.access(folder or ".", os.X_OK):  # (not one of mode 000)
+        if e.errno in REFUSED and os.access(folder or ".", os.X_OK):  # (not one of mode 000)
             return None
-        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        if e.errno not in NOT_THERE:
             raise DataError(cannot_read(folder or ".", e)) from e
     else:
         if not os.access(folder or ".", os.X_OK):  # (its entries' types are listed, but no file in it opens)

@@ -581,11 +581,13 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     if runs:
         was, runs = runs_init_now(runs, source, state, ours)
         if runs is None:
+            why = ours and why_absent(ours)
             log.warning("resuming %s: the run's train.init %s no longer exists, nor is that file (of its name and "
                         "contents) found from this working folder or from the run's folder (where its folders "
                         "moved)%s: config.yaml and later checkpoints record it as it was; give train.init=PATH of "
                         "that file (of its name) where it lies now to record that", source, was,
-                        "" if not ours else f"; train.init={ours} names no file either" if not os.path.exists(ours)
+                        "" if not ours else f"; train.init={ours} names no file either" if why == MISSING
+                        else f"; train.init={ours} cannot be read ({why})" if why
                         else f"; train.init={ours} is ignored: it is not that file (another name, or other contents "
                         "than the run began from)")
             ours, runs = None, was
@@ -603,12 +605,12 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
 
 
 def same_init(given: str, recorded: str, state: dict) -> bool:
-    """Whether the file or folder ``given`` (a resume's ``train.init``) is recognisably the one the run of
+    """Whether the file or folder ``given`` (a resume's ``train.init``, there) is recognisably the one the run of
     checkpoint ``state`` began from, ``recorded`` (its path, which no longer finds it): of the same name, and of the
     fingerprint the run recorded (``init_fingerprint`` of its meta: :func:`mme.train.run_folder.identity`), where it
     recorded one."""
     fingerprint = state.get("meta", {}).get("init_fingerprint")
-    return os.path.basename(os.path.abspath(given)) == os.path.basename(recorded) and os.path.exists(given) and \
+    return os.path.basename(os.path.abspath(given)) == os.path.basename(recorded) and \
         fingerprint in (None, run_folder.init_fingerprint(given))
 
 

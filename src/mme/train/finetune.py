@@ -60,7 +60,7 @@ from mme.train import engine, run_folder
 from mme.train.augment import augment_batch, soft_target_cross_entropy
 from mme.train.config import FinetuneConfig, FinetuneModel, clips_for
 from mme.train.engine import Run
-from mme.utils import MISSING, plural, why_absent
+from mme.utils import MISSING, plural, why_absent, why_absent_each
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
                 f"the training list {train_file}": trained,
                 f"task.{key}": [e for video, e in videos.items() if video not in train  # (warned of above)
                                 and source_group(e.path) != e.path]})  # (a file no name gives a source is its own)
-        absent = {e.path: why for e in entries if (why := why_absent(resolve(e, cfg.data.root)))}
+        absent = why_absent_each({e.path: resolve(e, cfg.data.root) for e in entries})
         if absent:
             _say_absent(f"task.{key} {list_file}", absent, len(entries), cfg.data.root)
     note = untrained_classes(train_file, trained, tested)
@@ -208,6 +208,9 @@ def _say_absent(named: str, absent: dict[str, str], listed: int, root: str) -> N
         log.warning("%s: of its %d videos, %s; the tests report them as failed", named, listed, ", ".join(said))
     elif not unreadable:
         raise DataError(f"{named}: none of its {listed} videos is under data.root {root!r} (e.g. {missing[0]})")
+    elif not missing:
+        raise DataError(f"{named}: none of its {listed} videos can be read (e.g. {unreadable[0][0]}: "
+                        f"{unreadable[0][1]})")
     else:
         raise DataError(f"{named}: none of its {listed} videos can be read: {', '.join(said)}")
 

@@ -50,7 +50,7 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
-from mme.utils import MISSING, counted, hold_for_reading, plural, why_absent
+from mme.utils import MISSING, counted, hold_for_reading, plural, why_absent, why_absent_each
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def _check_unmakeable(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         untried = "" if held else untried  # (an extraction of the list as it reads would find none)
     else:
         advice = f"let this user read those it cannot, or {leave}" if unreadable else leave
+        untried = "" if 2 * len(unreadable) > cannot else untried  # (an extraction as this user would read none)
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r} lacks the track cache files of {least}{cannot} of "
                     f"the {len(dataset)} videos of {cfg.data.list_file} {which}{_with_bad_lines(dataset, cannot)}, "
                     f"more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them: {advice}{untried}")
@@ -221,7 +222,7 @@ def _missing_videos(dataset: PretrainDataset, failed: Collection[int]) -> tuple[
     lacking = [i for i, found in enumerate(dataset.cache_lookup.files) if found is None and i not in failed]
     looked = bisect.bisect_left(range(len(lacking)), True, key=dataset.too_many_failures)
     picks = [lacking[k] for k in evenly_spread(len(lacking), looked)]
-    absent = {i: why for i in picks if (why := why_absent(dataset.path(i)))}
+    absent = why_absent_each({i: dataset.path(i) for i in picks})
     return ([i for i, why in absent.items() if why == MISSING], {i: why for i, why in absent.items() if why != MISSING},
             len(lacking) - len(picks))
 
