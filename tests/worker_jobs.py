@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from mme.utils import process_state
 
 
 class TwoArguments(Exception):
@@ -101,10 +102,7 @@ class EndsItsWorker:
 
 def alive(pid: int) -> bool:
     """Whether process ``pid`` is there and not a zombie (one ended, waiting for a reaper)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
+    return process_state(pid) not in ("", "Z")
 
 
 def dead_pid() -> int:

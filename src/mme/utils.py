@@ -2458,7 +2458,7 @@ def _recorded(folder: Path, side: str) -> list[str]:
     """The holder lines of the jobs holding ``side`` of ``folder`` now (their records, :func:`_record_self`), or
     'another process' where none is recorded (a job that could not write its record)."""
     records = sorted((folder / LOCKS / side).glob("*.lock"))
-    return [held for record in records if (held := holder_of(record))] or ["another process"]
+    return [held for record in records if (held := holder_of(record))] or [_NO_HOLDER_LINE]
 
 
 _SIDE_TRIES_S = 1.0

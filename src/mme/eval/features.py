@@ -53,6 +53,7 @@ from mme.train import run_folder
 from mme.utils import (
     atomic_path,
     atomic_write_json,
+    cannot_read,
     check_apart,
     check_count,
     check_folder_held,
@@ -616,8 +617,9 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError, KeyError, SafetensorError) as e:
-        said = "cannot be read" if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)) else "damaged"
-        raise DataError(f"{path}: {said} ({f'no {e} array' if isinstance(e, KeyError) else error_reason(e)})") from e
+        if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)):
+            raise DataError(cannot_read(path, e)) from e
+        raise DataError(f"{path}: damaged ({f'no {e} array' if isinstance(e, KeyError) else error_reason(e)})") from e
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
