@@ -1626,6 +1626,23 @@ def test_a_failed_allocation_in_a_loader_worker_is_one_line_with_its_message_and
                                "data.num_frames with model.num_frames)")
 
 
+def test_a_failed_allocation_in_a_loader_worker_under_a_memory_limit_names_the_limit(monkeypatch):
+    """Under ``ulimit -v`` (which the workers inherit) a worker's failed allocation advised "lower data.num_workers or
+    train.batch_size", where the limit is the cause (torch and its libraries reserve gigabytes of address space they
+    never touch): its line names the limit and its remedy, as any command's out of memory under it does."""
+    import resource
+
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (1000000 * 1024, real(kind)[1])
+                        if kind == resource.RLIMIT_AS else real(kind))
+    with pytest.raises(OutOfMemory) as info:
+        list(start_workers(DataLoader(RunsOutOfMemory("bare"), batch_size=None, num_workers=1)))
+    assert str(info.value) == (
+        "out of memory under this process's address space limit, 977 MiB (ulimit -v 1000000): MemoryError (in "
+        "DataLoader worker process 0); raise it (ulimit -v unlimited: torch and its libraries reserve gigabytes of "
+        "address space they do not use; a scheduler's --mem limits what a job uses instead)")
+
+
 def test_the_failure_fractions_message_reads_the_shared_failure_table_once(videos, monkeypatch):
     """The loader workers write the failure table while the fraction's message is made: it counted the table, then
     read it again for the counts, which said more failures than the count ('6 of 500 videos ... failed ...

@@ -48,8 +48,9 @@ class LaterCacheFile(VideoError):
 class OutOfMemory(MMEError):
     """An allocation on the data side failed: FFmpeg's as a file was read (ENOMEM), or a data loader worker's as it
     made a batch (a MemoryError there, torch's allocator's error). The machine's memory ran short, the data is not at
-    fault: no VideoError, none counted among a run's failed videos. Raised where a batch is fetched with what to lower
-    (:func:`mme.data.dataset._batches`, in this process or a worker); in a training run one of the data side's stops
+    fault: no VideoError, none counted among a run's failed videos. Raised where a batch is fetched with what to lower,
+    or the limit of this process's memory that explains it (:func:`mme.data.dataset._batches`, in this process or a
+    worker); in a training run one of the data side's stops
     (:data:`mme.train.loop.DATA_STOPS`), the model and optimizer as the step before left them: every rank stops with
     it and the steps are kept, as for a worker killed. Not a MemoryError, which a training step's handler takes for
     the step's own (the model's) and keeps no step of; an MMEError, said in one line by a command."""
@@ -217,14 +218,19 @@ def allocation_refused(error: BaseException | None) -> bool:
 def _memory_limit(error: BaseException) -> tuple[str, str] | None:
     """``(the limit, its remedy)`` where ``error`` is a failed allocation that a limit of this process's memory
     explains (:func:`memory_limit_said`), else None."""
-    import resource
-
     failed = isinstance(error, MemoryError) or allocation_refused(error) \
         or isinstance(error, (ImportError, OSError, RuntimeError)) and any(said in str(error) for said in _MAP_FAILED)
     # (OSError: ctypes' load of a library, as torch loads its CUDA ones; RuntimeError: torch's "unable to mmap ...:
     # Cannot allocate memory (12)" of a loader worker's batch in shared memory)
-    if not failed:
-        return None
+    return memory_limit() if failed else None
+
+
+def memory_limit() -> tuple[str, str] | None:
+    """``(the limit, its remedy)`` where this process (and so each worker it starts) runs under a limit of its memory,
+    its address space (``ulimit -v``) or its data segment (``ulimit -d``), which then explains an allocation that
+    failed; else None."""
+    import resource
+
     for limit, flag, name in ((resource.RLIMIT_AS, "-v", "address space"), (resource.RLIMIT_DATA, "-d", "data")):
         soft = resource.getrlimit(limit)[0]
         if soft != resource.RLIM_INFINITY:

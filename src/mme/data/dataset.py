@@ -92,6 +92,7 @@ from mme.errors import (
     TooManyFailures,
     UnguardedScript,
     VideoError,
+    memory_limit,
     out_of_memory,
 )
 from mme.utils import (
@@ -605,10 +606,13 @@ def _out_of_memory(error: BaseException) -> OutOfMemory | None:
     (:func:`~mme.utils.memory_advice`): a video's read (an :class:`~mme.errors.OutOfMemory` of FFmpeg's ENOMEM, in
     this process or a worker, whose line names the video), or a loader worker's own (:func:`~mme.errors.out_of_memory`
     of its error's class and message: numpy's ``_ArrayMemoryError`` too, which torch cannot re-create here and
-    re-raises as a RuntimeError) with its message and the worker. An OutOfMemory, so that in a training run every
-    rank stops with it and the steps are kept, as for a worker killed; else None."""
+    re-raises as a RuntimeError) with its message and the worker. Under a limit of this process's memory, which its
+    workers inherit (``ulimit -v``: :func:`~mme.errors.memory_limit`), the line names the limit and its remedy
+    instead. An OutOfMemory, so that in a training run every rank stops with it and the steps are kept, as for a
+    worker killed; else None."""
+    limited = memory_limit()
     if isinstance(error, OutOfMemory):  # (a worker's line recovered from torch's text: MMEError)
-        said = str(error)
+        said = str(error) if limited is None else f"{limited[0]}: {error}"
     else:
         found = _WORKER_ERROR.match(str(error).rstrip())
         if found is None:
@@ -618,8 +622,9 @@ def _out_of_memory(error: BaseException) -> OutOfMemory | None:
         kind_class = getattr(sys.modules.get(module or "builtins"), kind, None)  # (a worker's module is loaded here)
         if not (isinstance(kind_class, type) and out_of_memory(kind_class, worker_said or "")):
             return None
-        said = f"out of memory ({worker_said or kind} (in {where}))"
-    return OutOfMemory(f"{said}; {memory_advice(True)}")
+        failed = f"{worker_said or kind} (in {where})"
+        said = f"out of memory ({failed})" if limited is None else f"{limited[0]}: {failed}"
+    return OutOfMemory(f"{said}; {memory_advice(True) if limited is None else limited[1]}")
 
 
 def _stop_workers(batches: Iterator) -> None:
