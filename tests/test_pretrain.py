@@ -755,8 +755,9 @@ def test_a_run_stopped_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     command takes it (mme.utils.said_as within keys_as_flags), leaving out those it does not take. A data stop (a
     loader worker out of memory or lost), whose run keeps its last step, advised "Kept: OUT/checkpoint-N.pt ...:
     --resume auto (train.resume=auto) continues from there": the demo takes neither (its rerun pre-trains the row
-    again), and bench pipeline's run folder is removed on the way out; each says what continues it, as for a worker
-    lost at its first step (the same command; run it again)."""
+    again), and bench pipeline's run folder is removed on the way out. The demo says what continues it, for a worker
+    out of memory as for one lost (the out-of-memory line said nothing of it); bench pipeline that nothing is kept
+    (it said "what was written is kept (run it again)" of a worker lost)."""
     from mme import demo
     from mme.errors import ProcessLost
     from mme.train import bench_pipeline
@@ -774,10 +775,10 @@ def test_a_run_stopped_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme demo: error:")]
     size = "the clips' size (data.img_size with model.img_size, data.num_frames with model.num_frames)"
     worker_oom = "out of memory (Unable to allocate 64.0 TiB (in DataLoader worker process 0)); lower --workers, or "
-    lost = "data loader worker 0 (pid 1) died (signal 9: Killed); what was written is kept"
-    assert said == [f"mme demo: error: {worker_oom}{size}"] if stop == "loader worker out of memory" else \
-        said == [f"mme demo: error: {lost} (the same command continues, keeping what it finished)"] \
-        if stop == "loader worker lost" else \
+    lost = "data loader worker 0 (pid 1) died (signal 9: Killed)"
+    continues = "; what was written is kept (the same command continues, keeping what it finished)"
+    assert said == [f"mme demo: error: {worker_oom}{size}{continues}"] if stop == "loader worker out of memory" else \
+        said == [f"mme demo: error: {lost}{continues}"] if stop == "loader worker lost" else \
         len(said) == 1 and said[0].endswith(f"; set train.activation_checkpointing=true, or lower {size}. Kept: no "
                                             "earlier checkpoint"), said
     # what it advises, the demo takes: its runs' config built with each override as said
@@ -795,9 +796,11 @@ def test_a_run_stopped_in_the_demo_and_bench_pipeline_advises_only_what_each_com
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
                      "--steps", "3", "--workers", "0", "--clips-per-s", "100"]) == 1
     said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench pipeline: error:")]
-    assert said == [f"mme bench pipeline: error: {worker_oom}the clips' size (--size, --frames)"] \
-        if stop == "loader worker out of memory" else \
-        said == [f"mme bench pipeline: error: {lost} (run it again)"] if stop == "loader worker lost" else \
+    # (its run folder is removed on the way out: nothing is kept, as its Interrupted line says)
+    assert said == [f"mme bench pipeline: error: {worker_oom}the clips' size (--size, --frames); nothing is kept: run "
+                    "it again"] if stop == "loader worker out of memory" else \
+        said == [f"mme bench pipeline: error: {lost}; nothing is kept: run it again"] if stop == "loader worker lost" \
+        else \
         len(said) == 1 and said[0].endswith("; lower the clips' size (--size, --frames). Kept: no earlier "
                                             "checkpoint"), said
 

@@ -934,7 +934,7 @@ def _logging_put_back() -> Iterator[None]:
 
 
 def _main(argv: list[str] | None) -> int:
-    from mme.errors import ConfigError, Interrupted, MMEError, ProcessLost
+    from mme.errors import WRITTEN_KEPT, ConfigError, Interrupted, MMEError
     from mme.train.interrupts import StageStops, sigterm_as_interrupt, stopped_by
 
     with sigterm_as_interrupt():  # from the start: a SIGTERM (Ctrl-C) while the command parses its arguments and
@@ -970,7 +970,7 @@ def _main(argv: list[str] | None) -> int:
         # a signal whose exception Python dropped (raised in a garbage collector's callback)
         return _stopped(who, args.command, stops.received)
     except (MMEError, Interrupted) as e:
-        kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
+        kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, WRITTEN_KEPT) else ""
         print(f"{who}: error: {e}{kept}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:

@@ -120,6 +120,11 @@ class ProcessLost(MMEError):
     the CLI says what continues the command."""
 
 
+WRITTEN_KEPT = (ProcessLost, OutOfMemory)
+"""The stops of a command mid-way that are no fault of its input nor of what it wrote (a process it needed lost, the
+machine's memory short): what it wrote is kept, and the CLI's line ends with what continues the command."""
+
+
 class UnguardedScript(MMEError):
     """A script started worker processes from its top level: each spawned worker imports the script, so it ran
     the script again. ``instead``: how to run without those workers."""

@@ -38,7 +38,7 @@ from mme.config import load_config, packaged_recipe
 from mme.data.bench import generated_video
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.video import open_video
-from mme.errors import Interrupted, MMEError
+from mme.errors import WRITTEN_KEPT, Interrupted, MMEError
 from mme.motion.extract import extract_cache
 from mme.train.bench import seconds_per_step, step_fn
 from mme.train.config import PretrainConfig
@@ -175,8 +175,10 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
                               "nothing is kept: run it again", e.exit_code) from e
         except MMEError as e:  # a data stop's too (unkept)
-            stop = unkept(e)
-            if stop is None:
+            stop = unkept(e) or e
+            if isinstance(stop, WRITTEN_KEPT):  # (whose line the CLI ends "what was written is kept")
+                stop = MMEError(f"{stop}; nothing is kept: run it again")
+            if stop is e:
                 raise
             raise stop from e
         run_meta = json.loads(read_text(tmp / "run" / "run.json"))

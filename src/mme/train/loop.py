@@ -36,6 +36,7 @@ from mme.config import recorded
 from mme.data.dataset import collate, make_loader, start_workers
 from mme.data.sampling import window_length
 from mme.errors import (
+    WRITTEN_KEPT,
     CheckpointError,
     DataError,
     Interrupted,
@@ -443,8 +444,8 @@ def keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable
             return error
     said = str(error)
     raised = " with data.max_failure_fraction raised" if type(error) is TooManyFailures else ""
-    # (not a ProcessLost, whose line the CLI ends with its own of what is kept)
-    kind = MMEError if isinstance(error, ProcessLost) else type(error)
+    # (not one whose line the CLI ends with its own of what is kept: this one says it)
+    kind = MMEError if isinstance(error, WRITTEN_KEPT) else type(error)
     kept = dist.alike(kind(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint of step "
                            f"{run.step}: --resume auto (train.resume=auto){raised} continues from there"))
     kept.unkept = error  # (for a command that continues otherwise: unkept)
@@ -455,8 +456,8 @@ def unkept(error: BaseException) -> MMEError | None:
     """Where ``error`` is a data stop whose steps the run kept (:func:`keep_steps_of_data_stop`), the stop in its own
     words, a new error of its kind, without the checkpoint kept and how --resume auto continues from it: for a command
     that runs a training run and continues otherwise (``mme demo`` pre-trains the row again, ``mme bench pipeline``
-    removes the run's folder on the way out), whose line the CLI ends, for a ProcessLost, with what continues that
-    command. Else None."""
+    removes the run's folder on the way out), whose line the CLI ends, for one of :data:`~mme.errors.WRITTEN_KEPT`,
+    with what continues that command. Else None."""
     stop = getattr(error, "unkept", None)
     return None if stop is None else type(stop)(str(stop))
 
