@@ -928,7 +928,8 @@ def test_a_validation_video_read_out_of_memory_keeps_the_checkpoint_of_its_step(
     """FFmpeg out of memory (ENOMEM) as a validation video is read stopped the run with that video's line alone: no
     advice, nothing kept of the steps since the last checkpoint. It is a data stop, as a loader worker's failed
     allocation: one line with what to lower, ending with the checkpoint of the last step, whose record is logged;
-    in the tests after the last step, the run's last checkpoint, from which --resume auto runs them."""
+    in the tests after the last step, the run's last checkpoint, from which --resume auto runs them. The advice names
+    the batch of that loader, task.eval_batch_size (it named train.batch_size, the training's)."""
     import av
 
     from mme.data import pyav_reader
@@ -953,7 +954,7 @@ def test_a_validation_video_read_out_of_memory_keeps_the_checkpoint_of_its_step(
     said = str(info.value)
     assert re.fullmatch(
         rf"{re.escape(str(synth.root))}/\S+\.mp4: out of memory while reading it \(.*Cannot allocate memory.*\): the "
-        r"machine's memory ran short, the video is not at fault; lower data\.num_workers or train\.batch_size, or "
+        r"machine's memory ran short, the video is not at fault; lower data\.num_workers or task\.eval_batch_size, or "
         r"the clips' size \(data\.img_size with model\.img_size, data\.num_frames with model\.num_frames\)\. "
         rf"Kept: {re.escape(str(checkpoint_path(tmp_path, 2)))}, the checkpoint of step 2: --resume auto "
         r"\(train\.resume=auto\) continues from there", said), said

@@ -57,7 +57,7 @@ from mme.train.finetune import (
     warn_of_misnamed_classes,
 )
 from mme.train.precision import choose_precision
-from mme.utils import code_version, counted, fs_name, utf8_abspath
+from mme.utils import code_version, counted, fs_name, keys_as_flags, said_as, utf8_abspath
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,9 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
     split, whose progress rank 0 shows, and whose videos shorter than a clip spans it warns about (every rank's
     reads counted: :func:`~mme.eval.testing.warn_short`). The report's ``short_videos``: how many there are."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    with dist.agreed():  # a rank's share that fails (a loader worker killed) stops every rank, saying why
+    # a rank's share that fails (a loader worker killed) stops every rank, saying why; its loader's batch is
+    # task.eval_batch_size, which the advice of its workers out of memory names (not train.batch_size)
+    with dist.agreed(), keys_as_flags({"train.batch_size": said_as("task.eval_batch_size")}):
         pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                                  batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
                                  precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
