@@ -195,10 +195,6 @@ class Run:
     saved_step: int = 0
     """The step of the run's last checkpoint in its folder: the one it resumed from there, then each it writes (0:
     none, nor a step to keep)."""
-    recorded_failures: torch.Tensor | None = None
-    """The dataset's failure table as of the last metrics record (the ranks' joined codes under torchrun), which
-    checkpoints save: not the failures a fetch found since, which a resumed run finds again where they still fail
-    (a video restored since is read), and which a stop by too many of them would carry into its resume."""
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
     grad_overflows: int = 0

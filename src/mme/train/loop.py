@@ -406,9 +406,10 @@ def _say_skipped(run: Run) -> None:
 
 
 def save(run: Run) -> Path:
-    """A checkpoint at the current step, its path on every rank: rank 0 writes it while the others wait, and they
-    all stop with rank 0's error when it could not write (:func:`mme.train.distributed.on_main`)."""
-    path = dist.on_main(_write_checkpoint, run)
+    """A checkpoint at the current step, its path on every rank: rank 0 writes it, with every rank's failures of the
+    steps trained (:func:`trained_failures`), while the others wait, and they all stop with rank 0's error when it
+    could not write (:func:`mme.train.distributed.on_main`). Every rank must call it at the same step."""
+    path = dist.on_main(_write_checkpoint, run, trained_failures(run))
     run.saved_step = run.step
     return path
 
@@ -426,8 +427,8 @@ def keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable
     join, :func:`share_failures`; in the periodic validation after a step, or fine-tuning's tests after the last;
     checked together, as ranks may fail otherwise at once): a checkpoint of its last finished step, which the failed
     fetch left as it was (model, optimizer, position; the gradients of a step's earlier micro-batches are no part of a
-    checkpoint, and the generators are seeded again at each micro-batch), its failures as of the last record
-    (:attr:`Run.recorded_failures`), and the error saying so; where the run's last checkpoint is of that step (a stop
+    checkpoint, and the generators are seeded again at each micro-batch), the failures of its steps
+    (:func:`trained_failures`), and the error saying so; where the run's last checkpoint is of that step (a stop
     right after one, a resumed run's first fetch, the tests after the last step), that one. The steps not logged yet
     are logged first (``record_pending``), as at any checkpoint, so that the kept step's record is there once after a
     resume. A checkpoint that cannot be written is warned about, the error left as it was."""
@@ -462,13 +463,13 @@ def unkept(error: BaseException) -> MMEError | None:
     return None if stop is None else type(stop)(str(stop))
 
 
-def _write_checkpoint(run: Run) -> Path:
+def _write_checkpoint(run: Run, failures: torch.Tensor) -> Path:
     state = {"model": run.model.state_dict(), "config": recorded(run.cfg),  # (paths as UTF-8 text, as config.yaml's)
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
              "grad_overflows": run.grad_overflows, "nonfinite_in_a_row": run.nonfinite_in_a_row,
              "schedule": {"offset": run.schedule_offset, "warmup": run.warmup_steps},
-             "data_failures": {"list": run.data.list_digest, "codes": run.recorded_failures},
+             "data_failures": {"list": run.data.list_digest, "codes": failures},
              **run.job.checkpoint_extra}
     try:
         if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
@@ -602,7 +603,6 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
     path, stopping, step_seconds, skipped, logged = None, None, 0.0, SkippedSteps(), LoggedSteps()
-    run.recorded_failures = run.data.trained_failures  # (those carried: the loader's workers start at the first fetch)
 
     def record_pending() -> TooManyFailures | None:
         """The record of the steps not logged yet (``metrics``: the last one's), which a checkpoint forces: a run
@@ -650,9 +650,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             evaluated = False
             if not diverged and run.job.after_step is not None:
                 if due:  # the due checkpoint first: a validation (where memory peaks, with its own loader workers) that
-                    # fails or is cut short does not lose the steps; its record follows it, the failures it records
-                    # those of the step's own (as the record would set them)
-                    run.recorded_failures = trained_failures(run)
+                    # fails or is cut short does not lose the steps; its record follows it
                     path = save(run)
                 evaluated = run.job.after_step(run, metrics)
             stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
@@ -686,14 +684,12 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
 def _record(run: Run, logged: LoggedSteps, metrics: dict, clips: int, logger, history: deque
             ) -> TooManyFailures | None:
     """Log the record of the steps since the last (:class:`LoggedSteps`; ``metrics``: the last step's) with every
-    rank's data failures joined, those of the steps trained (:func:`trained_failures`) what a checkpoint saves, for the
-    resumed run to skip them too (a checkpoint forces a record). Returns the TooManyFailures of the join, to raise
-    once the step is logged, and kept (:func:`_steps`), else None."""
+    rank's data failures joined (a checkpoint forces a record: a run resumed from it goes on from one). Returns the
+    TooManyFailures of the join, to raise once the step is logged, and kept (:func:`_steps`), else None."""
     record = logged.record(metrics, clips)
     too_many = None
     try:
         share_failures(run)
-        run.recorded_failures = trained_failures(run)
     except TooManyFailures as e:
         too_many = e
     record["data_failures"] = data_failures(run)
