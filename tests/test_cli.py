@@ -954,3 +954,27 @@ def test_a_second_command_in_one_process_warns_as_the_first(tmp_path, caplog):
         assert [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage()] == [
             "config: data.test_clips=3 has no effect: pre-training tests nothing (the test views are mme "
             "finetune's)"], caplog.text
+
+
+@pytest.mark.parametrize("stop", ["worker lost", "out of memory", "Ctrl-C"])
+def test_a_stop_mid_way_says_what_the_command_keeps(tmp_path, capsys, monkeypatch, stop):
+    """A loader worker lost, the data side out of memory or a Ctrl-C ended every command's line with 'what was
+    written is kept (...)', ``mme bench data`` too, which writes its figures at its end: nothing is kept there. A
+    check keeps its partial report, a run what it wrote, each with what continues it."""
+    from mme.data import bench, lists
+    from mme.errors import OutOfMemory, ProcessLost
+
+    def stopping(**kwargs):
+        if stop == "Ctrl-C":
+            raise KeyboardInterrupt
+        raise (ProcessLost if stop == "worker lost" else OutOfMemory)("data loader worker 0 (pid 1) died")
+
+    monkeypatch.setattr(bench, "bench_data", stopping)
+    monkeypatch.setattr(lists, "check_lists", stopping)
+    said = "interrupted" if stop == "Ctrl-C" else "error: data loader worker 0 (pid 1) died"
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    for argv, line in ((["bench", "data"], f"mme bench data: {said}; nothing is kept: run it again"),
+                       (["check", str(tmp_path / "train.txt")],
+                        f"mme check: {said}; what was written is kept (run it again)")):
+        assert main(argv) == (130 if stop == "Ctrl-C" else 1)
+        assert capsys.readouterr().err.splitlines()[-1] == line

@@ -743,9 +743,17 @@ RESUMES = {**dict.fromkeys(("pretrain", "finetune"), "the same command with --re
 """What continues an interrupted command (the others start again)."""
 
 
-def _resumes(command: str) -> str:
-    """What continues ``command`` stopped mid-way (interrupted, or a process it needed lost): :data:`RESUMES`."""
-    return RESUMES.get(command, "run it again")
+KEEPS_NOTHING = ("bench",)
+"""The commands that keep nothing of a run stopped mid-way: a benchmark writes its figures at its end, and ``mme bench
+pipeline`` removes its run's folder on the way out."""
+
+
+def _kept(command: str) -> str:
+    """What ``command`` stopped mid-way (interrupted, or a process it needed lost) keeps, and what continues it
+    (:data:`RESUMES`): the end of its line."""
+    if command in KEEPS_NOTHING:
+        return "nothing is kept: run it again"
+    return f"what was written is kept ({RESUMES.get(command, 'run it again')})"
 
 
 class _ReaderMayGo:
@@ -970,7 +978,7 @@ def _main(argv: list[str] | None) -> int:
         # a signal whose exception Python dropped (raised in a garbage collector's callback)
         return _stopped(who, args.command, stops.received)
     except (MMEError, Interrupted) as e:
-        kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, WRITTEN_KEPT) else ""
+        kept = f"; {_kept(args.command)}" if isinstance(e, WRITTEN_KEPT) else ""
         print(f"{who}: error: {e}{kept}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:
@@ -1075,7 +1083,7 @@ def _who(command: str, rank: int) -> str:
 def _stopped(who: str, command: str, signum: signal.Signals) -> int:
     """Say that the command stopped on ``signum`` (SIGINT: Ctrl-C) and what is kept; its exit status."""
     how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
-    print(f"{who}: {how}; what was written is kept ({_resumes(command)})", file=sys.stderr)
+    print(f"{who}: {how}; {_kept(command)}", file=sys.stderr)
     return 128 + signum
 
 

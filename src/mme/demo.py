@@ -82,7 +82,7 @@ from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
 from mme.train.engine import with_added_keys
 from mme.train.interrupts import StageStops
-from mme.train.loop import unkept
+from mme.train.loop import raise_unkept
 from mme.train.metrics import records_through, steps_of
 from mme.train.precision import bf16_said, choose_device, settled_precision
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
@@ -441,10 +441,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             except MMEError as e:  # a data stop's kept checkpoint and --resume auto are the run's: the demo's rerun
-                stop = unkept(e)  # pre-trains the row again
-                if stop is None:
-                    raise
-                raise stop from e
+                raise_unkept(e)  # pre-trains the row again
+                raise
             ran = json.loads(read_text(result.out_dir / "run.json"))
             if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
                 _record_precision(s, ran)

@@ -116,13 +116,14 @@ class NonFiniteLossError(MMEError):
 class ProcessLost(MMEError):
     """A process the command depends on ended under it (another rank of a torchrun job, a data loader worker):
     killed (the out-of-memory killer's SIGKILL) or crashed, or, a loader worker, lost a batch it could not hand over
-    (shared memory full) or could not start (shared memory without room for its queues). What was written is kept:
-    the CLI says what continues the command."""
+    (shared memory full) or could not start (shared memory without room for its queues). The CLI says what the
+    command keeps of what it wrote, and what continues it."""
 
 
 WRITTEN_KEPT = (ProcessLost, OutOfMemory)
 """The stops of a command mid-way that are no fault of its input nor of what it wrote (a process it needed lost, the
-machine's memory short): what it wrote is kept, and the CLI's line ends with what continues the command."""
+machine's memory short): the CLI's line ends with what the command keeps of what it wrote (``mme bench``: nothing),
+and what continues it."""
 
 
 class UnguardedScript(MMEError):

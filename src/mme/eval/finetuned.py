@@ -315,10 +315,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                        trained_on) if trained.finished else {}
             except OutOfMemory as e:  # a data stop as in training: its line names the run's last checkpoint, from
                 # which --resume auto runs the tests
-                kept = loop.keep_steps_of_data_stop(run, e, lambda: None)
-                if kept is e:
-                    raise
-                raise kept from e
+                loop.raise_keeping_steps(run, e)
             if not trained.finished and cfg.task.tested and dist.is_main():
                 log.info("tests not run: the run stopped at train.stop_after=%d, step %d of %d; --resume auto "
                          "(train.resume=auto) with train.stop_after raised or unset continues", cfg.train.stop_after,

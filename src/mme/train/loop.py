@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn as nn
@@ -421,20 +422,22 @@ a loader worker lost (the out-of-memory killer, a crash, a batch too large for s
 memory (a loader worker's allocation, a video's read: :class:`~mme.errors.OutOfMemory`)."""
 
 
-def keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable[[], object]) -> Exception:
-    """``error`` as the run ends by it, the steps since its last checkpoint kept where the data side stops the run on
-    every rank (:data:`DATA_STOPS` raised alike: before a step's forward, :func:`data_failed_together`; at a record's
-    join, :func:`share_failures`; in the periodic validation after a step, or fine-tuning's tests after the last;
-    checked together, as ranks may fail otherwise at once): a checkpoint of its last finished step, which the failed
-    fetch left as it was (model, optimizer, position; the gradients of a step's earlier micro-batches are no part of a
-    checkpoint, and the generators are seeded again at each micro-batch), the failures of its steps
-    (:func:`trained_failures`), and the error saying so; where the run's last checkpoint is of that step (a stop
-    right after one, a resumed run's first fetch, the tests after the last step), that one. The steps not logged yet
-    are logged first (``record_pending``), as at any checkpoint, so that the kept step's record is there once after a
-    resume. A checkpoint that cannot be written is warned about, the error left as it was."""
+def raise_keeping_steps(run: Run, error: Exception, record_pending: Callable[[], object] | None = None) -> NoReturn:
+    """Raise ``error`` as the run ends by it, the steps since its last checkpoint kept where the data side stops the
+    run on every rank (:data:`DATA_STOPS` raised alike: before a step's forward, :func:`data_failed_together`; at a
+    record's join, :func:`share_failures`; in the periodic validation after a step, or fine-tuning's tests after the
+    last; checked together, as ranks may fail otherwise at once): a checkpoint of its last finished step, which the
+    failed fetch left as it was (model, optimizer, position; the gradients of a step's earlier micro-batches are no
+    part of a checkpoint, and the generators are seeded again at each micro-batch), the failures of its steps
+    (:func:`trained_failures`), and the error saying so, raised from ``error``; where the run's last checkpoint is of
+    that step (a stop right after one, a resumed run's first fetch, the tests after the last step), that one. The
+    steps not logged yet are logged first (``record_pending``, where the run may have any), as at any checkpoint, so
+    that the kept step's record is there once after a resume. A checkpoint that cannot be written is warned about,
+    ``error`` raised as it was."""
     if not dist.raised_alike(error) or dist.any_true(not isinstance(error, DATA_STOPS) or not run.step, run.device):
-        return error
-    record_pending()  # (a TooManyFailures of its join: the run stops by the error it has)
+        raise error
+    if record_pending is not None:
+        record_pending()  # (a TooManyFailures of its join: the run stops by the error it has)
     if run.step == run.saved_step:  # (a stop right after a checkpoint, or at a resumed run's first fetch)
         path = ckpt.checkpoint_path(run.out_dir, run.step)
     else:
@@ -442,25 +445,29 @@ def keep_steps_of_data_stop(run: Run, error: Exception, record_pending: Callable
             path = save(run)
         except CheckpointError as e:
             log.warning("%s", e)
-            return error
+            path = None
+    if path is None:  # (nothing kept)
+        raise error
     said = str(error)
     raised = " with data.max_failure_fraction raised" if type(error) is TooManyFailures else ""
     # (not one whose line the CLI ends with its own of what is kept: this one says it)
     kind = MMEError if isinstance(error, WRITTEN_KEPT) else type(error)
     kept = dist.alike(kind(f"{said}{' ' if said.endswith(('.', '?')) else '. '}Kept: {path}, the checkpoint of step "
                            f"{run.step}: --resume auto (train.resume=auto){raised} continues from there"))
-    kept.unkept = error  # (for a command that continues otherwise: unkept)
-    return kept
+    kept.unkept = error  # (for a command that continues otherwise: raise_unkept)
+    raise kept from error
 
 
-def unkept(error: BaseException) -> MMEError | None:
-    """Where ``error`` is a data stop whose steps the run kept (:func:`keep_steps_of_data_stop`), the stop in its own
-    words, a new error of its kind, without the checkpoint kept and how --resume auto continues from it: for a command
-    that runs a training run and continues otherwise (``mme demo`` pre-trains the row again, ``mme bench pipeline``
-    removes the run's folder on the way out), whose line the CLI ends, for one of :data:`~mme.errors.WRITTEN_KEPT`,
-    with what continues that command. Else None."""
+def raise_unkept(error: BaseException) -> None:
+    """Where ``error`` is a data stop whose steps the run kept (:func:`raise_keeping_steps`), raise the stop in its own
+    words from it, a new error of its kind, without the checkpoint kept and how --resume auto continues from it: for a
+    command that runs a training run and continues otherwise (``mme demo`` pre-trains the row again, ``mme bench
+    pipeline`` removes the run's folder on the way out), whose line the CLI ends, for one of
+    :data:`~mme.errors.WRITTEN_KEPT`, with what that command keeps. Else it returns, for the caller to raise
+    ``error``."""
     stop = getattr(error, "unkept", None)
-    return None if stop is None else type(stop)(str(stop))
+    if stop is not None:
+        raise type(stop)(str(stop)) from error
 
 
 def _write_checkpoint(run: Run, failures: torch.Tensor) -> Path:
@@ -674,10 +681,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             if stopping is not None:
                 break
     except Exception as e:
-        error = keep_steps_of_data_stop(run, e, record_pending)
-        if error is e:
-            raise
-        raise error from e
+        raise_keeping_steps(run, e, record_pending)
     return path, stopping, step_seconds
 
 
