@@ -914,13 +914,20 @@ def why_absent(path: str | Path, shut_in: Callable[[str], Path | None] | None = 
     return None
 
 
-def why_absent_each(paths: Mapping[Any, str]) -> dict[Any, str]:
-    """:func:`why_absent` of each of the files ``paths`` gives by key that is not there or cannot be read, by key;
-    the folder this user may not enter looked for once per folder the files lie in (a list of 240k videos in a
-    teammate's folder of mode 0700 walked the folders above each, and took 85% longer to check than one of missing
-    videos)."""
+def why_absent_each(paths: Mapping[Any, str]) -> tuple[list, dict[Any, str]]:
+    """Of the files ``paths`` gives by key, :func:`why_absent` of each apart: ``(the keys of those missing, the
+    reason each other one cannot be read by key)``; the folder this user may not enter looked for once per folder the
+    files lie in (a list of 240k videos in a teammate's folder of mode 0700 walked the folders above each, and took
+    85% longer to check than one of missing videos)."""
     shut_in = functools.cache(unenterable_in)
-    return {key: why for key, path in paths.items() if (why := why_absent(path, shut_in))}
+    missing, unreadable = [], {}
+    for key, path in paths.items():
+        why = why_absent(path, shut_in)
+        if why == MISSING:
+            missing.append(key)
+        elif why is not None:
+            unreadable[key] = why
+    return missing, unreadable
 
 
 def cannot_read(path: str | Path, e: OSError) -> str:

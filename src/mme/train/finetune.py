@@ -185,32 +185,30 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int, training: TrainingLi
                 f"the training list {train_file}": trained,
                 f"task.{key}": [e for video, e in videos.items() if video not in train  # (warned of above)
                                 and source_group(e.path) != e.path]})  # (a file no name gives a source is its own)
-        absent = why_absent_each({e.path: resolve(e, cfg.data.root) for e in entries})
-        if absent:
-            _say_absent(f"task.{key} {list_file}", absent, len(entries), cfg.data.root)
+        missing, unreadable = why_absent_each({e.path: resolve(e, cfg.data.root) for e in entries})
+        if missing or unreadable:
+            _say_absent(f"task.{key} {list_file}", missing, unreadable, len(entries), cfg.data.root)
     note = untrained_classes(train_file, trained, tested)
     if note:
         log.warning("%s", note)
     return trained, tested
 
 
-def _say_absent(named: str, absent: dict[str, str], listed: int, root: str) -> None:
-    """Of a val or test list (``named``: its setting and file), its ``absent`` videos (path -> :func:`why_absent`),
-    counted apart: those not under ``root`` and those this user cannot read (a teammate's folder of mode 0700), the
-    first of each named; a DataError where they are all ``listed`` of them, else a warning (the tests report them as
-    failed)."""
-    missing = [path for path, why in absent.items() if why == MISSING]
-    unreadable = [(path, why) for path, why in absent.items() if why != MISSING]
+def _say_absent(named: str, missing: list[str], unreadable: dict[str, str], listed: int, root: str) -> None:
+    """Of a val or test list (``named``: its setting and file), its videos absent (:func:`why_absent_each`), counted
+    apart: those ``missing`` (not under ``root``) and those this user cannot read (a teammate's folder of mode 0700),
+    the first of each named; a DataError where they are all ``listed`` of them, else a warning (the tests report them
+    as failed)."""
+    first = ": ".join(next(iter(unreadable.items()), ()))  # (the first unreadable and why)
     said = [f"{len(missing)} {plural(len(missing), 'is', 'are')} not under data.root {root!r} (e.g. {missing[0]})"
             ] if missing else []
-    said += [f"{len(unreadable)} cannot be read (e.g. {unreadable[0][0]}: {unreadable[0][1]})"] if unreadable else []
-    if len(absent) < listed:
+    said += [f"{len(unreadable)} cannot be read (e.g. {first})"] if unreadable else []
+    if len(missing) + len(unreadable) < listed:
         log.warning("%s: of its %d videos, %s; the tests report them as failed", named, listed, ", ".join(said))
     elif not unreadable:
         raise DataError(f"{named}: none of its {listed} videos is under data.root {root!r} (e.g. {missing[0]})")
     elif not missing:
-        raise DataError(f"{named}: none of its {listed} videos can be read (e.g. {unreadable[0][0]}: "
-                        f"{unreadable[0][1]})")
+        raise DataError(f"{named}: none of its {listed} videos can be read (e.g. {first})")
     else:
         raise DataError(f"{named}: none of its {listed} videos can be read: {', '.join(said)}")
 

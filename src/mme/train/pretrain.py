@@ -222,9 +222,7 @@ def _missing_videos(dataset: PretrainDataset, failed: Collection[int]) -> tuple[
     lacking = [i for i, found in enumerate(dataset.cache_lookup.files) if found is None and i not in failed]
     looked = bisect.bisect_left(range(len(lacking)), True, key=dataset.too_many_failures)
     picks = [lacking[k] for k in evenly_spread(len(lacking), looked)]
-    absent = why_absent_each({i: dataset.path(i) for i in picks})
-    return ([i for i, why in absent.items() if why == MISSING], {i: why for i, why in absent.items() if why != MISSING},
-            len(lacking) - len(picks))
+    return *why_absent_each({i: dataset.path(i) for i in picks}), len(lacking) - len(picks)
 
 
 def _held_missing(dataset: PretrainDataset) -> str | None:
