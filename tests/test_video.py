@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import gc
@@ -315,6 +316,32 @@ def test_a_video_moved_away_before_the_opencv_count_opens_it_is_missing(tmp_path
     with pytest.raises(VideoError, match=r"v\.mp4: missing \(no such file: gone as it was opened") as info:
         open_video(path, "opencv")
     assert (info.value.reason, len(opened)) == ("missing", 2)
+
+
+def test_a_video_whose_folder_becomes_unenterable_before_the_opencv_count_opens_it_is_unreadable(tmp_path, clip_frames,
+                                                                                               monkeypatch):
+    """The OpenCV reader's count opens a capture of its own, which said a video it could not open 'missing' where
+    ``os.path.exists`` answered False: so too where a folder on the way became one this user may not enter (a
+    teammate's, mode 0700) after the reader's capture opened. It is 'unreadable', with the reason and the folder."""
+    import mme.data.video as video
+
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    path, opened = write_video(folder / "v.mp4", clip_frames[:4]), []
+    real = cv2.VideoCapture
+    with contextlib.ExitStack() as shut:
+        def capture(name, *args):
+            opened.append(name)
+            if len(opened) == 2:  # the count's, after the reader's: not opened (root's opens its file all the same)
+                shut.enter_context(unenterable(folder))
+                return real()
+            return real(name, *args)
+
+        monkeypatch.setattr(video.cv2, "VideoCapture", capture)
+        with pytest.raises(VideoError) as info:
+            open_video(path, "opencv")
+    assert (str(info.value), info.value.reason, len(opened)) == (
+        f"{path}: unreadable (Permission denied: this user may not enter {folder})", "unreadable", 2)
 
 
 def test_a_video_in_a_folder_this_user_may_not_enter_is_unreadable_not_missing(tmp_path, clip_frames):

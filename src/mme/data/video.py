@@ -65,12 +65,14 @@ from mme.data.video_reader import (
 from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import (
     DECODE_GPU_ENV,
+    MISSING,
     NOT_THERE,
     VersionOfFile,
     absolute_path,
     as_given,
     broken_link,
     counted,
+    why_absent,
     why_unreadable,
 )
 
@@ -469,11 +471,13 @@ class _OpenCVReader(VideoReader):
 def _opencv_capture(name: str, threads: int, path: str) -> cv2.VideoCapture:
     """OpenCV's FFmpeg capture of the file ``name`` (not read as a protocol: open_container), decoding on ``threads``
     (OpenCV's default: every core, in each loader worker); a VideoError naming it as ``path`` where it does not open
-    (OpenCV says not why: a file gone since it was looked at is 'missing', as the count's own capture of it finds)."""
+    (OpenCV says not why: a file gone since it was looked at is 'missing', as the count's own capture of it finds; one
+    this user may no longer reach is 'unreadable', with why: :func:`~mme.utils.why_absent`)."""
     cap = cv2.VideoCapture(absolute_path(name), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
     if not cap.isOpened():
-        raise video_error(path, *(("unreadable", "OpenCV cannot open it") if os.path.exists(name)
-                                  else ("missing", GONE)))
+        why = why_absent(name)
+        raise video_error(path, *(("missing", GONE) if why == MISSING else
+                                  ("unreadable", why or "OpenCV cannot open it")))
     return cap
 
 
