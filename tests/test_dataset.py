@@ -317,6 +317,20 @@ def test_items_are_deterministic_per_epoch(videos):
     assert not all(torch.equal(a, ds[1, i]["video"]) for i, a in enumerate(first))
 
 
+def test_an_items_first_try_makes_no_generator_to_find_its_own_video(videos, monkeypatch):
+    """Each item's first try made a generator (27 us) only to find the item's own video, besides the one its clip is
+    drawn from: one generator an item now, and a finished step's items that read their own video make none."""
+    from mme.data import dataset
+
+    ds = PretrainDataset(config(videos, ["coord.mkv"] * 2), seed=1)
+    real, made = np.random.default_rng, []
+    monkeypatch.setattr(dataset.np.random, "default_rng", lambda seed: made.append(seed) or real(seed))
+    item = ds[1, 0]
+    assert made == [[1, 1, 0, 0]]
+    ds.note_trained([(1, 0)], torch.tensor([item["index"]]))
+    assert made == [[1, 1, 0, 0]]
+
+
 def test_bad_inputs_are_skipped_counted_and_bounded(videos):
     lines = ["coord.mkv 0", "missing.mp4 1", "empty.mp4 0", "truncated.mp4 1", "text.mp4 0", "good.mp4 one",
              "good.mp4 1", "coord.mkv 1"]

@@ -1193,7 +1193,7 @@ class _VideoDataset(Dataset):
         (mme.train.loop.micro_batches)."""
         epoch, index = _epoch_and_index(key)
         for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
-            i = self._draw(epoch, index, attempt)[0]
+            i = self._video(epoch, index, attempt)
             if self._reason[i] != 0:
                 if not self.substitutes:
                     raise video_error(self.path(i), REASONS[int(self._reason[i])], "failed before, not reopened")
@@ -1215,16 +1215,19 @@ class _VideoDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index, attempt])
         return (int(rng.integers(len(self.entries))) if attempt > 0 else index), rng
 
+    def _video(self, epoch: int, index: int, attempt: int) -> int:
+        """The video of try ``attempt`` of item ``index`` of ``epoch`` (:meth:`_draw`'s), without a generator made for
+        the first try, the item's own video (27 us an item)."""
+        return index if attempt == 0 else self._draw(epoch, index, attempt)[0]
+
     def note_trained(self, keys: list[tuple[int, int]], read: torch.Tensor) -> None:
         """Items ``keys`` of a finished training step, which read videos ``read`` (their ``index``): the videos each
         tried before, failed (found by its own fetch or an earlier one), become failures of the run as of that step
         (:attr:`trained_failures`)."""
         for key, used in zip(keys, read.tolist(), strict=True):
             epoch, index = _epoch_and_index(key)
-            if used == index:  # (its own video, the first try: no generator made for it, 15 us an item)
-                continue
             for attempt in range(MAX_ATTEMPTS):
-                tried = self._draw(epoch, index, attempt)[0]
+                tried = self._video(epoch, index, attempt)
                 if tried == used:
                     break
                 self._trained[tried] = True
