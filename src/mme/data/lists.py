@@ -792,9 +792,8 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     its videos are, a warning (:func:`_check_other_splits_videos`). Returns the lists, the class names and the
     folder the lists' paths start from (the default --root of their build)."""
     root = Path(root)
-    with reading(root, DataError):  # (a folder on the way this user may not enter: EACCES)
-        if not root.is_dir():
-            raise DataError(f"video folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
     own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
     near = _split_folders_in(base) if own_split else {}  # (base listed once: the walk and the split check read it)
@@ -1080,10 +1079,8 @@ def _by_suffix(files: list[Path]) -> str:
 def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
     """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged. ``root`` or
     an entry of it that cannot be looked at is a DataError (:func:`~mme.utils.cannot_read`)."""
-    try:
+    with reading(root, DataError):
         entries = list(root.iterdir())
-    except OSError as e:
-        raise DataError(cannot_read(root, e)) from e
     loose = sorted(f.name for f in entries if _is_video(f) and passed.holds_video(f))
     if loose:
         log.warning("%s: %s outside class folders %s not listed, e.g. %s", root, counted(len(loose), "video"),
@@ -1105,11 +1102,9 @@ def _is_folder(path: Path) -> bool:
     folder left out would shift the id of every later class), but where it is named as a file
     (:func:`_named_as_file`: README.txt, a video), named in a warning. One that cannot be looked at is a DataError
     (:func:`~mme.utils.cannot_read`)."""
-    try:
+    with reading(path, DataError):
         dangling = path.is_symlink() and not path.exists()
         folder = path.is_dir()
-    except OSError as e:
-        raise DataError(cannot_read(path, e)) from e
     if dangling:
         if _named_as_file(path.name):
             log.warning("%s: %s, is left out (a file, by its name)", path, broken_link(path))
@@ -1408,12 +1403,13 @@ def _video_file(path: Path) -> tuple[int, int] | None:
     folder not searchable, a stale mount, an I/O error) is a DataError naming the file and the reason."""
     if _video_stem(path.name) is None:
         return None
-    try:
-        found = os.stat(path)
-    except OSError as e:
-        if e.errno in (*NOT_THERE, errno.EBADF):  # (as ``Path.is_file``, which takes macOS's EBADF for no file)
-            return None
-        raise DataError(cannot_read(path, e)) from e
+    with reading(path, DataError):
+        try:
+            found = os.stat(path)
+        except OSError as e:
+            if e.errno in (*NOT_THERE, errno.EBADF):  # (as ``Path.is_file``, which takes macOS's EBADF for no file)
+                return None
+            raise
     return stat_identity(found) if stat.S_ISREG(found.st_mode) else None
 
 
