@@ -1,4 +1,5 @@
-"""File-system faults made for the tests, where every Python the project supports (3.10-3.13) looks them up."""
+"""File-system and memory faults made for the tests, where every Python the project supports (3.10-3.13) looks them
+up."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
 import pytest
+
+
+def ffmpeg_out_of_memory() -> av.error.MemoryError:
+    """FFmpeg's refused allocation (ENOMEM) as PyAV raises it, from an open or a decode."""
+    return av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
 
 
 def swap_stat(patch: pytest.MonkeyPatch, fake: Callable[[Callable], Callable]) -> None:

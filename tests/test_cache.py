@@ -31,6 +31,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from os_fakes import ffmpeg_out_of_memory
 from videos import (
     H264_GOP,
     affine_video,
@@ -806,7 +807,7 @@ def test_extract_stops_on_ffmpeg_out_of_memory_and_fails_no_video(videos, tmp_pa
 
     def refused(path, **options):
         if path.endswith("b.mp4"):
-            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+            raise ffmpeg_out_of_memory()
         return real(path, **options)
 
     monkeypatch.setattr(pyav_reader, "open_container", refused)
@@ -1102,20 +1103,23 @@ def test_an_error_in_a_worker_is_raised_as_without_workers(bad, error, said):
     assert isinstance(info.value.__cause__, WorkerError) and "in fails_on" in str(info.value.__cause__)
 
 
-@pytest.mark.parametrize("workers", [2, 1])
-def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_path, monkeypatch, workers):
+@pytest.mark.parametrize("workers, stopped", [(2, False), (1, False), (2, True)])
+def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_path, monkeypatch, workers, stopped):
     """A worker hung on a read (a stalled mount) held mme check and mme extract without a word; the job held is
     warned of once held WAIT_WARNING_S, and again as the wait doubles, naming it, its worker's PID and the jobs done.
     Without workers (mme check's default, --workers 1) the job this process holds is warned of alike (it was not: the
-    warning's timer was the workers' loop's)."""
-    from mme import utils
-
+    warning's timer was the workers' loop's). A worker stopped (SIGSTOP, a job suspended) is said stopped, with the
+    command that resumes it, as a loader's is (its PID alone was named)."""
     release, said = tmp_path / "release", []
 
-    class Releasing(logging.Handler):  # (the job ends at the second warning)
-        def emit(self, record):
-            if record.getMessage().startswith(str(release)):  # (the job "" may be warned of before its worker
-                said.append(record.getMessage())                 # has started, where that is slow)
+    class Releasing(logging.Handler):  # (the job ends at the second warning; ``stopped``: its worker stopped at the
+        def emit(self, record):         # first, resumed at the second)
+            if not record.getMessage().startswith(str(release)):  # (the job "" may be warned of before its worker
+                return                                             # has started, where that is slow)
+            said.append(record.getMessage())
+            if stopped:
+                pid = int(re.search(r"worker process (\d+)", said[-1]).group(1))
+                os.kill(pid, signal.SIGSTOP if len(said) == 1 else signal.SIGCONT)
             if len(said) == 2:  # (the job '' is done once its worker started: no warning of it)
                 release.touch()
 
@@ -1127,41 +1131,12 @@ def test_a_job_a_worker_holds_long_is_warned_of_naming_it_and_the_worker(tmp_pat
                                        lambda job: job))
     finally:
         logging.getLogger("mme.utils").removeHandler(handler)
-    pid = done[1][1]
-    who = f"worker process {pid}" if workers > 1 else f"this process (pid {os.getpid()})"
+    who = f"worker process {done[1][1]}" if workers > 1 else f"this process (pid {os.getpid()})"
+    states = ("", ", stopped: kill -CONT resumes it" if stopped else "")
     assert [re.sub(r"for \d+ s|\(\d of", "#", m) for m in said[:2]] == [  # (the job '': done, or not yet started;
         # a third may come before the job's result is taken)
-        f"{release}: no result # from {who}, still waited for # 2 done; a slow read may take this long; Ctrl-C or "
-        "SIGTERM ends the wait)"] * 2
-
-
-def test_a_stopped_worker_holding_a_job_is_named_stopped(tmp_path, monkeypatch):
-    """The warning of a job held long named its worker's PID alone where a loader's named a worker stopped (SIGSTOP,
-    a job suspended) as such, with the command that resumes it: it says the worker's state too."""
-    from mme import utils
-
-    release, said = tmp_path / "release", []
-
-    class StoppingThenResuming(logging.Handler):  # (stops the worker at the first warning, resumes it at the second)
-        def emit(self, record):
-            if not record.getMessage().startswith(str(release)):
-                return
-            said.append(record.getMessage())
-            pid = int(re.search(r"worker process (\d+)", said[-1]).group(1))
-            os.kill(pid, signal.SIGSTOP if len(said) == 1 else signal.SIGCONT)
-            if len(said) == 2:
-                release.touch()
-
-    monkeypatch.setattr(utils, "WAIT_WARNING_S", 0.3, raising=False)
-    handler = StoppingThenResuming(logging.WARNING)
-    logging.getLogger("mme.utils").addHandler(handler)
-    try:
-        done = sorted(utils.in_workers(held_until, ["", str(release)], 2, lambda job, how: how, lambda job: job))
-    finally:
-        logging.getLogger("mme.utils").removeHandler(handler)
-    assert [re.sub(r"for \d+ s|\(\d of", "#", m) for m in said[:2]] == [
-        f"{release}: no result # from worker process {done[1][1]}{state}, still waited for # 2 done; a slow read may "
-        "take this long; Ctrl-C or SIGTERM ends the wait)" for state in ("", ", stopped: kill -CONT resumes it")]
+        f"{release}: no result # from {who}{state}, still waited for # 2 done; a slow read may take this long; Ctrl-C "
+        "or SIGTERM ends the wait)" for state in states]
 
 
 def test_the_results_that_came_with_a_workers_error_are_given_before_it(tmp_path):

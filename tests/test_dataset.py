@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import gc
 import json
 import os
@@ -18,10 +17,10 @@ import sys
 import time
 from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 import torch
+from os_fakes import ffmpeg_out_of_memory
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from videos import (
@@ -272,7 +271,7 @@ def test_ffmpeg_out_of_memory_is_no_failure_of_the_video(videos, monkeypatch):
     real = pyav_reader.open_container
 
     def refused(path, **options):
-        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        raise ffmpeg_out_of_memory()
 
     monkeypatch.setattr(pyav_reader, "open_container", refused)
     ds = PretrainDataset(config(videos, ["good.mp4 0", "coord.mkv 1"]))
@@ -296,7 +295,7 @@ def test_ffmpeg_out_of_memory_stops_a_test_pass_and_fails_no_row(videos, monkeyp
 
     def refused(path, **options):
         if path.endswith("good.mp4"):
-            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+            raise ffmpeg_out_of_memory()
         return real(path, **options)
 
     monkeypatch.setattr(pyav_reader, "open_container", refused)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from os_fakes import ffmpeg_out_of_memory
 from PIL import Image, ImageEnhance, ImageOps
 from training import report_json, run_json
 
@@ -930,8 +931,6 @@ def test_a_validation_video_read_out_of_memory_keeps_the_checkpoint_of_its_step(
     allocation: one line with what to lower, ending with the checkpoint of the last step, whose record is logged;
     in the tests after the last step, the run's last checkpoint, from which --resume auto runs them. The advice names
     the batch of that loader, task.eval_batch_size (it named train.batch_size, the training's)."""
-    import av
-
     from mme.data import pyav_reader
     from mme.errors import WRITTEN_KEPT, MMEError
     from mme.eval.finetuned import finetune
@@ -942,7 +941,7 @@ def test_a_validation_video_read_out_of_memory_keeps_the_checkpoint_of_its_step(
 
     def refused(path, **options):
         if str(path) in val:
-            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+            raise ffmpeg_out_of_memory()
         return real(path, **options)
 
     monkeypatch.setattr(pyav_reader, "open_container", refused)

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from os_fakes import swap_listing, swap_stat, unenterable
+from os_fakes import ffmpeg_out_of_memory, swap_listing, swap_stat, unenterable
 from training import in_one_process
 from videos import CORPUS, affine_video, cut_mid_gop, write_corpus_file, write_keyint_video, write_video
 
@@ -213,7 +213,7 @@ def test_a_file_of_a_suffix_that_names_audio_too_gone_or_out_of_memory_as_it_is_
         if opening == "gone":
             os.unlink(name)
             return real(name, *args, **options)
-        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        raise ffmpeg_out_of_memory()
 
     monkeypatch.setattr(av, "open", opening_it)
     if opening == "gone":
@@ -2338,7 +2338,7 @@ def test_a_check_stopped_part_way_writes_the_report_of_the_videos_it_checked(vid
         if path.endswith("short.mp4"):
             if stop == "Ctrl-C":
                 raise KeyboardInterrupt
-            raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+            raise ffmpeg_out_of_memory()
         return real(path, **options)
 
     monkeypatch.setattr(pyav_reader, "open_container", stopping)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
-from os_fakes import unenterable
+from os_fakes import ffmpeg_out_of_memory, unenterable
 from videos import (
     CORPUS,
     DecodedFrames,
@@ -287,7 +287,7 @@ def test_a_probe_out_of_memory_stops_and_is_not_kept_as_the_files(tmp_path, clip
     real = av.open
 
     def refused(name, *args, **options):
-        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+        raise ffmpeg_out_of_memory()
 
     monkeypatch.setattr(av, "open", refused)
     for probe in (pyav_reader.probe_video, pyav_reader.read_sample_aspect):
