@@ -20,6 +20,21 @@ def ffmpeg_out_of_memory() -> av.error.MemoryError:
     return av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
 
 
+def out_of_memory_opening(patch: pytest.MonkeyPatch, refused: Callable[[str], bool]) -> None:
+    """Make the PyAV reader's open of each path that ``refused`` names fail as FFmpeg out of memory
+    (:func:`ffmpeg_out_of_memory`); the others open as they do."""
+    from mme.data import pyav_reader
+
+    real = pyav_reader.open_container
+
+    def opening(path, **options):
+        if refused(str(path)):
+            raise ffmpeg_out_of_memory()
+        return real(path, **options)
+
+    patch.setattr(pyav_reader, "open_container", opening)
+
+
 def swap_stat(patch: pytest.MonkeyPatch, fake: Callable[[Callable], Callable]) -> None:
     """Make ``os.stat`` and ``os.lstat`` ``fake(os.stat)`` and ``fake(os.lstat)``, for pathlib too: Python 3.10's
     ``Path.stat`` (and so its ``lstat``, ``exists``, ``is_dir``, ...) calls the ``os.stat`` pathlib bound at its

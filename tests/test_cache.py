@@ -31,7 +31,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from os_fakes import ffmpeg_out_of_memory
+from os_fakes import out_of_memory_opening
 from videos import (
     H264_GOP,
     affine_video,
@@ -801,16 +801,7 @@ def test_many_failed_videos_are_a_few_lines_and_the_rest_counted_naming_the_repo
 def test_extract_stops_on_ffmpeg_out_of_memory_and_fails_no_video(videos, tmp_path, monkeypatch):
     """FFmpeg out of memory (ENOMEM) on a sound video was that video's failure in the report; it is the machine's:
     the extraction stops on it, as on a full disk, with the files made kept, and the video is no failure."""
-    from mme.data import pyav_reader
-
-    real = pyav_reader.open_container
-
-    def refused(path, **options):
-        if path.endswith("b.mp4"):
-            raise ffmpeg_out_of_memory()
-        return real(path, **options)
-
-    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    out_of_memory_opening(monkeypatch, lambda path: path.endswith("b.mp4"))
     (tmp_path / "list.txt").write_text("b.mp4\n")
     with pytest.raises(OutOfMemory, match=r"b\.mp4: out of memory while reading it .*the video is not at fault"):
         extract.extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(videos), length=2,

@@ -20,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from os_fakes import ffmpeg_out_of_memory
+from os_fakes import out_of_memory_opening
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from videos import (
@@ -268,19 +268,15 @@ def test_ffmpeg_out_of_memory_is_no_failure_of_the_video(videos, monkeypatch):
     video's 'unreadable' or 'decode error': skipped for good (carried over a resume), counted against
     data.max_failure_fraction. It is the machine's: an OutOfMemory (a data stop of a run), no VideoError, no failure
     recorded, and the video reads once memory is back."""
-    real = pyav_reader.open_container
-
-    def refused(path, **options):
-        raise ffmpeg_out_of_memory()
-
-    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    memory_back = False
+    out_of_memory_opening(monkeypatch, lambda path: not memory_back)
     ds = PretrainDataset(config(videos, ["good.mp4 0", "coord.mkv 1"]))
     with pytest.raises(OutOfMemory, match=r"good\.mp4: out of memory while reading it \(.*Cannot allocate memory.*"
                                           r"the video is not at fault") as raised:
         ds[0]
     assert not isinstance(raised.value, VideoError)
     assert ds.failures == {} and ds.failure_counts() == {}
-    monkeypatch.setattr(pyav_reader, "open_container", real)
+    memory_back = True
     assert ds[0]["index"] == 0
 
 
@@ -291,14 +287,7 @@ def test_ffmpeg_out_of_memory_stops_a_test_pass_and_fails_no_row(videos, monkeyp
     one line with what to lower, as a loader worker's failed allocation (in this process or a worker)."""
     from mme.eval.testing import iter_test_batches
 
-    real = pyav_reader.open_container
-
-    def refused(path, **options):
-        if path.endswith("good.mp4"):
-            raise ffmpeg_out_of_memory()
-        return real(path, **options)
-
-    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    out_of_memory_opening(monkeypatch, lambda path: path.endswith("good.mp4"))
     data = ClassificationDataset(config(videos, ["coord.mkv 0", "good.mp4 1"]), mode="test")
     with pytest.raises(OutOfMemory) as info:
         list(iter_test_batches(data, batch_size=2, num_workers=workers, progress=False))

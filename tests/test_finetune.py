@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from os_fakes import ffmpeg_out_of_memory
+from os_fakes import out_of_memory_opening
 from PIL import Image, ImageEnhance, ImageOps
 from training import report_json, run_json
 
@@ -931,20 +931,12 @@ def test_a_validation_video_read_out_of_memory_keeps_the_checkpoint_of_its_step(
     allocation: one line with what to lower, ending with the checkpoint of the last step, whose record is logged;
     in the tests after the last step, the run's last checkpoint, from which --resume auto runs them. The advice names
     the batch of that loader, task.eval_batch_size (it named train.batch_size, the training's)."""
-    from mme.data import pyav_reader
     from mme.errors import WRITTEN_KEPT, MMEError
     from mme.eval.finetuned import finetune
     from mme.train.checkpoint import checkpoint_path
 
     val = {str(synth.root / line.split()[0]) for line in (synth.root / "val.txt").read_text().splitlines()}
-    real = pyav_reader.open_container
-
-    def refused(path, **options):
-        if str(path) in val:
-            raise ffmpeg_out_of_memory()
-        return real(path, **options)
-
-    monkeypatch.setattr(pyav_reader, "open_container", refused)
+    out_of_memory_opening(monkeypatch, lambda path: path in val)
     every = ("task.eval_every=2", "train.steps=4") if where == "periodic validation" else ("train.steps=2",)
     with pytest.raises(MMEError) as info:
         finetune(_tiny_recipe(synth, tmp_path, *every, "train.ckpt_every=1000", "task.test_list=",
