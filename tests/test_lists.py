@@ -1013,6 +1013,9 @@ def test_a_list_or_folder_in_a_folder_this_user_may_not_enter_is_said_in_one_lin
             read_list(listed, key="data.list_file")
         with pytest.raises(DataError) as source:
             build_test_set(listed, ModelConfig(), clips=1, crops=1)
+        with pytest.raises(DataError) as folders:  # (from Python: mme lists' wrapping is not around it)
+            from_class_folders(theirs / "videos")
+    assert str(folders.value) == f"{theirs / 'videos'}: {denied}"
     assert str(read.value) == f"data.list_file {listed}: {denied}; set data.list_file=PATH"
     assert str(source.value) == f"{listed}: {denied}"
 

@@ -792,8 +792,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     its videos are, a warning (:func:`_check_other_splits_videos`). Returns the lists, the class names and the
     folder the lists' paths start from (the default --root of their build)."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"video folder not found: {root}")
+    with reading(root, DataError):  # (a folder on the way this user may not enter: EACCES; from_class_folders' too)
+        if not root.is_dir():
+            raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
     own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
     near = _split_folders_in(base) if own_split else {}  # (base listed once: the walk and the split check read it)
