@@ -306,7 +306,7 @@ def test_items_are_deterministic_per_epoch(videos):
 
 
 def test_an_items_first_try_makes_no_generator_to_find_its_own_video(videos, monkeypatch):
-    """Each item's first try made a generator (27 us) only to find the item's own video, besides the one its clip is
+    """Each item's first try made a generator only to find the item's own video, besides the one its clip is
     drawn from: one generator an item now, and a finished step's items that read their own video make none."""
     from mme.data import dataset
 

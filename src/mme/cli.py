@@ -751,8 +751,10 @@ pipeline`` removes its run's folder on the way out."""
 def _kept(command: str) -> str:
     """What ``command`` stopped mid-way (interrupted, or a process it needed lost) keeps, and what continues it
     (:data:`RESUMES`): the end of its line."""
+    from mme.errors import NOTHING_KEPT
+
     if command in KEEPS_NOTHING:
-        return "nothing is kept: run it again"
+        return NOTHING_KEPT
     return f"what was written is kept ({RESUMES.get(command, 'run it again')})"
 
 

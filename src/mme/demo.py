@@ -65,7 +65,7 @@ from mme.config import (
     shadowed_by,
     warnings_once,
 )
-from mme.data.dataset import ClassificationDataset, DataConfig
+from mme.data.dataset import ClassificationDataset, DataConfig, evenly_spread
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, other_settings, synth_design
 from mme.data.transforms import normalize_clip
@@ -376,10 +376,10 @@ def loss_against_mean(cfg: PretrainConfig, metrics: Path, clips: int = 64) -> di
     reaches the last step (a full disk stopped them), the run's loss is not known: NaN, with a warning and the row's
     ``loss_note`` (the level, which needs no log, is given all the same)."""
     data = pretrain_dataset(cfg)
-    picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
+    picks = evenly_spread(len(data), clips)
     with caller_generator_kept():  # only its loss is used
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-    level = {"mean_prediction_loss": mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"],
+    level = {"mean_prediction_loss": mean_prediction_loss(model, cfg, [data[i] for i in picks])["loss"],
              "mean_prediction_clips": len(picks)}
     try:
         history = records_through(metrics.parent, cfg.train.steps)
@@ -442,7 +442,6 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             except MMEError as e:  # a data stop's kept checkpoint and --resume auto are the run's: the demo's rerun
                 raise_unkept(e)  # pre-trains the row again
-                raise
             ran = json.loads(read_text(result.out_dir / "run.json"))
             if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
                 _record_precision(s, ran)

@@ -120,6 +120,10 @@ class ProcessLost(MMEError):
     command keeps of what it wrote, and what continues it."""
 
 
+NOTHING_KEPT = "nothing is kept: run it again"
+"""The end of the line of a command stopped mid-way that keeps nothing (``mme bench``: its figures are written at its
+end, and ``mme bench pipeline`` removes its run's folder on the way out)."""
+
 WRITTEN_KEPT = (ProcessLost, OutOfMemory)
 """The stops of a command mid-way that are no fault of its input nor of what it wrote (a process it needed lost, the
 machine's memory short): the CLI's line ends with what the command keeps of what it wrote (``mme bench``: nothing),
@@ -209,9 +213,13 @@ def memory_limit_said(error: BaseException) -> str | None:
     libraries reserve gigabytes of address space they never touch, so a limit that leaves room for the data may still
     leave none for them. None for another error, or without such a limit (a traceback-worthy error stays one)."""
     limited = _memory_limit(error)
-    if limited is None:
-        return None
-    return f"{limited[0]}: {first_line(error)}; {limited[1]}"
+    return None if limited is None else said_under(limited, first_line(error))
+
+
+def said_under(limited: tuple[str, str], failed: str) -> str:
+    """The line of an allocation ``failed`` under a limit of this process's memory, ``(the limit, its remedy)``
+    (:func:`memory_limit`)."""
+    return f"{limited[0]}: {failed}; {limited[1]}"
 
 
 def allocation_refused(error: BaseException | None) -> bool:

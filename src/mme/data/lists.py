@@ -1404,13 +1404,12 @@ def _video_file(path: Path) -> tuple[int, int] | None:
     folder not searchable, a stale mount, an I/O error) is a DataError naming the file and the reason."""
     if _video_stem(path.name) is None:
         return None
-    with reading(path, DataError):
-        try:
-            found = os.stat(path)
-        except OSError as e:
-            if e.errno in (*NOT_THERE, errno.EBADF):  # (as ``Path.is_file``, which takes macOS's EBADF for no file)
-                return None
-            raise
+    try:
+        found = os.stat(path)
+    except OSError as e:
+        if e.errno in (*NOT_THERE, errno.EBADF):  # (as ``Path.is_file``, which takes macOS's EBADF for no file)
+            return None
+        raise DataError(cannot_read(path, e)) from e
     return stat_identity(found) if stat.S_ISREG(found.st_mode) else None
 
 

@@ -38,7 +38,7 @@ from mme.config import load_config, packaged_recipe
 from mme.data.bench import generated_video
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.video import open_video
-from mme.errors import Interrupted, MMEError
+from mme.errors import NOTHING_KEPT, Interrupted, MMEError
 from mme.motion.extract import extract_cache
 from mme.train.bench import seconds_per_step, step_fn
 from mme.train.config import PretrainConfig
@@ -173,10 +173,9 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
                 run = pretrain(run_cfg, printed=False)
         except Interrupted as e:  # its advice (its checkpoint, --resume auto) is of a folder removed on the way out
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
-                              "nothing is kept: run it again", e.exit_code) from e
+                              f"{NOTHING_KEPT}", e.exit_code) from e
         except MMEError as e:  # (a stop of one of WRITTEN_KEPT: the CLI ends its line with "nothing is kept")
             raise_unkept(e)
-            raise
         run_meta = json.loads(read_text(tmp / "run" / "run.json"))
         measured = clips_per_s is None
         # the step alone, at the run's precision and threads: the workers' cores come beside the step's

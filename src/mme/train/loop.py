@@ -458,16 +458,16 @@ def raise_keeping_steps(run: Run, error: Exception, record_pending: Callable[[],
     raise kept from error
 
 
-def raise_unkept(error: BaseException) -> None:
+def raise_unkept(error: BaseException) -> NoReturn:
     """Where ``error`` is a data stop whose steps the run kept (:func:`raise_keeping_steps`), raise the stop in its own
     words from it, a new error of its kind, without the checkpoint kept and how --resume auto continues from it: for a
     command that runs a training run and continues otherwise (``mme demo`` pre-trains the row again, ``mme bench
     pipeline`` removes the run's folder on the way out), whose line the CLI ends, for one of
-    :data:`~mme.errors.WRITTEN_KEPT`, with what that command keeps. Else it returns, for the caller to raise
-    ``error``."""
+    :data:`~mme.errors.WRITTEN_KEPT`, with what that command keeps. Else ``error`` itself."""
     stop = getattr(error, "unkept", None)
     if stop is not None:
         raise type(stop)(str(stop)) from error
+    raise error
 
 
 def _write_checkpoint(run: Run, failures: torch.Tensor) -> Path:
